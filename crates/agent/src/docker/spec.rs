@@ -1,0 +1,352 @@
+//! Building a container's create request from a task: labels, name, mounts,
+//! ports, health check. Pure: no I/O, unit-tested without Docker.
+
+use std::collections::HashMap;
+
+use bollard::models::{
+    ContainerCreateBody, HealthConfig, HostConfig, Mount as DockerMount, MountType, PortBinding,
+    RestartPolicy, RestartPolicyNameEnum,
+};
+use stackd_core::model::{HealthCheck, Mount, MountKind, PortConfig, Task};
+
+use super::ContainerContext;
+
+/// Label: the cluster id.
+pub const LABEL_CLUSTER: &str = "io.stackd.cluster";
+/// Label: the id of the node whose agent manages the container.
+pub const LABEL_NODE: &str = "io.stackd.node";
+/// Label: the stack name.
+pub const LABEL_STACK: &str = "io.stackd.stack";
+/// Label: the full service name (`<stack>_<service>`).
+pub const LABEL_SERVICE: &str = "io.stackd.service";
+/// Label: the task id.
+pub const LABEL_TASK: &str = "io.stackd.task";
+/// Label: the task's slot.
+pub const LABEL_SLOT: &str = "io.stackd.slot";
+/// Label: the service revision the task was created from.
+pub const LABEL_REVISION: &str = "io.stackd.revision";
+
+/// The labels stackd puts on a task's container: the template's labels,
+/// then the `io.stackd.*` labels (which win over template labels of the same name).
+pub fn labels(task: &Task, ctx: &ContainerContext) -> HashMap<String, String> {
+    let mut labels: HashMap<String, String> =
+        task.template.labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    let ours = [
+        (LABEL_CLUSTER, ctx.cluster_id.clone()),
+        (LABEL_NODE, ctx.node_id.clone()),
+        (LABEL_STACK, task.stack.clone()),
+        (LABEL_SERVICE, task.service_name.clone()),
+        (LABEL_TASK, task.id.clone()),
+        (LABEL_SLOT, task.slot.to_string()),
+        (LABEL_REVISION, task.revision.to_string()),
+    ];
+    for (k, v) in ours {
+        labels.insert(k.to_string(), v);
+    }
+    labels
+}
+
+/// Milliseconds as Docker nanoseconds, saturating.
+pub(crate) fn ms_to_ns(ms: u64) -> i64 {
+    i64::try_from(ms.saturating_mul(1_000_000)).unwrap_or(i64::MAX)
+}
+
+/// A grace period in milliseconds as the whole seconds Docker wants, rounded up.
+pub(crate) fn grace_seconds(ms: u64) -> i64 {
+    i64::try_from(ms.div_ceil(1000)).unwrap_or(i64::MAX)
+}
+
+/// Docker's health config for a task's health check; `["NONE"]` disables the
+/// image's check and carries no timings.
+pub(crate) fn health_config(hc: &HealthCheck) -> HealthConfig {
+    if hc.test.first().map(String::as_str) == Some("NONE") {
+        return HealthConfig { test: Some(vec!["NONE".to_string()]), ..Default::default() };
+    }
+    HealthConfig {
+        test: Some(hc.test.clone()),
+        interval: Some(ms_to_ns(hc.interval_ms)),
+        timeout: Some(ms_to_ns(hc.timeout_ms)),
+        retries: Some(i64::try_from(hc.retries).unwrap_or(i64::MAX)),
+        start_period: Some(ms_to_ns(hc.start_period_ms)),
+        start_interval: Some(ms_to_ns(hc.start_interval_ms)),
+    }
+}
+
+/// One mount in Docker's form.
+pub(crate) fn mount(m: &Mount) -> DockerMount {
+    let (typ, source) = match m.kind {
+        MountKind::Volume => (MountType::VOLUME, (!m.source.is_empty()).then(|| m.source.clone())),
+        MountKind::Bind => (MountType::BIND, Some(m.source.clone())),
+        MountKind::Tmpfs => (MountType::TMPFS, None),
+    };
+    DockerMount {
+        target: Some(m.target.clone()),
+        source,
+        typ: Some(typ),
+        read_only: Some(m.read_only),
+        ..Default::default()
+    }
+}
+
+/// Exposed ports (`"8080/tcp"`) and the bindings of the published ones.
+pub(crate) fn ports(ports: &[PortConfig]) -> (Vec<String>, HashMap<String, Option<Vec<PortBinding>>>) {
+    let mut exposed = Vec::new();
+    let mut bindings: HashMap<String, Option<Vec<PortBinding>>> = HashMap::new();
+    for p in ports {
+        let key = format!("{}/{}", p.target, p.protocol.as_str());
+        if !exposed.contains(&key) {
+            exposed.push(key.clone());
+        }
+        if let Some(published) = p.published {
+            let binding = PortBinding {
+                host_ip: (!p.host_ip.is_empty()).then(|| p.host_ip.clone()),
+                host_port: Some(published.to_string()),
+            };
+            bindings.entry(key).or_insert_with(|| Some(Vec::new())).get_or_insert_with(Vec::new).push(binding);
+        }
+    }
+    (exposed, bindings)
+}
+
+/// The create request of a task's container (its name is [`Task::container_name`]).
+pub(crate) fn container_body(task: &Task, ctx: &ContainerContext) -> ContainerCreateBody {
+    let t = &task.template;
+    let (exposed, bindings) = ports(&t.ports);
+    let mounts: Vec<DockerMount> = t.mounts.iter().map(mount).collect();
+    let host_config = HostConfig {
+        mounts: (!mounts.is_empty()).then_some(mounts),
+        port_bindings: (!bindings.is_empty()).then_some(bindings),
+        restart_policy: Some(RestartPolicy { name: Some(RestartPolicyNameEnum::NO), maximum_retry_count: None }),
+        init: t.init,
+        readonly_rootfs: t.read_only.then_some(true),
+        ..Default::default()
+    };
+    ContainerCreateBody {
+        image: Some(t.image.clone()),
+        cmd: t.command.clone(),
+        entrypoint: t.entrypoint.clone(),
+        env: (!t.env.is_empty()).then(|| t.env.clone()),
+        labels: Some(labels(task, ctx)),
+        working_dir: t.working_dir.clone().filter(|s| !s.is_empty()),
+        user: t.user.clone().filter(|s| !s.is_empty()),
+        hostname: t.hostname.clone().filter(|s| !s.is_empty()),
+        stop_signal: t.stop_signal.clone().filter(|s| !s.is_empty()),
+        stop_timeout: Some(grace_seconds(t.stop_grace_period_ms)),
+        healthcheck: t.healthcheck.as_ref().map(health_config),
+        exposed_ports: (!exposed.is_empty()).then_some(exposed),
+        host_config: Some(host_config),
+        ..Default::default()
+    }
+}
+
+/// Splits an image reference into the `fromImage` and `tag` of a pull; a
+/// reference without tag or digest pulls `latest` (never every tag).
+pub(crate) fn pull_reference(image: &str) -> (String, String) {
+    if let Some((name, digest)) = image.split_once('@') {
+        return (name.to_string(), digest.to_string());
+    }
+    let last_slash = image.rfind('/').map_or(0, |i| i + 1);
+    match image[last_slash..].rfind(':') {
+        Some(i) => (image[..last_slash + i].to_string(), image[last_slash + i + 1..].to_string()),
+        None => (image.to_string(), "latest".to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use stackd_core::model::{DesiredState, Protocol, PublishMode, TaskStatus, TaskTemplate};
+
+    use super::*;
+
+    fn ctx() -> ContainerContext {
+        ContainerContext { cluster_id: "c1".into(), node_id: "node-1".into() }
+    }
+
+    fn task(template: TaskTemplate) -> Task {
+        Task {
+            id: "abcdefghijklmnopqrstuvwxyz".into(),
+            service_id: "svc1".into(),
+            service_name: "shop_web".into(),
+            stack: "shop".into(),
+            slot: 2,
+            node_id: Some("node-1".into()),
+            revision: 7,
+            template,
+            desired_state: DesiredState::Running,
+            status: TaskStatus::default(),
+            unplaceable: String::new(),
+            created_at: 0,
+        }
+    }
+
+    #[test]
+    fn labels_carry_the_stackd_labels_and_override_template_ones() {
+        let template = TaskTemplate {
+            labels: BTreeMap::from([
+                ("team".to_string(), "a".to_string()),
+                (LABEL_TASK.to_string(), "forged".to_string()),
+            ]),
+            ..Default::default()
+        };
+        let l = labels(&task(template), &ctx());
+        let get = |k: &str| l.get(k).map(String::as_str);
+        assert_eq!(get("team"), Some("a"));
+        assert_eq!(get(LABEL_CLUSTER), Some("c1"));
+        assert_eq!(get(LABEL_NODE), Some("node-1"));
+        assert_eq!(get(LABEL_STACK), Some("shop"));
+        assert_eq!(get(LABEL_SERVICE), Some("shop_web"));
+        assert_eq!(get(LABEL_TASK), Some("abcdefghijklmnopqrstuvwxyz"));
+        assert_eq!(get(LABEL_SLOT), Some("2"));
+        assert_eq!(get(LABEL_REVISION), Some("7"));
+        assert_eq!(l.len(), 8);
+    }
+
+    #[test]
+    fn body_maps_the_template() {
+        let template = TaskTemplate {
+            image: "stackd-test/web:1".into(),
+            command: Some(vec!["sh".into(), "-c".into(), "exit 3".into()]),
+            entrypoint: Some(vec!["/bin/env".into()]),
+            env: vec!["A=1".into(), "B=2".into()],
+            working_dir: Some("/www".into()),
+            user: Some("1000:1000".into()),
+            hostname: Some(String::new()),
+            stop_grace_period_ms: 1_500,
+            stop_signal: Some("SIGINT".into()),
+            init: Some(true),
+            read_only: true,
+            ..Default::default()
+        };
+        let b = container_body(&task(template), &ctx());
+        assert_eq!(b.image.as_deref(), Some("stackd-test/web:1"));
+        assert_eq!(b.cmd, Some(vec!["sh".to_string(), "-c".into(), "exit 3".into()]));
+        assert_eq!(b.entrypoint, Some(vec!["/bin/env".to_string()]));
+        assert_eq!(b.env, Some(vec!["A=1".to_string(), "B=2".into()]));
+        assert_eq!(b.working_dir.as_deref(), Some("/www"));
+        assert_eq!(b.user.as_deref(), Some("1000:1000"));
+        assert_eq!(b.hostname, None, "an empty hostname keeps Docker's default");
+        assert_eq!(b.stop_signal.as_deref(), Some("SIGINT"));
+        assert_eq!(b.stop_timeout, Some(2), "grace is rounded up to whole seconds");
+        let hc = b.host_config.unwrap_or_default();
+        assert_eq!(hc.init, Some(true));
+        assert_eq!(hc.readonly_rootfs, Some(true));
+        assert_eq!(
+            hc.restart_policy.and_then(|r| r.name),
+            Some(RestartPolicyNameEnum::NO),
+            "the agent never lets Docker restart a container"
+        );
+        assert_eq!(b.healthcheck, None);
+        assert_eq!(b.exposed_ports, None);
+        assert_eq!(hc.port_bindings, None);
+        assert_eq!(hc.mounts, None);
+    }
+
+    #[test]
+    fn unset_command_keeps_the_image_defaults() {
+        let b = container_body(&task(TaskTemplate { image: "x".into(), ..Default::default() }), &ctx());
+        assert_eq!(b.cmd, None);
+        assert_eq!(b.entrypoint, None);
+        assert_eq!(b.env, None);
+        assert_eq!(b.stop_signal, None);
+    }
+
+    #[test]
+    fn ports_are_exposed_and_published() {
+        let p = |target, published, protocol, host_ip: &str| PortConfig {
+            target,
+            published,
+            protocol,
+            mode: PublishMode::Host,
+            host_ip: host_ip.into(),
+        };
+        let (exposed, bindings) = ports(&[
+            p(8080, Some(18080), Protocol::Tcp, ""),
+            p(8080, Some(18081), Protocol::Tcp, "127.0.0.1"),
+            p(53, Some(5353), Protocol::Udp, ""),
+            p(9000, None, Protocol::Tcp, ""),
+        ]);
+        assert_eq!(exposed, vec!["8080/tcp", "53/udp", "9000/tcp"]);
+        assert_eq!(bindings.len(), 2);
+        assert_eq!(
+            bindings.get("8080/tcp"),
+            Some(&Some(vec![
+                PortBinding { host_ip: None, host_port: Some("18080".into()) },
+                PortBinding { host_ip: Some("127.0.0.1".into()), host_port: Some("18081".into()) },
+            ]))
+        );
+        assert_eq!(
+            bindings.get("53/udp"),
+            Some(&Some(vec![PortBinding { host_ip: None, host_port: Some("5353".into()) }]))
+        );
+    }
+
+    #[test]
+    fn mounts_map_each_kind() {
+        let m = |kind, source: &str, target: &str, read_only| Mount {
+            kind,
+            source: source.into(),
+            target: target.into(),
+            read_only,
+        };
+        let v = mount(&m(MountKind::Volume, "shop_data", "/data", false));
+        assert_eq!(v.typ, Some(MountType::VOLUME));
+        assert_eq!(v.source.as_deref(), Some("shop_data"));
+        assert_eq!(v.target.as_deref(), Some("/data"));
+        assert_eq!(v.read_only, Some(false));
+        let anon = mount(&m(MountKind::Volume, "", "/cache", false));
+        assert_eq!(anon.source, None);
+        let b = mount(&m(MountKind::Bind, "/etc/app", "/conf", true));
+        assert_eq!(b.typ, Some(MountType::BIND));
+        assert_eq!(b.source.as_deref(), Some("/etc/app"));
+        assert_eq!(b.read_only, Some(true));
+        let t = mount(&m(MountKind::Tmpfs, "", "/run", false));
+        assert_eq!(t.typ, Some(MountType::TMPFS));
+        assert_eq!(t.source, None);
+    }
+
+    #[test]
+    fn healthcheck_durations_are_nanoseconds() {
+        let hc = HealthCheck {
+            test: vec!["CMD-SHELL".into(), "wget -q -O- localhost:8080".into()],
+            interval_ms: 1_000,
+            timeout_ms: 500,
+            retries: 3,
+            start_period_ms: 2_500,
+            start_interval_ms: 0,
+        };
+        let c = health_config(&hc);
+        assert_eq!(c.test, Some(hc.test.clone()));
+        assert_eq!(c.interval, Some(1_000_000_000));
+        assert_eq!(c.timeout, Some(500_000_000));
+        assert_eq!(c.retries, Some(3));
+        assert_eq!(c.start_period, Some(2_500_000_000));
+        assert_eq!(c.start_interval, Some(0));
+        assert_eq!(ms_to_ns(u64::MAX), i64::MAX);
+    }
+
+    #[test]
+    fn healthcheck_none_disables() {
+        let hc = HealthCheck {
+            test: vec!["NONE".into()],
+            interval_ms: 1_000,
+            timeout_ms: 1,
+            retries: 1,
+            start_period_ms: 1,
+            start_interval_ms: 1,
+        };
+        let c = health_config(&hc);
+        assert_eq!(c.test, Some(vec!["NONE".to_string()]));
+        assert_eq!(c.interval, None);
+    }
+
+    #[test]
+    fn pull_references() {
+        assert_eq!(pull_reference("busybox"), ("busybox".into(), "latest".into()));
+        assert_eq!(pull_reference("stackd-test/web:1"), ("stackd-test/web".into(), "1".into()));
+        assert_eq!(pull_reference("reg:5000/a/b"), ("reg:5000/a/b".into(), "latest".into()));
+        assert_eq!(pull_reference("reg:5000/a/b:2"), ("reg:5000/a/b".into(), "2".into()));
+        assert_eq!(pull_reference("a@sha256:00"), ("a".into(), "sha256:00".into()));
+    }
+}

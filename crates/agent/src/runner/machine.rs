@@ -1,0 +1,386 @@
+//! The decision core of a task runner: [`Phase`]s, the [`Event`]s that the
+//! Docker side feeds back, and [`next`], which decides the next phase, the
+//! status reports to send and the one operation to perform. Pure: no I/O, no
+//! clock (the driver stamps reports with the time).
+
+use stackd_core::model::{DesiredState, TaskState};
+
+/// What the runner knows of its task when it decides: the latest version the
+/// manager sent.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct View {
+    /// What the cluster wants.
+    pub desired: DesiredState,
+    /// The last state the manager recorded.
+    pub known_state: TaskState,
+    /// The container id the manager recorded.
+    pub known_container: String,
+    /// The health the manager recorded.
+    pub known_health: String,
+}
+
+/// Why a container is being stopped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum StopCause {
+    /// The task's desired state became Shutdown: report Shutdown once stopped.
+    Shutdown,
+    /// The task is already terminal (reported, or known to the manager) but
+    /// its container runs: stop it, report nothing, end in this state.
+    Silent(TaskState),
+}
+
+/// Where a runner is in the life of its task.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Phase {
+    /// Looking for an existing container of the task.
+    Locating,
+    /// Making sure the image is present.
+    Preparing,
+    /// Creating the container.
+    Creating,
+    /// Starting the container.
+    Starting {
+        /// Container id.
+        container_id: String,
+    },
+    /// The container runs: waiting for its exit, a health change or a shutdown.
+    Running {
+        /// Container id.
+        container_id: String,
+        /// Last health seen (empty: no health check).
+        health: String,
+    },
+    /// Stopping the container.
+    Stopping {
+        /// Container id.
+        container_id: String,
+        /// Last health seen.
+        health: String,
+        /// Why.
+        cause: StopCause,
+    },
+    /// Terminal: nothing more happens until the task leaves the node's set.
+    Done {
+        /// The task's final state.
+        state: TaskState,
+    },
+}
+
+/// What a container found by its task label looks like.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum FoundState {
+    /// Created, never started.
+    Created,
+    /// Running.
+    Running,
+    /// Exited with this code.
+    Exited(i64),
+}
+
+/// An existing container of the task.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Found {
+    /// Container id.
+    pub id: String,
+    /// Its state.
+    pub state: FoundState,
+    /// Its health (empty: no health check).
+    pub health: String,
+}
+
+/// The outcome of an operation, fed back into [`next`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Event {
+    /// The lookup by task label found this container, or none.
+    Located(Option<Found>),
+    /// The image is present.
+    ImageReady,
+    /// The image is missing and could not be pulled.
+    ImageFailed(String),
+    /// The container was created.
+    Created(String),
+    /// Docker refused to create the container.
+    CreateFailed(String),
+    /// The container started.
+    Started,
+    /// Docker could not start the container.
+    StartFailed(String),
+    /// The container exited with this code.
+    Exited(i64),
+    /// The container no longer exists.
+    Vanished,
+    /// The container's health changed.
+    Health {
+        /// `starting`, `healthy` or `unhealthy`.
+        status: String,
+        /// Output of the last probe.
+        output: String,
+    },
+    /// The task's desired state became Shutdown.
+    ShutdownRequested,
+    /// The container was stopped.
+    Stopped {
+        /// Its exit code, if known.
+        exit_code: Option<i64>,
+    },
+}
+
+/// One operation for the Docker side.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Op {
+    /// Find the task's container by label → [`Event::Located`].
+    Locate,
+    /// Ensure the image → [`Event::ImageReady`] / [`Event::ImageFailed`].
+    EnsureImage,
+    /// Create the container → [`Event::Created`] / [`Event::CreateFailed`] /
+    /// [`Event::Located`] when a container of the task already has the name.
+    Create,
+    /// Start it → [`Event::Started`] / [`Event::StartFailed`].
+    Start(String),
+    /// Wait for exit, health change or shutdown → [`Event::Exited`],
+    /// [`Event::Vanished`], [`Event::Health`], [`Event::ShutdownRequested`].
+    Watch(String),
+    /// Stop it with the task's grace period and signal → [`Event::Stopped`].
+    Stop(String),
+}
+
+/// A status report to send, without its timestamp.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Report {
+    /// State.
+    pub state: TaskState,
+    /// Human message.
+    pub message: String,
+    /// Error, for failed and rejected tasks.
+    pub err: String,
+    /// Container id, once created.
+    pub container_id: String,
+    /// Exit code, once exited.
+    pub exit_code: Option<i64>,
+    /// Health.
+    pub health: String,
+}
+
+impl Report {
+    fn new(state: TaskState, message: &str) -> Report {
+        Report { state, message: message.to_string(), ..Report::default() }
+    }
+    fn container(mut self, id: &str) -> Report {
+        self.container_id = id.to_string();
+        self
+    }
+    fn err(mut self, err: impl Into<String>) -> Report {
+        self.err = err.into();
+        self
+    }
+    fn exit(mut self, code: Option<i64>) -> Report {
+        self.exit_code = code;
+        self
+    }
+    fn health(mut self, health: &str) -> Report {
+        self.health = health.to_string();
+        self
+    }
+}
+
+/// What to do after a transition: reports first, then at most one operation
+/// (none: wait until the task changes or leaves the node).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Step {
+    /// Reports to send, in order.
+    pub reports: Vec<Report>,
+    /// The operation to perform next.
+    pub op: Option<Op>,
+}
+
+impl Step {
+    fn op(op: Op) -> Step {
+        Step { reports: Vec::new(), op: Some(op) }
+    }
+    fn report(report: Report) -> Step {
+        Step { reports: vec![report], op: None }
+    }
+    fn then(mut self, op: Op) -> Step {
+        self.op = Some(op);
+        self
+    }
+}
+
+/// The first phase of every runner: look for an existing container.
+pub(crate) fn start() -> (Phase, Step) {
+    (Phase::Locating, Step::op(Op::Locate))
+}
+
+/// The operation that a phase performs; used to retry after an unexpected event.
+fn resume(phase: &Phase) -> Option<Op> {
+    match phase {
+        Phase::Locating => Some(Op::Locate),
+        Phase::Preparing => Some(Op::EnsureImage),
+        Phase::Creating => Some(Op::Create),
+        Phase::Starting { container_id } => Some(Op::Start(container_id.clone())),
+        Phase::Running { container_id, .. } => Some(Op::Watch(container_id.clone())),
+        Phase::Stopping { container_id, .. } => Some(Op::Stop(container_id.clone())),
+        Phase::Done { .. } => None,
+    }
+}
+
+/// How an exit reads: Shutdown if it was asked for, else Complete or Failed.
+fn exited(id: &str, code: i64, health: &str, view: &View) -> (Phase, Step) {
+    let report = if view.desired == DesiredState::Shutdown {
+        Report::new(TaskState::Shutdown, "stopped")
+    } else if code == 0 {
+        Report::new(TaskState::Complete, "container exited")
+    } else {
+        Report::new(TaskState::Failed, "container exited").err(format!("exit code {code}"))
+    };
+    let state = report.state;
+    (Phase::Done { state }, Step::report(report.container(id).exit(Some(code)).health(health)))
+}
+
+/// Stop the container and report Shutdown.
+fn stop(id: &str, health: &str) -> (Phase, Step) {
+    let phase = Phase::Stopping { container_id: id.to_string(), health: health.to_string(), cause: StopCause::Shutdown };
+    (phase, Step::op(Op::Stop(id.to_string())))
+}
+
+/// A task that ends before its container ran.
+fn shut_down_before_start(container_id: &str) -> (Phase, Step) {
+    let report = Report::new(TaskState::Shutdown, "shut down before start").container(container_id);
+    (Phase::Done { state: TaskState::Shutdown }, Step::report(report))
+}
+
+/// The lookup of the task's container, at start or after a name conflict.
+fn located(found: Option<Found>, view: &View) -> (Phase, Step) {
+    let terminal = view.known_state.is_terminal();
+    let Some(found) = found else {
+        return if terminal {
+            (Phase::Done { state: view.known_state }, Step::default())
+        } else if view.desired == DesiredState::Shutdown {
+            shut_down_before_start("")
+        } else if view.known_state >= TaskState::Running {
+            let what = if view.known_container.is_empty() {
+                "container disappeared".to_string()
+            } else {
+                format!("container {} disappeared", view.known_container)
+            };
+            let report = Report::new(TaskState::Failed, "container not found")
+                .err(what)
+                .container(&view.known_container);
+            (Phase::Done { state: TaskState::Failed }, Step::report(report))
+        } else {
+            (Phase::Preparing, Step::report(Report::new(TaskState::Preparing, "preparing")).then(Op::EnsureImage))
+        };
+    };
+    let id = found.id.as_str();
+    match found.state {
+        FoundState::Running if terminal => {
+            let cause = StopCause::Silent(view.known_state);
+            let phase = Phase::Stopping { container_id: id.to_string(), health: found.health, cause };
+            (phase, Step::op(Op::Stop(id.to_string())))
+        }
+        FoundState::Running if view.desired == DesiredState::Shutdown => stop(id, &found.health),
+        FoundState::Running => {
+            let known = view.known_state == TaskState::Running
+                && view.known_container == found.id
+                && view.known_health == found.health;
+            let mut step = Step::op(Op::Watch(id.to_string()));
+            if !known {
+                step.reports
+                    .push(Report::new(TaskState::Running, "adopted running container").container(id).health(&found.health));
+            }
+            (Phase::Running { container_id: found.id, health: found.health }, step)
+        }
+        FoundState::Exited(_) | FoundState::Created if terminal => (Phase::Done { state: view.known_state }, Step::default()),
+        FoundState::Exited(code) => exited(id, code, &found.health, view),
+        FoundState::Created if view.desired == DesiredState::Shutdown => shut_down_before_start(id),
+        FoundState::Created => {
+            let report = Report::new(TaskState::Starting, "starting").container(id);
+            (Phase::Starting { container_id: found.id.clone() }, Step::report(report).then(Op::Start(found.id)))
+        }
+    }
+}
+
+/// The transition function: given the current phase, what happened and the
+/// task as the manager last described it, the next phase and what to do.
+pub(crate) fn next(phase: Phase, event: Event, view: &View) -> (Phase, Step) {
+    let shutdown = view.desired == DesiredState::Shutdown;
+    match (phase, event) {
+        (Phase::Locating | Phase::Creating, Event::Located(found)) => located(found, view),
+
+        (Phase::Preparing, Event::ImageReady) if shutdown => shut_down_before_start(""),
+        (Phase::Preparing, Event::ImageReady) => (Phase::Creating, Step::op(Op::Create)),
+        (Phase::Preparing, Event::ImageFailed(err)) => {
+            let report = Report::new(TaskState::Rejected, "image unavailable").err(err);
+            (Phase::Done { state: TaskState::Rejected }, Step::report(report))
+        }
+
+        (Phase::Creating, Event::Created(id)) if shutdown => shut_down_before_start(&id),
+        (Phase::Creating, Event::Created(id)) => {
+            let report = Report::new(TaskState::Starting, "starting").container(&id);
+            (Phase::Starting { container_id: id.clone() }, Step::report(report).then(Op::Start(id)))
+        }
+        (Phase::Creating, Event::CreateFailed(err)) => {
+            let report = Report::new(TaskState::Rejected, "cannot create container").err(err);
+            (Phase::Done { state: TaskState::Rejected }, Step::report(report))
+        }
+
+        (Phase::Starting { container_id }, Event::Started) if shutdown => stop(&container_id, ""),
+        (Phase::Starting { container_id }, Event::Started) => {
+            let report = Report::new(TaskState::Running, "started").container(&container_id);
+            let step = Step::report(report).then(Op::Watch(container_id.clone()));
+            (Phase::Running { container_id, health: String::new() }, step)
+        }
+        (Phase::Starting { container_id }, Event::StartFailed(err)) => {
+            let report = Report::new(TaskState::Failed, "cannot start container").err(err).container(&container_id);
+            (Phase::Done { state: TaskState::Failed }, Step::report(report))
+        }
+
+        (Phase::Running { container_id, health }, Event::Exited(code)) => exited(&container_id, code, &health, view),
+        (Phase::Running { container_id, health }, Event::Vanished) => {
+            let report = Report::new(TaskState::Failed, "container not found")
+                .err(format!("container {container_id} disappeared"))
+                .container(&container_id)
+                .health(&health);
+            (Phase::Done { state: TaskState::Failed }, Step::report(report))
+        }
+        (Phase::Running { container_id, health }, Event::ShutdownRequested) => stop(&container_id, &health),
+        (Phase::Running { container_id, health }, Event::Health { status, .. }) if status == health => {
+            let op = Op::Watch(container_id.clone());
+            (Phase::Running { container_id, health }, Step::op(op))
+        }
+        (Phase::Running { container_id, .. }, Event::Health { status, output }) if status == "unhealthy" => {
+            let report = Report::new(TaskState::Failed, "container unhealthy")
+                .err(format!("unhealthy: {output}"))
+                .container(&container_id)
+                .health(&status);
+            let op = Op::Stop(container_id.clone());
+            let cause = StopCause::Silent(TaskState::Failed);
+            (Phase::Stopping { container_id, health: status, cause }, Step::report(report).then(op))
+        }
+        (Phase::Running { container_id, .. }, Event::Health { status, .. }) => {
+            let report = Report::new(TaskState::Running, &format!("health: {status}"))
+                .container(&container_id)
+                .health(&status);
+            let op = Op::Watch(container_id.clone());
+            (Phase::Running { container_id, health: status }, Step::report(report).then(op))
+        }
+
+        (Phase::Stopping { container_id, health, cause }, Event::Stopped { exit_code }) => match cause {
+            StopCause::Shutdown => {
+                let report = Report::new(TaskState::Shutdown, "stopped").container(&container_id).exit(exit_code).health(&health);
+                (Phase::Done { state: TaskState::Shutdown }, Step::report(report))
+            }
+            StopCause::Silent(state) => (Phase::Done { state }, Step::default()),
+        },
+
+        // Anything else does not fit the phase: perform the phase's operation again.
+        (phase, _) => {
+            let op = resume(&phase);
+            (phase, Step { reports: Vec::new(), op })
+        }
+    }
+}
+
+#[cfg(test)]
+#[path = "machine_tests.rs"]
+mod tests;

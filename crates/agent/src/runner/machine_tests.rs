@@ -1,0 +1,296 @@
+//! One test per transition of the runner's decision core.
+
+use stackd_core::model::{DesiredState, TaskState};
+
+use super::*;
+
+fn view(desired: DesiredState, known_state: TaskState) -> View {
+    View { desired, known_state, known_container: String::new(), known_health: String::new() }
+}
+
+fn fresh() -> View {
+    view(DesiredState::Running, TaskState::Assigned)
+}
+
+fn found(id: &str, state: FoundState) -> Option<Found> {
+    Some(Found { id: id.into(), state, health: String::new() })
+}
+
+fn states(step: &Step) -> Vec<TaskState> {
+    step.reports.iter().map(|r| r.state).collect()
+}
+
+fn running(id: &str, health: &str) -> Phase {
+    Phase::Running { container_id: id.into(), health: health.into() }
+}
+
+#[test]
+fn starts_by_locating() {
+    assert_eq!(start(), (Phase::Locating, Step { reports: vec![], op: Some(Op::Locate) }));
+}
+
+#[test]
+fn nothing_found_prepares() {
+    let (phase, step) = next(Phase::Locating, Event::Located(None), &fresh());
+    assert_eq!(phase, Phase::Preparing);
+    assert_eq!(states(&step), vec![TaskState::Preparing]);
+    assert_eq!(step.reports[0].message, "preparing");
+    assert_eq!(step.op, Some(Op::EnsureImage));
+}
+
+#[test]
+fn nothing_found_for_a_running_task_fails_it() {
+    let v = View { known_container: "c0ffee".into(), ..view(DesiredState::Running, TaskState::Running) };
+    let (phase, step) = next(Phase::Locating, Event::Located(None), &v);
+    assert_eq!(phase, Phase::Done { state: TaskState::Failed });
+    assert_eq!(states(&step), vec![TaskState::Failed]);
+    assert_eq!(step.reports[0].err, "container c0ffee disappeared");
+    assert_eq!(step.op, None);
+}
+
+#[test]
+fn nothing_found_for_a_terminal_task_does_nothing() {
+    let (phase, step) = next(Phase::Locating, Event::Located(None), &view(DesiredState::Running, TaskState::Complete));
+    assert_eq!(phase, Phase::Done { state: TaskState::Complete });
+    assert_eq!(step, Step::default());
+}
+
+#[test]
+fn nothing_found_for_a_task_to_shut_down_reports_shutdown() {
+    let (phase, step) = next(Phase::Locating, Event::Located(None), &view(DesiredState::Shutdown, TaskState::Assigned));
+    assert_eq!(phase, Phase::Done { state: TaskState::Shutdown });
+    assert_eq!(states(&step), vec![TaskState::Shutdown]);
+}
+
+#[test]
+fn adopts_a_running_container() {
+    let (phase, step) = next(Phase::Locating, Event::Located(found("c1", FoundState::Running)), &fresh());
+    assert_eq!(phase, running("c1", ""));
+    assert_eq!(states(&step), vec![TaskState::Running]);
+    assert_eq!(step.reports[0].container_id, "c1");
+    assert_eq!(step.op, Some(Op::Watch("c1".into())));
+}
+
+#[test]
+fn adopting_what_the_manager_knows_reports_nothing() {
+    let v = View { known_container: "c1".into(), ..view(DesiredState::Running, TaskState::Running) };
+    let (phase, step) = next(Phase::Locating, Event::Located(found("c1", FoundState::Running)), &v);
+    assert_eq!(phase, running("c1", ""));
+    assert!(step.reports.is_empty());
+    assert_eq!(step.op, Some(Op::Watch("c1".into())));
+    // Another container id is news.
+    let v = View { known_container: "c0".into(), ..v };
+    let (_, step) = next(Phase::Locating, Event::Located(found("c1", FoundState::Running)), &v);
+    assert_eq!(states(&step), vec![TaskState::Running]);
+}
+
+#[test]
+fn adopting_a_running_container_of_a_task_to_shut_down_stops_it() {
+    let v = view(DesiredState::Shutdown, TaskState::Running);
+    let (phase, step) = next(Phase::Locating, Event::Located(found("c1", FoundState::Running)), &v);
+    assert!(matches!(phase, Phase::Stopping { cause: StopCause::Shutdown, .. }));
+    assert_eq!(step.op, Some(Op::Stop("c1".into())));
+}
+
+#[test]
+fn a_running_container_of_a_terminal_task_is_stopped_silently() {
+    let v = view(DesiredState::Running, TaskState::Failed);
+    let (phase, step) = next(Phase::Locating, Event::Located(found("c1", FoundState::Running)), &v);
+    assert!(matches!(phase, Phase::Stopping { cause: StopCause::Silent(TaskState::Failed), .. }));
+    assert!(step.reports.is_empty());
+    let (phase, step) = next(phase, Event::Stopped { exit_code: Some(137) }, &v);
+    assert_eq!(phase, Phase::Done { state: TaskState::Failed });
+    assert!(step.reports.is_empty());
+}
+
+#[test]
+fn adopting_an_exited_container_reports_its_end() {
+    let (phase, step) = next(Phase::Locating, Event::Located(found("c1", FoundState::Exited(0))), &fresh());
+    assert_eq!(phase, Phase::Done { state: TaskState::Complete });
+    assert_eq!(states(&step), vec![TaskState::Complete]);
+    assert_eq!(step.reports[0].exit_code, Some(0));
+
+    let (phase, step) = next(Phase::Locating, Event::Located(found("c1", FoundState::Exited(3))), &fresh());
+    assert_eq!(phase, Phase::Done { state: TaskState::Failed });
+    assert_eq!(step.reports[0].err, "exit code 3");
+    assert_eq!(step.reports[0].exit_code, Some(3));
+    assert_eq!(step.op, None, "an exited container is never restarted nor recreated");
+}
+
+#[test]
+fn adopting_an_exited_container_of_a_terminal_task_reports_nothing() {
+    let v = view(DesiredState::Running, TaskState::Failed);
+    let (phase, step) = next(Phase::Locating, Event::Located(found("c1", FoundState::Exited(3))), &v);
+    assert_eq!(phase, Phase::Done { state: TaskState::Failed });
+    assert_eq!(step, Step::default());
+}
+
+#[test]
+fn adopting_a_created_container_starts_it() {
+    let (phase, step) = next(Phase::Locating, Event::Located(found("c1", FoundState::Created)), &fresh());
+    assert_eq!(phase, Phase::Starting { container_id: "c1".into() });
+    assert_eq!(states(&step), vec![TaskState::Starting]);
+    assert_eq!(step.op, Some(Op::Start("c1".into())));
+}
+
+#[test]
+fn image_ready_creates() {
+    let (phase, step) = next(Phase::Preparing, Event::ImageReady, &fresh());
+    assert_eq!(phase, Phase::Creating);
+    assert_eq!(step, Step { reports: vec![], op: Some(Op::Create) });
+}
+
+#[test]
+fn image_ready_after_shutdown_request_stops_there() {
+    let v = view(DesiredState::Shutdown, TaskState::Preparing);
+    let (phase, step) = next(Phase::Preparing, Event::ImageReady, &v);
+    assert_eq!(phase, Phase::Done { state: TaskState::Shutdown });
+    assert_eq!(states(&step), vec![TaskState::Shutdown]);
+}
+
+#[test]
+fn missing_image_rejects() {
+    let err = "image x not found locally and pull failed: no registry".to_string();
+    let (phase, step) = next(Phase::Preparing, Event::ImageFailed(err.clone()), &fresh());
+    assert_eq!(phase, Phase::Done { state: TaskState::Rejected });
+    assert_eq!(states(&step), vec![TaskState::Rejected]);
+    assert_eq!(step.reports[0].err, err);
+}
+
+#[test]
+fn created_starts() {
+    let (phase, step) = next(Phase::Creating, Event::Created("c1".into()), &fresh());
+    assert_eq!(phase, Phase::Starting { container_id: "c1".into() });
+    assert_eq!(states(&step), vec![TaskState::Starting]);
+    assert_eq!(step.reports[0].container_id, "c1");
+    assert_eq!(step.op, Some(Op::Start("c1".into())));
+}
+
+#[test]
+fn create_failure_rejects() {
+    let (phase, step) = next(Phase::Creating, Event::CreateFailed("bad mount".into()), &fresh());
+    assert_eq!(phase, Phase::Done { state: TaskState::Rejected });
+    assert_eq!(step.reports[0].err, "bad mount");
+}
+
+#[test]
+fn name_conflict_with_the_same_task_adopts() {
+    let (phase, step) = next(Phase::Creating, Event::Located(found("c9", FoundState::Running)), &fresh());
+    assert_eq!(phase, running("c9", ""));
+    assert_eq!(states(&step), vec![TaskState::Running]);
+}
+
+#[test]
+fn started_runs_and_watches() {
+    let (phase, step) = next(Phase::Starting { container_id: "c1".into() }, Event::Started, &fresh());
+    assert_eq!(phase, running("c1", ""));
+    assert_eq!(states(&step), vec![TaskState::Running]);
+    assert_eq!(step.reports[0].container_id, "c1");
+    assert_eq!(step.op, Some(Op::Watch("c1".into())));
+}
+
+#[test]
+fn started_after_shutdown_request_stops() {
+    let v = view(DesiredState::Shutdown, TaskState::Starting);
+    let (phase, step) = next(Phase::Starting { container_id: "c1".into() }, Event::Started, &v);
+    assert!(matches!(phase, Phase::Stopping { cause: StopCause::Shutdown, .. }));
+    assert_eq!(step.op, Some(Op::Stop("c1".into())));
+}
+
+#[test]
+fn start_failure_fails() {
+    let (phase, step) = next(Phase::Starting { container_id: "c1".into() }, Event::StartFailed("no such file".into()), &fresh());
+    assert_eq!(phase, Phase::Done { state: TaskState::Failed });
+    assert_eq!(step.reports[0].err, "no such file");
+    assert_eq!(step.reports[0].container_id, "c1");
+}
+
+#[test]
+fn exit_zero_completes() {
+    let (phase, step) = next(running("c1", ""), Event::Exited(0), &fresh());
+    assert_eq!(phase, Phase::Done { state: TaskState::Complete });
+    assert_eq!(step.reports[0].message, "container exited");
+    assert_eq!(step.reports[0].err, "");
+    assert_eq!(step.reports[0].exit_code, Some(0));
+}
+
+#[test]
+fn exit_non_zero_fails() {
+    let (phase, step) = next(running("c1", ""), Event::Exited(3), &fresh());
+    assert_eq!(phase, Phase::Done { state: TaskState::Failed });
+    assert_eq!(step.reports[0].err, "exit code 3");
+    assert_eq!(step.reports[0].exit_code, Some(3));
+    assert_eq!(step.op, None);
+}
+
+#[test]
+fn exit_while_shutdown_is_wanted_is_a_shutdown() {
+    let v = view(DesiredState::Shutdown, TaskState::Running);
+    let (phase, step) = next(running("c1", ""), Event::Exited(143), &v);
+    assert_eq!(phase, Phase::Done { state: TaskState::Shutdown });
+    assert_eq!(step.reports[0].exit_code, Some(143));
+}
+
+#[test]
+fn vanished_container_fails() {
+    let (phase, step) = next(running("c1", ""), Event::Vanished, &fresh());
+    assert_eq!(phase, Phase::Done { state: TaskState::Failed });
+    assert_eq!(step.reports[0].err, "container c1 disappeared");
+}
+
+#[test]
+fn shutdown_request_stops_then_reports_shutdown() {
+    let v = view(DesiredState::Shutdown, TaskState::Running);
+    let (phase, step) = next(running("c1", "healthy"), Event::ShutdownRequested, &v);
+    assert_eq!(
+        phase,
+        Phase::Stopping { container_id: "c1".into(), health: "healthy".into(), cause: StopCause::Shutdown }
+    );
+    assert!(step.reports.is_empty());
+    assert_eq!(step.op, Some(Op::Stop("c1".into())));
+    let (phase, step) = next(phase, Event::Stopped { exit_code: Some(143) }, &v);
+    assert_eq!(phase, Phase::Done { state: TaskState::Shutdown });
+    assert_eq!(states(&step), vec![TaskState::Shutdown]);
+    assert_eq!(step.reports[0].exit_code, Some(143));
+    assert_eq!(step.reports[0].container_id, "c1");
+}
+
+#[test]
+fn health_changes_are_reported() {
+    let ev = |s: &str| Event::Health { status: s.into(), output: String::new() };
+    let (phase, step) = next(running("c1", ""), ev("starting"), &fresh());
+    assert_eq!(phase, running("c1", "starting"));
+    assert_eq!(states(&step), vec![TaskState::Running]);
+    assert_eq!(step.reports[0].health, "starting");
+    let (phase, step) = next(phase, ev("healthy"), &fresh());
+    assert_eq!(phase, running("c1", "healthy"));
+    assert_eq!(step.reports[0].health, "healthy");
+    assert_eq!(step.op, Some(Op::Watch("c1".into())));
+    // The same health again is no news.
+    let (phase, step) = next(phase, ev("healthy"), &fresh());
+    assert_eq!(phase, running("c1", "healthy"));
+    assert!(step.reports.is_empty());
+}
+
+#[test]
+fn unhealthy_fails_and_stops() {
+    let ev = Event::Health { status: "unhealthy".into(), output: "wget: can't connect".into() };
+    let (phase, step) = next(running("c1", "healthy"), ev, &fresh());
+    assert!(matches!(phase, Phase::Stopping { cause: StopCause::Silent(TaskState::Failed), .. }));
+    assert_eq!(states(&step), vec![TaskState::Failed]);
+    assert_eq!(step.reports[0].err, "unhealthy: wget: can't connect");
+    assert_eq!(step.reports[0].health, "unhealthy");
+    assert_eq!(step.op, Some(Op::Stop("c1".into())));
+    let (phase, step) = next(phase, Event::Stopped { exit_code: Some(137) }, &fresh());
+    assert_eq!(phase, Phase::Done { state: TaskState::Failed });
+    assert!(step.reports.is_empty(), "the failure was reported once already");
+}
+
+#[test]
+fn unexpected_events_resume_the_phase() {
+    let (phase, step) = next(running("c1", ""), Event::ImageReady, &fresh());
+    assert_eq!(phase, running("c1", ""));
+    assert_eq!(step, Step { reports: vec![], op: Some(Op::Watch("c1".into())) });
+    let done = Phase::Done { state: TaskState::Complete };
+    assert_eq!(next(done.clone(), Event::Exited(1), &fresh()), (done, Step::default()));
+}

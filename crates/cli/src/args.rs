@@ -1,0 +1,171 @@
+//! The command line.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// stackctl: deploy and inspect stacks on a stackd cluster.
+#[derive(Parser, Debug)]
+#[command(name = "stackctl", version, about)]
+pub struct Cli {
+    /// Options for every command.
+    #[command(flatten)]
+    pub global: Global,
+    /// The command.
+    #[command(subcommand)]
+    pub command: Cmd,
+}
+
+/// Output format of listings.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    /// Aligned columns for people.
+    #[default]
+    Table,
+    /// JSON for programs, with the same field names as the table's columns.
+    Json,
+}
+
+/// Options for every command.
+#[derive(Args, Debug)]
+pub struct Global {
+    /// Manager address(es), comma-separated, e.g. http://10.0.0.1:4280.
+    #[arg(long, global = true, env = "STACKCTL_ADDR", default_value = "http://127.0.0.1:4280")]
+    pub addr: String,
+    /// Output format.
+    #[arg(long, short = 'o', global = true, value_enum, default_value_t = Output::Table)]
+    pub output: Output,
+    /// Read from the manager's local state without asking the leader (faster, may lag).
+    #[arg(long, global = true)]
+    pub stale: bool,
+}
+
+/// Parses durations like `90s`, `5m`, `1h30m`, `500ms`.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let mut total = Duration::ZERO;
+    let mut rest = s.trim();
+    if rest.is_empty() {
+        return Err("empty duration".into());
+    }
+    while !rest.is_empty() {
+        let digits = rest.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(rest.len());
+        if digits == 0 {
+            return Err(format!("invalid duration {s:?}: expected a number, e.g. 5m or 90s"));
+        }
+        let value: f64 = rest[..digits].parse().map_err(|_| format!("invalid number in duration {s:?}"))?;
+        rest = &rest[digits..];
+        let unit_len = rest.find(|c: char| c.is_ascii_digit()).unwrap_or(rest.len());
+        let factor = match &rest[..unit_len] {
+            "ms" => 0.001,
+            "s" => 1.0,
+            "m" => 60.0,
+            "h" => 3600.0,
+            "" => return Err(format!("duration {s:?} needs a unit: ms, s, m or h")),
+            u => return Err(format!("unknown unit {u:?} in duration {s:?}: use ms, s, m or h")),
+        };
+        total += Duration::from_secs_f64(value * factor);
+        rest = &rest[unit_len..];
+    }
+    Ok(total)
+}
+
+/// `stackctl deploy`.
+#[derive(Args, Debug)]
+pub struct DeployArgs {
+    /// Stack file (compose format); repeat to merge several.
+    #[arg(short = 'c', long = "compose-file", required = true)]
+    pub files: Vec<PathBuf>,
+    /// Stack name.
+    pub stack: String,
+    /// Wait until every changed service has converged or failed.
+    #[arg(long)]
+    pub wait: bool,
+    /// With --wait: give up after this long (exit code 4).
+    #[arg(long, value_parser = parse_duration, default_value = "10m")]
+    pub timeout: Duration,
+    /// Remove services of the stack that the files no longer declare.
+    #[arg(long)]
+    pub prune: bool,
+}
+
+/// The commands.
+#[derive(Subcommand, Debug)]
+pub enum Cmd {
+    /// Deploy (create or update) a stack from compose files.
+    Deploy(DeployArgs),
+    /// Manage stacks.
+    Stack {
+        /// Stack command.
+        #[command(subcommand)]
+        command: StackCmd,
+    },
+    /// Manage services.
+    Service {
+        /// Service command.
+        #[command(subcommand)]
+        command: ServiceCmd,
+    },
+    /// List the tasks of a stack or a service (a service is `<stack>_<name>`),
+    /// with each slot's history below its newest task.
+    Ps {
+        /// Stack or service name.
+        target: String,
+    },
+    /// Manage nodes.
+    Node {
+        /// Node command.
+        #[command(subcommand)]
+        command: NodeCmd,
+    },
+}
+
+/// Stack commands.
+#[derive(Subcommand, Debug)]
+pub enum StackCmd {
+    /// List stacks.
+    Ls,
+    /// Remove a stack, its services and their containers.
+    Rm {
+        /// Stack name.
+        stack: String,
+    },
+}
+
+/// Service commands.
+#[derive(Subcommand, Debug)]
+pub enum ServiceCmd {
+    /// List services.
+    Ls {
+        /// Only this stack's.
+        stack: Option<String>,
+    },
+    /// Show a service in detail.
+    Inspect {
+        /// Service name (`<stack>_<name>`) or id.
+        service: String,
+    },
+}
+
+/// Node commands.
+#[derive(Subcommand, Debug)]
+pub enum NodeCmd {
+    /// List nodes.
+    Ls,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("5m"), Ok(Duration::from_secs(300)));
+        assert_eq!(parse_duration("1h30m"), Ok(Duration::from_secs(5400)));
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
+        assert!(parse_duration("5").is_err());
+        assert!(parse_duration("5x").is_err());
+        assert!(parse_duration("").is_err());
+    }
+}

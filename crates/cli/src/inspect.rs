@@ -1,0 +1,261 @@
+//! Listings and inspection.
+
+use anyhow::{Context, Result};
+use serde::Serialize;
+use stackd_core::model::{self, Service, ServiceMode, Task};
+use stackd_proto::v1;
+
+use crate::args::{Global, Output};
+use crate::client::{connect, status};
+use crate::output::{age, print_rows};
+
+/// A row of `stackctl ps`.
+#[derive(Serialize)]
+pub struct TaskRow {
+    id: String,
+    name: String,
+    image: String,
+    node: String,
+    desired_state: String,
+    current_state: String,
+    updated_at: u64,
+    error: String,
+    exit_code: Option<i64>,
+    container_id: String,
+    slot: u64,
+    revision: u64,
+}
+
+fn task_row(t: &Task, node_names: &std::collections::HashMap<String, String>, history: bool) -> TaskRow {
+    let slot = if t.slot == 0 { t.node_id.as_deref().map(|n| model::prefix(n, 12)).unwrap_or("?").to_string() } else { t.slot.to_string() };
+    let name = format!("{}{}.{}", if history { "\\_ " } else { "" }, t.service_name, slot);
+    let node = t.node_id.as_ref().map(|n| node_names.get(n).cloned().unwrap_or_else(|| n.clone())).unwrap_or_default();
+    let mut error = t.status.err.clone();
+    if error.is_empty() && !t.unplaceable.is_empty() {
+        error = format!("no suitable node ({})", t.unplaceable);
+    }
+    TaskRow {
+        id: model::prefix(&t.id, 12).to_string(),
+        name,
+        image: t.template.image.clone(),
+        node,
+        desired_state: format!("{:?}", t.desired_state).to_lowercase(),
+        current_state: t.status.state.to_string(),
+        updated_at: t.status.timestamp,
+        error,
+        exit_code: t.status.exit_code,
+        container_id: model::prefix(&t.status.container_id, 12).to_string(),
+        slot: t.slot,
+        revision: t.revision,
+    }
+}
+
+/// `stackctl ps STACK|SERVICE`.
+pub async fn ps(g: &Global, target: &str) -> Result<i32> {
+    let mut c = connect(&g.addr).await?;
+    // A name with a known service wins; otherwise it is a stack.
+    let is_service = c
+        .inspect_service(v1::InspectServiceRequest { service: target.to_string(), stale: g.stale })
+        .await
+        .is_ok();
+    let req = if is_service {
+        v1::ListTasksRequest { service: target.to_string(), stale: g.stale, ..Default::default() }
+    } else {
+        v1::ListTasksRequest { stack: target.to_string(), stale: g.stale, ..Default::default() }
+    };
+    let resp = c.list_tasks(req).await.map_err(status)?.into_inner();
+    let mut tasks: Vec<Task> = resp.tasks.into_iter().map(Task::try_from).collect::<Result<_, _>>()?;
+    if tasks.is_empty() && !is_service {
+        let stacks = c.list_stacks(v1::ListStacksRequest { stale: g.stale }).await.map_err(status)?.into_inner();
+        if !stacks.stacks.iter().any(|s| s.stack.as_ref().is_some_and(|st| st.name == target)) {
+            anyhow::bail!("no stack or service named {target:?}");
+        }
+    }
+    // Newest first within a slot; history below it.
+    tasks.sort_by(|a, b| {
+        (&a.service_name, a.slot, &a.node_id, std::cmp::Reverse(a.created_at)).cmp(&(&b.service_name, b.slot, &b.node_id, std::cmp::Reverse(b.created_at)))
+    });
+    let mut rows = Vec::with_capacity(tasks.len());
+    let mut prev: Option<(String, u64, Option<String>)> = None;
+    for t in &tasks {
+        let key = (t.service_name.clone(), t.slot, t.node_id.clone());
+        let history = prev.as_ref() == Some(&key);
+        rows.push(task_row(t, &resp.node_names, history));
+        prev = Some(key);
+    }
+    print_rows(&rows, &["id", "name", "image", "node", "desired_state", "current_state", "updated_at", "error"], g.output)?;
+    Ok(0)
+}
+
+/// A row of `stackctl service ls`.
+#[derive(Serialize)]
+pub struct ServiceRow {
+    id: String,
+    name: String,
+    mode: String,
+    running: u64,
+    desired: u64,
+    image: String,
+    revision: u64,
+    update_state: String,
+    ports: String,
+}
+
+fn service_row(s: &Service, running: u64, desired: u64) -> ServiceRow {
+    let ports = s
+        .spec
+        .task
+        .ports
+        .iter()
+        .map(|p| match p.published {
+            Some(pp) => format!("{pp}->{}/{}", p.target, p.protocol.as_str()),
+            None => format!("{}/{}", p.target, p.protocol.as_str()),
+        })
+        .collect::<Vec<_>>()
+        .join(",");
+    ServiceRow {
+        id: model::prefix(&s.id, 12).to_string(),
+        name: s.name.clone(),
+        mode: match s.spec.mode {
+            ServiceMode::Replicated { .. } => "replicated".into(),
+            ServiceMode::Global => "global".into(),
+        },
+        running,
+        desired,
+        image: s.spec.task.image.clone(),
+        revision: s.revision,
+        update_state: format!("{:?}", s.update.state).to_lowercase(),
+        ports,
+    }
+}
+
+/// Converts a service summary from the wire.
+pub fn summary(s: v1::ServiceSummary) -> Result<(Service, u64, u64)> {
+    let svc = Service::try_from(s.service.context("manager sent a summary without a service")?)?;
+    Ok((svc, s.running, s.desired))
+}
+
+/// `stackctl service ls [STACK]`.
+pub async fn service_ls(g: &Global, stack: Option<&str>) -> Result<i32> {
+    let mut c = connect(&g.addr).await?;
+    let resp = c
+        .list_services(v1::ListServicesRequest { stack: stack.unwrap_or_default().to_string(), stale: g.stale })
+        .await
+        .map_err(status)?
+        .into_inner();
+    let mut rows = Vec::new();
+    for s in resp.services {
+        let (svc, running, desired) = summary(s)?;
+        rows.push(service_row(&svc, running, desired));
+    }
+    print_rows(&rows, &["id", "name", "mode", "running", "desired", "image", "revision", "update_state", "ports"], g.output)?;
+    Ok(0)
+}
+
+/// What `service inspect --output json` prints.
+#[derive(Serialize)]
+struct ServiceDetail {
+    #[serde(flatten)]
+    service: Service,
+    running: u64,
+    desired: u64,
+}
+
+/// `stackctl service inspect SERVICE`.
+pub async fn service_inspect(g: &Global, name: &str) -> Result<i32> {
+    let mut c = connect(&g.addr).await?;
+    let resp = c
+        .inspect_service(v1::InspectServiceRequest { service: name.to_string(), stale: g.stale })
+        .await
+        .map_err(status)?
+        .into_inner();
+    let (service, running, desired) = summary(resp.service.context("manager sent no service")?)?;
+    match g.output {
+        Output::Json => println!("{}", serde_json::to_string_pretty(&ServiceDetail { service, running, desired })?),
+        Output::Table => {
+            let s = &service;
+            println!("ID:        {}", s.id);
+            println!("Name:      {}", s.name);
+            println!("Stack:     {}", s.stack);
+            println!("Image:     {}", s.spec.task.image);
+            println!("Mode:      {}", service_row(s, running, desired).mode);
+            println!("Tasks:     {running}/{desired} running");
+            println!("Revision:  {} (history: {})", s.revision, s.history.iter().map(|r| r.revision.to_string()).collect::<Vec<_>>().join(", "));
+            println!("Update:    {}{}", format!("{:?}", s.update.state).to_lowercase(), if s.update.message.is_empty() { String::new() } else { format!(" — {}", s.update.message) });
+            println!("Created:   {}", age(s.created_at));
+            println!("Updated:   {}", age(s.updated_at));
+            println!("Spec:\n{}", serde_json::to_string_pretty(&s.spec)?);
+        }
+    }
+    Ok(0)
+}
+
+/// A row of `stackctl stack ls`.
+#[derive(Serialize)]
+struct StackRow {
+    name: String,
+    services: u64,
+    running: u64,
+    desired: u64,
+    updated_at: u64,
+}
+
+/// `stackctl stack ls`.
+pub async fn stack_ls(g: &Global) -> Result<i32> {
+    let mut c = connect(&g.addr).await?;
+    let resp = c.list_stacks(v1::ListStacksRequest { stale: g.stale }).await.map_err(status)?.into_inner();
+    let rows: Vec<StackRow> = resp
+        .stacks
+        .into_iter()
+        .filter_map(|s| {
+            let st = s.stack?;
+            Some(StackRow { name: st.name, services: s.services, running: s.tasks_running, desired: s.tasks_desired, updated_at: st.updated_at })
+        })
+        .collect();
+    print_rows(&rows, &["name", "services", "running", "desired", "updated_at"], g.output)?;
+    Ok(0)
+}
+
+/// `stackctl stack rm STACK`.
+pub async fn stack_rm(g: &Global, stack: &str) -> Result<i32> {
+    let mut c = connect(&g.addr).await?;
+    let resp = c.remove_stack(v1::RemoveStackRequest { name: stack.to_string() }).await.map_err(status)?.into_inner();
+    for s in &resp.removed_services {
+        println!("Removing service {s}");
+    }
+    println!("Removed stack {stack}");
+    Ok(0)
+}
+
+/// A row of `stackctl node ls`.
+#[derive(Serialize)]
+struct NodeRow {
+    id: String,
+    name: String,
+    addr: String,
+    role: String,
+    availability: String,
+    state: String,
+    engine_version: String,
+}
+
+/// `stackctl node ls`.
+pub async fn node_ls(g: &Global) -> Result<i32> {
+    let mut c = connect(&g.addr).await?;
+    let resp = c.list_nodes(v1::ListNodesRequest { stale: g.stale }).await.map_err(status)?.into_inner();
+    let mut rows = Vec::new();
+    for n in resp.nodes {
+        let n = model::Node::try_from(n)?;
+        rows.push(NodeRow {
+            id: n.id,
+            name: n.name,
+            addr: n.addr,
+            role: format!("{:?}", n.role).to_lowercase(),
+            availability: format!("{:?}", n.availability).to_lowercase(),
+            state: format!("{:?}", n.state).to_lowercase(),
+            engine_version: n.engine_version,
+        });
+    }
+    print_rows(&rows, &["id", "name", "addr", "role", "availability", "state", "engine_version"], g.output)?;
+    Ok(0)
+}

@@ -1,0 +1,45 @@
+//! `stackctl`, the command-line client of a stackd cluster.
+//!
+//! Exit codes (design §8): 0 success; 1 error (bad input, unreachable,
+//! refused); 2 a deploy failed and was rolled back; 3 a deploy failed and
+//! paused; 4 timeout.
+//!
+//! # Layout
+//!
+//! - `args.rs`: the command line (clap).
+//! - `client.rs`: connecting to a manager.
+//! - `deploy.rs`: `stackctl deploy`, with `--wait` progress.
+//! - `inspect.rs`: listings and inspection (`stack ls`, `service ls`, `ps`, …).
+//! - `output.rs`: tables and JSON with the same field names.
+
+mod args;
+mod client;
+mod deploy;
+mod inspect;
+mod output;
+
+pub use args::Cli;
+use args::{Cmd, NodeCmd, ServiceCmd, StackCmd};
+
+/// Exit code: success.
+pub const EXIT_OK: i32 = 0;
+/// Exit code: a deploy failed and was rolled back.
+pub const EXIT_ROLLED_BACK: i32 = 2;
+/// Exit code: a deploy failed and paused.
+pub const EXIT_PAUSED: i32 = 3;
+/// Exit code: timeout.
+pub const EXIT_TIMEOUT: i32 = 4;
+
+/// Runs a parsed command line; returns the exit code.
+pub async fn run(cli: Cli) -> anyhow::Result<i32> {
+    let g = &cli.global;
+    match &cli.command {
+        Cmd::Deploy(d) => deploy::deploy(g, d).await,
+        Cmd::Stack { command: StackCmd::Ls } => inspect::stack_ls(g).await,
+        Cmd::Stack { command: StackCmd::Rm { stack } } => inspect::stack_rm(g, stack).await,
+        Cmd::Service { command: ServiceCmd::Ls { stack } } => inspect::service_ls(g, stack.as_deref()).await,
+        Cmd::Service { command: ServiceCmd::Inspect { service } } => inspect::service_inspect(g, service).await,
+        Cmd::Ps { target } => inspect::ps(g, target).await,
+        Cmd::Node { command: NodeCmd::Ls } => inspect::node_ls(g).await,
+    }
+}

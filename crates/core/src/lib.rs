@@ -1,0 +1,32 @@
+//! stackd's domain, pure: the model, the stack-file loader, the scheduler,
+//! the orchestrators and the replicated state machine.
+//!
+//! Nothing here does I/O, reads a clock or draws random numbers: time comes
+//! in as an argument (`now`, or the `at` of a command), files come in through
+//! a reader the caller passes to the loader. Everything can be tested without
+//! a runtime, and `apply` gives the same result on every manager.
+//!
+//! # Layout
+//!
+//! - [`model`]: nodes, stacks, services, tasks and their specs.
+//! - [`command`]: [`Command`], the only way the state changes, and the
+//!   [`Plan`](command::Plan) / [`Placement`](command::Placement) values the
+//!   orchestrators and scheduler produce.
+//! - [`state`]: [`ClusterState`] and its deterministic `apply`.
+//! - [`validate`]: checks every stored stack spec passes.
+//! - [`orchestrator`]: desired services vs existing tasks → a plan
+//!   (replicated and global slots, restarts, rolling updates, history).
+//! - [`scheduler`]: unassigned tasks → nodes, with reasons for refusals.
+//! - [`loader`]: compose files → [`StackSpec`](model::StackSpec), with
+//!   file:line:column errors.
+
+pub mod command;
+pub mod loader;
+pub mod model;
+pub mod orchestrator;
+pub mod scheduler;
+pub mod state;
+pub mod validate;
+
+pub use command::Command;
+pub use state::ClusterState;

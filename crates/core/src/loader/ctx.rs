@@ -1,0 +1,277 @@
+//! Typed access to the positioned tree, collecting diagnostics on the way.
+//!
+//! [`At`] is a value of the tree with its key path and the position errors
+//! about it point to (the key for a mapping entry, the item itself for a list
+//! item). [`Ctx`] collects errors and warnings for one file.
+
+use super::Diagnostic;
+use super::values;
+use super::yaml::{Entry, Kind, Node};
+
+/// Errors and warnings of one file.
+pub(crate) struct Ctx {
+    file: String,
+    /// Errors, in the order found.
+    pub errors: Vec<Diagnostic>,
+    /// Warnings, in the order found.
+    pub warnings: Vec<Diagnostic>,
+}
+
+impl Ctx {
+    /// A context for the file named `file`.
+    pub fn new(file: &str) -> Self {
+        Self { file: file.to_string(), errors: Vec::new(), warnings: Vec::new() }
+    }
+
+    fn diag(&self, line: usize, column: usize, path: &str, message: String) -> Diagnostic {
+        Diagnostic { file: self.file.clone(), line, column, path: path.to_string(), message }
+    }
+
+    /// Records an error at a position.
+    pub fn error_at(&mut self, line: usize, col: usize, path: &str, message: impl Into<String>) {
+        let d = self.diag(line, col, path, message.into());
+        self.errors.push(d);
+    }
+
+    /// Records an error about `at`.
+    pub fn error(&mut self, at: &At<'_>, message: impl Into<String>) {
+        self.error_at(at.line, at.col, &at.path, message);
+    }
+
+    /// Records a warning about `at`.
+    pub fn warn(&mut self, at: &At<'_>, message: impl Into<String>) {
+        let d = self.diag(at.line, at.col, &at.path, message.into());
+        self.warnings.push(d);
+    }
+
+    /// Warns that the key `at` is ignored: `x-*` extensions silently, known
+    /// compose keys stackd does not support yet, and unknown keys.
+    pub fn ignored_key(&mut self, at: &At<'_>, key: &str, known: &[&str]) {
+        if key.starts_with("x-") {
+            return;
+        }
+        if known.contains(&key) {
+            self.warn(at, "not supported yet; ignored");
+        } else {
+            self.warn(at, format!("unknown key `{key}`; ignored"));
+        }
+    }
+}
+
+/// A value of the tree, with its path and the position to report.
+#[derive(Clone, Debug)]
+pub(crate) struct At<'a> {
+    /// The value.
+    pub node: &'a Node,
+    /// The mapping key this value is under (empty for list items and the root).
+    pub key: &'a str,
+    /// Key path, like `services.web.ports[0]`.
+    pub path: String,
+    /// Line to report.
+    pub line: usize,
+    /// Column to report.
+    pub col: usize,
+}
+
+impl<'a> At<'a> {
+    /// The root of a document.
+    pub fn root(node: &'a Node) -> Self {
+        At { node, key: "", path: String::new(), line: node.line, col: node.col }
+    }
+
+    /// The value of a mapping entry, reported at its key.
+    pub fn entry(&self, e: &'a Entry) -> At<'a> {
+        let path = if self.path.is_empty() { e.key.clone() } else { format!("{}.{}", self.path, e.key) };
+        At { node: &e.value, key: &e.key, path, line: e.line, col: e.col }
+    }
+
+    /// The `i`-th item of a list, reported at the item.
+    pub fn item(&self, i: usize, node: &'a Node) -> At<'a> {
+        At { node, key: "", path: format!("{}[{i}]", self.path), line: node.line, col: node.col }
+    }
+
+    /// Whether the value is null (`key:`, `~`).
+    pub fn is_null(&self) -> bool {
+        self.node.kind == Kind::Null
+    }
+
+    /// The scalar text, if the value is a scalar.
+    pub fn text(&self) -> Option<&'a str> {
+        match &self.node.kind {
+            Kind::Scalar { text, .. } => Some(text),
+            _ => None,
+        }
+    }
+
+    fn wrong(&self, cx: &mut Ctx, expected: &str) {
+        cx.error(self, format!("must be {expected}, got {}", self.node.describe()));
+    }
+
+    /// The entries of a mapping (null counts as empty).
+    pub fn map(&self, cx: &mut Ctx) -> Option<Vec<At<'a>>> {
+        match &self.node.kind {
+            Kind::Map(entries) => Some(entries.iter().map(|e| self.entry(e)).collect()),
+            Kind::Null => Some(Vec::new()),
+            _ => {
+                self.wrong(cx, "a mapping");
+                None
+            }
+        }
+    }
+
+    /// The items of a list (null counts as empty).
+    pub fn list(&self, cx: &mut Ctx) -> Option<Vec<At<'a>>> {
+        match &self.node.kind {
+            Kind::Seq(items) => Some(items.iter().enumerate().map(|(i, n)| self.item(i, n)).collect()),
+            Kind::Null => Some(Vec::new()),
+            _ => {
+                self.wrong(cx, "a list");
+                None
+            }
+        }
+    }
+
+    /// A string; numbers and booleans give their source text.
+    pub fn string(&self, cx: &mut Ctx) -> Option<String> {
+        match self.text() {
+            Some(t) => Some(t.to_string()),
+            None => {
+                self.wrong(cx, "a string");
+                None
+            }
+        }
+    }
+
+    /// A string, or `None` without error when the value is null.
+    pub fn opt_string(&self, cx: &mut Ctx) -> Option<String> {
+        if self.is_null() { None } else { self.string(cx) }
+    }
+
+    /// A boolean: `true`/`false`, and the YAML 1.1 spellings compose accepts
+    /// (`yes`, `no`, `on`, `off`, `y`, `n`), any case.
+    pub fn boolean(&self, cx: &mut Ctx) -> Option<bool> {
+        let parsed = self.text().and_then(|t| match t.to_ascii_lowercase().as_str() {
+            "true" | "yes" | "y" | "on" => Some(true),
+            "false" | "no" | "n" | "off" => Some(false),
+            _ => None,
+        });
+        if parsed.is_none() {
+            self.wrong(cx, "true or false");
+        }
+        parsed
+    }
+
+    /// A non-negative integer (quoted digits are accepted too).
+    pub fn uint(&self, cx: &mut Ctx) -> Option<u64> {
+        let parsed = self.text().and_then(values::parse_uint);
+        if parsed.is_none() {
+            self.wrong(cx, "a non-negative integer");
+        }
+        parsed
+    }
+
+    /// A number (integer or decimal).
+    pub fn float(&self, cx: &mut Ctx) -> Option<f64> {
+        let parsed = self
+            .text()
+            .and_then(|t| t.trim().parse::<f64>().ok())
+            .filter(|f| f.is_finite());
+        if parsed.is_none() {
+            self.wrong(cx, "a number");
+        }
+        parsed
+    }
+
+    /// A duration in compose form (`1m30s`, `500ms`, `0`), in milliseconds.
+    pub fn duration(&self, cx: &mut Ctx) -> Option<u64> {
+        let Some(text) = self.text() else {
+            self.wrong(cx, "a duration like 10s or 1m30s");
+            return None;
+        };
+        match values::parse_duration(text) {
+            Ok(ms) => Some(ms),
+            Err(why) => {
+                cx.error(self, why);
+                None
+            }
+        }
+    }
+
+    /// One of `choices`, returned as written.
+    pub fn choice<'c>(&self, cx: &mut Ctx, choices: &[&'c str]) -> Option<&'c str> {
+        let found = self.text().and_then(|t| choices.iter().copied().find(|c| *c == t));
+        if found.is_none() {
+            let list = choices.iter().map(|c| format!("`{c}`")).collect::<Vec<_>>().join(", ");
+            cx.error(self, format!("must be one of {list}, got {}", self.node.describe()));
+        }
+        found
+    }
+
+    /// A command: a string (split like a shell would) or a list of strings.
+    pub fn command(&self, cx: &mut Ctx) -> Option<Vec<String>> {
+        match &self.node.kind {
+            Kind::Scalar { text, .. } => match values::split_shell(text) {
+                Ok(words) => Some(words),
+                Err(why) => {
+                    cx.error(self, why);
+                    None
+                }
+            },
+            Kind::Seq(_) => self.string_list(cx),
+            _ => {
+                self.wrong(cx, "a string or a list of strings");
+                None
+            }
+        }
+    }
+
+    /// A list of strings.
+    pub fn string_list(&self, cx: &mut Ctx) -> Option<Vec<String>> {
+        let items = self.list(cx)?;
+        let mut out = Vec::with_capacity(items.len());
+        let mut ok = true;
+        for item in &items {
+            match item.string(cx) {
+                Some(s) => out.push(s),
+                None => ok = false,
+            }
+        }
+        ok.then_some(out)
+    }
+
+    /// `KEY=VALUE` pairs given as a list (`KEY=VALUE` or `KEY`) or a mapping
+    /// (`KEY: VALUE`, `KEY:`); each with the position of its item or key.
+    /// A missing value is `None`.
+    pub fn pairs(&self, cx: &mut Ctx) -> Vec<(At<'a>, String, Option<String>)> {
+        let mut out = Vec::new();
+        match &self.node.kind {
+            Kind::Null => {}
+            Kind::Seq(_) => {
+                for item in self.list(cx).unwrap_or_default() {
+                    let Some(text) = item.string(cx) else { continue };
+                    let (k, v) = match text.split_once('=') {
+                        Some((k, v)) => (k.to_string(), Some(v.to_string())),
+                        None => (text, None),
+                    };
+                    if k.is_empty() {
+                        cx.error(&item, "must be KEY=VALUE, with a key");
+                        continue;
+                    }
+                    out.push((item, k, v));
+                }
+            }
+            Kind::Map(_) => {
+                for e in self.map(cx).unwrap_or_default() {
+                    let key = e.key.to_string();
+                    let value = if e.is_null() { None } else { e.string(cx) };
+                    if value.is_none() && !e.is_null() {
+                        continue;
+                    }
+                    out.push((e, key, value));
+                }
+            }
+            Kind::Scalar { .. } => self.wrong(cx, "a list of KEY=VALUE or a mapping"),
+        }
+        out
+    }
+}

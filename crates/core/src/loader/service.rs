@@ -1,0 +1,182 @@
+//! One entry of `services:` → a [`ServiceSpec`].
+
+use std::collections::BTreeMap;
+
+use super::ctx::{At, Ctx};
+use super::{deploy, mounts};
+use crate::model::{RestartPolicy, ServiceMode, ServiceSpec, TaskTemplate, UpdateConfig, VolumeSpec};
+use crate::validate::is_valid_name;
+
+/// Default time between the stop signal and a kill, like Docker's.
+pub(crate) const DEFAULT_STOP_GRACE_MS: u64 = 10_000;
+
+/// Service keys of the compose spec that stackd does not handle yet (or
+/// that do not apply to a cluster); each is ignored with a warning.
+const KNOWN_SERVICE_KEYS: &[&str] = &[
+    "annotations",
+    "attach",
+    "blkio_config",
+    "cap_add",
+    "cap_drop",
+    "cgroup",
+    "cgroup_parent",
+    "configs",
+    "cpu_count",
+    "cpu_percent",
+    "cpu_period",
+    "cpu_quota",
+    "cpu_rt_period",
+    "cpu_rt_runtime",
+    "cpu_shares",
+    "cpus",
+    "cpuset",
+    "credential_spec",
+    "develop",
+    "device_cgroup_rules",
+    "devices",
+    "dns",
+    "dns_opt",
+    "dns_search",
+    "domainname",
+    "driver_opts",
+    "env_file",
+    "expose",
+    "extends",
+    "external_links",
+    "extra_hosts",
+    "gpus",
+    "group_add",
+    "ipc",
+    "isolation",
+    "label_file",
+    "links",
+    "logging",
+    "mac_address",
+    "mem_limit",
+    "mem_reservation",
+    "mem_swappiness",
+    "memswap_limit",
+    "models",
+    "network_mode",
+    "networks",
+    "oom_kill_disable",
+    "oom_score_adj",
+    "pid",
+    "pids_limit",
+    "platform",
+    "post_start",
+    "pre_stop",
+    "privileged",
+    "profiles",
+    "provider",
+    "pull_policy",
+    "runtime",
+    "scale",
+    "secrets",
+    "security_opt",
+    "shm_size",
+    "stdin_open",
+    "storage_opt",
+    "sysctls",
+    "tmpfs",
+    "tty",
+    "ulimits",
+    "use_api_socket",
+    "userns_mode",
+    "uts",
+    "volumes_from",
+];
+
+/// Converts the service `at` (its key is the service name). Returns `None`
+/// when the service is unusable; every problem has been recorded in `cx`.
+pub(crate) fn service(cx: &mut Ctx, at: &At<'_>, volumes: &BTreeMap<String, VolumeSpec>) -> Option<ServiceSpec> {
+    let name = at.key;
+    if !is_valid_name(name) {
+        cx.error(at, "service name is invalid: use letters, digits, '-', '_' and '.', starting with a letter or digit (63 at most)");
+    }
+    let entries = at.map(cx)?;
+    let mut task = TaskTemplate { stop_grace_period_ms: DEFAULT_STOP_GRACE_MS, ..TaskTemplate::default() };
+    let mut spec = ServiceSpec {
+        name: name.to_string(),
+        mode: ServiceMode::Replicated { replicas: 1 },
+        task: TaskTemplate::default(),
+        restart: RestartPolicy::default(),
+        update: UpdateConfig::default(),
+        labels: BTreeMap::new(),
+    };
+    let mut image_key = false;
+    let mut image = None;
+    let mut build = None;
+    for e in entries {
+        match e.key {
+            "image" => {
+                image_key = true;
+                image = e.string(cx);
+                if image.as_deref().is_some_and(|i| i.trim().is_empty()) {
+                    cx.error(&e, "must not be empty");
+                }
+            }
+            "command" => task.command = if e.is_null() { None } else { e.command(cx) },
+            "entrypoint" => task.entrypoint = if e.is_null() { None } else { e.command(cx) },
+            "environment" => task.env = environment(cx, &e),
+            "labels" => task.labels = labels(cx, &e),
+            "volumes" => task.mounts = mounts::mounts(cx, name, &e, volumes),
+            "ports" => task.ports = mounts::ports(cx, &e),
+            "deploy" => deploy::deploy(cx, &e, &mut spec),
+            "healthcheck" => task.healthcheck = deploy::healthcheck(cx, &e),
+            "stop_grace_period" => {
+                if !e.is_null() {
+                    if let Some(ms) = e.duration(cx) {
+                        task.stop_grace_period_ms = ms;
+                    }
+                }
+            }
+            "stop_signal" => task.stop_signal = e.opt_string(cx),
+            "working_dir" => task.working_dir = e.opt_string(cx),
+            "user" => task.user = e.opt_string(cx),
+            "hostname" => task.hostname = e.opt_string(cx),
+            "init" => task.init = if e.is_null() { None } else { e.boolean(cx) },
+            "read_only" => task.read_only = !e.is_null() && e.boolean(cx).unwrap_or(false),
+            "build" => build = Some(e),
+            "restart" => cx.warn(&e, "ignored: tasks are restarted according to deploy.restart_policy"),
+            "depends_on" => cx.warn(&e, "ignored: services start in any order, as in Swarm"),
+            "container_name" => cx.warn(&e, "ignored: container names are chosen by stackd"),
+            key => cx.ignored_key(&e, key, KNOWN_SERVICE_KEYS),
+        }
+    }
+    match (&image, &build) {
+        (Some(_), Some(b)) => cx.warn(b, "ignored: stackd does not build images; `image:` is pulled"),
+        (None, Some(_)) if !image_key => cx.error(
+            at,
+            "has `build:` but no `image:`; stackd does not build images — build and push it, then set image",
+        ),
+        (None, None) if !image_key => cx.error(at, format!("service {name} has no `image:`; every service needs one")),
+        _ => {}
+    }
+    task.image = image?;
+    spec.task = task;
+    Some(spec)
+}
+
+/// `environment:` as a list (`KEY=VALUE`, `KEY`) or a mapping; sorted
+/// `KEY=VALUE` strings. Variables without a value are dropped with a warning.
+fn environment(cx: &mut Ctx, at: &At<'_>) -> Vec<String> {
+    let mut vars = BTreeMap::new();
+    for (item, key, value) in at.pairs(cx) {
+        match value {
+            Some(v) => {
+                vars.insert(key, v);
+            }
+            None => cx.warn(
+                &item,
+                format!("variable {key} has no value and is dropped (values from the environment need interpolation, not supported yet)"),
+            ),
+        }
+    }
+    vars.into_iter().map(|(k, v)| format!("{k}={v}")).collect()
+}
+
+/// `labels:` as a list (`KEY=VALUE`, `KEY`) or a mapping; a missing value is empty.
+pub(crate) fn labels(cx: &mut Ctx, at: &At<'_>) -> BTreeMap<String, String> {
+    at.pairs(cx).into_iter().map(|(_, k, v)| (k, v.unwrap_or_default())).collect()
+}

@@ -1,0 +1,172 @@
+//! The top level of a compose file: `services`, `volumes`, and the sections
+//! that are ignored for now.
+
+use std::collections::BTreeMap;
+
+use super::ctx::{At, Ctx};
+use super::service;
+use super::yaml::{self, Kind, Node};
+use crate::model::{StackSpec, VolumeSpec};
+use crate::validate::{self, is_valid_name};
+
+/// Top-level keys of the compose spec that stackd does not handle yet.
+const KNOWN_TOP_LEVEL: &[&str] = &["include", "models"];
+/// Keys of a top-level volume that stackd does not handle yet.
+const KNOWN_VOLUME: &[&str] = &["driver_opts"];
+
+/// Loads one file's text. Returns `None` when nothing usable was found
+/// (then at least one error was recorded).
+pub(crate) fn load_file(cx: &mut Ctx, stack: &str, text: &str) -> Option<StackSpec> {
+    let parsed = yaml::parse(text);
+    for e in &parsed.errors {
+        cx.error_at(e.line, e.col, &e.path, e.message.clone());
+    }
+    let Some(root) = parsed.root else {
+        if parsed.errors.is_empty() {
+            cx.error_at(1, 1, "", "the file is empty: it needs a `services:` section");
+        }
+        return None;
+    };
+    let root_at = At::root(&root);
+    let Kind::Map(_) = &root.kind else {
+        cx.error(&root_at, format!("a stack file must be a mapping (services:, volumes:, …), got {}", root.describe()));
+        return None;
+    };
+    let mut services_at = None;
+    let mut volumes = BTreeMap::new();
+    for e in root_at.map(cx).unwrap_or_default() {
+        match e.key {
+            // The stack name comes from the command line; `version` is obsolete.
+            "version" | "name" => {}
+            "services" => services_at = Some(e),
+            "volumes" => volumes = top_volumes(cx, stack, &e),
+            "networks" | "configs" | "secrets" => cx.warn(&e, "ignored for now"),
+            key => cx.ignored_key(&e, key, KNOWN_TOP_LEVEL),
+        }
+    }
+    let mut spec = StackSpec { name: stack.to_string(), services: BTreeMap::new(), volumes };
+    match &services_at {
+        None => cx.error_at(1, 1, "services", "the stack has no services: add a `services:` section"),
+        Some(at) => {
+            let entries = at.map(cx).unwrap_or_default();
+            if entries.is_empty() && !matches!(at.node.kind, Kind::Scalar { .. } | Kind::Seq(_)) {
+                cx.error(at, "the stack has no services");
+            }
+            for e in entries {
+                if let Some(svc) = service::service(cx, &e, &spec.volumes) {
+                    spec.services.insert(svc.name.clone(), svc);
+                }
+            }
+        }
+    }
+    if cx.errors.is_empty() {
+        // The last line of defence: what `apply` checks must never fail here.
+        if let Err(problems) = validate::stack_spec(&spec) {
+            // The stack name is checked by `load`, with a file-less diagnostic.
+            for p in problems.into_iter().filter(|p| !p.starts_with("stack name")) {
+                let (path, message) = match p.split_once(": ") {
+                    Some((path, msg)) if path.starts_with("services.") => (path.to_string(), msg.to_string()),
+                    _ => (String::new(), p.clone()),
+                };
+                let (line, col) = locate(&root, &path);
+                cx.error_at(line, col, &path, message);
+            }
+        }
+    }
+    Some(spec)
+}
+
+/// The top-level `volumes:` section.
+fn top_volumes(cx: &mut Ctx, stack: &str, at: &At<'_>) -> BTreeMap<String, VolumeSpec> {
+    let mut out = BTreeMap::new();
+    for e in at.map(cx).unwrap_or_default() {
+        if !is_valid_name(e.key) {
+            cx.error(&e, "volume name is invalid: use letters, digits, '-', '_' and '.', starting with a letter or digit");
+            continue;
+        }
+        if let Some(v) = volume(cx, stack, &e) {
+            out.insert(e.key.to_string(), v);
+        }
+    }
+    out
+}
+
+/// One top-level volume: `data:`, `data: {external: true}`, `data: {name: x, driver: y, labels: …}`.
+fn volume(cx: &mut Ctx, stack: &str, at: &At<'_>) -> Option<VolumeSpec> {
+    let mut external = false;
+    let mut name = None;
+    let mut driver = None;
+    let mut labels = BTreeMap::new();
+    let mut managed_key = None;
+    for e in at.map(cx)? {
+        match e.key {
+            "external" => match &e.node.kind {
+                // Legacy form: `external: {name: x}`.
+                Kind::Map(_) => {
+                    external = true;
+                    for inner in e.map(cx).unwrap_or_default() {
+                        match inner.key {
+                            "name" => name = inner.string(cx),
+                            key => cx.ignored_key(&inner, key, &[]),
+                        }
+                    }
+                }
+                _ => external = e.boolean(cx).unwrap_or(false),
+            },
+            "name" => name = e.string(cx),
+            "driver" => {
+                driver = e.opt_string(cx);
+                managed_key = Some(e);
+            }
+            "labels" => {
+                for (_, k, v) in e.pairs(cx) {
+                    labels.insert(k, v.unwrap_or_default());
+                }
+                managed_key = Some(e);
+            }
+            key => cx.ignored_key(&e, key, KNOWN_VOLUME),
+        }
+    }
+    if let (true, Some(k)) = (external, &managed_key) {
+        cx.error(k, format!("cannot be set on an external volume (volume {} is not managed by stackd)", at.key));
+    }
+    if let Some(n) = &name {
+        if n.trim().is_empty() {
+            cx.error(at, "the volume's name must not be empty");
+        }
+    }
+    let name = name.unwrap_or_else(|| if external { at.key.to_string() } else { format!("{stack}_{}", at.key) });
+    Some(VolumeSpec { name, external, driver, labels })
+}
+
+/// The position of the deepest node the dotted `path` reaches (keys may
+/// themselves hold dots); (0, 0) when not even the first key is found.
+fn locate(root: &Node, path: &str) -> (usize, usize) {
+    let mut node = root;
+    let mut rest = path;
+    let mut found = (0, 0);
+    while !rest.is_empty() {
+        let Kind::Map(entries) = &node.kind else { break };
+        let next = entries.iter().filter(|e| {
+            rest.strip_prefix(e.key.as_str()).is_some_and(|r| r.is_empty() || r.starts_with('.') || r.starts_with('['))
+        });
+        let Some(e) = next.max_by_key(|e| e.key.len()) else { break };
+        found = (e.line, e.col);
+        node = &e.value;
+        rest = rest[e.key.len()..].trim_start_matches('.');
+    }
+    found
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn locate_follows_dotted_keys() {
+        let root = yaml::parse("services:\n  a.b:\n    image: x\n").root.expect("root");
+        assert_eq!(locate(&root, "services.a.b.image"), (3, 5));
+        assert_eq!(locate(&root, "services.a.b.nothing"), (2, 3));
+        assert_eq!(locate(&root, "nothing"), (0, 0));
+    }
+}

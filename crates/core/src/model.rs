@@ -1,0 +1,590 @@
+//! The domain model: nodes, stacks, services, tasks and their specs.
+//!
+//! Everything here is plain data (serde-serialisable) so that it can be
+//! replicated through Raft, snapshotted and printed as JSON with stable
+//! field names. Times are Unix milliseconds ([`Timestamp`]); durations are
+//! milliseconds in fields suffixed `_ms`.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// Milliseconds since the Unix epoch. Core never reads a clock: callers pass it.
+pub type Timestamp = u64;
+/// A node's identifier, generated once when the node is created.
+pub type NodeId = String;
+/// A service's identifier (stable across updates, new after a remove + deploy).
+pub type ServiceId = String;
+/// A task's identifier.
+pub type TaskId = String;
+
+/// How many revisions of a service's spec are kept for rollback.
+pub const REVISIONS_KEPT: usize = 10;
+/// How many terminated tasks are kept per slot as history.
+pub const TASK_HISTORY_PER_SLOT: usize = 5;
+
+// ---------------------------------------------------------------- nodes
+
+/// The roles a node can have.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NodeRole {
+    /// Holds the Raft state (and usually runs tasks too).
+    Manager,
+    /// Only runs tasks.
+    Worker,
+}
+
+/// What the operator allows on a node.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Availability {
+    /// New tasks may be placed here.
+    #[default]
+    Active,
+    /// No new tasks; running ones stay.
+    Pause,
+    /// No tasks: running ones are moved elsewhere.
+    Drain,
+}
+
+/// A node's liveness as the leader sees it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NodeState {
+    /// Never heard from since the leader took office.
+    #[default]
+    Unknown,
+    /// Its agent holds a session and heartbeats.
+    Ready,
+    /// Its heartbeats stopped.
+    Down,
+}
+
+/// What a node can offer to tasks.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Resources {
+    /// CPU in billionths of a core.
+    pub nano_cpus: u64,
+    /// Memory in bytes.
+    pub memory_bytes: u64,
+}
+
+/// A host of the cluster.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Node {
+    /// Identifier, generated when the node was created.
+    pub id: NodeId,
+    /// Name given by the operator (defaults to the hostname).
+    pub name: String,
+    /// The address its gRPC services listen on.
+    pub addr: String,
+    /// Manager or worker.
+    pub role: NodeRole,
+    /// Whether tasks may be placed here.
+    pub availability: Availability,
+    /// Liveness.
+    pub state: NodeState,
+    /// Operator labels, used by placement constraints.
+    pub labels: BTreeMap<String, String>,
+    /// What the node offers.
+    pub resources: Resources,
+    /// Docker engine version the agent reported.
+    pub engine_version: String,
+    /// Last change of this record.
+    pub updated_at: Timestamp,
+}
+
+// ---------------------------------------------------------------- specs
+
+/// How many tasks a service runs.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase", tag = "kind")]
+pub enum ServiceMode {
+    /// A fixed number of tasks, one per slot.
+    Replicated {
+        /// Number of slots.
+        replicas: u64,
+    },
+    /// One task on every eligible node.
+    Global,
+}
+
+/// Kind of a mount.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MountKind {
+    /// A named Docker volume (namespaced by the stack).
+    Volume,
+    /// A host path.
+    Bind,
+    /// A tmpfs.
+    Tmpfs,
+}
+
+/// A filesystem mount of a task's container.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Mount {
+    /// Volume, bind or tmpfs.
+    pub kind: MountKind,
+    /// Volume name (already namespaced) or host path; empty for tmpfs and anonymous volumes.
+    pub source: String,
+    /// Path inside the container.
+    pub target: String,
+    /// Mounted read-only.
+    pub read_only: bool,
+}
+
+/// Transport protocol of a port.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    /// TCP.
+    #[default]
+    Tcp,
+    /// UDP.
+    Udp,
+    /// SCTP.
+    Sctp,
+}
+
+impl Protocol {
+    /// The name Docker uses.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::Tcp => "tcp",
+            Protocol::Udp => "udp",
+            Protocol::Sctp => "sctp",
+        }
+    }
+}
+
+/// How a port is published.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PublishMode {
+    /// Through the routing mesh on every node (until the mesh exists: bound on the task's node).
+    #[default]
+    Ingress,
+    /// Bound on the node that runs the task.
+    Host,
+}
+
+/// A port of a service.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct PortConfig {
+    /// Port inside the container.
+    pub target: u16,
+    /// Port on the host, if published.
+    pub published: Option<u16>,
+    /// Protocol.
+    pub protocol: Protocol,
+    /// Publish mode.
+    pub mode: PublishMode,
+    /// Host IP to bind (empty: all).
+    #[serde(default)]
+    pub host_ip: String,
+}
+
+/// A container health check.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HealthCheck {
+    /// Docker's test form: `["CMD", ...]`, `["CMD-SHELL", "..."]` or `["NONE"]`.
+    pub test: Vec<String>,
+    /// Time between checks.
+    pub interval_ms: u64,
+    /// Time one check may take.
+    pub timeout_ms: u64,
+    /// Consecutive failures that make the container unhealthy.
+    pub retries: u64,
+    /// Grace period after start during which failures do not count.
+    pub start_period_ms: u64,
+    /// Time between checks during the start period.
+    pub start_interval_ms: u64,
+}
+
+/// What a task runs: the part of a service spec that, when changed,
+/// requires new containers.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskTemplate {
+    /// Image reference.
+    pub image: String,
+    /// Command (replaces the image's CMD) when set.
+    pub command: Option<Vec<String>>,
+    /// Entrypoint (replaces the image's ENTRYPOINT) when set.
+    pub entrypoint: Option<Vec<String>>,
+    /// Environment as `KEY=VALUE`, sorted by key.
+    pub env: Vec<String>,
+    /// Container labels.
+    pub labels: BTreeMap<String, String>,
+    /// Mounts.
+    pub mounts: Vec<Mount>,
+    /// Ports.
+    pub ports: Vec<PortConfig>,
+    /// Working directory.
+    pub working_dir: Option<String>,
+    /// User.
+    pub user: Option<String>,
+    /// Hostname.
+    pub hostname: Option<String>,
+    /// Health check; `None` keeps the image's.
+    pub healthcheck: Option<HealthCheck>,
+    /// Time between the stop signal and a kill.
+    pub stop_grace_period_ms: u64,
+    /// Stop signal (empty: the image's).
+    pub stop_signal: Option<String>,
+    /// Run an init process.
+    pub init: Option<bool>,
+    /// Read-only root filesystem.
+    pub read_only: bool,
+}
+
+/// When a failed or exited task is replaced.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RestartCondition {
+    /// Never.
+    None,
+    /// When it failed (non-zero exit, rejected, lost).
+    OnFailure,
+    /// Whenever it stopped.
+    #[default]
+    Any,
+}
+
+/// The restart policy of a service.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RestartPolicy {
+    /// When to restart.
+    pub condition: RestartCondition,
+    /// Delay between the end of a task and its replacement.
+    pub delay_ms: u64,
+    /// Restarts allowed within `window_ms` (0: unlimited).
+    pub max_attempts: u64,
+    /// Window for `max_attempts` (0: the whole life of the service).
+    pub window_ms: u64,
+}
+
+impl Default for RestartPolicy {
+    fn default() -> Self {
+        Self { condition: RestartCondition::Any, delay_ms: 5_000, max_attempts: 0, window_ms: 0 }
+    }
+}
+
+/// What to do when an update fails.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FailureAction {
+    /// Stop the update where it is.
+    #[default]
+    Pause,
+    /// Keep going.
+    Continue,
+    /// Go back to the previous revision.
+    Rollback,
+}
+
+/// Order of replacing a task during an update.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum UpdateOrder {
+    /// Stop the old task, then start the new one.
+    #[default]
+    StopFirst,
+    /// Start the new task, then stop the old one.
+    StartFirst,
+}
+
+/// How a service rolls from one revision to the next.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct UpdateConfig {
+    /// Slots updated at a time (0: all at once).
+    pub parallelism: u64,
+    /// Delay between two batches.
+    pub delay_ms: u64,
+    /// How long a new task is watched for failure after it starts.
+    pub monitor_ms: u64,
+    /// What to do on failure.
+    pub failure_action: FailureAction,
+    /// Failures tolerated, as a ratio of the slots updated.
+    pub max_failure_ratio: f64,
+    /// Stop-first or start-first.
+    pub order: UpdateOrder,
+}
+
+impl Eq for UpdateConfig {}
+
+impl Default for UpdateConfig {
+    fn default() -> Self {
+        Self {
+            parallelism: 1,
+            delay_ms: 0,
+            monitor_ms: 5_000,
+            failure_action: FailureAction::Pause,
+            max_failure_ratio: 0.0,
+            order: UpdateOrder::StopFirst,
+        }
+    }
+}
+
+/// A service as the user declares it in a stack.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServiceSpec {
+    /// Name inside the stack (`web`); the service's full name is `<stack>_<name>`.
+    pub name: String,
+    /// Replicated or global.
+    pub mode: ServiceMode,
+    /// What each task runs.
+    pub task: TaskTemplate,
+    /// Restart policy.
+    pub restart: RestartPolicy,
+    /// Update policy.
+    pub update: UpdateConfig,
+    /// Service labels (`deploy.labels`).
+    pub labels: BTreeMap<String, String>,
+}
+
+/// A named volume declared by a stack.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VolumeSpec {
+    /// Name on the engine (`<stack>_<key>` unless `external` or named).
+    pub name: String,
+    /// The volume exists already and is not managed by stackd.
+    pub external: bool,
+    /// Volume driver.
+    pub driver: Option<String>,
+    /// Volume labels.
+    pub labels: BTreeMap<String, String>,
+}
+
+/// A stack as the user declares it: the normalised result of the loader.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StackSpec {
+    /// Stack name.
+    pub name: String,
+    /// Services by short name.
+    pub services: BTreeMap<String, ServiceSpec>,
+    /// Named volumes by key.
+    pub volumes: BTreeMap<String, VolumeSpec>,
+}
+
+// ---------------------------------------------------------------- runtime objects
+
+/// A stack as stored in the cluster.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Stack {
+    /// Stack name.
+    pub name: String,
+    /// Named volumes.
+    pub volumes: BTreeMap<String, VolumeSpec>,
+    /// When first deployed.
+    pub created_at: Timestamp,
+    /// When last deployed.
+    pub updated_at: Timestamp,
+}
+
+/// Progress of the rollout of a service's latest revision.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UpdateState {
+    /// Nothing to roll out.
+    #[default]
+    Completed,
+    /// Rolling out.
+    Updating,
+    /// Stopped after a failure (failure_action pause).
+    Paused,
+    /// Going back to the previous revision.
+    RollingBack,
+    /// Went back to the previous revision after a failure.
+    RolledBack,
+}
+
+/// The rollout status of a service.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UpdateStatus {
+    /// Where the rollout is.
+    pub state: UpdateState,
+    /// When it started.
+    pub started_at: Timestamp,
+    /// When it ended (0 while running).
+    pub completed_at: Timestamp,
+    /// Why it paused or rolled back.
+    pub message: String,
+}
+
+/// A past revision of a service.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Revision {
+    /// Revision number.
+    pub revision: u64,
+    /// The spec at that revision.
+    pub spec: ServiceSpec,
+    /// When it was deployed.
+    pub deployed_at: Timestamp,
+}
+
+/// A service as stored in the cluster.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Service {
+    /// Identifier.
+    pub id: ServiceId,
+    /// Stack it belongs to.
+    pub stack: String,
+    /// Full name: `<stack>_<spec.name>`.
+    pub name: String,
+    /// Current desired spec.
+    pub spec: ServiceSpec,
+    /// Current revision (starts at 1).
+    pub revision: u64,
+    /// Earlier revisions, oldest first, at most [`REVISIONS_KEPT`].
+    pub history: Vec<Revision>,
+    /// Rollout status of the current revision.
+    pub update: UpdateStatus,
+    /// Creation time.
+    pub created_at: Timestamp,
+    /// Last spec change.
+    pub updated_at: Timestamp,
+}
+
+/// The lifecycle of a task. Observed states only move forward.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TaskState {
+    /// Created by an orchestrator.
+    #[default]
+    New,
+    /// Waiting for the scheduler to find a node.
+    Pending,
+    /// Assigned to a node, not yet picked up by its agent.
+    Assigned,
+    /// The agent is pulling the image / creating the container.
+    Preparing,
+    /// The container is starting.
+    Starting,
+    /// The container runs.
+    Running,
+    /// The container exited with code 0.
+    Complete,
+    /// The container was stopped on request.
+    Shutdown,
+    /// The container exited non-zero or could not run.
+    Failed,
+    /// The agent could not prepare the task (image missing, bad spec).
+    Rejected,
+    /// The node was lost with the task on it.
+    Orphaned,
+}
+
+impl TaskState {
+    /// Terminal states: the container is not running and never will again.
+    pub fn is_terminal(self) -> bool {
+        self >= TaskState::Complete
+    }
+
+    /// Name as shown to users.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TaskState::New => "new",
+            TaskState::Pending => "pending",
+            TaskState::Assigned => "assigned",
+            TaskState::Preparing => "preparing",
+            TaskState::Starting => "starting",
+            TaskState::Running => "running",
+            TaskState::Complete => "complete",
+            TaskState::Shutdown => "shutdown",
+            TaskState::Failed => "failed",
+            TaskState::Rejected => "rejected",
+            TaskState::Orphaned => "orphaned",
+        }
+    }
+}
+
+impl std::fmt::Display for TaskState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What the cluster wants of a task.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DesiredState {
+    /// Run it.
+    #[default]
+    Running,
+    /// Stop it (its container is kept as history).
+    Shutdown,
+}
+
+/// The observed status of a task, as the agent reports it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskStatus {
+    /// State.
+    pub state: TaskState,
+    /// When the state was reached.
+    pub timestamp: Timestamp,
+    /// Short human message ("started", "pulling image", …).
+    pub message: String,
+    /// Error, if the task failed or was rejected.
+    pub err: String,
+    /// Docker container id, once created.
+    pub container_id: String,
+    /// Exit code, once exited.
+    pub exit_code: Option<i64>,
+    /// Health as reported by Docker (`healthy`, `unhealthy`, `starting`), if a health check runs.
+    pub health: String,
+}
+
+/// One scheduled instance of a service: one container.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Task {
+    /// Identifier.
+    pub id: TaskId,
+    /// Service it belongs to.
+    pub service_id: ServiceId,
+    /// Full service name (`<stack>_<service>`).
+    pub service_name: String,
+    /// Stack name.
+    pub stack: String,
+    /// Replica slot (1..replicas); 0 for global tasks, whose slot is their node.
+    pub slot: u64,
+    /// The node it runs on, once scheduled.
+    pub node_id: Option<NodeId>,
+    /// The service revision it was created from.
+    pub revision: u64,
+    /// What it runs.
+    pub template: TaskTemplate,
+    /// What the cluster wants.
+    pub desired_state: DesiredState,
+    /// What was observed.
+    pub status: TaskStatus,
+    /// Why the scheduler could not place it, while pending.
+    pub unplaceable: String,
+    /// Creation time.
+    pub created_at: Timestamp,
+}
+
+impl Task {
+    /// Whether the task still counts as occupying its slot: it is wanted, or
+    /// it is being stopped but has not stopped yet.
+    pub fn occupies_slot(&self) -> bool {
+        self.desired_state == DesiredState::Running || !self.status.state.is_terminal()
+    }
+
+    /// The Docker container name: `<stack>_<service>.<slot>.<task-id-prefix>`
+    /// (`<stack>_<service>.<node-id-prefix>.<task-id-prefix>` for global tasks).
+    pub fn container_name(&self) -> String {
+        let slot = if self.slot == 0 {
+            self.node_id.as_deref().map(|n| prefix(n, 12)).unwrap_or("0").to_string()
+        } else {
+            self.slot.to_string()
+        };
+        format!("{}.{}.{}", self.service_name, slot, prefix(&self.id, 12))
+    }
+}
+
+/// At most `n` leading bytes of an ASCII id.
+pub fn prefix(s: &str, n: usize) -> &str {
+    s.get(..n).unwrap_or(s)
+}

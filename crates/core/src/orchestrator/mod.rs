@@ -1,0 +1,208 @@
+//! The orchestrators: compare desired services with existing tasks and
+//! return a [`Plan`]. Pure functions of the state and `now`.
+//!
+//! ```text
+//!            ClusterState + now
+//!                   │
+//!     ┌─────────────┼───────────────┐
+//!     ▼             ▼               ▼
+//!  slots()      restart::         update::
+//!  (replicated: decide()          step()
+//!   1..replicas, (dead task →     (dirty slots → stop/create,
+//!   global: one  replace after    monitor, pause / rollback)
+//!   per node)    delay)
+//!     └─────────────┼───────────────┘
+//!                   ▼
+//!             Plan + wake_at      → proposed through Raft as one command
+//! ```
+//!
+//! Each slot of a service (a replica number, or a node for global services)
+//! holds its tasks, newest last. The orchestrators look at one slot at a time:
+//! fill it when empty, replace its task when it died, roll it when its
+//! template is outdated, trim its history.
+
+mod restart;
+mod update;
+
+use std::collections::BTreeMap;
+
+use crate::command::{NewTask, Plan};
+use crate::model::{
+    Availability, DesiredState, NodeState, Service, ServiceMode, TASK_HISTORY_PER_SLOT, Task,
+    Timestamp,
+};
+use crate::state::ClusterState;
+
+/// What the orchestrators decided, and when they want to look again even if
+/// nothing changes (a restart delay or a monitor period ends).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Orchestration {
+    /// The changes to propose.
+    pub plan: Plan,
+    /// The earliest time a decision depends on.
+    pub wake_at: Option<Timestamp>,
+}
+
+impl Orchestration {
+    fn wake(&mut self, at: Timestamp) {
+        self.wake_at = Some(self.wake_at.map_or(at, |w| w.min(at)));
+    }
+}
+
+/// The key of a slot: a replica number, or a node id for global services.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum SlotKey {
+    Replica(u64),
+    Node(String),
+}
+
+/// Computes the plan that brings every service's tasks towards its spec.
+pub fn orchestrate(state: &ClusterState, now: Timestamp) -> Orchestration {
+    let mut out = Orchestration::default();
+    for svc in state.services.values() {
+        let slots = group_slots(state, svc);
+        let wanted = wanted_slots(state, svc);
+        service(state, svc, &slots, &wanted, now, &mut out);
+    }
+    out
+}
+
+/// The tasks of a service by slot, each slot's tasks oldest first.
+pub(crate) fn group_slots<'a>(state: &'a ClusterState, svc: &'a Service) -> BTreeMap<SlotKey, Vec<&'a Task>> {
+    let mut slots: BTreeMap<SlotKey, Vec<&Task>> = BTreeMap::new();
+    for t in state.tasks_of(&svc.id) {
+        let key = if t.slot == 0 {
+            SlotKey::Node(t.node_id.clone().unwrap_or_default())
+        } else {
+            SlotKey::Replica(t.slot)
+        };
+        slots.entry(key).or_default().push(t);
+    }
+    for tasks in slots.values_mut() {
+        tasks.sort_by(|a, b| a.created_at.cmp(&b.created_at).then_with(|| a.id.cmp(&b.id)));
+    }
+    slots
+}
+
+/// The slots a service should have filled.
+fn wanted_slots(state: &ClusterState, svc: &Service) -> Vec<SlotKey> {
+    match svc.spec.mode {
+        ServiceMode::Replicated { replicas } => (1..=replicas).map(SlotKey::Replica).collect(),
+        ServiceMode::Global => state
+            .nodes
+            .values()
+            .filter(|n| n.state == NodeState::Ready && n.availability == Availability::Active)
+            .map(|n| SlotKey::Node(n.id.clone()))
+            .collect(),
+    }
+}
+
+fn new_task(svc: &Service, key: &SlotKey) -> NewTask {
+    let (slot, node_id) = match key {
+        SlotKey::Replica(n) => (*n, None),
+        SlotKey::Node(id) => (0, Some(id.clone())),
+    };
+    NewTask { service_id: svc.id.clone(), slot, node_id, revision: svc.revision }
+}
+
+fn service(
+    state: &ClusterState,
+    svc: &Service,
+    slots: &BTreeMap<SlotKey, Vec<&Task>>,
+    wanted: &[SlotKey],
+    now: Timestamp,
+    out: &mut Orchestration,
+) {
+    let empty = Vec::new();
+    // Slots no longer wanted: stop their tasks, delete them once stopped.
+    for (key, tasks) in slots {
+        if wanted.contains(key) {
+            continue;
+        }
+        // A global task on a paused node stays; on a drained, down or removed node it goes.
+        if let SlotKey::Node(node) = key {
+            let keep = state
+                .nodes
+                .get(node)
+                .is_some_and(|n| n.availability == Availability::Pause && n.state == NodeState::Ready);
+            if keep {
+                continue;
+            }
+        }
+        for t in tasks {
+            if t.desired_state == DesiredState::Running {
+                out.plan.set_desired.push((t.id.clone(), DesiredState::Shutdown));
+            } else if t.status.state.is_terminal() {
+                out.plan.delete.push(t.id.clone());
+            }
+        }
+    }
+    // Replicated tasks on drained nodes move elsewhere.
+    if matches!(svc.spec.mode, ServiceMode::Replicated { .. }) {
+        for tasks in slots.values() {
+            for t in tasks {
+                let drained = t
+                    .node_id
+                    .as_ref()
+                    .and_then(|n| state.nodes.get(n))
+                    .is_some_and(|n| n.availability == Availability::Drain);
+                if drained && t.desired_state == DesiredState::Running {
+                    out.plan.set_desired.push((t.id.clone(), DesiredState::Shutdown));
+                }
+            }
+        }
+    }
+    let mut dirty = Vec::new();
+    for key in wanted {
+        let tasks = slots.get(key).unwrap_or(&empty);
+        let running: Vec<&&Task> = tasks.iter().filter(|t| t.desired_state == DesiredState::Running).collect();
+        // More than one wanted task in a slot (start-first update): once the
+        // newest runs, the older ones stop.
+        if running.len() > 1 {
+            if let Some(newest) = running.last() {
+                if newest.status.state == crate::model::TaskState::Running {
+                    for t in &running[..running.len() - 1] {
+                        out.plan.set_desired.push((t.id.clone(), DesiredState::Shutdown));
+                    }
+                }
+            }
+        }
+        let occupied = tasks.iter().any(|t| t.occupies_slot());
+        // A slot emptied by a stop the orchestrators asked for (scale, update,
+        // drain) fills at once; the restart delay applies to tasks that died on
+        // their own, which restart::should_replace handles before the slot empties.
+        if !occupied {
+            out.plan.create.push(new_task(svc, key));
+            trim_history(tasks, out);
+            continue;
+        }
+        if let Some(current) = running.last() {
+            if current.status.state.is_terminal() {
+                if restart::should_replace(svc, tasks, current, now, out) {
+                    out.plan.set_desired.push((current.id.clone(), DesiredState::Shutdown));
+                    out.plan.create.push(new_task(svc, key));
+                }
+            } else if current.template != svc.spec.task {
+                dirty.push((key.clone(), **current));
+            }
+        }
+        trim_history(tasks, out);
+    }
+    update::step(svc, slots, wanted, &dirty, now, out);
+}
+
+/// Deletes the oldest stopped tasks of a slot beyond the history limit.
+fn trim_history(tasks: &[&Task], out: &mut Orchestration) {
+    let stopped: Vec<&&Task> = tasks
+        .iter()
+        .filter(|t| t.desired_state == DesiredState::Shutdown && t.status.state.is_terminal())
+        .collect();
+    if stopped.len() > TASK_HISTORY_PER_SLOT {
+        for t in &stopped[..stopped.len() - TASK_HISTORY_PER_SLOT] {
+            out.plan.delete.push(t.id.clone());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

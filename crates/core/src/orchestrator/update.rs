@@ -1,0 +1,140 @@
+//! The update orchestrator: rolls dirty slots (whose task runs an outdated
+//! template) to the current one, `parallelism` at a time, watches the new
+//! tasks for `monitor`, and pauses or rolls back on failure.
+
+use std::collections::BTreeMap;
+
+use super::{Orchestration, SlotKey, new_task};
+use crate::model::{
+    DesiredState, FailureAction, Service, Task, TaskState, Timestamp, UpdateOrder, UpdateState,
+    UpdateStatus,
+};
+
+/// Whether a task ended in a way that counts as an update failure.
+fn failed(t: &Task) -> bool {
+    matches!(t.status.state, TaskState::Failed | TaskState::Rejected | TaskState::Orphaned | TaskState::Complete)
+}
+
+/// One step of the rollout of `svc`'s current revision.
+pub(super) fn step(
+    svc: &Service,
+    slots: &BTreeMap<SlotKey, Vec<&Task>>,
+    wanted: &[SlotKey],
+    dirty: &[(SlotKey, &Task)],
+    now: Timestamp,
+    out: &mut Orchestration,
+) {
+    let status = &svc.update;
+    if !matches!(status.state, UpdateState::Updating | UpdateState::RollingBack) {
+        // Completed, paused or rolled back: nothing rolls until the next deploy.
+        return;
+    }
+    let current = |t: &Task| t.template == svc.spec.task;
+    let wanted_tasks = || wanted.iter().filter_map(|k| slots.get(k)).flatten().copied();
+
+    // Failures of the new template since the rollout started.
+    let failures: Vec<&Task> = wanted_tasks()
+        .filter(|t| current(t) && failed(t) && t.status.timestamp >= status.started_at)
+        .collect();
+    let total = wanted.len().max(1) as f64;
+    if !failures.is_empty() && failures.len() as f64 > svc.spec.update.max_failure_ratio * total {
+        let first = failures[0];
+        let mut why = format!("task {} (slot {}) {}", crate::model::prefix(&first.id, 12), first.slot, first.status.state);
+        if let Some(code) = first.status.exit_code {
+            why.push_str(&format!(" with exit code {code}"));
+        }
+        if !first.status.err.is_empty() {
+            why.push_str(&format!(": {}", first.status.err));
+        }
+        match (svc.spec.update.failure_action, status.state) {
+            (FailureAction::Continue, _) => {}
+            (FailureAction::Rollback, UpdateState::Updating) if !svc.history.is_empty() => {
+                out.plan.rollback.push(svc.id.clone());
+                out.plan.update_status.push((
+                    svc.id.clone(),
+                    UpdateStatus { state: UpdateState::RollingBack, started_at: now, completed_at: 0, message: why },
+                ));
+                return;
+            }
+            (_, state) => {
+                let message = if state == UpdateState::RollingBack { format!("rollback failed: {why}") } else { why };
+                out.plan
+                    .update_status
+                    .push((svc.id.clone(), UpdateStatus { state: UpdateState::Paused, started_at: status.started_at, completed_at: 0, message }));
+                return;
+            }
+        }
+    }
+
+    // Converged: every wanted slot runs the current template, each for `monitor`.
+    let monitor = svc.spec.update.monitor_ms;
+    let mut converged = dirty.is_empty();
+    let mut stable_at: Timestamp = 0;
+    for key in wanted {
+        let newest_running = slots
+            .get(key)
+            .and_then(|ts| ts.iter().rev().find(|t| t.desired_state == DesiredState::Running));
+        match newest_running {
+            Some(t) if current(t) && t.status.state == TaskState::Running => {
+                stable_at = stable_at.max(t.status.timestamp.saturating_add(monitor));
+            }
+            _ => converged = false,
+        }
+    }
+    if converged {
+        if now >= stable_at {
+            let state = if status.state == UpdateState::RollingBack { UpdateState::RolledBack } else { UpdateState::Completed };
+            out.plan.update_status.push((
+                svc.id.clone(),
+                UpdateStatus { state, started_at: status.started_at, completed_at: now, message: status.message.clone() },
+            ));
+        } else {
+            out.wake(stable_at);
+        }
+        return;
+    }
+    if dirty.is_empty() {
+        return;
+    }
+
+    // Slots in flight: an old task still stopping, or a new one not running yet.
+    let in_flight = wanted
+        .iter()
+        .filter(|k| {
+            slots.get(*k).is_some_and(|ts| {
+                ts.iter().any(|t| {
+                    (!current(t) && t.desired_state == DesiredState::Shutdown && !t.status.state.is_terminal())
+                        || (current(t) && t.desired_state == DesiredState::Running && t.status.state < TaskState::Running)
+                })
+            })
+        })
+        .count() as u64;
+    let parallelism = svc.spec.update.parallelism;
+    let room = if parallelism == 0 { u64::MAX } else { parallelism.saturating_sub(in_flight) };
+    if room == 0 {
+        return;
+    }
+    // The delay counts from the start of the last updated task.
+    let delay = svc.spec.update.delay_ms;
+    if delay > 0 {
+        let last_start = wanted_tasks()
+            .filter(|t| current(t) && t.status.timestamp >= status.started_at)
+            .map(|t| t.status.timestamp)
+            .max();
+        if let Some(last) = last_start {
+            if in_flight > 0 {
+                return;
+            }
+            if now < last.saturating_add(delay) {
+                out.wake(last.saturating_add(delay));
+                return;
+            }
+        }
+    }
+    for (key, old) in dirty.iter().take(usize::try_from(room).unwrap_or(usize::MAX)) {
+        match svc.spec.update.order {
+            UpdateOrder::StopFirst => out.plan.set_desired.push((old.id.clone(), DesiredState::Shutdown)),
+            UpdateOrder::StartFirst => out.plan.create.push(new_task(svc, key)),
+        }
+    }
+}

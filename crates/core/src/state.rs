@@ -1,0 +1,476 @@
+//! The replicated state machine: [`ClusterState`] changed only by [`Command`]s.
+//!
+//! `apply` is deterministic: given the same state, log index and command it
+//! makes the same change on every manager. It validates every command against
+//! the current state and skips what no longer fits (a plan made for a service
+//! that was removed meanwhile, a report from the wrong node), so a stale
+//! proposal can never corrupt the state.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::command::{Command, NewTask, Placement, Plan, TaskStatusUpdate};
+use crate::model::{
+    DesiredState, Node, NodeId, REVISIONS_KEPT, Revision, Service, ServiceId, Stack, StackSpec,
+    Task, TaskId, TaskState, TaskStatus, Timestamp, UpdateState, UpdateStatus,
+};
+use crate::validate;
+
+/// Kinds of objects an [`Event`] is about.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ObjectKind {
+    /// A stack.
+    Stack,
+    /// A service.
+    Service,
+    /// A task.
+    Task,
+    /// A node.
+    Node,
+}
+
+/// What happened to an object.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Action {
+    /// It was created.
+    Create,
+    /// It changed.
+    Update,
+    /// It was removed.
+    Remove,
+}
+
+/// A change made by applying a command, for watchers.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Event {
+    /// Log index of the command.
+    pub index: u64,
+    /// Object kind.
+    pub kind: ObjectKind,
+    /// What happened.
+    pub action: Action,
+    /// Object id.
+    pub id: String,
+    /// Object name (service name for tasks).
+    pub name: String,
+    /// Stack, when the object belongs to one.
+    pub stack: String,
+    /// Human summary ("running", "revision 3", …).
+    pub message: String,
+    /// Time of the command.
+    pub at: Timestamp,
+}
+
+/// The result of applying a command.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Applied {
+    /// What changed, for watchers.
+    pub events: Vec<Event>,
+    /// Set when the command was refused as a whole (nothing changed).
+    pub rejected: Option<String>,
+    /// For `PutStack`: services created, updated, unchanged and removed (full names).
+    pub deploy: Option<DeployResult>,
+}
+
+/// What a `PutStack` did.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeployResult {
+    /// Services created.
+    pub created: Vec<String>,
+    /// Services whose spec changed.
+    pub updated: Vec<String>,
+    /// Services left as they were.
+    pub unchanged: Vec<String>,
+    /// Services removed (prune).
+    pub removed: Vec<String>,
+}
+
+/// The whole desired and observed state of a cluster.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterState {
+    /// Cluster id, set by the first command.
+    pub cluster_id: String,
+    /// Nodes by id.
+    pub nodes: BTreeMap<NodeId, Node>,
+    /// Stacks by name.
+    pub stacks: BTreeMap<String, Stack>,
+    /// Services by id.
+    pub services: BTreeMap<ServiceId, Service>,
+    /// Tasks by id.
+    pub tasks: BTreeMap<TaskId, Task>,
+}
+
+/// Makes a 25-character base-36 id from the cluster id, log index and a sequence
+/// number: unique in the cluster, the same on every manager.
+pub fn make_id(cluster_id: &str, index: u64, seq: u64) -> String {
+    let mut h = Sha256::new();
+    h.update(cluster_id.as_bytes());
+    h.update(index.to_be_bytes());
+    h.update(seq.to_be_bytes());
+    let digest = h.finalize();
+    let mut n = u128::from_be_bytes(digest[..16].try_into().unwrap_or([0; 16]));
+    const ALPHABET: &[u8] = b"0123456789abcdefghijklmnopqrstuvwxyz";
+    let mut out = Vec::with_capacity(25);
+    for _ in 0..25 {
+        out.push(ALPHABET[(n % 36) as usize]);
+        n /= 36;
+    }
+    String::from_utf8(out).unwrap_or_default()
+}
+
+struct Ctx {
+    index: u64,
+    at: Timestamp,
+    seq: u64,
+    out: Applied,
+}
+
+impl Ctx {
+    fn event(&mut self, kind: ObjectKind, action: Action, id: &str, name: &str, stack: &str, message: String) {
+        self.out.events.push(Event {
+            index: self.index,
+            kind,
+            action,
+            id: id.to_string(),
+            name: name.to_string(),
+            stack: stack.to_string(),
+            message,
+            at: self.at,
+        });
+    }
+}
+
+impl ClusterState {
+    /// Applies a command committed at `index`.
+    pub fn apply(&mut self, index: u64, cmd: &Command) -> Applied {
+        let mut cx = Ctx { index, at: cmd.at(), seq: 0, out: Applied::default() };
+        match cmd {
+            Command::InitCluster { cluster_id, .. } => {
+                if self.cluster_id.is_empty() {
+                    self.cluster_id = cluster_id.clone();
+                } else {
+                    cx.out.rejected = Some("the cluster is initialised already".into());
+                }
+            }
+            Command::PutStack { spec, prune, .. } => self.put_stack(&mut cx, spec, *prune),
+            Command::RemoveStack { name, .. } => self.remove_stack(&mut cx, name),
+            Command::UpsertNode { node, .. } => self.upsert_node(&mut cx, node),
+            Command::SetNodeState { id, state, .. } => match self.nodes.get_mut(id) {
+                Some(n) if n.state != *state => {
+                    n.state = *state;
+                    n.updated_at = cx.at;
+                    let (id, name) = (n.id.clone(), n.name.clone());
+                    cx.event(ObjectKind::Node, Action::Update, &id, &name, "", format!("{state:?}").to_lowercase());
+                }
+                Some(_) => {}
+                None => cx.out.rejected = Some(format!("no node {id}")),
+            },
+            Command::SetNodeAvailability { id, availability, .. } => match self.nodes.get_mut(id) {
+                Some(n) => {
+                    n.availability = *availability;
+                    n.updated_at = cx.at;
+                    let (id, name) = (n.id.clone(), n.name.clone());
+                    let msg = format!("availability {availability:?}").to_lowercase();
+                    cx.event(ObjectKind::Node, Action::Update, &id, &name, "", msg);
+                }
+                None => cx.out.rejected = Some(format!("no node {id}")),
+            },
+            Command::ApplyPlan { plan, .. } => self.apply_plan(&mut cx, plan),
+            Command::Schedule { decisions, .. } => self.schedule(&mut cx, decisions),
+            Command::UpdateTaskStatus { updates, .. } => self.update_status(&mut cx, updates),
+        }
+        cx.out
+    }
+
+    /// The service with this full name.
+    pub fn service_by_name(&self, name: &str) -> Option<&Service> {
+        self.services.values().find(|s| s.name == name)
+    }
+
+    /// Tasks of one service.
+    pub fn tasks_of<'a>(&'a self, service_id: &'a str) -> impl Iterator<Item = &'a Task> + 'a {
+        self.tasks.values().filter(move |t| t.service_id == service_id)
+    }
+
+    /// A SHA-256 over the whole state, to compare managers.
+    pub fn state_hash(&self) -> String {
+        let bytes = serde_json::to_vec(self).unwrap_or_default();
+        let digest = Sha256::digest(&bytes);
+        digest.iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    fn put_stack(&mut self, cx: &mut Ctx, spec: &StackSpec, prune: bool) {
+        if let Err(errors) = validate::stack_spec(spec) {
+            cx.out.rejected = Some(errors.join("; "));
+            return;
+        }
+        let mut result = DeployResult::default();
+        match self.stacks.get_mut(&spec.name) {
+            Some(stack) => {
+                stack.volumes = spec.volumes.clone();
+                stack.updated_at = cx.at;
+            }
+            None => {
+                self.stacks.insert(
+                    spec.name.clone(),
+                    Stack { name: spec.name.clone(), volumes: spec.volumes.clone(), created_at: cx.at, updated_at: cx.at },
+                );
+                cx.event(ObjectKind::Stack, Action::Create, &spec.name, &spec.name, &spec.name, String::new());
+            }
+        }
+        for svc in spec.services.values() {
+            let full = format!("{}_{}", spec.name, svc.name);
+            let existing = self.services.values_mut().find(|s| s.name == full);
+            match existing {
+                Some(s) if s.spec == *svc => result.unchanged.push(full),
+                Some(s) => {
+                    let old = std::mem::replace(&mut s.spec, svc.clone());
+                    s.history.push(Revision { revision: s.revision, spec: old, deployed_at: s.updated_at });
+                    if s.history.len() > REVISIONS_KEPT {
+                        let excess = s.history.len() - REVISIONS_KEPT;
+                        s.history.drain(..excess);
+                    }
+                    s.revision += 1;
+                    s.updated_at = cx.at;
+                    s.update = UpdateStatus { state: UpdateState::Updating, started_at: cx.at, ..Default::default() };
+                    let (id, rev) = (s.id.clone(), s.revision);
+                    cx.event(ObjectKind::Service, Action::Update, &id, &full, &spec.name, format!("revision {rev}"));
+                    result.updated.push(full);
+                }
+                None => {
+                    cx.seq += 1;
+                    let id = make_id(&self.cluster_id, cx.index, cx.seq);
+                    self.services.insert(
+                        id.clone(),
+                        Service {
+                            id: id.clone(),
+                            stack: spec.name.clone(),
+                            name: full.clone(),
+                            spec: svc.clone(),
+                            revision: 1,
+                            history: Vec::new(),
+                            update: UpdateStatus { state: UpdateState::Updating, started_at: cx.at, ..Default::default() },
+                            created_at: cx.at,
+                            updated_at: cx.at,
+                        },
+                    );
+                    cx.event(ObjectKind::Service, Action::Create, &id, &full, &spec.name, "revision 1".into());
+                    result.created.push(full);
+                }
+            }
+        }
+        if prune {
+            let gone: Vec<ServiceId> = self
+                .services
+                .values()
+                .filter(|s| s.stack == spec.name && !spec.services.contains_key(&s.spec.name))
+                .map(|s| s.id.clone())
+                .collect();
+            for id in gone {
+                if let Some(name) = self.remove_service(cx, &id) {
+                    result.removed.push(name);
+                }
+            }
+        }
+        cx.out.deploy = Some(result);
+    }
+
+    fn remove_service(&mut self, cx: &mut Ctx, id: &str) -> Option<String> {
+        let svc = self.services.remove(id)?;
+        self.tasks.retain(|_, t| t.service_id != id);
+        cx.event(ObjectKind::Service, Action::Remove, id, &svc.name, &svc.stack, String::new());
+        Some(svc.name)
+    }
+
+    fn remove_stack(&mut self, cx: &mut Ctx, name: &str) {
+        if self.stacks.remove(name).is_none() {
+            cx.out.rejected = Some(format!("no stack named {name:?}"));
+            return;
+        }
+        let ids: Vec<ServiceId> = self.services.values().filter(|s| s.stack == name).map(|s| s.id.clone()).collect();
+        for id in ids {
+            self.remove_service(cx, &id);
+        }
+        cx.event(ObjectKind::Stack, Action::Remove, name, name, name, String::new());
+    }
+
+    fn upsert_node(&mut self, cx: &mut Ctx, node: &Node) {
+        match self.nodes.get_mut(&node.id) {
+            Some(n) => {
+                let changed = n.name != node.name
+                    || n.addr != node.addr
+                    || n.resources != node.resources
+                    || n.engine_version != node.engine_version;
+                n.name = node.name.clone();
+                n.addr = node.addr.clone();
+                n.resources = node.resources.clone();
+                n.engine_version = node.engine_version.clone();
+                if changed {
+                    n.updated_at = cx.at;
+                    cx.event(ObjectKind::Node, Action::Update, &node.id, &node.name, "", String::new());
+                }
+            }
+            None => {
+                let mut n = node.clone();
+                n.updated_at = cx.at;
+                self.nodes.insert(n.id.clone(), n);
+                cx.event(ObjectKind::Node, Action::Create, &node.id, &node.name, "", String::new());
+            }
+        }
+    }
+
+    /// Whether the slot of `nt` already holds a live task of `template`. (A task of
+    /// an older template may still occupy it: start-first updates overlap them.)
+    fn slot_taken(&self, nt: &NewTask, template: &crate::model::TaskTemplate) -> bool {
+        self.tasks_of(&nt.service_id).any(|t| {
+            let same_slot = if nt.slot == 0 { t.slot == 0 && t.node_id == nt.node_id } else { t.slot == nt.slot };
+            same_slot && t.occupies_slot() && t.template == *template
+        })
+    }
+
+    fn apply_plan(&mut self, cx: &mut Ctx, plan: &Plan) {
+        // Rollbacks first: tasks created by this plan belong to the new revision.
+        for sid in &plan.rollback {
+            let Some(s) = self.services.get_mut(sid) else { continue };
+            let Some(prev) = s.history.pop() else { continue };
+            let current = std::mem::replace(&mut s.spec, prev.spec);
+            s.history.push(Revision { revision: s.revision, spec: current, deployed_at: s.updated_at });
+            s.revision += 1;
+            s.updated_at = cx.at;
+            let msg = format!("rolling back to the spec of revision {} as revision {}", prev.revision, s.revision);
+            s.update = UpdateStatus { state: UpdateState::RollingBack, started_at: cx.at, completed_at: 0, message: s.update.message.clone() };
+            let (id, name, stack) = (s.id.clone(), s.name.clone(), s.stack.clone());
+            cx.event(ObjectKind::Service, Action::Update, &id, &name, &stack, msg);
+        }
+        for (sid, status) in &plan.update_status {
+            if let Some(s) = self.services.get_mut(sid) {
+                if s.update != *status {
+                    s.update = status.clone();
+                    let (id, name, stack) = (s.id.clone(), s.name.clone(), s.stack.clone());
+                    let mut msg = format!("update {:?}", status.state).to_lowercase();
+                    if !status.message.is_empty() {
+                        msg = format!("{msg}: {}", status.message);
+                    }
+                    cx.event(ObjectKind::Service, Action::Update, &id, &name, &stack, msg);
+                }
+            }
+        }
+        for (tid, desired) in &plan.set_desired {
+            if let Some(t) = self.tasks.get_mut(tid) {
+                // Desired state only moves forward: a stopped task is never revived.
+                if *desired > t.desired_state {
+                    t.desired_state = *desired;
+                    let (id, name, stack) = (t.id.clone(), t.service_name.clone(), t.stack.clone());
+                    cx.event(ObjectKind::Task, Action::Update, &id, &name, &stack, "desired shutdown".into());
+                }
+            }
+        }
+        for tid in &plan.delete {
+            if let Some(t) = self.tasks.remove(tid) {
+                cx.event(ObjectKind::Task, Action::Remove, &t.id, &t.service_name, &t.stack, String::new());
+            }
+        }
+        for nt in &plan.create {
+            let Some(s) = self.services.get(&nt.service_id) else { continue };
+            if s.revision != nt.revision || self.slot_taken(nt, &s.spec.task) {
+                continue;
+            }
+            if let Some(node) = &nt.node_id {
+                if !self.nodes.contains_key(node) {
+                    continue;
+                }
+            }
+            cx.seq += 1;
+            let id = make_id(&self.cluster_id, cx.index, cx.seq);
+            let state = if nt.node_id.is_some() { TaskState::Assigned } else { TaskState::New };
+            let task = Task {
+                id: id.clone(),
+                service_id: s.id.clone(),
+                service_name: s.name.clone(),
+                stack: s.stack.clone(),
+                slot: nt.slot,
+                node_id: nt.node_id.clone(),
+                revision: s.revision,
+                template: s.spec.task.clone(),
+                desired_state: DesiredState::Running,
+                status: TaskStatus { state, timestamp: cx.at, message: "created".into(), ..Default::default() },
+                unplaceable: String::new(),
+                created_at: cx.at,
+            };
+            cx.event(ObjectKind::Task, Action::Create, &id, &task.service_name, &task.stack, state.as_str().into());
+            self.tasks.insert(id, task);
+        }
+    }
+
+    fn schedule(&mut self, cx: &mut Ctx, decisions: &[Placement]) {
+        for d in decisions {
+            match d {
+                Placement::Assign { task_id, node_id } => {
+                    if !self.nodes.contains_key(node_id) {
+                        continue;
+                    }
+                    let Some(t) = self.tasks.get_mut(task_id) else { continue };
+                    if t.node_id.is_some() || t.status.state >= TaskState::Assigned || t.desired_state != DesiredState::Running {
+                        continue;
+                    }
+                    t.node_id = Some(node_id.clone());
+                    t.unplaceable.clear();
+                    t.status = TaskStatus { state: TaskState::Assigned, timestamp: cx.at, message: "assigned".into(), ..Default::default() };
+                    let (id, name, stack) = (t.id.clone(), t.service_name.clone(), t.stack.clone());
+                    cx.event(ObjectKind::Task, Action::Update, &id, &name, &stack, "assigned".into());
+                }
+                Placement::Unplaceable { task_id, reason } => {
+                    let Some(t) = self.tasks.get_mut(task_id) else { continue };
+                    if t.node_id.is_some() || t.status.state > TaskState::Pending {
+                        continue;
+                    }
+                    if t.status.state != TaskState::Pending || t.unplaceable != *reason {
+                        t.status.state = TaskState::Pending;
+                        t.status.timestamp = cx.at;
+                        t.status.message = "pending".into();
+                        t.unplaceable = reason.clone();
+                        let (id, name, stack) = (t.id.clone(), t.service_name.clone(), t.stack.clone());
+                        cx.event(ObjectKind::Task, Action::Update, &id, &name, &stack, format!("no suitable node: {reason}"));
+                    }
+                }
+            }
+        }
+    }
+
+    fn update_status(&mut self, cx: &mut Ctx, updates: &[TaskStatusUpdate]) {
+        for u in updates {
+            let Some(t) = self.tasks.get_mut(&u.task_id) else { continue };
+            if t.node_id.as_deref() != Some(u.node_id.as_str()) {
+                continue;
+            }
+            // Observed states only move forward; the same state may refresh details.
+            if u.status.state < t.status.state {
+                continue;
+            }
+            if u.status == t.status {
+                continue;
+            }
+            let state_changed = u.status.state != t.status.state;
+            let health_changed = u.status.health != t.status.health;
+            t.status = u.status.clone();
+            if state_changed || health_changed {
+                let mut msg = t.status.state.as_str().to_string();
+                if !t.status.health.is_empty() {
+                    msg = format!("{msg} ({})", t.status.health);
+                }
+                if let Some(code) = t.status.exit_code {
+                    msg = format!("{msg}, exit code {code}");
+                }
+                if !t.status.err.is_empty() {
+                    msg = format!("{msg}: {}", t.status.err);
+                }
+                let (id, name, stack) = (t.id.clone(), t.service_name.clone(), t.stack.clone());
+                cx.event(ObjectKind::Task, Action::Update, &id, &name, &stack, msg);
+            }
+        }
+    }
+}

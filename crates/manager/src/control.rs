@@ -1,0 +1,217 @@
+//! The control API: what stackctl calls.
+//!
+//! Writes are proposed through Raft (on the leader; a follower answers
+//! `unavailable` with the leader's address until forwarding lands with HA).
+//! Reads wait for the leader's read index unless the request says `stale`.
+//! A refused request changes nothing: specs are validated before they are
+//! proposed, and `apply` refuses an invalid command whole.
+
+use std::collections::BTreeMap;
+use std::pin::Pin;
+
+use stackd_core::model::{DesiredState, Service, ServiceMode, StackSpec, TaskState};
+use stackd_core::state::ObjectKind;
+use stackd_core::{ClusterState, Command, validate};
+use stackd_proto::v1;
+use tokio_stream::{Stream, StreamExt};
+use tonic::{Request, Response, Status};
+
+use crate::dispatcher::raft_status;
+use crate::now_ms;
+use crate::raft::RaftNode;
+
+/// The control gRPC service.
+#[derive(Clone)]
+pub struct Control {
+    raft: RaftNode,
+    node_id: String,
+}
+
+impl Control {
+    /// A control service over `raft`, on the node `node_id`.
+    pub fn new(raft: RaftNode, node_id: String) -> Self {
+        Self { raft, node_id }
+    }
+
+    async fn read<T>(&self, stale: bool, f: impl FnOnce(&ClusterState) -> T) -> Result<T, Status> {
+        if !stale {
+            self.raft.read_barrier().await.map_err(raft_status)?;
+        }
+        Ok(self.raft.shared().read(f))
+    }
+}
+
+/// Running tasks of the current template, and tasks wanted.
+fn counts(state: &ClusterState, svc: &Service) -> (u64, u64) {
+    let running = state
+        .tasks_of(&svc.id)
+        .filter(|t| t.desired_state == DesiredState::Running && t.status.state == TaskState::Running && t.template == svc.spec.task)
+        .count() as u64;
+    let desired = match svc.spec.mode {
+        ServiceMode::Replicated { replicas } => replicas,
+        ServiceMode::Global => state
+            .nodes
+            .values()
+            .filter(|n| n.state == stackd_core::model::NodeState::Ready && n.availability == stackd_core::model::Availability::Active)
+            .count() as u64,
+    };
+    (running, desired)
+}
+
+fn summary(state: &ClusterState, svc: &Service) -> v1::ServiceSummary {
+    let (running, desired) = counts(state, svc);
+    v1::ServiceSummary { service: Some(v1::Service::from(svc)), running, desired }
+}
+
+fn find_service<'a>(state: &'a ClusterState, key: &str) -> Option<&'a Service> {
+    state.services.get(key).or_else(|| state.service_by_name(key))
+}
+
+type EventStream = Pin<Box<dyn Stream<Item = Result<v1::Event, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl v1::control_server::Control for Control {
+    type WatchEventsStream = EventStream;
+
+    async fn deploy_stack(&self, req: Request<v1::DeployStackRequest>) -> Result<Response<v1::DeployStackResponse>, Status> {
+        let r = req.into_inner();
+        let spec = r.spec.ok_or_else(|| Status::invalid_argument("missing stack spec"))?;
+        let spec: StackSpec = spec.try_into().map_err(|e: stackd_proto::ConvertError| Status::invalid_argument(e.to_string()))?;
+        if let Err(errors) = validate::stack_spec(&spec) {
+            return Err(Status::invalid_argument(errors.join("\n")));
+        }
+        let (index, applied) = self
+            .raft
+            .propose(Command::PutStack { spec, prune: r.prune, at: now_ms() })
+            .await
+            .map_err(raft_status)?;
+        if let Some(why) = applied.rejected {
+            return Err(Status::invalid_argument(why));
+        }
+        let d = applied.deploy.unwrap_or_default();
+        Ok(Response::new(v1::DeployStackResponse { created: d.created, updated: d.updated, unchanged: d.unchanged, removed: d.removed, index }))
+    }
+
+    async fn remove_stack(&self, req: Request<v1::RemoveStackRequest>) -> Result<Response<v1::RemoveStackResponse>, Status> {
+        let name = req.into_inner().name;
+        let (index, applied) = self
+            .raft
+            .propose(Command::RemoveStack { name: name.clone(), at: now_ms() })
+            .await
+            .map_err(raft_status)?;
+        if let Some(why) = applied.rejected {
+            return Err(Status::not_found(why));
+        }
+        let removed_services = applied
+            .events
+            .iter()
+            .filter(|e| e.kind == ObjectKind::Service)
+            .map(|e| e.name.clone())
+            .collect();
+        Ok(Response::new(v1::RemoveStackResponse { removed_services, index }))
+    }
+
+    async fn list_stacks(&self, req: Request<v1::ListStacksRequest>) -> Result<Response<v1::ListStacksResponse>, Status> {
+        let stacks = self
+            .read(req.into_inner().stale, |s| {
+                s.stacks
+                    .values()
+                    .map(|st| {
+                        let services: Vec<&Service> = s.services.values().filter(|sv| sv.stack == st.name).collect();
+                        let (running, desired) = services.iter().map(|sv| counts(s, sv)).fold((0, 0), |a, b| (a.0 + b.0, a.1 + b.1));
+                        v1::StackSummary { stack: Some(st.into()), services: services.len() as u64, tasks_running: running, tasks_desired: desired }
+                    })
+                    .collect()
+            })
+            .await?;
+        Ok(Response::new(v1::ListStacksResponse { stacks }))
+    }
+
+    async fn list_services(&self, req: Request<v1::ListServicesRequest>) -> Result<Response<v1::ListServicesResponse>, Status> {
+        let r = req.into_inner();
+        let services = self
+            .read(r.stale, |s| {
+                s.services.values().filter(|sv| r.stack.is_empty() || sv.stack == r.stack).map(|sv| summary(s, sv)).collect()
+            })
+            .await?;
+        Ok(Response::new(v1::ListServicesResponse { services }))
+    }
+
+    async fn inspect_service(&self, req: Request<v1::InspectServiceRequest>) -> Result<Response<v1::InspectServiceResponse>, Status> {
+        let r = req.into_inner();
+        let found = self.read(r.stale, |s| find_service(s, &r.service).map(|sv| summary(s, sv))).await?;
+        match found {
+            Some(service) => Ok(Response::new(v1::InspectServiceResponse { service: Some(service) })),
+            None => Err(Status::not_found(format!("no service {:?}", r.service))),
+        }
+    }
+
+    async fn list_tasks(&self, req: Request<v1::ListTasksRequest>) -> Result<Response<v1::ListTasksResponse>, Status> {
+        let r = req.into_inner();
+        let result = self
+            .read(r.stale, |s| {
+                let service_id = if r.service.is_empty() {
+                    None
+                } else {
+                    match find_service(s, &r.service) {
+                        Some(sv) => Some(sv.id.clone()),
+                        None => return Err(Status::not_found(format!("no service {:?}", r.service))),
+                    }
+                };
+                let node_id = if r.node.is_empty() {
+                    None
+                } else {
+                    match s.nodes.values().find(|n| n.id == r.node || n.name == r.node) {
+                        Some(n) => Some(n.id.clone()),
+                        None => return Err(Status::not_found(format!("no node {:?}", r.node))),
+                    }
+                };
+                let tasks: Vec<v1::Task> = s
+                    .tasks
+                    .values()
+                    .filter(|t| r.stack.is_empty() || t.stack == r.stack)
+                    .filter(|t| service_id.as_ref().is_none_or(|id| &t.service_id == id))
+                    .filter(|t| node_id.is_none() || t.node_id == node_id)
+                    .map(v1::Task::from)
+                    .collect();
+                let node_names: BTreeMap<String, String> = s.nodes.values().map(|n| (n.id.clone(), n.name.clone())).collect();
+                Ok((tasks, node_names))
+            })
+            .await??;
+        Ok(Response::new(v1::ListTasksResponse { tasks: result.0, node_names: result.1.into_iter().collect() }))
+    }
+
+    async fn list_nodes(&self, req: Request<v1::ListNodesRequest>) -> Result<Response<v1::ListNodesResponse>, Status> {
+        let nodes = self.read(req.into_inner().stale, |s| s.nodes.values().map(v1::Node::from).collect()).await?;
+        Ok(Response::new(v1::ListNodesResponse { nodes }))
+    }
+
+    async fn cluster_status(&self, req: Request<v1::ClusterStatusRequest>) -> Result<Response<v1::ClusterStatusResponse>, Status> {
+        let (cluster_id, state_hash) = self.read(req.into_inner().stale, |s| (s.cluster_id.clone(), s.state_hash())).await?;
+        let st = self.raft.status();
+        Ok(Response::new(v1::ClusterStatusResponse {
+            cluster_id,
+            node_id: self.node_id.clone(),
+            leader_id: st.leader.map(|l| format!("{l:016x}")).unwrap_or_default(),
+            term: st.term,
+            last_log_index: st.last_log_index,
+            last_applied: st.last_applied,
+            state_hash,
+            version: env!("CARGO_PKG_VERSION").to_string(),
+        }))
+    }
+
+    async fn watch_events(&self, req: Request<v1::WatchEventsRequest>) -> Result<Response<Self::WatchEventsStream>, Status> {
+        let stack = req.into_inner().stack;
+        let rx = self.raft.shared().events();
+        let stream = tokio_stream::wrappers::BroadcastStream::new(rx).filter_map(move |e| match e {
+            Ok(e) if stack.is_empty() || e.stack == stack => Some(Ok(v1::Event::from(&e))),
+            Ok(_) => None,
+            // A watcher that fell behind is told so and must re-list.
+            Err(tokio_stream::wrappers::errors::BroadcastStreamRecvError::Lagged(n)) => {
+                Some(Err(Status::data_loss(format!("watcher fell {n} events behind; re-list and watch again"))))
+            }
+        });
+        Ok(Response::new(Box::pin(stream)))
+    }
+}

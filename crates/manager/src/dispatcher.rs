@@ -1,0 +1,229 @@
+//! The dispatcher: one session per agent, on the leader.
+//!
+//! ```text
+//!  agent ──Session──► register node (UpsertNode + Ready) ──► stream:
+//!                       full task set of the node, then changes
+//!        ──Heartbeat──► last-seen time (leader memory, not replicated)
+//!        ──UpdateTaskStatus──► one UpdateTaskStatus command per call
+//!
+//!  monitor: a Ready node silent for NODE_DOWN_AFTER ──► SetNodeState Down
+//! ```
+
+use std::collections::HashMap;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use stackd_core::command::TaskStatusUpdate;
+use stackd_core::model::{Availability, Node, NodeRole, NodeState, Resources, Task, TaskId};
+use stackd_core::Command;
+use stackd_proto::v1;
+use tokio::sync::{mpsc, watch};
+use tokio_stream::Stream;
+use tonic::{Request, Response, Status};
+
+use crate::now_ms;
+use crate::raft::{RaftError, RaftNode};
+
+/// How often agents heartbeat.
+pub const HEARTBEAT: Duration = Duration::from_secs(1);
+/// A node that has not heartbeat for this long is declared down.
+pub const NODE_DOWN_AFTER: Duration = Duration::from_secs(5);
+/// How long the session waits for more changes before it sends them.
+const BATCH: Duration = Duration::from_millis(10);
+
+struct Session {
+    id: String,
+    last_seen: Instant,
+}
+
+/// The dispatcher gRPC service.
+#[derive(Clone)]
+pub struct Dispatcher {
+    raft: RaftNode,
+    sessions: Arc<Mutex<HashMap<String, Session>>>,
+}
+
+/// Maps a Raft error to the status an agent acts on.
+pub(crate) fn raft_status(e: RaftError) -> Status {
+    match e {
+        RaftError::NotLeader { leader_addr, .. } => {
+            Status::unavailable(format!("not the leader; the leader is at {}", leader_addr.unwrap_or_else(|| "an unknown address".into())))
+        }
+        RaftError::NoQuorum(m) => Status::unavailable(format!("no quorum: {m}")),
+        other => Status::internal(other.to_string()),
+    }
+}
+
+fn session_id() -> String {
+    use rand::Rng;
+    let n: u128 = rand::thread_rng().r#gen();
+    format!("{n:032x}")
+}
+
+impl Dispatcher {
+    /// A dispatcher over `raft`.
+    pub fn new(raft: RaftNode) -> Self {
+        Self { raft, sessions: Arc::new(Mutex::new(HashMap::new())) }
+    }
+
+    fn touch(&self, node_id: &str, session: &str) -> Result<(), Status> {
+        let mut sessions = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
+        match sessions.get_mut(node_id) {
+            Some(s) if s.id == session => {
+                s.last_seen = Instant::now();
+                Ok(())
+            }
+            _ => Err(Status::not_found("unknown session: open a new one")),
+        }
+    }
+
+    /// Declares nodes down when they stop heartbeating. Runs on every manager,
+    /// acts only on the leader.
+    pub async fn monitor(self, mut shutdown: watch::Receiver<bool>) {
+        let mut leader = self.raft.leader_watch();
+        let mut leader_since = Instant::now();
+        let mut tick = tokio::time::interval(Duration::from_millis(500));
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                r = leader.changed() => {
+                    if r.is_err() { return; }
+                    leader_since = Instant::now();
+                    continue;
+                }
+                _ = shutdown.changed() => return,
+            }
+            if !*leader.borrow() || leader_since.elapsed() < NODE_DOWN_AFTER {
+                continue;
+            }
+            let ready: Vec<String> = self.raft.shared().read(|s| {
+                s.nodes.values().filter(|n| n.state == NodeState::Ready).map(|n| n.id.clone()).collect()
+            });
+            let silent: Vec<String> = {
+                let sessions = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
+                ready
+                    .into_iter()
+                    .filter(|id| sessions.get(id).is_none_or(|s| s.last_seen.elapsed() > NODE_DOWN_AFTER))
+                    .collect()
+            };
+            for id in silent {
+                tracing::warn!(node = %id, "node missed its heartbeats: declaring it down");
+                if let Err(e) = self.raft.propose(Command::SetNodeState { id, state: NodeState::Down, at: now_ms() }).await {
+                    tracing::warn!(error = %e, "could not mark node down");
+                }
+            }
+        }
+    }
+}
+
+/// The tasks of one node.
+fn node_tasks(raft: &RaftNode, node_id: &str) -> HashMap<TaskId, Task> {
+    raft.shared().read(|s| {
+        s.tasks.values().filter(|t| t.node_id.as_deref() == Some(node_id)).map(|t| (t.id.clone(), t.clone())).collect()
+    })
+}
+
+/// Sends the node's task set, then its changes, until the agent goes away.
+async fn stream_assignments(raft: RaftNode, node_id: String, session: String, tx: mpsc::Sender<Result<v1::SessionMessage, Status>>) {
+    let mut applied = raft.shared().applied();
+    let mut sent: HashMap<TaskId, Task> = HashMap::new();
+    let mut first = true;
+    loop {
+        applied.borrow_and_update();
+        let now = node_tasks(&raft, &node_id);
+        let updated: Vec<v1::Task> = now.values().filter(|t| sent.get(&t.id) != Some(*t)).map(v1::Task::from).collect();
+        let removed: Vec<String> = sent.keys().filter(|id| !now.contains_key(*id)).cloned().collect();
+        if first || !updated.is_empty() || !removed.is_empty() {
+            let msg = v1::SessionMessage {
+                session_id: session.clone(),
+                heartbeat_period_ms: HEARTBEAT.as_millis() as u64,
+                assignments: Some(v1::Assignments { full: first, tasks: updated, removed }),
+            };
+            if tx.send(Ok(msg)).await.is_err() {
+                return;
+            }
+            sent = now;
+            first = false;
+        }
+        tokio::select! {
+            r = applied.changed() => if r.is_err() { return },
+            _ = tx.closed() => return,
+        }
+        tokio::time::sleep(BATCH).await;
+    }
+}
+
+type SessionStream = Pin<Box<dyn Stream<Item = Result<v1::SessionMessage, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl v1::dispatcher_server::Dispatcher for Dispatcher {
+    type SessionStream = SessionStream;
+
+    async fn session(&self, req: Request<v1::SessionRequest>) -> Result<Response<Self::SessionStream>, Status> {
+        let d = req.into_inner().description.ok_or_else(|| Status::invalid_argument("missing node description"))?;
+        if d.node_id.is_empty() {
+            return Err(Status::invalid_argument("missing node id"));
+        }
+        let role = match v1::NodeRole::try_from(d.role) {
+            Ok(v1::NodeRole::Worker) => NodeRole::Worker,
+            _ => NodeRole::Manager,
+        };
+        let resources = d.resources.map(|r| Resources { nano_cpus: r.nano_cpus, memory_bytes: r.memory_bytes }).unwrap_or_default();
+        let node = Node {
+            id: d.node_id.clone(),
+            name: d.name,
+            addr: d.addr,
+            role,
+            availability: Availability::Active,
+            state: NodeState::Ready,
+            labels: Default::default(),
+            resources,
+            engine_version: d.engine_version,
+            updated_at: 0,
+        };
+        let at = now_ms();
+        self.raft.propose(Command::UpsertNode { node, at }).await.map_err(raft_status)?;
+        self.raft
+            .propose(Command::SetNodeState { id: d.node_id.clone(), state: NodeState::Ready, at })
+            .await
+            .map_err(raft_status)?;
+        let id = session_id();
+        self.sessions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(d.node_id.clone(), Session { id: id.clone(), last_seen: Instant::now() });
+        tracing::info!(node = %d.node_id, session = %id, "agent session opened");
+        let (tx, rx) = mpsc::channel(16);
+        tokio::spawn(stream_assignments(self.raft.clone(), d.node_id, id, tx));
+        Ok(Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))))
+    }
+
+    async fn heartbeat(&self, req: Request<v1::HeartbeatRequest>) -> Result<Response<v1::HeartbeatResponse>, Status> {
+        let r = req.into_inner();
+        self.touch(&r.node_id, &r.session_id)?;
+        let down = self.raft.shared().read(|s| s.nodes.get(&r.node_id).is_some_and(|n| n.state != NodeState::Ready));
+        if down {
+            self.raft
+                .propose(Command::SetNodeState { id: r.node_id.clone(), state: NodeState::Ready, at: now_ms() })
+                .await
+                .map_err(raft_status)?;
+        }
+        Ok(Response::new(v1::HeartbeatResponse { period_ms: HEARTBEAT.as_millis() as u64 }))
+    }
+
+    async fn update_task_status(&self, req: Request<v1::UpdateTaskStatusRequest>) -> Result<Response<v1::UpdateTaskStatusResponse>, Status> {
+        let r = req.into_inner();
+        self.touch(&r.node_id, &r.session_id)?;
+        let mut updates = Vec::with_capacity(r.updates.len());
+        for u in r.updates {
+            let status = u.status.ok_or_else(|| Status::invalid_argument("status report without status"))?;
+            let status = status.try_into().map_err(|e: stackd_proto::ConvertError| Status::invalid_argument(e.to_string()))?;
+            updates.push(TaskStatusUpdate { task_id: u.task_id, node_id: r.node_id.clone(), status });
+        }
+        if !updates.is_empty() {
+            self.raft.propose(Command::UpdateTaskStatus { updates, at: now_ms() }).await.map_err(raft_status)?;
+        }
+        Ok(Response::new(v1::UpdateTaskStatusResponse {}))
+    }
+}

@@ -1,0 +1,213 @@
+//! The Raft state machine: [`ClusterState`] in memory, snapshots on disk.
+//!
+//! On start the state is loaded from the current snapshot file; openraft then
+//! re-applies the committed log entries after it. `apply` is deterministic
+//! (see `stackd_core::state`), so the replay rebuilds exactly the state that
+//! was there before a crash.
+
+use std::io::Cursor;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+
+use openraft::storage::{RaftStateMachine, Snapshot};
+use openraft::{AnyError, EntryPayload, ErrorSubject, ErrorVerb, RaftSnapshotBuilder, StorageError, StorageIOError};
+use stackd_core::ClusterState;
+use stackd_core::state::{Applied, Event};
+use tokio::sync::{broadcast, watch};
+
+use super::snapshot::{self, Payload};
+use super::{Entry, LogId, NodeIdOf, SnapshotMetaOf, StoredMembershipOf, TypeConfig};
+
+type StorageResult<T> = Result<T, StorageError<NodeIdOf>>;
+
+const CURRENT: &str = "snapshot.current";
+
+/// What the rest of the manager sees of the state machine.
+pub struct Shared {
+    data: RwLock<Data>,
+    applied: watch::Sender<u64>,
+    events: broadcast::Sender<Event>,
+}
+
+#[derive(Default)]
+struct Data {
+    last_applied: Option<LogId>,
+    membership: StoredMembershipOf,
+    state: ClusterState,
+}
+
+impl Shared {
+    /// Runs `f` with the current state. Never hold the state across an await.
+    pub fn read<T>(&self, f: impl FnOnce(&ClusterState) -> T) -> T {
+        let guard = self.data.read().unwrap_or_else(|p| p.into_inner());
+        f(&guard.state)
+    }
+
+    /// The index of the last applied entry; changes on every apply.
+    pub fn applied(&self) -> watch::Receiver<u64> {
+        self.applied.subscribe()
+    }
+
+    /// Events of every applied command from now on.
+    pub fn events(&self) -> broadcast::Receiver<Event> {
+        self.events.subscribe()
+    }
+}
+
+fn sm_err(verb: ErrorVerb, e: impl std::fmt::Display) -> StorageError<NodeIdOf> {
+    StorageIOError::new(ErrorSubject::StateMachine, verb, AnyError::error(e.to_string())).into()
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// Writes `bytes` to `dir/name` atomically and durably (temp file, fsync, rename, fsync dir).
+pub fn write_atomic(dir: &Path, name: &str, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let tmp = dir.join(format!(".{name}.tmp"));
+    {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+    }
+    std::fs::rename(&tmp, dir.join(name))?;
+    std::fs::File::open(dir)?.sync_all()
+}
+
+/// The state machine store.
+#[derive(Clone)]
+pub struct StateMachine {
+    shared: Arc<Shared>,
+    dir: PathBuf,
+}
+
+impl StateMachine {
+    /// Opens the state machine in `dir`, loading the current snapshot if there is one.
+    pub fn open(dir: &Path) -> Result<Self, StorageError<NodeIdOf>> {
+        std::fs::create_dir_all(dir).map_err(|e| sm_err(ErrorVerb::Write, e))?;
+        let mut data = Data::default();
+        let path = dir.join(CURRENT);
+        if path.exists() {
+            let bytes = std::fs::read(&path).map_err(|e| sm_err(ErrorVerb::Read, e))?;
+            let (_, payload) = snapshot::decode(&bytes).map_err(|e| sm_err(ErrorVerb::Read, format!("{}: {e}", path.display())))?;
+            data = Data { last_applied: payload.last_applied, membership: payload.membership, state: payload.state };
+        }
+        let (applied, _) = watch::channel(data.last_applied.map(|l| l.index).unwrap_or(0));
+        let (events, _) = broadcast::channel(4096);
+        Ok(Self { shared: Arc::new(Shared { data: RwLock::new(data), applied, events }), dir: dir.to_path_buf() })
+    }
+
+    /// The handle the rest of the manager reads through.
+    pub fn shared(&self) -> Arc<Shared> {
+        self.shared.clone()
+    }
+
+    fn install(&self, meta: &SnapshotMetaOf, payload: Payload) {
+        let index = meta.last_log_id.map(|l| l.index).unwrap_or(0);
+        {
+            let mut guard = self.shared.data.write().unwrap_or_else(|p| p.into_inner());
+            *guard = Data { last_applied: meta.last_log_id, membership: meta.last_membership.clone(), state: payload.state };
+        }
+        self.shared.applied.send_replace(index);
+    }
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
+    async fn build_snapshot(&mut self) -> StorageResult<Snapshot<TypeConfig>> {
+        let payload = {
+            let guard = self.shared.data.read().unwrap_or_else(|p| p.into_inner());
+            let id = match guard.last_applied {
+                Some(l) => format!("{}-{}-{}", l.leader_id.term, l.index, now_ms()),
+                None => format!("0-0-{}", now_ms()),
+            };
+            Payload { last_applied: guard.last_applied, membership: guard.membership.clone(), state: guard.state.clone(), snapshot_id: id }
+        };
+        let bytes = snapshot::encode(&payload, now_ms()).map_err(|e| sm_err(ErrorVerb::Write, e))?;
+        write_atomic(&self.dir, CURRENT, &bytes).map_err(|e| sm_err(ErrorVerb::Write, e))?;
+        let meta = SnapshotMetaOf {
+            last_log_id: payload.last_applied,
+            last_membership: payload.membership,
+            snapshot_id: payload.snapshot_id,
+        };
+        Ok(Snapshot { meta, snapshot: Box::new(Cursor::new(bytes)) })
+    }
+}
+
+impl RaftStateMachine<TypeConfig> for StateMachine {
+    type SnapshotBuilder = Self;
+
+    async fn applied_state(&mut self) -> StorageResult<(Option<LogId>, StoredMembershipOf)> {
+        let guard = self.shared.data.read().unwrap_or_else(|p| p.into_inner());
+        Ok((guard.last_applied, guard.membership.clone()))
+    }
+
+    async fn apply<I>(&mut self, entries: I) -> StorageResult<Vec<Applied>>
+    where
+        I: IntoIterator<Item = Entry> + Send,
+        I::IntoIter: Send,
+    {
+        let mut replies = Vec::new();
+        let mut events = Vec::new();
+        let mut last = None;
+        {
+            let mut guard = self.shared.data.write().unwrap_or_else(|p| p.into_inner());
+            for entry in entries {
+                guard.last_applied = Some(entry.log_id);
+                last = Some(entry.log_id.index);
+                let reply = match entry.payload {
+                    EntryPayload::Blank => Applied::default(),
+                    EntryPayload::Normal(cmd) => guard.state.apply(entry.log_id.index, &cmd),
+                    EntryPayload::Membership(m) => {
+                        guard.membership = StoredMembershipOf::new(Some(entry.log_id), m);
+                        Applied::default()
+                    }
+                };
+                events.extend(reply.events.iter().cloned());
+                replies.push(reply);
+            }
+        }
+        for e in events {
+            // No receiver is not an error: nobody is watching.
+            let _ = self.shared.events.send(e);
+        }
+        if let Some(index) = last {
+            self.shared.applied.send_replace(index);
+        }
+        Ok(replies)
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        self.clone()
+    }
+
+    async fn begin_receiving_snapshot(&mut self) -> StorageResult<Box<Cursor<Vec<u8>>>> {
+        Ok(Box::new(Cursor::new(Vec::new())))
+    }
+
+    async fn install_snapshot(&mut self, meta: &SnapshotMetaOf, snapshot: Box<Cursor<Vec<u8>>>) -> StorageResult<()> {
+        let bytes = snapshot.into_inner();
+        let (_, payload) = snapshot::decode(&bytes).map_err(|e| sm_err(ErrorVerb::Read, e))?;
+        write_atomic(&self.dir, CURRENT, &bytes).map_err(|e| sm_err(ErrorVerb::Write, e))?;
+        self.install(meta, payload);
+        Ok(())
+    }
+
+    async fn get_current_snapshot(&mut self) -> StorageResult<Option<Snapshot<TypeConfig>>> {
+        let path = self.dir.join(CURRENT);
+        if !path.exists() {
+            return Ok(None);
+        }
+        let bytes = std::fs::read(&path).map_err(|e| sm_err(ErrorVerb::Read, e))?;
+        let (_, payload) = snapshot::decode(&bytes).map_err(|e| sm_err(ErrorVerb::Read, e))?;
+        let meta = SnapshotMetaOf {
+            last_log_id: payload.last_applied,
+            last_membership: payload.membership,
+            snapshot_id: payload.snapshot_id,
+        };
+        Ok(Some(Snapshot { meta, snapshot: Box::new(Cursor::new(bytes)) }))
+    }
+}

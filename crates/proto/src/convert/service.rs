@@ -1,0 +1,590 @@
+//! Services and their specs: `ServiceSpec`, `ServiceMode`, `TaskTemplate`,
+//! `Mount`, `PortConfig`, `HealthCheck`, `RestartPolicy`, `UpdateConfig`,
+//! `Service`, `Revision`, `UpdateStatus` and their enums.
+
+use stackd_core::model;
+
+use super::{ConvertError, from_owned, port, required, required_into, string_map, try_vec, wire_enum};
+use crate::v1;
+
+// ---------------------------------------------------------------- enums
+
+/// Core → wire and wire → core for a fieldless enum whose wire form has
+/// exactly the core variants (by name, not necessarily by number).
+macro_rules! enum_pair {
+    ($core:ident <=> $wire:ident { $($variant:ident),* $(,)? }) => {
+        impl From<model::$core> for v1::$wire {
+            fn from(value: model::$core) -> Self {
+                match value {
+                    $(model::$core::$variant => Self::$variant,)*
+                }
+            }
+        }
+
+        impl From<v1::$wire> for model::$core {
+            fn from(value: v1::$wire) -> Self {
+                match value {
+                    $(v1::$wire::$variant => Self::$variant,)*
+                }
+            }
+        }
+    };
+}
+
+enum_pair!(MountKind <=> MountKind { Volume, Bind, Tmpfs });
+enum_pair!(Protocol <=> Protocol { Tcp, Udp, Sctp });
+enum_pair!(PublishMode <=> PublishMode { Ingress, Host });
+enum_pair!(RestartCondition <=> RestartCondition { None, OnFailure, Any });
+enum_pair!(FailureAction <=> FailureAction { Pause, Continue, Rollback });
+enum_pair!(UpdateOrder <=> UpdateOrder { StopFirst, StartFirst });
+enum_pair!(UpdateState <=> UpdateState { Completed, Updating, Paused, RollingBack, RolledBack });
+
+// ---------------------------------------------------------------- service mode
+
+impl From<&model::ServiceMode> for v1::ServiceMode {
+    fn from(value: &model::ServiceMode) -> Self {
+        use v1::service_mode::{Global, Mode, Replicated};
+        let mode = match *value {
+            model::ServiceMode::Replicated { replicas } => Mode::Replicated(Replicated { replicas }),
+            model::ServiceMode::Global => Mode::Global(Global {}),
+        };
+        Self { mode: Some(mode) }
+    }
+}
+
+/// An empty `oneof` is refused as a missing `ServiceMode.mode`.
+impl TryFrom<v1::ServiceMode> for model::ServiceMode {
+    type Error = ConvertError;
+
+    fn try_from(value: v1::ServiceMode) -> Result<Self, ConvertError> {
+        use v1::service_mode::Mode;
+        Ok(match required("ServiceMode.mode", value.mode)? {
+            Mode::Replicated(r) => Self::Replicated { replicas: r.replicas },
+            Mode::Global(_) => Self::Global,
+        })
+    }
+}
+
+// ---------------------------------------------------------------- task template
+
+impl From<&model::Mount> for v1::Mount {
+    fn from(value: &model::Mount) -> Self {
+        Self {
+            kind: v1::MountKind::from(value.kind).into(),
+            source: value.source.clone(),
+            target: value.target.clone(),
+            read_only: value.read_only,
+        }
+    }
+}
+
+impl TryFrom<v1::Mount> for model::Mount {
+    type Error = ConvertError;
+
+    fn try_from(value: v1::Mount) -> Result<Self, ConvertError> {
+        Ok(Self {
+            kind: wire_enum::<v1::MountKind>("Mount.kind", value.kind)?.into(),
+            source: value.source,
+            target: value.target,
+            read_only: value.read_only,
+        })
+    }
+}
+
+impl From<&model::PortConfig> for v1::PortConfig {
+    fn from(value: &model::PortConfig) -> Self {
+        Self {
+            target: value.target.into(),
+            published: value.published.map(u32::from),
+            protocol: v1::Protocol::from(value.protocol).into(),
+            mode: v1::PublishMode::from(value.mode).into(),
+            host_ip: value.host_ip.clone(),
+        }
+    }
+}
+
+/// Ports above 65535 are refused with [`ConvertError::OutOfRange`].
+impl TryFrom<v1::PortConfig> for model::PortConfig {
+    type Error = ConvertError;
+
+    fn try_from(value: v1::PortConfig) -> Result<Self, ConvertError> {
+        Ok(Self {
+            target: port("PortConfig.target", value.target)?,
+            published: value.published.map(|p| port("PortConfig.published", p)).transpose()?,
+            protocol: wire_enum::<v1::Protocol>("PortConfig.protocol", value.protocol)?.into(),
+            mode: wire_enum::<v1::PublishMode>("PortConfig.mode", value.mode)?.into(),
+            host_ip: value.host_ip,
+        })
+    }
+}
+
+impl From<&model::HealthCheck> for v1::HealthCheck {
+    fn from(value: &model::HealthCheck) -> Self {
+        Self {
+            test: value.test.clone(),
+            interval_ms: value.interval_ms,
+            timeout_ms: value.timeout_ms,
+            retries: value.retries,
+            start_period_ms: value.start_period_ms,
+            start_interval_ms: value.start_interval_ms,
+        }
+    }
+}
+
+impl TryFrom<v1::HealthCheck> for model::HealthCheck {
+    type Error = ConvertError;
+
+    fn try_from(value: v1::HealthCheck) -> Result<Self, ConvertError> {
+        Ok(Self {
+            test: value.test,
+            interval_ms: value.interval_ms,
+            timeout_ms: value.timeout_ms,
+            retries: value.retries,
+            start_period_ms: value.start_period_ms,
+            start_interval_ms: value.start_interval_ms,
+        })
+    }
+}
+
+/// A list that may be absent as a whole: `None` ↔ no `StringList`,
+/// `Some(vec![])` ↔ an empty `StringList`.
+fn string_list(value: Option<&Vec<String>>) -> Option<v1::StringList> {
+    value.map(|values| v1::StringList { values: values.clone() })
+}
+
+impl From<&model::TaskTemplate> for v1::TaskTemplate {
+    fn from(value: &model::TaskTemplate) -> Self {
+        Self {
+            image: value.image.clone(),
+            command: string_list(value.command.as_ref()),
+            entrypoint: string_list(value.entrypoint.as_ref()),
+            env: value.env.clone(),
+            labels: string_map(&value.labels),
+            mounts: value.mounts.iter().map(Into::into).collect(),
+            ports: value.ports.iter().map(Into::into).collect(),
+            working_dir: value.working_dir.clone(),
+            user: value.user.clone(),
+            hostname: value.hostname.clone(),
+            healthcheck: value.healthcheck.as_ref().map(Into::into),
+            stop_grace_period_ms: value.stop_grace_period_ms,
+            stop_signal: value.stop_signal.clone(),
+            init: value.init,
+            read_only: value.read_only,
+        }
+    }
+}
+
+impl TryFrom<v1::TaskTemplate> for model::TaskTemplate {
+    type Error = ConvertError;
+
+    fn try_from(value: v1::TaskTemplate) -> Result<Self, ConvertError> {
+        Ok(Self {
+            image: value.image,
+            command: value.command.map(|l| l.values),
+            entrypoint: value.entrypoint.map(|l| l.values),
+            env: value.env,
+            labels: value.labels.into_iter().collect(),
+            mounts: try_vec(value.mounts)?,
+            ports: try_vec(value.ports)?,
+            working_dir: value.working_dir,
+            user: value.user,
+            hostname: value.hostname,
+            healthcheck: value.healthcheck.map(TryInto::try_into).transpose()?,
+            stop_grace_period_ms: value.stop_grace_period_ms,
+            stop_signal: value.stop_signal,
+            init: value.init,
+            read_only: value.read_only,
+        })
+    }
+}
+
+// ---------------------------------------------------------------- policies
+
+impl From<&model::RestartPolicy> for v1::RestartPolicy {
+    fn from(value: &model::RestartPolicy) -> Self {
+        Self {
+            condition: v1::RestartCondition::from(value.condition).into(),
+            delay_ms: value.delay_ms,
+            max_attempts: value.max_attempts,
+            window_ms: value.window_ms,
+        }
+    }
+}
+
+impl TryFrom<v1::RestartPolicy> for model::RestartPolicy {
+    type Error = ConvertError;
+
+    fn try_from(value: v1::RestartPolicy) -> Result<Self, ConvertError> {
+        Ok(Self {
+            condition: wire_enum::<v1::RestartCondition>("RestartPolicy.condition", value.condition)?.into(),
+            delay_ms: value.delay_ms,
+            max_attempts: value.max_attempts,
+            window_ms: value.window_ms,
+        })
+    }
+}
+
+impl From<&model::UpdateConfig> for v1::UpdateConfig {
+    fn from(value: &model::UpdateConfig) -> Self {
+        Self {
+            parallelism: value.parallelism,
+            delay_ms: value.delay_ms,
+            monitor_ms: value.monitor_ms,
+            failure_action: v1::FailureAction::from(value.failure_action).into(),
+            max_failure_ratio: value.max_failure_ratio,
+            order: v1::UpdateOrder::from(value.order).into(),
+        }
+    }
+}
+
+/// `max_failure_ratio` is copied as is (NaN, negative and infinite values
+/// included): checking it is the validator's business.
+impl TryFrom<v1::UpdateConfig> for model::UpdateConfig {
+    type Error = ConvertError;
+
+    fn try_from(value: v1::UpdateConfig) -> Result<Self, ConvertError> {
+        Ok(Self {
+            parallelism: value.parallelism,
+            delay_ms: value.delay_ms,
+            monitor_ms: value.monitor_ms,
+            failure_action: wire_enum::<v1::FailureAction>("UpdateConfig.failure_action", value.failure_action)?.into(),
+            max_failure_ratio: value.max_failure_ratio,
+            order: wire_enum::<v1::UpdateOrder>("UpdateConfig.order", value.order)?.into(),
+        })
+    }
+}
+
+// ---------------------------------------------------------------- spec
+
+impl From<&model::ServiceSpec> for v1::ServiceSpec {
+    fn from(value: &model::ServiceSpec) -> Self {
+        Self {
+            name: value.name.clone(),
+            mode: Some((&value.mode).into()),
+            task: Some((&value.task).into()),
+            restart: Some((&value.restart).into()),
+            update: Some((&value.update).into()),
+            labels: string_map(&value.labels),
+        }
+    }
+}
+
+/// `mode`, `task`, `restart` and `update` are all required: an absent
+/// policy is refused rather than replaced by a default, because the wire
+/// default (all zeros) and the core default differ.
+impl TryFrom<v1::ServiceSpec> for model::ServiceSpec {
+    type Error = ConvertError;
+
+    fn try_from(value: v1::ServiceSpec) -> Result<Self, ConvertError> {
+        Ok(Self {
+            name: value.name,
+            mode: required_into("ServiceSpec.mode", value.mode)?,
+            task: required_into("ServiceSpec.task", value.task)?,
+            restart: required_into("ServiceSpec.restart", value.restart)?,
+            update: required_into("ServiceSpec.update", value.update)?,
+            labels: value.labels.into_iter().collect(),
+        })
+    }
+}
+
+// ---------------------------------------------------------------- service
+
+impl From<&model::UpdateStatus> for v1::UpdateStatus {
+    fn from(value: &model::UpdateStatus) -> Self {
+        Self {
+            state: v1::UpdateState::from(value.state).into(),
+            started_at: value.started_at,
+            completed_at: value.completed_at,
+            message: value.message.clone(),
+        }
+    }
+}
+
+impl TryFrom<v1::UpdateStatus> for model::UpdateStatus {
+    type Error = ConvertError;
+
+    fn try_from(value: v1::UpdateStatus) -> Result<Self, ConvertError> {
+        Ok(Self {
+            state: wire_enum::<v1::UpdateState>("UpdateStatus.state", value.state)?.into(),
+            started_at: value.started_at,
+            completed_at: value.completed_at,
+            message: value.message,
+        })
+    }
+}
+
+impl From<&model::Revision> for v1::Revision {
+    fn from(value: &model::Revision) -> Self {
+        Self { revision: value.revision, spec: Some((&value.spec).into()), deployed_at: value.deployed_at }
+    }
+}
+
+impl TryFrom<v1::Revision> for model::Revision {
+    type Error = ConvertError;
+
+    fn try_from(value: v1::Revision) -> Result<Self, ConvertError> {
+        Ok(Self {
+            revision: value.revision,
+            spec: required_into("Revision.spec", value.spec)?,
+            deployed_at: value.deployed_at,
+        })
+    }
+}
+
+impl From<&model::Service> for v1::Service {
+    fn from(value: &model::Service) -> Self {
+        Self {
+            id: value.id.clone(),
+            stack: value.stack.clone(),
+            name: value.name.clone(),
+            spec: Some((&value.spec).into()),
+            revision: value.revision,
+            history: value.history.iter().map(Into::into).collect(),
+            update: Some((&value.update).into()),
+            created_at: value.created_at,
+            updated_at: value.updated_at,
+        }
+    }
+}
+
+impl TryFrom<v1::Service> for model::Service {
+    type Error = ConvertError;
+
+    fn try_from(value: v1::Service) -> Result<Self, ConvertError> {
+        Ok(Self {
+            id: value.id,
+            stack: value.stack,
+            name: value.name,
+            spec: required_into("Service.spec", value.spec)?,
+            revision: value.revision,
+            history: try_vec(value.history)?,
+            update: required_into("Service.update", value.update)?,
+            created_at: value.created_at,
+            updated_at: value.updated_at,
+        })
+    }
+}
+
+from_owned!(
+    model::ServiceMode => v1::ServiceMode,
+    model::Mount => v1::Mount,
+    model::PortConfig => v1::PortConfig,
+    model::HealthCheck => v1::HealthCheck,
+    model::TaskTemplate => v1::TaskTemplate,
+    model::RestartPolicy => v1::RestartPolicy,
+    model::UpdateConfig => v1::UpdateConfig,
+    model::ServiceSpec => v1::ServiceSpec,
+    model::UpdateStatus => v1::UpdateStatus,
+    model::Revision => v1::Revision,
+    model::Service => v1::Service,
+);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::convert::tests::{full_template, round_trip, service, spec};
+
+    #[test]
+    fn service_modes_round_trip() {
+        round_trip::<_, v1::ServiceMode>(&model::ServiceMode::Global);
+        for replicas in [0, 1, 3, u64::MAX] {
+            round_trip::<_, v1::ServiceMode>(&model::ServiceMode::Replicated { replicas });
+        }
+    }
+
+    #[test]
+    fn empty_mode_is_missing() {
+        assert_eq!(
+            model::ServiceMode::try_from(v1::ServiceMode { mode: None }),
+            Err(ConvertError::Missing("ServiceMode.mode"))
+        );
+        let wire = v1::ServiceSpec { mode: None, ..spec().into() };
+        assert_eq!(model::ServiceSpec::try_from(wire), Err(ConvertError::Missing("ServiceSpec.mode")));
+        let wire = v1::ServiceSpec { mode: Some(v1::ServiceMode { mode: None }), ..spec().into() };
+        assert_eq!(model::ServiceSpec::try_from(wire), Err(ConvertError::Missing("ServiceMode.mode")));
+    }
+
+    #[test]
+    fn missing_spec_parts_are_refused() {
+        let wire = v1::ServiceSpec { task: None, ..spec().into() };
+        assert_eq!(model::ServiceSpec::try_from(wire), Err(ConvertError::Missing("ServiceSpec.task")));
+        let wire = v1::ServiceSpec { restart: None, ..spec().into() };
+        assert_eq!(model::ServiceSpec::try_from(wire), Err(ConvertError::Missing("ServiceSpec.restart")));
+        let wire = v1::ServiceSpec { update: None, ..spec().into() };
+        assert_eq!(model::ServiceSpec::try_from(wire), Err(ConvertError::Missing("ServiceSpec.update")));
+    }
+
+    #[test]
+    fn templates_round_trip() {
+        round_trip::<_, v1::TaskTemplate>(&model::TaskTemplate::default());
+        round_trip::<_, v1::TaskTemplate>(&full_template());
+    }
+
+    #[test]
+    fn absent_and_empty_lists_stay_apart() {
+        let absent = model::TaskTemplate { command: None, entrypoint: None, ..full_template() };
+        let empty = model::TaskTemplate { command: Some(vec![]), entrypoint: Some(vec![]), ..full_template() };
+        let empty_strings = model::TaskTemplate {
+            command: Some(vec![String::new()]),
+            working_dir: Some(String::new()),
+            user: Some(String::new()),
+            hostname: Some(String::new()),
+            stop_signal: Some(String::new()),
+            init: Some(false),
+            ..full_template()
+        };
+        for t in [&absent, &empty, &empty_strings] {
+            round_trip::<_, v1::TaskTemplate>(t);
+        }
+        assert_eq!(v1::TaskTemplate::from(&absent).command, None);
+        assert_eq!(v1::TaskTemplate::from(&empty).command, Some(v1::StringList { values: vec![] }));
+    }
+
+    #[test]
+    fn every_mount_kind_protocol_and_publish_mode_round_trips() {
+        for kind in [model::MountKind::Volume, model::MountKind::Bind, model::MountKind::Tmpfs] {
+            let m = model::Mount { kind, source: "data".into(), target: "/data".into(), read_only: true };
+            round_trip::<_, v1::Mount>(&m);
+        }
+        for protocol in [model::Protocol::Tcp, model::Protocol::Udp, model::Protocol::Sctp] {
+            for mode in [model::PublishMode::Ingress, model::PublishMode::Host] {
+                for published in [None, Some(0), Some(8080), Some(u16::MAX)] {
+                    let p = model::PortConfig { target: 80, published, protocol, mode, host_ip: "127.0.0.1".into() };
+                    round_trip::<_, v1::PortConfig>(&p);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn ports_above_65535_are_refused() {
+        let ok =
+            v1::PortConfig { target: 65_535, published: Some(65_535), protocol: 0, mode: 0, host_ip: String::new() };
+        assert!(model::PortConfig::try_from(ok.clone()).is_ok());
+        assert_eq!(
+            model::PortConfig::try_from(v1::PortConfig { target: 70_000, ..ok.clone() }),
+            Err(ConvertError::OutOfRange { field: "PortConfig.target", value: 70_000 })
+        );
+        assert_eq!(
+            model::PortConfig::try_from(v1::PortConfig { published: Some(65_536), ..ok.clone() }),
+            Err(ConvertError::OutOfRange { field: "PortConfig.published", value: 65_536 })
+        );
+        assert_eq!(
+            model::PortConfig::try_from(v1::PortConfig { published: Some(u32::MAX), ..ok }),
+            Err(ConvertError::OutOfRange { field: "PortConfig.published", value: u64::from(u32::MAX) })
+        );
+        // Deep inside a service spec too.
+        let mut wire = v1::ServiceSpec::from(spec());
+        if let Some(task) = wire.task.as_mut() {
+            task.ports[0].target = 70_000;
+        }
+        assert_eq!(
+            model::ServiceSpec::try_from(wire),
+            Err(ConvertError::OutOfRange { field: "PortConfig.target", value: 70_000 })
+        );
+    }
+
+    #[test]
+    fn unknown_enums_are_refused() {
+        let mount = v1::Mount { kind: 3, ..v1::Mount::default() };
+        assert_eq!(model::Mount::try_from(mount), Err(ConvertError::UnknownEnum { field: "Mount.kind", value: 3 }));
+        let p = v1::PortConfig { protocol: 9, ..v1::PortConfig::default() };
+        assert_eq!(
+            model::PortConfig::try_from(p),
+            Err(ConvertError::UnknownEnum { field: "PortConfig.protocol", value: 9 })
+        );
+        let p = v1::PortConfig { mode: 2, ..v1::PortConfig::default() };
+        assert_eq!(
+            model::PortConfig::try_from(p),
+            Err(ConvertError::UnknownEnum { field: "PortConfig.mode", value: 2 })
+        );
+        let r = v1::RestartPolicy { condition: 3, ..v1::RestartPolicy::default() };
+        assert_eq!(
+            model::RestartPolicy::try_from(r),
+            Err(ConvertError::UnknownEnum { field: "RestartPolicy.condition", value: 3 })
+        );
+        let u = v1::UpdateConfig { failure_action: -2, ..v1::UpdateConfig::default() };
+        assert_eq!(
+            model::UpdateConfig::try_from(u),
+            Err(ConvertError::UnknownEnum { field: "UpdateConfig.failure_action", value: -2 })
+        );
+        let u = v1::UpdateConfig { order: 2, ..v1::UpdateConfig::default() };
+        assert_eq!(
+            model::UpdateConfig::try_from(u),
+            Err(ConvertError::UnknownEnum { field: "UpdateConfig.order", value: 2 })
+        );
+        let s = v1::UpdateStatus { state: 5, ..v1::UpdateStatus::default() };
+        assert_eq!(
+            model::UpdateStatus::try_from(s),
+            Err(ConvertError::UnknownEnum { field: "UpdateStatus.state", value: 5 })
+        );
+    }
+
+    #[test]
+    fn every_policy_variant_round_trips() {
+        use model::{FailureAction, RestartCondition, UpdateOrder};
+        for condition in [RestartCondition::None, RestartCondition::OnFailure, RestartCondition::Any] {
+            let r = model::RestartPolicy { condition, delay_ms: 1, max_attempts: 2, window_ms: 3 };
+            round_trip::<_, v1::RestartPolicy>(&r);
+        }
+        round_trip::<_, v1::RestartPolicy>(&model::RestartPolicy::default());
+        for failure_action in [FailureAction::Pause, FailureAction::Continue, FailureAction::Rollback] {
+            for order in [UpdateOrder::StopFirst, UpdateOrder::StartFirst] {
+                for max_failure_ratio in [0.0, 0.25, 1.0, f64::INFINITY] {
+                    let u = model::UpdateConfig {
+                        parallelism: 2,
+                        delay_ms: 10,
+                        monitor_ms: 20,
+                        failure_action,
+                        max_failure_ratio,
+                        order,
+                    };
+                    round_trip::<_, v1::UpdateConfig>(&u);
+                }
+            }
+        }
+        round_trip::<_, v1::UpdateConfig>(&model::UpdateConfig::default());
+    }
+
+    #[test]
+    fn nan_failure_ratio_is_kept_bit_for_bit() {
+        let u = model::UpdateConfig { max_failure_ratio: f64::NAN, ..model::UpdateConfig::default() };
+        let back = model::UpdateConfig::try_from(v1::UpdateConfig::from(&u));
+        assert!(back.is_ok_and(|b| b.max_failure_ratio.to_bits() == u.max_failure_ratio.to_bits()));
+    }
+
+    #[test]
+    fn specs_and_services_round_trip() {
+        round_trip::<_, v1::ServiceSpec>(&spec());
+        let global = model::ServiceSpec {
+            mode: model::ServiceMode::Global,
+            task: model::TaskTemplate::default(),
+            labels: std::collections::BTreeMap::new(),
+            ..spec()
+        };
+        round_trip::<_, v1::ServiceSpec>(&global);
+        round_trip::<_, v1::Service>(&service());
+        let fresh = model::Service { history: vec![], update: model::UpdateStatus::default(), ..service() };
+        round_trip::<_, v1::Service>(&fresh);
+    }
+
+    #[test]
+    fn every_update_state_round_trips() {
+        use model::UpdateState::*;
+        for state in [Completed, Updating, Paused, RollingBack, RolledBack] {
+            let s = model::UpdateStatus { state, started_at: 1, completed_at: 2, message: "m".into() };
+            round_trip::<_, v1::UpdateStatus>(&s);
+        }
+    }
+
+    #[test]
+    fn missing_service_parts_are_refused() {
+        let wire = v1::Service { spec: None, ..service().into() };
+        assert_eq!(model::Service::try_from(wire), Err(ConvertError::Missing("Service.spec")));
+        let wire = v1::Service { update: None, ..service().into() };
+        assert_eq!(model::Service::try_from(wire), Err(ConvertError::Missing("Service.update")));
+        let mut wire = v1::Service::from(service());
+        wire.history[0].spec = None;
+        assert_eq!(model::Service::try_from(wire), Err(ConvertError::Missing("Revision.spec")));
+    }
+}

@@ -1,0 +1,120 @@
+//! Stacks: `StackSpec`, `Stack`, `VolumeSpec`.
+
+use stackd_core::model;
+
+use super::{ConvertError, from_owned, string_map, try_map_values};
+use crate::v1;
+
+impl From<&model::VolumeSpec> for v1::VolumeSpec {
+    fn from(value: &model::VolumeSpec) -> Self {
+        Self {
+            name: value.name.clone(),
+            external: value.external,
+            driver: value.driver.clone(),
+            labels: string_map(&value.labels),
+        }
+    }
+}
+
+impl TryFrom<v1::VolumeSpec> for model::VolumeSpec {
+    type Error = ConvertError;
+
+    fn try_from(value: v1::VolumeSpec) -> Result<Self, ConvertError> {
+        Ok(Self {
+            name: value.name,
+            external: value.external,
+            driver: value.driver,
+            labels: value.labels.into_iter().collect(),
+        })
+    }
+}
+
+impl From<&model::StackSpec> for v1::StackSpec {
+    fn from(value: &model::StackSpec) -> Self {
+        Self {
+            name: value.name.clone(),
+            services: value.services.iter().map(|(k, v)| (k.clone(), v.into())).collect(),
+            volumes: value.volumes.iter().map(|(k, v)| (k.clone(), v.into())).collect(),
+        }
+    }
+}
+
+/// Keys are kept as they are: whether a service's key matches its
+/// `ServiceSpec.name` is for the validator to check.
+impl TryFrom<v1::StackSpec> for model::StackSpec {
+    type Error = ConvertError;
+
+    fn try_from(value: v1::StackSpec) -> Result<Self, ConvertError> {
+        Ok(Self {
+            name: value.name,
+            services: try_map_values(value.services)?,
+            volumes: try_map_values(value.volumes)?,
+        })
+    }
+}
+
+impl From<&model::Stack> for v1::Stack {
+    fn from(value: &model::Stack) -> Self {
+        Self {
+            name: value.name.clone(),
+            volumes: value.volumes.iter().map(|(k, v)| (k.clone(), v.into())).collect(),
+            created_at: value.created_at,
+            updated_at: value.updated_at,
+        }
+    }
+}
+
+impl TryFrom<v1::Stack> for model::Stack {
+    type Error = ConvertError;
+
+    fn try_from(value: v1::Stack) -> Result<Self, ConvertError> {
+        Ok(Self {
+            name: value.name,
+            volumes: try_map_values(value.volumes)?,
+            created_at: value.created_at,
+            updated_at: value.updated_at,
+        })
+    }
+}
+
+from_owned!(
+    model::VolumeSpec => v1::VolumeSpec,
+    model::StackSpec => v1::StackSpec,
+    model::Stack => v1::Stack,
+);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::convert::tests::{round_trip, stack_spec, volume};
+
+    #[test]
+    fn volumes_round_trip() {
+        round_trip::<_, v1::VolumeSpec>(&volume());
+        round_trip::<_, v1::VolumeSpec>(&model::VolumeSpec::default());
+        round_trip::<_, v1::VolumeSpec>(&model::VolumeSpec { driver: Some(String::new()), ..volume() });
+    }
+
+    #[test]
+    fn stack_specs_round_trip() {
+        round_trip::<_, v1::StackSpec>(&stack_spec());
+        round_trip::<_, v1::StackSpec>(&model::StackSpec::default());
+    }
+
+    #[test]
+    fn stacks_round_trip() {
+        let spec = stack_spec();
+        let stack = model::Stack { name: spec.name, volumes: spec.volumes, created_at: 1, updated_at: 2 };
+        round_trip::<_, v1::Stack>(&stack);
+        round_trip::<_, v1::Stack>(&model::Stack { volumes: std::collections::BTreeMap::new(), ..stack });
+    }
+
+    #[test]
+    fn a_bad_service_fails_the_whole_spec() {
+        let mut wire = v1::StackSpec::from(stack_spec());
+        if let Some(s) = wire.services.get_mut("web") {
+            s.mode = None;
+        }
+        assert_eq!(model::StackSpec::try_from(wire), Err(ConvertError::Missing("ServiceSpec.mode")));
+    }
+}

@@ -1,0 +1,158 @@
+//! `stackd`: the daemon. One process runs the manager role and the agent role
+//! of a node, serving every gRPC service on one TCP address.
+//!
+//! # Layout
+//!
+//! - `main.rs`: argument parsing, tracing, signals; the work is in
+//!   `stackd-manager` and `stackd-agent`.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
+use stackd_manager::{Identity, Manager, ManagerConfig, Timings};
+
+/// stackd: a lightweight container orchestrator for stacks of compose files.
+#[derive(Parser)]
+#[command(version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Create a new cluster with this node as its first manager, and run it.
+    Init {
+        /// Where the node keeps its state.
+        #[arg(long, env = "STACKD_DATA_DIR")]
+        data_dir: PathBuf,
+        /// The address all of the node's gRPC services listen on.
+        #[arg(long, default_value = "127.0.0.1:4280")]
+        listen: String,
+        /// The node's name (default: the hostname).
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// Run an existing node from its data dir.
+    Run {
+        /// Where the node keeps its state.
+        #[arg(long, env = "STACKD_DATA_DIR")]
+        data_dir: PathBuf,
+    },
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .or_else(|_| std::fs::read_to_string("/etc/hostname"))
+        .map(|s| s.trim().to_string())
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "stackd".to_string())
+}
+
+/// The address a client on this host dials to reach `listen`.
+fn dial_addr(listen: &str) -> String {
+    match listen.strip_prefix("0.0.0.0:") {
+        Some(port) => format!("127.0.0.1:{port}"),
+        None => listen.to_string(),
+    }
+}
+
+/// Writes `DIR/stackctl.env` (mode 0600) so that `set -a; . DIR/stackctl.env` configures stackctl.
+fn write_client_env(dir: &Path, identity: &Identity) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let path = dir.join("stackctl.env");
+    let body = format!("# stackctl settings for cluster {}\nSTACKCTL_ADDR=http://{}\n", identity.cluster_id, dial_addr(&identity.addr));
+    std::fs::write(&path, body).with_context(|| format!("writing {}", path.display()))?;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).with_context(|| format!("chmod {}", path.display()))?;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot watch SIGTERM");
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
+
+async fn run_node(data_dir: PathBuf, identity: Identity, bootstrap: bool) -> Result<()> {
+    let listener = tokio::net::TcpListener::bind(&identity.addr)
+        .await
+        .with_context(|| format!("cannot listen on {}", identity.addr))?;
+    if bootstrap {
+        identity.save_new(&data_dir)?;
+    }
+    let manager = Manager::start(ManagerConfig {
+        data_dir: data_dir.clone(),
+        identity: identity.clone(),
+        bootstrap,
+        timings: Timings::default(),
+    })
+    .await?;
+    write_client_env(&data_dir, &identity)?;
+    tracing::info!(node = %identity.node_id, name = %identity.name, addr = %identity.addr, cluster = %identity.cluster_id, "stackd node running");
+
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let wait_stop = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    let agent = tokio::spawn(stackd_agent::run(
+        stackd_agent::AgentConfig {
+            node_id: identity.node_id.clone(),
+            name: identity.name.clone(),
+            addr: identity.addr.clone(),
+            cluster_id: identity.cluster_id.clone(),
+            managers: vec![format!("http://{}", dial_addr(&identity.addr))],
+            docker_socket: std::env::var("DOCKER_HOST").ok(),
+        },
+        wait_stop(stop_rx.clone()),
+    ));
+    let serve = manager.serve(listener, wait_stop(stop_rx));
+    tokio::pin!(serve);
+    tokio::select! {
+        r = &mut serve => { r?; bail!("the gRPC server stopped"); }
+        _ = shutdown_signal() => tracing::info!("shutting down"),
+    }
+    let _ = stop_tx.send(true);
+    let _ = serve.await;
+    match agent.await {
+        Ok(Err(e)) => tracing::warn!(error = %e, "agent stopped with an error"),
+        Err(e) => tracing::warn!(error = %e, "agent task failed"),
+        Ok(Ok(())) => {}
+    }
+    manager.shutdown().await;
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,openraft=warn,h2=warn,tower=warn,hyper=warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match Cli::parse().command {
+        Cmd::Init { data_dir, listen, name } => {
+            if Identity::exists(&data_dir) {
+                bail!(stackd_manager::IdentityError::Exists(data_dir.display().to_string(), data_dir.display().to_string()));
+            }
+            let identity = Identity::generate(&name.unwrap_or_else(hostname), &listen);
+            run_node(data_dir, identity, true).await
+        }
+        Cmd::Run { data_dir } => {
+            let identity = Identity::load(&data_dir)?;
+            run_node(data_dir, identity, false).await
+        }
+    }
+}
