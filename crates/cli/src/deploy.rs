@@ -94,7 +94,10 @@ pub async fn deploy(g: &Global, args: &DeployArgs) -> Result<i32> {
             let (svc, running, desired) = summary(s)?;
             let p = Progress { running, desired, state: svc.update.state, message: svc.update.message.clone() };
             if last.get(&svc.name) != Some(&p) {
-                let state = format!("{:?}", p.state).to_lowercase().replace("rollingback", "rolling back").replace("rolledback", "rolled back");
+                let state = format!("{:?}", p.state)
+                    .to_lowercase()
+                    .replace("rollingback", "rolling back")
+                    .replace("rolledback", "rolled back");
                 let msg = if p.message.is_empty() { String::new() } else { format!(": {}", p.message) };
                 println!("{}: {running}/{desired} running, {state}{msg}", svc.name);
                 last.insert(svc.name.clone(), p.clone());

@@ -27,7 +27,11 @@ pub struct TaskRow {
 }
 
 fn task_row(t: &Task, node_names: &std::collections::HashMap<String, String>, history: bool) -> TaskRow {
-    let slot = if t.slot == 0 { t.node_id.as_deref().map(|n| model::prefix(n, 12)).unwrap_or("?").to_string() } else { t.slot.to_string() };
+    let slot = if t.slot == 0 {
+        t.node_id.as_deref().map(|n| model::prefix(n, 12)).unwrap_or("?").to_string()
+    } else {
+        t.slot.to_string()
+    };
     let name = format!("{}{}.{}", if history { "\\_ " } else { "" }, t.service_name, slot);
     let node = t.node_id.as_ref().map(|n| node_names.get(n).cloned().unwrap_or_else(|| n.clone())).unwrap_or_default();
     let mut error = t.status.err.clone();
@@ -54,10 +58,8 @@ fn task_row(t: &Task, node_names: &std::collections::HashMap<String, String>, hi
 pub async fn ps(g: &Global, target: &str) -> Result<i32> {
     let mut c = connect(&g.addr).await?;
     // A name with a known service wins; otherwise it is a stack.
-    let is_service = c
-        .inspect_service(v1::InspectServiceRequest { service: target.to_string(), stale: g.stale })
-        .await
-        .is_ok();
+    let is_service =
+        c.inspect_service(v1::InspectServiceRequest { service: target.to_string(), stale: g.stale }).await.is_ok();
     let req = if is_service {
         v1::ListTasksRequest { service: target.to_string(), stale: g.stale, ..Default::default() }
     } else {
@@ -73,7 +75,12 @@ pub async fn ps(g: &Global, target: &str) -> Result<i32> {
     }
     // Newest first within a slot; history below it.
     tasks.sort_by(|a, b| {
-        (&a.service_name, a.slot, &a.node_id, std::cmp::Reverse(a.created_at)).cmp(&(&b.service_name, b.slot, &b.node_id, std::cmp::Reverse(b.created_at)))
+        (&a.service_name, a.slot, &a.node_id, std::cmp::Reverse(a.created_at)).cmp(&(
+            &b.service_name,
+            b.slot,
+            &b.node_id,
+            std::cmp::Reverse(b.created_at),
+        ))
     });
     let mut rows = Vec::with_capacity(tasks.len());
     let mut prev: Option<(String, u64, Option<String>)> = None;
@@ -83,7 +90,11 @@ pub async fn ps(g: &Global, target: &str) -> Result<i32> {
         rows.push(task_row(t, &resp.node_names, history));
         prev = Some(key);
     }
-    print_rows(&rows, &["id", "name", "image", "node", "desired_state", "current_state", "updated_at", "error"], g.output)?;
+    print_rows(
+        &rows,
+        &["id", "name", "image", "node", "desired_state", "current_state", "updated_at", "error"],
+        g.output,
+    )?;
     Ok(0)
 }
 
@@ -148,7 +159,11 @@ pub async fn service_ls(g: &Global, stack: Option<&str>) -> Result<i32> {
         let (svc, running, desired) = summary(s)?;
         rows.push(service_row(&svc, running, desired));
     }
-    print_rows(&rows, &["id", "name", "mode", "running", "desired", "image", "revision", "update_state", "ports"], g.output)?;
+    print_rows(
+        &rows,
+        &["id", "name", "mode", "running", "desired", "image", "revision", "update_state", "ports"],
+        g.output,
+    )?;
     Ok(0)
 }
 
@@ -180,8 +195,16 @@ pub async fn service_inspect(g: &Global, name: &str) -> Result<i32> {
             println!("Image:     {}", s.spec.task.image);
             println!("Mode:      {}", service_row(s, running, desired).mode);
             println!("Tasks:     {running}/{desired} running");
-            println!("Revision:  {} (history: {})", s.revision, s.history.iter().map(|r| r.revision.to_string()).collect::<Vec<_>>().join(", "));
-            println!("Update:    {}{}", format!("{:?}", s.update.state).to_lowercase(), if s.update.message.is_empty() { String::new() } else { format!(" — {}", s.update.message) });
+            println!(
+                "Revision:  {} (history: {})",
+                s.revision,
+                s.history.iter().map(|r| r.revision.to_string()).collect::<Vec<_>>().join(", ")
+            );
+            println!(
+                "Update:    {}{}",
+                format!("{:?}", s.update.state).to_lowercase(),
+                if s.update.message.is_empty() { String::new() } else { format!(" — {}", s.update.message) }
+            );
             println!("Created:   {}", age(s.created_at));
             println!("Updated:   {}", age(s.updated_at));
             println!("Spec:\n{}", serde_json::to_string_pretty(&s.spec)?);
@@ -209,7 +232,13 @@ pub async fn stack_ls(g: &Global) -> Result<i32> {
         .into_iter()
         .filter_map(|s| {
             let st = s.stack?;
-            Some(StackRow { name: st.name, services: s.services, running: s.tasks_running, desired: s.tasks_desired, updated_at: st.updated_at })
+            Some(StackRow {
+                name: st.name,
+                services: s.services,
+                running: s.tasks_running,
+                desired: s.tasks_desired,
+                updated_at: st.updated_at,
+            })
         })
         .collect();
     print_rows(&rows, &["name", "services", "running", "desired", "updated_at"], g.output)?;

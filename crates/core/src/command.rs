@@ -6,8 +6,8 @@
 use serde::{Deserialize, Serialize};
 
 use crate::model::{
-    Availability, DesiredState, Node, NodeId, NodeState, ServiceId, StackSpec, TaskId, TaskStatus,
-    Timestamp, UpdateStatus,
+    Availability, DesiredState, Node, NodeId, NodeState, ServiceId, StackSpec, TaskId, TaskStatus, Timestamp,
+    UpdateStatus,
 };
 
 /// A change to the cluster state, replicated through Raft.

@@ -14,9 +14,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::command::Placement;
-use crate::model::{
-    Availability, DesiredState, Node, NodeId, NodeState, Protocol, PublishMode, Task, TaskState,
-};
+use crate::model::{Availability, DesiredState, Node, NodeId, NodeState, Protocol, PublishMode, Task, TaskState};
 use crate::state::ClusterState;
 
 /// Places tasks on nodes. The multi-node scheduler implements the same trait.
@@ -95,7 +93,9 @@ impl Scheduler for SpreadScheduler {
         let mut pending: Vec<&Task> = state
             .tasks
             .values()
-            .filter(|t| t.node_id.is_none() && t.desired_state == DesiredState::Running && t.status.state <= TaskState::Pending)
+            .filter(|t| {
+                t.node_id.is_none() && t.desired_state == DesiredState::Running && t.status.state <= TaskState::Pending
+            })
             .collect();
         pending.sort_by(|a, b| (a.created_at, &a.service_name, a.slot).cmp(&(b.created_at, &b.service_name, b.slot)));
 

@@ -13,8 +13,8 @@ use sha2::{Digest, Sha256};
 
 use crate::command::{Command, NewTask, Placement, Plan, TaskStatusUpdate};
 use crate::model::{
-    DesiredState, Node, NodeId, REVISIONS_KEPT, Revision, Service, ServiceId, Stack, StackSpec,
-    Task, TaskId, TaskState, TaskStatus, Timestamp, UpdateState, UpdateStatus,
+    DesiredState, Node, NodeId, REVISIONS_KEPT, Revision, Service, ServiceId, Stack, StackSpec, Task, TaskId,
+    TaskState, TaskStatus, Timestamp, UpdateState, UpdateStatus,
 };
 use crate::validate;
 
@@ -217,7 +217,12 @@ impl ClusterState {
             None => {
                 self.stacks.insert(
                     spec.name.clone(),
-                    Stack { name: spec.name.clone(), volumes: spec.volumes.clone(), created_at: cx.at, updated_at: cx.at },
+                    Stack {
+                        name: spec.name.clone(),
+                        volumes: spec.volumes.clone(),
+                        created_at: cx.at,
+                        updated_at: cx.at,
+                    },
                 );
                 cx.event(ObjectKind::Stack, Action::Create, &spec.name, &spec.name, &spec.name, String::new());
             }
@@ -253,7 +258,11 @@ impl ClusterState {
                             spec: svc.clone(),
                             revision: 1,
                             history: Vec::new(),
-                            update: UpdateStatus { state: UpdateState::Updating, started_at: cx.at, ..Default::default() },
+                            update: UpdateStatus {
+                                state: UpdateState::Updating,
+                                started_at: cx.at,
+                                ..Default::default()
+                            },
                             created_at: cx.at,
                             updated_at: cx.at,
                         },
@@ -342,7 +351,12 @@ impl ClusterState {
             s.revision += 1;
             s.updated_at = cx.at;
             let msg = format!("rolling back to the spec of revision {} as revision {}", prev.revision, s.revision);
-            s.update = UpdateStatus { state: UpdateState::RollingBack, started_at: cx.at, completed_at: 0, message: s.update.message.clone() };
+            s.update = UpdateStatus {
+                state: UpdateState::RollingBack,
+                started_at: cx.at,
+                completed_at: 0,
+                message: s.update.message.clone(),
+            };
             let (id, name, stack) = (s.id.clone(), s.name.clone(), s.stack.clone());
             cx.event(ObjectKind::Service, Action::Update, &id, &name, &stack, msg);
         }
@@ -414,12 +428,20 @@ impl ClusterState {
                         continue;
                     }
                     let Some(t) = self.tasks.get_mut(task_id) else { continue };
-                    if t.node_id.is_some() || t.status.state >= TaskState::Assigned || t.desired_state != DesiredState::Running {
+                    if t.node_id.is_some()
+                        || t.status.state >= TaskState::Assigned
+                        || t.desired_state != DesiredState::Running
+                    {
                         continue;
                     }
                     t.node_id = Some(node_id.clone());
                     t.unplaceable.clear();
-                    t.status = TaskStatus { state: TaskState::Assigned, timestamp: cx.at, message: "assigned".into(), ..Default::default() };
+                    t.status = TaskStatus {
+                        state: TaskState::Assigned,
+                        timestamp: cx.at,
+                        message: "assigned".into(),
+                        ..Default::default()
+                    };
                     let (id, name, stack) = (t.id.clone(), t.service_name.clone(), t.stack.clone());
                     cx.event(ObjectKind::Task, Action::Update, &id, &name, &stack, "assigned".into());
                 }
@@ -434,7 +456,14 @@ impl ClusterState {
                         t.status.message = "pending".into();
                         t.unplaceable = reason.clone();
                         let (id, name, stack) = (t.id.clone(), t.service_name.clone(), t.stack.clone());
-                        cx.event(ObjectKind::Task, Action::Update, &id, &name, &stack, format!("no suitable node: {reason}"));
+                        cx.event(
+                            ObjectKind::Task,
+                            Action::Update,
+                            &id,
+                            &name,
+                            &stack,
+                            format!("no suitable node: {reason}"),
+                        );
                     }
                 }
             }

@@ -45,14 +45,21 @@ impl Control {
 fn counts(state: &ClusterState, svc: &Service) -> (u64, u64) {
     let running = state
         .tasks_of(&svc.id)
-        .filter(|t| t.desired_state == DesiredState::Running && t.status.state == TaskState::Running && t.template == svc.spec.task)
+        .filter(|t| {
+            t.desired_state == DesiredState::Running
+                && t.status.state == TaskState::Running
+                && t.template == svc.spec.task
+        })
         .count() as u64;
     let desired = match svc.spec.mode {
         ServiceMode::Replicated { replicas } => replicas,
         ServiceMode::Global => state
             .nodes
             .values()
-            .filter(|n| n.state == stackd_core::model::NodeState::Ready && n.availability == stackd_core::model::Availability::Active)
+            .filter(|n| {
+                n.state == stackd_core::model::NodeState::Ready
+                    && n.availability == stackd_core::model::Availability::Active
+            })
             .count() as u64,
     };
     (running, desired)
@@ -73,53 +80,65 @@ type EventStream = Pin<Box<dyn Stream<Item = Result<v1::Event, Status>> + Send>>
 impl v1::control_server::Control for Control {
     type WatchEventsStream = EventStream;
 
-    async fn deploy_stack(&self, req: Request<v1::DeployStackRequest>) -> Result<Response<v1::DeployStackResponse>, Status> {
+    async fn deploy_stack(
+        &self,
+        req: Request<v1::DeployStackRequest>,
+    ) -> Result<Response<v1::DeployStackResponse>, Status> {
         let r = req.into_inner();
         let spec = r.spec.ok_or_else(|| Status::invalid_argument("missing stack spec"))?;
-        let spec: StackSpec = spec.try_into().map_err(|e: stackd_proto::ConvertError| Status::invalid_argument(e.to_string()))?;
+        let spec: StackSpec =
+            spec.try_into().map_err(|e: stackd_proto::ConvertError| Status::invalid_argument(e.to_string()))?;
         if let Err(errors) = validate::stack_spec(&spec) {
             return Err(Status::invalid_argument(errors.join("\n")));
         }
-        let (index, applied) = self
-            .raft
-            .propose(Command::PutStack { spec, prune: r.prune, at: now_ms() })
-            .await
-            .map_err(raft_status)?;
+        let (index, applied) =
+            self.raft.propose(Command::PutStack { spec, prune: r.prune, at: now_ms() }).await.map_err(raft_status)?;
         if let Some(why) = applied.rejected {
             return Err(Status::invalid_argument(why));
         }
         let d = applied.deploy.unwrap_or_default();
-        Ok(Response::new(v1::DeployStackResponse { created: d.created, updated: d.updated, unchanged: d.unchanged, removed: d.removed, index }))
+        Ok(Response::new(v1::DeployStackResponse {
+            created: d.created,
+            updated: d.updated,
+            unchanged: d.unchanged,
+            removed: d.removed,
+            index,
+        }))
     }
 
-    async fn remove_stack(&self, req: Request<v1::RemoveStackRequest>) -> Result<Response<v1::RemoveStackResponse>, Status> {
+    async fn remove_stack(
+        &self,
+        req: Request<v1::RemoveStackRequest>,
+    ) -> Result<Response<v1::RemoveStackResponse>, Status> {
         let name = req.into_inner().name;
-        let (index, applied) = self
-            .raft
-            .propose(Command::RemoveStack { name: name.clone(), at: now_ms() })
-            .await
-            .map_err(raft_status)?;
+        let (index, applied) =
+            self.raft.propose(Command::RemoveStack { name: name.clone(), at: now_ms() }).await.map_err(raft_status)?;
         if let Some(why) = applied.rejected {
             return Err(Status::not_found(why));
         }
-        let removed_services = applied
-            .events
-            .iter()
-            .filter(|e| e.kind == ObjectKind::Service)
-            .map(|e| e.name.clone())
-            .collect();
+        let removed_services =
+            applied.events.iter().filter(|e| e.kind == ObjectKind::Service).map(|e| e.name.clone()).collect();
         Ok(Response::new(v1::RemoveStackResponse { removed_services, index }))
     }
 
-    async fn list_stacks(&self, req: Request<v1::ListStacksRequest>) -> Result<Response<v1::ListStacksResponse>, Status> {
+    async fn list_stacks(
+        &self,
+        req: Request<v1::ListStacksRequest>,
+    ) -> Result<Response<v1::ListStacksResponse>, Status> {
         let stacks = self
             .read(req.into_inner().stale, |s| {
                 s.stacks
                     .values()
                     .map(|st| {
                         let services: Vec<&Service> = s.services.values().filter(|sv| sv.stack == st.name).collect();
-                        let (running, desired) = services.iter().map(|sv| counts(s, sv)).fold((0, 0), |a, b| (a.0 + b.0, a.1 + b.1));
-                        v1::StackSummary { stack: Some(st.into()), services: services.len() as u64, tasks_running: running, tasks_desired: desired }
+                        let (running, desired) =
+                            services.iter().map(|sv| counts(s, sv)).fold((0, 0), |a, b| (a.0 + b.0, a.1 + b.1));
+                        v1::StackSummary {
+                            stack: Some(st.into()),
+                            services: services.len() as u64,
+                            tasks_running: running,
+                            tasks_desired: desired,
+                        }
                     })
                     .collect()
             })
@@ -127,17 +146,27 @@ impl v1::control_server::Control for Control {
         Ok(Response::new(v1::ListStacksResponse { stacks }))
     }
 
-    async fn list_services(&self, req: Request<v1::ListServicesRequest>) -> Result<Response<v1::ListServicesResponse>, Status> {
+    async fn list_services(
+        &self,
+        req: Request<v1::ListServicesRequest>,
+    ) -> Result<Response<v1::ListServicesResponse>, Status> {
         let r = req.into_inner();
         let services = self
             .read(r.stale, |s| {
-                s.services.values().filter(|sv| r.stack.is_empty() || sv.stack == r.stack).map(|sv| summary(s, sv)).collect()
+                s.services
+                    .values()
+                    .filter(|sv| r.stack.is_empty() || sv.stack == r.stack)
+                    .map(|sv| summary(s, sv))
+                    .collect()
             })
             .await?;
         Ok(Response::new(v1::ListServicesResponse { services }))
     }
 
-    async fn inspect_service(&self, req: Request<v1::InspectServiceRequest>) -> Result<Response<v1::InspectServiceResponse>, Status> {
+    async fn inspect_service(
+        &self,
+        req: Request<v1::InspectServiceRequest>,
+    ) -> Result<Response<v1::InspectServiceResponse>, Status> {
         let r = req.into_inner();
         let found = self.read(r.stale, |s| find_service(s, &r.service).map(|sv| summary(s, sv))).await?;
         match found {
@@ -174,7 +203,8 @@ impl v1::control_server::Control for Control {
                     .filter(|t| node_id.is_none() || t.node_id == node_id)
                     .map(v1::Task::from)
                     .collect();
-                let node_names: BTreeMap<String, String> = s.nodes.values().map(|n| (n.id.clone(), n.name.clone())).collect();
+                let node_names: BTreeMap<String, String> =
+                    s.nodes.values().map(|n| (n.id.clone(), n.name.clone())).collect();
                 Ok((tasks, node_names))
             })
             .await??;
@@ -186,8 +216,12 @@ impl v1::control_server::Control for Control {
         Ok(Response::new(v1::ListNodesResponse { nodes }))
     }
 
-    async fn cluster_status(&self, req: Request<v1::ClusterStatusRequest>) -> Result<Response<v1::ClusterStatusResponse>, Status> {
-        let (cluster_id, state_hash) = self.read(req.into_inner().stale, |s| (s.cluster_id.clone(), s.state_hash())).await?;
+    async fn cluster_status(
+        &self,
+        req: Request<v1::ClusterStatusRequest>,
+    ) -> Result<Response<v1::ClusterStatusResponse>, Status> {
+        let (cluster_id, state_hash) =
+            self.read(req.into_inner().stale, |s| (s.cluster_id.clone(), s.state_hash())).await?;
         let st = self.raft.status();
         Ok(Response::new(v1::ClusterStatusResponse {
             cluster_id,
@@ -201,7 +235,10 @@ impl v1::control_server::Control for Control {
         }))
     }
 
-    async fn watch_events(&self, req: Request<v1::WatchEventsRequest>) -> Result<Response<Self::WatchEventsStream>, Status> {
+    async fn watch_events(
+        &self,
+        req: Request<v1::WatchEventsRequest>,
+    ) -> Result<Response<Self::WatchEventsStream>, Status> {
         let stack = req.into_inner().stack;
         let rx = self.raft.shared().events();
         let stream = tokio_stream::wrappers::BroadcastStream::new(rx).filter_map(move |e| match e {

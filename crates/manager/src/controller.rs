@@ -88,10 +88,8 @@ pub async fn run(raft: RaftNode, mut shutdown: watch::Receiver<bool>) {
             applied.borrow_and_update();
             continue;
         }
-        let sleep = orchestration
-            .wake_at
-            .map(|w| Duration::from_millis(w.saturating_sub(now_ms())).min(IDLE))
-            .unwrap_or(IDLE);
+        let sleep =
+            orchestration.wake_at.map(|w| Duration::from_millis(w.saturating_sub(now_ms())).min(IDLE)).unwrap_or(IDLE);
         tokio::select! {
             r = applied.changed() => {
                 if r.is_err() { return; }

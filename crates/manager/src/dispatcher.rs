@@ -14,9 +14,9 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use stackd_core::Command;
 use stackd_core::command::TaskStatusUpdate;
 use stackd_core::model::{Availability, Node, NodeRole, NodeState, Resources, Task, TaskId};
-use stackd_core::Command;
 use stackd_proto::v1;
 use tokio::sync::{mpsc, watch};
 use tokio_stream::Stream;
@@ -47,9 +47,10 @@ pub struct Dispatcher {
 /// Maps a Raft error to the status an agent acts on.
 pub(crate) fn raft_status(e: RaftError) -> Status {
     match e {
-        RaftError::NotLeader { leader_addr, .. } => {
-            Status::unavailable(format!("not the leader; the leader is at {}", leader_addr.unwrap_or_else(|| "an unknown address".into())))
-        }
+        RaftError::NotLeader { leader_addr, .. } => Status::unavailable(format!(
+            "not the leader; the leader is at {}",
+            leader_addr.unwrap_or_else(|| "an unknown address".into())
+        )),
         RaftError::NoQuorum(m) => Status::unavailable(format!("no quorum: {m}")),
         other => Status::internal(other.to_string()),
     }
@@ -97,9 +98,10 @@ impl Dispatcher {
             if !*leader.borrow() || leader_since.elapsed() < NODE_DOWN_AFTER {
                 continue;
             }
-            let ready: Vec<String> = self.raft.shared().read(|s| {
-                s.nodes.values().filter(|n| n.state == NodeState::Ready).map(|n| n.id.clone()).collect()
-            });
+            let ready: Vec<String> = self
+                .raft
+                .shared()
+                .read(|s| s.nodes.values().filter(|n| n.state == NodeState::Ready).map(|n| n.id.clone()).collect());
             let silent: Vec<String> = {
                 let sessions = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
                 ready
@@ -109,7 +111,9 @@ impl Dispatcher {
             };
             for id in silent {
                 tracing::warn!(node = %id, "node missed its heartbeats: declaring it down");
-                if let Err(e) = self.raft.propose(Command::SetNodeState { id, state: NodeState::Down, at: now_ms() }).await {
+                if let Err(e) =
+                    self.raft.propose(Command::SetNodeState { id, state: NodeState::Down, at: now_ms() }).await
+                {
                     tracing::warn!(error = %e, "could not mark node down");
                 }
             }
@@ -125,7 +129,12 @@ fn node_tasks(raft: &RaftNode, node_id: &str) -> HashMap<TaskId, Task> {
 }
 
 /// Sends the node's task set, then its changes, until the agent goes away.
-async fn stream_assignments(raft: RaftNode, node_id: String, session: String, tx: mpsc::Sender<Result<v1::SessionMessage, Status>>) {
+async fn stream_assignments(
+    raft: RaftNode,
+    node_id: String,
+    session: String,
+    tx: mpsc::Sender<Result<v1::SessionMessage, Status>>,
+) {
     let mut applied = raft.shared().applied();
     let mut sent: HashMap<TaskId, Task> = HashMap::new();
     let mut first = true;
@@ -169,7 +178,8 @@ impl v1::dispatcher_server::Dispatcher for Dispatcher {
             Ok(v1::NodeRole::Worker) => NodeRole::Worker,
             _ => NodeRole::Manager,
         };
-        let resources = d.resources.map(|r| Resources { nano_cpus: r.nano_cpus, memory_bytes: r.memory_bytes }).unwrap_or_default();
+        let resources =
+            d.resources.map(|r| Resources { nano_cpus: r.nano_cpus, memory_bytes: r.memory_bytes }).unwrap_or_default();
         let node = Node {
             id: d.node_id.clone(),
             name: d.name,
@@ -212,13 +222,17 @@ impl v1::dispatcher_server::Dispatcher for Dispatcher {
         Ok(Response::new(v1::HeartbeatResponse { period_ms: HEARTBEAT.as_millis() as u64 }))
     }
 
-    async fn update_task_status(&self, req: Request<v1::UpdateTaskStatusRequest>) -> Result<Response<v1::UpdateTaskStatusResponse>, Status> {
+    async fn update_task_status(
+        &self,
+        req: Request<v1::UpdateTaskStatusRequest>,
+    ) -> Result<Response<v1::UpdateTaskStatusResponse>, Status> {
         let r = req.into_inner();
         self.touch(&r.node_id, &r.session_id)?;
         let mut updates = Vec::with_capacity(r.updates.len());
         for u in r.updates {
             let status = u.status.ok_or_else(|| Status::invalid_argument("status report without status"))?;
-            let status = status.try_into().map_err(|e: stackd_proto::ConvertError| Status::invalid_argument(e.to_string()))?;
+            let status =
+                status.try_into().map_err(|e: stackd_proto::ConvertError| Status::invalid_argument(e.to_string()))?;
             updates.push(TaskStatusUpdate { task_id: u.task_id, node_id: r.node_id.clone(), status });
         }
         if !updates.is_empty() {

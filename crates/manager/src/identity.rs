@@ -79,7 +79,8 @@ impl Identity {
             return Err(IdentityError::Missing(dir.display().to_string(), dir.display().to_string()));
         }
         let bytes = std::fs::read(&p).map_err(|source| IdentityError::Io { path: p.display().to_string(), source })?;
-        serde_json::from_slice(&bytes).map_err(|e| IdentityError::Corrupt { path: p.display().to_string(), message: e.to_string() })
+        serde_json::from_slice(&bytes)
+            .map_err(|e| IdentityError::Corrupt { path: p.display().to_string(), message: e.to_string() })
     }
 
     /// Writes the identity into `dir`, which must not hold one.
@@ -90,7 +91,9 @@ impl Identity {
         }
         let io = |source| IdentityError::Io { path: p.display().to_string(), source };
         std::fs::create_dir_all(dir).map_err(io)?;
-        let bytes = serde_json::to_vec_pretty(self).map_err(|e| IdentityError::Corrupt { path: p.display().to_string(), message: e.to_string() })?;
-        crate::raft::write_atomic(dir, "node.json", &bytes).map_err(|source| IdentityError::Io { path: p.display().to_string(), source })
+        let bytes = serde_json::to_vec_pretty(self)
+            .map_err(|e| IdentityError::Corrupt { path: p.display().to_string(), message: e.to_string() })?;
+        crate::raft::write_atomic(dir, "node.json", &bytes)
+            .map_err(|source| IdentityError::Io { path: p.display().to_string(), source })
     }
 }

@@ -122,7 +122,10 @@ impl Manager {
             .add_routes(self.routes())
             .serve_with_incoming_shutdown(incoming, shutdown)
             .await
-            .map_err(|e| ManagerError::Serve { addr: addr.map(|a| a.to_string()).unwrap_or_default(), message: e.to_string() })
+            .map_err(|e| ManagerError::Serve {
+                addr: addr.map(|a| a.to_string()).unwrap_or_default(),
+                message: e.to_string(),
+            })
     }
 
     /// Stops the loops and Raft.

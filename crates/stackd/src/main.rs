@@ -63,9 +63,14 @@ fn dial_addr(listen: &str) -> String {
 fn write_client_env(dir: &Path, identity: &Identity) -> Result<()> {
     use std::os::unix::fs::PermissionsExt;
     let path = dir.join("stackctl.env");
-    let body = format!("# stackctl settings for cluster {}\nSTACKCTL_ADDR=http://{}\n", identity.cluster_id, dial_addr(&identity.addr));
+    let body = format!(
+        "# stackctl settings for cluster {}\nSTACKCTL_ADDR=http://{}\n",
+        identity.cluster_id,
+        dial_addr(&identity.addr)
+    );
     std::fs::write(&path, body).with_context(|| format!("writing {}", path.display()))?;
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).with_context(|| format!("chmod {}", path.display()))?;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
+        .with_context(|| format!("chmod {}", path.display()))?;
     Ok(())
 }
 
@@ -137,15 +142,19 @@ async fn run_node(data_dir: PathBuf, identity: Identity, bootstrap: bool) -> Res
 async fn main() -> Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,openraft=warn,h2=warn,tower=warn,hyper=warn")),
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+                tracing_subscriber::EnvFilter::new("info,openraft=warn,h2=warn,tower=warn,hyper=warn")
+            }),
         )
         .with_writer(std::io::stderr)
         .init();
     match Cli::parse().command {
         Cmd::Init { data_dir, listen, name } => {
             if Identity::exists(&data_dir) {
-                bail!(stackd_manager::IdentityError::Exists(data_dir.display().to_string(), data_dir.display().to_string()));
+                bail!(stackd_manager::IdentityError::Exists(
+                    data_dir.display().to_string(),
+                    data_dir.display().to_string()
+                ));
             }
             let identity = Identity::generate(&name.unwrap_or_else(hostname), &listen);
             run_node(data_dir, identity, true).await

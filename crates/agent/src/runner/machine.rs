@@ -109,6 +109,8 @@ pub(crate) enum Event {
     Exited(i64),
     /// The container no longer exists.
     Vanished,
+    /// Waiting for the container broke off, but it still runs.
+    StillRunning,
     /// The container's health changed.
     Health {
         /// `starting`, `healthy` or `unhealthy`.
@@ -138,8 +140,14 @@ pub(crate) enum Op {
     /// Start it → [`Event::Started`] / [`Event::StartFailed`].
     Start(String),
     /// Wait for exit, health change or shutdown → [`Event::Exited`],
-    /// [`Event::Vanished`], [`Event::Health`], [`Event::ShutdownRequested`].
-    Watch(String),
+    /// [`Event::Vanished`], [`Event::Health`], [`Event::ShutdownRequested`],
+    /// [`Event::StillRunning`].
+    Watch {
+        /// Container id.
+        container_id: String,
+        /// The health already reported (a different one is news).
+        health: String,
+    },
     /// Stop it with the task's grace period and signal → [`Event::Stopped`].
     Stop(String),
 }
@@ -206,6 +214,10 @@ impl Step {
     }
 }
 
+fn watch(container_id: &str, health: &str) -> Op {
+    Op::Watch { container_id: container_id.to_string(), health: health.to_string() }
+}
+
 /// The first phase of every runner: look for an existing container.
 pub(crate) fn start() -> (Phase, Step) {
     (Phase::Locating, Step::op(Op::Locate))
@@ -218,7 +230,7 @@ fn resume(phase: &Phase) -> Option<Op> {
         Phase::Preparing => Some(Op::EnsureImage),
         Phase::Creating => Some(Op::Create),
         Phase::Starting { container_id } => Some(Op::Start(container_id.clone())),
-        Phase::Running { container_id, .. } => Some(Op::Watch(container_id.clone())),
+        Phase::Running { container_id, health } => Some(watch(container_id, health)),
         Phase::Stopping { container_id, .. } => Some(Op::Stop(container_id.clone())),
         Phase::Done { .. } => None,
     }
@@ -283,7 +295,7 @@ fn located(found: Option<Found>, view: &View) -> (Phase, Step) {
             let known = view.known_state == TaskState::Running
                 && view.known_container == found.id
                 && view.known_health == found.health;
-            let mut step = Step::op(Op::Watch(id.to_string()));
+            let mut step = Step::op(watch(id, &found.health));
             if !known {
                 step.reports
                     .push(Report::new(TaskState::Running, "adopted running container").container(id).health(&found.health));
@@ -327,7 +339,7 @@ pub(crate) fn next(phase: Phase, event: Event, view: &View) -> (Phase, Step) {
         (Phase::Starting { container_id }, Event::Started) if shutdown => stop(&container_id, ""),
         (Phase::Starting { container_id }, Event::Started) => {
             let report = Report::new(TaskState::Running, "started").container(&container_id);
-            let step = Step::report(report).then(Op::Watch(container_id.clone()));
+            let step = Step::report(report).then(watch(&container_id, ""));
             (Phase::Running { container_id, health: String::new() }, step)
         }
         (Phase::Starting { container_id }, Event::StartFailed(err)) => {
@@ -343,9 +355,13 @@ pub(crate) fn next(phase: Phase, event: Event, view: &View) -> (Phase, Step) {
                 .health(&health);
             (Phase::Done { state: TaskState::Failed }, Step::report(report))
         }
+        (Phase::Running { container_id, health }, Event::StillRunning) => {
+            let op = watch(&container_id, &health);
+            (Phase::Running { container_id, health }, Step::op(op))
+        }
         (Phase::Running { container_id, health }, Event::ShutdownRequested) => stop(&container_id, &health),
         (Phase::Running { container_id, health }, Event::Health { status, .. }) if status == health => {
-            let op = Op::Watch(container_id.clone());
+            let op = watch(&container_id, &health);
             (Phase::Running { container_id, health }, Step::op(op))
         }
         (Phase::Running { container_id, .. }, Event::Health { status, output }) if status == "unhealthy" => {
@@ -361,7 +377,7 @@ pub(crate) fn next(phase: Phase, event: Event, view: &View) -> (Phase, Step) {
             let report = Report::new(TaskState::Running, &format!("health: {status}"))
                 .container(&container_id)
                 .health(&status);
-            let op = Op::Watch(container_id.clone());
+            let op = watch(&container_id, &status);
             (Phase::Running { container_id, health: status }, Step::report(report).then(op))
         }
 

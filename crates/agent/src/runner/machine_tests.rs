@@ -68,7 +68,7 @@ fn adopts_a_running_container() {
     assert_eq!(phase, running("c1", ""));
     assert_eq!(states(&step), vec![TaskState::Running]);
     assert_eq!(step.reports[0].container_id, "c1");
-    assert_eq!(step.op, Some(Op::Watch("c1".into())));
+    assert_eq!(step.op, Some(watch("c1", "")));
 }
 
 #[test]
@@ -77,7 +77,7 @@ fn adopting_what_the_manager_knows_reports_nothing() {
     let (phase, step) = next(Phase::Locating, Event::Located(found("c1", FoundState::Running)), &v);
     assert_eq!(phase, running("c1", ""));
     assert!(step.reports.is_empty());
-    assert_eq!(step.op, Some(Op::Watch("c1".into())));
+    assert_eq!(step.op, Some(watch("c1", "")));
     // Another container id is news.
     let v = View { known_container: "c0".into(), ..v };
     let (_, step) = next(Phase::Locating, Event::Located(found("c1", FoundState::Running)), &v);
@@ -186,7 +186,7 @@ fn started_runs_and_watches() {
     assert_eq!(phase, running("c1", ""));
     assert_eq!(states(&step), vec![TaskState::Running]);
     assert_eq!(step.reports[0].container_id, "c1");
-    assert_eq!(step.op, Some(Op::Watch("c1".into())));
+    assert_eq!(step.op, Some(watch("c1", "")));
 }
 
 #[test]
@@ -265,7 +265,7 @@ fn health_changes_are_reported() {
     let (phase, step) = next(phase, ev("healthy"), &fresh());
     assert_eq!(phase, running("c1", "healthy"));
     assert_eq!(step.reports[0].health, "healthy");
-    assert_eq!(step.op, Some(Op::Watch("c1".into())));
+    assert_eq!(step.op, Some(watch("c1", "healthy")));
     // The same health again is no news.
     let (phase, step) = next(phase, ev("healthy"), &fresh());
     assert_eq!(phase, running("c1", "healthy"));
@@ -290,7 +290,7 @@ fn unhealthy_fails_and_stops() {
 fn unexpected_events_resume_the_phase() {
     let (phase, step) = next(running("c1", ""), Event::ImageReady, &fresh());
     assert_eq!(phase, running("c1", ""));
-    assert_eq!(step, Step { reports: vec![], op: Some(Op::Watch("c1".into())) });
+    assert_eq!(step, Step { reports: vec![], op: Some(watch("c1", "")) });
     let done = Phase::Done { state: TaskState::Complete };
     assert_eq!(next(done.clone(), Event::Exited(1), &fresh()), (done, Step::default()));
 }

@@ -4,6 +4,8 @@
 //! about it point to (the key for a mapping entry, the item itself for a list
 //! item). [`Ctx`] collects errors and warnings for one file.
 
+use std::collections::BTreeSet;
+
 use super::Diagnostic;
 use super::values;
 use super::yaml::{Entry, Kind, Node};
@@ -15,12 +17,15 @@ pub(crate) struct Ctx {
     pub errors: Vec<Diagnostic>,
     /// Warnings, in the order found.
     pub warnings: Vec<Diagnostic>,
+    /// Paths already reported as unusable (e.g. an uninterpolated variable):
+    /// later errors at these paths or below are consequences, not news.
+    silenced: BTreeSet<String>,
 }
 
 impl Ctx {
     /// A context for the file named `file`.
     pub fn new(file: &str) -> Self {
-        Self { file: file.to_string(), errors: Vec::new(), warnings: Vec::new() }
+        Self { file: file.to_string(), errors: Vec::new(), warnings: Vec::new(), silenced: BTreeSet::new() }
     }
 
     fn diag(&self, line: usize, column: usize, path: &str, message: String) -> Diagnostic {
@@ -29,8 +34,20 @@ impl Ctx {
 
     /// Records an error at a position.
     pub fn error_at(&mut self, line: usize, col: usize, path: &str, message: impl Into<String>) {
-        let d = self.diag(line, col, path, message.into());
-        self.errors.push(d);
+        // `path` itself or any ancestor (cut before a `.` or `[`) silenced?
+        let consequence = !self.silenced.is_empty()
+            && (self.silenced.contains(path)
+                || path.match_indices(['.', '[']).any(|(i, _)| self.silenced.contains(&path[..i])));
+        if !consequence {
+            let d = self.diag(line, col, path, message.into());
+            self.errors.push(d);
+        }
+    }
+
+    /// Records an error, then ignores further errors at `path` or below.
+    pub fn error_and_silence(&mut self, line: usize, col: usize, path: &str, message: impl Into<String>) {
+        self.error_at(line, col, path, message);
+        self.silenced.insert(path.to_string());
     }
 
     /// Records an error about `at`.
@@ -172,10 +189,7 @@ impl<'a> At<'a> {
 
     /// A number (integer or decimal).
     pub fn float(&self, cx: &mut Ctx) -> Option<f64> {
-        let parsed = self
-            .text()
-            .and_then(|t| t.trim().parse::<f64>().ok())
-            .filter(|f| f.is_finite());
+        let parsed = self.text().and_then(|t| t.trim().parse::<f64>().ok()).filter(|f| f.is_finite());
         if parsed.is_none() {
             self.wrong(cx, "a number");
         }

@@ -5,8 +5,7 @@ use super::ctx::{At, Ctx};
 use super::service::labels;
 use super::yaml::Kind;
 use crate::model::{
-    FailureAction, HealthCheck, RestartCondition, RestartPolicy, ServiceMode, ServiceSpec, UpdateConfig,
-    UpdateOrder,
+    FailureAction, HealthCheck, RestartCondition, RestartPolicy, ServiceMode, ServiceSpec, UpdateConfig, UpdateOrder,
 };
 use crate::validate::MAX_REPLICAS;
 

@@ -21,6 +21,8 @@
 //!    there; scalars stay text, so YAML 1.1 booleans (`yes`, `on`) never leak
 //!    into string fields. Interpolation and multi-file merge will operate on
 //!    this tree, before typing.
+//!    For now the only interpolation is `$$` → `$`; a `${VAR}` is an error
+//!    rather than a literal that would deploy as written.
 //! 2. **Normalise** (`stack`, `service`, `deploy`, `values`): the tree is
 //!    typed by hand into the model, field by field, so that every value has a
 //!    position; short and long syntaxes converge, defaults are applied and
@@ -44,6 +46,7 @@ use crate::validate::is_valid_name;
 
 mod ctx;
 mod deploy;
+mod interpolate;
 mod mounts;
 mod service;
 mod stack;
@@ -52,7 +55,6 @@ mod yaml;
 
 #[cfg(test)]
 mod tests;
-
 
 pub use yaml::{MAX_DEPTH, MAX_FILE_BYTES, MAX_NODES};
 
@@ -194,5 +196,5 @@ pub fn load(stack_name: &str, files: &[SourceFile]) -> Result<Loaded, LoadError>
 
 /// File order: unknown positions first, then by line and column (stable).
 fn sort(diagnostics: &mut [Diagnostic]) {
-    diagnostics.sort_by(|a, b| (a.line, a.column).cmp(&(b.line, b.column)));
+    diagnostics.sort_by_key(|d| (d.line, d.column));
 }

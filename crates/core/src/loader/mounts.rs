@@ -49,12 +49,7 @@ fn is_path(source: &str) -> bool {
 }
 
 /// A service's `volumes:` list.
-pub(crate) fn mounts(
-    cx: &mut Ctx,
-    service: &str,
-    at: &At<'_>,
-    declared: &BTreeMap<String, VolumeSpec>,
-) -> Vec<Mount> {
+pub(crate) fn mounts(cx: &mut Ctx, service: &str, at: &At<'_>, declared: &BTreeMap<String, VolumeSpec>) -> Vec<Mount> {
     let vols = Volumes { service, declared };
     let mut out = Vec::new();
     let mut targets = BTreeSet::new();
@@ -191,10 +186,10 @@ pub(crate) fn ports(cx: &mut Ctx, at: &At<'_>) -> Vec<PortConfig> {
             }
         };
         let Some(p) = port else { continue };
-        if let Some(pp) = p.published {
-            if !published.insert((pp, p.protocol)) {
-                cx.error(&item, format!("port {pp}/{} is published twice", p.protocol.as_str()));
-            }
+        if let Some(pp) = p.published
+            && !published.insert((pp, p.protocol))
+        {
+            cx.error(&item, format!("port {pp}/{} is published twice", p.protocol.as_str()));
         }
         out.push(p);
     }
@@ -204,8 +199,13 @@ pub(crate) fn ports(cx: &mut Ctx, at: &At<'_>) -> Vec<PortConfig> {
 /// `{target, published, protocol, mode, host_ip}`.
 fn long_port(cx: &mut Ctx, at: &At<'_>) -> Option<PortConfig> {
     let mut target = None;
-    let mut port =
-        PortConfig { target: 0, published: None, protocol: Protocol::Tcp, mode: PublishMode::Ingress, host_ip: String::new() };
+    let mut port = PortConfig {
+        target: 0,
+        published: None,
+        protocol: Protocol::Tcp,
+        mode: PublishMode::Ingress,
+        host_ip: String::new(),
+    };
     let mut ok = true;
     for e in at.map(cx)? {
         if e.is_null() {

@@ -125,10 +125,10 @@ pub(crate) fn service(cx: &mut Ctx, at: &At<'_>, volumes: &BTreeMap<String, Volu
             "deploy" => deploy::deploy(cx, &e, &mut spec),
             "healthcheck" => task.healthcheck = deploy::healthcheck(cx, &e),
             "stop_grace_period" => {
-                if !e.is_null() {
-                    if let Some(ms) = e.duration(cx) {
-                        task.stop_grace_period_ms = ms;
-                    }
+                if !e.is_null()
+                    && let Some(ms) = e.duration(cx)
+                {
+                    task.stop_grace_period_ms = ms;
                 }
             }
             "stop_signal" => task.stop_signal = e.opt_string(cx),

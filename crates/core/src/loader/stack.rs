@@ -4,8 +4,8 @@
 use std::collections::BTreeMap;
 
 use super::ctx::{At, Ctx};
-use super::service;
 use super::yaml::{self, Kind, Node};
+use super::{interpolate, service};
 use crate::model::{StackSpec, VolumeSpec};
 use crate::validate::{self, is_valid_name};
 
@@ -21,12 +21,13 @@ pub(crate) fn load_file(cx: &mut Ctx, stack: &str, text: &str) -> Option<StackSp
     for e in &parsed.errors {
         cx.error_at(e.line, e.col, &e.path, e.message.clone());
     }
-    let Some(root) = parsed.root else {
+    let Some(mut root) = parsed.root else {
         if parsed.errors.is_empty() {
             cx.error_at(1, 1, "", "the file is empty: it needs a `services:` section");
         }
         return None;
     };
+    interpolate::apply(cx, &mut root);
     let root_at = At::root(&root);
     let Kind::Map(_) = &root.kind else {
         cx.error(&root_at, format!("a stack file must be a mapping (services:, volumes:, …), got {}", root.describe()));
@@ -81,7 +82,10 @@ fn top_volumes(cx: &mut Ctx, stack: &str, at: &At<'_>) -> BTreeMap<String, Volum
     let mut out = BTreeMap::new();
     for e in at.map(cx).unwrap_or_default() {
         if !is_valid_name(e.key) {
-            cx.error(&e, "volume name is invalid: use letters, digits, '-', '_' and '.', starting with a letter or digit");
+            cx.error(
+                &e,
+                "volume name is invalid: use letters, digits, '-', '_' and '.', starting with a letter or digit",
+            );
             continue;
         }
         if let Some(v) = volume(cx, stack, &e) {
@@ -130,10 +134,8 @@ fn volume(cx: &mut Ctx, stack: &str, at: &At<'_>) -> Option<VolumeSpec> {
     if let (true, Some(k)) = (external, &managed_key) {
         cx.error(k, format!("cannot be set on an external volume (volume {} is not managed by stackd)", at.key));
     }
-    if let Some(n) = &name {
-        if n.trim().is_empty() {
-            cx.error(at, "the volume's name must not be empty");
-        }
+    if name.as_deref().is_some_and(|n| n.trim().is_empty()) {
+        cx.error(at, "the volume's name must not be empty");
     }
     let name = name.unwrap_or_else(|| if external { at.key.to_string() } else { format!("{stack}_{}", at.key) });
     Some(VolumeSpec { name, external, driver, labels })

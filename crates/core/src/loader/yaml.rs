@@ -32,6 +32,8 @@ pub(crate) struct Node {
     pub line: usize,
     /// Column (1-based, in characters).
     pub col: usize,
+    /// Levels of nesting in this value (1 for a scalar), aliases included.
+    pub height: usize,
 }
 
 /// The shape of a [`Node`].
@@ -176,14 +178,8 @@ pub(crate) fn parse(text: &str) -> Parsed {
         block_nesting_limit: MAX_DEPTH * 2,
         flow_nesting_limit: MAX_DEPTH * 2,
     };
-    let mut b = Builder {
-        stack: Vec::new(),
-        anchors: HashMap::new(),
-        nodes: 0,
-        root: None,
-        documents: 0,
-        errors: Vec::new(),
-    };
+    let mut b =
+        Builder { stack: Vec::new(), anchors: HashMap::new(), nodes: 0, root: None, documents: 0, errors: Vec::new() };
     for item in Parser::new_from_str_with_options(text, options) {
         let (event, span) = match item {
             Ok(pair) => pair,
@@ -260,7 +256,7 @@ impl Builder {
                 } else {
                     Kind::Scalar { text: text.into_owned(), quoted: !plain }
                 };
-                let node = Node { kind, line, col };
+                let node = Node { kind, line, col, height: 1 };
                 if anchor != 0 {
                     self.anchors.insert(anchor, node.clone());
                 }
@@ -272,6 +268,16 @@ impl Builder {
                     return Err(());
                 };
                 self.count(node.weight(), line, col)?;
+                // An alias can nest a deep value deeper still: keep the whole
+                // tree within the limit, so that every walk of it is shallow.
+                if self.stack.len() + node.height > MAX_DEPTH {
+                    self.fatal(
+                        line,
+                        col,
+                        format!("values are nested more than {MAX_DEPTH} levels deep (aliases included)"),
+                    );
+                    return Err(());
+                }
                 node.line = line;
                 node.col = col;
                 self.push(node)?;
@@ -303,7 +309,8 @@ impl Builder {
                     return Err(());
                 };
                 let entries = self.apply_merges(entries, merges);
-                let node = Node { kind: Kind::Map(entries), line, col };
+                let height = 1 + entries.iter().map(|e| e.value.height).max().unwrap_or(0);
+                let node = Node { kind: Kind::Map(entries), line, col, height };
                 if anchor != 0 {
                     self.anchors.insert(anchor, node.clone());
                 }
@@ -314,7 +321,8 @@ impl Builder {
                     self.fatal(line, col, "unbalanced sequence");
                     return Err(());
                 };
-                let node = Node { kind: Kind::Seq(items), line, col };
+                let height = 1 + items.iter().map(|n| n.height).max().unwrap_or(0);
+                let node = Node { kind: Kind::Seq(items), line, col, height };
                 if anchor != 0 {
                     self.anchors.insert(anchor, node.clone());
                 }
@@ -475,7 +483,12 @@ mod tests {
         let p = parse("a:\n  b: 1\n  b: 2\n");
         assert_eq!(
             p.errors,
-            [TreeError { line: 3, col: 3, path: "a.b".into(), message: "duplicate key (first defined at line 2, column 3)".into() }]
+            [TreeError {
+                line: 3,
+                col: 3,
+                path: "a.b".into(),
+                message: "duplicate key (first defined at line 2, column 3)".into()
+            }]
         );
     }
 
@@ -505,12 +518,23 @@ mod tests {
         let mut bomb = String::from("a: &a [x, x, x, x, x, x, x, x, x, x]\n");
         let mut prev = 'a';
         for c in 'b'..='k' {
-            bomb.push_str(&format!("{c}: &{c} [*{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}]\n"));
+            bomb.push_str(&format!(
+                "{c}: &{c} [*{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}]\n"
+            ));
             prev = c;
         }
         let p = parse(&bomb);
         assert!(p.root.is_none());
         assert!(p.errors[0].message.contains("expands"), "{:?}", p.errors);
+
+        // Aliases nesting aliases: each level is shallow, the whole is not.
+        let mut chain = String::from("a0: &a0 [[[[[[[[[[x]]]]]]]]]]\n");
+        for i in 1..10 {
+            chain.push_str(&format!("a{i}: &a{i} [[[[[[[[[[*a{}]]]]]]]]]]\n", i - 1));
+        }
+        let p = parse(&chain);
+        assert!(p.root.is_none());
+        assert!(p.errors[0].message.contains("aliases included"), "{:?}", p.errors);
 
         let big = "a: b\n".repeat(MAX_FILE_BYTES / 5 + 1);
         assert!(parse(&big).errors[0].message.contains("limited"));

@@ -28,8 +28,7 @@ use std::collections::BTreeMap;
 
 use crate::command::{NewTask, Plan};
 use crate::model::{
-    Availability, DesiredState, NodeState, Service, ServiceMode, TASK_HISTORY_PER_SLOT, Task,
-    Timestamp,
+    Availability, DesiredState, NodeState, Service, ServiceMode, TASK_HISTORY_PER_SLOT, Task, TaskState, Timestamp,
 };
 use crate::state::ClusterState;
 
@@ -71,11 +70,8 @@ pub fn orchestrate(state: &ClusterState, now: Timestamp) -> Orchestration {
 pub(crate) fn group_slots<'a>(state: &'a ClusterState, svc: &'a Service) -> BTreeMap<SlotKey, Vec<&'a Task>> {
     let mut slots: BTreeMap<SlotKey, Vec<&Task>> = BTreeMap::new();
     for t in state.tasks_of(&svc.id) {
-        let key = if t.slot == 0 {
-            SlotKey::Node(t.node_id.clone().unwrap_or_default())
-        } else {
-            SlotKey::Replica(t.slot)
-        };
+        let key =
+            if t.slot == 0 { SlotKey::Node(t.node_id.clone().unwrap_or_default()) } else { SlotKey::Replica(t.slot) };
         slots.entry(key).or_default().push(t);
     }
     for tasks in slots.values_mut() {
@@ -155,35 +151,47 @@ fn service(
     let mut dirty = Vec::new();
     for key in wanted {
         let tasks = slots.get(key).unwrap_or(&empty);
-        let running: Vec<&&Task> = tasks.iter().filter(|t| t.desired_state == DesiredState::Running).collect();
-        // More than one wanted task in a slot (start-first update): once the
-        // newest runs, the older ones stop.
-        if running.len() > 1 {
-            if let Some(newest) = running.last() {
-                if newest.status.state == crate::model::TaskState::Running {
-                    for t in &running[..running.len() - 1] {
-                        out.plan.set_desired.push((t.id.clone(), DesiredState::Shutdown));
-                    }
-                }
-            }
-        }
-        let occupied = tasks.iter().any(|t| t.occupies_slot());
+        let wanted_here: Vec<&Task> =
+            tasks.iter().copied().filter(|t| t.desired_state == DesiredState::Running).collect();
+        // The slot's task of the current template (at most one: apply refuses a second).
+        let current = wanted_here.iter().copied().find(|t| t.template == svc.spec.task);
+        let outdated: Vec<&Task> = wanted_here.iter().copied().filter(|t| t.template != svc.spec.task).collect();
         // A slot emptied by a stop the orchestrators asked for (scale, update,
         // drain) fills at once; the restart delay applies to tasks that died on
         // their own, which restart::should_replace handles before the slot empties.
-        if !occupied {
+        if !tasks.iter().any(|t| t.occupies_slot()) {
             out.plan.create.push(new_task(svc, key));
             trim_history(tasks, out);
             continue;
         }
-        if let Some(current) = running.last() {
-            if current.status.state.is_terminal() {
-                if restart::should_replace(svc, tasks, current, now, out) {
-                    out.plan.set_desired.push((current.id.clone(), DesiredState::Shutdown));
+        match current {
+            Some(t) if t.status.state.is_terminal() => {
+                if restart::should_replace(svc, tasks, t, now, out) {
+                    out.plan.set_desired.push((t.id.clone(), DesiredState::Shutdown));
                     out.plan.create.push(new_task(svc, key));
                 }
-            } else if current.template != svc.spec.task {
-                dirty.push((key.clone(), **current));
+            }
+            // The new task runs: outdated ones left by a start-first update stop.
+            Some(t) if t.status.state == TaskState::Running => {
+                for old in &outdated {
+                    out.plan.set_desired.push((old.id.clone(), DesiredState::Shutdown));
+                }
+            }
+            Some(_) => {}
+            None => {
+                if let Some(old) = outdated
+                    .iter()
+                    .copied()
+                    .max_by(|a, b| a.created_at.cmp(&b.created_at).then_with(|| a.id.cmp(&b.id)))
+                {
+                    if old.status.state.is_terminal() {
+                        // A dead task of an outdated template is replaced by the update at once.
+                        out.plan.set_desired.push((old.id.clone(), DesiredState::Shutdown));
+                        out.plan.create.push(new_task(svc, key));
+                    } else {
+                        dirty.push((key.clone(), old));
+                    }
+                }
             }
         }
         trim_history(tasks, out);
@@ -193,10 +201,8 @@ fn service(
 
 /// Deletes the oldest stopped tasks of a slot beyond the history limit.
 fn trim_history(tasks: &[&Task], out: &mut Orchestration) {
-    let stopped: Vec<&&Task> = tasks
-        .iter()
-        .filter(|t| t.desired_state == DesiredState::Shutdown && t.status.state.is_terminal())
-        .collect();
+    let stopped: Vec<&&Task> =
+        tasks.iter().filter(|t| t.desired_state == DesiredState::Shutdown && t.status.state.is_terminal()).collect();
     if stopped.len() > TASK_HISTORY_PER_SLOT {
         for t in &stopped[..stopped.len() - TASK_HISTORY_PER_SLOT] {
             out.plan.delete.push(t.id.clone());

@@ -18,21 +18,19 @@ fn restarts_in_window(svc: &Service, tasks: &[&Task], now: Timestamp) -> u64 {
     let window = svc.spec.restart.window_ms;
     // Every task after the first of the current revision is a restart.
     let of_revision: Vec<&&Task> = tasks.iter().filter(|t| t.template == svc.spec.task).collect();
-    of_revision
-        .iter()
-        .skip(1)
-        .filter(|t| window == 0 || now.saturating_sub(t.created_at) <= window)
-        .count() as u64
+    of_revision.iter().skip(1).filter(|t| window == 0 || now.saturating_sub(t.created_at) <= window).count() as u64
 }
 
 /// Whether the dead task `current` (desired running, observed terminal) is
 /// replaced now. Asks to be woken when the restart delay ends.
-pub(super) fn should_replace(svc: &Service, tasks: &[&Task], current: &Task, now: Timestamp, out: &mut Orchestration) -> bool {
+pub(super) fn should_replace(
+    svc: &Service,
+    tasks: &[&Task],
+    current: &Task,
+    now: Timestamp,
+    out: &mut Orchestration,
+) -> bool {
     let policy = &svc.spec.restart;
-    // A task of an outdated template is replaced by the update, whatever the policy.
-    if current.template != svc.spec.task {
-        return true;
-    }
     if !wants_restart(policy.condition, current) {
         return false;
     }

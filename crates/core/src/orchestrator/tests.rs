@@ -1,0 +1,587 @@
+//! Orchestrator tests: each drives a small cluster through `apply`, playing
+//! the agent's part by hand, and checks the plans.
+
+use super::*;
+use crate::command::{Command, Placement, TaskStatusUpdate};
+use crate::model::*;
+use crate::scheduler::{Scheduler, SpreadScheduler};
+use crate::state::ClusterState;
+
+pub(crate) struct Sim {
+    pub state: ClusterState,
+    pub index: u64,
+    pub now: Timestamp,
+}
+
+pub(crate) fn spec(name: &str, replicas: u64, image: &str) -> ServiceSpec {
+    ServiceSpec {
+        name: name.into(),
+        mode: ServiceMode::Replicated { replicas },
+        task: TaskTemplate { image: image.into(), stop_grace_period_ms: 10_000, ..Default::default() },
+        restart: RestartPolicy::default(),
+        update: UpdateConfig::default(),
+        labels: Default::default(),
+    }
+}
+
+pub(crate) fn node(id: &str) -> Node {
+    Node {
+        id: id.into(),
+        name: id.into(),
+        addr: format!("{id}:4280"),
+        role: NodeRole::Manager,
+        availability: Availability::Active,
+        state: NodeState::Ready,
+        labels: Default::default(),
+        resources: Resources::default(),
+        engine_version: "20.10".into(),
+        updated_at: 0,
+    }
+}
+
+impl Sim {
+    pub fn new(nodes: &[&str]) -> Self {
+        let mut s = Sim { state: ClusterState::default(), index: 0, now: 1_000_000 };
+        s.apply(Command::InitCluster { cluster_id: "c".into(), at: 0 });
+        for n in nodes {
+            s.apply(Command::UpsertNode { node: node(n), at: 0 });
+        }
+        s
+    }
+
+    pub fn apply(&mut self, cmd: Command) -> crate::state::Applied {
+        self.index += 1;
+        self.state.apply(self.index, &cmd)
+    }
+
+    pub fn deploy(&mut self, services: Vec<ServiceSpec>) {
+        let spec = StackSpec {
+            name: "app".into(),
+            services: services.into_iter().map(|s| (s.name.clone(), s)).collect(),
+            volumes: Default::default(),
+        };
+        let r = self.apply(Command::PutStack { spec, prune: false, at: self.now });
+        assert_eq!(r.rejected, None);
+    }
+
+    /// One controller round: orchestrate, then schedule.
+    pub fn round(&mut self) -> Orchestration {
+        let o = orchestrate(&self.state, self.now);
+        if !o.plan.is_empty() {
+            self.apply(Command::ApplyPlan { plan: o.plan.clone(), at: self.now });
+        }
+        let d = SpreadScheduler.schedule(&self.state);
+        if !d.is_empty() {
+            self.apply(Command::Schedule { decisions: d, at: self.now });
+        }
+        o
+    }
+
+    /// Rounds until the orchestrator has nothing more to do.
+    pub fn settle(&mut self) {
+        for _ in 0..50 {
+            let o = orchestrate(&self.state, self.now);
+            let d = SpreadScheduler.schedule(&self.state);
+            let pending_assign = d.iter().any(|p| matches!(p, Placement::Assign { .. }));
+            if o.plan.is_empty() && !pending_assign {
+                return;
+            }
+            self.round();
+        }
+        panic!("the orchestrator did not settle: {:?}", orchestrate(&self.state, self.now).plan);
+    }
+
+    pub fn report(&mut self, task: &str, state: TaskState, exit_code: Option<i64>) {
+        let t = &self.state.tasks[task];
+        let node_id = t.node_id.clone().expect("task is assigned");
+        let status = TaskStatus {
+            state,
+            timestamp: self.now,
+            exit_code,
+            container_id: format!("ctr-{task}"),
+            ..Default::default()
+        };
+        self.apply(Command::UpdateTaskStatus {
+            updates: vec![TaskStatusUpdate { task_id: task.into(), node_id, status }],
+            at: self.now,
+        });
+    }
+
+    /// The agent: every assigned task that should run runs; every task that should stop stops.
+    pub fn agent(&mut self) {
+        let ids: Vec<(String, DesiredState, TaskState)> = self
+            .state
+            .tasks
+            .values()
+            .filter(|t| t.node_id.is_some())
+            .map(|t| (t.id.clone(), t.desired_state, t.status.state))
+            .collect();
+        for (id, desired, state) in ids {
+            match desired {
+                DesiredState::Running if state < TaskState::Running => self.report(&id, TaskState::Running, None),
+                DesiredState::Shutdown if !state.is_terminal() => self.report(&id, TaskState::Shutdown, Some(0)),
+                _ => {}
+            }
+        }
+    }
+
+    pub fn running(&self, service: &str) -> Vec<&Task> {
+        let svc = self.state.service_by_name(service).expect("service");
+        self.state
+            .tasks_of(&svc.id)
+            .filter(|t| t.desired_state == DesiredState::Running && t.status.state == TaskState::Running)
+            .collect()
+    }
+
+    pub fn service(&self, name: &str) -> &Service {
+        self.state.service_by_name(name).expect("service")
+    }
+}
+
+#[test]
+fn replicated_service_gets_one_task_per_slot() {
+    let mut sim = Sim::new(&["n1", "n2"]);
+    sim.deploy(vec![spec("web", 3, "web:1")]);
+    sim.settle();
+    sim.agent();
+    let mut slots: Vec<u64> = sim.running("app_web").iter().map(|t| t.slot).collect();
+    slots.sort();
+    assert_eq!(slots, vec![1, 2, 3]);
+    // Spread: 2 on one node, 1 on the other.
+    let on_n1 = sim.running("app_web").iter().filter(|t| t.node_id.as_deref() == Some("n1")).count();
+    assert!(on_n1 == 1 || on_n1 == 2);
+}
+
+#[test]
+fn scale_up_and_down() {
+    let mut sim = Sim::new(&["n1"]);
+    sim.deploy(vec![spec("web", 3, "web:1")]);
+    sim.settle();
+    sim.agent();
+    sim.deploy(vec![spec("web", 5, "web:1")]);
+    sim.settle();
+    sim.agent();
+    assert_eq!(sim.running("app_web").len(), 5);
+    // A replicas-only change keeps the running tasks.
+    sim.deploy(vec![spec("web", 2, "web:1")]);
+    sim.settle();
+    sim.agent();
+    sim.settle();
+    let mut slots: Vec<u64> = sim.running("app_web").iter().map(|t| t.slot).collect();
+    slots.sort();
+    assert_eq!(slots, vec![1, 2]);
+    // Tasks of slots scaled away are deleted once stopped.
+    let svc = sim.service("app_web").id.clone();
+    assert!(sim.state.tasks_of(&svc).all(|t| t.slot <= 2));
+}
+
+#[test]
+fn scaling_does_not_restart_tasks() {
+    let mut sim = Sim::new(&["n1"]);
+    sim.deploy(vec![spec("web", 2, "web:1")]);
+    sim.settle();
+    sim.agent();
+    let before: Vec<String> = sim.running("app_web").iter().map(|t| t.id.clone()).collect();
+    sim.deploy(vec![spec("web", 3, "web:1")]);
+    sim.settle();
+    sim.agent();
+    let after: Vec<String> = sim.running("app_web").iter().map(|t| t.id.clone()).collect();
+    for id in before {
+        assert!(after.contains(&id), "task {id} was replaced by a scale-up");
+    }
+}
+
+#[test]
+fn failed_task_is_replaced_after_the_restart_delay() {
+    let mut sim = Sim::new(&["n1"]);
+    sim.deploy(vec![spec("web", 1, "web:1")]);
+    sim.settle();
+    sim.agent();
+    let first = sim.running("app_web")[0].id.clone();
+    sim.report(&first, TaskState::Failed, Some(3));
+    // Before the delay: nothing, but a wake-up at the end of the delay.
+    let o = sim.round();
+    assert!(o.plan.create.is_empty());
+    assert_eq!(o.wake_at, Some(sim.now + 5_000));
+    sim.now += 5_000;
+    sim.settle();
+    sim.agent();
+    let running = sim.running("app_web");
+    assert_eq!(running.len(), 1);
+    assert_ne!(running[0].id, first);
+    assert_eq!(running[0].slot, 1);
+    // The failed task stays as history with its exit code.
+    let old = &sim.state.tasks[&first];
+    assert_eq!(old.status.state, TaskState::Failed);
+    assert_eq!(old.status.exit_code, Some(3));
+    assert_eq!(old.desired_state, DesiredState::Shutdown);
+}
+
+#[test]
+fn restart_condition_none_leaves_the_slot_empty() {
+    let mut sim = Sim::new(&["n1"]);
+    let mut s = spec("job", 1, "job:1");
+    s.restart.condition = RestartCondition::None;
+    sim.deploy(vec![s]);
+    sim.settle();
+    sim.agent();
+    let id = sim.running("app_job")[0].id.clone();
+    sim.report(&id, TaskState::Complete, Some(0));
+    sim.now += 60_000;
+    sim.settle();
+    assert_eq!(sim.state.tasks.len(), 1);
+}
+
+#[test]
+fn on_failure_does_not_restart_a_clean_exit() {
+    let mut sim = Sim::new(&["n1"]);
+    let mut s = spec("job", 1, "job:1");
+    s.restart.condition = RestartCondition::OnFailure;
+    sim.deploy(vec![s]);
+    sim.settle();
+    sim.agent();
+    let id = sim.running("app_job")[0].id.clone();
+    sim.report(&id, TaskState::Complete, Some(0));
+    sim.now += 60_000;
+    sim.settle();
+    assert_eq!(sim.state.tasks.len(), 1);
+}
+
+#[test]
+fn max_attempts_stops_restarting() {
+    let mut sim = Sim::new(&["n1"]);
+    let mut s = spec("web", 1, "web:1");
+    s.restart.max_attempts = 2;
+    s.restart.delay_ms = 0;
+    sim.deploy(vec![s]);
+    sim.settle();
+    for _ in 0..5 {
+        sim.agent();
+        if let Some(t) = sim.running("app_web").first().map(|t| t.id.clone()) {
+            sim.report(&t, TaskState::Failed, Some(1));
+        }
+        sim.now += 1;
+        sim.settle();
+    }
+    // The first task and two restarts.
+    assert_eq!(sim.state.tasks.len(), 3);
+}
+
+#[test]
+fn task_history_is_trimmed_to_five_per_slot() {
+    let mut sim = Sim::new(&["n1"]);
+    let mut s = spec("web", 1, "web:1");
+    s.restart.delay_ms = 0;
+    sim.deploy(vec![s]);
+    sim.settle();
+    for _ in 0..10 {
+        sim.agent();
+        let t = sim.running("app_web")[0].id.clone();
+        sim.report(&t, TaskState::Failed, Some(1));
+        sim.now += 1;
+        sim.settle();
+    }
+    sim.settle();
+    let svc = sim.service("app_web").id.clone();
+    let stopped = sim.state.tasks_of(&svc).filter(|t| t.desired_state == DesiredState::Shutdown).count();
+    assert_eq!(stopped, TASK_HISTORY_PER_SLOT);
+}
+
+#[test]
+fn rolling_update_replaces_one_slot_at_a_time() {
+    let mut sim = Sim::new(&["n1"]);
+    sim.deploy(vec![spec("web", 3, "web:1")]);
+    sim.settle();
+    sim.agent();
+    sim.now += 10_000;
+    sim.settle();
+    assert_eq!(sim.service("app_web").update.state, UpdateState::Completed);
+    sim.deploy(vec![spec("web", 3, "web:2")]);
+    assert_eq!(sim.service("app_web").revision, 2);
+    let o = sim.round();
+    // Stop-first, parallelism 1: exactly one old task stops.
+    assert_eq!(o.plan.set_desired.len(), 1);
+    assert!(o.plan.create.is_empty());
+    for _ in 0..10 {
+        sim.agent();
+        sim.settle();
+        let svc = sim.service("app_web").id.clone();
+        let in_flight = sim
+            .state
+            .tasks_of(&svc)
+            .filter(|t| {
+                t.template.image == "web:2"
+                    && t.desired_state == DesiredState::Running
+                    && t.status.state < TaskState::Running
+            })
+            .count();
+        assert!(in_flight <= 1, "more than `parallelism` slots updating at once");
+    }
+    sim.now += 10_000;
+    sim.settle();
+    let running = sim.running("app_web");
+    assert_eq!(running.len(), 3);
+    assert!(running.iter().all(|t| t.template.image == "web:2"));
+    assert_eq!(sim.service("app_web").update.state, UpdateState::Completed);
+}
+
+#[test]
+fn failed_update_pauses() {
+    let mut sim = Sim::new(&["n1"]);
+    sim.deploy(vec![spec("web", 2, "web:1")]);
+    sim.settle();
+    sim.agent();
+    sim.now += 10_000;
+    sim.settle();
+    sim.deploy(vec![spec("web", 2, "web:bad")]);
+    // Stop-first: the old task stops, then the new one starts.
+    sim.settle();
+    sim.agent();
+    sim.settle();
+    sim.agent();
+    let new = sim
+        .running("app_web")
+        .into_iter()
+        .find(|t| t.template.image == "web:bad")
+        .map(|t| t.id.clone())
+        .expect("new task");
+    sim.report(&new, TaskState::Failed, Some(1));
+    sim.settle();
+    let svc = sim.service("app_web");
+    assert_eq!(svc.update.state, UpdateState::Paused);
+    assert!(svc.update.message.contains("exit code 1"), "{}", svc.update.message);
+    // Paused: the other slot keeps the old image.
+    sim.agent();
+    sim.now += 60_000;
+    sim.settle();
+    sim.agent();
+    assert!(sim.running("app_web").iter().any(|t| t.template.image == "web:1"));
+}
+
+#[test]
+fn failed_update_rolls_back_when_asked() {
+    let mut sim = Sim::new(&["n1"]);
+    let mut s = spec("web", 2, "web:1");
+    s.update.failure_action = FailureAction::Rollback;
+    sim.deploy(vec![s.clone()]);
+    sim.settle();
+    sim.agent();
+    sim.now += 10_000;
+    sim.settle();
+    s.task.image = "web:bad".into();
+    sim.deploy(vec![s]);
+    // Stop-first: the old task stops, then the new one starts.
+    sim.settle();
+    sim.agent();
+    sim.settle();
+    sim.agent();
+    let new = sim
+        .running("app_web")
+        .into_iter()
+        .find(|t| t.template.image == "web:bad")
+        .map(|t| t.id.clone())
+        .expect("new task");
+    sim.report(&new, TaskState::Failed, Some(1));
+    sim.settle();
+    assert_eq!(sim.service("app_web").update.state, UpdateState::RollingBack);
+    assert_eq!(sim.service("app_web").spec.task.image, "web:1");
+    for _ in 0..6 {
+        sim.agent();
+        sim.now += 1_000;
+        sim.settle();
+    }
+    sim.now += 10_000;
+    sim.settle();
+    let svc = sim.service("app_web");
+    assert_eq!(svc.update.state, UpdateState::RolledBack);
+    assert_eq!(svc.revision, 3);
+    assert!(sim.running("app_web").iter().all(|t| t.template.image == "web:1"));
+}
+
+#[test]
+fn start_first_overlaps_old_and_new() {
+    let mut sim = Sim::new(&["n1"]);
+    let mut s = spec("web", 1, "web:1");
+    s.update.order = UpdateOrder::StartFirst;
+    sim.deploy(vec![s.clone()]);
+    sim.settle();
+    sim.agent();
+    sim.now += 10_000;
+    sim.settle();
+    s.task.image = "web:2".into();
+    sim.deploy(vec![s]);
+    sim.settle();
+    let svc = sim.service("app_web").id.clone();
+    // The new task exists while the old one still runs.
+    let wanted: Vec<&Task> = sim.state.tasks_of(&svc).filter(|t| t.desired_state == DesiredState::Running).collect();
+    assert_eq!(wanted.len(), 2);
+    sim.agent();
+    sim.settle();
+    sim.agent();
+    let running = sim.running("app_web");
+    assert_eq!(running.len(), 1);
+    assert_eq!(running[0].template.image, "web:2");
+}
+
+#[test]
+fn global_service_runs_one_task_per_ready_node() {
+    let mut sim = Sim::new(&["n1", "n2", "n3"]);
+    let mut s = spec("agent", 0, "agent:1");
+    s.mode = ServiceMode::Global;
+    sim.deploy(vec![s]);
+    sim.settle();
+    sim.agent();
+    let mut nodes: Vec<String> = sim.running("app_agent").iter().filter_map(|t| t.node_id.clone()).collect();
+    nodes.sort();
+    assert_eq!(nodes, vec!["n1", "n2", "n3"]);
+    // Draining a node stops its global task.
+    sim.apply(Command::SetNodeAvailability { id: "n2".into(), availability: Availability::Drain, at: sim.now });
+    sim.settle();
+    sim.agent();
+    sim.settle();
+    let nodes: Vec<String> = sim.running("app_agent").iter().filter_map(|t| t.node_id.clone()).collect();
+    assert!(!nodes.contains(&"n2".to_string()));
+    assert_eq!(nodes.len(), 2);
+}
+
+#[test]
+fn drained_node_tasks_move_elsewhere() {
+    let mut sim = Sim::new(&["n1", "n2"]);
+    sim.deploy(vec![spec("web", 4, "web:1")]);
+    sim.settle();
+    sim.agent();
+    sim.apply(Command::SetNodeAvailability { id: "n1".into(), availability: Availability::Drain, at: sim.now });
+    for _ in 0..4 {
+        sim.settle();
+        sim.agent();
+    }
+    let running = sim.running("app_web");
+    assert_eq!(running.len(), 4);
+    assert!(running.iter().all(|t| t.node_id.as_deref() == Some("n2")));
+}
+
+#[test]
+fn host_port_conflict_makes_a_task_unplaceable_with_a_reason() {
+    let mut sim = Sim::new(&["n1"]);
+    let mut s = spec("web", 2, "web:1");
+    s.task.ports.push(PortConfig {
+        target: 80,
+        published: Some(8080),
+        protocol: Protocol::Tcp,
+        mode: PublishMode::Host,
+        host_ip: String::new(),
+    });
+    sim.deploy(vec![s]);
+    sim.settle();
+    sim.agent();
+    assert_eq!(sim.running("app_web").len(), 1);
+    let svc = sim.service("app_web").id.clone();
+    let pending: Vec<&Task> = sim.state.tasks_of(&svc).filter(|t| t.node_id.is_none()).collect();
+    assert_eq!(pending.len(), 1);
+    assert_eq!(pending[0].status.state, TaskState::Pending);
+    assert!(pending[0].unplaceable.contains("port 8080/tcp"), "{}", pending[0].unplaceable);
+}
+
+#[test]
+fn an_idle_cluster_makes_no_plans() {
+    let mut sim = Sim::new(&["n1"]);
+    sim.deploy(vec![spec("web", 2, "web:1")]);
+    sim.settle();
+    sim.agent();
+    sim.now += 10_000;
+    sim.settle();
+    let o = orchestrate(&sim.state, sim.now);
+    assert!(o.plan.is_empty(), "{:?}", o.plan);
+    assert!(SpreadScheduler.schedule(&sim.state).is_empty());
+}
+
+#[test]
+fn removing_a_stack_removes_its_tasks() {
+    let mut sim = Sim::new(&["n1"]);
+    sim.deploy(vec![spec("web", 2, "web:1")]);
+    sim.settle();
+    let r = sim.apply(Command::RemoveStack { name: "app".into(), at: sim.now });
+    assert_eq!(r.rejected, None);
+    assert!(sim.state.tasks.is_empty());
+    assert!(sim.state.services.is_empty());
+    let r = sim.apply(Command::RemoveStack { name: "app".into(), at: sim.now });
+    assert!(r.rejected.is_some());
+}
+
+mod properties {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// Slots that are neither done (current template running) nor waiting
+    /// with an outdated task that still runs: the slots being updated.
+    fn updating_slots(sim: &Sim, service: &str, image: &str) -> usize {
+        let svc = sim.service(service);
+        let ServiceMode::Replicated { replicas } = svc.spec.mode else { return 0 };
+        (1..=replicas)
+            .filter(|slot| {
+                let tasks: Vec<&Task> = sim.state.tasks_of(&svc.id).filter(|t| t.slot == *slot).collect();
+                let done = tasks.iter().any(|t| {
+                    t.template.image == image
+                        && t.desired_state == DesiredState::Running
+                        && t.status.state == TaskState::Running
+                });
+                let waiting = tasks.iter().any(|t| {
+                    t.template.image != image
+                        && t.desired_state == DesiredState::Running
+                        && t.status.state == TaskState::Running
+                });
+                !done && !waiting
+            })
+            .count()
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
+        /// Never more than `parallelism` slots update at once, whatever order the
+        /// agent reports in; and the update always completes.
+        #[test]
+        fn rolling_update_respects_parallelism(
+            replicas in 1u64..7,
+            parallelism in 1u64..4,
+            start_first in any::<bool>(),
+            picks in proptest::collection::vec(any::<prop::sample::Index>(), 1..200),
+        ) {
+            let mut sim = Sim::new(&["n1", "n2"]);
+            let mut s = spec("web", replicas, "web:1");
+            s.update.parallelism = parallelism;
+            s.update.monitor_ms = 0;
+            if start_first { s.update.order = UpdateOrder::StartFirst; }
+            sim.deploy(vec![s.clone()]);
+            sim.settle();
+            sim.agent();
+            sim.settle();
+            s.task.image = "web:2".into();
+            sim.deploy(vec![s]);
+            sim.settle();
+            for pick in picks {
+                // The agent handles one task at a time, in a random order.
+                let todo: Vec<(String, TaskState)> = sim.state.tasks.values()
+                    .filter(|t| t.node_id.is_some())
+                    .filter_map(|t| match t.desired_state {
+                        DesiredState::Running if t.status.state < TaskState::Running => Some((t.id.clone(), TaskState::Running)),
+                        DesiredState::Shutdown if !t.status.state.is_terminal() => Some((t.id.clone(), TaskState::Shutdown)),
+                        _ => None,
+                    })
+                    .collect();
+                if todo.is_empty() { break; }
+                let (id, state) = &todo[pick.index(todo.len())];
+                sim.report(id, *state, None);
+                sim.now += 1;
+                sim.settle();
+                prop_assert!(updating_slots(&sim, "app_web", "web:2") as u64 <= parallelism);
+            }
+            for _ in 0..(4 * replicas) { sim.agent(); sim.settle(); }
+            prop_assert_eq!(sim.service("app_web").update.state, UpdateState::Completed);
+            let running = sim.running("app_web");
+            prop_assert_eq!(running.len() as u64, replicas);
+            prop_assert!(running.iter().all(|t| t.template.image == "web:2"));
+        }
+    }
+}

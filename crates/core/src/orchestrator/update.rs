@@ -6,8 +6,7 @@ use std::collections::BTreeMap;
 
 use super::{Orchestration, SlotKey, new_task};
 use crate::model::{
-    DesiredState, FailureAction, Service, Task, TaskState, Timestamp, UpdateOrder, UpdateState,
-    UpdateStatus,
+    DesiredState, FailureAction, Service, Task, TaskState, Timestamp, UpdateOrder, UpdateState, UpdateStatus,
 };
 
 /// Whether a task ended in a way that counts as an update failure.
@@ -33,13 +32,13 @@ pub(super) fn step(
     let wanted_tasks = || wanted.iter().filter_map(|k| slots.get(k)).flatten().copied();
 
     // Failures of the new template since the rollout started.
-    let failures: Vec<&Task> = wanted_tasks()
-        .filter(|t| current(t) && failed(t) && t.status.timestamp >= status.started_at)
-        .collect();
+    let failures: Vec<&Task> =
+        wanted_tasks().filter(|t| current(t) && failed(t) && t.status.timestamp >= status.started_at).collect();
     let total = wanted.len().max(1) as f64;
     if !failures.is_empty() && failures.len() as f64 > svc.spec.update.max_failure_ratio * total {
         let first = failures[0];
-        let mut why = format!("task {} (slot {}) {}", crate::model::prefix(&first.id, 12), first.slot, first.status.state);
+        let mut why =
+            format!("task {} (slot {}) {}", crate::model::prefix(&first.id, 12), first.slot, first.status.state);
         if let Some(code) = first.status.exit_code {
             why.push_str(&format!(" with exit code {code}"));
         }
@@ -58,9 +57,15 @@ pub(super) fn step(
             }
             (_, state) => {
                 let message = if state == UpdateState::RollingBack { format!("rollback failed: {why}") } else { why };
-                out.plan
-                    .update_status
-                    .push((svc.id.clone(), UpdateStatus { state: UpdateState::Paused, started_at: status.started_at, completed_at: 0, message }));
+                out.plan.update_status.push((
+                    svc.id.clone(),
+                    UpdateStatus {
+                        state: UpdateState::Paused,
+                        started_at: status.started_at,
+                        completed_at: 0,
+                        message,
+                    },
+                ));
                 return;
             }
         }
@@ -71,22 +76,28 @@ pub(super) fn step(
     let mut converged = dirty.is_empty();
     let mut stable_at: Timestamp = 0;
     for key in wanted {
-        let newest_running = slots
-            .get(key)
-            .and_then(|ts| ts.iter().rev().find(|t| t.desired_state == DesiredState::Running));
-        match newest_running {
-            Some(t) if current(t) && t.status.state == TaskState::Running => {
-                stable_at = stable_at.max(t.status.timestamp.saturating_add(monitor));
-            }
-            _ => converged = false,
+        let running_current = slots.get(key).and_then(|ts| {
+            ts.iter().find(|t| {
+                current(t) && t.desired_state == DesiredState::Running && t.status.state == TaskState::Running
+            })
+        });
+        match running_current {
+            Some(t) => stable_at = stable_at.max(t.status.timestamp.saturating_add(monitor)),
+            None => converged = false,
         }
     }
     if converged {
         if now >= stable_at {
-            let state = if status.state == UpdateState::RollingBack { UpdateState::RolledBack } else { UpdateState::Completed };
+            let state =
+                if status.state == UpdateState::RollingBack { UpdateState::RolledBack } else { UpdateState::Completed };
             out.plan.update_status.push((
                 svc.id.clone(),
-                UpdateStatus { state, started_at: status.started_at, completed_at: now, message: status.message.clone() },
+                UpdateStatus {
+                    state,
+                    started_at: status.started_at,
+                    completed_at: now,
+                    message: status.message.clone(),
+                },
             ));
         } else {
             out.wake(stable_at);
@@ -97,18 +108,16 @@ pub(super) fn step(
         return;
     }
 
-    // Slots in flight: an old task still stopping, or a new one not running yet.
-    let in_flight = wanted
-        .iter()
-        .filter(|k| {
-            slots.get(*k).is_some_and(|ts| {
-                ts.iter().any(|t| {
-                    (!current(t) && t.desired_state == DesiredState::Shutdown && !t.status.state.is_terminal())
-                        || (current(t) && t.desired_state == DesiredState::Running && t.status.state < TaskState::Running)
-                })
-            })
+    // Every wanted slot is done (runs the current template), dirty (runs an
+    // outdated one, waiting its turn) or in flight (being stopped, filled or
+    // started): what counts against `parallelism`.
+    let done = |k: &SlotKey| {
+        slots.get(k).is_some_and(|ts| {
+            ts.iter()
+                .any(|t| current(t) && t.desired_state == DesiredState::Running && t.status.state == TaskState::Running)
         })
-        .count() as u64;
+    };
+    let in_flight = wanted.iter().filter(|k| !done(k) && !dirty.iter().any(|(d, _)| d == *k)).count() as u64;
     let parallelism = svc.spec.update.parallelism;
     let room = if parallelism == 0 { u64::MAX } else { parallelism.saturating_sub(in_flight) };
     if room == 0 {

@@ -22,7 +22,11 @@ const LAST_PURGED: &str = "last_purged";
 
 type StorageResult<T> = Result<T, StorageError<NodeIdOf>>;
 
-fn io_err(subject: ErrorSubject<NodeIdOf>, verb: ErrorVerb, e: impl std::error::Error + 'static) -> StorageError<NodeIdOf> {
+fn io_err(
+    subject: ErrorSubject<NodeIdOf>,
+    verb: ErrorVerb,
+    e: impl std::error::Error + 'static,
+) -> StorageError<NodeIdOf> {
     StorageIOError::new(subject, verb, AnyError::new(&e)).into()
 }
 
@@ -54,7 +58,12 @@ impl LogStore {
         serde_json::from_slice(v.value()).map(Some).map_err(|e| io_err(subject(), ErrorVerb::Read, e))
     }
 
-    fn write_meta<T: serde::Serialize>(&self, key: &str, value: &T, subject: ErrorSubject<NodeIdOf>) -> StorageResult<()> {
+    fn write_meta<T: serde::Serialize>(
+        &self,
+        key: &str,
+        value: &T,
+        subject: ErrorSubject<NodeIdOf>,
+    ) -> StorageResult<()> {
         let bytes = serde_json::to_vec(value).map_err(|e| io_err(subject.clone(), ErrorVerb::Write, e))?;
         let txn = self.db.begin_write().map_err(|e| io_err(subject.clone(), ErrorVerb::Write, e))?;
         {
@@ -82,7 +91,10 @@ impl LogStore {
 }
 
 impl RaftLogReader<TypeConfig> for LogStore {
-    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + Send>(&mut self, range: RB) -> StorageResult<Vec<Entry>> {
+    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + Send>(
+        &mut self,
+        range: RB,
+    ) -> StorageResult<Vec<Entry>> {
         let subject = || ErrorSubject::Logs;
         let txn = self.db.begin_read().map_err(|e| io_err(subject(), ErrorVerb::Read, e))?;
         let table = txn.open_table(LOG).map_err(|e| io_err(subject(), ErrorVerb::Read, e))?;
@@ -115,7 +127,8 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         let table = txn.open_table(LOG).map_err(|e| io_err(subject(), ErrorVerb::Read, e))?;
         let last = match table.last().map_err(|e| io_err(subject(), ErrorVerb::Read, e))? {
             Some((_, v)) => {
-                let entry: Entry = serde_json::from_slice(v.value()).map_err(|e| io_err(subject(), ErrorVerb::Read, e))?;
+                let entry: Entry =
+                    serde_json::from_slice(v.value()).map_err(|e| io_err(subject(), ErrorVerb::Read, e))?;
                 Some(entry.log_id)
             }
             None => None,
@@ -155,7 +168,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
                 let mut table = txn.open_table(LOG).map_err(|e| io_err(subject(), ErrorVerb::Write, e))?;
                 for entry in entries {
                     let bytes = serde_json::to_vec(&entry).map_err(|e| io_err(subject(), ErrorVerb::Write, e))?;
-                    table.insert(entry.log_id.index, bytes.as_slice()).map_err(|e| io_err(subject(), ErrorVerb::Write, e))?;
+                    table
+                        .insert(entry.log_id.index, bytes.as_slice())
+                        .map_err(|e| io_err(subject(), ErrorVerb::Write, e))?;
                 }
             }
             txn.commit().map_err(|e| io_err(subject(), ErrorVerb::Write, e))

@@ -132,7 +132,8 @@ pub struct RaftNode {
 impl RaftNode {
     /// Opens the stores in `dir` and starts Raft as node `id`.
     pub async fn start(dir: &Path, id: u64, timings: &Timings) -> Result<Self, RaftError> {
-        let storage = |e: &dyn std::fmt::Display| RaftError::Storage { path: dir.display().to_string(), message: e.to_string() };
+        let storage =
+            |e: &dyn std::fmt::Display| RaftError::Storage { path: dir.display().to_string(), message: e.to_string() };
         std::fs::create_dir_all(dir).map_err(|e| storage(&e))?;
         let log = LogStore::open(&dir.join("raft.redb")).map_err(|e| storage(&e))?;
         let sm = StateMachine::open(&dir.join("snapshots")).map_err(|e| storage(&e))?;
@@ -202,10 +203,7 @@ impl RaftNode {
         };
         if let Some(id) = read_log_id {
             let mut applied = self.shared.applied();
-            applied
-                .wait_for(|i| *i >= id.index)
-                .await
-                .map_err(|e| RaftError::Fatal(e.to_string()))?;
+            applied.wait_for(|i| *i >= id.index).await.map_err(|e| RaftError::Fatal(e.to_string()))?;
         }
         Ok(())
     }

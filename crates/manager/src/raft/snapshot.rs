@@ -117,7 +117,10 @@ pub fn encode(payload: &Payload, created_at: u64) -> Result<Vec<u8>, SnapshotErr
 /// Reads and checks a snapshot file's header only.
 pub fn read_header(bytes: &[u8]) -> Result<(Header, &[u8]), SnapshotError> {
     let rest = bytes.strip_prefix(MAGIC).ok_or(SnapshotError::BadMagic)?;
-    let nl = rest.iter().position(|b| *b == b'\n').ok_or_else(|| SnapshotError::BadHeader("no end of header line".into()))?;
+    let nl = rest
+        .iter()
+        .position(|b| *b == b'\n')
+        .ok_or_else(|| SnapshotError::BadHeader("no end of header line".into()))?;
     let header: Header = serde_json::from_slice(&rest[..nl]).map_err(|e| SnapshotError::BadHeader(e.to_string()))?;
     if header.format != FORMAT {
         return Err(SnapshotError::UnsupportedFormat(header.format));

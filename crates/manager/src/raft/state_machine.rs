@@ -59,10 +59,7 @@ fn sm_err(verb: ErrorVerb, e: impl std::fmt::Display) -> StorageError<NodeIdOf> 
 }
 
 fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
 /// Writes `bytes` to `dir/name` atomically and durably (temp file, fsync, rename, fsync dir).
@@ -93,7 +90,8 @@ impl StateMachine {
         let path = dir.join(CURRENT);
         if path.exists() {
             let bytes = std::fs::read(&path).map_err(|e| sm_err(ErrorVerb::Read, e))?;
-            let (_, payload) = snapshot::decode(&bytes).map_err(|e| sm_err(ErrorVerb::Read, format!("{}: {e}", path.display())))?;
+            let (_, payload) =
+                snapshot::decode(&bytes).map_err(|e| sm_err(ErrorVerb::Read, format!("{}: {e}", path.display())))?;
             data = Data { last_applied: payload.last_applied, membership: payload.membership, state: payload.state };
         }
         let (applied, _) = watch::channel(data.last_applied.map(|l| l.index).unwrap_or(0));
@@ -110,7 +108,8 @@ impl StateMachine {
         let index = meta.last_log_id.map(|l| l.index).unwrap_or(0);
         {
             let mut guard = self.shared.data.write().unwrap_or_else(|p| p.into_inner());
-            *guard = Data { last_applied: meta.last_log_id, membership: meta.last_membership.clone(), state: payload.state };
+            *guard =
+                Data { last_applied: meta.last_log_id, membership: meta.last_membership.clone(), state: payload.state };
         }
         self.shared.applied.send_replace(index);
     }
@@ -124,7 +123,12 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
                 Some(l) => format!("{}-{}-{}", l.leader_id.term, l.index, now_ms()),
                 None => format!("0-0-{}", now_ms()),
             };
-            Payload { last_applied: guard.last_applied, membership: guard.membership.clone(), state: guard.state.clone(), snapshot_id: id }
+            Payload {
+                last_applied: guard.last_applied,
+                membership: guard.membership.clone(),
+                state: guard.state.clone(),
+                snapshot_id: id,
+            }
         };
         let bytes = snapshot::encode(&payload, now_ms()).map_err(|e| sm_err(ErrorVerb::Write, e))?;
         write_atomic(&self.dir, CURRENT, &bytes).map_err(|e| sm_err(ErrorVerb::Write, e))?;

@@ -18,7 +18,15 @@ fn invalid_yaml() {
 /// Syntax errors point where serde-saphyr points.
 #[test]
 fn syntax_errors_match_serde_saphyr_locations() {
-    for text in ["a: [1, 2\nb: 3\n", "a: b: c\n", "a:\n  - x\n  y: 1\n", "a: 'open\n", "a: *nope\n", "a: [1, 2]]\n", "services:\n  web:\n    image: \"x\n"] {
+    for text in [
+        "a: [1, 2\nb: 3\n",
+        "a: b: c\n",
+        "a:\n  - x\n  y: 1\n",
+        "a: 'open\n",
+        "a: *nope\n",
+        "a: [1, 2]]\n",
+        "services:\n  web:\n    image: \"x\n",
+    ] {
         let saphyr = serde_saphyr::from_str::<serde::de::IgnoredAny>(text).expect_err(text);
         let loc = saphyr.location().expect("a location");
         let ours = match load("shop", &files(text)) {
@@ -47,7 +55,9 @@ fn service_without_image() {
 fn build_only_service() {
     assert_eq!(
         errors("services:\n  api:\n    build: ./api\n    ports: [\"80:80\"]\n"),
-        ["stack.yml:2:3: services.api: has `build:` but no `image:`; stackd does not build images — build and push it, then set image"]
+        [
+            "stack.yml:2:3: services.api: has `build:` but no `image:`; stackd does not build images — build and push it, then set image"
+        ]
     );
 }
 
@@ -75,14 +85,18 @@ fn replicas_with_global() {
     );
     assert_eq!(
         errors("services:\n  web:\n    image: x\n    deploy:\n      mode: replicated-job\n"),
-        ["stack.yml:5:7: services.web.deploy.mode: mode \"replicated-job\" is not supported yet; use replicated or global"]
+        [
+            "stack.yml:5:7: services.web.deploy.mode: mode \"replicated-job\" is not supported yet; use replicated or global"
+        ]
     );
 }
 
 #[test]
 fn bad_ports() {
     assert_eq!(
-        errors("services:\n  web:\n    image: x\n    ports:\n      - \"80:http\"\n      - 3000-3005:3000-3005\n      - 70000\n"),
+        errors(
+            "services:\n  web:\n    image: x\n    ports:\n      - \"80:http\"\n      - 3000-3005:3000-3005\n      - 70000\n"
+        ),
         [
             "stack.yml:5:9: services.web.ports[0]: invalid port \"80:http\": target port must be a number 1-65535, got \"http\"",
             "stack.yml:6:9: services.web.ports[1]: invalid port \"3000-3005:3000-3005\": port ranges are not supported yet",
@@ -90,7 +104,9 @@ fn bad_ports() {
         ]
     );
     assert_eq!(
-        errors("services:\n  web:\n    image: x\n    ports:\n      - published: 80\n      - target: 81\n        protocol: icmp\n      - 8080:80\n      - 8080:81\n"),
+        errors(
+            "services:\n  web:\n    image: x\n    ports:\n      - published: 80\n      - target: 81\n        protocol: icmp\n      - 8080:80\n      - 8080:81\n"
+        ),
         [
             "stack.yml:5:9: services.web.ports[0]: a long-syntax port needs `target:`",
             "stack.yml:7:9: services.web.ports[1].protocol: protocol must be tcp, udp or sctp, got \"icmp\"",
@@ -102,7 +118,9 @@ fn bad_ports() {
 #[test]
 fn bad_durations() {
     assert_eq!(
-        errors("services:\n  web:\n    image: x\n    stop_grace_period: 10\n    healthcheck:\n      interval: 5 minutes\n"),
+        errors(
+            "services:\n  web:\n    image: x\n    stop_grace_period: 10\n    healthcheck:\n      interval: 5 minutes\n"
+        ),
         [
             "stack.yml:4:5: services.web.stop_grace_period: must be a duration with a unit (like 10s), got 10",
             "stack.yml:6:7: services.web.healthcheck.interval: must be a duration like 10s, 1m30s or 500ms, got \"5 minutes\"",
@@ -113,7 +131,9 @@ fn bad_durations() {
 #[test]
 fn undefined_volume_and_relative_bind() {
     assert_eq!(
-        errors("services:\n  web:\n    image: x\n    volumes:\n      - data:/data\n      - ./conf:/etc/conf:ro\n      - type: volume\n        source: other\n        target: /other\n"),
+        errors(
+            "services:\n  web:\n    image: x\n    volumes:\n      - data:/data\n      - ./conf:/etc/conf:ro\n      - type: volume\n        source: other\n        target: /other\n"
+        ),
         [
             "stack.yml:5:9: services.web.volumes[0]: service web refers to undefined volume data",
             "stack.yml:6:9: services.web.volumes[1]: relative bind paths are not supported yet (\"./conf\"); use an absolute path",
@@ -121,7 +141,9 @@ fn undefined_volume_and_relative_bind() {
         ]
     );
     assert_eq!(
-        errors("services:\n  web:\n    image: x\n    volumes:\n      - /a:/data\n      - /b:/data\n      - /c:relative\n"),
+        errors(
+            "services:\n  web:\n    image: x\n    volumes:\n      - /a:/data\n      - /b:/data\n      - /c:relative\n"
+        ),
         [
             "stack.yml:6:9: services.web.volumes[1]: \"/data\" is mounted twice",
             "stack.yml:7:9: services.web.volumes[2]: target \"relative\" must be an absolute path",
@@ -148,16 +170,24 @@ fn several_errors_are_reported_together_in_file_order() {
 #[test]
 fn wrong_types() {
     assert_eq!(
-        errors("services:\n  web:\n    image: x\n    environment:\n      A: {b: 1}\n    init: maybe\n    command: {a: 1}\n"),
+        errors(
+            "services:\n  web:\n    image: x\n    environment:\n      A: {b: 1}\n    init: maybe\n    command: {a: 1}\n"
+        ),
         [
             "stack.yml:5:7: services.web.environment.A: must be a string, got a mapping",
             "stack.yml:6:5: services.web.init: must be true or false, got maybe",
             "stack.yml:7:5: services.web.command: must be a string or a list of strings, got a mapping",
         ]
     );
-    assert_eq!(errors("- a\n- b\n"), ["stack.yml:1:1: a stack file must be a mapping (services:, volumes:, …), got a list"]);
+    assert_eq!(
+        errors("- a\n- b\n"),
+        ["stack.yml:1:1: a stack file must be a mapping (services:, volumes:, …), got a list"]
+    );
     assert_eq!(errors("services: {}\n"), ["stack.yml:1:1: services: the stack has no services"]);
-    assert_eq!(errors("volumes: {}\n"), ["stack.yml:1:1: services: the stack has no services: add a `services:` section"]);
+    assert_eq!(
+        errors("volumes: {}\n"),
+        ["stack.yml:1:1: services: the stack has no services: add a `services:` section"]
+    );
     assert_eq!(errors(""), ["stack.yml:1:1: the file is empty: it needs a `services:` section"]);
 }
 
@@ -172,7 +202,9 @@ fn duplicate_keys() {
 #[test]
 fn healthcheck_errors() {
     assert_eq!(
-        errors("services:\n  web:\n    image: x\n    healthcheck:\n      test: [\"curl\", \"-f\"]\n      retries: -1\n"),
+        errors(
+            "services:\n  web:\n    image: x\n    healthcheck:\n      test: [\"curl\", \"-f\"]\n      retries: -1\n"
+        ),
         [
             "stack.yml:5:7: services.web.healthcheck.test: a test list must start with CMD, CMD-SHELL or NONE, got \"curl\"",
             "stack.yml:6:7: services.web.healthcheck.retries: must be a non-negative integer, got -1",
@@ -202,7 +234,10 @@ fn stack_name_and_file_count() {
         SourceFile { name: "a.yml".into(), text: "services: {}".into() },
         SourceFile { name: "b.yml".into(), text: "services: {}".into() },
     ];
-    assert_eq!(load("shop", &two).expect_err("two files").to_string(), "b.yml: merging several files is not supported yet");
+    assert_eq!(
+        load("shop", &two).expect_err("two files").to_string(),
+        "b.yml: merging several files is not supported yet"
+    );
     assert_eq!(load("shop", &[]).expect_err("no file").to_string(), "no stack file given");
 }
 
@@ -234,7 +269,9 @@ fn alias_bombs_and_deep_nesting_are_refused() {
     let mut bomb = String::from("a: &a [x, x, x, x, x, x, x, x, x, x]\n");
     let mut prev = 'a';
     for c in 'b'..='j' {
-        bomb.push_str(&format!("{c}: &{c} [*{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}]\n"));
+        bomb.push_str(&format!(
+            "{c}: &{c} [*{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}]\n"
+        ));
         prev = c;
     }
     let errs = errors(&bomb);
@@ -243,4 +280,19 @@ fn alias_bombs_and_deep_nesting_are_refused() {
     let deep = format!("services:\n  web:\n    image: x\n    labels: {}{}\n", "{a: ".repeat(80), "}".repeat(80));
     let errs = errors(&deep);
     assert!(errs[0].contains("nested more than 64 levels deep"), "{errs:?}");
+}
+
+#[test]
+fn variables_are_refused_until_interpolation_exists() {
+    assert_eq!(
+        errors(
+            "services:\n  web:\n    image: app:${TAG}\n    environment:\n      - TZ=$TZ\n    command: echo 5$\n    volumes: [\"${DATA}:/data\"]\nx-ignored: ${NOT_CHECKED}\n"
+        ),
+        [
+            "stack.yml:3:5: services.web.image: ${TAG} needs variable interpolation, which is not supported yet",
+            "stack.yml:5:9: services.web.environment[0]: $TZ needs variable interpolation, which is not supported yet",
+            "stack.yml:6:5: services.web.command: a lone `$` must be written `$$`",
+            "stack.yml:7:15: services.web.volumes[0]: ${DATA} needs variable interpolation, which is not supported yet",
+        ]
+    );
 }

@@ -4,6 +4,7 @@ use super::{Diagnostic, LoadError, Loaded, SourceFile, load};
 use crate::model::ServiceSpec;
 
 mod errors;
+mod robust;
 mod shapes;
 
 /// One file named `stack.yml`.

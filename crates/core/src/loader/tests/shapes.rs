@@ -36,7 +36,9 @@ fn command_and_entrypoint_as_string_or_list() {
     );
     assert_eq!(s.task.command, Some(vec!["sh".into(), "-c".into(), "echo \"hi there\" && sleep 1".into()]));
     assert_eq!(s.task.entrypoint, Some(vec!["/bin/tini".into(), "--".into(), "5".into()]));
-    let s = web("services:\n  web:\n    image: x\n    command:\n      - npm\n      - start\n    entrypoint: /docker-entrypoint.sh\n");
+    let s = web(
+        "services:\n  web:\n    image: x\n    command:\n      - npm\n      - start\n    entrypoint: /docker-entrypoint.sh\n",
+    );
     assert_eq!(s.task.command, Some(vec!["npm".into(), "start".into()]));
     assert_eq!(s.task.entrypoint, Some(vec!["/docker-entrypoint.sh".into()]));
 }
@@ -81,7 +83,8 @@ fn top_level_volumes_are_namespaced_unless_external_or_named() {
         "services:\n  web:\n    image: x\nvolumes:\n  data:\n  logs:\n    driver: local\n    labels: [a=b]\n  shared:\n    external: true\n  fixed:\n    name: my-fixed\n  old:\n    external:\n      name: legacy\n",
     )
     .spec;
-    let v = |name: &str, external: bool| VolumeSpec { name: name.into(), external, driver: None, labels: BTreeMap::new() };
+    let v =
+        |name: &str, external: bool| VolumeSpec { name: name.into(), external, driver: None, labels: BTreeMap::new() };
     assert_eq!(spec.volumes["data"], v("shop_data", false));
     assert_eq!(
         spec.volumes["logs"],
@@ -97,7 +100,12 @@ fn volumes_short_syntax() {
     let s = web(
         "services:\n  web:\n    image: x\n    volumes:\n      - data:/var/lib/data\n      - shared:/shared:ro\n      - /etc/ssl:/etc/ssl:ro\n      - /srv/www:/www:rw\n      - /cache\nvolumes:\n  data: {}\n  shared:\n    external: true\n",
     );
-    let m = |kind, source: &str, target: &str, read_only| Mount { kind, source: source.into(), target: target.into(), read_only };
+    let m = |kind, source: &str, target: &str, read_only| Mount {
+        kind,
+        source: source.into(),
+        target: target.into(),
+        read_only,
+    };
     assert_eq!(
         s.task.mounts,
         [
@@ -115,7 +123,12 @@ fn volumes_long_syntax() {
     let s = web(
         "services:\n  web:\n    image: x\n    volumes:\n      - type: volume\n        source: data\n        target: /data\n        read_only: true\n      - type: bind\n        source: /etc/app\n        target: /config\n      - type: tmpfs\n        target: /tmp\n      - type: volume\n        target: /anon\nvolumes:\n  data:\n    name: app-data\n",
     );
-    let m = |kind, source: &str, target: &str, read_only| Mount { kind, source: source.into(), target: target.into(), read_only };
+    let m = |kind, source: &str, target: &str, read_only| Mount {
+        kind,
+        source: source.into(),
+        target: target.into(),
+        read_only,
+    };
     assert_eq!(
         s.task.mounts,
         [
@@ -132,7 +145,13 @@ fn ports_short_and_long_syntax() {
     let s = web(
         "services:\n  web:\n    image: x\n    ports:\n      - 80\n      - \"8080:80\"\n      - 127.0.0.1:8443:443\n      - 5353:53/udp\n      - target: 9000\n        published: \"9001\"\n        protocol: udp\n        mode: host\n        host_ip: 10.0.0.1\n      - target: 7000\n        published: 7001\n",
     );
-    let p = |target, published, protocol, mode, host_ip: &str| PortConfig { target, published, protocol, mode, host_ip: host_ip.into() };
+    let p = |target, published, protocol, mode, host_ip: &str| PortConfig {
+        target,
+        published,
+        protocol,
+        mode,
+        host_ip: host_ip.into(),
+    };
     assert_eq!(
         s.task.ports,
         [
@@ -167,7 +186,9 @@ fn deploy_mode_policies_and_labels() {
             order: UpdateOrder::StartFirst,
         }
     );
-    let s = web("services:\n  web:\n    image: x\n    deploy:\n      mode: global\n      restart_policy:\n        condition: none\n");
+    let s = web(
+        "services:\n  web:\n    image: x\n    deploy:\n      mode: global\n      restart_policy:\n        condition: none\n",
+    );
     assert_eq!(s.mode, ServiceMode::Global);
     assert_eq!(s.restart.condition, RestartCondition::None);
     let s = web("services:\n  web:\n    image: x\n    deploy:\n      replicas: 0\n");
@@ -190,7 +211,9 @@ fn healthchecks() {
             start_interval_ms: 500,
         })
     );
-    let s = web("services:\n  web:\n    image: x\n    healthcheck:\n      test: [\"CMD\", \"curl\", \"-f\", \"http://localhost\"]\n");
+    let s = web(
+        "services:\n  web:\n    image: x\n    healthcheck:\n      test: [\"CMD\", \"curl\", \"-f\", \"http://localhost\"]\n",
+    );
     let h = s.task.healthcheck.expect("healthcheck");
     assert_eq!(h.test, ["CMD", "curl", "-f", "http://localhost"]);
     assert_eq!((h.interval_ms, h.retries), (0, 0));
@@ -273,4 +296,16 @@ fn a_warning_does_not_stop_loading() {
         loaded.warnings.iter().map(ToString::to_string).collect::<Vec<_>>(),
         ["stack.yml:5:9: services.web.volumes[0]: volume option \"z\" is ignored for now"]
     );
+}
+
+#[test]
+fn double_dollars_are_unescaped() {
+    let s = web(
+        "services:\n  web:\n    image: x\n    healthcheck:\n      test: ['CMD-SHELL', 'mysqladmin ping --password=\"$$(cat /run/secrets/pw)\"']\n    environment:\n      PRICE: $$5\n",
+    );
+    assert_eq!(
+        s.task.healthcheck.expect("healthcheck").test[1],
+        "mysqladmin ping --password=\"$(cat /run/secrets/pw)\""
+    );
+    assert_eq!(s.task.env, ["PRICE=$5"]);
 }

@@ -1,0 +1,324 @@
+//! One task's runner: drives the decision core of [`machine`] against Docker.
+//!
+//! A runner is a tokio task fed through a `watch` of its [`Task`]: the worker
+//! sends every new version the manager assigns, and drops the sender when the
+//! task leaves the node. The runner then stops and removes the task's
+//! container and ends. When the agent itself shuts down, the worker aborts the
+//! runners instead: containers keep running and the next agent adopts them.
+//!
+//! The loop: perform the operation the machine asked for, turn the result
+//! into an [`Event`], let [`machine::next`] decide, send the reports it
+//! produced (stamped with the wall clock), repeat. Operations on the engine
+//! that fail for reasons unrelated to the task (the engine is unreachable)
+//! are retried after a pause rather than failing the task.
+
+mod machine;
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use stackd_core::model::{DesiredState, Task, TaskStatus};
+use tokio::sync::{mpsc, watch};
+use tracing::{debug, info, warn};
+
+use crate::docker::{ContainerContext, ContainerInfo, Created, DockerError, Executor, WaitOutcome};
+use crate::worker::StatusReport;
+use machine::{Event, Found, FoundState, Op, Phase, Report, View};
+
+/// Pause before an operation is retried after an engine error.
+const RETRY_PAUSE: Duration = Duration::from_secs(1);
+/// How often the health of a container with a health check is read.
+const HEALTH_POLL: Duration = Duration::from_secs(1);
+/// Grace used when a task has none.
+pub(crate) const DEFAULT_GRACE: Duration = Duration::from_secs(10);
+
+/// The current time in Unix milliseconds.
+pub(crate) fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)).unwrap_or(0)
+}
+
+/// A task's stop grace period (the default when unset).
+pub(crate) fn grace(task: &Task) -> Duration {
+    match task.template.stop_grace_period_ms {
+        0 => DEFAULT_GRACE,
+        ms => Duration::from_millis(ms),
+    }
+}
+
+/// The task left the node while an operation was in progress.
+struct Removed;
+
+/// One task's runner.
+pub(crate) struct Runner {
+    exec: Executor,
+    ctx: Arc<ContainerContext>,
+    rx: watch::Receiver<Task>,
+    reports: mpsc::UnboundedSender<StatusReport>,
+    task_id: String,
+}
+
+impl Runner {
+    /// A runner for the task in `rx`.
+    pub(crate) fn new(
+        exec: Executor,
+        ctx: Arc<ContainerContext>,
+        rx: watch::Receiver<Task>,
+        reports: mpsc::UnboundedSender<StatusReport>,
+    ) -> Runner {
+        let task_id = rx.borrow().id.clone();
+        Runner { exec, ctx, rx, reports, task_id }
+    }
+
+    /// Runs the task until it leaves the node (then removes its container).
+    pub(crate) async fn run(mut self) {
+        let (mut phase, mut step) = machine::start();
+        loop {
+            for report in step.reports.drain(..) {
+                self.report(report);
+            }
+            let event = match step.op.take() {
+                Some(op) => self.perform(op).await,
+                // Terminal: wait until the task leaves the node.
+                None => self.idle().await,
+            };
+            let Ok(event) = event else { break };
+            debug!(task = %self.task_id, ?phase, ?event, "runner event");
+            (phase, step) = machine::next(phase, event, &self.view());
+        }
+        self.remove_container().await;
+    }
+
+    /// The task as the manager last described it; marks it seen.
+    fn view(&mut self) -> View {
+        let task = self.rx.borrow_and_update();
+        View {
+            desired: task.desired_state,
+            known_state: task.status.state,
+            known_container: task.status.container_id.clone(),
+            known_health: task.status.health.clone(),
+        }
+    }
+
+    fn task(&self) -> Task {
+        self.rx.borrow().clone()
+    }
+
+    /// Whether the worker dropped the task.
+    fn removed(&self) -> bool {
+        self.rx.has_changed().is_err()
+    }
+
+    fn report(&self, r: Report) {
+        info!(task = %self.task_id, state = %r.state, message = %r.message, err = %r.err, "task status");
+        let status = TaskStatus {
+            state: r.state,
+            timestamp: now_ms(),
+            message: r.message,
+            err: r.err,
+            container_id: r.container_id,
+            exit_code: r.exit_code,
+            health: r.health,
+        };
+        // The receiver only goes away when the agent stops.
+        let _ = self.reports.send(StatusReport { task_id: self.task_id.clone(), status });
+    }
+
+    /// Waits for changes until the task leaves the node.
+    async fn idle(&mut self) -> Result<Event, Removed> {
+        while self.rx.changed().await.is_ok() {}
+        Err(Removed)
+    }
+
+    /// Sleeps for the retry pause, or returns early when the task leaves.
+    async fn pause(&mut self) -> Result<(), Removed> {
+        let sleep = tokio::time::sleep(RETRY_PAUSE);
+        tokio::pin!(sleep);
+        loop {
+            tokio::select! {
+                () = &mut sleep => return Ok(()),
+                changed = self.rx.changed() => if changed.is_err() { return Err(Removed) },
+            }
+        }
+    }
+
+    /// Performs one operation and returns what happened.
+    async fn perform(&mut self, op: Op) -> Result<Event, Removed> {
+        let event = match op {
+            Op::Locate => self.locate().await?,
+            Op::EnsureImage => {
+                let image = self.rx.borrow().template.image.clone();
+                match self.exec.ensure_image(&image).await {
+                    Ok(()) => Event::ImageReady,
+                    Err(e) => Event::ImageFailed(e.to_string()),
+                }
+            }
+            Op::Create => {
+                let task = self.task();
+                match self.exec.create(&task, &self.ctx).await {
+                    Ok(Created::New(id)) => Event::Created(id),
+                    Ok(Created::Existing(id)) => {
+                        info!(task = %self.task_id, container = %id, "container name taken by the same task: adopting it");
+                        Event::Located(self.inspect_found(&id).await?)
+                    }
+                    Err(e) => Event::CreateFailed(e.to_string()),
+                }
+            }
+            Op::Start(id) => match self.exec.start(&id).await {
+                Ok(()) => Event::Started,
+                Err(e) => Event::StartFailed(e.to_string()),
+            },
+            Op::Watch { container_id, health } => self.watch(&container_id, health).await?,
+            Op::Stop(id) => self.stop(&id).await?,
+        };
+        if self.removed() { Err(Removed) } else { Ok(event) }
+    }
+
+    /// Finds the task's container, retrying while the engine errs.
+    async fn locate(&mut self) -> Result<Event, Removed> {
+        loop {
+            match self.exec.find_task(&self.ctx, &self.task_id).await {
+                Ok(None) => return Ok(Event::Located(None)),
+                Ok(Some(c)) => return Ok(Event::Located(self.inspect_found(&c.id).await?)),
+                Err(e) => warn!(task = %self.task_id, error = %e, "cannot list containers; retrying"),
+            }
+            self.pause().await?;
+        }
+    }
+
+    /// Inspects a container, retrying while the engine errs; `None` if it is gone.
+    async fn inspect(&mut self, id: &str) -> Result<Option<ContainerInfo>, Removed> {
+        loop {
+            match self.exec.inspect(id).await {
+                Ok(info) => return Ok(info),
+                Err(e) => warn!(task = %self.task_id, container = %id, error = %e, "cannot inspect container; retrying"),
+            }
+            self.pause().await?;
+        }
+    }
+
+    async fn inspect_found(&mut self, id: &str) -> Result<Option<Found>, Removed> {
+        Ok(self.inspect(id).await?.map(|c| {
+            let state = if c.running {
+                FoundState::Running
+            } else if let Some(code) = c.exit_code {
+                FoundState::Exited(code)
+            } else {
+                FoundState::Created
+            };
+            Found { id: c.id, state, health: c.health.map(|h| h.status).unwrap_or_default() }
+        }))
+    }
+
+    /// Waits for the container to exit, its health to change, or the task to
+    /// be shut down.
+    async fn watch(&mut self, id: &str, last_health: String) -> Result<Event, Removed> {
+        if self.rx.borrow().desired_state == DesiredState::Shutdown {
+            return Ok(Event::ShutdownRequested);
+        }
+        // Poll health when the container has a health check (the task's or the image's).
+        let poll = match self.inspect(id).await? {
+            None => return Ok(Event::Vanished),
+            Some(c) if !c.running => return Ok(Event::Exited(c.exit_code.unwrap_or(0))),
+            Some(c) => match c.health {
+                Some(h) if h.status != last_health => {
+                    return Ok(Event::Health { status: h.status, output: h.last_output });
+                }
+                Some(_) => true,
+                None => self.rx.borrow().template.healthcheck.as_ref().is_some_and(|h| h.test.first().is_some_and(|t| t != "NONE")),
+            },
+        };
+        let exec = self.exec.clone();
+        let wait_id = id.to_string();
+        let wait = async move { exec.wait(&wait_id).await };
+        tokio::pin!(wait);
+        let mut ticker = tokio::time::interval(HEALTH_POLL);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                outcome = &mut wait => {
+                    return match outcome {
+                        Ok(WaitOutcome::Gone) => Ok(Event::Vanished),
+                        Ok(WaitOutcome::Exited(code)) => self.after_exit(id, Some(code)).await,
+                        Err(e) => {
+                            warn!(task = %self.task_id, container = %id, error = %e, "waiting for the container failed");
+                            self.pause().await?;
+                            self.after_exit(id, None).await
+                        }
+                    };
+                }
+                changed = self.rx.changed() => {
+                    if changed.is_err() { return Err(Removed) }
+                    if self.rx.borrow().desired_state == DesiredState::Shutdown {
+                        return Ok(Event::ShutdownRequested);
+                    }
+                }
+                _ = ticker.tick(), if poll => {
+                    match self.exec.inspect(id).await {
+                        Ok(None) => return Ok(Event::Vanished),
+                        Ok(Some(c)) if !c.running => return Ok(Event::Exited(c.exit_code.unwrap_or(0))),
+                        Ok(Some(c)) => if let Some(h) = c.health {
+                            if h.status != last_health {
+                                return Ok(Event::Health { status: h.status, output: h.last_output });
+                            }
+                        },
+                        Err(e) => debug!(task = %self.task_id, error = %e, "health poll failed"),
+                    }
+                }
+            }
+        }
+    }
+
+    /// After `wait` returned (or failed): the container's end, or, if it still
+    /// runs (the wait broke off), an event that makes the machine watch again.
+    async fn after_exit(&mut self, id: &str, code: Option<i64>) -> Result<Event, Removed> {
+        Ok(match self.inspect(id).await? {
+            None => Event::Vanished,
+            Some(c) if c.running => Event::StillRunning,
+            Some(c) => Event::Exited(c.exit_code.or(code).unwrap_or(0)),
+        })
+    }
+
+    /// Stops the container with the task's grace period and stop signal,
+    /// retrying while the engine errs, and reads its exit code.
+    async fn stop(&mut self, id: &str) -> Result<Event, Removed> {
+        let task = self.task();
+        loop {
+            match self.exec.stop(id, grace(&task), task.template.stop_signal.as_deref()).await {
+                Ok(()) => break,
+                Err(e) => warn!(task = %self.task_id, container = %id, error = %e, "cannot stop container; retrying"),
+            }
+            self.pause().await?;
+        }
+        let exit_code = self.inspect(id).await?.and_then(|c| c.exit_code);
+        Ok(Event::Stopped { exit_code })
+    }
+
+    /// The task left the node: stop and remove its container(s), if any.
+    async fn remove_container(&self) {
+        let task = self.task();
+        let found = match self.exec.find_task(&self.ctx, &self.task_id).await {
+            Ok(found) => found,
+            Err(e) => {
+                warn!(task = %self.task_id, error = %e, "cannot look for the container of a removed task");
+                return;
+            }
+        };
+        let Some(c) = found else { return };
+        if let Err(e) = stop_and_remove(&self.exec, &c.id, grace(&task), task.template.stop_signal.as_deref()).await {
+            warn!(task = %self.task_id, container = %c.id, error = %e, "cannot remove the container of a removed task");
+        } else {
+            info!(task = %self.task_id, container = %c.id, "removed the container of a task that left the node");
+        }
+    }
+}
+
+/// Stops a container gracefully, then removes it.
+pub(crate) async fn stop_and_remove(
+    exec: &Executor,
+    id: &str,
+    grace: Duration,
+    signal: Option<&str>,
+) -> Result<(), DockerError> {
+    exec.stop(id, grace, signal).await?;
+    exec.remove(id).await
+}

@@ -1,0 +1,404 @@
+//! The dispatcher session: the agent's link to the managers.
+//!
+//! The loop moves through [`SessionState`]: **Connecting** opens a
+//! `Dispatcher.Session` stream on one manager and waits for its first
+//! message (which names the session); **Connected** feeds assignments to the
+//! [`Worker`], heartbeats every `heartbeat_period_ms`, and sends the runners'
+//! status reports in batches; when the stream ends or any call fails,
+//! **Backoff** waits (100 ms, doubling up to 2 s) and the next manager of the
+//! list is tried.
+//!
+//! Status reports are kept until a manager acknowledged them: per task only
+//! the newest is kept, and what could not be sent is sent again on the next
+//! session. The loop ends, without a word to the manager, when the agent's
+//! shutdown future resolves.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::time::Duration;
+
+use stackd_core::model::{Task, TaskId, TaskStatus};
+use stackd_proto::v1;
+use stackd_proto::v1::dispatcher_client::DispatcherClient;
+use tokio::sync::mpsc;
+use tokio::time::{Instant, sleep_until, timeout};
+use tonic::Code;
+use tonic::codec::Streaming;
+use tonic::transport::{Channel, Endpoint};
+use tracing::{debug, info, warn};
+
+use crate::worker::{Assignment, StatusReport, Worker};
+
+/// First backoff after a failure.
+const BACKOFF_MIN: Duration = Duration::from_millis(100);
+/// Longest backoff.
+const BACKOFF_MAX: Duration = Duration::from_secs(2);
+/// Heartbeat period until the manager says otherwise.
+const DEFAULT_HEARTBEAT: Duration = Duration::from_millis(1000);
+/// How long reports are collected before they are sent.
+const BATCH_WINDOW: Duration = Duration::from_millis(100);
+/// Most reports per request (and the count that triggers an immediate send).
+const BATCH_MAX: usize = 64;
+/// Time allowed to connect and receive the session's first message.
+const OPEN_TIMEOUT: Duration = Duration::from_secs(10);
+/// Time allowed for one unary call.
+const CALL_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Why a session could not be opened or ended.
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    /// A manager's endpoint is not a valid URI.
+    #[error("invalid manager endpoint {endpoint:?}: {source}")]
+    InvalidEndpoint {
+        /// The endpoint as configured.
+        endpoint: String,
+        /// The parse error.
+        #[source]
+        source: tonic::transport::Error,
+    },
+    /// The TCP/HTTP2 connection failed.
+    #[error("cannot connect to {endpoint}: {source}")]
+    Connect {
+        /// The endpoint.
+        endpoint: String,
+        /// The transport error.
+        #[source]
+        source: tonic::transport::Error,
+    },
+    /// A call was refused or failed.
+    #[error("{call} failed: {status}")]
+    Rpc {
+        /// The call (`Session`, `Heartbeat`, `UpdateTaskStatus`).
+        call: &'static str,
+        /// The gRPC status.
+        status: tonic::Status,
+    },
+    /// A call or the session's first message took too long.
+    #[error("{0} timed out")]
+    Timeout(&'static str),
+    /// The manager ended the session stream.
+    #[error("the manager ended the session")]
+    Ended,
+}
+
+/// Where the session is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SessionState {
+    /// Opening a session on the current manager.
+    Connecting,
+    /// A session is open.
+    Connected {
+        /// Its id, as the dispatcher named it.
+        session_id: String,
+    },
+    /// Waiting before the next attempt.
+    Backoff {
+        /// When to try again.
+        until: Instant,
+    },
+}
+
+/// Parses a manager endpoint (`http://127.0.0.1:7946`).
+pub(crate) fn endpoint(uri: &str) -> Result<Endpoint, SessionError> {
+    Endpoint::from_shared(uri.to_string())
+        .map(|e| {
+            e.connect_timeout(Duration::from_secs(3))
+                .tcp_nodelay(true)
+                .http2_keep_alive_interval(Duration::from_secs(5))
+                .keep_alive_timeout(Duration::from_secs(5))
+                .keep_alive_while_idle(true)
+        })
+        .map_err(|source| SessionError::InvalidEndpoint { endpoint: uri.to_string(), source })
+}
+
+/// The next backoff after `current`.
+pub(crate) fn next_backoff(current: Duration) -> Duration {
+    (current * 2).clamp(BACKOFF_MIN, BACKOFF_MAX)
+}
+
+/// A period in milliseconds from the manager, if it set one.
+fn period(ms: u64) -> Option<Duration> {
+    (ms > 0).then(|| Duration::from_millis(ms))
+}
+
+/// Converts wire assignments; tasks that do not convert are listed as unreadable.
+pub(crate) fn assignment(a: v1::Assignments) -> Assignment {
+    let mut out = Assignment { full: a.full, removed: a.removed, ..Assignment::default() };
+    for wire in a.tasks {
+        let id = wire.id.clone();
+        match Task::try_from(wire) {
+            Ok(task) => out.tasks.push(task),
+            Err(e) => {
+                warn!(task = %id, error = %e, "ignoring a task the dispatcher sent");
+                out.unreadable.push(id);
+            }
+        }
+    }
+    out
+}
+
+/// An open session.
+struct Link {
+    client: DispatcherClient<Channel>,
+    stream: Streaming<v1::SessionMessage>,
+}
+
+/// The session loop's state.
+pub(crate) struct Session {
+    node_id: String,
+    description: v1::NodeDescription,
+    managers: Vec<Endpoint>,
+    current: usize,
+    state: SessionState,
+    backoff: Duration,
+    heartbeat: Duration,
+    worker: Worker,
+    reports: mpsc::UnboundedReceiver<StatusReport>,
+    pending: BTreeMap<TaskId, TaskStatus>,
+    /// True until the first full set of the current session was applied.
+    gc_pending: bool,
+}
+
+impl Session {
+    /// A session loop for the node described by `description`.
+    pub(crate) fn new(
+        description: v1::NodeDescription,
+        managers: Vec<Endpoint>,
+        worker: Worker,
+        reports: mpsc::UnboundedReceiver<StatusReport>,
+    ) -> Session {
+        Session {
+            node_id: description.node_id.clone(),
+            description,
+            managers,
+            current: 0,
+            state: SessionState::Connecting,
+            backoff: BACKOFF_MIN,
+            heartbeat: DEFAULT_HEARTBEAT,
+            worker,
+            reports,
+            pending: BTreeMap::new(),
+            gc_pending: true,
+        }
+    }
+
+    /// Runs until `shutdown` resolves, then aborts the runners (containers stay).
+    pub(crate) async fn run(mut self, shutdown: impl Future<Output = ()> + Send) {
+        let mut shutdown = std::pin::pin!(shutdown);
+        let mut link: Option<Link> = None;
+        loop {
+            let state = std::mem::replace(&mut self.state, SessionState::Connecting);
+            let step = async {
+                match state {
+                    SessionState::Connecting => match self.open().await {
+                        Ok((l, session_id)) => {
+                            link = Some(l);
+                            self.backoff = BACKOFF_MIN;
+                            SessionState::Connected { session_id }
+                        }
+                        Err(e) => {
+                            warn!(manager = %self.manager(), error = %e, "cannot open a dispatcher session");
+                            self.retry()
+                        }
+                    },
+                    SessionState::Connected { session_id } => {
+                        let result = match link.take() {
+                            Some(l) => self.connected(l, session_id).await,
+                            None => Err(SessionError::Ended),
+                        };
+                        if let Err(e) = result {
+                            warn!(manager = %self.manager(), error = %e, "dispatcher session lost");
+                        }
+                        self.retry()
+                    }
+                    SessionState::Backoff { until } => {
+                        // Meanwhile, newer reports replace older ones.
+                        loop {
+                            tokio::select! {
+                                () = sleep_until(until) => break,
+                                Some(r) = self.reports.recv() => { self.pending.insert(r.task_id, r.status); }
+                            }
+                        }
+                        SessionState::Connecting
+                    }
+                }
+            };
+            let next = tokio::select! {
+                () = &mut shutdown => None,
+                next = step => Some(next),
+            };
+            match next {
+                Some(next) => self.state = next,
+                None => break,
+            }
+        }
+        info!(node = %self.node_id, "agent stopping: leaving containers as they are");
+        self.worker.shutdown().await;
+    }
+
+    fn manager(&self) -> String {
+        self.managers.get(self.current).map(|e| e.uri().to_string()).unwrap_or_default()
+    }
+
+    /// Backoff, then the next manager of the list.
+    fn retry(&mut self) -> SessionState {
+        let until = Instant::now() + self.backoff;
+        self.backoff = next_backoff(self.backoff);
+        self.current = (self.current + 1) % self.managers.len().max(1);
+        SessionState::Backoff { until }
+    }
+
+    /// Opens a session: connect, call Session, wait for the first message.
+    async fn open(&mut self) -> Result<(Link, String), SessionError> {
+        let endpoint = self.managers.get(self.current).cloned().ok_or(SessionError::Ended)?;
+        let manager = endpoint.uri().to_string();
+        debug!(%manager, "opening a dispatcher session");
+        let request = v1::SessionRequest { description: Some(self.description.clone()) };
+        let opened = timeout(OPEN_TIMEOUT, async {
+            let channel =
+                endpoint.connect().await.map_err(|source| SessionError::Connect { endpoint: manager.clone(), source })?;
+            let mut client = DispatcherClient::new(channel);
+            let mut stream =
+                client.session(request).await.map_err(|status| SessionError::Rpc { call: "Session", status })?.into_inner();
+            let first = stream.message().await.map_err(|status| SessionError::Rpc { call: "Session", status })?;
+            Ok::<_, SessionError>((client, stream, first))
+        })
+        .await
+        .map_err(|_| SessionError::Timeout("opening the session"))??;
+        let (client, stream, first) = opened;
+        let first = first.ok_or(SessionError::Ended)?;
+        let session_id = first.session_id.clone();
+        info!(%manager, session = %session_id, "dispatcher session open");
+        self.gc_pending = true;
+        self.on_message(first);
+        Ok((Link { client, stream }, session_id))
+    }
+
+    /// Applies a session message: heartbeat period, assignments.
+    fn on_message(&mut self, msg: v1::SessionMessage) {
+        if let Some(p) = period(msg.heartbeat_period_ms) {
+            self.heartbeat = p;
+        }
+        if let Some(a) = msg.assignments {
+            let a = assignment(a);
+            let collect = a.full && std::mem::take(&mut self.gc_pending);
+            debug!(full = a.full, tasks = a.tasks.len(), removed = a.removed.len(), "assignments received");
+            self.worker.apply(a, collect);
+        }
+    }
+
+    /// Serves an open session until it ends or a call fails.
+    async fn connected(&mut self, link: Link, mut session_id: String) -> Result<(), SessionError> {
+        let Link { mut client, mut stream } = link;
+        let mut next_heartbeat = Instant::now() + self.heartbeat;
+        let mut flush_at = (!self.pending.is_empty()).then(Instant::now);
+        loop {
+            tokio::select! {
+                msg = stream.message() => {
+                    let msg = msg.map_err(|status| SessionError::Rpc { call: "Session", status })?.ok_or(SessionError::Ended)?;
+                    if !msg.session_id.is_empty() && msg.session_id != session_id {
+                        info!(session = %msg.session_id, "dispatcher renamed the session");
+                        session_id = msg.session_id.clone();
+                    }
+                    self.on_message(msg);
+                }
+                () = sleep_until(next_heartbeat) => {
+                    let req = v1::HeartbeatRequest { node_id: self.node_id.clone(), session_id: session_id.clone() };
+                    let resp = timeout(CALL_TIMEOUT, client.heartbeat(req))
+                        .await
+                        .map_err(|_| SessionError::Timeout("Heartbeat"))?
+                        .map_err(|status| SessionError::Rpc { call: "Heartbeat", status })?;
+                    if let Some(p) = period(resp.into_inner().period_ms) {
+                        self.heartbeat = p;
+                    }
+                    next_heartbeat = Instant::now() + self.heartbeat;
+                }
+                Some(r) = self.reports.recv() => {
+                    self.pending.insert(r.task_id, r.status);
+                    if self.pending.len() >= BATCH_MAX {
+                        flush_at = Some(Instant::now());
+                    } else if flush_at.is_none() {
+                        flush_at = Some(Instant::now() + BATCH_WINDOW);
+                    }
+                }
+                () = sleep_until(flush_at.unwrap_or_else(Instant::now)), if flush_at.is_some() => {
+                    self.flush(&mut client, &session_id).await?;
+                    flush_at = None;
+                }
+            }
+        }
+    }
+
+    /// Sends every pending report, [`BATCH_MAX`] per request. Sent reports are
+    /// forgotten; on failure the rest stays pending for the next session.
+    async fn flush(&mut self, client: &mut DispatcherClient<Channel>, session_id: &str) -> Result<(), SessionError> {
+        while !self.pending.is_empty() {
+            let batch: Vec<(TaskId, TaskStatus)> =
+                self.pending.iter().take(BATCH_MAX).map(|(k, v)| (k.clone(), v.clone())).collect();
+            let req = v1::UpdateTaskStatusRequest {
+                node_id: self.node_id.clone(),
+                session_id: session_id.to_string(),
+                updates: batch
+                    .iter()
+                    .map(|(id, status)| v1::TaskStatusReport { task_id: id.clone(), status: Some(status.into()) })
+                    .collect(),
+            };
+            let result = timeout(CALL_TIMEOUT, client.update_task_status(req)).await;
+            match result {
+                Err(_) => return Err(SessionError::Timeout("UpdateTaskStatus")),
+                Ok(Ok(_)) => debug!(count = batch.len(), "task status reported"),
+                // A batch the manager can never accept is dropped rather than resent forever.
+                Ok(Err(status)) if status.code() == Code::InvalidArgument => {
+                    warn!(count = batch.len(), %status, "the manager refused task status reports; dropping them");
+                }
+                Ok(Err(status)) => return Err(SessionError::Rpc { call: "UpdateTaskStatus", status }),
+            }
+            for (id, sent) in batch {
+                if self.pending.get(&id) == Some(&sent) {
+                    self.pending.remove(&id);
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_up_to_two_seconds() {
+        let mut b = BACKOFF_MIN;
+        let mut seen = vec![b];
+        for _ in 0..6 {
+            b = next_backoff(b);
+            seen.push(b);
+        }
+        let ms: Vec<u128> = seen.iter().map(Duration::as_millis).collect();
+        assert_eq!(ms, vec![100, 200, 400, 800, 1600, 2000, 2000]);
+    }
+
+    #[test]
+    fn endpoints_are_validated() {
+        assert!(endpoint("http://127.0.0.1:7946").is_ok());
+        assert!(matches!(endpoint("not a uri"), Err(SessionError::InvalidEndpoint { .. })));
+    }
+
+    #[test]
+    fn unreadable_tasks_are_listed() {
+        let good = v1::Task {
+            id: "t1".into(),
+            template: Some(v1::TaskTemplate::default()),
+            status: Some(v1::TaskStatus::default()),
+            ..Default::default()
+        };
+        let bad = v1::Task { id: "t2".into(), template: None, ..Default::default() };
+        let a = assignment(v1::Assignments { full: true, tasks: vec![good, bad], removed: vec!["t3".into()] });
+        assert!(a.full);
+        assert_eq!(a.tasks.len(), 1);
+        assert_eq!(a.tasks[0].id, "t1");
+        assert_eq!(a.unreadable, vec!["t2".to_string()]);
+        assert_eq!(a.removed, vec!["t3".to_string()]);
+    }
+}

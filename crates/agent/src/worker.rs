@@ -1,0 +1,260 @@
+//! The worker: the node's task set, one [runner](crate::runner) per task.
+//!
+//! [`Worker::apply`] takes the assignments the dispatcher sends: a full set
+//! replaces the node's tasks, a partial one adds, updates and removes. New
+//! tasks get a runner (a tokio task fed through a `watch` of the task);
+//! updated tasks are sent to their runner; removed tasks lose their `watch`
+//! sender, which tells the runner to stop and remove the container and end.
+//!
+//! After the first full set of a session, [`Worker::apply`] also collects
+//! garbage: every container of this node (and cluster) whose task is not in
+//! the set is stopped and removed. The agent never touches containers that do
+//! not bear its node label.
+//!
+//! Runners report status changes as [`StatusReport`]s on the channel given to
+//! [`Worker::new`]. [`Worker::shutdown`] aborts every runner without touching
+//! containers: a restarted agent adopts them.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+
+use stackd_core::model::{Task, TaskId, TaskStatus};
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinSet;
+use tracing::{debug, info, warn};
+
+use crate::docker::{ContainerContext, Executor};
+use crate::runner::{Runner, stop_and_remove};
+
+/// A status change of a task, as a runner reports it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StatusReport {
+    /// The task.
+    pub task_id: TaskId,
+    /// Its new status.
+    pub status: TaskStatus,
+}
+
+/// Assignments from the dispatcher, in core types.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Assignment {
+    /// True: `tasks` is the node's whole set; false: changes only.
+    pub full: bool,
+    /// Tasks added or changed.
+    pub tasks: Vec<Task>,
+    /// Tasks no longer assigned to the node.
+    pub removed: Vec<TaskId>,
+    /// Tasks the dispatcher sent but the agent could not read: whatever runs
+    /// for them is left alone (never removed because of a bad message).
+    pub unreadable: Vec<TaskId>,
+}
+
+/// What applying an assignment changes, computed from the current task ids.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Plan {
+    /// Tasks that get a runner.
+    pub start: Vec<Task>,
+    /// Tasks whose runner gets a new version.
+    pub update: Vec<Task>,
+    /// Tasks whose runner is retired (their container is removed).
+    pub remove: Vec<TaskId>,
+}
+
+/// Diffs an assignment against the ids of the current task set. Pure.
+pub(crate) fn plan(current: &BTreeSet<TaskId>, assignment: &Assignment) -> Plan {
+    let mut p = Plan::default();
+    // The last version of each task wins if one is sent twice.
+    let mut incoming: BTreeMap<&str, &Task> = BTreeMap::new();
+    for t in &assignment.tasks {
+        incoming.insert(&t.id, t);
+    }
+    for (id, task) in &incoming {
+        if current.contains(*id) {
+            p.update.push((*task).clone());
+        } else {
+            p.start.push((*task).clone());
+        }
+    }
+    let keep = |id: &str| incoming.contains_key(id) || assignment.unreadable.iter().any(|u| u == id);
+    if assignment.full {
+        p.remove = current.iter().filter(|id| !keep(id)).cloned().collect();
+    } else {
+        let removed: BTreeSet<&TaskId> = assignment.removed.iter().filter(|id| !keep(id)).collect();
+        p.remove = removed.into_iter().filter(|id| current.contains(*id)).cloned().collect();
+    }
+    p
+}
+
+/// The node's task set and its runners.
+pub struct Worker {
+    exec: Executor,
+    ctx: Arc<ContainerContext>,
+    reports: mpsc::UnboundedSender<StatusReport>,
+    tasks: HashMap<TaskId, watch::Sender<Task>>,
+    jobs: JoinSet<()>,
+}
+
+impl Worker {
+    /// A worker with no tasks; runners report on `reports`.
+    pub fn new(exec: Executor, ctx: ContainerContext, reports: mpsc::UnboundedSender<StatusReport>) -> Worker {
+        Worker { exec, ctx: Arc::new(ctx), reports, tasks: HashMap::new(), jobs: JoinSet::new() }
+    }
+
+    /// Ids of the tasks in the set.
+    pub fn task_ids(&self) -> BTreeSet<TaskId> {
+        self.tasks.keys().cloned().collect()
+    }
+
+    /// Applies assignments; with `collect_garbage`, also removes this node's
+    /// containers of tasks outside the set (in the background).
+    pub fn apply(&mut self, assignment: Assignment, collect_garbage: bool) {
+        while self.jobs.try_join_next().is_some() {}
+        let p = plan(&self.task_ids(), &assignment);
+        debug!(start = p.start.len(), update = p.update.len(), remove = p.remove.len(), full = assignment.full, "assignments");
+        for id in &p.remove {
+            // Dropping the sender tells the runner to remove the container and end.
+            if self.tasks.remove(id).is_some() {
+                info!(task = %id, "task left the node");
+            }
+        }
+        for task in p.update {
+            if let Some(tx) = self.tasks.get(&task.id) {
+                tx.send_if_modified(|current| {
+                    let changed = *current != task;
+                    if changed {
+                        *current = task;
+                    }
+                    changed
+                });
+            }
+        }
+        for task in p.start {
+            info!(task = %task.id, service = %task.service_name, slot = task.slot, "task assigned");
+            let id = task.id.clone();
+            let (tx, rx) = watch::channel(task);
+            let runner = Runner::new(self.exec.clone(), self.ctx.clone(), rx, self.reports.clone());
+            self.jobs.spawn(runner.run());
+            self.tasks.insert(id, tx);
+        }
+        if collect_garbage {
+            let mut keep = self.task_ids();
+            keep.extend(assignment.unreadable);
+            let (exec, ctx) = (self.exec.clone(), self.ctx.clone());
+            self.jobs.spawn(async move { collect(exec, ctx, keep).await });
+        }
+    }
+
+    /// Aborts every runner and background job; containers are left as they are.
+    pub async fn shutdown(&mut self) {
+        self.tasks.clear();
+        self.jobs.shutdown().await;
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        self.jobs.abort_all();
+    }
+}
+
+/// Stops and removes this node's containers whose task is not in `keep`.
+async fn collect(exec: Executor, ctx: Arc<ContainerContext>, keep: BTreeSet<TaskId>) {
+    let containers = match exec.list_managed(&ctx).await {
+        Ok(c) => c,
+        Err(e) => {
+            warn!(error = %e, "garbage collection: cannot list containers");
+            return;
+        }
+    };
+    for c in containers.into_iter().filter(|c| !keep.contains(&c.task_id)) {
+        info!(container = %c.id, task = %c.task_id, "garbage collection: removing the container of an unassigned task");
+        if let Err(e) = stop_and_remove(&exec, &c.id, crate::runner::DEFAULT_GRACE, None).await {
+            warn!(container = %c.id, error = %e, "garbage collection: cannot remove container");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use stackd_core::model::{DesiredState, TaskTemplate};
+
+    use super::*;
+
+    fn task(id: &str, rev: u64) -> Task {
+        Task {
+            id: id.into(),
+            service_id: "s".into(),
+            service_name: "st_web".into(),
+            stack: "st".into(),
+            slot: 1,
+            node_id: Some("n".into()),
+            revision: rev,
+            template: TaskTemplate::default(),
+            desired_state: DesiredState::Running,
+            status: TaskStatus::default(),
+            unplaceable: String::new(),
+            created_at: 0,
+        }
+    }
+
+    fn ids(list: &[&str]) -> BTreeSet<TaskId> {
+        list.iter().map(|s| s.to_string()).collect()
+    }
+
+    fn task_ids(tasks: &[Task]) -> Vec<&str> {
+        tasks.iter().map(|t| t.id.as_str()).collect()
+    }
+
+    #[test]
+    fn full_set_replaces() {
+        let a = Assignment { full: true, tasks: vec![task("b", 1), task("c", 1)], ..Default::default() };
+        let p = plan(&ids(&["a", "b"]), &a);
+        assert_eq!(task_ids(&p.start), vec!["c"]);
+        assert_eq!(task_ids(&p.update), vec!["b"]);
+        assert_eq!(p.remove, vec!["a".to_string()]);
+    }
+
+    #[test]
+    fn empty_full_set_removes_everything() {
+        let p = plan(&ids(&["a", "b"]), &Assignment { full: true, ..Default::default() });
+        assert!(p.start.is_empty() && p.update.is_empty());
+        assert_eq!(p.remove, vec!["a".to_string(), "b".to_string()]);
+    }
+
+    #[test]
+    fn partial_set_adds_updates_and_removes() {
+        let a = Assignment {
+            full: false,
+            tasks: vec![task("a", 2), task("d", 1)],
+            removed: vec!["b".into(), "zz".into(), "b".into()],
+            unreadable: vec![],
+        };
+        let p = plan(&ids(&["a", "b", "c"]), &a);
+        assert_eq!(task_ids(&p.start), vec!["d"]);
+        assert_eq!(task_ids(&p.update), vec!["a"]);
+        assert_eq!(p.remove, vec!["b".to_string()], "unknown ids are ignored, duplicates once, others kept");
+    }
+
+    #[test]
+    fn a_task_sent_twice_counts_once_with_its_last_version() {
+        let a = Assignment { full: false, tasks: vec![task("a", 1), task("a", 2)], ..Default::default() };
+        let p = plan(&ids(&[]), &a);
+        assert_eq!(p.start.len(), 1);
+        assert_eq!(p.start[0].revision, 2);
+    }
+
+    #[test]
+    fn a_task_both_sent_and_removed_stays() {
+        let a = Assignment { full: false, tasks: vec![task("a", 2)], removed: vec!["a".into()], ..Default::default() };
+        let p = plan(&ids(&["a"]), &a);
+        assert!(p.remove.is_empty());
+        assert_eq!(task_ids(&p.update), vec!["a"]);
+    }
+
+    #[test]
+    fn unreadable_tasks_are_never_removed() {
+        let a = Assignment { full: true, tasks: vec![], removed: vec![], unreadable: vec!["a".into()] };
+        let p = plan(&ids(&["a", "b"]), &a);
+        assert_eq!(p.remove, vec!["b".to_string()]);
+    }
+}

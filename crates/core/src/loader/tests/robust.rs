@@ -1,0 +1,41 @@
+//! Arbitrary input never panics, and every diagnostic points at a line.
+
+use proptest::prelude::*;
+
+use super::files;
+use crate::loader::{LoadError, load};
+
+/// Loads `text`; checks that each diagnostic has a position.
+fn check(text: &str) -> Result<(), TestCaseError> {
+    if let Err(LoadError::Invalid(diags)) = load("shop", &files(text)) {
+        prop_assert!(!diags.is_empty());
+        for d in &diags {
+            prop_assert!(d.line > 0 && d.column > 0, "no position: {d} in {text:?}");
+        }
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+    #[test]
+    fn yaml_like_noise(text in "[a-z0-9:\\- \n\\[\\]{},&*<>'\"#!|$.~/=]{0,300}") {
+        check(&text)?;
+    }
+
+    #[test]
+    fn compose_shaped(
+        key in prop::sample::select(vec![
+            "image", "command", "environment", "labels", "volumes", "ports", "deploy", "healthcheck",
+            "stop_grace_period", "init", "read_only", "user", "build", "x-a", "zzz",
+        ]),
+        value in prop::sample::select(vec![
+            "x", "-1", "1.5", "yes", "~", "[]", "{}", "[a, 1]", "{a: 1}", "'80:80'", "1m", "$$x", "${V}",
+            "[{type: bind, source: /a, target: /b}]", "{replicas: 2, mode: global}", "{test: [CMD, x]}",
+            "[data:/d]", "[\"8080:80\", {target: 81}]", "{mode: host}", "&a [*a]",
+        ]),
+    ) {
+        check(&format!("services:\n  web:\n    image: app\n    {key}: {value}\nvolumes:\n  data:\n"))?;
+    }
+}

@@ -1,0 +1,102 @@
+//! Loads every compose file of the awesome-compose corpus: the loader must
+//! never panic, and every file either loads or fails with diagnostics that
+//! point at a line. Run with `--nocapture` for the summary.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use stackd_core::loader::{LoadError, SourceFile, load};
+
+#[test]
+fn awesome_compose_corpus() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/corpus/awesome-compose");
+    let Ok(read) = std::fs::read_dir(&dir) else {
+        println!("corpus not found at {}; skipped", dir.display());
+        return;
+    };
+    let mut paths: Vec<_> = read
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "yaml" || x == "yml"))
+        .collect();
+    paths.sort();
+    assert!(!paths.is_empty(), "no compose files in {}", dir.display());
+
+    let (mut loaded, mut failed, mut warnings) = (0, 0, 0);
+    let mut reasons: BTreeMap<String, usize> = BTreeMap::new();
+    let mut bad_positions = Vec::new();
+    for path in &paths {
+        let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let text = std::fs::read_to_string(path).expect("readable corpus file");
+        let files = [SourceFile { name: name.clone(), text }];
+        let result = std::panic::catch_unwind(|| load("corpus", &files));
+        let Ok(result) = result else { panic!("the loader panicked on {name}") };
+        match result {
+            Ok(l) => {
+                loaded += 1;
+                warnings += l.warnings.len();
+                println!("ok    {name}: {} services, {} warnings", l.spec.services.len(), l.warnings.len());
+                for w in &l.warnings {
+                    println!("        warning: {w}");
+                }
+            }
+            Err(LoadError::Invalid(diags)) => {
+                failed += 1;
+                println!("error {name}:");
+                for d in &diags {
+                    println!("        {d}");
+                    if d.line == 0 {
+                        bad_positions.push(d.to_string());
+                    }
+                    *reasons.entry(reason(&d.message)).or_default() += 1;
+                }
+            }
+        }
+    }
+    println!("\n{} files: {loaded} loaded ({warnings} warnings), {failed} refused", paths.len());
+    for (why, n) in &reasons {
+        println!("  {n:3} × {why}");
+    }
+    assert!(bad_positions.is_empty(), "diagnostics without a position: {bad_positions:#?}");
+}
+
+/// Every corpus file cut short at many points: still no panic, and every
+/// diagnostic still has a position.
+#[test]
+fn truncated_corpus_files() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/corpus/awesome-compose");
+    let Ok(read) = std::fs::read_dir(&dir) else { return };
+    let mut cuts = 0;
+    for entry in read.filter_map(Result::ok) {
+        let path = entry.path();
+        if !path.extension().is_some_and(|x| x == "yaml") {
+            continue;
+        }
+        let text = std::fs::read_to_string(&path).expect("readable corpus file");
+        for cut in (0..text.len()).step_by(23).filter(|&c| text.is_char_boundary(c)) {
+            cuts += 1;
+            let files = [SourceFile { name: "cut.yml".into(), text: text[..cut].to_string() }];
+            let result = std::panic::catch_unwind(|| load("corpus", &files));
+            let Ok(result) = result else { panic!("the loader panicked on {} cut at {cut}", path.display()) };
+            if let Err(e) = result {
+                for d in e.diagnostics() {
+                    assert!(d.line > 0, "{} cut at {cut}: no position: {d}", path.display());
+                }
+            }
+        }
+    }
+    println!("{cuts} truncated files loaded without a panic");
+}
+
+/// The kind of an error, for the summary.
+fn reason(message: &str) -> String {
+    if message.starts_with("has `build:`") {
+        "build-only service".into()
+    } else if message.starts_with("relative bind paths") {
+        "relative bind path".into()
+    } else if message.contains("not supported yet") {
+        "unsupported feature".into()
+    } else {
+        message.to_string()
+    }
+}
