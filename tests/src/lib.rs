@@ -1,1 +1,254 @@
-//! Cluster test harness.
+//! Cluster test harness: real `stackd` processes against the real Docker
+//! engine. Docker is never mocked here.
+//!
+//! # Layout
+//!
+//! - [`Node`]: one `stackd` process with its own data dir and address; kill
+//!   it with SIGKILL, start it again from its data dir.
+//! - [`docker`]: what the engine sees (containers by label).
+//! - [`require_docker`] / [`build_images`]: preconditions. With `CI=true` a
+//!   missing engine fails the test instead of skipping it.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::Once;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+
+/// The directory of the workspace's built binaries (`target/debug`).
+pub fn bin_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("current exe");
+    // target/debug/deps/<test> → target/debug
+    exe.parent().and_then(Path::parent).expect("target dir").to_path_buf()
+}
+
+/// The path of a workspace binary, which must be built (`cargo build --workspace`).
+pub fn bin(name: &str) -> PathBuf {
+    let p = bin_dir().join(name);
+    assert!(p.exists(), "{} is not built: run `cargo build --workspace` first (scripts/test.sh does)", p.display());
+    p
+}
+
+/// Whether the Docker engine answers. With `CI=true` a missing engine panics:
+/// CI must run the Docker tests, not skip them.
+pub fn require_docker() -> bool {
+    let ok = Command::new("docker").args(["info", "--format", "{{.ServerVersion}}"]).output().is_ok_and(|o| o.status.success());
+    if !ok {
+        if std::env::var("CI").is_ok_and(|v| v == "true") {
+            panic!("CI=true but the Docker engine is not reachable: the Docker tests must run in CI");
+        }
+        eprintln!("SKIPPED: the Docker engine is not reachable");
+    }
+    ok
+}
+
+/// Builds the test images once per test binary (tests/images/build.sh is idempotent).
+pub fn build_images() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("images/build.sh");
+        let out = Command::new("bash").arg(&script).output().expect("run tests/images/build.sh");
+        assert!(out.status.success(), "tests/images/build.sh failed:\n{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    });
+}
+
+/// Polls `f` every 200 ms until it returns `Some`, for at most `timeout`.
+pub fn wait_until<T>(timeout: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(start.elapsed() < timeout, "timed out after {timeout:?} waiting for {what}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    l.local_addr().expect("addr").port()
+}
+
+/// One stackd node (manager + agent) as a real process.
+pub struct Node {
+    /// Its data dir (deleted on drop).
+    pub dir: tempfile::TempDir,
+    /// The address it listens on.
+    pub addr: String,
+    /// Its name.
+    pub name: String,
+    child: Option<Child>,
+}
+
+impl Node {
+    /// `stackd init` a new single-node cluster and wait until it serves.
+    pub fn init(name: &str) -> Result<Self> {
+        let dir = tempfile::Builder::new().prefix("stackd-test-").tempdir()?;
+        let addr = format!("127.0.0.1:{}", free_port());
+        let mut node = Node { dir, addr, name: name.to_string(), child: None };
+        node.spawn(&["init", "--listen", &node.addr.clone(), "--name", name])?;
+        node.wait_ready()?;
+        Ok(node)
+    }
+
+    fn spawn(&mut self, args: &[&str]) -> Result<()> {
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.path().join("stackd.log"))?;
+        let child = Command::new(bin("stackd"))
+            .args(args)
+            .arg("--data-dir")
+            .arg(self.dir.path())
+            .env("RUST_LOG", "info,stackd_agent=debug,openraft=warn")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .context("spawn stackd")?;
+        self.child = Some(child);
+        Ok(())
+    }
+
+    /// Waits until the node's agent is registered and ready.
+    pub fn wait_ready(&self) -> Result<()> {
+        let start = Instant::now();
+        loop {
+            if let Ok(o) = self.stackctl_output(&["node", "ls", "-o", "json"]) {
+                if o.status.success() {
+                    let v: serde_json::Value = serde_json::from_slice(&o.stdout)?;
+                    if v.as_array().is_some_and(|a| a.iter().any(|n| n["state"] == "ready")) {
+                        return Ok(());
+                    }
+                }
+            }
+            if start.elapsed() > Duration::from_secs(30) {
+                bail!("node {} not ready after 30 s; log:\n{}", self.name, self.log());
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// The node's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("stackd.log")).unwrap_or_default()
+    }
+
+    /// The cluster id from the node's identity file.
+    pub fn cluster_id(&self) -> String {
+        let text = std::fs::read_to_string(self.dir.path().join("node.json")).unwrap_or_default();
+        serde_json::from_str::<serde_json::Value>(&text).ok().and_then(|v| v["cluster_id"].as_str().map(String::from)).unwrap_or_default()
+    }
+
+    /// Runs stackctl against this node.
+    pub fn stackctl_output(&self, args: &[&str]) -> Result<Output> {
+        Ok(Command::new(bin("stackctl")).arg("--addr").arg(format!("http://{}", self.addr)).args(args).output()?)
+    }
+
+    /// Runs stackctl and requires success; returns stdout.
+    pub fn stackctl(&self, args: &[&str]) -> String {
+        let o = self.stackctl_output(args).expect("run stackctl");
+        assert!(
+            o.status.success(),
+            "stackctl {args:?} failed ({}):\n{}{}\nnode log:\n{}",
+            o.status,
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr),
+            self.log()
+        );
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    }
+
+    /// Runs stackctl with `-o json` and parses its output.
+    pub fn stackctl_json(&self, args: &[&str]) -> serde_json::Value {
+        let mut a = args.to_vec();
+        a.extend(["-o", "json"]);
+        serde_json::from_str(&self.stackctl(&a)).expect("stackctl printed JSON")
+    }
+
+    /// Writes a stack file into the node's dir; returns its path.
+    pub fn write_stack(&self, name: &str, yaml: &str) -> String {
+        let p = self.dir.path().join(name);
+        std::fs::write(&p, yaml).expect("write stack file");
+        p.display().to_string()
+    }
+
+    /// SIGKILLs the process (its containers keep running).
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts the node again from its data dir (`stackd run`).
+    pub fn restart(&mut self) -> Result<()> {
+        self.kill9();
+        self.spawn(&["run"])?;
+        self.wait_ready()
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let cluster = self.cluster_id();
+        self.kill9();
+        if !cluster.is_empty() {
+            for c in docker::containers(&format!("io.stackd.cluster={cluster}")) {
+                let _ = Command::new("docker").args(["rm", "-f", &c.id]).output();
+            }
+        }
+    }
+}
+
+/// What the Docker engine sees.
+pub mod docker {
+    use std::collections::BTreeMap;
+    use std::process::Command;
+
+    /// A container as `docker inspect` shows it.
+    #[derive(Clone, Debug)]
+    pub struct Container {
+        /// Full id.
+        pub id: String,
+        /// Name without the leading slash.
+        pub name: String,
+        /// Whether it runs.
+        pub running: bool,
+        /// Labels.
+        pub labels: BTreeMap<String, String>,
+        /// Exit code, once exited.
+        pub exit_code: i64,
+    }
+
+    /// Containers (running or not) carrying `label` (`key=value`).
+    pub fn containers(label: &str) -> Vec<Container> {
+        let Ok(o) = Command::new("docker").args(["ps", "-aq", "--no-trunc", "--filter", &format!("label={label}")]).output() else {
+            return Vec::new();
+        };
+        let ids: Vec<String> = String::from_utf8_lossy(&o.stdout).split_whitespace().map(String::from).collect();
+        if ids.is_empty() {
+            return Vec::new();
+        }
+        let Ok(o) = Command::new("docker").arg("inspect").args(&ids).output() else { return Vec::new() };
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap_or_default();
+        v.as_array()
+            .map(|a| {
+                a.iter()
+                    .map(|c| Container {
+                        id: c["Id"].as_str().unwrap_or_default().to_string(),
+                        name: c["Name"].as_str().unwrap_or_default().trim_start_matches('/').to_string(),
+                        running: c["State"]["Running"].as_bool().unwrap_or(false),
+                        labels: c["Config"]["Labels"]
+                            .as_object()
+                            .map(|m| m.iter().map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string())).collect())
+                            .unwrap_or_default(),
+                        exit_code: c["State"]["ExitCode"].as_i64().unwrap_or(0),
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Running containers carrying `label`.
+    pub fn running(label: &str) -> Vec<Container> {
+        containers(label).into_iter().filter(|c| c.running).collect()
+    }
+}

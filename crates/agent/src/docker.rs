@@ -19,8 +19,7 @@ use bollard::Docker;
 use bollard::errors::Error as BollardError;
 use bollard::models::{ContainerStateStatusEnum, ContainerSummaryStateEnum, HealthStatusEnum};
 use bollard::query_parameters::{
-    CreateContainerOptions, CreateImageOptions, ListContainersOptions, RemoveContainerOptions,
-    StopContainerOptions,
+    CreateContainerOptions, CreateImageOptions, ListContainersOptions, RemoveContainerOptions, StopContainerOptions,
 };
 use futures_util::{StreamExt, TryStreamExt};
 use stackd_core::model::Task;
@@ -199,10 +198,9 @@ impl Executor {
     /// and negotiates the API version (which proves the engine answers).
     pub async fn connect(socket: Option<&str>) -> Result<Executor, DockerError> {
         let (endpoint, docker) = match socket {
-            Some(path) => (
-                path.to_string(),
-                Docker::connect_with_unix(path, REQUEST_TIMEOUT_SECS, bollard::API_DEFAULT_VERSION),
-            ),
+            Some(path) => {
+                (path.to_string(), Docker::connect_with_unix(path, REQUEST_TIMEOUT_SECS, bollard::API_DEFAULT_VERSION))
+            }
             None => {
                 let endpoint = std::env::var("DOCKER_HOST")
                     .ok()
@@ -211,7 +209,8 @@ impl Executor {
                 (endpoint, Docker::connect_with_local_defaults())
             }
         };
-        let unreachable = |e: BollardError| DockerError::Unreachable { endpoint: endpoint.clone(), message: e.to_string() };
+        let unreachable =
+            |e: BollardError| DockerError::Unreachable { endpoint: endpoint.clone(), message: e.to_string() };
         let docker = docker.map_err(unreachable)?.negotiate_version().await.map_err(unreachable)?;
         Ok(Executor { docker, endpoint })
     }
@@ -263,7 +262,11 @@ impl Executor {
     }
 
     /// This node's container of `task_id`, if any (a running one first).
-    pub async fn find_task(&self, ctx: &ContainerContext, task_id: &str) -> Result<Option<ManagedContainer>, DockerError> {
+    pub async fn find_task(
+        &self,
+        ctx: &ContainerContext,
+        task_id: &str,
+    ) -> Result<Option<ManagedContainer>, DockerError> {
         let mut filters = ctx.filters();
         filters.push(format!("{LABEL_TASK}={task_id}"));
         let mut found = self.list(filters).await?;

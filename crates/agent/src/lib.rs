@@ -1,1 +1,161 @@
-//! placeholder
+//! stackd's agent role: it keeps a dispatcher session with the managers, and
+//! runs the tasks assigned to its node as Docker containers.
+//!
+//! [`run`] connects to the Docker engine once, then holds a session with one
+//! of the managers (reconnecting with backoff, trying the next manager each
+//! time), receives the node's task set, runs one state machine per task
+//! against Docker, and reports every state change back. When its shutdown
+//! future resolves it stops talking to the manager and returns, leaving the
+//! containers running: a restarted agent finds them by their labels and
+//! adopts them.
+//!
+//! The agent never restarts a container itself (Docker restart policy `no`):
+//! the manager's orchestrators replace failed tasks with new ones.
+//!
+//! # Layout
+//!
+//! - `lib.rs`: [`AgentConfig`], [`run`], [`AgentError`].
+//! - `session.rs`: the dispatcher session — connect, receive assignments,
+//!   heartbeat, batch and resend status reports, back off and rotate managers.
+//! - [`worker`]: the node's task set; assignments in, one runner per task,
+//!   removal of the containers of tasks that leave, garbage collection.
+//! - `runner.rs`: one task's runner, driving the pure decision core of
+//!   `runner/machine.rs` (phases, events, transitions) against Docker.
+//! - [`docker`]: the executor, the only module that speaks bollard;
+//!   `docker/spec.rs` builds a container's create request from a task.
+
+pub mod docker;
+mod runner;
+mod session;
+pub mod worker;
+
+use std::future::Future;
+
+use stackd_proto::v1;
+use tokio::sync::mpsc;
+use tracing::{info, warn};
+
+pub use docker::DockerError;
+pub use session::SessionError;
+
+use docker::{ContainerContext, EngineInfo, Executor};
+use session::Session;
+use worker::Worker;
+
+/// How the agent role is set up.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AgentConfig {
+    /// This node's id (the `io.stackd.node` label of its containers).
+    pub node_id: String,
+    /// This node's name.
+    pub name: String,
+    /// This node's advertised address.
+    pub addr: String,
+    /// The cluster's id (the `io.stackd.cluster` label of its containers).
+    pub cluster_id: String,
+    /// Dispatcher endpoints of the managers, like `http://127.0.0.1:7946`.
+    pub managers: Vec<String>,
+    /// The Docker socket; `None`: `$DOCKER_HOST` (unix://) or `/var/run/docker.sock`.
+    pub docker_socket: Option<String>,
+}
+
+/// Why the agent could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    /// The configuration is unusable.
+    #[error("invalid agent configuration: {0}")]
+    Config(String),
+    /// A manager endpoint is not a valid URI.
+    #[error(transparent)]
+    Manager(#[from] SessionError),
+    /// The Docker engine cannot be reached.
+    #[error(transparent)]
+    Docker(#[from] DockerError),
+}
+
+/// Runs the agent role until `shutdown` resolves.
+///
+/// Fails only at start: on an unusable configuration, or when the Docker
+/// engine cannot be reached. Managers that cannot be reached are retried for
+/// as long as the agent runs.
+pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()> + Send) -> Result<(), AgentError> {
+    if config.node_id.is_empty() {
+        return Err(AgentError::Config("the node id is empty".into()));
+    }
+    if config.cluster_id.is_empty() {
+        return Err(AgentError::Config("the cluster id is empty".into()));
+    }
+    if config.managers.is_empty() {
+        return Err(AgentError::Config("no manager endpoint".into()));
+    }
+    let managers = config.managers.iter().map(|m| session::endpoint(m)).collect::<Result<Vec<_>, _>>()?;
+
+    let exec = Executor::connect(config.docker_socket.as_deref()).await?;
+    let engine = exec.engine_info().await.unwrap_or_else(|e| {
+        warn!(error = %e, "cannot read the engine's info; reporting no resources");
+        EngineInfo::default()
+    });
+    info!(
+        node = %config.node_id,
+        docker = %exec.endpoint(),
+        engine = %engine.version,
+        managers = ?config.managers,
+        "agent starting"
+    );
+
+    let description = v1::NodeDescription {
+        node_id: config.node_id.clone(),
+        name: config.name.clone(),
+        addr: config.addr.clone(),
+        resources: Some(v1::Resources { nano_cpus: engine.nano_cpus, memory_bytes: engine.memory_bytes }),
+        engine_version: engine.version,
+        role: v1::NodeRole::Manager.into(),
+    };
+    let (reports_tx, reports_rx) = mpsc::unbounded_channel();
+    let ctx = ContainerContext { cluster_id: config.cluster_id, node_id: config.node_id };
+    let worker = Worker::new(exec, ctx, reports_tx);
+    Session::new(description, managers, worker, reports_rx).run(shutdown).await;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config() -> AgentConfig {
+        AgentConfig {
+            node_id: "n1".into(),
+            name: "n1".into(),
+            addr: "127.0.0.1:7946".into(),
+            cluster_id: "c1".into(),
+            managers: vec!["http://127.0.0.1:7946".into()],
+            docker_socket: Some("/nonexistent/docker.sock".into()),
+        }
+    }
+
+    fn assert_send<T: Send>(_: &T) {}
+
+    #[test]
+    fn run_is_send() {
+        let fut = run(config(), std::future::pending());
+        assert_send(&fut);
+    }
+
+    #[tokio::test]
+    async fn bad_configuration_is_refused() {
+        let err = run(AgentConfig { managers: vec![], ..config() }, async {}).await;
+        assert!(matches!(err, Err(AgentError::Config(_))));
+        let err = run(AgentConfig { node_id: String::new(), ..config() }, async {}).await;
+        assert!(matches!(err, Err(AgentError::Config(_))));
+        let err = run(AgentConfig { managers: vec!["::bad".into()], ..config() }, async {}).await;
+        assert!(matches!(err, Err(AgentError::Manager(SessionError::InvalidEndpoint { .. }))));
+    }
+
+    #[tokio::test]
+    async fn unreachable_docker_is_a_clear_error() {
+        let err = run(config(), async {}).await;
+        let Err(e @ AgentError::Docker(_)) = err else { panic!("expected a Docker error, got {err:?}") };
+        let msg = e.to_string();
+        assert!(msg.starts_with("cannot reach the Docker engine at /nonexistent/docker.sock: "), "{msg}");
+    }
+}

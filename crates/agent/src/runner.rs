@@ -23,7 +23,7 @@ use tracing::{debug, info, warn};
 
 use crate::docker::{ContainerContext, ContainerInfo, Created, DockerError, Executor, WaitOutcome};
 use crate::worker::StatusReport;
-use machine::{Event, Found, FoundState, Op, Phase, Report, View};
+use machine::{Event, Found, FoundState, Op, Report, View};
 
 /// Pause before an operation is retried after an engine error.
 const RETRY_PAUSE: Duration = Duration::from_secs(1);
@@ -190,7 +190,9 @@ impl Runner {
         loop {
             match self.exec.inspect(id).await {
                 Ok(info) => return Ok(info),
-                Err(e) => warn!(task = %self.task_id, container = %id, error = %e, "cannot inspect container; retrying"),
+                Err(e) => {
+                    warn!(task = %self.task_id, container = %id, error = %e, "cannot inspect container; retrying")
+                }
             }
             self.pause().await?;
         }
@@ -224,7 +226,13 @@ impl Runner {
                     return Ok(Event::Health { status: h.status, output: h.last_output });
                 }
                 Some(_) => true,
-                None => self.rx.borrow().template.healthcheck.as_ref().is_some_and(|h| h.test.first().is_some_and(|t| t != "NONE")),
+                None => self
+                    .rx
+                    .borrow()
+                    .template
+                    .healthcheck
+                    .as_ref()
+                    .is_some_and(|h| h.test.first().is_some_and(|t| t != "NONE")),
             },
         };
         let exec = self.exec.clone();
@@ -256,10 +264,8 @@ impl Runner {
                     match self.exec.inspect(id).await {
                         Ok(None) => return Ok(Event::Vanished),
                         Ok(Some(c)) if !c.running => return Ok(Event::Exited(c.exit_code.unwrap_or(0))),
-                        Ok(Some(c)) => if let Some(h) = c.health {
-                            if h.status != last_health {
-                                return Ok(Event::Health { status: h.status, output: h.last_output });
-                            }
+                        Ok(Some(c)) => if let Some(h) = c.health && h.status != last_health {
+                            return Ok(Event::Health { status: h.status, output: h.last_output });
                         },
                         Err(e) => debug!(task = %self.task_id, error = %e, "health poll failed"),
                     }

@@ -255,11 +255,16 @@ impl Session {
         debug!(%manager, "opening a dispatcher session");
         let request = v1::SessionRequest { description: Some(self.description.clone()) };
         let opened = timeout(OPEN_TIMEOUT, async {
-            let channel =
-                endpoint.connect().await.map_err(|source| SessionError::Connect { endpoint: manager.clone(), source })?;
+            let channel = endpoint
+                .connect()
+                .await
+                .map_err(|source| SessionError::Connect { endpoint: manager.clone(), source })?;
             let mut client = DispatcherClient::new(channel);
-            let mut stream =
-                client.session(request).await.map_err(|status| SessionError::Rpc { call: "Session", status })?.into_inner();
+            let mut stream = client
+                .session(request)
+                .await
+                .map_err(|status| SessionError::Rpc { call: "Session", status })?
+                .into_inner();
             let first = stream.message().await.map_err(|status| SessionError::Rpc { call: "Session", status })?;
             Ok::<_, SessionError>((client, stream, first))
         })

@@ -110,7 +110,13 @@ impl Worker {
     pub fn apply(&mut self, assignment: Assignment, collect_garbage: bool) {
         while self.jobs.try_join_next().is_some() {}
         let p = plan(&self.task_ids(), &assignment);
-        debug!(start = p.start.len(), update = p.update.len(), remove = p.remove.len(), full = assignment.full, "assignments");
+        debug!(
+            start = p.start.len(),
+            update = p.update.len(),
+            remove = p.remove.len(),
+            full = assignment.full,
+            "assignments"
+        );
         for id in &p.remove {
             // Dropping the sender tells the runner to remove the container and end.
             if self.tasks.remove(id).is_some() {

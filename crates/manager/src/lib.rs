@@ -76,6 +76,7 @@ pub struct ManagerConfig {
 pub struct Manager {
     raft: RaftNode,
     identity: Identity,
+    dispatcher: dispatcher::Dispatcher,
     stop: watch::Sender<bool>,
 }
 
@@ -93,8 +94,10 @@ impl Manager {
         }
         let (stop, stop_rx) = watch::channel(false);
         tokio::spawn(controller::run(raft.clone(), stop_rx.clone()));
-        tokio::spawn(dispatcher::Dispatcher::new(raft.clone()).monitor(stop_rx));
-        Ok(Self { raft, identity: config.identity, stop })
+        // One dispatcher: the liveness monitor reads the sessions the service records.
+        let dispatcher = dispatcher::Dispatcher::new(raft.clone());
+        tokio::spawn(dispatcher.clone().monitor(stop_rx));
+        Ok(Self { raft, identity: config.identity, dispatcher, stop })
     }
 
     /// The Raft node.
@@ -105,9 +108,8 @@ impl Manager {
     /// The gRPC services of the manager, to serve on the node's address.
     pub fn routes(&self) -> tonic::service::Routes {
         let control = control::Control::new(self.raft.clone(), self.identity.node_id.clone());
-        let dispatcher = dispatcher::Dispatcher::new(self.raft.clone());
         tonic::service::Routes::new(v1::control_server::ControlServer::new(control))
-            .add_service(v1::dispatcher_server::DispatcherServer::new(dispatcher))
+            .add_service(v1::dispatcher_server::DispatcherServer::new(self.dispatcher.clone()))
     }
 
     /// Serves the manager's services on `listener` until `shutdown` resolves.
@@ -129,7 +131,7 @@ impl Manager {
     }
 
     /// Stops the loops and Raft.
-    pub async fn shutdown(self) {
+    pub async fn shutdown(&self) {
         let _ = self.stop.send(true);
         self.raft.shutdown().await;
     }

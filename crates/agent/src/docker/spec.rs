@@ -4,8 +4,8 @@
 use std::collections::HashMap;
 
 use bollard::models::{
-    ContainerCreateBody, HealthConfig, HostConfig, Mount as DockerMount, MountType, PortBinding,
-    RestartPolicy, RestartPolicyNameEnum,
+    ContainerCreateBody, HealthConfig, HostConfig, Mount as DockerMount, MountType, PortBinding, RestartPolicy,
+    RestartPolicyNameEnum,
 };
 use stackd_core::model::{HealthCheck, Mount, MountKind, PortConfig, Task};
 

@@ -251,7 +251,8 @@ fn exited(id: &str, code: i64, health: &str, view: &View) -> (Phase, Step) {
 
 /// Stop the container and report Shutdown.
 fn stop(id: &str, health: &str) -> (Phase, Step) {
-    let phase = Phase::Stopping { container_id: id.to_string(), health: health.to_string(), cause: StopCause::Shutdown };
+    let phase =
+        Phase::Stopping { container_id: id.to_string(), health: health.to_string(), cause: StopCause::Shutdown };
     (phase, Step::op(Op::Stop(id.to_string())))
 }
 
@@ -275,9 +276,8 @@ fn located(found: Option<Found>, view: &View) -> (Phase, Step) {
             } else {
                 format!("container {} disappeared", view.known_container)
             };
-            let report = Report::new(TaskState::Failed, "container not found")
-                .err(what)
-                .container(&view.known_container);
+            let report =
+                Report::new(TaskState::Failed, "container not found").err(what).container(&view.known_container);
             (Phase::Done { state: TaskState::Failed }, Step::report(report))
         } else {
             (Phase::Preparing, Step::report(Report::new(TaskState::Preparing, "preparing")).then(Op::EnsureImage))
@@ -297,12 +297,15 @@ fn located(found: Option<Found>, view: &View) -> (Phase, Step) {
                 && view.known_health == found.health;
             let mut step = Step::op(watch(id, &found.health));
             if !known {
-                step.reports
-                    .push(Report::new(TaskState::Running, "adopted running container").container(id).health(&found.health));
+                step.reports.push(
+                    Report::new(TaskState::Running, "adopted running container").container(id).health(&found.health),
+                );
             }
             (Phase::Running { container_id: found.id, health: found.health }, step)
         }
-        FoundState::Exited(_) | FoundState::Created if terminal => (Phase::Done { state: view.known_state }, Step::default()),
+        FoundState::Exited(_) | FoundState::Created if terminal => {
+            (Phase::Done { state: view.known_state }, Step::default())
+        }
         FoundState::Exited(code) => exited(id, code, &found.health, view),
         FoundState::Created if view.desired == DesiredState::Shutdown => shut_down_before_start(id),
         FoundState::Created => {
@@ -374,16 +377,18 @@ pub(crate) fn next(phase: Phase, event: Event, view: &View) -> (Phase, Step) {
             (Phase::Stopping { container_id, health: status, cause }, Step::report(report).then(op))
         }
         (Phase::Running { container_id, .. }, Event::Health { status, .. }) => {
-            let report = Report::new(TaskState::Running, &format!("health: {status}"))
-                .container(&container_id)
-                .health(&status);
+            let report =
+                Report::new(TaskState::Running, &format!("health: {status}")).container(&container_id).health(&status);
             let op = watch(&container_id, &status);
             (Phase::Running { container_id, health: status }, Step::report(report).then(op))
         }
 
         (Phase::Stopping { container_id, health, cause }, Event::Stopped { exit_code }) => match cause {
             StopCause::Shutdown => {
-                let report = Report::new(TaskState::Shutdown, "stopped").container(&container_id).exit(exit_code).health(&health);
+                let report = Report::new(TaskState::Shutdown, "stopped")
+                    .container(&container_id)
+                    .exit(exit_code)
+                    .health(&health);
                 (Phase::Done { state: TaskState::Shutdown }, Step::report(report))
             }
             StopCause::Silent(state) => (Phase::Done { state }, Step::default()),

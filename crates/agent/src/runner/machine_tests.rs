@@ -199,7 +199,8 @@ fn started_after_shutdown_request_stops() {
 
 #[test]
 fn start_failure_fails() {
-    let (phase, step) = next(Phase::Starting { container_id: "c1".into() }, Event::StartFailed("no such file".into()), &fresh());
+    let (phase, step) =
+        next(Phase::Starting { container_id: "c1".into() }, Event::StartFailed("no such file".into()), &fresh());
     assert_eq!(phase, Phase::Done { state: TaskState::Failed });
     assert_eq!(step.reports[0].err, "no such file");
     assert_eq!(step.reports[0].container_id, "c1");

@@ -21,9 +21,9 @@
 //!    there; scalars stay text, so YAML 1.1 booleans (`yes`, `on`) never leak
 //!    into string fields. Interpolation and multi-file merge will operate on
 //!    this tree, before typing.
-//!    For now the only interpolation is `$$` → `$`; a `${VAR}` is an error
-//!    rather than a literal that would deploy as written.
-//! 2. **Normalise** (`stack`, `service`, `deploy`, `values`): the tree is
+//!    For now the only interpolation (`interpolate`) is `$$` → `$`; a
+//!    `${VAR}` is an error rather than a literal that would deploy as written.
+//! 2. **Normalise** (`stack`, `service`, `deploy`, `mounts`, `values`): the tree is
 //!    typed by hand into the model, field by field, so that every value has a
 //!    position; short and long syntaxes converge, defaults are applied and
 //!    volume names are namespaced.
@@ -190,6 +190,13 @@ pub fn load(stack_name: &str, files: &[SourceFile]) -> Result<Loaded, LoadError>
     sort(&mut warnings);
     match spec {
         Some(spec) if errors.is_empty() => Ok(Loaded { spec, warnings }),
+        _ if errors.is_empty() => Err(LoadError::Invalid(vec![Diagnostic {
+            file: files.first().map(|f| f.name.clone()).unwrap_or_default(),
+            line: 0,
+            column: 0,
+            path: String::new(),
+            message: "the stack could not be loaded".to_string(),
+        }])),
         _ => Err(LoadError::Invalid(errors)),
     }
 }

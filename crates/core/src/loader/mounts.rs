@@ -212,10 +212,8 @@ fn long_port(cx: &mut Ctx, at: &At<'_>) -> Option<PortConfig> {
             continue;
         }
         let result = match e.key {
-            "target" => port_text(cx, &e).map(|t| parse_port_number(&t, "target").map(|n| target = Some(n))),
-            "published" => {
-                port_text(cx, &e).map(|t| parse_port_number(&t, "published").map(|n| port.published = Some(n)))
-            }
+            "target" => e.string(cx).map(|t| parse_port_number(&t, "target").map(|n| target = Some(n))),
+            "published" => e.string(cx).map(|t| parse_port_number(&t, "published").map(|n| port.published = Some(n))),
             "protocol" => e.string(cx).map(|t| values::parse_protocol(&t).map(|p| port.protocol = p)),
             "host_ip" => e.string(cx).map(|t| values::parse_host_ip(&t).map(|ip| port.host_ip = ip)),
             "mode" => e.choice(cx, &["ingress", "host"]).map(|m| {
@@ -245,9 +243,4 @@ fn long_port(cx: &mut Ctx, at: &At<'_>) -> Option<PortConfig> {
         None => return None,
     }
     ok.then_some(port)
-}
-
-/// The text of a port number given as an integer or a string.
-fn port_text(cx: &mut Ctx, at: &At<'_>) -> Option<String> {
-    at.string(cx)
 }

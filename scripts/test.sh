@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Runs the whole test suite on a fresh machine: installs what it needs
+# (busybox-static for the test images), builds the test images, checks
+# formatting and lints, builds every binary and runs every test, including
+# the cluster tests against the real Docker engine.
+#
+# With CI=true a missing Docker engine is a failure, not a skip.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+step() { printf '\n==> %s\n' "$*"; }
+
+step "checking the Docker engine"
+if ! docker info --format 'Docker {{.ServerVersion}} (API {{.ClientInfo.Version}})' 2>/dev/null; then
+  if ! docker info >/dev/null 2>&1; then
+    echo "error: the Docker engine is not reachable; the cluster tests need it (is dockerd running?)" >&2
+    exit 1
+  fi
+fi
+
+step "building the test images (tests/images/build.sh)"
+bash tests/images/build.sh
+
+step "cargo fmt --check"
+cargo fmt --all -- --check
+
+step "cargo clippy --all-targets -D warnings"
+cargo clippy --workspace --all-targets --quiet -- -D warnings
+
+step "cargo build --workspace"
+cargo build --workspace --quiet
+
+step "cargo test --workspace"
+cargo test --workspace 2>&1 | tee target/test-output.log
+status=${PIPESTATUS[0]}
+
+# One closing line for the whole run: N passed, N failed.
+passed=$(grep -Eo 'test result: [a-zA-Z]+\. [0-9]+ passed' target/test-output.log | awk '{s+=$4} END {print s+0}')
+failed=$(grep -Eo '[0-9]+ failed;' target/test-output.log | awk '{s+=$1} END {print s+0}')
+echo
+echo "${passed} passed, ${failed} failed"
+exit "$status"
