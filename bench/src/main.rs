@@ -1,1 +1,2 @@
+//! Benchmarks (placeholder until the deploy benchmark lands).
 fn main() {}

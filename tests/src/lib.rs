@@ -33,7 +33,10 @@ pub fn bin(name: &str) -> PathBuf {
 /// Whether the Docker engine answers. With `CI=true` a missing engine panics:
 /// CI must run the Docker tests, not skip them.
 pub fn require_docker() -> bool {
-    let ok = Command::new("docker").args(["info", "--format", "{{.ServerVersion}}"]).output().is_ok_and(|o| o.status.success());
+    let ok = Command::new("docker")
+        .args(["info", "--format", "{{.ServerVersion}}"])
+        .output()
+        .is_ok_and(|o| o.status.success());
     if !ok {
         if std::env::var("CI").is_ok_and(|v| v == "true") {
             panic!("CI=true but the Docker engine is not reachable: the Docker tests must run in CI");
@@ -49,7 +52,12 @@ pub fn build_images() {
     ONCE.call_once(|| {
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("images/build.sh");
         let out = Command::new("bash").arg(&script).output().expect("run tests/images/build.sh");
-        assert!(out.status.success(), "tests/images/build.sh failed:\n{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "tests/images/build.sh failed:\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
     });
 }
 
@@ -111,12 +119,12 @@ impl Node {
     pub fn wait_ready(&self) -> Result<()> {
         let start = Instant::now();
         loop {
-            if let Ok(o) = self.stackctl_output(&["node", "ls", "-o", "json"]) {
-                if o.status.success() {
-                    let v: serde_json::Value = serde_json::from_slice(&o.stdout)?;
-                    if v.as_array().is_some_and(|a| a.iter().any(|n| n["state"] == "ready")) {
-                        return Ok(());
-                    }
+            if let Ok(o) = self.stackctl_output(&["node", "ls", "-o", "json"])
+                && o.status.success()
+            {
+                let v: serde_json::Value = serde_json::from_slice(&o.stdout)?;
+                if v.as_array().is_some_and(|a| a.iter().any(|n| n["state"] == "ready")) {
+                    return Ok(());
                 }
             }
             if start.elapsed() > Duration::from_secs(30) {
@@ -134,7 +142,10 @@ impl Node {
     /// The cluster id from the node's identity file.
     pub fn cluster_id(&self) -> String {
         let text = std::fs::read_to_string(self.dir.path().join("node.json")).unwrap_or_default();
-        serde_json::from_str::<serde_json::Value>(&text).ok().and_then(|v| v["cluster_id"].as_str().map(String::from)).unwrap_or_default()
+        serde_json::from_str::<serde_json::Value>(&text)
+            .ok()
+            .and_then(|v| v["cluster_id"].as_str().map(String::from))
+            .unwrap_or_default()
     }
 
     /// Runs stackctl against this node.
@@ -220,7 +231,9 @@ pub mod docker {
 
     /// Containers (running or not) carrying `label` (`key=value`).
     pub fn containers(label: &str) -> Vec<Container> {
-        let Ok(o) = Command::new("docker").args(["ps", "-aq", "--no-trunc", "--filter", &format!("label={label}")]).output() else {
+        let Ok(o) =
+            Command::new("docker").args(["ps", "-aq", "--no-trunc", "--filter", &format!("label={label}")]).output()
+        else {
             return Vec::new();
         };
         let ids: Vec<String> = String::from_utf8_lossy(&o.stdout).split_whitespace().map(String::from).collect();
@@ -238,7 +251,9 @@ pub mod docker {
                         running: c["State"]["Running"].as_bool().unwrap_or(false),
                         labels: c["Config"]["Labels"]
                             .as_object()
-                            .map(|m| m.iter().map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string())).collect())
+                            .map(|m| {
+                                m.iter().map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string())).collect()
+                            })
                             .unwrap_or_default(),
                         exit_code: c["State"]["ExitCode"].as_i64().unwrap_or(0),
                     })

@@ -19,7 +19,12 @@ fn running_tasks(node: &Node, target: &str) -> BTreeSet<(String, String)> {
         .expect("array")
         .iter()
         .filter(|t| t["current_state"] == "running" && t["desired_state"] == "running")
-        .map(|t| (t["id"].as_str().unwrap_or_default().to_string(), t["container_id"].as_str().unwrap_or_default().to_string()))
+        .map(|t| {
+            (
+                t["id"].as_str().unwrap_or_default().to_string(),
+                t["container_id"].as_str().unwrap_or_default().to_string(),
+            )
+        })
         .collect()
 }
 
@@ -41,7 +46,15 @@ fn t01_deploy_scale_kill9_restart_and_remove() {
     let node_id = node.stackctl_json(&["node", "ls"])[0]["id"].as_str().expect("node id").to_string();
     let mut slots = BTreeSet::new();
     for c in &running {
-        for key in ["io.stackd.cluster", "io.stackd.node", "io.stackd.stack", "io.stackd.service", "io.stackd.task", "io.stackd.slot", "io.stackd.revision"] {
+        for key in [
+            "io.stackd.cluster",
+            "io.stackd.node",
+            "io.stackd.stack",
+            "io.stackd.service",
+            "io.stackd.task",
+            "io.stackd.slot",
+            "io.stackd.revision",
+        ] {
             assert!(c.labels.contains_key(key), "container {} lacks label {key}: {:?}", c.name, c.labels);
         }
         assert_eq!(c.labels["io.stackd.node"], node_id);
@@ -101,7 +114,9 @@ fn t02_exited_container_is_replaced_and_history_shows_exit_code() {
     let tasks = wait_until(Duration::from_secs(60), "a replacement task after exit code 3", || {
         let v = node.stackctl_json(&["ps", "crash"]);
         let tasks = v.as_array().cloned().unwrap_or_default();
-        let failed = tasks.iter().any(|t| t["current_state"] == "failed" && t["exit_code"] == 3 && t["desired_state"] == "shutdown");
+        let failed = tasks
+            .iter()
+            .any(|t| t["current_state"] == "failed" && t["exit_code"] == 3 && t["desired_state"] == "shutdown");
         (failed && tasks.len() >= 2).then_some(tasks)
     });
     assert!(tasks.iter().all(|t| t["slot"] == 1), "replacements keep the slot");
@@ -132,7 +147,10 @@ fn t03_bad_stack_files_change_nothing() {
     assert!(err.contains(":3:") || err.contains(":4:"), "no line in: {err}");
 
     // A service without an image: file, line and the service named.
-    let no_image = node.write_stack("noimage.yml", "services:\n  web:\n    image: stackd-test/web:2\n  worker:\n    command: [\"true\"]\n");
+    let no_image = node.write_stack(
+        "noimage.yml",
+        "services:\n  web:\n    image: stackd-test/web:2\n  worker:\n    command: [\"true\"]\n",
+    );
     let o = node.stackctl_output(&["deploy", "-c", &no_image, "app"]).expect("run");
     let err = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(1), "{err}");

@@ -361,16 +361,16 @@ impl ClusterState {
             cx.event(ObjectKind::Service, Action::Update, &id, &name, &stack, msg);
         }
         for (sid, status) in &plan.update_status {
-            if let Some(s) = self.services.get_mut(sid) {
-                if s.update != *status {
-                    s.update = status.clone();
-                    let (id, name, stack) = (s.id.clone(), s.name.clone(), s.stack.clone());
-                    let mut msg = format!("update {:?}", status.state).to_lowercase();
-                    if !status.message.is_empty() {
-                        msg = format!("{msg}: {}", status.message);
-                    }
-                    cx.event(ObjectKind::Service, Action::Update, &id, &name, &stack, msg);
+            if let Some(s) = self.services.get_mut(sid)
+                && s.update != *status
+            {
+                s.update = status.clone();
+                let (id, name, stack) = (s.id.clone(), s.name.clone(), s.stack.clone());
+                let mut msg = format!("update {:?}", status.state).to_lowercase();
+                if !status.message.is_empty() {
+                    msg = format!("{msg}: {}", status.message);
                 }
+                cx.event(ObjectKind::Service, Action::Update, &id, &name, &stack, msg);
             }
         }
         for (tid, desired) in &plan.set_desired {
@@ -393,10 +393,10 @@ impl ClusterState {
             if s.revision != nt.revision || self.slot_taken(nt, &s.spec.task) {
                 continue;
             }
-            if let Some(node) = &nt.node_id {
-                if !self.nodes.contains_key(node) {
-                    continue;
-                }
+            if let Some(node) = &nt.node_id
+                && !self.nodes.contains_key(node)
+            {
+                continue;
             }
             cx.seq += 1;
             let id = make_id(&self.cluster_id, cx.index, cx.seq);

@@ -42,10 +42,10 @@ pub fn stack_spec(spec: &StackSpec) -> Result<(), Vec<String>> {
         if svc.task.image.trim().is_empty() {
             errors.push(format!("{at}.image: a service needs an image"));
         }
-        if let ServiceMode::Replicated { replicas } = svc.mode {
-            if replicas > MAX_REPLICAS {
-                errors.push(format!("{at}.deploy.replicas: at most {MAX_REPLICAS}, got {replicas}"));
-            }
+        if let ServiceMode::Replicated { replicas } = svc.mode
+            && replicas > MAX_REPLICAS
+        {
+            errors.push(format!("{at}.deploy.replicas: at most {MAX_REPLICAS}, got {replicas}"));
         }
         let mut published = BTreeSet::new();
         for p in &svc.task.ports {

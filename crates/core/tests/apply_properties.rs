@@ -77,7 +77,7 @@ fn commands(ops: &[Op]) -> Vec<Command> {
     let mut state = ClusterState::default();
     let mut out = Vec::new();
     let mut now = 1_000_000u64;
-    let mut push = |state: &mut ClusterState, out: &mut Vec<Command>, cmd: Command| {
+    let push = |state: &mut ClusterState, out: &mut Vec<Command>, cmd: Command| {
         state.apply(out.len() as u64 + 1, &cmd);
         out.push(cmd);
     };

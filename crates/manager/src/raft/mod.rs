@@ -12,9 +12,12 @@
 //!                      snapshot.current (checksummed file)
 //! ```
 
+// openraft's StorageError (224 bytes) is the storage traits' error type: it cannot be boxed.
+#[allow(clippy::result_large_err)]
 mod log_store;
 mod network;
 pub mod snapshot;
+#[allow(clippy::result_large_err)]
 mod state_machine;
 
 use std::collections::BTreeMap;

@@ -17,6 +17,8 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachine, tempfile::TempDir> for Bui
 }
 
 #[test]
-fn openraft_storage_conformance_suite() -> Result<(), StorageError<u64>> {
-    Suite::test_all(Builder)
+fn openraft_storage_conformance_suite() {
+    if let Err(e) = Suite::test_all(Builder) {
+        panic!("the storage conformance suite failed: {e}");
+    }
 }
