@@ -1,2 +1,149 @@
-//! Benchmarks (placeholder until the deploy benchmark lands).
-fn main() {}
+//! Benchmarks of stackd side by side with its anchors, in one run.
+//!
+//! `deploy`: time from deploy to N running replicas — stackd (`stackctl
+//! deploy --wait` against a fresh single-node cluster), the raw Docker API
+//! (N concurrent create + start calls, the floor), and Docker Swarm on the
+//! same engine (`docker service create --detach=false`) — plus the resident
+//! memory of the stackd process idle and with N tasks. Rounds alternate the
+//! contenders; the report gives medians and ratios, and is written between
+//! markers in docs/benchmarks.md with the command that produced it.
+//!
+//! # Layout
+//!
+//! - `main.rs`: arguments, the rounds, the report.
+//! - `raw.rs`: the raw Docker API contender (bollard).
+//! - `stackd.rs`: a stackd node as a process, and its memory.
+//! - `swarm.rs`: Docker Swarm on the same engine.
+
+mod raw;
+mod stackd;
+mod swarm;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use clap::Parser;
+
+/// Benchmarks stackd against the raw Docker API and Docker Swarm.
+#[derive(Parser)]
+struct Args {
+    /// Replicas to deploy.
+    #[arg(long, default_value_t = 30)]
+    replicas: usize,
+    /// Rounds per contender.
+    #[arg(long, default_value_t = 5)]
+    rounds: usize,
+    /// Skip Docker Swarm.
+    #[arg(long)]
+    no_swarm: bool,
+    /// Where to write the report (between its markers).
+    #[arg(long, default_value = "docs/benchmarks.md")]
+    out: PathBuf,
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    let m = v.len() / 2;
+    if v.len() % 2 == 1 { v[m] } else { (v[m - 1] + v[m]) / 2.0 }
+}
+
+fn fmt_s(v: &[f64]) -> String {
+    v.iter().map(|x| format!("{x:.2}")).collect::<Vec<_>>().join(", ")
+}
+
+/// Replaces the text between `<!-- bench:NAME -->` and `<!-- /bench:NAME -->`.
+fn write_section(path: &PathBuf, name: &str, body: &str) -> Result<()> {
+    let start = format!("<!-- bench:{name} -->");
+    let end = format!("<!-- /bench:{name} -->");
+    let text = std::fs::read_to_string(path).unwrap_or_else(|_| "# Benchmarks\n".to_string());
+    let section = format!("{start}\n{body}\n{end}");
+    let new = match (text.find(&start), text.find(&end)) {
+        (Some(a), Some(b)) if b > a => format!("{}{}{}", &text[..a], section, &text[b + end.len()..]),
+        _ => format!("{}\n{}\n", text.trim_end(), section),
+    };
+    std::fs::write(path, new).with_context(|| format!("writing {}", path.display()))
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let args = Args::parse();
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    std::env::set_current_dir(&root)?;
+    let status = std::process::Command::new("bash").arg("tests/images/build.sh").status()?;
+    anyhow::ensure!(status.success(), "tests/images/build.sh failed");
+    let image = "stackd-test/web:1";
+    let n = args.replicas;
+
+    let docker = raw::connect().await?;
+    let engine = raw::engine_version(&docker).await?;
+    let node = stackd::Node::start().await?;
+    let idle_rss = {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        node.rss_kib()?
+    };
+    let swarm = if args.no_swarm { None } else { swarm::Swarm::init().ok() };
+
+    let (mut t_raw, mut t_stackd, mut t_swarm, mut loaded_rss) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for round in 1..=args.rounds {
+        eprintln!("round {round}/{}", args.rounds);
+        let t = raw::deploy(&docker, image, n).await?;
+        eprintln!("  raw docker API: {t:.2}s");
+        t_raw.push(t);
+
+        let t = node.deploy(image, n).await?;
+        eprintln!("  stackd:         {t:.2}s");
+        t_stackd.push(t);
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        loaded_rss.push(node.rss_kib()? as f64);
+        node.remove().await?;
+
+        if let Some(s) = &swarm {
+            match s.deploy(image, n) {
+                Ok(t) => {
+                    eprintln!("  docker swarm:   {t:.2}s");
+                    t_swarm.push(t);
+                }
+                Err(e) => eprintln!("  docker swarm failed: {e:#}"),
+            }
+        }
+    }
+    drop(swarm);
+    node.stop();
+
+    let (m_raw, m_stackd) = (median(&mut t_raw.clone()), median(&mut t_stackd.clone()));
+    let m_swarm = median(&mut t_swarm.clone());
+    let m_rss = median(&mut loaded_rss.clone()) / 1024.0;
+    let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
+    let mut body = format!(
+        "Command: `bash bench/run.sh deploy` (`stackd-bench --replicas {n} --rounds {}`), release build, \
+         {cpus} cores, Docker {engine}, image `{image}`. Each round deploys {n} replicas and removes them; \
+         the contenders alternate within a round.\n\n\
+         | contender | what is timed | median (s) | ratio to raw | rounds (s) |\n|---|---|---|---|---|\n\
+         | raw Docker API | {n} concurrent create + start calls | {m_raw:.2} | 1.00 | {} |\n\
+         | stackd | `stackctl deploy --wait` until {n} tasks run | {m_stackd:.2} | {:.2} | {} |\n",
+        args.rounds,
+        fmt_s(&t_raw),
+        m_stackd / m_raw,
+        fmt_s(&t_stackd),
+    );
+    if !t_swarm.is_empty() {
+        body.push_str(&format!(
+            "| Docker Swarm | `docker service create --replicas {n} --detach=false` | {m_swarm:.2} | {:.2} | {} |\n",
+            m_swarm / m_raw,
+            fmt_s(&t_swarm)
+        ));
+    }
+    body.push_str(&format!(
+        "\nResident memory of the stackd process (manager + agent in one): idle {:.1} MiB; with {n} tasks running \
+         (median) {m_rss:.1} MiB. Goal: ≤ 30 MiB (k3s' server uses ~1.5 GB).\n\nGoal for the deploy time: stackd ≤ 1.3 × raw.",
+        idle_rss as f64 / 1024.0
+    ));
+    println!("{body}");
+    write_section(&args.out, "deploy", &body)?;
+    eprintln!("wrote {}", args.out.display());
+    Ok(())
+}

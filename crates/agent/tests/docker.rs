@@ -77,30 +77,38 @@ struct Node {
     ctx: ContainerContext,
     worker: Worker,
     reports: mpsc::UnboundedReceiver<StatusReport>,
+    backlog: Vec<StatusReport>,
 }
 
 impl Node {
     fn new(exec: &Executor, ctx: &ContainerContext) -> Node {
         let (tx, reports) = mpsc::unbounded_channel();
         let worker = Worker::new(exec.clone(), ctx.clone(), tx);
-        Node { exec: exec.clone(), ctx: ctx.clone(), worker, reports }
+        Node { exec: exec.clone(), ctx: ctx.clone(), worker, reports, backlog: Vec::new() }
     }
 
     /// Reports of `task_id` until one satisfies `done`; all of them, in order.
+    /// Reports of other tasks are kept for later calls.
     async fn until(&mut self, task_id: &str, done: impl Fn(&TaskStatus) -> bool) -> Vec<TaskStatus> {
         let mut seen = Vec::new();
+        let mut backlog = std::mem::take(&mut self.backlog).into_iter();
         let deadline = tokio::time::Instant::now() + WAIT;
         loop {
-            let r = tokio::time::timeout_at(deadline, self.reports.recv())
-                .await
-                .unwrap_or_else(|_| panic!("no matching report for {task_id} in {WAIT:?}; got {seen:#?}"))
-                .unwrap_or_else(|| panic!("report channel closed; got {seen:#?}"));
+            let r = match backlog.next() {
+                Some(r) => r,
+                None => tokio::time::timeout_at(deadline, self.reports.recv())
+                    .await
+                    .unwrap_or_else(|_| panic!("no matching report for {task_id} in {WAIT:?}; got {seen:#?}"))
+                    .unwrap_or_else(|| panic!("report channel closed; got {seen:#?}")),
+            };
             if r.task_id != task_id {
+                self.backlog.push(r);
                 continue;
             }
             let stop = done(&r.status);
             seen.push(r.status);
             if stop {
+                self.backlog.extend(backlog);
                 return seen;
             }
         }
@@ -108,6 +116,7 @@ impl Node {
 
     /// No report at all for `quiet`.
     async fn assert_quiet(&mut self, quiet: Duration) {
+        assert!(self.backlog.is_empty(), "unexpected reports {:#?}", self.backlog);
         if let Ok(Some(r)) = tokio::time::timeout(quiet, self.reports.recv()).await {
             panic!("unexpected report {r:#?}");
         }

@@ -1,0 +1,103 @@
+//! A stackd node (release build) as a process.
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+
+/// A running single-node cluster.
+pub struct Node {
+    child: Child,
+    dir: tempfile::TempDir,
+    addr: String,
+}
+
+fn bin(name: &str) -> String {
+    format!("target/release/{name}")
+}
+
+impl Node {
+    /// `stackd init` in a temp dir; waits until the node is ready.
+    pub async fn start() -> Result<Self> {
+        let dir = tempfile::Builder::new().prefix("stackd-bench-").tempdir()?;
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let addr = format!("127.0.0.1:{port}");
+        let log = std::fs::File::create(dir.path().join("stackd.log"))?;
+        let child = Command::new(bin("stackd"))
+            .args(["init", "--listen", &addr, "--name", "bench", "--data-dir"])
+            .arg(dir.path())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .context("start target/release/stackd (run bench/run.sh, which builds it)")?;
+        let node = Node { child, dir, addr };
+        let start = Instant::now();
+        loop {
+            let o = node.stackctl(&["node", "ls", "-o", "json"])?;
+            if o.status.success() && String::from_utf8_lossy(&o.stdout).contains("\"ready\"") {
+                return Ok(node);
+            }
+            if start.elapsed() > Duration::from_secs(30) {
+                bail!("stackd did not become ready");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    fn stackctl(&self, args: &[&str]) -> Result<std::process::Output> {
+        Ok(Command::new(bin("stackctl")).arg("--addr").arg(&self.addr).args(args).output()?)
+    }
+
+    /// Deploys `n` replicas and waits until they run; returns the seconds taken.
+    pub async fn deploy(&self, image: &str, n: usize) -> Result<f64> {
+        let file = self.dir.path().join("bench.yml");
+        // monitor 0s: --wait returns when the tasks run, as the raw timing does.
+        std::fs::write(
+            &file,
+            format!("services:\n  web:\n    image: {image}\n    deploy:\n      replicas: {n}\n      update_config:\n        monitor: 0s\n"),
+        )?;
+        let path = file.display().to_string();
+        let start = Instant::now();
+        let o = self.stackctl(&["deploy", "-c", &path, "bench", "--wait", "--timeout", "5m"])?;
+        let took = start.elapsed().as_secs_f64();
+        if !o.status.success() {
+            bail!("stackctl deploy failed: {}", String::from_utf8_lossy(&o.stderr));
+        }
+        Ok(took)
+    }
+
+    /// Removes the stack and waits until its containers are gone.
+    pub async fn remove(&self) -> Result<()> {
+        let o = self.stackctl(&["stack", "rm", "bench"])?;
+        if !o.status.success() {
+            bail!("stack rm failed: {}", String::from_utf8_lossy(&o.stderr));
+        }
+        let start = Instant::now();
+        loop {
+            let o = Command::new("docker").args(["ps", "-aq", "--filter", "label=io.stackd.stack=bench"]).output()?;
+            if o.stdout.iter().all(u8::is_ascii_whitespace) {
+                return Ok(());
+            }
+            if start.elapsed() > Duration::from_secs(120) {
+                bail!("containers of the bench stack are still there after 2 minutes");
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// Resident memory of the stackd process, KiB.
+    pub fn rss_kib(&self) -> Result<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))?;
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .context("no VmRSS in /proc/PID/status")
+    }
+
+    /// Stops the node.
+    pub fn stop(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
