@@ -6,7 +6,9 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 use bollard::Docker;
 use bollard::models::ContainerCreateBody;
-use bollard::query_parameters::{CreateContainerOptionsBuilder, ListContainersOptionsBuilder, RemoveContainerOptionsBuilder};
+use bollard::query_parameters::{
+    CreateContainerOptionsBuilder, ListContainersOptionsBuilder, RemoveContainerOptionsBuilder,
+};
 use futures_util::future::try_join_all;
 
 const LABEL: &str = "io.stackd.bench";

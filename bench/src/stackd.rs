@@ -54,7 +54,9 @@ impl Node {
         // monitor 0s: --wait returns when the tasks run, as the raw timing does.
         std::fs::write(
             &file,
-            format!("services:\n  web:\n    image: {image}\n    deploy:\n      replicas: {n}\n      update_config:\n        monitor: 0s\n"),
+            format!(
+                "services:\n  web:\n    image: {image}\n    deploy:\n      replicas: {n}\n      update_config:\n        monitor: 0s\n"
+            ),
         )?;
         let path = file.display().to_string();
         let start = Instant::now();

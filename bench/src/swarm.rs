@@ -31,12 +31,23 @@ impl Swarm {
     /// Creates a service of `n` replicas and waits until they run; returns the seconds taken.
     pub fn deploy(&self, image: &str, n: usize) -> Result<f64> {
         let start = Instant::now();
-        docker(&["service", "create", "--quiet", "--detach=false", "--name", "bench-swarm", "--replicas", &n.to_string(), image])?;
+        docker(&[
+            "service",
+            "create",
+            "--quiet",
+            "--detach=false",
+            "--name",
+            "bench-swarm",
+            "--replicas",
+            &n.to_string(),
+            image,
+        ])?;
         let took = start.elapsed().as_secs_f64();
         docker(&["service", "rm", "bench-swarm"])?;
         // Wait for its containers to go before the next contender runs.
         for _ in 0..600 {
-            if docker(&["ps", "-aq", "--filter", "label=com.docker.swarm.service.name=bench-swarm"])?.trim().is_empty() {
+            if docker(&["ps", "-aq", "--filter", "label=com.docker.swarm.service.name=bench-swarm"])?.trim().is_empty()
+            {
                 break;
             }
             std::thread::sleep(std::time::Duration::from_millis(200));

@@ -191,6 +191,16 @@ pub(crate) fn ports(cx: &mut Ctx, at: &At<'_>) -> Vec<PortConfig> {
         {
             cx.error(&item, format!("port {pp}/{} is published twice", p.protocol.as_str()));
         }
+        if let (Some(pp), PublishMode::Ingress) = (p.published, p.mode) {
+            cx.warn(
+                &item,
+                format!(
+                    "port {pp}/{} uses ingress mode, but stackd has no routing mesh yet: it is bound on the node \
+                     that runs each task, as with `mode: host` (one task per node can publish it)",
+                    p.protocol.as_str()
+                ),
+            );
+        }
         out.push(p);
     }
     out

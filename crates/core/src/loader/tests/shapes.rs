@@ -309,3 +309,12 @@ fn double_dollars_are_unescaped() {
     );
     assert_eq!(s.task.env, ["PRICE=$5"]);
 }
+
+#[test]
+fn ingress_ports_warn_that_they_bind_on_the_node() {
+    let w = warnings(
+        "services:\n  web:\n    image: web:1\n    ports:\n      - \"8080:80\"\n      - target: 81\n        published: 8081\n        mode: host\n",
+    );
+    assert_eq!(w.len(), 1, "{w:?}");
+    assert!(w[0].starts_with("stack.yml:5:9: services.web.ports[0]: port 8080/tcp uses ingress mode"), "{}", w[0]);
+}

@@ -1,0 +1,228 @@
+//! The agent end to end: `stackd_agent::run` against a fake dispatcher (a
+//! tonic server in this test) and the real Docker engine. Skipped with a
+//! notice when Docker is unreachable, unless `CI=true`.
+
+use std::process::Command;
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use stackd_agent::docker::{ContainerContext, Executor, LABEL_NODE};
+use stackd_agent::{AgentConfig, run};
+use stackd_core::model::{DesiredState, Task, TaskState, TaskStatus, TaskTemplate};
+use stackd_proto::v1;
+use stackd_proto::v1::dispatcher_server::{Dispatcher, DispatcherServer};
+use tokio::sync::{mpsc, oneshot};
+use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
+use tonic::{Request, Response, Status};
+
+const WAIT: Duration = Duration::from_secs(30);
+
+/// What the fake dispatcher saw.
+#[derive(Debug)]
+enum Seen {
+    /// A session was opened; the sender feeds its stream (drop it to end the session).
+    Session(v1::SessionRequest, mpsc::Sender<Result<v1::SessionMessage, Status>>),
+    Heartbeat(v1::HeartbeatRequest),
+    Update(v1::UpdateTaskStatusRequest),
+}
+
+struct Fake {
+    seen: mpsc::UnboundedSender<Seen>,
+    /// UpdateTaskStatus calls still to refuse.
+    refuse_updates: Mutex<u32>,
+}
+
+#[tonic::async_trait]
+impl Dispatcher for Fake {
+    type SessionStream = ReceiverStream<Result<v1::SessionMessage, Status>>;
+
+    async fn session(&self, request: Request<v1::SessionRequest>) -> Result<Response<Self::SessionStream>, Status> {
+        let (tx, rx) = mpsc::channel(16);
+        let _ = self.seen.send(Seen::Session(request.into_inner(), tx));
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+
+    async fn heartbeat(
+        &self,
+        request: Request<v1::HeartbeatRequest>,
+    ) -> Result<Response<v1::HeartbeatResponse>, Status> {
+        let _ = self.seen.send(Seen::Heartbeat(request.into_inner()));
+        Ok(Response::new(v1::HeartbeatResponse { period_ms: 200 }))
+    }
+
+    async fn update_task_status(
+        &self,
+        request: Request<v1::UpdateTaskStatusRequest>,
+    ) -> Result<Response<v1::UpdateTaskStatusResponse>, Status> {
+        {
+            let mut refuse = self.refuse_updates.lock().map_err(|_| Status::internal("poisoned"))?;
+            if *refuse > 0 {
+                *refuse -= 1;
+                return Err(Status::unavailable("not now"));
+            }
+        }
+        let _ = self.seen.send(Seen::Update(request.into_inner()));
+        Ok(Response::new(v1::UpdateTaskStatusResponse {}))
+    }
+}
+
+/// Removes every container of a node when dropped.
+struct Cleanup(String);
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        let filter = format!("label={LABEL_NODE}={}", self.0);
+        let Ok(out) = Command::new("docker").args(["ps", "-aq", "--filter", &filter]).output() else { return };
+        let ids: Vec<String> = String::from_utf8_lossy(&out.stdout).split_whitespace().map(String::from).collect();
+        if !ids.is_empty() {
+            let _ = Command::new("docker").args(["rm", "-f", "-v"]).args(&ids).output();
+        }
+    }
+}
+
+async fn docker() -> Option<Executor> {
+    match Executor::connect(None).await {
+        Ok(exec) => {
+            let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/images/build.sh");
+            let out = Command::new("bash").arg(script).output().expect("run build.sh");
+            assert!(out.status.success(), "build.sh failed: {}", String::from_utf8_lossy(&out.stderr));
+            Some(exec)
+        }
+        Err(e) if std::env::var("CI").as_deref() == Ok("true") => panic!("CI=true and Docker is unreachable: {e}"),
+        Err(e) => {
+            eprintln!("SKIPPED: Docker is unreachable: {e}");
+            None
+        }
+    }
+}
+
+async fn next(seen: &mut mpsc::UnboundedReceiver<Seen>) -> Seen {
+    tokio::time::timeout(WAIT, seen.recv()).await.expect("the agent went quiet").expect("fake dispatcher gone")
+}
+
+/// The next session opened, skipping other calls.
+async fn next_session(
+    seen: &mut mpsc::UnboundedReceiver<Seen>,
+) -> (v1::SessionRequest, mpsc::Sender<Result<v1::SessionMessage, Status>>) {
+    loop {
+        if let Seen::Session(req, tx) = next(seen).await {
+            return (req, tx);
+        }
+    }
+}
+
+fn assign(session_id: &str, tasks: &[Task]) -> Result<v1::SessionMessage, Status> {
+    Ok(v1::SessionMessage {
+        session_id: session_id.into(),
+        heartbeat_period_ms: 200,
+        assignments: Some(v1::Assignments {
+            full: true,
+            tasks: tasks.iter().map(v1::Task::from).collect(),
+            removed: vec![],
+        }),
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_agent_runs_its_tasks_and_survives_a_lost_session() {
+    let Some(exec) = docker().await else { return };
+    let stamp = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+    let node_id = format!("sess{:x}{:x}", std::process::id(), stamp % 0xffff_ffff);
+    let _cleanup = Cleanup(node_id.clone());
+
+    // The fake dispatcher; its first UpdateTaskStatus call is refused.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let (seen_tx, mut seen) = mpsc::unbounded_channel();
+    let fake = Fake { seen: seen_tx, refuse_updates: Mutex::new(1) };
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(DispatcherServer::new(fake))
+            .serve_with_incoming(TcpListenerStream::new(listener)),
+    );
+
+    let config = AgentConfig {
+        node_id: node_id.clone(),
+        name: "n1".into(),
+        addr: "127.0.0.1:9999".into(),
+        cluster_id: "stackd-test".into(),
+        // A dead manager first: the agent must move on to the next one.
+        managers: vec!["http://127.0.0.1:1".into(), format!("http://{addr}")],
+        docker_socket: None,
+    };
+    let (stop_tx, stop_rx) = oneshot::channel::<()>();
+    let agent = tokio::spawn(run(config, async move {
+        let _ = stop_rx.await;
+    }));
+
+    let task = Task {
+        id: format!("task{node_id}"),
+        service_id: "svc".into(),
+        service_name: format!("{node_id}_web"),
+        stack: node_id.clone(),
+        slot: 1,
+        node_id: Some(node_id.clone()),
+        revision: 1,
+        template: TaskTemplate {
+            image: "stackd-test/web:1".into(),
+            stop_grace_period_ms: 1_000,
+            ..TaskTemplate::default()
+        },
+        desired_state: DesiredState::Running,
+        status: TaskStatus { state: TaskState::Assigned, ..TaskStatus::default() },
+        unplaceable: String::new(),
+        created_at: 0,
+    };
+
+    // Session 1: the node describes itself and receives its task.
+    let (req, tx1) = next_session(&mut seen).await;
+    let d = req.description.expect("a node description");
+    assert_eq!((d.node_id.as_str(), d.name.as_str(), d.addr.as_str()), (node_id.as_str(), "n1", "127.0.0.1:9999"));
+    assert!(!d.engine_version.is_empty());
+    assert!(d.resources.is_some_and(|r| r.nano_cpus > 0 && r.memory_bytes > 0));
+    assert_eq!(d.role, i32::from(v1::NodeRole::Manager));
+    tx1.send(assign("s1", std::slice::from_ref(&task))).await.expect("send");
+
+    // Heartbeats name the session. The first status report is refused: the
+    // session is dropped and a new one opened.
+    let (_req, tx2) = loop {
+        match next(&mut seen).await {
+            Seen::Heartbeat(h) => assert_eq!((h.node_id.as_str(), h.session_id.as_str()), (node_id.as_str(), "s1")),
+            Seen::Update(u) => panic!("the refused update was not resent: {u:?}"),
+            Seen::Session(req, tx) => break (req, tx),
+        }
+    };
+    drop(tx1);
+    tx2.send(assign("s2", std::slice::from_ref(&task))).await.expect("send");
+
+    // The reports are sent again, newest per task, until the task runs.
+    let running = loop {
+        match next(&mut seen).await {
+            Seen::Update(u) => {
+                assert_eq!((u.node_id.as_str(), u.session_id.as_str()), (node_id.as_str(), "s2"));
+                let mut ids: Vec<&str> = u.updates.iter().map(|r| r.task_id.as_str()).collect();
+                ids.dedup();
+                assert_eq!(ids.len(), u.updates.len(), "one report per task per batch");
+                let last = u.updates.into_iter().last().and_then(|r| r.status).expect("a status");
+                let status = TaskStatus::try_from(last).expect("valid status");
+                if status.state == TaskState::Running {
+                    break status;
+                }
+            }
+            Seen::Heartbeat(h) => assert_eq!(h.session_id, "s2"),
+            Seen::Session(..) => panic!("unexpected new session"),
+        }
+    };
+    assert!(!running.container_id.is_empty());
+    assert!(running.timestamp > 0);
+
+    // Shutdown: `run` returns Ok and the container keeps running.
+    stop_tx.send(()).expect("agent alive");
+    let result = tokio::time::timeout(WAIT, agent).await.expect("the agent stops").expect("no panic");
+    assert!(result.is_ok(), "{result:?}");
+    let info = exec.inspect(&running.container_id).await.expect("inspect").expect("container kept");
+    assert!(info.running, "stopping the agent must not stop containers");
+    let ctx = ContainerContext { cluster_id: "stackd-test".into(), node_id };
+    assert_eq!(exec.list_managed(&ctx).await.expect("list").len(), 1);
+    drop(tx2);
+}
