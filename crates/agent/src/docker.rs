@@ -30,6 +30,8 @@ pub use spec::{LABEL_CLUSTER, LABEL_NODE, LABEL_REVISION, LABEL_SERVICE, LABEL_S
 const DEFAULT_SOCKET: &str = "/var/run/docker.sock";
 /// Request timeout of the connection (time until response headers).
 const REQUEST_TIMEOUT_SECS: u64 = 120;
+/// What a stop may take when the container's own stop timeout applies.
+const UNKNOWN_GRACE_SECS: u64 = 600;
 
 /// What the executor could not do.
 #[derive(Debug, thiserror::Error)]
@@ -364,16 +366,18 @@ impl Executor {
     }
 
     /// Stops a container: `signal` (or its stop signal), then a kill after
-    /// `grace` (rounded up to whole seconds). A stopped or missing container is fine.
-    pub async fn stop(&self, id: &str, grace: Duration, signal: Option<&str>) -> Result<(), DockerError> {
-        let secs = spec::grace_seconds(u64::try_from(grace.as_millis()).unwrap_or(u64::MAX));
+    /// `grace` rounded up to whole seconds (`None`: the container's own stop
+    /// timeout, which [`create`](Self::create) sets from the task's grace
+    /// period). A stopped or missing container is fine.
+    pub async fn stop(&self, id: &str, grace: Option<Duration>, signal: Option<&str>) -> Result<(), DockerError> {
+        let secs = grace.map(|g| spec::grace_seconds(u64::try_from(g.as_millis()).unwrap_or(u64::MAX)));
         let opts = StopContainerOptions {
             signal: signal.filter(|s| !s.is_empty()).map(str::to_string),
-            t: Some(i32::try_from(secs).unwrap_or(i32::MAX)),
+            t: secs.map(|s| i32::try_from(s).unwrap_or(i32::MAX)),
         };
         // The engine answers once the container stopped: wait longer than the grace.
-        let timeout = Duration::from_secs(u64::try_from(secs).unwrap_or(0).saturating_add(REQUEST_TIMEOUT_SECS));
-        let docker = self.docker.clone().with_timeout(timeout);
+        let wait = secs.map_or(UNKNOWN_GRACE_SECS, |s| u64::try_from(s).unwrap_or(u64::MAX));
+        let docker = self.docker.clone().with_timeout(Duration::from_secs(wait.saturating_add(REQUEST_TIMEOUT_SECS)));
         match docker.stop_container(id, Some(opts)).await {
             Ok(()) | Err(BollardError::DockerResponseServerError { status_code: 404, .. }) => Ok(()),
             Err(e) => Err(engine("stop container", e)),

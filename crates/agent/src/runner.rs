@@ -29,20 +29,15 @@ use machine::{Event, Found, FoundState, Op, Report, View};
 const RETRY_PAUSE: Duration = Duration::from_secs(1);
 /// How often the health of a container with a health check is read.
 const HEALTH_POLL: Duration = Duration::from_secs(1);
-/// Grace used when a task has none.
-pub(crate) const DEFAULT_GRACE: Duration = Duration::from_secs(10);
 
 /// The current time in Unix milliseconds.
 pub(crate) fn now_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)).unwrap_or(0)
 }
 
-/// A task's stop grace period (the default when unset).
+/// A task's stop grace period (the loader sets its default; 0 kills at once).
 pub(crate) fn grace(task: &Task) -> Duration {
-    match task.template.stop_grace_period_ms {
-        0 => DEFAULT_GRACE,
-        ms => Duration::from_millis(ms),
-    }
+    Duration::from_millis(task.template.stop_grace_period_ms)
 }
 
 /// The task left the node while an operation was in progress.
@@ -289,7 +284,7 @@ impl Runner {
     async fn stop(&mut self, id: &str) -> Result<Event, Removed> {
         let task = self.task();
         loop {
-            match self.exec.stop(id, grace(&task), task.template.stop_signal.as_deref()).await {
+            match self.exec.stop(id, Some(grace(&task)), task.template.stop_signal.as_deref()).await {
                 Ok(()) => break,
                 Err(e) => warn!(task = %self.task_id, container = %id, error = %e, "cannot stop container; retrying"),
             }
@@ -310,7 +305,9 @@ impl Runner {
             }
         };
         let Some(c) = found else { return };
-        if let Err(e) = stop_and_remove(&self.exec, &c.id, grace(&task), task.template.stop_signal.as_deref()).await {
+        if let Err(e) =
+            stop_and_remove(&self.exec, &c.id, Some(grace(&task)), task.template.stop_signal.as_deref()).await
+        {
             warn!(task = %self.task_id, container = %c.id, error = %e, "cannot remove the container of a removed task");
         } else {
             info!(task = %self.task_id, container = %c.id, "removed the container of a task that left the node");
@@ -322,7 +319,7 @@ impl Runner {
 pub(crate) async fn stop_and_remove(
     exec: &Executor,
     id: &str,
-    grace: Duration,
+    grace: Option<Duration>,
     signal: Option<&str>,
 ) -> Result<(), DockerError> {
     exec.stop(id, grace, signal).await?;

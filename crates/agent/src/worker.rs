@@ -1,4 +1,4 @@
-//! The worker: the node's task set, one [runner](crate::runner) per task.
+//! The worker: the node's task set, one runner per task.
 //!
 //! [`Worker::apply`] takes the assignments the dispatcher sends: a full set
 //! replaces the node's tasks, a partial one adds, updates and removes. New
@@ -172,12 +172,17 @@ async fn collect(exec: Executor, ctx: Arc<ContainerContext>, keep: BTreeSet<Task
             return;
         }
     };
-    for c in containers.into_iter().filter(|c| !keep.contains(&c.task_id)) {
-        info!(container = %c.id, task = %c.task_id, "garbage collection: removing the container of an unassigned task");
-        if let Err(e) = stop_and_remove(&exec, &c.id, crate::runner::DEFAULT_GRACE, None).await {
-            warn!(container = %c.id, error = %e, "garbage collection: cannot remove container");
+    let strays = containers.into_iter().filter(|c| !keep.contains(&c.task_id)).map(|c| {
+        let exec = &exec;
+        async move {
+            info!(container = %c.id, task = %c.task_id, "garbage collection: removing the container of an unassigned task");
+            // No grace given: the container's own stop timeout (its task's grace period) applies.
+            if let Err(e) = stop_and_remove(exec, &c.id, None, None).await {
+                warn!(container = %c.id, error = %e, "garbage collection: cannot remove container");
+            }
         }
-    }
+    });
+    futures_util::future::join_all(strays).await;
 }
 
 #[cfg(test)]

@@ -214,7 +214,7 @@ async fn creates_and_starts_a_container_with_labels_and_name() {
     let err = exec.create(&other, &ctx).await.expect_err("name conflict");
     assert!(err.to_string().contains("already in use"), "{err}");
 
-    exec.stop(&id, Duration::from_secs(2), None).await.expect("stop");
+    exec.stop(&id, Some(Duration::from_secs(2)), None).await.expect("stop");
     let info = exec.inspect(&id).await.expect("inspect").expect("container exists");
     assert!(!info.running);
     assert!(info.exit_code.is_some());
