@@ -78,7 +78,8 @@ pub struct DeployArgs {
     pub files: Vec<PathBuf>,
     /// Stack name.
     pub stack: String,
-    /// Wait until every changed service has converged or failed.
+    /// Wait until every service of the stack has converged (exit 0), paused (3),
+    /// rolled back (2), or the timeout passed (4).
     #[arg(long)]
     pub wait: bool,
     /// With --wait: give up after this long (exit code 4).

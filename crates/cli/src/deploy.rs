@@ -16,6 +16,7 @@ use tokio_stream::StreamExt;
 use crate::args::{DeployArgs, Global};
 use crate::client::{connect, status};
 use crate::inspect::summary;
+use crate::output::name;
 use crate::{EXIT_OK, EXIT_PAUSED, EXIT_ROLLED_BACK, EXIT_TIMEOUT};
 
 /// Reads the stack files given on the command line.
@@ -94,10 +95,7 @@ pub async fn deploy(g: &Global, args: &DeployArgs) -> Result<i32> {
             let (svc, running, desired) = summary(s)?;
             let p = Progress { running, desired, state: svc.update.state, message: svc.update.message.clone() };
             if last.get(&svc.name) != Some(&p) {
-                let state = format!("{:?}", p.state)
-                    .to_lowercase()
-                    .replace("rollingback", "rolling back")
-                    .replace("rolledback", "rolled back");
+                let state = name(&p.state);
                 let msg = if p.message.is_empty() { String::new() } else { format!(": {}", p.message) };
                 println!("{}: {running}/{desired} running, {state}{msg}", svc.name);
                 last.insert(svc.name.clone(), p.clone());

@@ -7,7 +7,7 @@ use stackd_proto::v1;
 
 use crate::args::{Global, Output};
 use crate::client::{connect, status};
-use crate::output::{age, print_rows};
+use crate::output::{age, name as serde_name, print_rows};
 
 /// A row of `stackctl ps`.
 #[derive(Serialize)]
@@ -43,7 +43,7 @@ fn task_row(t: &Task, node_names: &std::collections::HashMap<String, String>, hi
         name,
         image: t.template.image.clone(),
         node,
-        desired_state: format!("{:?}", t.desired_state).to_lowercase(),
+        desired_state: serde_name(&t.desired_state),
         current_state: t.status.state.to_string(),
         updated_at: t.status.timestamp,
         error,
@@ -135,7 +135,7 @@ fn service_row(s: &Service, running: u64, desired: u64) -> ServiceRow {
         desired,
         image: s.spec.task.image.clone(),
         revision: s.revision,
-        update_state: format!("{:?}", s.update.state).to_lowercase(),
+        update_state: serde_name(&s.update.state),
         ports,
     }
 }
@@ -202,7 +202,7 @@ pub async fn service_inspect(g: &Global, name: &str) -> Result<i32> {
             );
             println!(
                 "Update:    {}{}",
-                format!("{:?}", s.update.state).to_lowercase(),
+                serde_name(&s.update.state),
                 if s.update.message.is_empty() { String::new() } else { format!(" — {}", s.update.message) }
             );
             println!("Created:   {}", age(s.created_at));
@@ -279,9 +279,9 @@ pub async fn node_ls(g: &Global) -> Result<i32> {
             id: n.id,
             name: n.name,
             addr: n.addr,
-            role: format!("{:?}", n.role).to_lowercase(),
-            availability: format!("{:?}", n.availability).to_lowercase(),
-            state: format!("{:?}", n.state).to_lowercase(),
+            role: serde_name(&n.role),
+            availability: serde_name(&n.availability),
+            state: serde_name(&n.state),
             engine_version: n.engine_version,
         });
     }

@@ -9,6 +9,16 @@ use serde_json::Value;
 
 use crate::args::Output;
 
+/// The name a value has in JSON (its serde name), so that tables, progress
+/// lines and JSON spell states the same way (`rolling_back`, `drain`, …).
+pub fn name<T: Serialize>(v: &T) -> String {
+    match serde_json::to_value(v) {
+        Ok(Value::String(s)) => s,
+        Ok(other) => other.to_string(),
+        Err(_) => String::new(),
+    }
+}
+
 /// Milliseconds since the Unix epoch.
 pub fn now_ms() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)

@@ -117,25 +117,43 @@ async fn run_node(data_dir: PathBuf, identity: Identity, bootstrap: bool) -> Res
             addr: identity.addr.clone(),
             cluster_id: identity.cluster_id.clone(),
             managers: vec![format!("http://{}", dial_addr(&identity.addr))],
-            docker_socket: std::env::var("DOCKER_HOST").ok(),
+            // The agent speaks to the engine over its Unix socket; tcp:// engines are not supported.
+            docker_socket: std::env::var("DOCKER_HOST").ok().filter(|h| h.starts_with("unix://")),
         },
         wait_stop(stop_rx.clone()),
     ));
     let serve = manager.serve(listener, wait_stop(stop_rx));
     tokio::pin!(serve);
-    tokio::select! {
-        r = &mut serve => { r?; bail!("the gRPC server stopped"); }
-        _ = shutdown_signal() => tracing::info!("shutting down"),
-    }
+    tokio::pin!(agent);
+    // The node runs while both roles run: an agent that cannot work (no Docker
+    // engine) stops the whole process with its error, rather than leaving a
+    // manager whose tasks can never start.
+    let outcome: Result<()> = tokio::select! {
+        r = &mut serve => match r {
+            Ok(()) => Err(anyhow::anyhow!("the gRPC server stopped")),
+            Err(e) => Err(e.into()),
+        },
+        r = &mut agent => match r {
+            Ok(Ok(())) => Err(anyhow::anyhow!("the agent stopped")),
+            Ok(Err(e)) => Err(anyhow::Error::new(e).context("the agent failed")),
+            Err(e) => Err(anyhow::anyhow!("the agent task failed: {e}")),
+        },
+        _ = shutdown_signal() => {
+            tracing::info!("shutting down");
+            Ok(())
+        }
+    };
     let _ = stop_tx.send(true);
-    let _ = serve.await;
-    match agent.await {
-        Ok(Err(e)) => tracing::warn!(error = %e, "agent stopped with an error"),
-        Err(e) => tracing::warn!(error = %e, "agent task failed"),
-        Ok(Ok(())) => {}
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(10), &mut serve).await;
+    if outcome.is_ok() {
+        match tokio::time::timeout(std::time::Duration::from_secs(10), &mut agent).await {
+            Ok(Ok(Err(e))) => tracing::warn!(error = %e, "agent stopped with an error"),
+            Ok(Err(e)) => tracing::warn!(error = %e, "agent task failed"),
+            _ => {}
+        }
     }
     manager.shutdown().await;
-    Ok(())
+    outcome
 }
 
 #[tokio::main]

@@ -161,7 +161,7 @@ fn service(
         // their own, which restart::should_replace handles before the slot empties.
         if !tasks.iter().any(|t| t.occupies_slot()) {
             out.plan.create.push(new_task(svc, key));
-            trim_history(tasks, out);
+            trim_history(svc, tasks, out);
             continue;
         }
         match current {
@@ -194,17 +194,20 @@ fn service(
                 }
             }
         }
-        trim_history(tasks, out);
+        trim_history(svc, tasks, out);
     }
     update::step(svc, slots, wanted, &dirty, now, out);
 }
 
-/// Deletes the oldest stopped tasks of a slot beyond the history limit.
-fn trim_history(tasks: &[&Task], out: &mut Orchestration) {
+/// Deletes the oldest stopped tasks of a slot beyond the history limit. A
+/// restart policy with `max_attempts` keeps enough history to count them.
+fn trim_history(svc: &Service, tasks: &[&Task], out: &mut Orchestration) {
+    let keep = TASK_HISTORY_PER_SLOT
+        .max(usize::try_from(svc.spec.restart.max_attempts).unwrap_or(usize::MAX).saturating_add(1));
     let stopped: Vec<&&Task> =
         tasks.iter().filter(|t| t.desired_state == DesiredState::Shutdown && t.status.state.is_terminal()).collect();
-    if stopped.len() > TASK_HISTORY_PER_SLOT {
-        for t in &stopped[..stopped.len() - TASK_HISTORY_PER_SLOT] {
+    if stopped.len() > keep {
+        for t in &stopped[..stopped.len() - keep] {
             out.plan.delete.push(t.id.clone());
         }
     }

@@ -268,6 +268,27 @@ fn max_attempts_stops_restarting() {
 }
 
 #[test]
+fn max_attempts_above_the_history_limit_still_stops_restarting() {
+    let mut sim = Sim::new(&["n1"]);
+    let mut s = spec("web", 1, "web:1");
+    s.restart.max_attempts = 8;
+    s.restart.delay_ms = 0;
+    sim.deploy(vec![s]);
+    sim.settle();
+    for _ in 0..20 {
+        sim.agent();
+        if let Some(t) = sim.running("app_web").first().map(|t| t.id.clone()) {
+            sim.report(&t, TaskState::Failed, Some(1));
+        }
+        sim.now += 1;
+        sim.settle();
+    }
+    // The first task and eight restarts, then no more.
+    assert_eq!(sim.state.tasks.len(), 9);
+    assert!(sim.running("app_web").is_empty());
+}
+
+#[test]
 fn task_history_is_trimmed_to_five_per_slot() {
     let mut sim = Sim::new(&["n1"]);
     let mut s = spec("web", 1, "web:1");
