@@ -31,12 +31,16 @@ step "cargo build --workspace"
 cargo build --workspace --quiet
 
 step "cargo test --workspace"
-cargo test --workspace 2>&1 | tee target/test-output.log
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+set +e
+cargo test --workspace 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
+set -e
 
 # One closing line for the whole run: N passed, N failed.
-passed=$(grep -Eo 'test result: [a-zA-Z]+\. [0-9]+ passed' target/test-output.log | awk '{s+=$4} END {print s+0}')
-failed=$(grep -Eo '[0-9]+ failed;' target/test-output.log | awk '{s+=$1} END {print s+0}')
+passed=$(grep -Eo 'test result: [a-zA-Z]+\. [0-9]+ passed' "$log" | awk '{s+=$4} END {print s+0}')
+failed=$(grep -Eo '[0-9]+ failed;' "$log" | awk '{s+=$1} END {print s+0}')
 echo
 echo "${passed} passed, ${failed} failed"
 exit "$status"
