@@ -76,6 +76,11 @@ pub struct DeployArgs {
     /// Stack file (compose format); repeat to merge several.
     #[arg(short = 'c', long = "compose-file", required = true)]
     pub files: Vec<PathBuf>,
+    /// Variables for `${VAR}` in the stack files (compose `.env` syntax).
+    /// Default: `.env` beside the first stack file, if there is one. The
+    /// process environment wins over the file.
+    #[arg(long = "env-file", value_name = "FILE")]
+    pub env_file: Option<PathBuf>,
     /// Stack name.
     pub stack: String,
     /// Wait until every service of the stack has converged (exit 0), paused (3),
@@ -158,6 +163,17 @@ pub enum NodeCmd {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn deploy_takes_an_env_file() {
+        let cli = Cli::try_parse_from(["stackctl", "deploy", "-c", "a.yml", "--env-file", "prod.env", "shop"])
+            .expect("valid command line");
+        let Cmd::Deploy(d) = cli.command else { panic!("not a deploy: {:?}", cli.command) };
+        assert_eq!(d.env_file, Some(PathBuf::from("prod.env")));
+        let cli = Cli::try_parse_from(["stackctl", "deploy", "-c", "a.yml", "shop"]).expect("valid command line");
+        let Cmd::Deploy(d) = cli.command else { panic!("not a deploy: {:?}", cli.command) };
+        assert_eq!(d.env_file, None);
+    }
 
     #[test]
     fn durations() {

@@ -1,14 +1,16 @@
 //! `stackctl deploy`: load, validate, send, and with `--wait` follow the
 //! rollout until every service of the stack has converged or failed.
 //!
-//! Nothing is sent when a stack file has an error: every error is printed
-//! with file:line:column and key path, and the exit code is 1.
+//! The stack files are interpolated with the process environment and the
+//! `.env` file (see `stackfile`). Nothing is sent when a stack file or the
+//! `.env` file has an error: every error is printed with file:line:column
+//! and key path, and the exit code is 1.
 
 use std::collections::BTreeMap;
 use std::time::Instant;
 
-use anyhow::{Context, Result};
-use stackd_core::loader::{self, SourceFile};
+use anyhow::Result;
+use stackd_core::loader;
 use stackd_core::model::UpdateState;
 use stackd_proto::v1;
 use tokio_stream::StreamExt;
@@ -17,18 +19,8 @@ use crate::args::{DeployArgs, Global};
 use crate::client::{connect, status};
 use crate::inspect::summary;
 use crate::output::name;
+use crate::stackfile;
 use crate::{EXIT_OK, EXIT_PAUSED, EXIT_ROLLED_BACK, EXIT_TIMEOUT};
-
-/// Reads the stack files given on the command line.
-pub fn read_files(args: &DeployArgs) -> Result<Vec<SourceFile>> {
-    args.files
-        .iter()
-        .map(|p| {
-            let text = std::fs::read_to_string(p).with_context(|| format!("cannot read stack file {}", p.display()))?;
-            Ok(SourceFile { name: p.display().to_string(), text })
-        })
-        .collect()
-}
 
 /// Where one service's rollout stands.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -41,8 +33,8 @@ struct Progress {
 
 /// Runs `stackctl deploy`.
 pub async fn deploy(g: &Global, args: &DeployArgs) -> Result<i32> {
-    let files = read_files(args)?;
-    let loaded = match loader::load(&args.stack, &files) {
+    let (files, options) = stackfile::read(&args.files, args.env_file.as_deref(), stackfile::process_env())?;
+    let loaded = match loader::load(&args.stack, &files, &options) {
         Ok(l) => l,
         Err(e) => {
             eprintln!("{e}");

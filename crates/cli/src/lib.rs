@@ -11,12 +11,15 @@
 //! - `deploy.rs`: `stackctl deploy`, with `--wait` progress.
 //! - `inspect.rs`: listings and inspection (`stack ls`, `service ls`, `ps`, …).
 //! - `output.rs`: tables and JSON with the same field names.
+//! - `stackfile.rs`: reading stack files, the `.env` file and the process
+//!   environment for the loader (core does no I/O).
 
 mod args;
 mod client;
 mod deploy;
 mod inspect;
 mod output;
+mod stackfile;
 
 pub use args::Cli;
 use args::{Cmd, NodeCmd, ServiceCmd, StackCmd};

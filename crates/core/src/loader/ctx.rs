@@ -4,7 +4,7 @@
 //! about it point to (the key for a mapping entry, the item itself for a list
 //! item). [`Ctx`] collects errors and warnings for one file.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use super::Diagnostic;
 use super::values;
@@ -17,15 +17,18 @@ pub(crate) struct Ctx {
     pub errors: Vec<Diagnostic>,
     /// Warnings, in the order found.
     pub warnings: Vec<Diagnostic>,
-    /// Paths already reported as unusable (e.g. an uninterpolated variable):
+    /// Paths already reported as unusable (e.g. a failed interpolation):
     /// later errors at these paths or below are consequences, not news.
     silenced: BTreeSet<String>,
+    /// The variables for interpolation and for `environment:` entries
+    /// without a value (the caller's environment over `.env`).
+    pub vars: BTreeMap<String, String>,
 }
 
 impl Ctx {
-    /// A context for the file named `file`.
-    pub fn new(file: &str) -> Self {
-        Self { file: file.to_string(), errors: Vec::new(), warnings: Vec::new(), silenced: BTreeSet::new() }
+    /// A context for the file named `file`, with the variables `vars`.
+    pub fn new(file: &str, vars: BTreeMap<String, String>) -> Self {
+        Self { file: file.to_string(), errors: Vec::new(), warnings: Vec::new(), silenced: BTreeSet::new(), vars }
     }
 
     fn diag(&self, line: usize, column: usize, path: &str, message: String) -> Diagnostic {
@@ -57,7 +60,12 @@ impl Ctx {
 
     /// Records a warning about `at`.
     pub fn warn(&mut self, at: &At<'_>, message: impl Into<String>) {
-        let d = self.diag(at.line, at.col, &at.path, message.into());
+        self.warn_at(at.line, at.col, &at.path, message);
+    }
+
+    /// Records a warning at a position.
+    pub fn warn_at(&mut self, line: usize, col: usize, path: &str, message: impl Into<String>) {
+        let d = self.diag(line, col, path, message.into());
         self.warnings.push(d);
     }
 

@@ -1,17 +1,28 @@
 //! Compose files → a [`StackSpec`], with every problem reported at
 //! `file:line:column` and key path.
 //!
-//! The caller reads the files (core does no I/O) and passes their text:
+//! The caller reads the files (core does no I/O) and passes their text,
+//! with the variables for interpolation in [`LoadOptions`]:
 //!
 //! ```
-//! use stackd_core::loader::{load, SourceFile};
+//! use std::collections::BTreeMap;
+//!
+//! use stackd_core::loader::{load, LoadOptions, SourceFile};
+//! use stackd_core::model::ServiceMode;
 //!
 //! let file = SourceFile {
 //!     name: "stack.yml".into(),
-//!     text: "services:\n  web:\n    image: nginx:1.27\n    deploy:\n      replicas: 2\n".into(),
+//!     text: "services:\n  web:\n    image: nginx:${TAG:-1.27}\n    deploy:\n      replicas: ${N}\n".into(),
 //! };
-//! let loaded = load("shop", &[file]).expect("valid");
-//! assert_eq!(loaded.spec.services["web"].task.image, "nginx:1.27");
+//! let options = LoadOptions {
+//!     // The process environment, as the caller read it: it wins over `.env`.
+//!     env: BTreeMap::from([("N".to_string(), "2".to_string())]),
+//!     // The `.env` file's text, if the caller found one.
+//!     env_file: Some(SourceFile { name: ".env".into(), text: "TAG=1.28\nN=5\n".into() }),
+//! };
+//! let loaded = load("shop", &[file], &options).expect("valid");
+//! assert_eq!(loaded.spec.services["web"].task.image, "nginx:1.28");
+//! assert_eq!(loaded.spec.services["web"].mode, ServiceMode::Replicated { replicas: 2 });
 //! ```
 //!
 //! # Layers
@@ -19,24 +30,28 @@
 //! 1. **Raw** (`yaml`): the text becomes a positioned tree of mappings,
 //!    lists and scalars. Anchors, aliases and `<<` merge keys are resolved
 //!    there; scalars stay text, so YAML 1.1 booleans (`yes`, `on`) never leak
-//!    into string fields. Interpolation and multi-file merge will operate on
-//!    this tree, before typing.
-//!    For now the only interpolation (`interpolate`) is `$$` → `$`; a
-//!    `${VAR}` is an error rather than a literal that would deploy as written.
-//! 2. **Normalise** (`stack`, `service`, `deploy`, `mounts`, `values`): the tree is
+//!    into string fields.
+//! 2. **Interpolate** (`interpolate`, with `dotenv` for the `.env` file):
+//!    every scalar value of the tree (not the keys) goes through compose's
+//!    `$VAR`, `${VAR:-default}`, `${VAR:?error}`, … before typing, so an
+//!    interpolated `replicas: ${N}` is checked like a written one. Multi-file
+//!    merge will operate on this tree too.
+//! 3. **Normalise** (`stack`, `service`, `deploy`, `mounts`, `values`): the tree is
 //!    typed by hand into the model, field by field, so that every value has a
 //!    position; short and long syntaxes converge, defaults are applied and
 //!    volume names are namespaced.
-//! 3. **Validate**: cross-field checks with positions (ports published twice,
+//! 4. **Validate**: cross-field checks with positions (ports published twice,
 //!    mounts on the same target, …), then [`validate::stack_spec`] as a last
 //!    line of defence.
 //!
 //! Errors are collected, not stopped at: one run reports everything wrong,
-//! sorted in file order. Unknown keys are warnings (Swarm-like): they are
-//! returned in [`Loaded::warnings`].
+//! the `.env` file's first, then each stack file's in file order. Unknown
+//! keys and variables without a value are warnings (Swarm- and compose-like):
+//! they are returned in [`Loaded::warnings`].
 //!
 //! [`validate::stack_spec`]: crate::validate::stack_spec
 
+use std::collections::BTreeMap;
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
@@ -46,6 +61,7 @@ use crate::validate::is_valid_name;
 
 mod ctx;
 mod deploy;
+mod dotenv;
 mod interpolate;
 mod mounts;
 mod service;
@@ -67,13 +83,29 @@ pub struct SourceFile {
     pub text: String,
 }
 
+/// What the stack files are loaded with: the variables for interpolation.
+///
+/// A variable's value is taken from [`env`](Self::env) first, then from
+/// [`env_file`](Self::env_file), as docker compose does. The same values fill
+/// `environment:` entries written without one (`- HOME`, `TOKEN:`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LoadOptions {
+    /// The caller's variables, normally the process environment.
+    pub env: BTreeMap<String, String>,
+    /// A `.env` file (compose syntax), as read by the caller; `None` when
+    /// there is none. Its problems are reported like a stack file's, with
+    /// its name and line.
+    pub env_file: Option<SourceFile>,
+}
+
 /// A successfully loaded stack.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Loaded {
     /// The normalised, validated stack.
     pub spec: StackSpec,
     /// Things that were ignored or dropped (unknown keys, unsupported
-    /// sections, variables without a value), in file order.
+    /// sections, variables without a value): the `.env` file's first, then
+    /// each stack file's in file order.
     pub warnings: Vec<Diagnostic>,
 }
 
@@ -134,18 +166,29 @@ fn render_lines(diagnostics: &[Diagnostic]) -> String {
     diagnostics.iter().map(Diagnostic::to_string).collect::<Vec<_>>().join("\n")
 }
 
-/// Loads the stack `stack_name` from its compose file(s).
+/// Loads the stack `stack_name` from its compose file(s), interpolating
+/// variables from `options`.
 ///
 /// For now exactly one file is supported; several files (to be merged) are
 /// refused with a diagnostic. The stack name must pass [`is_valid_name`].
 ///
 /// # Errors
 ///
-/// [`LoadError::Invalid`] with every problem found: YAML syntax, wrong types,
+/// [`LoadError::Invalid`] with every problem found: `.env` syntax, YAML
+/// syntax, invalid or failed interpolation (`${VAR:?msg}`), wrong types,
 /// unsupported values, missing images, undefined volumes, and so on.
-pub fn load(stack_name: &str, files: &[SourceFile]) -> Result<Loaded, LoadError> {
+pub fn load(stack_name: &str, files: &[SourceFile], options: &LoadOptions) -> Result<Loaded, LoadError> {
     let mut errors = Vec::new();
     let mut warnings = Vec::new();
+    // The variables: `.env`'s, then the caller's environment over them.
+    let mut vars = BTreeMap::new();
+    if let Some(file) = &options.env_file {
+        let mut parsed = dotenv::parse(file, &options.env);
+        vars = parsed.vars;
+        errors.append(&mut parsed.errors);
+        warnings.append(&mut parsed.warnings);
+    }
+    vars.extend(options.env.iter().map(|(k, v)| (k.clone(), v.clone())));
     if !is_valid_name(stack_name) {
         errors.push(Diagnostic {
             file: String::new(),
@@ -169,7 +212,7 @@ pub fn load(stack_name: &str, files: &[SourceFile]) -> Result<Loaded, LoadError>
             None
         }
         [file] => {
-            let mut cx = ctx::Ctx::new(&file.name);
+            let mut cx = ctx::Ctx::new(&file.name, vars);
             let spec = stack::load_file(&mut cx, stack_name, &file.text);
             errors.append(&mut cx.errors);
             warnings.append(&mut cx.warnings);
@@ -186,8 +229,9 @@ pub fn load(stack_name: &str, files: &[SourceFile]) -> Result<Loaded, LoadError>
             None
         }
     };
-    sort(&mut errors);
-    sort(&mut warnings);
+    let order: Vec<&str> = options.env_file.iter().chain(files).map(|f| f.name.as_str()).collect();
+    sort(&mut errors, &order);
+    sort(&mut warnings, &order);
     match spec {
         Some(spec) if errors.is_empty() => Ok(Loaded { spec, warnings }),
         _ if errors.is_empty() => Err(LoadError::Invalid(vec![Diagnostic {
@@ -201,7 +245,13 @@ pub fn load(stack_name: &str, files: &[SourceFile]) -> Result<Loaded, LoadError>
     }
 }
 
-/// File order: unknown positions first, then by line and column (stable).
-fn sort(diagnostics: &mut [Diagnostic]) {
-    diagnostics.sort_by_key(|d| (d.line, d.column));
+/// Diagnostics without a file first, then file by file in `order` (the
+/// `.env` file, then the stack files); in a file, unknown positions first,
+/// then by line and column (stable).
+fn sort(diagnostics: &mut [Diagnostic], order: &[&str]) {
+    diagnostics.sort_by_key(|d| {
+        let file =
+            if d.file.is_empty() { 0 } else { 1 + order.iter().position(|f| *f == d.file).unwrap_or(order.len()) };
+        (file, d.line, d.column)
+    });
 }

@@ -159,17 +159,19 @@ pub(crate) fn service(cx: &mut Ctx, at: &At<'_>, volumes: &BTreeMap<String, Volu
 }
 
 /// `environment:` as a list (`KEY=VALUE`, `KEY`) or a mapping; sorted
-/// `KEY=VALUE` strings. Variables without a value are dropped with a warning.
+/// `KEY=VALUE` strings. A variable without a value takes it from the
+/// load's variables (environment, `.env`), as compose does; when it has none
+/// there either, it is dropped with a warning.
 fn environment(cx: &mut Ctx, at: &At<'_>) -> Vec<String> {
     let mut vars = BTreeMap::new();
     for (item, key, value) in at.pairs(cx) {
-        match value {
+        match value.or_else(|| cx.vars.get(&key).cloned()) {
             Some(v) => {
                 vars.insert(key, v);
             }
             None => cx.warn(
                 &item,
-                format!("variable {key} has no value and is dropped (values from the environment need interpolation, not supported yet)"),
+                format!("variable {key} has no value here and is not set in the environment or .env; dropped"),
             ),
         }
     }

@@ -1,6 +1,6 @@
 //! Errors: exact messages, positions and key paths.
 
-use super::{errors, files};
+use super::{errors, files, no_vars};
 use crate::loader::{Diagnostic, LoadError, SourceFile, load};
 
 #[test]
@@ -29,7 +29,7 @@ fn syntax_errors_match_serde_saphyr_locations() {
     ] {
         let saphyr = serde_saphyr::from_str::<serde::de::IgnoredAny>(text).expect_err(text);
         let loc = saphyr.location().expect("a location");
-        let ours = match load("shop", &files(text)) {
+        let ours = match load("shop", &files(text), &no_vars()) {
             Err(LoadError::Invalid(d)) => d,
             Ok(_) => panic!("loaded {text:?}"),
         };
@@ -225,7 +225,7 @@ fn top_level_volume_errors() {
 
 #[test]
 fn stack_name_and_file_count() {
-    let err = load("Bad Name!", &files("services:\n  web:\n    image: x\n")).expect_err("invalid name");
+    let err = load("Bad Name!", &files("services:\n  web:\n    image: x\n"), &no_vars()).expect_err("invalid name");
     assert_eq!(
         err.to_string(),
         "stack name \"Bad Name!\" is invalid: use letters, digits, '-', '_' and '.', starting with a letter or digit (63 at most)"
@@ -235,10 +235,10 @@ fn stack_name_and_file_count() {
         SourceFile { name: "b.yml".into(), text: "services: {}".into() },
     ];
     assert_eq!(
-        load("shop", &two).expect_err("two files").to_string(),
+        load("shop", &two, &no_vars()).expect_err("two files").to_string(),
         "b.yml: merging several files is not supported yet"
     );
-    assert_eq!(load("shop", &[]).expect_err("no file").to_string(), "no stack file given");
+    assert_eq!(load("shop", &[], &no_vars()).expect_err("no file").to_string(), "no stack file given");
 }
 
 #[test]
@@ -280,19 +280,4 @@ fn alias_bombs_and_deep_nesting_are_refused() {
     let deep = format!("services:\n  web:\n    image: x\n    labels: {}{}\n", "{a: ".repeat(80), "}".repeat(80));
     let errs = errors(&deep);
     assert!(errs[0].contains("nested more than 64 levels deep"), "{errs:?}");
-}
-
-#[test]
-fn variables_are_refused_until_interpolation_exists() {
-    assert_eq!(
-        errors(
-            "services:\n  web:\n    image: app:${TAG}\n    environment:\n      - TZ=$TZ\n    command: echo 5$\n    volumes: [\"${DATA}:/data\"]\nx-ignored: ${NOT_CHECKED}\n"
-        ),
-        [
-            "stack.yml:3:5: services.web.image: ${TAG} needs variable interpolation, which is not supported yet",
-            "stack.yml:5:9: services.web.environment[0]: $TZ needs variable interpolation, which is not supported yet",
-            "stack.yml:6:5: services.web.command: a lone `$` must be written `$$`",
-            "stack.yml:7:15: services.web.volumes[0]: ${DATA} needs variable interpolation, which is not supported yet",
-        ]
-    );
 }

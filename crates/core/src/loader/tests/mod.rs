@@ -1,9 +1,10 @@
 //! Tests of the loader through its public API.
 
-use super::{Diagnostic, LoadError, Loaded, SourceFile, load};
+use super::{Diagnostic, LoadError, LoadOptions, Loaded, SourceFile, load};
 use crate::model::ServiceSpec;
 
 mod errors;
+mod interpolation;
 mod robust;
 mod shapes;
 
@@ -12,9 +13,14 @@ fn files(text: &str) -> Vec<SourceFile> {
     vec![SourceFile { name: "stack.yml".into(), text: text.into() }]
 }
 
+/// No variables, no `.env`.
+fn no_vars() -> LoadOptions {
+    LoadOptions::default()
+}
+
 /// Loads `text` as the stack `shop`; panics with the rendered errors.
 fn ok(text: &str) -> Loaded {
-    match load("shop", &files(text)) {
+    match load("shop", &files(text), &no_vars()) {
         Ok(l) => l,
         Err(e) => panic!("unexpected errors:\n{e}"),
     }
@@ -32,7 +38,7 @@ fn warnings(text: &str) -> Vec<String> {
 
 /// The rendered errors of an invalid `text`.
 fn errors(text: &str) -> Vec<String> {
-    match load("shop", &files(text)) {
+    match load("shop", &files(text), &no_vars()) {
         Ok(_) => panic!("loaded, but errors were expected"),
         Err(LoadError::Invalid(d)) => d.iter().map(Diagnostic::to_string).collect(),
     }

@@ -62,8 +62,8 @@ fn environment_without_value_is_dropped_with_a_warning() {
     assert_eq!(
         warnings(text),
         [
-            "stack.yml:5:9: services.web.environment[0]: variable HOME has no value and is dropped (values from the environment need interpolation, not supported yet)",
-            "stack.yml:10:7: services.db.environment.TOKEN: variable TOKEN has no value and is dropped (values from the environment need interpolation, not supported yet)",
+            "stack.yml:5:9: services.web.environment[0]: variable HOME has no value here and is not set in the environment or .env; dropped",
+            "stack.yml:10:7: services.db.environment.TOKEN: variable TOKEN has no value here and is not set in the environment or .env; dropped",
         ]
     );
 }

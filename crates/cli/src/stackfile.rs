@@ -1,0 +1,174 @@
+//! What the loader needs from the machine stackctl runs on: the stack files,
+//! the `.env` file and the process environment. The loader (in core) does no
+//! I/O; this module does all of it for every command that loads stack files.
+//!
+//! The `.env` file is `--env-file FILE` when given (then it must exist), or
+//! else `.env` beside the first stack file, when there is one, as docker
+//! compose does. The process environment wins over it.
+
+use std::collections::BTreeMap;
+use std::io::ErrorKind;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use stackd_core::loader::{LoadOptions, SourceFile};
+
+/// The process environment. Variables whose name or value is not UTF-8 are
+/// left out: a stack file could not name them anyway.
+pub fn process_env() -> BTreeMap<String, String> {
+    std::env::vars_os().filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?))).collect()
+}
+
+/// The default `.env` file: beside the stack file `first`.
+pub fn default_env_file(first: &Path) -> PathBuf {
+    match first.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir.join(".env"),
+        _ => PathBuf::from(".env"),
+    }
+}
+
+/// Reads the stack files `files` and the `.env` file (`env_file`, or the
+/// default one when it exists), with `env` as the environment.
+///
+/// # Errors
+///
+/// A stack file that cannot be read; an `env_file` that cannot be read
+/// (missing included); a default `.env` that exists but cannot be read.
+pub fn read(
+    files: &[PathBuf],
+    env_file: Option<&Path>,
+    env: BTreeMap<String, String>,
+) -> Result<(Vec<SourceFile>, LoadOptions)> {
+    let sources = files
+        .iter()
+        .map(|p| {
+            let text = std::fs::read_to_string(p).with_context(|| format!("cannot read stack file {}", p.display()))?;
+            Ok(SourceFile { name: p.display().to_string(), text })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let env_file = match env_file {
+        Some(path) => {
+            let text =
+                std::fs::read_to_string(path).with_context(|| format!("cannot read env file {}", path.display()))?;
+            Some(SourceFile { name: path.display().to_string(), text })
+        }
+        None => match files.first().map(|f| default_env_file(f)) {
+            None => None,
+            Some(path) => match std::fs::read_to_string(&path) {
+                Ok(text) => Some(SourceFile { name: path.display().to_string(), text }),
+                Err(e) if e.kind() == ErrorKind::NotFound => None,
+                Err(e) => return Err(e).with_context(|| format!("cannot read env file {}", path.display())),
+            },
+        },
+    };
+    Ok((sources, LoadOptions { env, env_file }))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::path::{Path, PathBuf};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use stackd_core::loader::load;
+
+    use super::{default_env_file, read};
+
+    /// A fresh directory under the system's temporary directory, removed on drop.
+    struct TempDir(PathBuf);
+
+    impl TempDir {
+        fn new() -> Self {
+            static NEXT: AtomicUsize = AtomicUsize::new(0);
+            let n = NEXT.fetch_add(1, Ordering::Relaxed);
+            let dir = std::env::temp_dir().join(format!("stackctl-test-{}-{n}", std::process::id()));
+            std::fs::create_dir_all(&dir).expect("create temp dir");
+            TempDir(dir)
+        }
+
+        fn write(&self, name: &str, text: &str) -> PathBuf {
+            let path = self.0.join(name);
+            std::fs::write(&path, text).expect("write temp file");
+            path
+        }
+    }
+
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    const STACK: &str = "services:\n  web:\n    image: app:${TAG}\n    deploy:\n      replicas: ${N:-1}\n";
+
+    fn env(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn default_env_file_is_beside_the_first_file() {
+        assert_eq!(default_env_file(Path::new("stack.yml")), PathBuf::from(".env"));
+        assert_eq!(default_env_file(Path::new("deploy/prod.yml")), PathBuf::from("deploy/.env"));
+        assert_eq!(default_env_file(Path::new("/srv/app/stack.yml")), PathBuf::from("/srv/app/.env"));
+    }
+
+    #[test]
+    fn dotenv_beside_the_stack_file_is_read_and_the_environment_wins() {
+        let dir = TempDir::new();
+        let stack = dir.write("stack.yml", STACK);
+        let dotenv = dir.write(".env", "TAG=from-dotenv\nN=2\n");
+        let (files, options) = read(&[stack], None, env(&[("TAG", "from-env")])).expect("readable");
+        let env_file = options.env_file.as_ref().expect("the default .env");
+        assert_eq!(env_file.name, dotenv.display().to_string());
+        let loaded = load("shop", &files, &options).expect("valid");
+        let web = &loaded.spec.services["web"];
+        assert_eq!(web.task.image, "app:from-env");
+        assert_eq!(web.mode, stackd_core::model::ServiceMode::Replicated { replicas: 2 });
+    }
+
+    #[test]
+    fn a_missing_default_dotenv_is_fine() {
+        let dir = TempDir::new();
+        let stack = dir.write("stack.yml", STACK);
+        let (files, options) = read(&[stack], None, env(&[("TAG", "1")])).expect("readable");
+        assert_eq!(options.env_file, None);
+        assert_eq!(load("shop", &files, &options).expect("valid").spec.services["web"].task.image, "app:1");
+    }
+
+    #[test]
+    fn env_file_names_another_file_which_must_exist() {
+        let dir = TempDir::new();
+        let stack = dir.write("stack.yml", STACK);
+        dir.write(".env", "TAG=default\n");
+        let prod = dir.write("prod.env", "TAG=prod\n");
+        let (files, options) = read(std::slice::from_ref(&stack), Some(&prod), env(&[])).expect("readable");
+        assert_eq!(load("shop", &files, &options).expect("valid").spec.services["web"].task.image, "app:prod");
+
+        let missing = dir.0.join("missing.env");
+        let err = read(&[stack], Some(&missing), env(&[])).expect_err("missing --env-file");
+        assert!(format!("{err:#}").starts_with(&format!("cannot read env file {}", missing.display())), "{err:#}");
+    }
+
+    #[test]
+    fn dotenv_errors_name_the_file_and_line() {
+        let dir = TempDir::new();
+        let stack = dir.write("stack.yml", STACK);
+        let dotenv = dir.write(".env", "TAG=1\nBAD LINE\n");
+        let (files, options) = read(&[stack], None, env(&[])).expect("readable");
+        let err = load("shop", &files, &options).expect_err("invalid .env");
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "{}:2:1: invalid variable name \"BAD LINE\": use letters, digits, `_`, `.` and `-`",
+                dotenv.display()
+            )
+        );
+    }
+
+    #[test]
+    fn a_missing_stack_file_is_an_error() {
+        let dir = TempDir::new();
+        let err = read(&[dir.0.join("nope.yml")], None, env(&[])).expect_err("missing stack file");
+        assert!(err.to_string().starts_with("cannot read stack file"), "{err}");
+    }
+}

@@ -1,0 +1,242 @@
+//! The normalised stack written back as a compose document: what
+//! `stackctl config` prints, and what the loader reads back unchanged.
+//!
+//! Every value is written in its most explicit form (long-syntax ports and
+//! volumes, list-form commands, map-form environment, durations with units),
+//! so the output validates against the compose JSON schema and loading it
+//! again gives the same [`StackSpec`].
+
+use serde_json::{Map, Value, json};
+
+use crate::model::{
+    FailureAction, HealthCheck, Mount, MountKind, PortConfig, PublishMode, RestartCondition, ServiceMode, ServiceSpec,
+    StackSpec, UpdateOrder, VolumeSpec,
+};
+
+/// Writes milliseconds as a compose duration: `1h2m3s`, `1m30s`, `500ms`, `0s`.
+pub fn duration(ms: u64) -> String {
+    if ms == 0 {
+        return "0s".into();
+    }
+    let (h, rem) = (ms / 3_600_000, ms % 3_600_000);
+    let (m, rem) = (rem / 60_000, rem % 60_000);
+    let (s, milli) = (rem / 1000, rem % 1000);
+    let mut out = String::new();
+    if h > 0 {
+        out.push_str(&format!("{h}h"));
+    }
+    if m > 0 {
+        out.push_str(&format!("{m}m"));
+    }
+    if s > 0 {
+        out.push_str(&format!("{s}s"));
+    }
+    if milli > 0 {
+        out.push_str(&format!("{milli}ms"));
+    }
+    out
+}
+
+fn strings<'a>(v: impl IntoIterator<Item = &'a String>) -> Value {
+    Value::Array(v.into_iter().map(|s| Value::String(s.clone())).collect())
+}
+
+fn map<'a>(m: impl IntoIterator<Item = (&'a String, &'a String)>) -> Value {
+    Value::Object(m.into_iter().map(|(k, v)| (k.clone(), Value::String(v.clone()))).collect())
+}
+
+fn mount(m: &Mount) -> Value {
+    let kind = match m.kind {
+        MountKind::Volume => "volume",
+        MountKind::Bind => "bind",
+        MountKind::Tmpfs => "tmpfs",
+    };
+    let mut o = Map::new();
+    o.insert("type".into(), json!(kind));
+    if !m.source.is_empty() {
+        o.insert("source".into(), json!(m.source));
+    }
+    o.insert("target".into(), json!(m.target));
+    if m.read_only {
+        o.insert("read_only".into(), json!(true));
+    }
+    Value::Object(o)
+}
+
+fn port(p: &PortConfig) -> Value {
+    let mut o = Map::new();
+    o.insert("target".into(), json!(p.target));
+    if let Some(pp) = p.published {
+        o.insert("published".into(), json!(pp.to_string()));
+    }
+    o.insert("protocol".into(), json!(p.protocol.as_str()));
+    o.insert("mode".into(), json!(if p.mode == PublishMode::Host { "host" } else { "ingress" }));
+    if !p.host_ip.is_empty() {
+        o.insert("host_ip".into(), json!(p.host_ip));
+    }
+    Value::Object(o)
+}
+
+fn healthcheck(h: &HealthCheck) -> Value {
+    if h.test.first().is_some_and(|t| t == "NONE") {
+        return json!({ "disable": true });
+    }
+    let mut o = Map::new();
+    o.insert("test".into(), strings(&h.test));
+    for (key, ms) in [
+        ("interval", h.interval_ms),
+        ("timeout", h.timeout_ms),
+        ("start_period", h.start_period_ms),
+        ("start_interval", h.start_interval_ms),
+    ] {
+        if ms > 0 {
+            o.insert(key.into(), json!(duration(ms)));
+        }
+    }
+    if h.retries > 0 {
+        o.insert("retries".into(), json!(h.retries));
+    }
+    Value::Object(o)
+}
+
+/// The compose form of one service.
+pub fn service(s: &ServiceSpec) -> Value {
+    let t = &s.task;
+    let mut o = Map::new();
+    o.insert("image".into(), json!(t.image));
+    if let Some(c) = &t.command {
+        o.insert("command".into(), strings(c));
+    }
+    if let Some(e) = &t.entrypoint {
+        o.insert("entrypoint".into(), strings(e));
+    }
+    if !t.env.is_empty() {
+        let env: Map<String, Value> = t
+            .env
+            .iter()
+            .map(|kv| match kv.split_once('=') {
+                Some((k, v)) => (k.to_string(), json!(v)),
+                None => (kv.clone(), json!("")),
+            })
+            .collect();
+        o.insert("environment".into(), Value::Object(env));
+    }
+    if !t.labels.is_empty() {
+        o.insert("labels".into(), map(&t.labels));
+    }
+    if !t.mounts.is_empty() {
+        o.insert("volumes".into(), Value::Array(t.mounts.iter().map(mount).collect()));
+    }
+    if !t.ports.is_empty() {
+        o.insert("ports".into(), Value::Array(t.ports.iter().map(port).collect()));
+    }
+    for (key, v) in
+        [("working_dir", &t.working_dir), ("user", &t.user), ("hostname", &t.hostname), ("stop_signal", &t.stop_signal)]
+    {
+        if let Some(v) = v {
+            o.insert(key.into(), json!(v));
+        }
+    }
+    if let Some(init) = t.init {
+        o.insert("init".into(), json!(init));
+    }
+    if t.read_only {
+        o.insert("read_only".into(), json!(true));
+    }
+    o.insert("stop_grace_period".into(), json!(duration(t.stop_grace_period_ms)));
+    if let Some(h) = &t.healthcheck {
+        o.insert("healthcheck".into(), healthcheck(h));
+    }
+    let mut deploy = Map::new();
+    match s.mode {
+        ServiceMode::Replicated { replicas } => {
+            deploy.insert("mode".into(), json!("replicated"));
+            deploy.insert("replicas".into(), json!(replicas));
+        }
+        ServiceMode::Global => {
+            deploy.insert("mode".into(), json!("global"));
+        }
+    }
+    if !s.labels.is_empty() {
+        deploy.insert("labels".into(), map(&s.labels));
+    }
+    let r = &s.restart;
+    let condition = match r.condition {
+        RestartCondition::None => "none",
+        RestartCondition::OnFailure => "on-failure",
+        RestartCondition::Any => "any",
+    };
+    deploy.insert(
+        "restart_policy".into(),
+        json!({
+            "condition": condition,
+            "delay": duration(r.delay_ms),
+            "max_attempts": r.max_attempts,
+            "window": duration(r.window_ms),
+        }),
+    );
+    let u = &s.update;
+    let action = match u.failure_action {
+        FailureAction::Pause => "pause",
+        FailureAction::Continue => "continue",
+        FailureAction::Rollback => "rollback",
+    };
+    let order = match u.order {
+        UpdateOrder::StopFirst => "stop-first",
+        UpdateOrder::StartFirst => "start-first",
+    };
+    deploy.insert(
+        "update_config".into(),
+        json!({
+            "parallelism": u.parallelism,
+            "delay": duration(u.delay_ms),
+            "monitor": duration(u.monitor_ms),
+            "failure_action": action,
+            "max_failure_ratio": u.max_failure_ratio,
+            "order": order,
+        }),
+    );
+    o.insert("deploy".into(), Value::Object(deploy));
+    Value::Object(o)
+}
+
+fn volume(v: &VolumeSpec) -> Value {
+    let mut o = Map::new();
+    o.insert("name".into(), json!(v.name));
+    if v.external {
+        o.insert("external".into(), json!(true));
+    }
+    if let Some(d) = &v.driver {
+        o.insert("driver".into(), json!(d));
+    }
+    if !v.labels.is_empty() {
+        o.insert("labels".into(), map(&v.labels));
+    }
+    Value::Object(o)
+}
+
+/// The compose document of a normalised stack.
+pub fn document(spec: &StackSpec) -> Value {
+    let mut o = Map::new();
+    o.insert("name".into(), json!(spec.name));
+    o.insert("services".into(), Value::Object(spec.services.iter().map(|(k, s)| (k.clone(), service(s))).collect()));
+    if !spec.volumes.is_empty() {
+        o.insert("volumes".into(), Value::Object(spec.volumes.iter().map(|(k, v)| (k.clone(), volume(v))).collect()));
+    }
+    Value::Object(o)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(duration(0), "0s");
+        assert_eq!(duration(500), "500ms");
+        assert_eq!(duration(1500), "1s500ms");
+        assert_eq!(duration(90_000), "1m30s");
+        assert_eq!(duration(3_723_000), "1h2m3s");
+        assert_eq!(duration(3_600_000), "1h");
+    }
+}
