@@ -25,6 +25,8 @@ pub enum Output {
     Table,
     /// JSON for programs, with the same field names as the table's columns.
     Json,
+    /// YAML, with the same field names.
+    Yaml,
 }
 
 /// Options for every command.
@@ -95,11 +97,28 @@ pub struct DeployArgs {
     pub prune: bool,
 }
 
+/// `stackctl config`.
+#[derive(Args, Debug)]
+pub struct ConfigArgs {
+    /// Stack file (compose format).
+    #[arg(short = 'c', long = "compose-file", required = true)]
+    pub files: Vec<PathBuf>,
+    /// Variables for `${VAR}` (default: `.env` beside the first stack file).
+    #[arg(long = "env-file", value_name = "FILE")]
+    pub env_file: Option<PathBuf>,
+    /// Stack name, which prefixes named volumes.
+    #[arg(long, default_value = "stack")]
+    pub stack: String,
+}
+
 /// The commands.
 #[derive(Subcommand, Debug)]
 pub enum Cmd {
     /// Deploy (create or update) a stack from compose files.
     Deploy(DeployArgs),
+    /// Print the stack as stackd reads it (normalised compose; YAML unless
+    /// `-o json`), without deploying. Errors and warnings go to stderr.
+    Config(ConfigArgs),
     /// Manage stacks.
     Stack {
         /// Stack command.

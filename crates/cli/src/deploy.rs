@@ -10,7 +10,6 @@ use std::collections::BTreeMap;
 use std::time::Instant;
 
 use anyhow::Result;
-use stackd_core::loader;
 use stackd_core::model::UpdateState;
 use stackd_proto::v1;
 use tokio_stream::StreamExt;
@@ -33,17 +32,7 @@ struct Progress {
 
 /// Runs `stackctl deploy`.
 pub async fn deploy(g: &Global, args: &DeployArgs) -> Result<i32> {
-    let (files, options) = stackfile::read(&args.files, args.env_file.as_deref(), stackfile::process_env())?;
-    let loaded = match loader::load(&args.stack, &files, &options) {
-        Ok(l) => l,
-        Err(e) => {
-            eprintln!("{e}");
-            anyhow::bail!("the stack was not deployed: fix the errors above");
-        }
-    };
-    for w in &loaded.warnings {
-        eprintln!("warning: {w}");
-    }
+    let loaded = stackfile::load(&args.stack, &args.files, args.env_file.as_deref())?;
     let mut c = connect(&g.addr).await?;
     // Watch before deploying so that no change is missed.
     let mut events = if args.wait {

@@ -7,7 +7,7 @@ use stackd_proto::v1;
 
 use crate::args::{Global, Output};
 use crate::client::{connect, status};
-use crate::output::{age, name as serde_name, print_rows};
+use crate::output::{age, name as serde_name, print_document, print_rows};
 
 /// A row of `stackctl ps`.
 #[derive(Serialize)]
@@ -186,7 +186,7 @@ pub async fn service_inspect(g: &Global, name: &str) -> Result<i32> {
         .into_inner();
     let (service, running, desired) = summary(resp.service.context("manager sent no service")?)?;
     match g.output {
-        Output::Json => println!("{}", serde_json::to_string_pretty(&ServiceDetail { service, running, desired })?),
+        Output::Json | Output::Yaml => print_document(&ServiceDetail { service, running, desired }, g.output)?,
         Output::Table => {
             let s = &service;
             println!("ID:        {}", s.id);

@@ -38,6 +38,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
     let g = &cli.global;
     match &cli.command {
         Cmd::Deploy(d) => deploy::deploy(g, d).await,
+        Cmd::Config(c) => {
+            let loaded = stackfile::load(&c.stack, &c.files, c.env_file.as_deref())?;
+            output::print_document(&stackd_core::compose::document(&loaded.spec), g.output)?;
+            Ok(EXIT_OK)
+        }
         Cmd::Stack { command: StackCmd::Ls } => inspect::stack_ls(g).await,
         Cmd::Stack { command: StackCmd::Rm { stack } } => inspect::stack_rm(g, stack).await,
         Cmd::Service { command: ServiceCmd::Ls { stack } } => inspect::service_ls(g, stack.as_deref()).await,

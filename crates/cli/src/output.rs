@@ -49,10 +49,20 @@ fn cell(key: &str, v: Option<&Value>) -> String {
     }
 }
 
-/// Prints `rows` as a table of `columns`, or as JSON.
+/// Prints a document (not a listing): YAML unless JSON is asked for.
+pub fn print_document<T: Serialize>(doc: &T, output: Output) -> Result<()> {
+    match output {
+        Output::Json => println!("{}", serde_json::to_string_pretty(doc)?),
+        Output::Table | Output::Yaml => print!("{}", serde_saphyr::to_string(doc)?),
+    }
+    Ok(())
+}
+
+/// Prints `rows` as a table of `columns`, or as JSON or YAML.
 pub fn print_rows<T: Serialize>(rows: &[T], columns: &[&str], output: Output) -> Result<()> {
     match output {
         Output::Json => println!("{}", serde_json::to_string_pretty(rows)?),
+        Output::Yaml => print!("{}", serde_saphyr::to_string(&rows)?),
         Output::Table => {
             let mut table = Table::new();
             table.load_style(NOTHING);

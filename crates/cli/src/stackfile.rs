@@ -11,7 +11,7 @@ use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
-use stackd_core::loader::{LoadOptions, SourceFile};
+use stackd_core::loader::{self, LoadOptions, Loaded, SourceFile};
 
 /// The process environment. Variables whose name or value is not UTF-8 are
 /// left out: a stack file could not name them anyway.
@@ -62,6 +62,24 @@ pub fn read(
         },
     };
     Ok((sources, LoadOptions { env, env_file }))
+}
+
+/// Reads and loads the stack files, printing warnings to stderr. On any
+/// error, prints every diagnostic and fails: nothing may be sent.
+pub fn load(stack: &str, files: &[PathBuf], env_file: Option<&Path>) -> Result<Loaded> {
+    let (sources, options) = read(files, env_file, process_env())?;
+    match loader::load(stack, &sources, &options) {
+        Ok(loaded) => {
+            for w in &loaded.warnings {
+                eprintln!("warning: {w}");
+            }
+            Ok(loaded)
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            anyhow::bail!("the stack files have errors (listed above); nothing was sent")
+        }
+    }
 }
 
 #[cfg(test)]

@@ -6,6 +6,8 @@
 //! so the output validates against the compose JSON schema and loading it
 //! again gives the same [`StackSpec`].
 
+use std::collections::BTreeMap;
+
 use serde_json::{Map, Value, json};
 
 use crate::model::{
@@ -45,7 +47,8 @@ fn map<'a>(m: impl IntoIterator<Item = (&'a String, &'a String)>) -> Value {
     Value::Object(m.into_iter().map(|(k, v)| (k.clone(), Value::String(v.clone()))).collect())
 }
 
-fn mount(m: &Mount) -> Value {
+/// A mount; a named volume is written as its key in the stack's `volumes:`.
+fn mount(m: &Mount, volumes: &BTreeMap<String, VolumeSpec>) -> Value {
     let kind = match m.kind {
         MountKind::Volume => "volume",
         MountKind::Bind => "bind",
@@ -54,7 +57,11 @@ fn mount(m: &Mount) -> Value {
     let mut o = Map::new();
     o.insert("type".into(), json!(kind));
     if !m.source.is_empty() {
-        o.insert("source".into(), json!(m.source));
+        let key = match m.kind {
+            MountKind::Volume => volumes.iter().find(|(_, v)| v.name == m.source).map_or(m.source.as_str(), |(k, _)| k),
+            _ => m.source.as_str(),
+        };
+        o.insert("source".into(), json!(key));
     }
     o.insert("target".into(), json!(m.target));
     if m.read_only {
@@ -99,8 +106,8 @@ fn healthcheck(h: &HealthCheck) -> Value {
     Value::Object(o)
 }
 
-/// The compose form of one service.
-pub fn service(s: &ServiceSpec) -> Value {
+/// The compose form of one service of a stack with these `volumes`.
+pub fn service(s: &ServiceSpec, volumes: &BTreeMap<String, VolumeSpec>) -> Value {
     let t = &s.task;
     let mut o = Map::new();
     o.insert("image".into(), json!(t.image));
@@ -125,7 +132,7 @@ pub fn service(s: &ServiceSpec) -> Value {
         o.insert("labels".into(), map(&t.labels));
     }
     if !t.mounts.is_empty() {
-        o.insert("volumes".into(), Value::Array(t.mounts.iter().map(mount).collect()));
+        o.insert("volumes".into(), Value::Array(t.mounts.iter().map(|m| mount(m, volumes)).collect()));
     }
     if !t.ports.is_empty() {
         o.insert("ports".into(), Value::Array(t.ports.iter().map(port).collect()));
@@ -215,15 +222,31 @@ fn volume(v: &VolumeSpec) -> Value {
     Value::Object(o)
 }
 
+/// Writes every literal `$` of string values as `$$`, so that interpolation
+/// on reading gives the value back.
+fn escape_dollars(v: &mut Value) {
+    match v {
+        Value::String(s) if s.contains('$') => *s = s.replace('$', "$$"),
+        Value::Array(a) => a.iter_mut().for_each(escape_dollars),
+        Value::Object(o) => o.values_mut().for_each(escape_dollars),
+        _ => {}
+    }
+}
+
 /// The compose document of a normalised stack.
 pub fn document(spec: &StackSpec) -> Value {
     let mut o = Map::new();
     o.insert("name".into(), json!(spec.name));
-    o.insert("services".into(), Value::Object(spec.services.iter().map(|(k, s)| (k.clone(), service(s))).collect()));
+    o.insert(
+        "services".into(),
+        Value::Object(spec.services.iter().map(|(k, s)| (k.clone(), service(s, &spec.volumes))).collect()),
+    );
     if !spec.volumes.is_empty() {
         o.insert("volumes".into(), Value::Object(spec.volumes.iter().map(|(k, v)| (k.clone(), volume(v))).collect()));
     }
-    Value::Object(o)
+    let mut doc = Value::Object(o);
+    escape_dollars(&mut doc);
+    doc
 }
 
 #[cfg(test)]

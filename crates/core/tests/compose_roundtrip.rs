@@ -1,0 +1,98 @@
+//! The normalised stack written back as compose (`stackctl config`):
+//! it validates against the compose JSON schema, and loading it again gives
+//! the same stack — normalising a normalised stack changes nothing.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use stackd_core::compose;
+use stackd_core::loader::{LoadOptions, SourceFile, load};
+use stackd_core::model::StackSpec;
+
+fn shared() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/corpus")
+}
+
+/// The compose schema, compiled once per call (it is small).
+fn validate_against_schema(doc: &serde_json::Value, what: &str) {
+    let path = shared().join("schema/compose-spec.json");
+    let schema: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).expect("read compose-spec.json")).expect("schema is JSON");
+    let mut schemas = boon::Schemas::new();
+    let mut compiler = boon::Compiler::new();
+    compiler.set_default_draft(boon::Draft::V7);
+    compiler.add_resource("compose-spec.json", schema).expect("add schema");
+    let index = compiler.compile("compose-spec.json", &mut schemas).expect("compile schema");
+    if let Err(e) = schemas.validate(doc, index) {
+        panic!("{what}: the emitted compose does not validate against compose-spec.json:\n{e:#}\n{doc:#}");
+    }
+}
+
+/// Emits `spec` as YAML and loads it again.
+fn round_trip(spec: &StackSpec, what: &str) -> StackSpec {
+    let doc = compose::document(spec);
+    validate_against_schema(&doc, what);
+    let yaml = serde_saphyr::to_string(&doc).expect("serialise YAML");
+    let files = [SourceFile { name: "config.yml".into(), text: yaml.clone() }];
+    match load(&spec.name, &files, &LoadOptions::default()) {
+        Ok(l) => l.spec,
+        Err(e) => panic!("{what}: the emitted compose does not load:\n{e}\n---\n{yaml}"),
+    }
+}
+
+#[test]
+fn corpus_files_round_trip_and_validate() {
+    let dir = shared().join("awesome-compose");
+    assert!(dir.is_dir(), "the corpus is missing at {}", dir.display());
+    // Values for the variables some corpus files use.
+    let env: BTreeMap<String, String> = [
+        "TZ",
+        "PIHOLE_PW",
+        "PIHOLE_ROUTER_IP",
+        "PIHOLE_NETWORK_DOMAIN",
+        "PIHOLE_HOSTNAME",
+        "POSTGRES_USER",
+        "POSTGRES_PW",
+        "POSTGRES_DB",
+        "PGADMIN_MAIL",
+        "PGADMIN_PW",
+        "PLEX_MEDIA_PATH",
+    ]
+    .iter()
+    .map(|k| (k.to_string(), format!("/v-{}", k.to_lowercase())))
+    .collect();
+    let mut checked = 0;
+    let mut paths: Vec<_> =
+        std::fs::read_dir(&dir).expect("read corpus").filter_map(Result::ok).map(|e| e.path()).collect();
+    paths.sort();
+    for path in paths.iter().filter(|p| p.extension().is_some_and(|x| x == "yaml")) {
+        let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let files = [SourceFile { name: name.clone(), text: std::fs::read_to_string(path).expect("read") }];
+        let options = LoadOptions { env: env.clone(), env_file: None };
+        let Ok(loaded) = load("corpus", &files, &options) else { continue };
+        let again = round_trip(&loaded.spec, &name);
+        assert_eq!(again, loaded.spec, "{name}: loading the normalised form changed the stack");
+        checked += 1;
+    }
+    assert!(checked >= 5, "only {checked} corpus files loaded");
+}
+
+#[test]
+fn example_stacks_round_trip_and_validate() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../stacks");
+    for entry in std::fs::read_dir(&dir).expect("read stacks/").filter_map(Result::ok) {
+        let path = entry.path();
+        let name = path.display().to_string();
+        let files = [SourceFile { name: name.clone(), text: std::fs::read_to_string(&path).expect("read") }];
+        let loaded = load("example", &files, &LoadOptions::default()).unwrap_or_else(|e| panic!("{name}:\n{e}"));
+        assert_eq!(round_trip(&loaded.spec, &name), loaded.spec, "{name}");
+    }
+}
+
+#[test]
+#[should_panic(expected = "does not validate against compose-spec.json")]
+fn the_schema_check_rejects_what_compose_rejects() {
+    // Unknown service keys are refused by the schema (only `x-` extensions are open).
+    let doc = serde_json::json!({ "services": { "web": { "image": "x", "not_a_compose_key": true } } });
+    validate_against_schema(&doc, "a broken document");
+}
