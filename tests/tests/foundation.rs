@@ -161,3 +161,37 @@ fn t03_bad_stack_files_change_nothing() {
     assert_eq!(node.stackctl_json(&["service", "ls"]), services);
     assert_eq!(node.stackctl_json(&["ps", "app"]), tasks);
 }
+
+#[test]
+fn t04_dry_run_shows_the_changes_and_sends_nothing() {
+    if !require_docker() {
+        return;
+    }
+    build_images();
+    let node = Node::init("t04").expect("init");
+    let two = "services:\n  web:\n    image: stackd-test/web:1\n    deploy:\n      replicas: 2\n  api:\n    image: stackd-test/web:1\n";
+    let file = node.write_stack("app.yml", two);
+    node.stackctl(&["deploy", "-c", &file, "app"]);
+    let services = node.stackctl_json(&["service", "ls"]);
+
+    // web: new image and replicas; api: gone; cache: new.
+    let next = "services:\n  web:\n    image: stackd-test/web:2\n    deploy:\n      replicas: 3\n  cache:\n    image: stackd-test/busybox:1\n";
+    let next_file = node.write_stack("next.yml", next);
+    let out = node.stackctl(&["deploy", "-c", &next_file, "app", "--dry-run", "--prune"]);
+    assert!(out.contains("+ create app_cache"), "{out}");
+    assert!(out.contains("~ update app_web (rolling update: tasks are replaced)"), "{out}");
+    assert!(out.contains("task.image: \"stackd-test/web:1\" → \"stackd-test/web:2\""), "{out}");
+    assert!(out.contains("mode.replicas: 2 → 3"), "{out}");
+    assert!(out.contains("- remove app_api"), "{out}");
+    assert!(out.contains("nothing was sent"), "{out}");
+
+    // JSON says the same, with stable field names.
+    let plan = node.stackctl_json(&["deploy", "-c", &next_file, "app", "--dry-run"]);
+    assert_eq!(plan["create"], serde_json::json!(["app_cache"]));
+    assert_eq!(plan["update"][0]["service"], "app_web");
+    assert_eq!(plan["update"][0]["replaces_tasks"], true);
+    assert_eq!(plan["kept"], serde_json::json!(["app_api"]));
+
+    // Nothing changed.
+    assert_eq!(node.stackctl_json(&["service", "ls"]), services);
+}

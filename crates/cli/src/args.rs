@@ -95,6 +95,10 @@ pub struct DeployArgs {
     /// Remove services of the stack that the files no longer declare.
     #[arg(long)]
     pub prune: bool,
+    /// Show what the deploy would change (services to create, update with a
+    /// field-level diff, or remove) and send nothing.
+    #[arg(long, conflicts_with = "wait")]
+    pub dry_run: bool,
 }
 
 /// `stackctl config`.

@@ -34,6 +34,9 @@ struct Progress {
 pub async fn deploy(g: &Global, args: &DeployArgs) -> Result<i32> {
     let loaded = stackfile::load(&args.stack, &args.files, args.env_file.as_deref())?;
     let mut c = connect(&g.addr).await?;
+    if args.dry_run {
+        return crate::dryrun::show(g, &mut c, &loaded.spec, args.prune).await;
+    }
     // Watch before deploying so that no change is missed.
     let mut events = if args.wait {
         Some(c.watch_events(v1::WatchEventsRequest { stack: args.stack.clone() }).await.map_err(status)?.into_inner())

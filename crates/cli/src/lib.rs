@@ -9,6 +9,7 @@
 //! - `args.rs`: the command line (clap).
 //! - `client.rs`: connecting to a manager.
 //! - `deploy.rs`: `stackctl deploy`, with `--wait` progress.
+//! - `dryrun.rs`: `stackctl deploy --dry-run`: the changes a deploy would make.
 //! - `inspect.rs`: listings and inspection (`stack ls`, `service ls`, `ps`, …).
 //! - `output.rs`: tables and JSON with the same field names.
 //! - `stackfile.rs`: reading stack files, the `.env` file and the process
@@ -17,6 +18,7 @@
 mod args;
 mod client;
 mod deploy;
+mod dryrun;
 mod inspect;
 mod output;
 mod stackfile;

@@ -19,11 +19,13 @@
 //! - [`scheduler`]: unassigned tasks → nodes, with reasons for refusals.
 //! - [`loader`]: compose files → [`StackSpec`](model::StackSpec), with
 //!   file:line:column errors.
+//! - [`diff`]: field-level differences between service specs (`deploy --dry-run`).
 //! - [`compose`]: a [`StackSpec`](model::StackSpec) written back as a compose
 //!   document (what `stackctl config` prints; the loader reads it back unchanged).
 
 pub mod command;
 pub mod compose;
+pub mod diff;
 pub mod loader;
 pub mod model;
 pub mod orchestrator;

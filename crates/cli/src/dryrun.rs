@@ -1,0 +1,98 @@
+//! `stackctl deploy --dry-run`: compares the loaded stack with the services
+//! running in the cluster and prints what a deploy would change. Sends
+//! nothing.
+
+use anyhow::Result;
+use serde::Serialize;
+use stackd_core::diff::{self, ServiceDiff};
+use stackd_core::model::StackSpec;
+use stackd_proto::v1;
+use stackd_proto::v1::control_client::ControlClient;
+use tonic::transport::Channel;
+
+use crate::args::{Global, Output};
+use crate::client::status;
+use crate::inspect::summary;
+use crate::output::print_document;
+
+/// What a deploy would do.
+#[derive(Debug, Default, Serialize)]
+struct Plan {
+    create: Vec<String>,
+    update: Vec<Update>,
+    remove: Vec<String>,
+    unchanged: Vec<String>,
+    /// Services of the stack the files no longer declare, kept without --prune.
+    kept: Vec<String>,
+}
+
+#[derive(Debug, Serialize)]
+struct Update {
+    service: String,
+    #[serde(flatten)]
+    diff: ServiceDiff,
+}
+
+fn compact(v: &serde_json::Value) -> String {
+    match v {
+        serde_json::Value::Null => "(none)".into(),
+        other => other.to_string(),
+    }
+}
+
+/// Prints the changes deploying `spec` would make.
+pub async fn show(g: &Global, c: &mut ControlClient<Channel>, spec: &StackSpec, prune: bool) -> Result<i32> {
+    let current = c
+        .list_services(v1::ListServicesRequest { stack: spec.name.clone(), stale: g.stale })
+        .await
+        .map_err(status)?
+        .into_inner()
+        .services;
+    let mut existing = std::collections::BTreeMap::new();
+    for s in current {
+        let (svc, _, _) = summary(s)?;
+        existing.insert(svc.spec.name.clone(), svc);
+    }
+    let mut plan = Plan::default();
+    for (name, new) in &spec.services {
+        let full = format!("{}_{name}", spec.name);
+        match existing.get(name) {
+            None => plan.create.push(full),
+            Some(old) => match diff::service(&old.spec, new) {
+                None => plan.unchanged.push(full),
+                Some(d) => plan.update.push(Update { service: full, diff: d }),
+            },
+        }
+    }
+    for (name, svc) in &existing {
+        if !spec.services.contains_key(name) {
+            if prune { plan.remove.push(svc.name.clone()) } else { plan.kept.push(svc.name.clone()) }
+        }
+    }
+    match g.output {
+        Output::Json | Output::Yaml => print_document(&plan, g.output)?,
+        Output::Table => {
+            for s in &plan.create {
+                println!("+ create {s}");
+            }
+            for u in &plan.update {
+                let how = if u.diff.replaces_tasks { "rolling update: tasks are replaced" } else { "tasks are kept" };
+                println!("~ update {} ({how})", u.service);
+                for ch in &u.diff.changes {
+                    println!("    {}: {} → {}", ch.path, compact(&ch.from), compact(&ch.to));
+                }
+            }
+            for s in &plan.remove {
+                println!("- remove {s}");
+            }
+            for s in &plan.unchanged {
+                println!("= unchanged {s}");
+            }
+            for s in &plan.kept {
+                println!("  {s} is not in the files; it is kept (--prune removes it)");
+            }
+            println!("Dry run: nothing was sent.");
+        }
+    }
+    Ok(0)
+}

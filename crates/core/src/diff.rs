@@ -1,0 +1,104 @@
+//! Field-level differences between two service specs, for
+//! `stackctl deploy --dry-run`: what a deploy would change, and whether the
+//! change replaces the service's tasks (its task template changed) or not
+//! (replicas, policies and labels only).
+
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::model::ServiceSpec;
+
+/// One changed field.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Change {
+    /// Dotted path of the field, e.g. `task.image` or `mode.replicas`.
+    pub path: String,
+    /// The value now (`null` when the field is new).
+    pub from: Value,
+    /// The value after the deploy (`null` when the field goes away).
+    pub to: Value,
+}
+
+/// What a deploy would do to one existing service.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct ServiceDiff {
+    /// The changed fields, in path order.
+    pub changes: Vec<Change>,
+    /// Whether the tasks are replaced (a rolling update), rather than kept.
+    pub replaces_tasks: bool,
+}
+
+fn walk(path: &str, a: &Value, b: &Value, out: &mut Vec<Change>) {
+    match (a, b) {
+        (Value::Object(x), Value::Object(y)) => {
+            let mut keys: Vec<&String> = x.keys().chain(y.keys()).collect();
+            keys.sort();
+            keys.dedup();
+            for k in keys {
+                let p = if path.is_empty() { k.clone() } else { format!("{path}.{k}") };
+                walk(&p, x.get(k).unwrap_or(&Value::Null), y.get(k).unwrap_or(&Value::Null), out);
+            }
+        }
+        _ if a == b => {}
+        _ => out.push(Change { path: path.to_string(), from: a.clone(), to: b.clone() }),
+    }
+}
+
+/// The differences from `old` to `new`; `None` when they are equal.
+pub fn service(old: &ServiceSpec, new: &ServiceSpec) -> Option<ServiceDiff> {
+    if old == new {
+        return None;
+    }
+    let (a, b) = (serde_json::to_value(old).unwrap_or(Value::Null), serde_json::to_value(new).unwrap_or(Value::Null));
+    let mut changes = Vec::new();
+    walk("", &a, &b, &mut changes);
+    Some(ServiceDiff { changes, replaces_tasks: old.task != new.task })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{ServiceMode, TaskTemplate};
+
+    fn spec(image: &str, replicas: u64) -> ServiceSpec {
+        ServiceSpec {
+            name: "web".into(),
+            mode: ServiceMode::Replicated { replicas },
+            task: TaskTemplate { image: image.into(), ..Default::default() },
+            restart: Default::default(),
+            update: Default::default(),
+            labels: Default::default(),
+        }
+    }
+
+    #[test]
+    fn equal_specs_have_no_diff() {
+        assert_eq!(service(&spec("web:1", 3), &spec("web:1", 3)), None);
+    }
+
+    #[test]
+    fn scaling_changes_one_field_and_keeps_the_tasks() {
+        let d = service(&spec("web:1", 3), &spec("web:1", 5)).expect("a diff");
+        assert_eq!(d.changes, vec![Change { path: "mode.replicas".into(), from: 3.into(), to: 5.into() }]);
+        assert!(!d.replaces_tasks);
+    }
+
+    #[test]
+    fn a_new_image_replaces_the_tasks() {
+        let mut new = spec("web:2", 3);
+        new.task.env = vec!["A=1".into()];
+        let d = service(&spec("web:1", 3), &new).expect("a diff");
+        let paths: Vec<&str> = d.changes.iter().map(|c| c.path.as_str()).collect();
+        assert_eq!(paths, vec!["task.env", "task.image"]);
+        assert!(d.replaces_tasks);
+    }
+
+    #[test]
+    fn a_mode_change_shows_both_sides() {
+        let mut global = spec("web:1", 0);
+        global.mode = ServiceMode::Global;
+        let d = service(&spec("web:1", 2), &global).expect("a diff");
+        let paths: Vec<&str> = d.changes.iter().map(|c| c.path.as_str()).collect();
+        assert_eq!(paths, vec!["mode.kind", "mode.replicas"]);
+    }
+}
