@@ -195,3 +195,31 @@ fn t04_dry_run_shows_the_changes_and_sends_nothing() {
     // Nothing changed.
     assert_eq!(node.stackctl_json(&["service", "ls"]), services);
 }
+
+#[test]
+fn t05_runtime_options_reach_the_container() {
+    if !require_docker() {
+        return;
+    }
+    build_images();
+    let node = Node::init("t05").expect("init");
+    let file = node.write_stack(
+        "rt.yml",
+        "services:\n  web:\n    image: stackd-test/web:1\n    cap_add: [NET_ADMIN]\n    cap_drop: [MKNOD]\n    sysctls:\n      net.core.somaxconn: 1024\n    extra_hosts: [\"db:10.0.0.5\"]\n    dns: [10.0.0.2]\n    dns_search: [example.internal]\n    ulimits:\n      nofile: {soft: 1024, hard: 4096}\n    logging:\n      driver: json-file\n      options: {max-size: 10m}\n    deploy:\n      update_config: {monitor: 0s}\n",
+    );
+    node.stackctl(&["deploy", "-c", &file, "rt", "--wait", "--timeout", "60s"]);
+    let c = docker::running(&format!("io.stackd.cluster={}", node.cluster_id()));
+    assert_eq!(c.len(), 1);
+    let out = std::process::Command::new("docker").args(["inspect", &c[0].id]).output().expect("docker inspect");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    let hc = &v[0]["HostConfig"];
+    assert_eq!(hc["CapAdd"], serde_json::json!(["NET_ADMIN"]));
+    assert_eq!(hc["CapDrop"], serde_json::json!(["MKNOD"]));
+    assert_eq!(hc["Sysctls"]["net.core.somaxconn"], "1024");
+    assert_eq!(hc["ExtraHosts"], serde_json::json!(["db:10.0.0.5"]));
+    assert_eq!(hc["Dns"], serde_json::json!(["10.0.0.2"]));
+    assert_eq!(hc["DnsSearch"], serde_json::json!(["example.internal"]));
+    assert_eq!(hc["Ulimits"], serde_json::json!([{ "Name": "nofile", "Soft": 1024, "Hard": 4096 }]));
+    assert_eq!(hc["LogConfig"]["Type"], "json-file");
+    assert_eq!(hc["LogConfig"]["Config"]["max-size"], "10m");
+}

@@ -150,6 +150,33 @@ pub fn service(s: &ServiceSpec, volumes: &BTreeMap<String, VolumeSpec>) -> Value
     if t.read_only {
         o.insert("read_only".into(), json!(true));
     }
+    for (key, list) in [
+        ("cap_add", &t.cap_add),
+        ("cap_drop", &t.cap_drop),
+        ("extra_hosts", &t.extra_hosts),
+        ("dns", &t.dns),
+        ("dns_search", &t.dns_search),
+    ] {
+        if !list.is_empty() {
+            o.insert(key.into(), strings(list));
+        }
+    }
+    if !t.sysctls.is_empty() {
+        o.insert("sysctls".into(), map(&t.sysctls));
+    }
+    if !t.ulimits.is_empty() {
+        let limits: Map<String, Value> =
+            t.ulimits.iter().map(|(k, u)| (k.clone(), json!({ "soft": u.soft, "hard": u.hard }))).collect();
+        o.insert("ulimits".into(), Value::Object(limits));
+    }
+    if let Some(l) = &t.logging {
+        let mut log = Map::new();
+        log.insert("driver".into(), json!(l.driver));
+        if !l.options.is_empty() {
+            log.insert("options".into(), map(&l.options));
+        }
+        o.insert("logging".into(), Value::Object(log));
+    }
     o.insert("stop_grace_period".into(), json!(duration(t.stop_grace_period_ms)));
     if let Some(h) = &t.healthcheck {
         o.insert("healthcheck".into(), healthcheck(h));

@@ -237,6 +237,48 @@ pub struct TaskTemplate {
     pub init: Option<bool>,
     /// Read-only root filesystem.
     pub read_only: bool,
+    /// Linux capabilities to add (`NET_ADMIN`, …).
+    #[serde(default)]
+    pub cap_add: Vec<String>,
+    /// Linux capabilities to drop.
+    #[serde(default)]
+    pub cap_drop: Vec<String>,
+    /// Kernel parameters (`net.core.somaxconn: "1024"`).
+    #[serde(default)]
+    pub sysctls: BTreeMap<String, String>,
+    /// Extra `/etc/hosts` entries as `host:ip`.
+    #[serde(default)]
+    pub extra_hosts: Vec<String>,
+    /// DNS servers.
+    #[serde(default)]
+    pub dns: Vec<String>,
+    /// DNS search domains.
+    #[serde(default)]
+    pub dns_search: Vec<String>,
+    /// Resource limits by name (`nofile`, `nproc`, …).
+    #[serde(default)]
+    pub ulimits: BTreeMap<String, Ulimit>,
+    /// Log driver; `None` keeps the engine's default.
+    #[serde(default)]
+    pub logging: Option<Logging>,
+}
+
+/// A soft and hard resource limit.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ulimit {
+    /// Soft limit.
+    pub soft: i64,
+    /// Hard limit.
+    pub hard: i64,
+}
+
+/// Where a container's logs go.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Logging {
+    /// Docker log driver (`json-file`, `journald`, `local`, …).
+    pub driver: String,
+    /// Driver options.
+    pub options: BTreeMap<String, String>,
 }
 
 /// When a failed or exited task is replaced.

@@ -96,3 +96,61 @@ fn the_schema_check_rejects_what_compose_rejects() {
     let doc = serde_json::json!({ "services": { "web": { "image": "x", "not_a_compose_key": true } } });
     validate_against_schema(&doc, "a broken document");
 }
+
+#[test]
+fn runtime_options_load_and_round_trip() {
+    let text = r#"
+services:
+  web:
+    image: web:1
+    cap_add: [NET_ADMIN]
+    cap_drop: [MKNOD, SETUID]
+    sysctls:
+      net.core.somaxconn: 1024
+    extra_hosts:
+      - "db=10.0.0.5"
+      - "cache:10.0.0.6"
+    dns: 10.0.0.2
+    dns_search: [example.internal]
+    ulimits:
+      nproc: 65535
+      nofile:
+        soft: 1024
+        hard: 4096
+    logging:
+      driver: json-file
+      options:
+        max-size: 10m
+"#;
+    let files = [SourceFile { name: "rt.yml".into(), text: text.into() }];
+    let loaded = load("rt", &files, &LoadOptions::default()).unwrap_or_else(|e| panic!("{e}"));
+    let t = &loaded.spec.services["web"].task;
+    assert_eq!(t.cap_add, vec!["NET_ADMIN"]);
+    assert_eq!(t.cap_drop, vec!["MKNOD", "SETUID"]);
+    assert_eq!(t.sysctls["net.core.somaxconn"], "1024");
+    assert_eq!(t.extra_hosts, vec!["db:10.0.0.5", "cache:10.0.0.6"]);
+    assert_eq!(t.dns, vec!["10.0.0.2"]);
+    assert_eq!(t.dns_search, vec!["example.internal"]);
+    assert_eq!((t.ulimits["nproc"].soft, t.ulimits["nproc"].hard), (65535, 65535));
+    assert_eq!((t.ulimits["nofile"].soft, t.ulimits["nofile"].hard), (1024, 4096));
+    let log = t.logging.as_ref().expect("logging");
+    assert_eq!((log.driver.as_str(), log.options["max-size"].as_str()), ("json-file", "10m"));
+    assert!(loaded.warnings.is_empty(), "{:?}", loaded.warnings);
+    assert_eq!(round_trip(&loaded.spec, "runtime options"), loaded.spec);
+}
+
+#[test]
+fn runtime_option_errors_name_the_place() {
+    let text = "services:\n  web:\n    image: web:1\n    cap_add: [net_admin]\n    dns: [not-an-ip]\n    extra_hosts: [nohost]\n    ulimits:\n      nofile: {soft: 10, hard: 5}\n    logging:\n      options: {a: b}\n";
+    let files = [SourceFile { name: "bad.yml".into(), text: text.into() }];
+    let err = load("rt", &files, &LoadOptions::default()).expect_err("invalid").to_string();
+    for expected in [
+        "bad.yml:4:15: services.web.cap_add[0]: \"net_admin\" is not a capability name",
+        "bad.yml:5:11: services.web.dns[0]: \"not-an-ip\" is not an IP address",
+        "bad.yml:6:19: services.web.extra_hosts[0]: \"nohost\" must be host:ip",
+        "services.web.ulimits.nofile: soft limit 10 is above the hard limit 5",
+        "services.web.logging: `options:` needs a `driver:`",
+    ] {
+        assert!(err.contains(expected), "missing {expected:?} in:\n{err}");
+    }
+}

@@ -4,8 +4,8 @@
 use std::collections::HashMap;
 
 use bollard::models::{
-    ContainerCreateBody, HealthConfig, HostConfig, Mount as DockerMount, MountType, PortBinding, RestartPolicy,
-    RestartPolicyNameEnum,
+    ContainerCreateBody, HealthConfig, HostConfig, HostConfigLogConfig, Mount as DockerMount, MountType, PortBinding,
+    ResourcesUlimits, RestartPolicy, RestartPolicyNameEnum,
 };
 use stackd_core::model::{HealthCheck, Mount, MountKind, PortConfig, Task};
 
@@ -108,6 +108,10 @@ pub(crate) fn ports(ports: &[PortConfig]) -> (Vec<String>, HashMap<String, Optio
     (exposed, bindings)
 }
 
+fn non_empty(v: &[String]) -> Option<Vec<String>> {
+    (!v.is_empty()).then(|| v.to_vec())
+}
+
 /// The create request of a task's container (its name is [`Task::container_name`]).
 pub(crate) fn container_body(task: &Task, ctx: &ContainerContext) -> ContainerCreateBody {
     let t = &task.template;
@@ -119,6 +123,22 @@ pub(crate) fn container_body(task: &Task, ctx: &ContainerContext) -> ContainerCr
         restart_policy: Some(RestartPolicy { name: Some(RestartPolicyNameEnum::NO), maximum_retry_count: None }),
         init: t.init,
         readonly_rootfs: t.read_only.then_some(true),
+        cap_add: non_empty(&t.cap_add),
+        cap_drop: non_empty(&t.cap_drop),
+        sysctls: (!t.sysctls.is_empty()).then(|| t.sysctls.iter().map(|(k, v)| (k.clone(), v.clone())).collect()),
+        extra_hosts: non_empty(&t.extra_hosts),
+        dns: non_empty(&t.dns),
+        dns_search: non_empty(&t.dns_search),
+        ulimits: (!t.ulimits.is_empty()).then(|| {
+            t.ulimits
+                .iter()
+                .map(|(name, u)| ResourcesUlimits { name: Some(name.clone()), soft: Some(u.soft), hard: Some(u.hard) })
+                .collect()
+        }),
+        log_config: t.logging.as_ref().map(|l| HostConfigLogConfig {
+            typ: Some(l.driver.clone()),
+            config: (!l.options.is_empty()).then(|| l.options.iter().map(|(k, v)| (k.clone(), v.clone())).collect()),
+        }),
         ..Default::default()
     };
     ContainerCreateBody {
@@ -241,6 +261,42 @@ mod tests {
         assert_eq!(b.exposed_ports, None);
         assert_eq!(hc.port_bindings, None);
         assert_eq!(hc.mounts, None);
+    }
+
+    #[test]
+    fn runtime_options_reach_the_host_config() {
+        use stackd_core::model::{Logging, Ulimit};
+        let template = TaskTemplate {
+            image: "x".into(),
+            cap_add: vec!["NET_ADMIN".into()],
+            cap_drop: vec!["MKNOD".into()],
+            sysctls: BTreeMap::from([("net.core.somaxconn".to_string(), "1024".to_string())]),
+            extra_hosts: vec!["db:10.0.0.5".into()],
+            dns: vec!["10.0.0.2".into()],
+            dns_search: vec!["example.internal".into()],
+            ulimits: BTreeMap::from([("nofile".to_string(), Ulimit { soft: 1024, hard: 4096 })]),
+            logging: Some(Logging {
+                driver: "json-file".into(),
+                options: BTreeMap::from([("max-size".to_string(), "10m".to_string())]),
+            }),
+            ..Default::default()
+        };
+        let hc = container_body(&task(template), &ctx()).host_config.unwrap_or_default();
+        assert_eq!(hc.cap_add, Some(vec!["NET_ADMIN".to_string()]));
+        assert_eq!(hc.cap_drop, Some(vec!["MKNOD".to_string()]));
+        assert_eq!(hc.sysctls.and_then(|m| m.get("net.core.somaxconn").cloned()), Some("1024".to_string()));
+        assert_eq!(hc.extra_hosts, Some(vec!["db:10.0.0.5".to_string()]));
+        assert_eq!(hc.dns, Some(vec!["10.0.0.2".to_string()]));
+        assert_eq!(hc.dns_search, Some(vec!["example.internal".to_string()]));
+        let u = hc.ulimits.unwrap_or_default();
+        assert_eq!((u[0].name.as_deref(), u[0].soft, u[0].hard), (Some("nofile"), Some(1024), Some(4096)));
+        let log = hc.log_config.unwrap_or_default();
+        assert_eq!(log.typ.as_deref(), Some("json-file"));
+        assert_eq!(log.config.and_then(|m| m.get("max-size").cloned()), Some("10m".to_string()));
+        // Unset options stay unset: the engine's defaults apply.
+        let plain = container_body(&task(TaskTemplate { image: "x".into(), ..Default::default() }), &ctx());
+        let hc = plain.host_config.unwrap_or_default();
+        assert!(hc.cap_add.is_none() && hc.sysctls.is_none() && hc.ulimits.is_none() && hc.log_config.is_none());
     }
 
     #[test]

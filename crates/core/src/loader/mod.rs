@@ -64,6 +64,7 @@ mod deploy;
 mod dotenv;
 mod interpolate;
 mod mounts;
+mod runtime;
 mod service;
 mod stack;
 mod values;

@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 
 use super::ctx::{At, Ctx};
-use super::{deploy, mounts};
+use super::{deploy, mounts, runtime};
 use crate::model::{RestartPolicy, ServiceMode, ServiceSpec, TaskTemplate, UpdateConfig, VolumeSpec};
 use crate::validate::is_valid_name;
 
@@ -137,6 +137,14 @@ pub(crate) fn service(cx: &mut Ctx, at: &At<'_>, volumes: &BTreeMap<String, Volu
             "hostname" => task.hostname = e.opt_string(cx),
             "init" => task.init = if e.is_null() { None } else { e.boolean(cx) },
             "read_only" => task.read_only = !e.is_null() && e.boolean(cx).unwrap_or(false),
+            "cap_add" => task.cap_add = runtime::capabilities(cx, &e),
+            "cap_drop" => task.cap_drop = runtime::capabilities(cx, &e),
+            "sysctls" => task.sysctls = runtime::sysctls(cx, &e),
+            "extra_hosts" => task.extra_hosts = runtime::extra_hosts(cx, &e),
+            "dns" => task.dns = runtime::dns(cx, &e),
+            "dns_search" => task.dns_search = runtime::dns_search(cx, &e),
+            "ulimits" => task.ulimits = runtime::ulimits(cx, &e),
+            "logging" => task.logging = runtime::logging(cx, &e),
             "build" => build = Some(e),
             "restart" => cx.warn(&e, "ignored: tasks are restarted according to deploy.restart_policy"),
             "depends_on" => cx.warn(&e, "ignored: services start in any order, as in Swarm"),

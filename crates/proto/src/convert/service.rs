@@ -170,6 +170,21 @@ impl From<&model::TaskTemplate> for v1::TaskTemplate {
             stop_signal: value.stop_signal.clone(),
             init: value.init,
             read_only: value.read_only,
+            cap_add: value.cap_add.clone(),
+            cap_drop: value.cap_drop.clone(),
+            sysctls: string_map(&value.sysctls),
+            extra_hosts: value.extra_hosts.clone(),
+            dns: value.dns.clone(),
+            dns_search: value.dns_search.clone(),
+            ulimits: value
+                .ulimits
+                .iter()
+                .map(|(k, u)| (k.clone(), v1::Ulimit { soft: u.soft, hard: u.hard }))
+                .collect(),
+            logging: value
+                .logging
+                .as_ref()
+                .map(|l| v1::Logging { driver: l.driver.clone(), options: string_map(&l.options) }),
         }
     }
 }
@@ -194,6 +209,20 @@ impl TryFrom<v1::TaskTemplate> for model::TaskTemplate {
             stop_signal: value.stop_signal,
             init: value.init,
             read_only: value.read_only,
+            cap_add: value.cap_add,
+            cap_drop: value.cap_drop,
+            sysctls: value.sysctls.into_iter().collect(),
+            extra_hosts: value.extra_hosts,
+            dns: value.dns,
+            dns_search: value.dns_search,
+            ulimits: value
+                .ulimits
+                .into_iter()
+                .map(|(k, u)| (k, model::Ulimit { soft: u.soft, hard: u.hard }))
+                .collect(),
+            logging: value
+                .logging
+                .map(|l| model::Logging { driver: l.driver, options: l.options.into_iter().collect() }),
         })
     }
 }

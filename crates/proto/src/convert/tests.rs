@@ -103,6 +103,14 @@ pub(super) fn full_template() -> model::TaskTemplate {
         stop_signal: Some("SIGQUIT".into()),
         init: Some(true),
         read_only: true,
+        cap_add: strings(&["NET_ADMIN"]),
+        cap_drop: strings(&["MKNOD", "SETUID"]),
+        sysctls: labels(&[("net.core.somaxconn", "1024")]),
+        extra_hosts: strings(&["db:10.0.0.5"]),
+        dns: strings(&["10.0.0.2"]),
+        dns_search: strings(&["example.internal"]),
+        ulimits: [("nofile".to_string(), model::Ulimit { soft: 1024, hard: 4096 })].into(),
+        logging: Some(model::Logging { driver: "json-file".into(), options: labels(&[("max-size", "10m")]) }),
     }
 }
 
@@ -345,11 +353,20 @@ fn template() -> impl Strategy<Value = model::TaskTemplate> {
         prop::option::of(healthcheck()),
     );
     let rest = (any::<u64>(), prop::option::of(text()), any::<Option<bool>>(), any::<bool>());
-    (lists, parts, rest).prop_map(
+    let runtime = (
+        string_vec(),
+        string_vec(),
+        string_map(),
+        string_vec(),
+        prop::collection::btree_map(text(), (any::<i64>(), any::<i64>()), 0..3),
+        prop::option::of((text(), string_map())),
+    );
+    (lists, parts, rest, runtime).prop_map(
         |(
             (image, command, entrypoint, env, labels),
             (mounts, ports, working_dir, user, hostname, healthcheck),
             (stop_grace_period_ms, stop_signal, init, read_only),
+            (cap_add, cap_drop, sysctls, dns, ulimits, logging),
         )| model::TaskTemplate {
             image,
             command,
@@ -366,6 +383,14 @@ fn template() -> impl Strategy<Value = model::TaskTemplate> {
             stop_signal,
             init,
             read_only,
+            cap_add,
+            cap_drop,
+            sysctls,
+            extra_hosts: dns.iter().map(|d| format!("h:{d}")).collect(),
+            dns_search: dns.clone(),
+            dns,
+            ulimits: ulimits.into_iter().map(|(k, (soft, hard))| (k, model::Ulimit { soft, hard })).collect(),
+            logging: logging.map(|(driver, options)| model::Logging { driver, options }),
         },
     )
 }
