@@ -205,7 +205,7 @@ fn t05_runtime_options_reach_the_container() {
     let node = Node::init("t05").expect("init");
     let file = node.write_stack(
         "rt.yml",
-        "services:\n  web:\n    image: stackd-test/web:1\n    cap_add: [NET_ADMIN]\n    cap_drop: [MKNOD]\n    sysctls:\n      net.core.somaxconn: 1024\n    extra_hosts: [\"db:10.0.0.5\"]\n    dns: [10.0.0.2]\n    dns_search: [example.internal]\n    ulimits:\n      nofile: {soft: 1024, hard: 4096}\n    logging:\n      driver: json-file\n      options: {max-size: 10m}\n    deploy:\n      update_config: {monitor: 0s}\n",
+        "services:\n  web:\n    image: stackd-test/web:1\n    cap_add: [NET_ADMIN]\n    cap_drop: [MKNOD]\n    sysctls:\n      net.core.somaxconn: 1024\n    extra_hosts: [\"db:10.0.0.5\"]\n    dns: [10.0.0.2]\n    dns_search: [example.internal]\n    ulimits:\n      nofile: {soft: 1024, hard: 4096}\n    logging:\n      driver: json-file\n      options: {max-size: 10m}\n    deploy:\n      update_config: {monitor: 0s}\n      placement:\n        constraints: [node.role == manager, node.platform.os == linux]\n      resources:\n        limits: {cpus: '0.5', memory: 64M, pids: 50}\n        reservations: {memory: 32M}\n",
     );
     node.stackctl(&["deploy", "-c", &file, "rt", "--wait", "--timeout", "60s"]);
     let c = docker::running(&format!("io.stackd.cluster={}", node.cluster_id()));
@@ -222,4 +222,8 @@ fn t05_runtime_options_reach_the_container() {
     assert_eq!(hc["Ulimits"], serde_json::json!([{ "Name": "nofile", "Soft": 1024, "Hard": 4096 }]));
     assert_eq!(hc["LogConfig"]["Type"], "json-file");
     assert_eq!(hc["LogConfig"]["Config"]["max-size"], "10m");
+    assert_eq!(hc["NanoCpus"], 500_000_000);
+    assert_eq!(hc["Memory"], 64 << 20);
+    assert_eq!(hc["PidsLimit"], 50);
+    assert_eq!(hc["MemoryReservation"], 32 << 20);
 }

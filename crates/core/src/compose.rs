@@ -194,6 +194,48 @@ pub fn service(s: &ServiceSpec, volumes: &BTreeMap<String, VolumeSpec>) -> Value
     if !s.labels.is_empty() {
         deploy.insert("labels".into(), map(&s.labels));
     }
+    let p = &t.placement;
+    if p != &Default::default() {
+        let mut placement = Map::new();
+        if !p.constraints.is_empty() {
+            placement.insert(
+                "constraints".into(),
+                Value::Array(p.constraints.iter().map(|c| json!(c.to_string())).collect()),
+            );
+        }
+        if !p.preferences.is_empty() {
+            placement.insert(
+                "preferences".into(),
+                Value::Array(p.preferences.iter().map(|k| json!({ "spread": k })).collect()),
+            );
+        }
+        if p.max_replicas_per_node > 0 {
+            placement.insert("max_replicas_per_node".into(), json!(p.max_replicas_per_node));
+        }
+        deploy.insert("placement".into(), Value::Object(placement));
+    }
+    let r = &t.resources;
+    if r != &Default::default() {
+        let cpus = |nano: u64| json!(format!("{}", nano as f64 / 1e9));
+        let mut limits = Map::new();
+        if r.limits.nano_cpus > 0 {
+            limits.insert("cpus".into(), cpus(r.limits.nano_cpus));
+        }
+        if r.limits.memory_bytes > 0 {
+            limits.insert("memory".into(), json!(format!("{}b", r.limits.memory_bytes)));
+        }
+        if r.limits.pids > 0 {
+            limits.insert("pids".into(), json!(r.limits.pids));
+        }
+        let mut reservations = Map::new();
+        if r.reservations.nano_cpus > 0 {
+            reservations.insert("cpus".into(), cpus(r.reservations.nano_cpus));
+        }
+        if r.reservations.memory_bytes > 0 {
+            reservations.insert("memory".into(), json!(format!("{}b", r.reservations.memory_bytes)));
+        }
+        deploy.insert("resources".into(), json!({ "limits": limits, "reservations": reservations }));
+    }
     let r = &s.restart;
     let condition = match r.condition {
         RestartCondition::None => "none",

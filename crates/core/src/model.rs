@@ -261,6 +261,124 @@ pub struct TaskTemplate {
     /// Log driver; `None` keeps the engine's default.
     #[serde(default)]
     pub logging: Option<Logging>,
+    /// Where tasks may run.
+    #[serde(default)]
+    pub placement: Placement,
+    /// CPU and memory limits and reservations.
+    #[serde(default)]
+    pub resources: ResourceSpec,
+}
+
+/// How a constraint compares.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ConstraintOp {
+    /// `==`
+    #[default]
+    Eq,
+    /// `!=`
+    Ne,
+}
+
+/// A placement constraint such as `node.labels.zone == eu`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Constraint {
+    /// `node.id`, `node.hostname`, `node.role`, `node.platform.os` or `node.labels.<label>`.
+    pub key: String,
+    /// `==` or `!=`.
+    pub op: ConstraintOp,
+    /// The value compared with.
+    pub value: String,
+}
+
+impl Constraint {
+    /// Parses `key == value` or `key != value`.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let (key, op, value) = if let Some((k, v)) = text.split_once("!=") {
+            (k, ConstraintOp::Ne, v)
+        } else if let Some((k, v)) = text.split_once("==") {
+            (k, ConstraintOp::Eq, v)
+        } else {
+            return Err(format!("{text:?} must be `key == value` or `key != value`"));
+        };
+        let (key, value) = (key.trim(), value.trim());
+        let known = matches!(key, "node.id" | "node.hostname" | "node.role" | "node.platform.os")
+            || key.strip_prefix("node.labels.").is_some_and(|l| !l.is_empty());
+        if !known {
+            return Err(format!(
+                "unknown constraint key {key:?}: use node.id, node.hostname, node.role, node.platform.os or node.labels.<label>"
+            ));
+        }
+        if value.is_empty() {
+            return Err(format!("constraint {text:?} has no value"));
+        }
+        if key == "node.role" && !matches!(value, "manager" | "worker") {
+            return Err(format!("node.role is manager or worker, not {value:?}"));
+        }
+        Ok(Self { key: key.to_string(), op, value: value.to_string() })
+    }
+
+    /// The value a node has for this constraint's key.
+    fn node_value<'a>(&self, node: &'a Node) -> &'a str {
+        match self.key.as_str() {
+            "node.id" => &node.id,
+            "node.hostname" => &node.name,
+            "node.role" => match node.role {
+                NodeRole::Manager => "manager",
+                NodeRole::Worker => "worker",
+            },
+            // Agents run on Linux only.
+            "node.platform.os" => "linux",
+            key => key.strip_prefix("node.labels.").and_then(|l| node.labels.get(l)).map_or("", String::as_str),
+        }
+    }
+
+    /// Whether `node` satisfies the constraint.
+    pub fn matches(&self, node: &Node) -> bool {
+        (self.node_value(node) == self.value) == (self.op == ConstraintOp::Eq)
+    }
+}
+
+impl std::fmt::Display for Constraint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let op = match self.op {
+            ConstraintOp::Eq => "==",
+            ConstraintOp::Ne => "!=",
+        };
+        write!(f, "{} {op} {}", self.key, self.value)
+    }
+}
+
+/// Where a service's tasks may run.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Placement {
+    /// Every constraint must hold on the node.
+    pub constraints: Vec<Constraint>,
+    /// Spread tasks evenly over the values of these node keys
+    /// (`node.labels.zone`), in order.
+    pub preferences: Vec<String>,
+    /// At most this many tasks of the service per node (0: no limit).
+    pub max_replicas_per_node: u64,
+}
+
+/// CPU, memory and process limits of one task.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResourceLimits {
+    /// CPU in billionths of a core (0: no limit).
+    pub nano_cpus: u64,
+    /// Memory in bytes (0: no limit).
+    pub memory_bytes: u64,
+    /// Processes (0: no limit).
+    pub pids: u64,
+}
+
+/// Limits (enforced by the engine) and reservations (counted by the scheduler).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResourceSpec {
+    /// Upper bounds.
+    pub limits: ResourceLimits,
+    /// What the scheduler sets aside on the node.
+    pub reservations: Resources,
 }
 
 /// A soft and hard resource limit.

@@ -14,7 +14,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::command::Placement;
-use crate::model::{Availability, DesiredState, Node, NodeId, NodeState, Protocol, PublishMode, Task, TaskState};
+use crate::model::{
+    Availability, DesiredState, Node, NodeId, NodeState, Protocol, PublishMode, Resources, Task, TaskState,
+};
 use crate::state::ClusterState;
 
 /// Places tasks on nodes. The multi-node scheduler implements the same trait.
@@ -35,8 +37,24 @@ pub enum Refusal {
     NotReady,
     /// The operator paused or drained the node.
     NotActive(Availability),
+    /// A placement constraint does not hold on the node.
+    Constraint(String),
+    /// The node runs `max_replicas_per_node` tasks of the service already.
+    MaxReplicas(u64),
+    /// Not enough unreserved CPU on the node (needed, free; nano CPUs).
+    Cpu(u64, u64),
+    /// Not enough unreserved memory on the node (needed, free; bytes).
+    Memory(u64, u64),
     /// A port the task publishes on its node is taken there.
     PortInUse(u16, Protocol),
+}
+
+fn mib(bytes: u64) -> String {
+    format!("{} MiB", bytes / (1 << 20))
+}
+
+fn cpus(nano: u64) -> String {
+    format!("{:.2}", nano as f64 / 1e9)
 }
 
 impl std::fmt::Display for Refusal {
@@ -44,6 +62,10 @@ impl std::fmt::Display for Refusal {
         match self {
             Refusal::NotReady => f.write_str("node not ready"),
             Refusal::NotActive(a) => write!(f, "node availability is {}", format!("{a:?}").to_lowercase()),
+            Refusal::Constraint(c) => write!(f, "constraint {c} not met"),
+            Refusal::MaxReplicas(n) => write!(f, "max_replicas_per_node {n} reached"),
+            Refusal::Cpu(need, free) => write!(f, "insufficient CPU: needs {}, {} free", cpus(*need), cpus(*free)),
+            Refusal::Memory(need, free) => write!(f, "insufficient memory: needs {}, {} free", mib(*need), mib(*free)),
             Refusal::PortInUse(p, proto) => write!(f, "port {p}/{} already published on the node", proto.as_str()),
         }
     }
@@ -59,13 +81,27 @@ fn host_ports(t: &Task) -> impl Iterator<Item = (u16, Protocol)> + '_ {
         .filter_map(|p| p.published.map(|pp| (pp, p.protocol)))
 }
 
+#[derive(Default)]
 struct NodeLoad {
     ports: BTreeSet<(u16, Protocol)>,
     total: usize,
     per_service: BTreeMap<String, usize>,
+    reserved: Resources,
 }
 
-/// Runs the filters; the first refusal, if any.
+impl NodeLoad {
+    fn add(&mut self, t: &Task) {
+        self.ports.extend(host_ports(t));
+        self.total += 1;
+        *self.per_service.entry(t.service_id.clone()).or_default() += 1;
+        let r = &t.template.resources.reservations;
+        self.reserved.nano_cpus += r.nano_cpus;
+        self.reserved.memory_bytes += r.memory_bytes;
+    }
+}
+
+/// Runs the filters; the first refusal, if any. A node that reports no CPU or
+/// memory (0) is not checked for it.
 fn check(node: &Node, load: &NodeLoad, task: &Task) -> Option<Refusal> {
     if node.state != NodeState::Ready {
         return Some(Refusal::NotReady);
@@ -73,21 +109,46 @@ fn check(node: &Node, load: &NodeLoad, task: &Task) -> Option<Refusal> {
     if node.availability != Availability::Active {
         return Some(Refusal::NotActive(node.availability));
     }
+    let placement = &task.template.placement;
+    if let Some(c) = placement.constraints.iter().find(|c| !c.matches(node)) {
+        return Some(Refusal::Constraint(c.to_string()));
+    }
+    let max = placement.max_replicas_per_node;
+    if max > 0 && load.per_service.get(&task.service_id).copied().unwrap_or(0) as u64 >= max {
+        return Some(Refusal::MaxReplicas(max));
+    }
+    let want = &task.template.resources.reservations;
+    let have = &node.resources;
+    if want.nano_cpus > 0 && have.nano_cpus > 0 {
+        let free = have.nano_cpus.saturating_sub(load.reserved.nano_cpus);
+        if want.nano_cpus > free {
+            return Some(Refusal::Cpu(want.nano_cpus, free));
+        }
+    }
+    if want.memory_bytes > 0 && have.memory_bytes > 0 {
+        let free = have.memory_bytes.saturating_sub(load.reserved.memory_bytes);
+        if want.memory_bytes > free {
+            return Some(Refusal::Memory(want.memory_bytes, free));
+        }
+    }
     host_ports(task).find(|p| load.ports.contains(p)).map(|(p, proto)| Refusal::PortInUse(p, proto))
+}
+
+/// How a node ranks for a task, lowest first: tasks of the service per
+/// preference value, tasks of the service on the node, tasks on the node.
+type Rank = (Vec<usize>, usize, usize);
+
+/// The value of a preference key (`node.labels.zone`) on a node.
+fn preference_value<'a>(node: &'a Node, key: &str) -> &'a str {
+    key.strip_prefix("node.labels.").and_then(|l| node.labels.get(l)).map_or("", String::as_str)
 }
 
 impl Scheduler for SpreadScheduler {
     fn schedule(&self, state: &ClusterState) -> Vec<Placement> {
-        let mut loads: BTreeMap<&NodeId, NodeLoad> = state
-            .nodes
-            .keys()
-            .map(|id| (id, NodeLoad { ports: BTreeSet::new(), total: 0, per_service: BTreeMap::new() }))
-            .collect();
+        let mut loads: BTreeMap<&NodeId, NodeLoad> = state.nodes.keys().map(|id| (id, NodeLoad::default())).collect();
         for t in state.tasks.values().filter(|t| t.occupies_slot()) {
             if let Some(load) = t.node_id.as_ref().and_then(|n| loads.get_mut(n)) {
-                load.ports.extend(host_ports(t));
-                load.total += 1;
-                *load.per_service.entry(t.service_id.clone()).or_default() += 1;
+                load.add(t);
             }
         }
         let mut pending: Vec<&Task> = state
@@ -102,14 +163,32 @@ impl Scheduler for SpreadScheduler {
         let mut out = Vec::new();
         for task in pending {
             let mut refusals: BTreeMap<Refusal, usize> = BTreeMap::new();
-            let mut best: Option<(&NodeId, (usize, usize))> = None;
+            // Tasks of the service per value of each preference key, for spreading.
+            let prefs = &task.template.placement.preferences;
+            let spread: Vec<BTreeMap<&str, usize>> = prefs
+                .iter()
+                .map(|key| {
+                    let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
+                    for (id, node) in &state.nodes {
+                        let n = loads.get(id).and_then(|l| l.per_service.get(&task.service_id)).copied().unwrap_or(0);
+                        *counts.entry(preference_value(node, key)).or_default() += n;
+                    }
+                    counts
+                })
+                .collect();
+            let mut best: Option<(&NodeId, Rank)> = None;
             for (id, node) in &state.nodes {
                 let Some(load) = loads.get(id) else { continue };
                 match check(node, load, task) {
                     Some(r) => *refusals.entry(r).or_default() += 1,
                     None => {
-                        let rank = (load.per_service.get(&task.service_id).copied().unwrap_or(0), load.total);
-                        if best.is_none_or(|(_, b)| rank < b) {
+                        let by_pref: Vec<usize> = prefs
+                            .iter()
+                            .zip(&spread)
+                            .map(|(key, counts)| counts.get(preference_value(node, key)).copied().unwrap_or(0))
+                            .collect();
+                        let rank = (by_pref, load.per_service.get(&task.service_id).copied().unwrap_or(0), load.total);
+                        if best.as_ref().is_none_or(|(_, b)| rank < *b) {
                             best = Some((id, rank));
                         }
                     }
@@ -118,9 +197,7 @@ impl Scheduler for SpreadScheduler {
             match best {
                 Some((id, _)) => {
                     if let Some(load) = loads.get_mut(id) {
-                        load.ports.extend(host_ports(task));
-                        load.total += 1;
-                        *load.per_service.entry(task.service_id.clone()).or_default() += 1;
+                        load.add(task);
                     }
                     out.push(Placement::Assign { task_id: task.id.clone(), node_id: id.clone() });
                 }

@@ -154,3 +154,55 @@ fn runtime_option_errors_name_the_place() {
         assert!(err.contains(expected), "missing {expected:?} in:\n{err}");
     }
 }
+
+#[test]
+fn placement_and_resources_load_and_round_trip() {
+    let text = r#"
+services:
+  web:
+    image: web:1
+    deploy:
+      placement:
+        constraints:
+          - node.labels.zone == eu
+          - node.role != worker
+        preferences:
+          - spread: node.labels.rack
+        max_replicas_per_node: 2
+      resources:
+        limits:
+          cpus: "0.5"
+          memory: 512M
+          pids: 100
+        reservations:
+          cpus: 0.25
+          memory: 128m
+"#;
+    let files = [SourceFile { name: "p.yml".into(), text: text.into() }];
+    let loaded = load("p", &files, &LoadOptions::default()).unwrap_or_else(|e| panic!("{e}"));
+    let t = &loaded.spec.services["web"].task;
+    let constraints: Vec<String> = t.placement.constraints.iter().map(ToString::to_string).collect();
+    assert_eq!(constraints, vec!["node.labels.zone == eu", "node.role != worker"]);
+    assert_eq!(t.placement.preferences, vec!["node.labels.rack"]);
+    assert_eq!(t.placement.max_replicas_per_node, 2);
+    assert_eq!(
+        (t.resources.limits.nano_cpus, t.resources.limits.memory_bytes, t.resources.limits.pids),
+        (500_000_000, 512 << 20, 100)
+    );
+    assert_eq!((t.resources.reservations.nano_cpus, t.resources.reservations.memory_bytes), (250_000_000, 128 << 20));
+    assert!(loaded.warnings.is_empty(), "{:?}", loaded.warnings);
+    assert_eq!(round_trip(&loaded.spec, "placement and resources"), loaded.spec);
+}
+
+#[test]
+fn placement_and_resource_errors_name_the_place() {
+    let text = "services:\n  web:\n    image: web:1\n    deploy:\n      placement:\n        constraints: [\"zone == eu\"]\n      resources:\n        limits:\n          memory: 12 parsecs\n";
+    let files = [SourceFile { name: "bad.yml".into(), text: text.into() }];
+    let err = load("p", &files, &LoadOptions::default()).expect_err("invalid").to_string();
+    for expected in [
+        "bad.yml:6:23: services.web.deploy.placement.constraints[0]: unknown constraint key \"zone\"",
+        "bad.yml:9:11: services.web.deploy.resources.limits.memory: \"12 parsecs\" is not a byte size",
+    ] {
+        assert!(err.contains(expected), "missing {expected:?} in:\n{err}");
+    }
+}

@@ -108,6 +108,11 @@ pub(crate) fn ports(ports: &[PortConfig]) -> (Vec<String>, HashMap<String, Optio
     (exposed, bindings)
 }
 
+/// A limit for the engine: 0 (none) is left unset.
+fn positive(v: u64) -> Option<i64> {
+    (v > 0).then(|| i64::try_from(v).unwrap_or(i64::MAX))
+}
+
 fn non_empty(v: &[String]) -> Option<Vec<String>> {
     (!v.is_empty()).then(|| v.to_vec())
 }
@@ -135,6 +140,10 @@ pub(crate) fn container_body(task: &Task, ctx: &ContainerContext) -> ContainerCr
                 .map(|(name, u)| ResourcesUlimits { name: Some(name.clone()), soft: Some(u.soft), hard: Some(u.hard) })
                 .collect()
         }),
+        nano_cpus: positive(t.resources.limits.nano_cpus),
+        memory: positive(t.resources.limits.memory_bytes),
+        pids_limit: positive(t.resources.limits.pids),
+        memory_reservation: positive(t.resources.reservations.memory_bytes),
         log_config: t.logging.as_ref().map(|l| HostConfigLogConfig {
             typ: Some(l.driver.clone()),
             config: (!l.options.is_empty()).then(|| l.options.iter().map(|(k, v)| (k.clone(), v.clone())).collect()),
@@ -297,6 +306,25 @@ mod tests {
         let plain = container_body(&task(TaskTemplate { image: "x".into(), ..Default::default() }), &ctx());
         let hc = plain.host_config.unwrap_or_default();
         assert!(hc.cap_add.is_none() && hc.sysctls.is_none() && hc.ulimits.is_none() && hc.log_config.is_none());
+        assert!(hc.nano_cpus.is_none() && hc.memory.is_none() && hc.pids_limit.is_none());
+    }
+
+    #[test]
+    fn resource_limits_reach_the_host_config() {
+        use stackd_core::model::{ResourceLimits, ResourceSpec, Resources};
+        let template = TaskTemplate {
+            image: "x".into(),
+            resources: ResourceSpec {
+                limits: ResourceLimits { nano_cpus: 500_000_000, memory_bytes: 256 << 20, pids: 100 },
+                reservations: Resources { nano_cpus: 0, memory_bytes: 128 << 20 },
+            },
+            ..Default::default()
+        };
+        let hc = container_body(&task(template), &ctx()).host_config.unwrap_or_default();
+        assert_eq!(hc.nano_cpus, Some(500_000_000));
+        assert_eq!(hc.memory, Some(256 << 20));
+        assert_eq!(hc.pids_limit, Some(100));
+        assert_eq!(hc.memory_reservation, Some(128 << 20));
     }
 
     #[test]

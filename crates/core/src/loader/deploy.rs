@@ -2,18 +2,21 @@
 //! `healthcheck:` of a service.
 
 use super::ctx::{At, Ctx};
+use super::placement;
 use super::service::labels;
 use super::yaml::Kind;
 use crate::model::{
-    FailureAction, HealthCheck, RestartCondition, RestartPolicy, ServiceMode, ServiceSpec, UpdateConfig, UpdateOrder,
+    FailureAction, HealthCheck, RestartCondition, RestartPolicy, ServiceMode, ServiceSpec, TaskTemplate, UpdateConfig,
+    UpdateOrder,
 };
 use crate::validate::MAX_REPLICAS;
 
 /// `deploy:` keys of the compose spec that stackd does not handle yet.
-const KNOWN_DEPLOY: &[&str] = &["endpoint_mode", "placement", "resources", "rollback_config"];
+const KNOWN_DEPLOY: &[&str] = &["endpoint_mode", "rollback_config"];
 
-/// Reads `deploy:` into `spec` (mode, restart, update, labels).
-pub(crate) fn deploy(cx: &mut Ctx, at: &At<'_>, spec: &mut ServiceSpec) {
+/// Reads `deploy:` into `spec` (mode, restart, update, labels) and `task`
+/// (placement, resources).
+pub(crate) fn deploy(cx: &mut Ctx, at: &At<'_>, spec: &mut ServiceSpec, task: &mut TaskTemplate) {
     let Some(entries) = at.map(cx) else { return };
     let mut global = false;
     let mut replicas_at = None;
@@ -48,6 +51,8 @@ pub(crate) fn deploy(cx: &mut Ctx, at: &At<'_>, spec: &mut ServiceSpec) {
             "labels" => spec.labels = labels(cx, &e),
             "restart_policy" => spec.restart = restart_policy(cx, &e),
             "update_config" => spec.update = update_config(cx, &e),
+            "placement" => task.placement = placement::placement(cx, &e),
+            "resources" => task.resources = placement::resources(cx, &e),
             key => cx.ignored_key(&e, key, KNOWN_DEPLOY),
         }
     }

@@ -64,6 +64,7 @@ mod deploy;
 mod dotenv;
 mod interpolate;
 mod mounts;
+mod placement;
 mod runtime;
 mod service;
 mod stack;

@@ -122,7 +122,7 @@ pub(crate) fn service(cx: &mut Ctx, at: &At<'_>, volumes: &BTreeMap<String, Volu
             "labels" => task.labels = labels(cx, &e),
             "volumes" => task.mounts = mounts::mounts(cx, name, &e, volumes),
             "ports" => task.ports = mounts::ports(cx, &e),
-            "deploy" => deploy::deploy(cx, &e, &mut spec),
+            "deploy" => deploy::deploy(cx, &e, &mut spec, &mut task),
             "healthcheck" => task.healthcheck = deploy::healthcheck(cx, &e),
             "stop_grace_period" => {
                 if !e.is_null()

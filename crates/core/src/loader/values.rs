@@ -224,6 +224,28 @@ pub(crate) fn parse_volume_short(text: &str) -> Result<ShortVolume<'_>, String> 
     Ok(ShortVolume { source, target, options })
 }
 
+/// Parses a compose byte size: a number with an optional unit `b`, `k`/`kb`,
+/// `m`/`mb`, `g`/`gb` (case-insensitive, powers of 1024).
+pub(crate) fn parse_bytes(text: &str) -> Result<u64, String> {
+    let t = text.trim().to_ascii_lowercase();
+    let digits = t.bytes().take_while(|b| b.is_ascii_digit() || *b == b'.').count();
+    let (num, unit) = t.split_at(digits);
+    let factor: u64 = match unit.trim() {
+        "" | "b" => 1,
+        "k" | "kb" => 1 << 10,
+        "m" | "mb" => 1 << 20,
+        "g" | "gb" => 1 << 30,
+        "t" | "tb" => 1 << 40,
+        u => return Err(format!("{text:?} is not a byte size: unknown unit {u:?} (use b, k, m or g)")),
+    };
+    let n: f64 = num.parse().map_err(|_| format!("{text:?} is not a byte size (e.g. 512m, 1g)"))?;
+    let bytes = n * factor as f64;
+    if !bytes.is_finite() || bytes < 0.0 || bytes > u64::MAX as f64 {
+        return Err(format!("{text:?} is out of range"));
+    }
+    Ok(bytes.round() as u64)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -606,3 +606,116 @@ mod properties {
         }
     }
 }
+
+mod placement {
+    use super::*;
+
+    fn labelled(sim: &mut Sim, id: &str, key: &str, value: &str) {
+        let mut n = node(id);
+        n.labels.insert(key.into(), value.into());
+        // UpsertNode keeps the labels of a known node: replace the record.
+        sim.state.nodes.insert(id.into(), n);
+    }
+
+    fn nodes_of(sim: &Sim, service: &str) -> Vec<String> {
+        let mut v: Vec<String> = sim.running(service).iter().filter_map(|t| t.node_id.clone()).collect();
+        v.sort();
+        v
+    }
+
+    fn pending_reason(sim: &Sim, service: &str) -> String {
+        let svc = sim.service(service).id.clone();
+        sim.state.tasks_of(&svc).find(|t| t.node_id.is_none()).map(|t| t.unplaceable.clone()).unwrap_or_default()
+    }
+
+    #[test]
+    fn constraints_choose_the_nodes() {
+        let mut sim = Sim::new(&["n1", "n2", "n3"]);
+        labelled(&mut sim, "n1", "zone", "eu");
+        labelled(&mut sim, "n2", "zone", "us");
+        labelled(&mut sim, "n3", "zone", "eu");
+        let mut s = spec("web", 4, "web:1");
+        s.task.placement.constraints = vec![Constraint::parse("node.labels.zone == eu").expect("valid")];
+        sim.deploy(vec![s]);
+        sim.settle();
+        sim.agent();
+        assert_eq!(nodes_of(&sim, "app_web"), vec!["n1", "n1", "n3", "n3"]);
+    }
+
+    #[test]
+    fn an_unmet_constraint_is_the_reason_shown() {
+        let mut sim = Sim::new(&["n1", "n2"]);
+        let mut s = spec("web", 1, "web:1");
+        s.task.placement.constraints = vec![Constraint::parse("node.labels.disk == ssd").expect("valid")];
+        sim.deploy(vec![s]);
+        sim.settle();
+        assert_eq!(pending_reason(&sim, "app_web"), "2 nodes: constraint node.labels.disk == ssd not met");
+    }
+
+    #[test]
+    fn not_equal_and_role_constraints() {
+        let mut sim = Sim::new(&["n1", "n2"]);
+        let mut s = spec("web", 2, "web:1");
+        s.task.placement.constraints = vec![
+            Constraint::parse("node.hostname != n1").expect("valid"),
+            Constraint::parse("node.role == manager").expect("valid"),
+        ];
+        sim.deploy(vec![s]);
+        sim.settle();
+        sim.agent();
+        assert_eq!(nodes_of(&sim, "app_web"), vec!["n2", "n2"]);
+    }
+
+    #[test]
+    fn max_replicas_per_node_caps_each_node() {
+        let mut sim = Sim::new(&["n1", "n2"]);
+        let mut s = spec("web", 5, "web:1");
+        s.task.placement.max_replicas_per_node = 2;
+        sim.deploy(vec![s]);
+        sim.settle();
+        sim.agent();
+        assert_eq!(sim.running("app_web").len(), 4);
+        assert_eq!(pending_reason(&sim, "app_web"), "2 nodes: max_replicas_per_node 2 reached");
+    }
+
+    #[test]
+    fn reservations_are_counted_against_node_resources() {
+        let mut sim = Sim::new(&["n1"]);
+        if let Some(n) = sim.state.nodes.get_mut("n1") {
+            n.resources = Resources { nano_cpus: 2_000_000_000, memory_bytes: 1 << 30 };
+        }
+        let mut s = spec("web", 3, "web:1");
+        s.task.resources.reservations = Resources { nano_cpus: 500_000_000, memory_bytes: 400 << 20 };
+        sim.deploy(vec![s]);
+        sim.settle();
+        sim.agent();
+        assert_eq!(sim.running("app_web").len(), 2);
+        assert_eq!(pending_reason(&sim, "app_web"), "1 node: insufficient memory: needs 400 MiB, 224 MiB free");
+    }
+
+    #[test]
+    fn spread_preference_balances_label_values() {
+        let mut sim = Sim::new(&["a1", "a2", "a3", "b1"]);
+        for n in ["a1", "a2", "a3"] {
+            labelled(&mut sim, n, "zone", "a");
+        }
+        labelled(&mut sim, "b1", "zone", "b");
+        let mut s = spec("web", 4, "web:1");
+        s.task.placement.preferences = vec!["node.labels.zone".into()];
+        sim.deploy(vec![s]);
+        sim.settle();
+        sim.agent();
+        let on_b = sim.running("app_web").iter().filter(|t| t.node_id.as_deref() == Some("b1")).count();
+        assert_eq!(on_b, 2, "half the tasks go to zone b, which has one node");
+    }
+
+    #[test]
+    fn constraint_parsing() {
+        let c = Constraint::parse(" node.labels.zone==eu ").expect("valid");
+        assert_eq!(c.to_string(), "node.labels.zone == eu");
+        assert_eq!(Constraint::parse("node.platform.os != windows").expect("valid").op, ConstraintOp::Ne);
+        for bad in ["zone == eu", "node.labels. == x", "node.role == boss", "node.id =", "node.id ~ x"] {
+            assert!(Constraint::parse(bad).is_err(), "{bad} parsed");
+        }
+    }
+}

@@ -185,6 +185,8 @@ impl From<&model::TaskTemplate> for v1::TaskTemplate {
                 .logging
                 .as_ref()
                 .map(|l| v1::Logging { driver: l.driver.clone(), options: string_map(&l.options) }),
+            placement: Some(placement(&value.placement)),
+            resources: Some(resources(&value.resources)),
         }
     }
 }
@@ -223,7 +225,72 @@ impl TryFrom<v1::TaskTemplate> for model::TaskTemplate {
             logging: value
                 .logging
                 .map(|l| model::Logging { driver: l.driver, options: l.options.into_iter().collect() }),
+            placement: value.placement.map(placement_from).transpose()?.unwrap_or_default(),
+            resources: value.resources.map(resources_from).unwrap_or_default(),
         })
+    }
+}
+
+fn placement(p: &model::Placement) -> v1::Placement {
+    v1::Placement {
+        constraints: p
+            .constraints
+            .iter()
+            .map(|c| v1::Constraint {
+                key: c.key.clone(),
+                op: match c.op {
+                    model::ConstraintOp::Eq => v1::ConstraintOp::Eq,
+                    model::ConstraintOp::Ne => v1::ConstraintOp::Ne,
+                }
+                .into(),
+                value: c.value.clone(),
+            })
+            .collect(),
+        preferences: p.preferences.clone(),
+        max_replicas_per_node: p.max_replicas_per_node,
+    }
+}
+
+fn placement_from(p: v1::Placement) -> Result<model::Placement, ConvertError> {
+    let constraints = p
+        .constraints
+        .into_iter()
+        .map(|c| {
+            let op = match v1::ConstraintOp::try_from(c.op) {
+                Ok(v1::ConstraintOp::Eq) => model::ConstraintOp::Eq,
+                Ok(v1::ConstraintOp::Ne) => model::ConstraintOp::Ne,
+                Err(_) => return Err(ConvertError::UnknownEnum { field: "Constraint.op", value: c.op }),
+            };
+            Ok(model::Constraint { key: c.key, op, value: c.value })
+        })
+        .collect::<Result<_, _>>()?;
+    Ok(model::Placement { constraints, preferences: p.preferences, max_replicas_per_node: p.max_replicas_per_node })
+}
+
+fn resources(r: &model::ResourceSpec) -> v1::ResourceSpec {
+    v1::ResourceSpec {
+        limits: Some(v1::ResourceLimits {
+            nano_cpus: r.limits.nano_cpus,
+            memory_bytes: r.limits.memory_bytes,
+            pids: r.limits.pids,
+        }),
+        reservations: Some(v1::Resources {
+            nano_cpus: r.reservations.nano_cpus,
+            memory_bytes: r.reservations.memory_bytes,
+        }),
+    }
+}
+
+fn resources_from(r: v1::ResourceSpec) -> model::ResourceSpec {
+    let limits = r.limits.unwrap_or_default();
+    let reservations = r.reservations.unwrap_or_default();
+    model::ResourceSpec {
+        limits: model::ResourceLimits {
+            nano_cpus: limits.nano_cpus,
+            memory_bytes: limits.memory_bytes,
+            pids: limits.pids,
+        },
+        reservations: model::Resources { nano_cpus: reservations.nano_cpus, memory_bytes: reservations.memory_bytes },
     }
 }
 

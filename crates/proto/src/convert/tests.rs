@@ -111,6 +111,18 @@ pub(super) fn full_template() -> model::TaskTemplate {
         dns_search: strings(&["example.internal"]),
         ulimits: [("nofile".to_string(), model::Ulimit { soft: 1024, hard: 4096 })].into(),
         logging: Some(model::Logging { driver: "json-file".into(), options: labels(&[("max-size", "10m")]) }),
+        placement: model::Placement {
+            constraints: vec![
+                model::Constraint { key: "node.labels.zone".into(), op: model::ConstraintOp::Eq, value: "eu".into() },
+                model::Constraint { key: "node.role".into(), op: model::ConstraintOp::Ne, value: "worker".into() },
+            ],
+            preferences: strings(&["node.labels.rack"]),
+            max_replicas_per_node: 2,
+        },
+        resources: model::ResourceSpec {
+            limits: model::ResourceLimits { nano_cpus: 500_000_000, memory_bytes: 256 << 20, pids: 100 },
+            reservations: model::Resources { nano_cpus: 250_000_000, memory_bytes: 128 << 20 },
+        },
     }
 }
 
@@ -391,6 +403,8 @@ fn template() -> impl Strategy<Value = model::TaskTemplate> {
             dns,
             ulimits: ulimits.into_iter().map(|(k, (soft, hard))| (k, model::Ulimit { soft, hard })).collect(),
             logging: logging.map(|(driver, options)| model::Logging { driver, options }),
+            placement: model::Placement::default(),
+            resources: model::ResourceSpec::default(),
         },
     )
 }

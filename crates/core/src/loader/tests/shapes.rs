@@ -261,7 +261,6 @@ fn unknown_and_unsupported_keys_are_warnings() {
             "stack.yml:6:5: services.web.depends_on: ignored: services start in any order, as in Swarm",
             "stack.yml:7:5: services.web.networks: not supported yet; ignored",
             "stack.yml:8:5: services.web.colour: unknown key `colour`; ignored",
-            "stack.yml:10:7: services.web.deploy.resources: not supported yet; ignored",
             "stack.yml:13:7: services.web.deploy.colour: unknown key `colour`; ignored",
             "stack.yml:16:1: networks: ignored for now",
             "stack.yml:18:1: secrets: ignored for now",

@@ -1,0 +1,111 @@
+//! `deploy.placement` and `deploy.resources` of a service.
+
+use super::ctx::{At, Ctx};
+use super::values;
+use crate::model::{Constraint, Placement, ResourceLimits, ResourceSpec, Resources};
+
+/// `placement: {constraints, preferences, max_replicas_per_node}`.
+pub(super) fn placement(cx: &mut Ctx, at: &At<'_>) -> Placement {
+    let mut p = Placement::default();
+    for e in at.map(cx).unwrap_or_default() {
+        match e.key {
+            "constraints" => {
+                for item in e.list(cx).unwrap_or_default() {
+                    let Some(text) = item.string(cx) else { continue };
+                    match Constraint::parse(&text) {
+                        Ok(c) => p.constraints.push(c),
+                        Err(why) => cx.error(&item, why),
+                    }
+                }
+            }
+            "preferences" => {
+                for item in e.list(cx).unwrap_or_default() {
+                    for pref in item.map(cx).unwrap_or_default() {
+                        match pref.key {
+                            "spread" => {
+                                let Some(key) = pref.string(cx) else { continue };
+                                if key.strip_prefix("node.labels.").is_some_and(|l| !l.is_empty()) {
+                                    p.preferences.push(key);
+                                } else {
+                                    cx.error(&pref, format!("spread over {key:?}: use node.labels.<label>"));
+                                }
+                            }
+                            key => cx.error(&pref, format!("unknown placement preference {key:?}; use spread")),
+                        }
+                    }
+                }
+            }
+            "max_replicas_per_node" => p.max_replicas_per_node = e.uint(cx).unwrap_or(0),
+            key => cx.ignored_key(&e, key, &[]),
+        }
+    }
+    p
+}
+
+/// CPUs as a decimal (`0.5`, `"2"`) in billionths of a core.
+fn cpus(cx: &mut Ctx, at: &At<'_>) -> u64 {
+    match at.float(cx) {
+        Some(f) if (0.0..=1e6).contains(&f) => (f * 1e9).round() as u64,
+        Some(f) => {
+            cx.error(at, format!("cpus must be a non-negative number, got {f}"));
+            0
+        }
+        None => 0,
+    }
+}
+
+/// A byte size (`512M`, `1g`, `1024k`, `100`).
+fn bytes(cx: &mut Ctx, at: &At<'_>) -> u64 {
+    let Some(text) = at.string(cx) else { return 0 };
+    match values::parse_bytes(&text) {
+        Ok(n) => n,
+        Err(why) => {
+            cx.error(at, why);
+            0
+        }
+    }
+}
+
+/// `resources: {limits: {cpus, memory, pids}, reservations: {cpus, memory}}`.
+pub(super) fn resources(cx: &mut Ctx, at: &At<'_>) -> ResourceSpec {
+    let mut r = ResourceSpec::default();
+    for e in at.map(cx).unwrap_or_default() {
+        match e.key {
+            "limits" => {
+                let mut l = ResourceLimits::default();
+                for f in e.map(cx).unwrap_or_default() {
+                    match f.key {
+                        "cpus" => l.nano_cpus = cpus(cx, &f),
+                        "memory" => l.memory_bytes = bytes(cx, &f),
+                        "pids" => l.pids = f.uint(cx).unwrap_or(0),
+                        key => cx.ignored_key(&f, key, &[]),
+                    }
+                }
+                r.limits = l;
+            }
+            "reservations" => {
+                let mut res = Resources::default();
+                for f in e.map(cx).unwrap_or_default() {
+                    match f.key {
+                        "cpus" => res.nano_cpus = cpus(cx, &f),
+                        "memory" => res.memory_bytes = bytes(cx, &f),
+                        "generic_resources" | "devices" => {
+                            cx.warn(&f, format!("{} is not supported yet; ignored", f.key))
+                        }
+                        key => cx.ignored_key(&f, key, &[]),
+                    }
+                }
+                r.reservations = res;
+            }
+            key => cx.ignored_key(&e, key, &[]),
+        }
+    }
+    let (l, res) = (&r.limits, &r.reservations);
+    if l.memory_bytes > 0 && res.memory_bytes > l.memory_bytes {
+        cx.error(at, "the memory reservation is above the memory limit");
+    }
+    if l.nano_cpus > 0 && res.nano_cpus > l.nano_cpus {
+        cx.error(at, "the CPU reservation is above the CPU limit");
+    }
+    r
+}
