@@ -206,3 +206,179 @@ fn placement_and_resource_errors_name_the_place() {
         assert!(err.contains(expected), "missing {expected:?} in:\n{err}");
     }
 }
+
+mod generated {
+    //! Valid stacks generated at random always load, and load back as themselves.
+
+    use std::collections::BTreeMap;
+
+    use proptest::prelude::*;
+    use stackd_core::model::*;
+
+    use super::round_trip;
+
+    fn name() -> impl Strategy<Value = String> {
+        "[a-z][a-z0-9]{0,7}"
+    }
+
+    /// Text that YAML and interpolation must both carry through unchanged.
+    fn text() -> impl Strategy<Value = String> {
+        "[a-zA-Z0-9 $:#'\"{}=./-]{1,12}"
+    }
+
+    fn ms() -> impl Strategy<Value = u64> {
+        prop_oneof![Just(0u64), 1u64..4_000_000]
+    }
+
+    fn template(volumes: Vec<String>) -> impl Strategy<Value = TaskTemplate> {
+        let basics = (
+            "[a-z]{1,8}(:[0-9]{1,2})?",
+            proptest::option::of(proptest::collection::vec(text(), 1..4)),
+            proptest::collection::btree_map("[A-Z][A-Z0-9_]{0,6}", text(), 0..4),
+            proptest::collection::btree_map("[a-z][a-z.]{0,8}", text(), 0..3),
+            1u64..3_600_000,
+        );
+        let mounts = (
+            proptest::collection::btree_set(1u8..20, 0..3),
+            proptest::option::of(proptest::sample::select(if volumes.is_empty() {
+                vec![String::new()]
+            } else {
+                volumes
+            })),
+            any::<bool>(),
+        );
+        let ports = proptest::collection::btree_map(1000u16..2000, (1u16..65535, any::<bool>(), any::<bool>()), 0..3);
+        let extras = (
+            proptest::collection::vec("[A-Z_]{2,8}", 0..2),
+            proptest::option::of((1u64..8, 1u64..4)),
+            proptest::option::of((0u64..4, 1u64..5)),
+        );
+        (basics, mounts, ports, extras).prop_map(
+            |((image, command, env, labels, grace), (tmpfs, volume, ro), ports, (caps, placement, res))| {
+                let mut mounts: Vec<Mount> = tmpfs
+                    .into_iter()
+                    .map(|i| Mount {
+                        kind: MountKind::Tmpfs,
+                        source: String::new(),
+                        target: format!("/t{i}"),
+                        read_only: false,
+                    })
+                    .collect();
+                if let Some(v) = volume.filter(|v| !v.is_empty()) {
+                    mounts.push(Mount { kind: MountKind::Volume, source: v, target: "/data".into(), read_only: ro });
+                }
+                mounts.push(Mount {
+                    kind: MountKind::Bind,
+                    source: "/srv/app".into(),
+                    target: "/app".into(),
+                    read_only: ro,
+                });
+                let ports = ports
+                    .into_iter()
+                    .map(|(published, (target, udp, host))| PortConfig {
+                        target,
+                        published: Some(published),
+                        protocol: if udp { Protocol::Udp } else { Protocol::Tcp },
+                        mode: if host { PublishMode::Host } else { PublishMode::Ingress },
+                        host_ip: String::new(),
+                    })
+                    .collect();
+                TaskTemplate {
+                    image,
+                    command,
+                    env: env.into_iter().map(|(k, v)| format!("{k}={v}")).collect(),
+                    labels,
+                    mounts,
+                    ports,
+                    stop_grace_period_ms: grace,
+                    cap_add: caps,
+                    placement: placement
+                        .map(|(max, _)| Placement {
+                            constraints: vec![Constraint::parse("node.labels.zone == eu").expect("valid")],
+                            preferences: vec!["node.labels.rack".into()],
+                            max_replicas_per_node: max,
+                        })
+                        .unwrap_or_default(),
+                    resources: res
+                        .map(|(cpu, gib)| ResourceSpec {
+                            limits: ResourceLimits {
+                                nano_cpus: cpu * 250_000_000 + 250_000_000,
+                                memory_bytes: gib << 30,
+                                pids: 0,
+                            },
+                            reservations: Resources { nano_cpus: cpu * 250_000_000, memory_bytes: 0 },
+                        })
+                        .unwrap_or_default(),
+                    ..Default::default()
+                }
+            },
+        )
+    }
+
+    fn service(name: String, volumes: Vec<String>) -> impl Strategy<Value = ServiceSpec> {
+        let policies = (
+            prop_oneof![Just(RestartCondition::Any), Just(RestartCondition::OnFailure), Just(RestartCondition::None)],
+            ms(),
+            0u64..5,
+            ms(),
+        );
+        let update = (0u64..4, ms(), ms(), 0u8..3, 0u8..5, any::<bool>());
+        (
+            template(volumes),
+            proptest::option::of(0u64..20),
+            policies,
+            update,
+            proptest::collection::btree_map("[a-z]{1,6}", text(), 0..2),
+        )
+            .prop_map(
+                move |(
+                    task,
+                    replicas,
+                    (condition, delay_ms, max_attempts, window_ms),
+                    (parallelism, delay, monitor, action, ratio, start_first),
+                    labels,
+                )| ServiceSpec {
+                    name: name.clone(),
+                    mode: replicas.map_or(ServiceMode::Global, |replicas| ServiceMode::Replicated { replicas }),
+                    task,
+                    restart: RestartPolicy { condition, delay_ms, max_attempts, window_ms },
+                    update: UpdateConfig {
+                        parallelism,
+                        delay_ms: delay,
+                        monitor_ms: monitor,
+                        failure_action: [FailureAction::Pause, FailureAction::Continue, FailureAction::Rollback]
+                            [action as usize],
+                        max_failure_ratio: f64::from(ratio) / 4.0,
+                        order: if start_first { UpdateOrder::StartFirst } else { UpdateOrder::StopFirst },
+                    },
+                    labels,
+                },
+            )
+    }
+
+    fn stack() -> impl Strategy<Value = StackSpec> {
+        (name(), proptest::collection::btree_set(name(), 0..3), proptest::collection::btree_set(name(), 1..4))
+            .prop_flat_map(|(stack, vols, services)| {
+                let volumes: BTreeMap<String, VolumeSpec> = vols
+                    .iter()
+                    .map(|v| (v.clone(), VolumeSpec { name: format!("{stack}_{v}"), ..Default::default() }))
+                    .collect();
+                let names: Vec<String> = volumes.values().map(|v| v.name.clone()).collect();
+                let services: Vec<_> = services.into_iter().map(|s| service(s, names.clone())).collect();
+                (Just(stack), Just(volumes), services).prop_map(|(name, volumes, services)| StackSpec {
+                    name,
+                    services: services.into_iter().map(|s| (s.name.clone(), s)).collect(),
+                    volumes,
+                })
+            })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(96))]
+
+        #[test]
+        fn valid_generated_stacks_load_back_as_themselves(spec in stack()) {
+            prop_assert_eq!(round_trip(&spec, "a generated stack"), spec);
+        }
+    }
+}
