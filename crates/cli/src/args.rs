@@ -75,7 +75,8 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 /// `stackctl deploy`.
 #[derive(Args, Debug)]
 pub struct DeployArgs {
-    /// Stack file (compose format); repeat to merge several.
+    /// Stack file (compose format); repeat to merge several, each overriding
+    /// the ones before (as `docker compose -f a.yml -f b.yml`).
     #[arg(short = 'c', long = "compose-file", required = true)]
     pub files: Vec<PathBuf>,
     /// Variables for `${VAR}` in the stack files (compose `.env` syntax).
@@ -104,7 +105,8 @@ pub struct DeployArgs {
 /// `stackctl config`.
 #[derive(Args, Debug)]
 pub struct ConfigArgs {
-    /// Stack file (compose format).
+    /// Stack file (compose format); repeat to merge several, each overriding
+    /// the ones before (as `docker compose -f a.yml -f b.yml`).
     #[arg(short = 'c', long = "compose-file", required = true)]
     pub files: Vec<PathBuf>,
     /// Variables for `${VAR}` (default: `.env` beside the first stack file).

@@ -89,7 +89,11 @@ fn healthcheck(h: &HealthCheck) -> Value {
         return json!({ "disable": true });
     }
     let mut o = Map::new();
-    o.insert("test".into(), strings(&h.test));
+    // An empty test is an absent `test:` (the image's test is kept); `test: []`
+    // would not load again (found by fuzzing, fuzz/: see docs/fuzzing.md).
+    if !h.test.is_empty() {
+        o.insert("test".into(), strings(&h.test));
+    }
     for (key, ms) in [
         ("interval", h.interval_ms),
         ("timeout", h.timeout_ms),

@@ -2,7 +2,8 @@
 //!
 //! [`At`] is a value of the tree with its key path and the position errors
 //! about it point to (the key for a mapping entry, the item itself for a list
-//! item). [`Ctx`] collects errors and warnings for one file.
+//! item). [`Ctx`] collects errors and warnings for the files being loaded:
+//! a value of a merged tree is reported in the file it came from.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -10,62 +11,80 @@ use super::Diagnostic;
 use super::values;
 use super::yaml::{Entry, Kind, Node};
 
-/// Errors and warnings of one file.
+/// Errors and warnings of the files being loaded.
 pub(crate) struct Ctx {
-    file: String,
+    /// The files' names, by index ([`Node::file`]).
+    files: Vec<String>,
+    /// The file that [`error_at`](Self::error_at) and [`warn_at`](Self::warn_at)
+    /// report in: the one being parsed and interpolated.
+    pub file: usize,
     /// Errors, in the order found.
     pub errors: Vec<Diagnostic>,
     /// Warnings, in the order found.
     pub warnings: Vec<Diagnostic>,
-    /// Paths already reported as unusable (e.g. a failed interpolation):
-    /// later errors at these paths or below are consequences, not news.
-    silenced: BTreeSet<String>,
+    /// Paths already reported as unusable (e.g. a failed interpolation), by
+    /// file: later errors at these paths or below, in that file, are
+    /// consequences, not news.
+    silenced: BTreeSet<(usize, String)>,
     /// The variables for interpolation and for `environment:` entries
     /// without a value (the caller's environment over `.env`).
     pub vars: BTreeMap<String, String>,
 }
 
 impl Ctx {
-    /// A context for the file named `file`, with the variables `vars`.
-    pub fn new(file: &str, vars: BTreeMap<String, String>) -> Self {
-        Self { file: file.to_string(), errors: Vec::new(), warnings: Vec::new(), silenced: BTreeSet::new(), vars }
+    /// A context for the files named `files` (in load order), with the
+    /// variables `vars`; [`file`](Self::file) is the first.
+    pub fn new(files: Vec<String>, vars: BTreeMap<String, String>) -> Self {
+        Self { files, file: 0, errors: Vec::new(), warnings: Vec::new(), silenced: BTreeSet::new(), vars }
     }
 
-    fn diag(&self, line: usize, column: usize, path: &str, message: String) -> Diagnostic {
-        Diagnostic { file: self.file.clone(), line, column, path: path.to_string(), message }
+    fn diag(&self, file: usize, line: usize, column: usize, path: &str, message: String) -> Diagnostic {
+        let file = self.files.get(file).cloned().unwrap_or_default();
+        Diagnostic { file, line, column, path: path.to_string(), message }
     }
 
-    /// Records an error at a position.
+    /// Records an error at a position of the current file.
     pub fn error_at(&mut self, line: usize, col: usize, path: &str, message: impl Into<String>) {
+        self.error_in(self.file, line, col, path, message);
+    }
+
+    /// Records an error at a position of the file `file`.
+    pub fn error_in(&mut self, file: usize, line: usize, col: usize, path: &str, message: impl Into<String>) {
         // `path` itself or any ancestor (cut before a `.` or `[`) silenced?
+        let silenced = |p: &str| self.silenced.contains(&(file, p.to_string()));
         let consequence = !self.silenced.is_empty()
-            && (self.silenced.contains(path)
-                || path.match_indices(['.', '[']).any(|(i, _)| self.silenced.contains(&path[..i])));
+            && (silenced(path) || path.match_indices(['.', '[']).any(|(i, _)| silenced(&path[..i])));
         if !consequence {
-            let d = self.diag(line, col, path, message.into());
+            let d = self.diag(file, line, col, path, message.into());
             self.errors.push(d);
         }
     }
 
-    /// Records an error, then ignores further errors at `path` or below.
+    /// Records an error in the current file, then ignores further errors at
+    /// `path` or below in that file.
     pub fn error_and_silence(&mut self, line: usize, col: usize, path: &str, message: impl Into<String>) {
         self.error_at(line, col, path, message);
-        self.silenced.insert(path.to_string());
+        self.silenced.insert((self.file, path.to_string()));
     }
 
     /// Records an error about `at`.
     pub fn error(&mut self, at: &At<'_>, message: impl Into<String>) {
-        self.error_at(at.line, at.col, &at.path, message);
+        self.error_in(at.file, at.line, at.col, &at.path, message);
     }
 
     /// Records a warning about `at`.
     pub fn warn(&mut self, at: &At<'_>, message: impl Into<String>) {
-        self.warn_at(at.line, at.col, &at.path, message);
+        self.warn_in(at.file, at.line, at.col, &at.path, message);
     }
 
-    /// Records a warning at a position.
+    /// Records a warning at a position of the current file.
     pub fn warn_at(&mut self, line: usize, col: usize, path: &str, message: impl Into<String>) {
-        let d = self.diag(line, col, path, message.into());
+        self.warn_in(self.file, line, col, path, message);
+    }
+
+    /// Records a warning at a position of the file `file`.
+    pub fn warn_in(&mut self, file: usize, line: usize, col: usize, path: &str, message: impl Into<String>) {
+        let d = self.diag(file, line, col, path, message.into());
         self.warnings.push(d);
     }
 
@@ -92,6 +111,8 @@ pub(crate) struct At<'a> {
     pub key: &'a str,
     /// Key path, like `services.web.ports[0]`.
     pub path: String,
+    /// File to report in.
+    pub file: usize,
     /// Line to report.
     pub line: usize,
     /// Column to report.
@@ -101,18 +122,26 @@ pub(crate) struct At<'a> {
 impl<'a> At<'a> {
     /// The root of a document.
     pub fn root(node: &'a Node) -> Self {
-        At { node, key: "", path: String::new(), line: node.line, col: node.col }
+        At { node, key: "", path: String::new(), file: node.file, line: node.line, col: node.col }
     }
 
     /// The value of a mapping entry, reported at its key.
     pub fn entry(&self, e: &'a Entry) -> At<'a> {
         let path = if self.path.is_empty() { e.key.clone() } else { format!("{}.{}", self.path, e.key) };
-        At { node: &e.value, key: &e.key, path, line: e.line, col: e.col }
+        At { node: &e.value, key: &e.key, path, file: e.file, line: e.line, col: e.col }
     }
 
-    /// The `i`-th item of a list, reported at the item.
-    pub fn item(&self, i: usize, node: &'a Node) -> At<'a> {
-        At { node, key: "", path: format!("{}[{i}]", self.path), line: node.line, col: node.col }
+    /// An item of a list, reported at the item; its path has the index the
+    /// item had in the file it was written in.
+    pub fn item(&self, node: &'a Node) -> At<'a> {
+        At {
+            node,
+            key: "",
+            path: format!("{}[{}]", self.path, node.index),
+            file: node.file,
+            line: node.line,
+            col: node.col,
+        }
     }
 
     /// Whether the value is null (`key:`, `~`).
@@ -147,7 +176,7 @@ impl<'a> At<'a> {
     /// The items of a list (null counts as empty).
     pub fn list(&self, cx: &mut Ctx) -> Option<Vec<At<'a>>> {
         match &self.node.kind {
-            Kind::Seq(items) => Some(items.iter().enumerate().map(|(i, n)| self.item(i, n)).collect()),
+            Kind::Seq(items) => Some(items.iter().map(|n| self.item(n)).collect()),
             Kind::Null => Some(Vec::new()),
             _ => {
                 self.wrong(cx, "a list");

@@ -34,13 +34,16 @@
 //! 2. **Interpolate** (`interpolate`, with `dotenv` for the `.env` file):
 //!    every scalar value of the tree (not the keys) goes through compose's
 //!    `$VAR`, `${VAR:-default}`, `${VAR:?error}`, … before typing, so an
-//!    interpolated `replicas: ${N}` is checked like a written one. Multi-file
-//!    merge will operate on this tree too.
-//! 3. **Normalise** (`stack`, `service`, `deploy`, `mounts`, `values`): the tree is
+//!    interpolated `replicas: ${N}` is checked like a written one.
+//! 3. **Merge** (`merge`), with several files: the interpolated trees are
+//!    merged in order by compose's rules (later files override; lists such
+//!    as `ports` and `volumes` by identity; `environment` and `labels` by
+//!    key, list or mapping), each value keeping its file and position.
+//! 4. **Normalise** (`stack`, `service`, `deploy`, `mounts`, `values`): the tree is
 //!    typed by hand into the model, field by field, so that every value has a
 //!    position; short and long syntaxes converge, defaults are applied and
 //!    volume names are namespaced.
-//! 4. **Validate**: cross-field checks with positions (ports published twice,
+//! 5. **Validate**: cross-field checks with positions (ports published twice,
 //!    mounts on the same target, …), then [`validate::stack_spec`] as a last
 //!    line of defence.
 //!
@@ -63,6 +66,7 @@ mod ctx;
 mod deploy;
 mod dotenv;
 mod interpolate;
+mod merge;
 mod mounts;
 mod placement;
 mod runtime;
@@ -171,8 +175,11 @@ fn render_lines(diagnostics: &[Diagnostic]) -> String {
 /// Loads the stack `stack_name` from its compose file(s), interpolating
 /// variables from `options`.
 ///
-/// For now exactly one file is supported; several files (to be merged) are
-/// refused with a diagnostic. The stack name must pass [`is_valid_name`].
+/// Several files are merged in order, each over the ones before, as docker
+/// compose merges them (see the `merge` module): every value keeps the file,
+/// line and column it was written at, so problems are reported in the right
+/// file. The variables apply to every file. The stack name must pass
+/// [`is_valid_name`].
 ///
 /// # Errors
 ///
@@ -202,34 +209,39 @@ pub fn load(stack_name: &str, files: &[SourceFile], options: &LoadOptions) -> Re
             ),
         });
     }
-    let spec = match files {
-        [] => {
-            errors.push(Diagnostic {
-                file: String::new(),
-                line: 0,
-                column: 0,
-                path: String::new(),
-                message: "no stack file given".to_string(),
-            });
-            None
+    let spec = if files.is_empty() {
+        errors.push(Diagnostic {
+            file: String::new(),
+            line: 0,
+            column: 0,
+            path: String::new(),
+            message: "no stack file given".to_string(),
+        });
+        None
+    } else {
+        let mut cx = ctx::Ctx::new(files.iter().map(|f| f.name.clone()).collect(), vars);
+        // Each file parsed and interpolated on its own, then merged over the
+        // ones before; a file that cannot be read stops the typing (its
+        // errors and the other files' are still reported).
+        let mut merged: Option<yaml::Node> = None;
+        let mut usable = true;
+        for (i, file) in files.iter().enumerate() {
+            cx.file = i;
+            match stack::parse_file(&mut cx, &file.text, i == 0) {
+                Some(root) if usable => {
+                    merged = Some(match merged.take() {
+                        None => merge::first(&mut cx, root),
+                        Some(base) => merge::merge(&mut cx, base, root),
+                    });
+                }
+                Some(_) => {}
+                None => usable = false,
+            }
         }
-        [file] => {
-            let mut cx = ctx::Ctx::new(&file.name, vars);
-            let spec = stack::load_file(&mut cx, stack_name, &file.text);
-            errors.append(&mut cx.errors);
-            warnings.append(&mut cx.warnings);
-            spec
-        }
-        [_, second, ..] => {
-            errors.push(Diagnostic {
-                file: second.name.clone(),
-                line: 0,
-                column: 0,
-                path: String::new(),
-                message: "merging several files is not supported yet".to_string(),
-            });
-            None
-        }
+        let spec = merged.filter(|_| usable).map(|root| stack::convert(&mut cx, stack_name, &root));
+        errors.append(&mut cx.errors);
+        warnings.append(&mut cx.warnings);
+        spec
     };
     let order: Vec<&str> = options.env_file.iter().chain(files).map(|f| f.name.as_str()).collect();
     sort(&mut errors, &order);

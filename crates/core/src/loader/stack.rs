@@ -14,25 +14,34 @@ const KNOWN_TOP_LEVEL: &[&str] = &["include", "models"];
 /// Keys of a top-level volume that stackd does not handle yet.
 const KNOWN_VOLUME: &[&str] = &["driver_opts"];
 
-/// Loads one file's text. Returns `None` when nothing usable was found
-/// (then at least one error was recorded).
-pub(crate) fn load_file(cx: &mut Ctx, stack: &str, text: &str) -> Option<StackSpec> {
-    let parsed = yaml::parse(text);
+/// Parses and interpolates the text of the current file of `cx` (`first`:
+/// the first of the files). Returns `None` when the file is unusable (then
+/// at least one error was recorded): broken YAML, empty, or not a mapping.
+pub(crate) fn parse_file(cx: &mut Ctx, text: &str, first: bool) -> Option<Node> {
+    let parsed = yaml::parse_in(cx.file, text);
     for e in &parsed.errors {
         cx.error_at(e.line, e.col, &e.path, e.message.clone());
     }
     let Some(mut root) = parsed.root else {
         if parsed.errors.is_empty() {
-            cx.error_at(1, 1, "", "the file is empty: it needs a `services:` section");
+            let message = if first { "the file is empty: it needs a `services:` section" } else { "the file is empty" };
+            cx.error_at(1, 1, "", message);
         }
         return None;
     };
     interpolate::apply(cx, &mut root);
-    let root_at = At::root(&root);
     let Kind::Map(_) = &root.kind else {
+        let root_at = At::root(&root);
         cx.error(&root_at, format!("a stack file must be a mapping (services:, volumes:, …), got {}", root.describe()));
         return None;
     };
+    Some(root)
+}
+
+/// Types the (merged) tree `root` into the stack `stack`. Every problem is
+/// recorded in `cx`, in the file each value came from.
+pub(crate) fn convert(cx: &mut Ctx, stack: &str, root: &Node) -> StackSpec {
+    let root_at = At::root(root);
     let mut services_at = None;
     let mut volumes = BTreeMap::new();
     for e in root_at.map(cx).unwrap_or_default() {
@@ -47,7 +56,7 @@ pub(crate) fn load_file(cx: &mut Ctx, stack: &str, text: &str) -> Option<StackSp
     }
     let mut spec = StackSpec { name: stack.to_string(), services: BTreeMap::new(), volumes };
     match &services_at {
-        None => cx.error_at(1, 1, "services", "the stack has no services: add a `services:` section"),
+        None => cx.error_in(0, 1, 1, "services", "the stack has no services: add a `services:` section"),
         Some(at) => {
             let entries = at.map(cx).unwrap_or_default();
             if entries.is_empty() && !matches!(at.node.kind, Kind::Scalar { .. } | Kind::Seq(_)) {
@@ -69,12 +78,12 @@ pub(crate) fn load_file(cx: &mut Ctx, stack: &str, text: &str) -> Option<StackSp
                     Some((path, msg)) if path.starts_with("services.") => (path.to_string(), msg.to_string()),
                     _ => (String::new(), p.clone()),
                 };
-                let (line, col) = locate(&root, &path);
-                cx.error_at(line, col, &path, message);
+                let (file, line, col) = locate(root, &path);
+                cx.error_in(file, line, col, &path, message);
             }
         }
     }
-    Some(spec)
+    spec
 }
 
 /// The top-level `volumes:` section.
@@ -141,19 +150,20 @@ fn volume(cx: &mut Ctx, stack: &str, at: &At<'_>) -> Option<VolumeSpec> {
     Some(VolumeSpec { name, external, driver, labels })
 }
 
-/// The position of the deepest node the dotted `path` reaches (keys may
-/// themselves hold dots); (0, 0) when not even the first key is found.
-fn locate(root: &Node, path: &str) -> (usize, usize) {
+/// The position (file, line, column) of the deepest node the dotted `path`
+/// reaches (keys may themselves hold dots); line and column 0 when not even
+/// the first key is found.
+fn locate(root: &Node, path: &str) -> (usize, usize, usize) {
     let mut node = root;
     let mut rest = path;
-    let mut found = (0, 0);
+    let mut found = (root.file, 0, 0);
     while !rest.is_empty() {
         let Kind::Map(entries) = &node.kind else { break };
         let next = entries.iter().filter(|e| {
             rest.strip_prefix(e.key.as_str()).is_some_and(|r| r.is_empty() || r.starts_with('.') || r.starts_with('['))
         });
         let Some(e) = next.max_by_key(|e| e.key.len()) else { break };
-        found = (e.line, e.col);
+        found = (e.file, e.line, e.col);
         node = &e.value;
         rest = rest[e.key.len()..].trim_start_matches('.');
     }
@@ -167,8 +177,8 @@ mod tests {
     #[test]
     fn locate_follows_dotted_keys() {
         let root = yaml::parse("services:\n  a.b:\n    image: x\n").root.expect("root");
-        assert_eq!(locate(&root, "services.a.b.image"), (3, 5));
-        assert_eq!(locate(&root, "services.a.b.nothing"), (2, 3));
-        assert_eq!(locate(&root, "nothing"), (0, 0));
+        assert_eq!(locate(&root, "services.a.b.image"), (0, 3, 5));
+        assert_eq!(locate(&root, "services.a.b.nothing"), (0, 2, 3));
+        assert_eq!(locate(&root, "nothing"), (0, 0, 0));
     }
 }

@@ -9,12 +9,16 @@
 //! surprises out (`yes` stays the string `yes`, `22:22` is not base 60, `0755`
 //! keeps its zero) and leaves typing to the layer that knows the field.
 //!
+//! Two local tags of compose's merge rules are kept on the node they tag
+//! ([`MergeTag`]): `!reset` and `!override`. The merge layer acts on them;
+//! every other tag but `!!str` is ignored, as before.
+//!
 //! Limits keep hostile input cheap: [`MAX_FILE_BYTES`], [`MAX_DEPTH`] and
 //! [`MAX_NODES`] (which also bounds alias expansion, the "billion laughs").
 
 use std::collections::{HashMap, HashSet};
 
-use serde_saphyr::granit_parser::{Event, Parser, ScalarStyle, Span};
+use serde_saphyr::granit_parser::{Event, Parser, ScalarStyle, Span, Tag};
 
 /// Largest stack file accepted, in bytes.
 pub const MAX_FILE_BYTES: usize = 4 * 1024 * 1024;
@@ -28,12 +32,51 @@ pub const MAX_NODES: usize = 1_000_000;
 pub(crate) struct Node {
     /// What the value is.
     pub kind: Kind,
+    /// The file it was written in: an index into the files being loaded.
+    pub file: usize,
     /// Line (1-based).
     pub line: usize,
     /// Column (1-based, in characters).
     pub col: usize,
+    /// For a list item, its index in the list it was written in (key paths
+    /// name it so even after lists of several files are merged); else 0.
+    pub index: usize,
+    /// `!reset` or `!override`, when the value carries one.
+    pub tag: Option<MergeTag>,
     /// Levels of nesting in this value (1 for a scalar), aliases included.
     pub height: usize,
+}
+
+/// The tags of compose's merge rules (compose 2.24+).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum MergeTag {
+    /// `!reset`: the key is removed, from this file and from the files before.
+    Reset,
+    /// `!override`: the value replaces the one of the files before, unmerged.
+    Override,
+}
+
+impl MergeTag {
+    /// The tag as written.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MergeTag::Reset => "!reset",
+            MergeTag::Override => "!override",
+        }
+    }
+}
+
+/// The merge tag a YAML tag stands for, if any.
+fn merge_tag(tag: Option<&Tag>) -> Option<MergeTag> {
+    let tag = tag?;
+    if tag.handle() != "!" {
+        return None;
+    }
+    match tag.suffix() {
+        "reset" => Some(MergeTag::Reset),
+        "override" => Some(MergeTag::Override),
+        _ => None,
+    }
 }
 
 /// The shape of a [`Node`].
@@ -59,6 +102,8 @@ pub(crate) enum Kind {
 pub(crate) struct Entry {
     /// The key's text.
     pub key: String,
+    /// The file the key was written in.
+    pub file: usize,
     /// Line of the key.
     pub line: usize,
     /// Column of the key.
@@ -128,6 +173,7 @@ enum Frame {
         line: usize,
         col: usize,
         anchor: usize,
+        tag: Option<MergeTag>,
         entries: Vec<Entry>,
         seen: HashMap<String, (usize, usize)>,
         /// The key read, waiting for its value: (text, line, col, is a merge key).
@@ -139,11 +185,14 @@ enum Frame {
         line: usize,
         col: usize,
         anchor: usize,
+        tag: Option<MergeTag>,
         items: Vec<Node>,
     },
 }
 
 struct Builder {
+    /// The file's index, stamped on every node.
+    file: usize,
     stack: Vec<Frame>,
     anchors: HashMap<usize, Node>,
     nodes: usize,
@@ -156,8 +205,15 @@ fn pos(span: &Span) -> (usize, usize) {
     (span.start.line(), span.start.col() + 1)
 }
 
-/// Parses `text` into a tree. Never panics; stops at the first syntax error.
+/// Parses `text` as file 0.
+#[cfg(test)]
 pub(crate) fn parse(text: &str) -> Parsed {
+    parse_in(0, text)
+}
+
+/// Parses `text`, the file with index `file`, into a tree. Never panics;
+/// stops at the first syntax error.
+pub(crate) fn parse_in(file: usize, text: &str) -> Parsed {
     if text.len() > MAX_FILE_BYTES {
         return Parsed {
             root: None,
@@ -178,8 +234,15 @@ pub(crate) fn parse(text: &str) -> Parsed {
         block_nesting_limit: MAX_DEPTH * 2,
         flow_nesting_limit: MAX_DEPTH * 2,
     };
-    let mut b =
-        Builder { stack: Vec::new(), anchors: HashMap::new(), nodes: 0, root: None, documents: 0, errors: Vec::new() };
+    let mut b = Builder {
+        file,
+        stack: Vec::new(),
+        anchors: HashMap::new(),
+        nodes: 0,
+        root: None,
+        documents: 0,
+        errors: Vec::new(),
+    };
     for item in Parser::new_from_str_with_options(text, options) {
         let (event, span) = match item {
             Ok(pair) => pair,
@@ -256,7 +319,8 @@ impl Builder {
                 } else {
                     Kind::Scalar { text: text.into_owned(), quoted: !plain }
                 };
-                let node = Node { kind, line, col, height: 1 };
+                let tag = merge_tag(tag.as_deref());
+                let node = Node { kind, file: self.file, line, col, index: 0, tag, height: 1 };
                 if anchor != 0 {
                     self.anchors.insert(anchor, node.clone());
                 }
@@ -282,7 +346,8 @@ impl Builder {
                 node.col = col;
                 self.push(node)?;
             }
-            Event::MappingStart(_, anchor, _) | Event::SequenceStart(_, anchor, _) => {
+            Event::MappingStart(_, anchor, ref tag) | Event::SequenceStart(_, anchor, ref tag) => {
+                let tag = merge_tag(tag.as_deref());
                 self.count(1, line, col)?;
                 if self.stack.len() >= MAX_DEPTH {
                     self.fatal(line, col, format!("values are nested more than {MAX_DEPTH} levels deep"));
@@ -293,36 +358,37 @@ impl Builder {
                         line,
                         col,
                         anchor,
+                        tag,
                         entries: Vec::new(),
                         seen: HashMap::new(),
                         key: None,
                         merges: Vec::new(),
                     }
                 } else {
-                    Frame::Seq { line, col, anchor, items: Vec::new() }
+                    Frame::Seq { line, col, anchor, tag, items: Vec::new() }
                 };
                 self.stack.push(frame);
             }
             Event::MappingEnd => {
-                let Some(Frame::Map { line, col, anchor, entries, merges, .. }) = self.stack.pop() else {
+                let Some(Frame::Map { line, col, anchor, tag, entries, merges, .. }) = self.stack.pop() else {
                     self.fatal(line, col, "unbalanced mapping");
                     return Err(());
                 };
                 let entries = self.apply_merges(entries, merges);
                 let height = 1 + entries.iter().map(|e| e.value.height).max().unwrap_or(0);
-                let node = Node { kind: Kind::Map(entries), line, col, height };
+                let node = Node { kind: Kind::Map(entries), file: self.file, line, col, index: 0, tag, height };
                 if anchor != 0 {
                     self.anchors.insert(anchor, node.clone());
                 }
                 self.push(node)?;
             }
             Event::SequenceEnd => {
-                let Some(Frame::Seq { line, col, anchor, items }) = self.stack.pop() else {
+                let Some(Frame::Seq { line, col, anchor, tag, items }) = self.stack.pop() else {
                     self.fatal(line, col, "unbalanced sequence");
                     return Err(());
                 };
                 let height = 1 + items.iter().map(|n| n.height).max().unwrap_or(0);
-                let node = Node { kind: Kind::Seq(items), line, col, height };
+                let node = Node { kind: Kind::Seq(items), file: self.file, line, col, index: 0, tag, height };
                 if anchor != 0 {
                     self.anchors.insert(anchor, node.clone());
                 }
@@ -335,7 +401,7 @@ impl Builder {
     }
 
     /// Places a finished node in its parent (or as the root).
-    fn push(&mut self, node: Node) -> Result<(), ()> {
+    fn push(&mut self, mut node: Node) -> Result<(), ()> {
         let path = self.path();
         match self.stack.last_mut() {
             None => {
@@ -343,6 +409,7 @@ impl Builder {
                 Ok(())
             }
             Some(Frame::Seq { items, .. }) => {
+                node.index = items.len();
                 items.push(node);
                 Ok(())
             }
@@ -373,7 +440,7 @@ impl Builder {
                         return Ok(());
                     }
                     seen.insert(text.clone(), (kline, kcol));
-                    entries.push(Entry { key: text, line: kline, col: kcol, value: node });
+                    entries.push(Entry { key: text, file: self.file, line: kline, col: kcol, value: node });
                     Ok(())
                 }
             },
@@ -470,6 +537,19 @@ mod tests {
         assert_eq!(keys, [("y", "5".to_string()), ("x", "1".into()), ("z", "3".into())]);
         let alias = get(&n, "alias");
         assert_eq!((alias.value.line, alias.value.col), (6, 8));
+    }
+
+    #[test]
+    fn merge_tags_files_and_item_indexes() {
+        let p = parse_in(3, "a: !reset []\nb: !override {c: 1}\nd: !custom x\ne: [x, !reset y]\nf: !!str z\n");
+        let n = p.root.expect("root");
+        assert_eq!(get(&n, "a").value.tag, Some(MergeTag::Reset));
+        assert_eq!(get(&n, "b").value.tag, Some(MergeTag::Override));
+        assert_eq!(get(&n, "d").value.tag, None);
+        assert_eq!(get(&n, "f").value.tag, None);
+        let Kind::Seq(items) = &get(&n, "e").value.kind else { panic!() };
+        assert_eq!(items.iter().map(|i| (i.index, i.tag)).collect::<Vec<_>>(), [(0, None), (1, Some(MergeTag::Reset))]);
+        assert_eq!((n.file, get(&n, "e").file, items[1].file), (3, 3, 3));
     }
 
     #[test]

@@ -234,9 +234,10 @@ fn stack_name_and_file_count() {
         SourceFile { name: "a.yml".into(), text: "services: {}".into() },
         SourceFile { name: "b.yml".into(), text: "services: {}".into() },
     ];
+    // Several files are merged; the merged stack still needs a service.
     assert_eq!(
-        load("shop", &two, &no_vars()).expect_err("two files").to_string(),
-        "b.yml: merging several files is not supported yet"
+        load("shop", &two, &no_vars()).expect_err("no service in either file").to_string(),
+        "a.yml:1:1: services: the stack has no services"
     );
     assert_eq!(load("shop", &[], &no_vars()).expect_err("no file").to_string(), "no stack file given");
 }

@@ -5,6 +5,7 @@ use crate::model::ServiceSpec;
 
 mod errors;
 mod interpolation;
+mod merge;
 mod robust;
 mod shapes;
 

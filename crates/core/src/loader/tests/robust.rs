@@ -1,9 +1,11 @@
 //! Arbitrary input never panics, and every diagnostic points at a line.
+//! Also the regression tests of what fuzzing found (fuzz/, docs/fuzzing.md).
 
 use proptest::prelude::*;
 
-use super::{files, no_vars};
-use crate::loader::{LoadError, load};
+use super::{files, no_vars, ok};
+use crate::compose;
+use crate::loader::{LoadError, LoadOptions, SourceFile, load};
 
 /// Loads `text`; checks that each diagnostic has a position.
 fn check(text: &str) -> Result<(), TestCaseError> {
@@ -38,4 +40,24 @@ proptest! {
     ) {
         check(&format!("services:\n  web:\n    image: app\n    {key}: {value}\nvolumes:\n  data:\n"))?;
     }
+}
+
+/// `text` loads, and its normalised form (`stackctl config`) loads again to
+/// the same stack: the fuzz target's invariant.
+fn round_trips(text: &str) {
+    let spec = ok(text).spec;
+    let yaml = serde_saphyr::to_string(&compose::document(&spec)).expect("serialise YAML");
+    let again = [SourceFile { name: "config.yml".into(), text: yaml.clone() }];
+    match load(&spec.name, &again, &LoadOptions::default()) {
+        Ok(l) => assert_eq!(l.spec, spec, "emitted:\n{yaml}"),
+        Err(e) => panic!("the normalised stack does not load again:\n{e}\n---\n{yaml}"),
+    }
+}
+
+/// Fuzzing (minimised): a healthcheck without `test` (the image's test is
+/// kept) was written back as `test: []`, which does not load.
+#[test]
+fn a_healthcheck_without_test_round_trips() {
+    round_trips("services:\n d: \n    image: a\n    healthcheck:\n     g: ");
+    round_trips("services:\n  web:\n    image: a\n    healthcheck:\n      interval: 10s\n      retries: 3\n");
 }
