@@ -247,15 +247,16 @@ fn on_failure_does_not_restart_a_clean_exit() {
     assert_eq!(sim.state.tasks.len(), 1);
 }
 
-#[test]
-fn max_attempts_stops_restarting() {
+/// A one-replica `app_web` whose task fails as soon as it runs, `rounds`
+/// times (restart delay 0), with `max_attempts` restarts allowed.
+fn crash_loop(max_attempts: u64, rounds: usize) -> Sim {
     let mut sim = Sim::new(&["n1"]);
     let mut s = spec("web", 1, "web:1");
-    s.restart.max_attempts = 2;
+    s.restart.max_attempts = max_attempts;
     s.restart.delay_ms = 0;
     sim.deploy(vec![s]);
     sim.settle();
-    for _ in 0..5 {
+    for _ in 0..rounds {
         sim.agent();
         if let Some(t) = sim.running("app_web").first().map(|t| t.id.clone()) {
             sim.report(&t, TaskState::Failed, Some(1));
@@ -263,26 +264,19 @@ fn max_attempts_stops_restarting() {
         sim.now += 1;
         sim.settle();
     }
+    sim
+}
+
+#[test]
+fn max_attempts_stops_restarting() {
+    let sim = crash_loop(2, 5);
     // The first task and two restarts.
     assert_eq!(sim.state.tasks.len(), 3);
 }
 
 #[test]
 fn max_attempts_above_the_history_limit_still_stops_restarting() {
-    let mut sim = Sim::new(&["n1"]);
-    let mut s = spec("web", 1, "web:1");
-    s.restart.max_attempts = 8;
-    s.restart.delay_ms = 0;
-    sim.deploy(vec![s]);
-    sim.settle();
-    for _ in 0..20 {
-        sim.agent();
-        if let Some(t) = sim.running("app_web").first().map(|t| t.id.clone()) {
-            sim.report(&t, TaskState::Failed, Some(1));
-        }
-        sim.now += 1;
-        sim.settle();
-    }
+    let sim = crash_loop(8, 20);
     // The first task and eight restarts, then no more.
     assert_eq!(sim.state.tasks.len(), 9);
     assert!(sim.running("app_web").is_empty());
@@ -290,18 +284,8 @@ fn max_attempts_above_the_history_limit_still_stops_restarting() {
 
 #[test]
 fn task_history_is_trimmed_to_five_per_slot() {
-    let mut sim = Sim::new(&["n1"]);
-    let mut s = spec("web", 1, "web:1");
-    s.restart.delay_ms = 0;
-    sim.deploy(vec![s]);
-    sim.settle();
-    for _ in 0..10 {
-        sim.agent();
-        let t = sim.running("app_web")[0].id.clone();
-        sim.report(&t, TaskState::Failed, Some(1));
-        sim.now += 1;
-        sim.settle();
-    }
+    // Unlimited restarts (max_attempts 0): ten failures.
+    let mut sim = crash_loop(0, 10);
     sim.settle();
     let svc = sim.service("app_web").id.clone();
     let stopped = sim.state.tasks_of(&svc).filter(|t| t.desired_state == DesiredState::Shutdown).count();
@@ -346,16 +330,9 @@ fn rolling_update_replaces_one_slot_at_a_time() {
     assert_eq!(sim.service("app_web").update.state, UpdateState::Completed);
 }
 
-#[test]
-fn failed_update_pauses() {
-    let mut sim = Sim::new(&["n1"]);
-    sim.deploy(vec![spec("web", 2, "web:1")]);
-    sim.settle();
-    sim.agent();
-    sim.now += 10_000;
-    sim.settle();
-    sim.deploy(vec![spec("web", 2, "web:bad")]);
-    // Stop-first: the old task stops, then the new one starts.
+/// Lets an update to `web:bad` start its first new task (stop-first: the
+/// old task stops, then the new one starts), which then fails.
+fn fail_the_first_updated_task(sim: &mut Sim) {
     sim.settle();
     sim.agent();
     sim.settle();
@@ -368,6 +345,18 @@ fn failed_update_pauses() {
         .expect("new task");
     sim.report(&new, TaskState::Failed, Some(1));
     sim.settle();
+}
+
+#[test]
+fn failed_update_pauses() {
+    let mut sim = Sim::new(&["n1"]);
+    sim.deploy(vec![spec("web", 2, "web:1")]);
+    sim.settle();
+    sim.agent();
+    sim.now += 10_000;
+    sim.settle();
+    sim.deploy(vec![spec("web", 2, "web:bad")]);
+    fail_the_first_updated_task(&mut sim);
     let svc = sim.service("app_web");
     assert_eq!(svc.update.state, UpdateState::Paused);
     assert!(svc.update.message.contains("exit code 1"), "{}", svc.update.message);
@@ -391,19 +380,7 @@ fn failed_update_rolls_back_when_asked() {
     sim.settle();
     s.task.image = "web:bad".into();
     sim.deploy(vec![s]);
-    // Stop-first: the old task stops, then the new one starts.
-    sim.settle();
-    sim.agent();
-    sim.settle();
-    sim.agent();
-    let new = sim
-        .running("app_web")
-        .into_iter()
-        .find(|t| t.template.image == "web:bad")
-        .map(|t| t.id.clone())
-        .expect("new task");
-    sim.report(&new, TaskState::Failed, Some(1));
-    sim.settle();
+    fail_the_first_updated_task(&mut sim);
     assert_eq!(sim.service("app_web").update.state, UpdateState::RollingBack);
     assert_eq!(sim.service("app_web").spec.task.image, "web:1");
     for _ in 0..6 {
