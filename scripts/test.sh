@@ -27,6 +27,9 @@ cargo fmt --all -- --check
 step "cargo clippy --all-targets -D warnings"
 cargo clippy --workspace --all-targets --quiet -- -D warnings
 
+step "cargo check of the fuzz targets (fuzz/ is its own workspace)"
+cargo check --quiet --manifest-path fuzz/Cargo.toml --bins
+
 step "cargo build --workspace"
 cargo build --workspace --quiet
 
