@@ -4,15 +4,16 @@
 //! pass, unless `CI=true`, where they fail.
 
 use std::collections::BTreeMap;
-use std::process::Command;
-use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use stackd_agent::docker::{ContainerContext, Created, Executor, LABEL_NODE, LABEL_TASK};
+use stackd_agent::docker::{ContainerContext, Created, Executor, LABEL_TASK};
 use stackd_agent::worker::{Assignment, StatusReport, Worker};
 use stackd_core::model::{DesiredState, HealthCheck, Mount, MountKind, Task, TaskState, TaskStatus, TaskTemplate};
 use tokio::sync::mpsc;
+
+mod common;
+use common::{Cleanup, docker};
 
 const WEB: &str = "stackd-test/web:1";
 const BUSYBOX: &str = "stackd-test/busybox:1";
@@ -23,52 +24,6 @@ fn uniq(prefix: &str) -> String {
     static N: AtomicU64 = AtomicU64::new(0);
     let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
     format!("{prefix}{:x}{:x}{:x}", std::process::id(), nanos % 0xffff_ffff, N.fetch_add(1, Ordering::Relaxed))
-}
-
-/// Builds the test images once per test binary.
-fn build_images() {
-    static BUILT: OnceLock<Result<(), String>> = OnceLock::new();
-    let result = BUILT.get_or_init(|| {
-        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/images/build.sh");
-        let out = Command::new("bash").arg(script).output().map_err(|e| format!("cannot run {script}: {e}"))?;
-        if out.status.success() {
-            Ok(())
-        } else {
-            Err(format!("{script} failed: {}", String::from_utf8_lossy(&out.stderr)))
-        }
-    });
-    if let Err(e) = result {
-        panic!("{e}");
-    }
-}
-
-/// The executor, or `None` (after a notice) when Docker is unreachable outside CI.
-async fn docker() -> Option<Executor> {
-    match Executor::connect(None).await {
-        Ok(exec) => {
-            build_images();
-            Some(exec)
-        }
-        Err(e) if std::env::var("CI").as_deref() == Ok("true") => panic!("CI=true and Docker is unreachable: {e}"),
-        Err(e) => {
-            eprintln!("SKIPPED: Docker is unreachable: {e}");
-            None
-        }
-    }
-}
-
-/// Removes every container of a node when dropped, even when a test fails.
-struct Cleanup(String);
-
-impl Drop for Cleanup {
-    fn drop(&mut self) {
-        let filter = format!("label={LABEL_NODE}={}", self.0);
-        let Ok(out) = Command::new("docker").args(["ps", "-aq", "--filter", &filter]).output() else { return };
-        let ids: Vec<String> = String::from_utf8_lossy(&out.stdout).split_whitespace().map(String::from).collect();
-        if !ids.is_empty() {
-            let _ = Command::new("docker").args(["rm", "-f", "-v"]).args(&ids).output();
-        }
-    }
 }
 
 /// One test node: its context, a worker and the reports of its runners.

@@ -2,11 +2,10 @@
 //! tonic server in this test) and the real Docker engine. Skipped with a
 //! notice when Docker is unreachable, unless `CI=true`.
 
-use std::process::Command;
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use stackd_agent::docker::{ContainerContext, Executor, LABEL_NODE};
+use stackd_agent::docker::ContainerContext;
 use stackd_agent::{AgentConfig, run};
 use stackd_core::model::{DesiredState, Task, TaskState, TaskStatus, TaskTemplate};
 use stackd_proto::v1;
@@ -14,6 +13,9 @@ use stackd_proto::v1::dispatcher_server::{Dispatcher, DispatcherServer};
 use tokio::sync::{mpsc, oneshot};
 use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
 use tonic::{Request, Response, Status};
+
+mod common;
+use common::{Cleanup, docker};
 
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -63,36 +65,6 @@ impl Dispatcher for Fake {
         }
         let _ = self.seen.send(Seen::Update(request.into_inner()));
         Ok(Response::new(v1::UpdateTaskStatusResponse {}))
-    }
-}
-
-/// Removes every container of a node when dropped.
-struct Cleanup(String);
-
-impl Drop for Cleanup {
-    fn drop(&mut self) {
-        let filter = format!("label={LABEL_NODE}={}", self.0);
-        let Ok(out) = Command::new("docker").args(["ps", "-aq", "--filter", &filter]).output() else { return };
-        let ids: Vec<String> = String::from_utf8_lossy(&out.stdout).split_whitespace().map(String::from).collect();
-        if !ids.is_empty() {
-            let _ = Command::new("docker").args(["rm", "-f", "-v"]).args(&ids).output();
-        }
-    }
-}
-
-async fn docker() -> Option<Executor> {
-    match Executor::connect(None).await {
-        Ok(exec) => {
-            let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/images/build.sh");
-            let out = Command::new("bash").arg(script).output().expect("run build.sh");
-            assert!(out.status.success(), "build.sh failed: {}", String::from_utf8_lossy(&out.stderr));
-            Some(exec)
-        }
-        Err(e) if std::env::var("CI").as_deref() == Ok("true") => panic!("CI=true and Docker is unreachable: {e}"),
-        Err(e) => {
-            eprintln!("SKIPPED: Docker is unreachable: {e}");
-            None
-        }
     }
 }
 

@@ -2,12 +2,13 @@
 //! it validates against the compose JSON schema, and loading it again gives
 //! the same stack — normalising a normalised stack changes nothing.
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use stackd_core::compose;
 use stackd_core::loader::{LoadOptions, SourceFile, load};
 use stackd_core::model::StackSpec;
+
+mod common;
 
 fn shared() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/corpus")
@@ -42,33 +43,11 @@ fn round_trip(spec: &StackSpec, what: &str) -> StackSpec {
 
 #[test]
 fn corpus_files_round_trip_and_validate() {
-    let dir = shared().join("awesome-compose");
-    assert!(dir.is_dir(), "the corpus is missing at {}", dir.display());
-    // Values for the variables some corpus files use.
-    let env: BTreeMap<String, String> = [
-        "TZ",
-        "PIHOLE_PW",
-        "PIHOLE_ROUTER_IP",
-        "PIHOLE_NETWORK_DOMAIN",
-        "PIHOLE_HOSTNAME",
-        "POSTGRES_USER",
-        "POSTGRES_PW",
-        "POSTGRES_DB",
-        "PGADMIN_MAIL",
-        "PGADMIN_PW",
-        "PLEX_MEDIA_PATH",
-    ]
-    .iter()
-    .map(|k| (k.to_string(), format!("/v-{}", k.to_lowercase())))
-    .collect();
     let mut checked = 0;
-    let mut paths: Vec<_> =
-        std::fs::read_dir(&dir).expect("read corpus").filter_map(Result::ok).map(|e| e.path()).collect();
-    paths.sort();
-    for path in paths.iter().filter(|p| p.extension().is_some_and(|x| x == "yaml")) {
-        let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-        let files = [SourceFile { name: name.clone(), text: std::fs::read_to_string(path).expect("read") }];
-        let options = LoadOptions { env: env.clone(), env_file: None };
+    for file in common::corpus_files() {
+        let name = file.name.clone();
+        let files = [file];
+        let options = LoadOptions { env: common::corpus_env(), env_file: None };
         let Ok(loaded) = load("corpus", &files, &options) else { continue };
         let again = round_trip(&loaded.spec, &name);
         assert_eq!(again, loaded.spec, "{name}: loading the normalised form changed the stack");

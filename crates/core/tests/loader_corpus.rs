@@ -3,32 +3,21 @@
 //! point at a line. Run with `--nocapture` for the summary.
 
 use std::collections::BTreeMap;
-use std::path::Path;
 
 use stackd_core::loader::{LoadError, LoadOptions, SourceFile, load};
 
+mod common;
+
 #[test]
 fn awesome_compose_corpus() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/corpus/awesome-compose");
-    let Ok(read) = std::fs::read_dir(&dir) else {
-        println!("corpus not found at {}; skipped", dir.display());
-        return;
-    };
-    let mut paths: Vec<_> = read
-        .filter_map(Result::ok)
-        .map(|e| e.path())
-        .filter(|p| p.extension().is_some_and(|x| x == "yaml" || x == "yml"))
-        .collect();
-    paths.sort();
-    assert!(!paths.is_empty(), "no compose files in {}", dir.display());
-
+    let corpus = common::corpus_files();
+    let count = corpus.len();
     let (mut loaded, mut failed, mut warnings) = (0, 0, 0);
     let mut reasons: BTreeMap<String, usize> = BTreeMap::new();
     let mut bad_positions = Vec::new();
-    for path in &paths {
-        let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-        let text = std::fs::read_to_string(path).expect("readable corpus file");
-        let files = [SourceFile { name: name.clone(), text }];
+    for file in corpus {
+        let name = file.name.clone();
+        let files = [file];
         let result = std::panic::catch_unwind(|| load("corpus", &files, &LoadOptions::default()));
         let Ok(result) = result else { panic!("the loader panicked on {name}") };
         match result {
@@ -53,7 +42,7 @@ fn awesome_compose_corpus() {
             }
         }
     }
-    println!("\n{} files: {loaded} loaded ({warnings} warnings), {failed} refused", paths.len());
+    println!("\n{} files: {loaded} loaded ({warnings} warnings), {failed} refused", count);
     for (why, n) in &reasons {
         println!("  {n:3} × {why}");
     }
@@ -69,12 +58,9 @@ fn awesome_compose_corpus() {
 /// given in the environment or in a `.env` file (the environment wins).
 #[test]
 fn corpus_files_with_variables() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/corpus/awesome-compose");
+    let dir = common::corpus_dir();
     let read = |name: &str| std::fs::read_to_string(dir.join(name)).ok();
-    let Some(plex) = read("plex.yaml") else {
-        println!("corpus not found at {}; skipped", dir.display());
-        return;
-    };
+    let plex = read("plex.yaml").expect("plex.yaml in the corpus");
     let vars = |pairs: &[(&str, &str)]| -> BTreeMap<String, String> {
         pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
     };
@@ -122,23 +108,17 @@ fn corpus_files_with_variables() {
 /// diagnostic still has a position.
 #[test]
 fn truncated_corpus_files() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/corpus/awesome-compose");
-    let Ok(read) = std::fs::read_dir(&dir) else { return };
     let mut cuts = 0;
-    for entry in read.filter_map(Result::ok) {
-        let path = entry.path();
-        if path.extension().is_none_or(|x| x != "yaml") {
-            continue;
-        }
-        let text = std::fs::read_to_string(&path).expect("readable corpus file");
+    for file in common::corpus_files() {
+        let (name, text) = (file.name, file.text);
         for cut in (0..text.len()).step_by(23).filter(|&c| text.is_char_boundary(c)) {
             cuts += 1;
             let files = [SourceFile { name: "cut.yml".into(), text: text[..cut].to_string() }];
             let result = std::panic::catch_unwind(|| load("corpus", &files, &LoadOptions::default()));
-            let Ok(result) = result else { panic!("the loader panicked on {} cut at {cut}", path.display()) };
+            let Ok(result) = result else { panic!("the loader panicked on {name} cut at {cut}") };
             if let Err(e) = result {
                 for d in e.diagnostics() {
-                    assert!(d.line > 0, "{} cut at {cut}: no position: {d}", path.display());
+                    assert!(d.line > 0, "{name} cut at {cut}: no position: {d}");
                 }
             }
         }

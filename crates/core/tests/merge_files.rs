@@ -2,48 +2,18 @@
 //! is the file (every corpus file), and a merged stack written back as
 //! compose (`stackctl config -c a.yml -c b.yml`) loads into the same stack.
 
-use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-
 use stackd_core::compose;
 use stackd_core::loader::{LoadOptions, SourceFile, load};
 
-fn corpus() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/corpus/awesome-compose")
-}
-
-/// Values for the variables some corpus files use.
-fn corpus_env() -> BTreeMap<String, String> {
-    [
-        "TZ",
-        "PIHOLE_PW",
-        "PIHOLE_ROUTER_IP",
-        "PIHOLE_NETWORK_DOMAIN",
-        "PIHOLE_HOSTNAME",
-        "POSTGRES_USER",
-        "POSTGRES_PW",
-        "POSTGRES_DB",
-        "PGADMIN_MAIL",
-        "PGADMIN_PW",
-        "PLEX_MEDIA_PATH",
-    ]
-    .iter()
-    .map(|k| (k.to_string(), format!("/v-{}", k.to_lowercase())))
-    .collect()
-}
+mod common;
+use common::{corpus_env, corpus_files};
 
 #[test]
 fn a_corpus_file_merged_over_itself_is_the_same_stack() {
-    let dir = corpus();
-    assert!(dir.is_dir(), "the corpus is missing at {}", dir.display());
     let options = LoadOptions { env: corpus_env(), env_file: None };
-    let mut paths: Vec<_> =
-        std::fs::read_dir(&dir).expect("read corpus").filter_map(Result::ok).map(|e| e.path()).collect();
-    paths.sort();
     let mut checked = 0;
-    for path in paths.iter().filter(|p| p.extension().is_some_and(|x| x == "yaml")) {
-        let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-        let file = SourceFile { name: name.clone(), text: std::fs::read_to_string(path).expect("read") };
+    for file in corpus_files() {
+        let name = file.name.clone();
         let once = load("corpus", std::slice::from_ref(&file), &options);
         let twice = load("corpus", &[file.clone(), file], &options);
         match (once, twice) {

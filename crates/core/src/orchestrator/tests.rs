@@ -64,6 +64,16 @@ impl Sim {
         assert_eq!(r.rejected, None);
     }
 
+    /// Deploys `services` and lets them run past their monitor period: every
+    /// rollout completed.
+    pub fn converge(&mut self, services: Vec<ServiceSpec>) {
+        self.deploy(services);
+        self.settle();
+        self.agent();
+        self.now += 10_000;
+        self.settle();
+    }
+
     /// One controller round: orchestrate, then schedule.
     pub fn round(&mut self) -> Orchestration {
         let o = orchestrate(&self.state, self.now);
@@ -295,11 +305,7 @@ fn task_history_is_trimmed_to_five_per_slot() {
 #[test]
 fn rolling_update_replaces_one_slot_at_a_time() {
     let mut sim = Sim::new(&["n1"]);
-    sim.deploy(vec![spec("web", 3, "web:1")]);
-    sim.settle();
-    sim.agent();
-    sim.now += 10_000;
-    sim.settle();
+    sim.converge(vec![spec("web", 3, "web:1")]);
     assert_eq!(sim.service("app_web").update.state, UpdateState::Completed);
     sim.deploy(vec![spec("web", 3, "web:2")]);
     assert_eq!(sim.service("app_web").revision, 2);
@@ -350,11 +356,7 @@ fn fail_the_first_updated_task(sim: &mut Sim) {
 #[test]
 fn failed_update_pauses() {
     let mut sim = Sim::new(&["n1"]);
-    sim.deploy(vec![spec("web", 2, "web:1")]);
-    sim.settle();
-    sim.agent();
-    sim.now += 10_000;
-    sim.settle();
+    sim.converge(vec![spec("web", 2, "web:1")]);
     sim.deploy(vec![spec("web", 2, "web:bad")]);
     fail_the_first_updated_task(&mut sim);
     let svc = sim.service("app_web");
@@ -373,11 +375,7 @@ fn failed_update_rolls_back_when_asked() {
     let mut sim = Sim::new(&["n1"]);
     let mut s = spec("web", 2, "web:1");
     s.update.failure_action = FailureAction::Rollback;
-    sim.deploy(vec![s.clone()]);
-    sim.settle();
-    sim.agent();
-    sim.now += 10_000;
-    sim.settle();
+    sim.converge(vec![s.clone()]);
     s.task.image = "web:bad".into();
     sim.deploy(vec![s]);
     fail_the_first_updated_task(&mut sim);
@@ -401,11 +399,7 @@ fn start_first_overlaps_old_and_new() {
     let mut sim = Sim::new(&["n1"]);
     let mut s = spec("web", 1, "web:1");
     s.update.order = UpdateOrder::StartFirst;
-    sim.deploy(vec![s.clone()]);
-    sim.settle();
-    sim.agent();
-    sim.now += 10_000;
-    sim.settle();
+    sim.converge(vec![s.clone()]);
     s.task.image = "web:2".into();
     sim.deploy(vec![s]);
     sim.settle();
@@ -483,11 +477,7 @@ fn host_port_conflict_makes_a_task_unplaceable_with_a_reason() {
 #[test]
 fn an_idle_cluster_makes_no_plans() {
     let mut sim = Sim::new(&["n1"]);
-    sim.deploy(vec![spec("web", 2, "web:1")]);
-    sim.settle();
-    sim.agent();
-    sim.now += 10_000;
-    sim.settle();
+    sim.converge(vec![spec("web", 2, "web:1")]);
     let o = orchestrate(&sim.state, sim.now);
     assert!(o.plan.is_empty(), "{:?}", o.plan);
     assert!(SpreadScheduler.schedule(&sim.state).is_empty());
