@@ -11,8 +11,8 @@ use std::collections::BTreeMap;
 use serde_json::{Map, Value, json};
 
 use crate::model::{
-    FailureAction, HealthCheck, Mount, MountKind, PortConfig, PublishMode, RestartCondition, ServiceMode, ServiceSpec,
-    StackSpec, UpdateOrder, VolumeSpec,
+    FailureAction, HealthCheck, Mount, MountKind, NetworkAttachment, NetworkSpec, PortConfig, PublishMode,
+    RestartCondition, ServiceMode, ServiceSpec, StackSpec, UpdateOrder, VolumeSpec,
 };
 
 /// Writes milliseconds as a compose duration: `1h2m3s`, `1m30s`, `500ms`, `0s`.
@@ -110,8 +110,21 @@ fn healthcheck(h: &HealthCheck) -> Value {
     Value::Object(o)
 }
 
-/// The compose form of one service of a stack with these `volumes`.
-pub fn service(s: &ServiceSpec, volumes: &BTreeMap<String, VolumeSpec>) -> Value {
+/// A service's networks as a mapping from the stack's keys to their
+/// settings (`null` without aliases); a network the stack does not declare
+/// is written under its engine name.
+fn attachments(list: &[NetworkAttachment], networks: &BTreeMap<String, NetworkSpec>) -> Value {
+    let entries = list.iter().map(|a| {
+        let key = networks.iter().find(|(_, n)| n.name == a.network).map_or(a.network.as_str(), |(k, _)| k);
+        let value = if a.aliases.is_empty() { Value::Null } else { json!({ "aliases": strings(&a.aliases) }) };
+        (key.to_string(), value)
+    });
+    Value::Object(entries.collect())
+}
+
+/// The compose form of one service of `stack`.
+pub fn service(s: &ServiceSpec, stack: &StackSpec) -> Value {
+    let volumes = &stack.volumes;
     let t = &s.task;
     let mut o = Map::new();
     o.insert("image".into(), json!(t.image));
@@ -140,6 +153,9 @@ pub fn service(s: &ServiceSpec, volumes: &BTreeMap<String, VolumeSpec>) -> Value
     }
     if !t.ports.is_empty() {
         o.insert("ports".into(), Value::Array(t.ports.iter().map(port).collect()));
+    }
+    if !t.networks.is_empty() {
+        o.insert("networks".into(), attachments(&t.networks, &stack.networks));
     }
     for (key, v) in
         [("working_dir", &t.working_dir), ("user", &t.user), ("hostname", &t.hostname), ("stop_signal", &t.stop_signal)]
@@ -295,6 +311,27 @@ fn volume(v: &VolumeSpec) -> Value {
     Value::Object(o)
 }
 
+fn network(n: &NetworkSpec) -> Value {
+    let mut o = Map::new();
+    o.insert("name".into(), json!(n.name));
+    if n.external {
+        o.insert("external".into(), json!(true));
+    }
+    if let Some(d) = &n.driver {
+        o.insert("driver".into(), json!(d));
+    }
+    if !n.driver_opts.is_empty() {
+        o.insert("driver_opts".into(), map(&n.driver_opts));
+    }
+    if n.internal {
+        o.insert("internal".into(), json!(true));
+    }
+    if !n.labels.is_empty() {
+        o.insert("labels".into(), map(&n.labels));
+    }
+    Value::Object(o)
+}
+
 /// Writes every literal `$` of string values as `$$`, so that interpolation
 /// on reading gives the value back.
 fn escape_dollars(v: &mut Value) {
@@ -312,10 +349,16 @@ pub fn document(spec: &StackSpec) -> Value {
     o.insert("name".into(), json!(spec.name));
     o.insert(
         "services".into(),
-        Value::Object(spec.services.iter().map(|(k, s)| (k.clone(), service(s, &spec.volumes))).collect()),
+        Value::Object(spec.services.iter().map(|(k, s)| (k.clone(), service(s, spec))).collect()),
     );
     if !spec.volumes.is_empty() {
         o.insert("volumes".into(), Value::Object(spec.volumes.iter().map(|(k, v)| (k.clone(), volume(v))).collect()));
+    }
+    if !spec.networks.is_empty() {
+        o.insert(
+            "networks".into(),
+            Value::Object(spec.networks.iter().map(|(k, n)| (k.clone(), network(n))).collect()),
+        );
     }
     let mut doc = Value::Object(o);
     escape_dollars(&mut doc);

@@ -1,12 +1,15 @@
 //! Field-level differences between two service specs, for
 //! `stackctl deploy --dry-run`: what a deploy would change, and whether the
 //! change replaces the service's tasks (its task template changed) or not
-//! (replicas, policies and labels only).
+//! (replicas, policies and labels only); and the networks a deploy adds,
+//! changes or drops.
+
+use std::collections::BTreeMap;
 
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::model::ServiceSpec;
+use crate::model::{NetworkSpec, ServiceSpec};
 
 /// One changed field.
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -55,10 +58,81 @@ pub fn service(old: &ServiceSpec, new: &ServiceSpec) -> Option<ServiceDiff> {
     Some(ServiceDiff { changes, replaces_tasks: old.task != new.task })
 }
 
+/// One network whose spec a deploy changes.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct NetworkUpdate {
+    /// Its key in the stack.
+    pub network: String,
+    /// The changed fields (`driver`, `labels.team`, …), in path order.
+    pub changes: Vec<Change>,
+}
+
+/// What a deploy would do to the stack's networks. Networks are created on
+/// a node when a task there needs them: a changed spec applies to networks
+/// created from then on, not to those that exist.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct NetworksDiff {
+    /// Keys of the networks the deploy adds.
+    pub create: Vec<String>,
+    /// Networks whose spec changes.
+    pub update: Vec<NetworkUpdate>,
+    /// Keys of the networks the deploy drops.
+    pub remove: Vec<String>,
+}
+
+impl NetworksDiff {
+    /// Whether the deploy changes no network.
+    pub fn is_empty(&self) -> bool {
+        self.create.is_empty() && self.update.is_empty() && self.remove.is_empty()
+    }
+}
+
+/// The differences from the networks `old` to `new`, by key.
+pub fn networks(old: &BTreeMap<String, NetworkSpec>, new: &BTreeMap<String, NetworkSpec>) -> NetworksDiff {
+    let mut out = NetworksDiff::default();
+    for (key, n) in new {
+        match old.get(key) {
+            None => out.create.push(key.clone()),
+            Some(o) if o == n => {}
+            Some(o) => {
+                let (a, b) =
+                    (serde_json::to_value(o).unwrap_or(Value::Null), serde_json::to_value(n).unwrap_or(Value::Null));
+                let mut changes = Vec::new();
+                walk("", &a, &b, &mut changes);
+                out.update.push(NetworkUpdate { network: key.clone(), changes });
+            }
+        }
+    }
+    out.remove = old.keys().filter(|k| !new.contains_key(*k)).cloned().collect();
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::model::{ServiceMode, TaskTemplate};
+
+    fn net(name: &str) -> NetworkSpec {
+        NetworkSpec { name: name.into(), ..Default::default() }
+    }
+
+    #[test]
+    fn networks_created_changed_and_dropped() {
+        let old = BTreeMap::from([("back".to_string(), net("shop_back")), ("old".to_string(), net("shop_old"))]);
+        let mut back = net("shop_back");
+        back.internal = true;
+        back.labels.insert("team".into(), "a".into());
+        let new = BTreeMap::from([("back".to_string(), back), ("front".to_string(), net("shop_front"))]);
+        let d = networks(&old, &new);
+        assert_eq!(d.create, vec!["front"]);
+        assert_eq!(d.remove, vec!["old"]);
+        assert_eq!(d.update.len(), 1);
+        assert_eq!(d.update[0].network, "back");
+        let paths: Vec<&str> = d.update[0].changes.iter().map(|c| c.path.as_str()).collect();
+        assert_eq!(paths, vec!["internal", "labels.team"]);
+        assert!(!d.is_empty());
+        assert!(networks(&new, &new).is_empty());
+    }
 
     fn spec(image: &str, replicas: u64) -> ServiceSpec {
         ServiceSpec {

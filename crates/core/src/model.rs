@@ -267,6 +267,21 @@ pub struct TaskTemplate {
     /// CPU and memory limits and reservations.
     #[serde(default)]
     pub resources: ResourceSpec,
+    /// The networks the container joins, the first one at creation (empty:
+    /// Docker's default bridge, as before networks existed).
+    #[serde(default)]
+    pub networks: Vec<NetworkAttachment>,
+}
+
+/// A task's container on one network.
+#[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct NetworkAttachment {
+    /// The network's engine name ([`NetworkSpec::name`] of one of the stack's networks).
+    pub network: String,
+    /// DNS names of the container on this network, besides the service's
+    /// short name, which the agent always adds.
+    #[serde(default)]
+    pub aliases: Vec<String>,
 }
 
 /// How a constraint compares.
@@ -517,6 +532,46 @@ pub struct VolumeSpec {
     pub labels: BTreeMap<String, String>,
 }
 
+/// A network declared by a stack (or the implicit `default` one).
+///
+/// stackd creates it on a node, as a local bridge network, when a task
+/// there first needs it, and removes it when no task of the node uses it any
+/// more; an external network must exist already and is never created nor
+/// removed.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NetworkSpec {
+    /// Name on the engine (`<stack>_<key>` unless `external` or named).
+    pub name: String,
+    /// The network exists already and is not managed by stackd.
+    #[serde(default)]
+    pub external: bool,
+    /// Driver as written (`None`: bridge). `bridge` and `overlay` both
+    /// become a local bridge network; other drivers are passed to Docker.
+    #[serde(default)]
+    pub driver: Option<String>,
+    /// No route out of the network.
+    #[serde(default)]
+    pub internal: bool,
+    /// Network labels (besides the `io.stackd.*` ones the agent adds).
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    /// Driver options, passed to Docker.
+    #[serde(default)]
+    pub driver_opts: BTreeMap<String, String>,
+}
+
+/// A network that tasks of a node attach to, as the dispatcher sends it to
+/// the node's agent: the stack that declares it, its key there and its spec.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StackNetwork {
+    /// The stack that declares the network.
+    pub stack: String,
+    /// Its key in the stack's `networks:` section (`default` for the implicit one).
+    pub key: String,
+    /// Its spec.
+    pub spec: NetworkSpec,
+}
+
 /// A stack as the user declares it: the normalised result of the loader.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StackSpec {
@@ -526,6 +581,10 @@ pub struct StackSpec {
     pub services: BTreeMap<String, ServiceSpec>,
     /// Named volumes by key.
     pub volumes: BTreeMap<String, VolumeSpec>,
+    /// Networks by key: the declared ones, and `default` when a service
+    /// joins it (every service without `networks:` does).
+    #[serde(default)]
+    pub networks: BTreeMap<String, NetworkSpec>,
 }
 
 // ---------------------------------------------------------------- runtime objects
@@ -537,6 +596,9 @@ pub struct Stack {
     pub name: String,
     /// Named volumes.
     pub volumes: BTreeMap<String, VolumeSpec>,
+    /// Networks by key.
+    #[serde(default)]
+    pub networks: BTreeMap<String, NetworkSpec>,
     /// When first deployed.
     pub created_at: Timestamp,
     /// When last deployed.

@@ -13,8 +13,8 @@ use sha2::{Digest, Sha256};
 
 use crate::command::{Command, NewTask, Placement, Plan, TaskStatusUpdate};
 use crate::model::{
-    DesiredState, Node, NodeId, REVISIONS_KEPT, Revision, Service, ServiceId, Stack, StackSpec, Task, TaskId,
-    TaskState, TaskStatus, Timestamp, UpdateState, UpdateStatus,
+    DesiredState, Node, NodeId, REVISIONS_KEPT, Revision, Service, ServiceId, Stack, StackNetwork, StackSpec, Task,
+    TaskId, TaskState, TaskStatus, Timestamp, UpdateState, UpdateStatus,
 };
 use crate::validate;
 
@@ -196,6 +196,13 @@ impl ClusterState {
         self.tasks.values().filter(move |t| t.service_id == service_id)
     }
 
+    /// The network of the stack `stack` whose engine name is `name`, with
+    /// its key: what an agent needs to create it for a task.
+    pub fn stack_network(&self, stack: &str, name: &str) -> Option<StackNetwork> {
+        let (key, spec) = self.stacks.get(stack)?.networks.iter().find(|(_, n)| n.name == name)?;
+        Some(StackNetwork { stack: stack.to_string(), key: key.clone(), spec: spec.clone() })
+    }
+
     /// A SHA-256 over the whole state, to compare managers.
     pub fn state_hash(&self) -> String {
         let bytes = serde_json::to_vec(self).unwrap_or_default();
@@ -212,6 +219,7 @@ impl ClusterState {
         match self.stacks.get_mut(&spec.name) {
             Some(stack) => {
                 stack.volumes = spec.volumes.clone();
+                stack.networks = spec.networks.clone();
                 stack.updated_at = cx.at;
             }
             None => {
@@ -220,6 +228,7 @@ impl ClusterState {
                     Stack {
                         name: spec.name.clone(),
                         volumes: spec.volumes.clone(),
+                        networks: spec.networks.clone(),
                         created_at: cx.at,
                         updated_at: cx.at,
                     },

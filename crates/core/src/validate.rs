@@ -3,9 +3,9 @@
 //! The loader reports errors with file positions; these checks are the last
 //! line of defence inside `apply`, so that no invalid spec is ever stored.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
-use crate::model::{MountKind, ServiceMode, StackSpec};
+use crate::model::{MountKind, NetworkSpec, ServiceMode, StackSpec};
 
 /// The most replicas one service may ask for.
 pub const MAX_REPLICAS: u64 = 10_000;
@@ -17,6 +17,61 @@ pub fn is_valid_name(name: &str) -> bool {
     matches!(chars.next(), Some(c) if c.is_ascii_alphanumeric())
         && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
         && name.len() <= 63
+}
+
+/// Whether `name` can name a network on the engine (Docker's rule: a
+/// letter or digit, then letters, digits, `_`, `.` and `-`; 255 at most).
+pub fn is_valid_network_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_alphanumeric())
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        && name.len() <= 255
+}
+
+/// Whether `alias` is a usable DNS name for a container on a network:
+/// letters, digits, `-`, `_` and `.`, starting with a letter or digit, 253 at most.
+pub fn is_valid_alias(alias: &str) -> bool {
+    let mut chars = alias.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_alphanumeric())
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        && alias.len() <= 253
+}
+
+/// Network names (and drivers) of Docker's own that a stack cannot use.
+pub const RESERVED_NETWORKS: &[&str] = &["host", "none"];
+
+/// Checks the stack's networks; returns the engine names they declare.
+fn networks(networks: &BTreeMap<String, NetworkSpec>, errors: &mut Vec<String>) -> BTreeSet<String> {
+    let mut names: BTreeMap<&str, &str> = BTreeMap::new();
+    for (key, n) in networks {
+        let at = format!("networks.{key}");
+        if !is_valid_name(key) {
+            errors.push(format!("{at}: network name is invalid: use letters, digits, '-', '_' and '.'"));
+        }
+        if !is_valid_network_name(&n.name) {
+            errors.push(format!(
+                "{at}.name: {:?} is not a valid network name: use letters, digits, '-', '_' and '.', starting with a letter or digit",
+                n.name
+            ));
+        }
+        if RESERVED_NETWORKS.contains(&n.name.as_str()) {
+            errors.push(format!("{at}.name: Docker's `{}` network cannot be used by a stack", n.name));
+        }
+        if let Some(d) = &n.driver {
+            if d.trim().is_empty() || d.contains(char::is_whitespace) {
+                errors.push(format!("{at}.driver: {d:?} is not a driver name"));
+            } else if RESERVED_NETWORKS.contains(&d.as_str()) {
+                errors.push(format!("{at}.driver: driver `{d}` cannot be used for a stack network"));
+            }
+        }
+        if n.external && (n.driver.is_some() || n.internal || !n.labels.is_empty() || !n.driver_opts.is_empty()) {
+            errors.push(format!("{at}: driver, driver_opts, internal and labels cannot be set on an external network"));
+        }
+        if let Some(other) = names.insert(&n.name, key) {
+            errors.push(format!("{at}.name: networks {other} and {key} are both named {}", n.name));
+        }
+    }
+    names.into_keys().map(str::to_string).collect()
 }
 
 /// Validates a stack spec; returns every problem found.
@@ -31,6 +86,7 @@ pub fn stack_spec(spec: &StackSpec) -> Result<(), Vec<String>> {
     if spec.services.is_empty() {
         errors.push("the stack has no services".to_string());
     }
+    let network_names = networks(&spec.networks, &mut errors);
     for (key, svc) in &spec.services {
         let at = format!("services.{key}");
         if key != &svc.name {
@@ -72,9 +128,111 @@ pub fn stack_spec(spec: &StackSpec) -> Result<(), Vec<String>> {
                 errors.push(format!("{at}.volumes: bind source {:?} must be an absolute path", m.source));
             }
         }
+        let mut attached = BTreeSet::new();
+        for a in &svc.task.networks {
+            if !network_names.contains(&a.network) {
+                errors.push(format!("{at}.networks: network {:?} is not one of the stack's networks", a.network));
+            }
+            if !attached.insert(&a.network) {
+                errors.push(format!("{at}.networks: network {:?} is attached twice", a.network));
+            }
+            for alias in &a.aliases {
+                if !is_valid_alias(alias) {
+                    errors.push(format!(
+                        "{at}.networks: alias {alias:?} is invalid: use letters, digits, '-', '_' and '.', starting with a letter or digit"
+                    ));
+                }
+            }
+        }
         if svc.update.max_failure_ratio.is_nan() || !(0.0..=1.0).contains(&svc.update.max_failure_ratio) {
             errors.push(format!("{at}.deploy.update_config.max_failure_ratio: must be between 0 and 1"));
         }
     }
     if errors.is_empty() { Ok(()) } else { Err(errors) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{NetworkAttachment, ServiceSpec, TaskTemplate};
+
+    fn stack(networks: &[(&str, NetworkSpec)], attached: &[(&str, &[&str])]) -> StackSpec {
+        let task = TaskTemplate {
+            image: "web:1".into(),
+            networks: attached
+                .iter()
+                .map(|(n, aliases)| NetworkAttachment {
+                    network: n.to_string(),
+                    aliases: aliases.iter().map(|a| a.to_string()).collect(),
+                })
+                .collect(),
+            ..Default::default()
+        };
+        let web = ServiceSpec {
+            name: "web".into(),
+            mode: ServiceMode::Replicated { replicas: 1 },
+            task,
+            restart: Default::default(),
+            update: Default::default(),
+            labels: Default::default(),
+        };
+        StackSpec {
+            name: "shop".into(),
+            services: [("web".to_string(), web)].into(),
+            volumes: Default::default(),
+            networks: networks.iter().map(|(k, n)| (k.to_string(), n.clone())).collect(),
+        }
+    }
+
+    fn net(name: &str) -> NetworkSpec {
+        NetworkSpec { name: name.into(), ..Default::default() }
+    }
+
+    #[test]
+    fn networks_and_attachments() {
+        assert_eq!(stack_spec(&stack(&[("back", net("shop_back"))], &[("shop_back", &["api"])])), Ok(()));
+        assert_eq!(stack_spec(&stack(&[], &[])), Ok(()), "no networks: Docker's default bridge");
+        let problems = |s: StackSpec| stack_spec(&s).expect_err("invalid");
+        assert_eq!(
+            problems(stack(&[("back", net("shop_back"))], &[("shop_front", &[]), ("shop_back", &["bad alias"])])),
+            [
+                "services.web.networks: network \"shop_front\" is not one of the stack's networks",
+                "services.web.networks: alias \"bad alias\" is invalid: use letters, digits, '-', '_' and '.', starting with a letter or digit",
+            ]
+        );
+        assert_eq!(
+            problems(stack(&[("back", net("shop_back"))], &[("shop_back", &[]), ("shop_back", &[])])),
+            ["services.web.networks: network \"shop_back\" is attached twice"]
+        );
+        let external = NetworkSpec { external: true, internal: true, ..net("infra") };
+        let host = NetworkSpec { driver: Some("host".into()), ..net("shop_h") };
+        assert_eq!(
+            problems(stack(&[("a", net("x")), ("b", net("x")), ("c", external), ("d", net("none")), ("h", host)], &[])),
+            [
+                "networks.b.name: networks a and b are both named x",
+                "networks.c: driver, driver_opts, internal and labels cannot be set on an external network",
+                "networks.d.name: Docker's `none` network cannot be used by a stack",
+                "networks.h.driver: driver `host` cannot be used for a stack network",
+            ]
+        );
+        assert_eq!(
+            problems(stack(&[("-k", net("bad name"))], &[])),
+            [
+                "networks.-k: network name is invalid: use letters, digits, '-', '_' and '.'",
+                "networks.-k.name: \"bad name\" is not a valid network name: use letters, digits, '-', '_' and '.', starting with a letter or digit",
+            ]
+        );
+    }
+
+    #[test]
+    fn names() {
+        assert!(is_valid_network_name("shop_back-1.x"));
+        assert!(!is_valid_network_name(""));
+        assert!(!is_valid_network_name("_x"));
+        assert!(!is_valid_network_name("a/b"));
+        assert!(!is_valid_network_name(&"a".repeat(256)));
+        assert!(is_valid_alias("api-v1"));
+        assert!(!is_valid_alias("api v1"));
+        assert!(!is_valid_alias(""));
+    }
 }

@@ -174,6 +174,47 @@ services:
 }
 
 #[test]
+fn networks_load_and_round_trip() {
+    let text = r#"
+services:
+  api:
+    image: web:1
+    networks:
+      back:
+        aliases: [api-v1, backend]
+  client:
+    image: busybox:1
+    networks: [back, front]
+  lone:
+    image: busybox:1
+networks:
+  back:
+    driver: bridge
+    internal: true
+    labels: {team: a}
+    driver_opts:
+      com.docker.network.driver.mtu: "1400"
+  front:
+    name: shop-front
+  infra:
+    external: true
+"#;
+    let files = [SourceFile { name: "n.yml".into(), text: text.into() }];
+    let loaded = load("shop", &files, &LoadOptions::default()).unwrap_or_else(|e| panic!("{e}"));
+    let spec = &loaded.spec;
+    let nets = |s: &str| -> Vec<String> {
+        spec.services[s].task.networks.iter().map(|a| format!("{}{:?}", a.network, a.aliases)).collect()
+    };
+    assert_eq!(nets("api"), ["shop_back[\"api-v1\", \"backend\"]"]);
+    assert_eq!(nets("client"), ["shop_back[]", "shop-front[]"]);
+    assert_eq!(nets("lone"), ["shop_default[]"]);
+    let keys: Vec<&str> = spec.networks.keys().map(String::as_str).collect();
+    assert_eq!(keys, ["back", "default", "front", "infra"]);
+    assert!(loaded.warnings.is_empty(), "{:?}", loaded.warnings);
+    assert_eq!(round_trip(spec, "networks"), *spec);
+}
+
+#[test]
 fn placement_and_resource_errors_name_the_place() {
     let text = "services:\n  web:\n    image: web:1\n    deploy:\n      placement:\n        constraints: [\"zone == eu\"]\n      resources:\n        limits:\n          memory: 12 parsecs\n";
     let files = [SourceFile { name: "bad.yml".into(), text: text.into() }];
@@ -294,7 +335,59 @@ mod generated {
         )
     }
 
-    fn service(name: String, volumes: Vec<String>) -> impl Strategy<Value = ServiceSpec> {
+    /// The networks a service joins: for each of the stack's networks (engine
+    /// names, in key order), whether it joins and its aliases; none: `default`.
+    fn attachments(networks: Vec<String>, default: String) -> impl Strategy<Value = Vec<NetworkAttachment>> {
+        let n = networks.len();
+        proptest::collection::vec((any::<bool>(), proptest::collection::btree_set("[a-z][a-z0-9-]{0,6}", 0..3)), n..=n)
+            .prop_map(move |choices| {
+                let joined: Vec<NetworkAttachment> = networks
+                    .iter()
+                    .zip(choices)
+                    .filter(|(_, (join, _))| *join)
+                    .map(|(network, (_, aliases))| NetworkAttachment {
+                        network: network.clone(),
+                        aliases: aliases.into_iter().collect(),
+                    })
+                    .collect();
+                if joined.is_empty() {
+                    vec![NetworkAttachment { network: default.clone(), aliases: vec![] }]
+                } else {
+                    joined
+                }
+            })
+    }
+
+    /// A top-level network `key` of `stack`.
+    fn network(stack: String, key: String) -> impl Strategy<Value = NetworkSpec> {
+        (
+            any::<bool>(),
+            any::<bool>(),
+            proptest::sample::select(vec![None, Some("bridge"), Some("overlay"), Some("macvlan")]),
+            any::<bool>(),
+            proptest::collection::btree_map("[a-z][a-z.]{0,8}", text(), 0..2),
+            proptest::collection::btree_map("[a-z][a-z.]{0,8}", "[a-z0-9]{1,4}", 0..2),
+        )
+            .prop_map(move |(external, custom, driver, internal, labels, driver_opts)| {
+                let name = match (custom, external) {
+                    (true, _) => format!("{key}-net"),
+                    (false, true) => key.clone(),
+                    (false, false) => format!("{stack}_{key}"),
+                };
+                if external {
+                    NetworkSpec { name, external, ..NetworkSpec::default() }
+                } else {
+                    NetworkSpec { name, external, driver: driver.map(str::to_string), internal, labels, driver_opts }
+                }
+            })
+    }
+
+    fn service(
+        name: String,
+        volumes: Vec<String>,
+        networks: Vec<String>,
+        default: String,
+    ) -> impl Strategy<Value = ServiceSpec> {
         let policies = (
             prop_oneof![Just(RestartCondition::Any), Just(RestartCondition::OnFailure), Just(RestartCondition::None)],
             ms(),
@@ -303,7 +396,10 @@ mod generated {
         );
         let update = (0u64..4, ms(), ms(), 0u8..3, 0u8..5, any::<bool>());
         (
-            template(volumes),
+            (template(volumes), attachments(networks, default)).prop_map(|(mut t, networks)| {
+                t.networks = networks;
+                t
+            }),
             proptest::option::of(0u64..20),
             policies,
             update,
@@ -336,19 +432,44 @@ mod generated {
     }
 
     fn stack() -> impl Strategy<Value = StackSpec> {
-        (name(), proptest::collection::btree_set(name(), 0..3), proptest::collection::btree_set(name(), 1..4))
-            .prop_flat_map(|(stack, vols, services)| {
+        (
+            name(),
+            proptest::collection::btree_set(name(), 0..3),
+            proptest::collection::btree_set(name(), 1..4),
+            proptest::collection::btree_set(name(), 0..3),
+        )
+            .prop_flat_map(|(stack, vols, services, nets)| {
                 let volumes: BTreeMap<String, VolumeSpec> = vols
                     .iter()
                     .map(|v| (v.clone(), VolumeSpec { name: format!("{stack}_{v}"), ..Default::default() }))
                     .collect();
+                let networks: Vec<_> = nets.iter().map(|k| network(stack.clone(), k.clone())).collect();
+                (Just(stack), Just(volumes), Just(services), Just(nets), networks)
+            })
+            .prop_flat_map(|(stack, volumes, services, keys, specs)| {
+                let networks: BTreeMap<String, NetworkSpec> = keys.into_iter().zip(specs).collect();
+                let default = networks.get("default").map_or_else(|| format!("{stack}_default"), |n| n.name.clone());
                 let names: Vec<String> = volumes.values().map(|v| v.name.clone()).collect();
-                let services: Vec<_> = services.into_iter().map(|s| service(s, names.clone())).collect();
-                (Just(stack), Just(volumes), services).prop_map(|(name, volumes, services)| StackSpec {
-                    name,
-                    services: services.into_iter().map(|s| (s.name.clone(), s)).collect(),
-                    volumes,
-                })
+                let net_names: Vec<String> = networks.values().map(|n| n.name.clone()).collect();
+                let services: Vec<_> = services
+                    .into_iter()
+                    .map(|s| service(s, names.clone(), net_names.clone(), default.clone()))
+                    .collect();
+                (Just(stack), Just(volumes), Just(networks), Just(default), services).prop_map(
+                    |(name, volumes, mut networks, default, services)| {
+                        let joins_default =
+                            services.iter().any(|s| s.task.networks.iter().any(|a| a.network == default));
+                        if joins_default && !networks.contains_key("default") {
+                            networks.insert("default".into(), NetworkSpec { name: default, ..Default::default() });
+                        }
+                        StackSpec {
+                            name,
+                            services: services.into_iter().map(|s| (s.name.clone(), s)).collect(),
+                            volumes,
+                            networks,
+                        }
+                    },
+                )
             })
     }
 

@@ -125,7 +125,7 @@ fn rule(place: Place, key: &str) -> (Rule, Place) {
         (Place::TopVolumes, _) => (Rule::Generic, Place::TopVolume),
         (Place::TopNetworks, _) => (Rule::Generic, Place::TopNetwork),
         (Place::TopVolume, "labels") => pairs(true),
-        (Place::TopNetwork, "labels") => pairs(false),
+        (Place::TopNetwork, "labels") => pairs(true),
         (Place::Service, "command" | "entrypoint") | (Place::Healthcheck, "test") | (Place::Ulimits, _) => {
             (Rule::Replace, Place::Other)
         }

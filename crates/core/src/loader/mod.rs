@@ -39,10 +39,11 @@
 //!    merged in order by compose's rules (later files override; lists such
 //!    as `ports` and `volumes` by identity; `environment` and `labels` by
 //!    key, list or mapping), each value keeping its file and position.
-//! 4. **Normalise** (`stack`, `service`, `deploy`, `mounts`, `values`): the tree is
+//! 4. **Normalise** (`stack`, `service`, `deploy`, `mounts`, `networks`, `values`): the tree is
 //!    typed by hand into the model, field by field, so that every value has a
 //!    position; short and long syntaxes converge, defaults are applied and
-//!    volume names are namespaced.
+//!    volume and network names are namespaced (services without `networks:`
+//!    join the implicit `default` network).
 //! 5. **Validate**: cross-field checks with positions (ports published twice,
 //!    mounts on the same target, …), then [`validate::stack_spec`] as a last
 //!    line of defence.
@@ -68,6 +69,7 @@ mod dotenv;
 mod interpolate;
 mod merge;
 mod mounts;
+mod networks;
 mod placement;
 mod runtime;
 mod service;
@@ -185,7 +187,7 @@ fn render_lines(diagnostics: &[Diagnostic]) -> String {
 ///
 /// [`LoadError::Invalid`] with every problem found: `.env` syntax, YAML
 /// syntax, invalid or failed interpolation (`${VAR:?msg}`), wrong types,
-/// unsupported values, missing images, undefined volumes, and so on.
+/// unsupported values, missing images, undefined volumes or networks, and so on.
 pub fn load(stack_name: &str, files: &[SourceFile], options: &LoadOptions) -> Result<Loaded, LoadError> {
     let mut errors = Vec::new();
     let mut warnings = Vec::new();

@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 
 use super::ctx::{At, Ctx};
+use super::networks::{self, Networks};
 use super::{deploy, mounts, runtime};
 use crate::model::{RestartPolicy, ServiceMode, ServiceSpec, TaskTemplate, UpdateConfig, VolumeSpec};
 use crate::validate::is_valid_name;
@@ -58,7 +59,6 @@ const KNOWN_SERVICE_KEYS: &[&str] = &[
     "memswap_limit",
     "models",
     "network_mode",
-    "networks",
     "oom_kill_disable",
     "oom_score_adj",
     "pid",
@@ -89,7 +89,12 @@ const KNOWN_SERVICE_KEYS: &[&str] = &[
 
 /// Converts the service `at` (its key is the service name). Returns `None`
 /// when the service is unusable; every problem has been recorded in `cx`.
-pub(crate) fn service(cx: &mut Ctx, at: &At<'_>, volumes: &BTreeMap<String, VolumeSpec>) -> Option<ServiceSpec> {
+pub(crate) fn service(
+    cx: &mut Ctx,
+    at: &At<'_>,
+    volumes: &BTreeMap<String, VolumeSpec>,
+    nets: &Networks<'_>,
+) -> Option<ServiceSpec> {
     let name = at.key;
     if !is_valid_name(name) {
         cx.error(at, "service name is invalid: use letters, digits, '-', '_' and '.', starting with a letter or digit (63 at most)");
@@ -104,6 +109,7 @@ pub(crate) fn service(cx: &mut Ctx, at: &At<'_>, volumes: &BTreeMap<String, Volu
         update: UpdateConfig::default(),
         labels: BTreeMap::new(),
     };
+    task.networks = networks::default_attachment(nets);
     let mut image_key = false;
     let mut image = None;
     let mut build = None;
@@ -122,6 +128,7 @@ pub(crate) fn service(cx: &mut Ctx, at: &At<'_>, volumes: &BTreeMap<String, Volu
             "labels" => task.labels = labels(cx, &e),
             "volumes" => task.mounts = mounts::mounts(cx, name, &e, volumes),
             "ports" => task.ports = mounts::ports(cx, &e),
+            "networks" => task.networks = networks::attachments(cx, name, &e, nets),
             "deploy" => deploy::deploy(cx, &e, &mut spec, &mut task),
             "healthcheck" => task.healthcheck = deploy::healthcheck(cx, &e),
             "stop_grace_period" => {

@@ -1,9 +1,10 @@
-//! The top level of a compose file: `services`, `volumes`, and the sections
-//! that are ignored for now.
+//! The top level of a compose file: `services`, `volumes`, `networks`, and
+//! the sections that are ignored for now.
 
 use std::collections::BTreeMap;
 
 use super::ctx::{At, Ctx};
+use super::networks::{self, DEFAULT_NETWORK, Networks};
 use super::yaml::{self, Kind, Node};
 use super::{interpolate, service};
 use crate::model::{StackSpec, VolumeSpec};
@@ -44,17 +45,21 @@ pub(crate) fn convert(cx: &mut Ctx, stack: &str, root: &Node) -> StackSpec {
     let root_at = At::root(root);
     let mut services_at = None;
     let mut volumes = BTreeMap::new();
+    let mut declared_networks = BTreeMap::new();
     for e in root_at.map(cx).unwrap_or_default() {
         match e.key {
             // The stack name comes from the command line; `version` is obsolete.
             "version" | "name" => {}
             "services" => services_at = Some(e),
             "volumes" => volumes = top_volumes(cx, stack, &e),
-            "networks" | "configs" | "secrets" => cx.warn(&e, "ignored for now"),
+            "networks" => declared_networks = networks::top(cx, stack, &e),
+            "configs" | "secrets" => cx.warn(&e, "ignored for now"),
             key => cx.ignored_key(&e, key, KNOWN_TOP_LEVEL),
         }
     }
-    let mut spec = StackSpec { name: stack.to_string(), services: BTreeMap::new(), volumes };
+    let mut spec = StackSpec { name: stack.to_string(), services: BTreeMap::new(), volumes, networks: BTreeMap::new() };
+    let nets = Networks { stack, declared: &declared_networks };
+    let implicit_default = (!declared_networks.contains_key(DEFAULT_NETWORK)).then(|| nets.implicit_default());
     match &services_at {
         None => cx.error_in(0, 1, 1, "services", "the stack has no services: add a `services:` section"),
         Some(at) => {
@@ -63,19 +68,33 @@ pub(crate) fn convert(cx: &mut Ctx, stack: &str, root: &Node) -> StackSpec {
                 cx.error(at, "the stack has no services");
             }
             for e in entries {
-                if let Some(svc) = service::service(cx, &e, &spec.volumes) {
+                if let Some(svc) = service::service(cx, &e, &spec.volumes, &nets) {
                     spec.services.insert(svc.name.clone(), svc);
                 }
             }
         }
     }
+    spec.networks = declared_networks.clone();
+    // The implicit `default` network exists when a service joins it.
+    if let Some(default) = implicit_default
+        && spec.services.values().any(|s| s.task.networks.iter().any(|a| a.network == default.name))
+    {
+        spec.networks.insert(DEFAULT_NETWORK.to_string(), default);
+    }
     if cx.errors.is_empty() {
         // The last line of defence: what `apply` checks must never fail here.
         if let Err(problems) = validate::stack_spec(&spec) {
-            // The stack name is checked by `load`, with a file-less diagnostic.
-            for p in problems.into_iter().filter(|p| !p.starts_with("stack name")) {
+            // The stack name is checked by `load`, with a file-less diagnostic;
+            // network names derived from an invalid one are its consequences.
+            let stack_ok = is_valid_name(stack);
+            let consequence = |p: &str| {
+                p.starts_with("stack name") || (!stack_ok && p.starts_with("networks.") && p.contains(".name: "))
+            };
+            for p in problems.into_iter().filter(|p| !consequence(p)) {
                 let (path, message) = match p.split_once(": ") {
-                    Some((path, msg)) if path.starts_with("services.") => (path.to_string(), msg.to_string()),
+                    Some((path, msg)) if path.starts_with("services.") || path.starts_with("networks.") => {
+                        (path.to_string(), msg.to_string())
+                    }
                     _ => (String::new(), p.clone()),
                 };
                 let (file, line, col) = locate(root, &path);

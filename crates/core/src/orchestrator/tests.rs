@@ -59,6 +59,7 @@ impl Sim {
             name: "app".into(),
             services: services.into_iter().map(|s| (s.name.clone(), s)).collect(),
             volumes: Default::default(),
+            networks: Default::default(),
         };
         let r = self.apply(Command::PutStack { spec, prune: false, at: self.now });
         assert_eq!(r.rejected, None);
@@ -494,6 +495,35 @@ fn removing_a_stack_removes_its_tasks() {
     assert!(sim.state.services.is_empty());
     let r = sim.apply(Command::RemoveStack { name: "app".into(), at: sim.now });
     assert!(r.rejected.is_some());
+}
+
+#[test]
+fn a_stack_keeps_its_networks_and_refuses_unknown_ones() {
+    let mut sim = Sim::new(&["n1"]);
+    let back = NetworkSpec { name: "app_back".into(), internal: true, ..Default::default() };
+    let mut web = spec("web", 1, "web:1");
+    web.task.networks = vec![NetworkAttachment { network: "app_back".into(), aliases: vec!["api".into()] }];
+    let mut stack = StackSpec {
+        name: "app".into(),
+        services: [("web".to_string(), web.clone())].into(),
+        volumes: Default::default(),
+        networks: [("back".to_string(), back.clone())].into(),
+    };
+    let r = sim.apply(Command::PutStack { spec: stack.clone(), prune: false, at: sim.now });
+    assert_eq!(r.rejected, None);
+    assert_eq!(sim.state.stacks["app"].networks["back"], back);
+    let found = sim.state.stack_network("app", "app_back").expect("the network");
+    assert_eq!((found.stack.as_str(), found.key.as_str(), &found.spec), ("app", "back", &back));
+    assert_eq!(sim.state.stack_network("app", "app_front"), None);
+    assert_eq!(sim.state.stack_network("other", "app_back"), None);
+
+    // A service on a network the stack does not declare is refused whole.
+    let before = sim.state.clone();
+    stack.networks.clear();
+    let r = sim.apply(Command::PutStack { spec: stack, prune: false, at: sim.now });
+    let why = r.rejected.expect("refused");
+    assert!(why.contains("services.web.networks: network \"app_back\" is not one of the stack's networks"), "{why}");
+    assert_eq!(sim.state, before);
 }
 
 mod properties {

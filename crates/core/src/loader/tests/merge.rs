@@ -522,16 +522,45 @@ fn reset_applies_in_a_single_file_and_is_ignored_on_list_items() {
 
 #[test]
 fn depends_on_and_networks_merge_by_name() {
-    // Both are ignored by stackd: one warning each, at the key of the last file.
+    // depends_on is ignored by stackd: one warning, at the key of the last file.
+    let loaded = ok(&[
+        &[
+            "services:",
+            "  web:",
+            "    image: x",
+            "    depends_on: [db]",
+            "    networks: [front]",
+            "networks:",
+            "  front:",
+            "  back:",
+            "    labels: [team=a]",
+        ],
+        &[
+            "services:",
+            "  web:",
+            "    depends_on:",
+            "      cache:",
+            "        condition: service_started",
+            "    networks:",
+            "      back:",
+            "        aliases: [api]",
+            "networks:",
+            "  back:",
+            "    labels: {tier: db}",
+        ],
+    ]);
     assert_eq!(
-        warnings(&[
-            &["services:", "  web:", "    image: x", "    depends_on: [db]", "    networks: [front]"],
-            &["services:", "  web:", "    depends_on:", "      cache:", "        condition: service_started"],
-        ]),
-        [
-            "a.yml:5:5: services.web.networks: not supported yet; ignored",
-            "b.yml:3:5: services.web.depends_on: ignored: services start in any order, as in Swarm",
-        ]
+        loaded.warnings.iter().map(Diagnostic::to_string).collect::<Vec<_>>(),
+        ["b.yml:3:5: services.web.depends_on: ignored: services start in any order, as in Swarm"]
+    );
+    let nets: Vec<(&str, &[String])> =
+        loaded.spec.services["web"].task.networks.iter().map(|a| (a.network.as_str(), a.aliases.as_slice())).collect();
+    assert_eq!(nets, [("shop_back", &["api".to_string()][..]), ("shop_front", &[][..])]);
+    assert_eq!(loaded.spec.networks["back"].labels, map(&[("team", "a"), ("tier", "db")]));
+    // A later file's undefined network is reported in that file.
+    assert_eq!(
+        errors(&[&["services:", "  web:", "    image: x"], &["services:", "  web:", "    networks: [nowhere]"]]),
+        ["b.yml:3:16: services.web.networks[0]: service web refers to undefined network nowhere"]
     );
 }
 

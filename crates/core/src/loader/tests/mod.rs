@@ -6,6 +6,7 @@ use crate::model::ServiceSpec;
 mod errors;
 mod interpolation;
 mod merge;
+mod networks;
 mod robust;
 mod shapes;
 
