@@ -2,29 +2,46 @@
 //!
 //! [`Executor`] wraps one connection to the engine and offers what the task
 //! runners and the worker need — list the node's containers, make sure an
-//! image is present, create / start / inspect / wait for / stop / remove a
-//! container — in the agent's own types. No bollard type appears in its
+//! image is present, make sure a network exists, create / connect / start /
+//! inspect / wait for / stop / remove a container, remove networks nothing
+//! wants — in the agent's own types. No bollard type appears in its
 //! public signatures; Docker's answers become [`DockerError`]s carrying the
 //! daemon's message.
 //!
-//! The create request is built from a [`Task`] by the pure functions of
-//! [`spec`] (labels, name, mounts, ports, health check).
+//! The create requests are built by the pure functions of [`spec`] (labels,
+//! name, mounts, ports, health check, networks and aliases).
+//!
+//! Networks: the engine (before API 1.44) does not refuse a second network
+//! of the same name unless asked, which bollard cannot ask. The executor
+//! therefore looks a network up and creates it under a lock: an async mutex
+//! for the runners of one agent, and a file lock
+//! (`$TMPDIR/stackd-networks.lock`) for the agents of one host, which share
+//! its engine in test clusters. Should the file lock be unavailable, a
+//! create is followed by a check for a twin made at the same moment: the
+//! oldest is kept and the newer one removed by its creator.
 
 pub mod spec;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bollard::Docker;
 use bollard::errors::Error as BollardError;
-use bollard::models::{ContainerStateStatusEnum, ContainerSummaryStateEnum, HealthStatusEnum};
+use bollard::models::{
+    ContainerStateStatusEnum, ContainerSummaryStateEnum, HealthStatusEnum, Network, NetworkConnectRequest,
+};
 use bollard::query_parameters::{
-    CreateContainerOptions, CreateImageOptions, ListContainersOptions, RemoveContainerOptions, StopContainerOptions,
+    CreateContainerOptions, CreateImageOptions, ListContainersOptions, ListNetworksOptions, RemoveContainerOptions,
+    StopContainerOptions,
 };
 use futures_util::{StreamExt, TryStreamExt};
-use stackd_core::model::Task;
+use stackd_core::model::{StackNetwork, Task};
 
-pub use spec::{LABEL_CLUSTER, LABEL_NODE, LABEL_REVISION, LABEL_SERVICE, LABEL_SLOT, LABEL_STACK, LABEL_TASK};
+pub use spec::{
+    LABEL_CLUSTER, LABEL_NETWORK, LABEL_NODE, LABEL_REVISION, LABEL_SERVICE, LABEL_SLOT, LABEL_STACK, LABEL_TASK,
+    NetworkInfo,
+};
 
 /// The socket used when none is configured and `DOCKER_HOST` names none.
 const DEFAULT_SOCKET: &str = "/var/run/docker.sock";
@@ -32,6 +49,37 @@ const DEFAULT_SOCKET: &str = "/var/run/docker.sock";
 const REQUEST_TIMEOUT_SECS: u64 = 120;
 /// What a stop may take when the container's own stop timeout applies.
 const UNKNOWN_GRACE_SECS: u64 = 600;
+
+/// How long an agent waits for another process's network lock before it
+/// goes on without it.
+const HOST_LOCK_WAIT: Duration = Duration::from_secs(10);
+
+/// Takes the host-wide network lock: held while the returned file is open.
+/// `None` (after a warning) when it cannot be had; creating goes on.
+async fn host_network_lock() -> Option<std::fs::File> {
+    let path = std::env::temp_dir().join("stackd-networks.lock");
+    let opened = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(&path);
+    let file = match opened.or_else(|_| std::fs::File::open(&path)) {
+        Ok(f) => f,
+        Err(e) => {
+            tracing::warn!(path = %path.display(), error = %e, "cannot open the network lock file");
+            return None;
+        }
+    };
+    let deadline = tokio::time::Instant::now() + HOST_LOCK_WAIT;
+    loop {
+        match file.try_lock() {
+            Ok(()) => return Some(file),
+            Err(std::fs::TryLockError::WouldBlock) if tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e, "cannot take the network lock; going on without it");
+                return None;
+            }
+        }
+    }
+}
 
 /// What the executor could not do.
 #[derive(Debug, thiserror::Error)]
@@ -66,6 +114,22 @@ pub enum DockerError {
         /// Why the pull failed.
         message: String,
     },
+    /// An external network the task joins does not exist.
+    #[error(
+        "external network {name} does not exist on this node: create it (docker network create {name}) or drop `external` from the stack file"
+    )]
+    NetworkMissing {
+        /// The network's name.
+        name: String,
+    },
+    /// A network of the stack's name exists, but stackd did not create it.
+    #[error(
+        "network {name} exists but was not created by stackd: remove it, or declare the network `external` in the stack file"
+    )]
+    NetworkTaken {
+        /// The network's name.
+        name: String,
+    },
     /// Any other failure of a request to the engine.
     #[error("{op}: {message}")]
     Engine {
@@ -81,6 +145,33 @@ impl DockerError {
     pub fn is_not_found(&self) -> bool {
         matches!(self, DockerError::NotFound { .. })
     }
+
+    /// Whether the engine could not find (or tell apart) a network the
+    /// request named: it was removed meanwhile, or a twin exists for a moment.
+    /// Making sure of the networks again and retrying is the remedy.
+    pub fn is_network_gone(&self) -> bool {
+        let message = match self {
+            DockerError::NotFound { message } | DockerError::Engine { message, .. } => message,
+            _ => return false,
+        };
+        message.contains("network") && (message.contains("not found") || message.contains("ambiguous"))
+    }
+}
+
+/// Whether the engine says the object exists already.
+fn already_exists(e: &BollardError) -> bool {
+    matches!(e, BollardError::DockerResponseServerError { status_code, message }
+        if *status_code == 409 || message.contains("already exists"))
+}
+
+/// A listed network in the agent's terms.
+fn network_info(n: Network) -> Option<NetworkInfo> {
+    Some(NetworkInfo {
+        id: n.id?,
+        name: n.name.unwrap_or_default(),
+        created: n.created.unwrap_or_default(),
+        labels: n.labels.unwrap_or_default(),
+    })
 }
 
 /// The daemon's own message for an error response, else the error's text.
@@ -192,6 +283,9 @@ pub enum WaitOutcome {
 pub struct Executor {
     docker: Docker,
     endpoint: String,
+    /// Held while a network is looked up and created: the runners of one
+    /// agent never create the same network twice.
+    network_lock: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl Executor {
@@ -214,7 +308,7 @@ impl Executor {
         let unreachable =
             |e: BollardError| DockerError::Unreachable { endpoint: endpoint.clone(), message: e.to_string() };
         let docker = docker.map_err(unreachable)?.negotiate_version().await.map_err(unreachable)?;
-        Ok(Executor { docker, endpoint })
+        Ok(Executor { docker, endpoint, network_lock: Arc::new(tokio::sync::Mutex::new(())) })
     }
 
     /// The socket or host this executor talks to.
@@ -308,6 +402,118 @@ impl Executor {
             }
             Err(e) => Err(engine("create container", e)),
         }
+    }
+
+    async fn list_networks(&self, filter: (&str, String)) -> Result<Vec<NetworkInfo>, DockerError> {
+        let opts =
+            ListNetworksOptions { filters: Some(HashMap::from([(filter.0.to_string(), vec![filter.1.clone()])])) };
+        let list = self.docker.list_networks(Some(opts)).await.map_err(|e| engine("list networks", e))?;
+        // The engine's `name` filter matches parts of names.
+        let exact = filter.0 != "name";
+        Ok(list.into_iter().filter_map(network_info).filter(|n| exact || n.name == filter.1).collect())
+    }
+
+    /// Every network called exactly `name`.
+    pub async fn networks_named(&self, name: &str) -> Result<Vec<NetworkInfo>, DockerError> {
+        self.list_networks(("name", name.to_string())).await
+    }
+
+    /// The networks stackd created for this cluster (any node's, on this engine).
+    pub async fn cluster_networks(&self, ctx: &ContainerContext) -> Result<Vec<NetworkInfo>, DockerError> {
+        self.list_networks(("label", format!("{LABEL_CLUSTER}={}", ctx.cluster_id))).await
+    }
+
+    /// Makes sure the network `net` exists. An external network must exist
+    /// already ([`DockerError::NetworkMissing`]); a stack network is created
+    /// as a local network with stackd's labels unless a network stackd
+    /// created has the name already (one that stackd did not create is
+    /// [`DockerError::NetworkTaken`]). A create that races with another
+    /// agent's is not an error.
+    pub async fn ensure_network(&self, ctx: &ContainerContext, net: &StackNetwork) -> Result<(), DockerError> {
+        let name = &net.spec.name;
+        if net.spec.external {
+            return match self.docker.inspect_network(name, None).await {
+                Ok(_) => Ok(()),
+                Err(BollardError::DockerResponseServerError { status_code: 404, .. }) => {
+                    Err(DockerError::NetworkMissing { name: name.clone() })
+                }
+                Err(e) => Err(engine("inspect network", e)),
+            };
+        }
+        let _one_at_a_time = self.network_lock.lock().await;
+        let _one_per_host = host_network_lock().await;
+        let existing = self.networks_named(name).await?;
+        if let Some(n) = spec::keeper(&existing) {
+            return if spec::is_stackd_network(&n.labels) {
+                Ok(())
+            } else {
+                Err(DockerError::NetworkTaken { name: name.clone() })
+            };
+        }
+        let created = match self.docker.create_network(spec::network_body(net, ctx)).await {
+            Ok(resp) => resp.id,
+            Err(e) if already_exists(&e) => return Ok(()),
+            Err(e) => return Err(engine("create network", e)),
+        };
+        // Another agent on this engine may have created a twin at the same moment.
+        let same = self.networks_named(name).await?;
+        if let Some(k) = spec::keeper(&same)
+            && k.id != created
+        {
+            tracing::info!(network = %name, "another agent created the network at the same time: keeping its one");
+            if let Err(e) = self.docker.remove_network(&created).await {
+                tracing::warn!(network = %name, error = %describe(&e), "cannot remove a duplicate network");
+            }
+        }
+        Ok(())
+    }
+
+    /// Connects a container to the networks of its task it is not on yet
+    /// (with the task's aliases). The first one is joined at creation; the
+    /// others here, before the container starts.
+    pub async fn connect_networks(&self, container_id: &str, task: &Task) -> Result<(), DockerError> {
+        if task.template.networks.len() < 2 {
+            return Ok(());
+        }
+        let resp =
+            self.docker.inspect_container(container_id, None).await.map_err(|e| engine("inspect container", e))?;
+        let joined: BTreeSet<String> =
+            resp.network_settings.and_then(|n| n.networks).unwrap_or_default().into_keys().collect();
+        for a in task.template.networks.iter().filter(|a| !joined.contains(&a.network)) {
+            let req = NetworkConnectRequest {
+                container: container_id.to_string(),
+                endpoint_config: Some(spec::endpoint(task, a)),
+            };
+            match self.docker.connect_network(&a.network, req).await {
+                Ok(()) => {}
+                Err(e) if already_exists(&e) => {}
+                Err(e) => return Err(engine("connect network", e)),
+            }
+        }
+        Ok(())
+    }
+
+    /// Removes this cluster's networks that no task of the node wants
+    /// (`wanted`: engine names). A network that a running container still
+    /// uses (another node's on the same engine, say) is left: the engine
+    /// refuses. External networks and networks stackd did not create are
+    /// never touched. Returns the names removed.
+    pub async fn remove_unused_networks(
+        &self,
+        ctx: &ContainerContext,
+        wanted: &BTreeSet<String>,
+    ) -> Result<Vec<String>, DockerError> {
+        let _one_at_a_time = self.network_lock.lock().await;
+        let networks = self.cluster_networks(ctx).await?;
+        let mut removed = Vec::new();
+        for n in spec::unused_networks(&networks, ctx, wanted) {
+            match self.docker.remove_network(&n.id).await {
+                Ok(()) => removed.push(n.name.clone()),
+                Err(BollardError::DockerResponseServerError { status_code: 404, .. }) => {}
+                Err(e) => tracing::debug!(network = %n.name, error = %describe(&e), "network still in use; kept"),
+            }
+        }
+        Ok(removed)
     }
 
     /// Starts a container (a running one is left alone).

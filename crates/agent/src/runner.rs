@@ -22,13 +22,17 @@ use tokio::sync::{mpsc, watch};
 use tracing::{debug, info, warn};
 
 use crate::docker::{ContainerContext, ContainerInfo, Created, DockerError, Executor, WaitOutcome};
-use crate::worker::StatusReport;
+use crate::worker::{Networks, StatusReport};
 use machine::{Event, Found, FoundState, Op, Report, View};
 
 /// Pause before an operation is retried after an engine error.
 const RETRY_PAUSE: Duration = Duration::from_secs(1);
 /// How often the health of a container with a health check is read.
 const HEALTH_POLL: Duration = Duration::from_secs(1);
+/// How many times a create is retried when a network it names vanished
+/// meanwhile (removed by another node's agent on the same engine, or
+/// briefly doubled by a concurrent create).
+const NETWORK_RETRIES: u32 = 3;
 
 /// The current time in Unix milliseconds.
 pub(crate) fn now_ms() -> u64 {
@@ -49,6 +53,7 @@ pub(crate) struct Runner {
     ctx: Arc<ContainerContext>,
     rx: watch::Receiver<Task>,
     reports: mpsc::UnboundedSender<StatusReport>,
+    networks: Arc<Networks>,
     task_id: String,
 }
 
@@ -59,9 +64,10 @@ impl Runner {
         ctx: Arc<ContainerContext>,
         rx: watch::Receiver<Task>,
         reports: mpsc::UnboundedSender<StatusReport>,
+        networks: Arc<Networks>,
     ) -> Runner {
         let task_id = rx.borrow().id.clone();
-        Runner { exec, ctx, rx, reports, task_id }
+        Runner { exec, ctx, rx, reports, networks, task_id }
     }
 
     /// Runs the task until it leaves the node (then removes its container).
@@ -147,25 +153,60 @@ impl Runner {
                     Err(e) => Event::ImageFailed(e.to_string()),
                 }
             }
-            Op::Create => {
+            Op::EnsureNetworks => {
                 let task = self.task();
-                match self.exec.create(&task, &self.ctx).await {
-                    Ok(Created::New(id)) => Event::Created(id),
-                    Ok(Created::Existing(id)) => {
-                        info!(task = %self.task_id, container = %id, "container name taken by the same task: adopting it");
-                        Event::Located(self.inspect_found(&id).await?)
-                    }
-                    Err(e) => Event::CreateFailed(e.to_string()),
+                match self.ensure_networks(&task).await {
+                    Ok(()) => Event::NetworksReady,
+                    Err(e) => Event::NetworksFailed(e),
                 }
             }
-            Op::Start(id) => match self.exec.start(&id).await {
-                Ok(()) => Event::Started,
-                Err(e) => Event::StartFailed(e.to_string()),
-            },
+            Op::Create => {
+                let task = self.task();
+                let mut retries = 0;
+                loop {
+                    match self.exec.create(&task, &self.ctx).await {
+                        Ok(Created::New(id)) => break Event::Created(id),
+                        Ok(Created::Existing(id)) => {
+                            info!(task = %self.task_id, container = %id, "container name taken by the same task: adopting it");
+                            break Event::Located(self.inspect_found(&id).await?);
+                        }
+                        Err(e) if e.is_network_gone() && retries < NETWORK_RETRIES => {
+                            retries += 1;
+                            warn!(task = %self.task_id, error = %e, "a network went away: making sure of the networks again");
+                            if let Err(e) = self.ensure_networks(&task).await {
+                                break Event::CreateFailed(e);
+                            }
+                        }
+                        Err(e) => break Event::CreateFailed(e.to_string()),
+                    }
+                }
+            }
+            Op::Start(id) => {
+                let task = self.task();
+                match self.exec.connect_networks(&id, &task).await {
+                    Err(e) => Event::StartFailed(e.to_string()),
+                    Ok(()) => match self.exec.start(&id).await {
+                        Ok(()) => Event::Started,
+                        Err(e) => Event::StartFailed(e.to_string()),
+                    },
+                }
+            }
             Op::Watch { container_id, health } => self.watch(&container_id, health).await?,
             Op::Stop(id) => self.stop(&id).await?,
         };
         if self.removed() { Err(Removed) } else { Ok(event) }
+    }
+
+    /// Makes sure every network of `task` exists, with the specs the manager
+    /// sent; the first problem, in words.
+    async fn ensure_networks(&self, task: &Task) -> Result<(), String> {
+        for a in &task.template.networks {
+            let Some(net) = self.networks.get(&task.stack, &a.network) else {
+                return Err(format!("network {}: the manager sent no definition of it", a.network));
+            };
+            self.exec.ensure_network(&self.ctx, &net).await.map_err(|e| e.to_string())?;
+        }
+        Ok(())
     }
 
     /// Finds the task's container, retrying while the engine errs.
@@ -311,6 +352,8 @@ impl Runner {
             warn!(task = %self.task_id, container = %c.id, error = %e, "cannot remove the container of a removed task");
         } else {
             info!(task = %self.task_id, container = %c.id, "removed the container of a task that left the node");
+            // Its networks may be unused now.
+            self.networks.collect_soon();
         }
     }
 }

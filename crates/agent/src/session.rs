@@ -17,7 +17,7 @@ use std::collections::BTreeMap;
 use std::future::Future;
 use std::time::Duration;
 
-use stackd_core::model::{Task, TaskId, TaskStatus};
+use stackd_core::model::{StackNetwork, Task, TaskId, TaskStatus};
 use stackd_proto::v1;
 use stackd_proto::v1::dispatcher_client::DispatcherClient;
 use tokio::sync::mpsc;
@@ -121,9 +121,18 @@ fn period(ms: u64) -> Option<Duration> {
     (ms > 0).then(|| Duration::from_millis(ms))
 }
 
-/// Converts wire assignments; tasks that do not convert are listed as unreadable.
+/// Converts wire assignments; tasks that do not convert are listed as
+/// unreadable; networks that do not convert are dropped (a task that needs
+/// one is rejected for want of its definition).
 pub(crate) fn assignment(a: v1::Assignments) -> Assignment {
     let mut out = Assignment { full: a.full, removed: a.removed, ..Assignment::default() };
+    for wire in a.networks {
+        let key = wire.key.clone();
+        match StackNetwork::try_from(wire) {
+            Ok(n) => out.networks.push(n),
+            Err(e) => warn!(network = %key, error = %e, "ignoring a network the dispatcher sent"),
+        }
+    }
     for wire in a.tasks {
         let id = wire.id.clone();
         match Task::try_from(wire) {
@@ -399,7 +408,20 @@ mod tests {
             ..Default::default()
         };
         let bad = v1::Task { id: "t2".into(), template: None, ..Default::default() };
-        let a = assignment(v1::Assignments { full: true, tasks: vec![good, bad], removed: vec!["t3".into()] });
+        let network = v1::StackNetwork {
+            stack: "shop".into(),
+            key: "back".into(),
+            spec: Some(v1::NetworkSpec { name: "shop_back".into(), ..Default::default() }),
+        };
+        let broken = v1::StackNetwork { key: "front".into(), spec: None, ..network.clone() };
+        let a = assignment(v1::Assignments {
+            full: true,
+            tasks: vec![good, bad],
+            removed: vec!["t3".into()],
+            networks: vec![network, broken],
+        });
+        assert_eq!(a.networks.len(), 1);
+        assert_eq!((a.networks[0].key.as_str(), a.networks[0].spec.name.as_str()), ("back", "shop_back"));
         assert!(a.full);
         assert_eq!(a.tasks.len(), 1);
         assert_eq!(a.tasks[0].id, "t1");

@@ -11,15 +11,26 @@
 //! the set is stopped and removed. The agent never touches containers that do
 //! not bear its node label.
 //!
+//! Networks: each assignment carries the specs of the networks its tasks
+//! attach to; the worker keeps them for the runners, which create a network
+//! before the first container that needs it. A background collector removes
+//! this cluster's networks that no task of the node wants any more (a task
+//! wants its networks until it has stopped for good); it runs shortly after
+//! a task leaves the node, its container is removed, or a task stops, and
+//! after the garbage collection of a session's first full set. The engine
+//! itself refuses to remove a network a running container uses, so
+//! networks shared with other nodes on the same engine are safe.
+//!
 //! Runners report status changes as [`StatusReport`]s on the channel given to
 //! [`Worker::new`]. [`Worker::shutdown`] aborts every runner without touching
 //! containers: a restarted agent adopts them.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 
-use stackd_core::model::{Task, TaskId, TaskStatus};
-use tokio::sync::{mpsc, watch};
+use stackd_core::model::{StackNetwork, Task, TaskId, TaskStatus};
+use tokio::sync::{Notify, mpsc, watch};
 use tokio::task::JoinSet;
 use tracing::{debug, info, warn};
 
@@ -47,6 +58,69 @@ pub struct Assignment {
     /// Tasks the dispatcher sent but the agent could not read: whatever runs
     /// for them is left alone (never removed because of a bad message).
     pub unreadable: Vec<TaskId>,
+    /// The networks the tasks of this assignment attach to (with `full`:
+    /// every network of the node's tasks).
+    pub networks: Vec<StackNetwork>,
+}
+
+/// How long the network collector waits after it is woken, so that the
+/// removals of one change are collected in one pass.
+const NETWORK_GC_DELAY: Duration = Duration::from_millis(500);
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// What the worker shares with its runners about networks.
+#[derive(Debug, Default)]
+pub(crate) struct Networks {
+    /// The specs the dispatcher sent, by stack and engine name.
+    specs: Mutex<BTreeMap<(String, String), StackNetwork>>,
+    /// Engine names of the networks the node's live tasks attach to.
+    wanted: Mutex<BTreeSet<String>>,
+    /// Wakes the collector.
+    gc: Notify,
+}
+
+impl Networks {
+    /// The spec of the network `name` of the stack `stack`, as last sent.
+    pub(crate) fn get(&self, stack: &str, name: &str) -> Option<StackNetwork> {
+        lock(&self.specs).get(&(stack.to_string(), name.to_string())).cloned()
+    }
+
+    /// Asks the collector for a pass soon.
+    pub(crate) fn collect_soon(&self) {
+        self.gc.notify_one();
+    }
+
+    /// Records the specs of an assignment (a full one replaces them all).
+    fn record(&self, full: bool, networks: Vec<StackNetwork>) {
+        let mut specs = lock(&self.specs);
+        if full {
+            specs.clear();
+        }
+        for n in networks {
+            specs.insert((n.stack.clone(), n.spec.name.clone()), n);
+        }
+    }
+
+    /// Sets the wanted networks; true if one is no longer wanted.
+    fn want(&self, now: BTreeSet<String>) -> bool {
+        let mut wanted = lock(&self.wanted);
+        let dropped = !wanted.is_subset(&now);
+        *wanted = now;
+        dropped
+    }
+}
+
+/// The networks a node's tasks want: those of every task that is wanted
+/// running or has not stopped yet.
+pub(crate) fn wanted_networks<'a>(tasks: impl IntoIterator<Item = &'a Task>) -> BTreeSet<String> {
+    tasks
+        .into_iter()
+        .filter(|t| t.occupies_slot())
+        .flat_map(|t| t.template.networks.iter().map(|a| a.network.clone()))
+        .collect()
 }
 
 /// What applying an assignment changes, computed from the current task ids.
@@ -91,13 +165,23 @@ pub struct Worker {
     ctx: Arc<ContainerContext>,
     reports: mpsc::UnboundedSender<StatusReport>,
     tasks: HashMap<TaskId, watch::Sender<Task>>,
+    networks: Arc<Networks>,
+    collector_started: bool,
     jobs: JoinSet<()>,
 }
 
 impl Worker {
     /// A worker with no tasks; runners report on `reports`.
     pub fn new(exec: Executor, ctx: ContainerContext, reports: mpsc::UnboundedSender<StatusReport>) -> Worker {
-        Worker { exec, ctx: Arc::new(ctx), reports, tasks: HashMap::new(), jobs: JoinSet::new() }
+        Worker {
+            exec,
+            ctx: Arc::new(ctx),
+            reports,
+            tasks: HashMap::new(),
+            networks: Arc::new(Networks::default()),
+            collector_started: false,
+            jobs: JoinSet::new(),
+        }
     }
 
     /// Ids of the tasks in the set.
@@ -109,6 +193,12 @@ impl Worker {
     /// containers of tasks outside the set (in the background).
     pub fn apply(&mut self, assignment: Assignment, collect_garbage: bool) {
         while self.jobs.try_join_next().is_some() {}
+        if !self.collector_started {
+            self.collector_started = true;
+            let (exec, ctx, networks) = (self.exec.clone(), self.ctx.clone(), self.networks.clone());
+            self.jobs.spawn(collect_networks(exec, ctx, networks));
+        }
+        self.networks.record(assignment.full, assignment.networks.clone());
         let p = plan(&self.task_ids(), &assignment);
         debug!(
             start = p.start.len(),
@@ -138,15 +228,26 @@ impl Worker {
             info!(task = %task.id, service = %task.service_name, slot = task.slot, "task assigned");
             let id = task.id.clone();
             let (tx, rx) = watch::channel(task);
-            let runner = Runner::new(self.exec.clone(), self.ctx.clone(), rx, self.reports.clone());
+            let runner =
+                Runner::new(self.exec.clone(), self.ctx.clone(), rx, self.reports.clone(), self.networks.clone());
             self.jobs.spawn(runner.run());
             self.tasks.insert(id, tx);
+        }
+        let mut wanted = BTreeSet::new();
+        for tx in self.tasks.values() {
+            wanted.extend(wanted_networks([&*tx.borrow()]));
+        }
+        if self.networks.want(wanted) {
+            self.networks.collect_soon();
         }
         if collect_garbage {
             let mut keep = self.task_ids();
             keep.extend(assignment.unreadable);
-            let (exec, ctx) = (self.exec.clone(), self.ctx.clone());
-            self.jobs.spawn(async move { collect(exec, ctx, keep).await });
+            let (exec, ctx, networks) = (self.exec.clone(), self.ctx.clone(), self.networks.clone());
+            self.jobs.spawn(async move {
+                collect(exec, ctx, keep).await;
+                networks.collect_soon();
+            });
         }
     }
 
@@ -185,9 +286,27 @@ async fn collect(exec: Executor, ctx: Arc<ContainerContext>, keep: BTreeSet<Task
     futures_util::future::join_all(strays).await;
 }
 
+/// The network collector: on each wake-up, after a short delay, removes
+/// this cluster's networks that no task of the node wants.
+async fn collect_networks(exec: Executor, ctx: Arc<ContainerContext>, networks: Arc<Networks>) {
+    loop {
+        networks.gc.notified().await;
+        tokio::time::sleep(NETWORK_GC_DELAY).await;
+        let wanted = lock(&networks.wanted).clone();
+        match exec.remove_unused_networks(&ctx, &wanted).await {
+            Ok(removed) => {
+                for name in removed {
+                    info!(network = %name, "garbage collection: removed a network no task uses");
+                }
+            }
+            Err(e) => warn!(error = %e, "garbage collection: cannot list networks"),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use stackd_core::model::{DesiredState, TaskTemplate};
+    use stackd_core::model::{DesiredState, NetworkAttachment, NetworkSpec, TaskState, TaskTemplate};
 
     use super::*;
 
@@ -239,6 +358,7 @@ mod tests {
             tasks: vec![task("a", 2), task("d", 1)],
             removed: vec!["b".into(), "zz".into(), "b".into()],
             unreadable: vec![],
+            networks: vec![],
         };
         let p = plan(&ids(&["a", "b", "c"]), &a);
         assert_eq!(task_ids(&p.start), vec!["d"]);
@@ -262,9 +382,51 @@ mod tests {
         assert_eq!(task_ids(&p.update), vec!["a"]);
     }
 
+    fn on(mut t: Task, networks: &[&str]) -> Task {
+        t.template.networks =
+            networks.iter().map(|n| NetworkAttachment { network: n.to_string(), aliases: vec![] }).collect();
+        t
+    }
+
+    #[test]
+    fn live_tasks_want_their_networks() {
+        let running = on(task("a", 1), &["shop_back", "shop_front"]);
+        let mut stopping = on(task("b", 1), &["shop_db"]);
+        stopping.desired_state = DesiredState::Shutdown;
+        stopping.status.state = TaskState::Running;
+        let mut stopped = on(task("c", 1), &["shop_old"]);
+        stopped.desired_state = DesiredState::Shutdown;
+        stopped.status.state = TaskState::Shutdown;
+        let wanted = wanted_networks([&running, &stopping, &stopped]);
+        let names: Vec<&str> = wanted.iter().map(String::as_str).collect();
+        assert_eq!(names, ["shop_back", "shop_db", "shop_front"]);
+    }
+
+    #[test]
+    fn network_specs_are_kept_per_stack_and_replaced_by_a_full_set() {
+        let net = |stack: &str, name: &str| StackNetwork {
+            stack: stack.into(),
+            key: "back".into(),
+            spec: NetworkSpec { name: name.into(), ..NetworkSpec::default() },
+        };
+        let n = Networks::default();
+        n.record(true, vec![net("shop", "shop_back"), net("blog", "shared")]);
+        n.record(false, vec![net("shop", "shared")]);
+        assert!(n.get("shop", "shop_back").is_some());
+        assert_eq!(n.get("blog", "shared").map(|s| s.stack), Some("blog".to_string()));
+        assert_eq!(n.get("shop", "shared").map(|s| s.stack), Some("shop".to_string()));
+        assert_eq!(n.get("blog", "shop_back"), None);
+        n.record(true, vec![net("blog", "shared")]);
+        assert_eq!(n.get("shop", "shop_back"), None);
+        // Dropping a wanted network asks for a collection; adding one does not.
+        assert!(!n.want(BTreeSet::from(["a".to_string()])));
+        assert!(!n.want(BTreeSet::from(["a".to_string(), "b".to_string()])));
+        assert!(n.want(BTreeSet::from(["b".to_string()])));
+    }
+
     #[test]
     fn unreadable_tasks_are_never_removed() {
-        let a = Assignment { full: true, tasks: vec![], removed: vec![], unreadable: vec!["a".into()] };
+        let a = Assignment { full: true, unreadable: vec!["a".into()], ..Default::default() };
         let p = plan(&ids(&["a", "b"]), &a);
         assert_eq!(p.remove, vec!["b".to_string()]);
     }

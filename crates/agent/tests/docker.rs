@@ -9,7 +9,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use stackd_agent::docker::{ContainerContext, Created, Executor, LABEL_TASK};
 use stackd_agent::worker::{Assignment, StatusReport, Worker};
-use stackd_core::model::{DesiredState, HealthCheck, Mount, MountKind, Task, TaskState, TaskStatus, TaskTemplate};
+use stackd_core::model::{
+    DesiredState, HealthCheck, Mount, MountKind, NetworkAttachment, NetworkSpec, StackNetwork, Task, TaskState,
+    TaskStatus, TaskTemplate,
+};
 use tokio::sync::mpsc;
 
 mod common;
@@ -366,4 +369,197 @@ async fn health_is_reported_and_unhealthy_fails() {
     let seen = node.until(&healthy.id, |s| s.health == "healthy").await;
     let last = seen.last().expect("a report");
     assert_eq!(last.state, TaskState::Running);
+}
+
+// ---------------------------------------------------------------- networks
+
+/// A context of its own cluster: network garbage collection works per
+/// cluster, and other tests share the default one.
+fn cluster_context() -> (ContainerContext, Cleanup) {
+    let (ctx, cleanup) = context();
+    (ContainerContext { cluster_id: uniq("cluster"), ..ctx }, cleanup)
+}
+
+/// Removes networks by name when dropped (after the containers of `node`).
+struct NetworkCleanup {
+    node: String,
+    networks: Vec<String>,
+}
+
+impl Drop for NetworkCleanup {
+    fn drop(&mut self) {
+        drop(Cleanup(self.node.clone()));
+        for n in &self.networks {
+            let _ = std::process::Command::new("docker").args(["network", "rm", n]).output();
+        }
+    }
+}
+
+fn stack_network(stack: &str, key: &str, spec: NetworkSpec) -> StackNetwork {
+    StackNetwork { stack: stack.into(), key: key.into(), spec }
+}
+
+fn attach(network: &str, aliases: &[&str]) -> NetworkAttachment {
+    NetworkAttachment { network: network.into(), aliases: aliases.iter().map(|a| a.to_string()).collect() }
+}
+
+/// `docker inspect` of a container or network, as JSON.
+fn docker_inspect(what: &str, id: &str) -> serde_json::Value {
+    let out = std::process::Command::new("docker").args([what, "inspect", id]).output().expect("docker inspect");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+    v[0].clone()
+}
+
+/// Runs `sh -c script` in a container; its output, or its error.
+fn docker_exec(container: &str, script: &str) -> Result<String, String> {
+    let out =
+        std::process::Command::new("docker").args(["exec", container, "sh", "-c", script]).output().expect("exec");
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    } else {
+        Err(format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
+    }
+}
+
+#[tokio::test]
+async fn networks_are_created_joined_with_aliases_and_collected() {
+    let Some(exec) = docker().await else { return };
+    let (ctx, _) = cluster_context();
+    let mut node = Node::new(&exec, &ctx);
+    let mut api = task(&ctx, web());
+    let stack = api.stack.clone();
+    let (back, front) = (format!("{stack}_back"), format!("{stack}_front"));
+    let _cleanup = NetworkCleanup { node: ctx.node_id.clone(), networks: vec![back.clone(), front.clone()] };
+    api.template.networks = vec![attach(&back, &["api", "api-v1"]), attach(&front, &[])];
+    let mut client = task(&ctx, busybox("sleep 300"));
+    client.stack = stack.clone();
+    client.service_name = format!("{stack}_client");
+    client.template.networks = vec![attach(&back, &[])];
+    let networks = vec![
+        stack_network(
+            &stack,
+            "back",
+            NetworkSpec {
+                name: back.clone(),
+                internal: true,
+                labels: BTreeMap::from([("team".into(), "a".into())]),
+                ..NetworkSpec::default()
+            },
+        ),
+        stack_network(&stack, "front", NetworkSpec { name: front.clone(), ..NetworkSpec::default() }),
+    ];
+    node.worker.apply(
+        Assignment { full: true, tasks: vec![api.clone(), client.clone()], networks, ..Default::default() },
+        false,
+    );
+    let api_c = node.until(&api.id, |s| s.state == TaskState::Running).await.pop().expect("report").container_id;
+    let client_c = node.until(&client.id, |s| s.state == TaskState::Running).await.pop().expect("report").container_id;
+
+    // The networks, with stackd's labels and the stack's settings.
+    let net = docker_inspect("network", &back);
+    assert_eq!(net["Driver"], "bridge");
+    assert_eq!(net["Internal"], true);
+    assert_eq!(net["Labels"]["io.stackd.cluster"], ctx.cluster_id.as_str());
+    assert_eq!(net["Labels"]["io.stackd.stack"], stack.as_str());
+    assert_eq!(net["Labels"]["io.stackd.network"], "back");
+    assert_eq!(net["Labels"]["team"], "a");
+    // The api container is on both networks, with the service name as alias on each.
+    let c = docker_inspect("container", &api_c);
+    let on = &c["NetworkSettings"]["Networks"];
+    let aliases = |n: &str| on[n]["Aliases"].as_array().cloned().unwrap_or_default();
+    for a in ["web", "api", "api-v1"] {
+        assert!(aliases(&back).contains(&a.into()), "{a} missing: {on:#}");
+    }
+    assert!(aliases(&front).contains(&"web".into()), "{on:#}");
+    assert!(on.get("bridge").is_none(), "not on Docker's default bridge: {on:#}");
+    // The client finds it by service name and by alias.
+    for host in ["web", "api"] {
+        let page = docker_exec(&client_c, &format!("timeout 10 wget -q -O- http://{host}:8080/"));
+        assert_eq!(page.as_deref().map(str::trim), Ok("web 1"), "{host}");
+    }
+
+    // The tasks leave: their containers go, then the networks.
+    node.worker.apply(
+        Assignment { full: false, removed: vec![api.id.clone(), client.id.clone()], ..Assignment::default() },
+        false,
+    );
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let left = exec.cluster_networks(&ctx).await.expect("list networks");
+        if left.is_empty() {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "networks not collected: {left:#?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_missing_external_network_rejects_the_task() {
+    let Some(exec) = docker().await else { return };
+    let (ctx, _cleanup) = cluster_context();
+    let mut node = Node::new(&exec, &ctx);
+    let mut t = task(&ctx, web());
+    let name = uniq("nowhere");
+    t.template.networks = vec![attach(&name, &[])];
+    let networks = vec![stack_network(
+        &t.stack,
+        "infra",
+        NetworkSpec { name: name.clone(), external: true, ..Default::default() },
+    )];
+    node.worker.apply(Assignment { full: true, tasks: vec![t.clone()], networks, ..Default::default() }, false);
+    let seen = node.until(&t.id, |s| s.state.is_terminal()).await;
+    assert_eq!(states(&seen), vec![TaskState::Preparing, TaskState::Rejected]);
+    assert_eq!(seen[1].message, "network unavailable");
+    assert!(
+        seen[1].err.starts_with(&format!("external network {name} does not exist on this node")),
+        "{}",
+        seen[1].err
+    );
+    assert!(exec.list_managed(&ctx).await.expect("list").is_empty(), "no container for a rejected task");
+    assert!(exec.networks_named(&name).await.expect("list").is_empty(), "an external network is never created");
+}
+
+#[tokio::test]
+async fn a_network_stackd_did_not_create_is_left_alone() {
+    let Some(exec) = docker().await else { return };
+    let (ctx, _) = cluster_context();
+    let mut node = Node::new(&exec, &ctx);
+    let mut t = task(&ctx, web());
+    let name = format!("{}_back", t.stack);
+    let _cleanup = NetworkCleanup { node: ctx.node_id.clone(), networks: vec![name.clone()] };
+    let made = std::process::Command::new("docker").args(["network", "create", &name]).output().expect("docker");
+    assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
+    t.template.networks = vec![attach(&name, &[])];
+    let networks = vec![stack_network(&t.stack, "back", NetworkSpec { name: name.clone(), ..Default::default() })];
+    node.worker.apply(Assignment { full: true, tasks: vec![t.clone()], networks, ..Default::default() }, true);
+    let seen = node.until(&t.id, |s| s.state.is_terminal()).await;
+    assert_eq!(seen.last().map(|s| s.state), Some(TaskState::Rejected));
+    let err = &seen[seen.len() - 1].err;
+    assert!(err.starts_with(&format!("network {name} exists but was not created by stackd")), "{err}");
+    // Garbage collection never removes it either.
+    node.worker.apply(Assignment { full: true, ..Default::default() }, true);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(exec.networks_named(&name).await.expect("list").len(), 1);
+}
+
+#[tokio::test]
+async fn concurrent_creates_of_one_network_leave_one() {
+    let Some(exec) = docker().await else { return };
+    let (ctx, _cleanup) = cluster_context();
+    // Two agents on one engine: two executors, two locks.
+    let other = Executor::connect(None).await.expect("second connection");
+    for i in 0..5 {
+        let name = uniq(&format!("race{i}"));
+        let _cleanup = NetworkCleanup { node: ctx.node_id.clone(), networks: vec![name.clone()] };
+        let net = stack_network("race", "default", NetworkSpec { name: name.clone(), ..Default::default() });
+        let (a, b) = tokio::join!(exec.ensure_network(&ctx, &net), other.ensure_network(&ctx, &net));
+        a.expect("first agent");
+        b.expect("second agent");
+        let found = exec.networks_named(&name).await.expect("list");
+        assert_eq!(found.len(), 1, "round {i}: {found:#?}");
+        // Making sure again is a no-op.
+        exec.ensure_network(&ctx, &net).await.expect("again");
+        assert_eq!(exec.networks_named(&name).await.expect("list").len(), 1);
+    }
 }

@@ -91,6 +91,7 @@ fn assign(session_id: &str, tasks: &[Task]) -> Result<v1::SessionMessage, Status
             full: true,
             tasks: tasks.iter().map(v1::Task::from).collect(),
             removed: vec![],
+            networks: vec![],
         }),
     })
 }

@@ -2,21 +2,22 @@
 //!
 //! ```text
 //!  agent ──Session──► register node (UpsertNode + Ready) ──► stream:
-//!                       full task set of the node, then changes
+//!                       full task set of the node, then changes, each with
+//!                       the specs of the networks its tasks attach to
 //!        ──Heartbeat──► last-seen time (leader memory, not replicated)
 //!        ──UpdateTaskStatus──► one UpdateTaskStatus command per call
 //!
 //!  monitor: a Ready node silent for NODE_DOWN_AFTER ──► SetNodeState Down
 //! ```
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use stackd_core::Command;
 use stackd_core::command::TaskStatusUpdate;
-use stackd_core::model::{Availability, Node, NodeRole, NodeState, Resources, Task, TaskId};
+use stackd_core::model::{Availability, Node, NodeRole, NodeState, Resources, StackNetwork, Task, TaskId};
 use stackd_proto::v1;
 use tokio::sync::{mpsc, watch};
 use tokio_stream::Stream;
@@ -121,11 +122,46 @@ impl Dispatcher {
     }
 }
 
-/// The tasks of one node.
-fn node_tasks(raft: &RaftNode, node_id: &str) -> HashMap<TaskId, Task> {
+/// A network by the stack that declares it and its engine name.
+type NetworkKey = (String, String);
+
+/// The tasks of one node, and the networks they attach to (those their
+/// stack declares; a task's stack may have dropped one meanwhile).
+fn node_tasks(raft: &RaftNode, node_id: &str) -> (HashMap<TaskId, Task>, BTreeMap<NetworkKey, StackNetwork>) {
     raft.shared().read(|s| {
-        s.tasks.values().filter(|t| t.node_id.as_deref() == Some(node_id)).map(|t| (t.id.clone(), t.clone())).collect()
+        let tasks: HashMap<TaskId, Task> = s
+            .tasks
+            .values()
+            .filter(|t| t.node_id.as_deref() == Some(node_id))
+            .map(|t| (t.id.clone(), t.clone()))
+            .collect();
+        let mut networks = BTreeMap::new();
+        for t in tasks.values() {
+            for a in &t.template.networks {
+                let key = (t.stack.clone(), a.network.clone());
+                if !networks.contains_key(&key)
+                    && let Some(n) = s.stack_network(&t.stack, &a.network)
+                {
+                    networks.insert(key, n);
+                }
+            }
+        }
+        (tasks, networks)
     })
+}
+
+/// The networks `tasks` attach to, among `known`.
+fn networks_of<'a>(
+    tasks: impl IntoIterator<Item = &'a Task>,
+    known: &BTreeMap<NetworkKey, StackNetwork>,
+) -> Vec<v1::StackNetwork> {
+    let mut keys = std::collections::BTreeSet::new();
+    for t in tasks {
+        for a in &t.template.networks {
+            keys.insert((t.stack.clone(), a.network.clone()));
+        }
+    }
+    keys.iter().filter_map(|k| known.get(k)).map(v1::StackNetwork::from).collect()
 }
 
 /// Sends the node's task set, then its changes, until the agent goes away.
@@ -140,14 +176,24 @@ async fn stream_assignments(
     let mut first = true;
     loop {
         applied.borrow_and_update();
-        let now = node_tasks(&raft, &node_id);
-        let updated: Vec<v1::Task> = now.values().filter(|t| sent.get(&t.id) != Some(*t)).map(v1::Task::from).collect();
+        let (now, networks) = node_tasks(&raft, &node_id);
+        let changed: Vec<&Task> = now.values().filter(|t| sent.get(&t.id) != Some(*t)).collect();
         let removed: Vec<String> = sent.keys().filter(|id| !now.contains_key(*id)).cloned().collect();
-        if first || !updated.is_empty() || !removed.is_empty() {
+        if first || !changed.is_empty() || !removed.is_empty() {
+            let networks = if first {
+                networks_of(now.values(), &networks)
+            } else {
+                networks_of(changed.iter().copied(), &networks)
+            };
             let msg = v1::SessionMessage {
                 session_id: session.clone(),
                 heartbeat_period_ms: HEARTBEAT.as_millis() as u64,
-                assignments: Some(v1::Assignments { full: first, tasks: updated, removed }),
+                assignments: Some(v1::Assignments {
+                    full: first,
+                    tasks: changed.into_iter().map(v1::Task::from).collect(),
+                    removed,
+                    networks,
+                }),
             };
             if tx.send(Ok(msg)).await.is_err() {
                 return;

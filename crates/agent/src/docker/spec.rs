@@ -1,13 +1,16 @@
 //! Building a container's create request from a task: labels, name, mounts,
-//! ports, health check. Pure: no I/O, unit-tested without Docker.
+//! ports, health check, networks and aliases; and a network's create
+//! request, which networks stackd may remove, and which of two networks of
+//! the same name is kept. Pure: no I/O, unit-tested without Docker.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 
 use bollard::models::{
-    ContainerCreateBody, HealthConfig, HostConfig, HostConfigLogConfig, Mount as DockerMount, MountType, PortBinding,
-    ResourcesUlimits, RestartPolicy, RestartPolicyNameEnum,
+    ContainerCreateBody, EndpointSettings, HealthConfig, HostConfig, HostConfigLogConfig, Mount as DockerMount,
+    MountType, NetworkCreateRequest, NetworkingConfig, PortBinding, ResourcesUlimits, RestartPolicy,
+    RestartPolicyNameEnum,
 };
-use stackd_core::model::{HealthCheck, Mount, MountKind, PortConfig, Task};
+use stackd_core::model::{HealthCheck, Mount, MountKind, NetworkAttachment, PortConfig, StackNetwork, Task};
 
 use super::ContainerContext;
 
@@ -25,6 +28,16 @@ pub const LABEL_TASK: &str = "io.stackd.task";
 pub const LABEL_SLOT: &str = "io.stackd.slot";
 /// Label: the service revision the task was created from.
 pub const LABEL_REVISION: &str = "io.stackd.revision";
+
+/// Label of a network stackd created: its key in the stack.
+pub const LABEL_NETWORK: &str = "io.stackd.network";
+
+/// The driver of the networks stackd creates when the stack says `bridge`,
+/// `overlay` or nothing: a local bridge network on each node.
+pub const LOCAL_DRIVER: &str = "bridge";
+
+/// Docker's default bridge network, which has no DNS and takes no aliases.
+const DEFAULT_BRIDGE: &str = "bridge";
 
 /// The labels stackd puts on a task's container: the template's labels,
 /// then the `io.stackd.*` labels (which win over template labels of the same name).
@@ -117,12 +130,130 @@ fn non_empty(v: &[String]) -> Option<Vec<String>> {
     (!v.is_empty()).then(|| v.to_vec())
 }
 
+/// The service's short name (`web` of `shop_web`), by which the other
+/// containers of its networks find it.
+pub fn service_short_name(task: &Task) -> &str {
+    task.service_name.strip_prefix(task.stack.as_str()).and_then(|s| s.strip_prefix('_')).unwrap_or(&task.service_name)
+}
+
+/// A container's DNS names on one network: the service's short name, then
+/// the attachment's aliases, once each. Docker's default bridge takes none.
+pub fn aliases(task: &Task, attachment: &NetworkAttachment) -> Vec<String> {
+    if attachment.network == DEFAULT_BRIDGE {
+        return Vec::new();
+    }
+    let mut out = vec![service_short_name(task).to_string()];
+    for a in &attachment.aliases {
+        if !out.contains(a) {
+            out.push(a.clone());
+        }
+    }
+    out
+}
+
+/// The endpoint settings of a task's container on one network.
+pub(crate) fn endpoint(task: &Task, attachment: &NetworkAttachment) -> EndpointSettings {
+    let aliases = aliases(task, attachment);
+    EndpointSettings { aliases: (!aliases.is_empty()).then_some(aliases), ..Default::default() }
+}
+
+/// The Docker driver of a stack network: `bridge` for `bridge`, `overlay`
+/// or none; any other driver as written.
+pub fn network_driver(driver: Option<&str>) -> &str {
+    match driver {
+        None | Some("bridge" | "overlay") => LOCAL_DRIVER,
+        Some(other) => other,
+    }
+}
+
+/// The labels of a network stackd creates: the stack's labels for it, then
+/// `io.stackd.cluster`, `io.stackd.stack` and `io.stackd.network`, which win.
+pub fn network_labels(net: &StackNetwork, ctx: &ContainerContext) -> HashMap<String, String> {
+    let mut labels: HashMap<String, String> = net.spec.labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    labels.insert(LABEL_CLUSTER.to_string(), ctx.cluster_id.clone());
+    labels.insert(LABEL_STACK.to_string(), net.stack.clone());
+    labels.insert(LABEL_NETWORK.to_string(), net.key.clone());
+    labels
+}
+
+/// The create request of a stack network.
+pub(crate) fn network_body(net: &StackNetwork, ctx: &ContainerContext) -> NetworkCreateRequest {
+    let opts = &net.spec.driver_opts;
+    NetworkCreateRequest {
+        name: net.spec.name.clone(),
+        driver: Some(network_driver(net.spec.driver.as_deref()).to_string()),
+        internal: net.spec.internal.then_some(true),
+        options: (!opts.is_empty()).then(|| opts.iter().map(|(k, v)| (k.clone(), v.clone())).collect()),
+        labels: Some(network_labels(net, ctx)),
+        ..Default::default()
+    }
+}
+
+/// Whether a network with these labels was created by stackd for this
+/// cluster (only those are ever removed).
+pub fn is_ours(labels: &HashMap<String, String>, ctx: &ContainerContext) -> bool {
+    labels.get(LABEL_CLUSTER) == Some(&ctx.cluster_id) && labels.contains_key(LABEL_NETWORK)
+}
+
+/// Whether a network with these labels was created by stackd (for any
+/// cluster): such a network may be shared; any other one in the way of a
+/// stack network is an error.
+pub fn is_stackd_network(labels: &HashMap<String, String>) -> bool {
+    labels.contains_key(LABEL_NETWORK)
+}
+
+/// A network as the engine lists it: what garbage collection and the
+/// duplicate check look at.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct NetworkInfo {
+    /// Id.
+    pub id: String,
+    /// Name.
+    pub name: String,
+    /// Creation time, RFC 3339 as Docker writes it.
+    pub created: String,
+    /// Labels.
+    pub labels: HashMap<String, String>,
+}
+
+/// The networks garbage collection may remove: this cluster's, not wanted
+/// by any task of the node (their containers are gone or stopped; Docker
+/// itself refuses to remove a network a running container uses).
+pub fn unused_networks<'a>(
+    networks: &'a [NetworkInfo],
+    ctx: &ContainerContext,
+    wanted: &BTreeSet<String>,
+) -> Vec<&'a NetworkInfo> {
+    networks.iter().filter(|n| is_ours(&n.labels, ctx) && !wanted.contains(&n.name)).collect()
+}
+
+/// A creation time as a sortable key: the text up to the seconds, then the
+/// nanoseconds (Docker drops trailing zeros of the fraction, so the text
+/// alone does not sort).
+fn created_key(created: &str) -> (String, u32) {
+    // `YYYY-MM-DDTHH:MM:SS`, then `.fraction` if any, then the zone.
+    let (head, rest) = created.split_at(created.len().min(19));
+    let digits: String = rest.strip_prefix('.').unwrap_or("").chars().take_while(char::is_ascii_digit).collect();
+    let nanos = format!("{digits:0<9}").get(..9).and_then(|d| d.parse().ok()).unwrap_or(0);
+    (head.to_string(), nanos)
+}
+
+/// Among networks of the same name (two agents created one each at the
+/// same moment), the one everybody keeps: the oldest, then the lowest id.
+pub fn keeper(same_name: &[NetworkInfo]) -> Option<&NetworkInfo> {
+    same_name.iter().min_by(|a, b| (created_key(&a.created), &a.id).cmp(&(created_key(&b.created), &b.id)))
+}
+
 /// The create request of a task's container (its name is [`Task::container_name`]).
 pub(crate) fn container_body(task: &Task, ctx: &ContainerContext) -> ContainerCreateBody {
     let t = &task.template;
     let (exposed, bindings) = ports(&t.ports);
     let mounts: Vec<DockerMount> = t.mounts.iter().map(mount).collect();
+    // The first network at creation (Docker before API 1.44 takes only one);
+    // the others are connected before the container starts.
+    let first = t.networks.first();
     let host_config = HostConfig {
+        network_mode: first.map(|a| a.network.clone()),
         mounts: (!mounts.is_empty()).then_some(mounts),
         port_bindings: (!bindings.is_empty()).then_some(bindings),
         restart_policy: Some(RestartPolicy { name: Some(RestartPolicyNameEnum::NO), maximum_retry_count: None }),
@@ -164,6 +295,9 @@ pub(crate) fn container_body(task: &Task, ctx: &ContainerContext) -> ContainerCr
         healthcheck: t.healthcheck.as_ref().map(health_config),
         exposed_ports: (!exposed.is_empty()).then_some(exposed),
         host_config: Some(host_config),
+        networking_config: first.map(|a| NetworkingConfig {
+            endpoints_config: Some(HashMap::from([(a.network.clone(), endpoint(task, a))])),
+        }),
         ..Default::default()
     }
 }
@@ -432,5 +566,112 @@ mod tests {
         assert_eq!(pull_reference("reg:5000/a/b"), ("reg:5000/a/b".into(), "latest".into()));
         assert_eq!(pull_reference("reg:5000/a/b:2"), ("reg:5000/a/b".into(), "2".into()));
         assert_eq!(pull_reference("a@sha256:00"), ("a".into(), "sha256:00".into()));
+    }
+
+    fn attach(network: &str, aliases: &[&str]) -> NetworkAttachment {
+        NetworkAttachment { network: network.into(), aliases: aliases.iter().map(|a| a.to_string()).collect() }
+    }
+
+    #[test]
+    fn the_container_joins_its_first_network_with_the_service_name_as_alias() {
+        let template = TaskTemplate {
+            image: "x".into(),
+            networks: vec![attach("shop_back", &["api", "web", "api-v1"]), attach("shop_front", &[])],
+            ..Default::default()
+        };
+        let b = container_body(&task(template), &ctx());
+        let hc = b.host_config.clone().unwrap_or_default();
+        assert_eq!(hc.network_mode.as_deref(), Some("shop_back"));
+        let endpoints = b.networking_config.and_then(|n| n.endpoints_config).unwrap_or_default();
+        assert_eq!(endpoints.len(), 1, "the other networks are connected before start");
+        assert_eq!(
+            endpoints.get("shop_back").and_then(|e| e.aliases.clone()),
+            Some(vec!["web".to_string(), "api".into(), "api-v1".into()])
+        );
+        // Without networks: Docker's default bridge, as before.
+        let plain = container_body(&task(TaskTemplate { image: "x".into(), ..Default::default() }), &ctx());
+        assert_eq!(plain.host_config.unwrap_or_default().network_mode, None);
+        assert_eq!(plain.networking_config, None);
+    }
+
+    #[test]
+    fn aliases_and_short_names() {
+        let t = task(TaskTemplate::default());
+        assert_eq!(service_short_name(&t), "web");
+        assert_eq!(aliases(&t, &attach("shop_front", &[])), vec!["web"]);
+        assert_eq!(aliases(&t, &attach("bridge", &["x"])), Vec::<String>::new(), "the default bridge has no DNS");
+        assert_eq!(endpoint(&t, &attach("bridge", &[])).aliases, None);
+        let odd = Task { service_name: "other".into(), ..task(TaskTemplate::default()) };
+        assert_eq!(service_short_name(&odd), "other");
+    }
+
+    #[test]
+    fn networks_are_created_as_local_bridges_with_our_labels() {
+        use stackd_core::model::NetworkSpec;
+        assert_eq!(network_driver(None), "bridge");
+        assert_eq!(network_driver(Some("overlay")), "bridge");
+        assert_eq!(network_driver(Some("bridge")), "bridge");
+        assert_eq!(network_driver(Some("macvlan")), "macvlan");
+        let net = StackNetwork {
+            stack: "shop".into(),
+            key: "back".into(),
+            spec: NetworkSpec {
+                name: "shop_back".into(),
+                driver: Some("overlay".into()),
+                internal: true,
+                labels: BTreeMap::from([("team".to_string(), "a".to_string()), (LABEL_STACK.to_string(), "x".into())]),
+                driver_opts: BTreeMap::from([("com.docker.network.driver.mtu".to_string(), "1400".to_string())]),
+                ..Default::default()
+            },
+        };
+        let b = network_body(&net, &ctx());
+        assert_eq!(b.name, "shop_back");
+        assert_eq!(b.driver.as_deref(), Some("bridge"));
+        assert_eq!(b.internal, Some(true));
+        assert_eq!(b.options.and_then(|o| o.get("com.docker.network.driver.mtu").cloned()).as_deref(), Some("1400"));
+        let labels = b.labels.unwrap_or_default();
+        let get = |k: &str| labels.get(k).map(String::as_str);
+        assert_eq!(get("team"), Some("a"));
+        assert_eq!(get(LABEL_CLUSTER), Some("c1"));
+        assert_eq!(get(LABEL_STACK), Some("shop"), "ours win over the stack's");
+        assert_eq!(get(LABEL_NETWORK), Some("back"));
+        assert!(is_ours(&labels, &ctx()));
+        assert!(is_stackd_network(&labels));
+        let plain = network_body(&StackNetwork { spec: NetworkSpec::default(), ..net }, &ctx());
+        assert_eq!((plain.internal, plain.options), (None, None));
+    }
+
+    #[test]
+    fn only_this_clusters_unwanted_networks_are_collected() {
+        let info = |name: &str, labels: &[(&str, &str)]| NetworkInfo {
+            id: format!("id-{name}"),
+            name: name.into(),
+            created: String::new(),
+            labels: labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+        };
+        let networks = vec![
+            info("shop_old", &[(LABEL_CLUSTER, "c1"), (LABEL_NETWORK, "old")]),
+            info("shop_back", &[(LABEL_CLUSTER, "c1"), (LABEL_NETWORK, "back")]),
+            info("other_old", &[(LABEL_CLUSTER, "c2"), (LABEL_NETWORK, "old")]),
+            info("by_hand", &[(LABEL_CLUSTER, "c1")]),
+            info("infra", &[]),
+        ];
+        let wanted = BTreeSet::from(["shop_back".to_string(), "infra".to_string()]);
+        let names: Vec<&str> = unused_networks(&networks, &ctx(), &wanted).iter().map(|n| n.name.as_str()).collect();
+        assert_eq!(names, ["shop_old"]);
+    }
+
+    #[test]
+    fn the_oldest_of_two_networks_of_one_name_is_kept() {
+        let n = |id: &str, created: &str| NetworkInfo { id: id.into(), created: created.into(), ..Default::default() };
+        // Docker drops trailing zeros of the fraction: .5 is later than .4999.
+        let a = n("b", "2025-01-01T10:00:00.5Z");
+        let b = n("a", "2025-01-01T10:00:00.4999Z");
+        assert_eq!(keeper(&[a.clone(), b.clone()]).map(|k| k.id.as_str()), Some("a"));
+        let c = n("c", "2025-01-01T10:00:00.4999Z");
+        assert_eq!(keeper(&[c, b.clone()]).map(|k| k.id.as_str()), Some("a"), "same time: the lowest id");
+        let d = n("d", "2025-01-01T10:00:00Z");
+        assert_eq!(keeper(&[a, b, d]).map(|k| k.id.as_str()), Some("d"));
+        assert_eq!(keeper(&[]), None);
     }
 }

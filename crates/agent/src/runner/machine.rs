@@ -36,6 +36,8 @@ pub(crate) enum Phase {
     Locating,
     /// Making sure the image is present.
     Preparing,
+    /// Making sure the task's networks exist.
+    Networking,
     /// Creating the container.
     Creating,
     /// Starting the container.
@@ -97,6 +99,11 @@ pub(crate) enum Event {
     ImageReady,
     /// The image is missing and could not be pulled.
     ImageFailed(String),
+    /// Every network of the task exists.
+    NetworksReady,
+    /// A network of the task is missing and cannot be created (an external
+    /// network that does not exist, a name taken by another network).
+    NetworksFailed(String),
     /// The container was created.
     Created(String),
     /// Docker refused to create the container.
@@ -134,10 +141,13 @@ pub(crate) enum Op {
     Locate,
     /// Ensure the image → [`Event::ImageReady`] / [`Event::ImageFailed`].
     EnsureImage,
+    /// Ensure the task's networks → [`Event::NetworksReady`] / [`Event::NetworksFailed`].
+    EnsureNetworks,
     /// Create the container → [`Event::Created`] / [`Event::CreateFailed`] /
     /// [`Event::Located`] when a container of the task already has the name.
     Create,
-    /// Start it → [`Event::Started`] / [`Event::StartFailed`].
+    /// Connect it to the task's other networks and start it →
+    /// [`Event::Started`] / [`Event::StartFailed`].
     Start(String),
     /// Wait for exit, health change or shutdown → [`Event::Exited`],
     /// [`Event::Vanished`], [`Event::Health`], [`Event::ShutdownRequested`],
@@ -228,6 +238,7 @@ fn resume(phase: &Phase) -> Option<Op> {
     match phase {
         Phase::Locating => Some(Op::Locate),
         Phase::Preparing => Some(Op::EnsureImage),
+        Phase::Networking => Some(Op::EnsureNetworks),
         Phase::Creating => Some(Op::Create),
         Phase::Starting { container_id } => Some(Op::Start(container_id.clone())),
         Phase::Running { container_id, health } => Some(watch(container_id, health)),
@@ -323,9 +334,16 @@ pub(crate) fn next(phase: Phase, event: Event, view: &View) -> (Phase, Step) {
         (Phase::Locating | Phase::Creating, Event::Located(found)) => located(found, view),
 
         (Phase::Preparing, Event::ImageReady) if shutdown => shut_down_before_start(""),
-        (Phase::Preparing, Event::ImageReady) => (Phase::Creating, Step::op(Op::Create)),
+        (Phase::Preparing, Event::ImageReady) => (Phase::Networking, Step::op(Op::EnsureNetworks)),
         (Phase::Preparing, Event::ImageFailed(err)) => {
             let report = Report::new(TaskState::Rejected, "image unavailable").err(err);
+            (Phase::Done { state: TaskState::Rejected }, Step::report(report))
+        }
+
+        (Phase::Networking, Event::NetworksReady) if shutdown => shut_down_before_start(""),
+        (Phase::Networking, Event::NetworksReady) => (Phase::Creating, Step::op(Op::Create)),
+        (Phase::Networking, Event::NetworksFailed(err)) => {
+            let report = Report::new(TaskState::Rejected, "network unavailable").err(err);
             (Phase::Done { state: TaskState::Rejected }, Step::report(report))
         }
 

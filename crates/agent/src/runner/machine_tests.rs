@@ -134,10 +134,44 @@ fn adopting_a_created_container_starts_it() {
 }
 
 #[test]
-fn image_ready_creates() {
+fn image_ready_ensures_the_networks() {
     let (phase, step) = next(Phase::Preparing, Event::ImageReady, &fresh());
+    assert_eq!(phase, Phase::Networking);
+    assert_eq!(step, Step { reports: vec![], op: Some(Op::EnsureNetworks) });
+}
+
+#[test]
+fn networks_ready_creates() {
+    let (phase, step) = next(Phase::Networking, Event::NetworksReady, &fresh());
     assert_eq!(phase, Phase::Creating);
     assert_eq!(step, Step { reports: vec![], op: Some(Op::Create) });
+}
+
+#[test]
+fn networks_ready_after_shutdown_request_stops_there() {
+    let v = view(DesiredState::Shutdown, TaskState::Preparing);
+    let (phase, step) = next(Phase::Networking, Event::NetworksReady, &v);
+    assert_eq!(phase, Phase::Done { state: TaskState::Shutdown });
+    assert_eq!(states(&step), vec![TaskState::Shutdown]);
+    assert_eq!(step.op, None);
+}
+
+#[test]
+fn a_missing_network_rejects() {
+    let err = "external network infra does not exist on this node".to_string();
+    let (phase, step) = next(Phase::Networking, Event::NetworksFailed(err.clone()), &fresh());
+    assert_eq!(phase, Phase::Done { state: TaskState::Rejected });
+    assert_eq!(states(&step), vec![TaskState::Rejected]);
+    assert_eq!(step.reports[0].message, "network unavailable");
+    assert_eq!(step.reports[0].err, err);
+    assert_eq!(step.op, None);
+}
+
+#[test]
+fn an_unexpected_event_while_networking_ensures_again() {
+    let (phase, step) = next(Phase::Networking, Event::Started, &fresh());
+    assert_eq!(phase, Phase::Networking);
+    assert_eq!(step, Step { reports: vec![], op: Some(Op::EnsureNetworks) });
 }
 
 #[test]

@@ -1,5 +1,5 @@
 //! Services and their specs: `ServiceSpec`, `ServiceMode`, `TaskTemplate`,
-//! `Mount`, `PortConfig`, `HealthCheck`, `RestartPolicy`, `UpdateConfig`,
+//! `Mount`, `PortConfig`, `HealthCheck`, `NetworkAttachment`, `RestartPolicy`, `UpdateConfig`,
 //! `Service`, `Revision`, `UpdateStatus` and their enums.
 
 use stackd_core::model;
@@ -146,6 +146,20 @@ impl TryFrom<v1::HealthCheck> for model::HealthCheck {
     }
 }
 
+impl From<&model::NetworkAttachment> for v1::NetworkAttachment {
+    fn from(value: &model::NetworkAttachment) -> Self {
+        Self { network: value.network.clone(), aliases: value.aliases.clone() }
+    }
+}
+
+impl TryFrom<v1::NetworkAttachment> for model::NetworkAttachment {
+    type Error = ConvertError;
+
+    fn try_from(value: v1::NetworkAttachment) -> Result<Self, ConvertError> {
+        Ok(Self { network: value.network, aliases: value.aliases })
+    }
+}
+
 /// A list that may be absent as a whole: `None` ↔ no `StringList`,
 /// `Some(vec![])` ↔ an empty `StringList`.
 fn string_list(value: Option<&Vec<String>>) -> Option<v1::StringList> {
@@ -187,6 +201,7 @@ impl From<&model::TaskTemplate> for v1::TaskTemplate {
                 .map(|l| v1::Logging { driver: l.driver.clone(), options: string_map(&l.options) }),
             placement: Some(placement(&value.placement)),
             resources: Some(resources(&value.resources)),
+            networks: value.networks.iter().map(Into::into).collect(),
         }
     }
 }
@@ -227,6 +242,7 @@ impl TryFrom<v1::TaskTemplate> for model::TaskTemplate {
                 .map(|l| model::Logging { driver: l.driver, options: l.options.into_iter().collect() }),
             placement: value.placement.map(placement_from).transpose()?.unwrap_or_default(),
             resources: value.resources.map(resources_from).unwrap_or_default(),
+            networks: try_vec(value.networks)?,
         })
     }
 }
@@ -466,6 +482,7 @@ from_owned!(
     model::Mount => v1::Mount,
     model::PortConfig => v1::PortConfig,
     model::HealthCheck => v1::HealthCheck,
+    model::NetworkAttachment => v1::NetworkAttachment,
     model::TaskTemplate => v1::TaskTemplate,
     model::RestartPolicy => v1::RestartPolicy,
     model::UpdateConfig => v1::UpdateConfig,

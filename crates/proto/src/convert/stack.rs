@@ -1,8 +1,9 @@
-//! Stacks: `StackSpec`, `Stack`, `VolumeSpec`.
+//! Stacks: `StackSpec`, `Stack`, `VolumeSpec`, `NetworkSpec`, and the
+//! `StackNetwork` the dispatcher sends to agents.
 
 use stackd_core::model;
 
-use super::{ConvertError, from_owned, string_map, try_map_values};
+use super::{ConvertError, from_owned, required_into, string_map, try_map_values};
 use crate::v1;
 
 impl From<&model::VolumeSpec> for v1::VolumeSpec {
@@ -29,12 +30,56 @@ impl TryFrom<v1::VolumeSpec> for model::VolumeSpec {
     }
 }
 
+impl From<&model::NetworkSpec> for v1::NetworkSpec {
+    fn from(value: &model::NetworkSpec) -> Self {
+        Self {
+            name: value.name.clone(),
+            external: value.external,
+            driver: value.driver.clone(),
+            internal: value.internal,
+            labels: string_map(&value.labels),
+            driver_opts: string_map(&value.driver_opts),
+        }
+    }
+}
+
+impl TryFrom<v1::NetworkSpec> for model::NetworkSpec {
+    type Error = ConvertError;
+
+    fn try_from(value: v1::NetworkSpec) -> Result<Self, ConvertError> {
+        Ok(Self {
+            name: value.name,
+            external: value.external,
+            driver: value.driver,
+            internal: value.internal,
+            labels: value.labels.into_iter().collect(),
+            driver_opts: value.driver_opts.into_iter().collect(),
+        })
+    }
+}
+
+impl From<&model::StackNetwork> for v1::StackNetwork {
+    fn from(value: &model::StackNetwork) -> Self {
+        Self { stack: value.stack.clone(), key: value.key.clone(), spec: Some((&value.spec).into()) }
+    }
+}
+
+/// The spec is required: without it the agent could not create the network.
+impl TryFrom<v1::StackNetwork> for model::StackNetwork {
+    type Error = ConvertError;
+
+    fn try_from(value: v1::StackNetwork) -> Result<Self, ConvertError> {
+        Ok(Self { stack: value.stack, key: value.key, spec: required_into("StackNetwork.spec", value.spec)? })
+    }
+}
+
 impl From<&model::StackSpec> for v1::StackSpec {
     fn from(value: &model::StackSpec) -> Self {
         Self {
             name: value.name.clone(),
             services: value.services.iter().map(|(k, v)| (k.clone(), v.into())).collect(),
             volumes: value.volumes.iter().map(|(k, v)| (k.clone(), v.into())).collect(),
+            networks: value.networks.iter().map(|(k, v)| (k.clone(), v.into())).collect(),
         }
     }
 }
@@ -49,6 +94,7 @@ impl TryFrom<v1::StackSpec> for model::StackSpec {
             name: value.name,
             services: try_map_values(value.services)?,
             volumes: try_map_values(value.volumes)?,
+            networks: try_map_values(value.networks)?,
         })
     }
 }
@@ -60,6 +106,7 @@ impl From<&model::Stack> for v1::Stack {
             volumes: value.volumes.iter().map(|(k, v)| (k.clone(), v.into())).collect(),
             created_at: value.created_at,
             updated_at: value.updated_at,
+            networks: value.networks.iter().map(|(k, v)| (k.clone(), v.into())).collect(),
         }
     }
 }
@@ -71,6 +118,7 @@ impl TryFrom<v1::Stack> for model::Stack {
         Ok(Self {
             name: value.name,
             volumes: try_map_values(value.volumes)?,
+            networks: try_map_values(value.networks)?,
             created_at: value.created_at,
             updated_at: value.updated_at,
         })
@@ -79,6 +127,8 @@ impl TryFrom<v1::Stack> for model::Stack {
 
 from_owned!(
     model::VolumeSpec => v1::VolumeSpec,
+    model::NetworkSpec => v1::NetworkSpec,
+    model::StackNetwork => v1::StackNetwork,
     model::StackSpec => v1::StackSpec,
     model::Stack => v1::Stack,
 );
@@ -86,13 +136,29 @@ from_owned!(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::convert::tests::{round_trip, stack_spec, volume};
+    use crate::convert::tests::{network, round_trip, stack_spec, volume};
 
     #[test]
     fn volumes_round_trip() {
         round_trip::<_, v1::VolumeSpec>(&volume());
         round_trip::<_, v1::VolumeSpec>(&model::VolumeSpec::default());
         round_trip::<_, v1::VolumeSpec>(&model::VolumeSpec { driver: Some(String::new()), ..volume() });
+    }
+
+    #[test]
+    fn networks_round_trip() {
+        round_trip::<_, v1::NetworkSpec>(&network());
+        round_trip::<_, v1::NetworkSpec>(&model::NetworkSpec::default());
+        round_trip::<_, v1::NetworkSpec>(&model::NetworkSpec { driver: Some(String::new()), ..network() });
+        let sn = model::StackNetwork { stack: "shop".into(), key: "back".into(), spec: network() };
+        round_trip::<_, v1::StackNetwork>(&sn);
+        round_trip::<_, v1::StackNetwork>(&model::StackNetwork::default());
+    }
+
+    #[test]
+    fn a_stack_network_without_spec_is_refused() {
+        let wire = v1::StackNetwork { stack: "shop".into(), key: "back".into(), spec: None };
+        assert_eq!(model::StackNetwork::try_from(wire), Err(ConvertError::Missing("StackNetwork.spec")));
     }
 
     #[test]
@@ -104,9 +170,20 @@ mod tests {
     #[test]
     fn stacks_round_trip() {
         let spec = stack_spec();
-        let stack = model::Stack { name: spec.name, volumes: spec.volumes, created_at: 1, updated_at: 2 };
+        let stack = model::Stack {
+            name: spec.name,
+            volumes: spec.volumes,
+            networks: spec.networks,
+            created_at: 1,
+            updated_at: 2,
+        };
+        assert!(!stack.networks.is_empty());
         round_trip::<_, v1::Stack>(&stack);
-        round_trip::<_, v1::Stack>(&model::Stack { volumes: std::collections::BTreeMap::new(), ..stack });
+        round_trip::<_, v1::Stack>(&model::Stack {
+            volumes: std::collections::BTreeMap::new(),
+            networks: std::collections::BTreeMap::new(),
+            ..stack
+        });
     }
 
     #[test]

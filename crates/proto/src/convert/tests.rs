@@ -123,6 +123,10 @@ pub(super) fn full_template() -> model::TaskTemplate {
             limits: model::ResourceLimits { nano_cpus: 500_000_000, memory_bytes: 256 << 20, pids: 100 },
             reservations: model::Resources { nano_cpus: 250_000_000, memory_bytes: 128 << 20 },
         },
+        networks: vec![
+            model::NetworkAttachment { network: "shop_back".into(), aliases: strings(&["api", "api-v1"]) },
+            model::NetworkAttachment { network: "shop_default".into(), aliases: vec![] },
+        ],
     }
 }
 
@@ -206,6 +210,17 @@ pub(super) fn volume() -> model::VolumeSpec {
     }
 }
 
+pub(super) fn network() -> model::NetworkSpec {
+    model::NetworkSpec {
+        name: "shop_back".into(),
+        external: false,
+        driver: Some("overlay".into()),
+        internal: true,
+        labels: labels(&[("team", "a")]),
+        driver_opts: labels(&[("com.docker.network.driver.mtu", "1400")]),
+    }
+}
+
 pub(super) fn stack_spec() -> model::StackSpec {
     let db = model::ServiceSpec {
         name: "db".into(),
@@ -221,6 +236,12 @@ pub(super) fn stack_spec() -> model::StackSpec {
         volumes: [
             ("data".to_string(), volume()),
             ("ext".to_string(), model::VolumeSpec { name: "ext".into(), external: true, ..Default::default() }),
+        ]
+        .into_iter()
+        .collect(),
+        networks: [
+            ("back".to_string(), network()),
+            ("infra".to_string(), model::NetworkSpec { name: "infra".into(), external: true, ..Default::default() }),
         ]
         .into_iter()
         .collect(),
@@ -364,7 +385,13 @@ fn template() -> impl Strategy<Value = model::TaskTemplate> {
         prop::option::of(text()),
         prop::option::of(healthcheck()),
     );
-    let rest = (any::<u64>(), prop::option::of(text()), any::<Option<bool>>(), any::<bool>());
+    let rest = (
+        any::<u64>(),
+        prop::option::of(text()),
+        any::<Option<bool>>(),
+        any::<bool>(),
+        prop::collection::vec((text(), string_vec()), 0..3),
+    );
     let runtime = (
         string_vec(),
         string_vec(),
@@ -377,7 +404,7 @@ fn template() -> impl Strategy<Value = model::TaskTemplate> {
         |(
             (image, command, entrypoint, env, labels),
             (mounts, ports, working_dir, user, hostname, healthcheck),
-            (stop_grace_period_ms, stop_signal, init, read_only),
+            (stop_grace_period_ms, stop_signal, init, read_only, networks),
             (cap_add, cap_drop, sysctls, dns, ulimits, logging),
         )| model::TaskTemplate {
             image,
@@ -405,6 +432,10 @@ fn template() -> impl Strategy<Value = model::TaskTemplate> {
             logging: logging.map(|(driver, options)| model::Logging { driver, options }),
             placement: model::Placement::default(),
             resources: model::ResourceSpec::default(),
+            networks: networks
+                .into_iter()
+                .map(|(network, aliases)| model::NetworkAttachment { network, aliases })
+                .collect(),
         },
     )
 }
