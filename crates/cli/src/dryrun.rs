@@ -4,8 +4,8 @@
 
 use anyhow::Result;
 use serde::Serialize;
-use stackd_core::diff::{self, ServiceDiff};
-use stackd_core::model::StackSpec;
+use stackd_core::diff::{self, NetworksDiff, ServiceDiff};
+use stackd_core::model::{Stack, StackSpec};
 use stackd_proto::v1;
 use stackd_proto::v1::control_client::ControlClient;
 use tonic::transport::Channel;
@@ -24,6 +24,8 @@ struct Plan {
     unchanged: Vec<String>,
     /// Services of the stack the files no longer declare, kept without --prune.
     kept: Vec<String>,
+    /// Networks the deploy adds, changes or drops.
+    networks: NetworksDiff,
 }
 
 #[derive(Debug, Serialize)]
@@ -53,7 +55,13 @@ pub async fn show(g: &Global, c: &mut ControlClient<Channel>, spec: &StackSpec, 
         let (svc, _, _) = summary(s)?;
         existing.insert(svc.spec.name.clone(), svc);
     }
-    let mut plan = Plan::default();
+    let stacks = c.list_stacks(v1::ListStacksRequest { stale: g.stale }).await.map_err(status)?.into_inner().stacks;
+    let current = stacks.into_iter().filter_map(|s| s.stack).find(|s| s.name == spec.name);
+    let networks = match current {
+        Some(s) => Stack::try_from(s)?.networks,
+        None => Default::default(),
+    };
+    let mut plan = Plan { networks: diff::networks(&networks, &spec.networks), ..Plan::default() };
     for (name, new) in &spec.services {
         let full = format!("{}_{name}", spec.name);
         match existing.get(name) {
@@ -84,6 +92,22 @@ pub async fn show(g: &Global, c: &mut ControlClient<Channel>, spec: &StackSpec, 
             }
             for s in &plan.remove {
                 println!("- remove {s}");
+            }
+            let engine_name = |key: &str| spec.networks.get(key).or_else(|| networks.get(key)).map_or("", |n| &n.name);
+            for k in &plan.networks.create {
+                println!("+ network {k} ({})", engine_name(k));
+            }
+            for u in &plan.networks.update {
+                println!(
+                    "~ network {} (applies to networks created from now on; existing ones keep their settings)",
+                    u.network
+                );
+                for ch in &u.changes {
+                    println!("    {}: {} → {}", ch.path, compact(&ch.from), compact(&ch.to));
+                }
+            }
+            for k in &plan.networks.remove {
+                println!("- network {k} ({}): removed on each node once no task uses it", engine_name(k));
             }
             for s in &plan.unchanged {
                 println!("= unchanged {s}");

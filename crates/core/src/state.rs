@@ -13,8 +13,8 @@ use sha2::{Digest, Sha256};
 
 use crate::command::{Command, NewTask, Placement, Plan, TaskStatusUpdate};
 use crate::model::{
-    DesiredState, Node, NodeId, REVISIONS_KEPT, Revision, Service, ServiceId, Stack, StackNetwork, StackSpec, Task,
-    TaskId, TaskState, TaskStatus, Timestamp, UpdateState, UpdateStatus,
+    DesiredState, NetworkSpec, Node, NodeId, REVISIONS_KEPT, Revision, Service, ServiceId, Stack, StackNetwork,
+    StackSpec, Task, TaskId, TaskState, TaskStatus, Timestamp, UpdateState, UpdateStatus,
 };
 use crate::validate;
 
@@ -210,16 +210,37 @@ impl ClusterState {
         digest.iter().map(|b| format!("{b:02x}")).collect()
     }
 
+    /// The networks a deploy of `spec` leaves the stack with: the spec's, and,
+    /// without `prune`, the earlier ones that services the spec no longer
+    /// has (and that stay) still attach to.
+    fn kept_networks(&self, spec: &StackSpec, prune: bool) -> BTreeMap<String, NetworkSpec> {
+        let mut networks = spec.networks.clone();
+        let Some(old) = self.stacks.get(&spec.name).filter(|_| !prune) else { return networks };
+        let kept = self.services.values().filter(|s| s.stack == spec.name && !spec.services.contains_key(&s.spec.name));
+        for a in kept.flat_map(|s| s.spec.task.networks.iter()) {
+            if networks.values().any(|n| n.name == a.network) {
+                continue;
+            }
+            if let Some((key, n)) = old.networks.iter().find(|(_, n)| n.name == a.network)
+                && !networks.contains_key(key)
+            {
+                networks.insert(key.clone(), n.clone());
+            }
+        }
+        networks
+    }
+
     fn put_stack(&mut self, cx: &mut Ctx, spec: &StackSpec, prune: bool) {
         if let Err(errors) = validate::stack_spec(spec) {
             cx.out.rejected = Some(errors.join("; "));
             return;
         }
         let mut result = DeployResult::default();
+        let networks = self.kept_networks(spec, prune);
         match self.stacks.get_mut(&spec.name) {
             Some(stack) => {
                 stack.volumes = spec.volumes.clone();
-                stack.networks = spec.networks.clone();
+                stack.networks = networks;
                 stack.updated_at = cx.at;
             }
             None => {
@@ -228,7 +249,7 @@ impl ClusterState {
                     Stack {
                         name: spec.name.clone(),
                         volumes: spec.volumes.clone(),
-                        networks: spec.networks.clone(),
+                        networks,
                         created_at: cx.at,
                         updated_at: cx.at,
                     },

@@ -287,3 +287,64 @@ impl v1::dispatcher_server::Dispatcher for Dispatcher {
         Ok(Response::new(v1::UpdateTaskStatusResponse {}))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use stackd_core::model::{DesiredState, NetworkAttachment, NetworkSpec, TaskStatus, TaskTemplate};
+
+    use super::*;
+
+    fn task(stack: &str, networks: &[&str]) -> Task {
+        Task {
+            id: format!("{stack}-{}", networks.join("-")),
+            service_id: "s".into(),
+            service_name: format!("{stack}_web"),
+            stack: stack.into(),
+            slot: 1,
+            node_id: Some("n1".into()),
+            revision: 1,
+            template: TaskTemplate {
+                networks: networks
+                    .iter()
+                    .map(|n| NetworkAttachment { network: n.to_string(), aliases: vec![] })
+                    .collect(),
+                ..Default::default()
+            },
+            desired_state: DesiredState::Running,
+            status: TaskStatus::default(),
+            unplaceable: String::new(),
+            created_at: 0,
+        }
+    }
+
+    fn known(entries: &[(&str, &str, &str)]) -> BTreeMap<NetworkKey, StackNetwork> {
+        entries
+            .iter()
+            .map(|(stack, key, name)| {
+                let n = StackNetwork {
+                    stack: stack.to_string(),
+                    key: key.to_string(),
+                    spec: NetworkSpec { name: name.to_string(), ..Default::default() },
+                };
+                ((stack.to_string(), name.to_string()), n)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_message_carries_the_networks_of_its_tasks_once_each() {
+        let known = known(&[
+            ("shop", "back", "shop_back"),
+            ("shop", "front", "shop_front"),
+            ("blog", "shared", "infra"),
+            ("shop", "shared", "infra"),
+        ]);
+        let tasks = [task("shop", &["shop_back", "infra"]), task("shop", &["shop_back"]), task("blog", &["infra"])];
+        let sent = networks_of(tasks.iter(), &known);
+        let got: Vec<(&str, &str)> = sent.iter().map(|n| (n.stack.as_str(), n.key.as_str())).collect();
+        assert_eq!(got, [("blog", "shared"), ("shop", "shared"), ("shop", "back")], "by stack and engine name");
+        // A network the stack no longer declares is not sent (its task is rejected for want of it).
+        assert!(networks_of([task("shop", &["shop_gone"])].iter(), &known).is_empty());
+        assert!(networks_of(std::iter::empty(), &known).is_empty());
+    }
+}

@@ -526,6 +526,42 @@ fn a_stack_keeps_its_networks_and_refuses_unknown_ones() {
     assert_eq!(sim.state, before);
 }
 
+#[test]
+fn services_kept_without_prune_keep_their_networks() {
+    let mut sim = Sim::new(&["n1"]);
+    let net = |name: &str| NetworkSpec { name: name.into(), ..Default::default() };
+    let on = |mut s: ServiceSpec, network: &str| {
+        s.task.networks = vec![NetworkAttachment { network: network.into(), aliases: vec![] }];
+        s
+    };
+    let first = StackSpec {
+        name: "app".into(),
+        services: [
+            ("web".to_string(), on(spec("web", 1, "web:1"), "app_front")),
+            ("db".to_string(), on(spec("db", 1, "db:1"), "app_back")),
+        ]
+        .into(),
+        volumes: Default::default(),
+        networks: [("front".to_string(), net("app_front")), ("back".to_string(), net("app_back"))].into(),
+    };
+    assert_eq!(sim.apply(Command::PutStack { spec: first, prune: false, at: sim.now }).rejected, None);
+    // The next deploy has only web: db stays (no prune), and so does its network.
+    let second = StackSpec {
+        name: "app".into(),
+        services: [("web".to_string(), on(spec("web", 1, "web:1"), "app_front"))].into(),
+        volumes: Default::default(),
+        networks: [("front".to_string(), net("app_front"))].into(),
+    };
+    assert_eq!(sim.apply(Command::PutStack { spec: second.clone(), prune: false, at: sim.now }).rejected, None);
+    let keys: Vec<&str> = sim.state.stacks["app"].networks.keys().map(String::as_str).collect();
+    assert_eq!(keys, ["back", "front"]);
+    assert!(sim.state.stack_network("app", "app_back").is_some());
+    // With prune, db goes, and its network with it.
+    assert_eq!(sim.apply(Command::PutStack { spec: second, prune: true, at: sim.now }).rejected, None);
+    let keys: Vec<&str> = sim.state.stacks["app"].networks.keys().map(String::as_str).collect();
+    assert_eq!(keys, ["front"]);
+}
+
 mod properties {
     use proptest::prelude::*;
 
