@@ -5,7 +5,8 @@
 //!
 //! - [`Node`]: one `stackd` process with its own data dir and address; kill
 //!   it with SIGKILL, start it again from its data dir.
-//! - [`docker`]: what the engine sees (containers by label).
+//! - [`docker`]: what the engine sees (containers and networks by label),
+//!   and commands run inside a container.
 //! - [`require_docker`] / [`build_images`]: preconditions. With `CI=true` a
 //!   missing engine fails the test instead of skipping it.
 
@@ -202,8 +203,19 @@ impl Drop for Node {
         let cluster = self.cluster_id();
         self.kill9();
         if !cluster.is_empty() {
-            for c in docker::containers(&format!("io.stackd.cluster={cluster}")) {
+            let label = format!("io.stackd.cluster={cluster}");
+            for c in docker::containers(&label) {
                 let _ = Command::new("docker").args(["rm", "-f", &c.id]).output();
+            }
+            // Networks another cluster's containers still use stay (the engine
+            // refuses); so do those of clusters that still have containers.
+            // Concurrent test clusters share the networks of same-named stacks:
+            // the last one's drop removes them.
+            for n in docker::networks("io.stackd.network") {
+                let owner = n.labels.get("io.stackd.cluster").cloned().unwrap_or_default();
+                if owner == cluster || docker::containers(&format!("io.stackd.cluster={owner}")).is_empty() {
+                    let _ = Command::new("docker").args(["network", "rm", &n.id]).output();
+                }
             }
         }
     }
@@ -265,5 +277,85 @@ pub mod docker {
     /// Running containers carrying `label`.
     pub fn running(label: &str) -> Vec<Container> {
         containers(label).into_iter().filter(|c| c.running).collect()
+    }
+
+    /// A network as `docker network inspect` shows it.
+    #[derive(Clone, Debug)]
+    pub struct Network {
+        /// Full id.
+        pub id: String,
+        /// Name.
+        pub name: String,
+        /// Driver.
+        pub driver: String,
+        /// Whether it is internal.
+        pub internal: bool,
+        /// Labels.
+        pub labels: BTreeMap<String, String>,
+        /// Ids of the containers attached to it that run.
+        pub containers: Vec<String>,
+    }
+
+    /// Networks carrying `label` (`key=value`, or `key` for any value).
+    pub fn networks(label: &str) -> Vec<Network> {
+        let Ok(o) =
+            Command::new("docker").args(["network", "ls", "-q", "--filter", &format!("label={label}")]).output()
+        else {
+            return Vec::new();
+        };
+        let ids: Vec<String> = String::from_utf8_lossy(&o.stdout).split_whitespace().map(String::from).collect();
+        if ids.is_empty() {
+            return Vec::new();
+        }
+        let Ok(o) = Command::new("docker").args(["network", "inspect"]).args(&ids).output() else { return Vec::new() };
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap_or_default();
+        let text = |v: &serde_json::Value| v.as_str().unwrap_or_default().to_string();
+        v.as_array()
+            .map(|a| {
+                a.iter()
+                    .map(|n| Network {
+                        id: text(&n["Id"]),
+                        name: text(&n["Name"]),
+                        driver: text(&n["Driver"]),
+                        internal: n["Internal"].as_bool().unwrap_or(false),
+                        labels: n["Labels"]
+                            .as_object()
+                            .map(|m| m.iter().map(|(k, v)| (k.clone(), text(v))).collect())
+                            .unwrap_or_default(),
+                        containers: n["Containers"]
+                            .as_object()
+                            .map(|m| m.keys().cloned().collect())
+                            .unwrap_or_default(),
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Runs `sh -c script` in a container: its standard output when it
+    /// succeeds, else its output and errors.
+    pub fn exec(container: &str, script: &str) -> Result<String, String> {
+        let o = Command::new("docker")
+            .args(["exec", container, "sh", "-c", script])
+            .output()
+            .map_err(|e| format!("cannot run docker exec: {e}"))?;
+        if o.status.success() {
+            Ok(String::from_utf8_lossy(&o.stdout).into_owned())
+        } else {
+            Err(format!(
+                "exit {}: {}{}",
+                o.status,
+                String::from_utf8_lossy(&o.stdout),
+                String::from_utf8_lossy(&o.stderr)
+            ))
+        }
+    }
+
+    /// The IP address of a container on a network.
+    pub fn ip_on(container: &str, network: &str) -> Option<String> {
+        let format = format!("{{{{(index .NetworkSettings.Networks \"{network}\").IPAddress}}}}");
+        let o = Command::new("docker").args(["inspect", "--format", &format, container]).output().ok()?;
+        let ip = String::from_utf8_lossy(&o.stdout).trim().to_string();
+        (o.status.success() && !ip.is_empty()).then_some(ip)
     }
 }
