@@ -507,6 +507,21 @@ impl Executor {
         let networks = self.cluster_networks(ctx).await?;
         let mut removed = Vec::new();
         for n in spec::unused_networks(&networks, ctx, wanted) {
+            // A container created but not started yet (another agent's on this
+            // engine, between create and start) is no active endpoint: keep its network.
+            let about_to_start = ListContainersOptions {
+                all: true,
+                filters: Some(HashMap::from([
+                    ("network".to_string(), vec![n.id.clone()]),
+                    ("status".to_string(), vec!["created".to_string()]),
+                ])),
+                ..Default::default()
+            };
+            match self.docker.list_containers(Some(about_to_start)).await {
+                Ok(found) if found.is_empty() => {}
+                Ok(_) => continue,
+                Err(e) => return Err(engine("list containers", e)),
+            }
             match self.docker.remove_network(&n.id).await {
                 Ok(()) => removed.push(n.name.clone()),
                 Err(BollardError::DockerResponseServerError { status_code: 404, .. }) => {}

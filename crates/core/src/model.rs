@@ -810,3 +810,29 @@ impl Task {
 pub fn prefix(s: &str, n: usize) -> &str {
     s.get(..n).unwrap_or(s)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Raft logs and snapshots written before networks existed still decode:
+    /// no networks, and tasks on Docker's default bridge as before.
+    #[test]
+    fn records_written_before_networks_still_decode() {
+        let template = r#"{"image":"web:1","command":null,"entrypoint":null,"env":[],"labels":{},"mounts":[],
+            "ports":[],"working_dir":null,"user":null,"hostname":null,"healthcheck":null,
+            "stop_grace_period_ms":10000,"stop_signal":null,"init":null,"read_only":false}"#;
+        let t: TaskTemplate = serde_json::from_str(template).expect("an old template decodes");
+        assert!(t.networks.is_empty());
+        let spec: StackSpec =
+            serde_json::from_str(r#"{"name":"shop","services":{},"volumes":{}}"#).expect("an old spec decodes");
+        assert!(spec.networks.is_empty());
+        let stack: Stack = serde_json::from_str(r#"{"name":"shop","volumes":{},"created_at":1,"updated_at":2}"#)
+            .expect("an old stack decodes");
+        assert!(stack.networks.is_empty());
+        let n: NetworkSpec = serde_json::from_str(r#"{"name":"shop_back"}"#).expect("a minimal network decodes");
+        assert_eq!(n, NetworkSpec { name: "shop_back".into(), ..NetworkSpec::default() });
+        let a: NetworkAttachment = serde_json::from_str(r#"{"network":"shop_back"}"#).expect("decodes");
+        assert!(a.aliases.is_empty());
+    }
+}
