@@ -134,6 +134,8 @@ async fn creates_and_starts_a_container_with_labels_and_name() {
             source: String::new(),
             target: "/scratch".into(),
             read_only: false,
+            tmpfs_size_bytes: 0,
+            tmpfs_mode: 0,
         }],
         ..web()
     };

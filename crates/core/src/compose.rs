@@ -67,6 +67,16 @@ fn mount(m: &Mount, volumes: &BTreeMap<String, VolumeSpec>) -> Value {
     if m.read_only {
         o.insert("read_only".into(), json!(true));
     }
+    if m.kind == MountKind::Tmpfs && (m.tmpfs_size_bytes > 0 || m.tmpfs_mode > 0) {
+        let mut t = Map::new();
+        if m.tmpfs_size_bytes > 0 {
+            t.insert("size".into(), json!(m.tmpfs_size_bytes));
+        }
+        if m.tmpfs_mode > 0 {
+            t.insert("mode".into(), json!(format!("{:o}", m.tmpfs_mode)));
+        }
+        o.insert("tmpfs".into(), Value::Object(t));
+    }
     Value::Object(o)
 }
 

@@ -133,6 +133,12 @@ pub struct Mount {
     pub target: String,
     /// Mounted read-only.
     pub read_only: bool,
+    /// Size of a tmpfs in bytes (0: the engine's default, half the memory).
+    #[serde(default)]
+    pub tmpfs_size_bytes: u64,
+    /// Permission bits of a tmpfs's root, like `0o1777` (0: the engine's default).
+    #[serde(default)]
+    pub tmpfs_mode: u32,
 }
 
 /// Transport protocol of a port.

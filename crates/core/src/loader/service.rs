@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 
 use super::ctx::{At, Ctx};
-use super::{deploy, mounts, runtime};
+use super::{deploy, envfile, mounts, runtime};
 use crate::model::{RestartPolicy, ServiceMode, ServiceSpec, TaskTemplate, UpdateConfig, VolumeSpec};
 use crate::validate::is_valid_name;
 
@@ -39,7 +39,6 @@ const KNOWN_SERVICE_KEYS: &[&str] = &[
     "dns_search",
     "domainname",
     "driver_opts",
-    "env_file",
     "expose",
     "extends",
     "external_links",
@@ -78,7 +77,6 @@ const KNOWN_SERVICE_KEYS: &[&str] = &[
     "stdin_open",
     "storage_opt",
     "sysctls",
-    "tmpfs",
     "tty",
     "ulimits",
     "use_api_socket",
@@ -104,6 +102,9 @@ pub(crate) fn service(cx: &mut Ctx, at: &At<'_>, volumes: &BTreeMap<String, Volu
         update: UpdateConfig::default(),
         labels: BTreeMap::new(),
     };
+    let mut environment_vars = BTreeMap::new();
+    let mut env_file_vars = BTreeMap::new();
+    let mut tmpfs_at = None;
     let mut image_key = false;
     let mut image = None;
     let mut build = None;
@@ -118,10 +119,12 @@ pub(crate) fn service(cx: &mut Ctx, at: &At<'_>, volumes: &BTreeMap<String, Volu
             }
             "command" => task.command = if e.is_null() { None } else { e.command(cx) },
             "entrypoint" => task.entrypoint = if e.is_null() { None } else { e.command(cx) },
-            "environment" => task.env = environment(cx, &e),
+            "environment" => environment_vars = environment(cx, &e),
+            "env_file" => env_file_vars = envfile::env_files(cx, &e),
             "labels" => task.labels = labels(cx, &e),
             "volumes" => task.mounts = mounts::mounts(cx, name, &e, volumes),
             "ports" => task.ports = mounts::ports(cx, &e),
+            "tmpfs" => tmpfs_at = Some(e),
             "deploy" => deploy::deploy(cx, &e, &mut spec, &mut task),
             "healthcheck" => task.healthcheck = deploy::healthcheck(cx, &e),
             "stop_grace_period" => {
@@ -161,16 +164,26 @@ pub(crate) fn service(cx: &mut Ctx, at: &At<'_>, volumes: &BTreeMap<String, Volu
         (None, None) if !image_key => cx.error(at, format!("service {name} has no `image:`; every service needs one")),
         _ => {}
     }
+    if let Some(t) = &tmpfs_at {
+        for (item, m) in mounts::tmpfs(cx, t) {
+            if task.mounts.iter().any(|o| o.target == m.target) {
+                cx.error(&item, format!("{:?} is mounted twice", m.target));
+            } else {
+                task.mounts.push(m);
+            }
+        }
+    }
+    env_file_vars.extend(environment_vars);
+    task.env = env_file_vars.into_iter().map(|(k, v)| format!("{k}={v}")).collect();
     task.image = image?;
     spec.task = task;
     Some(spec)
 }
 
-/// `environment:` as a list (`KEY=VALUE`, `KEY`) or a mapping; sorted
-/// `KEY=VALUE` strings. A variable without a value takes it from the
+/// `environment:` as a list (`KEY=VALUE`, `KEY`) or a mapping. A variable without a value takes it from the
 /// load's variables (environment, `.env`), as compose does; when it has none
 /// there either, it is dropped with a warning.
-fn environment(cx: &mut Ctx, at: &At<'_>) -> Vec<String> {
+fn environment(cx: &mut Ctx, at: &At<'_>) -> BTreeMap<String, String> {
     let mut vars = BTreeMap::new();
     for (item, key, value) in at.pairs(cx) {
         match value.or_else(|| cx.vars.get(&key).cloned()) {
@@ -183,7 +196,7 @@ fn environment(cx: &mut Ctx, at: &At<'_>) -> Vec<String> {
             ),
         }
     }
-    vars.into_iter().map(|(k, v)| format!("{k}={v}")).collect()
+    vars
 }
 
 /// `labels:` as a list (`KEY=VALUE`, `KEY`) or a mapping; a missing value is empty.

@@ -74,6 +74,8 @@ impl From<&model::Mount> for v1::Mount {
             source: value.source.clone(),
             target: value.target.clone(),
             read_only: value.read_only,
+            tmpfs_size_bytes: value.tmpfs_size_bytes,
+            tmpfs_mode: value.tmpfs_mode,
         }
     }
 }
@@ -87,6 +89,8 @@ impl TryFrom<v1::Mount> for model::Mount {
             source: value.source,
             target: value.target,
             read_only: value.read_only,
+            tmpfs_size_bytes: value.tmpfs_size_bytes,
+            tmpfs_mode: value.tmpfs_mode,
         })
     }
 }
@@ -539,7 +543,14 @@ mod tests {
     #[test]
     fn every_mount_kind_protocol_and_publish_mode_round_trips() {
         for kind in [model::MountKind::Volume, model::MountKind::Bind, model::MountKind::Tmpfs] {
-            let m = model::Mount { kind, source: "data".into(), target: "/data".into(), read_only: true };
+            let m = model::Mount {
+                kind,
+                source: "data".into(),
+                target: "/data".into(),
+                read_only: true,
+                tmpfs_size_bytes: 0,
+                tmpfs_mode: 0,
+            };
             round_trip::<_, v1::Mount>(&m);
         }
         for protocol in [model::Protocol::Tcp, model::Protocol::Udp, model::Protocol::Sctp] {

@@ -64,12 +64,16 @@ pub(super) fn full_template() -> model::TaskTemplate {
                 source: "shop_data".into(),
                 target: "/data".into(),
                 read_only: false,
+                tmpfs_size_bytes: 0,
+                tmpfs_mode: 0,
             },
             model::Mount {
                 kind: model::MountKind::Tmpfs,
                 source: String::new(),
                 target: "/tmp".into(),
                 read_only: false,
+                tmpfs_size_bytes: 0,
+                tmpfs_mode: 0,
             },
         ],
         ports: vec![
@@ -330,6 +334,8 @@ fn mount() -> impl Strategy<Value = model::Mount> {
         source,
         target,
         read_only,
+        tmpfs_size_bytes: 0,
+        tmpfs_mode: 0,
     })
 }
 

@@ -105,6 +105,8 @@ fn volumes_short_syntax() {
         source: source.into(),
         target: target.into(),
         read_only,
+        tmpfs_size_bytes: 0,
+        tmpfs_mode: 0,
     };
     assert_eq!(
         s.task.mounts,
@@ -128,6 +130,8 @@ fn volumes_long_syntax() {
         source: source.into(),
         target: target.into(),
         read_only,
+        tmpfs_size_bytes: 0,
+        tmpfs_mode: 0,
     };
     assert_eq!(
         s.task.mounts,
