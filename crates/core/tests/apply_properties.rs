@@ -31,7 +31,7 @@ fn stack(replicas: u64, image: &str, name: &str) -> StackSpec {
         update: UpdateConfig::default(),
         labels: Default::default(),
     };
-    StackSpec { name: name.into(), services: [("web".to_string(), svc)].into(), volumes: Default::default() }
+    StackSpec { name: name.into(), services: [("web".to_string(), svc)].into(), ..Default::default() }
 }
 
 /// A random operation on the cluster; the orchestrator and scheduler run after each.

@@ -360,6 +360,7 @@ mod generated {
                     name,
                     services: services.into_iter().map(|s| (s.name.clone(), s)).collect(),
                     volumes,
+                    ..Default::default()
                 })
             })
     }

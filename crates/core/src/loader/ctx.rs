@@ -53,7 +53,6 @@ impl Ctx<'_> {
     /// Reads the file at `path` (as written in the stack file, `~` expanded),
     /// which `at` refers to. Returns the path as the reader saw it and the
     /// contents; `None` with an error recorded when it cannot be read.
-    #[allow(dead_code)] // configs and secrets read their files through it
     pub fn read_file(&mut self, at: &At<'_>, path: &str) -> Option<(String, Vec<u8>)> {
         self.read_file_if(at, path, true)
     }

@@ -77,6 +77,7 @@ mod envfile;
 mod interpolate;
 mod merge;
 mod mounts;
+mod objects;
 mod paths;
 mod placement;
 mod runtime;

@@ -3,8 +3,8 @@
 use std::collections::BTreeMap;
 
 use super::ctx::{At, Ctx};
-use super::{deploy, envfile, mounts, runtime};
-use crate::model::{RestartPolicy, ServiceMode, ServiceSpec, TaskTemplate, UpdateConfig, VolumeSpec};
+use super::{deploy, envfile, mounts, objects, runtime};
+use crate::model::{DataKind, RestartPolicy, ServiceMode, ServiceSpec, StackSpec, TaskTemplate, UpdateConfig};
 use crate::validate::is_valid_name;
 
 /// Default time between the stop signal and a kill, like Docker's.
@@ -20,7 +20,6 @@ const KNOWN_SERVICE_KEYS: &[&str] = &[
     "cap_drop",
     "cgroup",
     "cgroup_parent",
-    "configs",
     "cpu_count",
     "cpu_percent",
     "cpu_period",
@@ -71,7 +70,6 @@ const KNOWN_SERVICE_KEYS: &[&str] = &[
     "pull_policy",
     "runtime",
     "scale",
-    "secrets",
     "security_opt",
     "shm_size",
     "stdin_open",
@@ -87,7 +85,8 @@ const KNOWN_SERVICE_KEYS: &[&str] = &[
 
 /// Converts the service `at` (its key is the service name). Returns `None`
 /// when the service is unusable; every problem has been recorded in `cx`.
-pub(crate) fn service(cx: &mut Ctx, at: &At<'_>, volumes: &BTreeMap<String, VolumeSpec>) -> Option<ServiceSpec> {
+pub(crate) fn service(cx: &mut Ctx, at: &At<'_>, stack: &StackSpec) -> Option<ServiceSpec> {
+    let volumes = &stack.volumes;
     let name = at.key;
     if !is_valid_name(name) {
         cx.error(at, "service name is invalid: use letters, digits, '-', '_' and '.', starting with a letter or digit (63 at most)");
@@ -125,6 +124,8 @@ pub(crate) fn service(cx: &mut Ctx, at: &At<'_>, volumes: &BTreeMap<String, Volu
             "volumes" => task.mounts = mounts::mounts(cx, name, &e, volumes),
             "ports" => task.ports = mounts::ports(cx, &e),
             "tmpfs" => tmpfs_at = Some(e),
+            "configs" => task.configs = objects::refs(cx, name, DataKind::Config, &e, &stack.configs),
+            "secrets" => task.secrets = objects::refs(cx, name, DataKind::Secret, &e, &stack.secrets),
             "deploy" => deploy::deploy(cx, &e, &mut spec, &mut task),
             "healthcheck" => task.healthcheck = deploy::healthcheck(cx, &e),
             "stop_grace_period" => {
@@ -172,6 +173,14 @@ pub(crate) fn service(cx: &mut Ctx, at: &At<'_>, volumes: &BTreeMap<String, Volu
                 task.mounts.push(m);
             }
         }
+    }
+    for (what, r) in task.configs.iter().map(|r| ("config", r)).chain(task.secrets.iter().map(|r| ("secret", r))) {
+        if task.mounts.iter().any(|m| m.target == r.target) {
+            cx.error(at, format!("the {what} {} and a volume are both mounted at {:?}", r.source, r.target));
+        }
+    }
+    if task.secrets.iter().any(|s| task.configs.iter().any(|c| c.target == s.target)) {
+        cx.error(at, "a config and a secret have the same target");
     }
     env_file_vars.extend(environment_vars);
     task.env = env_file_vars.into_iter().map(|(k, v)| format!("{k}={v}")).collect();

@@ -191,7 +191,33 @@ impl From<&model::TaskTemplate> for v1::TaskTemplate {
                 .map(|l| v1::Logging { driver: l.driver.clone(), options: string_map(&l.options) }),
             placement: Some(placement(&value.placement)),
             resources: Some(resources(&value.resources)),
+            configs: value.configs.iter().map(file_ref).collect(),
+            secrets: value.secrets.iter().map(file_ref).collect(),
         }
+    }
+}
+
+fn file_ref(r: &model::FileRef) -> v1::FileRef {
+    v1::FileRef {
+        source: r.source.clone(),
+        name: r.name.clone(),
+        target: r.target.clone(),
+        uid: r.uid.clone(),
+        gid: r.gid.clone(),
+        mode: r.mode,
+        digest: r.digest.clone(),
+    }
+}
+
+fn file_ref_from(r: v1::FileRef) -> model::FileRef {
+    model::FileRef {
+        source: r.source,
+        name: r.name,
+        target: r.target,
+        uid: r.uid,
+        gid: r.gid,
+        mode: r.mode,
+        digest: r.digest,
     }
 }
 
@@ -231,6 +257,8 @@ impl TryFrom<v1::TaskTemplate> for model::TaskTemplate {
                 .map(|l| model::Logging { driver: l.driver, options: l.options.into_iter().collect() }),
             placement: value.placement.map(placement_from).transpose()?.unwrap_or_default(),
             resources: value.resources.map(resources_from).unwrap_or_default(),
+            configs: value.configs.into_iter().map(file_ref_from).collect(),
+            secrets: value.secrets.into_iter().map(file_ref_from).collect(),
         })
     }
 }

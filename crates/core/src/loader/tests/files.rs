@@ -125,3 +125,131 @@ fn tmpfs_errors() {
         ]
     );
 }
+
+const OBJECTS: &str = "services:
+  web:
+    image: x
+    configs:
+      - site
+      - source: site
+        target: /etc/site.conf
+        mode: 0440
+    secrets:
+      - db_password
+      - source: api_key
+        target: api.key
+        uid: \"1000\"
+        gid: \"1000\"
+        mode: 0400
+configs:
+  site:
+    content: |
+      listen 80
+secrets:
+  db_password:
+    file: ./secrets/db.txt
+  api_key:
+    environment: API_KEY
+  shared:
+    external: true
+    name: org_shared
+";
+
+#[test]
+fn configs_and_secrets_load_with_their_content() {
+    let options = LoadOptions { env: BTreeMap::from([("API_KEY".to_string(), "k-123".to_string())]), ..no_vars() };
+    let fs = reader(&[("deploy/secrets/db.txt", "s3cret\n")]);
+    let loaded = load_in("deploy/stack.yml", OBJECTS, &options, &fs).expect("loads");
+    let spec = &loaded.spec;
+    assert_eq!(spec.configs["site"].name, "shop_site");
+    assert_eq!(spec.configs["site"].data.0, b"listen 80\n");
+    assert_eq!(spec.secrets["db_password"].data.0, b"s3cret\n");
+    assert_eq!(spec.secrets["db_password"].origin, crate::model::ObjectOrigin::File("./secrets/db.txt".into()));
+    assert_eq!(spec.secrets["api_key"].data.0, b"k-123");
+    assert!(spec.secrets["shared"].external && spec.secrets["shared"].data.0.is_empty());
+    assert_eq!(spec.secrets["shared"].name, "org_shared");
+    let task = &spec.services["web"].task;
+    let targets: Vec<(&str, &str, u32)> =
+        task.configs.iter().map(|r| (r.name.as_str(), r.target.as_str(), r.mode)).collect();
+    assert_eq!(targets, [("shop_site", "/site", 0o444), ("shop_site", "/etc/site.conf", 0o440)]);
+    let secrets: Vec<(&str, &str, &str, u32)> =
+        task.secrets.iter().map(|r| (r.name.as_str(), r.target.as_str(), r.uid.as_str(), r.mode)).collect();
+    assert_eq!(
+        secrets,
+        [
+            ("shop_db_password", "/run/secrets/db_password", "0", 0o444),
+            ("shop_api_key", "/run/secrets/api.key", "1000", 0o400)
+        ]
+    );
+    assert_eq!(task.secrets[0].digest, crate::model::digest(b"s3cret\n"));
+    // The secret's content is in no debug output and no warning.
+    assert!(!format!("{spec:?}").contains("s3cret"));
+    assert!(!loaded.warnings.iter().any(|w| w.message.contains("s3cret")));
+}
+
+#[test]
+fn normalised_output_names_the_source_never_the_secret() {
+    let options = LoadOptions { env: BTreeMap::from([("API_KEY".to_string(), "k-123".to_string())]), ..no_vars() };
+    let fs = reader(&[("deploy/secrets/db.txt", "s3cret\n")]);
+    let loaded = load_in("deploy/stack.yml", OBJECTS, &options, &fs).expect("loads");
+    let doc = crate::compose::document(&loaded.spec);
+    let text = serde_json::to_string(&doc).expect("json");
+    assert!(!text.contains("s3cret") && !text.contains("k-123"), "{text}");
+    assert_eq!(doc["secrets"]["db_password"]["file"], "./secrets/db.txt");
+    assert_eq!(doc["secrets"]["api_key"]["environment"], "API_KEY");
+    // Loading the output again (same files, same variables) gives the same stack.
+    let again = load_in("deploy/stack.yml", &text, &options, &fs).expect("loads again");
+    assert_eq!(again.spec, loaded.spec);
+}
+
+#[test]
+fn config_and_secret_errors() {
+    let text = "services:
+  web:
+    image: x
+    secrets:
+      - missing
+      - source: both
+        uid: root
+        mode: 999
+    configs:
+      - c1
+      - source: c1
+        target: /c1
+configs:
+  c1:
+    content: x
+secrets:
+  both:
+    file: a.txt
+    environment: A
+  none:
+    labels: {a: b}
+  inline:
+    content: nope
+  unset:
+    environment: NOT_SET
+  gone:
+    file: gone.txt
+  driven:
+    driver: vault
+";
+    let err = load_in("stack.yml", text, &no_vars(), &reader(&[("a.txt", "a")])).expect_err("invalid");
+    assert_eq!(
+        rendered(err),
+        [
+            "stack.yml:5:9: services.web.secrets[0]: service web refers to undefined secret missing",
+            "stack.yml:6:9: services.web.secrets[1]: service web refers to undefined secret both",
+            "stack.yml:7:9: services.web.secrets[1].uid: must be a numeric id, got \"root\"",
+            "stack.yml:8:9: services.web.secrets[1].mode: invalid mode \"999\": expected octal permission bits like 1777 or 0644",
+            "stack.yml:11:9: services.web.configs[1]: \"/c1\" is the target of two configs",
+            "stack.yml:19:5: secrets.both.environment: variable A is not set in the environment or .env",
+            "stack.yml:19:5: secrets.both.environment: secret both sets file and environment: use exactly one",
+            "stack.yml:20:3: secrets.none: secret none needs one of file:, environment: or external: true",
+            "stack.yml:23:5: secrets.inline.content: a secret cannot be written in the stack file: use file: or environment:",
+            "stack.yml:25:5: secrets.unset.environment: variable NOT_SET is not set in the environment or .env",
+            "stack.yml:27:5: secrets.gone.file: cannot read gone.txt: No such file or directory",
+            "stack.yml:29:5: secrets.driven.driver: secret drivers are not supported: the content must come from file:, environment: or external",
+        ]
+    );
+}
