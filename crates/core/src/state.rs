@@ -318,9 +318,10 @@ impl ClusterState {
             for (key, o) in spec_objects(spec, kind) {
                 match (self.objects(kind).get(&o.name), o.external) {
                     (None, true) => {
+                        let command = if kind == DataKind::Config { "configs" } else { "secret" };
                         return Err(format!(
                             "{what} {key} is external, but the cluster has no {what} named {}: create it first with \
-                             `stackctl {what} create {} FILE`",
+                             `stackctl {command} create {} FILE`",
                             o.name, o.name
                         ));
                     }

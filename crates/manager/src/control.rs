@@ -162,11 +162,8 @@ impl v1::control_server::Control for Control {
     ) -> Result<Response<v1::RemoveObjectResponse>, Status> {
         let r = req.into_inner();
         let kind = data_kind(r.kind)?;
-        let (_, applied) = self
-            .raft
-            .propose(Command::RemoveObject { kind, name: r.name, at: now_ms() })
-            .await
-            .map_err(raft_status)?;
+        let (_, applied) =
+            self.raft.propose(Command::RemoveObject { kind, name: r.name, at: now_ms() }).await.map_err(raft_status)?;
         if let Some(why) = applied.rejected {
             return Err(Status::failed_precondition(why));
         }
