@@ -1,5 +1,8 @@
 //! `stackctl deploy`: load, validate, send, and with `--wait` follow the
-//! rollout until every service of the stack has converged or failed.
+//! rollout until every service of the stack has converged or failed. A job
+//! (`replicated-job`, `global-job`) is done when its run completed; one that
+//! cannot complete (its restart policy gave up on a failed task) makes the
+//! deploy exit 1, with the task and its exit code in the message.
 //!
 //! The stack files are interpolated with the process environment and the
 //! `.env` file (see `stackfile`). Nothing is sent when a stack file or the
@@ -16,16 +19,15 @@ use tokio_stream::StreamExt;
 
 use crate::args::{DeployArgs, Global};
 use crate::client::{connect, status};
-use crate::inspect::summary;
+use crate::inspect::{Counts, replicas, summary};
 use crate::output::name;
 use crate::stackfile;
-use crate::{EXIT_OK, EXIT_PAUSED, EXIT_ROLLED_BACK, EXIT_TIMEOUT};
+use crate::{EXIT_ERROR, EXIT_OK, EXIT_PAUSED, EXIT_ROLLED_BACK, EXIT_TIMEOUT};
 
-/// Where one service's rollout stands.
+/// Where one service's rollout (or job's run) stands.
 #[derive(Clone, Debug, PartialEq, Eq)]
 struct Progress {
-    running: u64,
-    desired: u64,
+    counts: Counts,
     state: UpdateState,
     message: String,
 }
@@ -73,23 +75,40 @@ pub async fn deploy(g: &Global, args: &DeployArgs) -> Result<i32> {
             .into_inner()
             .services;
         let mut all_done = true;
+        let mut jobs = false;
         let mut paused = Vec::new();
         let mut rolled_back = Vec::new();
+        let mut failed = Vec::new();
         for s in services {
-            let (svc, running, desired) = summary(s)?;
-            let p = Progress { running, desired, state: svc.update.state, message: svc.update.message.clone() };
+            let (svc, counts) = summary(s)?;
+            let job = svc.spec.mode.is_job();
+            jobs |= job;
+            let p = Progress { counts, state: svc.update.state, message: svc.update.message.clone() };
             if last.get(&svc.name) != Some(&p) {
                 let state = name(&p.state);
                 let msg = if p.message.is_empty() { String::new() } else { format!(": {}", p.message) };
-                println!("{}: {running}/{desired} running, {state}{msg}", svc.name);
+                let tasks = if job {
+                    replicas(&svc.spec.mode, counts)
+                } else {
+                    format!("{}/{} running", counts.running, counts.desired)
+                };
+                println!("{}: {tasks}, {state}{msg}", svc.name);
                 last.insert(svc.name.clone(), p.clone());
             }
             match p.state {
-                UpdateState::Completed if running == desired => {}
+                // A job is done when its run completed; its tasks no longer run.
+                UpdateState::Completed if job || counts.running == counts.desired => {}
                 UpdateState::Paused => paused.push(svc.name.clone()),
                 UpdateState::RolledBack => rolled_back.push(svc.name.clone()),
+                UpdateState::Failed => failed.push((svc.name.clone(), p.message.clone())),
                 _ => all_done = false,
             }
+        }
+        if !failed.is_empty() {
+            for (job, why) in &failed {
+                eprintln!("job {job} cannot complete: {why}");
+            }
+            return Ok(EXIT_ERROR);
         }
         if !paused.is_empty() {
             eprintln!("deploy failed and paused: {}", paused.join(", "));
@@ -100,7 +119,8 @@ pub async fn deploy(g: &Global, args: &DeployArgs) -> Result<i32> {
             return Ok(EXIT_ROLLED_BACK);
         }
         if all_done {
-            println!("Stack {} deployed: every service converged", args.stack);
+            let jobs = if jobs { ", every job completed" } else { "" };
+            println!("Stack {} deployed: every service converged{jobs}", args.stack);
             return Ok(EXIT_OK);
         }
         let remaining = deadline.saturating_duration_since(Instant::now());

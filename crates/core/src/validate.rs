@@ -5,7 +5,7 @@
 
 use std::collections::BTreeSet;
 
-use crate::model::{MountKind, ServiceMode, StackSpec};
+use crate::model::{EndpointMode, FailureAction, MountKind, PublishMode, ServiceMode, StackSpec};
 
 /// The most replicas one service may ask for.
 pub const MAX_REPLICAS: u64 = 10_000;
@@ -42,7 +42,7 @@ pub fn stack_spec(spec: &StackSpec) -> Result<(), Vec<String>> {
         if svc.task.image.trim().is_empty() {
             errors.push(format!("{at}.image: a service needs an image"));
         }
-        if let ServiceMode::Replicated { replicas } = svc.mode
+        if let ServiceMode::Replicated { replicas } | ServiceMode::ReplicatedJob { replicas, .. } = svc.mode
             && replicas > MAX_REPLICAS
         {
             errors.push(format!("{at}.deploy.replicas: at most {MAX_REPLICAS}, got {replicas}"));
@@ -72,8 +72,25 @@ pub fn stack_spec(spec: &StackSpec) -> Result<(), Vec<String>> {
                 errors.push(format!("{at}.volumes: bind source {:?} must be an absolute path", m.source));
             }
         }
-        if svc.update.max_failure_ratio.is_nan() || !(0.0..=1.0).contains(&svc.update.max_failure_ratio) {
-            errors.push(format!("{at}.deploy.update_config.max_failure_ratio: must be between 0 and 1"));
+        for (key, policy) in [("update_config", &svc.update), ("rollback_config", &svc.rollback)] {
+            if policy.max_failure_ratio.is_nan() || !(0.0..=1.0).contains(&policy.max_failure_ratio) {
+                errors.push(format!("{at}.deploy.{key}.max_failure_ratio: must be between 0 and 1"));
+            }
+        }
+        if svc.rollback.failure_action == FailureAction::Rollback {
+            errors.push(format!(
+                "{at}.deploy.rollback_config.failure_action: rollback is not a failure action of a rollback: a failed rollback can pause or continue"
+            ));
+        }
+        if svc.endpoint_mode == EndpointMode::Dnsrr {
+            for p in svc.task.ports.iter().filter(|p| p.mode == PublishMode::Ingress) {
+                if let Some(pp) = p.published {
+                    errors.push(format!(
+                        "{at}.deploy.endpoint_mode: dnsrr can't be used with port {pp}/{} published in ingress mode: publish it with `mode: host`, or use endpoint_mode: vip",
+                        p.protocol.as_str()
+                    ));
+                }
+            }
         }
     }
     if errors.is_empty() { Ok(()) } else { Err(errors) }

@@ -29,7 +29,9 @@ fn stack(replicas: u64, image: &str, name: &str) -> StackSpec {
         task: TaskTemplate { image: image.into(), ..Default::default() },
         restart: RestartPolicy::default(),
         update: UpdateConfig::default(),
+        rollback: UpdateConfig::rollback_default(),
         labels: Default::default(),
+        endpoint_mode: EndpointMode::Vip,
     };
     StackSpec { name: name.into(), services: [("web".to_string(), svc)].into(), volumes: Default::default() }
 }

@@ -4,7 +4,9 @@ use std::collections::BTreeMap;
 
 use super::ctx::{At, Ctx};
 use super::{deploy, mounts, runtime};
-use crate::model::{RestartPolicy, ServiceMode, ServiceSpec, TaskTemplate, UpdateConfig, VolumeSpec};
+use crate::model::{
+    EndpointMode, PublishMode, RestartPolicy, ServiceMode, ServiceSpec, TaskTemplate, UpdateConfig, VolumeSpec,
+};
 use crate::validate::is_valid_name;
 
 /// Default time between the stop signal and a kill, like Docker's.
@@ -102,11 +104,14 @@ pub(crate) fn service(cx: &mut Ctx, at: &At<'_>, volumes: &BTreeMap<String, Volu
         task: TaskTemplate::default(),
         restart: RestartPolicy::default(),
         update: UpdateConfig::default(),
+        rollback: UpdateConfig::rollback_default(),
         labels: BTreeMap::new(),
+        endpoint_mode: EndpointMode::Vip,
     };
     let mut image_key = false;
     let mut image = None;
     let mut build = None;
+    let mut endpoint_at = None;
     for e in entries {
         match e.key {
             "image" => {
@@ -122,7 +127,7 @@ pub(crate) fn service(cx: &mut Ctx, at: &At<'_>, volumes: &BTreeMap<String, Volu
             "labels" => task.labels = labels(cx, &e),
             "volumes" => task.mounts = mounts::mounts(cx, name, &e, volumes),
             "ports" => task.ports = mounts::ports(cx, &e),
-            "deploy" => deploy::deploy(cx, &e, &mut spec, &mut task),
+            "deploy" => endpoint_at = deploy::deploy(cx, &e, &mut spec, &mut task),
             "healthcheck" => task.healthcheck = deploy::healthcheck(cx, &e),
             "stop_grace_period" => {
                 if !e.is_null()
@@ -160,6 +165,20 @@ pub(crate) fn service(cx: &mut Ctx, at: &At<'_>, volumes: &BTreeMap<String, Volu
         ),
         (None, None) if !image_key => cx.error(at, format!("service {name} has no `image:`; every service needs one")),
         _ => {}
+    }
+    if let Some(e) = endpoint_at.filter(|_| spec.endpoint_mode == EndpointMode::Dnsrr) {
+        // Swarm: "port published with ingress mode can't be used with dnsrr mode".
+        for p in task.ports.iter().filter(|p| p.published.is_some() && p.mode == PublishMode::Ingress) {
+            cx.error(
+                &e,
+                format!(
+                    "dnsrr can't be used with port {}/{} published in ingress mode: publish it with `mode: host`, \
+                     or use endpoint_mode: vip",
+                    p.published.unwrap_or_default(),
+                    p.protocol.as_str()
+                ),
+            );
+        }
     }
     task.image = image?;
     spec.task = task;

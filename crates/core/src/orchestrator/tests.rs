@@ -20,7 +20,9 @@ pub(crate) fn spec(name: &str, replicas: u64, image: &str) -> ServiceSpec {
         task: TaskTemplate { image: image.into(), stop_grace_period_ms: 10_000, ..Default::default() },
         restart: RestartPolicy::default(),
         update: UpdateConfig::default(),
+        rollback: UpdateConfig::rollback_default(),
         labels: Default::default(),
+        endpoint_mode: EndpointMode::Vip,
     }
 }
 
