@@ -19,18 +19,10 @@ use tokio_stream::StreamExt;
 
 use crate::args::{DeployArgs, Global};
 use crate::client::{connect, status};
-use crate::inspect::{Counts, replicas, summary};
+use crate::inspect::{replicas, summary};
 use crate::output::name;
 use crate::stackfile;
 use crate::{EXIT_ERROR, EXIT_OK, EXIT_PAUSED, EXIT_ROLLED_BACK, EXIT_TIMEOUT};
-
-/// Where one service's rollout (or job's run) stands.
-#[derive(Clone, Debug, PartialEq, Eq)]
-struct Progress {
-    counts: Counts,
-    state: UpdateState,
-    message: String,
-}
 
 /// Runs `stackctl deploy`.
 pub async fn deploy(g: &Global, args: &DeployArgs) -> Result<i32> {
@@ -65,7 +57,8 @@ pub async fn deploy(g: &Global, args: &DeployArgs) -> Result<i32> {
     let Some(events) = events.as_mut() else { return Ok(EXIT_OK) };
 
     let deadline = Instant::now() + args.timeout;
-    let mut last: BTreeMap<String, Progress> = BTreeMap::new();
+    // The last progress line printed for each service: a line is printed when it changes.
+    let mut last: BTreeMap<String, String> = BTreeMap::new();
     let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
     loop {
         let services = c
@@ -83,24 +76,24 @@ pub async fn deploy(g: &Global, args: &DeployArgs) -> Result<i32> {
             let (svc, counts) = summary(s)?;
             let job = svc.spec.mode.is_job();
             jobs |= job;
-            let p = Progress { counts, state: svc.update.state, message: svc.update.message.clone() };
-            if last.get(&svc.name) != Some(&p) {
-                let state = name(&p.state);
-                let msg = if p.message.is_empty() { String::new() } else { format!(": {}", p.message) };
-                let tasks = if job {
-                    replicas(&svc.spec.mode, counts)
-                } else {
-                    format!("{}/{} running", counts.running, counts.desired)
-                };
-                println!("{}: {tasks}, {state}{msg}", svc.name);
-                last.insert(svc.name.clone(), p.clone());
+            let (state, message) = (svc.update.state, &svc.update.message);
+            let tasks = if job {
+                replicas(&svc.spec.mode, counts)
+            } else {
+                format!("{}/{} running", counts.running, counts.desired)
+            };
+            let msg = if message.is_empty() { String::new() } else { format!(": {message}") };
+            let line = format!("{}: {tasks}, {}{msg}", svc.name, name(&state));
+            if last.get(&svc.name) != Some(&line) {
+                println!("{line}");
+                last.insert(svc.name.clone(), line);
             }
-            match p.state {
+            match state {
                 // A job is done when its run completed; its tasks no longer run.
                 UpdateState::Completed if job || counts.running == counts.desired => {}
                 UpdateState::Paused => paused.push(svc.name.clone()),
                 UpdateState::RolledBack => rolled_back.push(svc.name.clone()),
-                UpdateState::Failed => failed.push((svc.name.clone(), p.message.clone())),
+                UpdateState::Failed => failed.push((svc.name.clone(), message.clone())),
                 _ => all_done = false,
             }
         }

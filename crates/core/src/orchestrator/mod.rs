@@ -101,18 +101,23 @@ pub fn service_counts(state: &ClusterState, svc: &Service) -> ServiceCounts {
     ServiceCounts { running, desired: wanted_slots(state, svc).len() as u64, completed: 0 }
 }
 
-/// Says why a task failed: `task 0k3x9q2m7v1a (slot 1) failed with exit code 1: exit code 1`.
+/// Says why a task failed: `task 0k3x9q2m7v1a (slot 1) failed with exit code 1`,
+/// followed by the agent's error when it says more than the exit code.
 pub(crate) fn describe_failure(t: &Task) -> String {
     let place = match (&t.node_id, t.slot) {
         (Some(node), 0) => format!("node {}", crate::model::prefix(node, 12)),
         (_, slot) => format!("slot {slot}"),
     };
     let mut why = format!("task {} ({place}) {}", crate::model::prefix(&t.id, 12), t.status.state);
+    let mut err = t.status.err.as_str();
     if let Some(code) = t.status.exit_code {
         why.push_str(&format!(" with exit code {code}"));
+        if err == format!("exit code {code}") {
+            err = "";
+        }
     }
-    if !t.status.err.is_empty() {
-        why.push_str(&format!(": {}", t.status.err));
+    if !err.is_empty() {
+        why.push_str(&format!(": {err}"));
     }
     why
 }
