@@ -820,3 +820,57 @@ impl Task {
 pub fn prefix(s: &str, n: usize) -> &str {
     s.get(..n).unwrap_or(s)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A service spec as stackd wrote it before jobs, `rollback` and
+    /// `endpoint_mode` existed: Raft logs and snapshots hold such JSON.
+    const OLD_SPEC: &str = r#"{"name":"web","mode":{"kind":"replicated","replicas":3},
+        "task":{"image":"web:1","command":null,"entrypoint":null,"env":[],"labels":{},"mounts":[],"ports":[],
+        "working_dir":null,"user":null,"hostname":null,"healthcheck":null,"stop_grace_period_ms":10000,
+        "stop_signal":null,"init":null,"read_only":false},
+        "restart":{"condition":"any","delay_ms":5000,"max_attempts":0,"window_ms":0},
+        "update":{"parallelism":2,"delay_ms":0,"monitor_ms":5000,"failure_action":"rollback","max_failure_ratio":0.0,"order":"start-first"},
+        "labels":{}}"#;
+
+    #[test]
+    fn specs_written_before_jobs_still_decode_with_the_defaults() {
+        let spec: ServiceSpec = serde_json::from_str(OLD_SPEC).expect("an old spec decodes");
+        assert_eq!(spec.mode, ServiceMode::Replicated { replicas: 3 });
+        assert_eq!(spec.update.parallelism, 2);
+        assert_eq!(spec.rollback, UpdateConfig::rollback_default());
+        assert_eq!(spec.endpoint_mode, EndpointMode::Vip);
+        let global: ServiceMode = serde_json::from_str(r#"{"kind":"global"}"#).expect("global");
+        assert_eq!(global, ServiceMode::Global);
+    }
+
+    #[test]
+    fn modes_and_new_fields_have_stable_json_names() {
+        let job = ServiceMode::ReplicatedJob { replicas: 3, max_concurrent: 0 };
+        assert_eq!(
+            serde_json::to_value(&job).expect("json"),
+            serde_json::json!({ "kind": "replicated-job", "replicas": 3, "max_concurrent": 0 })
+        );
+        // max_concurrent may be left out.
+        let read: ServiceMode = serde_json::from_str(r#"{"kind":"replicated-job","replicas":3}"#).expect("job");
+        assert_eq!(read, job);
+        assert_eq!(
+            serde_json::to_value(ServiceMode::GlobalJob).expect("json"),
+            serde_json::json!({ "kind": "global-job" })
+        );
+        assert_eq!(serde_json::to_value(EndpointMode::Dnsrr).expect("json"), "dnsrr");
+        assert_eq!(serde_json::to_value(UpdateState::Failed).expect("json"), "failed");
+        for (mode, name) in [
+            (ServiceMode::Replicated { replicas: 1 }, "replicated"),
+            (ServiceMode::Global, "global"),
+            (job, "replicated-job"),
+            (ServiceMode::GlobalJob, "global-job"),
+        ] {
+            assert_eq!(mode.name(), name);
+            assert_eq!(serde_json::to_value(&mode).expect("json")["kind"], name);
+            assert_eq!(mode.is_job(), name.ends_with("-job"));
+        }
+    }
+}

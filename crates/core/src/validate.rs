@@ -95,3 +95,74 @@ pub fn stack_spec(spec: &StackSpec) -> Result<(), Vec<String>> {
     }
     if errors.is_empty() { Ok(()) } else { Err(errors) }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{PortConfig, Protocol, ServiceSpec, TaskTemplate, UpdateConfig};
+
+    fn stack(svc: ServiceSpec) -> StackSpec {
+        StackSpec { name: "app".into(), services: [(svc.name.clone(), svc)].into(), volumes: Default::default() }
+    }
+
+    fn web() -> ServiceSpec {
+        ServiceSpec {
+            name: "web".into(),
+            mode: ServiceMode::Replicated { replicas: 1 },
+            task: TaskTemplate { image: "web:1".into(), ..Default::default() },
+            restart: Default::default(),
+            update: UpdateConfig::default(),
+            rollback: UpdateConfig::rollback_default(),
+            labels: Default::default(),
+            endpoint_mode: EndpointMode::Vip,
+        }
+    }
+
+    /// What the loader checks with positions, `apply` checks again: a spec
+    /// that did not come from the loader cannot slip through.
+    #[test]
+    fn job_rollback_and_endpoint_checks_hold_without_the_loader() {
+        assert_eq!(stack_spec(&stack(web())), Ok(()));
+        let mut s = web();
+        s.mode = ServiceMode::ReplicatedJob { replicas: MAX_REPLICAS + 1, max_concurrent: 0 };
+        s.rollback.failure_action = FailureAction::Rollback;
+        s.rollback.max_failure_ratio = 1.5;
+        s.endpoint_mode = EndpointMode::Dnsrr;
+        s.task.ports = vec![
+            PortConfig {
+                target: 80,
+                published: Some(8080),
+                protocol: Protocol::Tcp,
+                mode: PublishMode::Ingress,
+                host_ip: String::new(),
+            },
+            PortConfig {
+                target: 81,
+                published: Some(8081),
+                protocol: Protocol::Tcp,
+                mode: PublishMode::Host,
+                host_ip: String::new(),
+            },
+            PortConfig {
+                target: 82,
+                published: None,
+                protocol: Protocol::Tcp,
+                mode: PublishMode::Ingress,
+                host_ip: String::new(),
+            },
+        ];
+        let errors = stack_spec(&stack(s)).expect_err("invalid");
+        let paths: Vec<&str> = errors.iter().filter_map(|e| e.split_once(": ").map(|(p, _)| p)).collect();
+        assert_eq!(
+            paths,
+            [
+                "services.web.deploy.replicas",
+                "services.web.deploy.rollback_config.max_failure_ratio",
+                "services.web.deploy.rollback_config.failure_action",
+                "services.web.deploy.endpoint_mode",
+            ],
+            "{errors:?}"
+        );
+        assert!(errors[3].contains("port 8080/tcp"), "{}", errors[3]);
+    }
+}
