@@ -317,3 +317,17 @@ pub async fn node_ls(g: &Global) -> Result<i32> {
     print_rows(&rows, &["id", "name", "addr", "role", "availability", "state", "engine_version"], g.output)?;
     Ok(0)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replicas_column_counts_running_tasks_or_a_jobs_completions() {
+        let c = Counts { running: 1, desired: 3, completed: 2 };
+        assert_eq!(replicas(&ServiceMode::Replicated { replicas: 3 }, c), "1/3");
+        assert_eq!(replicas(&ServiceMode::Global, c), "1/3");
+        assert_eq!(replicas(&ServiceMode::ReplicatedJob { replicas: 3, max_concurrent: 0 }, c), "2/3 completed");
+        assert_eq!(replicas(&ServiceMode::GlobalJob, c), "2/3 completed");
+    }
+}
