@@ -1,8 +1,8 @@
 //! `stackctl`, the command-line client of a stackd cluster.
 //!
 //! Exit codes (design §8): 0 success; 1 error (bad input, unreachable,
-//! refused); 2 a deploy failed and was rolled back; 3 a deploy failed and
-//! paused; 4 timeout.
+//! refused, a job that cannot complete); 2 a deploy failed and was rolled
+//! back; 3 a deploy failed and paused; 4 timeout.
 //!
 //! # Layout
 //!
@@ -31,6 +31,8 @@ use stackd_core::model::DataKind;
 
 /// Exit code: success.
 pub const EXIT_OK: i32 = 0;
+/// Exit code: an error (bad input, unreachable, refused, a job that cannot complete).
+pub const EXIT_ERROR: i32 = 1;
 /// Exit code: a deploy failed and was rolled back.
 pub const EXIT_ROLLED_BACK: i32 = 2;
 /// Exit code: a deploy failed and paused.

@@ -4,7 +4,9 @@
 //! Every value is written in its most explicit form (long-syntax ports and
 //! volumes, list-form commands, map-form environment, durations with units),
 //! so the output validates against the compose JSON schema and loading it
-//! again gives the same [`StackSpec`].
+//! again gives the same [`StackSpec`]. One exception: a replicated job's
+//! `max_concurrent` has no compose key (the loader always sets 0, "as many
+//! as `replicas`"), so it is not written.
 
 use std::collections::BTreeMap;
 
@@ -12,7 +14,7 @@ use serde_json::{Map, Value, json};
 
 use crate::model::{
     FailureAction, FileRef, HealthCheck, Mount, MountKind, ObjectOrigin, ObjectSpec, PortConfig, PublishMode,
-    RestartCondition, ServiceMode, ServiceSpec, StackSpec, UpdateOrder, VolumeSpec,
+    RestartCondition, ServiceMode, ServiceSpec, StackSpec, UpdateConfig, UpdateOrder, VolumeSpec,
 };
 
 /// Writes milliseconds as a compose duration: `1h2m3s`, `1m30s`, `500ms`, `0s`.
@@ -201,15 +203,12 @@ pub fn service(s: &ServiceSpec, volumes: &BTreeMap<String, VolumeSpec>) -> Value
         o.insert("healthcheck".into(), healthcheck(h));
     }
     let mut deploy = Map::new();
-    match s.mode {
-        ServiceMode::Replicated { replicas } => {
-            deploy.insert("mode".into(), json!("replicated"));
-            deploy.insert("replicas".into(), json!(replicas));
-        }
-        ServiceMode::Global => {
-            deploy.insert("mode".into(), json!("global"));
-        }
+    deploy.insert("mode".into(), json!(s.mode.name()));
+    // `max_concurrent` has no compose key: it is not written (the loader always reads 0).
+    if let ServiceMode::Replicated { replicas } | ServiceMode::ReplicatedJob { replicas, .. } = s.mode {
+        deploy.insert("replicas".into(), json!(replicas));
     }
+    deploy.insert("endpoint_mode".into(), json!(s.endpoint_mode.as_str()));
     if !s.labels.is_empty() {
         deploy.insert("labels".into(), map(&s.labels));
     }
@@ -270,7 +269,17 @@ pub fn service(s: &ServiceSpec, volumes: &BTreeMap<String, VolumeSpec>) -> Value
             "window": duration(r.window_ms),
         }),
     );
-    let u = &s.update;
+    // A job has no rolling update: the loader ignores (and warns about) both policies.
+    if !s.mode.is_job() {
+        deploy.insert("update_config".into(), update_config(&s.update));
+        deploy.insert("rollback_config".into(), update_config(&s.rollback));
+    }
+    o.insert("deploy".into(), Value::Object(deploy));
+    Value::Object(o)
+}
+
+/// `update_config` or `rollback_config`.
+fn update_config(u: &UpdateConfig) -> Value {
     let action = match u.failure_action {
         FailureAction::Pause => "pause",
         FailureAction::Continue => "continue",
@@ -280,19 +289,14 @@ pub fn service(s: &ServiceSpec, volumes: &BTreeMap<String, VolumeSpec>) -> Value
         UpdateOrder::StopFirst => "stop-first",
         UpdateOrder::StartFirst => "start-first",
     };
-    deploy.insert(
-        "update_config".into(),
-        json!({
-            "parallelism": u.parallelism,
-            "delay": duration(u.delay_ms),
-            "monitor": duration(u.monitor_ms),
-            "failure_action": action,
-            "max_failure_ratio": u.max_failure_ratio,
-            "order": order,
-        }),
-    );
-    o.insert("deploy".into(), Value::Object(deploy));
-    Value::Object(o)
+    json!({
+        "parallelism": u.parallelism,
+        "delay": duration(u.delay_ms),
+        "monitor": duration(u.monitor_ms),
+        "failure_action": action,
+        "max_failure_ratio": u.max_failure_ratio,
+        "order": order,
+    })
 }
 
 fn volume(v: &VolumeSpec) -> Value {

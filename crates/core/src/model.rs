@@ -97,9 +97,9 @@ pub struct Node {
 
 // ---------------------------------------------------------------- specs
 
-/// How many tasks a service runs.
+/// How many tasks a service runs, and whether they run for ever or to completion.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase", tag = "kind")]
+#[serde(rename_all = "kebab-case", tag = "kind")]
 pub enum ServiceMode {
     /// A fixed number of tasks, one per slot.
     Replicated {
@@ -108,6 +108,58 @@ pub enum ServiceMode {
     },
     /// One task on every eligible node.
     Global,
+    /// A job: tasks that run to completion (exit 0) until `replicas` of them
+    /// have completed, one per slot. A task that completed is not replaced.
+    ReplicatedJob {
+        /// Completions wanted (slots 1..=replicas each complete once).
+        replicas: u64,
+        /// Tasks that run at the same time (0: `replicas`).
+        #[serde(default)]
+        max_concurrent: u64,
+    },
+    /// A job that runs to completion once on every eligible node.
+    GlobalJob,
+}
+
+impl ServiceMode {
+    /// Whether the service is a job (its tasks run to completion).
+    pub fn is_job(&self) -> bool {
+        matches!(self, ServiceMode::ReplicatedJob { .. } | ServiceMode::GlobalJob)
+    }
+
+    /// The name used in stack files and listings: `replicated`, `global`,
+    /// `replicated-job` or `global-job`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            ServiceMode::Replicated { .. } => "replicated",
+            ServiceMode::Global => "global",
+            ServiceMode::ReplicatedJob { .. } => "replicated-job",
+            ServiceMode::GlobalJob => "global-job",
+        }
+    }
+}
+
+/// How a service is reached by the other services of its networks (once
+/// service discovery exists): through one virtual IP, or by DNS round robin
+/// over its tasks' addresses.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EndpointMode {
+    /// One virtual IP for the service, balanced over its tasks.
+    #[default]
+    Vip,
+    /// The service name resolves to the addresses of its tasks.
+    Dnsrr,
+}
+
+impl EndpointMode {
+    /// The name used in stack files: `vip` or `dnsrr`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EndpointMode::Vip => "vip",
+            EndpointMode::Dnsrr => "dnsrr",
+        }
+    }
 }
 
 /// Kind of a mount.
@@ -575,6 +627,15 @@ pub struct UpdateConfig {
 
 impl Eq for UpdateConfig {}
 
+impl UpdateConfig {
+    /// Swarm's defaults for rolling back: parallelism 1, delay 0, monitor 5 s,
+    /// failure_action pause, max_failure_ratio 0, stop-first (the same values
+    /// as the update defaults).
+    pub fn rollback_default() -> Self {
+        Self::default()
+    }
+}
+
 impl Default for UpdateConfig {
     fn default() -> Self {
         Self {
@@ -593,7 +654,7 @@ impl Default for UpdateConfig {
 pub struct ServiceSpec {
     /// Name inside the stack (`web`); the service's full name is `<stack>_<name>`.
     pub name: String,
-    /// Replicated or global.
+    /// Replicated, global, or one of the job modes.
     pub mode: ServiceMode,
     /// What each task runs.
     pub task: TaskTemplate,
@@ -601,8 +662,16 @@ pub struct ServiceSpec {
     pub restart: RestartPolicy,
     /// Update policy.
     pub update: UpdateConfig,
+    /// Rollback policy: how a rollback rolls (its `failure_action` is pause
+    /// or continue, never rollback).
+    #[serde(default = "UpdateConfig::rollback_default")]
+    pub rollback: UpdateConfig,
     /// Service labels (`deploy.labels`).
     pub labels: BTreeMap<String, String>,
+    /// How other services reach this one (recorded; used once service
+    /// discovery exists).
+    #[serde(default)]
+    pub endpoint_mode: EndpointMode,
 }
 
 /// A named volume declared by a stack.
@@ -712,6 +781,9 @@ pub enum UpdateState {
     RollingBack,
     /// Went back to the previous revision after a failure.
     RolledBack,
+    /// A job that cannot complete: a task failed and its restart policy
+    /// gives up (max_attempts reached, or condition none).
+    Failed,
 }
 
 /// The rollout status of a service.
@@ -901,4 +973,58 @@ impl Task {
 /// At most `n` leading bytes of an ASCII id.
 pub fn prefix(s: &str, n: usize) -> &str {
     s.get(..n).unwrap_or(s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A service spec as stackd wrote it before jobs, `rollback` and
+    /// `endpoint_mode` existed: Raft logs and snapshots hold such JSON.
+    const OLD_SPEC: &str = r#"{"name":"web","mode":{"kind":"replicated","replicas":3},
+        "task":{"image":"web:1","command":null,"entrypoint":null,"env":[],"labels":{},"mounts":[],"ports":[],
+        "working_dir":null,"user":null,"hostname":null,"healthcheck":null,"stop_grace_period_ms":10000,
+        "stop_signal":null,"init":null,"read_only":false},
+        "restart":{"condition":"any","delay_ms":5000,"max_attempts":0,"window_ms":0},
+        "update":{"parallelism":2,"delay_ms":0,"monitor_ms":5000,"failure_action":"rollback","max_failure_ratio":0.0,"order":"start-first"},
+        "labels":{}}"#;
+
+    #[test]
+    fn specs_written_before_jobs_still_decode_with_the_defaults() {
+        let spec: ServiceSpec = serde_json::from_str(OLD_SPEC).expect("an old spec decodes");
+        assert_eq!(spec.mode, ServiceMode::Replicated { replicas: 3 });
+        assert_eq!(spec.update.parallelism, 2);
+        assert_eq!(spec.rollback, UpdateConfig::rollback_default());
+        assert_eq!(spec.endpoint_mode, EndpointMode::Vip);
+        let global: ServiceMode = serde_json::from_str(r#"{"kind":"global"}"#).expect("global");
+        assert_eq!(global, ServiceMode::Global);
+    }
+
+    #[test]
+    fn modes_and_new_fields_have_stable_json_names() {
+        let job = ServiceMode::ReplicatedJob { replicas: 3, max_concurrent: 0 };
+        assert_eq!(
+            serde_json::to_value(&job).expect("json"),
+            serde_json::json!({ "kind": "replicated-job", "replicas": 3, "max_concurrent": 0 })
+        );
+        // max_concurrent may be left out.
+        let read: ServiceMode = serde_json::from_str(r#"{"kind":"replicated-job","replicas":3}"#).expect("job");
+        assert_eq!(read, job);
+        assert_eq!(
+            serde_json::to_value(ServiceMode::GlobalJob).expect("json"),
+            serde_json::json!({ "kind": "global-job" })
+        );
+        assert_eq!(serde_json::to_value(EndpointMode::Dnsrr).expect("json"), "dnsrr");
+        assert_eq!(serde_json::to_value(UpdateState::Failed).expect("json"), "failed");
+        for (mode, name) in [
+            (ServiceMode::Replicated { replicas: 1 }, "replicated"),
+            (ServiceMode::Global, "global"),
+            (job, "replicated-job"),
+            (ServiceMode::GlobalJob, "global-job"),
+        ] {
+            assert_eq!(mode.name(), name);
+            assert_eq!(serde_json::to_value(&mode).expect("json")["kind"], name);
+            assert_eq!(mode.is_job(), name.ends_with("-job"));
+        }
+    }
 }

@@ -5,7 +5,7 @@
 
 use std::collections::BTreeSet;
 
-use crate::model::{MountKind, ServiceMode, StackSpec};
+use crate::model::{EndpointMode, FailureAction, MountKind, PublishMode, ServiceMode, StackSpec};
 
 /// The most replicas one service may ask for.
 pub const MAX_REPLICAS: u64 = 10_000;
@@ -42,7 +42,7 @@ pub fn stack_spec(spec: &StackSpec) -> Result<(), Vec<String>> {
         if svc.task.image.trim().is_empty() {
             errors.push(format!("{at}.image: a service needs an image"));
         }
-        if let ServiceMode::Replicated { replicas } = svc.mode
+        if let ServiceMode::Replicated { replicas } | ServiceMode::ReplicatedJob { replicas, .. } = svc.mode
             && replicas > MAX_REPLICAS
         {
             errors.push(format!("{at}.deploy.replicas: at most {MAX_REPLICAS}, got {replicas}"));
@@ -89,8 +89,25 @@ pub fn stack_spec(spec: &StackSpec) -> Result<(), Vec<String>> {
                 }
             }
         }
-        if svc.update.max_failure_ratio.is_nan() || !(0.0..=1.0).contains(&svc.update.max_failure_ratio) {
-            errors.push(format!("{at}.deploy.update_config.max_failure_ratio: must be between 0 and 1"));
+        for (key, policy) in [("update_config", &svc.update), ("rollback_config", &svc.rollback)] {
+            if policy.max_failure_ratio.is_nan() || !(0.0..=1.0).contains(&policy.max_failure_ratio) {
+                errors.push(format!("{at}.deploy.{key}.max_failure_ratio: must be between 0 and 1"));
+            }
+        }
+        if svc.rollback.failure_action == FailureAction::Rollback {
+            errors.push(format!(
+                "{at}.deploy.rollback_config.failure_action: rollback is not a failure action of a rollback: a failed rollback can pause or continue"
+            ));
+        }
+        if svc.endpoint_mode == EndpointMode::Dnsrr {
+            for p in svc.task.ports.iter().filter(|p| p.mode == PublishMode::Ingress) {
+                if let Some(pp) = p.published {
+                    errors.push(format!(
+                        "{at}.deploy.endpoint_mode: dnsrr can't be used with port {pp}/{} published in ingress mode: publish it with `mode: host`, or use endpoint_mode: vip",
+                        p.protocol.as_str()
+                    ));
+                }
+            }
         }
     }
     for (kind, declared) in [("configs", &spec.configs), ("secrets", &spec.secrets)] {
@@ -107,4 +124,75 @@ pub fn stack_spec(spec: &StackSpec) -> Result<(), Vec<String>> {
         }
     }
     if errors.is_empty() { Ok(()) } else { Err(errors) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{PortConfig, Protocol, ServiceSpec, TaskTemplate, UpdateConfig};
+
+    fn stack(svc: ServiceSpec) -> StackSpec {
+        StackSpec { name: "app".into(), services: [(svc.name.clone(), svc)].into(), ..Default::default() }
+    }
+
+    fn web() -> ServiceSpec {
+        ServiceSpec {
+            name: "web".into(),
+            mode: ServiceMode::Replicated { replicas: 1 },
+            task: TaskTemplate { image: "web:1".into(), ..Default::default() },
+            restart: Default::default(),
+            update: UpdateConfig::default(),
+            rollback: UpdateConfig::rollback_default(),
+            labels: Default::default(),
+            endpoint_mode: EndpointMode::Vip,
+        }
+    }
+
+    /// What the loader checks with positions, `apply` checks again: a spec
+    /// that did not come from the loader cannot slip through.
+    #[test]
+    fn job_rollback_and_endpoint_checks_hold_without_the_loader() {
+        assert_eq!(stack_spec(&stack(web())), Ok(()));
+        let mut s = web();
+        s.mode = ServiceMode::ReplicatedJob { replicas: MAX_REPLICAS + 1, max_concurrent: 0 };
+        s.rollback.failure_action = FailureAction::Rollback;
+        s.rollback.max_failure_ratio = 1.5;
+        s.endpoint_mode = EndpointMode::Dnsrr;
+        s.task.ports = vec![
+            PortConfig {
+                target: 80,
+                published: Some(8080),
+                protocol: Protocol::Tcp,
+                mode: PublishMode::Ingress,
+                host_ip: String::new(),
+            },
+            PortConfig {
+                target: 81,
+                published: Some(8081),
+                protocol: Protocol::Tcp,
+                mode: PublishMode::Host,
+                host_ip: String::new(),
+            },
+            PortConfig {
+                target: 82,
+                published: None,
+                protocol: Protocol::Tcp,
+                mode: PublishMode::Ingress,
+                host_ip: String::new(),
+            },
+        ];
+        let errors = stack_spec(&stack(s)).expect_err("invalid");
+        let paths: Vec<&str> = errors.iter().filter_map(|e| e.split_once(": ").map(|(p, _)| p)).collect();
+        assert_eq!(
+            paths,
+            [
+                "services.web.deploy.replicas",
+                "services.web.deploy.rollback_config.max_failure_ratio",
+                "services.web.deploy.rollback_config.failure_action",
+                "services.web.deploy.endpoint_mode",
+            ],
+            "{errors:?}"
+        );
+        assert!(errors[3].contains("port 8080/tcp"), "{}", errors[3]);
+    }
 }

@@ -4,8 +4,8 @@
 use std::collections::BTreeMap;
 
 use stackd_core::model::{
-    Blob, DataKind, FileRef, ObjectOrigin, ObjectSpec, RestartPolicy, ServiceMode, ServiceSpec, StackSpec,
-    TaskTemplate, UpdateConfig, digest,
+    Blob, DataKind, EndpointMode, FileRef, ObjectOrigin, ObjectSpec, RestartPolicy, ServiceMode, ServiceSpec,
+    StackSpec, TaskTemplate, UpdateConfig, digest,
 };
 use stackd_core::{ClusterState, Command};
 
@@ -44,7 +44,9 @@ fn stack(name: &str, secrets: &[(&str, ObjectSpec)]) -> StackSpec {
         task: TaskTemplate { image: "app:1".into(), secrets: refs, ..Default::default() },
         restart: RestartPolicy::default(),
         update: UpdateConfig::default(),
+        rollback: UpdateConfig::rollback_default(),
         labels: BTreeMap::new(),
+        endpoint_mode: EndpointMode::Vip,
     };
     StackSpec {
         name: name.into(),

@@ -9,7 +9,8 @@
 use std::collections::BTreeMap;
 use std::pin::Pin;
 
-use stackd_core::model::{Blob, DataKind, DesiredState, Service, ServiceMode, StackSpec, TaskState};
+use stackd_core::model::{Blob, DataKind, Service, StackSpec};
+use stackd_core::orchestrator::service_counts;
 use stackd_core::state::ObjectKind;
 use stackd_core::{ClusterState, Command, validate};
 use stackd_proto::v1;
@@ -41,33 +42,14 @@ impl Control {
     }
 }
 
-/// Running tasks of the current template, and tasks wanted.
-fn counts(state: &ClusterState, svc: &Service) -> (u64, u64) {
-    let running = state
-        .tasks_of(&svc.id)
-        .filter(|t| {
-            t.desired_state == DesiredState::Running
-                && t.status.state == TaskState::Running
-                && t.template == svc.spec.task
-        })
-        .count() as u64;
-    let desired = match svc.spec.mode {
-        ServiceMode::Replicated { replicas } => replicas,
-        ServiceMode::Global => state
-            .nodes
-            .values()
-            .filter(|n| {
-                n.state == stackd_core::model::NodeState::Ready
-                    && n.availability == stackd_core::model::Availability::Active
-            })
-            .count() as u64,
-    };
-    (running, desired)
-}
-
 fn summary(state: &ClusterState, svc: &Service) -> v1::ServiceSummary {
-    let (running, desired) = counts(state, svc);
-    v1::ServiceSummary { service: Some(v1::Service::from(svc)), running, desired }
+    let c = service_counts(state, svc);
+    v1::ServiceSummary {
+        service: Some(v1::Service::from(svc)),
+        running: c.running,
+        desired: c.desired,
+        completed: c.completed,
+    }
 }
 
 /// A wire config/secret kind.
@@ -195,8 +177,11 @@ impl v1::control_server::Control for Control {
                     .values()
                     .map(|st| {
                         let services: Vec<&Service> = s.services.values().filter(|sv| sv.stack == st.name).collect();
-                        let (running, desired) =
-                            services.iter().map(|sv| counts(s, sv)).fold((0, 0), |a, b| (a.0 + b.0, a.1 + b.1));
+                        // A job counts the completions it still needs: a finished job wants nothing.
+                        let (running, desired) = services
+                            .iter()
+                            .map(|sv| service_counts(s, sv))
+                            .fold((0, 0), |a, b| (a.0 + b.running, a.1 + b.desired.saturating_sub(b.completed)));
                         v1::StackSummary {
                             stack: Some(st.into()),
                             services: services.len() as u64,

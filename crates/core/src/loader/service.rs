@@ -4,7 +4,9 @@ use std::collections::BTreeMap;
 
 use super::ctx::{At, Ctx};
 use super::{deploy, envfile, mounts, objects, runtime};
-use crate::model::{DataKind, RestartPolicy, ServiceMode, ServiceSpec, StackSpec, TaskTemplate, UpdateConfig};
+use crate::model::{
+    DataKind, EndpointMode, PublishMode, RestartPolicy, ServiceMode, ServiceSpec, StackSpec, TaskTemplate, UpdateConfig,
+};
 use crate::validate::is_valid_name;
 
 /// Default time between the stop signal and a kill, like Docker's.
@@ -99,7 +101,9 @@ pub(crate) fn service(cx: &mut Ctx, at: &At<'_>, stack: &StackSpec) -> Option<Se
         task: TaskTemplate::default(),
         restart: RestartPolicy::default(),
         update: UpdateConfig::default(),
+        rollback: UpdateConfig::rollback_default(),
         labels: BTreeMap::new(),
+        endpoint_mode: EndpointMode::Vip,
     };
     let mut environment_vars = BTreeMap::new();
     let mut env_file_vars = BTreeMap::new();
@@ -107,6 +111,7 @@ pub(crate) fn service(cx: &mut Ctx, at: &At<'_>, stack: &StackSpec) -> Option<Se
     let mut image_key = false;
     let mut image = None;
     let mut build = None;
+    let mut endpoint_at = None;
     for e in entries {
         match e.key {
             "image" => {
@@ -126,7 +131,7 @@ pub(crate) fn service(cx: &mut Ctx, at: &At<'_>, stack: &StackSpec) -> Option<Se
             "tmpfs" => tmpfs_at = Some(e),
             "configs" => task.configs = objects::refs(cx, name, DataKind::Config, &e, &stack.configs),
             "secrets" => task.secrets = objects::refs(cx, name, DataKind::Secret, &e, &stack.secrets),
-            "deploy" => deploy::deploy(cx, &e, &mut spec, &mut task),
+            "deploy" => endpoint_at = deploy::deploy(cx, &e, &mut spec, &mut task),
             "healthcheck" => task.healthcheck = deploy::healthcheck(cx, &e),
             "stop_grace_period" => {
                 if !e.is_null()
@@ -184,6 +189,20 @@ pub(crate) fn service(cx: &mut Ctx, at: &At<'_>, stack: &StackSpec) -> Option<Se
     }
     env_file_vars.extend(environment_vars);
     task.env = env_file_vars.into_iter().map(|(k, v)| format!("{k}={v}")).collect();
+    if let Some(e) = endpoint_at.filter(|_| spec.endpoint_mode == EndpointMode::Dnsrr) {
+        // Swarm: "port published with ingress mode can't be used with dnsrr mode".
+        for p in task.ports.iter().filter(|p| p.published.is_some() && p.mode == PublishMode::Ingress) {
+            cx.error(
+                &e,
+                format!(
+                    "dnsrr can't be used with port {}/{} published in ingress mode: publish it with `mode: host`, \
+                     or use endpoint_mode: vip",
+                    p.published.unwrap_or_default(),
+                    p.protocol.as_str()
+                ),
+            );
+        }
+    }
     task.image = image?;
     spec.task = task;
     Some(spec)

@@ -167,7 +167,16 @@ pub(super) fn spec() -> model::ServiceSpec {
             max_failure_ratio: 0.5,
             order: model::UpdateOrder::StartFirst,
         },
+        rollback: model::UpdateConfig {
+            parallelism: 3,
+            delay_ms: 100,
+            monitor_ms: 2_000,
+            failure_action: model::FailureAction::Continue,
+            max_failure_ratio: 0.25,
+            order: model::UpdateOrder::StopFirst,
+        },
         labels: labels(&[("tier", "front")]),
+        endpoint_mode: model::EndpointMode::Dnsrr,
     }
 }
 
@@ -235,7 +244,9 @@ pub(super) fn stack_spec() -> model::StackSpec {
         task: model::TaskTemplate { image: "postgres:17".into(), ..Default::default() },
         restart: model::RestartPolicy::default(),
         update: model::UpdateConfig::default(),
+        rollback: model::UpdateConfig::rollback_default(),
         labels: BTreeMap::new(),
+        endpoint_mode: model::EndpointMode::Vip,
     };
     model::StackSpec {
         name: "shop".into(),
@@ -317,6 +328,7 @@ wire_enum_bijection! {
     failure_action_bijection: v1::FailureAction => model::FailureAction;
     update_order_bijection: v1::UpdateOrder => model::UpdateOrder;
     update_state_bijection: v1::UpdateState => model::UpdateState;
+    endpoint_mode_bijection: v1::EndpointMode => model::EndpointMode;
     task_state_bijection: v1::TaskState => model::TaskState;
     desired_state_bijection: v1::DesiredState => model::DesiredState;
     object_kind_bijection: v1::ObjectKind => state::ObjectKind;
@@ -349,6 +361,7 @@ fn wire_defaults_are_the_core_defaults() {
     assert_eq!(model::FailureAction::from(v1::FailureAction::default()), model::FailureAction::default());
     assert_eq!(model::UpdateOrder::from(v1::UpdateOrder::default()), model::UpdateOrder::default());
     assert_eq!(model::UpdateState::from(v1::UpdateState::default()), model::UpdateState::default());
+    assert_eq!(model::EndpointMode::from(v1::EndpointMode::default()), model::EndpointMode::default());
     assert_eq!(model::TaskState::from(v1::TaskState::default()), model::TaskState::default());
     assert_eq!(model::DesiredState::from(v1::DesiredState::default()), model::DesiredState::default());
 }

@@ -84,9 +84,58 @@ fn replicas_with_global() {
         ["stack.yml:6:7: services.web.deploy.replicas: replicas cannot be used with mode: global"]
     );
     assert_eq!(
-        errors("services:\n  web:\n    image: x\n    deploy:\n      mode: replicated-job\n"),
+        errors("services:\n  web:\n    image: x\n    deploy:\n      replicas: 2\n      mode: global-job\n"),
+        ["stack.yml:5:7: services.web.deploy.replicas: replicas cannot be used with mode: global-job"]
+    );
+}
+
+#[test]
+fn unknown_deploy_mode() {
+    assert_eq!(
+        errors("services:\n  web:\n    image: x\n    deploy:\n      mode: batch\n"),
         [
-            "stack.yml:5:7: services.web.deploy.mode: mode \"replicated-job\" is not supported yet; use replicated or global"
+            "stack.yml:5:7: services.web.deploy.mode: mode \"batch\" is not a deploy mode; use replicated, global, replicated-job or global-job"
+        ]
+    );
+    assert_eq!(
+        errors("services:\n  web:\n    image: x\n    deploy:\n      mode: [global]\n"),
+        [
+            "stack.yml:5:7: services.web.deploy.mode: must be replicated, global, replicated-job or global-job, got a list"
+        ]
+    );
+}
+
+#[test]
+fn rollback_config_cannot_roll_back() {
+    assert_eq!(
+        errors(
+            "services:\n  web:\n    image: x\n    deploy:\n      rollback_config:\n        parallelism: 2\n        failure_action: rollback\n        max_failure_ratio: 2\n        order: sideways\n"
+        ),
+        [
+            "stack.yml:7:9: services.web.deploy.rollback_config.failure_action: rollback is not a failure action of a rollback: a failed rollback can pause or continue",
+            "stack.yml:8:9: services.web.deploy.rollback_config.max_failure_ratio: must be between 0 and 1, got 2",
+            "stack.yml:9:9: services.web.deploy.rollback_config.order: must be one of `stop-first`, `start-first`, got sideways",
+        ]
+    );
+}
+
+#[test]
+fn endpoint_mode_is_vip_or_dnsrr() {
+    assert_eq!(
+        errors("services:\n  web:\n    image: x\n    deploy:\n      endpoint_mode: roundrobin\n"),
+        ["stack.yml:5:7: services.web.deploy.endpoint_mode: must be one of `vip`, `dnsrr`, got roundrobin"]
+    );
+}
+
+#[test]
+fn dnsrr_with_ingress_ports() {
+    // Swarm: "port published with ingress mode can't be used with dnsrr mode".
+    assert_eq!(
+        errors(
+            "services:\n  web:\n    image: x\n    ports:\n      - \"8080:80\"\n      - target: 53\n        published: 53\n        protocol: udp\n        mode: host\n    deploy:\n      endpoint_mode: dnsrr\n"
+        ),
+        [
+            "stack.yml:11:7: services.web.deploy.endpoint_mode: dnsrr can't be used with port 8080/tcp published in ingress mode: publish it with `mode: host`, or use endpoint_mode: vip"
         ]
     );
 }
