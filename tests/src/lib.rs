@@ -218,6 +218,9 @@ impl Drop for Node {
                 }
             }
         }
+        // The agent mounts a tmpfs for secrets in the data dir; leave no mount behind.
+        let secrets = self.dir.path().join("task-files").join("secrets");
+        let _ = Command::new("umount").arg("-l").arg(&secrets).output();
     }
 }
 

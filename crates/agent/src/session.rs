@@ -27,6 +27,7 @@ use tonic::codec::Streaming;
 use tonic::transport::{Channel, Endpoint};
 use tracing::{debug, info, warn};
 
+use crate::files::FileContent;
 use crate::worker::{Assignment, StatusReport, Worker};
 
 /// First backoff after a failure.
@@ -131,6 +132,17 @@ pub(crate) fn assignment(a: v1::Assignments) -> Assignment {
         match StackNetwork::try_from(wire) {
             Ok(n) => out.networks.push(n),
             Err(e) => warn!(network = %key, error = %e, "ignoring a network the dispatcher sent"),
+        }
+    }
+    for o in a.objects {
+        match v1::DataKind::try_from(o.kind) {
+            Ok(kind) => out.objects.push(FileContent {
+                kind: kind.into(),
+                name: o.name,
+                digest: o.digest,
+                data: stackd_core::model::Blob(o.data),
+            }),
+            Err(_) => warn!(name = %o.name, kind = o.kind, "ignoring an object of an unknown kind"),
         }
     }
     for wire in a.tasks {
@@ -418,6 +430,7 @@ mod tests {
             full: true,
             tasks: vec![good, bad],
             removed: vec!["t3".into()],
+            objects: vec![],
             networks: vec![network, broken],
         });
         assert_eq!(a.networks.len(), 1);

@@ -35,6 +35,7 @@ use tokio::task::JoinSet;
 use tracing::{debug, info, warn};
 
 use crate::docker::{ContainerContext, Executor};
+use crate::files::{FileContent, TaskFiles};
 use crate::runner::{Runner, stop_and_remove};
 
 /// A status change of a task, as a runner reports it.
@@ -58,6 +59,8 @@ pub struct Assignment {
     /// Tasks the dispatcher sent but the agent could not read: whatever runs
     /// for them is left alone (never removed because of a bad message).
     pub unreadable: Vec<TaskId>,
+    /// Contents of the configs and secrets the tasks refer to.
+    pub objects: Vec<FileContent>,
     /// The networks the tasks of this assignment attach to (with `full`:
     /// every network of the node's tasks).
     pub networks: Vec<StackNetwork>,
@@ -163,6 +166,7 @@ pub(crate) fn plan(current: &BTreeSet<TaskId>, assignment: &Assignment) -> Plan 
 pub struct Worker {
     exec: Executor,
     ctx: Arc<ContainerContext>,
+    files: Arc<TaskFiles>,
     reports: mpsc::UnboundedSender<StatusReport>,
     tasks: HashMap<TaskId, watch::Sender<Task>>,
     networks: Arc<Networks>,
@@ -171,11 +175,17 @@ pub struct Worker {
 }
 
 impl Worker {
-    /// A worker with no tasks; runners report on `reports`.
-    pub fn new(exec: Executor, ctx: ContainerContext, reports: mpsc::UnboundedSender<StatusReport>) -> Worker {
+    /// A worker with no tasks; runners report on `reports` and write task files to `files`.
+    pub fn new(
+        exec: Executor,
+        ctx: ContainerContext,
+        files: TaskFiles,
+        reports: mpsc::UnboundedSender<StatusReport>,
+    ) -> Worker {
         Worker {
             exec,
             ctx: Arc::new(ctx),
+            files: Arc::new(files),
             reports,
             tasks: HashMap::new(),
             networks: Arc::new(Networks::default()),
@@ -191,14 +201,15 @@ impl Worker {
 
     /// Applies assignments; with `collect_garbage`, also removes this node's
     /// containers of tasks outside the set (in the background).
-    pub fn apply(&mut self, assignment: Assignment, collect_garbage: bool) {
+    pub fn apply(&mut self, mut assignment: Assignment, collect_garbage: bool) {
         while self.jobs.try_join_next().is_some() {}
         if !self.collector_started {
             self.collector_started = true;
             let (exec, ctx, networks) = (self.exec.clone(), self.ctx.clone(), self.networks.clone());
             self.jobs.spawn(collect_networks(exec, ctx, networks));
         }
-        self.networks.record(assignment.full, assignment.networks.clone());
+        self.networks.record(assignment.full, std::mem::take(&mut assignment.networks));
+        self.files.store(assignment.full, std::mem::take(&mut assignment.objects));
         let p = plan(&self.task_ids(), &assignment);
         debug!(
             start = p.start.len(),
@@ -228,8 +239,14 @@ impl Worker {
             info!(task = %task.id, service = %task.service_name, slot = task.slot, "task assigned");
             let id = task.id.clone();
             let (tx, rx) = watch::channel(task);
-            let runner =
-                Runner::new(self.exec.clone(), self.ctx.clone(), rx, self.reports.clone(), self.networks.clone());
+            let runner = Runner::new(
+                self.exec.clone(),
+                self.ctx.clone(),
+                self.files.clone(),
+                rx,
+                self.reports.clone(),
+                self.networks.clone(),
+            );
             self.jobs.spawn(runner.run());
             self.tasks.insert(id, tx);
         }
@@ -243,9 +260,11 @@ impl Worker {
         if collect_garbage {
             let mut keep = self.task_ids();
             keep.extend(assignment.unreadable);
-            let (exec, ctx, networks) = (self.exec.clone(), self.ctx.clone(), self.networks.clone());
+            let (exec, ctx, files, networks) =
+                (self.exec.clone(), self.ctx.clone(), self.files.clone(), self.networks.clone());
             self.jobs.spawn(async move {
-                collect(exec, ctx, keep).await;
+                collect(exec, ctx, &keep).await;
+                files.retain(&keep);
                 networks.collect_soon();
             });
         }
@@ -265,7 +284,7 @@ impl Drop for Worker {
 }
 
 /// Stops and removes this node's containers whose task is not in `keep`.
-async fn collect(exec: Executor, ctx: Arc<ContainerContext>, keep: BTreeSet<TaskId>) {
+async fn collect(exec: Executor, ctx: Arc<ContainerContext>, keep: &BTreeSet<TaskId>) {
     let containers = match exec.list_managed(&ctx).await {
         Ok(c) => c,
         Err(e) => {
@@ -357,8 +376,7 @@ mod tests {
             full: false,
             tasks: vec![task("a", 2), task("d", 1)],
             removed: vec!["b".into(), "zz".into(), "b".into()],
-            unreadable: vec![],
-            networks: vec![],
+            ..Default::default()
         };
         let p = plan(&ids(&["a", "b", "c"]), &a);
         assert_eq!(task_ids(&p.start), vec!["d"]);

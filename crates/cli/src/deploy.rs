@@ -1,5 +1,8 @@
 //! `stackctl deploy`: load, validate, send, and with `--wait` follow the
-//! rollout until every service of the stack has converged or failed.
+//! rollout until every service of the stack has converged or failed. A job
+//! (`replicated-job`, `global-job`) is done when its run completed; one that
+//! cannot complete (its restart policy gave up on a failed task) makes the
+//! deploy exit 1, with the task and its exit code in the message.
 //!
 //! The stack files are interpolated with the process environment and the
 //! `.env` file (see `stackfile`). Nothing is sent when a stack file or the
@@ -16,19 +19,10 @@ use tokio_stream::StreamExt;
 
 use crate::args::{DeployArgs, Global};
 use crate::client::{connect, status};
-use crate::inspect::summary;
+use crate::inspect::{replicas, summary};
 use crate::output::name;
 use crate::stackfile;
-use crate::{EXIT_OK, EXIT_PAUSED, EXIT_ROLLED_BACK, EXIT_TIMEOUT};
-
-/// Where one service's rollout stands.
-#[derive(Clone, Debug, PartialEq, Eq)]
-struct Progress {
-    running: u64,
-    desired: u64,
-    state: UpdateState,
-    message: String,
-}
+use crate::{EXIT_ERROR, EXIT_OK, EXIT_PAUSED, EXIT_ROLLED_BACK, EXIT_TIMEOUT};
 
 /// Runs `stackctl deploy`.
 pub async fn deploy(g: &Global, args: &DeployArgs) -> Result<i32> {
@@ -63,7 +57,8 @@ pub async fn deploy(g: &Global, args: &DeployArgs) -> Result<i32> {
     let Some(events) = events.as_mut() else { return Ok(EXIT_OK) };
 
     let deadline = Instant::now() + args.timeout;
-    let mut last: BTreeMap<String, Progress> = BTreeMap::new();
+    // The last progress line printed for each service: a line is printed when it changes.
+    let mut last: BTreeMap<String, String> = BTreeMap::new();
     let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
     loop {
         let services = c
@@ -73,23 +68,40 @@ pub async fn deploy(g: &Global, args: &DeployArgs) -> Result<i32> {
             .into_inner()
             .services;
         let mut all_done = true;
+        let mut jobs = false;
         let mut paused = Vec::new();
         let mut rolled_back = Vec::new();
+        let mut failed = Vec::new();
         for s in services {
-            let (svc, running, desired) = summary(s)?;
-            let p = Progress { running, desired, state: svc.update.state, message: svc.update.message.clone() };
-            if last.get(&svc.name) != Some(&p) {
-                let state = name(&p.state);
-                let msg = if p.message.is_empty() { String::new() } else { format!(": {}", p.message) };
-                println!("{}: {running}/{desired} running, {state}{msg}", svc.name);
-                last.insert(svc.name.clone(), p.clone());
+            let (svc, counts) = summary(s)?;
+            let job = svc.spec.mode.is_job();
+            jobs |= job;
+            let (state, message) = (svc.update.state, &svc.update.message);
+            let tasks = if job {
+                replicas(&svc.spec.mode, counts)
+            } else {
+                format!("{}/{} running", counts.running, counts.desired)
+            };
+            let msg = if message.is_empty() { String::new() } else { format!(": {message}") };
+            let line = format!("{}: {tasks}, {}{msg}", svc.name, name(&state));
+            if last.get(&svc.name) != Some(&line) {
+                println!("{line}");
+                last.insert(svc.name.clone(), line);
             }
-            match p.state {
-                UpdateState::Completed if running == desired => {}
+            match state {
+                // A job is done when its run completed; its tasks no longer run.
+                UpdateState::Completed if job || counts.running == counts.desired => {}
                 UpdateState::Paused => paused.push(svc.name.clone()),
                 UpdateState::RolledBack => rolled_back.push(svc.name.clone()),
+                UpdateState::Failed => failed.push((svc.name.clone(), message.clone())),
                 _ => all_done = false,
             }
+        }
+        if !failed.is_empty() {
+            for (job, why) in &failed {
+                eprintln!("job {job} cannot complete: {why}");
+            }
+            return Ok(EXIT_ERROR);
         }
         if !paused.is_empty() {
             eprintln!("deploy failed and paused: {}", paused.join(", "));
@@ -100,7 +112,8 @@ pub async fn deploy(g: &Global, args: &DeployArgs) -> Result<i32> {
             return Ok(EXIT_ROLLED_BACK);
         }
         if all_done {
-            println!("Stack {} deployed: every service converged", args.stack);
+            let jobs = if jobs { ", every job completed" } else { "" };
+            println!("Stack {} deployed: every service converged{jobs}", args.stack);
             return Ok(EXIT_OK);
         }
         let remaining = deadline.saturating_duration_since(Instant::now());

@@ -52,7 +52,7 @@ pub async fn show(g: &Global, c: &mut ControlClient<Channel>, spec: &StackSpec, 
         .services;
     let mut existing = std::collections::BTreeMap::new();
     for s in current {
-        let (svc, _, _) = summary(s)?;
+        let (svc, _) = summary(s)?;
         existing.insert(svc.spec.name.clone(), svc);
     }
     let stacks = c.list_stacks(v1::ListStacksRequest { stale: g.stale }).await.map_err(status)?.into_inner().stacks;
@@ -84,7 +84,13 @@ pub async fn show(g: &Global, c: &mut ControlClient<Channel>, spec: &StackSpec, 
                 println!("+ create {s}");
             }
             for u in &plan.update {
-                let how = if u.diff.replaces_tasks { "rolling update: tasks are replaced" } else { "tasks are kept" };
+                let how = if u.diff.reruns_job {
+                    "the job runs again"
+                } else if u.diff.replaces_tasks {
+                    "rolling update: tasks are replaced"
+                } else {
+                    "tasks are kept"
+                };
                 println!("~ update {} ({how})", u.service);
                 for ch in &u.diff.changes {
                     println!("    {}: {} → {}", ch.path, compact(&ch.from), compact(&ch.to));

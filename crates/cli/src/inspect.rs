@@ -106,13 +106,38 @@ pub struct ServiceRow {
     mode: String,
     running: u64,
     desired: u64,
+    /// A job's completions at its current revision; absent for services.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    completed: Option<u64>,
+    /// `running/desired`, or for a job `completed/desired completed`.
+    replicas: String,
     image: String,
     revision: u64,
     update_state: String,
     ports: String,
 }
 
-fn service_row(s: &Service, running: u64, desired: u64) -> ServiceRow {
+/// How many tasks of a service run, are wanted and (for jobs) completed, as the manager counts them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counts {
+    /// Tasks of the current spec that run.
+    pub running: u64,
+    /// Tasks wanted; for a job, completions wanted.
+    pub desired: u64,
+    /// A job's completions at its current revision.
+    pub completed: u64,
+}
+
+/// `3/3`, or for a job `2/3 completed`.
+pub fn replicas(mode: &ServiceMode, c: Counts) -> String {
+    if mode.is_job() {
+        format!("{}/{} completed", c.completed, c.desired)
+    } else {
+        format!("{}/{}", c.running, c.desired)
+    }
+}
+
+fn service_row(s: &Service, c: Counts) -> ServiceRow {
     let ports = s
         .spec
         .task
@@ -127,12 +152,11 @@ fn service_row(s: &Service, running: u64, desired: u64) -> ServiceRow {
     ServiceRow {
         id: model::prefix(&s.id, 12).to_string(),
         name: s.name.clone(),
-        mode: match s.spec.mode {
-            ServiceMode::Replicated { .. } => "replicated".into(),
-            ServiceMode::Global => "global".into(),
-        },
-        running,
-        desired,
+        mode: s.spec.mode.name().to_string(),
+        running: c.running,
+        desired: c.desired,
+        completed: s.spec.mode.is_job().then_some(c.completed),
+        replicas: replicas(&s.spec.mode, c),
         image: s.spec.task.image.clone(),
         revision: s.revision,
         update_state: serde_name(&s.update.state),
@@ -141,9 +165,9 @@ fn service_row(s: &Service, running: u64, desired: u64) -> ServiceRow {
 }
 
 /// Converts a service summary from the wire.
-pub fn summary(s: v1::ServiceSummary) -> Result<(Service, u64, u64)> {
+pub fn summary(s: v1::ServiceSummary) -> Result<(Service, Counts)> {
     let svc = Service::try_from(s.service.context("manager sent a summary without a service")?)?;
-    Ok((svc, s.running, s.desired))
+    Ok((svc, Counts { running: s.running, desired: s.desired, completed: s.completed }))
 }
 
 /// `stackctl service ls [STACK]`.
@@ -156,14 +180,10 @@ pub async fn service_ls(g: &Global, stack: Option<&str>) -> Result<i32> {
         .into_inner();
     let mut rows = Vec::new();
     for s in resp.services {
-        let (svc, running, desired) = summary(s)?;
-        rows.push(service_row(&svc, running, desired));
+        let (svc, counts) = summary(s)?;
+        rows.push(service_row(&svc, counts));
     }
-    print_rows(
-        &rows,
-        &["id", "name", "mode", "running", "desired", "image", "revision", "update_state", "ports"],
-        g.output,
-    )?;
+    print_rows(&rows, &["id", "name", "mode", "replicas", "image", "revision", "update_state", "ports"], g.output)?;
     Ok(0)
 }
 
@@ -174,6 +194,8 @@ struct ServiceDetail {
     service: Service,
     running: u64,
     desired: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    completed: Option<u64>,
 }
 
 /// `stackctl service inspect SERVICE`.
@@ -184,17 +206,24 @@ pub async fn service_inspect(g: &Global, name: &str) -> Result<i32> {
         .await
         .map_err(status)?
         .into_inner();
-    let (service, running, desired) = summary(resp.service.context("manager sent no service")?)?;
+    let (service, c) = summary(resp.service.context("manager sent no service")?)?;
     match g.output {
-        Output::Json | Output::Yaml => print_document(&ServiceDetail { service, running, desired }, g.output)?,
+        Output::Json | Output::Yaml => {
+            let completed = service.spec.mode.is_job().then_some(c.completed);
+            print_document(&ServiceDetail { service, running: c.running, desired: c.desired, completed }, g.output)?
+        }
         Output::Table => {
             let s = &service;
             println!("ID:        {}", s.id);
             println!("Name:      {}", s.name);
             println!("Stack:     {}", s.stack);
             println!("Image:     {}", s.spec.task.image);
-            println!("Mode:      {}", service_row(s, running, desired).mode);
-            println!("Tasks:     {running}/{desired} running");
+            println!("Mode:      {}", s.spec.mode.name());
+            if s.spec.mode.is_job() {
+                println!("Tasks:     {} ({} running)", replicas(&s.spec.mode, c), c.running);
+            } else {
+                println!("Tasks:     {}/{} running", c.running, c.desired);
+            }
             println!(
                 "Revision:  {} (history: {})",
                 s.revision,
@@ -287,4 +316,18 @@ pub async fn node_ls(g: &Global) -> Result<i32> {
     }
     print_rows(&rows, &["id", "name", "addr", "role", "availability", "state", "engine_version"], g.output)?;
     Ok(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replicas_column_counts_running_tasks_or_a_jobs_completions() {
+        let c = Counts { running: 1, desired: 3, completed: 2 };
+        assert_eq!(replicas(&ServiceMode::Replicated { replicas: 3 }, c), "1/3");
+        assert_eq!(replicas(&ServiceMode::Global, c), "1/3");
+        assert_eq!(replicas(&ServiceMode::ReplicatedJob { replicas: 3, max_concurrent: 0 }, c), "2/3 completed");
+        assert_eq!(replicas(&ServiceMode::GlobalJob, c), "2/3 completed");
+    }
 }

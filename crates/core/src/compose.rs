@@ -4,15 +4,18 @@
 //! Every value is written in its most explicit form (long-syntax ports and
 //! volumes, list-form commands, map-form environment, durations with units),
 //! so the output validates against the compose JSON schema and loading it
-//! again gives the same [`StackSpec`].
+//! again gives the same [`StackSpec`]. One exception: a replicated job's
+//! `max_concurrent` has no compose key (the loader always sets 0, "as many
+//! as `replicas`"), so it is not written.
 
 use std::collections::BTreeMap;
 
 use serde_json::{Map, Value, json};
 
 use crate::model::{
-    FailureAction, HealthCheck, Mount, MountKind, NetworkAttachment, NetworkSpec, PortConfig, PublishMode,
-    RestartCondition, ServiceMode, ServiceSpec, StackSpec, UpdateOrder, VolumeSpec,
+    FailureAction, FileRef, HealthCheck, Mount, MountKind, NetworkAttachment, NetworkSpec, ObjectOrigin, ObjectSpec,
+    PortConfig, PublishMode, RestartCondition, ServiceMode, ServiceSpec, StackSpec, UpdateConfig, UpdateOrder,
+    VolumeSpec,
 };
 
 /// Writes milliseconds as a compose duration: `1h2m3s`, `1m30s`, `500ms`, `0s`.
@@ -66,6 +69,16 @@ fn mount(m: &Mount, volumes: &BTreeMap<String, VolumeSpec>) -> Value {
     o.insert("target".into(), json!(m.target));
     if m.read_only {
         o.insert("read_only".into(), json!(true));
+    }
+    if m.kind == MountKind::Tmpfs && (m.tmpfs_size_bytes > 0 || m.tmpfs_mode > 0) {
+        let mut t = Map::new();
+        if m.tmpfs_size_bytes > 0 {
+            t.insert("size".into(), json!(m.tmpfs_size_bytes));
+        }
+        if m.tmpfs_mode > 0 {
+            t.insert("mode".into(), json!(format!("{:o}", m.tmpfs_mode)));
+        }
+        o.insert("tmpfs".into(), Value::Object(t));
     }
     Value::Object(o)
 }
@@ -197,20 +210,22 @@ pub fn service(s: &ServiceSpec, stack: &StackSpec) -> Value {
         }
         o.insert("logging".into(), Value::Object(log));
     }
+    for (key, refs) in [("configs", &t.configs), ("secrets", &t.secrets)] {
+        if !refs.is_empty() {
+            o.insert(key.into(), Value::Array(refs.iter().map(file_ref).collect()));
+        }
+    }
     o.insert("stop_grace_period".into(), json!(duration(t.stop_grace_period_ms)));
     if let Some(h) = &t.healthcheck {
         o.insert("healthcheck".into(), healthcheck(h));
     }
     let mut deploy = Map::new();
-    match s.mode {
-        ServiceMode::Replicated { replicas } => {
-            deploy.insert("mode".into(), json!("replicated"));
-            deploy.insert("replicas".into(), json!(replicas));
-        }
-        ServiceMode::Global => {
-            deploy.insert("mode".into(), json!("global"));
-        }
+    deploy.insert("mode".into(), json!(s.mode.name()));
+    // `max_concurrent` has no compose key: it is not written (the loader always reads 0).
+    if let ServiceMode::Replicated { replicas } | ServiceMode::ReplicatedJob { replicas, .. } = s.mode {
+        deploy.insert("replicas".into(), json!(replicas));
     }
+    deploy.insert("endpoint_mode".into(), json!(s.endpoint_mode.as_str()));
     if !s.labels.is_empty() {
         deploy.insert("labels".into(), map(&s.labels));
     }
@@ -271,7 +286,17 @@ pub fn service(s: &ServiceSpec, stack: &StackSpec) -> Value {
             "window": duration(r.window_ms),
         }),
     );
-    let u = &s.update;
+    // A job has no rolling update: the loader ignores (and warns about) both policies.
+    if !s.mode.is_job() {
+        deploy.insert("update_config".into(), update_config(&s.update));
+        deploy.insert("rollback_config".into(), update_config(&s.rollback));
+    }
+    o.insert("deploy".into(), Value::Object(deploy));
+    Value::Object(o)
+}
+
+/// `update_config` or `rollback_config`.
+fn update_config(u: &UpdateConfig) -> Value {
     let action = match u.failure_action {
         FailureAction::Pause => "pause",
         FailureAction::Continue => "continue",
@@ -281,19 +306,14 @@ pub fn service(s: &ServiceSpec, stack: &StackSpec) -> Value {
         UpdateOrder::StopFirst => "stop-first",
         UpdateOrder::StartFirst => "start-first",
     };
-    deploy.insert(
-        "update_config".into(),
-        json!({
-            "parallelism": u.parallelism,
-            "delay": duration(u.delay_ms),
-            "monitor": duration(u.monitor_ms),
-            "failure_action": action,
-            "max_failure_ratio": u.max_failure_ratio,
-            "order": order,
-        }),
-    );
-    o.insert("deploy".into(), Value::Object(deploy));
-    Value::Object(o)
+    json!({
+        "parallelism": u.parallelism,
+        "delay": duration(u.delay_ms),
+        "monitor": duration(u.monitor_ms),
+        "failure_action": action,
+        "max_failure_ratio": u.max_failure_ratio,
+        "order": order,
+    })
 }
 
 fn volume(v: &VolumeSpec) -> Value {
@@ -343,6 +363,45 @@ fn escape_dollars(v: &mut Value) {
     }
 }
 
+/// A service's config or secret, in the long syntax.
+fn file_ref(r: &FileRef) -> Value {
+    json!({
+        "source": r.source,
+        "target": r.target,
+        "uid": r.uid,
+        "gid": r.gid,
+        "mode": format!("{:o}", r.mode),
+    })
+}
+
+/// A top-level config or secret: where its content comes from, never the
+/// content of a secret (a config's `content:` is written back as it is).
+fn object(o: &ObjectSpec, stack: &str, key: &str) -> Value {
+    let mut out = Map::new();
+    match &o.origin {
+        ObjectOrigin::External => {
+            out.insert("external".into(), json!(true));
+        }
+        ObjectOrigin::File(path) => {
+            out.insert("file".into(), json!(path));
+        }
+        ObjectOrigin::Environment(var) => {
+            out.insert("environment".into(), json!(var));
+        }
+        ObjectOrigin::Content => {
+            out.insert("content".into(), json!(String::from_utf8_lossy(&o.data.0)));
+        }
+    }
+    let default_name = if o.external { key.to_string() } else { format!("{stack}_{key}") };
+    if o.name != default_name {
+        out.insert("name".into(), json!(o.name));
+    }
+    if !o.labels.is_empty() {
+        out.insert("labels".into(), map(&o.labels));
+    }
+    Value::Object(out)
+}
+
 /// The compose document of a normalised stack.
 pub fn document(spec: &StackSpec) -> Value {
     let mut o = Map::new();
@@ -353,6 +412,12 @@ pub fn document(spec: &StackSpec) -> Value {
     );
     if !spec.volumes.is_empty() {
         o.insert("volumes".into(), Value::Object(spec.volumes.iter().map(|(k, v)| (k.clone(), volume(v))).collect()));
+    }
+    for (key, objects) in [("configs", &spec.configs), ("secrets", &spec.secrets)] {
+        if !objects.is_empty() {
+            let section = objects.iter().map(|(k, o)| (k.clone(), object(o, &spec.name, k))).collect();
+            o.insert(key.into(), Value::Object(section));
+        }
     }
     if !spec.networks.is_empty() {
         o.insert(

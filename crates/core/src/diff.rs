@@ -2,7 +2,8 @@
 //! `stackctl deploy --dry-run`: what a deploy would change, and whether the
 //! change replaces the service's tasks (its task template changed) or not
 //! (replicas, policies and labels only); and the networks a deploy adds,
-//! changes or drops.
+//! changes or drops. A job runs again after any change of its spec (a new
+//! revision needs new completions).
 
 use std::collections::BTreeMap;
 
@@ -29,6 +30,9 @@ pub struct ServiceDiff {
     pub changes: Vec<Change>,
     /// Whether the tasks are replaced (a rolling update), rather than kept.
     pub replaces_tasks: bool,
+    /// Whether the service is a job after the deploy, which then runs again
+    /// (every change of a job's spec does that).
+    pub reruns_job: bool,
 }
 
 fn walk(path: &str, a: &Value, b: &Value, out: &mut Vec<Change>) {
@@ -55,7 +59,7 @@ pub fn service(old: &ServiceSpec, new: &ServiceSpec) -> Option<ServiceDiff> {
     let (a, b) = (serde_json::to_value(old).unwrap_or(Value::Null), serde_json::to_value(new).unwrap_or(Value::Null));
     let mut changes = Vec::new();
     walk("", &a, &b, &mut changes);
-    Some(ServiceDiff { changes, replaces_tasks: old.task != new.task })
+    Some(ServiceDiff { changes, replaces_tasks: old.task != new.task, reruns_job: new.mode.is_job() })
 }
 
 /// One network whose spec a deploy changes.
@@ -110,7 +114,7 @@ pub fn networks(old: &BTreeMap<String, NetworkSpec>, new: &BTreeMap<String, Netw
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{ServiceMode, TaskTemplate};
+    use crate::model::{EndpointMode, ServiceMode, TaskTemplate, UpdateConfig};
 
     fn net(name: &str) -> NetworkSpec {
         NetworkSpec { name: name.into(), ..Default::default() }
@@ -141,7 +145,9 @@ mod tests {
             task: TaskTemplate { image: image.into(), ..Default::default() },
             restart: Default::default(),
             update: Default::default(),
+            rollback: UpdateConfig::rollback_default(),
             labels: Default::default(),
+            endpoint_mode: Default::default(),
         }
     }
 
@@ -174,5 +180,34 @@ mod tests {
         let d = service(&spec("web:1", 2), &global).expect("a diff");
         let paths: Vec<&str> = d.changes.iter().map(|c| c.path.as_str()).collect();
         assert_eq!(paths, vec!["mode.kind", "mode.replicas"]);
+        assert!(!d.reruns_job);
+    }
+
+    #[test]
+    fn a_changed_job_runs_again_even_if_its_tasks_are_kept() {
+        let mut old = spec("migrate:1", 0);
+        old.mode = ServiceMode::ReplicatedJob { replicas: 1, max_concurrent: 0 };
+        let mut new = old.clone();
+        new.labels.insert("run".into(), "2".into());
+        let d = service(&old, &new).expect("a diff");
+        assert!(!d.replaces_tasks);
+        assert!(d.reruns_job);
+    }
+
+    #[test]
+    fn rollback_config_and_endpoint_mode_are_diffed() {
+        let old = spec("web:1", 2);
+        let mut new = old.clone();
+        new.rollback.parallelism = 3;
+        new.endpoint_mode = EndpointMode::Dnsrr;
+        let d = service(&old, &new).expect("a diff");
+        assert_eq!(
+            d.changes,
+            vec![
+                Change { path: "endpoint_mode".into(), from: "vip".into(), to: "dnsrr".into() },
+                Change { path: "rollback.parallelism".into(), from: 1.into(), to: 3.into() },
+            ]
+        );
+        assert!(!d.replaces_tasks);
     }
 }

@@ -97,9 +97,9 @@ pub struct Node {
 
 // ---------------------------------------------------------------- specs
 
-/// How many tasks a service runs.
+/// How many tasks a service runs, and whether they run for ever or to completion.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase", tag = "kind")]
+#[serde(rename_all = "kebab-case", tag = "kind")]
 pub enum ServiceMode {
     /// A fixed number of tasks, one per slot.
     Replicated {
@@ -108,6 +108,58 @@ pub enum ServiceMode {
     },
     /// One task on every eligible node.
     Global,
+    /// A job: tasks that run to completion (exit 0) until `replicas` of them
+    /// have completed, one per slot. A task that completed is not replaced.
+    ReplicatedJob {
+        /// Completions wanted (slots 1..=replicas each complete once).
+        replicas: u64,
+        /// Tasks that run at the same time (0: `replicas`).
+        #[serde(default)]
+        max_concurrent: u64,
+    },
+    /// A job that runs to completion once on every eligible node.
+    GlobalJob,
+}
+
+impl ServiceMode {
+    /// Whether the service is a job (its tasks run to completion).
+    pub fn is_job(&self) -> bool {
+        matches!(self, ServiceMode::ReplicatedJob { .. } | ServiceMode::GlobalJob)
+    }
+
+    /// The name used in stack files and listings: `replicated`, `global`,
+    /// `replicated-job` or `global-job`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            ServiceMode::Replicated { .. } => "replicated",
+            ServiceMode::Global => "global",
+            ServiceMode::ReplicatedJob { .. } => "replicated-job",
+            ServiceMode::GlobalJob => "global-job",
+        }
+    }
+}
+
+/// How a service is reached by the other services of its networks (once
+/// service discovery exists): through one virtual IP, or by DNS round robin
+/// over its tasks' addresses.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EndpointMode {
+    /// One virtual IP for the service, balanced over its tasks.
+    #[default]
+    Vip,
+    /// The service name resolves to the addresses of its tasks.
+    Dnsrr,
+}
+
+impl EndpointMode {
+    /// The name used in stack files: `vip` or `dnsrr`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EndpointMode::Vip => "vip",
+            EndpointMode::Dnsrr => "dnsrr",
+        }
+    }
 }
 
 /// Kind of a mount.
@@ -133,6 +185,12 @@ pub struct Mount {
     pub target: String,
     /// Mounted read-only.
     pub read_only: bool,
+    /// Size of a tmpfs in bytes (0: the engine's default, half the memory).
+    #[serde(default)]
+    pub tmpfs_size_bytes: u64,
+    /// Permission bits of a tmpfs's root, like `0o1777` (0: the engine's default).
+    #[serde(default)]
+    pub tmpfs_mode: u32,
 }
 
 /// Transport protocol of a port.
@@ -267,6 +325,12 @@ pub struct TaskTemplate {
     /// CPU and memory limits and reservations.
     #[serde(default)]
     pub resources: ResourceSpec,
+    /// Configs given to the container as files.
+    #[serde(default)]
+    pub configs: Vec<FileRef>,
+    /// Secrets given to the container as files on a tmpfs.
+    #[serde(default)]
+    pub secrets: Vec<FileRef>,
     /// The networks the container joins, the first one at creation (empty:
     /// Docker's default bridge, as before networks existed).
     #[serde(default)]
@@ -282,6 +346,95 @@ pub struct NetworkAttachment {
     /// short name, which the agent always adds.
     #[serde(default)]
     pub aliases: Vec<String>,
+}
+
+/// A config or secret given to a task's container as a file.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileRef {
+    /// The key in the stack's `configs:` or `secrets:`.
+    pub source: String,
+    /// The object's name in the cluster (`<stack>_<key>`, or the external name).
+    pub name: String,
+    /// Absolute path of the file in the container.
+    pub target: String,
+    /// Owner (numeric uid).
+    pub uid: String,
+    /// Group (numeric gid).
+    pub gid: String,
+    /// Permission bits, like `0o444`.
+    pub mode: u32,
+    /// SHA-256 (hex) of the content the task gets; empty for an external
+    /// object, which cannot change. A new content is a new template, so the
+    /// tasks that use it are replaced by a rolling update.
+    pub digest: String,
+}
+
+/// Bytes that are never printed: `Debug` shows only their length. Serialised
+/// as base64.
+#[derive(Clone, Default, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Blob(pub Vec<u8>);
+
+impl std::fmt::Debug for Blob {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "<{} bytes>", self.0.len())
+    }
+}
+
+impl Serialize for Blob {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use base64::Engine;
+        serializer.serialize_str(&base64::engine::general_purpose::STANDARD.encode(&self.0))
+    }
+}
+
+impl<'de> Deserialize<'de> for Blob {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        use base64::Engine;
+        let text = String::deserialize(deserializer)?;
+        base64::engine::general_purpose::STANDARD.decode(text).map(Blob).map_err(serde::de::Error::custom)
+    }
+}
+
+/// SHA-256 of `data`, in lower-case hex.
+pub fn digest(data: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    Sha256::digest(data).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Where a stack's config or secret comes from, as its stack file says
+/// (what `stackctl config` writes back; never the content of a secret).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "kind", content = "value")]
+pub enum ObjectOrigin {
+    /// `external: true`: it exists in the cluster already.
+    #[default]
+    External,
+    /// `file: PATH`, as written.
+    File(String),
+    /// `environment: VAR`.
+    Environment(String),
+    /// `content: …` (configs only).
+    Content,
+}
+
+/// The most bytes a config or secret may hold (Swarm's limit).
+pub const MAX_OBJECT_BYTES: usize = 500 * 1024;
+
+/// A config or secret declared by a stack.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ObjectSpec {
+    /// Name in the cluster: `<stack>_<key>` unless `name:` is given or it is external.
+    pub name: String,
+    /// It exists in the cluster already (`stackctl secret create`) and is not managed by the stack.
+    pub external: bool,
+    /// Where the content came from.
+    pub origin: ObjectOrigin,
+    /// The content (empty when external).
+    pub data: Blob,
+    /// SHA-256 (hex) of the content; empty when external.
+    pub digest: String,
+    /// Labels.
+    pub labels: BTreeMap<String, String>,
 }
 
 /// How a constraint compares.
@@ -489,6 +642,15 @@ pub struct UpdateConfig {
 
 impl Eq for UpdateConfig {}
 
+impl UpdateConfig {
+    /// Swarm's defaults for rolling back: parallelism 1, delay 0, monitor 5 s,
+    /// failure_action pause, max_failure_ratio 0, stop-first (the same values
+    /// as the update defaults).
+    pub fn rollback_default() -> Self {
+        Self::default()
+    }
+}
+
 impl Default for UpdateConfig {
     fn default() -> Self {
         Self {
@@ -507,7 +669,7 @@ impl Default for UpdateConfig {
 pub struct ServiceSpec {
     /// Name inside the stack (`web`); the service's full name is `<stack>_<name>`.
     pub name: String,
-    /// Replicated or global.
+    /// Replicated, global, or one of the job modes.
     pub mode: ServiceMode,
     /// What each task runs.
     pub task: TaskTemplate,
@@ -515,8 +677,16 @@ pub struct ServiceSpec {
     pub restart: RestartPolicy,
     /// Update policy.
     pub update: UpdateConfig,
+    /// Rollback policy: how a rollback rolls (its `failure_action` is pause
+    /// or continue, never rollback).
+    #[serde(default = "UpdateConfig::rollback_default")]
+    pub rollback: UpdateConfig,
     /// Service labels (`deploy.labels`).
     pub labels: BTreeMap<String, String>,
+    /// How other services reach this one (recorded; used once service
+    /// discovery exists).
+    #[serde(default)]
+    pub endpoint_mode: EndpointMode,
 }
 
 /// A named volume declared by a stack.
@@ -581,6 +751,12 @@ pub struct StackSpec {
     pub services: BTreeMap<String, ServiceSpec>,
     /// Named volumes by key.
     pub volumes: BTreeMap<String, VolumeSpec>,
+    /// Configs by key.
+    #[serde(default)]
+    pub configs: BTreeMap<String, ObjectSpec>,
+    /// Secrets by key.
+    #[serde(default)]
+    pub secrets: BTreeMap<String, ObjectSpec>,
     /// Networks by key: the declared ones, and `default` when a service
     /// joins it (every service without `networks:` does).
     #[serde(default)]
@@ -588,6 +764,53 @@ pub struct StackSpec {
 }
 
 // ---------------------------------------------------------------- runtime objects
+
+/// Configs or secrets.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DataKind {
+    /// A config: a file, printed freely.
+    Config,
+    /// A secret: a file on a tmpfs, never printed.
+    Secret,
+}
+
+impl DataKind {
+    /// `config` or `secret`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DataKind::Config => "config",
+            DataKind::Secret => "secret",
+        }
+    }
+}
+
+/// A config or secret as stored in the cluster.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredObject {
+    /// Name in the cluster.
+    pub name: String,
+    /// The stack that manages it; empty for one created with `stackctl secret|config create`.
+    pub stack: String,
+    /// Labels.
+    pub labels: BTreeMap<String, String>,
+    /// Digest of the current content.
+    pub current: String,
+    /// Contents by digest: the current one, and older ones that a kept
+    /// revision of a service still refers to (for rollback).
+    pub versions: BTreeMap<String, Blob>,
+    /// When created.
+    pub created_at: Timestamp,
+    /// When its content last changed.
+    pub updated_at: Timestamp,
+}
+
+impl StoredObject {
+    /// The content a [`FileRef`] with `digest` gets (empty: the current one).
+    pub fn content(&self, digest: &str) -> Option<&Blob> {
+        self.versions.get(if digest.is_empty() { self.current.as_str() } else { digest })
+    }
+}
 
 /// A stack as stored in the cluster.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -620,6 +843,9 @@ pub enum UpdateState {
     RollingBack,
     /// Went back to the previous revision after a failure.
     RolledBack,
+    /// A job that cannot complete: a task failed and its restart policy
+    /// gives up (max_attempts reached, or condition none).
+    Failed,
 }
 
 /// The rollout status of a service.
@@ -834,5 +1060,54 @@ mod tests {
         assert_eq!(n, NetworkSpec { name: "shop_back".into(), ..NetworkSpec::default() });
         let a: NetworkAttachment = serde_json::from_str(r#"{"network":"shop_back"}"#).expect("decodes");
         assert!(a.aliases.is_empty());
+    }
+
+    /// A service spec as stackd wrote it before jobs, `rollback` and
+    /// `endpoint_mode` existed: Raft logs and snapshots hold such JSON.
+    const OLD_SPEC: &str = r#"{"name":"web","mode":{"kind":"replicated","replicas":3},
+        "task":{"image":"web:1","command":null,"entrypoint":null,"env":[],"labels":{},"mounts":[],"ports":[],
+        "working_dir":null,"user":null,"hostname":null,"healthcheck":null,"stop_grace_period_ms":10000,
+        "stop_signal":null,"init":null,"read_only":false},
+        "restart":{"condition":"any","delay_ms":5000,"max_attempts":0,"window_ms":0},
+        "update":{"parallelism":2,"delay_ms":0,"monitor_ms":5000,"failure_action":"rollback","max_failure_ratio":0.0,"order":"start-first"},
+        "labels":{}}"#;
+
+    #[test]
+    fn specs_written_before_jobs_still_decode_with_the_defaults() {
+        let spec: ServiceSpec = serde_json::from_str(OLD_SPEC).expect("an old spec decodes");
+        assert_eq!(spec.mode, ServiceMode::Replicated { replicas: 3 });
+        assert_eq!(spec.update.parallelism, 2);
+        assert_eq!(spec.rollback, UpdateConfig::rollback_default());
+        assert_eq!(spec.endpoint_mode, EndpointMode::Vip);
+        let global: ServiceMode = serde_json::from_str(r#"{"kind":"global"}"#).expect("global");
+        assert_eq!(global, ServiceMode::Global);
+    }
+
+    #[test]
+    fn modes_and_new_fields_have_stable_json_names() {
+        let job = ServiceMode::ReplicatedJob { replicas: 3, max_concurrent: 0 };
+        assert_eq!(
+            serde_json::to_value(&job).expect("json"),
+            serde_json::json!({ "kind": "replicated-job", "replicas": 3, "max_concurrent": 0 })
+        );
+        // max_concurrent may be left out.
+        let read: ServiceMode = serde_json::from_str(r#"{"kind":"replicated-job","replicas":3}"#).expect("job");
+        assert_eq!(read, job);
+        assert_eq!(
+            serde_json::to_value(ServiceMode::GlobalJob).expect("json"),
+            serde_json::json!({ "kind": "global-job" })
+        );
+        assert_eq!(serde_json::to_value(EndpointMode::Dnsrr).expect("json"), "dnsrr");
+        assert_eq!(serde_json::to_value(UpdateState::Failed).expect("json"), "failed");
+        for (mode, name) in [
+            (ServiceMode::Replicated { replicas: 1 }, "replicated"),
+            (ServiceMode::Global, "global"),
+            (job, "replicated-job"),
+            (ServiceMode::GlobalJob, "global-job"),
+        ] {
+            assert_eq!(mode.name(), name);
+            assert_eq!(serde_json::to_value(&mode).expect("json")["kind"], name);
+            assert_eq!(mode.is_job(), name.ends_with("-job"));
+        }
     }
 }

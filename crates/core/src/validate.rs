@@ -5,7 +5,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::model::{MountKind, NetworkSpec, ServiceMode, StackSpec};
+use crate::model::{EndpointMode, FailureAction, MountKind, NetworkSpec, PublishMode, ServiceMode, StackSpec};
 
 /// The most replicas one service may ask for.
 pub const MAX_REPLICAS: u64 = 10_000;
@@ -98,7 +98,7 @@ pub fn stack_spec(spec: &StackSpec) -> Result<(), Vec<String>> {
         if svc.task.image.trim().is_empty() {
             errors.push(format!("{at}.image: a service needs an image"));
         }
-        if let ServiceMode::Replicated { replicas } = svc.mode
+        if let ServiceMode::Replicated { replicas } | ServiceMode::ReplicatedJob { replicas, .. } = svc.mode
             && replicas > MAX_REPLICAS
         {
             errors.push(format!("{at}.deploy.replicas: at most {MAX_REPLICAS}, got {replicas}"));
@@ -144,8 +144,55 @@ pub fn stack_spec(spec: &StackSpec) -> Result<(), Vec<String>> {
                 }
             }
         }
-        if svc.update.max_failure_ratio.is_nan() || !(0.0..=1.0).contains(&svc.update.max_failure_ratio) {
-            errors.push(format!("{at}.deploy.update_config.max_failure_ratio: must be between 0 and 1"));
+        for (kind, refs, declared) in
+            [("configs", &svc.task.configs, &spec.configs), ("secrets", &svc.task.secrets, &spec.secrets)]
+        {
+            for r in refs {
+                if !r.target.starts_with('/') {
+                    errors.push(format!("{at}.{kind}: target {:?} must be an absolute path", r.target));
+                }
+                if !targets.insert(r.target.clone()) {
+                    errors.push(format!("{at}.{kind}: {:?} is the target of two files or mounts", r.target));
+                }
+                match declared.get(&r.source) {
+                    Some(d) if d.name == r.name && d.digest == r.digest => {}
+                    Some(_) => errors.push(format!("{at}.{kind}: {} does not match the stack's {kind}", r.source)),
+                    None => errors.push(format!("{at}.{kind}: {} is not declared by the stack", r.source)),
+                }
+            }
+        }
+        for (key, policy) in [("update_config", &svc.update), ("rollback_config", &svc.rollback)] {
+            if policy.max_failure_ratio.is_nan() || !(0.0..=1.0).contains(&policy.max_failure_ratio) {
+                errors.push(format!("{at}.deploy.{key}.max_failure_ratio: must be between 0 and 1"));
+            }
+        }
+        if svc.rollback.failure_action == FailureAction::Rollback {
+            errors.push(format!(
+                "{at}.deploy.rollback_config.failure_action: rollback is not a failure action of a rollback: a failed rollback can pause or continue"
+            ));
+        }
+        if svc.endpoint_mode == EndpointMode::Dnsrr {
+            for p in svc.task.ports.iter().filter(|p| p.mode == PublishMode::Ingress) {
+                if let Some(pp) = p.published {
+                    errors.push(format!(
+                        "{at}.deploy.endpoint_mode: dnsrr can't be used with port {pp}/{} published in ingress mode: publish it with `mode: host`, or use endpoint_mode: vip",
+                        p.protocol.as_str()
+                    ));
+                }
+            }
+        }
+    }
+    for (kind, declared) in [("configs", &spec.configs), ("secrets", &spec.secrets)] {
+        for (key, o) in declared {
+            if !is_valid_name(&o.name) {
+                errors.push(format!("{kind}.{key}: name {:?} is invalid", o.name));
+            }
+            if !o.external && o.digest != crate::model::digest(&o.data.0) {
+                errors.push(format!("{kind}.{key}: the digest does not match the content"));
+            }
+            if o.data.0.len() > crate::model::MAX_OBJECT_BYTES {
+                errors.push(format!("{kind}.{key}: at most {} bytes", crate::model::MAX_OBJECT_BYTES));
+            }
         }
     }
     if errors.is_empty() { Ok(()) } else { Err(errors) }
@@ -154,33 +201,86 @@ pub fn stack_spec(spec: &StackSpec) -> Result<(), Vec<String>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{NetworkAttachment, ServiceSpec, TaskTemplate};
+    use crate::model::{NetworkAttachment, PortConfig, Protocol, ServiceSpec, TaskTemplate, UpdateConfig};
 
-    fn stack(networks: &[(&str, NetworkSpec)], attached: &[(&str, &[&str])]) -> StackSpec {
-        let task = TaskTemplate {
-            image: "web:1".into(),
-            networks: attached
-                .iter()
-                .map(|(n, aliases)| NetworkAttachment {
-                    network: n.to_string(),
-                    aliases: aliases.iter().map(|a| a.to_string()).collect(),
-                })
-                .collect(),
-            ..Default::default()
-        };
-        let web = ServiceSpec {
+    fn stack(svc: ServiceSpec) -> StackSpec {
+        StackSpec { name: "app".into(), services: [(svc.name.clone(), svc)].into(), ..Default::default() }
+    }
+
+    fn web() -> ServiceSpec {
+        ServiceSpec {
             name: "web".into(),
             mode: ServiceMode::Replicated { replicas: 1 },
-            task,
+            task: TaskTemplate { image: "web:1".into(), ..Default::default() },
             restart: Default::default(),
-            update: Default::default(),
+            update: UpdateConfig::default(),
+            rollback: UpdateConfig::rollback_default(),
             labels: Default::default(),
-        };
+            endpoint_mode: EndpointMode::Vip,
+        }
+    }
+
+    /// What the loader checks with positions, `apply` checks again: a spec
+    /// that did not come from the loader cannot slip through.
+    #[test]
+    fn job_rollback_and_endpoint_checks_hold_without_the_loader() {
+        assert_eq!(stack_spec(&stack(web())), Ok(()));
+        let mut s = web();
+        s.mode = ServiceMode::ReplicatedJob { replicas: MAX_REPLICAS + 1, max_concurrent: 0 };
+        s.rollback.failure_action = FailureAction::Rollback;
+        s.rollback.max_failure_ratio = 1.5;
+        s.endpoint_mode = EndpointMode::Dnsrr;
+        s.task.ports = vec![
+            PortConfig {
+                target: 80,
+                published: Some(8080),
+                protocol: Protocol::Tcp,
+                mode: PublishMode::Ingress,
+                host_ip: String::new(),
+            },
+            PortConfig {
+                target: 81,
+                published: Some(8081),
+                protocol: Protocol::Tcp,
+                mode: PublishMode::Host,
+                host_ip: String::new(),
+            },
+            PortConfig {
+                target: 82,
+                published: None,
+                protocol: Protocol::Tcp,
+                mode: PublishMode::Ingress,
+                host_ip: String::new(),
+            },
+        ];
+        let errors = stack_spec(&stack(s)).expect_err("invalid");
+        let paths: Vec<&str> = errors.iter().filter_map(|e| e.split_once(": ").map(|(p, _)| p)).collect();
+        assert_eq!(
+            paths,
+            [
+                "services.web.deploy.replicas",
+                "services.web.deploy.rollback_config.max_failure_ratio",
+                "services.web.deploy.rollback_config.failure_action",
+                "services.web.deploy.endpoint_mode",
+            ],
+            "{errors:?}"
+        );
+        assert!(errors[3].contains("port 8080/tcp"), "{}", errors[3]);
+    }
+
+    fn net_stack(networks: &[(&str, NetworkSpec)], attached: &[(&str, &[&str])]) -> StackSpec {
+        let mut web = web();
+        web.task.networks = attached
+            .iter()
+            .map(|(n, aliases)| NetworkAttachment {
+                network: n.to_string(),
+                aliases: aliases.iter().map(|a| a.to_string()).collect(),
+            })
+            .collect();
         StackSpec {
             name: "shop".into(),
-            services: [("web".to_string(), web)].into(),
-            volumes: Default::default(),
             networks: networks.iter().map(|(k, n)| (k.to_string(), n.clone())).collect(),
+            ..stack(web)
         }
     }
 
@@ -190,24 +290,27 @@ mod tests {
 
     #[test]
     fn networks_and_attachments() {
-        assert_eq!(stack_spec(&stack(&[("back", net("shop_back"))], &[("shop_back", &["api"])])), Ok(()));
-        assert_eq!(stack_spec(&stack(&[], &[])), Ok(()), "no networks: Docker's default bridge");
+        assert_eq!(stack_spec(&net_stack(&[("back", net("shop_back"))], &[("shop_back", &["api"])])), Ok(()));
+        assert_eq!(stack_spec(&net_stack(&[], &[])), Ok(()), "no networks: Docker's default bridge");
         let problems = |s: StackSpec| stack_spec(&s).expect_err("invalid");
         assert_eq!(
-            problems(stack(&[("back", net("shop_back"))], &[("shop_front", &[]), ("shop_back", &["bad alias"])])),
+            problems(net_stack(&[("back", net("shop_back"))], &[("shop_front", &[]), ("shop_back", &["bad alias"])])),
             [
                 "services.web.networks: network \"shop_front\" is not one of the stack's networks",
                 "services.web.networks: alias \"bad alias\" is invalid: use letters, digits, '-', '_' and '.', starting with a letter or digit",
             ]
         );
         assert_eq!(
-            problems(stack(&[("back", net("shop_back"))], &[("shop_back", &[]), ("shop_back", &[])])),
+            problems(net_stack(&[("back", net("shop_back"))], &[("shop_back", &[]), ("shop_back", &[])])),
             ["services.web.networks: network \"shop_back\" is attached twice"]
         );
         let external = NetworkSpec { external: true, internal: true, ..net("infra") };
         let host = NetworkSpec { driver: Some("host".into()), ..net("shop_h") };
         assert_eq!(
-            problems(stack(&[("a", net("x")), ("b", net("x")), ("c", external), ("d", net("none")), ("h", host)], &[])),
+            problems(net_stack(
+                &[("a", net("x")), ("b", net("x")), ("c", external), ("d", net("none")), ("h", host)],
+                &[]
+            )),
             [
                 "networks.b.name: networks a and b are both named x",
                 "networks.c: driver, driver_opts, internal and labels cannot be set on an external network",
@@ -216,7 +319,7 @@ mod tests {
             ]
         );
         assert_eq!(
-            problems(stack(&[("-k", net("bad name"))], &[])),
+            problems(net_stack(&[("-k", net("bad name"))], &[])),
             [
                 "networks.-k: network name is invalid: use letters, digits, '-', '_' and '.'",
                 "networks.-k.name: \"bad name\" is not a valid network name: use letters, digits, '-', '_' and '.', starting with a letter or digit",

@@ -23,26 +23,27 @@ fn node(id: &str) -> Node {
 }
 
 fn stack(replicas: u64, image: &str, name: &str) -> StackSpec {
+    stack_of(ServiceMode::Replicated { replicas }, image, name)
+}
+
+fn stack_of(mode: ServiceMode, image: &str, name: &str) -> StackSpec {
     let svc = ServiceSpec {
         name: "web".into(),
-        mode: ServiceMode::Replicated { replicas },
+        mode,
         task: TaskTemplate { image: image.into(), ..Default::default() },
         restart: RestartPolicy::default(),
         update: UpdateConfig::default(),
+        rollback: UpdateConfig::rollback_default(),
         labels: Default::default(),
+        endpoint_mode: EndpointMode::Vip,
     };
-    StackSpec {
-        name: name.into(),
-        services: [("web".to_string(), svc)].into(),
-        volumes: Default::default(),
-        networks: Default::default(),
-    }
+    StackSpec { name: name.into(), services: [("web".to_string(), svc)].into(), ..Default::default() }
 }
 
 /// A random operation on the cluster; the orchestrator and scheduler run after each.
 #[derive(Clone, Debug)]
 enum Op {
-    Deploy { replicas: u64, image: u8 },
+    Deploy { replicas: u64, image: u8, job: bool },
     Remove,
     Report { pick: prop::sample::Index, state: u8, exit: i64 },
     Tick(u64),
@@ -51,7 +52,7 @@ enum Op {
 
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
-        (0u64..6, 0u8..3).prop_map(|(replicas, image)| Op::Deploy { replicas, image }),
+        (0u64..6, 0u8..3, any::<bool>()).prop_map(|(replicas, image, job)| Op::Deploy { replicas, image, job }),
         Just(Op::Remove),
         (any::<prop::sample::Index>(), 0u8..11, -2i64..3).prop_map(|(pick, state, exit)| Op::Report {
             pick,
@@ -91,8 +92,13 @@ fn commands(ops: &[Op]) -> Vec<Command> {
     push(&mut state, &mut out, Command::UpsertNode { node: node("n2"), at: 0 });
     for op in ops {
         let cmd = match op {
-            Op::Deploy { replicas, image } => {
-                Command::PutStack { spec: stack(*replicas, &format!("web:{image}"), "app"), prune: false, at: now }
+            Op::Deploy { replicas, image, job } => {
+                let mode = if *job {
+                    ServiceMode::ReplicatedJob { replicas: *replicas, max_concurrent: 2 }
+                } else {
+                    ServiceMode::Replicated { replicas: *replicas }
+                };
+                Command::PutStack { spec: stack_of(mode, &format!("web:{image}"), "app"), prune: false, at: now }
             }
             Op::Remove => Command::RemoveStack { name: "app".into(), at: now },
             Op::Report { pick, state: s, exit } => {
@@ -164,7 +170,8 @@ proptest! {
     }
 
     /// Observed states never go back; a stopped task is never wanted again;
-    /// no slot ever holds two wanted tasks of the same template.
+    /// no slot ever holds two wanted tasks of the same template; a job slot
+    /// completes at most once per revision and gets no task after that.
     #[test]
     fn task_invariants_hold(ops in proptest::collection::vec(op(), 0..60)) {
         let cmds = commands(&ops);
@@ -182,6 +189,17 @@ proptest! {
                 let mut seen = std::collections::BTreeSet::new();
                 for t in s.tasks_of(&svc.id).filter(|t| t.desired_state == DesiredState::Running && t.slot > 0) {
                     prop_assert!(seen.insert((t.slot, serde_json::to_string(&t.template).expect("json"))), "slot {} holds two wanted tasks", t.slot);
+                }
+                if let ServiceMode::ReplicatedJob { replicas, max_concurrent } = svc.spec.mode {
+                    for slot in 1..=replicas {
+                        let mut run: Vec<&Task> = s.tasks_of(&svc.id).filter(|t| t.slot == slot && t.revision == svc.revision).collect();
+                        run.sort_by_key(|t| (t.created_at, t.id.clone()));
+                        if let Some(done) = run.iter().position(|t| t.status.state == TaskState::Complete) {
+                            prop_assert_eq!(done, run.len() - 1, "slot {} got a task after it completed", slot);
+                        }
+                    }
+                    let live = s.tasks_of(&svc.id).filter(|t| t.revision == svc.revision && t.desired_state == DesiredState::Running && !t.status.state.is_terminal()).count() as u64;
+                    prop_assert!(live <= max_concurrent, "{} job tasks in flight, max_concurrent {}", live, max_concurrent);
                 }
             }
         }

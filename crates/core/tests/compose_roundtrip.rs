@@ -47,7 +47,7 @@ fn corpus_files_round_trip_and_validate() {
     for file in common::corpus_files() {
         let name = file.name.clone();
         let files = [file];
-        let options = LoadOptions { env: common::corpus_env(), env_file: None };
+        let options = LoadOptions { env: common::corpus_env(), env_file: None, project_dir: None };
         let Ok(loaded) = load("corpus", &files, &options) else { continue };
         let again = round_trip(&loaded.spec, &name);
         assert_eq!(again, loaded.spec, "{name}: loading the normalised form changed the stack");
@@ -282,16 +282,28 @@ mod generated {
                         source: String::new(),
                         target: format!("/t{i}"),
                         read_only: false,
+                        // Some with a size and a mode, some without.
+                        tmpfs_size_bytes: u64::from(i % 3) << 20,
+                        tmpfs_mode: if i % 2 == 0 { 0o1777 } else { 0 },
                     })
                     .collect();
                 if let Some(v) = volume.filter(|v| !v.is_empty()) {
-                    mounts.push(Mount { kind: MountKind::Volume, source: v, target: "/data".into(), read_only: ro });
+                    mounts.push(Mount {
+                        kind: MountKind::Volume,
+                        source: v,
+                        target: "/data".into(),
+                        read_only: ro,
+                        tmpfs_size_bytes: 0,
+                        tmpfs_mode: 0,
+                    });
                 }
                 mounts.push(Mount {
                     kind: MountKind::Bind,
                     source: "/srv/app".into(),
                     target: "/app".into(),
                     read_only: ro,
+                    tmpfs_size_bytes: 0,
+                    tmpfs_mode: 0,
                 });
                 let ports = ports
                     .into_iter()
@@ -333,6 +345,34 @@ mod generated {
                 }
             },
         )
+    }
+
+    fn update_config(rollback: bool) -> impl Strategy<Value = UpdateConfig> {
+        // A rollback's failure action is pause or continue.
+        let actions: &[FailureAction] = if rollback {
+            &[FailureAction::Pause, FailureAction::Continue]
+        } else {
+            &[FailureAction::Pause, FailureAction::Continue, FailureAction::Rollback]
+        };
+        (0u64..4, ms(), ms(), proptest::sample::select(actions.to_vec()), 0u8..5, any::<bool>()).prop_map(
+            |(parallelism, delay_ms, monitor_ms, failure_action, ratio, start_first)| UpdateConfig {
+                parallelism,
+                delay_ms,
+                monitor_ms,
+                failure_action,
+                max_failure_ratio: f64::from(ratio) / 4.0,
+                order: if start_first { UpdateOrder::StartFirst } else { UpdateOrder::StopFirst },
+            },
+        )
+    }
+
+    fn mode() -> impl Strategy<Value = ServiceMode> {
+        prop_oneof![
+            (0u64..20).prop_map(|replicas| ServiceMode::Replicated { replicas }),
+            Just(ServiceMode::Global),
+            (0u64..20).prop_map(|replicas| ServiceMode::ReplicatedJob { replicas, max_concurrent: 0 }),
+            Just(ServiceMode::GlobalJob),
+        ]
     }
 
     /// The networks a service joins: for each of the stack's networks (engine
@@ -394,39 +434,59 @@ mod generated {
             0u64..5,
             ms(),
         );
-        let update = (0u64..4, ms(), ms(), 0u8..3, 0u8..5, any::<bool>());
         (
             (template(volumes), attachments(networks, default)).prop_map(|(mut t, networks)| {
                 t.networks = networks;
                 t
             }),
-            proptest::option::of(0u64..20),
+            mode(),
             policies,
-            update,
+            update_config(false),
+            update_config(true),
+            any::<bool>(),
             proptest::collection::btree_map("[a-z]{1,6}", text(), 0..2),
         )
             .prop_map(
                 move |(
-                    task,
-                    replicas,
+                    mut task,
+                    mode,
                     (condition, delay_ms, max_attempts, window_ms),
-                    (parallelism, delay, monitor, action, ratio, start_first),
+                    update,
+                    rollback,
+                    dnsrr,
                     labels,
-                )| ServiceSpec {
-                    name: name.clone(),
-                    mode: replicas.map_or(ServiceMode::Global, |replicas| ServiceMode::Replicated { replicas }),
-                    task,
-                    restart: RestartPolicy { condition, delay_ms, max_attempts, window_ms },
-                    update: UpdateConfig {
-                        parallelism,
-                        delay_ms: delay,
-                        monitor_ms: monitor,
-                        failure_action: [FailureAction::Pause, FailureAction::Continue, FailureAction::Rollback]
-                            [action as usize],
-                        max_failure_ratio: f64::from(ratio) / 4.0,
-                        order: if start_first { UpdateOrder::StartFirst } else { UpdateOrder::StopFirst },
-                    },
-                    labels,
+                )| {
+                    let job = mode.is_job();
+                    let endpoint_mode = if dnsrr {
+                        // dnsrr cannot publish ports in ingress mode.
+                        for p in &mut task.ports {
+                            p.mode = PublishMode::Host;
+                        }
+                        EndpointMode::Dnsrr
+                    } else {
+                        EndpointMode::Vip
+                    };
+                    ServiceSpec {
+                        name: name.clone(),
+                        mode,
+                        task,
+                        restart: RestartPolicy {
+                            // A job restarts on failure when `any` is asked for.
+                            condition: if job && condition == RestartCondition::Any {
+                                RestartCondition::OnFailure
+                            } else {
+                                condition
+                            },
+                            delay_ms,
+                            max_attempts,
+                            window_ms,
+                        },
+                        // A job has no rolling update: its policies are the defaults.
+                        update: if job { UpdateConfig::default() } else { update },
+                        rollback: if job { UpdateConfig::rollback_default() } else { rollback },
+                        labels,
+                        endpoint_mode,
+                    }
                 },
             )
     }
@@ -467,6 +527,7 @@ mod generated {
                             services: services.into_iter().map(|s| (s.name.clone(), s)).collect(),
                             volumes,
                             networks,
+                            ..Default::default()
                         }
                     },
                 )

@@ -9,7 +9,8 @@
 use std::collections::BTreeMap;
 use std::pin::Pin;
 
-use stackd_core::model::{DesiredState, Service, ServiceMode, StackSpec, TaskState};
+use stackd_core::model::{Blob, DataKind, Service, StackSpec};
+use stackd_core::orchestrator::service_counts;
 use stackd_core::state::ObjectKind;
 use stackd_core::{ClusterState, Command, validate};
 use stackd_proto::v1;
@@ -41,33 +42,21 @@ impl Control {
     }
 }
 
-/// Running tasks of the current template, and tasks wanted.
-fn counts(state: &ClusterState, svc: &Service) -> (u64, u64) {
-    let running = state
-        .tasks_of(&svc.id)
-        .filter(|t| {
-            t.desired_state == DesiredState::Running
-                && t.status.state == TaskState::Running
-                && t.template == svc.spec.task
-        })
-        .count() as u64;
-    let desired = match svc.spec.mode {
-        ServiceMode::Replicated { replicas } => replicas,
-        ServiceMode::Global => state
-            .nodes
-            .values()
-            .filter(|n| {
-                n.state == stackd_core::model::NodeState::Ready
-                    && n.availability == stackd_core::model::Availability::Active
-            })
-            .count() as u64,
-    };
-    (running, desired)
+fn summary(state: &ClusterState, svc: &Service) -> v1::ServiceSummary {
+    let c = service_counts(state, svc);
+    v1::ServiceSummary {
+        service: Some(v1::Service::from(svc)),
+        running: c.running,
+        desired: c.desired,
+        completed: c.completed,
+    }
 }
 
-fn summary(state: &ClusterState, svc: &Service) -> v1::ServiceSummary {
-    let (running, desired) = counts(state, svc);
-    v1::ServiceSummary { service: Some(v1::Service::from(svc)), running, desired }
+/// A wire config/secret kind.
+fn data_kind(kind: i32) -> Result<DataKind, Status> {
+    v1::DataKind::try_from(kind)
+        .map(DataKind::from)
+        .map_err(|_| Status::invalid_argument(format!("unknown object kind {kind}")))
 }
 
 fn find_service<'a>(state: &'a ClusterState, key: &str) -> Option<&'a Service> {
@@ -106,6 +95,63 @@ impl v1::control_server::Control for Control {
         }))
     }
 
+    async fn create_object(
+        &self,
+        req: Request<v1::CreateObjectRequest>,
+    ) -> Result<Response<v1::CreateObjectResponse>, Status> {
+        let r = req.into_inner();
+        let kind = data_kind(r.kind)?;
+        let data = Blob(r.data);
+        let digest = stackd_core::model::digest(&data.0);
+        let labels = r.labels.into_iter().collect();
+        let cmd = Command::CreateObject { kind, name: r.name, data, labels, at: now_ms() };
+        let (_, applied) = self.raft.propose(cmd).await.map_err(raft_status)?;
+        if let Some(why) = applied.rejected {
+            return Err(Status::failed_precondition(why));
+        }
+        Ok(Response::new(v1::CreateObjectResponse { digest }))
+    }
+
+    async fn list_objects(
+        &self,
+        req: Request<v1::ListObjectsRequest>,
+    ) -> Result<Response<v1::ListObjectsResponse>, Status> {
+        let r = req.into_inner();
+        let kind = data_kind(r.kind)?;
+        let objects = self
+            .read(r.stale, |s| {
+                s.objects(kind)
+                    .values()
+                    .map(|o| v1::ObjectInfo {
+                        name: o.name.clone(),
+                        stack: o.stack.clone(),
+                        digest: o.current.clone(),
+                        size: o.content("").map_or(0, |b| b.0.len() as u64),
+                        labels: o.labels.clone().into_iter().collect(),
+                        created_at: o.created_at,
+                        updated_at: o.updated_at,
+                        used_by: s.users_of(kind, &o.name),
+                    })
+                    .collect()
+            })
+            .await?;
+        Ok(Response::new(v1::ListObjectsResponse { objects }))
+    }
+
+    async fn remove_object(
+        &self,
+        req: Request<v1::RemoveObjectRequest>,
+    ) -> Result<Response<v1::RemoveObjectResponse>, Status> {
+        let r = req.into_inner();
+        let kind = data_kind(r.kind)?;
+        let (_, applied) =
+            self.raft.propose(Command::RemoveObject { kind, name: r.name, at: now_ms() }).await.map_err(raft_status)?;
+        if let Some(why) = applied.rejected {
+            return Err(Status::failed_precondition(why));
+        }
+        Ok(Response::new(v1::RemoveObjectResponse {}))
+    }
+
     async fn remove_stack(
         &self,
         req: Request<v1::RemoveStackRequest>,
@@ -131,8 +177,11 @@ impl v1::control_server::Control for Control {
                     .values()
                     .map(|st| {
                         let services: Vec<&Service> = s.services.values().filter(|sv| sv.stack == st.name).collect();
-                        let (running, desired) =
-                            services.iter().map(|sv| counts(s, sv)).fold((0, 0), |a, b| (a.0 + b.0, a.1 + b.1));
+                        // A job counts the completions it still needs: a finished job wants nothing.
+                        let (running, desired) = services
+                            .iter()
+                            .map(|sv| service_counts(s, sv))
+                            .fold((0, 0), |a, b| (a.0 + b.running, a.1 + b.desired.saturating_sub(b.completed)));
                         v1::StackSummary {
                             stack: Some(st.into()),
                             services: services.len() as u64,

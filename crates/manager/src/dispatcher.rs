@@ -15,9 +15,9 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use stackd_core::Command;
 use stackd_core::command::TaskStatusUpdate;
-use stackd_core::model::{Availability, Node, NodeRole, NodeState, Resources, StackNetwork, Task, TaskId};
+use stackd_core::model::{Availability, DataKind, Node, NodeRole, NodeState, Resources, StackNetwork, Task, TaskId};
+use stackd_core::{ClusterState, Command};
 use stackd_proto::v1;
 use tokio::sync::{mpsc, watch};
 use tokio_stream::Stream;
@@ -164,6 +164,34 @@ fn networks_of<'a>(
     keys.iter().filter_map(|k| known.get(k)).map(v1::StackNetwork::from).collect()
 }
 
+/// The contents of the configs and secrets that `tasks` refer to: a node
+/// receives only what its own tasks use.
+fn file_objects(state: &ClusterState, tasks: &[v1::Task]) -> Vec<v1::FileObject> {
+    let mut out: Vec<v1::FileObject> = Vec::new();
+    for t in tasks.iter().filter_map(|t| t.template.as_ref()) {
+        for (kind, refs) in [(DataKind::Config, &t.configs), (DataKind::Secret, &t.secrets)] {
+            for r in refs {
+                if out
+                    .iter()
+                    .any(|o| o.name == r.name && o.digest == r.digest && o.kind == v1::DataKind::from(kind) as i32)
+                {
+                    continue;
+                }
+                // A missing object (removed meanwhile) is left out: the agent rejects the task, saying so.
+                if let Some(data) = state.objects(kind).get(&r.name).and_then(|o| o.content(&r.digest)) {
+                    out.push(v1::FileObject {
+                        kind: v1::DataKind::from(kind).into(),
+                        name: r.name.clone(),
+                        digest: r.digest.clone(),
+                        data: data.0.clone(),
+                    });
+                }
+            }
+        }
+    }
+    out
+}
+
 /// Sends the node's task set, then its changes, until the agent goes away.
 async fn stream_assignments(
     raft: RaftNode,
@@ -185,15 +213,12 @@ async fn stream_assignments(
             } else {
                 networks_of(changed.iter().copied(), &networks)
             };
+            let updated: Vec<v1::Task> = changed.into_iter().map(v1::Task::from).collect();
+            let objects = raft.shared().read(|s| file_objects(s, &updated));
             let msg = v1::SessionMessage {
                 session_id: session.clone(),
                 heartbeat_period_ms: HEARTBEAT.as_millis() as u64,
-                assignments: Some(v1::Assignments {
-                    full: first,
-                    tasks: changed.into_iter().map(v1::Task::from).collect(),
-                    removed,
-                    networks,
-                }),
+                assignments: Some(v1::Assignments { full: first, tasks: updated, removed, objects, networks }),
             };
             if tx.send(Ok(msg)).await.is_err() {
                 return;

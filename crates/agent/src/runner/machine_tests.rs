@@ -250,6 +250,19 @@ fn exit_zero_completes() {
 }
 
 #[test]
+fn a_completed_job_task_stays_complete_when_it_is_no_longer_wanted() {
+    // The orchestrator marks a completed job task desired shutdown: its
+    // container stays as it is (no stop, no new report), and an agent that
+    // restarts finds the exited container and leaves it alone too.
+    let done = Phase::Done { state: TaskState::Complete };
+    let wanted_no_more = view(DesiredState::Shutdown, TaskState::Complete);
+    let (phase, step) = next(done.clone(), Event::ShutdownRequested, &wanted_no_more);
+    assert_eq!((phase, step), (done.clone(), Step::default()));
+    let (phase, step) = next(Phase::Locating, Event::Located(found("c1", FoundState::Exited(0))), &wanted_no_more);
+    assert_eq!((phase, step), (done, Step::default()));
+}
+
+#[test]
 fn exit_non_zero_fails() {
     let (phase, step) = next(running("c1", ""), Event::Exited(3), &fresh());
     assert_eq!(phase, Phase::Done { state: TaskState::Failed });

@@ -1,26 +1,30 @@
-//! `deploy:` (mode, replicas, labels, restart and update policies) and
-//! `healthcheck:` of a service.
+//! `deploy:` (mode, replicas, endpoint mode, labels, restart, update and
+//! rollback policies) and `healthcheck:` of a service.
 
 use super::ctx::{At, Ctx};
 use super::placement;
 use super::service::labels;
 use super::yaml::Kind;
 use crate::model::{
-    FailureAction, HealthCheck, RestartCondition, RestartPolicy, ServiceMode, ServiceSpec, TaskTemplate, UpdateConfig,
-    UpdateOrder,
+    EndpointMode, FailureAction, HealthCheck, RestartCondition, RestartPolicy, ServiceMode, ServiceSpec, TaskTemplate,
+    UpdateConfig, UpdateOrder,
 };
 use crate::validate::MAX_REPLICAS;
 
-/// `deploy:` keys of the compose spec that stackd does not handle yet.
-const KNOWN_DEPLOY: &[&str] = &["endpoint_mode", "rollback_config"];
+/// The `deploy.mode` values.
+const MODES: &[&str] = &["replicated", "global", "replicated-job", "global-job"];
 
-/// Reads `deploy:` into `spec` (mode, restart, update, labels) and `task`
-/// (placement, resources).
-pub(crate) fn deploy(cx: &mut Ctx, at: &At<'_>, spec: &mut ServiceSpec, task: &mut TaskTemplate) {
-    let Some(entries) = at.map(cx) else { return };
-    let mut global = false;
+/// Reads `deploy:` into `spec` (mode, endpoint mode, restart, update,
+/// rollback, labels) and `task` (placement, resources). Returns the
+/// `endpoint_mode` entry, if written, for checks that need the ports too.
+pub(crate) fn deploy<'a>(cx: &mut Ctx, at: &At<'a>, spec: &mut ServiceSpec, task: &mut TaskTemplate) -> Option<At<'a>> {
+    let entries = at.map(cx)?;
+    let mut mode: &str = "replicated";
     let mut replicas_at = None;
     let mut replicas = 1;
+    let mut endpoint_at = None;
+    let mut condition_at = None;
+    let mut policies_at = Vec::new();
     for e in entries {
         match e.key {
             "mode" => {
@@ -28,12 +32,17 @@ pub(crate) fn deploy(cx: &mut Ctx, at: &At<'_>, spec: &mut ServiceSpec, task: &m
                     continue;
                 }
                 match e.text() {
-                    Some("replicated") => global = false,
-                    Some("global") => global = true,
-                    Some(other) => {
-                        cx.error(&e, format!("mode {other:?} is not supported yet; use replicated or global"))
-                    }
-                    None => cx.error(&e, format!("must be replicated or global, got {}", e.node.describe())),
+                    Some(m) if MODES.contains(&m) => mode = m,
+                    Some(other) => cx.error(
+                        &e,
+                        format!(
+                            "mode {other:?} is not a deploy mode; use replicated, global, replicated-job or global-job"
+                        ),
+                    ),
+                    None => cx.error(
+                        &e,
+                        format!("must be replicated, global, replicated-job or global-job, got {}", e.node.describe()),
+                    ),
                 }
             }
             "replicas" => {
@@ -48,37 +57,103 @@ pub(crate) fn deploy(cx: &mut Ctx, at: &At<'_>, spec: &mut ServiceSpec, task: &m
                 }
                 replicas_at = Some(e);
             }
+            "endpoint_mode" => {
+                if e.is_null() {
+                    continue;
+                }
+                spec.endpoint_mode = match e.choice(cx, &["vip", "dnsrr"]) {
+                    Some("dnsrr") => EndpointMode::Dnsrr,
+                    _ => EndpointMode::Vip,
+                };
+                endpoint_at = Some(e);
+            }
             "labels" => spec.labels = labels(cx, &e),
-            "restart_policy" => spec.restart = restart_policy(cx, &e),
-            "update_config" => spec.update = update_config(cx, &e),
+            "restart_policy" => {
+                let (policy, condition) = restart_policy(cx, &e);
+                spec.restart = policy;
+                condition_at = condition;
+            }
+            "update_config" => {
+                spec.update = update_config(cx, &e, false);
+                policies_at.push(e);
+            }
+            "rollback_config" => {
+                spec.rollback = update_config(cx, &e, true);
+                policies_at.push(e);
+            }
             "placement" => task.placement = placement::placement(cx, &e),
             "resources" => task.resources = placement::resources(cx, &e),
-            key => cx.ignored_key(&e, key, KNOWN_DEPLOY),
+            key => cx.ignored_key(&e, key, &[]),
         }
     }
-    spec.mode = if global {
-        if let Some(r) = &replicas_at {
-            cx.error(r, "replicas cannot be used with mode: global");
-        }
-        ServiceMode::Global
-    } else {
-        ServiceMode::Replicated { replicas }
+    if matches!(mode, "global" | "global-job")
+        && let Some(r) = &replicas_at
+    {
+        cx.error(r, format!("replicas cannot be used with mode: {mode}"));
+    }
+    spec.mode = match mode {
+        "global" => ServiceMode::Global,
+        "replicated-job" => ServiceMode::ReplicatedJob { replicas, max_concurrent: 0 },
+        "global-job" => ServiceMode::GlobalJob,
+        _ => ServiceMode::Replicated { replicas },
     };
+    if spec.mode.is_job() {
+        job_policies(cx, spec, condition_at.as_ref(), &policies_at, mode);
+    }
+    endpoint_at
 }
 
-/// `deploy.restart_policy`.
-fn restart_policy(cx: &mut Ctx, at: &At<'_>) -> RestartPolicy {
+/// The policies of a job: a job task that completed is never run again, so
+/// the restart condition is on-failure (the default, and what `any` means for
+/// a job), and there is no rolling update to configure.
+fn job_policies(
+    cx: &mut Ctx,
+    spec: &mut ServiceSpec,
+    condition_at: Option<&At<'_>>,
+    policies_at: &[At<'_>],
+    mode: &str,
+) {
+    match condition_at {
+        Some(c) if spec.restart.condition == RestartCondition::Any => {
+            cx.warn(
+                c,
+                format!(
+                    "condition any is treated as on-failure with mode: {mode}: a job task that completed is not run again"
+                ),
+            );
+            spec.restart.condition = RestartCondition::OnFailure;
+        }
+        Some(_) => {}
+        // Not written: a job's default condition is on-failure (Swarm's).
+        None => spec.restart.condition = RestartCondition::OnFailure,
+    }
+    for p in policies_at {
+        cx.warn(
+            p,
+            format!("ignored with mode: {mode}: a job has no rolling update; deploying a changed job runs it again"),
+        );
+    }
+    spec.update = UpdateConfig::default();
+    spec.rollback = UpdateConfig::rollback_default();
+}
+
+/// `deploy.restart_policy`, and the `condition` entry if written.
+fn restart_policy<'a>(cx: &mut Ctx, at: &At<'a>) -> (RestartPolicy, Option<At<'a>>) {
     let mut p = RestartPolicy::default();
+    let mut condition_at = None;
     for e in at.map(cx).unwrap_or_default() {
         if e.is_null() {
             continue;
         }
         match e.key {
             "condition" => {
-                p.condition = match e.choice(cx, &["none", "on-failure", "any"]) {
-                    Some("none") => RestartCondition::None,
-                    Some("on-failure") => RestartCondition::OnFailure,
-                    _ => RestartCondition::Any,
+                if let Some(c) = e.choice(cx, &["none", "on-failure", "any"]) {
+                    p.condition = match c {
+                        "none" => RestartCondition::None,
+                        "on-failure" => RestartCondition::OnFailure,
+                        _ => RestartCondition::Any,
+                    };
+                    condition_at = Some(e);
                 }
             }
             "delay" => p.delay_ms = e.duration(cx).unwrap_or(p.delay_ms),
@@ -87,12 +162,14 @@ fn restart_policy(cx: &mut Ctx, at: &At<'_>) -> RestartPolicy {
             key => cx.ignored_key(&e, key, &[]),
         }
     }
-    p
+    (p, condition_at)
 }
 
-/// `deploy.update_config`.
-fn update_config(cx: &mut Ctx, at: &At<'_>) -> UpdateConfig {
-    let mut u = UpdateConfig::default();
+/// `deploy.update_config`, or `deploy.rollback_config` (`rollback`: a
+/// rollback cannot itself roll back on failure).
+fn update_config(cx: &mut Ctx, at: &At<'_>, rollback: bool) -> UpdateConfig {
+    let mut u = if rollback { UpdateConfig::rollback_default() } else { UpdateConfig::default() };
+    let actions: &[&str] = if rollback { &["pause", "continue"] } else { &["pause", "continue", "rollback"] };
     for e in at.map(cx).unwrap_or_default() {
         if e.is_null() {
             continue;
@@ -102,7 +179,14 @@ fn update_config(cx: &mut Ctx, at: &At<'_>) -> UpdateConfig {
             "delay" => u.delay_ms = e.duration(cx).unwrap_or(u.delay_ms),
             "monitor" => u.monitor_ms = e.duration(cx).unwrap_or(u.monitor_ms),
             "failure_action" => {
-                u.failure_action = match e.choice(cx, &["pause", "continue", "rollback"]) {
+                if rollback && e.text() == Some("rollback") {
+                    cx.error(
+                        &e,
+                        "rollback is not a failure action of a rollback: a failed rollback can pause or continue",
+                    );
+                    continue;
+                }
+                u.failure_action = match e.choice(cx, actions) {
                     Some("continue") => FailureAction::Continue,
                     Some("rollback") => FailureAction::Rollback,
                     _ => FailureAction::Pause,

@@ -1,13 +1,13 @@
-//! The top level of a compose file: `services`, `volumes`, `networks`, and
-//! the sections that are ignored for now.
+//! The top level of a compose file: `services`, `volumes`, `networks`,
+//! `configs`, `secrets`; other sections are warned about and ignored.
 
 use std::collections::BTreeMap;
 
 use super::ctx::{At, Ctx};
 use super::networks::{self, DEFAULT_NETWORK, Networks};
 use super::yaml::{self, Kind, Node};
-use super::{interpolate, service};
-use crate::model::{StackSpec, VolumeSpec};
+use super::{interpolate, objects, service};
+use crate::model::{DataKind, StackSpec, VolumeSpec};
 use crate::validate::{self, is_valid_name};
 
 /// Top-level keys of the compose spec that stackd does not handle yet.
@@ -45,6 +45,8 @@ pub(crate) fn convert(cx: &mut Ctx, stack: &str, root: &Node) -> StackSpec {
     let root_at = At::root(root);
     let mut services_at = None;
     let mut volumes = BTreeMap::new();
+    let mut configs = BTreeMap::new();
+    let mut secrets = BTreeMap::new();
     let mut declared_networks = BTreeMap::new();
     for e in root_at.map(cx).unwrap_or_default() {
         match e.key {
@@ -52,12 +54,20 @@ pub(crate) fn convert(cx: &mut Ctx, stack: &str, root: &Node) -> StackSpec {
             "version" | "name" => {}
             "services" => services_at = Some(e),
             "volumes" => volumes = top_volumes(cx, stack, &e),
+            "configs" => configs = objects::top_objects(cx, stack, DataKind::Config, &e),
+            "secrets" => secrets = objects::top_objects(cx, stack, DataKind::Secret, &e),
             "networks" => declared_networks = networks::top(cx, stack, &e),
-            "configs" | "secrets" => cx.warn(&e, "ignored for now"),
             key => cx.ignored_key(&e, key, KNOWN_TOP_LEVEL),
         }
     }
-    let mut spec = StackSpec { name: stack.to_string(), services: BTreeMap::new(), volumes, networks: BTreeMap::new() };
+    let mut spec = StackSpec {
+        name: stack.to_string(),
+        services: BTreeMap::new(),
+        volumes,
+        configs,
+        secrets,
+        networks: BTreeMap::new(),
+    };
     let nets = Networks { stack, declared: &declared_networks };
     let implicit_default = (!declared_networks.contains_key(DEFAULT_NETWORK)).then(|| nets.implicit_default());
     match &services_at {
@@ -68,7 +78,7 @@ pub(crate) fn convert(cx: &mut Ctx, stack: &str, root: &Node) -> StackSpec {
                 cx.error(at, "the stack has no services");
             }
             for e in entries {
-                if let Some(svc) = service::service(cx, &e, &spec.volumes, &nets) {
+                if let Some(svc) = service::service(cx, &e, &spec, &nets) {
                     spec.services.insert(svc.name.clone(), svc);
                 }
             }

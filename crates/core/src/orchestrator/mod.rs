@@ -20,7 +20,11 @@
 //! holds its tasks, newest last. The orchestrators look at one slot at a time:
 //! fill it when empty, replace its task when it died, roll it when its
 //! template is outdated, trim its history.
+//!
+//! Jobs (`replicated-job`, `global-job`) have their own orchestrator
+//! (`job`): each slot runs until one task of the current revision completed.
 
+mod job;
 mod restart;
 mod update;
 
@@ -61,9 +65,61 @@ pub fn orchestrate(state: &ClusterState, now: Timestamp) -> Orchestration {
     for svc in state.services.values() {
         let slots = group_slots(state, svc);
         let wanted = wanted_slots(state, svc);
-        service(state, svc, &slots, &wanted, now, &mut out);
+        if svc.spec.mode.is_job() {
+            job::service(state, svc, &slots, &wanted, now, &mut out);
+        } else {
+            service(state, svc, &slots, &wanted, now, &mut out);
+        }
     }
     out
+}
+
+/// How many tasks of a service run, are wanted and (for jobs) completed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ServiceCounts {
+    /// Tasks of the current spec that run (for a job: of the current revision).
+    pub running: u64,
+    /// Tasks wanted: replicas, eligible nodes, or a job's completions.
+    pub desired: u64,
+    /// A job's slots completed at the current revision (0 for services).
+    pub completed: u64,
+}
+
+/// The task counts `stackctl service ls` shows for `svc`.
+pub fn service_counts(state: &ClusterState, svc: &Service) -> ServiceCounts {
+    if svc.spec.mode.is_job() {
+        return job::counts(state, svc);
+    }
+    let running = state
+        .tasks_of(&svc.id)
+        .filter(|t| {
+            t.desired_state == DesiredState::Running
+                && t.status.state == TaskState::Running
+                && t.template == svc.spec.task
+        })
+        .count() as u64;
+    ServiceCounts { running, desired: wanted_slots(state, svc).len() as u64, completed: 0 }
+}
+
+/// Says why a task failed: `task 0k3x9q2m7v1a (slot 1) failed with exit code 1`,
+/// followed by the agent's error when it says more than the exit code.
+pub(crate) fn describe_failure(t: &Task) -> String {
+    let place = match (&t.node_id, t.slot) {
+        (Some(node), 0) => format!("node {}", crate::model::prefix(node, 12)),
+        (_, slot) => format!("slot {slot}"),
+    };
+    let mut why = format!("task {} ({place}) {}", crate::model::prefix(&t.id, 12), t.status.state);
+    let mut err = t.status.err.as_str();
+    if let Some(code) = t.status.exit_code {
+        why.push_str(&format!(" with exit code {code}"));
+        if err == format!("exit code {code}") {
+            err = "";
+        }
+    }
+    if !err.is_empty() {
+        why.push_str(&format!(": {err}"));
+    }
+    why
 }
 
 /// The tasks of a service by slot, each slot's tasks oldest first.
@@ -83,8 +139,10 @@ pub(crate) fn group_slots<'a>(state: &'a ClusterState, svc: &'a Service) -> BTre
 /// The slots a service should have filled.
 fn wanted_slots(state: &ClusterState, svc: &Service) -> Vec<SlotKey> {
     match svc.spec.mode {
-        ServiceMode::Replicated { replicas } => (1..=replicas).map(SlotKey::Replica).collect(),
-        ServiceMode::Global => state
+        ServiceMode::Replicated { replicas } | ServiceMode::ReplicatedJob { replicas, .. } => {
+            (1..=replicas).map(SlotKey::Replica).collect()
+        }
+        ServiceMode::Global | ServiceMode::GlobalJob => state
             .nodes
             .values()
             .filter(|n| n.state == NodeState::Ready && n.availability == Availability::Active)
@@ -116,14 +174,8 @@ fn service(
             continue;
         }
         // A global task on a paused node stays; on a drained, down or removed node it goes.
-        if let SlotKey::Node(node) = key {
-            let keep = state
-                .nodes
-                .get(node)
-                .is_some_and(|n| n.availability == Availability::Pause && n.state == NodeState::Ready);
-            if keep {
-                continue;
-            }
+        if kept_on_paused_node(state, key) {
+            continue;
         }
         for t in tasks {
             if t.desired_state == DesiredState::Running {
@@ -137,12 +189,7 @@ fn service(
     if matches!(svc.spec.mode, ServiceMode::Replicated { .. }) {
         for tasks in slots.values() {
             for t in tasks {
-                let drained = t
-                    .node_id
-                    .as_ref()
-                    .and_then(|n| state.nodes.get(n))
-                    .is_some_and(|n| n.availability == Availability::Drain);
-                if drained && t.desired_state == DesiredState::Running {
+                if on_drained_node(state, t) && t.desired_state == DesiredState::Running {
                     out.plan.set_desired.push((t.id.clone(), DesiredState::Shutdown));
                 }
             }
@@ -197,6 +244,22 @@ fn service(
         trim_history(svc, tasks, out);
     }
     update::step(svc, slots, wanted, &dirty, now, out);
+}
+
+/// Whether a global task on this node stays although its slot is no longer
+/// wanted: the node is paused (no new tasks), not drained, down or removed.
+fn kept_on_paused_node(state: &ClusterState, key: &SlotKey) -> bool {
+    match key {
+        SlotKey::Node(node) => {
+            state.nodes.get(node).is_some_and(|n| n.availability == Availability::Pause && n.state == NodeState::Ready)
+        }
+        SlotKey::Replica(_) => false,
+    }
+}
+
+/// Whether the task runs (or is to run) on a drained node.
+fn on_drained_node(state: &ClusterState, t: &Task) -> bool {
+    t.node_id.as_ref().and_then(|n| state.nodes.get(n)).is_some_and(|n| n.availability == Availability::Drain)
 }
 
 /// Deletes the oldest stopped tasks of a slot beyond the history limit. A

@@ -20,7 +20,9 @@ pub(crate) fn spec(name: &str, replicas: u64, image: &str) -> ServiceSpec {
         task: TaskTemplate { image: image.into(), stop_grace_period_ms: 10_000, ..Default::default() },
         restart: RestartPolicy::default(),
         update: UpdateConfig::default(),
+        rollback: UpdateConfig::rollback_default(),
         labels: Default::default(),
+        endpoint_mode: EndpointMode::Vip,
     }
 }
 
@@ -59,7 +61,7 @@ impl Sim {
             name: "app".into(),
             services: services.into_iter().map(|s| (s.name.clone(), s)).collect(),
             volumes: Default::default(),
-            networks: Default::default(),
+            ..Default::default()
         };
         let r = self.apply(Command::PutStack { spec, prune: false, at: self.now });
         assert_eq!(r.rejected, None);
@@ -508,6 +510,7 @@ fn a_stack_keeps_its_networks_and_refuses_unknown_ones() {
         services: [("web".to_string(), web.clone())].into(),
         volumes: Default::default(),
         networks: [("back".to_string(), back.clone())].into(),
+        ..Default::default()
     };
     let r = sim.apply(Command::PutStack { spec: stack.clone(), prune: false, at: sim.now });
     assert_eq!(r.rejected, None);
@@ -543,6 +546,7 @@ fn services_kept_without_prune_keep_their_networks() {
         .into(),
         volumes: Default::default(),
         networks: [("front".to_string(), net("app_front")), ("back".to_string(), net("app_back"))].into(),
+        ..Default::default()
     };
     assert_eq!(sim.apply(Command::PutStack { spec: first, prune: false, at: sim.now }).rejected, None);
     // The next deploy has only web: db stays (no prune), and so does its network.
@@ -551,6 +555,7 @@ fn services_kept_without_prune_keep_their_networks() {
         services: [("web".to_string(), on(spec("web", 1, "web:1"), "app_front"))].into(),
         volumes: Default::default(),
         networks: [("front".to_string(), net("app_front"))].into(),
+        ..Default::default()
     };
     assert_eq!(sim.apply(Command::PutStack { spec: second.clone(), prune: false, at: sim.now }).rejected, None);
     let keys: Vec<&str> = sim.state.stacks["app"].networks.keys().map(String::as_str).collect();
@@ -750,5 +755,433 @@ mod placement {
         for bad in ["zone == eu", "node.labels. == x", "node.role == boss", "node.id =", "node.id ~ x"] {
             assert!(Constraint::parse(bad).is_err(), "{bad} parsed");
         }
+    }
+}
+
+mod rollback_config {
+    //! A rollback follows `rollback_config`, not `update_config`. As in
+    //! Swarm, the policy is the one of the spec being restored.
+
+    use super::*;
+
+    /// `app_web` at `web:1` with `replicas`, the given policies, and failure
+    /// action rollback; converged.
+    fn deployed(replicas: u64, update: UpdateConfig, rollback: UpdateConfig) -> (Sim, ServiceSpec) {
+        let mut sim = Sim::new(&["n1"]);
+        let mut s = spec("web", replicas, "web:1");
+        s.update = UpdateConfig { failure_action: FailureAction::Rollback, ..update };
+        s.rollback = rollback;
+        sim.converge(vec![s.clone()]);
+        (sim, s)
+    }
+
+    /// Tasks of `app_web` running `image` that are wanted and run.
+    fn running_image(sim: &Sim, image: &str) -> Vec<String> {
+        sim.running("app_web").iter().filter(|t| t.template.image == image).map(|t| t.id.clone()).collect()
+    }
+
+    /// Lets the agent run everything until every slot runs `web:2` (within
+    /// the monitor period), then fails one of them: the next round decides
+    /// to roll back, and the one after it is the rollback's first step.
+    fn fail_after_full_rollout(sim: &mut Sim, replicas: usize) -> Orchestration {
+        for _ in 0..20 {
+            sim.agent();
+            sim.settle();
+            if running_image(sim, "web:2").len() == replicas {
+                break;
+            }
+        }
+        let new = running_image(sim, "web:2");
+        assert_eq!(new.len(), replicas, "the update did not reach every slot");
+        assert_eq!(sim.service("app_web").update.state, UpdateState::Updating);
+        sim.report(&new[0], TaskState::Failed, Some(1));
+        sim.round();
+        assert_eq!(sim.service("app_web").update.state, UpdateState::RollingBack);
+        assert_eq!(sim.service("app_web").spec.task.image, "web:1");
+        sim.round()
+    }
+
+    fn roll_back_to_the_end(sim: &mut Sim) {
+        for _ in 0..20 {
+            sim.agent();
+            sim.now += 1_000;
+            sim.settle();
+        }
+        sim.now += 10_000;
+        sim.settle();
+        assert_eq!(sim.service("app_web").update.state, UpdateState::RolledBack);
+        let running = sim.running("app_web");
+        assert_eq!(running.len(), 3);
+        assert!(running.iter().all(|t| t.template.image == "web:1"));
+    }
+
+    #[test]
+    fn rollback_parallelism_differs_from_the_update_parallelism() {
+        // Update one slot at a time; roll back all at once.
+        let update = UpdateConfig { parallelism: 1, ..UpdateConfig::default() };
+        let rollback = UpdateConfig { parallelism: 0, ..UpdateConfig::rollback_default() };
+        let (mut sim, mut s) = deployed(3, update, rollback);
+        // The failing revision asks for a one-at-a-time rollback: it is the
+        // restored spec's rollback_config that counts (Swarm's rule).
+        s.task.image = "web:2".into();
+        s.rollback.parallelism = 1;
+        sim.deploy(vec![s]);
+        let first = sim.round();
+        assert_eq!(first.plan.set_desired.len(), 1, "the update stops one slot at a time");
+        let step = fail_after_full_rollout(&mut sim, 3);
+        // The failed slot is replaced at once; the two slots still running
+        // web:2 are both stopped in the same step (parallelism 0).
+        let stopped: Vec<&String> = step.plan.set_desired.iter().map(|(id, _)| id).collect();
+        let v2: Vec<String> = sim
+            .state
+            .tasks
+            .values()
+            .filter(|t| t.template.image == "web:2" && t.status.state == TaskState::Running)
+            .map(|t| t.id.clone())
+            .collect();
+        assert_eq!(v2.len(), 2);
+        for id in &v2 {
+            assert!(stopped.contains(&id), "rollback did not stop {id} in its first step: {:?}", step.plan);
+        }
+        roll_back_to_the_end(&mut sim);
+    }
+
+    #[test]
+    fn rollback_order_differs_from_the_update_order() {
+        // Update stop-first, all slots at once; roll back start-first.
+        let update = UpdateConfig { parallelism: 0, order: UpdateOrder::StopFirst, ..UpdateConfig::default() };
+        let rollback =
+            UpdateConfig { parallelism: 0, order: UpdateOrder::StartFirst, ..UpdateConfig::rollback_default() };
+        let (mut sim, mut s) = deployed(3, update, rollback);
+        s.task.image = "web:2".into();
+        sim.deploy(vec![s]);
+        let first = sim.round();
+        assert_eq!(first.plan.set_desired.len(), 3, "stop-first: the update stops the old tasks first");
+        assert!(first.plan.create.is_empty(), "stop-first: nothing starts before the old tasks stopped");
+        let failed = {
+            let step = fail_after_full_rollout(&mut sim, 3);
+            // Start-first: a new task for each slot, while the two healthy
+            // web:2 tasks keep running; only the failed task is stopped.
+            assert_eq!(step.plan.create.len(), 3, "{:?}", step.plan);
+            assert_eq!(step.plan.set_desired.len(), 1, "{:?}", step.plan);
+            step.plan.set_desired[0].0.clone()
+        };
+        assert_eq!(sim.state.tasks[&failed].status.state, TaskState::Failed);
+        assert_eq!(running_image(&sim, "web:2").len(), 2, "start-first stopped the old tasks too early");
+        roll_back_to_the_end(&mut sim);
+    }
+
+    #[test]
+    fn a_rollback_that_fails_follows_the_rollback_failure_action() {
+        // update: pause on failure would apply if the rollback used update_config.
+        let update = UpdateConfig { parallelism: 0, ..UpdateConfig::default() };
+        let rollback = UpdateConfig {
+            parallelism: 0,
+            failure_action: FailureAction::Continue,
+            ..UpdateConfig::rollback_default()
+        };
+        let (mut sim, mut s) = deployed(3, update, rollback);
+        s.task.image = "web:2".into();
+        sim.deploy(vec![s]);
+        fail_after_full_rollout(&mut sim, 3);
+        // A restored web:1 task fails: continue, not pause.
+        sim.agent();
+        sim.settle();
+        let back = sim.running("app_web").into_iter().find(|t| t.template.image == "web:1").map(|t| t.id.clone());
+        sim.report(&back.expect("a web:1 task runs again"), TaskState::Failed, Some(2));
+        sim.settle();
+        assert_eq!(sim.service("app_web").update.state, UpdateState::RollingBack);
+    }
+}
+
+mod jobs {
+    use super::*;
+
+    fn job(name: &str, replicas: u64, image: &str) -> ServiceSpec {
+        let mut s = spec(name, 0, image);
+        s.mode = ServiceMode::ReplicatedJob { replicas, max_concurrent: 0 };
+        s.restart.condition = RestartCondition::OnFailure;
+        s.restart.delay_ms = 0;
+        s
+    }
+
+    /// Every running task of `service` exits 0.
+    fn complete_all(sim: &mut Sim, service: &str) {
+        let ids: Vec<String> = sim.running(service).iter().map(|t| t.id.clone()).collect();
+        for id in ids {
+            sim.report(&id, TaskState::Complete, Some(0));
+        }
+    }
+
+    fn tasks<'a>(sim: &'a Sim, service: &str) -> Vec<&'a Task> {
+        let id = sim.service(service).id.clone();
+        sim.state.tasks.values().filter(|t| t.service_id == id).collect()
+    }
+
+    fn counts(sim: &Sim, service: &str) -> ServiceCounts {
+        service_counts(&sim.state, sim.service(service))
+    }
+
+    #[test]
+    fn a_replicated_job_runs_each_slot_to_one_completion() {
+        let mut sim = Sim::new(&["n1", "n2"]);
+        sim.deploy(vec![job("migrate", 3, "migrate:1")]);
+        sim.settle();
+        sim.agent();
+        assert_eq!(sim.running("app_migrate").len(), 3);
+        assert_eq!(counts(&sim, "app_migrate"), ServiceCounts { running: 3, desired: 3, completed: 0 });
+        assert_eq!(sim.service("app_migrate").update.state, UpdateState::Updating);
+        complete_all(&mut sim, "app_migrate");
+        sim.settle();
+        let svc = sim.service("app_migrate");
+        assert_eq!(svc.update.state, UpdateState::Completed);
+        assert!(svc.update.completed_at > 0);
+        // Completed tasks are kept, not replaced; nothing more is wanted of them.
+        let all = tasks(&sim, "app_migrate");
+        assert_eq!(all.len(), 3);
+        assert!(all.iter().all(|t| t.status.state == TaskState::Complete && t.desired_state == DesiredState::Shutdown));
+        assert_eq!(counts(&sim, "app_migrate"), ServiceCounts { running: 0, desired: 3, completed: 3 });
+        // Much later: still nothing to do.
+        sim.now += 3_600_000;
+        let o = orchestrate(&sim.state, sim.now);
+        assert!(o.plan.is_empty(), "{:?}", o.plan);
+    }
+
+    #[test]
+    fn a_job_task_that_fails_is_replaced_and_the_job_completes() {
+        let mut sim = Sim::new(&["n1"]);
+        sim.deploy(vec![job("migrate", 2, "migrate:1")]);
+        sim.settle();
+        sim.agent();
+        let mut running: Vec<(u64, String)> =
+            sim.running("app_migrate").iter().map(|t| (t.slot, t.id.clone())).collect();
+        running.sort();
+        sim.report(&running[0].1, TaskState::Failed, Some(3));
+        sim.report(&running[1].1, TaskState::Complete, Some(0));
+        sim.settle();
+        sim.agent();
+        // Slot 1 runs again; slot 2 is done.
+        let again = sim.running("app_migrate");
+        assert_eq!(again.len(), 1);
+        assert_eq!(again[0].slot, 1);
+        assert_ne!(again[0].id, running[0].1);
+        assert_eq!(sim.service("app_migrate").update.state, UpdateState::Updating);
+        complete_all(&mut sim, "app_migrate");
+        sim.settle();
+        assert_eq!(sim.service("app_migrate").update.state, UpdateState::Completed);
+        assert_eq!(tasks(&sim, "app_migrate").len(), 3);
+    }
+
+    #[test]
+    fn a_job_whose_restarts_run_out_fails_naming_the_task() {
+        let mut sim = Sim::new(&["n1"]);
+        let mut s = job("migrate", 1, "migrate:1");
+        s.restart.max_attempts = 1;
+        sim.deploy(vec![s]);
+        for _ in 0..5 {
+            sim.settle();
+            sim.agent();
+            if let Some(id) = sim.running("app_migrate").first().map(|t| t.id.clone()) {
+                sim.report(&id, TaskState::Failed, Some(3));
+            }
+            sim.now += 1;
+        }
+        sim.settle();
+        // The first task and one restart, then no more.
+        assert_eq!(tasks(&sim, "app_migrate").len(), 2);
+        let status = &sim.service("app_migrate").update;
+        assert_eq!(status.state, UpdateState::Failed);
+        assert!(status.message.contains("failed with exit code 3"), "{}", status.message);
+        assert!(status.message.contains("restart_policy.max_attempts (1) reached"), "{}", status.message);
+        // Failed stays failed: no plan, no flapping.
+        let o = orchestrate(&sim.state, sim.now + 60_000);
+        assert!(o.plan.is_empty(), "{:?}", o.plan);
+    }
+
+    #[test]
+    fn condition_none_fails_the_job_at_the_first_failure() {
+        let mut sim = Sim::new(&["n1"]);
+        let mut s = job("migrate", 2, "migrate:1");
+        s.restart.condition = RestartCondition::None;
+        sim.deploy(vec![s]);
+        sim.settle();
+        sim.agent();
+        let id = sim.running("app_migrate")[0].id.clone();
+        sim.report(&id, TaskState::Failed, Some(1));
+        sim.settle();
+        let status = &sim.service("app_migrate").update;
+        assert_eq!(status.state, UpdateState::Failed);
+        assert!(status.message.contains("condition is none"), "{}", status.message);
+        // The other slot still runs to its end.
+        assert_eq!(sim.running("app_migrate").len(), 1);
+    }
+
+    #[test]
+    fn a_job_with_condition_any_does_not_run_a_completed_task_again() {
+        // The loader turns `any` into on-failure; a spec from elsewhere is safe too.
+        let mut sim = Sim::new(&["n1"]);
+        let mut s = job("migrate", 1, "migrate:1");
+        s.restart.condition = RestartCondition::Any;
+        sim.deploy(vec![s]);
+        sim.settle();
+        sim.agent();
+        complete_all(&mut sim, "app_migrate");
+        sim.now += 60_000;
+        sim.settle();
+        assert_eq!(tasks(&sim, "app_migrate").len(), 1);
+        assert_eq!(sim.service("app_migrate").update.state, UpdateState::Completed);
+    }
+
+    #[test]
+    fn max_concurrent_limits_the_tasks_in_flight() {
+        let mut sim = Sim::new(&["n1"]);
+        let mut s = job("batch", 5, "batch:1");
+        s.mode = ServiceMode::ReplicatedJob { replicas: 5, max_concurrent: 2 };
+        sim.deploy(vec![s]);
+        let mut rounds = 0;
+        while sim.service("app_batch").update.state != UpdateState::Completed {
+            sim.settle();
+            sim.agent();
+            let live = tasks(&sim, "app_batch").iter().filter(|t| !t.status.state.is_terminal()).count();
+            assert!(live <= 2, "{live} tasks in flight with max_concurrent 2");
+            complete_all(&mut sim, "app_batch");
+            sim.settle();
+            rounds += 1;
+            assert!(rounds < 10, "the job did not complete");
+        }
+        assert_eq!(rounds, 3, "5 completions two at a time take three rounds");
+        assert_eq!(tasks(&sim, "app_batch").len(), 5);
+    }
+
+    #[test]
+    fn a_changed_job_runs_again_and_an_unchanged_one_does_not() {
+        let mut sim = Sim::new(&["n1"]);
+        let s = job("migrate", 2, "migrate:1");
+        sim.deploy(vec![s.clone()]);
+        sim.settle();
+        sim.agent();
+        complete_all(&mut sim, "app_migrate");
+        sim.settle();
+        assert_eq!(sim.service("app_migrate").update.state, UpdateState::Completed);
+        // The same spec again: nothing happens.
+        sim.deploy(vec![s.clone()]);
+        assert_eq!(sim.service("app_migrate").revision, 1);
+        assert!(orchestrate(&sim.state, sim.now).plan.is_empty());
+        // A changed spec (a label only: the task template is the same) runs it again.
+        let mut changed = s;
+        changed.labels.insert("run".into(), "2".into());
+        sim.deploy(vec![changed]);
+        assert_eq!(sim.service("app_migrate").revision, 2);
+        assert_eq!(sim.service("app_migrate").update.state, UpdateState::Updating);
+        sim.settle();
+        sim.agent();
+        assert!(sim.running("app_migrate").iter().all(|t| t.revision == 2));
+        assert_eq!(sim.running("app_migrate").len(), 2);
+        assert_eq!(counts(&sim, "app_migrate").completed, 0);
+        complete_all(&mut sim, "app_migrate");
+        sim.settle();
+        assert_eq!(sim.service("app_migrate").update.state, UpdateState::Completed);
+        assert_eq!(tasks(&sim, "app_migrate").len(), 4);
+    }
+
+    #[test]
+    fn redeploying_a_running_job_stops_the_earlier_run() {
+        let mut sim = Sim::new(&["n1"]);
+        let s = job("migrate", 1, "migrate:1");
+        sim.deploy(vec![s.clone()]);
+        sim.settle();
+        sim.agent();
+        let first = sim.running("app_migrate")[0].id.clone();
+        let mut changed = s;
+        changed.task.image = "migrate:2".into();
+        sim.deploy(vec![changed]);
+        sim.settle();
+        assert_eq!(sim.state.tasks[&first].desired_state, DesiredState::Shutdown);
+        sim.agent();
+        sim.settle();
+        sim.agent();
+        let running = sim.running("app_migrate");
+        assert_eq!(running.len(), 1);
+        assert_eq!(running[0].template.image, "migrate:2");
+    }
+
+    #[test]
+    fn completed_job_tasks_free_their_host_ports() {
+        // Two completions, one at a time, on one node, with a host port:
+        // the second task can only be placed once the first completed.
+        let mut sim = Sim::new(&["n1"]);
+        let mut s = job("batch", 2, "batch:1");
+        s.mode = ServiceMode::ReplicatedJob { replicas: 2, max_concurrent: 1 };
+        s.task.ports.push(PortConfig {
+            target: 80,
+            published: Some(8080),
+            protocol: Protocol::Tcp,
+            mode: PublishMode::Host,
+            host_ip: String::new(),
+        });
+        sim.deploy(vec![s]);
+        for _ in 0..2 {
+            sim.settle();
+            sim.agent();
+            assert_eq!(sim.running("app_batch").len(), 1);
+            complete_all(&mut sim, "app_batch");
+        }
+        sim.settle();
+        assert_eq!(sim.service("app_batch").update.state, UpdateState::Completed);
+    }
+
+    #[test]
+    fn a_global_job_runs_once_on_every_node() {
+        let mut sim = Sim::new(&["n1", "n2", "n3"]);
+        let mut s = job("prune", 0, "prune:1");
+        s.mode = ServiceMode::GlobalJob;
+        sim.deploy(vec![s]);
+        sim.settle();
+        sim.agent();
+        let mut nodes: Vec<String> = sim.running("app_prune").iter().filter_map(|t| t.node_id.clone()).collect();
+        nodes.sort();
+        assert_eq!(nodes, vec!["n1", "n2", "n3"]);
+        complete_all(&mut sim, "app_prune");
+        sim.settle();
+        assert_eq!(sim.service("app_prune").update.state, UpdateState::Completed);
+        assert_eq!(counts(&sim, "app_prune"), ServiceCounts { running: 0, desired: 3, completed: 3 });
+        // A drained node that comes back does not run it again.
+        sim.apply(Command::SetNodeAvailability { id: "n2".into(), availability: Availability::Drain, at: sim.now });
+        sim.settle();
+        assert_eq!(counts(&sim, "app_prune"), ServiceCounts { running: 0, desired: 3, completed: 3 });
+        sim.apply(Command::SetNodeAvailability { id: "n2".into(), availability: Availability::Active, at: sim.now });
+        sim.settle();
+        assert_eq!(tasks(&sim, "app_prune").len(), 3);
+        // A new node runs it once.
+        sim.apply(Command::UpsertNode { node: node("n4"), at: sim.now });
+        sim.settle();
+        sim.agent();
+        let on_n4: Vec<&Task> =
+            sim.running("app_prune").into_iter().filter(|t| t.node_id.as_deref() == Some("n4")).collect();
+        assert_eq!(on_n4.len(), 1);
+        complete_all(&mut sim, "app_prune");
+        sim.settle();
+        assert_eq!(tasks(&sim, "app_prune").len(), 4);
+        assert_eq!(counts(&sim, "app_prune"), ServiceCounts { running: 0, desired: 4, completed: 4 });
+        assert_eq!(sim.service("app_prune").update.state, UpdateState::Completed);
+    }
+
+    #[test]
+    fn a_replicated_job_task_on_a_drained_node_runs_elsewhere() {
+        let mut sim = Sim::new(&["n1", "n2"]);
+        sim.deploy(vec![job("migrate", 2, "migrate:1")]);
+        sim.settle();
+        sim.agent();
+        sim.apply(Command::SetNodeAvailability { id: "n1".into(), availability: Availability::Drain, at: sim.now });
+        for _ in 0..3 {
+            sim.settle();
+            sim.agent();
+        }
+        let running = sim.running("app_migrate");
+        assert_eq!(running.len(), 2);
+        assert!(running.iter().all(|t| t.node_id.as_deref() == Some("n2")));
+        complete_all(&mut sim, "app_migrate");
+        sim.settle();
+        assert_eq!(sim.service("app_migrate").update.state, UpdateState::Completed);
     }
 }

@@ -1,10 +1,15 @@
 //! The update orchestrator: rolls dirty slots (whose task runs an outdated
 //! template) to the current one, `parallelism` at a time, watches the new
 //! tasks for `monitor`, and pauses or rolls back on failure.
+//!
+//! A rollout follows the service's `update_config`; a rollback (state
+//! `rolling_back`) follows its `rollback_config`. As in Swarm, that is the
+//! rollback policy of the spec being restored: a rollback re-deploys the
+//! previous revision's spec, policies included.
 
 use std::collections::BTreeMap;
 
-use super::{Orchestration, SlotKey, new_task};
+use super::{Orchestration, SlotKey, describe_failure, new_task};
 use crate::model::{
     DesiredState, FailureAction, Service, Task, TaskState, Timestamp, UpdateOrder, UpdateState, UpdateStatus,
 };
@@ -24,10 +29,12 @@ pub(super) fn step(
     out: &mut Orchestration,
 ) {
     let status = &svc.update;
-    if !matches!(status.state, UpdateState::Updating | UpdateState::RollingBack) {
-        // Completed, paused or rolled back: nothing rolls until the next deploy.
-        return;
-    }
+    let policy = match status.state {
+        UpdateState::Updating => &svc.spec.update,
+        UpdateState::RollingBack => &svc.spec.rollback,
+        // Completed, paused, rolled back (or a job's failed): nothing rolls until the next deploy.
+        UpdateState::Completed | UpdateState::Paused | UpdateState::RolledBack | UpdateState::Failed => return,
+    };
     let current = |t: &Task| t.template == svc.spec.task;
     let wanted_tasks = || wanted.iter().filter_map(|k| slots.get(k)).flatten().copied();
 
@@ -35,17 +42,9 @@ pub(super) fn step(
     let failures: Vec<&Task> =
         wanted_tasks().filter(|t| current(t) && failed(t) && t.status.timestamp >= status.started_at).collect();
     let total = wanted.len().max(1) as f64;
-    if !failures.is_empty() && failures.len() as f64 > svc.spec.update.max_failure_ratio * total {
-        let first = failures[0];
-        let mut why =
-            format!("task {} (slot {}) {}", crate::model::prefix(&first.id, 12), first.slot, first.status.state);
-        if let Some(code) = first.status.exit_code {
-            why.push_str(&format!(" with exit code {code}"));
-        }
-        if !first.status.err.is_empty() {
-            why.push_str(&format!(": {}", first.status.err));
-        }
-        match (svc.spec.update.failure_action, status.state) {
+    if !failures.is_empty() && failures.len() as f64 > policy.max_failure_ratio * total {
+        let why = describe_failure(failures[0]);
+        match (policy.failure_action, status.state) {
             (FailureAction::Continue, _) => {}
             (FailureAction::Rollback, UpdateState::Updating) if !svc.history.is_empty() => {
                 out.plan.rollback.push(svc.id.clone());
@@ -72,7 +71,7 @@ pub(super) fn step(
     }
 
     // Converged: every wanted slot runs the current template, each for `monitor`.
-    let monitor = svc.spec.update.monitor_ms;
+    let monitor = policy.monitor_ms;
     let mut converged = dirty.is_empty();
     let mut stable_at: Timestamp = 0;
     for key in wanted {
@@ -118,13 +117,13 @@ pub(super) fn step(
         })
     };
     let in_flight = wanted.iter().filter(|k| !done(k) && !dirty.iter().any(|(d, _)| d == *k)).count() as u64;
-    let parallelism = svc.spec.update.parallelism;
+    let parallelism = policy.parallelism;
     let room = if parallelism == 0 { u64::MAX } else { parallelism.saturating_sub(in_flight) };
     if room == 0 {
         return;
     }
     // The delay counts from the start of the last updated task.
-    let delay = svc.spec.update.delay_ms;
+    let delay = policy.delay_ms;
     if delay > 0 {
         let last_start = wanted_tasks()
             .filter(|t| current(t) && t.status.timestamp >= status.started_at)
@@ -141,7 +140,7 @@ pub(super) fn step(
         }
     }
     for (key, old) in dirty.iter().take(usize::try_from(room).unwrap_or(usize::MAX)) {
-        match svc.spec.update.order {
+        match policy.order {
             UpdateOrder::StopFirst => out.plan.set_desired.push((old.id.clone(), DesiredState::Shutdown)),
             UpdateOrder::StartFirst => out.plan.create.push(new_task(svc, key)),
         }

@@ -1,5 +1,6 @@
-//! Services and their specs: `ServiceSpec`, `ServiceMode`, `TaskTemplate`,
-//! `Mount`, `PortConfig`, `HealthCheck`, `NetworkAttachment`, `RestartPolicy`, `UpdateConfig`,
+//! Services and their specs: `ServiceSpec`, `ServiceMode` (services and
+//! jobs), `TaskTemplate`, `Mount`, `PortConfig`, `HealthCheck`,
+//! `NetworkAttachment`, `RestartPolicy`, `UpdateConfig` (update and rollback), `EndpointMode`,
 //! `Service`, `Revision`, `UpdateStatus` and their enums.
 
 use stackd_core::model;
@@ -37,16 +38,21 @@ enum_pair!(PublishMode <=> PublishMode { Ingress, Host });
 enum_pair!(RestartCondition <=> RestartCondition { None, OnFailure, Any });
 enum_pair!(FailureAction <=> FailureAction { Pause, Continue, Rollback });
 enum_pair!(UpdateOrder <=> UpdateOrder { StopFirst, StartFirst });
-enum_pair!(UpdateState <=> UpdateState { Completed, Updating, Paused, RollingBack, RolledBack });
+enum_pair!(UpdateState <=> UpdateState { Completed, Updating, Paused, RollingBack, RolledBack, Failed });
+enum_pair!(EndpointMode <=> EndpointMode { Vip, Dnsrr });
 
 // ---------------------------------------------------------------- service mode
 
 impl From<&model::ServiceMode> for v1::ServiceMode {
     fn from(value: &model::ServiceMode) -> Self {
-        use v1::service_mode::{Global, Mode, Replicated};
+        use v1::service_mode::{Global, GlobalJob, Mode, Replicated, ReplicatedJob};
         let mode = match *value {
             model::ServiceMode::Replicated { replicas } => Mode::Replicated(Replicated { replicas }),
             model::ServiceMode::Global => Mode::Global(Global {}),
+            model::ServiceMode::ReplicatedJob { replicas, max_concurrent } => {
+                Mode::ReplicatedJob(ReplicatedJob { replicas, max_concurrent })
+            }
+            model::ServiceMode::GlobalJob => Mode::GlobalJob(GlobalJob {}),
         };
         Self { mode: Some(mode) }
     }
@@ -61,6 +67,8 @@ impl TryFrom<v1::ServiceMode> for model::ServiceMode {
         Ok(match required("ServiceMode.mode", value.mode)? {
             Mode::Replicated(r) => Self::Replicated { replicas: r.replicas },
             Mode::Global(_) => Self::Global,
+            Mode::ReplicatedJob(j) => Self::ReplicatedJob { replicas: j.replicas, max_concurrent: j.max_concurrent },
+            Mode::GlobalJob(_) => Self::GlobalJob,
         })
     }
 }
@@ -74,6 +82,8 @@ impl From<&model::Mount> for v1::Mount {
             source: value.source.clone(),
             target: value.target.clone(),
             read_only: value.read_only,
+            tmpfs_size_bytes: value.tmpfs_size_bytes,
+            tmpfs_mode: value.tmpfs_mode,
         }
     }
 }
@@ -87,6 +97,8 @@ impl TryFrom<v1::Mount> for model::Mount {
             source: value.source,
             target: value.target,
             read_only: value.read_only,
+            tmpfs_size_bytes: value.tmpfs_size_bytes,
+            tmpfs_mode: value.tmpfs_mode,
         })
     }
 }
@@ -201,8 +213,34 @@ impl From<&model::TaskTemplate> for v1::TaskTemplate {
                 .map(|l| v1::Logging { driver: l.driver.clone(), options: string_map(&l.options) }),
             placement: Some(placement(&value.placement)),
             resources: Some(resources(&value.resources)),
+            configs: value.configs.iter().map(file_ref).collect(),
+            secrets: value.secrets.iter().map(file_ref).collect(),
             networks: value.networks.iter().map(Into::into).collect(),
         }
+    }
+}
+
+fn file_ref(r: &model::FileRef) -> v1::FileRef {
+    v1::FileRef {
+        source: r.source.clone(),
+        name: r.name.clone(),
+        target: r.target.clone(),
+        uid: r.uid.clone(),
+        gid: r.gid.clone(),
+        mode: r.mode,
+        digest: r.digest.clone(),
+    }
+}
+
+fn file_ref_from(r: v1::FileRef) -> model::FileRef {
+    model::FileRef {
+        source: r.source,
+        name: r.name,
+        target: r.target,
+        uid: r.uid,
+        gid: r.gid,
+        mode: r.mode,
+        digest: r.digest,
     }
 }
 
@@ -242,6 +280,8 @@ impl TryFrom<v1::TaskTemplate> for model::TaskTemplate {
                 .map(|l| model::Logging { driver: l.driver, options: l.options.into_iter().collect() }),
             placement: value.placement.map(placement_from).transpose()?.unwrap_or_default(),
             resources: value.resources.map(resources_from).unwrap_or_default(),
+            configs: value.configs.into_iter().map(file_ref_from).collect(),
+            secrets: value.secrets.into_iter().map(file_ref_from).collect(),
             networks: try_vec(value.networks)?,
         })
     }
@@ -377,13 +417,15 @@ impl From<&model::ServiceSpec> for v1::ServiceSpec {
             restart: Some((&value.restart).into()),
             update: Some((&value.update).into()),
             labels: string_map(&value.labels),
+            rollback: Some((&value.rollback).into()),
+            endpoint_mode: v1::EndpointMode::from(value.endpoint_mode).into(),
         }
     }
 }
 
-/// `mode`, `task`, `restart` and `update` are all required: an absent
-/// policy is refused rather than replaced by a default, because the wire
-/// default (all zeros) and the core default differ.
+/// `mode`, `task`, `restart`, `update` and `rollback` are all required: an
+/// absent policy is refused rather than replaced by a default, because the
+/// wire default (all zeros) and the core default differ.
 impl TryFrom<v1::ServiceSpec> for model::ServiceSpec {
     type Error = ConvertError;
 
@@ -394,7 +436,9 @@ impl TryFrom<v1::ServiceSpec> for model::ServiceSpec {
             task: required_into("ServiceSpec.task", value.task)?,
             restart: required_into("ServiceSpec.restart", value.restart)?,
             update: required_into("ServiceSpec.update", value.update)?,
+            rollback: required_into("ServiceSpec.rollback", value.rollback)?,
             labels: value.labels.into_iter().collect(),
+            endpoint_mode: wire_enum::<v1::EndpointMode>("ServiceSpec.endpoint_mode", value.endpoint_mode)?.into(),
         })
     }
 }
@@ -500,9 +544,39 @@ mod tests {
     #[test]
     fn service_modes_round_trip() {
         round_trip::<_, v1::ServiceMode>(&model::ServiceMode::Global);
+        round_trip::<_, v1::ServiceMode>(&model::ServiceMode::GlobalJob);
         for replicas in [0, 1, 3, u64::MAX] {
             round_trip::<_, v1::ServiceMode>(&model::ServiceMode::Replicated { replicas });
+            for max_concurrent in [0, 2, u64::MAX] {
+                round_trip::<_, v1::ServiceMode>(&model::ServiceMode::ReplicatedJob { replicas, max_concurrent });
+            }
         }
+        // Jobs stay jobs on the wire: not a replicated or global service.
+        let wire = v1::ServiceMode::from(&model::ServiceMode::GlobalJob);
+        assert!(matches!(wire.mode, Some(v1::service_mode::Mode::GlobalJob(_))));
+        let wire = v1::ServiceMode::from(&model::ServiceMode::ReplicatedJob { replicas: 3, max_concurrent: 1 });
+        assert!(
+            matches!(wire.mode, Some(v1::service_mode::Mode::ReplicatedJob(j)) if j.replicas == 3 && j.max_concurrent == 1)
+        );
+    }
+
+    #[test]
+    fn rollback_policy_and_endpoint_mode_round_trip() {
+        for endpoint_mode in [model::EndpointMode::Vip, model::EndpointMode::Dnsrr] {
+            let s = model::ServiceSpec { endpoint_mode, ..spec() };
+            round_trip::<_, v1::ServiceSpec>(&s);
+        }
+        // The rollback policy travels apart from the update policy.
+        let wire = v1::ServiceSpec::from(spec());
+        assert_eq!(wire.rollback.as_ref().map(|r| r.parallelism), Some(3));
+        assert_eq!(wire.update.as_ref().map(|u| u.parallelism), Some(2));
+        let wire = v1::ServiceSpec { rollback: None, ..spec().into() };
+        assert_eq!(model::ServiceSpec::try_from(wire), Err(ConvertError::Missing("ServiceSpec.rollback")));
+        let wire = v1::ServiceSpec { endpoint_mode: 7, ..spec().into() };
+        assert_eq!(
+            model::ServiceSpec::try_from(wire),
+            Err(ConvertError::UnknownEnum { field: "ServiceSpec.endpoint_mode", value: 7 })
+        );
     }
 
     #[test]
@@ -556,7 +630,14 @@ mod tests {
     #[test]
     fn every_mount_kind_protocol_and_publish_mode_round_trips() {
         for kind in [model::MountKind::Volume, model::MountKind::Bind, model::MountKind::Tmpfs] {
-            let m = model::Mount { kind, source: "data".into(), target: "/data".into(), read_only: true };
+            let m = model::Mount {
+                kind,
+                source: "data".into(),
+                target: "/data".into(),
+                read_only: true,
+                tmpfs_size_bytes: 0,
+                tmpfs_mode: 0,
+            };
             round_trip::<_, v1::Mount>(&m);
         }
         for protocol in [model::Protocol::Tcp, model::Protocol::Udp, model::Protocol::Sctp] {
@@ -626,10 +707,10 @@ mod tests {
             model::UpdateConfig::try_from(u),
             Err(ConvertError::UnknownEnum { field: "UpdateConfig.order", value: 2 })
         );
-        let s = v1::UpdateStatus { state: 5, ..v1::UpdateStatus::default() };
+        let s = v1::UpdateStatus { state: 6, ..v1::UpdateStatus::default() };
         assert_eq!(
             model::UpdateStatus::try_from(s),
-            Err(ConvertError::UnknownEnum { field: "UpdateStatus.state", value: 5 })
+            Err(ConvertError::UnknownEnum { field: "UpdateStatus.state", value: 6 })
         );
     }
 
@@ -684,7 +765,7 @@ mod tests {
     #[test]
     fn every_update_state_round_trips() {
         use model::UpdateState::*;
-        for state in [Completed, Updating, Paused, RollingBack, RolledBack] {
+        for state in [Completed, Updating, Paused, RollingBack, RolledBack, Failed] {
             let s = model::UpdateStatus { state, started_at: 1, completed_at: 2, message: "m".into() };
             round_trip::<_, v1::UpdateStatus>(&s);
         }

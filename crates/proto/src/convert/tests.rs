@@ -64,12 +64,16 @@ pub(super) fn full_template() -> model::TaskTemplate {
                 source: "shop_data".into(),
                 target: "/data".into(),
                 read_only: false,
+                tmpfs_size_bytes: 0,
+                tmpfs_mode: 0,
             },
             model::Mount {
                 kind: model::MountKind::Tmpfs,
                 source: String::new(),
                 target: "/tmp".into(),
                 read_only: false,
+                tmpfs_size_bytes: 0,
+                tmpfs_mode: 0,
             },
         ],
         ports: vec![
@@ -123,6 +127,24 @@ pub(super) fn full_template() -> model::TaskTemplate {
             limits: model::ResourceLimits { nano_cpus: 500_000_000, memory_bytes: 256 << 20, pids: 100 },
             reservations: model::Resources { nano_cpus: 250_000_000, memory_bytes: 128 << 20 },
         },
+        configs: vec![model::FileRef {
+            source: "site".into(),
+            name: "shop_site".into(),
+            target: "/etc/site.conf".into(),
+            uid: "0".into(),
+            gid: "0".into(),
+            mode: 0o444,
+            digest: model::digest(b"listen 80"),
+        }],
+        secrets: vec![model::FileRef {
+            source: "db".into(),
+            name: "shop_db".into(),
+            target: "/run/secrets/db".into(),
+            uid: "1000".into(),
+            gid: "1000".into(),
+            mode: 0o400,
+            digest: String::new(),
+        }],
         networks: vec![
             model::NetworkAttachment { network: "shop_back".into(), aliases: strings(&["api", "api-v1"]) },
             model::NetworkAttachment { network: "shop_default".into(), aliases: vec![] },
@@ -149,7 +171,16 @@ pub(super) fn spec() -> model::ServiceSpec {
             max_failure_ratio: 0.5,
             order: model::UpdateOrder::StartFirst,
         },
+        rollback: model::UpdateConfig {
+            parallelism: 3,
+            delay_ms: 100,
+            monitor_ms: 2_000,
+            failure_action: model::FailureAction::Continue,
+            max_failure_ratio: 0.25,
+            order: model::UpdateOrder::StopFirst,
+        },
         labels: labels(&[("tier", "front")]),
+        endpoint_mode: model::EndpointMode::Dnsrr,
     }
 }
 
@@ -228,7 +259,9 @@ pub(super) fn stack_spec() -> model::StackSpec {
         task: model::TaskTemplate { image: "postgres:17".into(), ..Default::default() },
         restart: model::RestartPolicy::default(),
         update: model::UpdateConfig::default(),
+        rollback: model::UpdateConfig::rollback_default(),
         labels: BTreeMap::new(),
+        endpoint_mode: model::EndpointMode::Vip,
     };
     model::StackSpec {
         name: "shop".into(),
@@ -236,6 +269,42 @@ pub(super) fn stack_spec() -> model::StackSpec {
         volumes: [
             ("data".to_string(), volume()),
             ("ext".to_string(), model::VolumeSpec { name: "ext".into(), external: true, ..Default::default() }),
+        ]
+        .into_iter()
+        .collect(),
+        configs: [(
+            "site".to_string(),
+            model::ObjectSpec {
+                name: "shop_site".into(),
+                origin: model::ObjectOrigin::Content,
+                data: model::Blob(b"listen 80".to_vec()),
+                digest: model::digest(b"listen 80"),
+                ..Default::default()
+            },
+        )]
+        .into_iter()
+        .collect(),
+        secrets: [
+            (
+                "db".to_string(),
+                model::ObjectSpec {
+                    name: "shop_db".into(),
+                    origin: model::ObjectOrigin::File("db.txt".into()),
+                    data: model::Blob(vec![0, 159, 146, 150]),
+                    digest: model::digest(&[0, 159, 146, 150]),
+                    labels: labels(&[("tier", "db")]),
+                    ..Default::default()
+                },
+            ),
+            ("ext".to_string(), model::ObjectSpec { name: "ext".into(), external: true, ..Default::default() }),
+            (
+                "env".to_string(),
+                model::ObjectSpec {
+                    name: "shop_env".into(),
+                    origin: model::ObjectOrigin::Environment("TOKEN".into()),
+                    ..Default::default()
+                },
+            ),
         ]
         .into_iter()
         .collect(),
@@ -280,6 +349,7 @@ wire_enum_bijection! {
     failure_action_bijection: v1::FailureAction => model::FailureAction;
     update_order_bijection: v1::UpdateOrder => model::UpdateOrder;
     update_state_bijection: v1::UpdateState => model::UpdateState;
+    endpoint_mode_bijection: v1::EndpointMode => model::EndpointMode;
     task_state_bijection: v1::TaskState => model::TaskState;
     desired_state_bijection: v1::DesiredState => model::DesiredState;
     object_kind_bijection: v1::ObjectKind => state::ObjectKind;
@@ -312,6 +382,7 @@ fn wire_defaults_are_the_core_defaults() {
     assert_eq!(model::FailureAction::from(v1::FailureAction::default()), model::FailureAction::default());
     assert_eq!(model::UpdateOrder::from(v1::UpdateOrder::default()), model::UpdateOrder::default());
     assert_eq!(model::UpdateState::from(v1::UpdateState::default()), model::UpdateState::default());
+    assert_eq!(model::EndpointMode::from(v1::EndpointMode::default()), model::EndpointMode::default());
     assert_eq!(model::TaskState::from(v1::TaskState::default()), model::TaskState::default());
     assert_eq!(model::DesiredState::from(v1::DesiredState::default()), model::DesiredState::default());
 }
@@ -351,6 +422,8 @@ fn mount() -> impl Strategy<Value = model::Mount> {
         source,
         target,
         read_only,
+        tmpfs_size_bytes: 0,
+        tmpfs_mode: 0,
     })
 }
 
@@ -432,6 +505,8 @@ fn template() -> impl Strategy<Value = model::TaskTemplate> {
             logging: logging.map(|(driver, options)| model::Logging { driver, options }),
             placement: model::Placement::default(),
             resources: model::ResourceSpec::default(),
+            configs: Vec::new(),
+            secrets: Vec::new(),
             networks: networks
                 .into_iter()
                 .map(|(network, aliases)| model::NetworkAttachment { network, aliases })

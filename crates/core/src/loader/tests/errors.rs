@@ -84,9 +84,58 @@ fn replicas_with_global() {
         ["stack.yml:6:7: services.web.deploy.replicas: replicas cannot be used with mode: global"]
     );
     assert_eq!(
-        errors("services:\n  web:\n    image: x\n    deploy:\n      mode: replicated-job\n"),
+        errors("services:\n  web:\n    image: x\n    deploy:\n      replicas: 2\n      mode: global-job\n"),
+        ["stack.yml:5:7: services.web.deploy.replicas: replicas cannot be used with mode: global-job"]
+    );
+}
+
+#[test]
+fn unknown_deploy_mode() {
+    assert_eq!(
+        errors("services:\n  web:\n    image: x\n    deploy:\n      mode: batch\n"),
         [
-            "stack.yml:5:7: services.web.deploy.mode: mode \"replicated-job\" is not supported yet; use replicated or global"
+            "stack.yml:5:7: services.web.deploy.mode: mode \"batch\" is not a deploy mode; use replicated, global, replicated-job or global-job"
+        ]
+    );
+    assert_eq!(
+        errors("services:\n  web:\n    image: x\n    deploy:\n      mode: [global]\n"),
+        [
+            "stack.yml:5:7: services.web.deploy.mode: must be replicated, global, replicated-job or global-job, got a list"
+        ]
+    );
+}
+
+#[test]
+fn rollback_config_cannot_roll_back() {
+    assert_eq!(
+        errors(
+            "services:\n  web:\n    image: x\n    deploy:\n      rollback_config:\n        parallelism: 2\n        failure_action: rollback\n        max_failure_ratio: 2\n        order: sideways\n"
+        ),
+        [
+            "stack.yml:7:9: services.web.deploy.rollback_config.failure_action: rollback is not a failure action of a rollback: a failed rollback can pause or continue",
+            "stack.yml:8:9: services.web.deploy.rollback_config.max_failure_ratio: must be between 0 and 1, got 2",
+            "stack.yml:9:9: services.web.deploy.rollback_config.order: must be one of `stop-first`, `start-first`, got sideways",
+        ]
+    );
+}
+
+#[test]
+fn endpoint_mode_is_vip_or_dnsrr() {
+    assert_eq!(
+        errors("services:\n  web:\n    image: x\n    deploy:\n      endpoint_mode: roundrobin\n"),
+        ["stack.yml:5:7: services.web.deploy.endpoint_mode: must be one of `vip`, `dnsrr`, got roundrobin"]
+    );
+}
+
+#[test]
+fn dnsrr_with_ingress_ports() {
+    // Swarm: "port published with ingress mode can't be used with dnsrr mode".
+    assert_eq!(
+        errors(
+            "services:\n  web:\n    image: x\n    ports:\n      - \"8080:80\"\n      - target: 53\n        published: 53\n        protocol: udp\n        mode: host\n    deploy:\n      endpoint_mode: dnsrr\n"
+        ),
+        [
+            "stack.yml:11:7: services.web.deploy.endpoint_mode: dnsrr can't be used with port 8080/tcp published in ingress mode: publish it with `mode: host`, or use endpoint_mode: vip"
         ]
     );
 }
@@ -95,12 +144,13 @@ fn replicas_with_global() {
 fn bad_ports() {
     assert_eq!(
         errors(
-            "services:\n  web:\n    image: x\n    ports:\n      - \"80:http\"\n      - 3000-3005:3000-3005\n      - 70000\n"
+            "services:\n  web:\n    image: x\n    ports:\n      - \"80:http\"\n      - 3000-3005:3000-3004\n      - 70000\n      - target: 80\n        published: 8000-8010\n"
         ),
         [
             "stack.yml:5:9: services.web.ports[0]: invalid port \"80:http\": target port must be a number 1-65535, got \"http\"",
-            "stack.yml:6:9: services.web.ports[1]: invalid port \"3000-3005:3000-3005\": port ranges are not supported yet",
+            "stack.yml:6:9: services.web.ports[1]: invalid port \"3000-3005:3000-3004\": the published and target ranges must have the same length",
             "stack.yml:7:9: services.web.ports[2]: invalid port \"70000\": target port must be a number 1-65535, got \"70000\"",
+            "stack.yml:9:9: services.web.ports[3].published: a published port range is only allowed in the short syntax, like \"8000-8002:80-82\", got \"8000-8010\"",
         ]
     );
     assert_eq!(
@@ -136,7 +186,7 @@ fn undefined_volume_and_relative_bind() {
         ),
         [
             "stack.yml:5:9: services.web.volumes[0]: service web refers to undefined volume data",
-            "stack.yml:6:9: services.web.volumes[1]: relative bind paths are not supported yet (\"./conf\"); use an absolute path",
+            "stack.yml:6:9: services.web.volumes[1]: relative bind path \"./conf\" needs the stack file's directory, which is not known here",
             "stack.yml:8:9: services.web.volumes[2].source: service web refers to undefined volume other",
         ]
     );

@@ -4,8 +4,8 @@ use std::collections::BTreeMap;
 
 use super::{ok, warnings, web};
 use crate::model::{
-    FailureAction, HealthCheck, Mount, MountKind, PortConfig, Protocol, PublishMode, RestartCondition, RestartPolicy,
-    ServiceMode, UpdateConfig, UpdateOrder, VolumeSpec,
+    EndpointMode, FailureAction, HealthCheck, Mount, MountKind, PortConfig, Protocol, PublishMode, RestartCondition,
+    RestartPolicy, ServiceMode, UpdateConfig, UpdateOrder, VolumeSpec,
 };
 
 fn map(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
@@ -22,6 +22,8 @@ fn minimal_service_gets_the_defaults() {
     assert_eq!(s.mode, ServiceMode::Replicated { replicas: 1 });
     assert_eq!(s.restart, RestartPolicy::default());
     assert_eq!(s.update, UpdateConfig::default());
+    assert_eq!(s.rollback, UpdateConfig::rollback_default());
+    assert_eq!(s.endpoint_mode, EndpointMode::Vip);
     assert_eq!(s.task.image, "nginx:1.27");
     assert_eq!(s.task.stop_grace_period_ms, 10_000);
     assert_eq!((s.task.command.clone(), s.task.entrypoint.clone()), (None, None));
@@ -105,6 +107,8 @@ fn volumes_short_syntax() {
         source: source.into(),
         target: target.into(),
         read_only,
+        tmpfs_size_bytes: 0,
+        tmpfs_mode: 0,
     };
     assert_eq!(
         s.task.mounts,
@@ -128,6 +132,8 @@ fn volumes_long_syntax() {
         source: source.into(),
         target: target.into(),
         read_only,
+        tmpfs_size_bytes: 0,
+        tmpfs_mode: 0,
     };
     assert_eq!(
         s.task.mounts,
@@ -252,7 +258,7 @@ fn extension_keys_are_ignored_everywhere() {
 
 #[test]
 fn unknown_and_unsupported_keys_are_warnings() {
-    let text = "services:\n  web:\n    image: x\n    build: .\n    restart: always\n    depends_on: [db]\n    networks: [front]\n    colour: blue\n    deploy:\n      resources:\n        limits:\n          memory: 50M\n      colour: red\n  db:\n    image: postgres\nnetworks:\n  front:\nsecrets:\n  s:\n    file: ./s\nconfigs: {}\ncolour: green\n";
+    let text = "services:\n  web:\n    image: x\n    build: .\n    restart: always\n    depends_on: [db]\n    networks: [front]\n    colour: blue\n    deploy:\n      resources:\n        limits:\n          memory: 50M\n      colour: red\n  db:\n    image: postgres\nnetworks:\n  front:\nsecrets:\n  s:\n    external: true\n    template_driver: golang\nconfigs: {}\ncolour: green\n";
     assert_eq!(
         warnings(text),
         [
@@ -261,9 +267,8 @@ fn unknown_and_unsupported_keys_are_warnings() {
             "stack.yml:6:5: services.web.depends_on: ignored: services start in any order, as in Swarm",
             "stack.yml:8:5: services.web.colour: unknown key `colour`; ignored",
             "stack.yml:13:7: services.web.deploy.colour: unknown key `colour`; ignored",
-            "stack.yml:18:1: secrets: ignored for now",
-            "stack.yml:21:1: configs: ignored for now",
-            "stack.yml:22:1: colour: unknown key `colour`; ignored",
+            "stack.yml:21:5: secrets.s.template_driver: ignored: the content is used as it is",
+            "stack.yml:23:1: colour: unknown key `colour`; ignored",
         ]
     );
 }
@@ -314,4 +319,69 @@ fn ingress_ports_warn_that_they_bind_on_the_node() {
     );
     assert_eq!(w.len(), 1, "{w:?}");
     assert!(w[0].starts_with("stack.yml:5:9: services.web.ports[0]: port 8080/tcp uses ingress mode"), "{}", w[0]);
+}
+
+#[test]
+fn job_modes_restart_on_failure_by_default() {
+    let loaded = ok("services:\n  web:\n    image: x\n    deploy:\n      mode: replicated-job\n      replicas: 3\n");
+    assert!(loaded.warnings.is_empty(), "{:?}", loaded.warnings);
+    let s = &loaded.spec.services["web"];
+    assert_eq!(s.mode, ServiceMode::ReplicatedJob { replicas: 3, max_concurrent: 0 });
+    assert_eq!(s.restart, RestartPolicy { condition: RestartCondition::OnFailure, ..RestartPolicy::default() });
+    // A job without replicas wants one completion.
+    let s = web("services:\n  web:\n    image: x\n    deploy:\n      mode: replicated-job\n");
+    assert_eq!(s.mode, ServiceMode::ReplicatedJob { replicas: 1, max_concurrent: 0 });
+    let s = web(
+        "services:\n  web:\n    image: x\n    deploy:\n      mode: global-job\n      restart_policy:\n        condition: none\n        max_attempts: 2\n",
+    );
+    assert_eq!(s.mode, ServiceMode::GlobalJob);
+    assert_eq!(s.restart.condition, RestartCondition::None);
+    assert_eq!(s.restart.max_attempts, 2);
+}
+
+#[test]
+fn jobs_warn_about_condition_any_and_rollout_policies() {
+    let text = "services:\n  web:\n    image: x\n    deploy:\n      mode: replicated-job\n      restart_policy:\n        condition: any\n        max_attempts: 1\n      update_config:\n        parallelism: 2\n      rollback_config:\n        parallelism: 3\n";
+    assert_eq!(
+        warnings(text),
+        [
+            "stack.yml:7:9: services.web.deploy.restart_policy.condition: condition any is treated as on-failure with mode: replicated-job: a job task that completed is not run again",
+            "stack.yml:9:7: services.web.deploy.update_config: ignored with mode: replicated-job: a job has no rolling update; deploying a changed job runs it again",
+            "stack.yml:11:7: services.web.deploy.rollback_config: ignored with mode: replicated-job: a job has no rolling update; deploying a changed job runs it again",
+        ]
+    );
+    let s = web(text);
+    assert_eq!(
+        s.restart,
+        RestartPolicy { condition: RestartCondition::OnFailure, max_attempts: 1, ..Default::default() }
+    );
+    assert_eq!(s.update, UpdateConfig::default());
+    assert_eq!(s.rollback, UpdateConfig::rollback_default());
+}
+
+#[test]
+fn rollback_config_and_endpoint_mode() {
+    let loaded = ok(
+        "services:\n  web:\n    image: x\n    ports:\n      - target: 80\n        published: 8080\n        mode: host\n    deploy:\n      endpoint_mode: dnsrr\n      update_config:\n        parallelism: 1\n      rollback_config:\n        parallelism: 0\n        delay: 2s\n        monitor: 1s\n        failure_action: continue\n        max_failure_ratio: 0.5\n        order: start-first\n",
+    );
+    assert!(loaded.warnings.is_empty(), "{:?}", loaded.warnings);
+    let s = &loaded.spec.services["web"];
+    assert_eq!(s.endpoint_mode, EndpointMode::Dnsrr);
+    assert_eq!(s.update, UpdateConfig::default());
+    assert_eq!(
+        s.rollback,
+        UpdateConfig {
+            parallelism: 0,
+            delay_ms: 2_000,
+            monitor_ms: 1_000,
+            failure_action: FailureAction::Continue,
+            max_failure_ratio: 0.5,
+            order: UpdateOrder::StartFirst,
+        }
+    );
+    // Unpublished ports are fine with dnsrr; vip is the default when written as such.
+    let s = web("services:\n  web:\n    image: x\n    ports: [\"80\"]\n    deploy:\n      endpoint_mode: dnsrr\n");
+    assert_eq!(s.endpoint_mode, EndpointMode::Dnsrr);
+    let s = web("services:\n  web:\n    image: x\n    deploy:\n      endpoint_mode: vip\n");
+    assert_eq!(s.endpoint_mode, EndpointMode::Vip);
 }
