@@ -42,7 +42,7 @@ fuzz_target!(|data: &[u8]| {
     };
     files
         .extend(parts.enumerate().map(|(i, t)| SourceFile { name: format!("override-{}.yml", i + 1), text: t.into() }));
-    let options = LoadOptions { env: env(), env_file };
+    let options = LoadOptions { env: env(), env_file, project_dir: None };
     let Ok(loaded) = load("fuzz", &files, &options) else { return };
 
     // Round trip: the normalised stack as compose, loaded again.

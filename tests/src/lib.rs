@@ -206,6 +206,9 @@ impl Drop for Node {
                 let _ = Command::new("docker").args(["rm", "-f", &c.id]).output();
             }
         }
+        // The agent mounts a tmpfs for secrets in the data dir; leave no mount behind.
+        let secrets = self.dir.path().join("task-files").join("secrets");
+        let _ = Command::new("umount").arg("-l").arg(&secrets).output();
     }
 }
 

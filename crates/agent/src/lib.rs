@@ -25,6 +25,7 @@
 //!   `docker/spec.rs` builds a container's create request from a task.
 
 pub mod docker;
+pub mod files;
 mod runner;
 mod session;
 pub mod worker;
@@ -57,6 +58,9 @@ pub struct AgentConfig {
     pub managers: Vec<String>,
     /// The Docker socket; `None`: `$DOCKER_HOST` (unix://) or `/var/run/docker.sock`.
     pub docker_socket: Option<String>,
+    /// Where the files of tasks' configs and secrets are written (a tmpfs is
+    /// mounted there); normally `DATA_DIR/task-files`.
+    pub files_dir: std::path::PathBuf,
 }
 
 /// Why the agent could not run.
@@ -113,7 +117,8 @@ pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()> + Send)
     };
     let (reports_tx, reports_rx) = mpsc::unbounded_channel();
     let ctx = ContainerContext { cluster_id: config.cluster_id, node_id: config.node_id };
-    let worker = Worker::new(exec, ctx, reports_tx);
+    let files = files::TaskFiles::open(config.files_dir.clone());
+    let worker = Worker::new(exec, ctx, files, reports_tx);
     Session::new(description, managers, worker, reports_rx).run(shutdown).await;
     Ok(())
 }
@@ -130,6 +135,7 @@ mod tests {
             cluster_id: "c1".into(),
             managers: vec!["http://127.0.0.1:7946".into()],
             docker_socket: Some("/nonexistent/docker.sock".into()),
+            files_dir: std::env::temp_dir().join("stackd-agent-files-n1"),
         }
     }
 

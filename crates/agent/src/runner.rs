@@ -22,6 +22,7 @@ use tokio::sync::{mpsc, watch};
 use tracing::{debug, info, warn};
 
 use crate::docker::{ContainerContext, ContainerInfo, Created, DockerError, Executor, WaitOutcome};
+use crate::files::TaskFiles;
 use crate::worker::StatusReport;
 use machine::{Event, Found, FoundState, Op, Report, View};
 
@@ -47,6 +48,7 @@ struct Removed;
 pub(crate) struct Runner {
     exec: Executor,
     ctx: Arc<ContainerContext>,
+    files: Arc<TaskFiles>,
     rx: watch::Receiver<Task>,
     reports: mpsc::UnboundedSender<StatusReport>,
     task_id: String,
@@ -57,11 +59,12 @@ impl Runner {
     pub(crate) fn new(
         exec: Executor,
         ctx: Arc<ContainerContext>,
+        files: Arc<TaskFiles>,
         rx: watch::Receiver<Task>,
         reports: mpsc::UnboundedSender<StatusReport>,
     ) -> Runner {
         let task_id = rx.borrow().id.clone();
-        Runner { exec, ctx, rx, reports, task_id }
+        Runner { exec, ctx, files, rx, reports, task_id }
     }
 
     /// Runs the task until it leaves the node (then removes its container).
@@ -148,7 +151,11 @@ impl Runner {
                 }
             }
             Op::Create => {
-                let task = self.task();
+                let mut task = self.task();
+                match self.files.prepare(&task) {
+                    Ok(mounts) => task.template.mounts.extend(mounts),
+                    Err(e) => return Ok(Event::CreateFailed(e.to_string())),
+                }
                 match self.exec.create(&task, &self.ctx).await {
                     Ok(Created::New(id)) => Event::Created(id),
                     Ok(Created::Existing(id)) => {
@@ -297,6 +304,11 @@ impl Runner {
     /// The task left the node: stop and remove its container(s), if any.
     async fn remove_container(&self) {
         let task = self.task();
+        self.remove_container_only(&task).await;
+        self.files.remove(&self.task_id);
+    }
+
+    async fn remove_container_only(&self, task: &Task) {
         let found = match self.exec.find_task(&self.ctx, &self.task_id).await {
             Ok(found) => found,
             Err(e) => {
@@ -306,7 +318,7 @@ impl Runner {
         };
         let Some(c) = found else { return };
         if let Err(e) =
-            stop_and_remove(&self.exec, &c.id, Some(grace(&task)), task.template.stop_signal.as_deref()).await
+            stop_and_remove(&self.exec, &c.id, Some(grace(task)), task.template.stop_signal.as_deref()).await
         {
             warn!(task = %self.task_id, container = %c.id, error = %e, "cannot remove the container of a removed task");
         } else {

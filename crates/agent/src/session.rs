@@ -27,6 +27,7 @@ use tonic::codec::Streaming;
 use tonic::transport::{Channel, Endpoint};
 use tracing::{debug, info, warn};
 
+use crate::files::FileContent;
 use crate::worker::{Assignment, StatusReport, Worker};
 
 /// First backoff after a failure.
@@ -124,6 +125,17 @@ fn period(ms: u64) -> Option<Duration> {
 /// Converts wire assignments; tasks that do not convert are listed as unreadable.
 pub(crate) fn assignment(a: v1::Assignments) -> Assignment {
     let mut out = Assignment { full: a.full, removed: a.removed, ..Assignment::default() };
+    for o in a.objects {
+        match v1::DataKind::try_from(o.kind) {
+            Ok(kind) => out.objects.push(FileContent {
+                kind: kind.into(),
+                name: o.name,
+                digest: o.digest,
+                data: stackd_core::model::Blob(o.data),
+            }),
+            Err(_) => warn!(name = %o.name, kind = o.kind, "ignoring an object of an unknown kind"),
+        }
+    }
     for wire in a.tasks {
         let id = wire.id.clone();
         match Task::try_from(wire) {
@@ -399,7 +411,12 @@ mod tests {
             ..Default::default()
         };
         let bad = v1::Task { id: "t2".into(), template: None, ..Default::default() };
-        let a = assignment(v1::Assignments { full: true, tasks: vec![good, bad], removed: vec!["t3".into()] });
+        let a = assignment(v1::Assignments {
+            full: true,
+            tasks: vec![good, bad],
+            removed: vec!["t3".into()],
+            objects: vec![],
+        });
         assert!(a.full);
         assert_eq!(a.tasks.len(), 1);
         assert_eq!(a.tasks[0].id, "t1");

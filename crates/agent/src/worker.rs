@@ -24,6 +24,7 @@ use tokio::task::JoinSet;
 use tracing::{debug, info, warn};
 
 use crate::docker::{ContainerContext, Executor};
+use crate::files::{FileContent, TaskFiles};
 use crate::runner::{Runner, stop_and_remove};
 
 /// A status change of a task, as a runner reports it.
@@ -47,6 +48,8 @@ pub struct Assignment {
     /// Tasks the dispatcher sent but the agent could not read: whatever runs
     /// for them is left alone (never removed because of a bad message).
     pub unreadable: Vec<TaskId>,
+    /// Contents of the configs and secrets the tasks refer to.
+    pub objects: Vec<FileContent>,
 }
 
 /// What applying an assignment changes, computed from the current task ids.
@@ -89,15 +92,28 @@ pub(crate) fn plan(current: &BTreeSet<TaskId>, assignment: &Assignment) -> Plan 
 pub struct Worker {
     exec: Executor,
     ctx: Arc<ContainerContext>,
+    files: Arc<TaskFiles>,
     reports: mpsc::UnboundedSender<StatusReport>,
     tasks: HashMap<TaskId, watch::Sender<Task>>,
     jobs: JoinSet<()>,
 }
 
 impl Worker {
-    /// A worker with no tasks; runners report on `reports`.
-    pub fn new(exec: Executor, ctx: ContainerContext, reports: mpsc::UnboundedSender<StatusReport>) -> Worker {
-        Worker { exec, ctx: Arc::new(ctx), reports, tasks: HashMap::new(), jobs: JoinSet::new() }
+    /// A worker with no tasks; runners report on `reports` and write task files to `files`.
+    pub fn new(
+        exec: Executor,
+        ctx: ContainerContext,
+        files: TaskFiles,
+        reports: mpsc::UnboundedSender<StatusReport>,
+    ) -> Worker {
+        Worker {
+            exec,
+            ctx: Arc::new(ctx),
+            files: Arc::new(files),
+            reports,
+            tasks: HashMap::new(),
+            jobs: JoinSet::new(),
+        }
     }
 
     /// Ids of the tasks in the set.
@@ -107,8 +123,9 @@ impl Worker {
 
     /// Applies assignments; with `collect_garbage`, also removes this node's
     /// containers of tasks outside the set (in the background).
-    pub fn apply(&mut self, assignment: Assignment, collect_garbage: bool) {
+    pub fn apply(&mut self, mut assignment: Assignment, collect_garbage: bool) {
         while self.jobs.try_join_next().is_some() {}
+        self.files.store(assignment.full, std::mem::take(&mut assignment.objects));
         let p = plan(&self.task_ids(), &assignment);
         debug!(
             start = p.start.len(),
@@ -138,15 +155,18 @@ impl Worker {
             info!(task = %task.id, service = %task.service_name, slot = task.slot, "task assigned");
             let id = task.id.clone();
             let (tx, rx) = watch::channel(task);
-            let runner = Runner::new(self.exec.clone(), self.ctx.clone(), rx, self.reports.clone());
+            let runner = Runner::new(self.exec.clone(), self.ctx.clone(), self.files.clone(), rx, self.reports.clone());
             self.jobs.spawn(runner.run());
             self.tasks.insert(id, tx);
         }
         if collect_garbage {
             let mut keep = self.task_ids();
             keep.extend(assignment.unreadable);
-            let (exec, ctx) = (self.exec.clone(), self.ctx.clone());
-            self.jobs.spawn(async move { collect(exec, ctx, keep).await });
+            let (exec, ctx, files) = (self.exec.clone(), self.ctx.clone(), self.files.clone());
+            self.jobs.spawn(async move {
+                collect(exec, ctx, &keep).await;
+                files.retain(&keep);
+            });
         }
     }
 
@@ -164,7 +184,7 @@ impl Drop for Worker {
 }
 
 /// Stops and removes this node's containers whose task is not in `keep`.
-async fn collect(exec: Executor, ctx: Arc<ContainerContext>, keep: BTreeSet<TaskId>) {
+async fn collect(exec: Executor, ctx: Arc<ContainerContext>, keep: &BTreeSet<TaskId>) {
     let containers = match exec.list_managed(&ctx).await {
         Ok(c) => c,
         Err(e) => {
@@ -238,7 +258,7 @@ mod tests {
             full: false,
             tasks: vec![task("a", 2), task("d", 1)],
             removed: vec!["b".into(), "zz".into(), "b".into()],
-            unreadable: vec![],
+            ..Default::default()
         };
         let p = plan(&ids(&["a", "b", "c"]), &a);
         assert_eq!(task_ids(&p.start), vec!["d"]);
@@ -264,7 +284,7 @@ mod tests {
 
     #[test]
     fn unreadable_tasks_are_never_removed() {
-        let a = Assignment { full: true, tasks: vec![], removed: vec![], unreadable: vec!["a".into()] };
+        let a = Assignment { full: true, unreadable: vec!["a".into()], ..Default::default() };
         let p = plan(&ids(&["a", "b"]), &a);
         assert_eq!(p.remove, vec!["b".to_string()]);
     }

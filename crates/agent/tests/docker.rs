@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use stackd_agent::docker::{ContainerContext, Created, Executor, LABEL_TASK};
+use stackd_agent::files::TaskFiles;
 use stackd_agent::worker::{Assignment, StatusReport, Worker};
 use stackd_core::model::{DesiredState, HealthCheck, Mount, MountKind, Task, TaskState, TaskStatus, TaskTemplate};
 use tokio::sync::mpsc;
@@ -38,7 +39,8 @@ struct Node {
 impl Node {
     fn new(exec: &Executor, ctx: &ContainerContext) -> Node {
         let (tx, reports) = mpsc::unbounded_channel();
-        let worker = Worker::new(exec.clone(), ctx.clone(), tx);
+        let files = TaskFiles::open(std::env::temp_dir().join(format!("stackd-agent-files-{}", ctx.node_id)));
+        let worker = Worker::new(exec.clone(), ctx.clone(), files, tx);
         Node { exec: exec.clone(), ctx: ctx.clone(), worker, reports, backlog: Vec::new() }
     }
 
@@ -134,6 +136,8 @@ async fn creates_and_starts_a_container_with_labels_and_name() {
             source: String::new(),
             target: "/scratch".into(),
             read_only: false,
+            tmpfs_size_bytes: 0,
+            tmpfs_mode: 0,
         }],
         ..web()
     };

@@ -91,6 +91,7 @@ fn assign(session_id: &str, tasks: &[Task]) -> Result<v1::SessionMessage, Status
             full: true,
             tasks: tasks.iter().map(v1::Task::from).collect(),
             removed: vec![],
+            objects: vec![],
         }),
     })
 }
@@ -121,6 +122,7 @@ async fn the_agent_runs_its_tasks_and_survives_a_lost_session() {
         // A dead manager first: the agent must move on to the next one.
         managers: vec!["http://127.0.0.1:1".into(), format!("http://{addr}")],
         docker_socket: None,
+        files_dir: std::env::temp_dir().join(format!("stackd-agent-files-{node_id}")),
     };
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
     let agent = tokio::spawn(run(config, async move {

@@ -149,6 +149,43 @@ pub enum Cmd {
         #[command(subcommand)]
         command: NodeCmd,
     },
+    /// Manage secrets kept by the cluster (for stacks' `external: true` secrets).
+    #[command(alias = "secrets")]
+    Secret {
+        /// Secret command.
+        #[command(subcommand)]
+        command: ObjectCmd,
+    },
+    /// Manage configs kept by the cluster (for stacks' `external: true` configs);
+    /// `stackctl config` prints a normalised stack.
+    Configs {
+        /// Config command.
+        #[command(subcommand)]
+        command: ObjectCmd,
+    },
+}
+
+/// Secret and config commands.
+#[derive(Subcommand, Debug)]
+pub enum ObjectCmd {
+    /// Create one from a file (`-`: standard input). Its content cannot change later.
+    Create {
+        /// Name.
+        name: String,
+        /// File with the content; `-` reads standard input.
+        file: PathBuf,
+        /// Label `KEY=VALUE`; repeat for several.
+        #[arg(long = "label", short = 'l')]
+        labels: Vec<String>,
+    },
+    /// List them (never their content).
+    Ls,
+    /// Remove them (refused while a service uses one).
+    Rm {
+        /// Names.
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
 }
 
 /// Stack commands.

@@ -11,6 +11,7 @@
 //! - `deploy.rs`: `stackctl deploy`, with `--wait` progress.
 //! - `dryrun.rs`: `stackctl deploy --dry-run`: the changes a deploy would make.
 //! - `inspect.rs`: listings and inspection (`stack ls`, `service ls`, `ps`, …).
+//! - `objects.rs`: `secret` and `config` commands (create, ls, rm).
 //! - `output.rs`: tables and JSON with the same field names.
 //! - `stackfile.rs`: reading stack files, the `.env` file and the process
 //!   environment for the loader (core does no I/O).
@@ -20,11 +21,13 @@ mod client;
 mod deploy;
 mod dryrun;
 mod inspect;
+mod objects;
 mod output;
 mod stackfile;
 
 pub use args::Cli;
-use args::{Cmd, NodeCmd, ServiceCmd, StackCmd};
+use args::{Cmd, NodeCmd, ObjectCmd, ServiceCmd, StackCmd};
+use stackd_core::model::DataKind;
 
 /// Exit code: success.
 pub const EXIT_OK: i32 = 0;
@@ -53,5 +56,15 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
         Cmd::Service { command: ServiceCmd::Inspect { service } } => inspect::service_inspect(g, service).await,
         Cmd::Ps { target } => inspect::ps(g, target).await,
         Cmd::Node { command: NodeCmd::Ls } => inspect::node_ls(g).await,
+        Cmd::Secret { command } => object(g, DataKind::Secret, command).await,
+        Cmd::Configs { command } => object(g, DataKind::Config, command).await,
+    }
+}
+
+async fn object(g: &args::Global, kind: DataKind, command: &ObjectCmd) -> anyhow::Result<i32> {
+    match command {
+        ObjectCmd::Create { name, file, labels } => objects::create(g, kind, name, file, labels).await,
+        ObjectCmd::Ls => objects::ls(g, kind).await,
+        ObjectCmd::Rm { names } => objects::rm(g, kind, names).await,
     }
 }

@@ -5,6 +5,10 @@
 //! The `.env` file is `--env-file FILE` when given (then it must exist), or
 //! else `.env` beside the first stack file, when there is one, as docker
 //! compose does. The process environment wins over it.
+//!
+//! Files the stacks refer to (`env_file:`, the `file:` of configs and
+//! secrets) are read by [`FsReader`] when the loader asks; relative bind
+//! mounts are resolved against the first stack file's absolute directory.
 
 use std::collections::BTreeMap;
 use std::io::ErrorKind;
@@ -61,14 +65,33 @@ pub fn read(
             },
         },
     };
-    Ok((sources, LoadOptions { env, env_file }))
+    let project_dir = files
+        .first()
+        .and_then(|f| std::path::absolute(f).ok())
+        .and_then(|f| f.parent().map(|d| d.display().to_string()));
+    Ok((sources, LoadOptions { env, env_file, project_dir }))
+}
+
+/// Reads the files a stack refers to (`env_file:`, config and secret
+/// `file:`) from the filesystem, relative to the current directory.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct FsReader;
+
+impl loader::FileReader for FsReader {
+    fn read(&self, path: &str) -> Result<Vec<u8>, String> {
+        std::fs::read(path).map_err(|e| {
+            let text = e.to_string();
+            // "No such file or directory (os error 2)" → "No such file or directory"
+            text.split(" (os error").next().unwrap_or(&text).to_string()
+        })
+    }
 }
 
 /// Reads and loads the stack files, printing warnings to stderr. On any
 /// error, prints every diagnostic and fails: nothing may be sent.
 pub fn load(stack: &str, files: &[PathBuf], env_file: Option<&Path>) -> Result<Loaded> {
     let (sources, options) = read(files, env_file, process_env())?;
-    match loader::load(stack, &sources, &options) {
+    match loader::load_with(stack, &sources, &options, &FsReader) {
         Ok(loaded) => {
             for w in &loaded.warnings {
                 eprintln!("warning: {w}");

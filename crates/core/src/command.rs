@@ -3,11 +3,13 @@
 //! Every command carries the time it was proposed at (`at`), so applying it
 //! is deterministic on every manager.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
 use crate::model::{
-    Availability, DesiredState, Node, NodeId, NodeState, ServiceId, StackSpec, TaskId, TaskStatus, Timestamp,
-    UpdateStatus,
+    Availability, Blob, DataKind, DesiredState, Node, NodeId, NodeState, ServiceId, StackSpec, TaskId, TaskStatus,
+    Timestamp, UpdateStatus,
 };
 
 /// A change to the cluster state, replicated through Raft.
@@ -77,6 +79,30 @@ pub enum Command {
         /// Time.
         at: Timestamp,
     },
+    /// Creates a config or secret outside any stack (`stackctl secret create`);
+    /// stacks use it with `external: true`. Objects are immutable.
+    CreateObject {
+        /// Config or secret.
+        kind: DataKind,
+        /// Name.
+        name: String,
+        /// Content.
+        data: Blob,
+        /// Labels.
+        labels: BTreeMap<String, String>,
+        /// Time.
+        at: Timestamp,
+    },
+    /// Removes a config or secret created with [`Command::CreateObject`];
+    /// refused while a service uses it.
+    RemoveObject {
+        /// Config or secret.
+        kind: DataKind,
+        /// Name.
+        name: String,
+        /// Time.
+        at: Timestamp,
+    },
     /// Records task status reports from agents.
     UpdateTaskStatus {
         /// Reports.
@@ -98,6 +124,8 @@ impl Command {
             | Command::SetNodeAvailability { at, .. }
             | Command::ApplyPlan { at, .. }
             | Command::Schedule { at, .. }
+            | Command::CreateObject { at, .. }
+            | Command::RemoveObject { at, .. }
             | Command::UpdateTaskStatus { at, .. } => *at,
         }
     }

@@ -13,8 +13,8 @@ use std::collections::BTreeMap;
 use serde_json::{Map, Value, json};
 
 use crate::model::{
-    FailureAction, HealthCheck, Mount, MountKind, PortConfig, PublishMode, RestartCondition, ServiceMode, ServiceSpec,
-    StackSpec, UpdateConfig, UpdateOrder, VolumeSpec,
+    FailureAction, FileRef, HealthCheck, Mount, MountKind, ObjectOrigin, ObjectSpec, PortConfig, PublishMode,
+    RestartCondition, ServiceMode, ServiceSpec, StackSpec, UpdateConfig, UpdateOrder, VolumeSpec,
 };
 
 /// Writes milliseconds as a compose duration: `1h2m3s`, `1m30s`, `500ms`, `0s`.
@@ -68,6 +68,16 @@ fn mount(m: &Mount, volumes: &BTreeMap<String, VolumeSpec>) -> Value {
     o.insert("target".into(), json!(m.target));
     if m.read_only {
         o.insert("read_only".into(), json!(true));
+    }
+    if m.kind == MountKind::Tmpfs && (m.tmpfs_size_bytes > 0 || m.tmpfs_mode > 0) {
+        let mut t = Map::new();
+        if m.tmpfs_size_bytes > 0 {
+            t.insert("size".into(), json!(m.tmpfs_size_bytes));
+        }
+        if m.tmpfs_mode > 0 {
+            t.insert("mode".into(), json!(format!("{:o}", m.tmpfs_mode)));
+        }
+        o.insert("tmpfs".into(), Value::Object(t));
     }
     Value::Object(o)
 }
@@ -182,6 +192,11 @@ pub fn service(s: &ServiceSpec, volumes: &BTreeMap<String, VolumeSpec>) -> Value
             log.insert("options".into(), map(&l.options));
         }
         o.insert("logging".into(), Value::Object(log));
+    }
+    for (key, refs) in [("configs", &t.configs), ("secrets", &t.secrets)] {
+        if !refs.is_empty() {
+            o.insert(key.into(), Value::Array(refs.iter().map(file_ref).collect()));
+        }
     }
     o.insert("stop_grace_period".into(), json!(duration(t.stop_grace_period_ms)));
     if let Some(h) = &t.healthcheck {
@@ -310,6 +325,45 @@ fn escape_dollars(v: &mut Value) {
     }
 }
 
+/// A service's config or secret, in the long syntax.
+fn file_ref(r: &FileRef) -> Value {
+    json!({
+        "source": r.source,
+        "target": r.target,
+        "uid": r.uid,
+        "gid": r.gid,
+        "mode": format!("{:o}", r.mode),
+    })
+}
+
+/// A top-level config or secret: where its content comes from, never the
+/// content of a secret (a config's `content:` is written back as it is).
+fn object(o: &ObjectSpec, stack: &str, key: &str) -> Value {
+    let mut out = Map::new();
+    match &o.origin {
+        ObjectOrigin::External => {
+            out.insert("external".into(), json!(true));
+        }
+        ObjectOrigin::File(path) => {
+            out.insert("file".into(), json!(path));
+        }
+        ObjectOrigin::Environment(var) => {
+            out.insert("environment".into(), json!(var));
+        }
+        ObjectOrigin::Content => {
+            out.insert("content".into(), json!(String::from_utf8_lossy(&o.data.0)));
+        }
+    }
+    let default_name = if o.external { key.to_string() } else { format!("{stack}_{key}") };
+    if o.name != default_name {
+        out.insert("name".into(), json!(o.name));
+    }
+    if !o.labels.is_empty() {
+        out.insert("labels".into(), map(&o.labels));
+    }
+    Value::Object(out)
+}
+
 /// The compose document of a normalised stack.
 pub fn document(spec: &StackSpec) -> Value {
     let mut o = Map::new();
@@ -320,6 +374,12 @@ pub fn document(spec: &StackSpec) -> Value {
     );
     if !spec.volumes.is_empty() {
         o.insert("volumes".into(), Value::Object(spec.volumes.iter().map(|(k, v)| (k.clone(), volume(v))).collect()));
+    }
+    for (key, objects) in [("configs", &spec.configs), ("secrets", &spec.secrets)] {
+        if !objects.is_empty() {
+            let section = objects.iter().map(|(k, o)| (k.clone(), object(o, &spec.name, k))).collect();
+            o.insert(key.into(), Value::Object(section));
+        }
     }
     let mut doc = Value::Object(o);
     escape_dollars(&mut doc);

@@ -185,6 +185,12 @@ pub struct Mount {
     pub target: String,
     /// Mounted read-only.
     pub read_only: bool,
+    /// Size of a tmpfs in bytes (0: the engine's default, half the memory).
+    #[serde(default)]
+    pub tmpfs_size_bytes: u64,
+    /// Permission bits of a tmpfs's root, like `0o1777` (0: the engine's default).
+    #[serde(default)]
+    pub tmpfs_mode: u32,
 }
 
 /// Transport protocol of a port.
@@ -319,6 +325,101 @@ pub struct TaskTemplate {
     /// CPU and memory limits and reservations.
     #[serde(default)]
     pub resources: ResourceSpec,
+    /// Configs given to the container as files.
+    #[serde(default)]
+    pub configs: Vec<FileRef>,
+    /// Secrets given to the container as files on a tmpfs.
+    #[serde(default)]
+    pub secrets: Vec<FileRef>,
+}
+
+/// A config or secret given to a task's container as a file.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileRef {
+    /// The key in the stack's `configs:` or `secrets:`.
+    pub source: String,
+    /// The object's name in the cluster (`<stack>_<key>`, or the external name).
+    pub name: String,
+    /// Absolute path of the file in the container.
+    pub target: String,
+    /// Owner (numeric uid).
+    pub uid: String,
+    /// Group (numeric gid).
+    pub gid: String,
+    /// Permission bits, like `0o444`.
+    pub mode: u32,
+    /// SHA-256 (hex) of the content the task gets; empty for an external
+    /// object, which cannot change. A new content is a new template, so the
+    /// tasks that use it are replaced by a rolling update.
+    pub digest: String,
+}
+
+/// Bytes that are never printed: `Debug` shows only their length. Serialised
+/// as base64.
+#[derive(Clone, Default, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Blob(pub Vec<u8>);
+
+impl std::fmt::Debug for Blob {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "<{} bytes>", self.0.len())
+    }
+}
+
+impl Serialize for Blob {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use base64::Engine;
+        serializer.serialize_str(&base64::engine::general_purpose::STANDARD.encode(&self.0))
+    }
+}
+
+impl<'de> Deserialize<'de> for Blob {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        use base64::Engine;
+        let text = String::deserialize(deserializer)?;
+        base64::engine::general_purpose::STANDARD.decode(text).map(Blob).map_err(serde::de::Error::custom)
+    }
+}
+
+/// SHA-256 of `data`, in lower-case hex.
+pub fn digest(data: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    Sha256::digest(data).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Where a stack's config or secret comes from, as its stack file says
+/// (what `stackctl config` writes back; never the content of a secret).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "kind", content = "value")]
+pub enum ObjectOrigin {
+    /// `external: true`: it exists in the cluster already.
+    #[default]
+    External,
+    /// `file: PATH`, as written.
+    File(String),
+    /// `environment: VAR`.
+    Environment(String),
+    /// `content: …` (configs only).
+    Content,
+}
+
+/// The most bytes a config or secret may hold (Swarm's limit).
+pub const MAX_OBJECT_BYTES: usize = 500 * 1024;
+
+/// A config or secret declared by a stack.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ObjectSpec {
+    /// Name in the cluster: `<stack>_<key>` unless `name:` is given or it is external.
+    pub name: String,
+    /// It exists in the cluster already (`stackctl secret create`) and is not managed by the stack.
+    pub external: bool,
+    /// Where the content came from.
+    pub origin: ObjectOrigin,
+    /// The content (empty when external).
+    pub data: Blob,
+    /// SHA-256 (hex) of the content; empty when external.
+    pub digest: String,
+    /// Labels.
+    pub labels: BTreeMap<String, String>,
 }
 
 /// How a constraint compares.
@@ -595,9 +696,62 @@ pub struct StackSpec {
     pub services: BTreeMap<String, ServiceSpec>,
     /// Named volumes by key.
     pub volumes: BTreeMap<String, VolumeSpec>,
+    /// Configs by key.
+    #[serde(default)]
+    pub configs: BTreeMap<String, ObjectSpec>,
+    /// Secrets by key.
+    #[serde(default)]
+    pub secrets: BTreeMap<String, ObjectSpec>,
 }
 
 // ---------------------------------------------------------------- runtime objects
+
+/// Configs or secrets.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DataKind {
+    /// A config: a file, printed freely.
+    Config,
+    /// A secret: a file on a tmpfs, never printed.
+    Secret,
+}
+
+impl DataKind {
+    /// `config` or `secret`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DataKind::Config => "config",
+            DataKind::Secret => "secret",
+        }
+    }
+}
+
+/// A config or secret as stored in the cluster.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredObject {
+    /// Name in the cluster.
+    pub name: String,
+    /// The stack that manages it; empty for one created with `stackctl secret|config create`.
+    pub stack: String,
+    /// Labels.
+    pub labels: BTreeMap<String, String>,
+    /// Digest of the current content.
+    pub current: String,
+    /// Contents by digest: the current one, and older ones that a kept
+    /// revision of a service still refers to (for rollback).
+    pub versions: BTreeMap<String, Blob>,
+    /// When created.
+    pub created_at: Timestamp,
+    /// When its content last changed.
+    pub updated_at: Timestamp,
+}
+
+impl StoredObject {
+    /// The content a [`FileRef`] with `digest` gets (empty: the current one).
+    pub fn content(&self, digest: &str) -> Option<&Blob> {
+        self.versions.get(if digest.is_empty() { self.current.as_str() } else { digest })
+    }
+}
 
 /// A stack as stored in the cluster.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -13,8 +13,9 @@ use sha2::{Digest, Sha256};
 
 use crate::command::{Command, NewTask, Placement, Plan, TaskStatusUpdate};
 use crate::model::{
-    DesiredState, Node, NodeId, REVISIONS_KEPT, Revision, Service, ServiceId, Stack, StackSpec, Task, TaskId,
-    TaskState, TaskStatus, Timestamp, UpdateState, UpdateStatus,
+    Blob, DataKind, DesiredState, FileRef, MAX_OBJECT_BYTES, Node, NodeId, ObjectSpec, REVISIONS_KEPT, Revision,
+    Service, ServiceId, Stack, StackSpec, StoredObject, Task, TaskId, TaskState, TaskStatus, TaskTemplate, Timestamp,
+    UpdateState, UpdateStatus, digest,
 };
 use crate::validate;
 
@@ -30,6 +31,10 @@ pub enum ObjectKind {
     Task,
     /// A node.
     Node,
+    /// A config.
+    Config,
+    /// A secret.
+    Secret,
 }
 
 /// What happened to an object.
@@ -102,6 +107,36 @@ pub struct ClusterState {
     pub services: BTreeMap<ServiceId, Service>,
     /// Tasks by id.
     pub tasks: BTreeMap<TaskId, Task>,
+    /// Configs by name.
+    #[serde(default)]
+    pub configs: BTreeMap<String, StoredObject>,
+    /// Secrets by name.
+    #[serde(default)]
+    pub secrets: BTreeMap<String, StoredObject>,
+}
+
+/// The event kind of a config or secret.
+fn object_event_kind(kind: DataKind) -> ObjectKind {
+    match kind {
+        DataKind::Config => ObjectKind::Config,
+        DataKind::Secret => ObjectKind::Secret,
+    }
+}
+
+/// A task template's configs or secrets.
+fn refs(task: &TaskTemplate, kind: DataKind) -> &[FileRef] {
+    match kind {
+        DataKind::Config => &task.configs,
+        DataKind::Secret => &task.secrets,
+    }
+}
+
+/// A stack's declared configs or secrets.
+fn spec_objects(spec: &StackSpec, kind: DataKind) -> impl Iterator<Item = (&String, &ObjectSpec)> {
+    match kind {
+        DataKind::Config => spec.configs.iter(),
+        DataKind::Secret => spec.secrets.iter(),
+    }
 }
 
 /// Makes a 25-character base-36 id from the cluster id, log index and a sequence
@@ -182,8 +217,203 @@ impl ClusterState {
             Command::ApplyPlan { plan, .. } => self.apply_plan(&mut cx, plan),
             Command::Schedule { decisions, .. } => self.schedule(&mut cx, decisions),
             Command::UpdateTaskStatus { updates, .. } => self.update_status(&mut cx, updates),
+            Command::CreateObject { kind, name, data, labels, .. } => {
+                self.create_object(&mut cx, *kind, name, data, labels)
+            }
+            Command::RemoveObject { kind, name, .. } => self.remove_object(&mut cx, *kind, name),
         }
         cx.out
+    }
+
+    /// The configs or the secrets.
+    pub fn objects(&self, kind: DataKind) -> &BTreeMap<String, StoredObject> {
+        match kind {
+            DataKind::Config => &self.configs,
+            DataKind::Secret => &self.secrets,
+        }
+    }
+
+    fn objects_mut(&mut self, kind: DataKind) -> &mut BTreeMap<String, StoredObject> {
+        match kind {
+            DataKind::Config => &mut self.configs,
+            DataKind::Secret => &mut self.secrets,
+        }
+    }
+
+    /// Full names of the services whose current spec uses the object `name`.
+    pub fn users_of(&self, kind: DataKind, name: &str) -> Vec<String> {
+        self.services
+            .values()
+            .filter(|s| refs(&s.spec.task, kind).iter().any(|r| r.name == name))
+            .map(|s| s.name.clone())
+            .collect()
+    }
+
+    fn create_object(
+        &mut self,
+        cx: &mut Ctx,
+        kind: DataKind,
+        name: &str,
+        data: &Blob,
+        labels: &BTreeMap<String, String>,
+    ) {
+        let what = kind.as_str();
+        if !validate::is_valid_name(name) {
+            cx.out.rejected = Some(format!(
+                "{what} name {name:?} is invalid: use letters, digits, '-', '_' and '.', starting with a letter or digit"
+            ));
+            return;
+        }
+        if data.0.len() > MAX_OBJECT_BYTES {
+            cx.out.rejected = Some(format!("a {what} holds at most {MAX_OBJECT_BYTES} bytes, got {}", data.0.len()));
+            return;
+        }
+        if self.objects(kind).contains_key(name) {
+            cx.out.rejected = Some(format!(
+                "{what} {name} exists already; {what}s cannot change: create one with a new name and use it in the stack"
+            ));
+            return;
+        }
+        let digest = digest(&data.0);
+        let object = StoredObject {
+            name: name.to_string(),
+            stack: String::new(),
+            labels: labels.clone(),
+            current: digest.clone(),
+            versions: BTreeMap::from([(digest, data.clone())]),
+            created_at: cx.at,
+            updated_at: cx.at,
+        };
+        self.objects_mut(kind).insert(name.to_string(), object);
+        cx.event(object_event_kind(kind), Action::Create, name, name, "", String::new());
+    }
+
+    fn remove_object(&mut self, cx: &mut Ctx, kind: DataKind, name: &str) {
+        let what = kind.as_str();
+        let Some(object) = self.objects(kind).get(name) else {
+            cx.out.rejected = Some(format!("no {what} named {name:?}"));
+            return;
+        };
+        if !object.stack.is_empty() {
+            cx.out.rejected = Some(format!(
+                "{what} {name} belongs to stack {}: remove it from the stack file and deploy with --prune, or remove the stack",
+                object.stack
+            ));
+            return;
+        }
+        let users = self.users_of(kind, name);
+        if !users.is_empty() {
+            cx.out.rejected = Some(format!("{what} {name} is in use by {}", users.join(", ")));
+            return;
+        }
+        self.objects_mut(kind).remove(name);
+        cx.event(object_event_kind(kind), Action::Remove, name, name, "", String::new());
+    }
+
+    /// Checks a stack's configs and secrets against the cluster's: external
+    /// ones must exist, the stack's own must not collide with another's.
+    fn check_objects(&self, spec: &StackSpec) -> Result<(), String> {
+        for kind in [DataKind::Config, DataKind::Secret] {
+            let what = kind.as_str();
+            for (key, o) in spec_objects(spec, kind) {
+                match (self.objects(kind).get(&o.name), o.external) {
+                    (None, true) => {
+                        let command = if kind == DataKind::Config { "configs" } else { "secret" };
+                        return Err(format!(
+                            "{what} {key} is external, but the cluster has no {what} named {}: create it first with \
+                             `stackctl {command} create {} FILE`",
+                            o.name, o.name
+                        ));
+                    }
+                    (Some(stored), false) if stored.stack != spec.name => {
+                        let owner = if stored.stack.is_empty() {
+                            "was created with stackctl".to_string()
+                        } else {
+                            format!("belongs to stack {}", stored.stack)
+                        };
+                        return Err(format!(
+                            "{what} {key}: the cluster's {what} {} {owner}; use `external: true` to use it, or another name",
+                            o.name
+                        ));
+                    }
+                    _ => {}
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Stores the stack's own configs and secrets (a new content is a new
+    /// version), removes those it no longer declares and no service uses,
+    /// and drops versions that no kept revision refers to.
+    fn put_objects(&mut self, cx: &mut Ctx, spec: &StackSpec) {
+        for kind in [DataKind::Config, DataKind::Secret] {
+            let declared: Vec<(String, ObjectSpec)> =
+                spec_objects(spec, kind).filter(|(_, o)| !o.external).map(|(k, o)| (k.clone(), o.clone())).collect();
+            for (_, o) in &declared {
+                let store = self.objects_mut(kind);
+                match store.get_mut(&o.name) {
+                    Some(stored) if stored.current == o.digest && stored.labels == o.labels => {}
+                    Some(stored) => {
+                        stored.versions.insert(o.digest.clone(), o.data.clone());
+                        stored.current = o.digest.clone();
+                        stored.labels = o.labels.clone();
+                        stored.updated_at = cx.at;
+                        cx.event(object_event_kind(kind), Action::Update, &o.name, &o.name, &spec.name, String::new());
+                    }
+                    None => {
+                        store.insert(
+                            o.name.clone(),
+                            StoredObject {
+                                name: o.name.clone(),
+                                stack: spec.name.clone(),
+                                labels: o.labels.clone(),
+                                current: o.digest.clone(),
+                                versions: BTreeMap::from([(o.digest.clone(), o.data.clone())]),
+                                created_at: cx.at,
+                                updated_at: cx.at,
+                            },
+                        );
+                        cx.event(object_event_kind(kind), Action::Create, &o.name, &o.name, &spec.name, String::new());
+                    }
+                }
+            }
+        }
+    }
+
+    /// Removes the stack's objects that `keep` does not name and no service
+    /// uses, then drops every version no service revision refers to.
+    fn collect_objects(&mut self, cx: &mut Ctx, stack: &str, keep: Option<&StackSpec>) {
+        for kind in [DataKind::Config, DataKind::Secret] {
+            let names: Vec<String> = self
+                .objects(kind)
+                .values()
+                .filter(|o| o.stack == stack)
+                .filter(|o| {
+                    keep.is_none_or(|spec| !spec_objects(spec, kind).any(|(_, d)| d.name == o.name && !d.external))
+                })
+                .map(|o| o.name.clone())
+                .collect();
+            for name in names {
+                if self.users_of(kind, &name).is_empty() {
+                    self.objects_mut(kind).remove(&name);
+                    cx.event(object_event_kind(kind), Action::Remove, &name, &name, stack, String::new());
+                }
+            }
+            // Versions still referred to by a current or kept revision.
+            let mut wanted: BTreeMap<String, Vec<String>> = BTreeMap::new();
+            for svc in self.services.values() {
+                let specs = std::iter::once(&svc.spec).chain(svc.history.iter().map(|r| &r.spec));
+                for r in specs.flat_map(|s| refs(&s.task, kind)) {
+                    wanted.entry(r.name.clone()).or_default().push(r.digest.clone());
+                }
+            }
+            for o in self.objects_mut(kind).values_mut() {
+                let keep = wanted.get(&o.name);
+                let current = o.current.clone();
+                o.versions.retain(|d, _| *d == current || keep.is_some_and(|k| k.contains(d)));
+            }
+        }
     }
 
     /// The service with this full name.
@@ -208,6 +438,11 @@ impl ClusterState {
             cx.out.rejected = Some(errors.join("; "));
             return;
         }
+        if let Err(why) = self.check_objects(spec) {
+            cx.out.rejected = Some(why);
+            return;
+        }
+        self.put_objects(cx, spec);
         let mut result = DeployResult::default();
         match self.stacks.get_mut(&spec.name) {
             Some(stack) => {
@@ -285,6 +520,7 @@ impl ClusterState {
                 }
             }
         }
+        self.collect_objects(cx, &spec.name, Some(spec));
         cx.out.deploy = Some(result);
     }
 
@@ -304,6 +540,7 @@ impl ClusterState {
         for id in ids {
             self.remove_service(cx, &id);
         }
+        self.collect_objects(cx, name, None);
         cx.event(ObjectKind::Stack, Action::Remove, name, name, name, String::new());
     }
 

@@ -72,6 +72,23 @@ pub fn stack_spec(spec: &StackSpec) -> Result<(), Vec<String>> {
                 errors.push(format!("{at}.volumes: bind source {:?} must be an absolute path", m.source));
             }
         }
+        for (kind, refs, declared) in
+            [("configs", &svc.task.configs, &spec.configs), ("secrets", &svc.task.secrets, &spec.secrets)]
+        {
+            for r in refs {
+                if !r.target.starts_with('/') {
+                    errors.push(format!("{at}.{kind}: target {:?} must be an absolute path", r.target));
+                }
+                if !targets.insert(r.target.clone()) {
+                    errors.push(format!("{at}.{kind}: {:?} is the target of two files or mounts", r.target));
+                }
+                match declared.get(&r.source) {
+                    Some(d) if d.name == r.name && d.digest == r.digest => {}
+                    Some(_) => errors.push(format!("{at}.{kind}: {} does not match the stack's {kind}", r.source)),
+                    None => errors.push(format!("{at}.{kind}: {} is not declared by the stack", r.source)),
+                }
+            }
+        }
         for (key, policy) in [("update_config", &svc.update), ("rollback_config", &svc.rollback)] {
             if policy.max_failure_ratio.is_nan() || !(0.0..=1.0).contains(&policy.max_failure_ratio) {
                 errors.push(format!("{at}.deploy.{key}.max_failure_ratio: must be between 0 and 1"));
@@ -93,6 +110,19 @@ pub fn stack_spec(spec: &StackSpec) -> Result<(), Vec<String>> {
             }
         }
     }
+    for (kind, declared) in [("configs", &spec.configs), ("secrets", &spec.secrets)] {
+        for (key, o) in declared {
+            if !is_valid_name(&o.name) {
+                errors.push(format!("{kind}.{key}: name {:?} is invalid", o.name));
+            }
+            if !o.external && o.digest != crate::model::digest(&o.data.0) {
+                errors.push(format!("{kind}.{key}: the digest does not match the content"));
+            }
+            if o.data.0.len() > crate::model::MAX_OBJECT_BYTES {
+                errors.push(format!("{kind}.{key}: at most {} bytes", crate::model::MAX_OBJECT_BYTES));
+            }
+        }
+    }
     if errors.is_empty() { Ok(()) } else { Err(errors) }
 }
 
@@ -102,7 +132,7 @@ mod tests {
     use crate::model::{PortConfig, Protocol, ServiceSpec, TaskTemplate, UpdateConfig};
 
     fn stack(svc: ServiceSpec) -> StackSpec {
-        StackSpec { name: "app".into(), services: [(svc.name.clone(), svc)].into(), volumes: Default::default() }
+        StackSpec { name: "app".into(), services: [(svc.name.clone(), svc)].into(), ..Default::default() }
     }
 
     fn web() -> ServiceSpec {

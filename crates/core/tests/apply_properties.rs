@@ -37,7 +37,7 @@ fn stack_of(mode: ServiceMode, image: &str, name: &str) -> StackSpec {
         labels: Default::default(),
         endpoint_mode: EndpointMode::Vip,
     };
-    StackSpec { name: name.into(), services: [("web".to_string(), svc)].into(), volumes: Default::default() }
+    StackSpec { name: name.into(), services: [("web".to_string(), svc)].into(), ..Default::default() }
 }
 
 /// A random operation on the cluster; the orchestrator and scheduler run after each.

@@ -47,7 +47,7 @@ fn corpus_files_round_trip_and_validate() {
     for file in common::corpus_files() {
         let name = file.name.clone();
         let files = [file];
-        let options = LoadOptions { env: common::corpus_env(), env_file: None };
+        let options = LoadOptions { env: common::corpus_env(), env_file: None, project_dir: None };
         let Ok(loaded) = load("corpus", &files, &options) else { continue };
         let again = round_trip(&loaded.spec, &name);
         assert_eq!(again, loaded.spec, "{name}: loading the normalised form changed the stack");
@@ -241,16 +241,28 @@ mod generated {
                         source: String::new(),
                         target: format!("/t{i}"),
                         read_only: false,
+                        // Some with a size and a mode, some without.
+                        tmpfs_size_bytes: u64::from(i % 3) << 20,
+                        tmpfs_mode: if i % 2 == 0 { 0o1777 } else { 0 },
                     })
                     .collect();
                 if let Some(v) = volume.filter(|v| !v.is_empty()) {
-                    mounts.push(Mount { kind: MountKind::Volume, source: v, target: "/data".into(), read_only: ro });
+                    mounts.push(Mount {
+                        kind: MountKind::Volume,
+                        source: v,
+                        target: "/data".into(),
+                        read_only: ro,
+                        tmpfs_size_bytes: 0,
+                        tmpfs_mode: 0,
+                    });
                 }
                 mounts.push(Mount {
                     kind: MountKind::Bind,
                     source: "/srv/app".into(),
                     target: "/app".into(),
                     read_only: ro,
+                    tmpfs_size_bytes: 0,
+                    tmpfs_mode: 0,
                 });
                 let ports = ports
                     .into_iter()
@@ -396,6 +408,7 @@ mod generated {
                     name,
                     services: services.into_iter().map(|s| (s.name.clone(), s)).collect(),
                     volumes,
+                    ..Default::default()
                 })
             })
     }

@@ -9,7 +9,7 @@
 use std::collections::BTreeMap;
 use std::pin::Pin;
 
-use stackd_core::model::{Service, StackSpec};
+use stackd_core::model::{Blob, DataKind, Service, StackSpec};
 use stackd_core::orchestrator::service_counts;
 use stackd_core::state::ObjectKind;
 use stackd_core::{ClusterState, Command, validate};
@@ -52,6 +52,13 @@ fn summary(state: &ClusterState, svc: &Service) -> v1::ServiceSummary {
     }
 }
 
+/// A wire config/secret kind.
+fn data_kind(kind: i32) -> Result<DataKind, Status> {
+    v1::DataKind::try_from(kind)
+        .map(DataKind::from)
+        .map_err(|_| Status::invalid_argument(format!("unknown object kind {kind}")))
+}
+
 fn find_service<'a>(state: &'a ClusterState, key: &str) -> Option<&'a Service> {
     state.services.get(key).or_else(|| state.service_by_name(key))
 }
@@ -86,6 +93,63 @@ impl v1::control_server::Control for Control {
             removed: d.removed,
             index,
         }))
+    }
+
+    async fn create_object(
+        &self,
+        req: Request<v1::CreateObjectRequest>,
+    ) -> Result<Response<v1::CreateObjectResponse>, Status> {
+        let r = req.into_inner();
+        let kind = data_kind(r.kind)?;
+        let data = Blob(r.data);
+        let digest = stackd_core::model::digest(&data.0);
+        let labels = r.labels.into_iter().collect();
+        let cmd = Command::CreateObject { kind, name: r.name, data, labels, at: now_ms() };
+        let (_, applied) = self.raft.propose(cmd).await.map_err(raft_status)?;
+        if let Some(why) = applied.rejected {
+            return Err(Status::failed_precondition(why));
+        }
+        Ok(Response::new(v1::CreateObjectResponse { digest }))
+    }
+
+    async fn list_objects(
+        &self,
+        req: Request<v1::ListObjectsRequest>,
+    ) -> Result<Response<v1::ListObjectsResponse>, Status> {
+        let r = req.into_inner();
+        let kind = data_kind(r.kind)?;
+        let objects = self
+            .read(r.stale, |s| {
+                s.objects(kind)
+                    .values()
+                    .map(|o| v1::ObjectInfo {
+                        name: o.name.clone(),
+                        stack: o.stack.clone(),
+                        digest: o.current.clone(),
+                        size: o.content("").map_or(0, |b| b.0.len() as u64),
+                        labels: o.labels.clone().into_iter().collect(),
+                        created_at: o.created_at,
+                        updated_at: o.updated_at,
+                        used_by: s.users_of(kind, &o.name),
+                    })
+                    .collect()
+            })
+            .await?;
+        Ok(Response::new(v1::ListObjectsResponse { objects }))
+    }
+
+    async fn remove_object(
+        &self,
+        req: Request<v1::RemoveObjectRequest>,
+    ) -> Result<Response<v1::RemoveObjectResponse>, Status> {
+        let r = req.into_inner();
+        let kind = data_kind(r.kind)?;
+        let (_, applied) =
+            self.raft.propose(Command::RemoveObject { kind, name: r.name, at: now_ms() }).await.map_err(raft_status)?;
+        if let Some(why) = applied.rejected {
+            return Err(Status::failed_precondition(why));
+        }
+        Ok(Response::new(v1::RemoveObjectResponse {}))
     }
 
     async fn remove_stack(

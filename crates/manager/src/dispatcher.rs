@@ -14,9 +14,9 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use stackd_core::Command;
 use stackd_core::command::TaskStatusUpdate;
-use stackd_core::model::{Availability, Node, NodeRole, NodeState, Resources, Task, TaskId};
+use stackd_core::model::{Availability, DataKind, Node, NodeRole, NodeState, Resources, Task, TaskId};
+use stackd_core::{ClusterState, Command};
 use stackd_proto::v1;
 use tokio::sync::{mpsc, watch};
 use tokio_stream::Stream;
@@ -129,6 +129,34 @@ fn node_tasks(raft: &RaftNode, node_id: &str) -> HashMap<TaskId, Task> {
 }
 
 /// Sends the node's task set, then its changes, until the agent goes away.
+/// The contents of the configs and secrets that `tasks` refer to: a node
+/// receives only what its own tasks use.
+fn file_objects(state: &ClusterState, tasks: &[v1::Task]) -> Vec<v1::FileObject> {
+    let mut out: Vec<v1::FileObject> = Vec::new();
+    for t in tasks.iter().filter_map(|t| t.template.as_ref()) {
+        for (kind, refs) in [(DataKind::Config, &t.configs), (DataKind::Secret, &t.secrets)] {
+            for r in refs {
+                if out
+                    .iter()
+                    .any(|o| o.name == r.name && o.digest == r.digest && o.kind == v1::DataKind::from(kind) as i32)
+                {
+                    continue;
+                }
+                // A missing object (removed meanwhile) is left out: the agent rejects the task, saying so.
+                if let Some(data) = state.objects(kind).get(&r.name).and_then(|o| o.content(&r.digest)) {
+                    out.push(v1::FileObject {
+                        kind: v1::DataKind::from(kind).into(),
+                        name: r.name.clone(),
+                        digest: r.digest.clone(),
+                        data: data.0.clone(),
+                    });
+                }
+            }
+        }
+    }
+    out
+}
+
 async fn stream_assignments(
     raft: RaftNode,
     node_id: String,
@@ -144,10 +172,11 @@ async fn stream_assignments(
         let updated: Vec<v1::Task> = now.values().filter(|t| sent.get(&t.id) != Some(*t)).map(v1::Task::from).collect();
         let removed: Vec<String> = sent.keys().filter(|id| !now.contains_key(*id)).cloned().collect();
         if first || !updated.is_empty() || !removed.is_empty() {
+            let objects = raft.shared().read(|s| file_objects(s, &updated));
             let msg = v1::SessionMessage {
                 session_id: session.clone(),
                 heartbeat_period_ms: HEARTBEAT.as_millis() as u64,
-                assignments: Some(v1::Assignments { full: first, tasks: updated, removed }),
+                assignments: Some(v1::Assignments { full: first, tasks: updated, removed, objects }),
             };
             if tx.send(Ok(msg)).await.is_err() {
                 return;

@@ -119,6 +119,7 @@ async fn run_node(data_dir: PathBuf, identity: Identity, bootstrap: bool) -> Res
             managers: vec![format!("http://{}", dial_addr(&identity.addr))],
             // The agent speaks to the engine over its Unix socket; tcp:// engines are not supported.
             docker_socket: std::env::var("DOCKER_HOST").ok().filter(|h| h.starts_with("unix://")),
+            files_dir: data_dir.join("task-files"),
         },
         wait_stop(stop_rx.clone()),
     ));

@@ -4,8 +4,8 @@
 use std::collections::HashMap;
 
 use bollard::models::{
-    ContainerCreateBody, HealthConfig, HostConfig, HostConfigLogConfig, Mount as DockerMount, MountType, PortBinding,
-    ResourcesUlimits, RestartPolicy, RestartPolicyNameEnum,
+    ContainerCreateBody, HealthConfig, HostConfig, HostConfigLogConfig, Mount as DockerMount, MountTmpfsOptions,
+    MountType, PortBinding, ResourcesUlimits, RestartPolicy, RestartPolicyNameEnum,
 };
 use stackd_core::model::{HealthCheck, Mount, MountKind, PortConfig, Task};
 
@@ -79,11 +79,18 @@ pub(crate) fn mount(m: &Mount) -> DockerMount {
         MountKind::Bind => (MountType::BIND, Some(m.source.clone())),
         MountKind::Tmpfs => (MountType::TMPFS, None),
     };
+    let tmpfs_options =
+        (m.kind == MountKind::Tmpfs && (m.tmpfs_size_bytes > 0 || m.tmpfs_mode > 0)).then(|| MountTmpfsOptions {
+            size_bytes: (m.tmpfs_size_bytes > 0).then(|| i64::try_from(m.tmpfs_size_bytes).unwrap_or(i64::MAX)),
+            mode: (m.tmpfs_mode > 0).then_some(i64::from(m.tmpfs_mode)),
+            ..Default::default()
+        });
     DockerMount {
         target: Some(m.target.clone()),
         source,
         typ: Some(typ),
         read_only: Some(m.read_only),
+        tmpfs_options,
         ..Default::default()
     }
 }
@@ -373,6 +380,8 @@ mod tests {
             source: source.into(),
             target: target.into(),
             read_only,
+            tmpfs_size_bytes: 0,
+            tmpfs_mode: 0,
         };
         let v = mount(&m(MountKind::Volume, "shop_data", "/data", false));
         assert_eq!(v.typ, Some(MountType::VOLUME));
@@ -388,6 +397,12 @@ mod tests {
         let t = mount(&m(MountKind::Tmpfs, "", "/run", false));
         assert_eq!(t.typ, Some(MountType::TMPFS));
         assert_eq!(t.source, None);
+        assert_eq!(t.tmpfs_options, None);
+        let sized =
+            mount(&Mount { tmpfs_size_bytes: 64 << 20, tmpfs_mode: 0o1777, ..m(MountKind::Tmpfs, "", "/t", false) });
+        let options = sized.tmpfs_options.expect("tmpfs options");
+        assert_eq!(options.size_bytes, Some(64 << 20));
+        assert_eq!(options.mode, Some(0o1777));
     }
 
     #[test]

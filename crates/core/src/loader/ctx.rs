@@ -11,8 +11,18 @@ use super::Diagnostic;
 use super::values;
 use super::yaml::{Entry, Kind, Node};
 
+/// How files the stack refers to are read and where paths start.
+pub(crate) struct Files<'r> {
+    /// The caller's reader.
+    pub reader: &'r dyn super::FileReader,
+    /// The first stack file's directory as the user named it (may be empty).
+    pub base: String,
+    /// The first stack file's absolute directory, for bind mounts.
+    pub project_dir: Option<String>,
+}
+
 /// Errors and warnings of the files being loaded.
-pub(crate) struct Ctx {
+pub(crate) struct Ctx<'r> {
     /// The files' names, by index ([`Node::file`]).
     files: Vec<String>,
     /// The file that [`error_at`](Self::error_at) and [`warn_at`](Self::warn_at)
@@ -29,13 +39,70 @@ pub(crate) struct Ctx {
     /// The variables for interpolation and for `environment:` entries
     /// without a value (the caller's environment over `.env`).
     pub vars: BTreeMap<String, String>,
+    /// Reading referenced files; `None` reads nothing.
+    pub fs: Option<Files<'r>>,
 }
 
-impl Ctx {
+impl Ctx<'_> {
     /// A context for the files named `files` (in load order), with the
     /// variables `vars`; [`file`](Self::file) is the first.
     pub fn new(files: Vec<String>, vars: BTreeMap<String, String>) -> Self {
-        Self { files, file: 0, errors: Vec::new(), warnings: Vec::new(), silenced: BTreeSet::new(), vars }
+        Self { files, file: 0, errors: Vec::new(), warnings: Vec::new(), silenced: BTreeSet::new(), vars, fs: None }
+    }
+
+    /// Reads the file at `path` (as written in the stack file, `~` expanded),
+    /// which `at` refers to. Returns the path as the reader saw it and the
+    /// contents; `None` with an error recorded when it cannot be read.
+    pub fn read_file(&mut self, at: &At<'_>, path: &str) -> Option<(String, Vec<u8>)> {
+        self.read_file_if(at, path, true)
+    }
+
+    /// As [`read_file`](Self::read_file); when not `required`, a file that
+    /// cannot be read is a warning, not an error.
+    pub fn read_file_if(&mut self, at: &At<'_>, path: &str, required: bool) -> Option<(String, Vec<u8>)> {
+        let Some(expanded) = super::paths::expand_home(path, self.vars.get("HOME").map(String::as_str)) else {
+            self.error(at, format!("cannot read {path:?}: HOME is not set, so `~` cannot be expanded"));
+            return None;
+        };
+        let Some(fs) = &self.fs else {
+            self.error(at, format!("cannot read {path:?}: files cannot be read here"));
+            return None;
+        };
+        let resolved = super::paths::join(&fs.base, &expanded);
+        match fs.reader.read(&resolved) {
+            Ok(bytes) => Some((resolved, bytes)),
+            Err(why) if required => {
+                self.error(at, format!("cannot read {resolved}: {why}"));
+                None
+            }
+            Err(why) => {
+                self.warn(at, format!("optional file {resolved} not read ({why}); skipped"));
+                None
+            }
+        }
+    }
+
+    /// The absolute host path of the bind source `path` (relative to the
+    /// project directory, `~` expanded); `None` with an error recorded when
+    /// it cannot be resolved.
+    pub fn host_path(&mut self, at: &At<'_>, path: &str) -> Option<String> {
+        let Some(expanded) = super::paths::expand_home(path, self.vars.get("HOME").map(String::as_str)) else {
+            self.error(at, format!("bind source {path:?} starts with `~` but HOME is not set"));
+            return None;
+        };
+        if expanded.starts_with('/') {
+            return Some(super::paths::join("/", &expanded));
+        }
+        match self.fs.as_ref().and_then(|f| f.project_dir.as_deref()) {
+            Some(dir) => Some(super::paths::join(dir, &expanded)),
+            None => {
+                self.error(
+                    at,
+                    format!("relative bind path {path:?} needs the stack file's directory, which is not known here"),
+                );
+                None
+            }
+        }
     }
 
     fn diag(&self, file: usize, line: usize, column: usize, path: &str, message: String) -> Diagnostic {

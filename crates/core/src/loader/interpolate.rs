@@ -352,14 +352,14 @@ pub(crate) fn apply(cx: &mut Ctx, root: &mut Node) {
 }
 
 /// One interpolation pass over a file's tree.
-struct Walk<'c, 'l> {
-    cx: &'c mut Ctx,
+struct Walk<'c, 'l, 'r> {
+    cx: &'c mut Ctx<'r>,
     lookup: &'l dyn Fn(&str) -> Option<String>,
     /// Variables already warned about: (name, line, column).
     warned: BTreeSet<(String, usize, usize)>,
 }
 
-impl Walk<'_, '_> {
+impl Walk<'_, '_, '_> {
     /// Interpolates `node`, found at `path`, reported at `line`:`col`.
     fn node(&mut self, level: Level, path: &str, line: usize, col: usize, node: &mut Node) {
         match &mut node.kind {

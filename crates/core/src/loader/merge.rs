@@ -487,7 +487,8 @@ fn identity(id: Identity, item: &Node) -> Option<String> {
         Identity::Port => {
             let (host_ip, published, target, protocol) = match &item.kind {
                 Kind::Scalar { text, .. } => {
-                    let p = values::parse_port_short(text).ok()?;
+                    // A range is identified by its first port.
+                    let p = values::parse_port_short(text).ok()?.into_iter().next()?;
                     (p.host_ip, p.published, p.target, p.protocol)
                 }
                 Kind::Map(_) => {

@@ -19,11 +19,19 @@
 //!     env: BTreeMap::from([("N".to_string(), "2".to_string())]),
 //!     // The `.env` file's text, if the caller found one.
 //!     env_file: Some(SourceFile { name: ".env".into(), text: "TAG=1.28\nN=5\n".into() }),
+//!     // Where relative bind mounts start: the first file's absolute directory.
+//!     project_dir: Some("/srv/shop".into()),
 //! };
 //! let loaded = load("shop", &[file], &options).expect("valid");
 //! assert_eq!(loaded.spec.services["web"].task.image, "nginx:1.28");
 //! assert_eq!(loaded.spec.services["web"].mode, ServiceMode::Replicated { replicas: 2 });
 //! ```
+//!
+//! Files the stack refers to (`env_file:`, and the `file:` of configs and
+//! secrets) are read through a [`FileReader`] given to [`load_with`]; core
+//! itself never touches the filesystem. Their paths are resolved against
+//! the first stack file's directory, as compose does; relative bind mounts
+//! against [`LoadOptions::project_dir`].
 //!
 //! # Layers
 //!
@@ -65,9 +73,12 @@ use crate::validate::is_valid_name;
 mod ctx;
 mod deploy;
 mod dotenv;
+mod envfile;
 mod interpolate;
 mod merge;
 mod mounts;
+mod objects;
+mod paths;
 mod placement;
 mod runtime;
 mod service;
@@ -102,6 +113,44 @@ pub struct LoadOptions {
     /// there is none. Its problems are reported like a stack file's, with
     /// its name and line.
     pub env_file: Option<SourceFile>,
+    /// The absolute directory of the first stack file (compose's project
+    /// directory): relative bind mounts (`./data:/data`) are resolved
+    /// against it. `None` makes a relative bind mount an error.
+    pub project_dir: Option<String>,
+}
+
+/// Reads the files a stack refers to: `env_file:` entries and the `file:`
+/// of top-level configs and secrets.
+///
+/// The loader passes the path resolved against the first stack file's
+/// directory as the user named it (`deploy/web.env` for `web.env` next to
+/// `deploy/stack.yml`), so a reader on a real filesystem reads it relative
+/// to the current directory.
+pub trait FileReader {
+    /// The contents of the file at `path`, or why it cannot be read
+    /// (`No such file or directory`, …).
+    fn read(&self, path: &str) -> Result<Vec<u8>, String>;
+}
+
+/// A [`FileReader`] that reads nothing: every stack that refers to a file
+/// fails to load, saying so.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct NoFiles;
+
+impl FileReader for NoFiles {
+    fn read(&self, _path: &str) -> Result<Vec<u8>, String> {
+        Err("files cannot be read here".to_string())
+    }
+}
+
+/// A [`FileReader`] over files held in memory, by path (tests, fuzzing).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct MemoryFiles(pub BTreeMap<String, Vec<u8>>);
+
+impl FileReader for MemoryFiles {
+    fn read(&self, path: &str) -> Result<Vec<u8>, String> {
+        self.0.get(path).cloned().ok_or_else(|| "No such file or directory".to_string())
+    }
 }
 
 /// A successfully loaded stack.
@@ -173,7 +222,19 @@ fn render_lines(diagnostics: &[Diagnostic]) -> String {
 }
 
 /// Loads the stack `stack_name` from its compose file(s), interpolating
-/// variables from `options`.
+/// variables from `options`, without reading any other file: a stack with
+/// `env_file:` or file-based configs and secrets fails (see [`load_with`]).
+///
+/// # Errors
+///
+/// As [`load_with`].
+pub fn load(stack_name: &str, files: &[SourceFile], options: &LoadOptions) -> Result<Loaded, LoadError> {
+    load_with(stack_name, files, options, &NoFiles)
+}
+
+/// Loads the stack `stack_name` from its compose file(s), interpolating
+/// variables from `options` and reading the files the stack refers to
+/// through `reader`.
 ///
 /// Several files are merged in order, each over the ones before, as docker
 /// compose merges them (see the `merge` module): every value keeps the file,
@@ -186,7 +247,12 @@ fn render_lines(diagnostics: &[Diagnostic]) -> String {
 /// [`LoadError::Invalid`] with every problem found: `.env` syntax, YAML
 /// syntax, invalid or failed interpolation (`${VAR:?msg}`), wrong types,
 /// unsupported values, missing images, undefined volumes, and so on.
-pub fn load(stack_name: &str, files: &[SourceFile], options: &LoadOptions) -> Result<Loaded, LoadError> {
+pub fn load_with(
+    stack_name: &str,
+    files: &[SourceFile],
+    options: &LoadOptions,
+    reader: &dyn FileReader,
+) -> Result<Loaded, LoadError> {
     let mut errors = Vec::new();
     let mut warnings = Vec::new();
     // The variables: `.env`'s, then the caller's environment over them.
@@ -220,6 +286,11 @@ pub fn load(stack_name: &str, files: &[SourceFile], options: &LoadOptions) -> Re
         None
     } else {
         let mut cx = ctx::Ctx::new(files.iter().map(|f| f.name.clone()).collect(), vars);
+        cx.fs = Some(ctx::Files {
+            reader,
+            base: files.first().map(|f| paths::dirname(&f.name).to_string()).unwrap_or_default(),
+            project_dir: options.project_dir.clone(),
+        });
         // Each file parsed and interpolated on its own, then merged over the
         // ones before; a file that cannot be read stops the typing (its
         // errors and the other files' are still reported).

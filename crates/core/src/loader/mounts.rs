@@ -8,7 +8,9 @@ use super::yaml::Kind;
 use crate::model::{Mount, MountKind, PortConfig, Protocol, PublishMode, VolumeSpec};
 
 /// Keys of a long-syntax mount that stackd does not handle yet.
-const KNOWN_MOUNT: &[&str] = &["bind", "consistency", "image", "tmpfs", "volume"];
+const KNOWN_MOUNT: &[&str] = &["bind", "consistency", "image", "volume"];
+/// Options of a service-level `tmpfs:` entry that are the engine's defaults anyway.
+const TMPFS_DEFAULT_FLAGS: &[&str] = &["rw", "noexec", "nosuid", "nodev"];
 /// Keys of a long-syntax port that stackd does not handle yet.
 const KNOWN_PORT: &[&str] = &["app_protocol", "name"];
 /// Short-syntax volume options that are accepted and ignored.
@@ -33,14 +35,11 @@ impl Volumes<'_> {
     }
 }
 
-/// A bind source: absolute paths only for now.
+/// A bind source: an absolute path, or one relative to the stack file's
+/// directory (`./data`, `../shared`, `.`), or under the home directory
+/// (`~/data`), made absolute as compose does.
 fn bind_source(cx: &mut Ctx, at: &At<'_>, source: &str) -> Option<String> {
-    if source.starts_with('/') {
-        Some(source.to_string())
-    } else {
-        cx.error(at, format!("relative bind paths are not supported yet ({source:?}); use an absolute path"));
-        None
-    }
+    cx.host_path(at, source)
 }
 
 /// Whether a short-syntax source is a path rather than a volume name.
@@ -100,7 +99,7 @@ fn short_mount(cx: &mut Ctx, at: &At<'_>, text: &str, vols: &Volumes<'_>) -> Opt
         Some(s) if is_path(s) => (MountKind::Bind, bind_source(cx, at, s)?),
         Some(name) => (MountKind::Volume, vols.resolve(cx, at, name)?),
     };
-    Some(Mount { kind, source, target, read_only })
+    Some(Mount { kind, source, target, read_only, tmpfs_size_bytes: 0, tmpfs_mode: 0 })
 }
 
 /// `{type, source, target, read_only}`.
@@ -110,8 +109,14 @@ fn long_mount(cx: &mut Ctx, at: &At<'_>, vols: &Volumes<'_>) -> Option<Mount> {
     let mut source_at = None;
     let mut target = None;
     let mut read_only = false;
+    let mut tmpfs_at = None;
+    let mut tmpfs = (0, 0);
     for e in at.map(cx)? {
         match e.key {
+            "tmpfs" => {
+                tmpfs = tmpfs_options(cx, &e);
+                tmpfs_at = Some(e);
+            }
             "type" => {
                 type_seen = true;
                 kind = match e.text() {
@@ -163,45 +168,137 @@ fn long_mount(cx: &mut Ctx, at: &At<'_>, vols: &Volumes<'_>) -> Option<Mount> {
             return None;
         }
     };
-    Some(Mount { kind: kind?, source, target, read_only })
+    if let (Some(t), Some(k)) = (&tmpfs_at, kind)
+        && k != MountKind::Tmpfs
+    {
+        cx.error(t, "only applies to `type: tmpfs`");
+    }
+    Some(Mount { kind: kind?, source, target, read_only, tmpfs_size_bytes: tmpfs.0, tmpfs_mode: tmpfs.1 })
 }
 
-/// A service's `ports:` list.
+/// A long-syntax mount's `tmpfs: {size, mode}`: (bytes, permission bits).
+fn tmpfs_options(cx: &mut Ctx, at: &At<'_>) -> (u64, u32) {
+    let (mut size, mut mode) = (0, 0);
+    for e in at.map(cx).unwrap_or_default() {
+        if e.is_null() {
+            continue;
+        }
+        match e.key {
+            "size" => size = e.string(cx).and_then(|t| checked(cx, &e, values::parse_bytes(&t))).unwrap_or(0),
+            "mode" => mode = e.string(cx).and_then(|t| checked(cx, &e, parse_mode(&t))).unwrap_or(0),
+            key => cx.ignored_key(&e, key, &[]),
+        }
+    }
+    (size, mode)
+}
+
+/// A value, or its error recorded at `at`.
+fn checked<T>(cx: &mut Ctx, at: &At<'_>, value: Result<T, String>) -> Option<T> {
+    value.map_err(|why| cx.error(at, why)).ok()
+}
+
+/// Permission bits written in octal, as compose and Docker take them:
+/// `1777`, `01777`, `0o1777`.
+pub(crate) fn parse_mode(text: &str) -> Result<u32, String> {
+    let t = text.trim();
+    let digits = t.strip_prefix("0o").unwrap_or(t);
+    match u32::from_str_radix(digits, 8) {
+        Ok(m) if m <= 0o7777 => Ok(m),
+        _ => Err(format!("invalid mode {text:?}: expected octal permission bits like 1777 or 0644")),
+    }
+}
+
+/// A service's `tmpfs:`: a path or a list of paths, each with optional
+/// Docker-style options (`/run:size=64m,mode=1777`).
+pub(crate) fn tmpfs<'a>(cx: &mut Ctx, at: &At<'a>) -> Vec<(At<'a>, Mount)> {
+    let items = match &at.node.kind {
+        Kind::Null => Vec::new(),
+        Kind::Scalar { .. } => vec![at.clone()],
+        _ => at.list(cx).unwrap_or_default(),
+    };
+    let mut out = Vec::new();
+    for item in items {
+        let Some(text) = item.string(cx) else { continue };
+        let (target, options) = text.split_once(':').unwrap_or((&text, ""));
+        let mut m = Mount {
+            kind: MountKind::Tmpfs,
+            source: String::new(),
+            target: target.trim().to_string(),
+            read_only: false,
+            tmpfs_size_bytes: 0,
+            tmpfs_mode: 0,
+        };
+        let mut ok = true;
+        for option in options.split(',').map(str::trim).filter(|o| !o.is_empty()) {
+            let result = match option.split_once('=') {
+                Some(("size", v)) => values::parse_bytes(v).map(|b| m.tmpfs_size_bytes = b),
+                Some(("mode", v)) => parse_mode(v).map(|b| m.tmpfs_mode = b),
+                None if option == "ro" => {
+                    m.read_only = true;
+                    Ok(())
+                }
+                None if TMPFS_DEFAULT_FLAGS.contains(&option) => Ok(()),
+                _ => {
+                    cx.warn(&item, format!("tmpfs option {option:?} is ignored (size=, mode= and ro are applied)"));
+                    Ok(())
+                }
+            };
+            if let Err(why) = result {
+                cx.error(&item, why);
+                ok = false;
+            }
+        }
+        if !m.target.starts_with('/') {
+            cx.error(&item, format!("target {:?} must be an absolute path", m.target));
+            ok = false;
+        }
+        if ok {
+            out.push((item, m));
+        }
+    }
+    out
+}
+
+/// A service's `ports:` list (a short-syntax range gives several ports).
 pub(crate) fn ports(cx: &mut Ctx, at: &At<'_>) -> Vec<PortConfig> {
     let mut out = Vec::new();
     let mut published = BTreeSet::new();
     for item in at.list(cx).unwrap_or_default() {
-        let port = match &item.node.kind {
+        let ports = match &item.node.kind {
             Kind::Scalar { text, .. } => match values::parse_port_short(text) {
-                Ok(p) => Some(p),
+                Ok(p) => p,
                 Err(why) => {
                     cx.error(&item, why);
-                    None
+                    Vec::new()
                 }
             },
-            Kind::Map(_) => long_port(cx, &item),
+            Kind::Map(_) => long_port(cx, &item).into_iter().collect(),
             _ => {
                 cx.error(&item, format!("must be a string or a mapping, got {}", item.node.describe()));
-                None
+                Vec::new()
             }
         };
-        let Some(p) = port else { continue };
-        if let Some(pp) = p.published
-            && !published.insert((pp, p.protocol))
-        {
-            cx.error(&item, format!("port {pp}/{} is published twice", p.protocol.as_str()));
+        for p in &ports {
+            if let Some(pp) = p.published
+                && !published.insert((pp, p.protocol))
+            {
+                cx.error(&item, format!("port {pp}/{} is published twice", p.protocol.as_str()));
+            }
         }
-        if let (Some(pp), PublishMode::Ingress) = (p.published, p.mode) {
+        if let Some(p) = ports.iter().find(|p| p.published.is_some() && p.mode == PublishMode::Ingress) {
+            let what = match (ports.len(), p.published) {
+                (1, Some(pp)) => format!("port {pp}/{} uses", p.protocol.as_str()),
+                _ => format!("ports {} use", item.text().unwrap_or_default()),
+            };
             cx.warn(
                 &item,
                 format!(
-                    "port {pp}/{} uses ingress mode, but stackd has no routing mesh yet: it is bound on the node \
-                     that runs each task, as with `mode: host` (one task per node can publish it)",
-                    p.protocol.as_str()
+                    "{what} ingress mode, but stackd has no routing mesh yet: it is bound on the node \
+                     that runs each task, as with `mode: host` (one task per node can publish it)"
                 ),
             );
         }
-        out.push(p);
+        out.extend(ports);
     }
     out
 }

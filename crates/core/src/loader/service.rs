@@ -3,9 +3,9 @@
 use std::collections::BTreeMap;
 
 use super::ctx::{At, Ctx};
-use super::{deploy, mounts, runtime};
+use super::{deploy, envfile, mounts, objects, runtime};
 use crate::model::{
-    EndpointMode, PublishMode, RestartPolicy, ServiceMode, ServiceSpec, TaskTemplate, UpdateConfig, VolumeSpec,
+    DataKind, EndpointMode, PublishMode, RestartPolicy, ServiceMode, ServiceSpec, StackSpec, TaskTemplate, UpdateConfig,
 };
 use crate::validate::is_valid_name;
 
@@ -22,7 +22,6 @@ const KNOWN_SERVICE_KEYS: &[&str] = &[
     "cap_drop",
     "cgroup",
     "cgroup_parent",
-    "configs",
     "cpu_count",
     "cpu_percent",
     "cpu_period",
@@ -41,7 +40,6 @@ const KNOWN_SERVICE_KEYS: &[&str] = &[
     "dns_search",
     "domainname",
     "driver_opts",
-    "env_file",
     "expose",
     "extends",
     "external_links",
@@ -74,13 +72,11 @@ const KNOWN_SERVICE_KEYS: &[&str] = &[
     "pull_policy",
     "runtime",
     "scale",
-    "secrets",
     "security_opt",
     "shm_size",
     "stdin_open",
     "storage_opt",
     "sysctls",
-    "tmpfs",
     "tty",
     "ulimits",
     "use_api_socket",
@@ -91,7 +87,8 @@ const KNOWN_SERVICE_KEYS: &[&str] = &[
 
 /// Converts the service `at` (its key is the service name). Returns `None`
 /// when the service is unusable; every problem has been recorded in `cx`.
-pub(crate) fn service(cx: &mut Ctx, at: &At<'_>, volumes: &BTreeMap<String, VolumeSpec>) -> Option<ServiceSpec> {
+pub(crate) fn service(cx: &mut Ctx, at: &At<'_>, stack: &StackSpec) -> Option<ServiceSpec> {
+    let volumes = &stack.volumes;
     let name = at.key;
     if !is_valid_name(name) {
         cx.error(at, "service name is invalid: use letters, digits, '-', '_' and '.', starting with a letter or digit (63 at most)");
@@ -108,6 +105,9 @@ pub(crate) fn service(cx: &mut Ctx, at: &At<'_>, volumes: &BTreeMap<String, Volu
         labels: BTreeMap::new(),
         endpoint_mode: EndpointMode::Vip,
     };
+    let mut environment_vars = BTreeMap::new();
+    let mut env_file_vars = BTreeMap::new();
+    let mut tmpfs_at = None;
     let mut image_key = false;
     let mut image = None;
     let mut build = None;
@@ -123,10 +123,14 @@ pub(crate) fn service(cx: &mut Ctx, at: &At<'_>, volumes: &BTreeMap<String, Volu
             }
             "command" => task.command = if e.is_null() { None } else { e.command(cx) },
             "entrypoint" => task.entrypoint = if e.is_null() { None } else { e.command(cx) },
-            "environment" => task.env = environment(cx, &e),
+            "environment" => environment_vars = environment(cx, &e),
+            "env_file" => env_file_vars = envfile::env_files(cx, &e),
             "labels" => task.labels = labels(cx, &e),
             "volumes" => task.mounts = mounts::mounts(cx, name, &e, volumes),
             "ports" => task.ports = mounts::ports(cx, &e),
+            "tmpfs" => tmpfs_at = Some(e),
+            "configs" => task.configs = objects::refs(cx, name, DataKind::Config, &e, &stack.configs),
+            "secrets" => task.secrets = objects::refs(cx, name, DataKind::Secret, &e, &stack.secrets),
             "deploy" => endpoint_at = deploy::deploy(cx, &e, &mut spec, &mut task),
             "healthcheck" => task.healthcheck = deploy::healthcheck(cx, &e),
             "stop_grace_period" => {
@@ -180,16 +184,34 @@ pub(crate) fn service(cx: &mut Ctx, at: &At<'_>, volumes: &BTreeMap<String, Volu
             );
         }
     }
+    if let Some(t) = &tmpfs_at {
+        for (item, m) in mounts::tmpfs(cx, t) {
+            if task.mounts.iter().any(|o| o.target == m.target) {
+                cx.error(&item, format!("{:?} is mounted twice", m.target));
+            } else {
+                task.mounts.push(m);
+            }
+        }
+    }
+    for (what, r) in task.configs.iter().map(|r| ("config", r)).chain(task.secrets.iter().map(|r| ("secret", r))) {
+        if task.mounts.iter().any(|m| m.target == r.target) {
+            cx.error(at, format!("the {what} {} and a volume are both mounted at {:?}", r.source, r.target));
+        }
+    }
+    if task.secrets.iter().any(|s| task.configs.iter().any(|c| c.target == s.target)) {
+        cx.error(at, "a config and a secret have the same target");
+    }
+    env_file_vars.extend(environment_vars);
+    task.env = env_file_vars.into_iter().map(|(k, v)| format!("{k}={v}")).collect();
     task.image = image?;
     spec.task = task;
     Some(spec)
 }
 
-/// `environment:` as a list (`KEY=VALUE`, `KEY`) or a mapping; sorted
-/// `KEY=VALUE` strings. A variable without a value takes it from the
+/// `environment:` as a list (`KEY=VALUE`, `KEY`) or a mapping. A variable without a value takes it from the
 /// load's variables (environment, `.env`), as compose does; when it has none
 /// there either, it is dropped with a warning.
-fn environment(cx: &mut Ctx, at: &At<'_>) -> Vec<String> {
+fn environment(cx: &mut Ctx, at: &At<'_>) -> BTreeMap<String, String> {
     let mut vars = BTreeMap::new();
     for (item, key, value) in at.pairs(cx) {
         match value.or_else(|| cx.vars.get(&key).cloned()) {
@@ -202,7 +224,7 @@ fn environment(cx: &mut Ctx, at: &At<'_>) -> Vec<String> {
             ),
         }
     }
-    vars.into_iter().map(|(k, v)| format!("{k}={v}")).collect()
+    vars
 }
 
 /// `labels:` as a list (`KEY=VALUE`, `KEY`) or a mapping; a missing value is empty.

@@ -5,8 +5,8 @@ use std::collections::BTreeMap;
 
 use super::ctx::{At, Ctx};
 use super::yaml::{self, Kind, Node};
-use super::{interpolate, service};
-use crate::model::{StackSpec, VolumeSpec};
+use super::{interpolate, objects, service};
+use crate::model::{DataKind, StackSpec, VolumeSpec};
 use crate::validate::{self, is_valid_name};
 
 /// Top-level keys of the compose spec that stackd does not handle yet.
@@ -44,17 +44,21 @@ pub(crate) fn convert(cx: &mut Ctx, stack: &str, root: &Node) -> StackSpec {
     let root_at = At::root(root);
     let mut services_at = None;
     let mut volumes = BTreeMap::new();
+    let mut configs = BTreeMap::new();
+    let mut secrets = BTreeMap::new();
     for e in root_at.map(cx).unwrap_or_default() {
         match e.key {
             // The stack name comes from the command line; `version` is obsolete.
             "version" | "name" => {}
             "services" => services_at = Some(e),
             "volumes" => volumes = top_volumes(cx, stack, &e),
-            "networks" | "configs" | "secrets" => cx.warn(&e, "ignored for now"),
+            "configs" => configs = objects::top_objects(cx, stack, DataKind::Config, &e),
+            "secrets" => secrets = objects::top_objects(cx, stack, DataKind::Secret, &e),
+            "networks" => cx.warn(&e, "ignored for now"),
             key => cx.ignored_key(&e, key, KNOWN_TOP_LEVEL),
         }
     }
-    let mut spec = StackSpec { name: stack.to_string(), services: BTreeMap::new(), volumes };
+    let mut spec = StackSpec { name: stack.to_string(), services: BTreeMap::new(), volumes, configs, secrets };
     match &services_at {
         None => cx.error_in(0, 1, 1, "services", "the stack has no services: add a `services:` section"),
         Some(at) => {
@@ -63,7 +67,7 @@ pub(crate) fn convert(cx: &mut Ctx, stack: &str, root: &Node) -> StackSpec {
                 cx.error(at, "the stack has no services");
             }
             for e in entries {
-                if let Some(svc) = service::service(cx, &e, &spec.volumes) {
+                if let Some(svc) = service::service(cx, &e, &spec) {
                     spec.services.insert(svc.name.clone(), svc);
                 }
             }

@@ -143,7 +143,9 @@ pub(crate) fn split_shell(text: &str) -> Result<Vec<String>, String> {
 pub(crate) fn parse_port_number(text: &str, what: &str) -> Result<u16, String> {
     let t = text.trim();
     if t.contains('-') && t.split('-').all(|p| parse_uint(p).is_some()) {
-        return Err("port ranges are not supported yet".to_string());
+        return Err(format!(
+            "a {what} port range is only allowed in the short syntax, like \"8000-8002:80-82\", got {t:?}"
+        ));
     }
     match parse_uint(t).and_then(|n| u16::try_from(n).ok()) {
         Some(n) if n > 0 => Ok(n),
@@ -170,9 +172,29 @@ pub(crate) fn parse_host_ip(text: &str) -> Result<String, String> {
     }
 }
 
+/// The most ports one short-syntax range may expand to.
+pub(crate) const MAX_PORT_RANGE: usize = 1024;
+
+/// A port or an inclusive range `8000-8010` (1-65535 each, first ≤ last).
+fn parse_port_range(text: &str, what: &str) -> Result<(u16, u16), String> {
+    let Some((a, b)) = text.split_once('-') else {
+        let p = parse_port_number(text, what)?;
+        return Ok((p, p));
+    };
+    let (a, b) = (parse_port_number(a, what)?, parse_port_number(b, what)?);
+    if a > b {
+        return Err(format!("{what} range {text:?} ends before it starts"));
+    }
+    if usize::from(b - a) >= MAX_PORT_RANGE {
+        return Err(format!("{what} range {text:?} has more than {MAX_PORT_RANGE} ports"));
+    }
+    Ok((a, b))
+}
+
 /// The short port syntax: `80`, `8080:80`, `127.0.0.1:8080:80`,
-/// `127.0.0.1::80`, `[::1]:8080:80`, each with an optional `/udp`.
-pub(crate) fn parse_port_short(text: &str) -> Result<PortConfig, String> {
+/// `127.0.0.1::80`, `[::1]:8080:80`, each with an optional `/udp`, and
+/// ranges (`3000-3005`, `8000-8002:80-82`), which give one port each.
+pub(crate) fn parse_port_short(text: &str) -> Result<Vec<PortConfig>, String> {
     let wrap = |why: String| format!("invalid port {text:?}: {why}");
     let (rest, protocol) = match text.trim().rsplit_once('/') {
         Some((r, p)) => (r, parse_protocol(p).map_err(wrap)?),
@@ -182,7 +204,7 @@ pub(crate) fn parse_port_short(text: &str) -> Result<PortConfig, String> {
         Some((h, t)) => (Some(h), t),
         None => (None, rest),
     };
-    let target = parse_port_number(target, "target").map_err(wrap)?;
+    let targets = parse_port_range(target, "target").map_err(wrap)?;
     let (host_ip, published) = match host {
         None => (String::new(), None),
         Some(h) => {
@@ -190,11 +212,31 @@ pub(crate) fn parse_port_short(text: &str) -> Result<PortConfig, String> {
                 Some((ip, p)) => (parse_host_ip(ip).map_err(wrap)?, p),
                 None => (String::new(), h),
             };
-            let published = if p.is_empty() { None } else { Some(parse_port_number(p, "published").map_err(wrap)?) };
+            let published = if p.is_empty() { None } else { Some(parse_port_range(p, "published").map_err(wrap)?) };
             (ip, published)
         }
     };
-    Ok(PortConfig { target, published, protocol, mode: PublishMode::Ingress, host_ip })
+    let count = targets.1 - targets.0;
+    if let Some(published) = published
+        && published.1 - published.0 != count
+    {
+        let why = if count == 0 {
+            "a published range with one target port means a port picked at random on each node; \
+             give a target range of the same length (8000-8002:80-82) or one published port"
+        } else {
+            "the published and target ranges must have the same length"
+        };
+        return Err(wrap(why.to_string()));
+    }
+    Ok((0..=count)
+        .map(|i| PortConfig {
+            target: targets.0 + i,
+            published: published.map(|p| p.0 + i),
+            protocol,
+            mode: PublishMode::Ingress,
+            host_ip: host_ip.clone(),
+        })
+        .collect())
 }
 
 /// The parts of a short volume entry `[SOURCE:]TARGET[:OPTIONS]`.
@@ -292,20 +334,21 @@ mod tests {
 
     #[test]
     fn short_ports() {
-        let p = parse_port_short("8080").expect("ok");
+        let one = |text| {
+            let ports = parse_port_short(text).expect("ok");
+            assert_eq!(ports.len(), 1, "{text}");
+            ports.into_iter().next().expect("one port")
+        };
+        let p = one("8080");
         assert_eq!((p.target, p.published, p.protocol), (8080, None, Protocol::Tcp));
-        let p = parse_port_short("8080:80/udp").expect("ok");
+        let p = one("8080:80/udp");
         assert_eq!((p.target, p.published, p.protocol), (80, Some(8080), Protocol::Udp));
-        let p = parse_port_short("127.0.0.1:8080:80").expect("ok");
+        let p = one("127.0.0.1:8080:80");
         assert_eq!((p.target, p.published, p.host_ip.as_str()), (80, Some(8080), "127.0.0.1"));
-        let p = parse_port_short("127.0.0.1::80").expect("ok");
+        let p = one("127.0.0.1::80");
         assert_eq!((p.target, p.published), (80, None));
-        let p = parse_port_short("[::1]:53:53/sctp").expect("ok");
+        let p = one("[::1]:53:53/sctp");
         assert_eq!((p.host_ip.as_str(), p.protocol), ("::1", Protocol::Sctp));
-        assert_eq!(
-            parse_port_short("3000-3005"),
-            Err("invalid port \"3000-3005\": port ranges are not supported yet".into())
-        );
         assert_eq!(
             parse_port_short("80:http"),
             Err("invalid port \"80:http\": target port must be a number 1-65535, got \"http\"".into())
@@ -314,6 +357,34 @@ mod tests {
         assert!(parse_port_short("0").is_err());
         assert!(parse_port_short("80/xyz").is_err());
         assert!(parse_port_short("1.2.3:80:80").is_err());
+    }
+
+    #[test]
+    fn port_ranges() {
+        let pairs = |text| -> Vec<(u16, Option<u16>)> {
+            parse_port_short(text).expect("ok").iter().map(|p| (p.target, p.published)).collect()
+        };
+        assert_eq!(pairs("3000-3002"), [(3000, None), (3001, None), (3002, None)]);
+        assert_eq!(pairs("8000-8001:80-81"), [(80, Some(8000)), (81, Some(8001))]);
+        assert_eq!(pairs("127.0.0.1::53-54"), [(53, None), (54, None)]);
+        let udp = parse_port_short("127.0.0.1:9000-9001:9000-9001/udp").expect("ok");
+        assert!(udp.iter().all(|p| p.protocol == Protocol::Udp && p.host_ip == "127.0.0.1"));
+        assert_eq!(
+            parse_port_short("8000-8010:80"),
+            Err("invalid port \"8000-8010:80\": a published range with one target port means a port picked at \
+                 random on each node; give a target range of the same length (8000-8002:80-82) or one published port"
+                .into())
+        );
+        assert_eq!(
+            parse_port_short("8000-8001:80-82"),
+            Err("invalid port \"8000-8001:80-82\": the published and target ranges must have the same length".into())
+        );
+        assert_eq!(
+            parse_port_short("90-80"),
+            Err("invalid port \"90-80\": target range \"90-80\" ends before it starts".into())
+        );
+        assert!(parse_port_short("1-2000").is_err());
+        assert!(parse_port_short("8080:80-81").is_err());
     }
 
     #[test]

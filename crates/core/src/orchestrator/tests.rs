@@ -61,6 +61,7 @@ impl Sim {
             name: "app".into(),
             services: services.into_iter().map(|s| (s.name.clone(), s)).collect(),
             volumes: Default::default(),
+            ..Default::default()
         };
         let r = self.apply(Command::PutStack { spec, prune: false, at: self.now });
         assert_eq!(r.rejected, None);

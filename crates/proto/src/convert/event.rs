@@ -12,6 +12,8 @@ impl From<state::ObjectKind> for v1::ObjectKind {
             state::ObjectKind::Service => Self::Service,
             state::ObjectKind::Task => Self::Task,
             state::ObjectKind::Node => Self::Node,
+            state::ObjectKind::Config => Self::Config,
+            state::ObjectKind::Secret => Self::Secret,
         }
     }
 }
@@ -23,6 +25,8 @@ impl From<v1::ObjectKind> for state::ObjectKind {
             v1::ObjectKind::Service => Self::Service,
             v1::ObjectKind::Task => Self::Task,
             v1::ObjectKind::Node => Self::Node,
+            v1::ObjectKind::Config => Self::Config,
+            v1::ObjectKind::Secret => Self::Secret,
         }
     }
 }
@@ -102,7 +106,14 @@ mod tests {
     #[test]
     fn every_kind_and_action_round_trips() {
         use state::{Action, ObjectKind};
-        for kind in [ObjectKind::Stack, ObjectKind::Service, ObjectKind::Task, ObjectKind::Node] {
+        for kind in [
+            ObjectKind::Stack,
+            ObjectKind::Service,
+            ObjectKind::Task,
+            ObjectKind::Node,
+            ObjectKind::Config,
+            ObjectKind::Secret,
+        ] {
             for action in [Action::Create, Action::Update, Action::Remove] {
                 round_trip::<_, v1::Event>(&state::Event { kind, action, ..event() });
             }
@@ -113,8 +124,8 @@ mod tests {
 
     #[test]
     fn unknown_enums_are_refused() {
-        let wire = v1::Event { kind: 4, ..event().into() };
-        assert_eq!(state::Event::try_from(wire), Err(ConvertError::UnknownEnum { field: "Event.kind", value: 4 }));
+        let wire = v1::Event { kind: 6, ..event().into() };
+        assert_eq!(state::Event::try_from(wire), Err(ConvertError::UnknownEnum { field: "Event.kind", value: 6 }));
         let wire = v1::Event { action: 3, ..event().into() };
         assert_eq!(state::Event::try_from(wire), Err(ConvertError::UnknownEnum { field: "Event.action", value: 3 }));
     }

@@ -39,6 +39,14 @@ pub enum ConvertError {
         /// The value received.
         value: i32,
     },
+    /// A text field holds a value this version does not know.
+    #[error("unknown value {value:?} for {field}")]
+    Invalid {
+        /// Field name.
+        field: &'static str,
+        /// The value received.
+        value: String,
+    },
     /// A number is out of range (e.g. a port above 65535).
     #[error("{field} out of range: {value}")]
     OutOfRange {

@@ -82,6 +82,8 @@ impl From<&model::Mount> for v1::Mount {
             source: value.source.clone(),
             target: value.target.clone(),
             read_only: value.read_only,
+            tmpfs_size_bytes: value.tmpfs_size_bytes,
+            tmpfs_mode: value.tmpfs_mode,
         }
     }
 }
@@ -95,6 +97,8 @@ impl TryFrom<v1::Mount> for model::Mount {
             source: value.source,
             target: value.target,
             read_only: value.read_only,
+            tmpfs_size_bytes: value.tmpfs_size_bytes,
+            tmpfs_mode: value.tmpfs_mode,
         })
     }
 }
@@ -195,7 +199,33 @@ impl From<&model::TaskTemplate> for v1::TaskTemplate {
                 .map(|l| v1::Logging { driver: l.driver.clone(), options: string_map(&l.options) }),
             placement: Some(placement(&value.placement)),
             resources: Some(resources(&value.resources)),
+            configs: value.configs.iter().map(file_ref).collect(),
+            secrets: value.secrets.iter().map(file_ref).collect(),
         }
+    }
+}
+
+fn file_ref(r: &model::FileRef) -> v1::FileRef {
+    v1::FileRef {
+        source: r.source.clone(),
+        name: r.name.clone(),
+        target: r.target.clone(),
+        uid: r.uid.clone(),
+        gid: r.gid.clone(),
+        mode: r.mode,
+        digest: r.digest.clone(),
+    }
+}
+
+fn file_ref_from(r: v1::FileRef) -> model::FileRef {
+    model::FileRef {
+        source: r.source,
+        name: r.name,
+        target: r.target,
+        uid: r.uid,
+        gid: r.gid,
+        mode: r.mode,
+        digest: r.digest,
     }
 }
 
@@ -235,6 +265,8 @@ impl TryFrom<v1::TaskTemplate> for model::TaskTemplate {
                 .map(|l| model::Logging { driver: l.driver, options: l.options.into_iter().collect() }),
             placement: value.placement.map(placement_from).transpose()?.unwrap_or_default(),
             resources: value.resources.map(resources_from).unwrap_or_default(),
+            configs: value.configs.into_iter().map(file_ref_from).collect(),
+            secrets: value.secrets.into_iter().map(file_ref_from).collect(),
         })
     }
 }
@@ -581,7 +613,14 @@ mod tests {
     #[test]
     fn every_mount_kind_protocol_and_publish_mode_round_trips() {
         for kind in [model::MountKind::Volume, model::MountKind::Bind, model::MountKind::Tmpfs] {
-            let m = model::Mount { kind, source: "data".into(), target: "/data".into(), read_only: true };
+            let m = model::Mount {
+                kind,
+                source: "data".into(),
+                target: "/data".into(),
+                read_only: true,
+                tmpfs_size_bytes: 0,
+                tmpfs_mode: 0,
+            };
             round_trip::<_, v1::Mount>(&m);
         }
         for protocol in [model::Protocol::Tcp, model::Protocol::Udp, model::Protocol::Sctp] {

@@ -35,7 +35,69 @@ impl From<&model::StackSpec> for v1::StackSpec {
             name: value.name.clone(),
             services: value.services.iter().map(|(k, v)| (k.clone(), v.into())).collect(),
             volumes: value.volumes.iter().map(|(k, v)| (k.clone(), v.into())).collect(),
+            configs: value.configs.iter().map(|(k, v)| (k.clone(), v.into())).collect(),
+            secrets: value.secrets.iter().map(|(k, v)| (k.clone(), v.into())).collect(),
         }
+    }
+}
+
+impl From<v1::DataKind> for model::DataKind {
+    fn from(value: v1::DataKind) -> Self {
+        match value {
+            v1::DataKind::Config => Self::Config,
+            v1::DataKind::Secret => Self::Secret,
+        }
+    }
+}
+
+impl From<model::DataKind> for v1::DataKind {
+    fn from(value: model::DataKind) -> Self {
+        match value {
+            model::DataKind::Config => Self::Config,
+            model::DataKind::Secret => Self::Secret,
+        }
+    }
+}
+
+impl From<&model::ObjectSpec> for v1::ObjectSpec {
+    fn from(value: &model::ObjectSpec) -> Self {
+        let (kind, origin) = match &value.origin {
+            model::ObjectOrigin::External => ("external", String::new()),
+            model::ObjectOrigin::File(p) => ("file", p.clone()),
+            model::ObjectOrigin::Environment(v) => ("environment", v.clone()),
+            model::ObjectOrigin::Content => ("content", String::new()),
+        };
+        Self {
+            name: value.name.clone(),
+            external: value.external,
+            origin_kind: kind.to_string(),
+            origin_value: origin,
+            data: value.data.0.clone(),
+            digest: value.digest.clone(),
+            labels: string_map(&value.labels),
+        }
+    }
+}
+
+impl TryFrom<v1::ObjectSpec> for model::ObjectSpec {
+    type Error = ConvertError;
+
+    fn try_from(value: v1::ObjectSpec) -> Result<Self, ConvertError> {
+        let origin = match value.origin_kind.as_str() {
+            "external" => model::ObjectOrigin::External,
+            "file" => model::ObjectOrigin::File(value.origin_value),
+            "environment" => model::ObjectOrigin::Environment(value.origin_value),
+            "content" => model::ObjectOrigin::Content,
+            other => return Err(ConvertError::Invalid { field: "ObjectSpec.origin_kind", value: other.to_string() }),
+        };
+        Ok(Self {
+            name: value.name,
+            external: value.external,
+            origin,
+            data: model::Blob(value.data),
+            digest: value.digest,
+            labels: value.labels.into_iter().collect(),
+        })
     }
 }
 
@@ -49,6 +111,8 @@ impl TryFrom<v1::StackSpec> for model::StackSpec {
             name: value.name,
             services: try_map_values(value.services)?,
             volumes: try_map_values(value.volumes)?,
+            configs: try_map_values(value.configs)?,
+            secrets: try_map_values(value.secrets)?,
         })
     }
 }

@@ -64,12 +64,16 @@ pub(super) fn full_template() -> model::TaskTemplate {
                 source: "shop_data".into(),
                 target: "/data".into(),
                 read_only: false,
+                tmpfs_size_bytes: 0,
+                tmpfs_mode: 0,
             },
             model::Mount {
                 kind: model::MountKind::Tmpfs,
                 source: String::new(),
                 target: "/tmp".into(),
                 read_only: false,
+                tmpfs_size_bytes: 0,
+                tmpfs_mode: 0,
             },
         ],
         ports: vec![
@@ -123,6 +127,24 @@ pub(super) fn full_template() -> model::TaskTemplate {
             limits: model::ResourceLimits { nano_cpus: 500_000_000, memory_bytes: 256 << 20, pids: 100 },
             reservations: model::Resources { nano_cpus: 250_000_000, memory_bytes: 128 << 20 },
         },
+        configs: vec![model::FileRef {
+            source: "site".into(),
+            name: "shop_site".into(),
+            target: "/etc/site.conf".into(),
+            uid: "0".into(),
+            gid: "0".into(),
+            mode: 0o444,
+            digest: model::digest(b"listen 80"),
+        }],
+        secrets: vec![model::FileRef {
+            source: "db".into(),
+            name: "shop_db".into(),
+            target: "/run/secrets/db".into(),
+            uid: "1000".into(),
+            gid: "1000".into(),
+            mode: 0o400,
+            digest: String::new(),
+        }],
     }
 }
 
@@ -235,6 +257,42 @@ pub(super) fn stack_spec() -> model::StackSpec {
         ]
         .into_iter()
         .collect(),
+        configs: [(
+            "site".to_string(),
+            model::ObjectSpec {
+                name: "shop_site".into(),
+                origin: model::ObjectOrigin::Content,
+                data: model::Blob(b"listen 80".to_vec()),
+                digest: model::digest(b"listen 80"),
+                ..Default::default()
+            },
+        )]
+        .into_iter()
+        .collect(),
+        secrets: [
+            (
+                "db".to_string(),
+                model::ObjectSpec {
+                    name: "shop_db".into(),
+                    origin: model::ObjectOrigin::File("db.txt".into()),
+                    data: model::Blob(vec![0, 159, 146, 150]),
+                    digest: model::digest(&[0, 159, 146, 150]),
+                    labels: labels(&[("tier", "db")]),
+                    ..Default::default()
+                },
+            ),
+            ("ext".to_string(), model::ObjectSpec { name: "ext".into(), external: true, ..Default::default() }),
+            (
+                "env".to_string(),
+                model::ObjectSpec {
+                    name: "shop_env".into(),
+                    origin: model::ObjectOrigin::Environment("TOKEN".into()),
+                    ..Default::default()
+                },
+            ),
+        ]
+        .into_iter()
+        .collect(),
     }
 }
 
@@ -343,6 +401,8 @@ fn mount() -> impl Strategy<Value = model::Mount> {
         source,
         target,
         read_only,
+        tmpfs_size_bytes: 0,
+        tmpfs_mode: 0,
     })
 }
 
@@ -418,6 +478,8 @@ fn template() -> impl Strategy<Value = model::TaskTemplate> {
             logging: logging.map(|(driver, options)| model::Logging { driver, options }),
             placement: model::Placement::default(),
             resources: model::ResourceSpec::default(),
+            configs: Vec::new(),
+            secrets: Vec::new(),
         },
     )
 }

@@ -144,12 +144,13 @@ fn dnsrr_with_ingress_ports() {
 fn bad_ports() {
     assert_eq!(
         errors(
-            "services:\n  web:\n    image: x\n    ports:\n      - \"80:http\"\n      - 3000-3005:3000-3005\n      - 70000\n"
+            "services:\n  web:\n    image: x\n    ports:\n      - \"80:http\"\n      - 3000-3005:3000-3004\n      - 70000\n      - target: 80\n        published: 8000-8010\n"
         ),
         [
             "stack.yml:5:9: services.web.ports[0]: invalid port \"80:http\": target port must be a number 1-65535, got \"http\"",
-            "stack.yml:6:9: services.web.ports[1]: invalid port \"3000-3005:3000-3005\": port ranges are not supported yet",
+            "stack.yml:6:9: services.web.ports[1]: invalid port \"3000-3005:3000-3004\": the published and target ranges must have the same length",
             "stack.yml:7:9: services.web.ports[2]: invalid port \"70000\": target port must be a number 1-65535, got \"70000\"",
+            "stack.yml:9:9: services.web.ports[3].published: a published port range is only allowed in the short syntax, like \"8000-8002:80-82\", got \"8000-8010\"",
         ]
     );
     assert_eq!(
@@ -185,7 +186,7 @@ fn undefined_volume_and_relative_bind() {
         ),
         [
             "stack.yml:5:9: services.web.volumes[0]: service web refers to undefined volume data",
-            "stack.yml:6:9: services.web.volumes[1]: relative bind paths are not supported yet (\"./conf\"); use an absolute path",
+            "stack.yml:6:9: services.web.volumes[1]: relative bind path \"./conf\" needs the stack file's directory, which is not known here",
             "stack.yml:8:9: services.web.volumes[2].source: service web refers to undefined volume other",
         ]
     );

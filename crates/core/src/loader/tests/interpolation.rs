@@ -12,7 +12,11 @@ fn env(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
 
 /// Options with the environment `pairs` and, if given, a `.env` file.
 fn options(pairs: &[(&str, &str)], dotenv: Option<&str>) -> LoadOptions {
-    LoadOptions { env: env(pairs), env_file: dotenv.map(|text| SourceFile { name: ".env".into(), text: text.into() }) }
+    LoadOptions {
+        env: env(pairs),
+        env_file: dotenv.map(|text| SourceFile { name: ".env".into(), text: text.into() }),
+        project_dir: None,
+    }
 }
 
 fn load_with(text: &str, opts: &LoadOptions) -> Result<Loaded, LoadError> {
@@ -286,6 +290,7 @@ fn dotenv_errors_come_first_with_the_stack_file_errors() {
     let opts = LoadOptions {
         env: BTreeMap::new(),
         env_file: Some(SourceFile { name: "deploy/.env".into(), text: "OK=1\nNOT A KEY\nIMAGE=\"app\n".into() }),
+        project_dir: None,
     };
     assert_eq!(
         errors_with(text, &opts),

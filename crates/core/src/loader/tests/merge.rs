@@ -129,7 +129,7 @@ fn an_override_file_may_hold_only_what_it_changes() {
 
 #[test]
 fn environment_merges_by_key_across_list_and_map() {
-    let options = LoadOptions { env: map(&[("HOME", "/root")]), env_file: None };
+    let options = LoadOptions { env: map(&[("HOME", "/root")]), env_file: None, project_dir: None };
     let loaded = load_with(
         &[
             &["services:", "  web:", "    image: x", "    environment:", "      - A=1", "      - B=2", "      - HOME"],
@@ -333,6 +333,8 @@ fn volumes_merge_by_target() {
         source: source.into(),
         target: target.into(),
         read_only,
+        tmpfs_size_bytes: 0,
+        tmpfs_mode: 0,
     };
     assert_eq!(
         loaded.spec.services["web"].task.mounts,
@@ -461,6 +463,7 @@ fn variables_and_dotenv_apply_to_every_file() {
     let options = LoadOptions {
         env: map(&[("N", "3")]),
         env_file: Some(SourceFile { name: ".env".into(), text: "TAG=1.4\n".into() }),
+        project_dir: None,
     };
     let loaded = load_with(
         &[

@@ -4,6 +4,7 @@ use super::{Diagnostic, LoadError, LoadOptions, Loaded, SourceFile, load};
 use crate::model::ServiceSpec;
 
 mod errors;
+mod files;
 mod interpolation;
 mod merge;
 mod robust;

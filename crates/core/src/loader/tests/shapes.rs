@@ -107,6 +107,8 @@ fn volumes_short_syntax() {
         source: source.into(),
         target: target.into(),
         read_only,
+        tmpfs_size_bytes: 0,
+        tmpfs_mode: 0,
     };
     assert_eq!(
         s.task.mounts,
@@ -130,6 +132,8 @@ fn volumes_long_syntax() {
         source: source.into(),
         target: target.into(),
         read_only,
+        tmpfs_size_bytes: 0,
+        tmpfs_mode: 0,
     };
     assert_eq!(
         s.task.mounts,
@@ -254,7 +258,7 @@ fn extension_keys_are_ignored_everywhere() {
 
 #[test]
 fn unknown_and_unsupported_keys_are_warnings() {
-    let text = "services:\n  web:\n    image: x\n    build: .\n    restart: always\n    depends_on: [db]\n    networks: [front]\n    colour: blue\n    deploy:\n      resources:\n        limits:\n          memory: 50M\n      colour: red\n  db:\n    image: postgres\nnetworks:\n  front:\nsecrets:\n  s:\n    file: ./s\nconfigs: {}\ncolour: green\n";
+    let text = "services:\n  web:\n    image: x\n    build: .\n    restart: always\n    depends_on: [db]\n    networks: [front]\n    colour: blue\n    deploy:\n      resources:\n        limits:\n          memory: 50M\n      colour: red\n  db:\n    image: postgres\nnetworks:\n  front:\nsecrets:\n  s:\n    external: true\n    template_driver: golang\nconfigs: {}\ncolour: green\n";
     assert_eq!(
         warnings(text),
         [
@@ -265,9 +269,8 @@ fn unknown_and_unsupported_keys_are_warnings() {
             "stack.yml:8:5: services.web.colour: unknown key `colour`; ignored",
             "stack.yml:13:7: services.web.deploy.colour: unknown key `colour`; ignored",
             "stack.yml:16:1: networks: ignored for now",
-            "stack.yml:18:1: secrets: ignored for now",
-            "stack.yml:21:1: configs: ignored for now",
-            "stack.yml:22:1: colour: unknown key `colour`; ignored",
+            "stack.yml:21:5: secrets.s.template_driver: ignored: the content is used as it is",
+            "stack.yml:23:1: colour: unknown key `colour`; ignored",
         ]
     );
 }

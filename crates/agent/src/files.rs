@@ -1,0 +1,255 @@
+//! The files of a task's configs and secrets, on this node.
+//!
+//! The dispatcher sends the contents a node's tasks refer to with the
+//! assignments; [`TaskFiles`] keeps them in memory and, before a container
+//! is created, writes each of its files with the owner and mode the stack
+//! asks for: configs under `ROOT/configs/<task-id>/`, secrets under
+//! `ROOT/secrets/<task-id>/`. The container gets each file as a read-only
+//! bind mount at its target. `ROOT/secrets` is a tmpfs that the agent
+//! mounts when the first task with secrets comes (mode 0700, so secrets
+//! never touch a disk); a task with secrets is rejected when it cannot be
+//! mounted, rather than writing a secret to disk. Files are removed with
+//! their task's container.
+//!
+//! Contents are never logged: only names and digests are.
+
+use std::collections::{BTreeSet, HashMap};
+use std::fs;
+use std::io;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use stackd_core::model::{Blob, DataKind, FileRef, Mount, MountKind, Task, TaskId};
+use tracing::{info, warn};
+
+/// Why a task's files could not be written.
+#[derive(Debug, thiserror::Error)]
+pub enum FilesError {
+    /// The dispatcher did not send the content (the object was removed meanwhile).
+    #[error("the content of {kind} {name} is not available on this node")]
+    Missing {
+        /// Config or secret.
+        kind: &'static str,
+        /// Its name.
+        name: String,
+    },
+    /// Secrets need a tmpfs, and there is none.
+    #[error("secrets need a tmpfs at {0}, and it could not be mounted (stackd must run as root)")]
+    NoTmpfs(PathBuf),
+    /// Writing a file failed.
+    #[error("cannot write {path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: io::Error,
+    },
+}
+
+/// One content, as the dispatcher sent it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FileContent {
+    /// Config or secret.
+    pub kind: DataKind,
+    /// Object name.
+    pub name: String,
+    /// Digest the tasks refer to (empty: an external object).
+    pub digest: String,
+    /// The content.
+    pub data: Blob,
+}
+
+type Key = (DataKind, String, String);
+
+/// Task files on this node; see the module documentation.
+#[derive(Debug)]
+pub struct TaskFiles {
+    root: PathBuf,
+    /// Whether `ROOT/secrets` is a tmpfs: `None` until a task needs it.
+    tmpfs: Mutex<Option<bool>>,
+    contents: Mutex<HashMap<Key, Blob>>,
+}
+
+impl TaskFiles {
+    /// Task files under `root` (created when first needed).
+    pub fn open(root: PathBuf) -> TaskFiles {
+        TaskFiles { root, tmpfs: Mutex::new(None), contents: Mutex::new(HashMap::new()) }
+    }
+
+    /// Whether `ROOT/secrets` is a tmpfs, mounting one the first time.
+    fn secrets_tmpfs(&self) -> bool {
+        let mut tmpfs = self.tmpfs.lock().unwrap_or_else(|p| p.into_inner());
+        *tmpfs.get_or_insert_with(|| {
+            let dir = self.root.join("secrets");
+            prepare_tmpfs(&dir).unwrap_or_else(|e| {
+                warn!(dir = %dir.display(), error = %e, "cannot prepare the secrets folder");
+                false
+            })
+        })
+    }
+
+    /// Takes the contents sent with an assignment; a full assignment
+    /// replaces what was kept.
+    pub fn store(&self, full: bool, contents: Vec<FileContent>) {
+        let mut map = self.contents.lock().unwrap_or_else(|p| p.into_inner());
+        if full {
+            map.clear();
+        }
+        for c in contents {
+            map.insert((c.kind, c.name, c.digest), c.data);
+        }
+    }
+
+    /// Writes the task's files; returns the bind mounts that give them to its container.
+    ///
+    /// # Errors
+    ///
+    /// A content that was not sent, secrets without a tmpfs, a failed write.
+    pub fn prepare(&self, task: &Task) -> Result<Vec<Mount>, FilesError> {
+        let t = &task.template;
+        if t.configs.is_empty() && t.secrets.is_empty() {
+            return Ok(Vec::new());
+        }
+        if !t.secrets.is_empty() && !self.secrets_tmpfs() {
+            return Err(FilesError::NoTmpfs(self.root.join("secrets")));
+        }
+        let io = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source| FilesError::Io { path, source }
+        };
+        let mut mounts = Vec::new();
+        let all =
+            t.configs.iter().map(|r| (DataKind::Config, r)).chain(t.secrets.iter().map(|r| (DataKind::Secret, r)));
+        for (i, (kind, r)) in all.enumerate() {
+            let data = self.content(kind, r)?;
+            let dir = self.task_dir(kind, &task.id);
+            fs::create_dir_all(&dir).map_err(io(&dir))?;
+            fs::set_permissions(&dir, fs::Permissions::from_mode(0o700)).map_err(io(&dir))?;
+            let path = dir.join(i.to_string());
+            write_file(&path, &data.0, r).map_err(io(&path))?;
+            mounts.push(Mount {
+                kind: MountKind::Bind,
+                source: path.display().to_string(),
+                target: r.target.clone(),
+                read_only: true,
+                tmpfs_size_bytes: 0,
+                tmpfs_mode: 0,
+            });
+        }
+        info!(task = %task.id, configs = t.configs.len(), secrets = t.secrets.len(), "task files written");
+        Ok(mounts)
+    }
+
+    fn content(&self, kind: DataKind, r: &FileRef) -> Result<Blob, FilesError> {
+        let map = self.contents.lock().unwrap_or_else(|p| p.into_inner());
+        map.get(&(kind, r.name.clone(), r.digest.clone()))
+            .cloned()
+            .ok_or_else(|| FilesError::Missing { kind: kind.as_str(), name: r.name.clone() })
+    }
+
+    fn task_dir(&self, kind: DataKind, task_id: &str) -> PathBuf {
+        self.root
+            .join(match kind {
+                DataKind::Config => "configs",
+                DataKind::Secret => "secrets",
+            })
+            .join(task_id)
+    }
+
+    /// Removes a task's files.
+    pub fn remove(&self, task_id: &str) {
+        for kind in [DataKind::Config, DataKind::Secret] {
+            let dir = self.task_dir(kind, task_id);
+            if dir.exists()
+                && let Err(e) = fs::remove_dir_all(&dir)
+            {
+                warn!(task = %task_id, error = %e, "cannot remove the task's files");
+            }
+        }
+    }
+
+    /// Removes the files of every task not in `keep`.
+    pub fn retain(&self, keep: &BTreeSet<TaskId>) {
+        for sub in ["configs", "secrets"] {
+            let Ok(entries) = fs::read_dir(self.root.join(sub)) else { continue };
+            for e in entries.flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                if !keep.contains(&name) {
+                    self.remove(&name);
+                }
+            }
+        }
+    }
+}
+
+/// Writes one file with its owner and mode (owner first, so it is never readable by others meanwhile).
+fn write_file(path: &Path, data: &[u8], r: &FileRef) -> io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    fs::write(&tmp, b"")?;
+    fs::set_permissions(&tmp, fs::Permissions::from_mode(0o600))?;
+    let uid = r.uid.parse::<u32>().ok();
+    let gid = r.gid.parse::<u32>().ok();
+    std::os::unix::fs::chown(&tmp, uid, gid)?;
+    fs::write(&tmp, data)?;
+    fs::set_permissions(&tmp, fs::Permissions::from_mode(r.mode & 0o7777))?;
+    fs::rename(&tmp, path)
+}
+
+/// Creates `root` and makes sure a tmpfs is mounted on it; returns whether one is.
+fn prepare_tmpfs(root: &Path) -> io::Result<bool> {
+    fs::create_dir_all(root)?;
+    fs::set_permissions(root, fs::Permissions::from_mode(0o700))?;
+    let root = root.canonicalize()?;
+    if is_tmpfs(&root) {
+        return Ok(true);
+    }
+    // At most 64 MiB of task files per node (a config or secret is at most 500 KiB).
+    let data = c"mode=0700,size=64m";
+    let flags =
+        rustix::mount::MountFlags::NOSUID | rustix::mount::MountFlags::NODEV | rustix::mount::MountFlags::NOEXEC;
+    match rustix::mount::mount("stackd-files", &root, "tmpfs", flags, data) {
+        Ok(()) => {
+            info!(root = %root.display(), "mounted a tmpfs for task files");
+            Ok(true)
+        }
+        Err(e) => {
+            warn!(root = %root.display(), error = %e, "cannot mount a tmpfs for task files");
+            Ok(false)
+        }
+    }
+}
+
+/// Whether `path` is the mount point of a tmpfs, per `/proc/self/mountinfo`.
+fn is_tmpfs(path: &Path) -> bool {
+    let Ok(info) = fs::read_to_string("/proc/self/mountinfo") else { return false };
+    let want = path.display().to_string();
+    info.lines().any(|line| {
+        let mut halves = line.splitn(2, " - ");
+        let (Some(left), Some(right)) = (halves.next(), halves.next()) else { return false };
+        let mount_point = left.split(' ').nth(4).map(unescape);
+        mount_point.as_deref() == Some(want.as_str()) && right.split(' ').next() == Some("tmpfs")
+    })
+}
+
+/// Mount points escape space, tab, newline and backslash as octal (`\040`).
+fn unescape(field: &str) -> String {
+    field.replace("\\040", " ").replace("\\011", "\t").replace("\\012", "\n").replace("\\134", "\\")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mountinfo_fields_unescape() {
+        assert_eq!(unescape("/srv/my\\040files"), "/srv/my files");
+        assert_eq!(unescape("/plain"), "/plain");
+    }
+
+    #[test]
+    fn the_root_is_not_a_tmpfs_by_accident() {
+        // `/` is never a tmpfs mount point on the machines the tests run on.
+        assert!(!is_tmpfs(Path::new("/proc/self")));
+    }
+}

@@ -1,0 +1,86 @@
+//! `stackctl secret|config create|ls|rm`: configs and secrets kept by the
+//! cluster outside any stack, which stacks use with `external: true`.
+//! A secret's content is sent once and never shown again.
+
+use std::io::Read;
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use serde::Serialize;
+use stackd_core::model::DataKind;
+use stackd_proto::v1;
+
+use crate::args::Global;
+use crate::client::{connect, status};
+use crate::output::print_rows;
+
+fn wire(kind: DataKind) -> i32 {
+    v1::DataKind::from(kind).into()
+}
+
+/// `stackctl secret|config create NAME FILE` (`-`: standard input).
+pub async fn create(g: &Global, kind: DataKind, name: &str, file: &Path, labels: &[String]) -> Result<i32> {
+    let data = if file == Path::new("-") {
+        let mut buf = Vec::new();
+        std::io::stdin().read_to_end(&mut buf).context("cannot read standard input")?;
+        buf
+    } else {
+        std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?
+    };
+    let labels = labels
+        .iter()
+        .map(|l| match l.split_once('=') {
+            Some((k, v)) => (k.to_string(), v.to_string()),
+            None => (l.clone(), String::new()),
+        })
+        .collect();
+    let mut c = connect(&g.addr).await?;
+    let req = v1::CreateObjectRequest { kind: wire(kind), name: name.to_string(), data, labels };
+    let resp = c.create_object(req).await.map_err(status)?.into_inner();
+    println!("Created {} {name} ({})", kind.as_str(), &resp.digest[..resp.digest.len().min(12)]);
+    Ok(0)
+}
+
+/// A row of `stackctl secret|config ls`.
+#[derive(Serialize)]
+struct ObjectRow {
+    name: String,
+    stack: String,
+    digest: String,
+    size: u64,
+    used_by: String,
+    created_at: u64,
+    updated_at: u64,
+}
+
+/// `stackctl secret|config ls`.
+pub async fn ls(g: &Global, kind: DataKind) -> Result<i32> {
+    let mut c = connect(&g.addr).await?;
+    let resp =
+        c.list_objects(v1::ListObjectsRequest { kind: wire(kind), stale: g.stale }).await.map_err(status)?.into_inner();
+    let rows: Vec<ObjectRow> = resp
+        .objects
+        .into_iter()
+        .map(|o| ObjectRow {
+            name: o.name,
+            stack: o.stack,
+            digest: o.digest.chars().take(12).collect(),
+            size: o.size,
+            used_by: o.used_by.join(","),
+            created_at: o.created_at,
+            updated_at: o.updated_at,
+        })
+        .collect();
+    print_rows(&rows, &["name", "stack", "digest", "size", "used_by", "updated_at"], g.output)?;
+    Ok(0)
+}
+
+/// `stackctl secret|config rm NAME…`.
+pub async fn rm(g: &Global, kind: DataKind, names: &[String]) -> Result<i32> {
+    let mut c = connect(&g.addr).await?;
+    for name in names {
+        c.remove_object(v1::RemoveObjectRequest { kind: wire(kind), name: name.clone() }).await.map_err(status)?;
+        println!("Removed {} {name}", kind.as_str());
+    }
+    Ok(0)
+}
