@@ -23,6 +23,8 @@
 //!   `runner/machine.rs` (phases, events, transitions) against Docker.
 //! - [`docker`]: the executor, the only module that speaks bollard;
 //!   `docker/spec.rs` builds a container's create request from a task.
+//! - [`files`]: the files of tasks' configs and secrets (secrets on a tmpfs),
+//!   given to containers as read-only bind mounts.
 
 pub mod docker;
 pub mod files;

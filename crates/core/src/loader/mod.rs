@@ -47,7 +47,9 @@
 //!    merged in order by compose's rules (later files override; lists such
 //!    as `ports` and `volumes` by identity; `environment` and `labels` by
 //!    key, list or mapping), each value keeping its file and position.
-//! 4. **Normalise** (`stack`, `service`, `deploy`, `mounts`, `values`): the tree is
+//! 4. **Normalise** (`stack`, `service`, `deploy`, `mounts`, `objects` for
+//!    configs and secrets, `envfile` for `env_file:`, `paths` for relative
+//!    paths, `values`): the tree is
 //!    typed by hand into the model, field by field, so that every value has a
 //!    position; short and long syntaxes converge, defaults are applied and
 //!    volume names are namespaced.

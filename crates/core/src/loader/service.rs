@@ -170,20 +170,6 @@ pub(crate) fn service(cx: &mut Ctx, at: &At<'_>, stack: &StackSpec) -> Option<Se
         (None, None) if !image_key => cx.error(at, format!("service {name} has no `image:`; every service needs one")),
         _ => {}
     }
-    if let Some(e) = endpoint_at.filter(|_| spec.endpoint_mode == EndpointMode::Dnsrr) {
-        // Swarm: "port published with ingress mode can't be used with dnsrr mode".
-        for p in task.ports.iter().filter(|p| p.published.is_some() && p.mode == PublishMode::Ingress) {
-            cx.error(
-                &e,
-                format!(
-                    "dnsrr can't be used with port {}/{} published in ingress mode: publish it with `mode: host`, \
-                     or use endpoint_mode: vip",
-                    p.published.unwrap_or_default(),
-                    p.protocol.as_str()
-                ),
-            );
-        }
-    }
     if let Some(t) = &tmpfs_at {
         for (item, m) in mounts::tmpfs(cx, t) {
             if task.mounts.iter().any(|o| o.target == m.target) {
@@ -203,6 +189,20 @@ pub(crate) fn service(cx: &mut Ctx, at: &At<'_>, stack: &StackSpec) -> Option<Se
     }
     env_file_vars.extend(environment_vars);
     task.env = env_file_vars.into_iter().map(|(k, v)| format!("{k}={v}")).collect();
+    if let Some(e) = endpoint_at.filter(|_| spec.endpoint_mode == EndpointMode::Dnsrr) {
+        // Swarm: "port published with ingress mode can't be used with dnsrr mode".
+        for p in task.ports.iter().filter(|p| p.published.is_some() && p.mode == PublishMode::Ingress) {
+            cx.error(
+                &e,
+                format!(
+                    "dnsrr can't be used with port {}/{} published in ingress mode: publish it with `mode: host`, \
+                     or use endpoint_mode: vip",
+                    p.published.unwrap_or_default(),
+                    p.protocol.as_str()
+                ),
+            );
+        }
+    }
     task.image = image?;
     spec.task = task;
     Some(spec)
