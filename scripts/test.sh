@@ -18,6 +18,16 @@ if ! docker info --format 'Docker {{.ServerVersion}} (API {{.ClientInfo.Version}
   fi
 fi
 
+if [ "$(id -u)" != 0 ]; then
+  echo "error: run the tests as root: stackd's agent mounts a tmpfs for secrets, and the cluster tests start stackd" >&2
+  exit 1
+fi
+
+step "rustfmt and clippy"
+if command -v rustup >/dev/null 2>&1; then
+  rustup component add rustfmt clippy >/dev/null 2>&1 || echo "warning: rustup could not add rustfmt and clippy" >&2
+fi
+
 step "building the test images (tests/images/build.sh)"
 bash tests/images/build.sh
 
@@ -28,6 +38,11 @@ step "cargo clippy --all-targets -D warnings"
 cargo clippy --workspace --all-targets --quiet -- -D warnings
 
 step "cargo check of the fuzz targets (fuzz/ is its own workspace)"
+# libfuzzer-sys compiles libFuzzer (C++) in its build script.
+if ! command -v g++ >/dev/null 2>&1; then
+  echo "g++ not installed; installing via apt-get (libfuzzer-sys needs it)" >&2
+  apt-get install -y g++ >/dev/null 2>&1 || { apt-get update >/dev/null && apt-get install -y g++ >/dev/null; }
+fi
 cargo check --quiet --manifest-path fuzz/Cargo.toml --bins
 
 step "cargo build --workspace"

@@ -98,6 +98,7 @@ impl Node {
         let mut node = Node { dir, addr, name: name.to_string(), child: None };
         node.spawn(&["init", "--listen", &node.addr.clone(), "--name", name])?;
         node.wait_ready()?;
+        record_test_cluster(&node.cluster_id());
         Ok(node)
     }
 
@@ -151,7 +152,17 @@ impl Node {
 
     /// Runs stackctl against this node.
     pub fn stackctl_output(&self, args: &[&str]) -> Result<Output> {
-        Ok(Command::new(bin("stackctl")).arg("--addr").arg(format!("http://{}", self.addr)).args(args).output()?)
+        self.stackctl_output_env(args, &[])
+    }
+
+    /// Runs stackctl against this node with extra environment variables.
+    pub fn stackctl_output_env(&self, args: &[&str], env: &[(&str, &str)]) -> Result<Output> {
+        let mut cmd = Command::new(bin("stackctl"));
+        cmd.arg("--addr").arg(format!("http://{}", self.addr)).args(args);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        Ok(cmd.output()?)
     }
 
     /// Runs stackctl and requires success; returns stdout.
@@ -198,6 +209,25 @@ impl Node {
     }
 }
 
+/// The file that lists the ids of the clusters the tests created on this machine.
+fn test_clusters_file() -> PathBuf {
+    std::env::temp_dir().join("stackd-test-clusters")
+}
+
+/// The ids of the clusters the tests created on this machine.
+fn test_clusters() -> std::collections::BTreeSet<String> {
+    std::fs::read_to_string(test_clusters_file()).unwrap_or_default().lines().map(String::from).collect()
+}
+
+/// Records `cluster` as a test cluster, so that other test clusters may clean up its networks.
+fn record_test_cluster(cluster: &str) {
+    use std::io::Write;
+    let file = std::fs::OpenOptions::new().create(true).append(true).open(test_clusters_file());
+    if let Ok(mut f) = file {
+        let _ = writeln!(f, "{cluster}");
+    }
+}
+
 impl Drop for Node {
     fn drop(&mut self) {
         let cluster = self.cluster_id();
@@ -210,10 +240,16 @@ impl Drop for Node {
             // Networks another cluster's containers still use stay (the engine
             // refuses); so do those of clusters that still have containers.
             // Concurrent test clusters share the networks of same-named stacks:
-            // the last one's drop removes them.
+            // the last one's drop removes them. Networks of clusters that are
+            // not test clusters (a quickstart cluster on the same engine) are
+            // never touched.
+            let tests = test_clusters();
             for n in docker::networks("io.stackd.network") {
                 let owner = n.labels.get("io.stackd.cluster").cloned().unwrap_or_default();
-                if owner == cluster || docker::containers(&format!("io.stackd.cluster={owner}")).is_empty() {
+                let test_owner = tests.contains(&owner);
+                if owner == cluster
+                    || (test_owner && docker::containers(&format!("io.stackd.cluster={owner}")).is_empty())
+                {
                     let _ = Command::new("docker").args(["network", "rm", &n.id]).output();
                 }
             }

@@ -18,7 +18,7 @@ use std::fs;
 use std::io;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use stackd_core::model::{Blob, DataKind, FileRef, Mount, MountKind, Task, TaskId};
 use tracing::{info, warn};
@@ -26,8 +26,13 @@ use tracing::{info, warn};
 /// Why a task's files could not be written.
 #[derive(Debug, thiserror::Error)]
 pub enum FilesError {
+    /// The blocking file work could not finish (the runtime is shutting down).
+    #[error("writing the task's files was interrupted: {0}")]
+    Interrupted(String),
     /// The dispatcher did not send the content (the object was removed meanwhile).
-    #[error("the content of {kind} {name} is not available on this node")]
+    #[error(
+        "the content of {kind} {name} is not available on this node: it was removed from the cluster; deploy the stack again"
+    )]
     Missing {
         /// Config or secret.
         kind: &'static str,
@@ -35,7 +40,7 @@ pub enum FilesError {
         name: String,
     },
     /// Secrets need a tmpfs, and there is none.
-    #[error("secrets need a tmpfs at {0}, and it could not be mounted (stackd must run as root)")]
+    #[error("secrets need a tmpfs at {0}, and it could not be mounted: run stackd as root (see the node's log)")]
     NoTmpfs(PathBuf),
     /// Writing a file failed.
     #[error("cannot write {path}: {source}")]
@@ -66,26 +71,33 @@ type Key = (DataKind, String, String);
 #[derive(Debug)]
 pub struct TaskFiles {
     root: PathBuf,
-    /// Whether `ROOT/secrets` is a tmpfs: `None` until a task needs it.
-    tmpfs: Mutex<Option<bool>>,
+    /// Serialises the check-and-mount of `ROOT/secrets`.
+    mounting: Mutex<()>,
     contents: Mutex<HashMap<Key, Blob>>,
+    /// Tasks whose files this process wrote and has not removed: garbage
+    /// collection, which works from an older task set, leaves them alone.
+    live: Mutex<BTreeSet<TaskId>>,
 }
 
 impl TaskFiles {
     /// Task files under `root` (created when first needed).
     pub fn open(root: PathBuf) -> TaskFiles {
-        TaskFiles { root, tmpfs: Mutex::new(None), contents: Mutex::new(HashMap::new()) }
+        TaskFiles {
+            root,
+            mounting: Mutex::new(()),
+            contents: Mutex::new(HashMap::new()),
+            live: Mutex::new(BTreeSet::new()),
+        }
     }
 
-    /// Whether `ROOT/secrets` is a tmpfs, mounting one the first time.
+    /// Whether `ROOT/secrets` is a tmpfs, mounting one if not (checked each
+    /// time: a failure is retried with the next task).
     fn secrets_tmpfs(&self) -> bool {
-        let mut tmpfs = self.tmpfs.lock().unwrap_or_else(|p| p.into_inner());
-        *tmpfs.get_or_insert_with(|| {
-            let dir = self.root.join("secrets");
-            prepare_tmpfs(&dir).unwrap_or_else(|e| {
-                warn!(dir = %dir.display(), error = %e, "cannot prepare the secrets folder");
-                false
-            })
+        let _one_at_a_time = self.mounting.lock().unwrap_or_else(|p| p.into_inner());
+        let dir = self.root.join("secrets");
+        prepare_tmpfs(&dir).unwrap_or_else(|e| {
+            warn!(dir = %dir.display(), error = %e, "cannot prepare the secrets folder");
+            false
         })
     }
 
@@ -111,6 +123,7 @@ impl TaskFiles {
         if t.configs.is_empty() && t.secrets.is_empty() {
             return Ok(Vec::new());
         }
+        self.live.lock().unwrap_or_else(|p| p.into_inner()).insert(task.id.clone());
         if !t.secrets.is_empty() && !self.secrets_tmpfs() {
             return Err(FilesError::NoTmpfs(self.root.join("secrets")));
         }
@@ -157,8 +170,44 @@ impl TaskFiles {
             .join(task_id)
     }
 
+    /// [`prepare`](Self::prepare) on a blocking thread: file writes and the
+    /// first tmpfs mount stay off the async runtime.
+    ///
+    /// # Errors
+    ///
+    /// As [`prepare`](Self::prepare).
+    pub async fn prepare_blocking(self: &Arc<Self>, task: Task) -> Result<Vec<Mount>, FilesError> {
+        let files = Arc::clone(self);
+        tokio::task::spawn_blocking(move || files.prepare(&task))
+            .await
+            .map_err(|e| FilesError::Interrupted(e.to_string()))?
+    }
+
+    /// [`remove`](Self::remove) on a blocking thread.
+    pub async fn remove_blocking(self: &Arc<Self>, task_id: String) {
+        let files = Arc::clone(self);
+        if let Err(e) = tokio::task::spawn_blocking(move || files.remove(&task_id)).await {
+            warn!(error = %e, "removing task files was interrupted");
+        }
+    }
+
+    /// [`retain`](Self::retain) on a blocking thread.
+    pub async fn retain_blocking(self: &Arc<Self>, keep: BTreeSet<TaskId>) {
+        let files = Arc::clone(self);
+        if let Err(e) = tokio::task::spawn_blocking(move || files.retain(&keep)).await {
+            warn!(error = %e, "removing task files was interrupted");
+        }
+    }
+
+    /// Leaves a task's files to garbage collection (its container could not
+    /// be removed yet).
+    pub fn release(&self, task_id: &str) {
+        self.live.lock().unwrap_or_else(|p| p.into_inner()).remove(task_id);
+    }
+
     /// Removes a task's files.
     pub fn remove(&self, task_id: &str) {
+        self.live.lock().unwrap_or_else(|p| p.into_inner()).remove(task_id);
         for kind in [DataKind::Config, DataKind::Secret] {
             let dir = self.task_dir(kind, task_id);
             if dir.exists()
@@ -169,13 +218,15 @@ impl TaskFiles {
         }
     }
 
-    /// Removes the files of every task not in `keep`.
+    /// Removes the files of every task not in `keep`, except those written
+    /// since (their task came with a later assignment).
     pub fn retain(&self, keep: &BTreeSet<TaskId>) {
+        let live = self.live.lock().unwrap_or_else(|p| p.into_inner()).clone();
         for sub in ["configs", "secrets"] {
             let Ok(entries) = fs::read_dir(self.root.join(sub)) else { continue };
             for e in entries.flatten() {
                 let name = e.file_name().to_string_lossy().into_owned();
-                if !keep.contains(&name) {
+                if !keep.contains(&name) && !live.contains(&name) {
                     self.remove(&name);
                 }
             }
@@ -240,6 +291,62 @@ fn unescape(field: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn task_with_config(id: &str) -> Task {
+        use stackd_core::model::{DesiredState, TaskStatus, TaskTemplate};
+        let config = FileRef {
+            source: "site".into(),
+            name: "app_site".into(),
+            target: "/etc/site.conf".into(),
+            uid: String::new(),
+            gid: String::new(),
+            mode: 0o444,
+            digest: "d1".into(),
+        };
+        Task {
+            id: id.into(),
+            service_id: "s".into(),
+            service_name: "app_web".into(),
+            stack: "app".into(),
+            slot: 1,
+            node_id: Some("n".into()),
+            revision: 1,
+            template: TaskTemplate { configs: vec![config], ..TaskTemplate::default() },
+            desired_state: DesiredState::Running,
+            status: TaskStatus::default(),
+            unplaceable: String::new(),
+            created_at: 0,
+        }
+    }
+
+    #[test]
+    fn files_of_live_tasks_survive_collection_from_an_older_set() {
+        let root = std::env::temp_dir().join(format!("stackd-files-test-{}", std::process::id()));
+        let files = TaskFiles::open(root.clone());
+        let content = |name: &str| FileContent {
+            kind: DataKind::Config,
+            name: name.into(),
+            digest: "d1".into(),
+            data: Blob(b"listen 80".to_vec()),
+        };
+        files.store(true, vec![content("app_site")]);
+        let mounts = files.prepare(&task_with_config("t1")).expect("written");
+        assert_eq!(mounts.len(), 1);
+        assert_eq!(fs::read(&mounts[0].source).expect("file"), b"listen 80");
+        assert!(mounts[0].read_only);
+        // Garbage collection from a task set taken before t1 came: t1's files stay.
+        files.retain(&BTreeSet::new());
+        assert!(Path::new(&mounts[0].source).exists());
+        // Released (its container could not be removed): the next collection removes them.
+        files.release("t1");
+        files.retain(&BTreeSet::new());
+        assert!(!Path::new(&mounts[0].source).exists());
+        // A content that was not sent is an error that says what to do.
+        files.store(true, Vec::new());
+        let err = files.prepare(&task_with_config("t2")).expect_err("no content");
+        assert!(err.to_string().contains("deploy the stack again"), "{err}");
+        let _ = fs::remove_dir_all(root);
+    }
 
     #[test]
     fn mountinfo_fields_unescape() {

@@ -165,7 +165,7 @@ impl Runner {
             }
             Op::Create => {
                 let mut task = self.task();
-                match self.files.prepare(&task) {
+                match self.files.prepare_blocking(task.clone()).await {
                     Ok(mounts) => task.template.mounts.extend(mounts),
                     Err(e) => return Ok(Event::CreateFailed(e.to_string())),
                 }
@@ -345,27 +345,34 @@ impl Runner {
     /// The task left the node: stop and remove its container(s), if any.
     async fn remove_container(&self) {
         let task = self.task();
-        self.remove_container_only(&task).await;
-        self.files.remove(&self.task_id);
+        // A container that could not be removed keeps its files; garbage collection retries both.
+        if self.remove_container_only(&task).await {
+            self.files.remove_blocking(self.task_id.clone()).await;
+        } else {
+            self.files.release(&self.task_id);
+        }
     }
 
-    async fn remove_container_only(&self, task: &Task) {
+    /// Stops and removes the task's container, if there is one; whether none is left.
+    async fn remove_container_only(&self, task: &Task) -> bool {
         let found = match self.exec.find_task(&self.ctx, &self.task_id).await {
             Ok(found) => found,
             Err(e) => {
                 warn!(task = %self.task_id, error = %e, "cannot look for the container of a removed task");
-                return;
+                return false;
             }
         };
-        let Some(c) = found else { return };
+        let Some(c) = found else { return true };
         if let Err(e) =
             stop_and_remove(&self.exec, &c.id, Some(grace(task)), task.template.stop_signal.as_deref()).await
         {
             warn!(task = %self.task_id, container = %c.id, error = %e, "cannot remove the container of a removed task");
+            false
         } else {
             info!(task = %self.task_id, container = %c.id, "removed the container of a task that left the node");
             // Its networks may be unused now.
             self.networks.collect_soon();
+            true
         }
     }
 }

@@ -264,7 +264,7 @@ impl Worker {
                 (self.exec.clone(), self.ctx.clone(), self.files.clone(), self.networks.clone());
             self.jobs.spawn(async move {
                 collect(exec, ctx, &keep).await;
-                files.retain(&keep);
+                files.retain_blocking(keep).await;
                 networks.collect_soon();
             });
         }

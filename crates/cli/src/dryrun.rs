@@ -5,7 +5,8 @@
 use anyhow::Result;
 use serde::Serialize;
 use stackd_core::diff::{self, NetworksDiff, ServiceDiff};
-use stackd_core::model::{Stack, StackSpec};
+use stackd_core::model::{ServiceSpec, Stack, StackSpec};
+use stackd_core::state::kept_networks;
 use stackd_proto::v1;
 use stackd_proto::v1::control_client::ControlClient;
 use tonic::transport::Channel;
@@ -61,12 +62,15 @@ pub async fn show(g: &Global, c: &mut ControlClient<Channel>, spec: &StackSpec, 
         Some(s) => Stack::try_from(s)?.networks,
         None => Default::default(),
     };
-    let mut plan = Plan { networks: diff::networks(&networks, &spec.networks), ..Plan::default() };
+    // What the deploy will leave: without --prune, the networks of services it keeps stay.
+    let after = kept_networks(Some(&networks), existing.values().map(|s| &s.spec), spec, prune);
+    let mut plan = Plan { networks: diff::networks(&networks, &after), ..Plan::default() };
     for (name, new) in &spec.services {
         let full = format!("{}_{name}", spec.name);
         match existing.get(name) {
             None => plan.create.push(full),
-            Some(old) => match diff::service(&old.spec, new) {
+            // Read APIs leave secrets' digests out: compare without them.
+            Some(old) => match diff::service(&old.spec, &ServiceSpec { task: new.task.redacted(), ..new.clone() }) {
                 None => plan.unchanged.push(full),
                 Some(d) => plan.update.push(Update { service: full, diff: d }),
             },
@@ -121,8 +125,13 @@ pub async fn show(g: &Global, c: &mut ControlClient<Channel>, spec: &StackSpec, 
             for s in &plan.kept {
                 println!("  {s} is not in the files; it is kept (--prune removes it)");
             }
+            if !spec.secrets.is_empty() {
+                println!(
+                    "Secret contents are not compared (the cluster never shows them): a changed secret replaces its services' tasks when deployed."
+                );
+            }
             println!("Dry run: nothing was sent.");
         }
     }
-    Ok(0)
+    Ok(crate::EXIT_OK)
 }

@@ -7,7 +7,7 @@ use std::path::Path;
 
 use anyhow::{Context, Result};
 use serde::Serialize;
-use stackd_core::model::DataKind;
+use stackd_core::model::{self, DataKind};
 use stackd_proto::v1;
 
 use crate::args::Global;
@@ -37,8 +37,12 @@ pub async fn create(g: &Global, kind: DataKind, name: &str, file: &Path, labels:
     let mut c = connect(&g.addr).await?;
     let req = v1::CreateObjectRequest { kind: wire(kind), name: name.to_string(), data, labels };
     let resp = c.create_object(req).await.map_err(status)?.into_inner();
-    println!("Created {} {name} ({})", kind.as_str(), &resp.digest[..resp.digest.len().min(12)]);
-    Ok(0)
+    match resp.digest.as_str() {
+        // The cluster does not show a secret's digest.
+        "" => println!("Created {} {name}", kind.as_str()),
+        digest => println!("Created {} {name} ({})", kind.as_str(), model::prefix(digest, 12)),
+    }
+    Ok(crate::EXIT_OK)
 }
 
 /// A row of `stackctl secret|config ls`.
@@ -64,7 +68,7 @@ pub async fn ls(g: &Global, kind: DataKind) -> Result<i32> {
         .map(|o| ObjectRow {
             name: o.name,
             stack: o.stack,
-            digest: o.digest.chars().take(12).collect(),
+            digest: model::prefix(&o.digest, 12).to_string(),
             size: o.size,
             used_by: o.used_by.join(","),
             created_at: o.created_at,
@@ -72,7 +76,7 @@ pub async fn ls(g: &Global, kind: DataKind) -> Result<i32> {
         })
         .collect();
     print_rows(&rows, &["name", "stack", "digest", "size", "used_by", "updated_at"], g.output)?;
-    Ok(0)
+    Ok(crate::EXIT_OK)
 }
 
 /// `stackctl secret|config rm NAME…`.
@@ -82,5 +86,5 @@ pub async fn rm(g: &Global, kind: DataKind, names: &[String]) -> Result<i32> {
         c.remove_object(v1::RemoveObjectRequest { kind: wire(kind), name: name.clone() }).await.map_err(status)?;
         println!("Removed {} {name}", kind.as_str());
     }
-    Ok(0)
+    Ok(crate::EXIT_OK)
 }

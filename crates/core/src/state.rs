@@ -14,8 +14,8 @@ use sha2::{Digest, Sha256};
 use crate::command::{Command, NewTask, Placement, Plan, TaskStatusUpdate};
 use crate::model::{
     Blob, DataKind, DesiredState, FileRef, MAX_OBJECT_BYTES, NetworkSpec, Node, NodeId, ObjectSpec, REVISIONS_KEPT,
-    Revision, Service, ServiceId, Stack, StackNetwork, StackSpec, StoredObject, Task, TaskId, TaskState, TaskStatus,
-    TaskTemplate, Timestamp, UpdateState, UpdateStatus, digest,
+    Revision, Service, ServiceId, ServiceSpec, Stack, StackNetwork, StackSpec, StoredObject, Task, TaskId, TaskState,
+    TaskStatus, TaskTemplate, Timestamp, UpdateState, UpdateStatus, digest,
 };
 use crate::validate;
 
@@ -113,6 +113,32 @@ pub struct ClusterState {
     /// Secrets by name.
     #[serde(default)]
     pub secrets: BTreeMap<String, StoredObject>,
+}
+
+/// The networks a deploy of `spec` leaves a stack with, given the stack's
+/// current networks (`old`) and services: the spec's, and, without `prune`,
+/// the earlier ones that services the spec no longer has (and that stay)
+/// still attach to. `stackctl deploy --dry-run` shows the same.
+pub fn kept_networks<'a>(
+    old: Option<&BTreeMap<String, NetworkSpec>>,
+    services: impl Iterator<Item = &'a ServiceSpec>,
+    spec: &StackSpec,
+    prune: bool,
+) -> BTreeMap<String, NetworkSpec> {
+    let mut networks = spec.networks.clone();
+    let Some(old) = old.filter(|_| !prune) else { return networks };
+    let kept = services.filter(|s| !spec.services.contains_key(&s.name));
+    for a in kept.flat_map(|s| s.task.networks.iter()) {
+        if networks.values().any(|n| n.name == a.network) {
+            continue;
+        }
+        if let Some((key, n)) = old.iter().find(|(_, n)| n.name == a.network)
+            && !networks.contains_key(key)
+        {
+            networks.insert(key.clone(), n.clone());
+        }
+    }
+    networks
 }
 
 /// The event kind of a config or secret.
@@ -240,11 +266,16 @@ impl ClusterState {
         }
     }
 
-    /// Full names of the services whose current spec uses the object `name`.
+    /// Full names of the services whose current spec, or a revision kept for
+    /// rollback, uses the object `name`: while there is one, the object stays.
     pub fn users_of(&self, kind: DataKind, name: &str) -> Vec<String> {
         self.services
             .values()
-            .filter(|s| refs(&s.spec.task, kind).iter().any(|r| r.name == name))
+            .filter(|s| {
+                std::iter::once(&s.spec)
+                    .chain(s.history.iter().map(|r| &r.spec))
+                    .any(|spec| refs(&spec.task, kind).iter().any(|r| r.name == name))
+            })
             .map(|s| s.name.clone())
             .collect()
     }
@@ -303,7 +334,11 @@ impl ClusterState {
         }
         let users = self.users_of(kind, name);
         if !users.is_empty() {
-            cx.out.rejected = Some(format!("{what} {name} is in use by {}", users.join(", ")));
+            cx.out.rejected = Some(format!(
+                "{what} {name} is in use by {} (the current spec or a revision kept for rollback): remove it from \
+                 their stack files and deploy, or remove the stacks",
+                users.join(", ")
+            ));
             return;
         }
         self.objects_mut(kind).remove(name);
@@ -435,29 +470,14 @@ impl ClusterState {
 
     /// A SHA-256 over the whole state, to compare managers.
     pub fn state_hash(&self) -> String {
-        let bytes = serde_json::to_vec(self).unwrap_or_default();
-        let digest = Sha256::digest(&bytes);
-        digest.iter().map(|b| format!("{b:02x}")).collect()
+        digest(&serde_json::to_vec(self).unwrap_or_default())
     }
 
-    /// The networks a deploy of `spec` leaves the stack with: the spec's, and,
-    /// without `prune`, the earlier ones that services the spec no longer
-    /// has (and that stay) still attach to.
+    /// The networks a deploy of `spec` leaves the stack with; see [`kept_networks`].
     fn kept_networks(&self, spec: &StackSpec, prune: bool) -> BTreeMap<String, NetworkSpec> {
-        let mut networks = spec.networks.clone();
-        let Some(old) = self.stacks.get(&spec.name).filter(|_| !prune) else { return networks };
-        let kept = self.services.values().filter(|s| s.stack == spec.name && !spec.services.contains_key(&s.spec.name));
-        for a in kept.flat_map(|s| s.spec.task.networks.iter()) {
-            if networks.values().any(|n| n.name == a.network) {
-                continue;
-            }
-            if let Some((key, n)) = old.networks.iter().find(|(_, n)| n.name == a.network)
-                && !networks.contains_key(key)
-            {
-                networks.insert(key.clone(), n.clone());
-            }
-        }
-        networks
+        let old = self.stacks.get(&spec.name).map(|s| &s.networks);
+        let services = self.services.values().filter(|s| s.stack == spec.name).map(|s| &s.spec);
+        kept_networks(old, services, spec, prune)
     }
 
     fn put_stack(&mut self, cx: &mut Ctx, spec: &StackSpec, prune: bool) {

@@ -9,7 +9,7 @@
 use std::collections::BTreeMap;
 use std::pin::Pin;
 
-use stackd_core::model::{Blob, DataKind, Service, StackSpec};
+use stackd_core::model::{Blob, DataKind, Service, StackSpec, Task};
 use stackd_core::orchestrator::service_counts;
 use stackd_core::state::ObjectKind;
 use stackd_core::{ClusterState, Command, validate};
@@ -42,10 +42,21 @@ impl Control {
     }
 }
 
+/// A service as read APIs show it: secrets' digests left out (see
+/// [`TaskTemplate::redacted`](stackd_core::model::TaskTemplate::redacted)).
+fn redacted(svc: &Service) -> Service {
+    let mut svc = svc.clone();
+    svc.spec.task = svc.spec.task.redacted();
+    for r in &mut svc.history {
+        r.spec.task = r.spec.task.redacted();
+    }
+    svc
+}
+
 fn summary(state: &ClusterState, svc: &Service) -> v1::ServiceSummary {
     let c = service_counts(state, svc);
     v1::ServiceSummary {
-        service: Some(v1::Service::from(svc)),
+        service: Some(v1::Service::from(&redacted(svc))),
         running: c.running,
         desired: c.desired,
         completed: c.completed,
@@ -101,8 +112,23 @@ impl v1::control_server::Control for Control {
     ) -> Result<Response<v1::CreateObjectResponse>, Status> {
         let r = req.into_inner();
         let kind = data_kind(r.kind)?;
+        // Checked before proposing, so that a bad request never reaches the log.
+        let what = kind.as_str();
+        if !validate::is_valid_name(&r.name) {
+            return Err(Status::invalid_argument(format!(
+                "{what} name {:?} is invalid: use letters, digits, '-', '_' and '.', starting with a letter or digit (63 at most)",
+                r.name
+            )));
+        }
+        if r.data.len() > stackd_core::model::MAX_OBJECT_BYTES {
+            return Err(Status::invalid_argument(format!(
+                "a {what} holds at most {} bytes, this one has {}",
+                stackd_core::model::MAX_OBJECT_BYTES,
+                r.data.len()
+            )));
+        }
         let data = Blob(r.data);
-        let digest = stackd_core::model::digest(&data.0);
+        let digest = if kind == DataKind::Secret { String::new() } else { stackd_core::model::digest(&data.0) };
         let labels = r.labels.into_iter().collect();
         let cmd = Command::CreateObject { kind, name: r.name, data, labels, at: now_ms() };
         let (_, applied) = self.raft.propose(cmd).await.map_err(raft_status)?;
@@ -125,7 +151,8 @@ impl v1::control_server::Control for Control {
                     .map(|o| v1::ObjectInfo {
                         name: o.name.clone(),
                         stack: o.stack.clone(),
-                        digest: o.current.clone(),
+                        // A secret's digest would let a reader test guesses of its content.
+                        digest: if kind == DataKind::Secret { String::new() } else { o.current.clone() },
                         size: o.content("").map_or(0, |b| b.0.len() as u64),
                         labels: o.labels.clone().into_iter().collect(),
                         created_at: o.created_at,
@@ -250,7 +277,7 @@ impl v1::control_server::Control for Control {
                     .filter(|t| r.stack.is_empty() || t.stack == r.stack)
                     .filter(|t| service_id.as_ref().is_none_or(|id| &t.service_id == id))
                     .filter(|t| node_id.is_none() || t.node_id == node_id)
-                    .map(v1::Task::from)
+                    .map(|t| v1::Task::from(&Task { template: t.template.redacted(), ..t.clone() }))
                     .collect();
                 let node_names: BTreeMap<String, String> =
                     s.nodes.values().map(|n| (n.id.clone(), n.name.clone())).collect();

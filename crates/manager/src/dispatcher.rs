@@ -10,13 +10,15 @@
 //!  monitor: a Ready node silent for NODE_DOWN_AFTER ──► SetNodeState Down
 //! ```
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use stackd_core::command::TaskStatusUpdate;
-use stackd_core::model::{Availability, DataKind, Node, NodeRole, NodeState, Resources, StackNetwork, Task, TaskId};
+use stackd_core::model::{
+    Availability, DataKind, DesiredState, Node, NodeRole, NodeState, Resources, StackNetwork, Task, TaskId,
+};
 use stackd_core::{ClusterState, Command};
 use stackd_proto::v1;
 use tokio::sync::{mpsc, watch};
@@ -166,26 +168,30 @@ fn networks_of<'a>(
 
 /// The contents of the configs and secrets that `tasks` refer to: a node
 /// receives only what its own tasks use.
-fn file_objects(state: &ClusterState, tasks: &[v1::Task]) -> Vec<v1::FileObject> {
-    let mut out: Vec<v1::FileObject> = Vec::new();
-    for t in tasks.iter().filter_map(|t| t.template.as_ref()) {
-        for (kind, refs) in [(DataKind::Config, &t.configs), (DataKind::Secret, &t.secrets)] {
-            for r in refs {
-                if out
-                    .iter()
-                    .any(|o| o.name == r.name && o.digest == r.digest && o.kind == v1::DataKind::from(kind) as i32)
-                {
-                    continue;
-                }
-                // A missing object (removed meanwhile) is left out: the agent rejects the task, saying so.
-                if let Some(data) = state.objects(kind).get(&r.name).and_then(|o| o.content(&r.digest)) {
-                    out.push(v1::FileObject {
-                        kind: v1::DataKind::from(kind).into(),
-                        name: r.name.clone(),
-                        digest: r.digest.clone(),
-                        data: data.0.clone(),
-                    });
-                }
+fn file_objects(
+    state: &ClusterState,
+    tasks: &[&Task],
+    sent: &mut BTreeSet<(DataKind, String, String)>,
+) -> Vec<v1::FileObject> {
+    let mut out = Vec::new();
+    // Only tasks that may still start a container need contents.
+    let starting = tasks.iter().filter(|t| t.desired_state == DesiredState::Running && !t.status.state.is_terminal());
+    for t in starting {
+        let refs = t.template.configs.iter().map(|r| (DataKind::Config, r));
+        for (kind, r) in refs.chain(t.template.secrets.iter().map(|r| (DataKind::Secret, r))) {
+            let key = (kind, r.name.clone(), r.digest.clone());
+            if sent.contains(&key) {
+                continue;
+            }
+            // A missing object (removed meanwhile) is left out: the agent rejects the task, saying so.
+            if let Some(data) = state.objects(kind).get(&r.name).and_then(|o| o.content(&r.digest)) {
+                out.push(v1::FileObject {
+                    kind: v1::DataKind::from(kind).into(),
+                    name: r.name.clone(),
+                    digest: r.digest.clone(),
+                    data: data.0.clone(),
+                });
+                sent.insert(key);
             }
         }
     }
@@ -201,6 +207,8 @@ async fn stream_assignments(
 ) {
     let mut applied = raft.shared().applied();
     let mut sent: HashMap<TaskId, Task> = HashMap::new();
+    // Contents sent in this session: each once (the agent keeps them).
+    let mut sent_objects = BTreeSet::new();
     let mut first = true;
     loop {
         applied.borrow_and_update();
@@ -213,8 +221,8 @@ async fn stream_assignments(
             } else {
                 networks_of(changed.iter().copied(), &networks)
             };
+            let objects = raft.shared().read(|s| file_objects(s, &changed, &mut sent_objects));
             let updated: Vec<v1::Task> = changed.into_iter().map(v1::Task::from).collect();
-            let objects = raft.shared().read(|s| file_objects(s, &updated));
             let msg = v1::SessionMessage {
                 session_id: session.clone(),
                 heartbeat_period_ms: HEARTBEAT.as_millis() as u64,
@@ -340,6 +348,39 @@ mod tests {
             unplaceable: String::new(),
             created_at: 0,
         }
+    }
+
+    #[test]
+    fn contents_go_once_per_session_and_only_to_tasks_that_may_start() {
+        use stackd_core::model::{Blob, FileRef, StoredObject, TaskState};
+        let mut state = ClusterState::default();
+        state.secrets.insert(
+            "app_db".into(),
+            StoredObject {
+                name: "app_db".into(),
+                stack: "app".into(),
+                labels: BTreeMap::new(),
+                current: "d1".into(),
+                versions: BTreeMap::from([("d1".to_string(), Blob(b"pw".to_vec()))]),
+                created_at: 0,
+                updated_at: 0,
+            },
+        );
+        let with_secret = |id: &str| {
+            let mut t = task("app", &[]);
+            t.id = id.into();
+            t.template.secrets = vec![FileRef { name: "app_db".into(), digest: "d1".into(), ..FileRef::default() }];
+            t
+        };
+        let (a, b) = (with_secret("a"), with_secret("b"));
+        let mut done = with_secret("c");
+        done.status.state = TaskState::Complete;
+        let mut sent = BTreeSet::new();
+        assert!(file_objects(&state, &[&done], &mut sent).is_empty(), "a finished task needs no content");
+        let first = file_objects(&state, &[&a, &b], &mut sent);
+        assert_eq!(first.len(), 1);
+        assert_eq!(first[0].data, b"pw");
+        assert!(file_objects(&state, &[&a], &mut sent).is_empty(), "sent once per session");
     }
 
     fn known(entries: &[(&str, &str, &str)]) -> BTreeMap<NetworkKey, StackNetwork> {

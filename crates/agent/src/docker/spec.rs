@@ -239,7 +239,10 @@ pub fn unused_networks<'a>(
 /// alone does not sort).
 fn created_key(created: &str) -> (String, u32) {
     // `YYYY-MM-DDTHH:MM:SS`, then `.fraction` if any, then the zone.
-    let (head, rest) = created.split_at(created.len().min(19));
+    let (head, rest) = match (created.get(..19), created.get(19..)) {
+        (Some(head), Some(rest)) => (head, rest),
+        _ => (created, ""),
+    };
     let digits: String = rest.strip_prefix('.').unwrap_or("").chars().take_while(char::is_ascii_digit).collect();
     let nanos = format!("{digits:0<9}").get(..9).and_then(|d| d.parse().ok()).unwrap_or(0);
     (head.to_string(), nanos)

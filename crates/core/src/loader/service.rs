@@ -186,8 +186,8 @@ pub(crate) fn service(cx: &mut Ctx, at: &At<'_>, stack: &StackSpec, nets: &Netwo
             cx.error(at, format!("the {what} {} and a volume are both mounted at {:?}", r.source, r.target));
         }
     }
-    if task.secrets.iter().any(|s| task.configs.iter().any(|c| c.target == s.target)) {
-        cx.error(at, "a config and a secret have the same target");
+    for s in task.secrets.iter().filter(|s| task.configs.iter().any(|c| c.target == s.target)) {
+        cx.error(at, format!("the secret {} and a config are both mounted at {:?}", s.source, s.target));
     }
     env_file_vars.extend(environment_vars);
     task.env = env_file_vars.into_iter().map(|(k, v)| format!("{k}={v}")).collect();

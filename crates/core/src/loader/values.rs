@@ -181,6 +181,9 @@ fn parse_port_range(text: &str, what: &str) -> Result<(u16, u16), String> {
         let p = parse_port_number(text, what)?;
         return Ok((p, p));
     };
+    if b.contains('-') {
+        return Err(format!("{what} range {text:?} must be FIRST-LAST, like 8000-8002"));
+    }
     let (a, b) = (parse_port_number(a, what)?, parse_port_number(b, what)?);
     if a > b {
         return Err(format!("{what} range {text:?} ends before it starts"));
@@ -384,6 +387,10 @@ mod tests {
             Err("invalid port \"90-80\": target range \"90-80\" ends before it starts".into())
         );
         assert!(parse_port_short("1-2000").is_err());
+        assert_eq!(
+            parse_port_short("1-2-3"),
+            Err("invalid port \"1-2-3\": target range \"1-2-3\" must be FIRST-LAST, like 8000-8002".into())
+        );
         assert!(parse_port_short("8080:80-81").is_err());
     }
 
