@@ -7,6 +7,10 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use crate::model::{EndpointMode, FailureAction, MountKind, NetworkSpec, PublishMode, ServiceMode, StackSpec};
 
+/// The most restarts `restart_policy.max_attempts` may allow: the stopped
+/// tasks that count them are kept in the replicated state, per slot.
+pub const MAX_RESTART_ATTEMPTS: u64 = 100;
+
 /// The most replicas one service may ask for.
 pub const MAX_REPLICAS: u64 = 10_000;
 
@@ -160,6 +164,12 @@ pub fn stack_spec(spec: &StackSpec) -> Result<(), Vec<String>> {
                     None => errors.push(format!("{at}.{kind}: {} is not declared by the stack", r.source)),
                 }
             }
+        }
+        if svc.restart.max_attempts > MAX_RESTART_ATTEMPTS {
+            errors.push(format!(
+                "{at}.deploy.restart_policy.max_attempts: at most {MAX_RESTART_ATTEMPTS}, got {}",
+                svc.restart.max_attempts
+            ));
         }
         for (key, policy) in [("update_config", &svc.update), ("rollback_config", &svc.rollback)] {
             if policy.max_failure_ratio.is_nan() || !(0.0..=1.0).contains(&policy.max_failure_ratio) {

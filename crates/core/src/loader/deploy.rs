@@ -9,7 +9,7 @@ use crate::model::{
     EndpointMode, FailureAction, HealthCheck, RestartCondition, RestartPolicy, ServiceMode, ServiceSpec, TaskTemplate,
     UpdateConfig, UpdateOrder,
 };
-use crate::validate::MAX_REPLICAS;
+use crate::validate::{MAX_REPLICAS, MAX_RESTART_ATTEMPTS};
 
 /// The `deploy.mode` values.
 const MODES: &[&str] = &["replicated", "global", "replicated-job", "global-job"];
@@ -157,7 +157,13 @@ fn restart_policy<'a>(cx: &mut Ctx, at: &At<'a>) -> (RestartPolicy, Option<At<'a
                 }
             }
             "delay" => p.delay_ms = e.duration(cx).unwrap_or(p.delay_ms),
-            "max_attempts" => p.max_attempts = e.uint(cx).unwrap_or(p.max_attempts),
+            "max_attempts" => match e.uint(cx) {
+                Some(n) if n > MAX_RESTART_ATTEMPTS => {
+                    cx.error(&e, format!("at most {MAX_RESTART_ATTEMPTS}, got {n} (0 means no limit)"))
+                }
+                Some(n) => p.max_attempts = n,
+                None => {}
+            },
             "window" => p.window_ms = e.duration(cx).unwrap_or(p.window_ms),
             key => cx.ignored_key(&e, key, &[]),
         }

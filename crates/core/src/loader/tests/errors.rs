@@ -166,6 +166,14 @@ fn bad_ports() {
 }
 
 #[test]
+fn too_many_restart_attempts() {
+    assert_eq!(
+        errors("services:\n  web:\n    image: x\n    deploy:\n      restart_policy:\n        max_attempts: 1000000\n"),
+        ["stack.yml:6:9: services.web.deploy.restart_policy.max_attempts: at most 100, got 1000000 (0 means no limit)"]
+    );
+}
+
+#[test]
 fn bad_durations() {
     assert_eq!(
         errors(
