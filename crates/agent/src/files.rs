@@ -141,14 +141,7 @@ impl TaskFiles {
             fs::set_permissions(&dir, fs::Permissions::from_mode(0o700)).map_err(io(&dir))?;
             let path = dir.join(i.to_string());
             write_file(&path, &data.0, r).map_err(io(&path))?;
-            mounts.push(Mount {
-                kind: MountKind::Bind,
-                source: path.display().to_string(),
-                target: r.target.clone(),
-                read_only: true,
-                tmpfs_size_bytes: 0,
-                tmpfs_mode: 0,
-            });
+            mounts.push(Mount::new(MountKind::Bind, path.display().to_string(), r.target.clone(), true));
         }
         info!(task = %task.id, configs = t.configs.len(), secrets = t.secrets.len(), "task files written");
         Ok(mounts)

@@ -193,6 +193,13 @@ pub struct Mount {
     pub tmpfs_mode: u32,
 }
 
+impl Mount {
+    /// A mount without tmpfs options.
+    pub fn new(kind: MountKind, source: impl Into<String>, target: impl Into<String>, read_only: bool) -> Self {
+        Mount { kind, source: source.into(), target: target.into(), read_only, tmpfs_size_bytes: 0, tmpfs_mode: 0 }
+    }
+}
+
 /// Transport protocol of a port.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

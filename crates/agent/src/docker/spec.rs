@@ -512,14 +512,7 @@ mod tests {
 
     #[test]
     fn mounts_map_each_kind() {
-        let m = |kind, source: &str, target: &str, read_only| Mount {
-            kind,
-            source: source.into(),
-            target: target.into(),
-            read_only,
-            tmpfs_size_bytes: 0,
-            tmpfs_mode: 0,
-        };
+        let m = |kind, source: &str, target: &str, read_only| Mount::new(kind, source, target, read_only);
         let v = mount(&m(MountKind::Volume, "shop_data", "/data", false));
         assert_eq!(v.typ, Some(MountType::VOLUME));
         assert_eq!(v.source.as_deref(), Some("shop_data"));

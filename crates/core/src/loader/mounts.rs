@@ -99,7 +99,7 @@ fn short_mount(cx: &mut Ctx, at: &At<'_>, text: &str, vols: &Volumes<'_>) -> Opt
         Some(s) if is_path(s) => (MountKind::Bind, bind_source(cx, at, s)?),
         Some(name) => (MountKind::Volume, vols.resolve(cx, at, name)?),
     };
-    Some(Mount { kind, source, target, read_only, tmpfs_size_bytes: 0, tmpfs_mode: 0 })
+    Some(Mount::new(kind, source, target, read_only))
 }
 
 /// `{type, source, target, read_only}`.
@@ -220,14 +220,7 @@ pub(crate) fn tmpfs<'a>(cx: &mut Ctx, at: &At<'a>) -> Vec<(At<'a>, Mount)> {
     for item in items {
         let Some(text) = item.string(cx) else { continue };
         let (target, options) = text.split_once(':').unwrap_or((&text, ""));
-        let mut m = Mount {
-            kind: MountKind::Tmpfs,
-            source: String::new(),
-            target: target.trim().to_string(),
-            read_only: false,
-            tmpfs_size_bytes: 0,
-            tmpfs_mode: 0,
-        };
+        let mut m = Mount::new(MountKind::Tmpfs, "", target.trim(), false);
         let mut ok = true;
         for option in options.split(',').map(str::trim).filter(|o| !o.is_empty()) {
             let result = match option.split_once('=') {

@@ -328,14 +328,7 @@ fn volumes_merge_by_target() {
             "      - /logs",
         ],
     ]);
-    let m = |kind, source: &str, target: &str, read_only| Mount {
-        kind,
-        source: source.into(),
-        target: target.into(),
-        read_only,
-        tmpfs_size_bytes: 0,
-        tmpfs_mode: 0,
-    };
+    let m = |kind, source: &str, target: &str, read_only| Mount::new(kind, source, target, read_only);
     assert_eq!(
         loaded.spec.services["web"].task.mounts,
         [

@@ -102,14 +102,7 @@ fn volumes_short_syntax() {
     let s = web(
         "services:\n  web:\n    image: x\n    volumes:\n      - data:/var/lib/data\n      - shared:/shared:ro\n      - /etc/ssl:/etc/ssl:ro\n      - /srv/www:/www:rw\n      - /cache\nvolumes:\n  data: {}\n  shared:\n    external: true\n",
     );
-    let m = |kind, source: &str, target: &str, read_only| Mount {
-        kind,
-        source: source.into(),
-        target: target.into(),
-        read_only,
-        tmpfs_size_bytes: 0,
-        tmpfs_mode: 0,
-    };
+    let m = |kind, source: &str, target: &str, read_only| Mount::new(kind, source, target, read_only);
     assert_eq!(
         s.task.mounts,
         [
@@ -127,14 +120,7 @@ fn volumes_long_syntax() {
     let s = web(
         "services:\n  web:\n    image: x\n    volumes:\n      - type: volume\n        source: data\n        target: /data\n        read_only: true\n      - type: bind\n        source: /etc/app\n        target: /config\n      - type: tmpfs\n        target: /tmp\n      - type: volume\n        target: /anon\nvolumes:\n  data:\n    name: app-data\n",
     );
-    let m = |kind, source: &str, target: &str, read_only| Mount {
-        kind,
-        source: source.into(),
-        target: target.into(),
-        read_only,
-        tmpfs_size_bytes: 0,
-        tmpfs_mode: 0,
-    };
+    let m = |kind, source: &str, target: &str, read_only| Mount::new(kind, source, target, read_only);
     assert_eq!(
         s.task.mounts,
         [
