@@ -93,7 +93,14 @@ fn an_external_secret_must_exist_and_a_refusal_changes_nothing() {
     assert!(apply(&mut s, &mut i, create).expect("twice").contains("exists already"));
     assert_eq!(apply(&mut s, &mut i, deploy(stack("app", &[("shared", external("org_shared"))]))), None);
     let rm = Command::RemoveObject { kind: DataKind::Secret, name: "org_shared".into(), at: 20 };
-    assert_eq!(apply(&mut s, &mut i, rm.clone()), Some("secret org_shared is in use by app_web".into()));
+    assert_eq!(
+        apply(&mut s, &mut i, rm.clone()),
+        Some(
+            "secret org_shared is in use by app_web (the current spec or a revision kept for rollback): remove it \
+             from their stack files and deploy, or remove the stacks"
+                .into()
+        )
+    );
     assert_eq!(apply(&mut s, &mut i, Command::RemoveStack { name: "app".into(), at: 21 }), None);
     assert!(s.secrets.contains_key("org_shared"), "an external secret outlives the stack");
     assert_eq!(apply(&mut s, &mut i, rm), None);
@@ -123,6 +130,18 @@ fn a_stack_secret_is_versioned_and_collected() {
     assert!(apply(&mut s, &mut i, rm).expect("refused").contains("belongs to stack app"));
     assert_eq!(apply(&mut s, &mut i, Command::RemoveStack { name: "app".into(), at: 31 }), None);
     assert!(s.secrets.is_empty());
+}
+
+#[test]
+fn a_secret_dropped_by_a_deploy_stays_while_a_kept_revision_uses_it() {
+    let (mut s, mut i) = cluster();
+    let v1 = own("app", "db", "one");
+    assert_eq!(apply(&mut s, &mut i, deploy(stack("app", &[("db", v1.clone())]))), None);
+    // The new revision no longer uses the secret; the previous one, kept for rollback, does.
+    assert_eq!(apply(&mut s, &mut i, deploy(stack("app", &[]))), None);
+    let stored = s.secrets.get("app_db").expect("kept for a rollback");
+    assert_eq!(stored.content(&v1.digest).map(|b| b.0.as_slice()), Some(&b"one"[..]));
+    assert_eq!(s.users_of(DataKind::Secret, "app_db"), ["app_web"]);
 }
 
 #[test]
