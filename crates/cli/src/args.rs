@@ -72,9 +72,9 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     Ok(total)
 }
 
-/// `stackctl deploy`.
+/// The stack files of `deploy` and `config`, and what they are read with.
 #[derive(Args, Debug)]
-pub struct DeployArgs {
+pub struct StackFileArgs {
     /// Stack file (compose format); repeat to merge several, each overriding
     /// the ones before (as `docker compose -f a.yml -f b.yml`).
     #[arg(short = 'c', long = "compose-file", required = true)]
@@ -84,6 +84,19 @@ pub struct DeployArgs {
     /// process environment wins over the file.
     #[arg(long = "env-file", value_name = "FILE")]
     pub env_file: Option<PathBuf>,
+    /// Enable a profile: services with `profiles:` are deployed only when one
+    /// of theirs is enabled (`*`: all). Repeatable. Default: the variable
+    /// COMPOSE_PROFILES (comma-separated), as in compose.
+    #[arg(long = "profile", value_name = "PROFILE")]
+    pub profiles: Vec<String>,
+}
+
+/// `stackctl deploy`.
+#[derive(Args, Debug)]
+pub struct DeployArgs {
+    /// The stack files and what they are read with.
+    #[command(flatten)]
+    pub source: StackFileArgs,
     /// Stack name.
     pub stack: String,
     /// Wait until every service of the stack has converged (exit 0), paused (3),
@@ -105,13 +118,9 @@ pub struct DeployArgs {
 /// `stackctl config`.
 #[derive(Args, Debug)]
 pub struct ConfigArgs {
-    /// Stack file (compose format); repeat to merge several, each overriding
-    /// the ones before (as `docker compose -f a.yml -f b.yml`).
-    #[arg(short = 'c', long = "compose-file", required = true)]
-    pub files: Vec<PathBuf>,
-    /// Variables for `${VAR}` (default: `.env` beside the first stack file).
-    #[arg(long = "env-file", value_name = "FILE")]
-    pub env_file: Option<PathBuf>,
+    /// The stack files and what they are read with.
+    #[command(flatten)]
+    pub source: StackFileArgs,
     /// Stack name, which prefixes named volumes.
     #[arg(long, default_value = "stack")]
     pub stack: String,
@@ -231,10 +240,15 @@ mod tests {
         let cli = Cli::try_parse_from(["stackctl", "deploy", "-c", "a.yml", "--env-file", "prod.env", "shop"])
             .expect("valid command line");
         let Cmd::Deploy(d) = cli.command else { panic!("not a deploy: {:?}", cli.command) };
-        assert_eq!(d.env_file, Some(PathBuf::from("prod.env")));
+        assert_eq!(d.source.env_file, Some(PathBuf::from("prod.env")));
         let cli = Cli::try_parse_from(["stackctl", "deploy", "-c", "a.yml", "shop"]).expect("valid command line");
         let Cmd::Deploy(d) = cli.command else { panic!("not a deploy: {:?}", cli.command) };
-        assert_eq!(d.env_file, None);
+        assert_eq!(d.source.env_file, None);
+        assert!(d.source.profiles.is_empty());
+        let cli = Cli::try_parse_from(["stackctl", "config", "-c", "a.yml", "--profile", "debug", "--profile", "ops"])
+            .expect("valid command line");
+        let Cmd::Config(c) = cli.command else { panic!("not a config: {:?}", cli.command) };
+        assert_eq!(c.source.profiles, ["debug", "ops"]);
     }
 
     #[test]

@@ -46,7 +46,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
     match &cli.command {
         Cmd::Deploy(d) => deploy::deploy(g, d).await,
         Cmd::Config(c) => {
-            let loaded = stackfile::load(&c.stack, &c.files, c.env_file.as_deref())?;
+            let loaded = stackfile::load(&c.stack, &c.source)?;
             output::print_document(&stackd_core::compose::document(&loaded.spec), g.output)?;
             Ok(EXIT_OK)
         }

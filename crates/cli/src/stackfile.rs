@@ -17,6 +17,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use stackd_core::loader::{self, LoadOptions, Loaded, SourceFile};
 
+use crate::args::StackFileArgs;
+
 /// The process environment. Variables whose name or value is not UTF-8 are
 /// left out: a stack file could not name them anyway.
 pub fn process_env() -> BTreeMap<String, String> {
@@ -43,6 +45,7 @@ pub fn read(
     env_file: Option<&Path>,
     env: BTreeMap<String, String>,
 ) -> Result<(Vec<SourceFile>, LoadOptions)> {
+    let profiles = Vec::new();
     let sources = files
         .iter()
         .map(|p| {
@@ -69,7 +72,7 @@ pub fn read(
         .first()
         .and_then(|f| std::path::absolute(f).ok())
         .and_then(|f| f.parent().map(|d| d.display().to_string()));
-    Ok((sources, LoadOptions { env, env_file, project_dir }))
+    Ok((sources, LoadOptions { env, env_file, project_dir, profiles }))
 }
 
 /// Reads the files a stack refers to (`env_file:`, config and secret
@@ -89,8 +92,9 @@ impl loader::FileReader for FsReader {
 
 /// Reads and loads the stack files, printing warnings to stderr. On any
 /// error, prints every diagnostic and fails: nothing may be sent.
-pub fn load(stack: &str, files: &[PathBuf], env_file: Option<&Path>) -> Result<Loaded> {
-    let (sources, options) = read(files, env_file, process_env())?;
+pub fn load(stack: &str, args: &StackFileArgs) -> Result<Loaded> {
+    let (sources, mut options) = read(&args.files, args.env_file.as_deref(), process_env())?;
+    options.profiles.clone_from(&args.profiles);
     match loader::load_with(stack, &sources, &options, &FsReader) {
         Ok(loaded) => {
             for w in &loaded.warnings {

@@ -41,7 +41,9 @@ pub fn is_valid_alias(alias: &str) -> bool {
         && alias.len() <= 253
 }
 
-/// Network names (and drivers) of Docker's own that a stack cannot use.
+/// Docker's own networks that a stack can only use as external networks,
+/// joined alone and without aliases (`network_mode: host|none`), and
+/// drivers a stack network cannot have.
 pub const RESERVED_NETWORKS: &[&str] = &["host", "none"];
 
 /// Checks the stack's networks; returns the engine names they declare.
@@ -58,8 +60,11 @@ fn networks(networks: &BTreeMap<String, NetworkSpec>, errors: &mut Vec<String>) 
                 n.name
             ));
         }
-        if RESERVED_NETWORKS.contains(&n.name.as_str()) {
-            errors.push(format!("{at}.name: Docker's `{}` network cannot be used by a stack", n.name));
+        if RESERVED_NETWORKS.contains(&n.name.as_str()) && !n.external {
+            errors.push(format!(
+                "{at}.name: Docker's `{}` network can only be used as an external network (network_mode: {})",
+                n.name, n.name
+            ));
         }
         if let Some(d) = &n.driver {
             if d.trim().is_empty() || d.contains(char::is_whitespace) {
@@ -133,6 +138,14 @@ pub fn stack_spec(spec: &StackSpec) -> Result<(), Vec<String>> {
             }
         }
         let mut attached = BTreeSet::new();
+        if let Some(a) = svc.task.networks.iter().find(|a| RESERVED_NETWORKS.contains(&a.network.as_str()))
+            && (svc.task.networks.len() > 1 || !a.aliases.is_empty())
+        {
+            errors.push(format!(
+                "{at}.networks: the `{}` network (network_mode: {}) is joined alone and without aliases",
+                a.network, a.network
+            ));
+        }
         for a in &svc.task.networks {
             if !network_names.contains(&a.network) {
                 errors.push(format!("{at}.networks: network {:?} is not one of the stack's networks", a.network));
@@ -324,7 +337,7 @@ mod tests {
             [
                 "networks.b.name: networks a and b are both named x",
                 "networks.c: driver, driver_opts, internal and labels cannot be set on an external network",
-                "networks.d.name: Docker's `none` network cannot be used by a stack",
+                "networks.d.name: Docker's `none` network can only be used as an external network (network_mode: none)",
                 "networks.h.driver: driver `host` cannot be used for a stack network",
             ]
         );

@@ -47,7 +47,8 @@ fn corpus_files_round_trip_and_validate() {
     for file in common::corpus_files() {
         let name = file.name.clone();
         let files = [file];
-        let options = LoadOptions { env: common::corpus_env(), env_file: None, project_dir: None };
+        let options =
+            LoadOptions { env: common::corpus_env(), env_file: None, project_dir: None, profiles: Vec::new() };
         let Ok(loaded) = load("corpus", &files, &options) else { continue };
         let again = round_trip(&loaded.spec, &name);
         assert_eq!(again, loaded.spec, "{name}: loading the normalised form changed the stack");

@@ -42,7 +42,12 @@ fn awesome_compose_corpus() {
     let count = corpus.len();
     let mut env = common::corpus_env();
     env.insert("HOME".into(), "/home/ci".into());
-    let options = LoadOptions { env, env_file: None, project_dir: Some(common::corpus_dir().display().to_string()) };
+    let options = LoadOptions {
+        env,
+        env_file: None,
+        project_dir: Some(common::corpus_dir().display().to_string()),
+        profiles: Vec::new(),
+    };
     let reader = corpus_reader();
     let (mut loaded, mut refused, mut warnings) = (0, 0, 0);
     let mut problems = Vec::new();
@@ -137,7 +142,12 @@ fn corpus_files_with_variables() {
         err.to_string(),
         "plex.yaml:10:9: services.plex.volumes[0]: invalid volume \":/media/\": expected [SOURCE:]TARGET[:MODE]"
     );
-    let options = LoadOptions { env: vars(&[("PLEX_MEDIA_PATH", "/srv/media")]), env_file: None, project_dir: None };
+    let options = LoadOptions {
+        env: vars(&[("PLEX_MEDIA_PATH", "/srv/media")]),
+        env_file: None,
+        project_dir: None,
+        profiles: Vec::new(),
+    };
     let loaded = load_one("plex.yaml", plex, &options);
     assert_eq!(loaded.spec.services["plex"].task.mounts[0].source, "/srv/media");
 
@@ -147,6 +157,7 @@ fn corpus_files_with_variables() {
         env: vars(&[("POSTGRES_PW", "from-env")]),
         env_file: Some(SourceFile { name: ".env".into(), text: dotenv.into() }),
         project_dir: None,
+        profiles: Vec::new(),
     };
     let loaded = load_one("postgresql-pgadmin.yaml", text, &options);
     assert_eq!(
@@ -160,7 +171,11 @@ fn corpus_files_with_variables() {
         ("pihole-cloudflared-DoH.yaml", &[("TIMEZONE", "Europe/Paris"), ("PIHOLE_PW", "changeit")][..]),
     ] {
         let text = read(name).expect("corpus file");
-        let loaded = load_one(name, text, &LoadOptions { env: vars(pairs), env_file: None, project_dir: None });
+        let loaded = load_one(
+            name,
+            text,
+            &LoadOptions { env: vars(pairs), env_file: None, project_dir: None, profiles: Vec::new() },
+        );
         let env: Vec<_> = loaded.spec.services.values().flat_map(|s| s.task.env.iter()).collect();
         assert!(env.iter().any(|e| *e == "TZ=Europe/Paris"), "{name}: {env:?}");
     }

@@ -10,7 +10,7 @@ use common::{corpus_env, corpus_files};
 
 #[test]
 fn a_corpus_file_merged_over_itself_is_the_same_stack() {
-    let options = LoadOptions { env: corpus_env(), env_file: None, project_dir: None };
+    let options = LoadOptions { env: corpus_env(), env_file: None, project_dir: None, profiles: Vec::new() };
     let mut checked = 0;
     for file in corpus_files() {
         let name = file.name.clone();

@@ -11,6 +11,7 @@ use bollard::models::{
     RestartPolicyNameEnum,
 };
 use stackd_core::model::{HealthCheck, Mount, MountKind, NetworkAttachment, PortConfig, StackNetwork, Task};
+use stackd_core::validate::RESERVED_NETWORKS;
 
 use super::ContainerContext;
 
@@ -144,9 +145,10 @@ pub fn service_short_name(task: &Task) -> &str {
 }
 
 /// A container's DNS names on one network: the service's short name, then
-/// the attachment's aliases, once each. Docker's default bridge takes none.
+/// the attachment's aliases, once each. Docker's own networks (the default
+/// bridge, `host`, `none`) take none.
 pub fn aliases(task: &Task, attachment: &NetworkAttachment) -> Vec<String> {
-    if attachment.network == DEFAULT_BRIDGE {
+    if attachment.network == DEFAULT_BRIDGE || RESERVED_NETWORKS.contains(&attachment.network.as_str()) {
         return Vec::new();
     }
     let mut out = vec![service_short_name(task).to_string()];
@@ -612,6 +614,13 @@ mod tests {
         assert_eq!(aliases(&t, &attach("shop_front", &[])), vec!["web"]);
         assert_eq!(aliases(&t, &attach("bridge", &["x"])), Vec::<String>::new(), "the default bridge has no DNS");
         assert_eq!(endpoint(&t, &attach("bridge", &[])).aliases, None);
+        assert_eq!(endpoint(&t, &attach("host", &[])).aliases, None, "network_mode: host takes no aliases");
+        assert_eq!(endpoint(&t, &attach("none", &[])).aliases, None);
+        let host = container_body(
+            &task(TaskTemplate { image: "x".into(), networks: vec![attach("host", &[])], ..Default::default() }),
+            &ctx(),
+        );
+        assert_eq!(host.host_config.unwrap_or_default().network_mode.as_deref(), Some("host"));
         let odd = Task { service_name: "other".into(), ..task(TaskTemplate::default()) };
         assert_eq!(service_short_name(&odd), "other");
     }

@@ -50,6 +50,13 @@ impl Ctx<'_> {
         Self { files, file: 0, errors: Vec::new(), warnings: Vec::new(), silenced: BTreeSet::new(), vars, fs: None }
     }
 
+    /// Registers another file (one that `extends.file` names) and returns
+    /// its index, for its nodes and diagnostics.
+    pub fn add_file(&mut self, name: String) -> usize {
+        self.files.push(name);
+        self.files.len() - 1
+    }
+
     /// Reads the file at `path` (as written in the stack file, `~` expanded),
     /// which `at` refers to. Returns the path as the reader saw it and the
     /// contents; `None` with an error recorded when it cannot be read.
@@ -132,6 +139,12 @@ impl Ctx<'_> {
     pub fn error_and_silence(&mut self, line: usize, col: usize, path: &str, message: impl Into<String>) {
         self.error_at(line, col, path, message);
         self.silenced.insert((self.file, path.to_string()));
+    }
+
+    /// Ignores further errors at `path` or below in the file `file`: they
+    /// are consequences of one already reported.
+    pub fn silence(&mut self, file: usize, path: &str) {
+        self.silenced.insert((file, path.to_string()));
     }
 
     /// Records an error about `at`.

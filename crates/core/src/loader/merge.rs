@@ -56,6 +56,13 @@ pub(crate) fn merge(cx: &mut Ctx, base: Node, over: Node) -> Node {
     merge_node(cx, Rule::Generic, Place::Root, &Path::Root, base, over)
 }
 
+/// The service `over` merged over `base`, the service it extends
+/// (`extends:`), by the rules that merge files.
+pub(crate) fn merge_service(cx: &mut Ctx, name: &str, base: Node, over: Node) -> Node {
+    let services = Path::Key(&Path::Root, "services");
+    merge_node(cx, Rule::Generic, Place::Service, &Path::Key(&services, name), base, over)
+}
+
 /// Where a value is in the compose model, as far as the rules care.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Place {

@@ -21,6 +21,8 @@
 //!     env_file: Some(SourceFile { name: ".env".into(), text: "TAG=1.28\nN=5\n".into() }),
 //!     // Where relative bind mounts start: the first file's absolute directory.
 //!     project_dir: Some("/srv/shop".into()),
+//!     // No profile enabled: services with `profiles:` are left out.
+//!     profiles: Vec::new(),
 //! };
 //! let loaded = load("shop", &[file], &options).expect("valid");
 //! assert_eq!(loaded.spec.services["web"].task.image, "nginx:1.28");
@@ -73,10 +75,13 @@ use serde::{Deserialize, Serialize};
 use crate::model::StackSpec;
 use crate::validate::is_valid_name;
 
+mod compat;
 mod ctx;
+mod depends;
 mod deploy;
 mod dotenv;
 mod envfile;
+mod extends;
 mod interpolate;
 mod merge;
 mod mounts;
@@ -121,6 +126,10 @@ pub struct LoadOptions {
     /// directory): relative bind mounts (`./data:/data`) are resolved
     /// against it. `None` makes a relative bind mount an error.
     pub project_dir: Option<String>,
+    /// The enabled profiles (`--profile`): services with `profiles:` are
+    /// deployed only when one of theirs is enabled (`*` enables all). Empty:
+    /// the variable `COMPOSE_PROFILES` (comma-separated) decides, as in compose.
+    pub profiles: Vec<String>,
 }
 
 /// Reads the files a stack refers to: `env_file:` entries and the `file:`
@@ -268,6 +277,13 @@ pub fn load_with(
         warnings.append(&mut parsed.warnings);
     }
     vars.extend(options.env.iter().map(|(k, v)| (k.clone(), v.clone())));
+    // compose's: `--profile` flags, else COMPOSE_PROFILES (environment or `.env`).
+    let profiles: Vec<String> = if options.profiles.is_empty() {
+        let listed = vars.get("COMPOSE_PROFILES").map(String::as_str).unwrap_or_default();
+        listed.split(',').map(str::trim).filter(|p| !p.is_empty()).map(str::to_string).collect()
+    } else {
+        options.profiles.clone()
+    };
     if !is_valid_name(stack_name) {
         errors.push(Diagnostic {
             file: String::new(),
@@ -313,7 +329,10 @@ pub fn load_with(
                 None => usable = false,
             }
         }
-        let spec = merged.filter(|_| usable).map(|root| stack::convert(&mut cx, stack_name, &root));
+        let spec = merged.filter(|_| usable).map(|mut root| {
+            extends::resolve(&mut cx, &mut root);
+            stack::convert(&mut cx, stack_name, &root, &profiles)
+        });
         errors.append(&mut cx.errors);
         warnings.append(&mut cx.warnings);
         spec

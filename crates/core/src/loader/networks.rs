@@ -117,7 +117,7 @@ fn network(cx: &mut Ctx, stack: &str, at: &At<'_>, overlay_warned: &mut bool) ->
                     Some(d) if RESERVED_NETWORKS.contains(&d) => cx.error(
                         &e,
                         format!(
-                            "driver `{d}` cannot be used for a stack network (`network_mode: {d}` is not supported yet)"
+                            "driver `{d}` cannot be used for a stack network: use `network_mode: {d}` in the service"
                         ),
                     ),
                     Some("overlay") if !std::mem::replace(overlay_warned, true) => cx.warn(
@@ -187,10 +187,12 @@ fn network(cx: &mut Ctx, stack: &str, at: &At<'_>, overlay_warned: &mut bool) ->
                     "{name:?} is not a valid network name: use letters, digits, '-', '_' and '.', starting with a letter or digit"
                 ),
             );
-        } else if RESERVED_NETWORKS.contains(&name.as_str()) {
+        } else if RESERVED_NETWORKS.contains(&name.as_str()) && !spec.external {
             cx.error(
                 report,
-                format!("Docker's `{name}` network cannot be used by a stack (network_mode is not supported yet)"),
+                format!(
+                    "Docker's `{name}` network can only be joined as an external network, or with network_mode: {name}"
+                ),
             );
         }
     }
@@ -236,7 +238,23 @@ pub(crate) fn attachments(cx: &mut Ctx, service: &str, at: &At<'_>, nets: &Netwo
     if empty {
         return default_attachment(nets);
     }
-    by_key.into_values().collect()
+    let attached: Vec<NetworkAttachment> = by_key.into_values().collect();
+    if let Some(a) = attached.iter().find(|a| RESERVED_NETWORKS.contains(&a.network.as_str()))
+        && (attached.len() > 1 || !a.aliases.is_empty())
+    {
+        cx.error(at, format!("Docker's `{}` network is joined alone and without aliases", a.network));
+    }
+    attached
+}
+
+/// The key and spec of Docker's own network `name` (`host` or `none`) that
+/// `network_mode: NAME` joins: the stack's network of that name if it
+/// declares one, else an external network under the key `name`.
+pub(crate) fn engine_network(declared: &BTreeMap<String, NetworkSpec>, name: &str) -> (String, NetworkSpec) {
+    match declared.iter().find(|(_, n)| n.name == name) {
+        Some((key, n)) => (key.clone(), n.clone()),
+        None => (name.to_string(), NetworkSpec { name: name.to_string(), external: true, ..NetworkSpec::default() }),
+    }
 }
 
 /// What a service without `networks:` joins: the `default` network.

@@ -43,7 +43,7 @@ pub(super) fn placement(cx: &mut Ctx, at: &At<'_>) -> Placement {
 }
 
 /// CPUs as a decimal (`0.5`, `"2"`) in billionths of a core.
-fn cpus(cx: &mut Ctx, at: &At<'_>) -> u64 {
+pub(super) fn cpus(cx: &mut Ctx, at: &At<'_>) -> u64 {
     match at.float(cx) {
         Some(f) if (0.0..=1e6).contains(&f) => (f * 1e9).round() as u64,
         Some(f) => {
@@ -55,7 +55,7 @@ fn cpus(cx: &mut Ctx, at: &At<'_>) -> u64 {
 }
 
 /// A byte size (`512M`, `1g`, `1024k`, `100`).
-fn bytes(cx: &mut Ctx, at: &At<'_>) -> u64 {
+pub(super) fn bytes(cx: &mut Ctx, at: &At<'_>) -> u64 {
     let Some(text) = at.string(cx) else { return 0 };
     match values::parse_bytes(&text) {
         Ok(n) => n,

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use super::ctx::{At, Ctx};
 use super::networks::{self, Networks};
-use super::{deploy, envfile, mounts, objects, runtime};
+use super::{compat, deploy, envfile, mounts, objects, runtime};
 use crate::model::{
     DataKind, EndpointMode, PublishMode, RestartPolicy, ServiceMode, ServiceSpec, StackSpec, TaskTemplate, UpdateConfig,
 };
@@ -19,8 +19,6 @@ const KNOWN_SERVICE_KEYS: &[&str] = &[
     "annotations",
     "attach",
     "blkio_config",
-    "cap_add",
-    "cap_drop",
     "cgroup",
     "cgroup_parent",
     "cpu_count",
@@ -30,59 +28,34 @@ const KNOWN_SERVICE_KEYS: &[&str] = &[
     "cpu_rt_period",
     "cpu_rt_runtime",
     "cpu_shares",
-    "cpus",
     "cpuset",
     "credential_spec",
     "develop",
     "device_cgroup_rules",
-    "devices",
-    "dns",
     "dns_opt",
-    "dns_search",
     "domainname",
     "driver_opts",
-    "expose",
-    "extends",
     "external_links",
-    "extra_hosts",
-    "gpus",
     "group_add",
-    "ipc",
     "isolation",
-    "label_file",
-    "links",
-    "logging",
     "mac_address",
-    "mem_limit",
-    "mem_reservation",
     "mem_swappiness",
     "memswap_limit",
     "models",
-    "network_mode",
     "oom_kill_disable",
     "oom_score_adj",
-    "pid",
-    "pids_limit",
     "platform",
     "post_start",
     "pre_stop",
-    "privileged",
-    "profiles",
-    "provider",
     "pull_policy",
     "runtime",
-    "scale",
     "security_opt",
     "shm_size",
     "stdin_open",
     "storage_opt",
-    "sysctls",
     "tty",
-    "ulimits",
     "use_api_socket",
     "userns_mode",
-    "uts",
-    "volumes_from",
 ];
 
 /// Converts the service `at` (its key is the service name). Returns `None`
@@ -108,6 +81,10 @@ pub(crate) fn service(cx: &mut Ctx, at: &At<'_>, stack: &StackSpec, nets: &Netwo
     task.networks = networks::default_attachment(nets);
     let mut environment_vars = BTreeMap::new();
     let mut env_file_vars = BTreeMap::new();
+    let mut label_file_vars = BTreeMap::new();
+    let mut legacy = compat::Legacy::default();
+    let mut network_mode = None;
+    let mut networks_at = None;
     let mut tmpfs_at = None;
     let mut image_key = false;
     let mut image = None;
@@ -132,7 +109,10 @@ pub(crate) fn service(cx: &mut Ctx, at: &At<'_>, stack: &StackSpec, nets: &Netwo
             "tmpfs" => tmpfs_at = Some(e),
             "configs" => task.configs = objects::refs(cx, name, DataKind::Config, &e, &stack.configs),
             "secrets" => task.secrets = objects::refs(cx, name, DataKind::Secret, &e, &stack.secrets),
-            "networks" => task.networks = networks::attachments(cx, name, &e, nets),
+            "networks" => {
+                task.networks = networks::attachments(cx, name, &e, nets);
+                networks_at = (!e.is_null()).then(|| e.clone());
+            }
             "deploy" => endpoint_at = deploy::deploy(cx, &e, &mut spec, &mut task),
             "healthcheck" => task.healthcheck = deploy::healthcheck(cx, &e),
             "stop_grace_period" => {
@@ -157,8 +137,20 @@ pub(crate) fn service(cx: &mut Ctx, at: &At<'_>, stack: &StackSpec, nets: &Netwo
             "ulimits" => task.ulimits = runtime::ulimits(cx, &e),
             "logging" => task.logging = runtime::logging(cx, &e),
             "build" => build = Some(e),
-            "restart" => cx.warn(&e, "ignored: tasks are restarted according to deploy.restart_policy"),
-            "depends_on" => cx.warn(&e, "ignored: services start in any order, as in Swarm"),
+            _ if legacy.take(&e) => {}
+            "network_mode" => network_mode = compat::network_mode(cx, &e).map(|m| (m, e.clone())),
+            "pid" | "ipc" | "uts" => compat::namespace(cx, &e),
+            "volumes_from" | "devices" | "gpus" | "provider" => compat::refused(cx, &e),
+            "links" => compat::links(cx, &e),
+            "privileged" => compat::privileged(cx, &e),
+            "external_links" => cx.warn(&e, "ignored: a stack's services reach only the networks they join"),
+            "label_file" => label_file_vars = envfile::env_files(cx, &e),
+            // Ports are reachable by the services of the same network anyway.
+            "expose" => {
+                let _ = e.list(cx);
+            }
+            // Checked with all the services (`depends`); resolved before typing (`extends`, `profiles`).
+            "depends_on" | "extends" | "profiles" => {}
             "container_name" => cx.warn(&e, "ignored: container names are chosen by stackd"),
             key => cx.ignored_key(&e, key, KNOWN_SERVICE_KEYS),
         }
@@ -189,6 +181,12 @@ pub(crate) fn service(cx: &mut Ctx, at: &At<'_>, stack: &StackSpec, nets: &Netwo
     for s in task.secrets.iter().filter(|s| task.configs.iter().any(|c| c.target == s.target)) {
         cx.error(at, format!("the secret {} and a config are both mounted at {:?}", s.source, s.target));
     }
+    legacy.apply(cx, at.node, &mut spec, &mut task);
+    if let Some((mode, mode_at)) = &network_mode {
+        compat::engine_network_mode(cx, mode_at, mode, networks_at.as_ref(), &mut task);
+    }
+    label_file_vars.append(&mut task.labels);
+    task.labels = label_file_vars;
     env_file_vars.extend(environment_vars);
     task.env = env_file_vars.into_iter().map(|(k, v)| format!("{k}={v}")).collect();
     if let Some(e) = endpoint_at.filter(|_| spec.endpoint_mode == EndpointMode::Dnsrr) {

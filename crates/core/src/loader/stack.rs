@@ -6,12 +6,12 @@ use std::collections::BTreeMap;
 use super::ctx::{At, Ctx};
 use super::networks::{self, DEFAULT_NETWORK, Networks};
 use super::yaml::{self, Kind, Node};
-use super::{interpolate, objects, service};
+use super::{depends, interpolate, objects, service};
 use crate::model::{DataKind, StackSpec, VolumeSpec};
-use crate::validate::{self, is_valid_name};
+use crate::validate::{self, RESERVED_NETWORKS, is_valid_name};
 
 /// Top-level keys of the compose spec that stackd does not handle yet.
-const KNOWN_TOP_LEVEL: &[&str] = &["include", "models"];
+const KNOWN_TOP_LEVEL: &[&str] = &["models"];
 /// Keys of a top-level volume that stackd does not handle yet.
 const KNOWN_VOLUME: &[&str] = &["driver_opts"];
 
@@ -41,7 +41,7 @@ pub(crate) fn parse_file(cx: &mut Ctx, text: &str, first: bool) -> Option<Node> 
 
 /// Types the (merged) tree `root` into the stack `stack`. Every problem is
 /// recorded in `cx`, in the file each value came from.
-pub(crate) fn convert(cx: &mut Ctx, stack: &str, root: &Node) -> StackSpec {
+pub(crate) fn convert(cx: &mut Ctx, stack: &str, root: &Node, profiles: &[String]) -> StackSpec {
     let root_at = At::root(root);
     let mut services_at = None;
     let mut volumes = BTreeMap::new();
@@ -57,6 +57,11 @@ pub(crate) fn convert(cx: &mut Ctx, stack: &str, root: &Node) -> StackSpec {
             "configs" => configs = objects::top_objects(cx, stack, DataKind::Config, &e),
             "secrets" => secrets = objects::top_objects(cx, stack, DataKind::Secret, &e),
             "networks" => declared_networks = networks::top(cx, stack, &e),
+            "include" if !e.is_null() => cx.error(
+                &e,
+                "include is not supported yet: the services of the included files would be missing; \
+                 pass each file with -c (later files are merged over earlier ones)",
+            ),
             key => cx.ignored_key(&e, key, KNOWN_TOP_LEVEL),
         }
     }
@@ -77,14 +82,39 @@ pub(crate) fn convert(cx: &mut Ctx, stack: &str, root: &Node) -> StackSpec {
             if entries.is_empty() && !matches!(at.node.kind, Kind::Scalar { .. } | Kind::Seq(_)) {
                 cx.error(at, "the stack has no services");
             }
-            for e in entries {
-                if let Some(svc) = service::service(cx, &e, &spec, &nets) {
+            let enabled = depends::enabled_services(cx, &entries, profiles);
+            for e in &entries {
+                if let Some(svc) = service::service(cx, e, &spec, &nets)
+                    && enabled.contains(&svc.name)
+                {
                     spec.services.insert(svc.name.clone(), svc);
+                }
+            }
+            if enabled.is_empty() && !entries.is_empty() {
+                cx.error(at, "no service is deployed: each has `profiles:`; enable one with --profile");
+            }
+            depends::check(cx, &entries, &enabled);
+        }
+    }
+    spec.networks = declared_networks.clone();
+    // `network_mode: host|none` joins Docker's network of that name.
+    for name in RESERVED_NETWORKS {
+        if spec.services.values().any(|s| s.task.networks.iter().any(|a| a.network == *name)) {
+            let (key, net) = networks::engine_network(&declared_networks, name);
+            match spec.networks.get(&key) {
+                Some(n) if n.name != *name => cx.error_in(
+                    0,
+                    0,
+                    0,
+                    &format!("networks.{key}"),
+                    format!("the key {key} is taken by another network; network_mode: {name} needs it"),
+                ),
+                _ => {
+                    spec.networks.insert(key, net);
                 }
             }
         }
     }
-    spec.networks = declared_networks.clone();
     // The implicit `default` network exists when a service joins it.
     if let Some(default) = implicit_default
         && spec.services.values().any(|s| s.task.networks.iter().any(|a| a.network == default.name))

@@ -16,6 +16,7 @@ fn options(pairs: &[(&str, &str)], dotenv: Option<&str>) -> LoadOptions {
         env: env(pairs),
         env_file: dotenv.map(|text| SourceFile { name: ".env".into(), text: text.into() }),
         project_dir: None,
+        profiles: Vec::new(),
     }
 }
 
@@ -291,6 +292,7 @@ fn dotenv_errors_come_first_with_the_stack_file_errors() {
         env: BTreeMap::new(),
         env_file: Some(SourceFile { name: "deploy/.env".into(), text: "OK=1\nNOT A KEY\nIMAGE=\"app\n".into() }),
         project_dir: None,
+        profiles: Vec::new(),
     };
     assert_eq!(
         errors_with(text, &opts),

@@ -129,7 +129,8 @@ fn an_override_file_may_hold_only_what_it_changes() {
 
 #[test]
 fn environment_merges_by_key_across_list_and_map() {
-    let options = LoadOptions { env: map(&[("HOME", "/root")]), env_file: None, project_dir: None };
+    let options =
+        LoadOptions { env: map(&[("HOME", "/root")]), env_file: None, project_dir: None, profiles: Vec::new() };
     let loaded = load_with(
         &[
             &["services:", "  web:", "    image: x", "    environment:", "      - A=1", "      - B=2", "      - HOME"],
@@ -419,11 +420,12 @@ fn warnings_name_their_file() {
     assert_eq!(
         warnings(&[
             &["services:", "  web:", "    image: x", "    colour: blue"],
-            &["services:", "  web:", "    image: y", "    colour: red", "    restart: always"],
+            &["services:", "  web:", "    image: y", "    colour: red", "    privileged: true"],
         ]),
         [
             "b.yml:4:5: services.web.colour: unknown key `colour`; ignored",
-            "b.yml:5:5: services.web.restart: ignored: tasks are restarted according to deploy.restart_policy",
+            "b.yml:5:5: services.web.privileged: ignored: the task runs unprivileged, as in Swarm; grant what it needs \
+             with cap_add, sysctls or ulimits",
         ]
     );
 }
@@ -457,6 +459,7 @@ fn variables_and_dotenv_apply_to_every_file() {
         env: map(&[("N", "3")]),
         env_file: Some(SourceFile { name: ".env".into(), text: "TAG=1.4\n".into() }),
         project_dir: None,
+        profiles: Vec::new(),
     };
     let loaded = load_with(
         &[
@@ -518,7 +521,8 @@ fn reset_applies_in_a_single_file_and_is_ignored_on_list_items() {
 
 #[test]
 fn depends_on_and_networks_merge_by_name() {
-    // depends_on is ignored by stackd: one warning, at the key of the last file.
+    // depends_on is checked, not waited for: a condition other than
+    // service_started is warned about, in the file it was written in.
     let loaded = ok(&[
         &[
             "services:",
@@ -526,6 +530,8 @@ fn depends_on_and_networks_merge_by_name() {
             "    image: x",
             "    depends_on: [db]",
             "    networks: [front]",
+            "  db: {image: db}",
+            "  cache: {image: cache}",
             "networks:",
             "  front:",
             "  back:",
@@ -536,7 +542,7 @@ fn depends_on_and_networks_merge_by_name() {
             "  web:",
             "    depends_on:",
             "      cache:",
-            "        condition: service_started",
+            "        condition: service_healthy",
             "    networks:",
             "      back:",
             "        aliases: [api]",
@@ -547,7 +553,21 @@ fn depends_on_and_networks_merge_by_name() {
     ]);
     assert_eq!(
         loaded.warnings.iter().map(Diagnostic::to_string).collect::<Vec<_>>(),
-        ["b.yml:3:5: services.web.depends_on: ignored: services start in any order, as in Swarm"]
+        ["b.yml:5:9: services.web.depends_on.cache.condition: service_healthy is not waited for: tasks start in any \
+          order and are restarted by their restart policy until what they need answers"]
+    );
+    // Both files' dependencies are there: b.yml's db → web and a.yml's
+    // web → db make a circle, reported at the entry that closes it; b.yml's
+    // missing dependency is reported in b.yml.
+    assert_eq!(
+        errors(&[
+            &["services:", "  web:", "    image: x", "    depends_on: [db]", "  db:", "    image: db"],
+            &["services:", "  web:", "    depends_on: {queue: {}}", "  db:", "    depends_on: [web]"],
+        ]),
+        [
+            "a.yml:4:18: services.web.depends_on.db: depends_on goes round in a circle: db → web → db",
+            "b.yml:3:18: services.web.depends_on.queue: there is no service queue in the stack",
+        ]
     );
     let nets: Vec<(&str, &[String])> =
         loaded.spec.services["web"].task.networks.iter().map(|a| (a.network.as_str(), a.aliases.as_slice())).collect();

@@ -3,6 +3,7 @@
 use super::{Diagnostic, LoadError, LoadOptions, Loaded, SourceFile, load};
 use crate::model::ServiceSpec;
 
+mod compat;
 mod errors;
 mod files;
 mod interpolation;

@@ -189,17 +189,25 @@ fn settings_of_an_external_network() {
 }
 
 #[test]
-fn docker_host_and_none_networks_are_refused() {
+fn docker_host_and_none_networks_are_external_and_joined_alone() {
     assert_eq!(
         errors(
-            "services:\n  web:\n    image: x\n    networks: [a, host, c]\nnetworks:\n  a:\n    driver: host\n  host:\n    external: true\n  c:\n    external:\n      name: none\n"
+            "services:\n  web:\n    image: x\n    networks: [a, host, c]\nnetworks:\n  a:\n    driver: host\n  host:\n    external: true\n  c:\n    external:\n      name: none\n  d:\n    name: host\n"
         ),
         [
-            "stack.yml:7:5: networks.a.driver: driver `host` cannot be used for a stack network (`network_mode: host` is not supported yet)",
-            "stack.yml:8:3: networks.host: Docker's `host` network cannot be used by a stack (network_mode is not supported yet)",
-            "stack.yml:12:7: networks.c.external.name: Docker's `none` network cannot be used by a stack (network_mode is not supported yet)",
+            "stack.yml:4:5: services.web.networks: Docker's `none` network is joined alone and without aliases",
+            "stack.yml:7:5: networks.a.driver: driver `host` cannot be used for a stack network: use `network_mode: host` in the service",
+            "stack.yml:13:3: networks.d: networks host and d are both named host",
+            "stack.yml:14:5: networks.d.name: Docker's `host` network can only be joined as an external network, or with network_mode: host",
         ]
     );
+    // Swarm's way to the host's network: an external network named host.
+    let loaded = ok(
+        "services:\n  web:\n    image: x\n    networks: [hostnet]\nnetworks:\n  hostnet:\n    external:\n      name: host\n",
+    );
+    let web = &loaded.spec.services["web"];
+    assert_eq!(web.task.networks, [NetworkAttachment { network: "host".into(), aliases: vec![] }]);
+    assert_eq!(loaded.spec.networks.keys().collect::<Vec<_>>(), ["hostnet"]);
 }
 
 #[test]

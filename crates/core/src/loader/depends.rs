@@ -1,0 +1,181 @@
+//! What ties services together: `profiles:` (which services are deployed)
+//! and `depends_on:` (checked, not waited for).
+//!
+//! - A service with `profiles:` is deployed only when one of them is
+//!   enabled (`stackctl deploy --profile P`, or `COMPOSE_PROFILES`; `*`
+//!   enables all), as compose does; a service without is always deployed.
+//!   Disabled services are still checked.
+//! - `depends_on:` (a list of names, or a mapping of names to `condition`,
+//!   `required`, `restart`) must name services of the stack, enabled ones,
+//!   without cycles. Tasks of a cluster start in any order, as in Swarm: a
+//!   task that needs another service is restarted by its restart policy
+//!   until that service answers. Conditions other than `service_started` are
+//!   therefore warned about: they are not waited for.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use super::ctx::{At, Ctx};
+use crate::validate::is_valid_name;
+
+/// The `depends_on` conditions of compose.
+const CONDITIONS: &[&str] = &["service_started", "service_healthy", "service_completed_successfully"];
+
+/// The names of the services of `services` (the entries of `services:`)
+/// that `enabled` (the enabled profiles) deploys; checks the `profiles:` keys.
+pub(crate) fn enabled_services(cx: &mut Ctx, services: &[At<'_>], enabled: &[String]) -> BTreeSet<String> {
+    let all = enabled.iter().any(|p| p == "*");
+    let mut out = BTreeSet::new();
+    let mut used = BTreeSet::new();
+    for s in services {
+        let Some(at) = entry(cx, s, "profiles") else {
+            out.insert(s.key.to_string());
+            continue;
+        };
+        let profiles = at.string_list(cx).unwrap_or_default();
+        for p in &profiles {
+            if !is_valid_name(p) {
+                cx.error(&at, format!("profile {p:?} is invalid: use letters, digits, '-', '_' and '.'"));
+            }
+        }
+        used.extend(profiles.iter().cloned());
+        if profiles.is_empty() || all || profiles.iter().any(|p| enabled.contains(p)) {
+            out.insert(s.key.to_string());
+        }
+    }
+    for p in enabled.iter().filter(|p| *p != "*" && !used.contains(*p)) {
+        cx.warn_in(usize::MAX, 0, 0, "", format!("profile {p:?} is enabled but no service has it"));
+    }
+    out
+}
+
+/// Checks the `depends_on:` of every enabled service: the services named
+/// exist and are enabled, and no service depends on itself through others.
+pub(crate) fn check(cx: &mut Ctx, services: &[At<'_>], enabled: &BTreeSet<String>) {
+    let defined: BTreeMap<&str, &At<'_>> = services.iter().map(|s| (s.key, s)).collect();
+    // For each enabled service, the services it depends on, with the entry.
+    let mut edges: BTreeMap<String, Vec<(String, At<'_>)>> = BTreeMap::new();
+    for s in services.iter().filter(|s| enabled.contains(s.key)) {
+        let Some(at) = entry(cx, s, "depends_on") else { continue };
+        let mut deps = Vec::new();
+        for (item, name, required) in dependencies(cx, &at) {
+            if name == s.key {
+                cx.error(&item, "a service cannot depend on itself");
+            } else if !defined.contains_key(name.as_str()) {
+                if required {
+                    cx.error(&item, format!("there is no service {name} in the stack"));
+                } else {
+                    cx.warn(&item, format!("there is no service {name} in the stack; skipped (required: false)"));
+                }
+            } else if !enabled.contains(&name) {
+                if required {
+                    cx.error(
+                        &item,
+                        format!("{name} is not deployed: enable one of its profiles (stackctl deploy --profile …)"),
+                    );
+                }
+            } else {
+                deps.push((name, item));
+            }
+        }
+        edges.insert(s.key.to_string(), deps);
+    }
+    cycles(cx, &edges);
+}
+
+/// The entry `key` of the service mapping `service`, if written and not null.
+fn entry<'a>(cx: &mut Ctx, service: &At<'a>, key: &str) -> Option<At<'a>> {
+    let entries = match &service.node.kind {
+        super::yaml::Kind::Map(_) => service.map(cx)?,
+        _ => return None,
+    };
+    entries.into_iter().find(|e| e.key == key && !e.is_null())
+}
+
+/// The dependencies of a `depends_on:` value: the item, the service's name
+/// and whether it is required.
+fn dependencies<'a>(cx: &mut Ctx, at: &At<'a>) -> Vec<(At<'a>, String, bool)> {
+    use super::yaml::Kind;
+    match &at.node.kind {
+        Kind::Seq(_) => at
+            .list(cx)
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|item| item.string(cx).map(|name| (item, name, true)))
+            .collect(),
+        Kind::Map(_) => {
+            let mut out = Vec::new();
+            for dep in at.map(cx).unwrap_or_default() {
+                let mut required = true;
+                for e in dep.map(cx).unwrap_or_default() {
+                    if e.is_null() {
+                        continue;
+                    }
+                    match e.key {
+                        "condition" => {
+                            if let Some(c) = e.choice(cx, CONDITIONS)
+                                && c != "service_started"
+                            {
+                                cx.warn(
+                                    &e,
+                                    format!(
+                                        "{c} is not waited for: tasks start in any order and are restarted by \
+                                         their restart policy until what they need answers"
+                                    ),
+                                );
+                            }
+                        }
+                        "required" => required = e.boolean(cx).unwrap_or(true),
+                        "restart" => {
+                            let _ = e.boolean(cx);
+                        }
+                        key => cx.ignored_key(&e, key, &[]),
+                    }
+                }
+                out.push((dep.clone(), dep.key.to_string(), required));
+            }
+            out
+        }
+        _ => {
+            cx.error(at, format!("must be a list of services or a mapping, got {}", at.node.describe()));
+            Vec::new()
+        }
+    }
+}
+
+/// Reports each cycle of `edges` once, at the entry that closes it.
+fn cycles(cx: &mut Ctx, edges: &BTreeMap<String, Vec<(String, At<'_>)>>) {
+    // 0: not seen, 1: on the current path, 2: done.
+    let mut state: BTreeMap<&str, u8> = BTreeMap::new();
+    for start in edges.keys() {
+        if state.get(start.as_str()).copied().unwrap_or(0) != 0 {
+            continue;
+        }
+        // Depth-first, iteratively: (service, index of its next edge).
+        let mut path: Vec<(&str, usize)> = vec![(start.as_str(), 0)];
+        state.insert(start, 1);
+        while let Some((node, next)) = path.last().copied() {
+            let deps = edges.get(node).map(Vec::as_slice).unwrap_or_default();
+            let Some((dep, at)) = deps.get(next) else {
+                state.insert(node, 2);
+                path.pop();
+                continue;
+            };
+            if let Some(top) = path.last_mut() {
+                top.1 += 1;
+            }
+            match state.get(dep.as_str()).copied().unwrap_or(0) {
+                0 => {
+                    state.insert(dep, 1);
+                    path.push((dep, 0));
+                }
+                1 => {
+                    let from = path.iter().position(|(n, _)| *n == dep).unwrap_or(0);
+                    let mut names: Vec<&str> = path[from..].iter().map(|(n, _)| *n).collect();
+                    names.push(dep);
+                    cx.error(at, format!("depends_on goes round in a circle: {}", names.join(" → ")));
+                }
+                _ => {}
+            }
+        }
+    }
+}
