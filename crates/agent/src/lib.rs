@@ -63,6 +63,8 @@ pub struct AgentConfig {
     /// Where the files of tasks' configs and secrets are written (a tmpfs is
     /// mounted there); normally `DATA_DIR/task-files`.
     pub files_dir: std::path::PathBuf,
+    /// Generic resources the node offers (`gpu` → 2), from `stackd --resource`.
+    pub generic_resources: std::collections::BTreeMap<String, u64>,
 }
 
 /// Why the agent could not run.
@@ -113,7 +115,11 @@ pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()> + Send)
         node_id: config.node_id.clone(),
         name: config.name.clone(),
         addr: config.addr.clone(),
-        resources: Some(v1::Resources { nano_cpus: engine.nano_cpus, memory_bytes: engine.memory_bytes }),
+        resources: Some(v1::Resources {
+            nano_cpus: engine.nano_cpus,
+            memory_bytes: engine.memory_bytes,
+            generic: config.generic_resources.clone().into_iter().collect(),
+        }),
         engine_version: engine.version,
         role: v1::NodeRole::Manager.into(),
     };
@@ -138,6 +144,7 @@ mod tests {
             managers: vec!["http://127.0.0.1:7946".into()],
             docker_socket: Some("/nonexistent/docker.sock".into()),
             files_dir: std::env::temp_dir().join("stackd-agent-files-n1"),
+            generic_resources: Default::default(),
         }
     }
 

@@ -124,6 +124,7 @@ async fn the_agent_runs_its_tasks_and_survives_a_lost_session() {
         managers: vec!["http://127.0.0.1:1".into(), format!("http://{addr}")],
         docker_socket: None,
         files_dir: std::env::temp_dir().join(format!("stackd-agent-files-{node_id}")),
+        generic_resources: [("gpu".to_string(), 2)].into(),
     };
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
     let agent = tokio::spawn(run(config, async move {

@@ -269,6 +269,15 @@ pub fn service(s: &ServiceSpec, stack: &StackSpec) -> Value {
         if r.reservations.memory_bytes > 0 {
             reservations.insert("memory".into(), json!(format!("{}b", r.reservations.memory_bytes)));
         }
+        if !r.reservations.generic.is_empty() {
+            let generic: Vec<Value> = r
+                .reservations
+                .generic
+                .iter()
+                .map(|(kind, value)| json!({ "discrete_resource_spec": { "kind": kind, "value": value } }))
+                .collect();
+            reservations.insert("generic_resources".into(), Value::Array(generic));
+        }
         deploy.insert("resources".into(), json!({ "limits": limits, "reservations": reservations }));
     }
     let r = &s.restart;

@@ -61,13 +61,19 @@ pub enum NodeState {
     Down,
 }
 
-/// What a node can offer to tasks.
+/// What a node can offer to tasks, or what a task reserves.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Resources {
     /// CPU in billionths of a core.
     pub nano_cpus: u64,
     /// Memory in bytes.
     pub memory_bytes: u64,
+    /// Generic resources by kind (`gpu`, `ssd`, …), as counts: what a node
+    /// advertises (`stackd --resource gpu=2`), or what a task reserves
+    /// (compose's `discrete_resource_spec`). A task reserving a kind runs
+    /// only on nodes with enough of it unreserved.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub generic: BTreeMap<String, u64>,
 }
 
 /// A host of the cluster.

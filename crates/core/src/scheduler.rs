@@ -45,6 +45,8 @@ pub enum Refusal {
     Cpu(u64, u64),
     /// Not enough unreserved memory on the node (needed, free; bytes).
     Memory(u64, u64),
+    /// Not enough of a generic resource on the node (kind, needed, free).
+    Generic(String, u64, u64),
     /// A port the task publishes on its node is taken there.
     PortInUse(u16, Protocol),
 }
@@ -66,6 +68,7 @@ impl std::fmt::Display for Refusal {
             Refusal::MaxReplicas(n) => write!(f, "max_replicas_per_node {n} reached"),
             Refusal::Cpu(need, free) => write!(f, "insufficient CPU: needs {}, {} free", cpus(*need), cpus(*free)),
             Refusal::Memory(need, free) => write!(f, "insufficient memory: needs {}, {} free", mib(*need), mib(*free)),
+            Refusal::Generic(kind, need, free) => write!(f, "insufficient {kind}: needs {need}, {free} free"),
             Refusal::PortInUse(p, proto) => write!(f, "port {p}/{} already published on the node", proto.as_str()),
         }
     }
@@ -97,6 +100,9 @@ impl NodeLoad {
         let r = &t.template.resources.reservations;
         self.reserved.nano_cpus += r.nano_cpus;
         self.reserved.memory_bytes += r.memory_bytes;
+        for (kind, n) in &r.generic {
+            *self.reserved.generic.entry(kind.clone()).or_default() += n;
+        }
     }
 }
 
@@ -129,6 +135,14 @@ fn check(node: &Node, load: &NodeLoad, task: &Task) -> Option<Refusal> {
         let free = have.memory_bytes.saturating_sub(load.reserved.memory_bytes);
         if want.memory_bytes > free {
             return Some(Refusal::Memory(want.memory_bytes, free));
+        }
+    }
+    // Unlike CPU and memory, a generic resource the node does not advertise is none.
+    for (kind, &need) in want.generic.iter().filter(|(_, n)| **n > 0) {
+        let have = have.generic.get(kind).copied().unwrap_or(0);
+        let free = have.saturating_sub(load.reserved.generic.get(kind).copied().unwrap_or(0));
+        if need > free {
+            return Some(Refusal::Generic(kind.clone(), need, free));
         }
     }
     host_ports(task).find(|p| load.ports.contains(p)).map(|(p, proto)| Refusal::PortInUse(p, proto))

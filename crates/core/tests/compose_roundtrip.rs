@@ -339,7 +339,15 @@ mod generated {
                                 memory_bytes: gib << 30,
                                 pids: 0,
                             },
-                            reservations: Resources { nano_cpus: cpu * 250_000_000, memory_bytes: 0 },
+                            reservations: Resources {
+                                nano_cpus: cpu * 250_000_000,
+                                memory_bytes: 0,
+                                generic: if cpu % 2 == 1 {
+                                    [("gpu".to_string(), cpu)].into()
+                                } else {
+                                    Default::default()
+                                },
+                            },
                         })
                         .unwrap_or_default(),
                     ..Default::default()

@@ -257,8 +257,7 @@ impl v1::dispatcher_server::Dispatcher for Dispatcher {
             Ok(v1::NodeRole::Worker) => NodeRole::Worker,
             _ => NodeRole::Manager,
         };
-        let resources =
-            d.resources.map(|r| Resources { nano_cpus: r.nano_cpus, memory_bytes: r.memory_bytes }).unwrap_or_default();
+        let resources = d.resources.and_then(|r| Resources::try_from(r).ok()).unwrap_or_default();
         let node = Node {
             id: d.node_id.clone(),
             name: d.name,

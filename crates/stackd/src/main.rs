@@ -33,13 +33,36 @@ enum Cmd {
         /// The node's name (default: the hostname).
         #[arg(long)]
         name: Option<String>,
+        #[command(flatten)]
+        node: NodeArgs,
     },
     /// Run an existing node from its data dir.
     Run {
         /// Where the node keeps its state.
         #[arg(long, env = "STACKD_DATA_DIR")]
         data_dir: PathBuf,
+        #[command(flatten)]
+        node: NodeArgs,
     },
+}
+
+/// What the node offers, given each time it starts.
+#[derive(clap::Args)]
+struct NodeArgs {
+    /// A generic resource this node offers to tasks, as KIND=COUNT (`gpu=2`);
+    /// repeatable. Services reserve them with `deploy.resources.reservations.generic_resources`.
+    #[arg(long = "resource", value_name = "KIND=COUNT", value_parser = parse_resource, env = "STACKD_RESOURCES", value_delimiter = ',')]
+    resources: Vec<(String, u64)>,
+}
+
+/// `KIND=COUNT`, as `--resource` takes it.
+fn parse_resource(text: &str) -> Result<(String, u64), String> {
+    let (kind, count) = text.split_once('=').ok_or_else(|| format!("{text:?}: expected KIND=COUNT, like gpu=2"))?;
+    if !stackd_core::validate::is_valid_name(kind) {
+        return Err(format!("{kind:?} is not a resource kind: use letters, digits, '-', '_' and '.'"));
+    }
+    let count = count.parse().map_err(|_| format!("{count:?} is not a count in {text:?}"))?;
+    Ok((kind.to_string(), count))
 }
 
 fn hostname() -> String {
@@ -89,7 +112,7 @@ async fn shutdown_signal() {
     }
 }
 
-async fn run_node(data_dir: PathBuf, identity: Identity, bootstrap: bool) -> Result<()> {
+async fn run_node(data_dir: PathBuf, identity: Identity, bootstrap: bool, node: NodeArgs) -> Result<()> {
     let listener = tokio::net::TcpListener::bind(&identity.addr)
         .await
         .with_context(|| format!("cannot listen on {}", identity.addr))?;
@@ -120,6 +143,7 @@ async fn run_node(data_dir: PathBuf, identity: Identity, bootstrap: bool) -> Res
             // The agent speaks to the engine over its Unix socket; tcp:// engines are not supported.
             docker_socket: std::env::var("DOCKER_HOST").ok().filter(|h| h.starts_with("unix://")),
             files_dir: data_dir.join("task-files"),
+            generic_resources: node.resources.into_iter().collect(),
         },
         wait_stop(stop_rx.clone()),
     ));
@@ -168,7 +192,7 @@ async fn main() -> Result<()> {
         .with_writer(std::io::stderr)
         .init();
     match Cli::parse().command {
-        Cmd::Init { data_dir, listen, name } => {
+        Cmd::Init { data_dir, listen, name, node } => {
             if Identity::exists(&data_dir) {
                 bail!(stackd_manager::IdentityError::Exists(
                     data_dir.display().to_string(),
@@ -176,11 +200,11 @@ async fn main() -> Result<()> {
                 ));
             }
             let identity = Identity::generate(&name.unwrap_or_else(hostname), &listen);
-            run_node(data_dir, identity, true).await
+            run_node(data_dir, identity, true, node).await
         }
-        Cmd::Run { data_dir } => {
+        Cmd::Run { data_dir, node } => {
             let identity = Identity::load(&data_dir)?;
-            run_node(data_dir, identity, false).await
+            run_node(data_dir, identity, false, node).await
         }
     }
 }

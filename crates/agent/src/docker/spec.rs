@@ -462,7 +462,7 @@ mod tests {
             image: "x".into(),
             resources: ResourceSpec {
                 limits: ResourceLimits { nano_cpus: 500_000_000, memory_bytes: 256 << 20, pids: 100 },
-                reservations: Resources { nano_cpus: 0, memory_bytes: 128 << 20 },
+                reservations: Resources { nano_cpus: 0, memory_bytes: 128 << 20, ..Resources::default() },
             },
             ..Default::default()
         };

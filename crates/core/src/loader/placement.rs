@@ -1,8 +1,11 @@
 //! `deploy.placement` and `deploy.resources` of a service.
 
+use std::collections::BTreeMap;
+
 use super::ctx::{At, Ctx};
 use super::values;
 use crate::model::{Constraint, Placement, ResourceLimits, ResourceSpec, Resources};
+use crate::validate::is_valid_name;
 
 /// `placement: {constraints, preferences, max_replicas_per_node}`.
 pub(super) fn placement(cx: &mut Ctx, at: &At<'_>) -> Placement {
@@ -89,9 +92,12 @@ pub(super) fn resources(cx: &mut Ctx, at: &At<'_>) -> ResourceSpec {
                     match f.key {
                         "cpus" => res.nano_cpus = cpus(cx, &f),
                         "memory" => res.memory_bytes = bytes(cx, &f),
-                        "generic_resources" | "devices" => {
-                            cx.warn(&f, format!("{} is not supported yet; ignored", f.key))
-                        }
+                        "generic_resources" => res.generic = generic_resources(cx, &f),
+                        "devices" => cx.error(
+                            &f,
+                            "device reservations are not supported yet: the task would start without the devices; \
+                             reserve a count with generic_resources",
+                        ),
                         key => cx.ignored_key(&f, key, &[]),
                     }
                 }
@@ -108,4 +114,46 @@ pub(super) fn resources(cx: &mut Ctx, at: &At<'_>) -> ResourceSpec {
         cx.error(at, "the CPU reservation is above the CPU limit");
     }
     r
+}
+
+/// `generic_resources:` of a reservation: a list of
+/// `{discrete_resource_spec: {kind, value}}`. Named resources
+/// (`named_resource_spec`) are refused, as Swarm refuses them for services.
+fn generic_resources(cx: &mut Ctx, at: &At<'_>) -> BTreeMap<String, u64> {
+    let mut out = BTreeMap::new();
+    for item in at.list(cx).unwrap_or_default() {
+        for e in item.map(cx).unwrap_or_default() {
+            match e.key {
+                "discrete_resource_spec" => {
+                    let (mut kind, mut value) = (None, None);
+                    for f in e.map(cx).unwrap_or_default() {
+                        match f.key {
+                            "kind" => kind = f.string(cx),
+                            "value" => value = f.uint(cx),
+                            key => cx.ignored_key(&f, key, &[]),
+                        }
+                    }
+                    match (kind, value) {
+                        (Some(k), _) if !is_valid_name(&k) => {
+                            cx.error(&e, format!("{k:?} is not a resource kind: use letters, digits, '-', '_' and '.'"))
+                        }
+                        (Some(k), Some(v)) if v > 0 => {
+                            if out.insert(k.clone(), v).is_some() {
+                                cx.error(&e, format!("the kind {k} is reserved twice"));
+                            }
+                        }
+                        (Some(_), Some(_)) => cx.error(&e, "value must be at least 1"),
+                        _ => cx.error(&e, "needs `kind` and `value`"),
+                    }
+                }
+                "named_resource_spec" => cx.error(
+                    &e,
+                    "named generic resources are not supported for services (as in Swarm): reserve a count with \
+                     discrete_resource_spec",
+                ),
+                key => cx.ignored_key(&e, key, &[]),
+            }
+        }
+    }
+    out
 }

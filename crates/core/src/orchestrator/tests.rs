@@ -720,15 +720,43 @@ mod placement {
     fn reservations_are_counted_against_node_resources() {
         let mut sim = Sim::new(&["n1"]);
         if let Some(n) = sim.state.nodes.get_mut("n1") {
-            n.resources = Resources { nano_cpus: 2_000_000_000, memory_bytes: 1 << 30 };
+            n.resources = Resources { nano_cpus: 2_000_000_000, memory_bytes: 1 << 30, ..Resources::default() };
         }
         let mut s = spec("web", 3, "web:1");
-        s.task.resources.reservations = Resources { nano_cpus: 500_000_000, memory_bytes: 400 << 20 };
+        s.task.resources.reservations =
+            Resources { nano_cpus: 500_000_000, memory_bytes: 400 << 20, ..Resources::default() };
         sim.deploy(vec![s]);
         sim.settle();
         sim.agent();
         assert_eq!(sim.running("app_web").len(), 2);
         assert_eq!(pending_reason(&sim, "app_web"), "1 node: insufficient memory: needs 400 MiB, 224 MiB free");
+    }
+
+    #[test]
+    fn generic_resources_go_only_where_nodes_offer_them() {
+        let mut sim = Sim::new(&["cpu1", "gpu1", "gpu2"]);
+        for (n, gpus) in [("gpu1", 2), ("gpu2", 1)] {
+            if let Some(node) = sim.state.nodes.get_mut(n) {
+                node.resources.generic.insert("gpu".into(), gpus);
+            }
+        }
+        let mut s = spec("train", 3, "train:1");
+        s.task.resources.reservations.generic.insert("gpu".into(), 1);
+        let plain = spec("web", 3, "web:1");
+        sim.deploy(vec![s, plain]);
+        sim.settle();
+        sim.agent();
+        let running = sim.running("app_train");
+        assert_eq!(running.len(), 3, "two GPUs on gpu1, one on gpu2");
+        assert!(running.iter().all(|t| t.node_id.as_deref() != Some("cpu1")), "never on a node without GPUs");
+        // A fourth replica finds no free GPU, and says why.
+        let mut more = spec("train", 4, "train:1");
+        more.task.resources.reservations.generic.insert("gpu".into(), 1);
+        sim.deploy(vec![more, spec("web", 3, "web:1")]);
+        sim.settle();
+        sim.agent();
+        assert_eq!(sim.running("app_train").len(), 3);
+        assert_eq!(pending_reason(&sim, "app_train"), "3 nodes: insufficient gpu: needs 1, 0 free");
     }
 
     #[test]

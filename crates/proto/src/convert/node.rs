@@ -74,7 +74,11 @@ impl From<v1::NodeState> for model::NodeState {
 
 impl From<&model::Resources> for v1::Resources {
     fn from(value: &model::Resources) -> Self {
-        Self { nano_cpus: value.nano_cpus, memory_bytes: value.memory_bytes }
+        Self {
+            nano_cpus: value.nano_cpus,
+            memory_bytes: value.memory_bytes,
+            generic: value.generic.iter().map(|(k, v)| (k.clone(), *v)).collect(),
+        }
     }
 }
 
@@ -82,7 +86,11 @@ impl TryFrom<v1::Resources> for model::Resources {
     type Error = ConvertError;
 
     fn try_from(value: v1::Resources) -> Result<Self, ConvertError> {
-        Ok(Self { nano_cpus: value.nano_cpus, memory_bytes: value.memory_bytes })
+        Ok(Self {
+            nano_cpus: value.nano_cpus,
+            memory_bytes: value.memory_bytes,
+            generic: value.generic.into_iter().collect(),
+        })
     }
 }
 

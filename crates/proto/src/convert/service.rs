@@ -330,10 +330,7 @@ fn resources(r: &model::ResourceSpec) -> v1::ResourceSpec {
             memory_bytes: r.limits.memory_bytes,
             pids: r.limits.pids,
         }),
-        reservations: Some(v1::Resources {
-            nano_cpus: r.reservations.nano_cpus,
-            memory_bytes: r.reservations.memory_bytes,
-        }),
+        reservations: Some(v1::Resources::from(&r.reservations)),
     }
 }
 
@@ -346,7 +343,11 @@ fn resources_from(r: v1::ResourceSpec) -> model::ResourceSpec {
             memory_bytes: limits.memory_bytes,
             pids: limits.pids,
         },
-        reservations: model::Resources { nano_cpus: reservations.nano_cpus, memory_bytes: reservations.memory_bytes },
+        reservations: model::Resources {
+            nano_cpus: reservations.nano_cpus,
+            memory_bytes: reservations.memory_bytes,
+            generic: reservations.generic.into_iter().collect(),
+        },
     }
 }
 

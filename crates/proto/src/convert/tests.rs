@@ -44,7 +44,11 @@ pub(super) fn node() -> model::Node {
         availability: model::Availability::Drain,
         state: model::NodeState::Ready,
         labels: labels(&[("zone", "a"), ("disk", "ssd")]),
-        resources: model::Resources { nano_cpus: 4_000_000_000, memory_bytes: 8 << 30 },
+        resources: model::Resources {
+            nano_cpus: 4_000_000_000,
+            memory_bytes: 8 << 30,
+            generic: BTreeMap::from([("gpu".to_string(), 2)]),
+        },
         engine_version: "27.3.1".into(),
         updated_at: 1_700_000_000_000,
     }
@@ -125,7 +129,11 @@ pub(super) fn full_template() -> model::TaskTemplate {
         },
         resources: model::ResourceSpec {
             limits: model::ResourceLimits { nano_cpus: 500_000_000, memory_bytes: 256 << 20, pids: 100 },
-            reservations: model::Resources { nano_cpus: 250_000_000, memory_bytes: 128 << 20 },
+            reservations: model::Resources {
+                nano_cpus: 250_000_000,
+                memory_bytes: 128 << 20,
+                generic: BTreeMap::from([("gpu".to_string(), 1)]),
+            },
         },
         configs: vec![model::FileRef {
             source: "site".into(),

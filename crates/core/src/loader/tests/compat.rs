@@ -316,3 +316,25 @@ fn include_is_refused() {
         ]
     );
 }
+
+#[test]
+fn generic_resources_are_reserved_by_kind() {
+    let s = web(&svc(
+        "    deploy:\n      resources:\n        reservations:\n          generic_resources:\n            - discrete_resource_spec: {kind: gpu, value: 2}\n            - discrete_resource_spec: {kind: ssd, value: 1}\n",
+    ));
+    let generic: Vec<(&str, u64)> =
+        s.task.resources.reservations.generic.iter().map(|(k, v)| (k.as_str(), *v)).collect();
+    assert_eq!(generic, [("gpu", 2), ("ssd", 1)]);
+    assert_eq!(
+        errors(&svc(
+            "    deploy:\n      resources:\n        reservations:\n          devices: [{capabilities: [gpu]}]\n          generic_resources:\n            - named_resource_spec: {kind: gpu, value: GPU-1}\n            - discrete_resource_spec: {kind: gpu, value: 0}\n            - discrete_resource_spec: {kind: 'a b', value: 1}\n            - discrete_resource_spec: {value: 1}\n"
+        )),
+        [
+            "stack.yml:7:11: services.web.deploy.resources.reservations.devices: device reservations are not supported yet: the task would start without the devices; reserve a count with generic_resources",
+            "stack.yml:9:15: services.web.deploy.resources.reservations.generic_resources[0].named_resource_spec: named generic resources are not supported for services (as in Swarm): reserve a count with discrete_resource_spec",
+            "stack.yml:10:15: services.web.deploy.resources.reservations.generic_resources[1].discrete_resource_spec: value must be at least 1",
+            "stack.yml:11:15: services.web.deploy.resources.reservations.generic_resources[2].discrete_resource_spec: \"a b\" is not a resource kind: use letters, digits, '-', '_' and '.'",
+            "stack.yml:12:15: services.web.deploy.resources.reservations.generic_resources[3].discrete_resource_spec: needs `kind` and `value`",
+        ]
+    );
+}
