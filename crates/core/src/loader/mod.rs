@@ -49,9 +49,14 @@
 //!    merged in order by compose's rules (later files override; lists such
 //!    as `ports` and `volumes` by identity; `environment` and `labels` by
 //!    key, list or mapping), each value keeping its file and position.
+//!    Then `extends` resolves `extends:`: a service's keys are merged over
+//!    its base's by the same rules (the base may come from another file,
+//!    read through the reader).
 //! 4. **Normalise** (`stack`, `service`, `deploy`, `mounts`, `networks`,
-//!    `objects` for configs and secrets, `envfile` for `env_file:`, `paths`
-//!    for relative paths, `values`): the tree is
+//!    `objects` for configs and secrets, `envfile` for `env_file:` and
+//!    `label_file:`, `compat` for compose-only keys such as `restart`,
+//!    `scale` and `network_mode`, `depends` for `profiles:` and
+//!    `depends_on:`, `paths` for relative paths, `values`): the tree is
 //!    typed by hand into the model, field by field, so that every value has a
 //!    position; short and long syntaxes converge, defaults are applied and
 //!    volume and network names are namespaced (services without `networks:`
