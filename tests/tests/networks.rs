@@ -166,3 +166,43 @@ fn t03_a_missing_external_network_rejects_the_task() {
     let o = std::process::Command::new("docker").args(["network", "inspect", &missing]).output().expect("docker");
     assert!(!o.status.success(), "{missing} was created");
 }
+
+/// `GET /` on 127.0.0.1:`port` from the test process; `None` until it answers.
+fn get_local(port: u16) -> Option<String> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_secs(2)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    s.write_all(b"GET / HTTP/1.0\r\nHost: localhost\r\n\r\n").ok()?;
+    let mut body = String::new();
+    s.read_to_string(&mut body).ok()?;
+    body.split("\r\n\r\n").nth(1).map(|b| b.trim().to_string())
+}
+
+#[test]
+fn t04_network_mode_host_listens_on_the_hosts_network() {
+    if !require_docker() {
+        return;
+    }
+    build_images();
+    let node = Node::init("net4").expect("init");
+    // A port free on this host, for the task to listen on directly.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("free port").port();
+    let file = node.write_stack(
+        "hostnet.yml",
+        &format!(
+            "services:\n  web:\n    image: stackd-test/web:1\n    network_mode: host\n    stop_grace_period: 1s\n    command: [httpd, -f, -p, '127.0.0.1:{port}', -h, /www]\n"
+        ),
+    );
+    node.stackctl(&["deploy", "-c", &file, "hostnet", "--wait", "--timeout", "60s"]);
+    let id = container_of(&node, "hostnet_web");
+    let mode = std::process::Command::new("docker")
+        .args(["inspect", "-f", "{{.HostConfig.NetworkMode}}", &id])
+        .output()
+        .expect("docker inspect");
+    assert_eq!(String::from_utf8_lossy(&mode.stdout).trim(), "host");
+    let page = wait_until(WAIT, "the page on the host's port", || get_local(port));
+    assert_eq!(page, "web 1");
+    // No stack network was created for it.
+    assert!(stack_networks(&node, "hostnet").is_empty());
+    node.stackctl(&["stack", "rm", "hostnet"]);
+}
