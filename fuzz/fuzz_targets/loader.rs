@@ -8,7 +8,10 @@
 //!   `env` part means no `.env` file.
 //!
 //! The caller's environment is a small fixed set of variables, so that
-//! interpolation meets set, empty and unset variables.
+//! interpolation meets set, empty and unset variables. The profile `debug`
+//! is enabled. Files the stack refers to are read from memory: `common.yml`
+//! (for `extends.file`) is the first override part, `web.env` (for
+//! `env_file` and `label_file`) the `.env` part, `secret.txt` a fixed text.
 //!
 //! Checked:
 //! - `load` never panics (nor overflows: run with debug assertions, `-a`),
@@ -23,7 +26,7 @@ use std::collections::BTreeMap;
 
 use libfuzzer_sys::fuzz_target;
 use stackd_core::compose;
-use stackd_core::loader::{LoadOptions, SourceFile, load};
+use stackd_core::loader::{LoadOptions, MemoryFiles, SourceFile, load, load_with};
 
 fn env() -> BTreeMap<String, String> {
     [("A", "1"), ("EMPTY", ""), ("TAG", "1.27"), ("N", "2"), ("HOME", "/root"), ("DOLLAR", "$x"), ("PORT", "8080")]
@@ -42,8 +45,15 @@ fuzz_target!(|data: &[u8]| {
     };
     files
         .extend(parts.enumerate().map(|(i, t)| SourceFile { name: format!("override-{}.yml", i + 1), text: t.into() }));
-    let options = LoadOptions { env: env(), env_file, project_dir: None };
-    let Ok(loaded) = load("fuzz", &files, &options) else { return };
+    let mut reader = BTreeMap::from([("secret.txt".to_string(), b"s3cret".to_vec())]);
+    if let Some(common) = files.get(1) {
+        reader.insert("common.yml".into(), common.text.as_bytes().to_vec());
+    }
+    if let Some(env) = &env_file {
+        reader.insert("web.env".into(), env.text.as_bytes().to_vec());
+    }
+    let options = LoadOptions { env: env(), env_file, project_dir: Some("/srv".into()), profiles: vec!["debug".into()] };
+    let Ok(loaded) = load_with("fuzz", &files, &options, &MemoryFiles(reader)) else { return };
 
     // Round trip: the normalised stack as compose, loaded again.
     let spec = &loaded.spec;
