@@ -87,7 +87,7 @@ fn commands(ops: &[Op]) -> Vec<Command> {
         state.apply(out.len() as u64 + 1, &cmd);
         out.push(cmd);
     };
-    push(&mut state, &mut out, Command::InitCluster { cluster_id: "c".into(), at: 0 });
+    push(&mut state, &mut out, Command::InitCluster { cluster_id: "c".into(), at: 0, security: None, node: None });
     push(&mut state, &mut out, Command::UpsertNode { node: node("n1"), at: 0 });
     push(&mut state, &mut out, Command::UpsertNode { node: node("n2"), at: 0 });
     for op in ops {
