@@ -13,6 +13,8 @@
 //!   [`Plan`](command::Plan) / [`Placement`](command::Placement) values the
 //!   orchestrators and scheduler produce.
 //! - [`state`]: [`ClusterState`] and its deterministic `apply`.
+//! - [`security`]: the CA, join secrets and client tokens kept in the state,
+//!   and what each token role may do.
 //! - [`validate`]: checks every stored stack spec passes.
 //! - [`orchestrator`]: desired services vs existing tasks → a plan
 //!   (replicated and global slots, restarts, rolling updates, history).
@@ -30,8 +32,10 @@ pub mod loader;
 pub mod model;
 pub mod orchestrator;
 pub mod scheduler;
+pub mod security;
 pub mod state;
 pub mod validate;
 
 pub use command::Command;
+pub use security::{ClientToken, Security, TokenRole};
 pub use state::ClusterState;

@@ -35,6 +35,16 @@ pub enum NodeRole {
     Worker,
 }
 
+impl NodeRole {
+    /// `manager` or `worker`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NodeRole::Manager => "manager",
+            NodeRole::Worker => "worker",
+        }
+    }
+}
+
 /// What the operator allows on a node.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -517,10 +527,7 @@ impl Constraint {
         match self.key.as_str() {
             "node.id" => &node.id,
             "node.hostname" => &node.name,
-            "node.role" => match node.role {
-                NodeRole::Manager => "manager",
-                NodeRole::Worker => "worker",
-            },
+            "node.role" => node.role.as_str(),
             // Agents run on Linux only.
             "node.platform.os" => "linux",
             key => key.strip_prefix("node.labels.").and_then(|l| node.labels.get(l)).map_or("", String::as_str),

@@ -13,10 +13,11 @@ use sha2::{Digest, Sha256};
 
 use crate::command::{Command, NewTask, Placement, Plan, TaskStatusUpdate};
 use crate::model::{
-    Blob, DataKind, DesiredState, FileRef, MAX_OBJECT_BYTES, NetworkSpec, Node, NodeId, ObjectSpec, REVISIONS_KEPT,
-    Revision, Service, ServiceId, ServiceSpec, Stack, StackNetwork, StackSpec, StoredObject, Task, TaskId, TaskState,
-    TaskStatus, TaskTemplate, Timestamp, UpdateState, UpdateStatus, digest,
+    Blob, DataKind, DesiredState, FileRef, MAX_OBJECT_BYTES, NetworkSpec, Node, NodeId, NodeRole, NodeState,
+    ObjectSpec, REVISIONS_KEPT, Revision, Service, ServiceId, ServiceSpec, Stack, StackNetwork, StackSpec,
+    StoredObject, Task, TaskId, TaskState, TaskStatus, TaskTemplate, Timestamp, UpdateState, UpdateStatus, digest,
 };
+use crate::security::{ClientToken, Security};
 use crate::validate;
 
 /// Kinds of objects an [`Event`] is about.
@@ -113,7 +114,14 @@ pub struct ClusterState {
     /// Secrets by name.
     #[serde(default)]
     pub secrets: BTreeMap<String, StoredObject>,
+    /// The CA, join secrets and client tokens (empty in a cluster initialised
+    /// before security existed).
+    #[serde(default)]
+    pub security: Security,
 }
+
+/// The error of the tasks that ran on a node when it was removed.
+pub const NODE_REMOVED: &str = "node removed";
 
 /// The networks a deploy of `spec` leaves a stack with, given the stack's
 /// current networks (`old`) and services: the spec's, and, without `prune`,
@@ -210,12 +218,8 @@ impl ClusterState {
     pub fn apply(&mut self, index: u64, cmd: &Command) -> Applied {
         let mut cx = Ctx { index, at: cmd.at(), seq: 0, out: Applied::default() };
         match cmd {
-            Command::InitCluster { cluster_id, .. } => {
-                if self.cluster_id.is_empty() {
-                    self.cluster_id = cluster_id.clone();
-                } else {
-                    cx.out.rejected = Some("the cluster is initialised already".into());
-                }
+            Command::InitCluster { cluster_id, security, node, .. } => {
+                self.init(&mut cx, cluster_id, security.as_ref(), node.as_ref())
             }
             Command::PutStack { spec, prune, .. } => self.put_stack(&mut cx, spec, *prune),
             Command::RemoveStack { name, .. } => self.remove_stack(&mut cx, name),
@@ -247,8 +251,155 @@ impl ClusterState {
                 self.create_object(&mut cx, *kind, name, data, labels)
             }
             Command::RemoveObject { kind, name, .. } => self.remove_object(&mut cx, *kind, name),
+            Command::RotateJoinSecret { role, secret, .. } => match self.security.check_join_secret(*role, secret) {
+                Ok(()) => match role {
+                    NodeRole::Manager => self.security.manager_secret = secret.clone(),
+                    NodeRole::Worker => self.security.worker_secret = secret.clone(),
+                },
+                Err(e) => cx.out.rejected = Some(e.to_string()),
+            },
+            Command::CreateToken { token, .. } => self.create_token(token, &mut cx),
+            Command::RevokeToken { id, .. } => {
+                if self.security.tokens.remove(id).is_none() {
+                    cx.out.rejected = Some(crate::security::SecurityError::UnknownToken(id.clone()).to_string());
+                }
+            }
+            Command::JoinNode { node, .. } => match self.check_new_node(node) {
+                Ok(()) => self.add_node(&mut cx, node),
+                Err(why) => cx.out.rejected = Some(why),
+            },
+            Command::SetNodeRole { id, role, .. } => self.set_node_role(&mut cx, id, *role),
+            Command::RemoveNode { id, .. } => self.remove_node(&mut cx, id),
         }
         cx.out
+    }
+
+    /// `InitCluster`: the cluster's id, and optionally its security state
+    /// and first node. Nothing changes unless all of them are accepted.
+    fn init(&mut self, cx: &mut Ctx, cluster_id: &str, security: Option<&Security>, node: Option<&Node>) {
+        if !self.cluster_id.is_empty() {
+            cx.out.rejected = Some("the cluster is initialised already".into());
+            return;
+        }
+        if let Some(Err(e)) = security.map(Security::validate) {
+            cx.out.rejected = Some(format!("invalid security state: {e}"));
+            return;
+        }
+        if let Some(n) = node {
+            if n.role != NodeRole::Manager {
+                cx.out.rejected = Some(format!("node {} initialises the cluster, so it must be a manager", n.id));
+                return;
+            }
+            if let Err(why) = self.check_new_node(n) {
+                cx.out.rejected = Some(why);
+                return;
+            }
+        }
+        self.cluster_id = cluster_id.to_string();
+        if let Some(security) = security {
+            self.security = security.clone();
+        }
+        if let Some(n) = node {
+            self.add_node(cx, n);
+        }
+    }
+
+    fn create_token(&mut self, token: &ClientToken, cx: &mut Ctx) {
+        match self.security.check_new_token(token) {
+            Ok(()) => {
+                let mut t = token.clone();
+                t.created_at = cx.at;
+                self.security.tokens.insert(t.id.clone(), t);
+            }
+            Err(e) => cx.out.rejected = Some(e.to_string()),
+        }
+    }
+
+    /// Checks a node that joins (or initialises the cluster): a new id, and
+    /// an address for a manager.
+    fn check_new_node(&self, node: &Node) -> Result<(), String> {
+        if node.id.is_empty() {
+            return Err("a node needs an id".into());
+        }
+        if self.nodes.contains_key(&node.id) {
+            return Err(format!("a node with id {} exists already", node.id));
+        }
+        if node.role == NodeRole::Manager && node.addr.is_empty() {
+            return Err(format!("manager {} needs an address the other managers can reach", node.id));
+        }
+        Ok(())
+    }
+
+    /// Adds a checked node; nobody has heard from it yet.
+    fn add_node(&mut self, cx: &mut Ctx, node: &Node) {
+        let mut n = node.clone();
+        n.state = NodeState::Unknown;
+        n.updated_at = cx.at;
+        let msg = format!("joined as {}", n.role.as_str());
+        cx.event(ObjectKind::Node, Action::Create, &n.id, &n.name, "", msg);
+        self.nodes.insert(n.id.clone(), n);
+    }
+
+    /// The nodes whose desired role is manager, but `except`.
+    fn other_managers(&self, except: &str) -> usize {
+        self.nodes.values().filter(|n| n.role == NodeRole::Manager && n.id != except).count()
+    }
+
+    fn set_node_role(&mut self, cx: &mut Ctx, id: &str, role: NodeRole) {
+        let Some(n) = self.nodes.get(id) else {
+            cx.out.rejected = Some(format!("no node {id}"));
+            return;
+        };
+        if n.role == role {
+            return;
+        }
+        if n.role == NodeRole::Manager && self.other_managers(id) == 0 {
+            cx.out.rejected =
+                Some(format!("node {} is the last manager: promote another node before demoting it", n.name));
+            return;
+        }
+        if let Some(n) = self.nodes.get_mut(id) {
+            n.role = role;
+            n.updated_at = cx.at;
+            let (id, name) = (n.id.clone(), n.name.clone());
+            cx.event(ObjectKind::Node, Action::Update, &id, &name, "", format!("role {}", role.as_str()));
+        }
+    }
+
+    /// Removes a node. Its tasks are no longer wanted; those that had not
+    /// ended are marked failed, so the orchestrators fill their slots elsewhere.
+    fn remove_node(&mut self, cx: &mut Ctx, id: &str) {
+        let Some(n) = self.nodes.get(id) else {
+            cx.out.rejected = Some(format!("no node {id}"));
+            return;
+        };
+        if n.role == NodeRole::Manager && self.other_managers(id) == 0 {
+            cx.out.rejected = Some(format!("node {} is the last manager: it cannot be removed", n.name));
+            return;
+        }
+        let Some(n) = self.nodes.remove(id) else { return };
+        for t in self.tasks.values_mut().filter(|t| t.node_id.as_deref() == Some(id)) {
+            let was_wanted = t.desired_state != DesiredState::Shutdown;
+            let was_live = !t.status.state.is_terminal();
+            t.desired_state = DesiredState::Shutdown;
+            if was_live {
+                t.status = TaskStatus {
+                    state: TaskState::Failed,
+                    timestamp: cx.at,
+                    message: NODE_REMOVED.into(),
+                    err: NODE_REMOVED.into(),
+                    container_id: std::mem::take(&mut t.status.container_id),
+                    exit_code: None,
+                    health: String::new(),
+                };
+            }
+            if was_wanted || was_live {
+                let (tid, name, stack) = (t.id.clone(), t.service_name.clone(), t.stack.clone());
+                let msg = if was_live { format!("failed: {NODE_REMOVED}") } else { "desired shutdown".into() };
+                cx.event(ObjectKind::Task, Action::Update, &tid, &name, &stack, msg);
+            }
+        }
+        cx.event(ObjectKind::Node, Action::Remove, &n.id, &n.name, "", String::new());
     }
 
     /// The configs or the secrets.
@@ -759,6 +910,10 @@ impl ClusterState {
 
     fn update_status(&mut self, cx: &mut Ctx, updates: &[TaskStatusUpdate]) {
         for u in updates {
+            // A removed node's reports change nothing: its tasks ended with it.
+            if !self.nodes.contains_key(&u.node_id) {
+                continue;
+            }
             let Some(t) = self.tasks.get_mut(&u.task_id) else { continue };
             if t.node_id.as_deref() != Some(u.node_id.as_str()) {
                 continue;
@@ -788,5 +943,33 @@ impl ClusterState {
                 cx.event(ObjectKind::Task, Action::Update, &id, &name, &stack, msg);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Snapshots and Raft logs written before security existed still decode:
+    /// an empty security state, and an `InitCluster` without CA or node.
+    #[test]
+    fn states_and_commands_written_before_security_still_decode() {
+        let old = r#"{"cluster_id":"c","nodes":{},"stacks":{},"services":{},"tasks":{},"configs":{},"secrets":{}}"#;
+        let s: ClusterState = serde_json::from_str(old).expect("an old state decodes");
+        assert_eq!(s.security, Security::default());
+        assert!(!s.security.has_ca());
+        assert_eq!(s.cluster_id, "c");
+        // Older still: before configs and secrets.
+        let older = r#"{"cluster_id":"c","nodes":{},"stacks":{},"services":{},"tasks":{}}"#;
+        let s: ClusterState = serde_json::from_str(older).expect("an older state decodes");
+        assert_eq!(s, ClusterState { cluster_id: "c".into(), ..ClusterState::default() });
+
+        let cmd: Command =
+            serde_json::from_str(r#"{"type":"init_cluster","cluster_id":"c","at":7}"#).expect("an old init decodes");
+        assert_eq!(cmd, Command::InitCluster { cluster_id: "c".into(), at: 7, security: None, node: None });
+        let mut s = ClusterState::default();
+        assert_eq!(s.apply(1, &cmd).rejected, None);
+        assert_eq!((s.cluster_id.as_str(), s.nodes.len()), ("c", 0));
+        assert_eq!(s.security, Security::default());
     }
 }

@@ -1,11 +1,13 @@
 //! Property tests of the replicated state machine's `apply`.
 
+use std::collections::{BTreeMap, BTreeSet};
+
 use proptest::prelude::*;
-use stackd_core::ClusterState;
 use stackd_core::command::{Command, TaskStatusUpdate};
 use stackd_core::model::*;
 use stackd_core::orchestrator::orchestrate;
 use stackd_core::scheduler::{Scheduler, SpreadScheduler};
+use stackd_core::{ClientToken, ClusterState, Security, TokenRole};
 
 fn node(id: &str) -> Node {
     Node {
@@ -19,6 +21,34 @@ fn node(id: &str) -> Node {
         resources: Resources::default(),
         engine_version: String::new(),
         updated_at: 0,
+    }
+}
+
+/// Nodes the operations join, make ready, promote, demote and remove.
+const NODES: [&str; 5] = ["n1", "n2", "j0", "j1", "j2"];
+/// Names the operations give tokens (some collide).
+const TOKEN_NAMES: [&str; 4] = ["ci", "deploy", "look", "bad name"];
+/// The id of the admin token made at init; the operations never revoke it.
+const ADMIN_ID: &str = "00000000000000ad";
+
+fn token(id: &str, name: &str, role: TokenRole, stacks: &[&str]) -> ClientToken {
+    ClientToken {
+        id: id.into(),
+        name: name.into(),
+        role,
+        stacks: stacks.iter().map(|s| s.to_string()).collect(),
+        secret_sha256: digest(id.as_bytes()),
+        created_at: 0,
+    }
+}
+
+fn security() -> Security {
+    Security {
+        ca_cert_pem: "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n".into(),
+        ca_key_pem: Blob(b"ca key".to_vec()),
+        manager_secret: Blob(vec![1; 16]),
+        worker_secret: Blob(vec![2; 16]),
+        tokens: BTreeMap::from([(ADMIN_ID.to_string(), token(ADMIN_ID, "admin", TokenRole::Admin, &[]))]),
     }
 }
 
@@ -48,6 +78,13 @@ enum Op {
     Report { pick: prop::sample::Index, state: u8, exit: i64 },
     Tick(u64),
     Drain(bool),
+    Join { node: u8, manager: bool },
+    Ready(u8),
+    SetRole { node: u8, manager: bool },
+    RemoveNode(u8),
+    CreateToken { id: u8, name: u8, role: u8 },
+    RevokeToken(u8),
+    Rotate { manager: bool, byte: u8 },
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -61,7 +98,18 @@ fn op() -> impl Strategy<Value = Op> {
         }),
         (0u64..20_000).prop_map(Op::Tick),
         any::<bool>().prop_map(Op::Drain),
+        (2u8..5, any::<bool>()).prop_map(|(node, manager)| Op::Join { node, manager }),
+        (0u8..5).prop_map(Op::Ready),
+        (0u8..5, any::<bool>()).prop_map(|(node, manager)| Op::SetRole { node, manager }),
+        (0u8..5).prop_map(Op::RemoveNode),
+        (0u8..4, 0u8..4, 0u8..3).prop_map(|(id, name, role)| Op::CreateToken { id, name, role }),
+        (0u8..4).prop_map(Op::RevokeToken),
+        (any::<bool>(), 0u8..4).prop_map(|(manager, byte)| Op::Rotate { manager, byte }),
     ]
+}
+
+fn role(manager: bool) -> NodeRole {
+    if manager { NodeRole::Manager } else { NodeRole::Worker }
 }
 
 const STATES: [TaskState; 11] = [
@@ -87,7 +135,13 @@ fn commands(ops: &[Op]) -> Vec<Command> {
         state.apply(out.len() as u64 + 1, &cmd);
         out.push(cmd);
     };
-    push(&mut state, &mut out, Command::InitCluster { cluster_id: "c".into(), at: 0 });
+    let init = Command::InitCluster {
+        cluster_id: "c".into(),
+        at: 0,
+        security: Some(security()),
+        node: Some(Node { addr: "m0:4280".into(), ..node("m0") }),
+    };
+    push(&mut state, &mut out, init);
     push(&mut state, &mut out, Command::UpsertNode { node: node("n1"), at: 0 });
     push(&mut state, &mut out, Command::UpsertNode { node: node("n2"), at: 0 });
     for op in ops {
@@ -131,6 +185,31 @@ fn commands(ops: &[Op]) -> Vec<Command> {
                 availability: if *on { Availability::Drain } else { Availability::Active },
                 at: now,
             },
+            Op::Join { node: n, manager } => {
+                let id = NODES[*n as usize];
+                Command::JoinNode {
+                    node: Node { addr: format!("{id}:4280"), role: role(*manager), ..node(id) },
+                    at: now,
+                }
+            }
+            Op::Ready(n) => Command::SetNodeState { id: NODES[*n as usize].into(), state: NodeState::Ready, at: now },
+            Op::SetRole { node: n, manager } => {
+                Command::SetNodeRole { id: NODES[*n as usize].into(), role: role(*manager), at: now }
+            }
+            Op::RemoveNode(n) => Command::RemoveNode { id: NODES[*n as usize].into(), at: now },
+            Op::CreateToken { id, name, role } => {
+                let (role, stacks): (TokenRole, &[&str]) = match role {
+                    0 => (TokenRole::Admin, &[]),
+                    1 => (TokenRole::Deployer, &["app"]),
+                    _ => (TokenRole::Viewer, &[]),
+                };
+                let t = token(&format!("{id:016x}"), TOKEN_NAMES[*name as usize], role, stacks);
+                Command::CreateToken { token: t, at: now }
+            }
+            Op::RevokeToken(id) => Command::RevokeToken { id: format!("{id:016x}"), at: now },
+            Op::Rotate { manager, byte } => {
+                Command::RotateJoinSecret { role: role(*manager), secret: Blob(vec![*byte; 16]), at: now }
+            }
         };
         push(&mut state, &mut out, cmd);
         let plan = orchestrate(&state, now).plan;
@@ -207,20 +286,70 @@ proptest! {
 
     /// A refused command changes nothing.
     #[test]
-    fn refused_commands_change_nothing(ops in proptest::collection::vec(op(), 0..30), bad in 0u8..3) {
+    fn refused_commands_change_nothing(ops in proptest::collection::vec(op(), 0..30), bad in 0u8..13) {
         let cmds = commands(&ops);
         let mut s = ClusterState::default();
         for (i, c) in cmds.iter().enumerate() {
             s.apply(i as u64 + 1, c);
         }
         let before = s.clone();
+        // Some node always exists: the last manager can be neither removed nor demoted.
+        let existing = s.nodes.values().next().cloned().expect("a node");
+        let unknown_token = "ffffffffffffffff";
         let cmd = match bad {
             0 => Command::PutStack { spec: stack(1, "", "app"), prune: true, at: 5 },
             1 => Command::PutStack { spec: stack(1, "web:1", "bad name!"), prune: false, at: 5 },
-            _ => Command::RemoveStack { name: "no-such-stack".into(), at: 5 },
+            2 => Command::RemoveStack { name: "no-such-stack".into(), at: 5 },
+            3 => Command::JoinNode { node: Node { role: NodeRole::Worker, ..existing }, at: 5 },
+            4 => Command::CreateToken { token: token(ADMIN_ID, "fresh", TokenRole::Viewer, &[]), at: 5 },
+            5 => Command::CreateToken { token: token(unknown_token, "admin", TokenRole::Viewer, &[]), at: 5 },
+            6 => Command::CreateToken { token: token(unknown_token, "bad name", TokenRole::Viewer, &[]), at: 5 },
+            7 => Command::RevokeToken { id: unknown_token.into(), at: 5 },
+            8 => Command::RemoveNode { id: "no-such-node".into(), at: 5 },
+            9 => Command::SetNodeRole { id: "no-such-node".into(), role: NodeRole::Manager, at: 5 },
+            10 => Command::RotateJoinSecret { role: NodeRole::Worker, secret: Blob(vec![9; 15]), at: 5 },
+            11 => Command::InitCluster { cluster_id: "d".into(), at: 5, security: Some(security()), node: None },
+            _ => {
+                // The last manager can be neither demoted nor removed.
+                let managers: Vec<&Node> = s.nodes.values().filter(|n| n.role == NodeRole::Manager).collect();
+                prop_assert!(!managers.is_empty());
+                if managers.len() > 1 {
+                    return Ok(());
+                }
+                Command::RemoveNode { id: managers[0].id.clone(), at: 5 }
+            }
         };
         let r = s.apply(cmds.len() as u64 + 1, &cmd);
-        prop_assert!(r.rejected.is_some());
+        prop_assert!(r.rejected.is_some(), "{:?} was accepted", cmd);
+        prop_assert!(r.events.is_empty());
         prop_assert_eq!(before, s);
+    }
+
+    /// Membership and security invariants: some node is a manager; no task
+    /// is wanted on a node that is gone; tokens are filed under their ids
+    /// with distinct names; the join secrets differ.
+    #[test]
+    fn membership_and_security_invariants_hold(ops in proptest::collection::vec(op(), 0..60)) {
+        let cmds = commands(&ops);
+        let mut s = ClusterState::default();
+        for (i, c) in cmds.iter().enumerate() {
+            s.apply(i as u64 + 1, c);
+            prop_assert!(s.nodes.values().any(|n| n.role == NodeRole::Manager), "no manager left");
+            for t in s.tasks.values() {
+                if let Some(n) = &t.node_id && !s.nodes.contains_key(n) {
+                    prop_assert_eq!(t.desired_state, DesiredState::Shutdown, "task {} wanted on removed node {}", t.id, n);
+                    prop_assert!(t.status.state.is_terminal(), "task {} live on removed node {}", t.id, n);
+                }
+            }
+            let mut names = BTreeSet::new();
+            for (id, t) in &s.security.tokens {
+                prop_assert_eq!(id, &t.id);
+                prop_assert!(names.insert(t.name.clone()), "two tokens named {}", t.name);
+                prop_assert!(t.validate().is_ok());
+            }
+            prop_assert!(s.security.tokens.contains_key(ADMIN_ID));
+            prop_assert_ne!(&s.security.manager_secret, &s.security.worker_secret);
+            prop_assert_eq!(s.security.validate(), Ok(()));
+        }
     }
 }

@@ -58,7 +58,7 @@ fn stack(name: &str, secrets: &[(&str, ObjectSpec)]) -> StackSpec {
 
 fn cluster() -> (ClusterState, u64) {
     let mut s = ClusterState::default();
-    s.apply(1, &Command::InitCluster { cluster_id: "c".into(), at: 1 });
+    s.apply(1, &Command::InitCluster { cluster_id: "c".into(), at: 1, security: None, node: None });
     (s, 1)
 }
 

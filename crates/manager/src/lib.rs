@@ -90,7 +90,13 @@ impl Manager {
         raft.wait_for_leader(Duration::from_secs(30)).await?;
         let needs_init = raft.shared().read(|s| s.cluster_id.is_empty());
         if needs_init && raft.status().is_leader {
-            raft.propose(Command::InitCluster { cluster_id: config.identity.cluster_id.clone(), at: now_ms() }).await?;
+            raft.propose(Command::InitCluster {
+                cluster_id: config.identity.cluster_id.clone(),
+                at: now_ms(),
+                security: None,
+                node: None,
+            })
+            .await?;
         }
         let (stop, stop_rx) = watch::channel(false);
         tokio::spawn(controller::run(raft.clone(), stop_rx.clone()));

@@ -243,7 +243,7 @@ fn service(
         }
         trim_history(svc, tasks, out);
     }
-    update::step(svc, slots, wanted, &dirty, now, out);
+    update::step(state, svc, slots, wanted, &dirty, now, out);
 }
 
 /// Whether a global task on this node stays although its slot is no longer

@@ -44,7 +44,7 @@ pub(crate) fn node(id: &str) -> Node {
 impl Sim {
     pub fn new(nodes: &[&str]) -> Self {
         let mut s = Sim { state: ClusterState::default(), index: 0, now: 1_000_000 };
-        s.apply(Command::InitCluster { cluster_id: "c".into(), at: 0 });
+        s.apply(Command::InitCluster { cluster_id: "c".into(), at: 0, security: None, node: None });
         for n in nodes {
             s.apply(Command::UpsertNode { node: node(n), at: 0 });
         }
@@ -1209,6 +1209,123 @@ mod jobs {
         assert_eq!(running.len(), 2);
         assert!(running.iter().all(|t| t.node_id.as_deref() == Some("n2")));
         complete_all(&mut sim, "app_migrate");
+        sim.settle();
+        assert_eq!(sim.service("app_migrate").update.state, UpdateState::Completed);
+    }
+}
+
+/// `RemoveNode`: the removed node's tasks are marked failed and no longer
+/// wanted, and the orchestrators fill their slots on the other nodes.
+mod node_removal {
+    use super::*;
+    use crate::state::NODE_REMOVED;
+
+    fn remove(sim: &mut Sim, id: &str) {
+        let r = sim.apply(Command::RemoveNode { id: id.into(), at: sim.now });
+        assert_eq!(r.rejected, None);
+    }
+
+    fn on_node<'a>(sim: &'a Sim, service: &str, node: &str) -> Vec<&'a Task> {
+        let id = sim.service(service).id.as_str();
+        sim.state.tasks_of(id).filter(|t| t.node_id.as_deref() == Some(node)).collect()
+    }
+
+    #[test]
+    fn a_removed_nodes_replicas_are_replaced_on_the_other_nodes_at_once() {
+        let mut sim = Sim::new(&["n1", "n2", "n3"]);
+        sim.converge(vec![spec("web", 3, "web:1")]);
+        let lost: Vec<(String, u64)> = on_node(&sim, "app_web", "n2").iter().map(|t| (t.id.clone(), t.slot)).collect();
+        assert_eq!(lost.len(), 1, "spread puts one replica on each node");
+        remove(&mut sim, "n2");
+        assert!(!sim.state.nodes.contains_key("n2"));
+        let (id, slot) = &lost[0];
+        let t = &sim.state.tasks[id];
+        assert_eq!(t.status.state, TaskState::Failed);
+        assert_eq!(t.status.err, NODE_REMOVED);
+        assert_eq!(t.desired_state, DesiredState::Shutdown);
+        // The slot fills at once: the restart delay is for tasks that died on their own.
+        let o = sim.round();
+        assert_eq!(o.plan.create.len(), 1, "{:?}", o.plan);
+        assert_eq!(o.plan.create[0].slot, *slot);
+        sim.agent();
+        sim.settle();
+        let running = sim.running("app_web");
+        assert_eq!(running.len(), 3);
+        assert!(running.iter().all(|t| matches!(t.node_id.as_deref(), Some("n1" | "n3"))));
+        let mut slots: Vec<u64> = running.iter().map(|t| t.slot).collect();
+        slots.sort();
+        assert_eq!(slots, vec![1, 2, 3]);
+        // The lost task stays as history; nothing is wanted on the removed node.
+        assert!(on_node(&sim, "app_web", "n2").iter().all(|t| t.desired_state == DesiredState::Shutdown));
+        assert_eq!(sim.service("app_web").update.state, UpdateState::Completed);
+    }
+
+    #[test]
+    fn a_node_removed_during_a_rollout_is_no_failure_of_the_new_spec() {
+        let mut sim = Sim::new(&["n1", "n2"]);
+        let mut s = spec("web", 2, "web:1");
+        s.update.failure_action = FailureAction::Rollback;
+        sim.converge(vec![s.clone()]);
+        s.task.image = "web:2".into();
+        sim.deploy(vec![s]);
+        // Stop-first, parallelism 1: the first slot gets its web:2 task.
+        sim.settle();
+        sim.agent();
+        sim.settle();
+        sim.agent();
+        let new = sim.running("app_web").into_iter().find(|t| t.template.image == "web:2").expect("a web:2 task");
+        let node = new.node_id.clone().expect("placed");
+        remove(&mut sim, &node);
+        for _ in 0..6 {
+            sim.settle();
+            sim.agent();
+            sim.now += 1_000;
+            let state = sim.service("app_web").update.state;
+            assert!(matches!(state, UpdateState::Updating | UpdateState::Completed), "{state:?}");
+        }
+        sim.now += 10_000;
+        sim.settle();
+        let svc = sim.service("app_web");
+        assert_eq!(svc.update.state, UpdateState::Completed);
+        assert_eq!(svc.revision, 2);
+        let running = sim.running("app_web");
+        assert_eq!(running.len(), 2);
+        assert!(running.iter().all(|t| t.template.image == "web:2" && t.node_id.as_deref() != Some(&node)));
+    }
+
+    #[test]
+    fn a_global_task_on_a_removed_node_goes_away() {
+        let mut sim = Sim::new(&["n1", "n2"]);
+        let mut s = spec("agent", 0, "agent:1");
+        s.mode = ServiceMode::Global;
+        sim.converge(vec![s]);
+        remove(&mut sim, "n2");
+        sim.settle();
+        sim.agent();
+        sim.settle();
+        let svc = sim.service("app_agent").id.clone();
+        let nodes: Vec<Option<String>> = sim.state.tasks_of(&svc).map(|t| t.node_id.clone()).collect();
+        assert_eq!(nodes, vec![Some("n1".to_string())], "the removed node's task is deleted");
+    }
+
+    #[test]
+    fn an_unfinished_job_task_on_a_removed_node_runs_again_elsewhere() {
+        let mut sim = Sim::new(&["n1", "n2"]);
+        let mut s = spec("migrate", 0, "migrate:1");
+        s.mode = ServiceMode::ReplicatedJob { replicas: 2, max_concurrent: 0 };
+        s.restart.condition = RestartCondition::OnFailure;
+        sim.deploy(vec![s]);
+        sim.settle();
+        sim.agent();
+        remove(&mut sim, "n1");
+        sim.settle();
+        sim.agent();
+        let running = sim.running("app_migrate");
+        assert_eq!(running.len(), 2);
+        assert!(running.iter().all(|t| t.node_id.as_deref() == Some("n2")));
+        for id in running.iter().map(|t| t.id.clone()).collect::<Vec<_>>() {
+            sim.report(&id, TaskState::Complete, Some(0));
+        }
         sim.settle();
         assert_eq!(sim.service("app_migrate").update.state, UpdateState::Completed);
     }

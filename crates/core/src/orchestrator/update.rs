@@ -13,14 +13,19 @@ use super::{Orchestration, SlotKey, describe_failure, new_task};
 use crate::model::{
     DesiredState, FailureAction, Service, Task, TaskState, Timestamp, UpdateOrder, UpdateState, UpdateStatus,
 };
+use crate::state::ClusterState;
 
-/// Whether a task ended in a way that counts as an update failure.
-fn failed(t: &Task) -> bool {
+/// Whether a task ended in a way that counts as an update failure. A task
+/// lost with its node (removed from the cluster) says nothing of the spec.
+fn failed(state: &ClusterState, t: &Task) -> bool {
+    let lost_with_node = t.node_id.as_ref().is_some_and(|n| !state.nodes.contains_key(n));
     matches!(t.status.state, TaskState::Failed | TaskState::Rejected | TaskState::Orphaned | TaskState::Complete)
+        && !lost_with_node
 }
 
 /// One step of the rollout of `svc`'s current revision.
 pub(super) fn step(
+    state: &ClusterState,
     svc: &Service,
     slots: &BTreeMap<SlotKey, Vec<&Task>>,
     wanted: &[SlotKey],
@@ -40,7 +45,7 @@ pub(super) fn step(
 
     // Failures of the new template since the rollout started.
     let failures: Vec<&Task> =
-        wanted_tasks().filter(|t| current(t) && failed(t) && t.status.timestamp >= status.started_at).collect();
+        wanted_tasks().filter(|t| current(t) && failed(state, t) && t.status.timestamp >= status.started_at).collect();
     let total = wanted.len().max(1) as f64;
     if !failures.is_empty() && failures.len() as f64 > policy.max_failure_ratio * total {
         let why = describe_failure(failures[0]);
