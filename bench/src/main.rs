@@ -164,7 +164,7 @@ async fn raft_bench(args: RaftArgs) -> Result<()> {
     let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
     let clients: Vec<String> = args.clients.iter().map(|c| c.to_string()).collect();
     let body = format!(
-        "Command: `bash bench/run.sh raft` (`stackd-bench raft --clients {} --ops {} --warmup {} --value-len {}`), \
+        "Command: `bash bench/run.sh raft` (`stackd-bench raft --clients {} --ops {} --warmup {} --value-len {}`), release build, \
          {cpus} cores, one machine, every member on 127.0.0.1 with its data dir in the temp dir. \
          Each run: {} unmeasured writes, then {} measured writes of a {}-byte value under a fresh key, \
          from N concurrent clients, round-robin over the 3 members (writes to a follower are forwarded to the leader). \
