@@ -1,11 +1,22 @@
 #!/usr/bin/env bash
 # Runs a benchmark and writes its results into docs/benchmarks.md.
-#   bash bench/run.sh deploy [stackd-bench options]
+#   bash bench/run.sh deploy [stackd-bench deploy options]
+#   bash bench/run.sh raft   [stackd-bench raft options]
+# Honours CARGO_TARGET_DIR.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 what=${1:-deploy}; shift || true
-cargo build --release --quiet -p stackd -p stackd-cli -p stackd-bench
+target=${CARGO_TARGET_DIR:-target}
 case "$what" in
-  deploy) exec target/release/stackd-bench "$@" ;;
-  *) echo "unknown benchmark $what (known: deploy)" >&2; exit 1 ;;
+  deploy)
+    cargo build --release --quiet -p stackd -p stackd-cli -p stackd-bench
+    exec "$target/release/stackd-bench" deploy "$@" ;;
+  raft)
+    # The etcd contender: Debian's etcd-server (3.4), installed when missing.
+    command -v etcd >/dev/null || [ -x /usr/bin/etcd ] || {
+      apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y etcd-server
+    }
+    cargo build --release --quiet -p stackd-bench
+    exec "$target/release/stackd-bench" raft "$@" ;;
+  *) echo "unknown benchmark $what (known: deploy, raft)" >&2; exit 1 ;;
 esac

@@ -8,26 +8,52 @@
 //! contenders; the report gives medians and ratios, and is written between
 //! markers in docs/benchmarks.md with the command that produced it.
 //!
+//! `raft`: replicated writes per second and their latency (p50, p99) with 1
+//! and 64 concurrent clients, round-robin over three members — etcd 3.4 today,
+//! stackd's three managers once they form a cluster (see [`raft::Contender`]).
+//!
 //! # Layout
 //!
-//! - `main.rs`: arguments, the rounds, the report.
+//! - `main.rs`: arguments (one subcommand per benchmark), the rounds, the
+//!   reports and the sections of docs/benchmarks.md.
 //! - `raw.rs`: the raw Docker API contender (bollard).
 //! - `stackd.rs`: a stackd node as a process, and its memory.
 //! - `swarm.rs`: Docker Swarm on the same engine.
+//! - `raft.rs`: the write-load harness ([`raft::run_load`]) and the
+//!   [`raft::Contender`]s of the Raft benchmark.
+//! - `etcd.rs`: three etcd members as processes, and a minimal `KV.Put`
+//!   client generated from `bench/proto/etcd.proto` (build.rs, protox).
 
+mod etcd;
+mod raft;
 mod raw;
 mod stackd;
 mod swarm;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use clap::Parser;
+use clap::{Parser, Subcommand};
 
-/// Benchmarks stackd against the raw Docker API and Docker Swarm.
+/// Benchmarks stackd against its anchors.
 #[derive(Parser)]
-struct Args {
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Deploy time against the raw Docker API and Docker Swarm.
+    Deploy(DeployArgs),
+    /// Replicated write throughput and latency against etcd.
+    Raft(RaftArgs),
+}
+
+/// Options of `deploy`.
+#[derive(clap::Args)]
+struct DeployArgs {
     /// Replicas to deploy.
     #[arg(long, default_value_t = 30)]
     replicas: usize,
@@ -37,6 +63,26 @@ struct Args {
     /// Skip Docker Swarm.
     #[arg(long)]
     no_swarm: bool,
+    /// Where to write the report (between its markers).
+    #[arg(long, default_value = "docs/benchmarks.md")]
+    out: PathBuf,
+}
+
+/// Options of `raft`.
+#[derive(clap::Args)]
+struct RaftArgs {
+    /// Concurrent client counts, one run each.
+    #[arg(long, value_delimiter = ',', default_value = "1,64")]
+    clients: Vec<usize>,
+    /// Measured writes per run.
+    #[arg(long, default_value_t = 3000)]
+    ops: usize,
+    /// Unmeasured writes before each run.
+    #[arg(long, default_value_t = 200)]
+    warmup: usize,
+    /// Bytes per value.
+    #[arg(long, default_value_t = 128)]
+    value_len: usize,
     /// Where to write the report (between its markers).
     #[arg(long, default_value = "docs/benchmarks.md")]
     out: PathBuf,
@@ -56,7 +102,7 @@ fn fmt_s(v: &[f64]) -> String {
 }
 
 /// Replaces the text between `<!-- bench:NAME -->` and `<!-- /bench:NAME -->`.
-fn write_section(path: &PathBuf, name: &str, body: &str) -> Result<()> {
+fn write_section(path: &Path, name: &str, body: &str) -> Result<()> {
     let start = format!("<!-- bench:{name} -->");
     let end = format!("<!-- /bench:{name} -->");
     let text = std::fs::read_to_string(path).unwrap_or_else(|_| "# Benchmarks\n".to_string());
@@ -70,9 +116,84 @@ fn write_section(path: &PathBuf, name: &str, body: &str) -> Result<()> {
 
 #[tokio::main]
 async fn main() -> Result<()> {
-    let args = Args::parse();
+    let cli = Cli::parse();
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
-    std::env::set_current_dir(&root)?;
+    std::env::set_current_dir(&root).with_context(|| format!("cd {}", root.display()))?;
+    match cli.cmd {
+        Cmd::Deploy(args) => deploy_bench(args).await,
+        Cmd::Raft(args) => raft_bench(args).await,
+    }
+}
+
+/// The Raft benchmark: every contender at every client count, one table.
+async fn raft_bench(args: RaftArgs) -> Result<()> {
+    let etcd_version = etcd::version()?;
+    let mut contenders = Vec::new();
+    eprintln!("starting 3 etcd members");
+    contenders.push(raft::Contender::Etcd(etcd::Cluster::start(3).await?));
+    // The stackd contender (3 managers, CreateObject) joins `contenders` here.
+
+    let mut rows = String::new();
+    let mut run = 0;
+    for c in &contenders {
+        for &clients in &args.clients {
+            run += 1;
+            eprintln!("{}: {clients} client(s), {} writes after {} warm-up", c.name(), args.ops, args.warmup);
+            let op = c.op(run, args.value_len);
+            let r = raft::run_load(move |i| op(i), clients, args.ops, args.warmup).await;
+            eprintln!(
+                "  {:.0} ops/s, p50 {:.2} ms, p99 {:.2} ms, {} errors",
+                r.ops_per_sec,
+                ms(r.p50),
+                ms(r.p99),
+                r.errors
+            );
+            rows.push_str(&format!(
+                "| {} | {} | {clients} | {:.0} | {:.2} | {:.2} | {} |\n",
+                c.name(),
+                c.op_description(),
+                r.ops_per_sec,
+                ms(r.p50),
+                ms(r.p99),
+                r.errors
+            ));
+        }
+    }
+    drop(contenders);
+
+    let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
+    let clients: Vec<String> = args.clients.iter().map(|c| c.to_string()).collect();
+    let body = format!(
+        "Command: `bash bench/run.sh raft` (`stackd-bench raft --clients {} --ops {} --warmup {} --value-len {}`), release build, \
+         {cpus} cores, one machine, every member on 127.0.0.1 with its data dir in the temp dir. \
+         Each run: {} unmeasured writes, then {} measured writes of a {}-byte value under a fresh key, \
+         from N concurrent clients, round-robin over the 3 members (writes to a follower are forwarded to the leader). \
+         Contenders run in the same invocation, one after the other.\n\n\
+         | contender | write | clients | writes/s | p50 (ms) | p99 (ms) | errors |\n|---|---|---|---|---|---|---|\n\
+         {rows}\n\
+         etcd {etcd_version} (Debian's etcd-server), 3 members, its defaults (fsync per commit), plaintext. \
+         stackd: not measured yet — its contender (3 managers `--no-agent`, `CreateObject` over TLS) plugs in \
+         once managers form a cluster (issue 4).",
+        clients.join(","),
+        args.ops,
+        args.warmup,
+        args.value_len,
+        args.warmup,
+        args.ops,
+        args.value_len,
+    );
+    println!("{body}");
+    write_section(&args.out, "raft", &body)?;
+    eprintln!("wrote {}", args.out.display());
+    Ok(())
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+/// The deploy benchmark.
+async fn deploy_bench(args: DeployArgs) -> Result<()> {
     let status = std::process::Command::new("bash").arg("tests/images/build.sh").status()?;
     anyhow::ensure!(status.success(), "tests/images/build.sh failed");
     let image = "stackd-test/web:1";
@@ -119,7 +240,7 @@ async fn main() -> Result<()> {
     let m_rss = median(&mut loaded_rss.clone()) / 1024.0;
     let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
     let mut body = format!(
-        "Command: `bash bench/run.sh deploy` (`stackd-bench --replicas {n} --rounds {}`), release build, \
+        "Command: `bash bench/run.sh deploy` (`stackd-bench deploy --replicas {n} --rounds {}`), release build, \
          {cpus} cores, Docker {engine}, image `{image}`. Each round deploys {n} replicas and removes them; \
          the contenders alternate within a round.\n\n\
          | contender | what is timed | median (s) | ratio to raw | rounds (s) |\n|---|---|---|---|---|\n\

@@ -9,6 +9,9 @@
 //!   and commands run inside a container.
 //! - [`require_docker`] / [`build_images`]: preconditions. With `CI=true` a
 //!   missing engine fails the test instead of skipping it.
+//! - [`netns`]: a bridge and one network namespace per node, to run
+//!   processes on their own addresses and cut a node off the network and
+//!   heal it (partition tests; root only).
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -16,6 +19,8 @@ use std::sync::Once;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
+
+pub mod netns;
 
 /// The directory of the workspace's built binaries (`target/debug`).
 pub fn bin_dir() -> PathBuf {

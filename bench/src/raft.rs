@@ -1,0 +1,198 @@
+//! The Raft write benchmark: the same load against each contender — N
+//! concurrent clients, a fixed number of writes after a warm-up, round-robin
+//! over the three members — reporting throughput and latency percentiles.
+//!
+//! Contenders: etcd 3.4 (three members, `Put`), and stackd (three managers,
+//! `CreateObject`), which plugs into [`Contender`] once managers can form a
+//! cluster (issue 4, step 9).
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::Result;
+
+use crate::etcd;
+
+/// What one load run measured.
+#[derive(Debug, Clone)]
+pub struct LoadResult {
+    /// Successful operations per second over the measured phase.
+    pub ops_per_sec: f64,
+    /// Median latency of the successful operations.
+    pub p50: Duration,
+    /// 99th percentile latency of the successful operations.
+    pub p99: Duration,
+    /// Operations that failed (measured phase only).
+    pub errors: usize,
+}
+
+/// Runs `warmup` then `ops` calls of `op(i)` (`i` counts from 0 over both
+/// phases, so every call gets its own index) with `clients` concurrent
+/// callers; only the second phase is measured.
+pub async fn run_load<F, Fut>(op: F, clients: usize, ops: usize, warmup: usize) -> LoadResult
+where
+    F: Fn(usize) -> Fut + Clone + Send + 'static,
+    Fut: Future<Output = Result<()>> + Send + 'static,
+{
+    let clients = clients.max(1);
+    phase(op.clone(), clients, 0, warmup).await;
+    let start = Instant::now();
+    let (mut lat, errors) = phase(op, clients, warmup, ops).await;
+    let elapsed = start.elapsed().as_secs_f64();
+    lat.sort();
+    LoadResult {
+        ops_per_sec: if elapsed > 0.0 { lat.len() as f64 / elapsed } else { 0.0 },
+        p50: percentile(&lat, 0.50),
+        p99: percentile(&lat, 0.99),
+        errors,
+    }
+}
+
+/// Calls `op(first..first + count)` from `clients` tasks that each take the
+/// next index; returns the latencies of the successes and the error count.
+async fn phase<F, Fut>(op: F, clients: usize, first: usize, count: usize) -> (Vec<Duration>, usize)
+where
+    F: Fn(usize) -> Fut + Clone + Send + 'static,
+    Fut: Future<Output = Result<()>> + Send + 'static,
+{
+    let next = Arc::new(AtomicUsize::new(first));
+    let end = first + count;
+    let mut tasks = Vec::new();
+    for _ in 0..clients {
+        let (op, next) = (op.clone(), next.clone());
+        tasks.push(tokio::spawn(async move {
+            let (mut lat, mut errors, mut first_error) = (Vec::new(), 0usize, None);
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= end {
+                    break;
+                }
+                let t = Instant::now();
+                match op(i).await {
+                    Ok(()) => lat.push(t.elapsed()),
+                    Err(e) => {
+                        errors += 1;
+                        first_error.get_or_insert(e);
+                    }
+                }
+            }
+            (lat, errors, first_error)
+        }));
+    }
+    let (mut lat, mut errors) = (Vec::with_capacity(count), 0);
+    for t in tasks {
+        match t.await {
+            Ok((l, e, first_error)) => {
+                lat.extend(l);
+                errors += e;
+                if let Some(err) = first_error {
+                    eprintln!("    a client saw {e} error(s), the first: {err:#}");
+                }
+            }
+            Err(join) => {
+                eprintln!("    a client task failed: {join}");
+                errors += 1;
+            }
+        }
+    }
+    (lat, errors)
+}
+
+/// The `q` quantile of sorted latencies (nearest rank); zero when empty.
+fn percentile(sorted: &[Duration], q: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let rank = ((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
+    sorted[rank - 1]
+}
+
+/// A boxed write operation: `op(i)` writes the i-th value.
+pub type OpFuture = Pin<Box<dyn Future<Output = Result<()>> + Send>>;
+
+/// A write operation shared by all clients of a run.
+pub type Op = Arc<dyn Fn(usize) -> OpFuture + Send + Sync>;
+
+/// A replicated store under test: three members that each accept writes.
+///
+/// THE STACKD CONTENDER PLUGS IN HERE: add `Stackd(crate::cluster::Cluster)`
+/// (three `stackd --no-agent` managers on 127.0.0.1, TLS clients via
+/// `stackd-tls`), whose `op` is a `CreateObject` of config `b<run>-<i>` with
+/// the value as its data, sent to manager `i % 3`, and start it in
+/// `raft_bench` (main.rs) beside etcd so both run in the same invocation.
+pub enum Contender {
+    /// etcd 3.4, `KV.Put` over plaintext gRPC.
+    Etcd(etcd::Cluster),
+}
+
+impl Contender {
+    /// The name in the report.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Contender::Etcd(_) => "etcd",
+        }
+    }
+
+    /// What one operation is, for the report.
+    pub fn op_description(&self) -> &'static str {
+        match self {
+            Contender::Etcd(_) => "`KV.Put` (plaintext gRPC)",
+        }
+    }
+
+    /// The write of run `run`: `op(i)` writes key `b<run>-<i>` with a value of
+    /// `value_len` bytes through member `i % members`.
+    pub fn op(&self, run: usize, value_len: usize) -> Op {
+        let value = vec![b'x'; value_len];
+        match self {
+            Contender::Etcd(cluster) => {
+                let clients = cluster.clients();
+                Arc::new(move |i: usize| -> OpFuture {
+                    let mut client = clients[i % clients.len()].clone();
+                    let (key, value) = (format!("b{run}-{i}").into_bytes(), value.clone());
+                    Box::pin(async move { etcd::put(&mut client, key, value).await })
+                })
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentile_nearest_rank() {
+        let v: Vec<Duration> = (1..=100).map(Duration::from_millis).collect();
+        assert_eq!(percentile(&v, 0.50), Duration::from_millis(50));
+        assert_eq!(percentile(&v, 0.99), Duration::from_millis(99));
+        assert_eq!(percentile(&[], 0.5), Duration::ZERO);
+    }
+
+    #[tokio::test]
+    async fn run_load_counts_every_index_once() {
+        let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let s = seen.clone();
+        let r = run_load(
+            move |i| {
+                let s = s.clone();
+                async move {
+                    s.lock().expect("lock").push(i);
+                    if i % 10 == 0 { anyhow::bail!("every tenth fails") } else { Ok(()) }
+                }
+            },
+            8,
+            100,
+            20,
+        )
+        .await;
+        let mut seen = seen.lock().expect("lock").clone();
+        seen.sort();
+        assert_eq!(seen, (0..120).collect::<Vec<_>>());
+        assert_eq!(r.errors, 10);
+        assert!(r.ops_per_sec > 0.0);
+    }
+}
