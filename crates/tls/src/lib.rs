@@ -2,7 +2,9 @@
 //! tokens, rustls configurations (ring only, never aws-lc), the tonic
 //! connector for clients and the TLS accept stream for servers.
 //!
-//! This first part holds the PKI, the tokens and peer identities.
+//! It depends on no crate of ours. Library code names the ring provider
+//! explicitly ([`provider`]); binaries and tests also call
+//! [`install_default_provider`] once, for code that does not.
 //!
 //! # Layout
 //!
@@ -10,12 +12,23 @@
 //!   (CN = node id, OU = role, O = cluster id), [`ca_digest`].
 //! - `token.rs`: join tokens (`STK-1-…`) and client tokens (`STKC-1-…`),
 //!   redacted secrets, constant-time comparison.
+//! - `config.rs`: rustls server and client configs, the pinned-CA config for
+//!   joining, the swappable [`CertStore`], PEM helpers.
 //! - `peer.rs`: [`PeerIdentity`], what a verified certificate says.
+//! - `testing.rs`: an ephemeral PKI for tests (hidden from the docs).
 
+mod config;
 mod peer;
 mod pki;
 mod token;
 
+#[doc(hidden)]
+pub mod testing;
+
+pub use config::{
+    CertStore, ConfigError, Credentials, certs_from_pem, client_config, install_default_provider, key_from_pem,
+    pinned_client_config, provider, read_ca, server_config,
+};
 pub use peer::{PeerError, PeerIdentity};
 pub use pki::{CA_COMMON_NAME, Ca, NodeKey, PkiError, Role, ca_digest};
 pub use token::{ClientToken, JoinToken, SECRET_LEN, Secret, TokenError, ct_eq};
