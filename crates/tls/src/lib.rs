@@ -2,6 +2,14 @@
 //! tokens, rustls configurations (ring only, never aws-lc), the tonic
 //! connector for clients and the TLS accept stream for servers.
 //!
+//! ```text
+//!  stackd init ──► Ca::generate ──► sign_key (own cert) ──► CertStore ──► server_config
+//!  stackd join ──► JoinToken::parse ──► pinned_client_config(digest) ──► channel
+//!                  NodeKey::csr_der ──► (manager) Ca::sign_csr ──► Credentials
+//!  server:  tls_incoming(listener, server_config) ──► tonic serve_with_incoming
+//!  handler: req.peer_certs() ──► PeerIdentity::from_chain
+//! ```
+//!
 //! It depends on no crate of ours. Library code names the ring provider
 //! explicitly ([`provider`]); binaries and tests also call
 //! [`install_default_provider`] once, for code that does not.
@@ -14,10 +22,14 @@
 //!   redacted secrets, constant-time comparison.
 //! - `config.rs`: rustls server and client configs, the pinned-CA config for
 //!   joining, the swappable [`CertStore`], PEM helpers.
+//! - `connect.rs`: tonic channels over our TLS ([`channel`], [`lazy_channel`]).
+//! - `incoming.rs`: [`tls_incoming`], handshakes off the accept loop.
 //! - `peer.rs`: [`PeerIdentity`], what a verified certificate says.
 //! - `testing.rs`: an ephemeral PKI for tests (hidden from the docs).
 
 mod config;
+mod connect;
+mod incoming;
 mod peer;
 mod pki;
 mod token;
@@ -29,6 +41,8 @@ pub use config::{
     CertStore, ConfigError, Credentials, certs_from_pem, client_config, install_default_provider, key_from_pem,
     pinned_client_config, provider, read_ca, server_config,
 };
+pub use connect::{ConnectError, channel, lazy_channel};
+pub use incoming::{TlsIncoming, tls_incoming};
 pub use peer::{PeerError, PeerIdentity};
 pub use pki::{CA_COMMON_NAME, Ca, NodeKey, PkiError, Role, ca_digest};
 pub use token::{ClientToken, JoinToken, SECRET_LEN, Secret, TokenError, ct_eq};
