@@ -92,7 +92,10 @@ pub fn parse_env_file(text: &str) -> Vec<(String, String)> {
         .filter(|l| !l.is_empty() && !l.starts_with('#'))
         .filter_map(|l| l.split_once('='))
         .map(|(k, v)| {
-            let v = v.strip_prefix('\'').and_then(|v| v.strip_suffix('\'')).map_or(v.to_string(), |v| v.replace("'\\''", "'"));
+            let v = v
+                .strip_prefix('\'')
+                .and_then(|v| v.strip_suffix('\''))
+                .map_or(v.to_string(), |v| v.replace("'\\''", "'"));
             (k.trim().to_string(), v)
         })
         .collect()

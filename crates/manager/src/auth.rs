@@ -72,11 +72,10 @@ pub(crate) fn authenticate<T>(req: &Request<T>, state: &ClusterState) -> Result<
     let Some(value) = req.metadata().get(AUTHORIZATION) else {
         return Err(Status::unauthenticated(NEEDS));
     };
-    let bearer = value
-        .to_str()
-        .ok()
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .ok_or_else(|| Status::unauthenticated(format!("the authorization header is not `Bearer <token>`; {NEEDS}")))?;
+    let bearer =
+        value.to_str().ok().and_then(|v| v.strip_prefix("Bearer ")).ok_or_else(|| {
+            Status::unauthenticated(format!("the authorization header is not `Bearer <token>`; {NEEDS}"))
+        })?;
     let token = stackd_tls::ClientToken::parse(bearer)
         .map_err(|e| Status::unauthenticated(format!("STACKCTL_TOKEN is {e}")))?;
     match state.security.verify_token(token.id(), &token.secret_sha256()) {
@@ -105,7 +104,9 @@ pub(crate) fn authorize(caller: &Caller, action: Action<'_>) -> Result<(), Statu
 /// a certificate of this cluster whose CN is `node_id`.
 pub(crate) fn check_node<T>(req: &Request<T>, cluster_id: &str, node_id: &str) -> Result<(), Status> {
     let peer = peer_node(req, cluster_id)?.ok_or_else(|| {
-        Status::unauthenticated("the dispatcher needs the node's certificate (DATA_DIR/tls/node.crt) as client certificate")
+        Status::unauthenticated(
+            "the dispatcher needs the node's certificate (DATA_DIR/tls/node.crt) as client certificate",
+        )
     })?;
     if peer.node_id != node_id {
         return Err(Status::permission_denied(format!(
@@ -159,7 +160,8 @@ mod tests {
             Action::ManageTokens,
             Action::ManageCluster,
         ];
-        let allowed = |caller: &Caller| -> Vec<bool> { actions.iter().map(|a| authorize(caller, *a).is_ok()).collect() };
+        let allowed =
+            |caller: &Caller| -> Vec<bool> { actions.iter().map(|a| authorize(caller, *a).is_ok()).collect() };
         assert_eq!(allowed(&admin), vec![true; 9]);
         assert_eq!(allowed(&manager), vec![true; 9]);
         assert_eq!(allowed(&deployer), vec![true, true, true, false, false, false, false, false, false]);

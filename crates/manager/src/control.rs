@@ -14,8 +14,8 @@ use std::pin::Pin;
 
 use stackd_core::model::{Blob, DataKind, Service, StackSpec, Task};
 use stackd_core::orchestrator::service_counts;
-use stackd_core::state::ObjectKind;
 use stackd_core::security::Action;
+use stackd_core::state::ObjectKind;
 use stackd_core::{ClusterState, Command, validate};
 use stackd_proto::v1;
 use tokio_stream::{Stream, StreamExt};

@@ -32,7 +32,12 @@ fn with_token<T>(msg: T, token: &stackd_tls::ClientToken) -> Request<T> {
 }
 
 fn secret() -> v1::CreateObjectRequest {
-    v1::CreateObjectRequest { kind: v1::DataKind::Secret.into(), name: "db_password".into(), data: b"s3cret".to_vec(), labels: Default::default() }
+    v1::CreateObjectRequest {
+        kind: v1::DataKind::Secret.into(),
+        name: "db_password".into(),
+        data: b"s3cret".to_vec(),
+        labels: Default::default(),
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

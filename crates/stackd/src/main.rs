@@ -124,8 +124,8 @@ async fn run_node(data_dir: PathBuf, identity: Identity, bootstrap: bool, node: 
         let env = files::finish_bootstrap(&data_dir, &identity, &dial_addr(&identity.addr), &b.admin_token)?;
         tracing::info!(path = %env.display(), "stackctl settings written (admin token included): `set -a; . {}; set +a`", env.display());
     }
-    let agent_tls: Arc<rustls::ClientConfig> = stackd_tls::client_config(credentials.ca(), Some(&credentials))
-        .context("the agent's TLS configuration")?;
+    let agent_tls: Arc<rustls::ClientConfig> =
+        stackd_tls::client_config(credentials.ca(), Some(&credentials)).context("the agent's TLS configuration")?;
     tracing::info!(node = %identity.node_id, name = %identity.name, addr = %identity.addr, cluster = %identity.cluster_id, "stackd node running");
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
