@@ -9,7 +9,6 @@ use anyhow::{Context, Result, bail};
 pub struct Node {
     child: Child,
     dir: tempfile::TempDir,
-    addr: String,
 }
 
 fn bin(name: &str) -> String {
@@ -30,11 +29,14 @@ impl Node {
             .stderr(log)
             .spawn()
             .context("start target/release/stackd (run bench/run.sh, which builds it)")?;
-        let node = Node { child, dir, addr };
+        let node = Node { child, dir };
         let start = Instant::now();
         loop {
-            let o = node.stackctl(&["node", "ls", "-o", "json"])?;
-            if o.status.success() && String::from_utf8_lossy(&o.stdout).contains("\"ready\"") {
+            // stackctl.env appears once the cluster is initialised.
+            if let Ok(o) = node.stackctl(&["node", "ls", "-o", "json"])
+                && o.status.success()
+                && String::from_utf8_lossy(&o.stdout).contains("\"ready\"")
+            {
                 return Ok(node);
             }
             if start.elapsed() > Duration::from_secs(30) {
@@ -44,8 +46,18 @@ impl Node {
         }
     }
 
+    /// Runs stackctl with the settings of the node's `stackctl.env`
+    /// (address, CA, admin token).
     fn stackctl(&self, args: &[&str]) -> Result<std::process::Output> {
-        Ok(Command::new(bin("stackctl")).arg("--addr").arg(&self.addr).args(args).output()?)
+        let path = self.dir.path().join("stackctl.env");
+        let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+        let mut cmd = Command::new(bin("stackctl"));
+        for line in text.lines().map(str::trim).filter(|l| !l.starts_with('#')) {
+            if let Some((k, v)) = line.split_once('=') {
+                cmd.env(k, v.trim_matches('\''));
+            }
+        }
+        Ok(cmd.args(args).output()?)
     }
 
     /// Deploys `n` replicas and waits until they run; returns the seconds taken.

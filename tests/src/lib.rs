@@ -84,6 +84,23 @@ fn free_port() -> u16 {
     l.local_addr().expect("addr").port()
 }
 
+/// The `KEY=value` lines of a `stackctl.env` file (comments and blank lines
+/// skipped; single quotes around a value removed).
+pub fn parse_env_file(text: &str) -> Vec<(String, String)> {
+    text.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| {
+            let v = v
+                .strip_prefix('\'')
+                .and_then(|v| v.strip_suffix('\''))
+                .map_or(v.to_string(), |v| v.replace("'\\''", "'"));
+            (k.trim().to_string(), v)
+        })
+        .collect()
+}
+
 /// One stackd node (manager + agent) as a real process.
 pub struct Node {
     /// Its data dir (deleted on drop).
@@ -162,8 +179,32 @@ impl Node {
 
     /// Runs stackctl against this node with extra environment variables.
     pub fn stackctl_output_env(&self, args: &[&str], env: &[(&str, &str)]) -> Result<Output> {
+        self.stackctl_output_unset(args, &[], env)
+    }
+
+    /// The variables of the node's `stackctl.env` (`STACKCTL_ADDR`,
+    /// `STACKCTL_CA`, `STACKCTL_TOKEN`), as `stackd init` wrote them once the
+    /// cluster was initialised.
+    pub fn stackctl_env(&self) -> Result<Vec<(String, String)>> {
+        let path = self.dir.path().join("stackctl.env");
+        let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+        Ok(parse_env_file(&text))
+    }
+
+    /// Runs stackctl with the node's `stackctl.env`, less the variables
+    /// named in `unset`, plus `env` (which wins). Nothing of the test
+    /// process's own `STACKCTL_*` leaks in.
+    pub fn stackctl_output_unset(&self, args: &[&str], unset: &[&str], env: &[(&str, &str)]) -> Result<Output> {
         let mut cmd = Command::new(bin("stackctl"));
-        cmd.arg("--addr").arg(format!("http://{}", self.addr)).args(args);
+        for key in ["STACKCTL_ADDR", "STACKCTL_CA", "STACKCTL_TOKEN"] {
+            cmd.env_remove(key);
+        }
+        for (k, v) in self.stackctl_env()? {
+            if !unset.contains(&k.as_str()) {
+                cmd.env(k, v);
+            }
+        }
+        cmd.args(args);
         for (k, v) in env {
             cmd.env(k, v);
         }

@@ -46,7 +46,7 @@ use session::Session;
 use worker::Worker;
 
 /// How the agent role is set up.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug)]
 pub struct AgentConfig {
     /// This node's id (the `io.stackd.node` label of its containers).
     pub node_id: String,
@@ -56,8 +56,12 @@ pub struct AgentConfig {
     pub addr: String,
     /// The cluster's id (the `io.stackd.cluster` label of its containers).
     pub cluster_id: String,
-    /// Dispatcher endpoints of the managers, like `http://127.0.0.1:7946`.
+    /// Addresses of the managers' dispatchers, `host:port` (or
+    /// `https://host:port`): TLS only.
     pub managers: Vec<String>,
+    /// The TLS client configuration: the cluster's CA, and the node's
+    /// certificate as client certificate (the dispatcher requires it).
+    pub tls: std::sync::Arc<rustls::ClientConfig>,
     /// The Docker socket; `None`: `$DOCKER_HOST` (unix://) or `/var/run/docker.sock`.
     pub docker_socket: Option<String>,
     /// Where the files of tasks' configs and secrets are written (a tmpfs is
@@ -96,7 +100,9 @@ pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()> + Send)
     if config.managers.is_empty() {
         return Err(AgentError::Config("no manager endpoint".into()));
     }
-    let managers = config.managers.iter().map(|m| session::endpoint(m)).collect::<Result<Vec<_>, _>>()?;
+    for m in &config.managers {
+        session::check_endpoint(m, &config.tls)?;
+    }
 
     let exec = Executor::connect(config.docker_socket.as_deref()).await?;
     let engine = exec.engine_info().await.unwrap_or_else(|e| {
@@ -127,7 +133,7 @@ pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()> + Send)
     let ctx = ContainerContext { cluster_id: config.cluster_id, node_id: config.node_id };
     let files = files::TaskFiles::open(config.files_dir.clone());
     let worker = Worker::new(exec, ctx, files, reports_tx);
-    Session::new(description, managers, worker, reports_rx).run(shutdown).await;
+    Session::new(description, config.managers, config.tls, worker, reports_rx).run(shutdown).await;
     Ok(())
 }
 
@@ -141,7 +147,8 @@ mod tests {
             name: "n1".into(),
             addr: "127.0.0.1:7946".into(),
             cluster_id: "c1".into(),
-            managers: vec!["http://127.0.0.1:7946".into()],
+            managers: vec!["127.0.0.1:7946".into()],
+            tls: stackd_tls::testing::TestPki::new().client_config(Some(("n1", stackd_tls::Role::Manager))),
             docker_socket: Some("/nonexistent/docker.sock".into()),
             files_dir: std::env::temp_dir().join("stackd-agent-files-n1"),
             generic_resources: Default::default(),
@@ -163,6 +170,8 @@ mod tests {
         let err = run(AgentConfig { node_id: String::new(), ..config() }, async {}).await;
         assert!(matches!(err, Err(AgentError::Config(_))));
         let err = run(AgentConfig { managers: vec!["::bad".into()], ..config() }, async {}).await;
+        assert!(matches!(err, Err(AgentError::Manager(SessionError::InvalidEndpoint { .. }))));
+        let err = run(AgentConfig { managers: vec!["http://127.0.0.1:7946".into()], ..config() }, async {}).await;
         assert!(matches!(err, Err(AgentError::Manager(SessionError::InvalidEndpoint { .. }))));
     }
 

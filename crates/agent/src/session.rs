@@ -15,6 +15,7 @@
 
 use std::collections::BTreeMap;
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use stackd_core::model::{StackNetwork, Task, TaskId, TaskStatus};
@@ -24,7 +25,7 @@ use tokio::sync::mpsc;
 use tokio::time::{Instant, sleep_until, timeout};
 use tonic::Code;
 use tonic::codec::Streaming;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 use tracing::{debug, info, warn};
 
 use crate::files::FileContent;
@@ -48,23 +49,23 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(5);
 /// Why a session could not be opened or ended.
 #[derive(Debug, thiserror::Error)]
 pub enum SessionError {
-    /// A manager's endpoint is not a valid URI.
-    #[error("invalid manager endpoint {endpoint:?}: {source}")]
+    /// A manager's address is not `host:port` or `https://host:port`.
+    #[error("invalid manager address {endpoint:?}: {source}")]
     InvalidEndpoint {
-        /// The endpoint as configured.
+        /// The address as configured.
         endpoint: String,
-        /// The parse error.
+        /// What is wrong with it.
         #[source]
-        source: tonic::transport::Error,
+        source: stackd_tls::ConnectError,
     },
-    /// The TCP/HTTP2 connection failed.
-    #[error("cannot connect to {endpoint}: {source}")]
+    /// The TCP connection or the TLS handshake failed.
+    #[error("{source}")]
     Connect {
-        /// The endpoint.
+        /// The address.
         endpoint: String,
-        /// The transport error.
+        /// What failed.
         #[source]
-        source: tonic::transport::Error,
+        source: stackd_tls::ConnectError,
     },
     /// A call was refused or failed.
     #[error("{call} failed: {status}")]
@@ -99,17 +100,13 @@ pub enum SessionState {
     },
 }
 
-/// Parses a manager endpoint (`http://127.0.0.1:7946`).
-pub(crate) fn endpoint(uri: &str) -> Result<Endpoint, SessionError> {
-    Endpoint::from_shared(uri.to_string())
-        .map(|e| {
-            e.connect_timeout(Duration::from_secs(3))
-                .tcp_nodelay(true)
-                .http2_keep_alive_interval(Duration::from_secs(5))
-                .keep_alive_timeout(Duration::from_secs(5))
-                .keep_alive_while_idle(true)
-        })
-        .map_err(|source| SessionError::InvalidEndpoint { endpoint: uri.to_string(), source })
+/// Checks a manager address (`host:port` or `https://host:port`; TLS only).
+/// Must run within a tokio runtime.
+pub(crate) fn check_endpoint(addr: &str, tls: &Arc<rustls::ClientConfig>) -> Result<(), SessionError> {
+    // A lazy channel validates the address without connecting.
+    stackd_tls::lazy_channel(addr, tls.clone())
+        .map(drop)
+        .map_err(|source| SessionError::InvalidEndpoint { endpoint: addr.to_string(), source })
 }
 
 /// The next backoff after `current`.
@@ -168,7 +165,8 @@ struct Link {
 pub(crate) struct Session {
     node_id: String,
     description: v1::NodeDescription,
-    managers: Vec<Endpoint>,
+    managers: Vec<String>,
+    tls: Arc<rustls::ClientConfig>,
     current: usize,
     state: SessionState,
     backoff: Duration,
@@ -184,7 +182,8 @@ impl Session {
     /// A session loop for the node described by `description`.
     pub(crate) fn new(
         description: v1::NodeDescription,
-        managers: Vec<Endpoint>,
+        managers: Vec<String>,
+        tls: Arc<rustls::ClientConfig>,
         worker: Worker,
         reports: mpsc::UnboundedReceiver<StatusReport>,
     ) -> Session {
@@ -192,6 +191,7 @@ impl Session {
             node_id: description.node_id.clone(),
             description,
             managers,
+            tls,
             current: 0,
             state: SessionState::Connecting,
             backoff: BACKOFF_MIN,
@@ -258,7 +258,7 @@ impl Session {
     }
 
     fn manager(&self) -> String {
-        self.managers.get(self.current).map(|e| e.uri().to_string()).unwrap_or_default()
+        self.managers.get(self.current).cloned().unwrap_or_default()
     }
 
     /// Backoff, then the next manager of the list.
@@ -271,13 +271,11 @@ impl Session {
 
     /// Opens a session: connect, call Session, wait for the first message.
     async fn open(&mut self) -> Result<(Link, String), SessionError> {
-        let endpoint = self.managers.get(self.current).cloned().ok_or(SessionError::Ended)?;
-        let manager = endpoint.uri().to_string();
+        let manager = self.managers.get(self.current).cloned().ok_or(SessionError::Ended)?;
         debug!(%manager, "opening a dispatcher session");
         let request = v1::SessionRequest { description: Some(self.description.clone()) };
         let opened = timeout(OPEN_TIMEOUT, async {
-            let channel = endpoint
-                .connect()
+            let channel = stackd_tls::channel(&manager, self.tls.clone())
                 .await
                 .map_err(|source| SessionError::Connect { endpoint: manager.clone(), source })?;
             let mut client = DispatcherClient::new(channel);
@@ -405,10 +403,13 @@ mod tests {
         assert_eq!(ms, vec![100, 200, 400, 800, 1600, 2000, 2000]);
     }
 
-    #[test]
-    fn endpoints_are_validated() {
-        assert!(endpoint("http://127.0.0.1:7946").is_ok());
-        assert!(matches!(endpoint("not a uri"), Err(SessionError::InvalidEndpoint { .. })));
+    #[tokio::test]
+    async fn endpoints_are_validated() {
+        let tls = stackd_tls::testing::TestPki::new().client_config(None);
+        assert!(check_endpoint("127.0.0.1:7946", &tls).is_ok());
+        assert!(check_endpoint("https://127.0.0.1:7946", &tls).is_ok());
+        assert!(matches!(check_endpoint("not a uri", &tls), Err(SessionError::InvalidEndpoint { .. })));
+        assert!(matches!(check_endpoint("http://127.0.0.1:7946", &tls), Err(SessionError::InvalidEndpoint { .. })));
     }
 
     #[test]

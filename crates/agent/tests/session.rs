@@ -11,7 +11,7 @@ use stackd_core::model::{DesiredState, Task, TaskState, TaskStatus, TaskTemplate
 use stackd_proto::v1;
 use stackd_proto::v1::dispatcher_server::{Dispatcher, DispatcherServer};
 use tokio::sync::{mpsc, oneshot};
-use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
+use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
 mod common;
@@ -39,6 +39,10 @@ impl Dispatcher for Fake {
     type SessionStream = ReceiverStream<Result<v1::SessionMessage, Status>>;
 
     async fn session(&self, request: Request<v1::SessionRequest>) -> Result<Response<Self::SessionStream>, Status> {
+        // The agent must present its node certificate, as the dispatcher requires.
+        if request.peer_certs().is_none_or(|certs| certs.is_empty()) {
+            return Err(Status::unauthenticated("no client certificate"));
+        }
         let (tx, rx) = mpsc::channel(16);
         let _ = self.seen.send(Seen::Session(request.into_inner(), tx));
         Ok(Response::new(ReceiverStream::new(rx)))
@@ -109,10 +113,12 @@ async fn the_agent_runs_its_tasks_and_survives_a_lost_session() {
     let addr = listener.local_addr().expect("addr");
     let (seen_tx, mut seen) = mpsc::unbounded_channel();
     let fake = Fake { seen: seen_tx, refuse_updates: Mutex::new(1) };
+    // Over TLS, as a manager serves it; the agent presents its node certificate.
+    let pki = stackd_tls::testing::TestPki::new();
     tokio::spawn(
         tonic::transport::Server::builder()
             .add_service(DispatcherServer::new(fake))
-            .serve_with_incoming(TcpListenerStream::new(listener)),
+            .serve_with_incoming(stackd_tls::tls_incoming(listener, pki.server_config("manager1"))),
     );
 
     let config = AgentConfig {
@@ -121,7 +127,8 @@ async fn the_agent_runs_its_tasks_and_survives_a_lost_session() {
         addr: "127.0.0.1:9999".into(),
         cluster_id: "stackd-test".into(),
         // A dead manager first: the agent must move on to the next one.
-        managers: vec!["http://127.0.0.1:1".into(), format!("http://{addr}")],
+        managers: vec!["127.0.0.1:1".into(), addr.to_string()],
+        tls: pki.client_config(Some((&node_id, stackd_tls::Role::Manager))),
         docker_socket: None,
         files_dir: std::env::temp_dir().join(format!("stackd-agent-files-{node_id}")),
         generic_resources: [("gpu".to_string(), 2)].into(),

@@ -32,15 +32,41 @@ pub enum Output {
 /// Options for every command.
 #[derive(Args, Debug)]
 pub struct Global {
-    /// Manager address(es), comma-separated, e.g. http://10.0.0.1:4280.
-    #[arg(long, global = true, env = "STACKCTL_ADDR", default_value = "http://127.0.0.1:4280")]
+    /// Manager address(es), comma-separated: host:port or https://host:port
+    /// (TLS only), e.g. 10.0.0.1:4280.
+    #[arg(long, global = true, env = "STACKCTL_ADDR", default_value = "127.0.0.1:4280")]
     pub addr: String,
+    /// The cluster's CA certificate: a path (a manager's DATA_DIR/tls/ca.crt)
+    /// or the PEM text itself.
+    #[arg(long, global = true, env = "STACKCTL_CA", hide_env_values = true)]
+    pub ca: Option<String>,
+    /// The client token (STKC-1-…); never printed.
+    #[arg(long, global = true, env = "STACKCTL_TOKEN", hide_env_values = true)]
+    pub token: Option<TokenArg>,
     /// Output format.
     #[arg(long, short = 'o', global = true, value_enum, default_value_t = Output::Table)]
     pub output: Output,
     /// Read from the manager's local state without asking the leader (faster, may lag).
     #[arg(long, global = true)]
     pub stale: bool,
+}
+
+/// The text of `--token`, which `Debug` never shows.
+#[derive(Clone)]
+pub struct TokenArg(pub String);
+
+impl std::str::FromStr for TokenArg {
+    type Err = std::convert::Infallible;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(TokenArg(s.to_string()))
+    }
+}
+
+impl std::fmt::Debug for TokenArg {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
+    }
 }
 
 /// Parses durations like `90s`, `5m`, `1h30m`, `500ms`.

@@ -27,7 +27,7 @@ use crate::{EXIT_ERROR, EXIT_OK, EXIT_PAUSED, EXIT_ROLLED_BACK, EXIT_TIMEOUT};
 /// Runs `stackctl deploy`.
 pub async fn deploy(g: &Global, args: &DeployArgs) -> Result<i32> {
     let loaded = stackfile::load(&args.stack, &args.source)?;
-    let mut c = connect(&g.addr).await?;
+    let mut c = connect(g).await?;
     if args.dry_run {
         return crate::dryrun::show(g, &mut c, &loaded.spec, args.prune).await;
     }

@@ -8,8 +8,6 @@ use stackd_core::diff::{self, NetworksDiff, ServiceDiff};
 use stackd_core::model::{ServiceSpec, Stack, StackSpec};
 use stackd_core::state::kept_networks;
 use stackd_proto::v1;
-use stackd_proto::v1::control_client::ControlClient;
-use tonic::transport::Channel;
 
 use crate::args::{Global, Output};
 use crate::client::status;
@@ -44,7 +42,7 @@ fn compact(v: &serde_json::Value) -> String {
 }
 
 /// Prints the changes deploying `spec` would make.
-pub async fn show(g: &Global, c: &mut ControlClient<Channel>, spec: &StackSpec, prune: bool) -> Result<i32> {
+pub async fn show(g: &Global, c: &mut crate::client::Client, spec: &StackSpec, prune: bool) -> Result<i32> {
     let current = c
         .list_services(v1::ListServicesRequest { stack: spec.name.clone(), stale: g.stale })
         .await

@@ -56,7 +56,7 @@ fn task_row(t: &Task, node_names: &std::collections::HashMap<String, String>, hi
 
 /// `stackctl ps STACK|SERVICE`.
 pub async fn ps(g: &Global, target: &str) -> Result<i32> {
-    let mut c = connect(&g.addr).await?;
+    let mut c = connect(g).await?;
     // A name with a known service wins; otherwise it is a stack.
     let is_service =
         c.inspect_service(v1::InspectServiceRequest { service: target.to_string(), stale: g.stale }).await.is_ok();
@@ -172,7 +172,7 @@ pub fn summary(s: v1::ServiceSummary) -> Result<(Service, Counts)> {
 
 /// `stackctl service ls [STACK]`.
 pub async fn service_ls(g: &Global, stack: Option<&str>) -> Result<i32> {
-    let mut c = connect(&g.addr).await?;
+    let mut c = connect(g).await?;
     let resp = c
         .list_services(v1::ListServicesRequest { stack: stack.unwrap_or_default().to_string(), stale: g.stale })
         .await
@@ -200,7 +200,7 @@ struct ServiceDetail {
 
 /// `stackctl service inspect SERVICE`.
 pub async fn service_inspect(g: &Global, name: &str) -> Result<i32> {
-    let mut c = connect(&g.addr).await?;
+    let mut c = connect(g).await?;
     let resp = c
         .inspect_service(v1::InspectServiceRequest { service: name.to_string(), stale: g.stale })
         .await
@@ -254,7 +254,7 @@ struct StackRow {
 
 /// `stackctl stack ls`.
 pub async fn stack_ls(g: &Global) -> Result<i32> {
-    let mut c = connect(&g.addr).await?;
+    let mut c = connect(g).await?;
     let resp = c.list_stacks(v1::ListStacksRequest { stale: g.stale }).await.map_err(status)?.into_inner();
     let rows: Vec<StackRow> = resp
         .stacks
@@ -276,7 +276,7 @@ pub async fn stack_ls(g: &Global) -> Result<i32> {
 
 /// `stackctl stack rm STACK`.
 pub async fn stack_rm(g: &Global, stack: &str) -> Result<i32> {
-    let mut c = connect(&g.addr).await?;
+    let mut c = connect(g).await?;
     let resp = c.remove_stack(v1::RemoveStackRequest { name: stack.to_string() }).await.map_err(status)?.into_inner();
     for s in &resp.removed_services {
         println!("Removing service {s}");
@@ -299,7 +299,7 @@ struct NodeRow {
 
 /// `stackctl node ls`.
 pub async fn node_ls(g: &Global) -> Result<i32> {
-    let mut c = connect(&g.addr).await?;
+    let mut c = connect(g).await?;
     let resp = c.list_nodes(v1::ListNodesRequest { stale: g.stale }).await.map_err(status)?.into_inner();
     let mut rows = Vec::new();
     for n in resp.nodes {

@@ -4,6 +4,7 @@ use clap::Parser;
 
 #[tokio::main]
 async fn main() {
+    stackd_tls::install_default_provider();
     let cli = stackd_cli::Cli::parse();
     let code = match stackd_cli::run(cli).await {
         Ok(code) => code,

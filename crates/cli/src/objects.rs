@@ -34,7 +34,7 @@ pub async fn create(g: &Global, kind: DataKind, name: &str, file: &Path, labels:
             None => (l.clone(), String::new()),
         })
         .collect();
-    let mut c = connect(&g.addr).await?;
+    let mut c = connect(g).await?;
     let req = v1::CreateObjectRequest { kind: wire(kind), name: name.to_string(), data, labels };
     let resp = c.create_object(req).await.map_err(status)?.into_inner();
     match resp.digest.as_str() {
@@ -59,7 +59,7 @@ struct ObjectRow {
 
 /// `stackctl secret|config ls`.
 pub async fn ls(g: &Global, kind: DataKind) -> Result<i32> {
-    let mut c = connect(&g.addr).await?;
+    let mut c = connect(g).await?;
     let resp =
         c.list_objects(v1::ListObjectsRequest { kind: wire(kind), stale: g.stale }).await.map_err(status)?.into_inner();
     let rows: Vec<ObjectRow> = resp
@@ -81,7 +81,7 @@ pub async fn ls(g: &Global, kind: DataKind) -> Result<i32> {
 
 /// `stackctl secret|config rm NAME…`.
 pub async fn rm(g: &Global, kind: DataKind, names: &[String]) -> Result<i32> {
-    let mut c = connect(&g.addr).await?;
+    let mut c = connect(g).await?;
     for name in names {
         c.remove_object(v1::RemoveObjectRequest { kind: wire(kind), name: name.clone() }).await.map_err(status)?;
         println!("Removed {} {name}", kind.as_str());

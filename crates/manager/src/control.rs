@@ -3,6 +3,9 @@
 //! Writes are proposed through Raft (on the leader; a follower answers
 //! `unavailable` with the leader's address until forwarding lands with HA).
 //! Reads wait for the leader's read index unless the request says `stale`.
+//! Every call is authenticated and authorised first (`auth.rs`): reads
+//! for every caller, deploying and removing a stack for the tokens that may,
+//! everything else for admins.
 //! A refused request changes nothing: specs are validated before they are
 //! proposed, and `apply` refuses an invalid command whole.
 
@@ -11,12 +14,14 @@ use std::pin::Pin;
 
 use stackd_core::model::{Blob, DataKind, Service, StackSpec, Task};
 use stackd_core::orchestrator::service_counts;
+use stackd_core::security::Action;
 use stackd_core::state::ObjectKind;
 use stackd_core::{ClusterState, Command, validate};
 use stackd_proto::v1;
 use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status};
 
+use crate::auth::{self, Caller};
 use crate::dispatcher::raft_status;
 use crate::now_ms;
 use crate::raft::RaftNode;
@@ -32,6 +37,16 @@ impl Control {
     /// A control service over `raft`, on the node `node_id`.
     pub fn new(raft: RaftNode, node_id: String) -> Self {
         Self { raft, node_id }
+    }
+
+    /// Who made `req` (see [`auth::authenticate`]).
+    fn caller<T>(&self, req: &Request<T>) -> Result<Caller, Status> {
+        self.raft.shared().read(|s| auth::authenticate(req, s))
+    }
+
+    /// Authenticates `req` and checks that its caller may do `action`.
+    fn allow<T>(&self, req: &Request<T>, action: Action<'_>) -> Result<(), Status> {
+        auth::authorize(&self.caller(req)?, action)
     }
 
     async fn read<T>(&self, stale: bool, f: impl FnOnce(&ClusterState) -> T) -> Result<T, Status> {
@@ -84,8 +99,10 @@ impl v1::control_server::Control for Control {
         &self,
         req: Request<v1::DeployStackRequest>,
     ) -> Result<Response<v1::DeployStackResponse>, Status> {
+        let caller = self.caller(&req)?;
         let r = req.into_inner();
         let spec = r.spec.ok_or_else(|| Status::invalid_argument("missing stack spec"))?;
+        auth::authorize(&caller, Action::DeployStack(&spec.name))?;
         let spec: StackSpec =
             spec.try_into().map_err(|e: stackd_proto::ConvertError| Status::invalid_argument(e.to_string()))?;
         if let Err(errors) = validate::stack_spec(&spec) {
@@ -110,6 +127,7 @@ impl v1::control_server::Control for Control {
         &self,
         req: Request<v1::CreateObjectRequest>,
     ) -> Result<Response<v1::CreateObjectResponse>, Status> {
+        self.allow(&req, Action::ManageObjects)?;
         let r = req.into_inner();
         let kind = data_kind(r.kind)?;
         // Checked before proposing, so that a bad request never reaches the log.
@@ -142,6 +160,7 @@ impl v1::control_server::Control for Control {
         &self,
         req: Request<v1::ListObjectsRequest>,
     ) -> Result<Response<v1::ListObjectsResponse>, Status> {
+        self.allow(&req, Action::Read)?;
         let r = req.into_inner();
         let kind = data_kind(r.kind)?;
         let objects = self
@@ -169,6 +188,7 @@ impl v1::control_server::Control for Control {
         &self,
         req: Request<v1::RemoveObjectRequest>,
     ) -> Result<Response<v1::RemoveObjectResponse>, Status> {
+        self.allow(&req, Action::ManageObjects)?;
         let r = req.into_inner();
         let kind = data_kind(r.kind)?;
         let (_, applied) =
@@ -183,7 +203,9 @@ impl v1::control_server::Control for Control {
         &self,
         req: Request<v1::RemoveStackRequest>,
     ) -> Result<Response<v1::RemoveStackResponse>, Status> {
+        let caller = self.caller(&req)?;
         let name = req.into_inner().name;
+        auth::authorize(&caller, Action::RemoveStack(&name))?;
         let (index, applied) =
             self.raft.propose(Command::RemoveStack { name: name.clone(), at: now_ms() }).await.map_err(raft_status)?;
         if let Some(why) = applied.rejected {
@@ -198,6 +220,7 @@ impl v1::control_server::Control for Control {
         &self,
         req: Request<v1::ListStacksRequest>,
     ) -> Result<Response<v1::ListStacksResponse>, Status> {
+        self.allow(&req, Action::Read)?;
         let stacks = self
             .read(req.into_inner().stale, |s| {
                 s.stacks
@@ -226,6 +249,7 @@ impl v1::control_server::Control for Control {
         &self,
         req: Request<v1::ListServicesRequest>,
     ) -> Result<Response<v1::ListServicesResponse>, Status> {
+        self.allow(&req, Action::Read)?;
         let r = req.into_inner();
         let services = self
             .read(r.stale, |s| {
@@ -243,6 +267,7 @@ impl v1::control_server::Control for Control {
         &self,
         req: Request<v1::InspectServiceRequest>,
     ) -> Result<Response<v1::InspectServiceResponse>, Status> {
+        self.allow(&req, Action::Read)?;
         let r = req.into_inner();
         let found = self.read(r.stale, |s| find_service(s, &r.service).map(|sv| summary(s, sv))).await?;
         match found {
@@ -252,6 +277,7 @@ impl v1::control_server::Control for Control {
     }
 
     async fn list_tasks(&self, req: Request<v1::ListTasksRequest>) -> Result<Response<v1::ListTasksResponse>, Status> {
+        self.allow(&req, Action::Read)?;
         let r = req.into_inner();
         let result = self
             .read(r.stale, |s| {
@@ -288,6 +314,7 @@ impl v1::control_server::Control for Control {
     }
 
     async fn list_nodes(&self, req: Request<v1::ListNodesRequest>) -> Result<Response<v1::ListNodesResponse>, Status> {
+        self.allow(&req, Action::Read)?;
         let nodes = self.read(req.into_inner().stale, |s| s.nodes.values().map(v1::Node::from).collect()).await?;
         Ok(Response::new(v1::ListNodesResponse { nodes }))
     }
@@ -296,6 +323,7 @@ impl v1::control_server::Control for Control {
         &self,
         req: Request<v1::ClusterStatusRequest>,
     ) -> Result<Response<v1::ClusterStatusResponse>, Status> {
+        self.allow(&req, Action::Read)?;
         let (cluster_id, state_hash) =
             self.read(req.into_inner().stale, |s| (s.cluster_id.clone(), s.state_hash())).await?;
         let st = self.raft.status();
@@ -315,6 +343,7 @@ impl v1::control_server::Control for Control {
         &self,
         req: Request<v1::WatchEventsRequest>,
     ) -> Result<Response<Self::WatchEventsStream>, Status> {
+        self.allow(&req, Action::Read)?;
         let stack = req.into_inner().stack;
         let rx = self.raft.shared().events();
         let stream = tokio_stream::wrappers::BroadcastStream::new(rx).filter_map(move |e| match e {

@@ -9,6 +9,9 @@
 //!
 //!  monitor: a Ready node silent for NODE_DOWN_AFTER ──► SetNodeState Down
 //! ```
+//!
+//! Every call must come with the node's own certificate: one of this
+//! cluster, whose CN is the node id the request names.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::pin::Pin;
@@ -69,6 +72,12 @@ impl Dispatcher {
     /// A dispatcher over `raft`.
     pub fn new(raft: RaftNode) -> Self {
         Self { raft, sessions: Arc::new(Mutex::new(HashMap::new())) }
+    }
+
+    /// Refuses `req` unless it comes with the certificate of `node_id`.
+    fn check_node<T>(&self, req: &Request<T>, node_id: &str) -> Result<(), Status> {
+        let cluster_id = self.raft.shared().read(|s| s.cluster_id.clone());
+        crate::auth::check_node(req, &cluster_id, node_id)
     }
 
     fn touch(&self, node_id: &str, session: &str) -> Result<(), Status> {
@@ -249,6 +258,8 @@ impl v1::dispatcher_server::Dispatcher for Dispatcher {
     type SessionStream = SessionStream;
 
     async fn session(&self, req: Request<v1::SessionRequest>) -> Result<Response<Self::SessionStream>, Status> {
+        let node_id = req.get_ref().description.as_ref().map(|d| d.node_id.clone()).unwrap_or_default();
+        self.check_node(&req, &node_id)?;
         let d = req.into_inner().description.ok_or_else(|| Status::invalid_argument("missing node description"))?;
         if d.node_id.is_empty() {
             return Err(Status::invalid_argument("missing node id"));
@@ -288,6 +299,7 @@ impl v1::dispatcher_server::Dispatcher for Dispatcher {
     }
 
     async fn heartbeat(&self, req: Request<v1::HeartbeatRequest>) -> Result<Response<v1::HeartbeatResponse>, Status> {
+        self.check_node(&req, &req.get_ref().node_id)?;
         let r = req.into_inner();
         self.touch(&r.node_id, &r.session_id)?;
         let down = self.raft.shared().read(|s| s.nodes.get(&r.node_id).is_some_and(|n| n.state != NodeState::Ready));
@@ -304,6 +316,7 @@ impl v1::dispatcher_server::Dispatcher for Dispatcher {
         &self,
         req: Request<v1::UpdateTaskStatusRequest>,
     ) -> Result<Response<v1::UpdateTaskStatusResponse>, Status> {
+        self.check_node(&req, &req.get_ref().node_id)?;
         let r = req.into_inner();
         self.touch(&r.node_id, &r.session_id)?;
         let mut updates = Vec::with_capacity(r.updates.len());

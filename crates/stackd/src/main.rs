@@ -5,8 +5,12 @@
 //!
 //! - `main.rs`: argument parsing, tracing, signals; the work is in
 //!   `stackd-manager` and `stackd-agent`.
+//! - `files.rs`: the node's security files (`tls/`, `stackctl.env`).
 
-use std::path::{Path, PathBuf};
+mod files;
+
+use std::path::PathBuf;
+use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
@@ -82,21 +86,6 @@ fn dial_addr(listen: &str) -> String {
     }
 }
 
-/// Writes `DIR/stackctl.env` (mode 0600) so that `set -a; . DIR/stackctl.env` configures stackctl.
-fn write_client_env(dir: &Path, identity: &Identity) -> Result<()> {
-    use std::os::unix::fs::PermissionsExt;
-    let path = dir.join("stackctl.env");
-    let body = format!(
-        "# stackctl settings for cluster {}\nSTACKCTL_ADDR=http://{}\n",
-        identity.cluster_id,
-        dial_addr(&identity.addr)
-    );
-    std::fs::write(&path, body).with_context(|| format!("writing {}", path.display()))?;
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
-        .with_context(|| format!("chmod {}", path.display()))?;
-    Ok(())
-}
-
 async fn shutdown_signal() {
     let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
         Ok(s) => s,
@@ -117,16 +106,26 @@ async fn run_node(data_dir: PathBuf, identity: Identity, bootstrap: bool, node: 
         .await
         .with_context(|| format!("cannot listen on {}", identity.addr))?;
     if bootstrap {
+        files::init_pki(&data_dir, &identity, stackd_manager::now_ms())?;
         identity.save_new(&data_dir)?;
     }
+    let credentials = files::load_credentials(&data_dir)?;
+    let pending = files::load_bootstrap(&data_dir)?;
     let manager = Manager::start(ManagerConfig {
         data_dir: data_dir.clone(),
         identity: identity.clone(),
-        bootstrap,
+        bootstrap: pending.as_ref().map(|b| b.security.clone()),
+        credentials: credentials.clone(),
         timings: Timings::default(),
     })
     .await?;
-    write_client_env(&data_dir, &identity)?;
+    // InitCluster has committed: the admin token is valid, hand it to stackctl.
+    if let Some(b) = pending {
+        let env = files::finish_bootstrap(&data_dir, &identity, &dial_addr(&identity.addr), &b.admin_token)?;
+        tracing::info!(path = %env.display(), "stackctl settings written (admin token included): `set -a; . {}; set +a`", env.display());
+    }
+    let agent_tls: Arc<rustls::ClientConfig> =
+        stackd_tls::client_config(credentials.ca(), Some(&credentials)).context("the agent's TLS configuration")?;
     tracing::info!(node = %identity.node_id, name = %identity.name, addr = %identity.addr, cluster = %identity.cluster_id, "stackd node running");
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -139,7 +138,8 @@ async fn run_node(data_dir: PathBuf, identity: Identity, bootstrap: bool, node: 
             name: identity.name.clone(),
             addr: identity.addr.clone(),
             cluster_id: identity.cluster_id.clone(),
-            managers: vec![format!("http://{}", dial_addr(&identity.addr))],
+            managers: vec![dial_addr(&identity.addr)],
+            tls: agent_tls,
             // The agent speaks to the engine over its Unix socket; tcp:// engines are not supported.
             docker_socket: std::env::var("DOCKER_HOST").ok().filter(|h| h.starts_with("unix://")),
             files_dir: data_dir.join("task-files"),
@@ -183,6 +183,7 @@ async fn run_node(data_dir: PathBuf, identity: Identity, bootstrap: bool, node: 
 
 #[tokio::main]
 async fn main() -> Result<()> {
+    stackd_tls::install_default_provider();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {

@@ -1,0 +1,144 @@
+//! A single manager over TLS, in process: who may call what.
+//!
+//! Control: a bearer token of the cluster or a manager certificate; the
+//! token's role decides. Dispatcher: only the node's own certificate.
+
+use stackd_core::model::Blob;
+use stackd_core::security::{ClientToken, Security, TokenRole};
+use stackd_manager::{Identity, Manager, ManagerConfig, Timings};
+use stackd_proto::v1;
+use stackd_proto::v1::control_client::ControlClient;
+use stackd_proto::v1::dispatcher_client::DispatcherClient;
+use stackd_tls::testing::TestPki;
+use stackd_tls::{Role, Secret};
+use tonic::{Code, Request};
+
+fn stored(token: &stackd_tls::ClientToken, name: &str, role: TokenRole, stacks: &[&str]) -> ClientToken {
+    ClientToken {
+        id: token.id().to_string(),
+        name: name.to_string(),
+        role,
+        stacks: stacks.iter().map(|s| s.to_string()).collect(),
+        secret_sha256: token.secret_sha256(),
+        created_at: 0,
+    }
+}
+
+fn with_token<T>(msg: T, token: &stackd_tls::ClientToken) -> Request<T> {
+    let mut req = Request::new(msg);
+    let value = format!("Bearer {}", token.reveal()).parse().expect("ASCII token");
+    req.metadata_mut().insert("authorization", value);
+    req
+}
+
+fn secret() -> v1::CreateObjectRequest {
+    v1::CreateObjectRequest {
+        kind: v1::DataKind::Secret.into(),
+        name: "db_password".into(),
+        data: b"s3cret".to_vec(),
+        labels: Default::default(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_manager_serves_tls_and_checks_every_caller() {
+    stackd_tls::install_default_provider();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr").to_string();
+    let identity = Identity::generate("m1", &addr);
+    let pki = TestPki::for_cluster(&identity.cluster_id);
+
+    let admin = stackd_tls::ClientToken::generate();
+    let viewer = stackd_tls::ClientToken::generate();
+    let deployer = stackd_tls::ClientToken::generate();
+    let security = Security {
+        ca_cert_pem: pki.ca.cert_pem().to_string(),
+        ca_key_pem: Blob(pki.ca.key_pem().into_bytes()),
+        manager_secret: Blob(Secret::generate().as_bytes().to_vec()),
+        worker_secret: Blob(Secret::generate().as_bytes().to_vec()),
+        tokens: [
+            stored(&admin, "admin", TokenRole::Admin, &[]),
+            stored(&viewer, "ci-read", TokenRole::Viewer, &[]),
+            stored(&deployer, "ci-shop", TokenRole::Deployer, &["shop"]),
+        ]
+        .into_iter()
+        .map(|t| (t.id.clone(), t))
+        .collect(),
+    };
+    let manager = Manager::start(ManagerConfig {
+        data_dir: dir.path().to_path_buf(),
+        identity: identity.clone(),
+        bootstrap: Some(security),
+        credentials: pki.credentials(&identity.node_id, Role::Manager),
+        timings: Timings::default(),
+    })
+    .await
+    .expect("manager starts");
+    let server = tonic::transport::Server::builder()
+        .add_routes(manager.routes())
+        .serve_with_incoming(stackd_tls::tls_incoming(listener, manager.tls()));
+    let server = tokio::spawn(server);
+
+    // Plaintext is not served: a TLS client is required.
+    assert!(matches!(
+        stackd_tls::channel(&format!("http://{addr}"), pki.client_config(None)).await,
+        Err(stackd_tls::ConnectError::Plaintext(_))
+    ));
+    // Another cluster's CA: the handshake fails.
+    let other = TestPki::new();
+    assert!(stackd_tls::channel(&addr, other.client_config(None)).await.is_err());
+
+    let anonymous = stackd_tls::channel(&addr, pki.client_config(None)).await.expect("TLS channel");
+    let mut control = ControlClient::new(anonymous.clone());
+
+    // No token, a wrong secret, an unknown token: unauthenticated.
+    let e = control.list_nodes(v1::ListNodesRequest::default()).await.expect_err("no token");
+    assert_eq!(e.code(), Code::Unauthenticated, "{e:?}");
+    assert!(e.message().contains("STACKCTL_TOKEN"), "{}", e.message());
+    let forged = stackd_tls::ClientToken::parse(&format!("STKC-1-{}-{}", admin.id(), "0".repeat(32))).expect("shape");
+    let e = control.list_nodes(with_token(v1::ListNodesRequest::default(), &forged)).await.expect_err("wrong");
+    assert_eq!(e.code(), Code::Unauthenticated, "{e:?}");
+    let e = control
+        .list_nodes(with_token(v1::ListNodesRequest::default(), &stackd_tls::ClientToken::generate()))
+        .await
+        .expect_err("unknown");
+    assert_eq!(e.code(), Code::Unauthenticated, "{e:?}");
+
+    // A viewer reads but may not write.
+    let nodes = control.list_nodes(with_token(v1::ListNodesRequest::default(), &viewer)).await.expect("viewer reads");
+    assert!(nodes.get_ref().nodes.iter().any(|n| n.id == identity.node_id), "the first manager is a node");
+    let e = control.create_object(with_token(secret(), &viewer)).await.expect_err("viewer writes");
+    assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
+    // A deployer may remove its own stacks only.
+    let e = control
+        .remove_stack(with_token(v1::RemoveStackRequest { name: "blog".into() }, &deployer))
+        .await
+        .expect_err("not its stack");
+    assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
+    let e = control
+        .remove_stack(with_token(v1::RemoveStackRequest { name: "shop".into() }, &deployer))
+        .await
+        .expect_err("no such stack");
+    assert_eq!(e.code(), Code::NotFound, "allowed, but there is no stack: {e:?}");
+    // The admin does everything.
+    control.create_object(with_token(secret(), &admin)).await.expect("admin writes");
+
+    // A manager's certificate is an admin's.
+    let as_manager = pki.client_config(Some((&identity.node_id, Role::Manager)));
+    let channel = stackd_tls::channel(&addr, as_manager).await.expect("TLS channel");
+    ControlClient::new(channel.clone()).list_nodes(v1::ListNodesRequest::default()).await.expect("manager cert reads");
+
+    // The dispatcher: the node's own certificate only.
+    let beat = |node_id: &str| v1::HeartbeatRequest { node_id: node_id.into(), session_id: "s".into() };
+    let e = DispatcherClient::new(anonymous).heartbeat(beat(&identity.node_id)).await.expect_err("no cert");
+    assert_eq!(e.code(), Code::Unauthenticated, "{e:?}");
+    let e = DispatcherClient::new(channel.clone()).heartbeat(beat("someoneelse00000")).await.expect_err("other");
+    assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
+    // Its own node: past authentication (there is no session yet).
+    let e = DispatcherClient::new(channel).heartbeat(beat(&identity.node_id)).await.expect_err("no session");
+    assert_eq!(e.code(), Code::NotFound, "{e:?}");
+
+    server.abort();
+    manager.shutdown().await;
+}

@@ -1,0 +1,199 @@
+//! The node's security files in its data dir.
+//!
+//! ```text
+//!  DATA_DIR/            0700
+//!    tls/               0700
+//!      ca.crt           the cluster's CA certificate (public)
+//!      node.crt         the node's certificate, then the CA's
+//!      node.key         the node's private key, 0600
+//!      bootstrap.json   0600, `stackd init` only, until InitCluster committed:
+//!                       the security state to propose and the admin token
+//!    stackctl.env       0600, written once InitCluster committed
+//! ```
+
+use std::io::Write;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use serde::{Deserialize, Serialize};
+use stackd_core::model::Blob;
+use stackd_core::security::{ClientToken, Security, TokenRole};
+use stackd_manager::Identity;
+use stackd_tls::{Ca, Credentials, NodeKey, Role, Secret};
+
+/// The name of the admin token `stackd init` creates.
+const ADMIN_TOKEN_NAME: &str = "admin";
+
+/// What `stackd init` keeps until the cluster's first command committed.
+#[derive(Serialize, Deserialize)]
+pub struct Bootstrap {
+    /// The security state `InitCluster` carries (the CA key included).
+    pub security: Security,
+    /// The admin token's full text, for `stackctl.env`.
+    pub admin_token: String,
+}
+
+fn tls_dir(dir: &Path) -> PathBuf {
+    dir.join("tls")
+}
+
+fn bootstrap_path(dir: &Path) -> PathBuf {
+    tls_dir(dir).join("bootstrap.json")
+}
+
+/// Creates `dir` if needed and restricts it to its owner.
+fn private_dir(dir: &Path) -> Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+        .with_context(|| format!("chmod 0700 {}", dir.display()))
+}
+
+/// Writes `bytes` to `dir/name` with `mode` from the start (never readable
+/// by others, not even for a moment), through a temporary file and a rename.
+fn write_file(dir: &Path, name: &str, bytes: &[u8], mode: u32) -> Result<()> {
+    let path = dir.join(name);
+    let tmp = dir.join(format!(".{name}.tmp"));
+    let _ = std::fs::remove_file(&tmp);
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .open(&tmp)
+        .with_context(|| format!("creating {}", tmp.display()))?;
+    f.write_all(bytes).and_then(|()| f.sync_all()).with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, &path).with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))
+}
+
+/// `stackd init`: the cluster's CA, this node's key and manager certificate,
+/// two join secrets and an admin token. Writes `tls/` (with
+/// `bootstrap.json`) into `dir`, which becomes private to its owner.
+pub fn init_pki(dir: &Path, identity: &Identity, now_ms: u64) -> Result<()> {
+    private_dir(dir)?;
+    let tls = tls_dir(dir);
+    private_dir(&tls)?;
+    let ca = Ca::generate(&identity.cluster_id).context("generating the cluster CA")?;
+    let key = NodeKey::generate().context("generating the node key")?;
+    let cert = ca.sign_key(&key, &identity.node_id, Role::Manager).context("signing the node certificate")?;
+    let admin = stackd_tls::ClientToken::generate();
+    let token = ClientToken {
+        id: admin.id().to_string(),
+        name: ADMIN_TOKEN_NAME.to_string(),
+        role: TokenRole::Admin,
+        stacks: vec![],
+        secret_sha256: admin.secret_sha256(),
+        created_at: now_ms,
+    };
+    let (manager_secret, mut worker_secret) = (Secret::generate(), Secret::generate());
+    while worker_secret == manager_secret {
+        worker_secret = Secret::generate();
+    }
+    let security = Security {
+        ca_cert_pem: ca.cert_pem().to_string(),
+        ca_key_pem: Blob(ca.key_pem().into_bytes()),
+        manager_secret: Blob(manager_secret.as_bytes().to_vec()),
+        worker_secret: Blob(worker_secret.as_bytes().to_vec()),
+        tokens: [(token.id.clone(), token)].into(),
+    };
+    security.validate().context("the new cluster's security state")?;
+    let bootstrap = Bootstrap { security, admin_token: admin.reveal() };
+    write_file(&tls, "ca.crt", ca.cert_pem().as_bytes(), 0o644)?;
+    write_file(&tls, "node.crt", format!("{}{}", cert, ca.cert_pem()).as_bytes(), 0o644)?;
+    write_file(&tls, "node.key", key.to_pem().as_bytes(), 0o600)?;
+    write_file(&tls, "bootstrap.json", &serde_json::to_vec(&bootstrap)?, 0o600)?;
+    Ok(())
+}
+
+/// The node's credentials from `dir/tls`.
+pub fn load_credentials(dir: &Path) -> Result<Credentials> {
+    let tls = tls_dir(dir);
+    if !tls.join("node.key").exists() {
+        bail!(
+            "{} has no TLS credentials (tls/node.key): it was made by a stackd without TLS and cannot be \
+             migrated; create a new node with `stackd init`",
+            dir.display()
+        );
+    }
+    let read = |name: &str| {
+        let path = tls.join(name);
+        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))
+    };
+    Ok(Credentials::from_pem(&read("node.crt")?, &read("node.key")?, &read("ca.crt")?)?)
+}
+
+/// The bootstrap state of `stackd init`, if the cluster's first command has
+/// not been confirmed yet.
+pub fn load_bootstrap(dir: &Path) -> Result<Option<Bootstrap>> {
+    let path = bootstrap_path(dir);
+    if !path.exists() {
+        return Ok(None);
+    }
+    let bytes = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+    Ok(Some(serde_json::from_slice(&bytes).with_context(|| format!("{} is corrupt", path.display()))?))
+}
+
+/// Once `InitCluster` committed: writes `stackctl.env` (0600), then drops
+/// `bootstrap.json` (the CA key and the token live on in the Raft state and
+/// in `stackctl.env`). Returns the path of `stackctl.env`.
+pub fn finish_bootstrap(dir: &Path, identity: &Identity, dial_addr: &str, admin_token: &str) -> Result<PathBuf> {
+    let dir = std::path::absolute(dir).with_context(|| format!("resolving {}", dir.display()))?;
+    let ca = tls_dir(&dir).join("ca.crt");
+    let body = format!(
+        "# stackctl settings for cluster {}: `set -a; . {}; set +a`\nSTACKCTL_ADDR={}\nSTACKCTL_CA={}\nSTACKCTL_TOKEN={}\n",
+        identity.cluster_id,
+        dir.join("stackctl.env").display(),
+        shell_value(&format!("https://{dial_addr}")),
+        shell_value(&ca.display().to_string()),
+        shell_value(admin_token),
+    );
+    write_file(&dir, "stackctl.env", body.as_bytes(), 0o600)?;
+    let path = bootstrap_path(&dir);
+    std::fs::remove_file(&path).with_context(|| format!("removing {}", path.display()))?;
+    Ok(dir.join("stackctl.env"))
+}
+
+/// `value` as a shell word: as it is when it is safe, single-quoted if not.
+fn shell_value(value: &str) -> String {
+    let safe = value.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_./:@%+=,[]".contains(&b));
+    if safe { value.to_string() } else { format!("'{}'", value.replace('\'', r"'\''")) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn init_writes_private_files_that_load() {
+        let tmp = std::env::temp_dir().join(format!("stackd-files-test-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&tmp);
+        let identity = Identity::generate("n1", "127.0.0.1:4280");
+        init_pki(&tmp, &identity, 1).expect("init");
+        let mode = |p: &Path| std::fs::metadata(p).expect("metadata").permissions().mode() & 0o777;
+        assert_eq!(mode(&tmp), 0o700);
+        assert_eq!(mode(&tmp.join("tls")), 0o700);
+        assert_eq!(mode(&tmp.join("tls/node.key")), 0o600);
+        assert_eq!(mode(&tmp.join("tls/bootstrap.json")), 0o600);
+        let creds = load_credentials(&tmp).expect("credentials");
+        let id = creds.identity().expect("identity");
+        assert_eq!((id.node_id.as_str(), id.role), (identity.node_id.as_str(), Role::Manager));
+        assert_eq!(id.cluster_id, identity.cluster_id);
+        let boot = load_bootstrap(&tmp).expect("read").expect("bootstrap");
+        boot.security.validate().expect("valid security");
+        let token = stackd_tls::ClientToken::parse(&boot.admin_token).expect("token");
+        assert!(boot.security.verify_token(token.id(), &token.secret_sha256()).is_some());
+
+        let env = finish_bootstrap(&tmp, &identity, "127.0.0.1:4280", &boot.admin_token).expect("finish");
+        assert_eq!(mode(&env), 0o600);
+        let text = std::fs::read_to_string(&env).expect("env");
+        assert!(text.contains("STACKCTL_ADDR=https://127.0.0.1:4280\n"), "{text}");
+        assert!(text.contains(&format!("STACKCTL_TOKEN={}\n", boot.admin_token)));
+        assert!(load_bootstrap(&tmp).expect("read").is_none());
+        std::fs::remove_dir_all(&tmp).expect("cleanup");
+    }
+
+    #[test]
+    fn shell_values_are_quoted_when_needed() {
+        assert_eq!(shell_value("/var/lib/stackd/tls/ca.crt"), "/var/lib/stackd/tls/ca.crt");
+        assert_eq!(shell_value("/my dir/it's"), r"'/my dir/it'\''s'");
+    }
+}
