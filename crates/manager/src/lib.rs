@@ -12,7 +12,8 @@
 //! # Layout
 //!
 //! - `raft/`: openraft 0.9 with a redb log store and a snapshotting state
-//!   machine; openraft types stay inside it.
+//!   machine, Raft between managers over gRPC (the `Raft` service, write
+//!   forwarding, read index); openraft types stay inside it.
 //! - `control.rs`: the control gRPC service (stackctl's API).
 //! - `dispatcher.rs`: agent sessions, heartbeats, status reports, node liveness.
 //! - `controller.rs`: the loop that turns state into plans through core.
@@ -33,7 +34,7 @@ use stackd_proto::v1;
 use tokio::sync::watch;
 
 pub use identity::{Identity, IdentityError};
-pub use raft::{RaftError, RaftNode, Timings};
+pub use raft::{Members, PeerConnector, PlainConnector, RaftError, RaftNode, RaftStatus, Timings};
 
 /// Why the manager could not start or stopped.
 #[derive(Debug, thiserror::Error)]
@@ -72,6 +73,39 @@ pub struct ManagerConfig {
     pub timings: Timings,
 }
 
+/// Makes the cluster usable: initialises Raft when asked (a new cluster),
+/// then, once this manager leads, proposes `InitCluster` if the state has
+/// none yet (also after a crash between the two). Runs until done or stopped.
+async fn bootstrap(raft: RaftNode, identity: Identity, initialize: bool, mut stop: watch::Receiver<bool>) {
+    if initialize && let Err(e) = raft.initialize(&identity.addr).await {
+        tracing::error!(error = %e, "cannot initialise the cluster");
+        return;
+    }
+    let mut leading = raft.leader_watch();
+    loop {
+        tokio::select! {
+            r = leading.wait_for(|l| *l) => if r.is_err() { return },
+            _ = stop.changed() => return,
+        }
+        // Apply everything committed before looking at the state.
+        if let Err(e) = raft.read_barrier().await {
+            tracing::debug!(error = %e, "bootstrap: read barrier failed; retrying");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            continue;
+        }
+        if !raft.shared().read(|s| s.cluster_id.is_empty()) {
+            return;
+        }
+        match raft.propose(Command::InitCluster { cluster_id: identity.cluster_id.clone(), at: now_ms() }).await {
+            Ok(_) => return,
+            Err(e) => {
+                tracing::warn!(error = %e, "proposing InitCluster failed; retrying");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        }
+    }
+}
+
 /// A running manager.
 pub struct Manager {
     raft: RaftNode,
@@ -81,18 +115,26 @@ pub struct Manager {
 }
 
 impl Manager {
-    /// Opens the Raft state, bootstraps it if asked, and starts the loops.
+    /// Opens the Raft state and starts the loops, reaching other managers
+    /// over plaintext gRPC. Returns at once: bootstrapping (initialising a
+    /// new cluster, proposing its `InitCluster`) runs in the background, so
+    /// the caller can serve Raft RPCs before any leader exists — with several
+    /// managers restarting together, nobody could elect a leader otherwise.
     pub async fn start(config: ManagerConfig) -> Result<Self, ManagerError> {
-        let raft = RaftNode::start(&config.data_dir.join("raft"), config.identity.raft_id, &config.timings).await?;
-        if config.bootstrap {
-            raft.initialize(&config.identity.addr).await?;
-        }
-        raft.wait_for_leader(Duration::from_secs(30)).await?;
-        let needs_init = raft.shared().read(|s| s.cluster_id.is_empty());
-        if needs_init && raft.status().is_leader {
-            raft.propose(Command::InitCluster { cluster_id: config.identity.cluster_id.clone(), at: now_ms() }).await?;
-        }
+        Self::start_with_connector(config, Box::new(raft::PlainConnector::default())).await
+    }
+
+    /// [`start`](Self::start), reaching other managers through `connector`
+    /// (e.g. over TLS).
+    pub async fn start_with_connector(
+        config: ManagerConfig,
+        connector: Box<dyn raft::PeerConnector>,
+    ) -> Result<Self, ManagerError> {
+        let raft =
+            RaftNode::start_with(&config.data_dir.join("raft"), config.identity.raft_id, &config.timings, connector)
+                .await?;
         let (stop, stop_rx) = watch::channel(false);
+        tokio::spawn(bootstrap(raft.clone(), config.identity.clone(), config.bootstrap, stop_rx.clone()));
         tokio::spawn(controller::run(raft.clone(), stop_rx.clone()));
         // One dispatcher: the liveness monitor reads the sessions the service records.
         let dispatcher = dispatcher::Dispatcher::new(raft.clone());
@@ -110,6 +152,7 @@ impl Manager {
         let control = control::Control::new(self.raft.clone(), self.identity.node_id.clone());
         tonic::service::Routes::new(v1::control_server::ControlServer::new(control))
             .add_service(v1::dispatcher_server::DispatcherServer::new(self.dispatcher.clone()))
+            .add_service(raft::RaftService::new(self.raft.clone()).server())
     }
 
     /// Serves the manager's services on `listener` until `shutdown` resolves.
