@@ -83,8 +83,7 @@ type SnapshotMetaOf = openraft::SnapshotMeta<u64, BasicNode>;
 type Metrics = RaftMetrics<u64, BasicNode>;
 
 /// What a leader without a reachable majority answers.
-const LOST_MAJORITY: &str =
-    "this manager lost contact with a majority of the managers and cannot confirm it still leads; retry on another manager";
+const LOST_MAJORITY: &str = "this manager lost contact with a majority of the managers and cannot confirm it still leads; retry on another manager";
 
 /// Pause between two attempts to reach the leader.
 const RETRY_PAUSE: Duration = Duration::from_millis(100);
@@ -302,9 +301,7 @@ impl RaftNode {
 
     /// The leader and its address, as this node knows them.
     fn leader_of(m: &Metrics) -> (Option<u64>, Option<String>) {
-        let addr = m
-            .current_leader
-            .and_then(|l| m.membership_config.membership().get_node(&l).map(|n| n.addr.clone()));
+        let addr = m.current_leader.and_then(|l| m.membership_config.membership().get_node(&l).map(|n| n.addr.clone()));
         (m.current_leader, addr)
     }
 
@@ -635,8 +632,11 @@ impl RaftNode {
     /// On the leader: makes the learner `id` a voter. Returns once the new
     /// configuration is committed (through a joint configuration).
     pub async fn promote(&self, id: u64) -> Result<(), RaftError> {
-        self.change("promoting a learner", self.raft.change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id])), false))
-            .await
+        self.change(
+            "promoting a learner",
+            self.raft.change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id])), false),
+        )
+        .await
     }
 
     /// On the leader: removes `id` from the membership, voter or learner.
@@ -648,11 +648,17 @@ impl RaftNode {
         if members.voters.contains_key(&id) {
             // retain = false: the removed voter leaves the node list too, not
             // only the voters (it would stay a learner otherwise).
-            self.change("removing a voter", self.raft.change_membership(ChangeMembers::RemoveVoters(BTreeSet::from([id])), false))
-                .await
+            self.change(
+                "removing a voter",
+                self.raft.change_membership(ChangeMembers::RemoveVoters(BTreeSet::from([id])), false),
+            )
+            .await
         } else if members.learners.contains_key(&id) {
-            self.change("removing a learner", self.raft.change_membership(ChangeMembers::RemoveNodes(BTreeSet::from([id])), false))
-                .await
+            self.change(
+                "removing a learner",
+                self.raft.change_membership(ChangeMembers::RemoveNodes(BTreeSet::from([id])), false),
+            )
+            .await
         } else {
             Ok(())
         }

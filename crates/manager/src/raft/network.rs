@@ -260,8 +260,7 @@ impl RaftNetwork<TypeConfig> for Connection {
             },
             closed = cancel => return Err(StreamingError::Closed(closed)),
         };
-        let result: Result<SnapshotResponse<u64>, Fatal<u64>> =
-            self.decode(&reply.json).map_err(Failure::streaming)?;
+        let result: Result<SnapshotResponse<u64>, Fatal<u64>> = self.decode(&reply.json).map_err(Failure::streaming)?;
         result.map_err(|e| StreamingError::RemoteError(RemoteError::new(target, e)))
     }
 

@@ -103,7 +103,10 @@ impl StateMachine {
         }
         let (applied, _) = watch::channel(data.last_applied.map(|l| l.index).unwrap_or(0));
         let (events, _) = broadcast::channel(4096);
-        Ok(Self { shared: Arc::new(Shared { data: RwLock::new(data), applied, events, installs: AtomicU64::new(0) }), dir: dir.to_path_buf() })
+        Ok(Self {
+            shared: Arc::new(Shared { data: RwLock::new(data), applied, events, installs: AtomicU64::new(0) }),
+            dir: dir.to_path_buf(),
+        })
     }
 
     /// The handle the rest of the manager reads through.
