@@ -34,7 +34,9 @@ use stackd_proto::v1;
 use tokio::sync::watch;
 
 pub use identity::{Identity, IdentityError};
-pub use raft::{Members, PeerConnector, PlainConnector, RaftError, RaftNode, RaftStatus, Timings};
+pub use raft::{
+    MemberInfo, Members, MembersView, PeerConnector, PlainConnector, RaftError, RaftNode, RaftStatus, Timings,
+};
 
 /// Why the manager could not start or stopped.
 #[derive(Debug, thiserror::Error)]

@@ -147,6 +147,14 @@ async fn three_managers_replicate_fail_over_and_catch_up_by_snapshot() {
         [&n2, &n3].iter().all(|n| n.raft().status().leader == Some(1))
     })
     .await;
+    // A follower asks the leader for its view (Raft.Members).
+    let view = n3.raft().leader_members().await.expect("members through the leader");
+    assert_eq!(view.leader, 1);
+    assert!(view.has_quorum);
+    assert_eq!(
+        view.members.iter().map(|m| (m.id, m.voter, m.reachable)).collect::<Vec<_>>(),
+        vec![(1, true, true), (2, true, true), (3, true, true)]
+    );
 
     // Writes through every manager: the followers forward to the leader.
     let mut acked = Vec::new();
@@ -205,7 +213,8 @@ async fn three_managers_replicate_fail_over_and_catch_up_by_snapshot() {
     let applied = leader.raft().status().last_applied;
     wait_until(Duration::from_secs(10), "the leader's snapshot", || leader.raft().status().snapshot_index >= applied)
         .await;
-    eprintln!("leader before m4 joins: {:?}", leader.raft().status());
+    wait_until(Duration::from_secs(10), "the leader to compact its log", || leader.raft().status().purged_index > 0)
+        .await;
     let n4 = Node::start(4, false, timings).await;
     leader.raft().add_learner(4, &n4.addr).await.expect("add learner m4");
     let target = leader.raft().status().last_applied;

@@ -58,7 +58,7 @@ use tokio::sync::watch;
 pub use log_store::LogStore;
 pub use network::NetworkFailure;
 pub use peers::{MAX_MESSAGE, PeerConnector, PeerError, Peers, PlainConnector, peer_endpoint};
-pub use service::{LEADER_HEADER, RaftService};
+pub use service::{LEADER_HEADER, REFUSED_HEADER, RaftService};
 pub use state_machine::{Shared, StateMachine, write_atomic};
 
 openraft::declare_raft_types!(
@@ -129,6 +129,12 @@ pub enum RaftError {
 }
 
 /// Timing and log-retention settings of the Raft protocol.
+///
+/// Failover time: a follower of openraft 0.9 starts an election only after
+/// `leader_lease + election timeout` without a heartbeat, where the lease is
+/// `election_max` and the timeout is drawn from `election_min..election_max`
+/// (and it refuses to vote while its own lease runs). With the defaults a new
+/// leader is elected 3–4 s after the old one died.
 #[derive(Clone, Copy, Debug)]
 pub struct Timings {
     /// Leader heartbeat period; also the timeout of one append-entries RPC.
@@ -201,6 +207,32 @@ pub struct Members {
     pub voters: BTreeMap<u64, String>,
     /// Learners: receive the log, do not vote.
     pub learners: BTreeMap<u64, String>,
+}
+
+/// One member as the leader sees it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MemberInfo {
+    /// Raft id.
+    pub id: u64,
+    /// Address.
+    pub addr: String,
+    /// Voter (else learner).
+    pub voter: bool,
+    /// Answered the leader within `election_max` (the leader itself: always).
+    pub reachable: bool,
+    /// Last log index known to be replicated to it (0: none yet).
+    pub matched: u64,
+}
+
+/// The membership as the leader sees it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct MembersView {
+    /// The leader's Raft id.
+    pub leader: u64,
+    /// Voters first, then learners, each by id.
+    pub members: Vec<MemberInfo>,
+    /// Whether the leader hears from a majority.
+    pub has_quorum: bool,
 }
 
 /// How an attempt to reach the leader ended.
@@ -375,16 +407,21 @@ impl RaftNode {
         }
     }
 
-    /// Maps a failed call to the leader: `unavailable` means nothing was
-    /// proposed (the leader refused, or the request never reached it).
+    /// Maps a failed call to the leader. `unavailable` is retried: either
+    /// the leader refused before proposing anything (`x-stackd-refused`), or
+    /// the transport failed — almost always before the request was sent (a
+    /// refused or timed-out connect); a connection lost after sending is the
+    /// one case where a retried write may apply twice.
     fn leader_failure(&self, leader: u64, status: tonic::Status) -> Attempt<RaftError> {
         use tonic::Code;
+        let refused = status.metadata().get(REFUSED_HEADER).and_then(|v| v.to_str().ok()).map(str::to_string);
         match status.code() {
-            Code::Unavailable if status.message() == "not the leader" => {
+            Code::Unavailable if refused.as_deref() == Some("not-leader") => {
                 let leader_addr =
                     status.metadata().get(LEADER_HEADER).and_then(|v| v.to_str().ok()).map(str::to_string);
                 Attempt::Retry(RaftError::NotLeader { leader: None, leader_addr })
             }
+            Code::Unavailable if refused.is_some() => Attempt::Retry(RaftError::NoQuorum(status.message().to_string())),
             Code::Unavailable => Attempt::Retry(RaftError::NoQuorum(format!(
                 "the leader (node {leader:016x}) is unavailable: {}",
                 status.message()
@@ -451,7 +488,12 @@ impl RaftNode {
             let m = self.metrics();
             let last = if m.state == ServerState::Leader {
                 // ensure_linearizable also waits for the local apply.
-                return self.read_index_local().await.map(|_| ());
+                match self.read_index_local().await {
+                    Ok(_) => return Ok(()),
+                    // Lost the leadership meanwhile: ask the new leader.
+                    Err(e @ RaftError::NotLeader { .. }) => e,
+                    Err(e) => return Err(e),
+                }
             } else {
                 match Self::leader_of(&m) {
                     (Some(leader), Some(addr)) if leader != self.id => {
@@ -593,6 +635,74 @@ impl RaftNode {
         let m = self.raft.metrics();
         let m = m.borrow();
         m.replication.as_ref()?.get(&id)?.map(|l| l.index)
+    }
+
+    /// The membership with reachability and replication progress, as this
+    /// node sees it (meaningful on the leader).
+    pub(crate) fn local_members_view(&self) -> MembersView {
+        let status = self.status();
+        let members = self.members();
+        let info = |id: u64, addr: &String, voter: bool| MemberInfo {
+            id,
+            addr: addr.clone(),
+            voter,
+            reachable: status.reachable.contains(&id),
+            matched: if id == self.id { status.last_log_index } else { self.matched(id).unwrap_or(0) },
+        };
+        MembersView {
+            leader: if status.is_leader { self.id } else { 0 },
+            members: members
+                .voters
+                .iter()
+                .map(|(id, a)| info(*id, a, true))
+                .chain(members.learners.iter().map(|(id, a)| info(*id, a, false)))
+                .collect(),
+            has_quorum: status.has_quorum,
+        }
+    }
+
+    /// The leader's view of the membership (who is reachable, how far each
+    /// member is replicated): from this node when it leads, else asked of the
+    /// leader (`Raft.Members`). For quorum checks before a membership change.
+    pub async fn leader_members(&self) -> Result<MembersView, RaftError> {
+        let m = self.metrics();
+        if m.state == ServerState::Leader {
+            return Ok(self.local_members_view());
+        }
+        let (Some(leader), Some(addr)) = Self::leader_of(&m) else {
+            return Err(RaftError::NotLeader { leader: m.current_leader, leader_addr: None });
+        };
+        let mut client = self.peers.client(leader, &addr).map_err(|e| RaftError::NoQuorum(e.to_string()))?;
+        let limit = self.timings.write_timeout;
+        let mut req = tonic::Request::new(v1::MembersRequest {});
+        req.set_timeout(limit);
+        let reply = match tokio::time::timeout(limit, client.members(req)).await {
+            Err(_) => return Err(RaftError::NoQuorum(format!("the leader did not answer within {limit:?}"))),
+            Ok(Err(status)) => {
+                return Err(match self.leader_failure(leader, status) {
+                    Attempt::Retry(e) | Attempt::Done(e) => e,
+                });
+            }
+            Ok(Ok(r)) => r.into_inner(),
+        };
+        if reply.leader == 0 {
+            return Err(RaftError::NotLeader { leader: None, leader_addr: None });
+        }
+        Ok(MembersView {
+            leader: reply.leader,
+            members: reply
+                .members
+                .into_iter()
+                .map(|m| MemberInfo {
+                    id: m.raft_id,
+                    addr: m.addr,
+                    voter: m.voter,
+                    reachable: m.reachable,
+                    matched: m.matched,
+                })
+                .collect(),
+            has_quorum: reply.has_quorum,
+        })
     }
 
     /// Runs a membership change on the leader, bounded by the write timeout.

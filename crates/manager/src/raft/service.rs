@@ -22,6 +22,11 @@ use super::{RaftError, RaftNode, SnapshotMetaOf, Vote, snapshot};
 /// The metadata key that names the leader's address on a refusal.
 pub const LEADER_HEADER: &str = "x-stackd-leader";
 
+/// The metadata key set on a refusal that proposed nothing: `not-leader` or
+/// `no-quorum`. The caller may retry such a refusal without risking a
+/// duplicate write; an `unavailable` without it comes from the transport.
+pub const REFUSED_HEADER: &str = "x-stackd-refused";
+
 /// How long a snapshot stream may stay silent between two messages.
 const SNAPSHOT_IDLE: Duration = Duration::from_secs(10);
 
@@ -65,9 +70,11 @@ fn bad(what: &str, e: impl std::fmt::Display) -> Status {
 
 /// A refusal the caller may retry (nothing was proposed), naming the leader when known.
 pub(super) fn refusal(e: RaftError) -> Status {
+    use tonic::metadata::MetadataValue;
     match e {
         RaftError::NotLeader { leader_addr, .. } => {
             let mut status = Status::unavailable("not the leader");
+            status.metadata_mut().insert(REFUSED_HEADER, MetadataValue::from_static("not-leader"));
             if let Some(addr) = leader_addr
                 && let Ok(value) = addr.parse()
             {
@@ -75,7 +82,11 @@ pub(super) fn refusal(e: RaftError) -> Status {
             }
             status
         }
-        RaftError::NoQuorum(m) => Status::unavailable(m),
+        RaftError::NoQuorum(m) => {
+            let mut status = Status::unavailable(m);
+            status.metadata_mut().insert(REFUSED_HEADER, MetadataValue::from_static("no-quorum"));
+            status
+        }
         RaftError::Timeout(m) => Status::deadline_exceeded(m),
         other => Status::internal(other.to_string()),
     }
@@ -159,25 +170,21 @@ impl v1::raft_server::Raft for RaftService {
     }
 
     async fn members(&self, _req: Request<v1::MembersRequest>) -> Result<Response<v1::MembersReply>, Status> {
-        let status = self.node.status();
-        let members = self.node.members();
-        let member = |id: u64, addr: &String, voter: bool| v1::Member {
-            raft_id: id,
-            addr: addr.clone(),
-            voter,
-            reachable: status.reachable.contains(&id),
-            matched: self.node.matched(id).unwrap_or(0),
-        };
-        let list = members
-            .voters
-            .iter()
-            .map(|(id, a)| member(*id, a, true))
-            .chain(members.learners.iter().map(|(id, a)| member(*id, a, false)))
-            .collect();
+        let view = self.node.local_members_view();
         Ok(Response::new(v1::MembersReply {
-            leader: if status.is_leader { status.id } else { 0 },
-            members: list,
-            has_quorum: status.has_quorum,
+            leader: view.leader,
+            members: view
+                .members
+                .into_iter()
+                .map(|m| v1::Member {
+                    raft_id: m.id,
+                    addr: m.addr,
+                    voter: m.voter,
+                    reachable: m.reachable,
+                    matched: m.matched,
+                })
+                .collect(),
+            has_quorum: view.has_quorum,
         }))
     }
 }
