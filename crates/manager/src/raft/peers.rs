@@ -201,6 +201,42 @@ mod tests {
         });
     }
 
+    fn leader_metrics(term: u64, configs: Vec<BTreeSet<u64>>) -> RaftMetrics<u64, openraft::BasicNode> {
+        let mut m = RaftMetrics::new_initial(1);
+        m.state = ServerState::Leader;
+        m.current_term = term;
+        let membership = openraft::Membership::new(configs, None);
+        m.membership_config = std::sync::Arc::new(openraft::StoredMembership::new(None, membership));
+        m
+    }
+
+    #[test]
+    fn quorum_needs_a_majority_of_every_configuration_after_the_grace() {
+        let window = Duration::from_millis(40);
+        let peers = Peers::new(Box::new(PlainConnector::default()), window);
+        let three = leader_metrics(2, vec![BTreeSet::from([1, 2, 3])]);
+        // A new leader is granted the window: it just won the votes.
+        assert!(peers.leader_has_quorum(1, &three));
+        std::thread::sleep(window * 2);
+        assert!(!peers.leader_has_quorum(1, &three), "alone among three voters");
+        peers.record_ok(3);
+        assert!(peers.leader_has_quorum(1, &three), "itself and m3 are a majority of three");
+        // A joint configuration needs a majority in both halves.
+        let joint = leader_metrics(2, vec![BTreeSet::from([1, 2, 3]), BTreeSet::from([3, 4, 5])]);
+        assert!(!peers.leader_has_quorum(1, &joint), "1 of {{3, 4, 5}} reached");
+        peers.record_ok(4);
+        assert!(peers.leader_has_quorum(1, &joint));
+        // A single voter always has its quorum; a follower never "has" one.
+        assert!(peers.leader_has_quorum(1, &leader_metrics(2, vec![BTreeSet::from([1])])));
+        let mut follower = three.clone();
+        follower.state = ServerState::Follower;
+        assert!(!peers.leader_has_quorum(1, &follower));
+        // A new term starts a new grace period.
+        std::thread::sleep(window * 2);
+        let five = leader_metrics(3, vec![BTreeSet::from([1, 2, 3, 4, 5])]);
+        assert!(peers.leader_has_quorum(1, &five));
+    }
+
     #[test]
     fn contact_tracker_forgets_after_the_window() {
         let peers = Peers::new(Box::new(PlainConnector::default()), Duration::from_millis(50));
