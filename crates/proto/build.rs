@@ -2,7 +2,8 @@
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let root = "../../proto";
-    let files = ["stackd/v1/types.proto", "stackd/v1/control.proto", "stackd/v1/dispatcher.proto"];
+    let files =
+        ["stackd/v1/types.proto", "stackd/v1/control.proto", "stackd/v1/dispatcher.proto", "stackd/v1/raft.proto"];
     let fds = protox::compile(files, [root])?;
     tonic_prost_build::configure().build_client(true).build_server(true).compile_fds(fds)?;
     println!("cargo:rerun-if-changed={root}");

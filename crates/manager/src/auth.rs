@@ -57,6 +57,17 @@ pub(crate) fn peer_node<T>(req: &Request<T>, cluster_id: &str) -> Result<Option<
     Ok(Some(peer))
 }
 
+/// The check of the Raft service: only a manager certificate of the cluster
+/// `cluster_id` may call it (a joining manager has one before it is in the
+/// state, so the state is not consulted).
+pub(crate) fn manager_peer(cluster_id: String) -> impl FnMut(Request<()>) -> Result<Request<()>, Status> + Clone {
+    move |req: Request<()>| match peer_node(&req, &cluster_id)? {
+        Some(peer) if peer.role == stackd_tls::Role::Manager => Ok(req),
+        Some(_) => Err(Status::permission_denied("only managers take part in Raft")),
+        None => Err(Status::unauthenticated("Raft needs the manager certificate of this cluster")),
+    }
+}
+
 /// Who made `req`: a node certificate of this cluster, else a valid bearer
 /// token, else `unauthenticated`. Error messages never contain the token.
 pub(crate) fn authenticate<T>(req: &Request<T>, state: &ClusterState) -> Result<Caller, Status> {

@@ -1,8 +1,8 @@
 //! The control API: what stackctl calls.
 //!
-//! Writes are proposed through Raft (on the leader; a follower answers
-//! `unavailable` with the leader's address until forwarding lands with HA).
-//! Reads wait for the leader's read index unless the request says `stale`.
+//! Writes are proposed through Raft (a follower forwards them to the
+//! leader). Reads wait for the leader's read index unless the request says
+//! `stale`.
 //! Every call is authenticated and authorised first (`auth.rs`): reads
 //! for every caller, deploying and removing a stack for the tokens that may,
 //! everything else for admins.

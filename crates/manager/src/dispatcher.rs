@@ -58,6 +58,9 @@ pub(crate) fn raft_status(e: RaftError) -> Status {
             leader_addr.unwrap_or_else(|| "an unknown address".into())
         )),
         RaftError::NoQuorum(m) => Status::unavailable(format!("no quorum: {m}")),
+        // It may still have committed: the caller checks before retrying.
+        e @ RaftError::Timeout(_) => Status::unavailable(e.to_string()),
+        e @ RaftError::Membership(_) => Status::failed_precondition(e.to_string()),
         other => Status::internal(other.to_string()),
     }
 }

@@ -12,7 +12,8 @@
 //! # Layout
 //!
 //! - `raft/`: openraft 0.9 with a redb log store and a snapshotting state
-//!   machine; openraft types stay inside it.
+//!   machine, Raft between managers over gRPC (the `Raft` service, write
+//!   forwarding, read index); openraft types stay inside it.
 //! - `control.rs`: the control gRPC service (stackctl's API).
 //! - `dispatcher.rs`: agent sessions, heartbeats, status reports, node liveness.
 //! - `controller.rs`: the loop that turns state into plans through core.
@@ -41,9 +42,12 @@ use stackd_core::model::{Availability, Node, NodeRole, NodeState};
 use stackd_core::security::Security;
 use stackd_proto::v1;
 use tokio::sync::watch;
+use tonic::service::interceptor::InterceptedService;
 
 pub use identity::{Identity, IdentityError};
-pub use raft::{RaftError, RaftNode, Timings};
+pub use raft::{
+    MemberInfo, Members, MembersView, PeerConnector, PlainConnector, RaftError, RaftNode, RaftStatus, Timings,
+};
 
 /// Why the manager could not start or stopped.
 #[derive(Debug, thiserror::Error)]
@@ -99,6 +103,73 @@ pub struct ManagerConfig {
     pub timings: Timings,
 }
 
+/// Makes the cluster usable: initialises Raft when asked (a new cluster),
+/// then, once this manager leads, proposes `InitCluster` if the state has
+/// none yet (also after a crash between the two). Runs until done or stopped.
+async fn bootstrap(
+    raft: RaftNode,
+    identity: Identity,
+    security: Option<Security>,
+    mut stop: watch::Receiver<bool>,
+    done: watch::Sender<Option<Result<(), String>>>,
+) {
+    // Only `stackd init` (until its InitCluster commits) brings a bootstrap;
+    // any other manager gets the state by replication.
+    let Some(security) = security else { return };
+    if let Err(e) = raft.initialize(&identity.addr).await {
+        tracing::error!(error = %e, "cannot initialise the cluster");
+        let _ = done.send(Some(Err(e.to_string())));
+        return;
+    }
+    let mut leading = raft.leader_watch();
+    loop {
+        tokio::select! {
+            r = leading.wait_for(|l| *l) => if r.is_err() { return },
+            _ = stop.changed() => return,
+        }
+        // Apply everything committed before looking at the state.
+        if let Err(e) = raft.read_barrier().await {
+            tracing::debug!(error = %e, "bootstrap: read barrier failed; retrying");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            continue;
+        }
+        if !raft.shared().read(|s| s.cluster_id.is_empty()) {
+            let _ = done.send(Some(Ok(())));
+            return;
+        }
+        // The first manager is a node from the start, so that its own
+        // certificate is recognised before its agent registers.
+        let node = Node {
+            id: identity.node_id.clone(),
+            name: identity.name.clone(),
+            addr: identity.addr.clone(),
+            role: NodeRole::Manager,
+            availability: Availability::Active,
+            state: NodeState::Unknown,
+            labels: Default::default(),
+            resources: Default::default(),
+            engine_version: String::new(),
+            updated_at: 0,
+        };
+        let cmd = Command::InitCluster {
+            cluster_id: identity.cluster_id.clone(),
+            at: now_ms(),
+            security: Some(security.clone()),
+            node: Some(node),
+        };
+        match raft.propose(cmd).await {
+            Ok((_, applied)) => {
+                let _ = done.send(Some(applied.rejected.map_or(Ok(()), Err)));
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "proposing InitCluster failed; retrying");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        }
+    }
+}
+
 /// A running manager.
 pub struct Manager {
     raft: RaftNode,
@@ -106,55 +177,75 @@ pub struct Manager {
     tls: Arc<rustls::ServerConfig>,
     dispatcher: dispatcher::Dispatcher,
     stop: watch::Sender<bool>,
+    /// The bootstrap's outcome, once known.
+    initialised: watch::Receiver<Option<Result<(), String>>>,
+}
+
+/// Channels to the other managers over TLS, with this node's certificate.
+struct TlsPeers(Arc<rustls::ClientConfig>);
+
+impl raft::PeerConnector for TlsPeers {
+    fn channel(&self, addr: &str) -> Result<tonic::transport::Channel, raft::PeerError> {
+        stackd_tls::lazy_channel(addr, self.0.clone())
+            .map_err(|e| raft::PeerError::Connector { addr: addr.to_string(), message: e.to_string() })
+    }
 }
 
 impl Manager {
-    /// Opens the Raft state, bootstraps it if asked, and starts the loops.
-    /// When it returns after a bootstrap, the `InitCluster` command has
-    /// committed.
+    /// Opens the Raft state and starts the loops; other managers are reached
+    /// over TLS, with this node's certificate. Returns at once:
+    /// bootstrapping (initialising a new cluster, proposing its
+    /// `InitCluster`) runs in the background, so the caller can serve Raft
+    /// RPCs before any leader exists — with several managers restarting
+    /// together, nobody could elect a leader otherwise. [`initialised`](Self::initialised)
+    /// waits for the bootstrap.
     pub async fn start(config: ManagerConfig) -> Result<Self, ManagerError> {
+        let client = stackd_tls::client_config(config.credentials.ca(), Some(&config.credentials))?;
+        Self::start_with_connector(config, Box::new(TlsPeers(client))).await
+    }
+
+    /// [`start`](Self::start), reaching other managers through `connector`.
+    pub async fn start_with_connector(
+        config: ManagerConfig,
+        connector: Box<dyn raft::PeerConnector>,
+    ) -> Result<Self, ManagerError> {
         let store = stackd_tls::CertStore::new(&config.credentials)?;
         let tls = stackd_tls::server_config(config.credentials.ca(), Arc::new(store))?;
-        let raft = RaftNode::start(&config.data_dir.join("raft"), config.identity.raft_id, &config.timings).await?;
-        if config.bootstrap.is_some() {
-            raft.initialize(&config.identity.addr).await?;
-        }
-        raft.wait_for_leader(Duration::from_secs(30)).await?;
-        let needs_init = raft.shared().read(|s| s.cluster_id.is_empty());
-        if needs_init && raft.status().is_leader {
-            let security = config.bootstrap.clone().ok_or(ManagerError::NotInitialised)?;
-            let id = &config.identity;
-            // The first manager is a node from the start, so that its own
-            // certificate is recognised before its agent registers.
-            let node = Node {
-                id: id.node_id.clone(),
-                name: id.name.clone(),
-                addr: id.addr.clone(),
-                role: NodeRole::Manager,
-                availability: Availability::Active,
-                state: NodeState::Unknown,
-                labels: Default::default(),
-                resources: Default::default(),
-                engine_version: String::new(),
-                updated_at: 0,
-            };
-            let cmd = Command::InitCluster {
-                cluster_id: id.cluster_id.clone(),
-                at: now_ms(),
-                security: Some(security),
-                node: Some(node),
-            };
-            let (_, applied) = raft.propose(cmd).await?;
-            if let Some(why) = applied.rejected {
-                return Err(ManagerError::InitRefused(why));
-            }
-        }
+        let raft =
+            RaftNode::start_with(&config.data_dir.join("raft"), config.identity.raft_id, &config.timings, connector)
+                .await?;
+        let (initialised_tx, initialised) = watch::channel(None);
         let (stop, stop_rx) = watch::channel(false);
+        tokio::spawn(bootstrap(
+            raft.clone(),
+            config.identity.clone(),
+            config.bootstrap,
+            stop_rx.clone(),
+            initialised_tx,
+        ));
         tokio::spawn(controller::run(raft.clone(), stop_rx.clone()));
         // One dispatcher: the liveness monitor reads the sessions the service records.
         let dispatcher = dispatcher::Dispatcher::new(raft.clone());
         tokio::spawn(dispatcher.clone().monitor(stop_rx));
-        Ok(Self { raft, identity: config.identity, tls, dispatcher, stop })
+        Ok(Self { raft, identity: config.identity, tls, dispatcher, stop, initialised })
+    }
+
+    /// Waits until this node's bootstrap has committed the cluster's
+    /// `InitCluster` (only a start with [`ManagerConfig::bootstrap`] does).
+    ///
+    /// # Errors
+    ///
+    /// [`ManagerError::InitRefused`] when the command was refused,
+    /// [`ManagerError::NotInitialised`] when `timeout` passed first.
+    pub async fn initialised(&self, timeout: Duration) -> Result<(), ManagerError> {
+        let mut rx = self.initialised.clone();
+        match tokio::time::timeout(timeout, rx.wait_for(Option::is_some)).await {
+            Ok(Ok(done)) => match done.clone() {
+                Some(Err(why)) => Err(ManagerError::InitRefused(why)),
+                _ => Ok(()),
+            },
+            _ => Err(ManagerError::NotInitialised),
+        }
     }
 
     /// The Raft node.
@@ -167,6 +258,10 @@ impl Manager {
         let control = control::Control::new(self.raft.clone(), self.identity.node_id.clone());
         tonic::service::Routes::new(v1::control_server::ControlServer::new(control))
             .add_service(v1::dispatcher_server::DispatcherServer::new(self.dispatcher.clone()))
+            .add_service(InterceptedService::new(
+                raft::RaftService::new(self.raft.clone()).server(),
+                auth::manager_peer(self.identity.cluster_id.clone()),
+            ))
     }
 
     /// The TLS configuration the manager serves with.

@@ -11,6 +11,7 @@ use stackd_proto::v1::control_client::ControlClient;
 use stackd_proto::v1::dispatcher_client::DispatcherClient;
 use stackd_tls::testing::TestPki;
 use stackd_tls::{Role, Secret};
+use std::time::Duration;
 use tonic::{Code, Request};
 
 fn stored(token: &stackd_tls::ClientToken, name: &str, role: TokenRole, stacks: &[&str]) -> ClientToken {
@@ -75,6 +76,7 @@ async fn the_manager_serves_tls_and_checks_every_caller() {
     })
     .await
     .expect("manager starts");
+    manager.initialised(Duration::from_secs(30)).await.expect("the cluster is initialised");
     let server = tonic::transport::Server::builder()
         .add_routes(manager.routes())
         .serve_with_incoming(stackd_tls::tls_incoming(listener, manager.tls()));

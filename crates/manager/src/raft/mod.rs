@@ -1,36 +1,64 @@
-//! Raft: the replicated log and state machine, on openraft 0.9.
+//! Raft: the replicated log and state machine, on openraft 0.9, between
+//! managers over gRPC.
 //!
 //! openraft types do not leave this module: the rest of the manager talks to
-//! [`RaftNode`] in terms of core [`Command`]s, [`Applied`] results and
-//! [`RaftError`]s.
+//! [`RaftNode`] in terms of core [`Command`]s, [`Applied`] results, raft ids,
+//! addresses and [`RaftError`]s.
 //!
 //! ```text
-//!  propose(cmd) ──► openraft ──► LogStore (redb, fsync) ──► commit
-//!                                                        │
-//!          Applied + events ◄── StateMachine::apply ◄────┘
+//!  propose(cmd) ─┬─ leader ──► openraft ──► LogStore (redb, fsync) ──► commit
+//!                │                                                   │
+//!                └─ follower ──Raft.Forward──► the leader's propose   │
+//!                                                                     ▼
+//!          Applied + events ◄── StateMachine::apply ◄──── committed entries
 //!                                   │
 //!                      snapshot.current (checksummed file)
 //! ```
+//!
+//! # Layout
+//!
+//! - `log_store.rs`, `state_machine.rs`, `snapshot.rs`: storage.
+//! - `network.rs`: openraft's RPCs to other managers (gRPC client side).
+//! - `service.rs`: the `stackd.v1.Raft` gRPC service (server side), also
+//!   serving `Forward` (writes from followers) and `ReadIndex`.
+//! - `peers.rs`: channel cache, pluggable [`PeerConnector`], contact tracker.
+//!
+//! # Leadership as the rest of the manager sees it
+//!
+//! openraft 0.9 has neither check-quorum nor pre-vote: a leader cut off from
+//! the other managers stays leader, and `client_write` never returns there.
+//! [`RaftNode`] adds a soft step-down: a leader that heard from no majority
+//! of voters within `election_max` refuses writes and reads with
+//! [`RaftError::NoQuorum`] and [`RaftNode::leader_watch`] reports `false`, so
+//! the controller loop and the dispatcher stop acting. The term is not bumped:
+//! when the partition heals nothing is disrupted.
 
 // openraft's StorageError (224 bytes) is the storage traits' error type: it cannot be boxed.
 #[allow(clippy::result_large_err)]
 mod log_store;
 mod network;
+mod peers;
+mod service;
 pub mod snapshot;
 #[allow(clippy::result_large_err)]
 mod state_machine;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use openraft::error::{ClientWriteError, RaftError as OpenRaftError};
-use openraft::{BasicNode, Config, ServerState, SnapshotPolicy};
+use openraft::error::{CheckIsLeaderError, ClientWriteError, RaftError as OpenRaftError};
+use openraft::{BasicNode, ChangeMembers, Config, RaftMetrics, ServerState, SnapshotPolicy};
 use stackd_core::Command;
 use stackd_core::state::Applied;
+use stackd_proto::v1;
+use tokio::sync::watch;
 
 pub use log_store::LogStore;
+pub use network::NetworkFailure;
+pub use peers::{MAX_MESSAGE, PeerConnector, PeerError, Peers, PlainConnector, peer_endpoint};
+pub use service::{LEADER_HEADER, REFUSED_HEADER, RaftService};
 pub use state_machine::{Shared, StateMachine, write_atomic};
 
 openraft::declare_raft_types!(
@@ -52,6 +80,13 @@ type Vote = openraft::Vote<u64>;
 type Entry = openraft::Entry<TypeConfig>;
 type StoredMembershipOf = openraft::StoredMembership<u64, BasicNode>;
 type SnapshotMetaOf = openraft::SnapshotMeta<u64, BasicNode>;
+type Metrics = RaftMetrics<u64, BasicNode>;
+
+/// What a leader without a reachable majority answers.
+const LOST_MAJORITY: &str = "this manager lost contact with a majority of the managers and cannot confirm it still leads; retry on another manager";
+
+/// Pause between two attempts to reach the leader.
+const RETRY_PAUSE: Duration = Duration::from_millis(100);
 
 /// Why a Raft operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -67,6 +102,16 @@ pub enum RaftError {
     /// No quorum answered: the cluster cannot accept writes now; retry later.
     #[error("no quorum: {0}")]
     NoQuorum(String),
+    /// A write was sent but not confirmed in time: it may still be committed.
+    #[error("timed out: {0}")]
+    Timeout(String),
+    /// The leader refused a forwarded request for another reason.
+    #[error("the leader refused: {0}")]
+    Remote(String),
+    /// A membership change was refused (one is in progress, the node is not
+    /// a learner, the last voter would go, …); retry later or fix the request.
+    #[error("membership change refused: {0}")]
+    Membership(String),
     /// The Raft node stopped (storage failure or shutdown); give up.
     #[error("raft stopped: {0}")]
     Fatal(String),
@@ -83,17 +128,32 @@ pub enum RaftError {
     Config(String),
 }
 
-/// Timing of the Raft protocol.
-#[derive(Clone, Debug)]
+/// Timing and log-retention settings of the Raft protocol.
+///
+/// Failover time: a follower of openraft 0.9 starts an election only after
+/// `leader_lease + election timeout` without a heartbeat, where the lease is
+/// `election_max` and the timeout is drawn from `election_min..election_max`
+/// (and it refuses to vote while its own lease runs). With the defaults a new
+/// leader is elected 3–4 s after the old one died.
+#[derive(Clone, Copy, Debug)]
 pub struct Timings {
-    /// Leader heartbeat period.
+    /// Leader heartbeat period; also the timeout of one append-entries RPC.
     pub heartbeat: Duration,
-    /// Election timeout range.
+    /// Election timeout range, lower end.
     pub election_min: Duration,
-    /// Upper end of the election timeout range.
+    /// Election timeout range, upper end; also how long a leader keeps
+    /// leading without hearing from a majority (soft step-down).
     pub election_max: Duration,
-    /// Take a snapshot after this many entries.
+    /// Take a snapshot after this many entries since the last one (0: only on demand).
     pub snapshot_every: u64,
+    /// Entries kept in the log behind a snapshot (a follower that lags
+    /// further gets the snapshot instead).
+    pub keep_logs: u64,
+    /// How long a local write may wait for its commit.
+    pub write_timeout: Duration,
+    /// How long [`RaftNode::propose`] and [`RaftNode::read_barrier`] keep
+    /// trying to reach a leader (elections included).
+    pub leader_deadline: Duration,
 }
 
 impl Default for Timings {
@@ -103,6 +163,9 @@ impl Default for Timings {
             election_min: Duration::from_millis(1000),
             election_max: Duration::from_millis(2000),
             snapshot_every: 5000,
+            keep_logs: 500,
+            write_timeout: Duration::from_secs(5),
+            leader_deadline: Duration::from_secs(10),
         }
     }
 }
@@ -114,14 +177,69 @@ pub struct RaftStatus {
     pub id: u64,
     /// The leader's Raft id, if known.
     pub leader: Option<u64>,
+    /// The leader's address, if known.
+    pub leader_addr: Option<String>,
     /// Current term.
     pub term: u64,
     /// Last log index.
     pub last_log_index: u64,
     /// Last applied index.
     pub last_applied: u64,
-    /// Whether this node is the leader.
+    /// Whether this node is the leader (in openraft's eyes; see `has_quorum`).
     pub is_leader: bool,
+    /// Whether this node leads with a reachable majority (false on followers).
+    pub has_quorum: bool,
+    /// Members that answered this node within `election_max` (itself
+    /// included). Meaningful on the leader, which talks to everyone.
+    pub reachable: BTreeSet<u64>,
+    /// Index of the last entry in the latest snapshot (0: none).
+    pub snapshot_index: u64,
+    /// Index of the last entry removed from the log by compaction (0: none).
+    pub purged_index: u64,
+    /// Snapshots received from a leader and installed since start.
+    pub snapshots_installed: u64,
+}
+
+/// The Raft membership: raft id → address.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Members {
+    /// Voters (in a joint configuration: both halves).
+    pub voters: BTreeMap<u64, String>,
+    /// Learners: receive the log, do not vote.
+    pub learners: BTreeMap<u64, String>,
+}
+
+/// One member as the leader sees it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MemberInfo {
+    /// Raft id.
+    pub id: u64,
+    /// Address.
+    pub addr: String,
+    /// Voter (else learner).
+    pub voter: bool,
+    /// Answered the leader within `election_max` (the leader itself: always).
+    pub reachable: bool,
+    /// Last log index known to be replicated to it (0: none yet).
+    pub matched: u64,
+}
+
+/// The membership as the leader sees it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct MembersView {
+    /// The leader's Raft id.
+    pub leader: u64,
+    /// Voters first, then learners, each by id.
+    pub members: Vec<MemberInfo>,
+    /// Whether the leader hears from a majority.
+    pub has_quorum: bool,
+}
+
+/// How an attempt to reach the leader ended.
+enum Attempt<T> {
+    Done(T),
+    /// Refused before anything was proposed, or not sent: try again.
+    Retry(RaftError),
 }
 
 /// A running Raft node with its stores.
@@ -130,11 +248,26 @@ pub struct RaftNode {
     raft: openraft::Raft<TypeConfig>,
     shared: Arc<Shared>,
     id: u64,
+    peers: Arc<Peers>,
+    timings: Timings,
+    leading: Arc<watch::Sender<bool>>,
 }
 
 impl RaftNode {
-    /// Opens the stores in `dir` and starts Raft as node `id`.
+    /// Opens the stores in `dir` and starts Raft as node `id`, reaching other
+    /// managers over plaintext gRPC.
     pub async fn start(dir: &Path, id: u64, timings: &Timings) -> Result<Self, RaftError> {
+        Self::start_with(dir, id, timings, Box::new(PlainConnector::default())).await
+    }
+
+    /// Opens the stores in `dir` and starts Raft as node `id`, reaching other
+    /// managers through `connector`.
+    pub async fn start_with(
+        dir: &Path,
+        id: u64,
+        timings: &Timings,
+        connector: Box<dyn PeerConnector>,
+    ) -> Result<Self, RaftError> {
         let storage =
             |e: &dyn std::fmt::Display| RaftError::Storage { path: dir.display().to_string(), message: e.to_string() };
         std::fs::create_dir_all(dir).map_err(|e| storage(&e))?;
@@ -146,17 +279,30 @@ impl RaftNode {
             heartbeat_interval: timings.heartbeat.as_millis() as u64,
             election_timeout_min: timings.election_min.as_millis() as u64,
             election_timeout_max: timings.election_max.as_millis() as u64,
-            snapshot_policy: SnapshotPolicy::LogsSinceLast(timings.snapshot_every),
-            max_in_snapshot_log_to_keep: 500,
-            purge_batch_size: 256,
+            snapshot_policy: match timings.snapshot_every {
+                0 => SnapshotPolicy::Never,
+                n => SnapshotPolicy::LogsSinceLast(n),
+            },
+            max_in_snapshot_log_to_keep: timings.keep_logs,
+            // openraft purges only once a whole batch can go: a batch larger
+            // than the entries kept would delay compaction far behind the snapshot.
+            purge_batch_size: timings.keep_logs.clamp(1, 256),
+            // An append must fit in one heartbeat (its RPC timeout), fsync included.
+            max_payload_entries: 64,
+            // With our `full_snapshot` this bounds each 1 MiB chunk of a transfer.
+            install_snapshot_timeout: 10_000,
             ..Default::default()
         }
         .validate()
         .map_err(|e| RaftError::Config(e.to_string()))?;
-        let raft = openraft::Raft::new(id, Arc::new(config), network::Network, log, sm)
+        let peers = Arc::new(Peers::new(connector, timings.election_max));
+        let raft = openraft::Raft::new(id, Arc::new(config), network::Network::new(peers.clone()), log, sm)
             .await
             .map_err(|e| RaftError::Fatal(e.to_string()))?;
-        Ok(Self { raft, shared, id })
+        let (leading, _) = watch::channel(false);
+        let leading = Arc::new(leading);
+        tokio::spawn(watch_leadership(raft.metrics(), peers.clone(), id, leading.clone(), timings.heartbeat));
+        Ok(Self { raft, shared, id, peers, timings: *timings, leading })
     }
 
     /// Makes this node the single voter of a new cluster. Does nothing if the
@@ -181,34 +327,249 @@ impl RaftNode {
         m.current_leader.ok_or_else(|| RaftError::NoQuorum("no leader".into()))
     }
 
+    fn metrics(&self) -> Metrics {
+        self.raft.metrics().borrow().clone()
+    }
+
+    /// The leader and its address, as this node knows them.
+    fn leader_of(m: &Metrics) -> (Option<u64>, Option<String>) {
+        let addr = m.current_leader.and_then(|l| m.membership_config.membership().get_node(&l).map(|n| n.addr.clone()));
+        (m.current_leader, addr)
+    }
+
+    /// Refuses when this node is the leader in openraft's eyes but has not
+    /// heard from a majority lately (soft step-down).
+    fn check_quorum(&self) -> Result<(), RaftError> {
+        let m = self.raft.metrics().borrow().clone();
+        if m.state == ServerState::Leader && !self.peers.leader_has_quorum(self.id, &m) {
+            return Err(RaftError::NoQuorum(LOST_MAJORITY.into()));
+        }
+        Ok(())
+    }
+
+    /// Whether this node leads with a reachable majority of the voters.
+    /// Always true for the leader of a single-voter cluster; false on
+    /// followers and learners.
+    pub fn has_quorum(&self) -> bool {
+        self.peers.leader_has_quorum(self.id, &self.raft.metrics().borrow())
+    }
+
+    /// How long a local write may wait for its commit.
+    pub(crate) fn write_timeout(&self) -> Duration {
+        self.timings.write_timeout
+    }
+
     /// Proposes a command; returns its log index and what applying it did.
+    ///
+    /// On a follower the command is forwarded to the leader (`Raft.Forward`);
+    /// while there is no leader (an election) it keeps trying until
+    /// `Timings::leader_deadline`. A leader without a reachable majority
+    /// refuses at once with [`RaftError::NoQuorum`]. A forwarded write whose
+    /// answer is lost may still be committed: callers that retry must be
+    /// idempotent.
     pub async fn propose(&self, cmd: Command) -> Result<(u64, Applied), RaftError> {
-        match self.raft.client_write(cmd).await {
-            Ok(resp) => Ok((resp.log_id.index, resp.data)),
-            Err(OpenRaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
+        let deadline = Instant::now() + self.timings.leader_deadline;
+        loop {
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            let last = match self.propose_local(cmd.clone(), remaining.min(self.timings.write_timeout)).await {
+                Err(RaftError::NotLeader { leader: Some(leader), leader_addr: Some(addr) }) if leader != self.id => {
+                    match self.forward(leader, &addr, &cmd, remaining).await {
+                        Attempt::Done(result) => return result,
+                        Attempt::Retry(e) => e,
+                    }
+                }
+                Err(e @ RaftError::NotLeader { .. }) => e,
+                other => return other,
+            };
+            if Instant::now() + RETRY_PAUSE >= deadline {
+                return Err(last);
+            }
+            tracing::debug!(error = %last, "retrying a write through the leader");
+            tokio::time::sleep(RETRY_PAUSE).await;
+        }
+    }
+
+    /// Proposes on this node only (no forwarding); `client_write` bounded by `timeout`.
+    pub(crate) async fn propose_local(&self, cmd: Command, timeout: Duration) -> Result<(u64, Applied), RaftError> {
+        self.check_quorum()?;
+        // `client_write` never returns on a leader that lost its majority: always bound it.
+        match tokio::time::timeout(timeout, self.raft.client_write(cmd)).await {
+            Err(_) => Err(RaftError::Timeout(format!(
+                "the write was not committed within {timeout:?} (a majority of the managers may be unreachable); \
+                 it may still be committed"
+            ))),
+            Ok(Ok(resp)) => Ok((resp.log_id.index, resp.data)),
+            Ok(Err(OpenRaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => {
                 Err(RaftError::NotLeader { leader: f.leader_id, leader_addr: f.leader_node.map(|n| n.addr) })
             }
-            Err(OpenRaftError::APIError(e)) => Err(RaftError::NoQuorum(e.to_string())),
-            Err(OpenRaftError::Fatal(e)) => Err(RaftError::Fatal(e.to_string())),
+            Ok(Err(OpenRaftError::APIError(e))) => Err(RaftError::NoQuorum(e.to_string())),
+            Ok(Err(OpenRaftError::Fatal(e))) => Err(RaftError::Fatal(e.to_string())),
+        }
+    }
+
+    /// Maps a failed call to the leader. `unavailable` is retried: either
+    /// the leader refused before proposing anything (`x-stackd-refused`), or
+    /// the transport failed — almost always before the request was sent (a
+    /// refused or timed-out connect); a connection lost after sending is the
+    /// one case where a retried write may apply twice.
+    fn leader_failure(&self, leader: u64, status: tonic::Status) -> Attempt<RaftError> {
+        use tonic::Code;
+        let refused = status.metadata().get(REFUSED_HEADER).and_then(|v| v.to_str().ok()).map(str::to_string);
+        match status.code() {
+            Code::Unavailable if refused.as_deref() == Some("not-leader") => {
+                let leader_addr =
+                    status.metadata().get(LEADER_HEADER).and_then(|v| v.to_str().ok()).map(str::to_string);
+                Attempt::Retry(RaftError::NotLeader { leader: None, leader_addr })
+            }
+            Code::Unavailable if refused.is_some() => Attempt::Retry(RaftError::NoQuorum(status.message().to_string())),
+            Code::Unavailable => Attempt::Retry(RaftError::NoQuorum(format!(
+                "the leader (node {leader:016x}) is unavailable: {}",
+                status.message()
+            ))),
+            Code::DeadlineExceeded | Code::Cancelled => Attempt::Done(RaftError::Timeout(format!(
+                "the leader (node {leader:016x}) did not answer in time: {}",
+                status.message()
+            ))),
+            _ => Attempt::Done(RaftError::Remote(status.message().to_string())),
+        }
+    }
+
+    /// Sends `cmd` to the leader's `Raft.Forward`.
+    async fn forward(
+        &self,
+        leader: u64,
+        addr: &str,
+        cmd: &Command,
+        remaining: Duration,
+    ) -> Attempt<Result<(u64, Applied), RaftError>> {
+        let command_json = match serde_json::to_vec(cmd) {
+            Ok(j) => j,
+            Err(e) => return Attempt::Done(Err(RaftError::Remote(format!("cannot encode the command: {e}")))),
+        };
+        let mut client = match self.peers.client(leader, addr) {
+            Ok(c) => c,
+            Err(e) => return Attempt::Retry(RaftError::NoQuorum(e.to_string())),
+        };
+        // The leader waits at most `write_timeout` for the commit; give the call a little more.
+        let limit = remaining.min(self.timings.write_timeout + Duration::from_secs(1));
+        let mut req = tonic::Request::new(v1::ForwardRequest { command_json });
+        req.set_timeout(limit);
+        match tokio::time::timeout(limit, client.forward(req)).await {
+            Err(_) => Attempt::Done(Err(RaftError::Timeout(format!(
+                "the leader (node {leader:016x}) did not confirm the write within {limit:?}; it may still be committed"
+            )))),
+            Ok(Err(status)) => match self.leader_failure(leader, status) {
+                Attempt::Retry(e) => Attempt::Retry(e),
+                Attempt::Done(e) => Attempt::Done(Err(e)),
+            },
+            Ok(Ok(reply)) => {
+                self.peers.record_ok(leader);
+                let reply = reply.into_inner();
+                match serde_json::from_slice::<Applied>(&reply.applied_json) {
+                    Ok(applied) => Attempt::Done(Ok((reply.index, applied))),
+                    Err(e) => Attempt::Done(Err(RaftError::Remote(format!(
+                        "committed at index {}, but the result is unreadable: {e}",
+                        reply.index
+                    )))),
+                }
+            }
         }
     }
 
     /// Waits until this node's state machine reflects every write committed
     /// before the call (the leader's read index), for linearizable reads.
+    ///
+    /// The leader confirms its leadership with a quorum
+    /// (`ensure_linearizable`); a follower or learner asks the leader for its
+    /// read index (`Raft.ReadIndex`) and waits until it applied that far.
     pub async fn read_barrier(&self) -> Result<(), RaftError> {
-        let read_log_id = match self.raft.ensure_linearizable().await {
-            Ok(id) => id,
-            Err(OpenRaftError::APIError(openraft::error::CheckIsLeaderError::ForwardToLeader(f))) => {
-                return Err(RaftError::NotLeader { leader: f.leader_id, leader_addr: f.leader_node.map(|n| n.addr) });
+        let deadline = Instant::now() + self.timings.leader_deadline;
+        loop {
+            let m = self.metrics();
+            let last = if m.state == ServerState::Leader {
+                // ensure_linearizable also waits for the local apply.
+                match self.read_index_local().await {
+                    Ok(_) => return Ok(()),
+                    // Lost the leadership meanwhile: ask the new leader.
+                    Err(e @ RaftError::NotLeader { .. }) => e,
+                    Err(e) => return Err(e),
+                }
+            } else {
+                match Self::leader_of(&m) {
+                    (Some(leader), Some(addr)) if leader != self.id => {
+                        let remaining = deadline.saturating_duration_since(Instant::now());
+                        match self.remote_read_index(leader, &addr, remaining).await {
+                            Attempt::Done(Ok(index)) => return self.wait_applied(index, deadline).await,
+                            Attempt::Done(Err(e)) | Attempt::Retry(e) => {
+                                if matches!(e, RaftError::Timeout(_) | RaftError::Remote(_)) {
+                                    return Err(e);
+                                }
+                                e
+                            }
+                        }
+                    }
+                    (leader, leader_addr) => RaftError::NotLeader { leader, leader_addr },
+                }
+            };
+            if Instant::now() + RETRY_PAUSE >= deadline {
+                return Err(last);
             }
-            Err(OpenRaftError::APIError(e)) => return Err(RaftError::NoQuorum(e.to_string())),
-            Err(OpenRaftError::Fatal(e)) => return Err(RaftError::Fatal(e.to_string())),
-        };
-        if let Some(id) = read_log_id {
-            let mut applied = self.shared.applied();
-            applied.wait_for(|i| *i >= id.index).await.map_err(|e| RaftError::Fatal(e.to_string()))?;
+            tokio::time::sleep(RETRY_PAUSE).await;
         }
-        Ok(())
+    }
+
+    /// On the leader: confirms leadership with a quorum, waits for the local
+    /// apply, and returns the read index.
+    pub(crate) async fn read_index_local(&self) -> Result<u64, RaftError> {
+        self.check_quorum()?;
+        let timeout = self.timings.write_timeout;
+        // ensure_linearizable sends a heartbeat round and waits for a quorum:
+        // it never returns on a leader cut off from the others. Bound it.
+        match tokio::time::timeout(timeout, self.raft.ensure_linearizable()).await {
+            Err(_) => Err(RaftError::NoQuorum(format!("a majority of the managers did not answer within {timeout:?}"))),
+            Ok(Ok(read_log_id)) => Ok(read_log_id.map(|l| l.index).unwrap_or(0)),
+            Ok(Err(OpenRaftError::APIError(CheckIsLeaderError::ForwardToLeader(f)))) => {
+                Err(RaftError::NotLeader { leader: f.leader_id, leader_addr: f.leader_node.map(|n| n.addr) })
+            }
+            Ok(Err(OpenRaftError::APIError(e))) => Err(RaftError::NoQuorum(e.to_string())),
+            Ok(Err(OpenRaftError::Fatal(e))) => Err(RaftError::Fatal(e.to_string())),
+        }
+    }
+
+    async fn remote_read_index(&self, leader: u64, addr: &str, remaining: Duration) -> Attempt<Result<u64, RaftError>> {
+        let mut client = match self.peers.client(leader, addr) {
+            Ok(c) => c,
+            Err(e) => return Attempt::Retry(RaftError::NoQuorum(e.to_string())),
+        };
+        let limit = remaining.min(self.timings.write_timeout + Duration::from_secs(1));
+        let mut req = tonic::Request::new(v1::ReadIndexRequest {});
+        req.set_timeout(limit);
+        match tokio::time::timeout(limit, client.read_index(req)).await {
+            // A read changes nothing: a timeout can simply be retried.
+            Err(_) => Attempt::Retry(RaftError::NoQuorum(format!(
+                "the leader (node {leader:016x}) gave no read index within {limit:?}"
+            ))),
+            Ok(Err(status)) => match self.leader_failure(leader, status) {
+                Attempt::Retry(e) | Attempt::Done(e @ RaftError::Timeout(_)) => Attempt::Retry(e),
+                Attempt::Done(e) => Attempt::Done(Err(e)),
+            },
+            Ok(Ok(reply)) => {
+                self.peers.record_ok(leader);
+                Attempt::Done(Ok(reply.into_inner().index))
+            }
+        }
+    }
+
+    async fn wait_applied(&self, index: u64, deadline: Instant) -> Result<(), RaftError> {
+        let mut applied = self.shared.applied();
+        let remaining = deadline.saturating_duration_since(Instant::now()).max(self.timings.write_timeout);
+        match tokio::time::timeout(remaining, applied.wait_for(|i| *i >= index)).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => Err(RaftError::Fatal(e.to_string())),
+            Err(_) => Err(RaftError::NoQuorum(format!(
+                "this manager did not apply the leader's read index {index} within {remaining:?}"
+            ))),
+        }
     }
 
     /// The state machine handle.
@@ -221,37 +582,196 @@ impl RaftNode {
         self.id
     }
 
+    /// The timings this node runs with.
+    pub fn timings(&self) -> &Timings {
+        &self.timings
+    }
+
     /// A look at Raft's metrics.
     pub fn status(&self) -> RaftStatus {
-        let m = self.raft.metrics().borrow().clone();
+        let m = self.metrics();
+        let (leader, leader_addr) = Self::leader_of(&m);
+        let is_leader = m.state == ServerState::Leader;
+        let members: Vec<u64> = m.membership_config.membership().nodes().map(|(id, _)| *id).collect();
         RaftStatus {
             id: self.id,
-            leader: m.current_leader,
+            leader,
+            leader_addr,
             term: m.current_term,
             last_log_index: m.last_log_index.unwrap_or(0),
             last_applied: m.last_applied.map(|l| l.index).unwrap_or(0),
-            is_leader: m.state == ServerState::Leader,
+            is_leader,
+            has_quorum: is_leader && self.peers.leader_has_quorum(self.id, &m),
+            reachable: self.peers.reachable(self.id, members),
+            snapshot_index: m.snapshot.map(|l| l.index).unwrap_or(0),
+            purged_index: m.purged.map(|l| l.index).unwrap_or(0),
+            snapshots_installed: self.shared.snapshots_installed(),
         }
     }
 
-    /// A receiver that changes whenever leadership may have changed.
-    pub fn leader_watch(&self) -> tokio::sync::watch::Receiver<bool> {
-        let (tx, rx) = tokio::sync::watch::channel(self.status().is_leader);
-        let mut metrics = self.raft.metrics();
-        tokio::spawn(async move {
-            while metrics.changed().await.is_ok() {
-                let leader = metrics.borrow().state == ServerState::Leader;
-                tx.send_if_modified(|v| {
-                    let changed = *v != leader;
-                    *v = leader;
-                    changed
+    /// A receiver of "this node leads with a reachable majority", updated on
+    /// every metrics change and every heartbeat period (losing contact with
+    /// the others changes no metric).
+    pub fn leader_watch(&self) -> watch::Receiver<bool> {
+        self.leading.subscribe()
+    }
+
+    /// The membership as this node knows it (the last one in its log,
+    /// committed or not).
+    pub fn members(&self) -> Members {
+        let m = self.raft.metrics();
+        let m = m.borrow();
+        let membership = m.membership_config.membership();
+        let addr = |id: u64| membership.get_node(&id).map(|n| (id, n.addr.clone()));
+        Members {
+            voters: membership.voter_ids().filter_map(addr).collect(),
+            learners: membership.learner_ids().filter_map(addr).collect(),
+        }
+    }
+
+    /// On the leader: the last log index known to be replicated to `id`
+    /// (`None` on followers, for unknown nodes, or before the first answer).
+    pub fn matched(&self, id: u64) -> Option<u64> {
+        let m = self.raft.metrics();
+        let m = m.borrow();
+        m.replication.as_ref()?.get(&id)?.map(|l| l.index)
+    }
+
+    /// The membership with reachability and replication progress, as this
+    /// node sees it (meaningful on the leader).
+    pub(crate) fn local_members_view(&self) -> MembersView {
+        let status = self.status();
+        let members = self.members();
+        let info = |id: u64, addr: &String, voter: bool| MemberInfo {
+            id,
+            addr: addr.clone(),
+            voter,
+            reachable: status.reachable.contains(&id),
+            matched: if id == self.id { status.last_log_index } else { self.matched(id).unwrap_or(0) },
+        };
+        MembersView {
+            leader: if status.is_leader { self.id } else { 0 },
+            members: members
+                .voters
+                .iter()
+                .map(|(id, a)| info(*id, a, true))
+                .chain(members.learners.iter().map(|(id, a)| info(*id, a, false)))
+                .collect(),
+            has_quorum: status.has_quorum,
+        }
+    }
+
+    /// The leader's view of the membership (who is reachable, how far each
+    /// member is replicated): from this node when it leads, else asked of the
+    /// leader (`Raft.Members`). For quorum checks before a membership change.
+    pub async fn leader_members(&self) -> Result<MembersView, RaftError> {
+        let m = self.metrics();
+        if m.state == ServerState::Leader {
+            return Ok(self.local_members_view());
+        }
+        let (Some(leader), Some(addr)) = Self::leader_of(&m) else {
+            return Err(RaftError::NotLeader { leader: m.current_leader, leader_addr: None });
+        };
+        let mut client = self.peers.client(leader, &addr).map_err(|e| RaftError::NoQuorum(e.to_string()))?;
+        let limit = self.timings.write_timeout;
+        let mut req = tonic::Request::new(v1::MembersRequest {});
+        req.set_timeout(limit);
+        let reply = match tokio::time::timeout(limit, client.members(req)).await {
+            Err(_) => return Err(RaftError::NoQuorum(format!("the leader did not answer within {limit:?}"))),
+            Ok(Err(status)) => {
+                return Err(match self.leader_failure(leader, status) {
+                    Attempt::Retry(e) | Attempt::Done(e) => e,
                 });
-                if tx.is_closed() {
-                    break;
-                }
             }
-        });
-        rx
+            Ok(Ok(r)) => r.into_inner(),
+        };
+        if reply.leader == 0 {
+            return Err(RaftError::NotLeader { leader: None, leader_addr: None });
+        }
+        Ok(MembersView {
+            leader: reply.leader,
+            members: reply
+                .members
+                .into_iter()
+                .map(|m| MemberInfo {
+                    id: m.raft_id,
+                    addr: m.addr,
+                    voter: m.voter,
+                    reachable: m.reachable,
+                    matched: m.matched,
+                })
+                .collect(),
+            has_quorum: reply.has_quorum,
+        })
+    }
+
+    /// Runs a membership change on the leader, bounded by the write timeout.
+    async fn change<F>(&self, what: &str, change: F) -> Result<(), RaftError>
+    where
+        F: std::future::Future<
+                Output = Result<
+                    openraft::raft::ClientWriteResponse<TypeConfig>,
+                    OpenRaftError<u64, ClientWriteError<u64, BasicNode>>,
+                >,
+            >,
+    {
+        self.check_quorum()?;
+        let timeout = self.timings.write_timeout;
+        match tokio::time::timeout(timeout, change).await {
+            Err(_) => Err(RaftError::Timeout(format!("{what} was not committed within {timeout:?}"))),
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(OpenRaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => {
+                Err(RaftError::NotLeader { leader: f.leader_id, leader_addr: f.leader_node.map(|n| n.addr) })
+            }
+            Ok(Err(OpenRaftError::APIError(ClientWriteError::ChangeMembershipError(e)))) => {
+                Err(RaftError::Membership(format!("{what}: {e}")))
+            }
+            Ok(Err(OpenRaftError::Fatal(e))) => Err(RaftError::Fatal(e.to_string())),
+        }
+    }
+
+    /// On the leader: adds `id` at `addr` as a learner. Returns once the
+    /// change is committed, without waiting for the learner to catch up
+    /// (watch [`matched`](Self::matched)). Adding a known node does nothing.
+    pub async fn add_learner(&self, id: u64, addr: &str) -> Result<(), RaftError> {
+        // Never `blocking = true`: openraft then waits (with a 100-year timeout)
+        // until the learner is within `replication_lag_threshold`, for ever if it is down.
+        self.change("adding a learner", self.raft.add_learner(id, BasicNode::new(addr), false)).await
+    }
+
+    /// On the leader: makes the learner `id` a voter. Returns once the new
+    /// configuration is committed (through a joint configuration).
+    pub async fn promote(&self, id: u64) -> Result<(), RaftError> {
+        self.change(
+            "promoting a learner",
+            self.raft.change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id])), false),
+        )
+        .await
+    }
+
+    /// On the leader: removes `id` from the membership, voter or learner.
+    /// Removing the leader itself is allowed: it steps down once the new
+    /// configuration commits (openraft 0.9 has no leadership transfer; expect
+    /// one election). Removing the last voter is refused.
+    pub async fn remove(&self, id: u64) -> Result<(), RaftError> {
+        let members = self.members();
+        if members.voters.contains_key(&id) {
+            // retain = false: the removed voter leaves the node list too, not
+            // only the voters (it would stay a learner otherwise).
+            self.change(
+                "removing a voter",
+                self.raft.change_membership(ChangeMembers::RemoveVoters(BTreeSet::from([id])), false),
+            )
+            .await
+        } else if members.learners.contains_key(&id) {
+            self.change(
+                "removing a learner",
+                self.raft.change_membership(ChangeMembers::RemoveNodes(BTreeSet::from([id])), false),
+            )
+            .await
+        } else {
+            Ok(())
+        }
     }
 
     /// Asks for a snapshot now (returns once queued).
@@ -262,6 +782,42 @@ impl RaftNode {
     /// Stops Raft.
     pub async fn shutdown(&self) {
         let _ = self.raft.shutdown().await;
+        self.leading.send_replace(false);
+    }
+}
+
+/// Publishes "leads with a reachable majority" into `leading` until Raft stops.
+async fn watch_leadership(
+    mut metrics: watch::Receiver<Metrics>,
+    peers: Arc<Peers>,
+    id: u64,
+    leading: Arc<watch::Sender<bool>>,
+    period: Duration,
+) {
+    loop {
+        let (is_leader, now) = {
+            let m = metrics.borrow_and_update();
+            (m.state == ServerState::Leader, peers.leader_has_quorum(id, &m))
+        };
+        leading.send_if_modified(|v| {
+            if *v == now {
+                return false;
+            }
+            if is_leader && !now {
+                tracing::warn!("this manager leads but lost contact with a majority: refusing writes and reads");
+            } else if is_leader && now {
+                tracing::info!("this manager leads with a majority");
+            }
+            *v = now;
+            true
+        });
+        tokio::select! {
+            r = metrics.changed() => if r.is_err() {
+                leading.send_replace(false);
+                return;
+            },
+            _ = tokio::time::sleep(period) => {}
+        }
     }
 }
 

@@ -1,68 +1,271 @@
-//! The Raft network between managers.
+//! The Raft network between managers: openraft's RPCs over gRPC.
 //!
-//! A single-manager cluster never sends a Raft message: every call here
-//! answers "unreachable". Raft over gRPC between managers replaces this
-//! with the HA work (see docs/architecture.md).
+//! Each openraft message is serialised to JSON and carried in `bytes` by the
+//! `stackd.v1.Raft` service (see `proto/stackd/v1/raft.proto`); the receiving
+//! side is `service.rs`. A whole snapshot travels in one client-streaming
+//! RPC: a header (vote, meta, size) then 1 MiB chunks.
+//!
+//! Error mapping (what openraft does next):
+//!
+//! | what happened | openraft error | openraft then |
+//! | --- | --- | --- |
+//! | no channel, connect failure, `unavailable`, deadline, cancelled | `Unreachable` | backs off ([`Connection::backoff`]) |
+//! | any other gRPC status, undecodable reply | `Network` | retries at once |
+//! | the peer's Raft refused (`Err` in the reply) | `RemoteError` | handles the error |
+
+use std::future::Future;
+use std::io::Cursor;
+use std::sync::Arc;
+use std::time::Duration;
 
 use openraft::BasicNode;
-use openraft::error::{InstallSnapshotError, NetworkError, RPCError, RaftError, Unreachable};
-use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
-use openraft::raft::{
-    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse, VoteRequest,
-    VoteResponse,
+use openraft::error::{
+    Fatal, InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, ReplicationClosed, StreamingError,
+    Unreachable,
 };
+use openraft::network::{Backoff, RPCOption, RaftNetwork, RaftNetworkFactory};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse, SnapshotResponse,
+    VoteRequest, VoteResponse,
+};
+use openraft::storage::Snapshot;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use stackd_proto::v1;
+use stackd_proto::v1::raft_client::RaftClient;
+use tonic::transport::Channel;
 
-use super::TypeConfig;
+use super::peers::Peers;
+use super::{TypeConfig, Vote};
 
+/// Size of one snapshot chunk on the wire.
+pub const SNAPSHOT_CHUNK: usize = 1 << 20;
+
+/// Why a Raft RPC could not be sent or its reply not read (the source of
+/// openraft's `Unreachable`/`NetworkError`).
 #[derive(Debug, thiserror::Error)]
-#[error("node {0:016x} is not reachable: this build has no Raft transport between managers yet")]
-struct NoTransport(u64);
+pub enum NetworkFailure {
+    /// No channel could be made to the peer.
+    #[error("manager {target:016x}: {source}")]
+    Channel {
+        /// The peer.
+        target: u64,
+        /// Why.
+        source: super::peers::PeerError,
+    },
+    /// The gRPC call failed.
+    #[error("manager {target:016x}: {status}")]
+    Status {
+        /// The peer.
+        target: u64,
+        /// The status.
+        status: tonic::Status,
+    },
+    /// A message could not be encoded or the reply decoded.
+    #[error("manager {target:016x}: bad raft message: {message}")]
+    Codec {
+        /// The peer.
+        target: u64,
+        /// What failed.
+        message: String,
+    },
+    /// The snapshot transfer took longer than allowed.
+    #[error("manager {target:016x}: snapshot transfer timed out after {after:?}")]
+    Timeout {
+        /// The peer.
+        target: u64,
+        /// The limit.
+        after: Duration,
+    },
+    /// Chunked snapshot transfer is not used (see `full_snapshot`).
+    #[error("manager {0:016x}: chunked snapshot transfer is not used")]
+    Chunked(u64),
+}
 
 /// Creates connections to other managers.
-pub struct Network;
+pub struct Network {
+    peers: Arc<Peers>,
+}
 
-/// A connection to one other manager.
+impl Network {
+    /// A network over the cached channels of `peers`.
+    pub fn new(peers: Arc<Peers>) -> Self {
+        Self { peers }
+    }
+}
+
+/// A connection to one other manager. Cheap: the channel is cached in [`Peers`].
 pub struct Connection {
     target: u64,
+    addr: String,
+    peers: Arc<Peers>,
 }
 
 impl RaftNetworkFactory<TypeConfig> for Network {
     type Network = Connection;
 
-    async fn new_client(&mut self, target: u64, _node: &BasicNode) -> Self::Network {
-        Connection { target }
+    // Called for every replication stream, snapshot stream and election:
+    // only look the channel up later, when an RPC is sent.
+    async fn new_client(&mut self, target: u64, node: &BasicNode) -> Self::Network {
+        Connection { target, addr: node.addr.clone(), peers: self.peers.clone() }
+    }
+}
+
+/// What a failed call becomes for openraft.
+enum Failure {
+    Unreachable(NetworkFailure),
+    Network(NetworkFailure),
+}
+
+impl Failure {
+    fn status(target: u64, status: tonic::Status) -> Self {
+        use tonic::Code;
+        let retry_later = matches!(status.code(), Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled);
+        let f = NetworkFailure::Status { target, status };
+        if retry_later { Failure::Unreachable(f) } else { Failure::Network(f) }
+    }
+
+    fn rpc<E: std::error::Error>(self) -> RPCError<u64, BasicNode, E> {
+        match self {
+            Failure::Unreachable(f) => RPCError::Unreachable(Unreachable::new(&f)),
+            Failure::Network(f) => RPCError::Network(NetworkError::new(&f)),
+        }
+    }
+
+    fn streaming(self) -> StreamingError<TypeConfig, Fatal<u64>> {
+        match self {
+            Failure::Unreachable(f) => StreamingError::Unreachable(Unreachable::new(&f)),
+            Failure::Network(f) => StreamingError::Network(NetworkError::new(&f)),
+        }
     }
 }
 
 impl Connection {
-    fn unreachable<E: std::error::Error>(&self) -> RPCError<u64, BasicNode, E> {
-        RPCError::Unreachable(Unreachable::new(&NoTransport(self.target)))
+    fn client(&self) -> Result<RaftClient<Channel>, Failure> {
+        self.peers
+            .client(self.target, &self.addr)
+            .map_err(|source| Failure::Unreachable(NetworkFailure::Channel { target: self.target, source }))
+    }
+
+    fn codec(&self, e: impl std::fmt::Display) -> Failure {
+        Failure::Network(NetworkFailure::Codec { target: self.target, message: e.to_string() })
+    }
+
+    fn encode(&self, value: &impl Serialize) -> Result<Vec<u8>, Failure> {
+        serde_json::to_vec(value).map_err(|e| self.codec(e))
+    }
+
+    /// Decodes a reply; any decoded reply counts as contact with the peer.
+    fn decode<T: DeserializeOwned>(&self, json: &[u8]) -> Result<T, Failure> {
+        let value = serde_json::from_slice(json).map_err(|e| self.codec(e))?;
+        self.peers.record_ok(self.target);
+        Ok(value)
+    }
+
+    /// One unary JSON call: `call` is `RaftClient::append_entries` or `vote`.
+    async fn unary<Req, Resp, F, Fut>(
+        &self,
+        rpc: &Req,
+        option: &RPCOption,
+        call: F,
+    ) -> Result<Resp, RPCError<u64, BasicNode, RaftError<u64>>>
+    where
+        Req: Serialize,
+        Resp: DeserializeOwned,
+        F: FnOnce(RaftClient<Channel>, tonic::Request<v1::RaftRequest>) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<v1::RaftReply>, tonic::Status>>,
+    {
+        let json = self.encode(rpc).map_err(Failure::rpc)?;
+        let client = self.client().map_err(Failure::rpc)?;
+        let mut req = tonic::Request::new(v1::RaftRequest { json });
+        req.set_timeout(option.hard_ttl());
+        let reply = call(client, req).await.map_err(|s| Failure::status(self.target, s).rpc())?;
+        let result: Result<Resp, RaftError<u64>> = self.decode(&reply.into_inner().json).map_err(Failure::rpc)?;
+        result.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
     }
 }
 
 impl RaftNetwork<TypeConfig> for Connection {
     async fn append_entries(
         &mut self,
-        _rpc: AppendEntriesRequest<TypeConfig>,
-        _option: RPCOption,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
     ) -> Result<AppendEntriesResponse<u64>, RPCError<u64, BasicNode, RaftError<u64>>> {
-        Err(self.unreachable())
+        // openraft calls this with a timeout of `heartbeat_interval` (RPCOption::hard_ttl),
+        // for heartbeats and log replication alike.
+        self.unary(&rpc, &option, |mut c, r| async move { c.append_entries(r).await }).await
     }
 
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<u64>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<u64>, RPCError<u64, BasicNode, RaftError<u64>>> {
+        self.unary(&rpc, &option, |mut c, r| async move { c.vote(r).await }).await
+    }
+
+    /// Not used: without the `generic-snapshot-data` feature openraft 0.9
+    /// still requires this method, but it only calls it from the default
+    /// `full_snapshot`, which we override.
     async fn install_snapshot(
         &mut self,
         _rpc: InstallSnapshotRequest<TypeConfig>,
         _option: RPCOption,
     ) -> Result<InstallSnapshotResponse<u64>, RPCError<u64, BasicNode, RaftError<u64, InstallSnapshotError>>> {
-        Err(self.unreachable())
+        Err(RPCError::Unreachable(Unreachable::new(&NetworkFailure::Chunked(self.target))))
     }
 
-    async fn vote(
+    /// Sends the whole snapshot in one client-streaming call.
+    ///
+    /// The default implementation (openraft's `Chunked`) calls
+    /// `install_snapshot` per chunk with a 10 ms pause between chunks; one
+    /// streamed call is faster and lets the receiver check the whole file
+    /// before installing it. The request stream is built from owned chunks
+    /// up front, so the call drives it (feeding a channel after awaiting the
+    /// call would deadlock). openraft does not bound this call: `option`'s
+    /// hard TTL is `install_snapshot_timeout`, which we apply per chunk.
+    async fn full_snapshot(
         &mut self,
-        _rpc: VoteRequest<u64>,
-        _option: RPCOption,
-    ) -> Result<VoteResponse<u64>, RPCError<u64, BasicNode, RaftError<u64>>> {
-        let _ = NetworkError::new(&NoTransport(self.target));
-        Err(self.unreachable())
+        vote: Vote,
+        snapshot: Snapshot<TypeConfig>,
+        cancel: impl Future<Output = ReplicationClosed> + Send + 'static,
+        option: RPCOption,
+    ) -> Result<SnapshotResponse<u64>, StreamingError<TypeConfig, Fatal<u64>>> {
+        let vote_json = self.encode(&vote).map_err(Failure::streaming)?;
+        let meta_json = self.encode(&snapshot.meta).map_err(Failure::streaming)?;
+        let data: Cursor<Vec<u8>> = *snapshot.snapshot;
+        let data = data.into_inner();
+        let header = v1::SnapshotHeader { vote_json, meta_json, size: data.len() as u64 };
+        let mut chunks = Vec::with_capacity(1 + data.len().div_ceil(SNAPSHOT_CHUNK));
+        chunks.push(v1::SnapshotChunk { part: Some(v1::snapshot_chunk::Part::Header(header)) });
+        chunks.extend(
+            data.chunks(SNAPSHOT_CHUNK)
+                .map(|c| v1::SnapshotChunk { part: Some(v1::snapshot_chunk::Part::Data(c.to_vec())) }),
+        );
+        drop(data);
+        let limit = option.hard_ttl() * (chunks.len() as u32).max(1);
+        let mut client = self.client().map_err(Failure::streaming)?;
+        let mut req = tonic::Request::new(tokio_stream::iter(chunks));
+        req.set_timeout(limit);
+        let target = self.target;
+        let call = async move { tokio::time::timeout(limit, client.install_snapshot(req)).await };
+        let reply = tokio::select! {
+            r = call => match r {
+                Ok(Ok(reply)) => reply.into_inner(),
+                Ok(Err(status)) => return Err(Failure::status(target, status).streaming()),
+                Err(_) => {
+                    let f = NetworkFailure::Timeout { target, after: limit };
+                    return Err(StreamingError::Unreachable(Unreachable::new(&f)));
+                }
+            },
+            closed = cancel => return Err(StreamingError::Closed(closed)),
+        };
+        let result: Result<SnapshotResponse<u64>, Fatal<u64>> = self.decode(&reply.json).map_err(Failure::streaming)?;
+        result.map_err(|e| StreamingError::RemoteError(RemoteError::new(target, e)))
+    }
+
+    /// A peer that is down is retried every 200 ms (openraft's default: 500 ms).
+    fn backoff(&self) -> Backoff {
+        Backoff::new(std::iter::repeat(Duration::from_millis(200)))
     }
 }

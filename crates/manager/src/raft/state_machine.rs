@@ -7,6 +7,7 @@
 
 use std::io::Cursor;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
 use openraft::storage::{RaftStateMachine, Snapshot};
@@ -27,6 +28,7 @@ pub struct Shared {
     data: RwLock<Data>,
     applied: watch::Sender<u64>,
     events: broadcast::Sender<Event>,
+    installs: AtomicU64,
 }
 
 #[derive(Default)]
@@ -51,6 +53,11 @@ impl Shared {
     /// Events of every applied command from now on.
     pub fn events(&self) -> broadcast::Receiver<Event> {
         self.events.subscribe()
+    }
+
+    /// How many snapshots received from a leader were installed since start.
+    pub fn snapshots_installed(&self) -> u64 {
+        self.installs.load(Ordering::Relaxed)
     }
 }
 
@@ -96,7 +103,10 @@ impl StateMachine {
         }
         let (applied, _) = watch::channel(data.last_applied.map(|l| l.index).unwrap_or(0));
         let (events, _) = broadcast::channel(4096);
-        Ok(Self { shared: Arc::new(Shared { data: RwLock::new(data), applied, events }), dir: dir.to_path_buf() })
+        Ok(Self {
+            shared: Arc::new(Shared { data: RwLock::new(data), applied, events, installs: AtomicU64::new(0) }),
+            dir: dir.to_path_buf(),
+        })
     }
 
     /// The handle the rest of the manager reads through.
@@ -197,6 +207,8 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let (_, payload) = snapshot::decode(&bytes).map_err(|e| sm_err(ErrorVerb::Read, e))?;
         write_atomic(&self.dir, CURRENT, &bytes).map_err(|e| sm_err(ErrorVerb::Write, e))?;
         self.install(meta, payload);
+        // openraft calls this only for a snapshot received from a leader.
+        self.shared.installs.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }
 

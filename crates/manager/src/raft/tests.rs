@@ -1,4 +1,5 @@
-//! openraft's storage conformance suite against our stores, and a restart test.
+//! openraft's storage conformance suite against our stores, and the Raft
+//! service refusing bad snapshot streams.
 
 use openraft::StorageError;
 use openraft::testing::{StoreBuilder, Suite};
@@ -21,4 +22,53 @@ fn openraft_storage_conformance_suite() {
     if let Err(e) = Suite::test_all(Builder) {
         panic!("the storage conformance suite failed: {e}");
     }
+}
+
+/// A snapshot stream that is malformed or corrupt is refused whole by the
+/// Raft service, and the receiving node keeps running.
+#[tokio::test]
+async fn a_bad_snapshot_stream_is_refused_and_the_node_survives() {
+    use stackd_proto::v1;
+    use v1::snapshot_chunk::Part;
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let node = super::RaftNode::start(dir.path(), 7, &super::Timings::default()).await.expect("start");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let server = tonic::transport::Server::builder()
+        .add_service(super::RaftService::new(node.clone()).server())
+        .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener));
+    let server = tokio::spawn(server);
+    let peers = super::Peers::new(Box::new(super::PlainConnector::default()), std::time::Duration::from_secs(1));
+    let mut client = peers.client(1, &addr.to_string()).expect("client");
+
+    let vote = serde_json::to_vec(&super::Vote::new(3, 1)).expect("vote");
+    let meta = super::SnapshotMetaOf {
+        last_log_id: Some(super::LogId::new(openraft::CommittedLeaderId::new(3, 1), 10)),
+        last_membership: super::StoredMembershipOf::default(),
+        snapshot_id: "3-10-0".into(),
+    };
+    let meta = serde_json::to_vec(&meta).expect("meta");
+    let header = |size: u64| v1::SnapshotChunk {
+        part: Some(Part::Header(v1::SnapshotHeader { vote_json: vote.clone(), meta_json: meta.clone(), size })),
+    };
+    let data = |b: &[u8]| v1::SnapshotChunk { part: Some(Part::Data(b.to_vec())) };
+    let cases = [
+        ("no header", vec![data(b"abc")], "starts with its header"),
+        ("short", vec![header(10), data(b"abc")], "ended after 3 of 10 bytes"),
+        ("long", vec![header(2), data(b"abc")], "larger than its header says"),
+        ("two headers", vec![header(3), header(3)], "one header"),
+        ("not a snapshot", vec![header(3), data(b"abc")], "refused snapshot"),
+    ];
+    for (what, chunks, expected) in cases {
+        let err = client.install_snapshot(tokio_stream::iter(chunks)).await.expect_err(what);
+        assert_eq!(err.code(), tonic::Code::InvalidArgument, "{what}: {err:?}");
+        assert!(err.message().contains(expected), "{what}: {}", err.message());
+    }
+    // Nothing was installed, and Raft still answers.
+    assert_eq!(node.shared().snapshots_installed(), 0);
+    node.initialize("127.0.0.1:1").await.expect("raft still runs");
+    node.wait_for_leader(std::time::Duration::from_secs(5)).await.expect("and leads its one-node cluster");
+    node.shutdown().await;
+    server.abort();
 }

@@ -1,0 +1,341 @@
+//! Raft between managers, in one process: three managers on 127.0.0.1 ports
+//! (no Docker, no agents) form a cluster through the membership API, write
+//! through followers (forwarded to the leader), lose their leader, elect a
+//! new one without losing an acknowledged write, catch a fourth manager up
+//! through a snapshot after log compaction, and refuse writes on a leader
+//! that lost its majority (soft step-down).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use stackd_core::Command;
+use stackd_core::model::{Blob, DataKind};
+use stackd_core::security::Security;
+use stackd_manager::{Identity, Manager, ManagerConfig, RaftError, RaftNode, Timings};
+use stackd_tls::Role;
+use stackd_tls::testing::TestPki;
+use tokio::sync::oneshot;
+
+const CLUSTER: &str = "0123456789abcdef0123456789abcdef";
+
+/// The cluster's CA: every manager's certificate is signed by it.
+fn pki() -> &'static TestPki {
+    static PKI: std::sync::OnceLock<TestPki> = std::sync::OnceLock::new();
+    PKI.get_or_init(|| {
+        stackd_tls::install_default_provider();
+        TestPki::for_cluster(CLUSTER)
+    })
+}
+
+/// The security state the first manager bootstraps with.
+fn security() -> Security {
+    let secret = |b: u8| Blob(vec![b; stackd_tls::SECRET_LEN]);
+    Security {
+        ca_cert_pem: pki().ca.cert_pem().to_string(),
+        ca_key_pem: Blob(pki().ca.key_pem().into_bytes()),
+        manager_secret: secret(1),
+        worker_secret: secret(2),
+        tokens: BTreeMap::new(),
+    }
+}
+
+struct Node {
+    id: u64,
+    addr: String,
+    manager: Arc<Manager>,
+    stop_serving: Option<oneshot::Sender<()>>,
+    server: tokio::task::JoinHandle<()>,
+    _dir: tempfile::TempDir,
+}
+
+impl Node {
+    async fn start(id: u64, bootstrap: bool, timings: Timings) -> Node {
+        Node::start_in(id, bootstrap, timings, tempfile::tempdir().expect("tempdir"), "127.0.0.1:0").await
+    }
+
+    /// Starts manager `id` with its data in `dir`, listening on `addr`.
+    async fn start_in(id: u64, bootstrap: bool, timings: Timings, dir: tempfile::TempDir, addr: &str) -> Node {
+        let listener = tokio::net::TcpListener::bind(addr).await.expect("bind");
+        let addr = listener.local_addr().expect("local addr").to_string();
+        let identity = Identity {
+            cluster_id: CLUSTER.into(),
+            node_id: format!("{id:016x}"),
+            raft_id: id,
+            name: format!("m{id}"),
+            addr: addr.clone(),
+        };
+        let credentials = pki().credentials(&identity.node_id, Role::Manager);
+        let bootstrap = bootstrap.then(security);
+        let config = ManagerConfig { data_dir: dir.path().to_path_buf(), identity, bootstrap, credentials, timings };
+        let started = Instant::now();
+        let manager = loop {
+            // Must return without a leader: the others are not even started yet.
+            let r = tokio::time::timeout(Duration::from_secs(5), Manager::start(config.clone()))
+                .await
+                .expect("Manager::start returns without waiting for a leader");
+            match r {
+                Ok(m) => break m,
+                // In-process restart: the tasks of the stopped openraft node
+                // (replication streams) may still hold the log store for a moment.
+                Err(e) if e.to_string().contains("already open") && started.elapsed() < Duration::from_secs(5) => {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                Err(e) => panic!("start manager m{id}: {e}"),
+            }
+        };
+        if started.elapsed() > Duration::from_millis(100) {
+            eprintln!("m{id}: the log store was released {:?} after the stop", started.elapsed());
+        }
+        let manager = Arc::new(manager);
+        let (stop_serving, stopped) = oneshot::channel::<()>();
+        let m = manager.clone();
+        let server = tokio::spawn(async move {
+            let _ = m
+                .serve(listener, async move {
+                    let _ = stopped.await;
+                })
+                .await;
+        });
+        Node { id, addr, manager, stop_serving: Some(stop_serving), server, _dir: dir }
+    }
+
+    fn raft(&self) -> &RaftNode {
+        self.manager.raft()
+    }
+
+    /// Starts the (killed) manager again on the same data dir and address.
+    async fn start_again(self, timings: Timings) -> Node {
+        let Node { id, addr, manager, _dir: dir, .. } = self;
+        drop(manager);
+        Node::start_in(id, false, timings, dir, &addr).await
+    }
+
+    /// Stops serving and stops Raft, as a crash would (the data dir stays until drop).
+    async fn kill(&mut self) {
+        if let Some(tx) = self.stop_serving.take() {
+            let _ = tx.send(());
+        }
+        self.manager.shutdown().await;
+        // Graceful shutdown waits for the peers' connections to close: do not wait long.
+        if tokio::time::timeout(Duration::from_millis(300), &mut self.server).await.is_err() {
+            self.server.abort();
+        }
+    }
+}
+
+async fn wait_until(timeout: Duration, what: &str, mut f: impl FnMut() -> bool) -> Duration {
+    let start = Instant::now();
+    loop {
+        if f() {
+            return start.elapsed();
+        }
+        assert!(start.elapsed() < timeout, "timed out after {timeout:?} waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn create(name: &str) -> Command {
+    Command::CreateObject {
+        kind: DataKind::Config,
+        name: name.into(),
+        data: Blob(name.as_bytes().to_vec()),
+        labels: BTreeMap::new(),
+        at: 1,
+    }
+}
+
+/// Linearizable read of the config names on `node`.
+async fn configs(node: &Node) -> Vec<String> {
+    node.raft().read_barrier().await.unwrap_or_else(|e| panic!("read barrier on m{}: {e}", node.id));
+    node.raft().shared().read(|s| s.configs.keys().cloned().collect())
+}
+
+async fn assert_has_all(node: &Node, acked: &[String]) {
+    let have = configs(node).await;
+    let missing: Vec<&String> = acked.iter().filter(|a| !have.contains(a)).collect();
+    assert!(missing.is_empty(), "m{} lost acknowledged writes {missing:?}", node.id);
+}
+
+fn leader_of(nodes: &[&Node]) -> Option<usize> {
+    nodes.iter().position(|n| n.raft().status().is_leader && *n.raft().leader_watch().borrow())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn three_managers_replicate_fail_over_and_catch_up_by_snapshot() {
+    // Snapshots every 20 entries and 5 entries kept behind: a node that joins
+    // late cannot be fed from the log and must receive a snapshot.
+    let timings = Timings { snapshot_every: 20, keep_logs: 5, ..Timings::default() };
+    let mut n1 = Node::start(1, true, timings).await;
+    let mut n2 = Node::start(2, false, timings).await;
+    let mut n3 = Node::start(3, false, timings).await;
+
+    // m1 bootstraps in the background: it leads and applies InitCluster.
+    wait_until(Duration::from_secs(10), "m1 to lead an initialised cluster", || {
+        n1.raft().status().is_leader && n1.raft().shared().read(|s| s.cluster_id == CLUSTER)
+    })
+    .await;
+    assert!(n1.raft().has_quorum(), "a single voter always has its quorum");
+
+    // Form the cluster through the membership API: learners, then voters.
+    n1.raft().add_learner(2, &n2.addr).await.expect("add learner m2");
+    n1.raft().add_learner(3, &n3.addr).await.expect("add learner m3");
+    assert_eq!(n1.raft().members().learners.keys().copied().collect::<Vec<_>>(), vec![2, 3]);
+    // A follower refuses membership changes: they run on the leader.
+    assert!(matches!(n2.raft().add_learner(9, "127.0.0.1:9").await, Err(RaftError::NotLeader { .. })));
+    wait_until(Duration::from_secs(10), "the learners to catch up", || {
+        let last = n1.raft().status().last_log_index;
+        n1.raft().matched(2) == Some(last) && n1.raft().matched(3) == Some(last)
+    })
+    .await;
+    n1.raft().promote(2).await.expect("promote m2");
+    n1.raft().promote(3).await.expect("promote m3");
+    let members = n1.raft().members();
+    assert_eq!(members.voters.keys().copied().collect::<Vec<_>>(), vec![1, 2, 3]);
+    assert!(members.learners.is_empty());
+    assert_eq!(members.voters.get(&2), Some(&n2.addr));
+    wait_until(Duration::from_secs(5), "every manager to know the leader", || {
+        [&n2, &n3].iter().all(|n| n.raft().status().leader == Some(1))
+    })
+    .await;
+    // A follower asks the leader for its view (Raft.Members).
+    let view = n3.raft().leader_members().await.expect("members through the leader");
+    assert_eq!(view.leader, 1);
+    assert!(view.has_quorum);
+    assert_eq!(
+        view.members.iter().map(|m| (m.id, m.voter, m.reachable)).collect::<Vec<_>>(),
+        vec![(1, true, true), (2, true, true), (3, true, true)]
+    );
+
+    // Writes through every manager: the followers forward to the leader.
+    let mut acked = Vec::new();
+    for i in 0..30 {
+        let node = [&n1, &n2, &n3][i % 3];
+        let name = format!("before-{i}");
+        let (index, applied) = node.raft().propose(create(&name)).await.unwrap_or_else(|e| panic!("write {name}: {e}"));
+        assert!(index > 0 && applied.rejected.is_none(), "{name}: {applied:?}");
+        acked.push(name);
+    }
+    // A follower's linearizable read sees a write made through another follower.
+    n2.raft().propose(create("via-m2")).await.expect("write via m2");
+    acked.push("via-m2".into());
+    assert!(configs(&n3).await.contains(&"via-m2".to_string()), "read index on m3 sees m2's write");
+    for n in [&n1, &n2, &n3] {
+        assert_has_all(n, &acked).await;
+    }
+    let st = n1.raft().status();
+    assert!(st.has_quorum && st.reachable.len() == 3, "leader sees everyone: {st:?}");
+
+    // Kill the leader: the survivors elect a new one and keep every acknowledged write.
+    let old = leader_of(&[&n1, &n2, &n3]).expect("a leader");
+    assert_eq!(old, 0, "m1 still leads");
+    let killed = Instant::now();
+    n1.kill().await;
+    // openraft 0.9 followers wait leader_lease (= election_max) + a random
+    // election timeout after the last heartbeat: 3–4 s with the defaults.
+    wait_until(Duration::from_secs(10), "a new leader among the survivors", || leader_of(&[&n2, &n3]).is_some()).await;
+    eprintln!("new leader elected {:?} after the old one stopped", killed.elapsed());
+    for i in 0..30 {
+        let node = [&n2, &n3][i % 2];
+        let name = format!("after-{i}");
+        node.raft().propose(create(&name)).await.unwrap_or_else(|e| panic!("write {name} after failover: {e}"));
+        acked.push(name);
+    }
+    for n in [&n2, &n3] {
+        assert_has_all(n, &acked).await;
+    }
+    let (leader, other) = match leader_of(&[&n2, &n3]) {
+        Some(0) => (&n2, &mut n3),
+        Some(_) => (&n3, &mut n2),
+        None => panic!("no leader after the writes"),
+    };
+    // The dead manager leaves the membership (an operator's `node rm`).
+    leader.raft().remove(1).await.expect("remove the dead m1");
+    assert_eq!(leader.raft().members().voters.keys().copied().collect::<Vec<_>>(), vec![2, 3]);
+    for i in 0..5 {
+        let name = format!("after-remove-{i}");
+        leader.raft().propose(create(&name)).await.unwrap_or_else(|e| panic!("write {name}: {e}"));
+        acked.push(name);
+    }
+
+    // A fourth manager joins after compaction: the leader's log starts after a
+    // snapshot, so the new learner gets the snapshot streamed.
+    leader.raft().trigger_snapshot().await.expect("snapshot");
+    let applied = leader.raft().status().last_applied;
+    wait_until(Duration::from_secs(10), "the leader's snapshot", || leader.raft().status().snapshot_index >= applied)
+        .await;
+    wait_until(Duration::from_secs(10), "the leader to compact its log", || leader.raft().status().purged_index > 0)
+        .await;
+    let n4 = Node::start(4, false, timings).await;
+    leader.raft().add_learner(4, &n4.addr).await.expect("add learner m4");
+    let target = leader.raft().status().last_applied;
+    wait_until(Duration::from_secs(20), "m4 to catch up", || n4.raft().status().last_applied >= target).await;
+    let installs = n4.raft().shared().snapshots_installed();
+    assert!(installs >= 1, "m4 caught up through a snapshot (installed {installs})");
+    assert_eq!(n4.raft().status().snapshots_installed, installs);
+    assert_has_all(&n4, &acked).await;
+    let hash = |n: &Node| n.raft().shared().read(|s| s.state_hash());
+    assert_eq!(hash(&n4), hash(leader), "m4's state equals the leader's");
+    // A learner's writes are forwarded too.
+    n4.raft().propose(create("via-m4")).await.expect("write via the learner");
+    acked.push("via-m4".into());
+    assert_has_all(leader, &acked).await;
+
+    // Soft step-down: with the other voter gone the leader hears from 1 of 2
+    // voters (the learner does not count). It stops leading in the eyes of
+    // the manager within `election_max` and refuses writes and reads.
+    other.kill().await;
+    let took = wait_until(Duration::from_secs(6), "the lone leader to step down softly", || {
+        !*leader.raft().leader_watch().borrow()
+    })
+    .await;
+    eprintln!("lone leader stepped down {took:?} after losing its majority");
+    assert!(!leader.raft().has_quorum());
+    let started = Instant::now();
+    match leader.raft().propose(create("lost")).await {
+        Err(RaftError::NoQuorum(m)) => assert!(m.contains("majority"), "clear message: {m}"),
+        other => panic!("a leader without a majority must refuse writes, got {other:?}"),
+    }
+    assert!(started.elapsed() < Duration::from_secs(1), "refused at once, not after a timeout");
+    assert!(matches!(leader.raft().read_barrier().await, Err(RaftError::NoQuorum(_))));
+}
+
+/// Every manager restarts at once: `Manager::start` must not wait for a
+/// leader (nobody would serve Raft RPCs, so nobody could be elected).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn all_managers_restart_together_and_keep_their_state() {
+    let timings = Timings::default();
+    let n1 = Node::start(1, true, timings).await;
+    let n2 = Node::start(2, false, timings).await;
+    let n3 = Node::start(3, false, timings).await;
+    wait_until(Duration::from_secs(10), "m1 to lead", || n1.raft().status().is_leader).await;
+    for n in [&n2, &n3] {
+        n1.raft().add_learner(n.id, &n.addr).await.expect("add learner");
+        n1.raft().promote(n.id).await.expect("promote");
+    }
+    let mut acked = Vec::new();
+    for i in 0..10 {
+        let name = format!("w{i}");
+        [&n1, &n2, &n3][i % 3].raft().propose(create(&name)).await.unwrap_or_else(|e| panic!("write {name}: {e}"));
+        acked.push(name);
+    }
+    let hash = n1.raft().shared().read(|s| s.state_hash());
+
+    let (mut n1, mut n2, mut n3) = (n1, n2, n3);
+    for n in [&mut n1, &mut n2, &mut n3] {
+        n.kill().await;
+    }
+    // One after the other, the old leader last: each start returns while no
+    // leader can exist yet (a start that waited for one would time out here).
+    let n2 = n2.start_again(timings).await;
+    let n3 = n3.start_again(timings).await;
+    let n1 = n1.start_again(timings).await;
+    wait_until(Duration::from_secs(15), "a leader after restarting everyone", || leader_of(&[&n1, &n2, &n3]).is_some())
+        .await;
+    for n in [&n1, &n2, &n3] {
+        assert_has_all(n, &acked).await;
+        assert_eq!(n.raft().shared().read(|s| s.state_hash()), hash, "m{} kept the state", n.id);
+        assert_eq!(n.raft().members().voters.len(), 3);
+    }
+    n2.raft().propose(create("after-restart")).await.expect("write after the restart");
+}
