@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs the whole test suite on a fresh machine: installs what it needs
-# (busybox-static for the test images), builds the test images, checks
+# (busybox-static for the test images; iproute2, iptables and g++ when missing), builds the test images, checks
 # formatting and lints, builds every binary and runs every test, including
 # the cluster tests against the real Docker engine.
 #
@@ -23,6 +23,18 @@ if [ "$(id -u)" != 0 ]; then
   exit 1
 fi
 
+# need COMMAND PACKAGE: installs the Debian package when the command is missing.
+need() {
+  command -v "$1" >/dev/null 2>&1 && return 0
+  echo "$1 not installed; installing $2 via apt-get" >&2
+  apt-get install -y "$2" >/dev/null 2>&1 || { apt-get update >/dev/null && apt-get install -y "$2" >/dev/null; }
+}
+
+step "system tools the tests use"
+need ip iproute2        # network-namespace harness (partition tests)
+need iptables iptables  # its FORWARD rule on the test bridge
+need g++ g++            # libfuzzer-sys compiles libFuzzer (C++) for the fuzz check
+
 step "rustfmt and clippy"
 if command -v rustup >/dev/null 2>&1; then
   rustup component add rustfmt clippy >/dev/null 2>&1 || echo "warning: rustup could not add rustfmt and clippy" >&2
@@ -38,11 +50,6 @@ step "cargo clippy --all-targets -D warnings"
 cargo clippy --workspace --all-targets --quiet -- -D warnings
 
 step "cargo check of the fuzz targets (fuzz/ is its own workspace)"
-# libfuzzer-sys compiles libFuzzer (C++) in its build script.
-if ! command -v g++ >/dev/null 2>&1; then
-  echo "g++ not installed; installing via apt-get (libfuzzer-sys needs it)" >&2
-  apt-get install -y g++ >/dev/null 2>&1 || { apt-get update >/dev/null && apt-get install -y g++ >/dev/null; }
-fi
 cargo check --quiet --manifest-path fuzz/Cargo.toml --bins
 
 step "cargo build --workspace"
