@@ -2,12 +2,15 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+mod common;
+
+use common::token;
 use proptest::prelude::*;
 use stackd_core::command::{Command, TaskStatusUpdate};
 use stackd_core::model::*;
 use stackd_core::orchestrator::orchestrate;
 use stackd_core::scheduler::{Scheduler, SpreadScheduler};
-use stackd_core::{ClientToken, ClusterState, Security, TokenRole};
+use stackd_core::{ClusterState, Security, TokenRole};
 
 fn node(id: &str) -> Node {
     Node {
@@ -30,17 +33,6 @@ const NODES: [&str; 5] = ["n1", "n2", "j0", "j1", "j2"];
 const TOKEN_NAMES: [&str; 4] = ["ci", "deploy", "look", "bad name"];
 /// The id of the admin token made at init; the operations never revoke it.
 const ADMIN_ID: &str = "00000000000000ad";
-
-fn token(id: &str, name: &str, role: TokenRole, stacks: &[&str]) -> ClientToken {
-    ClientToken {
-        id: id.into(),
-        name: name.into(),
-        role,
-        stacks: stacks.iter().map(|s| s.to_string()).collect(),
-        secret_sha256: digest(id.as_bytes()),
-        created_at: 0,
-    }
-}
 
 fn security() -> Security {
     Security {

@@ -4,6 +4,9 @@
 
 use std::collections::BTreeMap;
 
+mod common;
+
+use common::token;
 use stackd_core::command::TaskStatusUpdate;
 use stackd_core::model::*;
 use stackd_core::security::{Action, SecurityError};
@@ -22,17 +25,6 @@ fn node(id: &str, role: NodeRole) -> Node {
         resources: Resources::default(),
         engine_version: String::new(),
         updated_at: 0,
-    }
-}
-
-fn token(id: &str, name: &str, role: TokenRole, stacks: &[&str]) -> ClientToken {
-    ClientToken {
-        id: id.into(),
-        name: name.into(),
-        role,
-        stacks: stacks.iter().map(|s| s.to_string()).collect(),
-        secret_sha256: digest(id.as_bytes()),
-        created_at: 0,
     }
 }
 

@@ -1,5 +1,5 @@
 //! What core's integration tests share: the awesome-compose corpus in
-//! `../shared/corpus` beside the repository. A missing corpus fails the
+//! `../shared/corpus` beside the repository, and security fixtures. A missing corpus fails the
 //! test rather than skipping it.
 
 #![allow(dead_code)] // each test binary uses a part
@@ -8,6 +8,8 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use stackd_core::loader::SourceFile;
+use stackd_core::model::digest;
+use stackd_core::{ClientToken, TokenRole};
 
 /// The folder of the awesome-compose files.
 pub fn corpus_dir() -> PathBuf {
@@ -54,4 +56,17 @@ pub fn corpus_env() -> BTreeMap<String, String> {
     .iter()
     .map(|k| (k.to_string(), format!("/v-{}", k.to_lowercase())))
     .collect()
+}
+
+/// A client token as the cluster stores it; its secret's digest is derived
+/// from its id.
+pub fn token(id: &str, name: &str, role: TokenRole, stacks: &[&str]) -> ClientToken {
+    ClientToken {
+        id: id.into(),
+        name: name.into(),
+        role,
+        stacks: stacks.iter().map(|s| s.to_string()).collect(),
+        secret_sha256: digest(id.as_bytes()),
+        created_at: 0,
+    }
 }
