@@ -41,13 +41,25 @@ pub(crate) struct Ctx<'r> {
     pub vars: BTreeMap<String, String>,
     /// Reading referenced files; `None` reads nothing.
     pub fs: Option<Files<'r>>,
+    /// Services whose `extends` could not be resolved (reported): what
+    /// their base would have given, such as `image:`, is not news.
+    pub unresolved_bases: BTreeSet<String>,
 }
 
 impl Ctx<'_> {
     /// A context for the files named `files` (in load order), with the
     /// variables `vars`; [`file`](Self::file) is the first.
     pub fn new(files: Vec<String>, vars: BTreeMap<String, String>) -> Self {
-        Self { files, file: 0, errors: Vec::new(), warnings: Vec::new(), silenced: BTreeSet::new(), vars, fs: None }
+        Self {
+            files,
+            file: 0,
+            errors: Vec::new(),
+            warnings: Vec::new(),
+            silenced: BTreeSet::new(),
+            vars,
+            fs: None,
+            unresolved_bases: BTreeSet::new(),
+        }
     }
 
     /// Registers another file (one that `extends.file` names) and returns
@@ -141,12 +153,6 @@ impl Ctx<'_> {
         self.silenced.insert((self.file, path.to_string()));
     }
 
-    /// Ignores further errors at `path` or below in the file `file`: they
-    /// are consequences of one already reported.
-    pub fn silence(&mut self, file: usize, path: &str) {
-        self.silenced.insert((file, path.to_string()));
-    }
-
     /// Records an error about `at`.
     pub fn error(&mut self, at: &At<'_>, message: impl Into<String>) {
         self.error_in(at.file, at.line, at.col, &at.path, message);
@@ -166,6 +172,17 @@ impl Ctx<'_> {
     pub fn warn_in(&mut self, file: usize, line: usize, col: usize, path: &str, message: impl Into<String>) {
         let d = self.diag(file, line, col, path, message.into());
         self.warnings.push(d);
+    }
+
+    /// Records a warning about no file (the command line's options).
+    pub fn warn_global(&mut self, message: impl Into<String>) {
+        self.warnings.push(Diagnostic {
+            file: String::new(),
+            line: 0,
+            column: 0,
+            path: String::new(),
+            message: message.into(),
+        });
     }
 
     /// Warns that the key `at` is ignored: `x-*` extensions silently, known

@@ -31,11 +31,13 @@ pub(crate) fn enabled_services(cx: &mut Ctx, services: &[At<'_>], enabled: &[Str
             out.insert(s.key.to_string());
             continue;
         };
-        let profiles = at.string_list(cx).unwrap_or_default();
-        for p in &profiles {
-            if !is_valid_name(p) {
-                cx.error(&at, format!("profile {p:?} is invalid: use letters, digits, '-', '_' and '.'"));
+        let mut profiles = Vec::new();
+        for item in at.list(cx).unwrap_or_default() {
+            let Some(p) = item.string(cx) else { continue };
+            if !is_valid_name(&p) {
+                cx.error(&item, format!("profile {p:?} is invalid: use letters, digits, '-', '_' and '.'"));
             }
+            profiles.push(p);
         }
         used.extend(profiles.iter().cloned());
         if profiles.is_empty() || all || profiles.iter().any(|p| enabled.contains(p)) {
@@ -43,7 +45,7 @@ pub(crate) fn enabled_services(cx: &mut Ctx, services: &[At<'_>], enabled: &[Str
         }
     }
     for p in enabled.iter().filter(|p| *p != "*" && !used.contains(*p)) {
-        cx.warn_in(usize::MAX, 0, 0, "", format!("profile {p:?} is enabled but no service has it"));
+        cx.warn_global(format!("profile {p:?} is enabled but no service has it"));
     }
     out
 }
@@ -67,11 +69,11 @@ pub(crate) fn check(cx: &mut Ctx, services: &[At<'_>], enabled: &BTreeSet<String
                     cx.warn(&item, format!("there is no service {name} in the stack; skipped (required: false)"));
                 }
             } else if !enabled.contains(&name) {
+                let why = format!("{name} is not deployed: enable one of its profiles (stackctl deploy --profile …)");
                 if required {
-                    cx.error(
-                        &item,
-                        format!("{name} is not deployed: enable one of its profiles (stackctl deploy --profile …)"),
-                    );
+                    cx.error(&item, why);
+                } else {
+                    cx.warn(&item, format!("{why}; skipped (required: false)"));
                 }
             } else {
                 deps.push((name, item));

@@ -39,9 +39,9 @@ pub(crate) fn resolve(cx: &mut Ctx, root: &mut Node) {
         let resolved_node = r.service(cx, 0, &name);
         let Some(own) = r.sources[0].services.iter().find(|e| e.key == name) else { continue };
         if resolved_node.is_none() {
-            // Unresolvable: its own keys are still checked, but what its
-            // base would have given (an image, …) is not news.
-            cx.silence(own.file, &format!("services.{name}"));
+            // Unresolvable: its own keys are still checked, but a missing
+            // image (its base's, maybe) is not news.
+            cx.unresolved_bases.insert(name.clone());
         }
         let own = without_extends(&own.value);
         resolved.insert(name, resolved_node.unwrap_or(own));
@@ -80,6 +80,9 @@ struct Resolver {
     done: BTreeMap<(usize, String), Option<Node>>,
     /// The services being resolved, outermost first (for cycles).
     chain: Vec<(usize, String)>,
+    /// Files named by `extends.file`, by name as written (without `./`):
+    /// the source read from it, or `None` when it could not be used (said once).
+    loaded: BTreeMap<String, Option<usize>>,
 }
 
 impl Resolver {
@@ -155,10 +158,17 @@ impl Resolver {
             );
             return None;
         }
-        let (resolved, bytes) = cx.read_file(at, plain)?;
-        if let Some(i) = self.sources.iter().position(|s| s.path.as_deref() == Some(resolved.as_str())) {
-            return Some(i);
+        if let Some(done) = self.loaded.get(plain) {
+            return *done;
         }
+        let source = self.read(cx, at, plain);
+        self.loaded.insert(plain.to_string(), source);
+        source
+    }
+
+    /// Reads, parses and interpolates the file `plain`; its services become a source.
+    fn read(&mut self, cx: &mut Ctx, at: &At<'_>, plain: &str) -> Option<usize> {
+        let (resolved, bytes) = cx.read_file(at, plain)?;
         let Ok(text) = String::from_utf8(bytes) else {
             cx.error(at, format!("{resolved} is not UTF-8 text"));
             return None;

@@ -29,8 +29,8 @@
 //! assert_eq!(loaded.spec.services["web"].mode, ServiceMode::Replicated { replicas: 2 });
 //! ```
 //!
-//! Files the stack refers to (`env_file:`, and the `file:` of configs and
-//! secrets) are read through a [`FileReader`] given to [`load_with`]; core
+//! Files the stack refers to (`env_file:`, `label_file:`, `extends.file`,
+//! and the `file:` of configs and secrets) are read through a [`FileReader`] given to [`load_with`]; core
 //! itself never touches the filesystem. Their paths are resolved against
 //! the first stack file's directory, as compose does; relative bind mounts
 //! against [`LoadOptions::project_dir`].
@@ -137,8 +137,8 @@ pub struct LoadOptions {
     pub profiles: Vec<String>,
 }
 
-/// Reads the files a stack refers to: `env_file:` entries and the `file:`
-/// of top-level configs and secrets.
+/// Reads the files a stack refers to: `env_file:` and `label_file:`
+/// entries, `extends.file`, and the `file:` of top-level configs and secrets.
 ///
 /// The loader passes the path resolved against the first stack file's
 /// directory as the user named it (`deploy/web.env` for `web.env` next to

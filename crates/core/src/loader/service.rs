@@ -35,7 +35,6 @@ const KNOWN_SERVICE_KEYS: &[&str] = &[
     "dns_opt",
     "domainname",
     "driver_opts",
-    "external_links",
     "group_add",
     "isolation",
     "mac_address",
@@ -157,6 +156,7 @@ pub(crate) fn service(cx: &mut Ctx, at: &At<'_>, stack: &StackSpec, nets: &Netwo
     }
     match (&image, &build) {
         (Some(_), Some(b)) => cx.warn(b, "ignored: stackd does not build images; `image:` is pulled"),
+        _ if cx.unresolved_bases.contains(name) => {}
         (None, Some(_)) if !image_key => cx.error(
             at,
             "has `build:` but no `image:`; stackd does not build images — build and push it, then set image",

@@ -102,13 +102,20 @@ pub(crate) fn convert(cx: &mut Ctx, stack: &str, root: &Node, profiles: &[String
         if spec.services.values().any(|s| s.task.networks.iter().any(|a| a.network == *name)) {
             let (key, net) = networks::engine_network(&declared_networks, name);
             match spec.networks.get(&key) {
-                Some(n) if n.name != *name => cx.error_in(
-                    0,
-                    0,
-                    0,
-                    &format!("networks.{key}"),
-                    format!("the key {key} is taken by another network; network_mode: {name} needs it"),
-                ),
+                Some(n) if n.name != *name => {
+                    let path = format!("networks.{key}");
+                    let (file, line, col) = locate(root, &path);
+                    cx.error_in(
+                        file,
+                        line,
+                        col,
+                        &path,
+                        format!(
+                            "network_mode: {name} joins Docker's {name} network under this key: rename this \
+                             network, or declare `{key}: {{external: true, name: {name}}}`"
+                        ),
+                    );
+                }
                 _ => {
                     spec.networks.insert(key, net);
                 }

@@ -229,6 +229,20 @@ fn extends_errors() {
             "stack.yml:15:5: services.g.extends: there is no service q in other.yml to extend".to_string(),
         ])
     );
+    // A service whose base is missing still has its own keys checked; a
+    // broken file is read and reported once, however many extend it.
+    assert_eq!(
+        with_files(
+            "services:\n  a:\n    extends: nothing\n    deploy: {replicas: -1}\n  b:\n    extends: {file: bad.yml, service: x}\n  c:\n    extends: {file: bad.yml, service: y}\n",
+            &[("bad.yml", "services: [\n")]
+        )
+        .map(|_| ()),
+        Err(vec![
+            "stack.yml:3:5: services.a.extends: there is no service nothing to extend".to_string(),
+            "stack.yml:4:14: services.a.deploy.replicas: must be a non-negative integer, got -1".to_string(),
+            "bad.yml:1:11: services[0]: unclosed bracket '['".to_string(),
+        ])
+    );
 }
 
 #[test]
@@ -298,11 +312,23 @@ fn profiles_choose_the_services() {
             "stack.yml:4:18: services.web.depends_on[0]: debug is not deployed: enable one of its profiles (stackctl deploy --profile …)"
         ]
     );
+    let optional = profiled(
+        "services:\n  web:\n    image: web\n    depends_on: {debug: {required: false}}\n  debug:\n    image: b\n    profiles: [debug]\n",
+        &[],
+        &[],
+    )
+    .expect("loads");
+    assert_eq!(
+        optional.warnings.iter().map(Diagnostic::to_string).collect::<Vec<_>>(),
+        [
+            "stack.yml:4:18: services.web.depends_on.debug: debug is not deployed: enable one of its profiles (stackctl deploy --profile …); skipped (required: false)"
+        ]
+    );
     assert_eq!(
         err("services:\n  debug:\n    image: b\n    profiles: [debug, 'bad name']\n"),
         [
             "stack.yml:1:1: services: no service is deployed: each has `profiles:`; enable one with --profile",
-            "stack.yml:4:5: services.debug.profiles: profile \"bad name\" is invalid: use letters, digits, '-', '_' and '.'",
+            "stack.yml:4:23: services.debug.profiles[1]: profile \"bad name\" is invalid: use letters, digits, '-', '_' and '.'",
         ]
     );
 }
@@ -335,6 +361,18 @@ fn generic_resources_are_reserved_by_kind() {
             "stack.yml:10:15: services.web.deploy.resources.reservations.generic_resources[1].discrete_resource_spec: value must be at least 1",
             "stack.yml:11:15: services.web.deploy.resources.reservations.generic_resources[2].discrete_resource_spec: \"a b\" is not a resource kind: use letters, digits, '-', '_' and '.'",
             "stack.yml:12:15: services.web.deploy.resources.reservations.generic_resources[3].discrete_resource_spec: needs `kind` and `value`",
+        ]
+    );
+}
+
+#[test]
+fn network_mode_host_needs_the_key_host() {
+    assert_eq!(
+        errors(
+            "services:\n  web:\n    image: x\n    network_mode: host\nnetworks:\n  host:\n    name: shop_host_net\n"
+        ),
+        [
+            "stack.yml:6:3: networks.host: network_mode: host joins Docker's host network under this key: rename this network, or declare `host: {external: true, name: host}`"
         ]
     );
 }
