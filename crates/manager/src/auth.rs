@@ -23,7 +23,7 @@ pub(crate) const AUTHORIZATION: &str = "authorization";
 
 /// What a client without credentials is told.
 const NEEDS: &str = "stackctl needs a client token: set STACKCTL_TOKEN or --token (a manager's \
-                     DATA_DIR/stackctl.env has the admin token), or present a client certificate of this cluster";
+                     DATA_DIR/stackctl.env has the admin token)";
 
 /// Who made a request.
 #[derive(Clone, Debug, PartialEq, Eq)]

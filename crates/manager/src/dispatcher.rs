@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use stackd_core::command::TaskStatusUpdate;
 use stackd_core::model::{
-    Availability, DataKind, DesiredState, Node, NodeRole, NodeState, Resources, StackNetwork, Task, TaskId,
+    Availability, DataKind, DesiredState, Node, NodeState, Resources, StackNetwork, Task, TaskId,
 };
 use stackd_core::{ClusterState, Command};
 use stackd_proto::v1;
@@ -47,6 +47,8 @@ struct Session {
 #[derive(Clone)]
 pub struct Dispatcher {
     raft: RaftNode,
+    /// The cluster's id, which node certificates must carry.
+    cluster_id: Arc<str>,
     sessions: Arc<Mutex<HashMap<String, Session>>>,
 }
 
@@ -58,8 +60,8 @@ pub(crate) fn raft_status(e: RaftError) -> Status {
             leader_addr.unwrap_or_else(|| "an unknown address".into())
         )),
         RaftError::NoQuorum(m) => Status::unavailable(format!("no quorum: {m}")),
-        // It may still have committed: the caller checks before retrying.
-        e @ RaftError::Timeout(_) => Status::unavailable(e.to_string()),
+        // It may still have committed: not `unavailable`, which clients retry.
+        e @ RaftError::Timeout(_) => Status::deadline_exceeded(e.to_string()),
         e @ RaftError::Membership(_) => Status::failed_precondition(e.to_string()),
         other => Status::internal(other.to_string()),
     }
@@ -72,15 +74,14 @@ fn session_id() -> String {
 }
 
 impl Dispatcher {
-    /// A dispatcher over `raft`.
-    pub fn new(raft: RaftNode) -> Self {
-        Self { raft, sessions: Arc::new(Mutex::new(HashMap::new())) }
+    /// A dispatcher over `raft`, for the cluster `cluster_id`.
+    pub fn new(raft: RaftNode, cluster_id: &str) -> Self {
+        Self { raft, cluster_id: cluster_id.into(), sessions: Arc::new(Mutex::new(HashMap::new())) }
     }
 
     /// Refuses `req` unless it comes with the certificate of `node_id`.
     fn check_node<T>(&self, req: &Request<T>, node_id: &str) -> Result<(), Status> {
-        let cluster_id = self.raft.shared().read(|s| s.cluster_id.clone());
-        crate::auth::check_node(req, &cluster_id, node_id)
+        crate::auth::check_node(req, &self.cluster_id, node_id)
     }
 
     fn touch(&self, node_id: &str, session: &str) -> Result<(), Status> {
@@ -267,9 +268,13 @@ impl v1::dispatcher_server::Dispatcher for Dispatcher {
         if d.node_id.is_empty() {
             return Err(Status::invalid_argument("missing node id"));
         }
-        let role = match v1::NodeRole::try_from(d.role) {
-            Ok(v1::NodeRole::Worker) => NodeRole::Worker,
-            _ => NodeRole::Manager,
+        // Only a member speaks here, with the role the cluster gave it: a
+        // removed node's certificate stays valid, but brings nothing back.
+        let Some(role) = self.raft.shared().read(|s| s.nodes.get(&d.node_id).map(|n| n.role)) else {
+            return Err(Status::permission_denied(format!(
+                "node {} is not a member of the cluster (it was removed, or never joined): join it again",
+                d.node_id
+            )));
         };
         let resources = d.resources.and_then(|r| Resources::try_from(r).ok()).unwrap_or_default();
         let node = Node {

@@ -61,10 +61,12 @@ pub enum ManagerError {
     /// The node's TLS credentials are unusable.
     #[error("the node's TLS credentials: {0}")]
     Tls(#[from] stackd_tls::ConfigError),
-    /// The cluster was never initialised and this start brings nothing to
-    /// initialise it with.
-    #[error("the cluster is not initialised and this node holds no bootstrap state: recreate it with `stackd init`")]
-    NotInitialised,
+    /// The bootstrap did not commit the cluster's `InitCluster` in time.
+    #[error(
+        "the cluster was not initialised within {0:?} (no leader, or a slow disk); the bootstrap state is kept in \
+         DATA_DIR/tls/bootstrap.json: start the node again with `stackd run --data-dir DIR`"
+    )]
+    BootstrapTimeout(Duration),
     /// The `InitCluster` command was refused.
     #[error("initialising the cluster was refused: {0}")]
     InitRefused(String),
@@ -225,7 +227,7 @@ impl Manager {
         ));
         tokio::spawn(controller::run(raft.clone(), stop_rx.clone()));
         // One dispatcher: the liveness monitor reads the sessions the service records.
-        let dispatcher = dispatcher::Dispatcher::new(raft.clone());
+        let dispatcher = dispatcher::Dispatcher::new(raft.clone(), &config.identity.cluster_id);
         tokio::spawn(dispatcher.clone().monitor(stop_rx));
         Ok(Self { raft, identity: config.identity, tls, dispatcher, stop, initialised })
     }
@@ -236,7 +238,7 @@ impl Manager {
     /// # Errors
     ///
     /// [`ManagerError::InitRefused`] when the command was refused,
-    /// [`ManagerError::NotInitialised`] when `timeout` passed first.
+    /// [`ManagerError::BootstrapTimeout`] when `timeout` passed first.
     pub async fn initialised(&self, timeout: Duration) -> Result<(), ManagerError> {
         let mut rx = self.initialised.clone();
         match tokio::time::timeout(timeout, rx.wait_for(Option::is_some)).await {
@@ -244,7 +246,7 @@ impl Manager {
                 Some(Err(why)) => Err(ManagerError::InitRefused(why)),
                 _ => Ok(()),
             },
-            _ => Err(ManagerError::NotInitialised),
+            _ => Err(ManagerError::BootstrapTimeout(timeout)),
         }
     }
 

@@ -145,6 +145,29 @@ fn create(name: &str) -> Command {
     }
 }
 
+/// Records `node` as a manager of the cluster through `leader`, as joining
+/// does before the node becomes a learner: only members may forward writes.
+async fn join(leader: &Node, node: &Node) {
+    let member = stackd_core::model::Node {
+        id: format!("{:016x}", node.id),
+        name: format!("m{}", node.id),
+        addr: node.addr.clone(),
+        role: stackd_core::model::NodeRole::Manager,
+        availability: stackd_core::model::Availability::Active,
+        state: stackd_core::model::NodeState::Unknown,
+        labels: BTreeMap::new(),
+        resources: Default::default(),
+        engine_version: String::new(),
+        updated_at: 0,
+    };
+    let (_, applied) = leader
+        .raft()
+        .propose(Command::JoinNode { node: member, at: 1 })
+        .await
+        .unwrap_or_else(|e| panic!("join m{}: {e}", node.id));
+    assert_eq!(applied.rejected, None, "m{} joins", node.id);
+}
+
 /// Linearizable read of the config names on `node`.
 async fn configs(node: &Node) -> Vec<String> {
     node.raft().read_barrier().await.unwrap_or_else(|e| panic!("read barrier on m{}: {e}", node.id));
@@ -178,6 +201,8 @@ async fn three_managers_replicate_fail_over_and_catch_up_by_snapshot() {
     assert!(n1.raft().has_quorum(), "a single voter always has its quorum");
 
     // Form the cluster through the membership API: learners, then voters.
+    join(&n1, &n2).await;
+    join(&n1, &n3).await;
     n1.raft().add_learner(2, &n2.addr).await.expect("add learner m2");
     n1.raft().add_learner(3, &n3.addr).await.expect("add learner m3");
     assert_eq!(n1.raft().members().learners.keys().copied().collect::<Vec<_>>(), vec![2, 3]);
@@ -267,6 +292,7 @@ async fn three_managers_replicate_fail_over_and_catch_up_by_snapshot() {
     wait_until(Duration::from_secs(10), "the leader to compact its log", || leader.raft().status().purged_index > 0)
         .await;
     let n4 = Node::start(4, false, timings).await;
+    join(leader, &n4).await;
     leader.raft().add_learner(4, &n4.addr).await.expect("add learner m4");
     let target = leader.raft().status().last_applied;
     wait_until(Duration::from_secs(20), "m4 to catch up", || n4.raft().status().last_applied >= target).await;
@@ -309,7 +335,12 @@ async fn all_managers_restart_together_and_keep_their_state() {
     let n2 = Node::start(2, false, timings).await;
     let n3 = Node::start(3, false, timings).await;
     wait_until(Duration::from_secs(10), "m1 to lead", || n1.raft().status().is_leader).await;
+    wait_until(Duration::from_secs(10), "the cluster to be initialised", || {
+        n1.raft().shared().read(|s| s.cluster_id == CLUSTER)
+    })
+    .await;
     for n in [&n2, &n3] {
+        join(&n1, n).await;
         n1.raft().add_learner(n.id, &n.addr).await.expect("add learner");
         n1.raft().promote(n.id).await.expect("promote");
     }

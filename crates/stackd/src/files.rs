@@ -11,8 +11,7 @@
 //!    stackctl.env       0600, written once InitCluster committed
 //! ```
 
-use std::io::Write;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
@@ -20,6 +19,7 @@ use serde::{Deserialize, Serialize};
 use stackd_core::model::Blob;
 use stackd_core::security::{ClientToken, Security, TokenRole};
 use stackd_manager::Identity;
+use stackd_manager::raft::write_atomic_mode;
 use stackd_tls::{Ca, Credentials, NodeKey, Role, Secret};
 
 /// The name of the admin token `stackd init` creates.
@@ -49,20 +49,10 @@ fn private_dir(dir: &Path) -> Result<()> {
         .with_context(|| format!("chmod 0700 {}", dir.display()))
 }
 
-/// Writes `bytes` to `dir/name` with `mode` from the start (never readable
-/// by others, not even for a moment), through a temporary file and a rename.
+/// Writes `bytes` to `dir/name` with `mode` from the start, atomically and
+/// durably ([`write_atomic_mode`]).
 fn write_file(dir: &Path, name: &str, bytes: &[u8], mode: u32) -> Result<()> {
-    let path = dir.join(name);
-    let tmp = dir.join(format!(".{name}.tmp"));
-    let _ = std::fs::remove_file(&tmp);
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(mode)
-        .open(&tmp)
-        .with_context(|| format!("creating {}", tmp.display()))?;
-    f.write_all(bytes).and_then(|()| f.sync_all()).with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, &path).with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))
+    write_atomic_mode(dir, name, bytes, mode).with_context(|| format!("writing {}", dir.join(name).display()))
 }
 
 /// `stackd init`: the cluster's CA, this node's key and manager certificate,

@@ -121,7 +121,10 @@ async fn run_node(data_dir: PathBuf, identity: Identity, bootstrap: bool, node: 
     .await?;
     // Once InitCluster has committed, the admin token is valid: hand it to stackctl.
     if let Some(b) = pending {
-        manager.initialised(std::time::Duration::from_secs(60)).await?;
+        if let Err(e) = manager.initialised(std::time::Duration::from_secs(60)).await {
+            manager.shutdown().await;
+            return Err(e.into());
+        }
         let env = files::finish_bootstrap(&data_dir, &identity, &dial_addr(&identity.addr), &b.admin_token)?;
         tracing::info!(path = %env.display(), "stackctl settings written (admin token included): `set -a; . {}; set +a`", env.display());
     }

@@ -59,7 +59,7 @@ pub use log_store::LogStore;
 pub use network::NetworkFailure;
 pub use peers::{MAX_MESSAGE, PeerConnector, PeerError, Peers, PlainConnector, peer_endpoint};
 pub use service::{LEADER_HEADER, REFUSED_HEADER, RaftService};
-pub use state_machine::{Shared, StateMachine, write_atomic};
+pub use state_machine::{Shared, StateMachine, write_atomic, write_atomic_mode};
 
 openraft::declare_raft_types!(
     /// The openraft type configuration of stackd.
@@ -87,6 +87,29 @@ const LOST_MAJORITY: &str = "this manager lost contact with a majority of the ma
 
 /// Pause between two attempts to reach the leader.
 const RETRY_PAUSE: Duration = Duration::from_millis(100);
+
+/// Whether a failed call never reached the peer: its causes include a
+/// connect that was refused or found no route (the request was not sent).
+fn never_connected(status: &tonic::Status) -> bool {
+    use std::io::ErrorKind;
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(status);
+    while let Some(e) = cause {
+        if let Some(io) = e.downcast_ref::<std::io::Error>()
+            && matches!(
+                io.kind(),
+                ErrorKind::ConnectionRefused
+                    | ErrorKind::NotConnected
+                    | ErrorKind::AddrNotAvailable
+                    | ErrorKind::HostUnreachable
+                    | ErrorKind::NetworkUnreachable
+            )
+        {
+            return true;
+        }
+        cause = e.source();
+    }
+    false
+}
 
 /// Why a Raft operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -407,11 +430,12 @@ impl RaftNode {
         }
     }
 
-    /// Maps a failed call to the leader. `unavailable` is retried: either
-    /// the leader refused before proposing anything (`x-stackd-refused`), or
-    /// the transport failed — almost always before the request was sent (a
-    /// refused or timed-out connect); a connection lost after sending is the
-    /// one case where a retried write may apply twice.
+    /// Maps a failed call to the leader. `unavailable` is retried only when
+    /// nothing can have been proposed: the leader refused before proposing
+    /// (`x-stackd-refused`), or the connection was never made (refused,
+    /// unreachable). A connection lost after the request went out may have
+    /// committed it: that is a [`RaftError::Timeout`], never retried, so a
+    /// write is not applied twice.
     fn leader_failure(&self, leader: u64, status: tonic::Status) -> Attempt<RaftError> {
         use tonic::Code;
         let refused = status.metadata().get(REFUSED_HEADER).and_then(|v| v.to_str().ok()).map(str::to_string);
@@ -422,8 +446,12 @@ impl RaftNode {
                 Attempt::Retry(RaftError::NotLeader { leader: None, leader_addr })
             }
             Code::Unavailable if refused.is_some() => Attempt::Retry(RaftError::NoQuorum(status.message().to_string())),
-            Code::Unavailable => Attempt::Retry(RaftError::NoQuorum(format!(
+            Code::Unavailable if never_connected(&status) => Attempt::Retry(RaftError::NoQuorum(format!(
                 "the leader (node {leader:016x}) is unavailable: {}",
+                status.message()
+            ))),
+            Code::Unavailable => Attempt::Done(RaftError::Timeout(format!(
+                "the connection to the leader (node {leader:016x}) was lost; the write may have been applied: {}",
                 status.message()
             ))),
             Code::DeadlineExceeded | Code::Cancelled => Attempt::Done(RaftError::Timeout(format!(

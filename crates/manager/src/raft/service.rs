@@ -87,8 +87,35 @@ pub(super) fn refusal(e: RaftError) -> Status {
             status.metadata_mut().insert(REFUSED_HEADER, MetadataValue::from_static("no-quorum"));
             status
         }
-        RaftError::Timeout(m) => Status::deadline_exceeded(m),
-        other => Status::internal(other.to_string()),
+        // The rest as every gRPC edge maps them.
+        other => crate::dispatcher::raft_status(other),
+    }
+}
+
+impl RaftService {
+    /// Refuses `req` unless its certificate is of a manager the cluster
+    /// state has. The service's interceptor admits any manager certificate
+    /// of the cluster (a learner replicates before it is in the state); the
+    /// calls that act for a client — forwarded writes, read indexes,
+    /// membership — need a manager that is still a member: a removed one's
+    /// certificate stays valid.
+    fn check_member<T>(&self, req: &Request<T>) -> Result<(), Status> {
+        let (cluster_id, managers) = self.node.shared().read(|s| {
+            let managers: Vec<String> = s
+                .nodes
+                .values()
+                .filter(|n| n.role == stackd_core::model::NodeRole::Manager)
+                .map(|n| n.id.clone())
+                .collect();
+            (s.cluster_id.clone(), managers)
+        });
+        let peer = crate::auth::peer_node(req, &cluster_id)?
+            .ok_or_else(|| Status::unauthenticated("this call needs the manager certificate of a member"))?;
+        if managers.contains(&peer.node_id) {
+            Ok(())
+        } else {
+            Err(Status::permission_denied(format!("node {} is not a manager of the cluster", peer.node_id)))
+        }
     }
 }
 
@@ -158,18 +185,21 @@ impl v1::raft_server::Raft for RaftService {
     }
 
     async fn forward(&self, req: Request<v1::ForwardRequest>) -> Result<Response<v1::ForwardReply>, Status> {
+        self.check_member(&req)?;
         let cmd: Command = serde_json::from_slice(&req.into_inner().command_json).map_err(|e| bad("command", e))?;
         // The leader proposes locally only: a forwarded write never takes a second hop.
         let (index, applied) = self.node.propose_local(cmd, self.node.write_timeout()).await.map_err(refusal)?;
         Ok(Response::new(v1::ForwardReply { index, applied_json: json(&applied)? }))
     }
 
-    async fn read_index(&self, _req: Request<v1::ReadIndexRequest>) -> Result<Response<v1::ReadIndexReply>, Status> {
+    async fn read_index(&self, req: Request<v1::ReadIndexRequest>) -> Result<Response<v1::ReadIndexReply>, Status> {
+        self.check_member(&req)?;
         let index = self.node.read_index_local().await.map_err(refusal)?;
         Ok(Response::new(v1::ReadIndexReply { index }))
     }
 
-    async fn members(&self, _req: Request<v1::MembersRequest>) -> Result<Response<v1::MembersReply>, Status> {
+    async fn members(&self, req: Request<v1::MembersRequest>) -> Result<Response<v1::MembersReply>, Status> {
+        self.check_member(&req)?;
         let view = self.node.local_members_view();
         Ok(Response::new(v1::MembersReply {
             leader: view.leader,

@@ -69,12 +69,22 @@ fn now_ms() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
-/// Writes `bytes` to `dir/name` atomically and durably (temp file, fsync, rename, fsync dir).
+/// Writes `bytes` to `dir/name` atomically: a temporary file, fsync, rename,
+/// fsync of the directory. Readable by the owner only (0600): snapshots hold
+/// the cluster's CA key and join secrets.
 pub fn write_atomic(dir: &Path, name: &str, bytes: &[u8]) -> std::io::Result<()> {
+    write_atomic_mode(dir, name, bytes, 0o600)
+}
+
+/// [`write_atomic`] with the file mode `mode`, set when the file is created
+/// (never wider, not even for a moment).
+pub fn write_atomic_mode(dir: &Path, name: &str, bytes: &[u8], mode: u32) -> std::io::Result<()> {
     use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
     let tmp = dir.join(format!(".{name}.tmp"));
+    let _ = std::fs::remove_file(&tmp);
     {
-        let mut f = std::fs::File::create(&tmp)?;
+        let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(mode).open(&tmp)?;
         f.write_all(bytes)?;
         f.sync_all()?;
     }
