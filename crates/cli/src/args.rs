@@ -198,6 +198,18 @@ pub enum Cmd {
         #[command(subcommand)]
         command: ObjectCmd,
     },
+    /// The cluster: Raft status, join tokens.
+    Cluster {
+        /// Cluster command.
+        #[command(subcommand)]
+        command: ClusterCmd,
+    },
+    /// Client tokens for stackctl: create, list, revoke (admin).
+    Token {
+        /// Token command.
+        #[command(subcommand)]
+        command: TokenCmd,
+    },
 }
 
 /// Secret and config commands.
@@ -253,8 +265,97 @@ pub enum ServiceCmd {
 /// Node commands.
 #[derive(Subcommand, Debug)]
 pub enum NodeCmd {
-    /// List nodes.
+    /// List nodes; managers show whether they lead and are reachable.
     Ls,
+    /// Make a worker a manager: it joins Raft as a learner and votes once it
+    /// has caught up.
+    Promote {
+        /// Name or id.
+        node: String,
+    },
+    /// Make a manager a worker. Refused when the remaining managers would
+    /// have no reachable majority (quorum), unless `--force`.
+    Demote {
+        /// Name or id.
+        node: String,
+        /// Even if the managers lose their quorum.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Remove a node that is gone for good (a dead machine). Its tasks are
+    /// started elsewhere. Refused for a node that is still reachable, or when
+    /// the remaining managers would have no quorum, unless `--force`.
+    Rm {
+        /// Name or id.
+        node: String,
+        /// Even if the node is reachable or the managers lose their quorum.
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+/// The role a join token gives.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum JoinRole {
+    /// Managers: Raft voters that also run tasks.
+    Manager,
+    /// Workers: run tasks only.
+    Worker,
+}
+
+/// Cluster commands.
+#[derive(Subcommand, Debug)]
+pub enum ClusterCmd {
+    /// The Raft status of the manager reached: leader, term, log indexes,
+    /// quorum, state hash, and the managers as the leader sees them.
+    Status,
+    /// Print the join token of a role, alone on standard output, for
+    /// `stackd join ADDR --token TOKEN`.
+    JoinToken {
+        /// The role the token gives.
+        #[arg(value_enum)]
+        role: JoinRole,
+        /// Replace the token first: the old one stops working (nodes that
+        /// joined with it stay).
+        #[arg(long)]
+        rotate: bool,
+    },
+}
+
+/// The role of a client token.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum TokenRoleArg {
+    /// Everything.
+    Admin,
+    /// Read everything; deploy and remove the stacks given with `--stack`.
+    Deployer,
+    /// Read everything, change nothing.
+    Viewer,
+}
+
+/// Client token commands (admin).
+#[derive(Subcommand, Debug)]
+pub enum TokenCmd {
+    /// Create a client token and print it, alone on standard output: it is
+    /// shown this once and never again.
+    Create {
+        /// A name for the token (unique).
+        name: String,
+        /// What the token may do.
+        #[arg(long, value_enum)]
+        role: TokenRoleArg,
+        /// A stack a deployer token may deploy and remove; repeat for several.
+        #[arg(long = "stack")]
+        stacks: Vec<String>,
+    },
+    /// List client tokens (never their secrets).
+    Ls,
+    /// Revoke client tokens by id or name.
+    Rm {
+        /// Ids or names.
+        #[arg(required = true)]
+        tokens: Vec<String>,
+    },
 }
 
 #[cfg(test)]

@@ -295,6 +295,12 @@ struct NodeRow {
     availability: String,
     state: String,
     engine_version: String,
+    /// Managers only: whether it leads.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    leader: Option<bool>,
+    /// Managers only: whether the leader hears from it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reachable: Option<bool>,
 }
 
 /// `stackctl node ls`.
@@ -304,7 +310,11 @@ pub async fn node_ls(g: &Global) -> Result<i32> {
     let mut rows = Vec::new();
     for n in resp.nodes {
         let n = model::Node::try_from(n)?;
+        let raft = resp.managers.iter().find(|m| m.node_id == n.id);
+        let manager = n.role == model::NodeRole::Manager;
         rows.push(NodeRow {
+            leader: manager.then(|| raft.is_some_and(|m| m.leader)),
+            reachable: manager.then(|| raft.is_some_and(|m| m.reachable)),
             id: n.id,
             name: n.name,
             addr: n.addr,
@@ -314,7 +324,11 @@ pub async fn node_ls(g: &Global) -> Result<i32> {
             engine_version: n.engine_version,
         });
     }
-    print_rows(&rows, &["id", "name", "addr", "role", "availability", "state", "engine_version"], g.output)?;
+    print_rows(
+        &rows,
+        &["id", "name", "addr", "role", "availability", "state", "leader", "reachable", "engine_version"],
+        g.output,
+    )?;
     Ok(0)
 }
 

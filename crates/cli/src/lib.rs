@@ -8,25 +8,29 @@
 //!
 //! - `args.rs`: the command line (clap).
 //! - `client.rs`: connecting to a manager.
+//! - `cluster.rs`: `cluster status|join-token`, `node promote|demote|rm`.
 //! - `deploy.rs`: `stackctl deploy`, with `--wait` progress.
 //! - `dryrun.rs`: `stackctl deploy --dry-run`: the changes a deploy would make.
 //! - `inspect.rs`: listings and inspection (`stack ls`, `service ls`, `ps`, …).
 //! - `objects.rs`: `secret` and `config` commands (create, ls, rm).
 //! - `output.rs`: tables and JSON with the same field names.
+//! - `tokens.rs`: `token create|ls|rm` (client tokens).
 //! - `stackfile.rs`: reading stack files, the `.env` file and the process
 //!   environment for the loader (core does no I/O).
 
 mod args;
 mod client;
+mod cluster;
 mod deploy;
 mod dryrun;
 mod inspect;
 mod objects;
 mod output;
 mod stackfile;
+mod tokens;
 
 pub use args::Cli;
-use args::{Cmd, NodeCmd, ObjectCmd, ServiceCmd, StackCmd};
+use args::{ClusterCmd, Cmd, JoinRole, NodeCmd, ObjectCmd, ServiceCmd, StackCmd, TokenCmd};
 use stackd_core::model::DataKind;
 
 /// Exit code: success.
@@ -56,6 +60,18 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
         Cmd::Service { command: ServiceCmd::Inspect { service } } => inspect::service_inspect(g, service).await,
         Cmd::Ps { target } => inspect::ps(g, target).await,
         Cmd::Node { command: NodeCmd::Ls } => inspect::node_ls(g).await,
+        Cmd::Node { command: NodeCmd::Promote { node } } => cluster::set_role(g, node, JoinRole::Manager, false).await,
+        Cmd::Node { command: NodeCmd::Demote { node, force } } => {
+            cluster::set_role(g, node, JoinRole::Worker, *force).await
+        }
+        Cmd::Node { command: NodeCmd::Rm { node, force } } => cluster::rm(g, node, *force).await,
+        Cmd::Cluster { command: ClusterCmd::Status } => cluster::status_cmd(g).await,
+        Cmd::Cluster { command: ClusterCmd::JoinToken { role, rotate } } => {
+            cluster::join_token(g, *role, *rotate).await
+        }
+        Cmd::Token { command: TokenCmd::Create { name, role, stacks } } => tokens::create(g, name, *role, stacks).await,
+        Cmd::Token { command: TokenCmd::Ls } => tokens::ls(g).await,
+        Cmd::Token { command: TokenCmd::Rm { tokens } } => tokens::rm(g, tokens).await,
         Cmd::Secret { command } => object(g, DataKind::Secret, command).await,
         Cmd::Configs { command } => object(g, DataKind::Config, command).await,
     }

@@ -12,9 +12,11 @@
 use std::collections::BTreeMap;
 use std::pin::Pin;
 
-use stackd_core::model::{Blob, DataKind, Service, StackSpec, Task};
+use std::collections::BTreeSet;
+
+use stackd_core::model::{Availability, Blob, DataKind, Node, NodeRole, NodeState, Service, StackSpec, Task};
 use stackd_core::orchestrator::service_counts;
-use stackd_core::security::Action;
+use stackd_core::security::{Action, ClientToken, TokenRole};
 use stackd_core::state::ObjectKind;
 use stackd_core::{ClusterState, Command, validate};
 use stackd_proto::v1;
@@ -23,8 +25,9 @@ use tonic::{Request, Response, Status};
 
 use crate::auth::{self, Caller};
 use crate::dispatcher::raft_status;
+use crate::membership::{self, Change};
 use crate::now_ms;
-use crate::raft::RaftNode;
+use crate::raft::{MembersView, RaftNode};
 
 /// The control gRPC service.
 #[derive(Clone)]
@@ -47,6 +50,17 @@ impl Control {
     /// Authenticates `req` and checks that its caller may do `action`.
     fn allow<T>(&self, req: &Request<T>, action: Action<'_>) -> Result<(), Status> {
         auth::authorize(&self.caller(req)?, action)
+    }
+
+    /// Refuses (`failed_precondition`, with an explanation) when taking the
+    /// manager `node_id` out of the voters would leave no reachable majority.
+    async fn check_quorum(&self, node_id: &str, name: &str, what: &str) -> Result<(), Status> {
+        let Some(id) = membership::raft_id(node_id) else { return Ok(()) };
+        let view = self.raft.leader_members().await.map_err(raft_status)?;
+        let voters: BTreeSet<u64> = view.members.iter().filter(|m| m.voter).map(|m| m.id).collect();
+        let reachable: BTreeSet<u64> = view.members.iter().filter(|m| m.reachable).map(|m| m.id).collect();
+        membership::check_quorum(&voters, &reachable, Change::Remove(id), name)
+            .map_err(|why| Status::failed_precondition(format!("{what}: {why}")))
     }
 
     async fn read<T>(&self, stale: bool, f: impl FnOnce(&ClusterState) -> T) -> Result<T, Status> {
@@ -87,6 +101,83 @@ fn data_kind(kind: i32) -> Result<DataKind, Status> {
 
 fn find_service<'a>(state: &'a ClusterState, key: &str) -> Option<&'a Service> {
     state.services.get(key).or_else(|| state.service_by_name(key))
+}
+
+/// A node by id or name.
+fn find_node<'a>(state: &'a ClusterState, key: &str) -> Result<&'a Node, Status> {
+    state
+        .nodes
+        .get(key)
+        .or_else(|| state.nodes.values().find(|n| n.name == key))
+        .ok_or_else(|| Status::not_found(format!("no node {key:?} (give its name or id, see `stackctl node ls`)")))
+}
+
+/// A wire node role.
+fn node_role(role: i32) -> Result<NodeRole, Status> {
+    v1::NodeRole::try_from(role)
+        .ok()
+        .and_then(|r| NodeRole::try_from(r).ok())
+        .ok_or_else(|| Status::invalid_argument("the role must be manager or worker"))
+}
+
+/// A wire token role.
+fn token_role(role: i32) -> Result<TokenRole, Status> {
+    match v1::TokenRole::try_from(role) {
+        Ok(v1::TokenRole::Admin) => Ok(TokenRole::Admin),
+        Ok(v1::TokenRole::Deployer) => Ok(TokenRole::Deployer),
+        Ok(v1::TokenRole::Viewer) => Ok(TokenRole::Viewer),
+        _ => Err(Status::invalid_argument("the token role must be admin, deployer or viewer")),
+    }
+}
+
+fn token_info(t: &ClientToken) -> v1::TokenInfo {
+    let role = match t.role {
+        TokenRole::Admin => v1::TokenRole::Admin,
+        TokenRole::Deployer => v1::TokenRole::Deployer,
+        TokenRole::Viewer => v1::TokenRole::Viewer,
+    };
+    v1::TokenInfo {
+        id: t.id.clone(),
+        name: t.name.clone(),
+        role: role.into(),
+        stacks: t.stacks.clone(),
+        created_at: t.created_at,
+    }
+}
+
+/// The managers as the leader sees them, for status and `node ls`.
+fn manager_statuses(view: &MembersView) -> Vec<v1::ManagerStatus> {
+    view.members
+        .iter()
+        .map(|m| v1::ManagerStatus {
+            node_id: format!("{:016x}", m.id),
+            addr: m.addr.clone(),
+            leader: m.id == view.leader,
+            reachable: m.reachable,
+            voter: m.voter,
+            matched: m.matched,
+        })
+        .collect()
+}
+
+/// The cluster CA with its key, from the replicated security state.
+fn cluster_ca(state: &ClusterState) -> Result<stackd_tls::Ca, Status> {
+    let key = std::str::from_utf8(&state.security.ca_key_pem.0)
+        .map_err(|_| Status::internal("the cluster's CA key is not PEM text"))?;
+    stackd_tls::Ca::from_pem(&state.security.ca_cert_pem, key)
+        .map_err(|e| Status::internal(format!("the cluster's CA is unusable: {e}")))
+}
+
+/// A fresh Raft id, not zero and not the id of a node in `state`.
+fn new_raft_id(state: &ClusterState) -> u64 {
+    use rand::Rng;
+    let mut rng = rand::thread_rng();
+    loop {
+        let id: u64 = rng.gen_range(1..=u64::MAX);
+        if !state.nodes.contains_key(&format!("{id:016x}")) {
+            return id;
+        }
+    }
 }
 
 type EventStream = Pin<Box<dyn Stream<Item = Result<v1::Event, Status>> + Send>>;
@@ -316,7 +407,9 @@ impl v1::control_server::Control for Control {
     async fn list_nodes(&self, req: Request<v1::ListNodesRequest>) -> Result<Response<v1::ListNodesResponse>, Status> {
         self.allow(&req, Action::Read)?;
         let nodes = self.read(req.into_inner().stale, |s| s.nodes.values().map(v1::Node::from).collect()).await?;
-        Ok(Response::new(v1::ListNodesResponse { nodes }))
+        // Best effort: without a leader the nodes are still listed.
+        let managers = self.raft.leader_members().await.map(|v| manager_statuses(&v)).unwrap_or_default();
+        Ok(Response::new(v1::ListNodesResponse { nodes, managers }))
     }
 
     async fn cluster_status(
@@ -327,7 +420,12 @@ impl v1::control_server::Control for Control {
         let (cluster_id, state_hash) =
             self.read(req.into_inner().stale, |s| (s.cluster_id.clone(), s.state_hash())).await?;
         let st = self.raft.status();
+        let view = self.raft.leader_members().await.ok();
         Ok(Response::new(v1::ClusterStatusResponse {
+            managers: view.as_ref().map(manager_statuses).unwrap_or_default(),
+            has_quorum: view.is_some_and(|v| v.has_quorum),
+            snapshot_index: st.snapshot_index,
+            snapshots_installed: st.snapshots_installed,
             cluster_id,
             node_id: self.node_id.clone(),
             leader_id: st.leader.map(|l| format!("{l:016x}")).unwrap_or_default(),
@@ -337,6 +435,242 @@ impl v1::control_server::Control for Control {
             state_hash,
             version: env!("CARGO_PKG_VERSION").to_string(),
         }))
+    }
+
+    async fn join_cluster(
+        &self,
+        req: Request<v1::JoinClusterRequest>,
+    ) -> Result<Response<v1::JoinClusterResponse>, Status> {
+        // No caller check: the join token is the credential.
+        let r = req.into_inner();
+        let token = stackd_tls::JoinToken::parse(&r.token)
+            .map_err(|_| Status::invalid_argument("the join token is not of the form STK-1-<CA digest>-<secret>"))?;
+        // A secret rotated a moment ago must not be accepted by a lagging manager.
+        self.raft.read_barrier().await.map_err(raft_status)?;
+        let (ca, role, raft_id, managers) = self.raft.shared().read(|s| {
+            let ca = cluster_ca(s)?;
+            if !stackd_tls::ct_eq(ca.digest().as_bytes(), token.ca_digest().as_bytes()) {
+                return Err(Status::permission_denied(
+                    "invalid join token: it belongs to another cluster (its CA digest is not this cluster's)",
+                ));
+            }
+            let role = s.security.join_role(token.secret().as_bytes()).ok_or_else(|| {
+                Status::permission_denied(
+                    "invalid join token: its secret is neither the manager nor the worker secret (rotated?); get \
+                     the current one with `stackctl cluster join-token manager|worker`",
+                )
+            })?;
+            if let Some(n) = s.nodes.values().find(|n| n.name == r.name) {
+                return Err(Status::already_exists(format!(
+                    "a node named {} exists already (id {}): choose another --name, or remove the old node with \
+                     `stackctl node rm {}`",
+                    r.name, n.id, n.id
+                )));
+            }
+            let managers: Vec<String> =
+                s.nodes.values().filter(|n| n.role == NodeRole::Manager).map(|n| n.addr.clone()).collect();
+            Ok((ca, role, new_raft_id(s), managers))
+        })?;
+        if !validate::is_valid_name(&r.name) {
+            return Err(Status::invalid_argument(format!(
+                "node name {:?} is invalid: use letters, digits, '-', '_' and '.', starting with a letter or digit",
+                r.name
+            )));
+        }
+        if role == NodeRole::Manager && r.addr.parse::<std::net::SocketAddr>().is_err() {
+            return Err(Status::invalid_argument(format!(
+                "a manager needs an address the other managers can reach, as IP:PORT (`stackd join --listen`); got {:?}",
+                r.addr
+            )));
+        }
+        let node_id = format!("{raft_id:016x}");
+        let tls_role = match role {
+            NodeRole::Manager => stackd_tls::Role::Manager,
+            NodeRole::Worker => stackd_tls::Role::Worker,
+        };
+        let cert = ca
+            .sign_csr(&r.csr_der, &node_id, tls_role)
+            .map_err(|e| Status::invalid_argument(format!("the certificate request: {e}")))?;
+        let resources = r
+            .resources
+            .map(stackd_core::model::Resources::try_from)
+            .transpose()
+            .map_err(|e| Status::invalid_argument(e.to_string()))?
+            .unwrap_or_default();
+        let node = Node {
+            id: node_id.clone(),
+            name: r.name,
+            addr: r.addr,
+            role,
+            availability: Availability::Active,
+            state: NodeState::Unknown,
+            labels: r.labels.into_iter().collect(),
+            resources,
+            engine_version: String::new(),
+            updated_at: 0,
+        };
+        let (_, applied) = self.raft.propose(Command::JoinNode { node, at: now_ms() }).await.map_err(raft_status)?;
+        if let Some(why) = applied.rejected {
+            return Err(Status::failed_precondition(why));
+        }
+        tracing::info!(node = %node_id, role = role.as_str(), "a node joined");
+        Ok(Response::new(v1::JoinClusterResponse {
+            cluster_id: ca.cluster_id().to_string(),
+            node_id,
+            raft_id,
+            role: v1::NodeRole::from(role).into(),
+            ca_pem: ca.cert_pem().to_string(),
+            cert_pem: format!("{cert}{}", ca.cert_pem()),
+            managers,
+        }))
+    }
+
+    async fn get_join_token(
+        &self,
+        req: Request<v1::GetJoinTokenRequest>,
+    ) -> Result<Response<v1::GetJoinTokenResponse>, Status> {
+        self.allow(&req, Action::ManageCluster)?;
+        let r = req.into_inner();
+        let role = node_role(r.role)?;
+        let secret = if r.rotate {
+            let secret = stackd_tls::Secret::generate();
+            let cmd = Command::RotateJoinSecret { role, secret: Blob(secret.as_bytes().to_vec()), at: now_ms() };
+            let (_, applied) = self.raft.propose(cmd).await.map_err(raft_status)?;
+            if let Some(why) = applied.rejected {
+                return Err(Status::failed_precondition(why));
+            }
+            tracing::info!(role = role.as_str(), "join secret rotated");
+            secret
+        } else {
+            let bytes = self.read(false, |s| s.security.join_secret(role).0.clone()).await?;
+            stackd_tls::Secret::from_bytes(&bytes)
+                .map_err(|_| Status::internal("the stored join secret has an unexpected length"))?
+        };
+        let digest = self.read(true, |s| cluster_ca(s).map(|ca| ca.digest())).await??;
+        let token = stackd_tls::JoinToken::new(&digest, secret).map_err(|e| Status::internal(e.to_string()))?;
+        Ok(Response::new(v1::GetJoinTokenResponse { token: token.reveal() }))
+    }
+
+    async fn set_node_role(
+        &self,
+        req: Request<v1::SetNodeRoleRequest>,
+    ) -> Result<Response<v1::SetNodeRoleResponse>, Status> {
+        self.allow(&req, Action::ManageNodes)?;
+        let r = req.into_inner();
+        let role = node_role(r.role)?;
+        let (id, name, current) =
+            self.read(false, |s| find_node(s, &r.node).map(|n| (n.id.clone(), n.name.clone(), n.role))).await??;
+        if current == role {
+            return Ok(Response::new(v1::SetNodeRoleResponse { node_id: id, unchanged: true }));
+        }
+        if role == NodeRole::Worker && !r.force {
+            self.check_quorum(&id, &name, &format!("demoting {name}")).await?;
+        }
+        let (_, applied) = self
+            .raft
+            .propose(Command::SetNodeRole { id: id.clone(), role, at: now_ms() })
+            .await
+            .map_err(raft_status)?;
+        if let Some(why) = applied.rejected {
+            return Err(Status::failed_precondition(why));
+        }
+        tracing::info!(node = %id, role = role.as_str(), "node role changed");
+        Ok(Response::new(v1::SetNodeRoleResponse { node_id: id, unchanged: false }))
+    }
+
+    async fn remove_node(
+        &self,
+        req: Request<v1::RemoveNodeRequest>,
+    ) -> Result<Response<v1::RemoveNodeResponse>, Status> {
+        self.allow(&req, Action::ManageNodes)?;
+        let r = req.into_inner();
+        let node = self.read(false, |s| find_node(s, &r.node).cloned()).await??;
+        if !r.force {
+            if node.role == NodeRole::Manager {
+                let view = self.raft.leader_members().await.map_err(raft_status)?;
+                let id = membership::raft_id(&node.id);
+                if view.members.iter().any(|m| Some(m.id) == id && m.reachable) {
+                    return Err(Status::failed_precondition(format!(
+                        "manager {} is reachable: demote it first (`stackctl node demote {}`), stop it, then \
+                         remove it; or pass --force",
+                        node.name, node.name
+                    )));
+                }
+                self.check_quorum(&node.id, &node.name, &format!("removing {}", node.name)).await?;
+            } else if node.state == NodeState::Ready {
+                return Err(Status::failed_precondition(format!(
+                    "node {} is ready (its agent is connected): drain it (its tasks move elsewhere) and stop stackd \
+                     on it before removing it; or pass --force",
+                    node.name
+                )));
+            }
+        }
+        let (_, applied) =
+            self.raft.propose(Command::RemoveNode { id: node.id.clone(), at: now_ms() }).await.map_err(raft_status)?;
+        if let Some(why) = applied.rejected {
+            return Err(Status::failed_precondition(why));
+        }
+        tracing::info!(node = %node.id, name = %node.name, "node removed");
+        Ok(Response::new(v1::RemoveNodeResponse { node_id: node.id }))
+    }
+
+    async fn create_token(
+        &self,
+        req: Request<v1::CreateTokenRequest>,
+    ) -> Result<Response<v1::CreateTokenResponse>, Status> {
+        self.allow(&req, Action::ManageTokens)?;
+        let r = req.into_inner();
+        let role = token_role(r.role)?;
+        let secret = stackd_tls::ClientToken::generate();
+        let at = now_ms();
+        let token = ClientToken {
+            id: secret.id().to_string(),
+            name: r.name,
+            role,
+            stacks: r.stacks,
+            secret_sha256: secret.secret_sha256(),
+            created_at: at,
+        };
+        // Checked before proposing: a bad request never reaches the log.
+        token.validate().map_err(|e| Status::invalid_argument(e.to_string()))?;
+        self.read(false, |s| s.security.check_new_token(&token))
+            .await?
+            .map_err(|e| Status::already_exists(e.to_string()))?;
+        let info = token_info(&token);
+        let (_, applied) = self.raft.propose(Command::CreateToken { token, at }).await.map_err(raft_status)?;
+        if let Some(why) = applied.rejected {
+            return Err(Status::failed_precondition(why));
+        }
+        tracing::info!(token = %info.id, name = %info.name, "client token created");
+        Ok(Response::new(v1::CreateTokenResponse { token: secret.reveal(), info: Some(info) }))
+    }
+
+    async fn list_tokens(
+        &self,
+        req: Request<v1::ListTokensRequest>,
+    ) -> Result<Response<v1::ListTokensResponse>, Status> {
+        self.allow(&req, Action::ManageTokens)?;
+        let stale = req.into_inner().stale;
+        let tokens = self.read(stale, |s| s.security.tokens.values().map(token_info).collect()).await?;
+        Ok(Response::new(v1::ListTokensResponse { tokens }))
+    }
+
+    async fn revoke_token(
+        &self,
+        req: Request<v1::RevokeTokenRequest>,
+    ) -> Result<Response<v1::RevokeTokenResponse>, Status> {
+        self.allow(&req, Action::ManageTokens)?;
+        let key = req.into_inner().token;
+        let id = self.read(false, |s| s.security.token(&key).map(|t| t.id.clone())).await?.ok_or_else(|| {
+            Status::not_found(format!("no token {key:?} (give its id or name, see `stackctl token ls`)"))
+        })?;
+        let (_, applied) =
+            self.raft.propose(Command::RevokeToken { id: id.clone(), at: now_ms() }).await.map_err(raft_status)?;
+        if let Some(why) = applied.rejected {
+            return Err(Status::not_found(why));
+        }
+        tracing::info!(token = %id, "client token revoked");
+        Ok(Response::new(v1::RevokeTokenResponse { id }))
     }
 
     async fn watch_events(

@@ -42,8 +42,12 @@ pub struct Identity {
     pub raft_id: u64,
     /// Its name.
     pub name: String,
-    /// The address its gRPC services listen on.
+    /// The address other nodes and clients reach its gRPC services at.
     pub addr: String,
+    /// The address its gRPC services listen on, when not `addr` (such as
+    /// `0.0.0.0:4280`).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub listen: String,
 }
 
 fn path(dir: &Path) -> PathBuf {
@@ -64,7 +68,13 @@ impl Identity {
             raft_id,
             name: name.to_string(),
             addr: addr.to_string(),
+            listen: String::new(),
         }
+    }
+
+    /// The address to listen on: `listen`, else `addr`.
+    pub fn bind_addr(&self) -> &str {
+        if self.listen.is_empty() { &self.addr } else { &self.listen }
     }
 
     /// Whether `dir` holds an identity.

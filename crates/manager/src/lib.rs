@@ -18,6 +18,9 @@
 //! - `dispatcher.rs`: agent sessions, heartbeats, status reports, node liveness.
 //! - `controller.rs`: the loop that turns state into plans through core.
 //! - `identity.rs`: the node's identity file.
+//! - `membership.rs`: the leader's loop that makes Raft's membership follow
+//!   the nodes' roles (learner, then voter; removal), and the quorum check
+//!   of demotions and removals.
 //! - `auth.rs`: who is calling (a node certificate of this cluster or a
 //!   client token) and what it may do.
 //!
@@ -30,6 +33,7 @@ mod control;
 mod controller;
 mod dispatcher;
 mod identity;
+mod membership;
 pub mod raft;
 
 use std::net::SocketAddr;
@@ -226,6 +230,7 @@ impl Manager {
             initialised_tx,
         ));
         tokio::spawn(controller::run(raft.clone(), stop_rx.clone()));
+        tokio::spawn(membership::run(raft.clone(), stop_rx.clone()));
         // One dispatcher: the liveness monitor reads the sessions the service records.
         let dispatcher = dispatcher::Dispatcher::new(raft.clone(), &config.identity.cluster_id);
         tokio::spawn(dispatcher.clone().monitor(stop_rx));

@@ -64,6 +64,7 @@ impl Node {
             raft_id: id,
             name: format!("m{id}"),
             addr: addr.clone(),
+            listen: String::new(),
         };
         let credentials = pki().credentials(&identity.node_id, Role::Manager);
         let bootstrap = bootstrap.then(security);

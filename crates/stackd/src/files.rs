@@ -8,7 +8,8 @@
 //!      node.key         the node's private key, 0600
 //!      bootstrap.json   0600, `stackd init` only, until InitCluster committed:
 //!                       the security state to propose and the admin token
-//!    stackctl.env       0600, written once InitCluster committed
+//!    stackctl.env       0600, written once InitCluster committed (`init` only)
+//!    managers.json      the managers' addresses, as last learned
 //! ```
 
 use std::os::unix::fs::PermissionsExt;
@@ -92,6 +93,33 @@ pub fn init_pki(dir: &Path, identity: &Identity, now_ms: u64) -> Result<()> {
     write_file(&tls, "node.key", key.to_pem().as_bytes(), 0o600)?;
     write_file(&tls, "bootstrap.json", &serde_json::to_vec(&bootstrap)?, 0o600)?;
     Ok(())
+}
+
+/// `stackd join`: the node's key, its certificate (followed by the CA's)
+/// and the CA, as the cluster sent them, into `dir/tls`; `dir` becomes
+/// private to its owner.
+pub fn write_joined(dir: &Path, key_pem: &str, cert_pem: &str, ca_pem: &str) -> Result<()> {
+    private_dir(dir)?;
+    let tls = tls_dir(dir);
+    private_dir(&tls)?;
+    write_file(&tls, "node.key", key_pem.as_bytes(), 0o600)?;
+    write_file(&tls, "ca.crt", ca_pem.as_bytes(), 0o644)?;
+    write_file(&tls, "node.crt", cert_pem.as_bytes(), 0o644)
+}
+
+/// The managers' addresses the node knew last (empty when it knows none).
+pub fn load_managers(dir: &Path) -> Result<Vec<String>> {
+    let path = dir.join("managers.json");
+    if !path.exists() {
+        return Ok(vec![]);
+    }
+    let bytes = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+    serde_json::from_slice(&bytes).with_context(|| format!("{} is corrupt", path.display()))
+}
+
+/// Records the managers' addresses (`managers.json`).
+pub fn save_managers(dir: &Path, managers: &[String]) -> Result<()> {
+    write_file(dir, "managers.json", &serde_json::to_vec_pretty(managers)?, 0o644)
 }
 
 /// The node's credentials from `dir/tls`.

@@ -3,14 +3,20 @@
 //!
 //! # Layout
 //!
-//! - `main.rs`: argument parsing, tracing, signals; the work is in
-//!   `stackd-manager` and `stackd-agent`.
-//! - `files.rs`: the node's security files (`tls/`, `stackctl.env`).
+//! - `main.rs`: argument parsing, tracing, signals, and running the node's
+//!   roles; the work is in `stackd-manager` and `stackd-agent`. A manager
+//!   node runs both roles (the agent unless `--no-agent`), a worker only the
+//!   agent; the role is the one in the node's certificate.
+//! - `join.rs`: `stackd join`, entering a cluster with a join token.
+//! - `files.rs`: the node's security files (`tls/`, `stackctl.env`) and the
+//!   managers' addresses.
 
 mod files;
+mod join;
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
@@ -40,6 +46,31 @@ enum Cmd {
         #[command(flatten)]
         node: NodeArgs,
     },
+    /// Join an existing cluster with a join token, and run. The token
+    /// (`stackctl cluster join-token manager|worker`) decides the role.
+    Join {
+        /// The address of a manager of the cluster (IP:PORT).
+        manager: String,
+        /// The join token, STK-1-<CA digest>-<secret>.
+        #[arg(long, env = "STACKD_JOIN_TOKEN", hide_env_values = true)]
+        token: String,
+        /// Where the node keeps its state (must not hold a node yet).
+        #[arg(long, env = "STACKD_DATA_DIR")]
+        data_dir: PathBuf,
+        /// The address the node's gRPC services listen on; required to join
+        /// as a manager.
+        #[arg(long)]
+        listen: Option<String>,
+        /// The address other nodes reach this one at, when it is not
+        /// `--listen` (which may be 0.0.0.0:PORT).
+        #[arg(long)]
+        advertise_addr: Option<String>,
+        /// The node's name (default: the hostname).
+        #[arg(long)]
+        name: Option<String>,
+        #[command(flatten)]
+        node: NodeArgs,
+    },
     /// Run an existing node from its data dir.
     Run {
         /// Where the node keeps its state.
@@ -57,6 +88,56 @@ struct NodeArgs {
     /// repeatable. Services reserve them with `deploy.resources.reservations.generic_resources`.
     #[arg(long = "resource", value_name = "KIND=COUNT", value_parser = parse_resource, env = "STACKD_RESOURCES", value_delimiter = ',')]
     resources: Vec<(String, u64)>,
+    /// Run the manager role only, without the agent: the node runs no tasks
+    /// and needs no Docker engine (managers only).
+    #[arg(long, env = "STACKD_NO_AGENT")]
+    no_agent: bool,
+    #[command(flatten)]
+    raft: RaftArgs,
+}
+
+/// Raft's timing and log compaction (managers). All managers of a cluster
+/// should use the same values.
+#[derive(clap::Args)]
+struct RaftArgs {
+    /// The leader's heartbeat period, in milliseconds.
+    #[arg(long, env = "STACKD_RAFT_HEARTBEAT_MS", default_value_t = 250, value_parser = clap::value_parser!(u64).range(10..))]
+    raft_heartbeat_ms: u64,
+    /// The lower end of the election timeout, in milliseconds. A follower
+    /// campaigns after `--raft-election-max-ms` (the leader's lease) plus a
+    /// timeout between the two without hearing from a leader.
+    #[arg(long, env = "STACKD_RAFT_ELECTION_MIN_MS", default_value_t = 500)]
+    raft_election_min_ms: u64,
+    /// The upper end of the election timeout, in milliseconds.
+    #[arg(long, env = "STACKD_RAFT_ELECTION_MAX_MS", default_value_t = 1000)]
+    raft_election_max_ms: u64,
+    /// Take a snapshot of the state after this many log entries (0: never).
+    #[arg(long, env = "STACKD_RAFT_SNAPSHOT_EVERY", default_value_t = 5000)]
+    raft_snapshot_every: u64,
+    /// Log entries kept behind a snapshot; a manager further behind catches
+    /// up by receiving the snapshot.
+    #[arg(long, env = "STACKD_RAFT_KEEP_LOGS", default_value_t = 500)]
+    raft_keep_logs: u64,
+}
+
+impl RaftArgs {
+    fn timings(&self) -> Result<Timings> {
+        let (hb, min, max) = (self.raft_heartbeat_ms, self.raft_election_min_ms, self.raft_election_max_ms);
+        if !(hb < min && min < max) {
+            bail!(
+                "Raft timings need --raft-heartbeat-ms < --raft-election-min-ms < --raft-election-max-ms, \
+                 got {hb} < {min} < {max}"
+            );
+        }
+        Ok(Timings {
+            heartbeat: Duration::from_millis(hb),
+            election_min: Duration::from_millis(min),
+            election_max: Duration::from_millis(max),
+            snapshot_every: self.raft_snapshot_every,
+            keep_logs: self.raft_keep_logs,
+            ..Timings::default()
+        })
+    }
 }
 
 /// `KIND=COUNT`, as `--resource` takes it.
@@ -101,71 +182,118 @@ async fn shutdown_signal() {
     }
 }
 
+/// Runs the node of `data_dir` until a signal or a failure: the manager
+/// role if its certificate is a manager's, and the agent unless `--no-agent`.
 async fn run_node(data_dir: PathBuf, identity: Identity, bootstrap: bool, node: NodeArgs) -> Result<()> {
-    let listener = tokio::net::TcpListener::bind(&identity.addr)
-        .await
-        .with_context(|| format!("cannot listen on {}", identity.addr))?;
+    let timings = node.raft.timings()?;
     if bootstrap {
         files::init_pki(&data_dir, &identity, stackd_manager::now_ms())?;
         identity.save_new(&data_dir)?;
     }
     let credentials = files::load_credentials(&data_dir)?;
-    let pending = files::load_bootstrap(&data_dir)?;
-    let manager = Manager::start(ManagerConfig {
-        data_dir: data_dir.clone(),
-        identity: identity.clone(),
-        bootstrap: pending.as_ref().map(|b| b.security.clone()),
-        credentials: credentials.clone(),
-        timings: Timings::default(),
-    })
-    .await?;
-    // Once InitCluster has committed, the admin token is valid: hand it to stackctl.
-    if let Some(b) = pending {
-        if let Err(e) = manager.initialised(std::time::Duration::from_secs(60)).await {
-            manager.shutdown().await;
-            return Err(e.into());
-        }
-        let env = files::finish_bootstrap(&data_dir, &identity, &dial_addr(&identity.addr), &b.admin_token)?;
-        tracing::info!(path = %env.display(), "stackctl settings written (admin token included): `set -a; . {}; set +a`", env.display());
+    let role = credentials.identity().context("the node's certificate (tls/node.crt)")?.role;
+    let is_manager = role == stackd_tls::Role::Manager;
+    if !is_manager && node.no_agent {
+        bail!("--no-agent leaves a worker nothing to do: a worker runs only the agent");
     }
-    let agent_tls: Arc<rustls::ClientConfig> =
-        stackd_tls::client_config(credentials.ca(), Some(&credentials)).context("the agent's TLS configuration")?;
-    tracing::info!(node = %identity.node_id, name = %identity.name, addr = %identity.addr, cluster = %identity.cluster_id, "stackd node running");
+    let manager = if is_manager {
+        let listener = tokio::net::TcpListener::bind(identity.bind_addr())
+            .await
+            .with_context(|| format!("cannot listen on {}", identity.bind_addr()))?;
+        let pending = files::load_bootstrap(&data_dir)?;
+        let manager = Manager::start(ManagerConfig {
+            data_dir: data_dir.clone(),
+            identity: identity.clone(),
+            bootstrap: pending.as_ref().map(|b| b.security.clone()),
+            credentials: credentials.clone(),
+            timings,
+        })
+        .await?;
+        // Once InitCluster has committed, the admin token is valid: hand it to stackctl.
+        if let Some(b) = pending {
+            if let Err(e) = manager.initialised(Duration::from_secs(60)).await {
+                manager.shutdown().await;
+                return Err(e.into());
+            }
+            let env = files::finish_bootstrap(&data_dir, &identity, &dial_addr(&identity.addr), &b.admin_token)?;
+            tracing::info!(path = %env.display(), "stackctl settings written (admin token included): `set -a; . {}; set +a`", env.display());
+        }
+        Some((manager, listener))
+    } else {
+        None
+    };
+    tracing::info!(node = %identity.node_id, name = %identity.name, addr = %identity.addr, role = role.as_str(), cluster = %identity.cluster_id, "stackd node running");
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let wait_stop = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
     };
-    let agent = tokio::spawn(stackd_agent::run(
-        stackd_agent::AgentConfig {
-            node_id: identity.node_id.clone(),
-            name: identity.name.clone(),
-            addr: identity.addr.clone(),
-            cluster_id: identity.cluster_id.clone(),
-            managers: vec![dial_addr(&identity.addr)],
-            tls: agent_tls,
-            // The agent speaks to the engine over its Unix socket; tcp:// engines are not supported.
-            docker_socket: std::env::var("DOCKER_HOST").ok().filter(|h| h.starts_with("unix://")),
-            files_dir: data_dir.join("task-files"),
-            generic_resources: node.resources.into_iter().collect(),
-        },
-        wait_stop(stop_rx.clone()),
-    ));
-    let serve = manager.serve(listener, wait_stop(stop_rx));
+    let agent = if node.no_agent {
+        None
+    } else {
+        let agent_tls: Arc<rustls::ClientConfig> =
+            stackd_tls::client_config(credentials.ca(), Some(&credentials)).context("the agent's TLS configuration")?;
+        // This node first when it is a manager, then the managers it knew last.
+        let mut managers: Vec<String> = manager.as_ref().map(|_| dial_addr(&identity.addr)).into_iter().collect();
+        for m in files::load_managers(&data_dir)? {
+            if !managers.contains(&m) {
+                managers.push(m);
+            }
+        }
+        if managers.is_empty() {
+            bail!("{} knows no manager (managers.json is missing or empty)", data_dir.display());
+        }
+        Some(tokio::spawn(stackd_agent::run(
+            stackd_agent::AgentConfig {
+                node_id: identity.node_id.clone(),
+                name: identity.name.clone(),
+                addr: identity.addr.clone(),
+                cluster_id: identity.cluster_id.clone(),
+                managers,
+                tls: agent_tls,
+                // The agent speaks to the engine over its Unix socket; tcp:// engines are not supported.
+                docker_socket: std::env::var("DOCKER_HOST").ok().filter(|h| h.starts_with("unix://")),
+                files_dir: data_dir.join("task-files"),
+                generic_resources: node.resources.into_iter().collect(),
+            },
+            wait_stop(stop_rx.clone()),
+        )))
+    };
+    let (manager, listener) = match manager {
+        Some((m, l)) => (Some(m), Some(l)),
+        None => (None, None),
+    };
+    let serve = async {
+        match (&manager, listener) {
+            (Some(m), Some(l)) => m.serve(l, wait_stop(stop_rx.clone())).await,
+            _ => std::future::pending().await,
+        }
+    };
+    let agent_done = async {
+        match agent {
+            Some(handle) => Some(handle.await),
+            None => std::future::pending().await,
+        }
+    };
     tokio::pin!(serve);
-    tokio::pin!(agent);
-    // The node runs while both roles run: an agent that cannot work (no Docker
+    tokio::pin!(agent_done);
+    // The node runs while its roles run: an agent that cannot work (no Docker
     // engine) stops the whole process with its error, rather than leaving a
     // manager whose tasks can never start.
+    let mut agent_finished = false;
     let outcome: Result<()> = tokio::select! {
         r = &mut serve => match r {
             Ok(()) => Err(anyhow::anyhow!("the gRPC server stopped")),
             Err(e) => Err(e.into()),
         },
-        r = &mut agent => match r {
-            Ok(Ok(())) => Err(anyhow::anyhow!("the agent stopped")),
-            Ok(Err(e)) => Err(anyhow::Error::new(e).context("the agent failed")),
-            Err(e) => Err(anyhow::anyhow!("the agent task failed: {e}")),
+        r = &mut agent_done => {
+            agent_finished = true;
+            match r {
+                Some(Ok(Ok(()))) => Err(anyhow::anyhow!("the agent stopped")),
+                Some(Ok(Err(e))) => Err(anyhow::Error::new(e).context("the agent failed")),
+                Some(Err(e)) => Err(anyhow::anyhow!("the agent task failed: {e}")),
+                None => Ok(()),
+            }
         },
         _ = shutdown_signal() => {
             tracing::info!("shutting down");
@@ -173,15 +301,17 @@ async fn run_node(data_dir: PathBuf, identity: Identity, bootstrap: bool, node: 
         }
     };
     let _ = stop_tx.send(true);
-    let _ = tokio::time::timeout(std::time::Duration::from_secs(10), &mut serve).await;
-    if outcome.is_ok() {
-        match tokio::time::timeout(std::time::Duration::from_secs(10), &mut agent).await {
-            Ok(Ok(Err(e))) => tracing::warn!(error = %e, "agent stopped with an error"),
-            Ok(Err(e)) => tracing::warn!(error = %e, "agent task failed"),
+    let _ = tokio::time::timeout(Duration::from_secs(10), &mut serve).await;
+    if outcome.is_ok() && !agent_finished {
+        match tokio::time::timeout(Duration::from_secs(10), &mut agent_done).await {
+            Ok(Some(Ok(Err(e)))) => tracing::warn!(error = %e, "agent stopped with an error"),
+            Ok(Some(Err(e))) => tracing::warn!(error = %e, "agent task failed"),
             _ => {}
         }
     }
-    manager.shutdown().await;
+    if let Some(m) = &manager {
+        m.shutdown().await;
+    }
     outcome
 }
 
@@ -206,6 +336,20 @@ async fn main() -> Result<()> {
             }
             let identity = Identity::generate(&name.unwrap_or_else(hostname), &listen);
             run_node(data_dir, identity, true, node).await
+        }
+        Cmd::Join { manager, token, data_dir, listen, advertise_addr, name, node } => {
+            node.raft.timings()?;
+            let name = name.unwrap_or_else(hostname);
+            let request = join::JoinRequest {
+                manager: &manager,
+                token: &token,
+                name: &name,
+                listen: listen.as_deref(),
+                advertise: advertise_addr.as_deref(),
+                resources: &node.resources,
+            };
+            let identity = join::join(&data_dir, &request).await?;
+            run_node(data_dir, identity, false, node).await
         }
         Cmd::Run { data_dir, node } => {
             let identity = Identity::load(&data_dir)?;

@@ -155,9 +155,10 @@ pub enum RaftError {
 ///
 /// Failover time: a follower of openraft 0.9 starts an election only after
 /// `leader_lease + election timeout` without a heartbeat, where the lease is
-/// `election_max` and the timeout is drawn from `election_min..election_max`
-/// (and it refuses to vote while its own lease runs). With the defaults a new
-/// leader is elected 3–4 s after the old one died.
+/// `election_max` and the timeout is drawn once per start from
+/// `election_min..election_max` (and it refuses to vote while its own lease
+/// runs). With the defaults (500–1000 ms) a follower campaigns 1–2 s after the
+/// last heartbeat; `docs/benchmarks.md` has the measured failover.
 #[derive(Clone, Copy, Debug)]
 pub struct Timings {
     /// Leader heartbeat period; also the timeout of one append-entries RPC.
@@ -183,8 +184,10 @@ impl Default for Timings {
     fn default() -> Self {
         Self {
             heartbeat: Duration::from_millis(250),
-            election_min: Duration::from_millis(1000),
-            election_max: Duration::from_millis(2000),
+            // A follower campaigns after `election_max` (the leader lease) plus
+            // its timeout from this range: 1–2 s without a heartbeat.
+            election_min: Duration::from_millis(500),
+            election_max: Duration::from_millis(1000),
             snapshot_every: 5000,
             keep_logs: 500,
             write_timeout: Duration::from_secs(5),
