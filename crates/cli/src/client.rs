@@ -227,7 +227,7 @@ async fn dial(
 /// Whether a call failed for want of a manager: it refused for want of a
 /// leader or quorum (`unavailable`), or the connection failed (an error
 /// raised on this side, which has a cause; a manager's own refusals have none).
-fn manager_gone(status: &tonic::Status) -> bool {
+pub(crate) fn manager_gone(status: &tonic::Status) -> bool {
     use tonic::Code;
     match status.code() {
         Code::Unavailable => true,

@@ -170,6 +170,8 @@ async fn rewatch(c: &mut Conn, req: &v1::WatchEventsRequest, deadline: Instant) 
         let error = match c.next().await {
             Ok(()) => match watch_events(c, req).await {
                 Ok(stream) => return Ok(stream),
+                // A refusal (the token, the stack) will not change by waiting.
+                Err(s) if !crate::client::manager_gone(&s) => return Err(status(s)),
                 Err(s) => status(s),
             },
             Err(e) => e,
