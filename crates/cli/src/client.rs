@@ -128,6 +128,22 @@ impl std::fmt::Debug for Conn {
     }
 }
 
+/// Calls made on the client directly go to the current manager, without
+/// moving on (for call sites not converted to [`Conn::read`]/[`Conn::write`]).
+impl std::ops::Deref for Conn {
+    type Target = Client;
+
+    fn deref(&self) -> &Client {
+        &self.client
+    }
+}
+
+impl std::ops::DerefMut for Conn {
+    fn deref_mut(&mut self) -> &mut Client {
+        &mut self.client
+    }
+}
+
 impl Conn {
     /// Connects to the first of `addrs` that answers.
     async fn open(addrs: Vec<String>, tls: Arc<rustls::ClientConfig>, interceptor: TokenInterceptor) -> Result<Conn> {
