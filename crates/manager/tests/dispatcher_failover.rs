@@ -58,12 +58,12 @@ impl Node {
         let dir = tempfile::tempdir().expect("tempdir");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("local addr").to_string();
+        // Through `generate`, for the fields this test does not care about.
         let identity = Identity {
             cluster_id: CLUSTER.into(),
             node_id: node_id(id),
             raft_id: id,
-            name: format!("m{id}"),
-            addr: addr.clone(),
+            ..Identity::generate(&format!("m{id}"), &addr)
         };
         let credentials = pki().credentials(&identity.node_id, Role::Manager);
         let config = ManagerConfig {
