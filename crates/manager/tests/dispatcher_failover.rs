@@ -152,12 +152,19 @@ async fn only_the_leader_dispatches_and_names_the_managers() {
         updated_at: 0,
     };
     n1.raft().propose(Command::JoinNode { node: member, at: 1 }).await.expect("join m2");
-    n1.raft().add_learner(2, &n2.addr).await.expect("add learner m2");
-    wait_until(Duration::from_secs(10), "m2 to catch up", || {
-        n1.raft().matched(2) == Some(n1.raft().status().last_log_index)
-    })
-    .await;
-    n1.raft().promote(2).await.expect("promote m2");
+    // A learner, then a voter. A manager that reconciles the membership by
+    // itself may be doing the same meanwhile: a step refused is tried again.
+    let start = Instant::now();
+    while !n1.raft().members().voters.contains_key(&2) {
+        assert!(start.elapsed() < Duration::from_secs(20), "m2 did not become a voter");
+        let members = n1.raft().members();
+        if !members.learners.contains_key(&2) {
+            let _ = n1.raft().add_learner(2, &n2.addr).await;
+        } else if n1.raft().matched(2) == Some(n1.raft().status().last_log_index) {
+            let _ = n1.raft().promote(2).await;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     wait_until(Duration::from_secs(5), "m2 to know its leader", || n2.raft().status().leader == Some(1)).await;
     assert_eq!(n2.raft().leader_addr().as_deref(), Some(n1.addr.as_str()));
     assert_eq!(n1.raft().leader_addr(), None, "the leader gives no address but its own");
