@@ -123,6 +123,9 @@ pub struct ClusterState {
 /// The error of the tasks that ran on a node when it was removed.
 pub const NODE_REMOVED: &str = "node removed";
 
+/// The status message of a task whose node was declared down.
+pub const NODE_DOWN: &str = "node down: the task was replaced elsewhere";
+
 /// The networks a deploy of `spec` leaves a stack with, given the stack's
 /// current networks (`old`) and services: the spec's, and, without `prune`,
 /// the earlier ones that services the spec no longer has (and that stay)
@@ -230,6 +233,9 @@ impl ClusterState {
                     n.updated_at = cx.at;
                     let (id, name) = (n.id.clone(), n.name.clone());
                     cx.event(ObjectKind::Node, Action::Update, &id, &name, "", format!("{state:?}").to_lowercase());
+                    if *state == NodeState::Down {
+                        self.orphan_tasks_of(&mut cx, &id);
+                    }
                 }
                 Some(_) => {}
                 None => cx.out.rejected = Some(format!("no node {id}")),
@@ -324,6 +330,9 @@ impl ClusterState {
         if self.nodes.contains_key(&node.id) {
             return Err(format!("a node with id {} exists already", node.id));
         }
+        if let Some(other) = self.nodes.values().find(|n| n.name == node.name) {
+            return Err(format!("a node named {} exists already (id {})", node.name, other.id));
+        }
         if node.role == NodeRole::Manager && node.addr.is_empty() {
             return Err(format!("manager {} needs an address the other managers can reach", node.id));
         }
@@ -363,6 +372,31 @@ impl ClusterState {
             n.updated_at = cx.at;
             let (id, name) = (n.id.clone(), n.name.clone());
             cx.event(ObjectKind::Node, Action::Update, &id, &name, "", format!("role {}", role.as_str()));
+        }
+    }
+
+    /// A node was declared down: its tasks that had not ended are no longer
+    /// wanted and become `orphaned`, so the orchestrators start replacements
+    /// on the nodes that are up at once (as Swarm does). If the node comes
+    /// back, its reports of those tasks change nothing (observed states only
+    /// move forward) and its agent stops their containers.
+    fn orphan_tasks_of(&mut self, cx: &mut Ctx, node_id: &str) {
+        for t in self.tasks.values_mut().filter(|t| t.node_id.as_deref() == Some(node_id)) {
+            if t.status.state.is_terminal() {
+                continue;
+            }
+            t.desired_state = DesiredState::Shutdown;
+            t.status = TaskStatus {
+                state: TaskState::Orphaned,
+                timestamp: cx.at,
+                message: NODE_DOWN.into(),
+                err: NODE_DOWN.into(),
+                container_id: std::mem::take(&mut t.status.container_id),
+                exit_code: None,
+                health: String::new(),
+            };
+            let (id, service, stack) = (t.id.clone(), t.service_name.clone(), t.stack.clone());
+            cx.event(ObjectKind::Task, Action::Update, &id, &service, &stack, NODE_DOWN.to_string());
         }
     }
 

@@ -490,6 +490,12 @@ impl v1::control_server::Control for Control {
                 r.name
             )));
         }
+        if role == NodeRole::Worker && r.no_agent {
+            return Err(Status::invalid_argument(
+                "this is a worker token, and a worker runs only its agent: join without --no-agent, or use the \
+                 manager token",
+            ));
+        }
         if role == NodeRole::Manager && r.addr.parse::<std::net::SocketAddr>().is_err() {
             return Err(Status::invalid_argument(format!(
                 "a manager needs an address the other managers can reach, as IP:PORT (`stackd join --listen`); got {:?}",
@@ -660,8 +666,8 @@ impl v1::control_server::Control for Control {
                 self.check_quorum(&node.id, &node.name, &format!("removing {}", node.name)).await?;
             } else if node.state == NodeState::Ready {
                 return Err(Status::failed_precondition(format!(
-                    "node {} is ready (its agent is connected): drain it (its tasks move elsewhere) and stop stackd \
-                     on it before removing it; or pass --force",
+                    "node {} is ready (its agent is connected): stop stackd on it first (once it is down, its \
+                     tasks run elsewhere), then remove it; or pass --force",
                     node.name
                 )));
             }

@@ -36,6 +36,8 @@ pub struct JoinRequest<'a> {
     pub advertise: Option<&'a str>,
     /// Generic resources the node offers.
     pub resources: &'a [(String, u64)],
+    /// The node runs without its agent (managers only).
+    pub no_agent: bool,
 }
 
 /// The address the node is known by: `--advertise-addr`, else `--listen`;
@@ -83,6 +85,7 @@ pub async fn join(dir: &Path, req: &JoinRequest<'_>) -> Result<Identity> {
         addr: addr.clone(),
         resources: Some(v1::Resources { generic: req.resources.iter().cloned().collect(), ..Default::default() }),
         labels: Default::default(),
+        no_agent: req.no_agent,
     };
     let resp = client
         .join_cluster(request)
@@ -125,7 +128,7 @@ mod tests {
     use super::*;
 
     fn req<'a>(listen: Option<&'a str>, advertise: Option<&'a str>) -> JoinRequest<'a> {
-        JoinRequest { manager: "127.0.0.1:1", token: "", name: "n", listen, advertise, resources: &[] }
+        JoinRequest { manager: "127.0.0.1:1", token: "", name: "n", listen, advertise, resources: &[], no_agent: false }
     }
 
     #[test]

@@ -43,6 +43,11 @@ enum Cmd {
         /// The address all of the node's gRPC services listen on.
         #[arg(long, default_value = "127.0.0.1:4280")]
         listen: String,
+        /// The address other nodes reach this one at, when it is not
+        /// `--listen` (which may be 0.0.0.0:PORT). Managers and agents that
+        /// join later dial it.
+        #[arg(long)]
+        advertise_addr: Option<String>,
         /// The node's name (default: the hostname).
         #[arg(long)]
         name: Option<String>,
@@ -378,14 +383,31 @@ async fn main() -> Result<()> {
         .with_writer(std::io::stderr)
         .init();
     match Cli::parse().command {
-        Cmd::Init { data_dir, listen, name, node } => {
+        Cmd::Init { data_dir, listen, advertise_addr, name, node } => {
             if Identity::exists(&data_dir) {
                 bail!(stackd_manager::IdentityError::Exists(
                     data_dir.display().to_string(),
                     data_dir.display().to_string()
                 ));
             }
-            let identity = Identity::generate(&name.unwrap_or_else(hostname), &listen);
+            node.raft.timings()?;
+            let advertised = advertise_addr.unwrap_or_else(|| listen.clone());
+            match advertised.parse::<std::net::SocketAddr>() {
+                Ok(a) if a.ip().is_unspecified() => tracing::warn!(
+                    addr = %advertised,
+                    "other nodes cannot reach {advertised}: give --advertise-addr IP:PORT before adding managers or workers"
+                ),
+                Ok(a) if a.ip().is_loopback() => tracing::info!(
+                    addr = %advertised,
+                    "the cluster's address is a loopback address: only nodes on this host can join"
+                ),
+                Ok(_) => {}
+                Err(_) => bail!("--advertise-addr {advertised:?} is not IP:PORT (like 10.0.0.5:4280)"),
+            }
+            let mut identity = Identity::generate(&name.unwrap_or_else(hostname), &advertised);
+            if listen != advertised {
+                identity.listen = listen;
+            }
             run_roles(data_dir, identity, true, node).await
         }
         Cmd::Join { manager, token, data_dir, listen, advertise_addr, name, node } => {
@@ -398,6 +420,7 @@ async fn main() -> Result<()> {
                 listen: listen.as_deref(),
                 advertise: advertise_addr.as_deref(),
                 resources: &node.resources,
+                no_agent: node.no_agent,
             };
             let identity = join::join(&data_dir, &request).await?;
             run_roles(data_dir, identity, false, node).await

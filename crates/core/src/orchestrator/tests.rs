@@ -1214,6 +1214,47 @@ mod jobs {
     }
 }
 
+/// `SetNodeState down`: the node's tasks become orphaned and are replaced on
+/// the nodes that are up at once; when the node comes back, its reports of
+/// them change nothing.
+mod node_down {
+    use super::*;
+    use crate::state::NODE_DOWN;
+
+    #[test]
+    fn a_down_nodes_replicas_are_replaced_at_once_and_its_late_reports_ignored() {
+        let mut sim = Sim::new(&["n1", "n2", "n3"]);
+        let mut s = spec("web", 3, "web:1");
+        s.update.failure_action = FailureAction::Rollback;
+        sim.converge(vec![s]);
+        let id = sim.service("app_web").id.clone();
+        let lost: Task =
+            sim.state.tasks_of(&id).find(|t| t.node_id.as_deref() == Some("n2")).cloned().expect("a task on n2");
+        let r = sim.apply(Command::SetNodeState { id: "n2".into(), state: NodeState::Down, at: sim.now });
+        assert_eq!(r.rejected, None);
+        let t = &sim.state.tasks[&lost.id];
+        assert_eq!((t.status.state, t.desired_state), (TaskState::Orphaned, DesiredState::Shutdown));
+        assert_eq!(t.status.err, NODE_DOWN);
+        let o = sim.round();
+        assert_eq!(o.plan.create.len(), 1, "the slot fills at once: {:?}", o.plan);
+        assert_eq!(o.plan.create[0].slot, lost.slot);
+        sim.agent();
+        sim.settle();
+        let running = sim.running("app_web");
+        assert_eq!(running.len(), 3);
+        assert!(running.iter().all(|t| t.node_id.as_deref() != Some("n2")), "nothing placed on the down node");
+        // The node comes back and still reports its old task running: ignored.
+        let mut late = lost.status.clone();
+        late.state = TaskState::Running;
+        let update = TaskStatusUpdate { task_id: lost.id.clone(), node_id: "n2".into(), status: late };
+        sim.apply(Command::UpdateTaskStatus { updates: vec![update], at: sim.now });
+        assert_eq!(sim.state.tasks[&lost.id].status.state, TaskState::Orphaned);
+        // A lost node is no failure of the spec: nothing rolls back.
+        assert_eq!(sim.service("app_web").update.state, UpdateState::Completed);
+        assert_eq!(sim.service("app_web").revision, 1);
+    }
+}
+
 /// `RemoveNode`: the removed node's tasks are marked failed and no longer
 /// wanted, and the orchestrators fill their slots on the other nodes.
 mod node_removal {

@@ -16,11 +16,11 @@ use crate::model::{
 use crate::state::ClusterState;
 
 /// Whether a task ended in a way that counts as an update failure. A task
-/// lost with its node (removed from the cluster) says nothing of the spec.
+/// lost with its node (removed from the cluster, or orphaned when it went
+/// down) says nothing of the spec.
 fn failed(state: &ClusterState, t: &Task) -> bool {
     let lost_with_node = t.node_id.as_ref().is_some_and(|n| !state.nodes.contains_key(n));
-    matches!(t.status.state, TaskState::Failed | TaskState::Rejected | TaskState::Orphaned | TaskState::Complete)
-        && !lost_with_node
+    matches!(t.status.state, TaskState::Failed | TaskState::Rejected | TaskState::Complete) && !lost_with_node
 }
 
 /// One step of the rollout of `svc`'s current revision.
