@@ -525,6 +525,45 @@ impl v1::control_server::Control for Control {
         }))
     }
 
+    async fn renew_node_certificate(
+        &self,
+        req: Request<v1::RenewNodeCertificateRequest>,
+    ) -> Result<Response<v1::RenewNodeCertificateResponse>, Status> {
+        // Only a node's own certificate; the role is the state's, read
+        // linearizably so that a node never acts on a role change undone since.
+        self.raft.read_barrier().await.map_err(raft_status)?;
+        let node_id = match self.caller(&req)? {
+            Caller::Node { id, .. } => id,
+            Caller::Token(_) => {
+                return Err(Status::permission_denied("only a node, with its own certificate, renews it"));
+            }
+        };
+        let csr = req.into_inner().csr_der;
+        let (ca, role, managers) = self.raft.shared().read(|s| {
+            let role = s.nodes.get(&node_id).map(|n| n.role).ok_or_else(|| Status::unauthenticated("removed"))?;
+            let managers = s.nodes.values().filter(|n| n.role == NodeRole::Manager).map(|n| n.addr.clone()).collect();
+            Ok::<_, Status>((cluster_ca(s)?, role, managers))
+        })?;
+        let cert_pem = if csr.is_empty() {
+            String::new()
+        } else {
+            let tls_role = match role {
+                NodeRole::Manager => stackd_tls::Role::Manager,
+                NodeRole::Worker => stackd_tls::Role::Worker,
+            };
+            let cert = ca
+                .sign_csr(&csr, &node_id, tls_role)
+                .map_err(|e| Status::invalid_argument(format!("the certificate request: {e}")))?;
+            tracing::info!(node = %node_id, role = role.as_str(), "node certificate renewed");
+            format!("{cert}{}", ca.cert_pem())
+        };
+        Ok(Response::new(v1::RenewNodeCertificateResponse {
+            role: v1::NodeRole::from(role).into(),
+            cert_pem,
+            managers,
+        }))
+    }
+
     async fn get_join_token(
         &self,
         req: Request<v1::GetJoinTokenRequest>,
@@ -562,6 +601,15 @@ impl v1::control_server::Control for Control {
             self.read(false, |s| find_node(s, &r.node).map(|n| (n.id.clone(), n.name.clone(), n.role))).await??;
         if current == role {
             return Ok(Response::new(v1::SetNodeRoleResponse { node_id: id, unchanged: true }));
+        }
+        if role == NodeRole::Manager {
+            let addr = self.read(true, |s| s.nodes.get(&id).map(|n| n.addr.clone()).unwrap_or_default()).await?;
+            if addr.parse::<std::net::SocketAddr>().is_err() {
+                return Err(Status::failed_precondition(format!(
+                    "node {name} has no address the managers can reach ({addr:?}): a manager serves Raft; join it \
+                     with `stackd join --listen IP:PORT` to be able to promote it"
+                )));
+            }
         }
         if role == NodeRole::Worker && !r.force {
             self.check_quorum(&id, &name, &format!("demoting {name}")).await?;

@@ -181,6 +181,15 @@ async fn assert_has_all(node: &Node, acked: &[String]) {
     assert!(missing.is_empty(), "m{} lost acknowledged writes {missing:?}", node.id);
 }
 
+/// Waits until `leader`'s Raft voters are `ids` (the reconciler's work).
+async fn wait_voters(leader: &Node, ids: &[u64]) {
+    wait_until(Duration::from_secs(15), &format!("voters {ids:?}"), || {
+        let m = leader.raft().members();
+        m.voters.keys().copied().collect::<Vec<_>>() == ids && m.learners.is_empty()
+    })
+    .await;
+}
+
 fn leader_of(nodes: &[&Node]) -> Option<usize> {
     nodes.iter().position(|n| n.raft().status().is_leader && *n.raft().leader_watch().borrow())
 }
@@ -201,21 +210,14 @@ async fn three_managers_replicate_fail_over_and_catch_up_by_snapshot() {
     .await;
     assert!(n1.raft().has_quorum(), "a single voter always has its quorum");
 
-    // Form the cluster through the membership API: learners, then voters.
+    // Form the cluster: each new manager node in the state is added by the
+    // leader's reconciler as a learner, then promoted once caught up.
     join(&n1, &n2).await;
     join(&n1, &n3).await;
-    n1.raft().add_learner(2, &n2.addr).await.expect("add learner m2");
-    n1.raft().add_learner(3, &n3.addr).await.expect("add learner m3");
-    assert_eq!(n1.raft().members().learners.keys().copied().collect::<Vec<_>>(), vec![2, 3]);
     // A follower refuses membership changes: they run on the leader.
+    wait_until(Duration::from_secs(10), "m2 to be a member", || n2.raft().status().leader == Some(1)).await;
     assert!(matches!(n2.raft().add_learner(9, "127.0.0.1:9").await, Err(RaftError::NotLeader { .. })));
-    wait_until(Duration::from_secs(10), "the learners to catch up", || {
-        let last = n1.raft().status().last_log_index;
-        n1.raft().matched(2) == Some(last) && n1.raft().matched(3) == Some(last)
-    })
-    .await;
-    n1.raft().promote(2).await.expect("promote m2");
-    n1.raft().promote(3).await.expect("promote m3");
+    wait_voters(&n1, &[1, 2, 3]).await;
     let members = n1.raft().members();
     assert_eq!(members.voters.keys().copied().collect::<Vec<_>>(), vec![1, 2, 3]);
     assert!(members.learners.is_empty());
@@ -258,7 +260,7 @@ async fn three_managers_replicate_fail_over_and_catch_up_by_snapshot() {
     let killed = Instant::now();
     n1.kill().await;
     // openraft 0.9 followers wait leader_lease (= election_max) + a random
-    // election timeout after the last heartbeat: 3–4 s with the defaults.
+    // election timeout after the last heartbeat: 1–2 s with the defaults.
     wait_until(Duration::from_secs(10), "a new leader among the survivors", || leader_of(&[&n2, &n3]).is_some()).await;
     eprintln!("new leader elected {:?} after the old one stopped", killed.elapsed());
     for i in 0..30 {
@@ -275,9 +277,14 @@ async fn three_managers_replicate_fail_over_and_catch_up_by_snapshot() {
         Some(_) => (&n3, &mut n2),
         None => panic!("no leader after the writes"),
     };
-    // The dead manager leaves the membership (an operator's `node rm`).
-    leader.raft().remove(1).await.expect("remove the dead m1");
-    assert_eq!(leader.raft().members().voters.keys().copied().collect::<Vec<_>>(), vec![2, 3]);
+    // The dead manager leaves the state (an operator's `node rm`), then the membership.
+    let (_, applied) = leader
+        .raft()
+        .propose(Command::RemoveNode { id: format!("{:016x}", 1), at: 2 })
+        .await
+        .expect("remove the dead m1");
+    assert_eq!(applied.rejected, None);
+    wait_voters(leader, &[2, 3]).await;
     for i in 0..5 {
         let name = format!("after-remove-{i}");
         leader.raft().propose(create(&name)).await.unwrap_or_else(|e| panic!("write {name}: {e}"));
@@ -292,9 +299,8 @@ async fn three_managers_replicate_fail_over_and_catch_up_by_snapshot() {
         .await;
     wait_until(Duration::from_secs(10), "the leader to compact its log", || leader.raft().status().purged_index > 0)
         .await;
-    let n4 = Node::start(4, false, timings).await;
+    let mut n4 = Node::start(4, false, timings).await;
     join(leader, &n4).await;
-    leader.raft().add_learner(4, &n4.addr).await.expect("add learner m4");
     let target = leader.raft().status().last_applied;
     wait_until(Duration::from_secs(20), "m4 to catch up", || n4.raft().status().last_applied >= target).await;
     let installs = n4.raft().shared().snapshots_installed();
@@ -308,10 +314,16 @@ async fn three_managers_replicate_fail_over_and_catch_up_by_snapshot() {
     acked.push("via-m4".into());
     assert_has_all(leader, &acked).await;
 
-    // Soft step-down: with the other voter gone the leader hears from 1 of 2
-    // voters (the learner does not count). It stops leading in the eyes of
-    // the manager within `election_max` and refuses writes and reads.
+    // The reconciler made m4 a voter once it caught up.
+    let mut voters: Vec<u64> = [leader.id, other.id, 4].into();
+    voters.sort();
+    wait_voters(leader, &voters).await;
+
+    // Soft step-down: with the two other voters gone the leader hears from 1
+    // of 3 voters. It stops leading in the eyes of the manager within
+    // `election_max` and refuses writes and reads.
     other.kill().await;
+    n4.kill().await;
     let took = wait_until(Duration::from_secs(6), "the lone leader to step down softly", || {
         !*leader.raft().leader_watch().borrow()
     })
@@ -342,9 +354,8 @@ async fn all_managers_restart_together_and_keep_their_state() {
     .await;
     for n in [&n2, &n3] {
         join(&n1, n).await;
-        n1.raft().add_learner(n.id, &n.addr).await.expect("add learner");
-        n1.raft().promote(n.id).await.expect("promote");
     }
+    wait_voters(&n1, &[1, 2, 3]).await;
     let mut acked = Vec::new();
     for i in 0..10 {
         let name = format!("w{i}");

@@ -107,6 +107,35 @@ pub fn write_joined(dir: &Path, key_pem: &str, cert_pem: &str, ca_pem: &str) -> 
     write_file(&tls, "node.crt", cert_pem.as_bytes(), 0o644)
 }
 
+/// The node's private key.
+pub fn load_key(dir: &Path) -> Result<NodeKey> {
+    let path = tls_dir(dir).join("node.key");
+    let pem = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    NodeKey::from_pem(&pem).with_context(|| format!("{} is not a usable key", path.display()))
+}
+
+/// The cluster CA's certificate, PEM.
+pub fn read_ca_pem(dir: &Path) -> Result<String> {
+    let path = tls_dir(dir).join("ca.crt");
+    std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))
+}
+
+/// Replaces the node's certificate (a renewal for a new role).
+pub fn write_cert(dir: &Path, cert_pem: &str) -> Result<()> {
+    write_file(&tls_dir(dir), "node.crt", cert_pem.as_bytes(), 0o644)
+}
+
+/// Moves a demoted manager's Raft state aside (`raft.removed-<ms>`): it is
+/// no member any more, and a later promotion starts from an empty log.
+pub fn retire_raft(dir: &Path, now_ms: u64) -> Result<()> {
+    let from = dir.join("raft");
+    if !from.exists() {
+        return Ok(());
+    }
+    let to = dir.join(format!("raft.removed-{now_ms}"));
+    std::fs::rename(&from, &to).with_context(|| format!("moving {} to {}", from.display(), to.display()))
+}
+
 /// The managers' addresses the node knew last (empty when it knows none).
 pub fn load_managers(dir: &Path) -> Result<Vec<String>> {
     let path = dir.join("managers.json");

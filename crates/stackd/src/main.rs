@@ -8,11 +8,14 @@
 //!   node runs both roles (the agent unless `--no-agent`), a worker only the
 //!   agent; the role is the one in the node's certificate.
 //! - `join.rs`: `stackd join`, entering a cluster with a join token.
+//! - `role.rs`: the node follows the role the cluster gives it (promote,
+//!   demote): a new certificate, then its roles restart.
 //! - `files.rs`: the node's security files (`tls/`, `stackctl.env`) and the
 //!   managers' addresses.
 
 mod files;
 mod join;
+mod role;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -182,9 +185,40 @@ async fn shutdown_signal() {
     }
 }
 
-/// Runs the node of `data_dir` until a signal or a failure: the manager
-/// role if its certificate is a manager's, and the agent unless `--no-agent`.
-async fn run_node(data_dir: PathBuf, identity: Identity, bootstrap: bool, node: NodeArgs) -> Result<()> {
+/// Why [`run_node`] returned.
+enum Exit {
+    /// A signal asked the node to stop.
+    Stopped,
+    /// The cluster changed the node's role; its new certificate is written.
+    RoleChanged(stackd_tls::Role),
+}
+
+/// Runs the node until its role changes: [`run_node`] again and again.
+async fn run_roles(data_dir: PathBuf, identity: Identity, mut bootstrap: bool, node: NodeArgs) -> Result<()> {
+    loop {
+        match run_node(&data_dir, &identity, bootstrap, &node).await? {
+            Exit::Stopped => return Ok(()),
+            Exit::RoleChanged(role) => {
+                bootstrap = false;
+                if role == stackd_tls::Role::Worker {
+                    files::retire_raft(&data_dir, stackd_manager::now_ms())?;
+                    if node.no_agent {
+                        tracing::info!("this node is a worker now; it ran with --no-agent, so it stops");
+                        return Ok(());
+                    }
+                }
+                tracing::info!(role = role.as_str(), "restarting the node's roles");
+            }
+        }
+    }
+}
+
+/// Runs the node of `data_dir` until a signal, a failure or a role change:
+/// the manager role if its certificate is a manager's, and the agent unless
+/// `--no-agent`.
+async fn run_node(data_dir: &std::path::Path, identity: &Identity, bootstrap: bool, node: &NodeArgs) -> Result<Exit> {
+    let data_dir = data_dir.to_path_buf();
+    let identity = identity.clone();
     let timings = node.raft.timings()?;
     if bootstrap {
         files::init_pki(&data_dir, &identity, stackd_manager::now_ms())?;
@@ -215,6 +249,7 @@ async fn run_node(data_dir: PathBuf, identity: Identity, bootstrap: bool, node: 
                 manager.shutdown().await;
                 return Err(e.into());
             }
+            // A crash right here is repaired by the next start.
             let env = files::finish_bootstrap(&data_dir, &identity, &dial_addr(&identity.addr), &b.admin_token)?;
             tracing::info!(path = %env.display(), "stackctl settings written (admin token included): `set -a; . {}; set +a`", env.display());
         }
@@ -254,7 +289,7 @@ async fn run_node(data_dir: PathBuf, identity: Identity, bootstrap: bool, node: 
                 // The agent speaks to the engine over its Unix socket; tcp:// engines are not supported.
                 docker_socket: std::env::var("DOCKER_HOST").ok().filter(|h| h.starts_with("unix://")),
                 files_dir: data_dir.join("task-files"),
-                generic_resources: node.resources.into_iter().collect(),
+                generic_resources: node.resources.iter().cloned().collect(),
             },
             wait_stop(stop_rx.clone()),
         )))
@@ -263,6 +298,14 @@ async fn run_node(data_dir: PathBuf, identity: Identity, bootstrap: bool, node: 
         Some((m, l)) => (Some(m), Some(l)),
         None => (None, None),
     };
+    let role_change = role::watch(
+        &data_dir,
+        &identity,
+        &credentials,
+        role,
+        manager.as_ref().map(|m| m.raft().clone()),
+        manager.as_ref().map(|_| dial_addr(&identity.addr)),
+    );
     let serve = async {
         match (&manager, listener) {
             (Some(m), Some(l)) => m.serve(l, wait_stop(stop_rx.clone())).await,
@@ -277,11 +320,12 @@ async fn run_node(data_dir: PathBuf, identity: Identity, bootstrap: bool, node: 
     };
     tokio::pin!(serve);
     tokio::pin!(agent_done);
+    tokio::pin!(role_change);
     // The node runs while its roles run: an agent that cannot work (no Docker
     // engine) stops the whole process with its error, rather than leaving a
     // manager whose tasks can never start.
     let mut agent_finished = false;
-    let outcome: Result<()> = tokio::select! {
+    let outcome: Result<Exit> = tokio::select! {
         r = &mut serve => match r {
             Ok(()) => Err(anyhow::anyhow!("the gRPC server stopped")),
             Err(e) => Err(e.into()),
@@ -292,16 +336,21 @@ async fn run_node(data_dir: PathBuf, identity: Identity, bootstrap: bool, node: 
                 Some(Ok(Ok(()))) => Err(anyhow::anyhow!("the agent stopped")),
                 Some(Ok(Err(e))) => Err(anyhow::Error::new(e).context("the agent failed")),
                 Some(Err(e)) => Err(anyhow::anyhow!("the agent task failed: {e}")),
-                None => Ok(()),
+                None => Ok(Exit::Stopped),
             }
         },
+        r = &mut role_change => r.map(Exit::RoleChanged),
         _ = shutdown_signal() => {
             tracing::info!("shutting down");
-            Ok(())
+            Ok(Exit::Stopped)
         }
     };
     let _ = stop_tx.send(true);
-    let _ = tokio::time::timeout(Duration::from_secs(10), &mut serve).await;
+    if manager.is_some() {
+        // Peers keep their connections open: a graceful stop never finishes
+        // by itself, so in-flight calls get a moment, not more.
+        let _ = tokio::time::timeout(Duration::from_secs(3), &mut serve).await;
+    }
     if outcome.is_ok() && !agent_finished {
         match tokio::time::timeout(Duration::from_secs(10), &mut agent_done).await {
             Ok(Some(Ok(Err(e)))) => tracing::warn!(error = %e, "agent stopped with an error"),
@@ -335,7 +384,7 @@ async fn main() -> Result<()> {
                 ));
             }
             let identity = Identity::generate(&name.unwrap_or_else(hostname), &listen);
-            run_node(data_dir, identity, true, node).await
+            run_roles(data_dir, identity, true, node).await
         }
         Cmd::Join { manager, token, data_dir, listen, advertise_addr, name, node } => {
             node.raft.timings()?;
@@ -349,11 +398,11 @@ async fn main() -> Result<()> {
                 resources: &node.resources,
             };
             let identity = join::join(&data_dir, &request).await?;
-            run_node(data_dir, identity, false, node).await
+            run_roles(data_dir, identity, false, node).await
         }
         Cmd::Run { data_dir, node } => {
             let identity = Identity::load(&data_dir)?;
-            run_node(data_dir, identity, false, node).await
+            run_roles(data_dir, identity, false, node).await
         }
     }
 }
