@@ -304,6 +304,34 @@ impl Cluster {
         Ok(i)
     }
 
+    /// Joins a worker (with its agent: Docker needed) on its own address and
+    /// waits until `node ls` shows it ready; its index. Its stackctl
+    /// settings point at itself, which serves no control API until it is
+    /// promoted.
+    pub fn add_worker(&mut self, name: &str) -> Result<usize> {
+        let token = self.join_token("worker")?;
+        let via = self.live_node().context("no live manager to join")?;
+        let dir = tempfile::Builder::new().prefix("stackd-test-").tempdir()?;
+        let addr = format!("127.0.0.1:{}", free_port());
+        let mut node = Node::new(dir, addr.clone(), name, Opts::default(), None);
+        node.client_env = Some(portable_env(via)?);
+        node.spawn(&["join", &via.addr, "--token", &token, "--listen", &addr, "--name", name])?;
+        let start = Instant::now();
+        loop {
+            let o = self.stackctl_output(&["node", "ls", "-o", "json"], None)?;
+            let v: Value = serde_json::from_slice(&o.stdout).unwrap_or_default();
+            if v.as_array().is_some_and(|a| a.iter().any(|n| n["name"] == name && n["state"] == "ready")) {
+                break;
+            }
+            if start.elapsed() > Duration::from_secs(30) {
+                bail!("worker {name} not ready after 30 s; log:\n{}", node.log());
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        self.nodes.push(node);
+        Ok(self.nodes.len() - 1)
+    }
+
     /// `stackctl cluster join-token manager|worker`.
     pub fn join_token(&self, role: &str) -> Result<String> {
         let o = self.stackctl_output(&["cluster", "join-token", role], None)?;

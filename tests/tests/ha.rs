@@ -10,7 +10,8 @@
 //! - (e) joins with a wrong secret or another CA's digest change nothing.
 //! - (f) deployer and viewer tokens created with `stackctl token create`.
 //! - Membership: a demote that would lose quorum is refused; `node rm` of a
-//!   dead manager leaves two voters.
+//!   dead manager leaves two voters; (h) a worker promoted becomes a voter
+//!   (Docker needed: the worker runs its agent).
 //!
 //! The tests run one at a time (a process-wide lock): each starts its own
 //! cluster, and elections on a loaded 2-core machine are what is measured.
@@ -23,7 +24,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use stackd_tests::cluster::{STACKCTL_TIMEOUT, run_timeout, text};
 use stackd_tests::netns::{self, Netns};
-use stackd_tests::{Cluster, Node, Opts, bin};
+use stackd_tests::{Cluster, Node, Opts, bin, require_docker};
 
 static SERIAL: Mutex<()> = Mutex::new(());
 
@@ -426,4 +427,27 @@ fn g_demote_refused_without_quorum_and_rm_of_a_dead_manager() {
     let nodes = c.stackctl(&["node", "ls", "-o", "json"]);
     assert!(!nodes.contains(&format!("\"{dead_name}\"")), "the removed node is still listed: {nodes}");
     create_config(&c, "after-rm");
+}
+
+#[test]
+fn h_a_promoted_worker_becomes_a_voter() {
+    if !require_docker() {
+        return;
+    }
+    let _g = serial();
+    let mut c = Cluster::managers(3, &Opts::manager()).expect("3 managers");
+    create_config(&c, "before-promote");
+    let w = c.add_worker("w1").expect("join a worker");
+    let nodes = c.stackctl(&["node", "ls", "-o", "json"]);
+    assert!(nodes.contains("\"worker\""), "no worker listed: {nodes}");
+    c.stackctl(&["node", "promote", "w1"]);
+    c.wait_voters(4, Duration::from_secs(45)).expect("the promoted worker becomes the 4th voter");
+    let hash = c.wait_converged(Duration::from_secs(20)).expect("4 managers converge");
+    eprintln!("4 managers converged: {hash}");
+    // It serves the control API now, with the cluster's state.
+    let names = c.config_names(w, false).expect("configs on the promoted node");
+    assert!(names.contains(&"before-promote".to_string()), "{names:?}");
+    let v: Value = serde_json::from_str(&c.stackctl(&["node", "ls", "-o", "json"])).expect("JSON");
+    let row = v.as_array().and_then(|a| a.iter().find(|n| n["name"] == "w1")).cloned().unwrap_or_default();
+    assert_eq!(row["role"], "manager", "{row}");
 }
