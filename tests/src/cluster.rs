@@ -388,12 +388,18 @@ impl Cluster {
     /// `cluster status --stale` names itself leader with a quorum (the
     /// highest term if several do).
     pub fn leader(&self) -> Option<usize> {
+        // All at once: a follower's status may wait for an unreachable leader.
+        let statuses: Vec<Option<Value>> = std::thread::scope(|s| {
+            let handles: Vec<_> = self
+                .nodes
+                .iter()
+                .map(|n| s.spawn(move || if n.is_started() { n.status(true) } else { None }))
+                .collect();
+            handles.into_iter().map(|h| h.join().ok().flatten()).collect()
+        });
         let mut best: Option<(u64, usize)> = None;
-        for (i, n) in self.nodes.iter().enumerate() {
-            if !n.is_started() {
-                continue;
-            }
-            let Some(s) = n.status(true) else { continue };
+        for (i, s) in statuses.iter().enumerate() {
+            let Some(s) = s else { continue };
             let me = s["node_id"].as_str().unwrap_or_default();
             if !me.is_empty() && s["leader_id"].as_str() == Some(me) && s["has_quorum"] == true {
                 let term = s["term"].as_u64().unwrap_or(0);
@@ -405,19 +411,37 @@ impl Cluster {
         best.map(|(_, i)| i)
     }
 
-    /// Waits for a leader other than `not` (`None`: any).
+    /// Waits for a leader other than `not` (`None`: any). Every running
+    /// manager is polled on its own thread, so that one slow to answer
+    /// delays nothing.
     pub fn wait_leader(&self, not: Option<usize>, timeout: Duration) -> Result<usize> {
+        let found: std::sync::Mutex<Option<(u64, usize)>> = std::sync::Mutex::new(None);
+        let done = std::sync::atomic::AtomicBool::new(false);
         let start = Instant::now();
-        loop {
-            if let Some(l) = self.leader()
-                && Some(l) != not
-            {
-                return Ok(l);
+        std::thread::scope(|s| {
+            for (i, n) in self.nodes.iter().enumerate().filter(|(i, n)| n.is_started() && Some(*i) != not) {
+                let (found, done) = (&found, &done);
+                s.spawn(move || {
+                    while !done.load(std::sync::atomic::Ordering::SeqCst) && start.elapsed() < timeout {
+                        if let Some(st) = n.status(true) {
+                            let me = st["node_id"].as_str().unwrap_or_default();
+                            if !me.is_empty() && st["leader_id"].as_str() == Some(me) && st["has_quorum"] == true {
+                                let term = st["term"].as_u64().unwrap_or(0);
+                                let mut f = found.lock().unwrap_or_else(|p| p.into_inner());
+                                if f.is_none_or(|(t, _)| term > t) {
+                                    *f = Some((term, i));
+                                }
+                                done.store(true, std::sync::atomic::Ordering::SeqCst);
+                            }
+                        }
+                        std::thread::sleep(Duration::from_millis(50));
+                    }
+                });
             }
-            if start.elapsed() > timeout {
-                bail!("no leader (other than {not:?}) after {timeout:?}\n{}", self.logs());
-            }
-            std::thread::sleep(Duration::from_millis(100));
+        });
+        match *found.lock().unwrap_or_else(|p| p.into_inner()) {
+            Some((_, i)) => Ok(i),
+            None => bail!("no leader (other than {not:?}) after {timeout:?}\n{}", self.logs()),
         }
     }
 

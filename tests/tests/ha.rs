@@ -178,10 +178,29 @@ fn b_partitioned_leader_steps_down_and_all_converge_after_heal() {
     eprintln!("cutting off leader {} ({})", c.nodes[old].name, c.nodes[old].addr);
     net.cut(old).expect("cut the leader");
     let cut = Instant::now();
+    // A write sent to the old leader right after the cut, before it can know
+    // it lost the majority: it must fail too, within a few seconds (never hang).
+    let early = std::thread::scope(|s| {
+        let early = s.spawn(|| {
+            c.nodes[old]
+                .stackctl_timeout(&["configs", "create", "early-to-old", "-"], Some(b"x"), Duration::from_secs(30))
+                .expect("stackctl on the old leader")
+        });
 
-    // The majority elects a new leader within ~5 s.
-    let new = c.wait_leader(Some(old), Duration::from_secs(6)).expect("the majority elects a new leader");
-    eprintln!("new leader {} after {:.2} s", c.nodes[new].name, cut.elapsed().as_secs_f64());
+        // The majority elects a new leader within ~5 s.
+        let new = c.wait_leader(Some(old), Duration::from_secs(6)).expect("the majority elects a new leader");
+        eprintln!("new leader {} after {:.2} s", c.nodes[new].name, cut.elapsed().as_secs_f64());
+        early.join().expect("early writer")
+    });
+    let (o, took) = early;
+    eprintln!(
+        "write to the old leader at the cut: {} after {:.2} s: {}",
+        o.status,
+        took.as_secs_f64(),
+        text(&o).trim()
+    );
+    assert_eq!(o.status.code(), Some(1), "a write to the leader at the cut did not fail: {}\n{}", text(&o), c.logs());
+    assert!(took < Duration::from_secs(10), "the cut-off leader took {took:?} to refuse a write sent at the cut");
 
     // The old leader alone refuses writes, within a few seconds.
     let (o, took) = c.nodes[old]
@@ -213,8 +232,41 @@ fn b_partitioned_leader_steps_down_and_all_converge_after_heal() {
     for i in 0..3 {
         assert_has_all(&c, i, &written);
         let names = c.config_names(i, true).expect("configs ls");
-        assert!(!names.contains(&"to-old-leader".to_string()), "the refused write was applied on {}", c.nodes[i].name);
+        for refused in ["to-old-leader", "early-to-old"] {
+            assert!(
+                !names.contains(&refused.to_string()),
+                "the refused write {refused} was applied on {}",
+                c.nodes[i].name
+            );
+        }
     }
+}
+
+/// `--stale` reads answer from the manager's local state: during a
+/// partition a follower answers at once, whether or not its leader does.
+#[test]
+fn b2_stale_reads_do_not_wait_for_a_cut_off_leader() {
+    if !netns::require_root() {
+        return;
+    }
+    let _g = serial();
+    let net = Netns::new(3).expect("namespaces");
+    let c = Cluster::managers_netns(&net, 3, &Opts::manager()).expect("3 managers in namespaces");
+    let old = c.wait_leader(None, Duration::from_secs(10)).expect("leader");
+    let follower = (old + 1) % 3;
+    net.cut(old).expect("cut the leader");
+    std::thread::sleep(Duration::from_millis(300));
+    let mut slow = Vec::new();
+    for args in [&["configs", "ls", "-o", "json", "--stale"][..], &["cluster", "status", "-o", "json", "--stale"][..]] {
+        let (o, took) = c.nodes[follower].stackctl_timeout(args, None, STACKCTL_TIMEOUT).expect("stackctl");
+        eprintln!("{args:?} on a follower right after the cut: {} in {:.2} s", o.status, took.as_secs_f64());
+        assert!(o.status.success(), "{args:?}: {}", text(&o));
+        if took > Duration::from_secs(1) {
+            slow.push(format!("{args:?} took {took:?}"));
+        }
+    }
+    net.heal(old).expect("heal");
+    assert!(slow.is_empty(), "stale reads on a follower waited for the cut-off leader: {slow:?}");
 }
 
 #[test]
