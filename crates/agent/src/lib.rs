@@ -16,7 +16,10 @@
 //!
 //! - `lib.rs`: [`AgentConfig`], [`run`], [`AgentError`].
 //! - `session.rs`: the dispatcher session — connect, receive assignments,
-//!   heartbeat, batch and resend status reports, back off and rotate managers.
+//!   heartbeat, batch and resend status reports, back off and rotate managers,
+//!   follow the leader a refusing manager names.
+//! - `managers.rs`: the list of managers to try, merged from session
+//!   messages and kept in `STATE_DIR/managers.json`.
 //! - [`worker`]: the node's task set; assignments in, one runner per task,
 //!   removal of the containers of tasks that leave, garbage collection.
 //! - `runner.rs`: one task's runner, driving the pure decision core of
@@ -28,6 +31,7 @@
 
 pub mod docker;
 pub mod files;
+mod managers;
 mod runner;
 mod session;
 pub mod worker;
@@ -41,7 +45,10 @@ use tracing::{info, warn};
 pub use docker::DockerError;
 pub use session::SessionError;
 
+pub use managers::MANAGERS_FILE;
+
 use docker::{ContainerContext, EngineInfo, Executor};
+use managers::Managers;
 use session::Session;
 use worker::Worker;
 
@@ -71,6 +78,16 @@ pub struct AgentConfig {
     pub generic_resources: std::collections::BTreeMap<String, u64>,
 }
 
+/// Settings of the agent beyond [`AgentConfig`].
+#[derive(Clone, Debug, Default)]
+pub struct AgentOptions {
+    /// Where the agent keeps its state across restarts (normally the data
+    /// dir): the managers it learned, in [`MANAGERS_FILE`], read at start
+    /// (with [`AgentConfig::managers`]) and rewritten when the list changes.
+    /// `None`: nothing is kept.
+    pub state_dir: Option<std::path::PathBuf>,
+}
+
 /// Why the agent could not run.
 #[derive(Debug, thiserror::Error)]
 pub enum AgentError {
@@ -85,12 +102,24 @@ pub enum AgentError {
     Docker(#[from] DockerError),
 }
 
-/// Runs the agent role until `shutdown` resolves.
+/// Runs the agent role until `shutdown` resolves, keeping no state
+/// ([`run_with`] with the default options).
 ///
 /// Fails only at start: on an unusable configuration, or when the Docker
 /// engine cannot be reached. Managers that cannot be reached are retried for
 /// as long as the agent runs.
 pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()> + Send) -> Result<(), AgentError> {
+    run_with(config, AgentOptions::default(), shutdown).await
+}
+
+/// Runs the agent role until `shutdown` resolves, with `options`.
+///
+/// Fails only at start, as [`run`] does.
+pub async fn run_with(
+    config: AgentConfig,
+    options: AgentOptions,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), AgentError> {
     if config.node_id.is_empty() {
         return Err(AgentError::Config("the node id is empty".into()));
     }
@@ -133,7 +162,8 @@ pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()> + Send)
     let ctx = ContainerContext { cluster_id: config.cluster_id, node_id: config.node_id };
     let files = files::TaskFiles::open(config.files_dir.clone());
     let worker = Worker::new(exec, ctx, files, reports_tx);
-    Session::new(description, config.managers, config.tls, worker, reports_rx).run(shutdown).await;
+    let managers = Managers::new(config.managers, options.state_dir.as_deref(), config.tls.clone());
+    Session::new(description, managers, config.tls, worker, reports_rx).run(shutdown).await;
     Ok(())
 }
 

@@ -8,6 +8,16 @@
 //! **Backoff** waits (100 ms, doubling up to 2 s) and the next manager of the
 //! list is tried.
 //!
+//! Only the leader serves sessions: another manager refuses with
+//! `unavailable` and, when it knows the leader, its address in the
+//! `x-stackd-leader` metadata. The loop then goes to that address next
+//! (added to the list if unknown) after a short pause, the backoff reset.
+//! Session messages name the cluster's managers; the list is merged and
+//! saved (see [`Managers`]). Losing a session never touches the containers:
+//! the worker keeps running them, and the next session's full task set is
+//! the leader's (applied after the session's own registration, so it
+//! reflects every earlier commit).
+//!
 //! Status reports are kept until a manager acknowledged them: per task only
 //! the newest is kept, and what could not be sent is sent again on the next
 //! session. The loop ends, without a word to the manager, when the agent's
@@ -29,6 +39,7 @@ use tonic::transport::Channel;
 use tracing::{debug, info, warn};
 
 use crate::files::FileContent;
+use crate::managers::Managers;
 use crate::worker::{Assignment, StatusReport, Worker};
 
 /// First backoff after a failure.
@@ -45,6 +56,8 @@ const BATCH_MAX: usize = 64;
 const OPEN_TIMEOUT: Duration = Duration::from_secs(10);
 /// Time allowed for one unary call.
 const CALL_TIMEOUT: Duration = Duration::from_secs(5);
+/// Where a refusing manager names the leader (as the manager's Raft service does).
+pub(crate) const LEADER_HEADER: &str = "x-stackd-leader";
 
 /// Why a session could not be opened or ended.
 #[derive(Debug, thiserror::Error)]
@@ -114,6 +127,16 @@ pub(crate) fn next_backoff(current: Duration) -> Duration {
     (current * 2).clamp(BACKOFF_MIN, BACKOFF_MAX)
 }
 
+/// The leader's address a refusal names, if any.
+fn leader_hint(e: &SessionError) -> Option<String> {
+    let SessionError::Rpc { status, .. } = e else { return None };
+    if status.code() != Code::Unavailable {
+        return None;
+    }
+    let hint = status.metadata().get(LEADER_HEADER)?.to_str().ok()?.trim();
+    (!hint.is_empty()).then(|| hint.to_string())
+}
+
 /// A period in milliseconds from the manager, if it set one.
 fn period(ms: u64) -> Option<Duration> {
     (ms > 0).then(|| Duration::from_millis(ms))
@@ -165,9 +188,8 @@ struct Link {
 pub(crate) struct Session {
     node_id: String,
     description: v1::NodeDescription,
-    managers: Vec<String>,
+    managers: Managers,
     tls: Arc<rustls::ClientConfig>,
-    current: usize,
     state: SessionState,
     backoff: Duration,
     heartbeat: Duration,
@@ -182,7 +204,7 @@ impl Session {
     /// A session loop for the node described by `description`.
     pub(crate) fn new(
         description: v1::NodeDescription,
-        managers: Vec<String>,
+        managers: Managers,
         tls: Arc<rustls::ClientConfig>,
         worker: Worker,
         reports: mpsc::UnboundedReceiver<StatusReport>,
@@ -192,7 +214,6 @@ impl Session {
             description,
             managers,
             tls,
-            current: 0,
             state: SessionState::Connecting,
             backoff: BACKOFF_MIN,
             heartbeat: DEFAULT_HEARTBEAT,
@@ -219,7 +240,7 @@ impl Session {
                         }
                         Err(e) => {
                             warn!(manager = %self.manager(), error = %e, "cannot open a dispatcher session");
-                            self.retry()
+                            self.retry(&e)
                         }
                     },
                     SessionState::Connected { session_id } => {
@@ -227,10 +248,9 @@ impl Session {
                             Some(l) => self.connected(l, session_id).await,
                             None => Err(SessionError::Ended),
                         };
-                        if let Err(e) = result {
-                            warn!(manager = %self.manager(), error = %e, "dispatcher session lost");
-                        }
-                        self.retry()
+                        let e = result.err().unwrap_or(SessionError::Ended);
+                        warn!(manager = %self.manager(), error = %e, "dispatcher session lost");
+                        self.retry(&e)
                     }
                     SessionState::Backoff { until } => {
                         // Meanwhile, newer reports replace older ones.
@@ -258,20 +278,33 @@ impl Session {
     }
 
     fn manager(&self) -> String {
-        self.managers.get(self.current).cloned().unwrap_or_default()
+        self.managers.current().to_string()
     }
 
-    /// Backoff, then the next manager of the list.
-    fn retry(&mut self) -> SessionState {
+    /// After `error`: the leader it names after a short pause, else backoff
+    /// and the next manager of the list.
+    fn retry(&mut self, error: &SessionError) -> SessionState {
+        if let Some(leader) = leader_hint(error)
+            && self.managers.go_to(&leader)
+        {
+            info!(%leader, "the manager named the leader: going there");
+            // A pause all the same: two managers that name each other (an
+            // election under way) are not hammered.
+            self.backoff = BACKOFF_MIN;
+            return SessionState::Backoff { until: Instant::now() + BACKOFF_MIN };
+        }
         let until = Instant::now() + self.backoff;
         self.backoff = next_backoff(self.backoff);
-        self.current = (self.current + 1) % self.managers.len().max(1);
+        self.managers.advance();
         SessionState::Backoff { until }
     }
 
     /// Opens a session: connect, call Session, wait for the first message.
     async fn open(&mut self) -> Result<(Link, String), SessionError> {
-        let manager = self.managers.get(self.current).cloned().ok_or(SessionError::Ended)?;
+        let manager = self.manager();
+        if manager.is_empty() {
+            return Err(SessionError::Ended);
+        }
         debug!(%manager, "opening a dispatcher session");
         let request = v1::SessionRequest { description: Some(self.description.clone()) };
         let opened = timeout(OPEN_TIMEOUT, async {
@@ -298,10 +331,13 @@ impl Session {
         Ok((Link { client, stream }, session_id))
     }
 
-    /// Applies a session message: heartbeat period, assignments.
+    /// Applies a session message: heartbeat period, managers, assignments.
     fn on_message(&mut self, msg: v1::SessionMessage) {
         if let Some(p) = period(msg.heartbeat_period_ms) {
             self.heartbeat = p;
+        }
+        if self.managers.merge(&msg.managers) {
+            info!(managers = ?self.managers.list(), "the cluster's managers changed");
         }
         if let Some(a) = msg.assignments {
             let a = assignment(a);

@@ -1,12 +1,13 @@
 //! The agent end to end: `stackd_agent::run` against a fake dispatcher (a
 //! tonic server in this test) and the real Docker engine. Skipped with a
-//! notice when Docker is unreachable, unless `CI=true`.
+//! notice when Docker is unreachable, unless `CI=true`. Also: failover to the
+//! leader a refusing manager names, and the manager list kept on disk.
 
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use stackd_agent::docker::ContainerContext;
-use stackd_agent::{AgentConfig, run};
+use stackd_agent::{AgentConfig, AgentOptions, MANAGERS_FILE, run, run_with};
 use stackd_core::model::{DesiredState, Task, TaskState, TaskStatus, TaskTemplate};
 use stackd_proto::v1;
 use stackd_proto::v1::dispatcher_server::{Dispatcher, DispatcherServer};
@@ -98,6 +99,7 @@ fn assign(session_id: &str, tasks: &[Task]) -> Result<v1::SessionMessage, Status
             objects: vec![],
             networks: vec![],
         }),
+        managers: vec![],
     })
 }
 
@@ -208,4 +210,120 @@ async fn the_agent_runs_its_tasks_and_survives_a_lost_session() {
     let ctx = ContainerContext { cluster_id: "stackd-test".into(), node_id };
     assert_eq!(exec.list_managed(&ctx).await.expect("list").len(), 1);
     drop(tx2);
+}
+
+/// A manager that is not the leader: refuses everything, naming the leader.
+struct Follower {
+    leader: String,
+    refused: mpsc::UnboundedSender<std::time::Instant>,
+}
+
+impl Follower {
+    fn refusal(&self) -> Status {
+        let _ = self.refused.send(std::time::Instant::now());
+        let mut status = Status::unavailable("not the leader");
+        status.metadata_mut().insert("x-stackd-leader", self.leader.parse().expect("ascii"));
+        status
+    }
+}
+
+#[tonic::async_trait]
+impl Dispatcher for Follower {
+    type SessionStream = ReceiverStream<Result<v1::SessionMessage, Status>>;
+
+    async fn session(&self, _: Request<v1::SessionRequest>) -> Result<Response<Self::SessionStream>, Status> {
+        Err(self.refusal())
+    }
+
+    async fn heartbeat(&self, _: Request<v1::HeartbeatRequest>) -> Result<Response<v1::HeartbeatResponse>, Status> {
+        Err(self.refusal())
+    }
+
+    async fn update_task_status(
+        &self,
+        _: Request<v1::UpdateTaskStatusRequest>,
+    ) -> Result<Response<v1::UpdateTaskStatusResponse>, Status> {
+        Err(self.refusal())
+    }
+}
+
+/// Serves `service` over TLS on a fresh port; returns the address.
+async fn serve<S: Dispatcher>(service: S, pki: &stackd_tls::testing::TestPki, name: &str) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr").to_string();
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(DispatcherServer::new(service))
+            .serve_with_incoming(stackd_tls::tls_incoming(listener, pki.server_config(name))),
+    );
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_agent_follows_the_leader_hint_and_keeps_the_managers_it_learns() {
+    if docker().await.is_none() {
+        return;
+    }
+    let stamp = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+    let node_id = format!("fail{:x}{:x}", std::process::id(), stamp % 0xffff_ffff);
+    let _cleanup = Cleanup(node_id.clone());
+    let pki = stackd_tls::testing::TestPki::new();
+
+    // The leader, which the agent is not told about; a follower naming it.
+    let (seen_tx, mut seen) = mpsc::unbounded_channel();
+    let leader = serve(Fake { seen: seen_tx, refuse_updates: Mutex::new(0) }, &pki, "manager1").await;
+    let (refused_tx, mut refused) = mpsc::unbounded_channel();
+    let follower = serve(Follower { leader: leader.clone(), refused: refused_tx }, &pki, "manager2").await;
+
+    let state = tempfile::tempdir().expect("tempdir");
+    let config = AgentConfig {
+        node_id: node_id.clone(),
+        name: "n1".into(),
+        addr: "127.0.0.1:9999".into(),
+        cluster_id: "stackd-test".into(),
+        managers: vec![follower.clone()],
+        tls: pki.client_config(Some((&node_id, stackd_tls::Role::Manager))),
+        docker_socket: None,
+        files_dir: std::env::temp_dir().join(format!("stackd-agent-files-{node_id}")),
+        generic_resources: Default::default(),
+    };
+    let options = AgentOptions { state_dir: Some(state.path().to_path_buf()) };
+    let (stop_tx, stop_rx) = oneshot::channel::<()>();
+    let agent = tokio::spawn(run_with(config, options, async move {
+        let _ = stop_rx.await;
+    }));
+
+    // Refused by the follower, the agent goes straight to the leader (no long backoff).
+    let refused_at = tokio::time::timeout(WAIT, refused.recv()).await.expect("the follower was asked").expect("open");
+    let (_req, tx) = next_session(&mut seen).await;
+    let hop = refused_at.elapsed();
+    assert!(hop < Duration::from_secs(1), "the leader was reached {hop:?} after the refusal");
+
+    // The leader names the managers: the list is saved, the configured one kept.
+    let mut msg = assign("s1", &[]).expect("a message");
+    msg.managers = vec![leader.clone(), "127.0.0.1:7".into()];
+    tx.send(Ok(msg)).await.expect("send");
+    let file = state.path().join(MANAGERS_FILE);
+    let want = vec![follower.clone(), leader.clone(), "127.0.0.1:7".to_string()];
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let saved: Option<Vec<String>> = std::fs::read(&file).ok().and_then(|b| serde_json::from_slice(&b).ok());
+        if saved.as_ref() == Some(&want) {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "managers.json is {saved:?}, want {want:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The session is served: heartbeats go to the leader.
+    loop {
+        if let Seen::Heartbeat(h) = next(&mut seen).await {
+            assert_eq!(h.session_id, "s1");
+            break;
+        }
+    }
+
+    stop_tx.send(()).expect("agent alive");
+    let result = tokio::time::timeout(WAIT, agent).await.expect("the agent stops").expect("no panic");
+    assert!(result.is_ok(), "{result:?}");
+    drop(tx);
 }

@@ -1,5 +1,22 @@
 //! Connecting to a manager: TLS only, with the cluster's CA, and the client
 //! token in every call's `authorization` metadata.
+//!
+//! `--addr` may list several managers. [`Conn`] talks to one of them and
+//! moves on to the next when a call fails for want of a manager:
+//!
+//! ```text
+//!  Conn::read(|c| call)   transport error / unavailable ──► next manager, again
+//!  Conn::write(|c| call)  only when the request surely never left
+//!                         (connection refused, no route) ──► next manager, again
+//! ```
+//!
+//! Each address is tried once per call. Any manager serves every call (a
+//! follower forwards writes to the leader and reads through it), so the
+//! order does not matter. An idempotent write (`DeployStack`) may go
+//! through [`Conn::read`].
+
+use std::future::Future;
+use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
 use stackd_proto::v1::control_client::ControlClient;
@@ -87,21 +104,175 @@ fn check_addrs(addrs: &str) -> Result<Vec<&str>> {
 
 /// Connects to the first manager of `--addr` (comma-separated) that answers,
 /// over TLS, with the token of `--token` on every call.
-pub async fn connect(g: &Global) -> Result<Client> {
-    let addrs = check_addrs(&g.addr)?;
+pub async fn connect(g: &Global) -> Result<Conn> {
+    let addrs = check_addrs(&g.addr)?.into_iter().map(str::to_string).collect();
     let tls = tls(g)?;
     let interceptor = TokenInterceptor::new(g.token.as_ref().map(|t| t.0.as_str()))?;
+    Conn::open(addrs, tls, interceptor).await
+}
+
+/// A connection to one of the managers of `--addr`, moving on to the next
+/// when the one it talks to is gone (see the module documentation).
+pub struct Conn {
+    addrs: Vec<String>,
+    tls: Arc<rustls::ClientConfig>,
+    interceptor: TokenInterceptor,
+    /// The index in `addrs` of the manager `client` talks to.
+    current: usize,
+    client: Client,
+}
+
+impl std::fmt::Debug for Conn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Conn").field("addrs", &self.addrs).field("current", &self.current).finish_non_exhaustive()
+    }
+}
+
+/// Calls made on the client directly go to the current manager, without
+/// moving on (for call sites not converted to [`Conn::read`]/[`Conn::write`]).
+impl std::ops::Deref for Conn {
+    type Target = Client;
+
+    fn deref(&self) -> &Client {
+        &self.client
+    }
+}
+
+impl std::ops::DerefMut for Conn {
+    fn deref_mut(&mut self) -> &mut Client {
+        &mut self.client
+    }
+}
+
+impl Conn {
+    /// Connects to the first of `addrs` that answers.
+    async fn open(addrs: Vec<String>, tls: Arc<rustls::ClientConfig>, interceptor: TokenInterceptor) -> Result<Conn> {
+        let (current, client) = dial(&addrs, 0, &tls, &interceptor).await?;
+        Ok(Conn { addrs, tls, interceptor, current, client })
+    }
+
+    /// The client of the current manager.
+    pub fn client(&mut self) -> &mut Client {
+        &mut self.client
+    }
+
+    /// The address of the current manager.
+    pub fn addr(&self) -> &str {
+        &self.addrs[self.current]
+    }
+
+    /// Connects to the next manager of the list that answers (the current
+    /// one last: with a single address, that is a reconnection).
+    pub async fn next(&mut self) -> Result<()> {
+        let (current, client) = dial(&self.addrs, self.current + 1, &self.tls, &self.interceptor).await?;
+        self.current = current;
+        self.client = client;
+        Ok(())
+    }
+
+    /// Runs `call` (a read, or an idempotent write) on the current manager;
+    /// when it fails for want of a manager, on the next ones, each once.
+    pub async fn read<T, F, Fut>(&mut self, call: F) -> Result<T, tonic::Status>
+    where
+        F: FnMut(Client) -> Fut,
+        Fut: Future<Output = Result<T, tonic::Status>>,
+    {
+        self.retrying(call, manager_gone).await
+    }
+
+    /// Runs the write `call` on the current manager; on the next ones only
+    /// when the request surely never reached it (the connection was refused
+    /// or had no route): a write whose answer was lost may have been applied.
+    pub async fn write<T, F, Fut>(&mut self, call: F) -> Result<T, tonic::Status>
+    where
+        F: FnMut(Client) -> Fut,
+        Fut: Future<Output = Result<T, tonic::Status>>,
+    {
+        self.retrying(call, never_connected).await
+    }
+
+    async fn retrying<T, F, Fut>(&mut self, mut call: F, retry: fn(&tonic::Status) -> bool) -> Result<T, tonic::Status>
+    where
+        F: FnMut(Client) -> Fut,
+        Fut: Future<Output = Result<T, tonic::Status>>,
+    {
+        let mut left = self.addrs.len();
+        loop {
+            let status = match call(self.client.clone()).await {
+                Ok(v) => return Ok(v),
+                Err(status) => status,
+            };
+            left -= 1;
+            if left == 0 || !retry(&status) {
+                return Err(status);
+            }
+            let failed = self.addr().to_string();
+            // No other manager answers: the first failure says it best.
+            if self.next().await.is_err() {
+                return Err(status);
+            }
+            eprintln!("manager {failed} is unavailable ({}); trying {}", status.message(), self.addr());
+        }
+    }
+}
+
+/// Connects to the first of `addrs` that answers, starting at `start` and
+/// going round once.
+async fn dial(
+    addrs: &[String],
+    start: usize,
+    tls: &Arc<rustls::ClientConfig>,
+    interceptor: &TokenInterceptor,
+) -> Result<(usize, Client)> {
     let mut last_err = None;
-    for addr in addrs {
-        match stackd_tls::channel(addr, tls.clone()).await {
+    for k in 0..addrs.len() {
+        let i = (start + k) % addrs.len();
+        match stackd_tls::channel(&addrs[i], tls.clone()).await {
             Ok(ch) => {
-                return Ok(ControlClient::with_interceptor(ch, interceptor).max_decoding_message_size(64 << 20));
+                let client =
+                    ControlClient::with_interceptor(ch, interceptor.clone()).max_decoding_message_size(64 << 20);
+                return Ok((i, client));
             }
             Err(e) => last_err = Some(anyhow::Error::new(e)),
         }
     }
     Err(last_err.unwrap_or_else(|| anyhow::anyhow!("no manager address given")))
         .context(format!("cannot reach a stackd manager (set --addr or STACKCTL_ADDR, {ENV_HINT})"))
+}
+
+/// Whether a call failed for want of a manager: it refused for want of a
+/// leader or quorum (`unavailable`), or the connection failed (an error
+/// raised on this side, which has a cause; a manager's own refusals have none).
+pub(crate) fn manager_gone(status: &tonic::Status) -> bool {
+    use tonic::Code;
+    match status.code() {
+        Code::Unavailable => true,
+        Code::Unknown | Code::Internal | Code::Cancelled => std::error::Error::source(status).is_some(),
+        _ => false,
+    }
+}
+
+/// Whether a failed call never reached the manager: its causes include a
+/// connect that was refused or found no route (the request was not sent).
+fn never_connected(status: &tonic::Status) -> bool {
+    use std::io::ErrorKind;
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(status);
+    while let Some(e) = cause {
+        if let Some(io) = e.downcast_ref::<std::io::Error>()
+            && matches!(
+                io.kind(),
+                ErrorKind::ConnectionRefused
+                    | ErrorKind::NotConnected
+                    | ErrorKind::AddrNotAvailable
+                    | ErrorKind::HostUnreachable
+                    | ErrorKind::NetworkUnreachable
+            )
+        {
+            return true;
+        }
+        cause = e.source();
+    }
+    false
 }
 
 /// Turns a gRPC status into an error that reads well: the manager's message
@@ -146,5 +317,96 @@ mod tests {
         let good = stackd_tls::ClientToken::generate();
         let interceptor = TokenInterceptor::new(Some(&good.reveal())).expect("good token");
         assert!(!format!("{interceptor:?}").contains(&good.reveal()));
+    }
+
+    use std::task::{Context, Poll};
+    use tonic::Code;
+    use tonic::body::Body;
+    use tonic::codegen::http;
+
+    /// A manager whose Control service answers every call with `code`
+    /// (whatever the calls of the API are).
+    #[derive(Clone)]
+    struct Answer(Code);
+
+    impl tonic::codegen::Service<http::Request<Body>> for Answer {
+        type Response = http::Response<Body>;
+        type Error = std::convert::Infallible;
+        type Future = std::future::Ready<Result<Self::Response, Self::Error>>;
+
+        fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+            Poll::Ready(Ok(()))
+        }
+
+        fn call(&mut self, _: http::Request<Body>) -> Self::Future {
+            std::future::ready(Ok(tonic::Status::new(self.0, format!("answered {:?}", self.0)).into_http()))
+        }
+    }
+
+    impl tonic::server::NamedService for Answer {
+        const NAME: &'static str = "stackd.v1.Control";
+    }
+
+    /// Serves `Answer(code)` over TLS; returns its address.
+    async fn manager(pki: &stackd_tls::testing::TestPki, code: Code) -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr").to_string();
+        tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_routes(tonic::service::Routes::new(Answer(code)))
+                .serve_with_incoming(stackd_tls::tls_incoming(listener, pki.server_config("m1"))),
+        );
+        addr
+    }
+
+    /// An address where nothing listens.
+    async fn closed_port() -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        listener.local_addr().expect("addr").to_string()
+    }
+
+    async fn list_nodes(c: &mut Conn, write: bool) -> Result<v1::ListNodesResponse, tonic::Status> {
+        let call = |mut c: Client| async move { c.list_nodes(v1::ListNodesRequest::default()).await };
+        let r = if write { c.write(call).await } else { c.read(call).await };
+        r.map(tonic::Response::into_inner)
+    }
+
+    use stackd_proto::v1;
+
+    #[tokio::test]
+    async fn calls_move_on_to_the_next_manager_when_one_is_gone() {
+        let pki = stackd_tls::testing::TestPki::new();
+        let tls = pki.client_config(None);
+        let interceptor = TokenInterceptor::new(None).expect("no token");
+        let (closed, unavailable, serving) =
+            (closed_port().await, manager(&pki, Code::Unavailable).await, manager(&pki, Code::NotFound).await);
+        let addrs = vec![closed.clone(), unavailable.clone(), serving.clone()];
+
+        // The closed port is skipped at connect.
+        let mut c = Conn::open(addrs.clone(), tls.clone(), interceptor.clone()).await.expect("connect");
+        assert_eq!(c.addr(), unavailable);
+        // A read refused with `unavailable` lands on the next manager.
+        let e = list_nodes(&mut c, false).await.expect_err("answered");
+        assert_eq!((e.code(), c.addr()), (Code::NotFound, serving.as_str()), "{e:?}");
+        // A write refused by a manager is not sent again: it may have been applied.
+        let mut c = Conn::open(addrs[1..].to_vec(), tls.clone(), interceptor.clone()).await.expect("connect");
+        let e = list_nodes(&mut c, true).await.expect_err("answered");
+        assert_eq!((e.code(), c.addr()), (Code::Unavailable, unavailable.as_str()), "{e:?}");
+
+        // A connection refused (the manager went away since): the request
+        // never left, so even a write goes to the next manager.
+        let gone = ControlClient::with_interceptor(
+            stackd_tls::lazy_channel(&closed, tls.clone()).expect("lazy channel"),
+            interceptor.clone(),
+        );
+        let mut c = Conn { addrs: vec![closed.clone(), serving.clone()], tls, interceptor, current: 0, client: gone };
+        let e = list_nodes(&mut c, true).await.expect_err("answered");
+        assert_eq!((e.code(), c.addr()), (Code::NotFound, serving.as_str()), "{e:?}");
+
+        // Nobody answers: the connect error says so, without a token.
+        let e = Conn::open(vec![closed], pki.client_config(None), TokenInterceptor::new(None).expect("none"))
+            .await
+            .expect_err("nobody");
+        assert!(format!("{e:#}").contains("cannot reach a stackd manager"), "{e:#}");
     }
 }

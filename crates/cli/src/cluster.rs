@@ -53,7 +53,11 @@ struct StatusDoc {
 /// `stackctl cluster status`: this manager's view of Raft.
 pub async fn status_cmd(g: &Global) -> Result<i32> {
     let mut c = connect(g).await?;
-    let r = c.cluster_status(v1::ClusterStatusRequest { stale: g.stale }).await.map_err(status)?.into_inner();
+    let r = c
+        .read(|mut c| async move { c.cluster_status(v1::ClusterStatusRequest { stale: g.stale }).await })
+        .await
+        .map_err(status)?
+        .into_inner();
     let doc = StatusDoc {
         cluster_id: r.cluster_id,
         node_id: r.node_id,
@@ -98,7 +102,15 @@ pub async fn join_token(g: &Global, role: JoinRole, rotate: bool) -> Result<i32>
         JoinRole::Manager => v1::NodeRole::Manager,
         JoinRole::Worker => v1::NodeRole::Worker,
     };
-    let r = c.get_join_token(v1::GetJoinTokenRequest { role: wire.into(), rotate }).await.map_err(status)?.into_inner();
+    let req = v1::GetJoinTokenRequest { role: wire.into(), rotate };
+    // Reading a token may go to the next manager; a rotation only if it never left.
+    let r = if rotate {
+        c.write(|mut c| async move { c.get_join_token(req).await }).await
+    } else {
+        c.read(|mut c| async move { c.get_join_token(req).await }).await
+    }
+    .map_err(status)?
+    .into_inner();
     if rotate {
         eprintln!("The {} join token was replaced: the old one no longer lets a node join.", wire_name(role));
     }
@@ -120,8 +132,13 @@ pub async fn set_role(g: &Global, node: &str, role: JoinRole, force: bool) -> Re
         JoinRole::Manager => v1::NodeRole::Manager,
         JoinRole::Worker => v1::NodeRole::Worker,
     };
+    let req = v1::SetNodeRoleRequest { node: node.to_string(), role: wire.into(), force };
+    // Setting a role twice is harmless: it may go to the next manager.
     let r = c
-        .set_node_role(v1::SetNodeRoleRequest { node: node.to_string(), role: wire.into(), force })
+        .read(|mut c| {
+            let req = req.clone();
+            async move { c.set_node_role(req).await }
+        })
         .await
         .map_err(status)?
         .into_inner();
@@ -138,7 +155,15 @@ pub async fn set_role(g: &Global, node: &str, role: JoinRole, force: bool) -> Re
 /// `stackctl node rm NODE`.
 pub async fn rm(g: &Global, node: &str, force: bool) -> Result<i32> {
     let mut c = connect(g).await?;
-    let r = c.remove_node(v1::RemoveNodeRequest { node: node.to_string(), force }).await.map_err(status)?.into_inner();
+    let req = v1::RemoveNodeRequest { node: node.to_string(), force };
+    let r = c
+        .write(|mut c| {
+            let req = req.clone();
+            async move { c.remove_node(req).await }
+        })
+        .await
+        .map_err(status)?
+        .into_inner();
     println!("Removed node {node} ({})", r.node_id);
     Ok(crate::EXIT_OK)
 }

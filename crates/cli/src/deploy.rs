@@ -8,9 +8,14 @@
 //! `.env` file (see `stackfile`). Nothing is sent when a stack file or the
 //! `.env` file has an error: every error is printed with file:line:column
 //! and key path, and the exit code is 1.
+//!
+//! With several managers in `--addr`, a manager that goes away is not fatal:
+//! the deploy (idempotent) is sent to the next one, and `--wait` follows the
+//! rollout on another manager when its event stream breaks (watch again,
+//! list again) until the timeout.
 
 use std::collections::BTreeMap;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::Result;
 use stackd_core::model::UpdateState;
@@ -18,7 +23,7 @@ use stackd_proto::v1;
 use tokio_stream::StreamExt;
 
 use crate::args::{DeployArgs, Global};
-use crate::client::{connect, status};
+use crate::client::{Conn, connect, status};
 use crate::inspect::{replicas, summary};
 use crate::output::name;
 use crate::stackfile;
@@ -29,16 +34,19 @@ pub async fn deploy(g: &Global, args: &DeployArgs) -> Result<i32> {
     let loaded = stackfile::load(&args.stack, &args.source)?;
     let mut c = connect(g).await?;
     if args.dry_run {
-        return crate::dryrun::show(g, &mut c, &loaded.spec, args.prune).await;
+        return crate::dryrun::show(g, c.client(), &loaded.spec, args.prune).await;
     }
     // Watch before deploying so that no change is missed.
-    let mut events = if args.wait {
-        Some(c.watch_events(v1::WatchEventsRequest { stack: args.stack.clone() }).await.map_err(status)?.into_inner())
-    } else {
-        None
-    };
+    let watch = v1::WatchEventsRequest { stack: args.stack.clone() };
+    let mut events = if args.wait { Some(watch_events(&mut c, &watch).await.map_err(status)?) } else { None };
+    // DeployStack is idempotent: it may go to the next manager even when the
+    // first one applied it before failing (that one then reports "up to date").
+    let req = v1::DeployStackRequest { spec: Some((&loaded.spec).into()), prune: args.prune };
     let resp = c
-        .deploy_stack(v1::DeployStackRequest { spec: Some((&loaded.spec).into()), prune: args.prune })
+        .read(|mut c| {
+            let req = req.clone();
+            async move { c.deploy_stack(req).await }
+        })
         .await
         .map_err(status)?
         .into_inner();
@@ -62,7 +70,9 @@ pub async fn deploy(g: &Global, args: &DeployArgs) -> Result<i32> {
     let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
     loop {
         let services = c
-            .list_services(v1::ListServicesRequest { stack: args.stack.clone(), stale: false })
+            .read(|mut c| async move {
+                c.list_services(v1::ListServicesRequest { stack: args.stack.clone(), stale: false }).await
+            })
             .await
             .map_err(status)?
             .into_inner()
@@ -121,14 +131,54 @@ pub async fn deploy(g: &Global, args: &DeployArgs) -> Result<i32> {
             eprintln!("timed out after {:?} waiting for stack {} to converge", args.timeout, args.stack);
             return Ok(EXIT_TIMEOUT);
         }
-        tokio::select! {
+        let broken = tokio::select! {
             e = events.next() => match e {
-                Some(Ok(_)) => {}
-                Some(Err(s)) => anyhow::bail!("watching events failed: {}", s.message()),
-                None => anyhow::bail!("the manager closed the event stream"),
+                Some(Ok(_)) => None,
+                Some(Err(s)) => Some(format!("watching events failed: {}", s.message())),
+                None => Some("the manager closed the event stream".to_string()),
             },
-            _ = tick.tick() => {}
-            _ = tokio::time::sleep(remaining) => {}
+            _ = tick.tick() => None,
+            _ = tokio::time::sleep(remaining) => None,
+        };
+        if let Some(why) = broken {
+            // Watch again (on the next manager that answers), then list again
+            // at the top of the loop: what happened meanwhile is not missed.
+            eprintln!("{why}; following the deploy through another manager");
+            *events = rewatch(&mut c, &watch, deadline).await?;
         }
+    }
+}
+
+/// Opens the event stream of a stack.
+async fn watch_events(
+    c: &mut Conn,
+    req: &v1::WatchEventsRequest,
+) -> Result<tonic::Streaming<v1::Event>, tonic::Status> {
+    c.read(|mut c| {
+        let req = req.clone();
+        async move { c.watch_events(req).await }
+    })
+    .await
+    .map(tonic::Response::into_inner)
+}
+
+/// Watches again after the event stream broke: on the next manager that
+/// answers (the same one when it is the only one), once a second until
+/// `deadline`.
+async fn rewatch(c: &mut Conn, req: &v1::WatchEventsRequest, deadline: Instant) -> Result<tonic::Streaming<v1::Event>> {
+    loop {
+        let error = match c.next().await {
+            Ok(()) => match watch_events(c, req).await {
+                Ok(stream) => return Ok(stream),
+                // A refusal (the token, the stack) will not change by waiting.
+                Err(s) if !crate::client::manager_gone(&s) => return Err(status(s)),
+                Err(s) => status(s),
+            },
+            Err(e) => e,
+        };
+        if Instant::now() + Duration::from_secs(1) >= deadline {
+            return Err(error.context("lost the managers while following the deploy"));
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
     }
 }

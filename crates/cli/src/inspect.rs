@@ -58,17 +58,34 @@ fn task_row(t: &Task, node_names: &std::collections::HashMap<String, String>, hi
 pub async fn ps(g: &Global, target: &str) -> Result<i32> {
     let mut c = connect(g).await?;
     // A name with a known service wins; otherwise it is a stack.
-    let is_service =
-        c.inspect_service(v1::InspectServiceRequest { service: target.to_string(), stale: g.stale }).await.is_ok();
+    let probe = v1::InspectServiceRequest { service: target.to_string(), stale: g.stale };
+    let is_service = c
+        .read(|mut c| {
+            let req = probe.clone();
+            async move { c.inspect_service(req).await }
+        })
+        .await
+        .is_ok();
     let req = if is_service {
         v1::ListTasksRequest { service: target.to_string(), stale: g.stale, ..Default::default() }
     } else {
         v1::ListTasksRequest { stack: target.to_string(), stale: g.stale, ..Default::default() }
     };
-    let resp = c.list_tasks(req).await.map_err(status)?.into_inner();
+    let resp = c
+        .read(|mut c| {
+            let req = req.clone();
+            async move { c.list_tasks(req).await }
+        })
+        .await
+        .map_err(status)?
+        .into_inner();
     let mut tasks: Vec<Task> = resp.tasks.into_iter().map(Task::try_from).collect::<Result<_, _>>()?;
     if tasks.is_empty() && !is_service {
-        let stacks = c.list_stacks(v1::ListStacksRequest { stale: g.stale }).await.map_err(status)?.into_inner();
+        let stacks = c
+            .read(|mut c| async move { c.list_stacks(v1::ListStacksRequest { stale: g.stale }).await })
+            .await
+            .map_err(status)?
+            .into_inner();
         if !stacks.stacks.iter().any(|s| s.stack.as_ref().is_some_and(|st| st.name == target)) {
             anyhow::bail!("no stack or service named {target:?}");
         }
@@ -173,8 +190,12 @@ pub fn summary(s: v1::ServiceSummary) -> Result<(Service, Counts)> {
 /// `stackctl service ls [STACK]`.
 pub async fn service_ls(g: &Global, stack: Option<&str>) -> Result<i32> {
     let mut c = connect(g).await?;
+    let req = v1::ListServicesRequest { stack: stack.unwrap_or_default().to_string(), stale: g.stale };
     let resp = c
-        .list_services(v1::ListServicesRequest { stack: stack.unwrap_or_default().to_string(), stale: g.stale })
+        .read(|mut c| {
+            let req = req.clone();
+            async move { c.list_services(req).await }
+        })
         .await
         .map_err(status)?
         .into_inner();
@@ -201,8 +222,12 @@ struct ServiceDetail {
 /// `stackctl service inspect SERVICE`.
 pub async fn service_inspect(g: &Global, name: &str) -> Result<i32> {
     let mut c = connect(g).await?;
+    let req = v1::InspectServiceRequest { service: name.to_string(), stale: g.stale };
     let resp = c
-        .inspect_service(v1::InspectServiceRequest { service: name.to_string(), stale: g.stale })
+        .read(|mut c| {
+            let req = req.clone();
+            async move { c.inspect_service(req).await }
+        })
         .await
         .map_err(status)?
         .into_inner();
@@ -255,7 +280,11 @@ struct StackRow {
 /// `stackctl stack ls`.
 pub async fn stack_ls(g: &Global) -> Result<i32> {
     let mut c = connect(g).await?;
-    let resp = c.list_stacks(v1::ListStacksRequest { stale: g.stale }).await.map_err(status)?.into_inner();
+    let resp = c
+        .read(|mut c| async move { c.list_stacks(v1::ListStacksRequest { stale: g.stale }).await })
+        .await
+        .map_err(status)?
+        .into_inner();
     let rows: Vec<StackRow> = resp
         .stacks
         .into_iter()
@@ -277,7 +306,11 @@ pub async fn stack_ls(g: &Global) -> Result<i32> {
 /// `stackctl stack rm STACK`.
 pub async fn stack_rm(g: &Global, stack: &str) -> Result<i32> {
     let mut c = connect(g).await?;
-    let resp = c.remove_stack(v1::RemoveStackRequest { name: stack.to_string() }).await.map_err(status)?.into_inner();
+    let resp = c
+        .write(|mut c| async move { c.remove_stack(v1::RemoveStackRequest { name: stack.to_string() }).await })
+        .await
+        .map_err(status)?
+        .into_inner();
     for s in &resp.removed_services {
         println!("Removing service {s}");
     }
@@ -306,7 +339,11 @@ struct NodeRow {
 /// `stackctl node ls`.
 pub async fn node_ls(g: &Global) -> Result<i32> {
     let mut c = connect(g).await?;
-    let resp = c.list_nodes(v1::ListNodesRequest { stale: g.stale }).await.map_err(status)?.into_inner();
+    let resp = c
+        .read(|mut c| async move { c.list_nodes(v1::ListNodesRequest { stale: g.stale }).await })
+        .await
+        .map_err(status)?
+        .into_inner();
     let mut rows = Vec::new();
     for n in resp.nodes {
         let n = model::Node::try_from(n)?;

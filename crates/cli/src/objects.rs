@@ -36,7 +36,14 @@ pub async fn create(g: &Global, kind: DataKind, name: &str, file: &Path, labels:
         .collect();
     let mut c = connect(g).await?;
     let req = v1::CreateObjectRequest { kind: wire(kind), name: name.to_string(), data, labels };
-    let resp = c.create_object(req).await.map_err(status)?.into_inner();
+    let resp = c
+        .write(|mut c| {
+            let req = req.clone();
+            async move { c.create_object(req).await }
+        })
+        .await
+        .map_err(status)?
+        .into_inner();
     match resp.digest.as_str() {
         // The cluster does not show a secret's digest.
         "" => println!("Created {} {name}", kind.as_str()),
@@ -60,8 +67,11 @@ struct ObjectRow {
 /// `stackctl secret|config ls`.
 pub async fn ls(g: &Global, kind: DataKind) -> Result<i32> {
     let mut c = connect(g).await?;
-    let resp =
-        c.list_objects(v1::ListObjectsRequest { kind: wire(kind), stale: g.stale }).await.map_err(status)?.into_inner();
+    let resp = c
+        .read(|mut c| async move { c.list_objects(v1::ListObjectsRequest { kind: wire(kind), stale: g.stale }).await })
+        .await
+        .map_err(status)?
+        .into_inner();
     let rows: Vec<ObjectRow> = resp
         .objects
         .into_iter()
@@ -83,7 +93,11 @@ pub async fn ls(g: &Global, kind: DataKind) -> Result<i32> {
 pub async fn rm(g: &Global, kind: DataKind, names: &[String]) -> Result<i32> {
     let mut c = connect(g).await?;
     for name in names {
-        c.remove_object(v1::RemoveObjectRequest { kind: wire(kind), name: name.clone() }).await.map_err(status)?;
+        c.write(|mut c| async move {
+            c.remove_object(v1::RemoveObjectRequest { kind: wire(kind), name: name.clone() }).await
+        })
+        .await
+        .map_err(status)?;
         println!("Removed {} {name}", kind.as_str());
     }
     Ok(crate::EXIT_OK)

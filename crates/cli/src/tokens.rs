@@ -39,8 +39,12 @@ pub async fn create(g: &Global, name: &str, role: TokenRoleArg, stacks: &[String
         TokenRoleArg::Viewer => v1::TokenRole::Viewer,
     };
     let mut c = connect(g).await?;
+    let req = v1::CreateTokenRequest { name: name.to_string(), role: wire.into(), stacks: stacks.to_vec() };
     let r = c
-        .create_token(v1::CreateTokenRequest { name: name.to_string(), role: wire.into(), stacks: stacks.to_vec() })
+        .write(|mut c| {
+            let req = req.clone();
+            async move { c.create_token(req).await }
+        })
         .await
         .map_err(status)?
         .into_inner();
@@ -53,7 +57,11 @@ pub async fn create(g: &Global, name: &str, role: TokenRoleArg, stacks: &[String
 /// `stackctl token ls`.
 pub async fn ls(g: &Global) -> Result<i32> {
     let mut c = connect(g).await?;
-    let r = c.list_tokens(v1::ListTokensRequest { stale: g.stale }).await.map_err(status)?.into_inner();
+    let r = c
+        .read(|mut c| async move { c.list_tokens(v1::ListTokensRequest { stale: g.stale }).await })
+        .await
+        .map_err(status)?
+        .into_inner();
     let rows: Vec<TokenRow> = r
         .tokens
         .into_iter()
@@ -73,7 +81,16 @@ pub async fn ls(g: &Global) -> Result<i32> {
 pub async fn rm(g: &Global, tokens: &[String]) -> Result<i32> {
     let mut c = connect(g).await?;
     for t in tokens {
-        let r = c.revoke_token(v1::RevokeTokenRequest { token: t.clone() }).await.map_err(status)?.into_inner();
+        let req = v1::RevokeTokenRequest { token: t.clone() };
+        // Revoking twice is harmless (the second finds nothing: not found).
+        let r = c
+            .write(|mut c| {
+                let req = req.clone();
+                async move { c.revoke_token(req).await }
+            })
+            .await
+            .map_err(status)?
+            .into_inner();
         println!("Revoked token {t} ({})", r.id);
     }
     Ok(crate::EXIT_OK)

@@ -3,7 +3,8 @@
 //! ```text
 //!  agent ──Session──► register node (UpsertNode + Ready) ──► stream:
 //!                       full task set of the node, then changes, each with
-//!                       the specs of the networks its tasks attach to
+//!                       the specs of the networks its tasks attach to, and
+//!                       the managers' addresses
 //!        ──Heartbeat──► last-seen time (leader memory, not replicated)
 //!        ──UpdateTaskStatus──► one UpdateTaskStatus command per call
 //!
@@ -12,6 +13,17 @@
 //!
 //! Every call must come with the node's own certificate: one of this
 //! cluster, whose CN is the node id the request names.
+//!
+//! # Leader only
+//!
+//! Liveness (who heartbeat when) is the leader's memory, so agents must talk
+//! to the leader. Every call is refused unless this manager leads with a
+//! majority ([`RaftNode::leader_watch`]): `unavailable`, with the leader's
+//! address in the `x-stackd-leader` metadata when another manager is known
+//! to lead. A session stream ends with the same refusal when this manager
+//! stops leading, so that its agent moves on. A new leader knows nothing of
+//! the last heartbeats: it waits [`LEADER_GRACE`] before it declares anyone
+//! down, time for the agents to reconnect to it.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::pin::Pin;
@@ -20,7 +32,7 @@ use std::time::{Duration, Instant};
 
 use stackd_core::command::TaskStatusUpdate;
 use stackd_core::model::{
-    Availability, DataKind, DesiredState, Node, NodeState, Resources, StackNetwork, Task, TaskId,
+    Availability, DataKind, DesiredState, Node, NodeRole, NodeState, Resources, StackNetwork, Task, TaskId,
 };
 use stackd_core::{ClusterState, Command};
 use stackd_proto::v1;
@@ -29,12 +41,19 @@ use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
 use crate::now_ms;
-use crate::raft::{RaftError, RaftNode};
+use crate::raft::{LEADER_HEADER, RaftError, RaftNode};
 
 /// How often agents heartbeat.
 pub const HEARTBEAT: Duration = Duration::from_secs(1);
 /// A node that has not heartbeat for this long is declared down.
 pub const NODE_DOWN_AFTER: Duration = Duration::from_secs(5);
+/// How long a manager that just took the lead waits before it declares
+/// silent nodes down. The agents of the old leader first notice the loss
+/// (a reset, or the h2 keep-alive: up to 3 s), then try managers in turn
+/// (backoff up to 2 s, a connect timeout of 5 s for a manager that is gone):
+/// twice [`NODE_DOWN_AFTER`] lets them all reconnect, where a false "down"
+/// would reschedule their tasks.
+pub const LEADER_GRACE: Duration = Duration::from_secs(10);
 /// How long the session waits for more changes before it sends them.
 const BATCH: Duration = Duration::from_millis(10);
 
@@ -67,6 +86,27 @@ pub(crate) fn raft_status(e: RaftError) -> Status {
     }
 }
 
+/// The refusal of a manager that does not lead with a majority: `unavailable`
+/// (agents try another manager), with the leader's address in
+/// [`LEADER_HEADER`] when another manager is known to lead.
+fn not_leader(raft: &RaftNode) -> Status {
+    let leader = raft.leader_addr();
+    let mut status = Status::unavailable(match &leader {
+        Some(addr) => format!("not the leader; the leader is at {addr}"),
+        None => "not the leader, and no leader with a majority is known: try another manager".to_string(),
+    });
+    if let Some(value) = leader.and_then(|a| a.parse().ok()) {
+        status.metadata_mut().insert(LEADER_HEADER, value);
+    }
+    status
+}
+
+/// The addresses of the manager nodes, as the state records them: where
+/// agents may open a session.
+fn manager_addrs(state: &ClusterState) -> Vec<String> {
+    state.nodes.values().filter(|n| n.role == NodeRole::Manager && !n.addr.is_empty()).map(|n| n.addr.clone()).collect()
+}
+
 fn session_id() -> String {
     use rand::Rng;
     let n: u128 = rand::thread_rng().r#gen();
@@ -84,6 +124,11 @@ impl Dispatcher {
         crate::auth::check_node(req, &self.cluster_id, node_id)
     }
 
+    /// Refuses unless this manager leads with a majority.
+    fn check_leader(&self) -> Result<(), Status> {
+        if self.raft.is_leading() { Ok(()) } else { Err(not_leader(&self.raft)) }
+    }
+
     fn touch(&self, node_id: &str, session: &str) -> Result<(), Status> {
         let mut sessions = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
         match sessions.get_mut(node_id) {
@@ -96,7 +141,8 @@ impl Dispatcher {
     }
 
     /// Declares nodes down when they stop heartbeating. Runs on every manager,
-    /// acts only on the leader.
+    /// acts only on the leader, and only [`LEADER_GRACE`] after it took the
+    /// lead (or regained its majority).
     pub async fn monitor(self, mut shutdown: watch::Receiver<bool>) {
         let mut leader = self.raft.leader_watch();
         let mut leader_since = Instant::now();
@@ -111,7 +157,7 @@ impl Dispatcher {
                 }
                 _ = shutdown.changed() => return,
             }
-            if !*leader.borrow() || leader_since.elapsed() < NODE_DOWN_AFTER {
+            if !*leader.borrow() || leader_since.elapsed() < LEADER_GRACE {
                 continue;
             }
             let ready: Vec<String> = self
@@ -211,7 +257,8 @@ fn file_objects(
     out
 }
 
-/// Sends the node's task set, then its changes, until the agent goes away.
+/// Sends the node's task set, then its changes, until the agent goes away
+/// or this manager stops leading (the stream then ends with `unavailable`).
 async fn stream_assignments(
     raft: RaftNode,
     node_id: String,
@@ -219,36 +266,55 @@ async fn stream_assignments(
     tx: mpsc::Sender<Result<v1::SessionMessage, Status>>,
 ) {
     let mut applied = raft.shared().applied();
+    let mut leading = raft.leader_watch();
     let mut sent: HashMap<TaskId, Task> = HashMap::new();
     // Contents sent in this session: each once (the agent keeps them).
     let mut sent_objects = BTreeSet::new();
+    let mut sent_managers: Vec<String> = Vec::new();
     let mut first = true;
     loop {
+        if !*leading.borrow_and_update() {
+            tracing::info!(node = %node_id, session = %session, "no longer the leader: ending the agent's session");
+            let _ = tx.send(Err(not_leader(&raft))).await;
+            return;
+        }
         applied.borrow_and_update();
         let (now, networks) = node_tasks(&raft, &node_id);
+        let managers = raft.shared().read(manager_addrs);
         let changed: Vec<&Task> = now.values().filter(|t| sent.get(&t.id) != Some(*t)).collect();
         let removed: Vec<String> = sent.keys().filter(|id| !now.contains_key(*id)).cloned().collect();
-        if first || !changed.is_empty() || !removed.is_empty() {
-            let networks = if first {
-                networks_of(now.values(), &networks)
-            } else {
-                networks_of(changed.iter().copied(), &networks)
-            };
-            let objects = raft.shared().read(|s| file_objects(s, &changed, &mut sent_objects));
-            let updated: Vec<v1::Task> = changed.into_iter().map(v1::Task::from).collect();
+        let tasks_changed = first || !changed.is_empty() || !removed.is_empty();
+        if tasks_changed || managers != sent_managers {
+            let assignments = tasks_changed.then(|| {
+                let networks = if first {
+                    networks_of(now.values(), &networks)
+                } else {
+                    networks_of(changed.iter().copied(), &networks)
+                };
+                let objects = raft.shared().read(|s| file_objects(s, &changed, &mut sent_objects));
+                let updated: Vec<v1::Task> = changed.into_iter().map(v1::Task::from).collect();
+                v1::Assignments { full: first, tasks: updated, removed, objects, networks }
+            });
+            // Every message carries the whole list: a few short addresses,
+            // in messages that come only on changes, and the agent never
+            // depends on having seen an earlier one (it simply merges).
             let msg = v1::SessionMessage {
                 session_id: session.clone(),
                 heartbeat_period_ms: HEARTBEAT.as_millis() as u64,
-                assignments: Some(v1::Assignments { full: first, tasks: updated, removed, objects, networks }),
+                assignments,
+                managers: managers.clone(),
             };
             if tx.send(Ok(msg)).await.is_err() {
                 return;
             }
             sent = now;
+            sent_managers = managers;
             first = false;
         }
         tokio::select! {
             r = applied.changed() => if r.is_err() { return },
+            // Checked at the top of the loop.
+            r = leading.changed() => if r.is_err() { return },
             _ = tx.closed() => return,
         }
         tokio::time::sleep(BATCH).await;
@@ -264,6 +330,7 @@ impl v1::dispatcher_server::Dispatcher for Dispatcher {
     async fn session(&self, req: Request<v1::SessionRequest>) -> Result<Response<Self::SessionStream>, Status> {
         let node_id = req.get_ref().description.as_ref().map(|d| d.node_id.clone()).unwrap_or_default();
         self.check_node(&req, &node_id)?;
+        self.check_leader()?;
         let d = req.into_inner().description.ok_or_else(|| Status::invalid_argument("missing node description"))?;
         if d.node_id.is_empty() {
             return Err(Status::invalid_argument("missing node id"));
@@ -308,6 +375,7 @@ impl v1::dispatcher_server::Dispatcher for Dispatcher {
 
     async fn heartbeat(&self, req: Request<v1::HeartbeatRequest>) -> Result<Response<v1::HeartbeatResponse>, Status> {
         self.check_node(&req, &req.get_ref().node_id)?;
+        self.check_leader()?;
         let r = req.into_inner();
         self.touch(&r.node_id, &r.session_id)?;
         let down = self.raft.shared().read(|s| s.nodes.get(&r.node_id).is_some_and(|n| n.state != NodeState::Ready));
@@ -325,6 +393,7 @@ impl v1::dispatcher_server::Dispatcher for Dispatcher {
         req: Request<v1::UpdateTaskStatusRequest>,
     ) -> Result<Response<v1::UpdateTaskStatusResponse>, Status> {
         self.check_node(&req, &req.get_ref().node_id)?;
+        self.check_leader()?;
         let r = req.into_inner();
         self.touch(&r.node_id, &r.session_id)?;
         let mut updates = Vec::with_capacity(r.updates.len());

@@ -278,7 +278,7 @@ async fn run_node(data_dir: &std::path::Path, identity: &Identity, bootstrap: bo
         if managers.is_empty() {
             bail!("{} knows no manager (managers.json is missing or empty)", data_dir.display());
         }
-        Some(tokio::spawn(stackd_agent::run(
+        Some(tokio::spawn(stackd_agent::run_with(
             stackd_agent::AgentConfig {
                 node_id: identity.node_id.clone(),
                 name: identity.name.clone(),
@@ -291,6 +291,8 @@ async fn run_node(data_dir: &std::path::Path, identity: &Identity, bootstrap: bo
                 files_dir: data_dir.join("task-files"),
                 generic_resources: node.resources.iter().cloned().collect(),
             },
+            // The managers it learns are kept in DATA_DIR/managers.json.
+            stackd_agent::AgentOptions { state_dir: Some(data_dir.clone()) },
             wait_stop(stop_rx.clone()),
         )))
     };

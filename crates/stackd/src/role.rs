@@ -110,17 +110,6 @@ pub async fn watch(
                 continue;
             }
         };
-        if !resp.managers.is_empty() && current == Role::Worker {
-            let mut known = files::load_managers(dir).unwrap_or_default();
-            known.sort();
-            let mut got = resp.managers.clone();
-            got.sort();
-            if known != got
-                && let Err(e) = files::save_managers(dir, &resp.managers)
-            {
-                tracing::warn!(error = %e, "cannot record the managers' addresses");
-            }
-        }
         let Some(wanted) = role_of(resp.role) else { continue };
         if wanted == current {
             demoted_since = None;

@@ -647,6 +647,23 @@ impl RaftNode {
         self.leading.subscribe()
     }
 
+    /// Whether this node leads with a reachable majority right now (what
+    /// [`leader_watch`](Self::leader_watch) last reported).
+    pub fn is_leading(&self) -> bool {
+        *self.leading.borrow()
+    }
+
+    /// The address of the leader when another node leads, as the membership
+    /// names it: where a client this node refuses should go. `None` when no
+    /// leader is known, or when this node is the leader in openraft's eyes
+    /// (without a majority it has no better address to give).
+    pub fn leader_addr(&self) -> Option<String> {
+        match Self::leader_of(&self.metrics()) {
+            (Some(leader), addr) if leader != self.id => addr,
+            _ => None,
+        }
+    }
+
     /// The membership as this node knows it (the last one in its log,
     /// committed or not).
     pub fn members(&self) -> Members {
