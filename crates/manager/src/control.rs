@@ -63,6 +63,18 @@ impl Control {
             .map_err(|why| Status::failed_precondition(format!("{what}: {why}")))
     }
 
+    /// The managers as the leader sees them; with `stale`, as this manager
+    /// sees them (it asks nobody: a stale read must answer during a partition).
+    async fn members_view(&self, stale: bool) -> Result<MembersView, Status> {
+        if stale {
+            let mut view = self.raft.local_members_view();
+            // A follower knows who leads, not who the leader hears from.
+            view.leader = self.raft.status().leader.unwrap_or(0);
+            return Ok(view);
+        }
+        self.raft.leader_members().await.map_err(raft_status)
+    }
+
     async fn read<T>(&self, stale: bool, f: impl FnOnce(&ClusterState) -> T) -> Result<T, Status> {
         if !stale {
             self.raft.read_barrier().await.map_err(raft_status)?;
@@ -406,9 +418,10 @@ impl v1::control_server::Control for Control {
 
     async fn list_nodes(&self, req: Request<v1::ListNodesRequest>) -> Result<Response<v1::ListNodesResponse>, Status> {
         self.allow(&req, Action::Read)?;
-        let nodes = self.read(req.into_inner().stale, |s| s.nodes.values().map(v1::Node::from).collect()).await?;
+        let stale = req.into_inner().stale;
+        let nodes = self.read(stale, |s| s.nodes.values().map(v1::Node::from).collect()).await?;
         // Best effort: without a leader the nodes are still listed.
-        let managers = self.raft.leader_members().await.map(|v| manager_statuses(&v)).unwrap_or_default();
+        let managers = self.members_view(stale).await.map(|v| manager_statuses(&v)).unwrap_or_default();
         Ok(Response::new(v1::ListNodesResponse { nodes, managers }))
     }
 
@@ -417,10 +430,10 @@ impl v1::control_server::Control for Control {
         req: Request<v1::ClusterStatusRequest>,
     ) -> Result<Response<v1::ClusterStatusResponse>, Status> {
         self.allow(&req, Action::Read)?;
-        let (cluster_id, state_hash) =
-            self.read(req.into_inner().stale, |s| (s.cluster_id.clone(), s.state_hash())).await?;
+        let stale = req.into_inner().stale;
+        let (cluster_id, state_hash) = self.read(stale, |s| (s.cluster_id.clone(), s.state_hash())).await?;
         let st = self.raft.status();
-        let view = self.raft.leader_members().await.ok();
+        let view = self.members_view(stale).await.ok();
         Ok(Response::new(v1::ClusterStatusResponse {
             managers: view.as_ref().map(manager_statuses).unwrap_or_default(),
             has_quorum: view.is_some_and(|v| v.has_quorum),
