@@ -4,7 +4,8 @@
 //! - (a) `kill -9` of the leader under a continuous writer: a new leader takes
 //!   writes, every acknowledged write is on every manager afterwards.
 //! - (b) the leader cut off (network namespaces, root only): the majority
-//!   elects, the old leader refuses writes, all converge after healing.
+//!   elects, the old leader refuses writes, all converge after healing;
+//!   (b2) `--stale` reads on a follower answer at once during the partition.
 //! - (c) all three killed and started again at once: the state is intact.
 //! - (d) a 4th manager joins after compaction and catches up by snapshot.
 //! - (e) joins with a wrong secret or another CA's digest change nothing.
