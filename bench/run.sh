@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs a benchmark and writes its results into docs/benchmarks.md.
 #   bash bench/run.sh deploy [stackd-bench deploy options]
-#   bash bench/run.sh raft   [stackd-bench raft options]
+#   bash bench/run.sh raft     [stackd-bench raft options]
+#   bash bench/run.sh failover [stackd-bench failover options]
 # Honours CARGO_TARGET_DIR.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -16,7 +17,10 @@ case "$what" in
     command -v etcd >/dev/null || [ -x /usr/bin/etcd ] || {
       apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y etcd-server
     }
-    cargo build --release --quiet -p stackd-bench
+    cargo build --release --quiet -p stackd -p stackd-cli -p stackd-bench
     exec "$target/release/stackd-bench" raft "$@" ;;
-  *) echo "unknown benchmark $what (known: deploy, raft)" >&2; exit 1 ;;
+  failover)
+    cargo build --release --quiet -p stackd -p stackd-cli -p stackd-bench
+    exec "$target/release/stackd-bench" failover "$@" ;;
+  *) echo "unknown benchmark $what (known: deploy, raft, failover)" >&2; exit 1 ;;
 esac

@@ -9,8 +9,11 @@
 //! markers in docs/benchmarks.md with the command that produced it.
 //!
 //! `raft`: replicated writes per second and their latency (p50, p99) with 1
-//! and 64 concurrent clients, round-robin over three members — etcd 3.4 today,
-//! stackd's three managers once they form a cluster (see [`raft::Contender`]).
+//! and 64 concurrent clients, round-robin over three members — etcd 3.4 and
+//! stackd's three managers in the same run (see [`raft::Contender`]).
+//!
+//! `failover`: time from `kill -9` of the stackd leader to the first
+//! acknowledged write, under a writer that writes every 20 ms; 10 runs.
 //!
 //! # Layout
 //!
@@ -23,8 +26,12 @@
 //!   [`raft::Contender`]s of the Raft benchmark.
 //! - `etcd.rs`: three etcd members as processes, and a minimal `KV.Put`
 //!   client generated from `bench/proto/etcd.proto` (build.rs, protox).
+//! - `cluster.rs`: three stackd managers (`--no-agent`) and TLS clients.
+//! - `failover.rs`: one failover run.
 
+mod cluster;
 mod etcd;
+mod failover;
 mod raft;
 mod raw;
 mod stackd;
@@ -49,6 +56,19 @@ enum Cmd {
     Deploy(DeployArgs),
     /// Replicated write throughput and latency against etcd.
     Raft(RaftArgs),
+    /// Time from kill -9 of the leader to the first acknowledged write.
+    Failover(FailoverArgs),
+}
+
+/// Options of `failover`.
+#[derive(clap::Args)]
+struct FailoverArgs {
+    /// Runs (one leader killed in each).
+    #[arg(long, default_value_t = 10)]
+    runs: usize,
+    /// Where to write the report (between its markers).
+    #[arg(long, default_value = "docs/benchmarks.md")]
+    out: PathBuf,
 }
 
 /// Options of `deploy`.
@@ -122,6 +142,7 @@ async fn main() -> Result<()> {
     match cli.cmd {
         Cmd::Deploy(args) => deploy_bench(args).await,
         Cmd::Raft(args) => raft_bench(args).await,
+        Cmd::Failover(args) => failover_bench(args).await,
     }
 }
 
@@ -131,15 +152,17 @@ async fn raft_bench(args: RaftArgs) -> Result<()> {
     let mut contenders = Vec::new();
     eprintln!("starting 3 etcd members");
     contenders.push(raft::Contender::Etcd(etcd::Cluster::start(3).await?));
-    // The stackd contender (3 managers, CreateObject) joins `contenders` here.
+    eprintln!("starting 3 stackd managers");
+    contenders.push(raft::Contender::Stackd(cluster::Cluster::start(3).await?));
 
     let mut rows = String::new();
+    let mut results = Vec::new();
     let mut run = 0;
     for c in &contenders {
         for &clients in &args.clients {
             run += 1;
             eprintln!("{}: {clients} client(s), {} writes after {} warm-up", c.name(), args.ops, args.warmup);
-            let op = c.op(run, args.value_len);
+            let op = c.op(run, args.value_len)?;
             let r = raft::run_load(move |i| op(i), clients, args.ops, args.warmup).await;
             eprintln!(
                 "  {:.0} ops/s, p50 {:.2} ms, p99 {:.2} ms, {} errors",
@@ -148,6 +171,7 @@ async fn raft_bench(args: RaftArgs) -> Result<()> {
                 ms(r.p99),
                 r.errors
             );
+            results.push((c.name(), clients, r.clone()));
             rows.push_str(&format!(
                 "| {} | {} | {clients} | {:.0} | {:.2} | {:.2} | {} |\n",
                 c.name(),
@@ -160,6 +184,18 @@ async fn raft_bench(args: RaftArgs) -> Result<()> {
         }
     }
     drop(contenders);
+    let mut ratios = Vec::new();
+    for &clients in &args.clients {
+        let find = |name: &str| results.iter().find(|(n, c, _)| *n == name && *c == clients).map(|(_, _, r)| r);
+        if let (Some(e), Some(s)) = (find("etcd"), find("stackd")) {
+            ratios.push(format!(
+                "{clients} client(s): {:.2}× etcd's writes/s, p50 {:.2}×, p99 {:.2}×",
+                s.ops_per_sec / e.ops_per_sec,
+                ms(s.p50) / ms(e.p50),
+                ms(s.p99) / ms(e.p99)
+            ));
+        }
+    }
 
     let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
     let clients: Vec<String> = args.clients.iter().map(|c| c.to_string()).collect();
@@ -172,8 +208,9 @@ async fn raft_bench(args: RaftArgs) -> Result<()> {
          | contender | write | clients | writes/s | p50 (ms) | p99 (ms) | errors |\n|---|---|---|---|---|---|---|\n\
          {rows}\n\
          etcd {etcd_version} (Debian's etcd-server), 3 members, its defaults (fsync per commit), plaintext. \
-         stackd: not measured yet — its contender (3 managers `--no-agent`, `CreateObject` over TLS) plugs in \
-         once managers form a cluster (issue 4).",
+         stackd: 3 managers `stackd --no-agent` (release build, default Raft settings), each write a \
+         `CreateObject` of a config named `b<run>-<i>` over TLS with the admin token, round-robin over the managers. \
+         Goal: stackd at least etcd's throughput at no worse latency. stackd in this run: {}.",
         clients.join(","),
         args.ops,
         args.warmup,
@@ -181,9 +218,52 @@ async fn raft_bench(args: RaftArgs) -> Result<()> {
         args.warmup,
         args.ops,
         args.value_len,
+        ratios.join("; "),
     );
     println!("{body}");
     write_section(&args.out, "raft", &body)?;
+    eprintln!("wrote {}", args.out.display());
+    Ok(())
+}
+
+/// The failover benchmark: `args.runs` kills of the leader.
+async fn failover_bench(args: FailoverArgs) -> Result<()> {
+    eprintln!("starting 3 stackd managers");
+    let mut c = cluster::Cluster::start(3).await?;
+    let mut times = Vec::new();
+    let mut lines = Vec::new();
+    for run in 1..=args.runs {
+        let r = failover::run_once(&mut c, run).await?;
+        let t = r.failover.as_secs_f64();
+        eprintln!(
+            "run {run}/{}: killed m{}, first write acknowledged after {t:.3} s (new leader m{})",
+            args.runs,
+            r.killed + 1,
+            r.new_leader.map_or("?".to_string(), |l| (l + 1).to_string())
+        );
+        lines.push(format!("{t:.2}"));
+        times.push(t);
+    }
+    drop(c);
+    let med = median(&mut times.clone());
+    let (min, max) = times.iter().fold((f64::MAX, 0.0f64), |(lo, hi), &t| (lo.min(t), hi.max(t)));
+    let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
+    let body = format!(
+        "Command: `bash bench/run.sh failover` (`stackd-bench failover --runs {runs}`), release build, {cpus} cores, \
+         3 managers `stackd --no-agent` on 127.0.0.1, default Raft timing (heartbeat 250 ms, election timeout \
+         500–1000 ms after the leader's lease). A writer sends a `CreateObject` (a 128-byte config) every 20 ms, \
+         round-robin over all three managers, each write in its own task. Each run kills the leader with \
+         SIGKILL at t0 and measures the time to the first acknowledged write sent after t0; then the old leader \
+         restarts (`stackd run`) and the next run waits until all three are reachable voters.\n\n\
+         | runs | median (s) | min (s) | max (s) | all runs (s) |\n|---|---|---|---|---|\n\
+         | {runs} | {med:.2} | {min:.2} | {max:.2} | {} |\n\n\
+         Goal: median ≤ 2 s. Anchors, cited, not measured here: Docker Swarm's manager election alone takes \
+         ~10 s; k3s with embedded etcd ~5 s.",
+        lines.join(", "),
+        runs = args.runs,
+    );
+    println!("{body}");
+    write_section(&args.out, "failover", &body)?;
     eprintln!("wrote {}", args.out.display());
     Ok(())
 }

@@ -2,9 +2,9 @@
 //! concurrent clients, a fixed number of writes after a warm-up, round-robin
 //! over the three members — reporting throughput and latency percentiles.
 //!
-//! Contenders: etcd 3.4 (three members, `Put`), and stackd (three managers,
-//! `CreateObject`), which plugs into [`Contender`] once managers can form a
-//! cluster (issue 4, step 9).
+//! Contenders: etcd 3.4 (three members, `Put`, plaintext), and stackd
+//! (three managers `--no-agent`, `CreateObject` of a config, over TLS with
+//! the admin token).
 
 use std::future::Future;
 use std::pin::Pin;
@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Result;
 
-use crate::etcd;
+use crate::{cluster, etcd};
 
 /// What one load run measured.
 #[derive(Debug, Clone)]
@@ -117,15 +117,11 @@ pub type OpFuture = Pin<Box<dyn Future<Output = Result<()>> + Send>>;
 pub type Op = Arc<dyn Fn(usize) -> OpFuture + Send + Sync>;
 
 /// A replicated store under test: three members that each accept writes.
-///
-/// THE STACKD CONTENDER PLUGS IN HERE: add `Stackd(crate::cluster::Cluster)`
-/// (three `stackd --no-agent` managers on 127.0.0.1, TLS clients via
-/// `stackd-tls`), whose `op` is a `CreateObject` of config `b<run>-<i>` with
-/// the value as its data, sent to manager `i % 3`, and start it in
-/// `raft_bench` (main.rs) beside etcd so both run in the same invocation.
 pub enum Contender {
     /// etcd 3.4, `KV.Put` over plaintext gRPC.
     Etcd(etcd::Cluster),
+    /// stackd's managers, `CreateObject` (a config) over TLS.
+    Stackd(cluster::Cluster),
 }
 
 impl Contender {
@@ -133,6 +129,7 @@ impl Contender {
     pub fn name(&self) -> &'static str {
         match self {
             Contender::Etcd(_) => "etcd",
+            Contender::Stackd(_) => "stackd",
         }
     }
 
@@ -140,14 +137,15 @@ impl Contender {
     pub fn op_description(&self) -> &'static str {
         match self {
             Contender::Etcd(_) => "`KV.Put` (plaintext gRPC)",
+            Contender::Stackd(_) => "`CreateObject` config (gRPC over TLS)",
         }
     }
 
     /// The write of run `run`: `op(i)` writes key `b<run>-<i>` with a value of
     /// `value_len` bytes through member `i % members`.
-    pub fn op(&self, run: usize, value_len: usize) -> Op {
+    pub fn op(&self, run: usize, value_len: usize) -> Result<Op> {
         let value = vec![b'x'; value_len];
-        match self {
+        Ok(match self {
             Contender::Etcd(cluster) => {
                 let clients = cluster.clients();
                 Arc::new(move |i: usize| -> OpFuture {
@@ -156,7 +154,15 @@ impl Contender {
                     Box::pin(async move { etcd::put(&mut client, key, value).await })
                 })
             }
-        }
+            Contender::Stackd(cluster) => {
+                let clients = cluster.clients()?;
+                Arc::new(move |i: usize| -> OpFuture {
+                    let mut client = clients[i % clients.len()].clone();
+                    let (name, value) = (format!("b{run}-{i}"), value.clone());
+                    Box::pin(async move { cluster::create_config(&mut client, name, value).await })
+                })
+            }
+        })
     }
 }
 

@@ -12,6 +12,9 @@
 //! - [`netns`]: a bridge and one network namespace per node, to run
 //!   processes on their own addresses and cut a node off the network and
 //!   heal it (partition tests; root only).
+//! - [`cluster`]: several managers as separate processes ([`Opts`],
+//!   [`Node::init_opts`], [`Node::join`]), their Raft status, the leader,
+//!   and stackctl against all of them.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -20,7 +23,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 
+pub mod cluster;
 pub mod netns;
+
+pub use cluster::{Cluster, Opts};
 
 /// The directory of the workspace's built binaries (`target/debug`).
 pub fn bin_dir() -> PathBuf {
@@ -79,7 +85,8 @@ pub fn wait_until<T>(timeout: Duration, what: &str, mut f: impl FnMut() -> Optio
     }
 }
 
-fn free_port() -> u16 {
+/// A TCP port on 127.0.0.1 that was free a moment ago.
+pub fn free_port() -> u16 {
     let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     l.local_addr().expect("addr").port()
 }
@@ -110,6 +117,15 @@ pub struct Node {
     /// Its name.
     pub name: String,
     child: Option<Child>,
+    /// How it runs (agent or not, Raft flags), on every start.
+    pub(crate) opts: Opts,
+    /// The network namespace it runs in (`ip netns exec`), if any; its
+    /// stackctl runs there too.
+    pub(crate) netns: Option<String>,
+    /// stackctl's settings for a node that has no `stackctl.env` of its own
+    /// (a joined node): the CA as PEM text and a token; `STACKCTL_ADDR` is
+    /// the node's own address.
+    pub(crate) client_env: Option<Vec<(String, String)>>,
 }
 
 impl Node {
@@ -117,19 +133,37 @@ impl Node {
     pub fn init(name: &str) -> Result<Self> {
         let dir = tempfile::Builder::new().prefix("stackd-test-").tempdir()?;
         let addr = format!("127.0.0.1:{}", free_port());
-        let mut node = Node { dir, addr, name: name.to_string(), child: None };
+        let mut node = Node::new(dir, addr, name, Opts::default(), None);
         node.spawn(&["init", "--listen", &node.addr.clone(), "--name", name])?;
         node.wait_ready()?;
         record_test_cluster(&node.cluster_id());
         Ok(node)
     }
 
-    fn spawn(&mut self, args: &[&str]) -> Result<()> {
+    pub(crate) fn new(dir: tempfile::TempDir, addr: String, name: &str, opts: Opts, netns: Option<String>) -> Node {
+        Node { dir, addr, name: name.to_string(), child: None, opts, netns, client_env: None }
+    }
+
+    /// A command for `program`, inside the node's namespace if it has one.
+    pub(crate) fn command(&self, program: &Path) -> Command {
+        match &self.netns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns]).arg(program);
+                c
+            }
+            None => Command::new(program),
+        }
+    }
+
+    pub(crate) fn spawn(&mut self, args: &[&str]) -> Result<()> {
         let log = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.path().join("stackd.log"))?;
-        let child = Command::new(bin("stackd"))
+        let child = self
+            .command(&bin("stackd"))
             .args(args)
             .arg("--data-dir")
             .arg(self.dir.path())
+            .args(self.opts.flags())
             .env("RUST_LOG", "info,stackd_agent=debug,openraft=warn")
             .stdout(Stdio::null())
             .stderr(log)
@@ -139,8 +173,12 @@ impl Node {
         Ok(())
     }
 
-    /// Waits until the node's agent is registered and ready.
+    /// Waits until the node's agent is registered and ready; a node without
+    /// an agent, until its manager serves and knows a leader.
     pub fn wait_ready(&self) -> Result<()> {
+        if self.opts.no_agent {
+            return self.wait_serving(Duration::from_secs(30));
+        }
         let start = Instant::now();
         loop {
             if let Ok(o) = self.stackctl_output(&["node", "ls", "-o", "json"])
@@ -186,6 +224,12 @@ impl Node {
     /// `STACKCTL_CA`, `STACKCTL_TOKEN`), as `stackd init` wrote them once the
     /// cluster was initialised.
     pub fn stackctl_env(&self) -> Result<Vec<(String, String)>> {
+        if let Some(env) = &self.client_env {
+            let mut env = env.clone();
+            env.retain(|(k, _)| k != "STACKCTL_ADDR");
+            env.push(("STACKCTL_ADDR".to_string(), format!("https://{}", self.addr)));
+            return Ok(env);
+        }
         let path = self.dir.path().join("stackctl.env");
         let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
         Ok(parse_env_file(&text))
@@ -195,7 +239,7 @@ impl Node {
     /// named in `unset`, plus `env` (which wins). Nothing of the test
     /// process's own `STACKCTL_*` leaks in.
     pub fn stackctl_output_unset(&self, args: &[&str], unset: &[&str], env: &[(&str, &str)]) -> Result<Output> {
-        let mut cmd = Command::new(bin("stackctl"));
+        let mut cmd = self.command(&bin("stackctl"));
         for key in ["STACKCTL_ADDR", "STACKCTL_CA", "STACKCTL_TOKEN"] {
             cmd.env_remove(key);
         }
@@ -247,10 +291,22 @@ impl Node {
         }
     }
 
-    /// Starts the node again from its data dir (`stackd run`).
-    pub fn restart(&mut self) -> Result<()> {
+    /// Whether the process runs (it was started and has not exited).
+    pub fn is_running(&mut self) -> bool {
+        self.child.as_mut().is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+    }
+
+    /// Starts the node again from its data dir (`stackd run`) without
+    /// waiting for it (after a kill: the process must be gone).
+    pub fn start(&mut self) -> Result<()> {
         self.kill9();
-        self.spawn(&["run"])?;
+        self.spawn(&["run"])
+    }
+
+    /// Starts the node again from its data dir (`stackd run`) and waits
+    /// until it is ready.
+    pub fn restart(&mut self) -> Result<()> {
+        self.start()?;
         self.wait_ready()
     }
 }
