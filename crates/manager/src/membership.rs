@@ -24,7 +24,7 @@ use tokio::sync::watch;
 
 use crate::raft::{Members, RaftNode};
 
-/// How often the reconciler looks (it also looks when the state changes).
+/// How often the reconciler looks (and when this node becomes leader).
 const TICK: Duration = Duration::from_millis(500);
 
 /// How far behind the leader's log a learner may be and still be promoted.
@@ -139,7 +139,6 @@ pub(crate) fn check_quorum(
 /// leads with a quorum.
 pub(crate) async fn run(raft: RaftNode, mut stop: watch::Receiver<bool>) {
     let mut leading = raft.leader_watch();
-    let mut applied = raft.shared().applied();
     loop {
         if *stop.borrow() {
             return;
@@ -147,10 +146,11 @@ pub(crate) async fn run(raft: RaftNode, mut stop: watch::Receiver<bool>) {
         if *leading.borrow() {
             reconcile_once(&raft).await;
         }
+        // Not on every applied entry: membership changes are rare, and a
+        // busy cluster applies thousands of entries a second.
         tokio::select! {
             _ = stop.changed() => {}
             _ = leading.changed() => {}
-            _ = applied.changed() => {}
             _ = tokio::time::sleep(TICK) => {}
         }
     }
