@@ -157,7 +157,7 @@ pub enum RaftError {
 /// `leader_lease + election timeout` without a heartbeat, where the lease is
 /// `election_max` and the timeout is drawn once per start from
 /// `election_min..election_max` (and it refuses to vote while its own lease
-/// runs). With the defaults (500–1000 ms) a follower campaigns 1–2 s after the
+/// runs). With the defaults (500–1000 ms) a follower campaigns 1.5–2 s after the
 /// last heartbeat; `docs/benchmarks.md` has the measured failover.
 #[derive(Clone, Copy, Debug)]
 pub struct Timings {
@@ -185,7 +185,7 @@ impl Default for Timings {
         Self {
             heartbeat: Duration::from_millis(250),
             // A follower campaigns after `election_max` (the leader lease) plus
-            // its timeout from this range: 1–2 s without a heartbeat.
+            // its timeout from this range: 1.5–2 s without a heartbeat.
             election_min: Duration::from_millis(500),
             election_max: Duration::from_millis(1000),
             snapshot_every: 5000,
