@@ -188,7 +188,7 @@ impl Conn {
         F: FnMut(Client) -> Fut,
         Fut: Future<Output = Result<T, tonic::Status>>,
     {
-        self.retrying(call, never_connected).await
+        self.retrying(call, stackd_tls::never_connected).await
     }
 
     async fn retrying<T, F, Fut>(&mut self, mut call: F, retry: fn(&tonic::Status) -> bool) -> Result<T, tonic::Status>
@@ -250,29 +250,6 @@ pub(crate) fn manager_gone(status: &tonic::Status) -> bool {
         Code::Unknown | Code::Internal | Code::Cancelled => std::error::Error::source(status).is_some(),
         _ => false,
     }
-}
-
-/// Whether a failed call never reached the manager: its causes include a
-/// connect that was refused or found no route (the request was not sent).
-fn never_connected(status: &tonic::Status) -> bool {
-    use std::io::ErrorKind;
-    let mut cause: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(status);
-    while let Some(e) = cause {
-        if let Some(io) = e.downcast_ref::<std::io::Error>()
-            && matches!(
-                io.kind(),
-                ErrorKind::ConnectionRefused
-                    | ErrorKind::NotConnected
-                    | ErrorKind::AddrNotAvailable
-                    | ErrorKind::HostUnreachable
-                    | ErrorKind::NetworkUnreachable
-            )
-        {
-            return true;
-        }
-        cause = e.source();
-    }
-    false
 }
 
 /// Turns a gRPC status into an error that reads well: the manager's message

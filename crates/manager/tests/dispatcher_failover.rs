@@ -4,115 +4,26 @@
 //! loses its majority ends its sessions with `unavailable`.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use stackd_core::Command;
-use stackd_core::model::Blob;
-use stackd_core::security::Security;
-use stackd_manager::{Identity, Manager, ManagerConfig, RaftNode, Timings};
+use stackd_manager::Timings;
 use stackd_proto::v1;
 use stackd_proto::v1::dispatcher_client::DispatcherClient;
 use stackd_tls::Role;
-use stackd_tls::testing::TestPki;
-use tokio::sync::oneshot;
 use tonic::Code;
 use tonic::transport::Channel;
 
-const CLUSTER: &str = "0123456789abcdef0123456789abcdef";
+mod common;
+
+use common::{CLUSTER, Node, node_id, pki, wait_until};
+
 const LEADER_HEADER: &str = "x-stackd-leader";
 
-fn pki() -> &'static TestPki {
-    static PKI: std::sync::OnceLock<TestPki> = std::sync::OnceLock::new();
-    PKI.get_or_init(|| {
-        stackd_tls::install_default_provider();
-        TestPki::for_cluster(CLUSTER)
-    })
-}
-
-fn security() -> Security {
-    let secret = |b: u8| Blob(vec![b; stackd_tls::SECRET_LEN]);
-    Security {
-        ca_cert_pem: pki().ca.cert_pem().to_string(),
-        ca_key_pem: Blob(pki().ca.key_pem().into_bytes()),
-        manager_secret: secret(1),
-        worker_secret: secret(2),
-        tokens: BTreeMap::new(),
-    }
-}
-
-fn node_id(id: u64) -> String {
-    format!("{id:016x}")
-}
-
-struct Node {
-    addr: String,
-    manager: Arc<Manager>,
-    stop_serving: Option<oneshot::Sender<()>>,
-    server: tokio::task::JoinHandle<()>,
-    _dir: tempfile::TempDir,
-}
-
-impl Node {
-    async fn start(id: u64, bootstrap: bool) -> Node {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let addr = listener.local_addr().expect("local addr").to_string();
-        // Through `generate`, for the fields this test does not care about.
-        let identity = Identity {
-            cluster_id: CLUSTER.into(),
-            node_id: node_id(id),
-            raft_id: id,
-            ..Identity::generate(&format!("m{id}"), &addr)
-        };
-        let credentials = pki().credentials(&identity.node_id, Role::Manager);
-        let config = ManagerConfig {
-            data_dir: dir.path().to_path_buf(),
-            identity,
-            bootstrap: bootstrap.then(security),
-            credentials,
-            timings: Timings::default(),
-        };
-        let manager = Arc::new(Manager::start(config).await.expect("start manager"));
-        let (stop_serving, stopped) = oneshot::channel::<()>();
-        let m = manager.clone();
-        let server = tokio::spawn(async move {
-            let _ = m
-                .serve(listener, async move {
-                    let _ = stopped.await;
-                })
-                .await;
-        });
-        Node { addr, manager, stop_serving: Some(stop_serving), server, _dir: dir }
-    }
-
-    fn raft(&self) -> &RaftNode {
-        self.manager.raft()
-    }
-
-    /// A dispatcher client with the certificate of node `as_node`.
-    async fn dispatcher(&self, as_node: u64) -> DispatcherClient<Channel> {
-        let tls = pki().client_config(Some((&node_id(as_node), Role::Manager)));
-        DispatcherClient::new(stackd_tls::channel(&self.addr, tls).await.expect("TLS channel"))
-    }
-
-    async fn kill(&mut self) {
-        if let Some(tx) = self.stop_serving.take() {
-            let _ = tx.send(());
-        }
-        self.manager.shutdown().await;
-        if tokio::time::timeout(Duration::from_millis(300), &mut self.server).await.is_err() {
-            self.server.abort();
-        }
-    }
-}
-
-async fn wait_until(timeout: Duration, what: &str, mut f: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !f() {
-        assert!(start.elapsed() < timeout, "timed out after {timeout:?} waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+/// A dispatcher client to `node` with the certificate of node `as_node`.
+async fn dispatcher(node: &Node, as_node: u64) -> DispatcherClient<Channel> {
+    let tls = pki().client_config(Some((&node_id(as_node), Role::Manager)));
+    DispatcherClient::new(stackd_tls::channel(&node.addr, tls).await.expect("TLS channel"))
 }
 
 fn description(id: u64, addr: &str) -> v1::SessionRequest {
@@ -132,8 +43,8 @@ fn leader_hint(status: &tonic::Status) -> Option<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn only_the_leader_dispatches_and_names_the_managers() {
-    let n1 = Node::start(1, true).await;
-    let mut n2 = Node::start(2, false).await;
+    let n1 = Node::start(1, true, Timings::default()).await;
+    let mut n2 = Node::start(2, false, Timings::default()).await;
     wait_until(Duration::from_secs(10), "m1 to lead an initialised cluster", || {
         n1.raft().is_leading() && n1.raft().shared().read(|s| s.cluster_id == CLUSTER)
     })
@@ -170,7 +81,7 @@ async fn only_the_leader_dispatches_and_names_the_managers() {
     assert_eq!(n1.raft().leader_addr(), None, "the leader gives no address but its own");
 
     // The follower refuses every call, naming the leader.
-    let mut on_follower = n2.dispatcher(2).await;
+    let mut on_follower = dispatcher(&n2, 2).await;
     let e = on_follower.session(description(2, &n2.addr)).await.expect_err("a follower opens no session");
     assert_eq!(e.code(), Code::Unavailable, "{e:?}");
     assert_eq!(leader_hint(&e).as_deref(), Some(n1.addr.as_str()), "{e:?}");
@@ -186,7 +97,7 @@ async fn only_the_leader_dispatches_and_names_the_managers() {
     assert_eq!((e.code(), leader_hint(&e)), (Code::Unavailable, Some(n1.addr.clone())), "{e:?}");
 
     // The leader serves; its first message names both managers.
-    let mut on_leader = n1.dispatcher(1).await;
+    let mut on_leader = dispatcher(&n1, 1).await;
     let mut stream = on_leader.session(description(1, &n1.addr)).await.expect("session on the leader").into_inner();
     let first = stream.message().await.expect("first message").expect("a message");
     assert!(first.assignments.is_some_and(|a| a.full));
@@ -217,5 +128,6 @@ async fn only_the_leader_dispatches_and_names_the_managers() {
         .expect_err("no heartbeat without a majority");
     assert_eq!(e.code(), Code::Unavailable, "{e:?}");
     assert_eq!(leader_hint(&e), None, "no other leader is known");
-    n1.manager.shutdown().await;
+    let mut n1 = n1;
+    n1.kill().await;
 }

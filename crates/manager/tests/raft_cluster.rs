@@ -1,140 +1,20 @@
 //! Raft between managers, in one process: three managers on 127.0.0.1 ports
-//! (no Docker, no agents) form a cluster through the membership API, write
+//! (no Docker, no agents) form a cluster through the membership reconciler, write
 //! through followers (forwarded to the leader), lose their leader, elect a
 //! new one without losing an acknowledged write, catch a fourth manager up
 //! through a snapshot after log compaction, and refuse writes on a leader
 //! that lost its majority (soft step-down).
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use stackd_core::Command;
 use stackd_core::model::{Blob, DataKind};
-use stackd_core::security::Security;
-use stackd_manager::{Identity, Manager, ManagerConfig, RaftError, RaftNode, Timings};
-use stackd_tls::Role;
-use stackd_tls::testing::TestPki;
-use tokio::sync::oneshot;
+use stackd_manager::{RaftError, Timings};
 
-const CLUSTER: &str = "0123456789abcdef0123456789abcdef";
+mod common;
 
-/// The cluster's CA: every manager's certificate is signed by it.
-fn pki() -> &'static TestPki {
-    static PKI: std::sync::OnceLock<TestPki> = std::sync::OnceLock::new();
-    PKI.get_or_init(|| {
-        stackd_tls::install_default_provider();
-        TestPki::for_cluster(CLUSTER)
-    })
-}
-
-/// The security state the first manager bootstraps with.
-fn security() -> Security {
-    let secret = |b: u8| Blob(vec![b; stackd_tls::SECRET_LEN]);
-    Security {
-        ca_cert_pem: pki().ca.cert_pem().to_string(),
-        ca_key_pem: Blob(pki().ca.key_pem().into_bytes()),
-        manager_secret: secret(1),
-        worker_secret: secret(2),
-        tokens: BTreeMap::new(),
-    }
-}
-
-struct Node {
-    id: u64,
-    addr: String,
-    manager: Arc<Manager>,
-    stop_serving: Option<oneshot::Sender<()>>,
-    server: tokio::task::JoinHandle<()>,
-    _dir: tempfile::TempDir,
-}
-
-impl Node {
-    async fn start(id: u64, bootstrap: bool, timings: Timings) -> Node {
-        Node::start_in(id, bootstrap, timings, tempfile::tempdir().expect("tempdir"), "127.0.0.1:0").await
-    }
-
-    /// Starts manager `id` with its data in `dir`, listening on `addr`.
-    async fn start_in(id: u64, bootstrap: bool, timings: Timings, dir: tempfile::TempDir, addr: &str) -> Node {
-        let listener = tokio::net::TcpListener::bind(addr).await.expect("bind");
-        let addr = listener.local_addr().expect("local addr").to_string();
-        let identity = Identity {
-            cluster_id: CLUSTER.into(),
-            node_id: format!("{id:016x}"),
-            raft_id: id,
-            name: format!("m{id}"),
-            addr: addr.clone(),
-            listen: String::new(),
-        };
-        let credentials = pki().credentials(&identity.node_id, Role::Manager);
-        let bootstrap = bootstrap.then(security);
-        let config = ManagerConfig { data_dir: dir.path().to_path_buf(), identity, bootstrap, credentials, timings };
-        let started = Instant::now();
-        let manager = loop {
-            // Must return without a leader: the others are not even started yet.
-            let r = tokio::time::timeout(Duration::from_secs(5), Manager::start(config.clone()))
-                .await
-                .expect("Manager::start returns without waiting for a leader");
-            match r {
-                Ok(m) => break m,
-                // In-process restart: the tasks of the stopped openraft node
-                // (replication streams) may still hold the log store for a moment.
-                Err(e) if e.to_string().contains("already open") && started.elapsed() < Duration::from_secs(5) => {
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-                Err(e) => panic!("start manager m{id}: {e}"),
-            }
-        };
-        if started.elapsed() > Duration::from_millis(100) {
-            eprintln!("m{id}: the log store was released {:?} after the stop", started.elapsed());
-        }
-        let manager = Arc::new(manager);
-        let (stop_serving, stopped) = oneshot::channel::<()>();
-        let m = manager.clone();
-        let server = tokio::spawn(async move {
-            let _ = m
-                .serve(listener, async move {
-                    let _ = stopped.await;
-                })
-                .await;
-        });
-        Node { id, addr, manager, stop_serving: Some(stop_serving), server, _dir: dir }
-    }
-
-    fn raft(&self) -> &RaftNode {
-        self.manager.raft()
-    }
-
-    /// Starts the (killed) manager again on the same data dir and address.
-    async fn start_again(self, timings: Timings) -> Node {
-        let Node { id, addr, manager, _dir: dir, .. } = self;
-        drop(manager);
-        Node::start_in(id, false, timings, dir, &addr).await
-    }
-
-    /// Stops serving and stops Raft, as a crash would (the data dir stays until drop).
-    async fn kill(&mut self) {
-        if let Some(tx) = self.stop_serving.take() {
-            let _ = tx.send(());
-        }
-        self.manager.shutdown().await;
-        // Graceful shutdown waits for the peers' connections to close: do not wait long.
-        if tokio::time::timeout(Duration::from_millis(300), &mut self.server).await.is_err() {
-            self.server.abort();
-        }
-    }
-}
-
-async fn wait_until(timeout: Duration, what: &str, mut f: impl FnMut() -> bool) -> Duration {
-    let start = Instant::now();
-    loop {
-        if f() {
-            return start.elapsed();
-        }
-        assert!(start.elapsed() < timeout, "timed out after {timeout:?} waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
+use common::{CLUSTER, Node, wait_until};
 
 fn create(name: &str) -> Command {
     Command::CreateObject {

@@ -41,7 +41,7 @@ pub use config::{
     CertStore, ConfigError, Credentials, certs_from_pem, client_config, install_default_provider, key_from_pem,
     pinned_client_config, provider, read_ca, server_config,
 };
-pub use connect::{ConnectError, channel, lazy_channel};
+pub use connect::{ConnectError, channel, lazy_channel, never_connected};
 pub use incoming::{TlsIncoming, tls_incoming};
 pub use peer::{PeerError, PeerIdentity};
 pub use pki::{CA_COMMON_NAME, Ca, NodeKey, PkiError, Role, ca_digest};

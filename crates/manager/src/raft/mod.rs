@@ -88,29 +88,6 @@ const LOST_MAJORITY: &str = "this manager lost contact with a majority of the ma
 /// Pause between two attempts to reach the leader.
 const RETRY_PAUSE: Duration = Duration::from_millis(100);
 
-/// Whether a failed call never reached the peer: its causes include a
-/// connect that was refused or found no route (the request was not sent).
-fn never_connected(status: &tonic::Status) -> bool {
-    use std::io::ErrorKind;
-    let mut cause: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(status);
-    while let Some(e) = cause {
-        if let Some(io) = e.downcast_ref::<std::io::Error>()
-            && matches!(
-                io.kind(),
-                ErrorKind::ConnectionRefused
-                    | ErrorKind::NotConnected
-                    | ErrorKind::AddrNotAvailable
-                    | ErrorKind::HostUnreachable
-                    | ErrorKind::NetworkUnreachable
-            )
-        {
-            return true;
-        }
-        cause = e.source();
-    }
-    false
-}
-
 /// Why a Raft operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum RaftError {
@@ -449,7 +426,7 @@ impl RaftNode {
                 Attempt::Retry(RaftError::NotLeader { leader: None, leader_addr })
             }
             Code::Unavailable if refused.is_some() => Attempt::Retry(RaftError::NoQuorum(status.message().to_string())),
-            Code::Unavailable if never_connected(&status) => Attempt::Retry(RaftError::NoQuorum(format!(
+            Code::Unavailable if stackd_tls::never_connected(&status) => Attempt::Retry(RaftError::NoQuorum(format!(
                 "the leader (node {leader:016x}) is unavailable: {}",
                 status.message()
             ))),
