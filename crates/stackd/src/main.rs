@@ -43,14 +43,8 @@ enum Cmd {
         /// The address all of the node's gRPC services listen on.
         #[arg(long, default_value = "127.0.0.1:4280")]
         listen: String,
-        /// The address other nodes reach this one at, when it is not
-        /// `--listen` (which may be 0.0.0.0:PORT). Managers and agents that
-        /// join later dial it.
-        #[arg(long)]
-        advertise_addr: Option<String>,
-        /// The node's name (default: the hostname).
-        #[arg(long)]
-        name: Option<String>,
+        #[command(flatten)]
+        naming: Naming,
         #[command(flatten)]
         node: NodeArgs,
     },
@@ -69,13 +63,8 @@ enum Cmd {
         /// as a manager.
         #[arg(long)]
         listen: Option<String>,
-        /// The address other nodes reach this one at, when it is not
-        /// `--listen` (which may be 0.0.0.0:PORT).
-        #[arg(long)]
-        advertise_addr: Option<String>,
-        /// The node's name (default: the hostname).
-        #[arg(long)]
-        name: Option<String>,
+        #[command(flatten)]
+        naming: Naming,
         #[command(flatten)]
         node: NodeArgs,
     },
@@ -87,6 +76,18 @@ enum Cmd {
         #[command(flatten)]
         node: NodeArgs,
     },
+}
+
+/// How a new node is known to the others (`init`, `join`).
+#[derive(clap::Args)]
+struct Naming {
+    /// The address other nodes reach this one at, when it is not `--listen`
+    /// (which may be 0.0.0.0:PORT): managers and agents dial it.
+    #[arg(long)]
+    advertise_addr: Option<String>,
+    /// The node's name (default: the hostname).
+    #[arg(long)]
+    name: Option<String>,
 }
 
 /// What the node offers, given each time it starts.
@@ -383,7 +384,7 @@ async fn main() -> Result<()> {
         .with_writer(std::io::stderr)
         .init();
     match Cli::parse().command {
-        Cmd::Init { data_dir, listen, advertise_addr, name, node } => {
+        Cmd::Init { data_dir, listen, naming: Naming { advertise_addr, name }, node } => {
             if Identity::exists(&data_dir) {
                 bail!(stackd_manager::IdentityError::Exists(
                     data_dir.display().to_string(),
@@ -410,7 +411,7 @@ async fn main() -> Result<()> {
             }
             run_roles(data_dir, identity, true, node).await
         }
-        Cmd::Join { manager, token, data_dir, listen, advertise_addr, name, node } => {
+        Cmd::Join { manager, token, data_dir, listen, naming: Naming { advertise_addr, name }, node } => {
             node.raft.timings()?;
             let name = name.unwrap_or_else(hostname);
             let request = join::JoinRequest {
