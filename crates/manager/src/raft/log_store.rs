@@ -65,8 +65,20 @@ impl LogStore {
         value: &T,
         subject: ErrorSubject<NodeIdOf>,
     ) -> StorageResult<()> {
+        self.write_meta_with(key, value, subject, redb::Durability::Immediate)
+    }
+
+    /// [`write_meta`](Self::write_meta) with the given durability.
+    fn write_meta_with<T: serde::Serialize>(
+        &self,
+        key: &str,
+        value: &T,
+        subject: ErrorSubject<NodeIdOf>,
+        durability: redb::Durability,
+    ) -> StorageResult<()> {
         let bytes = serde_json::to_vec(value).map_err(|e| io_err(subject.clone(), ErrorVerb::Write, e))?;
-        let txn = self.db.begin_write().map_err(|e| io_err(subject.clone(), ErrorVerb::Write, e))?;
+        let mut txn = self.db.begin_write().map_err(|e| io_err(subject.clone(), ErrorVerb::Write, e))?;
+        txn.set_durability(durability).map_err(|e| io_err(subject.clone(), ErrorVerb::Write, e))?;
         {
             let mut table = txn.open_table(META).map_err(|e| io_err(subject.clone(), ErrorVerb::Write, e))?;
             table.insert(key, bytes.as_slice()).map_err(|e| io_err(subject.clone(), ErrorVerb::Write, e))?;
@@ -154,15 +166,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         // it learns it again from the leader, or re-commits as leader), and
         // the next append's commit makes this one durable too. One fsync per
         // write instead of two.
-        let subject = ErrorSubject::Store;
-        let bytes = serde_json::to_vec(&committed).map_err(|e| io_err(subject.clone(), ErrorVerb::Write, e))?;
-        let mut txn = self.db.begin_write().map_err(|e| io_err(subject.clone(), ErrorVerb::Write, e))?;
-        txn.set_durability(redb::Durability::None).map_err(|e| io_err(subject.clone(), ErrorVerb::Write, e))?;
-        {
-            let mut table = txn.open_table(META).map_err(|e| io_err(subject.clone(), ErrorVerb::Write, e))?;
-            table.insert(COMMITTED, bytes.as_slice()).map_err(|e| io_err(subject.clone(), ErrorVerb::Write, e))?;
-        }
-        txn.commit().map_err(|e| io_err(subject, ErrorVerb::Write, e))
+        self.write_meta_with(COMMITTED, &committed, ErrorSubject::Store, redb::Durability::None)
     }
 
     async fn read_committed(&mut self) -> StorageResult<Option<LogId>> {
