@@ -45,7 +45,7 @@ use tracing::{info, warn};
 pub use docker::DockerError;
 pub use session::SessionError;
 
-pub use managers::MANAGERS_FILE;
+pub use managers::{MANAGERS_FILE, save_managers, saved_managers};
 
 use docker::{ContainerContext, EngineInfo, Executor};
 use managers::Managers;
@@ -126,11 +126,15 @@ pub async fn run_with(
     if config.cluster_id.is_empty() {
         return Err(AgentError::Config("the cluster id is empty".into()));
     }
-    if config.managers.is_empty() {
-        return Err(AgentError::Config("no manager endpoint".into()));
-    }
     for m in &config.managers {
         session::check_endpoint(m, &config.tls)?;
+    }
+    // The configured managers, then those the state dir keeps.
+    let managers = Managers::new(config.managers.clone(), options.state_dir.as_deref(), config.tls.clone());
+    if managers.list().is_empty() {
+        return Err(AgentError::Config(
+            "no manager endpoint: none configured, and none kept in STATE_DIR/managers.json".into(),
+        ));
     }
 
     let exec = Executor::connect(config.docker_socket.as_deref()).await?;
@@ -162,7 +166,6 @@ pub async fn run_with(
     let ctx = ContainerContext { cluster_id: config.cluster_id, node_id: config.node_id };
     let files = files::TaskFiles::open(config.files_dir.clone());
     let worker = Worker::new(exec, ctx, files, reports_tx);
-    let managers = Managers::new(config.managers, options.state_dir.as_deref(), config.tls.clone());
     Session::new(description, managers, config.tls, worker, reports_rx).run(shutdown).await;
     Ok(())
 }

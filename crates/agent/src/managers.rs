@@ -138,19 +138,7 @@ impl Managers {
     }
 
     fn read_file(&self) -> Vec<String> {
-        let Some(path) = &self.file else { return Vec::new() };
-        let text = match std::fs::read(path) {
-            Ok(t) => t,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Vec::new(),
-            Err(e) => {
-                warn!(path = %path.display(), error = %e, "cannot read the saved manager list");
-                return Vec::new();
-            }
-        };
-        serde_json::from_slice(&text).unwrap_or_else(|e| {
-            warn!(path = %path.display(), error = %e, "ignoring an unreadable saved manager list");
-            Vec::new()
-        })
+        self.file.as_deref().and_then(Path::parent).map(saved_managers).unwrap_or_default()
     }
 
     /// Writes the list to the state file (when there is one), atomically.
@@ -160,6 +148,30 @@ impl Managers {
             warn!(path = %path.display(), error = %e, "cannot save the manager list");
         }
     }
+}
+
+/// The managers' addresses kept in `state_dir` ([`MANAGERS_FILE`]); none
+/// when the file is missing or unreadable (with a warning).
+pub fn saved_managers(state_dir: &Path) -> Vec<String> {
+    let path = state_dir.join(MANAGERS_FILE);
+    let text = match std::fs::read(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Vec::new(),
+        Err(e) => {
+            warn!(path = %path.display(), error = %e, "cannot read the saved manager list");
+            return Vec::new();
+        }
+    };
+    serde_json::from_slice(&text).unwrap_or_else(|e| {
+        warn!(path = %path.display(), error = %e, "ignoring an unreadable saved manager list");
+        Vec::new()
+    })
+}
+
+/// Keeps `list` in `state_dir` ([`MANAGERS_FILE`]), atomically: what
+/// `stackd join` learns before the agent first runs.
+pub fn save_managers(state_dir: &Path, list: &[String]) -> std::io::Result<()> {
+    write_atomic(&state_dir.join(MANAGERS_FILE), list)
 }
 
 /// Writes `list` as JSON to `path` through a temporary file, synced and

@@ -9,7 +9,7 @@
 //!      bootstrap.json   0600, `stackd init` only, until InitCluster committed:
 //!                       the security state to propose and the admin token
 //!    stackctl.env       0600, written once InitCluster committed (`init` only)
-//!    managers.json      the managers' addresses, as last learned
+//!    managers.json      the managers' addresses (stackd join, then the agent)
 //! ```
 
 use std::os::unix::fs::PermissionsExt;
@@ -134,21 +134,6 @@ pub fn retire_raft(dir: &Path, now_ms: u64) -> Result<()> {
     }
     let to = dir.join(format!("raft.removed-{now_ms}"));
     std::fs::rename(&from, &to).with_context(|| format!("moving {} to {}", from.display(), to.display()))
-}
-
-/// The managers' addresses the node knew last (empty when it knows none).
-pub fn load_managers(dir: &Path) -> Result<Vec<String>> {
-    let path = dir.join("managers.json");
-    if !path.exists() {
-        return Ok(vec![]);
-    }
-    let bytes = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
-    serde_json::from_slice(&bytes).with_context(|| format!("{} is corrupt", path.display()))
-}
-
-/// Records the managers' addresses (`managers.json`).
-pub fn save_managers(dir: &Path, managers: &[String]) -> Result<()> {
-    write_file(dir, "managers.json", &serde_json::to_vec_pretty(managers)?, 0o644)
 }
 
 /// The node's credentials from `dir/tls`.

@@ -109,7 +109,8 @@ pub async fn join(dir: &Path, req: &JoinRequest<'_>) -> Result<Identity> {
     if !managers.iter().any(|m| m == req.manager) {
         managers.push(req.manager.to_string());
     }
-    files::save_managers(dir, &managers)?;
+    stackd_agent::save_managers(dir, &managers)
+        .with_context(|| format!("writing {}", dir.join(stackd_agent::MANAGERS_FILE).display()))?;
     let identity = Identity {
         cluster_id: resp.cluster_id,
         node_id: resp.node_id,

@@ -199,19 +199,26 @@ enum Exit {
     RoleChanged(stackd_tls::Role),
 }
 
-/// Runs the node until its role changes: [`run_node`] again and again.
-async fn run_roles(data_dir: PathBuf, identity: Identity, mut bootstrap: bool, node: NodeArgs) -> Result<()> {
+/// Runs the node until a signal or a failure: [`run_node`] again after each
+/// role change. `stop` turns true on SIGTERM or Ctrl-C, whenever it comes.
+async fn run_roles(
+    data_dir: PathBuf,
+    identity: Identity,
+    mut bootstrap: bool,
+    node: NodeArgs,
+    stop: tokio::sync::watch::Receiver<bool>,
+) -> Result<()> {
     loop {
-        match run_node(&data_dir, &identity, bootstrap, &node).await? {
+        match run_node(&data_dir, &identity, bootstrap, &node, stop.clone()).await? {
             Exit::Stopped => return Ok(()),
             Exit::RoleChanged(role) => {
                 bootstrap = false;
-                if role == stackd_tls::Role::Worker {
-                    files::retire_raft(&data_dir, stackd_manager::now_ms())?;
-                    if node.no_agent {
-                        tracing::info!("this node is a worker now; it ran with --no-agent, so it stops");
-                        return Ok(());
-                    }
+                if role == stackd_tls::Role::Worker && node.no_agent {
+                    tracing::info!("this node is a worker now; it ran with --no-agent, so it stops");
+                    return Ok(());
+                }
+                if *stop.borrow() {
+                    return Ok(());
                 }
                 tracing::info!(role = role.as_str(), "restarting the node's roles");
             }
@@ -222,7 +229,13 @@ async fn run_roles(data_dir: PathBuf, identity: Identity, mut bootstrap: bool, n
 /// Runs the node of `data_dir` until a signal, a failure or a role change:
 /// the manager role if its certificate is a manager's, and the agent unless
 /// `--no-agent`.
-async fn run_node(data_dir: &std::path::Path, identity: &Identity, bootstrap: bool, node: &NodeArgs) -> Result<Exit> {
+async fn run_node(
+    data_dir: &std::path::Path,
+    identity: &Identity,
+    bootstrap: bool,
+    node: &NodeArgs,
+    mut signal: tokio::sync::watch::Receiver<bool>,
+) -> Result<Exit> {
     let data_dir = data_dir.to_path_buf();
     let identity = identity.clone();
     let timings = node.raft.timings()?;
@@ -235,6 +248,11 @@ async fn run_node(data_dir: &std::path::Path, identity: &Identity, bootstrap: bo
     let is_manager = role == stackd_tls::Role::Manager;
     if !is_manager && node.no_agent {
         bail!("--no-agent leaves a worker nothing to do: a worker runs only the agent");
+    }
+    if !is_manager {
+        // A demoted manager's Raft state goes aside (also after a crash right
+        // after its demotion): a later promotion starts from an empty log.
+        files::retire_raft(&data_dir, stackd_manager::now_ms())?;
     }
     let manager = if is_manager {
         let listener = tokio::net::TcpListener::bind(identity.bind_addr())
@@ -274,16 +292,10 @@ async fn run_node(data_dir: &std::path::Path, identity: &Identity, bootstrap: bo
     } else {
         let agent_tls: Arc<rustls::ClientConfig> =
             stackd_tls::client_config(credentials.ca(), Some(&credentials)).context("the agent's TLS configuration")?;
-        // This node first when it is a manager, then the managers it knew last.
-        let mut managers: Vec<String> = manager.as_ref().map(|_| dial_addr(&identity.addr)).into_iter().collect();
-        for m in files::load_managers(&data_dir)? {
-            if !managers.contains(&m) {
-                managers.push(m);
-            }
-        }
-        if managers.is_empty() {
-            bail!("{} knows no manager (managers.json is missing or empty)", data_dir.display());
-        }
+        // This node when it is a manager; the agent adds the managers it
+        // keeps in DATA_DIR/managers.json (those given by `stackd join`, then
+        // those it learns), and drops the ones the cluster no longer names.
+        let managers: Vec<String> = manager.as_ref().map(|_| dial_addr(&identity.addr)).into_iter().collect();
         Some(tokio::spawn(stackd_agent::run_with(
             stackd_agent::AgentConfig {
                 node_id: identity.node_id.clone(),
@@ -320,6 +332,9 @@ async fn run_node(data_dir: &std::path::Path, identity: &Identity, bootstrap: bo
             _ => std::future::pending().await,
         }
     };
+    // Kept to stop an agent that does not stop in time: a new agent for the
+    // same node must never run beside it.
+    let agent_abort = agent.as_ref().map(|h| h.abort_handle());
     let agent_done = async {
         match agent {
             Some(handle) => Some(handle.await),
@@ -348,7 +363,7 @@ async fn run_node(data_dir: &std::path::Path, identity: &Identity, bootstrap: bo
             }
         },
         r = &mut role_change => r.map(Exit::RoleChanged),
-        _ = shutdown_signal() => {
+        _ = signal.wait_for(|s| *s) => {
             tracing::info!("shutting down");
             Ok(Exit::Stopped)
         }
@@ -359,10 +374,16 @@ async fn run_node(data_dir: &std::path::Path, identity: &Identity, bootstrap: bo
         // by itself, so in-flight calls get a moment, not more.
         let _ = tokio::time::timeout(Duration::from_secs(3), &mut serve).await;
     }
-    if outcome.is_ok() && !agent_finished {
+    if !agent_finished {
         match tokio::time::timeout(Duration::from_secs(10), &mut agent_done).await {
             Ok(Some(Ok(Err(e)))) => tracing::warn!(error = %e, "agent stopped with an error"),
             Ok(Some(Err(e))) => tracing::warn!(error = %e, "agent task failed"),
+            Err(_) => {
+                tracing::warn!("the agent did not stop within 10 s: stopping it");
+                if let Some(abort) = &agent_abort {
+                    abort.abort();
+                }
+            }
             _ => {}
         }
     }
@@ -383,6 +404,12 @@ async fn main() -> Result<()> {
         )
         .with_writer(std::io::stderr)
         .init();
+    // One watcher for the whole process: a signal during a role change is not lost.
+    let (signal_tx, signal) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        let _ = signal_tx.send(true);
+    });
     match Cli::parse().command {
         Cmd::Init { data_dir, listen, naming: Naming { advertise_addr, name }, node } => {
             if Identity::exists(&data_dir) {
@@ -409,7 +436,7 @@ async fn main() -> Result<()> {
             if listen != advertised {
                 identity.listen = listen;
             }
-            run_roles(data_dir, identity, true, node).await
+            run_roles(data_dir, identity, true, node, signal).await
         }
         Cmd::Join { manager, token, data_dir, listen, naming: Naming { advertise_addr, name }, node } => {
             node.raft.timings()?;
@@ -424,11 +451,11 @@ async fn main() -> Result<()> {
                 no_agent: node.no_agent,
             };
             let identity = join::join(&data_dir, &request).await?;
-            run_roles(data_dir, identity, false, node).await
+            run_roles(data_dir, identity, false, node, signal).await
         }
         Cmd::Run { data_dir, node } => {
             let identity = Identity::load(&data_dir)?;
-            run_roles(data_dir, identity, false, node).await
+            run_roles(data_dir, identity, false, node, signal).await
         }
     }
 }

@@ -4,7 +4,7 @@
 //!  every PERIOD: Control.RenewNodeCertificate{} on a manager (this node first when it is one)
 //!    role in the state == role in tls/node.crt ─► nothing
 //!    otherwise (promote / demote):
-//!      demoted manager: wait until Raft let it go (not a member), at most LEAVE_WAIT
+//!      demoted manager: wait until Raft let it go (not a member)
 //!      new certificate for the new role (same key) ─► tls/node.crt
 //!      ─► the node restarts its roles: manager (Raft learner + server + agent) or worker (agent)
 //! ```
@@ -12,6 +12,7 @@
 //! The manager's answer is linearizable (read index), so a node never acts
 //! on a change that was undone since.
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -20,6 +21,7 @@ use anyhow::{Context, Result, anyhow, bail};
 use stackd_manager::{Identity, RaftNode};
 use stackd_proto::v1;
 use stackd_tls::{Credentials, Role};
+use tonic::transport::Channel;
 
 use crate::files;
 
@@ -29,8 +31,8 @@ const PERIOD: Duration = Duration::from_secs(3);
 /// How long one question may take.
 const ASK_TIMEOUT: Duration = Duration::from_secs(3);
 
-/// How long a demoted manager waits for Raft to remove it before it stops
-/// its manager role anyway.
+/// How long a demoted manager waits for Raft to remove it before it warns
+/// (it never stops its manager role while still a member).
 const LEAVE_WAIT: Duration = Duration::from_secs(15);
 
 /// Where this node asks: itself first when it is a manager, then the
@@ -46,37 +48,49 @@ fn addresses(dir: &Path, own: Option<&str>, raft: Option<&RaftNode>) -> Vec<Stri
         let m = raft.members();
         m.voters.into_values().chain(m.learners.into_values()).for_each(&mut add);
     }
-    files::load_managers(dir).unwrap_or_default().into_iter().for_each(add);
+    stackd_agent::saved_managers(dir).into_iter().for_each(add);
     list
 }
 
-async fn ask(addr: &str, tls: Arc<rustls::ClientConfig>, csr: Vec<u8>) -> Result<v1::RenewNodeCertificateResponse> {
-    let call = async {
-        let channel = stackd_tls::channel(addr, tls).await?;
-        let mut client = v1::control_client::ControlClient::new(channel);
-        let resp = client
-            .renew_node_certificate(v1::RenewNodeCertificateRequest { csr_der: csr })
-            .await
-            .map_err(|s| anyhow!("{}: {}", addr, s.message()))?;
-        Ok::<_, anyhow::Error>(resp.into_inner())
-    };
-    tokio::time::timeout(ASK_TIMEOUT, call).await.map_err(|_| anyhow!("{addr}: no answer within {ASK_TIMEOUT:?}"))?
+/// Connections to the managers, made once and reused by every question
+/// (a lazy channel reconnects by itself).
+struct Managers {
+    tls: Arc<rustls::ClientConfig>,
+    channels: HashMap<String, Channel>,
 }
 
-/// The first answer of the managers at `addrs`.
-async fn ask_any(
-    addrs: &[String],
-    tls: &Arc<rustls::ClientConfig>,
-    csr: &[u8],
-) -> Result<v1::RenewNodeCertificateResponse> {
-    let mut last = anyhow!("no manager address known");
-    for addr in addrs {
-        match ask(addr, tls.clone(), csr.to_vec()).await {
-            Ok(r) => return Ok(r),
-            Err(e) => last = e,
+impl Managers {
+    fn channel(&mut self, addr: &str) -> Result<Channel> {
+        if let Some(ch) = self.channels.get(addr) {
+            return Ok(ch.clone());
         }
+        let ch = stackd_tls::lazy_channel(addr, self.tls.clone())?;
+        self.channels.insert(addr.to_string(), ch.clone());
+        Ok(ch)
     }
-    Err(last)
+
+    async fn ask(&mut self, addr: &str, csr: Vec<u8>) -> Result<v1::RenewNodeCertificateResponse> {
+        let mut client = v1::control_client::ControlClient::new(self.channel(addr)?);
+        let mut req = tonic::Request::new(v1::RenewNodeCertificateRequest { csr_der: csr });
+        req.set_timeout(ASK_TIMEOUT);
+        let resp = tokio::time::timeout(ASK_TIMEOUT, client.renew_node_certificate(req))
+            .await
+            .map_err(|_| anyhow!("{addr}: no answer within {ASK_TIMEOUT:?}"))?
+            .map_err(|s| anyhow!("{addr}: {}", s.message()))?;
+        Ok(resp.into_inner())
+    }
+
+    /// The first answer of the managers at `addrs`.
+    async fn ask_any(&mut self, addrs: &[String], csr: &[u8]) -> Result<v1::RenewNodeCertificateResponse> {
+        let mut last = anyhow!("no manager address known");
+        for addr in addrs {
+            match self.ask(addr, csr.to_vec()).await {
+                Ok(r) => return Ok(r),
+                Err(e) => last = e,
+            }
+        }
+        Err(last)
+    }
 }
 
 fn role_of(wire: i32) -> Option<Role> {
@@ -89,7 +103,8 @@ fn role_of(wire: i32) -> Option<Role> {
 
 /// Watches the node's role; returns the new role once the node holds a
 /// certificate for it (written to `tls/node.crt`): the caller restarts the
-/// node's roles. Runs for ever while the role does not change.
+/// node's roles. Runs for ever while the role does not change; failures
+/// (managers unreachable, a role changed back meanwhile) are retried.
 pub async fn watch(
     dir: &Path,
     identity: &Identity,
@@ -99,11 +114,14 @@ pub async fn watch(
     own_addr: Option<String>,
 ) -> Result<Role> {
     let tls = stackd_tls::client_config(credentials.ca(), Some(credentials)).context("the node's TLS configuration")?;
+    let mut managers = Managers { tls, channels: HashMap::new() };
     let mut demoted_since: Option<Instant> = None;
     loop {
         tokio::time::sleep(PERIOD).await;
-        let addrs = addresses(dir, own_addr.as_deref(), raft.as_ref());
-        let resp = match ask_any(&addrs, &tls, &[]).await {
+        // A demoted manager asks the others: its own state may no longer follow the log.
+        let own = if demoted_since.is_some() { None } else { own_addr.as_deref() };
+        let addrs = addresses(dir, own, raft.as_ref());
+        let resp = match managers.ask_any(&addrs, &[]).await {
             Ok(r) => r,
             Err(e) => {
                 tracing::debug!(error = %e, "cannot ask the managers for this node's role");
@@ -116,20 +134,30 @@ pub async fn watch(
             continue;
         }
         if current == Role::Manager {
-            // Leave Raft first: stopping while still a voter would take a vote away.
+            // Leave Raft first: stopping while still a voter would take a vote
+            // away for good. The leader removes a demoted manager within a
+            // tick unless it has no quorum: then this one waits with it.
             let since = *demoted_since.get_or_insert_with(Instant::now);
             let member = raft.as_ref().is_some_and(|r| {
                 let m = r.members();
                 m.voters.contains_key(&identity.raft_id) || m.learners.contains_key(&identity.raft_id)
             });
-            if member && since.elapsed() < LEAVE_WAIT {
-                tracing::info!("this manager was demoted: waiting for Raft to let it go");
+            if member {
+                if since.elapsed() > LEAVE_WAIT {
+                    tracing::warn!(
+                        waiting = ?since.elapsed(),
+                        "this manager was demoted but is still a Raft member: waiting for the leader to remove it \
+                         (does the cluster have a quorum? `stackctl cluster status`)"
+                    );
+                }
                 continue;
             }
         }
         tracing::info!(from = current.as_str(), to = wanted.as_str(), "the cluster changed this node's role");
-        renew(dir, identity, credentials, &tls, &addrs, wanted).await?;
-        return Ok(wanted);
+        match renew(dir, identity, credentials, &mut managers, &addrs, wanted).await {
+            Ok(()) => return Ok(wanted),
+            Err(e) => tracing::warn!(error = %e, "could not take the new role yet; retrying"),
+        }
     }
 }
 
@@ -138,7 +166,7 @@ async fn renew(
     dir: &Path,
     identity: &Identity,
     credentials: &Credentials,
-    tls: &Arc<rustls::ClientConfig>,
+    managers: &mut Managers,
     addrs: &[String],
     wanted: Role,
 ) -> Result<()> {
@@ -146,7 +174,7 @@ async fn renew(
     let csr = key.csr_der().context("making the certificate request")?;
     let mut attempt = 0;
     let resp = loop {
-        match ask_any(addrs, tls, &csr).await {
+        match managers.ask_any(addrs, &csr).await {
             Ok(r) if role_of(r.role) == Some(wanted) && !r.cert_pem.is_empty() => break r,
             Ok(_) => bail!("the cluster changed this node's role again while it was being renewed"),
             Err(e) if attempt < 10 => {
