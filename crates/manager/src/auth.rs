@@ -58,11 +58,29 @@ pub(crate) fn peer_node<T>(req: &Request<T>, cluster_id: &str) -> Result<Option<
 }
 
 /// The check of the Raft service: only a manager certificate of the cluster
-/// `cluster_id` may call it (a joining manager has one before it is in the
-/// state, so the state is not consulted).
-pub(crate) fn manager_peer(cluster_id: String) -> impl FnMut(Request<()>) -> Result<Request<()>, Status> + Clone {
+/// `cluster_id`, of a node the local state does not know as anything else.
+/// A joining manager has its certificate before its own state holds
+/// anything, so an empty state lets every manager certificate through; once
+/// the state is there, a removed node (absent) or a demoted one (a worker
+/// now) is refused although its certificate is still valid.
+pub(crate) fn manager_peer(
+    cluster_id: String,
+    shared: std::sync::Arc<crate::raft::Shared>,
+) -> impl FnMut(Request<()>) -> Result<Request<()>, Status> + Clone {
     move |req: Request<()>| match peer_node(&req, &cluster_id)? {
-        Some(peer) if peer.role == stackd_tls::Role::Manager => Ok(req),
+        Some(peer) if peer.role == stackd_tls::Role::Manager => {
+            let known = shared.read(|s| {
+                s.cluster_id.is_empty() || s.nodes.get(&peer.node_id).is_some_and(|n| n.role == NodeRole::Manager)
+            });
+            if known {
+                Ok(req)
+            } else {
+                Err(Status::permission_denied(format!(
+                    "node {} is no manager of this cluster (removed or demoted): it takes no part in Raft",
+                    peer.node_id
+                )))
+            }
+        }
         Some(_) => Err(Status::permission_denied("only managers take part in Raft")),
         None => Err(Status::unauthenticated("Raft needs the manager certificate of this cluster")),
     }

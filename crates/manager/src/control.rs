@@ -57,7 +57,12 @@ impl Control {
     async fn check_quorum(&self, node_id: &str, name: &str, what: &str) -> Result<(), Status> {
         let Some(id) = membership::raft_id(node_id) else { return Ok(()) };
         let view = self.raft.leader_members().await.map_err(raft_status)?;
-        let voters: BTreeSet<u64> = view.members.iter().filter(|m| m.voter).map(|m| m.id).collect();
+        // Voters the state still wants: demotions and removals committed but
+        // not yet carried out by the reconciler count as done, so that two
+        // quick demotions cannot each pass against the same old membership.
+        let desired = self.read(false, membership::desired_voters).await?;
+        let voters: BTreeSet<u64> =
+            view.members.iter().filter(|m| m.voter && desired.contains_key(&m.id)).map(|m| m.id).collect();
         let reachable: BTreeSet<u64> = view.members.iter().filter(|m| m.reachable).map(|m| m.id).collect();
         membership::check_quorum(&voters, &reachable, Change::Remove(id), name)
             .map_err(|why| Status::failed_precondition(format!("{what}: {why}")))
@@ -178,6 +183,30 @@ fn cluster_ca(state: &ClusterState) -> Result<stackd_tls::Ca, Status> {
         .map_err(|_| Status::internal("the cluster's CA key is not PEM text"))?;
     stackd_tls::Ca::from_pem(&state.security.ca_cert_pem, key)
         .map_err(|e| Status::internal(format!("the cluster's CA is unusable: {e}")))
+}
+
+/// The role a join token's secret gives, if the token is this cluster's:
+/// its CA digest (compared without the CA key) and one of the join secrets.
+fn join_role(state: &ClusterState, token: &stackd_tls::JoinToken) -> Result<NodeRole, Status> {
+    let ca = stackd_tls::read_ca(&state.security.ca_cert_pem)
+        .map_err(|e| Status::internal(format!("the cluster's CA certificate is unusable: {e}")))?;
+    if !stackd_tls::ct_eq(stackd_tls::ca_digest(&ca).as_bytes(), token.ca_digest().as_bytes()) {
+        return Err(Status::permission_denied(
+            "invalid join token: it belongs to another cluster (its CA digest is not this cluster's)",
+        ));
+    }
+    state.security.join_role(token.secret().as_bytes()).ok_or_else(|| {
+        Status::permission_denied(
+            "invalid join token: its secret is neither the manager nor the worker secret (rotated?); get the \
+             current one with `stackctl cluster join-token manager|worker`",
+        )
+    })
+}
+
+/// Whether `addr` is an address other managers can dial: IP:PORT, neither
+/// the unspecified address nor port 0.
+fn reachable_addr(addr: &str) -> bool {
+    addr.parse::<std::net::SocketAddr>().is_ok_and(|a| !a.ip().is_unspecified() && a.port() != 0)
 }
 
 /// A fresh Raft id, not zero and not the id of a node in `state`.
@@ -458,21 +487,14 @@ impl v1::control_server::Control for Control {
         let r = req.into_inner();
         let token = stackd_tls::JoinToken::parse(&r.token)
             .map_err(|_| Status::invalid_argument("the join token is not of the form STK-1-<CA digest>-<secret>"))?;
-        // A secret rotated a moment ago must not be accepted by a lagging manager.
+        // Checked against this manager's state first, so that a bad token
+        // costs no quorum round; then again after the read barrier, so that a
+        // secret rotated a moment ago is not accepted by a lagging manager.
+        self.raft.shared().read(|s| join_role(s, &token))?;
         self.raft.read_barrier().await.map_err(raft_status)?;
         let (ca, role, raft_id, managers) = self.raft.shared().read(|s| {
+            let role = join_role(s, &token)?;
             let ca = cluster_ca(s)?;
-            if !stackd_tls::ct_eq(ca.digest().as_bytes(), token.ca_digest().as_bytes()) {
-                return Err(Status::permission_denied(
-                    "invalid join token: it belongs to another cluster (its CA digest is not this cluster's)",
-                ));
-            }
-            let role = s.security.join_role(token.secret().as_bytes()).ok_or_else(|| {
-                Status::permission_denied(
-                    "invalid join token: its secret is neither the manager nor the worker secret (rotated?); get \
-                     the current one with `stackctl cluster join-token manager|worker`",
-                )
-            })?;
             if let Some(n) = s.nodes.values().find(|n| n.name == r.name) {
                 return Err(Status::already_exists(format!(
                     "a node named {} exists already (id {}): choose another --name, or remove the old node with \
@@ -496,7 +518,7 @@ impl v1::control_server::Control for Control {
                  manager token",
             ));
         }
-        if role == NodeRole::Manager && r.addr.parse::<std::net::SocketAddr>().is_err() {
+        if role == NodeRole::Manager && !reachable_addr(&r.addr) {
             return Err(Status::invalid_argument(format!(
                 "a manager needs an address the other managers can reach, as IP:PORT (`stackd join --listen`); got {:?}",
                 r.addr
@@ -548,24 +570,21 @@ impl v1::control_server::Control for Control {
         &self,
         req: Request<v1::RenewNodeCertificateRequest>,
     ) -> Result<Response<v1::RenewNodeCertificateResponse>, Status> {
-        // Only a node's own certificate; the role is the state's, read
-        // linearizably so that a node never acts on a role change undone since.
+        // Only a node's own certificate (checked before anything costs a
+        // quorum round); the role is the state's, read linearizably so that a
+        // node never acts on a role change undone since.
+        if !matches!(self.caller(&req)?, Caller::Node { .. }) {
+            return Err(Status::permission_denied("only a node, with its own certificate, renews it"));
+        }
         self.raft.read_barrier().await.map_err(raft_status)?;
-        let node_id = match self.caller(&req)? {
-            Caller::Node { id, .. } => id,
-            Caller::Token(_) => {
-                return Err(Status::permission_denied("only a node, with its own certificate, renews it"));
-            }
+        let Caller::Node { id: node_id, role } = self.caller(&req)? else {
+            return Err(Status::permission_denied("only a node, with its own certificate, renews it"));
         };
         let csr = req.into_inner().csr_der;
-        let (ca, role, managers) = self.raft.shared().read(|s| {
-            let role = s.nodes.get(&node_id).map(|n| n.role).ok_or_else(|| Status::unauthenticated("removed"))?;
-            let managers = s.nodes.values().filter(|n| n.role == NodeRole::Manager).map(|n| n.addr.clone()).collect();
-            Ok::<_, Status>((cluster_ca(s)?, role, managers))
-        })?;
         let cert_pem = if csr.is_empty() {
             String::new()
         } else {
+            let ca = self.raft.shared().read(cluster_ca)?;
             let tls_role = match role {
                 NodeRole::Manager => stackd_tls::Role::Manager,
                 NodeRole::Worker => stackd_tls::Role::Worker,
@@ -576,11 +595,7 @@ impl v1::control_server::Control for Control {
             tracing::info!(node = %node_id, role = role.as_str(), "node certificate renewed");
             format!("{cert}{}", ca.cert_pem())
         };
-        Ok(Response::new(v1::RenewNodeCertificateResponse {
-            role: v1::NodeRole::from(role).into(),
-            cert_pem,
-            managers,
-        }))
+        Ok(Response::new(v1::RenewNodeCertificateResponse { role: v1::NodeRole::from(role).into(), cert_pem }))
     }
 
     async fn get_join_token(
@@ -623,7 +638,7 @@ impl v1::control_server::Control for Control {
         }
         if role == NodeRole::Manager {
             let addr = self.read(true, |s| s.nodes.get(&id).map(|n| n.addr.clone()).unwrap_or_default()).await?;
-            if addr.parse::<std::net::SocketAddr>().is_err() {
+            if !reachable_addr(&addr) {
                 return Err(Status::failed_precondition(format!(
                     "node {name} has no address the managers can reach ({addr:?}): a manager serves Raft; join it \
                      with `stackd join --listen IP:PORT` to be able to promote it"

@@ -267,7 +267,7 @@ impl Manager {
             .add_service(v1::dispatcher_server::DispatcherServer::new(self.dispatcher.clone()))
             .add_service(InterceptedService::new(
                 raft::RaftService::new(self.raft.clone()).server(),
-                auth::manager_peer(self.identity.cluster_id.clone()),
+                auth::manager_peer(self.identity.cluster_id.clone(), self.raft.shared().clone()),
             ))
     }
 

@@ -100,18 +100,14 @@ impl RaftService {
     /// membership — need a manager that is still a member: a removed one's
     /// certificate stays valid.
     fn check_member<T>(&self, req: &Request<T>) -> Result<(), Status> {
-        let (cluster_id, managers) = self.node.shared().read(|s| {
-            let managers: Vec<String> = s
-                .nodes
-                .values()
-                .filter(|n| n.role == stackd_core::model::NodeRole::Manager)
-                .map(|n| n.id.clone())
-                .collect();
-            (s.cluster_id.clone(), managers)
-        });
+        let cluster_id = self.node.shared().read(|s| s.cluster_id.clone());
         let peer = crate::auth::peer_node(req, &cluster_id)?
             .ok_or_else(|| Status::unauthenticated("this call needs the manager certificate of a member"))?;
-        if managers.contains(&peer.node_id) {
+        let manager = self
+            .node
+            .shared()
+            .read(|s| s.nodes.get(&peer.node_id).is_some_and(|n| n.role == stackd_core::model::NodeRole::Manager));
+        if manager {
             Ok(())
         } else {
             Err(Status::permission_denied(format!("node {} is not a manager of the cluster", peer.node_id)))
