@@ -27,7 +27,9 @@ fi
 need() {
   command -v "$1" >/dev/null 2>&1 && return 0
   echo "$1 not installed; installing $2 via apt-get" >&2
-  apt-get install -y "$2" >/dev/null 2>&1 || { apt-get update >/dev/null && apt-get install -y "$2" >/dev/null; }
+  DEBIAN_FRONTEND=noninteractive apt-get install -y "$2" >/dev/null 2>&1 || {
+    apt-get update >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y "$2" >/dev/null
+  }
 }
 
 step "system tools the tests use"

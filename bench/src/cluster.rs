@@ -41,7 +41,8 @@ impl Interceptor for Bearer {
 /// How long one RPC of the benchmarks may take.
 pub const RPC_TIMEOUT: Duration = Duration::from_secs(10);
 
-fn bin(name: &str) -> String {
+/// The release binary `name` that bench/run.sh built (honours `CARGO_TARGET_DIR`).
+pub(crate) fn bin(name: &str) -> String {
     let target = std::env::var("CARGO_TARGET_DIR").unwrap_or_else(|_| "target".to_string());
     format!("{target}/release/{name}")
 }

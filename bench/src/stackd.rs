@@ -5,14 +5,12 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 
+use crate::cluster::bin;
+
 /// A running single-node cluster.
 pub struct Node {
     child: Child,
     dir: tempfile::TempDir,
-}
-
-fn bin(name: &str) -> String {
-    format!("target/release/{name}")
 }
 
 impl Node {
@@ -28,7 +26,7 @@ impl Node {
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
-            .context("start target/release/stackd (run bench/run.sh, which builds it)")?;
+            .context("start the release stackd (run bench/run.sh, which builds it)")?;
         let node = Node { child, dir };
         let start = Instant::now();
         loop {

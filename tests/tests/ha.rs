@@ -188,8 +188,9 @@ fn b_partitioned_leader_steps_down_and_all_converge_after_heal() {
                 .expect("stackctl on the old leader")
         });
 
-        // The majority elects a new leader within ~5 s.
-        let new = c.wait_leader(Some(old), Duration::from_secs(6)).expect("the majority elects a new leader");
+        // The majority elects a new leader (1.5–2 s here; the bound leaves
+        // room for a busy 2-core CI and for a follower with a shorter log).
+        let new = c.wait_leader(Some(old), Duration::from_secs(15)).expect("the majority elects a new leader");
         eprintln!("new leader {} after {:.2} s", c.nodes[new].name, cut.elapsed().as_secs_f64());
         early.join().expect("early writer")
     });
@@ -262,7 +263,9 @@ fn b2_stale_reads_do_not_wait_for_a_cut_off_leader() {
         let (o, took) = c.nodes[follower].stackctl_timeout(args, None, STACKCTL_TIMEOUT).expect("stackctl");
         eprintln!("{args:?} on a follower right after the cut: {} in {:.2} s", o.status, took.as_secs_f64());
         assert!(o.status.success(), "{args:?}: {}", text(&o));
-        if took > Duration::from_secs(1) {
+        // Waiting for the cut-off leader would take the 10 s forward timeout;
+        // process start-up and TLS on a busy CI take well under 5 s.
+        if took > Duration::from_secs(5) {
             slow.push(format!("{args:?} took {took:?}"));
         }
     }

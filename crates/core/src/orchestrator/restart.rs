@@ -26,12 +26,23 @@ fn wants_restart(condition: RestartCondition, t: &Task) -> bool {
     }
 }
 
+/// Whether `t` ended with its node (declared down, or removed) rather than
+/// on its own: its replacement is no restart.
+fn lost_with_node(t: &Task) -> bool {
+    t.status.state == TaskState::Orphaned || t.status.err == crate::state::NODE_REMOVED
+}
+
 /// Restarts already made within the policy's window, given the slot's tasks
 /// of the same run (the same template for a service, the same revision for a
-/// job), oldest first: every task after the first is a restart.
+/// job), oldest first: every task after the first is a restart, unless the
+/// task before it was lost with its node.
 fn restarts_in_window(svc: &Service, same_run: &[&Task], now: Timestamp) -> u64 {
     let window = svc.spec.restart.window_ms;
-    same_run.iter().skip(1).filter(|t| window == 0 || now.saturating_sub(t.created_at) <= window).count() as u64
+    same_run
+        .windows(2)
+        .filter(|w| !lost_with_node(w[0]))
+        .filter(|w| window == 0 || now.saturating_sub(w[1].created_at) <= window)
+        .count() as u64
 }
 
 /// The verdict on the dead task `current` (desired running, observed

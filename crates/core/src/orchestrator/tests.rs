@@ -1253,6 +1253,26 @@ mod node_down {
         assert_eq!(sim.service("app_web").update.state, UpdateState::Completed);
         assert_eq!(sim.service("app_web").revision, 1);
     }
+
+    #[test]
+    fn a_replacement_for_a_lost_node_is_no_restart() {
+        let mut sim = Sim::new(&["n1", "n2"]);
+        let mut s = spec("web", 1, "web:1");
+        s.restart.max_attempts = 1;
+        s.restart.delay_ms = 0;
+        sim.converge(vec![s]);
+        let node = sim.running("app_web")[0].node_id.clone().expect("placed");
+        sim.apply(Command::SetNodeState { id: node, state: NodeState::Down, at: sim.now });
+        sim.settle();
+        sim.agent();
+        // The replacement crashes once: max_attempts 1 still allows its restart.
+        let t = sim.running("app_web")[0].id.clone();
+        sim.report(&t, TaskState::Failed, Some(1));
+        sim.now += 1;
+        sim.settle();
+        sim.agent();
+        assert_eq!(sim.running("app_web").len(), 1, "the crash after a node loss is the first restart");
+    }
 }
 
 /// `RemoveNode`: the removed node's tasks are marked failed and no longer
