@@ -106,6 +106,14 @@ struct RaftArgs {
     /// Where to write the report (between its markers).
     #[arg(long, default_value = "docs/benchmarks.md")]
     out: PathBuf,
+    /// Run one contender only (`etcd` or `stackd`), for profiling; the
+    /// report is then printed, not written.
+    #[arg(long)]
+    only: Option<String>,
+    /// Keep the contenders running after the runs until Enter is pressed
+    /// (to attach a profiler or read their logs).
+    #[arg(long)]
+    hold: bool,
 }
 
 fn median(v: &mut [f64]) -> f64 {
@@ -148,12 +156,22 @@ async fn main() -> Result<()> {
 
 /// The Raft benchmark: every contender at every client count, one table.
 async fn raft_bench(args: RaftArgs) -> Result<()> {
-    let etcd_version = etcd::version()?;
+    let wanted = |name: &str| args.only.as_deref().is_none_or(|o| o == name);
+    if let Some(o) = args.only.as_deref()
+        && !["etcd", "stackd"].contains(&o)
+    {
+        anyhow::bail!("--only takes etcd or stackd, not {o:?}");
+    }
+    let etcd_version = if wanted("etcd") { etcd::version()? } else { String::new() };
     let mut contenders = Vec::new();
-    eprintln!("starting 3 etcd members");
-    contenders.push(raft::Contender::Etcd(etcd::Cluster::start(3).await?));
-    eprintln!("starting 3 stackd managers");
-    contenders.push(raft::Contender::Stackd(cluster::Cluster::start(3).await?));
+    if wanted("etcd") {
+        eprintln!("starting 3 etcd members");
+        contenders.push(raft::Contender::Etcd(etcd::Cluster::start(3).await?));
+    }
+    if wanted("stackd") {
+        eprintln!("starting 3 stackd managers");
+        contenders.push(raft::Contender::Stackd(cluster::Cluster::start(3).await?));
+    }
 
     let mut rows = String::new();
     let mut results = Vec::new();
@@ -183,7 +201,16 @@ async fn raft_bench(args: RaftArgs) -> Result<()> {
             ));
         }
     }
+    if args.hold {
+        eprintln!("holding the contenders; press Enter to stop them");
+        let mut line = String::new();
+        let _ = std::io::stdin().read_line(&mut line);
+    }
     drop(contenders);
+    if args.only.is_some() {
+        println!("{rows}");
+        return Ok(());
+    }
     let mut ratios = Vec::new();
     for &clients in &args.clients {
         let find = |name: &str| results.iter().find(|(n, c, _)| *n == name && *c == clients).map(|(_, _, r)| r);

@@ -172,6 +172,16 @@ pub enum Command {
         /// Time.
         at: Timestamp,
     },
+    /// Commands proposed at the same time by different callers, committed as
+    /// one log entry (group commit: one fsync and one replication round for
+    /// all of them). Each is applied in order as if it had its own entry —
+    /// refused or accepted on its own — and gets its own result in
+    /// [`Applied::batch`](crate::state::Applied::batch). A batch inside a
+    /// batch is refused.
+    Batch {
+        /// The commands, in the order they are applied.
+        commands: Vec<Command>,
+    },
 }
 
 impl Command {
@@ -195,6 +205,7 @@ impl Command {
             | Command::JoinNode { at, .. }
             | Command::SetNodeRole { at, .. }
             | Command::RemoveNode { at, .. } => *at,
+            Command::Batch { commands } => commands.last().map(Command::at).unwrap_or_default(),
         }
     }
 }

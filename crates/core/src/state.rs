@@ -80,6 +80,17 @@ pub struct Applied {
     pub rejected: Option<String>,
     /// For `PutStack`: services created, updated, unchanged and removed (full names).
     pub deploy: Option<DeployResult>,
+    /// For `Batch`: the result of each of its commands, in order (the
+    /// batch's own `events` stay empty).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub batch: Vec<Applied>,
+}
+
+impl Applied {
+    /// Every event of this result, those of a batch's commands included.
+    pub fn all_events(&self) -> impl Iterator<Item = &Event> {
+        self.events.iter().chain(self.batch.iter().flat_map(|a| a.events.iter()))
+    }
 }
 
 /// What a `PutStack` did.
@@ -194,6 +205,10 @@ pub fn make_id(cluster_id: &str, index: u64, seq: u64) -> String {
     String::from_utf8(out).unwrap_or_default()
 }
 
+/// Command `k` of a batch numbers its ids from `k << BATCH_SEQ_SHIFT`: one
+/// command makes far fewer than 2^32 ids.
+const BATCH_SEQ_SHIFT: u32 = 32;
+
 struct Ctx {
     index: u64,
     at: Timestamp,
@@ -219,7 +234,25 @@ impl Ctx {
 impl ClusterState {
     /// Applies a command committed at `index`.
     pub fn apply(&mut self, index: u64, cmd: &Command) -> Applied {
-        let mut cx = Ctx { index, at: cmd.at(), seq: 0, out: Applied::default() };
+        let Command::Batch { commands } = cmd else { return self.apply_one(index, 0, cmd) };
+        let batch = commands
+            .iter()
+            .enumerate()
+            .map(|(k, c)| match c {
+                Command::Batch { .. } => {
+                    Applied { rejected: Some("a batch cannot hold a batch".into()), ..Applied::default() }
+                }
+                // Each command of the batch makes its ids in its own range of
+                // sequence numbers: the first one's are those it would make alone.
+                c => self.apply_one(index, (k as u64) << BATCH_SEQ_SHIFT, c),
+            })
+            .collect();
+        Applied { batch, ..Applied::default() }
+    }
+
+    /// Applies one command (not a batch) whose generated ids start after `seq`.
+    fn apply_one(&mut self, index: u64, seq: u64, cmd: &Command) -> Applied {
+        let mut cx = Ctx { index, at: cmd.at(), seq, out: Applied::default() };
         match cmd {
             Command::InitCluster { cluster_id, security, node, .. } => {
                 self.init(&mut cx, cluster_id, security.as_ref(), node.as_ref())
@@ -276,6 +309,7 @@ impl ClusterState {
             },
             Command::SetNodeRole { id, role, .. } => self.set_node_role(&mut cx, id, *role),
             Command::RemoveNode { id, .. } => self.remove_node(&mut cx, id),
+            Command::Batch { .. } => cx.out.rejected = Some("a batch cannot hold a batch".into()),
         }
         cx.out
     }

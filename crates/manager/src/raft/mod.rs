@@ -34,6 +34,7 @@
 //! when the partition heals nothing is disrupted.
 
 // openraft's StorageError (224 bytes) is the storage traits' error type: it cannot be boxed.
+mod batcher;
 #[allow(clippy::result_large_err)]
 mod log_store;
 mod network;
@@ -89,7 +90,7 @@ const LOST_MAJORITY: &str = "this manager lost contact with a majority of the ma
 const RETRY_PAUSE: Duration = Duration::from_millis(100);
 
 /// Why a Raft operation failed.
-#[derive(Debug, thiserror::Error)]
+#[derive(Clone, Debug, thiserror::Error)]
 pub enum RaftError {
     /// This manager is not the leader; retry on the leader (forwarding does that).
     #[error("not the leader{}", leader.map(|l| format!(" (the leader is node {l:016x})")).unwrap_or_default())]
@@ -254,6 +255,7 @@ pub struct RaftNode {
     peers: Arc<Peers>,
     timings: Timings,
     leading: Arc<watch::Sender<bool>>,
+    batcher: batcher::Batcher,
 }
 
 impl RaftNode {
@@ -305,7 +307,8 @@ impl RaftNode {
         let (leading, _) = watch::channel(false);
         let leading = Arc::new(leading);
         tokio::spawn(watch_leadership(raft.metrics(), peers.clone(), id, leading.clone(), timings.heartbeat));
-        Ok(Self { raft, shared, id, peers, timings: *timings, leading })
+        let batcher = batcher::Batcher::start(raft.clone(), timings.write_timeout);
+        Ok(Self { raft, shared, id, peers, timings: *timings, leading, batcher })
     }
 
     /// Makes this node the single voter of a new cluster. Does nothing if the
@@ -392,21 +395,29 @@ impl RaftNode {
         }
     }
 
-    /// Proposes on this node only (no forwarding); `client_write` bounded by `timeout`.
+    /// Proposes on this node only (no forwarding), waiting at most `timeout`
+    /// for the commit. On the leader, commands proposed at the same time are
+    /// committed together as one entry (see `batcher.rs`).
     pub(crate) async fn propose_local(&self, cmd: Command, timeout: Duration) -> Result<(u64, Applied), RaftError> {
         self.check_quorum()?;
-        // `client_write` never returns on a leader that lost its majority: always bound it.
-        match tokio::time::timeout(timeout, self.raft.client_write(cmd)).await {
+        {
+            // A follower that knows the leader says so at once (as
+            // `client_write` would), without a trip through the batcher.
+            let m = self.raft.metrics();
+            let m = m.borrow();
+            if m.state != ServerState::Leader && m.current_leader.is_some_and(|l| l != self.id) {
+                let (leader, leader_addr) = Self::leader_of(&m);
+                return Err(RaftError::NotLeader { leader, leader_addr });
+            }
+        }
+        let outcome = self.batcher.propose(cmd)?;
+        match tokio::time::timeout(timeout, outcome).await {
             Err(_) => Err(RaftError::Timeout(format!(
                 "the write was not committed within {timeout:?} (a majority of the managers may be unreachable); \
                  it may still be committed"
             ))),
-            Ok(Ok(resp)) => Ok((resp.log_id.index, resp.data)),
-            Ok(Err(OpenRaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => {
-                Err(RaftError::NotLeader { leader: f.leader_id, leader_addr: f.leader_node.map(|n| n.addr) })
-            }
-            Ok(Err(OpenRaftError::APIError(e))) => Err(RaftError::NoQuorum(e.to_string())),
-            Ok(Err(OpenRaftError::Fatal(e))) => Err(RaftError::Fatal(e.to_string())),
+            Ok(Err(_)) => Err(RaftError::Fatal("raft stopped before the write was committed".into())),
+            Ok(Ok(outcome)) => outcome,
         }
     }
 

@@ -183,6 +183,9 @@ impl v1::raft_server::Raft for RaftService {
     async fn forward(&self, req: Request<v1::ForwardRequest>) -> Result<Response<v1::ForwardReply>, Status> {
         self.check_member(&req)?;
         let cmd: Command = serde_json::from_slice(&req.into_inner().command_json).map_err(|e| bad("command", e))?;
+        if matches!(cmd, Command::Batch { .. }) {
+            return Err(Status::invalid_argument("a forwarded command cannot be a batch"));
+        }
         // The leader proposes locally only: a forwarded write never takes a second hop.
         let (index, applied) = self.node.propose_local(cmd, self.node.write_timeout()).await.map_err(refusal)?;
         Ok(Response::new(v1::ForwardReply { index, applied_json: json(&applied)? }))

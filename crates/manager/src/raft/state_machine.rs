@@ -150,8 +150,15 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
                 snapshot_id: id,
             }
         };
-        let bytes = snapshot::encode(&payload, now_ms()).map_err(|e| sm_err(ErrorVerb::Write, e))?;
-        write_atomic(&self.dir, CURRENT, &bytes).map_err(|e| sm_err(ErrorVerb::Write, e))?;
+        // Encoding and the fsyncs take a while on a large state: off the runtime's workers.
+        let dir = self.dir.clone();
+        let (payload, bytes) = tokio::task::spawn_blocking(move || {
+            let bytes = snapshot::encode(&payload, now_ms()).map_err(|e| sm_err(ErrorVerb::Write, e))?;
+            write_atomic(&dir, CURRENT, &bytes).map_err(|e| sm_err(ErrorVerb::Write, e))?;
+            Ok::<_, StorageError<NodeIdOf>>((payload, bytes))
+        })
+        .await
+        .map_err(|e| sm_err(ErrorVerb::Write, e))??;
         let meta = SnapshotMetaOf {
             last_log_id: payload.last_applied,
             last_membership: payload.membership,
@@ -190,7 +197,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                         Applied::default()
                     }
                 };
-                events.extend(reply.events.iter().cloned());
+                events.extend(reply.all_events().cloned());
                 replies.push(reply);
             }
         }
