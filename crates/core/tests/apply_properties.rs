@@ -349,3 +349,111 @@ proptest! {
         }
     }
 }
+
+/// `cmds` cut into batches of the given sizes (a batch of one stays a plain command).
+fn batched(cmds: &[Command], sizes: &[usize]) -> Vec<Command> {
+    let mut out = Vec::new();
+    let mut rest = cmds;
+    for &n in sizes.iter().cycle() {
+        if rest.is_empty() {
+            break;
+        }
+        let (chunk, tail) = rest.split_at(n.clamp(1, rest.len()));
+        out.push(match chunk {
+            [one] => one.clone(),
+            many => Command::Batch { commands: many.to_vec() },
+        });
+        rest = tail;
+    }
+    out
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    /// A log of batches (group commit) is applied the same on every manager,
+    /// through JSON too, and every command of a batch gets its own result.
+    #[test]
+    fn batched_logs_apply_deterministically(
+        ops in proptest::collection::vec(op(), 0..40),
+        sizes in proptest::collection::vec(1usize..6, 1..5),
+    ) {
+        let log = batched(&commands(&ops), &sizes);
+        let (mut a, mut b, mut c) = (ClusterState::default(), ClusterState::default(), ClusterState::default());
+        for (i, cmd) in log.iter().enumerate() {
+            let index = i as u64 + 1;
+            let ra = a.apply(index, cmd);
+            prop_assert_eq!(&ra, &b.apply(index, cmd));
+            let decoded: Command = serde_json::from_slice(&serde_json::to_vec(cmd).expect("encode")).expect("decode");
+            prop_assert_eq!(&decoded, cmd);
+            c.apply(index, &decoded);
+            match cmd {
+                Command::Batch { commands } => {
+                    prop_assert_eq!(ra.batch.len(), commands.len());
+                    prop_assert!(ra.events.is_empty() && ra.rejected.is_none());
+                }
+                _ => prop_assert!(ra.batch.is_empty()),
+            }
+        }
+        prop_assert_eq!(a.state_hash(), b.state_hash());
+        prop_assert_eq!(a, c);
+    }
+}
+
+fn initialised() -> ClusterState {
+    let mut s = ClusterState::default();
+    let m0 = Node { addr: "m0:4280".into(), ..node("m0") };
+    let init = Command::InitCluster { cluster_id: "c".into(), at: 0, security: Some(security()), node: Some(m0) };
+    assert_eq!(s.apply(1, &init).rejected, None);
+    s
+}
+
+fn config(name: &str) -> Command {
+    Command::CreateObject { kind: DataKind::Config, name: name.into(), data: Blob(b"x".to_vec()), labels: Default::default(), at: 7 }
+}
+
+#[test]
+fn a_batch_of_one_is_the_command_alone() {
+    let cmd = Command::PutStack { spec: stack(2, "web:1", "app"), prune: false, at: 7 };
+    let (mut alone, mut batched) = (initialised(), initialised());
+    let r = alone.apply(2, &cmd);
+    let b = batched.apply(2, &Command::Batch { commands: vec![cmd] });
+    assert_eq!(b.batch, vec![r]);
+    assert_eq!(alone, batched, "same ids, same state");
+}
+
+#[test]
+fn the_commands_of_a_batch_make_distinct_ids() {
+    let mut s = initialised();
+    let batch = Command::Batch {
+        commands: vec![
+            Command::PutStack { spec: stack(1, "web:1", "one"), prune: false, at: 7 },
+            Command::PutStack { spec: stack(1, "web:1", "two"), prune: false, at: 7 },
+        ],
+    };
+    let r = s.apply(2, &batch);
+    assert!(r.batch.iter().all(|a| a.rejected.is_none()), "{r:?}");
+    let stacks: BTreeSet<&str> = s.services.values().map(|svc| svc.stack.as_str()).collect();
+    assert_eq!(stacks, BTreeSet::from(["one", "two"]), "one service per stack, none overwritten");
+    assert_eq!(r.all_events().filter(|e| e.kind == stackd_core::state::ObjectKind::Service).count(), 2);
+}
+
+#[test]
+fn a_refused_command_in_a_batch_leaves_the_others_alone() {
+    let mut s = initialised();
+    let batch = Command::Batch {
+        commands: vec![
+            config("a"),
+            config("a"),
+            Command::Batch { commands: vec![config("c")] },
+            Command::RemoveNode { id: "no-such-node".into(), at: 7 },
+            config("b"),
+        ],
+    };
+    let r = s.apply(2, &batch);
+    let refused: Vec<bool> = r.batch.iter().map(|a| a.rejected.is_some()).collect();
+    assert_eq!(refused, [false, true, true, true, false]);
+    assert!(r.batch[2].rejected.as_deref().is_some_and(|w| w.contains("batch")));
+    assert_eq!(s.configs.keys().collect::<Vec<_>>(), ["a", "b"]);
+    assert!(r.batch.iter().filter(|a| a.rejected.is_some()).all(|a| a.events.is_empty()));
+}
