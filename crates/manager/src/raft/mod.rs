@@ -6,7 +6,7 @@
 //! addresses and [`RaftError`]s.
 //!
 //! ```text
-//!  propose(cmd) ─┬─ leader ──► openraft ──► LogStore (redb, fsync) ──► commit
+//!  propose(cmd) ─┬─ leader ──► openraft ──► LogStore (WAL, fsync) ───► commit
 //!                │                                                   │
 //!                └─ follower ──Raft.Forward──► the leader's propose   │
 //!                                                                     ▼
@@ -43,6 +43,7 @@ mod service;
 pub mod snapshot;
 #[allow(clippy::result_large_err)]
 mod state_machine;
+mod wal;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -61,6 +62,7 @@ pub use network::NetworkFailure;
 pub use peers::{MAX_MESSAGE, PeerConnector, PeerError, Peers, PlainConnector, peer_endpoint};
 pub use service::{LEADER_HEADER, REFUSED_HEADER, RaftService};
 pub use state_machine::{Shared, StateMachine, write_atomic, write_atomic_mode};
+pub use wal::WalError;
 
 openraft::declare_raft_types!(
     /// The openraft type configuration of stackd.
@@ -276,7 +278,7 @@ impl RaftNode {
         let storage =
             |e: &dyn std::fmt::Display| RaftError::Storage { path: dir.display().to_string(), message: e.to_string() };
         std::fs::create_dir_all(dir).map_err(|e| storage(&e))?;
-        let log = LogStore::open(&dir.join("raft.redb")).map_err(|e| storage(&e))?;
+        let log = LogStore::open(dir).map_err(|e| storage(&e))?;
         let sm = StateMachine::open(&dir.join("snapshots")).map_err(|e| storage(&e))?;
         let shared = sm.shared();
         let config = Config {

@@ -11,7 +11,7 @@ struct Builder;
 impl StoreBuilder<TypeConfig, LogStore, StateMachine, tempfile::TempDir> for Builder {
     async fn build(&self) -> Result<(tempfile::TempDir, LogStore, StateMachine), StorageError<u64>> {
         let dir = tempfile::tempdir().expect("tempdir");
-        let log = LogStore::open(&dir.path().join("raft.redb")).expect("open log");
+        let log = LogStore::open(dir.path()).expect("open log");
         let sm = StateMachine::open(&dir.path().join("snapshots"))?;
         Ok((dir, log, sm))
     }

@@ -1,0 +1,453 @@
+//! The Raft log on disk: a write-ahead log of segment files holding
+//! checksummed records.
+//!
+//! ```text
+//! DATA_DIR/raft/log/
+//!   0000000000000001.wal   a segment: records, oldest first
+//!   0000000000000002.wal   the last segment: appends go to its end
+//!
+//! record = len: u32 LE | crc32(payload): u32 LE | payload: `len` bytes (JSON of a Record)
+//! ```
+//!
+//! - A batch of records is one `write` at the end of the last segment and,
+//!   when any of them must be durable, one `fdatasync`: an append costs a
+//!   sequential write, not a B-tree transaction.
+//! - Every segment starts with a `State` record (vote, commit index, purge
+//!   mark as they were then), so that a segment whose entries are all purged
+//!   can be deleted without losing them. The last segment is never deleted.
+//! - A `Truncate` or `Purge` record removes entries written before it.
+//! - On open every segment is read through. A record cut short, or with a
+//!   bad checksum, at the end of the last segment is what a crash during a
+//!   write leaves; it was never acknowledged and is cut off. Anywhere else it
+//!   is corruption, and the log refuses to open rather than lose entries.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::Write;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+
+use serde::{Deserialize, Serialize};
+
+use super::{Entry, LogId, Vote};
+
+/// A segment is closed and a new one started once it holds this many bytes.
+pub(super) const SEGMENT_BYTES: u64 = 64 << 20;
+/// The largest record this build writes or reads; a larger length in a
+/// header is corruption.
+const MAX_RECORD: usize = 256 << 20;
+/// Record header: length and CRC-32.
+const HEADER: usize = 8;
+const SUFFIX: &str = ".wal";
+
+/// Why the write-ahead log failed.
+#[derive(Debug, thiserror::Error)]
+pub enum WalError {
+    /// Reading or writing a file failed.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file or directory.
+        path: String,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// A record is damaged where no crash can have left it.
+    #[error("{path}: corrupt record at byte {offset}: {why}")]
+    Corrupt {
+        /// The segment.
+        path: String,
+        /// Where the record starts.
+        offset: u64,
+        /// What is wrong.
+        why: String,
+    },
+    /// A record could not be encoded.
+    #[error("cannot encode a log record: {0}")]
+    Encode(String),
+    /// An earlier write failed and could not be undone: nothing more is written.
+    #[error("the raft log is unwritable after an earlier error: {0}")]
+    Broken(String),
+}
+
+fn io_at(path: &Path) -> impl Fn(std::io::Error) -> WalError + '_ {
+    move |source| WalError::Io { path: path.display().to_string(), source }
+}
+
+/// One record. `E` is the entry: owned when read, borrowed when written.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(tag = "record", rename_all = "snake_case")]
+pub(super) enum Record<E> {
+    /// The first record of every segment.
+    State {
+        /// The vote.
+        vote: Option<Vote>,
+        /// The commit index.
+        committed: Option<LogId>,
+        /// The last purged entry.
+        purged: Option<LogId>,
+    },
+    /// A log entry.
+    Entry {
+        /// The entry.
+        entry: E,
+    },
+    /// Entries from `since` on are gone.
+    Truncate {
+        /// First index removed.
+        since: u64,
+    },
+    /// Entries up to `upto` are gone.
+    Purge {
+        /// The last entry removed.
+        upto: LogId,
+    },
+    /// A new vote.
+    Vote {
+        /// The vote.
+        vote: Vote,
+    },
+    /// A new commit index.
+    Committed {
+        /// The commit index.
+        committed: Option<LogId>,
+    },
+}
+
+/// What a framed record changes, for the writer's bookkeeping.
+#[derive(Clone, Copy, Debug)]
+pub(super) enum Kind {
+    /// An entry with this id.
+    Entry(LogId),
+    /// Entries removed from the end.
+    Truncate,
+    /// Entries up to this id removed.
+    Purge(LogId),
+    /// The vote.
+    Vote(Vote),
+    /// The commit index.
+    Committed(Option<LogId>),
+}
+
+/// A record ready to be written: its bytes, header included.
+pub(super) struct Framed {
+    pub bytes: Vec<u8>,
+    pub kind: Kind,
+}
+
+/// Frames `record`: header, then its JSON.
+pub(super) fn frame<E: Serialize>(record: &Record<E>, kind: Kind) -> Result<Framed, WalError> {
+    let mut bytes = vec![0u8; HEADER];
+    serde_json::to_writer(&mut bytes, record).map_err(|e| WalError::Encode(e.to_string()))?;
+    let len = bytes.len() - HEADER;
+    if len > MAX_RECORD {
+        return Err(WalError::Encode(format!("a record of {len} bytes is larger than {MAX_RECORD}")));
+    }
+    let crc = crc32fast::hash(&bytes[HEADER..]);
+    bytes[..4].copy_from_slice(&(len as u32).to_le_bytes());
+    bytes[4..HEADER].copy_from_slice(&crc.to_le_bytes());
+    Ok(Framed { bytes, kind })
+}
+
+/// Where an entry is on disk.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct Loc {
+    pub log_id: LogId,
+    pub segment: u64,
+    pub offset: u64,
+    /// The whole record, header included.
+    pub len: usize,
+}
+
+/// The open segment files, by number, shared by the writer and the readers.
+pub(super) type Files = Arc<RwLock<BTreeMap<u64, Arc<File>>>>;
+
+/// Reads the entry at `loc` from `file`.
+pub(super) fn read_entry(file: &File, loc: &Loc) -> Result<Entry, String> {
+    let mut buf = vec![0u8; loc.len];
+    file.read_exact_at(&mut buf, loc.offset).map_err(|e| e.to_string())?;
+    match parse(&buf) {
+        Parsed::Record(Record::Entry { entry }, _) if entry.log_id == loc.log_id => Ok(entry),
+        Parsed::Record(..) => Err(format!("no entry {} at byte {}", loc.log_id, loc.offset)),
+        Parsed::Short => Err(format!("the record at byte {} is cut short", loc.offset)),
+        Parsed::Bad(why) => Err(format!("the record at byte {} is corrupt: {why}", loc.offset)),
+    }
+}
+
+enum Parsed {
+    /// A record and its length, header included.
+    Record(Record<Entry>, usize),
+    /// The bytes end within the record.
+    Short,
+    /// Damaged.
+    Bad(String),
+}
+
+/// Parses the record at the start of `buf`.
+fn parse(buf: &[u8]) -> Parsed {
+    if buf.len() < HEADER {
+        return Parsed::Short;
+    }
+    let len = u32::from_le_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
+    let crc = u32::from_le_bytes([buf[4], buf[5], buf[6], buf[7]]);
+    if len > MAX_RECORD {
+        return Parsed::Bad(format!("length {len} is larger than any record"));
+    }
+    let Some(payload) = buf.get(HEADER..HEADER + len) else { return Parsed::Short };
+    if crc32fast::hash(payload) != crc {
+        return Parsed::Bad("checksum mismatch".into());
+    }
+    match serde_json::from_slice(payload) {
+        Ok(r) => Parsed::Record(r, HEADER + len),
+        Err(e) => Parsed::Bad(format!("unreadable: {e}")),
+    }
+}
+
+fn segment_path(dir: &Path, n: u64) -> PathBuf {
+    dir.join(format!("{n:016}{SUFFIX}"))
+}
+
+fn sync_dir(dir: &Path) -> Result<(), WalError> {
+    File::open(dir).and_then(|d| d.sync_all()).map_err(io_at(dir))
+}
+
+/// The log as the segments describe it.
+#[derive(Debug, Default)]
+pub(super) struct Replayed {
+    /// The live entries.
+    pub entries: BTreeMap<u64, Loc>,
+    pub vote: Option<Vote>,
+    pub committed: Option<LogId>,
+    pub purged: Option<LogId>,
+}
+
+/// Appends records to the last segment, starts new segments and deletes
+/// purged ones. Used by one thread at a time.
+pub(super) struct Writer {
+    dir: PathBuf,
+    files: Files,
+    /// Last entry index written to each segment (`None`: no entry).
+    last_index: BTreeMap<u64, Option<u64>>,
+    /// The segment written to, and its length.
+    current: u64,
+    len: u64,
+    /// The marks as written, for the `State` record of the next segment.
+    vote: Option<Vote>,
+    committed: Option<LogId>,
+    purged: Option<LogId>,
+    broken: Option<String>,
+}
+
+impl Writer {
+    /// Opens the log in `dir` (created if missing) and reads it through.
+    pub(super) fn open(dir: &Path) -> Result<(Self, Replayed, Files), WalError> {
+        std::fs::create_dir_all(dir).map_err(io_at(dir))?;
+        let mut numbers = Vec::new();
+        for item in std::fs::read_dir(dir).map_err(io_at(dir))? {
+            let name = item.map_err(io_at(dir))?.file_name();
+            if let Some(n) = name.to_str().and_then(|n| n.strip_suffix(SUFFIX)).and_then(|n| n.parse::<u64>().ok()) {
+                numbers.push(n);
+            }
+        }
+        numbers.sort_unstable();
+        let files: Files = Arc::default();
+        let mut w = Writer {
+            dir: dir.to_path_buf(),
+            files: files.clone(),
+            last_index: BTreeMap::new(),
+            current: 0,
+            len: 0,
+            vote: None,
+            committed: None,
+            purged: None,
+            broken: None,
+        };
+        let mut replayed = Replayed::default();
+        if numbers.is_empty() {
+            w.start_segment(1)?;
+            return Ok((w, replayed, files));
+        }
+        for (i, &n) in numbers.iter().enumerate() {
+            let last = i + 1 == numbers.len();
+            w.replay_segment(n, last, &mut replayed)?;
+        }
+        (w.vote, w.committed, w.purged) = (replayed.vote, replayed.committed, replayed.purged);
+        // A crash between a purge and the deletion of its segments leaves them: delete them now.
+        w.delete_purged()?;
+        Ok((w, replayed, files))
+    }
+
+    fn replay_segment(&mut self, n: u64, last: bool, out: &mut Replayed) -> Result<(), WalError> {
+        let path = segment_path(&self.dir, n);
+        let file = std::fs::OpenOptions::new().read(true).write(true).open(&path).map_err(io_at(&path))?;
+        let bytes = std::fs::read(&path).map_err(io_at(&path))?;
+        let mut offset = 0usize;
+        let mut last_index = None;
+        while offset < bytes.len() {
+            let (record, len) = match parse(&bytes[offset..]) {
+                Parsed::Record(r, len) => (r, len),
+                Parsed::Short | Parsed::Bad(_) if last => {
+                    tracing::warn!(
+                        segment = %path.display(),
+                        offset,
+                        dropped = bytes.len() - offset,
+                        "the raft log ends with a partly written record (a crash during a write): cutting it off"
+                    );
+                    file.set_len(offset as u64).and_then(|()| file.sync_all()).map_err(io_at(&path))?;
+                    break;
+                }
+                Parsed::Short => {
+                    return Err(WalError::Corrupt {
+                        path: path.display().to_string(),
+                        offset: offset as u64,
+                        why: "cut short, but it is not the last segment".into(),
+                    });
+                }
+                Parsed::Bad(why) => {
+                    return Err(WalError::Corrupt { path: path.display().to_string(), offset: offset as u64, why });
+                }
+            };
+            match record {
+                Record::State { vote, committed, purged } => {
+                    (out.vote, out.committed) = (vote, committed);
+                    if let Some(p) = purged {
+                        purge(out, p);
+                    }
+                }
+                Record::Entry { entry } => {
+                    let log_id = entry.log_id;
+                    out.entries.split_off(&log_id.index);
+                    out.entries.insert(log_id.index, Loc { log_id, segment: n, offset: offset as u64, len });
+                    last_index = Some(log_id.index);
+                }
+                Record::Truncate { since } => {
+                    out.entries.split_off(&since);
+                }
+                Record::Purge { upto } => purge(out, upto),
+                Record::Vote { vote } => out.vote = Some(vote),
+                Record::Committed { committed } => out.committed = committed,
+            }
+            offset += len;
+        }
+        let len = if offset < bytes.len() { offset } else { bytes.len() } as u64;
+        self.last_index.insert(n, last_index);
+        self.files.write().unwrap_or_else(|p| p.into_inner()).insert(n, Arc::new(file));
+        (self.current, self.len) = (n, len);
+        Ok(())
+    }
+
+    /// Starts segment `n` with a `State` record and makes it durable.
+    fn start_segment(&mut self, n: u64) -> Result<(), WalError> {
+        let path = segment_path(&self.dir, n);
+        let state: Record<&Entry> = Record::State { vote: self.vote, committed: self.committed, purged: self.purged };
+        let framed = frame(&state, Kind::Committed(self.committed))?;
+        let mut file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&path)
+            .map_err(io_at(&path))?;
+        file.write_all(&framed.bytes).and_then(|()| file.sync_all()).map_err(io_at(&path))?;
+        sync_dir(&self.dir)?;
+        self.files.write().unwrap_or_else(|p| p.into_inner()).insert(n, Arc::new(file));
+        self.last_index.insert(n, None);
+        (self.current, self.len) = (n, framed.bytes.len() as u64);
+        Ok(())
+    }
+
+    /// Writes `records` at the end of the log, with one `fdatasync` when
+    /// `durable`. Returns where the entries went. On error nothing of the
+    /// batch counts as written.
+    pub(super) fn write(&mut self, records: &[Framed], durable: bool) -> Result<Vec<Loc>, WalError> {
+        if let Some(why) = &self.broken {
+            return Err(WalError::Broken(why.clone()));
+        }
+        if self.len >= SEGMENT_BYTES {
+            self.start_segment(self.current + 1)?;
+        }
+        let file = self.files.read().unwrap_or_else(|p| p.into_inner()).get(&self.current).cloned();
+        let path = segment_path(&self.dir, self.current);
+        let Some(file) = file else {
+            return Err(WalError::Broken(format!("segment {} is not open", path.display())));
+        };
+        let mut buf = Vec::with_capacity(records.iter().map(|r| r.bytes.len()).sum());
+        let mut locs = Vec::new();
+        for r in records {
+            if let Kind::Entry(log_id) = r.kind {
+                let offset = self.len + buf.len() as u64;
+                locs.push(Loc { log_id, segment: self.current, offset, len: r.bytes.len() });
+            }
+            buf.extend_from_slice(&r.bytes);
+        }
+        let written = file.write_all_at(&buf, self.len).and_then(|()| if durable { file.sync_data() } else { Ok(()) });
+        if let Err(e) = written {
+            // Cut off what may have reached the file, so that the next
+            // record does not follow a torn one.
+            if let Err(undo) = file.set_len(self.len).and_then(|()| file.sync_data()) {
+                self.broken = Some(format!("{}: {e}; cutting it back failed: {undo}", path.display()));
+            }
+            return Err(io_at(&path)(e));
+        }
+        self.len += buf.len() as u64;
+        let mut purged = false;
+        for r in records {
+            match r.kind {
+                Kind::Entry(id) => {
+                    self.last_index.insert(self.current, Some(id.index));
+                }
+                Kind::Truncate => {}
+                Kind::Purge(p) => {
+                    self.purged = Some(p);
+                    purged = true;
+                }
+                Kind::Vote(v) => self.vote = Some(v),
+                Kind::Committed(c) => self.committed = c,
+            }
+        }
+        if purged {
+            self.delete_purged()?;
+        }
+        Ok(locs)
+    }
+
+    /// Deletes the segments, all but the last, whose entries are all purged.
+    fn delete_purged(&mut self) -> Result<(), WalError> {
+        let upto = self.purged.map(|p| p.index);
+        let mut gone = Vec::new();
+        for (&n, &last) in &self.last_index {
+            if n == self.current {
+                break;
+            }
+            // A segment without entries holds only marks, which later segments repeat.
+            match (last, upto) {
+                (None, _) => gone.push(n),
+                (Some(l), Some(u)) if l <= u => gone.push(n),
+                _ => break,
+            }
+        }
+        if gone.is_empty() {
+            return Ok(());
+        }
+        for n in &gone {
+            let path = segment_path(&self.dir, *n);
+            std::fs::remove_file(&path).map_err(io_at(&path))?;
+            self.last_index.remove(n);
+            // Readers holding the file keep reading it until they drop it.
+            self.files.write().unwrap_or_else(|p| p.into_inner()).remove(n);
+        }
+        sync_dir(&self.dir)
+    }
+
+    /// The segment numbers on disk (for tests).
+    #[cfg(test)]
+    pub(super) fn segments(&self) -> Vec<u64> {
+        self.last_index.keys().copied().collect()
+    }
+}
+
+/// Removes the entries up to `upto` from `out` and records the mark.
+fn purge(out: &mut Replayed, upto: LogId) {
+    out.entries = out.entries.split_off(&(upto.index + 1));
+    out.purged = Some(upto);
+}
