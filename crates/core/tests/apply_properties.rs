@@ -409,7 +409,13 @@ fn initialised() -> ClusterState {
 }
 
 fn config(name: &str) -> Command {
-    Command::CreateObject { kind: DataKind::Config, name: name.into(), data: Blob(b"x".to_vec()), labels: Default::default(), at: 7 }
+    Command::CreateObject {
+        kind: DataKind::Config,
+        name: name.into(),
+        data: Blob(b"x".to_vec()),
+        labels: Default::default(),
+        at: 7,
+    }
 }
 
 #[test]

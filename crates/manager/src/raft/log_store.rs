@@ -44,6 +44,11 @@ const LOG_DIR: &str = "log";
 const MIGRATING_DIR: &str = "log.migrating";
 /// The log of stackd before the write-ahead log.
 const LEGACY_DB: &str = "raft.redb";
+/// Held (flock) by the process whose writer owns the log.
+const LOCK_FILE: &str = "log.lock";
+/// How long `open` waits for the log's lock: a log store of this process
+/// that is shutting down finishes its last writes meanwhile.
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
 type StorageResult<T> = Result<T, StorageError<NodeIdOf>>;
 
@@ -141,8 +146,14 @@ impl LogStore {
     /// Opens (or creates) the log in the Raft dir `dir`, copying a log kept
     /// in `raft.redb` by an earlier stackd first.
     pub fn open(dir: &Path) -> Result<Self, WalError> {
+        Self::open_with(dir, wal::SEGMENT_BYTES, LOCK_WAIT)
+    }
+
+    /// [`open`](Self::open) with the segment size and the lock wait given.
+    fn open_with(dir: &Path, segment_bytes: u64, wait: std::time::Duration) -> Result<Self, WalError> {
+        let lock = lock_dir(dir, wait)?;
         migrate(dir)?;
-        let (writer, replayed, files) = Writer::open(&dir.join(LOG_DIR))?;
+        let (writer, replayed, files) = Writer::open(&dir.join(LOG_DIR), segment_bytes)?;
         let index = Index {
             locs: replayed.entries,
             vote: replayed.vote,
@@ -155,7 +166,10 @@ impl LogStore {
         let shared = index.clone();
         std::thread::Builder::new()
             .name("raft-log".into())
-            .spawn(move || run_writer(writer, rx, shared))
+            .spawn(move || {
+                run_writer(writer, rx, shared);
+                drop(lock);
+            })
             .map_err(|e| WalError::Io { path: dir.display().to_string(), source: e })?;
         Ok(Self { index, files, jobs })
     }
@@ -172,6 +186,66 @@ impl LogStore {
     async fn write_durable(&self, record: Framed) -> Result<(), String> {
         let (tx, rx) = oneshot::channel();
         self.send(vec![record], true, Done::Reply(tx))?;
+        rx.await.map_err(|_| "the raft log writer stopped".to_string())?
+    }
+}
+
+/// Takes the lock of the log in `dir`, waiting up to `wait`.
+fn lock_dir(dir: &Path, wait: std::time::Duration) -> Result<std::fs::File, WalError> {
+    let path = dir.join(LOCK_FILE);
+    let io = |source| WalError::Io { path: path.display().to_string(), source };
+    std::fs::create_dir_all(dir).map_err(io)?;
+    let file = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(&path).map_err(io)?;
+    let deadline = std::time::Instant::now() + wait;
+    loop {
+        match file.try_lock() {
+            Ok(()) => return Ok(file),
+            Err(std::fs::TryLockError::WouldBlock) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(WalError::Io {
+                    path: path.display().to_string(),
+                    source: std::io::Error::other(
+                        "the raft log is in use by another stackd process with the same data dir",
+                    ),
+                });
+            }
+            Err(std::fs::TryLockError::Error(e)) => return Err(io(e)),
+        }
+    }
+}
+
+impl LogStore {
+    /// Makes `entries` readable at once (openraft replicates entries while
+    /// they are being flushed) and queues them for the writer.
+    fn queue_entries(&self, entries: impl IntoIterator<Item = Entry>, done: Done) -> StorageResult<()> {
+        let mut records = Vec::new();
+        let mut cached = Vec::new();
+        for entry in entries {
+            let framed = wal::frame(&Record::Entry { entry: &entry }, Kind::Entry(entry.log_id))
+                .map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Write, e))?;
+            cached.push((entry, framed.bytes.len()));
+            records.push(framed);
+        }
+        {
+            let mut ix = self.lock();
+            for (entry, size) in cached {
+                ix.cache_bytes += size;
+                if let Some((_, old)) = ix.cache.insert(entry.log_id.index, (entry, size)) {
+                    ix.cache_bytes -= old;
+                }
+            }
+        }
+        self.send(records, true, done).map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Write, e))
+    }
+
+    /// Appends `entries` and waits until they are durable (openraft's
+    /// callback cannot be made outside openraft).
+    #[cfg(test)]
+    async fn append_durable(&self, entries: Vec<Entry>) -> Result<(), String> {
+        let (tx, rx) = oneshot::channel();
+        self.queue_entries(entries, Done::Reply(tx)).map_err(|e| e.to_string())?;
         rx.await.map_err(|_| "the raft log writer stopped".to_string())?
     }
 }
@@ -290,26 +364,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I: IntoIterator<Item = Entry> + Send,
         I::IntoIter: Send,
     {
-        let mut records = Vec::new();
-        let mut cached = Vec::new();
-        for entry in entries {
-            let framed = wal::frame(&Record::Entry { entry: &entry }, Kind::Entry(entry.log_id))
-                .map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Write, e))?;
-            cached.push((entry, framed.bytes.len()));
-            records.push(framed);
-        }
-        {
-            // Readable at once, before it is written: openraft replicates
-            // entries while they are being flushed.
-            let mut ix = self.lock();
-            for (entry, size) in cached {
-                ix.cache_bytes += size;
-                if let Some((_, old)) = ix.cache.insert(entry.log_id.index, (entry, size)) {
-                    ix.cache_bytes -= old;
-                }
-            }
-        }
-        self.send(records, true, Done::Flushed(callback)).map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Write, e))
+        self.queue_entries(entries, Done::Flushed(callback))
     }
 
     async fn truncate(&mut self, log_id: LogId) -> StorageResult<()> {
@@ -356,7 +411,7 @@ fn migrate(dir: &Path) -> Result<(), WalError> {
     }
     let old = legacy::read(&legacy)?;
     tracing::info!(entries = old.entries.len(), from = %legacy.display(), "moving the raft log to the write-ahead log");
-    let (mut writer, _, _) = Writer::open(&aside)?;
+    let (mut writer, _, _) = Writer::open(&aside, wal::SEGMENT_BYTES)?;
     let mut records = Vec::new();
     if let Some(vote) = old.vote {
         records.push(wal::frame::<&Entry>(&Record::Vote { vote }, Kind::Vote(vote))?);
@@ -364,10 +419,8 @@ fn migrate(dir: &Path) -> Result<(), WalError> {
     if let Some(upto) = old.purged {
         records.push(wal::frame::<&Entry>(&Record::Purge { upto }, Kind::Purge(upto))?);
     }
-    records.push(wal::frame::<&Entry>(
-        &Record::Committed { committed: old.committed },
-        Kind::Committed(old.committed),
-    )?);
+    records
+        .push(wal::frame::<&Entry>(&Record::Committed { committed: old.committed }, Kind::Committed(old.committed))?);
     writer.write(&records, false)?;
     for chunk in old.entries.chunks(256) {
         let records = chunk
@@ -432,3 +485,6 @@ mod legacy {
         Ok(Old { vote, committed: committed.flatten(), purged, entries })
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -167,8 +167,10 @@ pub(super) fn read_entry(file: &File, loc: &Loc) -> Result<Entry, String> {
     let mut buf = vec![0u8; loc.len];
     file.read_exact_at(&mut buf, loc.offset).map_err(|e| e.to_string())?;
     match parse(&buf) {
-        Parsed::Record(Record::Entry { entry }, _) if entry.log_id == loc.log_id => Ok(entry),
-        Parsed::Record(..) => Err(format!("no entry {} at byte {}", loc.log_id, loc.offset)),
+        Parsed::Record(r, _) => match *r {
+            Record::Entry { entry } if entry.log_id == loc.log_id => Ok(entry),
+            _ => Err(format!("no entry {} at byte {}", loc.log_id, loc.offset)),
+        },
         Parsed::Short => Err(format!("the record at byte {} is cut short", loc.offset)),
         Parsed::Bad(why) => Err(format!("the record at byte {} is corrupt: {why}", loc.offset)),
     }
@@ -176,7 +178,7 @@ pub(super) fn read_entry(file: &File, loc: &Loc) -> Result<Entry, String> {
 
 enum Parsed {
     /// A record and its length, header included.
-    Record(Record<Entry>, usize),
+    Record(Box<Record<Entry>>, usize),
     /// The bytes end within the record.
     Short,
     /// Damaged.
@@ -198,7 +200,7 @@ fn parse(buf: &[u8]) -> Parsed {
         return Parsed::Bad("checksum mismatch".into());
     }
     match serde_json::from_slice(payload) {
-        Ok(r) => Parsed::Record(r, HEADER + len),
+        Ok(r) => Parsed::Record(Box::new(r), HEADER + len),
         Err(e) => Parsed::Bad(format!("unreadable: {e}")),
     }
 }
@@ -225,6 +227,8 @@ pub(super) struct Replayed {
 /// purged ones. Used by one thread at a time.
 pub(super) struct Writer {
     dir: PathBuf,
+    /// A new segment starts once the last one holds this many bytes.
+    segment_bytes: u64,
     files: Files,
     /// Last entry index written to each segment (`None`: no entry).
     last_index: BTreeMap<u64, Option<u64>>,
@@ -239,8 +243,9 @@ pub(super) struct Writer {
 }
 
 impl Writer {
-    /// Opens the log in `dir` (created if missing) and reads it through.
-    pub(super) fn open(dir: &Path) -> Result<(Self, Replayed, Files), WalError> {
+    /// Opens the log in `dir` (created if missing) and reads it through;
+    /// segments end after `segment_bytes` ([`SEGMENT_BYTES`] but in tests).
+    pub(super) fn open(dir: &Path, segment_bytes: u64) -> Result<(Self, Replayed, Files), WalError> {
         std::fs::create_dir_all(dir).map_err(io_at(dir))?;
         let mut numbers = Vec::new();
         for item in std::fs::read_dir(dir).map_err(io_at(dir))? {
@@ -253,6 +258,7 @@ impl Writer {
         let files: Files = Arc::default();
         let mut w = Writer {
             dir: dir.to_path_buf(),
+            segment_bytes,
             files: files.clone(),
             last_index: BTreeMap::new(),
             current: 0,
@@ -307,7 +313,7 @@ impl Writer {
                     return Err(WalError::Corrupt { path: path.display().to_string(), offset: offset as u64, why });
                 }
             };
-            match record {
+            match *record {
                 Record::State { vote, committed, purged } => {
                     (out.vote, out.committed) = (vote, committed);
                     if let Some(p) = purged {
@@ -363,7 +369,7 @@ impl Writer {
         if let Some(why) = &self.broken {
             return Err(WalError::Broken(why.clone()));
         }
-        if self.len >= SEGMENT_BYTES {
+        if self.len >= self.segment_bytes {
             self.start_segment(self.current + 1)?;
         }
         let file = self.files.read().unwrap_or_else(|p| p.into_inner()).get(&self.current).cloned();
@@ -437,12 +443,6 @@ impl Writer {
             self.files.write().unwrap_or_else(|p| p.into_inner()).remove(n);
         }
         sync_dir(&self.dir)
-    }
-
-    /// The segment numbers on disk (for tests).
-    #[cfg(test)]
-    pub(super) fn segments(&self) -> Vec<u64> {
-        self.last_index.keys().copied().collect()
     }
 }
 
