@@ -1,48 +1,62 @@
-//! Group commit: proposals made on the leader at the same time become one
-//! log entry ([`Command::Batch`]).
+//! Group commit: commands proposed at the same time travel and commit
+//! together.
+//!
+//! ```text
+//!  follower: propose ─► Forwarder ─ one Raft.Forward per batch ─┐
+//!                                                               ▼
+//!  leader:   propose ─► Batcher ─ one client_write per batch ─► one log entry
+//! ```
 //!
 //! openraft 0.9 appends and fsyncs every `client_write` on its own, one after
-//! the other, before it replicates the next: one write costs one fsync on the
-//! leader's critical path, whatever the load. The batcher sits in front of
-//! `client_write`. While [`IN_FLIGHT`] entries are being committed, new
-//! proposals queue up; the next entry takes all of them (up to
-//! [`MAX_BATCH`] commands and [`MAX_BATCH_BYTES`] bytes). One client alone
-//! waits for nothing: its command goes out at once, unwrapped, as before.
+//! the other, before it replicates the next: one write costs one fsync and
+//! one replication round, whatever the load. The [`Batcher`] sits in front
+//! of `client_write`: while [`IN_FLIGHT`] entries are being committed, new
+//! proposals queue up, and the next entry ([`Command::Batch`]) takes all of
+//! them (up to [`MAX_BATCH`] commands and [`MAX_BATCH_BYTES`] bytes). On a
+//! follower the [`Forwarder`] does the same for the hop to the leader: the
+//! commands queued for the leader go in one `Raft.Forward` call.
 //!
-//! Each command of a batch is applied on its own and gets its own result
-//! (`Applied::batch`); a failed write fails every command of its batch with
-//! the same error.
+//! A client alone waits for nothing: its command goes out at once, unwrapped,
+//! as before. Each command of a batch is applied on its own and gets its own
+//! result (`Applied::batch`); a failed write or call fails every command of
+//! its batch with the same error.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use openraft::error::{ClientWriteError, RaftError as OpenRaftError};
 use stackd_core::Command;
 use stackd_core::state::Applied;
+use stackd_proto::v1;
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
-use super::{RaftError, TypeConfig};
+use super::peers::Peers;
+use super::{Attempt, RaftError, RaftNode, TypeConfig};
 
-/// Entries being committed at once; more proposals wait and form the next batch.
+/// Entries being committed at once by the leader; more proposals wait and
+/// form the next batch.
 pub(super) const IN_FLIGHT: usize = 2;
-/// Most commands in one entry.
+/// `Raft.Forward` calls a follower has running at once.
+pub(super) const FORWARDS_IN_FLIGHT: usize = 4;
+/// Most commands in one entry or one forwarded call.
 pub(super) const MAX_BATCH: usize = 256;
-/// Most bytes (JSON-encoded commands) in one entry, so that a batch stays
-/// far below a Raft message's ceiling; a larger command goes alone.
+/// Most bytes (JSON-encoded commands) in one batch, so that it stays far
+/// below a Raft message's ceiling; a larger command goes alone.
 pub(super) const MAX_BATCH_BYTES: usize = 1 << 20;
 
-/// What a proposer gets back: the entry's log index and its command's result.
-pub(super) type Outcome = Result<(u64, Applied), RaftError>;
+/// What a proposer on the leader gets back: the entry's log index and the
+/// result of each of its commands.
+type Outcome = Result<(u64, Vec<Applied>), RaftError>;
 
-/// One command waiting to be proposed.
-pub(super) struct Proposal {
-    cmd: Command,
+/// Commands of one caller waiting to be proposed on the leader.
+struct Proposal {
+    cmds: Vec<Command>,
     size: usize,
     reply: oneshot::Sender<Outcome>,
 }
 
-/// The proposing end of a batcher. Cheap to clone; the batcher stops when
-/// every clone is gone.
+/// The proposing end of the leader's batcher. Cheap to clone; the batcher
+/// stops when every clone is gone.
 #[derive(Clone)]
 pub(super) struct Batcher {
     tx: mpsc::UnboundedSender<Proposal>,
@@ -52,15 +66,22 @@ impl Batcher {
     /// Starts a batcher writing into `raft`; one write waits at most `timeout` for its commit.
     pub(super) fn start(raft: openraft::Raft<TypeConfig>, timeout: Duration) -> Self {
         let (tx, rx) = mpsc::unbounded_channel();
-        tokio::spawn(run(raft, rx, timeout));
+        tokio::spawn(run(
+            rx,
+            IN_FLIGHT,
+            |p: &Proposal| p.size,
+            |_, _| true,
+            move |batch| submit(raft.clone(), batch, timeout),
+        ));
         Self { tx }
     }
 
-    /// Queues `cmd`; the receiver gets its outcome.
-    pub(super) fn propose(&self, cmd: Command) -> Result<oneshot::Receiver<Outcome>, RaftError> {
+    /// Queues `cmds` (committed in the same entry, each applied on its own);
+    /// the receiver gets their outcome.
+    pub(super) fn propose(&self, cmds: Vec<Command>) -> Result<oneshot::Receiver<Outcome>, RaftError> {
         let (reply, rx) = oneshot::channel();
-        let size = encoded_len(&cmd);
-        self.tx.send(Proposal { cmd, size, reply }).map_err(|_| RaftError::Fatal("raft stopped".into()))?;
+        let size = cmds.iter().map(encoded_len).sum();
+        self.tx.send(Proposal { cmds, size, reply }).map_err(|_| RaftError::Fatal("raft stopped".into()))?;
         Ok(rx)
     }
 }
@@ -78,24 +99,32 @@ fn encoded_len(cmd: &Command) -> usize {
         }
     }
     let mut n = Count(0);
-    // A command that cannot be encoded fails in the log store; size it as large.
+    // A command that cannot be encoded fails later, on its own: size it as large.
     match serde_json::to_writer(&mut n, cmd) {
         Ok(()) => n.0,
         Err(_) => MAX_BATCH_BYTES,
     }
 }
 
-/// Takes the proposals queued now, after `first`, into one batch within the
-/// limits; a proposal that does not fit is handed back for the next one.
-fn take_batch(first: Proposal, rx: &mut mpsc::UnboundedReceiver<Proposal>) -> (Vec<Proposal>, Option<Proposal>) {
-    let mut bytes = first.size;
+/// Takes what is queued now, after `first`, into one batch: items that
+/// `fit` with the first, within [`MAX_BATCH`] items and [`MAX_BATCH_BYTES`].
+/// An item that does not fit is handed back to start the next batch.
+fn take_batch<T>(
+    first: T,
+    rx: &mut mpsc::UnboundedReceiver<T>,
+    size: &impl Fn(&T) -> usize,
+    fit: &impl Fn(&T, &T) -> bool,
+) -> (Vec<T>, Option<T>) {
+    let mut bytes = size(&first);
     let mut batch = vec![first];
     while batch.len() < MAX_BATCH {
         match rx.try_recv() {
-            Ok(p) if bytes + p.size > MAX_BATCH_BYTES => return (batch, Some(p)),
-            Ok(p) => {
-                bytes += p.size;
-                batch.push(p);
+            Ok(item) if bytes + size(&item) > MAX_BATCH_BYTES || !fit(&batch[0], &item) => {
+                return (batch, Some(item));
+            }
+            Ok(item) => {
+                bytes += size(&item);
+                batch.push(item);
             }
             Err(_) => break,
         }
@@ -103,55 +132,83 @@ fn take_batch(first: Proposal, rx: &mut mpsc::UnboundedReceiver<Proposal>) -> (V
     (batch, None)
 }
 
-async fn run(raft: openraft::Raft<TypeConfig>, mut rx: mpsc::UnboundedReceiver<Proposal>, timeout: Duration) {
-    let slots = Arc::new(Semaphore::new(IN_FLIGHT));
+/// Takes batches from `rx` and hands each to `send`, with at most
+/// `in_flight` of them running at once; ends when every sender is gone.
+async fn run<T, F, S, Fut>(
+    mut rx: mpsc::UnboundedReceiver<T>,
+    in_flight: usize,
+    size: S,
+    fit: F,
+    send: impl Fn(Vec<T>) -> Fut,
+) where
+    T: Send + 'static,
+    S: Fn(&T) -> usize,
+    F: Fn(&T, &T) -> bool,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let slots = Arc::new(Semaphore::new(in_flight));
     let mut carried = None;
     loop {
         let Ok(slot) = slots.clone().acquire_owned().await else { return };
         let first = match carried.take() {
-            Some(p) => p,
+            Some(item) => item,
             None => match rx.recv().await {
-                Some(p) => p,
+                Some(item) => item,
                 None => return,
             },
         };
-        let (batch, rest) = take_batch(first, &mut rx);
+        let (batch, rest) = take_batch(first, &mut rx, &size, &fit);
         carried = rest;
-        let raft = raft.clone();
+        let sending = send(batch);
         tokio::spawn(async move {
-            submit(&raft, batch, timeout).await;
+            sending.await;
             drop(slot);
         });
     }
 }
 
+/// One command, or a batch of them.
+fn as_one(mut cmds: Vec<Command>) -> Option<Command> {
+    match cmds.len() {
+        0 => None,
+        1 => cmds.pop(),
+        _ => Some(Command::Batch { commands: cmds }),
+    }
+}
+
+/// Splits the result of an entry made of `counts[i]` commands per caller.
+fn split(index: u64, mut results: Vec<Applied>, counts: &[usize]) -> Vec<Outcome> {
+    let total: usize = counts.iter().sum();
+    if results.len() != total {
+        let e =
+            RaftError::Fatal(format!("the entry at index {index} has {} results for {total} commands", results.len()));
+        return counts.iter().map(|_| Err(e.clone())).collect();
+    }
+    let mut out = Vec::with_capacity(counts.len());
+    for &n in counts.iter().rev() {
+        out.push(Ok((index, results.split_off(results.len() - n))));
+    }
+    out.reverse();
+    out
+}
+
+/// The results of an applied entry of `total` commands.
+fn results_of(applied: Applied, total: usize) -> Vec<Applied> {
+    if total == 1 { vec![applied] } else { applied.batch }
+}
+
 /// Writes `batch` as one entry and answers each of its proposers.
-async fn submit(raft: &openraft::Raft<TypeConfig>, batch: Vec<Proposal>, timeout: Duration) {
-    let (mut cmds, replies): (Vec<Command>, Vec<oneshot::Sender<Outcome>>) =
-        batch.into_iter().map(|p| (p.cmd, p.reply)).unzip();
-    let single = cmds.len() == 1;
-    let cmd = match cmds.pop() {
-        Some(cmd) if single => cmd,
-        Some(last) => {
-            cmds.push(last);
-            Command::Batch { commands: cmds }
-        }
-        None => return,
-    };
+async fn submit(raft: openraft::Raft<TypeConfig>, batch: Vec<Proposal>, timeout: Duration) {
+    let counts: Vec<usize> = batch.iter().map(|p| p.cmds.len()).collect();
+    let (cmds, replies): (Vec<Vec<Command>>, Vec<oneshot::Sender<Outcome>>) =
+        batch.into_iter().map(|p| (p.cmds, p.reply)).unzip();
+    let total = counts.iter().sum();
+    let Some(cmd) = as_one(cmds.into_iter().flatten().collect()) else { return };
     // A proposer that gave up waiting is no error: its write goes on.
-    match write(raft, cmd, timeout).await {
-        Ok((index, applied)) if single => {
-            for r in replies {
-                let _ = r.send(Ok((index, applied.clone())));
-            }
-        }
+    match write(&raft, cmd, timeout).await {
         Ok((index, applied)) => {
-            let mut results = applied.batch.into_iter();
-            for r in replies {
-                let one = results.next().ok_or_else(|| {
-                    RaftError::Fatal(format!("the batch at index {index} has fewer results than commands"))
-                });
-                let _ = r.send(one.map(|a| (index, a)));
+            for (r, outcome) in replies.into_iter().zip(split(index, results_of(applied, total), &counts)) {
+                let _ = r.send(outcome);
             }
         }
         Err(e) => {
@@ -163,7 +220,11 @@ async fn submit(raft: &openraft::Raft<TypeConfig>, batch: Vec<Proposal>, timeout
 }
 
 /// `client_write` of one entry, bounded by `timeout`.
-async fn write(raft: &openraft::Raft<TypeConfig>, cmd: Command, timeout: Duration) -> Outcome {
+async fn write(
+    raft: &openraft::Raft<TypeConfig>,
+    cmd: Command,
+    timeout: Duration,
+) -> Result<(u64, Applied), RaftError> {
     // `client_write` never returns on a leader that lost its majority: always bound it.
     match tokio::time::timeout(timeout, raft.client_write(cmd)).await {
         Err(_) => Err(RaftError::Timeout(format!(
@@ -176,6 +237,124 @@ async fn write(raft: &openraft::Raft<TypeConfig>, cmd: Command, timeout: Duratio
         }
         Ok(Err(OpenRaftError::APIError(e))) => Err(RaftError::NoQuorum(e.to_string())),
         Ok(Err(OpenRaftError::Fatal(e))) => Err(RaftError::Fatal(e.to_string())),
+    }
+}
+
+/// How a forwarded command ended.
+pub(super) type Forwarded = Attempt<Result<(u64, Applied), RaftError>>;
+
+/// A command a follower sends to the leader.
+struct Outgoing {
+    leader: u64,
+    addr: String,
+    cmd: Command,
+    size: usize,
+    deadline: Instant,
+    reply: oneshot::Sender<Forwarded>,
+}
+
+/// The sending end of a follower's forwarder. Cheap to clone.
+#[derive(Clone)]
+pub(super) struct Forwarder {
+    tx: mpsc::UnboundedSender<Outgoing>,
+}
+
+impl Forwarder {
+    /// Starts a forwarder calling leaders through `peers`; the leader waits
+    /// at most `write_timeout` for a commit.
+    pub(super) fn start(peers: Arc<Peers>, write_timeout: Duration) -> Self {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let same_leader = |a: &Outgoing, b: &Outgoing| a.leader == b.leader && a.addr == b.addr;
+        let send = move |batch| forward(peers.clone(), write_timeout, batch);
+        tokio::spawn(run(rx, FORWARDS_IN_FLIGHT, |o: &Outgoing| o.size, same_leader, send));
+        Self { tx }
+    }
+
+    /// Sends `cmd` to the leader `leader` at `addr`, with commands queued at
+    /// the same time; gives up at `deadline`.
+    pub(super) async fn forward(&self, leader: u64, addr: &str, cmd: Command, deadline: Instant) -> Forwarded {
+        let (reply, rx) = oneshot::channel();
+        let size = encoded_len(&cmd);
+        let out = Outgoing { leader, addr: addr.to_string(), cmd, size, deadline, reply };
+        if self.tx.send(out).is_err() {
+            return Attempt::Done(Err(RaftError::Fatal("raft stopped".into())));
+        }
+        rx.await.unwrap_or_else(|_| Attempt::Done(Err(RaftError::Fatal("raft stopped".into()))))
+    }
+}
+
+/// Sends `batch` (all to the same leader) in one `Raft.Forward` call and
+/// answers each of its senders.
+async fn forward(peers: Arc<Peers>, write_timeout: Duration, batch: Vec<Outgoing>) {
+    let Some(first) = batch.first() else { return };
+    let (leader, addr) = (first.leader, first.addr.clone());
+    let deadline = batch.iter().map(|o| o.deadline).min().unwrap_or_else(Instant::now);
+    let (cmds, replies): (Vec<Command>, Vec<oneshot::Sender<Forwarded>>) =
+        batch.into_iter().map(|o| (o.cmd, o.reply)).unzip();
+    let total = cmds.len();
+    let Some(cmd) = as_one(cmds) else { return };
+    let remaining = deadline.saturating_duration_since(Instant::now());
+    match call(&peers, write_timeout, leader, &addr, &cmd, remaining).await {
+        Attempt::Done(Ok((index, applied))) => {
+            for (r, outcome) in replies.into_iter().zip(split(index, results_of(applied, total), &vec![1; total])) {
+                let one = outcome
+                    .and_then(|(i, mut a)| a.pop().map(|a| (i, a)).ok_or_else(|| RaftError::Fatal("no result".into())));
+                let _ = r.send(Attempt::Done(one));
+            }
+        }
+        Attempt::Done(Err(e)) => {
+            for r in replies {
+                let _ = r.send(Attempt::Done(Err(e.clone())));
+            }
+        }
+        Attempt::Retry(e) => {
+            for r in replies {
+                let _ = r.send(Attempt::Retry(e.clone()));
+            }
+        }
+    }
+}
+
+/// One `Raft.Forward` call of `cmd` to the leader.
+async fn call(
+    peers: &Peers,
+    write_timeout: Duration,
+    leader: u64,
+    addr: &str,
+    cmd: &Command,
+    remaining: Duration,
+) -> Attempt<Result<(u64, Applied), RaftError>> {
+    let command_json = match serde_json::to_vec(cmd) {
+        Ok(j) => j,
+        Err(e) => return Attempt::Done(Err(RaftError::Remote(format!("cannot encode the command: {e}")))),
+    };
+    let mut client = match peers.client(leader, addr) {
+        Ok(c) => c,
+        Err(e) => return Attempt::Retry(RaftError::NoQuorum(e.to_string())),
+    };
+    // The leader waits at most `write_timeout` for the commit; give the call a little more.
+    let limit = remaining.min(write_timeout + Duration::from_secs(1));
+    let mut req = tonic::Request::new(v1::ForwardRequest { command_json });
+    req.set_timeout(limit);
+    match tokio::time::timeout(limit, client.forward(req)).await {
+        Err(_) => Attempt::Done(Err(RaftError::Timeout(format!(
+            "the leader (node {leader:016x}) did not confirm the write within {limit:?}; it may still be committed"
+        )))),
+        Ok(Err(status)) => match RaftNode::leader_failure(leader, status) {
+            Attempt::Retry(e) => Attempt::Retry(e),
+            Attempt::Done(e) => Attempt::Done(Err(e)),
+        },
+        Ok(Ok(reply)) => {
+            peers.record_ok(leader);
+            let reply = reply.into_inner();
+            match serde_json::from_slice::<Applied>(&reply.applied_json) {
+                Ok(applied) => Attempt::Done(Ok((reply.index, applied))),
+                Err(e) => Attempt::Done(Err(RaftError::Remote(format!(
+                    "committed at index {}, but the result is unreadable: {e}",
+                    reply.index
+                )))),
+            }
+        }
     }
 }
 
@@ -194,11 +373,27 @@ mod tests {
         }
     }
 
-    fn queue(cmds: Vec<Command>) -> (mpsc::UnboundedReceiver<Proposal>, Vec<oneshot::Receiver<Outcome>>) {
+    fn name(cmd: &Command) -> &str {
+        match cmd {
+            Command::CreateObject { name, .. } => name,
+            _ => "",
+        }
+    }
+
+    /// A command for destination `.0`; a batch holds one destination only.
+    type Item = (u8, Command);
+
+    /// Queues the items.
+    fn queue(items: Vec<Item>) -> mpsc::UnboundedReceiver<Item> {
         let (tx, rx) = mpsc::unbounded_channel();
-        let batcher = Batcher { tx };
-        let replies = cmds.into_iter().map(|c| batcher.propose(c).expect("queued")).collect();
-        (rx, replies)
+        for item in items {
+            tx.send(item).expect("queued");
+        }
+        rx
+    }
+
+    fn take(first: Item, rx: &mut mpsc::UnboundedReceiver<Item>) -> (Vec<Item>, Option<Item>) {
+        take_batch(first, rx, &|(_, c): &Item| encoded_len(c), &|a: &Item, b: &Item| a.0 == b.0)
     }
 
     #[test]
@@ -210,37 +405,61 @@ mod tests {
     #[test]
     fn a_batch_takes_what_is_queued_within_its_limits() {
         // Everything queued, in order.
-        let (mut rx, _r) = queue((0..5).map(|i| object(&format!("c{i}"), 10)).collect());
+        let mut rx = queue((0..5).map(|i| (0, object(&format!("c{i}"), 10))).collect());
         let first = rx.try_recv().expect("first");
-        let (batch, rest) = take_batch(first, &mut rx);
-        let names: Vec<_> = batch
-            .iter()
-            .map(|p| match &p.cmd {
-                Command::CreateObject { name, .. } => name.clone(),
-                _ => unreachable!(),
-            })
-            .collect();
+        let (batch, rest) = take(first, &mut rx);
+        let names: Vec<_> = batch.iter().map(|(_, c)| name(c)).collect();
         assert_eq!(names, ["c0", "c1", "c2", "c3", "c4"]);
         assert!(rest.is_none());
 
         // At most MAX_BATCH commands; the rest stays queued.
-        let (mut rx, _r) = queue((0..MAX_BATCH + 3).map(|i| object(&format!("c{i}"), 1)).collect());
+        let mut rx = queue((0..MAX_BATCH + 3).map(|i| (0, object(&format!("c{i}"), 1))).collect());
         let first = rx.try_recv().expect("first");
-        let (batch, rest) = take_batch(first, &mut rx);
+        let (batch, rest) = take(first, &mut rx);
         assert_eq!(batch.len(), MAX_BATCH);
         assert!(rest.is_none());
         assert!(rx.try_recv().is_ok(), "the next batch starts with what did not fit");
 
         // A command that would pass the byte limit is carried to the next batch.
         let big = MAX_BATCH_BYTES / 3;
-        let (mut rx, _r) = queue(vec![object("a", big), object("b", big), object("c", big), object("d", 1)]);
+        let mut rx =
+            queue(vec![(0, object("a", big)), (0, object("b", big)), (0, object("c", big)), (0, object("d", 1))]);
         let first = rx.try_recv().expect("first");
-        let (batch, rest) = take_batch(first, &mut rx);
+        let (batch, rest) = take(first, &mut rx);
         assert_eq!(batch.len(), 2, "a third base64-encoded third does not fit");
         let rest = rest.expect("carried");
-        assert!(matches!(&rest.cmd, Command::CreateObject { name, .. } if name == "c"));
-        let (batch, rest) = take_batch(rest, &mut rx);
+        assert_eq!(name(&rest.1), "c");
+        let (batch, rest) = take(rest, &mut rx);
         assert_eq!(batch.len(), 2);
         assert!(rest.is_none());
+
+        // Items for another destination start the next batch.
+        let mut rx = queue(vec![(0, object("a", 1)), (0, object("b", 1)), (1, object("c", 1)), (0, object("d", 1))]);
+        let first = rx.try_recv().expect("first");
+        let (batch, rest) = take(first, &mut rx);
+        assert_eq!(batch.iter().map(|(_, c)| name(c)).collect::<Vec<_>>(), ["a", "b"]);
+        assert_eq!(rest.map(|(g, _)| g), Some(1));
+    }
+
+    #[test]
+    fn results_go_back_to_their_callers_in_order() {
+        let applied = |n: &str| Applied { rejected: Some(n.into()), ..Applied::default() };
+        let results = vec![applied("a"), applied("b"), applied("c"), applied("d")];
+        let out = split(7, results, &[1, 2, 1]);
+        let names: Vec<Vec<String>> = out
+            .into_iter()
+            .map(|o| {
+                let (index, r) = o.expect("ok");
+                assert_eq!(index, 7);
+                r.into_iter().map(|a| a.rejected.unwrap_or_default()).collect()
+            })
+            .collect();
+        assert_eq!(names, [vec!["a"], vec!["b", "c"], vec!["d"]]);
+        // A result count that does not match fails every caller.
+        assert!(split(7, vec![applied("a")], &[1, 1]).iter().all(|o| o.is_err()));
+        assert_eq!(as_one(vec![object("x", 1)]), Some(object("x", 1)), "one command goes unwrapped");
+        assert!(
+            matches!(as_one(vec![object("x", 1), object("y", 1)]), Some(Command::Batch { commands }) if commands.len() == 2)
+        );
     }
 }

@@ -258,6 +258,7 @@ pub struct RaftNode {
     timings: Timings,
     leading: Arc<watch::Sender<bool>>,
     batcher: batcher::Batcher,
+    forwarder: batcher::Forwarder,
 }
 
 impl RaftNode {
@@ -310,7 +311,8 @@ impl RaftNode {
         let leading = Arc::new(leading);
         tokio::spawn(watch_leadership(raft.metrics(), peers.clone(), id, leading.clone(), timings.heartbeat));
         let batcher = batcher::Batcher::start(raft.clone(), timings.write_timeout);
-        Ok(Self { raft, shared, id, peers, timings: *timings, leading, batcher })
+        let forwarder = batcher::Forwarder::start(peers.clone(), timings.write_timeout);
+        Ok(Self { raft, shared, id, peers, timings: *timings, leading, batcher, forwarder })
     }
 
     /// Makes this node the single voter of a new cluster. Does nothing if the
@@ -381,7 +383,7 @@ impl RaftNode {
             let remaining = deadline.saturating_duration_since(Instant::now());
             let last = match self.propose_local(cmd.clone(), remaining.min(self.timings.write_timeout)).await {
                 Err(RaftError::NotLeader { leader: Some(leader), leader_addr: Some(addr) }) if leader != self.id => {
-                    match self.forward(leader, &addr, &cmd, remaining).await {
+                    match self.forwarder.forward(leader, &addr, cmd.clone(), deadline).await {
                         Attempt::Done(result) => return result,
                         Attempt::Retry(e) => e,
                     }
@@ -401,6 +403,18 @@ impl RaftNode {
     /// for the commit. On the leader, commands proposed at the same time are
     /// committed together as one entry (see `batcher.rs`).
     pub(crate) async fn propose_local(&self, cmd: Command, timeout: Duration) -> Result<(u64, Applied), RaftError> {
+        let (index, mut results) = self.propose_local_many(vec![cmd], timeout).await?;
+        let applied = results.pop().ok_or_else(|| RaftError::Fatal(format!("no result for the entry at {index}")))?;
+        Ok((index, applied))
+    }
+
+    /// [`propose_local`](Self::propose_local) of several commands, committed
+    /// in the same entry and each applied on its own; their results in order.
+    pub(crate) async fn propose_local_many(
+        &self,
+        cmds: Vec<Command>,
+        timeout: Duration,
+    ) -> Result<(u64, Vec<Applied>), RaftError> {
         self.check_quorum()?;
         {
             // A follower that knows the leader says so at once (as
@@ -412,7 +426,7 @@ impl RaftNode {
                 return Err(RaftError::NotLeader { leader, leader_addr });
             }
         }
-        let outcome = self.batcher.propose(cmd)?;
+        let outcome = self.batcher.propose(cmds)?;
         match tokio::time::timeout(timeout, outcome).await {
             Err(_) => Err(RaftError::Timeout(format!(
                 "the write was not committed within {timeout:?} (a majority of the managers may be unreachable); \
@@ -429,7 +443,7 @@ impl RaftNode {
     /// unreachable). A connection lost after the request went out may have
     /// committed it: that is a [`RaftError::Timeout`], never retried, so a
     /// write is not applied twice.
-    fn leader_failure(&self, leader: u64, status: tonic::Status) -> Attempt<RaftError> {
+    fn leader_failure(leader: u64, status: tonic::Status) -> Attempt<RaftError> {
         use tonic::Code;
         let refused = status.metadata().get(REFUSED_HEADER).and_then(|v| v.to_str().ok()).map(str::to_string);
         match status.code() {
@@ -452,48 +466,6 @@ impl RaftNode {
                 status.message()
             ))),
             _ => Attempt::Done(RaftError::Remote(status.message().to_string())),
-        }
-    }
-
-    /// Sends `cmd` to the leader's `Raft.Forward`.
-    async fn forward(
-        &self,
-        leader: u64,
-        addr: &str,
-        cmd: &Command,
-        remaining: Duration,
-    ) -> Attempt<Result<(u64, Applied), RaftError>> {
-        let command_json = match serde_json::to_vec(cmd) {
-            Ok(j) => j,
-            Err(e) => return Attempt::Done(Err(RaftError::Remote(format!("cannot encode the command: {e}")))),
-        };
-        let mut client = match self.peers.client(leader, addr) {
-            Ok(c) => c,
-            Err(e) => return Attempt::Retry(RaftError::NoQuorum(e.to_string())),
-        };
-        // The leader waits at most `write_timeout` for the commit; give the call a little more.
-        let limit = remaining.min(self.timings.write_timeout + Duration::from_secs(1));
-        let mut req = tonic::Request::new(v1::ForwardRequest { command_json });
-        req.set_timeout(limit);
-        match tokio::time::timeout(limit, client.forward(req)).await {
-            Err(_) => Attempt::Done(Err(RaftError::Timeout(format!(
-                "the leader (node {leader:016x}) did not confirm the write within {limit:?}; it may still be committed"
-            )))),
-            Ok(Err(status)) => match self.leader_failure(leader, status) {
-                Attempt::Retry(e) => Attempt::Retry(e),
-                Attempt::Done(e) => Attempt::Done(Err(e)),
-            },
-            Ok(Ok(reply)) => {
-                self.peers.record_ok(leader);
-                let reply = reply.into_inner();
-                match serde_json::from_slice::<Applied>(&reply.applied_json) {
-                    Ok(applied) => Attempt::Done(Ok((reply.index, applied))),
-                    Err(e) => Attempt::Done(Err(RaftError::Remote(format!(
-                        "committed at index {}, but the result is unreadable: {e}",
-                        reply.index
-                    )))),
-                }
-            }
         }
     }
 
@@ -570,7 +542,7 @@ impl RaftNode {
             Err(_) => Attempt::Retry(RaftError::NoQuorum(format!(
                 "the leader (node {leader:016x}) gave no read index within {limit:?}"
             ))),
-            Ok(Err(status)) => match self.leader_failure(leader, status) {
+            Ok(Err(status)) => match Self::leader_failure(leader, status) {
                 Attempt::Retry(e) | Attempt::Done(e @ RaftError::Timeout(_)) => Attempt::Retry(e),
                 Attempt::Done(e) => Attempt::Done(Err(e)),
             },
@@ -717,7 +689,7 @@ impl RaftNode {
         let reply = match tokio::time::timeout(limit, client.members(req)).await {
             Err(_) => return Err(RaftError::NoQuorum(format!("the leader did not answer within {limit:?}"))),
             Ok(Err(status)) => {
-                return Err(match self.leader_failure(leader, status) {
+                return Err(match Self::leader_failure(leader, status) {
                     Attempt::Retry(e) | Attempt::Done(e) => e,
                 });
             }

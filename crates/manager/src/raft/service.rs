@@ -13,6 +13,7 @@ use openraft::raft::SnapshotResponse;
 use openraft::storage::Snapshot;
 use serde::Serialize;
 use stackd_core::Command;
+use stackd_core::state::Applied;
 use stackd_proto::v1;
 use tonic::{Request, Response, Status, Streaming};
 
@@ -183,11 +184,19 @@ impl v1::raft_server::Raft for RaftService {
     async fn forward(&self, req: Request<v1::ForwardRequest>) -> Result<Response<v1::ForwardReply>, Status> {
         self.check_member(&req)?;
         let cmd: Command = serde_json::from_slice(&req.into_inner().command_json).map_err(|e| bad("command", e))?;
-        if matches!(cmd, Command::Batch { .. }) {
-            return Err(Status::invalid_argument("a forwarded command cannot be a batch"));
-        }
         // The leader proposes locally only: a forwarded write never takes a second hop.
-        let (index, applied) = self.node.propose_local(cmd, self.node.write_timeout()).await.map_err(refusal)?;
+        let timeout = self.node.write_timeout();
+        let (index, applied) = match cmd {
+            // Commands queued together on a follower: each applied on its own.
+            Command::Batch { commands } => {
+                if commands.iter().any(|c| matches!(c, Command::Batch { .. })) {
+                    return Err(Status::invalid_argument("a forwarded batch cannot hold a batch"));
+                }
+                let (index, batch) = self.node.propose_local_many(commands, timeout).await.map_err(refusal)?;
+                (index, Applied { batch, ..Applied::default() })
+            }
+            cmd => self.node.propose_local(cmd, timeout).await.map_err(refusal)?,
+        };
         Ok(Response::new(v1::ForwardReply { index, applied_json: json(&applied)? }))
     }
 

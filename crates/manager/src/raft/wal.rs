@@ -75,8 +75,10 @@ fn io_at(path: &Path) -> impl Fn(std::io::Error) -> WalError + '_ {
 }
 
 /// One record. `E` is the entry: owned when read, borrowed when written.
+// Externally tagged: an internally tagged enum buffers its content, and
+// some of the types inside (base64 blobs) do not decode from that buffer.
 #[derive(Debug, Serialize, Deserialize)]
-#[serde(tag = "record", rename_all = "snake_case")]
+#[serde(rename_all = "snake_case")]
 pub(super) enum Record<E> {
     /// The first record of every segment.
     State {
@@ -172,6 +174,7 @@ pub(super) fn read_entry(file: &File, loc: &Loc) -> Result<Entry, String> {
             _ => Err(format!("no entry {} at byte {}", loc.log_id, loc.offset)),
         },
         Parsed::Short => Err(format!("the record at byte {} is cut short", loc.offset)),
+        Parsed::Torn => Err(format!("the record at byte {} fails its checksum", loc.offset)),
         Parsed::Bad(why) => Err(format!("the record at byte {} is corrupt: {why}", loc.offset)),
     }
 }
@@ -181,7 +184,10 @@ enum Parsed {
     Record(Box<Record<Entry>>, usize),
     /// The bytes end within the record.
     Short,
-    /// Damaged.
+    /// The checksum does not match: damaged, or torn by a crash.
+    Torn,
+    /// The checksum matches but the record does not decode: never what a
+    /// crash leaves (a stackd that does not know this record, or a bug).
     Bad(String),
 }
 
@@ -197,7 +203,7 @@ fn parse(buf: &[u8]) -> Parsed {
     }
     let Some(payload) = buf.get(HEADER..HEADER + len) else { return Parsed::Short };
     if crc32fast::hash(payload) != crc {
-        return Parsed::Bad("checksum mismatch".into());
+        return Parsed::Torn;
     }
     match serde_json::from_slice(payload) {
         Ok(r) => Parsed::Record(Box::new(r), HEADER + len),
@@ -292,7 +298,7 @@ impl Writer {
         while offset < bytes.len() {
             let (record, len) = match parse(&bytes[offset..]) {
                 Parsed::Record(r, len) => (r, len),
-                Parsed::Short | Parsed::Bad(_) if last => {
+                Parsed::Short | Parsed::Torn if last => {
                     tracing::warn!(
                         segment = %path.display(),
                         offset,
@@ -302,11 +308,11 @@ impl Writer {
                     file.set_len(offset as u64).and_then(|()| file.sync_all()).map_err(io_at(&path))?;
                     break;
                 }
-                Parsed::Short => {
+                Parsed::Short | Parsed::Torn => {
                     return Err(WalError::Corrupt {
                         path: path.display().to_string(),
                         offset: offset as u64,
-                        why: "cut short, but it is not the last segment".into(),
+                        why: "checksum mismatch or cut short, in a segment that is not the last".into(),
                     });
                 }
                 Parsed::Bad(why) => {

@@ -16,11 +16,26 @@ fn log_id(term: u64, index: u64) -> LogId {
     LogId::new(CommittedLeaderId::new(term, 1), index)
 }
 
+/// An entry; every payload kind a log holds, by index.
 fn entry(term: u64, index: u64) -> Entry {
-    Entry {
-        log_id: log_id(term, index),
-        payload: EntryPayload::Normal(Command::RemoveStack { name: format!("s{index}"), at: index }),
-    }
+    let payload = match index % 4 {
+        0 => EntryPayload::Blank,
+        1 => EntryPayload::Membership(openraft::Membership::new(
+            vec![std::collections::BTreeSet::from([1, 2])],
+            BTreeMap::from([(1, openraft::BasicNode::new("a:1")), (2, openraft::BasicNode::new("b:1"))]),
+        )),
+        2 => EntryPayload::Normal(Command::RemoveStack { name: format!("s{index}"), at: index }),
+        _ => EntryPayload::Normal(Command::Batch {
+            commands: vec![Command::CreateObject {
+                kind: stackd_core::model::DataKind::Config,
+                name: format!("c{index}"),
+                data: stackd_core::model::Blob(vec![0xfe; 100]),
+                labels: BTreeMap::from([("k".into(), "v".into())]),
+                at: index,
+            }],
+        }),
+    };
+    Entry { log_id: log_id(term, index), payload }
 }
 
 fn open(dir: &Path, segment_bytes: u64) -> LogStore {
@@ -272,4 +287,27 @@ fn a_redb_log_of_an_earlier_stackd_is_moved_over_once() {
         let mut store = open(dir.path(), wal::SEGMENT_BYTES);
         assert_eq!(all(&mut store).await.len(), 6, "and it stays");
     });
+}
+
+#[test]
+fn a_whole_record_that_does_not_decode_is_never_cut_off() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    rt().block_on(async {
+        let store = open(dir.path(), wal::SEGMENT_BYTES);
+        store.append_durable((1..=3).map(|i| entry(1, i)).collect()).await.expect("append");
+    });
+    // A record with a good checksum that this stackd cannot read (written
+    // by a newer one, say): losing it and what follows would lose entries.
+    let payload = br#"{"from_the_future":{}}"#;
+    let mut record = (payload.len() as u32).to_le_bytes().to_vec();
+    record.extend_from_slice(&crc32fast::hash(payload).to_le_bytes());
+    record.extend_from_slice(payload);
+    let last = segments(dir.path()).pop().expect("a segment");
+    let mut bytes = std::fs::read(&last).expect("read");
+    let len = bytes.len();
+    bytes.extend_from_slice(&record);
+    std::fs::write(&last, &bytes).expect("write");
+    let err = LogStore::open_with(dir.path(), wal::SEGMENT_BYTES, Duration::from_secs(10)).err().expect("refused");
+    assert!(matches!(err, WalError::Corrupt { .. }) && err.to_string().contains("unreadable"), "{err}");
+    assert_eq!(std::fs::metadata(&last).expect("stat").len() as usize, len + record.len(), "nothing cut off");
 }
