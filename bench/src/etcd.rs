@@ -2,7 +2,9 @@
 //! etcd-server, 3.4) on 127.0.0.1 with their own data dirs, and a minimal
 //! gRPC client (`KV.Put` only, from bench/proto/etcd.proto).
 //!
-//! etcd runs with its defaults (fsync on every commit, plaintext); the
+//! etcd runs with its defaults (fsync on every commit), either plaintext or
+//! with TLS everywhere as stackd has it ([`Transport::Tls`]: clients over
+//! TLS, peers with mutual TLS, certificates from a CA made for the run). The
 //! members and their data dirs are removed when the [`Cluster`] is dropped.
 
 use std::net::TcpListener;
@@ -45,6 +47,50 @@ fn free_port() -> Result<u16> {
     Ok(l.local_addr().context("local address of a free port")?.port())
 }
 
+/// How clients and peers reach the members.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Transport {
+    /// `http://` everywhere (etcd's default).
+    Plain,
+    /// Client URLs `https://` (server certificate), peer URLs `https://`
+    /// with client certificates: what stackd always does.
+    Tls,
+}
+
+/// The certificate files of a TLS run, and the CA clients trust.
+struct Certs {
+    ca: PathBuf,
+    cert: PathBuf,
+    key: PathBuf,
+    ca_der: rustls::pki_types::CertificateDer<'static>,
+}
+
+/// Makes a CA and one certificate for every member (they all listen on
+/// 127.0.0.1), valid as server and as client (peers present it), naming
+/// 127.0.0.1 for the peers and stackd's server name for the bench's client.
+fn make_certs(dir: &std::path::Path) -> Result<Certs> {
+    use rcgen::{BasicConstraints, CertificateParams, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair};
+    let ca_key = KeyPair::generate()?;
+    let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = ca_params.self_signed(&ca_key)?;
+    let key = KeyPair::generate()?;
+    let mut params =
+        CertificateParams::new(vec![stackd_tls::SERVER_NAME.to_string(), "localhost".into(), "127.0.0.1".into()])?;
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth];
+    let cert = params.signed_by(&key, &Issuer::new(ca_params, &ca_key))?;
+    let certs = Certs {
+        ca: dir.join("ca.pem"),
+        cert: dir.join("member.pem"),
+        key: dir.join("member-key.pem"),
+        ca_der: ca.der().clone(),
+    };
+    std::fs::write(&certs.ca, ca.pem())?;
+    std::fs::write(&certs.cert, cert.pem())?;
+    std::fs::write(&certs.key, key.serialize_pem())?;
+    Ok(certs)
+}
+
 /// One etcd member process.
 struct Member {
     name: String,
@@ -62,16 +108,21 @@ pub struct Cluster {
 }
 
 impl Cluster {
-    /// Starts `n` members (`--initial-cluster-state new`) and waits until a
-    /// Put succeeds through every member.
-    pub async fn start(n: usize) -> Result<Cluster> {
+    /// Starts `n` members (`--initial-cluster-state new`) reached over
+    /// `transport` and waits until a Put succeeds through every member.
+    pub async fn start(n: usize, transport: Transport) -> Result<Cluster> {
         let dir = tempfile::Builder::new().prefix("stackd-bench-etcd").tempdir().context("creating a temp dir")?;
+        let certs = match transport {
+            Transport::Plain => None,
+            Transport::Tls => Some(make_certs(dir.path()).context("making the etcd certificates")?),
+        };
+        let scheme = if certs.is_some() { "https" } else { "http" };
         let mut ports = Vec::new();
         for _ in 0..n {
             ports.push((free_port()?, free_port()?));
         }
         let initial: Vec<String> =
-            ports.iter().enumerate().map(|(i, (_, p))| format!("e{}=http://127.0.0.1:{p}", i + 1)).collect();
+            ports.iter().enumerate().map(|(i, (_, p))| format!("e{}={scheme}://127.0.0.1:{p}", i + 1)).collect();
         let initial = initial.join(",");
         let token = format!("stackd-bench-{}", std::process::id());
         let mut cluster = Cluster { members: Vec::new(), clients: Vec::new(), dir };
@@ -81,9 +132,15 @@ impl Cluster {
             let log = cluster.dir.path().join(format!("{name}.log"));
             let logf = std::fs::File::create(&log).with_context(|| format!("creating {}", log.display()))?;
             let errf = logf.try_clone().context("cloning the log file handle")?;
-            let client_url = format!("http://127.0.0.1:{c}");
-            let peer_url = format!("http://127.0.0.1:{p}");
-            let child = Command::new(etcd_bin())
+            let client_url = format!("{scheme}://127.0.0.1:{c}");
+            let peer_url = format!("{scheme}://127.0.0.1:{p}");
+            let mut cmd = Command::new(etcd_bin());
+            if let Some(certs) = &certs {
+                cmd.arg("--cert-file").arg(&certs.cert).arg("--key-file").arg(&certs.key);
+                cmd.arg("--peer-cert-file").arg(&certs.cert).arg("--peer-key-file").arg(&certs.key);
+                cmd.arg("--peer-trusted-ca-file").arg(&certs.ca).arg("--peer-client-cert-auth");
+            }
+            let child = cmd
                 .args(["--name", &name])
                 .arg("--data-dir")
                 .arg(&data)
@@ -101,11 +158,19 @@ impl Cluster {
             cluster.members.push(Member { name, client_port: *c, log, child });
         }
         for m in &cluster.members {
-            let ch = Channel::from_shared(format!("http://127.0.0.1:{}", m.client_port))
-                .context("etcd client URI")?
-                .connect_timeout(Duration::from_secs(2))
-                .timeout(OP_TIMEOUT)
-                .connect_lazy();
+            let ch = match &certs {
+                None => Channel::from_shared(format!("http://127.0.0.1:{}", m.client_port))
+                    .context("etcd client URI")?
+                    .connect_timeout(Duration::from_secs(2))
+                    .timeout(OP_TIMEOUT)
+                    .connect_lazy(),
+                // The connector stackd's own clients use (it names the server SERVER_NAME).
+                Some(certs) => {
+                    let tls = stackd_tls::client_config(&certs.ca_der, None).context("etcd client TLS config")?;
+                    stackd_tls::lazy_channel(&format!("127.0.0.1:{}", m.client_port), tls)
+                        .context("etcd client channel")?
+                }
+            };
             cluster.clients.push(KvClient::new(ch));
         }
         cluster.wait_ready(Duration::from_secs(30)).await?;

@@ -106,14 +106,17 @@ struct RaftArgs {
     /// Where to write the report (between its markers).
     #[arg(long, default_value = "docs/benchmarks.md")]
     out: PathBuf,
-    /// Run one contender only (`etcd` or `stackd`), for profiling; the
-    /// report is then printed, not written.
+    /// Run one contender only (`etcd`, `etcd-tls` or `stackd`), for
+    /// profiling; the report is then printed, not written.
     #[arg(long)]
     only: Option<String>,
     /// Keep the contenders running after the runs until Enter is pressed
     /// (to attach a profiler or read their logs).
     #[arg(long)]
     hold: bool,
+    /// Rounds; each runs every contender at every client count, in turn.
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
 }
 
 fn median(v: &mut [f64]) -> f64 {
@@ -157,54 +160,78 @@ async fn main() -> Result<()> {
 /// The Raft benchmark: every contender at every client count, one table.
 async fn raft_bench(args: RaftArgs) -> Result<()> {
     let wanted = |name: &str| args.only.as_deref().is_none_or(|o| o == name);
+    const NAMES: [&str; 3] = ["etcd", "etcd-tls", "stackd"];
     if let Some(o) = args.only.as_deref()
-        && !["etcd", "stackd"].contains(&o)
+        && !NAMES.contains(&o)
     {
-        anyhow::bail!("--only takes etcd or stackd, not {o:?}");
+        anyhow::bail!("--only takes one of {NAMES:?}, not {o:?}");
     }
-    let etcd_version = if wanted("etcd") { etcd::version()? } else { String::new() };
+    let etcd_version = if wanted("etcd") || wanted("etcd-tls") { etcd::version()? } else { String::new() };
     let mut contenders = Vec::new();
-    if wanted("etcd") {
-        eprintln!("starting 3 etcd members");
-        contenders.push(raft::Contender::Etcd(etcd::Cluster::start(3).await?));
+    for (name, transport) in [("etcd", etcd::Transport::Plain), ("etcd-tls", etcd::Transport::Tls)] {
+        if wanted(name) {
+            eprintln!("starting 3 etcd members ({transport:?})");
+            contenders.push(raft::Contender::Etcd(etcd::Cluster::start(3, transport).await?, transport));
+        }
     }
     if wanted("stackd") {
         eprintln!("starting 3 stackd managers");
         contenders.push(raft::Contender::Stackd(cluster::Cluster::start(3).await?));
     }
 
-    let mut rows = String::new();
-    let mut results = Vec::new();
+    // Rounds interleave the contenders, so that a slow moment of this
+    // machine does not fall on one of them only; the table has medians.
+    let mut samples: Vec<(usize, usize, Vec<raft::LoadResult>)> = Vec::new();
     let mut run = 0;
-    for c in &contenders {
+    for round in 1..=args.rounds.max(1) {
         for &clients in &args.clients {
-            run += 1;
-            eprintln!("{}: {clients} client(s), {} writes after {} warm-up", c.name(), args.ops, args.warmup);
-            let op = c.op(run, args.value_len)?;
-            let r = raft::run_load(move |i| op(i), clients, args.ops, args.warmup).await;
-            eprintln!(
-                "  {:.0} ops/s, p50 {:.2} ms, p99 {:.2} ms, {} errors",
-                r.ops_per_sec,
-                ms(r.p50),
-                ms(r.p99),
-                r.errors
-            );
-            results.push((c.name(), clients, r.clone()));
-            rows.push_str(&format!(
-                "| {} | {} | {clients} | {:.0} | {:.2} | {:.2} | {} |\n",
-                c.name(),
-                c.op_description(),
-                r.ops_per_sec,
-                ms(r.p50),
-                ms(r.p99),
-                r.errors
-            ));
+            for (ci, c) in contenders.iter().enumerate() {
+                run += 1;
+                eprintln!(
+                    "round {round}: {}: {clients} client(s), {} writes after {} warm-up",
+                    c.name(),
+                    args.ops,
+                    args.warmup
+                );
+                let op = c.op(run, args.value_len)?;
+                let r = raft::run_load(move |i| op(i), clients, args.ops, args.warmup).await;
+                eprintln!(
+                    "  {:.0} ops/s, p50 {:.2} ms, p99 {:.2} ms, {} errors",
+                    r.ops_per_sec,
+                    ms(r.p50),
+                    ms(r.p99),
+                    r.errors
+                );
+                match samples.iter_mut().find(|(i, n, _)| *i == ci && *n == clients) {
+                    Some((_, _, v)) => v.push(r),
+                    None => samples.push((ci, clients, vec![r])),
+                }
+            }
         }
     }
     if args.hold {
         eprintln!("holding the contenders; press Enter to stop them");
         let mut line = String::new();
         let _ = std::io::stdin().read_line(&mut line);
+    }
+    // Medians per contender and client count: (name, clients, writes/s, p50 ms, p99 ms, errors).
+    let mut results: Vec<(&str, usize, f64, f64, f64, usize)> = Vec::new();
+    let mut rows = String::new();
+    for (ci, c) in contenders.iter().enumerate() {
+        for &clients in &args.clients {
+            let Some((_, _, v)) = samples.iter().find(|(i, n, _)| *i == ci && *n == clients) else { continue };
+            let med = |f: &dyn Fn(&raft::LoadResult) -> f64| median(&mut v.iter().map(f).collect::<Vec<_>>());
+            let (ops, p50, p99) = (med(&|r| r.ops_per_sec), med(&|r| ms(r.p50)), med(&|r| ms(r.p99)));
+            let errors: usize = v.iter().map(|r| r.errors).sum();
+            let all: Vec<String> = v.iter().map(|r| format!("{:.0}", r.ops_per_sec)).collect();
+            rows.push_str(&format!(
+                "| {} | {} | {clients} | {ops:.0} ({}) | {p50:.2} | {p99:.2} | {errors} |\n",
+                c.name(),
+                c.op_description(),
+                all.join(", ")
+            ));
+            results.push((c.name(), clients, ops, p50, p99, errors));
+        }
     }
     drop(contenders);
     if args.only.is_some() {
@@ -213,14 +240,16 @@ async fn raft_bench(args: RaftArgs) -> Result<()> {
     }
     let mut ratios = Vec::new();
     for &clients in &args.clients {
-        let find = |name: &str| results.iter().find(|(n, c, _)| *n == name && *c == clients).map(|(_, _, r)| r);
-        if let (Some(e), Some(s)) = (find("etcd"), find("stackd")) {
-            ratios.push(format!(
-                "{clients} client(s): {:.2}× etcd's writes/s, p50 {:.2}×, p99 {:.2}×",
-                s.ops_per_sec / e.ops_per_sec,
-                ms(s.p50) / ms(e.p50),
-                ms(s.p99) / ms(e.p99)
-            ));
+        let find = |name: &str| results.iter().find(|r| r.0 == name && r.1 == clients);
+        for etcd in ["etcd (TLS)", "etcd"] {
+            if let (Some(e), Some(s)) = (find(etcd), find("stackd")) {
+                ratios.push(format!(
+                    "{clients} client(s) against {etcd}: {:.2}× its writes/s, p50 {:.2}×, p99 {:.2}×",
+                    s.2 / e.2,
+                    s.3 / e.3,
+                    s.4 / e.4
+                ));
+            }
         }
     }
 
@@ -231,10 +260,12 @@ async fn raft_bench(args: RaftArgs) -> Result<()> {
          {cpus} cores, one machine, every member on 127.0.0.1 with its data dir in the temp dir. \
          Each run: {} unmeasured writes, then {} measured writes of a {}-byte value under a fresh key, \
          from N concurrent clients, round-robin over the 3 members (writes to a follower are forwarded to the leader). \
-         Contenders run in the same invocation, one after the other.\n\n\
+         All contenders run in the same invocation, in {} rounds that take them in turn; the table gives the \
+         median of the rounds (writes/s of each round in brackets).\n\n\
          | contender | write | clients | writes/s | p50 (ms) | p99 (ms) | errors |\n|---|---|---|---|---|---|---|\n\
          {rows}\n\
-         etcd {etcd_version} (Debian's etcd-server), 3 members, its defaults (fsync per commit), plaintext. \
+         etcd {etcd_version} (Debian's etcd-server), 3 members, its defaults (fsync per commit); `etcd (TLS)` has \
+         TLS on client and peer URLs (peers with client certificates), as stackd always has. \
          stackd: 3 managers `stackd --no-agent` (release build, default Raft settings), each write a \
          `CreateObject` of a config named `b<run>-<i>` over TLS with the admin token, round-robin over the managers. \
          Goal: stackd at least etcd's throughput at no worse latency. stackd in this run: {}.",
@@ -245,6 +276,7 @@ async fn raft_bench(args: RaftArgs) -> Result<()> {
         args.warmup,
         args.ops,
         args.value_len,
+        args.rounds.max(1),
         ratios.join("; "),
     );
     println!("{body}");

@@ -2,7 +2,7 @@
 //! concurrent clients, a fixed number of writes after a warm-up, round-robin
 //! over the three members — reporting throughput and latency percentiles.
 //!
-//! Contenders: etcd 3.4 (three members, `Put`, plaintext), and stackd
+//! Contenders: etcd 3.4 (three members, `Put`, plaintext and TLS), and stackd
 //! (three managers `--no-agent`, `CreateObject` of a config, over TLS with
 //! the admin token).
 
@@ -118,8 +118,8 @@ pub type Op = Arc<dyn Fn(usize) -> OpFuture + Send + Sync>;
 
 /// A replicated store under test: three members that each accept writes.
 pub enum Contender {
-    /// etcd 3.4, `KV.Put` over plaintext gRPC.
-    Etcd(etcd::Cluster),
+    /// etcd 3.4, `KV.Put` over gRPC, plaintext or TLS.
+    Etcd(etcd::Cluster, etcd::Transport),
     /// stackd's managers, `CreateObject` (a config) over TLS.
     Stackd(cluster::Cluster),
 }
@@ -128,7 +128,8 @@ impl Contender {
     /// The name in the report.
     pub fn name(&self) -> &'static str {
         match self {
-            Contender::Etcd(_) => "etcd",
+            Contender::Etcd(_, etcd::Transport::Plain) => "etcd",
+            Contender::Etcd(_, etcd::Transport::Tls) => "etcd (TLS)",
             Contender::Stackd(_) => "stackd",
         }
     }
@@ -136,7 +137,8 @@ impl Contender {
     /// What one operation is, for the report.
     pub fn op_description(&self) -> &'static str {
         match self {
-            Contender::Etcd(_) => "`KV.Put` (plaintext gRPC)",
+            Contender::Etcd(_, etcd::Transport::Plain) => "`KV.Put` (plaintext gRPC)",
+            Contender::Etcd(_, etcd::Transport::Tls) => "`KV.Put` (gRPC over TLS)",
             Contender::Stackd(_) => "`CreateObject` config (gRPC over TLS)",
         }
     }
@@ -146,7 +148,7 @@ impl Contender {
     pub fn op(&self, run: usize, value_len: usize) -> Result<Op> {
         let value = vec![b'x'; value_len];
         Ok(match self {
-            Contender::Etcd(cluster) => {
+            Contender::Etcd(cluster, _) => {
                 let clients = cluster.clients();
                 Arc::new(move |i: usize| -> OpFuture {
                     let mut client = clients[i % clients.len()].clone();
