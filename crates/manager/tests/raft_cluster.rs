@@ -173,8 +173,10 @@ async fn three_managers_replicate_fail_over_and_catch_up_by_snapshot() {
 
     // A fourth manager joins after compaction: the leader's log starts after a
     // snapshot, so the new learner gets the snapshot streamed.
-    leader.raft().trigger_snapshot().await.expect("snapshot");
+    // Read before the trigger: the managers' own loops may append entries
+    // after it, which a snapshot taken at the trigger does not cover.
     let applied = leader.raft().status().last_applied;
+    leader.raft().trigger_snapshot().await.expect("snapshot");
     wait_until(Duration::from_secs(10), "the leader's snapshot", || leader.raft().status().snapshot_index >= applied)
         .await;
     wait_until(Duration::from_secs(10), "the leader to compact its log", || leader.raft().status().purged_index > 0)

@@ -21,7 +21,10 @@
 //! result (`Applied::batch`); a failed write or call fails every command of
 //! its batch with the same error.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use openraft::error::{ClientWriteError, RaftError as OpenRaftError};
@@ -59,30 +62,23 @@ struct Proposal {
 /// stops when every clone is gone.
 #[derive(Clone)]
 pub(super) struct Batcher {
-    tx: mpsc::UnboundedSender<Proposal>,
+    lane: Lane<Proposal>,
 }
 
 impl Batcher {
     /// Starts a batcher writing into `raft`; one write waits at most `timeout` for its commit.
     pub(super) fn start(raft: openraft::Raft<TypeConfig>, timeout: Duration) -> Self {
-        let (tx, rx) = mpsc::unbounded_channel();
-        tokio::spawn(run(
-            rx,
-            IN_FLIGHT,
-            |p: &Proposal| p.size,
-            |_, _| true,
-            move |batch| submit(raft.clone(), batch, timeout),
-        ));
-        Self { tx }
+        let send: SendFn<Proposal> = Arc::new(move |batch| Box::pin(submit(raft.clone(), batch, timeout)));
+        Self { lane: Lane::start(IN_FLIGHT, |p: &Proposal| p.size, |_, _| true, send) }
     }
 
-    /// Queues `cmds` (committed in the same entry, each applied on its own);
-    /// the receiver gets their outcome.
-    pub(super) fn propose(&self, cmds: Vec<Command>) -> Result<oneshot::Receiver<Outcome>, RaftError> {
+    /// Proposes `cmds` (committed in the same entry, each applied on its own)
+    /// and waits for their outcome.
+    pub(super) async fn propose(&self, cmds: Vec<Command>) -> Outcome {
         let (reply, rx) = oneshot::channel();
         let size = cmds.iter().map(encoded_len).sum();
-        self.tx.send(Proposal { cmds, size, reply }).map_err(|_| RaftError::Fatal("raft stopped".into()))?;
-        Ok(rx)
+        self.lane.push(Proposal { cmds, size, reply }).await.map_err(|()| RaftError::Fatal("raft stopped".into()))?;
+        rx.await.map_err(|_| RaftError::Fatal("raft stopped before the write was committed".into()))?
     }
 }
 
@@ -132,21 +128,68 @@ fn take_batch<T>(
     (batch, None)
 }
 
-/// Takes batches from `rx` and hands each to `send`, with at most
-/// `in_flight` of them running at once; ends when every sender is gone.
-async fn run<T, F, S, Fut>(
+/// What sends a batch; it answers each item itself.
+type SendFn<T> = Arc<dyn Fn(Vec<T>) -> Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sync>;
+
+/// A queue whose items go out in batches, at most `in_flight` batches at
+/// once. An item that finds the lane idle (nothing queued, a batch slot
+/// free) goes out at once on its caller's task: one client alone pays no
+/// task hop.
+struct Lane<T> {
+    tx: mpsc::UnboundedSender<T>,
+    /// Items queued and not yet taken into a batch.
+    queued: Arc<AtomicUsize>,
+    slots: Arc<Semaphore>,
+    send: SendFn<T>,
+}
+
+impl<T> Clone for Lane<T> {
+    fn clone(&self) -> Self {
+        Self { tx: self.tx.clone(), queued: self.queued.clone(), slots: self.slots.clone(), send: self.send.clone() }
+    }
+}
+
+impl<T: Send + 'static> Lane<T> {
+    /// Starts the batching task; it ends when every clone of the lane is gone.
+    fn start(
+        in_flight: usize,
+        size: impl Fn(&T) -> usize + Send + 'static,
+        fit: impl Fn(&T, &T) -> bool + Send + 'static,
+        send: SendFn<T>,
+    ) -> Self {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let lane = Lane { tx, queued: Arc::default(), slots: Arc::new(Semaphore::new(in_flight)), send };
+        tokio::spawn(run(rx, lane.queued.clone(), lane.slots.clone(), size, fit, lane.send.clone()));
+        lane
+    }
+
+    /// Sends `item` now if the lane is idle, else queues it. `Err` when the
+    /// lane's task is gone.
+    async fn push(&self, item: T) -> Result<(), ()> {
+        if self.queued.load(Ordering::SeqCst) == 0
+            && let Ok(slot) = self.slots.clone().try_acquire_owned()
+        {
+            (self.send)(vec![item]).await;
+            drop(slot);
+            return Ok(());
+        }
+        self.queued.fetch_add(1, Ordering::SeqCst);
+        self.tx.send(item).map_err(|_| {
+            self.queued.fetch_sub(1, Ordering::SeqCst);
+        })
+    }
+}
+
+/// Takes batches from `rx` and hands each to `send`, holding one of `slots`
+/// while it runs; ends when every sender is gone.
+async fn run<T: Send + 'static>(
     mut rx: mpsc::UnboundedReceiver<T>,
-    in_flight: usize,
-    size: S,
-    fit: F,
-    send: impl Fn(Vec<T>) -> Fut,
-) where
-    T: Send + 'static,
-    S: Fn(&T) -> usize,
-    F: Fn(&T, &T) -> bool,
-    Fut: std::future::Future<Output = ()> + Send + 'static,
-{
-    let slots = Arc::new(Semaphore::new(in_flight));
+    queued: Arc<AtomicUsize>,
+    slots: Arc<Semaphore>,
+    size: impl Fn(&T) -> usize,
+    fit: impl Fn(&T, &T) -> bool,
+    send: SendFn<T>,
+) {
     let mut carried = None;
     loop {
         let Ok(slot) = slots.clone().acquire_owned().await else { return };
@@ -159,6 +202,7 @@ async fn run<T, F, S, Fut>(
         };
         let (batch, rest) = take_batch(first, &mut rx, &size, &fit);
         carried = rest;
+        queued.fetch_sub(batch.len(), Ordering::SeqCst);
         let sending = send(batch);
         tokio::spawn(async move {
             sending.await;
@@ -256,18 +300,16 @@ struct Outgoing {
 /// The sending end of a follower's forwarder. Cheap to clone.
 #[derive(Clone)]
 pub(super) struct Forwarder {
-    tx: mpsc::UnboundedSender<Outgoing>,
+    lane: Lane<Outgoing>,
 }
 
 impl Forwarder {
     /// Starts a forwarder calling leaders through `peers`; the leader waits
     /// at most `write_timeout` for a commit.
     pub(super) fn start(peers: Arc<Peers>, write_timeout: Duration) -> Self {
-        let (tx, rx) = mpsc::unbounded_channel();
         let same_leader = |a: &Outgoing, b: &Outgoing| a.leader == b.leader && a.addr == b.addr;
-        let send = move |batch| forward(peers.clone(), write_timeout, batch);
-        tokio::spawn(run(rx, FORWARDS_IN_FLIGHT, |o: &Outgoing| o.size, same_leader, send));
-        Self { tx }
+        let send: SendFn<Outgoing> = Arc::new(move |batch| Box::pin(forward(peers.clone(), write_timeout, batch)));
+        Self { lane: Lane::start(FORWARDS_IN_FLIGHT, |o: &Outgoing| o.size, same_leader, send) }
     }
 
     /// Sends `cmd` to the leader `leader` at `addr`, with commands queued at
@@ -276,7 +318,7 @@ impl Forwarder {
         let (reply, rx) = oneshot::channel();
         let size = encoded_len(&cmd);
         let out = Outgoing { leader, addr: addr.to_string(), cmd, size, deadline, reply };
-        if self.tx.send(out).is_err() {
+        if self.lane.push(out).await.is_err() {
             return Attempt::Done(Err(RaftError::Fatal("raft stopped".into())));
         }
         rx.await.unwrap_or_else(|_| Attempt::Done(Err(RaftError::Fatal("raft stopped".into()))))
@@ -394,6 +436,40 @@ mod tests {
 
     fn take(first: Item, rx: &mut mpsc::UnboundedReceiver<Item>) -> (Vec<Item>, Option<Item>) {
         take_batch(first, rx, &|(_, c): &Item| encoded_len(c), &|a: &Item, b: &Item| a.0 == b.0)
+    }
+
+    /// One item on an idle lane goes at once; what queues meanwhile goes in one batch.
+    #[tokio::test]
+    async fn an_idle_lane_sends_at_once_and_a_busy_one_batches() {
+        let sent = Arc::new(std::sync::Mutex::new(Vec::<Vec<u32>>::new()));
+        let gate = Arc::new(Semaphore::new(0));
+        let (s, g) = (sent.clone(), gate.clone());
+        let send: SendFn<u32> = Arc::new(move |batch| {
+            let (s, g) = (s.clone(), g.clone());
+            Box::pin(async move {
+                s.lock().expect("lock").push(batch);
+                let _ = g.acquire().await.map(|p| p.forget());
+            })
+        });
+        let lane = Lane::start(1, |_: &u32| 1, |_, _| true, send);
+        let first = tokio::spawn({
+            let lane = lane.clone();
+            async move { lane.push(1).await }
+        });
+        while sent.lock().expect("lock").is_empty() {
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(*sent.lock().expect("lock"), vec![vec![1]], "sent on the caller's task, nothing queued");
+        for i in 2..=4 {
+            lane.push(i).await.expect("queued");
+        }
+        assert_eq!(sent.lock().expect("lock").len(), 1, "the lane is busy: the others wait");
+        gate.add_permits(2);
+        first.await.expect("task").expect("sent");
+        while sent.lock().expect("lock").len() < 2 {
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(*sent.lock().expect("lock"), vec![vec![1], vec![2, 3, 4]]);
     }
 
     #[test]

@@ -426,14 +426,12 @@ impl RaftNode {
                 return Err(RaftError::NotLeader { leader, leader_addr });
             }
         }
-        let outcome = self.batcher.propose(cmds)?;
-        match tokio::time::timeout(timeout, outcome).await {
+        match tokio::time::timeout(timeout, self.batcher.propose(cmds)).await {
             Err(_) => Err(RaftError::Timeout(format!(
                 "the write was not committed within {timeout:?} (a majority of the managers may be unreachable); \
                  it may still be committed"
             ))),
-            Ok(Err(_)) => Err(RaftError::Fatal("raft stopped before the write was committed".into())),
-            Ok(Ok(outcome)) => outcome,
+            Ok(outcome) => outcome,
         }
     }
 
