@@ -132,20 +132,27 @@ fn take_batch<T>(
 type SendFn<T> = Arc<dyn Fn(Vec<T>) -> Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sync>;
 
 /// A queue whose items go out in batches, at most `in_flight` batches at
-/// once. An item that finds the lane idle (nothing queued, a batch slot
-/// free) goes out at once on its caller's task: one client alone pays no
+/// once. An item that finds the lane idle (nothing queued, nothing in
+/// flight) goes out at once on its caller's task: one client alone pays no
 /// task hop.
 struct Lane<T> {
     tx: mpsc::UnboundedSender<T>,
     /// Items queued and not yet taken into a batch.
     queued: Arc<AtomicUsize>,
     slots: Arc<Semaphore>,
+    in_flight: usize,
     send: SendFn<T>,
 }
 
 impl<T> Clone for Lane<T> {
     fn clone(&self) -> Self {
-        Self { tx: self.tx.clone(), queued: self.queued.clone(), slots: self.slots.clone(), send: self.send.clone() }
+        Self {
+            tx: self.tx.clone(),
+            queued: self.queued.clone(),
+            slots: self.slots.clone(),
+            in_flight: self.in_flight,
+            send: self.send.clone(),
+        }
     }
 }
 
@@ -158,7 +165,7 @@ impl<T: Send + 'static> Lane<T> {
         send: SendFn<T>,
     ) -> Self {
         let (tx, rx) = mpsc::unbounded_channel();
-        let lane = Lane { tx, queued: Arc::default(), slots: Arc::new(Semaphore::new(in_flight)), send };
+        let lane = Lane { tx, queued: Arc::default(), slots: Arc::new(Semaphore::new(in_flight)), in_flight, send };
         tokio::spawn(run(rx, lane.queued.clone(), lane.slots.clone(), size, fit, lane.send.clone()));
         lane
     }
@@ -166,7 +173,11 @@ impl<T: Send + 'static> Lane<T> {
     /// Sends `item` now if the lane is idle, else queues it. `Err` when the
     /// lane's task is gone.
     async fn push(&self, item: T) -> Result<(), ()> {
+        // Only when nothing at all is in flight: under load, items that
+        // arrive while a batch goes must wait for the next one, or batches
+        // would shrink to one item each.
         if self.queued.load(Ordering::SeqCst) == 0
+            && self.slots.available_permits() == self.in_flight
             && let Ok(slot) = self.slots.clone().try_acquire_owned()
         {
             (self.send)(vec![item]).await;
