@@ -9,8 +9,8 @@
 //! - **Durability.** openraft hears that an entry is flushed only after its
 //!   `fdatasync`: an acknowledged entry survives `kill -9` and power loss.
 //!   Votes, truncations and purges are durable before their call returns.
-//!   The commit index is written without a sync (openraft does not need it
-//!   durable; the next sync covers it).
+//!   The commit index is written with the next record (openraft does not
+//!   need it durable).
 //! - **Order.** Everything that changes the log goes through one writer
 //!   thread, in the order openraft asked for it; entries queued together are
 //!   written with one sync.
@@ -67,6 +67,8 @@ struct Index {
     locs: BTreeMap<u64, Loc>,
     vote: Option<Vote>,
     committed: Option<LogId>,
+    /// `committed` changed since it was last written.
+    committed_unsaved: bool,
     purged: Option<LogId>,
 }
 
@@ -125,8 +127,6 @@ enum Done {
     Flushed(LogFlushed<TypeConfig>),
     /// A caller waiting for the outcome.
     Reply(oneshot::Sender<Result<(), String>>),
-    /// Nobody waits.
-    Nothing,
 }
 
 struct Job {
@@ -188,7 +188,17 @@ impl LogStore {
     /// (one write and sync of a few hundred bytes: cheaper than two thread
     /// hops on the path of every commit), else through the writer thread,
     /// which batches what queues up. Either way, in the order of the calls.
-    fn send(&self, records: Vec<Framed>, durable: bool, done: Done) -> Result<(), String> {
+    fn send(&self, mut records: Vec<Framed>, durable: bool, done: Done) -> Result<(), String> {
+        let unsaved = {
+            let mut ix = self.lock();
+            std::mem::take(&mut ix.committed_unsaved).then_some(ix.committed)
+        };
+        if let Some(committed) = unsaved {
+            // The commit index rides along with the next record (see `save_committed`).
+            let framed = wal::frame::<&Entry>(&Record::Committed { committed }, Kind::Committed(committed))
+                .map_err(|e| e.to_string())?;
+            records.insert(0, framed);
+        }
         let job = Job { records, durable, done };
         let idle = match self.writer.try_lock() {
             Ok(w) => Some(w),
@@ -322,7 +332,6 @@ fn complete(jobs: Vec<Job>, result: &Result<(), String>) {
             Done::Reply(tx) => {
                 let _ = tx.send(result.clone());
             }
-            Done::Nothing => {}
         }
     }
 }
@@ -390,13 +399,14 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn save_committed(&mut self, committed: Option<LogId>) -> StorageResult<()> {
-        // Not synced: openraft needs no durable commit index (after a crash
-        // it learns it again from the leader, or re-commits as leader); the
-        // next sync makes it durable too.
-        let framed = wal::frame::<&Entry>(&Record::Committed { committed }, Kind::Committed(committed))
-            .map_err(|e| io_err(ErrorSubject::Store, ErrorVerb::Write, e))?;
-        self.lock().committed = committed;
-        self.send(vec![framed], false, Done::Nothing).map_err(|e| io_err(ErrorSubject::Store, ErrorVerb::Write, e))
+        // Written with the next record, not now: openraft needs no durable
+        // commit index (after a crash it learns it again from the leader, or
+        // re-commits as leader), and a write per commit would sit between
+        // the commit and the apply.
+        let mut ix = self.lock();
+        ix.committed = committed;
+        ix.committed_unsaved = true;
+        Ok(())
     }
 
     async fn read_committed(&mut self) -> StorageResult<Option<LogId>> {

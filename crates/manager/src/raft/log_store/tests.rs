@@ -311,3 +311,18 @@ fn a_whole_record_that_does_not_decode_is_never_cut_off() {
     assert!(matches!(err, WalError::Corrupt { .. }) && err.to_string().contains("unreadable"), "{err}");
     assert_eq!(std::fs::metadata(&last).expect("stat").len() as usize, len + record.len(), "nothing cut off");
 }
+
+#[test]
+fn the_commit_index_rides_along_with_the_next_write() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    rt().block_on(async {
+        let mut store = open(dir.path(), wal::SEGMENT_BYTES);
+        store.append_durable((1..=3).map(|i| entry(1, i)).collect()).await.expect("append");
+        store.save_committed(Some(log_id(1, 2))).await.expect("committed");
+        assert_eq!(store.read_committed().await.expect("read"), Some(log_id(1, 2)));
+        store.append_durable(vec![entry(1, 4)]).await.expect("append");
+        drop(store);
+        let mut store = open(dir.path(), wal::SEGMENT_BYTES);
+        assert_eq!(store.read_committed().await.expect("read"), Some(log_id(1, 2)), "written with entry 4");
+    });
+}
