@@ -6,13 +6,13 @@
 //!                       ├──► RaftNode (propose) ─┤        (leader only, proposes plans)
 //!  agents ──Dispatcher─►┘          │             └──► dispatcher streams: task sets to agents
 //!                                  ▼
-//!                     redb log + snapshot files (DATA_DIR/raft)
+//!                     WAL + snapshot files (DATA_DIR/raft)
 //! ```
 //!
 //! # Layout
 //!
-//! - `raft/`: openraft 0.9 with a redb log store and a snapshotting state
-//!   machine, Raft between managers over gRPC (the `Raft` service, write
+//! - `raft/`: openraft 0.9 with a write-ahead log store, group commit and a
+//!   snapshotting state machine, Raft between managers over gRPC (the `Raft` service, write
 //!   forwarding, read index); openraft types stay inside it.
 //! - `control.rs`: the control gRPC service (stackctl's API).
 //! - `dispatcher.rs`: agent sessions, heartbeats, status reports, node liveness.

@@ -17,7 +17,12 @@
 //!
 //! # Layout
 //!
-//! - `log_store.rs`, `state_machine.rs`, `snapshot.rs`: storage.
+//! - `wal.rs`: the write-ahead log's segments and records, replay, writer.
+//! - `log_store.rs`: openraft's log storage over it (cache, writer thread,
+//!   migration from the redb log of earlier versions).
+//! - `state_machine.rs`, `snapshot.rs`: the state machine and its snapshots.
+//! - `batcher.rs`: group commit (the leader's batches, followers' batched
+//!   forwarding).
 //! - `network.rs`: openraft's RPCs to other managers (gRPC client side).
 //! - `service.rs`: the `stackd.v1.Raft` gRPC service (server side), also
 //!   serving `Forward` (writes from followers) and `ReadIndex`.
@@ -33,8 +38,8 @@
 //! the controller loop and the dispatcher stop acting. The term is not bumped:
 //! when the partition heals nothing is disrupted.
 
-// openraft's StorageError (224 bytes) is the storage traits' error type: it cannot be boxed.
 mod batcher;
+// openraft's StorageError (224 bytes) is the storage traits' error type: it cannot be boxed.
 #[allow(clippy::result_large_err)]
 mod log_store;
 mod network;
