@@ -174,11 +174,16 @@ async fn three_managers_replicate_fail_over_and_catch_up_by_snapshot() {
     // A fourth manager joins after compaction: the leader's log starts after a
     // snapshot, so the new learner gets the snapshot streamed.
     // Read before the trigger: the managers' own loops may append entries
-    // after it, which a snapshot taken at the trigger does not cover.
+    // after it, which a snapshot taken at the trigger does not cover. A
+    // trigger while an automatic snapshot is being built is ignored: trigger
+    // again until a snapshot covers `applied`.
     let applied = leader.raft().status().last_applied;
-    leader.raft().trigger_snapshot().await.expect("snapshot");
-    wait_until(Duration::from_secs(10), "the leader's snapshot", || leader.raft().status().snapshot_index >= applied)
-        .await;
+    let start = Instant::now();
+    while leader.raft().status().snapshot_index < applied {
+        assert!(start.elapsed() < Duration::from_secs(10), "no snapshot covers index {applied} after 10 s");
+        leader.raft().trigger_snapshot().await.expect("snapshot");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     wait_until(Duration::from_secs(10), "the leader to compact its log", || leader.raft().status().purged_index > 0)
         .await;
     let mut n4 = Node::start(4, false, timings).await;
