@@ -3,7 +3,6 @@
 //! the leader's session messages carry the managers' addresses; a leader that
 //! loses its majority ends its sessions with `unavailable`.
 
-use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use stackd_core::Command;
@@ -50,19 +49,7 @@ async fn only_the_leader_dispatches_and_names_the_managers() {
     })
     .await;
     // m2 joins as a manager node, then as a voter.
-    let member = stackd_core::model::Node {
-        id: node_id(2),
-        name: "m2".into(),
-        addr: n2.addr.clone(),
-        role: stackd_core::model::NodeRole::Manager,
-        availability: stackd_core::model::Availability::Active,
-        state: stackd_core::model::NodeState::Unknown,
-        labels: BTreeMap::new(),
-        resources: Default::default(),
-        engine_version: String::new(),
-        updated_at: 0,
-    };
-    n1.raft().propose(Command::JoinNode { node: member, at: 1 }).await.expect("join m2");
+    n1.raft().propose(Command::JoinNode { node: n2.record(), at: 1 }).await.expect("join m2");
     // A learner, then a voter. A manager that reconciles the membership by
     // itself may be doing the same meanwhile: a step refused is tried again.
     let start = Instant::now();

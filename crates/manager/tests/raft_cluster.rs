@@ -29,21 +29,9 @@ fn create(name: &str) -> Command {
 /// Records `node` as a manager of the cluster through `leader`, as joining
 /// does before the node becomes a learner: only members may forward writes.
 async fn join(leader: &Node, node: &Node) {
-    let member = stackd_core::model::Node {
-        id: format!("{:016x}", node.id),
-        name: format!("m{}", node.id),
-        addr: node.addr.clone(),
-        role: stackd_core::model::NodeRole::Manager,
-        availability: stackd_core::model::Availability::Active,
-        state: stackd_core::model::NodeState::Unknown,
-        labels: BTreeMap::new(),
-        resources: Default::default(),
-        engine_version: String::new(),
-        updated_at: 0,
-    };
     let (_, applied) = leader
         .raft()
-        .propose(Command::JoinNode { node: member, at: 1 })
+        .propose(Command::JoinNode { node: node.record(), at: 1 })
         .await
         .unwrap_or_else(|e| panic!("join m{}: {e}", node.id));
     assert_eq!(applied.rejected, None, "m{} joins", node.id);

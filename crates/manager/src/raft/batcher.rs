@@ -349,10 +349,19 @@ async fn forward(peers: Arc<Peers>, write_timeout: Duration, batch: Vec<Outgoing
     let remaining = deadline.saturating_duration_since(Instant::now());
     match call(&peers, write_timeout, leader, &addr, &cmd, remaining).await {
         Attempt::Done(Ok((index, applied))) => {
-            for (r, outcome) in replies.into_iter().zip(split(index, results_of(applied, total), &vec![1; total])) {
-                let one = outcome
-                    .and_then(|(i, mut a)| a.pop().map(|a| (i, a)).ok_or_else(|| RaftError::Fatal("no result".into())));
-                let _ = r.send(Attempt::Done(one));
+            let results = results_of(applied, total);
+            if results.len() != total {
+                let e = RaftError::Fatal(format!(
+                    "the entry at index {index} has {} results for {total} commands",
+                    results.len()
+                ));
+                for r in replies {
+                    let _ = r.send(Attempt::Done(Err(e.clone())));
+                }
+                return;
+            }
+            for (r, applied) in replies.into_iter().zip(results) {
+                let _ = r.send(Attempt::Done(Ok((index, applied))));
             }
         }
         Attempt::Done(Err(e)) => {

@@ -243,12 +243,7 @@ fn lock_dir(dir: &Path, wait: std::time::Duration) -> Result<std::fs::File, WalE
                 std::thread::sleep(std::time::Duration::from_millis(20));
             }
             Err(std::fs::TryLockError::WouldBlock) => {
-                return Err(WalError::Io {
-                    path: path.display().to_string(),
-                    source: std::io::Error::other(
-                        "the raft log is in use by another stackd process with the same data dir",
-                    ),
-                });
+                return Err(WalError::InUse { path: path.display().to_string() });
             }
             Err(std::fs::TryLockError::Error(e)) => return Err(io(e)),
         }
@@ -512,11 +507,7 @@ mod legacy {
     }
 
     pub(super) fn read(path: &Path) -> Result<Old, WalError> {
-        let err = |e: &dyn std::fmt::Display| WalError::Corrupt {
-            path: path.display().to_string(),
-            offset: 0,
-            why: format!("cannot read the old raft log: {e}"),
-        };
+        let err = |e: &dyn std::fmt::Display| WalError::Legacy { path: path.display().to_string(), why: e.to_string() };
         let db = Database::open(path).map_err(|e| err(&e))?;
         let txn = db.begin_read().map_err(|e| err(&e))?;
         let meta = txn.open_table(META).map_err(|e| err(&e))?;

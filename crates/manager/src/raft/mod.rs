@@ -284,7 +284,13 @@ impl RaftNode {
         let storage =
             |e: &dyn std::fmt::Display| RaftError::Storage { path: dir.display().to_string(), message: e.to_string() };
         std::fs::create_dir_all(dir).map_err(|e| storage(&e))?;
-        let log = LogStore::open(dir).map_err(|e| storage(&e))?;
+        // Reads the whole log, and may wait for the lock of a log store of
+        // this process that is still shutting down: off the runtime's workers.
+        let log_dir = dir.to_path_buf();
+        let log = tokio::task::spawn_blocking(move || LogStore::open(&log_dir))
+            .await
+            .map_err(|e| storage(&e))?
+            .map_err(|e| storage(&e))?;
         let sm = StateMachine::open(&dir.join("snapshots")).map_err(|e| storage(&e))?;
         let shared = sm.shared();
         let config = Config {

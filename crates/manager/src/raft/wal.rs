@@ -65,6 +65,28 @@ pub enum WalError {
     /// A record could not be encoded.
     #[error("cannot encode a log record: {0}")]
     Encode(String),
+    /// The log of an earlier stackd (`raft.redb`) could not be read to be
+    /// moved over; it is left as it was.
+    #[error(
+        "{path}: cannot read the raft log of the earlier stackd to move it to the write-ahead log ({why}); \
+         the file is left as it was: start the earlier version to check it, or remove this manager \
+         (`stackctl node rm`) and join it again"
+    )]
+    Legacy {
+        /// The old database.
+        path: String,
+        /// What failed.
+        why: String,
+    },
+    /// Another process holds the log.
+    #[error(
+        "{path}: the raft log is in use by another stackd process with the same data dir; \
+         stop that process first (one data dir per stackd)"
+    )]
+    InUse {
+        /// The lock file.
+        path: String,
+    },
     /// An earlier write failed and could not be undone: nothing more is written.
     #[error("the raft log is unwritable after an earlier error: {0}")]
     Broken(String),

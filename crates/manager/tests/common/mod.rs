@@ -103,6 +103,22 @@ impl Node {
         self.manager.raft()
     }
 
+    /// This manager's node record, as a join proposes it (`JoinNode`).
+    pub fn record(&self) -> stackd_core::model::Node {
+        stackd_core::model::Node {
+            id: node_id(self.id),
+            name: format!("m{}", self.id),
+            addr: self.addr.clone(),
+            role: stackd_core::model::NodeRole::Manager,
+            availability: stackd_core::model::Availability::Active,
+            state: stackd_core::model::NodeState::Unknown,
+            labels: BTreeMap::new(),
+            resources: Default::default(),
+            engine_version: String::new(),
+            updated_at: 0,
+        }
+    }
+
     /// Starts the (killed) manager again on the same data dir and address.
     pub async fn start_again(self, timings: Timings) -> Node {
         let Node { id, addr, manager, _dir: dir, .. } = self;

@@ -326,3 +326,15 @@ fn the_commit_index_rides_along_with_the_next_write() {
         assert_eq!(store.read_committed().await.expect("read"), Some(log_id(1, 2)), "written with entry 4");
     });
 }
+
+#[test]
+fn an_unreadable_redb_log_is_left_alone_with_an_explanation() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let legacy = dir.path().join(LEGACY_DB);
+    std::fs::write(&legacy, b"not a redb database").expect("write");
+    let err = LogStore::open_with(dir.path(), wal::SEGMENT_BYTES, Duration::from_secs(10)).err().expect("refused");
+    assert!(matches!(err, WalError::Legacy { .. }), "{err}");
+    assert!(err.to_string().contains("left as it was"), "{err}");
+    assert_eq!(std::fs::read(&legacy).expect("still there"), b"not a redb database");
+    assert!(!dir.path().join(LOG_DIR).exists(), "no half-made log");
+}
