@@ -119,6 +119,26 @@ async fn three_managers_replicate_fail_over_and_catch_up_by_snapshot() {
     for n in [&n1, &n2, &n3] {
         assert_has_all(n, &acked).await;
     }
+    // Concurrent writes through one follower share its forward stream and
+    // are answered by call id, in any order: each caller must get its own
+    // result. Every other one repeats a name already taken, so a result
+    // handed to the wrong caller shows as a wrong refusal.
+    let writes = (0..48).map(|i| {
+        let raft = n2.raft().clone();
+        let name = if i % 2 == 0 { format!("before-{}", i % 30) } else { format!("concurrent-{i}") };
+        async move { (name.clone(), raft.propose(create(&name)).await) }
+    });
+    for (name, result) in futures_util::future::join_all(writes).await {
+        let (_, applied) = result.unwrap_or_else(|e| panic!("concurrent write {name}: {e}"));
+        if name.starts_with("before-") {
+            assert!(applied.rejected.is_some(), "{name} exists already, yet was created: {applied:?}");
+        } else {
+            assert_eq!(applied.rejected, None, "{name} is new");
+            assert_eq!(applied.events.len(), 1, "{name}: its own event: {applied:?}");
+            acked.push(name);
+        }
+    }
+    assert_has_all(&n3, &acked).await;
     let st = n1.raft().status();
     assert!(st.has_quorum && st.reachable.len() == 3, "leader sees everyone: {st:?}");
 

@@ -2,8 +2,8 @@
 //! together.
 //!
 //! ```text
-//!  follower: propose ─► Forwarder ─ one Raft.Forward per batch ─┐
-//!                                                               ▼
+//!  follower: propose ─► Forwarder ─ one forwarded call per batch ─┐
+//!                                                                 ▼
 //!  leader:   propose ─► Batcher ─ one client_write per batch ─► one log entry
 //! ```
 //!
@@ -14,7 +14,8 @@
 //! proposals queue up, and the next entry ([`Command::Batch`]) takes all of
 //! them (up to [`MAX_BATCH`] commands and [`MAX_BATCH_BYTES`] bytes). On a
 //! follower the [`Forwarder`] does the same for the hop to the leader: the
-//! commands queued for the leader go in one `Raft.Forward` call.
+//! commands queued for the leader go in one forwarded call (on the
+//! follower's `Raft.ForwardStream`, see `forwarding.rs`).
 //!
 //! A client alone waits for nothing: its command goes out at once, unwrapped,
 //! as before. Each command of a batch is applied on its own and gets its own
@@ -33,13 +34,15 @@ use stackd_core::state::Applied;
 use stackd_proto::v1;
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
+use super::forwarding::{CallError, ForwardStreams};
 use super::peers::Peers;
+use super::service::forward_status;
 use super::{Attempt, RaftError, RaftNode, TypeConfig};
 
 /// Entries being committed at once by the leader; more proposals wait and
 /// form the next batch.
 pub(super) const IN_FLIGHT: usize = 2;
-/// `Raft.Forward` calls a follower has running at once.
+/// Forwarded calls a follower has running at once.
 pub(super) const FORWARDS_IN_FLIGHT: usize = 4;
 /// Most commands in one entry or one forwarded call.
 pub(super) const MAX_BATCH: usize = 256;
@@ -319,7 +322,8 @@ impl Forwarder {
     /// at most `write_timeout` for a commit.
     pub(super) fn start(peers: Arc<Peers>, write_timeout: Duration) -> Self {
         let same_leader = |a: &Outgoing, b: &Outgoing| a.leader == b.leader && a.addr == b.addr;
-        let send: SendFn<Outgoing> = Arc::new(move |batch| Box::pin(forward(peers.clone(), write_timeout, batch)));
+        let streams = Arc::new(ForwardStreams::new(peers));
+        let send: SendFn<Outgoing> = Arc::new(move |batch| Box::pin(forward(streams.clone(), write_timeout, batch)));
         Self { lane: Lane::start(FORWARDS_IN_FLIGHT, |o: &Outgoing| o.size, same_leader, send) }
     }
 
@@ -336,9 +340,9 @@ impl Forwarder {
     }
 }
 
-/// Sends `batch` (all to the same leader) in one `Raft.Forward` call and
+/// Sends `batch` (all to the same leader) in one forwarded call and
 /// answers each of its senders.
-async fn forward(peers: Arc<Peers>, write_timeout: Duration, batch: Vec<Outgoing>) {
+async fn forward(streams: Arc<ForwardStreams>, write_timeout: Duration, batch: Vec<Outgoing>) {
     let Some(first) = batch.first() else { return };
     let (leader, addr) = (first.leader, first.addr.clone());
     let deadline = batch.iter().map(|o| o.deadline).min().unwrap_or_else(Instant::now);
@@ -347,7 +351,7 @@ async fn forward(peers: Arc<Peers>, write_timeout: Duration, batch: Vec<Outgoing
     let total = cmds.len();
     let Some(cmd) = as_one(cmds) else { return };
     let remaining = deadline.saturating_duration_since(Instant::now());
-    match call(&peers, write_timeout, leader, &addr, &cmd, remaining).await {
+    match call(&streams, write_timeout, leader, &addr, &cmd, remaining).await {
         Attempt::Done(Ok((index, applied))) => {
             let results = results_of(applied, total);
             if results.len() != total {
@@ -377,9 +381,9 @@ async fn forward(peers: Arc<Peers>, write_timeout: Duration, batch: Vec<Outgoing
     }
 }
 
-/// One `Raft.Forward` call of `cmd` to the leader.
+/// One forwarded call of `cmd` to the leader.
 async fn call(
-    peers: &Peers,
+    streams: &ForwardStreams,
     write_timeout: Duration,
     leader: u64,
     addr: &str,
@@ -390,33 +394,26 @@ async fn call(
         Ok(j) => j,
         Err(e) => return Attempt::Done(Err(RaftError::Remote(format!("cannot encode the command: {e}")))),
     };
-    let mut client = match peers.client(leader, addr) {
-        Ok(c) => c,
-        Err(e) => return Attempt::Retry(RaftError::NoQuorum(e.to_string())),
-    };
     // The leader waits at most `write_timeout` for the commit; give the call a little more.
     let limit = remaining.min(write_timeout + Duration::from_secs(1));
-    let mut req = tonic::Request::new(v1::ForwardRequest { command_json });
-    req.set_timeout(limit);
-    match tokio::time::timeout(limit, client.forward(req)).await {
-        Err(_) => Attempt::Done(Err(RaftError::Timeout(format!(
+    let failed = |status| match RaftNode::leader_failure(leader, status) {
+        Attempt::Retry(e) => Attempt::Retry(e),
+        Attempt::Done(e) => Attempt::Done(Err(e)),
+    };
+    match streams.call(leader, addr, command_json, limit).await {
+        Err(CallError::Channel(e)) => Attempt::Retry(RaftError::NoQuorum(e.to_string())),
+        Err(CallError::Timeout(limit)) => Attempt::Done(Err(RaftError::Timeout(format!(
             "the leader (node {leader:016x}) did not confirm the write within {limit:?}; it may still be committed"
         )))),
-        Ok(Err(status)) => match RaftNode::leader_failure(leader, status) {
-            Attempt::Retry(e) => Attempt::Retry(e),
-            Attempt::Done(e) => Attempt::Done(Err(e)),
+        Err(CallError::Status(status)) => failed(status),
+        Ok(v1::ForwardResult { error: Some(error), .. }) => failed(forward_status(error)),
+        Ok(reply) => match serde_json::from_slice::<Applied>(&reply.applied_json) {
+            Ok(applied) => Attempt::Done(Ok((reply.index, applied))),
+            Err(e) => Attempt::Done(Err(RaftError::Remote(format!(
+                "committed at index {}, but the result is unreadable: {e}",
+                reply.index
+            )))),
         },
-        Ok(Ok(reply)) => {
-            peers.record_ok(leader);
-            let reply = reply.into_inner();
-            match serde_json::from_slice::<Applied>(&reply.applied_json) {
-                Ok(applied) => Attempt::Done(Ok((reply.index, applied))),
-                Err(e) => Attempt::Done(Err(RaftError::Remote(format!(
-                    "committed at index {}, but the result is unreadable: {e}",
-                    reply.index
-                )))),
-            }
-        }
     }
 }
 

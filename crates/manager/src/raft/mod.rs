@@ -8,7 +8,7 @@
 //! ```text
 //!  propose(cmd) ─┬─ leader ──► openraft ──► LogStore (WAL, fsync) ───► commit
 //!                │                                                   │
-//!                └─ follower ──Raft.Forward──► the leader's propose   │
+//!                └─ follower ──ForwardStream──► the leader's propose │
 //!                                                                     ▼
 //!          Applied + events ◄── StateMachine::apply ◄──── committed entries
 //!                                   │
@@ -23,9 +23,11 @@
 //! - `state_machine.rs`, `snapshot.rs`: the state machine and its snapshots.
 //! - `batcher.rs`: group commit (the leader's batches, followers' batched
 //!   forwarding).
-//! - `network.rs`: openraft's RPCs to other managers (gRPC client side).
+//! - `forwarding.rs`: a follower's stream of forwarded writes to the leader.
+//! - `network.rs`: openraft's RPCs to other managers (gRPC client side; one
+//!   replication stream per follower).
 //! - `service.rs`: the `stackd.v1.Raft` gRPC service (server side), also
-//!   serving `Forward` (writes from followers) and `ReadIndex`.
+//!   serving `ForwardStream` (writes from followers) and `ReadIndex`.
 //! - `peers.rs`: channel cache, pluggable [`PeerConnector`], contact tracker.
 //!
 //! # Leadership as the rest of the manager sees it
@@ -39,6 +41,7 @@
 //! when the partition heals nothing is disrupted.
 
 mod batcher;
+mod forwarding;
 // openraft's StorageError (224 bytes) is the storage traits' error type: it cannot be boxed.
 #[allow(clippy::result_large_err)]
 mod log_store;
@@ -262,6 +265,8 @@ pub struct RaftNode {
     peers: Arc<Peers>,
     timings: Timings,
     leading: Arc<watch::Sender<bool>>,
+    /// Set by [`RaftNode::shutdown`]: the long-lived streams served end.
+    stopped: Arc<watch::Sender<bool>>,
     batcher: batcher::Batcher,
     forwarder: batcher::Forwarder,
 }
@@ -323,7 +328,8 @@ impl RaftNode {
         tokio::spawn(watch_leadership(raft.metrics(), peers.clone(), id, leading.clone(), timings.heartbeat));
         let batcher = batcher::Batcher::start(raft.clone(), timings.write_timeout);
         let forwarder = batcher::Forwarder::start(peers.clone(), timings.write_timeout);
-        Ok(Self { raft, shared, id, peers, timings: *timings, leading, batcher, forwarder })
+        let stopped = Arc::new(watch::channel(false).0);
+        Ok(Self { raft, shared, id, peers, timings: *timings, leading, stopped, batcher, forwarder })
     }
 
     /// Makes this node the single voter of a new cluster. Does nothing if the
@@ -382,7 +388,7 @@ impl RaftNode {
 
     /// Proposes a command; returns its log index and what applying it did.
     ///
-    /// On a follower the command is forwarded to the leader (`Raft.Forward`);
+    /// On a follower the command is forwarded to the leader (`Raft.ForwardStream`);
     /// while there is no leader (an election) it keeps trying until
     /// `Timings::leader_deadline`. A leader without a reachable majority
     /// refuses at once with [`RaftError::NoQuorum`]. A forwarded write whose
@@ -524,12 +530,24 @@ impl RaftNode {
     /// apply, and returns the read index.
     pub(crate) async fn read_index_local(&self) -> Result<u64, RaftError> {
         self.check_quorum()?;
+        // Every write acknowledged before this read is in the leader's log.
+        // openraft's own read index is not enough on a leader that restarted
+        // and took up its leadership again (same term, no new blank entry):
+        // it is the commit index saved before the restart, which may be
+        // behind entries acknowledged then (the commit index is saved with
+        // the next record, not on its own). So the read waits for the
+        // leader's last entry too: one commit round at most.
+        let last = self.metrics().last_log_index.unwrap_or(0);
         let timeout = self.timings.write_timeout;
         // ensure_linearizable sends a heartbeat round and waits for a quorum:
         // it never returns on a leader cut off from the others. Bound it.
         match tokio::time::timeout(timeout, self.raft.ensure_linearizable()).await {
             Err(_) => Err(RaftError::NoQuorum(format!("a majority of the managers did not answer within {timeout:?}"))),
-            Ok(Ok(read_log_id)) => Ok(read_log_id.map(|l| l.index).unwrap_or(0)),
+            Ok(Ok(read_log_id)) => {
+                let index = read_log_id.map(|l| l.index).unwrap_or(0).max(last);
+                self.wait_applied(index, Instant::now() + timeout).await?;
+                Ok(index)
+            }
             Ok(Err(OpenRaftError::APIError(CheckIsLeaderError::ForwardToLeader(f)))) => {
                 Err(RaftError::NotLeader { leader: f.leader_id, leader_addr: f.leader_node.map(|n| n.addr) })
             }
@@ -800,8 +818,17 @@ impl RaftNode {
 
     /// Stops Raft.
     pub async fn shutdown(&self) {
+        self.stopped.send_replace(true);
         let _ = self.raft.shutdown().await;
         self.leading.send_replace(false);
+    }
+
+    /// Resolves once [`RaftNode::shutdown`] was called.
+    pub(crate) fn stopped(&self) -> impl Future<Output = ()> + Send + 'static {
+        let mut stopped = self.stopped.subscribe();
+        async move {
+            let _ = stopped.wait_for(|s| *s).await;
+        }
     }
 }
 

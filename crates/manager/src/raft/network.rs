@@ -2,14 +2,23 @@
 //!
 //! Each openraft message is serialised to JSON and carried in `bytes` by the
 //! `stackd.v1.Raft` service (see `proto/stackd/v1/raft.proto`); the receiving
-//! side is `service.rs`. A whole snapshot travels in one client-streaming
-//! RPC: a header (vote, meta, size) then 1 MiB chunks.
+//! side is `service.rs`. Log replication and heartbeats to a follower share
+//! one long-lived `Replicate` stream per [`Connection`], one request answered
+//! before the next is sent; a unary call would cost its own HTTP/2 headers,
+//! trailers and server task on every write. Votes are unary. A whole
+//! snapshot travels in one client-streaming RPC: a header (vote, meta, size)
+//! then 1 MiB chunks.
+//!
+//! A replication stream is taken out of its connection for each exchange and
+//! put back only after a whole answer arrived: an exchange that fails, times
+//! out or is cancelled by openraft drops its stream, so a late answer can
+//! never be read as the answer to a later request.
 //!
 //! Error mapping (what openraft does next):
 //!
 //! | what happened | openraft error | openraft then |
 //! | --- | --- | --- |
-//! | no channel, connect failure, `unavailable`, deadline, cancelled | `Unreachable` | backs off ([`Connection::backoff`]) |
+//! | no channel, connect failure, `unavailable`, deadline, cancelled, no answer in time, replication stream ended (the peer's Raft stopped) | `Unreachable` | backs off ([`Connection::backoff`]) |
 //! | any other gRPC status, undecodable reply | `Network` | retries at once |
 //! | the peer's Raft refused (`Err` in the reply) | `RemoteError` | handles the error |
 
@@ -33,6 +42,9 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use stackd_proto::v1;
 use stackd_proto::v1::raft_client::RaftClient;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::Streaming;
 use tonic::transport::Channel;
 
 use super::peers::Peers;
@@ -69,14 +81,17 @@ pub enum NetworkFailure {
         /// What failed.
         message: String,
     },
-    /// The snapshot transfer took longer than allowed.
-    #[error("manager {target:016x}: snapshot transfer timed out after {after:?}")]
+    /// A call or snapshot transfer took longer than allowed.
+    #[error("manager {target:016x}: no answer within {after:?}")]
     Timeout {
         /// The peer.
         target: u64,
         /// The limit.
         after: Duration,
     },
+    /// The peer ended the replication stream.
+    #[error("manager {0:016x}: the replication stream ended")]
+    StreamEnded(u64),
     /// Chunked snapshot transfer is not used (see `full_snapshot`).
     #[error("manager {0:016x}: chunked snapshot transfer is not used")]
     Chunked(u64),
@@ -94,11 +109,19 @@ impl Network {
     }
 }
 
-/// A connection to one other manager. Cheap: the channel is cached in [`Peers`].
+/// A connection to one other manager. Cheap: the channel is cached in
+/// [`Peers`]; the replication stream is opened by the first `append_entries`.
 pub struct Connection {
     target: u64,
     addr: String,
     peers: Arc<Peers>,
+    replication: Option<ReplicationStream>,
+}
+
+/// An open `Replicate` stream: requests go in, answers come back in order.
+struct ReplicationStream {
+    requests: mpsc::Sender<v1::RaftRequest>,
+    replies: Streaming<v1::RaftReply>,
 }
 
 impl RaftNetworkFactory<TypeConfig> for Network {
@@ -107,7 +130,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
     // Called for every replication stream, snapshot stream and election:
     // only look the channel up later, when an RPC is sent.
     async fn new_client(&mut self, target: u64, node: &BasicNode) -> Self::Network {
-        Connection { target, addr: node.addr.clone(), peers: self.peers.clone() }
+        Connection { target, addr: node.addr.clone(), peers: self.peers.clone(), replication: None }
     }
 }
 
@@ -162,26 +185,46 @@ impl Connection {
         Ok(value)
     }
 
-    /// One unary JSON call: `call` is `RaftClient::append_entries` or `vote`.
-    async fn unary<Req, Resp, F, Fut>(
-        &self,
-        rpc: &Req,
-        option: &RPCOption,
-        call: F,
-    ) -> Result<Resp, RPCError<u64, BasicNode, RaftError<u64>>>
-    where
-        Req: Serialize,
-        Resp: DeserializeOwned,
-        F: FnOnce(RaftClient<Channel>, tonic::Request<v1::RaftRequest>) -> Fut,
-        Fut: Future<Output = Result<tonic::Response<v1::RaftReply>, tonic::Status>>,
-    {
-        let json = self.encode(rpc).map_err(Failure::rpc)?;
-        let client = self.client().map_err(Failure::rpc)?;
-        let mut req = tonic::Request::new(v1::RaftRequest { json });
-        req.set_timeout(option.hard_ttl());
-        let reply = call(client, req).await.map_err(|s| Failure::status(self.target, s).rpc())?;
-        let result: Result<Resp, RaftError<u64>> = self.decode(&reply.into_inner().json).map_err(Failure::rpc)?;
+    /// The peer's answer: JSON `Result<Resp, RaftError>`, its `Err` a remote error.
+    // The error type is what openraft's `RaftNetwork` methods return.
+    #[allow(clippy::result_large_err)]
+    fn answer<Resp: DeserializeOwned>(&self, json: &[u8]) -> Result<Resp, RPCError<u64, BasicNode, RaftError<u64>>> {
+        let result: Result<Resp, RaftError<u64>> = self.decode(json).map_err(Failure::rpc)?;
         result.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
+    }
+
+    /// Sends `request` on `stream` (or on a new stream when there is none)
+    /// and reads its answer; returns the stream for the next exchange.
+    async fn exchange(
+        &self,
+        stream: Option<ReplicationStream>,
+        request: v1::RaftRequest,
+    ) -> Result<(ReplicationStream, v1::RaftReply), Failure> {
+        let ended = || Failure::Unreachable(NetworkFailure::StreamEnded(self.target));
+        let mut stream = match stream {
+            Some(stream) => {
+                stream.requests.send(request).await.map_err(|_| ended())?;
+                stream
+            }
+            None => {
+                // The first request is queued before the call, so it leaves
+                // with the stream's headers instead of a round trip later.
+                let (requests, rx) = mpsc::channel(1);
+                requests.try_send(request).map_err(|_| ended())?;
+                let mut client = self.client()?;
+                let replies = client
+                    .replicate(ReceiverStream::new(rx))
+                    .await
+                    .map_err(|s| Failure::status(self.target, s))?
+                    .into_inner();
+                ReplicationStream { requests, replies }
+            }
+        };
+        match stream.replies.message().await {
+            Ok(Some(reply)) => Ok((stream, reply)),
+            Ok(None) => Err(ended()),
+            Err(status) => Err(Failure::status(self.target, status)),
+        }
     }
 }
 
@@ -192,8 +235,22 @@ impl RaftNetwork<TypeConfig> for Connection {
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<u64>, RPCError<u64, BasicNode, RaftError<u64>>> {
         // openraft calls this with a timeout of `heartbeat_interval` (RPCOption::hard_ttl),
-        // for heartbeats and log replication alike.
-        self.unary(&rpc, &option, |mut c, r| async move { c.append_entries(r).await }).await
+        // for heartbeats and log replication alike; the same bound applies here.
+        let request = v1::RaftRequest { json: self.encode(&rpc).map_err(Failure::rpc)? };
+        let ttl = option.hard_ttl();
+        let stream = self.replication.take();
+        let reply = match tokio::time::timeout(ttl, self.exchange(stream, request)).await {
+            Ok(Ok((stream, reply))) => {
+                self.replication = Some(stream);
+                reply
+            }
+            Ok(Err(failure)) => return Err(failure.rpc()),
+            Err(_) => {
+                let f = NetworkFailure::Timeout { target: self.target, after: ttl };
+                return Err(RPCError::Unreachable(Unreachable::new(&f)));
+            }
+        };
+        self.answer(&reply.json)
     }
 
     async fn vote(
@@ -201,7 +258,12 @@ impl RaftNetwork<TypeConfig> for Connection {
         rpc: VoteRequest<u64>,
         option: RPCOption,
     ) -> Result<VoteResponse<u64>, RPCError<u64, BasicNode, RaftError<u64>>> {
-        self.unary(&rpc, &option, |mut c, r| async move { c.vote(r).await }).await
+        let json = self.encode(&rpc).map_err(Failure::rpc)?;
+        let mut client = self.client().map_err(Failure::rpc)?;
+        let mut req = tonic::Request::new(v1::RaftRequest { json });
+        req.set_timeout(option.hard_ttl());
+        let reply = client.vote(req).await.map_err(|s| Failure::status(self.target, s).rpc())?;
+        self.answer(&reply.into_inner().json)
     }
 
     /// Not used: without the `generic-snapshot-data` feature openraft 0.9

@@ -16,10 +16,18 @@
 //!   mark as they were then), so that a segment whose entries are all purged
 //!   can be deleted without losing them. The last segment is never deleted.
 //! - A `Truncate` or `Purge` record removes entries written before it.
+//! - A segment is allocated whole when it starts (`fallocate`, zeros past
+//!   its records), so an append does not grow the file: `fdatasync` then
+//!   has no file size to write back, which made it about a third faster
+//!   here. A zero header (length 0: no record is empty) marks the end of
+//!   the records. Where `fallocate` is not supported the file grows instead.
+//! - A segment is made under a temporary name and renamed into place once
+//!   its `State` record is durable: a segment file always starts with one.
 //! - On open every segment is read through. A record cut short, or with a
-//!   bad checksum, at the end of the last segment is what a crash during a
-//!   write leaves; it was never acknowledged and is cut off. Anywhere else it
-//!   is corruption, and the log refuses to open rather than lose entries.
+//!   bad checksum, or bytes after the zero header, at the end of the last
+//!   segment are what a crash during a write leaves; they were never
+//!   acknowledged and are cut off. Anywhere else it is corruption, and the
+//!   log refuses to open rather than lose entries.
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -40,6 +48,8 @@ const MAX_RECORD: usize = 256 << 20;
 /// Record header: length and CRC-32.
 const HEADER: usize = 8;
 const SUFFIX: &str = ".wal";
+/// A segment being made; never read, deleted on open.
+const TEMP_SUFFIX: &str = ".wal.new";
 
 /// Why the write-ahead log failed.
 #[derive(Debug, thiserror::Error)]
@@ -198,12 +208,15 @@ pub(super) fn read_entry(file: &File, loc: &Loc) -> Result<Entry, String> {
         Parsed::Short => Err(format!("the record at byte {} is cut short", loc.offset)),
         Parsed::Torn => Err(format!("the record at byte {} fails its checksum", loc.offset)),
         Parsed::Bad(why) => Err(format!("the record at byte {} is corrupt: {why}", loc.offset)),
+        Parsed::End => Err(format!("no record at byte {}", loc.offset)),
     }
 }
 
 enum Parsed {
     /// A record and its length, header included.
     Record(Box<Record<Entry>>, usize),
+    /// A zero header: the end of the records, in an allocated segment.
+    End,
     /// The bytes end within the record.
     Short,
     /// The checksum does not match: damaged, or torn by a crash.
@@ -220,6 +233,9 @@ fn parse(buf: &[u8]) -> Parsed {
     }
     let len = u32::from_le_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
     let crc = u32::from_le_bytes([buf[4], buf[5], buf[6], buf[7]]);
+    if len == 0 && crc == 0 {
+        return Parsed::End;
+    }
     if len > MAX_RECORD {
         return Parsed::Bad(format!("length {len} is larger than any record"));
     }
@@ -239,6 +255,21 @@ fn segment_path(dir: &Path, n: u64) -> PathBuf {
 
 fn sync_dir(dir: &Path) -> Result<(), WalError> {
     File::open(dir).and_then(|d| d.sync_all()).map_err(io_at(dir))
+}
+
+/// Allocates `file` up to `len` bytes (zeros past its data), so that appends
+/// within it do not change its size. A file system that cannot allocate
+/// (`EOPNOTSUPP`) is not an error: the file then grows as it is written.
+fn allocate(file: &File, len: u64, path: &Path) -> Result<(), WalError> {
+    use rustix::fs::{FallocateFlags, fallocate};
+    match fallocate(file, FallocateFlags::empty(), 0, len) {
+        Ok(()) => Ok(()),
+        Err(e) if e == rustix::io::Errno::OPNOTSUPP => {
+            tracing::debug!(segment = %path.display(), "fallocate is not supported here: the segment grows as it is written");
+            Ok(())
+        }
+        Err(e) => Err(io_at(path)(e.into())),
+    }
 }
 
 /// The log as the segments describe it.
@@ -277,9 +308,14 @@ impl Writer {
         std::fs::create_dir_all(dir).map_err(io_at(dir))?;
         let mut numbers = Vec::new();
         for item in std::fs::read_dir(dir).map_err(io_at(dir))? {
-            let name = item.map_err(io_at(dir))?.file_name();
-            if let Some(n) = name.to_str().and_then(|n| n.strip_suffix(SUFFIX)).and_then(|n| n.parse::<u64>().ok()) {
+            let item = item.map_err(io_at(dir))?;
+            let name = item.file_name();
+            let name = name.to_str().unwrap_or_default();
+            if let Some(n) = name.strip_suffix(SUFFIX).and_then(|n| n.parse::<u64>().ok()) {
                 numbers.push(n);
+            } else if name.ends_with(TEMP_SUFFIX) {
+                // A segment a crash left half made: it never held an entry.
+                std::fs::remove_file(item.path()).map_err(io_at(&item.path()))?;
             }
         }
         numbers.sort_unstable();
@@ -320,7 +356,10 @@ impl Writer {
         while offset < bytes.len() {
             let (record, len) = match parse(&bytes[offset..]) {
                 Parsed::Record(r, len) => (r, len),
-                Parsed::Short | Parsed::Torn if last => {
+                // The allocated rest of the last segment, never written.
+                // (A segment is only followed by another once it is full.)
+                Parsed::End if last && bytes[offset..].iter().all(|&b| b == 0) => break,
+                Parsed::Short | Parsed::Torn | Parsed::End if last => {
                     tracing::warn!(
                         segment = %path.display(),
                         offset,
@@ -329,6 +368,13 @@ impl Writer {
                     );
                     file.set_len(offset as u64).and_then(|()| file.sync_all()).map_err(io_at(&path))?;
                     break;
+                }
+                Parsed::End => {
+                    return Err(WalError::Corrupt {
+                        path: path.display().to_string(),
+                        offset: offset as u64,
+                        why: "zeros where a record should be, in a segment that is not the last".into(),
+                    });
                 }
                 Parsed::Short | Parsed::Torn => {
                     return Err(WalError::Corrupt {
@@ -364,15 +410,23 @@ impl Writer {
             offset += len;
         }
         let len = if offset < bytes.len() { offset } else { bytes.len() } as u64;
+        // The last segment of an earlier version, or one cut back above:
+        // allocate the rest, as a new segment is.
+        if last && file.metadata().map_err(io_at(&path))?.len() < self.segment_bytes {
+            allocate(&file, self.segment_bytes, &path)?;
+            file.sync_all().map_err(io_at(&path))?;
+        }
         self.last_index.insert(n, last_index);
         self.files.write().unwrap_or_else(|p| p.into_inner()).insert(n, Arc::new(file));
         (self.current, self.len) = (n, len);
         Ok(())
     }
 
-    /// Starts segment `n` with a `State` record and makes it durable.
+    /// Starts segment `n` with a `State` record, allocated whole, and makes
+    /// it durable: made under a temporary name, then renamed into place.
     fn start_segment(&mut self, n: u64) -> Result<(), WalError> {
         let path = segment_path(&self.dir, n);
+        let temp = self.dir.join(format!("{n:016}{TEMP_SUFFIX}"));
         let state: Record<&Entry> = Record::State { vote: self.vote, committed: self.committed, purged: self.purged };
         let framed = frame(&state, Kind::Committed(self.committed))?;
         let mut file = std::fs::OpenOptions::new()
@@ -380,9 +434,12 @@ impl Writer {
             .write(true)
             .create(true)
             .truncate(true)
-            .open(&path)
-            .map_err(io_at(&path))?;
-        file.write_all(&framed.bytes).and_then(|()| file.sync_all()).map_err(io_at(&path))?;
+            .open(&temp)
+            .map_err(io_at(&temp))?;
+        file.write_all(&framed.bytes).map_err(io_at(&temp))?;
+        allocate(&file, self.segment_bytes.max(framed.bytes.len() as u64), &temp)?;
+        file.sync_all().map_err(io_at(&temp))?;
+        std::fs::rename(&temp, &path).map_err(io_at(&path))?;
         sync_dir(&self.dir)?;
         self.files.write().unwrap_or_else(|p| p.into_inner()).insert(n, Arc::new(file));
         self.last_index.insert(n, None);

@@ -56,6 +56,59 @@ fn segments(dir: &Path) -> Vec<std::path::PathBuf> {
     v
 }
 
+/// Writes entries 1..=20 in 300-byte segments; returns the segments (more than two).
+fn twenty_entries_in_small_segments(dir: &Path) -> Vec<std::path::PathBuf> {
+    rt().block_on(async {
+        let store = open(dir, 300);
+        for i in 1..=20 {
+            store.append_durable(vec![entry(1, i)]).await.expect("append");
+        }
+    });
+    let files = segments(dir);
+    assert!(files.len() > 2, "small segments roll over: {files:?}");
+    files
+}
+
+/// Where the records of a segment end: at its first zero header (the
+/// allocated, unwritten rest), or at its end.
+fn records_end(bytes: &[u8]) -> usize {
+    let mut at = 0;
+    while let Some(header) = bytes.get(at..at + 4) {
+        let len = u32::from_le_bytes(header.try_into().expect("4 bytes")) as usize;
+        if len == 0 {
+            break;
+        }
+        at += 8 + len;
+    }
+    at.min(bytes.len())
+}
+
+/// Writes `data` at `at` in the file at `path`, as a write that reached the disk would.
+fn write_at(path: &Path, at: usize, data: &[u8]) {
+    let mut bytes = std::fs::read(path).expect("read");
+    if bytes.len() < at + data.len() {
+        bytes.resize(at + data.len(), 0);
+    }
+    bytes[at..at + data.len()].copy_from_slice(data);
+    std::fs::write(path, &bytes).expect("write");
+}
+
+/// Reopens the log in `dir` (default segments) and checks that it holds
+/// entries 1..=n of term 1.
+async fn reopened_with(dir: &Path, n: u64) -> LogStore {
+    let mut store = open(dir, wal::SEGMENT_BYTES);
+    assert_eq!(all(&mut store).await, (1..=n).map(|i| entry(1, i)).collect::<Vec<_>>());
+    store
+}
+
+/// The log goes on after a repair: `store` (holding 1..=n) takes entry
+/// n+1, and holds 1..=n+1 once reopened.
+async fn goes_on(store: LogStore, dir: &Path, n: u64) {
+    store.append_durable(vec![entry(1, n + 1)]).await.expect("append after the repair");
+    drop(store);
+    reopened_with(dir, n + 1).await;
+}
+
 async fn all(store: &mut LogStore) -> Vec<Entry> {
     store.try_get_log_entries(..).await.expect("read")
 }
@@ -179,32 +232,24 @@ fn a_torn_tail_is_cut_off_and_the_log_goes_on() {
         // What a crash in the middle of a write leaves: a record cut short.
         let whole = wal::frame(&Record::Entry { entry: &entry(1, 6) }, Kind::Entry(log_id(1, 6))).expect("frame");
         let last = segments(dir.path()).pop().expect("a segment");
-        let mut bytes = std::fs::read(&last).expect("read");
-        let good = bytes.len();
-        bytes.extend_from_slice(&whole.bytes[..whole.bytes.len() / 2]);
-        std::fs::write(&last, &bytes).expect("tear");
+        let bytes = std::fs::read(&last).expect("read");
+        assert_eq!(bytes.len() as u64, wal::SEGMENT_BYTES, "a segment is allocated whole");
+        let good = records_end(&bytes);
+        write_at(&last, good, &whole.bytes[..whole.bytes.len() / 2]);
 
-        let mut store = open(dir.path(), wal::SEGMENT_BYTES);
-        assert_eq!(all(&mut store).await, (1..=5).map(|i| entry(1, i)).collect::<Vec<_>>());
-        assert_eq!(std::fs::metadata(&last).expect("stat").len() as usize, good, "the torn record is cut off");
-        store.append_durable(vec![entry(1, 6)]).await.expect("append after the cut");
-        drop(store);
-        let mut store = open(dir.path(), wal::SEGMENT_BYTES);
-        assert_eq!(all(&mut store).await, (1..=6).map(|i| entry(1, i)).collect::<Vec<_>>());
+        let store = reopened_with(dir.path(), 5).await;
+        let bytes = std::fs::read(&last).expect("read");
+        assert_eq!(records_end(&bytes), good, "the torn record is cut off");
+        assert!(bytes[good..].iter().all(|&b| b == 0), "and its bytes are gone");
+        assert_eq!(bytes.len() as u64, wal::SEGMENT_BYTES, "allocated again");
+        goes_on(store, dir.path(), 5).await;
     });
 }
 
 #[test]
 fn corruption_before_the_tail_refuses_to_open() {
     let dir = tempfile::tempdir().expect("tempdir");
-    rt().block_on(async {
-        let store = open(dir.path(), 300);
-        for i in 1..=20 {
-            store.append_durable(vec![entry(1, i)]).await.expect("append");
-        }
-    });
-    let files = segments(dir.path());
-    assert!(files.len() > 2, "small segments roll over: {files:?}");
+    let files = twenty_entries_in_small_segments(dir.path());
     let mut bytes = std::fs::read(&files[0]).expect("read");
     let middle = bytes.len() - 20;
     bytes[middle] ^= 0xff;
@@ -303,13 +348,12 @@ fn a_whole_record_that_does_not_decode_is_never_cut_off() {
     record.extend_from_slice(&crc32fast::hash(payload).to_le_bytes());
     record.extend_from_slice(payload);
     let last = segments(dir.path()).pop().expect("a segment");
-    let mut bytes = std::fs::read(&last).expect("read");
-    let len = bytes.len();
-    bytes.extend_from_slice(&record);
-    std::fs::write(&last, &bytes).expect("write");
+    let before = std::fs::read(&last).expect("read");
+    write_at(&last, records_end(&before), &record);
+    let written = std::fs::read(&last).expect("read");
     let err = LogStore::open_with(dir.path(), wal::SEGMENT_BYTES, Duration::from_secs(10)).err().expect("refused");
     assert!(matches!(err, WalError::Corrupt { .. }) && err.to_string().contains("unreadable"), "{err}");
-    assert_eq!(std::fs::metadata(&last).expect("stat").len() as usize, len + record.len(), "nothing cut off");
+    assert!(std::fs::read(&last).expect("read") == written, "nothing cut off");
 }
 
 #[test]
@@ -337,4 +381,62 @@ fn an_unreadable_redb_log_is_left_alone_with_an_explanation() {
     assert!(err.to_string().contains("left as it was"), "{err}");
     assert_eq!(std::fs::read(&legacy).expect("still there"), b"not a redb database");
     assert!(!dir.path().join(LOG_DIR).exists(), "no half-made log");
+}
+
+#[test]
+fn a_torn_write_whose_header_is_lost_is_cut_off() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    rt().block_on(async {
+        let store = open(dir.path(), wal::SEGMENT_BYTES);
+        store.append_durable((1..=3).map(|i| entry(1, i)).collect()).await.expect("append");
+        drop(store);
+        // The sectors of an unfinished write can reach the disk in any
+        // order: here the record's payload did, its header did not.
+        let whole = wal::frame(&Record::Entry { entry: &entry(1, 4) }, Kind::Entry(log_id(1, 4))).expect("frame");
+        let last = segments(dir.path()).pop().expect("a segment");
+        let good = records_end(&std::fs::read(&last).expect("read"));
+        write_at(&last, good + 8, &whole.bytes[8..]);
+
+        let store = reopened_with(dir.path(), 3).await;
+        let bytes = std::fs::read(&last).expect("read");
+        assert!(bytes[good..].iter().all(|&b| b == 0), "the payload after the zero header is cut off");
+        goes_on(store, dir.path(), 3).await;
+    });
+}
+
+#[test]
+fn a_segment_that_grew_is_allocated_on_open_and_a_half_made_one_is_deleted() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    rt().block_on(async {
+        let store = open(dir.path(), wal::SEGMENT_BYTES);
+        store.append_durable((1..=3).map(|i| entry(1, i)).collect()).await.expect("append");
+        drop(store);
+        // The last segment as an earlier version (or a file system without
+        // fallocate) leaves it: as long as its records.
+        let last = segments(dir.path()).pop().expect("a segment");
+        let end = records_end(&std::fs::read(&last).expect("read"));
+        std::fs::OpenOptions::new().write(true).open(&last).and_then(|f| f.set_len(end as u64)).expect("shrink");
+        // And a segment a crash left half made.
+        let half_made = dir.path().join(LOG_DIR).join("0000000000000002.wal.new");
+        std::fs::write(&half_made, b"\0\0").expect("half-made segment");
+
+        let store = reopened_with(dir.path(), 3).await;
+        assert_eq!(std::fs::metadata(&last).expect("stat").len(), wal::SEGMENT_BYTES, "allocated whole");
+        assert!(!half_made.exists(), "the half-made segment is deleted");
+        goes_on(store, dir.path(), 3).await;
+    });
+}
+
+#[test]
+fn zeros_in_a_segment_that_is_not_the_last_refuse_the_open() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let files = twenty_entries_in_small_segments(dir.path());
+    // Acknowledged records zeroed: not what a crash leaves, and not the
+    // allocated end of a segment (a segment is followed by another only once full).
+    let bytes = std::fs::read(&files[0]).expect("read");
+    let end = records_end(&bytes);
+    let first = 8 + u32::from_le_bytes(bytes[..4].try_into().expect("4 bytes")) as usize;
+    write_at(&files[0], first, &vec![0; end - first]);
+    let err = LogStore::open_with(dir.path(), 300, Duration::from_secs(10)).err().expect("refused");
+    assert!(matches!(err, WalError::Corrupt { .. }) && err.to_string().contains("zeros"), "{err}");
 }
