@@ -1,16 +1,27 @@
 //! openraft's log storage over the write-ahead log (`wal.rs`).
 //!
 //! ```text
-//!  append ──► cache (readable at once) ──► writer thread: one write + one
-//!                                          fdatasync per batch ──► callback
+//!  append ──► cache (readable at once) ──► writer: one write per batch
+//!               follower: + fdatasync ──► callback
+//!               leader:   callback ──► syncer thread: fdatasync ──► Durable
 //!  try_get_log_entries ──► cache, else pread of the record in its segment
 //! ```
 //!
-//! - **Durability.** openraft hears that an entry is flushed only after its
-//!   `fdatasync`: an acknowledged entry survives `kill -9` and power loss.
-//!   Votes, truncations and purges are durable before their call returns.
-//!   The commit index is written with the next record (openraft does not
-//!   need it durable).
+//! - **Durability.** An entry a follower appends is synced before openraft
+//!   hears that it is flushed: a follower's acknowledgement means the entry
+//!   survives `kill -9` and power loss. Votes, truncations and purges are
+//!   durable before their call returns. The commit index is written with
+//!   the next record (openraft does not need it durable).
+//! - **The leader syncs beside replication.** openraft 0.9 replicates an
+//!   entry only once the leader's append is flushed, so a synced leader
+//!   append costs one `fdatasync` in series on every write. The leader's
+//!   own appends are therefore reported flushed once written, and synced by
+//!   the `raft-sync` thread while the followers write theirs (as etcd
+//!   does). openraft then counts the leader toward a commit before its copy
+//!   is durable; nothing shows that commit until it is: the state machine
+//!   applies an entry, and the leader tells followers a commit index, only
+//!   once [`Durable`] says the leader holds the entries durably. So an
+//!   applied (acknowledged) entry is durable on a majority, as Raft needs.
 //! - **Order.** Everything that changes the log goes through one writer
 //!   thread, in the order openraft asked for it; entries queued together are
 //!   written with one sync.
@@ -26,13 +37,13 @@ use std::ops::{Bound, RangeBounds};
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
 use openraft::{AnyError, ErrorSubject, ErrorVerb, RaftLogReader, StorageError, StorageIOError};
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, watch};
 
-use super::wal::{self, Files, Framed, Kind, Loc, Record, WalError, Writer};
+use super::wal::{self, Files, Framed, Kind, Loc, Pos, Record, WalError, Writer};
 use super::{Entry, LogId, NodeIdOf, TypeConfig, Vote};
 
 /// Recent entries kept in memory, in bytes of their records.
@@ -135,12 +146,182 @@ struct Job {
     done: Done,
 }
 
+/// How far the log is written and synced; shared by the writer, the
+/// `raft-sync` thread and the [`Durable`] gates.
+struct Syncs {
+    state: Mutex<SyncState>,
+    /// Wakes the syncer: something was written without a sync, or the log closes.
+    wake: Condvar,
+    /// Changes whenever `synced` moves or the log fails: wakes the gates.
+    changed: watch::Sender<u64>,
+    /// Held by a test to keep the syncer from syncing.
+    #[cfg(test)]
+    held: Mutex<()>,
+}
+
+#[derive(Default)]
+struct SyncState {
+    /// The end of what was written.
+    written: Pos,
+    /// The end of what is durable.
+    synced: Pos,
+    /// Why the log cannot be trusted any more (a failed sync: after one, the
+    /// page cache may have dropped what it held), or that it closed.
+    failed: Option<String>,
+    /// The writer stopped: the syncer syncs what is left, then ends.
+    closing: bool,
+}
+
+impl Syncs {
+    fn new(at: Pos) -> Self {
+        let state = SyncState { written: at, synced: at, ..SyncState::default() };
+        Self {
+            state: Mutex::new(state),
+            wake: Condvar::new(),
+            changed: watch::Sender::new(0),
+            #[cfg(test)]
+            held: Mutex::new(()),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, SyncState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn failed(&self) -> Option<String> {
+        self.lock().failed.clone()
+    }
+
+    /// Notes a write that ended at `end`, synced or not.
+    fn wrote(&self, end: Pos, synced: bool) {
+        let mut s = self.lock();
+        s.written = s.written.max(end);
+        if synced {
+            // One sync covers the whole segment, and a segment is synced
+            // before the next one starts.
+            s.synced = s.synced.max(end);
+            drop(s);
+            self.changed.send_modify(|n| *n += 1);
+        } else {
+            drop(s);
+            self.wake.notify_one();
+        }
+    }
+
+    /// Notes the outcome of a sync up to `end`.
+    fn synced(&self, end: Pos, result: Result<(), String>) {
+        {
+            let mut s = self.lock();
+            match result {
+                Ok(()) => s.synced = s.synced.max(end),
+                Err(e) => {
+                    tracing::error!(error = %e, "syncing the raft log failed; this manager's Raft stops");
+                    s.failed.get_or_insert(format!("syncing the raft log failed: {e}"));
+                }
+            }
+        }
+        self.changed.send_modify(|n| *n += 1);
+    }
+
+    /// The writer stopped: the syncer finishes, then the gates hear it.
+    fn close(&self, syncer: Option<std::thread::JoinHandle<()>>) {
+        self.lock().closing = true;
+        self.wake.notify_one();
+        if let Some(syncer) = syncer {
+            let _ = syncer.join();
+        }
+        self.lock().failed.get_or_insert_with(|| "the raft log is closed".into());
+        self.changed.send_modify(|n| *n += 1);
+    }
+}
+
+/// The `raft-sync` thread: syncs what was written without a sync, as much
+/// as there is at each turn.
+fn run_syncer(syncs: &Syncs, files: &Files) {
+    loop {
+        let target = {
+            let mut s = syncs.lock();
+            loop {
+                if s.failed.is_some() {
+                    return;
+                }
+                if s.written > s.synced {
+                    break s.written;
+                }
+                if s.closing {
+                    return;
+                }
+                s = syncs.wake.wait(s).unwrap_or_else(|p| p.into_inner());
+            }
+        };
+        #[cfg(test)]
+        let _held = syncs.held.lock().unwrap_or_else(|p| p.into_inner());
+        let file = files.read().unwrap_or_else(|p| p.into_inner()).get(&target.segment).cloned();
+        let result = match file {
+            Some(file) => file.sync_data().map_err(|e| format!("segment {}: {e}", target.segment)),
+            // Only a segment that is not the last is ever closed (deleted
+            // once its entries are purged), and the writer syncs a segment
+            // before it starts the next: nothing is left to sync in it.
+            None => Ok(()),
+        };
+        syncs.synced(target, result);
+    }
+}
+
+/// Tells whether this node's entries are durable, and waits until they
+/// are: the gates that keep a commit from showing before the leader's own
+/// copy is synced (see the module doc). Cheap to clone; it does not keep
+/// the log open.
+#[derive(Clone)]
+pub struct Durable {
+    index: Arc<Mutex<Index>>,
+    syncs: Arc<Syncs>,
+}
+
+impl Durable {
+    /// Whether the entry at `index` in this node's log is durable. Purged
+    /// entries are (a snapshot holds them); entries not written yet are not.
+    fn holds(&self, index: u64) -> Result<bool, String> {
+        let synced = {
+            let s = self.syncs.lock();
+            if let Some(why) = &s.failed {
+                return Err(why.clone());
+            }
+            s.synced
+        };
+        let ix = self.index.lock().unwrap_or_else(|p| p.into_inner());
+        if ix.purged.is_some_and(|p| index <= p.index) {
+            return Ok(true);
+        }
+        Ok(ix.locs.get(&index).is_some_and(|loc| loc.end() <= synced))
+    }
+
+    /// Waits until the entries up to `index` are durable (entries are
+    /// written in order, so the one at `index` is enough). Fails once the
+    /// log failed or closed.
+    pub async fn wait(&self, index: u64) -> Result<(), String> {
+        let mut changed = self.syncs.changed.subscribe();
+        loop {
+            if self.holds(index)? {
+                return Ok(());
+            }
+            if changed.changed().await.is_err() {
+                return Err("the raft log is closed".into());
+            }
+        }
+    }
+}
+
 /// The log store. Cheap to clone: clones share the log and its writer.
 #[derive(Clone)]
 pub struct LogStore {
     index: Arc<Mutex<Index>>,
     files: Files,
     writer: Arc<Mutex<Writer>>,
+    syncs: Arc<Syncs>,
+    /// This node's id, once known: its appends as leader are synced by the
+    /// syncer thread (see the module doc).
+    node: Option<u64>,
     /// Requests queued for the writer thread and not yet answered.
     pending: Arc<AtomicUsize>,
     jobs: mpsc::Sender<Job>,
@@ -157,7 +338,11 @@ impl LogStore {
     fn open_with(dir: &Path, segment_bytes: u64, wait: std::time::Duration) -> Result<Self, WalError> {
         let lock = lock_dir(dir, wait)?;
         migrate(dir)?;
-        let (writer, replayed, files) = Writer::open(&dir.join(LOG_DIR), segment_bytes)?;
+        let (mut writer, replayed, files) = Writer::open(&dir.join(LOG_DIR), segment_bytes)?;
+        // What an earlier process wrote may not have been synced before it
+        // died: it is now, so that all the log holds counts as durable.
+        writer.write(&[], true)?;
+        let syncs = Arc::new(Syncs::new(writer.position()));
         let index = Index {
             locs: replayed.entries,
             vote: replayed.vote,
@@ -169,15 +354,43 @@ impl LogStore {
         let (jobs, rx) = mpsc::channel();
         let writer = Arc::new(Mutex::new(writer));
         let pending = Arc::new(AtomicUsize::new(0));
-        let (shared, w, p) = (index.clone(), writer.clone(), pending.clone());
-        std::thread::Builder::new()
-            .name("raft-log".into())
-            .spawn(move || {
-                run_writer(&w, rx, &shared, &p);
-                drop(lock);
-            })
-            .map_err(|e| WalError::Io { path: dir.display().to_string(), source: e })?;
-        Ok(Self { index, files, writer, pending, jobs })
+        let spawn_failed = |e| WalError::Io { path: dir.display().to_string(), source: e };
+        let (sy, f) = (syncs.clone(), files.clone());
+        let syncer = std::thread::Builder::new()
+            .name("raft-sync".into())
+            .spawn(move || run_syncer(&sy, &f))
+            .map_err(spawn_failed)?;
+        let (shared, w, p, sy) = (index.clone(), writer.clone(), pending.clone(), syncs.clone());
+        let mut syncer = Some(syncer);
+        let started = std::thread::Builder::new().name("raft-log".into()).spawn(move || {
+            run_writer(&w, rx, &shared, &p, &sy);
+            sy.close(syncer.take());
+            drop(lock);
+        });
+        if let Err(e) = started {
+            syncs.close(None);
+            return Err(spawn_failed(e));
+        }
+        Ok(Self { index, files, writer, syncs, node: None, pending, jobs })
+    }
+
+    /// The log of node `id`: its appends while it leads are synced beside
+    /// replication (see the module doc).
+    pub fn for_node(mut self, id: u64) -> Self {
+        self.node = Some(id);
+        self
+    }
+
+    /// The gates' view of this log.
+    pub fn durable(&self) -> Durable {
+        Durable { index: self.index.clone(), syncs: self.syncs.clone() }
+    }
+
+    /// Whether this node leads under the vote it holds: only a leader
+    /// appends under its own vote.
+    fn leads(&self) -> bool {
+        let Some(id) = self.node else { return false };
+        self.lock().vote.is_some_and(|v| v.committed && v.leader_id.node_id == id)
     }
 
     fn lock(&self) -> MutexGuard<'_, Index> {
@@ -209,7 +422,7 @@ impl LogStore {
             && self.pending.load(Ordering::SeqCst) == 0
         {
             let mut jobs = vec![job];
-            let result = write_jobs(&mut writer, &mut jobs, &self.index);
+            let result = write_jobs(&mut writer, &mut jobs, &self.index, &self.syncs);
             drop(writer);
             complete(jobs, &result);
             return Ok(());
@@ -252,8 +465,9 @@ fn lock_dir(dir: &Path, wait: std::time::Duration) -> Result<std::fs::File, WalE
 
 impl LogStore {
     /// Makes `entries` readable at once (openraft replicates entries while
-    /// they are being flushed) and queues them for the writer.
-    fn queue_entries(&self, entries: impl IntoIterator<Item = Entry>, done: Done) -> StorageResult<()> {
+    /// they are being flushed) and queues them for the writer, with a sync
+    /// before `done` when `durable`.
+    fn queue_entries(&self, entries: impl IntoIterator<Item = Entry>, durable: bool, done: Done) -> StorageResult<()> {
         let mut records = Vec::new();
         let mut cached = Vec::new();
         for entry in entries {
@@ -271,20 +485,27 @@ impl LogStore {
                 }
             }
         }
-        self.send(records, true, done).map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Write, e))
+        self.send(records, durable, done).map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Write, e))
     }
 
-    /// Appends `entries` and waits until they are durable (openraft's
-    /// callback cannot be made outside openraft).
+    /// Appends `entries` as `append` does and waits until openraft would
+    /// hear that they are flushed (its callback cannot be made outside
+    /// openraft): synced, or for a leader written.
     #[cfg(test)]
-    async fn append_durable(&self, entries: Vec<Entry>) -> Result<(), String> {
+    async fn append_flushed(&self, entries: Vec<Entry>) -> Result<(), String> {
         let (tx, rx) = oneshot::channel();
-        self.queue_entries(entries, Done::Reply(tx)).map_err(|e| e.to_string())?;
+        self.queue_entries(entries, !self.leads(), Done::Reply(tx)).map_err(|e| e.to_string())?;
         rx.await.map_err(|_| "the raft log writer stopped".to_string())?
     }
 }
 
-fn run_writer(writer: &Mutex<Writer>, rx: mpsc::Receiver<Job>, index: &Mutex<Index>, pending: &AtomicUsize) {
+fn run_writer(
+    writer: &Mutex<Writer>,
+    rx: mpsc::Receiver<Job>,
+    index: &Mutex<Index>,
+    pending: &AtomicUsize,
+    syncs: &Syncs,
+) {
     while let Ok(first) = rx.recv() {
         let mut jobs = vec![first];
         while jobs.len() < MAX_JOBS {
@@ -296,7 +517,7 @@ fn run_writer(writer: &Mutex<Writer>, rx: mpsc::Receiver<Job>, index: &Mutex<Ind
         let n = jobs.len();
         let result = {
             let mut w = writer.lock().unwrap_or_else(|p| p.into_inner());
-            write_jobs(&mut w, &mut jobs, index)
+            write_jobs(&mut w, &mut jobs, index, syncs)
         };
         complete(jobs, &result);
         pending.fetch_sub(n, Ordering::SeqCst);
@@ -304,12 +525,17 @@ fn run_writer(writer: &Mutex<Writer>, rx: mpsc::Receiver<Job>, index: &Mutex<Ind
 }
 
 /// Writes the records of `jobs` with one write, and one sync if any needs it.
-fn write_jobs(writer: &mut Writer, jobs: &mut [Job], index: &Mutex<Index>) -> Result<(), String> {
+fn write_jobs(writer: &mut Writer, jobs: &mut [Job], index: &Mutex<Index>, syncs: &Syncs) -> Result<(), String> {
+    if let Some(why) = syncs.failed() {
+        return Err(why);
+    }
     let durable = jobs.iter().any(|j| j.durable);
     let records: Vec<Framed> = jobs.iter_mut().flat_map(|j| std::mem::take(&mut j.records)).collect();
     match writer.write(&records, durable) {
         Ok(locs) => {
             index.lock().unwrap_or_else(|p| p.into_inner()).written(&locs);
+            // After the locations: a gate woken by the sync finds them.
+            syncs.wrote(writer.position(), durable);
             Ok(())
         }
         Err(e) => {
@@ -413,7 +639,10 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I: IntoIterator<Item = Entry> + Send,
         I::IntoIter: Send,
     {
-        self.queue_entries(entries, Done::Flushed(callback))
+        // A leader's append is synced by the syncer thread, beside
+        // replication; a follower's before openraft hears of it.
+        let durable = !self.leads();
+        self.queue_entries(entries, durable, Done::Flushed(callback))
     }
 
     async fn truncate(&mut self, log_id: LogId) -> StorageResult<()> {

@@ -269,6 +269,9 @@ pub struct RaftNode {
     stopped: Arc<watch::Sender<bool>>,
     batcher: batcher::Batcher,
     forwarder: batcher::Forwarder,
+    /// What of this node's log is durable: a follower acknowledges entries
+    /// only once they are.
+    durable: log_store::Durable,
 }
 
 impl RaftNode {
@@ -295,8 +298,10 @@ impl RaftNode {
         let log = tokio::task::spawn_blocking(move || LogStore::open(&log_dir))
             .await
             .map_err(|e| storage(&e))?
-            .map_err(|e| storage(&e))?;
-        let sm = StateMachine::open(&dir.join("snapshots")).map_err(|e| storage(&e))?;
+            .map_err(|e| storage(&e))?
+            .for_node(id);
+        let durable = log.durable();
+        let sm = StateMachine::open(&dir.join("snapshots")).map_err(|e| storage(&e))?.gated(durable.clone());
         let shared = sm.shared();
         let config = Config {
             cluster_name: "stackd".into(),
@@ -320,16 +325,17 @@ impl RaftNode {
         .validate()
         .map_err(|e| RaftError::Config(e.to_string()))?;
         let peers = Arc::new(Peers::new(connector, timings.election_max));
-        let raft = openraft::Raft::new(id, Arc::new(config), network::Network::new(peers.clone()), log, sm)
-            .await
-            .map_err(|e| RaftError::Fatal(e.to_string()))?;
+        let raft =
+            openraft::Raft::new(id, Arc::new(config), network::Network::new(peers.clone(), durable.clone()), log, sm)
+                .await
+                .map_err(|e| RaftError::Fatal(e.to_string()))?;
         let (leading, _) = watch::channel(false);
         let leading = Arc::new(leading);
         tokio::spawn(watch_leadership(raft.metrics(), peers.clone(), id, leading.clone(), timings.heartbeat));
         let batcher = batcher::Batcher::start(raft.clone(), timings.write_timeout);
         let forwarder = batcher::Forwarder::start(peers.clone(), timings.write_timeout);
         let stopped = Arc::new(watch::channel(false).0);
-        Ok(Self { raft, shared, id, peers, timings: *timings, leading, stopped, batcher, forwarder })
+        Ok(Self { raft, shared, id, peers, timings: *timings, leading, stopped, batcher, forwarder, durable })
     }
 
     /// Makes this node the single voter of a new cluster. Does nothing if the

@@ -47,6 +47,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::Streaming;
 use tonic::transport::Channel;
 
+use super::log_store::Durable;
 use super::peers::Peers;
 use super::{TypeConfig, Vote};
 
@@ -72,6 +73,14 @@ pub enum NetworkFailure {
         target: u64,
         /// The status.
         status: tonic::Status,
+    },
+    /// This manager's own log failed while a message waited for it.
+    #[error("to manager {target:016x}: this manager's raft log failed: {message}")]
+    Log {
+        /// The peer.
+        target: u64,
+        /// What failed.
+        message: String,
     },
     /// A message could not be encoded or the reply decoded.
     #[error("manager {target:016x}: bad raft message: {message}")]
@@ -100,12 +109,14 @@ pub enum NetworkFailure {
 /// Creates connections to other managers.
 pub struct Network {
     peers: Arc<Peers>,
+    durable: Durable,
 }
 
 impl Network {
-    /// A network over the cached channels of `peers`.
-    pub fn new(peers: Arc<Peers>) -> Self {
-        Self { peers }
+    /// A network over the cached channels of `peers`, telling followers a
+    /// commit index only once `durable` says this node holds it durably.
+    pub fn new(peers: Arc<Peers>, durable: Durable) -> Self {
+        Self { peers, durable }
     }
 }
 
@@ -116,6 +127,7 @@ pub struct Connection {
     addr: String,
     peers: Arc<Peers>,
     replication: Option<ReplicationStream>,
+    durable: Durable,
 }
 
 /// An open `Replicate` stream: requests go in, answers come back in order.
@@ -130,7 +142,13 @@ impl RaftNetworkFactory<TypeConfig> for Network {
     // Called for every replication stream, snapshot stream and election:
     // only look the channel up later, when an RPC is sent.
     async fn new_client(&mut self, target: u64, node: &BasicNode) -> Self::Network {
-        Connection { target, addr: node.addr.clone(), peers: self.peers.clone(), replication: None }
+        Connection {
+            target,
+            addr: node.addr.clone(),
+            peers: self.peers.clone(),
+            replication: None,
+            durable: self.durable.clone(),
+        }
     }
 }
 
@@ -234,6 +252,14 @@ impl RaftNetwork<TypeConfig> for Connection {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<u64>, RPCError<u64, BasicNode, RaftError<u64>>> {
+        // A leader counts its own copy toward a commit while it still syncs
+        // it (see `log_store`): the commit shows to followers once it is durable.
+        if let Some(committed) = rpc.leader_commit {
+            self.durable
+                .wait(committed.index)
+                .await
+                .map_err(|e| Failure::Network(NetworkFailure::Log { target: self.target, message: e }).rpc())?;
+        }
         // openraft calls this with a timeout of `heartbeat_interval` (RPCOption::hard_ttl),
         // for heartbeats and log replication alike; the same bound applies here.
         let request = v1::RaftRequest { json: self.encode(&rpc).map_err(Failure::rpc)? };

@@ -15,7 +15,7 @@ use futures_util::Stream;
 use futures_util::stream::FuturesUnordered;
 
 use openraft::error::Fatal;
-use openraft::raft::SnapshotResponse;
+use openraft::raft::{AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse};
 use openraft::storage::Snapshot;
 use serde::Serialize;
 use stackd_core::Command;
@@ -73,6 +73,32 @@ fn json<T: Serialize>(value: &T) -> Result<Vec<u8>, Status> {
 
 fn bad(what: &str, e: impl std::fmt::Display) -> Status {
     Status::invalid_argument(format!("undecodable {what}: {e}"))
+}
+
+/// Appends what the leader sent and answers, once the entries the answer
+/// acknowledges are durable here. (The log store syncs a follower's append
+/// before openraft hears of it; this keeps "acknowledged means durable"
+/// true whatever the log store decided.)
+async fn acknowledge(node: &RaftNode, rpc: AppendEntriesRequest<super::TypeConfig>) -> Result<v1::RaftReply, Status> {
+    let last = rpc.entries.last().map(|e| e.log_id).or(rpc.prev_log_id);
+    let response = node
+        .raft
+        .append_entries(rpc)
+        .await
+        // openraft's only error here: this manager's Raft stopped.
+        .map_err(|fatal| Status::unavailable(format!("this manager's Raft stopped: {fatal}")))?;
+    let acknowledged = match &response {
+        AppendEntriesResponse::Success => last,
+        AppendEntriesResponse::PartialSuccess(matching) => *matching,
+        AppendEntriesResponse::Conflict | AppendEntriesResponse::HigherVote(_) => None,
+    };
+    if let Some(log_id) = acknowledged {
+        node.durable
+            .wait(log_id.index)
+            .await
+            .map_err(|e| Status::unavailable(format!("this manager's raft log failed: {e}")))?;
+    }
+    json(&Ok::<_, ()>(response)).map(|json| v1::RaftReply { json })
 }
 
 /// A refusal the caller may retry (nothing was proposed), naming the leader when known.
@@ -277,11 +303,7 @@ impl v1::raft_server::Raft for RaftService {
                 },
             };
             let reply = match serde_json::from_slice(&request.json) {
-                Ok(rpc) => match node.raft.append_entries(rpc).await {
-                    Ok(response) => json(&Ok::<_, ()>(response)).map(|json| v1::RaftReply { json }),
-                    // openraft's only error here: this manager's Raft stopped.
-                    Err(fatal) => Err(Status::unavailable(format!("this manager's Raft stopped: {fatal}"))),
-                },
+                Ok(rpc) => acknowledge(&node, rpc).await,
                 Err(e) => Err(bad("append_entries", e)),
             };
             let next = reply.is_ok().then_some((requests, node, stopped));

@@ -16,6 +16,7 @@ use stackd_core::ClusterState;
 use stackd_core::state::{Applied, Event};
 use tokio::sync::{broadcast, watch};
 
+use super::log_store::Durable;
 use super::snapshot::{self, Payload};
 use super::{Entry, LogId, NodeIdOf, SnapshotMetaOf, StoredMembershipOf, TypeConfig};
 
@@ -97,6 +98,9 @@ pub fn write_atomic_mode(dir: &Path, name: &str, bytes: &[u8], mode: u32) -> std
 pub struct StateMachine {
     shared: Arc<Shared>,
     dir: PathBuf,
+    /// Entries are applied only once this node holds them durably (see
+    /// `log_store`: a leader's own copy may still be syncing at the commit).
+    durable: Option<Durable>,
 }
 
 impl StateMachine {
@@ -116,7 +120,15 @@ impl StateMachine {
         Ok(Self {
             shared: Arc::new(Shared { data: RwLock::new(data), applied, events, installs: AtomicU64::new(0) }),
             dir: dir.to_path_buf(),
+            durable: None,
         })
+    }
+
+    /// This state machine, applying an entry only once `durable` says the
+    /// node's log holds it durably.
+    pub fn gated(mut self, durable: Durable) -> Self {
+        self.durable = Some(durable);
+        self
     }
 
     /// The handle the rest of the manager reads through.
@@ -181,6 +193,11 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         I: IntoIterator<Item = Entry> + Send,
         I::IntoIter: Send,
     {
+        let entries: Vec<Entry> = entries.into_iter().collect();
+        if let (Some(durable), Some(last)) = (&self.durable, entries.last()) {
+            // Nothing of a commit shows before this node's copy is durable.
+            durable.wait(last.log_id.index).await.map_err(|e| sm_err(ErrorVerb::Write, e))?;
+        }
         let mut replies = Vec::new();
         let mut events = Vec::new();
         let mut last = None;

@@ -193,6 +193,21 @@ pub(super) struct Loc {
     pub len: usize,
 }
 
+/// A place in the log: a segment and a byte offset in it. Ordered as the
+/// log is written.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord)]
+pub(super) struct Pos {
+    pub segment: u64,
+    pub offset: u64,
+}
+
+impl Loc {
+    /// The position just past this entry's record.
+    pub(super) fn end(&self) -> Pos {
+        Pos { segment: self.segment, offset: self.offset + self.len as u64 }
+    }
+}
+
 /// The open segment files, by number, shared by the writer and the readers.
 pub(super) type Files = Arc<RwLock<BTreeMap<u64, Arc<File>>>>;
 
@@ -455,6 +470,11 @@ impl Writer {
             return Err(WalError::Broken(why.clone()));
         }
         if self.len >= self.segment_bytes {
+            // What this segment holds is durable before the next one starts:
+            // the log store syncs only the segment written last.
+            if let Some(full) = self.files.read().unwrap_or_else(|p| p.into_inner()).get(&self.current) {
+                full.sync_data().map_err(io_at(&segment_path(&self.dir, self.current)))?;
+            }
             self.start_segment(self.current + 1)?;
         }
         let file = self.files.read().unwrap_or_else(|p| p.into_inner()).get(&self.current).cloned();
@@ -500,6 +520,12 @@ impl Writer {
             self.delete_purged()?;
         }
         Ok(locs)
+    }
+
+    /// Where the next record goes: the segment written last and the end of
+    /// its records. Later writes are at greater positions.
+    pub(super) fn position(&self) -> Pos {
+        Pos { segment: self.current, offset: self.len }
     }
 
     /// Deletes the segments, all but the last, whose entries are all purged.

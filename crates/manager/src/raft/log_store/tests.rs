@@ -61,7 +61,7 @@ fn twenty_entries_in_small_segments(dir: &Path) -> Vec<std::path::PathBuf> {
     rt().block_on(async {
         let store = open(dir, 300);
         for i in 1..=20 {
-            store.append_durable(vec![entry(1, i)]).await.expect("append");
+            store.append_flushed(vec![entry(1, i)]).await.expect("append");
         }
     });
     let files = segments(dir);
@@ -104,7 +104,7 @@ async fn reopened_with(dir: &Path, n: u64) -> LogStore {
 /// The log goes on after a repair: `store` (holding 1..=n) takes entry
 /// n+1, and holds 1..=n+1 once reopened.
 async fn goes_on(store: LogStore, dir: &Path, n: u64) {
-    store.append_durable(vec![entry(1, n + 1)]).await.expect("append after the repair");
+    store.append_flushed(vec![entry(1, n + 1)]).await.expect("append after the repair");
     drop(store);
     reopened_with(dir, n + 1).await;
 }
@@ -141,10 +141,21 @@ impl Model {
 
 #[derive(Clone, Debug)]
 enum Op {
-    Append { n: u64, new_term: bool },
-    Truncate { back: u64 },
-    Purge { keep: u64 },
-    Vote,
+    Append {
+        n: u64,
+        new_term: bool,
+    },
+    Truncate {
+        back: u64,
+    },
+    Purge {
+        keep: u64,
+    },
+    /// A committed vote: for this node (it leads: its appends are synced
+    /// by the syncer thread) or for another (synced before the callback).
+    Vote {
+        mine: bool,
+    },
     Committed,
     Reopen,
 }
@@ -154,7 +165,7 @@ fn op() -> impl Strategy<Value = Op> {
         4 => (1u64..6, any::<bool>()).prop_map(|(n, new_term)| Op::Append { n, new_term }),
         1 => (0u64..4).prop_map(|back| Op::Truncate { back }),
         1 => (0u64..4).prop_map(|keep| Op::Purge { keep }),
-        1 => Just(Op::Vote),
+        1 => any::<bool>().prop_map(|mine| Op::Vote { mine }),
         1 => Just(Op::Committed),
         1 => Just(Op::Reopen),
     ]
@@ -165,12 +176,13 @@ proptest! {
 
     /// Whatever the appends, truncations, purges and votes, the log reads
     /// back as the model says, before and after every reopening, with
-    /// segments small enough that they roll over and get deleted.
+    /// segments small enough that they roll over and get deleted; and every
+    /// append becomes durable, whether this node leads or follows.
     #[test]
     fn the_log_matches_its_model_across_reopenings(ops in proptest::collection::vec(op(), 1..40)) {
         let dir = tempfile::tempdir().expect("tempdir");
         rt().block_on(async {
-            let mut store = open(dir.path(), 600);
+            let mut store = open(dir.path(), 600).for_node(1);
             let mut m = Model { term: 1, ..Model::default() };
             for op in ops {
                 match op {
@@ -178,10 +190,13 @@ proptest! {
                         m.term += u64::from(new_term);
                         let first = m.last().map(|l| l.index + 1).unwrap_or(1);
                         let batch: Vec<Entry> = (first..first + n).map(|i| entry(m.term, i)).collect();
-                        store.append_durable(batch).await.expect("append");
+                        store.append_flushed(batch).await.expect("append");
                         for i in first..first + n {
                             m.entries.insert(i, m.term);
                         }
+                        let durable = store.durable();
+                        let synced = tokio::time::timeout(Duration::from_secs(10), durable.wait(first + n - 1)).await;
+                        prop_assert!(matches!(synced, Ok(Ok(()))), "entry {} never became durable", first + n - 1);
                     }
                     Op::Truncate { back } => {
                         let Some((&first, _)) = m.entries.first_key_value() else { continue };
@@ -199,9 +214,9 @@ proptest! {
                         m.entries = m.entries.split_off(&(upto + 1));
                         m.purged = Some(id);
                     }
-                    Op::Vote => {
+                    Op::Vote { mine } => {
                         m.term += 1;
-                        let vote = Vote::new(m.term, 1);
+                        let vote = Vote::new_committed(m.term, if mine { 1 } else { 2 });
                         store.save_vote(&vote).await.expect("vote");
                         m.vote = Some(vote);
                     }
@@ -210,7 +225,7 @@ proptest! {
                     }
                     Op::Reopen => {
                         drop(store);
-                        store = open(dir.path(), 600);
+                        store = open(dir.path(), 600).for_node(1);
                     }
                 }
                 m.check(&mut store).await?;
@@ -227,7 +242,7 @@ fn a_torn_tail_is_cut_off_and_the_log_goes_on() {
     let dir = tempfile::tempdir().expect("tempdir");
     rt().block_on(async {
         let store = open(dir.path(), wal::SEGMENT_BYTES);
-        store.append_durable((1..=5).map(|i| entry(1, i)).collect()).await.expect("append");
+        store.append_flushed((1..=5).map(|i| entry(1, i)).collect()).await.expect("append");
         drop(store);
         // What a crash in the middle of a write leaves: a record cut short.
         let whole = wal::frame(&Record::Entry { entry: &entry(1, 6) }, Kind::Entry(log_id(1, 6))).expect("frame");
@@ -267,7 +282,7 @@ fn purged_segments_are_deleted_and_the_marks_survive_them() {
         let mut store = open(dir.path(), 400);
         store.save_vote(&Vote::new(3, 1)).await.expect("vote");
         for i in 1..=40 {
-            store.append_durable(vec![entry(3, i)]).await.expect("append");
+            store.append_flushed(vec![entry(3, i)]).await.expect("append");
         }
         let before = segments(dir.path()).len();
         store.purge(log_id(3, 37)).await.expect("purge");
@@ -339,7 +354,7 @@ fn a_whole_record_that_does_not_decode_is_never_cut_off() {
     let dir = tempfile::tempdir().expect("tempdir");
     rt().block_on(async {
         let store = open(dir.path(), wal::SEGMENT_BYTES);
-        store.append_durable((1..=3).map(|i| entry(1, i)).collect()).await.expect("append");
+        store.append_flushed((1..=3).map(|i| entry(1, i)).collect()).await.expect("append");
     });
     // A record with a good checksum that this stackd cannot read (written
     // by a newer one, say): losing it and what follows would lose entries.
@@ -361,10 +376,10 @@ fn the_commit_index_rides_along_with_the_next_write() {
     let dir = tempfile::tempdir().expect("tempdir");
     rt().block_on(async {
         let mut store = open(dir.path(), wal::SEGMENT_BYTES);
-        store.append_durable((1..=3).map(|i| entry(1, i)).collect()).await.expect("append");
+        store.append_flushed((1..=3).map(|i| entry(1, i)).collect()).await.expect("append");
         store.save_committed(Some(log_id(1, 2))).await.expect("committed");
         assert_eq!(store.read_committed().await.expect("read"), Some(log_id(1, 2)));
-        store.append_durable(vec![entry(1, 4)]).await.expect("append");
+        store.append_flushed(vec![entry(1, 4)]).await.expect("append");
         drop(store);
         let mut store = open(dir.path(), wal::SEGMENT_BYTES);
         assert_eq!(store.read_committed().await.expect("read"), Some(log_id(1, 2)), "written with entry 4");
@@ -388,7 +403,7 @@ fn a_torn_write_whose_header_is_lost_is_cut_off() {
     let dir = tempfile::tempdir().expect("tempdir");
     rt().block_on(async {
         let store = open(dir.path(), wal::SEGMENT_BYTES);
-        store.append_durable((1..=3).map(|i| entry(1, i)).collect()).await.expect("append");
+        store.append_flushed((1..=3).map(|i| entry(1, i)).collect()).await.expect("append");
         drop(store);
         // The sectors of an unfinished write can reach the disk in any
         // order: here the record's payload did, its header did not.
@@ -409,7 +424,7 @@ fn a_segment_that_grew_is_allocated_on_open_and_a_half_made_one_is_deleted() {
     let dir = tempfile::tempdir().expect("tempdir");
     rt().block_on(async {
         let store = open(dir.path(), wal::SEGMENT_BYTES);
-        store.append_durable((1..=3).map(|i| entry(1, i)).collect()).await.expect("append");
+        store.append_flushed((1..=3).map(|i| entry(1, i)).collect()).await.expect("append");
         drop(store);
         // The last segment as an earlier version (or a file system without
         // fallocate) leaves it: as long as its records.
@@ -439,4 +454,76 @@ fn zeros_in_a_segment_that_is_not_the_last_refuse_the_open() {
     write_at(&files[0], first, &vec![0; end - first]);
     let err = LogStore::open_with(dir.path(), 300, Duration::from_secs(10)).err().expect("refused");
     assert!(matches!(err, WalError::Corrupt { .. }) && err.to_string().contains("zeros"), "{err}");
+}
+
+/// Keeps a store's syncer thread from syncing while the guard lives. The
+/// tests below hold it across awaits on purpose: it stops another thread,
+/// and nothing on the runtime waits for it.
+fn hold(syncs: &Syncs) -> MutexGuard<'_, ()> {
+    syncs.held.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+#[test]
+#[expect(clippy::await_holding_lock, reason = "the guard holds the syncer thread, not the runtime")]
+fn a_leaders_append_is_durable_only_once_the_syncer_synced_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    rt().block_on(async {
+        let mut store = open(dir.path(), wal::SEGMENT_BYTES).for_node(1);
+        store.save_vote(&Vote::new_committed(1, 1)).await.expect("vote");
+        let durable = store.durable();
+        let syncs = store.syncs.clone();
+        let held = hold(&syncs);
+        // Reported flushed once written: the syncer is held.
+        store.append_flushed(vec![entry(1, 1), entry(1, 2)]).await.expect("append");
+        assert_eq!(all(&mut store).await.len(), 2, "readable at once");
+        assert!(!durable.holds(2).expect("holds"), "durable before any sync");
+        let early = tokio::time::timeout(Duration::from_millis(300), durable.wait(2)).await;
+        assert!(early.is_err(), "a gate opened before the leader's copy was synced");
+        drop(held);
+        tokio::time::timeout(Duration::from_secs(10), durable.wait(2)).await.expect("synced in time").expect("durable");
+        assert!(durable.holds(1).expect("holds") && durable.holds(2).expect("holds"));
+        // Not written at all: not durable.
+        assert!(!durable.holds(3).expect("holds"));
+    });
+}
+
+#[test]
+#[expect(clippy::await_holding_lock, reason = "the guard holds the syncer thread, not the runtime")]
+fn a_followers_append_is_synced_before_it_is_reported_flushed() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    rt().block_on(async {
+        let mut store = open(dir.path(), wal::SEGMENT_BYTES).for_node(1);
+        let durable = store.durable();
+        // Following node 2; then a candidate (its own vote, not committed).
+        for (vote, at) in [(Vote::new_committed(1, 2), 1), (Vote::new(2, 1), 2)] {
+            store.save_vote(&vote).await.expect("vote");
+            let syncs = store.syncs.clone();
+            let _held = hold(&syncs);
+            store.append_flushed(vec![entry(vote.leader_id.term, at)]).await.expect("append");
+            assert!(durable.holds(at).expect("holds"), "entry {at} under {vote} reported before it was synced");
+        }
+    });
+}
+
+#[test]
+#[expect(clippy::await_holding_lock, reason = "the guard holds the syncer thread, not the runtime")]
+fn the_leaders_unsynced_appends_are_synced_when_the_log_closes_and_gates_hear_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    rt().block_on(async {
+        let mut store = open(dir.path(), wal::SEGMENT_BYTES).for_node(1);
+        store.save_vote(&Vote::new_committed(1, 1)).await.expect("vote");
+        let durable = store.durable();
+        {
+            let syncs = store.syncs.clone();
+            let _held = hold(&syncs);
+            store.append_flushed(vec![entry(1, 1), entry(1, 2)]).await.expect("append");
+            assert!(!durable.holds(2).expect("holds"));
+        }
+        drop(store);
+        let never = tokio::time::timeout(Duration::from_secs(10), durable.wait(3)).await.expect("no hang");
+        assert!(never.is_err(), "a gate for an entry never written passed after the log closed");
+        // Synced on the way out, before the gates heard that the log closed.
+        let s = durable.syncs.lock();
+        assert!(s.synced >= s.written, "unsynced writes left at close: {:?} < {:?}", s.synced, s.written);
+    });
 }
