@@ -19,7 +19,9 @@
 //!
 //! - `wal.rs`: the write-ahead log's segments and records, replay, writer.
 //! - `log_store.rs`: openraft's log storage over it (cache, writer thread,
-//!   migration from the redb log of earlier versions).
+//!   the leader's `raft-sync` thread and the [`log_store::Durable`] gates
+//!   that keep a commit hidden until the leader's copy is synced, migration
+//!   from the redb log of earlier versions).
 //! - `state_machine.rs`, `snapshot.rs`: the state machine and its snapshots.
 //! - `batcher.rs`: group commit (the leader's batches, followers' batched
 //!   forwarding).

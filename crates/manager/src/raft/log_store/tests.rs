@@ -527,3 +527,31 @@ fn the_leaders_unsynced_appends_are_synced_when_the_log_closes_and_gates_hear_it
         assert!(s.synced >= s.written, "unsynced writes left at close: {:?} < {:?}", s.synced, s.written);
     });
 }
+
+#[test]
+#[expect(clippy::await_holding_lock, reason = "the guard holds the syncer thread, not the runtime")]
+fn a_gated_state_machine_applies_a_leaders_entries_only_once_they_are_synced() {
+    use openraft::storage::RaftStateMachine;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
+    rt.block_on(async {
+        let mut store = open(dir.path(), wal::SEGMENT_BYTES).for_node(1);
+        store.save_vote(&Vote::new_committed(1, 1)).await.expect("vote");
+        let sm = super::super::StateMachine::open(&dir.path().join("snapshots")).expect("state machine");
+        let shared = sm.shared();
+        let mut sm = sm.gated(store.durable());
+        let entries = vec![entry(1, 1), entry(1, 2)];
+        let syncs = store.syncs.clone();
+        let held = hold(&syncs);
+        store.append_flushed(entries.clone()).await.expect("append");
+        // openraft would now count the leader's copy toward a commit.
+        let apply = tokio::spawn(async move { sm.apply(entries).await.map(|replies| replies.len()) });
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(!apply.is_finished(), "entries applied before the leader's copy was synced");
+        assert_eq!(*shared.applied().borrow(), 0, "the state moved before the leader's copy was synced");
+        drop(held);
+        let applied = tokio::time::timeout(Duration::from_secs(10), apply).await.expect("applied once synced");
+        assert_eq!(applied.expect("task").expect("apply"), 2);
+        assert_eq!(*shared.applied().borrow(), 2);
+    });
+}
