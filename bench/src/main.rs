@@ -181,11 +181,16 @@ async fn raft_bench(args: RaftArgs) -> Result<()> {
 
     // Rounds interleave the contenders, so that a slow moment of this
     // machine does not fall on one of them only; the table has medians.
+    // Each round starts with the next contender: with as many rounds as
+    // contenders, each runs once in every place of the order (the run
+    // before leaves its writeback and its warm caches to the one after).
     let mut samples: Vec<(usize, usize, Vec<raft::LoadResult>)> = Vec::new();
     let mut run = 0;
     for round in 1..=args.rounds.max(1) {
         for &clients in &args.clients {
-            for (ci, c) in contenders.iter().enumerate() {
+            let n = contenders.len();
+            for ci in (0..n).map(|k| (k + round - 1) % n) {
+                let c = &contenders[ci];
                 run += 1;
                 eprintln!(
                     "round {round}: {}: {clients} client(s), {} writes after {} warm-up",
@@ -260,7 +265,7 @@ async fn raft_bench(args: RaftArgs) -> Result<()> {
          {cpus} cores, one machine, every member on 127.0.0.1 with its data dir in the temp dir. \
          Each run: {} unmeasured writes, then {} measured writes of a {}-byte value under a fresh key, \
          from N concurrent clients, round-robin over the 3 members (writes to a follower are forwarded to the leader). \
-         All contenders run in the same invocation, in {} rounds that take them in turn; the table gives the \
+         All contenders run in the same invocation, in {} rounds that take them in turn, each round starting with the next contender; the table gives the \
          median of the rounds (writes/s of each round in brackets).\n\n\
          | contender | write | clients | writes/s | p50 (ms) | p99 (ms) | errors |\n|---|---|---|---|---|---|---|\n\
          {rows}\n\

@@ -463,13 +463,20 @@ fn hold(syncs: &Syncs) -> MutexGuard<'_, ()> {
     syncs.held.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// The log of node 1 while it leads (its vote for itself, committed): its
+/// appends are reported flushed once written and synced by the syncer.
+async fn leading(dir: &Path) -> LogStore {
+    let mut store = open(dir, wal::SEGMENT_BYTES).for_node(1);
+    store.save_vote(&Vote::new_committed(1, 1)).await.expect("vote");
+    store
+}
+
 #[test]
 #[expect(clippy::await_holding_lock, reason = "the guard holds the syncer thread, not the runtime")]
 fn a_leaders_append_is_durable_only_once_the_syncer_synced_it() {
     let dir = tempfile::tempdir().expect("tempdir");
     rt().block_on(async {
-        let mut store = open(dir.path(), wal::SEGMENT_BYTES).for_node(1);
-        store.save_vote(&Vote::new_committed(1, 1)).await.expect("vote");
+        let mut store = leading(dir.path()).await;
         let durable = store.durable();
         let syncs = store.syncs.clone();
         let held = hold(&syncs);
@@ -510,8 +517,7 @@ fn a_followers_append_is_synced_before_it_is_reported_flushed() {
 fn the_leaders_unsynced_appends_are_synced_when_the_log_closes_and_gates_hear_it() {
     let dir = tempfile::tempdir().expect("tempdir");
     rt().block_on(async {
-        let mut store = open(dir.path(), wal::SEGMENT_BYTES).for_node(1);
-        store.save_vote(&Vote::new_committed(1, 1)).await.expect("vote");
+        let mut store = leading(dir.path()).await;
         let durable = store.durable();
         {
             let syncs = store.syncs.clone();
@@ -535,8 +541,7 @@ fn a_gated_state_machine_applies_a_leaders_entries_only_once_they_are_synced() {
     let dir = tempfile::tempdir().expect("tempdir");
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
     rt.block_on(async {
-        let mut store = open(dir.path(), wal::SEGMENT_BYTES).for_node(1);
-        store.save_vote(&Vote::new_committed(1, 1)).await.expect("vote");
+        let mut store = leading(dir.path()).await;
         let sm = super::super::StateMachine::open(&dir.path().join("snapshots")).expect("state machine");
         let shared = sm.shared();
         let mut sm = sm.gated(store.durable());
