@@ -517,7 +517,7 @@ fn a_followers_append_is_synced_before_it_is_reported_flushed() {
 fn the_leaders_unsynced_appends_are_synced_when_the_log_closes_and_gates_hear_it() {
     let dir = tempfile::tempdir().expect("tempdir");
     rt().block_on(async {
-        let mut store = leading(dir.path()).await;
+        let store = leading(dir.path()).await;
         let durable = store.durable();
         {
             let syncs = store.syncs.clone();
@@ -541,7 +541,7 @@ fn a_gated_state_machine_applies_a_leaders_entries_only_once_they_are_synced() {
     let dir = tempfile::tempdir().expect("tempdir");
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
     rt.block_on(async {
-        let mut store = leading(dir.path()).await;
+        let store = leading(dir.path()).await;
         let sm = super::super::StateMachine::open(&dir.path().join("snapshots")).expect("state machine");
         let shared = sm.shared();
         let mut sm = sm.gated(store.durable());
