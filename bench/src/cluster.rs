@@ -124,6 +124,11 @@ pub struct Cluster {
 }
 
 impl Cluster {
+    /// The process ids of the managers that run.
+    pub fn pids(&self) -> Vec<u32> {
+        self.managers.iter().filter_map(|m| m.child.as_ref().map(Child::id)).collect()
+    }
+
     /// Starts `n` managers and waits until all are voters under a leader.
     pub async fn start(n: usize) -> Result<Cluster> {
         stackd_tls::install_default_provider();

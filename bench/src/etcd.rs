@@ -108,6 +108,11 @@ pub struct Cluster {
 }
 
 impl Cluster {
+    /// The process ids of the members.
+    pub fn pids(&self) -> Vec<u32> {
+        self.members.iter().map(|m| m.child.id()).collect()
+    }
+
     /// Starts `n` members (`--initial-cluster-state new`) reached over
     /// `transport` and waits until a Put succeeds through every member.
     pub async fn start(n: usize, transport: Transport) -> Result<Cluster> {

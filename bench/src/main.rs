@@ -199,13 +199,14 @@ async fn raft_bench(args: RaftArgs) -> Result<()> {
                     args.warmup
                 );
                 let op = c.op(run, args.value_len)?;
-                let r = raft::run_load(move |i| op(i), clients, args.ops, args.warmup).await;
+                let r = raft::run_load(move |i| op(i), clients, args.ops, args.warmup, &c.pids()).await;
                 eprintln!(
-                    "  {:.0} ops/s, p50 {:.2} ms, p99 {:.2} ms, {} errors",
+                    "  {:.0} ops/s, p50 {:.2} ms, p99 {:.2} ms, {} errors, server CPU {}",
                     r.ops_per_sec,
                     ms(r.p50),
                     ms(r.p99),
-                    r.errors
+                    r.errors,
+                    r.cpu_ms_per_op(args.ops).map(|c| format!("{c:.3} ms/write")).unwrap_or_else(|| "unknown".into())
                 );
                 match samples.iter_mut().find(|(i, n, _)| *i == ci && *n == clients) {
                     Some((_, _, v)) => v.push(r),
@@ -227,13 +228,18 @@ async fn raft_bench(args: RaftArgs) -> Result<()> {
             let Some((_, _, v)) = samples.iter().find(|(i, n, _)| *i == ci && *n == clients) else { continue };
             let med = |f: &dyn Fn(&raft::LoadResult) -> f64| median(&mut v.iter().map(f).collect::<Vec<_>>());
             let (ops, p50, p99) = (med(&|r| r.ops_per_sec), med(&|r| ms(r.p50)), med(&|r| ms(r.p99)));
+            let cpu = v.iter().all(|r| r.server_cpu.is_some()).then(|| {
+                let per_op = med(&|r| r.cpu_ms_per_op(args.ops).unwrap_or(0.0));
+                format!("{per_op:.3}")
+            });
             let errors: usize = v.iter().map(|r| r.errors).sum();
             let all: Vec<String> = v.iter().map(|r| format!("{:.0}", r.ops_per_sec)).collect();
             rows.push_str(&format!(
-                "| {} | {} | {clients} | {ops:.0} ({}) | {p50:.2} | {p99:.2} | {errors} |\n",
+                "| {} | {} | {clients} | {ops:.0} ({}) | {p50:.2} | {p99:.2} | {} | {errors} |\n",
                 c.name(),
                 c.op_description(),
-                all.join(", ")
+                all.join(", "),
+                cpu.as_deref().unwrap_or("–")
             ));
             results.push((c.name(), clients, ops, p50, p99, errors));
         }
@@ -266,8 +272,9 @@ async fn raft_bench(args: RaftArgs) -> Result<()> {
          Each run: {} unmeasured writes, then {} measured writes of a {}-byte value under a fresh key, \
          from N concurrent clients, round-robin over the 3 members (writes to a follower are forwarded to the leader). \
          All contenders run in the same invocation, in {} rounds that take them in turn, each round starting with the next contender; the table gives the \
-         median of the rounds (writes/s of each round in brackets).\n\n\
-         | contender | write | clients | writes/s | p50 (ms) | p99 (ms) | errors |\n|---|---|---|---|---|---|---|\n\
+         median of the rounds (writes/s of each round in brackets). Server CPU: the user and system time of the \
+         three members (all their threads) over the measured writes, from `/proc/PID/stat`, per write.\n\n\
+         | contender | write | clients | writes/s | p50 (ms) | p99 (ms) | server CPU (ms/write) | errors |\n|---|---|---|---|---|---|---|---|\n\
          {rows}\n\
          etcd {etcd_version} (Debian's etcd-server), 3 members, its defaults (fsync per commit); `etcd (TLS)` has \
          TLS on client and peer URLs (peers with client certificates), as stackd always has. \

@@ -27,27 +27,57 @@ pub struct LoadResult {
     pub p99: Duration,
     /// Operations that failed (measured phase only).
     pub errors: usize,
+    /// CPU time (user and system) the servers used during the measured
+    /// phase, when it could be read.
+    pub server_cpu: Option<Duration>,
+}
+
+impl LoadResult {
+    /// Server CPU time per successful write, in milliseconds.
+    pub fn cpu_ms_per_op(&self, ops: usize) -> Option<f64> {
+        self.server_cpu.filter(|_| ops > 0).map(|c| c.as_secs_f64() * 1000.0 / ops as f64)
+    }
+}
+
+/// CPU time (user and system, all threads) that processes `pids` used so
+/// far, from `/proc/PID/stat` (in clock ticks of 1/100 s, Linux's USER_HZ);
+/// `None` when one cannot be read.
+pub fn cpu_time(pids: &[u32]) -> Option<Duration> {
+    let mut ticks = 0u64;
+    for pid in pids {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        // The command name may hold spaces: the fields follow its ')'.
+        let rest = stat.rsplit_once(')')?.1;
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        // utime and stime are fields 14 and 15 of the whole line, 12 and 13 after the name.
+        ticks += fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    }
+    Some(Duration::from_millis(ticks * 10))
 }
 
 /// Runs `warmup` then `ops` calls of `op(i)` (`i` counts from 0 over both
 /// phases, so every call gets its own index) with `clients` concurrent
-/// callers; only the second phase is measured.
-pub async fn run_load<F, Fut>(op: F, clients: usize, ops: usize, warmup: usize) -> LoadResult
+/// callers; only the second phase is measured, and the CPU time of the
+/// server processes `pids` over it.
+pub async fn run_load<F, Fut>(op: F, clients: usize, ops: usize, warmup: usize, pids: &[u32]) -> LoadResult
 where
     F: Fn(usize) -> Fut + Clone + Send + 'static,
     Fut: Future<Output = Result<()>> + Send + 'static,
 {
     let clients = clients.max(1);
     phase(op.clone(), clients, 0, warmup).await;
+    let cpu_before = cpu_time(pids);
     let start = Instant::now();
     let (mut lat, errors) = phase(op, clients, warmup, ops).await;
     let elapsed = start.elapsed().as_secs_f64();
+    let server_cpu = cpu_before.zip(cpu_time(pids)).map(|(a, b)| b.saturating_sub(a));
     lat.sort();
     LoadResult {
         ops_per_sec: if elapsed > 0.0 { lat.len() as f64 / elapsed } else { 0.0 },
         p50: percentile(&lat, 0.50),
         p99: percentile(&lat, 0.99),
         errors,
+        server_cpu,
     }
 }
 
@@ -134,6 +164,14 @@ impl Contender {
         }
     }
 
+    /// The server processes, whose CPU time a run measures.
+    pub fn pids(&self) -> Vec<u32> {
+        match self {
+            Contender::Etcd(cluster, _) => cluster.pids(),
+            Contender::Stackd(cluster) => cluster.pids(),
+        }
+    }
+
     /// What one operation is, for the report.
     pub fn op_description(&self) -> &'static str {
         match self {
@@ -195,6 +233,7 @@ mod tests {
             8,
             100,
             20,
+            &[std::process::id()],
         )
         .await;
         let mut seen = seen.lock().expect("lock").clone();
@@ -202,5 +241,19 @@ mod tests {
         assert_eq!(seen, (0..120).collect::<Vec<_>>());
         assert_eq!(r.errors, 10);
         assert!(r.ops_per_sec > 0.0);
+        assert!(r.server_cpu.is_some(), "this process's CPU time could not be read");
+    }
+
+    #[test]
+    fn cpu_time_reads_proc_and_misses_a_process_that_is_gone() {
+        let me = cpu_time(&[std::process::id()]).expect("this process");
+        // Burn some CPU: the count moves (ticks are 10 ms).
+        let t = Instant::now();
+        let mut x = 0u64;
+        while t.elapsed() < Duration::from_millis(100) {
+            x = std::hint::black_box(x.wrapping_add(1));
+        }
+        assert!(cpu_time(&[std::process::id()]).expect("again") > me);
+        assert_eq!(cpu_time(&[u32::MAX]), None);
     }
 }
