@@ -210,16 +210,23 @@ impl Syncs {
 
     /// Notes the outcome of a sync up to `end`.
     fn synced(&self, end: Pos, result: Result<(), String>) {
-        {
-            let mut s = self.lock();
-            match result {
-                Ok(()) => s.synced = s.synced.max(end),
-                Err(e) => {
-                    tracing::error!(error = %e, "syncing the raft log failed; this manager's Raft stops");
-                    s.failed.get_or_insert(format!("syncing the raft log failed: {e}"));
-                }
+        match result {
+            Ok(()) => {
+                let mut s = self.lock();
+                s.synced = s.synced.max(end);
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "syncing the raft log failed; this manager's Raft stops");
+                self.fail(format!("syncing the raft log failed: {e}"));
             }
         }
+        self.changed.send_modify(|n| *n += 1);
+    }
+
+    /// The log can no longer be trusted: every gate fails from now on.
+    fn fail(&self, why: String) {
+        self.lock().failed.get_or_insert(why);
+        self.wake.notify_one();
         self.changed.send_modify(|n| *n += 1);
     }
 
@@ -296,6 +303,24 @@ impl Durable {
         Ok(ix.locs.get(&index).is_some_and(|loc| loc.end() <= synced))
     }
 
+    /// The last entry at or before `upto` that this node holds durably:
+    /// `upto` itself once synced, else an earlier one, else the purge mark.
+    /// Fails once the log failed or closed.
+    pub fn durable_upto(&self, upto: LogId) -> Result<Option<LogId>, String> {
+        let synced = {
+            let s = self.syncs.lock();
+            if let Some(why) = &s.failed {
+                return Err(why.clone());
+            }
+            s.synced
+        };
+        let ix = self.index.lock().unwrap_or_else(|p| p.into_inner());
+        // Entries lie in the log in the order of their indexes: only the
+        // unsynced tail is walked.
+        let last = ix.locs.range(..=upto.index).rev().find(|(_, loc)| loc.end() <= synced).map(|(_, loc)| loc.log_id);
+        Ok(last.or(ix.purged.filter(|p| p.index <= upto.index)))
+    }
+
     /// Waits until the entries up to `index` are durable (entries are
     /// written in order, so the one at `index` is enough). Fails once the
     /// log failed or closed.
@@ -327,6 +352,55 @@ pub struct LogStore {
     jobs: mpsc::Sender<Job>,
 }
 
+/// The file in the log dir naming the boot of the machine that last opened
+/// the log.
+const BOOT_FILE: &str = "boot_id";
+
+/// This boot of the machine (Linux's random boot id), or empty when it
+/// cannot be read (then every open counts as after a reboot).
+fn boot_id() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/random/boot_id").map(|s| s.trim().to_string()).unwrap_or_default()
+}
+
+/// The vote to start with, and the log dir marked as opened in `boot`.
+///
+/// A leader reports its appends flushed before they are synced (see the
+/// module doc), so after a power cut or a crash of the machine its log may
+/// lack entries that followers hold under the same log ids. Taking up its
+/// leadership again in the same term (openraft does, for a committed vote of
+/// its own) would then propose other entries under those ids, and the logs
+/// would part for good. So a committed vote read in another boot than the
+/// last open's is downgraded to an uncommitted one, durably: the node starts
+/// as a follower and a new term is elected. Within one boot nothing written
+/// is lost (the page cache outlives a killed process), and the vote stands.
+fn resume_vote(log_dir: &Path, writer: &mut Writer, vote: Option<Vote>, boot: &str) -> Result<Option<Vote>, WalError> {
+    let io = |path: std::path::PathBuf| move |e| WalError::Io { path: path.display().to_string(), source: e };
+    let file = log_dir.join(BOOT_FILE);
+    let last = match std::fs::read_to_string(&file) {
+        Ok(s) => s.trim().to_string(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+        Err(e) => return Err(io(file)(e)),
+    };
+    let mut vote = vote;
+    if let Some(v) = vote.filter(|v| v.committed)
+        && (boot.is_empty() || last != boot)
+    {
+        let down = Vote::new(v.leader_id.term, v.leader_id.node_id);
+        let framed = wal::frame::<&Entry>(&Record::Vote { vote: down }, Kind::Vote(down))?;
+        writer.write(&[framed], true)?;
+        tracing::info!(
+            term = v.leader_id.term,
+            "first start since the machine restarted: this manager follows until a new term is elected"
+        );
+        vote = Some(down);
+    }
+    if last != boot {
+        // After the downgrade is durable: a crash in between downgrades again.
+        super::state_machine::write_atomic(log_dir, BOOT_FILE, format!("{boot}\n").as_bytes()).map_err(io(file))?;
+    }
+    Ok(vote)
+}
+
 impl LogStore {
     /// Opens (or creates) the log in the Raft dir `dir`, copying a log kept
     /// in `raft.redb` by an earlier stackd first.
@@ -342,10 +416,11 @@ impl LogStore {
         // What an earlier process wrote may not have been synced before it
         // died: it is now, so that all the log holds counts as durable.
         writer.write(&[], true)?;
+        let vote = resume_vote(&dir.join(LOG_DIR), &mut writer, replayed.vote, &boot_id())?;
         let syncs = Arc::new(Syncs::new(writer.position()));
         let index = Index {
             locs: replayed.entries,
-            vote: replayed.vote,
+            vote,
             committed: replayed.committed,
             purged: replayed.purged,
             ..Index::default()
@@ -539,7 +614,11 @@ fn write_jobs(writer: &mut Writer, jobs: &mut [Job], index: &Mutex<Index>, syncs
             Ok(())
         }
         Err(e) => {
-            tracing::error!(error = %e, "writing the raft log failed");
+            // A failed write may be a failed sync, after which the page
+            // cache may have dropped what the leader wrote unsynced before:
+            // nothing written can count as durable any more.
+            tracing::error!(error = %e, "writing the raft log failed; this manager's Raft stops");
+            syncs.fail(format!("writing the raft log failed: {e}"));
             Err(e.to_string())
         }
     }

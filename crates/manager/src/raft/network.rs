@@ -106,6 +106,10 @@ pub enum NetworkFailure {
     Chunked(u64),
 }
 
+/// How long a message to a follower waits for the leader's own copy of
+/// the commit index to be synced before it goes with an earlier one.
+const COMMIT_WAIT: std::time::Duration = std::time::Duration::from_millis(20);
+
 /// Creates connections to other managers.
 pub struct Network {
     peers: Arc<Peers>,
@@ -253,12 +257,20 @@ impl RaftNetwork<TypeConfig> for Connection {
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<u64>, RPCError<u64, BasicNode, RaftError<u64>>> {
         // A leader counts its own copy toward a commit while it still syncs
-        // it (see `log_store`): the commit shows to followers once it is durable.
+        // it (see `log_store`): the commit shows to followers once it is
+        // durable. Its sync takes a fraction of a millisecond: wait for it,
+        // but on a slow disk send what is durable rather than hold back
+        // entries and heartbeats (a follower ignores a commit index lower
+        // than the one it has).
+        let mut rpc = rpc;
         if let Some(committed) = rpc.leader_commit {
-            self.durable
-                .wait(committed.index)
-                .await
-                .map_err(|e| Failure::Network(NetworkFailure::Log { target: self.target, message: e }).rpc())?;
+            let log_failed =
+                |message: String| Failure::Network(NetworkFailure::Log { target: self.target, message }).rpc();
+            match tokio::time::timeout(COMMIT_WAIT, self.durable.wait(committed.index)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => return Err(log_failed(e)),
+                Err(_) => rpc.leader_commit = self.durable.durable_upto(committed).map_err(log_failed)?,
+            }
         }
         // openraft calls this with a timeout of `heartbeat_interval` (RPCOption::hard_ttl),
         // for heartbeats and log replication alike; the same bound applies here.

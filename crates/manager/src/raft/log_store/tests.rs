@@ -151,10 +151,12 @@ enum Op {
     Purge {
         keep: u64,
     },
-    /// A committed vote: for this node (it leads: its appends are synced
-    /// by the syncer thread) or for another (synced before the callback).
+    /// A vote for this node or another, committed or not: only a committed
+    /// vote of its own makes the node a leader, whose appends are synced by
+    /// the syncer thread; the others are synced before the callback.
     Vote {
         mine: bool,
+        committed: bool,
     },
     Committed,
     Reopen,
@@ -165,7 +167,7 @@ fn op() -> impl Strategy<Value = Op> {
         4 => (1u64..6, any::<bool>()).prop_map(|(n, new_term)| Op::Append { n, new_term }),
         1 => (0u64..4).prop_map(|back| Op::Truncate { back }),
         1 => (0u64..4).prop_map(|keep| Op::Purge { keep }),
-        1 => any::<bool>().prop_map(|mine| Op::Vote { mine }),
+        1 => (any::<bool>(), any::<bool>()).prop_map(|(mine, committed)| Op::Vote { mine, committed }),
         1 => Just(Op::Committed),
         1 => Just(Op::Reopen),
     ]
@@ -214,9 +216,10 @@ proptest! {
                         m.entries = m.entries.split_off(&(upto + 1));
                         m.purged = Some(id);
                     }
-                    Op::Vote { mine } => {
+                    Op::Vote { mine, committed } => {
                         m.term += 1;
-                        let vote = Vote::new_committed(m.term, if mine { 1 } else { 2 });
+                        let node = if mine { 1 } else { 2 };
+                        let vote = if committed { Vote::new_committed(m.term, node) } else { Vote::new(m.term, node) };
                         store.save_vote(&vote).await.expect("vote");
                         m.vote = Some(vote);
                     }
@@ -456,11 +459,35 @@ fn zeros_in_a_segment_that_is_not_the_last_refuse_the_open() {
     assert!(matches!(err, WalError::Corrupt { .. }) && err.to_string().contains("zeros"), "{err}");
 }
 
-/// Keeps a store's syncer thread from syncing while the guard lives. The
-/// tests below hold it across awaits on purpose: it stops another thread,
-/// and nothing on the runtime waits for it.
-fn hold(syncs: &Syncs) -> MutexGuard<'_, ()> {
-    syncs.held.lock().unwrap_or_else(|p| p.into_inner())
+/// Keeps a store's syncer thread from syncing until dropped. The lock is
+/// held by a thread of its own, so that a test may await, and drop the
+/// store, meanwhile.
+struct Hold {
+    release: Option<std::sync::mpsc::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+fn hold(syncs: &Arc<Syncs>) -> Hold {
+    let (locked, is_locked) = std::sync::mpsc::channel();
+    let (release, released) = std::sync::mpsc::channel::<()>();
+    let syncs = syncs.clone();
+    let thread = std::thread::spawn(move || {
+        let _held = syncs.held.lock().unwrap_or_else(|p| p.into_inner());
+        let _ = locked.send(());
+        // Until the sender is dropped.
+        let _ = released.recv();
+    });
+    is_locked.recv().expect("the syncer is held");
+    Hold { release: Some(release), thread: Some(thread) }
+}
+
+impl Drop for Hold {
+    fn drop(&mut self) {
+        drop(self.release.take());
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
 }
 
 /// The log of node 1 while it leads (its vote for itself, committed): its
@@ -472,7 +499,6 @@ async fn leading(dir: &Path) -> LogStore {
 }
 
 #[test]
-#[expect(clippy::await_holding_lock, reason = "the guard holds the syncer thread, not the runtime")]
 fn a_leaders_append_is_durable_only_once_the_syncer_synced_it() {
     let dir = tempfile::tempdir().expect("tempdir");
     rt().block_on(async {
@@ -495,7 +521,6 @@ fn a_leaders_append_is_durable_only_once_the_syncer_synced_it() {
 }
 
 #[test]
-#[expect(clippy::await_holding_lock, reason = "the guard holds the syncer thread, not the runtime")]
 fn a_followers_append_is_synced_before_it_is_reported_flushed() {
     let dir = tempfile::tempdir().expect("tempdir");
     rt().block_on(async {
@@ -513,19 +538,22 @@ fn a_followers_append_is_synced_before_it_is_reported_flushed() {
 }
 
 #[test]
-#[expect(clippy::await_holding_lock, reason = "the guard holds the syncer thread, not the runtime")]
 fn the_leaders_unsynced_appends_are_synced_when_the_log_closes_and_gates_hear_it() {
     let dir = tempfile::tempdir().expect("tempdir");
     rt().block_on(async {
         let store = leading(dir.path()).await;
         let durable = store.durable();
-        {
-            let syncs = store.syncs.clone();
-            let _held = hold(&syncs);
-            store.append_flushed(vec![entry(1, 1), entry(1, 2)]).await.expect("append");
-            assert!(!durable.holds(2).expect("holds"));
-        }
+        let held = hold(&store.syncs);
+        store.append_flushed(vec![entry(1, 1), entry(1, 2)]).await.expect("append");
+        assert!(!durable.holds(2).expect("holds"));
+        // The writer stops and waits for the syncer, which is held.
         drop(store);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        {
+            let s = durable.syncs.lock();
+            assert!(s.failed.is_none() && s.synced < s.written, "the close did not wait for the syncer");
+        }
+        drop(held);
         let never = tokio::time::timeout(Duration::from_secs(10), durable.wait(3)).await.expect("no hang");
         assert!(never.is_err(), "a gate for an entry never written passed after the log closed");
         // Synced on the way out, before the gates heard that the log closed.
@@ -535,7 +563,6 @@ fn the_leaders_unsynced_appends_are_synced_when_the_log_closes_and_gates_hear_it
 }
 
 #[test]
-#[expect(clippy::await_holding_lock, reason = "the guard holds the syncer thread, not the runtime")]
 fn a_gated_state_machine_applies_a_leaders_entries_only_once_they_are_synced() {
     use openraft::storage::RaftStateMachine;
     let dir = tempfile::tempdir().expect("tempdir");
@@ -558,5 +585,58 @@ fn a_gated_state_machine_applies_a_leaders_entries_only_once_they_are_synced() {
         let applied = tokio::time::timeout(Duration::from_secs(10), apply).await.expect("applied once synced");
         assert_eq!(applied.expect("task").expect("apply"), 2);
         assert_eq!(*shared.applied().borrow(), 2);
+    });
+}
+
+#[test]
+fn a_leaders_vote_stands_within_a_boot_and_is_downgraded_after_a_reboot() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let boot_file = dir.path().join(LOG_DIR).join(BOOT_FILE);
+    rt().block_on(async {
+        let store = leading(dir.path()).await;
+        store.append_flushed(vec![entry(1, 1), entry(1, 2)]).await.expect("append");
+        drop(store);
+        // A killed process, the machine still up: nothing unsynced was lost,
+        // and the leader takes up its term again.
+        let mut store = open(dir.path(), wal::SEGMENT_BYTES).for_node(1);
+        assert_eq!(store.read_vote().await.expect("vote"), Some(Vote::new_committed(1, 1)));
+        drop(store);
+        // The machine restarted (another boot id): what the leader had not
+        // synced may be gone, so it must not lead term 1 again.
+        std::fs::write(&boot_file, "an-earlier-boot\n").expect("write the boot file");
+        let mut store = open(dir.path(), wal::SEGMENT_BYTES).for_node(1);
+        assert_eq!(store.read_vote().await.expect("vote"), Some(Vote::new(1, 1)), "downgraded");
+        assert!(!store.leads(), "a downgraded vote is no leadership");
+        assert_eq!(all(&mut store).await.len(), 2, "the entries stay");
+        drop(store);
+        // Durably, and the boot is this one now.
+        assert_eq!(std::fs::read_to_string(&boot_file).expect("boot file").trim(), super::boot_id());
+        let mut store = open(dir.path(), wal::SEGMENT_BYTES).for_node(1);
+        assert_eq!(store.read_vote().await.expect("vote"), Some(Vote::new(1, 1)), "the downgrade was kept");
+        // A follower's committed vote is downgraded alike, and harmlessly: the
+        // leader of that term commits it again.
+        store.save_vote(&Vote::new_committed(2, 2)).await.expect("vote");
+        drop(store);
+        std::fs::remove_file(&boot_file).expect("remove the boot file (as an earlier stackd left the dir)");
+        let mut store = open(dir.path(), wal::SEGMENT_BYTES);
+        assert_eq!(store.read_vote().await.expect("vote"), Some(Vote::new(2, 2)));
+    });
+}
+
+#[test]
+fn durable_upto_is_the_last_synced_entry_at_or_before_the_commit() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    rt().block_on(async {
+        let store = leading(dir.path()).await;
+        let durable = store.durable();
+        store.append_flushed(vec![entry(1, 1), entry(1, 2)]).await.expect("append");
+        durable.wait(2).await.expect("synced");
+        let held = hold(&store.syncs);
+        store.append_flushed(vec![entry(1, 3), entry(1, 4)]).await.expect("append");
+        assert_eq!(durable.durable_upto(log_id(1, 4)), Ok(Some(log_id(1, 2))), "3 and 4 are not synced");
+        assert_eq!(durable.durable_upto(log_id(1, 1)), Ok(Some(log_id(1, 1))));
+        drop(held);
+        durable.wait(4).await.expect("synced");
+        assert_eq!(durable.durable_upto(log_id(1, 4)), Ok(Some(log_id(1, 4))));
     });
 }
