@@ -6,7 +6,9 @@
 //! - (b) the leader cut off (network namespaces, root only): the majority
 //!   elects, the old leader refuses writes, all converge after healing;
 //!   (b2) `--stale` reads on a follower answer at once during the partition.
-//! - (c) all three killed and started again at once: the state is intact.
+//! - (c) all three killed and started again at once: the state is intact;
+//!   (c2) after a power cut that took the leader's unsynced last entry, the
+//!   old leader does not take up its term again, and all converge.
 //! - (d) a 4th manager joins after compaction and catches up by snapshot.
 //! - (e) joins with a wrong secret or another CA's digest change nothing.
 //! - (f) deployer and viewer tokens created with `stackctl token create`.
@@ -299,6 +301,80 @@ fn c_restart_all_three_keeps_the_state() {
     }
     // And the cluster still takes writes.
     create_config(&c, "after-restart");
+}
+
+/// Cuts the last entry record, and all after it, off the write-ahead log
+/// in `data_dir` (zeros, as a segment allocated whole holds past its
+/// records): what a power cut leaves of a leader that had written the entry
+/// but not synced it. Returns the offset cut at.
+fn cut_last_entry(data_dir: &std::path::Path) -> u64 {
+    let log = data_dir.join("raft/log");
+    let mut segments: Vec<_> = std::fs::read_dir(&log)
+        .expect("the raft log dir")
+        .map(|e| e.expect("dir entry").path())
+        .filter(|p| p.extension().is_some_and(|x| x == "wal"))
+        .collect();
+    segments.sort();
+    let last = segments.last().expect("a segment");
+    let mut bytes = std::fs::read(last).expect("read the segment");
+    // record = len: u32 LE | crc32: u32 LE | JSON of the record
+    let (mut at, mut last_entry) = (0usize, None);
+    while at + 8 <= bytes.len() {
+        let len = u32::from_le_bytes(bytes[at..at + 4].try_into().expect("4 bytes")) as usize;
+        if len == 0 {
+            break;
+        }
+        let json = &bytes[at + 8..at + 8 + len];
+        if json.starts_with(b"{\"entry\"") {
+            last_entry = Some(at);
+        }
+        at += 8 + len;
+    }
+    let cut = last_entry.expect("an entry record in the last segment");
+    bytes[cut..at].fill(0);
+    std::fs::write(last, &bytes).expect("write the segment");
+    cut as u64
+}
+
+/// A power cut of the whole cluster, the leader having written but not
+/// synced its last entry (the followers hold it): on the first start after
+/// the machines restarted, the old leader must not take up its term again
+/// (it would propose other entries under the log ids the followers hold).
+/// All converge, with every acknowledged write.
+#[test]
+fn c2_a_leader_that_lost_its_unsynced_tail_in_a_power_cut_does_not_lead_that_term_again() {
+    let _g = serial();
+    let mut c = Cluster::managers(3, &Opts::manager()).expect("3 managers");
+    let mut want = BTreeSet::new();
+    for n in 0..5 {
+        let name = format!("keep{n}");
+        create_config(&c, &name);
+        want.insert(name);
+    }
+    c.wait_converged(Duration::from_secs(20)).expect("converged before");
+    let leader = c.wait_leader(None, Duration::from_secs(5)).expect("leader");
+    for n in &mut c.nodes {
+        n.kill9();
+    }
+    let cut = cut_last_entry(c.nodes[leader].dir.path());
+    eprintln!("cut the leader's log at byte {cut}");
+    // Every machine restarted: another boot.
+    for n in &c.nodes {
+        std::fs::write(n.dir.path().join("raft/log/boot_id"), "an-earlier-boot\n").expect("boot id");
+    }
+    for n in &mut c.nodes {
+        n.start().expect("start");
+    }
+    c.wait_voters(3, Duration::from_secs(30)).expect("3 voters after the power cut");
+    for n in 0..3 {
+        let name = format!("after{n}");
+        create_config(&c, &name);
+        want.insert(name);
+    }
+    c.wait_converged(Duration::from_secs(30)).expect("all three converge after the power cut");
+    for i in 0..3 {
+        assert_has_all(&c, i, &want);
+    }
 }
 
 #[test]

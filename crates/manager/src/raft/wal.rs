@@ -26,7 +26,9 @@
 //! - On open every segment is read through. A record cut short, or with a
 //!   bad checksum, or bytes after the zero header, at the end of the last
 //!   segment are what a crash during a write leaves; they were never
-//!   acknowledged and are cut off. Anywhere else it is corruption, and the
+//!   acknowledged to a client (a leader's unsynced appends may have been
+//!   counted toward a commit, but none shows before they are synced) and are
+//!   cut off. Anywhere else it is corruption, and the
 //!   log refuses to open rather than lose entries.
 
 use std::collections::BTreeMap;
