@@ -286,16 +286,19 @@ pub struct Durable {
 }
 
 impl Durable {
+    /// The end of what is durable, unless the log failed or closed.
+    fn synced(&self) -> Result<Pos, String> {
+        let s = self.syncs.lock();
+        match &s.failed {
+            Some(why) => Err(why.clone()),
+            None => Ok(s.synced),
+        }
+    }
+
     /// Whether the entry at `index` in this node's log is durable. Purged
     /// entries are (a snapshot holds them); entries not written yet are not.
     fn holds(&self, index: u64) -> Result<bool, String> {
-        let synced = {
-            let s = self.syncs.lock();
-            if let Some(why) = &s.failed {
-                return Err(why.clone());
-            }
-            s.synced
-        };
+        let synced = self.synced()?;
         let ix = self.index.lock().unwrap_or_else(|p| p.into_inner());
         if ix.purged.is_some_and(|p| index <= p.index) {
             return Ok(true);
@@ -307,13 +310,7 @@ impl Durable {
     /// `upto` itself once synced, else an earlier one, else the purge mark.
     /// Fails once the log failed or closed.
     pub fn durable_upto(&self, upto: LogId) -> Result<Option<LogId>, String> {
-        let synced = {
-            let s = self.syncs.lock();
-            if let Some(why) = &s.failed {
-                return Err(why.clone());
-            }
-            s.synced
-        };
+        let synced = self.synced()?;
         let ix = self.index.lock().unwrap_or_else(|p| p.into_inner());
         // Entries lie in the log in the order of their indexes: only the
         // unsynced tail is walked.
