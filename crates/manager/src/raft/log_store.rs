@@ -157,6 +157,12 @@ struct Syncs {
     /// Held by a test to keep the syncer from syncing.
     #[cfg(test)]
     held: Mutex<()>,
+    /// Set by a test: the syncer's syncs fail.
+    #[cfg(test)]
+    fail_syncs: std::sync::atomic::AtomicBool,
+    /// Set by a test: the writer's writes report a failure (after writing).
+    #[cfg(test)]
+    fail_writes: std::sync::atomic::AtomicBool,
 }
 
 #[derive(Default)]
@@ -181,6 +187,10 @@ impl Syncs {
             changed: watch::Sender::new(0),
             #[cfg(test)]
             held: Mutex::new(()),
+            #[cfg(test)]
+            fail_syncs: std::sync::atomic::AtomicBool::new(false),
+            #[cfg(test)]
+            fail_writes: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -271,6 +281,8 @@ fn run_syncer(syncs: &Syncs, files: &Files) {
             // before it starts the next: nothing is left to sync in it.
             None => Ok(()),
         };
+        #[cfg(test)]
+        let result = if syncs.fail_syncs.load(Ordering::SeqCst) { Err("an injected failure".into()) } else { result };
         syncs.synced(target, result);
     }
 }
@@ -603,7 +615,14 @@ fn write_jobs(writer: &mut Writer, jobs: &mut [Job], index: &Mutex<Index>, syncs
     }
     let durable = jobs.iter().any(|j| j.durable);
     let records: Vec<Framed> = jobs.iter_mut().flat_map(|j| std::mem::take(&mut j.records)).collect();
-    match writer.write(&records, durable) {
+    let result = writer.write(&records, durable);
+    #[cfg(test)]
+    let result = if syncs.fail_writes.load(Ordering::SeqCst) {
+        Err(WalError::Broken("an injected failure".into()))
+    } else {
+        result
+    };
+    match result {
         Ok(locs) => {
             index.lock().unwrap_or_else(|p| p.into_inner()).written(&locs);
             // After the locations: a gate woken by the sync finds them.

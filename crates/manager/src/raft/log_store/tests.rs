@@ -640,3 +640,40 @@ fn durable_upto_is_the_last_synced_entry_at_or_before_the_commit() {
         assert_eq!(durable.durable_upto(log_id(1, 4)), Ok(Some(log_id(1, 4))));
     });
 }
+
+#[test]
+fn a_failed_sync_fails_every_gate_and_every_later_write() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    rt().block_on(async {
+        let store = leading(dir.path()).await;
+        let durable = store.durable();
+        let held = hold(&store.syncs);
+        store.append_flushed(vec![entry(1, 1), entry(1, 2)]).await.expect("append");
+        store.syncs.fail_syncs.store(true, Ordering::SeqCst);
+        drop(held);
+        let gate = tokio::time::timeout(Duration::from_secs(10), durable.wait(2)).await.expect("no hang");
+        assert!(gate.is_err_and(|e| e.contains("syncing the raft log failed")), "a gate passed after a failed sync");
+        assert!(durable.holds(1).is_err(), "entries written before a failed sync count as durable");
+        let later = store.append_flushed(vec![entry(1, 3)]).await;
+        assert!(later.is_err(), "a write went through after a failed sync");
+    });
+}
+
+#[test]
+fn a_failed_write_fails_the_gates_of_what_the_leader_wrote_unsynced_before() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    rt().block_on(async {
+        let mut store = leading(dir.path()).await;
+        let durable = store.durable();
+        let held = hold(&store.syncs);
+        store.append_flushed(vec![entry(1, 1), entry(1, 2)]).await.expect("append");
+        // A durable write fails (its sync, say): the page cache may have
+        // dropped entries 1 and 2, and a later sync would not say so.
+        store.syncs.fail_writes.store(true, Ordering::SeqCst);
+        assert!(store.save_vote(&Vote::new_committed(2, 1)).await.is_err(), "the injected failure");
+        store.syncs.fail_writes.store(false, Ordering::SeqCst);
+        drop(held);
+        let gate = tokio::time::timeout(Duration::from_secs(10), durable.wait(2)).await.expect("no hang");
+        assert!(gate.is_err_and(|e| e.contains("writing the raft log failed")), "a gate passed after a failed write");
+    });
+}
