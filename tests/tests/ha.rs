@@ -103,6 +103,18 @@ fn create_config(c: &Cluster, name: &str) {
     assert!(o.status.success(), "configs create {name} failed: {}\n{}", text(&o), c.logs());
 }
 
+/// Creates the configs `<prefix>0` … `<prefix>{n-1}`, one after the other;
+/// returns their names.
+fn create_configs(c: &Cluster, prefix: &str, n: usize) -> BTreeSet<String> {
+    (0..n)
+        .map(|k| {
+            let name = format!("{prefix}{k}");
+            create_config(c, &name);
+            name
+        })
+        .collect()
+}
+
 /// Checks that manager `i` alone lists every name of `want` (through the
 /// leader, then from its local state).
 fn assert_has_all(c: &Cluster, i: usize, want: &BTreeSet<String>) {
@@ -279,12 +291,7 @@ fn b2_stale_reads_do_not_wait_for_a_cut_off_leader() {
 fn c_restart_all_three_keeps_the_state() {
     let _g = serial();
     let mut c = Cluster::managers(3, &Opts::manager()).expect("3 managers");
-    let mut want = BTreeSet::new();
-    for n in 0..10 {
-        let name = format!("keep{n}");
-        create_config(&c, &name);
-        want.insert(name);
-    }
+    let want = create_configs(&c, "keep", 10);
     let before = c.wait_converged(Duration::from_secs(20)).expect("converged before");
     for n in &mut c.nodes {
         n.kill9();
@@ -345,12 +352,7 @@ fn cut_last_entry(data_dir: &std::path::Path) -> u64 {
 fn c2_a_leader_that_lost_its_unsynced_tail_in_a_power_cut_does_not_lead_that_term_again() {
     let _g = serial();
     let mut c = Cluster::managers(3, &Opts::manager()).expect("3 managers");
-    let mut want = BTreeSet::new();
-    for n in 0..5 {
-        let name = format!("keep{n}");
-        create_config(&c, &name);
-        want.insert(name);
-    }
+    let mut want = create_configs(&c, "keep", 5);
     c.wait_converged(Duration::from_secs(20)).expect("converged before");
     let leader = c.wait_leader(None, Duration::from_secs(5)).expect("leader");
     for n in &mut c.nodes {
@@ -366,11 +368,7 @@ fn c2_a_leader_that_lost_its_unsynced_tail_in_a_power_cut_does_not_lead_that_ter
         n.start().expect("start");
     }
     c.wait_voters(3, Duration::from_secs(30)).expect("3 voters after the power cut");
-    for n in 0..3 {
-        let name = format!("after{n}");
-        create_config(&c, &name);
-        want.insert(name);
-    }
+    want.extend(create_configs(&c, "after", 3));
     c.wait_converged(Duration::from_secs(30)).expect("all three converge after the power cut");
     for i in 0..3 {
         assert_has_all(&c, i, &want);

@@ -224,17 +224,21 @@ impl Syncs {
             Ok(()) => {
                 let mut s = self.lock();
                 s.synced = s.synced.max(end);
+                drop(s);
+                self.changed.send_modify(|n| *n += 1);
             }
-            Err(e) => {
-                tracing::error!(error = %e, "syncing the raft log failed; this manager's Raft stops");
-                self.fail(format!("syncing the raft log failed: {e}"));
-            }
+            Err(e) => self.fail(format!("syncing the raft log failed: {e}")),
         }
-        self.changed.send_modify(|n| *n += 1);
     }
 
-    /// The log can no longer be trusted: every gate fails from now on.
+    /// The log can no longer be trusted (a write or sync failed): every
+    /// gate and every later write fails, and this manager's Raft stops.
     fn fail(&self, why: String) {
+        tracing::error!(
+            error = %why,
+            "the raft log cannot be trusted any more: this manager's Raft stops (the other managers go on); \
+             check the disk (dmesg), then restart stackd: it reads the log back, and catches up from the leader"
+        );
         self.lock().failed.get_or_insert(why);
         self.wake.notify_one();
         self.changed.send_modify(|n| *n += 1);
@@ -633,7 +637,6 @@ fn write_jobs(writer: &mut Writer, jobs: &mut [Job], index: &Mutex<Index>, syncs
             // A failed write may be a failed sync, after which the page
             // cache may have dropped what the leader wrote unsynced before:
             // nothing written can count as durable any more.
-            tracing::error!(error = %e, "writing the raft log failed; this manager's Raft stops");
             syncs.fail(format!("writing the raft log failed: {e}"));
             Err(e.to_string())
         }

@@ -253,7 +253,7 @@ impl Connection {
 impl RaftNetwork<TypeConfig> for Connection {
     async fn append_entries(
         &mut self,
-        rpc: AppendEntriesRequest<TypeConfig>,
+        mut rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<u64>, RPCError<u64, BasicNode, RaftError<u64>>> {
         // A leader counts its own copy toward a commit while it still syncs
@@ -262,7 +262,6 @@ impl RaftNetwork<TypeConfig> for Connection {
         // but on a slow disk send what is durable rather than hold back
         // entries and heartbeats (a follower ignores a commit index lower
         // than the one it has).
-        let mut rpc = rpc;
         if let Some(committed) = rpc.leader_commit {
             let log_failed =
                 |message: String| Failure::Network(NetworkFailure::Log { target: self.target, message }).rpc();

@@ -498,16 +498,22 @@ async fn leading(dir: &Path) -> LogStore {
     store
 }
 
+/// A leading store that wrote entries 1 and 2 with its syncer held, so
+/// that neither is synced yet; its gates; and the hold.
+async fn leading_with_two_unsynced(dir: &Path) -> (LogStore, Durable, Hold) {
+    let store = leading(dir).await;
+    let durable = store.durable();
+    let held = hold(&store.syncs);
+    store.append_flushed(vec![entry(1, 1), entry(1, 2)]).await.expect("append");
+    (store, durable, held)
+}
+
 #[test]
 fn a_leaders_append_is_durable_only_once_the_syncer_synced_it() {
     let dir = tempfile::tempdir().expect("tempdir");
     rt().block_on(async {
-        let mut store = leading(dir.path()).await;
-        let durable = store.durable();
-        let syncs = store.syncs.clone();
-        let held = hold(&syncs);
         // Reported flushed once written: the syncer is held.
-        store.append_flushed(vec![entry(1, 1), entry(1, 2)]).await.expect("append");
+        let (mut store, durable, held) = leading_with_two_unsynced(dir.path()).await;
         assert_eq!(all(&mut store).await.len(), 2, "readable at once");
         assert!(!durable.holds(2).expect("holds"), "durable before any sync");
         let early = tokio::time::timeout(Duration::from_millis(300), durable.wait(2)).await;
@@ -541,10 +547,7 @@ fn a_followers_append_is_synced_before_it_is_reported_flushed() {
 fn the_leaders_unsynced_appends_are_synced_when_the_log_closes_and_gates_hear_it() {
     let dir = tempfile::tempdir().expect("tempdir");
     rt().block_on(async {
-        let store = leading(dir.path()).await;
-        let durable = store.durable();
-        let held = hold(&store.syncs);
-        store.append_flushed(vec![entry(1, 1), entry(1, 2)]).await.expect("append");
+        let (store, durable, held) = leading_with_two_unsynced(dir.path()).await;
         assert!(!durable.holds(2).expect("holds"));
         // The writer stops and waits for the syncer, which is held.
         drop(store);
@@ -645,10 +648,7 @@ fn durable_upto_is_the_last_synced_entry_at_or_before_the_commit() {
 fn a_failed_sync_fails_every_gate_and_every_later_write() {
     let dir = tempfile::tempdir().expect("tempdir");
     rt().block_on(async {
-        let store = leading(dir.path()).await;
-        let durable = store.durable();
-        let held = hold(&store.syncs);
-        store.append_flushed(vec![entry(1, 1), entry(1, 2)]).await.expect("append");
+        let (store, durable, held) = leading_with_two_unsynced(dir.path()).await;
         store.syncs.fail_syncs.store(true, Ordering::SeqCst);
         drop(held);
         let gate = tokio::time::timeout(Duration::from_secs(10), durable.wait(2)).await.expect("no hang");
@@ -663,10 +663,7 @@ fn a_failed_sync_fails_every_gate_and_every_later_write() {
 fn a_failed_write_fails_the_gates_of_what_the_leader_wrote_unsynced_before() {
     let dir = tempfile::tempdir().expect("tempdir");
     rt().block_on(async {
-        let mut store = leading(dir.path()).await;
-        let durable = store.durable();
-        let held = hold(&store.syncs);
-        store.append_flushed(vec![entry(1, 1), entry(1, 2)]).await.expect("append");
+        let (mut store, durable, held) = leading_with_two_unsynced(dir.path()).await;
         // A durable write fails (its sync, say): the page cache may have
         // dropped entries 1 and 2, and a later sync would not say so.
         store.syncs.fail_writes.store(true, Ordering::SeqCst);
