@@ -2,7 +2,7 @@
 //!
 //! [`Executor`] wraps one connection to the engine and offers what the task
 //! runners and the worker need — list the node's containers, make sure an
-//! image is present, make sure a network exists, create / connect / start /
+//! image is present, make sure a network or a volume exists, create / connect / start /
 //! inspect / wait for / stop / remove a container, remove networks nothing
 //! wants — in the agent's own types. No bollard type appears in its
 //! public signatures; Docker's answers become [`DockerError`]s carrying the
@@ -20,6 +20,7 @@
 //! create is followed by a check for a twin made at the same moment: the
 //! oldest is kept and the newer one removed by its creator.
 
+pub mod ports;
 pub mod spec;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -28,6 +29,7 @@ use std::time::Duration;
 
 use bollard::Docker;
 use bollard::errors::Error as BollardError;
+use bollard::models::Volume;
 use bollard::models::{
     ContainerStateStatusEnum, ContainerSummaryStateEnum, HealthStatusEnum, Network, NetworkConnectRequest,
 };
@@ -36,11 +38,11 @@ use bollard::query_parameters::{
     StopContainerOptions,
 };
 use futures_util::{StreamExt, TryStreamExt};
-use stackd_core::model::{StackNetwork, Task};
+use stackd_core::model::{StackNetwork, StackVolume, Task};
 
 pub use spec::{
     LABEL_CLUSTER, LABEL_NETWORK, LABEL_NODE, LABEL_REVISION, LABEL_SERVICE, LABEL_SLOT, LABEL_STACK, LABEL_TASK,
-    NetworkInfo,
+    LABEL_VOLUME, NetworkInfo, VolumeInfo,
 };
 
 /// The socket used when none is configured and `DOCKER_HOST` names none.
@@ -130,6 +132,30 @@ pub enum DockerError {
         /// The network's name.
         name: String,
     },
+    /// An external volume a task mounts does not exist.
+    #[error(
+        "external volume {name} does not exist on this node: create it (docker volume create {name}, with the driver and options it needs) or drop `external` from the stack file"
+    )]
+    VolumeMissing {
+        /// The volume's name.
+        name: String,
+    },
+    /// A volume of the stack's name exists with another driver or other
+    /// options (the engine would silently keep them).
+    #[error("{0}")]
+    VolumeMismatch(String),
+    /// The volume driver (a plugin) is not installed on this node.
+    #[error(
+        "volume {name}: the volume driver {driver} is not installed on this node (docker plugin install {driver}; docker plugin ls lists them): {message}"
+    )]
+    VolumePlugin {
+        /// The volume's name.
+        name: String,
+        /// The driver the stack names.
+        driver: String,
+        /// The daemon's message.
+        message: String,
+    },
     /// Any other failure of a request to the engine.
     #[error("{op}: {message}")]
     Engine {
@@ -172,6 +198,22 @@ fn network_info(n: Network) -> Option<NetworkInfo> {
         created: n.created.unwrap_or_default(),
         labels: n.labels.unwrap_or_default(),
     })
+}
+
+/// A volume in the agent's terms.
+fn volume_info(v: Volume) -> VolumeInfo {
+    VolumeInfo {
+        name: v.name,
+        driver: v.driver,
+        options: v.options.into_iter().collect(),
+        labels: v.labels.into_iter().collect(),
+    }
+}
+
+/// Whether the engine says a volume driver (plugin) is missing.
+fn plugin_missing(e: &BollardError) -> bool {
+    let message = describe(e);
+    message.contains("plugin") && message.contains("not found")
 }
 
 /// The daemon's own message for an error response, else the error's text.
@@ -466,6 +508,56 @@ impl Executor {
             }
         }
         Ok(())
+    }
+
+    /// The volume called `name`, if it exists.
+    pub async fn inspect_volume(&self, name: &str) -> Result<Option<VolumeInfo>, DockerError> {
+        match self.docker.inspect_volume(name).await {
+            Ok(v) => Ok(Some(volume_info(v))),
+            Err(BollardError::DockerResponseServerError { status_code: 404, .. }) => Ok(None),
+            Err(e) => Err(engine("inspect volume", e)),
+        }
+    }
+
+    /// Makes sure the named volume `vol` exists as the stack declares it. An
+    /// external volume must exist already ([`DockerError::VolumeMissing`]);
+    /// a stack volume is created with its driver, driver options and labels
+    /// (plus stackd's) unless it exists. One that exists — or that another
+    /// runner created at the same moment, which the engine answers with the
+    /// existing volume — must have the same driver and options
+    /// ([`DockerError::VolumeMismatch`]): the engine itself would silently
+    /// keep the old ones, and the data would land elsewhere than the stack
+    /// says. A missing volume plugin is [`DockerError::VolumePlugin`].
+    pub async fn ensure_volume(&self, ctx: &ContainerContext, vol: &StackVolume) -> Result<(), DockerError> {
+        let name = &vol.spec.name;
+        let existing = self.inspect_volume(name).await?;
+        if vol.spec.external {
+            return match existing {
+                Some(_) => Ok(()),
+                None => Err(DockerError::VolumeMissing { name: name.clone() }),
+            };
+        }
+        let volume = match existing {
+            Some(v) => v,
+            None => match self.docker.create_volume(spec::volume_body(vol, ctx)).await {
+                Ok(v) => {
+                    tracing::info!(volume = %name, driver = %v.driver, "created volume");
+                    volume_info(v)
+                }
+                Err(e) if plugin_missing(&e) => {
+                    return Err(DockerError::VolumePlugin {
+                        name: name.clone(),
+                        driver: spec::volume_driver(vol.spec.driver.as_deref()).to_string(),
+                        message: describe(&e),
+                    });
+                }
+                Err(e) => return Err(engine("create volume", e)),
+            },
+        };
+        match spec::volume_mismatch(&volume, &vol.spec) {
+            None => Ok(()),
+            Some(why) => Err(DockerError::VolumeMismatch(why)),
+        }
     }
 
     /// Connects a container to the networks of its task it is not on yet

@@ -15,9 +15,9 @@
 mod machine;
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use stackd_core::model::{DesiredState, Task, TaskStatus};
+use stackd_core::model::{DesiredState, Protocol, Task, TaskState, TaskStatus};
 use tokio::sync::{mpsc, watch};
 use tracing::{debug, info, warn};
 
@@ -28,6 +28,8 @@ use machine::{Event, Found, FoundState, Op, Report, View};
 
 /// Pause before an operation is retried after an engine error.
 const RETRY_PAUSE: Duration = Duration::from_secs(1);
+/// How often a task that waits for a host port looks again.
+const PORT_POLL: Duration = Duration::from_millis(500);
 /// How often the health of a container with a health check is read.
 const HEALTH_POLL: Duration = Duration::from_secs(1);
 /// How many times a create is retried when a network it names vanished
@@ -57,6 +59,8 @@ pub(crate) struct Runner {
     reports: mpsc::UnboundedSender<StatusReport>,
     networks: Arc<Networks>,
     task_id: String,
+    /// Since when the last port checks found a host port held.
+    ports_held_since: Option<Instant>,
 }
 
 impl Runner {
@@ -70,7 +74,7 @@ impl Runner {
         networks: Arc<Networks>,
     ) -> Runner {
         let task_id = rx.borrow().id.clone();
-        Runner { exec, ctx, files, rx, reports, networks, task_id }
+        Runner { exec, ctx, files, rx, reports, networks, task_id, ports_held_since: None }
     }
 
     /// Runs the task until it leaves the node (then removes its container).
@@ -135,12 +139,20 @@ impl Runner {
 
     /// Sleeps for the retry pause, or returns early when the task leaves.
     async fn pause(&mut self) -> Result<(), Removed> {
-        let sleep = tokio::time::sleep(RETRY_PAUSE);
+        self.pause_for(RETRY_PAUSE).await
+    }
+
+    /// Sleeps for `pause`, returns early when the task leaves or is to shut down.
+    async fn pause_for(&mut self, pause: Duration) -> Result<(), Removed> {
+        let sleep = tokio::time::sleep(pause);
         tokio::pin!(sleep);
         loop {
             tokio::select! {
                 () = &mut sleep => return Ok(()),
-                changed = self.rx.changed() => if changed.is_err() { return Err(Removed) },
+                changed = self.rx.changed() => {
+                    if changed.is_err() { return Err(Removed) }
+                    if self.rx.borrow().desired_state == DesiredState::Shutdown { return Ok(()) }
+                }
             }
         }
     }
@@ -193,11 +205,16 @@ impl Runner {
                 match self.exec.connect_networks(&id, &task).await {
                     Err(e) => Event::StartFailed(e.to_string()),
                     Ok(()) => match self.exec.start(&id).await {
-                        Ok(()) => Event::Started,
+                        // Docker sets the health to `starting` as it starts a container with a check.
+                        Ok(()) => {
+                            let health = self.inspect(&id).await?.and_then(|c| c.health).map(|h| h.status);
+                            Event::Started { health: health.unwrap_or_default() }
+                        }
                         Err(e) => Event::StartFailed(e.to_string()),
                     },
                 }
             }
+            Op::CheckPorts(id) => self.check_ports(&id).await?,
             Op::Watch { container_id, health } => self.watch(&container_id, health).await?,
             Op::Stop(id) => self.stop(&id).await?,
         };
@@ -214,6 +231,34 @@ impl Runner {
             self.exec.ensure_network(&self.ctx, &net).await.map_err(|e| e.to_string())?;
         }
         Ok(())
+    }
+
+    /// Whether another running container holds a host port the task
+    /// publishes. After a check that found one, waits [`PORT_POLL`] first.
+    async fn check_ports(&mut self, id: &str) -> Result<Event, Removed> {
+        let ports: Vec<(u16, Protocol)> = self.rx.borrow().template.node_ports().collect();
+        if ports.is_empty() {
+            return Ok(Event::PortsFree);
+        }
+        if self.ports_held_since.is_some() {
+            self.pause_for(PORT_POLL).await?;
+        }
+        let holders = loop {
+            match self.exec.port_holders(&ports, id).await {
+                Ok(holders) => break holders,
+                Err(e) => warn!(task = %self.task_id, error = %e, "cannot list containers for their ports; retrying"),
+            }
+            self.pause().await?;
+        };
+        // An unmanaged holder first: it fails the task at once.
+        let Some(holder) = holders.iter().find(|h| !h.managed()).or(holders.first()) else {
+            self.ports_held_since = None;
+            return Ok(Event::PortsFree);
+        };
+        let since = *self.ports_held_since.get_or_insert_with(Instant::now);
+        let waited_ms = u64::try_from(since.elapsed().as_millis()).unwrap_or(u64::MAX);
+        info!(task = %self.task_id, %holder, waited_ms, "waiting for a host port");
+        Ok(Event::PortsHeld { holder: holder.to_string(), managed: holder.managed(), waited_ms })
     }
 
     /// Finds the task's container, retrying while the engine errs.
@@ -299,8 +344,13 @@ impl Runner {
                 }
                 changed = self.rx.changed() => {
                     if changed.is_err() { return Err(Removed) }
-                    if self.rx.borrow().desired_state == DesiredState::Shutdown {
+                    let task = self.rx.borrow();
+                    if task.desired_state == DesiredState::Shutdown {
                         return Ok(Event::ShutdownRequested);
+                    }
+                    // Taken back after its node was declared down: say it runs.
+                    if task.status.state <= TaskState::Assigned {
+                        return Ok(Event::Reassigned);
                     }
                 }
                 _ = ticker.tick(), if poll => {

@@ -41,6 +41,17 @@ pub enum Command {
         /// Time.
         at: Timestamp,
     },
+    /// Replaces every task of a service without a change to its spec
+    /// (Swarm's `service update --force`): a new revision whose template
+    /// differs only in `force_update`, rolled out under the service's update
+    /// policy. Allowed in any rollout state: the way out of `paused` that
+    /// needs no spec change.
+    ForceUpdate {
+        /// The service's full name (`<stack>_<service>`).
+        service: String,
+        /// Time.
+        at: Timestamp,
+    },
     /// Removes a stack, its services and their tasks.
     RemoveStack {
         /// Stack name.
@@ -190,6 +201,7 @@ impl Command {
         match self {
             Command::InitCluster { at, .. }
             | Command::PutStack { at, .. }
+            | Command::ForceUpdate { at, .. }
             | Command::RemoveStack { at, .. }
             | Command::UpsertNode { at, .. }
             | Command::SetNodeState { at, .. }

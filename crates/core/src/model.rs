@@ -358,6 +358,23 @@ pub struct TaskTemplate {
     /// Docker's default bridge, as before networks existed).
     #[serde(default)]
     pub networks: Vec<NetworkAttachment>,
+    /// Bumped to replace every task without another change (Swarm's
+    /// `ForceUpdate`): the way out of a paused rollout. A deploy keeps the
+    /// service's value.
+    #[serde(default)]
+    pub force_update: u64,
+}
+
+impl TaskTemplate {
+    /// The ports a task binds on its node: host-mode ports, and (until the
+    /// routing mesh exists) ingress-mode ones too. Two tasks that share one
+    /// cannot run on one node at once.
+    pub fn node_ports(&self) -> impl Iterator<Item = (u16, Protocol)> + '_ {
+        self.ports
+            .iter()
+            .filter(|p| matches!(p.mode, PublishMode::Host | PublishMode::Ingress))
+            .filter_map(|p| p.published.map(|pp| (pp, p.protocol)))
+    }
 }
 
 /// A task's container on one network.
@@ -491,9 +508,14 @@ pub enum ConstraintOp {
 }
 
 /// A placement constraint such as `node.labels.zone == eu`.
+///
+/// Parsed and matched as swarmkit's `manager/constraint` does: the key in
+/// any case (`node.Labels.zone`), the label name after `node.labels.` as
+/// written, the value compared in any case.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Constraint {
-    /// `node.id`, `node.hostname`, `node.role`, `node.platform.os` or `node.labels.<label>`.
+    /// `node.id`, `node.hostname`, `node.role`, `node.ip`,
+    /// `node.platform.os` or `node.labels.<label>`, as written.
     pub key: String,
     /// `==` or `!=`.
     pub op: ConstraintOp,
@@ -501,48 +523,147 @@ pub struct Constraint {
     pub value: String,
 }
 
+/// The prefix of a node label's key in a constraint or a spread preference
+/// (any case, as in swarmkit).
+pub const NODE_LABEL_PREFIX: &str = "node.labels.";
+
+/// The label a constraint or spread `key` names, when it is
+/// `node.labels.<label>` (prefix in any case, label as written).
+pub fn node_label(key: &str) -> Option<&str> {
+    let prefix = key.get(..NODE_LABEL_PREFIX.len())?;
+    let label = &key[NODE_LABEL_PREFIX.len()..];
+    (prefix.eq_ignore_ascii_case(NODE_LABEL_PREFIX) && !label.is_empty()).then_some(label)
+}
+
+/// swarmkit's key pattern: `^[a-z_][a-z0-9\-_.]+$`, any case.
+fn is_constraint_key(key: &str) -> bool {
+    let mut chars = key.chars();
+    chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && key.len() > 1
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+}
+
+/// swarmkit's value pattern: letters, digits, whitespace and `:-_.*()?+[]\^$|/`.
+fn is_constraint_value(value: &str) -> bool {
+    value.chars().all(|c| c.is_ascii_alphanumeric() || c.is_whitespace() || ":-_.*()?+[]\\^$|/".contains(c))
+}
+
+/// An IP address, or a CIDR subnet as (network, prefix length).
+fn ip_or_subnet(text: &str) -> Option<(std::net::IpAddr, Option<u8>)> {
+    match text.split_once('/') {
+        None => text.parse().ok().map(|ip| (ip, None)),
+        Some((ip, bits)) => {
+            let ip: std::net::IpAddr = ip.parse().ok()?;
+            let bits: u8 = bits.parse().ok()?;
+            let max = if ip.is_ipv4() { 32 } else { 128 };
+            (bits <= max).then_some((ip, Some(bits)))
+        }
+    }
+}
+
+/// Whether `ip` is in `net`/`bits` (IPv4 in IPv6 compared as IPv4, as Go does).
+fn in_subnet(ip: std::net::IpAddr, net: std::net::IpAddr, bits: u8) -> bool {
+    use std::net::IpAddr;
+    match (ip.to_canonical(), net.to_canonical()) {
+        (IpAddr::V4(a), IpAddr::V4(n)) => {
+            let mask = u32::MAX.checked_shl(32 - u32::from(bits)).unwrap_or(0);
+            u32::from(a) & mask == u32::from(n) & mask
+        }
+        (IpAddr::V6(a), IpAddr::V6(n)) => {
+            let mask = u128::MAX.checked_shl(128 - u32::from(bits)).unwrap_or(0);
+            u128::from(a) & mask == u128::from(n) & mask
+        }
+        _ => false,
+    }
+}
+
 impl Constraint {
-    /// Parses `key == value` or `key != value`.
+    /// Parses `key == value` or `key != value`, as swarmkit's
+    /// `constraint.Parse` does (`==` looked for first; key and value
+    /// patterns), then refuses what stackd cannot match: an unknown key
+    /// (swarmkit would never place the task), `node.platform.arch` and
+    /// `engine.labels.*` (not known to stackd), a `node.ip` that is not an
+    /// address or a subnet, a `node.role` that no node has.
     pub fn parse(text: &str) -> Result<Self, String> {
-        let (key, op, value) = if let Some((k, v)) = text.split_once("!=") {
-            (k, ConstraintOp::Ne, v)
-        } else if let Some((k, v)) = text.split_once("==") {
+        let (key, op, value) = if let Some((k, v)) = text.split_once("==") {
             (k, ConstraintOp::Eq, v)
+        } else if let Some((k, v)) = text.split_once("!=") {
+            (k, ConstraintOp::Ne, v)
         } else {
             return Err(format!("{text:?} must be `key == value` or `key != value`"));
         };
         let (key, value) = (key.trim(), value.trim());
-        let known = matches!(key, "node.id" | "node.hostname" | "node.role" | "node.platform.os")
-            || key.strip_prefix("node.labels.").is_some_and(|l| !l.is_empty());
-        if !known {
-            return Err(format!(
-                "unknown constraint key {key:?}: use node.id, node.hostname, node.role, node.platform.os or node.labels.<label>"
-            ));
+        if !is_constraint_key(key) {
+            return Err(format!("key {key:?} is invalid: use letters, digits, - _ and ."));
         }
         if value.is_empty() {
             return Err(format!("constraint {text:?} has no value"));
         }
-        if key == "node.role" && !matches!(value, "manager" | "worker") {
-            return Err(format!("node.role is manager or worker, not {value:?}"));
+        if !is_constraint_value(value) {
+            return Err(format!(
+                "value {value:?} is invalid: use letters, digits, spaces and - _ . : / * ( ) ? + [ ] \\ ^ $ |"
+            ));
+        }
+        let lower = key.to_ascii_lowercase();
+        match lower.as_str() {
+            "node.id" | "node.hostname" | "node.platform.os" => {}
+            "node.role" if value.eq_ignore_ascii_case("manager") || value.eq_ignore_ascii_case("worker") => {}
+            "node.role" => return Err(format!("node.role is manager or worker, not {value:?}")),
+            "node.ip" if ip_or_subnet(value).is_some() => {}
+            "node.ip" => return Err(format!("node.ip takes an IP address or a CIDR subnet, got {value:?}")),
+            "node.platform.arch" => {
+                return Err(format!(
+                    "node.platform.arch is not known to stackd yet: the agents do not report their architecture; \
+                     constrain on a node label instead (node.labels.arch == {value})"
+                ));
+            }
+            l if l.starts_with("engine.labels.") => {
+                return Err(format!(
+                    "engine labels are not known to stackd: constrain on a node label instead (node.labels.{} == {value})",
+                    &key["engine.labels.".len()..]
+                ));
+            }
+            _ if node_label(key).is_some() => {}
+            _ => {
+                return Err(format!(
+                    "unknown constraint key {key:?}: use node.id, node.hostname, node.role, node.ip, node.platform.os \
+                     or node.labels.<label>"
+                ));
+            }
         }
         Ok(Self { key: key.to_string(), op, value: value.to_string() })
     }
 
-    /// The value a node has for this constraint's key.
-    fn node_value<'a>(&self, node: &'a Node) -> &'a str {
-        match self.key.as_str() {
-            "node.id" => &node.id,
-            "node.hostname" => &node.name,
+    /// Whether `node` satisfies the constraint, as swarmkit's
+    /// `constraint.NodeMatches`: values compared in any case, a missing
+    /// label is the empty value, `node.ip` against the node's address (a node
+    /// without one is equal to no address and in no subnet); a key stackd
+    /// does not know holds nowhere.
+    pub fn matches(&self, node: &Node) -> bool {
+        let eq = self.op == ConstraintOp::Eq;
+        let have = match self.key.to_ascii_lowercase().as_str() {
+            "node.id" => node.id.as_str(),
+            "node.hostname" => node.name.as_str(),
             "node.role" => node.role.as_str(),
             // Agents run on Linux only.
             "node.platform.os" => "linux",
-            key => key.strip_prefix("node.labels.").and_then(|l| node.labels.get(l)).map_or("", String::as_str),
-        }
-    }
-
-    /// Whether `node` satisfies the constraint.
-    pub fn matches(&self, node: &Node) -> bool {
-        (self.node_value(node) == self.value) == (self.op == ConstraintOp::Eq)
+            "node.ip" => {
+                let addr =
+                    node.addr.parse::<std::net::SocketAddr>().map(|a| a.ip()).ok().or_else(|| node.addr.parse().ok());
+                let within = match (addr, ip_or_subnet(&self.value)) {
+                    (Some(ip), Some((want, None))) => ip.to_canonical() == want.to_canonical(),
+                    (Some(ip), Some((net, Some(bits)))) => in_subnet(ip, net, bits),
+                    (None, Some(_)) => false,
+                    (_, None) => return false,
+                };
+                return within == eq;
+            }
+            _ => match node_label(&self.key) {
+                Some(label) => node.labels.get(label).map_or("", String::as_str),
+                None => return false,
+            },
+        };
+        have.eq_ignore_ascii_case(&self.value) == eq
     }
 }
 
@@ -729,16 +850,36 @@ pub struct ServiceSpec {
 }
 
 /// A named volume declared by a stack.
+///
+/// The agent creates it on a node, with its driver, options and labels,
+/// before the first task there that mounts it; one that exists with another
+/// driver or other options is an error on the task. An external volume must
+/// exist already and is never created. stackd never removes a volume.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct VolumeSpec {
     /// Name on the engine (`<stack>_<key>` unless `external` or named).
     pub name: String,
     /// The volume exists already and is not managed by stackd.
     pub external: bool,
-    /// Volume driver.
+    /// Volume driver (`None`: Docker's `local`).
     pub driver: Option<String>,
     /// Volume labels.
     pub labels: BTreeMap<String, String>,
+    /// Driver options (`type: nfs`, `o: addr=…`, `device: :/export`).
+    #[serde(default)]
+    pub driver_opts: BTreeMap<String, String>,
+}
+
+/// A volume that tasks of a node mount, as the dispatcher sends it to the
+/// node's agent: the stack that declares it, its key there and its spec.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StackVolume {
+    /// The stack that declares the volume.
+    pub stack: String,
+    /// Its key in the stack's `volumes:` section.
+    pub key: String,
+    /// Its spec.
+    pub spec: VolumeSpec,
 }
 
 /// A network declared by a stack (or the implicit `default` one).
@@ -1056,7 +1197,23 @@ impl Task {
     /// Whether the task still counts as occupying its slot: it is wanted, or
     /// it is being stopped but has not stopped yet.
     pub fn occupies_slot(&self) -> bool {
-        self.desired_state == DesiredState::Running || !self.status.state.is_terminal()
+        !self.is_orphaned() && (self.desired_state == DesiredState::Running || !self.status.state.is_terminal())
+    }
+
+    /// Whether the task was lost with its node (declared down). It keeps its
+    /// slot's claim until a replacement runs: if the node comes back first
+    /// with the container still running, the task is taken back and the
+    /// replacement dropped.
+    pub fn is_orphaned(&self) -> bool {
+        self.status.state == TaskState::Orphaned
+    }
+
+    /// Whether the task is up: running, and healthy if it has a health check
+    /// (its own or the image's). A task whose health check has not passed yet
+    /// (`starting`) or failed is not up: a rollout does not count it, its
+    /// monitor period has not started, and `deploy --wait` waits for it.
+    pub fn is_up(&self) -> bool {
+        self.status.state == TaskState::Running && !matches!(self.status.health.as_str(), "starting" | "unhealthy")
     }
 
     /// The Docker container name: `<stack>_<service>.<slot>.<task-id-prefix>`

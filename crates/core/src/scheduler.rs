@@ -15,7 +15,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use crate::command::Placement;
 use crate::model::{
-    Availability, DesiredState, Node, NodeId, NodeState, Protocol, PublishMode, Resources, Task, TaskState,
+    Availability, DesiredState, Node, NodeId, NodeState, Protocol, Resources, Task, TaskState, node_label,
 };
 use crate::state::ClusterState;
 
@@ -74,16 +74,6 @@ impl std::fmt::Display for Refusal {
     }
 }
 
-/// Ports a task binds on its node: host-mode ports, and (until the routing
-/// mesh exists) ingress-mode ones too.
-fn host_ports(t: &Task) -> impl Iterator<Item = (u16, Protocol)> + '_ {
-    t.template
-        .ports
-        .iter()
-        .filter(|p| matches!(p.mode, PublishMode::Host | PublishMode::Ingress))
-        .filter_map(|p| p.published.map(|pp| (pp, p.protocol)))
-}
-
 #[derive(Default)]
 struct NodeLoad {
     ports: BTreeSet<(u16, Protocol)>,
@@ -94,7 +84,7 @@ struct NodeLoad {
 
 impl NodeLoad {
     fn add(&mut self, t: &Task) {
-        self.ports.extend(host_ports(t));
+        self.ports.extend(t.template.node_ports());
         self.total += 1;
         *self.per_service.entry(t.service_id.clone()).or_default() += 1;
         let r = &t.template.resources.reservations;
@@ -145,16 +135,19 @@ fn check(node: &Node, load: &NodeLoad, task: &Task) -> Option<Refusal> {
             return Some(Refusal::Generic(kind.clone(), need, free));
         }
     }
-    host_ports(task).find(|p| load.ports.contains(p)).map(|(p, proto)| Refusal::PortInUse(p, proto))
+    task.template.node_ports().find(|p| load.ports.contains(p)).map(|(p, proto)| Refusal::PortInUse(p, proto))
 }
 
 /// How a node ranks for a task, lowest first: tasks of the service per
 /// preference value, tasks of the service on the node, tasks on the node.
 type Rank = (Vec<usize>, usize, usize);
 
-/// The value of a preference key (`node.labels.zone`) on a node.
+/// The value of a preference key on a node. As in swarmkit (`nodeSet.tree`),
+/// only `node.labels.<label>` (prefix in any case, label as written)
+/// spreads: a node without the label has the empty value, and any other key
+/// has the same value on every node, so it spreads nothing.
 fn preference_value<'a>(node: &'a Node, key: &str) -> &'a str {
-    key.strip_prefix("node.labels.").and_then(|l| node.labels.get(l)).map_or("", String::as_str)
+    node_label(key).and_then(|l| node.labels.get(l)).map_or("", String::as_str)
 }
 
 impl Scheduler for SpreadScheduler {
@@ -230,5 +223,35 @@ impl Scheduler for SpreadScheduler {
             }
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::NodeRole;
+
+    /// swarmkit `nodeSet.tree`: a `node.labels.` descriptor (prefix in any
+    /// case) spreads over the label as written; any other descriptor
+    /// (`node.id`, `node.hostname`) gives every node the same value.
+    #[test]
+    fn preference_values_follow_swarmkit() {
+        let node = Node {
+            id: "n1".into(),
+            name: "n1".into(),
+            addr: "10.0.0.5:4280".into(),
+            role: NodeRole::Worker,
+            availability: Availability::Active,
+            state: NodeState::Ready,
+            labels: [("rack".to_string(), "r1".to_string())].into_iter().collect(),
+            resources: Resources::default(),
+            engine_version: String::new(),
+            updated_at: 0,
+        };
+        assert_eq!(preference_value(&node, "node.labels.rack"), "r1");
+        assert_eq!(preference_value(&node, "node.Labels.rack"), "r1");
+        assert_eq!(preference_value(&node, "node.labels.Rack"), "");
+        assert_eq!(preference_value(&node, "node.id"), "");
+        assert_eq!(preference_value(&node, "node.hostname"), "");
     }
 }

@@ -135,7 +135,10 @@ pub struct ClusterState {
 pub const NODE_REMOVED: &str = "node removed";
 
 /// The status message of a task whose node was declared down.
-pub const NODE_DOWN: &str = "node down: the task was replaced elsewhere";
+pub const NODE_DOWN: &str = "node down: replaced elsewhere unless the node comes back first";
+
+/// The status message of an orphan taken back when its node returned.
+pub const NODE_BACK: &str = "node back: taking the task back";
 
 /// The networks a deploy of `spec` leaves a stack with, given the stack's
 /// current networks (`old`) and services: the spec's, and, without `prune`,
@@ -205,6 +208,22 @@ pub fn make_id(cluster_id: &str, index: u64, seq: u64) -> String {
     String::from_utf8(out).unwrap_or_default()
 }
 
+/// Makes `spec` the service's new revision, the old one kept in its history,
+/// and starts its rollout.
+fn new_revision(cx: &mut Ctx, s: &mut Service, spec: ServiceSpec) {
+    let old = std::mem::replace(&mut s.spec, spec);
+    s.history.push(Revision { revision: s.revision, spec: old, deployed_at: s.updated_at });
+    if s.history.len() > REVISIONS_KEPT {
+        let excess = s.history.len() - REVISIONS_KEPT;
+        s.history.drain(..excess);
+    }
+    s.revision += 1;
+    s.updated_at = cx.at;
+    s.update = UpdateStatus { state: UpdateState::Updating, started_at: cx.at, ..Default::default() };
+    let (id, rev) = (s.id.clone(), s.revision);
+    cx.event(ObjectKind::Service, Action::Update, &id, &s.name, &s.stack, format!("revision {rev}"));
+}
+
 /// Command `k` of a batch numbers its ids from `k << BATCH_SEQ_SHIFT`: one
 /// command makes far fewer than 2^32 ids.
 const BATCH_SEQ_SHIFT: u32 = 32;
@@ -258,6 +277,7 @@ impl ClusterState {
                 self.init(&mut cx, cluster_id, security.as_ref(), node.as_ref())
             }
             Command::PutStack { spec, prune, .. } => self.put_stack(&mut cx, spec, *prune),
+            Command::ForceUpdate { service, .. } => self.force_update(&mut cx, service),
             Command::RemoveStack { name, .. } => self.remove_stack(&mut cx, name),
             Command::UpsertNode { node, .. } => self.upsert_node(&mut cx, node),
             Command::SetNodeState { id, state, .. } => match self.nodes.get_mut(id) {
@@ -266,8 +286,10 @@ impl ClusterState {
                     n.updated_at = cx.at;
                     let (id, name) = (n.id.clone(), n.name.clone());
                     cx.event(ObjectKind::Node, Action::Update, &id, &name, "", format!("{state:?}").to_lowercase());
-                    if *state == NodeState::Down {
-                        self.orphan_tasks_of(&mut cx, &id);
+                    match state {
+                        NodeState::Down => self.orphan_tasks_of(&mut cx, &id),
+                        NodeState::Ready => self.take_back_orphans(&mut cx, &id),
+                        _ => {}
                     }
                 }
                 Some(_) => {}
@@ -409,17 +431,21 @@ impl ClusterState {
         }
     }
 
-    /// A node was declared down: its tasks that had not ended are no longer
-    /// wanted and become `orphaned`, so the orchestrators start replacements
-    /// on the nodes that are up at once (as Swarm does). If the node comes
-    /// back, its reports of those tasks change nothing (observed states only
-    /// move forward) and its agent stops their containers.
+    /// A node was declared down: its tasks that had not ended become
+    /// `orphaned`. An orphan no longer holds its slot, so the orchestrators
+    /// start a replacement on the nodes that are up at once (as Swarm does),
+    /// but it stays wanted until its replacement runs: if the node comes back
+    /// first, it is taken back (`take_back_orphans`). A job's
+    /// task is no longer wanted at once (a job's run is counted per task).
     fn orphan_tasks_of(&mut self, cx: &mut Ctx, node_id: &str) {
+        let services = &self.services;
         for t in self.tasks.values_mut().filter(|t| t.node_id.as_deref() == Some(node_id)) {
             if t.status.state.is_terminal() {
                 continue;
             }
-            t.desired_state = DesiredState::Shutdown;
+            if services.get(&t.service_id).is_none_or(|s| s.spec.mode.is_job()) {
+                t.desired_state = DesiredState::Shutdown;
+            }
             t.status = TaskStatus {
                 state: TaskState::Orphaned,
                 timestamp: cx.at,
@@ -432,6 +458,81 @@ impl ClusterState {
             let (id, service, stack) = (t.id.clone(), t.service_name.clone(), t.stack.clone());
             cx.event(ObjectKind::Task, Action::Update, &id, &service, &stack, NODE_DOWN.to_string());
         }
+    }
+
+    /// A node came back: each of its orphans that is still wanted, still of
+    /// its service's current spec, and whose slot has no task up elsewhere
+    /// is taken back: it becomes `assigned` again (its agent adopts the
+    /// container if it still runs, or starts a new one), and the slot's
+    /// replacements that have not started yet are dropped. Nothing restarts
+    /// that did not need to. The other orphans are no longer wanted: their
+    /// agent stops their containers.
+    fn take_back_orphans(&mut self, cx: &mut Ctx, node_id: &str) {
+        let orphans: Vec<TaskId> = self
+            .tasks
+            .values()
+            .filter(|t| {
+                t.node_id.as_deref() == Some(node_id) && t.is_orphaned() && t.desired_state == DesiredState::Running
+            })
+            .map(|t| t.id.clone())
+            .collect();
+        for id in orphans {
+            let Some(t) = self.tasks.get(&id) else { continue };
+            let same_slot = |o: &Task| {
+                o.id != t.id
+                    && o.service_id == t.service_id
+                    && if t.slot == 0 { o.slot == 0 && o.node_id == t.node_id } else { o.slot == t.slot }
+            };
+            let current = self.services.get(&t.service_id).is_some_and(|s| s.spec.task == t.template);
+            let replaced =
+                self.tasks.values().any(|o| same_slot(o) && o.desired_state == DesiredState::Running && o.is_up());
+            if !current || replaced {
+                self.set_desired_shutdown(cx, &id);
+                continue;
+            }
+            let dropped: Vec<TaskId> = self
+                .tasks
+                .values()
+                .filter(|o| same_slot(o) && o.desired_state == DesiredState::Running && !o.status.state.is_terminal())
+                .map(|o| o.id.clone())
+                .collect();
+            for d in dropped {
+                self.set_desired_shutdown(cx, &d);
+            }
+            if let Some(t) = self.tasks.get_mut(&id) {
+                t.status = TaskStatus {
+                    state: TaskState::Assigned,
+                    timestamp: cx.at,
+                    message: NODE_BACK.into(),
+                    container_id: std::mem::take(&mut t.status.container_id),
+                    ..TaskStatus::default()
+                };
+                let (id, service, stack) = (t.id.clone(), t.service_name.clone(), t.stack.clone());
+                cx.event(ObjectKind::Task, Action::Update, &id, &service, &stack, NODE_BACK.to_string());
+            }
+        }
+    }
+
+    /// Sets a task's desired state to Shutdown. A task that was never
+    /// assigned to a node has no agent to stop it: it is shut down at once.
+    fn set_desired_shutdown(&mut self, cx: &mut Ctx, id: &str) {
+        let Some(t) = self.tasks.get_mut(id) else { return };
+        if t.desired_state == DesiredState::Shutdown {
+            return;
+        }
+        t.desired_state = DesiredState::Shutdown;
+        let mut msg = "desired shutdown".to_string();
+        if t.node_id.is_none() && !t.status.state.is_terminal() {
+            t.status = TaskStatus {
+                state: TaskState::Shutdown,
+                timestamp: cx.at,
+                message: "shut down before it was scheduled".into(),
+                ..TaskStatus::default()
+            };
+            msg = "shutdown: never scheduled".into();
+        }
+        let (id, name, stack) = (t.id.clone(), t.service_name.clone(), t.stack.clone());
+        cx.event(ObjectKind::Task, Action::Update, &id, &name, &stack, msg);
     }
 
     /// Removes a node. Its tasks are no longer wanted; those that had not
@@ -687,6 +788,13 @@ impl ClusterState {
         Some(StackNetwork { stack: stack.to_string(), key: key.clone(), spec: spec.clone() })
     }
 
+    /// The volume of the stack `stack` whose engine name is `name`, with its
+    /// key: what an agent needs to create it for a task that mounts it.
+    pub fn stack_volume(&self, stack: &str, name: &str) -> Option<crate::model::StackVolume> {
+        let (key, spec) = self.stacks.get(stack)?.volumes.iter().find(|(_, v)| v.name == name)?;
+        Some(crate::model::StackVolume { stack: stack.to_string(), key: key.clone(), spec: spec.clone() })
+    }
+
     /// A SHA-256 over the whole state, to compare managers.
     pub fn state_hash(&self) -> String {
         digest(&serde_json::to_vec(self).unwrap_or_default())
@@ -735,20 +843,16 @@ impl ClusterState {
             let full = format!("{}_{}", spec.name, svc.name);
             let existing = self.services.values_mut().find(|s| s.name == full);
             match existing {
-                Some(s) if s.spec == *svc => result.unchanged.push(full),
                 Some(s) => {
-                    let old = std::mem::replace(&mut s.spec, svc.clone());
-                    s.history.push(Revision { revision: s.revision, spec: old, deployed_at: s.updated_at });
-                    if s.history.len() > REVISIONS_KEPT {
-                        let excess = s.history.len() - REVISIONS_KEPT;
-                        s.history.drain(..excess);
+                    // A deploy keeps the service's force counter (as `docker stack deploy` does).
+                    let mut svc = svc.clone();
+                    svc.task.force_update = s.spec.task.force_update;
+                    if s.spec == svc {
+                        result.unchanged.push(full);
+                    } else {
+                        new_revision(cx, s, svc);
+                        result.updated.push(full);
                     }
-                    s.revision += 1;
-                    s.updated_at = cx.at;
-                    s.update = UpdateStatus { state: UpdateState::Updating, started_at: cx.at, ..Default::default() };
-                    let (id, rev) = (s.id.clone(), s.revision);
-                    cx.event(ObjectKind::Service, Action::Update, &id, &full, &spec.name, format!("revision {rev}"));
-                    result.updated.push(full);
                 }
                 None => {
                     cx.seq += 1;
@@ -791,6 +895,21 @@ impl ClusterState {
         }
         self.collect_objects(cx, &spec.name, Some(spec));
         cx.out.deploy = Some(result);
+    }
+
+    /// `ForceUpdate`: a new revision that differs only in the force counter.
+    fn force_update(&mut self, cx: &mut Ctx, name: &str) {
+        let Some(s) = self.services.values_mut().find(|s| s.name == name) else {
+            cx.out.rejected = Some(format!("no service named {name:?}"));
+            return;
+        };
+        if s.spec.mode.is_job() {
+            cx.out.rejected = Some(format!("{name} is a job: deploy it again to run it again"));
+            return;
+        }
+        let mut spec = s.spec.clone();
+        spec.task.force_update = spec.task.force_update.wrapping_add(1);
+        new_revision(cx, s, spec);
     }
 
     fn remove_service(&mut self, cx: &mut Ctx, id: &str) -> Option<String> {
@@ -879,14 +998,10 @@ impl ClusterState {
                 cx.event(ObjectKind::Service, Action::Update, &id, &name, &stack, msg);
             }
         }
+        // Desired state only moves forward: a stopped task is never revived.
         for (tid, desired) in &plan.set_desired {
-            if let Some(t) = self.tasks.get_mut(tid) {
-                // Desired state only moves forward: a stopped task is never revived.
-                if *desired > t.desired_state {
-                    t.desired_state = *desired;
-                    let (id, name, stack) = (t.id.clone(), t.service_name.clone(), t.stack.clone());
-                    cx.event(ObjectKind::Task, Action::Update, &id, &name, &stack, "desired shutdown".into());
-                }
+            if *desired == DesiredState::Shutdown {
+                self.set_desired_shutdown(cx, tid);
             }
         }
         for tid in &plan.delete {

@@ -19,11 +19,19 @@ pub(crate) struct View {
     pub known_health: String,
 }
 
+/// How long a task waits for a host port that another container of the
+/// cluster holds (one in its stop grace period) before it fails.
+pub(crate) const PORT_WAIT_MS: u64 = 60_000;
+
 /// Why a container is being stopped.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) enum StopCause {
     /// The task's desired state became Shutdown: report Shutdown once stopped.
     Shutdown,
+    /// The container became unhealthy (the last probe's output): report
+    /// Failed once stopped, so that its replacement never finds the
+    /// container still holding its ports, as in Swarm.
+    Unhealthy(String),
     /// The task is already terminal (reported, or known to the manager) but
     /// its container runs: stop it, report nothing, end in this state.
     Silent(TaskState),
@@ -36,10 +44,20 @@ pub(crate) enum Phase {
     Locating,
     /// Making sure the image is present.
     Preparing,
+    /// Making sure the task's named volumes exist, as the stack declares them.
+    Mounting,
     /// Making sure the task's networks exist.
     Networking,
     /// Creating the container.
     Creating,
+    /// The container exists; waiting for the host ports it publishes to be
+    /// free (another container of the cluster may still hold them).
+    AwaitingPorts {
+        /// Container id.
+        container_id: String,
+        /// The holder last reported (empty: none yet).
+        held: String,
+    },
     /// Starting the container.
     Starting {
         /// Container id.
@@ -99,6 +117,11 @@ pub(crate) enum Event {
     ImageReady,
     /// The image is missing and could not be pulled.
     ImageFailed(String),
+    /// Every named volume of the task exists as its stack declares it.
+    VolumesReady,
+    /// A named volume of the task is missing and cannot be created, or
+    /// exists with another driver or other options.
+    VolumesFailed(String),
     /// Every network of the task exists.
     NetworksReady,
     /// A network of the task is missing and cannot be created (an external
@@ -108,8 +131,24 @@ pub(crate) enum Event {
     Created(String),
     /// Docker refused to create the container.
     CreateFailed(String),
+    /// The host ports the task publishes are free.
+    PortsFree,
+    /// A host port the task publishes is held by another running container.
+    PortsHeld {
+        /// Who holds which port, in words.
+        holder: String,
+        /// Whether stackd manages the holder (it frees the port when its
+        /// task stops); a port held by anything else never frees.
+        managed: bool,
+        /// How long the task has waited for it so far.
+        waited_ms: u64,
+    },
     /// The container started.
-    Started,
+    Started {
+        /// Its health right after the start: `starting` when it has a health
+        /// check (its own or the image's), empty when it has none.
+        health: String,
+    },
     /// Docker could not start the container.
     StartFailed(String),
     /// The container exited with this code.
@@ -127,6 +166,9 @@ pub(crate) enum Event {
     },
     /// The task's desired state became Shutdown.
     ShutdownRequested,
+    /// The manager's record of the running task went back to `assigned`: it
+    /// had been lost with this node, which came back and took it back.
+    Reassigned,
     /// The container was stopped.
     Stopped {
         /// Its exit code, if known.
@@ -141,17 +183,23 @@ pub(crate) enum Op {
     Locate,
     /// Ensure the image → [`Event::ImageReady`] / [`Event::ImageFailed`].
     EnsureImage,
+    /// Ensure the task's named volumes → [`Event::VolumesReady`] / [`Event::VolumesFailed`].
+    EnsureVolumes,
     /// Ensure the task's networks → [`Event::NetworksReady`] / [`Event::NetworksFailed`].
     EnsureNetworks,
     /// Create the container → [`Event::Created`] / [`Event::CreateFailed`] /
     /// [`Event::Located`] when a container of the task already has the name.
     Create,
+    /// Check that no other container holds the host ports the task publishes
+    /// → [`Event::PortsFree`] / [`Event::PortsHeld`] (after a pause when the
+    /// last check found them held).
+    CheckPorts(String),
     /// Connect it to the task's other networks and start it →
     /// [`Event::Started`] / [`Event::StartFailed`].
     Start(String),
     /// Wait for exit, health change or shutdown → [`Event::Exited`],
     /// [`Event::Vanished`], [`Event::Health`], [`Event::ShutdownRequested`],
-    /// [`Event::StillRunning`].
+    /// [`Event::Reassigned`], [`Event::StillRunning`].
     Watch {
         /// Container id.
         container_id: String,
@@ -238,8 +286,10 @@ fn resume(phase: &Phase) -> Option<Op> {
     match phase {
         Phase::Locating => Some(Op::Locate),
         Phase::Preparing => Some(Op::EnsureImage),
+        Phase::Mounting => Some(Op::EnsureVolumes),
         Phase::Networking => Some(Op::EnsureNetworks),
         Phase::Creating => Some(Op::Create),
+        Phase::AwaitingPorts { container_id, .. } => Some(Op::CheckPorts(container_id.clone())),
         Phase::Starting { container_id } => Some(Op::Start(container_id.clone())),
         Phase::Running { container_id, health } => Some(watch(container_id, health)),
         Phase::Stopping { container_id, .. } => Some(Op::Stop(container_id.clone())),
@@ -258,6 +308,17 @@ fn exited(id: &str, code: i64, health: &str, view: &View) -> (Phase, Step) {
     };
     let state = report.state;
     (Phase::Done { state }, Step::report(report.container(id).exit(Some(code)).health(health)))
+}
+
+/// The message of a running task whose container turned unhealthy, while it stops.
+const UNHEALTHY_STOPPING: &str = "container unhealthy: stopping it";
+
+/// A container was created (or found created): report Starting, then make
+/// sure its host ports are free before starting it.
+fn created(id: &str) -> (Phase, Step) {
+    let report = Report::new(TaskState::Starting, "starting").container(id);
+    let phase = Phase::AwaitingPorts { container_id: id.to_string(), held: String::new() };
+    (phase, Step::report(report).then(Op::CheckPorts(id.to_string())))
 }
 
 /// Stop the container and report Shutdown.
@@ -308,9 +369,18 @@ fn located(found: Option<Found>, view: &View) -> (Phase, Step) {
                 && view.known_health == found.health;
             let mut step = Step::op(watch(id, &found.health));
             if !known {
-                step.reports.push(
-                    Report::new(TaskState::Running, "adopted running container").container(id).health(&found.health),
-                );
+                let report = match found.health.as_str() {
+                    "unhealthy" => Report::new(TaskState::Running, UNHEALTHY_STOPPING),
+                    _ => Report::new(TaskState::Running, "adopted running container"),
+                };
+                step.reports.push(report.container(id).health(&found.health));
+            }
+            if found.health == "unhealthy" {
+                // Found unhealthy (the agent was away when it turned): stop it, then fail it.
+                let cause = StopCause::Unhealthy("found unhealthy when adopted".into());
+                let phase = Phase::Stopping { container_id: found.id.clone(), health: found.health, cause };
+                step.op = Some(Op::Stop(found.id));
+                return (phase, step);
             }
             (Phase::Running { container_id: found.id, health: found.health }, step)
         }
@@ -319,10 +389,7 @@ fn located(found: Option<Found>, view: &View) -> (Phase, Step) {
         }
         FoundState::Exited(code) => exited(id, code, &found.health, view),
         FoundState::Created if view.desired == DesiredState::Shutdown => shut_down_before_start(id),
-        FoundState::Created => {
-            let report = Report::new(TaskState::Starting, "starting").container(id);
-            (Phase::Starting { container_id: found.id.clone() }, Step::report(report).then(Op::Start(found.id)))
-        }
+        FoundState::Created => created(&found.id),
     }
 }
 
@@ -334,9 +401,16 @@ pub(crate) fn next(phase: Phase, event: Event, view: &View) -> (Phase, Step) {
         (Phase::Locating | Phase::Creating, Event::Located(found)) => located(found, view),
 
         (Phase::Preparing, Event::ImageReady) if shutdown => shut_down_before_start(""),
-        (Phase::Preparing, Event::ImageReady) => (Phase::Networking, Step::op(Op::EnsureNetworks)),
+        (Phase::Preparing, Event::ImageReady) => (Phase::Mounting, Step::op(Op::EnsureVolumes)),
         (Phase::Preparing, Event::ImageFailed(err)) => {
             let report = Report::new(TaskState::Rejected, "image unavailable").err(err);
+            (Phase::Done { state: TaskState::Rejected }, Step::report(report))
+        }
+
+        (Phase::Mounting, Event::VolumesReady) if shutdown => shut_down_before_start(""),
+        (Phase::Mounting, Event::VolumesReady) => (Phase::Networking, Step::op(Op::EnsureNetworks)),
+        (Phase::Mounting, Event::VolumesFailed(err)) => {
+            let report = Report::new(TaskState::Rejected, "volume unavailable").err(err);
             (Phase::Done { state: TaskState::Rejected }, Step::report(report))
         }
 
@@ -348,20 +422,40 @@ pub(crate) fn next(phase: Phase, event: Event, view: &View) -> (Phase, Step) {
         }
 
         (Phase::Creating, Event::Created(id)) if shutdown => shut_down_before_start(&id),
-        (Phase::Creating, Event::Created(id)) => {
-            let report = Report::new(TaskState::Starting, "starting").container(&id);
-            (Phase::Starting { container_id: id.clone() }, Step::report(report).then(Op::Start(id)))
-        }
+        (Phase::Creating, Event::Created(id)) => created(&id),
         (Phase::Creating, Event::CreateFailed(err)) => {
             let report = Report::new(TaskState::Rejected, "cannot create container").err(err);
             (Phase::Done { state: TaskState::Rejected }, Step::report(report))
         }
 
-        (Phase::Starting { container_id }, Event::Started) if shutdown => stop(&container_id, ""),
-        (Phase::Starting { container_id }, Event::Started) => {
-            let report = Report::new(TaskState::Running, "started").container(&container_id);
-            let step = Step::report(report).then(watch(&container_id, ""));
-            (Phase::Running { container_id, health: String::new() }, step)
+        (Phase::AwaitingPorts { container_id, .. }, Event::PortsFree | Event::PortsHeld { .. }) if shutdown => {
+            shut_down_before_start(&container_id)
+        }
+        (Phase::AwaitingPorts { container_id, .. }, Event::PortsFree) => {
+            let op = Op::Start(container_id.clone());
+            (Phase::Starting { container_id }, Step::op(op))
+        }
+        (Phase::AwaitingPorts { container_id, held }, Event::PortsHeld { holder, managed, waited_ms }) => {
+            if !managed || waited_ms >= PORT_WAIT_MS {
+                let err = if managed { format!("{holder} after {} s", waited_ms / 1000) } else { holder };
+                let report = Report::new(TaskState::Failed, "cannot start container").err(err).container(&container_id);
+                return (Phase::Done { state: TaskState::Failed }, Step::report(report));
+            }
+            let op = Op::CheckPorts(container_id.clone());
+            let step = if held == holder {
+                Step::op(op)
+            } else {
+                let message = format!("waiting: {holder}");
+                Step::report(Report::new(TaskState::Starting, &message).container(&container_id)).then(op)
+            };
+            (Phase::AwaitingPorts { container_id, held: holder }, step)
+        }
+
+        (Phase::Starting { container_id }, Event::Started { health }) if shutdown => stop(&container_id, &health),
+        (Phase::Starting { container_id }, Event::Started { health }) => {
+            let report = Report::new(TaskState::Running, "started").container(&container_id).health(&health);
+            let step = Step::report(report).then(watch(&container_id, &health));
+            (Phase::Running { container_id, health }, step)
         }
         (Phase::Starting { container_id }, Event::StartFailed(err)) => {
             let report = Report::new(TaskState::Failed, "cannot start container").err(err).container(&container_id);
@@ -381,17 +475,20 @@ pub(crate) fn next(phase: Phase, event: Event, view: &View) -> (Phase, Step) {
             (Phase::Running { container_id, health }, Step::op(op))
         }
         (Phase::Running { container_id, health }, Event::ShutdownRequested) => stop(&container_id, &health),
+        (Phase::Running { container_id, health }, Event::Reassigned) => {
+            let report = Report::new(TaskState::Running, "adopted running container").container(&container_id);
+            let step = Step::report(report.health(&health)).then(watch(&container_id, &health));
+            (Phase::Running { container_id, health }, step)
+        }
         (Phase::Running { container_id, health }, Event::Health { status, .. }) if status == health => {
             let op = watch(&container_id, &health);
             (Phase::Running { container_id, health }, Step::op(op))
         }
         (Phase::Running { container_id, .. }, Event::Health { status, output }) if status == "unhealthy" => {
-            let report = Report::new(TaskState::Failed, "container unhealthy")
-                .err(format!("unhealthy: {output}"))
-                .container(&container_id)
-                .health(&status);
+            // Failed only once stopped: until then the container holds its ports.
+            let report = Report::new(TaskState::Running, UNHEALTHY_STOPPING).container(&container_id).health(&status);
             let op = Op::Stop(container_id.clone());
-            let cause = StopCause::Silent(TaskState::Failed);
+            let cause = StopCause::Unhealthy(output);
             (Phase::Stopping { container_id, health: status, cause }, Step::report(report).then(op))
         }
         (Phase::Running { container_id, .. }, Event::Health { status, .. }) => {
@@ -408,6 +505,14 @@ pub(crate) fn next(phase: Phase, event: Event, view: &View) -> (Phase, Step) {
                     .exit(exit_code)
                     .health(&health);
                 (Phase::Done { state: TaskState::Shutdown }, Step::report(report))
+            }
+            StopCause::Unhealthy(output) => {
+                let report = Report::new(TaskState::Failed, "container unhealthy")
+                    .err(format!("unhealthy: {}", output.trim()))
+                    .container(&container_id)
+                    .exit(exit_code)
+                    .health(&health);
+                (Phase::Done { state: TaskState::Failed }, Step::report(report))
             }
             StopCause::Silent(state) => (Phase::Done { state }, Step::default()),
         },

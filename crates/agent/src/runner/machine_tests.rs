@@ -39,6 +39,37 @@ fn nothing_found_prepares() {
 }
 
 #[test]
+fn an_image_then_the_volumes_then_the_networks() {
+    let (phase, step) = next(Phase::Preparing, Event::ImageReady, &fresh());
+    assert_eq!((phase, step), (Phase::Mounting, Step { reports: vec![], op: Some(Op::EnsureVolumes) }));
+    let (phase, step) = next(Phase::Mounting, Event::VolumesReady, &fresh());
+    assert_eq!((phase, step), (Phase::Networking, Step { reports: vec![], op: Some(Op::EnsureNetworks) }));
+}
+
+#[test]
+fn a_volume_that_cannot_be_had_rejects_the_task() {
+    let why = "volume shop_data exists on this node with driver local, no options, but the stack wants …";
+    let (phase, step) = next(Phase::Mounting, Event::VolumesFailed(why.into()), &fresh());
+    assert_eq!(phase, Phase::Done { state: TaskState::Rejected });
+    assert_eq!(states(&step), vec![TaskState::Rejected]);
+    assert_eq!((step.reports[0].message.as_str(), step.reports[0].err.as_str()), ("volume unavailable", why));
+    assert_eq!(step.op, None);
+}
+
+#[test]
+fn a_task_shut_down_while_its_volumes_are_made_ends_before_start() {
+    let (phase, step) = next(Phase::Mounting, Event::VolumesReady, &view(DesiredState::Shutdown, TaskState::Preparing));
+    assert_eq!(phase, Phase::Done { state: TaskState::Shutdown });
+    assert_eq!(states(&step), vec![TaskState::Shutdown]);
+}
+
+#[test]
+fn an_unexpected_event_while_mounting_retries_the_volumes() {
+    let (phase, step) = next(Phase::Mounting, Event::NetworksReady, &fresh());
+    assert_eq!((phase, step.op), (Phase::Mounting, Some(Op::EnsureVolumes)));
+}
+
+#[test]
 fn nothing_found_for_a_running_task_fails_it() {
     let v = View { known_container: "c0ffee".into(), ..view(DesiredState::Running, TaskState::Running) };
     let (phase, step) = next(Phase::Locating, Event::Located(None), &v);
@@ -126,11 +157,60 @@ fn adopting_an_exited_container_of_a_terminal_task_reports_nothing() {
 }
 
 #[test]
-fn adopting_a_created_container_starts_it() {
+fn adopting_a_created_container_starts_it_once_its_ports_are_free() {
     let (phase, step) = next(Phase::Locating, Event::Located(found("c1", FoundState::Created)), &fresh());
-    assert_eq!(phase, Phase::Starting { container_id: "c1".into() });
+    assert_eq!(phase, awaiting("c1", ""));
     assert_eq!(states(&step), vec![TaskState::Starting]);
-    assert_eq!(step.op, Some(Op::Start("c1".into())));
+    assert_eq!(step.op, Some(Op::CheckPorts("c1".into())));
+}
+
+fn awaiting(id: &str, held: &str) -> Phase {
+    Phase::AwaitingPorts { container_id: id.into(), held: held.into() }
+}
+
+fn held(holder: &str, managed: bool, waited_ms: u64) -> Event {
+    Event::PortsHeld { holder: holder.into(), managed, waited_ms }
+}
+
+/// Issue 12, defect 1: a port held by a container of the cluster (one in its
+/// stop grace period) is waited for, the wait shown once per holder.
+#[test]
+fn a_port_held_by_a_stopping_task_is_waited_for() {
+    let h = "host port 8080/tcp is held by container app_web.1.x (task x)";
+    let (phase, step) = next(awaiting("c1", ""), held(h, true, 0), &fresh());
+    assert_eq!(phase, awaiting("c1", h));
+    assert_eq!(states(&step), vec![TaskState::Starting]);
+    assert_eq!(step.reports[0].message, format!("waiting: {h}"));
+    assert_eq!(step.op, Some(Op::CheckPorts("c1".into())));
+    // Still held: checked again, nothing new reported.
+    let (phase, step) = next(phase, held(h, true, 3_000), &fresh());
+    assert_eq!(phase, awaiting("c1", h));
+    assert_eq!(step, Step::op(Op::CheckPorts("c1".into())));
+    // Free: start.
+    let (phase, step) = next(phase, Event::PortsFree, &fresh());
+    assert_eq!(phase, Phase::Starting { container_id: "c1".into() });
+    assert_eq!(step, Step::op(Op::Start("c1".into())));
+}
+
+#[test]
+fn a_port_wait_is_bounded_and_one_held_outside_stackd_fails_at_once() {
+    let h = "host port 8080/tcp is held by container app_web.1.x (task x)";
+    let (phase, step) = next(awaiting("c1", h), held(h, true, PORT_WAIT_MS), &fresh());
+    assert_eq!(phase, Phase::Done { state: TaskState::Failed });
+    assert_eq!(step.reports[0].err, format!("{h} after 60 s"));
+    let h = "host port 8080/tcp is held by container nginx, which stackd does not manage";
+    let (phase, step) = next(awaiting("c1", ""), held(h, false, 0), &fresh());
+    assert_eq!(phase, Phase::Done { state: TaskState::Failed });
+    assert_eq!(step.reports[0].err, h);
+    assert_eq!(step.reports[0].container_id, "c1");
+}
+
+#[test]
+fn a_task_shut_down_while_it_waits_for_a_port_never_starts() {
+    let v = view(DesiredState::Shutdown, TaskState::Starting);
+    let (phase, step) = next(awaiting("c1", "x"), held("x", true, 1_000), &v);
+    assert_eq!(phase, Phase::Done { state: TaskState::Shutdown });
+    assert_eq!(states(&step), vec![TaskState::Shutdown]);
 }
 
 #[test]
@@ -169,7 +249,7 @@ fn a_missing_network_rejects() {
 
 #[test]
 fn an_unexpected_event_while_networking_ensures_again() {
-    let (phase, step) = next(Phase::Networking, Event::Started, &fresh());
+    let (phase, step) = next(Phase::Networking, Event::Started { health: String::new() }, &fresh());
     assert_eq!(phase, Phase::Networking);
     assert_eq!(step, Step { reports: vec![], op: Some(Op::EnsureNetworks) });
 }
@@ -192,12 +272,12 @@ fn missing_image_rejects() {
 }
 
 #[test]
-fn created_starts() {
+fn created_checks_its_ports() {
     let (phase, step) = next(Phase::Creating, Event::Created("c1".into()), &fresh());
-    assert_eq!(phase, Phase::Starting { container_id: "c1".into() });
+    assert_eq!(phase, awaiting("c1", ""));
     assert_eq!(states(&step), vec![TaskState::Starting]);
     assert_eq!(step.reports[0].container_id, "c1");
-    assert_eq!(step.op, Some(Op::Start("c1".into())));
+    assert_eq!(step.op, Some(Op::CheckPorts("c1".into())));
 }
 
 #[test]
@@ -216,17 +296,31 @@ fn name_conflict_with_the_same_task_adopts() {
 
 #[test]
 fn started_runs_and_watches() {
-    let (phase, step) = next(Phase::Starting { container_id: "c1".into() }, Event::Started, &fresh());
+    let started = Event::Started { health: String::new() };
+    let (phase, step) = next(Phase::Starting { container_id: "c1".into() }, started, &fresh());
     assert_eq!(phase, running("c1", ""));
     assert_eq!(states(&step), vec![TaskState::Running]);
     assert_eq!(step.reports[0].container_id, "c1");
     assert_eq!(step.op, Some(watch("c1", "")));
 }
 
+/// Issue 12, defect 2: a container with a health check (its own or the
+/// image's) is reported with its health from the start, so the manager never
+/// counts it up before its check passed.
+#[test]
+fn started_with_a_health_check_reports_it_starting() {
+    let started = Event::Started { health: "starting".into() };
+    let (phase, step) = next(Phase::Starting { container_id: "c1".into() }, started, &fresh());
+    assert_eq!(phase, running("c1", "starting"));
+    assert_eq!(step.reports[0].health, "starting");
+    assert_eq!(step.op, Some(watch("c1", "starting")));
+}
+
 #[test]
 fn started_after_shutdown_request_stops() {
     let v = view(DesiredState::Shutdown, TaskState::Starting);
-    let (phase, step) = next(Phase::Starting { container_id: "c1".into() }, Event::Started, &v);
+    let (phase, step) =
+        next(Phase::Starting { container_id: "c1".into() }, Event::Started { health: String::new() }, &v);
     assert!(matches!(phase, Phase::Stopping { cause: StopCause::Shutdown, .. }));
     assert_eq!(step.op, Some(Op::Stop("c1".into())));
 }
@@ -321,17 +415,43 @@ fn health_changes_are_reported() {
 }
 
 #[test]
-fn unhealthy_fails_and_stops() {
-    let ev = Event::Health { status: "unhealthy".into(), output: "wget: can't connect".into() };
+/// Issue 12, defect 1: an unhealthy container is failed only once stopped,
+/// as in Swarm: until then it holds its ports, and its task its slot.
+#[test]
+fn unhealthy_stops_then_fails() {
+    let ev = Event::Health { status: "unhealthy".into(), output: "wget: can't connect\n".into() };
     let (phase, step) = next(running("c1", "healthy"), ev, &fresh());
-    assert!(matches!(phase, Phase::Stopping { cause: StopCause::Silent(TaskState::Failed), .. }));
-    assert_eq!(states(&step), vec![TaskState::Failed]);
-    assert_eq!(step.reports[0].err, "unhealthy: wget: can't connect");
+    assert!(matches!(phase, Phase::Stopping { cause: StopCause::Unhealthy(_), .. }));
+    assert_eq!(states(&step), vec![TaskState::Running], "not failed while it stops");
     assert_eq!(step.reports[0].health, "unhealthy");
+    assert_eq!(step.reports[0].message, "container unhealthy: stopping it");
     assert_eq!(step.op, Some(Op::Stop("c1".into())));
     let (phase, step) = next(phase, Event::Stopped { exit_code: Some(137) }, &fresh());
     assert_eq!(phase, Phase::Done { state: TaskState::Failed });
-    assert!(step.reports.is_empty(), "the failure was reported once already");
+    assert_eq!(states(&step), vec![TaskState::Failed]);
+    assert_eq!(step.reports[0].err, "unhealthy: wget: can't connect");
+    assert_eq!(step.reports[0].exit_code, Some(137));
+    assert_eq!(step.reports[0].health, "unhealthy");
+}
+
+#[test]
+fn an_adopted_unhealthy_container_is_stopped_then_failed() {
+    let found = Some(Found { id: "c1".into(), state: FoundState::Running, health: "unhealthy".into() });
+    let (phase, step) = next(Phase::Locating, Event::Located(found), &fresh());
+    assert!(matches!(phase, Phase::Stopping { cause: StopCause::Unhealthy(_), .. }));
+    assert_eq!(states(&step), vec![TaskState::Running]);
+    assert_eq!(step.op, Some(Op::Stop("c1".into())));
+}
+
+/// Issue 12, defect 6: the manager took the task back after its node
+/// returned; the runner, which never stopped it, says it runs.
+#[test]
+fn a_task_taken_back_reports_it_runs() {
+    let (phase, step) = next(running("c1", "healthy"), Event::Reassigned, &fresh());
+    assert_eq!(phase, running("c1", "healthy"));
+    assert_eq!(states(&step), vec![TaskState::Running]);
+    assert_eq!((step.reports[0].container_id.as_str(), step.reports[0].health.as_str()), ("c1", "healthy"));
+    assert_eq!(step.op, Some(watch("c1", "healthy")));
 }
 
 #[test]

@@ -32,7 +32,7 @@ use std::collections::BTreeMap;
 
 use crate::command::{NewTask, Plan};
 use crate::model::{
-    Availability, DesiredState, NodeState, Service, ServiceMode, TASK_HISTORY_PER_SLOT, Task, TaskState, Timestamp,
+    Availability, DesiredState, NodeState, Service, ServiceMode, TASK_HISTORY_PER_SLOT, Task, Timestamp,
 };
 use crate::state::ClusterState;
 
@@ -92,11 +92,7 @@ pub fn service_counts(state: &ClusterState, svc: &Service) -> ServiceCounts {
     }
     let running = state
         .tasks_of(&svc.id)
-        .filter(|t| {
-            t.desired_state == DesiredState::Running
-                && t.status.state == TaskState::Running
-                && t.template == svc.spec.task
-        })
+        .filter(|t| t.desired_state == DesiredState::Running && t.is_up() && t.template == svc.spec.task)
         .count() as u64;
     ServiceCounts { running, desired: wanted_slots(state, svc).len() as u64, completed: 0 }
 }
@@ -178,6 +174,10 @@ fn service(
             continue;
         }
         for t in tasks {
+            // A global task lost with its node waits for the node to come back.
+            if t.is_orphaned() && matches!(key, SlotKey::Node(n) if state.nodes.contains_key(n)) {
+                continue;
+            }
             if t.desired_state == DesiredState::Running {
                 out.plan.set_desired.push((t.id.clone(), DesiredState::Shutdown));
             } else if t.status.state.is_terminal() {
@@ -199,7 +199,14 @@ fn service(
     for key in wanted {
         let tasks = slots.get(key).unwrap_or(&empty);
         let wanted_here: Vec<&Task> =
-            tasks.iter().copied().filter(|t| t.desired_state == DesiredState::Running).collect();
+            tasks.iter().copied().filter(|t| t.desired_state == DesiredState::Running && !t.is_orphaned()).collect();
+        // Tasks lost with their node stay wanted until a replacement is up:
+        // the node may come back first with them (see `ClusterState::apply`, SetNodeState).
+        if wanted_here.iter().any(|t| t.is_up()) {
+            for t in tasks.iter().filter(|t| t.is_orphaned() && t.desired_state == DesiredState::Running) {
+                out.plan.set_desired.push((t.id.clone(), DesiredState::Shutdown));
+            }
+        }
         // The slot's task of the current template (at most one: apply refuses a second).
         let current = wanted_here.iter().copied().find(|t| t.template == svc.spec.task);
         let outdated: Vec<&Task> = wanted_here.iter().copied().filter(|t| t.template != svc.spec.task).collect();
@@ -219,7 +226,7 @@ fn service(
                 }
             }
             // The new task runs: outdated ones left by a start-first update stop.
-            Some(t) if t.status.state == TaskState::Running => {
+            Some(t) if t.is_up() => {
                 for old in &outdated {
                     out.plan.set_desired.push((old.id.clone(), DesiredState::Shutdown));
                 }

@@ -1233,13 +1233,19 @@ mod node_down {
         let r = sim.apply(Command::SetNodeState { id: "n2".into(), state: NodeState::Down, at: sim.now });
         assert_eq!(r.rejected, None);
         let t = &sim.state.tasks[&lost.id];
-        assert_eq!((t.status.state, t.desired_state), (TaskState::Orphaned, DesiredState::Shutdown));
+        // Orphaned, but wanted until its replacement is up: the node may come back first.
+        assert_eq!((t.status.state, t.desired_state), (TaskState::Orphaned, DesiredState::Running));
         assert_eq!(t.status.err, NODE_DOWN);
         let o = sim.round();
         assert_eq!(o.plan.create.len(), 1, "the slot fills at once: {:?}", o.plan);
         assert_eq!(o.plan.create[0].slot, lost.slot);
         sim.agent();
         sim.settle();
+        assert_eq!(
+            sim.state.tasks[&lost.id].desired_state,
+            DesiredState::Shutdown,
+            "replaced once its replacement ran"
+        );
         let running = sim.running("app_web");
         assert_eq!(running.len(), 3);
         assert!(running.iter().all(|t| t.node_id.as_deref() != Some("n2")), "nothing placed on the down node");
@@ -1252,6 +1258,158 @@ mod node_down {
         // A lost node is no failure of the spec: nothing rolls back.
         assert_eq!(sim.service("app_web").update.state, UpdateState::Completed);
         assert_eq!(sim.service("app_web").revision, 1);
+    }
+
+    fn down(sim: &mut Sim, node: &str) {
+        let r = sim.apply(Command::SetNodeState { id: node.into(), state: NodeState::Down, at: sim.now });
+        assert_eq!(r.rejected, None);
+    }
+
+    fn back(sim: &mut Sim, node: &str) {
+        let r = sim.apply(Command::SetNodeState { id: node.into(), state: NodeState::Ready, at: sim.now });
+        assert_eq!(r.rejected, None);
+    }
+
+    /// The agent of a node that came back adopts the containers it still runs.
+    fn adopt(sim: &mut Sim, node: &str) {
+        let assigned: Vec<String> = sim
+            .state
+            .tasks
+            .values()
+            .filter(|t| {
+                t.node_id.as_deref() == Some(node)
+                    && t.desired_state == DesiredState::Running
+                    && t.status.state == TaskState::Assigned
+            })
+            .map(|t| t.id.clone())
+            .collect();
+        for id in assigned {
+            sim.report(&id, TaskState::Running, None);
+        }
+    }
+
+    /// Issue 12, defect 6: the only node is down for a while (its
+    /// replacements have nowhere to run); when it comes back with its
+    /// containers running, they are kept and the pending replacements dropped.
+    #[test]
+    fn a_node_that_returns_before_its_tasks_were_replaced_keeps_them() {
+        let mut sim = Sim::new(&["n1"]);
+        sim.converge(vec![spec("web", 2, "web:1")]);
+        let before: Vec<String> = sim.running("app_web").iter().map(|t| t.id.clone()).collect();
+        down(&mut sim, "n1");
+        sim.settle();
+        let svc = sim.service("app_web").id.clone();
+        let pending: Vec<String> =
+            sim.state.tasks_of(&svc).filter(|t| t.status.state == TaskState::Pending).map(|t| t.id.clone()).collect();
+        assert_eq!(pending.len(), 2, "replacements wait for a node");
+        sim.now += 25_000;
+        back(&mut sim, "n1");
+        for id in &before {
+            let t = &sim.state.tasks[id];
+            assert_eq!((t.status.state, t.desired_state), (TaskState::Assigned, DesiredState::Running));
+            assert_eq!(t.status.container_id, format!("ctr-{id}"), "the agent finds its container by it");
+        }
+        for id in &pending {
+            let t = &sim.state.tasks[id];
+            assert_eq!((t.status.state, t.desired_state), (TaskState::Shutdown, DesiredState::Shutdown));
+        }
+        adopt(&mut sim, "n1");
+        sim.settle();
+        sim.agent();
+        sim.settle();
+        let mut after: Vec<String> = sim.running("app_web").iter().map(|t| t.id.clone()).collect();
+        after.sort();
+        let mut before = before;
+        before.sort();
+        assert_eq!(after, before, "the same tasks run: nothing restarted");
+        let wanted = sim.state.tasks_of(&svc).filter(|t| t.desired_state == DesiredState::Running).count();
+        assert_eq!(wanted, 2);
+    }
+
+    /// A replacement assigned elsewhere but not yet running is dropped too;
+    /// one that is up wins, and the returning node's task stops.
+    #[test]
+    fn a_replacement_that_is_up_wins_one_that_is_not_is_dropped() {
+        let mut sim = Sim::new(&["n1", "n2"]);
+        let mut s = spec("web", 1, "web:1");
+        s.task.placement.max_replicas_per_node = 1;
+        sim.converge(vec![s]);
+        let lost = sim.running("app_web")[0].clone();
+        let (home, other) = if lost.node_id.as_deref() == Some("n1") { ("n1", "n2") } else { ("n2", "n1") };
+        down(&mut sim, home);
+        sim.settle();
+        let svc = sim.service("app_web").id.clone();
+        let replacement = sim
+            .state
+            .tasks_of(&svc)
+            .find(|t| t.id != lost.id && t.desired_state == DesiredState::Running)
+            .cloned()
+            .expect("a replacement");
+        assert_eq!(replacement.node_id.as_deref(), Some(other));
+        assert_eq!(replacement.status.state, TaskState::Assigned);
+        back(&mut sim, home);
+        assert_eq!(sim.state.tasks[&replacement.id].desired_state, DesiredState::Shutdown);
+        assert_eq!(sim.state.tasks[&lost.id].status.state, TaskState::Assigned);
+
+        // Again, but this time the replacement is up before the node returns.
+        adopt(&mut sim, home);
+        sim.agent();
+        sim.settle();
+        assert_eq!(sim.running("app_web").iter().map(|t| t.id.clone()).collect::<Vec<_>>(), vec![lost.id.clone()]);
+        down(&mut sim, home);
+        sim.settle();
+        sim.agent();
+        sim.settle();
+        let up = sim.running("app_web")[0].id.clone();
+        assert_ne!(up, lost.id);
+        assert_eq!(sim.state.tasks[&lost.id].desired_state, DesiredState::Shutdown, "replaced for good");
+        back(&mut sim, home);
+        sim.settle();
+        sim.agent();
+        assert_eq!(sim.running("app_web").iter().map(|t| t.id.clone()).collect::<Vec<_>>(), vec![up]);
+        assert_eq!(sim.state.tasks[&lost.id].status.state, TaskState::Orphaned, "not taken back");
+    }
+
+    /// A global task waits for its node: it is taken back when the node returns.
+    #[test]
+    fn a_global_task_is_taken_back_when_its_node_returns() {
+        let mut sim = Sim::new(&["n1", "n2"]);
+        let mut s = spec("agent", 0, "agent:1");
+        s.mode = ServiceMode::Global;
+        sim.converge(vec![s]);
+        let svc = sim.service("app_agent").id.clone();
+        let on_n2 = sim.state.tasks_of(&svc).find(|t| t.node_id.as_deref() == Some("n2")).expect("task").id.clone();
+        down(&mut sim, "n2");
+        sim.settle();
+        assert_eq!(sim.state.tasks[&on_n2].desired_state, DesiredState::Running, "kept for its node");
+        back(&mut sim, "n2");
+        adopt(&mut sim, "n2");
+        sim.settle();
+        sim.agent();
+        let ids: Vec<String> = sim.state.tasks_of(&svc).map(|t| t.id.clone()).collect();
+        assert_eq!(ids.len(), 2, "no second task for n2: {ids:?}");
+        assert!(sim.running("app_agent").iter().any(|t| t.id == on_n2));
+    }
+
+    /// A task whose service changed while its node was down is not taken back.
+    #[test]
+    fn an_outdated_orphan_is_not_taken_back() {
+        let mut sim = Sim::new(&["n1"]);
+        sim.converge(vec![spec("web", 1, "web:1")]);
+        let lost = sim.running("app_web")[0].id.clone();
+        down(&mut sim, "n1");
+        sim.settle();
+        sim.deploy(vec![spec("web", 1, "web:2")]);
+        sim.settle();
+        back(&mut sim, "n1");
+        assert_eq!(sim.state.tasks[&lost].desired_state, DesiredState::Shutdown);
+        sim.settle();
+        sim.agent();
+        sim.settle();
+        sim.agent();
+        let running = sim.running("app_web");
+        assert_eq!(running.len(), 1);
+        assert_eq!(running[0].template.image, "web:2");
     }
 
     #[test]
@@ -1389,5 +1547,134 @@ mod node_removal {
         }
         sim.settle();
         assert_eq!(sim.service("app_migrate").update.state, UpdateState::Completed);
+    }
+}
+
+/// Issue 12, defect 2: a task with a health check counts only once healthy.
+mod health {
+    use super::*;
+
+    fn report_health(sim: &mut Sim, id: &str, state: TaskState, health: &str) {
+        let node_id = sim.state.tasks[id].node_id.clone().expect("assigned");
+        let status = TaskStatus {
+            state,
+            timestamp: sim.now,
+            container_id: format!("ctr-{id}"),
+            health: health.into(),
+            ..Default::default()
+        };
+        sim.apply(Command::UpdateTaskStatus {
+            updates: vec![TaskStatusUpdate { task_id: id.into(), node_id, status }],
+            at: sim.now,
+        });
+    }
+
+    #[test]
+    fn a_rollout_waits_for_health_and_monitors_from_it() {
+        let mut sim = Sim::new(&["n1"]);
+        sim.deploy(vec![spec("web", 1, "web:1")]);
+        sim.settle();
+        let id = sim.state.tasks.keys().next().expect("a task").clone();
+        // Running, health check not passed yet: not up.
+        report_health(&mut sim, &id, TaskState::Running, "starting");
+        sim.settle();
+        assert_eq!(service_counts(&sim.state, sim.service("app_web")).running, 0);
+        sim.now += 60_000;
+        sim.settle();
+        assert_eq!(sim.service("app_web").update.state, UpdateState::Updating, "not converged while starting");
+        // Healthy: up, and the monitor period counts from now.
+        report_health(&mut sim, &id, TaskState::Running, "healthy");
+        assert_eq!(service_counts(&sim.state, sim.service("app_web")).running, 1);
+        let o = sim.round();
+        assert_eq!(o.wake_at, Some(sim.now + UpdateConfig::default().monitor_ms));
+        assert_eq!(sim.service("app_web").update.state, UpdateState::Updating);
+        sim.now += UpdateConfig::default().monitor_ms;
+        sim.settle();
+        assert_eq!(sim.service("app_web").update.state, UpdateState::Completed);
+    }
+
+    #[test]
+    fn a_start_first_update_keeps_the_old_task_until_the_new_one_is_healthy() {
+        let mut sim = Sim::new(&["n1"]);
+        let mut s = spec("web", 1, "web:1");
+        s.update.order = UpdateOrder::StartFirst;
+        sim.converge(vec![s.clone()]);
+        let old = sim.running("app_web")[0].id.clone();
+        s.task.image = "web:2".into();
+        sim.deploy(vec![s]);
+        sim.settle();
+        let new =
+            sim.state.tasks.values().find(|t| t.template.image == "web:2").map(|t| t.id.clone()).expect("new task");
+        report_health(&mut sim, &new, TaskState::Running, "starting");
+        sim.settle();
+        assert_eq!(sim.state.tasks[&old].desired_state, DesiredState::Running, "the old one serves meanwhile");
+        report_health(&mut sim, &new, TaskState::Running, "healthy");
+        sim.settle();
+        assert_eq!(sim.state.tasks[&old].desired_state, DesiredState::Shutdown);
+    }
+}
+
+/// Issue 12, defect 1: a paused service has a way out that needs no spec
+/// change (Swarm's `service update --force`).
+mod force_update {
+    use super::*;
+
+    #[test]
+    fn a_force_update_resumes_a_paused_service_and_replaces_its_tasks() {
+        let mut sim = Sim::new(&["n1"]);
+        sim.converge(vec![spec("web", 2, "web:1")]);
+        sim.deploy(vec![spec("web", 2, "web:bad")]);
+        fail_the_first_updated_task(&mut sim);
+        assert_eq!(sim.service("app_web").update.state, UpdateState::Paused);
+        let before: Vec<String> = sim.state.tasks.keys().cloned().collect();
+        // Redeploying the same file changes nothing.
+        sim.deploy(vec![spec("web", 2, "web:bad")]);
+        assert_eq!(sim.service("app_web").update.state, UpdateState::Paused);
+        let r = sim.apply(Command::ForceUpdate { service: "app_web".into(), at: sim.now });
+        assert_eq!(r.rejected, None);
+        let svc = sim.service("app_web");
+        assert_eq!((svc.update.state, svc.revision, svc.spec.task.force_update), (UpdateState::Updating, 3, 1));
+        for _ in 0..8 {
+            sim.agent();
+            sim.now += 1_000;
+            sim.settle();
+        }
+        sim.now += 10_000;
+        sim.settle();
+        assert_eq!(sim.service("app_web").update.state, UpdateState::Completed);
+        let running = sim.running("app_web");
+        assert_eq!(running.len(), 2);
+        assert!(running.iter().all(|t| !before.contains(&t.id)), "every task replaced");
+        // A deploy keeps the counter: the same file is still up to date.
+        let r = sim.apply(Command::PutStack {
+            spec: StackSpec {
+                name: "app".into(),
+                services: [("web".to_string(), spec("web", 2, "web:bad"))].into(),
+                ..Default::default()
+            },
+            prune: false,
+            at: sim.now,
+        });
+        assert_eq!(r.deploy.expect("a deploy result").unchanged, vec!["app_web".to_string()]);
+        assert_eq!(
+            sim.apply(Command::ForceUpdate { service: "app_nope".into(), at: sim.now }).rejected.as_deref(),
+            Some("no service named \"app_nope\"")
+        );
+    }
+
+    #[test]
+    fn a_task_that_was_never_scheduled_shuts_down_at_once() {
+        let mut sim = Sim::new(&[]);
+        sim.deploy(vec![spec("web", 2, "web:1")]);
+        sim.settle();
+        let svc = sim.service("app_web").id.clone();
+        assert!(sim.state.tasks_of(&svc).all(|t| t.status.state == TaskState::Pending));
+        sim.deploy(vec![spec("web", 1, "web:1")]);
+        sim.settle();
+        // Slot 2's task was shut down at once (no agent would ever report it
+        // stopped), then deleted with its unwanted slot.
+        let states: Vec<(u64, DesiredState, TaskState)> =
+            sim.state.tasks_of(&svc).map(|t| (t.slot, t.desired_state, t.status.state)).collect();
+        assert_eq!(states, vec![(1, DesiredState::Running, TaskState::Pending)]);
     }
 }

@@ -80,11 +80,9 @@ pub(super) fn step(
     let mut converged = dirty.is_empty();
     let mut stable_at: Timestamp = 0;
     for key in wanted {
-        let running_current = slots.get(key).and_then(|ts| {
-            ts.iter().find(|t| {
-                current(t) && t.desired_state == DesiredState::Running && t.status.state == TaskState::Running
-            })
-        });
+        let running_current = slots
+            .get(key)
+            .and_then(|ts| ts.iter().find(|t| current(t) && t.desired_state == DesiredState::Running && t.is_up()));
         match running_current {
             Some(t) => stable_at = stable_at.max(t.status.timestamp.saturating_add(monitor)),
             None => converged = false,
@@ -116,10 +114,9 @@ pub(super) fn step(
     // outdated one, waiting its turn) or in flight (being stopped, filled or
     // started): what counts against `parallelism`.
     let done = |k: &SlotKey| {
-        slots.get(k).is_some_and(|ts| {
-            ts.iter()
-                .any(|t| current(t) && t.desired_state == DesiredState::Running && t.status.state == TaskState::Running)
-        })
+        slots
+            .get(k)
+            .is_some_and(|ts| ts.iter().any(|t| current(t) && t.desired_state == DesiredState::Running && t.is_up()))
     };
     let in_flight = wanted.iter().filter(|k| !done(k) && !dirty.iter().any(|(d, _)| d == *k)).count() as u64;
     let parallelism = policy.parallelism;

@@ -216,6 +216,7 @@ impl From<&model::TaskTemplate> for v1::TaskTemplate {
             configs: value.configs.iter().map(file_ref).collect(),
             secrets: value.secrets.iter().map(file_ref).collect(),
             networks: value.networks.iter().map(Into::into).collect(),
+            force_update: value.force_update,
         }
     }
 }
@@ -283,6 +284,7 @@ impl TryFrom<v1::TaskTemplate> for model::TaskTemplate {
             configs: value.configs.into_iter().map(file_ref_from).collect(),
             secrets: value.secrets.into_iter().map(file_ref_from).collect(),
             networks: try_vec(value.networks)?,
+            force_update: value.force_update,
         })
     }
 }
