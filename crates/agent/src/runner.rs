@@ -17,7 +17,7 @@ mod machine;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use stackd_core::model::{DesiredState, Protocol, Task, TaskState, TaskStatus};
+use stackd_core::model::{DesiredState, MountKind, Protocol, Task, TaskState, TaskStatus};
 use tokio::sync::{mpsc, watch};
 use tracing::{debug, info, warn};
 
@@ -168,6 +168,13 @@ impl Runner {
                     Err(e) => Event::ImageFailed(e.to_string()),
                 }
             }
+            Op::EnsureVolumes => {
+                let task = self.task();
+                match self.ensure_volumes(&task).await {
+                    Ok(()) => Event::VolumesReady,
+                    Err(e) => Event::VolumesFailed(e),
+                }
+            }
             Op::EnsureNetworks => {
                 let task = self.task();
                 match self.ensure_networks(&task).await {
@@ -219,6 +226,20 @@ impl Runner {
             Op::Stop(id) => self.stop(&id).await?,
         };
         if self.removed() { Err(Removed) } else { Ok(event) }
+    }
+
+    /// Makes sure every named volume `task` mounts exists, with the specs
+    /// the manager sent (driver, options, labels); the first problem, in
+    /// words. Anonymous volumes, binds and tmpfs need nothing.
+    async fn ensure_volumes(&self, task: &Task) -> Result<(), String> {
+        let named = task.template.mounts.iter().filter(|m| m.kind == MountKind::Volume && !m.source.is_empty());
+        for m in named {
+            let Some(vol) = self.networks.volume(&task.stack, &m.source) else {
+                return Err(format!("volume {}: the manager sent no definition of it", m.source));
+            };
+            self.exec.ensure_volume(&self.ctx, &vol).await.map_err(|e| e.to_string())?;
+        }
+        Ok(())
     }
 
     /// Makes sure every network of `task` exists, with the specs the manager

@@ -28,7 +28,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use stackd_core::model::{StackNetwork, Task, TaskId, TaskStatus};
+use stackd_core::model::{StackNetwork, StackVolume, Task, TaskId, TaskStatus};
 use stackd_proto::v1;
 use stackd_proto::v1::dispatcher_client::DispatcherClient;
 use tokio::sync::mpsc;
@@ -143,8 +143,8 @@ fn period(ms: u64) -> Option<Duration> {
 }
 
 /// Converts wire assignments; tasks that do not convert are listed as
-/// unreadable; networks that do not convert are dropped (a task that needs
-/// one is rejected for want of its definition).
+/// unreadable; networks and volumes that do not convert are dropped (a task
+/// that needs one is rejected for want of its definition).
 pub(crate) fn assignment(a: v1::Assignments) -> Assignment {
     let mut out = Assignment { full: a.full, removed: a.removed, ..Assignment::default() };
     for wire in a.networks {
@@ -152,6 +152,13 @@ pub(crate) fn assignment(a: v1::Assignments) -> Assignment {
         match StackNetwork::try_from(wire) {
             Ok(n) => out.networks.push(n),
             Err(e) => warn!(network = %key, error = %e, "ignoring a network the dispatcher sent"),
+        }
+    }
+    for wire in a.volumes {
+        let key = wire.key.clone();
+        match StackVolume::try_from(wire) {
+            Ok(v) => out.volumes.push(v),
+            Err(e) => warn!(volume = %key, error = %e, "ignoring a volume the dispatcher sent"),
         }
     }
     for o in a.objects {
@@ -469,7 +476,17 @@ mod tests {
             removed: vec!["t3".into()],
             objects: vec![],
             networks: vec![network, broken],
+            volumes: vec![
+                v1::StackVolume {
+                    stack: "shop".into(),
+                    key: "data".into(),
+                    spec: Some(v1::VolumeSpec { name: "shop_data".into(), ..Default::default() }),
+                },
+                v1::StackVolume { stack: "shop".into(), key: "bad".into(), spec: None },
+            ],
         });
+        assert_eq!(a.volumes.len(), 1);
+        assert_eq!((a.volumes[0].key.as_str(), a.volumes[0].spec.name.as_str()), ("data", "shop_data"));
         assert_eq!(a.networks.len(), 1);
         assert_eq!((a.networks[0].key.as_str(), a.networks[0].spec.name.as_str()), ("back", "shop_back"));
         assert!(a.full);

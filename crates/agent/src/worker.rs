@@ -21,6 +21,11 @@
 //! itself refuses to remove a network a running container uses, so
 //! networks shared with other nodes on the same engine are safe.
 //!
+//! Volumes: each assignment also carries the specs of the named volumes its
+//! tasks mount; a runner creates a volume (with its driver, options and
+//! labels) before the first container that mounts it. Volumes are never
+//! removed: they hold data.
+//!
 //! Runners report status changes as [`StatusReport`]s on the channel given to
 //! [`Worker::new`]. [`Worker::shutdown`] aborts every runner without touching
 //! containers: a restarted agent adopts them.
@@ -29,7 +34,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use stackd_core::model::{StackNetwork, Task, TaskId, TaskStatus};
+use stackd_core::model::{StackNetwork, StackVolume, Task, TaskId, TaskStatus};
 use tokio::sync::{Notify, mpsc, watch};
 use tokio::task::JoinSet;
 use tracing::{debug, info, warn};
@@ -64,6 +69,9 @@ pub struct Assignment {
     /// The networks the tasks of this assignment attach to (with `full`:
     /// every network of the node's tasks).
     pub networks: Vec<StackNetwork>,
+    /// The named volumes the tasks of this assignment mount (with `full`:
+    /// every named volume of the node's tasks).
+    pub volumes: Vec<StackVolume>,
 }
 
 /// How long the network collector waits after it is woken, so that the
@@ -74,11 +82,14 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// What the worker shares with its runners about networks.
+/// What the worker shares with its runners about networks (and the specs
+/// of named volumes, which are never collected).
 #[derive(Debug, Default)]
 pub(crate) struct Networks {
     /// The specs the dispatcher sent, by stack and engine name.
     specs: Mutex<BTreeMap<(String, String), StackNetwork>>,
+    /// The volume specs the dispatcher sent, by stack and engine name.
+    volumes: Mutex<BTreeMap<(String, String), StackVolume>>,
     /// Engine names of the networks the node's live tasks attach to.
     wanted: Mutex<BTreeSet<String>>,
     /// Wakes the collector.
@@ -89,6 +100,22 @@ impl Networks {
     /// The spec of the network `name` of the stack `stack`, as last sent.
     pub(crate) fn get(&self, stack: &str, name: &str) -> Option<StackNetwork> {
         lock(&self.specs).get(&(stack.to_string(), name.to_string())).cloned()
+    }
+
+    /// The spec of the named volume `name` of the stack `stack`, as last sent.
+    pub(crate) fn volume(&self, stack: &str, name: &str) -> Option<StackVolume> {
+        lock(&self.volumes).get(&(stack.to_string(), name.to_string())).cloned()
+    }
+
+    /// Records the volume specs of an assignment (a full one replaces them all).
+    fn record_volumes(&self, full: bool, volumes: Vec<StackVolume>) {
+        let mut specs = lock(&self.volumes);
+        if full {
+            specs.clear();
+        }
+        for v in volumes {
+            specs.insert((v.stack.clone(), v.spec.name.clone()), v);
+        }
     }
 
     /// Asks the collector for a pass soon.
@@ -209,6 +236,7 @@ impl Worker {
             self.jobs.spawn(collect_networks(exec, ctx, networks));
         }
         self.networks.record(assignment.full, std::mem::take(&mut assignment.networks));
+        self.networks.record_volumes(assignment.full, std::mem::take(&mut assignment.volumes));
         self.files.store(assignment.full, std::mem::take(&mut assignment.objects));
         let p = plan(&self.task_ids(), &assignment);
         debug!(
@@ -418,6 +446,23 @@ mod tests {
         let wanted = wanted_networks([&running, &stopping, &stopped]);
         let names: Vec<&str> = wanted.iter().map(String::as_str).collect();
         assert_eq!(names, ["shop_back", "shop_db", "shop_front"]);
+    }
+
+    #[test]
+    fn volume_specs_are_kept_per_stack_and_replaced_by_a_full_set() {
+        let vol = |stack: &str, name: &str| StackVolume {
+            stack: stack.into(),
+            key: "data".into(),
+            spec: stackd_core::model::VolumeSpec { name: name.into(), ..Default::default() },
+        };
+        let n = Networks::default();
+        n.record_volumes(true, vec![vol("shop", "shop_data"), vol("blog", "shared")]);
+        n.record_volumes(false, vec![vol("shop", "shared")]);
+        assert!(n.volume("shop", "shop_data").is_some());
+        assert_eq!(n.volume("blog", "shared").map(|s| s.stack), Some("blog".to_string()));
+        assert_eq!(n.volume("shop", "shared").map(|s| s.stack), Some("shop".to_string()));
+        n.record_volumes(true, vec![vol("blog", "shared")]);
+        assert_eq!(n.volume("shop", "shop_data"), None);
     }
 
     #[test]

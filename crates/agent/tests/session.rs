@@ -98,6 +98,7 @@ fn assign(session_id: &str, tasks: &[Task]) -> Result<v1::SessionMessage, Status
             removed: vec![],
             objects: vec![],
             networks: vec![],
+            volumes: vec![],
         }),
         managers: vec![],
     })

@@ -334,6 +334,9 @@ fn volume(v: &VolumeSpec) -> Value {
     if let Some(d) = &v.driver {
         o.insert("driver".into(), json!(d));
     }
+    if !v.driver_opts.is_empty() {
+        o.insert("driver_opts".into(), map(&v.driver_opts));
+    }
     if !v.labels.is_empty() {
         o.insert("labels".into(), map(&v.labels));
     }

@@ -3,8 +3,9 @@
 //! ```text
 //!  agent ──Session──► register node (UpsertNode + Ready) ──► stream:
 //!                       full task set of the node, then changes, each with
-//!                       the specs of the networks its tasks attach to, and
-//!                       the managers' addresses
+//!                       the specs of the networks its tasks attach to and
+//!                       of the named volumes they mount, and the
+//!                       managers' addresses
 //!        ──Heartbeat──► last-seen time (leader memory, not replicated)
 //!        ──UpdateTaskStatus──► one UpdateTaskStatus command per call
 //!
@@ -32,7 +33,8 @@ use std::time::{Duration, Instant};
 
 use stackd_core::command::TaskStatusUpdate;
 use stackd_core::model::{
-    Availability, DataKind, DesiredState, Node, NodeRole, NodeState, Resources, StackNetwork, Task, TaskId,
+    Availability, DataKind, DesiredState, MountKind, Node, NodeRole, NodeState, Resources, StackNetwork, StackVolume,
+    Task, TaskId,
 };
 use stackd_core::{ClusterState, Command};
 use stackd_proto::v1;
@@ -186,9 +188,35 @@ impl Dispatcher {
 /// A network by the stack that declares it and its engine name.
 type NetworkKey = (String, String);
 
-/// The tasks of one node, and the networks they attach to (those their
-/// stack declares; a task's stack may have dropped one meanwhile).
-fn node_tasks(raft: &RaftNode, node_id: &str) -> (HashMap<TaskId, Task>, BTreeMap<NetworkKey, StackNetwork>) {
+/// The named volumes a task mounts, by its stack and their engine names.
+fn volume_keys(t: &Task) -> impl Iterator<Item = NetworkKey> + '_ {
+    t.template
+        .mounts
+        .iter()
+        .filter(|m| m.kind == MountKind::Volume && !m.source.is_empty())
+        .map(|m| (t.stack.clone(), m.source.clone()))
+}
+
+/// The volumes `tasks` mount, among `known`.
+fn volumes_of<'a>(
+    tasks: impl IntoIterator<Item = &'a Task>,
+    known: &BTreeMap<NetworkKey, StackVolume>,
+) -> Vec<v1::StackVolume> {
+    let keys: BTreeSet<NetworkKey> = tasks.into_iter().flat_map(volume_keys).collect();
+    keys.iter().filter_map(|k| known.get(k)).map(v1::StackVolume::from).collect()
+}
+
+/// What a node's tasks need besides themselves: the networks they attach
+/// to and the named volumes they mount, as their stacks declare them.
+#[derive(Debug, Default)]
+struct NodeNeeds {
+    networks: BTreeMap<NetworkKey, StackNetwork>,
+    volumes: BTreeMap<NetworkKey, StackVolume>,
+}
+
+/// The tasks of one node, and the networks and volumes they need (those
+/// their stack declares; a task's stack may have dropped one meanwhile).
+fn node_tasks(raft: &RaftNode, node_id: &str) -> (HashMap<TaskId, Task>, NodeNeeds) {
     raft.shared().read(|s| {
         let tasks: HashMap<TaskId, Task> = s
             .tasks
@@ -207,7 +235,17 @@ fn node_tasks(raft: &RaftNode, node_id: &str) -> (HashMap<TaskId, Task>, BTreeMa
                 }
             }
         }
-        (tasks, networks)
+        let mut volumes = BTreeMap::new();
+        for t in tasks.values() {
+            for key in volume_keys(t) {
+                if !volumes.contains_key(&key)
+                    && let Some(v) = s.stack_volume(&key.0, &key.1)
+                {
+                    volumes.insert(key, v);
+                }
+            }
+        }
+        (tasks, NodeNeeds { networks, volumes })
     })
 }
 
@@ -279,21 +317,24 @@ async fn stream_assignments(
             return;
         }
         applied.borrow_and_update();
-        let (now, networks) = node_tasks(&raft, &node_id);
+        let (now, needs) = node_tasks(&raft, &node_id);
         let managers = raft.shared().read(manager_addrs);
         let changed: Vec<&Task> = now.values().filter(|t| sent.get(&t.id) != Some(*t)).collect();
         let removed: Vec<String> = sent.keys().filter(|id| !now.contains_key(*id)).cloned().collect();
         let tasks_changed = first || !changed.is_empty() || !removed.is_empty();
         if tasks_changed || managers != sent_managers {
             let assignments = tasks_changed.then(|| {
-                let networks = if first {
-                    networks_of(now.values(), &networks)
+                let (networks, volumes) = if first {
+                    (networks_of(now.values(), &needs.networks), volumes_of(now.values(), &needs.volumes))
                 } else {
-                    networks_of(changed.iter().copied(), &networks)
+                    (
+                        networks_of(changed.iter().copied(), &needs.networks),
+                        volumes_of(changed.iter().copied(), &needs.volumes),
+                    )
                 };
                 let objects = raft.shared().read(|s| file_objects(s, &changed, &mut sent_objects));
                 let updated: Vec<v1::Task> = changed.into_iter().map(v1::Task::from).collect();
-                v1::Assignments { full: first, tasks: updated, removed, objects, networks }
+                v1::Assignments { full: first, tasks: updated, removed, objects, networks, volumes }
             });
             // Every message carries the whole list: a few short addresses,
             // in messages that come only on changes, and the agent never
@@ -501,5 +542,33 @@ mod tests {
         // A network the stack no longer declares is not sent (its task is rejected for want of it).
         assert!(networks_of([task("shop", &["shop_gone"])].iter(), &known).is_empty());
         assert!(networks_of(std::iter::empty(), &known).is_empty());
+    }
+
+    #[test]
+    fn a_message_carries_the_named_volumes_of_its_tasks_once_each() {
+        use stackd_core::model::{Mount, VolumeSpec};
+        let known: BTreeMap<NetworkKey, StackVolume> = [("shop", "data", "shop_data"), ("shop", "nfs", "shared")]
+            .iter()
+            .map(|(stack, key, name)| {
+                let spec = VolumeSpec { name: name.to_string(), ..Default::default() };
+                ((stack.to_string(), name.to_string()), StackVolume { stack: stack.to_string(), key: key.to_string(), spec })
+            })
+            .collect();
+        let mounting = |sources: &[(MountKind, &str)]| {
+            let mut t = task("shop", &[]);
+            t.template.mounts = sources.iter().map(|(kind, s)| Mount::new(*kind, *s, "/m", false)).collect();
+            t
+        };
+        let tasks = [
+            mounting(&[(MountKind::Volume, "shop_data"), (MountKind::Volume, "shared")]),
+            mounting(&[(MountKind::Volume, "shop_data")]),
+            // Binds, tmpfs and anonymous volumes need no definition.
+            mounting(&[(MountKind::Bind, "shared"), (MountKind::Tmpfs, ""), (MountKind::Volume, "")]),
+        ];
+        let sent = volumes_of(tasks.iter(), &known);
+        let got: Vec<(&str, &str)> = sent.iter().map(|v| (v.stack.as_str(), v.key.as_str())).collect();
+        assert_eq!(got, [("shop", "nfs"), ("shop", "data")], "by stack and engine name");
+        assert!(volumes_of([mounting(&[(MountKind::Bind, "shared")])].iter(), &known).is_empty());
+        assert!(volumes_of([mounting(&[(MountKind::Volume, "shop_gone")])].iter(), &known).is_empty());
     }
 }

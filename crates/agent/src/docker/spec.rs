@@ -1,16 +1,19 @@
 //! Building a container's create request from a task: labels, name, mounts,
-//! ports, health check, networks and aliases; and a network's create
-//! request, which networks stackd may remove, and which of two networks of
-//! the same name is kept. Pure: no I/O, unit-tested without Docker.
+//! ports, health check, networks and aliases; a network's create request,
+//! which networks stackd may remove, and which of two networks of the same
+//! name is kept; a volume's create request, and whether a volume that exists
+//! is the one the stack declares. Pure: no I/O, unit-tested without Docker.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use bollard::models::{
     ContainerCreateBody, EndpointSettings, HealthConfig, HostConfig, HostConfigLogConfig, Mount as DockerMount,
     MountTmpfsOptions, MountType, NetworkCreateRequest, NetworkingConfig, PortBinding, ResourcesUlimits, RestartPolicy,
-    RestartPolicyNameEnum,
+    RestartPolicyNameEnum, VolumeCreateRequest,
 };
-use stackd_core::model::{HealthCheck, Mount, MountKind, NetworkAttachment, PortConfig, StackNetwork, Task};
+use stackd_core::model::{
+    HealthCheck, Mount, MountKind, NetworkAttachment, PortConfig, StackNetwork, StackVolume, Task, VolumeSpec,
+};
 use stackd_core::validate::RESERVED_NETWORKS;
 
 use super::ContainerContext;
@@ -32,6 +35,12 @@ pub const LABEL_REVISION: &str = "io.stackd.revision";
 
 /// Label of a network stackd created: its key in the stack.
 pub const LABEL_NETWORK: &str = "io.stackd.network";
+
+/// Label of a volume stackd created: its key in the stack.
+pub const LABEL_VOLUME: &str = "io.stackd.volume";
+
+/// Docker's own volume driver, used when the stack names none.
+pub const LOCAL_VOLUME_DRIVER: &str = "local";
 
 /// The driver of the networks stackd creates when the stack says `bridge`,
 /// `overlay` or nothing: a local bridge network on each node.
@@ -254,6 +263,87 @@ fn created_key(created: &str) -> (String, u32) {
 /// same moment), the one everybody keeps: the oldest, then the lowest id.
 pub fn keeper(same_name: &[NetworkInfo]) -> Option<&NetworkInfo> {
     same_name.iter().min_by(|a, b| (created_key(&a.created), &a.id).cmp(&(created_key(&b.created), &b.id)))
+}
+
+/// The Docker driver of a stack volume: `local` unless the stack names one.
+pub fn volume_driver(driver: Option<&str>) -> &str {
+    match driver {
+        None | Some("") => LOCAL_VOLUME_DRIVER,
+        Some(d) => d,
+    }
+}
+
+/// A driver name as the engine reports it: a plugin installed as
+/// `vieux/sshfs` is listed as `vieux/sshfs:latest`.
+fn same_driver(a: &str, b: &str) -> bool {
+    let plain = |d: &str| d.strip_suffix(":latest").unwrap_or(d).to_string();
+    plain(a) == plain(b)
+}
+
+/// The labels of a volume stackd creates: the stack's labels for it, then
+/// `io.stackd.cluster`, `io.stackd.stack` and `io.stackd.volume`, which win.
+pub fn volume_labels(vol: &StackVolume, ctx: &ContainerContext) -> HashMap<String, String> {
+    let mut labels: HashMap<String, String> = vol.spec.labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    labels.insert(LABEL_CLUSTER.to_string(), ctx.cluster_id.clone());
+    labels.insert(LABEL_STACK.to_string(), vol.stack.clone());
+    labels.insert(LABEL_VOLUME.to_string(), vol.key.clone());
+    labels
+}
+
+/// The create request of a stack volume: its name, driver, options and labels.
+pub(crate) fn volume_body(vol: &StackVolume, ctx: &ContainerContext) -> VolumeCreateRequest {
+    let opts = &vol.spec.driver_opts;
+    VolumeCreateRequest {
+        name: Some(vol.spec.name.clone()),
+        driver: Some(volume_driver(vol.spec.driver.as_deref()).to_string()),
+        driver_opts: (!opts.is_empty()).then(|| opts.iter().map(|(k, v)| (k.clone(), v.clone())).collect()),
+        labels: Some(volume_labels(vol, ctx)),
+        ..Default::default()
+    }
+}
+
+/// A volume as the engine describes it (`docker volume inspect`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct VolumeInfo {
+    /// Name.
+    pub name: String,
+    /// Driver (`local`, or a plugin).
+    pub driver: String,
+    /// The driver options it was created with.
+    pub options: BTreeMap<String, String>,
+    /// Labels.
+    pub labels: BTreeMap<String, String>,
+}
+
+/// `driver local, options {device=/srv, o=bind, type=none}`.
+fn describe_volume(driver: &str, options: &BTreeMap<String, String>) -> String {
+    let opts = if options.is_empty() {
+        "no options".to_string()
+    } else {
+        let pairs: Vec<String> = options.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        format!("options {{{}}}", pairs.join(", "))
+    };
+    format!("driver {driver}, {opts}")
+}
+
+/// How a volume that exists differs from the one the stack declares, in
+/// words, or `None` when it is the same: the same driver and exactly the
+/// same driver options (what decides where its data lives). Labels do not
+/// count: they change nothing about the data, and the engine keeps a
+/// volume's first ones.
+pub fn volume_mismatch(existing: &VolumeInfo, wanted: &VolumeSpec) -> Option<String> {
+    let driver = volume_driver(wanted.driver.as_deref());
+    if same_driver(&existing.driver, driver) && existing.options == wanted.driver_opts {
+        return None;
+    }
+    Some(format!(
+        "volume {} exists on this node with {}, but the stack wants {}: Docker would silently keep the old \
+         settings. Move its data away and remove it (docker volume rm {}), or give the stack's volume another name",
+        existing.name,
+        describe_volume(&existing.driver, &existing.options),
+        describe_volume(driver, &wanted.driver_opts),
+        existing.name,
+    ))
 }
 
 /// The create request of a task's container (its name is [`Task::container_name`]).
@@ -693,5 +783,76 @@ mod tests {
         let d = n("d", "2025-01-01T10:00:00Z");
         assert_eq!(keeper(&[a, b, d]).map(|k| k.id.as_str()), Some("d"));
         assert_eq!(keeper(&[]), None);
+    }
+
+    fn nfs_volume() -> StackVolume {
+        StackVolume {
+            stack: "shop".into(),
+            key: "data".into(),
+            spec: VolumeSpec {
+                name: "shop_data".into(),
+                labels: BTreeMap::from([("team".into(), "a".into()), (LABEL_VOLUME.into(), "forged".into())]),
+                driver_opts: BTreeMap::from([
+                    ("type".into(), "nfs".into()),
+                    ("o".into(), "addr=10.0.0.5,rw".into()),
+                    ("device".into(), ":/export".into()),
+                ]),
+                ..VolumeSpec::default()
+            },
+        }
+    }
+
+    #[test]
+    fn a_volume_is_created_with_its_driver_options_and_labels() {
+        let body = volume_body(&nfs_volume(), &ctx());
+        assert_eq!(body.name.as_deref(), Some("shop_data"));
+        assert_eq!(body.driver.as_deref(), Some("local"));
+        let opts = body.driver_opts.expect("options");
+        assert_eq!(opts.get("type").map(String::as_str), Some("nfs"));
+        assert_eq!(opts.get("device").map(String::as_str), Some(":/export"));
+        let labels = body.labels.expect("labels");
+        assert_eq!(labels.get("team").map(String::as_str), Some("a"));
+        assert_eq!(labels.get(LABEL_VOLUME).map(String::as_str), Some("data"));
+        assert_eq!(labels.get(LABEL_STACK).map(String::as_str), Some("shop"));
+        assert_eq!(labels.get(LABEL_CLUSTER).map(String::as_str), Some("c1"));
+        let plain =
+            StackVolume { spec: VolumeSpec { name: "shop_logs".into(), ..VolumeSpec::default() }, ..nfs_volume() };
+        let body = volume_body(&plain, &ctx());
+        assert_eq!((body.driver.as_deref(), body.driver_opts), (Some("local"), None));
+        assert_eq!(volume_driver(Some("rexray/ebs")), "rexray/ebs");
+    }
+
+    #[test]
+    fn an_existing_volume_must_have_the_stacks_driver_and_options() {
+        let wanted = nfs_volume().spec;
+        let same = VolumeInfo {
+            name: "shop_data".into(),
+            driver: "local".into(),
+            options: wanted.driver_opts.clone(),
+            labels: BTreeMap::new(),
+        };
+        assert_eq!(volume_mismatch(&same, &wanted), None, "labels do not count");
+        // An empty local volume where the stack wants NFS: the data would land on this disk.
+        let local = VolumeInfo { options: BTreeMap::new(), ..same.clone() };
+        let why = volume_mismatch(&local, &wanted).expect("a mismatch");
+        assert_eq!(
+            why,
+            "volume shop_data exists on this node with driver local, no options, but the stack wants driver local, \
+             options {device=:/export, o=addr=10.0.0.5,rw, type=nfs}: Docker would silently keep the old settings. \
+             Move its data away and remove it (docker volume rm shop_data), or give the stack's volume another name"
+        );
+        let other_server = VolumeInfo {
+            options: BTreeMap::from([
+                ("type".into(), "nfs".into()),
+                ("o".into(), "addr=10.0.0.6,rw".into()),
+                ("device".into(), ":/export".into()),
+            ]),
+            ..same.clone()
+        };
+        assert!(volume_mismatch(&other_server, &wanted).is_some());
+        let plugin = VolumeInfo { driver: "vieux/sshfs:latest".into(), ..same.clone() };
+        assert!(volume_mismatch(&plugin, &wanted).is_some());
+        let wanted_plugin = VolumeSpec { driver: Some("vieux/sshfs".into()), ..wanted };
+        assert_eq!(volume_mismatch(&plugin, &wanted_plugin), None, "`:latest` is implied");
     }
 }

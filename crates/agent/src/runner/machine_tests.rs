@@ -39,9 +39,7 @@ fn nothing_found_prepares() {
 }
 
 #[test]
-fn an_image_then_the_volumes_then_the_networks() {
-    let (phase, step) = next(Phase::Preparing, Event::ImageReady, &fresh());
-    assert_eq!((phase, step), (Phase::Mounting, Step { reports: vec![], op: Some(Op::EnsureVolumes) }));
+fn volumes_ready_ensures_the_networks() {
     let (phase, step) = next(Phase::Mounting, Event::VolumesReady, &fresh());
     assert_eq!((phase, step), (Phase::Networking, Step { reports: vec![], op: Some(Op::EnsureNetworks) }));
 }
@@ -214,10 +212,10 @@ fn a_task_shut_down_while_it_waits_for_a_port_never_starts() {
 }
 
 #[test]
-fn image_ready_ensures_the_networks() {
+fn image_ready_ensures_the_volumes() {
     let (phase, step) = next(Phase::Preparing, Event::ImageReady, &fresh());
-    assert_eq!(phase, Phase::Networking);
-    assert_eq!(step, Step { reports: vec![], op: Some(Op::EnsureNetworks) });
+    assert_eq!(phase, Phase::Mounting);
+    assert_eq!(step, Step { reports: vec![], op: Some(Op::EnsureVolumes) });
 }
 
 #[test]

@@ -13,7 +13,7 @@ use crate::validate::{self, RESERVED_NETWORKS, is_valid_name};
 /// Top-level keys of the compose spec that stackd does not handle yet.
 const KNOWN_TOP_LEVEL: &[&str] = &["models"];
 /// Keys of a top-level volume that stackd does not handle yet.
-const KNOWN_VOLUME: &[&str] = &["driver_opts"];
+const KNOWN_VOLUME: &[&str] = &[];
 
 /// Parses and interpolates the text of the current file of `cx` (`first`:
 /// the first of the files). Returns `None` when the file is unusable (then
@@ -170,12 +170,14 @@ fn top_volumes(cx: &mut Ctx, stack: &str, at: &At<'_>) -> BTreeMap<String, Volum
     out
 }
 
-/// One top-level volume: `data:`, `data: {external: true}`, `data: {name: x, driver: y, labels: …}`.
+/// One top-level volume: `data:`, `data: {external: true}`,
+/// `data: {name: x, driver: y, driver_opts: …, labels: …}`.
 fn volume(cx: &mut Ctx, stack: &str, at: &At<'_>) -> Option<VolumeSpec> {
     let mut external = false;
     let mut name = None;
     let mut driver = None;
     let mut labels = BTreeMap::new();
+    let mut driver_opts = BTreeMap::new();
     let mut managed_key = None;
     for e in at.map(cx)? {
         match e.key {
@@ -203,6 +205,17 @@ fn volume(cx: &mut Ctx, stack: &str, at: &At<'_>) -> Option<VolumeSpec> {
                 }
                 managed_key = Some(e);
             }
+            "driver_opts" => {
+                for (item, key, value) in e.pairs(cx) {
+                    match value {
+                        Some(v) => {
+                            driver_opts.insert(key, v);
+                        }
+                        None => cx.error(&item, format!("driver option {key} needs a value")),
+                    }
+                }
+                managed_key = Some(e);
+            }
             key => cx.ignored_key(&e, key, KNOWN_VOLUME),
         }
     }
@@ -213,7 +226,7 @@ fn volume(cx: &mut Ctx, stack: &str, at: &At<'_>) -> Option<VolumeSpec> {
         cx.error(at, "the volume's name must not be empty");
     }
     let name = name.unwrap_or_else(|| if external { at.key.to_string() } else { format!("{stack}_{}", at.key) });
-    Some(VolumeSpec { name, external, driver, labels })
+    Some(VolumeSpec { name, external, driver, labels, driver_opts })
 }
 
 /// The position (file, line, column) of the deepest node the dotted `path`

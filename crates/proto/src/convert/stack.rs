@@ -1,5 +1,5 @@
 //! Stacks: `StackSpec`, `Stack`, `VolumeSpec`, `NetworkSpec`, and the
-//! `StackNetwork` the dispatcher sends to agents.
+//! `StackNetwork` and `StackVolume` the dispatcher sends to agents.
 
 use stackd_core::model;
 
@@ -13,6 +13,7 @@ impl From<&model::VolumeSpec> for v1::VolumeSpec {
             external: value.external,
             driver: value.driver.clone(),
             labels: string_map(&value.labels),
+            driver_opts: string_map(&value.driver_opts),
         }
     }
 }
@@ -26,7 +27,22 @@ impl TryFrom<v1::VolumeSpec> for model::VolumeSpec {
             external: value.external,
             driver: value.driver,
             labels: value.labels.into_iter().collect(),
+            driver_opts: value.driver_opts.into_iter().collect(),
         })
+    }
+}
+
+impl From<&model::StackVolume> for v1::StackVolume {
+    fn from(value: &model::StackVolume) -> Self {
+        Self { stack: value.stack.clone(), key: value.key.clone(), spec: Some((&value.spec).into()) }
+    }
+}
+
+impl TryFrom<v1::StackVolume> for model::StackVolume {
+    type Error = ConvertError;
+
+    fn try_from(value: v1::StackVolume) -> Result<Self, ConvertError> {
+        Ok(Self { stack: value.stack, key: value.key, spec: required_into("StackVolume.spec", value.spec)? })
     }
 }
 
@@ -193,6 +209,7 @@ from_owned!(
     model::VolumeSpec => v1::VolumeSpec,
     model::NetworkSpec => v1::NetworkSpec,
     model::StackNetwork => v1::StackNetwork,
+    model::StackVolume => v1::StackVolume,
     model::StackSpec => v1::StackSpec,
     model::Stack => v1::Stack,
 );
@@ -207,6 +224,11 @@ mod tests {
         round_trip::<_, v1::VolumeSpec>(&volume());
         round_trip::<_, v1::VolumeSpec>(&model::VolumeSpec::default());
         round_trip::<_, v1::VolumeSpec>(&model::VolumeSpec { driver: Some(String::new()), ..volume() });
+        let sv = model::StackVolume { stack: "shop".into(), key: "data".into(), spec: volume() };
+        round_trip::<_, v1::StackVolume>(&sv);
+        round_trip::<_, v1::StackVolume>(&model::StackVolume::default());
+        let missing = v1::StackVolume { stack: "shop".into(), key: "data".into(), spec: None };
+        assert!(model::StackVolume::try_from(missing).is_err());
     }
 
     #[test]

@@ -246,6 +246,7 @@ pub(super) fn volume() -> model::VolumeSpec {
         external: false,
         driver: Some("local".into()),
         labels: labels(&[("backup", "daily")]),
+        driver_opts: labels(&[("type", "nfs"), ("o", "addr=10.0.0.5,rw"), ("device", ":/export")]),
     }
 }
 

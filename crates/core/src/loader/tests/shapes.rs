@@ -85,8 +85,13 @@ fn top_level_volumes_are_namespaced_unless_external_or_named() {
         "services:\n  web:\n    image: x\nvolumes:\n  data:\n  logs:\n    driver: local\n    labels: [a=b]\n  shared:\n    external: true\n  fixed:\n    name: my-fixed\n  old:\n    external:\n      name: legacy\n",
     )
     .spec;
-    let v =
-        |name: &str, external: bool| VolumeSpec { name: name.into(), external, driver: None, labels: BTreeMap::new() };
+    let v = |name: &str, external: bool| VolumeSpec {
+        name: name.into(),
+        external,
+        driver: None,
+        labels: BTreeMap::new(),
+        driver_opts: BTreeMap::new(),
+    };
     assert_eq!(spec.volumes["data"], v("shop_data", false));
     assert_eq!(
         spec.volumes["logs"],
@@ -95,6 +100,31 @@ fn top_level_volumes_are_namespaced_unless_external_or_named() {
     assert_eq!(spec.volumes["shared"], v("shared", true));
     assert_eq!(spec.volumes["fixed"], v("my-fixed", false));
     assert_eq!(spec.volumes["old"], v("legacy", true));
+}
+
+#[test]
+fn a_volumes_driver_opts_are_kept_not_warned_about() {
+    // A Swarm stack mounting NFS through the local driver: the options decide
+    // where the data lives, so they reach the agent, which applies them.
+    let text = "services:\n  web:\n    image: x\n    volumes: [data:/data]\nvolumes:\n  data:\n    driver_opts:\n      type: nfs\n      o: addr=10.0.0.5,rw\n      device: ':/export'\n";
+    let loaded = ok(text);
+    assert!(loaded.warnings.is_empty(), "{:?}", loaded.warnings);
+    let data = &loaded.spec.volumes["data"];
+    assert_eq!(data.driver_opts, map(&[("type", "nfs"), ("o", "addr=10.0.0.5,rw"), ("device", ":/export")]));
+    assert_eq!(data.name, "shop_data");
+}
+
+#[test]
+fn an_external_volume_takes_no_driver_opts() {
+    let errors = super::errors(
+        "services:\n  web:\n    image: x\nvolumes:\n  data:\n    external: true\n    driver_opts: {type: nfs}\n",
+    );
+    assert_eq!(
+        errors,
+        [
+            "stack.yml:7:5: volumes.data.driver_opts: cannot be set on an external volume (volume data is not managed by stackd)"
+        ]
+    );
 }
 
 #[test]
