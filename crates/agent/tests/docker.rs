@@ -11,8 +11,8 @@ use stackd_agent::docker::{ContainerContext, Created, Executor, LABEL_TASK};
 use stackd_agent::files::TaskFiles;
 use stackd_agent::worker::{Assignment, StatusReport, Worker};
 use stackd_core::model::{
-    DesiredState, HealthCheck, Mount, MountKind, NetworkAttachment, NetworkSpec, StackNetwork, Task, TaskState,
-    TaskStatus, TaskTemplate,
+    DesiredState, HealthCheck, Mount, MountKind, NetworkAttachment, NetworkSpec, StackNetwork, StackVolume, Task,
+    TaskState, TaskStatus, TaskTemplate, VolumeSpec,
 };
 use tokio::sync::mpsc;
 
@@ -566,4 +566,167 @@ async fn concurrent_creates_of_one_network_leave_one() {
         exec.ensure_network(&ctx, &net).await.expect("again");
         assert_eq!(exec.networks_named(&name).await.expect("list").len(), 1);
     }
+}
+
+/// Removes volumes by name when dropped (after the containers of `node`).
+struct VolumeCleanup {
+    node: String,
+    volumes: Vec<String>,
+}
+
+impl Drop for VolumeCleanup {
+    fn drop(&mut self) {
+        drop(Cleanup(self.node.clone()));
+        for v in &self.volumes {
+            let _ = std::process::Command::new("docker").args(["volume", "rm", "-f", v]).output();
+        }
+    }
+}
+
+fn stack_volume(stack: &str, key: &str, spec: VolumeSpec) -> StackVolume {
+    StackVolume { stack: stack.into(), key: key.into(), spec }
+}
+
+fn opts(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+    pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+}
+
+/// Issue 12, defect 4: a stack volume whose driver_opts bind it onto a host
+/// directory (as a mounted GlusterFS path or NFS export would be) is created
+/// with them before the task's container, so the data lands in that
+/// directory, not on an empty local volume.
+#[tokio::test]
+async fn a_volume_is_created_with_its_driver_options_and_labels_before_the_task() {
+    let Some(exec) = docker().await else { return };
+    let (ctx, _) = cluster_context();
+    let mut node = Node::new(&exec, &ctx);
+    let dir = std::env::temp_dir().join(uniq("stackd-vol-"));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let mut t = task(&ctx, busybox("echo written-by-task > /data/proof && sleep 300"));
+    let name = format!("{}_data", t.stack);
+    let _cleanup = VolumeCleanup { node: ctx.node_id.clone(), volumes: vec![name.clone()] };
+    t.template.mounts = vec![Mount::new(MountKind::Volume, name.clone(), "/data", false)];
+    let device = dir.display().to_string();
+    let spec = VolumeSpec {
+        name: name.clone(),
+        driver: Some("local".into()),
+        driver_opts: opts(&[("type", "none"), ("o", "bind"), ("device", &device)]),
+        labels: opts(&[("backup", "daily")]),
+        ..VolumeSpec::default()
+    };
+    let volumes = vec![stack_volume(&t.stack, "data", spec)];
+    node.worker.apply(Assignment { full: true, tasks: vec![t.clone()], volumes, ..Default::default() }, false);
+    node.until(&t.id, |s| s.state == TaskState::Running).await;
+
+    let v = docker_inspect("volume", &name);
+    assert_eq!(v["Driver"], "local");
+    assert_eq!(v["Options"], serde_json::json!({"type": "none", "o": "bind", "device": device}), "{v:#}");
+    assert_eq!(v["Labels"]["backup"], "daily");
+    assert_eq!(v["Labels"]["io.stackd.volume"], "data");
+    assert_eq!(v["Labels"]["io.stackd.stack"], t.stack.as_str());
+    assert_eq!(v["Labels"]["io.stackd.cluster"], ctx.cluster_id.as_str());
+    // The task's data is in the directory the options name.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let proof = dir.join("proof");
+    while !proof.exists() {
+        assert!(tokio::time::Instant::now() < deadline, "the task's file is not in {}", dir.display());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(std::fs::read_to_string(&proof).map(|s| s.trim().to_string()).ok().as_deref(), Some("written-by-task"));
+    node.worker.apply(Assignment { full: false, removed: vec![t.id.clone()], ..Assignment::default() }, false);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// This kernel has no NFS client: creating a local volume with NFS options
+/// succeeds (mounting would fail), so only the recorded options are checked.
+#[tokio::test]
+async fn an_nfs_volume_records_its_options() {
+    let Some(exec) = docker().await else { return };
+    let (ctx, _) = cluster_context();
+    let name = uniq("stackd-nfs-");
+    let _cleanup = VolumeCleanup { node: ctx.node_id.clone(), volumes: vec![name.clone()] };
+    let nfs = opts(&[("type", "nfs"), ("o", "addr=10.0.0.5,rw,nfsvers=4"), ("device", ":/export/shop")]);
+    let spec = VolumeSpec { name: name.clone(), driver_opts: nfs.clone(), ..VolumeSpec::default() };
+    exec.ensure_volume(&ctx, &stack_volume("shop", "data", spec.clone())).await.expect("created");
+    let v = docker_inspect("volume", &name);
+    assert_eq!(v["Driver"], "local");
+    assert_eq!(v["Options"], serde_json::to_value(&nfs).expect("json"), "{v:#}");
+    // Again: the same options are fine.
+    exec.ensure_volume(&ctx, &stack_volume("shop", "data", spec)).await.expect("the same volume");
+}
+
+/// A volume that exists with other options (here: a plain local volume where
+/// the stack wants a bind onto shared storage) rejects the task, saying what
+/// the volume has and what the stack wants; the engine's own create would
+/// silently keep the old options.
+#[tokio::test]
+async fn a_volume_with_other_options_rejects_the_task() {
+    let Some(exec) = docker().await else { return };
+    let (ctx, _) = cluster_context();
+    let mut node = Node::new(&exec, &ctx);
+    let mut t = task(&ctx, busybox("sleep 300"));
+    let name = format!("{}_data", t.stack);
+    let _cleanup = VolumeCleanup { node: ctx.node_id.clone(), volumes: vec![name.clone()] };
+    let made = std::process::Command::new("docker").args(["volume", "create", &name]).output().expect("docker");
+    assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
+    t.template.mounts = vec![Mount::new(MountKind::Volume, name.clone(), "/data", false)];
+    let spec = VolumeSpec {
+        name: name.clone(),
+        driver_opts: opts(&[("type", "none"), ("o", "bind"), ("device", "/srv/gluster/shop")]),
+        ..VolumeSpec::default()
+    };
+    let volumes = vec![stack_volume(&t.stack, "data", spec)];
+    node.worker.apply(Assignment { full: true, tasks: vec![t.clone()], volumes, ..Default::default() }, false);
+    let seen = node.until(&t.id, |s| s.state.is_terminal()).await;
+    assert_eq!(states(&seen), vec![TaskState::Preparing, TaskState::Rejected]);
+    assert_eq!(seen[1].message, "volume unavailable");
+    let err = &seen[1].err;
+    assert!(err.starts_with(&format!("volume {name} exists on this node with driver local, no options, but the stack wants driver local, options {{device=/srv/gluster/shop, o=bind, type=none}}")), "{err}");
+    assert!(exec.list_managed(&ctx).await.expect("list").is_empty(), "no container for a rejected task");
+    // The volume was left as it was.
+    assert_eq!(docker_inspect("volume", &name)["Options"], serde_json::Value::Null);
+}
+
+#[tokio::test]
+async fn a_missing_external_volume_or_plugin_rejects_the_task() {
+    let Some(exec) = docker().await else { return };
+    let (ctx, _) = cluster_context();
+    let mut node = Node::new(&exec, &ctx);
+    let (mut ext, mut plug) = (task(&ctx, busybox("sleep 300")), task(&ctx, busybox("sleep 300")));
+    let (ext_name, plug_name) = (uniq("nowhere"), format!("{}_data", plug.stack));
+    let _cleanup = VolumeCleanup { node: ctx.node_id.clone(), volumes: vec![ext_name.clone(), plug_name.clone()] };
+    ext.template.mounts = vec![Mount::new(MountKind::Volume, ext_name.clone(), "/data", false)];
+    plug.template.mounts = vec![Mount::new(MountKind::Volume, plug_name.clone(), "/data", false)];
+    let volumes = vec![
+        stack_volume(
+            &ext.stack,
+            "shared",
+            VolumeSpec { name: ext_name.clone(), external: true, ..VolumeSpec::default() },
+        ),
+        stack_volume(
+            &plug.stack,
+            "data",
+            VolumeSpec {
+                name: plug_name.clone(),
+                driver: Some("stackd-test/no-such-plugin".into()),
+                ..VolumeSpec::default()
+            },
+        ),
+    ];
+    node.worker
+        .apply(Assignment { full: true, tasks: vec![ext.clone(), plug.clone()], volumes, ..Default::default() }, false);
+    let seen = node.until(&ext.id, |s| s.state.is_terminal()).await;
+    assert_eq!(seen.last().map(|s| s.state), Some(TaskState::Rejected));
+    let err = &seen.last().expect("report").err;
+    assert!(err.starts_with(&format!("external volume {ext_name} does not exist on this node")), "{err}");
+    assert!(exec.inspect_volume(&ext_name).await.expect("inspect").is_none(), "an external volume is never created");
+    let seen = node.until(&plug.id, |s| s.state.is_terminal()).await;
+    assert_eq!(seen.last().map(|s| s.state), Some(TaskState::Rejected));
+    let err = &seen.last().expect("report").err;
+    assert!(
+        err.starts_with(&format!(
+            "volume {plug_name}: the volume driver stackd-test/no-such-plugin is not installed on this node"
+        )),
+        "{err}"
+    );
 }
