@@ -91,22 +91,27 @@ impl loader::FileReader for FsReader {
 }
 
 /// Reads and loads the stack files, printing warnings to stderr. On any
-/// error, prints every diagnostic and fails: nothing may be sent.
+/// error, prints every warning and every error and fails: nothing may be sent.
 pub fn load(stack: &str, args: &StackFileArgs) -> Result<Loaded> {
     let (sources, mut options) = read(&args.files, args.env_file.as_deref(), process_env())?;
     options.profiles.clone_from(&args.profiles);
-    match loader::load_with(stack, &sources, &options, &FsReader) {
-        Ok(loaded) => {
-            for w in &loaded.warnings {
-                eprintln!("warning: {w}");
-            }
-            Ok(loaded)
-        }
-        Err(e) => {
-            eprintln!("{e}");
-            anyhow::bail!("the stack files have errors (listed above); nothing was sent")
-        }
+    let result = loader::load_with(stack, &sources, &options, &FsReader);
+    eprint!("{}", diagnostics(&result));
+    match result {
+        Ok(loaded) => Ok(loaded),
+        Err(_) => anyhow::bail!("the stack files have errors (listed above); nothing was sent"),
     }
+}
+
+/// What a load prints on stderr: each warning (`warning: ` first), then each
+/// error, one a line; the warnings of a load with errors too.
+fn diagnostics(result: &Result<Loaded, loader::LoadError>) -> String {
+    let (warnings, errors) = match result {
+        Ok(loaded) => (loaded.warnings.as_slice(), &[][..]),
+        Err(e) => (e.warnings(), e.diagnostics()),
+    };
+    let warnings = warnings.iter().map(|w| format!("warning: {w}\n"));
+    warnings.chain(errors.iter().map(|e| format!("{e}\n"))).collect()
 }
 
 #[cfg(test)]
@@ -207,6 +212,22 @@ mod tests {
                 "{}:2:1: invalid variable name \"BAD LINE\": use letters, digits, `_`, `.` and `-`",
                 dotenv.display()
             )
+        );
+    }
+
+    /// Both `stackctl config` and `stackctl deploy` print through `load`:
+    /// the warnings of a file with errors are printed too, before the errors.
+    #[test]
+    fn warnings_are_printed_with_the_errors() {
+        let files = [stackd_core::loader::SourceFile {
+            name: "stack.yml".into(),
+            text: "services:\n  web:\n    image: x\n    shm_size: 1g\n    enviroment: {}\n".into(),
+        }];
+        let result = load("shop", &files, &Default::default());
+        assert_eq!(
+            super::diagnostics(&result),
+            "warning: stack.yml:4:5: services.web.shm_size: not supported yet; ignored\n\
+             stack.yml:5:5: services.web.enviroment: unknown key `enviroment`: did you mean `environment`?\n"
         );
     }
 

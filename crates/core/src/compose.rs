@@ -204,7 +204,10 @@ pub fn service(s: &ServiceSpec, stack: &StackSpec) -> Value {
     }
     if let Some(l) = &t.logging {
         let mut log = Map::new();
-        log.insert("driver".into(), json!(l.driver));
+        // No driver: the options are for the engine's default driver.
+        if !l.driver.is_empty() {
+            log.insert("driver".into(), json!(l.driver));
+        }
         if !l.options.is_empty() {
             log.insert("options".into(), map(&l.options));
         }

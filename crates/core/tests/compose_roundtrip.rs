@@ -121,7 +121,7 @@ services:
 
 #[test]
 fn runtime_option_errors_name_the_place() {
-    let text = "services:\n  web:\n    image: web:1\n    cap_add: [net_admin]\n    dns: [not-an-ip]\n    extra_hosts: [nohost]\n    ulimits:\n      nofile: {soft: 10, hard: 5}\n    logging:\n      options: {a: b}\n";
+    let text = "services:\n  web:\n    image: web:1\n    cap_add: [net_admin]\n    dns: [not-an-ip]\n    extra_hosts: [nohost]\n    ulimits:\n      nofile: {soft: 10, hard: 5}\n";
     let files = [SourceFile { name: "bad.yml".into(), text: text.into() }];
     let err = load("rt", &files, &LoadOptions::default()).expect_err("invalid").to_string();
     for expected in [
@@ -129,10 +129,24 @@ fn runtime_option_errors_name_the_place() {
         "bad.yml:5:11: services.web.dns[0]: \"not-an-ip\" is not an IP address",
         "bad.yml:6:19: services.web.extra_hosts[0]: \"nohost\" must be host:ip",
         "services.web.ulimits.nofile: soft limit 10 is above the hard limit 5",
-        "services.web.logging: `options:` needs a `driver:`",
     ] {
         assert!(err.contains(expected), "missing {expected:?} in:\n{err}");
     }
+}
+
+/// `logging.options` without a driver configure the engine's default
+/// driver (docker/cli passes them with an empty driver name): the
+/// normalised stack writes them back without a driver, and loads the same.
+#[test]
+fn logging_options_without_a_driver_round_trip() {
+    let text = "services:\n  web:\n    image: web:1\n    logging:\n      options: {max-size: 10m}\n";
+    let files = [SourceFile { name: "rt.yml".into(), text: text.into() }];
+    let loaded = load("rt", &files, &LoadOptions::default()).unwrap_or_else(|e| panic!("{e}"));
+    let log = loaded.spec.services["web"].task.logging.as_ref().expect("logging");
+    assert_eq!((log.driver.as_str(), log.options["max-size"].as_str()), ("", "10m"));
+    let doc = compose::document(&loaded.spec);
+    assert_eq!(doc["services"]["web"]["logging"], serde_json::json!({ "options": { "max-size": "10m" } }));
+    assert_eq!(round_trip(&loaded.spec, "logging options"), loaded.spec);
 }
 
 #[test]

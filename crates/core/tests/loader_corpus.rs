@@ -72,7 +72,7 @@ fn awesome_compose_corpus() {
                     problems.push(format!("{name}: loaded, but {expected_refusals:?} have only `build:`"));
                 }
             }
-            Err(LoadError::Invalid(diags)) => {
+            Err(LoadError::Invalid { errors: diags, .. }) => {
                 refused += 1;
                 println!("error {name}:");
                 let mut named = Vec::new();

@@ -9,9 +9,9 @@
 //! - **Supported**: `network_mode: host` and `none` join Docker's network of
 //!   that name, as an external network (Swarm's `networks: [host]`).
 //! - **Refused**, because the service would run without what the key gives
-//!   it: `network_mode: service:…|container:…` or another network's name, `pid`, `ipc` and `uts` sharing
-//!   the host's or another container's namespace, `volumes_from`, `devices`,
-//!   `gpus`, `provider`, and `links` with an alias.
+//!   it: `network_mode: service:…|container:…` or another network's name, `pid`, `ipc`, `uts` and
+//!   `cgroup` sharing the host's or another container's namespace, `volumes_from`, `devices`,
+//!   `device_cgroup_rules`, `gpus`, `group_add`, `use_api_socket`, `provider`, and `links` with an alias.
 //! - **Warned about and ignored**: `privileged: true`, `external_links`,
 //!   `links` without an alias (services reach each other by name anyway).
 
@@ -205,11 +205,17 @@ pub(crate) fn engine_network_mode(
     task.networks = vec![NetworkAttachment { network: mode.to_string(), aliases: Vec::new() }];
 }
 
-/// `pid:`, `ipc:` and `uts:`: sharing the host's or another container's
-/// namespace is refused; `ipc: private|shareable` is what a task gets anyway.
+/// `pid:`, `ipc:`, `uts:`, `cgroup:` (and docker/cli's `cgroupns_mode:`):
+/// sharing the host's or another container's namespace is refused;
+/// `ipc: private|shareable` and `cgroup: private` are what a task gets anyway.
 pub(crate) fn namespace(cx: &mut Ctx, at: &At<'_>) {
     let Some(mode) = at.opt_string(cx) else { return };
-    if at.key == "ipc" && matches!(mode.as_str(), "private" | "shareable" | "") {
+    let own = match at.key {
+        "ipc" => matches!(mode.as_str(), "private" | "shareable" | ""),
+        "cgroup" | "cgroupns_mode" => matches!(mode.as_str(), "private" | ""),
+        _ => false,
+    };
+    if own {
         return;
     }
     cx.error(
@@ -220,15 +226,26 @@ pub(crate) fn namespace(cx: &mut Ctx, at: &At<'_>) {
             match at.key {
                 "pid" => "process",
                 "ipc" => "IPC",
+                "cgroup" | "cgroupns_mode" => "cgroup",
                 _ => "hostname (UTS)",
             }
         ),
     );
 }
 
-/// Keys whose loss would change what the service does; refused.
+/// Keys whose loss would change what the service does or can reach;
+/// refused (`docker stack deploy` refuses all but `devices` too: they are
+/// not in its schema). An empty list or `false` asks for nothing.
 pub(crate) fn refused(cx: &mut Ctx, at: &At<'_>) {
-    if at.is_null() {
+    let nothing = match &at.node.kind {
+        Kind::Null => true,
+        Kind::Seq(items) => items.is_empty(),
+        Kind::Scalar { text, .. } => {
+            at.key == "use_api_socket" && matches!(text.to_ascii_lowercase().as_str(), "false" | "no" | "off" | "n")
+        }
+        Kind::Map(_) => false,
+    };
+    if nothing {
         return;
     }
     let why = match at.key {
@@ -238,6 +255,13 @@ pub(crate) fn refused(cx: &mut Ctx, at: &At<'_>) {
         }
         "devices" => "devices are not supported yet: the task would start without access to them",
         "gpus" => "gpus is not supported yet: the task would start without GPUs",
+        "group_add" => "group_add is not supported yet: the task's user would lack these groups' access",
+        "device_cgroup_rules" => {
+            "device_cgroup_rules is not supported yet: the task would start without access to these devices"
+        }
+        "use_api_socket" => {
+            "use_api_socket is not supported: bind-mount /var/run/docker.sock if the service needs the Docker API"
+        }
         _ => "provider services are not supported: stackd runs containers from an image",
     };
     cx.error(at, why);

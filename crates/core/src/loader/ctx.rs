@@ -8,6 +8,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use super::Diagnostic;
+use super::keys::Place;
 use super::values;
 use super::yaml::{Entry, Kind, Node};
 
@@ -185,16 +186,19 @@ impl Ctx<'_> {
         });
     }
 
-    /// Warns that the key `at` is ignored: `x-*` extensions silently, known
-    /// compose keys stackd does not support yet, and unknown keys.
-    pub fn ignored_key(&mut self, at: &At<'_>, key: &str, known: &[&str]) {
-        if key.starts_with("x-") {
+    /// The key `at`, which the mapping of `place` has but stackd does not
+    /// read: a warning when compose has it there (stackd does not apply
+    /// it), nothing for an `x-` key where compose allows them, else an error
+    /// with a "did you mean" (see [`keys`](super::keys)).
+    pub fn unknown_key(&mut self, at: &At<'_>, place: &Place) {
+        let key = at.key;
+        if key.starts_with("x-") && place.extensions {
             return;
         }
-        if known.contains(&key) {
+        if place.keys.contains(&key) {
             self.warn(at, "not supported yet; ignored");
         } else {
-            self.warn(at, format!("unknown key `{key}`; ignored"));
+            self.error(at, super::keys::unknown(key, place));
         }
     }
 }

@@ -15,6 +15,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use super::ctx::{At, Ctx};
+use super::keys;
 use crate::validate::is_valid_name;
 
 /// The `depends_on` conditions of compose.
@@ -130,7 +131,7 @@ fn dependencies<'a>(cx: &mut Ctx, at: &At<'a>) -> Vec<(At<'a>, String, bool)> {
                         "restart" => {
                             let _ = e.boolean(cx);
                         }
-                        key => cx.ignored_key(&e, key, &[]),
+                        _ => cx.unknown_key(&e, &keys::DEPENDS_ON),
                     }
                 }
                 out.push((dep.clone(), dep.key.to_string(), required));

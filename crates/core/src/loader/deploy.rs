@@ -2,6 +2,7 @@
 //! rollback policies) and `healthcheck:` of a service.
 
 use super::ctx::{At, Ctx};
+use super::keys;
 use super::placement;
 use super::service::labels;
 use super::yaml::Kind;
@@ -83,7 +84,7 @@ pub(crate) fn deploy<'a>(cx: &mut Ctx, at: &At<'a>, spec: &mut ServiceSpec, task
             }
             "placement" => task.placement = placement::placement(cx, &e),
             "resources" => task.resources = placement::resources(cx, &e),
-            key => cx.ignored_key(&e, key, &[]),
+            _ => cx.unknown_key(&e, &keys::DEPLOY),
         }
     }
     if matches!(mode, "global" | "global-job")
@@ -165,7 +166,7 @@ fn restart_policy<'a>(cx: &mut Ctx, at: &At<'a>) -> (RestartPolicy, Option<At<'a
                 None => {}
             },
             "window" => p.window_ms = e.duration(cx).unwrap_or(p.window_ms),
-            key => cx.ignored_key(&e, key, &[]),
+            _ => cx.unknown_key(&e, &keys::RESTART_POLICY),
         }
     }
     (p, condition_at)
@@ -213,7 +214,7 @@ fn update_config(cx: &mut Ctx, at: &At<'_>, rollback: bool) -> UpdateConfig {
                     _ => UpdateOrder::StopFirst,
                 }
             }
-            key => cx.ignored_key(&e, key, &[]),
+            _ => cx.unknown_key(&e, if rollback { &keys::ROLLBACK_CONFIG } else { &keys::UPDATE_CONFIG }),
         }
     }
     u
@@ -250,7 +251,7 @@ pub(crate) fn healthcheck(cx: &mut Ctx, at: &At<'_>) -> Option<HealthCheck> {
             "start_interval" => h.start_interval_ms = e.duration(cx).unwrap_or(0),
             "retries" => h.retries = e.uint(cx).unwrap_or(0),
             "disable" => disable = e.boolean(cx).unwrap_or(false),
-            key => cx.ignored_key(&e, key, &[]),
+            _ => cx.unknown_key(&e, &keys::HEALTHCHECK),
         }
     }
     if disable {

@@ -11,6 +11,7 @@ use std::collections::BTreeMap;
 use super::SourceFile;
 use super::ctx::{At, Ctx};
 use super::dotenv;
+use super::keys;
 use super::yaml::Kind;
 
 /// One `env_file` entry.
@@ -73,7 +74,7 @@ fn long_entry<'a>(cx: &mut Ctx, item: At<'a>) -> Option<Entry<'a>> {
             "path" => path = e.string(cx),
             "required" => required = e.boolean(cx).unwrap_or(true),
             "format" => raw = e.choice(cx, &["raw"]).is_some(),
-            key => cx.ignored_key(&e, key, &[]),
+            _ => cx.unknown_key(&e, &keys::ENV_FILE),
         }
     }
     match path {

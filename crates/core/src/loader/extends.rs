@@ -16,6 +16,7 @@ use std::collections::BTreeMap;
 
 use super::compat::child;
 use super::ctx::{At, Ctx};
+use super::keys;
 use super::yaml::{Entry, Kind, Node};
 use super::{merge, stack};
 
@@ -208,7 +209,7 @@ fn target<'a>(cx: &mut Ctx, at: &At<'a>) -> Option<(String, Option<(String, At<'
                             file = Some((path, e));
                         }
                     }
-                    key => cx.error(&e, format!("unknown key `{key}`: extends takes `service` and `file`")),
+                    key => cx.error(&e, keys::unknown(key, &keys::EXTENDS)),
                 }
             }
             if service.is_none() {

@@ -67,8 +67,10 @@
 //!
 //! Errors are collected, not stopped at: one run reports everything wrong,
 //! the `.env` file's first, then each stack file's in file order. Unknown
-//! keys and variables without a value are warnings (Swarm- and compose-like):
-//! they are returned in [`Loaded::warnings`].
+//! keys are errors with a "did you mean" (`keys`), as `docker stack deploy`
+//! refuses a key its schema does not have; compose keys stackd does not apply
+//! and variables without a value are warnings: they are returned in
+//! [`Loaded::warnings`], or with the errors in [`LoadError::Invalid`].
 //!
 //! [`validate::stack_spec`]: crate::validate::stack_spec
 
@@ -88,6 +90,7 @@ mod dotenv;
 mod envfile;
 mod extends;
 mod interpolate;
+mod keys;
 mod merge;
 mod mounts;
 mod networks;
@@ -176,7 +179,7 @@ impl FileReader for MemoryFiles {
 pub struct Loaded {
     /// The normalised, validated stack.
     pub spec: StackSpec,
-    /// Things that were ignored or dropped (unknown keys, unsupported
+    /// Things that were ignored or dropped (compose keys stackd does not apply, unsupported
     /// sections, variables without a value): the `.env` file's first, then
     /// each stack file's in file order.
     pub warnings: Vec<Diagnostic>,
@@ -221,16 +224,30 @@ impl fmt::Display for Diagnostic {
 /// Why a stack could not be loaded.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum LoadError {
-    /// Every error found, in file order; displayed one per line.
-    #[error("{}", render_lines(.0))]
-    Invalid(Vec<Diagnostic>),
+    /// Every error found, in file order; displayed one per line. The
+    /// warnings found on the way are kept too: a file with errors may also
+    /// have keys that would be ignored, and the user sees both at once.
+    #[error("{}", render_lines(errors))]
+    Invalid {
+        /// The errors.
+        errors: Vec<Diagnostic>,
+        /// The warnings, as [`Loaded::warnings`] would have them.
+        warnings: Vec<Diagnostic>,
+    },
 }
 
 impl LoadError {
-    /// The diagnostics carried by the error.
+    /// The errors carried by the error.
     pub fn diagnostics(&self) -> &[Diagnostic] {
         match self {
-            LoadError::Invalid(d) => d,
+            LoadError::Invalid { errors, .. } => errors,
+        }
+    }
+
+    /// The warnings found besides the errors.
+    pub fn warnings(&self) -> &[Diagnostic] {
+        match self {
+            LoadError::Invalid { warnings, .. } => warnings,
         }
     }
 }
@@ -347,14 +364,17 @@ pub fn load_with(
     sort(&mut warnings, &order);
     match spec {
         Some(spec) if errors.is_empty() => Ok(Loaded { spec, warnings }),
-        _ if errors.is_empty() => Err(LoadError::Invalid(vec![Diagnostic {
-            file: files.first().map(|f| f.name.clone()).unwrap_or_default(),
-            line: 0,
-            column: 0,
-            path: String::new(),
-            message: "the stack could not be loaded".to_string(),
-        }])),
-        _ => Err(LoadError::Invalid(errors)),
+        _ if errors.is_empty() => Err(LoadError::Invalid {
+            errors: vec![Diagnostic {
+                file: files.first().map(|f| f.name.clone()).unwrap_or_default(),
+                line: 0,
+                column: 0,
+                path: String::new(),
+                message: "the stack could not be loaded".to_string(),
+            }],
+            warnings,
+        }),
+        _ => Err(LoadError::Invalid { errors, warnings }),
     }
 }
 

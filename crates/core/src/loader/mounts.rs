@@ -3,16 +3,13 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use super::ctx::{At, Ctx};
+use super::keys;
 use super::values::{self, parse_port_number};
 use super::yaml::Kind;
 use crate::model::{Mount, MountKind, PortConfig, Protocol, PublishMode, VolumeSpec};
 
-/// Keys of a long-syntax mount that stackd does not handle yet.
-const KNOWN_MOUNT: &[&str] = &["bind", "consistency", "image", "volume"];
 /// Options of a service-level `tmpfs:` entry that are the engine's defaults anyway.
 const TMPFS_DEFAULT_FLAGS: &[&str] = &["rw", "noexec", "nosuid", "nodev"];
-/// Keys of a long-syntax port that stackd does not handle yet.
-const KNOWN_PORT: &[&str] = &["app_protocol", "name"];
 /// Short-syntax volume options that are accepted and ignored.
 const IGNORED_OPTIONS: &[&str] = &["z", "Z", "cached", "delegated", "consistent", "nocopy"];
 
@@ -140,7 +137,9 @@ fn long_mount(cx: &mut Ctx, at: &At<'_>, vols: &Volumes<'_>) -> Option<Mount> {
             }
             "target" => target = e.string(cx),
             "read_only" => read_only = !e.is_null() && e.boolean(cx).unwrap_or(false),
-            key => cx.ignored_key(&e, key, KNOWN_MOUNT),
+            "bind" => mount_options(cx, &e, &keys::MOUNT_BIND),
+            "volume" => mount_options(cx, &e, &keys::MOUNT_VOLUME),
+            _ => cx.unknown_key(&e, &keys::MOUNT),
         }
     }
     if !type_seen {
@@ -176,6 +175,36 @@ fn long_mount(cx: &mut Ctx, at: &At<'_>, vols: &Volumes<'_>) -> Option<Mount> {
     Some(Mount { kind: kind?, source, target, read_only, tmpfs_size_bytes: tmpfs.0, tmpfs_mode: tmpfs.1 })
 }
 
+/// A long-syntax mount's `bind:` or `volume:` options (`place`). None is
+/// applied yet: each is warned about, except those whose loss would put the
+/// data elsewhere, which are refused: `volume.subpath` (the volume's root
+/// would be mounted) and a `bind.propagation` other than the default
+/// (mounts made under the target would not reach the host, or the other way).
+fn mount_options(cx: &mut Ctx, at: &At<'_>, place: &keys::Place) {
+    for e in at.map(cx).unwrap_or_default() {
+        if e.is_null() {
+            continue;
+        }
+        match (place.what, e.key) {
+            ("volume", "subpath") => cx.error(
+                &e,
+                "not supported yet: the data would be written at the volume's root; declare a volume per directory",
+            ),
+            ("bind", "propagation") => {
+                if let Some(p) = e.string(cx).filter(|p| !matches!(p.as_str(), "rprivate" | "private")) {
+                    cx.error(
+                        &e,
+                        format!(
+                            "propagation {p} is not supported yet: mounts would not propagate as asked (rprivate is)"
+                        ),
+                    );
+                }
+            }
+            _ => cx.unknown_key(&e, place),
+        }
+    }
+}
+
 /// A long-syntax mount's `tmpfs: {size, mode}`: (bytes, permission bits).
 fn tmpfs_options(cx: &mut Ctx, at: &At<'_>) -> (u64, u32) {
     let (mut size, mut mode) = (0, 0);
@@ -186,7 +215,7 @@ fn tmpfs_options(cx: &mut Ctx, at: &At<'_>) -> (u64, u32) {
         match e.key {
             "size" => size = e.string(cx).and_then(|t| checked(cx, &e, values::parse_bytes(&t))).unwrap_or(0),
             "mode" => mode = e.string(cx).and_then(|t| checked(cx, &e, parse_mode(&t))).unwrap_or(0),
-            key => cx.ignored_key(&e, key, &[]),
+            _ => cx.unknown_key(&e, &keys::MOUNT_TMPFS),
         }
     }
     (size, mode)
@@ -320,8 +349,8 @@ fn long_port(cx: &mut Ctx, at: &At<'_>) -> Option<PortConfig> {
                 port.mode = if m == "host" { PublishMode::Host } else { PublishMode::Ingress };
                 Ok(())
             }),
-            key => {
-                cx.ignored_key(&e, key, KNOWN_PORT);
+            _ => {
+                cx.unknown_key(&e, &keys::PORT);
                 Some(Ok(()))
             }
         };

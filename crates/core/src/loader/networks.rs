@@ -10,27 +10,13 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use super::ctx::{At, Ctx};
+use super::keys;
 use super::yaml::Kind;
 use crate::model::{NetworkAttachment, NetworkSpec};
 use crate::validate::{RESERVED_NETWORKS, is_valid_alias, is_valid_name, is_valid_network_name};
 
 /// The key of the network services join when they name none.
 pub(crate) const DEFAULT_NETWORK: &str = "default";
-
-/// Keys of a top-level network that compose knows and stackd ignores
-/// without a word of its own.
-const KNOWN_NETWORK: &[&str] = &["enable_ipv4"];
-/// Keys of a service's network entry that compose knows and stackd ignores.
-const KNOWN_ATTACHMENT: &[&str] = &[
-    "ipv4_address",
-    "ipv6_address",
-    "priority",
-    "gw_priority",
-    "mac_address",
-    "link_local_ips",
-    "driver_opts",
-    "interface_name",
-];
 
 /// The stack's networks, for the services that refer to them.
 pub(crate) struct Networks<'n> {
@@ -97,7 +83,7 @@ fn network(cx: &mut Ctx, stack: &str, at: &At<'_>, overlay_warned: &mut bool) ->
                     for inner in e.map(cx).unwrap_or_default() {
                         match inner.key {
                             "name" => name = inner.string(cx).map(|n| (inner.clone(), n)),
-                            key => cx.ignored_key(&inner, key, &[]),
+                            _ => cx.unknown_key(&inner, &keys::EXTERNAL),
                         }
                     }
                 }
@@ -160,7 +146,7 @@ fn network(cx: &mut Ctx, stack: &str, at: &At<'_>, overlay_warned: &mut bool) ->
             }
             "ipam" => cx.warn(&e, "ignored: Docker chooses the network's subnet and gateway"),
             "enable_ipv6" => cx.warn(&e, "ignored: stack networks are IPv4 only for now"),
-            key => cx.ignored_key(&e, key, KNOWN_NETWORK),
+            _ => cx.unknown_key(&e, &keys::NETWORK),
         }
     }
     if spec.external {
@@ -285,7 +271,7 @@ fn aliases(cx: &mut Ctx, at: &At<'_>) -> Vec<String> {
                     }
                 }
             }
-            key => cx.ignored_key(&e, key, KNOWN_ATTACHMENT),
+            _ => cx.unknown_key(&e, &keys::SERVICE_NETWORK),
         }
     }
     out

@@ -11,14 +11,12 @@
 use std::collections::BTreeMap;
 
 use super::ctx::{At, Ctx};
+use super::keys;
 use super::mounts::parse_mode;
 use super::service::labels;
 use super::yaml::Kind;
 use crate::model::{Blob, DataKind, FileRef, MAX_OBJECT_BYTES, ObjectOrigin, ObjectSpec, digest};
 use crate::validate::is_valid_name;
-
-/// Keys of a top-level config or secret that are accepted and ignored.
-const IGNORED_OBJECT_KEYS: &[&str] = &["template_driver"];
 
 /// The top-level `configs:` or `secrets:` section.
 pub(crate) fn top_objects(cx: &mut Ctx, stack: &str, kind: DataKind, at: &At<'_>) -> BTreeMap<String, ObjectSpec> {
@@ -48,6 +46,7 @@ fn object(cx: &mut Ctx, stack: &str, kind: DataKind, at: &At<'_>) -> Option<Obje
     let mut name = None;
     let mut sources = Vec::new();
     let mut data = None;
+    let mut template_at = None;
     for e in at.map(cx)? {
         match e.key {
             "file" => {
@@ -83,7 +82,7 @@ fn object(cx: &mut Ctx, stack: &str, kind: DataKind, at: &At<'_>) -> Option<Obje
                         for inner in e.map(cx).unwrap_or_default() {
                             match inner.key {
                                 "name" => name = inner.string(cx),
-                                key => cx.ignored_key(&inner, key, &[]),
+                                _ => cx.unknown_key(&inner, &keys::EXTERNAL),
                             }
                         }
                         true
@@ -107,9 +106,19 @@ fn object(cx: &mut Ctx, stack: &str, kind: DataKind, at: &At<'_>) -> Option<Obje
                 );
                 return None;
             }
-            key if IGNORED_OBJECT_KEYS.contains(&key) => cx.warn(&e, "ignored: the content is used as it is"),
-            key => cx.ignored_key(&e, key, &[]),
+            "template_driver" => template_at = (!e.is_null()).then_some(e),
+            _ => cx.unknown_key(&e, if kind == DataKind::Config { &keys::CONFIG } else { &keys::SECRET }),
         }
+    }
+    // Swarm renders a template driver's content for each task; stackd would
+    // hand the template over unrendered. An external object is as it was made.
+    match &template_at {
+        Some(t) if spec.external => cx.warn(t, "ignored: the content is used as it is"),
+        Some(t) => {
+            cx.error(t, "template drivers are not supported yet: the task would get the template unrendered");
+            return None;
+        }
+        None => {}
     }
     if sources.len() > 1 {
         let keys: Vec<&str> = sources.iter().map(|s| s.key).collect();
@@ -178,7 +187,7 @@ pub(crate) fn refs(
                                 }
                             }
                         }
-                        key => cx.ignored_key(&e, key, &[]),
+                        _ => cx.unknown_key(&e, &keys::FILE_REF),
                     }
                 }
             }

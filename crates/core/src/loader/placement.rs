@@ -3,8 +3,9 @@
 use std::collections::BTreeMap;
 
 use super::ctx::{At, Ctx};
+use super::keys;
 use super::values;
-use crate::model::{Constraint, Placement, ResourceLimits, ResourceSpec, Resources};
+use crate::model::{Constraint, Placement, ResourceLimits, ResourceSpec, Resources, node_label};
 use crate::validate::is_valid_name;
 
 /// `placement: {constraints, preferences, max_replicas_per_node}`.
@@ -26,23 +27,41 @@ pub(super) fn placement(cx: &mut Ctx, at: &At<'_>) -> Placement {
                     for pref in item.map(cx).unwrap_or_default() {
                         match pref.key {
                             "spread" => {
-                                let Some(key) = pref.string(cx) else { continue };
-                                if key.strip_prefix("node.labels.").is_some_and(|l| !l.is_empty()) {
+                                if let Some(key) = pref.string(cx) {
+                                    spread(cx, &pref, &key);
                                     p.preferences.push(key);
-                                } else {
-                                    cx.error(&pref, format!("spread over {key:?}: use node.labels.<label>"));
                                 }
                             }
-                            key => cx.error(&pref, format!("unknown placement preference {key:?}; use spread")),
+                            _ => cx.unknown_key(&pref, &keys::PREFERENCE),
                         }
                     }
                 }
             }
             "max_replicas_per_node" => p.max_replicas_per_node = e.uint(cx).unwrap_or(0),
-            key => cx.ignored_key(&e, key, &[]),
+            _ => cx.unknown_key(&e, &keys::PLACEMENT),
         }
     }
     p
+}
+
+/// A spread descriptor. swarmkit takes any and spreads over node labels
+/// (and engine labels) only; stackd says which spread nothing.
+fn spread(cx: &mut Ctx, at: &At<'_>, key: &str) {
+    if node_label(key).is_some() {
+        return;
+    }
+    let engine = key.get(.."engine.labels.".len()).is_some_and(|p| p.eq_ignore_ascii_case("engine.labels."));
+    if engine {
+        cx.warn(at, format!("engine labels are not known to stackd: spreading over {key} spreads nothing"));
+    } else {
+        cx.warn(
+            at,
+            format!(
+                "spreading over {key} spreads nothing, as in Swarm (only node labels are spread over); tasks are \
+                 spread over nodes anyway"
+            ),
+        );
+    }
 }
 
 /// CPUs as a decimal (`0.5`, `"2"`) in billionths of a core.
@@ -81,7 +100,7 @@ pub(super) fn resources(cx: &mut Ctx, at: &At<'_>) -> ResourceSpec {
                         "cpus" => l.nano_cpus = cpus(cx, &f),
                         "memory" => l.memory_bytes = bytes(cx, &f),
                         "pids" => l.pids = f.uint(cx).unwrap_or(0),
-                        key => cx.ignored_key(&f, key, &[]),
+                        _ => cx.unknown_key(&f, &keys::LIMITS),
                     }
                 }
                 r.limits = l;
@@ -98,12 +117,12 @@ pub(super) fn resources(cx: &mut Ctx, at: &At<'_>) -> ResourceSpec {
                             "device reservations are not supported yet: the task would start without the devices; \
                              reserve a count with generic_resources",
                         ),
-                        key => cx.ignored_key(&f, key, &[]),
+                        _ => cx.unknown_key(&f, &keys::RESERVATIONS),
                     }
                 }
                 r.reservations = res;
             }
-            key => cx.ignored_key(&e, key, &[]),
+            _ => cx.unknown_key(&e, &keys::RESOURCES),
         }
     }
     let (l, res) = (&r.limits, &r.reservations);
@@ -130,7 +149,7 @@ fn generic_resources(cx: &mut Ctx, at: &At<'_>) -> BTreeMap<String, u64> {
                         match f.key {
                             "kind" => kind = f.string(cx),
                             "value" => value = f.uint(cx),
-                            key => cx.ignored_key(&f, key, &[]),
+                            _ => cx.unknown_key(&f, &keys::DISCRETE_RESOURCE),
                         }
                     }
                     match (kind, value) {
@@ -151,7 +170,7 @@ fn generic_resources(cx: &mut Ctx, at: &At<'_>) -> BTreeMap<String, u64> {
                     "named generic resources are not supported for services (as in Swarm): reserve a count with \
                      discrete_resource_spec",
                 ),
-                key => cx.ignored_key(&e, key, &[]),
+                _ => cx.unknown_key(&e, &keys::GENERIC_RESOURCE),
             }
         }
     }

@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 
 use super::ctx::{At, Ctx};
+use super::keys;
 use super::yaml::Kind;
 use crate::model::{Logging, Ulimit};
 
@@ -116,7 +117,7 @@ pub(super) fn ulimits(cx: &mut Ctx, at: &At<'_>) -> BTreeMap<String, Ulimit> {
                 match f.key {
                     "soft" => soft = f.uint(cx).and_then(|n| i64::try_from(n).ok()),
                     "hard" => hard = f.uint(cx).and_then(|n| i64::try_from(n).ok()),
-                    key => cx.ignored_key(&f, key, &["soft", "hard"]),
+                    _ => cx.unknown_key(&f, &keys::ULIMIT),
                 }
             }
             match (soft, hard) {
@@ -138,7 +139,8 @@ pub(super) fn ulimits(cx: &mut Ctx, at: &At<'_>) -> BTreeMap<String, Ulimit> {
     out
 }
 
-/// `logging: {driver, options}`.
+/// `logging: {driver, options}`; `options` alone configure the engine's
+/// default driver, as with `docker stack deploy`.
 pub(super) fn logging(cx: &mut Ctx, at: &At<'_>) -> Option<Logging> {
     if at.is_null() {
         return None;
@@ -157,13 +159,12 @@ pub(super) fn logging(cx: &mut Ctx, at: &At<'_>) -> Option<Logging> {
                     }
                 }
             }
-            key => cx.ignored_key(&e, key, &["driver", "options"]),
+            _ => cx.unknown_key(&e, &keys::LOGGING),
         }
     }
-    if log.driver.is_empty() {
-        if !log.options.is_empty() {
-            cx.error(at, "`options:` needs a `driver:`");
-        }
+    // Options without a driver are for the engine's default driver: docker/cli
+    // passes them so, and the engine fills the driver in and checks them.
+    if log.driver.is_empty() && log.options.is_empty() {
         return None;
     }
     Some(log)

@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 
 use super::ctx::{At, Ctx};
+use super::keys;
 use super::networks::{self, Networks};
 use super::{compat, deploy, envfile, mounts, objects, runtime};
 use crate::model::{
@@ -12,50 +13,6 @@ use crate::validate::is_valid_name;
 
 /// Default time between the stop signal and a kill, like Docker's.
 pub(crate) const DEFAULT_STOP_GRACE_MS: u64 = 10_000;
-
-/// Service keys of the compose spec that stackd does not handle yet (or
-/// that do not apply to a cluster); each is ignored with a warning.
-const KNOWN_SERVICE_KEYS: &[&str] = &[
-    "annotations",
-    "attach",
-    "blkio_config",
-    "cgroup",
-    "cgroup_parent",
-    "cpu_count",
-    "cpu_percent",
-    "cpu_period",
-    "cpu_quota",
-    "cpu_rt_period",
-    "cpu_rt_runtime",
-    "cpu_shares",
-    "cpuset",
-    "credential_spec",
-    "develop",
-    "device_cgroup_rules",
-    "dns_opt",
-    "domainname",
-    "driver_opts",
-    "group_add",
-    "isolation",
-    "mac_address",
-    "mem_swappiness",
-    "memswap_limit",
-    "models",
-    "oom_kill_disable",
-    "oom_score_adj",
-    "platform",
-    "post_start",
-    "pre_stop",
-    "pull_policy",
-    "runtime",
-    "security_opt",
-    "shm_size",
-    "stdin_open",
-    "storage_opt",
-    "tty",
-    "use_api_socket",
-    "userns_mode",
-];
 
 /// Converts the service `at` (its key is the service name). Returns `None`
 /// when the service is unusable; every problem has been recorded in `cx`.
@@ -138,8 +95,14 @@ pub(crate) fn service(cx: &mut Ctx, at: &At<'_>, stack: &StackSpec, nets: &Netwo
             "build" => build = Some(e),
             _ if legacy.take(&e) => {}
             "network_mode" => network_mode = compat::network_mode(cx, &e).map(|m| (m, e.clone())),
-            "pid" | "ipc" | "uts" => compat::namespace(cx, &e),
-            "volumes_from" | "devices" | "gpus" | "provider" => compat::refused(cx, &e),
+            "pid" | "ipc" | "uts" | "cgroup" | "cgroupns_mode" => compat::namespace(cx, &e),
+            "volumes_from"
+            | "devices"
+            | "gpus"
+            | "provider"
+            | "group_add"
+            | "device_cgroup_rules"
+            | "use_api_socket" => compat::refused(cx, &e),
             "links" => compat::links(cx, &e),
             "privileged" => compat::privileged(cx, &e),
             "external_links" => cx.warn(&e, "ignored: a stack's services reach only the networks they join"),
@@ -151,7 +114,7 @@ pub(crate) fn service(cx: &mut Ctx, at: &At<'_>, stack: &StackSpec, nets: &Netwo
             // Checked with all the services (`depends`); resolved before typing (`extends`, `profiles`).
             "depends_on" | "extends" | "profiles" => {}
             "container_name" => cx.warn(&e, "ignored: container names are chosen by stackd"),
-            key => cx.ignored_key(&e, key, KNOWN_SERVICE_KEYS),
+            _ => cx.unknown_key(&e, &keys::SERVICE),
         }
     }
     match (&image, &build) {

@@ -4,16 +4,12 @@
 use std::collections::BTreeMap;
 
 use super::ctx::{At, Ctx};
+use super::keys;
 use super::networks::{self, DEFAULT_NETWORK, Networks};
 use super::yaml::{self, Kind, Node};
 use super::{depends, interpolate, objects, service};
 use crate::model::{DataKind, StackSpec, VolumeSpec};
 use crate::validate::{self, RESERVED_NETWORKS, is_valid_name};
-
-/// Top-level keys of the compose spec that stackd does not handle yet.
-const KNOWN_TOP_LEVEL: &[&str] = &["models"];
-/// Keys of a top-level volume that stackd does not handle yet.
-const KNOWN_VOLUME: &[&str] = &[];
 
 /// Parses and interpolates the text of the current file of `cx` (`first`:
 /// the first of the files). Returns `None` when the file is unusable (then
@@ -62,7 +58,7 @@ pub(crate) fn convert(cx: &mut Ctx, stack: &str, root: &Node, profiles: &[String
                 "include is not supported yet: the services of the included files would be missing; \
                  pass each file with -c (later files are merged over earlier ones)",
             ),
-            key => cx.ignored_key(&e, key, KNOWN_TOP_LEVEL),
+            _ => cx.unknown_key(&e, &keys::TOP),
         }
     }
     let mut spec = StackSpec {
@@ -188,7 +184,7 @@ fn volume(cx: &mut Ctx, stack: &str, at: &At<'_>) -> Option<VolumeSpec> {
                     for inner in e.map(cx).unwrap_or_default() {
                         match inner.key {
                             "name" => name = inner.string(cx),
-                            key => cx.ignored_key(&inner, key, &[]),
+                            _ => cx.unknown_key(&inner, &keys::EXTERNAL),
                         }
                     }
                 }
@@ -216,7 +212,7 @@ fn volume(cx: &mut Ctx, stack: &str, at: &At<'_>) -> Option<VolumeSpec> {
                 }
                 managed_key = Some(e);
             }
-            key => cx.ignored_key(&e, key, KNOWN_VOLUME),
+            _ => cx.unknown_key(&e, &keys::VOLUME),
         }
     }
     if let (true, Some(k)) = (external, &managed_key) {

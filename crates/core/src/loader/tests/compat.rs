@@ -176,7 +176,7 @@ fn label_file_labels_and_labels_win() {
 fn with_files(text: &str, fs: &[(&str, &str)]) -> Result<Loaded, Vec<String>> {
     let fs = MemoryFiles(fs.iter().map(|(k, v)| (k.to_string(), v.as_bytes().to_vec())).collect());
     load_with("shop", &files(text), &LoadOptions::default(), &fs)
-        .map_err(|LoadError::Invalid(d)| d.iter().map(Diagnostic::to_string).collect())
+        .map_err(|e| e.diagnostics().iter().map(Diagnostic::to_string).collect())
 }
 
 #[test]
@@ -225,7 +225,7 @@ fn extends_errors() {
             "stack.yml:9:15: services.d.extends.file: \"../x.yml\": extends.file must be in the stack file's directory (relative paths in it would be resolved from the wrong place)".to_string(),
             "stack.yml:11:15: services.e.extends.file: cannot read missing.yml: No such file or directory".to_string(),
             "stack.yml:13:5: services.f.extends: needs `service:`, the name of the service to extend".to_string(),
-            "stack.yml:13:15: services.f.extends.flie: unknown key `flie`: extends takes `service` and `file`".to_string(),
+            "stack.yml:13:15: services.f.extends.flie: unknown key `flie`: did you mean `file`?".to_string(),
             "stack.yml:15:5: services.g.extends: there is no service q in other.yml to extend".to_string(),
         ])
     );

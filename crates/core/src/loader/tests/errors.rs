@@ -30,7 +30,7 @@ fn syntax_errors_match_serde_saphyr_locations() {
         let saphyr = serde_saphyr::from_str::<serde::de::IgnoredAny>(text).expect_err(text);
         let loc = saphyr.location().expect("a location");
         let ours = match load("shop", &files(text), &no_vars()) {
-            Err(LoadError::Invalid(d)) => d,
+            Err(LoadError::Invalid { errors, .. }) => errors,
             Ok(_) => panic!("loaded {text:?}"),
         };
         assert_eq!(ours.len(), 1, "{ours:?}");
@@ -315,7 +315,7 @@ fn display_of_diagnostics_and_errors() {
     );
     assert_eq!(d(0, 0, "services.web").to_string(), "stack.yml: services.web: must be a non-negative integer, got -2");
     assert_eq!(d(3, 1, "").to_string(), "stack.yml:3:1: must be a non-negative integer, got -2");
-    let err = LoadError::Invalid(vec![d(1, 1, "a"), d(2, 2, "b")]);
+    let err = LoadError::Invalid { errors: vec![d(1, 1, "a"), d(2, 2, "b")], warnings: Vec::new() };
     assert_eq!(
         err.to_string(),
         "stack.yml:1:1: a: must be a non-negative integer, got -2\nstack.yml:2:2: b: must be a non-negative integer, got -2"

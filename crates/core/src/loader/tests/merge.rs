@@ -38,7 +38,7 @@ fn ok(texts: &[&[&str]]) -> Loaded {
 fn errors(texts: &[&[&str]]) -> Vec<String> {
     match load_with(texts, &LoadOptions::default()) {
         Ok(_) => panic!("loaded, but errors were expected"),
-        Err(LoadError::Invalid(d)) => d.iter().map(Diagnostic::to_string).collect(),
+        Err(LoadError::Invalid { errors: d, .. }) => d.iter().map(Diagnostic::to_string).collect(),
     }
 }
 
@@ -419,11 +419,11 @@ fn interpolation_and_syntax_errors_name_their_file() {
 fn warnings_name_their_file() {
     assert_eq!(
         warnings(&[
-            &["services:", "  web:", "    image: x", "    colour: blue"],
-            &["services:", "  web:", "    image: y", "    colour: red", "    privileged: true"],
+            &["services:", "  web:", "    image: x", "    shm_size: 1g"],
+            &["services:", "  web:", "    image: y", "    shm_size: 2g", "    privileged: true"],
         ]),
         [
-            "b.yml:4:5: services.web.colour: unknown key `colour`; ignored",
+            "b.yml:4:5: services.web.shm_size: not supported yet; ignored",
             "b.yml:5:5: services.web.privileged: ignored: the task runs unprivileged, as in Swarm; grant what it needs \
              with cap_add, sysctls or ulimits",
         ]
@@ -612,7 +612,7 @@ proptest! {
             .enumerate()
             .map(|(i, t)| SourceFile { name: format!("f{i}.yml"), text: t.clone() })
             .collect();
-        if let Err(LoadError::Invalid(diags)) = load("shop", &files, &LoadOptions::default()) {
+        if let Err(LoadError::Invalid { errors: diags, .. }) = load("shop", &files, &LoadOptions::default()) {
             prop_assert!(!diags.is_empty());
             for d in &diags {
                 prop_assert!(d.file.starts_with('f') && d.line > 0 && d.column > 0, "no position: {d}");

@@ -7,10 +7,12 @@ mod compat;
 mod errors;
 mod files;
 mod interpolation;
+mod keys;
 mod merge;
 mod networks;
 mod robust;
 mod shapes;
+mod swarm;
 
 /// One file named `stack.yml`.
 fn files(text: &str) -> Vec<SourceFile> {
@@ -44,6 +46,6 @@ fn warnings(text: &str) -> Vec<String> {
 fn errors(text: &str) -> Vec<String> {
     match load("shop", &files(text), &no_vars()) {
         Ok(_) => panic!("loaded, but errors were expected"),
-        Err(LoadError::Invalid(d)) => d.iter().map(Diagnostic::to_string).collect(),
+        Err(LoadError::Invalid { errors: d, .. }) => d.iter().map(Diagnostic::to_string).collect(),
     }
 }

@@ -9,7 +9,7 @@ use crate::loader::{LoadError, LoadOptions, SourceFile, load};
 
 /// Loads `text`; checks that each diagnostic has a position.
 fn check(text: &str) -> Result<(), TestCaseError> {
-    if let Err(LoadError::Invalid(diags)) = load("shop", &files(text), &no_vars()) {
+    if let Err(LoadError::Invalid { errors: diags, .. }) = load("shop", &files(text), &no_vars()) {
         prop_assert!(!diags.is_empty());
         for d in &diags {
             prop_assert!(d.line > 0 && d.column > 0, "no position: {d} in {text:?}");

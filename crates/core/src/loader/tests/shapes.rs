@@ -273,17 +273,16 @@ fn extension_keys_are_ignored_everywhere() {
 }
 
 #[test]
-fn unknown_and_unsupported_keys_are_warnings() {
-    let text = "services:\n  web:\n    image: x\n    build: .\n    restart: always\n    depends_on: [db]\n    networks: [front]\n    colour: blue\n    deploy:\n      restart_policy: {condition: on-failure}\n      resources:\n        limits:\n          memory: 50M\n      colour: red\n  db:\n    image: postgres\nnetworks:\n  front:\nsecrets:\n  s:\n    external: true\n    template_driver: golang\nconfigs: {}\ncolour: green\n";
+fn unsupported_keys_are_warnings() {
+    let text = "services:\n  web:\n    image: x\n    build: .\n    restart: always\n    depends_on: [db]\n    networks: [front]\n    shm_size: 1g\n    deploy:\n      restart_policy: {condition: on-failure}\n      resources:\n        limits:\n          memory: 50M\n      x-colour: red\n  db:\n    image: postgres\nnetworks:\n  front:\nsecrets:\n  s:\n    external: true\n    template_driver: golang\nconfigs: {}\nmodels: {}\n";
     assert_eq!(
         warnings(text),
         [
             "stack.yml:4:5: services.web.build: ignored: stackd does not build images; `image:` is pulled",
             "stack.yml:5:5: services.web.restart: ignored: deploy.restart_policy is set and is used",
-            "stack.yml:8:5: services.web.colour: unknown key `colour`; ignored",
-            "stack.yml:14:7: services.web.deploy.colour: unknown key `colour`; ignored",
+            "stack.yml:8:5: services.web.shm_size: not supported yet; ignored",
             "stack.yml:22:5: secrets.s.template_driver: ignored: the content is used as it is",
-            "stack.yml:24:1: colour: unknown key `colour`; ignored",
+            "stack.yml:24:1: models: not supported yet; ignored",
         ]
     );
 }
