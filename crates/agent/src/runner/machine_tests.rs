@@ -412,7 +412,6 @@ fn health_changes_are_reported() {
     assert!(step.reports.is_empty());
 }
 
-#[test]
 /// Issue 12, defect 1: an unhealthy container is failed only once stopped,
 /// as in Swarm: until then it holds its ports, and its task its slot.
 #[test]
