@@ -5,9 +5,18 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+/// The exit codes, at the end of `stackctl --help`.
+const EXIT_CODES: &str = "\
+Exit codes:
+  0  success
+  1  an error: bad input, a usage error (an unknown flag, a bad value), unreachable, refused
+  2  deploy --wait: the deploy failed and was rolled back
+  3  deploy --wait: the deploy failed and paused
+  4  deploy --wait: timed out";
+
 /// stackctl: deploy and inspect stacks on a stackd cluster.
 #[derive(Parser, Debug)]
-#[command(name = "stackctl", version, about)]
+#[command(name = "stackctl", version, about, after_help = EXIT_CODES)]
 pub struct Cli {
     /// Options for every command.
     #[command(flatten)]
@@ -177,6 +186,9 @@ pub enum Cmd {
     Ps {
         /// Stack or service name.
         target: String,
+        /// Show ids and errors whole (errors still on one line).
+        #[arg(long)]
+        no_trunc: bool,
     },
     /// Manage nodes.
     Node {

@@ -108,7 +108,28 @@ pub async fn connect(g: &Global) -> Result<Conn> {
     let addrs = check_addrs(&g.addr)?.into_iter().map(str::to_string).collect();
     let tls = tls(g)?;
     let interceptor = TokenInterceptor::new(g.token.as_ref().map(|t| t.0.as_str()))?;
-    Conn::open(addrs, tls, interceptor).await
+    Conn::open(addrs, tls, interceptor).await.map_err(|e| explain_ca_mismatch(e, g.ca.as_deref().unwrap_or_default()))
+}
+
+/// A connect error that is a certificate signed by another CA becomes what
+/// it means: `STACKCTL_CA` is not this cluster's CA (not "cannot reach").
+fn explain_ca_mismatch(e: anyhow::Error, ca: &str) -> anyhow::Error {
+    let mismatch =
+        e.chain().any(|c| c.downcast_ref::<stackd_tls::ConnectError>().is_some_and(|c| c.is_unknown_issuer()));
+    if !mismatch {
+        return e;
+    }
+    let given = if ca.contains("-----BEGIN") {
+        "given as PEM text in STACKCTL_CA (--ca)".to_string()
+    } else {
+        format!("in STACKCTL_CA (--ca) {}", ca.trim())
+    };
+    anyhow::anyhow!(
+        "the manager's certificate is not signed by the CA {given}: the CA does not match this cluster. \
+         Use the cluster's own CA (DATA_DIR/tls/ca.crt of one of its managers, or the STACKCTL_CA of its \
+         stackctl.env), and check that --addr / STACKCTL_ADDR names a manager of that cluster ({})",
+        e.root_cause()
+    )
 }
 
 /// A connection to one of the managers of `--addr`, moving on to the next
@@ -385,5 +406,34 @@ mod tests {
             .await
             .expect_err("nobody");
         assert!(format!("{e:#}").contains("cannot reach a stackd manager"), "{e:#}");
+    }
+
+    #[tokio::test]
+    async fn a_ca_of_another_cluster_is_named_as_such() {
+        let (ours, theirs) = (stackd_tls::testing::TestPki::new(), stackd_tls::testing::TestPki::for_cluster("other"));
+        let addr = manager(&ours, Code::NotFound).await;
+        let dir = std::env::temp_dir().join(format!("stackctl-ca-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let ca = dir.join("ca.crt");
+        std::fs::write(&ca, theirs.ca.cert_pem()).expect("write CA");
+        let ca_arg = ca.display().to_string();
+        let e = connect(&global(&["--addr", &addr, "--ca", &ca_arg])).await.expect_err("wrong CA");
+        let text = format!("{e:#}");
+        assert!(
+            text.starts_with(&format!(
+                "the manager's certificate is not signed by the CA in STACKCTL_CA (--ca) {ca_arg}: the CA does not match this cluster"
+            )),
+            "{text}"
+        );
+        assert!(!text.contains("cannot reach"), "{text}");
+        // The PEM text itself is not printed, only said to be given.
+        let e = connect(&global(&["--addr", &addr, &format!("--ca={}", theirs.ca.cert_pem())])).await.expect_err("wrong CA");
+        let text = format!("{e:#}");
+        assert!(text.contains("not signed by the CA given as PEM text in STACKCTL_CA (--ca)"), "{text}");
+        assert!(!text.contains("BEGIN CERTIFICATE"), "{text}");
+        // The right CA connects.
+        std::fs::write(&ca, ours.ca.cert_pem()).expect("write CA");
+        connect(&global(&["--addr", &addr, "--ca", &ca_arg])).await.expect("the cluster's CA");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

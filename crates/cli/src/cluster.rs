@@ -76,19 +76,21 @@ pub async fn status_cmd(g: &Global) -> Result<i32> {
         print_document(&doc, g.output)?;
         return Ok(crate::EXIT_OK);
     }
-    println!("Cluster:        {}", doc.cluster_id);
-    println!("This manager:   {}", doc.node_id);
-    println!("Leader:         {}", if doc.leader_id.is_empty() { "none known" } else { &doc.leader_id });
-    println!("Quorum:         {}", if doc.has_quorum { "yes" } else { "NO: the leader does not hear from a majority" });
-    println!("Term:           {}", doc.term);
-    println!(
+    out!("Cluster:        {}", doc.cluster_id);
+    out!("This manager:   {}", doc.node_id);
+    out!("Leader:         {}", if doc.leader_id.is_empty() { "none known" } else { &doc.leader_id });
+    out!("Quorum:         {}", if doc.has_quorum { "yes" } else { "NO: the leader does not hear from a majority" });
+    out!("Term:           {}", doc.term);
+    out!(
         "Log:            last {}, applied {}, snapshot at {}",
-        doc.last_log_index, doc.last_applied, doc.snapshot_index
+        doc.last_log_index,
+        doc.last_applied,
+        doc.snapshot_index
     );
-    println!("State hash:     {}", doc.state_hash);
-    println!("Version:        {}", doc.version);
+    out!("State hash:     {}", doc.state_hash);
+    out!("Version:        {}", doc.version);
     if !doc.managers.is_empty() {
-        println!();
+        out!();
         print_rows(&doc.managers, &["node_id", "addr", "leader", "voter", "reachable", "matched"], Output::Table)?;
     }
     Ok(crate::EXIT_OK)
@@ -114,7 +116,7 @@ pub async fn join_token(g: &Global, role: JoinRole, rotate: bool) -> Result<i32>
     if rotate {
         eprintln!("The {} join token was replaced: the old one no longer lets a node join.", wire_name(role));
     }
-    println!("{}", r.token);
+    out!("{}", r.token);
     Ok(crate::EXIT_OK)
 }
 
@@ -143,11 +145,11 @@ pub async fn set_role(g: &Global, node: &str, role: JoinRole, force: bool) -> Re
         .map_err(status)?
         .into_inner();
     match (r.unchanged, role) {
-        (true, _) => println!("Node {node} is a {} already", wire_name(role)),
+        (true, _) => out!("Node {node} is a {} already", wire_name(role)),
         (false, JoinRole::Manager) => {
-            println!("Node {node} is now a manager: it joins Raft as a learner and votes once it has caught up")
+            out!("Node {node} is now a manager: it joins Raft as a learner and votes once it has caught up")
         }
-        (false, JoinRole::Worker) => println!("Node {node} is now a worker: it leaves Raft"),
+        (false, JoinRole::Worker) => out!("Node {node} is now a worker: it leaves Raft"),
     }
     Ok(crate::EXIT_OK)
 }
@@ -164,6 +166,6 @@ pub async fn rm(g: &Global, node: &str, force: bool) -> Result<i32> {
         .await
         .map_err(status)?
         .into_inner();
-    println!("Removed node {node} ({})", r.node_id);
+    out!("Removed node {node} ({})", r.node_id);
     Ok(crate::EXIT_OK)
 }

@@ -51,16 +51,16 @@ pub async fn deploy(g: &Global, args: &DeployArgs) -> Result<i32> {
         .map_err(status)?
         .into_inner();
     for s in &resp.created {
-        println!("Creating service {s}");
+        out!("Creating service {s}");
     }
     for s in &resp.updated {
-        println!("Updating service {s}");
+        out!("Updating service {s}");
     }
     for s in &resp.removed {
-        println!("Removing service {s}");
+        out!("Removing service {s}");
     }
     if resp.created.is_empty() && resp.updated.is_empty() && resp.removed.is_empty() {
-        println!("Stack {} is up to date", args.stack);
+        out!("Stack {} is up to date", args.stack);
     }
     let Some(events) = events.as_mut() else { return Ok(EXIT_OK) };
 
@@ -95,7 +95,7 @@ pub async fn deploy(g: &Global, args: &DeployArgs) -> Result<i32> {
             let msg = if message.is_empty() { String::new() } else { format!(": {message}") };
             let line = format!("{}: {tasks}, {}{msg}", svc.name, name(&state));
             if last.get(&svc.name) != Some(&line) {
-                println!("{line}");
+                out!("{line}");
                 last.insert(svc.name.clone(), line);
             }
             match state {
@@ -123,7 +123,7 @@ pub async fn deploy(g: &Global, args: &DeployArgs) -> Result<i32> {
         }
         if all_done {
             let jobs = if jobs { ", every job completed" } else { "" };
-            println!("Stack {} deployed: every service converged{jobs}", args.stack);
+            out!("Stack {} deployed: every service converged{jobs}", args.stack);
             return Ok(EXIT_OK);
         }
         let remaining = deadline.saturating_duration_since(Instant::now());

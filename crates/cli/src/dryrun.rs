@@ -83,7 +83,7 @@ pub async fn show(g: &Global, c: &mut crate::client::Client, spec: &StackSpec, p
         Output::Json | Output::Yaml => print_document(&plan, g.output)?,
         Output::Table => {
             for s in &plan.create {
-                println!("+ create {s}");
+                out!("+ create {s}");
             }
             for u in &plan.update {
                 let how = if u.diff.reruns_job {
@@ -93,42 +93,42 @@ pub async fn show(g: &Global, c: &mut crate::client::Client, spec: &StackSpec, p
                 } else {
                     "tasks are kept"
                 };
-                println!("~ update {} ({how})", u.service);
+                out!("~ update {} ({how})", u.service);
                 for ch in &u.diff.changes {
-                    println!("    {}: {} → {}", ch.path, compact(&ch.from), compact(&ch.to));
+                    out!("    {}: {} → {}", ch.path, compact(&ch.from), compact(&ch.to));
                 }
             }
             for s in &plan.remove {
-                println!("- remove {s}");
+                out!("- remove {s}");
             }
             let engine_name = |key: &str| spec.networks.get(key).or_else(|| networks.get(key)).map_or("", |n| &n.name);
             for k in &plan.networks.create {
-                println!("+ network {k} ({})", engine_name(k));
+                out!("+ network {k} ({})", engine_name(k));
             }
             for u in &plan.networks.update {
-                println!(
+                out!(
                     "~ network {} (applies to networks created from now on; existing ones keep their settings)",
                     u.network
                 );
                 for ch in &u.changes {
-                    println!("    {}: {} → {}", ch.path, compact(&ch.from), compact(&ch.to));
+                    out!("    {}: {} → {}", ch.path, compact(&ch.from), compact(&ch.to));
                 }
             }
             for k in &plan.networks.remove {
-                println!("- network {k} ({}): removed on each node once no task uses it", engine_name(k));
+                out!("- network {k} ({}): removed on each node once no task uses it", engine_name(k));
             }
             for s in &plan.unchanged {
-                println!("= unchanged {s}");
+                out!("= unchanged {s}");
             }
             for s in &plan.kept {
-                println!("  {s} is not in the files; it is kept (--prune removes it)");
+                out!("  {s} is not in the files; it is kept (--prune removes it)");
             }
             if !spec.secrets.is_empty() {
-                println!(
+                out!(
                     "Secret contents are not compared (the cluster never shows them): a changed secret replaces its services' tasks when deployed."
                 );
             }
-            println!("Dry run: nothing was sent.");
+            out!("Dry run: nothing was sent.");
         }
     }
     Ok(crate::EXIT_OK)

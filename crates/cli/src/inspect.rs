@@ -2,23 +2,37 @@
 
 use anyhow::{Context, Result};
 use serde::Serialize;
-use stackd_core::model::{self, Service, ServiceMode, Task};
+use stackd_core::model::{self, PortConfig, Service, ServiceMode, Task};
 use stackd_proto::v1;
 
 use crate::args::{Global, Output};
 use crate::client::{connect, status};
-use crate::output::{age, name as serde_name, print_document, print_rows};
+use crate::output::{ERROR_WIDTH, age, name as serde_name, one_line, print_document, print_listing, print_rows};
 
-/// A row of `stackctl ps`.
-#[derive(Serialize)]
+/// A row of `stackctl ps`: data (JSON and YAML print it as it is; the
+/// table draws it with [`drawn_task_rows`]).
+#[derive(Clone, Serialize)]
 pub struct TaskRow {
     id: String,
+    /// `<service>.<slot>` (global services: `<service>.<node-id-prefix>`).
     name: String,
+    /// Whether this is its slot's newest task; false for the history
+    /// below it (which the table draws as `\_ name`).
+    current: bool,
     image: String,
     node: String,
     desired_state: String,
     current_state: String,
+    /// The container's health (`starting`, `healthy`, `unhealthy`), empty
+    /// without a health check.
+    health: String,
+    /// What the task is doing, as the agent last said it (`starting`,
+    /// `waiting: host port 8080/tcp is held by …`).
+    message: String,
     updated_at: u64,
+    /// The whole error, as the agent reported it (lines and all); for a
+    /// task that has not started yet, why it waits (no suitable node, a
+    /// host port still held).
     error: String,
     exit_code: Option<i64>,
     container_id: String,
@@ -26,36 +40,64 @@ pub struct TaskRow {
     revision: u64,
 }
 
-fn task_row(t: &Task, node_names: &std::collections::HashMap<String, String>, history: bool) -> TaskRow {
+fn task_row(
+    t: &Task,
+    node_names: &std::collections::HashMap<String, String>,
+    current: bool,
+    no_trunc: bool,
+) -> TaskRow {
     let slot = if t.slot == 0 {
         t.node_id.as_deref().map(|n| model::prefix(n, 12)).unwrap_or("?").to_string()
     } else {
         t.slot.to_string()
     };
-    let name = format!("{}{}.{}", if history { "\\_ " } else { "" }, t.service_name, slot);
+    let name = format!("{}.{}", t.service_name, slot);
     let node = t.node_id.as_ref().map(|n| node_names.get(n).cloned().unwrap_or_else(|| n.clone())).unwrap_or_default();
     let mut error = t.status.err.clone();
     if error.is_empty() && !t.unplaceable.is_empty() {
         error = format!("no suitable node ({})", t.unplaceable);
     }
+    if error.is_empty() && t.status.state < model::TaskState::Running && t.status.message.starts_with("waiting") {
+        error = t.status.message.clone();
+    }
+    let id_len = if no_trunc { usize::MAX } else { 12 };
     TaskRow {
-        id: model::prefix(&t.id, 12).to_string(),
+        id: model::prefix(&t.id, id_len).to_string(),
         name,
+        current,
         image: t.template.image.clone(),
         node,
         desired_state: serde_name(&t.desired_state),
         current_state: t.status.state.to_string(),
+        health: t.status.health.clone(),
+        message: t.status.message.clone(),
         updated_at: t.status.timestamp,
         error,
         exit_code: t.status.exit_code,
-        container_id: model::prefix(&t.status.container_id, 12).to_string(),
+        container_id: model::prefix(&t.status.container_id, id_len).to_string(),
         slot: t.slot,
         revision: t.revision,
     }
 }
 
+/// The rows of `stackctl ps` as the table shows them: history rows named
+/// `\_ name` below their slot's newest task, errors on one line and, unless
+/// `no_trunc`, cut to [`ERROR_WIDTH`] characters.
+fn drawn_task_rows(rows: &[TaskRow], no_trunc: bool) -> Vec<TaskRow> {
+    rows.iter()
+        .map(|r| {
+            let mut d = r.clone();
+            if !r.current {
+                d.name = format!("\\_ {}", r.name);
+            }
+            d.error = one_line(&r.error, (!no_trunc).then_some(ERROR_WIDTH));
+            d
+        })
+        .collect()
+}
+
 /// `stackctl ps STACK|SERVICE`.
-pub async fn ps(g: &Global, target: &str) -> Result<i32> {
+pub async fn ps(g: &Global, target: &str, no_trunc: bool) -> Result<i32> {
     let mut c = connect(g).await?;
     // A name with a known service wins; otherwise it is a stack.
     let probe = v1::InspectServiceRequest { service: target.to_string(), stale: g.stale };
@@ -104,11 +146,12 @@ pub async fn ps(g: &Global, target: &str) -> Result<i32> {
     for t in &tasks {
         let key = (t.service_name.clone(), t.slot, t.node_id.clone());
         let history = prev.as_ref() == Some(&key);
-        rows.push(task_row(t, &resp.node_names, history));
+        rows.push(task_row(t, &resp.node_names, !history, no_trunc));
         prev = Some(key);
     }
-    print_rows(
+    print_listing(
         &rows,
+        || drawn_task_rows(&rows, no_trunc),
         &["id", "name", "image", "node", "desired_state", "current_state", "updated_at", "error"],
         g.output,
     )?;
@@ -131,7 +174,31 @@ pub struct ServiceRow {
     image: String,
     revision: u64,
     update_state: String,
+    /// The published and exposed ports, as the stack file's long syntax has them.
+    ports: Vec<PortConfig>,
+}
+
+/// A row of `stackctl service ls` as the table shows it.
+#[derive(Serialize)]
+struct DrawnServiceRow<'a> {
+    #[serde(flatten)]
+    row: &'a ServiceRow,
+    /// `8080->80/tcp,9000/udp`, shadowing the structured ports.
     ports: String,
+}
+
+/// `8080->80/tcp`, or `80/tcp` when not published.
+fn port_text(p: &PortConfig) -> String {
+    match p.published {
+        Some(pp) => format!("{pp}->{}/{}", p.target, p.protocol.as_str()),
+        None => format!("{}/{}", p.target, p.protocol.as_str()),
+    }
+}
+
+fn drawn_service_rows(rows: &[ServiceRow]) -> Vec<DrawnServiceRow<'_>> {
+    rows.iter()
+        .map(|row| DrawnServiceRow { row, ports: row.ports.iter().map(port_text).collect::<Vec<_>>().join(",") })
+        .collect()
 }
 
 /// How many tasks of a service run, are wanted and (for jobs) completed, as the manager counts them.
@@ -155,17 +222,7 @@ pub fn replicas(mode: &ServiceMode, c: Counts) -> String {
 }
 
 fn service_row(s: &Service, c: Counts) -> ServiceRow {
-    let ports = s
-        .spec
-        .task
-        .ports
-        .iter()
-        .map(|p| match p.published {
-            Some(pp) => format!("{pp}->{}/{}", p.target, p.protocol.as_str()),
-            None => format!("{}/{}", p.target, p.protocol.as_str()),
-        })
-        .collect::<Vec<_>>()
-        .join(",");
+    let ports = s.spec.task.ports.clone();
     ServiceRow {
         id: model::prefix(&s.id, 12).to_string(),
         name: s.name.clone(),
@@ -204,7 +261,12 @@ pub async fn service_ls(g: &Global, stack: Option<&str>) -> Result<i32> {
         let (svc, counts) = summary(s)?;
         rows.push(service_row(&svc, counts));
     }
-    print_rows(&rows, &["id", "name", "mode", "replicas", "image", "revision", "update_state", "ports"], g.output)?;
+    print_listing(
+        &rows,
+        || drawn_service_rows(&rows),
+        &["id", "name", "mode", "replicas", "image", "revision", "update_state", "ports"],
+        g.output,
+    )?;
     Ok(0)
 }
 
@@ -239,29 +301,29 @@ pub async fn service_inspect(g: &Global, name: &str) -> Result<i32> {
         }
         Output::Table => {
             let s = &service;
-            println!("ID:        {}", s.id);
-            println!("Name:      {}", s.name);
-            println!("Stack:     {}", s.stack);
-            println!("Image:     {}", s.spec.task.image);
-            println!("Mode:      {}", s.spec.mode.name());
+            out!("ID:        {}", s.id);
+            out!("Name:      {}", s.name);
+            out!("Stack:     {}", s.stack);
+            out!("Image:     {}", s.spec.task.image);
+            out!("Mode:      {}", s.spec.mode.name());
             if s.spec.mode.is_job() {
-                println!("Tasks:     {} ({} running)", replicas(&s.spec.mode, c), c.running);
+                out!("Tasks:     {} ({} running)", replicas(&s.spec.mode, c), c.running);
             } else {
-                println!("Tasks:     {}/{} running", c.running, c.desired);
+                out!("Tasks:     {}/{} running", c.running, c.desired);
             }
-            println!(
+            out!(
                 "Revision:  {} (history: {})",
                 s.revision,
                 s.history.iter().map(|r| r.revision.to_string()).collect::<Vec<_>>().join(", ")
             );
-            println!(
+            out!(
                 "Update:    {}{}",
                 serde_name(&s.update.state),
                 if s.update.message.is_empty() { String::new() } else { format!(" — {}", s.update.message) }
             );
-            println!("Created:   {}", age(s.created_at));
-            println!("Updated:   {}", age(s.updated_at));
-            println!("Spec:\n{}", serde_json::to_string_pretty(&s.spec)?);
+            out!("Created:   {}", age(s.created_at));
+            out!("Updated:   {}", age(s.updated_at));
+            out!("Spec:\n{}", serde_json::to_string_pretty(&s.spec)?);
         }
     }
     Ok(0)
@@ -312,9 +374,9 @@ pub async fn stack_rm(g: &Global, stack: &str) -> Result<i32> {
         .map_err(status)?
         .into_inner();
     for s in &resp.removed_services {
-        println!("Removing service {s}");
+        out!("Removing service {s}");
     }
-    println!("Removed stack {stack}");
+    out!("Removed stack {stack}");
     Ok(0)
 }
 
@@ -380,5 +442,86 @@ mod tests {
         assert_eq!(replicas(&ServiceMode::Global, c), "1/3");
         assert_eq!(replicas(&ServiceMode::ReplicatedJob { replicas: 3, max_concurrent: 0 }, c), "2/3 completed");
         assert_eq!(replicas(&ServiceMode::GlobalJob, c), "2/3 completed");
+    }
+
+    fn failed_task(created_at: u64, err: &str) -> Task {
+        let mut t = Task {
+            id: format!("task{created_at:020}"),
+            service_id: "svc".into(),
+            service_name: "shop_web".into(),
+            stack: "shop".into(),
+            slot: 1,
+            node_id: Some("node-1".into()),
+            revision: 1,
+            template: model::TaskTemplate::default(),
+            desired_state: model::DesiredState::Shutdown,
+            status: model::TaskStatus::default(),
+            unplaceable: String::new(),
+            created_at,
+        };
+        t.status.err = err.to_string();
+        t
+    }
+
+    #[test]
+    fn ps_json_is_data_and_the_table_draws_it() {
+        let names = std::collections::HashMap::new();
+        let probe = "unhealthy: wget: server returned error: HTTP/1.1 500 Internal Server Error\nline 2 of the probe's output, long enough to be cut\n";
+        let rows = vec![
+            task_row(&failed_task(2, ""), &names, true, false),
+            task_row(&failed_task(1, probe), &names, false, false),
+        ];
+        let json = serde_json::to_value(&rows).expect("json");
+        assert_eq!(json[0]["name"], "shop_web.1");
+        assert_eq!(json[0]["current"], true);
+        assert_eq!(json[1]["name"], "shop_web.1", "no tree glyph in JSON");
+        assert_eq!(json[1]["current"], false);
+        assert_eq!(json[1]["error"], probe, "JSON has the whole error");
+
+        let drawn = serde_json::to_value(drawn_task_rows(&rows, false)).expect("json");
+        assert_eq!(drawn[0]["name"], "shop_web.1");
+        assert_eq!(drawn[1]["name"], "\\_ shop_web.1");
+        let cut = drawn[1]["error"].as_str().expect("error");
+        assert!(!cut.contains('\n') && cut.ends_with('…') && cut.chars().count() == ERROR_WIDTH, "{cut}");
+        let whole = serde_json::to_value(drawn_task_rows(&rows, true)).expect("json");
+        let whole = whole[1]["error"].as_str().expect("error");
+        assert!(!whole.contains('\n') && whole.ends_with("long enough to be cut"), "{whole}");
+    }
+
+    #[test]
+    fn no_trunc_shows_whole_ids() {
+        let names = std::collections::HashMap::new();
+        let t = failed_task(1, "");
+        assert_eq!(task_row(&t, &names, true, false).id.len(), 12);
+        assert_eq!(task_row(&t, &names, true, true).id, t.id);
+    }
+
+    #[test]
+    fn service_ls_json_has_structured_ports_and_the_table_a_text() {
+        let file = stackd_core::loader::SourceFile {
+            name: "stack.yml".into(),
+            text: "services:\n  web:\n    image: web:1\n    ports: [\"8080:80\", \"53/udp\"]\n".into(),
+        };
+        let loaded = stackd_core::loader::load("shop", &[file], &Default::default()).expect("stack loads");
+        let spec = loaded.spec.services["web"].clone();
+        let svc = Service {
+            id: "svc1".into(),
+            name: "shop_web".into(),
+            stack: "shop".into(),
+            spec,
+            revision: 1,
+            history: Vec::new(),
+            update: model::UpdateStatus::default(),
+            created_at: 0,
+            updated_at: 0,
+        };
+        let rows = vec![service_row(&svc, Counts::default())];
+        let json = serde_json::to_value(&rows).expect("json");
+        assert_eq!(json[0]["ports"][0]["published"], 8080);
+        assert_eq!(json[0]["ports"][0]["target"], 80);
+        assert_eq!(json[0]["ports"][1]["protocol"], "udp");
+        let drawn = serde_json::to_value(drawn_service_rows(&rows)).expect("json");
+        assert_eq!(drawn[0]["ports"], "8080->80/tcp,53/udp");
+        assert_eq!(drawn[0]["name"], "shop_web");
     }
 }

@@ -1,8 +1,13 @@
 //! `stackctl`, the command-line client of a stackd cluster.
 //!
-//! Exit codes (design §8): 0 success; 1 error (bad input, unreachable,
-//! refused, a job that cannot complete); 2 a deploy failed and was rolled
-//! back; 3 a deploy failed and paused; 4 timeout.
+//! Exit codes (design §8): 0 success; 1 error (bad input, a usage error
+//! such as an unknown flag, unreachable, refused, a job that cannot
+//! complete); 2 a deploy failed and was rolled back; 3 a deploy failed and
+//! paused; 4 timeout. clap's own code for usage errors, 2, is never used: a
+//! CI job would read it as a rollback.
+//!
+//! Standard output is written with [`out!`], never `out!`: a reader
+//! that goes away (`stackctl ps | head`) ends the output quietly.
 //!
 //! # Layout
 //!
@@ -18,6 +23,17 @@
 //! - `stackfile.rs`: reading stack files, the `.env` file and the process
 //!   environment for the loader (core does no I/O).
 
+/// `out!` for standard output: a closed pipe ends the output quietly
+/// instead of panicking (see [`output::write_stdout`]).
+macro_rules! out {
+    () => {
+        $crate::output::write_stdout(format_args!("\n"))
+    };
+    ($($arg:tt)*) => {
+        $crate::output::write_stdout(format_args!("{}\n", format_args!($($arg)*)))
+    };
+}
+
 mod args;
 mod client;
 mod cluster;
@@ -25,7 +41,7 @@ mod deploy;
 mod dryrun;
 mod inspect;
 mod objects;
-mod output;
+pub mod output;
 mod stackfile;
 mod tokens;
 
@@ -44,6 +60,28 @@ pub const EXIT_PAUSED: i32 = 3;
 /// Exit code: timeout.
 pub const EXIT_TIMEOUT: i32 = 4;
 
+/// Parses the command line. On a usage error, or for `--help` and
+/// `--version`, prints what clap has to say and returns the exit code:
+/// [`EXIT_ERROR`] for a usage error (not clap's 2, which means "rolled
+/// back" here), [`EXIT_OK`] for help and version.
+pub fn parse_args<I, T>(args: I) -> Result<Cli, i32>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<std::ffi::OsString> + Clone,
+{
+    use clap::Parser;
+    Cli::try_parse_from(args).map_err(|e| {
+        // A closed stream leaves nothing to report to.
+        let _ = e.print();
+        usage_exit_code(&e)
+    })
+}
+
+/// The exit code of a parse that did not produce a command line.
+pub fn usage_exit_code(e: &clap::Error) -> i32 {
+    if e.use_stderr() { EXIT_ERROR } else { EXIT_OK }
+}
+
 /// Runs a parsed command line; returns the exit code.
 pub async fn run(cli: Cli) -> anyhow::Result<i32> {
     let g = &cli.global;
@@ -58,7 +96,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
         Cmd::Stack { command: StackCmd::Rm { stack } } => inspect::stack_rm(g, stack).await,
         Cmd::Service { command: ServiceCmd::Ls { stack } } => inspect::service_ls(g, stack.as_deref()).await,
         Cmd::Service { command: ServiceCmd::Inspect { service } } => inspect::service_inspect(g, service).await,
-        Cmd::Ps { target } => inspect::ps(g, target).await,
+        Cmd::Ps { target, no_trunc } => inspect::ps(g, target, *no_trunc).await,
         Cmd::Node { command: NodeCmd::Ls } => inspect::node_ls(g).await,
         Cmd::Node { command: NodeCmd::Promote { node } } => cluster::set_role(g, node, JoinRole::Manager, false).await,
         Cmd::Node { command: NodeCmd::Demote { node, force } } => {

@@ -46,8 +46,8 @@ pub async fn create(g: &Global, kind: DataKind, name: &str, file: &Path, labels:
         .into_inner();
     match resp.digest.as_str() {
         // The cluster does not show a secret's digest.
-        "" => println!("Created {} {name}", kind.as_str()),
-        digest => println!("Created {} {name} ({})", kind.as_str(), model::prefix(digest, 12)),
+        "" => out!("Created {} {name}", kind.as_str()),
+        digest => out!("Created {} {name} ({})", kind.as_str(), model::prefix(digest, 12)),
     }
     Ok(crate::EXIT_OK)
 }
@@ -98,7 +98,7 @@ pub async fn rm(g: &Global, kind: DataKind, names: &[String]) -> Result<i32> {
         })
         .await
         .map_err(status)?;
-        println!("Removed {} {name}", kind.as_str());
+        out!("Removed {} {name}", kind.as_str());
     }
     Ok(crate::EXIT_OK)
 }

@@ -50,7 +50,7 @@ pub async fn create(g: &Global, name: &str, role: TokenRoleArg, stacks: &[String
         .into_inner();
     let id = r.info.map(|i| i.id).unwrap_or_default();
     eprintln!("Created token {name} (id {id}); it is shown once, keep it now.");
-    println!("{}", r.token);
+    out!("{}", r.token);
     Ok(crate::EXIT_OK)
 }
 
@@ -91,7 +91,7 @@ pub async fn rm(g: &Global, tokens: &[String]) -> Result<i32> {
             .await
             .map_err(status)?
             .into_inner();
-        println!("Revoked token {t} ({})", r.id);
+        out!("Revoked token {t} ({})", r.id);
     }
     Ok(crate::EXIT_OK)
 }

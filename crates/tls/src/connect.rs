@@ -57,17 +57,51 @@ pub enum ConnectError {
         /// What failed, causes included (tonic's own message is only
         /// "transport error").
         reason: String,
+        /// The peer's certificate is not signed by the CA this side trusts
+        /// (rustls's `UnknownIssuer` or `BadSignature`): the CA of another
+        /// cluster, or the wrong file.
+        unknown_issuer: bool,
     },
+}
+
+impl ConnectError {
+    /// Whether the peer's certificate is not signed by the CA this side
+    /// trusts: the CA given does not match the peer's cluster.
+    pub fn is_unknown_issuer(&self) -> bool {
+        matches!(self, ConnectError::Connect { unknown_issuer: true, .. })
+    }
+}
+
+/// Whether a rustls error in `error`'s chain says the peer's certificate
+/// is not signed by a trusted CA (rustls errors come wrapped in `io::Error`).
+fn unknown_issuer(error: &(dyn std::error::Error + 'static)) -> bool {
+    use rustls::{CertificateError, Error as TlsError};
+    let untrusted = |e: &TlsError| {
+        matches!(e, TlsError::InvalidCertificate(CertificateError::UnknownIssuer | CertificateError::BadSignature))
+    };
+    let mut next = Some(error);
+    while let Some(e) = next {
+        if e.downcast_ref::<TlsError>().is_some_and(untrusted) {
+            return true;
+        }
+        let inner = e.downcast_ref::<std::io::Error>().and_then(std::io::Error::get_ref);
+        if inner.and_then(|i| i.downcast_ref::<TlsError>()).is_some_and(untrusted) {
+            return true;
+        }
+        next = e.source();
+    }
+    false
 }
 
 /// Connects to the manager at `addr` (`host:port` or `https://host:port`)
 /// with `tls`, and fails if it cannot.
 pub async fn channel(addr: &str, tls: Arc<ClientConfig>) -> Result<Channel, ConnectError> {
     let endpoint = endpoint(addr)?;
-    endpoint
-        .connect_with_connector(connector(tls))
-        .await
-        .map_err(|e| ConnectError::Connect { addr: addr.to_string(), reason: causes(&e) })
+    endpoint.connect_with_connector(connector(tls)).await.map_err(|e| ConnectError::Connect {
+        addr: addr.to_string(),
+        reason: causes(&e),
+        unknown_issuer: unknown_issuer(&e),
+    })
 }
 
 /// A channel to the manager at `addr` that connects on first use and
