@@ -157,6 +157,7 @@ pub(super) fn full_template() -> model::TaskTemplate {
             model::NetworkAttachment { network: "shop_back".into(), aliases: strings(&["api", "api-v1"]) },
             model::NetworkAttachment { network: "shop_default".into(), aliases: vec![] },
         ],
+        force_update: 3,
     }
 }
 
@@ -520,6 +521,7 @@ fn template() -> impl Strategy<Value = model::TaskTemplate> {
                 .into_iter()
                 .map(|(network, aliases)| model::NetworkAttachment { network, aliases })
                 .collect(),
+            force_update: stop_grace_period_ms.rotate_left(7),
         },
     )
 }
