@@ -403,6 +403,8 @@ async fn main() -> Result<()> {
             }),
         )
         .with_writer(std::io::stderr)
+        // Colours only for a person at a terminal: journald or a file gets plain text.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     // One watcher for the whole process: a signal during a role change is not lost.
     let (signal_tx, signal) = tokio::sync::watch::channel(false);
