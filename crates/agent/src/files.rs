@@ -11,6 +11,11 @@
 //! mounted, rather than writing a secret to disk. Files are removed with
 //! their task's container.
 //!
+//! The tmpfs stays mounted when the agent stops: the containers it adopts
+//! at its next start keep using their secret files. It is unmounted when
+//! the node leaves the cluster ([`TaskFiles::unmount_secrets`]); an operator
+//! who removes a data dir unmounts it first (docs/operations.md).
+//!
 //! Contents are never logged: only names and digests are.
 
 use std::collections::{BTreeSet, HashMap};
@@ -99,6 +104,19 @@ impl TaskFiles {
             warn!(dir = %dir.display(), error = %e, "cannot prepare the secrets folder");
             false
         })
+    }
+
+    /// Unmounts the secrets tmpfs, if one is mounted (the node left the
+    /// cluster): lazily, so the containers still running keep their copies
+    /// until they end, while the data dir can be removed. Returns whether
+    /// one was mounted. A task with secrets that comes later mounts a new one.
+    ///
+    /// # Errors
+    ///
+    /// The unmount failed.
+    pub fn unmount_secrets(&self) -> io::Result<bool> {
+        let _one_at_a_time = self.mounting.lock().unwrap_or_else(|p| p.into_inner());
+        unmount_tmpfs(&self.root.join("secrets"))
     }
 
     /// Takes the contents sent with an assignment; a full assignment
@@ -264,6 +282,18 @@ fn prepare_tmpfs(root: &Path) -> io::Result<bool> {
     }
 }
 
+/// Unmounts the tmpfs on `root` (detached: it goes once nothing uses it);
+/// returns whether one was mounted there.
+fn unmount_tmpfs(root: &Path) -> io::Result<bool> {
+    let Ok(root) = root.canonicalize() else { return Ok(false) };
+    if !is_tmpfs(&root) {
+        return Ok(false);
+    }
+    rustix::mount::unmount(&root, rustix::mount::UnmountFlags::DETACH)?;
+    info!(root = %root.display(), "unmounted the tmpfs of task files");
+    Ok(true)
+}
+
 /// Whether `path` is the mount point of a tmpfs, per `/proc/self/mountinfo`.
 fn is_tmpfs(path: &Path) -> bool {
     let Ok(info) = fs::read_to_string("/proc/self/mountinfo") else { return false };
@@ -339,6 +369,27 @@ mod tests {
         let err = files.prepare(&task_with_config("t2")).expect_err("no content");
         assert!(err.to_string().contains("deploy the stack again"), "{err}");
         let _ = fs::remove_dir_all(root);
+    }
+
+    /// Issue 12, defect 8: the secrets tmpfs can be unmounted (when the node
+    /// leaves the cluster), after which the data dir can be removed.
+    #[test]
+    fn the_secrets_tmpfs_is_unmounted_on_request_and_the_dir_can_go() {
+        let root = std::env::temp_dir().join(format!("stackd-files-umount-{}", std::process::id()));
+        let files = TaskFiles::open(root.clone());
+        if !files.secrets_tmpfs() {
+            eprintln!("SKIPPED: cannot mount a tmpfs here (not root?)");
+            let _ = fs::remove_dir_all(&root);
+            return;
+        }
+        let secrets = root.join("secrets").canonicalize().expect("secrets dir");
+        fs::write(secrets.join("s"), b"pw").expect("write a secret");
+        assert!(is_tmpfs(&secrets));
+        assert!(files.unmount_secrets().expect("unmount"), "it was mounted");
+        assert!(!is_tmpfs(&secrets));
+        assert!(!files.unmount_secrets().expect("nothing to unmount"));
+        fs::remove_dir_all(&root).expect("the data dir can be removed");
+        assert!(!files.unmount_secrets().expect("no dir at all"));
     }
 
     #[test]

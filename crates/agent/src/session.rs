@@ -127,6 +127,13 @@ pub(crate) fn next_backoff(current: Duration) -> Duration {
     (current * 2).clamp(BACKOFF_MIN, BACKOFF_MAX)
 }
 
+/// Whether the manager refused the session because the node is no longer a
+/// member of the cluster (`stackctl node rm`).
+fn node_removed(e: &SessionError) -> bool {
+    let SessionError::Rpc { status, .. } = e else { return false };
+    status.code() == Code::PermissionDenied && status.message().contains("is not a member of the cluster")
+}
+
 /// The leader's address a refusal names, if any.
 fn leader_hint(e: &SessionError) -> Option<String> {
     let SessionError::Rpc { status, .. } = e else { return None };
@@ -205,6 +212,9 @@ pub(crate) struct Session {
     pending: BTreeMap<TaskId, TaskStatus>,
     /// True until the first full set of the current session was applied.
     gc_pending: bool,
+    /// A manager said the node is no longer a member of the cluster (the
+    /// secrets tmpfs was unmounted then).
+    removed: bool,
 }
 
 impl Session {
@@ -228,6 +238,7 @@ impl Session {
             reports,
             pending: BTreeMap::new(),
             gc_pending: true,
+            removed: false,
         }
     }
 
@@ -247,6 +258,10 @@ impl Session {
                         }
                         Err(e) => {
                             warn!(manager = %self.manager(), error = %e, "cannot open a dispatcher session");
+                            if node_removed(&e) && !self.removed {
+                                self.removed = true;
+                                self.worker.node_removed().await;
+                            }
                             self.retry(&e)
                         }
                     },
@@ -433,6 +448,19 @@ impl Session {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_refusal_for_a_removed_node_is_told_apart() {
+        let refused =
+            |code, message: &str| SessionError::Rpc { call: "Session", status: tonic::Status::new(code, message) };
+        assert!(node_removed(&refused(
+            Code::PermissionDenied,
+            "node 6a04d1e93bc25f70 is not a member of the cluster (it was removed, or never joined): join it again"
+        )));
+        assert!(!node_removed(&refused(Code::PermissionDenied, "certificate of another node")));
+        assert!(!node_removed(&refused(Code::Unavailable, "is not a member of the cluster")));
+        assert!(!node_removed(&SessionError::Ended));
+    }
 
     #[test]
     fn backoff_doubles_up_to_two_seconds() {

@@ -202,6 +202,19 @@ pub struct Worker {
 }
 
 impl Worker {
+    /// The node was removed from the cluster: unmount the secrets tmpfs
+    /// (lazily: running containers keep their copies), so that nothing of
+    /// the node's secrets stays mounted and its data dir can be removed.
+    pub async fn node_removed(&self) {
+        let files = self.files.clone();
+        match tokio::task::spawn_blocking(move || files.unmount_secrets()).await {
+            Ok(Ok(true)) => info!("the node was removed from the cluster: unmounted the secrets tmpfs"),
+            Ok(Ok(false)) => {}
+            Ok(Err(e)) => warn!(error = %e, "cannot unmount the secrets tmpfs"),
+            Err(e) => warn!(error = %e, "unmounting the secrets tmpfs was interrupted"),
+        }
+    }
+
     /// A worker with no tasks; runners report on `reports` and write task files to `files`.
     pub fn new(
         exec: Executor,
