@@ -427,7 +427,9 @@ mod tests {
         );
         assert!(!text.contains("cannot reach"), "{text}");
         // The PEM text itself is not printed, only said to be given.
-        let e = connect(&global(&["--addr", &addr, &format!("--ca={}", theirs.ca.cert_pem())])).await.expect_err("wrong CA");
+        let e = connect(&global(&["--addr", &addr, &format!("--ca={}", theirs.ca.cert_pem())]))
+            .await
+            .expect_err("wrong CA");
         let text = format!("{e:#}");
         assert!(text.contains("not signed by the CA given as PEM text in STACKCTL_CA (--ca)"), "{text}");
         assert!(!text.contains("BEGIN CERTIFICATE"), "{text}");
