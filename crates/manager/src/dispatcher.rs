@@ -551,7 +551,10 @@ mod tests {
             .iter()
             .map(|(stack, key, name)| {
                 let spec = VolumeSpec { name: name.to_string(), ..Default::default() };
-                ((stack.to_string(), name.to_string()), StackVolume { stack: stack.to_string(), key: key.to_string(), spec })
+                (
+                    (stack.to_string(), name.to_string()),
+                    StackVolume { stack: stack.to_string(), key: key.to_string(), spec },
+                )
             })
             .collect();
         let mounting = |sources: &[(MountKind, &str)]| {
