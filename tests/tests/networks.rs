@@ -158,7 +158,10 @@ fn t03_a_missing_external_network_rejects_the_task() {
     });
     let err = task["error"].as_str().unwrap_or_default();
     assert!(err.starts_with(&expected), "{task:#}");
+    // The table cuts a long error to one short line; --no-trunc shows it whole.
     let table = node.stackctl(&["ps", "ext"]);
+    assert!(table.contains(&expected[..40]) && table.contains('…'), "{table}");
+    let table = node.stackctl(&["ps", "ext", "--no-trunc"]);
     assert!(table.contains(&expected), "{table}");
     // Nothing was created: no container, and the external network stays absent.
     let label = format!("io.stackd.cluster={}", node.cluster_id());

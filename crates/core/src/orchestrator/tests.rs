@@ -138,6 +138,18 @@ impl Sim {
         }
     }
 
+    /// Lets the agent and the controller run for `seconds`, one second a
+    /// round, then past every monitor period.
+    pub fn play(&mut self, seconds: usize) {
+        for _ in 0..seconds {
+            self.agent();
+            self.now += 1_000;
+            self.settle();
+        }
+        self.now += 10_000;
+        self.settle();
+    }
+
     pub fn running(&self, service: &str) -> Vec<&Task> {
         let svc = self.state.service_by_name(service).expect("service");
         self.state
@@ -384,13 +396,7 @@ fn failed_update_rolls_back_when_asked() {
     fail_the_first_updated_task(&mut sim);
     assert_eq!(sim.service("app_web").update.state, UpdateState::RollingBack);
     assert_eq!(sim.service("app_web").spec.task.image, "web:1");
-    for _ in 0..6 {
-        sim.agent();
-        sim.now += 1_000;
-        sim.settle();
-    }
-    sim.now += 10_000;
-    sim.settle();
+    sim.play(6);
     let svc = sim.service("app_web");
     assert_eq!(svc.update.state, UpdateState::RolledBack);
     assert_eq!(svc.revision, 3);
@@ -830,13 +836,7 @@ mod rollback_config {
     }
 
     fn roll_back_to_the_end(sim: &mut Sim) {
-        for _ in 0..20 {
-            sim.agent();
-            sim.now += 1_000;
-            sim.settle();
-        }
-        sim.now += 10_000;
-        sim.settle();
+        sim.play(20);
         assert_eq!(sim.service("app_web").update.state, UpdateState::RolledBack);
         let running = sim.running("app_web");
         assert_eq!(running.len(), 3);
@@ -1634,13 +1634,7 @@ mod force_update {
         assert_eq!(r.rejected, None);
         let svc = sim.service("app_web");
         assert_eq!((svc.update.state, svc.revision, svc.spec.task.force_update), (UpdateState::Updating, 3, 1));
-        for _ in 0..8 {
-            sim.agent();
-            sim.now += 1_000;
-            sim.settle();
-        }
-        sim.now += 10_000;
-        sim.settle();
+        sim.play(8);
         assert_eq!(sim.service("app_web").update.state, UpdateState::Completed);
         let running = sim.running("app_web");
         assert_eq!(running.len(), 2);
