@@ -623,6 +623,17 @@ impl Executor {
         Ok(removed)
     }
 
+    /// Stops a container gracefully, then removes it.
+    pub async fn stop_and_remove(
+        &self,
+        id: &str,
+        grace: Option<Duration>,
+        signal: Option<&str>,
+    ) -> Result<(), DockerError> {
+        self.stop(id, grace, signal).await?;
+        self.remove(id).await
+    }
+
     /// Starts a container (a running one is left alone).
     pub async fn start(&self, id: &str) -> Result<(), DockerError> {
         self.docker.start_container(id, None).await.map_err(|e| engine("start container", e))

@@ -24,8 +24,11 @@
 //!   removal of the containers of tasks that leave, garbage collection.
 //! - `runner.rs`: one task's runner, driving the pure decision core of
 //!   `runner/machine.rs` (phases, events, transitions) against Docker.
+//! - `shared.rs`: what the worker shares with its runners (network and
+//!   volume specs) and the status reports runners send; below both.
 //! - [`docker`]: the executor, the only module that speaks bollard;
-//!   `docker/spec.rs` builds a container's create request from a task.
+//!   `docker/spec.rs` builds a container's create request from a task,
+//!   `docker/ports.rs` finds the containers that hold a host port.
 //! - [`files`]: the files of tasks' configs and secrets (secrets on a tmpfs),
 //!   given to containers as read-only bind mounts.
 
@@ -34,6 +37,7 @@ pub mod files;
 mod managers;
 mod runner;
 mod session;
+mod shared;
 pub mod worker;
 
 use std::future::Future;

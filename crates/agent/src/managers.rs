@@ -128,10 +128,10 @@ impl Managers {
     }
 
     fn usable(&self, addr: &str) -> bool {
-        match crate::session::check_endpoint(addr, &self.tls) {
+        match check_endpoint(addr, &self.tls) {
             Ok(()) => true,
             Err(e) => {
-                warn!(error = %e, "ignoring a manager address");
+                warn!(address = %addr, error = %e, "ignoring a manager address");
                 false
             }
         }
@@ -191,6 +191,13 @@ fn write_atomic(path: &Path, list: &[String]) -> std::io::Result<()> {
     }
     std::fs::rename(&tmp, path)?;
     std::fs::File::open(dir)?.sync_all()
+}
+
+/// Checks a manager address (`host:port` or `https://host:port`; TLS only)
+/// without connecting. Must run within a tokio runtime.
+pub(crate) fn check_endpoint(addr: &str, tls: &Arc<rustls::ClientConfig>) -> Result<(), stackd_tls::ConnectError> {
+    // A lazy channel validates the address without connecting.
+    stackd_tls::lazy_channel(addr, tls.clone()).map(drop)
 }
 
 #[cfg(test)]

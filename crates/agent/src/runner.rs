@@ -21,9 +21,9 @@ use stackd_core::model::{DesiredState, MountKind, Protocol, Task, TaskState, Tas
 use tokio::sync::{mpsc, watch};
 use tracing::{debug, info, warn};
 
-use crate::docker::{ContainerContext, ContainerInfo, Created, DockerError, Executor, WaitOutcome};
+use crate::docker::{ContainerContext, ContainerInfo, Created, Executor, WaitOutcome};
 use crate::files::TaskFiles;
-use crate::worker::{Networks, StatusReport};
+use crate::shared::{Networks, StatusReport};
 use machine::{Event, Found, FoundState, Op, Report, View};
 
 /// Pause before an operation is retried after an engine error.
@@ -434,8 +434,7 @@ impl Runner {
             }
         };
         let Some(c) = found else { return true };
-        if let Err(e) =
-            stop_and_remove(&self.exec, &c.id, Some(grace(task)), task.template.stop_signal.as_deref()).await
+        if let Err(e) = self.exec.stop_and_remove(&c.id, Some(grace(task)), task.template.stop_signal.as_deref()).await
         {
             warn!(task = %self.task_id, container = %c.id, error = %e, "cannot remove the container of a removed task");
             false
@@ -446,15 +445,4 @@ impl Runner {
             true
         }
     }
-}
-
-/// Stops a container gracefully, then removes it.
-pub(crate) async fn stop_and_remove(
-    exec: &Executor,
-    id: &str,
-    grace: Option<Duration>,
-    signal: Option<&str>,
-) -> Result<(), DockerError> {
-    exec.stop(id, grace, signal).await?;
-    exec.remove(id).await
 }

@@ -116,9 +116,7 @@ pub enum SessionState {
 /// Checks a manager address (`host:port` or `https://host:port`; TLS only).
 /// Must run within a tokio runtime.
 pub(crate) fn check_endpoint(addr: &str, tls: &Arc<rustls::ClientConfig>) -> Result<(), SessionError> {
-    // A lazy channel validates the address without connecting.
-    stackd_tls::lazy_channel(addr, tls.clone())
-        .map(drop)
+    crate::managers::check_endpoint(addr, tls)
         .map_err(|source| SessionError::InvalidEndpoint { endpoint: addr.to_string(), source })
 }
 

@@ -31,26 +31,19 @@
 //! containers: a restarted agent adopts them.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 use std::time::Duration;
 
-use stackd_core::model::{StackNetwork, StackVolume, Task, TaskId, TaskStatus};
-use tokio::sync::{Notify, mpsc, watch};
+use stackd_core::model::{StackNetwork, StackVolume, Task, TaskId};
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 use tracing::{debug, info, warn};
 
 use crate::docker::{ContainerContext, Executor};
 use crate::files::{FileContent, TaskFiles};
-use crate::runner::{Runner, stop_and_remove};
-
-/// A status change of a task, as a runner reports it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct StatusReport {
-    /// The task.
-    pub task_id: TaskId,
-    /// Its new status.
-    pub status: TaskStatus,
-}
+use crate::runner::Runner;
+use crate::shared::Networks;
+pub use crate::shared::StatusReport;
 
 /// Assignments from the dispatcher, in core types.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -77,71 +70,6 @@ pub struct Assignment {
 /// How long the network collector waits after it is woken, so that the
 /// removals of one change are collected in one pass.
 const NETWORK_GC_DELAY: Duration = Duration::from_millis(500);
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-/// What the worker shares with its runners about networks (and the specs
-/// of named volumes, which are never collected).
-#[derive(Debug, Default)]
-pub(crate) struct Networks {
-    /// The specs the dispatcher sent, by stack and engine name.
-    specs: Mutex<BTreeMap<(String, String), StackNetwork>>,
-    /// The volume specs the dispatcher sent, by stack and engine name.
-    volumes: Mutex<BTreeMap<(String, String), StackVolume>>,
-    /// Engine names of the networks the node's live tasks attach to.
-    wanted: Mutex<BTreeSet<String>>,
-    /// Wakes the collector.
-    gc: Notify,
-}
-
-impl Networks {
-    /// The spec of the network `name` of the stack `stack`, as last sent.
-    pub(crate) fn get(&self, stack: &str, name: &str) -> Option<StackNetwork> {
-        lock(&self.specs).get(&(stack.to_string(), name.to_string())).cloned()
-    }
-
-    /// The spec of the named volume `name` of the stack `stack`, as last sent.
-    pub(crate) fn volume(&self, stack: &str, name: &str) -> Option<StackVolume> {
-        lock(&self.volumes).get(&(stack.to_string(), name.to_string())).cloned()
-    }
-
-    /// Records the volume specs of an assignment (a full one replaces them all).
-    fn record_volumes(&self, full: bool, volumes: Vec<StackVolume>) {
-        let mut specs = lock(&self.volumes);
-        if full {
-            specs.clear();
-        }
-        for v in volumes {
-            specs.insert((v.stack.clone(), v.spec.name.clone()), v);
-        }
-    }
-
-    /// Asks the collector for a pass soon.
-    pub(crate) fn collect_soon(&self) {
-        self.gc.notify_one();
-    }
-
-    /// Records the specs of an assignment (a full one replaces them all).
-    fn record(&self, full: bool, networks: Vec<StackNetwork>) {
-        let mut specs = lock(&self.specs);
-        if full {
-            specs.clear();
-        }
-        for n in networks {
-            specs.insert((n.stack.clone(), n.spec.name.clone()), n);
-        }
-    }
-
-    /// Sets the wanted networks; true if one is no longer wanted.
-    fn want(&self, now: BTreeSet<String>) -> bool {
-        let mut wanted = lock(&self.wanted);
-        let dropped = !wanted.is_subset(&now);
-        *wanted = now;
-        dropped
-    }
-}
 
 /// The networks a node's tasks want: those of every task that is wanted
 /// running or has not stopped yet.
@@ -338,7 +266,7 @@ async fn collect(exec: Executor, ctx: Arc<ContainerContext>, keep: &BTreeSet<Tas
         async move {
             info!(container = %c.id, task = %c.task_id, "garbage collection: removing the container of an unassigned task");
             // No grace given: the container's own stop timeout (its task's grace period) applies.
-            if let Err(e) = stop_and_remove(exec, &c.id, None, None).await {
+            if let Err(e) = exec.stop_and_remove(&c.id, None, None).await {
                 warn!(container = %c.id, error = %e, "garbage collection: cannot remove container");
             }
         }
@@ -350,9 +278,9 @@ async fn collect(exec: Executor, ctx: Arc<ContainerContext>, keep: &BTreeSet<Tas
 /// this cluster's networks that no task of the node wants.
 async fn collect_networks(exec: Executor, ctx: Arc<ContainerContext>, networks: Arc<Networks>) {
     loop {
-        networks.gc.notified().await;
+        networks.collection_asked().await;
         tokio::time::sleep(NETWORK_GC_DELAY).await;
-        let wanted = lock(&networks.wanted).clone();
+        let wanted = networks.wanted();
         match exec.remove_unused_networks(&ctx, &wanted).await {
             Ok(removed) => {
                 for name in removed {
@@ -366,7 +294,7 @@ async fn collect_networks(exec: Executor, ctx: Arc<ContainerContext>, networks: 
 
 #[cfg(test)]
 mod tests {
-    use stackd_core::model::{DesiredState, NetworkAttachment, NetworkSpec, TaskState, TaskTemplate};
+    use stackd_core::model::{DesiredState, NetworkAttachment, NetworkSpec, TaskState, TaskStatus, TaskTemplate};
 
     use super::*;
 

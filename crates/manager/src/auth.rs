@@ -15,8 +15,9 @@
 use stackd_core::ClusterState;
 use stackd_core::model::NodeRole;
 use stackd_core::security::{Action, ClientToken};
-use stackd_tls::PeerIdentity;
 use tonic::{Request, Status};
+
+use crate::peer::peer_node;
 
 /// The metadata key that carries the bearer token.
 pub(crate) const AUTHORIZATION: &str = "authorization";
@@ -38,23 +39,6 @@ pub(crate) enum Caller {
     },
     /// A client token, as the cluster stores it.
     Token(ClientToken),
-}
-
-/// The node certificate the request came with, if any, checked to belong to
-/// the cluster `cluster_id`. The chain itself was verified against the
-/// cluster's CA during the TLS handshake.
-pub(crate) fn peer_node<T>(req: &Request<T>, cluster_id: &str) -> Result<Option<PeerIdentity>, Status> {
-    let Some(certs) = req.peer_certs() else {
-        return Ok(None);
-    };
-    if certs.is_empty() {
-        return Ok(None);
-    }
-    let peer = PeerIdentity::from_chain(&certs).map_err(|e| Status::unauthenticated(e.to_string()))?;
-    if peer.cluster_id != cluster_id {
-        return Err(Status::unauthenticated("the client certificate belongs to another cluster"));
-    }
-    Ok(Some(peer))
 }
 
 /// The check of the Raft service: only a manager certificate of the cluster

@@ -103,7 +103,7 @@ impl Identity {
         std::fs::create_dir_all(dir).map_err(io)?;
         let bytes = serde_json::to_vec_pretty(self)
             .map_err(|e| IdentityError::Corrupt { path: p.display().to_string(), message: e.to_string() })?;
-        crate::raft::write_atomic(dir, "node.json", &bytes)
+        crate::util::write_atomic(dir, "node.json", &bytes)
             .map_err(|source| IdentityError::Io { path: p.display().to_string(), source })
     }
 }

@@ -23,6 +23,9 @@
 //!   of demotions and removals.
 //! - `auth.rs`: who is calling (a node certificate of this cluster or a
 //!   client token) and what it may do.
+//! - `peer.rs`: the node certificate a request came with (used by `raft/`
+//!   and `auth.rs`; depends on no module of the crate).
+//! - `util.rs`: general helpers of no layer: atomic file writes, locks.
 //!
 //! Every service is served over TLS only ([`stackd_tls::tls_incoming`]);
 //! client certificates are optional at the TLS layer and required by the
@@ -34,6 +37,8 @@ mod controller;
 mod dispatcher;
 mod identity;
 mod membership;
+mod peer;
+pub mod util;
 pub mod raft;
 
 use std::net::SocketAddr;

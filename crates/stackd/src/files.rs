@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 use stackd_core::model::Blob;
 use stackd_core::security::{ClientToken, Security, TokenRole};
 use stackd_manager::Identity;
-use stackd_manager::raft::write_atomic_mode;
+use stackd_manager::util::write_atomic_mode;
 use stackd_tls::{Ca, Credentials, NodeKey, Role, Secret};
 
 /// The name of the admin token `stackd init` creates.

@@ -20,7 +20,7 @@
 //! committed its writes.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use stackd_proto::v1;
@@ -31,6 +31,7 @@ use tonic::Status;
 use tonic::transport::Channel;
 
 use super::peers::{PeerError, Peers};
+use crate::util::lock;
 
 /// What a forwarded call ended with.
 #[derive(Debug)]
@@ -72,10 +73,6 @@ struct Registered {
     answer: oneshot::Receiver<Result<v1::ForwardResult, Status>>,
     calls: mpsc::UnboundedSender<v1::ForwardCall>,
     waiting: Arc<Mutex<Waiting>>,
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl ForwardStreams {

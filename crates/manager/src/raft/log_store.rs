@@ -409,7 +409,7 @@ fn resume_vote(log_dir: &Path, writer: &mut Writer, vote: Option<Vote>, boot: &s
     }
     if last != boot {
         // After the downgrade is durable: a crash in between downgrades again.
-        super::state_machine::write_atomic(log_dir, BOOT_FILE, format!("{boot}\n").as_bytes()).map_err(io(file))?;
+        crate::util::write_atomic(log_dir, BOOT_FILE, format!("{boot}\n").as_bytes()).map_err(io(file))?;
     }
     Ok(vote)
 }

@@ -71,7 +71,7 @@ pub use log_store::LogStore;
 pub use network::NetworkFailure;
 pub use peers::{MAX_MESSAGE, PeerConnector, PeerError, Peers, PlainConnector, peer_endpoint};
 pub use service::{LEADER_HEADER, REFUSED_HEADER, RaftService};
-pub use state_machine::{Shared, StateMachine, write_atomic, write_atomic_mode};
+pub use state_machine::{Shared, StateMachine};
 pub use wal::WalError;
 
 openraft::declare_raft_types!(

@@ -139,7 +139,7 @@ impl RaftService {
     /// The node id of `req`'s certificate, if it is of a member manager.
     fn member_of<T>(&self, req: &Request<T>) -> Result<String, Status> {
         let cluster_id = self.node.shared().read(|s| s.cluster_id.clone());
-        let peer = crate::auth::peer_node(req, &cluster_id)?
+        let peer = crate::peer::peer_node(req, &cluster_id)?
             .ok_or_else(|| Status::unauthenticated("this call needs the manager certificate of a member"))?;
         self.check_manager(&peer.node_id)?;
         Ok(peer.node_id)

@@ -70,29 +70,6 @@ fn now_ms() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
-/// Writes `bytes` to `dir/name` atomically: a temporary file, fsync, rename,
-/// fsync of the directory. Readable by the owner only (0600): snapshots hold
-/// the cluster's CA key and join secrets.
-pub fn write_atomic(dir: &Path, name: &str, bytes: &[u8]) -> std::io::Result<()> {
-    write_atomic_mode(dir, name, bytes, 0o600)
-}
-
-/// [`write_atomic`] with the file mode `mode`, set when the file is created
-/// (never wider, not even for a moment).
-pub fn write_atomic_mode(dir: &Path, name: &str, bytes: &[u8], mode: u32) -> std::io::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let tmp = dir.join(format!(".{name}.tmp"));
-    let _ = std::fs::remove_file(&tmp);
-    {
-        let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(mode).open(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-    }
-    std::fs::rename(&tmp, dir.join(name))?;
-    std::fs::File::open(dir)?.sync_all()
-}
-
 /// The state machine store.
 #[derive(Clone)]
 pub struct StateMachine {
@@ -166,7 +143,7 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
         let dir = self.dir.clone();
         let (payload, bytes) = tokio::task::spawn_blocking(move || {
             let bytes = snapshot::encode(&payload, now_ms()).map_err(|e| sm_err(ErrorVerb::Write, e))?;
-            write_atomic(&dir, CURRENT, &bytes).map_err(|e| sm_err(ErrorVerb::Write, e))?;
+            crate::util::write_atomic(&dir, CURRENT, &bytes).map_err(|e| sm_err(ErrorVerb::Write, e))?;
             Ok::<_, StorageError<NodeIdOf>>((payload, bytes))
         })
         .await
@@ -239,7 +216,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     async fn install_snapshot(&mut self, meta: &SnapshotMetaOf, snapshot: Box<Cursor<Vec<u8>>>) -> StorageResult<()> {
         let bytes = snapshot.into_inner();
         let (_, payload) = snapshot::decode(&bytes).map_err(|e| sm_err(ErrorVerb::Read, e))?;
-        write_atomic(&self.dir, CURRENT, &bytes).map_err(|e| sm_err(ErrorVerb::Write, e))?;
+        crate::util::write_atomic(&self.dir, CURRENT, &bytes).map_err(|e| sm_err(ErrorVerb::Write, e))?;
         self.install(meta, payload);
         // openraft calls this only for a snapshot received from a leader.
         self.shared.installs.fetch_add(1, Ordering::Relaxed);

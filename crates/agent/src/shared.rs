@@ -1,0 +1,94 @@
+//! What the worker shares with its runners: the specs of the networks and
+//! named volumes the dispatcher sent, and the status reports runners send
+//! back. Below both `worker` and `runner`, so that neither imports the other
+//! for them.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Mutex, MutexGuard};
+
+use stackd_core::model::{StackNetwork, StackVolume, TaskId, TaskStatus};
+use tokio::sync::Notify;
+
+/// A status change of a task, as a runner reports it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StatusReport {
+    /// The task.
+    pub task_id: TaskId,
+    /// Its new status.
+    pub status: TaskStatus,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// What the worker shares with its runners about networks (and the specs
+/// of named volumes, which are never collected).
+#[derive(Debug, Default)]
+pub(crate) struct Networks {
+    /// The specs the dispatcher sent, by stack and engine name.
+    specs: Mutex<BTreeMap<(String, String), StackNetwork>>,
+    /// The volume specs the dispatcher sent, by stack and engine name.
+    volumes: Mutex<BTreeMap<(String, String), StackVolume>>,
+    /// Engine names of the networks the node's live tasks attach to.
+    wanted: Mutex<BTreeSet<String>>,
+    /// Wakes the collector.
+    gc: Notify,
+}
+
+impl Networks {
+    /// The spec of the network `name` of the stack `stack`, as last sent.
+    pub(crate) fn get(&self, stack: &str, name: &str) -> Option<StackNetwork> {
+        lock(&self.specs).get(&(stack.to_string(), name.to_string())).cloned()
+    }
+
+    /// The spec of the named volume `name` of the stack `stack`, as last sent.
+    pub(crate) fn volume(&self, stack: &str, name: &str) -> Option<StackVolume> {
+        lock(&self.volumes).get(&(stack.to_string(), name.to_string())).cloned()
+    }
+
+    /// Records the volume specs of an assignment (a full one replaces them all).
+    pub(crate) fn record_volumes(&self, full: bool, volumes: Vec<StackVolume>) {
+        let mut specs = lock(&self.volumes);
+        if full {
+            specs.clear();
+        }
+        for v in volumes {
+            specs.insert((v.stack.clone(), v.spec.name.clone()), v);
+        }
+    }
+
+    /// Asks the collector for a pass soon.
+    pub(crate) fn collect_soon(&self) {
+        self.gc.notify_one();
+    }
+
+    /// Resolves when a collection was asked for.
+    pub(crate) async fn collection_asked(&self) {
+        self.gc.notified().await;
+    }
+
+    /// Engine names of the networks the node's live tasks attach to.
+    pub(crate) fn wanted(&self) -> BTreeSet<String> {
+        lock(&self.wanted).clone()
+    }
+
+    /// Records the specs of an assignment (a full one replaces them all).
+    pub(crate) fn record(&self, full: bool, networks: Vec<StackNetwork>) {
+        let mut specs = lock(&self.specs);
+        if full {
+            specs.clear();
+        }
+        for n in networks {
+            specs.insert((n.stack.clone(), n.spec.name.clone()), n);
+        }
+    }
+
+    /// Sets the wanted networks; true if one is no longer wanted.
+    pub(crate) fn want(&self, now: BTreeSet<String>) -> bool {
+        let mut wanted = lock(&self.wanted);
+        let dropped = !wanted.is_subset(&now);
+        *wanted = now;
+        dropped
+    }
+}
