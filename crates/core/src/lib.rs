@@ -13,9 +13,12 @@
 //!   [`Plan`](command::Plan) / [`Placement`](command::Placement) values the
 //!   orchestrators and scheduler produce.
 //! - [`state`]: [`ClusterState`] and its deterministic `apply`.
+//! - [`refusal`]: [`Refusal`], why `apply` (or the control API) refused a
+//!   request, of a [`RefusalKind`] that says what the caller should do.
 //! - [`security`]: the CA, join secrets and client tokens kept in the state,
 //!   and what each token role may do.
-//! - [`validate`]: checks every stored stack spec passes.
+//! - [`validate`]: checks every stored stack spec passes, and the name
+//!   and size of a config or secret created on its own.
 //! - [`orchestrator`]: desired services vs existing tasks → a plan
 //!   (replicated and global slots, restarts, rolling updates, history).
 //! - [`scheduler`]: unassigned tasks → nodes, with reasons for refusals.
@@ -31,11 +34,13 @@ pub mod diff;
 pub mod loader;
 pub mod model;
 pub mod orchestrator;
+pub mod refusal;
 pub mod scheduler;
 pub mod security;
 pub mod state;
 pub mod validate;
 
 pub use command::Command;
+pub use refusal::{Refusal, RefusalKind};
 pub use security::{ClientToken, Security, TokenRole};
 pub use state::ClusterState;

@@ -13,10 +13,11 @@ use sha2::{Digest, Sha256};
 
 use crate::command::{Command, NewTask, Placement, Plan, TaskStatusUpdate};
 use crate::model::{
-    Blob, DataKind, DesiredState, FileRef, MAX_OBJECT_BYTES, NetworkSpec, Node, NodeId, NodeRole, NodeState,
-    ObjectSpec, REVISIONS_KEPT, Revision, Service, ServiceId, ServiceSpec, Stack, StackNetwork, StackSpec,
-    StoredObject, Task, TaskId, TaskState, TaskStatus, TaskTemplate, Timestamp, UpdateState, UpdateStatus, digest,
+    Blob, DataKind, DesiredState, FileRef, NetworkSpec, Node, NodeId, NodeRole, NodeState, ObjectSpec, REVISIONS_KEPT,
+    Revision, Service, ServiceId, ServiceSpec, Stack, StackNetwork, StackSpec, StoredObject, Task, TaskId, TaskState,
+    TaskStatus, TaskTemplate, Timestamp, UpdateState, UpdateStatus, digest,
 };
+use crate::refusal::{Refusal, RefusalKind};
 use crate::security::{ClientToken, Security};
 use crate::validate;
 
@@ -76,8 +77,15 @@ pub struct Event {
 pub struct Applied {
     /// What changed, for watchers.
     pub events: Vec<Event>,
-    /// Set when the command was refused as a whole (nothing changed).
+    /// Set when the command was refused as a whole (nothing changed): why,
+    /// in words. [`refusal`](Self::refusal) gives it with its kind.
     pub rejected: Option<String>,
+    /// The kind of the refusal in `rejected`. Kept beside the message, not
+    /// in it, so that the encoding stays readable both ways between
+    /// managers of different versions (results are forwarded as JSON): a
+    /// result without it reads as [`RefusalKind::FailedPrecondition`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rejected_kind: Option<RefusalKind>,
     /// For `PutStack`: services created, updated, unchanged and removed (full names).
     pub deploy: Option<DeployResult>,
     /// For `Batch`: the result of each of its commands, in order (the
@@ -87,6 +95,24 @@ pub struct Applied {
 }
 
 impl Applied {
+    /// A result that refuses the command whole.
+    pub fn refused(refusal: Refusal) -> Self {
+        let mut applied = Applied::default();
+        applied.refuse(refusal);
+        applied
+    }
+
+    /// Why the command was refused, with its kind; `None` when it was applied.
+    pub fn refusal(&self) -> Option<Refusal> {
+        let message = self.rejected.clone()?;
+        Some(Refusal::new(self.rejected_kind.unwrap_or(RefusalKind::FailedPrecondition), message))
+    }
+
+    fn refuse(&mut self, refusal: Refusal) {
+        self.rejected_kind = Some(refusal.kind);
+        self.rejected = Some(refusal.message);
+    }
+
     /// Every event of this result, those of a batch's commands included.
     pub fn all_events(&self) -> impl Iterator<Item = &Event> {
         self.events.iter().chain(self.batch.iter().flat_map(|a| a.events.iter()))
@@ -224,6 +250,9 @@ fn new_revision(cx: &mut Ctx, s: &mut Service, spec: ServiceSpec) {
     cx.event(ObjectKind::Service, Action::Update, &id, &s.name, &s.stack, format!("revision {rev}"));
 }
 
+/// Why a batch inside a batch is refused.
+const NESTED_BATCH: &str = "a batch cannot hold a batch";
+
 /// Command `k` of a batch numbers its ids from `k << BATCH_SEQ_SHIFT`: one
 /// command makes far fewer than 2^32 ids.
 const BATCH_SEQ_SHIFT: u32 = 32;
@@ -236,6 +265,11 @@ struct Ctx {
 }
 
 impl Ctx {
+    /// Refuses the command whole (the caller returns without a change).
+    fn refuse(&mut self, refusal: Refusal) {
+        self.out.refuse(refusal);
+    }
+
     fn event(&mut self, kind: ObjectKind, action: Action, id: &str, name: &str, stack: &str, message: String) {
         self.out.events.push(Event {
             index: self.index,
@@ -258,9 +292,7 @@ impl ClusterState {
             .iter()
             .enumerate()
             .map(|(k, c)| match c {
-                Command::Batch { .. } => {
-                    Applied { rejected: Some("a batch cannot hold a batch".into()), ..Applied::default() }
-                }
+                Command::Batch { .. } => Applied::refused(Refusal::invalid(NESTED_BATCH)),
                 // Each command of the batch makes its ids in its own range of
                 // sequence numbers: the first one's are those it would make alone.
                 c => self.apply_one(index, (k as u64) << BATCH_SEQ_SHIFT, c),
@@ -293,7 +325,7 @@ impl ClusterState {
                     }
                 }
                 Some(_) => {}
-                None => cx.out.rejected = Some(format!("no node {id}")),
+                None => cx.refuse(Refusal::not_found(format!("no node {id}"))),
             },
             Command::SetNodeAvailability { id, availability, .. } => match self.nodes.get_mut(id) {
                 Some(n) => {
@@ -303,7 +335,7 @@ impl ClusterState {
                     let msg = format!("availability {availability:?}").to_lowercase();
                     cx.event(ObjectKind::Node, Action::Update, &id, &name, "", msg);
                 }
-                None => cx.out.rejected = Some(format!("no node {id}")),
+                None => cx.refuse(Refusal::not_found(format!("no node {id}"))),
             },
             Command::ApplyPlan { plan, .. } => self.apply_plan(&mut cx, plan),
             Command::Schedule { decisions, .. } => self.schedule(&mut cx, decisions),
@@ -317,21 +349,21 @@ impl ClusterState {
                     NodeRole::Manager => self.security.manager_secret = secret.clone(),
                     NodeRole::Worker => self.security.worker_secret = secret.clone(),
                 },
-                Err(e) => cx.out.rejected = Some(e.to_string()),
+                Err(e) => cx.refuse(e.into()),
             },
             Command::CreateToken { token, .. } => self.create_token(token, &mut cx),
             Command::RevokeToken { id, .. } => {
                 if self.security.tokens.remove(id).is_none() {
-                    cx.out.rejected = Some(crate::security::SecurityError::UnknownToken(id.clone()).to_string());
+                    cx.refuse(crate::security::SecurityError::UnknownToken(id.clone()).into());
                 }
             }
             Command::JoinNode { node, .. } => match self.check_new_node(node) {
                 Ok(()) => self.add_node(&mut cx, node),
-                Err(why) => cx.out.rejected = Some(why),
+                Err(why) => cx.refuse(why),
             },
             Command::SetNodeRole { id, role, .. } => self.set_node_role(&mut cx, id, *role),
             Command::RemoveNode { id, .. } => self.remove_node(&mut cx, id),
-            Command::Batch { .. } => cx.out.rejected = Some("a batch cannot hold a batch".into()),
+            Command::Batch { .. } => cx.refuse(Refusal::invalid(NESTED_BATCH)),
         }
         cx.out
     }
@@ -340,20 +372,20 @@ impl ClusterState {
     /// and first node. Nothing changes unless all of them are accepted.
     fn init(&mut self, cx: &mut Ctx, cluster_id: &str, security: Option<&Security>, node: Option<&Node>) {
         if !self.cluster_id.is_empty() {
-            cx.out.rejected = Some("the cluster is initialised already".into());
+            cx.refuse(Refusal::already_exists("the cluster is initialised already"));
             return;
         }
         if let Some(Err(e)) = security.map(Security::validate) {
-            cx.out.rejected = Some(format!("invalid security state: {e}"));
+            cx.refuse(Refusal::invalid(format!("invalid security state: {e}")));
             return;
         }
         if let Some(n) = node {
             if n.role != NodeRole::Manager {
-                cx.out.rejected = Some(format!("node {} initialises the cluster, so it must be a manager", n.id));
+                cx.refuse(Refusal::invalid(format!("node {} initialises the cluster, so it must be a manager", n.id)));
                 return;
             }
             if let Err(why) = self.check_new_node(n) {
-                cx.out.rejected = Some(why);
+                cx.refuse(why);
                 return;
             }
         }
@@ -373,24 +405,27 @@ impl ClusterState {
                 t.created_at = cx.at;
                 self.security.tokens.insert(t.id.clone(), t);
             }
-            Err(e) => cx.out.rejected = Some(e.to_string()),
+            Err(e) => cx.refuse(e.into()),
         }
     }
 
     /// Checks a node that joins (or initialises the cluster): a new id, and
     /// an address for a manager.
-    fn check_new_node(&self, node: &Node) -> Result<(), String> {
+    fn check_new_node(&self, node: &Node) -> Result<(), Refusal> {
         if node.id.is_empty() {
-            return Err("a node needs an id".into());
+            return Err(Refusal::invalid("a node needs an id"));
         }
         if self.nodes.contains_key(&node.id) {
-            return Err(format!("a node with id {} exists already", node.id));
+            return Err(Refusal::already_exists(format!("a node with id {} exists already", node.id)));
         }
         if let Some(other) = self.nodes.values().find(|n| n.name == node.name) {
-            return Err(format!("a node named {} exists already (id {})", node.name, other.id));
+            return Err(Refusal::already_exists(format!(
+                "a node named {} exists already (id {})",
+                node.name, other.id
+            )));
         }
         if node.role == NodeRole::Manager && node.addr.is_empty() {
-            return Err(format!("manager {} needs an address the other managers can reach", node.id));
+            return Err(Refusal::invalid(format!("manager {} needs an address the other managers can reach", node.id)));
         }
         Ok(())
     }
@@ -412,15 +447,17 @@ impl ClusterState {
 
     fn set_node_role(&mut self, cx: &mut Ctx, id: &str, role: NodeRole) {
         let Some(n) = self.nodes.get(id) else {
-            cx.out.rejected = Some(format!("no node {id}"));
+            cx.refuse(Refusal::not_found(format!("no node {id}")));
             return;
         };
         if n.role == role {
             return;
         }
         if n.role == NodeRole::Manager && self.other_managers(id) == 0 {
-            cx.out.rejected =
-                Some(format!("node {} is the last manager: promote another node before demoting it", n.name));
+            cx.refuse(Refusal::failed_precondition(format!(
+                "node {} is the last manager: promote another node before demoting it",
+                n.name
+            )));
             return;
         }
         if let Some(n) = self.nodes.get_mut(id) {
@@ -539,11 +576,14 @@ impl ClusterState {
     /// ended are marked failed, so the orchestrators fill their slots elsewhere.
     fn remove_node(&mut self, cx: &mut Ctx, id: &str) {
         let Some(n) = self.nodes.get(id) else {
-            cx.out.rejected = Some(format!("no node {id}"));
+            cx.refuse(Refusal::not_found(format!("no node {id}")));
             return;
         };
         if n.role == NodeRole::Manager && self.other_managers(id) == 0 {
-            cx.out.rejected = Some(format!("node {} is the last manager: it cannot be removed", n.name));
+            cx.refuse(Refusal::failed_precondition(format!(
+                "node {} is the last manager: it cannot be removed",
+                n.name
+            )));
             return;
         }
         let Some(n) = self.nodes.remove(id) else { return };
@@ -608,21 +648,15 @@ impl ClusterState {
         data: &Blob,
         labels: &BTreeMap<String, String>,
     ) {
+        if let Err(why) = validate::object(kind, name, data.0.len()) {
+            cx.refuse(Refusal::invalid(why));
+            return;
+        }
         let what = kind.as_str();
-        if !validate::is_valid_name(name) {
-            cx.out.rejected = Some(format!(
-                "{what} name {name:?} is invalid: use letters, digits, '-', '_' and '.', starting with a letter or digit"
-            ));
-            return;
-        }
-        if data.0.len() > MAX_OBJECT_BYTES {
-            cx.out.rejected = Some(format!("a {what} holds at most {MAX_OBJECT_BYTES} bytes, got {}", data.0.len()));
-            return;
-        }
         if self.objects(kind).contains_key(name) {
-            cx.out.rejected = Some(format!(
+            cx.refuse(Refusal::already_exists(format!(
                 "{what} {name} exists already; {what}s cannot change: create one with a new name and use it in the stack"
-            ));
+            )));
             return;
         }
         let digest = digest(&data.0);
@@ -642,23 +676,23 @@ impl ClusterState {
     fn remove_object(&mut self, cx: &mut Ctx, kind: DataKind, name: &str) {
         let what = kind.as_str();
         let Some(object) = self.objects(kind).get(name) else {
-            cx.out.rejected = Some(format!("no {what} named {name:?}"));
+            cx.refuse(Refusal::not_found(format!("no {what} named {name:?}")));
             return;
         };
         if !object.stack.is_empty() {
-            cx.out.rejected = Some(format!(
+            cx.refuse(Refusal::failed_precondition(format!(
                 "{what} {name} belongs to stack {}: remove it from the stack file and deploy with --prune, or remove the stack",
                 object.stack
-            ));
+            )));
             return;
         }
         let users = self.users_of(kind, name);
         if !users.is_empty() {
-            cx.out.rejected = Some(format!(
+            cx.refuse(Refusal::failed_precondition(format!(
                 "{what} {name} is in use by {} (the current spec or a revision kept for rollback): remove it from \
                  their stack files and deploy, or remove the stacks",
                 users.join(", ")
-            ));
+            )));
             return;
         }
         self.objects_mut(kind).remove(name);
@@ -667,18 +701,18 @@ impl ClusterState {
 
     /// Checks a stack's configs and secrets against the cluster's: external
     /// ones must exist, the stack's own must not collide with another's.
-    fn check_objects(&self, spec: &StackSpec) -> Result<(), String> {
+    fn check_objects(&self, spec: &StackSpec) -> Result<(), Refusal> {
         for kind in [DataKind::Config, DataKind::Secret] {
             let what = kind.as_str();
             for (key, o) in spec_objects(spec, kind) {
                 match (self.objects(kind).get(&o.name), o.external) {
                     (None, true) => {
                         let command = if kind == DataKind::Config { "configs" } else { "secret" };
-                        return Err(format!(
+                        return Err(Refusal::failed_precondition(format!(
                             "{what} {key} is external, but the cluster has no {what} named {}: create it first with \
                              `stackctl {command} create {} FILE`",
                             o.name, o.name
-                        ));
+                        )));
                     }
                     (Some(stored), false) if stored.stack != spec.name => {
                         let owner = if stored.stack.is_empty() {
@@ -686,10 +720,10 @@ impl ClusterState {
                         } else {
                             format!("belongs to stack {}", stored.stack)
                         };
-                        return Err(format!(
+                        return Err(Refusal::already_exists(format!(
                             "{what} {key}: the cluster's {what} {} {owner}; use `external: true` to use it, or another name",
                             o.name
-                        ));
+                        )));
                     }
                     _ => {}
                 }
@@ -809,11 +843,11 @@ impl ClusterState {
 
     fn put_stack(&mut self, cx: &mut Ctx, spec: &StackSpec, prune: bool) {
         if let Err(errors) = validate::stack_spec(spec) {
-            cx.out.rejected = Some(errors.join("; "));
+            cx.refuse(Refusal::invalid(errors.join("; ")));
             return;
         }
         if let Err(why) = self.check_objects(spec) {
-            cx.out.rejected = Some(why);
+            cx.refuse(why);
             return;
         }
         self.put_objects(cx, spec);
@@ -900,11 +934,11 @@ impl ClusterState {
     /// `ForceUpdate`: a new revision that differs only in the force counter.
     fn force_update(&mut self, cx: &mut Ctx, name: &str) {
         let Some(s) = self.services.values_mut().find(|s| s.name == name) else {
-            cx.out.rejected = Some(format!("no service named {name:?}"));
+            cx.refuse(Refusal::not_found(format!("no service named {name:?}")));
             return;
         };
         if s.spec.mode.is_job() {
-            cx.out.rejected = Some(format!("{name} is a job: deploy it again to run it again"));
+            cx.refuse(Refusal::failed_precondition(format!("{name} is a job: deploy it again to run it again")));
             return;
         }
         let mut spec = s.spec.clone();
@@ -921,7 +955,7 @@ impl ClusterState {
 
     fn remove_stack(&mut self, cx: &mut Ctx, name: &str) {
         if self.stacks.remove(name).is_none() {
-            cx.out.rejected = Some(format!("no stack named {name:?}"));
+            cx.refuse(Refusal::not_found(format!("no stack named {name:?}")));
             return;
         }
         let ids: Vec<ServiceId> = self.services.values().filter(|s| s.stack == name).map(|s| s.id.clone()).collect();

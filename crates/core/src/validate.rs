@@ -5,7 +5,10 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::model::{EndpointMode, FailureAction, MountKind, NetworkSpec, PublishMode, ServiceMode, StackSpec};
+use crate::model::{
+    DataKind, EndpointMode, FailureAction, MAX_OBJECT_BYTES, MountKind, NetworkSpec, PublishMode, ServiceMode,
+    StackSpec,
+};
 
 /// The most restarts `restart_policy.max_attempts` may allow: the stopped
 /// tasks that count them are kept in the replicated state, per slot.
@@ -21,6 +24,22 @@ pub fn is_valid_name(name: &str) -> bool {
     matches!(chars.next(), Some(c) if c.is_ascii_alphanumeric())
         && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
         && name.len() <= 63
+}
+
+/// Checks a config or secret created on its own (`stackctl config|secret
+/// create`): its name, and its size in bytes. The control API checks it
+/// before proposing, `apply` again; both say the same.
+pub fn object(kind: DataKind, name: &str, size: usize) -> Result<(), String> {
+    let what = kind.as_str();
+    if !is_valid_name(name) {
+        return Err(format!(
+            "{what} name {name:?} is invalid: use letters, digits, '-', '_' and '.', starting with a letter or digit (63 at most)"
+        ));
+    }
+    if size > MAX_OBJECT_BYTES {
+        return Err(format!("a {what} holds at most {MAX_OBJECT_BYTES} bytes, this one has {size}"));
+    }
+    Ok(())
 }
 
 /// Whether `name` can name a network on the engine (Docker's rule: a
@@ -360,5 +379,18 @@ mod tests {
         assert!(is_valid_alias("api-v1"));
         assert!(!is_valid_alias("api v1"));
         assert!(!is_valid_alias(""));
+    }
+
+    #[test]
+    fn an_object_needs_a_valid_name_and_at_most_the_size_limit() {
+        use crate::model::{DataKind, MAX_OBJECT_BYTES};
+        assert_eq!(object(DataKind::Config, "app.conf", MAX_OBJECT_BYTES), Ok(()));
+        let why = object(DataKind::Secret, "-key", 1).expect_err("bad name");
+        assert!(why.starts_with("secret name \"-key\" is invalid"), "{why}");
+        let why = object(DataKind::Config, "big", MAX_OBJECT_BYTES + 1).expect_err("too big");
+        assert_eq!(
+            why,
+            format!("a config holds at most {MAX_OBJECT_BYTES} bytes, this one has {}", MAX_OBJECT_BYTES + 1)
+        );
     }
 }
