@@ -11,6 +11,7 @@
 //! - `convert/`: `From`/`TryFrom` between core and wire types, one file per
 //!   family (`node.rs`, `service.rs`, `task.rs`, `stack.rs`, `event.rs`).
 //! - [`ConvertError`]: what a malformed wire message is refused with.
+//! - [`metadata`]: the gRPC metadata keys stackd's services and clients share.
 
 /// Generated code for package `stackd.v1`.
 #[allow(missing_docs, clippy::all, clippy::pedantic)]
@@ -19,5 +20,22 @@ pub mod v1 {
 }
 
 mod convert;
+
+/// The gRPC metadata keys stackd's services and clients share: one
+/// definition for the side that sets a key and the side that reads it.
+pub mod metadata {
+    /// On an `unavailable` refusal of a manager that does not lead: the
+    /// address of the manager that does, when known. Agents and following
+    /// managers go there next.
+    pub const LEADER: &str = "x-stackd-leader";
+
+    /// On a refusal that proposed nothing: `not-leader` or `no-quorum`. The
+    /// caller may retry it without risking a duplicate write; an
+    /// `unavailable` without it comes from the transport.
+    pub const REFUSED: &str = "x-stackd-refused";
+
+    /// The client token of a control API call: `authorization: Bearer STKC-1-…`.
+    pub const AUTHORIZATION: &str = "authorization";
+}
 
 pub use convert::ConvertError;
