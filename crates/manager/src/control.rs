@@ -24,7 +24,7 @@ use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status};
 
 use crate::auth::{self, Caller};
-use crate::dispatcher::raft_status;
+
 use crate::membership::{self, Change};
 use crate::now_ms;
 use crate::raft::{MembersView, RaftNode};
@@ -56,7 +56,7 @@ impl Control {
     /// manager `node_id` out of the voters would leave no reachable majority.
     async fn check_quorum(&self, node_id: &str, name: &str, what: &str) -> Result<(), Status> {
         let Some(id) = membership::raft_id(node_id) else { return Ok(()) };
-        let view = self.raft.leader_members().await.map_err(raft_status)?;
+        let view = self.raft.leader_members().await.map_err(Status::from)?;
         // Voters the state still wants: demotions and removals committed but
         // not yet carried out by the reconciler count as done, so that two
         // quick demotions cannot each pass against the same old membership.
@@ -77,12 +77,12 @@ impl Control {
             view.leader = self.raft.status().leader.unwrap_or(0);
             return Ok(view);
         }
-        self.raft.leader_members().await.map_err(raft_status)
+        self.raft.leader_members().await.map_err(Status::from)
     }
 
     async fn read<T>(&self, stale: bool, f: impl FnOnce(&ClusterState) -> T) -> Result<T, Status> {
         if !stale {
-            self.raft.read_barrier().await.map_err(raft_status)?;
+            self.raft.read_barrier().await.map_err(Status::from)?;
         }
         Ok(self.raft.shared().read(f))
     }
@@ -241,7 +241,7 @@ impl v1::control_server::Control for Control {
             return Err(Status::invalid_argument(errors.join("\n")));
         }
         let (index, applied) =
-            self.raft.propose(Command::PutStack { spec, prune: r.prune, at: now_ms() }).await.map_err(raft_status)?;
+            self.raft.propose(Command::PutStack { spec, prune: r.prune, at: now_ms() }).await.map_err(Status::from)?;
         if let Some(why) = applied.rejected {
             return Err(Status::invalid_argument(why));
         }
@@ -281,7 +281,7 @@ impl v1::control_server::Control for Control {
         let digest = if kind == DataKind::Secret { String::new() } else { stackd_core::model::digest(&data.0) };
         let labels = r.labels.into_iter().collect();
         let cmd = Command::CreateObject { kind, name: r.name, data, labels, at: now_ms() };
-        let (_, applied) = self.raft.propose(cmd).await.map_err(raft_status)?;
+        let (_, applied) = self.raft.propose(cmd).await.map_err(Status::from)?;
         if let Some(why) = applied.rejected {
             return Err(Status::failed_precondition(why));
         }
@@ -323,8 +323,11 @@ impl v1::control_server::Control for Control {
         self.allow(&req, Action::ManageObjects)?;
         let r = req.into_inner();
         let kind = data_kind(r.kind)?;
-        let (_, applied) =
-            self.raft.propose(Command::RemoveObject { kind, name: r.name, at: now_ms() }).await.map_err(raft_status)?;
+        let (_, applied) = self
+            .raft
+            .propose(Command::RemoveObject { kind, name: r.name, at: now_ms() })
+            .await
+            .map_err(Status::from)?;
         if let Some(why) = applied.rejected {
             return Err(Status::failed_precondition(why));
         }
@@ -339,7 +342,7 @@ impl v1::control_server::Control for Control {
         let name = req.into_inner().name;
         auth::authorize(&caller, Action::RemoveStack(&name))?;
         let (index, applied) =
-            self.raft.propose(Command::RemoveStack { name: name.clone(), at: now_ms() }).await.map_err(raft_status)?;
+            self.raft.propose(Command::RemoveStack { name: name.clone(), at: now_ms() }).await.map_err(Status::from)?;
         if let Some(why) = applied.rejected {
             return Err(Status::not_found(why));
         }
@@ -491,7 +494,7 @@ impl v1::control_server::Control for Control {
         // costs no quorum round; then again after the read barrier, so that a
         // secret rotated a moment ago is not accepted by a lagging manager.
         self.raft.shared().read(|s| join_role(s, &token))?;
-        self.raft.read_barrier().await.map_err(raft_status)?;
+        self.raft.read_barrier().await.map_err(Status::from)?;
         let (ca, role, raft_id, managers) = self.raft.shared().read(|s| {
             let role = join_role(s, &token)?;
             let ca = cluster_ca(s)?;
@@ -550,7 +553,7 @@ impl v1::control_server::Control for Control {
             engine_version: String::new(),
             updated_at: 0,
         };
-        let (_, applied) = self.raft.propose(Command::JoinNode { node, at: now_ms() }).await.map_err(raft_status)?;
+        let (_, applied) = self.raft.propose(Command::JoinNode { node, at: now_ms() }).await.map_err(Status::from)?;
         if let Some(why) = applied.rejected {
             return Err(Status::failed_precondition(why));
         }
@@ -576,7 +579,7 @@ impl v1::control_server::Control for Control {
         if !matches!(self.caller(&req)?, Caller::Node { .. }) {
             return Err(Status::permission_denied("only a node, with its own certificate, renews it"));
         }
-        self.raft.read_barrier().await.map_err(raft_status)?;
+        self.raft.read_barrier().await.map_err(Status::from)?;
         let Caller::Node { id: node_id, role } = self.caller(&req)? else {
             return Err(Status::permission_denied("only a node, with its own certificate, renews it"));
         };
@@ -608,7 +611,7 @@ impl v1::control_server::Control for Control {
         let secret = if r.rotate {
             let secret = stackd_tls::Secret::generate();
             let cmd = Command::RotateJoinSecret { role, secret: Blob(secret.as_bytes().to_vec()), at: now_ms() };
-            let (_, applied) = self.raft.propose(cmd).await.map_err(raft_status)?;
+            let (_, applied) = self.raft.propose(cmd).await.map_err(Status::from)?;
             if let Some(why) = applied.rejected {
                 return Err(Status::failed_precondition(why));
             }
@@ -652,7 +655,7 @@ impl v1::control_server::Control for Control {
             .raft
             .propose(Command::SetNodeRole { id: id.clone(), role, at: now_ms() })
             .await
-            .map_err(raft_status)?;
+            .map_err(Status::from)?;
         if let Some(why) = applied.rejected {
             return Err(Status::failed_precondition(why));
         }
@@ -669,7 +672,7 @@ impl v1::control_server::Control for Control {
         let node = self.read(false, |s| find_node(s, &r.node).cloned()).await??;
         if !r.force {
             if node.role == NodeRole::Manager {
-                let view = self.raft.leader_members().await.map_err(raft_status)?;
+                let view = self.raft.leader_members().await.map_err(Status::from)?;
                 let id = membership::raft_id(&node.id);
                 if view.members.iter().any(|m| Some(m.id) == id && m.reachable) {
                     return Err(Status::failed_precondition(format!(
@@ -688,7 +691,7 @@ impl v1::control_server::Control for Control {
             }
         }
         let (_, applied) =
-            self.raft.propose(Command::RemoveNode { id: node.id.clone(), at: now_ms() }).await.map_err(raft_status)?;
+            self.raft.propose(Command::RemoveNode { id: node.id.clone(), at: now_ms() }).await.map_err(Status::from)?;
         if let Some(why) = applied.rejected {
             return Err(Status::failed_precondition(why));
         }
@@ -719,7 +722,7 @@ impl v1::control_server::Control for Control {
             .await?
             .map_err(|e| Status::already_exists(e.to_string()))?;
         let info = token_info(&token);
-        let (_, applied) = self.raft.propose(Command::CreateToken { token, at }).await.map_err(raft_status)?;
+        let (_, applied) = self.raft.propose(Command::CreateToken { token, at }).await.map_err(Status::from)?;
         if let Some(why) = applied.rejected {
             return Err(Status::failed_precondition(why));
         }
@@ -747,7 +750,7 @@ impl v1::control_server::Control for Control {
             Status::not_found(format!("no token {key:?} (give its id or name, see `stackctl token ls`)"))
         })?;
         let (_, applied) =
-            self.raft.propose(Command::RevokeToken { id: id.clone(), at: now_ms() }).await.map_err(raft_status)?;
+            self.raft.propose(Command::RevokeToken { id: id.clone(), at: now_ms() }).await.map_err(Status::from)?;
         if let Some(why) = applied.rejected {
             return Err(Status::not_found(why));
         }

@@ -37,13 +37,13 @@ use stackd_core::model::{
     Task, TaskId,
 };
 use stackd_core::{ClusterState, Command};
-use stackd_proto::v1;
+use stackd_proto::{metadata, v1};
 use tokio::sync::{mpsc, watch};
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
 use crate::now_ms;
-use crate::raft::{LEADER_HEADER, RaftError, RaftNode};
+use crate::raft::RaftNode;
 
 /// How often agents heartbeat.
 pub const HEARTBEAT: Duration = Duration::from_secs(1);
@@ -73,24 +73,9 @@ pub struct Dispatcher {
     sessions: Arc<Mutex<HashMap<String, Session>>>,
 }
 
-/// Maps a Raft error to the status an agent acts on.
-pub(crate) fn raft_status(e: RaftError) -> Status {
-    match e {
-        RaftError::NotLeader { leader_addr, .. } => Status::unavailable(format!(
-            "not the leader; the leader is at {}",
-            leader_addr.unwrap_or_else(|| "an unknown address".into())
-        )),
-        RaftError::NoQuorum(m) => Status::unavailable(format!("no quorum: {m}")),
-        // It may still have committed: not `unavailable`, which clients retry.
-        e @ RaftError::Timeout(_) => Status::deadline_exceeded(e.to_string()),
-        e @ RaftError::Membership(_) => Status::failed_precondition(e.to_string()),
-        other => Status::internal(other.to_string()),
-    }
-}
-
 /// The refusal of a manager that does not lead with a majority: `unavailable`
 /// (agents try another manager), with the leader's address in
-/// [`LEADER_HEADER`] when another manager is known to lead.
+/// [`metadata::LEADER`] when another manager is known to lead.
 fn not_leader(raft: &RaftNode) -> Status {
     let leader = raft.leader_addr();
     let mut status = Status::unavailable(match &leader {
@@ -98,7 +83,7 @@ fn not_leader(raft: &RaftNode) -> Status {
         None => "not the leader, and no leader with a majority is known: try another manager".to_string(),
     });
     if let Some(value) = leader.and_then(|a| a.parse().ok()) {
-        status.metadata_mut().insert(LEADER_HEADER, value);
+        status.metadata_mut().insert(metadata::LEADER, value);
     }
     status
 }
@@ -398,11 +383,11 @@ impl v1::dispatcher_server::Dispatcher for Dispatcher {
             updated_at: 0,
         };
         let at = now_ms();
-        self.raft.propose(Command::UpsertNode { node, at }).await.map_err(raft_status)?;
+        self.raft.propose(Command::UpsertNode { node, at }).await.map_err(Status::from)?;
         self.raft
             .propose(Command::SetNodeState { id: d.node_id.clone(), state: NodeState::Ready, at })
             .await
-            .map_err(raft_status)?;
+            .map_err(Status::from)?;
         let id = session_id();
         self.sessions
             .lock()
@@ -424,7 +409,7 @@ impl v1::dispatcher_server::Dispatcher for Dispatcher {
             self.raft
                 .propose(Command::SetNodeState { id: r.node_id.clone(), state: NodeState::Ready, at: now_ms() })
                 .await
-                .map_err(raft_status)?;
+                .map_err(Status::from)?;
         }
         Ok(Response::new(v1::HeartbeatResponse { period_ms: HEARTBEAT.as_millis() as u64 }))
     }
@@ -445,7 +430,7 @@ impl v1::dispatcher_server::Dispatcher for Dispatcher {
             updates.push(TaskStatusUpdate { task_id: u.task_id, node_id: r.node_id.clone(), status });
         }
         if !updates.is_empty() {
-            self.raft.propose(Command::UpdateTaskStatus { updates, at: now_ms() }).await.map_err(raft_status)?;
+            self.raft.propose(Command::UpdateTaskStatus { updates, at: now_ms() }).await.map_err(Status::from)?;
         }
         Ok(Response::new(v1::UpdateTaskStatusResponse {}))
     }

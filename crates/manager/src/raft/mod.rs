@@ -43,6 +43,7 @@
 //! when the partition heals nothing is disrupted.
 
 mod batcher;
+mod error;
 mod forwarding;
 // openraft's StorageError (224 bytes) is the storage traits' error type: it cannot be boxed.
 #[allow(clippy::result_large_err)]
@@ -64,13 +65,14 @@ use openraft::error::{CheckIsLeaderError, ClientWriteError, RaftError as OpenRaf
 use openraft::{BasicNode, ChangeMembers, Config, RaftMetrics, ServerState, SnapshotPolicy};
 use stackd_core::Command;
 use stackd_core::state::Applied;
-use stackd_proto::v1;
+use stackd_proto::{metadata, v1};
 use tokio::sync::watch;
 
+pub use error::RaftError;
 pub use log_store::LogStore;
 pub use network::NetworkFailure;
 pub use peers::{MAX_MESSAGE, PeerConnector, PeerError, Peers, PlainConnector, peer_endpoint};
-pub use service::{LEADER_HEADER, REFUSED_HEADER, RaftService};
+pub use service::RaftService;
 pub use state_machine::{Shared, StateMachine};
 pub use wal::WalError;
 
@@ -100,46 +102,6 @@ const LOST_MAJORITY: &str = "this manager lost contact with a majority of the ma
 
 /// Pause between two attempts to reach the leader.
 const RETRY_PAUSE: Duration = Duration::from_millis(100);
-
-/// Why a Raft operation failed.
-#[derive(Clone, Debug, thiserror::Error)]
-pub enum RaftError {
-    /// This manager is not the leader; retry on the leader (forwarding does that).
-    #[error("not the leader{}", leader.map(|l| format!(" (the leader is node {l:016x})")).unwrap_or_default())]
-    NotLeader {
-        /// The leader, if known.
-        leader: Option<u64>,
-        /// Its address, if known.
-        leader_addr: Option<String>,
-    },
-    /// No quorum answered: the cluster cannot accept writes now; retry later.
-    #[error("no quorum: {0}")]
-    NoQuorum(String),
-    /// A write was sent but not confirmed in time: it may still be committed.
-    #[error("timed out: {0}")]
-    Timeout(String),
-    /// The leader refused a forwarded request for another reason.
-    #[error("the leader refused: {0}")]
-    Remote(String),
-    /// A membership change was refused (one is in progress, the node is not
-    /// a learner, the last voter would go, …); retry later or fix the request.
-    #[error("membership change refused: {0}")]
-    Membership(String),
-    /// The Raft node stopped (storage failure or shutdown); give up.
-    #[error("raft stopped: {0}")]
-    Fatal(String),
-    /// Opening the stores failed.
-    #[error("cannot open raft storage in {path}: {message}")]
-    Storage {
-        /// The data dir.
-        path: String,
-        /// What failed.
-        message: String,
-    },
-    /// The configuration is invalid.
-    #[error("invalid raft configuration: {0}")]
-    Config(String),
-}
 
 /// Timing and log-retention settings of the Raft protocol.
 ///
@@ -468,14 +430,16 @@ impl RaftNode {
     /// write is not applied twice.
     fn leader_failure(leader: u64, status: tonic::Status) -> Attempt<RaftError> {
         use tonic::Code;
-        let refused = status.metadata().get(REFUSED_HEADER).and_then(|v| v.to_str().ok()).map(str::to_string);
+        let refused = status.metadata().get(metadata::REFUSED).and_then(|v| v.to_str().ok()).map(str::to_string);
         match status.code() {
             Code::Unavailable if refused.as_deref() == Some("not-leader") => {
                 let leader_addr =
-                    status.metadata().get(LEADER_HEADER).and_then(|v| v.to_str().ok()).map(str::to_string);
+                    status.metadata().get(metadata::LEADER).and_then(|v| v.to_str().ok()).map(str::to_string);
                 Attempt::Retry(RaftError::NotLeader { leader: None, leader_addr })
             }
-            Code::Unavailable if refused.is_some() => Attempt::Retry(RaftError::NoQuorum(status.message().to_string())),
+            Code::Unavailable if refused.is_some() => {
+                Attempt::Retry(RaftError::NoQuorum(error::no_quorum_reason(&status)))
+            }
             Code::Unavailable if stackd_tls::never_connected(&status) => Attempt::Retry(RaftError::NoQuorum(format!(
                 "the leader (node {leader:016x}) is unavailable: {}",
                 status.message()

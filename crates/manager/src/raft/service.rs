@@ -20,19 +20,12 @@ use openraft::storage::Snapshot;
 use serde::Serialize;
 use stackd_core::Command;
 use stackd_core::state::Applied;
+use stackd_proto::metadata::{LEADER as LEADER_HEADER, REFUSED as REFUSED_HEADER};
 use stackd_proto::v1;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::peers::MAX_MESSAGE;
-use super::{RaftError, RaftNode, SnapshotMetaOf, Vote, snapshot};
-
-/// The metadata key that names the leader's address on a refusal.
-pub const LEADER_HEADER: &str = "x-stackd-leader";
-
-/// The metadata key set on a refusal that proposed nothing: `not-leader` or
-/// `no-quorum`. The caller may retry such a refusal without risking a
-/// duplicate write; an `unavailable` without it comes from the transport.
-pub const REFUSED_HEADER: &str = "x-stackd-refused";
+use super::{RaftNode, SnapshotMetaOf, Vote, snapshot};
 
 /// How long a snapshot stream may stay silent between two messages.
 const SNAPSHOT_IDLE: Duration = Duration::from_secs(10);
@@ -101,30 +94,6 @@ async fn acknowledge(node: &RaftNode, rpc: AppendEntriesRequest<super::TypeConfi
     json(&Ok::<_, ()>(response)).map(|json| v1::RaftReply { json })
 }
 
-/// A refusal the caller may retry (nothing was proposed), naming the leader when known.
-pub(super) fn refusal(e: RaftError) -> Status {
-    use tonic::metadata::MetadataValue;
-    match e {
-        RaftError::NotLeader { leader_addr, .. } => {
-            let mut status = Status::unavailable("not the leader");
-            status.metadata_mut().insert(REFUSED_HEADER, MetadataValue::from_static("not-leader"));
-            if let Some(addr) = leader_addr
-                && let Ok(value) = addr.parse()
-            {
-                status.metadata_mut().insert(LEADER_HEADER, value);
-            }
-            status
-        }
-        RaftError::NoQuorum(m) => {
-            let mut status = Status::unavailable(m);
-            status.metadata_mut().insert(REFUSED_HEADER, MetadataValue::from_static("no-quorum"));
-            status
-        }
-        // The rest as every gRPC edge maps them.
-        other => crate::dispatcher::raft_status(other),
-    }
-}
-
 impl RaftService {
     /// Refuses `req` unless its certificate is of a manager the cluster
     /// state has. The service's interceptor admits any manager certificate
@@ -169,10 +138,10 @@ impl RaftService {
                 if commands.iter().any(|c| matches!(c, Command::Batch { .. })) {
                     return Err(Status::invalid_argument("a forwarded batch cannot hold a batch"));
                 }
-                let (index, batch) = self.node.propose_local_many(commands, timeout).await.map_err(refusal)?;
+                let (index, batch) = self.node.propose_local_many(commands, timeout).await.map_err(Status::from)?;
                 (index, Applied { batch, ..Applied::default() })
             }
-            cmd => self.node.propose_local(cmd, timeout).await.map_err(refusal)?,
+            cmd => self.node.propose_local(cmd, timeout).await.map_err(Status::from)?,
         };
         Ok((index, json(&applied)?))
     }
@@ -387,7 +356,7 @@ impl v1::raft_server::Raft for RaftService {
 
     async fn read_index(&self, req: Request<v1::ReadIndexRequest>) -> Result<Response<v1::ReadIndexReply>, Status> {
         self.check_member(&req)?;
-        let index = self.node.read_index_local().await.map_err(refusal)?;
+        let index = self.node.read_index_local().await.map_err(Status::from)?;
         Ok(Response::new(v1::ReadIndexReply { index }))
     }
 
@@ -420,7 +389,10 @@ mod tests {
     /// logic reads: code, message, `x-stackd-refused` and `x-stackd-leader`.
     #[test]
     fn a_refusal_crosses_the_forward_stream_intact() {
-        let refused = refusal(RaftError::NotLeader { leader: Some(7), leader_addr: Some("10.0.0.7:7443".into()) });
+        let refused = Status::from(crate::raft::RaftError::NotLeader {
+            leader: Some(7),
+            leader_addr: Some("10.0.0.7:7443".into()),
+        });
         let back = forward_status(forward_error(&refused));
         assert_eq!(back.code(), tonic::Code::Unavailable);
         assert_eq!(back.message(), refused.message());
