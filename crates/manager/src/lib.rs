@@ -38,8 +38,9 @@ mod dispatcher;
 mod identity;
 mod membership;
 mod peer;
-pub mod util;
 pub mod raft;
+mod refusal;
+pub mod util;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
