@@ -21,7 +21,10 @@
 //!   and size of a config or secret created on its own.
 //! - [`orchestrator`]: desired services vs existing tasks → a plan
 //!   (replicated and global slots, restarts, rolling updates, history).
-//! - [`scheduler`]: unassigned tasks → nodes, with reasons for refusals.
+//! - [`scheduler`]: unassigned tasks → nodes, with reasons for refusals,
+//!   and which of its decisions take effect ([`scheduler::effective`]).
+//! - [`liveness`]: which silent nodes are down, given the leader's last
+//!   heartbeats and a clock passed in.
 //! - [`loader`]: compose files → [`StackSpec`](model::StackSpec), with
 //!   file:line:column errors.
 //! - [`diff`]: field-level differences between service specs (`deploy --dry-run`).
@@ -31,6 +34,7 @@
 pub mod command;
 pub mod compose;
 pub mod diff;
+pub mod liveness;
 pub mod loader;
 pub mod model;
 pub mod orchestrator;

@@ -152,12 +152,6 @@ fn preference_value<'a>(node: &'a Node, key: &str) -> &'a str {
 
 impl Scheduler for SpreadScheduler {
     fn schedule(&self, state: &ClusterState) -> Vec<Placement> {
-        let mut loads: BTreeMap<&NodeId, NodeLoad> = state.nodes.keys().map(|id| (id, NodeLoad::default())).collect();
-        for t in state.tasks.values().filter(|t| t.occupies_slot()) {
-            if let Some(load) = t.node_id.as_ref().and_then(|n| loads.get_mut(n)) {
-                load.add(t);
-            }
-        }
         let mut pending: Vec<&Task> = state
             .tasks
             .values()
@@ -165,6 +159,16 @@ impl Scheduler for SpreadScheduler {
                 t.node_id.is_none() && t.desired_state == DesiredState::Running && t.status.state <= TaskState::Pending
             })
             .collect();
+        if pending.is_empty() {
+            // The common case of a controller tick: no need to weigh the nodes.
+            return Vec::new();
+        }
+        let mut loads: BTreeMap<&NodeId, NodeLoad> = state.nodes.keys().map(|id| (id, NodeLoad::default())).collect();
+        for t in state.tasks.values().filter(|t| t.occupies_slot()) {
+            if let Some(load) = t.node_id.as_ref().and_then(|n| loads.get_mut(n)) {
+                load.add(t);
+            }
+        }
         pending.sort_by(|a, b| (a.created_at, &a.service_name, a.slot).cmp(&(b.created_at, &b.service_name, b.slot)));
 
         let mut out = Vec::new();
@@ -226,10 +230,76 @@ impl Scheduler for SpreadScheduler {
     }
 }
 
+/// The decisions of [`Scheduler::schedule`] that change something, the
+/// ones worth proposing: every assignment, and a refusal only when it is
+/// news — the task is not pending any more, or was refused for another
+/// reason. Without this an unplaceable task would write a log entry on
+/// every controller tick, and an idle cluster would not be idle.
+pub fn effective(state: &ClusterState, decisions: Vec<Placement>) -> Vec<Placement> {
+    decisions
+        .into_iter()
+        .filter(|d| match d {
+            Placement::Assign { .. } => true,
+            Placement::Unplaceable { task_id, reason } => state
+                .tasks
+                .get(task_id)
+                .is_some_and(|t| t.unplaceable != *reason || t.status.state != TaskState::Pending),
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::NodeRole;
+    use crate::model::{NodeRole, TaskStatus, TaskTemplate};
+
+    fn task(id: &str, state: TaskState, unplaceable: &str) -> Task {
+        Task {
+            id: id.into(),
+            service_id: "s".into(),
+            service_name: "app_web".into(),
+            stack: "app".into(),
+            slot: 1,
+            node_id: None,
+            revision: 1,
+            template: TaskTemplate::default(),
+            desired_state: DesiredState::Running,
+            status: TaskStatus { state, ..TaskStatus::default() },
+            unplaceable: unplaceable.into(),
+            created_at: 0,
+        }
+    }
+
+    fn refused(task_id: &str, reason: &str) -> Placement {
+        Placement::Unplaceable { task_id: task_id.into(), reason: reason.into() }
+    }
+
+    #[test]
+    fn every_assignment_takes_effect() {
+        let assign = Placement::Assign { task_id: "gone".into(), node_id: "n1".into() };
+        assert_eq!(effective(&ClusterState::default(), vec![assign.clone()]), [assign]);
+    }
+
+    #[test]
+    fn a_refusal_takes_effect_only_when_it_is_news() {
+        let mut state = ClusterState::default();
+        for t in [
+            task("known", TaskState::Pending, "1 node: node not ready"),
+            task("fresh", TaskState::New, ""),
+            task("other", TaskState::Pending, "1 node: port 80/tcp already published on the node"),
+        ] {
+            state.tasks.insert(t.id.clone(), t);
+        }
+        let why = "1 node: node not ready";
+        let got = effective(
+            &state,
+            vec![refused("known", why), refused("fresh", why), refused("other", why), refused("gone", why)],
+        );
+        // Same reason, still pending: nothing to write. A task not pending yet,
+        // or refused for another reason: written. A task removed meanwhile: dropped.
+        assert_eq!(got, [refused("fresh", why), refused("other", why)]);
+        assert!(effective(&state, vec![]).is_empty());
+    }
 
     /// swarmkit `nodeSet.tree`: a `node.labels.` descriptor (prefix in any
     /// case) spreads over the label as written; any other descriptor

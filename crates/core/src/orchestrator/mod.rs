@@ -62,8 +62,14 @@ pub(crate) enum SlotKey {
 /// Computes the plan that brings every service's tasks towards its spec.
 pub fn orchestrate(state: &ClusterState, now: Timestamp) -> Orchestration {
     let mut out = Orchestration::default();
+    // One pass over the tasks, not one per service: at 100,000 tasks and 100
+    // services this is the difference between 10 ms and a second.
+    let mut by_service: BTreeMap<&str, Vec<&Task>> = BTreeMap::new();
+    for t in state.tasks.values() {
+        by_service.entry(t.service_id.as_str()).or_default().push(t);
+    }
     for svc in state.services.values() {
-        let slots = group_slots(state, svc);
+        let slots = slots_of(by_service.get(svc.id.as_str()).into_iter().flatten().copied());
         let wanted = wanted_slots(state, svc);
         if svc.spec.mode.is_job() {
             job::service(state, svc, &slots, &wanted, now, &mut out);
@@ -120,8 +126,13 @@ pub(crate) fn describe_failure(t: &Task) -> String {
 
 /// The tasks of a service by slot, each slot's tasks oldest first.
 pub(crate) fn group_slots<'a>(state: &'a ClusterState, svc: &'a Service) -> BTreeMap<SlotKey, Vec<&'a Task>> {
+    slots_of(state.tasks_of(&svc.id))
+}
+
+/// `tasks` (of one service) by slot, each slot's tasks oldest first.
+fn slots_of<'a>(tasks: impl Iterator<Item = &'a Task>) -> BTreeMap<SlotKey, Vec<&'a Task>> {
     let mut slots: BTreeMap<SlotKey, Vec<&Task>> = BTreeMap::new();
-    for t in state.tasks_of(&svc.id) {
+    for t in tasks {
         let key =
             if t.slot == 0 { SlotKey::Node(t.node_id.clone().unwrap_or_default()) } else { SlotKey::Replica(t.slot) };
         slots.entry(key).or_default().push(t);
