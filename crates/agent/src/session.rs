@@ -56,8 +56,6 @@ const BATCH_MAX: usize = 64;
 const OPEN_TIMEOUT: Duration = Duration::from_secs(10);
 /// Time allowed for one unary call.
 const CALL_TIMEOUT: Duration = Duration::from_secs(5);
-/// Where a refusing manager names the leader (as the manager's Raft service does).
-pub(crate) const LEADER_HEADER: &str = "x-stackd-leader";
 
 /// Why a session could not be opened or ended.
 #[derive(Debug, thiserror::Error)]
@@ -138,7 +136,7 @@ fn leader_hint(e: &SessionError) -> Option<String> {
     if status.code() != Code::Unavailable {
         return None;
     }
-    let hint = status.metadata().get(LEADER_HEADER)?.to_str().ok()?.trim();
+    let hint = status.metadata().get(stackd_proto::metadata::LEADER)?.to_str().ok()?.trim();
     (!hint.is_empty()).then(|| hint.to_string())
 }
 

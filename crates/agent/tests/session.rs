@@ -223,7 +223,7 @@ impl Follower {
     fn refusal(&self) -> Status {
         let _ = self.refused.send(std::time::Instant::now());
         let mut status = Status::unavailable("not the leader");
-        status.metadata_mut().insert("x-stackd-leader", self.leader.parse().expect("ascii"));
+        status.metadata_mut().insert(stackd_proto::metadata::LEADER, self.leader.parse().expect("ascii"));
         status
     }
 }

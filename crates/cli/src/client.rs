@@ -70,7 +70,7 @@ impl TokenInterceptor {
 impl Interceptor for TokenInterceptor {
     fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
         if let Some(value) = &self.header {
-            req.metadata_mut().insert("authorization", value.clone());
+            req.metadata_mut().insert(stackd_proto::metadata::AUTHORIZATION, value.clone());
         }
         Ok(req)
     }

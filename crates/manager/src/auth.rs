@@ -12,15 +12,14 @@
 //! reached. The dispatcher accepts only a node certificate whose CN is the
 //! node the request speaks for ([`check_node`]).
 
-use stackd_core::ClusterState;
 use stackd_core::model::NodeRole;
 use stackd_core::security::{Action, ClientToken};
+use stackd_core::{ClusterState, Refusal};
+use stackd_proto::metadata::AUTHORIZATION;
 use tonic::{Request, Status};
 
 use crate::peer::peer_node;
-
-/// The metadata key that carries the bearer token.
-pub(crate) const AUTHORIZATION: &str = "authorization";
+use crate::refusal::refused;
 
 /// What a client without credentials is told.
 const NEEDS: &str = "stackctl needs a client token: set STACKCTL_TOKEN or --token (a manager's \
@@ -106,10 +105,10 @@ pub(crate) fn authenticate<T>(req: &Request<T>, state: &ClusterState) -> Result<
 pub(crate) fn authorize(caller: &Caller, action: Action<'_>) -> Result<(), Status> {
     match caller {
         Caller::Node { role: NodeRole::Manager, .. } => Ok(()),
-        Caller::Node { id, role: NodeRole::Worker } => Err(Status::permission_denied(format!(
+        Caller::Node { id, role: NodeRole::Worker } => Err(refused(Refusal::permission_denied(format!(
             "permission denied: node {id} is a worker; its certificate gives no access to the control API"
-        ))),
-        Caller::Token(token) => token.check(action).map_err(|e| Status::permission_denied(e.to_string())),
+        )))),
+        Caller::Token(token) => token.check(action).map_err(|e| refused(e.into())),
     }
 }
 
@@ -122,10 +121,10 @@ pub(crate) fn check_node<T>(req: &Request<T>, cluster_id: &str, node_id: &str) -
         )
     })?;
     if peer.node_id != node_id {
-        return Err(Status::permission_denied(format!(
+        return Err(refused(Refusal::permission_denied(format!(
             "the certificate of node {} may not speak for node {node_id}",
             peer.node_id
-        )));
+        ))));
     }
     Ok(())
 }

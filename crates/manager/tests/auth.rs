@@ -28,7 +28,7 @@ fn stored(token: &stackd_tls::ClientToken, name: &str, role: TokenRole, stacks: 
 fn with_token<T>(msg: T, token: &stackd_tls::ClientToken) -> Request<T> {
     let mut req = Request::new(msg);
     let value = format!("Bearer {}", token.reveal()).parse().expect("ASCII token");
-    req.metadata_mut().insert("authorization", value);
+    req.metadata_mut().insert(stackd_proto::metadata::AUTHORIZATION, value);
     req
 }
 

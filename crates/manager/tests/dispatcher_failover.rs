@@ -17,7 +17,7 @@ mod common;
 
 use common::{CLUSTER, Node, node_id, pki, wait_until};
 
-const LEADER_HEADER: &str = "x-stackd-leader";
+use stackd_proto::metadata::LEADER as LEADER_HEADER;
 
 /// A dispatcher client to `node` with the certificate of node `as_node`.
 async fn dispatcher(node: &Node, as_node: u64) -> DispatcherClient<Channel> {
