@@ -13,8 +13,16 @@
 //!
 //! - `raft/`: openraft 0.9 with a write-ahead log store, group commit and a
 //!   snapshotting state machine, Raft between managers over gRPC (the `Raft` service, write
-//!   forwarding, read index); openraft types stay inside it.
-//! - `control.rs`: the control gRPC service (stackctl's API).
+//!   forwarding, read index); openraft types stay inside it. `raft/error.rs`:
+//!   `RaftError` and its one mapping to a gRPC status.
+//! - `control/`: the control gRPC service (stackctl's API): `mod.rs` the
+//!   one checked path (authenticate → authorize → handler → propose) and the
+//!   thin tonic impl, `access.rs` the action each request asks for, then one
+//!   file per concern: `stacks.rs`, `objects.rs` (configs and secrets),
+//!   `nodes.rs` (roles, removal, membership checks), `join.rs` (join and
+//!   certificate renewal), `tokens.rs`, `cluster.rs` (status, join tokens, events).
+//! - `refusal.rs`: a core `Refusal` as the gRPC status a client sees: the
+//!   one mapping of refusal kinds to codes.
 //! - `dispatcher.rs`: agent sessions, heartbeats, status reports, node liveness.
 //! - `controller.rs`: the loop that turns state into plans through core.
 //! - `identity.rs`: the node's identity file.
