@@ -9,7 +9,7 @@
 //!        ──Heartbeat──► last-seen time (leader memory, not replicated)
 //!        ──UpdateTaskStatus──► one UpdateTaskStatus command per call
 //!
-//!  monitor: a Ready node silent for NODE_DOWN_AFTER ──► SetNodeState Down
+//!  monitor (monitor.rs): a Ready node silent for NODE_DOWN_AFTER ──► SetNodeState Down
 //! ```
 //!
 //! Every call must come with the node's own certificate: one of this
@@ -25,43 +25,38 @@
 //! stops leading, so that its agent moves on. A new leader knows nothing of
 //! the last heartbeats: it waits [`LEADER_GRACE`] before it declares anyone
 //! down, time for the agents to reconnect to it.
+//!
+//! [`LEADER_GRACE`]: stackd_core::liveness::LEADER_GRACE
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use stackd_core::command::TaskStatusUpdate;
 use stackd_core::model::{
-    Availability, DataKind, DesiredState, MountKind, Node, NodeRole, NodeState, Resources, StackNetwork, StackVolume,
-    Task, TaskId,
+    Availability, DataKind, DesiredState, MountKind, Node, NodeId, NodeRole, NodeState, Resources, StackNetwork,
+    StackVolume, Task, TaskId, Timestamp,
 };
 use stackd_core::{ClusterState, Command};
 use stackd_proto::{metadata, v1};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
 use crate::now_ms;
 use crate::raft::RaftNode;
+use crate::reconcile::mono_ms;
 
 /// How often agents heartbeat.
 pub const HEARTBEAT: Duration = Duration::from_secs(1);
-/// A node that has not heartbeat for this long is declared down.
-pub const NODE_DOWN_AFTER: Duration = Duration::from_secs(5);
-/// How long a manager that just took the lead waits before it declares
-/// silent nodes down. The agents of the old leader first notice the loss
-/// (a reset, or the h2 keep-alive: up to 3 s), then try managers in turn
-/// (backoff up to 2 s, a connect timeout of 5 s for a manager that is gone):
-/// twice [`NODE_DOWN_AFTER`] lets them all reconnect, where a false "down"
-/// would reschedule their tasks.
-pub const LEADER_GRACE: Duration = Duration::from_secs(10);
 /// How long the session waits for more changes before it sends them.
 const BATCH: Duration = Duration::from_millis(10);
 
 struct Session {
     id: String,
-    last_seen: Instant,
+    /// [`mono_ms`] of the last call.
+    last_seen: Timestamp,
 }
 
 /// The dispatcher gRPC service.
@@ -120,53 +115,18 @@ impl Dispatcher {
         let mut sessions = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
         match sessions.get_mut(node_id) {
             Some(s) if s.id == session => {
-                s.last_seen = Instant::now();
+                s.last_seen = mono_ms();
                 Ok(())
             }
             _ => Err(Status::not_found("unknown session: open a new one")),
         }
     }
 
-    /// Declares nodes down when they stop heartbeating. Runs on every manager,
-    /// acts only on the leader, and only [`LEADER_GRACE`] after it took the
-    /// lead (or regained its majority).
-    pub async fn monitor(self, mut shutdown: watch::Receiver<bool>) {
-        let mut leader = self.raft.leader_watch();
-        let mut leader_since = Instant::now();
-        let mut tick = tokio::time::interval(Duration::from_millis(500));
-        loop {
-            tokio::select! {
-                _ = tick.tick() => {}
-                r = leader.changed() => {
-                    if r.is_err() { return; }
-                    leader_since = Instant::now();
-                    continue;
-                }
-                _ = shutdown.changed() => return,
-            }
-            if !*leader.borrow() || leader_since.elapsed() < LEADER_GRACE {
-                continue;
-            }
-            let ready: Vec<String> = self
-                .raft
-                .shared()
-                .read(|s| s.nodes.values().filter(|n| n.state == NodeState::Ready).map(|n| n.id.clone()).collect());
-            let silent: Vec<String> = {
-                let sessions = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
-                ready
-                    .into_iter()
-                    .filter(|id| sessions.get(id).is_none_or(|s| s.last_seen.elapsed() > NODE_DOWN_AFTER))
-                    .collect()
-            };
-            for id in silent {
-                tracing::warn!(node = %id, "node missed its heartbeats: declaring it down");
-                if let Err(e) =
-                    self.raft.propose(Command::SetNodeState { id, state: NodeState::Down, at: now_ms() }).await
-                {
-                    tracing::warn!(error = %e, "could not mark node down");
-                }
-            }
-        }
+    /// The last heartbeat (any call) of each node with a session, in
+    /// [`mono_ms`]: what the node monitor judges liveness by.
+    pub(crate) fn last_seen(&self) -> BTreeMap<NodeId, Timestamp> {
+        let sessions = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
+        sessions.iter().map(|(node, s)| (node.clone(), s.last_seen)).collect()
     }
 }
 
@@ -392,7 +352,7 @@ impl v1::dispatcher_server::Dispatcher for Dispatcher {
         self.sessions
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .insert(d.node_id.clone(), Session { id: id.clone(), last_seen: Instant::now() });
+            .insert(d.node_id.clone(), Session { id: id.clone(), last_seen: mono_ms() });
         tracing::info!(node = %d.node_id, session = %id, "agent session opened");
         let (tx, rx) = mpsc::channel(16);
         tokio::spawn(stream_assignments(self.raft.clone(), d.node_id, id, tx));

@@ -2,8 +2,8 @@
 //! controller loops.
 //!
 //! ```text
-//!  stackctl ──Control──►┐                        ┌──► controller: orchestrate + schedule
-//!                       ├──► RaftNode (propose) ─┤        (leader only, proposes plans)
+//!  stackctl ──Control──►┐                        ┌──► loops (leader only, propose): controller,
+//!                       ├──► RaftNode (propose) ─┤      node monitor, membership, bootstrap
 //!  agents ──Dispatcher─►┘          │             └──► dispatcher streams: task sets to agents
 //!                                  ▼
 //!                     WAL + snapshot files (DATA_DIR/raft)
@@ -23,12 +23,19 @@
 //!   certificate renewal), `tokens.rs`, `cluster.rs` (status, join tokens, events).
 //! - `refusal.rs`: a core `Refusal` as the gRPC status a client sees: the
 //!   one mapping of refusal kinds to codes.
-//! - `dispatcher.rs`: agent sessions, heartbeats, status reports, node liveness.
-//! - `controller.rs`: the loop that turns state into plans through core.
-//! - `identity.rs`: the node's identity file.
+//! - `reconcile.rs`: the one shape of every loop (leader gate → watch the
+//!   applied index and a wake-up time → debounce → a pure core decision on
+//!   a snapshot of the state → propose), and the `Reconciler` trait each
+//!   loop implements.
+//! - `controller.rs`: the loop that turns state into plans through core
+//!   (orchestrate, schedule).
+//! - `dispatcher.rs`: agent sessions, heartbeats, status reports.
+//! - `monitor.rs`: the loop that declares silent nodes down (core's `liveness`).
 //! - `membership.rs`: the leader's loop that makes Raft's membership follow
 //!   the nodes' roles (learner, then voter; removal), and the quorum check
 //!   of demotions and removals.
+//! - `bootstrap.rs`: the loop that proposes a new cluster's `InitCluster`.
+//! - `identity.rs`: the node's identity file.
 //! - `auth.rs`: who is calling (a node certificate of this cluster or a
 //!   client token) and what it may do.
 //! - `peer.rs`: the node certificate a request came with (used by `raft/`
@@ -40,13 +47,16 @@
 //! dispatcher, and the control API takes a certificate or a bearer token.
 
 mod auth;
+mod bootstrap;
 mod control;
 mod controller;
 mod dispatcher;
 mod identity;
 mod membership;
+mod monitor;
 mod peer;
 pub mod raft;
+mod reconcile;
 mod refusal;
 pub mod util;
 
@@ -55,11 +65,10 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use stackd_core::Command;
-use stackd_core::model::{Availability, Node, NodeRole, NodeState};
 use stackd_core::security::Security;
 use stackd_proto::v1;
 use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 use tonic::service::interceptor::InterceptedService;
 
 pub use identity::{Identity, IdentityError};
@@ -123,80 +132,14 @@ pub struct ManagerConfig {
     pub timings: Timings,
 }
 
-/// Makes the cluster usable: initialises Raft when asked (a new cluster),
-/// then, once this manager leads, proposes `InitCluster` if the state has
-/// none yet (also after a crash between the two). Runs until done or stopped.
-async fn bootstrap(
-    raft: RaftNode,
-    identity: Identity,
-    security: Option<Security>,
-    mut stop: watch::Receiver<bool>,
-    done: watch::Sender<Option<Result<(), String>>>,
-) {
-    // Only `stackd init` (until its InitCluster commits) brings a bootstrap;
-    // any other manager gets the state by replication.
-    let Some(security) = security else { return };
-    if let Err(e) = raft.initialize(&identity.addr).await {
-        tracing::error!(error = %e, "cannot initialise the cluster");
-        let _ = done.send(Some(Err(e.to_string())));
-        return;
-    }
-    let mut leading = raft.leader_watch();
-    loop {
-        tokio::select! {
-            r = leading.wait_for(|l| *l) => if r.is_err() { return },
-            _ = stop.changed() => return,
-        }
-        // Apply everything committed before looking at the state.
-        if let Err(e) = raft.read_barrier().await {
-            tracing::debug!(error = %e, "bootstrap: read barrier failed; retrying");
-            tokio::time::sleep(Duration::from_millis(200)).await;
-            continue;
-        }
-        if !raft.shared().read(|s| s.cluster_id.is_empty()) {
-            let _ = done.send(Some(Ok(())));
-            return;
-        }
-        // The first manager is a node from the start, so that its own
-        // certificate is recognised before its agent registers.
-        let node = Node {
-            id: identity.node_id.clone(),
-            name: identity.name.clone(),
-            addr: identity.addr.clone(),
-            role: NodeRole::Manager,
-            availability: Availability::Active,
-            state: NodeState::Unknown,
-            labels: Default::default(),
-            resources: Default::default(),
-            engine_version: String::new(),
-            updated_at: 0,
-        };
-        let cmd = Command::InitCluster {
-            cluster_id: identity.cluster_id.clone(),
-            at: now_ms(),
-            security: Some(security.clone()),
-            node: Some(node),
-        };
-        match raft.propose(cmd).await {
-            Ok((_, applied)) => {
-                let _ = done.send(Some(applied.rejected.map_or(Ok(()), Err)));
-                return;
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "proposing InitCluster failed; retrying");
-                tokio::time::sleep(Duration::from_millis(500)).await;
-            }
-        }
-    }
-}
-
 /// A running manager.
 pub struct Manager {
     raft: RaftNode,
     identity: Identity,
     tls: Arc<rustls::ServerConfig>,
     dispatcher: dispatcher::Dispatcher,
-    stop: watch::Sender<bool>,
+    /// Cancels the loops.
+    stop: CancellationToken,
     /// The bootstrap's outcome, once known.
     initialised: watch::Receiver<Option<Result<(), String>>>,
 }
@@ -235,19 +178,20 @@ impl Manager {
             RaftNode::start_with(&config.data_dir.join("raft"), config.identity.raft_id, &config.timings, connector)
                 .await?;
         let (initialised_tx, initialised) = watch::channel(None);
-        let (stop, stop_rx) = watch::channel(false);
-        tokio::spawn(bootstrap(
+        let stop = CancellationToken::new();
+        tokio::spawn(bootstrap::run(
             raft.clone(),
             config.identity.clone(),
             config.bootstrap,
-            stop_rx.clone(),
+            stop.clone(),
             initialised_tx,
         ));
-        tokio::spawn(controller::run(raft.clone(), stop_rx.clone()));
-        tokio::spawn(membership::run(raft.clone(), stop_rx.clone()));
-        // One dispatcher: the liveness monitor reads the sessions the service records.
+        // Every loop has the one shape of `reconcile::run`.
+        tokio::spawn(reconcile::run(raft.clone(), controller::Controller::default(), stop.clone()));
+        tokio::spawn(reconcile::run(raft.clone(), membership::Membership, stop.clone()));
+        // One dispatcher: the node monitor reads the heartbeats the service records.
         let dispatcher = dispatcher::Dispatcher::new(raft.clone(), &config.identity.cluster_id);
-        tokio::spawn(dispatcher.clone().monitor(stop_rx));
+        tokio::spawn(reconcile::run(raft.clone(), monitor::NodeMonitor::new(dispatcher.clone()), stop.clone()));
         Ok(Self { raft, identity: config.identity, tls, dispatcher, stop, initialised })
     }
 
@@ -311,7 +255,7 @@ impl Manager {
 
     /// Stops the loops and Raft.
     pub async fn shutdown(&self) {
-        let _ = self.stop.send(true);
+        self.stop.cancel();
         self.raft.shutdown().await;
     }
 }

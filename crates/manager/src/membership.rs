@@ -20,9 +20,9 @@ use std::time::Duration;
 
 use stackd_core::ClusterState;
 use stackd_core::model::NodeRole;
-use tokio::sync::watch;
 
 use crate::raft::{Members, RaftNode};
+use crate::reconcile::{Next, Pass, Reconciler, Tick};
 
 /// How often the reconciler looks (and when this node becomes leader).
 const TICK: Duration = Duration::from_millis(500);
@@ -135,53 +135,50 @@ pub(crate) fn check_quorum(
     ))
 }
 
-/// The leader's reconciler: runs until `stop`, acting only while this node
-/// leads with a quorum.
-pub(crate) async fn run(raft: RaftNode, mut stop: watch::Receiver<bool>) {
-    let mut leading = raft.leader_watch();
-    loop {
-        if *stop.borrow() {
-            return;
-        }
-        if *leading.borrow() {
-            reconcile_once(&raft).await;
-        }
-        // Not on every applied entry: membership changes are rare, and a
-        // busy cluster applies thousands of entries a second.
-        tokio::select! {
-            _ = stop.changed() => {}
-            _ = leading.changed() => {}
-            _ = tokio::time::sleep(TICK) => {}
-        }
-    }
-}
+/// The leader's membership reconciler, run by [`crate::reconcile::run`]:
+/// one step at a time, looking every [`TICK`] (a learner catches up without
+/// any entry being applied) — not on every applied entry: membership changes
+/// are rare, and a busy cluster applies thousands of entries a second.
+#[derive(Debug, Default)]
+pub(crate) struct Membership;
 
-/// One look: takes at most one step.
-async fn reconcile_once(raft: &RaftNode) {
-    let desired = raft.shared().read(desired_voters);
-    let members = raft.members();
-    let last = raft.status().last_log_index;
-    let self_id = raft.id();
-    let matched = |id: u64| if id == self_id { Some(last) } else { raft.matched(id) };
-    let Some(step) = next_step(&desired, &members, matched, last) else { return };
-    let result = match &step {
-        Step::AddLearner(id, addr) => {
-            tracing::info!(node = %format!("{id:016x}"), %addr, "adding a manager as a Raft learner");
-            raft.add_learner(*id, addr).await
+impl Reconciler for Membership {
+    type Action = Step;
+    const DEBOUNCE: Duration = TICK;
+    const IDLE: Duration = TICK;
+
+    fn decide(&mut self, raft: &RaftNode, state: &ClusterState, _tick: &Tick) -> Pass<Step> {
+        let desired = desired_voters(state);
+        let members = raft.members();
+        let last = raft.status().last_log_index;
+        let self_id = raft.id();
+        let matched = |id: u64| if id == self_id { Some(last) } else { raft.matched(id) };
+        Pass { actions: next_step(&desired, &members, matched, last).into_iter().collect(), wake_in: Some(TICK) }
+    }
+
+    async fn act(&mut self, raft: &RaftNode, steps: Vec<Step>, _tick: &Tick) -> Next {
+        for step in steps {
+            let result = match &step {
+                Step::AddLearner(id, addr) => {
+                    tracing::info!(node = %format!("{id:016x}"), %addr, "adding a manager as a Raft learner");
+                    raft.add_learner(*id, addr).await
+                }
+                Step::Promote(id) => {
+                    tracing::info!(node = %format!("{id:016x}"), "a learner caught up: making it a voter");
+                    raft.promote(*id).await
+                }
+                Step::Remove(id) => {
+                    tracing::info!(node = %format!("{id:016x}"), "removing a node that is no longer a manager from Raft");
+                    raft.remove(*id).await
+                }
+            };
+            if let Err(e) = result {
+                // Retried: another change in progress, a lost leadership, …
+                tracing::debug!(?step, error = %e, "membership change failed; retrying");
+                return Next::Retry(TICK);
+            }
         }
-        Step::Promote(id) => {
-            tracing::info!(node = %format!("{id:016x}"), "a learner caught up: making it a voter");
-            raft.promote(*id).await
-        }
-        Step::Remove(id) => {
-            tracing::info!(node = %format!("{id:016x}"), "removing a node that is no longer a manager from Raft");
-            raft.remove(*id).await
-        }
-    };
-    if let Err(e) = result {
-        // Retried on the next tick: another change in progress, a lost leadership, …
-        tracing::debug!(?step, error = %e, "membership change failed; retrying");
-        tokio::time::sleep(TICK).await;
+        Next::Wait
     }
 }
 

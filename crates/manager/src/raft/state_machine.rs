@@ -36,7 +36,9 @@ pub struct Shared {
 struct Data {
     last_applied: Option<LogId>,
     membership: StoredMembershipOf,
-    state: ClusterState,
+    /// Shared with [`Shared::snapshot`] readers; `apply` changes it in place
+    /// when nobody holds a snapshot, and copies it first when somebody does.
+    state: Arc<ClusterState>,
 }
 
 impl Shared {
@@ -44,6 +46,14 @@ impl Shared {
     pub fn read<T>(&self, f: impl FnOnce(&ClusterState) -> T) -> T {
         let guard = self.data.read().unwrap_or_else(|p| p.into_inner());
         f(&guard.state)
+    }
+
+    /// The current state, to compute on without holding the lock: the
+    /// controller loops' snapshot. Cheap to take (a reference count); but an
+    /// apply while it is held copies the whole state once, so drop it as soon
+    /// as the computation is done (see docs/architecture.md, The controller loop).
+    pub fn snapshot(&self) -> Arc<ClusterState> {
+        self.data.read().unwrap_or_else(|p| p.into_inner()).state.clone()
     }
 
     /// The index of the last applied entry; changes on every apply.
@@ -90,7 +100,11 @@ impl StateMachine {
             let bytes = std::fs::read(&path).map_err(|e| sm_err(ErrorVerb::Read, e))?;
             let (_, payload) =
                 snapshot::decode(&bytes).map_err(|e| sm_err(ErrorVerb::Read, format!("{}: {e}", path.display())))?;
-            data = Data { last_applied: payload.last_applied, membership: payload.membership, state: payload.state };
+            data = Data {
+                last_applied: payload.last_applied,
+                membership: payload.membership,
+                state: Arc::new(payload.state),
+            };
         }
         let (applied, _) = watch::channel(data.last_applied.map(|l| l.index).unwrap_or(0));
         let (events, _) = broadcast::channel(4096);
@@ -117,8 +131,11 @@ impl StateMachine {
         let index = meta.last_log_id.map(|l| l.index).unwrap_or(0);
         {
             let mut guard = self.shared.data.write().unwrap_or_else(|p| p.into_inner());
-            *guard =
-                Data { last_applied: meta.last_log_id, membership: meta.last_membership.clone(), state: payload.state };
+            *guard = Data {
+                last_applied: meta.last_log_id,
+                membership: meta.last_membership.clone(),
+                state: Arc::new(payload.state),
+            };
         }
         self.shared.applied.send_replace(index);
     }
@@ -135,7 +152,7 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
             Payload {
                 last_applied: guard.last_applied,
                 membership: guard.membership.clone(),
-                state: guard.state.clone(),
+                state: ClusterState::clone(&guard.state),
                 snapshot_id: id,
             }
         };
@@ -185,7 +202,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 last = Some(entry.log_id.index);
                 let reply = match entry.payload {
                     EntryPayload::Blank => Applied::default(),
-                    EntryPayload::Normal(cmd) => guard.state.apply(entry.log_id.index, &cmd),
+                    EntryPayload::Normal(cmd) => Arc::make_mut(&mut guard.state).apply(entry.log_id.index, &cmd),
                     EntryPayload::Membership(m) => {
                         guard.membership = StoredMembershipOf::new(Some(entry.log_id), m);
                         Applied::default()
