@@ -58,13 +58,13 @@ pub(crate) fn manager_peer(
             if known {
                 Ok(req)
             } else {
-                Err(Status::permission_denied(format!(
+                Err(refused(Refusal::permission_denied(format!(
                     "node {} is no manager of this cluster (removed or demoted): it takes no part in Raft",
                     peer.node_id
-                )))
+                ))))
             }
         }
-        Some(_) => Err(Status::permission_denied("only managers take part in Raft")),
+        Some(_) => Err(refused(Refusal::permission_denied("only managers take part in Raft"))),
         None => Err(Status::unauthenticated("Raft needs the manager certificate of this cluster")),
     }
 }
