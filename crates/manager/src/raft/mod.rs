@@ -67,6 +67,7 @@ use stackd_core::Command;
 use stackd_core::state::Applied;
 use stackd_proto::{metadata, v1};
 use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 
 pub use error::RaftError;
 pub use log_store::LogStore;
@@ -229,8 +230,8 @@ pub struct RaftNode {
     peers: Arc<Peers>,
     timings: Timings,
     leading: Arc<watch::Sender<bool>>,
-    /// Set by [`RaftNode::shutdown`]: the long-lived streams served end.
-    stopped: Arc<watch::Sender<bool>>,
+    /// Cancelled by [`RaftNode::shutdown`]: the long-lived streams served end.
+    stopped: CancellationToken,
     batcher: batcher::Batcher,
     forwarder: batcher::Forwarder,
     /// What of this node's log is durable: a follower acknowledges entries
@@ -298,7 +299,7 @@ impl RaftNode {
         tokio::spawn(watch_leadership(raft.metrics(), peers.clone(), id, leading.clone(), timings.heartbeat));
         let batcher = batcher::Batcher::start(raft.clone(), timings.write_timeout);
         let forwarder = batcher::Forwarder::start(peers.clone(), timings.write_timeout);
-        let stopped = Arc::new(watch::channel(false).0);
+        let stopped = CancellationToken::new();
         Ok(Self { raft, shared, id, peers, timings: *timings, leading, stopped, batcher, forwarder, durable })
     }
 
@@ -790,17 +791,14 @@ impl RaftNode {
 
     /// Stops Raft.
     pub async fn shutdown(&self) {
-        self.stopped.send_replace(true);
+        self.stopped.cancel();
         let _ = self.raft.shutdown().await;
         self.leading.send_replace(false);
     }
 
     /// Resolves once [`RaftNode::shutdown`] was called.
     pub(crate) fn stopped(&self) -> impl Future<Output = ()> + Send + 'static {
-        let mut stopped = self.stopped.subscribe();
-        async move {
-            let _ = stopped.wait_for(|s| *s).await;
-        }
+        self.stopped.clone().cancelled_owned()
     }
 }
 
