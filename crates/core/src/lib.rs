@@ -12,7 +12,10 @@
 //! - [`command`]: [`Command`], the only way the state changes, and the
 //!   [`Plan`](command::Plan) / [`Placement`](command::Placement) values the
 //!   orchestrators and scheduler produce.
-//! - [`state`]: [`ClusterState`] and its deterministic `apply`.
+//! - [`state`]: [`ClusterState`] and its deterministic `apply` (`state/`:
+//!   `mod.rs` the types, `apply` and stacks; `nodes.rs` nodes, joins and
+//!   tokens; `objects.rs` configs and secrets; `tasks.rs` plans, placements
+//!   and status reports).
 //! - [`refusal`]: [`Refusal`], why `apply` (or the control API) refused a
 //!   request, of a [`RefusalKind`] that says what the caller should do.
 //! - [`security`]: the CA, join secrets and client tokens kept in the state,

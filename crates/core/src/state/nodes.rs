@@ -1,0 +1,253 @@
+//! Applying the node commands: the cluster's first node (`InitCluster`),
+//! joins, roles, removal, a node's record and what happens to its tasks
+//! when it goes down or comes back; and client tokens.
+
+use super::*;
+
+impl ClusterState {
+    /// `InitCluster`: the cluster's id, and optionally its security state
+    /// and first node. Nothing changes unless all of them are accepted.
+    pub(super) fn init(&mut self, cx: &mut Ctx, cluster_id: &str, security: Option<&Security>, node: Option<&Node>) {
+        if !self.cluster_id.is_empty() {
+            cx.refuse(Refusal::already_exists("the cluster is initialised already"));
+            return;
+        }
+        if let Some(Err(e)) = security.map(Security::validate) {
+            cx.refuse(Refusal::invalid(format!("invalid security state: {e}")));
+            return;
+        }
+        if let Some(n) = node {
+            if n.role != NodeRole::Manager {
+                cx.refuse(Refusal::invalid(format!("node {} initialises the cluster, so it must be a manager", n.id)));
+                return;
+            }
+            if let Err(why) = self.check_new_node(n) {
+                cx.refuse(why);
+                return;
+            }
+        }
+        self.cluster_id = cluster_id.to_string();
+        if let Some(security) = security {
+            self.security = security.clone();
+        }
+        if let Some(n) = node {
+            self.add_node(cx, n);
+        }
+    }
+
+    pub(super) fn create_token(&mut self, token: &ClientToken, cx: &mut Ctx) {
+        match self.security.check_new_token(token) {
+            Ok(()) => {
+                let mut t = token.clone();
+                t.created_at = cx.at;
+                self.security.tokens.insert(t.id.clone(), t);
+            }
+            Err(e) => cx.refuse(e.into()),
+        }
+    }
+
+    /// Checks a node that joins (or initialises the cluster): a new id, and
+    /// an address for a manager.
+    pub(super) fn check_new_node(&self, node: &Node) -> Result<(), Refusal> {
+        if node.id.is_empty() {
+            return Err(Refusal::invalid("a node needs an id"));
+        }
+        if self.nodes.contains_key(&node.id) {
+            return Err(Refusal::already_exists(format!("a node with id {} exists already", node.id)));
+        }
+        if let Some(other) = self.nodes.values().find(|n| n.name == node.name) {
+            return Err(Refusal::already_exists(format!(
+                "a node named {} exists already (id {})",
+                node.name, other.id
+            )));
+        }
+        if node.role == NodeRole::Manager && node.addr.is_empty() {
+            return Err(Refusal::invalid(format!("manager {} needs an address the other managers can reach", node.id)));
+        }
+        Ok(())
+    }
+
+    /// Adds a checked node; nobody has heard from it yet.
+    pub(super) fn add_node(&mut self, cx: &mut Ctx, node: &Node) {
+        let mut n = node.clone();
+        n.state = NodeState::Unknown;
+        n.updated_at = cx.at;
+        let msg = format!("joined as {}", n.role.as_str());
+        cx.event(ObjectKind::Node, Action::Create, &n.id, &n.name, "", msg);
+        self.nodes.insert(n.id.clone(), n);
+    }
+
+    /// The nodes whose desired role is manager, but `except`.
+    pub(super) fn other_managers(&self, except: &str) -> usize {
+        self.nodes.values().filter(|n| n.role == NodeRole::Manager && n.id != except).count()
+    }
+
+    pub(super) fn set_node_role(&mut self, cx: &mut Ctx, id: &str, role: NodeRole) {
+        let Some(n) = self.nodes.get(id) else {
+            cx.refuse(Refusal::not_found(format!("no node {id}")));
+            return;
+        };
+        if n.role == role {
+            return;
+        }
+        if n.role == NodeRole::Manager && self.other_managers(id) == 0 {
+            cx.refuse(Refusal::failed_precondition(format!(
+                "node {} is the last manager: promote another node before demoting it",
+                n.name
+            )));
+            return;
+        }
+        if let Some(n) = self.nodes.get_mut(id) {
+            n.role = role;
+            n.updated_at = cx.at;
+            let (id, name) = (n.id.clone(), n.name.clone());
+            cx.event(ObjectKind::Node, Action::Update, &id, &name, "", format!("role {}", role.as_str()));
+        }
+    }
+
+    /// A node was declared down: its tasks that had not ended become
+    /// `orphaned`. An orphan no longer holds its slot, so the orchestrators
+    /// start a replacement on the nodes that are up at once (as Swarm does),
+    /// but it stays wanted until its replacement runs: if the node comes back
+    /// first, it is taken back (`take_back_orphans`). A job's
+    /// task is no longer wanted at once (a job's run is counted per task).
+    pub(super) fn orphan_tasks_of(&mut self, cx: &mut Ctx, node_id: &str) {
+        let services = &self.services;
+        for t in self.tasks.values_mut().filter(|t| t.node_id.as_deref() == Some(node_id)) {
+            if t.status.state.is_terminal() {
+                continue;
+            }
+            if services.get(&t.service_id).is_none_or(|s| s.spec.mode.is_job()) {
+                t.desired_state = DesiredState::Shutdown;
+            }
+            t.status = TaskStatus {
+                state: TaskState::Orphaned,
+                timestamp: cx.at,
+                message: NODE_DOWN.into(),
+                err: NODE_DOWN.into(),
+                container_id: std::mem::take(&mut t.status.container_id),
+                exit_code: None,
+                health: String::new(),
+            };
+            let (id, service, stack) = (t.id.clone(), t.service_name.clone(), t.stack.clone());
+            cx.event(ObjectKind::Task, Action::Update, &id, &service, &stack, NODE_DOWN.to_string());
+        }
+    }
+
+    /// A node came back: each of its orphans that is still wanted, still of
+    /// its service's current spec, and whose slot has no task up elsewhere
+    /// is taken back: it becomes `assigned` again (its agent adopts the
+    /// container if it still runs, or starts a new one), and the slot's
+    /// replacements that have not started yet are dropped. Nothing restarts
+    /// that did not need to. The other orphans are no longer wanted: their
+    /// agent stops their containers.
+    pub(super) fn take_back_orphans(&mut self, cx: &mut Ctx, node_id: &str) {
+        let orphans: Vec<TaskId> = self
+            .tasks
+            .values()
+            .filter(|t| {
+                t.node_id.as_deref() == Some(node_id) && t.is_orphaned() && t.desired_state == DesiredState::Running
+            })
+            .map(|t| t.id.clone())
+            .collect();
+        for id in orphans {
+            let Some(t) = self.tasks.get(&id) else { continue };
+            let same_slot = |o: &Task| {
+                o.id != t.id
+                    && o.service_id == t.service_id
+                    && if t.slot == 0 { o.slot == 0 && o.node_id == t.node_id } else { o.slot == t.slot }
+            };
+            let current = self.services.get(&t.service_id).is_some_and(|s| s.spec.task == t.template);
+            let replaced =
+                self.tasks.values().any(|o| same_slot(o) && o.desired_state == DesiredState::Running && o.is_up());
+            if !current || replaced {
+                self.set_desired_shutdown(cx, &id);
+                continue;
+            }
+            let dropped: Vec<TaskId> = self
+                .tasks
+                .values()
+                .filter(|o| same_slot(o) && o.desired_state == DesiredState::Running && !o.status.state.is_terminal())
+                .map(|o| o.id.clone())
+                .collect();
+            for d in dropped {
+                self.set_desired_shutdown(cx, &d);
+            }
+            if let Some(t) = self.tasks.get_mut(&id) {
+                t.status = TaskStatus {
+                    state: TaskState::Assigned,
+                    timestamp: cx.at,
+                    message: NODE_BACK.into(),
+                    container_id: std::mem::take(&mut t.status.container_id),
+                    ..TaskStatus::default()
+                };
+                let (id, service, stack) = (t.id.clone(), t.service_name.clone(), t.stack.clone());
+                cx.event(ObjectKind::Task, Action::Update, &id, &service, &stack, NODE_BACK.to_string());
+            }
+        }
+    }
+
+    /// Removes a node. Its tasks are no longer wanted; those that had not
+    /// ended are marked failed, so the orchestrators fill their slots elsewhere.
+    pub(super) fn remove_node(&mut self, cx: &mut Ctx, id: &str) {
+        let Some(n) = self.nodes.get(id) else {
+            cx.refuse(Refusal::not_found(format!("no node {id}")));
+            return;
+        };
+        if n.role == NodeRole::Manager && self.other_managers(id) == 0 {
+            cx.refuse(Refusal::failed_precondition(format!(
+                "node {} is the last manager: it cannot be removed",
+                n.name
+            )));
+            return;
+        }
+        let Some(n) = self.nodes.remove(id) else { return };
+        for t in self.tasks.values_mut().filter(|t| t.node_id.as_deref() == Some(id)) {
+            let was_wanted = t.desired_state != DesiredState::Shutdown;
+            let was_live = !t.status.state.is_terminal();
+            t.desired_state = DesiredState::Shutdown;
+            if was_live {
+                t.status = TaskStatus {
+                    state: TaskState::Failed,
+                    timestamp: cx.at,
+                    message: NODE_REMOVED.into(),
+                    err: NODE_REMOVED.into(),
+                    container_id: std::mem::take(&mut t.status.container_id),
+                    exit_code: None,
+                    health: String::new(),
+                };
+            }
+            if was_wanted || was_live {
+                let (tid, name, stack) = (t.id.clone(), t.service_name.clone(), t.stack.clone());
+                let msg = if was_live { format!("failed: {NODE_REMOVED}") } else { "desired shutdown".into() };
+                cx.event(ObjectKind::Task, Action::Update, &tid, &name, &stack, msg);
+            }
+        }
+        cx.event(ObjectKind::Node, Action::Remove, &n.id, &n.name, "", String::new());
+    }
+
+    pub(super) fn upsert_node(&mut self, cx: &mut Ctx, node: &Node) {
+        match self.nodes.get_mut(&node.id) {
+            Some(n) => {
+                let changed = n.name != node.name
+                    || n.addr != node.addr
+                    || n.resources != node.resources
+                    || n.engine_version != node.engine_version;
+                n.name = node.name.clone();
+                n.addr = node.addr.clone();
+                n.resources = node.resources.clone();
+                n.engine_version = node.engine_version.clone();
+                if changed {
+                    n.updated_at = cx.at;
+                    cx.event(ObjectKind::Node, Action::Update, &node.id, &node.name, "", String::new());
+                }
+            }
+            None => {
+                let mut n = node.clone();
+                n.updated_at = cx.at;
+                self.nodes.insert(n.id.clone(), n);
+                cx.event(ObjectKind::Node, Action::Create, &node.id, &node.name, "", String::new());
+            }
+        }
+    }
+}

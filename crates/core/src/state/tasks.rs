@@ -1,0 +1,178 @@
+//! Applying the commands of the loops: the orchestrators' plans
+//! (`ApplyPlan`), the scheduler's placements (`Schedule`) and the agents'
+//! status reports (`UpdateTaskStatus`).
+
+use super::*;
+
+impl ClusterState {
+    /// Whether the slot of `nt` already holds a live task of `template`. (A task of
+    /// an older template may still occupy it: start-first updates overlap them.)
+    pub(super) fn slot_taken(&self, nt: &NewTask, template: &crate::model::TaskTemplate) -> bool {
+        self.tasks_of(&nt.service_id).any(|t| {
+            let same_slot = if nt.slot == 0 { t.slot == 0 && t.node_id == nt.node_id } else { t.slot == nt.slot };
+            same_slot && t.occupies_slot() && t.template == *template
+        })
+    }
+
+    pub(super) fn apply_plan(&mut self, cx: &mut Ctx, plan: &Plan) {
+        // Rollbacks first: tasks created by this plan belong to the new revision.
+        for sid in &plan.rollback {
+            let Some(s) = self.services.get_mut(sid) else { continue };
+            let Some(prev) = s.history.pop() else { continue };
+            let current = std::mem::replace(&mut s.spec, prev.spec);
+            s.history.push(Revision { revision: s.revision, spec: current, deployed_at: s.updated_at });
+            s.revision += 1;
+            s.updated_at = cx.at;
+            let msg = format!("rolling back to the spec of revision {} as revision {}", prev.revision, s.revision);
+            s.update = UpdateStatus {
+                state: UpdateState::RollingBack,
+                started_at: cx.at,
+                completed_at: 0,
+                message: s.update.message.clone(),
+            };
+            let (id, name, stack) = (s.id.clone(), s.name.clone(), s.stack.clone());
+            cx.event(ObjectKind::Service, Action::Update, &id, &name, &stack, msg);
+        }
+        for (sid, status) in &plan.update_status {
+            if let Some(s) = self.services.get_mut(sid)
+                && s.update != *status
+            {
+                s.update = status.clone();
+                let (id, name, stack) = (s.id.clone(), s.name.clone(), s.stack.clone());
+                let mut msg = format!("update {:?}", status.state).to_lowercase();
+                if !status.message.is_empty() {
+                    msg = format!("{msg}: {}", status.message);
+                }
+                cx.event(ObjectKind::Service, Action::Update, &id, &name, &stack, msg);
+            }
+        }
+        // Desired state only moves forward: a stopped task is never revived.
+        for (tid, desired) in &plan.set_desired {
+            if *desired == DesiredState::Shutdown {
+                self.set_desired_shutdown(cx, tid);
+            }
+        }
+        for tid in &plan.delete {
+            if let Some(t) = self.tasks.remove(tid) {
+                cx.event(ObjectKind::Task, Action::Remove, &t.id, &t.service_name, &t.stack, String::new());
+            }
+        }
+        for nt in &plan.create {
+            let Some(s) = self.services.get(&nt.service_id) else { continue };
+            if s.revision != nt.revision || self.slot_taken(nt, &s.spec.task) {
+                continue;
+            }
+            if let Some(node) = &nt.node_id
+                && !self.nodes.contains_key(node)
+            {
+                continue;
+            }
+            cx.seq += 1;
+            let id = make_id(&self.cluster_id, cx.index, cx.seq);
+            let state = if nt.node_id.is_some() { TaskState::Assigned } else { TaskState::New };
+            let task = Task {
+                id: id.clone(),
+                service_id: s.id.clone(),
+                service_name: s.name.clone(),
+                stack: s.stack.clone(),
+                slot: nt.slot,
+                node_id: nt.node_id.clone(),
+                revision: s.revision,
+                template: s.spec.task.clone(),
+                desired_state: DesiredState::Running,
+                status: TaskStatus { state, timestamp: cx.at, message: "created".into(), ..Default::default() },
+                unplaceable: String::new(),
+                created_at: cx.at,
+            };
+            cx.event(ObjectKind::Task, Action::Create, &id, &task.service_name, &task.stack, state.as_str().into());
+            self.tasks.insert(id, task);
+        }
+    }
+
+    pub(super) fn schedule(&mut self, cx: &mut Ctx, decisions: &[Placement]) {
+        for d in decisions {
+            match d {
+                Placement::Assign { task_id, node_id } => {
+                    if !self.nodes.contains_key(node_id) {
+                        continue;
+                    }
+                    let Some(t) = self.tasks.get_mut(task_id) else { continue };
+                    if t.node_id.is_some()
+                        || t.status.state >= TaskState::Assigned
+                        || t.desired_state != DesiredState::Running
+                    {
+                        continue;
+                    }
+                    t.node_id = Some(node_id.clone());
+                    t.unplaceable.clear();
+                    t.status = TaskStatus {
+                        state: TaskState::Assigned,
+                        timestamp: cx.at,
+                        message: "assigned".into(),
+                        ..Default::default()
+                    };
+                    let (id, name, stack) = (t.id.clone(), t.service_name.clone(), t.stack.clone());
+                    cx.event(ObjectKind::Task, Action::Update, &id, &name, &stack, "assigned".into());
+                }
+                Placement::Unplaceable { task_id, reason } => {
+                    let Some(t) = self.tasks.get_mut(task_id) else { continue };
+                    if t.node_id.is_some() || t.status.state > TaskState::Pending {
+                        continue;
+                    }
+                    if t.status.state != TaskState::Pending || t.unplaceable != *reason {
+                        t.status.state = TaskState::Pending;
+                        t.status.timestamp = cx.at;
+                        t.status.message = "pending".into();
+                        t.unplaceable = reason.clone();
+                        let (id, name, stack) = (t.id.clone(), t.service_name.clone(), t.stack.clone());
+                        cx.event(
+                            ObjectKind::Task,
+                            Action::Update,
+                            &id,
+                            &name,
+                            &stack,
+                            format!("no suitable node: {reason}"),
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    pub(super) fn update_status(&mut self, cx: &mut Ctx, updates: &[TaskStatusUpdate]) {
+        for u in updates {
+            // A removed node's reports change nothing: its tasks ended with it.
+            if !self.nodes.contains_key(&u.node_id) {
+                continue;
+            }
+            let Some(t) = self.tasks.get_mut(&u.task_id) else { continue };
+            if t.node_id.as_deref() != Some(u.node_id.as_str()) {
+                continue;
+            }
+            // Observed states only move forward; the same state may refresh details.
+            if u.status.state < t.status.state {
+                continue;
+            }
+            if u.status == t.status {
+                continue;
+            }
+            let state_changed = u.status.state != t.status.state;
+            let health_changed = u.status.health != t.status.health;
+            t.status = u.status.clone();
+            if state_changed || health_changed {
+                let mut msg = t.status.state.as_str().to_string();
+                if !t.status.health.is_empty() {
+                    msg = format!("{msg} ({})", t.status.health);
+                }
+                if let Some(code) = t.status.exit_code {
+                    msg = format!("{msg}, exit code {code}");
+                }
+                if !t.status.err.is_empty() {
+                    msg = format!("{msg}: {}", t.status.err);
+                }
+                let (id, name, stack) = (t.id.clone(), t.service_name.clone(), t.stack.clone());
+                cx.event(ObjectKind::Task, Action::Update, &id, &name, &stack, msg);
+            }
+        }
+    }
+}
