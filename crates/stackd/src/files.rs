@@ -15,13 +15,74 @@
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
 use stackd_core::model::Blob;
 use stackd_core::security::{ClientToken, Security, TokenRole};
 use stackd_manager::Identity;
 use stackd_manager::util::write_atomic_mode;
-use stackd_tls::{Ca, Credentials, NodeKey, Role, Secret};
+use stackd_tls::{Ca, ConfigError, Credentials, NodeKey, PkiError, Role, Secret};
+
+/// What went wrong with the node's files.
+#[derive(Debug, thiserror::Error)]
+pub enum FilesError {
+    /// A file or directory could not be read, written, moved or removed.
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being done (`writing /var/lib/stackd/tls/node.key`).
+        what: String,
+        /// Why it failed.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A key, certificate or the CA could not be made or read.
+    #[error("{what}: {source}")]
+    Pki {
+        /// What was being done.
+        what: String,
+        /// Why it failed.
+        #[source]
+        source: PkiError,
+    },
+    /// The node's certificate, key and CA do not make usable credentials.
+    #[error("the node's credentials in {dir}: {source}")]
+    Credentials {
+        /// The data dir.
+        dir: String,
+        /// Why.
+        #[source]
+        source: ConfigError,
+    },
+    /// A data dir made before TLS existed.
+    #[error(
+        "{0} has no TLS credentials (tls/node.key): it was made by a stackd without TLS and cannot be migrated; \
+         create a new node with `stackd init`"
+    )]
+    NoCredentials(String),
+    /// `bootstrap.json` cannot be written or read back.
+    #[error("{what}: {source}")]
+    Json {
+        /// What was being done.
+        what: String,
+        /// Why it failed.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// The generated security state does not hold together (a bug).
+    #[error("the new cluster's security state: {0}")]
+    Security(#[from] stackd_core::security::SecurityError),
+}
+
+type Result<T, E = FilesError> = std::result::Result<T, E>;
+
+/// An I/O error, saying what was being done.
+fn io(what: String) -> impl FnOnce(std::io::Error) -> FilesError {
+    move |source| FilesError::Io { what, source }
+}
+
+/// A PKI error, saying what was being done.
+fn pki(what: &str) -> impl FnOnce(PkiError) -> FilesError + '_ {
+    move |source| FilesError::Pki { what: what.to_string(), source }
+}
 
 /// The name of the admin token `stackd init` creates.
 const ADMIN_TOKEN_NAME: &str = "admin";
@@ -45,15 +106,15 @@ fn bootstrap_path(dir: &Path) -> PathBuf {
 
 /// Creates `dir` if needed and restricts it to its owner.
 fn private_dir(dir: &Path) -> Result<()> {
-    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    std::fs::create_dir_all(dir).map_err(io(format!("creating {}", dir.display())))?;
     std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
-        .with_context(|| format!("chmod 0700 {}", dir.display()))
+        .map_err(io(format!("chmod 0700 {}", dir.display())))
 }
 
 /// Writes `bytes` to `dir/name` with `mode` from the start, atomically and
 /// durably ([`write_atomic_mode`]).
 fn write_file(dir: &Path, name: &str, bytes: &[u8], mode: u32) -> Result<()> {
-    write_atomic_mode(dir, name, bytes, mode).with_context(|| format!("writing {}", dir.join(name).display()))
+    write_atomic_mode(dir, name, bytes, mode).map_err(io(format!("writing {}", dir.join(name).display())))
 }
 
 /// `stackd init`: the cluster's CA, this node's key and manager certificate,
@@ -63,9 +124,9 @@ pub fn init_pki(dir: &Path, identity: &Identity, now_ms: u64) -> Result<()> {
     private_dir(dir)?;
     let tls = tls_dir(dir);
     private_dir(&tls)?;
-    let ca = Ca::generate(&identity.cluster_id).context("generating the cluster CA")?;
-    let key = NodeKey::generate().context("generating the node key")?;
-    let cert = ca.sign_key(&key, &identity.node_id, Role::Manager).context("signing the node certificate")?;
+    let ca = Ca::generate(&identity.cluster_id).map_err(pki("generating the cluster CA"))?;
+    let key = NodeKey::generate().map_err(pki("generating the node key"))?;
+    let cert = ca.sign_key(&key, &identity.node_id, Role::Manager).map_err(pki("signing the node certificate"))?;
     let admin = stackd_tls::ClientToken::generate();
     let token = ClientToken {
         id: admin.id().to_string(),
@@ -86,12 +147,14 @@ pub fn init_pki(dir: &Path, identity: &Identity, now_ms: u64) -> Result<()> {
         worker_secret: Blob(worker_secret.as_bytes().to_vec()),
         tokens: [(token.id.clone(), token)].into(),
     };
-    security.validate().context("the new cluster's security state")?;
+    security.validate()?;
     let bootstrap = Bootstrap { security, admin_token: admin.reveal() };
     write_file(&tls, "ca.crt", ca.cert_pem().as_bytes(), 0o644)?;
     write_file(&tls, "node.crt", format!("{}{}", cert, ca.cert_pem()).as_bytes(), 0o644)?;
     write_file(&tls, "node.key", key.to_pem().as_bytes(), 0o600)?;
-    write_file(&tls, "bootstrap.json", &serde_json::to_vec(&bootstrap)?, 0o600)?;
+    let json = serde_json::to_vec(&bootstrap)
+        .map_err(|source| FilesError::Json { what: "encoding bootstrap.json".into(), source })?;
+    write_file(&tls, "bootstrap.json", &json, 0o600)?;
     Ok(())
 }
 
@@ -110,14 +173,15 @@ pub fn write_joined(dir: &Path, key_pem: &str, cert_pem: &str, ca_pem: &str) -> 
 /// The node's private key.
 pub fn load_key(dir: &Path) -> Result<NodeKey> {
     let path = tls_dir(dir).join("node.key");
-    let pem = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
-    NodeKey::from_pem(&pem).with_context(|| format!("{} is not a usable key", path.display()))
+    let pem = std::fs::read_to_string(&path).map_err(io(format!("reading {}", path.display())))?;
+    NodeKey::from_pem(&pem)
+        .map_err(|source| FilesError::Pki { what: format!("{} is not a usable key", path.display()), source })
 }
 
 /// The cluster CA's certificate, PEM.
 pub fn read_ca_pem(dir: &Path) -> Result<String> {
     let path = tls_dir(dir).join("ca.crt");
-    std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))
+    std::fs::read_to_string(&path).map_err(io(format!("reading {}", path.display())))
 }
 
 /// Replaces the node's certificate (a renewal for a new role).
@@ -133,24 +197,21 @@ pub fn retire_raft(dir: &Path, now_ms: u64) -> Result<()> {
         return Ok(());
     }
     let to = dir.join(format!("raft.removed-{now_ms}"));
-    std::fs::rename(&from, &to).with_context(|| format!("moving {} to {}", from.display(), to.display()))
+    std::fs::rename(&from, &to).map_err(io(format!("moving {} to {}", from.display(), to.display())))
 }
 
 /// The node's credentials from `dir/tls`.
 pub fn load_credentials(dir: &Path) -> Result<Credentials> {
     let tls = tls_dir(dir);
     if !tls.join("node.key").exists() {
-        bail!(
-            "{} has no TLS credentials (tls/node.key): it was made by a stackd without TLS and cannot be \
-             migrated; create a new node with `stackd init`",
-            dir.display()
-        );
+        return Err(FilesError::NoCredentials(dir.display().to_string()));
     }
     let read = |name: &str| {
         let path = tls.join(name);
-        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))
+        std::fs::read_to_string(&path).map_err(io(format!("reading {}", path.display())))
     };
-    Ok(Credentials::from_pem(&read("node.crt")?, &read("node.key")?, &read("ca.crt")?)?)
+    Credentials::from_pem(&read("node.crt")?, &read("node.key")?, &read("ca.crt")?)
+        .map_err(|source| FilesError::Credentials { dir: dir.display().to_string(), source })
 }
 
 /// The bootstrap state of `stackd init`, if the cluster's first command has
@@ -160,15 +221,17 @@ pub fn load_bootstrap(dir: &Path) -> Result<Option<Bootstrap>> {
     if !path.exists() {
         return Ok(None);
     }
-    let bytes = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
-    Ok(Some(serde_json::from_slice(&bytes).with_context(|| format!("{} is corrupt", path.display()))?))
+    let bytes = std::fs::read(&path).map_err(io(format!("reading {}", path.display())))?;
+    let bootstrap = serde_json::from_slice(&bytes)
+        .map_err(|source| FilesError::Json { what: format!("{} is corrupt", path.display()), source })?;
+    Ok(Some(bootstrap))
 }
 
 /// Once `InitCluster` committed: writes `stackctl.env` (0600), then drops
 /// `bootstrap.json` (the CA key and the token live on in the Raft state and
 /// in `stackctl.env`). Returns the path of `stackctl.env`.
 pub fn finish_bootstrap(dir: &Path, identity: &Identity, dial_addr: &str, admin_token: &str) -> Result<PathBuf> {
-    let dir = std::path::absolute(dir).with_context(|| format!("resolving {}", dir.display()))?;
+    let dir = std::path::absolute(dir).map_err(io(format!("resolving {}", dir.display())))?;
     let ca = tls_dir(&dir).join("ca.crt");
     let body = format!(
         "# stackctl settings for cluster {}: `set -a; . {}; set +a`\nSTACKCTL_ADDR={}\nSTACKCTL_CA={}\nSTACKCTL_TOKEN={}\n",
@@ -180,7 +243,7 @@ pub fn finish_bootstrap(dir: &Path, identity: &Identity, dial_addr: &str, admin_
     );
     write_file(&dir, "stackctl.env", body.as_bytes(), 0o600)?;
     let path = bootstrap_path(&dir);
-    std::fs::remove_file(&path).with_context(|| format!("removing {}", path.display()))?;
+    std::fs::remove_file(&path).map_err(io(format!("removing {}", path.display())))?;
     Ok(dir.join("stackctl.env"))
 }
 

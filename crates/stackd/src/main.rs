@@ -1,29 +1,16 @@
 //! `stackd`: the daemon. One process runs the manager role and the agent role
-//! of a node, serving every gRPC service on one TCP address.
-//!
-//! # Layout
-//!
-//! - `main.rs`: argument parsing, tracing, signals, and running the node's
-//!   roles; the work is in `stackd-manager` and `stackd-agent`. A manager
-//!   node runs both roles (the agent unless `--no-agent`), a worker only the
-//!   agent; the role is the one in the node's certificate.
-//! - `join.rs`: `stackd join`, entering a cluster with a join token.
-//! - `role.rs`: the node follows the role the cluster gives it (promote,
-//!   demote): a new certificate, then its roles restart.
-//! - `files.rs`: the node's security files (`tls/`, `stackctl.env`) and the
-//!   managers' addresses.
-
-mod files;
-mod join;
-mod role;
+//! of a node, serving every gRPC service on one TCP address. This binary
+//! parses arguments, sets up tracing and signals, and calls the library's
+//! [`stackd::run_roles`] (see the crate's Layout in `lib.rs`).
 
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use clap::{Parser, Subcommand};
-use stackd_manager::{Identity, Manager, ManagerConfig, Timings};
+use stackd::{NodeOptions, join, run_roles};
+use stackd_manager::{Identity, Timings};
+use tokio_util::sync::CancellationToken;
 
 /// stackd: a lightweight container orchestrator for stacks of compose files.
 #[derive(Parser)]
@@ -129,6 +116,13 @@ struct RaftArgs {
     raft_keep_logs: u64,
 }
 
+impl NodeArgs {
+    /// The options of [`run_roles`]; fails on inconsistent Raft timings.
+    fn options(&self) -> Result<NodeOptions> {
+        Ok(NodeOptions { resources: self.resources.clone(), no_agent: self.no_agent, timings: self.raft.timings()? })
+    }
+}
+
 impl RaftArgs {
     fn timings(&self) -> Result<Timings> {
         let (hb, min, max) = (self.raft_heartbeat_ms, self.raft_election_min_ms, self.raft_election_max_ms);
@@ -168,14 +162,6 @@ fn hostname() -> String {
         .unwrap_or_else(|| "stackd".to_string())
 }
 
-/// The address a client on this host dials to reach `listen`.
-fn dial_addr(listen: &str) -> String {
-    match listen.strip_prefix("0.0.0.0:") {
-        Some(port) => format!("127.0.0.1:{port}"),
-        None => listen.to_string(),
-    }
-}
-
 async fn shutdown_signal() {
     let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
         Ok(s) => s,
@@ -189,208 +175,6 @@ async fn shutdown_signal() {
         _ = tokio::signal::ctrl_c() => {}
         _ = term.recv() => {}
     }
-}
-
-/// Why [`run_node`] returned.
-enum Exit {
-    /// A signal asked the node to stop.
-    Stopped,
-    /// The cluster changed the node's role; its new certificate is written.
-    RoleChanged(stackd_tls::Role),
-}
-
-/// Runs the node until a signal or a failure: [`run_node`] again after each
-/// role change. `stop` turns true on SIGTERM or Ctrl-C, whenever it comes.
-async fn run_roles(
-    data_dir: PathBuf,
-    identity: Identity,
-    mut bootstrap: bool,
-    node: NodeArgs,
-    stop: tokio::sync::watch::Receiver<bool>,
-) -> Result<()> {
-    loop {
-        match run_node(&data_dir, &identity, bootstrap, &node, stop.clone()).await? {
-            Exit::Stopped => return Ok(()),
-            Exit::RoleChanged(role) => {
-                bootstrap = false;
-                if role == stackd_tls::Role::Worker && node.no_agent {
-                    tracing::info!("this node is a worker now; it ran with --no-agent, so it stops");
-                    return Ok(());
-                }
-                if *stop.borrow() {
-                    return Ok(());
-                }
-                tracing::info!(role = role.as_str(), "restarting the node's roles");
-            }
-        }
-    }
-}
-
-/// Runs the node of `data_dir` until a signal, a failure or a role change:
-/// the manager role if its certificate is a manager's, and the agent unless
-/// `--no-agent`.
-async fn run_node(
-    data_dir: &std::path::Path,
-    identity: &Identity,
-    bootstrap: bool,
-    node: &NodeArgs,
-    mut signal: tokio::sync::watch::Receiver<bool>,
-) -> Result<Exit> {
-    let data_dir = data_dir.to_path_buf();
-    let identity = identity.clone();
-    let timings = node.raft.timings()?;
-    if bootstrap {
-        files::init_pki(&data_dir, &identity, stackd_manager::now_ms())?;
-        identity.save_new(&data_dir)?;
-    }
-    let credentials = files::load_credentials(&data_dir)?;
-    let role = credentials.identity().context("the node's certificate (tls/node.crt)")?.role;
-    let is_manager = role == stackd_tls::Role::Manager;
-    if !is_manager && node.no_agent {
-        bail!("--no-agent leaves a worker nothing to do: a worker runs only the agent");
-    }
-    if !is_manager {
-        // A demoted manager's Raft state goes aside (also after a crash right
-        // after its demotion): a later promotion starts from an empty log.
-        files::retire_raft(&data_dir, stackd_manager::now_ms())?;
-    }
-    let manager = if is_manager {
-        let listener = tokio::net::TcpListener::bind(identity.bind_addr())
-            .await
-            .with_context(|| format!("cannot listen on {}", identity.bind_addr()))?;
-        let pending = files::load_bootstrap(&data_dir)?;
-        let manager = Manager::start(ManagerConfig {
-            data_dir: data_dir.clone(),
-            identity: identity.clone(),
-            bootstrap: pending.as_ref().map(|b| b.security.clone()),
-            credentials: credentials.clone(),
-            timings,
-        })
-        .await?;
-        // Once InitCluster has committed, the admin token is valid: hand it to stackctl.
-        if let Some(b) = pending {
-            if let Err(e) = manager.initialised(Duration::from_secs(60)).await {
-                manager.shutdown().await;
-                return Err(e.into());
-            }
-            // A crash right here is repaired by the next start.
-            let env = files::finish_bootstrap(&data_dir, &identity, &dial_addr(&identity.addr), &b.admin_token)?;
-            tracing::info!(path = %env.display(), "stackctl settings written (admin token included): `set -a; . {}; set +a`", env.display());
-        }
-        Some((manager, listener))
-    } else {
-        None
-    };
-    tracing::info!(node = %identity.node_id, name = %identity.name, addr = %identity.addr, role = role.as_str(), cluster = %identity.cluster_id, "stackd node running");
-
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let wait_stop = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
-        let _ = rx.wait_for(|s| *s).await;
-    };
-    let agent = if node.no_agent {
-        None
-    } else {
-        let agent_tls: Arc<rustls::ClientConfig> =
-            stackd_tls::client_config(credentials.ca(), Some(&credentials)).context("the agent's TLS configuration")?;
-        // This node when it is a manager; the agent adds the managers it
-        // keeps in DATA_DIR/managers.json (those given by `stackd join`, then
-        // those it learns), and drops the ones the cluster no longer names.
-        let managers: Vec<String> = manager.as_ref().map(|_| dial_addr(&identity.addr)).into_iter().collect();
-        Some(tokio::spawn(stackd_agent::run_with(
-            stackd_agent::AgentConfig {
-                node_id: identity.node_id.clone(),
-                name: identity.name.clone(),
-                addr: identity.addr.clone(),
-                cluster_id: identity.cluster_id.clone(),
-                managers,
-                tls: agent_tls,
-                // The agent speaks to the engine over its Unix socket; tcp:// engines are not supported.
-                docker_socket: std::env::var("DOCKER_HOST").ok().filter(|h| h.starts_with("unix://")),
-                files_dir: data_dir.join("task-files"),
-                generic_resources: node.resources.iter().cloned().collect(),
-            },
-            // The managers it learns are kept in DATA_DIR/managers.json.
-            stackd_agent::AgentOptions { state_dir: Some(data_dir.clone()) },
-            wait_stop(stop_rx.clone()),
-        )))
-    };
-    let (manager, listener) = match manager {
-        Some((m, l)) => (Some(m), Some(l)),
-        None => (None, None),
-    };
-    let role_change = role::watch(
-        &data_dir,
-        &identity,
-        &credentials,
-        role,
-        manager.as_ref().map(|m| m.raft().clone()),
-        manager.as_ref().map(|_| dial_addr(&identity.addr)),
-    );
-    let serve = async {
-        match (&manager, listener) {
-            (Some(m), Some(l)) => m.serve(l, wait_stop(stop_rx.clone())).await,
-            _ => std::future::pending().await,
-        }
-    };
-    // Kept to stop an agent that does not stop in time: a new agent for the
-    // same node must never run beside it.
-    let agent_abort = agent.as_ref().map(|h| h.abort_handle());
-    let agent_done = async {
-        match agent {
-            Some(handle) => Some(handle.await),
-            None => std::future::pending().await,
-        }
-    };
-    tokio::pin!(serve);
-    tokio::pin!(agent_done);
-    tokio::pin!(role_change);
-    // The node runs while its roles run: an agent that cannot work (no Docker
-    // engine) stops the whole process with its error, rather than leaving a
-    // manager whose tasks can never start.
-    let mut agent_finished = false;
-    let outcome: Result<Exit> = tokio::select! {
-        r = &mut serve => match r {
-            Ok(()) => Err(anyhow::anyhow!("the gRPC server stopped")),
-            Err(e) => Err(e.into()),
-        },
-        r = &mut agent_done => {
-            agent_finished = true;
-            match r {
-                Some(Ok(Ok(()))) => Err(anyhow::anyhow!("the agent stopped")),
-                Some(Ok(Err(e))) => Err(anyhow::Error::new(e).context("the agent failed")),
-                Some(Err(e)) => Err(anyhow::anyhow!("the agent task failed: {e}")),
-                None => Ok(Exit::Stopped),
-            }
-        },
-        r = &mut role_change => r.map(Exit::RoleChanged),
-        _ = signal.wait_for(|s| *s) => {
-            tracing::info!("shutting down");
-            Ok(Exit::Stopped)
-        }
-    };
-    let _ = stop_tx.send(true);
-    if manager.is_some() {
-        // Peers keep their connections open: a graceful stop never finishes
-        // by itself, so in-flight calls get a moment, not more.
-        let _ = tokio::time::timeout(Duration::from_secs(3), &mut serve).await;
-    }
-    if !agent_finished {
-        match tokio::time::timeout(Duration::from_secs(10), &mut agent_done).await {
-            Ok(Some(Ok(Err(e)))) => tracing::warn!(error = %e, "agent stopped with an error"),
-            Ok(Some(Err(e))) => tracing::warn!(error = %e, "agent task failed"),
-            Err(_) => {
-                tracing::warn!("the agent did not stop within 10 s: stopping it");
-                if let Some(abort) = &agent_abort {
-                    abort.abort();
-                }
-            }
-            _ => {}
-        }
-    }
-    if let Some(m) = &manager {
-        m.shutdown().await;
-    }
-    outcome
 }
 
 #[tokio::main]
@@ -407,10 +191,11 @@ async fn main() -> Result<()> {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     // One watcher for the whole process: a signal during a role change is not lost.
-    let (signal_tx, signal) = tokio::sync::watch::channel(false);
+    let stop = CancellationToken::new();
+    let on_signal = stop.clone();
     tokio::spawn(async move {
         shutdown_signal().await;
-        let _ = signal_tx.send(true);
+        on_signal.cancel();
     });
     match Cli::parse().command {
         Cmd::Init { data_dir, listen, naming: Naming { advertise_addr, name }, node } => {
@@ -420,7 +205,7 @@ async fn main() -> Result<()> {
                     data_dir.display().to_string()
                 ));
             }
-            node.raft.timings()?;
+            let options = node.options()?;
             let advertised = advertise_addr.unwrap_or_else(|| listen.clone());
             match advertised.parse::<std::net::SocketAddr>() {
                 Ok(a) if a.ip().is_unspecified() => tracing::warn!(
@@ -438,10 +223,10 @@ async fn main() -> Result<()> {
             if listen != advertised {
                 identity.listen = listen;
             }
-            run_roles(data_dir, identity, true, node, signal).await
+            Ok(run_roles(data_dir, identity, true, options, stop).await?)
         }
         Cmd::Join { manager, token, data_dir, listen, naming: Naming { advertise_addr, name }, node } => {
-            node.raft.timings()?;
+            let options = node.options()?;
             let name = name.unwrap_or_else(hostname);
             let request = join::JoinRequest {
                 manager: &manager,
@@ -453,11 +238,12 @@ async fn main() -> Result<()> {
                 no_agent: node.no_agent,
             };
             let identity = join::join(&data_dir, &request).await?;
-            run_roles(data_dir, identity, false, node, signal).await
+            Ok(run_roles(data_dir, identity, false, options, stop).await?)
         }
         Cmd::Run { data_dir, node } => {
+            let options = node.options()?;
             let identity = Identity::load(&data_dir)?;
-            run_roles(data_dir, identity, false, node, signal).await
+            Ok(run_roles(data_dir, identity, false, options, stop).await?)
         }
     }
 }

@@ -17,13 +17,59 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, anyhow, bail};
 use stackd_manager::{Identity, RaftNode};
 use stackd_proto::v1;
-use stackd_tls::{Credentials, Role};
+use stackd_tls::{ConfigError, Credentials, PeerError, PkiError, Role};
 use tonic::transport::Channel;
 
-use crate::files;
+use crate::files::{self, FilesError};
+
+/// Why the node could not take its new role (yet).
+#[derive(Debug, thiserror::Error)]
+pub enum RoleError {
+    /// A manager could not be asked, or did not answer.
+    #[error("{addr}: {message}")]
+    Ask {
+        /// The manager's address.
+        addr: String,
+        /// What went wrong.
+        message: String,
+    },
+    /// The node knows no manager to ask.
+    #[error("no manager address known")]
+    NoManager,
+    /// The node's TLS configuration cannot be built.
+    #[error("the node's TLS configuration: {0}")]
+    Tls(#[source] ConfigError),
+    /// The node's files could not be read or written.
+    #[error(transparent)]
+    Files(#[from] FilesError),
+    /// The certificate request could not be made.
+    #[error("making the certificate request: {0}")]
+    Pki(#[from] PkiError),
+    /// The role changed back while the certificate was being renewed.
+    #[error("the cluster changed this node's role again while it was being renewed")]
+    ChangedAgain,
+    /// No manager renewed the certificate after several tries.
+    #[error("renewing the node certificate: {0}")]
+    Renew(#[source] Box<RoleError>),
+    /// The renewed certificate is not usable.
+    #[error("the renewed certificate: {0}")]
+    Renewed(#[source] ConfigError),
+    /// The renewed certificate names no node.
+    #[error("the renewed certificate: {0}")]
+    RenewedIdentity(#[from] PeerError),
+    /// The renewed certificate is for another node or role, or another CA.
+    #[error("the renewed certificate is not a {role} certificate of node {node}")]
+    WrongCertificate {
+        /// The role asked for.
+        role: &'static str,
+        /// This node.
+        node: String,
+    },
+}
+
+type Result<T, E = RoleError> = std::result::Result<T, E>;
 
 /// How often the node asks for its role.
 const PERIOD: Duration = Duration::from_secs(3);
@@ -64,7 +110,8 @@ impl Managers {
         if let Some(ch) = self.channels.get(addr) {
             return Ok(ch.clone());
         }
-        let ch = stackd_tls::lazy_channel(addr, self.tls.clone())?;
+        let ch = stackd_tls::lazy_channel(addr, self.tls.clone())
+            .map_err(|e| RoleError::Ask { addr: addr.to_string(), message: e.to_string() })?;
         self.channels.insert(addr.to_string(), ch.clone());
         Ok(ch)
     }
@@ -75,14 +122,17 @@ impl Managers {
         req.set_timeout(ASK_TIMEOUT);
         let resp = tokio::time::timeout(ASK_TIMEOUT, client.renew_node_certificate(req))
             .await
-            .map_err(|_| anyhow!("{addr}: no answer within {ASK_TIMEOUT:?}"))?
-            .map_err(|s| anyhow!("{addr}: {}", s.message()))?;
+            .map_err(|_| RoleError::Ask {
+                addr: addr.to_string(),
+                message: format!("no answer within {ASK_TIMEOUT:?}"),
+            })?
+            .map_err(|s| RoleError::Ask { addr: addr.to_string(), message: s.message().to_string() })?;
         Ok(resp.into_inner())
     }
 
     /// The first answer of the managers at `addrs`.
     async fn ask_any(&mut self, addrs: &[String], csr: &[u8]) -> Result<v1::RenewNodeCertificateResponse> {
-        let mut last = anyhow!("no manager address known");
+        let mut last = RoleError::NoManager;
         for addr in addrs {
             match self.ask(addr, csr.to_vec()).await {
                 Ok(r) => return Ok(r),
@@ -113,7 +163,7 @@ pub async fn watch(
     raft: Option<RaftNode>,
     own_addr: Option<String>,
 ) -> Result<Role> {
-    let tls = stackd_tls::client_config(credentials.ca(), Some(credentials)).context("the node's TLS configuration")?;
+    let tls = stackd_tls::client_config(credentials.ca(), Some(credentials)).map_err(RoleError::Tls)?;
     let mut managers = Managers { tls, channels: HashMap::new() };
     let mut demoted_since: Option<Instant> = None;
     loop {
@@ -171,25 +221,25 @@ async fn renew(
     wanted: Role,
 ) -> Result<()> {
     let key = files::load_key(dir)?;
-    let csr = key.csr_der().context("making the certificate request")?;
+    let csr = key.csr_der()?;
     let mut attempt = 0;
     let resp = loop {
         match managers.ask_any(addrs, &csr).await {
             Ok(r) if role_of(r.role) == Some(wanted) && !r.cert_pem.is_empty() => break r,
-            Ok(_) => bail!("the cluster changed this node's role again while it was being renewed"),
+            Ok(_) => return Err(RoleError::ChangedAgain),
             Err(e) if attempt < 10 => {
                 attempt += 1;
                 tracing::warn!(error = %e, "renewing the node certificate failed; retrying");
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }
-            Err(e) => return Err(e.context("renewing the node certificate")),
+            Err(e) => return Err(RoleError::Renew(Box::new(e))),
         }
     };
     let ca_pem = files::read_ca_pem(dir)?;
-    let renewed = Credentials::from_pem(&resp.cert_pem, &key.to_pem(), &ca_pem).context("the renewed certificate")?;
-    let id = renewed.identity().context("the renewed certificate")?;
+    let renewed = Credentials::from_pem(&resp.cert_pem, &key.to_pem(), &ca_pem).map_err(RoleError::Renewed)?;
+    let id = renewed.identity()?;
     if id.node_id != identity.node_id || id.role != wanted || credentials.ca() != renewed.ca() {
-        bail!("the renewed certificate is not a {} certificate of node {}", wanted.as_str(), identity.node_id);
+        return Err(RoleError::WrongCertificate { role: wanted.as_str(), node: identity.node_id.clone() });
     }
     files::write_cert(dir, &resp.cert_pem)?;
     Ok(())

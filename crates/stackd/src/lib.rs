@@ -1,0 +1,25 @@
+//! stackd's node: the library behind the `stackd` binary. One process runs
+//! the manager role and the agent role of a node, serving every gRPC
+//! service on one TCP address; [`run_roles`] runs them until a signal.
+//!
+//! # Layout
+//!
+//! - `main.rs` (the binary): argument parsing, tracing, signals; it calls
+//!   [`run_roles`].
+//! - `node.rs`: [`run_roles`] and [`NodeOptions`]: the node's roles, the
+//!   manager's if its certificate is a manager's (the agent too unless
+//!   `--no-agent`), the agent only for a worker; again after each role
+//!   change.
+//! - [`join`]: `stackd join`, entering a cluster with a join token.
+//! - `role.rs`: the node follows the role the cluster gives it (promote,
+//!   demote): a new certificate, then its roles restart.
+//! - [`files`]: the node's security files (`tls/`, `stackctl.env`) and the
+//!   managers' addresses.
+
+pub mod files;
+pub mod join;
+mod node;
+mod role;
+
+pub use node::{NodeError, NodeOptions, dial_addr, run_roles};
+pub use role::RoleError;
