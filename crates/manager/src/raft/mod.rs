@@ -31,6 +31,9 @@
 //! - `service.rs`: the `stackd.v1.Raft` gRPC service (server side), also
 //!   serving `ForwardStream` (writes from followers) and `ReadIndex`.
 //! - `peers.rs`: channel cache, pluggable [`PeerConnector`], contact tracker.
+//! - `members.rs`: the membership as a node sees it, and its changes on the
+//!   leader; `reads.rs`: linearizable reads (the read index).
+//! - `error.rs`: [`RaftError`] and its one mapping to a gRPC status.
 //!
 //! # Leadership as the rest of the manager sees it
 //!
@@ -48,8 +51,10 @@ mod forwarding;
 // openraft's StorageError (224 bytes) is the storage traits' error type: it cannot be boxed.
 #[allow(clippy::result_large_err)]
 mod log_store;
+mod members;
 mod network;
 mod peers;
+mod reads;
 mod service;
 pub mod snapshot;
 #[allow(clippy::result_large_err)]
@@ -61,16 +66,17 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use openraft::error::{CheckIsLeaderError, ClientWriteError, RaftError as OpenRaftError};
-use openraft::{BasicNode, ChangeMembers, Config, RaftMetrics, ServerState, SnapshotPolicy};
+use openraft::error::RaftError as OpenRaftError;
+use openraft::{BasicNode, Config, RaftMetrics, ServerState, SnapshotPolicy};
 use stackd_core::Command;
 use stackd_core::state::Applied;
-use stackd_proto::{metadata, v1};
+use stackd_proto::metadata;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 pub use error::RaftError;
 pub use log_store::LogStore;
+pub use members::{MemberInfo, Members, MembersView};
 pub use network::NetworkFailure;
 pub use peers::{MAX_MESSAGE, PeerConnector, PeerError, Peers, PlainConnector, peer_endpoint};
 pub use service::RaftService;
@@ -177,41 +183,6 @@ pub struct RaftStatus {
     pub purged_index: u64,
     /// Snapshots received from a leader and installed since start.
     pub snapshots_installed: u64,
-}
-
-/// The Raft membership: raft id → address.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Members {
-    /// Voters (in a joint configuration: both halves).
-    pub voters: BTreeMap<u64, String>,
-    /// Learners: receive the log, do not vote.
-    pub learners: BTreeMap<u64, String>,
-}
-
-/// One member as the leader sees it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct MemberInfo {
-    /// Raft id.
-    pub id: u64,
-    /// Address.
-    pub addr: String,
-    /// Voter (else learner).
-    pub voter: bool,
-    /// Answered the leader within `election_max` (the leader itself: always).
-    pub reachable: bool,
-    /// Last log index known to be replicated to it (0: none yet).
-    pub matched: u64,
-}
-
-/// The membership as the leader sees it.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct MembersView {
-    /// The leader's Raft id.
-    pub leader: u64,
-    /// Voters first, then learners, each by id.
-    pub members: Vec<MemberInfo>,
-    /// Whether the leader hears from a majority.
-    pub has_quorum: bool,
 }
 
 /// How an attempt to reach the leader ended.
@@ -457,114 +428,6 @@ impl RaftNode {
         }
     }
 
-    /// Waits until this node's state machine reflects every write committed
-    /// before the call (the leader's read index), for linearizable reads.
-    ///
-    /// The leader confirms its leadership with a quorum
-    /// (`ensure_linearizable`); a follower or learner asks the leader for its
-    /// read index (`Raft.ReadIndex`) and waits until it applied that far.
-    pub async fn read_barrier(&self) -> Result<(), RaftError> {
-        let deadline = Instant::now() + self.timings.leader_deadline;
-        loop {
-            let m = self.metrics();
-            let last = if m.state == ServerState::Leader {
-                // ensure_linearizable also waits for the local apply.
-                match self.read_index_local().await {
-                    Ok(_) => return Ok(()),
-                    // Lost the leadership meanwhile: ask the new leader.
-                    Err(e @ RaftError::NotLeader { .. }) => e,
-                    Err(e) => return Err(e),
-                }
-            } else {
-                match Self::leader_of(&m) {
-                    (Some(leader), Some(addr)) if leader != self.id => {
-                        let remaining = deadline.saturating_duration_since(Instant::now());
-                        match self.remote_read_index(leader, &addr, remaining).await {
-                            Attempt::Done(Ok(index)) => return self.wait_applied(index, deadline).await,
-                            Attempt::Done(Err(e)) | Attempt::Retry(e) => {
-                                if matches!(e, RaftError::Timeout(_) | RaftError::Remote(_)) {
-                                    return Err(e);
-                                }
-                                e
-                            }
-                        }
-                    }
-                    (leader, leader_addr) => RaftError::NotLeader { leader, leader_addr },
-                }
-            };
-            if Instant::now() + RETRY_PAUSE >= deadline {
-                return Err(last);
-            }
-            tokio::time::sleep(RETRY_PAUSE).await;
-        }
-    }
-
-    /// On the leader: confirms leadership with a quorum, waits for the local
-    /// apply, and returns the read index.
-    pub(crate) async fn read_index_local(&self) -> Result<u64, RaftError> {
-        self.check_quorum()?;
-        // Every write acknowledged before this read is in the leader's log.
-        // openraft's own read index is not enough on a leader that restarted
-        // and took up its leadership again (same term, no new blank entry):
-        // it is the commit index saved before the restart, which may be
-        // behind entries acknowledged then (the commit index is saved with
-        // the next record, not on its own). So the read waits for the
-        // leader's last entry too: one commit round at most.
-        let last = self.metrics().last_log_index.unwrap_or(0);
-        let timeout = self.timings.write_timeout;
-        // ensure_linearizable sends a heartbeat round and waits for a quorum:
-        // it never returns on a leader cut off from the others. Bound it.
-        match tokio::time::timeout(timeout, self.raft.ensure_linearizable()).await {
-            Err(_) => Err(RaftError::NoQuorum(format!("a majority of the managers did not answer within {timeout:?}"))),
-            Ok(Ok(read_log_id)) => {
-                let index = read_log_id.map(|l| l.index).unwrap_or(0).max(last);
-                self.wait_applied(index, Instant::now() + timeout).await?;
-                Ok(index)
-            }
-            Ok(Err(OpenRaftError::APIError(CheckIsLeaderError::ForwardToLeader(f)))) => {
-                Err(RaftError::NotLeader { leader: f.leader_id, leader_addr: f.leader_node.map(|n| n.addr) })
-            }
-            Ok(Err(OpenRaftError::APIError(e))) => Err(RaftError::NoQuorum(e.to_string())),
-            Ok(Err(OpenRaftError::Fatal(e))) => Err(RaftError::Fatal(e.to_string())),
-        }
-    }
-
-    async fn remote_read_index(&self, leader: u64, addr: &str, remaining: Duration) -> Attempt<Result<u64, RaftError>> {
-        let mut client = match self.peers.client(leader, addr) {
-            Ok(c) => c,
-            Err(e) => return Attempt::Retry(RaftError::NoQuorum(e.to_string())),
-        };
-        let limit = remaining.min(self.timings.write_timeout + Duration::from_secs(1));
-        let mut req = tonic::Request::new(v1::ReadIndexRequest {});
-        req.set_timeout(limit);
-        match tokio::time::timeout(limit, client.read_index(req)).await {
-            // A read changes nothing: a timeout can simply be retried.
-            Err(_) => Attempt::Retry(RaftError::NoQuorum(format!(
-                "the leader (node {leader:016x}) gave no read index within {limit:?}"
-            ))),
-            Ok(Err(status)) => match Self::leader_failure(leader, status) {
-                Attempt::Retry(e) | Attempt::Done(e @ RaftError::Timeout(_)) => Attempt::Retry(e),
-                Attempt::Done(e) => Attempt::Done(Err(e)),
-            },
-            Ok(Ok(reply)) => {
-                self.peers.record_ok(leader);
-                Attempt::Done(Ok(reply.into_inner().index))
-            }
-        }
-    }
-
-    async fn wait_applied(&self, index: u64, deadline: Instant) -> Result<(), RaftError> {
-        let mut applied = self.shared.applied();
-        let remaining = deadline.saturating_duration_since(Instant::now()).max(self.timings.write_timeout);
-        match tokio::time::timeout(remaining, applied.wait_for(|i| *i >= index)).await {
-            Ok(Ok(_)) => Ok(()),
-            Ok(Err(e)) => Err(RaftError::Fatal(e.to_string())),
-            Err(_) => Err(RaftError::NoQuorum(format!(
-                "this manager did not apply the leader's read index {index} within {remaining:?}"
-            ))),
-        }
-    }
-
     /// The state machine handle.
     pub fn shared(&self) -> &Arc<Shared> {
         &self.shared
@@ -623,164 +486,6 @@ impl RaftNode {
         match Self::leader_of(&self.metrics()) {
             (Some(leader), addr) if leader != self.id => addr,
             _ => None,
-        }
-    }
-
-    /// The membership as this node knows it (the last one in its log,
-    /// committed or not).
-    pub fn members(&self) -> Members {
-        let m = self.raft.metrics();
-        let m = m.borrow();
-        let membership = m.membership_config.membership();
-        let addr = |id: u64| membership.get_node(&id).map(|n| (id, n.addr.clone()));
-        Members {
-            voters: membership.voter_ids().filter_map(addr).collect(),
-            learners: membership.learner_ids().filter_map(addr).collect(),
-        }
-    }
-
-    /// On the leader: the last log index known to be replicated to `id`
-    /// (`None` on followers, for unknown nodes, or before the first answer).
-    pub fn matched(&self, id: u64) -> Option<u64> {
-        let m = self.raft.metrics();
-        let m = m.borrow();
-        m.replication.as_ref()?.get(&id)?.map(|l| l.index)
-    }
-
-    /// The membership with reachability and replication progress, as this
-    /// node sees it (meaningful on the leader).
-    pub(crate) fn local_members_view(&self) -> MembersView {
-        let status = self.status();
-        let members = self.members();
-        let info = |id: u64, addr: &String, voter: bool| MemberInfo {
-            id,
-            addr: addr.clone(),
-            voter,
-            reachable: status.reachable.contains(&id),
-            matched: if id == self.id { status.last_log_index } else { self.matched(id).unwrap_or(0) },
-        };
-        MembersView {
-            leader: if status.is_leader { self.id } else { 0 },
-            members: members
-                .voters
-                .iter()
-                .map(|(id, a)| info(*id, a, true))
-                .chain(members.learners.iter().map(|(id, a)| info(*id, a, false)))
-                .collect(),
-            has_quorum: status.has_quorum,
-        }
-    }
-
-    /// The leader's view of the membership (who is reachable, how far each
-    /// member is replicated): from this node when it leads, else asked of the
-    /// leader (`Raft.Members`). For quorum checks before a membership change.
-    pub async fn leader_members(&self) -> Result<MembersView, RaftError> {
-        let m = self.metrics();
-        if m.state == ServerState::Leader {
-            return Ok(self.local_members_view());
-        }
-        let (Some(leader), Some(addr)) = Self::leader_of(&m) else {
-            return Err(RaftError::NotLeader { leader: m.current_leader, leader_addr: None });
-        };
-        let mut client = self.peers.client(leader, &addr).map_err(|e| RaftError::NoQuorum(e.to_string()))?;
-        let limit = self.timings.write_timeout;
-        let mut req = tonic::Request::new(v1::MembersRequest {});
-        req.set_timeout(limit);
-        let reply = match tokio::time::timeout(limit, client.members(req)).await {
-            Err(_) => return Err(RaftError::NoQuorum(format!("the leader did not answer within {limit:?}"))),
-            Ok(Err(status)) => {
-                return Err(match Self::leader_failure(leader, status) {
-                    Attempt::Retry(e) | Attempt::Done(e) => e,
-                });
-            }
-            Ok(Ok(r)) => r.into_inner(),
-        };
-        if reply.leader == 0 {
-            return Err(RaftError::NotLeader { leader: None, leader_addr: None });
-        }
-        Ok(MembersView {
-            leader: reply.leader,
-            members: reply
-                .members
-                .into_iter()
-                .map(|m| MemberInfo {
-                    id: m.raft_id,
-                    addr: m.addr,
-                    voter: m.voter,
-                    reachable: m.reachable,
-                    matched: m.matched,
-                })
-                .collect(),
-            has_quorum: reply.has_quorum,
-        })
-    }
-
-    /// Runs a membership change on the leader, bounded by the write timeout.
-    async fn change<F>(&self, what: &str, change: F) -> Result<(), RaftError>
-    where
-        F: std::future::Future<
-                Output = Result<
-                    openraft::raft::ClientWriteResponse<TypeConfig>,
-                    OpenRaftError<u64, ClientWriteError<u64, BasicNode>>,
-                >,
-            >,
-    {
-        self.check_quorum()?;
-        let timeout = self.timings.write_timeout;
-        match tokio::time::timeout(timeout, change).await {
-            Err(_) => Err(RaftError::Timeout(format!("{what} was not committed within {timeout:?}"))),
-            Ok(Ok(_)) => Ok(()),
-            Ok(Err(OpenRaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => {
-                Err(RaftError::NotLeader { leader: f.leader_id, leader_addr: f.leader_node.map(|n| n.addr) })
-            }
-            Ok(Err(OpenRaftError::APIError(ClientWriteError::ChangeMembershipError(e)))) => {
-                Err(RaftError::Membership(format!("{what}: {e}")))
-            }
-            Ok(Err(OpenRaftError::Fatal(e))) => Err(RaftError::Fatal(e.to_string())),
-        }
-    }
-
-    /// On the leader: adds `id` at `addr` as a learner. Returns once the
-    /// change is committed, without waiting for the learner to catch up
-    /// (watch [`matched`](Self::matched)). Adding a known node does nothing.
-    pub async fn add_learner(&self, id: u64, addr: &str) -> Result<(), RaftError> {
-        // Never `blocking = true`: openraft then waits (with a 100-year timeout)
-        // until the learner is within `replication_lag_threshold`, for ever if it is down.
-        self.change("adding a learner", self.raft.add_learner(id, BasicNode::new(addr), false)).await
-    }
-
-    /// On the leader: makes the learner `id` a voter. Returns once the new
-    /// configuration is committed (through a joint configuration).
-    pub async fn promote(&self, id: u64) -> Result<(), RaftError> {
-        self.change(
-            "promoting a learner",
-            self.raft.change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id])), false),
-        )
-        .await
-    }
-
-    /// On the leader: removes `id` from the membership, voter or learner.
-    /// Removing the leader itself is allowed: it steps down once the new
-    /// configuration commits (openraft 0.9 has no leadership transfer; expect
-    /// one election). Removing the last voter is refused.
-    pub async fn remove(&self, id: u64) -> Result<(), RaftError> {
-        let members = self.members();
-        if members.voters.contains_key(&id) {
-            // retain = false: the removed voter leaves the node list too, not
-            // only the voters (it would stay a learner otherwise).
-            self.change(
-                "removing a voter",
-                self.raft.change_membership(ChangeMembers::RemoveVoters(BTreeSet::from([id])), false),
-            )
-            .await
-        } else if members.learners.contains_key(&id) {
-            self.change(
-                "removing a learner",
-                self.raft.change_membership(ChangeMembers::RemoveNodes(BTreeSet::from([id])), false),
-            )
-            .await
-        } else {
-            Ok(())
         }
     }
 
