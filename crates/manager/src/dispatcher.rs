@@ -38,7 +38,7 @@ use stackd_core::model::{
     Availability, DataKind, DesiredState, MountKind, Node, NodeId, NodeRole, NodeState, Resources, StackNetwork,
     StackVolume, Task, TaskId, Timestamp,
 };
-use stackd_core::{ClusterState, Command};
+use stackd_core::{ClusterState, Command, Refusal};
 use stackd_proto::{metadata, v1};
 use tokio::sync::mpsc;
 use tokio_stream::Stream;
@@ -47,6 +47,8 @@ use tonic::{Request, Response, Status};
 use crate::now_ms;
 use crate::raft::RaftNode;
 use crate::reconcile::mono_ms;
+use crate::refusal::refused;
+use crate::util::lock;
 
 /// How often agents heartbeat.
 pub const HEARTBEAT: Duration = Duration::from_secs(1);
@@ -112,20 +114,20 @@ impl Dispatcher {
     }
 
     fn touch(&self, node_id: &str, session: &str) -> Result<(), Status> {
-        let mut sessions = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
+        let mut sessions = lock(&self.sessions);
         match sessions.get_mut(node_id) {
             Some(s) if s.id == session => {
                 s.last_seen = mono_ms();
                 Ok(())
             }
-            _ => Err(Status::not_found("unknown session: open a new one")),
+            _ => Err(refused(Refusal::not_found("unknown session: open a new one"))),
         }
     }
 
     /// The last heartbeat (any call) of each node with a session, in
     /// [`mono_ms`]: what the node monitor judges liveness by.
     pub(crate) fn last_seen(&self) -> BTreeMap<NodeId, Timestamp> {
-        let sessions = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
+        let sessions = lock(&self.sessions);
         sessions.iter().map(|(node, s)| (node.clone(), s.last_seen)).collect()
     }
 }
@@ -317,17 +319,17 @@ impl v1::dispatcher_server::Dispatcher for Dispatcher {
         let node_id = req.get_ref().description.as_ref().map(|d| d.node_id.clone()).unwrap_or_default();
         self.check_node(&req, &node_id)?;
         self.check_leader()?;
-        let d = req.into_inner().description.ok_or_else(|| Status::invalid_argument("missing node description"))?;
+        let d = req.into_inner().description.ok_or_else(|| refused(Refusal::invalid("missing node description")))?;
         if d.node_id.is_empty() {
-            return Err(Status::invalid_argument("missing node id"));
+            return Err(refused(Refusal::invalid("missing node id")));
         }
         // Only a member speaks here, with the role the cluster gave it: a
         // removed node's certificate stays valid, but brings nothing back.
         let Some(role) = self.raft.shared().read(|s| s.nodes.get(&d.node_id).map(|n| n.role)) else {
-            return Err(Status::permission_denied(format!(
+            return Err(refused(Refusal::permission_denied(format!(
                 "node {} is not a member of the cluster (it was removed, or never joined): join it again",
                 d.node_id
-            )));
+            ))));
         };
         let resources = d.resources.and_then(|r| Resources::try_from(r).ok()).unwrap_or_default();
         let node = Node {
@@ -384,9 +386,9 @@ impl v1::dispatcher_server::Dispatcher for Dispatcher {
         self.touch(&r.node_id, &r.session_id)?;
         let mut updates = Vec::with_capacity(r.updates.len());
         for u in r.updates {
-            let status = u.status.ok_or_else(|| Status::invalid_argument("status report without status"))?;
+            let status = u.status.ok_or_else(|| refused(Refusal::invalid("status report without status")))?;
             let status =
-                status.try_into().map_err(|e: stackd_proto::ConvertError| Status::invalid_argument(e.to_string()))?;
+                status.try_into().map_err(|e: stackd_proto::ConvertError| refused(Refusal::invalid(e.to_string())))?;
             updates.push(TaskStatusUpdate { task_id: u.task_id, node_id: r.node_id.clone(), status });
         }
         if !updates.is_empty() {

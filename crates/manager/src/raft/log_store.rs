@@ -45,6 +45,7 @@ use tokio::sync::{oneshot, watch};
 
 use super::wal::{self, Files, Framed, Kind, Loc, Pos, Record, WalError, Writer};
 use super::{Entry, LogId, NodeIdOf, TypeConfig, Vote};
+use crate::util::lock;
 
 /// Recent entries kept in memory, in bytes of their records.
 pub const CACHE_BYTES: usize = 64 << 20;
@@ -195,7 +196,7 @@ impl Syncs {
     }
 
     fn lock(&self) -> MutexGuard<'_, SyncState> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
+        lock(&self.state)
     }
 
     fn failed(&self) -> Option<String> {
@@ -276,7 +277,7 @@ fn run_syncer(syncs: &Syncs, files: &Files) {
             }
         };
         #[cfg(test)]
-        let _held = syncs.held.lock().unwrap_or_else(|p| p.into_inner());
+        let _held = lock(&syncs.held);
         let file = files.read().unwrap_or_else(|p| p.into_inner()).get(&target.segment).cloned();
         let result = match file {
             Some(file) => file.sync_data().map_err(|e| format!("segment {}: {e}", target.segment)),
@@ -315,7 +316,7 @@ impl Durable {
     /// entries are (a snapshot holds them); entries not written yet are not.
     fn holds(&self, index: u64) -> Result<bool, String> {
         let synced = self.synced()?;
-        let ix = self.index.lock().unwrap_or_else(|p| p.into_inner());
+        let ix = lock(&self.index);
         if ix.purged.is_some_and(|p| index <= p.index) {
             return Ok(true);
         }
@@ -327,7 +328,7 @@ impl Durable {
     /// Fails once the log failed or closed.
     pub fn durable_upto(&self, upto: LogId) -> Result<Option<LogId>, String> {
         let synced = self.synced()?;
-        let ix = self.index.lock().unwrap_or_else(|p| p.into_inner());
+        let ix = lock(&self.index);
         // Entries lie in the log in the order of their indexes: only the
         // unsynced tail is walked.
         let last = ix.locs.range(..=upto.index).rev().find(|(_, loc)| loc.end() <= synced).map(|(_, loc)| loc.log_id);
@@ -482,7 +483,7 @@ impl LogStore {
     }
 
     fn lock(&self) -> MutexGuard<'_, Index> {
-        self.index.lock().unwrap_or_else(|p| p.into_inner())
+        lock(&self.index)
     }
 
     /// Writes a request: at once on this thread when the writer is idle
@@ -604,7 +605,7 @@ fn run_writer(
         }
         let n = jobs.len();
         let result = {
-            let mut w = writer.lock().unwrap_or_else(|p| p.into_inner());
+            let mut w = lock(writer);
             write_jobs(&mut w, &mut jobs, index, syncs)
         };
         complete(jobs, &result);
@@ -628,7 +629,7 @@ fn write_jobs(writer: &mut Writer, jobs: &mut [Job], index: &Mutex<Index>, syncs
     };
     match result {
         Ok(locs) => {
-            index.lock().unwrap_or_else(|p| p.into_inner()).written(&locs);
+            lock(index).written(&locs);
             // After the locations: a gate woken by the sync finds them.
             syncs.wrote(writer.position(), durable);
             Ok(())

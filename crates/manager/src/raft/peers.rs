@@ -13,6 +13,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use crate::util::lock;
 use openraft::{RaftMetrics, ServerState};
 use stackd_proto::v1::raft_client::RaftClient;
 use tonic::transport::{Channel, Endpoint};
@@ -112,7 +113,7 @@ impl Peers {
 
     /// The cached channel to `id` at `addr`, made on first use.
     pub fn channel(&self, id: u64, addr: &str) -> Result<Channel, PeerError> {
-        let mut channels = self.channels.lock().unwrap_or_else(|p| p.into_inner());
+        let mut channels = lock(&self.channels);
         if let Some(c) = channels.get(&(id, addr.to_string())) {
             return Ok(c.clone());
         }
@@ -132,12 +133,12 @@ impl Peers {
 
     /// Records that `id` answered a Raft RPC just now.
     pub fn record_ok(&self, id: u64) {
-        self.last_ok.lock().unwrap_or_else(|p| p.into_inner()).insert(id, Instant::now());
+        lock(&self.last_ok).insert(id, Instant::now());
     }
 
     /// Whether `id` answered within the window.
     pub fn is_reachable(&self, id: u64) -> bool {
-        let last_ok = self.last_ok.lock().unwrap_or_else(|p| p.into_inner());
+        let last_ok = lock(&self.last_ok);
         last_ok.get(&id).is_some_and(|t| t.elapsed() < self.window)
     }
 
@@ -157,7 +158,7 @@ impl Peers {
             return false;
         }
         {
-            let mut since = self.leading_since.lock().unwrap_or_else(|p| p.into_inner());
+            let mut since = lock(&self.leading_since);
             match *since {
                 Some((term, at)) if term == m.current_term => {
                     if at.elapsed() < self.window {
