@@ -5,7 +5,8 @@
 //! cargo test --release -p stackd-core --test state_cost -- --ignored --nocapture
 //! ```
 //!
-//! Ignored by default: it builds a 100,000-task state (seconds in a debug build).
+//! Ignored by default: it builds a 100,000-task state. Each line is a median
+//! of its runs but the build and the last two (one run each).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -18,6 +19,7 @@ use stackd_core::model::{
 };
 use stackd_core::orchestrator::orchestrate;
 use stackd_core::scheduler::{Scheduler, SpreadScheduler};
+use stackd_core::state::Applied;
 use stackd_core::{ClusterState, Command};
 
 const NODES: usize = 100;
@@ -122,21 +124,35 @@ fn report(tasks: &[(String, String)], n: u64) -> Command {
     }
 }
 
+/// `apply` of `cmd` at the next index while a reader holds a snapshot (an
+/// `Arc` of the state, as the controller loops hold one): copy on write.
+fn apply_under_snapshot(shared: &mut Arc<ClusterState>, index: &mut u64, cmd: &Command) -> Applied {
+    let snapshot = shared.clone();
+    *index += 1;
+    let r = Arc::make_mut(shared).apply(*index, cmd);
+    drop(snapshot);
+    r
+}
+
 #[test]
 #[ignore = "a micro-benchmark: run with --release --ignored --nocapture"]
 fn cost_of_a_tick_and_an_apply_at_100k_tasks() {
     let built = Instant::now();
     let (state, mut index) = large_state();
-    println!("built {} tasks on {} nodes in {:?}", state.tasks.len(), state.nodes.len(), built.elapsed());
+    let built = built.elapsed();
+    println!("built {} tasks on {} nodes", state.tasks.len(), state.nodes.len());
     assert_eq!(state.tasks.len(), SERVICES * REPLICAS as usize);
     assert!(orchestrate(&state, NOW + 1).plan.is_empty(), "converged");
 
-    let clone = time(5, || state.clone());
-    let orch = time(5, || orchestrate(&state, NOW + 1));
-    let sched = time(5, || SpreadScheduler.schedule(&state));
+    let clone = time(11, || state.clone());
+    let orch = time(11, || orchestrate(&state, NOW + 1));
+    let sched = time(11, || SpreadScheduler.schedule(&state));
+    let encoded = serde_json::to_vec(&state).expect("encodes");
+    let encode = time(5, || serde_json::to_vec(&state).expect("encodes"));
+    let decode = time(5, || serde_json::from_slice::<ClusterState>(&encoded).expect("decodes"));
 
-    // An apply in place (what the state machine does today, and with an Arc
-    // nobody else holds), and one while a reader holds a snapshot (copy on write).
+    // An apply in place (an Arc nobody else holds), and one while a reader
+    // holds a snapshot (copy on write).
     let tasks: Vec<(String, String)> =
         state.tasks.values().map(|t| (t.id.clone(), t.node_id.clone().unwrap_or_default())).collect();
     let mut shared = Arc::new(state);
@@ -147,20 +163,49 @@ fn cost_of_a_tick_and_an_apply_at_100k_tasks() {
         let cmd = report(&tasks, n);
         Arc::make_mut(&mut shared).apply(index, &cmd)
     });
-    let cow = time(5, || {
-        let snapshot = shared.clone();
+    let cow = time(101, || {
         n += 1;
-        index += 1;
         let cmd = report(&tasks, n);
-        let r = Arc::make_mut(&mut shared).apply(index, &cmd);
-        drop(snapshot);
-        r
+        apply_under_snapshot(&mut shared, &mut index, &cmd)
+    });
+    // A batch of 1,000 reports (one agent's full batch) under a snapshot.
+    let batch_cow = time(11, || {
+        let updates = (0..1_000)
+            .flat_map(|_| {
+                n += 1;
+                let Command::UpdateTaskStatus { updates, .. } = report(&tasks, n) else { unreachable!() };
+                updates
+            })
+            .collect();
+        let cmd = Command::UpdateTaskStatus { updates, at: NOW + n };
+        apply_under_snapshot(&mut shared, &mut index, &cmd)
     });
     let snapshot = time(101, || shared.clone());
-    println!("clone of the state          {clone:>12?}");
-    println!("orchestrate (idle)          {orch:>12?}");
-    println!("schedule (idle)             {sched:>12?}");
-    println!("apply, unshared             {in_place:>12?}");
-    println!("apply, snapshot held (CoW)  {cow:>12?}");
-    println!("Arc snapshot                {snapshot:>12?}");
+    // A node goes down under a snapshot: its 1,000 tasks become orphans.
+    let down = Command::SetNodeState { id: node(NODES - 1).id, state: NodeState::Down, at: NOW + n + 1 };
+    let node_down = Instant::now();
+    let r = apply_under_snapshot(&mut shared, &mut index, &down);
+    let node_down = node_down.elapsed();
+    let orphans = r.events.len() - 1;
+    assert!(orphans >= SERVICES * REPLICAS as usize / NODES, "the node's tasks: {orphans}");
+    // The plan that replaces them.
+    let plan = orchestrate(&shared, NOW + n + 2).plan;
+    assert_eq!(plan.create.len(), orphans);
+    let cmd = Command::ApplyPlan { plan, at: NOW + n + 2 };
+    let replace = Instant::now();
+    apply_under_snapshot(&mut shared, &mut index, &cmd);
+    let replace = replace.elapsed();
+
+    println!("build (through apply)           {built:>12.2?}");
+    println!("clone of the state              {clone:>12.2?}");
+    println!("orchestrate (idle)              {orch:>12.2?}");
+    println!("schedule (idle)                 {sched:>12.2?}");
+    println!("encode (snapshot, state_hash)   {encode:>12.2?}");
+    println!("decode (snapshot load)          {decode:>12.2?}");
+    println!("apply 1 report, unshared        {in_place:>12.2?}");
+    println!("apply 1 report, snapshot held   {cow:>12.2?}");
+    println!("apply 1,000 reports, snap. held {batch_cow:>12.2?}");
+    println!("Arc snapshot                    {snapshot:>12.2?}");
+    println!("apply node down ({orphans} tasks)  {node_down:>12.2?}");
+    println!("apply their {orphans} creates    {replace:>12.2?}");
 }

@@ -59,7 +59,7 @@ pub(super) fn service(
     // completion on a drained or down node is kept, so that the node does
     // not run the job again when it comes back.
     for (key, tasks) in slots {
-        if wanted.contains(key) || kept_on_paused_node(state, key) {
+        if wanted.binary_search(key).is_ok() || kept_on_paused_node(state, key) {
             continue;
         }
         let node_known = matches!(key, SlotKey::Node(n) if state.nodes.contains_key(n));
@@ -213,7 +213,7 @@ pub(super) fn counts(state: &ClusterState, svc: &Service) -> ServiceCounts {
     let completed_wanted = wanted.iter().filter(|k| completed_at(k)).count() as u64;
     let (desired, completed) = match svc.spec.mode {
         ServiceMode::GlobalJob => {
-            let elsewhere = slots.keys().filter(|k| !wanted.contains(k) && completed_at(k)).count() as u64;
+            let elsewhere = slots.keys().filter(|k| wanted.binary_search(k).is_err() && completed_at(k)).count() as u64;
             (wanted.len() as u64 + elsewhere, completed_wanted + elsewhere)
         }
         _ => (wanted.len() as u64, completed_wanted),

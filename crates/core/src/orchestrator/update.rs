@@ -118,7 +118,9 @@ pub(super) fn step(
             .get(k)
             .is_some_and(|ts| ts.iter().any(|t| current(t) && t.desired_state == DesiredState::Running && t.is_up()))
     };
-    let in_flight = wanted.iter().filter(|k| !done(k) && !dirty.iter().any(|(d, _)| d == *k)).count() as u64;
+    // `dirty` is in key order (it follows `wanted`).
+    let is_dirty = |k: &SlotKey| dirty.binary_search_by(|(d, _)| d.cmp(k)).is_ok();
+    let in_flight = wanted.iter().filter(|k| !done(k) && !is_dirty(k)).count() as u64;
     let parallelism = policy.parallelism;
     let room = if parallelism == 0 { u64::MAX } else { parallelism.saturating_sub(in_flight) };
     if room == 0 {

@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::command::{Command, NewTask, Placement, Plan, TaskStatusUpdate};
+use crate::command::{Command, Placement, Plan, TaskStatusUpdate};
 use crate::model::{
     Blob, DataKind, DesiredState, FileRef, NetworkSpec, Node, NodeId, NodeRole, NodeState, ObjectSpec, REVISIONS_KEPT,
     Revision, Service, ServiceId, ServiceSpec, Stack, StackNetwork, StackSpec, StoredObject, Task, TaskId, TaskState,
@@ -23,7 +23,10 @@ use crate::validate;
 
 mod nodes;
 mod objects;
+mod table;
 mod tasks;
+
+pub use table::Tasks;
 
 /// Kinds of objects an [`Event`] is about.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -147,8 +150,8 @@ pub struct ClusterState {
     pub stacks: BTreeMap<String, Stack>,
     /// Services by id.
     pub services: BTreeMap<ServiceId, Service>,
-    /// Tasks by id.
-    pub tasks: BTreeMap<TaskId, Task>,
+    /// Tasks by id (a persistent map: see [`Tasks`]).
+    pub tasks: Tasks,
     /// Configs by name.
     #[serde(default)]
     pub configs: BTreeMap<String, StoredObject>,
@@ -375,9 +378,10 @@ impl ClusterState {
         self.services.values().find(|s| s.name == name)
     }
 
-    /// Tasks of one service.
+    /// Tasks of one service, in id order (through the map's index: no look
+    /// at the other services' tasks).
     pub fn tasks_of<'a>(&'a self, service_id: &'a str) -> impl Iterator<Item = &'a Task> + 'a {
-        self.tasks.values().filter(move |t| t.service_id == service_id)
+        self.tasks.of_service(service_id)
     }
 
     /// The network of the stack `stack` whose engine name is `name`, with
@@ -513,7 +517,10 @@ impl ClusterState {
 
     fn remove_service(&mut self, cx: &mut Ctx, id: &str) -> Option<String> {
         let svc = self.services.remove(id)?;
-        self.tasks.retain(|_, t| t.service_id != id);
+        let tasks: Vec<TaskId> = self.tasks.of_service(id).map(|t| t.id.clone()).collect();
+        for t in tasks {
+            self.tasks.remove(&t);
+        }
         cx.event(ObjectKind::Service, Action::Remove, id, &svc.name, &svc.stack, String::new());
         Some(svc.name)
     }

@@ -112,12 +112,14 @@ impl ClusterState {
     /// first, it is taken back (`take_back_orphans`). A job's
     /// task is no longer wanted at once (a job's run is counted per task).
     pub(super) fn orphan_tasks_of(&mut self, cx: &mut Ctx, node_id: &str) {
-        let services = &self.services;
-        for t in self.tasks.values_mut().filter(|t| t.node_id.as_deref() == Some(node_id)) {
+        for id in self.task_ids_on(node_id) {
+            let Some(t) = self.tasks.get(&id) else { continue };
             if t.status.state.is_terminal() {
                 continue;
             }
-            if services.get(&t.service_id).is_none_or(|s| s.spec.mode.is_job()) {
+            let job = self.services.get(&t.service_id).is_none_or(|s| s.spec.mode.is_job());
+            let Some(t) = self.tasks.get_mut(&id) else { continue };
+            if job {
                 t.desired_state = DesiredState::Shutdown;
             }
             t.status = TaskStatus {
@@ -158,15 +160,15 @@ impl ClusterState {
                     && if t.slot == 0 { o.slot == 0 && o.node_id == t.node_id } else { o.slot == t.slot }
             };
             let current = self.services.get(&t.service_id).is_some_and(|s| s.spec.task == t.template);
-            let replaced =
-                self.tasks.values().any(|o| same_slot(o) && o.desired_state == DesiredState::Running && o.is_up());
+            let replaced = self
+                .tasks_of(&t.service_id)
+                .any(|o| same_slot(o) && o.desired_state == DesiredState::Running && o.is_up());
             if !current || replaced {
                 self.set_desired_shutdown(cx, &id);
                 continue;
             }
             let dropped: Vec<TaskId> = self
-                .tasks
-                .values()
+                .tasks_of(&t.service_id)
                 .filter(|o| same_slot(o) && o.desired_state == DesiredState::Running && !o.status.state.is_terminal())
                 .map(|o| o.id.clone())
                 .collect();
@@ -187,6 +189,11 @@ impl ClusterState {
         }
     }
 
+    /// The ids of the tasks on a node, in id order.
+    fn task_ids_on(&self, node_id: &str) -> Vec<TaskId> {
+        self.tasks.values().filter(|t| t.node_id.as_deref() == Some(node_id)).map(|t| t.id.clone()).collect()
+    }
+
     /// Removes a node. Its tasks are no longer wanted; those that had not
     /// ended are marked failed, so the orchestrators fill their slots elsewhere.
     pub(super) fn remove_node(&mut self, cx: &mut Ctx, id: &str) {
@@ -202,7 +209,8 @@ impl ClusterState {
             return;
         }
         let Some(n) = self.nodes.remove(id) else { return };
-        for t in self.tasks.values_mut().filter(|t| t.node_id.as_deref() == Some(id)) {
+        for tid in self.task_ids_on(id) {
+            let Some(t) = self.tasks.get_mut(&tid) else { continue };
             let was_wanted = t.desired_state != DesiredState::Shutdown;
             let was_live = !t.status.state.is_terminal();
             t.desired_state = DesiredState::Shutdown;

@@ -2,16 +2,26 @@
 //! (`ApplyPlan`), the scheduler's placements (`Schedule`) and the agents'
 //! status reports (`UpdateTaskStatus`).
 
+use std::collections::BTreeSet;
+
 use super::*;
 
+/// A slot of a service: a replica number, or 0 and the node of a global task.
+type SlotOf = (u64, Option<NodeId>);
+
+fn slot_of(slot: u64, node: &Option<NodeId>) -> SlotOf {
+    (slot, if slot == 0 { node.clone() } else { None })
+}
+
 impl ClusterState {
-    /// Whether the slot of `nt` already holds a live task of `template`. (A task of
-    /// an older template may still occupy it: start-first updates overlap them.)
-    pub(super) fn slot_taken(&self, nt: &NewTask, template: &crate::model::TaskTemplate) -> bool {
-        self.tasks_of(&nt.service_id).any(|t| {
-            let same_slot = if nt.slot == 0 { t.slot == 0 && t.node_id == nt.node_id } else { t.slot == nt.slot };
-            same_slot && t.occupies_slot() && t.template == *template
-        })
+    /// The slots of `service` that hold a live task of its current
+    /// template. (A task of an older template may still occupy one:
+    /// start-first updates overlap them.)
+    fn taken_slots(&self, service: &Service) -> BTreeSet<SlotOf> {
+        self.tasks_of(&service.id)
+            .filter(|t| t.occupies_slot() && t.template == service.spec.task)
+            .map(|t| slot_of(t.slot, &t.node_id))
+            .collect()
     }
 
     pub(super) fn apply_plan(&mut self, cx: &mut Ctx, plan: &Plan) {
@@ -57,9 +67,18 @@ impl ClusterState {
                 cx.event(ObjectKind::Task, Action::Remove, &t.id, &t.service_name, &t.stack, String::new());
             }
         }
+        // The taken slots of each service the plan fills, looked up once:
+        // a look at the service's tasks per created task made a plan that
+        // fills N slots cost N² (minutes at 100,000 tasks).
+        let mut taken: BTreeMap<ServiceId, BTreeSet<SlotOf>> = BTreeMap::new();
         for nt in &plan.create {
             let Some(s) = self.services.get(&nt.service_id) else { continue };
-            if s.revision != nt.revision || self.slot_taken(nt, &s.spec.task) {
+            if s.revision != nt.revision {
+                continue;
+            }
+            let slots = taken.entry(s.id.clone()).or_insert_with(|| self.taken_slots(s));
+            let slot = slot_of(nt.slot, &nt.node_id);
+            if slots.contains(&slot) {
                 continue;
             }
             if let Some(node) = &nt.node_id
@@ -67,6 +86,7 @@ impl ClusterState {
             {
                 continue;
             }
+            slots.insert(slot);
             cx.seq += 1;
             let id = make_id(&self.cluster_id, cx.index, cx.seq);
             let state = if nt.node_id.is_some() { TaskState::Assigned } else { TaskState::New };

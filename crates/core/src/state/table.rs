@@ -1,0 +1,299 @@
+//! [`Tasks`]: the state's tasks by id, in a persistent map, so that a clone
+//! of the state is cheap and a change to a cloned state copies only what it
+//! touches.
+//!
+//! The state machine keeps the state in an `Arc` and the controller loops
+//! compute on a snapshot of it (another reference) without the lock. An
+//! apply that runs while a snapshot is held copies the state (copy on
+//! write). With a `BTreeMap` of 100,000 tasks that copy took 350–500 ms on
+//! Raft's apply path; with this map it copies the root-to-leaf paths of the
+//! tasks the command changes (B-tree nodes of at most 16 entries, each
+//! entry an id and an `Arc` to its task) and those tasks.
+//!
+//! The map keeps an index from service id to task ids, so that the tasks of
+//! a service are found without a look at every task. The index is derived:
+//! it is not serialized (the map encodes exactly as a `BTreeMap<TaskId,
+//! Task>` did, keys in order) and is rebuilt when a state is read. A task's
+//! `service_id` never changes once it is in the map.
+
+use std::fmt;
+use std::sync::Arc;
+
+use imbl::{OrdMap, OrdSet};
+use serde::de::{MapAccess, Visitor};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::model::{ServiceId, Task, TaskId};
+
+/// The tasks of a cluster by id, iterated in id order; see the [module docs](self).
+///
+/// Its methods are those of the `BTreeMap` it replaces, but that there is no
+/// `values_mut` (change tasks one at a time with [`get_mut`](Self::get_mut)).
+#[derive(Clone, Default)]
+pub struct Tasks {
+    by_id: OrdMap<TaskId, Arc<Task>>,
+    by_service: OrdMap<ServiceId, OrdSet<TaskId>>,
+}
+
+impl Tasks {
+    /// An empty map.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// How many tasks there are.
+    pub fn len(&self) -> usize {
+        self.by_id.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.by_id.is_empty()
+    }
+
+    /// The task with this id.
+    pub fn get(&self, id: &str) -> Option<&Task> {
+        self.by_id.get(id).map(|t| &**t)
+    }
+
+    /// The task with this id, to change. Copies the task first if a clone of
+    /// the map still shares it. Its `id` and `service_id` must not change.
+    pub fn get_mut(&mut self, id: &str) -> Option<&mut Task> {
+        self.by_id.get_mut(id).map(Arc::make_mut)
+    }
+
+    /// Whether a task has this id.
+    pub fn contains_key(&self, id: &str) -> bool {
+        self.by_id.contains_key(id)
+    }
+
+    /// Puts `task` under `id`; returns the task it replaces.
+    pub fn insert(&mut self, id: TaskId, task: Task) -> Option<Task> {
+        let service = task.service_id.clone();
+        let old = self.by_id.insert(id.clone(), Arc::new(task));
+        if let Some(old) = &old {
+            self.unindex(&old.service_id, &id);
+        }
+        self.by_service.entry(service).or_default().insert(id);
+        old.map(Arc::unwrap_or_clone)
+    }
+
+    /// Removes the task with this id; returns it.
+    pub fn remove(&mut self, id: &str) -> Option<Task> {
+        let old = self.by_id.remove(id)?;
+        self.unindex(&old.service_id, id);
+        Some(Arc::unwrap_or_clone(old))
+    }
+
+    /// Keeps only the tasks for which `keep` says so.
+    pub fn retain(&mut self, mut keep: impl FnMut(&TaskId, &Task) -> bool) {
+        let gone: Vec<TaskId> = self.iter().filter(|(id, t)| !keep(id, t)).map(|(id, _)| id.clone()).collect();
+        for id in gone {
+            self.remove(&id);
+        }
+    }
+
+    /// The tasks with their ids, in id order.
+    pub fn iter(&self) -> Iter<'_> {
+        self.by_id.iter().map(|(id, t)| (id, &**t))
+    }
+
+    /// The ids, in order.
+    pub fn keys(&self) -> impl DoubleEndedIterator<Item = &TaskId> {
+        self.by_id.keys()
+    }
+
+    /// The tasks, in id order.
+    pub fn values(&self) -> impl DoubleEndedIterator<Item = &Task> {
+        self.by_id.values().map(|t| &**t)
+    }
+
+    /// The tasks of one service, in id order: a look at the service's
+    /// tasks only.
+    pub fn of_service<'a>(&'a self, service_id: &'a str) -> impl Iterator<Item = &'a Task> + 'a {
+        self.by_service
+            .get(service_id)
+            .into_iter()
+            .flat_map(|ids| ids.iter())
+            .filter_map(|id| self.get(id))
+            .filter(move |t| t.service_id == service_id)
+    }
+
+    fn unindex(&mut self, service: &str, id: &str) {
+        let Some(ids) = self.by_service.get_mut(service) else { return };
+        ids.remove(id);
+        if ids.is_empty() {
+            self.by_service.remove(service);
+        }
+    }
+}
+
+/// The iterator of [`Tasks::iter`].
+pub type Iter<'a> = std::iter::Map<
+    imbl::ordmap::Iter<'a, TaskId, Arc<Task>, imbl::shared_ptr::DefaultSharedPtr>,
+    fn((&'a TaskId, &'a Arc<Task>)) -> (&'a TaskId, &'a Task),
+>;
+
+impl<'a> IntoIterator for &'a Tasks {
+    type Item = (&'a TaskId, &'a Task);
+    type IntoIter = Iter<'a>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.iter()
+    }
+}
+
+impl FromIterator<(TaskId, Task)> for Tasks {
+    fn from_iter<I: IntoIterator<Item = (TaskId, Task)>>(iter: I) -> Self {
+        let mut tasks = Tasks::new();
+        tasks.extend(iter);
+        tasks
+    }
+}
+
+impl Extend<(TaskId, Task)> for Tasks {
+    fn extend<I: IntoIterator<Item = (TaskId, Task)>>(&mut self, iter: I) {
+        for (id, task) in iter {
+            self.insert(id, task);
+        }
+    }
+}
+
+impl std::ops::Index<&str> for Tasks {
+    type Output = Task;
+
+    /// The task with this id; panics when there is none (as `BTreeMap` does).
+    fn index(&self, id: &str) -> &Task {
+        self.get(id).expect("no task with this id")
+    }
+}
+
+impl std::ops::Index<&String> for Tasks {
+    type Output = Task;
+
+    fn index(&self, id: &String) -> &Task {
+        &self[id.as_str()]
+    }
+}
+
+/// Equal when they hold equal tasks under equal ids (the index follows).
+impl PartialEq for Tasks {
+    fn eq(&self, other: &Self) -> bool {
+        self.by_id == other.by_id
+    }
+}
+
+impl Eq for Tasks {}
+
+impl fmt::Debug for Tasks {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_map().entries(self.iter()).finish()
+    }
+}
+
+/// A map of id to task in id order: what a `BTreeMap<TaskId, Task>` writes.
+impl Serialize for Tasks {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_map(self.iter())
+    }
+}
+
+/// Reads what [`Serialize`] writes, and builds the index. A key given twice
+/// keeps its last task, as a `BTreeMap` does.
+impl<'de> Deserialize<'de> for Tasks {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct TasksVisitor;
+
+        impl<'de> Visitor<'de> for TasksVisitor {
+            type Value = Tasks;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a map of task id to task")
+            }
+
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Tasks, A::Error> {
+                let mut tasks = Tasks::new();
+                while let Some((id, task)) = map.next_entry::<TaskId, Task>()? {
+                    tasks.insert(id, task);
+                }
+                Ok(tasks)
+            }
+        }
+
+        deserializer.deserialize_map(TasksVisitor)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn task(id: &str, service: &str) -> Task {
+        Task {
+            id: id.into(),
+            service_id: service.into(),
+            service_name: format!("app_{service}"),
+            stack: "app".into(),
+            slot: 0,
+            node_id: None,
+            revision: 1,
+            template: crate::model::TaskTemplate::default(),
+            desired_state: crate::model::DesiredState::Running,
+            status: crate::model::TaskStatus::default(),
+            unplaceable: String::new(),
+            created_at: 0,
+        }
+    }
+
+    fn ids<'a>(tasks: impl Iterator<Item = &'a Task>) -> Vec<&'a str> {
+        tasks.map(|t| t.id.as_str()).collect()
+    }
+
+    #[test]
+    fn the_index_follows_inserts_removals_and_replacements() {
+        let mut m: Tasks = ["t3", "t1", "t2"].iter().map(|id| (id.to_string(), task(id, "a"))).collect();
+        m.insert("t0".into(), task("t0", "b"));
+        assert_eq!(ids(m.values()), ["t0", "t1", "t2", "t3"]);
+        assert_eq!(ids(m.of_service("a")), ["t1", "t2", "t3"]);
+        assert_eq!(ids(m.of_service("b")), ["t0"]);
+        // A task put again under its id with another service moves in the index.
+        m.insert("t2".into(), task("t2", "b"));
+        assert_eq!(ids(m.of_service("a")), ["t1", "t3"]);
+        assert_eq!(ids(m.of_service("b")), ["t0", "t2"]);
+        assert_eq!(m.remove("t0").map(|t| t.id), Some("t0".into()));
+        assert_eq!(m.remove("t0"), None);
+        m.retain(|_, t| t.service_id != "a");
+        assert_eq!(ids(m.values()), ["t2"]);
+        assert_eq!(ids(m.of_service("a")), Vec::<&str>::new());
+        assert_eq!(ids(m.of_service("c")), Vec::<&str>::new());
+        assert_eq!(m.by_service.len(), 1, "no empty entry is left behind");
+    }
+
+    #[test]
+    fn a_change_to_a_clone_leaves_the_original_as_it_was() {
+        let mut a: Tasks = (0..100).map(|k| (format!("t{k:03}"), task(&format!("t{k:03}"), "s"))).collect();
+        let snapshot = a.clone();
+        a.get_mut("t042").expect("there").slot = 7;
+        a.remove("t001");
+        a.insert("t100".into(), task("t100", "s"));
+        assert_eq!(snapshot.get("t042").map(|t| t.slot), Some(0));
+        assert!(snapshot.contains_key("t001") && !snapshot.contains_key("t100"));
+        assert_eq!(snapshot.of_service("s").count(), 100);
+        assert_eq!(a["t042"].slot, 7);
+        assert_eq!(a.of_service("s").count(), 100);
+        assert_ne!(a, snapshot);
+    }
+
+    #[test]
+    fn it_encodes_as_a_btreemap_does_and_reads_back_with_its_index() {
+        let tasks = [task("b", "s2"), task("a", "s1"), task("c", "s1")];
+        let map: Tasks = tasks.iter().map(|t| (t.id.clone(), t.clone())).collect();
+        let btree: std::collections::BTreeMap<TaskId, Task> = tasks.iter().map(|t| (t.id.clone(), t.clone())).collect();
+        let json = serde_json::to_string(&map).expect("encodes");
+        assert_eq!(json, serde_json::to_string(&btree).expect("encodes"));
+        let back: Tasks = serde_json::from_str(&json).expect("decodes");
+        assert_eq!(back, map);
+        assert_eq!(ids(back.of_service("s1")), ["a", "c"]);
+        assert!(serde_json::from_str::<Tasks>("[]").is_err());
+    }
+}
