@@ -4,23 +4,14 @@
 
 use std::collections::BTreeMap;
 
-use stackd_core::model::{Availability, Blob, DataKind, Node, NodeRole, NodeState, Resources};
+mod common;
+
+use stackd_core::model::{Blob, DataKind, Node, NodeRole};
 use stackd_core::state::Applied;
 use stackd_core::{ClusterState, Command, Refusal, RefusalKind};
 
 fn manager(id: &str) -> Node {
-    Node {
-        id: id.into(),
-        name: format!("host-{id}"),
-        addr: format!("{id}:4280"),
-        role: NodeRole::Manager,
-        availability: Availability::Active,
-        state: NodeState::Ready,
-        labels: BTreeMap::new(),
-        resources: Resources::default(),
-        engine_version: String::new(),
-        updated_at: 0,
-    }
+    common::node(id, NodeRole::Manager)
 }
 
 /// A cluster initialised by manager `m1`; the next index to apply at.

@@ -6,27 +6,12 @@ use std::collections::BTreeMap;
 
 mod common;
 
-use common::token;
+use common::{node, token};
 use stackd_core::command::TaskStatusUpdate;
 use stackd_core::model::*;
 use stackd_core::security::{Action, SecurityError};
 use stackd_core::state::{Action as EventAction, NODE_REMOVED, ObjectKind};
 use stackd_core::{ClientToken, ClusterState, Command, Security, TokenRole};
-
-fn node(id: &str, role: NodeRole) -> Node {
-    Node {
-        id: id.into(),
-        name: format!("host-{id}"),
-        addr: format!("{id}:4280"),
-        role,
-        availability: Availability::Active,
-        state: NodeState::Ready,
-        labels: BTreeMap::new(),
-        resources: Resources::default(),
-        engine_version: String::new(),
-        updated_at: 0,
-    }
-}
 
 const CA_KEY: &[u8] = b"-----BEGIN PRIVATE KEY-----\nTHE-CA-KEY\n-----END PRIVATE KEY-----\n";
 

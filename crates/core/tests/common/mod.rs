@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use stackd_core::loader::SourceFile;
-use stackd_core::model::digest;
+use stackd_core::model::{Availability, Node, NodeRole, NodeState, Resources, digest};
 use stackd_core::{ClientToken, TokenRole};
 
 /// The folder of the awesome-compose files.
@@ -68,5 +68,21 @@ pub fn token(id: &str, name: &str, role: TokenRole, stacks: &[&str]) -> ClientTo
         stacks: stacks.iter().map(|s| s.to_string()).collect(),
         secret_sha256: digest(id.as_bytes()),
         created_at: 0,
+    }
+}
+
+/// A ready, active node `id` (named `host-<id>`) with `role`.
+pub fn node(id: &str, role: NodeRole) -> Node {
+    Node {
+        id: id.into(),
+        name: format!("host-{id}"),
+        addr: format!("{id}:4280"),
+        role,
+        availability: Availability::Active,
+        state: NodeState::Ready,
+        labels: BTreeMap::new(),
+        resources: Resources::default(),
+        engine_version: String::new(),
+        updated_at: 0,
     }
 }
