@@ -244,15 +244,12 @@ fn a_task_waits_for_a_host_port_its_cluster_still_holds() {
     });
 
     // A port held by a container stackd does not manage never frees: fail at once, naming it.
-    let outsider = format!("stackd-test-outsider-{port}");
+    let outsider = Outsider(format!("stackd-test-outsider-{port}"));
     let run = std::process::Command::new("docker")
-        .args(["run", "-d", "--name", &outsider, "-p", &format!("{port}:8080"), "stackd-test/web:1"])
+        .args(["run", "-d", "--name", &outsider.0, "-p", &format!("{port}:8080"), "stackd-test/web:1"])
         .output()
         .expect("docker run");
-    if !run.status.success() {
-        let _ = std::process::Command::new("docker").args(["rm", "-f", &outsider]).output();
-        panic!("docker run: {}", text(&run));
-    }
+    assert!(run.status.success(), "docker run: {}", text(&run));
     let third = node.write_stack("third.yml", &holder_stack(port, false));
     node.stackctl(&["deploy", "-c", &third, "third"]);
     let error = wait_until(Duration::from_secs(30), "the task failed for the port", || {
@@ -262,6 +259,17 @@ fn a_task_waits_for_a_host_port_its_cluster_still_holds() {
             .find(|t| t["current_state"] == "failed")
             .map(|t| t["error"].as_str().unwrap_or_default().to_string())
     });
-    let _ = std::process::Command::new("docker").args(["rm", "-f", &outsider]).output();
-    assert_eq!(error, format!("host port {port}/tcp is held by container {outsider}, which stackd does not manage"));
+    assert_eq!(
+        error,
+        format!("host port {port}/tcp is held by container {}, which stackd does not manage", outsider.0)
+    );
+}
+
+/// A container stackd does not manage, removed when the test ends, passed or not.
+struct Outsider(String);
+
+impl Drop for Outsider {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("docker").args(["rm", "-f", &self.0]).output();
+    }
 }
