@@ -35,6 +35,7 @@ need() {
 step "system tools the tests use"
 need ip iproute2        # network-namespace harness (partition tests)
 need iptables iptables  # its FORWARD rule on the test bridge
+need nsenter util-linux # one Docker engine per node in its namespace (tests/src/engines.rs)
 need g++ g++            # libfuzzer-sys compiles libFuzzer (C++) for the fuzz check
 
 step "rustfmt and clippy"

@@ -38,12 +38,22 @@ pub struct Opts {
     pub no_agent: bool,
     /// Extra flags, such as `--raft-snapshot-every 50`.
     pub flags: Vec<String>,
+    /// Extra environment variables, such as `DOCKER_HOST` (the node's own
+    /// engine, see [`crate::engines`]).
+    pub env: Vec<(String, String)>,
 }
 
 impl Opts {
     /// A manager without an agent, default Raft settings.
     pub fn manager() -> Opts {
-        Opts { no_agent: true, flags: Vec::new() }
+        Opts { no_agent: true, ..Opts::default() }
+    }
+
+    /// Sets the environment variable `key` to `value` for the node's process.
+    pub fn env(mut self, key: &str, value: &str) -> Opts {
+        self.env.retain(|(k, _)| k != key);
+        self.env.push((key.to_string(), value.to_string()));
+        self
     }
 
     /// Adds `--flag value`.
@@ -276,16 +286,25 @@ impl Cluster {
     /// `n` managers with `opts`, manager `i` in namespace `i` of `net` on
     /// `<its address>:4280`. `net` must outlive the cluster (declare it first).
     pub fn managers_netns(net: &Netns, n: usize, opts: &Opts) -> Result<Cluster> {
-        let netns: Vec<String> = net.nodes().iter().map(|x| x.ns.clone()).collect();
-        let ns_addrs: Vec<String> = net.nodes().iter().map(|x| format!("{}:4280", x.addr)).collect();
-        anyhow::ensure!(netns.len() >= n, "the Netns has {} namespaces, {n} needed", netns.len());
-        let first = Node::init_at("m1", opts, &ns_addrs[0], Some(&netns[0]))?;
-        let mut c = Cluster { nodes: vec![first], netns, ns_addrs };
+        anyhow::ensure!(net.nodes().len() >= n, "the Netns has {} namespaces, {n} needed", net.nodes().len());
+        let mut c = Cluster::init_netns(net, "m1", opts)?;
         for i in 1..n {
             c.add_manager(&format!("m{}", i + 1), opts)?;
         }
         c.wait_voters(n, Duration::from_secs(60))?;
         Ok(c)
+    }
+
+    /// One node named `name` with `opts` in namespace 0 of `net` on
+    /// `<its address>:4280` that inits a cluster and is ready; join more
+    /// with [`Cluster::add_manager`] and [`Cluster::add_worker_with`] (the
+    /// next namespaces). `net` must outlive the cluster (declare it first).
+    pub fn init_netns(net: &Netns, name: &str, opts: &Opts) -> Result<Cluster> {
+        let netns: Vec<String> = net.nodes().iter().map(|x| x.ns.clone()).collect();
+        let ns_addrs: Vec<String> = net.nodes().iter().map(|x| format!("{}:4280", x.addr)).collect();
+        anyhow::ensure!(!netns.is_empty(), "the Netns has no namespace");
+        let first = Node::init_at(name, opts, &ns_addrs[0], Some(&netns[0]))?;
+        Ok(Cluster { nodes: vec![first], netns, ns_addrs })
     }
 
     /// Joins one more manager (the next namespace, in a [`Netns`] cluster)
@@ -309,11 +328,23 @@ impl Cluster {
     /// settings point at itself, which serves no control API until it is
     /// promoted.
     pub fn add_worker(&mut self, name: &str) -> Result<usize> {
+        self.add_worker_with(name, &Opts::default())
+    }
+
+    /// [`Cluster::add_worker`] with `opts`; in a [`Netns`] cluster, in the
+    /// next namespace on `<its address>:4280`.
+    pub fn add_worker_with(&mut self, name: &str, opts: &Opts) -> Result<usize> {
         let token = self.join_token("worker")?;
         let via = self.live_node().context("no live manager to join")?;
         let dir = tempfile::Builder::new().prefix("stackd-test-").tempdir()?;
-        let addr = format!("127.0.0.1:{}", free_port());
-        let mut node = Node::new(dir, addr.clone(), name, Opts::default(), None);
+        let i = self.nodes.len();
+        let (addr, netns) = if self.netns.is_empty() {
+            (format!("127.0.0.1:{}", free_port()), None)
+        } else {
+            anyhow::ensure!(i < self.netns.len(), "no namespace left for a worker");
+            (self.ns_addrs[i].clone(), Some(self.netns[i].clone()))
+        };
+        let mut node = Node::new(dir, addr.clone(), name, opts.clone(), netns);
         node.client_env = Some(portable_env(via)?);
         node.spawn(&["join", &via.addr, "--token", &token, "--listen", &addr, "--name", name])?;
         let start = Instant::now();

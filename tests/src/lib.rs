@@ -15,6 +15,8 @@
 //! - [`cluster`]: several managers as separate processes ([`Opts`],
 //!   [`Node::init_opts`], [`Node::join`]), their Raft status, the leader,
 //!   and stackctl against all of them.
+//! - [`engines`]: one Docker engine per node, each in its node's network
+//!   namespace, with the node's `stackd` on it (multi-host tests; root only).
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -24,6 +26,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 
 pub mod cluster;
+pub mod engines;
 pub mod netns;
 
 pub use cluster::{Cluster, Opts};
@@ -165,6 +168,7 @@ impl Node {
             .arg(self.dir.path())
             .args(self.opts.flags())
             .env("RUST_LOG", "info,stackd_agent=debug,openraft=warn")
+            .envs(self.opts.env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -286,6 +290,20 @@ impl Node {
     /// SIGKILLs the process (its containers keep running).
     pub fn kill9(&mut self) {
         if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Stops the process with SIGTERM and waits for it (SIGKILL after
+    /// `grace`); its containers keep running, as after a kill.
+    pub fn stop(&mut self, grace: Duration) {
+        if let Some(mut c) = self.child.take() {
+            let _ = Command::new("kill").args(["-TERM", &c.id().to_string()]).status();
+            let start = Instant::now();
+            while matches!(c.try_wait(), Ok(None)) && start.elapsed() < grace {
+                std::thread::sleep(Duration::from_millis(50));
+            }
             let _ = c.kill();
             let _ = c.wait();
         }
