@@ -60,5 +60,8 @@ The cluster keeps running. To use it from this shell:
   stackctl service ls
   curl http://127.0.0.1:18081/        # the api service's published port
 To stop it:   kill \$(cat $pidfile)     (containers keep running; 'stackd run --data-dir $data' adopts them)
-To clean up:  stackctl stack rm hello && kill \$(cat $pidfile) && rm -rf $data
+To clean up:  stackctl stack rm hello
+              # the agent stops and removes the containers (up to their 10 s stop grace period):
+              while [ -n "\$(docker ps -aq --filter label=io.stackd.stack=hello)" ]; do sleep 1; done
+              kill \$(cat $pidfile) && rm -rf $data
 MSG
