@@ -312,6 +312,7 @@ mod tests {
             status: TaskStatus::default(),
             unplaceable: String::new(),
             created_at: 0,
+            addresses: Default::default(),
         }
     }
 

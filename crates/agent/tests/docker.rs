@@ -103,6 +103,7 @@ fn task(ctx: &ContainerContext, template: TaskTemplate) -> Task {
         status: TaskStatus { state: TaskState::Assigned, ..TaskStatus::default() },
         unplaceable: String::new(),
         created_at: 0,
+        addresses: Default::default(),
     }
 }
 

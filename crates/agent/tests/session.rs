@@ -158,6 +158,7 @@ async fn the_agent_runs_its_tasks_and_survives_a_lost_session() {
         status: TaskStatus { state: TaskState::Assigned, ..TaskStatus::default() },
         unplaceable: String::new(),
         created_at: 0,
+        addresses: Default::default(),
     };
 
     // Session 1: the node describes itself and receives its task.

@@ -458,6 +458,7 @@ mod tests {
             status: model::TaskStatus::default(),
             unplaceable: String::new(),
             created_at,
+            addresses: Default::default(),
         };
         t.status.err = err.to_string();
         t

@@ -32,6 +32,9 @@
 //!   heartbeats and a clock passed in.
 //! - [`loader`]: compose files → [`StackSpec`](model::StackSpec), with
 //!   file:line:column errors.
+//! - [`net`]: the container networks' addresses (a subnet per network, a
+//!   slice per node, an address per task, a virtual address per service),
+//!   allocated in the state.
 //! - [`diff`]: field-level differences between service specs (`deploy --dry-run`).
 //! - [`compose`]: a [`StackSpec`](model::StackSpec) written back as a compose
 //!   document (what `stackctl config` prints; the loader reads it back unchanged).
@@ -42,6 +45,7 @@ pub mod diff;
 pub mod liveness;
 pub mod loader;
 pub mod model;
+pub mod net;
 pub mod orchestrator;
 pub mod refusal;
 pub mod scheduler;

@@ -1191,6 +1191,10 @@ pub struct Task {
     pub unplaceable: String,
     /// Creation time.
     pub created_at: Timestamp,
+    /// Its container's address on each network stackd manages (by engine
+    /// name), chosen in the state when the task is assigned to its node.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub addresses: BTreeMap<String, std::net::Ipv4Addr>,
 }
 
 impl Task {

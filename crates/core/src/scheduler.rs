@@ -267,6 +267,7 @@ mod tests {
             status: TaskStatus { state, ..TaskStatus::default() },
             unplaceable: unplaceable.into(),
             created_at: 0,
+            addresses: Default::default(),
         }
     }
 

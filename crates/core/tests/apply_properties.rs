@@ -10,6 +10,7 @@ use stackd_core::command::{Command, TaskStatusUpdate};
 use stackd_core::model::*;
 use stackd_core::orchestrator::orchestrate;
 use stackd_core::scheduler::{Scheduler, SpreadScheduler};
+use stackd_core::state::holds_addresses;
 use stackd_core::{ClusterState, Security, TokenRole};
 
 fn node(id: &str) -> Node {
@@ -52,14 +53,24 @@ fn stack_of(mode: ServiceMode, image: &str, name: &str) -> StackSpec {
     let svc = ServiceSpec {
         name: "web".into(),
         mode,
-        task: TaskTemplate { image: image.into(), ..Default::default() },
+        task: TaskTemplate {
+            image: image.into(),
+            networks: vec![NetworkAttachment { network: format!("{name}_default"), aliases: Vec::new() }],
+            ..Default::default()
+        },
         restart: RestartPolicy::default(),
         update: UpdateConfig::default(),
         rollback: UpdateConfig::rollback_default(),
         labels: Default::default(),
         endpoint_mode: EndpointMode::Vip,
     };
-    StackSpec { name: name.into(), services: [("web".to_string(), svc)].into(), ..Default::default() }
+    let net = NetworkSpec { name: format!("{name}_default"), ..Default::default() };
+    StackSpec {
+        name: name.into(),
+        services: [("web".to_string(), svc)].into(),
+        networks: [("default".to_string(), net)].into(),
+        ..Default::default()
+    }
 }
 
 /// A random operation on the cluster; the orchestrator and scheduler run after each.
@@ -98,6 +109,39 @@ fn op() -> impl Strategy<Value = Op> {
         (0u8..4).prop_map(Op::RevokeToken),
         (any::<bool>(), 0u8..4).prop_map(|(manager, byte)| Op::Rotate { manager, byte }),
     ]
+}
+
+/// The networks' addresses agree with the tasks: each task that holds
+/// addresses has them recorded under its id, in a slice of its node; nothing
+/// else is recorded (no leak); networks no stack declares are gone once unused.
+fn check_addresses(s: &ClusterState) -> Result<(), TestCaseError> {
+    for t in s.tasks.values() {
+        if holds_addresses(t) && t.node_id.is_some() {
+            prop_assert_eq!(t.addresses.len(), 1, "task {} on {:?} has no address", &t.id, &t.node_id);
+        }
+        if !holds_addresses(t) {
+            continue;
+        }
+        for (net, ip) in &t.addresses {
+            let alloc = s.net.networks.get(net);
+            prop_assert!(alloc.is_some(), "task {}'s network {} has no allocation", &t.id, net);
+            let alloc = alloc.expect("checked");
+            prop_assert_eq!(alloc.tasks.get(ip), Some(&t.id), "task {}'s address {} is not recorded", &t.id, ip);
+            prop_assert_eq!(alloc.node_of(*ip), t.node_id.as_ref(), "{} is not in a slice of the task's node", ip);
+        }
+    }
+    for (net, alloc) in &s.net.networks {
+        for (ip, id) in &alloc.tasks {
+            let t = s.tasks.get(id);
+            prop_assert!(t.is_some_and(|t| holds_addresses(t) && t.addresses.get(net) == Some(ip)), "{} on {} leaked by {}", ip, net, id);
+        }
+        let declared = s.stacks.values().any(|st| st.networks.values().any(|n| &n.name == net));
+        prop_assert!(declared || alloc.in_use(), "network {} is neither declared nor used", net);
+        for sid in alloc.vips.keys() {
+            prop_assert!(s.services.contains_key(sid), "VIP of removed service {}", sid);
+        }
+    }
+    Ok(())
 }
 
 fn role(manager: bool) -> NodeRole {
@@ -283,6 +327,7 @@ proptest! {
                     prop_assert!(live <= max_concurrent, "{} job tasks in flight, max_concurrent {}", live, max_concurrent);
                 }
             }
+            check_addresses(&s)?;
         }
     }
 

@@ -443,6 +443,7 @@ mod tests {
             status: TaskStatus::default(),
             unplaceable: String::new(),
             created_at: 0,
+            addresses: Default::default(),
         }
     }
 

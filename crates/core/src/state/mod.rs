@@ -21,11 +21,13 @@ use crate::refusal::{Refusal, RefusalKind};
 use crate::security::{ClientToken, Security};
 use crate::validate;
 
+mod network;
 mod nodes;
 mod objects;
 mod table;
 mod tasks;
 
+pub use network::{holds_addresses, is_managed};
 pub use table::Tasks;
 
 /// Kinds of objects an [`Event`] is about.
@@ -162,6 +164,12 @@ pub struct ClusterState {
     /// before security existed).
     #[serde(default)]
     pub security: Security,
+    /// The container networks' addresses (empty in a cluster initialised
+    /// before networks spanned nodes: allocated on the next deploy). Left
+    /// out of the encoding while empty, so a state without networks encodes
+    /// (and hashes) as before.
+    #[serde(default, skip_serializing_if = "crate::net::Networks::is_empty")]
+    pub net: crate::net::Networks,
 }
 
 /// The error of the tasks that ran on a node when it was removed.
@@ -348,6 +356,7 @@ impl ClusterState {
             Command::RemoveNode { id, .. } => self.remove_node(&mut cx, id),
             Command::Batch { .. } => cx.refuse(Refusal::invalid(NESTED_BATCH)),
         }
+        self.release_addresses(&cx);
         cx.out
     }
 
@@ -416,6 +425,10 @@ impl ClusterState {
             return;
         }
         if let Err(why) = self.check_objects(spec) {
+            cx.refuse(why);
+            return;
+        }
+        if let Err(why) = self.check_network_room(spec, prune) {
             cx.refuse(why);
             return;
         }
@@ -496,6 +509,9 @@ impl ClusterState {
                 }
             }
         }
+        // Room was checked above: this cannot fail.
+        let allocated = self.allocate_stack_networks(&spec.name);
+        debug_assert!(allocated.is_ok(), "{allocated:?}");
         self.collect_objects(cx, &spec.name, Some(spec));
         cx.out.deploy = Some(result);
     }
@@ -519,8 +535,11 @@ impl ClusterState {
         let svc = self.services.remove(id)?;
         let tasks: Vec<TaskId> = self.tasks.of_service(id).map(|t| t.id.clone()).collect();
         for t in tasks {
-            self.tasks.remove(&t);
+            if let Some(t) = self.tasks.remove(&t) {
+                self.forget_task(&t);
+            }
         }
+        let _ = self.net.set_vips(id, &[]);
         cx.event(ObjectKind::Service, Action::Remove, id, &svc.name, &svc.stack, String::new());
         Some(svc.name)
     }

@@ -231,6 +231,9 @@ impl ClusterState {
                 cx.event(ObjectKind::Task, Action::Update, &tid, &name, &stack, msg);
             }
         }
+        // Its tasks' addresses go back once they are marked ended (after this
+        // command); its slices of the networks go back now.
+        self.net.release_node(id);
         cx.event(ObjectKind::Node, Action::Remove, &n.id, &n.name, "", String::new());
     }
 

@@ -242,6 +242,7 @@ mod tests {
             status: crate::model::TaskStatus::default(),
             unplaceable: String::new(),
             created_at: 0,
+            addresses: Default::default(),
         }
     }
 

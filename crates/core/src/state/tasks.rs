@@ -64,6 +64,7 @@ impl ClusterState {
         }
         for tid in &plan.delete {
             if let Some(t) = self.tasks.remove(tid) {
+                self.forget_task(&t);
                 cx.event(ObjectKind::Task, Action::Remove, &t.id, &t.service_name, &t.stack, String::new());
             }
         }
@@ -103,9 +104,18 @@ impl ClusterState {
                 status: TaskStatus { state, timestamp: cx.at, message: "created".into(), ..Default::default() },
                 unplaceable: String::new(),
                 created_at: cx.at,
+                addresses: BTreeMap::new(),
             };
             cx.event(ObjectKind::Task, Action::Create, &id, &task.service_name, &task.stack, state.as_str().into());
-            self.tasks.insert(id, task);
+            self.tasks.insert(id.clone(), task);
+            // A task created on its node (global) takes its addresses now; with
+            // no room left it is dropped again, and the next pass tries anew.
+            if let Some(node) = &nt.node_id
+                && self.assign_addresses(&id, node).is_err()
+            {
+                self.tasks.remove(&id);
+                cx.out.events.pop();
+            }
         }
     }
 
@@ -116,13 +126,18 @@ impl ClusterState {
                     if !self.nodes.contains_key(node_id) {
                         continue;
                     }
-                    let Some(t) = self.tasks.get_mut(task_id) else { continue };
+                    let Some(t) = self.tasks.get(task_id) else { continue };
                     if t.node_id.is_some()
                         || t.status.state >= TaskState::Assigned
                         || t.desired_state != DesiredState::Running
                     {
                         continue;
                     }
+                    if let Err(e) = self.assign_addresses(task_id, node_id) {
+                        self.mark_unplaceable(cx, task_id, &e.to_string());
+                        continue;
+                    }
+                    let Some(t) = self.tasks.get_mut(task_id) else { continue };
                     t.node_id = Some(node_id.clone());
                     t.unplaceable.clear();
                     t.status = TaskStatus {
@@ -134,28 +149,24 @@ impl ClusterState {
                     let (id, name, stack) = (t.id.clone(), t.service_name.clone(), t.stack.clone());
                     cx.event(ObjectKind::Task, Action::Update, &id, &name, &stack, "assigned".into());
                 }
-                Placement::Unplaceable { task_id, reason } => {
-                    let Some(t) = self.tasks.get_mut(task_id) else { continue };
-                    if t.node_id.is_some() || t.status.state > TaskState::Pending {
-                        continue;
-                    }
-                    if t.status.state != TaskState::Pending || t.unplaceable != *reason {
-                        t.status.state = TaskState::Pending;
-                        t.status.timestamp = cx.at;
-                        t.status.message = "pending".into();
-                        t.unplaceable = reason.clone();
-                        let (id, name, stack) = (t.id.clone(), t.service_name.clone(), t.stack.clone());
-                        cx.event(
-                            ObjectKind::Task,
-                            Action::Update,
-                            &id,
-                            &name,
-                            &stack,
-                            format!("no suitable node: {reason}"),
-                        );
-                    }
-                }
+                Placement::Unplaceable { task_id, reason } => self.mark_unplaceable(cx, task_id, reason),
             }
+        }
+    }
+
+    /// A task no node can take now: pending, with the reason.
+    fn mark_unplaceable(&mut self, cx: &mut Ctx, task_id: &str, reason: &str) {
+        let Some(t) = self.tasks.get_mut(task_id) else { return };
+        if t.node_id.is_some() || t.status.state > TaskState::Pending {
+            return;
+        }
+        if t.status.state != TaskState::Pending || t.unplaceable != reason {
+            t.status.state = TaskState::Pending;
+            t.status.timestamp = cx.at;
+            t.status.message = "pending".into();
+            t.unplaceable = reason.to_string();
+            let (id, name, stack) = (t.id.clone(), t.service_name.clone(), t.stack.clone());
+            cx.event(ObjectKind::Task, Action::Update, &id, &name, &stack, format!("no suitable node: {reason}"));
         }
     }
 

@@ -106,6 +106,7 @@ impl From<&model::Task> for v1::Task {
             status: Some((&value.status).into()),
             unplaceable: value.unplaceable.clone(),
             created_at: value.created_at,
+            addresses: value.addresses.iter().map(|(n, ip)| (n.clone(), ip.to_string())).collect(),
         }
     }
 }
@@ -127,6 +128,14 @@ impl TryFrom<v1::Task> for model::Task {
             status: required_into("Task.status", value.status)?,
             unplaceable: value.unplaceable,
             created_at: value.created_at,
+            addresses: value
+                .addresses
+                .into_iter()
+                .map(|(n, ip)| match ip.parse() {
+                    Ok(ip) => Ok((n, ip)),
+                    Err(_) => Err(ConvertError::Invalid { field: "Task.addresses", value: ip }),
+                })
+                .collect::<Result<_, _>>()?,
         })
     }
 }

@@ -238,6 +238,7 @@ pub(super) fn task() -> model::Task {
         },
         unplaceable: String::new(),
         created_at: 1_700_000_000_000,
+        addresses: Default::default(),
     }
 }
 
@@ -550,7 +551,8 @@ fn task_status() -> impl Strategy<Value = model::TaskStatus> {
 fn task_strategy() -> impl Strategy<Value = model::Task> {
     let desired = prop_oneof![Just(model::DesiredState::Running), Just(model::DesiredState::Shutdown)];
     let ids = (text(), text(), text(), text(), any::<u64>(), prop::option::of(text()), any::<u64>());
-    (ids, template(), desired, task_status(), text(), any::<u64>()).prop_map(
+    let addresses = prop::collection::btree_map(text(), any::<u32>().prop_map(std::net::Ipv4Addr::from), 0..3);
+    (ids, template(), desired, task_status(), text(), any::<u64>(), addresses).prop_map(
         |(
             (id, service_id, service_name, stack, slot, node_id, revision),
             template,
@@ -558,6 +560,7 @@ fn task_strategy() -> impl Strategy<Value = model::Task> {
             status,
             unplaceable,
             created_at,
+            addresses,
         )| {
             model::Task {
                 id,
@@ -572,6 +575,7 @@ fn task_strategy() -> impl Strategy<Value = model::Task> {
                 status,
                 unplaceable,
                 created_at,
+                addresses,
             }
         },
     )

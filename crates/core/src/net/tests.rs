@@ -1,0 +1,226 @@
+use std::collections::{BTreeMap, BTreeSet};
+
+use proptest::prelude::*;
+
+use super::*;
+
+fn net(s: &str) -> Subnet {
+    s.parse().expect("a subnet")
+}
+
+#[test]
+fn subnets_parse_print_and_refuse_host_bits() {
+    assert_eq!(net("10.192.0.0/12").to_string(), "10.192.0.0/12");
+    let err = "10.192.0.1/12".parse::<Subnet>().expect_err("host bits");
+    assert!(err.contains("did you mean 10.192.0.0/12"), "{err}");
+    assert!("10.0.0.0/33".parse::<Subnet>().is_err());
+    assert!("10.0.0.0".parse::<Subnet>().is_err());
+    assert!(net("10.192.0.0/12").overlaps(net("10.200.16.0/20")));
+    assert!(!net("10.192.0.0/20").overlaps(net("10.192.16.0/20")));
+    assert_eq!(net("10.192.0.0/12").child(20, 1), Some(net("10.192.16.0/20")));
+    assert_eq!(net("10.192.0.0/12").child(20, 256), None);
+}
+
+#[test]
+fn pools_must_be_private_and_hold_a_network() {
+    assert!(check_pool(DEFAULT_POOL).is_ok());
+    assert!(check_pool(net("10.1.0.0/24")).unwrap_err().contains("smaller than one network"));
+    assert!(check_pool(net("8.8.0.0/16")).unwrap_err().contains("not a private range"));
+}
+
+#[test]
+fn first_network_first_node_first_task() {
+    let mut n = Networks::default();
+    let a = n.ensure("shop_default").expect("room").clone();
+    assert_eq!(a.subnet, net("10.192.0.0/20"));
+    assert_eq!(a.vni, VNI_BASE);
+    let ips = n.assign_task("t1", "node-a", &["shop_default"]).expect("room");
+    assert_eq!(ips["shop_default"], Ipv4Addr::new(10, 192, 0, 2));
+    let a = &n.networks["shop_default"];
+    assert_eq!(a.gateway("node-a"), Some(Ipv4Addr::new(10, 192, 0, 1)));
+    // A second node gets the next slice.
+    let ips = n.assign_task("t2", "node-b", &["shop_default"]).expect("room");
+    assert_eq!(ips["shop_default"], Ipv4Addr::new(10, 192, 0, 66));
+    assert_eq!(n.networks["shop_default"].gateway("node-b"), Some(Ipv4Addr::new(10, 192, 0, 65)));
+    assert_eq!(n.networks["shop_default"].node_of(Ipv4Addr::new(10, 192, 0, 66)).map(String::as_str), Some("node-b"));
+}
+
+#[test]
+fn a_released_address_is_not_handed_out_again_at_once() {
+    let mut n = Networks::default();
+    n.ensure("s_default").expect("room");
+    let first = n.assign_task("t1", "a", &["s_default"]).expect("room");
+    n.release_task("t1", &first);
+    let second = n.assign_task("t2", "a", &["s_default"]).expect("room");
+    assert_ne!(first, second);
+}
+
+#[test]
+fn a_full_slice_takes_another_and_a_full_network_refuses() {
+    let mut n = Networks::default();
+    n.ensure("s_default").expect("room");
+    let mut count = 0;
+    let err = loop {
+        match n.assign_task(&format!("t{count}"), "a", &["s_default"]) {
+            Ok(_) => count += 1,
+            Err(e) => break e,
+        }
+    };
+    // 60 slices of 61 task addresses each.
+    assert_eq!(count, NODE_SLICES as usize * 61);
+    assert!(matches!(err, AllocError::NetworkFull { .. }), "{err}");
+    // All or nothing: a failed assignment on two networks takes nothing on the first.
+    n.ensure("s_other").expect("room");
+    let before = n.networks["s_other"].clone();
+    assert!(n.assign_task("tx", "a", &["s_other", "s_default"]).is_err());
+    assert_eq!(n.networks["s_other"], before);
+}
+
+#[test]
+fn the_pool_runs_out_with_a_clear_error() {
+    let mut n = Networks { pool: net("10.10.0.0/19"), ..Networks::default() };
+    n.ensure("a").expect("room");
+    n.ensure("b").expect("room");
+    let err = n.ensure("c").expect_err("full");
+    assert!(err.to_string().contains("no subnet left for network c"), "{err}");
+    // Collected once unused and undeclared: room again.
+    n.collect(|name| name == "a");
+    n.ensure("c").expect("room after collect");
+}
+
+#[test]
+fn vips_come_from_the_last_block_and_follow_the_networks() {
+    let mut n = Networks::default();
+    n.ensure("s_a").expect("room");
+    n.ensure("s_b").expect("room");
+    n.set_vips("svc", &["s_a", "s_b"]).expect("room");
+    let vips = n.vips_of("svc");
+    assert_eq!(vips["s_a"], Ipv4Addr::new(10, 192, 15, 1));
+    assert_eq!(vips["s_b"], Ipv4Addr::new(10, 192, 31, 1));
+    // Kept on a second call, dropped with the network.
+    n.set_vips("svc", &["s_a"]).expect("room");
+    assert_eq!(n.vips_of("svc"), BTreeMap::from([("s_a".to_string(), Ipv4Addr::new(10, 192, 15, 1))]));
+}
+
+#[derive(Debug, Clone)]
+enum Op {
+    Assign { task: u8, node: u8, nets: Vec<u8> },
+    Release { task: u8 },
+    Vips { service: u8, nets: Vec<u8> },
+    RemoveNode { node: u8 },
+    Collect { keep: Vec<u8> },
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    let nets = prop::collection::vec(0u8..4, 0..3);
+    prop_oneof![
+        4 => (0u8..40, 0u8..5, nets.clone()).prop_map(|(task, node, nets)| Op::Assign { task, node, nets }),
+        2 => (0u8..40).prop_map(|task| Op::Release { task }),
+        1 => (0u8..6, nets.clone()).prop_map(|(service, nets)| Op::Vips { service, nets }),
+        1 => (0u8..5).prop_map(|node| Op::RemoveNode { node }),
+        1 => nets.prop_map(|keep| Op::Collect { keep }),
+    ]
+}
+
+fn check_invariants(n: &Networks, held: &BTreeMap<String, (String, BTreeMap<String, Ipv4Addr>)>) {
+    let subnets: Vec<Subnet> = n.networks.values().map(|a| a.subnet).collect();
+    for (i, a) in subnets.iter().enumerate() {
+        assert!(n.pool.contains(a.addr), "{a} outside the pool");
+        for b in &subnets[i + 1..] {
+            assert!(!a.overlaps(*b), "{a} overlaps {b}");
+        }
+    }
+    let vnis: BTreeSet<u32> = n.networks.values().map(|a| a.vni).collect();
+    assert_eq!(vnis.len(), n.networks.len(), "VXLAN ids are unique");
+    for (name, a) in &n.networks {
+        let mut owners = BTreeMap::new();
+        for (node, slices) in &a.slices {
+            for s in slices {
+                assert!(*s < NODE_SLICES, "{name}: slice {s} is in the VIP block");
+                assert!(owners.insert(*s, node.clone()).is_none(), "{name}: slice {s} has two nodes");
+            }
+        }
+        let block = a.vip_block().expect("a block");
+        let vips: BTreeSet<Ipv4Addr> = a.vips.values().copied().collect();
+        assert_eq!(vips.len(), a.vips.len(), "{name}: a VIP twice");
+        for ip in &vips {
+            assert!(block.contains(*ip) && a.subnet.contains(*ip), "{name}: VIP {ip} outside its block");
+            assert!(a.node_of(*ip).is_none(), "{name}: VIP {ip} in a node's slice");
+        }
+        for (ip, task) in &a.tasks {
+            let (node, addrs) = held.get(task).unwrap_or_else(|| panic!("{name}: {ip} held by released task {task}"));
+            assert_eq!(addrs.get(name), Some(ip), "{name}: {ip} is not {task}'s");
+            assert_eq!(a.node_of(*ip), Some(node), "{name}: {ip} is not in a slice of {node}");
+            for gw in a.slices.keys().filter_map(|nd| a.gateway(nd)) {
+                assert_ne!(*ip, gw, "{name}: a task has a gateway's address");
+            }
+        }
+    }
+    // Every held address is recorded (unless its network was collected, which
+    // happens only when nothing holds it: so never).
+    for (task, (_, addrs)) in held {
+        for (name, ip) in addrs {
+            assert_eq!(n.networks.get(name).and_then(|a| a.tasks.get(ip)), Some(task), "{task}'s {ip} on {name} lost");
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(128))]
+
+    /// Whatever the sequence, no address, slice, subnet or VIP is given
+    /// twice, every address lies in its node's slice, and nothing held is lost.
+    #[test]
+    fn allocations_never_overlap(ops in prop::collection::vec(op(), 1..120)) {
+        let mut n = Networks { pool: net("10.10.0.0/18"), ..Networks::default() };
+        let names = ["s_a", "s_b", "s_c", "s_d"];
+        let mut held: BTreeMap<String, (String, BTreeMap<String, Ipv4Addr>)> = BTreeMap::new();
+        let mut removed_nodes = BTreeSet::new();
+        for op in ops {
+            match op {
+                Op::Assign { task, node, nets } => {
+                    let task = format!("t{task}");
+                    let node = format!("n{node}");
+                    if held.contains_key(&task) || removed_nodes.contains(&node) {
+                        continue;
+                    }
+                    let nets: Vec<&str> = nets.iter().map(|i| names[*i as usize]).collect();
+                    for name in &nets {
+                        let _ = n.ensure(name);
+                    }
+                    if let Ok(addrs) = n.assign_task(&task, &node, &nets) {
+                        held.insert(task, (node, addrs));
+                    }
+                }
+                Op::Release { task } => {
+                    if let Some((_, addrs)) = held.remove(&format!("t{task}")) {
+                        n.release_task(&format!("t{task}"), &addrs);
+                    }
+                }
+                Op::Vips { service, nets } => {
+                    let nets: Vec<&str> = nets.iter().map(|i| names[*i as usize]).collect();
+                    for name in &nets {
+                        let _ = n.ensure(name);
+                    }
+                    let _ = n.set_vips(&format!("s{service}"), &nets);
+                }
+                Op::RemoveNode { node } => {
+                    let node = format!("n{node}");
+                    let gone: Vec<String> = held.iter().filter(|(_, (nd, _))| *nd == node).map(|(t, _)| t.clone()).collect();
+                    for t in gone {
+                        if let Some((_, addrs)) = held.remove(&t) {
+                            n.release_task(&t, &addrs);
+                        }
+                    }
+                    n.release_node(&node);
+                    removed_nodes.insert(node);
+                }
+                Op::Collect { keep } => {
+                    let keep: Vec<&str> = keep.iter().map(|i| names[*i as usize]).collect();
+                    n.collect(|name| keep.contains(&name));
+                }
+            }
+            check_invariants(&n, &held);
+        }
+    }
+}
