@@ -133,7 +133,13 @@ fn check_addresses(s: &ClusterState) -> Result<(), TestCaseError> {
     for (net, alloc) in &s.net.networks {
         for (ip, id) in &alloc.tasks {
             let t = s.tasks.get(id);
-            prop_assert!(t.is_some_and(|t| holds_addresses(t) && t.addresses.get(net) == Some(ip)), "{} on {} leaked by {}", ip, net, id);
+            prop_assert!(
+                t.is_some_and(|t| holds_addresses(t) && t.addresses.get(net) == Some(ip)),
+                "{} on {} leaked by {}",
+                ip,
+                net,
+                id
+            );
         }
         let declared = s.stacks.values().any(|st| st.networks.values().any(|n| &n.name == net));
         prop_assert!(declared || alloc.in_use(), "network {} is neither declared nor used", net);

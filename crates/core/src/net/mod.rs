@@ -111,9 +111,14 @@ impl FromStr for Subnet {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let (ip, bits) = s.split_once('/').ok_or_else(|| format!("{s:?} is not a subnet: write it like 10.192.0.0/12"))?;
+        let (ip, bits) =
+            s.split_once('/').ok_or_else(|| format!("{s:?} is not a subnet: write it like 10.192.0.0/12"))?;
         let addr: Ipv4Addr = ip.parse().map_err(|_| format!("{ip:?} is not an IPv4 address"))?;
-        let prefix: u8 = bits.parse().ok().filter(|p| *p <= 32).ok_or_else(|| format!("{bits:?} is not a prefix length (0 to 32)"))?;
+        let prefix: u8 = bits
+            .parse()
+            .ok()
+            .filter(|p| *p <= 32)
+            .ok_or_else(|| format!("{bits:?} is not a prefix length (0 to 32)"))?;
         let net = Subnet::new(addr, prefix).ok_or_else(|| format!("{s:?} is not a subnet"))?;
         if net.addr != addr {
             return Err(format!("{s:?} has host bits set: did you mean {net}?"));
@@ -139,7 +144,9 @@ impl<'de> Deserialize<'de> for Subnet {
 /// one network, and private.
 pub fn check_pool(pool: Subnet) -> Result<(), String> {
     if pool.prefix > NETWORK_PREFIX {
-        return Err(format!("address pool {pool} is smaller than one network (/{NETWORK_PREFIX}): give a /{NETWORK_PREFIX} or larger"));
+        return Err(format!(
+            "address pool {pool} is smaller than one network (/{NETWORK_PREFIX}): give a /{NETWORK_PREFIX} or larger"
+        ));
     }
     if !pool.addr.is_private() {
         return Err(format!("address pool {pool} is not a private range (10/8, 172.16/12, 192.168/16)"));
@@ -151,7 +158,9 @@ pub fn check_pool(pool: Subnet) -> Result<(), String> {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum AllocError {
     /// Every subnet of the pool is taken.
-    #[error("the address pool {pool} has no subnet left for network {network} ({used} networks use it): remove unused stacks, or start the cluster with a larger --address-pool")]
+    #[error(
+        "the address pool {pool} has no subnet left for network {network} ({used} networks use it): remove unused stacks, or start the cluster with a larger --address-pool"
+    )]
     PoolFull {
         /// The pool.
         pool: Subnet,

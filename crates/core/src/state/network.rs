@@ -31,10 +31,8 @@ impl ClusterState {
     /// The managed networks (engine names) of `stack` among `names`.
     fn managed<'a>(&self, stack: &str, names: impl Iterator<Item = &'a String>) -> Vec<String> {
         let Some(st) = self.stacks.get(stack) else { return Vec::new() };
-        let mut out: Vec<String> = names
-            .filter(|name| st.networks.values().any(|n| n.name == **name && is_managed(n)))
-            .cloned()
-            .collect();
+        let mut out: Vec<String> =
+            names.filter(|name| st.networks.values().any(|n| n.name == **name && is_managed(n))).cloned().collect();
         out.dedup();
         out
     }
@@ -70,17 +68,16 @@ impl ClusterState {
         let mut trial = ClusterState {
             cluster_id: self.cluster_id.clone(),
             stacks: self.stacks.clone(),
-            services: self.services.values().filter(|s| s.stack == spec.name).map(|s| (s.id.clone(), s.clone())).collect(),
+            services: self
+                .services
+                .values()
+                .filter(|s| s.stack == spec.name)
+                .map(|s| (s.id.clone(), s.clone()))
+                .collect(),
             ..ClusterState::default()
         };
         let networks = self.kept_networks(spec, prune);
-        let now = Stack {
-            name: spec.name.clone(),
-            volumes: BTreeMap::new(),
-            networks,
-            created_at: 0,
-            updated_at: 0,
-        };
+        let now = Stack { name: spec.name.clone(), volumes: BTreeMap::new(), networks, created_at: 0, updated_at: 0 };
         trial.stacks.insert(spec.name.clone(), now);
         // The services after the deploy: the spec's (ids of new ones made up), and the kept others.
         if prune {
