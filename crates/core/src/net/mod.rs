@@ -443,5 +443,9 @@ impl Networks {
     }
 }
 
+pub mod view;
+
+pub use view::{NetView, NodeView, Peer, ServiceNet, ServiceView, node_view};
+
 #[cfg(test)]
 mod tests;

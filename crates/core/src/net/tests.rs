@@ -224,3 +224,143 @@ proptest! {
         }
     }
 }
+
+mod views {
+    use std::collections::BTreeMap;
+    use std::net::Ipv4Addr;
+
+    use crate::command::{Command, TaskStatusUpdate};
+    use crate::model::*;
+    use crate::net::{NodeView, node_view};
+    use crate::orchestrator::orchestrate;
+    use crate::scheduler::{Scheduler, SpreadScheduler};
+    use crate::state::ClusterState;
+
+    fn node(k: u8) -> Node {
+        Node {
+            id: format!("n{k}"),
+            name: format!("n{k}"),
+            addr: format!("10.9.0.{k}:4280"),
+            role: NodeRole::Worker,
+            availability: Availability::Active,
+            state: NodeState::Ready,
+            labels: BTreeMap::new(),
+            resources: Resources::default(),
+            engine_version: "20.10".into(),
+            updated_at: 0,
+        }
+    }
+
+    fn apply(s: &mut ClusterState, cmd: Command) {
+        let index = s.tasks.len() as u64 + 1000 + cmd.at();
+        let r = s.apply(index, &cmd);
+        assert_eq!(r.rejected, None, "{cmd:?}");
+    }
+
+    /// Two nodes, one stack `shop` with a `web` service (2 replicas) on
+    /// network `shop_default`, both running.
+    fn cluster() -> ClusterState {
+        let mut s = ClusterState::default();
+        apply(&mut s, Command::InitCluster { cluster_id: "c".into(), at: 1, security: None, node: None });
+        apply(&mut s, Command::UpsertNode { node: node(1), at: 2 });
+        apply(&mut s, Command::UpsertNode { node: node(2), at: 3 });
+        let web = ServiceSpec {
+            name: "web".into(),
+            mode: ServiceMode::Replicated { replicas: 2 },
+            task: TaskTemplate {
+                image: "web:1".into(),
+                networks: vec![NetworkAttachment { network: "shop_default".into(), aliases: vec!["www".into()] }],
+                ..Default::default()
+            },
+            restart: RestartPolicy::default(),
+            update: UpdateConfig::default(),
+            rollback: UpdateConfig::rollback_default(),
+            labels: BTreeMap::new(),
+            endpoint_mode: EndpointMode::Vip,
+        };
+        let spec = StackSpec {
+            name: "shop".into(),
+            services: BTreeMap::from([("web".to_string(), web)]),
+            networks: BTreeMap::from([(
+                "default".to_string(),
+                NetworkSpec { name: "shop_default".into(), ..Default::default() },
+            )]),
+            ..Default::default()
+        };
+        apply(&mut s, Command::PutStack { spec, prune: false, at: 10 });
+        let plan = orchestrate(&s, 11).plan;
+        apply(&mut s, Command::ApplyPlan { plan, at: 11 });
+        let decisions = SpreadScheduler.schedule(&s);
+        apply(&mut s, Command::Schedule { decisions, at: 12 });
+        report_all(&mut s, TaskState::Running, "", 13);
+        s
+    }
+
+    fn report_all(s: &mut ClusterState, state: TaskState, health: &str, at: u64) {
+        let updates = s
+            .tasks
+            .values()
+            .map(|t| TaskStatusUpdate {
+                task_id: t.id.clone(),
+                node_id: t.node_id.clone().expect("placed"),
+                status: TaskStatus { state, timestamp: at, health: health.into(), ..Default::default() },
+            })
+            .collect();
+        apply(s, Command::UpdateTaskStatus { updates, at });
+    }
+
+    fn web_endpoints(v: &NodeView) -> Vec<Ipv4Addr> {
+        v.services.iter().find(|s| s.name == "web").map(|s| s.networks[0].endpoints.clone()).unwrap_or_default()
+    }
+
+    #[test]
+    fn each_node_sees_its_gateway_the_other_nodes_containers_and_the_service() {
+        let s = cluster();
+        let (a, b) = (node_view(&s, "n1"), node_view(&s, "n2"));
+        assert_eq!(a.networks.len(), 1);
+        let (na, nb) = (&a.networks[0], &b.networks[0]);
+        assert_eq!((na.name.as_str(), na.stack.as_str(), na.key.as_str()), ("shop_default", "shop", "default"));
+        assert_eq!(na.subnet, nb.subnet);
+        assert_ne!(na.gateway, nb.gateway);
+        // Each sees the other's one container, at the other's address.
+        assert_eq!(na.peers.len(), 1);
+        assert_eq!(na.peers[0].node, Ipv4Addr::new(10, 9, 0, 2));
+        let on_b: Vec<Ipv4Addr> = s
+            .tasks
+            .values()
+            .filter(|t| t.node_id.as_deref() == Some("n2"))
+            .map(|t| t.addresses["shop_default"])
+            .collect();
+        assert_eq!(vec![na.peers[0].ip], on_b);
+        let svc = &a.services[0];
+        assert_eq!(svc.networks[0].aliases, vec!["www".to_string()]);
+        assert!(svc.networks[0].vip.is_some_and(|ip| na.subnet.contains(ip)));
+        assert_eq!(web_endpoints(&a).len(), 2);
+        assert_eq!(web_endpoints(&a), web_endpoints(&b));
+    }
+
+    #[test]
+    fn unhealthy_tasks_and_tasks_of_a_down_node_are_no_endpoints() {
+        let mut s = cluster();
+        report_all(&mut s, TaskState::Running, "unhealthy", 20);
+        assert!(web_endpoints(&node_view(&s, "n1")).is_empty());
+        report_all(&mut s, TaskState::Running, "healthy", 21);
+        assert_eq!(web_endpoints(&node_view(&s, "n1")).len(), 2);
+        apply(&mut s, Command::SetNodeState { id: "n2".into(), state: NodeState::Down, at: 22 });
+        let on_a: Vec<Ipv4Addr> = s
+            .tasks
+            .values()
+            .filter(|t| t.node_id.as_deref() == Some("n1"))
+            .map(|t| t.addresses["shop_default"])
+            .collect();
+        assert_eq!(web_endpoints(&node_view(&s, "n1")), on_a);
+    }
+
+    #[test]
+    fn a_removed_stack_leaves_no_network_and_no_address() {
+        let mut s = cluster();
+        apply(&mut s, Command::RemoveStack { name: "shop".into(), at: 30 });
+        assert!(node_view(&s, "n1").networks.is_empty());
+        assert!(s.net.networks.is_empty(), "{:?}", s.net.networks);
+    }
+}

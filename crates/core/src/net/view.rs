@@ -1,0 +1,168 @@
+//! What one node's data plane needs from the state: [`node_view`], a pure
+//! function the managers run for each agent and send it whole when it
+//! changes. The agent turns it into bridges, VXLAN forwarding entries, DNS
+//! answers and translation rules, and needs nothing else.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::Ipv4Addr;
+
+use serde::{Deserialize, Serialize};
+
+use super::Subnet;
+use crate::model::{EndpointMode, NodeState, Task};
+use crate::state::{ClusterState, holds_addresses, is_managed};
+
+/// One node's share of the cluster's networks.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeView {
+    /// The networks this node has a task on (holding an address).
+    pub networks: Vec<NetView>,
+    /// The services with a task or a virtual address on one of those
+    /// networks: what the node's DNS server answers and its rules balance.
+    pub services: Vec<ServiceView>,
+}
+
+/// One network, as a node that runs its tasks sees it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NetView {
+    /// Engine name (`<stack>_<key>`).
+    pub name: String,
+    /// The stack that declares it (empty when none does any more).
+    pub stack: String,
+    /// Its key in the stack (`default` for the implicit one).
+    pub key: String,
+    /// Its subnet.
+    pub subnet: Subnet,
+    /// Its VXLAN id.
+    pub vni: u32,
+    /// This node's gateway on it (its bridge address, its DNS server).
+    pub gateway: Ipv4Addr,
+    /// No route out.
+    pub internal: bool,
+    /// The addresses of the network's containers on other nodes, each with
+    /// the node's address: where VXLAN sends their frames.
+    pub peers: Vec<Peer>,
+}
+
+/// A container address on another node.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Peer {
+    /// The container's address.
+    pub ip: Ipv4Addr,
+    /// Its node's address (the VXLAN tunnel's far end).
+    pub node: Ipv4Addr,
+}
+
+/// A service as the DNS servers and balancing rules of a node see it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServiceView {
+    /// Service id.
+    pub id: String,
+    /// Stack name.
+    pub stack: String,
+    /// Short name (`web`).
+    pub name: String,
+    /// `vip` or `dnsrr`.
+    pub endpoint_mode: EndpointMode,
+    /// Per network the service joins (among the node's networks).
+    pub networks: Vec<ServiceNet>,
+}
+
+/// A service on one network.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServiceNet {
+    /// The network's engine name.
+    pub network: String,
+    /// Its virtual address there (`vip` mode).
+    pub vip: Option<Ipv4Addr>,
+    /// Extra names on this network (the stack file's `aliases`).
+    pub aliases: Vec<String>,
+    /// The addresses of its tasks that are up (running, and healthy when
+    /// they have a health check) on nodes that are not down: what `tasks.<name>`,
+    /// a `dnsrr` name and the virtual address lead to.
+    pub endpoints: Vec<Ipv4Addr>,
+}
+
+/// The IPv4 address of a node's `addr` (`ip:port`), if it is one.
+pub fn node_ip(addr: &str) -> Option<Ipv4Addr> {
+    let host = addr.rsplit_once(':').map_or(addr, |(h, _)| h);
+    host.trim_start_matches("https://").parse().ok()
+}
+
+/// Whether a task is an endpoint of its service: up, on a node that is not down.
+fn is_endpoint(s: &ClusterState, t: &Task) -> bool {
+    t.is_up()
+        && t.desired_state == crate::model::DesiredState::Running
+        && t.node_id.as_ref().and_then(|n| s.nodes.get(n)).is_some_and(|n| n.state != NodeState::Down)
+}
+
+/// What `node` needs to know of the cluster's networks.
+pub fn node_view(s: &ClusterState, node: &str) -> NodeView {
+    // The node's networks: those it holds a slice of and has a task on.
+    let mut mine: BTreeSet<&str> = BTreeSet::new();
+    for t in s.tasks.values().filter(|t| t.node_id.as_deref() == Some(node) && holds_addresses(t)) {
+        mine.extend(t.addresses.keys().map(String::as_str));
+    }
+    let node_ips: BTreeMap<&str, Ipv4Addr> =
+        s.nodes.values().filter_map(|n| node_ip(&n.addr).map(|ip| (n.id.as_str(), ip))).collect();
+    let mut networks = Vec::new();
+    for name in &mine {
+        let Some(alloc) = s.net.networks.get(*name) else { continue };
+        let Some(gateway) = alloc.gateway(node) else { continue };
+        let declared = s
+            .stacks
+            .values()
+            .find_map(|st| st.networks.iter().find(|(_, n)| n.name == *name && is_managed(n)).map(|(k, n)| (st, k, n)));
+        let (stack, key, internal) = declared
+            .map_or((String::new(), String::new(), false), |(st, k, n)| (st.name.clone(), k.clone(), n.internal));
+        let mut peers: Vec<Peer> = alloc
+            .tasks
+            .iter()
+            .filter_map(|(ip, _)| {
+                let owner = alloc.node_of(*ip)?;
+                (owner != node).then(|| node_ips.get(owner.as_str()).map(|n| Peer { ip: *ip, node: *n }))?
+            })
+            .collect();
+        peers.sort();
+        networks.push(NetView {
+            name: (*name).to_string(),
+            stack,
+            key,
+            subnet: alloc.subnet,
+            vni: alloc.vni,
+            gateway,
+            internal,
+            peers,
+        });
+    }
+    let mut services = Vec::new();
+    for svc in s.services.values() {
+        let mut nets = Vec::new();
+        for a in svc.spec.task.networks.iter().filter(|a| mine.contains(a.network.as_str())) {
+            let Some(alloc) = s.net.networks.get(&a.network) else { continue };
+            let mut endpoints: Vec<Ipv4Addr> = s
+                .tasks_of(&svc.id)
+                .filter(|t| is_endpoint(s, t))
+                .filter_map(|t| t.addresses.get(&a.network).copied())
+                .collect();
+            endpoints.sort();
+            endpoints.dedup();
+            nets.push(ServiceNet {
+                network: a.network.clone(),
+                vip: alloc.vips.get(&svc.id).copied(),
+                aliases: a.aliases.clone(),
+                endpoints,
+            });
+        }
+        if !nets.is_empty() {
+            services.push(ServiceView {
+                id: svc.id.clone(),
+                stack: svc.stack.clone(),
+                name: svc.spec.name.clone(),
+                endpoint_mode: svc.spec.endpoint_mode,
+                networks: nets,
+            });
+        }
+    }
+    NodeView { networks, services }
+}
