@@ -117,8 +117,8 @@ pub fn node_view(s: &ClusterState, node: &str) -> NodeView {
             .map_or((String::new(), String::new(), false), |(st, k, n)| (st.name.clone(), k.clone(), n.internal));
         let mut peers: Vec<Peer> = alloc
             .tasks
-            .iter()
-            .filter_map(|(ip, _)| {
+            .keys()
+            .filter_map(|ip| {
                 let owner = alloc.node_of(*ip)?;
                 (owner != node).then(|| node_ips.get(owner.as_str()).map(|n| Peer { ip: *ip, node: *n }))?
             })
