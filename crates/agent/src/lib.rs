@@ -31,7 +31,10 @@
 //!   `docker/ports.rs` finds the containers that hold a host port.
 //! - [`files`]: the files of tasks' configs and secrets (secrets on a tmpfs),
 //!   given to containers as read-only bind mounts.
+//! - [`dns`]: the node's DNS server (service names on each network's
+//!   gateway, answered by the asker's source address; the rest forwarded).
 
+pub mod dns;
 pub mod docker;
 pub mod files;
 mod managers;
