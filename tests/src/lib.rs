@@ -168,6 +168,12 @@ impl Node {
             .arg(self.dir.path())
             .args(self.opts.flags())
             .env("RUST_LOG", "info,stackd_agent=debug,openraft=warn")
+            // Nodes without an engine of their own share the machine's one:
+            // their networks stay local (see `stackd --shared-engine`).
+            .env(
+                "STACKD_SHARED_ENGINE",
+                if self.opts.env.iter().any(|(k, _)| k == "DOCKER_HOST") { "false" } else { "true" },
+            )
             .envs(self.opts.env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::null())
             .stderr(log)

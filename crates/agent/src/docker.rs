@@ -241,6 +241,10 @@ pub struct ContainerContext {
     pub cluster_id: String,
     /// This node's id (`io.stackd.node`).
     pub node_id: String,
+    /// The containers' MTU on the cluster's networks when they span nodes
+    /// (VXLAN); `None` when several nodes share this engine and networks
+    /// stay local (test setups): containers then get addresses from Docker.
+    pub overlay_mtu: Option<u32>,
 }
 
 impl ContainerContext {
@@ -471,7 +475,12 @@ impl Executor {
     /// created has the name already (one that stackd did not create is
     /// [`DockerError::NetworkTaken`]). A create that races with another
     /// agent's is not an error.
-    pub async fn ensure_network(&self, ctx: &ContainerContext, net: &StackNetwork) -> Result<(), DockerError> {
+    pub async fn ensure_network(
+        &self,
+        ctx: &ContainerContext,
+        net: &StackNetwork,
+        view: Option<&stackd_core::net::NetView>,
+    ) -> Result<(), DockerError> {
         let name = &net.spec.name;
         if net.spec.external {
             return match self.docker.inspect_network(name, None).await {
@@ -492,7 +501,7 @@ impl Executor {
                 Err(DockerError::NetworkTaken { name: name.clone() })
             };
         }
-        let created = match self.docker.create_network(spec::network_body(net, ctx)).await {
+        let created = match self.docker.create_network(spec::network_body(net, ctx, view)).await {
             Ok(resp) => resp.id,
             Err(e) if already_exists(&e) => return Ok(()),
             Err(e) => return Err(engine("create network", e)),
@@ -563,7 +572,12 @@ impl Executor {
     /// Connects a container to the networks of its task it is not on yet
     /// (with the task's aliases). The first one is joined at creation; the
     /// others here, before the container starts.
-    pub async fn connect_networks(&self, container_id: &str, task: &Task) -> Result<(), DockerError> {
+    pub async fn connect_networks(
+        &self,
+        ctx: &ContainerContext,
+        container_id: &str,
+        task: &Task,
+    ) -> Result<(), DockerError> {
         if task.template.networks.len() < 2 {
             return Ok(());
         }
@@ -574,7 +588,7 @@ impl Executor {
         for a in task.template.networks.iter().filter(|a| !joined.contains(&a.network)) {
             let req = NetworkConnectRequest {
                 container: container_id.to_string(),
-                endpoint_config: Some(spec::endpoint(task, a)),
+                endpoint_config: Some(spec::endpoint(task, a, ctx)),
             };
             match self.docker.connect_network(&a.network, req).await {
                 Ok(()) => {}

@@ -29,11 +29,15 @@
 //! - [`docker`]: the executor, the only module that speaks bollard;
 //!   `docker/spec.rs` builds a container's create request from a task,
 //!   `docker/ports.rs` finds the containers that hold a host port.
+//! - [`dataplane`]: the node's side of the cluster's networks: VXLAN
+//!   devices and static forwarding entries from the network view the
+//!   managers send (pure `plan`, `ip`/`bridge` commands to apply it).
 //! - [`files`]: the files of tasks' configs and secrets (secrets on a tmpfs),
 //!   given to containers as read-only bind mounts.
 //! - [`dns`]: the node's DNS server (service names on each network's
 //!   gateway, answered by the asker's source address; the rest forwarded).
 
+pub mod dataplane;
 pub mod dns;
 pub mod docker;
 pub mod files;
@@ -93,6 +97,13 @@ pub struct AgentOptions {
     /// (with [`AgentConfig::managers`]) and rewritten when the list changes.
     /// `None`: nothing is kept.
     pub state_dir: Option<std::path::PathBuf>,
+    /// Several nodes share this node's Docker engine (test setups): the
+    /// cluster's networks stay local bridges, as Docker makes them, and do
+    /// not span nodes. Otherwise each network spans the nodes that run its
+    /// tasks, over VXLAN.
+    pub shared_engine: bool,
+    /// The VXLAN UDP port ([`dataplane::DEFAULT_VXLAN_PORT`] when `None`).
+    pub vxlan_port: Option<u16>,
 }
 
 /// Why the agent could not run.
@@ -170,11 +181,44 @@ pub async fn run_with(
         role: v1::NodeRole::Manager.into(),
     };
     let (reports_tx, reports_rx) = mpsc::unbounded_channel();
-    let ctx = ContainerContext { cluster_id: config.cluster_id, node_id: config.node_id };
+    let dataplane = if options.shared_engine {
+        info!("this engine is shared with other nodes: the cluster's networks stay local to it");
+        None
+    } else {
+        Some(dataplane_settings(&config.addr, options.vxlan_port).await?)
+    };
+    let ctx = ContainerContext {
+        cluster_id: config.cluster_id,
+        node_id: config.node_id,
+        overlay_mtu: dataplane.as_ref().map(|s| s.mtu),
+    };
     let files = files::TaskFiles::open(config.files_dir.clone());
-    let worker = Worker::new(exec, ctx, files, reports_tx);
+    let worker = Worker::new(exec, ctx, files, reports_tx, dataplane.map(dataplane::DataPlane::new));
     Session::new(description, managers, config.tls, worker, reports_rx).run(shutdown).await;
     Ok(())
+}
+
+/// The data plane's settings: this node's address (its advertised one),
+/// the VXLAN port, and the containers' MTU from the MTU of the interface
+/// that holds the address (1500 for loopback: a single node).
+async fn dataplane_settings(addr: &str, port: Option<u16>) -> Result<dataplane::Settings, AgentError> {
+    let node_ip = stackd_core::net::view::node_ip(addr).ok_or_else(|| {
+        AgentError::Config(format!(
+            "the node's address {addr} is not an IPv4 address: the cluster's networks need one to reach the other nodes (give --advertise-addr IP:PORT)"
+        ))
+    })?;
+    let underlay = match dataplane::mtu_of(node_ip).await {
+        Ok(Some(mtu)) if !node_ip.is_loopback() => mtu.min(1500),
+        Ok(_) => 1500,
+        Err(e) => {
+            warn!(error = %e, "cannot read the interfaces' MTU: assuming 1500");
+            1500
+        }
+    };
+    let mtu = underlay - dataplane::VXLAN_OVERHEAD;
+    let port = port.unwrap_or(dataplane::DEFAULT_VXLAN_PORT);
+    info!(%node_ip, port, mtu, "the cluster's networks span nodes over VXLAN");
+    Ok(dataplane::Settings { node_ip, port, mtu })
 }
 
 #[cfg(test)]

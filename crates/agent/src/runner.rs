@@ -209,7 +209,7 @@ impl Runner {
             }
             Op::Start(id) => {
                 let task = self.task();
-                match self.exec.connect_networks(&id, &task).await {
+                match self.exec.connect_networks(&self.ctx, &id, &task).await {
                     Err(e) => Event::StartFailed(e.to_string()),
                     Ok(()) => match self.exec.start(&id).await {
                         // Docker sets the health to `starting` as it starts a container with a check.
@@ -249,7 +249,10 @@ impl Runner {
             let Some(net) = self.networks.get(&task.stack, &a.network) else {
                 return Err(format!("network {}: the manager sent no definition of it", a.network));
             };
-            self.exec.ensure_network(&self.ctx, &net).await.map_err(|e| e.to_string())?;
+            self.exec
+                .ensure_network(&self.ctx, &net, self.networks.view_of(&a.network).as_ref())
+                .await
+                .map_err(|e| e.to_string())?;
         }
         Ok(())
     }

@@ -357,6 +357,12 @@ impl Session {
         if self.managers.merge(&msg.managers) {
             info!(managers = ?self.managers.list(), "the cluster's managers changed");
         }
+        if let Some(view) = msg.network_view {
+            match stackd_core::net::NodeView::try_from(view) {
+                Ok(view) => self.worker.set_view(view),
+                Err(e) => warn!(error = %e, "an unreadable network view: keeping the last one"),
+            }
+        }
         if let Some(a) = msg.assignments {
             let a = assignment(a);
             let collect = a.full && std::mem::take(&mut self.gc_pending);

@@ -34,6 +34,10 @@ pub(crate) struct Networks {
     wanted: Mutex<BTreeSet<String>>,
     /// Wakes the collector.
     gc: Notify,
+    /// The node's share of the cluster's networks, as last sent.
+    view: Mutex<stackd_core::net::NodeView>,
+    /// Bumped with each new view: wakes the data plane.
+    view_changed: Notify,
 }
 
 impl Networks {
@@ -82,6 +86,27 @@ impl Networks {
         for n in networks {
             specs.insert((n.stack.clone(), n.spec.name.clone()), n);
         }
+    }
+
+    /// The view of the network `name` (its subnet and this node's gateway), if sent.
+    pub(crate) fn view_of(&self, name: &str) -> Option<stackd_core::net::NetView> {
+        lock(&self.view).networks.iter().find(|n| n.name == name).cloned()
+    }
+
+    /// The node's whole network view, as last sent.
+    pub(crate) fn view(&self) -> stackd_core::net::NodeView {
+        lock(&self.view).clone()
+    }
+
+    /// Records a new view and wakes the data plane.
+    pub(crate) fn set_view(&self, view: stackd_core::net::NodeView) {
+        *lock(&self.view) = view;
+        self.view_changed.notify_one();
+    }
+
+    /// Resolves when a new view arrived (since the last call).
+    pub(crate) async fn view_changed(&self) {
+        self.view_changed.notified().await;
     }
 
     /// Sets the wanted networks; true if one is no longer wanted.

@@ -126,6 +126,8 @@ pub struct Worker {
     tasks: HashMap<TaskId, watch::Sender<Task>>,
     networks: Arc<Networks>,
     collector_started: bool,
+    /// The cluster networks' data plane (`None`: networks stay local).
+    dataplane: Option<Arc<crate::dataplane::DataPlane>>,
     jobs: JoinSet<()>,
 }
 
@@ -149,8 +151,10 @@ impl Worker {
         ctx: ContainerContext,
         files: TaskFiles,
         reports: mpsc::UnboundedSender<StatusReport>,
+        dataplane: Option<crate::dataplane::DataPlane>,
     ) -> Worker {
         Worker {
+            dataplane: dataplane.map(Arc::new),
             exec,
             ctx: Arc::new(ctx),
             files: Arc::new(files),
@@ -171,11 +175,7 @@ impl Worker {
     /// containers of tasks outside the set (in the background).
     pub fn apply(&mut self, mut assignment: Assignment, collect_garbage: bool) {
         while self.jobs.try_join_next().is_some() {}
-        if !self.collector_started {
-            self.collector_started = true;
-            let (exec, ctx, networks) = (self.exec.clone(), self.ctx.clone(), self.networks.clone());
-            self.jobs.spawn(collect_networks(exec, ctx, networks));
-        }
+        self.start_background();
         self.networks.record(assignment.full, std::mem::take(&mut assignment.networks));
         self.networks.record_volumes(assignment.full, std::mem::take(&mut assignment.volumes));
         self.files.store(assignment.full, std::mem::take(&mut assignment.objects));
@@ -239,6 +239,26 @@ impl Worker {
         }
     }
 
+    /// Starts the network collector and the data plane, once.
+    fn start_background(&mut self) {
+        if self.collector_started {
+            return;
+        }
+        self.collector_started = true;
+        let (exec, ctx, networks) = (self.exec.clone(), self.ctx.clone(), self.networks.clone());
+        self.jobs.spawn(collect_networks(exec, ctx, networks));
+        if let Some(dp) = self.dataplane.clone() {
+            self.jobs.spawn(run_dataplane(dp, self.networks.clone()));
+        }
+    }
+
+    /// A new network view: the data plane follows it, and runners creating
+    /// a network use it.
+    pub fn set_view(&mut self, view: stackd_core::net::NodeView) {
+        self.start_background();
+        self.networks.set_view(view);
+    }
+
     /// Aborts every runner and background job; containers are left as they are.
     pub async fn shutdown(&mut self) {
         self.tasks.clear();
@@ -272,6 +292,24 @@ async fn collect(exec: Executor, ctx: Arc<ContainerContext>, keep: &BTreeSet<Tas
         }
     });
     futures_util::future::join_all(strays).await;
+}
+
+/// How often the data plane is checked against the view without a new
+/// view: a network's bridge appears with its first container, and a
+/// command that failed is retried.
+const DATAPLANE_PERIOD: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Keeps the kernel's VXLAN devices and entries in line with the view.
+async fn run_dataplane(dp: Arc<crate::dataplane::DataPlane>, networks: Arc<Networks>) {
+    loop {
+        let view = networks.view();
+        match dp.sync(&view).await {
+            Ok(0) => {}
+            Ok(n) => debug!(commands = n, "data plane updated"),
+            Err(e) => warn!(error = %e, "data plane: not all of the view could be applied; retrying"),
+        }
+        let _ = tokio::time::timeout(DATAPLANE_PERIOD, networks.view_changed()).await;
+    }
 }
 
 /// The network collector: on each wake-up, after a short delay, removes

@@ -43,7 +43,7 @@ impl Node {
     fn new(exec: &Executor, ctx: &ContainerContext) -> Node {
         let (tx, reports) = mpsc::unbounded_channel();
         let files = TaskFiles::open(std::env::temp_dir().join(format!("stackd-agent-files-{}", ctx.node_id)));
-        let worker = Worker::new(exec.clone(), ctx.clone(), files, tx);
+        let worker = Worker::new(exec.clone(), ctx.clone(), files, tx, None);
         Node { exec: exec.clone(), ctx: ctx.clone(), worker, reports, backlog: Vec::new() }
     }
 
@@ -85,7 +85,10 @@ impl Node {
 
 fn context() -> (ContainerContext, Cleanup) {
     let node_id = uniq("node");
-    (ContainerContext { cluster_id: "stackd-test".into(), node_id: node_id.clone() }, Cleanup(node_id))
+    (
+        ContainerContext { cluster_id: "stackd-test".into(), node_id: node_id.clone(), overlay_mtu: None },
+        Cleanup(node_id),
+    )
 }
 
 fn task(ctx: &ContainerContext, template: TaskTemplate) -> Task {
@@ -558,13 +561,13 @@ async fn concurrent_creates_of_one_network_leave_one() {
         let name = uniq(&format!("race{i}"));
         let _cleanup = NetworkCleanup { node: ctx.node_id.clone(), networks: vec![name.clone()] };
         let net = stack_network("race", "default", NetworkSpec { name: name.clone(), ..Default::default() });
-        let (a, b) = tokio::join!(exec.ensure_network(&ctx, &net), other.ensure_network(&ctx, &net));
+        let (a, b) = tokio::join!(exec.ensure_network(&ctx, &net, None), other.ensure_network(&ctx, &net, None));
         a.expect("first agent");
         b.expect("second agent");
         let found = exec.networks_named(&name).await.expect("list");
         assert_eq!(found.len(), 1, "round {i}: {found:#?}");
         // Making sure again is a no-op.
-        exec.ensure_network(&ctx, &net).await.expect("again");
+        exec.ensure_network(&ctx, &net, None).await.expect("again");
         assert_eq!(exec.networks_named(&name).await.expect("list").len(), 1);
     }
 }

@@ -101,6 +101,7 @@ fn assign(session_id: &str, tasks: &[Task]) -> Result<v1::SessionMessage, Status
             volumes: vec![],
         }),
         managers: vec![],
+        network_view: None,
     })
 }
 
@@ -209,7 +210,7 @@ async fn the_agent_runs_its_tasks_and_survives_a_lost_session() {
     assert!(result.is_ok(), "{result:?}");
     let info = exec.inspect(&running.container_id).await.expect("inspect").expect("container kept");
     assert!(info.running, "stopping the agent must not stop containers");
-    let ctx = ContainerContext { cluster_id: "stackd-test".into(), node_id };
+    let ctx = ContainerContext { cluster_id: "stackd-test".into(), node_id, overlay_mtu: None };
     assert_eq!(exec.list_managed(&ctx).await.expect("list").len(), 1);
     drop(tx2);
 }
@@ -289,7 +290,7 @@ async fn the_agent_follows_the_leader_hint_and_keeps_the_managers_it_learns() {
         files_dir: std::env::temp_dir().join(format!("stackd-agent-files-{node_id}")),
         generic_resources: Default::default(),
     };
-    let options = AgentOptions { state_dir: Some(state.path().to_path_buf()) };
+    let options = AgentOptions { state_dir: Some(state.path().to_path_buf()), shared_engine: true, vxlan_port: None };
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
     let agent = tokio::spawn(run_with(config, options, async move {
         let _ = stop_rx.await;

@@ -256,6 +256,7 @@ async fn stream_assignments(
     // Contents sent in this session: each once (the agent keeps them).
     let mut sent_objects = BTreeSet::new();
     let mut sent_managers: Vec<String> = Vec::new();
+    let mut sent_view: Option<stackd_core::net::NodeView> = None;
     let mut first = true;
     loop {
         if !*leading.borrow_and_update() {
@@ -266,10 +267,12 @@ async fn stream_assignments(
         applied.borrow_and_update();
         let (now, needs) = node_tasks(&raft, &node_id);
         let managers = raft.shared().read(manager_addrs);
+        let view = raft.shared().read(|s| stackd_core::net::node_view(s, &node_id));
+        let view_changed = sent_view.as_ref() != Some(&view);
         let changed: Vec<&Task> = now.values().filter(|t| sent.get(&t.id) != Some(*t)).collect();
         let removed: Vec<String> = sent.keys().filter(|id| !now.contains_key(*id)).cloned().collect();
         let tasks_changed = first || !changed.is_empty() || !removed.is_empty();
-        if tasks_changed || managers != sent_managers {
+        if tasks_changed || managers != sent_managers || view_changed {
             let assignments = tasks_changed.then(|| {
                 let (networks, volumes) = if first {
                     (networks_of(now.values(), &needs.networks), volumes_of(now.values(), &needs.volumes))
@@ -291,12 +294,14 @@ async fn stream_assignments(
                 heartbeat_period_ms: HEARTBEAT.as_millis() as u64,
                 assignments,
                 managers: managers.clone(),
+                network_view: view_changed.then(|| v1::NetworkView::from(&view)),
             };
             if tx.send(Ok(msg)).await.is_err() {
                 return;
             }
             sent = now;
             sent_managers = managers;
+            sent_view = Some(view);
             first = false;
         }
         tokio::select! {

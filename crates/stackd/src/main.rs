@@ -88,6 +88,15 @@ struct NodeArgs {
     /// and needs no Docker engine (managers only).
     #[arg(long, env = "STACKD_NO_AGENT")]
     no_agent: bool,
+    /// Several nodes share this node's Docker engine (a test setup on one
+    /// machine): the cluster's networks stay local bridges and do not span
+    /// nodes.
+    #[arg(long, env = "STACKD_SHARED_ENGINE")]
+    shared_engine: bool,
+    /// The UDP port of the VXLAN tunnels between nodes (the same on every
+    /// node; Swarm uses 4789).
+    #[arg(long, env = "STACKD_VXLAN_PORT", default_value_t = stackd_agent::dataplane::DEFAULT_VXLAN_PORT)]
+    vxlan_port: u16,
     #[command(flatten)]
     raft: RaftArgs,
 }
@@ -119,7 +128,13 @@ struct RaftArgs {
 impl NodeArgs {
     /// The options of [`run_roles`]; fails on inconsistent Raft timings.
     fn options(&self) -> Result<NodeOptions> {
-        Ok(NodeOptions { resources: self.resources.clone(), no_agent: self.no_agent, timings: self.raft.timings()? })
+        Ok(NodeOptions {
+            resources: self.resources.clone(),
+            no_agent: self.no_agent,
+            timings: self.raft.timings()?,
+            shared_engine: self.shared_engine,
+            vxlan_port: self.vxlan_port,
+        })
     }
 }
 

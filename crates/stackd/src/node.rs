@@ -23,6 +23,10 @@ pub struct NodeOptions {
     pub no_agent: bool,
     /// Raft's timings and log compaction (managers).
     pub timings: Timings,
+    /// Several nodes share this Docker engine: networks stay local.
+    pub shared_engine: bool,
+    /// The VXLAN UDP port.
+    pub vxlan_port: u16,
 }
 
 /// Why a node stopped other than on a signal.
@@ -200,7 +204,11 @@ async fn run_node(
                 generic_resources: node.resources.iter().cloned().collect(),
             },
             // The managers it learns are kept in DATA_DIR/managers.json.
-            stackd_agent::AgentOptions { state_dir: Some(data_dir.clone()) },
+            stackd_agent::AgentOptions {
+                state_dir: Some(data_dir.clone()),
+                shared_engine: node.shared_engine,
+                vxlan_port: Some(node.vxlan_port),
+            },
             roles.clone().cancelled_owned(),
         )))
     };

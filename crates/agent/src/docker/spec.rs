@@ -7,9 +7,9 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use bollard::models::{
-    ContainerCreateBody, EndpointSettings, HealthConfig, HostConfig, HostConfigLogConfig, Mount as DockerMount,
-    MountTmpfsOptions, MountType, NetworkCreateRequest, NetworkingConfig, PortBinding, ResourcesUlimits, RestartPolicy,
-    RestartPolicyNameEnum, VolumeCreateRequest,
+    ContainerCreateBody, EndpointIpamConfig, EndpointSettings, HealthConfig, HostConfig, HostConfigLogConfig, Ipam,
+    IpamConfig, Mount as DockerMount, MountTmpfsOptions, MountType, NetworkCreateRequest, NetworkingConfig,
+    PortBinding, ResourcesUlimits, RestartPolicy, RestartPolicyNameEnum, VolumeCreateRequest,
 };
 use stackd_core::model::{
     HealthCheck, Mount, MountKind, NetworkAttachment, PortConfig, StackNetwork, StackVolume, Task, VolumeSpec,
@@ -169,10 +169,18 @@ pub fn aliases(task: &Task, attachment: &NetworkAttachment) -> Vec<String> {
     out
 }
 
-/// The endpoint settings of a task's container on one network.
-pub(crate) fn endpoint(task: &Task, attachment: &NetworkAttachment) -> EndpointSettings {
+/// The endpoint settings of a task's container on one network: its
+/// aliases, and on a network that spans nodes the address the state chose
+/// and the MAC derived from it (which every node knows without asking).
+pub(crate) fn endpoint(task: &Task, attachment: &NetworkAttachment, ctx: &ContainerContext) -> EndpointSettings {
     let aliases = aliases(task, attachment);
-    EndpointSettings { aliases: (!aliases.is_empty()).then_some(aliases), ..Default::default() }
+    let address = task.addresses.get(&attachment.network).filter(|_| ctx.overlay_mtu.is_some());
+    EndpointSettings {
+        aliases: (!aliases.is_empty()).then_some(aliases),
+        ipam_config: address.map(|ip| EndpointIpamConfig { ipv4_address: Some(ip.to_string()), ..Default::default() }),
+        mac_address: address.map(|ip| crate::dataplane::mac_for(*ip)),
+        ..Default::default()
+    }
 }
 
 /// The Docker driver of a stack network: `bridge` for `bridge`, `overlay`
@@ -194,15 +202,35 @@ pub fn network_labels(net: &StackNetwork, ctx: &ContainerContext) -> HashMap<Str
     labels
 }
 
-/// The create request of a stack network.
-pub(crate) fn network_body(net: &StackNetwork, ctx: &ContainerContext) -> NetworkCreateRequest {
-    let opts = &net.spec.driver_opts;
+/// The create request of a stack network. On a network that spans nodes
+/// (`view`, with the overlay on): the network's subnet, the node's gateway,
+/// a bridge name stackd's VXLAN device can find, and the overlay's MTU.
+pub(crate) fn network_body(
+    net: &StackNetwork,
+    ctx: &ContainerContext,
+    view: Option<&stackd_core::net::NetView>,
+) -> NetworkCreateRequest {
+    let mut opts: HashMap<String, String> = net.spec.driver_opts.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    let mut ipam = None;
+    if let (Some(mtu), Some(v)) = (ctx.overlay_mtu, view) {
+        opts.insert("com.docker.network.bridge.name".into(), crate::dataplane::bridge_name(v.vni));
+        opts.insert("com.docker.network.driver.mtu".into(), mtu.to_string());
+        ipam = Some(Ipam {
+            config: Some(vec![IpamConfig {
+                subnet: Some(v.subnet.to_string()),
+                gateway: Some(v.gateway.to_string()),
+                ..Default::default()
+            }]),
+            ..Default::default()
+        });
+    }
     NetworkCreateRequest {
         name: net.spec.name.clone(),
         driver: Some(network_driver(net.spec.driver.as_deref()).to_string()),
         internal: net.spec.internal.then_some(true),
-        options: (!opts.is_empty()).then(|| opts.iter().map(|(k, v)| (k.clone(), v.clone())).collect()),
+        options: (!opts.is_empty()).then_some(opts),
         labels: Some(network_labels(net, ctx)),
+        ipam,
         ..Default::default()
     }
 }
@@ -398,7 +426,7 @@ pub(crate) fn container_body(task: &Task, ctx: &ContainerContext) -> ContainerCr
         exposed_ports: (!exposed.is_empty()).then_some(exposed),
         host_config: Some(host_config),
         networking_config: first.map(|a| NetworkingConfig {
-            endpoints_config: Some(HashMap::from([(a.network.clone(), endpoint(task, a))])),
+            endpoints_config: Some(HashMap::from([(a.network.clone(), endpoint(task, a, ctx))])),
         }),
         ..Default::default()
     }
@@ -426,7 +454,7 @@ mod tests {
     use super::*;
 
     fn ctx() -> ContainerContext {
-        ContainerContext { cluster_id: "c1".into(), node_id: "node-1".into() }
+        ContainerContext { cluster_id: "c1".into(), node_id: "node-1".into(), overlay_mtu: None }
     }
 
     fn task(template: TaskTemplate) -> Task {
@@ -704,9 +732,9 @@ mod tests {
         assert_eq!(service_short_name(&t), "web");
         assert_eq!(aliases(&t, &attach("shop_front", &[])), vec!["web"]);
         assert_eq!(aliases(&t, &attach("bridge", &["x"])), Vec::<String>::new(), "the default bridge has no DNS");
-        assert_eq!(endpoint(&t, &attach("bridge", &[])).aliases, None);
-        assert_eq!(endpoint(&t, &attach("host", &[])).aliases, None, "network_mode: host takes no aliases");
-        assert_eq!(endpoint(&t, &attach("none", &[])).aliases, None);
+        assert_eq!(endpoint(&t, &attach("bridge", &[]), &ctx()).aliases, None);
+        assert_eq!(endpoint(&t, &attach("host", &[]), &ctx()).aliases, None, "network_mode: host takes no aliases");
+        assert_eq!(endpoint(&t, &attach("none", &[]), &ctx()).aliases, None);
         let host = container_body(
             &task(TaskTemplate { image: "x".into(), networks: vec![attach("host", &[])], ..Default::default() }),
             &ctx(),
@@ -735,7 +763,7 @@ mod tests {
                 ..Default::default()
             },
         };
-        let b = network_body(&net, &ctx());
+        let b = network_body(&net, &ctx(), None);
         assert_eq!(b.name, "shop_back");
         assert_eq!(b.driver.as_deref(), Some("bridge"));
         assert_eq!(b.internal, Some(true));
@@ -748,7 +776,7 @@ mod tests {
         assert_eq!(get(LABEL_NETWORK), Some("back"));
         assert!(is_ours(&labels, &ctx()));
         assert!(is_stackd_network(&labels));
-        let plain = network_body(&StackNetwork { spec: NetworkSpec::default(), ..net }, &ctx());
+        let plain = network_body(&StackNetwork { spec: NetworkSpec::default(), ..net }, &ctx(), None);
         assert_eq!((plain.internal, plain.options), (None, None));
     }
 

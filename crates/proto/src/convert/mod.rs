@@ -17,6 +17,7 @@
 //! Field names in errors are `Message.field` (`"ServiceSpec.task"`).
 
 mod event;
+mod network;
 mod node;
 mod service;
 mod stack;

@@ -1,0 +1,198 @@
+//! One flat network per stack network across nodes, each node with a Docker
+//! engine of its own ([`stackd_tests::engines`]): a container on node 1
+//! reaches a replica on node 2 and node 3 by its address, and the server
+//! sees the client's own address; a transfer of many packets crosses the
+//! VXLAN whole (the MTU accounts for the encapsulation); another stack's
+//! container cannot reach them; `stack rm` leaves no VXLAN device and no
+//! bridge behind on any node. Needs root and Docker; skipped otherwise
+//! (fails with `CI=true`).
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use stackd_tests::engines::Engines;
+use stackd_tests::{Opts, netns, require_docker, wait_until};
+
+const APP: &str = "\
+services:
+  web:
+    image: stackd-test/web:1
+    command: [\"httpd\", \"-f\", \"-v\", \"-p\", \"8080\", \"-h\", \"/www\"]
+    deploy:
+      replicas: 3
+      placement:
+        max_replicas_per_node: 1
+  client:
+    image: stackd-test/busybox:1
+    command: [\"sleep\", \"3600\"]
+    deploy:
+      mode: global
+";
+
+const OTHER: &str = "\
+services:
+  client:
+    image: stackd-test/busybox:1
+    command: [\"sleep\", \"3600\"]
+    deploy:
+      mode: global
+";
+
+/// Output of a command, with its status.
+fn out(mut c: Command) -> (bool, String) {
+    match c.output() {
+        Ok(o) => (
+            o.status.success(),
+            format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr)),
+        ),
+        Err(e) => (false, e.to_string()),
+    }
+}
+
+/// The id of the one container of `service` (full name) on node `i`'s engine.
+fn container(c: &Engines, i: usize, service: &str) -> String {
+    wait_until(Duration::from_secs(30), &format!("{service} running on node {i}"), || {
+        let mut d = c.docker(i);
+        d.args(["ps", "-q", "--filter", &format!("label=io.stackd.service={service}")]);
+        let (ok, text) = out(d);
+        let id = text.lines().next()?.trim().to_string();
+        (ok && !id.is_empty()).then_some(id)
+    })
+}
+
+/// A container's address on `network`.
+fn address(c: &Engines, i: usize, id: &str, network: &str) -> String {
+    let mut d = c.docker(i);
+    d.args(["inspect", "-f", &format!("{{{{(index .NetworkSettings.Networks \"{network}\").IPAddress}}}}"), id]);
+    let (ok, text) = out(d);
+    assert!(ok, "inspect {id}: {text}");
+    text.trim().to_string()
+}
+
+/// Runs `sh -c script` in a container on node `i`.
+fn exec(c: &Engines, i: usize, id: &str, script: &str) -> (bool, String) {
+    let mut d = c.docker(i);
+    d.args(["exec", id, "sh", "-c", script]);
+    out(d)
+}
+
+/// A shell line that GETs `/` from `ip`:8080 (busybox's static wget
+/// crashes in glibc's resolver code, even for an address).
+fn get(ip: &str) -> String {
+    format!("printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 2 {ip} 8080")
+}
+
+/// The kernel's links of node `i` whose name starts with `prefix`.
+fn links(c: &Engines, i: usize, prefix: &str) -> Vec<String> {
+    let mut cmd = Command::new("ip");
+    cmd.args(["netns", "exec", &c.engine(i).ns, "ip", "-o", "link", "show"]);
+    let (_, text) = out(cmd);
+    text.lines()
+        .filter_map(|l| l.split(": ").nth(1))
+        .map(|n| n.split('@').next().unwrap_or(n).to_string())
+        .filter(|n| n.starts_with(prefix))
+        .collect()
+}
+
+/// The nodes' links, forwarding and neighbour entries, for a failure message.
+fn diagnose(c: &Engines) -> String {
+    let mut text = String::new();
+    for i in 0..3 {
+        for args in [
+            &["ip", "-d", "-br", "link"][..],
+            &["bridge", "fdb", "show"][..],
+            &["ip", "neigh"][..],
+            &["ip", "-br", "addr"][..],
+        ] {
+            let mut cmd = Command::new("ip");
+            cmd.args(["netns", "exec", &c.engine(i).ns]).args(args);
+            text.push_str(&format!("--- node {i}: {}\n{}\n", args.join(" "), out(cmd).1));
+        }
+    }
+    text
+}
+
+#[test]
+fn a_stack_network_spans_the_nodes() {
+    if !netns::require_root() || !require_docker() {
+        return;
+    }
+    let t0 = Instant::now();
+    let c = Engines::start(3, 1, &Opts::default()).expect("three nodes with an engine each");
+    let m = c.node(0);
+    let app = m.write_stack("app.yml", APP);
+    m.stackctl(&["deploy", "-c", &app, "app", "--wait", "--timeout", "90s"]);
+    let other = m.write_stack("other.yml", OTHER);
+    m.stackctl(&["deploy", "-c", &other, "other", "--wait", "--timeout", "90s"]);
+
+    let client = container(&c, 0, "app_client");
+    let client_ip = address(&c, 0, &client, "app_default");
+    let webs: Vec<(String, String)> = (1..3)
+        .map(|i| {
+            let id = container(&c, i, "app_web");
+            let ip = address(&c, i, &id, "app_default");
+            (id, ip)
+        })
+        .collect();
+    assert!(!client_ip.is_empty() && webs.iter().all(|(_, ip)| !ip.is_empty()), "addresses: {client_ip} {webs:?}");
+
+    for (i, (id, ip)) in webs.iter().enumerate() {
+        let node = i + 1;
+        // The VXLAN entries appear within the data plane's period.
+        let start = Instant::now();
+        loop {
+            let (ok, text) = exec(&c, 0, &client, &get(ip));
+            if ok && text.contains("web 1") {
+                break;
+            }
+
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "web on node {node} at {ip} unreachable from node 0 ({client_ip}): {text}\n{}\n{}",
+                diagnose(&c),
+                c.cluster.logs()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        // The server saw the client's own address (no masquerade on the way).
+        let mut logs = c.docker(node);
+        logs.args(["logs", id]);
+        let (_, log) = out(logs);
+        assert!(log.contains(&client_ip), "web on node {node} did not see {client_ip}: {log}\n{}", c.cluster.logs());
+    }
+
+    // 1 MiB from node 0's client to node 1's client: many full-size packets.
+    let peer = container(&c, 1, "app_client");
+    let peer_ip = address(&c, 1, &peer, "app_default");
+    let mut listen = c.docker(1);
+    listen.args(["exec", "-d", &peer, "sh", "-c", "sleep 15 | nc -l -p 9000 > /tmp/got"]);
+    assert!(out(listen).0);
+    std::thread::sleep(Duration::from_millis(500));
+    let (ok, text) =
+        exec(&c, 0, &client, &format!("dd if=/dev/urandom bs=1024 count=1024 2>/dev/null | nc -w 3 {peer_ip} 9000"));
+    assert!(ok, "send: {text}");
+    let size = wait_until(Duration::from_secs(10), "the whole transfer", || {
+        let (_, t) = exec(&c, 1, &peer, "wc -c < /tmp/got");
+        let n: u64 = t.trim().parse().ok()?;
+        (n == 1024 * 1024).then_some(n)
+    });
+    assert_eq!(size, 1024 * 1024);
+
+    // Another stack's container reaches none of them.
+    let outsider = container(&c, 0, "other_client");
+    for (_, ip) in &webs {
+        let (ok, text) = exec(&c, 0, &outsider, &get(ip));
+        assert!(!ok, "another stack reached {ip}: {text}");
+    }
+
+    // stack rm leaves no VXLAN device and no bridge of stackd behind.
+    m.stackctl(&["stack", "rm", "app"]);
+    m.stackctl(&["stack", "rm", "other"]);
+    for i in 0..3 {
+        wait_until(Duration::from_secs(60), &format!("node {i} without stackd's links"), || {
+            let left = [links(&c, i, "stkvx-"), links(&c, i, "stk-")].concat();
+            left.is_empty().then_some(())
+        });
+    }
+    eprintln!("test took {:?}", t0.elapsed());
+}
