@@ -161,6 +161,28 @@ fn a_stack_network_spans_the_nodes() {
         assert!(log.contains(&client_ip), "web on node {node} did not see {client_ip}: {log}\n{}", c.cluster.logs());
     }
 
+    // Names: the node's DNS server answers for every node's tasks.
+    let all: Vec<String> = {
+        let mut v: Vec<String> = webs.iter().map(|(_, ip)| ip.clone()).collect();
+        let id = container(&c, 0, "app_web");
+        v.push(address(&c, 0, &id, "app_default"));
+        v
+    };
+    let listed = wait_until(Duration::from_secs(20), "tasks.web lists the 3 replicas", || {
+        let (ok, text) = exec(&c, 0, &client, "nslookup tasks.web");
+        (ok && all.iter().all(|ip| text.contains(ip.as_str()))).then_some(text)
+    });
+    assert!(all.iter().all(|ip| listed.contains(ip.as_str())), "{listed}");
+    let (ok, vip) = exec(&c, 0, &client, "nslookup web");
+    assert!(ok && vip.contains("10.192."), "web has no virtual address: {vip}");
+    let (ok, full) = exec(&c, 0, &client, "nslookup app_web");
+    let last = |t: &str| t.lines().rev().find(|l| l.contains("Address")).unwrap_or_default().to_string();
+    assert!(ok && last(&full) == last(&vip), "app_web and web differ: {full} / {vip}");
+    // Another stack's container does not get app's names.
+    let outsider = container(&c, 0, "other_client");
+    let (ok, text) = exec(&c, 0, &outsider, "nslookup tasks.web");
+    assert!(!ok || !all.iter().any(|ip| text.contains(ip.as_str())), "another stack resolved tasks.web: {text}");
+
     // 1 MiB from node 0's client to node 1's client: many full-size packets.
     let peer = container(&c, 1, "app_client");
     let peer_ip = address(&c, 1, &peer, "app_default");
@@ -179,7 +201,6 @@ fn a_stack_network_spans_the_nodes() {
     assert_eq!(size, 1024 * 1024);
 
     // Another stack's container reaches none of them.
-    let outsider = container(&c, 0, "other_client");
     for (_, ip) in &webs {
         let (ok, text) = exec(&c, 0, &outsider, &get(ip));
         assert!(!ok, "another stack reached {ip}: {text}");

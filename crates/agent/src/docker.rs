@@ -435,10 +435,17 @@ impl Executor {
 
     /// Creates the container of `task`, named [`Task::container_name`]. When
     /// that name is taken by a container of the same task, returns it instead.
-    pub async fn create(&self, task: &Task, ctx: &ContainerContext) -> Result<Created, DockerError> {
+    /// `dns`: the node's DNS server for the container (its gateway on its
+    /// first network, when networks span nodes).
+    pub async fn create(
+        &self,
+        task: &Task,
+        ctx: &ContainerContext,
+        dns: Option<std::net::Ipv4Addr>,
+    ) -> Result<Created, DockerError> {
         let name = task.container_name();
         let opts = CreateContainerOptions { name: Some(name.clone()), platform: String::new() };
-        match self.docker.create_container(Some(opts), spec::container_body(task, ctx)).await {
+        match self.docker.create_container(Some(opts), spec::container_body(task, ctx, dns)).await {
             Ok(resp) => Ok(Created::New(resp.id)),
             Err(BollardError::DockerResponseServerError { status_code: 409, message }) => {
                 match self.inspect(&name).await? {

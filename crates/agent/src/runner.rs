@@ -190,7 +190,7 @@ impl Runner {
                 }
                 let mut retries = 0;
                 loop {
-                    match self.exec.create(&task, &self.ctx).await {
+                    match self.exec.create(&task, &self.ctx, self.dns_server(&task)).await {
                         Ok(Created::New(id)) => break Event::Created(id),
                         Ok(Created::Existing(id)) => {
                             info!(task = %self.task_id, container = %id, "container name taken by the same task: adopting it");
@@ -242,6 +242,15 @@ impl Runner {
         Ok(())
     }
 
+    /// The node's DNS server for the task's container: its gateway on the
+    /// task's first network, when that network spans nodes.
+    fn dns_server(&self, task: &Task) -> Option<std::net::Ipv4Addr> {
+        self.ctx.overlay_mtu?;
+        let first = task.template.networks.first()?;
+        task.addresses.get(&first.network)?;
+        self.networks.view_of(&first.network).map(|v| v.gateway)
+    }
+
     /// Makes sure every network of `task` exists, with the specs the manager
     /// sent; the first problem, in words.
     async fn ensure_networks(&self, task: &Task) -> Result<(), String> {
@@ -254,6 +263,8 @@ impl Runner {
                 .await
                 .map_err(|e| e.to_string())?;
         }
+        // A new bridge: its VXLAN device and DNS listener now, not at the next period.
+        self.networks.kick();
         Ok(())
     }
 

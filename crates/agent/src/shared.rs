@@ -38,6 +38,18 @@ pub(crate) struct Networks {
     view: Mutex<stackd_core::net::NodeView>,
     /// Bumped with each new view: wakes the data plane.
     view_changed: Notify,
+    /// The node's tasks' addresses and `dns:` servers.
+    own: Mutex<Own>,
+}
+
+/// What the DNS server needs of the node's own tasks.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Own {
+    /// Each container address of the node's tasks, with its networks.
+    pub(crate) addresses: crate::dns::OwnAddresses,
+    /// The `dns:` servers of the node's tasks, by stack: the upstreams for
+    /// the names that are not the stack's.
+    pub(crate) upstreams: BTreeMap<String, Vec<std::net::SocketAddr>>,
 }
 
 impl Networks {
@@ -102,6 +114,21 @@ impl Networks {
     pub(crate) fn set_view(&self, view: stackd_core::net::NodeView) {
         *lock(&self.view) = view;
         self.view_changed.notify_one();
+    }
+
+    /// Wakes the data plane (a network was created).
+    pub(crate) fn kick(&self) {
+        self.view_changed.notify_one();
+    }
+
+    /// Records the node's tasks' addresses and `dns:` servers, for the DNS server.
+    pub(crate) fn set_own(&self, own: Own) {
+        *lock(&self.own) = own;
+    }
+
+    /// The node's tasks' addresses and `dns:` servers.
+    pub(crate) fn own(&self) -> Own {
+        lock(&self.own).clone()
     }
 
     /// Resolves when a new view arrived (since the last call).

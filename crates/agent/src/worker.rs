@@ -42,8 +42,8 @@ use tracing::{debug, info, warn};
 use crate::docker::{ContainerContext, Executor};
 use crate::files::{FileContent, TaskFiles};
 use crate::runner::Runner;
-use crate::shared::Networks;
 pub use crate::shared::StatusReport;
+use crate::shared::{Networks, Own};
 
 /// Assignments from the dispatcher, in core types.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -223,6 +223,9 @@ impl Worker {
         for tx in self.tasks.values() {
             wanted.extend(wanted_networks([&*tx.borrow()]));
         }
+        if self.dataplane.is_some() {
+            self.networks.set_own(own(self.tasks.values().map(|tx| tx.borrow().clone())));
+        }
         if self.networks.want(wanted) {
             self.networks.collect_soon();
         }
@@ -299,14 +302,52 @@ async fn collect(exec: Executor, ctx: Arc<ContainerContext>, keep: &BTreeSet<Tas
 /// command that failed is retried.
 const DATAPLANE_PERIOD: std::time::Duration = std::time::Duration::from_secs(2);
 
-/// Keeps the kernel's VXLAN devices and entries in line with the view.
+/// What the DNS server needs of the node's tasks: their addresses, and
+/// their `dns:` servers by stack (port 53; names that are not addresses are
+/// left out: Docker takes addresses only there too).
+fn own(tasks: impl Iterator<Item = Task>) -> Own {
+    let tasks: Vec<Task> = tasks.collect();
+    let addresses = crate::dns::own_addresses(tasks.iter().map(|t| &t.addresses));
+    let mut upstreams: std::collections::BTreeMap<String, Vec<std::net::SocketAddr>> = Default::default();
+    for t in &tasks {
+        for server in &t.template.dns {
+            if let Ok(ip) = server.parse::<std::net::IpAddr>() {
+                let list = upstreams.entry(t.stack.clone()).or_default();
+                let addr = std::net::SocketAddr::new(ip, 53);
+                if !list.contains(&addr) {
+                    list.push(addr);
+                }
+            }
+        }
+    }
+    Own { addresses, upstreams }
+}
+
+/// Keeps the kernel's VXLAN devices and entries, and the node's DNS
+/// server, in line with the view.
 async fn run_dataplane(dp: Arc<crate::dataplane::DataPlane>, networks: Arc<Networks>) {
+    let mut dns = crate::dns::DnsServer::new(crate::dns::DnsConfig::default());
+    let mut upstreams_set: std::collections::BTreeMap<String, Vec<std::net::SocketAddr>> = Default::default();
     loop {
         let view = networks.view();
         match dp.sync(&view).await {
             Ok(0) => {}
             Ok(n) => debug!(commands = n, "data plane updated"),
             Err(e) => warn!(error = %e, "data plane: not all of the view could be applied; retrying"),
+        }
+        let own = networks.own();
+        for (stack, servers) in &own.upstreams {
+            if upstreams_set.get(stack) != Some(servers) {
+                dns.set_stack_upstreams(stack, servers);
+            }
+        }
+        for stack in upstreams_set.keys().filter(|s| !own.upstreams.contains_key(*s)) {
+            dns.set_stack_upstreams(stack, &[]);
+        }
+        upstreams_set = own.upstreams.clone();
+        // A listener whose bridge does not exist yet fails: retried with the next pass.
+        if let Err(e) = dns.update(&view, &own.addresses) {
+            debug!(error = %e, "DNS: not every listener is up yet");
         }
         let _ = tokio::time::timeout(DATAPLANE_PERIOD, networks.view_changed()).await;
     }

@@ -150,7 +150,9 @@ async fn creates_and_starts_a_container_with_labels_and_name() {
     };
     let t = task(&ctx, template);
     exec.ensure_image(WEB).await.expect("image present");
-    let Created::New(id) = exec.create(&t, &ctx).await.expect("create") else { panic!("expected a new container") };
+    let Created::New(id) = exec.create(&t, &ctx, None).await.expect("create") else {
+        panic!("expected a new container")
+    };
     exec.start(&id).await.expect("start");
 
     let info = exec.inspect(&id).await.expect("inspect").expect("container exists");
@@ -174,10 +176,10 @@ async fn creates_and_starts_a_container_with_labels_and_name() {
     );
 
     // Creating it again adopts the container that has its name.
-    assert_eq!(exec.create(&t, &ctx).await.expect("create again"), Created::Existing(id.clone()));
+    assert_eq!(exec.create(&t, &ctx, None).await.expect("create again"), Created::Existing(id.clone()));
     // Another task with a clashing name is refused.
     let other = Task { id: format!("{}x", &t.id), ..t.clone() };
-    let err = exec.create(&other, &ctx).await.expect_err("name conflict");
+    let err = exec.create(&other, &ctx, None).await.expect_err("name conflict");
     assert!(err.to_string().contains("already in use"), "{err}");
 
     exec.stop(&id, Some(Duration::from_secs(2)), None).await.expect("stop");
@@ -327,9 +329,9 @@ async fn garbage_collection_removes_only_this_nodes_unassigned_containers() {
     let (other_ctx, _other_cleanup) = context();
     // A stray container of this node, and one of another node.
     let stray = task(&ctx, busybox("sleep 300"));
-    let Created::New(stray_id) = exec.create(&stray, &ctx).await.expect("create") else { panic!() };
+    let Created::New(stray_id) = exec.create(&stray, &ctx, None).await.expect("create") else { panic!() };
     let foreign = task(&other_ctx, busybox("sleep 300"));
-    let Created::New(foreign_id) = exec.create(&foreign, &other_ctx).await.expect("create") else { panic!() };
+    let Created::New(foreign_id) = exec.create(&foreign, &other_ctx, None).await.expect("create") else { panic!() };
 
     let mut node = Node::new(&exec, &ctx);
     let kept = task(&ctx, web());

@@ -173,8 +173,11 @@ pub fn aliases(task: &Task, attachment: &NetworkAttachment) -> Vec<String> {
 /// aliases, and on a network that spans nodes the address the state chose
 /// and the MAC derived from it (which every node knows without asking).
 pub(crate) fn endpoint(task: &Task, attachment: &NetworkAttachment, ctx: &ContainerContext) -> EndpointSettings {
-    let aliases = aliases(task, attachment);
     let address = task.addresses.get(&attachment.network).filter(|_| ctx.overlay_mtu.is_some());
+    // On a network that spans nodes the node's DNS server answers the
+    // service's names and aliases for every node: an alias would make
+    // Docker's resolver answer them with the local containers only.
+    let aliases = if address.is_some() { Vec::new() } else { aliases(task, attachment) };
     EndpointSettings {
         aliases: (!aliases.is_empty()).then_some(aliases),
         ipam_config: address.map(|ip| EndpointIpamConfig { ipv4_address: Some(ip.to_string()), ..Default::default() }),
@@ -375,7 +378,13 @@ pub fn volume_mismatch(existing: &VolumeInfo, wanted: &VolumeSpec) -> Option<Str
 }
 
 /// The create request of a task's container (its name is [`Task::container_name`]).
-pub(crate) fn container_body(task: &Task, ctx: &ContainerContext) -> ContainerCreateBody {
+/// `dns`, when set, replaces the task's `dns:` servers: the node's DNS
+/// server answers the stack's names and forwards the rest to them.
+pub(crate) fn container_body(
+    task: &Task,
+    ctx: &ContainerContext,
+    dns: Option<std::net::Ipv4Addr>,
+) -> ContainerCreateBody {
     let t = &task.template;
     let (exposed, bindings) = ports(&t.ports);
     let mounts: Vec<DockerMount> = t.mounts.iter().map(mount).collect();
@@ -393,7 +402,10 @@ pub(crate) fn container_body(task: &Task, ctx: &ContainerContext) -> ContainerCr
         cap_drop: non_empty(&t.cap_drop),
         sysctls: (!t.sysctls.is_empty()).then(|| t.sysctls.iter().map(|(k, v)| (k.clone(), v.clone())).collect()),
         extra_hosts: non_empty(&t.extra_hosts),
-        dns: non_empty(&t.dns),
+        dns: match dns {
+            Some(server) => Some(vec![server.to_string()]),
+            None => non_empty(&t.dns),
+        },
         dns_search: non_empty(&t.dns_search),
         ulimits: (!t.ulimits.is_empty()).then(|| {
             t.ulimits
@@ -513,7 +525,7 @@ mod tests {
             read_only: true,
             ..Default::default()
         };
-        let b = container_body(&task(template), &ctx());
+        let b = container_body(&task(template), &ctx(), None);
         assert_eq!(b.image.as_deref(), Some("stackd-test/web:1"));
         assert_eq!(b.cmd, Some(vec!["sh".to_string(), "-c".into(), "exit 3".into()]));
         assert_eq!(b.entrypoint, Some(vec!["/bin/env".to_string()]));
@@ -555,7 +567,7 @@ mod tests {
             }),
             ..Default::default()
         };
-        let hc = container_body(&task(template), &ctx()).host_config.unwrap_or_default();
+        let hc = container_body(&task(template), &ctx(), None).host_config.unwrap_or_default();
         assert_eq!(hc.cap_add, Some(vec!["NET_ADMIN".to_string()]));
         assert_eq!(hc.cap_drop, Some(vec!["MKNOD".to_string()]));
         assert_eq!(hc.sysctls.and_then(|m| m.get("net.core.somaxconn").cloned()), Some("1024".to_string()));
@@ -568,7 +580,7 @@ mod tests {
         assert_eq!(log.typ.as_deref(), Some("json-file"));
         assert_eq!(log.config.and_then(|m| m.get("max-size").cloned()), Some("10m".to_string()));
         // Unset options stay unset: the engine's defaults apply.
-        let plain = container_body(&task(TaskTemplate { image: "x".into(), ..Default::default() }), &ctx());
+        let plain = container_body(&task(TaskTemplate { image: "x".into(), ..Default::default() }), &ctx(), None);
         let hc = plain.host_config.unwrap_or_default();
         assert!(hc.cap_add.is_none() && hc.sysctls.is_none() && hc.ulimits.is_none() && hc.log_config.is_none());
         assert!(hc.nano_cpus.is_none() && hc.memory.is_none() && hc.pids_limit.is_none());
@@ -585,7 +597,7 @@ mod tests {
             },
             ..Default::default()
         };
-        let hc = container_body(&task(template), &ctx()).host_config.unwrap_or_default();
+        let hc = container_body(&task(template), &ctx(), None).host_config.unwrap_or_default();
         assert_eq!(hc.nano_cpus, Some(500_000_000));
         assert_eq!(hc.memory, Some(256 << 20));
         assert_eq!(hc.pids_limit, Some(100));
@@ -594,7 +606,7 @@ mod tests {
 
     #[test]
     fn unset_command_keeps_the_image_defaults() {
-        let b = container_body(&task(TaskTemplate { image: "x".into(), ..Default::default() }), &ctx());
+        let b = container_body(&task(TaskTemplate { image: "x".into(), ..Default::default() }), &ctx(), None);
         assert_eq!(b.cmd, None);
         assert_eq!(b.entrypoint, None);
         assert_eq!(b.env, None);
@@ -711,7 +723,7 @@ mod tests {
             networks: vec![attach("shop_back", &["api", "web", "api-v1"]), attach("shop_front", &[])],
             ..Default::default()
         };
-        let b = container_body(&task(template), &ctx());
+        let b = container_body(&task(template), &ctx(), None);
         let hc = b.host_config.clone().unwrap_or_default();
         assert_eq!(hc.network_mode.as_deref(), Some("shop_back"));
         let endpoints = b.networking_config.and_then(|n| n.endpoints_config).unwrap_or_default();
@@ -721,7 +733,7 @@ mod tests {
             Some(vec!["web".to_string(), "api".into(), "api-v1".into()])
         );
         // Without networks: Docker's default bridge, as before.
-        let plain = container_body(&task(TaskTemplate { image: "x".into(), ..Default::default() }), &ctx());
+        let plain = container_body(&task(TaskTemplate { image: "x".into(), ..Default::default() }), &ctx(), None);
         assert_eq!(plain.host_config.unwrap_or_default().network_mode, None);
         assert_eq!(plain.networking_config, None);
     }
@@ -738,6 +750,7 @@ mod tests {
         let host = container_body(
             &task(TaskTemplate { image: "x".into(), networks: vec![attach("host", &[])], ..Default::default() }),
             &ctx(),
+            None,
         );
         assert_eq!(host.host_config.unwrap_or_default().network_mode.as_deref(), Some("host"));
         let odd = Task { service_name: "other".into(), ..task(TaskTemplate::default()) };
