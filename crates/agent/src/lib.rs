@@ -36,12 +36,16 @@
 //!   given to containers as read-only bind mounts.
 //! - [`dns`]: the node's DNS server (service names on each network's
 //!   gateway, answered by the asker's source address; the rest forwarded).
+//! - [`proxy`]: the routing mesh's opt-in PROXY protocol v2 hop, a
+//!   userspace TCP proxy for one published port that tells the backend the
+//!   client's address.
 
 pub mod dataplane;
 pub mod dns;
 pub mod docker;
 pub mod files;
 mod managers;
+pub mod proxy;
 mod runner;
 mod session;
 mod shared;
