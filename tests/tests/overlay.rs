@@ -27,6 +27,14 @@ services:
     command: [\"sleep\", \"3600\"]
     deploy:
       mode: global
+  api:
+    image: stackd-test/web:2
+    command: [\"httpd\", \"-f\", \"-v\", \"-p\", \"8080\", \"-h\", \"/www\"]
+    ports: [\"18080:8080\"]
+    deploy:
+      replicas: 2
+      placement:
+        max_replicas_per_node: 1
 ";
 
 const OTHER: &str = "\
@@ -80,6 +88,17 @@ fn exec(c: &Engines, i: usize, id: &str, script: &str) -> (bool, String) {
 /// crashes in glibc's resolver code, even for an address).
 fn get(ip: &str) -> String {
     format!("printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 2 {ip} 8080")
+}
+
+/// `GET /` over TCP from the test process; the body, if any answer came.
+fn http_get(addr: std::net::SocketAddr) -> Option<String> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(3))).ok()?;
+    s.write_all(b"GET / HTTP/1.0\r\n\r\n").ok()?;
+    let mut text = String::new();
+    s.read_to_string(&mut text).ok()?;
+    Some(text)
 }
 
 /// The kernel's links of node `i` whose name starts with `prefix`.
@@ -182,6 +201,52 @@ fn a_stack_network_spans_the_nodes() {
     let outsider = container(&c, 0, "other_client");
     let (ok, text) = exec(&c, 0, &outsider, "nslookup tasks.web");
     assert!(!ok || !all.iter().any(|ip| text.contains(ip.as_str())), "another stack resolved tasks.web: {text}");
+
+    // The virtual address: balanced over the replicas of every node, and
+    // each sees the client's own address.
+    for _ in 0..15 {
+        let (ok, text) = exec(&c, 0, &client, &get("web"));
+        assert!(ok && text.contains("web 1"), "web through its VIP: {text}");
+    }
+    let mut reached = 0;
+    for i in 0..3 {
+        let id = container(&c, i, "app_web");
+        let mut logs = c.docker(i);
+        logs.args(["logs", &id]);
+        if out(logs).1.contains(&client_ip) {
+            reached += 1;
+        }
+    }
+    assert!(reached >= 2, "15 requests to web's VIP reached {reached} of 3 replicas (by the client's own address)");
+
+    // The routing mesh: `api` runs on 2 of the 3 nodes; each node's address
+    // answers 30 of 30, from both replicas.
+    let api_nodes: Vec<usize> = (0..3)
+        .filter(|i| {
+            let mut d = c.docker(*i);
+            d.args(["ps", "-q", "--filter", "label=io.stackd.service=app_api"]);
+            !out(d).1.trim().is_empty()
+        })
+        .collect();
+    assert_eq!(api_nodes.len(), 2, "api's replicas are not on two nodes");
+    for i in 0..3 {
+        let addr = std::net::SocketAddr::from((c.net.addr(i), 18080));
+        let mut ok = 0;
+        for _ in 0..30 {
+            if http_get(addr).is_some_and(|body| body.contains("web 2")) {
+                ok += 1;
+            }
+        }
+        assert_eq!(ok, 30, "node {i} ({addr}) answered {ok} of 30 through the mesh\n{}", diagnose(&c));
+    }
+    for i in &api_nodes {
+        let id = container(&c, *i, "app_api");
+        let mut logs = c.docker(*i);
+        logs.args(["logs", &id]);
+        let log = out(logs).1;
+        let served = log.lines().filter(|l| l.contains("response:200")).count();
+        assert!(served > 0, "api on node {i} served no request of the mesh: {log}");
+    }
 
     // 1 MiB from node 0's client to node 1's client: many full-size packets.
     let peer = container(&c, 1, "app_client");

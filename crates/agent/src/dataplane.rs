@@ -309,16 +309,88 @@ pub async fn mtu_of(ip: Ipv4Addr) -> Result<Option<u32>, DataPlaneError> {
         .and_then(|a| a.mtu))
 }
 
-/// The node's data plane: its settings and the last view.
+/// Runs `args` with `input` on its standard input.
+async fn run_with_input(args: &[&str], input: &str) -> Result<(), DataPlaneError> {
+    use tokio::io::AsyncWriteExt;
+    let line = args.join(" ");
+    let err = |message: String| DataPlaneError::Command { command: line.clone(), message };
+    let (program, rest) = args.split_first().ok_or_else(|| err("empty command".into()))?;
+    let mut child = Command::new(program)
+        .args(rest)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .map_err(|e| err(e.to_string()))?;
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin.write_all(input.as_bytes()).await.map_err(|e| err(e.to_string()))?;
+    }
+    let out = child.wait_with_output().await.map_err(|e| err(e.to_string()))?;
+    if !out.status.success() {
+        return Err(err(String::from_utf8_lossy(&out.stderr).trim().to_string()));
+    }
+    Ok(())
+}
+
+fn strings(parts: &[&str]) -> Vec<String> {
+    parts.iter().map(|s| s.to_string()).collect()
+}
+
+#[derive(Deserialize)]
+struct Route {
+    dst: String,
+    #[serde(default)]
+    gateway: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct Rule {
+    #[serde(default)]
+    priority: Option<u32>,
+}
+
+#[derive(Deserialize)]
+struct BridgePort {
+    ifname: String,
+    #[serde(default)]
+    master: Option<String>,
+    #[serde(default)]
+    hairpin: Option<bool>,
+}
+
+#[derive(Deserialize)]
+struct AddrOf {
+    #[serde(default)]
+    addr_info: Vec<AddrInfoFull>,
+}
+
+#[derive(Deserialize)]
+struct AddrInfoFull {
+    #[serde(default)]
+    local: Option<String>,
+    #[serde(default)]
+    prefixlen: Option<u8>,
+}
+
+/// The node's data plane: its settings, and what it last applied.
 #[derive(Debug)]
 pub struct DataPlane {
     settings: Settings,
+    /// The iptables rules last applied (rewritten only when they change).
+    applied_rules: Option<String>,
+    /// The UDP endpoints of the last view (a removed one's flows are flushed).
+    udp_endpoints: BTreeSet<Ipv4Addr>,
+    /// Syncs since the hooks were last checked.
+    passes: u32,
 }
+
+/// How many syncs pass between checks that stackd's chains are still hooked.
+const HOOK_CHECK_EVERY: u32 = 10;
 
 impl DataPlane {
     /// A data plane with `settings`.
     pub fn new(settings: Settings) -> Self {
-        DataPlane { settings }
+        DataPlane { settings, applied_rules: None, udp_endpoints: BTreeSet::new(), passes: 0 }
     }
 
     /// Its settings.
@@ -326,24 +398,170 @@ impl DataPlane {
         &self.settings
     }
 
-    /// Makes the kernel match `view`; returns how many commands ran. A
-    /// failed command is reported and the others still run (the next sync
-    /// retries what is still missing).
-    pub async fn sync(&self, view: &NodeView) -> Result<usize, DataPlaneError> {
+    /// Makes the kernel match `view`: VXLAN devices and entries, VIPs,
+    /// translation rules, mesh routes. Returns how many changes were made.
+    /// A failed command is reported and the others still run (the next
+    /// sync retries what is still missing).
+    pub async fn sync(&mut self, view: &NodeView) -> Result<usize, DataPlaneError> {
         let kernel = observe().await?;
-        let cmds = plan(view, &kernel, &self.settings);
+        let mut cmds = plan(view, &kernel, &self.settings);
+        let rules = crate::rules::plan(view, self.settings.node_ip);
+        cmds.extend(self.vip_commands(&rules, &kernel).await?);
+        cmds.extend(route_commands(&rules).await?);
+        cmds.extend(hairpin_commands().await?);
         let mut first_error = None;
+        let mut count = 0;
         for c in &cmds {
+            count += 1;
             if let Err(e) = run(c).await {
                 tracing::warn!(error = %e, "data plane: a command failed");
                 first_error.get_or_insert(e);
             }
         }
+        self.passes += 1;
+        if self.applied_rules.as_deref() != Some(rules.iptables.as_str()) || self.passes >= HOOK_CHECK_EVERY {
+            self.passes = 0;
+            match self.apply_rules(&rules.iptables).await {
+                Ok(()) => {
+                    if self.applied_rules.as_deref() != Some(rules.iptables.as_str()) {
+                        count += 1;
+                    }
+                    self.applied_rules = Some(rules.iptables.clone());
+                }
+                Err(e) => {
+                    self.applied_rules = None;
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        count += self.flush_removed_udp(view).await;
         match first_error {
             Some(e) => Err(e),
-            None => Ok(cmds.len()),
+            None => Ok(count),
         }
     }
+
+    /// Rewrites stackd's chains, hooks them, and sets what the mesh needs:
+    /// the routing rule of its table and `route_localnet` (for connections
+    /// the node makes to 127.0.0.1).
+    async fn apply_rules(&self, text: &str) -> Result<(), DataPlaneError> {
+        run_with_input(&["iptables-restore", "--noflush"], text).await?;
+        for (table, ours, hook) in crate::rules::JUMPS {
+            if hook == "DOCKER-USER" {
+                // Docker creates it; make sure it exists without an engine's help.
+                let _ = run(&strings(&["iptables", "-t", table, "-N", hook])).await;
+            }
+            let check = strings(&["iptables", "-t", table, "-C", hook, "-j", ours]);
+            if run(&check).await.is_err() {
+                run(&strings(&["iptables", "-t", table, "-I", hook, "1", "-j", ours])).await?;
+            }
+        }
+        let rules: Vec<Rule> = json(&["ip", "-j", "rule", "show"]).await?;
+        if !rules.iter().any(|r| r.priority == Some(crate::rules::MESH_TABLE)) {
+            let mark = format!("{:#x}/{:#x}", crate::rules::MESH_MARK, crate::rules::MESH_MARK);
+            let table = crate::rules::MESH_TABLE.to_string();
+            run(&strings(&["ip", "rule", "add", "fwmark", &mark, "lookup", &table, "priority", &table])).await?;
+        }
+        if let Err(e) = tokio::fs::write("/proc/sys/net/ipv4/conf/all/route_localnet", "1").await {
+            tracing::debug!(error = %e, "cannot set route_localnet: the mesh will not serve 127.0.0.1");
+        }
+        Ok(())
+    }
+
+    /// The VIPs to add to and remove from stackd's bridges.
+    async fn vip_commands(&self, rules: &crate::rules::Rules, kernel: &Kernel) -> Result<Vec<Cmd>, DataPlaneError> {
+        let mut out = Vec::new();
+        for bridge in kernel.bridges.iter().filter(|b| b.starts_with("stk-")) {
+            let addrs: Vec<AddrOf> = json(&["ip", "-j", "-4", "addr", "show", "dev", bridge]).await?;
+            let have: BTreeSet<Ipv4Addr> = addrs
+                .iter()
+                .flat_map(|a| a.addr_info.iter())
+                .filter(|i| i.prefixlen == Some(32))
+                .filter_map(|i| i.local.as_deref()?.parse().ok())
+                .collect();
+            let empty = BTreeSet::new();
+            let want = rules.vips.get(bridge).unwrap_or(&empty);
+            for ip in have.difference(want) {
+                out.push(strings(&["ip", "addr", "del", &format!("{ip}/32"), "dev", bridge]));
+            }
+            for ip in want.difference(&have) {
+                out.push(strings(&["ip", "addr", "add", &format!("{ip}/32"), "dev", bridge]));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Flushes the UDP flows of endpoints that left the view (UDP has no
+    /// end: its conntrack entry would keep sending to a removed task).
+    async fn flush_removed_udp(&mut self, view: &NodeView) -> usize {
+        let now: BTreeSet<Ipv4Addr> = view
+            .published
+            .iter()
+            .filter(|p| p.protocol == stackd_core::model::Protocol::Udp)
+            .flat_map(|p| p.endpoints.iter().map(|e| e.ip))
+            .chain(view.services.iter().flat_map(|s| s.networks.iter().flat_map(|n| n.endpoints.iter().copied())))
+            .collect();
+        let gone: Vec<Ipv4Addr> = self.udp_endpoints.difference(&now).copied().collect();
+        self.udp_endpoints = now;
+        for ip in &gone {
+            let args = strings(&["conntrack", "-D", "-p", "udp", "--reply-src", &ip.to_string()]);
+            // conntrack exits 1 when nothing matched.
+            if let Err(e) = run(&args).await
+                && !e.to_string().contains("0 flow entries")
+            {
+                tracing::debug!(error = %e, "cannot flush the UDP flows of a removed endpoint");
+            }
+        }
+        gone.len()
+    }
+}
+
+/// The mesh's routes to add and remove in its table.
+async fn route_commands(rules: &crate::rules::Rules) -> Result<Vec<Cmd>, DataPlaneError> {
+    let table = crate::rules::MESH_TABLE.to_string();
+    // A table that never had a route does not exist yet.
+    let routes: Vec<Route> = match json(&["ip", "-j", "-4", "route", "show", "table", &table]).await {
+        Ok(r) => r,
+        Err(e) if e.to_string().contains("does not exist") => Vec::new(),
+        Err(e) => return Err(e),
+    };
+    let have: BTreeMap<Ipv4Addr, Option<Ipv4Addr>> = routes
+        .iter()
+        .filter_map(|r| Some((r.dst.parse().ok()?, r.gateway.as_deref().and_then(|g| g.parse().ok()))))
+        .collect();
+    let mut out = Vec::new();
+    for (ip, via) in &have {
+        if rules.routes.get(ip).copied() != *via {
+            out.push(strings(&["ip", "route", "del", &format!("{ip}/32"), "table", &table]));
+        }
+    }
+    for (ip, via) in &rules.routes {
+        if have.get(ip).copied().flatten() != Some(*via) {
+            out.push(strings(&[
+                "ip",
+                "route",
+                "replace",
+                &format!("{ip}/32"),
+                "via",
+                &via.to_string(),
+                "table",
+                &table,
+            ]));
+        }
+    }
+    Ok(out)
+}
+
+/// Hairpin mode on every container port of stackd's bridges: a container
+/// that reaches itself through its service's VIP.
+async fn hairpin_commands() -> Result<Vec<Cmd>, DataPlaneError> {
+    let ports: Vec<BridgePort> = json(&["bridge", "-j", "link", "show"]).await?;
+    Ok(ports
+        .into_iter()
+        .filter(|p| p.master.as_deref().is_some_and(|m| m.starts_with("stk-")))
+        .filter(|p| !p.ifname.starts_with(VXLAN_PREFIX) && p.hairpin != Some(true))
+        .map(|p| strings(&["bridge", "link", "set", "dev", &p.ifname, "hairpin", "on"]))
+        .collect())
 }
 
 #[cfg(test)]
@@ -372,6 +590,7 @@ mod tests {
                     .collect(),
             }],
             services: Vec::new(),
+            published: Vec::new(),
         }
     }
 

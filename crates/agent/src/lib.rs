@@ -32,6 +32,8 @@
 //! - [`dataplane`]: the node's side of the cluster's networks: VXLAN
 //!   devices and static forwarding entries from the network view the
 //!   managers send (pure `plan`, `ip`/`bridge` commands to apply it).
+//! - [`rules`]: virtual addresses and the routing mesh as iptables rules,
+//!   mesh routes and VIPs on the bridges (pure `plan`; applied by `dataplane`).
 //! - [`files`]: the files of tasks' configs and secrets (secrets on a tmpfs),
 //!   given to containers as read-only bind mounts.
 //! - [`dns`]: the node's DNS server (service names on each network's
@@ -46,6 +48,7 @@ pub mod docker;
 pub mod files;
 mod managers;
 pub mod proxy;
+pub mod rules;
 mod runner;
 mod session;
 mod shared;

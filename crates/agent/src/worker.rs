@@ -127,7 +127,7 @@ pub struct Worker {
     networks: Arc<Networks>,
     collector_started: bool,
     /// The cluster networks' data plane (`None`: networks stay local).
-    dataplane: Option<Arc<crate::dataplane::DataPlane>>,
+    dataplane: Option<crate::dataplane::DataPlane>,
     jobs: JoinSet<()>,
 }
 
@@ -154,7 +154,7 @@ impl Worker {
         dataplane: Option<crate::dataplane::DataPlane>,
     ) -> Worker {
         Worker {
-            dataplane: dataplane.map(Arc::new),
+            dataplane,
             exec,
             ctx: Arc::new(ctx),
             files: Arc::new(files),
@@ -223,7 +223,7 @@ impl Worker {
         for tx in self.tasks.values() {
             wanted.extend(wanted_networks([&*tx.borrow()]));
         }
-        if self.dataplane.is_some() {
+        if self.ctx.overlay_mtu.is_some() {
             self.networks.set_own(own(self.tasks.values().map(|tx| tx.borrow().clone())));
         }
         if self.networks.want(wanted) {
@@ -250,7 +250,7 @@ impl Worker {
         self.collector_started = true;
         let (exec, ctx, networks) = (self.exec.clone(), self.ctx.clone(), self.networks.clone());
         self.jobs.spawn(collect_networks(exec, ctx, networks));
-        if let Some(dp) = self.dataplane.clone() {
+        if let Some(dp) = self.dataplane.take() {
             self.jobs.spawn(run_dataplane(dp, self.networks.clone()));
         }
     }
@@ -325,7 +325,7 @@ fn own(tasks: impl Iterator<Item = Task>) -> Own {
 
 /// Keeps the kernel's VXLAN devices and entries, and the node's DNS
 /// server, in line with the view.
-async fn run_dataplane(dp: Arc<crate::dataplane::DataPlane>, networks: Arc<Networks>) {
+async fn run_dataplane(mut dp: crate::dataplane::DataPlane, networks: Arc<Networks>) {
     let mut dns = crate::dns::DnsServer::new(crate::dns::DnsConfig::default());
     let mut upstreams_set: std::collections::BTreeMap<String, Vec<std::net::SocketAddr>> = Default::default();
     loop {

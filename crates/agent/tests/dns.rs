@@ -62,6 +62,7 @@ fn view(vip: &str, endpoints: &[&str]) -> NodeView {
                 }],
             },
         ],
+        published: Vec::new(),
     }
 }
 

@@ -244,7 +244,8 @@ impl Protocol {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum PublishMode {
-    /// Through the routing mesh on every node (until the mesh exists: bound on the task's node).
+    /// Through the routing mesh: served on every node, balanced over the
+    /// service's healthy tasks wherever they run.
     #[default]
     Ingress,
     /// Bound on the node that runs the task.
@@ -366,14 +367,11 @@ pub struct TaskTemplate {
 }
 
 impl TaskTemplate {
-    /// The ports a task binds on its node: host-mode ports, and (until the
-    /// routing mesh exists) ingress-mode ones too. Two tasks that share one
-    /// cannot run on one node at once.
+    /// The ports a task binds on its node: host-mode ports (ingress ones go
+    /// through the routing mesh, which every node serves). Two tasks that
+    /// share one cannot run on one node at once.
     pub fn node_ports(&self) -> impl Iterator<Item = (u16, Protocol)> + '_ {
-        self.ports
-            .iter()
-            .filter(|p| matches!(p.mode, PublishMode::Host | PublishMode::Ingress))
-            .filter_map(|p| p.published.map(|pp| (pp, p.protocol)))
+        self.ports.iter().filter(|p| p.mode == PublishMode::Host).filter_map(|p| p.published.map(|pp| (pp, p.protocol)))
     }
 }
 

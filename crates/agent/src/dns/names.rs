@@ -243,6 +243,7 @@ mod tests {
                 ),
                 svc("blog", "ghost", EndpointMode::Vip, vec![on("not_on_this_node", Some("10.9.0.200"), &[], &[])]),
             ],
+            published: Vec::new(),
         }
     }
 

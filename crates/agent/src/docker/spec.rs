@@ -12,7 +12,8 @@ use bollard::models::{
     PortBinding, ResourcesUlimits, RestartPolicy, RestartPolicyNameEnum, VolumeCreateRequest,
 };
 use stackd_core::model::{
-    HealthCheck, Mount, MountKind, NetworkAttachment, PortConfig, StackNetwork, StackVolume, Task, VolumeSpec,
+    HealthCheck, Mount, MountKind, NetworkAttachment, PortConfig, PublishMode, StackNetwork, StackVolume, Task,
+    VolumeSpec,
 };
 use stackd_core::validate::RESERVED_NETWORKS;
 
@@ -119,7 +120,10 @@ pub(crate) fn mount(m: &Mount) -> DockerMount {
 }
 
 /// Exposed ports (`"8080/tcp"`) and the bindings of the published ones.
-pub(crate) fn ports(ports: &[PortConfig]) -> (Vec<String>, HashMap<String, Option<Vec<PortBinding>>>) {
+/// With `mesh`, ports published through the routing mesh are not bound on
+/// the node (the mesh's rules serve them on every node); without it (nodes
+/// sharing one engine) every published port is bound.
+pub(crate) fn ports(ports: &[PortConfig], mesh: bool) -> (Vec<String>, HashMap<String, Option<Vec<PortBinding>>>) {
     let mut exposed = Vec::new();
     let mut bindings: HashMap<String, Option<Vec<PortBinding>>> = HashMap::new();
     for p in ports {
@@ -127,7 +131,7 @@ pub(crate) fn ports(ports: &[PortConfig]) -> (Vec<String>, HashMap<String, Optio
         if !exposed.contains(&key) {
             exposed.push(key.clone());
         }
-        if let Some(published) = p.published {
+        if let Some(published) = p.published.filter(|_| !(mesh && p.mode == PublishMode::Ingress)) {
             let binding = PortBinding {
                 host_ip: (!p.host_ip.is_empty()).then(|| p.host_ip.clone()),
                 host_port: Some(published.to_string()),
@@ -386,7 +390,7 @@ pub(crate) fn container_body(
     dns: Option<std::net::Ipv4Addr>,
 ) -> ContainerCreateBody {
     let t = &task.template;
-    let (exposed, bindings) = ports(&t.ports);
+    let (exposed, bindings) = ports(&t.ports, ctx.overlay_mtu.is_some());
     let mounts: Vec<DockerMount> = t.mounts.iter().map(mount).collect();
     // The first network at creation (Docker before API 1.44 takes only one);
     // the others are connected before the container starts.
@@ -622,12 +626,15 @@ mod tests {
             mode: PublishMode::Host,
             host_ip: host_ip.into(),
         };
-        let (exposed, bindings) = ports(&[
-            p(8080, Some(18080), Protocol::Tcp, ""),
-            p(8080, Some(18081), Protocol::Tcp, "127.0.0.1"),
-            p(53, Some(5353), Protocol::Udp, ""),
-            p(9000, None, Protocol::Tcp, ""),
-        ]);
+        let (exposed, bindings) = ports(
+            &[
+                p(8080, Some(18080), Protocol::Tcp, ""),
+                p(8080, Some(18081), Protocol::Tcp, "127.0.0.1"),
+                p(53, Some(5353), Protocol::Udp, ""),
+                p(9000, None, Protocol::Tcp, ""),
+            ],
+            false,
+        );
         assert_eq!(exposed, vec!["8080/tcp", "53/udp", "9000/tcp"]);
         assert_eq!(bindings.len(), 2);
         assert_eq!(
@@ -641,6 +648,13 @@ mod tests {
             bindings.get("53/udp"),
             Some(&Some(vec![PortBinding { host_ip: None, host_port: Some("5353".into()) }]))
         );
+        // With the routing mesh, an ingress port is exposed but not bound on the node.
+        let ingress = PortConfig { mode: PublishMode::Ingress, ..p(80, Some(18080), Protocol::Tcp, "") };
+        let (exposed, bindings) = ports(&[ingress.clone(), p(53, Some(5353), Protocol::Udp, "")], true);
+        assert_eq!(exposed, vec!["80/tcp", "53/udp"]);
+        assert_eq!(bindings.keys().collect::<Vec<_>>(), vec!["53/udp"]);
+        // Without it (nodes sharing an engine), it is bound as before.
+        assert_eq!(ports(&[ingress], false).1.len(), 1);
     }
 
     #[test]

@@ -445,7 +445,7 @@ impl Networks {
 
 pub mod view;
 
-pub use view::{NetView, NodeView, Peer, ServiceNet, ServiceView, node_view};
+pub use view::{NetView, NodeView, Peer, PublishedView, ServiceNet, ServiceView, node_view};
 
 #[cfg(test)]
 mod tests;

@@ -364,3 +364,56 @@ mod views {
         assert!(s.net.networks.is_empty(), "{:?}", s.net.networks);
     }
 }
+
+mod mesh_ports {
+    use std::collections::BTreeMap;
+
+    use crate::command::Command;
+    use crate::model::*;
+    use crate::state::ClusterState;
+
+    fn stack(name: &str, port: u16, mode: PublishMode) -> StackSpec {
+        let web = ServiceSpec {
+            name: "web".into(),
+            mode: ServiceMode::Replicated { replicas: 1 },
+            task: TaskTemplate {
+                image: "web:1".into(),
+                ports: vec![PortConfig {
+                    target: 8080,
+                    published: Some(port),
+                    protocol: Protocol::Tcp,
+                    mode,
+                    host_ip: String::new(),
+                }],
+                ..Default::default()
+            },
+            restart: RestartPolicy::default(),
+            update: UpdateConfig::default(),
+            rollback: UpdateConfig::rollback_default(),
+            labels: BTreeMap::new(),
+            endpoint_mode: EndpointMode::Vip,
+        };
+        StackSpec { name: name.into(), services: BTreeMap::from([("web".to_string(), web)]), ..Default::default() }
+    }
+
+    #[test]
+    fn a_mesh_port_belongs_to_one_service() {
+        let mut s = ClusterState::default();
+        s.apply(1, &Command::InitCluster { cluster_id: "c".into(), at: 1, security: None, node: None });
+        let put = |s: &mut ClusterState, i, spec| s.apply(i, &Command::PutStack { spec, prune: false, at: i });
+        assert_eq!(put(&mut s, 2, stack("a", 18080, PublishMode::Ingress)).rejected, None);
+        // The same stack again keeps its own port.
+        assert_eq!(put(&mut s, 3, stack("a", 18080, PublishMode::Ingress)).rejected, None);
+        let before = s.clone();
+        for mode in [PublishMode::Ingress, PublishMode::Host] {
+            let r = put(&mut s, 4, stack("b", 18080, mode));
+            let why = r.rejected.unwrap_or_default();
+            assert!(why.contains("port 18080/tcp of b_web is already published by a_web"), "{mode:?}: {why}");
+            assert_eq!(s, before, "a refused deploy changes nothing");
+        }
+        assert_eq!(put(&mut s, 5, stack("b", 18081, PublishMode::Ingress)).rejected, None);
+        // Host-mode ports may repeat: they are bound per node.
+        assert_eq!(put(&mut s, 6, stack("c", 19000, PublishMode::Host)).rejected, None);
+        assert_eq!(put(&mut s, 7, stack("d", 19000, PublishMode::Host)).rejected, None);
+    }
+}

@@ -9,7 +9,7 @@ use std::net::Ipv4Addr;
 use serde::{Deserialize, Serialize};
 
 use super::Subnet;
-use crate::model::{EndpointMode, NodeState, Task};
+use crate::model::{EndpointMode, NodeState, Protocol, PublishMode, Task};
 use crate::state::{ClusterState, holds_addresses, is_managed};
 
 /// One node's share of the cluster's networks.
@@ -20,6 +20,25 @@ pub struct NodeView {
     /// The services with a task or a virtual address on one of those
     /// networks: what the node's DNS server answers and its rules balance.
     pub services: Vec<ServiceView>,
+    /// Every port published through the routing mesh (`mode: ingress`),
+    /// served on every node.
+    #[serde(default)]
+    pub published: Vec<PublishedView>,
+}
+
+/// A port of the routing mesh and where its connections go.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PublishedView {
+    /// The service's full name (`shop_web`).
+    pub service: String,
+    /// The port on every node.
+    pub port: u16,
+    /// `tcp` or `udp`.
+    pub protocol: Protocol,
+    /// The port in the containers.
+    pub target: u16,
+    /// The service's tasks that are up, each with its node's address.
+    pub endpoints: Vec<Peer>,
 }
 
 /// One network, as a node that runs its tasks sees it.
@@ -164,5 +183,40 @@ pub fn node_view(s: &ClusterState, node: &str) -> NodeView {
             });
         }
     }
-    NodeView { networks, services }
+    NodeView { networks, services, published: published(s, &node_ips) }
+}
+
+/// Every ingress-published port of the cluster, with the up tasks of its
+/// service (at their address on the service's first network that stackd
+/// manages: any of them reaches the container through its node).
+fn published(s: &ClusterState, node_ips: &BTreeMap<&str, Ipv4Addr>) -> Vec<PublishedView> {
+    let mut out = Vec::new();
+    for svc in s.services.values() {
+        let ports: Vec<_> = svc
+            .spec
+            .task
+            .ports
+            .iter()
+            .filter(|p| p.mode == PublishMode::Ingress)
+            .filter_map(|p| p.published.map(|pp| (pp, p.protocol, p.target)))
+            .collect();
+        if ports.is_empty() {
+            continue;
+        }
+        let mut endpoints: Vec<Peer> = s
+            .tasks_of(&svc.id)
+            .filter(|t| is_endpoint(s, t))
+            .filter_map(|t| {
+                let ip = t.template.networks.iter().find_map(|a| t.addresses.get(&a.network))?;
+                let node = node_ips.get(t.node_id.as_deref()?)?;
+                Some(Peer { ip: *ip, node: *node })
+            })
+            .collect();
+        endpoints.sort();
+        for (port, protocol, target) in ports {
+            out.push(PublishedView { service: svc.name.clone(), port, protocol, target, endpoints: endpoints.clone() });
+        }
+    }
+    out.sort_by_key(|p| (p.port, p.protocol as u8));
+    out
 }

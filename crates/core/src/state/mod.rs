@@ -428,6 +428,10 @@ impl ClusterState {
             cx.refuse(why);
             return;
         }
+        if let Err(why) = self.check_published(spec, prune) {
+            cx.refuse(why);
+            return;
+        }
         if let Err(why) = self.check_network_room(spec, prune) {
             cx.refuse(why);
             return;

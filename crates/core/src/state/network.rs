@@ -106,6 +106,48 @@ impl ClusterState {
         Self::allocate_stack(&mut net, &trial, &spec.name).map_err(Refusal::from)
     }
 
+    /// Whether the ports the deploy of `spec` publishes through the routing
+    /// mesh are free: a mesh port is served on every node, so no other
+    /// service may publish it, through the mesh or on a node (`mode: host`).
+    pub(super) fn check_published(&self, spec: &StackSpec, prune: bool) -> Result<(), Refusal> {
+        use crate::model::{Protocol, PublishMode};
+        type Owner = (u16, Protocol);
+        let mut others: Vec<(String, Owner, PublishMode)> = Vec::new();
+        for s in self.services.values() {
+            let replaced = s.stack == spec.name && (prune || spec.services.contains_key(&s.spec.name));
+            if replaced {
+                continue;
+            }
+            for p in &s.spec.task.ports {
+                if let Some(pp) = p.published {
+                    others.push((s.name.clone(), (pp, p.protocol), p.mode));
+                }
+            }
+        }
+        let mut mine: Vec<(String, Owner, PublishMode)> = Vec::new();
+        for svc in spec.services.values() {
+            let full = format!("{}_{}", spec.name, svc.name);
+            for p in &svc.task.ports {
+                if let Some(pp) = p.published {
+                    mine.push((full.clone(), (pp, p.protocol), p.mode));
+                }
+            }
+        }
+        for (i, (name, key, mode)) in mine.iter().enumerate() {
+            let clash = others
+                .iter()
+                .chain(mine[..i].iter().filter(|(n, _, _)| n != name))
+                .find(|(_, k, m)| k == key && (*mode == PublishMode::Ingress || *m == PublishMode::Ingress));
+            if let Some((other, (port, proto), _)) = clash {
+                return Err(Refusal::failed_precondition(format!(
+                    "port {port}/{} of {name} is already published by {other}: a port published through the routing mesh (mode: ingress, the default) is taken on every node; choose another port, or publish both with mode: host on different nodes",
+                    proto_name(*proto)
+                )));
+            }
+        }
+        Ok(())
+    }
+
     /// Addresses for task `id` on `node`, one per managed network it joins.
     /// On an error nothing is taken and the task is left as it was.
     pub(super) fn assign_addresses(&mut self, id: &str, node: &str) -> Result<(), AllocError> {
@@ -160,5 +202,13 @@ impl ClusterState {
     /// The virtual addresses of a service, by network.
     pub fn vips_of(&self, service: &str) -> BTreeMap<String, Ipv4Addr> {
         self.net.vips_of(service)
+    }
+}
+
+fn proto_name(p: crate::model::Protocol) -> &'static str {
+    match p {
+        crate::model::Protocol::Tcp => "tcp",
+        crate::model::Protocol::Udp => "udp",
+        crate::model::Protocol::Sctp => "sctp",
     }
 }

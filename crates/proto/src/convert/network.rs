@@ -5,7 +5,7 @@ use std::net::Ipv4Addr;
 
 use stackd_core::net;
 
-use super::{ConvertError, wire_enum};
+use super::{ConvertError, port, wire_enum};
 use crate::v1;
 
 fn ip(field: &'static str, value: String) -> Result<Ipv4Addr, ConvertError> {
@@ -21,8 +21,27 @@ impl From<&net::NodeView> for v1::NetworkView {
         Self {
             networks: value.networks.iter().map(v1::NetView::from).collect(),
             services: value.services.iter().map(v1::ServiceView::from).collect(),
+            published: value
+                .published
+                .iter()
+                .map(|p| v1::PublishedView {
+                    service: p.service.clone(),
+                    port: u32::from(p.port),
+                    protocol: v1::Protocol::from(p.protocol).into(),
+                    target: u32::from(p.target),
+                    endpoints: p.endpoints.iter().map(peer).collect(),
+                })
+                .collect(),
         }
     }
+}
+
+fn peer(p: &net::Peer) -> v1::Peer {
+    v1::Peer { ip: p.ip.to_string(), node: p.node.to_string() }
+}
+
+fn from_peer(p: v1::Peer) -> Result<net::Peer, ConvertError> {
+    Ok(net::Peer { ip: ip("Peer.ip", p.ip)?, node: ip("Peer.node", p.node)? })
 }
 
 impl From<&net::NetView> for v1::NetView {
@@ -68,6 +87,19 @@ impl TryFrom<v1::NetworkView> for net::NodeView {
         Ok(Self {
             networks: value.networks.into_iter().map(net::NetView::try_from).collect::<Result<_, _>>()?,
             services: value.services.into_iter().map(net::ServiceView::try_from).collect::<Result<_, _>>()?,
+            published: value
+                .published
+                .into_iter()
+                .map(|p| {
+                    Ok(net::PublishedView {
+                        service: p.service,
+                        port: port("PublishedView.port", p.port)?,
+                        protocol: wire_enum::<v1::Protocol>("PublishedView.protocol", p.protocol)?.into(),
+                        target: port("PublishedView.target", p.target)?,
+                        endpoints: p.endpoints.into_iter().map(from_peer).collect::<Result<_, _>>()?,
+                    })
+                })
+                .collect::<Result<_, ConvertError>>()?,
         })
     }
 }
@@ -87,11 +119,7 @@ impl TryFrom<v1::NetView> for net::NetView {
             vni: value.vni,
             gateway: ip("NetView.gateway", value.gateway)?,
             internal: value.internal,
-            peers: value
-                .peers
-                .into_iter()
-                .map(|p| Ok(net::Peer { ip: ip("Peer.ip", p.ip)?, node: ip("Peer.node", p.node)? }))
-                .collect::<Result<_, ConvertError>>()?,
+            peers: value.peers.into_iter().map(from_peer).collect::<Result<_, _>>()?,
         })
     }
 }
@@ -149,6 +177,13 @@ mod tests {
                     aliases: vec!["www".into()],
                     endpoints: vec![Ipv4Addr::new(10, 192, 0, 2)],
                 }],
+            }],
+            published: vec![net::PublishedView {
+                service: "shop_web".into(),
+                port: 18080,
+                protocol: stackd_core::model::Protocol::Udp,
+                target: 8080,
+                endpoints: vec![net::Peer { ip: Ipv4Addr::new(10, 192, 0, 66), node: Ipv4Addr::new(10, 9, 0, 2) }],
             }],
         };
         let wire = v1::NetworkView::from(&view);
