@@ -282,3 +282,146 @@ fn a_stack_network_spans_the_nodes() {
     }
     eprintln!("test took {:?}", t0.elapsed());
 }
+
+const HEALTH: &str = "\
+services:
+  web:
+    image: stackd-test/web:1
+    healthcheck:
+      test: [\"CMD\", \"sh\", \"-c\", \"test ! -f /tmp/sick\"]
+      interval: 500ms
+      retries: 1
+    deploy:
+      replicas: 3
+      placement:
+        max_replicas_per_node: 1
+  client:
+    image: stackd-test/busybox:1
+    command: [\"sleep\", \"3600\"]
+    deploy:
+      placement:
+        constraints: [node.role == manager]
+  echo:
+    image: stackd-test/busybox:1
+    command: [\"sleep\", \"3600\"]
+    ports:
+      - target: 9999
+        published: 19090
+        protocol: udp
+    deploy:
+      replicas: 1
+      placement:
+        constraints: [node.role != manager]
+";
+
+/// The addresses `tasks.web` answers from the client's container.
+fn tasks_web(c: &Engines, client: &str) -> Vec<String> {
+    let (_, text) = exec(c, 0, client, "nslookup tasks.web");
+    let mut ips: Vec<String> = text
+        .lines()
+        .skip_while(|l| !l.starts_with("Name:"))
+        .filter_map(|l| l.strip_prefix("Address:").or_else(|| l.strip_prefix("Address 1:")))
+        .map(|a| a.split_whitespace().next().unwrap_or_default().to_string())
+        .filter(|a| a.starts_with("10.192."))
+        .collect();
+    ips.sort();
+    ips
+}
+
+/// A UDP echo server in the network namespace of container `id` on node
+/// `i` (busybox has no UDP server: the host's python3 runs inside the
+/// container's namespace).
+fn udp_echo(c: &Engines, i: usize, id: &str, port: u16) -> std::process::Child {
+    let mut d = c.docker(i);
+    d.args(["inspect", "-f", "{{.State.Pid}}", id]);
+    let pid = out(d).1.trim().to_string();
+    let script = format!(
+        "import socket\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\ns.bind(('0.0.0.0',{port}))\nwhile True:\n d,a=s.recvfrom(2048)\n s.sendto(d,a)\n"
+    );
+    Command::new("nsenter")
+        .args(["-t", &pid, "-n", "python3", "-c", &script])
+        .spawn()
+        .expect("python3 UDP echo in the container's namespace")
+}
+
+/// Whether a UDP datagram to `addr` comes back.
+fn udp_round_trip(addr: std::net::SocketAddr) -> bool {
+    let Ok(s) = std::net::UdpSocket::bind("0.0.0.0:0") else { return false };
+    let _ = s.set_read_timeout(Some(Duration::from_millis(500)));
+    let mut buf = [0u8; 64];
+    s.send_to(b"ping", addr).is_ok() && s.recv_from(&mut buf).is_ok_and(|(n, _)| &buf[..n] == b"ping")
+}
+
+#[test]
+fn answers_follow_health_and_node_loss_and_udp_crosses_the_mesh() {
+    if !netns::require_root() || !require_docker() {
+        return;
+    }
+    let c = Engines::start(3, 1, &Opts::default()).expect("three nodes with an engine each");
+    let m = c.node(0);
+    let file = m.write_stack("health.yml", HEALTH);
+    m.stackctl(&["deploy", "-c", &file, "app", "--wait", "--timeout", "90s"]);
+    let client = container(&c, 0, "app_client");
+    let webs: Vec<(String, String)> = (0..3)
+        .map(|i| {
+            let id = container(&c, i, "app_web");
+            let ip = address(&c, i, &id, "app_default");
+            (id, ip)
+        })
+        .collect();
+    let mut all: Vec<String> = webs.iter().map(|(_, ip)| ip.clone()).collect();
+    all.sort();
+    wait_until(Duration::from_secs(20), "tasks.web lists the 3 replicas", || {
+        (tasks_web(&c, &client) == all).then_some(())
+    });
+
+    // UDP through the mesh, at every node's address (the echo task runs on one of the workers).
+    let echo_node = (1..3).find(|i| {
+        let mut d = c.docker(*i);
+        d.args(["ps", "-q", "--filter", "label=io.stackd.service=app_echo"]);
+        !out(d).1.trim().is_empty()
+    });
+    let echo_node = echo_node.expect("echo runs on a worker");
+    let echo_id = container(&c, echo_node, "app_echo");
+    let mut echo = udp_echo(&c, echo_node, &echo_id, 9999);
+    std::thread::sleep(Duration::from_millis(500));
+    for i in 0..3 {
+        let addr = std::net::SocketAddr::from((c.net.addr(i), 19090));
+        let ok = (0..10).filter(|_| udp_round_trip(addr)).count();
+        assert!(ok >= 9, "UDP through the mesh at node {i}: {ok} of 10 came back\n{}", diagnose(&c));
+    }
+    let _ = echo.kill();
+    let _ = echo.wait();
+
+    // A replica made unhealthy leaves the answers within about a second of
+    // Docker saying so.
+    let (sick_id, sick_ip) = webs[1].clone();
+    let mut touch = c.docker(1);
+    touch.args(["exec", &sick_id, "touch", "/tmp/sick"]);
+    assert!(out(touch).0);
+    wait_until(Duration::from_secs(10), "Docker marks the replica unhealthy", || {
+        let mut d = c.docker(1);
+        d.args(["inspect", "-f", "{{.State.Health.Status}}", &sick_id]);
+        (out(d).1.trim() == "unhealthy").then_some(())
+    });
+    let marked = Instant::now();
+    wait_until(Duration::from_secs(5), "the unhealthy replica leaves tasks.web", || {
+        (!tasks_web(&c, &client).contains(&sick_ip)).then_some(())
+    });
+    let took = marked.elapsed();
+    eprintln!("the unhealthy replica left the answers {took:?} after Docker marked it");
+    assert!(took < Duration::from_secs(1), "the unhealthy replica left the answers only after {took:?}");
+
+    // A node cut off the LAN: its replica leaves the answers once it is marked down.
+    let (_, lost_ip) = webs[2].clone();
+    let lost = c.node(2).name.clone();
+    c.cut(2).expect("cut node 2");
+    wait_until(Duration::from_secs(60), "node 2 marked down", || {
+        let v = m.stackctl_json(&["node", "ls"]);
+        v.as_array()?.iter().any(|n| n["name"] == lost.as_str() && n["state"] == "down").then_some(())
+    });
+    wait_until(Duration::from_secs(5), "node 2's replica leaves tasks.web", || {
+        (!tasks_web(&c, &client).contains(&lost_ip)).then_some(())
+    });
+    c.heal(2).expect("heal node 2");
+}

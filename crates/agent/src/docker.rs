@@ -697,6 +697,25 @@ impl Executor {
         }))
     }
 
+    /// Yields each time the engine reports a health change of container
+    /// `id` (its `health_status` events): a change is seen at once rather
+    /// than at the next poll. Ends when the engine's stream does.
+    pub fn health_events(&self, id: &str) -> impl futures_util::Stream<Item = ()> + Send + 'static {
+        let opts = bollard::query_parameters::EventsOptions {
+            filters: Some(HashMap::from([
+                ("container".to_string(), vec![id.to_string()]),
+                ("type".to_string(), vec!["container".to_string()]),
+            ])),
+            ..Default::default()
+        };
+        self.docker.events(Some(opts)).take_while(|r| std::future::ready(r.is_ok())).filter_map(|r| {
+            std::future::ready(match r {
+                Ok(e) if e.action.as_deref().is_some_and(|a| a.starts_with("health_status")) => Some(()),
+                _ => None,
+            })
+        })
+    }
+
     /// Waits until the container is not running and returns its exit code.
     pub async fn wait(&self, id: &str) -> Result<WaitOutcome, DockerError> {
         let stream = self.docker.wait_container(id, None);

@@ -32,6 +32,11 @@ const RETRY_PAUSE: Duration = Duration::from_secs(1);
 const PORT_POLL: Duration = Duration::from_millis(500);
 /// How often the health of a container with a health check is read.
 const HEALTH_POLL: Duration = Duration::from_secs(1);
+/// How long a task on the cluster's networks stays up after it left the
+/// answers and endpoints, before its container gets its stop signal: the
+/// view that drops it reaches every node and is applied within a few
+/// hundred milliseconds.
+const DRAIN: Duration = Duration::from_secs(1);
 /// How many times a create is retried when a network it names vanished
 /// meanwhile (removed by another node's agent on the same engine, or
 /// briefly doubled by a concurrent create).
@@ -364,6 +369,11 @@ impl Runner {
         tokio::pin!(wait);
         let mut ticker = tokio::time::interval(HEALTH_POLL);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // The engine's health events make a change seen at once (DNS answers
+        // and VIPs follow health within a second); the poll stays as a fallback.
+        let events = self.exec.health_events(id);
+        tokio::pin!(events);
+        let mut listening = poll;
         loop {
             tokio::select! {
                 outcome = &mut wait => {
@@ -386,6 +396,20 @@ impl Runner {
                     // Taken back after its node was declared down: say it runs.
                     if task.status.state <= TaskState::Assigned {
                         return Ok(Event::Reassigned);
+                    }
+                }
+                event = futures_util::StreamExt::next(&mut events), if listening => {
+                    if event.is_none() {
+                        listening = false;
+                        continue;
+                    }
+                    match self.exec.inspect(id).await {
+                        Ok(None) => return Ok(Event::Vanished),
+                        Ok(Some(c)) if !c.running => return Ok(Event::Exited(c.exit_code.unwrap_or(0))),
+                        Ok(Some(c)) => if let Some(h) = c.health && h.status != last_health {
+                            return Ok(Event::Health { status: h.status, output: h.last_output });
+                        },
+                        Err(e) => debug!(task = %self.task_id, error = %e, "health inspect failed"),
                     }
                 }
                 _ = ticker.tick(), if poll => {
@@ -416,6 +440,7 @@ impl Runner {
     /// retrying while the engine errs, and reads its exit code.
     async fn stop(&mut self, id: &str) -> Result<Event, Removed> {
         let task = self.task();
+        self.drain(&task).await?;
         loop {
             match self.exec.stop(id, Some(grace(&task)), task.template.stop_signal.as_deref()).await {
                 Ok(()) => break,
@@ -425,6 +450,25 @@ impl Runner {
         }
         let exit_code = self.inspect(id).await?.and_then(|c| c.exit_code);
         Ok(Event::Stopped { exit_code })
+    }
+
+    /// Before a task reachable through the cluster's networks is stopped:
+    /// the time every node takes to drop it from its DNS answers, VIPs and
+    /// mesh (the view that leaves it out was sent with the stop), so that no
+    /// new connection reaches a container that is going away. Established
+    /// connections then get the stop grace period.
+    async fn drain(&mut self, task: &Task) -> Result<(), Removed> {
+        if self.ctx.overlay_mtu.is_none() || task.addresses.is_empty() {
+            return Ok(());
+        }
+        let sleep = tokio::time::sleep(DRAIN);
+        tokio::pin!(sleep);
+        loop {
+            tokio::select! {
+                () = &mut sleep => return Ok(()),
+                changed = self.rx.changed() => if changed.is_err() { return Err(Removed) },
+            }
+        }
     }
 
     /// The task left the node: stop and remove its container(s), if any.
