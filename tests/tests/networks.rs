@@ -4,6 +4,7 @@
 //! that does not exist rejects the task with a message `stackctl ps` shows.
 
 use std::collections::BTreeSet;
+use std::net::Ipv4Addr;
 use std::time::Duration;
 
 use stackd_tests::{Node, build_images, docker, require_docker, wait_until};
@@ -95,6 +96,37 @@ networks:
     let ip = docker::ip_on(&api, "shop_back").expect("api has an address on shop_back");
     assert!(fetch(&outsider, &format!("http://{ip}:8080/")).is_err(), "outsider reached api at {ip}");
     assert_eq!(fetch(&client, &format!("http://{ip}:8080/")), Ok("web 1".to_string()), "the address works from back");
+
+    // service inspect: api's virtual address on back, in the cluster's pool
+    // (10.192.0.0/12), and its one task there as an endpoint, at the address
+    // `ps -o json` gives it.
+    let inspect = node.stackctl_json(&["service", "inspect", "shop_api"]);
+    let on_back = inspect["networks"]
+        .as_array()
+        .and_then(|n| n.iter().find(|n| n["network"] == "shop_back"))
+        .unwrap_or_else(|| panic!("shop_api on shop_back: {inspect:#}"));
+    let vip: Ipv4Addr = on_back["vip"].as_str().and_then(|v| v.parse().ok()).expect("a VIP");
+    assert_eq!(u32::from(vip) & 0xfff0_0000, u32::from(Ipv4Addr::new(10, 192, 0, 0)), "{vip} in 10.192.0.0/12");
+    let tasks = node.stackctl_json(&["ps", "shop_api"]);
+    let task_ip = tasks[0]["addresses"]["shop_back"].as_str().expect("the task's address on shop_back").to_string();
+    assert_eq!(on_back["endpoints"][0]["ip"], task_ip.as_str(), "{inspect:#}");
+    let text = node.stackctl(&["service", "inspect", "shop_api"]);
+    assert!(text.contains(&format!("VIP {vip}")) && text.contains(&task_ip), "{text}");
+
+    // node inspect: the node holds a slice of shop_back, with its gateway there.
+    let nodes = node.stackctl_json(&["node", "ls"]);
+    let name = nodes[0]["name"].as_str().expect("a node name");
+    let me = node.stackctl_json(&["node", "inspect", name]);
+    let back = me["networks"]
+        .as_array()
+        .and_then(|n| n.iter().find(|n| n["network"] == "shop_back"))
+        .unwrap_or_else(|| panic!("the node on shop_back: {me:#}"));
+    let gateway: Ipv4Addr = back["gateway"].as_str().and_then(|g| g.parse().ok()).expect("a gateway");
+    assert_eq!(u32::from(gateway) & 0xfff0_0000, u32::from(Ipv4Addr::new(10, 192, 0, 0)), "{me:#}");
+    assert_eq!(back["tasks"], 2, "api and client: {me:#}");
+    let missing = node.stackctl_output(&["node", "inspect", "no-such-node"]).expect("stackctl runs");
+    assert_eq!(missing.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("no node \"no-such-node\""), "{missing:?}");
 
     // stack rm: the containers go, then the networks.
     node.stackctl(&["stack", "rm", "shop"]);

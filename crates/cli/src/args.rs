@@ -279,6 +279,12 @@ pub enum ServiceCmd {
 pub enum NodeCmd {
     /// List nodes; managers show whether they lead and are reachable.
     Ls,
+    /// Show a node in detail: role, state, address, engine, resources,
+    /// labels, and its networks (subnet, its slices and gateway, VXLAN id).
+    Inspect {
+        /// Name or id.
+        node: String,
+    },
     /// Make a worker a manager: it joins Raft as a learner and votes once it
     /// has caught up.
     Promote {

@@ -1,10 +1,14 @@
 //! Listings and inspection.
 
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+
 use anyhow::{Context, Result};
 use serde::Serialize;
 use stackd_core::model::{self, PortConfig, Service, ServiceMode, Task};
 use stackd_proto::v1;
 
+use crate::addresses::{NetworkRow, PublishedRow, network_lines, network_rows, published_lines, published_rows};
 use crate::args::{Global, Output};
 use crate::client::{connect, status};
 use crate::output::{ERROR_WIDTH, age, name as serde_name, one_line, print_document, print_listing, print_rows};
@@ -38,6 +42,8 @@ pub struct TaskRow {
     container_id: String,
     slot: u64,
     revision: u64,
+    /// The container's address on each network stackd manages, by network.
+    addresses: BTreeMap<String, Ipv4Addr>,
 }
 
 fn task_row(
@@ -77,6 +83,7 @@ fn task_row(
         container_id: model::prefix(&t.status.container_id, id_len).to_string(),
         slot: t.slot,
         revision: t.revision,
+        addresses: t.addresses.clone(),
     }
 }
 
@@ -279,6 +286,10 @@ struct ServiceDetail {
     desired: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     completed: Option<u64>,
+    /// Each network it joins: its virtual address there and its endpoints.
+    networks: Vec<NetworkRow>,
+    /// Its published ports and where they are served.
+    published: Vec<PublishedRow>,
 }
 
 /// `stackctl service inspect SERVICE`.
@@ -294,10 +305,14 @@ pub async fn service_inspect(g: &Global, name: &str) -> Result<i32> {
         .map_err(status)?
         .into_inner();
     let (service, c) = summary(resp.service.context("manager sent no service")?)?;
+    let networks = network_rows(&service.name, resp.networks);
+    let published = published_rows(resp.published)?;
     match g.output {
         Output::Json | Output::Yaml => {
             let completed = service.spec.mode.is_job().then_some(c.completed);
-            print_document(&ServiceDetail { service, running: c.running, desired: c.desired, completed }, g.output)?
+            let detail =
+                ServiceDetail { service, running: c.running, desired: c.desired, completed, networks, published };
+            print_document(&detail, g.output)?
         }
         Output::Table => {
             let s = &service;
@@ -323,6 +338,10 @@ pub async fn service_inspect(g: &Global, name: &str) -> Result<i32> {
             );
             out!("Created:   {}", age(s.created_at));
             out!("Updated:   {}", age(s.updated_at));
+            out!("Endpoint:  {}", s.spec.endpoint_mode.as_str());
+            for l in network_lines(s.spec.endpoint_mode, &networks).iter().chain(&published_lines(&published)) {
+                out!("{l}");
+            }
             out!("Spec:\n{}", serde_json::to_string_pretty(&s.spec)?);
         }
     }
@@ -487,6 +506,17 @@ mod tests {
         let whole = serde_json::to_value(drawn_task_rows(&rows, true)).expect("json");
         let whole = whole[1]["error"].as_str().expect("error");
         assert!(!whole.contains('\n') && whole.ends_with("long enough to be cut"), "{whole}");
+    }
+
+    #[test]
+    fn ps_json_has_the_tasks_addresses() {
+        let names = std::collections::HashMap::new();
+        let mut t = failed_task(1, "");
+        t.addresses.insert("shop_back".into(), Ipv4Addr::new(10, 192, 0, 2));
+        let json = serde_json::to_value(vec![task_row(&t, &names, true, false)]).expect("json");
+        assert_eq!(json[0]["addresses"], serde_json::json!({"shop_back": "10.192.0.2"}));
+        let bare = serde_json::to_value(vec![task_row(&failed_task(2, ""), &names, true, false)]).expect("json");
+        assert_eq!(bare[0]["addresses"], serde_json::json!({}));
     }
 
     #[test]

@@ -11,6 +11,8 @@
 //!
 //! # Layout
 //!
+//! - `addresses.rs`: the cluster's networks in `service inspect` and
+//!   `node inspect` (virtual addresses, endpoints, ports, slices).
 //! - `args.rs`: the command line (clap).
 //! - `client.rs`: connecting to a manager.
 //! - `cluster.rs`: `cluster status|join-token`, `node promote|demote|rm`.
@@ -34,6 +36,7 @@ macro_rules! out {
     };
 }
 
+mod addresses;
 mod args;
 mod client;
 mod cluster;
@@ -98,6 +101,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
         Cmd::Service { command: ServiceCmd::Inspect { service } } => inspect::service_inspect(g, service).await,
         Cmd::Ps { target, no_trunc } => inspect::ps(g, target, *no_trunc).await,
         Cmd::Node { command: NodeCmd::Ls } => inspect::node_ls(g).await,
+        Cmd::Node { command: NodeCmd::Inspect { node } } => addresses::node_inspect(g, node).await,
         Cmd::Node { command: NodeCmd::Promote { node } } => cluster::set_role(g, node, JoinRole::Manager, false).await,
         Cmd::Node { command: NodeCmd::Demote { node, force } } => {
             cluster::set_role(g, node, JoinRole::Worker, *force).await

@@ -110,6 +110,15 @@ async fn the_manager_serves_tls_and_checks_every_caller() {
     // A viewer reads but may not write.
     let nodes = control.list_nodes(with_token(v1::ListNodesRequest::default(), &viewer)).await.expect("viewer reads");
     assert!(nodes.get_ref().nodes.iter().any(|n| n.id == identity.node_id), "the first manager is a node");
+    let inspect = v1::InspectNodeRequest { node: identity.node_id.clone(), stale: false };
+    let node = control.inspect_node(with_token(inspect, &viewer)).await.expect("viewer inspects a node");
+    assert_eq!(node.get_ref().node.as_ref().map(|n| n.id.as_str()), Some(identity.node_id.as_str()));
+    assert!(node.get_ref().manager.as_ref().is_some_and(|m| m.leader), "the only manager leads: {node:?}");
+    let e = control
+        .inspect_node(with_token(v1::InspectNodeRequest::default(), &forged))
+        .await
+        .expect_err("a wrong token inspects");
+    assert_eq!(e.code(), Code::Unauthenticated, "{e:?}");
     let e = control.create_object(with_token(secret(), &viewer)).await.expect_err("viewer writes");
     assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
     // A deployer may remove its own stacks only.

@@ -97,6 +97,8 @@ async fn not_found_is_not_found() {
     refused(r, Code::NotFound, "no service \"shop_web\"");
     let r = control.remove_node(v1::RemoveNodeRequest { node: "n9".into(), force: true }).await;
     refused(r, Code::NotFound, "no node \"n9\"");
+    let r = control.inspect_node(v1::InspectNodeRequest { node: "n9".into(), stale: false }).await;
+    refused(r, Code::NotFound, "no node \"n9\" (give its name or id");
     node.kill().await;
 }
 

@@ -34,6 +34,7 @@ guarded!(Action::Read =>
     v1::ListTasksRequest,
     v1::ListObjectsRequest,
     v1::ListNodesRequest,
+    v1::InspectNodeRequest,
     v1::ClusterStatusRequest,
     v1::WatchEventsRequest,
 );

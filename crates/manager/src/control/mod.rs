@@ -27,6 +27,7 @@
 //! join token is its own credential, and only a node renews its certificate.
 
 mod access;
+mod addresses;
 mod cluster;
 mod join;
 mod nodes;
@@ -192,6 +193,13 @@ impl v1::control_server::Control for Control {
 
     async fn list_nodes(&self, req: Request<v1::ListNodesRequest>) -> Result<Response<v1::ListNodesResponse>, Status> {
         reply(nodes::list(self, self.checked(req)?).await)
+    }
+
+    async fn inspect_node(
+        &self,
+        req: Request<v1::InspectNodeRequest>,
+    ) -> Result<Response<v1::InspectNodeResponse>, Status> {
+        reply(nodes::inspect(self, self.checked(req)?).await)
     }
 
     async fn join_cluster(

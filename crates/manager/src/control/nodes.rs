@@ -1,4 +1,4 @@
-//! Nodes and Raft membership: list, promote and demote, remove. A manager
+//! Nodes and Raft membership: list, inspect, promote and demote, remove. A manager
 //! leaves the voters only when a reachable majority stays.
 
 use stackd_core::model::{Node, NodeRole, NodeState};
@@ -6,8 +6,8 @@ use stackd_core::{ClusterState, Command, Refusal};
 use stackd_proto::v1;
 use tonic::Status;
 
-use super::Control;
 use super::cluster::manager_statuses;
+use super::{Control, addresses};
 use crate::membership;
 use crate::now_ms;
 use crate::refusal::refused;
@@ -41,6 +41,22 @@ pub(super) async fn list(ctl: &Control, r: v1::ListNodesRequest) -> Result<v1::L
     let nodes = ctl.read(r.stale, |s| s.nodes.values().map(v1::Node::from).collect()).await?;
     let managers = ctl.members_view(r.stale).await.map(|v| manager_statuses(&v)).unwrap_or_default();
     Ok(v1::ListNodesResponse { nodes, managers })
+}
+
+/// `InspectNode`: the node, its Raft status when it is a manager (best
+/// effort, as for `ListNodes`), and its share of the cluster's networks.
+pub(super) async fn inspect(ctl: &Control, r: v1::InspectNodeRequest) -> Result<v1::InspectNodeResponse, Status> {
+    let (node, networks) = ctl
+        .read(r.stale, |s| find_node(s, &r.node).map(|n| (v1::Node::from(n), addresses::node_networks(s, &n.id))))
+        .await?
+        .map_err(refused)?;
+    let manager = if node.role == i32::from(v1::NodeRole::Manager) {
+        let view = ctl.members_view(r.stale).await.map(|v| manager_statuses(&v)).unwrap_or_default();
+        view.into_iter().find(|m| m.node_id == node.id)
+    } else {
+        None
+    };
+    Ok(v1::InspectNodeResponse { node: Some(node), manager, networks })
 }
 
 /// `SetNodeRole`: promote a node with a reachable address; demote a manager

@@ -9,7 +9,7 @@ use stackd_core::{ClusterState, Command, Refusal, validate};
 use stackd_proto::v1;
 use tonic::Status;
 
-use super::Control;
+use super::{Control, addresses};
 use crate::now_ms;
 use crate::refusal::refused;
 
@@ -110,16 +110,22 @@ pub(super) async fn list_services(
     Ok(v1::ListServicesResponse { services })
 }
 
-/// `InspectService`, by id or full name.
+/// `InspectService`, by id or full name: the service with its virtual
+/// addresses, endpoints and published ports.
 pub(super) async fn inspect_service(
     ctl: &Control,
     r: v1::InspectServiceRequest,
 ) -> Result<v1::InspectServiceResponse, Status> {
-    let found = ctl.read(r.stale, |s| find_service(s, &r.service).map(|sv| summary(s, sv))).await?;
-    match found {
-        Some(service) => Ok(v1::InspectServiceResponse { service: Some(service) }),
-        None => Err(refused(Refusal::not_found(format!("no service {:?}", r.service)))),
-    }
+    let found = ctl
+        .read(r.stale, |s| {
+            find_service(s, &r.service).map(|sv| v1::InspectServiceResponse {
+                service: Some(summary(s, sv)),
+                networks: addresses::service_networks(s, sv),
+                published: addresses::published_ports(s, sv),
+            })
+        })
+        .await?;
+    found.ok_or_else(|| refused(Refusal::not_found(format!("no service {:?}", r.service))))
 }
 
 /// `ListTasks`, filtered by stack, service and node.
