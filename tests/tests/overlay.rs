@@ -312,6 +312,16 @@ services:
       replicas: 1
       placement:
         constraints: [node.role != manager]
+  pp:
+    image: stackd-test/busybox:1
+    command: [\"sh\", \"-c\", \"while true; do nc -l -p 8080 > /tmp/got.part && mv /tmp/got.part /tmp/got; done\"]
+    ports:
+      - target: 8080
+        published: 18090
+        x-proxy-protocol: v2
+    deploy:
+      placement:
+        constraints: [node.role != manager]
 ";
 
 /// The addresses `tasks.web` answers from the client's container.
@@ -392,6 +402,42 @@ fn answers_follow_health_and_node_loss_and_udp_crosses_the_mesh() {
     }
     let _ = echo.kill();
     let _ = echo.wait();
+
+    // PROXY protocol v2 through the mesh at every node: the task reads the
+    // header first, with the client's own address.
+    let pp_node = (1..3)
+        .find(|i| {
+            let mut d = c.docker(*i);
+            d.args(["ps", "-q", "--filter", "label=io.stackd.service=app_pp"]);
+            !out(d).1.trim().is_empty()
+        })
+        .expect("pp runs on a worker");
+    let pp = container(&c, pp_node, "app_pp");
+    for i in 0..3 {
+        let _ = exec(&c, pp_node, &pp, "rm -f /tmp/got");
+        let addr = std::net::SocketAddr::from((c.net.addr(i), 18090));
+        let local = wait_until(Duration::from_secs(10), &format!("a connection through node {i}'s PROXY hop"), || {
+            use std::io::Write;
+            let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
+            let local = s.local_addr().ok()?;
+            s.write_all(b"hello").ok()?;
+            s.shutdown(std::net::Shutdown::Write).ok()?;
+            Some(local)
+        });
+        let got = wait_until(Duration::from_secs(10), "the task's copy of the connection", || {
+            let (ok, text) = exec(&c, pp_node, &pp, "od -An -tx1 -v /tmp/got");
+            ok.then(|| text.split_whitespace().collect::<Vec<_>>().join(" "))
+        });
+        let std::net::IpAddr::V4(ip) = local.ip() else { panic!("an IPv4 client") };
+        let [a, b, cc, d] = ip.octets();
+        let client = format!("{a:02x} {b:02x} {cc:02x} {d:02x}");
+        assert!(
+            got.starts_with("0d 0a 0d 0a 00 0d 0a 51 55 49 54 0a 21 11 00 0c"),
+            "no PROXY v2 header via node {i}: {got}"
+        );
+        assert!(got[48..].starts_with(&client), "the header via node {i} does not carry the client {ip}: {got}");
+        assert!(got.ends_with("68 65 6c 6c 6f"), "the payload via node {i} is not whole: {got}");
+    }
 
     // A replica made unhealthy leaves the answers within about a second of
     // Docker saying so.

@@ -382,7 +382,12 @@ pub struct DataPlane {
     udp_endpoints: BTreeSet<Ipv4Addr>,
     /// Syncs since the hooks were last checked.
     passes: u32,
+    /// The PROXY protocol v2 hops of the mesh ports that ask for one, by port.
+    proxies: BTreeMap<u16, crate::proxy::ProxyListener>,
 }
+
+/// How long the connections of a PROXY hop whose port went away may go on.
+const PROXY_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// How many syncs pass between checks that stackd's chains are still hooked.
 const HOOK_CHECK_EVERY: u32 = 10;
@@ -390,7 +395,7 @@ const HOOK_CHECK_EVERY: u32 = 10;
 impl DataPlane {
     /// A data plane with `settings`.
     pub fn new(settings: Settings) -> Self {
-        DataPlane { settings, applied_rules: None, udp_endpoints: BTreeSet::new(), passes: 0 }
+        DataPlane { settings, applied_rules: None, udp_endpoints: BTreeSet::new(), passes: 0, proxies: BTreeMap::new() }
     }
 
     /// Its settings.
@@ -435,6 +440,7 @@ impl DataPlane {
             }
         }
         count += self.flush_removed_udp(view).await;
+        self.sync_proxies(view).await;
         match first_error {
             Some(e) => Err(e),
             None => Ok(count),
@@ -489,6 +495,42 @@ impl DataPlane {
             }
         }
         Ok(out)
+    }
+
+    /// Starts, updates and stops the PROXY protocol v2 hops: one listener on
+    /// every address of the node per mesh port that asks for it, balancing
+    /// over the service's up tasks.
+    async fn sync_proxies(&mut self, view: &NodeView) {
+        let wanted: BTreeMap<u16, Vec<std::net::SocketAddr>> = view
+            .published
+            .iter()
+            .filter(|p| p.proxy_protocol && p.protocol == stackd_core::model::Protocol::Tcp)
+            .map(|p| (p.port, p.endpoints.iter().map(|e| std::net::SocketAddr::from((e.ip, p.target))).collect()))
+            .collect();
+        let gone: Vec<u16> = self.proxies.keys().filter(|p| !wanted.contains_key(*p)).copied().collect();
+        for port in gone {
+            if let Some(l) = self.proxies.remove(&port) {
+                tokio::spawn(l.shutdown(PROXY_GRACE));
+            }
+        }
+        for (port, backends) in wanted {
+            if let Some(l) = self.proxies.get(&port) {
+                l.set_backends(backends);
+                continue;
+            }
+            let config = crate::proxy::ProxyConfig {
+                backends,
+                mark: Some(crate::rules::MESH_MARK),
+                ..crate::proxy::ProxyConfig::default()
+            };
+            match crate::proxy::ProxyListener::bind(std::net::SocketAddr::from(([0, 0, 0, 0], port)), config).await {
+                Ok(l) => {
+                    tracing::info!(port, "routing mesh: PROXY protocol v2 hop listening");
+                    self.proxies.insert(port, l);
+                }
+                Err(e) => tracing::warn!(port, error = %e, "routing mesh: cannot serve a PROXY protocol port"),
+            }
+        }
     }
 
     /// Flushes the UDP flows of endpoints that left the view (UDP has no

@@ -143,12 +143,32 @@ pub struct ProxyConfig {
     pub max_connections: usize,
     /// The backends at start (see [`ProxyListener::set_backends`]).
     pub backends: Vec<SocketAddr>,
+    /// The firewall mark of the connections to the backends (`SO_MARK`,
+    /// needs `CAP_NET_ADMIN`): the routing mesh routes marked packets to a
+    /// task on another node through that node. `None`: no mark.
+    pub mark: Option<u32>,
 }
 
 impl Default for ProxyConfig {
     fn default() -> Self {
-        ProxyConfig { connect_timeout: Duration::from_secs(2), max_connections: 10_000, backends: Vec::new() }
+        ProxyConfig {
+            connect_timeout: Duration::from_secs(2),
+            max_connections: 10_000,
+            backends: Vec::new(),
+            mark: None,
+        }
     }
+}
+
+/// A TCP connection to `addr`, its socket marked with `mark` first.
+async fn connect_marked(addr: SocketAddr, mark: Option<u32>) -> std::io::Result<TcpStream> {
+    let Some(mark) = mark else { return TcpStream::connect(addr).await };
+    let domain = socket2::Domain::for_address(addr);
+    let socket = socket2::Socket::new(domain, socket2::Type::STREAM, Some(socket2::Protocol::TCP))?;
+    socket.set_mark(mark)?;
+    socket.set_nonblocking(true)?;
+    let socket = tokio::net::TcpSocket::from_std_stream(socket.into());
+    socket.connect(addr).await
 }
 
 /// A listener's counters since it started.
@@ -381,11 +401,12 @@ impl Shared {
         let start = self.next.fetch_add(1, Ordering::Relaxed);
         for i in 0..n {
             let Some(&addr) = backends.get(start.wrapping_add(i) % n) else { continue };
-            let error = match tokio::time::timeout(self.config.connect_timeout, TcpStream::connect(addr)).await {
-                Ok(Ok(stream)) => return Ok((stream, addr)),
-                Ok(Err(e)) => e.to_string(),
-                Err(_) => format!("no answer within {:?}", self.config.connect_timeout),
-            };
+            let error =
+                match tokio::time::timeout(self.config.connect_timeout, connect_marked(addr, self.config.mark)).await {
+                    Ok(Ok(stream)) => return Ok((stream, addr)),
+                    Ok(Err(e)) => e.to_string(),
+                    Err(_) => format!("no answer within {:?}", self.config.connect_timeout),
+                };
             self.backend_failures.fetch_add(1, Ordering::Relaxed);
             debug!(listen = %self.listen, backend = %addr, %error, "backend connect failed; trying the next");
         }

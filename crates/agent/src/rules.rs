@@ -133,6 +133,19 @@ pub fn plan(view: &NodeView, node_ip: Ipv4Addr) -> Rules {
     for p in &view.published {
         let pr = proto(p.protocol);
         let port = p.port;
+        if p.proxy_protocol {
+            // The agent's PROXY v2 hop serves the port (its own socket, marked
+            // with SO_MARK): only the route to other nodes' tasks and their
+            // acceptance here.
+            for e in &p.endpoints {
+                if e.node == node_ip {
+                    let _ = writeln!(fwd, "-A STACKD-FWD -d {}/32 -p {pr} --dport {} -j ACCEPT", e.ip, p.target);
+                } else {
+                    rules.routes.insert(e.ip, e.node);
+                }
+            }
+            continue;
+        }
         let _ = writeln!(
             mangle,
             "-A STACKD-MARK -m addrtype --dst-type LOCAL -p {pr} --dport {port} -j MARK --set-xmark {mark}"
@@ -216,6 +229,7 @@ mod tests {
                 port: 18080,
                 protocol: Protocol::Tcp,
                 target: 8080,
+                proxy_protocol: false,
                 endpoints: eps
                     .iter()
                     .map(|e| Peer { ip: *e, node: if e.octets()[3] < 64 { ip("10.9.0.1") } else { ip("10.9.0.2") } })

@@ -266,6 +266,10 @@ pub struct PortConfig {
     /// Host IP to bind (empty: all).
     #[serde(default)]
     pub host_ip: String,
+    /// The routing mesh tells the task the client's address with a PROXY
+    /// protocol v2 header (`x-proxy-protocol: v2`; TCP through the mesh only).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub proxy_protocol: bool,
 }
 
 /// A container health check.

@@ -279,6 +279,7 @@ mod tests {
                 protocol: Protocol::Tcp,
                 mode: PublishMode::Ingress,
                 host_ip: String::new(),
+                proxy_protocol: false,
             },
             PortConfig {
                 target: 81,
@@ -286,6 +287,7 @@ mod tests {
                 protocol: Protocol::Tcp,
                 mode: PublishMode::Host,
                 host_ip: String::new(),
+                proxy_protocol: false,
             },
             PortConfig {
                 target: 82,
@@ -293,6 +295,7 @@ mod tests {
                 protocol: Protocol::Tcp,
                 mode: PublishMode::Ingress,
                 host_ip: String::new(),
+                proxy_protocol: false,
             },
         ];
         let errors = stack_spec(&stack(s)).expect_err("invalid");

@@ -328,6 +328,7 @@ mod generated {
                         protocol: if udp { Protocol::Udp } else { Protocol::Tcp },
                         mode: if host { PublishMode::Host } else { PublishMode::Ingress },
                         host_ip: String::new(),
+                        proxy_protocol: false,
                     })
                     .collect();
                 TaskTemplate {

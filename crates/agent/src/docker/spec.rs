@@ -625,6 +625,7 @@ mod tests {
             protocol,
             mode: PublishMode::Host,
             host_ip: host_ip.into(),
+            proxy_protocol: false,
         };
         let (exposed, bindings) = ports(
             &[

@@ -307,19 +307,6 @@ pub(crate) fn ports(cx: &mut Ctx, at: &At<'_>) -> Vec<PortConfig> {
                 cx.error(&item, format!("port {pp}/{} is published twice", p.protocol.as_str()));
             }
         }
-        if let Some(p) = ports.iter().find(|p| p.published.is_some() && p.mode == PublishMode::Ingress) {
-            let what = match (ports.len(), p.published) {
-                (1, Some(pp)) => format!("port {pp}/{} uses", p.protocol.as_str()),
-                _ => format!("ports {} use", item.text().unwrap_or_default()),
-            };
-            cx.warn(
-                &item,
-                format!(
-                    "{what} ingress mode, but stackd has no routing mesh yet: it is bound on the node \
-                     that runs each task, as with `mode: host` (one task per node can publish it)"
-                ),
-            );
-        }
         out.extend(ports);
     }
     out
@@ -334,6 +321,7 @@ fn long_port(cx: &mut Ctx, at: &At<'_>) -> Option<PortConfig> {
         protocol: Protocol::Tcp,
         mode: PublishMode::Ingress,
         host_ip: String::new(),
+        proxy_protocol: false,
     };
     let mut ok = true;
     for e in at.map(cx)? {
@@ -347,6 +335,10 @@ fn long_port(cx: &mut Ctx, at: &At<'_>) -> Option<PortConfig> {
             "host_ip" => e.string(cx).map(|t| values::parse_host_ip(&t).map(|ip| port.host_ip = ip)),
             "mode" => e.choice(cx, &["ingress", "host"]).map(|m| {
                 port.mode = if m == "host" { PublishMode::Host } else { PublishMode::Ingress };
+                Ok(())
+            }),
+            "x-proxy-protocol" => e.choice(cx, &["v2"]).map(|_| {
+                port.proxy_protocol = true;
                 Ok(())
             }),
             _ => {
@@ -370,6 +362,24 @@ fn long_port(cx: &mut Ctx, at: &At<'_>) -> Option<PortConfig> {
             return None;
         }
         None => return None,
+    }
+    let mesh = port.mode == PublishMode::Ingress && port.published.is_some();
+    if port.proxy_protocol && !(mesh && port.protocol == Protocol::Tcp) {
+        cx.error(
+            at,
+            "`x-proxy-protocol: v2` needs a TCP port published through the routing mesh (`published:` with `mode: ingress`)",
+        );
+        ok = false;
+    }
+    if mesh && !port.host_ip.is_empty() {
+        cx.error(
+            at,
+            format!(
+                "`host_ip: {}` applies to `mode: host` only: the routing mesh serves the port on every address of every node",
+                port.host_ip
+            ),
+        );
+        ok = false;
     }
     ok.then_some(port)
 }

@@ -238,6 +238,7 @@ pub(crate) fn parse_port_short(text: &str) -> Result<Vec<PortConfig>, String> {
             protocol,
             mode: PublishMode::Ingress,
             host_ip: host_ip.clone(),
+            proxy_protocol: false,
         })
         .collect())
 }

@@ -384,6 +384,7 @@ mod mesh_ports {
                     protocol: Protocol::Tcp,
                     mode,
                     host_ip: String::new(),
+                    proxy_protocol: false,
                 }],
                 ..Default::default()
             },

@@ -37,6 +37,9 @@ pub struct PublishedView {
     pub protocol: Protocol,
     /// The port in the containers.
     pub target: u16,
+    /// Served by the agent's PROXY protocol v2 hop rather than the kernel.
+    #[serde(default)]
+    pub proxy_protocol: bool,
     /// The service's tasks that are up, each with its node's address.
     pub endpoints: Vec<Peer>,
 }
@@ -198,7 +201,7 @@ fn published(s: &ClusterState, node_ips: &BTreeMap<&str, Ipv4Addr>) -> Vec<Publi
             .ports
             .iter()
             .filter(|p| p.mode == PublishMode::Ingress)
-            .filter_map(|p| p.published.map(|pp| (pp, p.protocol, p.target)))
+            .filter_map(|p| p.published.map(|pp| (pp, p.protocol, p.target, p.proxy_protocol)))
             .collect();
         if ports.is_empty() {
             continue;
@@ -213,8 +216,15 @@ fn published(s: &ClusterState, node_ips: &BTreeMap<&str, Ipv4Addr>) -> Vec<Publi
             })
             .collect();
         endpoints.sort();
-        for (port, protocol, target) in ports {
-            out.push(PublishedView { service: svc.name.clone(), port, protocol, target, endpoints: endpoints.clone() });
+        for (port, protocol, target, proxy_protocol) in ports {
+            out.push(PublishedView {
+                service: svc.name.clone(),
+                port,
+                protocol,
+                target,
+                proxy_protocol,
+                endpoints: endpoints.clone(),
+            });
         }
     }
     out.sort_by_key(|p| (p.port, p.protocol as u8));

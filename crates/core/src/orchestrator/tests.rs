@@ -471,6 +471,7 @@ fn host_port_conflict_makes_a_task_unplaceable_with_a_reason() {
         protocol: Protocol::Tcp,
         mode: PublishMode::Host,
         host_ip: String::new(),
+        proxy_protocol: false,
     });
     sim.deploy(vec![s]);
     sim.settle();
@@ -1146,6 +1147,7 @@ mod jobs {
             protocol: Protocol::Tcp,
             mode: PublishMode::Host,
             host_ip: String::new(),
+            proxy_protocol: false,
         });
         sim.deploy(vec![s]);
         for _ in 0..2 {

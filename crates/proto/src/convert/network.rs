@@ -30,6 +30,7 @@ impl From<&net::NodeView> for v1::NetworkView {
                     protocol: v1::Protocol::from(p.protocol).into(),
                     target: u32::from(p.target),
                     endpoints: p.endpoints.iter().map(peer).collect(),
+                    proxy_protocol: p.proxy_protocol,
                 })
                 .collect(),
         }
@@ -96,6 +97,7 @@ impl TryFrom<v1::NetworkView> for net::NodeView {
                         port: port("PublishedView.port", p.port)?,
                         protocol: wire_enum::<v1::Protocol>("PublishedView.protocol", p.protocol)?.into(),
                         target: port("PublishedView.target", p.target)?,
+                        proxy_protocol: p.proxy_protocol,
                         endpoints: p.endpoints.into_iter().map(from_peer).collect::<Result<_, _>>()?,
                     })
                 })
@@ -183,6 +185,7 @@ mod tests {
                 port: 18080,
                 protocol: stackd_core::model::Protocol::Udp,
                 target: 8080,
+                proxy_protocol: true,
                 endpoints: vec![net::Peer { ip: Ipv4Addr::new(10, 192, 0, 66), node: Ipv4Addr::new(10, 9, 0, 2) }],
             }],
         };

@@ -111,6 +111,7 @@ impl From<&model::PortConfig> for v1::PortConfig {
             protocol: v1::Protocol::from(value.protocol).into(),
             mode: v1::PublishMode::from(value.mode).into(),
             host_ip: value.host_ip.clone(),
+            proxy_protocol: value.proxy_protocol,
         }
     }
 }
@@ -126,6 +127,7 @@ impl TryFrom<v1::PortConfig> for model::PortConfig {
             protocol: wire_enum::<v1::Protocol>("PortConfig.protocol", value.protocol)?.into(),
             mode: wire_enum::<v1::PublishMode>("PortConfig.mode", value.mode)?.into(),
             host_ip: value.host_ip,
+            proxy_protocol: value.proxy_protocol,
         })
     }
 }
@@ -646,7 +648,14 @@ mod tests {
         for protocol in [model::Protocol::Tcp, model::Protocol::Udp, model::Protocol::Sctp] {
             for mode in [model::PublishMode::Ingress, model::PublishMode::Host] {
                 for published in [None, Some(0), Some(8080), Some(u16::MAX)] {
-                    let p = model::PortConfig { target: 80, published, protocol, mode, host_ip: "127.0.0.1".into() };
+                    let p = model::PortConfig {
+                        target: 80,
+                        published,
+                        protocol,
+                        mode,
+                        host_ip: "127.0.0.1".into(),
+                        proxy_protocol: published.is_some(),
+                    };
                     round_trip::<_, v1::PortConfig>(&p);
                 }
             }
@@ -655,8 +664,14 @@ mod tests {
 
     #[test]
     fn ports_above_65535_are_refused() {
-        let ok =
-            v1::PortConfig { target: 65_535, published: Some(65_535), protocol: 0, mode: 0, host_ip: String::new() };
+        let ok = v1::PortConfig {
+            target: 65_535,
+            published: Some(65_535),
+            protocol: 0,
+            mode: 0,
+            host_ip: String::new(),
+            proxy_protocol: false,
+        };
         assert!(model::PortConfig::try_from(ok.clone()).is_ok());
         assert_eq!(
             model::PortConfig::try_from(v1::PortConfig { target: 70_000, ..ok.clone() }),

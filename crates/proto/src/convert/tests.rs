@@ -87,6 +87,7 @@ pub(super) fn full_template() -> model::TaskTemplate {
                 protocol: model::Protocol::Tcp,
                 mode: model::PublishMode::Ingress,
                 host_ip: String::new(),
+                proxy_protocol: false,
             },
             model::PortConfig {
                 target: 53,
@@ -94,6 +95,7 @@ pub(super) fn full_template() -> model::TaskTemplate {
                 protocol: model::Protocol::Udp,
                 mode: model::PublishMode::Host,
                 host_ip: "0.0.0.0".into(),
+                proxy_protocol: false,
             },
         ],
         working_dir: Some("/srv".into()),
@@ -442,7 +444,14 @@ fn port_config() -> impl Strategy<Value = model::PortConfig> {
     let protocol = prop_oneof![Just(model::Protocol::Tcp), Just(model::Protocol::Udp), Just(model::Protocol::Sctp)];
     let mode = prop_oneof![Just(model::PublishMode::Ingress), Just(model::PublishMode::Host)];
     (any::<u16>(), any::<Option<u16>>(), protocol, mode, text()).prop_map(
-        |(target, published, protocol, mode, host_ip)| model::PortConfig { target, published, protocol, mode, host_ip },
+        |(target, published, protocol, mode, host_ip)| model::PortConfig {
+            target,
+            published,
+            protocol,
+            mode,
+            proxy_protocol: target % 2 == 0,
+            host_ip,
+        },
     )
 }
 

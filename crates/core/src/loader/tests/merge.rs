@@ -52,7 +52,7 @@ fn map(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
 }
 
 fn port(published: Option<u16>, target: u16, protocol: Protocol, mode: PublishMode) -> PortConfig {
-    PortConfig { target, published, protocol, mode, host_ip: String::new() }
+    PortConfig { target, published, protocol, mode, host_ip: String::new(), proxy_protocol: false }
 }
 
 #[test]

@@ -173,6 +173,7 @@ fn ports_short_and_long_syntax() {
         protocol,
         mode,
         host_ip: host_ip.into(),
+        proxy_protocol: false,
     };
     assert_eq!(
         s.task.ports,
