@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use super::{ok, warnings, web};
+use super::{errors, ok, warnings, web};
 use crate::model::{
     EndpointMode, FailureAction, HealthCheck, Mount, MountKind, PortConfig, Protocol, PublishMode, RestartCondition,
     RestartPolicy, ServiceMode, UpdateConfig, UpdateOrder, VolumeSpec,
@@ -328,12 +328,25 @@ fn double_dollars_are_unescaped() {
 }
 
 #[test]
-fn ingress_ports_warn_that_they_bind_on_the_node() {
-    let w = warnings(
-        "services:\n  web:\n    image: web:1\n    ports:\n      - \"8080:80\"\n      - target: 81\n        published: 8081\n        mode: host\n",
+fn ingress_ports_go_through_the_mesh_and_may_ask_for_the_proxy_protocol() {
+    let loaded = ok(
+        "services:\n  web:\n    image: web:1\n    ports:\n      - \"8080:80\"\n      - target: 81\n        published: 8081\n        x-proxy-protocol: v2\n",
     );
-    assert_eq!(w.len(), 1, "{w:?}");
-    assert!(w[0].starts_with("stack.yml:5:9: services.web.ports[0]: port 8080/tcp uses ingress mode"), "{}", w[0]);
+    assert!(loaded.warnings.is_empty(), "no warning: the mesh exists: {:?}", loaded.warnings);
+    let ports = &loaded.spec.services["web"].task.ports;
+    assert_eq!((ports[0].mode, ports[0].proxy_protocol), (PublishMode::Ingress, false));
+    assert_eq!((ports[1].target, ports[1].proxy_protocol), (81, true));
+    // Only TCP through the mesh, only v2.
+    for (port, why) in [
+        ("      - target: 81\n        published: 8081\n        mode: host\n        x-proxy-protocol: v2\n", "needs a TCP port published through the routing mesh"),
+        ("      - target: 81\n        published: 8081\n        protocol: udp\n        x-proxy-protocol: v2\n", "needs a TCP port published through the routing mesh"),
+        ("      - target: 81\n        x-proxy-protocol: v2\n", "needs a TCP port published through the routing mesh"),
+        ("      - target: 81\n        published: 8081\n        x-proxy-protocol: v1\n", "v2"),
+        ("      - target: 81\n        published: 8081\n        host_ip: 127.0.0.1\n", "applies to `mode: host` only"),
+    ] {
+        let e = errors(&format!("services:\n  web:\n    image: web:1\n    ports:\n{port}"));
+        assert!(e.iter().any(|e| e.contains(why) && e.starts_with("stack.yml:")), "{port}: {e:?}");
+    }
 }
 
 #[test]
