@@ -53,12 +53,26 @@ stackctl deploy -c stacks/hello.yml hello --wait --timeout 2m
 step "stackctl ps hello"
 stackctl ps hello
 
+step "GET http://127.0.0.1:18080/ (web through the routing mesh)"
+answer=""
+for _ in $(seq 1 50); do
+  answer=$( (exec 3<>/dev/tcp/127.0.0.1/18080 && printf 'GET / HTTP/1.0\r\n\r\n' >&3 && tail -n 1 <&3) 2>/dev/null || true)
+  [ -n "$answer" ] && break
+  sleep 0.2
+done
+if [ -z "$answer" ]; then
+  echo "error: nothing answered on 127.0.0.1:18080 (the routing mesh); see $data/stackd.log" >&2
+  exit 1
+fi
+echo "$answer"
+
 cat <<MSG
 
 The cluster keeps running. To use it from this shell:
   export PATH="$bin:\$PATH"; set -a; . $data/stackctl.env; set +a
   stackctl service ls
-  curl http://127.0.0.1:18081/        # the api service's published port
+  curl http://127.0.0.1:18080/        # web, through the routing mesh (any replica)
+  curl http://127.0.0.1:18081/        # the api service's port, bound on its node (mode: host)
 To stop it:   kill \$(cat $pidfile)     (containers keep running; 'stackd run --data-dir $data' adopts them)
 To clean up:  stackctl stack rm hello
               # the agent stops and removes the containers (up to their 10 s stop grace period):

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs the whole test suite on a fresh machine: installs what it needs
-# (busybox-static for the test images; iproute2, iptables and g++ when missing), builds the test images, checks
+# (busybox-static for the test images; iproute2, iptables, conntrack, python3 and g++ when missing), builds the test images, checks
 # formatting and lints, builds every binary and runs every test, including
 # the cluster tests against the real Docker engine.
 #
@@ -37,6 +37,8 @@ need ip iproute2        # network-namespace harness (partition tests)
 need iptables iptables  # its FORWARD rule on the test bridge
 need nsenter util-linux # one Docker engine per node in its namespace (tests/src/engines.rs)
 need g++ g++            # libfuzzer-sys compiles libFuzzer (C++) for the fuzz check
+need conntrack conntrack # the agent flushes the UDP flows of a removed endpoint
+need python3 python3    # the overlay test's UDP echo, run inside a container's namespace
 
 step "rustfmt and clippy"
 if command -v rustup >/dev/null 2>&1; then
