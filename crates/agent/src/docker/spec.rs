@@ -221,11 +221,17 @@ pub(crate) fn network_body(
     let mut ipam = None;
     if let (Some(mtu), Some(v)) = (ctx.overlay_mtu, view) {
         opts.insert("com.docker.network.bridge.name".into(), crate::dataplane::bridge_name(v.vni));
-        opts.insert("com.docker.network.driver.mtu".into(), mtu.to_string());
+        // A smaller MTU of the stack's own is kept.
+        let own = opts.get("com.docker.network.driver.mtu").and_then(|m| m.parse::<u32>().ok());
+        opts.insert("com.docker.network.driver.mtu".into(), own.map_or(mtu, |o| o.min(mtu)).to_string());
         ipam = Some(Ipam {
             config: Some(vec![IpamConfig {
                 subnet: Some(v.subnet.to_string()),
                 gateway: Some(v.gateway.to_string()),
+                // A container attached by hand (`docker run --network …`) gets
+                // an address of the node's own slice, never another node's.
+                ip_range: stackd_core::net::Subnet::new(v.gateway, stackd_core::net::SLICE_PREFIX)
+                    .map(|s| s.to_string()),
                 ..Default::default()
             }]),
             ..Default::default()
@@ -804,6 +810,28 @@ mod tests {
         assert_eq!(get(LABEL_NETWORK), Some("back"));
         assert!(is_ours(&labels, &ctx()));
         assert!(is_stackd_network(&labels));
+        // Across nodes: the cluster's subnet, the node's gateway and slice, a
+        // bridge name the VXLAN device finds, the smaller of the two MTUs.
+        let view = stackd_core::net::NetView {
+            name: "shop_back".into(),
+            stack: "shop".into(),
+            key: "back".into(),
+            subnet: "10.192.16.0/20".parse().expect("subnet"),
+            vni: 0x10_0001,
+            gateway: "10.192.16.65".parse().expect("ip"),
+            internal: true,
+            peers: Vec::new(),
+        };
+        let overlay = ContainerContext { overlay_mtu: Some(1350), ..ctx() };
+        let b = network_body(&net, &overlay, Some(&view));
+        let opts = b.options.unwrap_or_default();
+        assert_eq!(opts.get("com.docker.network.bridge.name").map(String::as_str), Some("stk-100001"));
+        assert_eq!(opts.get("com.docker.network.driver.mtu").map(String::as_str), Some("1350"));
+        let ipam = b.ipam.and_then(|i| i.config).unwrap_or_default();
+        assert_eq!(ipam.len(), 1);
+        assert_eq!(ipam[0].subnet.as_deref(), Some("10.192.16.0/20"));
+        assert_eq!(ipam[0].gateway.as_deref(), Some("10.192.16.65"));
+        assert_eq!(ipam[0].ip_range.as_deref(), Some("10.192.16.64/26"));
         let plain = network_body(&StackNetwork { spec: NetworkSpec::default(), ..net }, &ctx(), None);
         assert_eq!((plain.internal, plain.options), (None, None));
     }

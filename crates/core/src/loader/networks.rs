@@ -46,7 +46,6 @@ impl Networks<'_> {
 /// The top-level `networks:` section.
 pub(crate) fn top(cx: &mut Ctx, stack: &str, at: &At<'_>) -> BTreeMap<String, NetworkSpec> {
     let mut out = BTreeMap::new();
-    let mut overlay_warned = false;
     let mut names: BTreeMap<String, String> = BTreeMap::new();
     for e in at.map(cx).unwrap_or_default() {
         if !is_valid_name(e.key) {
@@ -56,7 +55,7 @@ pub(crate) fn top(cx: &mut Ctx, stack: &str, at: &At<'_>) -> BTreeMap<String, Ne
             );
             continue;
         }
-        let Some(n) = network(cx, stack, &e, &mut overlay_warned) else { continue };
+        let Some(n) = network(cx, stack, &e) else { continue };
         if let Some(other) = names.insert(n.name.clone(), e.key.to_string()) {
             cx.error(&e, format!("networks {other} and {} are both named {}", e.key, n.name));
             continue;
@@ -68,7 +67,7 @@ pub(crate) fn top(cx: &mut Ctx, stack: &str, at: &At<'_>) -> BTreeMap<String, Ne
 
 /// One top-level network: `back:`, `back: {external: true}`,
 /// `back: {name: x, driver: bridge, internal: true, labels: …, driver_opts: …}`.
-fn network(cx: &mut Ctx, stack: &str, at: &At<'_>, overlay_warned: &mut bool) -> Option<NetworkSpec> {
+fn network(cx: &mut Ctx, stack: &str, at: &At<'_>) -> Option<NetworkSpec> {
     let mut spec = NetworkSpec::default();
     let mut name: Option<(At<'_>, String)> = None;
     // Keys that only make sense for a network stackd creates.
@@ -106,11 +105,6 @@ fn network(cx: &mut Ctx, stack: &str, at: &At<'_>, overlay_warned: &mut bool) ->
                             "driver `{d}` cannot be used for a stack network: use `network_mode: {d}` in the service"
                         ),
                     ),
-                    Some("overlay") if !std::mem::replace(overlay_warned, true) => cx.warn(
-                        &e,
-                        "overlay networks are local bridge networks on each node for now: \
-                         tasks on different nodes cannot reach each other over them yet",
-                    ),
                     _ => {}
                 }
                 managed_keys.push(e);
@@ -144,8 +138,32 @@ fn network(cx: &mut Ctx, stack: &str, at: &At<'_>, overlay_warned: &mut bool) ->
                     e.boolean(cx);
                 }
             }
-            "ipam" => cx.warn(&e, "ignored: Docker chooses the network's subnet and gateway"),
-            "enable_ipv6" => cx.warn(&e, "ignored: stack networks are IPv4 only for now"),
+            // The cluster gives a network its addresses (a subnet of its pool,
+            // a slice per node): a subnet or an IPAM driver of the stack's
+            // own would put the containers elsewhere than the file says.
+            "ipam" => {
+                let refused = e.map(cx).unwrap_or_default().iter().any(|item| match item.key {
+                    "driver" => item.text().is_some_and(|d| d != "default"),
+                    "config" | "options" => match &item.node.kind {
+                        Kind::Null => false,
+                        Kind::Seq(items) => !items.is_empty(),
+                        Kind::Map(entries) => !entries.is_empty(),
+                        Kind::Scalar { .. } => true,
+                    },
+                    _ => false,
+                });
+                if refused {
+                    cx.error(
+                        &e,
+                        "stackd gives each stack network its addresses from the cluster's pool 10.192.0.0/12 (a subnet per network, a slice per node): remove `ipam`",
+                    );
+                }
+            }
+            "enable_ipv6" => {
+                if !e.is_null() && e.boolean(cx).unwrap_or(false) {
+                    cx.error(&e, "stack networks are IPv4 only: IPv6 is not supported yet");
+                }
+            }
             _ => cx.unknown_key(&e, &keys::NETWORK),
         }
     }
@@ -271,6 +289,11 @@ fn aliases(cx: &mut Ctx, at: &At<'_>) -> Vec<String> {
                     }
                 }
             }
+            // Other services would reach it at that address, which it would not have.
+            "ipv4_address" | "ipv6_address" if !e.is_null() => cx.error(
+                &e,
+                "stackd gives each task its address (tasks come and go, on any node): reach the service by its name, a virtual address that stays",
+            ),
             _ => cx.unknown_key(&e, &keys::SERVICE_NETWORK),
         }
     }

@@ -91,34 +91,52 @@ fn top_level_networks_are_namespaced_unless_named_or_external() {
 #[test]
 fn ignored_settings_are_warnings_with_their_position() {
     let w = warnings(
-        "services:\n  web:\n    image: x\n    networks:\n      back:\n        ipv4_address: 172.20.0.2\n        ipv6_address: ::1\n        priority: 10\n        mac_address: 02:42:ac:11:65:43\n        link_local_ips: [169.254.8.8]\n        driver_opts: {a: b}\n        x-note: fine\nnetworks:\n  back:\n    ipam:\n      config:\n        - subnet: 172.20.0.0/24\n    enable_ipv6: true\n    attachable: true\n    x-note: fine\n",
+        "services:\n  web:\n    image: x\n    networks:\n      back:\n        priority: 10\n        mac_address: 02:42:ac:11:65:43\n        link_local_ips: [169.254.8.8]\n        driver_opts: {a: b}\n        x-note: fine\nnetworks:\n  back:\n    ipam:\n      driver: default\n    enable_ipv6: false\n    attachable: true\n    x-note: fine\n",
     );
     assert_eq!(
         w,
         [
-            "stack.yml:6:9: services.web.networks.back.ipv4_address: not supported yet; ignored",
-            "stack.yml:7:9: services.web.networks.back.ipv6_address: not supported yet; ignored",
-            "stack.yml:8:9: services.web.networks.back.priority: not supported yet; ignored",
-            "stack.yml:9:9: services.web.networks.back.mac_address: not supported yet; ignored",
-            "stack.yml:10:9: services.web.networks.back.link_local_ips: not supported yet; ignored",
-            "stack.yml:11:9: services.web.networks.back.driver_opts: not supported yet; ignored",
-            "stack.yml:15:5: networks.back.ipam: ignored: Docker chooses the network's subnet and gateway",
-            "stack.yml:18:5: networks.back.enable_ipv6: ignored: stack networks are IPv4 only for now",
+            "stack.yml:6:9: services.web.networks.back.priority: not supported yet; ignored",
+            "stack.yml:7:9: services.web.networks.back.mac_address: not supported yet; ignored",
+            "stack.yml:8:9: services.web.networks.back.link_local_ips: not supported yet; ignored",
+            "stack.yml:9:9: services.web.networks.back.driver_opts: not supported yet; ignored",
         ]
     );
 }
 
 #[test]
-fn overlay_is_warned_about_once_and_other_drivers_pass_through() {
+fn a_subnet_of_the_stacks_own_or_ipv6_is_refused() {
+    for (net, why) in [
+        (
+            "    ipam:\n      config:\n        - subnet: 172.20.0.0/24\n",
+            "stack.yml:7:5: networks.back.ipam: stackd gives each stack network its addresses",
+        ),
+        (
+            "    ipam:\n      driver: custom\n",
+            "stack.yml:7:5: networks.back.ipam: stackd gives each stack network its addresses",
+        ),
+        ("    enable_ipv6: true\n", "stack.yml:7:5: networks.back.enable_ipv6: stack networks are IPv4 only"),
+    ] {
+        let e = errors(&format!("services:\n  web:\n    image: x\n    networks: [back]\nnetworks:\n  back:\n{net}"));
+        assert!(e.iter().any(|e| e.starts_with(why)), "{net}: {e:?}");
+    }
+    // A fixed address of a task: the others would reach it there.
+    let e = errors(
+        "services:\n  web:\n    image: x\n    networks:\n      back:\n        ipv4_address: 172.20.0.2\nnetworks:\n  back: {}\n",
+    );
+    assert!(
+        e.iter().any(|e| e
+            .starts_with("stack.yml:6:9: services.web.networks.back.ipv4_address: stackd gives each task its address")),
+        "{e:?}"
+    );
+}
+
+#[test]
+fn overlay_and_other_drivers_pass_through() {
     let loaded = ok(
         "services:\n  web:\n    image: x\n    networks: [a, b, c]\nnetworks:\n  a:\n    driver: overlay\n  b:\n    driver: overlay\n  c:\n    driver: macvlan\n",
     );
-    assert_eq!(
-        loaded.warnings.iter().map(ToString::to_string).collect::<Vec<_>>(),
-        [
-            "stack.yml:7:5: networks.a.driver: overlay networks are local bridge networks on each node for now: tasks on different nodes cannot reach each other over them yet"
-        ]
-    );
+    assert!(loaded.warnings.is_empty(), "overlay networks span the nodes: {:?}", loaded.warnings);
     assert_eq!(loaded.spec.networks["a"].driver.as_deref(), Some("overlay"));
     assert_eq!(loaded.spec.networks["c"].driver.as_deref(), Some("macvlan"));
 }

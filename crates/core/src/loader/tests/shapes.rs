@@ -338,8 +338,14 @@ fn ingress_ports_go_through_the_mesh_and_may_ask_for_the_proxy_protocol() {
     assert_eq!((ports[1].target, ports[1].proxy_protocol), (81, true));
     // Only TCP through the mesh, only v2.
     for (port, why) in [
-        ("      - target: 81\n        published: 8081\n        mode: host\n        x-proxy-protocol: v2\n", "needs a TCP port published through the routing mesh"),
-        ("      - target: 81\n        published: 8081\n        protocol: udp\n        x-proxy-protocol: v2\n", "needs a TCP port published through the routing mesh"),
+        (
+            "      - target: 81\n        published: 8081\n        mode: host\n        x-proxy-protocol: v2\n",
+            "needs a TCP port published through the routing mesh",
+        ),
+        (
+            "      - target: 81\n        published: 8081\n        protocol: udp\n        x-proxy-protocol: v2\n",
+            "needs a TCP port published through the routing mesh",
+        ),
         ("      - target: 81\n        x-proxy-protocol: v2\n", "needs a TCP port published through the routing mesh"),
         ("      - target: 81\n        published: 8081\n        x-proxy-protocol: v1\n", "v2"),
         ("      - target: 81\n        published: 8081\n        host_ip: 127.0.0.1\n", "applies to `mode: host` only"),
