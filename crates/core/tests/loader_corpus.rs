@@ -175,18 +175,20 @@ fn corpus_files_with_variables() {
     );
     assert!(!loaded.warnings.iter().any(|w| w.message.contains("not set")), "{:#?}", loaded.warnings);
 
-    for (name, pairs) in
-        [("wireguard.yaml", &[("TIMEZONE", "Europe/Paris"), ("VPN_SERVER_URL", "vpn.example.com")][..])]
-    {
-        let text = read(name).expect("corpus file");
-        let loaded = load_one(
-            name,
-            text,
-            &LoadOptions { env: vars(pairs), env_file: None, project_dir: None, profiles: Vec::new() },
-        );
-        let env: Vec<_> = loaded.spec.services.values().flat_map(|s| s.task.env.iter()).collect();
-        assert!(env.iter().any(|e| *e == "TZ=Europe/Paris"), "{name}: {env:?}");
-    }
+    let (name, pairs) = ("wireguard.yaml", &[("TIMEZONE", "Europe/Paris"), ("VPN_SERVER_URL", "vpn.example.com")][..]);
+    let text = read(name).expect("corpus file");
+    let loaded = load_one(
+        name,
+        text,
+        &LoadOptions { env: vars(pairs), env_file: None, project_dir: None, profiles: Vec::new() },
+    );
+    let env: Vec<_> = loaded.spec.services.values().flat_map(|s| s.task.env.iter()).collect();
+    assert!(env.iter().any(|e| *e == "TZ=Europe/Paris"), "{name}: {env:?}");
+    // The file that fixes its addresses is refused, saying why.
+    let text = read("pihole-cloudflared-DoH.yaml").expect("corpus file");
+    let files = [SourceFile { name: "pihole-cloudflared-DoH.yaml".into(), text }];
+    let err = load("corpus", &files, &LoadOptions::default()).expect_err("fixed addresses");
+    assert!(err.to_string().contains("stackd gives each task its address"), "{err}");
 }
 
 /// Every corpus file cut short at many points: still no panic, and every
