@@ -222,6 +222,12 @@ async fn dataplane_settings(addr: &str, port: Option<u16>) -> Result<dataplane::
             1500
         }
     };
+    if stackd_core::net::DEFAULT_POOL.contains(node_ip) {
+        return Err(AgentError::Config(format!(
+            "the node's address {node_ip} is inside the cluster's address pool {}: the stack networks would hide the LAN; this node cannot run tasks on them",
+            stackd_core::net::DEFAULT_POOL
+        )));
+    }
     let mtu = underlay - dataplane::VXLAN_OVERHEAD;
     let port = port.unwrap_or(dataplane::DEFAULT_VXLAN_PORT);
     info!(%node_ip, port, mtu, "the cluster's networks span nodes over VXLAN");
