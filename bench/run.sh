@@ -3,6 +3,7 @@
 #   bash bench/run.sh deploy [stackd-bench deploy options]
 #   bash bench/run.sh raft     [stackd-bench raft options]
 #   bash bench/run.sh failover [stackd-bench failover options]
+#   bash bench/run.sh mesh     [stackd-bench mesh options]   (root: network namespaces)
 # Honours CARGO_TARGET_DIR.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -22,5 +23,11 @@ case "$what" in
   failover)
     cargo build --release --quiet -p stackd -p stackd-cli -p stackd-bench
     exec "$target/release/stackd-bench" failover "$@" ;;
-  *) echo "unknown benchmark $what (known: deploy, raft, failover)" >&2; exit 1 ;;
+  mesh)
+    # The harness (stackd-tests) runs target/release/stackd and stackctl;
+    # stackd-bench re-executes itself from target/release/mesh-bench/ so
+    # that the harness finds them.
+    cargo build --release --quiet -p stackd -p stackd-cli -p stackd-bench
+    exec "$target/release/stackd-bench" mesh "$@" ;;
+  *) echo "unknown benchmark $what (known: deploy, raft, failover, mesh)" >&2; exit 1 ;;
 esac

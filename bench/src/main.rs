@@ -15,6 +15,11 @@
 //! `failover`: time from `kill -9` of the stackd leader to the first
 //! acknowledged write, under a writer that writes every 20 ms; 10 runs.
 //!
+//! `mesh`: HTTP through the routing mesh of a 3-node cluster with an engine
+//! per node, against the same requests straight to a container (and
+//! Docker Swarm's ingress where it runs), and container-to-container
+//! throughput across nodes against one node (issue 14).
+//!
 //! # Layout
 //!
 //! - `main.rs`: arguments (one subcommand per benchmark), the rounds, the
@@ -28,10 +33,14 @@
 //!   client generated from `bench/proto/etcd.proto` (build.rs, protox).
 //! - `cluster.rs`: three stackd managers (`--no-agent`) and TLS clients.
 //! - `failover.rs`: one failover run.
+//! - `mesh.rs`: the networking benchmark on the multi-engine harness of
+//!   `stackd-tests`; `load.rs`: its HTTP load generator.
 
 mod cluster;
 mod etcd;
 mod failover;
+mod load;
+mod mesh;
 mod raft;
 mod raw;
 mod stackd;
@@ -58,6 +67,43 @@ enum Cmd {
     Raft(RaftArgs),
     /// Time from kill -9 of the leader to the first acknowledged write.
     Failover(FailoverArgs),
+    /// HTTP through the routing mesh against the direct path; throughput across nodes.
+    Mesh(MeshArgs),
+}
+
+/// Options of `mesh`.
+#[derive(clap::Args)]
+struct MeshArgs {
+    /// Open-loop request rate (requests per second, below saturation).
+    #[arg(long, default_value_t = 500.0)]
+    rate: f64,
+    /// Seconds of each open-loop run.
+    #[arg(long, default_value_t = 10)]
+    secs: u64,
+    /// Concurrent connections of the closed-loop (saturation) run.
+    #[arg(long, default_value_t = 16)]
+    conns: usize,
+    /// Seconds of each closed-loop run.
+    #[arg(long, default_value_t = 5)]
+    sat_secs: u64,
+    /// Rounds; each runs every contender, in turn.
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
+    /// MiB per container-to-container transfer.
+    #[arg(long, default_value_t = 200)]
+    mb: usize,
+    /// Transfers each way (across nodes, same node).
+    #[arg(long, default_value_t = 3)]
+    transfers: usize,
+    /// Skip Docker Swarm.
+    #[arg(long)]
+    no_swarm: bool,
+    /// Skip the 2-replica phase (a node without a task of web).
+    #[arg(long)]
+    no_two_replicas: bool,
+    /// Where to write the report (between its markers).
+    #[arg(long, default_value = "docs/benchmarks.md")]
+    out: PathBuf,
 }
 
 /// Options of `failover`.
@@ -154,6 +200,10 @@ async fn main() -> Result<()> {
         Cmd::Deploy(args) => deploy_bench(args).await,
         Cmd::Raft(args) => raft_bench(args).await,
         Cmd::Failover(args) => failover_bench(args).await,
+        Cmd::Mesh(args) => {
+            mesh::exec_where_the_harness_looks()?;
+            mesh::bench(args).await
+        }
     }
 }
 
