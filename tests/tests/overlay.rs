@@ -197,6 +197,15 @@ fn a_stack_network_spans_the_nodes() {
     let (ok, full) = exec(&c, 0, &client, "nslookup app_web");
     let last = |t: &str| t.lines().rev().find(|l| l.contains("Address")).unwrap_or_default().to_string();
     assert!(ok && last(&full) == last(&vip), "app_web and web differ: {full} / {vip}");
+    // Each replica is reachable from a container on another node (the way
+    // ELK or RabbitMQ peers connect to each other), and by `<stack>_web`.
+    let peer_client = container(&c, 1, "app_client");
+    for ip in &all {
+        let (ok, text) = exec(&c, 1, &peer_client, &get(ip));
+        assert!(ok && text.contains("web 1"), "{ip} from node 1: {text}");
+    }
+    let (ok, text) = exec(&c, 0, &client, &get("app_web"));
+    assert!(ok && text.contains("web 1"), "app_web by name: {text}");
     // Another stack's container does not get app's names.
     let outsider = container(&c, 0, "other_client");
     let (ok, text) = exec(&c, 0, &outsider, "nslookup tasks.web");
@@ -271,7 +280,8 @@ fn a_stack_network_spans_the_nodes() {
         assert!(!ok, "another stack reached {ip}: {text}");
     }
 
-    // stack rm leaves no VXLAN device and no bridge of stackd behind.
+    // stack rm leaves no VXLAN device, bridge, network, rule, route or
+    // address of stackd behind on any node.
     m.stackctl(&["stack", "rm", "app"]);
     m.stackctl(&["stack", "rm", "other"]);
     for i in 0..3 {
@@ -279,6 +289,21 @@ fn a_stack_network_spans_the_nodes() {
             let left = [links(&c, i, "stkvx-"), links(&c, i, "stk-")].concat();
             left.is_empty().then_some(())
         });
+        let ns = c.engine(i).ns.clone();
+        wait_until(Duration::from_secs(10), &format!("node {i} without the stacks' rules"), || {
+            let mut save = Command::new("ip");
+            save.args(["netns", "exec", &ns, "iptables-save"]);
+            let (_, rules) = out(save);
+            (!rules.contains("10.192.") && !rules.contains("--dport 18080")).then_some(())
+        });
+        let mut routes = Command::new("ip");
+        routes.args(["netns", "exec", &ns, "ip", "-4", "route", "show", "table", "5354"]);
+        let (_, text) = out(routes);
+        assert!(!text.contains("10.192."), "node {i} kept mesh routes: {text}");
+        let mut nets = c.docker(i);
+        nets.args(["network", "ls", "--format", "{{.Name}}"]);
+        let (_, text) = out(nets);
+        assert!(!text.lines().any(|n| n.starts_with("app_") || n.starts_with("other_")), "node {i} kept {text}");
     }
     eprintln!("test took {:?}", t0.elapsed());
 }
@@ -336,6 +361,21 @@ fn tasks_web(c: &Engines, client: &str) -> Vec<String> {
         .collect();
     ips.sort();
     ips
+}
+
+/// The addresses node `i`'s rules translate to (`--to-destination`).
+fn nat_targets(c: &Engines, i: usize) -> Vec<String> {
+    let mut save = Command::new("ip");
+    save.args(["netns", "exec", &c.engine(i).ns, "iptables-save", "-t", "nat"]);
+    let (_, rules) = out(save);
+    rules
+        .split_whitespace()
+        .skip_while(|w| *w != "--to-destination")
+        .collect::<Vec<_>>()
+        .windows(2)
+        .filter(|w| w[0] == "--to-destination")
+        .map(|w| w[1].split(':').next().unwrap_or_default().to_string())
+        .collect()
 }
 
 /// A UDP echo server in the network namespace of container `id` on node
@@ -439,6 +479,12 @@ fn answers_follow_health_and_node_loss_and_udp_crosses_the_mesh() {
         assert!(got.ends_with("68 65 6c 6c 6f"), "the payload via node {i} is not whole: {got}");
     }
 
+    // Every node's rules translate web's VIP to the 3 replicas.
+    for i in 0..3 {
+        let targets = nat_targets(&c, i);
+        assert!(all.iter().all(|ip| targets.contains(ip)), "node {i} translates to {targets:?}, not to all of {all:?}");
+    }
+
     // A replica made unhealthy leaves the answers within about a second of
     // Docker saying so.
     let (sick_id, sick_ip) = webs[1].clone();
@@ -457,6 +503,12 @@ fn answers_follow_health_and_node_loss_and_udp_crosses_the_mesh() {
     let took = marked.elapsed();
     eprintln!("the unhealthy replica left the answers {took:?} after Docker marked it");
     assert!(took < Duration::from_secs(1), "the unhealthy replica left the answers only after {took:?}");
+    // And the virtual address: no node translates to it any more.
+    for i in 0..3 {
+        wait_until(Duration::from_secs(1), &format!("node {i}'s VIP rules without the unhealthy replica"), || {
+            (!nat_targets(&c, i).contains(&sick_ip)).then_some(())
+        });
+    }
 
     // A node cut off the LAN: its replica leaves the answers once it is marked down.
     let (_, lost_ip) = webs[2].clone();
@@ -468,6 +520,9 @@ fn answers_follow_health_and_node_loss_and_udp_crosses_the_mesh() {
     });
     wait_until(Duration::from_secs(5), "node 2's replica leaves tasks.web", || {
         (!tasks_web(&c, &client).contains(&lost_ip)).then_some(())
+    });
+    wait_until(Duration::from_secs(5), "node 2's replica leaves node 0's VIP rules", || {
+        (!nat_targets(&c, 0).contains(&lost_ip)).then_some(())
     });
     c.heal(2).expect("heal node 2");
 }
