@@ -18,6 +18,7 @@ services:
   web:
     image: stackd-test/web:1
     command: [\"httpd\", \"-f\", \"-v\", \"-p\", \"8080\", \"-h\", \"/www\"]
+    ports: [\"18081:8080\"]
     deploy:
       replicas: 3
       placement:
@@ -255,6 +256,21 @@ fn a_stack_network_spans_the_nodes() {
         let log = out(logs).1;
         let served = log.lines().filter(|l| l.contains("response:200")).count();
         assert!(served > 0, "api on node {i} served no request of the mesh: {log}");
+    }
+
+    // A 3-replica service through the mesh: one node's address spreads over all three.
+    let served = |i: usize| -> usize {
+        let id = container(&c, i, "app_web");
+        let mut logs = c.docker(i);
+        logs.args(["logs", &id]);
+        out(logs).1.lines().filter(|l| l.contains("response:200")).count()
+    };
+    let before: Vec<usize> = (0..3).map(served).collect();
+    let addr = std::net::SocketAddr::from((c.net.addr(0), 18081));
+    let ok = (0..30).filter(|_| http_get(addr).is_some_and(|b| b.contains("web 1"))).count();
+    assert_eq!(ok, 30, "web through node 0's mesh port");
+    for (i, b) in before.iter().enumerate() {
+        assert!(served(i) > *b, "web on node {i} got none of 30 requests through the mesh");
     }
 
     // 1 MiB from node 0's client to node 1's client: many full-size packets.
