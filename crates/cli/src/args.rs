@@ -272,6 +272,51 @@ pub enum ServiceCmd {
         /// Service name (`<stack>_<name>`) or id.
         service: String,
     },
+    /// Replace every task under the update policy (`--force`), or continue a
+    /// paused rollout (`--resume`).
+    Update {
+        /// Service name (`<stack>_<name>`) or id.
+        service: String,
+        /// A new revision that changes nothing but replaces every task
+        /// (Swarm's `--force`): the way out of a paused rollout.
+        #[arg(long, required_unless_present = "resume", conflicts_with = "resume")]
+        force: bool,
+        /// Continue a paused rollout of the current revision.
+        #[arg(long)]
+        resume: bool,
+        #[command(flatten)]
+        wait: WaitArgs,
+    },
+    /// Go back to the spec of an earlier revision, as a new revision rolled
+    /// out under its rollback policy.
+    Rollback {
+        /// Service name (`<stack>_<name>`) or id.
+        service: String,
+        /// The revision to go back to (default: the one before the current;
+        /// `stackctl service history` lists them).
+        #[arg(long)]
+        to: Option<u64>,
+        #[command(flatten)]
+        wait: WaitArgs,
+    },
+    /// The kept revisions of a service: when each was deployed, what changed
+    /// from the one before, and how the current rollout stands.
+    History {
+        /// Service name (`<stack>_<name>`) or id.
+        service: String,
+    },
+}
+
+/// `--wait` and `--timeout` of a command that starts a rollout.
+#[derive(Args, Debug, Clone)]
+pub struct WaitArgs {
+    /// Wait until the service has converged (exit 0), paused (3), rolled back
+    /// after a failure (2), or the timeout passed (4).
+    #[arg(long)]
+    pub wait: bool,
+    /// With --wait: give up after this long (exit code 4).
+    #[arg(long, value_parser = parse_duration, default_value = "10m")]
+    pub timeout: Duration,
 }
 
 /// Node commands.

@@ -63,15 +63,46 @@ pub async fn deploy(g: &Global, args: &DeployArgs) -> Result<i32> {
         out!("Stack {} is up to date", args.stack);
     }
     let Some(events) = events.as_mut() else { return Ok(EXIT_OK) };
+    follow(
+        &mut c,
+        &watch,
+        events,
+        Following { stack: &args.stack, only: None, rollback_is_success: false },
+        args.timeout,
+    )
+    .await
+}
 
-    let deadline = Instant::now() + args.timeout;
+/// What [`follow`] waits for.
+pub(crate) struct Following<'a> {
+    /// The stack.
+    pub stack: &'a str,
+    /// Only this service of it (full name); `None`: every service.
+    pub only: Option<&'a str>,
+    /// A rollout that ends rolled back is what was asked for (`service
+    /// rollback`), not a failure.
+    pub rollback_is_success: bool,
+}
+
+/// Follows the rollout of a stack's services (or one of them) until they
+/// have converged (exit 0), paused (3), rolled back after a failure (2), a
+/// job cannot complete (1), or `timeout` passed (4): one line per service
+/// each time its progress changes.
+pub(crate) async fn follow(
+    c: &mut Conn,
+    watch: &v1::WatchEventsRequest,
+    events: &mut tonic::Streaming<v1::Event>,
+    what: Following<'_>,
+    timeout: Duration,
+) -> Result<i32> {
+    let deadline = Instant::now() + timeout;
     // The last progress line printed for each service: a line is printed when it changes.
     let mut last: BTreeMap<String, String> = BTreeMap::new();
     let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
     loop {
         let services = c
             .read(|mut c| async move {
-                c.list_services(v1::ListServicesRequest { stack: args.stack.clone(), stale: false }).await
+                c.list_services(v1::ListServicesRequest { stack: what.stack.to_string(), stale: false }).await
             })
             .await
             .map_err(status)?
@@ -84,6 +115,9 @@ pub async fn deploy(g: &Global, args: &DeployArgs) -> Result<i32> {
         let mut failed = Vec::new();
         for s in services {
             let (svc, counts) = summary(s)?;
+            if what.only.is_some_and(|only| only != svc.name) {
+                continue;
+            }
             let job = svc.spec.mode.is_job();
             jobs |= job;
             let (state, message) = (svc.update.state, &svc.update.message);
@@ -98,15 +132,21 @@ pub async fn deploy(g: &Global, args: &DeployArgs) -> Result<i32> {
                 out!("{line}");
                 last.insert(svc.name.clone(), line);
             }
+            let converged = job || counts.running == counts.desired;
             match state {
                 // A job is done when its run completed; its tasks no longer run.
-                UpdateState::Completed if job || counts.running == counts.desired => {}
+                UpdateState::Completed if converged => {}
+                UpdateState::RolledBack if what.rollback_is_success && converged => {}
                 UpdateState::Paused => paused.push(svc.name.clone()),
-                UpdateState::RolledBack => rolled_back.push(svc.name.clone()),
+                UpdateState::RolledBack if !what.rollback_is_success => rolled_back.push(svc.name.clone()),
                 UpdateState::Failed => failed.push((svc.name.clone(), message.clone())),
                 _ => all_done = false,
             }
         }
+        let subject = match what.only {
+            Some(service) => format!("service {service}"),
+            None => format!("stack {}", what.stack),
+        };
         if !failed.is_empty() {
             for (job, why) in &failed {
                 eprintln!("job {job} cannot complete: {why}");
@@ -114,21 +154,26 @@ pub async fn deploy(g: &Global, args: &DeployArgs) -> Result<i32> {
             return Ok(EXIT_ERROR);
         }
         if !paused.is_empty() {
-            eprintln!("deploy failed and paused: {}", paused.join(", "));
+            let verb = if what.only.is_some() { "rollout" } else { "deploy" };
+            eprintln!("{verb} failed and paused: {}", paused.join(", "));
             return Ok(EXIT_PAUSED);
         }
         if all_done && !rolled_back.is_empty() {
-            eprintln!("deploy failed and was rolled back: {}", rolled_back.join(", "));
+            let verb = if what.only.is_some() { "rollout" } else { "deploy" };
+            eprintln!("{verb} failed and was rolled back: {}", rolled_back.join(", "));
             return Ok(EXIT_ROLLED_BACK);
         }
         if all_done {
             let jobs = if jobs { ", every job completed" } else { "" };
-            out!("Stack {} deployed: every service converged{jobs}", args.stack);
+            match what.only {
+                Some(service) => out!("Service {service} converged{jobs}"),
+                None => out!("Stack {} deployed: every service converged{jobs}", what.stack),
+            }
             return Ok(EXIT_OK);
         }
         let remaining = deadline.saturating_duration_since(Instant::now());
         if remaining.is_zero() {
-            eprintln!("timed out after {:?} waiting for stack {} to converge", args.timeout, args.stack);
+            eprintln!("timed out after {timeout:?} waiting for {subject} to converge");
             return Ok(EXIT_TIMEOUT);
         }
         let broken = tokio::select! {
@@ -143,14 +188,17 @@ pub async fn deploy(g: &Global, args: &DeployArgs) -> Result<i32> {
         if let Some(why) = broken {
             // Watch again (on the next manager that answers), then list again
             // at the top of the loop: what happened meanwhile is not missed.
-            eprintln!("{why}; following the deploy through another manager");
-            *events = rewatch(&mut c, &watch, deadline).await?;
+            eprintln!(
+                "{why}; following the {} through another manager",
+                if what.only.is_some() { "rollout" } else { "deploy" }
+            );
+            *events = rewatch(c, watch, deadline).await?;
         }
     }
 }
 
 /// Opens the event stream of a stack.
-async fn watch_events(
+pub(crate) async fn watch_events(
     c: &mut Conn,
     req: &v1::WatchEventsRequest,
 ) -> Result<tonic::Streaming<v1::Event>, tonic::Status> {

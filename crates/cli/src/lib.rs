@@ -45,6 +45,7 @@ mod dryrun;
 mod inspect;
 mod objects;
 pub mod output;
+mod rollout;
 mod stackfile;
 mod tokens;
 
@@ -99,6 +100,15 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
         Cmd::Stack { command: StackCmd::Rm { stack } } => inspect::stack_rm(g, stack).await,
         Cmd::Service { command: ServiceCmd::Ls { stack } } => inspect::service_ls(g, stack.as_deref()).await,
         Cmd::Service { command: ServiceCmd::Inspect { service } } => inspect::service_inspect(g, service).await,
+        Cmd::Service { command: ServiceCmd::Update { service, resume, wait, .. } } => {
+            // clap requires --force unless --resume is given.
+            let what = if *resume { rollout::What::Resume } else { rollout::What::Force };
+            rollout::update(g, service, what, wait).await
+        }
+        Cmd::Service { command: ServiceCmd::Rollback { service, to, wait } } => {
+            rollout::update(g, service, rollout::What::Rollback(*to), wait).await
+        }
+        Cmd::Service { command: ServiceCmd::History { service } } => rollout::history(g, service).await,
         Cmd::Ps { target, no_trunc } => inspect::ps(g, target, *no_trunc).await,
         Cmd::Node { command: NodeCmd::Ls } => inspect::node_ls(g).await,
         Cmd::Node { command: NodeCmd::Inspect { node } } => addresses::node_inspect(g, node).await,

@@ -52,6 +52,28 @@ pub enum Command {
         /// Time.
         at: Timestamp,
     },
+    /// Continues a paused rollout of a service (`stackctl service update
+    /// --resume`): the rollout goes on under the update policy, its failure
+    /// budget counted afresh. Refused unless the rollout is paused.
+    ResumeUpdate {
+        /// The service's full name.
+        service: String,
+        /// Time.
+        at: Timestamp,
+    },
+    /// Rolls a service back to the spec of an earlier revision (`stackctl
+    /// service rollback [--to N]`): a new revision with that spec, rolled
+    /// out under its rollback policy. `to`: the revision (default the one
+    /// before the current).
+    RollbackService {
+        /// The service's full name.
+        service: String,
+        /// The revision whose spec to go back to.
+        #[serde(default)]
+        to: Option<u64>,
+        /// Time.
+        at: Timestamp,
+    },
     /// Removes a stack, its services and their tasks.
     RemoveStack {
         /// Stack name.
@@ -202,6 +224,8 @@ impl Command {
             Command::InitCluster { at, .. }
             | Command::PutStack { at, .. }
             | Command::ForceUpdate { at, .. }
+            | Command::ResumeUpdate { at, .. }
+            | Command::RollbackService { at, .. }
             | Command::RemoveStack { at, .. }
             | Command::UpsertNode { at, .. }
             | Command::SetNodeState { at, .. }

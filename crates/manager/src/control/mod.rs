@@ -159,6 +159,14 @@ impl v1::control_server::Control for Control {
         reply(stacks::list_services(self, self.checked(req)?).await)
     }
 
+    async fn update_service(
+        &self,
+        req: Request<v1::UpdateServiceRequest>,
+    ) -> Result<Response<v1::UpdateServiceResponse>, Status> {
+        let caller = self.caller(&req)?;
+        reply(stacks::update_service(self, &caller, req.into_inner()).await)
+    }
+
     async fn inspect_service(
         &self,
         req: Request<v1::InspectServiceRequest>,

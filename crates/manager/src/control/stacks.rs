@@ -164,3 +164,29 @@ pub(super) async fn list_tasks(ctl: &Control, r: v1::ListTasksRequest) -> Result
         .map_err(refused)?;
     Ok(v1::ListTasksResponse { tasks, node_names: node_names.into_iter().collect() })
 }
+
+/// `UpdateService`: a forced update, a resumed rollout or a rollback of one
+/// service, by the deployer of its stack (checked here: the stack is known
+/// from the state).
+pub(super) async fn update_service(
+    ctl: &Control,
+    caller: &crate::auth::Caller,
+    r: v1::UpdateServiceRequest,
+) -> Result<v1::UpdateServiceResponse, Status> {
+    let found =
+        ctl.read(false, |s| find_service(s, &r.service).map(|svc| (svc.name.clone(), svc.stack.clone()))).await?;
+    let Some((name, stack)) = found else {
+        return Err(refused(Refusal::not_found(format!("no service {:?} (see stackctl service ls)", r.service))));
+    };
+    crate::auth::authorize(caller, stackd_core::security::Action::DeployStack(&stack))?;
+    let at = now_ms();
+    let cmd = match (r.force, r.resume, r.rollback) {
+        (true, false, false) => Command::ForceUpdate { service: name.clone(), at },
+        (false, true, false) => Command::ResumeUpdate { service: name.clone(), at },
+        (false, false, true) => Command::RollbackService { service: name.clone(), to: r.to, at },
+        _ => return Err(refused(Refusal::invalid("give exactly one of force, resume and rollback"))),
+    };
+    let (index, _) = ctl.propose(cmd).await?;
+    let revision = ctl.read(true, |s| s.service_by_name(&name).map_or(0, |svc| svc.revision)).await?;
+    Ok(v1::UpdateServiceResponse { service: name, stack, revision, index })
+}

@@ -1,0 +1,134 @@
+//! `stackctl service update --force|--resume`, `service rollback [--to N]`
+//! (each with `--wait` and the exit codes of `deploy`), and `service
+//! history`.
+
+use anyhow::{Result, bail};
+use stackd_core::model::{Service, ServiceSpec};
+use stackd_proto::v1;
+
+use crate::EXIT_OK;
+use crate::args::{Global, WaitArgs};
+use crate::client::{connect, status};
+use crate::deploy::{Following, follow, watch_events};
+use crate::output::{name, print_rows};
+
+/// What `update` asks for.
+#[derive(Clone, Copy, Debug)]
+pub enum What {
+    /// Replace every task (`--force`).
+    Force,
+    /// Continue a paused rollout.
+    Resume,
+    /// Roll back to the revision before, or to this one.
+    Rollback(Option<u64>),
+}
+
+/// Runs `service update` or `service rollback`.
+pub async fn update(g: &Global, service: &str, what: What, wait: &WaitArgs) -> Result<i32> {
+    let mut c = connect(g).await?;
+    // The service's stack, to watch its events before the change (nothing missed).
+    let svc = inspect(&mut c, service).await?;
+    let watch = v1::WatchEventsRequest { stack: svc.stack.clone() };
+    let mut events = if wait.wait { Some(watch_events(&mut c, &watch).await.map_err(status)?) } else { None };
+    let mut req = v1::UpdateServiceRequest { service: svc.name.clone(), ..Default::default() };
+    match what {
+        What::Force => req.force = true,
+        What::Resume => req.resume = true,
+        What::Rollback(to) => {
+            req.rollback = true;
+            req.to = to;
+        }
+    }
+    // Not retried on another manager: a second force or rollback would make a second revision.
+    let resp = c.client().update_service(req).await.map_err(status)?.into_inner();
+    match what {
+        What::Force => out!("Updating service {} (revision {}: every task replaced)", resp.service, resp.revision),
+        What::Resume => out!("Resuming the rollout of {} (revision {})", resp.service, resp.revision),
+        What::Rollback(_) => out!("Rolling back service {} (revision {})", resp.service, resp.revision),
+    }
+    let Some(events) = events.as_mut() else { return Ok(EXIT_OK) };
+    let following = Following {
+        stack: &resp.stack,
+        only: Some(&resp.service),
+        rollback_is_success: matches!(what, What::Rollback(_)),
+    };
+    follow(&mut c, &watch, events, following, wait.timeout).await
+}
+
+async fn inspect(c: &mut crate::client::Conn, service: &str) -> Result<Service> {
+    let req = v1::InspectServiceRequest { service: service.to_string(), stale: false };
+    let resp = c
+        .read(|mut c| {
+            let req = req.clone();
+            async move { c.inspect_service(req).await }
+        })
+        .await
+        .map_err(status)?
+        .into_inner();
+    let Some(svc) = resp.service.and_then(|s| s.service) else { bail!("the manager sent no service") };
+    Ok(Service::try_from(svc)?)
+}
+
+/// A revision as `service history` shows it.
+#[derive(serde::Serialize)]
+struct Row {
+    revision: u64,
+    deployed_at: u64,
+    image: String,
+    /// What changed from the revision before (`path: old -> new`, `;`-joined).
+    changes: String,
+    current: bool,
+    /// The current revision's rollout (`updating`, `paused: why`, …).
+    rollout: String,
+}
+
+/// The changed fields between two specs, in a few words.
+fn changes(before: Option<&ServiceSpec>, after: &ServiceSpec) -> String {
+    let Some(before) = before else { return "first kept revision".into() };
+    let Some(d) = stackd_core::diff::service(before, after) else { return "no change".into() };
+    let changed: Vec<String> = d
+        .changes
+        .iter()
+        .filter(|c| c.path != "task.force_update")
+        .map(|c| format!("{}: {} -> {}", c.path, c.from, c.to))
+        .collect();
+    let forced = d.changes.iter().any(|c| c.path == "task.force_update");
+    match (changed.is_empty(), forced) {
+        (true, true) => "no change: a forced update (every task replaced)".into(),
+        (true, false) => "no change".into(),
+        (false, _) => changed.join("; "),
+    }
+}
+
+/// Runs `service history`.
+pub async fn history(g: &Global, service: &str) -> Result<i32> {
+    let mut c = connect(g).await?;
+    let svc = inspect(&mut c, service).await?;
+    let mut revisions: Vec<(u64, u64, &ServiceSpec)> =
+        svc.history.iter().map(|r| (r.revision, r.deployed_at, &r.spec)).collect();
+    revisions.push((svc.revision, svc.updated_at, &svc.spec));
+    let rows: Vec<Row> = revisions
+        .iter()
+        .enumerate()
+        .map(|(k, (rev, at, spec))| {
+            let current = *rev == svc.revision;
+            let mut rollout = String::new();
+            if current {
+                rollout = name(&svc.update.state);
+                if !svc.update.message.is_empty() {
+                    rollout = format!("{rollout}: {}", svc.update.message);
+                }
+            }
+            Row {
+                revision: *rev,
+                deployed_at: *at,
+                image: spec.task.image.clone(),
+                changes: changes(k.checked_sub(1).map(|j| revisions[j].2), spec),
+                current,
+                rollout,
+            }
+        })
+        .collect();
+    print_rows(&rows, &["revision", "deployed_at", "image", "changes", "rollout"], g.output)?;
+    Ok(EXIT_OK)
+}
