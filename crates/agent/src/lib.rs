@@ -31,7 +31,9 @@
 //!   `docker/ports.rs` finds the containers that hold a host port.
 //! - [`dataplane`]: the node's side of the cluster's networks: VXLAN
 //!   devices and static forwarding entries from the network view the
-//!   managers send (pure `plan`, `ip`/`bridge` commands to apply it).
+//!   managers send (pure `plan`), VIPs, rules, mesh routes and PROXY hops
+//!   applied each pass; `dataplane/kernel.rs` reads and changes the kernel
+//!   (`ip`, `bridge`, `iptables-restore`, `conntrack` commands).
 //! - [`rules`]: virtual addresses and the routing mesh as iptables rules,
 //!   mesh routes and VIPs on the bridges (pure `plan`; applied by `dataplane`).
 //! - [`files`]: the files of tasks' configs and secrets (secrets on a tmpfs),

@@ -15,7 +15,8 @@
 //! - [`state`]: [`ClusterState`] and its deterministic `apply` (`state/`:
 //!   `mod.rs` the types, `apply` and stacks; `nodes.rs` nodes, joins and
 //!   tokens; `objects.rs` configs and secrets; `tasks.rs` plans, placements
-//!   and status reports; `table.rs` [`state::Tasks`], the tasks in a
+//!   and status reports; `network.rs` the networks' addresses;
+//!   `rollouts.rs` forced updates, resumes and rollbacks; `table.rs` [`state::Tasks`], the tasks in a
 //!   persistent map indexed by service, so a snapshot of the state is cheap
 //!   to keep).
 //! - [`refusal`]: [`Refusal`], why `apply` (or the control API) refused a
