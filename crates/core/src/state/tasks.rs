@@ -184,6 +184,11 @@ impl ClusterState {
             if u.status.state < t.status.state {
                 continue;
             }
+            // `orphaned` is the managers' word for a task of a lost node, never
+            // an agent's report (a task that had ended would seem to live again).
+            if u.status.state == TaskState::Orphaned {
+                continue;
+            }
             if u.status == t.status {
                 continue;
             }
