@@ -10,7 +10,7 @@ use stackd_proto::v1;
 
 use crate::addresses::{NetworkRow, PublishedRow, network_lines, network_rows, published_lines, published_rows};
 use crate::args::{Global, Output};
-use crate::client::{connect, status};
+use crate::client::{Conn, connect, status};
 use crate::output::{ERROR_WIDTH, age, name as serde_name, one_line, print_document, print_listing, print_rows};
 
 /// A row of `stackctl ps`: data (JSON and YAML print it as it is; the
@@ -292,18 +292,22 @@ struct ServiceDetail {
     published: Vec<PublishedRow>,
 }
 
+/// The manager's answer to `InspectService` for `name` (full name or id).
+pub(crate) async fn fetch_service(c: &mut Conn, name: &str, stale: bool) -> Result<v1::InspectServiceResponse> {
+    let req = v1::InspectServiceRequest { service: name.to_string(), stale };
+    Ok(c.read(|mut c| {
+        let req = req.clone();
+        async move { c.inspect_service(req).await }
+    })
+    .await
+    .map_err(status)?
+    .into_inner())
+}
+
 /// `stackctl service inspect SERVICE`.
 pub async fn service_inspect(g: &Global, name: &str) -> Result<i32> {
     let mut c = connect(g).await?;
-    let req = v1::InspectServiceRequest { service: name.to_string(), stale: g.stale };
-    let resp = c
-        .read(|mut c| {
-            let req = req.clone();
-            async move { c.inspect_service(req).await }
-        })
-        .await
-        .map_err(status)?
-        .into_inner();
+    let resp = fetch_service(&mut c, name, g.stale).await?;
     let (service, c) = summary(resp.service.context("manager sent no service")?)?;
     let networks = network_rows(&service.name, resp.networks);
     let published = published_rows(resp.published)?;

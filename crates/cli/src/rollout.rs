@@ -56,15 +56,7 @@ pub async fn update(g: &Global, service: &str, what: What, wait: &WaitArgs) -> R
 }
 
 async fn inspect(c: &mut crate::client::Conn, service: &str) -> Result<Service> {
-    let req = v1::InspectServiceRequest { service: service.to_string(), stale: false };
-    let resp = c
-        .read(|mut c| {
-            let req = req.clone();
-            async move { c.inspect_service(req).await }
-        })
-        .await
-        .map_err(status)?
-        .into_inner();
+    let resp = crate::inspect::fetch_service(c, service, false).await?;
     let Some(svc) = resp.service.and_then(|s| s.service) else { bail!("the manager sent no service") };
     Ok(Service::try_from(svc)?)
 }
