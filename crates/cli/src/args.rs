@@ -161,6 +161,22 @@ pub struct ConfigArgs {
     pub stack: String,
 }
 
+/// `stackctl events`.
+#[derive(Args, Debug)]
+pub struct EventsArgs {
+    /// Only the events of this stack (its services and tasks).
+    #[arg(long)]
+    pub stack: Option<String>,
+    /// Only events of the last DURATION (e.g. 10m, 2h); without it, every
+    /// event the managers keep (the last 10,000), or with -f only new ones.
+    #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
+    pub since: Option<Duration>,
+    /// Keep printing new events as they happen, across a failover of the
+    /// manager watched (none lost, none twice), until interrupted.
+    #[arg(long, short = 'f')]
+    pub follow: bool,
+}
+
 /// The commands.
 #[derive(Subcommand, Debug)]
 pub enum Cmd {
@@ -169,6 +185,9 @@ pub enum Cmd {
     /// Print the stack as stackd reads it (normalised compose; YAML unless
     /// `-o json`), without deploying. Errors and warnings go to stderr.
     Config(ConfigArgs),
+    /// The cluster's events (deploys, task states, nodes, rollouts) as text,
+    /// or JSON lines with `-o json`; `-f` follows new ones.
+    Events(EventsArgs),
     /// Manage stacks.
     Stack {
         /// Stack command.

@@ -16,11 +16,17 @@
 //! - `args.rs`: the command line (clap).
 //! - `client.rs`: connecting to a manager.
 //! - `cluster.rs`: `cluster status|join-token`, `node promote|demote|rm`.
-//! - `deploy.rs`: `stackctl deploy`, with `--wait` progress.
+//! - `deploy.rs`: `stackctl deploy`.
+//! - `follow.rs`: following a rollout (`--wait`): a live bar per service on
+//!   a terminal, a line per change otherwise, JSON lines with `-o json`.
+//! - `progress.rs`: where each service's rollout stands (pure).
+//! - `events.rs`: `stackctl events` (the cluster's events, `-f` across
+//!   failovers).
 //! - `dryrun.rs`: `stackctl deploy --dry-run`: the changes a deploy would make.
 //! - `inspect.rs`: listings and inspection (`stack ls`, `service ls`, `ps`, …).
 //! - `objects.rs`: `secret` and `config` commands (create, ls, rm).
 //! - `output.rs`: tables and JSON with the same field names.
+//! - `rollout.rs`: `service history|rollback|update`.
 //! - `tokens.rs`: `token create|ls|rm` (client tokens).
 //! - `stackfile.rs`: reading stack files, the `.env` file and the process
 //!   environment for the loader (core does no I/O).
@@ -42,9 +48,12 @@ mod client;
 mod cluster;
 mod deploy;
 mod dryrun;
+mod events;
+mod follow;
 mod inspect;
 mod objects;
 pub mod output;
+mod progress;
 mod rollout;
 mod stackfile;
 mod tokens;
@@ -96,6 +105,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
             output::print_document(&stackd_core::compose::document(&loaded.spec), g.output)?;
             Ok(EXIT_OK)
         }
+        Cmd::Events(e) => events::events(g, e).await,
         Cmd::Stack { command: StackCmd::Ls } => inspect::stack_ls(g).await,
         Cmd::Stack { command: StackCmd::Rm { stack } } => inspect::stack_rm(g, stack).await,
         Cmd::Service { command: ServiceCmd::Ls { stack } } => inspect::service_ls(g, stack.as_deref()).await,

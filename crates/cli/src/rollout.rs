@@ -9,7 +9,7 @@ use stackd_proto::v1;
 use crate::EXIT_OK;
 use crate::args::{Global, WaitArgs};
 use crate::client::{connect, status};
-use crate::deploy::{Following, follow, watch_events};
+use crate::follow::{Display, Following, follow, json_line, watch_events};
 use crate::output::{name, print_rows};
 
 /// What `update` asks for.
@@ -28,7 +28,7 @@ pub async fn update(g: &Global, service: &str, what: What, wait: &WaitArgs) -> R
     let mut c = connect(g).await?;
     // The service's stack, to watch its events before the change (nothing missed).
     let svc = inspect(&mut c, service).await?;
-    let watch = v1::WatchEventsRequest { stack: svc.stack.clone() };
+    let watch = v1::WatchEventsRequest { stack: svc.stack.clone(), ..Default::default() };
     let mut events = if wait.wait { Some(watch_events(&mut c, &watch).await.map_err(status)?) } else { None };
     let mut req = v1::UpdateServiceRequest { service: svc.name.clone(), ..Default::default() };
     match what {
@@ -41,10 +41,22 @@ pub async fn update(g: &Global, service: &str, what: What, wait: &WaitArgs) -> R
     }
     // Not retried on another manager: a second force or rollback would make a second revision.
     let resp = c.client().update_service(req).await.map_err(status)?.into_inner();
-    match what {
-        What::Force => out!("Updating service {} (revision {}: every task replaced)", resp.service, resp.revision),
-        What::Resume => out!("Resuming the rollout of {} (revision {})", resp.service, resp.revision),
-        What::Rollback(_) => out!("Rolling back service {} (revision {})", resp.service, resp.revision),
+    let mut display = Display::new(g.output);
+    let action = match what {
+        What::Force => "force",
+        What::Resume => "resume",
+        What::Rollback(_) => "rollback",
+    };
+    if let Display::Json = display {
+        json_line(&Updated { kind: "update", action, service: &resp.service, revision: resp.revision });
+    } else {
+        display.info(&match what {
+            What::Force => {
+                format!("Updating service {} (revision {}: every task replaced)", resp.service, resp.revision)
+            }
+            What::Resume => format!("Resuming the rollout of {} (revision {})", resp.service, resp.revision),
+            What::Rollback(_) => format!("Rolling back service {} (revision {})", resp.service, resp.revision),
+        });
     }
     let Some(events) = events.as_mut() else { return Ok(EXIT_OK) };
     let following = Following {
@@ -52,7 +64,18 @@ pub async fn update(g: &Global, service: &str, what: What, wait: &WaitArgs) -> R
         only: Some(&resp.service),
         rollback_is_success: matches!(what, What::Rollback(_)),
     };
-    follow(&mut c, &watch, events, following, wait.timeout).await
+    follow(&mut c, &watch, events, following, &mut display, wait.timeout).await
+}
+
+/// What `service update|rollback --output json` prints first.
+#[derive(serde::Serialize)]
+struct Updated<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    /// `force`, `resume` or `rollback`.
+    action: &'static str,
+    service: &'a str,
+    revision: u64,
 }
 
 async fn inspect(c: &mut crate::client::Conn, service: &str) -> Result<Service> {

@@ -36,6 +36,8 @@
 //! - [`net`]: the container networks' addresses (a subnet per network, a
 //!   slice per node, an address per task, a virtual address per service),
 //!   allocated in the state.
+//! - [`journal`]: the last events of the cluster, kept by every manager
+//!   (`stackctl events`, watchers that resume after a failover).
 //! - [`diff`]: field-level differences between service specs (`deploy --dry-run`).
 //! - [`compose`]: a [`StackSpec`](model::StackSpec) written back as a compose
 //!   document (what `stackctl config` prints; the loader reads it back unchanged).
@@ -43,6 +45,7 @@
 pub mod command;
 pub mod compose;
 pub mod diff;
+pub mod journal;
 pub mod liveness;
 pub mod loader;
 pub mod model;

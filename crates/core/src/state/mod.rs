@@ -66,6 +66,11 @@ pub enum Action {
 pub struct Event {
     /// Log index of the command.
     pub index: u64,
+    /// Position among the events of that log entry (0, 1, …): with
+    /// `index`, the event's place in the cluster's history
+    /// ([`Event::cursor`]), the same on every manager.
+    #[serde(default)]
+    pub seq: u32,
     /// Object kind.
     pub kind: ObjectKind,
     /// What happened.
@@ -80,6 +85,14 @@ pub struct Event {
     pub message: String,
     /// Time of the command.
     pub at: Timestamp,
+}
+
+impl Event {
+    /// The event's place in the cluster's history: ordered, unique, and the
+    /// same on every manager.
+    pub fn cursor(&self) -> (u64, u32) {
+        (self.index, self.seq)
+    }
 }
 
 /// The result of applying a command.
@@ -265,6 +278,7 @@ impl Ctx {
     fn event(&mut self, kind: ObjectKind, action: Action, id: &str, name: &str, stack: &str, message: String) {
         self.out.events.push(Event {
             index: self.index,
+            seq: 0,
             kind,
             action,
             id: id.to_string(),
@@ -279,6 +293,16 @@ impl Ctx {
 impl ClusterState {
     /// Applies a command committed at `index`.
     pub fn apply(&mut self, index: u64, cmd: &Command) -> Applied {
+        let mut applied = self.apply_entry(index, cmd);
+        // Number the entry's events in order, a batch's across its commands.
+        let events = applied.events.iter_mut().chain(applied.batch.iter_mut().flat_map(|a| a.events.iter_mut()));
+        for (seq, e) in events.enumerate() {
+            e.seq = u32::try_from(seq).unwrap_or(u32::MAX);
+        }
+        applied
+    }
+
+    fn apply_entry(&mut self, index: u64, cmd: &Command) -> Applied {
         let Command::Batch { commands } = cmd else { return self.apply_one(index, 0, cmd) };
         let batch = commands
             .iter()

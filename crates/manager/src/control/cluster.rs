@@ -1,19 +1,13 @@
 //! The cluster as a whole: its status, its join tokens, its events.
 
-use std::pin::Pin;
-
 use stackd_core::model::Blob;
 use stackd_core::{ClusterState, Command};
 use stackd_proto::v1;
-use tokio_stream::{Stream, StreamExt};
 use tonic::Status;
 
 use super::{Control, nodes};
 use crate::now_ms;
 use crate::raft::MembersView;
-
-/// The events `WatchEvents` streams.
-pub(super) type EventStream = Pin<Box<dyn Stream<Item = Result<v1::Event, Status>> + Send>>;
 
 /// The managers as the leader sees them, for status and `node ls`.
 pub(super) fn manager_statuses(view: &MembersView) -> Vec<v1::ManagerStatus> {
@@ -77,19 +71,4 @@ pub(super) async fn join_token(ctl: &Control, r: v1::GetJoinTokenRequest) -> Res
     let digest = ctl.read(true, |s| cluster_ca(s).map(|ca| ca.digest())).await??;
     let token = stackd_tls::JoinToken::new(&digest, secret).map_err(|e| Status::internal(e.to_string()))?;
     Ok(v1::GetJoinTokenResponse { token: token.reveal() })
-}
-
-/// `WatchEvents`: the changes applied from now on, of one stack or all.
-pub(super) fn watch_events(ctl: &Control, r: v1::WatchEventsRequest) -> EventStream {
-    let stack = r.stack;
-    let rx = ctl.raft.shared().events();
-    let stream = tokio_stream::wrappers::BroadcastStream::new(rx).filter_map(move |e| match e {
-        Ok(e) if stack.is_empty() || e.stack == stack => Some(Ok(v1::Event::from(&e))),
-        Ok(_) => None,
-        // A watcher that fell behind is told so and must re-list.
-        Err(tokio_stream::wrappers::errors::BroadcastStreamRecvError::Lagged(n)) => {
-            Some(Err(Status::data_loss(format!("watcher fell {n} events behind; re-list and watch again"))))
-        }
-    });
-    Box::pin(stream)
 }

@@ -29,6 +29,7 @@
 mod access;
 mod addresses;
 mod cluster;
+mod events;
 mod join;
 mod nodes;
 mod objects;
@@ -129,7 +130,7 @@ fn reply<T>(answer: Result<T, Status>) -> Result<Response<T>, Status> {
 /// The RPCs: each one takes the checked way in, then its handler.
 #[tonic::async_trait]
 impl v1::control_server::Control for Control {
-    type WatchEventsStream = cluster::EventStream;
+    type WatchEventsStream = events::EventStream;
 
     async fn deploy_stack(
         &self,
@@ -279,6 +280,6 @@ impl v1::control_server::Control for Control {
         &self,
         req: Request<v1::WatchEventsRequest>,
     ) -> Result<Response<Self::WatchEventsStream>, Status> {
-        reply(Ok(cluster::watch_events(self, self.checked(req)?)))
+        reply(Ok(events::watch(self, self.checked(req)?)))
     }
 }

@@ -16,6 +16,7 @@ use sha2::{Digest, Sha256};
 
 use super::{LogId, StoredMembershipOf};
 use stackd_core::ClusterState;
+use stackd_core::journal::Journal;
 
 /// The first line of every snapshot file.
 pub const MAGIC: &[u8] = b"STACKD-SNAPSHOT\n";
@@ -85,6 +86,9 @@ pub struct Payload {
     pub membership: StoredMembershipOf,
     /// The cluster state.
     pub state: ClusterState,
+    /// The last events (absent from snapshots written before they were kept).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub events: Option<Journal>,
     /// Id openraft knows this snapshot by.
     pub snapshot_id: String,
 }

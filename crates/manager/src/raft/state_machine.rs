@@ -13,6 +13,7 @@ use std::sync::{Arc, RwLock};
 use openraft::storage::{RaftStateMachine, Snapshot};
 use openraft::{AnyError, EntryPayload, ErrorSubject, ErrorVerb, RaftSnapshotBuilder, StorageError, StorageIOError};
 use stackd_core::ClusterState;
+use stackd_core::journal::{self, Gap, Journal};
 use stackd_core::state::{Applied, Event};
 use tokio::sync::{broadcast, watch};
 
@@ -39,6 +40,8 @@ struct Data {
     /// Shared with [`Shared::snapshot`] readers; `apply` changes it in place
     /// when nobody holds a snapshot, and copies it first when somebody does.
     state: Arc<ClusterState>,
+    /// The last events, the same on every manager (saved in snapshots).
+    journal: Journal,
 }
 
 impl Shared {
@@ -66,9 +69,32 @@ impl Shared {
         self.events.subscribe()
     }
 
+    /// The kept events after `cursor` (all kept for `None`) that `keep`
+    /// selects, and the place of the newest event the journal holds (what a
+    /// watcher subscribed before this call skips of the live events). A
+    /// [`Gap`] when some events after `cursor` were dropped.
+    pub fn events_after(
+        &self,
+        cursor: Option<journal::Cursor>,
+        keep: impl Fn(&Event) -> bool,
+    ) -> Result<(Vec<Event>, Option<journal::Cursor>), Gap> {
+        let guard = self.data.read().unwrap_or_else(|p| p.into_inner());
+        let events = guard.journal.after(cursor)?.filter(|e| keep(e)).cloned().collect();
+        Ok((events, guard.journal.last_cursor()))
+    }
+
     /// How many snapshots received from a leader were installed since start.
     pub fn snapshots_installed(&self) -> u64 {
         self.installs.load(Ordering::Relaxed)
+    }
+}
+
+/// The journal a snapshot carries; for one written before journals were
+/// kept, an empty one that knows it misses what came before.
+fn journal_of(payload: &Payload) -> Journal {
+    match &payload.events {
+        Some(j) => j.clone(),
+        None => Journal::starting_after(payload.last_applied.map(|l| l.index).unwrap_or(0)),
     }
 }
 
@@ -101,6 +127,7 @@ impl StateMachine {
             let (_, payload) =
                 snapshot::decode(&bytes).map_err(|e| sm_err(ErrorVerb::Read, format!("{}: {e}", path.display())))?;
             data = Data {
+                journal: journal_of(&payload),
                 last_applied: payload.last_applied,
                 membership: payload.membership,
                 state: Arc::new(payload.state),
@@ -132,6 +159,7 @@ impl StateMachine {
         {
             let mut guard = self.shared.data.write().unwrap_or_else(|p| p.into_inner());
             *guard = Data {
+                journal: journal_of(&payload),
                 last_applied: meta.last_log_id,
                 membership: meta.last_membership.clone(),
                 state: Arc::new(payload.state),
@@ -153,6 +181,7 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
                 last_applied: guard.last_applied,
                 membership: guard.membership.clone(),
                 state: ClusterState::clone(&guard.state),
+                events: Some(guard.journal.clone()),
                 snapshot_id: id,
             }
         };
@@ -208,6 +237,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                         Applied::default()
                     }
                 };
+                guard.journal.record(reply.all_events());
                 events.extend(reply.all_events().cloned());
                 replies.push(reply);
             }

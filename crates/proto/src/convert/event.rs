@@ -55,6 +55,7 @@ impl From<&state::Event> for v1::Event {
     fn from(value: &state::Event) -> Self {
         Self {
             index: value.index,
+            seq: value.seq,
             kind: v1::ObjectKind::from(value.kind).into(),
             action: v1::EventAction::from(value.action).into(),
             id: value.id.clone(),
@@ -72,6 +73,7 @@ impl TryFrom<v1::Event> for state::Event {
     fn try_from(value: v1::Event) -> Result<Self, ConvertError> {
         Ok(Self {
             index: value.index,
+            seq: value.seq,
             kind: wire_enum::<v1::ObjectKind>("Event.kind", value.kind)?.into(),
             action: wire_enum::<v1::EventAction>("Event.action", value.action)?.into(),
             id: value.id,
@@ -93,6 +95,7 @@ mod tests {
     fn event() -> state::Event {
         state::Event {
             index: 42,
+            seq: 3,
             kind: state::ObjectKind::Task,
             action: state::Action::Update,
             id: "t1".into(),
