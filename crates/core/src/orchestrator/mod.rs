@@ -298,4 +298,6 @@ fn trim_history(svc: &Service, tasks: &[&Task], out: &mut Orchestration) {
 }
 
 #[cfg(test)]
+mod properties;
+#[cfg(test)]
 mod tests;

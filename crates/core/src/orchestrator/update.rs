@@ -143,7 +143,15 @@ pub(super) fn step(
             }
         }
     }
-    for (key, old) in dirty.iter().take(usize::try_from(room).unwrap_or(usize::MAX)) {
+    // Dirty slots that serve nothing first (their outdated task is still
+    // starting, or never became healthy: a redeploy in the middle of a
+    // rollout): replacing them takes no capacity away, while taking a slot
+    // that serves would leave them down and one more slot with them.
+    let serving = |k: &SlotKey| {
+        slots.get(k).is_some_and(|ts| ts.iter().any(|t| t.desired_state == DesiredState::Running && t.is_up()))
+    };
+    let (down, up): (Vec<&(SlotKey, &Task)>, Vec<_>) = dirty.iter().partition(|(k, _)| !serving(k));
+    for (key, old) in down.into_iter().chain(up).take(usize::try_from(room).unwrap_or(usize::MAX)) {
         match policy.order {
             UpdateOrder::StopFirst => out.plan.set_desired.push((old.id.clone(), DesiredState::Shutdown)),
             UpdateOrder::StartFirst => out.plan.create.push(new_task(svc, key)),
