@@ -222,6 +222,17 @@ pub fn service(s: &ServiceSpec, stack: &StackSpec) -> Value {
     if let Some(h) = &t.healthcheck {
         o.insert("healthcheck".into(), healthcheck(h));
     }
+    if !s.depends_on.is_empty() {
+        let deps = s.depends_on.iter().map(|d| {
+            let mut dep = Map::new();
+            dep.insert("condition".into(), json!(d.condition.as_str()));
+            if !d.required {
+                dep.insert("required".into(), json!(false));
+            }
+            (d.service.clone(), Value::Object(dep))
+        });
+        o.insert("depends_on".into(), Value::Object(deps.collect()));
+    }
     let mut deploy = Map::new();
     deploy.insert("mode".into(), json!(s.mode.name()));
     // `max_concurrent` has no compose key: it is not written (the loader always reads 0).

@@ -148,6 +148,7 @@ mod tests {
             rollback: UpdateConfig::rollback_default(),
             labels: Default::default(),
             endpoint_mode: Default::default(),
+            depends_on: Vec::new(),
         }
     }
 

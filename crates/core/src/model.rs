@@ -849,6 +849,55 @@ pub struct ServiceSpec {
     /// discovery exists).
     #[serde(default)]
     pub endpoint_mode: EndpointMode,
+    /// The services of the stack this one waits for before its first start
+    /// (`depends_on`), sorted by name. Not part of the task template:
+    /// changing it alone makes a new revision and replaces no task. Left out
+    /// of the encoding while empty, so specs written before it encode as before.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub depends_on: Vec<Dependency>,
+}
+
+/// What a service waits for of a service it depends on (compose's
+/// `depends_on` conditions).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DependencyCondition {
+    /// Every wanted slot of the dependency has a running task.
+    #[default]
+    ServiceStarted,
+    /// Every wanted slot of the dependency has a running task that is up
+    /// ([`Task::is_up`]: healthy, or running without a health check).
+    ServiceHealthy,
+    /// The dependency ran to completion: a job whose run of its current
+    /// revision completed, or a service each of whose wanted slots' newest
+    /// task exited 0.
+    ServiceCompletedSuccessfully,
+}
+
+impl DependencyCondition {
+    /// The name used in stack files: `service_started`, `service_healthy`
+    /// or `service_completed_successfully`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DependencyCondition::ServiceStarted => "service_started",
+            DependencyCondition::ServiceHealthy => "service_healthy",
+            DependencyCondition::ServiceCompletedSuccessfully => "service_completed_successfully",
+        }
+    }
+}
+
+/// One entry of a service's `depends_on`: it does not start for the first
+/// time until `service` meets `condition` (see the orchestrator's start order).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Dependency {
+    /// The service depended on, by its name in the stack (`db`, not
+    /// `shop_db`): a stack's services depend only on services of the same stack.
+    pub service: String,
+    /// What it must reach.
+    pub condition: DependencyCondition,
+    /// When false, a dependency that is absent or failed does not hold the
+    /// service back (compose's `required: false`); one on its way still does.
+    pub required: bool,
 }
 
 /// A named volume declared by a stack.

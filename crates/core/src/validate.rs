@@ -223,6 +223,24 @@ pub fn stack_spec(spec: &StackSpec) -> Result<(), Vec<String>> {
                 }
             }
         }
+        let mut named = BTreeSet::new();
+        for d in &svc.depends_on {
+            if d.service == *key {
+                errors.push(format!("{at}.depends_on: a service cannot depend on itself"));
+            } else if !spec.services.contains_key(&d.service) {
+                errors.push(format!("{at}.depends_on: there is no service {} in the stack", d.service));
+            }
+            if !named.insert(&d.service) {
+                errors.push(format!("{at}.depends_on: {} is named twice", d.service));
+            }
+        }
+    }
+    if let Some(circle) = depends_on_circle(spec) {
+        errors.push(format!(
+            "services.{}.depends_on: depends_on goes round in a circle through {}",
+            circle[0],
+            circle.join(", ")
+        ));
     }
     for (kind, declared) in [("configs", &spec.configs), ("secrets", &spec.secrets)] {
         for (key, o) in declared {
@@ -238,6 +256,41 @@ pub fn stack_spec(spec: &StackSpec) -> Result<(), Vec<String>> {
         }
     }
     if errors.is_empty() { Ok(()) } else { Err(errors) }
+}
+
+/// The services that wait for each other in a circle through `depends_on`
+/// (and those that wait for them), by name; `None` when there is no circle.
+/// Services that would never start: each waits for another that waits too.
+fn depends_on_circle(spec: &StackSpec) -> Option<Vec<String>> {
+    // Start the services whose dependencies have all started (Kahn's
+    // order); those never started wait in a circle, or for one that does.
+    let mut waits_for: BTreeMap<&str, usize> = BTreeMap::new();
+    let mut dependents: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    for (k, s) in &spec.services {
+        let deps: BTreeSet<&str> = s
+            .depends_on
+            .iter()
+            .map(|d| d.service.as_str())
+            .filter(|d| spec.services.contains_key(*d) && *d != k.as_str())
+            .collect();
+        waits_for.insert(k, deps.len());
+        for d in deps {
+            dependents.entry(d).or_default().push(k);
+        }
+    }
+    let mut ready: Vec<&str> = waits_for.iter().filter(|(_, n)| **n == 0).map(|(k, _)| *k).collect();
+    while let Some(k) = ready.pop() {
+        for d in dependents.get(k).map(Vec::as_slice).unwrap_or_default() {
+            if let Some(n) = waits_for.get_mut(d) {
+                *n -= 1;
+                if *n == 0 {
+                    ready.push(d);
+                }
+            }
+        }
+    }
+    let left: Vec<String> = waits_for.into_iter().filter(|(_, n)| *n > 0).map(|(k, _)| k.to_string()).collect();
+    (!left.is_empty()).then_some(left)
 }
 
 #[cfg(test)]
@@ -259,6 +312,7 @@ mod tests {
             rollback: UpdateConfig::rollback_default(),
             labels: Default::default(),
             endpoint_mode: EndpointMode::Vip,
+            depends_on: Vec::new(),
         }
     }
 
@@ -394,6 +448,47 @@ mod tests {
         assert_eq!(
             why,
             format!("a config holds at most {MAX_OBJECT_BYTES} bytes, this one has {}", MAX_OBJECT_BYTES + 1)
+        );
+    }
+
+    #[test]
+    fn dependencies_name_services_of_the_stack_without_circles() {
+        use crate::model::{Dependency, DependencyCondition};
+        let dep = |service: &str| Dependency {
+            service: service.into(),
+            condition: DependencyCondition::ServiceHealthy,
+            required: true,
+        };
+        let named = |name: &str, deps: &[&str]| ServiceSpec {
+            name: name.into(),
+            depends_on: deps.iter().map(|d| dep(d)).collect(),
+            ..web()
+        };
+        let stack_of = |services: Vec<ServiceSpec>| StackSpec {
+            name: "app".into(),
+            services: services.into_iter().map(|s| (s.name.clone(), s)).collect(),
+            ..Default::default()
+        };
+        assert_eq!(stack_spec(&stack_of(vec![named("web", &["db"]), named("db", &[])])), Ok(()));
+        assert_eq!(
+            stack_spec(&stack_of(vec![named("web", &["web", "ghost", "db", "db"]), named("db", &[])])),
+            Err(vec![
+                "services.web.depends_on: a service cannot depend on itself".to_string(),
+                "services.web.depends_on: there is no service ghost in the stack".to_string(),
+                "services.web.depends_on: db is named twice".to_string(),
+            ])
+        );
+        // a → b → c → a, and d waits for a: none of them would ever start.
+        let circle = stack_of(vec![
+            named("a", &["b"]),
+            named("b", &["c"]),
+            named("c", &["a"]),
+            named("d", &["a"]),
+            named("e", &[]),
+        ]);
+        assert_eq!(
+            stack_spec(&circle),
+            Err(vec!["services.a.depends_on: depends_on goes round in a circle through a, b, c, d".to_string()])
         );
     }
 }

@@ -63,6 +63,7 @@ fn stack_of(mode: ServiceMode, image: &str, name: &str) -> StackSpec {
         rollback: UpdateConfig::rollback_default(),
         labels: Default::default(),
         endpoint_mode: EndpointMode::Vip,
+        depends_on: Vec::new(),
     };
     let net = NetworkSpec { name: format!("{name}_default"), ..Default::default() };
     StackSpec {

@@ -150,6 +150,27 @@ fn logging_options_without_a_driver_round_trip() {
 }
 
 #[test]
+fn depends_on_loads_and_round_trips() {
+    let text = "services:\n  web:\n    image: web:1\n    depends_on:\n      migrate: {condition: service_completed_successfully}\n      db: {condition: service_healthy, required: false}\n  db:\n    image: db:1\n  migrate:\n    image: m:1\n    deploy: {mode: replicated-job}\n    depends_on: [db]\n";
+    let files = [SourceFile { name: "rt.yml".into(), text: text.into() }];
+    let loaded = load("rt", &files, &LoadOptions::default()).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        serde_json::to_value(&loaded.spec.services["web"].depends_on).expect("json"),
+        serde_json::json!([
+            { "service": "db", "condition": "service_healthy", "required": false },
+            { "service": "migrate", "condition": "service_completed_successfully", "required": true },
+        ])
+    );
+    let doc = compose::document(&loaded.spec);
+    assert_eq!(
+        doc["services"]["migrate"]["depends_on"],
+        serde_json::json!({ "db": { "condition": "service_started" } })
+    );
+    assert!(doc["services"]["db"].get("depends_on").is_none());
+    assert_eq!(round_trip(&loaded.spec, "depends_on"), loaded.spec);
+}
+
+#[test]
 fn placement_and_resources_load_and_round_trip() {
     let text = r#"
 services:
@@ -510,6 +531,7 @@ mod generated {
                         rollback: if job { UpdateConfig::rollback_default() } else { rollback },
                         labels,
                         endpoint_mode,
+                        depends_on: Vec::new(),
                     }
                 },
             )

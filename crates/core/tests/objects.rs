@@ -47,6 +47,7 @@ fn stack(name: &str, secrets: &[(&str, ObjectSpec)]) -> StackSpec {
         rollback: UpdateConfig::rollback_default(),
         labels: BTreeMap::new(),
         endpoint_mode: EndpointMode::Vip,
+        depends_on: Vec::new(),
     };
     StackSpec {
         name: name.into(),

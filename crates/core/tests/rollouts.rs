@@ -17,6 +17,7 @@ fn stack(image: &str) -> StackSpec {
         rollback: UpdateConfig::rollback_default(),
         labels: BTreeMap::new(),
         endpoint_mode: EndpointMode::Vip,
+        depends_on: Vec::new(),
     };
     StackSpec { name: "shop".into(), services: BTreeMap::from([("web".to_string(), svc)]), ..Default::default() }
 }

@@ -202,6 +202,7 @@ fn a_removed_node_takes_its_tasks_down_and_its_reports_are_ignored() {
         rollback: UpdateConfig::rollback_default(),
         labels: BTreeMap::new(),
         endpoint_mode: EndpointMode::Vip,
+        depends_on: Vec::new(),
     };
     let spec = StackSpec { name: "app".into(), services: [("web".to_string(), svc)].into(), ..Default::default() };
     assert_eq!(c.apply(Command::PutStack { spec, prune: false, at: 40 }).rejected, None);

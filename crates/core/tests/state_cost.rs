@@ -57,6 +57,7 @@ fn service(k: usize) -> ServiceSpec {
         rollback: UpdateConfig::rollback_default(),
         labels: BTreeMap::new(),
         endpoint_mode: EndpointMode::Vip,
+        depends_on: Vec::new(),
     }
 }
 

@@ -48,6 +48,7 @@ fn service(name: &str, mode: ServiceMode, image: &str) -> ServiceSpec {
         rollback: UpdateConfig::rollback_default(),
         labels: BTreeMap::new(),
         endpoint_mode: EndpointMode::Vip,
+        depends_on: Vec::new(),
     }
 }
 

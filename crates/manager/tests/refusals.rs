@@ -68,6 +68,7 @@ fn stack(name: &str, secret: ObjectSpec) -> v1::DeployStackRequest {
         rollback: UpdateConfig::rollback_default(),
         labels: BTreeMap::new(),
         endpoint_mode: EndpointMode::Vip,
+        depends_on: Vec::new(),
     };
     let spec = StackSpec {
         name: name.into(),

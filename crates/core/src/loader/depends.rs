@@ -1,5 +1,5 @@
 //! What ties services together: `profiles:` (which services are deployed)
-//! and `depends_on:` (checked, not waited for).
+//! and `depends_on:` (the order of the first start).
 //!
 //! - A service with `profiles:` is deployed only when one of them is
 //!   enabled (`stackctl deploy --profile P`, or `COMPOSE_PROFILES`; `*`
@@ -7,19 +7,34 @@
 //!   Disabled services are still checked.
 //! - `depends_on:` (a list of names, or a mapping of names to `condition`,
 //!   `required`, `restart`) must name services of the stack, enabled ones,
-//!   without cycles. Tasks of a cluster start in any order, as in Swarm: a
-//!   task that needs another service is restarted by its restart policy
-//!   until that service answers. Conditions other than `service_started` are
-//!   therefore warned about: they are not waited for.
+//!   without cycles. Each dependency is recorded in the service's spec
+//!   ([`Dependency`], sorted by name): the orchestrators start the service
+//!   for the first time only once its dependencies meet their condition.
+//!   A dependency with `required: false` that is not in the stack (or not
+//!   enabled) is warned about and dropped. `restart: true` is warned about:
+//!   a service is not restarted when one it depends on is updated.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use super::ctx::{At, Ctx};
 use super::keys;
+use crate::model::{Dependency, DependencyCondition, RestartCondition, ServiceSpec};
 use crate::validate::is_valid_name;
 
 /// The `depends_on` conditions of compose.
 const CONDITIONS: &[&str] = &["service_started", "service_healthy", "service_completed_successfully"];
+
+/// One entry of a `depends_on:` value, as written.
+struct Written<'a> {
+    /// The entry (a list item, or the mapping entry named after the service).
+    at: At<'a>,
+    /// The service depended on.
+    name: String,
+    /// Its `condition:` entry, if written.
+    condition_at: Option<At<'a>>,
+    condition: DependencyCondition,
+    required: bool,
+}
 
 /// The names of the services of `services` (the entries of `services:`)
 /// that `enabled` (the enabled profiles) deploys; checks the `profiles:` keys.
@@ -53,36 +68,91 @@ pub(crate) fn enabled_services(cx: &mut Ctx, services: &[At<'_>], enabled: &[Str
 
 /// Checks the `depends_on:` of every enabled service: the services named
 /// exist and are enabled, and no service depends on itself through others.
-pub(crate) fn check(cx: &mut Ctx, services: &[At<'_>], enabled: &BTreeSet<String>) {
+/// Returns the dependencies of each enabled service that has some, sorted by
+/// name (the first entry of a name kept); `specs` are the converted services,
+/// to warn about conditions that the dependency's spec makes meaningless.
+pub(crate) fn check(
+    cx: &mut Ctx,
+    services: &[At<'_>],
+    enabled: &BTreeSet<String>,
+    specs: &BTreeMap<String, ServiceSpec>,
+) -> BTreeMap<String, Vec<Dependency>> {
     let defined: BTreeMap<&str, &At<'_>> = services.iter().map(|s| (s.key, s)).collect();
     // For each enabled service, the services it depends on, with the entry.
     let mut edges: BTreeMap<String, Vec<(String, At<'_>)>> = BTreeMap::new();
+    let mut recorded: BTreeMap<String, Vec<Dependency>> = BTreeMap::new();
     for s in services.iter().filter(|s| enabled.contains(s.key)) {
         let Some(at) = entry(cx, s, "depends_on") else { continue };
         let mut deps = Vec::new();
-        for (item, name, required) in dependencies(cx, &at) {
+        let mut list: Vec<Dependency> = Vec::new();
+        for w in dependencies(cx, &at) {
+            let (item, name, required) = (&w.at, &w.name, w.required);
             if name == s.key {
-                cx.error(&item, "a service cannot depend on itself");
+                cx.error(item, "a service cannot depend on itself");
             } else if !defined.contains_key(name.as_str()) {
                 if required {
-                    cx.error(&item, format!("there is no service {name} in the stack"));
+                    cx.error(item, format!("there is no service {name} in the stack"));
                 } else {
-                    cx.warn(&item, format!("there is no service {name} in the stack; skipped (required: false)"));
+                    cx.warn(item, format!("there is no service {name} in the stack; skipped (required: false)"));
                 }
-            } else if !enabled.contains(&name) {
+            } else if !enabled.contains(name) {
                 let why = format!("{name} is not deployed: enable one of its profiles (stackctl deploy --profile …)");
                 if required {
-                    cx.error(&item, why);
+                    cx.error(item, why);
                 } else {
-                    cx.warn(&item, format!("{why}; skipped (required: false)"));
+                    cx.warn(item, format!("{why}; skipped (required: false)"));
                 }
             } else {
-                deps.push((name, item));
+                if let Some(dep) = specs.get(name) {
+                    warn_condition(cx, &w, dep);
+                }
+                if !list.iter().any(|d| d.service == *name) {
+                    list.push(Dependency { service: name.clone(), condition: w.condition, required });
+                }
+                deps.push((name.clone(), w.at));
             }
         }
         edges.insert(s.key.to_string(), deps);
+        if !list.is_empty() {
+            list.sort_by(|a, b| a.service.cmp(&b.service));
+            recorded.insert(s.key.to_string(), list);
+        }
     }
     cycles(cx, &edges);
+    recorded
+}
+
+/// Warns about a condition that the spec of the service depended on, `dep`,
+/// makes meaningless or surprising.
+fn warn_condition(cx: &mut Ctx, w: &Written<'_>, dep: &ServiceSpec) {
+    let at = w.condition_at.as_ref().unwrap_or(&w.at);
+    let name = &w.name;
+    match w.condition {
+        DependencyCondition::ServiceHealthy
+            if dep.task.healthcheck.as_ref().is_some_and(|h| h.test.first().is_some_and(|t| t == "NONE")) =>
+        {
+            cx.warn(
+                at,
+                format!(
+                    "{name} has its healthcheck disabled: service_healthy is met as soon as its tasks run \
+                     (compose refuses to start the service)"
+                ),
+            );
+        }
+        DependencyCondition::ServiceCompletedSuccessfully
+            if !dep.mode.is_job() && dep.restart.condition == RestartCondition::Any =>
+        {
+            cx.warn(
+                at,
+                format!(
+                    "{name} is not a job and is restarted whenever it exits (restart_policy condition any): \
+                     service_completed_successfully is met at its first exit 0; to run it once, make it a job \
+                     (deploy.mode: replicated-job)"
+                ),
+            );
+        }
+        _ => {}
+    }
 }
 
 /// The entry `key` of the service mapping `service`, if written and not null.
@@ -94,47 +164,65 @@ fn entry<'a>(cx: &mut Ctx, service: &At<'a>, key: &str) -> Option<At<'a>> {
     entries.into_iter().find(|e| e.key == key && !e.is_null())
 }
 
-/// The dependencies of a `depends_on:` value: the item, the service's name
-/// and whether it is required.
-fn dependencies<'a>(cx: &mut Ctx, at: &At<'a>) -> Vec<(At<'a>, String, bool)> {
+/// The dependencies of a `depends_on:` value, as written.
+fn dependencies<'a>(cx: &mut Ctx, at: &At<'a>) -> Vec<Written<'a>> {
     use super::yaml::Kind;
     match &at.node.kind {
         Kind::Seq(_) => at
             .list(cx)
             .unwrap_or_default()
             .into_iter()
-            .filter_map(|item| item.string(cx).map(|name| (item, name, true)))
+            .filter_map(|item| {
+                let name = item.string(cx)?;
+                Some(Written {
+                    at: item,
+                    name,
+                    condition_at: None,
+                    condition: DependencyCondition::ServiceStarted,
+                    required: true,
+                })
+            })
             .collect(),
         Kind::Map(_) => {
             let mut out = Vec::new();
             for dep in at.map(cx).unwrap_or_default() {
-                let mut required = true;
+                let mut w = Written {
+                    at: dep.clone(),
+                    name: dep.key.to_string(),
+                    condition_at: None,
+                    condition: DependencyCondition::ServiceStarted,
+                    required: true,
+                };
                 for e in dep.map(cx).unwrap_or_default() {
                     if e.is_null() {
                         continue;
                     }
                     match e.key {
                         "condition" => {
-                            if let Some(c) = e.choice(cx, CONDITIONS)
-                                && c != "service_started"
-                            {
-                                cx.warn(
-                                    &e,
-                                    format!(
-                                        "{c} is not waited for: tasks start in any order and are restarted by \
-                                         their restart policy until what they need answers"
-                                    ),
-                                );
-                            }
+                            w.condition = match e.choice(cx, CONDITIONS) {
+                                Some("service_healthy") => DependencyCondition::ServiceHealthy,
+                                Some("service_completed_successfully") => {
+                                    DependencyCondition::ServiceCompletedSuccessfully
+                                }
+                                _ => DependencyCondition::ServiceStarted,
+                            };
+                            w.condition_at = Some(e);
                         }
-                        "required" => required = e.boolean(cx).unwrap_or(true),
+                        "required" => w.required = e.boolean(cx).unwrap_or(true),
                         "restart" => {
-                            let _ = e.boolean(cx);
+                            if e.boolean(cx) == Some(true) {
+                                let why = format!(
+                                    "not honoured: a service is not restarted when {} is updated; updates roll \
+                                     each service on its own",
+                                    dep.key
+                                );
+                                cx.warn(&e, why);
+                            }
                         }
                         _ => cx.unknown_key(&e, &keys::DEPENDS_ON),
                     }
                 }
-                out.push((dep.clone(), dep.key.to_string(), required));
+                out.push(w);
             }
             out
         }

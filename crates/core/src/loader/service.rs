@@ -33,6 +33,7 @@ pub(crate) fn service(cx: &mut Ctx, at: &At<'_>, stack: &StackSpec, nets: &Netwo
         rollback: UpdateConfig::rollback_default(),
         labels: BTreeMap::new(),
         endpoint_mode: EndpointMode::Vip,
+        depends_on: Vec::new(),
     };
     task.networks = networks::default_attachment(nets);
     let mut environment_vars = BTreeMap::new();

@@ -89,7 +89,11 @@ pub(crate) fn convert(cx: &mut Ctx, stack: &str, root: &Node, profiles: &[String
             if enabled.is_empty() && !entries.is_empty() {
                 cx.error(at, "no service is deployed: each has `profiles:`; enable one with --profile");
             }
-            depends::check(cx, &entries, &enabled);
+            for (name, deps) in depends::check(cx, &entries, &enabled, &spec.services) {
+                if let Some(svc) = spec.services.get_mut(&name) {
+                    svc.depends_on = deps;
+                }
+            }
         }
     }
     spec.networks = declared_networks.clone();

@@ -277,6 +277,7 @@ mod views {
             rollback: UpdateConfig::rollback_default(),
             labels: BTreeMap::new(),
             endpoint_mode: EndpointMode::Vip,
+            depends_on: Vec::new(),
         };
         let spec = StackSpec {
             name: "shop".into(),
@@ -393,6 +394,7 @@ mod mesh_ports {
             rollback: UpdateConfig::rollback_default(),
             labels: BTreeMap::new(),
             endpoint_mode: EndpointMode::Vip,
+            depends_on: Vec::new(),
         };
         StackSpec { name: name.into(), services: BTreeMap::from([("web".to_string(), web)]), ..Default::default() }
     }

@@ -23,7 +23,11 @@
 //!
 //! Jobs (`replicated-job`, `global-job`) have their own orchestrator
 //! (`job`): each slot runs until one task of the current revision completed.
+//!
+//! Before any of them, the start order (`depends`): a service that holds no
+//! task yet waits until the services it depends on meet their condition.
 
+mod depends;
 mod job;
 mod restart;
 mod update;
@@ -72,6 +76,9 @@ pub fn orchestrate(state: &ClusterState, now: Timestamp) -> Orchestration {
         let slots = slots_of(by_service.get(svc.id.as_str()).into_iter().flatten().copied());
         let wanted = wanted_slots(state, svc);
         debug_assert!(wanted.is_sorted(), "the orchestrators binary-search the wanted slots");
+        if depends::hold(state, svc, &slots, &wanted, &by_service, &mut out) {
+            continue;
+        }
         if svc.spec.mode.is_job() {
             job::service(state, svc, &slots, &wanted, now, &mut out);
         } else {

@@ -23,6 +23,7 @@ pub(crate) fn spec(name: &str, replicas: u64, image: &str) -> ServiceSpec {
         rollback: UpdateConfig::rollback_default(),
         labels: Default::default(),
         endpoint_mode: EndpointMode::Vip,
+        depends_on: Vec::new(),
     }
 }
 

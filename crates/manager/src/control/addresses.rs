@@ -212,6 +212,7 @@ mod tests {
             rollback: Default::default(),
             labels: BTreeMap::new(),
             endpoint_mode: mode,
+            depends_on: Vec::new(),
         };
         let svc = Service {
             id: "svc1".into(),

@@ -40,6 +40,11 @@ enum_pair!(FailureAction <=> FailureAction { Pause, Continue, Rollback });
 enum_pair!(UpdateOrder <=> UpdateOrder { StopFirst, StartFirst });
 enum_pair!(UpdateState <=> UpdateState { Completed, Updating, Paused, RollingBack, RolledBack, Failed });
 enum_pair!(EndpointMode <=> EndpointMode { Vip, Dnsrr });
+enum_pair!(DependencyCondition <=> DependencyCondition {
+    ServiceStarted,
+    ServiceHealthy,
+    ServiceCompletedSuccessfully
+});
 
 // ---------------------------------------------------------------- service mode
 
@@ -424,6 +429,7 @@ impl From<&model::ServiceSpec> for v1::ServiceSpec {
             labels: string_map(&value.labels),
             rollback: Some((&value.rollback).into()),
             endpoint_mode: v1::EndpointMode::from(value.endpoint_mode).into(),
+            depends_on: value.depends_on.iter().map(Into::into).collect(),
         }
     }
 }
@@ -444,6 +450,29 @@ impl TryFrom<v1::ServiceSpec> for model::ServiceSpec {
             rollback: required_into("ServiceSpec.rollback", value.rollback)?,
             labels: value.labels.into_iter().collect(),
             endpoint_mode: wire_enum::<v1::EndpointMode>("ServiceSpec.endpoint_mode", value.endpoint_mode)?.into(),
+            depends_on: try_vec(value.depends_on)?,
+        })
+    }
+}
+
+impl From<&model::Dependency> for v1::Dependency {
+    fn from(value: &model::Dependency) -> Self {
+        Self {
+            service: value.service.clone(),
+            condition: v1::DependencyCondition::from(value.condition).into(),
+            required: value.required,
+        }
+    }
+}
+
+impl TryFrom<v1::Dependency> for model::Dependency {
+    type Error = ConvertError;
+
+    fn try_from(value: v1::Dependency) -> Result<Self, ConvertError> {
+        Ok(Self {
+            service: value.service,
+            condition: wire_enum::<v1::DependencyCondition>("Dependency.condition", value.condition)?.into(),
+            required: value.required,
         })
     }
 }
@@ -536,6 +565,7 @@ from_owned!(
     model::RestartPolicy => v1::RestartPolicy,
     model::UpdateConfig => v1::UpdateConfig,
     model::ServiceSpec => v1::ServiceSpec,
+    model::Dependency => v1::Dependency,
     model::UpdateStatus => v1::UpdateStatus,
     model::Revision => v1::Revision,
     model::Service => v1::Service,
@@ -581,6 +611,24 @@ mod tests {
         assert_eq!(
             model::ServiceSpec::try_from(wire),
             Err(ConvertError::UnknownEnum { field: "ServiceSpec.endpoint_mode", value: 7 })
+        );
+    }
+
+    #[test]
+    fn dependencies_round_trip_in_order() {
+        let s = spec();
+        assert_eq!(s.depends_on.len(), 2);
+        round_trip::<_, v1::ServiceSpec>(&s);
+        round_trip::<_, v1::ServiceSpec>(&model::ServiceSpec { depends_on: vec![], ..spec() });
+        let wire = v1::ServiceSpec::from(&s);
+        assert_eq!(wire.depends_on[0].service, "db");
+        assert_eq!(wire.depends_on[0].condition, v1::DependencyCondition::ServiceHealthy as i32);
+        assert!(wire.depends_on[0].required && !wire.depends_on[1].required);
+        let mut wire = v1::ServiceSpec::from(&s);
+        wire.depends_on[1].condition = 9;
+        assert_eq!(
+            model::ServiceSpec::try_from(wire),
+            Err(ConvertError::UnknownEnum { field: "Dependency.condition", value: 9 })
         );
     }
 

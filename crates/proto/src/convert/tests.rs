@@ -192,6 +192,18 @@ pub(super) fn spec() -> model::ServiceSpec {
         },
         labels: labels(&[("tier", "front")]),
         endpoint_mode: model::EndpointMode::Dnsrr,
+        depends_on: vec![
+            model::Dependency {
+                service: "db".into(),
+                condition: model::DependencyCondition::ServiceHealthy,
+                required: true,
+            },
+            model::Dependency {
+                service: "migrate".into(),
+                condition: model::DependencyCondition::ServiceCompletedSuccessfully,
+                required: false,
+            },
+        ],
     }
 }
 
@@ -275,6 +287,7 @@ pub(super) fn stack_spec() -> model::StackSpec {
         rollback: model::UpdateConfig::rollback_default(),
         labels: BTreeMap::new(),
         endpoint_mode: model::EndpointMode::Vip,
+        depends_on: Vec::new(),
     };
     model::StackSpec {
         name: "shop".into(),
@@ -363,6 +376,7 @@ wire_enum_bijection! {
     update_order_bijection: v1::UpdateOrder => model::UpdateOrder;
     update_state_bijection: v1::UpdateState => model::UpdateState;
     endpoint_mode_bijection: v1::EndpointMode => model::EndpointMode;
+    dependency_condition_bijection: v1::DependencyCondition => model::DependencyCondition;
     task_state_bijection: v1::TaskState => model::TaskState;
     desired_state_bijection: v1::DesiredState => model::DesiredState;
     object_kind_bijection: v1::ObjectKind => state::ObjectKind;

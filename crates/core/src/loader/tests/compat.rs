@@ -1,6 +1,6 @@
 //! Keys of docker compose that Swarm ignores: taken over (`restart`,
 //! `scale`, `cpus`, `mem_limit`, …, `network_mode: host|none`, `extends`,
-//! `profiles`, `label_file`), checked (`depends_on`), or refused where
+//! `profiles`, `label_file`, `depends_on`: the first start waits), or refused where
 //! ignoring them would change what the service does. One test per error
 //! class.
 
@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use super::{errors, files, ok, warnings, web};
 use crate::compose;
 use crate::loader::{Diagnostic, LoadError, LoadOptions, Loaded, MemoryFiles, load, load_with};
-use crate::model::{NetworkAttachment, RestartCondition, ServiceMode};
+use crate::model::{Dependency, DependencyCondition, NetworkAttachment, RestartCondition, ServiceMode};
 
 fn svc(body: &str) -> String {
     format!("services:\n  web:\n    image: x\n{body}")
@@ -253,9 +253,16 @@ fn depends_on_is_checked() {
     assert_eq!(
         loaded.warnings.iter().map(Diagnostic::to_string).collect::<Vec<_>>(),
         [
-            "stack.yml:6:7: services.web.depends_on.cache: there is no service cache in the stack; skipped (required: false)"
+            "stack.yml:5:40: services.web.depends_on.db.restart: not honoured: a service is not restarted when db is updated; updates roll each service on its own",
+            "stack.yml:6:7: services.web.depends_on.cache: there is no service cache in the stack; skipped (required: false)",
         ]
     );
+    // What is kept is recorded in the spec; a skipped dependency is not.
+    assert_eq!(
+        loaded.spec.services["web"].depends_on,
+        [Dependency { service: "db".into(), condition: DependencyCondition::ServiceStarted, required: true }]
+    );
+    assert!(loaded.spec.services["db"].depends_on.is_empty());
     assert_eq!(
         errors(&svc(
             "    depends_on: [web, ghost]\n  a:\n    image: a\n    depends_on:\n      b: {condition: when_ready}\n  b:\n    image: b\n    depends_on: [c]\n  c:\n    image: c\n    depends_on: {a: {}}\n  d:\n    image: d\n    depends_on: db\n"
@@ -267,6 +274,44 @@ fn depends_on_is_checked() {
             "stack.yml:14:18: services.c.depends_on.a: depends_on goes round in a circle: a → b → c → a",
             "stack.yml:17:5: services.d.depends_on: must be a list of services or a mapping, got db",
         ]
+    );
+}
+
+#[test]
+fn depends_on_is_recorded_sorted_with_its_conditions() {
+    let loaded = ok(&svc(
+        "    depends_on:\n      migrate: {condition: service_completed_successfully}\n      db: {condition: service_healthy, required: false}\n  db:\n    image: db\n  migrate:\n    image: m\n    deploy: {mode: replicated-job}\n    depends_on: [db, db]\n",
+    ));
+    assert!(loaded.warnings.is_empty(), "{:?}", loaded.warnings);
+    let dep = |service: &str, condition, required| Dependency { service: service.into(), condition, required };
+    assert_eq!(
+        loaded.spec.services["web"].depends_on,
+        [
+            dep("db", DependencyCondition::ServiceHealthy, false),
+            dep("migrate", DependencyCondition::ServiceCompletedSuccessfully, true),
+        ]
+    );
+    // A name listed twice is one dependency.
+    assert_eq!(loaded.spec.services["migrate"].depends_on, [dep("db", DependencyCondition::ServiceStarted, true)]);
+}
+
+#[test]
+fn depends_on_conditions_the_dependency_cannot_meet_as_asked_are_warned_about() {
+    assert_eq!(
+        warnings(&svc(
+            "    depends_on:\n      db: {condition: service_healthy}\n      seed: {condition: service_completed_successfully}\n  db:\n    image: db\n    healthcheck: {disable: true}\n  seed:\n    image: s\n"
+        )),
+        [
+            "stack.yml:5:12: services.web.depends_on.db.condition: db has its healthcheck disabled: service_healthy is met as soon as its tasks run (compose refuses to start the service)",
+            "stack.yml:6:14: services.web.depends_on.seed.condition: seed is not a job and is restarted whenever it exits (restart_policy condition any): service_completed_successfully is met at its first exit 0; to run it once, make it a job (deploy.mode: replicated-job)",
+        ]
+    );
+    // A service that is not restarted after a clean exit is fine.
+    assert!(
+        warnings(&svc(
+            "    depends_on:\n      seed: {condition: service_completed_successfully}\n  seed:\n    image: s\n    restart: on-failure\n"
+        ))
+        .is_empty()
     );
 }
 
