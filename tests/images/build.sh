@@ -9,6 +9,8 @@
 #   stackd-test/web:1       httpd serving "web 1" on :8080   (web/Dockerfile)
 #   stackd-test/web:2       httpd serving "web 2" on :8080   (web/Dockerfile)
 #   stackd-test/busybox:1   plain busybox, CMD sh            (busybox/Dockerfile)
+#   stackd-test/web-health:1  web with its own HEALTHCHECK (healthy once
+#                           /tmp/ready exists)               (web-health/Dockerfile)
 #
 # Idempotent: each image carries LABEL io.stackd.test.hash=<sha256 of the
 # Dockerfile, every other file in the image directory, the busybox binary and
@@ -31,6 +33,7 @@ IMAGES=(
     "stackd-test/web:1|web|1"
     "stackd-test/web:2|web|2"
     "stackd-test/busybox:1|busybox|1"
+    "stackd-test/web-health:1|web-health|1"
 )
 
 die() {

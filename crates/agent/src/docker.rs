@@ -304,6 +304,58 @@ pub struct ContainerInfo {
     pub error: String,
     /// Labels.
     pub labels: BTreeMap<String, String>,
+    /// How long after its start it may stay `starting` before it counts as
+    /// failed: its health check's (the task's or the image's) start period
+    /// plus retries × interval; `None` without a health check.
+    pub health_deadline: Option<HealthDeadline>,
+}
+
+/// The time a container has to become healthy, from its health check.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HealthDeadline {
+    /// `start_period` (Docker's default when unset: 0).
+    pub start_period: Duration,
+    /// `retries` (default 3).
+    pub retries: u64,
+    /// `interval` (default 30 s).
+    pub interval: Duration,
+}
+
+impl HealthDeadline {
+    /// From Docker's health config (nanoseconds; 0 for Docker's defaults);
+    /// `None` when there is no check (`NONE`, or no test).
+    pub fn of(test: &[String], interval_ns: i64, retries: i64, start_period_ns: i64) -> Option<HealthDeadline> {
+        if test.first().is_none_or(|t| t == "NONE") {
+            return None;
+        }
+        let ns = |v: i64, default: Duration| if v > 0 { Duration::from_nanos(v as u64) } else { default };
+        Some(HealthDeadline {
+            start_period: ns(start_period_ns, Duration::ZERO),
+            retries: if retries > 0 { retries as u64 } else { 3 },
+            interval: ns(interval_ns, Duration::from_secs(30)),
+        })
+    }
+
+    /// `start_period + retries × interval`.
+    pub fn total(&self) -> Duration {
+        self.start_period + self.interval.saturating_mul(u32::try_from(self.retries).unwrap_or(u32::MAX))
+    }
+
+    /// Why a task failed that stayed `starting` that long.
+    pub fn why(&self) -> String {
+        format!(
+            "not healthy within {} (start_period {} + retries {} × interval {})",
+            secs(self.total()),
+            secs(self.start_period),
+            self.retries,
+            secs(self.interval)
+        )
+    }
+}
+
+/// `0s`, `1.5s`, `90s`.
+fn secs(d: Duration) -> String {
+    format!("{}s", (d.as_millis() as f64) / 1000.0)
 }
 
 /// The result of [`Executor::create`].
@@ -685,6 +737,16 @@ impl Executor {
                 .unwrap_or_default();
             Some(HealthInfo { status: status.to_string(), last_output })
         });
+        let config = resp.config.unwrap_or_default();
+        // The container's config holds the image's health check when the task sets none.
+        let health_deadline = config.healthcheck.as_ref().and_then(|h| {
+            HealthDeadline::of(
+                h.test.as_deref().unwrap_or_default(),
+                h.interval.unwrap_or(0),
+                h.retries.unwrap_or(0),
+                h.start_period.unwrap_or(0),
+            )
+        });
         Ok(Some(ContainerInfo {
             id: resp.id.unwrap_or_default(),
             name: resp.name.map(|n| n.trim_start_matches('/').to_string()).unwrap_or_default(),
@@ -693,7 +755,8 @@ impl Executor {
             exit_code: if exited { state.exit_code } else { None },
             health,
             error: state.error.unwrap_or_default(),
-            labels: resp.config.and_then(|c| c.labels).unwrap_or_default().into_iter().collect(),
+            labels: config.labels.unwrap_or_default().into_iter().collect(),
+            health_deadline,
         }))
     }
 
@@ -761,5 +824,26 @@ impl Executor {
             }
             Err(e) => Err(engine("remove container", e)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_health_deadline_is_start_period_plus_retries_times_interval() {
+        let test = vec!["CMD".to_string(), "true".to_string()];
+        let d = HealthDeadline::of(&test, 2_000_000_000, 2, 10_000_000_000).expect("a check");
+        assert_eq!(d.total(), Duration::from_secs(14));
+        assert_eq!(d.why(), "not healthy within 14s (start_period 10s + retries 2 × interval 2s)");
+        // Docker's defaults where unset: interval 30 s, retries 3, no start period.
+        let d = HealthDeadline::of(&test, 0, 0, 0).expect("a check");
+        assert_eq!(d.total(), Duration::from_secs(90));
+        assert_eq!(d.why(), "not healthy within 90s (start_period 0s + retries 3 × interval 30s)");
+        let d = HealthDeadline::of(&test, 500_000_000, 1, 0).expect("a check");
+        assert_eq!(d.why(), "not healthy within 0.5s (start_period 0s + retries 1 × interval 0.5s)");
+        assert_eq!(HealthDeadline::of(&["NONE".to_string()], 1, 1, 1), None);
+        assert_eq!(HealthDeadline::of(&[], 1, 1, 1), None);
     }
 }

@@ -66,6 +66,9 @@ pub(crate) struct Runner {
     task_id: String,
     /// Since when the last port checks found a host port held.
     ports_held_since: Option<Instant>,
+    /// Since when the container (by id) has been seen `starting`: it fails
+    /// when its health check's deadline passes first.
+    starting_since: Option<(String, Instant)>,
 }
 
 impl Runner {
@@ -79,7 +82,7 @@ impl Runner {
         networks: Arc<Networks>,
     ) -> Runner {
         let task_id = rx.borrow().id.clone();
-        Runner { exec, ctx, files, rx, reports, networks, task_id, ports_held_since: None }
+        Runner { exec, ctx, files, rx, reports, networks, task_id, ports_held_since: None, starting_since: None }
     }
 
     /// Runs the task until it leaves the node (then removes its container).
@@ -346,7 +349,24 @@ impl Runner {
             return Ok(Event::ShutdownRequested);
         }
         // Poll health when the container has a health check (the task's or the image's).
-        let poll = match self.inspect(id).await? {
+        let found = self.inspect(id).await?;
+        // A container still `starting` when start_period + retries × interval
+        // has passed (counted from when this agent first saw it so) fails.
+        let deadline = match (&found, last_health.as_str()) {
+            (Some(c), "starting") if c.running => c.health_deadline.map(|d| {
+                let since = match &self.starting_since {
+                    Some((cid, at)) if cid == id => *at,
+                    _ => {
+                        let now = Instant::now();
+                        self.starting_since = Some((id.to_string(), now));
+                        now
+                    }
+                };
+                (since + d.total(), d.why())
+            }),
+            _ => None,
+        };
+        let poll = match found {
             None => return Ok(Event::Vanished),
             Some(c) if !c.running => return Ok(Event::Exited(c.exit_code.unwrap_or(0))),
             Some(c) => match c.health {
@@ -374,8 +394,18 @@ impl Runner {
         let events = self.exec.health_events(id);
         tokio::pin!(events);
         let mut listening = poll;
+        let (until, why) = match deadline {
+            Some((at, why)) => (Some(at), why),
+            None => (None, String::new()),
+        };
+        let expired = tokio::time::sleep_until(until.unwrap_or_else(Instant::now).into());
+        tokio::pin!(expired);
         loop {
             tokio::select! {
+                () = &mut expired, if until.is_some() => {
+                    warn!(task = %self.task_id, container = %id, "{why}");
+                    return Ok(Event::Health { status: "unhealthy".into(), output: why });
+                }
                 outcome = &mut wait => {
                     return match outcome {
                         Ok(WaitOutcome::Gone) => Ok(Event::Vanished),
