@@ -4,6 +4,7 @@
 #   bash bench/run.sh raft     [stackd-bench raft options]
 #   bash bench/run.sh failover [stackd-bench failover options]
 #   bash bench/run.sh mesh     [stackd-bench mesh options]   (root: network namespaces)
+#   bash bench/run.sh rollout  [stackd-bench rollout options] (Docker Swarm on the main engine)
 # Honours CARGO_TARGET_DIR.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -29,5 +30,8 @@ case "$what" in
     # that the harness finds them.
     cargo build --release --quiet -p stackd -p stackd-cli -p stackd-bench
     exec "$target/release/stackd-bench" mesh "$@" ;;
-  *) echo "unknown benchmark $what (known: deploy, raft, failover, mesh)" >&2; exit 1 ;;
+  rollout)
+    cargo build --release --quiet -p stackd -p stackd-cli -p stackd-bench
+    exec "$target/release/stackd-bench" rollout "$@" ;;
+  *) echo "unknown benchmark $what (known: deploy, raft, failover, mesh, rollout)" >&2; exit 1 ;;
 esac

@@ -75,6 +75,12 @@ pub fn quantile_ms(v: &[Duration], q: f64) -> f64 {
 
 /// One request on a new connection; `Err(kind)` on failure.
 pub async fn request(addr: SocketAddr) -> Result<(), String> {
+    get(addr).await.map(drop)
+}
+
+/// One request on a new connection: the whole answer (status line,
+/// headers, body) when its status is 200; `Err(kind)` on failure.
+pub async fn get(addr: SocketAddr) -> Result<Vec<u8>, String> {
     let io = async {
         let mut s = TcpStream::connect(addr).await.map_err(|e| kind("connect", &e))?;
         s.set_nodelay(true).map_err(|e| kind("connect", &e))?;
@@ -84,7 +90,7 @@ pub async fn request(addr: SocketAddr) -> Result<(), String> {
         let mut buf = Vec::with_capacity(512);
         s.read_to_end(&mut buf).await.map_err(|e| kind("read", &e))?;
         if buf.starts_with(b"HTTP/1.1 200") || buf.starts_with(b"HTTP/1.0 200") {
-            Ok(())
+            Ok(buf)
         } else if buf.is_empty() {
             Err("empty answer".to_string())
         } else {

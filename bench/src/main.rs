@@ -20,6 +20,10 @@
 //! Docker Swarm's ingress where it runs), and container-to-container
 //! throughput across nodes against one node (issue 14).
 //!
+//! `rollout`: the time to roll 10 replicas from v1 to v2 (start-first,
+//! health-checked) and the requests that fail meanwhile, stackd against
+//! Docker Swarm on the same engine (issue 15).
+//!
 //! # Layout
 //!
 //! - `main.rs`: arguments (one subcommand per benchmark), the rounds, the
@@ -35,6 +39,7 @@
 //! - `failover.rs`: one failover run.
 //! - `mesh.rs`: the networking benchmark on the multi-engine harness of
 //!   `stackd-tests`; `load.rs`: its HTTP load generator.
+//! - `rollout.rs`: the rollout benchmark.
 
 mod cluster;
 mod etcd;
@@ -43,6 +48,7 @@ mod load;
 mod mesh;
 mod raft;
 mod raw;
+mod rollout;
 mod stackd;
 mod swarm;
 
@@ -69,6 +75,28 @@ enum Cmd {
     Failover(FailoverArgs),
     /// HTTP through the routing mesh against the direct path; throughput across nodes.
     Mesh(MeshArgs),
+    /// Rolling replicas from v1 to v2 against Docker Swarm, with failed requests counted.
+    Rollout(RolloutArgs),
+}
+
+/// Options of `rollout`.
+#[derive(clap::Args)]
+struct RolloutArgs {
+    /// Replicas of web.
+    #[arg(long, default_value_t = 10)]
+    replicas: usize,
+    /// Rounds; each rolls out once with every contender, in turn.
+    #[arg(long, default_value_t = 5)]
+    rounds: usize,
+    /// Requests per second of the client through stackd's mesh (0: none).
+    #[arg(long, default_value_t = 100.0)]
+    rate: f64,
+    /// Skip Docker Swarm.
+    #[arg(long)]
+    no_swarm: bool,
+    /// Where to write the report (between its markers).
+    #[arg(long, default_value = "docs/benchmarks.md")]
+    out: PathBuf,
 }
 
 /// Options of `mesh`.
@@ -204,6 +232,7 @@ async fn main() -> Result<()> {
             mesh::exec_where_the_harness_looks()?;
             mesh::bench(args).await
         }
+        Cmd::Rollout(args) => rollout::bench(args).await,
     }
 }
 

@@ -30,10 +30,8 @@
 //! and closes (it has no keep-alive), and a new connection is what walks
 //! the mesh's DNAT (and conntrack) each time.
 
-use std::collections::BTreeSet;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::os::unix::process::CommandExt;
-use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -424,19 +422,10 @@ fn table(contenders: &[Contender], samples: &[Vec<Sample>], args: &MeshArgs) -> 
 }
 
 /// Docker Swarm on the main engine with a service published through its
-/// ingress; everything it made goes on drop.
+/// ingress; everything it made goes on drop (the service here, the rest
+/// when the swarm is left: [`swarm::Swarm`]'s drop).
 struct SwarmRun {
     swarm: Option<swarm::Swarm>,
-    gwbridge_before: bool,
-    netns_before: BTreeSet<String>,
-}
-
-const DOCKER_NETNS: &str = "/var/run/docker/netns";
-
-fn docker_netns() -> BTreeSet<String> {
-    std::fs::read_dir(DOCKER_NETNS)
-        .map(|rd| rd.filter_map(|e| e.ok()?.file_name().into_string().ok()).collect())
-        .unwrap_or_default()
 }
 
 fn main_docker(args: &[&str]) -> (bool, String, String) {
@@ -447,11 +436,8 @@ fn main_docker(args: &[&str]) -> (bool, String, String) {
 
 impl SwarmRun {
     fn start() -> Result<SwarmRun> {
-        let (_, nets, _) = main_docker(&["network", "ls", "--format", "{{.Name}}"]);
-        let gwbridge_before = nets.lines().any(|l| l.trim() == "docker_gwbridge");
-        let netns_before = docker_netns();
         let swarm = swarm::Swarm::init()?;
-        let mut run = SwarmRun { swarm: Some(swarm), gwbridge_before, netns_before };
+        let mut run = SwarmRun { swarm: Some(swarm) };
         let (ok, _, err) = main_docker(&[
             "service",
             "create",
@@ -479,25 +465,7 @@ impl SwarmRun {
     fn stop(&mut self) {
         let Some(swarm) = self.swarm.take() else { return };
         let _ = main_docker(&["service", "rm", "bench-mesh"]);
-        drop(swarm); // docker swarm leave --force
-        if !self.gwbridge_before {
-            // `swarm leave` leaves the gateway bridge it created behind.
-            for _ in 0..20 {
-                if main_docker(&["network", "rm", "docker_gwbridge"]).0 {
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(500));
-            }
-        }
-        // …and the files of its namespaces (unmounted, empty).
-        std::thread::sleep(Duration::from_secs(1));
-        let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-        for name in docker_netns().difference(&self.netns_before) {
-            let path = Path::new(DOCKER_NETNS).join(name);
-            if !mounts.contains(&path.display().to_string()) {
-                let _ = std::fs::remove_file(&path);
-            }
-        }
+        drop(swarm); // docker swarm leave --force, and what it leaves behind
     }
 }
 
@@ -508,7 +476,7 @@ impl Drop for SwarmRun {
 }
 
 /// The host's first global IPv4 address (not the harness's bridge).
-fn host_addr() -> Option<Ipv4Addr> {
+pub(crate) fn host_addr() -> Option<Ipv4Addr> {
     let (_, out, _) = run({
         let mut c = Command::new("ip");
         c.args(["-o", "-4", "addr", "show", "scope", "global"]);

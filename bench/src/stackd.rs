@@ -46,7 +46,7 @@ impl Node {
 
     /// Runs stackctl with the settings of the node's `stackctl.env`
     /// (address, CA, admin token).
-    fn stackctl(&self, args: &[&str]) -> Result<std::process::Output> {
+    pub(crate) fn stackctl(&self, args: &[&str]) -> Result<std::process::Output> {
         let path = self.dir.path().join("stackctl.env");
         let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
         let mut cmd = Command::new(bin("stackctl"));
@@ -78,20 +78,32 @@ impl Node {
         Ok(took)
     }
 
+    /// The node's data dir (stack files go there).
+    pub fn dir(&self) -> &std::path::Path {
+        self.dir.path()
+    }
+
     /// Removes the stack and waits until its containers are gone.
     pub async fn remove(&self) -> Result<()> {
-        let o = self.stackctl(&["stack", "rm", "bench"])?;
+        self.remove_stack("bench").await
+    }
+
+    /// Removes the stack `name` and waits until its containers are gone.
+    pub async fn remove_stack(&self, name: &str) -> Result<()> {
+        let o = self.stackctl(&["stack", "rm", name])?;
         if !o.status.success() {
             bail!("stack rm failed: {}", String::from_utf8_lossy(&o.stderr));
         }
         let start = Instant::now();
         loop {
-            let o = Command::new("docker").args(["ps", "-aq", "--filter", "label=io.stackd.stack=bench"]).output()?;
+            let o = Command::new("docker")
+                .args(["ps", "-aq", "--filter", &format!("label=io.stackd.stack={name}")])
+                .output()?;
             if o.stdout.iter().all(u8::is_ascii_whitespace) {
                 return Ok(());
             }
             if start.elapsed() > Duration::from_secs(120) {
-                bail!("containers of the bench stack are still there after 2 minutes");
+                bail!("containers of the {name} stack are still there after 2 minutes");
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
