@@ -6,7 +6,9 @@
 //!   true}`) runs the same image without one;
 //! - a task not healthy within `start_period + retries × interval` counts
 //!   as failed, even when Docker still says `starting` (a probe that hangs),
-//!   with that reason, and is replaced.
+//!   with that reason, and is replaced;
+//! - a revision records what its tasks run: for an image built on the node
+//!   (no registry digest), its tag, and why.
 //!
 //! Needs root and Docker; skipped otherwise (fails with `CI=true`).
 
@@ -77,6 +79,15 @@ fn image_health_checks_count_and_a_task_never_healthy_fails() {
     assert_eq!(health("img_web"), ["healthy"], "{ts:?}");
     // Disabled by the stack: no check at all, though the image has one.
     assert_eq!(health("img_plain"), [""], "{ts:?}");
+    // The revision says what its tasks run: an image built on the node has
+    // no registry digest, so its tag.
+    let inspect = node.stackctl(&["service", "inspect", "img_web"]);
+    assert!(
+        inspect.contains("Runs:      the tag (no registry digest: the image was built or loaded on the node)"),
+        "{inspect}"
+    );
+    let history = node.stackctl_json(&["service", "history", "img_web"]);
+    assert!(history[0]["runs"].as_str().is_some_and(|r| r.starts_with("the tag (no registry digest")), "{history}");
 
     // A probe that hangs: Docker says `starting` for a minute; the task
     // fails after start_period 1 s + 2 × interval 1 s.
@@ -88,7 +99,5 @@ fn image_health_checks_count_and_a_task_never_healthy_fails() {
     let error = failed["error"].as_str().unwrap_or_default();
     assert!(error.contains("not healthy within 3s (start_period 1s + retries 2 × interval 1s)"), "{failed}");
     // And replaced by its restart policy.
-    wait_until(Duration::from_secs(30), "a replacement task", || {
-        (tasks(&node, "hang").len() >= 2).then_some(())
-    });
+    wait_until(Duration::from_secs(30), "a replacement task", || (tasks(&node, "hang").len() >= 2).then_some(()));
 }

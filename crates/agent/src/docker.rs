@@ -38,7 +38,7 @@ use bollard::query_parameters::{
     StopContainerOptions,
 };
 use futures_util::{StreamExt, TryStreamExt};
-use stackd_core::model::{StackNetwork, StackVolume, Task};
+use stackd_core::model::{ImagePin, StackNetwork, StackVolume, Task};
 
 pub use spec::{
     LABEL_CLUSTER, LABEL_NETWORK, LABEL_NODE, LABEL_REVISION, LABEL_SERVICE, LABEL_SLOT, LABEL_STACK, LABEL_TASK,
@@ -353,6 +353,24 @@ impl HealthDeadline {
     }
 }
 
+/// How long [`Executor::resolve_image`] waits for the registry.
+pub const RESOLVE_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// Whether `a` and `b` name the same repository, Docker Hub's short forms
+/// included (`web` = `docker.io/library/web`).
+fn same_repo(a: &str, b: &str) -> bool {
+    fn full(name: &str) -> String {
+        let first = name.split('/').next().unwrap_or_default();
+        let has_registry = name.contains('/') && (first.contains('.') || first.contains(':') || first == "localhost");
+        match (has_registry, name.contains('/')) {
+            (true, _) => name.to_string(),
+            (false, true) => format!("docker.io/{name}"),
+            (false, false) => format!("docker.io/library/{name}"),
+        }
+    }
+    full(a) == full(b)
+}
+
 /// `0s`, `1.5s`, `90s`.
 fn secs(d: Duration) -> String {
     format!("{}s", (d.as_millis() as f64) / 1000.0)
@@ -466,6 +484,52 @@ impl Executor {
         let mut found = self.list(filters).await?;
         found.sort_by_key(|c| !c.running);
         Ok(found.into_iter().next())
+    }
+
+    /// What the tag `image` means, for a service revision's tasks to run
+    /// exactly that image (see [`ImagePin`]):
+    ///
+    /// - an image present here that was never pulled from a registry (no
+    ///   repo digest: built or loaded locally) keeps its tag;
+    /// - otherwise the engine asks the registry (`/distribution/…/json`,
+    ///   with the engine's own registry settings), within [`RESOLVE_TIMEOUT`];
+    /// - a registry that does not answer: the digest the engine pulled the
+    ///   tag from, if the image is here; else the tag is kept, with why.
+    pub async fn resolve_image(&self, image: &str) -> ImagePin {
+        if image.contains("@sha256:") {
+            return ImagePin::Digest { reference: image.to_string() };
+        }
+        let (repo, _) = spec::pull_reference(image);
+        let local = match self.docker.inspect_image(image).await {
+            Ok(i) => Some(i.repo_digests.unwrap_or_default()),
+            Err(BollardError::DockerResponseServerError { status_code: 404, .. }) => None,
+            Err(e) => return ImagePin::Tag { reason: format!("the engine could not inspect it: {e}") },
+        };
+        // The digest of this repository among those the local image came from.
+        let local_digest = local.as_ref().and_then(|digests| {
+            digests.iter().find_map(|d| {
+                let (name, digest) = d.split_once('@')?;
+                (same_repo(name, &repo)).then(|| format!("{repo}@{digest}"))
+            })
+        });
+        if local.is_some() && local_digest.is_none() {
+            return ImagePin::Tag { reason: "no registry digest: the image was built or loaded on the node".into() };
+        }
+        let asked = tokio::time::timeout(RESOLVE_TIMEOUT, self.docker.inspect_registry_image(image, None)).await;
+        let why = match asked {
+            Ok(Ok(d)) => match d.descriptor.digest {
+                Some(digest) if !digest.is_empty() => {
+                    return ImagePin::Digest { reference: format!("{repo}@{digest}") };
+                }
+                _ => "the registry answered without a digest".to_string(),
+            },
+            Ok(Err(e)) => format!("the registry could not be asked: {e}"),
+            Err(_) => format!("the registry did not answer within {RESOLVE_TIMEOUT:?}"),
+        };
+        match local_digest {
+            Some(reference) => ImagePin::Digest { reference },
+            None => ImagePin::Tag { reason: why },
+        }
     }
 
     /// Makes sure `image` is present: inspects it, else tries to pull it.
@@ -830,6 +894,15 @@ impl Executor {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn repositories_compare_in_full() {
+        assert!(same_repo("nginx", "docker.io/library/nginx"));
+        assert!(same_repo("acme/web", "docker.io/acme/web"));
+        assert!(same_repo("registry.local:5000/web", "registry.local:5000/web"));
+        assert!(!same_repo("registry.local:5000/web", "web"));
+        assert!(!same_repo("acme/web", "acme/api"));
+    }
 
     #[test]
     fn a_health_deadline_is_start_period_plus_retries_times_interval() {

@@ -32,6 +32,10 @@ const RETRY_PAUSE: Duration = Duration::from_secs(1);
 const PORT_POLL: Duration = Duration::from_millis(500);
 /// How often the health of a container with a health check is read.
 const HEALTH_POLL: Duration = Duration::from_secs(1);
+/// How long after a health check's deadline a container still `starting`
+/// is failed: Docker's own verdict on a probe that failed in time comes
+/// first, with the probe's output.
+const HEALTH_GRACE: Duration = Duration::from_secs(1);
 /// How long a task on the cluster's networks stays up after it left the
 /// answers and endpoints, before its container gets its stop signal: the
 /// view that drops it reaches every node and is applied within a few
@@ -170,7 +174,7 @@ impl Runner {
         let event = match op {
             Op::Locate => self.locate().await?,
             Op::EnsureImage => {
-                let image = self.rx.borrow().template.image.clone();
+                let image = self.rx.borrow().run_image().to_string();
                 match self.exec.ensure_image(&image).await {
                     Ok(()) => Event::ImageReady,
                     Err(e) => Event::ImageFailed(e.to_string()),
@@ -362,7 +366,9 @@ impl Runner {
                         now
                     }
                 };
-                (since + d.total(), d.why())
+                // A second more: Docker's own verdict on a probe that failed
+                // in time comes first, with the probe's output.
+                (since + d.total() + HEALTH_GRACE, d.why())
             }),
             _ => None,
         };

@@ -23,12 +23,12 @@
 //! session. The loop ends, without a word to the manager, when the agent's
 //! shutdown future resolves.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use stackd_core::model::{StackNetwork, StackVolume, Task, TaskId, TaskStatus};
+use stackd_core::model::{ImagePin, StackNetwork, StackVolume, Task, TaskId, TaskStatus};
 use stackd_proto::v1;
 use stackd_proto::v1::dispatcher_client::DispatcherClient;
 use tokio::sync::mpsc;
@@ -211,6 +211,13 @@ pub(crate) struct Session {
     /// A manager said the node is no longer a member of the cluster (the
     /// secrets tmpfs was unmounted then).
     removed: bool,
+    /// Image tags the managers asked to resolve, by (service id, revision):
+    /// `None` while the engine is asked, then what it said.
+    images: BTreeMap<(String, u64), Option<ImagePin>>,
+    /// Resolutions to report to the managers.
+    to_report: Vec<((String, u64), ImagePin)>,
+    resolved_tx: mpsc::UnboundedSender<((String, u64), ImagePin)>,
+    resolved: mpsc::UnboundedReceiver<((String, u64), ImagePin)>,
 }
 
 impl Session {
@@ -222,6 +229,7 @@ impl Session {
         worker: Worker,
         reports: mpsc::UnboundedReceiver<StatusReport>,
     ) -> Session {
+        let (resolved_tx, resolved) = mpsc::unbounded_channel();
         Session {
             node_id: description.node_id.clone(),
             description,
@@ -235,6 +243,10 @@ impl Session {
             pending: BTreeMap::new(),
             gc_pending: true,
             removed: false,
+            images: BTreeMap::new(),
+            to_report: Vec::new(),
+            resolved_tx,
+            resolved,
         }
     }
 
@@ -363,11 +375,56 @@ impl Session {
                 Err(e) => warn!(error = %e, "an unreadable network view: keeping the last one"),
             }
         }
+        self.resolve_images(&msg.resolve_images);
         if let Some(a) = msg.assignments {
             let a = assignment(a);
             let collect = a.full && std::mem::take(&mut self.gc_pending);
             debug!(full = a.full, tasks = a.tasks.len(), removed = a.removed.len(), "assignments received");
             self.worker.apply(a, collect);
+        }
+    }
+
+    /// Asks the engine what each image tag the managers list means (once per
+    /// service revision); an answer the managers still wait for (a report
+    /// lost with a session) is reported again.
+    fn resolve_images(&mut self, asked: &[v1::ImageToResolve]) {
+        let keys: BTreeSet<(String, u64)> = asked.iter().map(|r| (r.service_id.clone(), r.revision)).collect();
+        // Answered (by any node) or gone: forgotten.
+        self.images.retain(|k, _| keys.contains(k));
+        for r in asked {
+            let key = (r.service_id.clone(), r.revision);
+            match self.images.get(&key) {
+                Some(Some(pin)) => self.to_report.push((key, pin.clone())),
+                Some(None) => {}
+                None => {
+                    self.images.insert(key.clone(), None);
+                    let (exec, image, tx) = (self.worker.executor(), r.image.clone(), self.resolved_tx.clone());
+                    tokio::spawn(async move {
+                        let pin = exec.resolve_image(&image).await;
+                        debug!(image = %image, pin = ?pin, "image tag resolved");
+                        let _ = tx.send((key, pin));
+                    });
+                }
+            }
+        }
+    }
+
+    /// Reports the image resolutions waiting to be sent; one the manager
+    /// cannot take is dropped, a failed call keeps the rest for later.
+    async fn report_images(&mut self, client: &mut DispatcherClient<Channel>, session_id: &str) {
+        for ((service_id, revision), pin) in std::mem::take(&mut self.to_report) {
+            let req = v1::ReportImageRequest {
+                node_id: self.node_id.clone(),
+                session_id: session_id.to_string(),
+                service_id,
+                revision,
+                pin: Some((&pin).into()),
+            };
+            match timeout(CALL_TIMEOUT, client.report_image(req)).await {
+                Ok(Ok(_)) => {}
+                Ok(Err(status)) => warn!(%status, "the manager refused an image report"),
+                Err(_) => warn!("reporting an image resolution timed out"),
+            }
         }
     }
 
@@ -385,6 +442,15 @@ impl Session {
                         session_id = msg.session_id.clone();
                     }
                     self.on_message(msg);
+                    self.report_images(&mut client, &session_id).await;
+                }
+                Some((key, pin)) = self.resolved.recv() => {
+                    // Still asked for: report it (and keep it, should the report be lost).
+                    if let Some(slot) = self.images.get_mut(&key) {
+                        *slot = Some(pin.clone());
+                        self.to_report.push((key, pin));
+                        self.report_images(&mut client, &session_id).await;
+                    }
                 }
                 () = sleep_until(next_heartbeat) => {
                     let req = v1::HeartbeatRequest { node_id: self.node_id.clone(), session_id: session_id.clone() };

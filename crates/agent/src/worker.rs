@@ -145,6 +145,11 @@ impl Worker {
         }
     }
 
+    /// The engine this worker drives (to resolve image tags).
+    pub(crate) fn executor(&self) -> Executor {
+        self.exec.clone()
+    }
+
     /// A worker with no tasks; runners report on `reports` and write task files to `files`.
     pub fn new(
         exec: Executor,
@@ -392,6 +397,7 @@ mod tests {
             unplaceable: String::new(),
             created_at: 0,
             addresses: Default::default(),
+            image: String::new(),
         }
     }
 

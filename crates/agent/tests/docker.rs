@@ -107,6 +107,7 @@ fn task(ctx: &ContainerContext, template: TaskTemplate) -> Task {
         unplaceable: String::new(),
         created_at: 0,
         addresses: Default::default(),
+        image: String::new(),
     }
 }
 

@@ -57,6 +57,13 @@ impl Dispatcher for Fake {
         Ok(Response::new(v1::HeartbeatResponse { period_ms: 200 }))
     }
 
+    async fn report_image(
+        &self,
+        _: Request<v1::ReportImageRequest>,
+    ) -> Result<Response<v1::ReportImageResponse>, Status> {
+        Ok(Response::new(v1::ReportImageResponse {}))
+    }
+
     async fn update_task_status(
         &self,
         request: Request<v1::UpdateTaskStatusRequest>,
@@ -102,6 +109,7 @@ fn assign(session_id: &str, tasks: &[Task]) -> Result<v1::SessionMessage, Status
         }),
         managers: vec![],
         network_view: None,
+        resolve_images: vec![],
     })
 }
 
@@ -160,6 +168,7 @@ async fn the_agent_runs_its_tasks_and_survives_a_lost_session() {
         unplaceable: String::new(),
         created_at: 0,
         addresses: Default::default(),
+        image: String::new(),
     };
 
     // Session 1: the node describes itself and receives its task.
@@ -246,6 +255,13 @@ impl Dispatcher for Follower {
         &self,
         _: Request<v1::UpdateTaskStatusRequest>,
     ) -> Result<Response<v1::UpdateTaskStatusResponse>, Status> {
+        Err(self.refusal())
+    }
+
+    async fn report_image(
+        &self,
+        _: Request<v1::ReportImageRequest>,
+    ) -> Result<Response<v1::ReportImageResponse>, Status> {
         Err(self.refusal())
     }
 }

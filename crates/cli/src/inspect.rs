@@ -324,6 +324,11 @@ pub async fn service_inspect(g: &Global, name: &str) -> Result<i32> {
             out!("Name:      {}", s.name);
             out!("Stack:     {}", s.stack);
             out!("Image:     {}", s.spec.task.image);
+            match &s.image {
+                stackd_core::model::ImagePin::Digest { reference } => out!("Runs:      {reference}"),
+                stackd_core::model::ImagePin::Pending => out!("Runs:      (resolving the tag to a digest)"),
+                stackd_core::model::ImagePin::Tag { reason } => out!("Runs:      the tag ({reason})"),
+            }
             out!("Mode:      {}", s.spec.mode.name());
             if s.spec.mode.is_job() {
                 out!("Tasks:     {} ({} running)", replicas(&s.spec.mode, c), c.running);
@@ -482,6 +487,7 @@ mod tests {
             unplaceable: String::new(),
             created_at,
             addresses: Default::default(),
+            image: String::new(),
         };
         t.status.err = err.to_string();
         t
@@ -549,6 +555,7 @@ mod tests {
             update: model::UpdateStatus::default(),
             created_at: 0,
             updated_at: 0,
+            image: stackd_core::model::ImagePin::unrecorded(),
         };
         let rows = vec![service_row(&svc, Counts::default())];
         let json = serde_json::to_value(&rows).expect("json");

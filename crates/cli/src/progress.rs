@@ -177,6 +177,7 @@ mod tests {
             update: UpdateStatus { state: UpdateState::Updating, ..Default::default() },
             created_at: 0,
             updated_at: 0,
+            image: stackd_core::model::ImagePin::unrecorded(),
         }
     }
 
@@ -195,6 +196,7 @@ mod tests {
             unplaceable: String::new(),
             created_at: 1,
             addresses: BTreeMap::new(),
+            image: String::new(),
         }
     }
 

@@ -3,7 +3,7 @@
 //! history`.
 
 use anyhow::{Result, bail};
-use stackd_core::model::{Service, ServiceSpec};
+use stackd_core::model::{ImagePin, Service, ServiceSpec};
 use stackd_proto::v1;
 
 use crate::EXIT_OK;
@@ -90,6 +90,8 @@ struct Row {
     revision: u64,
     deployed_at: u64,
     image: String,
+    /// What its tasks run: the digest the tag meant, or `tag (why)`.
+    runs: String,
     /// What changed from the revision before (`path: old -> new`, `;`-joined).
     changes: String,
     current: bool,
@@ -119,13 +121,13 @@ fn changes(before: Option<&ServiceSpec>, after: &ServiceSpec) -> String {
 pub async fn history(g: &Global, service: &str) -> Result<i32> {
     let mut c = connect(g).await?;
     let svc = inspect(&mut c, service).await?;
-    let mut revisions: Vec<(u64, u64, &ServiceSpec)> =
-        svc.history.iter().map(|r| (r.revision, r.deployed_at, &r.spec)).collect();
-    revisions.push((svc.revision, svc.updated_at, &svc.spec));
+    let mut revisions: Vec<(u64, u64, &ServiceSpec, &ImagePin)> =
+        svc.history.iter().map(|r| (r.revision, r.deployed_at, &r.spec, &r.image)).collect();
+    revisions.push((svc.revision, svc.updated_at, &svc.spec, &svc.image));
     let rows: Vec<Row> = revisions
         .iter()
         .enumerate()
-        .map(|(k, (rev, at, spec))| {
+        .map(|(k, (rev, at, spec, pin))| {
             let current = *rev == svc.revision;
             let mut rollout = String::new();
             if current {
@@ -138,12 +140,17 @@ pub async fn history(g: &Global, service: &str) -> Result<i32> {
                 revision: *rev,
                 deployed_at: *at,
                 image: spec.task.image.clone(),
+                runs: match pin {
+                    ImagePin::Digest { reference } => reference.clone(),
+                    ImagePin::Pending => "resolving".into(),
+                    ImagePin::Tag { reason } => format!("the tag ({reason})"),
+                },
                 changes: changes(k.checked_sub(1).map(|j| revisions[j].2), spec),
                 current,
                 rollout,
             }
         })
         .collect();
-    print_rows(&rows, &["revision", "deployed_at", "image", "changes", "rollout"], g.output)?;
+    print_rows(&rows, &["revision", "deployed_at", "image", "runs", "changes", "rollout"], g.output)?;
     Ok(EXIT_OK)
 }

@@ -52,6 +52,20 @@ pub enum Command {
         /// Time.
         at: Timestamp,
     },
+    /// What a service revision's image tag means, as a node's agent found
+    /// it (its engine asked the registry): the revision's tasks, waiting
+    /// for it, are created with it. Ignored unless the revision is the
+    /// service's current one and still waits (the first answer wins).
+    PinImage {
+        /// The service's id.
+        service_id: String,
+        /// The revision it was resolved for.
+        revision: u64,
+        /// The digest, or why the tag is kept (never `Pending`).
+        pin: crate::model::ImagePin,
+        /// Time.
+        at: Timestamp,
+    },
     /// Continues a paused rollout of a service (`stackctl service update
     /// --resume`): the rollout goes on under the update policy, its failure
     /// budget counted afresh. Refused unless the rollout is paused.
@@ -225,6 +239,7 @@ impl Command {
             | Command::PutStack { at, .. }
             | Command::ForceUpdate { at, .. }
             | Command::ResumeUpdate { at, .. }
+            | Command::PinImage { at, .. }
             | Command::RollbackService { at, .. }
             | Command::RemoveStack { at, .. }
             | Command::UpsertNode { at, .. }

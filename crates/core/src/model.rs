@@ -1092,6 +1092,63 @@ pub struct UpdateStatus {
     pub message: String,
 }
 
+/// What a revision's image tag meant when it was deployed: resolved once
+/// per revision, before any of its tasks is created, so that every replica,
+/// every restart and a rollback run exactly the same image.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum ImagePin {
+    /// Not resolved yet: the revision's tasks wait while the nodes' agents
+    /// ask their engines (which ask the registry).
+    Pending,
+    /// The registry's digest: tasks run `reference` (`repo@sha256:…`).
+    Digest {
+        /// The reference the tasks run.
+        reference: String,
+    },
+    /// No registry digest (an image built or loaded locally, a registry
+    /// that did not answer): tasks run the tag.
+    Tag {
+        /// Why, in words.
+        reason: String,
+    },
+}
+
+impl ImagePin {
+    /// The reason of [`ImagePin::unrecorded`].
+    pub const UNRECORDED: &'static str = "deployed before stackd recorded image digests";
+
+    /// The pin of a revision stored before images were pinned (left out of
+    /// the encoding, so that such a state is written back as it was read).
+    pub fn unrecorded() -> ImagePin {
+        ImagePin::Tag { reason: Self::UNRECORDED.into() }
+    }
+
+    /// Whether it is [`ImagePin::unrecorded`].
+    pub fn is_unrecorded(&self) -> bool {
+        matches!(self, ImagePin::Tag { reason } if reason == Self::UNRECORDED)
+    }
+
+    /// The pin an image reference needs: one that names a digest already
+    /// is pinned as written; a tag waits for the agents.
+    pub fn for_image(image: &str) -> ImagePin {
+        if image.contains("@sha256:") { ImagePin::Digest { reference: image.to_string() } } else { ImagePin::Pending }
+    }
+
+    /// The reference tasks run: the digest's, or the tag (`image`).
+    pub fn reference<'a>(&'a self, image: &'a str) -> &'a str {
+        match self {
+            ImagePin::Digest { reference } => reference,
+            ImagePin::Pending | ImagePin::Tag { .. } => image,
+        }
+    }
+
+    /// Whether it waits for the agents.
+    pub fn is_pending(&self) -> bool {
+        matches!(self, ImagePin::Pending)
+    }
+}
+
 /// A past revision of a service.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Revision {
@@ -1101,6 +1158,9 @@ pub struct Revision {
     pub spec: ServiceSpec,
     /// When it was deployed.
     pub deployed_at: Timestamp,
+    /// What its image tag meant.
+    #[serde(default = "ImagePin::unrecorded", skip_serializing_if = "ImagePin::is_unrecorded")]
+    pub image: ImagePin,
 }
 
 /// A service as stored in the cluster.
@@ -1124,6 +1184,9 @@ pub struct Service {
     pub created_at: Timestamp,
     /// Last spec change.
     pub updated_at: Timestamp,
+    /// What the current revision's image tag means.
+    #[serde(default = "ImagePin::unrecorded", skip_serializing_if = "ImagePin::is_unrecorded")]
+    pub image: ImagePin,
 }
 
 /// The lifecycle of a task. Observed states only move forward.
@@ -1246,9 +1309,18 @@ pub struct Task {
     /// name), chosen in the state when the task is assigned to its node.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub addresses: BTreeMap<String, std::net::Ipv4Addr>,
+    /// The image reference its container runs: its revision's pinned digest
+    /// (`repo@sha256:…`), or empty for the template's tag.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub image: String,
 }
 
 impl Task {
+    /// The image reference its container runs: the pinned digest, or the tag.
+    pub fn run_image(&self) -> &str {
+        if self.image.is_empty() { &self.template.image } else { &self.image }
+    }
+
     /// Whether the task still counts as occupying its slot: it is wanted, or
     /// it is being stopped but has not stopped yet.
     pub fn occupies_slot(&self) -> bool {

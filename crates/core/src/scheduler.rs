@@ -268,6 +268,7 @@ mod tests {
             unplaceable: unplaceable.into(),
             created_at: 0,
             addresses: Default::default(),
+            image: String::new(),
         }
     }
 

@@ -176,7 +176,13 @@ fn commands(ops: &[Op]) -> Vec<Command> {
     let mut now = 1_000_000u64;
     let push = |state: &mut ClusterState, out: &mut Vec<Command>, cmd: Command| {
         state.apply(out.len() as u64 + 1, &cmd);
+        let at = cmd.at();
         out.push(cmd);
+        // The agents' answers for images built on the nodes.
+        for pin in state.keep_tags("built on the node", at) {
+            state.apply(out.len() as u64 + 1, &pin);
+            out.push(pin);
+        }
     };
     let init = Command::InitCluster {
         cluster_id: "c".into(),

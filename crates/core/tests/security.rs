@@ -47,7 +47,12 @@ impl Cluster {
 
     fn apply(&mut self, cmd: Command) -> stackd_core::state::Applied {
         self.index += 1;
-        self.state.apply(self.index, &cmd)
+        let out = self.state.apply(self.index, &cmd);
+        for pin in self.state.keep_tags("built on the node", cmd.at()) {
+            self.index += 1;
+            self.state.apply(self.index, &pin);
+        }
+        out
     }
 
     /// Applies `cmd`, which must be refused without changing anything; returns why.

@@ -62,6 +62,11 @@ fn stack(services: Vec<ServiceSpec>) -> StackSpec {
 
 /// Plans, places and starts what the orchestrators want, at `at`.
 fn converge(s: &mut ClusterState, apply: &mut impl FnMut(&mut ClusterState, Command), at: u64) {
+    // The agents' answer for the new revisions' images, at no index of its
+    // own (the fixture predates pinned images: its revisions are unrecorded).
+    for pin in s.keep_tags(stackd_core::model::ImagePin::UNRECORDED, at) {
+        s.apply(0, &pin);
+    }
     let plan = orchestrate(s, at).plan;
     apply(s, Command::ApplyPlan { plan, at });
     let decisions = SpreadScheduler.schedule(s);

@@ -242,6 +242,19 @@ fn file_objects(
     out
 }
 
+/// The service revisions whose image tag waits to be resolved: every agent
+/// is asked (the first answer wins).
+fn images_to_resolve(state: &ClusterState) -> Vec<v1::ImageToResolve> {
+    state
+        .images_to_resolve()
+        .map(|s| v1::ImageToResolve {
+            service_id: s.id.clone(),
+            revision: s.revision,
+            image: s.spec.task.image.clone(),
+        })
+        .collect()
+}
+
 /// Sends the node's task set, then its changes, until the agent goes away
 /// or this manager stops leading (the stream then ends with `unavailable`).
 async fn stream_assignments(
@@ -257,6 +270,7 @@ async fn stream_assignments(
     let mut sent_objects = BTreeSet::new();
     let mut sent_managers: Vec<String> = Vec::new();
     let mut sent_view: Option<stackd_core::net::NodeView> = None;
+    let mut sent_images: Vec<v1::ImageToResolve> = Vec::new();
     let mut first = true;
     loop {
         if !*leading.borrow_and_update() {
@@ -269,10 +283,11 @@ async fn stream_assignments(
         let managers = raft.shared().read(manager_addrs);
         let view = raft.shared().read(|s| stackd_core::net::node_view(s, &node_id));
         let view_changed = sent_view.as_ref() != Some(&view);
+        let images = raft.shared().read(images_to_resolve);
         let changed: Vec<&Task> = now.values().filter(|t| sent.get(&t.id) != Some(*t)).collect();
         let removed: Vec<String> = sent.keys().filter(|id| !now.contains_key(*id)).cloned().collect();
         let tasks_changed = first || !changed.is_empty() || !removed.is_empty();
-        if tasks_changed || managers != sent_managers || view_changed {
+        if tasks_changed || managers != sent_managers || view_changed || images != sent_images {
             let assignments = tasks_changed.then(|| {
                 let (networks, volumes) = if first {
                     (networks_of(now.values(), &needs.networks), volumes_of(now.values(), &needs.volumes))
@@ -295,6 +310,7 @@ async fn stream_assignments(
                 assignments,
                 managers: managers.clone(),
                 network_view: view_changed.then(|| v1::NetworkView::from(&view)),
+                resolve_images: images.clone(),
             };
             if tx.send(Ok(msg)).await.is_err() {
                 return;
@@ -302,6 +318,7 @@ async fn stream_assignments(
             sent = now;
             sent_managers = managers;
             sent_view = Some(view);
+            sent_images = images;
             first = false;
         }
         tokio::select! {
@@ -401,6 +418,37 @@ impl v1::dispatcher_server::Dispatcher for Dispatcher {
         }
         Ok(Response::new(v1::UpdateTaskStatusResponse {}))
     }
+
+    async fn report_image(
+        &self,
+        req: Request<v1::ReportImageRequest>,
+    ) -> Result<Response<v1::ReportImageResponse>, Status> {
+        self.check_node(&req, &req.get_ref().node_id)?;
+        self.check_leader()?;
+        Ok(Response::new(self.image_reported(req.into_inner()).await?))
+    }
+}
+
+impl Dispatcher {
+    /// `ReportImage`: what an image tag means, as the node's engine found it.
+    async fn image_reported(&self, r: v1::ReportImageRequest) -> Result<v1::ReportImageResponse, Status> {
+        self.touch(&r.node_id, &r.session_id)?;
+        let pin = r.pin.ok_or_else(|| refused(Refusal::invalid("image report without a pin")))?;
+        let pin = stackd_core::model::ImagePin::try_from(pin)
+            .map_err(|e: stackd_proto::ConvertError| refused(Refusal::invalid(e.to_string())))?;
+        if pin.is_pending() {
+            return Err(refused(Refusal::invalid("an image report must carry a digest or a reason")));
+        }
+        // Already answered (by this node or another): nothing to propose.
+        let waiting = self.raft.shared().read(|s| {
+            s.services.get(&r.service_id).is_some_and(|svc| svc.revision == r.revision && svc.image.is_pending())
+        });
+        if waiting {
+            let cmd = Command::PinImage { service_id: r.service_id, revision: r.revision, pin, at: now_ms() };
+            self.raft.propose(cmd).await.map_err(Status::from)?;
+        }
+        Ok(v1::ReportImageResponse {})
+    }
 }
 
 #[cfg(test)]
@@ -430,6 +478,7 @@ mod tests {
             unplaceable: String::new(),
             created_at: 0,
             addresses: Default::default(),
+            image: String::new(),
         }
     }
 

@@ -434,7 +434,8 @@ pub(crate) fn container_body(
         ..Default::default()
     };
     ContainerCreateBody {
-        image: Some(t.image.clone()),
+        // Its revision's pinned digest, else the tag.
+        image: Some(task.run_image().to_string()),
         cmd: t.command.clone(),
         entrypoint: t.entrypoint.clone(),
         env: (!t.env.is_empty()).then(|| t.env.clone()),
@@ -494,6 +495,7 @@ mod tests {
             unplaceable: String::new(),
             created_at: 0,
             addresses: Default::default(),
+            image: String::new(),
         }
     }
 

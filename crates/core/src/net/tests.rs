@@ -255,6 +255,9 @@ mod views {
         let index = s.tasks.len() as u64 + 1000 + cmd.at();
         let r = s.apply(index, &cmd);
         assert_eq!(r.rejected, None, "{cmd:?}");
+        for pin in s.keep_tags("built on the node", cmd.at()) {
+            s.apply(index, &pin);
+        }
     }
 
     /// Two nodes, one stack `shop` with a `web` service (2 replicas) on

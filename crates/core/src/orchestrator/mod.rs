@@ -73,6 +73,11 @@ pub fn orchestrate(state: &ClusterState, now: Timestamp) -> Orchestration {
         by_service.entry(t.service_id.as_str()).or_default().push(t);
     }
     for svc in state.services.values() {
+        // A revision whose image tag is being resolved creates no task yet:
+        // each of its tasks runs the image the tag meant at the deploy.
+        if svc.image.is_pending() {
+            continue;
+        }
         let slots = slots_of(by_service.get(svc.id.as_str()).into_iter().flatten().copied());
         let wanted = wanted_slots(state, svc);
         debug_assert!(wanted.is_sorted(), "the orchestrators binary-search the wanted slots");

@@ -52,9 +52,16 @@ impl Sim {
         s
     }
 
+    /// Applies `cmd`; then, as a node's agent would, keeps the tag of each
+    /// image waiting to be resolved (the test images have no registry).
     pub fn apply(&mut self, cmd: Command) -> crate::state::Applied {
         self.index += 1;
-        self.state.apply(self.index, &cmd)
+        let out = self.state.apply(self.index, &cmd);
+        for pin in self.state.keep_tags("built on the node", cmd.at()) {
+            self.index += 1;
+            self.state.apply(self.index, &pin);
+        }
+        out
     }
 
     pub fn deploy(&mut self, services: Vec<ServiceSpec>) {

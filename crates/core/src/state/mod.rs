@@ -13,9 +13,9 @@ use sha2::{Digest, Sha256};
 
 use crate::command::{Command, Placement, Plan, TaskStatusUpdate};
 use crate::model::{
-    Blob, DataKind, DesiredState, FileRef, NetworkSpec, Node, NodeId, NodeRole, NodeState, ObjectSpec, REVISIONS_KEPT,
-    Revision, Service, ServiceId, ServiceSpec, Stack, StackNetwork, StackSpec, StoredObject, Task, TaskId, TaskState,
-    TaskStatus, TaskTemplate, Timestamp, UpdateState, UpdateStatus, digest,
+    Blob, DataKind, DesiredState, FileRef, ImagePin, NetworkSpec, Node, NodeId, NodeRole, NodeState, ObjectSpec,
+    REVISIONS_KEPT, Revision, Service, ServiceId, ServiceSpec, Stack, StackNetwork, StackSpec, StoredObject, Task,
+    TaskId, TaskState, TaskStatus, TaskTemplate, Timestamp, UpdateState, UpdateStatus, digest,
 };
 use crate::refusal::{Refusal, RefusalKind};
 use crate::security::{ClientToken, Security};
@@ -239,11 +239,13 @@ pub fn make_id(cluster_id: &str, index: u64, seq: u64) -> String {
     String::from_utf8(out).unwrap_or_default()
 }
 
-/// Makes `spec` the service's new revision, the old one kept in its history,
-/// and starts its rollout.
-fn new_revision(cx: &mut Ctx, s: &mut Service, spec: ServiceSpec) {
+/// Makes `spec` the service's new revision (its image pinned by `image`:
+/// [`ImagePin::Pending`] until an agent says), the old one kept in its
+/// history, and starts its rollout.
+fn new_revision(cx: &mut Ctx, s: &mut Service, spec: ServiceSpec, image: ImagePin) {
     let old = std::mem::replace(&mut s.spec, spec);
-    s.history.push(Revision { revision: s.revision, spec: old, deployed_at: s.updated_at });
+    let old_image = std::mem::replace(&mut s.image, image);
+    s.history.push(Revision { revision: s.revision, spec: old, deployed_at: s.updated_at, image: old_image });
     if s.history.len() > REVISIONS_KEPT {
         let excess = s.history.len() - REVISIONS_KEPT;
         s.history.drain(..excess);
@@ -328,6 +330,7 @@ impl ClusterState {
             Command::ForceUpdate { service, .. } => self.force_update(&mut cx, service),
             Command::ResumeUpdate { service, .. } => self.resume_update(&mut cx, service),
             Command::RollbackService { service, to, .. } => self.rollback_service(&mut cx, service, *to),
+            Command::PinImage { service_id, revision, pin, .. } => self.pin_image(&mut cx, service_id, *revision, pin),
             Command::RemoveStack { name, .. } => self.remove_stack(&mut cx, name),
             Command::UpsertNode { node, .. } => self.upsert_node(&mut cx, node),
             Command::SetNodeState { id, state, .. } => match self.nodes.get_mut(id) {
@@ -497,7 +500,8 @@ impl ClusterState {
                     if s.spec == svc {
                         result.unchanged.push(full);
                     } else {
-                        new_revision(cx, s, svc);
+                        let image = ImagePin::for_image(&svc.task.image);
+                        new_revision(cx, s, svc, image);
                         result.updated.push(full);
                     }
                 }
@@ -520,6 +524,7 @@ impl ClusterState {
                             },
                             created_at: cx.at,
                             updated_at: cx.at,
+                            image: ImagePin::for_image(&svc.task.image),
                         },
                     );
                     cx.event(ObjectKind::Service, Action::Create, &id, &full, &spec.name, "revision 1".into());

@@ -97,6 +97,7 @@ impl ClusterState {
                     revision: 0,
                     history: Vec::new(),
                     update: UpdateStatus::default(),
+                    image: crate::model::ImagePin::unrecorded(),
                     created_at: 0,
                     updated_at: 0,
                 },

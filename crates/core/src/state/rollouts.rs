@@ -17,7 +17,9 @@ impl ClusterState {
         }
         let mut spec = s.spec.clone();
         spec.task.force_update = spec.task.force_update.wrapping_add(1);
-        new_revision(cx, s, spec);
+        // The tag is resolved again: a forced update picks up a tag that moved.
+        let image = ImagePin::for_image(&spec.task.image);
+        new_revision(cx, s, spec, image);
     }
 
     /// `ResumeUpdate`: a paused rollout goes on.
@@ -64,7 +66,7 @@ impl ClusterState {
             cx.refuse(Refusal::not_found(msg));
             return;
         };
-        let mut spec = target.spec;
+        let mut spec = target.spec.clone();
         // The force counter stays: a rollback is not a forced update.
         spec.task.force_update = s.spec.task.force_update;
         if spec == s.spec {
@@ -74,11 +76,54 @@ impl ClusterState {
             )));
             return;
         }
-        new_revision(cx, s, spec);
+        // The image it ran then, not what its tag means now.
+        let image = if target.image.is_pending() { ImagePin::for_image(&spec.task.image) } else { target.image };
+        new_revision(cx, s, spec, image);
         s.update.state = UpdateState::RollingBack;
         s.update.message = format!("rollback to the spec of revision {} asked for", target.revision);
         // Its virtual addresses follow the networks of the spec it goes back to.
         let stack = s.stack.clone();
         let _ = self.allocate_stack_networks(&stack);
+    }
+
+    /// The services whose current revision waits for its image tag to be
+    /// resolved (agents answer with `PinImage`).
+    pub fn images_to_resolve(&self) -> impl Iterator<Item = &Service> {
+        self.services.values().filter(|s| s.image.is_pending())
+    }
+
+    /// `PinImage` commands that keep the tag of every service waiting for
+    /// one, with `reason`: what a node's agent answers for an image built on
+    /// it (tests and simulations stand in for the agents with it).
+    pub fn keep_tags(&self, reason: &str, at: Timestamp) -> Vec<Command> {
+        self.images_to_resolve()
+            .map(|s| Command::PinImage {
+                service_id: s.id.clone(),
+                revision: s.revision,
+                pin: ImagePin::Tag { reason: reason.to_string() },
+                at,
+            })
+            .collect()
+    }
+
+    /// `PinImage`: the current revision's image, as an agent resolved it.
+    pub(super) fn pin_image(&mut self, cx: &mut Ctx, service_id: &str, revision: u64, pin: &ImagePin) {
+        if pin.is_pending() {
+            cx.refuse(Refusal::invalid("an image pin must be a digest or a tag with its reason"));
+            return;
+        }
+        // A late or second answer changes nothing.
+        let Some(s) = self.services.get_mut(service_id) else { return };
+        if s.revision != revision || !s.image.is_pending() {
+            return;
+        }
+        s.image = pin.clone();
+        let msg = match pin {
+            ImagePin::Digest { reference } => format!("revision {revision}: image {reference}"),
+            ImagePin::Tag { reason } => format!("revision {revision}: image tag {} kept: {reason}", s.spec.task.image),
+            ImagePin::Pending => String::new(),
+        };
+        let (id, name, stack) = (s.id.clone(), s.name.clone(), s.stack.clone());
+        cx.event(ObjectKind::Service, Action::Update, &id, &name, &stack, msg);
     }
 }

@@ -243,6 +243,7 @@ mod tests {
             unplaceable: String::new(),
             created_at: 0,
             addresses: Default::default(),
+            image: String::new(),
         }
     }
 

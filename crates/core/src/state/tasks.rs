@@ -30,7 +30,15 @@ impl ClusterState {
             let Some(s) = self.services.get_mut(sid) else { continue };
             let Some(prev) = s.history.pop() else { continue };
             let current = std::mem::replace(&mut s.spec, prev.spec);
-            s.history.push(Revision { revision: s.revision, spec: current, deployed_at: s.updated_at });
+            // The image the previous revision ran, not what its tag means now.
+            let image = if prev.image.is_pending() { ImagePin::for_image(&s.spec.task.image) } else { prev.image };
+            let current_image = std::mem::replace(&mut s.image, image);
+            s.history.push(Revision {
+                revision: s.revision,
+                spec: current,
+                deployed_at: s.updated_at,
+                image: current_image,
+            });
             s.revision += 1;
             s.updated_at = cx.at;
             let msg = format!("rolling back to the spec of revision {} as revision {}", prev.revision, s.revision);
@@ -105,6 +113,10 @@ impl ClusterState {
                 unplaceable: String::new(),
                 created_at: cx.at,
                 addresses: BTreeMap::new(),
+                image: match &s.image {
+                    ImagePin::Digest { reference } => reference.clone(),
+                    ImagePin::Pending | ImagePin::Tag { .. } => String::new(),
+                },
             };
             cx.event(ObjectKind::Task, Action::Create, &id, &task.service_name, &task.stack, state.as_str().into());
             self.tasks.insert(id.clone(), task);

@@ -182,6 +182,7 @@ mod tests {
             unplaceable: String::new(),
             created_at: 0,
             addresses,
+            image: String::new(),
         };
         t.status.state = state;
         s.tasks.insert(t.id.clone(), t);
@@ -224,6 +225,7 @@ mod tests {
             update: UpdateStatus::default(),
             created_at: 0,
             updated_at: 0,
+            image: stackd_core::model::ImagePin::unrecorded(),
         };
         s.services.insert(svc.id.clone(), svc);
         s.net.ensure("shop_back").expect("a subnet");

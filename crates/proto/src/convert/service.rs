@@ -503,9 +503,45 @@ impl TryFrom<v1::UpdateStatus> for model::UpdateStatus {
     }
 }
 
+impl From<&model::ImagePin> for v1::ImagePin {
+    fn from(value: &model::ImagePin) -> Self {
+        match value {
+            model::ImagePin::Pending => Self { kind: v1::ImagePinKind::Pending.into(), ..Default::default() },
+            model::ImagePin::Digest { reference } => {
+                Self { kind: v1::ImagePinKind::Digest.into(), reference: reference.clone(), ..Default::default() }
+            }
+            model::ImagePin::Tag { reason } => {
+                Self { kind: v1::ImagePinKind::Tag.into(), reason: reason.clone(), ..Default::default() }
+            }
+        }
+    }
+}
+
+impl TryFrom<v1::ImagePin> for model::ImagePin {
+    type Error = ConvertError;
+
+    fn try_from(value: v1::ImagePin) -> Result<Self, ConvertError> {
+        Ok(match wire_enum::<v1::ImagePinKind>("ImagePin.kind", value.kind)? {
+            v1::ImagePinKind::Pending => model::ImagePin::Pending,
+            v1::ImagePinKind::Digest => model::ImagePin::Digest { reference: value.reference },
+            v1::ImagePinKind::Tag => model::ImagePin::Tag { reason: value.reason },
+        })
+    }
+}
+
+/// An image pin from the wire; absent: one recorded before pins were.
+fn image_pin(value: Option<v1::ImagePin>) -> Result<model::ImagePin, ConvertError> {
+    value.map_or_else(|| Ok(model::ImagePin::unrecorded()), model::ImagePin::try_from)
+}
+
 impl From<&model::Revision> for v1::Revision {
     fn from(value: &model::Revision) -> Self {
-        Self { revision: value.revision, spec: Some((&value.spec).into()), deployed_at: value.deployed_at }
+        Self {
+            revision: value.revision,
+            spec: Some((&value.spec).into()),
+            deployed_at: value.deployed_at,
+            image: Some((&value.image).into()),
+        }
     }
 }
 
@@ -517,6 +553,7 @@ impl TryFrom<v1::Revision> for model::Revision {
             revision: value.revision,
             spec: required_into("Revision.spec", value.spec)?,
             deployed_at: value.deployed_at,
+            image: image_pin(value.image)?,
         })
     }
 }
@@ -533,6 +570,7 @@ impl From<&model::Service> for v1::Service {
             update: Some((&value.update).into()),
             created_at: value.created_at,
             updated_at: value.updated_at,
+            image: Some((&value.image).into()),
         }
     }
 }
@@ -551,6 +589,7 @@ impl TryFrom<v1::Service> for model::Service {
             update: required_into("Service.update", value.update)?,
             created_at: value.created_at,
             updated_at: value.updated_at,
+            image: image_pin(value.image)?,
         })
     }
 }

@@ -107,6 +107,7 @@ impl From<&model::Task> for v1::Task {
             unplaceable: value.unplaceable.clone(),
             created_at: value.created_at,
             addresses: value.addresses.iter().map(|(n, ip)| (n.clone(), ip.to_string())).collect(),
+            image: value.image.clone(),
         }
     }
 }
@@ -128,6 +129,7 @@ impl TryFrom<v1::Task> for model::Task {
             status: required_into("Task.status", value.status)?,
             unplaceable: value.unplaceable,
             created_at: value.created_at,
+            image: value.image,
             addresses: value
                 .addresses
                 .into_iter()

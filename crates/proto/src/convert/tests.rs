@@ -216,8 +216,18 @@ pub(super) fn service() -> model::Service {
         spec: spec(),
         revision: 3,
         history: vec![
-            model::Revision { revision: 1, spec: old.clone(), deployed_at: 100 },
-            model::Revision { revision: 2, spec: old, deployed_at: 200 },
+            model::Revision {
+                revision: 1,
+                spec: old.clone(),
+                deployed_at: 100,
+                image: model::ImagePin::Tag { reason: "built on the node".into() },
+            },
+            model::Revision {
+                revision: 2,
+                spec: old,
+                deployed_at: 200,
+                image: model::ImagePin::Digest { reference: "web@sha256:0123".into() },
+            },
         ],
         update: model::UpdateStatus {
             state: model::UpdateState::RollingBack,
@@ -227,6 +237,7 @@ pub(super) fn service() -> model::Service {
         },
         created_at: 100,
         updated_at: 300,
+        image: model::ImagePin::Pending,
     }
 }
 
@@ -253,6 +264,7 @@ pub(super) fn task() -> model::Task {
         unplaceable: String::new(),
         created_at: 1_700_000_000_000,
         addresses: Default::default(),
+        image: "web@sha256:0123".into(),
     }
 }
 
@@ -599,6 +611,7 @@ fn task_strategy() -> impl Strategy<Value = model::Task> {
                 unplaceable,
                 created_at,
                 addresses,
+                image: String::new(),
             }
         },
     )
