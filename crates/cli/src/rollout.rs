@@ -3,7 +3,7 @@
 //! history`.
 
 use anyhow::{Result, bail};
-use stackd_core::model::{ImagePin, Service, ServiceSpec};
+use stackd_core::model::{ImagePin, Service, ServiceSpec, UpdateState, UpdateStatus};
 use stackd_proto::v1;
 
 use crate::EXIT_OK;
@@ -95,7 +95,8 @@ struct Row {
     /// What changed from the revision before (`path: old -> new`, `;`-joined).
     changes: String,
     current: bool,
-    /// The current revision's rollout (`updating`, `paused: why`, …).
+    /// How its rollout ended (`completed`, `paused: why`, `rolled back:
+    /// why`); for the current revision, where it stands.
     rollout: String,
 }
 
@@ -121,21 +122,25 @@ fn changes(before: Option<&ServiceSpec>, after: &ServiceSpec) -> String {
 pub async fn history(g: &Global, service: &str) -> Result<i32> {
     let mut c = connect(g).await?;
     let svc = inspect(&mut c, service).await?;
-    let mut revisions: Vec<(u64, u64, &ServiceSpec, &ImagePin)> =
-        svc.history.iter().map(|r| (r.revision, r.deployed_at, &r.spec, &r.image)).collect();
-    revisions.push((svc.revision, svc.updated_at, &svc.spec, &svc.image));
+    type Kept<'a> = (u64, u64, &'a ServiceSpec, &'a ImagePin, Option<&'a UpdateStatus>);
+    let mut revisions: Vec<Kept<'_>> =
+        svc.history.iter().map(|r| (r.revision, r.deployed_at, &r.spec, &r.image, r.rollout.as_ref())).collect();
+    revisions.push((svc.revision, svc.updated_at, &svc.spec, &svc.image, Some(&svc.update)));
     let rows: Vec<Row> = revisions
         .iter()
         .enumerate()
-        .map(|(k, (rev, at, spec, pin))| {
+        .map(|(k, (rev, at, spec, pin, status))| {
             let current = *rev == svc.revision;
-            let mut rollout = String::new();
-            if current {
-                rollout = name(&svc.update.state);
-                if !svc.update.message.is_empty() {
-                    rollout = format!("{rollout}: {}", svc.update.message);
+            // How its rollout ended (the current one: where it stands);
+            // `rolling_back` for a past one: it failed and was rolled back.
+            let rollout = match status {
+                None => "-".to_string(),
+                Some(u) if !current && u.state == UpdateState::RollingBack => {
+                    format!("rolled back: {}", u.message)
                 }
-            }
+                Some(u) if u.message.is_empty() => name(&u.state),
+                Some(u) => format!("{}: {}", name(&u.state), u.message),
+            };
             Row {
                 revision: *rev,
                 deployed_at: *at,

@@ -1161,6 +1161,19 @@ pub struct Revision {
     /// What its image tag meant.
     #[serde(default = "ImagePin::unrecorded", skip_serializing_if = "ImagePin::is_unrecorded")]
     pub image: ImagePin,
+    /// How its rollout stood when the next revision replaced it (`None`:
+    /// not recorded, for revisions kept before it was).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<UpdateStatus>,
+}
+
+impl Revision {
+    /// Whether its rollout ended with every replica running and healthy
+    /// (`completed`, or `rolled_back` to it): what an automatic rollback
+    /// goes back to.
+    pub fn was_healthy(&self) -> bool {
+        self.rollout.as_ref().is_some_and(|u| matches!(u.state, UpdateState::Completed | UpdateState::RolledBack))
+    }
 }
 
 /// A service as stored in the cluster.

@@ -412,6 +412,35 @@ fn failed_update_rolls_back_when_asked() {
 }
 
 #[test]
+fn an_automatic_rollback_goes_back_to_the_last_healthy_revision() {
+    // v1 converges; v2 fails and pauses; v3 fails and rolls back: to v1's
+    // spec, the last one that ran healthy, not to v2's, which never did.
+    let mut sim = Sim::new(&["n1"]);
+    sim.converge(vec![spec("web", 2, "web:1")]);
+    assert_eq!(sim.service("app_web").update.state, UpdateState::Completed);
+    sim.deploy(vec![spec("web", 2, "web:bad")]);
+    fail_the_first_updated_task(&mut sim);
+    assert_eq!(sim.service("app_web").update.state, UpdateState::Paused);
+    let mut s = spec("web", 2, "web:bad");
+    s.task.env = vec!["TRY=2".into()];
+    s.update.failure_action = FailureAction::Rollback;
+    sim.deploy(vec![s]);
+    fail_the_first_updated_task(&mut sim);
+    let svc = sim.service("app_web");
+    assert_eq!(svc.update.state, UpdateState::RollingBack);
+    assert_eq!(svc.spec.task.image, "web:1");
+    // The history says how each rollout ended.
+    let ended: Vec<(u64, Option<UpdateState>)> =
+        svc.history.iter().map(|r| (r.revision, r.rollout.as_ref().map(|u| u.state))).collect();
+    assert_eq!(ended, [(2, Some(UpdateState::Paused)), (3, Some(UpdateState::RollingBack))]);
+    sim.play(6);
+    let svc = sim.service("app_web");
+    assert_eq!(svc.update.state, UpdateState::RolledBack);
+    assert!(sim.running("app_web").iter().all(|t| t.template.image == "web:1"));
+    assert_eq!(sim.running("app_web").len(), 2);
+}
+
+#[test]
 fn start_first_overlaps_old_and_new() {
     let mut sim = Sim::new(&["n1"]);
     let mut s = spec("web", 1, "web:1");

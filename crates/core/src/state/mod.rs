@@ -245,7 +245,13 @@ pub fn make_id(cluster_id: &str, index: u64, seq: u64) -> String {
 fn new_revision(cx: &mut Ctx, s: &mut Service, spec: ServiceSpec, image: ImagePin) {
     let old = std::mem::replace(&mut s.spec, spec);
     let old_image = std::mem::replace(&mut s.image, image);
-    s.history.push(Revision { revision: s.revision, spec: old, deployed_at: s.updated_at, image: old_image });
+    s.history.push(Revision {
+        revision: s.revision,
+        spec: old,
+        deployed_at: s.updated_at,
+        image: old_image,
+        rollout: Some(s.update.clone()),
+    });
     if s.history.len() > REVISIONS_KEPT {
         let excess = s.history.len() - REVISIONS_KEPT;
         s.history.drain(..excess);

@@ -28,7 +28,11 @@ impl ClusterState {
         // Rollbacks first: tasks created by this plan belong to the new revision.
         for sid in &plan.rollback {
             let Some(s) = self.services.get_mut(sid) else { continue };
-            let Some(prev) = s.history.pop() else { continue };
+            // Back to the newest revision that was healthy; to the one before
+            // when none is known to have been (revisions kept before their
+            // rollouts were recorded).
+            let target = s.history.iter().rposition(Revision::was_healthy).or(s.history.len().checked_sub(1));
+            let Some(prev) = target.map(|k| s.history.remove(k)) else { continue };
             let current = std::mem::replace(&mut s.spec, prev.spec);
             // The image the previous revision ran, not what its tag means now.
             let image = if prev.image.is_pending() { ImagePin::for_image(&s.spec.task.image) } else { prev.image };
@@ -38,6 +42,17 @@ impl ClusterState {
                 spec: current,
                 deployed_at: s.updated_at,
                 image: current_image,
+                // Its rollout ended rolled back, for the reason the plan gives.
+                rollout: Some(UpdateStatus {
+                    state: UpdateState::RollingBack,
+                    completed_at: cx.at,
+                    message: plan
+                        .update_status
+                        .iter()
+                        .find(|(id, _)| id == sid)
+                        .map_or_else(|| s.update.message.clone(), |(_, u)| u.message.clone()),
+                    ..s.update.clone()
+                }),
             });
             s.revision += 1;
             s.updated_at = cx.at;

@@ -541,6 +541,7 @@ impl From<&model::Revision> for v1::Revision {
             spec: Some((&value.spec).into()),
             deployed_at: value.deployed_at,
             image: Some((&value.image).into()),
+            rollout: value.rollout.as_ref().map(Into::into),
         }
     }
 }
@@ -554,6 +555,7 @@ impl TryFrom<v1::Revision> for model::Revision {
             spec: required_into("Revision.spec", value.spec)?,
             deployed_at: value.deployed_at,
             image: image_pin(value.image)?,
+            rollout: value.rollout.map(TryInto::try_into).transpose()?,
         })
     }
 }

@@ -221,12 +221,19 @@ pub(super) fn service() -> model::Service {
                 spec: old.clone(),
                 deployed_at: 100,
                 image: model::ImagePin::Tag { reason: "built on the node".into() },
+                rollout: None,
             },
             model::Revision {
                 revision: 2,
                 spec: old,
                 deployed_at: 200,
                 image: model::ImagePin::Digest { reference: "web@sha256:0123".into() },
+                rollout: Some(model::UpdateStatus {
+                    state: model::UpdateState::Paused,
+                    started_at: 200,
+                    completed_at: 0,
+                    message: "task failed".into(),
+                }),
             },
         ],
         update: model::UpdateStatus {
