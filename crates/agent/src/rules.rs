@@ -30,7 +30,7 @@ use std::fmt::Write;
 use std::net::Ipv4Addr;
 
 use stackd_core::model::{EndpointMode, Protocol};
-use stackd_core::net::NodeView;
+use stackd_core::net::{NodeView, Peer, PublishedView};
 
 use crate::dataplane::bridge_name;
 
@@ -88,6 +88,30 @@ fn spread(out: &mut String, chain: &str, matching: &str, targets: &[String]) {
     }
 }
 
+/// How the mesh reaches the tasks of a published port: a route to those on
+/// other nodes (through their node), and, for those on this node, the
+/// acceptance of the other nodes' mesh. Every task that holds its address
+/// ([`PublishedView::reachable`]), not only the endpoints: a task that
+/// leaves the endpoints (shutting down, unhealthy) keeps its established
+/// connections until it ends. Without its route, the next packet of such a
+/// connection would leave through another interface than the one its
+/// source was translated for, and the kernel drops the connection's
+/// translation (`nf_nat_oif_changed`): the client hangs halfway through an
+/// answer. New connections only go to the endpoints (the DNAT rules).
+fn reach(rules: &mut Rules, fwd: &mut String, p: &PublishedView, node_ip: Ipv4Addr) {
+    let pr = proto(p.protocol);
+    // A view from a manager that sends no `reachable` yet: the endpoints.
+    let tasks: BTreeSet<&Peer> = p.endpoints.iter().chain(&p.reachable).collect();
+    for e in tasks {
+        if e.node == node_ip {
+            // This node's task: connections from the other nodes' mesh.
+            let _ = writeln!(fwd, "-A STACKD-FWD -d {}/32 -p {pr} --dport {} -j ACCEPT", e.ip, p.target);
+        } else {
+            rules.routes.insert(e.ip, e.node);
+        }
+    }
+}
+
 /// The rules for `view` on the node whose LAN address is `node_ip`.
 pub fn plan(view: &NodeView, node_ip: Ipv4Addr) -> Rules {
     let mark = format!("{MESH_MARK:#x}/{MESH_MARK:#x}");
@@ -137,19 +161,14 @@ pub fn plan(view: &NodeView, node_ip: Ipv4Addr) -> Rules {
             // The agent's PROXY v2 hop serves the port (its own socket, marked
             // with SO_MARK): only the route to other nodes' tasks and their
             // acceptance here.
-            for e in &p.endpoints {
-                if e.node == node_ip {
-                    let _ = writeln!(fwd, "-A STACKD-FWD -d {}/32 -p {pr} --dport {} -j ACCEPT", e.ip, p.target);
-                } else {
-                    rules.routes.insert(e.ip, e.node);
-                }
-            }
+            reach(&mut rules, &mut fwd, p, node_ip);
             continue;
         }
         let _ = writeln!(
             mangle,
             "-A STACKD-MARK -m addrtype --dst-type LOCAL -p {pr} --dport {port} -j MARK --set-xmark {mark}"
         );
+        reach(&mut rules, &mut fwd, p, node_ip);
         if p.endpoints.is_empty() {
             continue;
         }
@@ -157,14 +176,6 @@ pub fn plan(view: &NodeView, node_ip: Ipv4Addr) -> Rules {
         let matching = format!("-m addrtype --dst-type LOCAL -p {pr} --dport {port}");
         spread(&mut pre, "STACKD-PRE", &matching, &targets);
         spread(&mut out, "STACKD-OUT", &matching, &targets);
-        for e in &p.endpoints {
-            if e.node == node_ip {
-                // This node's task: connections from the other nodes' mesh.
-                let _ = writeln!(fwd, "-A STACKD-FWD -d {}/32 -p {pr} --dport {} -j ACCEPT", e.ip, p.target);
-            } else {
-                rules.routes.insert(e.ip, e.node);
-            }
-        }
     }
     if !view.published.is_empty() {
         // To another node's task: from this node's address, so the reply comes back.
@@ -230,12 +241,17 @@ mod tests {
                 protocol: Protocol::Tcp,
                 target: 8080,
                 proxy_protocol: false,
-                endpoints: eps
-                    .iter()
-                    .map(|e| Peer { ip: *e, node: if e.octets()[3] < 64 { ip("10.9.0.1") } else { ip("10.9.0.2") } })
-                    .collect(),
+                endpoints: peers(&eps),
+                reachable: peers(&eps),
             }],
         }
+    }
+
+    /// Tasks at `ips`, those below .64 on node 10.9.0.1, the others on 10.9.0.2.
+    fn peers(ips: &[Ipv4Addr]) -> Vec<Peer> {
+        ips.iter()
+            .map(|e| Peer { ip: *e, node: if e.octets()[3] < 64 { ip("10.9.0.1") } else { ip("10.9.0.2") } })
+            .collect()
     }
 
     #[test]
@@ -267,6 +283,42 @@ mod tests {
         assert!(!r.iptables.contains("-d 10.192.0.66/32 -p tcp --dport 8080 -j ACCEPT"));
         // The chains come whole, each table committed.
         assert_eq!(r.iptables.matches("COMMIT").count(), 3);
+    }
+
+    #[test]
+    fn a_task_that_left_the_endpoints_keeps_its_route_and_acceptance_but_gets_no_new_connection() {
+        // 10.192.0.67 (node 10.9.0.2) and 10.192.0.3 (this node) shut down: no
+        // longer endpoints, still holding their addresses.
+        let mut v = view(&["10.192.0.2", "10.192.0.66"]);
+        v.published[0].reachable = peers(&[ip("10.192.0.2"), ip("10.192.0.3"), ip("10.192.0.66"), ip("10.192.0.67")]);
+        let r = plan(&v, ip("10.9.0.1"));
+        let dnat: Vec<&str> =
+            r.iptables.lines().filter(|l| l.contains("--dport 18080") && l.contains("DNAT")).collect();
+        assert_eq!(dnat.len(), 4, "2 endpoints, in PREROUTING and OUTPUT: {dnat:?}");
+        assert!(!r.iptables.contains("10.192.0.67:8080") && !r.iptables.contains("10.192.0.3:8080"), "{}", r.iptables);
+        // Their established connections still have a way: the route to the
+        // other node's task, the acceptance of this node's task.
+        assert_eq!(
+            r.routes,
+            BTreeMap::from([(ip("10.192.0.66"), ip("10.9.0.2")), (ip("10.192.0.67"), ip("10.9.0.2"))])
+        );
+        assert!(r.iptables.contains("-A STACKD-FWD -d 10.192.0.3/32 -p tcp --dport 8080 -j ACCEPT"), "{}", r.iptables);
+        // The same with the PROXY protocol hop, and with no endpoint left.
+        v.published[0].proxy_protocol = true;
+        v.published[0].endpoints.clear();
+        let r = plan(&v, ip("10.9.0.1"));
+        assert_eq!(r.routes.len(), 2);
+        assert!(r.iptables.contains("-A STACKD-FWD -d 10.192.0.3/32 -p tcp --dport 8080 -j ACCEPT"), "{}", r.iptables);
+    }
+
+    #[test]
+    fn a_view_without_reachable_tasks_routes_to_the_endpoints() {
+        // A manager that does not send `reachable` yet.
+        let mut v = view(&["10.192.0.2", "10.192.0.66"]);
+        v.published[0].reachable.clear();
+        let r = plan(&v, ip("10.9.0.1"));
+        assert_eq!(r.routes, BTreeMap::from([(ip("10.192.0.66"), ip("10.9.0.2"))]));
+        assert!(r.iptables.contains("-A STACKD-FWD -d 10.192.0.2/32 -p tcp --dport 8080 -j ACCEPT"));
     }
 
     #[test]

@@ -263,6 +263,11 @@ mod views {
     /// Two nodes, one stack `shop` with a `web` service (2 replicas) on
     /// network `shop_default`, both running.
     fn cluster() -> ClusterState {
+        cluster_with(Vec::new())
+    }
+
+    /// [`cluster`], `web` publishing `ports`.
+    fn cluster_with(ports: Vec<PortConfig>) -> ClusterState {
         let mut s = ClusterState::default();
         apply(&mut s, Command::InitCluster { cluster_id: "c".into(), at: 1, security: None, node: None });
         apply(&mut s, Command::UpsertNode { node: node(1), at: 2 });
@@ -273,6 +278,7 @@ mod views {
             task: TaskTemplate {
                 image: "web:1".into(),
                 networks: vec![NetworkAttachment { network: "shop_default".into(), aliases: vec!["www".into()] }],
+                ports,
                 ..Default::default()
             },
             restart: RestartPolicy::default(),
@@ -358,6 +364,48 @@ mod views {
             .map(|t| t.addresses["shop_default"])
             .collect();
         assert_eq!(web_endpoints(&node_view(&s, "n1")), on_a);
+    }
+
+    #[test]
+    fn a_task_leaving_the_endpoints_stays_reachable_through_the_mesh_until_it_ends() {
+        let port = PortConfig {
+            target: 8080,
+            published: Some(18080),
+            protocol: Protocol::Tcp,
+            mode: PublishMode::Ingress,
+            host_ip: String::new(),
+            proxy_protocol: false,
+        };
+        let mut s = cluster_with(vec![port]);
+        let mesh = |s: &ClusterState| {
+            let v = node_view(s, "n1");
+            let p = &v.published[0];
+            let ips = |peers: &[crate::net::Peer]| peers.iter().map(|p| p.ip).collect::<Vec<_>>();
+            (ips(&p.endpoints), ips(&p.reachable))
+        };
+        let (endpoints, reachable) = mesh(&s);
+        assert_eq!((endpoints.len(), &reachable), (2, &endpoints));
+        // One task is shut down (a rollout replaced it): no new connection
+        // goes to it, its established ones still do until it has ended.
+        let id = s.tasks.keys().next().cloned().expect("a task");
+        let ip = s.tasks[&id].addresses["shop_default"];
+        let plan =
+            crate::command::Plan { set_desired: vec![(id.clone(), DesiredState::Shutdown)], ..Default::default() };
+        apply(&mut s, Command::ApplyPlan { plan, at: 20 });
+        let (endpoints, reachable) = mesh(&s);
+        assert!(!endpoints.contains(&ip) && endpoints.len() == 1, "{endpoints:?}");
+        assert!(reachable.contains(&ip) && reachable.len() == 2, "{reachable:?}");
+        let node_id = s.tasks[&id].node_id.clone().expect("placed");
+        let status = TaskStatus { state: TaskState::Shutdown, timestamp: 21, ..Default::default() };
+        let updates = vec![TaskStatusUpdate { task_id: id, node_id, status }];
+        apply(&mut s, Command::UpdateTaskStatus { updates, at: 21 });
+        let (_, reachable) = mesh(&s);
+        assert!(!reachable.contains(&ip) && reachable.len() == 1, "ended, it is no longer reached: {reachable:?}");
+        // A task that is not up yet is reachable before it is an endpoint:
+        // its route is in place when the first connection is sent to it.
+        report_all(&mut s, TaskState::Running, "starting", 22);
+        let (endpoints, reachable) = mesh(&s);
+        assert!(endpoints.is_empty() && reachable.len() == 1, "{endpoints:?} {reachable:?}");
     }
 
     #[test]

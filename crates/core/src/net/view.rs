@@ -40,8 +40,16 @@ pub struct PublishedView {
     /// Served by the agent's PROXY protocol v2 hop rather than the kernel.
     #[serde(default)]
     pub proxy_protocol: bool,
-    /// The service's tasks that are up, each with its node's address.
+    /// The service's tasks that are up, each with its node's address: where
+    /// new connections go.
     pub endpoints: Vec<Peer>,
+    /// Every task of the service that holds its address, on a node that is
+    /// not down: the endpoints, and those starting, unhealthy or shutting
+    /// down. The mesh keeps routing to them and accepting their connections
+    /// (a connection translated to a task that then leaves the endpoints
+    /// goes on until the task ends), but sends them no new one.
+    #[serde(default)]
+    pub reachable: Vec<Peer>,
 }
 
 /// One network, as a node that runs its tasks sees it.
@@ -113,9 +121,12 @@ pub fn node_ip(addr: &str) -> Option<Ipv4Addr> {
 
 /// Whether a task is an endpoint of its service: up, on a node that is not down.
 fn is_endpoint(s: &ClusterState, t: &Task) -> bool {
-    t.is_up()
-        && t.desired_state == crate::model::DesiredState::Running
-        && t.node_id.as_ref().and_then(|n| s.nodes.get(n)).is_some_and(|n| n.state != NodeState::Down)
+    t.is_up() && t.desired_state == crate::model::DesiredState::Running && on_live_node(s, t)
+}
+
+/// Whether a task's node is known and not down.
+fn on_live_node(s: &ClusterState, t: &Task) -> bool {
+    t.node_id.as_ref().and_then(|n| s.nodes.get(n)).is_some_and(|n| n.state != NodeState::Down)
 }
 
 /// What `node` needs to know of the cluster's networks.
@@ -191,7 +202,8 @@ pub fn node_view(s: &ClusterState, node: &str) -> NodeView {
 
 /// Every ingress-published port of the cluster, with the up tasks of its
 /// service (at their address on the service's first network that stackd
-/// manages: any of them reaches the container through its node).
+/// manages: any of them reaches the container through its node), and the
+/// tasks that still hold their address.
 fn published(s: &ClusterState, node_ips: &BTreeMap<&str, Ipv4Addr>) -> Vec<PublishedView> {
     let mut out = Vec::new();
     for svc in s.services.values() {
@@ -206,16 +218,19 @@ fn published(s: &ClusterState, node_ips: &BTreeMap<&str, Ipv4Addr>) -> Vec<Publi
         if ports.is_empty() {
             continue;
         }
-        let mut endpoints: Vec<Peer> = s
-            .tasks_of(&svc.id)
-            .filter(|t| is_endpoint(s, t))
-            .filter_map(|t| {
-                let ip = t.template.networks.iter().find_map(|a| t.addresses.get(&a.network))?;
-                let node = node_ips.get(t.node_id.as_deref()?)?;
-                Some(Peer { ip: *ip, node: *node })
-            })
-            .collect();
+        // Where a task is reached: its address on the first network of its
+        // own template (any of them reaches the container through its node).
+        let peer = |t: &Task| {
+            let ip = t.template.networks.iter().find_map(|a| t.addresses.get(&a.network))?;
+            let node = node_ips.get(t.node_id.as_deref()?)?;
+            Some(Peer { ip: *ip, node: *node })
+        };
+        let mut endpoints: Vec<Peer> = s.tasks_of(&svc.id).filter(|t| is_endpoint(s, t)).filter_map(peer).collect();
         endpoints.sort();
+        let mut reachable: Vec<Peer> =
+            s.tasks_of(&svc.id).filter(|t| holds_addresses(t) && on_live_node(s, t)).filter_map(peer).collect();
+        reachable.sort();
+        reachable.dedup();
         for (port, protocol, target, proxy_protocol) in ports {
             out.push(PublishedView {
                 service: svc.name.clone(),
@@ -224,6 +239,7 @@ fn published(s: &ClusterState, node_ips: &BTreeMap<&str, Ipv4Addr>) -> Vec<Publi
                 target,
                 proxy_protocol,
                 endpoints: endpoints.clone(),
+                reachable: reachable.clone(),
             });
         }
     }

@@ -31,6 +31,7 @@ impl From<&net::NodeView> for v1::NetworkView {
                     target: u32::from(p.target),
                     endpoints: p.endpoints.iter().map(peer).collect(),
                     proxy_protocol: p.proxy_protocol,
+                    reachable: p.reachable.iter().map(peer).collect(),
                 })
                 .collect(),
         }
@@ -99,6 +100,7 @@ impl TryFrom<v1::NetworkView> for net::NodeView {
                         target: port("PublishedView.target", p.target)?,
                         proxy_protocol: p.proxy_protocol,
                         endpoints: p.endpoints.into_iter().map(from_peer).collect::<Result<_, _>>()?,
+                        reachable: p.reachable.into_iter().map(from_peer).collect::<Result<_, _>>()?,
                     })
                 })
                 .collect::<Result<_, ConvertError>>()?,
@@ -187,6 +189,10 @@ mod tests {
                 target: 8080,
                 proxy_protocol: true,
                 endpoints: vec![net::Peer { ip: Ipv4Addr::new(10, 192, 0, 66), node: Ipv4Addr::new(10, 9, 0, 2) }],
+                reachable: vec![
+                    net::Peer { ip: Ipv4Addr::new(10, 192, 0, 66), node: Ipv4Addr::new(10, 9, 0, 2) },
+                    net::Peer { ip: Ipv4Addr::new(10, 192, 0, 67), node: Ipv4Addr::new(10, 9, 0, 2) },
+                ],
             }],
         };
         let wire = v1::NetworkView::from(&view);
