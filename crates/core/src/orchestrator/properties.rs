@@ -59,12 +59,16 @@ impl Case {
 
     /// The most wanted slots without a healthy task the update may cause:
     /// none start-first (an old task stops once its replacement is up; a
-    /// replacement that never is leaves it running), `parallelism` stop-first.
+    /// replacement that never is leaves it running); stop-first,
+    /// `parallelism` in flight plus the failures `max_failure_ratio`
+    /// tolerates (a slot that failed within the budget no longer counts as
+    /// in flight: the rollout moves on, as Swarm's does).
     fn max_lost(&self) -> u64 {
+        let tolerated = (self.update.max_failure_ratio * self.replicas as f64).floor() as u64;
         match (self.update.order, self.update.parallelism) {
             (UpdateOrder::StartFirst, _) => 0,
             (UpdateOrder::StopFirst, 0) => self.replicas,
-            (UpdateOrder::StopFirst, p) => p.min(self.replicas),
+            (UpdateOrder::StopFirst, p) => p.saturating_add(tolerated).min(self.replicas),
         }
     }
 
@@ -214,7 +218,12 @@ fn check(sim: &Sim, case: &Case) -> Result<(), TestCaseError> {
         // waiting its turn (an outdated task wanted, none of the current one).
         let done = wanted.iter().any(|t| t.template == svc.spec.task && t.is_up());
         let waiting = !wanted.iter().any(|t| t.template == svc.spec.task) && !wanted.is_empty();
-        if !done && !waiting {
+        // A slot whose new task failed (within the failure budget, or the
+        // rollout would have paused or rolled back): settled, not in flight.
+        let failed = tasks
+            .iter()
+            .any(|t| t.template == svc.spec.task && matches!(t.status.state, TaskState::Failed | TaskState::Rejected));
+        if !done && !waiting && !failed {
             in_flight += 1;
         }
     }

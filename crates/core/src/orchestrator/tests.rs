@@ -441,6 +441,41 @@ fn an_automatic_rollback_goes_back_to_the_last_healthy_revision() {
 }
 
 #[test]
+fn continue_moves_past_a_failed_slot_and_completes() {
+    // failure_action continue, parallelism 1: a slot whose new task fails
+    // does not hold the rollout; every slot is tried, and the rollout ends.
+    let mut sim = Sim::new(&["n1"]);
+    let mut s = spec("web", 3, "web:1");
+    s.update.failure_action = FailureAction::Continue;
+    s.update.monitor_ms = 0;
+    sim.converge(vec![s.clone()]);
+    s.task.image = "web:bad".into();
+    sim.deploy(vec![s]);
+    let svc = sim.service("app_web").id.clone();
+    let mut tried = std::collections::BTreeSet::new();
+    for _ in 0..12 {
+        sim.settle();
+        sim.agent();
+        let starting: Vec<(String, u64)> = sim
+            .state
+            .tasks_of(&svc)
+            .filter(|t| t.template.image == "web:bad" && t.status.state == TaskState::Running)
+            .map(|t| (t.id.clone(), t.slot))
+            .collect();
+        for (id, slot) in starting {
+            tried.insert(slot);
+            sim.report(&id, TaskState::Failed, Some(1));
+        }
+        sim.now += 1_000;
+    }
+    sim.settle();
+    assert_eq!(tried, std::collections::BTreeSet::from([1, 2, 3]), "every slot was tried");
+    let svc = sim.service("app_web");
+    assert_eq!(svc.update.state, UpdateState::Completed, "{:?}", svc.update);
+    assert!(svc.update.message.starts_with("3 of 3 slots failed within the failure budget"), "{}", svc.update.message);
+}
+
+#[test]
 fn start_first_overlaps_old_and_new() {
     let mut sim = Sim::new(&["n1"]);
     let mut s = spec("web", 1, "web:1");

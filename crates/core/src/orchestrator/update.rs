@@ -75,7 +75,18 @@ pub(super) fn step(
         }
     }
 
-    // Converged: every wanted slot runs the current template, each for `monitor`.
+    // A slot whose new task failed during this rollout, within the failure
+    // budget (`max_failure_ratio`, or `continue`): the rollout moves on, as
+    // Swarm's does; the restart policy goes on replacing its task.
+    let failed_here = |k: &SlotKey| {
+        slots.get(k).is_some_and(|ts| {
+            !ts.iter().any(|t| current(t) && t.desired_state == DesiredState::Running && t.is_up())
+                && ts.iter().any(|t| current(t) && failed(state, t) && t.status.timestamp >= status.started_at)
+        })
+    };
+
+    // Converged: every wanted slot runs the current template, each for
+    // `monitor`, or failed within the budget.
     let monitor = policy.monitor_ms;
     let mut converged = dirty.is_empty();
     let mut stable_at: Timestamp = 0;
@@ -85,6 +96,7 @@ pub(super) fn step(
             .and_then(|ts| ts.iter().find(|t| current(t) && t.desired_state == DesiredState::Running && t.is_up()));
         match running_current {
             Some(t) => stable_at = stable_at.max(t.status.timestamp.saturating_add(monitor)),
+            None if failed_here(key) => {}
             None => converged = false,
         }
     }
@@ -92,14 +104,16 @@ pub(super) fn step(
         if now >= stable_at {
             let state =
                 if status.state == UpdateState::RollingBack { UpdateState::RolledBack } else { UpdateState::Completed };
+            let failing = wanted.iter().filter(|k| failed_here(k)).count();
+            let message = match (failing, failures.first()) {
+                (0, _) | (_, None) => status.message.clone(),
+                (n, Some(t)) => {
+                    format!("{n} of {} slots failed within the failure budget: {}", wanted.len(), describe_failure(t))
+                }
+            };
             out.plan.update_status.push((
                 svc.id.clone(),
-                UpdateStatus {
-                    state,
-                    started_at: status.started_at,
-                    completed_at: now,
-                    message: status.message.clone(),
-                },
+                UpdateStatus { state, started_at: status.started_at, completed_at: now, message },
             ));
         } else {
             out.wake(stable_at);
@@ -120,7 +134,7 @@ pub(super) fn step(
     };
     // `dirty` is in key order (it follows `wanted`).
     let is_dirty = |k: &SlotKey| dirty.binary_search_by(|(d, _)| d.cmp(k)).is_ok();
-    let in_flight = wanted.iter().filter(|k| !done(k) && !is_dirty(k)).count() as u64;
+    let in_flight = wanted.iter().filter(|k| !done(k) && !is_dirty(k) && !failed_here(k)).count() as u64;
     let parallelism = policy.parallelism;
     let room = if parallelism == 0 { u64::MAX } else { parallelism.saturating_sub(in_flight) };
     if room == 0 {
