@@ -105,3 +105,49 @@ fn history_rollback_force_and_resume_from_the_command_line() {
     let last = h.as_array().and_then(|a| a.last()).cloned().unwrap_or_default();
     assert!(last["rollout"].as_str().unwrap_or_default().starts_with("rolled_back"), "{h}");
 }
+
+#[test]
+fn scale_adds_and_removes_replicas_without_replacing_the_others() {
+    if !require_docker() {
+        return;
+    }
+    build_images();
+    let node = Node::init("scale").expect("init");
+    let file = node.write_stack("v1.yml", &web("stackd-test/web:1", "true"));
+    node.stackctl(&["deploy", "-c", &file, "app", "--wait", "--timeout", "60s"]);
+    let running = |node: &Node| -> Vec<String> {
+        let v = node.stackctl_json(&["ps", "app"]);
+        let mut ids: Vec<String> = v
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter(|t| t["desired_state"] == "running" && t["current_state"] == "running")
+                    .filter_map(|t| t["id"].as_str().map(String::from))
+                    .collect()
+            })
+            .unwrap_or_default();
+        ids.sort();
+        ids
+    };
+    let before = running(&node);
+    assert_eq!(before.len(), 2);
+
+    // Up to 4: the two tasks stay, two more run; a new revision, same image.
+    let (code, out) = run(&node, &["service", "scale", "app_web=4", "--wait", "--timeout", "60s"]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("Scaling service app_web to 4 (revision 2)"), "{out}");
+    let after = running(&node);
+    assert_eq!(after.len(), 4, "{out}");
+    assert!(before.iter().all(|id| after.contains(id)), "a task was replaced: {before:?} → {after:?}");
+    // Down to 1, and the same count again changes nothing.
+    let (code, out) = run(&node, &["service", "scale", "app_web=1", "--wait", "--timeout", "60s"]);
+    assert_eq!(code, Some(0), "{out}");
+    assert_eq!(running(&node).len(), 1);
+    let (code, out) = run(&node, &["service", "scale", "app_web=1"]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("(revision 3)"), "no new revision for the same count: {out}");
+    // A bad target: a usage error, exit 1, nothing sent.
+    let (code, out) = run(&node, &["service", "scale", "app_web=lots"]);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("whole number"), "{out}");
+}

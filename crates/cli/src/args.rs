@@ -78,6 +78,16 @@ impl std::fmt::Debug for TokenArg {
     }
 }
 
+/// `SERVICE=N` of `service scale`.
+pub fn parse_scale(s: &str) -> Result<(String, u64), String> {
+    let (service, n) = s.split_once('=').ok_or_else(|| format!("{s:?}: expected SERVICE=N, e.g. app_web=3"))?;
+    if service.is_empty() {
+        return Err(format!("{s:?}: the service name is missing"));
+    }
+    let n = n.trim().parse().map_err(|_| format!("{s:?}: the replica count must be a whole number, got {n:?}"))?;
+    Ok((service.to_string(), n))
+}
+
 /// Parses durations like `90s`, `5m`, `1h30m`, `500ms`.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let mut total = Duration::ZERO;
@@ -318,6 +328,16 @@ pub enum ServiceCmd {
         #[command(flatten)]
         wait: WaitArgs,
     },
+    /// Set the replica count of replicated services: `stackctl service scale
+    /// app_web=5 app_worker=2`. A new revision each (its tasks keep running;
+    /// slots are added or removed); with --wait, waits for every one.
+    Scale {
+        /// `SERVICE=N`, one or more.
+        #[arg(required = true, value_parser = parse_scale, value_name = "SERVICE=N")]
+        targets: Vec<(String, u64)>,
+        #[command(flatten)]
+        wait: WaitArgs,
+    },
     /// The kept revisions of a service: when each was deployed, what changed
     /// from the one before, and how the current rollout stands.
     History {
@@ -443,6 +463,15 @@ pub enum TokenCmd {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn scale_targets_are_service_equals_count() {
+        assert_eq!(parse_scale("app_web=3"), Ok(("app_web".to_string(), 3)));
+        assert!(parse_scale("app_web").unwrap_err().contains("expected SERVICE=N"));
+        assert!(parse_scale("=3").unwrap_err().contains("name is missing"));
+        assert!(parse_scale("app_web=many").unwrap_err().contains("whole number"));
+        assert!(parse_scale("app_web=-1").unwrap_err().contains("whole number"));
+    }
 
     #[test]
     fn deploy_takes_an_env_file() {

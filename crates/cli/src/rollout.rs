@@ -21,6 +21,21 @@ pub enum What {
     Resume,
     /// Roll back to the revision before, or to this one.
     Rollback(Option<u64>),
+    /// Set the replica count.
+    Scale(u64),
+}
+
+/// Runs `service scale`: each service in turn; with --wait, the worst exit
+/// code of them (an error first, then timeout, paused, rolled back).
+pub async fn scale(g: &Global, targets: &[(String, u64)], wait: &WaitArgs) -> Result<i32> {
+    let mut worst = EXIT_OK;
+    for (service, n) in targets {
+        let code = update(g, service, What::Scale(*n), wait).await?;
+        if code != EXIT_OK && (worst == EXIT_OK || code == crate::EXIT_ERROR) {
+            worst = code;
+        }
+    }
+    Ok(worst)
 }
 
 /// Runs `service update` or `service rollback`.
@@ -38,6 +53,7 @@ pub async fn update(g: &Global, service: &str, what: What, wait: &WaitArgs) -> R
             req.rollback = true;
             req.to = to;
         }
+        What::Scale(n) => req.replicas = Some(n),
     }
     // Not retried on another manager: a second force or rollback would make a second revision.
     let resp = c.client().update_service(req).await.map_err(status)?.into_inner();
@@ -46,6 +62,7 @@ pub async fn update(g: &Global, service: &str, what: What, wait: &WaitArgs) -> R
         What::Force => "force",
         What::Resume => "resume",
         What::Rollback(_) => "rollback",
+        What::Scale(_) => "scale",
     };
     if let Display::Json = display {
         json_line(&Updated { kind: "update", action, service: &resp.service, revision: resp.revision });
@@ -56,6 +73,7 @@ pub async fn update(g: &Global, service: &str, what: What, wait: &WaitArgs) -> R
             }
             What::Resume => format!("Resuming the rollout of {} (revision {})", resp.service, resp.revision),
             What::Rollback(_) => format!("Rolling back service {} (revision {})", resp.service, resp.revision),
+            What::Scale(n) => format!("Scaling service {} to {n} (revision {})", resp.service, resp.revision),
         });
     }
     let Some(events) = events.as_mut() else { return Ok(EXIT_OK) };
@@ -72,7 +90,7 @@ pub async fn update(g: &Global, service: &str, what: What, wait: &WaitArgs) -> R
 struct Updated<'a> {
     #[serde(rename = "type")]
     kind: &'static str,
-    /// `force`, `resume` or `rollback`.
+    /// `force`, `resume`, `rollback` or `scale`.
     action: &'static str,
     service: &'a str,
     revision: u64,

@@ -52,6 +52,18 @@ pub enum Command {
         /// Time.
         at: Timestamp,
     },
+    /// Sets the replica count of a replicated service (`stackctl service
+    /// scale`): a new revision whose spec differs only in `replicas`; no
+    /// task is replaced, slots are added or removed. A count it already has
+    /// changes nothing. Refused for global services and jobs.
+    ScaleService {
+        /// The service's full name.
+        service: String,
+        /// The replica count.
+        replicas: u64,
+        /// Time.
+        at: Timestamp,
+    },
     /// What a service revision's image tag means, as a node's agent found
     /// it (its engine asked the registry): the revision's tasks, waiting
     /// for it, are created with it. Ignored unless the revision is the
@@ -257,6 +269,7 @@ impl Command {
             | Command::SetNodeRole { at, .. }
             | Command::RemoveNode { at, .. } => *at,
             Command::Batch { commands } => commands.last().map(Command::at).unwrap_or_default(),
+            | Command::ScaleService { at, .. }
         }
     }
 }

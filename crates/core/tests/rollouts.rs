@@ -87,3 +87,61 @@ fn only_a_paused_rollout_resumes() {
     // The same revision goes on, its failure budget counted from now.
     assert_eq!((w.revision, w.update.state, w.update.started_at), (3, UpdateState::Updating, i + 2));
 }
+
+#[test]
+fn scale_makes_a_revision_with_the_count_and_keeps_the_image() {
+    let (mut s, i) = cluster();
+    let id = web(&s).id.clone();
+    let pin = ImagePin::Digest { reference: "web@sha256:ccc".into() };
+    s.apply(i, &Command::PinImage { service_id: id, revision: 3, pin: pin.clone(), at: i });
+    let r = s.apply(i + 1, &Command::ScaleService { service: "shop_web".into(), replicas: 5, at: i + 1 });
+    assert_eq!(r.rejected, None);
+    let w = web(&s);
+    assert_eq!((w.revision, &w.spec.mode, &w.image), (4, &ServiceMode::Replicated { replicas: 5 }, &pin));
+    assert_eq!(w.update.state, UpdateState::Updating);
+    assert!(w.update.message.contains("scaled from 2 to 5"), "{}", w.update.message);
+    // The same count again: nothing changes.
+    let before = s.clone();
+    assert_eq!(
+        s.apply(i + 2, &Command::ScaleService { service: "shop_web".into(), replicas: 5, at: i + 2 }).rejected,
+        None
+    );
+    assert_eq!(s, before);
+    // Too many, or an unknown service: refused, nothing changes.
+    for (service, replicas, why) in [("shop_web", 10_001, "at most 10000"), ("shop_nope", 1, "no service named")] {
+        let r = s.apply(i + 3, &Command::ScaleService { service: service.into(), replicas, at: i + 3 });
+        assert!(r.rejected.unwrap_or_default().contains(why));
+        assert_eq!(s, before);
+    }
+}
+
+#[test]
+fn a_global_service_or_a_job_does_not_scale() {
+    let mut s = ClusterState::default();
+    s.apply(1, &Command::InitCluster { cluster_id: "c".into(), at: 1, security: None, node: None });
+    let mut spec = stack("web:1");
+    let svc = spec.services.get_mut("web").expect("web");
+    svc.mode = ServiceMode::Global;
+    s.apply(2, &Command::PutStack { spec, prune: false, at: 2 });
+    let before = s.clone();
+    let r = s.apply(3, &Command::ScaleService { service: "shop_web".into(), replicas: 3, at: 3 });
+    assert!(r.rejected.unwrap_or_default().contains("is global"));
+    assert_eq!(s, before);
+}
+
+#[test]
+fn a_deploy_that_keeps_the_template_keeps_the_image_a_new_one_resolves_again() {
+    let (mut s, i) = cluster();
+    let id = web(&s).id.clone();
+    let pin = ImagePin::Digest { reference: "web@sha256:ccc".into() };
+    s.apply(i, &Command::PinImage { service_id: id, revision: 3, pin: pin.clone(), at: i });
+    // Only the replicas change: the running tasks stay, and what they run.
+    let mut spec = stack("web:3");
+    spec.services.get_mut("web").expect("web").mode = ServiceMode::Replicated { replicas: 4 };
+    s.apply(i + 1, &Command::PutStack { spec: spec.clone(), prune: false, at: i + 1 });
+    assert_eq!((web(&s).revision, &web(&s).image), (4, &pin));
+    // The environment changes: new tasks, the tag resolved anew.
+    spec.services.get_mut("web").expect("web").task.env = vec!["A=1".into()];
+    s.apply(i + 2, &Command::PutStack { spec, prune: false, at: i + 2 });
+    assert_eq!((web(&s).revision, &web(&s).image), (5, &ImagePin::Pending));
+}

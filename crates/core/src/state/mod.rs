@@ -337,6 +337,7 @@ impl ClusterState {
             Command::ResumeUpdate { service, .. } => self.resume_update(&mut cx, service),
             Command::RollbackService { service, to, .. } => self.rollback_service(&mut cx, service, *to),
             Command::PinImage { service_id, revision, pin, .. } => self.pin_image(&mut cx, service_id, *revision, pin),
+            Command::ScaleService { service, replicas, .. } => self.scale_service(&mut cx, service, *replicas),
             Command::RemoveStack { name, .. } => self.remove_stack(&mut cx, name),
             Command::UpsertNode { node, .. } => self.upsert_node(&mut cx, node),
             Command::SetNodeState { id, state, .. } => match self.nodes.get_mut(id) {
@@ -506,7 +507,13 @@ impl ClusterState {
                     if s.spec == svc {
                         result.unchanged.push(full);
                     } else {
-                        let image = ImagePin::for_image(&svc.task.image);
+                        // Its tasks stay (the template is the same): so does
+                        // what they run; a new template resolves its tag anew.
+                        let image = if svc.task == s.spec.task && !s.image.is_pending() {
+                            s.image.clone()
+                        } else {
+                            ImagePin::for_image(&svc.task.image)
+                        };
                         new_revision(cx, s, svc, image);
                         result.updated.push(full);
                     }

@@ -3,6 +3,7 @@
 //! revision of the service.
 
 use super::*;
+use crate::model::ServiceMode;
 
 impl ClusterState {
     /// `ForceUpdate`: a new revision that differs only in the force counter.
@@ -84,6 +85,45 @@ impl ClusterState {
         // Its virtual addresses follow the networks of the spec it goes back to.
         let stack = s.stack.clone();
         let _ = self.allocate_stack_networks(&stack);
+    }
+
+    /// `ScaleService`: a new revision with another replica count.
+    pub(super) fn scale_service(&mut self, cx: &mut Ctx, name: &str, replicas: u64) {
+        let Some(s) = self.services.values_mut().find(|s| s.name == name) else {
+            cx.refuse(Refusal::not_found(format!("no service named {name:?}")));
+            return;
+        };
+        let current = match s.spec.mode {
+            ServiceMode::Replicated { replicas } => replicas,
+            ServiceMode::Global => {
+                cx.refuse(Refusal::failed_precondition(format!(
+                    "{name} is global: it runs one task on each eligible node; only replicated services scale"
+                )));
+                return;
+            }
+            ServiceMode::ReplicatedJob { .. } | ServiceMode::GlobalJob => {
+                cx.refuse(Refusal::failed_precondition(format!(
+                    "{name} is a job: change its replicas in the stack file and deploy it again"
+                )));
+                return;
+            }
+        };
+        if replicas > crate::validate::MAX_REPLICAS {
+            cx.refuse(Refusal::invalid(format!(
+                "{name}: at most {} replicas, got {replicas}",
+                crate::validate::MAX_REPLICAS
+            )));
+            return;
+        }
+        if replicas == current {
+            return;
+        }
+        let mut spec = s.spec.clone();
+        spec.mode = ServiceMode::Replicated { replicas };
+        // The same template: its tasks keep running what they run.
+        let image = s.image.clone();
+        new_revision(cx, s, spec, image);
+        s.update.message = format!("scaled from {current} to {replicas} replicas");
     }
 
     /// The services whose current revision waits for its image tag to be
