@@ -249,6 +249,9 @@ pub fn effective(state: &ClusterState, decisions: Vec<Placement>) -> Vec<Placeme
 }
 
 #[cfg(test)]
+mod properties;
+
+#[cfg(test)]
 mod tests {
     use super::*;
     use crate::model::{NodeRole, TaskStatus, TaskTemplate};

@@ -90,7 +90,46 @@ pub fn orchestrate(state: &ClusterState, now: Timestamp) -> Orchestration {
             service(state, svc, &slots, &wanted, now, &mut out);
         }
     }
+    keep_within_resources(state, &mut out.plan);
     out
+}
+
+/// Drops the tasks the plan creates on their node (global ones, which never
+/// pass the scheduler) that the node has not the CPU or memory left to
+/// reserve, by the scheduler's rule (a node that reports 0 is not checked).
+/// Tasks that hold their slot count, those the same plan stops included
+/// until they have stopped; the next pass tries again. Found by the
+/// scheduler's properties (issue 16): a global service reserved 1.5 CPUs on
+/// a node of 1.
+fn keep_within_resources(state: &ClusterState, plan: &mut Plan) {
+    let wants = |nt: &NewTask| {
+        let r = &state.services.get(&nt.service_id)?.spec.task.resources.reservations;
+        (nt.node_id.is_some() && (r.nano_cpus > 0 || r.memory_bytes > 0)).then_some((r.nano_cpus, r.memory_bytes))
+    };
+    if !plan.create.iter().any(|nt| wants(nt).is_some()) {
+        return;
+    }
+    let mut reserved: BTreeMap<&str, (u64, u64)> = BTreeMap::new();
+    for t in state.tasks.values().filter(|t| t.occupies_slot()) {
+        if let Some(node) = &t.node_id {
+            let r = &t.template.resources.reservations;
+            let e = reserved.entry(node.as_str()).or_default();
+            *e = (e.0 + r.nano_cpus, e.1 + r.memory_bytes);
+        }
+    }
+    plan.create.retain(|nt| {
+        let (Some(node), Some((cpu, mem))) = (nt.node_id.as_ref().and_then(|n| state.nodes.get(n)), wants(nt)) else {
+            return true;
+        };
+        let e = reserved.entry(node.id.as_str()).or_default();
+        let have = &node.resources;
+        let fits = (have.nano_cpus == 0 || e.0 + cpu <= have.nano_cpus)
+            && (have.memory_bytes == 0 || e.1 + mem <= have.memory_bytes);
+        if fits {
+            *e = (e.0 + cpu, e.1 + mem);
+        }
+        fits
+    });
 }
 
 /// How many tasks of a service run, are wanted and (for jobs) completed.
@@ -162,10 +201,13 @@ fn wanted_slots(state: &ClusterState, svc: &Service) -> Vec<SlotKey> {
         ServiceMode::Replicated { replicas } | ServiceMode::ReplicatedJob { replicas, .. } => {
             (1..=replicas).map(SlotKey::Replica).collect()
         }
+        // A node whose labels no longer meet the constraints loses its task, as in
+        // swarmkit's global orchestrator (these tasks never pass the scheduler).
         ServiceMode::Global | ServiceMode::GlobalJob => state
             .nodes
             .values()
             .filter(|n| n.state == NodeState::Ready && n.availability == Availability::Active)
+            .filter(|n| svc.spec.task.placement.constraints.iter().all(|c| c.matches(n)))
             .map(|n| SlotKey::Node(n.id.clone()))
             .collect(),
     }
@@ -312,4 +354,4 @@ fn trim_history(svc: &Service, tasks: &[&Task], out: &mut Orchestration) {
 #[cfg(test)]
 mod properties;
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -681,6 +681,60 @@ mod placement {
         assert_eq!(nodes_of(&sim, "app_web"), vec!["n1", "n1", "n3", "n3"]);
     }
 
+    /// Found by the scheduler's properties (issue 16): a global service ran
+    /// on every node, its constraints ignored. Its tasks are created on
+    /// their node and never pass the scheduler's filters.
+    #[test]
+    fn a_global_service_runs_only_where_its_constraints_hold() {
+        let mut sim = Sim::new(&["n1", "n2"]);
+        labelled(&mut sim, "n1", "disk", "ssd");
+        let mut s = spec("agent", 0, "agent:1");
+        s.mode = ServiceMode::Global;
+        s.task.placement.constraints = vec![Constraint::parse("node.labels.disk == ssd").expect("valid")];
+        sim.deploy(vec![s]);
+        sim.settle();
+        sim.agent();
+        assert_eq!(nodes_of(&sim, "app_agent"), vec!["n1"]);
+        assert_eq!(service_counts(&sim.state, sim.service("app_agent")).desired, 1);
+        // A node whose labels stop meeting them loses its task.
+        labelled(&mut sim, "n1", "disk", "hdd");
+        sim.settle();
+        sim.agent();
+        assert!(nodes_of(&sim, "app_agent").is_empty());
+    }
+
+    /// Found by the scheduler's properties (issue 16): a global task
+    /// reserved 1.5 CPUs on a node of 1. Its tasks never pass the
+    /// scheduler's filters: the orchestrator creates one only where it fits.
+    #[test]
+    fn a_global_service_reserves_only_what_its_nodes_have() {
+        let mut sim = Sim::new(&["n1", "n2"]);
+        for (id, cpus) in [("n1", 1), ("n2", 2)] {
+            if let Some(n) = sim.state.nodes.get_mut(id) {
+                n.resources.nano_cpus = cpus * 1_000_000_000;
+            }
+        }
+        let mut s = spec("agent", 0, "agent:1");
+        s.mode = ServiceMode::Global;
+        s.task.resources.reservations.nano_cpus = 1_500_000_000;
+        sim.deploy(vec![s.clone()]);
+        sim.settle();
+        sim.agent();
+        assert_eq!(nodes_of(&sim, "app_agent"), vec!["n2"]);
+        // Two global services that each fit n1 alone: one plan creates only one there.
+        let mut sim = Sim::new(&["n1"]);
+        if let Some(n) = sim.state.nodes.get_mut("n1") {
+            n.resources.nano_cpus = 1_000_000_000;
+        }
+        s.task.resources.reservations.nano_cpus = 600_000_000;
+        let mut other = s.clone();
+        other.name = "other".into();
+        sim.deploy(vec![s, other]);
+        sim.settle();
+        sim.agent();
+        assert_eq!(nodes_of(&sim, "app_agent").len() + nodes_of(&sim, "app_other").len(), 1);
+    }
+
     #[test]
     fn an_unmet_constraint_is_the_reason_shown() {
         let mut sim = Sim::new(&["n1", "n2"]);
