@@ -3,6 +3,8 @@
 //! node's slices, gateways and VXLAN ids. Rows are data (JSON and YAML
 //! print them as they are); the `*_lines` functions draw them for people.
 
+use std::collections::BTreeMap;
+
 use anyhow::{Context, Result};
 use serde::Serialize;
 use stackd_core::model::{self, EndpointMode, PortConfig, PublishMode};
@@ -186,6 +188,9 @@ pub struct NodeDetail {
     reachable: Option<bool>,
     /// The networks it holds a slice of.
     networks: Vec<NodeNetworkRow>,
+    /// Its tasks that are wanted or still up, by state (`running`: 3);
+    /// `stackctl node ps` lists them.
+    tasks: BTreeMap<String, u64>,
 }
 
 /// `node inspect`'s document, from the wire.
@@ -197,6 +202,7 @@ pub fn node_detail(r: v1::InspectNodeResponse) -> Result<NodeDetail> {
         reachable: manager.then(|| r.manager.as_ref().is_some_and(|m| m.reachable)),
         node,
         networks: r.networks.into_iter().map(NodeNetworkRow::from).collect(),
+        tasks: BTreeMap::new(),
     })
 }
 
@@ -215,6 +221,14 @@ fn resources_text(r: &model::Resources) -> String {
 fn trim_float(x: f64) -> String {
     let s = format!("{x:.1}");
     s.strip_suffix(".0").map(str::to_string).unwrap_or(s)
+}
+
+/// `2 running, 1 starting`, or `none`.
+fn tasks_text(tasks: &BTreeMap<String, u64>) -> String {
+    if tasks.is_empty() {
+        return "none".into();
+    }
+    tasks.iter().map(|(state, n)| format!("{n} {state}")).collect::<Vec<_>>().join(", ")
 }
 
 /// `node inspect` for people.
@@ -241,6 +255,7 @@ pub fn node_lines(d: &NodeDetail) -> Vec<String> {
         format!("Engine:        {}", if n.engine_version.is_empty() { "-" } else { &n.engine_version }),
         format!("Resources:     {}", resources_text(&n.resources)),
         format!("Labels:        {labels}"),
+        format!("Tasks:         {}", tasks_text(&d.tasks)),
         format!("Updated:       {}", age(n.updated_at)),
     ];
     if d.networks.is_empty() {
@@ -293,7 +308,23 @@ pub async fn node_inspect(g: &Global, node: &str) -> Result<i32> {
         .await
         .map_err(status)?
         .into_inner();
-    let detail = node_detail(resp)?;
+    let mut detail = node_detail(resp)?;
+    let req = v1::ListTasksRequest { node: detail.node.id.clone(), stale: g.stale, ..Default::default() };
+    let tasks = c
+        .read(|mut c| {
+            let req = req.clone();
+            async move { c.list_tasks(req).await }
+        })
+        .await
+        .map_err(status)?
+        .into_inner()
+        .tasks;
+    for t in tasks {
+        let t = model::Task::try_from(t)?;
+        if t.desired_state == model::DesiredState::Running || !t.status.state.is_terminal() {
+            *detail.tasks.entry(serde_name(&t.status.state)).or_default() += 1;
+        }
+    }
     match g.output {
         Output::Json | Output::Yaml => print_document(&detail, g.output)?,
         Output::Table => {

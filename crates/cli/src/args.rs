@@ -369,6 +369,30 @@ pub enum NodeCmd {
         /// Name or id.
         node: String,
     },
+    /// Change a node's availability and labels: `pause` places nothing new
+    /// on it, `drain` moves its tasks elsewhere, `active` takes tasks
+    /// again; labels are what `node.labels.KEY == VALUE` constraints match.
+    Update {
+        /// Name or id.
+        node: String,
+        /// active, pause or drain.
+        #[arg(long, value_enum)]
+        availability: Option<NodeAvailability>,
+        /// Add or replace a label, `KEY=VALUE` (`KEY` alone: an empty value); repeatable.
+        #[arg(long = "label-add", value_name = "KEY=VALUE")]
+        label_add: Vec<String>,
+        /// Remove a label by key; repeatable.
+        #[arg(long = "label-rm", value_name = "KEY")]
+        label_rm: Vec<String>,
+    },
+    /// List the tasks on a node (those it runs and those it ran), as `ps` does.
+    Ps {
+        /// Name or id.
+        node: String,
+        /// Show ids and errors whole (errors still on one line).
+        #[arg(long)]
+        no_trunc: bool,
+    },
     /// Make a worker a manager: it joins Raft as a learner and votes once it
     /// has caught up.
     Promote {
@@ -394,6 +418,17 @@ pub enum NodeCmd {
         #[arg(long)]
         force: bool,
     },
+}
+
+/// A node's availability, as `node update --availability` takes it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum NodeAvailability {
+    /// Tasks may be placed on it.
+    Active,
+    /// No new tasks; those it runs stay.
+    Pause,
+    /// No tasks: those it runs move elsewhere.
+    Drain,
 }
 
 /// The role a join token gives.
@@ -462,8 +497,6 @@ pub enum TokenCmd {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
-
     #[test]
     fn scale_targets_are_service_equals_count() {
         assert_eq!(parse_scale("app_web=3"), Ok(("app_web".to_string(), 3)));
@@ -472,6 +505,8 @@ mod tests {
         assert!(parse_scale("app_web=many").unwrap_err().contains("whole number"));
         assert!(parse_scale("app_web=-1").unwrap_err().contains("whole number"));
     }
+
+    use super::*;
 
     #[test]
     fn deploy_takes_an_env_file() {

@@ -128,7 +128,7 @@ pub async fn ps(g: &Global, target: &str, no_trunc: bool) -> Result<i32> {
         .await
         .map_err(status)?
         .into_inner();
-    let mut tasks: Vec<Task> = resp.tasks.into_iter().map(Task::try_from).collect::<Result<_, _>>()?;
+    let tasks: Vec<Task> = resp.tasks.into_iter().map(Task::try_from).collect::<Result<_, _>>()?;
     if tasks.is_empty() && !is_service {
         let stacks = c
             .read(|mut c| async move { c.list_stacks(v1::ListStacksRequest { stale: g.stale }).await })
@@ -139,6 +139,18 @@ pub async fn ps(g: &Global, target: &str, no_trunc: bool) -> Result<i32> {
             anyhow::bail!("no stack or service named {target:?}");
         }
     }
+    print_tasks(g, tasks, &resp.node_names, no_trunc)?;
+    Ok(0)
+}
+
+/// Tasks as `ps` and `node ps` show them: by service and slot, newest first
+/// within a slot, its history below it.
+pub(crate) fn print_tasks(
+    g: &Global,
+    mut tasks: Vec<Task>,
+    node_names: &std::collections::HashMap<String, String>,
+    no_trunc: bool,
+) -> Result<()> {
     // Newest first within a slot; history below it.
     tasks.sort_by(|a, b| {
         (&a.service_name, a.slot, &a.node_id, std::cmp::Reverse(a.created_at)).cmp(&(
@@ -153,7 +165,7 @@ pub async fn ps(g: &Global, target: &str, no_trunc: bool) -> Result<i32> {
     for t in &tasks {
         let key = (t.service_name.clone(), t.slot, t.node_id.clone());
         let history = prev.as_ref() == Some(&key);
-        rows.push(task_row(t, &resp.node_names, !history, no_trunc));
+        rows.push(task_row(t, node_names, !history, no_trunc));
         prev = Some(key);
     }
     print_listing(
@@ -161,8 +173,7 @@ pub async fn ps(g: &Global, target: &str, no_trunc: bool) -> Result<i32> {
         || drawn_task_rows(&rows, no_trunc),
         &["id", "name", "image", "node", "desired_state", "current_state", "updated_at", "error"],
         g.output,
-    )?;
-    Ok(0)
+    )
 }
 
 /// A row of `stackctl service ls`.

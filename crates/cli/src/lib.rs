@@ -51,6 +51,7 @@ mod dryrun;
 mod events;
 mod follow;
 mod inspect;
+mod nodes;
 mod objects;
 pub mod output;
 mod progress;
@@ -119,10 +120,14 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
             rollout::update(g, service, rollout::What::Rollback(*to), wait).await
         }
         Cmd::Service { command: ServiceCmd::History { service } } => rollout::history(g, service).await,
-        Cmd::Ps { target, no_trunc } => inspect::ps(g, target, *no_trunc).await,
         Cmd::Service { command: ServiceCmd::Scale { targets, wait } } => rollout::scale(g, targets, wait).await,
+        Cmd::Ps { target, no_trunc } => inspect::ps(g, target, *no_trunc).await,
         Cmd::Node { command: NodeCmd::Ls } => inspect::node_ls(g).await,
         Cmd::Node { command: NodeCmd::Inspect { node } } => addresses::node_inspect(g, node).await,
+        Cmd::Node { command: NodeCmd::Update { node, availability, label_add, label_rm } } => {
+            nodes::update(g, node, *availability, label_add, label_rm).await
+        }
+        Cmd::Node { command: NodeCmd::Ps { node, no_trunc } } => nodes::ps(g, node, *no_trunc).await,
         Cmd::Node { command: NodeCmd::Promote { node } } => cluster::set_role(g, node, JoinRole::Manager, false).await,
         Cmd::Node { command: NodeCmd::Demote { node, force } } => {
             cluster::set_role(g, node, JoinRole::Worker, *force).await

@@ -133,6 +133,23 @@ pub enum Command {
         /// Time.
         at: Timestamp,
     },
+    /// Changes a node's labels (`stackctl node update --label-add k=v
+    /// --label-rm k`): the labels of `remove` go, then those of `add` are
+    /// set. Refused whole for an unknown node, a key in both lists, or a
+    /// key or value [`validate::node_label`](crate::validate::node_label)
+    /// refuses; removing a label the node does not have is no change.
+    UpdateNodeLabels {
+        /// Node.
+        id: NodeId,
+        /// Labels to set (added or replaced).
+        #[serde(default)]
+        add: BTreeMap<String, String>,
+        /// Label keys to remove.
+        #[serde(default)]
+        remove: Vec<String>,
+        /// Time.
+        at: Timestamp,
+    },
     /// Applies an orchestration plan.
     ApplyPlan {
         /// The plan.
@@ -252,11 +269,13 @@ impl Command {
             | Command::ForceUpdate { at, .. }
             | Command::ResumeUpdate { at, .. }
             | Command::PinImage { at, .. }
+            | Command::ScaleService { at, .. }
             | Command::RollbackService { at, .. }
             | Command::RemoveStack { at, .. }
             | Command::UpsertNode { at, .. }
             | Command::SetNodeState { at, .. }
             | Command::SetNodeAvailability { at, .. }
+            | Command::UpdateNodeLabels { at, .. }
             | Command::ApplyPlan { at, .. }
             | Command::Schedule { at, .. }
             | Command::CreateObject { at, .. }
@@ -269,7 +288,6 @@ impl Command {
             | Command::SetNodeRole { at, .. }
             | Command::RemoveNode { at, .. } => *at,
             Command::Batch { commands } => commands.last().map(Command::at).unwrap_or_default(),
-            | Command::ScaleService { at, .. }
         }
     }
 }

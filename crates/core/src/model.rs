@@ -58,6 +58,17 @@ pub enum Availability {
     Drain,
 }
 
+impl Availability {
+    /// `active`, `pause` or `drain`, as serialized.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Availability::Active => "active",
+            Availability::Pause => "pause",
+            Availability::Drain => "drain",
+        }
+    }
+}
+
 /// A node's liveness as the leader sees it.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

@@ -42,6 +42,50 @@ pub fn object(kind: DataKind, name: &str, size: usize) -> Result<(), String> {
     Ok(())
 }
 
+/// The most labels a node may have.
+pub const MAX_NODE_LABELS: usize = 64;
+
+/// Checks a node label (`stackctl node update --label-add KEY=VALUE`): a key
+/// of letters, digits, `-`, `_`, `.` and `/`, starting with a letter or
+/// digit, 128 at most (so that `node.labels.KEY == VALUE` constraints can
+/// name it); a value of printable characters without surrounding spaces,
+/// 256 at most (it may be empty). The control API checks it before
+/// proposing, `apply` again; both say the same.
+pub fn node_label(key: &str, value: &str) -> Result<(), String> {
+    let mut chars = key.chars();
+    let key_ok = matches!(chars.next(), Some(c) if c.is_ascii_alphanumeric())
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '/'))
+        && key.len() <= 128;
+    if !key_ok {
+        return Err(format!(
+            "node label key {key:?} is invalid: use letters, digits, '-', '_', '.' and '/', starting with a \
+             letter or digit (128 at most)"
+        ));
+    }
+    if value.len() > 256 || value.chars().any(char::is_control) || value.trim() != value {
+        return Err(format!(
+            "the value of node label {key} is invalid: printable characters without surrounding spaces, 256 bytes \
+             at most"
+        ));
+    }
+    Ok(())
+}
+
+/// Checks a change of a node's labels: every key and value to add
+/// ([`node_label`]), every key to remove, and no key in both.
+pub fn node_label_change(add: &BTreeMap<String, String>, remove: &[String]) -> Result<(), String> {
+    for (k, v) in add {
+        node_label(k, v)?;
+    }
+    for k in remove {
+        node_label(k, "")?;
+        if add.contains_key(k) {
+            return Err(format!("node label {k} is both added and removed"));
+        }
+    }
+    Ok(())
+}
+
 /// Whether `name` can name a network on the engine (Docker's rule: a
 /// letter or digit, then letters, digits, `_`, `.` and `-`; 255 at most).
 pub fn is_valid_network_name(name: &str) -> bool {

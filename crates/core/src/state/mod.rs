@@ -13,9 +13,9 @@ use sha2::{Digest, Sha256};
 
 use crate::command::{Command, Placement, Plan, TaskStatusUpdate};
 use crate::model::{
-    Blob, DataKind, DesiredState, FileRef, ImagePin, NetworkSpec, Node, NodeId, NodeRole, NodeState, ObjectSpec,
-    REVISIONS_KEPT, Revision, Service, ServiceId, ServiceSpec, Stack, StackNetwork, StackSpec, StoredObject, Task,
-    TaskId, TaskState, TaskStatus, TaskTemplate, Timestamp, UpdateState, UpdateStatus, digest,
+    Availability, Blob, DataKind, DesiredState, FileRef, ImagePin, NetworkSpec, Node, NodeId, NodeRole, NodeState,
+    ObjectSpec, REVISIONS_KEPT, Revision, Service, ServiceId, ServiceSpec, Stack, StackNetwork, StackSpec,
+    StoredObject, Task, TaskId, TaskState, TaskStatus, TaskTemplate, Timestamp, UpdateState, UpdateStatus, digest,
 };
 use crate::refusal::{Refusal, RefusalKind};
 use crate::security::{ClientToken, Security};
@@ -355,16 +355,10 @@ impl ClusterState {
                 Some(_) => {}
                 None => cx.refuse(Refusal::not_found(format!("no node {id}"))),
             },
-            Command::SetNodeAvailability { id, availability, .. } => match self.nodes.get_mut(id) {
-                Some(n) => {
-                    n.availability = *availability;
-                    n.updated_at = cx.at;
-                    let (id, name) = (n.id.clone(), n.name.clone());
-                    let msg = format!("availability {availability:?}").to_lowercase();
-                    cx.event(ObjectKind::Node, Action::Update, &id, &name, "", msg);
-                }
-                None => cx.refuse(Refusal::not_found(format!("no node {id}"))),
-            },
+            Command::SetNodeAvailability { id, availability, .. } => {
+                self.set_node_availability(&mut cx, id, *availability)
+            }
+            Command::UpdateNodeLabels { id, add, remove, .. } => self.update_node_labels(&mut cx, id, add, remove),
             Command::ApplyPlan { plan, .. } => self.apply_plan(&mut cx, plan),
             Command::Schedule { decisions, .. } => self.schedule(&mut cx, decisions),
             Command::UpdateTaskStatus { updates, .. } => self.update_status(&mut cx, updates),

@@ -105,6 +105,73 @@ impl ClusterState {
         }
     }
 
+    /// `SetNodeAvailability`: an event when it changes; setting the same
+    /// availability again changes nothing.
+    pub(super) fn set_node_availability(&mut self, cx: &mut Ctx, id: &str, availability: Availability) {
+        let Some(n) = self.nodes.get_mut(id) else {
+            cx.refuse(Refusal::not_found(format!("no node {id}")));
+            return;
+        };
+        if n.availability == availability {
+            return;
+        }
+        n.availability = availability;
+        n.updated_at = cx.at;
+        let (id, name) = (n.id.clone(), n.name.clone());
+        let msg = format!("availability {}", availability.as_str());
+        cx.event(ObjectKind::Node, Action::Update, &id, &name, "", msg);
+    }
+
+    /// `UpdateNodeLabels`: the labels of `remove` go, those of `add` are set;
+    /// one event that lists what changed (none when nothing did). Refused
+    /// whole for an unknown node, an invalid change, or more than
+    /// [`MAX_NODE_LABELS`](validate::MAX_NODE_LABELS) labels after it.
+    pub(super) fn update_node_labels(
+        &mut self,
+        cx: &mut Ctx,
+        id: &str,
+        add: &BTreeMap<String, String>,
+        remove: &[String],
+    ) {
+        let Some(n) = self.nodes.get_mut(id) else {
+            cx.refuse(Refusal::not_found(format!("no node {id}")));
+            return;
+        };
+        if let Err(why) = validate::node_label_change(add, remove) {
+            cx.refuse(Refusal::invalid(why));
+            return;
+        }
+        let mut labels = n.labels.clone();
+        let mut changes = Vec::new();
+        for k in remove {
+            if labels.remove(k).is_some() {
+                changes.push(format!("-{k}"));
+            }
+        }
+        for (k, v) in add {
+            if labels.get(k) != Some(v) {
+                labels.insert(k.clone(), v.clone());
+                changes.push(format!("+{k}={v}"));
+            }
+        }
+        if labels.len() > validate::MAX_NODE_LABELS {
+            cx.refuse(Refusal::invalid(format!(
+                "node {} would have {} labels, {} at most",
+                n.name,
+                labels.len(),
+                validate::MAX_NODE_LABELS
+            )));
+            return;
+        }
+        if changes.is_empty() {
+            return;
+        }
+        n.labels = labels;
+        n.updated_at = cx.at;
+        let (id, name) = (n.id.clone(), n.name.clone());
+        cx.event(ObjectKind::Node, Action::Update, &id, &name, "", format!("labels {}", changes.join(" ")));
+    }
+
     /// A node was declared down: its tasks that had not ended become
     /// `orphaned`. An orphan no longer holds its slot, so the orchestrators
     /// start a replacement on the nodes that are up at once (as Swarm does),

@@ -39,7 +39,7 @@ guarded!(Action::Read =>
     v1::WatchEventsRequest,
 );
 guarded!(Action::ManageObjects => v1::CreateObjectRequest, v1::RemoveObjectRequest);
-guarded!(Action::ManageNodes => v1::SetNodeRoleRequest, v1::RemoveNodeRequest);
+guarded!(Action::ManageNodes => v1::SetNodeRoleRequest, v1::UpdateNodeRequest, v1::RemoveNodeRequest);
 guarded!(Action::ManageTokens => v1::CreateTokenRequest, v1::ListTokensRequest, v1::RevokeTokenRequest);
 guarded!(Action::ManageCluster => v1::GetJoinTokenRequest);
 

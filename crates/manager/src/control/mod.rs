@@ -234,6 +234,13 @@ impl v1::control_server::Control for Control {
         reply(nodes::set_role(self, self.checked(req)?).await)
     }
 
+    async fn update_node(
+        &self,
+        req: Request<v1::UpdateNodeRequest>,
+    ) -> Result<Response<v1::UpdateNodeResponse>, Status> {
+        reply(nodes::update(self, self.checked(req)?).await)
+    }
+
     async fn remove_node(
         &self,
         req: Request<v1::RemoveNodeRequest>,

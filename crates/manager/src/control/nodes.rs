@@ -1,8 +1,9 @@
-//! Nodes and Raft membership: list, inspect, promote and demote, remove. A manager
-//! leaves the voters only when a reachable majority stays.
+//! Nodes and Raft membership: list, inspect, update (availability and
+//! labels), promote and demote, remove. A manager leaves the voters only
+//! when a reachable majority stays.
 
-use stackd_core::model::{Node, NodeRole, NodeState};
-use stackd_core::{ClusterState, Command, Refusal};
+use stackd_core::model::{Availability, Node, NodeRole, NodeState};
+use stackd_core::{ClusterState, Command, Refusal, validate};
 use stackd_proto::v1;
 use tonic::Status;
 
@@ -85,6 +86,63 @@ pub(super) async fn set_role(ctl: &Control, r: v1::SetNodeRoleRequest) -> Result
     ctl.propose(Command::SetNodeRole { id: id.clone(), role, at: now_ms() }).await?;
     tracing::info!(node = %id, role = role.as_str(), "node role changed");
     Ok(v1::SetNodeRoleResponse { node_id: id, unchanged: false })
+}
+
+/// `UpdateNode`: labels, then availability, proposed as one entry. What
+/// `apply` would refuse for the request itself (an invalid label, too
+/// many) is checked first, so that a refused request changes nothing: the
+/// only refusal left to `apply` is a node removed meanwhile, which refuses
+/// both commands.
+pub(super) async fn update(ctl: &Control, r: v1::UpdateNodeRequest) -> Result<v1::UpdateNodeResponse, Status> {
+    let availability = match r.availability {
+        None => None,
+        Some(a) => Some(
+            v1::Availability::try_from(a)
+                .map(Availability::from)
+                .map_err(|_| refused(Refusal::invalid("the availability must be active, pause or drain")))?,
+        ),
+    };
+    let add = r.label_add.into_iter().collect();
+    validate::node_label_change(&add, &r.label_rm).map_err(|why| refused(Refusal::invalid(why)))?;
+    let (node, labels_after) = ctl
+        .read(false, |s| {
+            find_node(s, &r.node).map(|n| {
+                let mut labels = n.labels.clone();
+                labels.retain(|k, _| !r.label_rm.contains(k));
+                labels.extend(add.iter().map(|(k, v)| (k.clone(), v.clone())));
+                (n.clone(), labels)
+            })
+        })
+        .await?
+        .map_err(refused)?;
+    if labels_after.len() > validate::MAX_NODE_LABELS {
+        return Err(refused(Refusal::invalid(format!(
+            "node {} would have {} labels, {} at most",
+            node.name,
+            labels_after.len(),
+            validate::MAX_NODE_LABELS
+        ))));
+    }
+    let at = now_ms();
+    let mut commands = Vec::new();
+    if labels_after != node.labels {
+        commands.push(Command::UpdateNodeLabels { id: node.id.clone(), add, remove: r.label_rm, at });
+    }
+    if let Some(a) = availability.filter(|a| *a != node.availability) {
+        commands.push(Command::SetNodeAvailability { id: node.id.clone(), availability: a, at });
+    }
+    let unchanged = commands.is_empty();
+    let cmd = match commands.len() {
+        0 => return Ok(v1::UpdateNodeResponse { node_id: node.id, unchanged }),
+        1 => commands.remove(0),
+        _ => Command::Batch { commands },
+    };
+    let (_, applied) = ctl.propose(cmd).await?;
+    if let Some(refusal) = applied.batch.iter().find_map(|a| a.refusal()) {
+        return Err(refused(refusal));
+    }
+    tracing::info!(node = %node.id, name = %node.name, "node updated");
+    Ok(v1::UpdateNodeResponse { node_id: node.id, unchanged })
 }
 
 /// `RemoveNode`: without `force`, only a manager that is unreachable (and
