@@ -500,10 +500,10 @@ mod tests {
     #[test]
     fn scale_targets_are_service_equals_count() {
         assert_eq!(parse_scale("app_web=3"), Ok(("app_web".to_string(), 3)));
-        assert!(parse_scale("app_web").unwrap_err().contains("expected SERVICE=N"));
-        assert!(parse_scale("=3").unwrap_err().contains("name is missing"));
-        assert!(parse_scale("app_web=many").unwrap_err().contains("whole number"));
-        assert!(parse_scale("app_web=-1").unwrap_err().contains("whole number"));
+        assert!(parse_scale("app_web").expect_err("no count").contains("expected SERVICE=N"));
+        assert!(parse_scale("=3").expect_err("no name").contains("name is missing"));
+        assert!(parse_scale("app_web=many").expect_err("not a number").contains("whole number"));
+        assert!(parse_scale("app_web=-1").expect_err("negative").contains("whole number"));
     }
 
     use super::*;
