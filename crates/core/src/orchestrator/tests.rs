@@ -518,6 +518,32 @@ fn global_service_runs_one_task_per_ready_node() {
 }
 
 #[test]
+fn a_paused_node_keeps_its_global_task_and_gets_no_new_one() {
+    let mut sim = Sim::new(&["n1", "n2"]);
+    let mut s = spec("agent", 0, "agent:1");
+    s.mode = ServiceMode::Global;
+    sim.deploy(vec![s.clone()]);
+    sim.settle();
+    sim.agent();
+    sim.apply(Command::SetNodeAvailability { id: "n2".into(), availability: Availability::Pause, at: sim.now });
+    for _ in 0..3 {
+        sim.settle();
+        sim.agent();
+    }
+    let mut nodes: Vec<String> = sim.running("app_agent").iter().filter_map(|t| t.node_id.clone()).collect();
+    nodes.sort();
+    assert_eq!(nodes, ["n1", "n2"], "a paused node keeps its global task, as in Swarm");
+    // A new global service places nothing on it.
+    let mut other = spec("probe", 0, "probe:1");
+    other.mode = ServiceMode::Global;
+    sim.deploy(vec![s, other]);
+    sim.settle();
+    sim.agent();
+    let probes: Vec<String> = sim.running("app_probe").iter().filter_map(|t| t.node_id.clone()).collect();
+    assert_eq!(probes, ["n1"]);
+}
+
+#[test]
 fn drained_node_tasks_move_elsewhere() {
     let mut sim = Sim::new(&["n1", "n2"]);
     sim.deploy(vec![spec("web", 4, "web:1")]);
