@@ -319,6 +319,10 @@ pub struct Plan {
     pub update_status: Vec<(ServiceId, UpdateStatus)>,
     /// Services to roll back to their previous revision.
     pub rollback: Vec<ServiceId>,
+    /// Things the orchestrators did that an operator should hear of, by
+    /// service: an event each (a drain that had to stop a task first).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<(ServiceId, String)>,
 }
 
 impl Plan {
@@ -329,6 +333,7 @@ impl Plan {
             && self.delete.is_empty()
             && self.update_status.is_empty()
             && self.rollback.is_empty()
+            && self.notes.is_empty()
     }
 }
 

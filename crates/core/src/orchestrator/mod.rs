@@ -253,19 +253,21 @@ fn service(
             }
         }
     }
-    // Replicated tasks on drained nodes move elsewhere.
-    if matches!(svc.spec.mode, ServiceMode::Replicated { .. }) {
-        for tasks in slots.values() {
-            for t in tasks {
-                if on_drained_node(state, t) && t.desired_state == DesiredState::Running {
-                    out.plan.set_desired.push((t.id.clone(), DesiredState::Shutdown));
-                }
-            }
-        }
-    }
+    let replicated = matches!(svc.spec.mode, ServiceMode::Replicated { .. });
     let mut dirty = Vec::new();
     for key in wanted {
-        let tasks = slots.get(key).unwrap_or(&empty);
+        let all = slots.get(key).unwrap_or(&empty);
+        // A replicated task on a drained node moves elsewhere, replacement
+        // first: it keeps serving, outside the slot's count, until a task of
+        // the slot runs on another node (healthy, for start-first), then
+        // stops (see `drained_slot`).
+        let (drained, here): (Vec<&Task>, Vec<&Task>) = all
+            .iter()
+            .partition(|t| replicated && t.desired_state == DesiredState::Running && on_drained_node(state, t));
+        if !drained.is_empty() {
+            drained_slot(svc, &drained, &here, out);
+        }
+        let tasks = &here;
         let wanted_here: Vec<&Task> =
             tasks.iter().copied().filter(|t| t.desired_state == DesiredState::Running && !t.is_orphaned()).collect();
         // Tasks lost with their node stay wanted until a replacement is up:
@@ -283,12 +285,12 @@ fn service(
         // their own, which restart::should_replace handles before the slot empties.
         if !tasks.iter().any(|t| t.occupies_slot()) {
             out.plan.create.push(new_task(svc, key));
-            trim_history(svc, tasks, out);
+            trim_history(svc, all, out);
             continue;
         }
         match current {
             Some(t) if t.status.state.is_terminal() => {
-                if restart::should_replace(svc, tasks, t, now, out) {
+                if restart::should_replace(svc, all, t, now, out) {
                     out.plan.set_desired.push((t.id.clone(), DesiredState::Shutdown));
                     out.plan.create.push(new_task(svc, key));
                 }
@@ -316,9 +318,40 @@ fn service(
                 }
             }
         }
-        trim_history(svc, tasks, out);
+        trim_history(svc, all, out);
     }
     update::step(state, svc, slots, wanted, &dirty, now, out);
+}
+
+/// The tasks of a slot on a drained node (`drained`) stop once the slot's
+/// other tasks (`here`) have a replacement of the current template that runs
+/// on another node — healthy too when the update order is start-first. When
+/// the replacement cannot be placed (`max_replicas_per_node`, full nodes),
+/// they stop at once instead, so that the drain cannot deadlock, and a note
+/// says so.
+fn drained_slot(svc: &Service, drained: &[&Task], here: &[&Task], out: &mut Orchestration) {
+    let wanted = |t: &&&Task| t.desired_state == DesiredState::Running && t.template == svc.spec.task;
+    let replaced = here.iter().filter(wanted).any(|t| match svc.spec.update.order {
+        crate::model::UpdateOrder::StartFirst => t.is_up(),
+        crate::model::UpdateOrder::StopFirst => t.status.state == crate::model::TaskState::Running,
+    });
+    let unplaceable = here.iter().filter(wanted).any(|t| t.node_id.is_none() && !t.unplaceable.is_empty());
+    if !replaced && !unplaceable {
+        return;
+    }
+    for t in drained {
+        out.plan.set_desired.push((t.id.clone(), DesiredState::Shutdown));
+        if !replaced {
+            let node = t.node_id.as_deref().map_or("?", |n| crate::model::prefix(n, 12));
+            out.plan.notes.push((
+                svc.id.clone(),
+                format!(
+                    "drain of node {node}: no node can take a replacement for task {} before it stops; stopped first",
+                    crate::model::prefix(&t.id, 12)
+                ),
+            ));
+        }
+    }
 }
 
 /// Whether a global task on this node stays although its slot is no longer

@@ -128,6 +128,23 @@ impl Sim {
         });
     }
 
+    /// Reports `task` in `state` with `health` (`starting`, `healthy`, …).
+    pub fn report_health(&mut self, task: &str, state: TaskState, health: &str) {
+        let t = &self.state.tasks[task];
+        let node_id = t.node_id.clone().expect("task is assigned");
+        let status = TaskStatus {
+            state,
+            timestamp: self.now,
+            health: health.into(),
+            container_id: format!("ctr-{task}"),
+            ..Default::default()
+        };
+        self.apply(Command::UpdateTaskStatus {
+            updates: vec![TaskStatusUpdate { task_id: task.into(), node_id, status }],
+            at: self.now,
+        });
+    }
+
     /// The agent: every assigned task that should run runs; every task that should stop stops.
     pub fn agent(&mut self) {
         let ids: Vec<(String, DesiredState, TaskState)> = self
@@ -557,6 +574,99 @@ fn drained_node_tasks_move_elsewhere() {
     let running = sim.running("app_web");
     assert_eq!(running.len(), 4);
     assert!(running.iter().all(|t| t.node_id.as_deref() == Some("n2")));
+}
+
+/// The tasks of `service` whose desired state is running, as (node, state).
+fn wanted_on(sim: &Sim, service: &str) -> Vec<(String, TaskState)> {
+    let svc = sim.service(service).id.clone();
+    let mut v: Vec<(String, TaskState)> = sim
+        .state
+        .tasks_of(&svc)
+        .filter(|t| t.desired_state == DesiredState::Running)
+        .map(|t| (t.node_id.clone().unwrap_or_default(), t.status.state))
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn a_drained_task_stops_only_once_its_replacement_runs() {
+    let mut sim = Sim::new(&["n1", "n2"]);
+    sim.converge(vec![spec("web", 2, "web:1")]);
+    assert_eq!(wanted_on(&sim, "app_web"), [("n1".into(), TaskState::Running), ("n2".into(), TaskState::Running)]);
+    sim.apply(Command::SetNodeAvailability { id: "n1".into(), availability: Availability::Drain, at: sim.now });
+    sim.settle();
+    // The replacement is placed on n2; the task on n1 still runs.
+    assert_eq!(
+        wanted_on(&sim, "app_web"),
+        [("n1".into(), TaskState::Running), ("n2".into(), TaskState::Assigned), ("n2".into(), TaskState::Running)]
+    );
+    sim.agent();
+    sim.settle();
+    // It runs: the drained task stops.
+    assert_eq!(wanted_on(&sim, "app_web"), [("n2".into(), TaskState::Running), ("n2".into(), TaskState::Running)]);
+}
+
+#[test]
+fn with_start_first_a_drained_task_waits_for_a_healthy_replacement() {
+    let mut sim = Sim::new(&["n1", "n2"]);
+    let mut s = spec("web", 1, "web:1");
+    s.update.order = UpdateOrder::StartFirst;
+    sim.converge(vec![s]);
+    let on_n1 = sim.running("app_web")[0].node_id.clone().expect("placed");
+    let other = if on_n1 == "n1" { "n2" } else { "n1" };
+    sim.apply(Command::SetNodeAvailability { id: on_n1.clone(), availability: Availability::Drain, at: sim.now });
+    sim.settle();
+    let svc = sim.service("app_web").id.clone();
+    let new = sim.state.tasks_of(&svc).find(|t| t.node_id.as_deref() == Some(other)).map(|t| t.id.clone());
+    let new = new.expect("a replacement on the other node");
+    sim.report_health(&new, TaskState::Running, "starting");
+    sim.settle();
+    assert_eq!(wanted_on(&sim, "app_web").len(), 2, "the drained task waits for a healthy replacement");
+    sim.report_health(&new, TaskState::Running, "healthy");
+    sim.settle();
+    assert_eq!(wanted_on(&sim, "app_web"), [(other.to_string(), TaskState::Running)]);
+}
+
+#[test]
+fn a_drain_that_cannot_place_a_replacement_first_stops_the_task_first_and_says_so() {
+    let mut sim = Sim::new(&["n1", "n2"]);
+    let mut s = spec("web", 2, "web:1");
+    s.task.placement.max_replicas_per_node = 1;
+    sim.converge(vec![s]);
+    sim.apply(Command::SetNodeAvailability { id: "n1".into(), availability: Availability::Drain, at: sim.now });
+    // A replacement is created, and no node takes it (n2 has its one replica)…
+    sim.round();
+    let svc = sim.service("app_web").id.clone();
+    let pending: Vec<String> =
+        sim.state.tasks_of(&svc).filter(|t| t.node_id.is_none()).map(|t| t.unplaceable.clone()).collect();
+    assert!(pending.iter().any(|r| !r.is_empty()), "{pending:?}");
+    // …so the drained task stops at once, and an event says why.
+    let o = sim.round();
+    let notes: Vec<&String> = o.plan.notes.iter().map(|(_, n)| n).collect();
+    assert!(notes.iter().any(|n| n.contains("drain of node n1") && n.contains("stopped first")), "{notes:?}");
+    for _ in 0..3 {
+        sim.settle();
+        sim.agent();
+    }
+    assert!(
+        sim.state
+            .tasks
+            .values()
+            .all(|t| t.node_id.as_deref() != Some("n1") || t.desired_state == DesiredState::Shutdown),
+        "the drain went through"
+    );
+}
+
+#[test]
+fn a_node_back_from_drain_keeps_its_task_and_drops_a_replacement_not_yet_running() {
+    let mut sim = Sim::new(&["n1", "n2"]);
+    sim.converge(vec![spec("web", 2, "web:1")]);
+    sim.apply(Command::SetNodeAvailability { id: "n1".into(), availability: Availability::Drain, at: sim.now });
+    sim.settle();
+    assert_eq!(wanted_on(&sim, "app_web").len(), 3);
+    sim.apply(Command::SetNodeAvailability { id: "n1".into(), availability: Availability::Active, at: sim.now });
+    assert_eq!(wanted_on(&sim, "app_web"), [("n1".into(), TaskState::Running), ("n2".into(), TaskState::Running)]);
 }
 
 #[test]

@@ -115,11 +115,53 @@ impl ClusterState {
         if n.availability == availability {
             return;
         }
+        let was_drained = n.availability == Availability::Drain;
         n.availability = availability;
         n.updated_at = cx.at;
         let (id, name) = (n.id.clone(), n.name.clone());
         let msg = format!("availability {}", availability.as_str());
         cx.event(ObjectKind::Node, Action::Update, &id, &name, "", msg);
+        if was_drained {
+            self.keep_undrained_tasks(cx, &id);
+        }
+    }
+
+    /// A node leaves `drain` before its tasks were all replaced: each task
+    /// it still runs takes its slot back, and a replacement that does not
+    /// run yet is dropped (one that runs already wins: the node's task
+    /// stops). No slot ever holds two wanted tasks of one template.
+    fn keep_undrained_tasks(&mut self, cx: &mut Ctx, node_id: &str) {
+        let kept: Vec<TaskId> = self
+            .tasks
+            .values()
+            .filter(|t| t.node_id.as_deref() == Some(node_id) && t.desired_state == DesiredState::Running)
+            .map(|t| t.id.clone())
+            .collect();
+        for id in kept {
+            let Some(t) = self.tasks.get(&id) else { continue };
+            let same_slot = |o: &Task| {
+                o.id != t.id
+                    && o.service_id == t.service_id
+                    && o.template == t.template
+                    && o.desired_state == DesiredState::Running
+                    && if t.slot == 0 { o.slot == 0 && o.node_id == t.node_id } else { o.slot == t.slot }
+            };
+            let others: Vec<(TaskId, bool)> = self
+                .tasks_of(&t.service_id)
+                .filter(|o| same_slot(o))
+                .map(|o| (o.id.clone(), o.status.state == TaskState::Running))
+                .collect();
+            if others.is_empty() {
+                continue;
+            }
+            if others.iter().any(|(_, running)| *running) {
+                self.set_desired_shutdown(cx, &id);
+            } else {
+                for (other, _) in others {
+                    self.set_desired_shutdown(cx, &other);
+                }
+            }
+        }
     }
 
     /// `UpdateNodeLabels`: the labels of `remove` go, those of `add` are set;

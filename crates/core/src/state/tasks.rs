@@ -16,10 +16,15 @@ fn slot_of(slot: u64, node: &Option<NodeId>) -> SlotOf {
 impl ClusterState {
     /// The slots of `service` that hold a live task of its current
     /// template. (A task of an older template may still occupy one:
-    /// start-first updates overlap them.)
+    /// start-first updates overlap them; so may one on a drained node.)
     fn taken_slots(&self, service: &Service) -> BTreeSet<SlotOf> {
+        // A task on a drained node keeps serving until its replacement runs:
+        // it leaves its slot to it.
+        let drained = |t: &Task| {
+            t.node_id.as_ref().and_then(|n| self.nodes.get(n)).is_some_and(|n| n.availability == Availability::Drain)
+        };
         self.tasks_of(&service.id)
-            .filter(|t| t.occupies_slot() && t.template == service.spec.task)
+            .filter(|t| t.occupies_slot() && t.template == service.spec.task && !drained(t))
             .map(|t| slot_of(t.slot, &t.node_id))
             .collect()
     }
@@ -77,6 +82,12 @@ impl ClusterState {
                     msg = format!("{msg}: {}", status.message);
                 }
                 cx.event(ObjectKind::Service, Action::Update, &id, &name, &stack, msg);
+            }
+        }
+        for (sid, note) in &plan.notes {
+            if let Some(s) = self.services.get(sid) {
+                let (id, name, stack) = (s.id.clone(), s.name.clone(), s.stack.clone());
+                cx.event(ObjectKind::Service, Action::Update, &id, &name, &stack, note.clone());
             }
         }
         // Desired state only moves forward: a stopped task is never revived.
