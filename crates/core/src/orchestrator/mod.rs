@@ -385,6 +385,8 @@ fn trim_history(svc: &Service, tasks: &[&Task], out: &mut Orchestration) {
 }
 
 #[cfg(test)]
+mod drain_properties;
+#[cfg(test)]
 mod properties;
 #[cfg(test)]
 pub(crate) mod tests;

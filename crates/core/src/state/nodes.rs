@@ -127,9 +127,11 @@ impl ClusterState {
     }
 
     /// A node leaves `drain` before its tasks were all replaced: each task
-    /// it still runs takes its slot back, and a replacement that does not
-    /// run yet is dropped (one that runs already wins: the node's task
-    /// stops). No slot ever holds two wanted tasks of one template.
+    /// it still runs takes its slot back, and a replacement that is not up
+    /// yet is dropped (one that is up already wins: the node's task stops).
+    /// Up, not just running: a replacement whose health check has not
+    /// passed yet would leave the slot serving nothing (found by the drain
+    /// properties). No slot ever holds two wanted tasks of one template.
     fn keep_undrained_tasks(&mut self, cx: &mut Ctx, node_id: &str) {
         let kept: Vec<TaskId> = self
             .tasks
@@ -146,15 +148,12 @@ impl ClusterState {
                     && o.desired_state == DesiredState::Running
                     && if t.slot == 0 { o.slot == 0 && o.node_id == t.node_id } else { o.slot == t.slot }
             };
-            let others: Vec<(TaskId, bool)> = self
-                .tasks_of(&t.service_id)
-                .filter(|o| same_slot(o))
-                .map(|o| (o.id.clone(), o.status.state == TaskState::Running))
-                .collect();
+            let others: Vec<(TaskId, bool)> =
+                self.tasks_of(&t.service_id).filter(|o| same_slot(o)).map(|o| (o.id.clone(), o.is_up())).collect();
             if others.is_empty() {
                 continue;
             }
-            if others.iter().any(|(_, running)| *running) {
+            if others.iter().any(|(_, up)| *up) {
                 self.set_desired_shutdown(cx, &id);
             } else {
                 for (other, _) in others {
