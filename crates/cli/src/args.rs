@@ -338,6 +338,16 @@ pub enum ServiceCmd {
         #[command(flatten)]
         wait: WaitArgs,
     },
+    /// Move tasks from the nodes that run the most of them to those with
+    /// room until the spread is even (after a node came back, for example),
+    /// by the update policy's parallelism and order, never below the replica
+    /// count: each replacement runs before the task it replaces stops.
+    Rebalance {
+        /// Service name (`<stack>_<name>`) or id.
+        service: String,
+        #[command(flatten)]
+        wait: WaitArgs,
+    },
     /// The kept revisions of a service: when each was deployed, what changed
     /// from the one before, and how the current rollout stands.
     History {

@@ -567,6 +567,7 @@ mod tests {
             created_at: 0,
             updated_at: 0,
             image: stackd_core::model::ImagePin::unrecorded(),
+            rebalance: None,
         };
         let rows = vec![service_row(&svc, Counts::default())];
         let json = serde_json::to_value(&rows).expect("json");

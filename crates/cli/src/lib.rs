@@ -26,7 +26,7 @@
 //! - `inspect.rs`: listings and inspection (`stack ls`, `service ls`, `ps`, …).
 //! - `objects.rs`: `secret` and `config` commands (create, ls, rm).
 //! - `output.rs`: tables and JSON with the same field names.
-//! - `rollout.rs`: `service history|rollback|update|scale`.
+//! - `rollout.rs`: `service history|rollback|update|scale|rebalance`.
 //! - `tokens.rs`: `token create|ls|rm` (client tokens).
 //! - `stackfile.rs`: reading stack files, the `.env` file and the process
 //!   environment for the loader (core does no I/O).
@@ -121,6 +121,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
         }
         Cmd::Service { command: ServiceCmd::History { service } } => rollout::history(g, service).await,
         Cmd::Service { command: ServiceCmd::Scale { targets, wait } } => rollout::scale(g, targets, wait).await,
+        Cmd::Service { command: ServiceCmd::Rebalance { service, wait } } => {
+            rollout::update(g, service, rollout::What::Rebalance, wait).await
+        }
         Cmd::Ps { target, no_trunc } => inspect::ps(g, target, *no_trunc).await,
         Cmd::Node { command: NodeCmd::Ls } => inspect::node_ls(g).await,
         Cmd::Node { command: NodeCmd::Inspect { node } } => addresses::node_inspect(g, node).await,

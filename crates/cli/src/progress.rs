@@ -117,9 +117,17 @@ pub fn of_service(svc: &Service, counts: Counts, tasks: &[Task]) -> Progress {
         .unwrap_or_default();
     let running = if job { counts.completed } else { counts.running };
     let state = svc.update.state;
-    let converged = match state {
-        UpdateState::Completed | UpdateState::RolledBack => job || counts.running == counts.desired,
-        _ => false,
+    // A rebalance under way is not over, whatever the rollout says.
+    let converged = svc.rebalance.is_none()
+        && match state {
+            UpdateState::Completed | UpdateState::RolledBack => job || counts.running == counts.desired,
+            _ => false,
+        };
+    let waiting = match &svc.rebalance {
+        Some(r) if waiting.is_empty() => {
+            format!("rebalancing: {} moving, {} moved", r.moving.len(), r.moved)
+        }
+        _ => waiting,
     };
     Progress {
         service: svc.name.clone(),
@@ -178,6 +186,7 @@ mod tests {
             created_at: 0,
             updated_at: 0,
             image: stackd_core::model::ImagePin::unrecorded(),
+            rebalance: None,
         }
     }
 

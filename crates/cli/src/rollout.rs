@@ -23,6 +23,8 @@ pub enum What {
     Rollback(Option<u64>),
     /// Set the replica count.
     Scale(u64),
+    /// Even out the spread over the nodes.
+    Rebalance,
 }
 
 /// Runs `service scale`: each service in turn; with --wait, the worst exit
@@ -54,6 +56,7 @@ pub async fn update(g: &Global, service: &str, what: What, wait: &WaitArgs) -> R
             req.to = to;
         }
         What::Scale(n) => req.replicas = Some(n),
+        What::Rebalance => req.rebalance = true,
     }
     // Not retried on another manager: a second force or rollback would make a second revision.
     let resp = c.client().update_service(req).await.map_err(status)?.into_inner();
@@ -63,6 +66,7 @@ pub async fn update(g: &Global, service: &str, what: What, wait: &WaitArgs) -> R
         What::Resume => "resume",
         What::Rollback(_) => "rollback",
         What::Scale(_) => "scale",
+        What::Rebalance => "rebalance",
     };
     if let Display::Json = display {
         json_line(&Updated { kind: "update", action, service: &resp.service, revision: resp.revision });
@@ -74,6 +78,7 @@ pub async fn update(g: &Global, service: &str, what: What, wait: &WaitArgs) -> R
             What::Resume => format!("Resuming the rollout of {} (revision {})", resp.service, resp.revision),
             What::Rollback(_) => format!("Rolling back service {} (revision {})", resp.service, resp.revision),
             What::Scale(n) => format!("Scaling service {} to {n} (revision {})", resp.service, resp.revision),
+            What::Rebalance => format!("Rebalancing service {}", resp.service),
         });
     }
     let Some(events) = events.as_mut() else { return Ok(EXIT_OK) };
@@ -90,7 +95,7 @@ pub async fn update(g: &Global, service: &str, what: What, wait: &WaitArgs) -> R
 struct Updated<'a> {
     #[serde(rename = "type")]
     kind: &'static str,
-    /// `force`, `resume`, `rollback` or `scale`.
+    /// `force`, `resume`, `rollback`, `scale` or `rebalance`.
     action: &'static str,
     service: &'a str,
     revision: u64,

@@ -64,6 +64,16 @@ pub enum Command {
         /// Time.
         at: Timestamp,
     },
+    /// Starts a rebalance of a replicated service (`stackctl service
+    /// rebalance`): its tasks move from the nodes that run the most of them
+    /// until the spread is even (see [`crate::model::Rebalance`]). Refused
+    /// during a rollout, for a global service or a job, and while one runs.
+    RebalanceService {
+        /// The service's full name.
+        service: String,
+        /// Time.
+        at: Timestamp,
+    },
     /// What a service revision's image tag means, as a node's agent found
     /// it (its engine asked the registry): the revision's tasks, waiting
     /// for it, are created with it. Ignored unless the revision is the
@@ -270,6 +280,7 @@ impl Command {
             | Command::ResumeUpdate { at, .. }
             | Command::PinImage { at, .. }
             | Command::ScaleService { at, .. }
+            | Command::RebalanceService { at, .. }
             | Command::RollbackService { at, .. }
             | Command::RemoveStack { at, .. }
             | Command::UpsertNode { at, .. }
@@ -323,6 +334,13 @@ pub struct Plan {
     /// service: an event each (a drain that had to stop a task first).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub notes: Vec<(ServiceId, String)>,
+    /// Tasks a rebalance moves now (by service): each keeps serving until
+    /// its replacement runs elsewhere.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub moves: Vec<(ServiceId, TaskId)>,
+    /// Rebalances that end, with why (done, or a task that cannot move).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rebalanced: Vec<(ServiceId, String)>,
 }
 
 impl Plan {
@@ -334,6 +352,8 @@ impl Plan {
             && self.update_status.is_empty()
             && self.rollback.is_empty()
             && self.notes.is_empty()
+            && self.moves.is_empty()
+            && self.rebalanced.is_empty()
     }
 }
 

@@ -1211,6 +1211,25 @@ pub struct Service {
     /// What the current revision's image tag means.
     #[serde(default = "ImagePin::unrecorded", skip_serializing_if = "ImagePin::is_unrecorded")]
     pub image: ImagePin,
+    /// A rebalance under way (`stackctl service rebalance`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rebalance: Option<Rebalance>,
+}
+
+/// A rebalance of a replicated service: tasks move, by the update policy's
+/// parallelism and order, from the nodes that run the most of them until
+/// the spread over the eligible nodes is even. Each keeps serving until its
+/// replacement runs elsewhere (healthy, for start-first).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Rebalance {
+    /// When it was asked for.
+    pub started_at: Timestamp,
+    /// The tasks moving now.
+    #[serde(default)]
+    pub moving: std::collections::BTreeSet<TaskId>,
+    /// How many have moved.
+    #[serde(default)]
+    pub moved: u64,
 }
 
 /// The lifecycle of a task. Observed states only move forward.

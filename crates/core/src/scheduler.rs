@@ -138,6 +138,24 @@ fn check(node: &Node, load: &NodeLoad, task: &Task) -> Option<Refusal> {
     task.template.node_ports().find(|p| load.ports.contains(p)).map(|(p, proto)| Refusal::PortInUse(p, proto))
 }
 
+/// The nodes that could take one more task like `task` now: every filter
+/// of the scheduler passes, given what the cluster's tasks occupy (the
+/// rebalance orchestrator moves tasks only towards them).
+pub fn nodes_with_room(state: &ClusterState, task: &Task) -> std::collections::BTreeSet<NodeId> {
+    let mut loads: BTreeMap<&NodeId, NodeLoad> = state.nodes.keys().map(|id| (id, NodeLoad::default())).collect();
+    for t in state.tasks.values().filter(|t| t.occupies_slot()) {
+        if let Some(load) = t.node_id.as_ref().and_then(|n| loads.get_mut(n)) {
+            load.add(t);
+        }
+    }
+    state
+        .nodes
+        .values()
+        .filter(|n| loads.get(&n.id).is_some_and(|load| check(n, load, task).is_none()))
+        .map(|n| n.id.clone())
+        .collect()
+}
+
 /// How a node ranks for a task, lowest first: tasks of the service per
 /// preference value, tasks of the service on the node, tasks on the node.
 type Rank = (Vec<usize>, usize, usize);

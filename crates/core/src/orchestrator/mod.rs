@@ -29,6 +29,7 @@
 
 mod depends;
 mod job;
+mod rebalance;
 mod restart;
 mod update;
 
@@ -261,11 +262,18 @@ fn service(
         // first: it keeps serving, outside the slot's count, until a task of
         // the slot runs on another node (healthy, for start-first), then
         // stops (see `drained_slot`).
-        let (drained, here): (Vec<&Task>, Vec<&Task>) = all
-            .iter()
-            .partition(|t| replicated && t.desired_state == DesiredState::Running && on_drained_node(state, t));
+        let moving = |t: &Task| svc.rebalance.as_ref().is_some_and(|r| r.moving.contains(&t.id));
+        let (drained, here): (Vec<&Task>, Vec<&Task>) = all.iter().partition(|t| {
+            replicated && t.desired_state == DesiredState::Running && (on_drained_node(state, t) || moving(t))
+        });
         if !drained.is_empty() {
-            drained_slot(svc, &drained, &here, out);
+            let (moved, drained): (Vec<&Task>, Vec<&Task>) = drained.into_iter().partition(|t| moving(t));
+            if !drained.is_empty() {
+                drained_slot(svc, &drained, &here, out);
+            }
+            if !moved.is_empty() {
+                moved_slot(svc, &moved, &here, out);
+            }
         }
         let tasks = &here;
         let wanted_here: Vec<&Task> =
@@ -321,6 +329,9 @@ fn service(
         trim_history(svc, all, out);
     }
     update::step(state, svc, slots, wanted, &dirty, now, out);
+    if replicated {
+        rebalance::step(state, svc, slots, out);
+    }
 }
 
 /// The tasks of a slot on a drained node (`drained`) stop once the slot's
@@ -331,10 +342,7 @@ fn service(
 /// says so.
 fn drained_slot(svc: &Service, drained: &[&Task], here: &[&Task], out: &mut Orchestration) {
     let wanted = |t: &&&Task| t.desired_state == DesiredState::Running && t.template == svc.spec.task;
-    let replaced = here.iter().filter(wanted).any(|t| match svc.spec.update.order {
-        crate::model::UpdateOrder::StartFirst => t.is_up(),
-        crate::model::UpdateOrder::StopFirst => t.status.state == crate::model::TaskState::Running,
-    });
+    let replaced = replacement_ready(svc, here);
     let unplaceable = here.iter().filter(wanted).any(|t| t.node_id.is_none() && !t.unplaceable.is_empty());
     if !replaced && !unplaceable {
         return;
@@ -351,6 +359,41 @@ fn drained_slot(svc: &Service, drained: &[&Task], here: &[&Task], out: &mut Orch
                 ),
             ));
         }
+    }
+}
+
+/// Whether the replacement among `here` (a slot's other tasks) of a task
+/// leaving it runs: healthy too when the update order is start-first.
+fn replacement_ready(svc: &Service, here: &[&Task]) -> bool {
+    here.iter().filter(|t| t.desired_state == DesiredState::Running && t.template == svc.spec.task).any(|t| {
+        match svc.spec.update.order {
+            crate::model::UpdateOrder::StartFirst => t.is_up(),
+            crate::model::UpdateOrder::StopFirst => t.status.state == crate::model::TaskState::Running,
+        }
+    })
+}
+
+/// The tasks of a slot a rebalance moves (`moved`) stop once their
+/// replacement runs; a replacement that no node can take ends the
+/// rebalance instead (it goes, the task stays): a rebalance never goes
+/// below the replica count.
+fn moved_slot(svc: &Service, moved: &[&Task], here: &[&Task], out: &mut Orchestration) {
+    if replacement_ready(svc, here) {
+        for t in moved {
+            out.plan.set_desired.push((t.id.clone(), DesiredState::Shutdown));
+        }
+        return;
+    }
+    let stuck: Vec<&&Task> = here
+        .iter()
+        .filter(|t| t.desired_state == DesiredState::Running && t.node_id.is_none() && !t.unplaceable.is_empty())
+        .collect();
+    if let Some(r) = stuck.first() {
+        for t in &stuck {
+            out.plan.set_desired.push((t.id.clone(), DesiredState::Shutdown));
+        }
+        let why = format!("task {} cannot move: {}", crate::model::prefix(&moved[0].id, 12), r.unplaceable);
+        out.plan.rebalanced.push((svc.id.clone(), why));
     }
 }
 
@@ -388,5 +431,7 @@ fn trim_history(svc: &Service, tasks: &[&Task], out: &mut Orchestration) {
 mod drain_properties;
 #[cfg(test)]
 mod properties;
+#[cfg(test)]
+mod rebalance_tests;
 #[cfg(test)]
 pub(crate) mod tests;

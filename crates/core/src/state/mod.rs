@@ -259,6 +259,8 @@ fn new_revision(cx: &mut Ctx, s: &mut Service, spec: ServiceSpec, image: ImagePi
     s.revision += 1;
     s.updated_at = cx.at;
     s.update = UpdateStatus { state: UpdateState::Updating, started_at: cx.at, ..Default::default() };
+    // A new revision replaces what a rebalance would move: it ends.
+    s.rebalance = None;
     let (id, rev) = (s.id.clone(), s.revision);
     cx.event(ObjectKind::Service, Action::Update, &id, &s.name, &s.stack, format!("revision {rev}"));
 }
@@ -338,6 +340,7 @@ impl ClusterState {
             Command::RollbackService { service, to, .. } => self.rollback_service(&mut cx, service, *to),
             Command::PinImage { service_id, revision, pin, .. } => self.pin_image(&mut cx, service_id, *revision, pin),
             Command::ScaleService { service, replicas, .. } => self.scale_service(&mut cx, service, *replicas),
+            Command::RebalanceService { service, .. } => self.rebalance_service(&mut cx, service),
             Command::RemoveStack { name, .. } => self.remove_stack(&mut cx, name),
             Command::UpsertNode { node, .. } => self.upsert_node(&mut cx, node),
             Command::SetNodeState { id, state, .. } => match self.nodes.get_mut(id) {
@@ -399,6 +402,11 @@ impl ClusterState {
             return;
         }
         t.desired_state = DesiredState::Shutdown;
+        if let Some(r) = self.services.get_mut(&t.service_id).and_then(|s| s.rebalance.as_mut())
+            && r.moving.remove(&t.id)
+        {
+            r.moved += 1;
+        }
         let mut msg = "desired shutdown".to_string();
         if t.node_id.is_none() && !t.status.state.is_terminal() {
             t.status = TaskStatus {
@@ -532,6 +540,7 @@ impl ClusterState {
                             created_at: cx.at,
                             updated_at: cx.at,
                             image: ImagePin::for_image(&svc.task.image),
+                            rebalance: None,
                         },
                     );
                     cx.event(ObjectKind::Service, Action::Create, &id, &full, &spec.name, "revision 1".into());

@@ -126,6 +126,36 @@ impl ClusterState {
         s.update.message = format!("scaled from {current} to {replicas} replicas");
     }
 
+    /// `RebalanceService`: a rebalance starts (the orchestrator moves the
+    /// tasks; see `orchestrator::rebalance`).
+    pub(super) fn rebalance_service(&mut self, cx: &mut Ctx, name: &str) {
+        let Some(s) = self.services.values_mut().find(|s| s.name == name) else {
+            cx.refuse(Refusal::not_found(format!("no service named {name:?}")));
+            return;
+        };
+        if !matches!(s.spec.mode, ServiceMode::Replicated { .. }) {
+            cx.refuse(Refusal::failed_precondition(format!(
+                "{name} is not a replicated service: only their tasks move between nodes"
+            )));
+            return;
+        }
+        if !matches!(s.update.state, UpdateState::Completed | UpdateState::RolledBack) {
+            let state = format!("{:?}", s.update.state).to_lowercase();
+            cx.refuse(Refusal::failed_precondition(format!(
+                "{name} is rolling out revision {} ({state}): rebalance it once the rollout is over",
+                s.revision
+            )));
+            return;
+        }
+        if s.rebalance.is_some() {
+            cx.refuse(Refusal::failed_precondition(format!("{name} is being rebalanced already")));
+            return;
+        }
+        s.rebalance = Some(crate::model::Rebalance { started_at: cx.at, ..Default::default() });
+        let (id, name, stack) = (s.id.clone(), s.name.clone(), s.stack.clone());
+        cx.event(ObjectKind::Service, Action::Update, &id, &name, &stack, "rebalance started".into());
+    }
+
     /// The services whose current revision waits for its image tag to be
     /// resolved (agents answer with `PinImage`).
     pub fn images_to_resolve(&self) -> impl Iterator<Item = &Service> {

@@ -20,8 +20,10 @@ impl ClusterState {
     fn taken_slots(&self, service: &Service) -> BTreeSet<SlotOf> {
         // A task on a drained node keeps serving until its replacement runs:
         // it leaves its slot to it.
+        let moving = service.rebalance.as_ref().map(|r| &r.moving);
         let drained = |t: &Task| {
             t.node_id.as_ref().and_then(|n| self.nodes.get(n)).is_some_and(|n| n.availability == Availability::Drain)
+                || moving.is_some_and(|m| m.contains(&t.id))
         };
         self.tasks_of(&service.id)
             .filter(|t| t.occupies_slot() && t.template == service.spec.task && !drained(t))
@@ -81,6 +83,27 @@ impl ClusterState {
                 if !status.message.is_empty() {
                     msg = format!("{msg}: {}", status.message);
                 }
+                cx.event(ObjectKind::Service, Action::Update, &id, &name, &stack, msg);
+            }
+        }
+        for (sid, tid) in &plan.moves {
+            let running = self.tasks.get(tid).is_some_and(|t| t.desired_state == DesiredState::Running);
+            if let Some(s) = self.services.get_mut(sid)
+                && let Some(r) = s.rebalance.as_mut()
+                && running
+                && r.moving.insert(tid.clone())
+            {
+                let (id, name, stack) = (s.id.clone(), s.name.clone(), s.stack.clone());
+                let msg = format!("rebalance: moving task {}", crate::model::prefix(tid, 12));
+                cx.event(ObjectKind::Service, Action::Update, &id, &name, &stack, msg);
+            }
+        }
+        for (sid, why) in &plan.rebalanced {
+            if let Some(s) = self.services.get_mut(sid)
+                && let Some(r) = s.rebalance.take()
+            {
+                let (id, name, stack) = (s.id.clone(), s.name.clone(), s.stack.clone());
+                let msg = format!("rebalance over: {why} ({} moved)", r.moved);
                 cx.event(ObjectKind::Service, Action::Update, &id, &name, &stack, msg);
             }
         }

@@ -226,6 +226,7 @@ mod tests {
             created_at: 0,
             updated_at: 0,
             image: stackd_core::model::ImagePin::unrecorded(),
+            rebalance: None,
         };
         s.services.insert(svc.id.clone(), svc);
         s.net.ensure("shop_back").expect("a subnet");

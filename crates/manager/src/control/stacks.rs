@@ -180,12 +180,17 @@ pub(super) async fn update_service(
     };
     crate::auth::authorize(caller, stackd_core::security::Action::DeployStack(&stack))?;
     let at = now_ms();
-    let cmd = match (r.force, r.resume, r.rollback, r.replicas) {
-        (true, false, false, None) => Command::ForceUpdate { service: name.clone(), at },
-        (false, true, false, None) => Command::ResumeUpdate { service: name.clone(), at },
-        (false, false, true, None) => Command::RollbackService { service: name.clone(), to: r.to, at },
-        (false, false, false, Some(replicas)) => Command::ScaleService { service: name.clone(), replicas, at },
-        _ => return Err(refused(Refusal::invalid("give exactly one of force, resume, rollback and replicas"))),
+    let cmd = match (r.force, r.resume, r.rollback, r.replicas, r.rebalance) {
+        (true, false, false, None, false) => Command::ForceUpdate { service: name.clone(), at },
+        (false, true, false, None, false) => Command::ResumeUpdate { service: name.clone(), at },
+        (false, false, true, None, false) => Command::RollbackService { service: name.clone(), to: r.to, at },
+        (false, false, false, Some(replicas), false) => Command::ScaleService { service: name.clone(), replicas, at },
+        (false, false, false, None, true) => Command::RebalanceService { service: name.clone(), at },
+        _ => {
+            return Err(refused(Refusal::invalid(
+                "give exactly one of force, resume, rollback, replicas and rebalance",
+            )));
+        }
     };
     let (index, _) = ctl.propose(cmd).await?;
     let revision = ctl.read(true, |s| s.service_by_name(&name).map_or(0, |svc| svc.revision)).await?;

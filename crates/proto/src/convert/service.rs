@@ -573,6 +573,11 @@ impl From<&model::Service> for v1::Service {
             created_at: value.created_at,
             updated_at: value.updated_at,
             image: Some((&value.image).into()),
+            rebalance: value.rebalance.as_ref().map(|r| v1::Rebalance {
+                started_at: r.started_at,
+                moving: r.moving.iter().cloned().collect(),
+                moved: r.moved,
+            }),
         }
     }
 }
@@ -592,6 +597,11 @@ impl TryFrom<v1::Service> for model::Service {
             created_at: value.created_at,
             updated_at: value.updated_at,
             image: image_pin(value.image)?,
+            rebalance: value.rebalance.map(|r| model::Rebalance {
+                started_at: r.started_at,
+                moving: r.moving.into_iter().collect(),
+                moved: r.moved,
+            }),
         })
     }
 }

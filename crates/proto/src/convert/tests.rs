@@ -245,6 +245,11 @@ pub(super) fn service() -> model::Service {
         created_at: 100,
         updated_at: 300,
         image: model::ImagePin::Pending,
+        rebalance: Some(model::Rebalance {
+            started_at: 250,
+            moving: ["t1".to_string()].into_iter().collect(),
+            moved: 2,
+        }),
     }
 }
 
