@@ -12,8 +12,10 @@
 //!   has fewer than 6 tasks up (sampled every 200 ms), and each old
 //!   container ends after its replacement started;
 //! - not one request through n1 or n3 fails;
-//! - `node ps n2` lists nothing that should run; back `active`, a scale to
-//!   9 puts new tasks on n2 again.
+//! - `node ps n2` lists nothing that should run; back `active`, nothing
+//!   moves by itself (3/0/3) until `service rebalance --wait` restores
+//!   2/2/2, again with not one failed request (through every node); a scale
+//!   to 9 puts new tasks on n2 too.
 //!
 //! A request that takes more than 500 ms makes the client look at the
 //! nodes' kernels while it hangs (its conntrack entries, the mesh's routes
@@ -522,8 +524,31 @@ fn drain_moves_tasks_replacement_first_without_a_failed_request() {
     let listed = rows(m, &["node", "ps", "n2"]).expect("node ps n2");
     assert!(listed.iter().all(|t| !wanted(t)), "node ps n2 lists tasks to run:\n{}", table(&listed));
 
-    // Active again: new tasks land on n2.
+    // Active again: nothing moves by itself (3/0/3), until a rebalance,
+    // which restores 2/2/2 replacement first, with not one failed request.
     m.stackctl(&["node", "update", "--availability", "active", "n2"]);
+    let per = up_per_node(&ps(m).unwrap_or_default());
+    assert_eq!(per.get("n2"), None, "tasks moved back to n2 by themselves: {per:?}");
+    let since = Instant::now();
+    let through = Poller::start(&c, &[0, 1, 2], since);
+    let (code, out) = run(m, &["service", "rebalance", "app_web", "--wait", "--timeout", "90s"]);
+    let log = through.finish();
+    let tasks = ps(m).unwrap_or_default();
+    assert_eq!(code, Some(0), "{out}\n{}", table(&tasks));
+    let per = up_per_node(&tasks);
+    assert_eq!(per.values().copied().collect::<Vec<_>>(), [2, 2, 2], "not 2/2/2 after the rebalance: {per:?}\n{out}");
+    let failed: Vec<&Request> = log.iter().filter(|r| r.result.is_err()).collect();
+    assert!(
+        failed.is_empty(),
+        "{} of {} requests failed during the rebalance: {}\n{}",
+        failed.len(),
+        log.len(),
+        summary(&log),
+        logs_near_failures(&c, &log)
+    );
+    eprintln!("rebalanced to {per:?}: {}", summary(&log));
+
+    // And new tasks land on n2.
     let (code, out) = run(m, &["service", "scale", "app_web=9", "--wait"]);
     let tasks = ps(m).unwrap_or_default();
     assert_eq!(code, Some(0), "{out}\n{}", table(&tasks));
