@@ -8,7 +8,7 @@ use stackd_proto::v1;
 
 use crate::EXIT_OK;
 use crate::args::{Global, WaitArgs};
-use crate::client::{connect, status};
+use crate::client::{Conn, connect, status};
 use crate::follow::{Display, Following, follow, json_line, watch_events};
 use crate::output::{name, print_rows};
 
@@ -27,12 +27,20 @@ pub enum What {
     Rebalance,
 }
 
-/// Runs `service scale`: each service in turn; with --wait, the worst exit
-/// code of them (an error first, then timeout, paused, rolled back).
+/// Runs `service scale`: every change is sent first, then, with --wait,
+/// each service is followed in turn within the one timeout; the exit code
+/// is the worst of them (an error first, then timeout, paused, rolled back).
 pub async fn scale(g: &Global, targets: &[(String, u64)], wait: &WaitArgs) -> Result<i32> {
-    let mut worst = EXIT_OK;
+    let mut display = Display::new(g.output);
+    let mut sent = Vec::new();
     for (service, n) in targets {
-        let code = update(g, service, What::Scale(*n), wait).await?;
+        sent.push(send(g, service, What::Scale(*n), wait.wait, &display).await?);
+    }
+    let started = std::time::Instant::now();
+    let mut worst = EXIT_OK;
+    for s in sent {
+        let left = wait.timeout.saturating_sub(started.elapsed());
+        let code = finish(s, &mut display, left).await?;
         if code != EXIT_OK && (worst == EXIT_OK || code == crate::EXIT_ERROR) {
             worst = code;
         }
@@ -40,13 +48,31 @@ pub async fn scale(g: &Global, targets: &[(String, u64)], wait: &WaitArgs) -> Re
     Ok(worst)
 }
 
-/// Runs `service update` or `service rollback`.
+/// Runs `service update`, `rollback` or `rebalance`.
 pub async fn update(g: &Global, service: &str, what: What, wait: &WaitArgs) -> Result<i32> {
+    let mut display = Display::new(g.output);
+    let sent = send(g, service, what, wait.wait, &display).await?;
+    finish(sent, &mut display, wait.timeout).await
+}
+
+/// A change sent, and what following it needs.
+struct Sent {
+    c: Conn,
+    watch: v1::WatchEventsRequest,
+    /// The stack's events, watched since before the change (with --wait).
+    events: Option<tonic::Streaming<v1::Event>>,
+    stack: String,
+    service: String,
+    rollback: bool,
+}
+
+/// Sends one change of a service (watching its stack first when `wait`).
+async fn send(g: &Global, service: &str, what: What, wait: bool, display: &Display) -> Result<Sent> {
     let mut c = connect(g).await?;
     // The service's stack, to watch its events before the change (nothing missed).
     let svc = inspect(&mut c, service).await?;
     let watch = v1::WatchEventsRequest { stack: svc.stack.clone(), ..Default::default() };
-    let mut events = if wait.wait { Some(watch_events(&mut c, &watch).await.map_err(status)?) } else { None };
+    let events = if wait { Some(watch_events(&mut c, &watch).await.map_err(status)?) } else { None };
     let mut req = v1::UpdateServiceRequest { service: svc.name.clone(), ..Default::default() };
     match what {
         What::Force => req.force = true,
@@ -60,7 +86,6 @@ pub async fn update(g: &Global, service: &str, what: What, wait: &WaitArgs) -> R
     }
     // Not retried on another manager: a second force or rollback would make a second revision.
     let resp = c.client().update_service(req).await.map_err(status)?.into_inner();
-    let mut display = Display::new(g.output);
     let action = match what {
         What::Force => "force",
         What::Resume => "resume",
@@ -81,13 +106,16 @@ pub async fn update(g: &Global, service: &str, what: What, wait: &WaitArgs) -> R
             What::Rebalance => format!("Rebalancing service {}", resp.service),
         });
     }
-    let Some(events) = events.as_mut() else { return Ok(EXIT_OK) };
-    let following = Following {
-        stack: &resp.stack,
-        only: Some(&resp.service),
-        rollback_is_success: matches!(what, What::Rollback(_)),
-    };
-    follow(&mut c, &watch, events, following, &mut display, wait.timeout).await
+    Ok(Sent { c, watch, events, stack: resp.stack, service: resp.service, rollback: matches!(what, What::Rollback(_)) })
+}
+
+/// Follows a sent change until it converged or failed (nothing to follow
+/// without --wait: exit 0).
+async fn finish(sent: Sent, display: &mut Display, timeout: std::time::Duration) -> Result<i32> {
+    let Sent { mut c, watch, events, stack, service, rollback } = sent;
+    let Some(mut events) = events else { return Ok(EXIT_OK) };
+    let following = Following { stack: &stack, only: Some(&service), rollback_is_success: rollback };
+    follow(&mut c, &watch, &mut events, following, display, timeout).await
 }
 
 /// What `service update|rollback --output json` prints first.

@@ -1230,6 +1230,10 @@ pub struct Rebalance {
     /// How many have moved.
     #[serde(default)]
     pub moved: u64,
+    /// When the last move ended (its task stopped): the update policy's
+    /// `delay` counts from it.
+    #[serde(default)]
+    pub last_moved_at: Timestamp,
 }
 
 /// The lifecycle of a task. Observed states only move forward.

@@ -330,7 +330,7 @@ fn service(
     }
     update::step(state, svc, slots, wanted, &dirty, now, out);
     if replicated {
-        rebalance::step(state, svc, slots, out);
+        rebalance::step(state, svc, slots, now, out);
     }
 }
 

@@ -10,13 +10,16 @@
 //! replacement no node can take ends the rebalance (the task stays, the
 //! replacement goes): a rebalance never goes below the replica count.
 //!
+//! The update policy's `delay` spaces the batches: with one, a batch
+//! starts `delay` after the last move of the one before ended.
+//!
 //! Eligible nodes are ready, active and meet the service's constraints;
 //! tasks on other nodes (paused ones) neither count nor move.
 
 use std::collections::BTreeMap;
 
 use super::{Orchestration, SlotKey};
-use crate::model::{Availability, DesiredState, NodeId, NodeState, Service, Task};
+use crate::model::{Availability, DesiredState, NodeId, NodeState, Service, Task, Timestamp};
 use crate::state::ClusterState;
 
 /// One step of `svc`'s rebalance, if one runs.
@@ -24,6 +27,7 @@ pub(super) fn step(
     state: &ClusterState,
     svc: &Service,
     slots: &BTreeMap<SlotKey, Vec<&Task>>,
+    now: Timestamp,
     out: &mut Orchestration,
 ) {
     let Some(r) = svc.rebalance.as_ref() else { return };
@@ -75,6 +79,16 @@ pub(super) fn step(
     };
     let parallelism = svc.spec.update.parallelism;
     let mut budget = if parallelism == 0 { usize::MAX } else { (parallelism as usize).saturating_sub(r.moving.len()) };
+    // With a `delay`, one batch at a time, the next `delay` after the last
+    // move ended (as the update policy spaces its batches).
+    let delay = svc.spec.update.delay_ms;
+    let waiting = delay > 0 && r.moved > 0 && now < r.last_moved_at.saturating_add(delay);
+    if delay > 0 && r.moved > 0 && (!r.moving.is_empty() || waiting) {
+        budget = 0;
+        if waiting {
+            out.wake(r.last_moved_at.saturating_add(delay));
+        }
+    }
     let mut moved_now = 0;
     while budget > 0 {
         let Some((max, min)) = uneven(&counts, &room) else { break };
@@ -91,7 +105,7 @@ pub(super) fn step(
         budget -= 1;
         moved_now += 1;
     }
-    if r.moving.is_empty() && moved_now == 0 && unplaced == 0 {
+    if r.moving.is_empty() && moved_now == 0 && unplaced == 0 && !waiting {
         let why = if uneven(&counts, &room).is_none()
             && most(&counts).zip(least(&counts)).is_none_or(|(a, b)| counts[a] <= counts[b] + 1)
         {

@@ -23,11 +23,16 @@ fn rebalance(sim: &mut Sim) -> Option<String> {
 
 /// 6 replicas on n1 and n2 (n3 drained meanwhile), then n3 active again.
 fn uneven(order: UpdateOrder, parallelism: u64) -> Sim {
+    uneven_with(order, parallelism, 0)
+}
+
+fn uneven_with(order: UpdateOrder, parallelism: u64, delay_ms: u64) -> Sim {
     let mut sim = Sim::new(&["n1", "n2", "n3"]);
     sim.apply(Command::SetNodeAvailability { id: "n3".into(), availability: Availability::Drain, at: sim.now });
     let mut s = spec("web", 6, "web:1");
     s.update.order = order;
     s.update.parallelism = parallelism;
+    s.update.delay_ms = delay_ms;
     sim.converge(vec![s]);
     sim.apply(Command::SetNodeAvailability { id: "n3".into(), availability: Availability::Active, at: sim.now });
     sim.settle();
@@ -112,4 +117,25 @@ fn a_task_that_cannot_move_ends_the_rebalance_and_stays() {
         sim.state.tasks_of(&svc).all(|t| t.node_id.is_some() || t.desired_state == DesiredState::Shutdown),
         "the replacement that could not be placed is gone"
     );
+}
+
+#[test]
+fn the_delay_spaces_the_moves() {
+    let mut sim = uneven_with(UpdateOrder::StopFirst, 1, 5_000);
+    assert_eq!(rebalance(&mut sim), None);
+    // The first move: its replacement runs, the task stops.
+    for _ in 0..3 {
+        sim.settle();
+        sim.agent();
+    }
+    let r = sim.service("app_web").rebalance.clone().expect("still rebalancing");
+    assert_eq!((r.moved, r.moving.len()), (1, 0));
+    // Not the next one before 5 s have passed…
+    sim.now += 4_000;
+    sim.settle();
+    assert!(sim.service("app_web").rebalance.as_ref().is_some_and(|r| r.moving.is_empty()));
+    // …then it goes.
+    sim.now += 1_000;
+    sim.settle();
+    assert!(sim.service("app_web").rebalance.as_ref().is_some_and(|r| r.moving.len() == 1));
 }

@@ -406,6 +406,7 @@ impl ClusterState {
             && r.moving.remove(&t.id)
         {
             r.moved += 1;
+            r.last_moved_at = cx.at;
         }
         let mut msg = "desired shutdown".to_string();
         if t.node_id.is_none() && !t.status.state.is_terminal() {

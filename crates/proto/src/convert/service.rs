@@ -577,6 +577,7 @@ impl From<&model::Service> for v1::Service {
                 started_at: r.started_at,
                 moving: r.moving.iter().cloned().collect(),
                 moved: r.moved,
+                last_moved_at: r.last_moved_at,
             }),
         }
     }
@@ -601,6 +602,7 @@ impl TryFrom<v1::Service> for model::Service {
                 started_at: r.started_at,
                 moving: r.moving.into_iter().collect(),
                 moved: r.moved,
+                last_moved_at: r.last_moved_at,
             }),
         })
     }

@@ -249,6 +249,7 @@ pub(super) fn service() -> model::Service {
             started_at: 250,
             moving: ["t1".to_string()].into_iter().collect(),
             moved: 2,
+            last_moved_at: 280,
         }),
     }
 }
