@@ -17,6 +17,10 @@
 //!   and stackctl against all of them.
 //! - [`engines`]: one Docker engine per node, each in its node's network
 //!   namespace, with the node's `stackd` on it (multi-host tests; root only).
+//! - [`mesh_client`]: a client of such a cluster's routing mesh that polls
+//!   published ports while tasks move, and what to print when a request
+//!   fails (the nodes' kernels while it hung, their logs around it).
+//! - [`task_rows`]: the fields of the task rows `stackctl ps -o json` prints.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -27,7 +31,9 @@ use anyhow::{Context, Result, bail};
 
 pub mod cluster;
 pub mod engines;
+pub mod mesh_client;
 pub mod netns;
+pub mod task_rows;
 
 pub use cluster::{Cluster, Opts};
 

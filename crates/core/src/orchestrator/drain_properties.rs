@@ -17,11 +17,11 @@ use proptest::prelude::*;
 use proptest::sample::Index;
 use proptest::test_runner::TestCaseError;
 
+use super::properties::{serving, slots, wanted};
 use super::tests::{Sim, spec};
 use crate::command::{Command, TaskStatusUpdate};
 use crate::model::*;
 
-const SERVICE: &str = "app_web";
 const NODES: [&str; 4] = ["n1", "n2", "n3", "n4"];
 
 /// The service of one case.
@@ -134,28 +134,9 @@ fn run_out(sim: &mut Sim, mut check: impl FnMut(&Sim) -> Result<(), TestCaseErro
     Err(TestCaseError::fail("the agent never ran out of reports"))
 }
 
-/// The tasks of the service by slot.
-fn slots(sim: &Sim) -> BTreeMap<u64, Vec<&Task>> {
-    let svc = sim.service(SERVICE);
-    let mut slots: BTreeMap<u64, Vec<&Task>> = BTreeMap::new();
-    for t in sim.state.tasks_of(&svc.id) {
-        slots.entry(t.slot).or_default().push(t);
-    }
-    slots
-}
-
-fn wanted(t: &Task) -> bool {
-    t.desired_state == DesiredState::Running
-}
-
 /// Wanted and running (healthy or not).
 fn running(t: &Task) -> bool {
     wanted(t) && t.status.state == TaskState::Running
-}
-
-/// Wanted, running and healthy: serving.
-fn serving(t: &Task) -> bool {
-    running(t) && t.status.health == "healthy"
 }
 
 fn drained(sim: &Sim, t: &Task) -> bool {

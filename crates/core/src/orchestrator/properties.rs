@@ -171,8 +171,9 @@ fn step(sim: &mut Sim, case: &Case, pick: Index) -> Result<(), TestCaseError> {
     check(sim, case)
 }
 
-/// The tasks of the service by slot.
-fn slots(sim: &Sim) -> BTreeMap<u64, Vec<&Task>> {
+/// The tasks of the service (`app_web`) by slot; shared with
+/// `drain_properties`.
+pub(super) fn slots(sim: &Sim) -> BTreeMap<u64, Vec<&Task>> {
     let svc = sim.service(SERVICE);
     let mut slots: BTreeMap<u64, Vec<&Task>> = BTreeMap::new();
     for t in sim.state.tasks_of(&svc.id) {
@@ -181,12 +182,13 @@ fn slots(sim: &Sim) -> BTreeMap<u64, Vec<&Task>> {
     slots
 }
 
-fn wanted(t: &Task) -> bool {
+/// Whether a task should run.
+pub(super) fn wanted(t: &Task) -> bool {
     t.desired_state == DesiredState::Running
 }
 
 /// Wanted, running and healthy: serving.
-fn serving(t: &Task) -> bool {
+pub(super) fn serving(t: &Task) -> bool {
     wanted(t) && t.status.state == TaskState::Running && t.status.health == "healthy"
 }
 
