@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs the whole test suite on a fresh machine: installs what it needs
-# (busybox-static for the test images; iproute2, iptables, conntrack, python3 and g++ when missing), builds the test images, checks
+# (busybox-static for the test images; iproute2, iptables, conntrack, python3, script and g++ when missing), builds the test images, checks
 # formatting and lints, builds every binary and runs every test, including
 # the cluster tests against the real Docker engine.
 #
@@ -39,6 +39,7 @@ need nsenter util-linux # one Docker engine per node in its namespace (tests/src
 need g++ g++            # libfuzzer-sys compiles libFuzzer (C++) for the fuzz check
 need conntrack conntrack # the agent flushes the UDP flows of a removed endpoint
 need python3 python3    # the overlay test's UDP echo, run inside a container's namespace
+need script bsdutils    # the events test draws the progress bars on a pty
 
 step "rustfmt and clippy"
 if command -v rustup >/dev/null 2>&1; then

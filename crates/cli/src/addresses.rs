@@ -310,17 +310,8 @@ pub async fn node_inspect(g: &Global, node: &str) -> Result<i32> {
         .into_inner();
     let mut detail = node_detail(resp)?;
     let req = v1::ListTasksRequest { node: detail.node.id.clone(), stale: g.stale, ..Default::default() };
-    let tasks = c
-        .read(|mut c| {
-            let req = req.clone();
-            async move { c.list_tasks(req).await }
-        })
-        .await
-        .map_err(status)?
-        .into_inner()
-        .tasks;
+    let (tasks, _) = crate::inspect::fetch_tasks(&mut c, req).await?;
     for t in tasks {
-        let t = model::Task::try_from(t)?;
         if t.desired_state == model::DesiredState::Running || !t.status.state.is_terminal() {
             *detail.tasks.entry(serde_name(&t.status.state)).or_default() += 1;
         }

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use anyhow::Result;
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::Serialize;
-use stackd_core::model::{Task, UpdateState};
+use stackd_core::model::UpdateState;
 use stackd_proto::v1;
 use tokio_stream::StreamExt;
 
@@ -349,16 +349,8 @@ async fn look(c: &mut Conn, what: &Following<'_>) -> Result<Vec<(Progress, Updat
         .map_err(status)?
         .into_inner()
         .services;
-    let tasks = c
-        .read(|mut c| {
-            let stack = stack.clone();
-            async move { c.list_tasks(v1::ListTasksRequest { stack, ..Default::default() }).await }
-        })
-        .await
-        .map_err(status)?
-        .into_inner()
-        .tasks;
-    let tasks: Vec<Task> = tasks.into_iter().map(Task::try_from).collect::<Result<_, _>>()?;
+    let req = v1::ListTasksRequest { stack, ..Default::default() };
+    let (tasks, _) = crate::inspect::fetch_tasks(c, req).await?;
     let mut out = Vec::new();
     for s in services {
         let (svc, counts) = summary(s)?;

@@ -120,15 +120,7 @@ pub async fn ps(g: &Global, target: &str, no_trunc: bool) -> Result<i32> {
     } else {
         v1::ListTasksRequest { stack: target.to_string(), stale: g.stale, ..Default::default() }
     };
-    let resp = c
-        .read(|mut c| {
-            let req = req.clone();
-            async move { c.list_tasks(req).await }
-        })
-        .await
-        .map_err(status)?
-        .into_inner();
-    let tasks: Vec<Task> = resp.tasks.into_iter().map(Task::try_from).collect::<Result<_, _>>()?;
+    let (tasks, node_names) = fetch_tasks(&mut c, req).await?;
     if tasks.is_empty() && !is_service {
         let stacks = c
             .read(|mut c| async move { c.list_stacks(v1::ListStacksRequest { stale: g.stale }).await })
@@ -139,7 +131,7 @@ pub async fn ps(g: &Global, target: &str, no_trunc: bool) -> Result<i32> {
             anyhow::bail!("no stack or service named {target:?}");
         }
     }
-    print_tasks(g, tasks, &resp.node_names, no_trunc)?;
+    print_tasks(g, tasks, &node_names, no_trunc)?;
     Ok(0)
 }
 
@@ -260,6 +252,24 @@ fn service_row(s: &Service, c: Counts) -> ServiceRow {
 pub fn summary(s: v1::ServiceSummary) -> Result<(Service, Counts)> {
     let svc = Service::try_from(s.service.context("manager sent a summary without a service")?)?;
     Ok((svc, Counts { running: s.running, desired: s.desired, completed: s.completed }))
+}
+
+/// The tasks `req` selects (with the names of their nodes by id), one
+/// `ListTasks` on the next manager that answers.
+pub(crate) async fn fetch_tasks(
+    c: &mut Conn,
+    req: v1::ListTasksRequest,
+) -> Result<(Vec<Task>, std::collections::HashMap<String, String>)> {
+    let resp = c
+        .read(|mut c| {
+            let req = req.clone();
+            async move { c.list_tasks(req).await }
+        })
+        .await
+        .map_err(status)?
+        .into_inner();
+    let tasks = resp.tasks.into_iter().map(Task::try_from).collect::<Result<_, _>>()?;
+    Ok((tasks, resp.node_names))
 }
 
 /// `stackctl service ls [STACK]`.

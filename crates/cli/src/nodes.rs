@@ -4,7 +4,6 @@
 use std::collections::BTreeMap;
 
 use anyhow::{Result, bail};
-use stackd_core::model::Task;
 use stackd_proto::v1;
 
 use crate::args::{Global, NodeAvailability};
@@ -90,16 +89,8 @@ pub async fn update(
 pub async fn ps(g: &Global, node: &str, no_trunc: bool) -> Result<i32> {
     let mut c = connect(g).await?;
     let req = v1::ListTasksRequest { node: node.to_string(), stale: g.stale, ..Default::default() };
-    let resp = c
-        .read(|mut c| {
-            let req = req.clone();
-            async move { c.list_tasks(req).await }
-        })
-        .await
-        .map_err(status)?
-        .into_inner();
-    let tasks: Vec<Task> = resp.tasks.into_iter().map(Task::try_from).collect::<Result<_, _>>()?;
-    print_tasks(g, tasks, &resp.node_names, no_trunc)?;
+    let (tasks, node_names) = crate::inspect::fetch_tasks(&mut c, req).await?;
+    print_tasks(g, tasks, &node_names, no_trunc)?;
     Ok(crate::EXIT_OK)
 }
 

@@ -99,21 +99,26 @@ pub fn of_service(svc: &Service, counts: Counts, tasks: &[Task]) -> Progress {
             .filter(|t| t.desired_state == DesiredState::Running && t.status.state == TaskState::Running && !t.is_up())
             .count() as u64
     };
-    // A pending task's reason: the scheduler's, or the orchestrator's (a
-    // dependency not ready) in its status message.
-    let waiting =
-        mine()
-            .filter(|t| t.desired_state == DesiredState::Running && t.status.state <= TaskState::Pending)
-            .filter_map(|t| {
-                if !t.unplaceable.is_empty() { Some(format!("no suitable node: {}", t.unplaceable)) } else { None }
-            })
-            .next()
-            .unwrap_or_default();
+    // Why it waits, first found: a pending task the scheduler cannot place,
+    // its image tag being resolved, a rebalance under way. (A dependency of
+    // `depends_on` not ready is in the rollout's message.)
+    let waiting = mine()
+        .find(|t| {
+            t.desired_state == DesiredState::Running
+                && t.status.state <= TaskState::Pending
+                && !t.unplaceable.is_empty()
+        })
+        .map(|t| format!("no suitable node: {}", t.unplaceable))
+        .or_else(|| svc.image.is_pending().then(|| "resolving the image tag to a digest".to_string()))
+        .or_else(|| {
+            svc.rebalance.as_ref().map(|r| format!("rebalancing: {} moving, {} moved", r.moving.len(), r.moved))
+        })
+        .unwrap_or_default();
     let last_failure = mine()
         .filter(current)
         .filter(|t| matches!(t.status.state, TaskState::Failed | TaskState::Rejected))
         .max_by_key(|t| (t.status.timestamp, t.id.clone()))
-        .map(describe)
+        .map(stackd_core::orchestrator::describe_failure)
         .unwrap_or_default();
     let running = if job { counts.completed } else { counts.running };
     let state = svc.update.state;
@@ -123,12 +128,6 @@ pub fn of_service(svc: &Service, counts: Counts, tasks: &[Task]) -> Progress {
             UpdateState::Completed | UpdateState::RolledBack => job || counts.running == counts.desired,
             _ => false,
         };
-    let waiting = match &svc.rebalance {
-        Some(r) if waiting.is_empty() => {
-            format!("rebalancing: {} moving, {} moved", r.moving.len(), r.moved)
-        }
-        _ => waiting,
-    };
     Progress {
         service: svc.name.clone(),
         revision: svc.revision,
@@ -142,22 +141,6 @@ pub fn of_service(svc: &Service, counts: Counts, tasks: &[Task]) -> Progress {
         last_failure,
         converged,
     }
-}
-
-/// A failed task in a few words: `task 0k3x9q2m7v1a failed: exit code 1`.
-fn describe(t: &Task) -> String {
-    let mut out = format!("task {} {}", stackd_core::model::prefix(&t.id, 12), t.status.state);
-    let why = if !t.status.err.is_empty() {
-        t.status.err.clone()
-    } else if let Some(code) = t.status.exit_code {
-        format!("exit code {code}")
-    } else {
-        t.status.message.clone()
-    };
-    if !why.is_empty() {
-        out.push_str(&format!(": {why}"));
-    }
-    out
 }
 
 #[cfg(test)]
@@ -224,7 +207,7 @@ mod tests {
         assert_eq!(
             p.line(),
             "1/3 running (1 starting), updating; waiting: no suitable node: port 80/tcp is taken on every node; \
-             last failure: task t3 failed: exit code 1"
+             last failure: task t3 (slot 1) failed with exit code 1"
         );
         assert_eq!(p.why_not(), "no suitable node: port 80/tcp is taken on every node");
     }

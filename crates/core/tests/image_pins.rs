@@ -2,7 +2,7 @@
 //! wait for its pin, then all run the same reference; a rollback runs the
 //! image its revision ran; a late, second or stale answer changes nothing.
 
-use std::collections::BTreeMap;
+mod common;
 
 use stackd_core::ClusterState;
 use stackd_core::command::Command;
@@ -10,18 +10,7 @@ use stackd_core::model::*;
 use stackd_core::orchestrator::orchestrate;
 
 fn stack(image: &str) -> StackSpec {
-    let svc = ServiceSpec {
-        name: "web".into(),
-        mode: ServiceMode::Replicated { replicas: 2 },
-        task: TaskTemplate { image: image.into(), ..Default::default() },
-        restart: RestartPolicy::default(),
-        update: UpdateConfig::default(),
-        rollback: UpdateConfig::rollback_default(),
-        labels: BTreeMap::new(),
-        endpoint_mode: EndpointMode::Vip,
-        depends_on: Vec::new(),
-    };
-    StackSpec { name: "shop".into(), services: BTreeMap::from([("web".to_string(), svc)]), ..Default::default() }
+    common::shop_web(image)
 }
 
 fn web(s: &ClusterState) -> &Service {

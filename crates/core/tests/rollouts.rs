@@ -1,25 +1,14 @@
 //! Rollouts driven from the command line: `RollbackService` (to the
 //! previous revision or a given one) and `ResumeUpdate` of a paused rollout.
 
-use std::collections::BTreeMap;
+mod common;
 
 use stackd_core::command::{Command, Plan};
 use stackd_core::model::*;
 use stackd_core::{ClusterState, RefusalKind};
 
 fn stack(image: &str) -> StackSpec {
-    let svc = ServiceSpec {
-        name: "web".into(),
-        mode: ServiceMode::Replicated { replicas: 2 },
-        task: TaskTemplate { image: image.into(), ..Default::default() },
-        restart: RestartPolicy::default(),
-        update: UpdateConfig::default(),
-        rollback: UpdateConfig::rollback_default(),
-        labels: BTreeMap::new(),
-        endpoint_mode: EndpointMode::Vip,
-        depends_on: Vec::new(),
-    };
-    StackSpec { name: "shop".into(), services: BTreeMap::from([("web".to_string(), svc)]), ..Default::default() }
+    common::shop_web(image)
 }
 
 fn cluster() -> (ClusterState, u64) {

@@ -37,14 +37,7 @@ struct Case {
 impl Case {
     fn spec(&self) -> ServiceSpec {
         let mut s = spec("web", self.replicas, "web:1");
-        s.task.healthcheck = Some(HealthCheck {
-            test: vec!["CMD".into(), "probe".into()],
-            interval_ms: 1_000,
-            timeout_ms: 1_000,
-            retries: 3,
-            start_period_ms: 0,
-            start_interval_ms: 0,
-        });
+        s.task.healthcheck = Some(super::properties::probe());
         s.update.order = self.order;
         s.task.placement.max_replicas_per_node = self.max_per_node;
         s

@@ -158,7 +158,7 @@ pub fn service_counts(state: &ClusterState, svc: &Service) -> ServiceCounts {
 
 /// Says why a task failed: `task 0k3x9q2m7v1a (slot 1) failed with exit code 1`,
 /// followed by the agent's error when it says more than the exit code.
-pub(crate) fn describe_failure(t: &Task) -> String {
+pub fn describe_failure(t: &Task) -> String {
     let place = match (&t.node_id, t.slot) {
         (Some(node), 0) => format!("node {}", crate::model::prefix(node, 12)),
         (_, slot) => format!("slot {slot}"),

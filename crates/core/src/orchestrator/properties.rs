@@ -37,17 +37,23 @@ struct Case {
     v2_healthy: bool,
 }
 
+/// The health check of the simulated services (the agent reports its
+/// results: `starting`, then `healthy` or `unhealthy`).
+pub(super) fn probe() -> HealthCheck {
+    HealthCheck {
+        test: vec!["CMD".into(), "probe".into()],
+        interval_ms: 1_000,
+        timeout_ms: 1_000,
+        retries: 3,
+        start_period_ms: 0,
+        start_interval_ms: 0,
+    }
+}
+
 impl Case {
     fn spec(&self, image: &str) -> ServiceSpec {
         let mut s = spec("web", self.replicas, image);
-        s.task.healthcheck = Some(HealthCheck {
-            test: vec!["CMD".into(), "probe".into()],
-            interval_ms: 1_000,
-            timeout_ms: 1_000,
-            retries: 3,
-            start_period_ms: 0,
-            start_interval_ms: 0,
-        });
+        s.task.healthcheck = Some(probe());
         s.update = self.update.clone();
         s.rollback = self.rollback.clone();
         s

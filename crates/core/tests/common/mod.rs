@@ -86,3 +86,21 @@ pub fn node(id: &str, role: NodeRole) -> Node {
         updated_at: 0,
     }
 }
+
+/// Stack `shop` with one service `web` of 2 replicas running `image`, every
+/// policy at its default.
+pub fn shop_web(image: &str) -> stackd_core::model::StackSpec {
+    use stackd_core::model::*;
+    let svc = ServiceSpec {
+        name: "web".into(),
+        mode: ServiceMode::Replicated { replicas: 2 },
+        task: TaskTemplate { image: image.into(), ..Default::default() },
+        restart: RestartPolicy::default(),
+        update: UpdateConfig::default(),
+        rollback: UpdateConfig::rollback_default(),
+        labels: BTreeMap::new(),
+        endpoint_mode: EndpointMode::Vip,
+        depends_on: Vec::new(),
+    };
+    StackSpec { name: "shop".into(), services: BTreeMap::from([("web".to_string(), svc)]), ..Default::default() }
+}
