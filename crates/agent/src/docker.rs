@@ -38,7 +38,7 @@ use bollard::query_parameters::{
     StopContainerOptions,
 };
 use futures_util::{StreamExt, TryStreamExt};
-use stackd_core::model::{ImagePin, StackNetwork, StackVolume, Task};
+use stackd_core::model::{EngineDescription, ImagePin, StackNetwork, StackVolume, Task};
 
 pub use spec::{
     LABEL_CLUSTER, LABEL_NETWORK, LABEL_NODE, LABEL_REVISION, LABEL_SERVICE, LABEL_SLOT, LABEL_STACK, LABEL_TASK,
@@ -263,6 +263,8 @@ pub struct EngineInfo {
     pub nano_cpus: u64,
     /// Memory in bytes.
     pub memory_bytes: u64,
+    /// The host: OS, architecture, kernel, the engine's labels.
+    pub description: EngineDescription,
 }
 
 /// A container bearing this node's labels.
@@ -440,6 +442,13 @@ impl Executor {
             version: info.server_version.unwrap_or_default(),
             nano_cpus: cpus.saturating_mul(1_000_000_000),
             memory_bytes: u64::try_from(info.mem_total.unwrap_or(0)).unwrap_or(0),
+            description: EngineDescription {
+                os: info.os_type.unwrap_or_default(),
+                os_name: info.operating_system.unwrap_or_default(),
+                arch: info.architecture.unwrap_or_default(),
+                kernel_version: info.kernel_version.unwrap_or_default(),
+                labels: EngineDescription::labels_from_engine(info.labels.unwrap_or_default()),
+            },
         })
     }
 

@@ -188,6 +188,7 @@ pub async fn run_with(
         }),
         engine_version: engine.version,
         role: v1::NodeRole::Manager.into(),
+        engine: Some((&engine.description).into()),
     };
     let (reports_tx, reports_rx) = mpsc::unbounded_channel();
     let dataplane = if options.shared_engine {

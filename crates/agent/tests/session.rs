@@ -24,7 +24,7 @@ const WAIT: Duration = Duration::from_secs(30);
 #[derive(Debug)]
 enum Seen {
     /// A session was opened; the sender feeds its stream (drop it to end the session).
-    Session(v1::SessionRequest, mpsc::Sender<Result<v1::SessionMessage, Status>>),
+    Session(Box<v1::SessionRequest>, mpsc::Sender<Result<v1::SessionMessage, Status>>),
     Heartbeat(v1::HeartbeatRequest),
     Update(v1::UpdateTaskStatusRequest),
 }
@@ -45,7 +45,7 @@ impl Dispatcher for Fake {
             return Err(Status::unauthenticated("no client certificate"));
         }
         let (tx, rx) = mpsc::channel(16);
-        let _ = self.seen.send(Seen::Session(request.into_inner(), tx));
+        let _ = self.seen.send(Seen::Session(Box::new(request.into_inner()), tx));
         Ok(Response::new(ReceiverStream::new(rx)))
     }
 
@@ -90,7 +90,7 @@ async fn next_session(
 ) -> (v1::SessionRequest, mpsc::Sender<Result<v1::SessionMessage, Status>>) {
     loop {
         if let Seen::Session(req, tx) = next(seen).await {
-            return (req, tx);
+            return (*req, tx);
         }
     }
 }
@@ -176,6 +176,8 @@ async fn the_agent_runs_its_tasks_and_survives_a_lost_session() {
     let d = req.description.expect("a node description");
     assert_eq!((d.node_id.as_str(), d.name.as_str(), d.addr.as_str()), (node_id.as_str(), "n1", "127.0.0.1:9999"));
     assert!(!d.engine_version.is_empty());
+    let engine = d.engine.expect("the engine's description");
+    assert!(!engine.os.is_empty() && !engine.arch.is_empty(), "{engine:?}");
     assert!(d.resources.is_some_and(|r| r.nano_cpus > 0 && r.memory_bytes > 0));
     assert_eq!(d.role, i32::from(v1::NodeRole::Manager));
     tx1.send(assign("s1", std::slice::from_ref(&task))).await.expect("send");
@@ -186,7 +188,7 @@ async fn the_agent_runs_its_tasks_and_survives_a_lost_session() {
         match next(&mut seen).await {
             Seen::Heartbeat(h) => assert_eq!((h.node_id.as_str(), h.session_id.as_str()), (node_id.as_str(), "s1")),
             Seen::Update(u) => panic!("the refused update was not resent: {u:?}"),
-            Seen::Session(req, tx) => break (req, tx),
+            Seen::Session(req, tx) => break (*req, tx),
         }
     };
     drop(tx1);

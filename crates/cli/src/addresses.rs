@@ -177,9 +177,19 @@ impl From<v1::NodeNetwork> for NodeNetworkRow {
 #[derive(Debug, Serialize)]
 pub struct NodeDetail {
     /// `id`, `name`, `addr`, `role`, `availability`, `state`, `labels`,
-    /// `resources`, `engine_version`, `updated_at`.
+    /// `resources`, `engine_version`, `engine` (`os`, `os_name`, `arch`,
+    /// `kernel_version`, `labels`: what the engine reported, left out until
+    /// it did), `updated_at`.
     #[serde(flatten)]
     node: model::Node,
+    /// What its tasks reserve of `resources` (the scheduler's count).
+    reserved: model::Resources,
+    /// Milliseconds since its agent last called the leader; `null` when
+    /// not known (`heartbeat` says why).
+    heartbeat_age_ms: Option<u64>,
+    /// The same for people: `1.2s ago`, `none since this leader was
+    /// elected`, `unknown (ask the leader)`.
+    heartbeat: String,
     /// Managers only: whether it leads.
     #[serde(skip_serializing_if = "Option::is_none")]
     leader: Option<bool>,
@@ -197,13 +207,44 @@ pub struct NodeDetail {
 pub fn node_detail(r: v1::InspectNodeResponse) -> Result<NodeDetail> {
     let node = model::Node::try_from(r.node.context("manager sent no node")?)?;
     let manager = node.role == model::NodeRole::Manager;
+    let heartbeat = match (r.from_leader, r.heartbeat_age_ms) {
+        (false, _) => "unknown (ask the leader: only it hears the agents)".to_string(),
+        (true, None) => "none since this leader was elected".to_string(),
+        (true, Some(ms)) if ms < 60_000 => format!("{}s ago", trim_float(ms as f64 / 1000.0)),
+        (true, Some(ms)) => age(crate::output::now_ms().saturating_sub(ms).max(1)),
+    };
+    let reserved = match r.reserved {
+        Some(reserved) => model::Resources::try_from(reserved)?,
+        None => model::Resources::default(),
+    };
     Ok(NodeDetail {
+        reserved,
+        heartbeat_age_ms: r.heartbeat_age_ms.filter(|_| r.from_leader),
+        heartbeat,
         leader: manager.then(|| r.manager.as_ref().is_some_and(|m| m.leader)),
         reachable: manager.then(|| r.manager.as_ref().is_some_and(|m| m.reachable)),
         node,
         networks: r.networks.into_iter().map(NodeNetworkRow::from).collect(),
         tasks: BTreeMap::new(),
     })
+}
+
+/// `zone=a, disk=ssd`, or `-`.
+fn labels_text(labels: &BTreeMap<String, String>) -> String {
+    if labels.is_empty() {
+        return "-".into();
+    }
+    labels.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(", ")
+}
+
+/// `linux x86_64, Debian GNU/Linux 12 (bookworm), kernel 6.1.0-18-amd64`,
+/// or `-` before the agent reported.
+fn platform_text(e: &model::EngineDescription) -> String {
+    let head = [e.os.as_str(), e.arch.as_str()].into_iter().filter(|s| !s.is_empty()).collect::<Vec<_>>().join(" ");
+    let kernel = (!e.kernel_version.is_empty()).then(|| format!("kernel {}", e.kernel_version));
+    let parts: Vec<String> =
+        [Some(head), Some(e.os_name.clone()), kernel].into_iter().flatten().filter(|s| !s.is_empty()).collect();
+    if parts.is_empty() { "- (not reported yet)".into() } else { parts.join(", ") }
 }
 
 /// `4 CPUs, 7.8 GiB memory, gpu=2`.
@@ -240,11 +281,7 @@ pub fn node_lines(d: &NodeDetail) -> Vec<String> {
         let heard = if d.reachable == Some(true) { "reachable" } else { "not reachable" };
         role = format!("{role} ({leads}, {heard})");
     }
-    let labels = if n.labels.is_empty() {
-        "-".to_string()
-    } else {
-        n.labels.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(", ")
-    };
+    let labels = labels_text(&n.labels);
     let mut lines = vec![
         format!("ID:            {}", n.id),
         format!("Name:          {}", n.name),
@@ -253,9 +290,13 @@ pub fn node_lines(d: &NodeDetail) -> Vec<String> {
         format!("State:         {}", serde_name(&n.state)),
         format!("Address:       {}", if n.addr.is_empty() { "-" } else { &n.addr }),
         format!("Engine:        {}", if n.engine_version.is_empty() { "-" } else { &n.engine_version }),
+        format!("Platform:      {}", platform_text(&n.engine)),
+        format!("Engine labels: {}", labels_text(&n.engine.labels)),
         format!("Resources:     {}", resources_text(&n.resources)),
+        format!("Reserved:      {}", resources_text(&d.reserved)),
         format!("Labels:        {labels}"),
         format!("Tasks:         {}", tasks_text(&d.tasks)),
+        format!("Heartbeat:     {}", d.heartbeat),
         format!("Updated:       {}", age(n.updated_at)),
     ];
     if d.networks.is_empty() {
@@ -433,6 +474,13 @@ mod tests {
                 generic: BTreeMap::from([("gpu".to_string(), 2)]),
             },
             engine_version: "27.3.1".into(),
+            engine: model::EngineDescription {
+                os: "linux".into(),
+                os_name: "Debian GNU/Linux 12 (bookworm)".into(),
+                arch: "x86_64".into(),
+                kernel_version: "6.1.0-18-amd64".into(),
+                labels: BTreeMap::from([("storage".to_string(), "ssd".to_string())]),
+            },
             updated_at: 0,
         };
         v1::InspectNodeResponse {
@@ -454,6 +502,9 @@ mod tests {
                 vni: 0x10_0000,
                 tasks: 2,
             }],
+            reserved: Some(v1::Resources { nano_cpus: 500_000_000, memory_bytes: 1 << 30, ..Default::default() }),
+            from_leader: true,
+            heartbeat_age_ms: Some(1_200),
         }
     }
 
@@ -474,9 +525,24 @@ mod tests {
         assert_eq!(net["vni"], 0x10_0000);
         assert_eq!(net["tasks"], 2);
 
+        assert_eq!(json["engine"]["os"], "linux");
+        assert_eq!(json["engine"]["arch"], "x86_64");
+        assert_eq!(json["engine"]["kernel_version"], "6.1.0-18-amd64");
+        assert_eq!(json["engine"]["labels"]["storage"], "ssd");
+        assert_eq!(json["reserved"]["memory_bytes"], 1u64 << 30);
+        assert_eq!(json["heartbeat_age_ms"], 1_200);
+        assert_eq!(json["heartbeat"], "1.2s ago");
+
         let text = node_lines(&d).join("\n");
         assert!(text.contains("Role:          manager (leader, reachable)"), "{text}");
         assert!(text.contains("Resources:     4 CPUs, 8 GiB memory, gpu=2"), "{text}");
+        assert!(text.contains("Reserved:      0.5 CPUs, 1 GiB memory\n"), "{text}");
+        assert!(
+            text.contains("Platform:      linux x86_64, Debian GNU/Linux 12 (bookworm), kernel 6.1.0-18-amd64\n"),
+            "{text}"
+        );
+        assert!(text.contains("Engine labels: storage=ssd\n"), "{text}");
+        assert!(text.contains("Heartbeat:     1.2s ago\n"), "{text}");
         assert!(text.contains("NETWORK    STACK  SUBNET"), "{text}");
         assert!(
             text.contains("shop_back  shop   10.192.0.0/20  10.192.0.0/26,10.192.0.128/26  10.192.0.1  1048576  2"),
@@ -497,5 +563,29 @@ mod tests {
         assert!(text.contains("Role:          worker\n"), "{text}");
         assert!(text.contains("Networks:      none"), "{text}");
         assert!(node_detail(v1::InspectNodeResponse::default()).is_err(), "no node");
+    }
+
+    #[test]
+    fn a_heartbeat_is_known_to_the_leader_only_and_engine_facts_once_reported() {
+        let mut wire = wire_node(v1::NodeRole::Worker);
+        wire.from_leader = false;
+        if let Some(n) = wire.node.as_mut() {
+            n.engine = None;
+        }
+        let d = node_detail(wire.clone()).expect("detail");
+        let json = serde_json::to_value(&d).expect("json");
+        assert_eq!(json["heartbeat_age_ms"], serde_json::Value::Null, "a follower's answer is not a heartbeat");
+        assert!(json.get("engine").is_none(), "{json}");
+        let text = node_lines(&d).join("\n");
+        assert!(text.contains("Heartbeat:     unknown (ask the leader"), "{text}");
+        assert!(text.contains("Platform:      - (not reported yet)\n"), "{text}");
+        assert!(text.contains("Engine labels: -\n"), "{text}");
+        wire.from_leader = true;
+        wire.heartbeat_age_ms = None;
+        let text = node_lines(&node_detail(wire.clone()).expect("detail")).join("\n");
+        assert!(text.contains("Heartbeat:     none since this leader was elected"), "{text}");
+        wire.heartbeat_age_ms = Some(180_000);
+        let text = node_lines(&node_detail(wire).expect("detail")).join("\n");
+        assert!(text.contains("Heartbeat:     3 minutes ago"), "{text}");
     }
 }

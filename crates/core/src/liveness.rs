@@ -85,6 +85,7 @@ mod tests {
             labels: BTreeMap::new(),
             resources: Resources::default(),
             engine_version: String::new(),
+            engine: Default::default(),
             updated_at: 0,
         }
     }

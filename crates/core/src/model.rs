@@ -118,8 +118,59 @@ pub struct Node {
     pub resources: Resources,
     /// Docker engine version the agent reported.
     pub engine_version: String,
+    /// What the node's engine reports about its host (`docker info`), as
+    /// its agent sent it when it opened its session: empty until then (and
+    /// left out of the encoding, so that states without it encode as before).
+    #[serde(default, skip_serializing_if = "EngineDescription::is_empty")]
+    pub engine: EngineDescription,
     /// Last change of this record.
     pub updated_at: Timestamp,
+}
+
+/// A node's host as its Docker engine describes it (`docker info`): what
+/// `stackctl node inspect` shows, and what the constraints
+/// `node.platform.arch` and `engine.labels.<label>` match.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EngineDescription {
+    /// Operating system type (`linux`): Docker's `OSType`.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub os: String,
+    /// The distribution (`Debian GNU/Linux 12 (bookworm)`): Docker's
+    /// `OperatingSystem`.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub os_name: String,
+    /// Architecture (`x86_64`, `aarch64`): Docker's `Architecture`, what
+    /// Swarm's `node.platform.arch` matches.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub arch: String,
+    /// Kernel version (`6.1.0-18-amd64`).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub kernel_version: String,
+    /// The engine's labels (`daemon.json`'s `labels`, Docker's `Labels`):
+    /// set on the host by whoever runs the engine, distinct from the node
+    /// labels operators set with `stackctl node update --label-add`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+}
+
+impl EngineDescription {
+    /// Whether nothing was reported.
+    pub fn is_empty(&self) -> bool {
+        *self == Self::default()
+    }
+
+    /// Docker's `Labels` (`key=value`, or `key` for an empty value) as a
+    /// map; of a key given twice, the last value.
+    pub fn labels_from_engine<S: AsRef<str>>(labels: impl IntoIterator<Item = S>) -> BTreeMap<String, String> {
+        labels
+            .into_iter()
+            .filter_map(|l| {
+                let l = l.as_ref();
+                let (k, v) = l.split_once('=').unwrap_or((l, ""));
+                (!k.is_empty()).then(|| (k.to_string(), v.to_string()))
+            })
+            .collect()
+    }
 }
 
 // ---------------------------------------------------------------- specs
@@ -528,7 +579,8 @@ pub enum ConstraintOp {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Constraint {
     /// `node.id`, `node.hostname`, `node.role`, `node.ip`,
-    /// `node.platform.os` or `node.labels.<label>`, as written.
+    /// `node.platform.os`, `node.platform.arch`, `node.labels.<label>` or
+    /// `engine.labels.<label>`, as written.
     pub key: String,
     /// `==` or `!=`.
     pub op: ConstraintOp,
@@ -543,9 +595,24 @@ pub const NODE_LABEL_PREFIX: &str = "node.labels.";
 /// The label a constraint or spread `key` names, when it is
 /// `node.labels.<label>` (prefix in any case, label as written).
 pub fn node_label(key: &str) -> Option<&str> {
-    let prefix = key.get(..NODE_LABEL_PREFIX.len())?;
-    let label = &key[NODE_LABEL_PREFIX.len()..];
-    (prefix.eq_ignore_ascii_case(NODE_LABEL_PREFIX) && !label.is_empty()).then_some(label)
+    label_after(key, NODE_LABEL_PREFIX)
+}
+
+/// The prefix of an engine label's key in a constraint or a spread
+/// preference (any case, as in swarmkit).
+pub const ENGINE_LABEL_PREFIX: &str = "engine.labels.";
+
+/// The engine label a constraint or spread `key` names, when it is
+/// `engine.labels.<label>` (prefix in any case, label as written).
+pub fn engine_label(key: &str) -> Option<&str> {
+    label_after(key, ENGINE_LABEL_PREFIX)
+}
+
+/// What follows `prefix` (matched in any case) in `key`, when not empty.
+fn label_after<'a>(key: &'a str, prefix: &str) -> Option<&'a str> {
+    let head = key.get(..prefix.len())?;
+    let label = &key[prefix.len()..];
+    (head.eq_ignore_ascii_case(prefix) && !label.is_empty()).then_some(label)
 }
 
 /// swarmkit's key pattern: `^[a-z_][a-z0-9\-_.]+$`, any case.
@@ -594,8 +661,7 @@ impl Constraint {
     /// Parses `key == value` or `key != value`, as swarmkit's
     /// `constraint.Parse` does (`==` looked for first; key and value
     /// patterns), then refuses what stackd cannot match: an unknown key
-    /// (swarmkit would never place the task), `node.platform.arch` and
-    /// `engine.labels.*` (not known to stackd), a `node.ip` that is not an
+    /// (swarmkit would never place the task), a `node.ip` that is not an
     /// address or a subnet, a `node.role` that no node has.
     pub fn parse(text: &str) -> Result<Self, String> {
         let (key, op, value) = if let Some((k, v)) = text.split_once("==") {
@@ -624,23 +690,12 @@ impl Constraint {
             "node.role" => return Err(format!("node.role is manager or worker, not {value:?}")),
             "node.ip" if ip_or_subnet(value).is_some() => {}
             "node.ip" => return Err(format!("node.ip takes an IP address or a CIDR subnet, got {value:?}")),
-            "node.platform.arch" => {
-                return Err(format!(
-                    "node.platform.arch is not known to stackd yet: the agents do not report their architecture; \
-                     constrain on a node label instead (node.labels.arch == {value})"
-                ));
-            }
-            l if l.starts_with("engine.labels.") => {
-                return Err(format!(
-                    "engine labels are not known to stackd: constrain on a node label instead (node.labels.{} == {value})",
-                    &key["engine.labels.".len()..]
-                ));
-            }
-            _ if node_label(key).is_some() => {}
+            "node.platform.arch" => {}
+            _ if node_label(key).is_some() || engine_label(key).is_some() => {}
             _ => {
                 return Err(format!(
-                    "unknown constraint key {key:?}: use node.id, node.hostname, node.role, node.ip, node.platform.os \
-                     or node.labels.<label>"
+                    "unknown constraint key {key:?}: use node.id, node.hostname, node.role, node.ip, node.platform.os, \
+                     node.platform.arch, node.labels.<label> or engine.labels.<label>"
                 ));
             }
         }
@@ -658,8 +713,16 @@ impl Constraint {
             "node.id" => node.id.as_str(),
             "node.hostname" => node.name.as_str(),
             "node.role" => node.role.as_str(),
-            // Agents run on Linux only.
-            "node.platform.os" => "linux",
+            // Agents run on Linux only (and before its agent reports, a node's OS is not known).
+            "node.platform.os" => {
+                if node.engine.os.is_empty() {
+                    "linux"
+                } else {
+                    node.engine.os.as_str()
+                }
+            }
+            // Empty until the node's agent reported it: equal to no architecture.
+            "node.platform.arch" => node.engine.arch.as_str(),
             "node.ip" => {
                 let addr =
                     node.addr.parse::<std::net::SocketAddr>().map(|a| a.ip()).ok().or_else(|| node.addr.parse().ok());
@@ -671,9 +734,10 @@ impl Constraint {
                 };
                 return within == eq;
             }
-            _ => match node_label(&self.key) {
-                Some(label) => node.labels.get(label).map_or("", String::as_str),
-                None => return false,
+            _ => match (node_label(&self.key), engine_label(&self.key)) {
+                (Some(label), _) => node.labels.get(label).map_or("", String::as_str),
+                (None, Some(label)) => node.engine.labels.get(label).map_or("", String::as_str),
+                (None, None) => return false,
             },
         };
         have.eq_ignore_ascii_case(&self.value) == eq

@@ -15,7 +15,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use crate::command::Placement;
 use crate::model::{
-    Availability, DesiredState, Node, NodeId, NodeState, Protocol, Resources, Task, TaskState, node_label,
+    Availability, DesiredState, Node, NodeId, NodeState, Protocol, Resources, Task, TaskState, engine_label, node_label,
 };
 use crate::state::ClusterState;
 
@@ -87,13 +87,28 @@ impl NodeLoad {
         self.ports.extend(t.template.node_ports());
         self.total += 1;
         *self.per_service.entry(t.service_id.clone()).or_default() += 1;
-        let r = &t.template.resources.reservations;
-        self.reserved.nano_cpus += r.nano_cpus;
-        self.reserved.memory_bytes += r.memory_bytes;
-        for (kind, n) in &r.generic {
-            *self.reserved.generic.entry(kind.clone()).or_default() += n;
-        }
+        reserve(&mut self.reserved, &t.template.resources.reservations);
     }
+}
+
+/// Adds the reservation `r` to `total`.
+fn reserve(total: &mut Resources, r: &Resources) {
+    total.nano_cpus += r.nano_cpus;
+    total.memory_bytes += r.memory_bytes;
+    for (kind, n) in &r.generic {
+        *total.generic.entry(kind.clone()).or_default() += n;
+    }
+}
+
+/// What the tasks on `node` reserve, as the scheduler counts it against the
+/// node's resources: the tasks that occupy their slot there (wanted
+/// running, or not yet stopped).
+pub fn reserved_on(state: &ClusterState, node: &str) -> Resources {
+    let mut total = Resources::default();
+    for t in state.tasks.values().filter(|t| t.occupies_slot() && t.node_id.as_deref() == Some(node)) {
+        reserve(&mut total, &t.template.resources.reservations);
+    }
+    total
 }
 
 /// Runs the filters; the first refusal, if any. A node that reports no CPU or
@@ -161,11 +176,17 @@ pub fn nodes_with_room(state: &ClusterState, task: &Task) -> std::collections::B
 type Rank = (Vec<usize>, usize, usize);
 
 /// The value of a preference key on a node. As in swarmkit (`nodeSet.tree`),
-/// only `node.labels.<label>` (prefix in any case, label as written)
-/// spreads: a node without the label has the empty value, and any other key
-/// has the same value on every node, so it spreads nothing.
+/// only `node.labels.<label>` and `engine.labels.<label>` (prefix in any
+/// case, label as written) spread: a node without the label has the empty
+/// value, and any other key has the same value on every node, so it spreads
+/// nothing.
 fn preference_value<'a>(node: &'a Node, key: &str) -> &'a str {
-    node_label(key).and_then(|l| node.labels.get(l)).map_or("", String::as_str)
+    match (node_label(key), engine_label(key)) {
+        (Some(l), _) => node.labels.get(l),
+        (None, Some(l)) => node.engine.labels.get(l),
+        (None, None) => None,
+    }
+    .map_or("", String::as_str)
 }
 
 impl Scheduler for SpreadScheduler {
@@ -339,6 +360,7 @@ mod tests {
             labels: [("rack".to_string(), "r1".to_string())].into_iter().collect(),
             resources: Resources::default(),
             engine_version: String::new(),
+            engine: Default::default(),
             updated_at: 0,
         };
         assert_eq!(preference_value(&node, "node.labels.rack"), "r1");

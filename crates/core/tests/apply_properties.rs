@@ -24,6 +24,7 @@ fn node(id: &str) -> Node {
         labels: Default::default(),
         resources: Resources::default(),
         engine_version: String::new(),
+        engine: Default::default(),
         updated_at: 0,
     }
 }

@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 
-use stackd_core::model::{Availability, Constraint, Node, NodeRole, NodeState, Resources};
+use stackd_core::model::{Availability, Constraint, EngineDescription, Node, NodeRole, NodeState, Resources};
 
 fn node(addr: &str, labels: &[(&str, &str)]) -> Node {
     Node {
@@ -18,6 +18,7 @@ fn node(addr: &str, labels: &[(&str, &str)]) -> Node {
         labels: labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect::<BTreeMap<_, _>>(),
         resources: Resources::default(),
         engine_version: "27.0".into(),
+        engine: Default::default(),
         updated_at: 0,
     }
 }
@@ -70,4 +71,31 @@ fn node_ip_matches_addresses_and_subnets() {
     let unknown = node("", &[]);
     assert!(!holds("node.ip == 10.0.0.5", &unknown));
     assert!(holds("node.ip != 10.0.0.5", &unknown));
+}
+
+/// swarmkit: `node.platform.arch` is the engine's `Architecture`, and
+/// `engine.labels.<label>` the engine's `Labels` (label as written, value
+/// in any case); stackd matches what the agent reported, and a node that
+/// has not reported yet has neither (the empty value), as a missing label.
+#[test]
+fn architecture_and_engine_labels_match_what_the_agent_reported() {
+    let mut n = node("10.0.0.5:4280", &[("disk", "hdd")]);
+    assert!(!holds("node.platform.arch == x86_64", &n));
+    assert!(holds("node.platform.arch != x86_64", &n));
+    assert!(!holds("engine.labels.disk == ssd", &n), "a node label is not an engine label");
+    n.engine = EngineDescription {
+        os: "linux".into(),
+        arch: "x86_64".into(),
+        labels: EngineDescription::labels_from_engine(["disk=SSD", "gpu", "rack=r1=a"]),
+        ..EngineDescription::default()
+    };
+    assert!(holds("node.platform.arch == X86_64", &n));
+    assert!(holds("node.platform.arch != aarch64", &n));
+    assert!(holds("node.platform.os == linux", &n));
+    assert!(holds("engine.labels.disk == ssd", &n));
+    assert!(holds("Engine.Labels.disk != hdd", &n));
+    assert!(!holds("engine.labels.Disk == ssd", &n), "label names are case sensitive");
+    assert!(holds("node.labels.disk == hdd", &n), "an engine label is not a node label");
+    assert_eq!(n.engine.labels.get("gpu").map(String::as_str), Some(""));
+    assert_eq!(n.engine.labels.get("rack").map(String::as_str), Some("r1=a"));
 }

@@ -38,6 +38,7 @@ fn node(k: usize) -> Node {
         labels: BTreeMap::new(),
         resources: Resources::default(),
         engine_version: "27.0".into(),
+        engine: Default::default(),
         updated_at: 0,
     }
 }

@@ -34,6 +34,7 @@ fn node(k: usize) -> Node {
         labels: BTreeMap::from([("zone".to_string(), format!("z{}", k % 2))]),
         resources: Resources::default(),
         engine_version: "27.0".into(),
+        engine: Default::default(),
         updated_at: 0,
     }
 }

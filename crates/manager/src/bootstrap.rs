@@ -80,6 +80,7 @@ fn decide(state: &ClusterState, identity: &Identity, security: &Security, now: u
         labels: Default::default(),
         resources: Default::default(),
         engine_version: String::new(),
+        engine: Default::default(),
         updated_at: 0,
     };
     Action::Init(Box::new(Command::InitCluster {

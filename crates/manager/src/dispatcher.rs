@@ -364,6 +364,7 @@ impl v1::dispatcher_server::Dispatcher for Dispatcher {
             labels: Default::default(),
             resources,
             engine_version: d.engine_version,
+            engine: d.engine.map(stackd_core::model::EngineDescription::from).unwrap_or_default(),
             updated_at: 0,
         };
         let at = now_ms();

@@ -220,7 +220,7 @@ impl Manager {
 
     /// The gRPC services of the manager, to serve on the node's address.
     pub fn routes(&self) -> tonic::service::Routes {
-        let control = control::Control::new(self.raft.clone(), self.identity.node_id.clone());
+        let control = control::Control::new(self.raft.clone(), self.identity.node_id.clone(), self.dispatcher.clone());
         tonic::service::Routes::new(v1::control_server::ControlServer::new(control))
             .add_service(v1::dispatcher_server::DispatcherServer::new(self.dispatcher.clone()))
             .add_service(InterceptedService::new(

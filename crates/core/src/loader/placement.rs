@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use super::ctx::{At, Ctx};
 use super::keys;
 use super::values;
-use crate::model::{Constraint, Placement, ResourceLimits, ResourceSpec, Resources, node_label};
+use crate::model::{Constraint, Placement, ResourceLimits, ResourceSpec, Resources, engine_label, node_label};
 use crate::validate::is_valid_name;
 
 /// `placement: {constraints, preferences, max_replicas_per_node}`.
@@ -45,23 +45,18 @@ pub(super) fn placement(cx: &mut Ctx, at: &At<'_>) -> Placement {
 }
 
 /// A spread descriptor. swarmkit takes any and spreads over node labels
-/// (and engine labels) only; stackd says which spread nothing.
+/// and engine labels only; stackd says which spread nothing.
 fn spread(cx: &mut Ctx, at: &At<'_>, key: &str) {
-    if node_label(key).is_some() {
+    if node_label(key).is_some() || engine_label(key).is_some() {
         return;
     }
-    let engine = key.get(.."engine.labels.".len()).is_some_and(|p| p.eq_ignore_ascii_case("engine.labels."));
-    if engine {
-        cx.warn(at, format!("engine labels are not known to stackd: spreading over {key} spreads nothing"));
-    } else {
-        cx.warn(
-            at,
-            format!(
-                "spreading over {key} spreads nothing, as in Swarm (only node labels are spread over); tasks are \
-                 spread over nodes anyway"
-            ),
-        );
-    }
+    cx.warn(
+        at,
+        format!(
+            "spreading over {key} spreads nothing, as in Swarm (only node and engine labels are spread over); tasks \
+             are spread over nodes anyway"
+        ),
+    );
 }
 
 /// CPUs as a decimal (`0.5`, `"2"`) in billionths of a core.

@@ -247,6 +247,7 @@ mod views {
             labels: BTreeMap::new(),
             resources: Resources::default(),
             engine_version: "20.10".into(),
+            engine: Default::default(),
             updated_at: 0,
         }
     }

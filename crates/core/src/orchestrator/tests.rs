@@ -38,6 +38,7 @@ pub(crate) fn node(id: &str) -> Node {
         labels: Default::default(),
         resources: Resources::default(),
         engine_version: "20.10".into(),
+        engine: Default::default(),
         updated_at: 0,
     }
 }
@@ -921,6 +922,12 @@ mod placement {
         sim.agent();
         assert_eq!(sim.running("app_web").len(), 2);
         assert_eq!(pending_reason(&sim, "app_web"), "1 node: insufficient memory: needs 400 MiB, 224 MiB free");
+        // What `node inspect` shows as reserved: the two placed, not the pending one.
+        assert_eq!(
+            crate::scheduler::reserved_on(&sim.state, "n1"),
+            Resources { nano_cpus: 1_000_000_000, memory_bytes: 800 << 20, ..Resources::default() }
+        );
+        assert_eq!(crate::scheduler::reserved_on(&sim.state, "n2"), Resources::default());
     }
 
     #[test]

@@ -351,11 +351,13 @@ impl ClusterState {
                 let changed = n.name != node.name
                     || n.addr != node.addr
                     || n.resources != node.resources
-                    || n.engine_version != node.engine_version;
+                    || n.engine_version != node.engine_version
+                    || n.engine != node.engine;
                 n.name = node.name.clone();
                 n.addr = node.addr.clone();
                 n.resources = node.resources.clone();
                 n.engine_version = node.engine_version.clone();
+                n.engine = node.engine.clone();
                 if changed {
                     n.updated_at = cx.at;
                     cx.event(ObjectKind::Node, Action::Update, &node.id, &node.name, "", String::new());

@@ -83,6 +83,7 @@ pub fn node(id: &str, role: NodeRole) -> Node {
         labels: BTreeMap::new(),
         resources: Resources::default(),
         engine_version: String::new(),
+        engine: Default::default(),
         updated_at: 0,
     }
 }

@@ -139,6 +139,7 @@ mod tests {
             labels: BTreeMap::new(),
             resources: Default::default(),
             engine_version: "27.3.1".into(),
+            engine: Default::default(),
             updated_at: 0,
         }
     }

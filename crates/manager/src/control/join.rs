@@ -113,6 +113,7 @@ pub(super) async fn join(ctl: &Control, r: v1::JoinClusterRequest) -> Result<v1:
         labels: r.labels.into_iter().collect(),
         resources,
         engine_version: String::new(),
+        engine: Default::default(),
         updated_at: 0,
     };
     ctl.propose(Command::JoinNode { node, at: now_ms() }).await?;

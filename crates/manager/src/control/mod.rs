@@ -44,6 +44,7 @@ use stackd_proto::v1;
 use tonic::{Request, Response, Status};
 
 use crate::auth::{self, Caller};
+use crate::dispatcher::Dispatcher;
 use crate::membership::{self, Change};
 use crate::raft::{MembersView, RaftNode};
 use crate::refusal::refused;
@@ -54,12 +55,16 @@ use access::Guarded;
 pub struct Control {
     raft: RaftNode,
     node_id: String,
+    /// This manager's dispatcher: when it leads, it knows when each agent
+    /// last called (`node inspect`'s heartbeat).
+    dispatcher: Dispatcher,
 }
 
 impl Control {
-    /// A control service over `raft`, on the node `node_id`.
-    pub fn new(raft: RaftNode, node_id: String) -> Self {
-        Self { raft, node_id }
+    /// A control service over `raft`, on the node `node_id`, beside its
+    /// `dispatcher`.
+    pub fn new(raft: RaftNode, node_id: String, dispatcher: Dispatcher) -> Self {
+        Self { raft, node_id, dispatcher }
     }
 
     /// Who made `req` (see [`auth::authenticate`]).

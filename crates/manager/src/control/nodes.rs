@@ -3,7 +3,7 @@
 //! when a reachable majority stays.
 
 use stackd_core::model::{Availability, Node, NodeRole, NodeState};
-use stackd_core::{ClusterState, Command, Refusal, validate};
+use stackd_core::{ClusterState, Command, Refusal, scheduler, validate};
 use stackd_proto::v1;
 use tonic::Status;
 
@@ -11,6 +11,7 @@ use super::cluster::manager_statuses;
 use super::{Control, addresses};
 use crate::membership;
 use crate::now_ms;
+use crate::reconcile::mono_ms;
 use crate::refusal::refused;
 
 /// A node by id or name.
@@ -45,19 +46,39 @@ pub(super) async fn list(ctl: &Control, r: v1::ListNodesRequest) -> Result<v1::L
 }
 
 /// `InspectNode`: the node, its Raft status when it is a manager (best
-/// effort, as for `ListNodes`), and its share of the cluster's networks.
+/// effort, as for `ListNodes`), its share of the cluster's networks, what
+/// its tasks reserve, and — when this manager leads, as only the leader
+/// hears the agents — how long ago its agent last called.
 pub(super) async fn inspect(ctl: &Control, r: v1::InspectNodeRequest) -> Result<v1::InspectNodeResponse, Status> {
-    let (node, networks) = ctl
-        .read(r.stale, |s| find_node(s, &r.node).map(|n| (v1::Node::from(n), addresses::node_networks(s, &n.id))))
+    let (node, networks, reserved) = ctl
+        .read(r.stale, |s| {
+            find_node(s, &r.node).map(|n| {
+                let reserved = v1::Resources::from(&scheduler::reserved_on(s, &n.id));
+                (v1::Node::from(n), addresses::node_networks(s, &n.id), reserved)
+            })
+        })
         .await?
         .map_err(refused)?;
+    let from_leader = ctl.raft.is_leading();
+    let heartbeat_age_ms = if from_leader {
+        ctl.dispatcher.last_seen().get(&node.id).map(|seen| mono_ms().saturating_sub(*seen))
+    } else {
+        None
+    };
     let manager = if node.role == i32::from(v1::NodeRole::Manager) {
         let view = ctl.members_view(r.stale).await.map(|v| manager_statuses(&v)).unwrap_or_default();
         view.into_iter().find(|m| m.node_id == node.id)
     } else {
         None
     };
-    Ok(v1::InspectNodeResponse { node: Some(node), manager, networks })
+    Ok(v1::InspectNodeResponse {
+        node: Some(node),
+        manager,
+        networks,
+        reserved: Some(reserved),
+        from_leader,
+        heartbeat_age_ms,
+    })
 }
 
 /// `SetNodeRole`: promote a node with a reachable address; demote a manager

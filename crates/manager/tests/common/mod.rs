@@ -115,6 +115,7 @@ impl Node {
             labels: BTreeMap::new(),
             resources: Default::default(),
             engine_version: String::new(),
+            engine: Default::default(),
             updated_at: 0,
         }
     }

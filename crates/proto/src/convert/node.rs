@@ -94,6 +94,30 @@ impl TryFrom<v1::Resources> for model::Resources {
     }
 }
 
+impl From<&model::EngineDescription> for v1::EngineDescription {
+    fn from(value: &model::EngineDescription) -> Self {
+        Self {
+            os: value.os.clone(),
+            os_name: value.os_name.clone(),
+            arch: value.arch.clone(),
+            kernel_version: value.kernel_version.clone(),
+            labels: string_map(&value.labels),
+        }
+    }
+}
+
+impl From<v1::EngineDescription> for model::EngineDescription {
+    fn from(value: v1::EngineDescription) -> Self {
+        Self {
+            os: value.os,
+            os_name: value.os_name,
+            arch: value.arch,
+            kernel_version: value.kernel_version,
+            labels: value.labels.into_iter().collect(),
+        }
+    }
+}
+
 impl From<&model::Node> for v1::Node {
     fn from(value: &model::Node) -> Self {
         Self {
@@ -107,6 +131,7 @@ impl From<&model::Node> for v1::Node {
             resources: Some((&value.resources).into()),
             engine_version: value.engine_version.clone(),
             updated_at: value.updated_at,
+            engine: (!value.engine.is_empty()).then(|| (&value.engine).into()),
         }
     }
 }
@@ -125,6 +150,7 @@ impl TryFrom<v1::Node> for model::Node {
             labels: value.labels.into_iter().collect(),
             resources: required_into("Node.resources", value.resources)?,
             engine_version: value.engine_version,
+            engine: value.engine.map(model::EngineDescription::from).unwrap_or_default(),
             updated_at: value.updated_at,
         })
     }
@@ -147,7 +173,25 @@ mod tests {
         bare.labels.clear();
         bare.resources = model::Resources::default();
         bare.engine_version.clear();
+        bare.engine = model::EngineDescription::default();
         round_trip::<_, v1::Node>(&bare);
+    }
+
+    #[test]
+    fn engine_facts_cross_the_wire() {
+        let wire = v1::Node::from(node());
+        let engine = wire.engine.clone().expect("engine sent");
+        assert_eq!((engine.os.as_str(), engine.arch.as_str()), ("linux", "x86_64"));
+        assert_eq!(engine.os_name, "Debian GNU/Linux 12 (bookworm)");
+        assert_eq!(engine.kernel_version, "6.1.0-18-amd64");
+        assert_eq!(engine.labels.get("storage").map(String::as_str), Some("ssd"));
+        assert_eq!(model::Node::try_from(wire).expect("converts").engine, node().engine);
+        // Nothing reported: nothing sent, and a node from an older manager
+        // (no `engine`) reads as nothing reported.
+        let bare = model::Node { engine: model::EngineDescription::default(), ..node() };
+        let wire = v1::Node::from(&bare);
+        assert_eq!(wire.engine, None);
+        assert!(model::Node::try_from(wire).expect("converts").engine.is_empty());
     }
 
     #[test]

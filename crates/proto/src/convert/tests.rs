@@ -50,6 +50,13 @@ pub(super) fn node() -> model::Node {
             generic: BTreeMap::from([("gpu".to_string(), 2)]),
         },
         engine_version: "27.3.1".into(),
+        engine: model::EngineDescription {
+            os: "linux".into(),
+            os_name: "Debian GNU/Linux 12 (bookworm)".into(),
+            arch: "x86_64".into(),
+            kernel_version: "6.1.0-18-amd64".into(),
+            labels: labels(&[("storage", "ssd"), ("rack", "")]),
+        },
         updated_at: 1_700_000_000_000,
     }
 }

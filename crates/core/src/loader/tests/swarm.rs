@@ -45,26 +45,31 @@ fn constraint_keys_in_any_case_are_taken() {
     assert_eq!((c[0].key.as_str(), c[0].op, c[0].value.as_str()), ("node.Labels.Zone", ConstraintOp::Eq, "eu"));
 }
 
-/// swarmkit knows `node.ip` (an address or a CIDR subnet) and
-/// `node.platform.arch`; stackd knows the node's address but not its
-/// architecture, nor the engine's labels (`engine.labels.*`): ignoring those
-/// would place tasks where they must not run, so they are refused, saying so.
+/// swarmkit knows `node.ip` (an address or a CIDR subnet),
+/// `node.platform.arch` and the engine's labels (`engine.labels.*`):
+/// stackd too, from what the agents report of their engine; a `node.ip`
+/// that is no address is refused, saying so.
 #[test]
-fn node_ip_is_taken_and_what_stackd_cannot_match_is_refused() {
+fn node_ip_arch_and_engine_labels_are_taken() {
     let s = web(
         "services:\n  web:\n    image: x\n    deploy:\n      placement:\n        constraints: [node.ip == 10.0.0.5, node.ip != 10.1.0.0/16, 'node.ip==2001:db8::2']\n",
     );
     assert_eq!(s.task.placement.constraints.len(), 3);
+    let s = web(
+        "services:\n  web:\n    image: x\n    deploy:\n      placement:\n        constraints: [node.platform.arch == x86_64, Engine.Labels.disk != hdd]\n",
+    );
+    let c = &s.task.placement.constraints;
+    assert_eq!((c[0].key.as_str(), c[0].op, c[0].value.as_str()), ("node.platform.arch", ConstraintOp::Eq, "x86_64"));
+    assert_eq!((c[1].key.as_str(), c[1].op, c[1].value.as_str()), ("Engine.Labels.disk", ConstraintOp::Ne, "hdd"));
     assert_eq!(
         errors(
-            "services:\n  web:\n    image: x\n    deploy:\n      placement:\n        constraints:\n          - node.platform.arch == x86_64\n          - engine.labels.disk == ssd\n          - node.ip == db1\n"
+            "services:\n  web:\n    image: x\n    deploy:\n      placement:\n        constraints:\n          - engine.labels. == ssd\n          - node.ip == db1\n"
         ),
         [
-            "stack.yml:7:13: services.web.deploy.placement.constraints[0]: node.platform.arch is not known to stackd yet: \
-             the agents do not report their architecture; constrain on a node label instead (node.labels.arch == x86_64)",
-            "stack.yml:8:13: services.web.deploy.placement.constraints[1]: engine labels are not known to stackd: \
-             constrain on a node label instead (node.labels.disk == ssd)",
-            "stack.yml:9:13: services.web.deploy.placement.constraints[2]: node.ip takes an IP address or a CIDR subnet, got \"db1\"",
+            "stack.yml:7:13: services.web.deploy.placement.constraints[0]: unknown constraint key \"engine.labels.\": use \
+             node.id, node.hostname, node.role, node.ip, node.platform.os, node.platform.arch, node.labels.<label> or \
+             engine.labels.<label>",
+            "stack.yml:8:13: services.web.deploy.placement.constraints[1]: node.ip takes an IP address or a CIDR subnet, got \"db1\"",
         ]
     );
 }
@@ -89,7 +94,7 @@ fn constraints_swarmkit_cannot_parse_are_refused() {
 /// swarmkit's scheduler (`nodeSet.tree`) accepts any spread descriptor and
 /// spreads over `node.labels.*` (prefix in any case) and `engine.labels.*`
 /// only: any other descriptor, such as `node.id`, spreads nothing. stackd
-/// takes them all, and says which spread nothing (it has no engine labels).
+/// takes them all, and says which spread nothing.
 #[test]
 fn any_spread_descriptor_is_taken() {
     let text = "services:\n  web:\n    image: x\n    deploy:\n      placement:\n        preferences:\n          - spread: node.id\n          - spread: node.Labels.rack\n          - spread: engine.labels.zone\n";
@@ -98,9 +103,7 @@ fn any_spread_descriptor_is_taken() {
         warnings(text),
         [
             "stack.yml:7:13: services.web.deploy.placement.preferences[0].spread: spreading over node.id spreads nothing, \
-             as in Swarm (only node labels are spread over); tasks are spread over nodes anyway",
-            "stack.yml:9:13: services.web.deploy.placement.preferences[2].spread: engine labels are not known to stackd: \
-             spreading over engine.labels.zone spreads nothing",
+             as in Swarm (only node and engine labels are spread over); tasks are spread over nodes anyway",
         ]
     );
 }
