@@ -121,7 +121,9 @@ impl Engine {
         anyhow::ensure!(self.child.is_none(), "engine in {} already started", self.ns);
         std::fs::create_dir_all(&self.dir)?;
         let config = self.dir.join("daemon.json");
-        std::fs::write(&config, serde_json::json!({ "storage-driver": self.driver }).to_string())?;
+        // An engine label naming the namespace: what `engine.labels.stackd-test.ns` constraints match.
+        let labels = [format!("stackd-test.ns={}", self.ns)];
+        std::fs::write(&config, serde_json::json!({ "storage-driver": self.driver, "labels": labels }).to_string())?;
         let log = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.join("dockerd.log"))?;
         let child = Command::new("nsenter")
             .arg(format!("--net=/var/run/netns/{}", self.ns))
@@ -432,6 +434,8 @@ pub struct Engines {
     engines: Vec<Engine>,
     /// The test LAN (dropped last).
     pub net: Netns,
+    /// The options the nodes were started with (for [`Engines::join_worker`]).
+    opts: Opts,
 }
 
 impl Engines {
@@ -440,7 +444,15 @@ impl Engines {
     /// nodes `1..managers` join as managers, the rest as workers, each
     /// with `opts` plus `DOCKER_HOST` = its engine. Needs root and Docker.
     pub fn start(nodes: usize, managers: usize, opts: &Opts) -> Result<Engines> {
+        Engines::start_joined(nodes, managers, nodes, opts)
+    }
+
+    /// [`Engines::start`], but only the first `joined` nodes join (at
+    /// least the managers): the engines of the others run, their nodes
+    /// join later, one at a time, with [`Engines::join_worker`].
+    pub fn start_joined(nodes: usize, managers: usize, joined: usize, opts: &Opts) -> Result<Engines> {
         anyhow::ensure!(nodes >= 1 && managers >= 1 && managers <= nodes, "{nodes} nodes, {managers} managers");
+        anyhow::ensure!((managers..=nodes).contains(&joined), "{joined} of {nodes} nodes joined, {managers} managers");
         anyhow::ensure!(!opts.no_agent, "every node of an engine cluster runs an agent");
         let net = Netns::new(nodes)?;
         clean_leftovers();
@@ -497,7 +509,7 @@ impl Engines {
         let node_opts = |e: &Engine| opts.clone().env("DOCKER_HOST", &e.host());
         let cluster = (|| {
             let mut cluster = Cluster::init_netns(&net, "n1", &node_opts(&engines[0]))?;
-            for (i, e) in engines.iter().enumerate().skip(1) {
+            for (i, e) in engines.iter().enumerate().take(joined).skip(1) {
                 let name = format!("n{}", i + 1);
                 if i < managers {
                     cluster.add_manager(&name, &node_opts(e))?;
@@ -517,7 +529,17 @@ impl Engines {
                 return Err(e);
             }
         };
-        Ok(Engines { cluster, engines, net })
+        Ok(Engines { cluster, engines, net, opts: opts.clone() })
+    }
+
+    /// Joins the first node that has not joined yet (see
+    /// [`Engines::start_joined`]) as a worker, `n<i+1>` on engine `i`, and
+    /// waits until `node ls` shows it ready; its index `i`.
+    pub fn join_worker(&mut self) -> Result<usize> {
+        let i = self.cluster.nodes.len();
+        anyhow::ensure!(i < self.engines.len(), "every node has joined");
+        let opts = self.opts.clone().env("DOCKER_HOST", &self.engines[i].host());
+        self.cluster.add_worker_with(&format!("n{}", i + 1), &opts)
     }
 
     /// Node `i`'s stackd.

@@ -22,6 +22,8 @@ services:
     deploy:
       placement:
         constraints: [node.labels.disk == ssd]
+      resources:
+        reservations: {cpus: \"0.5\", memory: 16M}
   edge:
     image: stackd-test/busybox:1
     command: [\"sleep\", \"3600\"]
@@ -112,6 +114,21 @@ fn node_update_drives_placement_and_node_ps_lists_a_nodes_tasks() {
     assert_eq!(n2["labels"]["disk"], "ssd", "{n2:#}");
     assert_eq!(n2["availability"], "active", "{n2:#}");
     assert!(n2["tasks"]["running"].as_u64().unwrap_or(0) >= 1, "{n2:#}");
+    // The engine's facts, what ssd reserves, and a heartbeat the leader (n1) heard lately.
+    let engine = &n2["engine"];
+    assert_eq!(engine["os"], "linux", "{n2:#}");
+    assert!(engine["arch"].as_str().is_some_and(|a| !a.is_empty()), "{n2:#}");
+    assert!(engine["kernel_version"].as_str().is_some_and(|k| !k.is_empty()), "{n2:#}");
+    assert_eq!(n2["reserved"]["nano_cpus"], 500_000_000u64, "{n2:#}");
+    assert_eq!(n2["reserved"]["memory_bytes"], 16u64 << 20, "{n2:#}");
+    assert!(n2["heartbeat_age_ms"].as_u64().is_some_and(|ms| ms < 15_000), "{n2:#}");
+    let text = m.stackctl(&["node", "inspect", "n2"]);
+    eprintln!("{text}");
+    for line in ["Platform:      linux ", "Engine labels:", "Reserved:      0.5 CPUs, 16 MiB memory", "Heartbeat:     "]
+    {
+        assert!(text.contains(line), "no {line:?} in:\n{text}");
+    }
+    assert!(text.lines().any(|l| l.starts_with("Heartbeat:") && l.ends_with("s ago")), "{text}");
     let on_n2 = rows(m, &["node", "ps", "n2"]);
     assert_eq!(running_on(&on_n2, "lab_ssd"), ["n2"], "{on_n2:#?}");
     assert!(on_n2.iter().all(|t| t["node"] == "n2"), "node ps n2 lists other nodes' tasks: {on_n2:#?}");
@@ -176,6 +193,100 @@ fn node_update_drives_placement_and_node_ps_lists_a_nodes_tasks() {
 
     m.stackctl(&["stack", "rm", "lab"]);
     for i in 0..3 {
+        wait_until(Duration::from_secs(30), &format!("no container left on node {i}"), || {
+            c.running(i, "io.stackd.stack").ok().filter(|ids| ids.is_empty())
+        });
+    }
+    eprintln!("done after {:?}", t0.elapsed());
+}
+
+/// A global service, and one pinned by an engine label (`{NS}`: the
+/// namespace of the engine that joins last; every harness engine has the
+/// label `stackd-test.ns=<its namespace>`).
+const GLOBAL: &str = "\
+services:
+  agent:
+    image: stackd-test/busybox:1
+    command: [\"sleep\", \"3600\"]
+    deploy:
+      mode: global
+  pinned:
+    image: stackd-test/busybox:1
+    command: [\"sleep\", \"3600\"]
+    deploy:
+      placement:
+        constraints: [engine.labels.stackd-test.ns == {NS}]
+";
+
+/// A global service follows the cluster's membership: a worker that joins
+/// a running cluster gets its task without a new deploy, and once the
+/// worker is stopped and removed the task is gone from the listing (the
+/// other nodes' tasks untouched). A task constrained to the new node's
+/// engine label waits for it, then runs there.
+#[test]
+fn a_global_service_follows_a_join_and_a_removal() {
+    if !netns::require_root() || !require_docker() {
+        return;
+    }
+    let t0 = Instant::now();
+    let mut c = Engines::start_joined(3, 1, 2, &Opts::default()).expect("two nodes joined, a third engine ready");
+    let ns = c.engine(2).ns.clone();
+    let file = c.node(0).write_stack("glob.yml", &GLOBAL.replace("{NS}", &ns));
+    eprintln!("cluster up after {:?}", t0.elapsed());
+    c.node(0).stackctl(&["deploy", "-c", &file, "lab"]);
+    wait_running(c.node(0), "lab_agent", &["n1", "n2"], "agent on n1 and n2");
+    wait_until(Duration::from_secs(10), "pinned said to be unplaceable", || {
+        let rows = rows(c.node(0), &["ps", "lab"]);
+        rows.iter().find(|t| t["name"] == "lab_pinned.1" && t["error"].as_str().is_some_and(|e| !e.is_empty())).cloned()
+    });
+    let before = rows(c.node(0), &["ps", "lab"]);
+    let ids = |rows: &[Value]| -> Vec<String> {
+        let mut ids: Vec<String> = rows
+            .iter()
+            .filter(|t| t["name"].as_str().is_some_and(|n| n.starts_with("lab_agent.")))
+            .filter(|t| t["desired_state"] == "running" && t["node"] != "n3")
+            .filter_map(|t| t["id"].as_str().map(String::from))
+            .collect();
+        ids.sort();
+        ids
+    };
+
+    let joined = Instant::now();
+    let n3 = c.join_worker().expect("n3 joins");
+    let took = wait_running(c.node(0), "lab_agent", &["n1", "n2", "n3"], "agent on n3 too");
+    eprintln!("agent running on n3 {:?} after the join began ({took:?} after it was ready)", joined.elapsed());
+    wait_until(Duration::from_secs(10), "agent's container on n3's engine", || {
+        c.running(n3, "io.stackd.service=lab_agent").ok().filter(|ids| ids.len() == 1)
+    });
+    wait_running(c.node(0), "lab_pinned", &["n3"], "pinned on n3, by its engine label");
+    let n3_inspect = json(c.node(0), &["node", "inspect", "n3"]).expect("node inspect n3");
+    assert_eq!(n3_inspect["role"], "worker", "{n3_inspect:#}");
+    assert_eq!(n3_inspect["engine"]["labels"]["stackd-test.ns"], ns.as_str(), "{n3_inspect:#}");
+    assert_eq!(n3_inspect["tasks"]["running"], 2, "{n3_inspect:#}");
+    assert_eq!(ids(&rows(c.node(0), &["ps", "lab"])), ids(&before), "n1's and n2's tasks untouched");
+
+    // Stopped, then removed (--force: no need to wait until it is declared down).
+    c.stop_stackd(n3);
+    let said = c.node(0).stackctl(&["node", "rm", "--force", "n3"]);
+    eprintln!("{}", said.trim());
+    let t = Instant::now();
+    wait_until(Duration::from_secs(20), "agent's task for n3 gone from ps", || {
+        let rows = rows(c.node(0), &["ps", "lab"]);
+        let agents = rows
+            .iter()
+            .filter(|t| {
+                t["desired_state"] == "running" && t["name"].as_str().is_some_and(|n| n.starts_with("lab_agent."))
+            })
+            .count();
+        (running_on(&rows, "lab_agent") == ["n1", "n2"] && agents == 2).then_some(())
+    });
+    eprintln!("n3's task gone {:?} after the removal", t.elapsed());
+    let nodes = rows(c.node(0), &["node", "ls"]);
+    assert!(nodes.iter().all(|n| n["name"] != "n3"), "{nodes:#?}");
+    assert_eq!(ids(&rows(c.node(0), &["ps", "lab"])), ids(&before), "n1's and n2's tasks untouched");
+
+    c.node(0).stackctl(&["stack", "rm", "lab"]);
+    for i in 0..2 {
         wait_until(Duration::from_secs(30), &format!("no container left on node {i}"), || {
             c.running(i, "io.stackd.stack").ok().filter(|ids| ids.is_empty())
         });

@@ -247,12 +247,16 @@ fn platform_text(e: &model::EngineDescription) -> String {
     if parts.is_empty() { "- (not reported yet)".into() } else { parts.join(", ") }
 }
 
-/// `4 CPUs, 7.8 GiB memory, gpu=2`.
+/// `4 CPUs, 7.8 GiB memory, gpu=2` (`512 MiB memory` under 1 GiB).
 fn resources_text(r: &model::Resources) -> String {
     let cpus = r.nano_cpus as f64 / 1e9;
     let mut parts = vec![
         format!("{} CPU{}", trim_float(cpus), if cpus == 1.0 { "" } else { "s" }),
-        format!("{} GiB memory", trim_float(r.memory_bytes as f64 / f64::from(1u32 << 30))),
+        if r.memory_bytes > 0 && r.memory_bytes < 1 << 30 {
+            format!("{} MiB memory", trim_float(r.memory_bytes as f64 / f64::from(1u32 << 20)))
+        } else {
+            format!("{} GiB memory", trim_float(r.memory_bytes as f64 / f64::from(1u32 << 30)))
+        },
     ];
     parts.extend(r.generic.iter().map(|(k, v)| format!("{k}={v}")));
     parts.join(", ")
@@ -502,7 +506,7 @@ mod tests {
                 vni: 0x10_0000,
                 tasks: 2,
             }],
-            reserved: Some(v1::Resources { nano_cpus: 500_000_000, memory_bytes: 1 << 30, ..Default::default() }),
+            reserved: Some(v1::Resources { nano_cpus: 500_000_000, memory_bytes: 16 << 20, ..Default::default() }),
             from_leader: true,
             heartbeat_age_ms: Some(1_200),
         }
@@ -529,14 +533,14 @@ mod tests {
         assert_eq!(json["engine"]["arch"], "x86_64");
         assert_eq!(json["engine"]["kernel_version"], "6.1.0-18-amd64");
         assert_eq!(json["engine"]["labels"]["storage"], "ssd");
-        assert_eq!(json["reserved"]["memory_bytes"], 1u64 << 30);
+        assert_eq!(json["reserved"]["memory_bytes"], 16u64 << 20);
         assert_eq!(json["heartbeat_age_ms"], 1_200);
         assert_eq!(json["heartbeat"], "1.2s ago");
 
         let text = node_lines(&d).join("\n");
         assert!(text.contains("Role:          manager (leader, reachable)"), "{text}");
         assert!(text.contains("Resources:     4 CPUs, 8 GiB memory, gpu=2"), "{text}");
-        assert!(text.contains("Reserved:      0.5 CPUs, 1 GiB memory\n"), "{text}");
+        assert!(text.contains("Reserved:      0.5 CPUs, 16 MiB memory\n"), "{text}");
         assert!(
             text.contains("Platform:      linux x86_64, Debian GNU/Linux 12 (bookworm), kernel 6.1.0-18-amd64\n"),
             "{text}"
