@@ -5,6 +5,7 @@
 #   bash bench/run.sh failover [stackd-bench failover options]
 #   bash bench/run.sh mesh     [stackd-bench mesh options]   (root: network namespaces)
 #   bash bench/run.sh rollout  [stackd-bench rollout options] (Docker Swarm on the main engine)
+#   bash bench/run.sh node-death [stackd-bench node-death options] (root: network namespaces)
 # Honours CARGO_TARGET_DIR.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -33,5 +34,9 @@ case "$what" in
   rollout)
     cargo build --release --quiet -p stackd -p stackd-cli -p stackd-bench
     exec "$target/release/stackd-bench" rollout "$@" ;;
-  *) echo "unknown benchmark $what (known: deploy, raft, failover, mesh, rollout)" >&2; exit 1 ;;
+  node-death)
+    # On the multi-engine harness, re-executed from target/release/mesh-bench/ as mesh is.
+    cargo build --release --quiet -p stackd -p stackd-cli -p stackd-bench
+    exec "$target/release/stackd-bench" node-death "$@" ;;
+  *) echo "unknown benchmark $what (known: deploy, raft, failover, mesh, rollout, node-death)" >&2; exit 1 ;;
 esac

@@ -24,6 +24,11 @@
 //! health-checked) and the requests that fail meanwhile, stackd against
 //! Docker Swarm on the same engine (issue 15).
 //!
+//! `node-death`: the time from a worker's death (its link cut and its
+//! stackd killed with SIGKILL) to its tasks running on the other nodes, on
+//! the multi-engine harness; 10 runs, split into detection and the rest
+//! (issue 16).
+//!
 //! # Layout
 //!
 //! - `main.rs`: arguments (one subcommand per benchmark), the rounds, the
@@ -40,12 +45,15 @@
 //! - `mesh.rs`: the networking benchmark on the multi-engine harness of
 //!   `stackd-tests`; `load.rs`: its HTTP load generator.
 //! - `rollout.rs`: the rollout benchmark.
+//! - `node_death.rs`: the node-death benchmark, on the multi-engine harness
+//!   (re-executed like `mesh`, see [`mesh::exec_where_the_harness_looks`]).
 
 mod cluster;
 mod etcd;
 mod failover;
 mod load;
 mod mesh;
+mod node_death;
 mod raft;
 mod raw;
 mod rollout;
@@ -77,6 +85,22 @@ enum Cmd {
     Mesh(MeshArgs),
     /// Rolling replicas from v1 to v2 against Docker Swarm, with failed requests counted.
     Rollout(RolloutArgs),
+    /// Time from a worker's death (link cut + kill -9) to its tasks running elsewhere.
+    NodeDeath(NodeDeathArgs),
+}
+
+/// Options of `node-death`.
+#[derive(clap::Args)]
+struct NodeDeathArgs {
+    /// Runs (one worker killed in each, n2 and n3 in turn).
+    #[arg(long, default_value_t = 10)]
+    runs: usize,
+    /// Replicas of the service (spread evenly over the 3 nodes).
+    #[arg(long, default_value_t = 6)]
+    replicas: usize,
+    /// Where to write the report (between its markers).
+    #[arg(long, default_value = "docs/benchmarks.md")]
+    out: PathBuf,
 }
 
 /// Options of `rollout`.
@@ -233,6 +257,10 @@ async fn main() -> Result<()> {
             mesh::bench(args).await
         }
         Cmd::Rollout(args) => rollout::bench(args).await,
+        Cmd::NodeDeath(args) => {
+            mesh::exec_where_the_harness_looks()?;
+            node_death::bench(args).await
+        }
     }
 }
 
