@@ -6,6 +6,7 @@
 #   bash bench/run.sh mesh     [stackd-bench mesh options]   (root: network namespaces)
 #   bash bench/run.sh rollout  [stackd-bench rollout options] (Docker Swarm on the main engine)
 #   bash bench/run.sh node-death [stackd-bench node-death options] (root: network namespaces)
+#   bash bench/run.sh hollow   [stackd-bench hollow options]  (1,000 hollow nodes, 100,000 tasks)
 # Honours CARGO_TARGET_DIR.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -38,5 +39,10 @@ case "$what" in
     # On the multi-engine harness, re-executed from target/release/mesh-bench/ as mesh is.
     cargo build --release --quiet -p stackd -p stackd-cli -p stackd-bench
     exec "$target/release/stackd-bench" node-death "$@" ;;
-  *) echo "unknown benchmark $what (known: deploy, raft, failover, mesh, rollout, node-death)" >&2; exit 1 ;;
+  hollow)
+    # Many TLS sessions in one process: raise the open-file limit.
+    ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
+    cargo build --release --quiet -p stackd -p stackd-cli -p stackd-bench
+    exec "$target/release/stackd-bench" hollow "$@" ;;
+  *) echo "unknown benchmark $what (known: deploy, raft, failover, mesh, rollout, node-death, hollow)" >&2; exit 1 ;;
 esac

@@ -120,6 +120,8 @@ pub struct Cluster {
     pub managers: Vec<Manager>,
     tls: Arc<rustls::ClientConfig>,
     bearer: Bearer,
+    /// The cluster's CA certificate.
+    pub ca: rustls::pki_types::CertificateDer<'static>,
     dir: tempfile::TempDir,
 }
 
@@ -168,7 +170,7 @@ impl Cluster {
             format!("Bearer {}", get("STACKCTL_TOKEN")?).parse().context("the token is not ASCII")?;
         header.set_sensitive(true);
         first.read_node_id();
-        let mut cluster = Cluster { managers: vec![first], tls, bearer: Bearer(header), dir };
+        let mut cluster = Cluster { managers: vec![first], tls, bearer: Bearer(header), ca, dir };
         cluster.wait_voters(1, Duration::from_secs(30)).await?;
 
         let token = {
@@ -194,6 +196,24 @@ impl Cluster {
             m.read_node_id();
         }
         Ok(cluster)
+    }
+
+    /// Runs `stackctl` against the first manager with the admin settings of its `stackctl.env`.
+    pub fn stackctl(&self, args: &[&str]) -> Result<std::process::Output> {
+        let path = self.managers[0].dir.join("stackctl.env");
+        let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+        let mut cmd = Command::new(bin("stackctl"));
+        for line in text.lines().map(str::trim).filter(|l| !l.starts_with('#')) {
+            if let Some((k, v)) = line.split_once('=') {
+                cmd.env(k.trim(), v.trim().trim_matches('\''));
+            }
+        }
+        cmd.args(args).output().context("running stackctl")
+    }
+
+    /// A data directory of the benchmark, for its files.
+    pub fn dir(&self) -> &std::path::Path {
+        self.dir.path()
     }
 
     /// A client to manager `i` (lazy: it connects on first use, reconnects after a failure).

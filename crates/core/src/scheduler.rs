@@ -191,81 +191,180 @@ fn preference_value<'a>(node: &'a Node, key: &str) -> &'a str {
 
 impl Scheduler for SpreadScheduler {
     fn schedule(&self, state: &ClusterState) -> Vec<Placement> {
-        let mut pending: Vec<&Task> = state
-            .tasks
-            .values()
-            .filter(|t| {
-                t.node_id.is_none() && t.desired_state == DesiredState::Running && t.status.state <= TaskState::Pending
-            })
-            .collect();
-        if pending.is_empty() {
-            // The common case of a controller tick: no need to weigh the nodes.
-            return Vec::new();
-        }
-        let mut loads: BTreeMap<&NodeId, NodeLoad> = state.nodes.keys().map(|id| (id, NodeLoad::default())).collect();
-        for t in state.tasks.values().filter(|t| t.occupies_slot()) {
-            if let Some(load) = t.node_id.as_ref().and_then(|n| loads.get_mut(n)) {
-                load.add(t);
-            }
-        }
-        pending.sort_by(|a, b| (a.created_at, &a.service_name, a.slot).cmp(&(b.created_at, &b.service_name, b.slot)));
+        self.schedule_at_most(state, usize::MAX)
+    }
+}
 
-        let mut out = Vec::new();
-        for task in pending {
-            let mut refusals: BTreeMap<Refusal, usize> = BTreeMap::new();
-            // Tasks of the service per value of each preference key, for spreading.
-            let prefs = &task.template.placement.preferences;
-            let spread: Vec<BTreeMap<&str, usize>> = prefs
-                .iter()
-                .map(|key| {
-                    let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
-                    for (id, node) in &state.nodes {
-                        let n = loads.get(id).and_then(|l| l.per_service.get(&task.service_id)).copied().unwrap_or(0);
-                        *counts.entry(preference_value(node, key)).or_default() += n;
-                    }
-                    counts
-                })
-                .collect();
-            let mut best: Option<(&NodeId, Rank)> = None;
-            for (id, node) in &state.nodes {
-                let Some(load) = loads.get(id) else { continue };
-                match check(node, load, task) {
-                    Some(r) => *refusals.entry(r).or_default() += 1,
-                    None => {
-                        let by_pref: Vec<usize> = prefs
-                            .iter()
-                            .zip(&spread)
-                            .map(|(key, counts)| counts.get(preference_value(node, key)).copied().unwrap_or(0))
-                            .collect();
-                        let rank = (by_pref, load.per_service.get(&task.service_id).copied().unwrap_or(0), load.total);
-                        if best.as_ref().is_none_or(|(_, b)| rank < *b) {
-                            best = Some((id, rank));
-                        }
-                    }
-                }
-            }
-            match best {
-                Some((id, _)) => {
-                    if let Some(load) = loads.get_mut(id) {
-                        load.add(task);
-                    }
-                    out.push(Placement::Assign { task_id: task.id.clone(), node_id: id.clone() });
-                }
-                None => {
-                    let reason = if state.nodes.is_empty() {
-                        "no nodes in the cluster".to_string()
-                    } else {
-                        refusals
-                            .iter()
-                            .map(|(r, n)| format!("{n} node{}: {r}", if *n == 1 { "" } else { "s" }))
-                            .collect::<Vec<_>>()
-                            .join("; ")
-                    };
-                    out.push(Placement::Unplaceable { task_id: task.id.clone(), reason });
+/// Why no node takes `task`, from the refusal of each node.
+fn unplaceable_reason(state: &ClusterState, loads: &BTreeMap<&NodeId, NodeLoad>, task: &Task) -> String {
+    if state.nodes.is_empty() {
+        return "no nodes in the cluster".to_string();
+    }
+    let mut refusals: BTreeMap<Refusal, usize> = BTreeMap::new();
+    for (id, node) in &state.nodes {
+        let Some(load) = loads.get(id) else { continue };
+        if let Some(r) = check(node, load, task) {
+            *refusals.entry(r).or_default() += 1;
+        }
+    }
+    refusals
+        .iter()
+        .map(|(r, n)| format!("{n} node{}: {r}", if *n == 1 { "" } else { "s" }))
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// A node's rank for a task of `service` without placement preferences:
+/// fewer tasks of the service, then fewer tasks in all (then the lower id).
+fn plain_rank(load: &NodeLoad, service: &str) -> (usize, usize) {
+    (load.per_service.get(service).copied().unwrap_or(0), load.total)
+}
+
+impl SpreadScheduler {
+    /// The decisions for the first `limit` tasks that wait for a node (in
+    /// the order of their creation), as [`Scheduler::schedule`] makes them:
+    /// the controller places a bounded batch per pass, so that one log
+    /// entry stays small and tasks start while the rest are placed.
+    ///
+    /// The pending tasks of one service revision come in runs (a plan
+    /// creates them together). For a run without placement preferences the
+    /// nodes that can take the run's template are weighed once, in a heap by
+    /// rank, and each placement re-weighs only the node it chose (a node's
+    /// fitness and rank depend only on its own load): a run of `k` tasks on
+    /// `n` nodes costs `(n + k) log n`, not `k × n`, and chooses exactly
+    /// what a look at every node per task would. A run with preferences
+    /// (whose ranks depend on every node's share of a label value) weighs
+    /// every node per task.
+    pub fn schedule_at_most(&self, state: &ClusterState, limit: usize) -> Vec<Placement> {
+        let Some((mut pending, mut loads)) = pending_and_loads(state) else { return Vec::new() };
+        pending.truncate(limit);
+        let mut out = Vec::with_capacity(pending.len());
+        let mut rest = &pending[..];
+        while let Some(first) = rest.first() {
+            let len =
+                rest.iter().take_while(|t| t.service_id == first.service_id && t.revision == first.revision).count();
+            let (run, after) = rest.split_at(len);
+            rest = after;
+            if first.template.placement.preferences.is_empty() {
+                place_run(state, &mut loads, run, &mut out);
+            } else {
+                for task in run {
+                    place_one(state, &mut loads, task, &mut out);
                 }
             }
         }
         out
+    }
+}
+
+/// The tasks that wait for a node, in the order they are placed (of their
+/// creation), and what every node holds; `None` when no task waits (the
+/// common case of a controller tick: no need to weigh the nodes).
+fn pending_and_loads(state: &ClusterState) -> Option<(Vec<&Task>, BTreeMap<&NodeId, NodeLoad>)> {
+    let mut pending: Vec<&Task> = state
+        .tasks
+        .values()
+        .filter(|t| {
+            t.node_id.is_none() && t.desired_state == DesiredState::Running && t.status.state <= TaskState::Pending
+        })
+        .collect();
+    if pending.is_empty() {
+        return None;
+    }
+    let mut loads: BTreeMap<&NodeId, NodeLoad> = state.nodes.keys().map(|id| (id, NodeLoad::default())).collect();
+    for t in state.tasks.values().filter(|t| t.occupies_slot()) {
+        if let Some(load) = t.node_id.as_ref().and_then(|n| loads.get_mut(n)) {
+            load.add(t);
+        }
+    }
+    pending.sort_by(|a, b| (a.created_at, &a.service_name, a.slot).cmp(&(b.created_at, &b.service_name, b.slot)));
+    Some((pending, loads))
+}
+
+/// Places a run of tasks of one service revision without preferences
+/// through a heap of the nodes that can take them; see
+/// [`SpreadScheduler::schedule_at_most`].
+fn place_run<'a>(
+    state: &'a ClusterState,
+    loads: &mut BTreeMap<&'a NodeId, NodeLoad>,
+    run: &[&Task],
+    out: &mut Vec<Placement>,
+) {
+    use std::cmp::Reverse;
+    use std::collections::BinaryHeap;
+    let Some(template) = run.first() else { return };
+    let service = template.service_id.as_str();
+    let mut heap: BinaryHeap<Reverse<((usize, usize), &NodeId)>> = state
+        .nodes
+        .iter()
+        .filter_map(|(id, node)| {
+            let load = loads.get(id)?;
+            check(node, load, template).is_none().then(|| Reverse((plain_rank(load, service), id)))
+        })
+        .collect();
+    for (k, task) in run.iter().enumerate() {
+        let Some(Reverse((_, id))) = heap.pop() else {
+            // No node left for the run: the same reason for all that remain.
+            let reason = unplaceable_reason(state, loads, task);
+            out.extend(
+                run[k..].iter().map(|t| Placement::Unplaceable { task_id: t.id.clone(), reason: reason.clone() }),
+            );
+            return;
+        };
+        let (Some(load), Some(node)) = (loads.get_mut(id), state.nodes.get(id)) else { continue };
+        load.add(task);
+        out.push(Placement::Assign { task_id: task.id.clone(), node_id: id.clone() });
+        if check(node, load, task).is_none() {
+            heap.push(Reverse((plain_rank(load, service), id)));
+        }
+    }
+}
+
+/// Places one task, weighing every node (the ranks of placement
+/// preferences depend on every node's tasks).
+fn place_one<'a>(
+    state: &'a ClusterState,
+    loads: &mut BTreeMap<&'a NodeId, NodeLoad>,
+    task: &Task,
+    out: &mut Vec<Placement>,
+) {
+    // Tasks of the service per value of each preference key, for spreading.
+    let prefs = &task.template.placement.preferences;
+    let spread: Vec<BTreeMap<&str, usize>> = prefs
+        .iter()
+        .map(|key| {
+            let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
+            for (id, node) in &state.nodes {
+                let n = loads.get(id).and_then(|l| l.per_service.get(&task.service_id)).copied().unwrap_or(0);
+                *counts.entry(preference_value(node, key)).or_default() += n;
+            }
+            counts
+        })
+        .collect();
+    let mut best: Option<(&NodeId, Rank)> = None;
+    for (id, node) in &state.nodes {
+        let Some(load) = loads.get(id) else { continue };
+        if check(node, load, task).is_none() {
+            let by_pref: Vec<usize> = prefs
+                .iter()
+                .zip(&spread)
+                .map(|(key, counts)| counts.get(preference_value(node, key)).copied().unwrap_or(0))
+                .collect();
+            let rank = (by_pref, load.per_service.get(&task.service_id).copied().unwrap_or(0), load.total);
+            if best.as_ref().is_none_or(|(_, b)| rank < *b) {
+                best = Some((id, rank));
+            }
+        }
+    }
+    match best {
+        Some((id, _)) => {
+            if let Some(load) = loads.get_mut(id) {
+                load.add(task);
+            }
+            out.push(Placement::Assign { task_id: task.id.clone(), node_id: id.clone() });
+        }
+        None => out
+            .push(Placement::Unplaceable { task_id: task.id.clone(), reason: unplaceable_reason(state, loads, task) }),
     }
 }
 

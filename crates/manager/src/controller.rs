@@ -1,8 +1,8 @@
 //! The controller: on the leader, turn the state into plans.
 //!
 //! ```text
-//!  snapshot ─► orchestrate(state, now)           ─► propose ApplyPlan
-//!          └─► effective(state, schedule(state)) ─► propose Schedule
+//!  snapshot ─► orchestrate(state, now)           ─► propose ApplyPlan (≤ 5,000 new tasks)
+//!          └─► effective(state, schedule(state)) ─► propose Schedule  (≤ 5,000 placements)
 //!              next wake-up: the orchestrators' wake_at
 //! ```
 //!
@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use stackd_core::command::Plan;
 use stackd_core::orchestrator::orchestrate;
-use stackd_core::scheduler::{Scheduler, SpreadScheduler, effective};
+use stackd_core::scheduler::{SpreadScheduler, effective};
 use stackd_core::{ClusterState, Command};
 
 use crate::raft::RaftNode;
@@ -25,6 +25,14 @@ use crate::reconcile::{Next, Pass, Reconciler, Tick};
 const DEBOUNCE: Duration = Duration::from_millis(20);
 /// The longest the loop sleeps without a reason to wake.
 const IDLE: Duration = Duration::from_secs(5);
+/// The most tasks one pass creates, and the most it places: a deploy of
+/// 100,000 replicas goes in bounded log entries (each applied in a few
+/// milliseconds, sent to followers well within a heartbeat), and the first
+/// tasks start while the rest are created and placed. The pass after
+/// continues at once (our own proposal changed the state).
+const MAX_PER_PASS: usize = 5_000;
+/// A pass slower than this is logged (with the state's size).
+const SLOW_PASS: Duration = Duration::from_millis(500);
 
 /// The orchestrators and the scheduler, on the leader.
 #[derive(Debug, Default)]
@@ -39,8 +47,17 @@ impl Reconciler for Controller {
     const IDLE: Duration = IDLE;
 
     fn decide(&mut self, _raft: &RaftNode, state: &ClusterState, tick: &Tick) -> Pass<Command> {
-        let orchestration = orchestrate(state, tick.now);
-        let decisions = effective(state, SpreadScheduler.schedule(state));
+        let started = std::time::Instant::now();
+        let mut orchestration = orchestrate(state, tick.now);
+        // The rest of the slots are filled by the next passes: the plans that
+        // follow see these tasks and create the others.
+        orchestration.plan.create.truncate(MAX_PER_PASS);
+        let orchestrated = started.elapsed();
+        let decisions = effective(state, SpreadScheduler.schedule_at_most(state, MAX_PER_PASS));
+        let took = started.elapsed();
+        if took > SLOW_PASS {
+            tracing::warn!(tasks = state.tasks.len(), ?orchestrated, ?took, "slow controller pass");
+        }
         let mut actions = Vec::new();
         if orchestration.plan.is_empty() {
             self.last_plan = None;

@@ -40,7 +40,7 @@ use stackd_core::model::{
 };
 use stackd_core::{ClusterState, Command, Refusal};
 use stackd_proto::{metadata, v1};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
@@ -68,6 +68,11 @@ pub struct Dispatcher {
     /// The cluster's id, which node certificates must carry.
     cluster_id: Arc<str>,
     sessions: Arc<Mutex<HashMap<String, Session>>>,
+    /// Wakes the sessions after changes: see [`fan_out`].
+    rounds: watch::Receiver<Arc<Common>>,
+    /// The image pins being proposed (service id, revision): a second
+    /// answer meanwhile proposes nothing.
+    pinning: Arc<Mutex<BTreeSet<(String, u64)>>>,
 }
 
 /// The refusal of a manager that does not lead with a majority: `unavailable`
@@ -99,8 +104,17 @@ fn session_id() -> String {
 
 impl Dispatcher {
     /// A dispatcher over `raft`, for the cluster `cluster_id`.
+    /// Must be called within a tokio runtime: it starts the [`fan_out`] task.
     pub fn new(raft: RaftNode, cluster_id: &str) -> Self {
-        Self { raft, cluster_id: cluster_id.into(), sessions: Arc::new(Mutex::new(HashMap::new())) }
+        let (tx, rounds) = watch::channel(Arc::new(Common::default()));
+        tokio::spawn(fan_out(raft.clone(), tx));
+        Self {
+            raft,
+            cluster_id: cluster_id.into(),
+            sessions: Arc::new(Mutex::new(HashMap::new())),
+            rounds,
+            pinning: Arc::default(),
+        }
     }
 
     /// Refuses `req` unless it comes with the certificate of `node_id`.
@@ -161,39 +175,33 @@ struct NodeNeeds {
     volumes: BTreeMap<NetworkKey, StackVolume>,
 }
 
-/// The tasks of one node, and the networks and volumes they need (those
-/// their stack declares; a task's stack may have dropped one meanwhile).
-fn node_tasks(raft: &RaftNode, node_id: &str) -> (HashMap<TaskId, Task>, NodeNeeds) {
-    raft.shared().read(|s| {
-        let tasks: HashMap<TaskId, Task> = s
-            .tasks
-            .values()
-            .filter(|t| t.node_id.as_deref() == Some(node_id))
-            .map(|t| (t.id.clone(), t.clone()))
-            .collect();
-        let mut networks = BTreeMap::new();
-        for t in tasks.values() {
-            for a in &t.template.networks {
-                let key = (t.stack.clone(), a.network.clone());
-                if !networks.contains_key(&key)
-                    && let Some(n) = s.stack_network(&t.stack, &a.network)
-                {
-                    networks.insert(key, n);
-                }
+/// The tasks of one node (as the state shares them), and the networks and
+/// volumes they need (those their stack declares; a task's stack may have
+/// dropped one meanwhile). A look at the node's tasks only.
+fn node_tasks(s: &ClusterState, node_id: &str) -> (HashMap<TaskId, Arc<Task>>, NodeNeeds) {
+    let tasks: HashMap<TaskId, Arc<Task>> = s.tasks.of_node(node_id).map(|t| (t.id.clone(), t.clone())).collect();
+    let mut networks = BTreeMap::new();
+    for t in tasks.values() {
+        for a in &t.template.networks {
+            let key = (t.stack.clone(), a.network.clone());
+            if !networks.contains_key(&key)
+                && let Some(n) = s.stack_network(&t.stack, &a.network)
+            {
+                networks.insert(key, n);
             }
         }
-        let mut volumes = BTreeMap::new();
-        for t in tasks.values() {
-            for key in volume_keys(t) {
-                if !volumes.contains_key(&key)
-                    && let Some(v) = s.stack_volume(&key.0, &key.1)
-                {
-                    volumes.insert(key, v);
-                }
+    }
+    let mut volumes = BTreeMap::new();
+    for t in tasks.values() {
+        for key in volume_keys(t) {
+            if !volumes.contains_key(&key)
+                && let Some(v) = s.stack_volume(&key.0, &key.1)
+            {
+                volumes.insert(key, v);
             }
         }
-        (tasks, NodeNeeds { networks, volumes })
-    })
+    }
+    (tasks, NodeNeeds { networks, volumes })
 }
 
 /// The networks `tasks` attach to, among `known`.
@@ -242,92 +250,166 @@ fn file_objects(
     out
 }
 
-/// The service revisions whose image tag waits to be resolved: every agent
-/// is asked (the first answer wins).
-fn images_to_resolve(state: &ClusterState) -> Vec<v1::ImageToResolve> {
+/// How many agents are asked to resolve one image tag (the first answer wins).
+const RESOLVERS: usize = 3;
+
+/// The service revisions whose image tag waits to be resolved, each with
+/// the [`RESOLVERS`] ready nodes asked to resolve it: those that rank first
+/// by a hash of the revision and the node (rendezvous hashing, so the choice
+/// stays while the nodes do, and spreads the work over the nodes). Asking
+/// every agent made 1,000 nodes send 1,000 answers per deploy.
+fn images_to_resolve(state: &ClusterState) -> Vec<(v1::ImageToResolve, Vec<NodeId>)> {
+    use std::hash::{Hash, Hasher};
+    let ready: Vec<&NodeId> = state.nodes.values().filter(|n| n.state == NodeState::Ready).map(|n| &n.id).collect();
     state
         .images_to_resolve()
-        .map(|s| v1::ImageToResolve {
-            service_id: s.id.clone(),
-            revision: s.revision,
-            image: s.spec.task.image.clone(),
+        .map(|s| {
+            let mut ranked: Vec<(u64, &NodeId)> = ready
+                .iter()
+                .map(|n| {
+                    let mut h = std::hash::DefaultHasher::new();
+                    (&s.id, s.revision, n).hash(&mut h);
+                    (h.finish(), *n)
+                })
+                .collect();
+            ranked.sort_unstable();
+            let asked = ranked.iter().rev().take(RESOLVERS).map(|(_, n)| (*n).clone()).collect();
+            let image =
+                v1::ImageToResolve { service_id: s.id.clone(), revision: s.revision, image: s.spec.task.image.clone() };
+            (image, asked)
         })
         .collect()
+}
+
+/// What every session sends alike, computed once per change of the state
+/// (by [`fan_out`]) rather than once per session.
+#[derive(Debug, Default)]
+struct Common {
+    /// The managers' addresses ([`manager_addrs`]).
+    managers: Vec<String>,
+    /// The image tags to resolve, each with the nodes asked ([`images_to_resolve`]).
+    images: Vec<(v1::ImageToResolve, Vec<NodeId>)>,
+}
+
+/// Wakes the sessions after each change of the state (at most every
+/// [`BATCH`]), with what they all send alike; ends when the dispatcher is
+/// gone or the state machine stops.
+async fn fan_out(raft: RaftNode, tx: watch::Sender<Arc<Common>>) {
+    let mut applied = raft.shared().applied();
+    loop {
+        applied.borrow_and_update();
+        let common = raft.shared().read(|s| Common { managers: manager_addrs(s), images: images_to_resolve(s) });
+        tx.send_replace(Arc::new(common));
+        tokio::select! {
+            r = applied.changed() => if r.is_err() { return },
+            _ = tx.closed() => return,
+        }
+        tokio::time::sleep(BATCH).await;
+    }
+}
+
+/// What a session sent last, to send only what changed since.
+#[derive(Default)]
+struct Sent {
+    /// The node's tasks, as the state shared them: an unchanged task is the
+    /// same `Arc` (see [`stackd_core::state::Tasks`]).
+    tasks: HashMap<TaskId, Arc<Task>>,
+    /// The node's change stamp when they were read (`None`: nothing sent yet).
+    stamp: Option<u64>,
+    /// Contents sent in this session: each once (the agent keeps them).
+    objects: BTreeSet<(DataKind, String, String)>,
+    managers: Vec<String>,
+    view: Option<stackd_core::net::NodeView>,
+    images: Vec<v1::ImageToResolve>,
+}
+
+/// The next message of a session, if anything changed for its node since
+/// `sent` (which it then records). A look at the node's own tasks only, and
+/// only when its change stamp moved; the network view is the node's share.
+fn next_message(s: &ClusterState, node_id: &str, common: &Common, sent: &mut Sent) -> Option<v1::SessionMessage> {
+    let first = sent.stamp.is_none();
+    let stamp = s.tasks.node_stamp(node_id);
+    let assignments = (sent.stamp != Some(stamp)).then(|| {
+        let (now, needs) = node_tasks(s, node_id);
+        let changed: Vec<&Task> = now
+            .values()
+            .filter(|t| !sent.tasks.get(&t.id).is_some_and(|old| Arc::ptr_eq(old, t) || **old == ***t))
+            .map(|t| &**t)
+            .collect();
+        let removed: Vec<String> = sent.tasks.keys().filter(|id| !now.contains_key(*id)).cloned().collect();
+        let message = (first || !changed.is_empty() || !removed.is_empty()).then(|| {
+            let (networks, volumes) = if first {
+                let all = now.values().map(|t| &**t);
+                (networks_of(all.clone(), &needs.networks), volumes_of(all, &needs.volumes))
+            } else {
+                (
+                    networks_of(changed.iter().copied(), &needs.networks),
+                    volumes_of(changed.iter().copied(), &needs.volumes),
+                )
+            };
+            let objects = file_objects(s, &changed, &mut sent.objects);
+            let tasks: Vec<v1::Task> = changed.iter().copied().map(v1::Task::from).collect();
+            v1::Assignments { full: first, tasks, removed, objects, networks, volumes }
+        });
+        sent.tasks = now;
+        sent.stamp = Some(stamp);
+        message
+    });
+    let assignments = assignments.flatten();
+    let view = stackd_core::net::node_view(s, node_id);
+    let view_changed = sent.view.as_ref() != Some(&view);
+    let images: Vec<v1::ImageToResolve> =
+        common.images.iter().filter(|(_, asked)| asked.iter().any(|n| n == node_id)).map(|(i, _)| i.clone()).collect();
+    if assignments.is_none() && !view_changed && common.managers == sent.managers && images == sent.images {
+        return None;
+    }
+    // Every message carries the whole list of managers: a few short
+    // addresses, in messages that come only on changes, and the agent never
+    // depends on having seen an earlier one (it simply merges).
+    let msg = v1::SessionMessage {
+        session_id: String::new(),
+        heartbeat_period_ms: HEARTBEAT.as_millis() as u64,
+        assignments,
+        managers: common.managers.clone(),
+        network_view: view_changed.then(|| v1::NetworkView::from(&view)),
+        resolve_images: images.clone(),
+    };
+    sent.managers = common.managers.clone();
+    sent.images = images;
+    sent.view = Some(view);
+    Some(msg)
 }
 
 /// Sends the node's task set, then its changes, until the agent goes away
 /// or this manager stops leading (the stream then ends with `unavailable`).
 async fn stream_assignments(
     raft: RaftNode,
+    mut rounds: watch::Receiver<Arc<Common>>,
     node_id: String,
     session: String,
     tx: mpsc::Sender<Result<v1::SessionMessage, Status>>,
 ) {
-    let mut applied = raft.shared().applied();
     let mut leading = raft.leader_watch();
-    let mut sent: HashMap<TaskId, Task> = HashMap::new();
-    // Contents sent in this session: each once (the agent keeps them).
-    let mut sent_objects = BTreeSet::new();
-    let mut sent_managers: Vec<String> = Vec::new();
-    let mut sent_view: Option<stackd_core::net::NodeView> = None;
-    let mut sent_images: Vec<v1::ImageToResolve> = Vec::new();
-    let mut first = true;
+    let mut sent = Sent::default();
     loop {
         if !*leading.borrow_and_update() {
             tracing::info!(node = %node_id, session = %session, "no longer the leader: ending the agent's session");
             let _ = tx.send(Err(not_leader(&raft))).await;
             return;
         }
-        applied.borrow_and_update();
-        let (now, needs) = node_tasks(&raft, &node_id);
-        let managers = raft.shared().read(manager_addrs);
-        let view = raft.shared().read(|s| stackd_core::net::node_view(s, &node_id));
-        let view_changed = sent_view.as_ref() != Some(&view);
-        let images = raft.shared().read(images_to_resolve);
-        let changed: Vec<&Task> = now.values().filter(|t| sent.get(&t.id) != Some(*t)).collect();
-        let removed: Vec<String> = sent.keys().filter(|id| !now.contains_key(*id)).cloned().collect();
-        let tasks_changed = first || !changed.is_empty() || !removed.is_empty();
-        if tasks_changed || managers != sent_managers || view_changed || images != sent_images {
-            let assignments = tasks_changed.then(|| {
-                let (networks, volumes) = if first {
-                    (networks_of(now.values(), &needs.networks), volumes_of(now.values(), &needs.volumes))
-                } else {
-                    (
-                        networks_of(changed.iter().copied(), &needs.networks),
-                        volumes_of(changed.iter().copied(), &needs.volumes),
-                    )
-                };
-                let objects = raft.shared().read(|s| file_objects(s, &changed, &mut sent_objects));
-                let updated: Vec<v1::Task> = changed.into_iter().map(v1::Task::from).collect();
-                v1::Assignments { full: first, tasks: updated, removed, objects, networks, volumes }
-            });
-            // Every message carries the whole list: a few short addresses,
-            // in messages that come only on changes, and the agent never
-            // depends on having seen an earlier one (it simply merges).
-            let msg = v1::SessionMessage {
-                session_id: session.clone(),
-                heartbeat_period_ms: HEARTBEAT.as_millis() as u64,
-                assignments,
-                managers: managers.clone(),
-                network_view: view_changed.then(|| v1::NetworkView::from(&view)),
-                resolve_images: images.clone(),
-            };
+        let common = rounds.borrow_and_update().clone();
+        if let Some(mut msg) = raft.shared().read(|s| next_message(s, &node_id, &common, &mut sent)) {
+            msg.session_id = session.clone();
             if tx.send(Ok(msg)).await.is_err() {
                 return;
             }
-            sent = now;
-            sent_managers = managers;
-            sent_view = Some(view);
-            sent_images = images;
-            first = false;
         }
         tokio::select! {
-            r = applied.changed() => if r.is_err() { return },
+            r = rounds.changed() => if r.is_err() { return },
             // Checked at the top of the loop.
             r = leading.changed() => if r.is_err() { return },
             _ = tx.closed() => return,
         }
-        tokio::time::sleep(BATCH).await;
     }
 }
 
@@ -380,7 +462,7 @@ impl v1::dispatcher_server::Dispatcher for Dispatcher {
             .insert(d.node_id.clone(), Session { id: id.clone(), last_seen: mono_ms() });
         tracing::info!(node = %d.node_id, session = %id, "agent session opened");
         let (tx, rx) = mpsc::channel(16);
-        tokio::spawn(stream_assignments(self.raft.clone(), d.node_id, id, tx));
+        tokio::spawn(stream_assignments(self.raft.clone(), self.rounds.clone(), d.node_id, id, tx));
         Ok(Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))))
     }
 
@@ -444,9 +526,12 @@ impl Dispatcher {
         let waiting = self.raft.shared().read(|s| {
             s.services.get(&r.service_id).is_some_and(|svc| svc.revision == r.revision && svc.image.is_pending())
         });
-        if waiting {
+        let key = (r.service_id.clone(), r.revision);
+        if waiting && lock(&self.pinning).insert(key.clone()) {
             let cmd = Command::PinImage { service_id: r.service_id, revision: r.revision, pin, at: now_ms() };
-            self.raft.propose(cmd).await.map_err(Status::from)?;
+            let proposed = self.raft.propose(cmd).await.map_err(Status::from);
+            lock(&self.pinning).remove(&key);
+            proposed?;
         }
         Ok(v1::ReportImageResponse {})
     }

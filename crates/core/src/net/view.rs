@@ -133,8 +133,14 @@ fn on_live_node(s: &ClusterState, t: &Task) -> bool {
 pub fn node_view(s: &ClusterState, node: &str) -> NodeView {
     // The node's networks: those it holds a slice of and has a task on.
     let mut mine: BTreeSet<&str> = BTreeSet::new();
-    for t in s.tasks.values().filter(|t| t.node_id.as_deref() == Some(node) && holds_addresses(t)) {
+    for t in s.tasks.of_node(node).filter(|t| holds_addresses(t)) {
         mine.extend(t.addresses.keys().map(String::as_str));
+    }
+    // No network here and no port of the mesh: nothing to know (and no look
+    // at the cluster's nodes or tasks).
+    let meshed = |svc: &crate::model::Service| svc.spec.task.ports.iter().any(|p| p.mode == PublishMode::Ingress);
+    if mine.is_empty() && !s.services.values().any(meshed) {
+        return NodeView::default();
     }
     let node_ips: BTreeMap<&str, Ipv4Addr> =
         s.nodes.values().filter_map(|n| node_ip(&n.addr).map(|ip| (n.id.as_str(), ip))).collect();

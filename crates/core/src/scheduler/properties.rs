@@ -407,6 +407,17 @@ fn check_reason(state: &ClusterState, t: &Task, reason: &str) -> Result<(), Test
     Ok(())
 }
 
+/// The reference the scheduler's heap must match: every pending task
+/// weighed against every node, in turn.
+fn every_node_per_task(state: &ClusterState) -> Vec<Placement> {
+    let Some((pending, mut loads)) = super::pending_and_loads(state) else { return Vec::new() };
+    let mut out = Vec::new();
+    for t in pending {
+        super::place_one(state, &mut loads, t, &mut out);
+    }
+    out
+}
+
 /// Controller rounds until nothing changes, each one checked; the
 /// scheduler's decisions of each round.
 fn settle(sim: &mut Sim, log: &mut Vec<Vec<Placement>>) -> Result<(), TestCaseError> {
@@ -418,6 +429,19 @@ fn settle(sim: &mut Sim, log: &mut Vec<Vec<Placement>>) -> Result<(), TestCaseEr
         check_state(&sim.state)?;
         let decisions = SpreadScheduler.schedule(&sim.state);
         prop_assert_eq!(&decisions, &SpreadScheduler.schedule(&sim.state.clone()), "same state, same decisions");
+        prop_assert_eq!(
+            &decisions,
+            &every_node_per_task(&sim.state),
+            "the heap of a run chooses as a look at every node"
+        );
+        for limit in [0, 1, 3] {
+            let bounded = SpreadScheduler.schedule_at_most(&sim.state, limit);
+            prop_assert_eq!(
+                &bounded[..],
+                &decisions[..limit.min(decisions.len())],
+                "a bounded pass places the first tasks alike"
+            );
+        }
         let before = sim.state.clone();
         let news = effective(&sim.state, decisions.clone());
         if !news.is_empty() {

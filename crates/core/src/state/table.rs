@@ -18,12 +18,20 @@
 
 use std::fmt;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use imbl::{OrdMap, OrdSet};
 use serde::de::{MapAccess, Visitor};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use crate::model::{ServiceId, Task, TaskId};
+use crate::model::{NodeId, ServiceId, Task, TaskId};
+
+/// The source of change stamps (see the module docs): 0 is never given.
+static STAMPS: AtomicU64 = AtomicU64::new(1);
+
+fn next_stamp() -> u64 {
+    STAMPS.fetch_add(1, Ordering::Relaxed)
+}
 
 /// The tasks of a cluster by id, iterated in id order; see the [module docs](self).
 ///
@@ -33,6 +41,9 @@ use crate::model::{ServiceId, Task, TaskId};
 pub struct Tasks {
     by_id: OrdMap<TaskId, Arc<Task>>,
     by_service: OrdMap<ServiceId, OrdSet<TaskId>>,
+    by_node: OrdMap<NodeId, OrdSet<TaskId>>,
+    /// The change stamp of each node that ever held a task here.
+    stamps: OrdMap<NodeId, u64>,
 }
 
 impl Tasks {
@@ -56,10 +67,50 @@ impl Tasks {
         self.by_id.get(id).map(|t| &**t)
     }
 
+    /// The task with this id, as the map shares it: unchanged as long as
+    /// the same `Arc` is returned ([`Arc::ptr_eq`]).
+    pub fn get_shared(&self, id: &str) -> Option<&Arc<Task>> {
+        self.by_id.get(id)
+    }
+
     /// The task with this id, to change. Copies the task first if a clone of
-    /// the map still shares it. Its `id` and `service_id` must not change.
+    /// the map still shares it. Its `id`, `service_id` and `node_id` must
+    /// not change (place a task with [`assign`](Self::assign)). Stamps the
+    /// task's node as changed.
     pub fn get_mut(&mut self, id: &str) -> Option<&mut Task> {
+        let node = self.by_id.get(id)?.node_id.clone();
+        self.touch(node.as_deref());
         self.by_id.get_mut(id).map(Arc::make_mut)
+    }
+
+    /// Places the task with this id on `node`; false when there is no such task.
+    pub fn assign(&mut self, id: &str, node: &str) -> bool {
+        let Some(t) = self.by_id.get_mut(id).map(Arc::make_mut) else { return false };
+        let old = t.node_id.replace(node.to_string());
+        if let Some(old) = &old {
+            self.unindex_node(old, id);
+        }
+        self.by_node.entry(node.to_string()).or_default().insert(id.to_string());
+        self.touch(old.as_deref());
+        self.touch(Some(node));
+        true
+    }
+
+    /// The tasks placed on `node`, in id order: a look at its tasks only.
+    pub fn of_node<'a>(&'a self, node: &'a str) -> impl Iterator<Item = &'a Arc<Task>> + 'a {
+        self.by_node.get(node).into_iter().flat_map(|ids| ids.iter()).filter_map(|id| self.by_id.get(id))
+    }
+
+    /// The change stamp of `node`: different after any change to its tasks
+    /// (0 when it never held one). See the module docs.
+    pub fn node_stamp(&self, node: &str) -> u64 {
+        self.stamps.get(node).copied().unwrap_or(0)
+    }
+
+    fn touch(&mut self, node: Option<&str>) {
+        if let Some(node) = node {
+            self.stamps.insert(node.to_string(), next_stamp());
+        }
     }
 
     /// Whether a task has this id.
@@ -70,9 +121,18 @@ impl Tasks {
     /// Puts `task` under `id`; returns the task it replaces.
     pub fn insert(&mut self, id: TaskId, task: Task) -> Option<Task> {
         let service = task.service_id.clone();
+        let node = task.node_id.clone();
         let old = self.by_id.insert(id.clone(), Arc::new(task));
         if let Some(old) = &old {
             self.unindex(&old.service_id, &id);
+            if let Some(n) = &old.node_id {
+                self.unindex_node(n, &id);
+            }
+            self.touch(old.node_id.as_deref());
+        }
+        if let Some(n) = &node {
+            self.by_node.entry(n.clone()).or_default().insert(id.clone());
+            self.touch(Some(n));
         }
         self.by_service.entry(service).or_default().insert(id);
         old.map(Arc::unwrap_or_clone)
@@ -82,6 +142,10 @@ impl Tasks {
     pub fn remove(&mut self, id: &str) -> Option<Task> {
         let old = self.by_id.remove(id)?;
         self.unindex(&old.service_id, id);
+        if let Some(n) = &old.node_id {
+            self.unindex_node(n, id);
+        }
+        self.touch(old.node_id.as_deref());
         Some(Arc::unwrap_or_clone(old))
     }
 
@@ -117,6 +181,14 @@ impl Tasks {
             .flat_map(|ids| ids.iter())
             .filter_map(|id| self.get(id))
             .filter(move |t| t.service_id == service_id)
+    }
+
+    fn unindex_node(&mut self, node: &str, id: &str) {
+        let Some(ids) = self.by_node.get_mut(node) else { return };
+        ids.remove(id);
+        if ids.is_empty() {
+            self.by_node.remove(node);
+        }
     }
 
     fn unindex(&mut self, service: &str, id: &str) {
@@ -269,6 +341,55 @@ mod tests {
         assert_eq!(ids(m.of_service("a")), Vec::<&str>::new());
         assert_eq!(ids(m.of_service("c")), Vec::<&str>::new());
         assert_eq!(m.by_service.len(), 1, "no empty entry is left behind");
+    }
+
+    fn node_ids<'a>(tasks: impl Iterator<Item = &'a Arc<Task>>) -> Vec<&'a str> {
+        tasks.map(|t| t.id.as_str()).collect()
+    }
+
+    #[test]
+    fn the_node_index_and_stamps_follow_placements_changes_and_removals() {
+        let mut m: Tasks = ["t1", "t2", "t3"].iter().map(|id| (id.to_string(), task(id, "a"))).collect();
+        assert_eq!(m.of_node("n1").count(), 0);
+        assert_eq!(m.node_stamp("n1"), 0, "never held a task");
+        assert!(m.assign("t1", "n1") && m.assign("t2", "n1") && m.assign("t3", "n2"));
+        assert!(!m.assign("t9", "n1"), "no such task");
+        assert_eq!(node_ids(m.of_node("n1")), ["t1", "t2"]);
+        let (n1, n2) = (m.node_stamp("n1"), m.node_stamp("n2"));
+        assert!(n1 > 0 && n2 > 0);
+
+        // A change to a task of n1 stamps n1 only; the old Arc is kept by a reader.
+        let before = m.get_shared("t1").cloned().expect("there");
+        m.get_mut("t1").expect("there").slot = 5;
+        assert!(m.node_stamp("n1") != n1 && m.node_stamp("n2") == n2);
+        assert!(!Arc::ptr_eq(&before, m.get_shared("t1").expect("there")), "a changed task is a new Arc");
+        assert!(Arc::ptr_eq(m.get_shared("t3").expect("there"), m.get_shared("t3").expect("there")));
+
+        // A move leaves one node for the other, stamping both.
+        let (n1, n2) = (m.node_stamp("n1"), m.node_stamp("n2"));
+        assert!(m.assign("t2", "n2"));
+        assert_eq!(node_ids(m.of_node("n1")), ["t1"]);
+        assert_eq!(node_ids(m.of_node("n2")), ["t2", "t3"]);
+        assert!(m.node_stamp("n1") != n1 && m.node_stamp("n2") != n2);
+
+        // A removal and a replacement by insert follow too.
+        let n2 = m.node_stamp("n2");
+        m.remove("t3");
+        assert_eq!(node_ids(m.of_node("n2")), ["t2"]);
+        assert!(m.node_stamp("n2") != n2);
+        let mut moved = task("t1", "a");
+        moved.node_id = Some("n3".into());
+        m.insert("t1".into(), moved);
+        assert_eq!(m.of_node("n1").count(), 0);
+        assert_eq!(node_ids(m.of_node("n3")), ["t1"]);
+        m.retain(|id, _| id != "t2");
+        assert_eq!(m.of_node("n2").count(), 0);
+
+        // A state read back builds the index again (stamps are not state).
+        let json = serde_json::to_string(&m).expect("encodes");
+        let back: Tasks = serde_json::from_str(&json).expect("decodes");
+        assert_eq!(back, m);
+        assert_eq!(node_ids(back.of_node("n3")), ["t1"]);
     }
 
     #[test]

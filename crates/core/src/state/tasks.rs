@@ -198,8 +198,10 @@ impl ClusterState {
                         self.mark_unplaceable(cx, task_id, &e.to_string());
                         continue;
                     }
+                    if !self.tasks.assign(task_id, node_id) {
+                        continue;
+                    }
                     let Some(t) = self.tasks.get_mut(task_id) else { continue };
-                    t.node_id = Some(node_id.clone());
                     t.unplaceable.clear();
                     t.status = TaskStatus {
                         state: TaskState::Assigned,
@@ -237,7 +239,7 @@ impl ClusterState {
             if !self.nodes.contains_key(&u.node_id) {
                 continue;
             }
-            let Some(t) = self.tasks.get_mut(&u.task_id) else { continue };
+            let Some(t) = self.tasks.get(&u.task_id) else { continue };
             if t.node_id.as_deref() != Some(u.node_id.as_str()) {
                 continue;
             }
@@ -253,6 +255,8 @@ impl ClusterState {
             if u.status == t.status {
                 continue;
             }
+            // Changed only now: a report that changes nothing copies nothing.
+            let Some(t) = self.tasks.get_mut(&u.task_id) else { continue };
             let state_changed = u.status.state != t.status.state;
             let health_changed = u.status.health != t.status.health;
             t.status = u.status.clone();
