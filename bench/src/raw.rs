@@ -27,12 +27,29 @@ pub async fn engine_version(d: &Docker) -> Result<String> {
 /// Creates and starts `n` containers concurrently; returns the seconds taken;
 /// removes them afterwards.
 pub async fn deploy(d: &Docker, image: &str, n: usize) -> Result<f64> {
+    deploy_on(d, image, n, None).await
+}
+
+/// The network of [`deploy_on`]'s second contender.
+pub const NETWORK: &str = "bench-raw-net";
+
+/// `n` concurrent create + start calls, on Docker's default bridge or, with
+/// `network`, on that user-defined bridge network (created first, removed
+/// after): what a stack's containers have (Docker's embedded DNS and an
+/// address on the stack's own network).
+pub async fn deploy_on(d: &Docker, image: &str, n: usize, network: Option<&str>) -> Result<f64> {
+    if let Some(net) = network {
+        let req = bollard::models::NetworkCreateRequest { name: net.to_string(), ..Default::default() };
+        d.create_network(req).await.context("creating the benchmark's network")?;
+    }
     let start = Instant::now();
     try_join_all((0..n).map(|i| async move {
         let name = format!("bench-raw-{i}");
         let body = ContainerCreateBody {
             image: Some(image.to_string()),
             labels: Some(HashMap::from([(LABEL.to_string(), "raw".to_string())])),
+            host_config: network
+                .map(|net| bollard::models::HostConfig { network_mode: Some(net.to_string()), ..Default::default() }),
             ..Default::default()
         };
         let created = d.create_container(Some(CreateContainerOptionsBuilder::new().name(&name).build()), body).await?;
@@ -42,6 +59,9 @@ pub async fn deploy(d: &Docker, image: &str, n: usize) -> Result<f64> {
     .await?;
     let took = start.elapsed().as_secs_f64();
     cleanup(d).await?;
+    if let Some(net) = network {
+        d.remove_network(net).await.context("removing the benchmark's network")?;
+    }
     Ok(took)
 }
 

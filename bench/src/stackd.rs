@@ -7,6 +7,26 @@ use anyhow::{Context, Result, bail};
 
 use crate::cluster::bin;
 
+/// Removes what stackd clusters of earlier runs left on the engine: their
+/// containers and networks (a network of a dead cluster holds its subnet,
+/// and the new cluster's first deploy would fail with `Pool overlaps`).
+/// The benchmark runs no other cluster on the engine.
+fn remove_dead_clusters() -> Result<()> {
+    let ids = |args: &[&str]| -> Result<Vec<String>> {
+        let o = Command::new("docker").args(args).output().context("running docker")?;
+        Ok(String::from_utf8_lossy(&o.stdout).split_whitespace().map(str::to_string).collect())
+    };
+    let containers = ids(&["ps", "-aq", "--filter", "label=io.stackd.cluster"])?;
+    if !containers.is_empty() {
+        Command::new("docker").args(["rm", "-f"]).args(&containers).output()?;
+    }
+    let networks = ids(&["network", "ls", "-q", "--filter", "label=io.stackd.cluster"])?;
+    if !networks.is_empty() {
+        Command::new("docker").args(["network", "rm"]).args(&networks).output()?;
+    }
+    Ok(())
+}
+
 /// A running single-node cluster.
 pub struct Node {
     child: Child,
@@ -16,6 +36,7 @@ pub struct Node {
 impl Node {
     /// `stackd init` in a temp dir; waits until the node is ready.
     pub async fn start() -> Result<Self> {
+        remove_dead_clusters()?;
         let dir = tempfile::Builder::new().prefix("stackd-bench-").tempdir()?;
         let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
         let addr = format!("127.0.0.1:{port}");
@@ -120,7 +141,15 @@ impl Node {
     }
 
     /// Stops the node.
-    pub fn stop(mut self) {
+    pub fn stop(self) {
+        // See Drop.
+    }
+}
+
+/// A benchmark that fails half-way leaves no stackd behind (its containers
+/// would be a stale cluster's, in the way of the next run).
+impl Drop for Node {
+    fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }

@@ -6,6 +6,11 @@
 //!                       the specs of the networks its tasks attach to and
 //!                       of the named volumes they mount, and the
 //!                       managers' addresses
+//!
+//!  fan_out: after each applied entry (10 ms batch) ──► every session wakes
+//!           with what all send alike (managers, image tags to resolve);
+//!           a session reads its node's tasks only if the node's change
+//!           stamp moved (Tasks::node_stamp), and diffs them by Arc identity
 //!        ──Heartbeat──► last-seen time (leader memory, not replicated)
 //!        ──UpdateTaskStatus──► one UpdateTaskStatus command per call
 //!

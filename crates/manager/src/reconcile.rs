@@ -139,10 +139,16 @@ pub(crate) async fn run<R: Reconciler>(raft: RaftNode, mut r: R, cancel: Cancell
             Next::Retry(d) => d,
             Next::Wait => pass.wake_in.map_or(R::IDLE, |w| w.min(R::IDLE)),
         };
+        // The debounce after a change never runs past the wake-up the pass
+        // asked for: in a busy cluster (a change every few milliseconds) a
+        // node monitor with a 500 ms debounce declared a silent node down
+        // up to 500 ms late.
+        let wake = tokio::time::Instant::now() + sleep;
         tokio::select! {
             r = applied.changed() => {
                 if r.is_err() { return; }
-                tokio::time::sleep(R::DEBOUNCE).await;
+                let debounce_until = (tokio::time::Instant::now() + R::DEBOUNCE).min(wake);
+                tokio::time::sleep_until(debounce_until).await;
                 applied.borrow_and_update();
             }
             () = tokio::time::sleep(sleep) => {}

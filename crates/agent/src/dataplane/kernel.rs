@@ -222,11 +222,40 @@ pub(super) async fn route_commands(rules: &crate::rules::Rules) -> Result<Vec<Cm
 /// Hairpin mode on every container port of stackd's bridges: a container
 /// that reaches itself through its service's VIP.
 pub(super) async fn hairpin_commands() -> Result<Vec<Cmd>, DataPlaneError> {
-    let ports: Vec<BridgePort> = json(&["bridge", "-j", "link", "show"]).await?;
-    Ok(ports
+    // `-d`: without the details the JSON has no `hairpin`, and every pass
+    // set it again on every port (a `bridge` process per container per
+    // pass: 720 in a deploy of 30 replicas).
+    let ports: Vec<BridgePort> = json(&["bridge", "-d", "-j", "link", "show"]).await?;
+    Ok(hairpin_missing(ports))
+}
+
+/// The commands that turn hairpin on for the container ports of stackd's
+/// bridges that do not have it.
+fn hairpin_missing(ports: Vec<BridgePort>) -> Vec<Cmd> {
+    ports
         .into_iter()
         .filter(|p| p.master.as_deref().is_some_and(|m| m.starts_with("stk-")))
         .filter(|p| !p.ifname.starts_with(VXLAN_PREFIX) && p.hairpin != Some(true))
         .map(|p| strings(&["bridge", "link", "set", "dev", &p.ifname, "hairpin", "on"]))
-        .collect())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hairpin_is_set_only_where_the_details_say_it_is_off() {
+        // What `bridge -d -j link show` prints (trimmed): one port with
+        // hairpin, one without, the VXLAN device, a port of Docker's bridge.
+        let text = r#"[
+            {"ifname":"vethaaa","master":"stk-100002","hairpin":true},
+            {"ifname":"vethbbb","master":"stk-100002","hairpin":false},
+            {"ifname":"stkvx-100002","master":"stk-100002","hairpin":false},
+            {"ifname":"vethccc","master":"docker0","hairpin":false}
+        ]"#;
+        let ports: Vec<BridgePort> = serde_json::from_str(text).expect("parses");
+        let cmds = hairpin_missing(ports);
+        assert_eq!(cmds, vec![strings(&["bridge", "link", "set", "dev", "vethbbb", "hairpin", "on"])]);
+    }
 }
