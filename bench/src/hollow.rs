@@ -120,7 +120,7 @@ fn now_ms() -> u64 {
 /// Most reports per call, as the agent sends them.
 const BATCH_MAX: usize = 64;
 /// How long reports are collected before they are sent, as the agent does.
-const BATCH_WINDOW: Duration = Duration::from_millis(100);
+const BATCH_WINDOW: Duration = Duration::from_millis(20);
 
 /// One session of a hollow node, until it fails.
 async fn session(id: &Identity, addr: &str, stats: &Stats) -> Result<(), tonic::Status> {

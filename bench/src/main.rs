@@ -492,7 +492,7 @@ async fn hollow_bench(args: HollowArgs) -> Result<()> {
          --one-replicas {one}`), release build, {cpus} cores, one machine: 3 managers `stackd --no-agent` on 127.0.0.1 and \
          {nodes} hollow nodes in the benchmark's process. A hollow node joins with the worker token (its own key and \
          certificate), holds a dispatcher session over TLS with that certificate, heartbeats at the period the manager \
-         asks, and reports each task it is given `running`, in batches of up to 64 every 100 ms as the agent does, without \
+         asks, and reports each task it is given `running`, in batches of up to 64 every 20 ms as the agent does, without \
          Docker. The services use `network_mode: none` (placement, dispatch and status; no overlay addresses).\n\n\
          | what | figure |\n|---|---|\n\
          | join of {nodes} nodes (16 at a time) | {join:.1} s |\n\

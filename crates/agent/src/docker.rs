@@ -606,36 +606,48 @@ impl Executor {
     /// as a local network with stackd's labels unless a network stackd
     /// created has the name already (one that stackd did not create is
     /// [`DockerError::NetworkTaken`]). A create that races with another
-    /// agent's is not an error.
+    /// agent's is not an error. True when this call created it.
+    ///
+    /// A network that exists is found without the locks: only a create
+    /// holds them. (Every task of a deploy took both locks in turn for a
+    /// look at the engine's networks: 30 replicas queued for about half a
+    /// second before their containers were created.)
     pub async fn ensure_network(
         &self,
         ctx: &ContainerContext,
         net: &StackNetwork,
         view: Option<&stackd_core::net::NetView>,
-    ) -> Result<(), DockerError> {
+    ) -> Result<bool, DockerError> {
         let name = &net.spec.name;
         if net.spec.external {
             return match self.docker.inspect_network(name, None).await {
-                Ok(_) => Ok(()),
+                Ok(_) => Ok(false),
                 Err(BollardError::DockerResponseServerError { status_code: 404, .. }) => {
                     Err(DockerError::NetworkMissing { name: name.clone() })
                 }
                 Err(e) => Err(engine("inspect network", e)),
             };
         }
+        let found = |existing: &[NetworkInfo]| {
+            spec::keeper(existing).map(|n| {
+                if spec::is_stackd_network(&n.labels) {
+                    Ok(false)
+                } else {
+                    Err(DockerError::NetworkTaken { name: name.clone() })
+                }
+            })
+        };
+        if let Some(r) = found(&self.networks_named(name).await?) {
+            return r;
+        }
         let _one_at_a_time = self.network_lock.lock().await;
         let _one_per_host = host_network_lock().await;
-        let existing = self.networks_named(name).await?;
-        if let Some(n) = spec::keeper(&existing) {
-            return if spec::is_stackd_network(&n.labels) {
-                Ok(())
-            } else {
-                Err(DockerError::NetworkTaken { name: name.clone() })
-            };
+        if let Some(r) = found(&self.networks_named(name).await?) {
+            return r;
         }
         let created = match self.docker.create_network(spec::network_body(net, ctx, view)).await {
             Ok(resp) => resp.id,
-            Err(e) if already_exists(&e) => return Ok(()),
+            Err(e) if already_exists(&e) => return Ok(false),
             Err(e) => return Err(engine("create network", e)),
         };
         // Another agent on this engine may have created a twin at the same moment.
@@ -648,7 +660,7 @@ impl Executor {
                 tracing::warn!(network = %name, error = %describe(&e), "cannot remove a duplicate network");
             }
         }
-        Ok(())
+        Ok(true)
     }
 
     /// The volume called `name`, if it exists.

@@ -266,17 +266,21 @@ impl Runner {
     /// Makes sure every network of `task` exists, with the specs the manager
     /// sent; the first problem, in words.
     async fn ensure_networks(&self, task: &Task) -> Result<(), String> {
+        let mut created = false;
         for a in &task.template.networks {
             let Some(net) = self.networks.get(&task.stack, &a.network) else {
                 return Err(format!("network {}: the manager sent no definition of it", a.network));
             };
-            self.exec
+            created |= self
+                .exec
                 .ensure_network(&self.ctx, &net, self.networks.view_of(&a.network).as_ref())
                 .await
                 .map_err(|e| e.to_string())?;
         }
         // A new bridge: its VXLAN device and DNS listener now, not at the next period.
-        self.networks.kick();
+        if created {
+            self.networks.kick();
+        }
         Ok(())
     }
 

@@ -49,7 +49,7 @@ const BACKOFF_MAX: Duration = Duration::from_secs(2);
 /// Heartbeat period until the manager says otherwise.
 const DEFAULT_HEARTBEAT: Duration = Duration::from_millis(1000);
 /// How long reports are collected before they are sent.
-const BATCH_WINDOW: Duration = Duration::from_millis(100);
+const BATCH_WINDOW: Duration = Duration::from_millis(20);
 /// Most reports per request (and the count that triggers an immediate send).
 const BATCH_MAX: usize = 64;
 /// Time allowed to connect and receive the session's first message.
