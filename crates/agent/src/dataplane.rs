@@ -255,9 +255,17 @@ impl DataPlane {
             }
         }
         self.passes += 1;
-        if self.applied_rules.as_deref() != Some(rules.iptables.as_str()) || self.passes >= HOOK_CHECK_EVERY {
-            self.passes = 0;
-            match self.apply_rules(&rules.iptables).await {
+        // The hooks, the routing rule and route_localnet are checked the
+        // first time, after a failure, and every HOOK_CHECK_EVERY passes: not
+        // on every change of the rules (four more processes, three taking
+        // the xtables lock that Docker's container starts also wait for, per
+        // endpoint that came or went).
+        let check_hooks = self.applied_rules.is_none() || self.passes >= HOOK_CHECK_EVERY;
+        if self.applied_rules.as_deref() != Some(rules.iptables.as_str()) || check_hooks {
+            if check_hooks {
+                self.passes = 0;
+            }
+            match self.apply_rules(&rules.iptables, check_hooks).await {
                 Ok(()) => {
                     if self.applied_rules.as_deref() != Some(rules.iptables.as_str()) {
                         count += 1;
@@ -278,11 +286,14 @@ impl DataPlane {
         }
     }
 
-    /// Rewrites stackd's chains, hooks them, and sets what the mesh needs:
-    /// the routing rule of its table and `route_localnet` (for connections
-    /// the node makes to 127.0.0.1).
-    async fn apply_rules(&self, text: &str) -> Result<(), DataPlaneError> {
+    /// Rewrites stackd's chains and, with `check_hooks`, hooks them and sets
+    /// what the mesh needs: the routing rule of its table and
+    /// `route_localnet` (for connections the node makes to 127.0.0.1).
+    async fn apply_rules(&self, text: &str, check_hooks: bool) -> Result<(), DataPlaneError> {
         run_with_input(&["iptables-restore", "--noflush"], text).await?;
+        if !check_hooks {
+            return Ok(());
+        }
         for (table, ours, hook) in crate::rules::JUMPS {
             if hook == "DOCKER-USER" {
                 // Docker creates it; make sure it exists without an engine's help.
