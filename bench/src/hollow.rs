@@ -14,6 +14,8 @@
 //!  then: one more service (R' replicas) deployed while the others run
 //! ```
 //!
+//! Interrupted, the benchmark stops its managers (see `main`).
+//!
 //! The hollow nodes share this machine's cores with the managers, so the
 //! figure is a bound on what one machine does with both sides, not a
 //! manager's limit. Services use `network_mode: none`: with an overlay
@@ -65,10 +67,10 @@ async fn join_all(cluster: &Cluster, token: &str, n: usize, concurrency: usize) 
     let ca = cluster.ca.clone();
     let joins = futures_util::stream::iter(0..n).map(|i| {
         let ca = ca.clone();
-        let mut client = cluster.client(i % cluster.managers.len());
+        let client = cluster.client(i % cluster.managers.len());
         let token = token.to_string();
         async move {
-            let mut client = client.as_mut().map_err(|e| anyhow::anyhow!("{e:#}"))?.clone();
+            let mut client = client?;
             let key = stackd_tls::NodeKey::generate().context("node key")?;
             let name = format!("hollow-{i:04}");
             let req = v1::JoinClusterRequest {

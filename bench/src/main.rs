@@ -274,20 +274,32 @@ async fn main() -> Result<()> {
     let cli = Cli::parse();
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
     std::env::set_current_dir(&root).with_context(|| format!("cd {}", root.display()))?;
-    match cli.cmd {
-        Cmd::Deploy(args) => deploy_bench(args).await,
-        Cmd::Raft(args) => raft_bench(args).await,
-        Cmd::Failover(args) => failover_bench(args).await,
-        Cmd::Mesh(args) => {
-            mesh::exec_where_the_harness_looks()?;
-            mesh::bench(args).await
+    let run = async move {
+        match cli.cmd {
+            Cmd::Deploy(args) => deploy_bench(args).await,
+            Cmd::Raft(args) => raft_bench(args).await,
+            Cmd::Failover(args) => failover_bench(args).await,
+            Cmd::Mesh(args) => {
+                mesh::exec_where_the_harness_looks()?;
+                mesh::bench(args).await
+            }
+            Cmd::Rollout(args) => rollout::bench(args).await,
+            Cmd::NodeDeath(args) => {
+                mesh::exec_where_the_harness_looks()?;
+                node_death::bench(args).await
+            }
+            Cmd::Hollow(args) => hollow_bench(args).await,
         }
-        Cmd::Rollout(args) => rollout::bench(args).await,
-        Cmd::NodeDeath(args) => {
-            mesh::exec_where_the_harness_looks()?;
-            node_death::bench(args).await
-        }
-        Cmd::Hollow(args) => hollow_bench(args).await,
+    };
+    // Interrupted (Ctrl-C, or `timeout`'s SIGTERM): the benchmark's future is
+    // dropped, and with it the stackd processes, engines and namespaces it
+    // started (their Drop), instead of being left running.
+    let mut term =
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).context("listening for SIGTERM")?;
+    tokio::select! {
+        r = run => r,
+        _ = tokio::signal::ctrl_c() => anyhow::bail!("interrupted: stopped what the benchmark started"),
+        _ = term.recv() => anyhow::bail!("terminated: stopped what the benchmark started"),
     }
 }
 
