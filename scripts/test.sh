@@ -39,6 +39,7 @@ need nsenter util-linux # one Docker engine per node in its namespace (tests/src
 need g++ g++            # libfuzzer-sys compiles libFuzzer (C++) for the fuzz check
 need conntrack conntrack # the agent flushes the UDP flows of a removed endpoint
 need python3 python3    # the overlay test's UDP echo, run inside a container's namespace
+need age age           # snapshots are age files: the tests open them with the age tool, and it opens ours
 need script bsdutils    # the events test draws the progress bars on a pty
 
 step "rustfmt and clippy"

@@ -245,6 +245,12 @@ pub enum Cmd {
         #[command(subcommand)]
         command: ClusterCmd,
     },
+    /// Cluster snapshots: save one (admin), inspect a file.
+    Snapshot {
+        /// Snapshot command.
+        #[command(subcommand)]
+        command: SnapshotCmd,
+    },
     /// Client tokens for stackctl: create, list, revoke (admin).
     Token {
         /// Token command.
@@ -466,6 +472,40 @@ pub enum ClusterCmd {
         /// joined with it stay).
         #[arg(long)]
         rotate: bool,
+    },
+    /// Print the public half of the recovery key that snapshots are
+    /// encrypted to; with `--rotate`, make a new key here and give the
+    /// cluster its public half (admin). The private half is written to
+    /// `--out` (or printed) and never sent: keep it off the cluster.
+    RecoveryKey {
+        /// Make a new key pair; later snapshots are encrypted to it
+        /// (earlier ones still need the old key).
+        #[arg(long)]
+        rotate: bool,
+        /// With `--rotate`: write the private key to this file (mode 0600;
+        /// it must not exist yet) instead of standard output.
+        #[arg(long, short = 'o', requires = "rotate")]
+        out: Option<std::path::PathBuf>,
+    },
+}
+
+/// Snapshot commands.
+#[derive(Subcommand, Debug)]
+pub enum SnapshotCmd {
+    /// Save a consistent snapshot of the whole cluster state, encrypted to
+    /// the cluster's recovery key, to FILE (`-`: standard output) (admin).
+    Save {
+        /// The file to write (written whole or not at all), or `-`.
+        file: String,
+    },
+    /// Print a snapshot file's header; with `--key-file`, open it and
+    /// summarise what it holds (secrets by name only).
+    Inspect {
+        /// The snapshot file.
+        file: std::path::PathBuf,
+        /// The recovery key (`recovery.key`, age's identity format).
+        #[arg(long)]
+        key_file: Option<std::path::PathBuf>,
     },
 }
 

@@ -46,6 +46,7 @@ struct StatusDoc {
     snapshots_installed: u64,
     has_quorum: bool,
     state_hash: String,
+    recovery_recipient: String,
     version: String,
     managers: Vec<ManagerRow>,
 }
@@ -69,6 +70,7 @@ pub async fn status_cmd(g: &Global) -> Result<i32> {
         snapshots_installed: r.snapshots_installed,
         has_quorum: r.has_quorum,
         state_hash: r.state_hash,
+        recovery_recipient: r.recovery_recipient,
         version: r.version,
         managers: r.managers.iter().map(ManagerRow::from).collect(),
     };
@@ -88,6 +90,14 @@ pub async fn status_cmd(g: &Global) -> Result<i32> {
         doc.snapshot_index
     );
     out!("State hash:     {}", doc.state_hash);
+    out!(
+        "Recovery key:   {}",
+        if doc.recovery_recipient.is_empty() {
+            "none (stackctl cluster recovery-key --rotate)"
+        } else {
+            &doc.recovery_recipient
+        }
+    );
     out!("Version:        {}", doc.version);
     if !doc.managers.is_empty() {
         out!();

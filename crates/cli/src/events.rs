@@ -110,37 +110,12 @@ fn print(e: &v1::Event, output: Output) {
 fn text(e: &EventLine) -> String {
     let id = if e.id == e.name { String::new() } else { format!(" {}", stackd_core::model::prefix(&e.id, 12)) };
     let message = if e.message.is_empty() { String::new() } else { format!(": {}", e.message) };
-    format!("{} {} {} {}{id}{message}", rfc3339(e.at), e.kind, e.action, e.name)
-}
-
-/// A time in ms since the Unix epoch as RFC 3339 in UTC, to the millisecond.
-pub(crate) fn rfc3339(ms: u64) -> String {
-    let secs = ms / 1000;
-    let (days, rest) = (secs / 86_400, secs % 86_400);
-    let (h, m, s) = (rest / 3600, rest % 3600 / 60, rest % 60);
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days as i64 + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!("{year:04}-{month:02}-{day:02}T{h:02}:{m:02}:{s:02}.{:03}Z", ms % 1000)
+    format!("{} {} {} {}{id}{message}", stackd_core::model::rfc3339(e.at), e.kind, e.action, e.name)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn times_are_utc() {
-        assert_eq!(rfc3339(0), "1970-01-01T00:00:00.000Z");
-        assert_eq!(rfc3339(951_782_400_000), "2000-02-29T00:00:00.000Z");
-        assert_eq!(rfc3339(1_796_630_530_123), "2026-12-07T08:02:10.123Z");
-    }
 
     #[test]
     fn a_line_per_event() {

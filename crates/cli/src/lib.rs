@@ -56,11 +56,12 @@ mod objects;
 pub mod output;
 mod progress;
 mod rollout;
+mod snapshot;
 mod stackfile;
 mod tokens;
 
 pub use args::Cli;
-use args::{ClusterCmd, Cmd, JoinRole, NodeCmd, ObjectCmd, ServiceCmd, StackCmd, TokenCmd};
+use args::{ClusterCmd, Cmd, JoinRole, NodeCmd, ObjectCmd, ServiceCmd, SnapshotCmd, StackCmd, TokenCmd};
 use stackd_core::model::DataKind;
 
 /// Exit code: success.
@@ -139,6 +140,13 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
         Cmd::Cluster { command: ClusterCmd::Status } => cluster::status_cmd(g).await,
         Cmd::Cluster { command: ClusterCmd::JoinToken { role, rotate } } => {
             cluster::join_token(g, *role, *rotate).await
+        }
+        Cmd::Cluster { command: ClusterCmd::RecoveryKey { rotate, out } } => {
+            snapshot::recovery_key(g, *rotate, out.as_deref()).await
+        }
+        Cmd::Snapshot { command: SnapshotCmd::Save { file } } => snapshot::save(g, file).await,
+        Cmd::Snapshot { command: SnapshotCmd::Inspect { file, key_file } } => {
+            snapshot::inspect(g, file, key_file.as_deref())
         }
         Cmd::Token { command: TokenCmd::Create { name, role, stacks } } => tokens::create(g, name, *role, stacks).await,
         Cmd::Token { command: TokenCmd::Ls } => tokens::ls(g).await,

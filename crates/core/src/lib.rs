@@ -8,6 +8,8 @@
 //!
 //! # Layout
 //!
+//! - [`backup`]: the cluster snapshot file of `stackctl snapshot save`
+//!   (plain header, payload encrypted by the caller), and its summary.
 //! - [`model`]: nodes, stacks, services, tasks and their specs.
 //! - [`command`]: [`Command`], the only way the state changes, and the
 //!   [`Plan`](command::Plan) / [`Placement`](command::Placement) values the
@@ -42,6 +44,7 @@
 //! - [`compose`]: a [`StackSpec`](model::StackSpec) written back as a compose
 //!   document (what `stackctl config` prints; the loader reads it back unchanged).
 
+pub mod backup;
 pub mod command;
 pub mod compose;
 pub mod diff;

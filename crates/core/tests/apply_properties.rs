@@ -43,6 +43,7 @@ fn security() -> Security {
         manager_secret: Blob(vec![1; 16]),
         worker_secret: Blob(vec![2; 16]),
         tokens: BTreeMap::from([(ADMIN_ID.to_string(), token(ADMIN_ID, "admin", TokenRole::Admin, &[]))]),
+        recovery_recipient: String::new(),
     }
 }
 

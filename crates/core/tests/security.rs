@@ -23,6 +23,7 @@ fn security() -> Security {
         manager_secret: Blob(vec![0x11; 16]),
         worker_secret: Blob(vec![0x22; 16]),
         tokens: BTreeMap::from([(admin.id.clone(), admin)]),
+        recovery_recipient: String::new(),
     }
 }
 
@@ -111,6 +112,22 @@ fn a_rotated_join_secret_replaces_the_old_one() {
     assert_eq!(why, SecurityError::ShortSecret { role: NodeRole::Worker, len: 8 }.to_string());
     let why = c.refused(Command::RotateJoinSecret { role: NodeRole::Worker, secret: Blob(vec![0x33; 16]), at: 10 });
     assert_eq!(why, SecurityError::SameSecrets.to_string());
+}
+
+#[test]
+fn a_recovery_recipient_is_replaced_and_a_malformed_one_refused() {
+    let mut c = Cluster::new();
+    let before = c.state.state_hash();
+    let r = "age1ql3z7hjy54pw3hyww5ayyfg7zqgvc7w3j2elw8zmrj2kg5sfn9aqmcac8p";
+    let applied = c.apply(Command::SetRecoveryRecipient { recipient: r.into(), at: 9 });
+    assert_eq!(applied.rejected, None);
+    assert_eq!(c.state.security.recovery_recipient, r);
+    assert_ne!(c.state.state_hash(), before, "the recipient is part of the state");
+    let why = c.refused(Command::SetRecoveryRecipient { recipient: "AGE-SECRET-KEY-1X".into(), at: 10 });
+    assert!(why.contains("not an age recipient"), "{why}");
+    assert_eq!(c.state.security.recovery_recipient, r, "a refused command changes nothing");
+    let json = serde_json::to_value(Command::SetRecoveryRecipient { recipient: r.into(), at: 1 }).expect("encode");
+    assert_eq!(json["type"], "set_recovery_recipient");
 }
 
 #[test]

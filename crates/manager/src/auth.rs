@@ -197,6 +197,7 @@ mod tests {
             worker_secret: Blob(vec![2; 16]),
             tokens: [(token.id().to_string(), stored(token.id(), TokenRole::Viewer, &[], token.secret_sha256()))]
                 .into(),
+            recovery_recipient: String::new(),
         };
         state
     }

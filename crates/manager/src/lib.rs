@@ -20,7 +20,10 @@
 //!   thin tonic impl, `access.rs` the action each request asks for, then one
 //!   file per concern: `stacks.rs`, `objects.rs` (configs and secrets),
 //!   `nodes.rs` (roles, removal, membership checks), `join.rs` (join and
-//!   certificate renewal), `tokens.rs`, `cluster.rs` (status, join tokens, events).
+//!   certificate renewal), `tokens.rs`, `cluster.rs` (status, join tokens, events),
+//!   `snapshots.rs` (cluster snapshot files, the recovery key).
+//! - `backup.rs`: a cluster snapshot file of the applied state, encrypted
+//!   to the recovery key (core's `backup` layout, tls' `age`).
 //! - `refusal.rs`: a core `Refusal` as the gRPC status a client sees: the
 //!   one mapping of refusal kinds to codes.
 //! - `reconcile.rs`: the one shape of every loop (leader gate → watch the
@@ -47,6 +50,7 @@
 //! dispatcher, and the control API takes a certificate or a bearer token.
 
 mod auth;
+mod backup;
 mod bootstrap;
 mod control;
 mod controller;

@@ -9,9 +9,11 @@ use stackd_manager::{Identity, Manager, ManagerConfig, Timings};
 use stackd_proto::v1;
 use stackd_proto::v1::control_client::ControlClient;
 use stackd_proto::v1::dispatcher_client::DispatcherClient;
+use stackd_tls::age::{self, AgeError, Identity as Identity_};
 use stackd_tls::testing::TestPki;
 use stackd_tls::{Role, Secret};
 use std::time::Duration;
+use tokio_stream::StreamExt;
 use tonic::{Code, Request};
 
 fn stored(token: &stackd_tls::ClientToken, name: &str, role: TokenRole, stacks: &[&str]) -> ClientToken {
@@ -53,6 +55,7 @@ async fn the_manager_serves_tls_and_checks_every_caller() {
     let admin = stackd_tls::ClientToken::generate();
     let viewer = stackd_tls::ClientToken::generate();
     let deployer = stackd_tls::ClientToken::generate();
+    let recovery = Identity_::generate().expect("recovery key");
     let security = Security {
         ca_cert_pem: pki.ca.cert_pem().to_string(),
         ca_key_pem: Blob(pki.ca.key_pem().into_bytes()),
@@ -66,6 +69,7 @@ async fn the_manager_serves_tls_and_checks_every_caller() {
         .into_iter()
         .map(|t| (t.id.clone(), t))
         .collect(),
+        recovery_recipient: recovery.recipient().to_string(),
     };
     let manager = Manager::start(ManagerConfig {
         data_dir: dir.path().to_path_buf(),
@@ -135,6 +139,48 @@ async fn the_manager_serves_tls_and_checks_every_caller() {
     // The admin does everything.
     control.create_object(with_token(secret(), &admin)).await.expect("admin writes");
 
+    // Snapshots: the admin only; encrypted to the recovery key, secrets inside.
+    for who in [&viewer, &deployer] {
+        let e = control
+            .save_snapshot(with_token(v1::SaveSnapshotRequest {}, who))
+            .await
+            .expect_err("only an admin saves snapshots");
+        assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
+    }
+    let file = save(&mut control, &admin).await;
+    let (header, sealed) = stackd_core::backup::split(&file).expect("a snapshot file");
+    assert_eq!(header.cluster_id, identity.cluster_id);
+    assert_eq!(header.recipient, recovery.recipient().to_string());
+    assert!(header.index > 0);
+    for clear in [&b"s3cret"[..], b"czNjcmV0"] {
+        assert!(!file.windows(clear.len()).any(|w| w == clear), "the secret's value is not in the clear");
+    }
+    let plain = age::decrypt(std::slice::from_ref(&recovery), sealed).expect("the recovery key opens it");
+    let state = stackd_core::backup::open(&header, &plain).expect("a state");
+    let value = state.secrets.get("db_password").and_then(|s| s.versions.get(&s.current));
+    assert_eq!(value.map(|b| b.0.as_slice()), Some(&b"s3cret"[..]));
+    let status = control
+        .cluster_status(with_token(v1::ClusterStatusRequest { stale: false }, &viewer))
+        .await
+        .expect("status")
+        .into_inner();
+    assert_eq!(status.recovery_recipient, recovery.recipient().to_string());
+    assert_eq!(state.state_hash(), status.state_hash, "nothing changed since: the same state");
+
+    // A new recovery key: the admin only, a well-formed recipient only.
+    let next = Identity_::generate().expect("key");
+    let set = |r: String| v1::SetRecoveryKeyRequest { recipient: r };
+    let e = control.set_recovery_key(with_token(set(next.recipient().to_string()), &viewer)).await.expect_err("viewer");
+    assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
+    let e = control.set_recovery_key(with_token(set(next.to_secret_string()), &admin)).await.expect_err("private");
+    assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
+    let r = control.set_recovery_key(with_token(set(next.recipient().to_string()), &admin)).await.expect("rotate");
+    assert_eq!(r.into_inner().previous, recovery.recipient().to_string());
+    let file = save(&mut control, &admin).await;
+    let (_, sealed) = stackd_core::backup::split(&file).expect("a snapshot file");
+    assert_eq!(age::decrypt(std::slice::from_ref(&recovery), sealed).err(), Some(AgeError::WrongKey));
+    age::decrypt(&[next], sealed).expect("the new key opens the new snapshot");
+
     // A manager's certificate is an admin's.
     let as_manager = pki.client_config(Some((&identity.node_id, Role::Manager)));
     let channel = stackd_tls::channel(&addr, as_manager).await.expect("TLS channel");
@@ -152,4 +198,18 @@ async fn the_manager_serves_tls_and_checks_every_caller() {
 
     server.abort();
     manager.shutdown().await;
+}
+
+async fn save(control: &mut ControlClient<tonic::transport::Channel>, token: &stackd_tls::ClientToken) -> Vec<u8> {
+    let mut stream =
+        control.save_snapshot(with_token(v1::SaveSnapshotRequest {}, token)).await.expect("admin saves").into_inner();
+    let mut file = Vec::new();
+    let mut total = None;
+    while let Some(piece) = stream.next().await {
+        let piece = piece.expect("a piece");
+        total.get_or_insert(piece.total);
+        file.extend_from_slice(&piece.data);
+    }
+    assert_eq!(Some(file.len() as u64), total, "the first piece gives the size");
+    file
 }

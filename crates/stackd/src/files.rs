@@ -58,6 +58,9 @@ pub enum FilesError {
          create a new node with `stackd init`"
     )]
     NoCredentials(String),
+    /// The recovery key could not be made.
+    #[error("{0}")]
+    Recovery(String),
     /// `bootstrap.json` cannot be written or read back.
     #[error("{what}: {source}")]
     Json {
@@ -136,6 +139,8 @@ pub fn init_pki(dir: &Path, identity: &Identity, now_ms: u64) -> Result<()> {
         secret_sha256: admin.secret_sha256(),
         created_at: now_ms,
     };
+    let recovery = stackd_tls::age::Identity::generate()
+        .map_err(|e| FilesError::Recovery(format!("generating the recovery key: {e}")))?;
     let (manager_secret, mut worker_secret) = (Secret::generate(), Secret::generate());
     while worker_secret == manager_secret {
         worker_secret = Secret::generate();
@@ -146,6 +151,7 @@ pub fn init_pki(dir: &Path, identity: &Identity, now_ms: u64) -> Result<()> {
         manager_secret: Blob(manager_secret.as_bytes().to_vec()),
         worker_secret: Blob(worker_secret.as_bytes().to_vec()),
         tokens: [(token.id.clone(), token)].into(),
+        recovery_recipient: recovery.recipient().to_string(),
     };
     security.validate()?;
     let bootstrap = Bootstrap { security, admin_token: admin.reveal() };
@@ -155,7 +161,23 @@ pub fn init_pki(dir: &Path, identity: &Identity, now_ms: u64) -> Result<()> {
     let json = serde_json::to_vec(&bootstrap)
         .map_err(|source| FilesError::Json { what: "encoding bootstrap.json".into(), source })?;
     write_file(&tls, "bootstrap.json", &json, 0o600)?;
+    write_file(dir, RECOVERY_KEY, recovery_key_file(&recovery, &identity.cluster_id, now_ms).as_bytes(), 0o600)?;
     Ok(())
+}
+
+/// The file `stackd init` writes the recovery key to, in the data dir.
+pub const RECOVERY_KEY: &str = "recovery.key";
+
+/// The text of a recovery key file (age's identity format, with comments).
+fn recovery_key_file(key: &stackd_tls::age::Identity, cluster_id: &str, now_ms: u64) -> String {
+    key.to_file(
+        &stackd_core::model::rfc3339(now_ms),
+        &format!(
+            "stackd recovery key of cluster {cluster_id}: it opens the cluster's snapshots.\n\
+             Move it off the cluster (a password manager, a safe) and delete this copy.\n\
+             Without stackd: tail -n +3 SNAPSHOT | age -d -i recovery.key"
+        ),
+    )
 }
 
 /// `stackd join`: the node's key, its certificate (followed by the CA's)
@@ -268,6 +290,11 @@ mod tests {
         assert_eq!(mode(&tmp.join("tls")), 0o700);
         assert_eq!(mode(&tmp.join("tls/node.key")), 0o600);
         assert_eq!(mode(&tmp.join("tls/bootstrap.json")), 0o600);
+        assert_eq!(mode(&tmp.join(RECOVERY_KEY)), 0o600);
+        let text = std::fs::read_to_string(tmp.join(RECOVERY_KEY)).expect("recovery key");
+        let keys = stackd_tls::age::Identity::parse_file(&text).expect("an age identity file");
+        let boot = load_bootstrap(&tmp).expect("bootstrap").expect("pending");
+        assert_eq!(keys[0].recipient().to_string(), boot.security.recovery_recipient);
         let creds = load_credentials(&tmp).expect("credentials");
         let id = creds.identity().expect("identity");
         assert_eq!((id.node_id.as_str(), id.role), (identity.node_id.as_str(), Role::Manager));

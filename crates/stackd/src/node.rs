@@ -172,6 +172,8 @@ async fn run_node(
             // A crash right here is repaired by the next start.
             let env = files::finish_bootstrap(&data_dir, &identity, &dial_addr(&identity.addr), &b.admin_token)?;
             tracing::info!(path = %env.display(), "stackctl settings written (admin token included): `set -a; . {}; set +a`", env.display());
+            let key = data_dir.join(files::RECOVERY_KEY);
+            tracing::warn!(path = %key.display(), "the recovery key (it opens every snapshot of this cluster) is in {}: move it off the cluster and delete this copy; `stackctl cluster recovery-key --rotate` makes a new one", key.display());
         }
         Some((manager, listener))
     } else {

@@ -25,8 +25,12 @@
 //! - `connect.rs`: tonic channels over our TLS ([`channel`], [`lazy_channel`]).
 //! - `incoming.rs`: [`tls_incoming`], handshakes off the accept loop.
 //! - `peer.rs`: [`PeerIdentity`], what a verified certificate says.
+//! - `age.rs`: the age file format (X25519 recipients), what cluster
+//!   snapshots are encrypted with: [`age::Identity`], [`age::Recipient`],
+//!   [`age::encrypt`], [`age::decrypt`].
 //! - `testing.rs`: an ephemeral PKI for tests (hidden from the docs).
 
+pub mod age;
 mod config;
 mod connect;
 mod incoming;

@@ -376,6 +376,13 @@ impl ClusterState {
                 },
                 Err(e) => cx.refuse(e.into()),
             },
+            Command::SetRecoveryRecipient { recipient, .. } => {
+                if recipient.starts_with("age1") && recipient.len() > 10 {
+                    self.security.recovery_recipient = recipient.clone();
+                } else {
+                    cx.refuse(Refusal::invalid(format!("{recipient:?} is not an age recipient (age1…)")));
+                }
+            }
             Command::CreateToken { token, .. } => self.create_token(token, &mut cx),
             Command::RevokeToken { id, .. } => {
                 if self.security.tokens.remove(id).is_none() {

@@ -35,7 +35,8 @@ pub(super) fn cluster_ca(state: &ClusterState) -> Result<stackd_tls::Ca, Status>
 /// `ClusterStatus`: this manager's view of Raft, and the managers as the
 /// leader (or, stale, this manager) sees them.
 pub(super) async fn status(ctl: &Control, r: v1::ClusterStatusRequest) -> Result<v1::ClusterStatusResponse, Status> {
-    let (cluster_id, state_hash) = ctl.read(r.stale, |s| (s.cluster_id.clone(), s.state_hash())).await?;
+    let (cluster_id, state_hash, recovery_recipient) =
+        ctl.read(r.stale, |s| (s.cluster_id.clone(), s.state_hash(), s.security.recovery_recipient.clone())).await?;
     let st = ctl.raft.status();
     let view = ctl.members_view(r.stale).await.ok();
     Ok(v1::ClusterStatusResponse {
@@ -50,6 +51,7 @@ pub(super) async fn status(ctl: &Control, r: v1::ClusterStatusRequest) -> Result
         last_log_index: st.last_log_index,
         last_applied: st.last_applied,
         state_hash,
+        recovery_recipient,
         version: env!("CARGO_PKG_VERSION").to_string(),
     })
 }

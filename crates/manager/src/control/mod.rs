@@ -33,6 +33,7 @@ mod events;
 mod join;
 mod nodes;
 mod objects;
+mod snapshots;
 mod stacks;
 mod tokens;
 
@@ -136,6 +137,7 @@ fn reply<T>(answer: Result<T, Status>) -> Result<Response<T>, Status> {
 #[tonic::async_trait]
 impl v1::control_server::Control for Control {
     type WatchEventsStream = events::EventStream;
+    type SaveSnapshotStream = snapshots::SnapshotStream;
 
     async fn deploy_stack(
         &self,
@@ -272,6 +274,20 @@ impl v1::control_server::Control for Control {
         req: Request<v1::RevokeTokenRequest>,
     ) -> Result<Response<v1::RevokeTokenResponse>, Status> {
         reply(tokens::revoke(self, self.checked(req)?).await)
+    }
+
+    async fn save_snapshot(
+        &self,
+        req: Request<v1::SaveSnapshotRequest>,
+    ) -> Result<Response<Self::SaveSnapshotStream>, Status> {
+        reply(snapshots::save(self, self.checked(req)?).await)
+    }
+
+    async fn set_recovery_key(
+        &self,
+        req: Request<v1::SetRecoveryKeyRequest>,
+    ) -> Result<Response<v1::SetRecoveryKeyResponse>, Status> {
+        reply(snapshots::set_recovery_key(self, self.checked(req)?).await)
     }
 
     async fn cluster_status(

@@ -59,6 +59,13 @@ impl Shared {
         self.data.read().unwrap_or_else(|p| p.into_inner()).state.clone()
     }
 
+    /// The current state with the log id of the last entry it includes,
+    /// taken together: what a cluster snapshot file holds.
+    pub fn snapshot_at(&self) -> (Option<LogId>, Arc<ClusterState>) {
+        let guard = self.data.read().unwrap_or_else(|p| p.into_inner());
+        (guard.last_applied, guard.state.clone())
+    }
+
     /// The index of the last applied entry; changes on every apply.
     pub fn applied(&self) -> watch::Receiver<u64> {
         self.applied.subscribe()

@@ -35,6 +35,7 @@ pub fn security() -> Security {
         manager_secret: secret(1),
         worker_secret: secret(2),
         tokens: BTreeMap::new(),
+        recovery_recipient: String::new(),
     }
 }
 

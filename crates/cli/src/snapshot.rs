@@ -1,0 +1,235 @@
+//! `stackctl snapshot save|inspect` and `stackctl cluster recovery-key`.
+//!
+//! A snapshot file is made by a manager, encrypted to the cluster's
+//! recovery key before it leaves the manager; `save` writes it whole or not
+//! at all (a `.partial` file renamed at the end, mode 0600), and refuses
+//! anything that is not an encrypted snapshot file. `inspect` needs no
+//! cluster: the header is plain, and the key opens the rest.
+
+use std::io::{IsTerminal, Write};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, anyhow, bail};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use serde::Serialize;
+use stackd_core::backup::{self, Header, Summary};
+use stackd_core::model::rfc3339;
+use stackd_proto::v1;
+use stackd_tls::age::{self, Identity};
+use tokio_stream::StreamExt;
+
+use crate::args::{Global, Output};
+use crate::client::{connect, status};
+use crate::output::print_document;
+
+/// A progress bar of the bytes received, on standard error when it is a terminal.
+fn bar(total: u64) -> ProgressBar {
+    let tty = std::io::stderr().is_terminal() && std::env::var("TERM").map_or(true, |t| t != "dumb");
+    if !tty {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr());
+    if let Ok(style) = ProgressStyle::with_template("snapshot {bar:30} {bytes}/{total_bytes} {bytes_per_sec}") {
+        bar.set_style(style);
+    }
+    bar
+}
+
+/// `stackctl snapshot save FILE|-`.
+pub async fn save(g: &Global, file: &str) -> Result<i32> {
+    let to_stdout = file == "-";
+    if to_stdout && std::io::stdout().is_terminal() {
+        bail!("refusing to write a binary snapshot to a terminal: give a file, or redirect standard output");
+    }
+    let mut c = connect(g).await?;
+    let mut stream = c
+        .read(|mut c| async move { c.save_snapshot(v1::SaveSnapshotRequest {}).await })
+        .await
+        .map_err(status)?
+        .into_inner();
+    let mut bytes = Vec::new();
+    let mut progress: Option<ProgressBar> = None;
+    while let Some(piece) = stream.next().await {
+        let piece = piece.map_err(status).context("the manager stopped sending the snapshot")?;
+        if progress.is_none() {
+            bytes.reserve(usize::try_from(piece.total).unwrap_or(0));
+            progress = Some(bar(piece.total));
+        }
+        bytes.extend_from_slice(&piece.data);
+        if let Some(p) = &progress {
+            p.set_position(bytes.len() as u64);
+        }
+    }
+    if let Some(p) = progress {
+        p.finish_and_clear();
+    }
+    // What the manager sent must be an encrypted snapshot file, whole.
+    let (header, sealed) = backup::split(&bytes).context("the manager sent something that is not a snapshot file")?;
+    if !sealed.starts_with(age::VERSION_LINE.as_bytes()) || header.recipient.is_empty() {
+        bail!("the manager sent an unencrypted snapshot: refusing to write it");
+    }
+    if to_stdout {
+        let mut out = std::io::stdout().lock();
+        out.write_all(&bytes).and_then(|()| out.flush()).context("writing the snapshot to standard output")?;
+    } else {
+        write_private(Path::new(file), &bytes)?;
+    }
+    eprintln!(
+        "Snapshot of cluster {} at index {} (term {}), {} bytes, encrypted to {}{}",
+        header.cluster_id,
+        header.index,
+        header.term,
+        bytes.len(),
+        header.recipient,
+        if to_stdout { String::new() } else { format!(", written to {file}") }
+    );
+    Ok(crate::EXIT_OK)
+}
+
+/// Writes `bytes` to `path` whole or not at all: a private `.partial` file,
+/// synced, then renamed over `path`.
+fn write_private(path: &Path, bytes: &[u8]) -> Result<()> {
+    let name = path.file_name().ok_or_else(|| anyhow!("{} is not a file name", path.display()))?;
+    let mut partial = name.to_os_string();
+    partial.push(".partial");
+    let tmp = path.with_file_name(partial);
+    let write = || -> std::io::Result<()> {
+        let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp)?;
+        f.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)
+    };
+    write().map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        anyhow!("writing {}: {e}", path.display())
+    })
+}
+
+/// What `snapshot inspect` prints.
+#[derive(Serialize)]
+struct InspectDoc {
+    #[serde(flatten)]
+    header: Header,
+    created: String,
+    bytes: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    contents: Option<Summary>,
+}
+
+/// `stackctl snapshot inspect FILE [--key-file F]`.
+pub fn inspect(g: &Global, file: &Path, key_file: Option<&Path>) -> Result<i32> {
+    let bytes = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
+    let (header, sealed) = backup::split(&bytes).with_context(|| format!("{} is refused", file.display()))?;
+    let contents = match key_file {
+        None => None,
+        Some(k) => {
+            let text = std::fs::read_to_string(k).with_context(|| format!("reading the key file {}", k.display()))?;
+            let ids = Identity::parse_file(&text).with_context(|| format!("{} is not a recovery key", k.display()))?;
+            let plain = age::decrypt(&ids, sealed).with_context(|| format!("{} cannot be opened", file.display()))?;
+            let state = backup::open(&header, &plain).with_context(|| format!("{} is refused", file.display()))?;
+            Some(backup::summary(&state))
+        }
+    };
+    let doc = InspectDoc { created: rfc3339(header.created_at), bytes: bytes.len() as u64, header, contents };
+    if g.output != Output::Table {
+        print_document(&doc, g.output)?;
+        return Ok(crate::EXIT_OK);
+    }
+    let h = &doc.header;
+    out!("Cluster:       {}", h.cluster_id);
+    out!("Index:         {} (term {})", h.index, h.term);
+    out!("Created:       {}", doc.created);
+    out!("stackd:        {}", h.stackd_version);
+    out!("Format:        {}", h.format);
+    out!("Encrypted to:  {}", h.recipient);
+    out!("Size:          {} bytes", doc.bytes);
+    match &doc.contents {
+        None => out!("Contents:      (give --key-file to open it)"),
+        Some(s) => {
+            out!("State hash:    {}", s.state_hash);
+            let stacks: Vec<String> = s.stacks.iter().map(|(k, n)| format!("{k} ({n})")).collect();
+            out!("Stacks:        {}", list(&stacks));
+            out!("Services:      {}", s.services);
+            out!("Tasks:         {} ({} running)", s.tasks, s.running);
+            out!("Nodes:         {}", list(&s.nodes));
+            out!("Secrets:       {}", list(&s.secrets));
+            out!("Configs:       {}", list(&s.configs));
+            out!("Tokens:        {}", list(&s.tokens));
+        }
+    }
+    Ok(crate::EXIT_OK)
+}
+
+fn list(items: &[String]) -> String {
+    if items.is_empty() { "-".to_string() } else { items.join(", ") }
+}
+
+/// `stackctl cluster recovery-key [--rotate [--out FILE]]`.
+pub async fn recovery_key(g: &Global, rotate: bool, out: Option<&Path>) -> Result<i32> {
+    let mut c = connect(g).await?;
+    if !rotate {
+        let r = c
+            .read(|mut c| async move { c.cluster_status(v1::ClusterStatusRequest { stale: g.stale }).await })
+            .await
+            .map_err(status)?
+            .into_inner();
+        if r.recovery_recipient.is_empty() {
+            bail!("the cluster has no recovery key: make one with `stackctl cluster recovery-key --rotate`");
+        }
+        out!("{}", r.recovery_recipient);
+        return Ok(crate::EXIT_OK);
+    }
+    let key = Identity::generate().map_err(|e| anyhow!("generating a key: {e}"))?;
+    let recipient = key.recipient().to_string();
+    let text = key.to_file(
+        &rfc3339(crate::output::now_ms()),
+        "stackd recovery key: it opens the cluster's snapshots. Keep it off the cluster.\n\
+         Without stackd: tail -n +3 SNAPSHOT | age -d -i recovery.key",
+    );
+    // The private half is kept before the cluster uses its public half.
+    let written: Option<PathBuf> = match out {
+        Some(path) => {
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(path)
+                .with_context(|| format!("creating {} (it must not exist yet)", path.display()))?;
+            f.write_all(text.as_bytes())
+                .and_then(|()| f.sync_all())
+                .with_context(|| format!("writing {}", path.display()))?;
+            Some(path.to_path_buf())
+        }
+        None => {
+            let mut o = std::io::stdout().lock();
+            o.write_all(text.as_bytes()).and_then(|()| o.flush()).context("printing the key")?;
+            None
+        }
+    };
+    let req = v1::SetRecoveryKeyRequest { recipient: recipient.clone() };
+    let answer = c.write(|mut c| {
+        let req = req.clone();
+        async move { c.set_recovery_key(req).await }
+    });
+    match answer.await {
+        Ok(r) => {
+            let r = r.into_inner();
+            eprintln!("The cluster's snapshots are now encrypted to {recipient}.");
+            if !r.previous.is_empty() {
+                eprintln!("Snapshots taken before still need the previous key (of {}).", r.previous);
+            }
+            if let Some(p) = written {
+                eprintln!("The private key is in {}: move it off the cluster.", p.display());
+            }
+            Ok(crate::EXIT_OK)
+        }
+        Err(e) => {
+            if let Some(p) = &written {
+                let _ = std::fs::remove_file(p);
+            }
+            Err(status(e).context("the new key was NOT installed (the cluster keeps its previous one)"))
+        }
+    }
+}

@@ -1,0 +1,73 @@
+//! `SaveSnapshot` and `SetRecoveryKey`: cluster snapshot files, encrypted to
+//! the recovery key whose public half the state keeps (see
+//! [`crate::backup`]).
+
+use std::pin::Pin;
+
+use stackd_core::{Command, Refusal};
+use stackd_proto::v1;
+use stackd_tls::age::Recipient;
+use tokio_stream::Stream;
+use tonic::Status;
+
+use super::Control;
+use crate::backup::{self, SnapshotFileError};
+use crate::now_ms;
+use crate::refusal::refused;
+
+/// The pieces `SaveSnapshot` streams.
+pub(super) type SnapshotStream = Pin<Box<dyn Stream<Item = Result<v1::SnapshotPiece, Status>> + Send>>;
+
+/// Bytes per piece: well under the gRPC message limit.
+const PIECE: usize = 1 << 20;
+
+fn status(e: SnapshotFileError) -> Status {
+    match e {
+        SnapshotFileError::NoRecipient | SnapshotFileError::Uninitialised => {
+            refused(Refusal::failed_precondition(e.to_string()))
+        }
+        other => Status::internal(other.to_string()),
+    }
+}
+
+/// `SaveSnapshot`: the state after a read barrier (everything committed
+/// before the request is in it), encrypted, in pieces.
+pub(super) async fn save(ctl: &Control, _r: v1::SaveSnapshotRequest) -> Result<SnapshotStream, Status> {
+    ctl.raft.read_barrier().await?;
+    let started = std::time::Instant::now();
+    let (header, file) = backup::take(ctl.raft.shared(), now_ms()).await.map_err(status)?;
+    tracing::info!(
+        index = header.index,
+        term = header.term,
+        bytes = file.len(),
+        ms = started.elapsed().as_millis() as u64,
+        "cluster snapshot taken for a client"
+    );
+    let total = file.len() as u64;
+    let pieces: Vec<Result<v1::SnapshotPiece, Status>> = file
+        .chunks(PIECE)
+        .enumerate()
+        .map(|(i, data)| {
+            let first = i == 0;
+            Ok(v1::SnapshotPiece {
+                data: data.to_vec(),
+                total: if first { total } else { 0 },
+                index: if first { header.index } else { 0 },
+                term: if first { header.term } else { 0 },
+            })
+        })
+        .collect();
+    Ok(Box::pin(tokio_stream::iter(pieces)))
+}
+
+/// `SetRecoveryKey`: a new recipient for later snapshots.
+pub(super) async fn set_recovery_key(
+    ctl: &Control,
+    r: v1::SetRecoveryKeyRequest,
+) -> Result<v1::SetRecoveryKeyResponse, Status> {
+    let recipient = Recipient::parse(r.recipient.trim()).map_err(|e| refused(Refusal::invalid(e.to_string())))?;
+    let previous = ctl.read(false, |s| s.security.recovery_recipient.clone()).await?;
+    ctl.propose(Command::SetRecoveryRecipient { recipient: recipient.to_string(), at: now_ms() }).await?;
+    tracing::info!(%recipient, "recovery key replaced: later snapshots are encrypted to it");
+    Ok(v1::SetRecoveryKeyResponse { previous })
+}
