@@ -484,7 +484,7 @@ pub enum ClusterCmd {
         rotate: bool,
         /// With `--rotate`: write the private key to this file (mode 0600;
         /// it must not exist yet) instead of standard output.
-        #[arg(long, short = 'o', requires = "rotate")]
+        #[arg(long, requires = "rotate")]
         out: Option<std::path::PathBuf>,
     },
 }
@@ -583,5 +583,13 @@ mod tests {
         assert!(parse_duration("5").is_err());
         assert!(parse_duration("5x").is_err());
         assert!(parse_duration("").is_err());
+    }
+
+    // clap checks a command line's definition only when that subcommand is
+    // parsed: a clash of names in a rarely used one would panic at run time.
+    #[test]
+    fn every_subcommand_is_well_formed() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
     }
 }
