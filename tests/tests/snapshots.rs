@@ -141,3 +141,90 @@ fn a_snapshot_is_saved_encrypted_opened_with_the_key_only_and_refused_when_damag
     // The first snapshot still opens with the key it was made for.
     json(&node, &["snapshot", "inspect", &file, "--key-file", &key_s, "-o", "json"]);
 }
+
+/// The scheduled snapshot files in a manager's `DATA_DIR/snapshots`.
+fn scheduled_files(node: &Node) -> Vec<String> {
+    let dir = node.dir.path().join("snapshots");
+    let mut names: Vec<String> = std::fs::read_dir(&dir)
+        .map(|d| d.filter_map(|e| e.ok()?.file_name().into_string().ok()).collect())
+        .unwrap_or_default();
+    names.retain(|n| n.starts_with("snapshot-") && n.ends_with(".snap"));
+    names.sort();
+    names
+}
+
+fn taken(c: &stackd_tests::cluster::Cluster) -> Vec<Value> {
+    let out = c.stackctl(&["snapshot", "ls", "-o", "json"]);
+    let doc: Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("snapshot ls: {e}: {out}"));
+    doc["taken"].as_array().cloned().unwrap_or_default()
+}
+
+#[test]
+fn scheduled_snapshots_fire_once_per_tick_across_a_failover_and_retention_prunes() {
+    use std::time::Duration;
+    let mut c = stackd_tests::cluster::Cluster::managers(3, &Opts::manager()).expect("3 managers");
+    let old = c.wait_leader(None, Duration::from_secs(10)).expect("leader");
+
+    // A bad pattern is refused and changes nothing.
+    let o = c.stackctl_output(&["snapshot", "schedule", "--cron", "every now and then"], None).expect("run");
+    assert!(!o.status.success(), "a bad pattern was accepted");
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("not a cron pattern"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let ls: Value = serde_json::from_str(&c.stackctl(&["snapshot", "ls", "-o", "json"])).expect("json");
+    assert_eq!(ls["schedule"], "0 */6 * * *", "the default schedule: {ls}");
+    assert_eq!(ls["is_default"], true);
+
+    // Every 2 seconds, 2 kept per manager.
+    c.stackctl(&["snapshot", "schedule", "--cron", "*/2 * * * * *", "--retention", "2"]);
+    stackd_tests::wait_until(Duration::from_secs(20), "3 scheduled snapshots", || {
+        (taken(&c).iter().filter(|t| t["error"] == "").count() >= 3).then_some(())
+    });
+    let leader_name = c.nodes[old].name.clone();
+    assert!(taken(&c).iter().all(|t| t["manager"] == leader_name.as_str()), "the leader takes them: {:?}", taken(&c));
+
+    c.nodes[old].kill9();
+    let new = c.wait_leader(Some(old), Duration::from_secs(10)).expect("a new leader");
+    let new_name = c.nodes[new].name.clone();
+    stackd_tests::wait_until(Duration::from_secs(20), "3 scheduled snapshots by the new leader", || {
+        (taken(&c).iter().filter(|t| t["manager"] == new_name.as_str() && t["error"] == "").count() >= 3).then_some(())
+    });
+    c.stackctl(&["snapshot", "schedule", "--cron", "off"]);
+    std::thread::sleep(Duration::from_millis(500));
+
+    // Exactly one snapshot per tick: every tick recorded once, and no tick's
+    // file on two managers.
+    let records = taken(&c);
+    let ticks: Vec<&str> = records.iter().filter_map(|t| t["tick"].as_str()).collect();
+    let mut unique = ticks.clone();
+    unique.dedup();
+    assert_eq!(ticks, unique, "a tick recorded twice (ticks are sorted as taken): {records:?}");
+    let mut all_files = Vec::new();
+    for node in &c.nodes {
+        let files = scheduled_files(node);
+        assert!(files.len() <= 2, "retention keeps 2 per manager, {} has {files:?}", node.name);
+        all_files.extend(files.into_iter().map(|f| f.split("-i").next().unwrap_or_default().to_string()));
+    }
+    let n = all_files.len();
+    all_files.sort();
+    all_files.dedup();
+    assert_eq!(all_files.len(), n, "one tick's snapshot on two managers: {all_files:?}");
+    assert_eq!(scheduled_files(&c.nodes[new]).len(), 2, "the new leader kept its newest 2");
+
+    // Each opens with the cluster's recovery key (written by the first manager's init).
+    let key = c.nodes[0].dir.path().join("recovery.key");
+    let newest = c.nodes[new].dir.path().join("snapshots").join(scheduled_files(&c.nodes[new]).pop().expect("a file"));
+    let out = c.stackctl(&[
+        "snapshot",
+        "inspect",
+        &newest.to_string_lossy(),
+        "--key-file",
+        &key.to_string_lossy(),
+        "-o",
+        "json",
+    ]);
+    let doc: Value = serde_json::from_str(&out).expect("json");
+    assert!(doc["contents"]["nodes"].as_array().is_some_and(|n| n.len() == 3), "{doc}");
+}

@@ -507,6 +507,26 @@ pub enum SnapshotCmd {
         #[arg(long)]
         key_file: Option<std::path::PathBuf>,
     },
+    /// Scheduled snapshots: the schedule, the next tick, and the last ones
+    /// taken (by which manager, to which file).
+    Ls,
+    /// Set when the leader takes snapshots and how many each manager keeps
+    /// (admin); flags not given keep their value.
+    Schedule {
+        /// A cron pattern in UTC (5 fields, or 6 with seconds first), such as
+        /// `0 */6 * * *`; `off` turns scheduled snapshots off.
+        #[arg(long)]
+        cron: Option<String>,
+        /// Scheduled snapshots kept in the directory of each manager.
+        #[arg(long)]
+        retention: Option<u32>,
+        /// The directory on each manager (absolute; empty: DATA_DIR/snapshots).
+        #[arg(long)]
+        dir: Option<String>,
+        /// Back to the defaults: every 6 hours, 10 kept, DATA_DIR/snapshots.
+        #[arg(long, conflicts_with_all = ["cron", "retention", "dir"])]
+        default: bool,
+    },
 }
 
 /// The role of a client token.

@@ -145,6 +145,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
             snapshot::recovery_key(g, *rotate, out.as_deref()).await
         }
         Cmd::Snapshot { command: SnapshotCmd::Save { file } } => snapshot::save(g, file).await,
+        Cmd::Snapshot { command: SnapshotCmd::Ls } => snapshot::ls(g).await,
+        Cmd::Snapshot { command: SnapshotCmd::Schedule { cron, retention, dir, default } } => {
+            snapshot::schedule(g, cron.as_deref(), *retention, dir.as_deref(), *default).await
+        }
         Cmd::Snapshot { command: SnapshotCmd::Inspect { file, key_file } } => {
             snapshot::inspect(g, file, key_file.as_deref())
         }

@@ -1,4 +1,4 @@
-//! `stackctl snapshot save|inspect` and `stackctl cluster recovery-key`.
+//! `stackctl snapshot save|inspect|ls|schedule` and `stackctl cluster recovery-key`.
 //!
 //! A snapshot file is made by a manager, encrypted to the cluster's
 //! recovery key before it leaves the manager; `save` writes it whole or not
@@ -21,7 +21,7 @@ use tokio_stream::StreamExt;
 
 use crate::args::{Global, Output};
 use crate::client::{connect, status};
-use crate::output::print_document;
+use crate::output::{print_document, print_rows};
 
 /// A progress bar of the bytes received, on standard error when it is a terminal.
 fn bar(total: u64) -> ProgressBar {
@@ -232,4 +232,114 @@ pub async fn recovery_key(g: &Global, rotate: bool, out: Option<&Path>) -> Resul
             Err(status(e).context("the new key was NOT installed (the cluster keeps its previous one)"))
         }
     }
+}
+
+/// A scheduled snapshot as `snapshot ls` shows it.
+#[derive(Serialize)]
+struct TakenRow {
+    tick: String,
+    manager: String,
+    file: String,
+    bytes: u64,
+    index: u64,
+    error: String,
+}
+
+/// What `snapshot ls` prints.
+#[derive(Serialize)]
+struct LsDoc {
+    schedule: String,
+    retention: u32,
+    dir: String,
+    is_default: bool,
+    next: String,
+    taken: Vec<TakenRow>,
+}
+
+/// `stackctl snapshot ls`.
+pub async fn ls(g: &Global) -> Result<i32> {
+    let mut c = connect(g).await?;
+    let r = c
+        .read(|mut c| async move { c.list_snapshots(v1::ListSnapshotsRequest { stale: g.stale }).await })
+        .await
+        .map_err(status)?
+        .into_inner();
+    let policy = r.policy.unwrap_or_default();
+    let doc = LsDoc {
+        schedule: policy.schedule,
+        retention: policy.retention,
+        dir: if policy.dir.is_empty() { "DATA_DIR/snapshots".to_string() } else { policy.dir },
+        is_default: policy.is_default,
+        next: if r.next_tick == 0 { String::new() } else { rfc3339(r.next_tick) },
+        taken: r
+            .taken
+            .into_iter()
+            .map(|t| TakenRow {
+                tick: rfc3339(t.tick),
+                manager: if t.node_name.is_empty() { t.node } else { t.node_name },
+                file: t.file,
+                bytes: t.bytes,
+                index: t.index,
+                error: t.error,
+            })
+            .collect(),
+    };
+    if g.output != Output::Table {
+        print_document(&doc, g.output)?;
+        return Ok(crate::EXIT_OK);
+    }
+    let schedule = if doc.schedule.is_empty() { "off".to_string() } else { format!("{} (UTC)", doc.schedule) };
+    out!("Schedule:   {schedule}{}", if doc.is_default { " (default)" } else { "" });
+    out!("Retention:  {} per manager, in {}", doc.retention, doc.dir);
+    out!("Next:       {}", if doc.next.is_empty() { "-" } else { &doc.next });
+    out!();
+    if doc.taken.is_empty() {
+        out!("No scheduled snapshot taken yet (`stackctl snapshot save FILE` takes one now).");
+    } else {
+        print_rows(&doc.taken, &["tick", "manager", "file", "bytes", "index", "error"], Output::Table)?;
+    }
+    Ok(crate::EXIT_OK)
+}
+
+/// `stackctl snapshot schedule [--cron C] [--retention N] [--dir D] [--default]`.
+pub async fn schedule(
+    g: &Global,
+    cron: Option<&str>,
+    retention: Option<u32>,
+    dir: Option<&str>,
+    default: bool,
+) -> Result<i32> {
+    let mut c = connect(g).await?;
+    let policy = if default {
+        v1::SnapshotPolicy { is_default: true, ..Default::default() }
+    } else {
+        if cron.is_none() && retention.is_none() && dir.is_none() {
+            bail!("give --cron, --retention, --dir or --default (`stackctl snapshot ls` shows the schedule)");
+        }
+        let current = c
+            .read(|mut c| async move { c.list_snapshots(v1::ListSnapshotsRequest { stale: false }).await })
+            .await
+            .map_err(status)?
+            .into_inner()
+            .policy
+            .unwrap_or_default();
+        v1::SnapshotPolicy {
+            schedule: match cron {
+                Some("off") => String::new(),
+                Some(c) => c.to_string(),
+                None => current.schedule,
+            },
+            retention: retention.unwrap_or(current.retention),
+            dir: dir.map_or(current.dir, str::to_string),
+            is_default: false,
+        }
+    };
+    let req = v1::SetSnapshotPolicyRequest { policy: Some(policy) };
+    c.write(|mut c| {
+        let req = req.clone();
+        async move { c.set_snapshot_policy(req).await }
+    })
+    .await
+    .map_err(status)?;
+    ls(g).await
 }

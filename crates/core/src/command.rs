@@ -215,6 +215,32 @@ pub enum Command {
         /// Time.
         at: Timestamp,
     },
+    /// Sets the policy of scheduled snapshots (`None`: the defaults);
+    /// refused when it does not parse.
+    SetSnapshotPolicy {
+        /// The policy.
+        policy: Option<crate::schedule::SnapshotPolicy>,
+        /// Time.
+        at: Timestamp,
+    },
+    /// The leader claims a tick of the snapshot schedule before it takes
+    /// the snapshot: refused when the tick is not after the last claimed,
+    /// so that exactly one manager takes each tick.
+    ClaimSnapshot {
+        /// The tick (Unix ms).
+        tick: Timestamp,
+        /// The claiming manager's node id.
+        node: String,
+        /// Time.
+        at: Timestamp,
+    },
+    /// What became of a claimed scheduled snapshot (an event either way).
+    RecordSnapshot {
+        /// The record.
+        record: crate::schedule::SnapshotRecord,
+        /// Time.
+        at: Timestamp,
+    },
     /// Replaces the recovery key's public half (`stackctl cluster
     /// recovery-key --rotate`): later snapshots are encrypted to it.
     SetRecoveryRecipient {
@@ -302,6 +328,9 @@ impl Command {
             | Command::UpdateTaskStatus { at, .. }
             | Command::RotateJoinSecret { at, .. }
             | Command::SetRecoveryRecipient { at, .. }
+            | Command::SetSnapshotPolicy { at, .. }
+            | Command::ClaimSnapshot { at, .. }
+            | Command::RecordSnapshot { at, .. }
             | Command::CreateToken { at, .. }
             | Command::RevokeToken { at, .. }
             | Command::JoinNode { at, .. }

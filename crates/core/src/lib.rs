@@ -10,6 +10,8 @@
 //!
 //! - [`backup`]: the cluster snapshot file of `stackctl snapshot save`
 //!   (plain header, payload encrypted by the caller), and its summary.
+//! - [`schedule`]: scheduled snapshots: the policy and record in the
+//!   state, and the leader's pure decision of the next tick (cron, UTC).
 //! - [`model`]: nodes, stacks, services, tasks and their specs.
 //! - [`command`]: [`Command`], the only way the state changes, and the
 //!   [`Plan`](command::Plan) / [`Placement`](command::Placement) values the
@@ -55,6 +57,7 @@ pub mod model;
 pub mod net;
 pub mod orchestrator;
 pub mod refusal;
+pub mod schedule;
 pub mod scheduler;
 pub mod security;
 pub mod state;

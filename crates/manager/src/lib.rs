@@ -37,6 +37,8 @@
 //! - `membership.rs`: the leader's loop that makes Raft's membership follow
 //!   the nodes' roles (learner, then voter; removal), and the quorum check
 //!   of demotions and removals.
+//! - `scheduled.rs`: the leader's loop of scheduled snapshots (claim the
+//!   tick through Raft, take, write, prune, record).
 //! - `bootstrap.rs`: the loop that proposes a new cluster's `InitCluster`.
 //! - `identity.rs`: the node's identity file.
 //! - `auth.rs`: who is calling (a node certificate of this cluster or a
@@ -62,6 +64,7 @@ mod peer;
 pub mod raft;
 mod reconcile;
 mod refusal;
+mod scheduled;
 pub mod util;
 
 use std::net::SocketAddr;
@@ -193,6 +196,12 @@ impl Manager {
         // Every loop has the one shape of `reconcile::run`.
         tokio::spawn(reconcile::run(raft.clone(), controller::Controller::default(), stop.clone()));
         tokio::spawn(reconcile::run(raft.clone(), membership::Membership, stop.clone()));
+        let scheduled = scheduled::Scheduled::new(
+            config.data_dir.clone(),
+            config.identity.node_id.clone(),
+            config.identity.name.clone(),
+        );
+        tokio::spawn(reconcile::run(raft.clone(), scheduled, stop.clone()));
         // One dispatcher: the node monitor reads the heartbeats the service records.
         let dispatcher = dispatcher::Dispatcher::new(raft.clone(), &config.identity.cluster_id);
         tokio::spawn(reconcile::run(raft.clone(), monitor::NodeMonitor::new(dispatcher.clone()), stop.clone()));

@@ -47,6 +47,8 @@ pub enum ObjectKind {
     Config,
     /// A secret.
     Secret,
+    /// A scheduled cluster snapshot.
+    Snapshot,
 }
 
 /// What happened to an object.
@@ -184,6 +186,10 @@ pub struct ClusterState {
     /// (and hashes) as before.
     #[serde(default, skip_serializing_if = "crate::net::Networks::is_empty")]
     pub net: crate::net::Networks,
+    /// Scheduled snapshots: the policy, the last tick claimed, what was
+    /// taken (left out of the encoding while empty, as `net`).
+    #[serde(default, skip_serializing_if = "crate::schedule::Snapshots::is_empty")]
+    pub snapshots: crate::schedule::Snapshots,
 }
 
 /// The error of the tasks that ran on a node when it was removed.
@@ -376,6 +382,28 @@ impl ClusterState {
                 },
                 Err(e) => cx.refuse(e.into()),
             },
+            Command::SetSnapshotPolicy { policy, .. } => match policy.as_ref().map(|p| p.check()) {
+                Some(Err(why)) => cx.refuse(Refusal::invalid(why)),
+                _ => self.snapshots.policy = policy.clone(),
+            },
+            Command::ClaimSnapshot { tick, node, .. } => {
+                if let Err(why) = self.snapshots.claim(*tick, node) {
+                    cx.refuse(Refusal::failed_precondition(why));
+                }
+            }
+            Command::RecordSnapshot { record, .. } => {
+                let (action, message) = if record.error.is_empty() {
+                    (
+                        Action::Create,
+                        format!("taken at index {}: {} ({} bytes)", record.index, record.file, record.bytes),
+                    )
+                } else {
+                    (Action::Update, format!("FAILED: {}", record.error))
+                };
+                let name = format!("scheduled {}", crate::model::rfc3339(record.tick));
+                cx.event(ObjectKind::Snapshot, action, &record.node, &name, "", message);
+                self.snapshots.record(record.clone());
+            }
             Command::SetRecoveryRecipient { recipient, .. } => {
                 if recipient.starts_with("age1") && recipient.len() > 10 {
                     self.security.recovery_recipient = recipient.clone();

@@ -37,11 +37,12 @@ guarded!(Action::Read =>
     v1::InspectNodeRequest,
     v1::ClusterStatusRequest,
     v1::WatchEventsRequest,
+    v1::ListSnapshotsRequest,
 );
 guarded!(Action::ManageObjects => v1::CreateObjectRequest, v1::RemoveObjectRequest);
 guarded!(Action::ManageNodes => v1::SetNodeRoleRequest, v1::UpdateNodeRequest, v1::RemoveNodeRequest);
 guarded!(Action::ManageTokens => v1::CreateTokenRequest, v1::ListTokensRequest, v1::RevokeTokenRequest);
-guarded!(Action::ManageCluster => v1::GetJoinTokenRequest, v1::SaveSnapshotRequest, v1::SetRecoveryKeyRequest);
+guarded!(Action::ManageCluster => v1::GetJoinTokenRequest, v1::SaveSnapshotRequest, v1::SetRecoveryKeyRequest, v1::SetSnapshotPolicyRequest);
 
 impl Guarded for v1::DeployStackRequest {
     fn action(&self) -> Result<Action<'_>, Status> {

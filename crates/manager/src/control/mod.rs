@@ -283,6 +283,20 @@ impl v1::control_server::Control for Control {
         reply(snapshots::save(self, self.checked(req)?).await)
     }
 
+    async fn list_snapshots(
+        &self,
+        req: Request<v1::ListSnapshotsRequest>,
+    ) -> Result<Response<v1::ListSnapshotsResponse>, Status> {
+        reply(snapshots::list(self, self.checked(req)?).await)
+    }
+
+    async fn set_snapshot_policy(
+        &self,
+        req: Request<v1::SetSnapshotPolicyRequest>,
+    ) -> Result<Response<v1::SetSnapshotPolicyResponse>, Status> {
+        reply(snapshots::set_policy(self, self.checked(req)?).await)
+    }
+
     async fn set_recovery_key(
         &self,
         req: Request<v1::SetRecoveryKeyRequest>,

@@ -1,9 +1,11 @@
 //! `SaveSnapshot` and `SetRecoveryKey`: cluster snapshot files, encrypted to
 //! the recovery key whose public half the state keeps (see
-//! [`crate::backup`]).
+//! [`crate::backup`]); `ListSnapshots` and `SetSnapshotPolicy`: scheduled
+//! snapshots (see `scheduled.rs`).
 
 use std::pin::Pin;
 
+use stackd_core::schedule::{self, SnapshotPolicy};
 use stackd_core::{Command, Refusal};
 use stackd_proto::v1;
 use stackd_tls::age::Recipient;
@@ -70,4 +72,55 @@ pub(super) async fn set_recovery_key(
     ctl.propose(Command::SetRecoveryRecipient { recipient: recipient.to_string(), at: now_ms() }).await?;
     tracing::info!(%recipient, "recovery key replaced: later snapshots are encrypted to it");
     Ok(v1::SetRecoveryKeyResponse { previous })
+}
+
+fn wire_policy(p: &SnapshotPolicy, is_default: bool) -> v1::SnapshotPolicy {
+    v1::SnapshotPolicy { schedule: p.schedule.clone(), retention: p.retention, dir: p.dir.clone(), is_default }
+}
+
+/// `ListSnapshots`: the policy, the last snapshots taken, the next tick.
+pub(super) async fn list(ctl: &Control, r: v1::ListSnapshotsRequest) -> Result<v1::ListSnapshotsResponse, Status> {
+    let snapshots = ctl.read(r.stale, |s| s.snapshots.clone()).await?;
+    let policy = snapshots.policy();
+    let after = snapshots.claimed.max(now_ms());
+    let next_tick = if policy.schedule.is_empty() {
+        0
+    } else {
+        schedule::next_tick(&policy.schedule, after).ok().flatten().unwrap_or(0)
+    };
+    Ok(v1::ListSnapshotsResponse {
+        policy: Some(wire_policy(&policy, snapshots.policy.is_none())),
+        taken: snapshots
+            .taken
+            .iter()
+            .map(|t| v1::SnapshotRecord {
+                tick: t.tick,
+                node: t.node.clone(),
+                node_name: t.node_name.clone(),
+                file: t.file.clone(),
+                bytes: t.bytes,
+                index: t.index,
+                error: t.error.clone(),
+            })
+            .collect(),
+        next_tick,
+    })
+}
+
+/// `SetSnapshotPolicy`: checked here (the same check `apply` makes), so a
+/// bad pattern is an invalid argument that changes nothing.
+pub(super) async fn set_policy(
+    ctl: &Control,
+    r: v1::SetSnapshotPolicyRequest,
+) -> Result<v1::SetSnapshotPolicyResponse, Status> {
+    let policy = match r.policy {
+        None => None,
+        Some(p) if p.is_default => None,
+        Some(p) => Some(SnapshotPolicy { schedule: p.schedule.trim().to_string(), retention: p.retention, dir: p.dir }),
+    };
+    if let Some(Err(why)) = policy.as_ref().map(SnapshotPolicy::check) {
+        return Err(refused(Refusal::invalid(why)));
+    }
+    ctl.propose(Command::SetSnapshotPolicy { policy, at: now_ms() }).await?;
+    Ok(v1::SetSnapshotPolicyResponse {})
 }

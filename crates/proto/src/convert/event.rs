@@ -14,6 +14,7 @@ impl From<state::ObjectKind> for v1::ObjectKind {
             state::ObjectKind::Node => Self::Node,
             state::ObjectKind::Config => Self::Config,
             state::ObjectKind::Secret => Self::Secret,
+            state::ObjectKind::Snapshot => Self::Snapshot,
         }
     }
 }
@@ -27,6 +28,7 @@ impl From<v1::ObjectKind> for state::ObjectKind {
             v1::ObjectKind::Node => Self::Node,
             v1::ObjectKind::Config => Self::Config,
             v1::ObjectKind::Secret => Self::Secret,
+            v1::ObjectKind::Snapshot => Self::Snapshot,
         }
     }
 }
@@ -116,6 +118,7 @@ mod tests {
             ObjectKind::Node,
             ObjectKind::Config,
             ObjectKind::Secret,
+            ObjectKind::Snapshot,
         ] {
             for action in [Action::Create, Action::Update, Action::Remove] {
                 round_trip::<_, v1::Event>(&state::Event { kind, action, ..event() });
@@ -127,8 +130,8 @@ mod tests {
 
     #[test]
     fn unknown_enums_are_refused() {
-        let wire = v1::Event { kind: 6, ..event().into() };
-        assert_eq!(state::Event::try_from(wire), Err(ConvertError::UnknownEnum { field: "Event.kind", value: 6 }));
+        let wire = v1::Event { kind: 7, ..event().into() };
+        assert_eq!(state::Event::try_from(wire), Err(ConvertError::UnknownEnum { field: "Event.kind", value: 7 }));
         let wire = v1::Event { action: 3, ..event().into() };
         assert_eq!(state::Event::try_from(wire), Err(ConvertError::UnknownEnum { field: "Event.action", value: 3 }));
     }
