@@ -198,7 +198,7 @@ impl Node {
 
     /// The node id from the node's identity file (empty before it has one).
     pub fn node_id(&self) -> String {
-        let text = std::fs::read_to_string(self.dir.path().join("node.json")).unwrap_or_default();
+        let text = std::fs::read_to_string(self.data.join("node.json")).unwrap_or_default();
         serde_json::from_str::<Value>(&text)
             .ok()
             .and_then(|v| v["node_id"].as_str().map(String::from))
@@ -236,6 +236,36 @@ impl Node {
             return None;
         }
         serde_json::from_slice(&o.stdout).ok()
+    }
+}
+
+impl Node {
+    /// This node's stackctl settings with the CA as PEM text: they keep
+    /// working after its data dir is gone (a restored cluster has the same
+    /// CA and tokens).
+    pub fn portable_settings(&self) -> Result<Vec<(String, String)>> {
+        portable_env(self)
+    }
+
+    /// `stackd restore --from FILE --key-file KEY` into a new data dir,
+    /// listening on `addr`; stackctl reaches it with `settings` (a token of
+    /// the saved cluster). Waits until it serves with a leader.
+    pub fn restore_at(
+        name: &str,
+        opts: &Opts,
+        addr: &str,
+        from: &Path,
+        key: &Path,
+        settings: Vec<(String, String)>,
+    ) -> Result<Node> {
+        let dir = tempfile::Builder::new().prefix("stackd-test-").tempdir()?;
+        let mut node = Node::new(dir, addr.to_string(), name, opts.clone(), None);
+        node.data = node.dir.path().join("data");
+        node.client_env = Some(settings);
+        let (from, key) = (from.to_string_lossy().into_owned(), key.to_string_lossy().into_owned());
+        node.spawn(&["restore", "--from", &from, "--key-file", &key, "--listen", addr, "--name", name])?;
+        node.wait_serving(Duration::from_secs(60))?;
+        Ok(node)
     }
 }
 

@@ -119,8 +119,11 @@ pub fn parse_env_file(text: &str) -> Vec<(String, String)> {
 
 /// One stackd node (manager + agent) as a real process.
 pub struct Node {
-    /// Its data dir (deleted on drop).
+    /// Its data dir (deleted on drop), which also holds its log.
     pub dir: tempfile::TempDir,
+    /// The `--data-dir` it runs with: `dir`, or a directory in it (a
+    /// restored node, whose data dir must start empty).
+    pub(crate) data: PathBuf,
     /// The address it listens on.
     pub addr: String,
     /// Its name.
@@ -150,7 +153,8 @@ impl Node {
     }
 
     pub(crate) fn new(dir: tempfile::TempDir, addr: String, name: &str, opts: Opts, netns: Option<String>) -> Node {
-        Node { dir, addr, name: name.to_string(), child: None, opts, netns, client_env: None }
+        let data = dir.path().to_path_buf();
+        Node { dir, data, addr, name: name.to_string(), child: None, opts, netns, client_env: None }
     }
 
     /// A command for `program`, inside the node's namespace if it has one.
@@ -171,7 +175,7 @@ impl Node {
             .command(&bin("stackd"))
             .args(args)
             .arg("--data-dir")
-            .arg(self.dir.path())
+            .arg(&self.data)
             .args(self.opts.flags())
             .env("RUST_LOG", "info,stackd_agent=debug,openraft=warn")
             // Nodes without an engine of their own share the machine's one:
@@ -219,7 +223,7 @@ impl Node {
 
     /// The cluster id from the node's identity file.
     pub fn cluster_id(&self) -> String {
-        let text = std::fs::read_to_string(self.dir.path().join("node.json")).unwrap_or_default();
+        let text = std::fs::read_to_string(self.data.join("node.json")).unwrap_or_default();
         serde_json::from_str::<serde_json::Value>(&text)
             .ok()
             .and_then(|v| v["cluster_id"].as_str().map(String::from))

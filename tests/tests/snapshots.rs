@@ -228,3 +228,121 @@ fn scheduled_snapshots_fire_once_per_tick_across_a_failover_and_retention_prunes
     let doc: Value = serde_json::from_str(&out).expect("json");
     assert!(doc["contents"]["nodes"].as_array().is_some_and(|n| n.len() == 3), "{doc}");
 }
+
+/// Running tasks of `stack` as `ps` shows them.
+fn running(c: &stackd_tests::cluster::Cluster, stack: &str) -> usize {
+    let ps: Value = serde_json::from_str(&c.stackctl(&["ps", stack, "-o", "json"])).unwrap_or_default();
+    ps.as_array()
+        .map(|a| a.iter().filter(|t| t["current_state"] == "running" && t["desired_state"] == "running").count())
+        .unwrap_or(0)
+}
+
+/// The disaster: the only manager is lost with its data dir. `stackd
+/// restore` starts a new one from the snapshot on the old address; the
+/// worker reconnects and keeps its containers (same ids, not restarted),
+/// the old admin token still works, and the containers of a stack deployed
+/// after the snapshot are removed. Refusals first: a damaged file, a wrong
+/// key and a non-empty data dir leave nothing behind.
+#[test]
+fn a_lost_manager_is_restored_from_a_snapshot_and_the_worker_keeps_its_containers() {
+    use stackd_tests::{build_images, docker, require_docker, wait_until};
+    use std::collections::BTreeSet;
+    use std::time::Duration;
+    if !require_docker() {
+        return;
+    }
+    build_images();
+    let mut c = stackd_tests::cluster::Cluster::managers(1, &Opts::manager()).expect("a manager");
+    c.add_worker("w1").expect("a worker");
+    let cluster_id = c.nodes[0].cluster_id();
+    let stack = |name: &str, replicas: u32| {
+        c.nodes[0].write_stack(
+            &format!("{name}.yml"),
+            &format!(
+                "services:\n  web:\n    image: stackd-test/web:1\n    deploy:\n      replicas: {replicas}\n      update_config:\n        monitor: 1s\n"
+            ),
+        )
+    };
+    let keep = stack("keep", 2);
+    let out = c.stackctl(&["deploy", "-c", &keep, "keep", "--wait", "--timeout", "60s"]);
+    assert!(out.contains("converged"), "{out}");
+    let label = format!("io.stackd.cluster={cluster_id}");
+    let before: BTreeSet<String> = docker::running(&label).into_iter().map(|c| c.id).collect();
+    assert_eq!(before.len(), 2);
+
+    let work = tempfile::tempdir().expect("tempdir");
+    let snap = work.path().join("cluster.snap");
+    c.stackctl(&["snapshot", "save", &snap.to_string_lossy()]);
+    let key = work.path().join("recovery.key");
+    std::fs::copy(c.nodes[0].dir.path().join("recovery.key"), &key).expect("keep the key off the manager");
+    // Deployed after the snapshot: the restored cluster does not know it.
+    let later = stack("later", 1);
+    let out = c.stackctl(&["deploy", "-c", &later, "later", "--wait", "--timeout", "60s"]);
+    assert!(out.contains("converged"), "{out}");
+    assert_eq!(docker::running(&label).len(), 3);
+
+    // Refusals, before anything is written.
+    let stackd = stackd_tests::bin("stackd");
+    let refuse = |from: &std::path::Path, key: &std::path::Path, dir: &std::path::Path, extra: &[&str]| {
+        let o = Command::new(&stackd)
+            .args(["restore", "--from", &from.to_string_lossy(), "--key-file", &key.to_string_lossy()])
+            .args(["--data-dir", &dir.to_string_lossy(), "--listen", "127.0.0.1:1", "--no-agent"])
+            .args(extra)
+            .output()
+            .expect("stackd restore");
+        assert!(!o.status.success(), "restore accepted {from:?}");
+        String::from_utf8_lossy(&o.stderr).into_owned()
+    };
+    let bytes = std::fs::read(&snap).expect("read");
+    let truncated = work.path().join("truncated.snap");
+    std::fs::write(&truncated, &bytes[..bytes.len() / 2]).expect("write");
+    let mut flipped = bytes.clone();
+    flipped[bytes.len() - 10] ^= 0x80;
+    let flipped_path = work.path().join("flipped.snap");
+    std::fs::write(&flipped_path, &flipped).expect("write");
+    let other_key = work.path().join("other.key");
+    std::fs::write(&other_key, stackd_tls::age::Identity::generate().expect("key").to_file("now", "other")).expect("w");
+    let fresh = work.path().join("never-made");
+    for (from, k, why) in [
+        (&truncated, &key, "truncated or corrupted"),
+        (&flipped_path, &key, "truncated or corrupted"),
+        (&snap, &other_key, "does not open"),
+    ] {
+        let said = refuse(from, k, &fresh, &[]);
+        assert!(said.contains(why), "{from:?}: {said}");
+        assert!(!fresh.exists(), "a refused restore left {fresh:?} behind");
+    }
+    let occupied = work.path().join("occupied");
+    std::fs::create_dir_all(&occupied).expect("mkdir");
+    std::fs::write(occupied.join("something"), b"x").expect("write");
+    let said = refuse(&snap, &key, &occupied, &[]);
+    assert!(said.contains("not empty"), "{said}");
+    assert!(occupied.join("something").exists(), "a refused restore changed nothing");
+
+    // The disaster: the manager and its data dir are gone.
+    let settings = c.nodes[0].portable_settings().expect("settings");
+    let addr = c.nodes[0].addr.clone();
+    c.nodes[0].kill9();
+    // Wiped: its Raft state is gone. (The harness value lives on: its drop
+    // at the end removes the test's containers.)
+    let old = c.nodes.remove(0);
+    std::fs::remove_dir_all(old.dir.path().join("raft")).expect("wipe the manager's Raft state");
+    let restored = Node::restore_at("m-restored", &Opts::manager(), &addr, &snap, &key, settings).expect("restore");
+    assert_eq!(restored.status(false).expect("status")["cluster_id"], cluster_id.as_str());
+    c.nodes.insert(0, restored);
+
+    wait_until(Duration::from_secs(60), "the worker back and 2 tasks of keep running", || {
+        let nodes: Value = serde_json::from_str(&c.stackctl(&["node", "ls", "-o", "json"])).unwrap_or_default();
+        let ready = nodes.as_array().is_some_and(|a| a.iter().any(|n| n["name"] == "w1" && n["state"] == "ready"));
+        (ready && running(&c, "keep") == 2).then_some(())
+    });
+    wait_until(Duration::from_secs(30), "the container of the later stack removed", || {
+        (docker::running(&label).len() == 2).then_some(())
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    let after: BTreeSet<String> = docker::running(&label).into_iter().map(|c| c.id).collect();
+    assert_eq!(after, before, "the worker's containers were replaced:\n{}", c.logs());
+    let stacks = c.stackctl(&["stack", "ls"]);
+    assert!(stacks.contains("keep") && !stacks.contains("later"), "{stacks}");
+    drop(old);
+}

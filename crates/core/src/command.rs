@@ -215,6 +215,19 @@ pub enum Command {
         /// Time.
         at: Timestamp,
     },
+    /// The first command of a cluster restored from a snapshot file
+    /// (`stackd restore`), in place of `InitCluster`: the state as saved,
+    /// with `node` as its one manager (the managers it had are removed: they
+    /// join afresh) and its restore generation one higher. Refused when the
+    /// cluster is initialised already.
+    RestoreCluster {
+        /// The state of the snapshot.
+        state: Box<crate::state::ClusterState>,
+        /// The manager that restores it.
+        node: Node,
+        /// Time.
+        at: Timestamp,
+    },
     /// Sets the policy of scheduled snapshots (`None`: the defaults);
     /// refused when it does not parse.
     SetSnapshotPolicy {
@@ -329,6 +342,7 @@ impl Command {
             | Command::RotateJoinSecret { at, .. }
             | Command::SetRecoveryRecipient { at, .. }
             | Command::SetSnapshotPolicy { at, .. }
+            | Command::RestoreCluster { at, .. }
             | Command::ClaimSnapshot { at, .. }
             | Command::RecordSnapshot { at, .. }
             | Command::CreateToken { at, .. }

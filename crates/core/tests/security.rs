@@ -317,3 +317,41 @@ fn new_commands_round_trip_through_json_with_stable_names() {
     assert_eq!(json["manager_secret"], "EREREREREREREREREREREQ==", "secrets are base64");
     assert_eq!(json["tokens"]["00000000000000a1"]["role"], "admin");
 }
+
+#[test]
+fn a_restore_keeps_the_saved_state_replaces_its_managers_and_raises_the_generation() {
+    let mut saved = Cluster::new();
+    assert_eq!(saved.apply(Command::JoinNode { node: node("w1", NodeRole::Worker), at: 10 }).rejected, None);
+    assert_eq!(saved.apply(Command::JoinNode { node: node("m2", NodeRole::Manager), at: 11 }).rejected, None);
+    let saved = saved.state;
+
+    let mut c = Cluster { state: ClusterState::default(), index: 0 };
+    let m9 = node("m9", NodeRole::Manager);
+    let restore = Command::RestoreCluster { state: Box::new(saved.clone()), node: m9.clone(), at: 20 };
+    let r = c.apply(restore.clone());
+    assert_eq!(r.rejected, None);
+    assert_eq!((c.state.cluster_id.as_str(), c.state.restore_generation), ("c", 1));
+    assert_eq!(c.state.security, saved.security, "the same CA, secrets and tokens: workers and clients still fit");
+    let names: Vec<&str> = c.state.nodes.values().map(|n| n.name.as_str()).collect();
+    assert_eq!(names, ["host-m9", "host-w1"], "the old managers join afresh; the workers stay");
+    assert!(r.events.iter().any(|e| e.message.contains("restored the cluster")), "{:?}", r.events);
+
+    // Once only: a restored cluster is initialised.
+    let why = c.refused(restore);
+    assert!(why.contains("initialised already"), "{why}");
+    // A restoring manager named like a worker of the state: refused, nothing applied.
+    let mut fresh = Cluster { state: ClusterState::default(), index: 0 };
+    let clash = Command::RestoreCluster {
+        state: Box::new(saved.clone()),
+        node: Node { id: "x1".into(), ..node("w1", NodeRole::Manager) },
+        at: 20,
+    };
+    let why = fresh.refused(clash);
+    assert!(why.contains("named host-w1"), "{why}");
+    // A second restore of the restored state: generation 2.
+    let mut again = Cluster { state: ClusterState::default(), index: 0 };
+    let second =
+        Command::RestoreCluster { state: Box::new(c.state.clone()), node: node("m8", NodeRole::Manager), at: 30 };
+    assert_eq!(again.apply(second).rejected, None);
+    assert_eq!(again.state.restore_generation, 2);
+}

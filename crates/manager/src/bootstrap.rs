@@ -28,13 +28,24 @@ use crate::reconcile::{self, Next, Pass, Reconciler, Tick};
 /// was refused or could not start.
 pub(crate) type Outcome = watch::Sender<Option<Result<(), String>>>;
 
+/// What a new cluster starts from.
+#[derive(Clone, Debug)]
+pub enum Bootstrap {
+    /// A new cluster (`stackd init`): its CA with its key, the join
+    /// secrets, the admin token's digest, the recovery key's public half.
+    New(Security),
+    /// A cluster restored from a snapshot file (`stackd restore`): the
+    /// saved state, proposed as `RestoreCluster` in place of `InitCluster`.
+    Restore(Box<ClusterState>),
+}
+
 /// Runs the bootstrap of a node started with `security` (only `stackd init`
-/// brings it, until its `InitCluster` commits; any other manager gets the
-/// state by replication) until done or `cancel`.
+/// and `stackd restore` bring it, until their first command commits; any
+/// other manager gets the state by replication) until done or `cancel`.
 pub(crate) async fn run(
     raft: RaftNode,
     identity: Identity,
-    security: Option<Security>,
+    security: Option<Bootstrap>,
     cancel: CancellationToken,
     done: Outcome,
 ) {
@@ -44,7 +55,7 @@ pub(crate) async fn run(
         let _ = done.send(Some(Err(e.to_string())));
         return;
     }
-    reconcile::run(raft, Bootstrap { identity, security, done }, cancel).await;
+    reconcile::run(raft, Bootstrapper { identity, security, done }, cancel).await;
 }
 
 /// What the bootstrap does next.
@@ -57,16 +68,16 @@ pub(crate) enum Action {
 }
 
 /// The bootstrap's loop.
-struct Bootstrap {
+struct Bootstrapper {
     identity: Identity,
-    security: Security,
+    security: Bootstrap,
     done: Outcome,
 }
 
 /// The bootstrap's decision: initialise a state that has no cluster yet.
 /// The first manager is a node from the start, so that its own certificate
 /// is recognised before its agent registers.
-fn decide(state: &ClusterState, identity: &Identity, security: &Security, now: u64) -> Action {
+fn decide(state: &ClusterState, identity: &Identity, security: &Bootstrap, now: u64) -> Action {
     if !state.cluster_id.is_empty() {
         return Action::Finish;
     }
@@ -83,15 +94,18 @@ fn decide(state: &ClusterState, identity: &Identity, security: &Security, now: u
         engine: Default::default(),
         updated_at: 0,
     };
-    Action::Init(Box::new(Command::InitCluster {
-        cluster_id: identity.cluster_id.clone(),
-        at: now,
-        security: Some(security.clone()),
-        node: Some(node),
+    Action::Init(Box::new(match security {
+        Bootstrap::New(security) => Command::InitCluster {
+            cluster_id: identity.cluster_id.clone(),
+            at: now,
+            security: Some(security.clone()),
+            node: Some(node),
+        },
+        Bootstrap::Restore(state) => Command::RestoreCluster { state: state.clone(), node, at: now },
     }))
 }
 
-impl Reconciler for Bootstrap {
+impl Reconciler for Bootstrapper {
     type Action = Action;
     const DEBOUNCE: Duration = Duration::from_millis(20);
     const BARRIER: bool = true;
@@ -138,7 +152,8 @@ mod tests {
 
     #[test]
     fn an_empty_state_gets_its_cluster_with_the_first_manager_as_node() {
-        let Action::Init(cmd) = decide(&ClusterState::default(), &identity(), &Security::default(), 7) else {
+        let Action::Init(cmd) = decide(&ClusterState::default(), &identity(), &Bootstrap::New(Security::default()), 7)
+        else {
             panic!("expected InitCluster");
         };
         let Command::InitCluster { cluster_id, at, node: Some(node), security: Some(_) } = *cmd else {
@@ -154,6 +169,6 @@ mod tests {
     #[test]
     fn an_initialised_state_finishes_the_bootstrap() {
         let state = ClusterState { cluster_id: "c1".into(), ..ClusterState::default() };
-        assert!(matches!(decide(&state, &identity(), &Security::default(), 7), Action::Finish));
+        assert!(matches!(decide(&state, &identity(), &Bootstrap::New(Security::default()), 7), Action::Finish));
     }
 }

@@ -72,12 +72,12 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use stackd_core::security::Security;
 use stackd_proto::v1;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tonic::service::interceptor::InterceptedService;
 
+pub use bootstrap::Bootstrap;
 pub use identity::{Identity, IdentityError};
 pub use raft::{
     MemberInfo, Members, MembersView, PeerConnector, PlainConnector, RaftError, RaftNode, RaftStatus, Timings,
@@ -126,11 +126,12 @@ pub struct ManagerConfig {
     pub data_dir: PathBuf,
     /// Who this node is.
     pub identity: Identity,
-    /// Bootstrap a new single-voter cluster with this security state (the
-    /// CA with its key, the join secrets, the admin token's digest): the
-    /// first start after `stackd init`, and any start until the
-    /// `InitCluster` command that carries it has committed.
-    pub bootstrap: Option<Security>,
+    /// Bootstrap a new single-voter cluster: with a security state (the CA
+    /// with its key, the join secrets, the admin token's digest) on the
+    /// first start after `stackd init`, or with a saved state after
+    /// `stackd restore`; on any start until the command that carries it
+    /// has committed.
+    pub bootstrap: Option<Bootstrap>,
     /// The node's certificate (a manager certificate, CN = node id), key
     /// and CA: served to every client, and the CA client certificates are
     /// checked against.

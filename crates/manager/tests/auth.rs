@@ -74,7 +74,7 @@ async fn the_manager_serves_tls_and_checks_every_caller() {
     let manager = Manager::start(ManagerConfig {
         data_dir: dir.path().to_path_buf(),
         identity: identity.clone(),
-        bootstrap: Some(security),
+        bootstrap: Some(stackd_manager::Bootstrap::New(security)),
         credentials: pki.credentials(&identity.node_id, Role::Manager),
         timings: Timings::default(),
     })

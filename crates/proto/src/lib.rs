@@ -34,6 +34,12 @@ pub mod metadata {
     /// `unavailable` without it comes from the transport.
     pub const REFUSED: &str = "x-stackd-refused";
 
+    /// On every Raft message between managers: the sender's restore
+    /// generation (0 when absent). A manager refuses messages of a lower
+    /// generation than its own: a manager of the cluster before a `stackd
+    /// restore` that comes back is refused, not merged.
+    pub const GENERATION: &str = "x-stackd-generation";
+
     /// The client token of a control API call: `authorization: Bearer STKC-1-…`.
     pub const AUTHORIZATION: &str = "authorization";
 }

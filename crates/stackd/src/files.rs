@@ -249,6 +249,65 @@ pub fn load_bootstrap(dir: &Path) -> Result<Option<Bootstrap>> {
     Ok(Some(bootstrap))
 }
 
+fn restore_path(dir: &Path) -> PathBuf {
+    tls_dir(dir).join("restore.json")
+}
+
+/// `stackd restore`: this node's key and a manager certificate signed by
+/// the CA of the saved `state` (the same CA: workers and clients of the
+/// cluster keep trusting it), and the saved state in `tls/restore.json`
+/// (0600) until its `RestoreCluster` commits. `dir` becomes private.
+pub fn restore_pki(dir: &Path, identity: &Identity, state: &stackd_core::ClusterState) -> Result<()> {
+    private_dir(dir)?;
+    let tls = tls_dir(dir);
+    private_dir(&tls)?;
+    let key_pem = String::from_utf8(state.security.ca_key_pem.0.clone())
+        .map_err(|_| FilesError::Recovery("the snapshot's CA key is not PEM text".into()))?;
+    let ca = Ca::from_pem(&state.security.ca_cert_pem, &key_pem).map_err(pki("reading the snapshot's CA"))?;
+    let key = NodeKey::generate().map_err(pki("generating the node key"))?;
+    let cert = ca.sign_key(&key, &identity.node_id, Role::Manager).map_err(pki("signing the node certificate"))?;
+    write_file(&tls, "ca.crt", ca.cert_pem().as_bytes(), 0o644)?;
+    write_file(&tls, "node.crt", format!("{}{}", cert, ca.cert_pem()).as_bytes(), 0o644)?;
+    write_file(&tls, "node.key", key.to_pem().as_bytes(), 0o600)?;
+    let json = serde_json::to_vec(state)
+        .map_err(|source| FilesError::Json { what: "encoding restore.json".into(), source })?;
+    write_file(&tls, "restore.json", &json, 0o600)
+}
+
+/// The saved state of a `stackd restore` whose `RestoreCluster` has not
+/// committed yet, if any.
+pub fn load_restore(dir: &Path) -> Result<Option<stackd_core::ClusterState>> {
+    let path = restore_path(dir);
+    if !path.exists() {
+        return Ok(None);
+    }
+    let bytes = std::fs::read(&path).map_err(io(format!("reading {}", path.display())))?;
+    let state = serde_json::from_slice(&bytes)
+        .map_err(|source| FilesError::Json { what: format!("{} is corrupt", path.display()), source })?;
+    Ok(Some(state))
+}
+
+/// Once `RestoreCluster` committed: writes `stackctl.env` (0600) without a
+/// token (the cluster's tokens are those of the snapshot: use one of
+/// them), then drops `restore.json`. Returns the path of `stackctl.env`.
+pub fn finish_restore(dir: &Path, identity: &Identity, dial_addr: &str) -> Result<PathBuf> {
+    let dir = std::path::absolute(dir).map_err(io(format!("resolving {}", dir.display())))?;
+    let ca = tls_dir(&dir).join("ca.crt");
+    let body = format!(
+        "# stackctl settings for cluster {} (restored): `set -a; . {}; set +a`\n\
+         # The cluster's client tokens are those of the snapshot: set STACKCTL_TOKEN to one of them.\n\
+         STACKCTL_ADDR={}\nSTACKCTL_CA={}\n",
+        identity.cluster_id,
+        dir.join("stackctl.env").display(),
+        shell_value(&format!("https://{dial_addr}")),
+        shell_value(&ca.display().to_string()),
+    );
+    write_file(&dir, "stackctl.env", body.as_bytes(), 0o600)?;
+    let path = restore_path(&dir);
+    std::fs::remove_file(&path).map_err(io(format!("removing {}", path.display())))?;
+    Ok(dir.join("stackctl.env"))
+}
+
 /// Once `InitCluster` committed: writes `stackctl.env` (0600), then drops
 /// `bootstrap.json` (the CA key and the token live on in the Raft state and
 /// in `stackctl.env`). Returns the path of `stackctl.env`.

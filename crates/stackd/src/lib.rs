@@ -13,12 +13,15 @@
 //! - [`join`]: `stackd join`, entering a cluster with a join token.
 //! - `role.rs`: the node follows the role the cluster gives it (promote,
 //!   demote): a new certificate, then its roles restart.
+//! - [`restore`]: `stackd restore`, a new single-manager cluster from a
+//!   snapshot file (checked whole before the data dir is touched).
 //! - [`files`]: the node's security files (`tls/`, `stackctl.env`) and the
 //!   managers' addresses.
 
 pub mod files;
 pub mod join;
 mod node;
+pub mod restore;
 mod role;
 
 pub use node::{NodeError, NodeOptions, dial_addr, run_roles};

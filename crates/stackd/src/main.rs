@@ -55,6 +55,33 @@ enum Cmd {
         #[command(flatten)]
         node: NodeArgs,
     },
+    /// Start a new single-manager cluster from a snapshot file
+    /// (`stackctl snapshot save`), with the cluster id, CA, secrets and
+    /// tokens it holds, and run it. The workers reconnect and keep their
+    /// containers; the other managers join afresh (docs/operations.md).
+    Restore {
+        /// The snapshot file.
+        #[arg(long)]
+        from: String,
+        /// The recovery key that opens it (`recovery.key`).
+        #[arg(long)]
+        key_file: PathBuf,
+        /// A new (or empty) data dir for this manager.
+        #[arg(long, env = "STACKD_DATA_DIR")]
+        data_dir: PathBuf,
+        /// The address all of the node's gRPC services listen on; give an
+        /// old manager's address, so that the workers find it.
+        #[arg(long, default_value = "127.0.0.1:4280")]
+        listen: String,
+        /// Move a data dir that is not empty aside first (to
+        /// DIR.before-restore-<time>) instead of refusing.
+        #[arg(long)]
+        force: bool,
+        #[command(flatten)]
+        naming: Naming,
+        #[command(flatten)]
+        node: NodeArgs,
+    },
     /// Run an existing node from its data dir.
     Run {
         /// Where the node keeps its state.
@@ -253,6 +280,30 @@ async fn main() -> Result<()> {
                 no_agent: node.no_agent,
             };
             let identity = join::join(&data_dir, &request).await?;
+            Ok(run_roles(data_dir, identity, false, options, stop).await?)
+        }
+        Cmd::Restore { from, key_file, data_dir, listen, force, naming: Naming { advertise_addr, name }, node } => {
+            let options = node.options()?;
+            let advertised = advertise_addr.unwrap_or_else(|| listen.clone());
+            let name = name.unwrap_or_else(hostname);
+            let request = stackd::restore::RestoreRequest {
+                from: &from,
+                key_file: &key_file,
+                data_dir: &data_dir,
+                name: &name,
+                addr: &advertised,
+                listen: Some(&listen),
+                force,
+                now_ms: stackd_manager::now_ms(),
+            };
+            let (header, identity) = stackd::restore::prepare(&request)?;
+            tracing::info!(
+                cluster = %header.cluster_id,
+                index = header.index,
+                created = %stackd_core::model::rfc3339(header.created_at),
+                node = %identity.node_id,
+                "restoring the cluster from {from}"
+            );
             Ok(run_roles(data_dir, identity, false, options, stop).await?)
         }
         Cmd::Run { data_dir, node } => {

@@ -155,14 +155,29 @@ async fn run_node(
             .await
             .map_err(|source| NodeError::Listen { addr: identity.bind_addr().to_string(), source })?;
         let pending = files::load_bootstrap(&data_dir)?;
+        let restoring = files::load_restore(&data_dir)?;
+        let first = match (&pending, restoring) {
+            (Some(b), _) => Some(stackd_manager::Bootstrap::New(b.security.clone())),
+            (None, Some(state)) => Some(stackd_manager::Bootstrap::Restore(Box::new(state))),
+            (None, None) => None,
+        };
+        let restore = matches!(first, Some(stackd_manager::Bootstrap::Restore(_)));
         let manager = Manager::start(ManagerConfig {
             data_dir: data_dir.clone(),
             identity: identity.clone(),
-            bootstrap: pending.as_ref().map(|b| b.security.clone()),
+            bootstrap: first,
             credentials: credentials.clone(),
             timings,
         })
         .await?;
+        if restore {
+            if let Err(e) = manager.initialised(Duration::from_secs(120)).await {
+                manager.shutdown().await;
+                return Err(e.into());
+            }
+            let env = files::finish_restore(&data_dir, &identity, &dial_addr(&identity.addr))?;
+            tracing::info!(path = %env.display(), "cluster restored; stackctl settings written (use a token of the snapshot's cluster): `set -a; . {}; set +a`", env.display());
+        }
         // Once InitCluster has committed, the admin token is valid: hand it to stackctl.
         if let Some(b) = pending {
             if let Err(e) = manager.initialised(Duration::from_secs(60)).await {

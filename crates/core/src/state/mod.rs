@@ -190,6 +190,17 @@ pub struct ClusterState {
     /// taken (left out of the encoding while empty, as `net`).
     #[serde(default, skip_serializing_if = "crate::schedule::Snapshots::is_empty")]
     pub snapshots: crate::schedule::Snapshots,
+    /// How many times this cluster was restored from a snapshot file
+    /// (`stackd restore`): managers refuse Raft messages of a lower
+    /// generation, so a manager of the cluster before the restore that comes
+    /// back is refused, not merged. 0 (left out of the encoding) until the
+    /// first restore.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub restore_generation: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// The error of the tasks that ran on a node when it was removed.
@@ -340,6 +351,7 @@ impl ClusterState {
             Command::InitCluster { cluster_id, security, node, .. } => {
                 self.init(&mut cx, cluster_id, security.as_ref(), node.as_ref())
             }
+            Command::RestoreCluster { state, node, .. } => self.restore(&mut cx, state, node),
             Command::PutStack { spec, prune, .. } => self.put_stack(&mut cx, spec, *prune),
             Command::ForceUpdate { service, .. } => self.force_update(&mut cx, service),
             Command::ResumeUpdate { service, .. } => self.resume_update(&mut cx, service),

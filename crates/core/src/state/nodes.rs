@@ -35,6 +35,53 @@ impl ClusterState {
         }
     }
 
+    /// `RestoreCluster`: the saved state, its managers replaced by `node`.
+    pub(super) fn restore(&mut self, cx: &mut Ctx, saved: &ClusterState, node: &Node) {
+        if !self.cluster_id.is_empty() {
+            cx.refuse(Refusal::already_exists("the cluster is initialised already: a restore starts a new data dir"));
+            return;
+        }
+        if saved.cluster_id.is_empty() {
+            cx.refuse(Refusal::invalid("the saved state has no cluster"));
+            return;
+        }
+        if node.role != NodeRole::Manager {
+            cx.refuse(Refusal::invalid(format!("node {} restores the cluster, so it must be a manager", node.id)));
+            return;
+        }
+        let mut s = saved.clone();
+        s.restore_generation = saved.restore_generation + 1;
+        // The managers of the saved state went with their data dirs: they
+        // join afresh. Their tasks end, as on a removal. Events go to a
+        // scratch context first: a refusal below leaves none behind.
+        let mut scratch = Ctx { index: cx.index, at: cx.at, seq: cx.seq, out: Applied::default() };
+        let managers: Vec<NodeId> =
+            s.nodes.values().filter(|n| n.role == NodeRole::Manager).map(|n| n.id.clone()).collect();
+        for id in &managers {
+            s.drop_node(&mut scratch, id);
+        }
+        if let Err(why) = s.check_new_node(node) {
+            cx.refuse(why);
+            return;
+        }
+        s.add_node(&mut scratch, node);
+        cx.out.events.append(&mut scratch.out.events);
+        cx.seq = scratch.seq;
+        let generation = s.restore_generation;
+        *self = s;
+        cx.event(
+            ObjectKind::Node,
+            Action::Create,
+            &node.id,
+            &node.name,
+            "",
+            format!(
+                "restored the cluster from a snapshot (generation {generation}); {} manager(s) to join again",
+                managers.len()
+            ),
+        );
+    }
+
     pub(super) fn create_token(&mut self, token: &ClientToken, cx: &mut Ctx) {
         match self.security.check_new_token(token) {
             Ok(()) => {
@@ -316,6 +363,11 @@ impl ClusterState {
             )));
             return;
         }
+        self.drop_node(cx, id);
+    }
+
+    /// Removes node `id` (no check): its tasks end, its network slices go back.
+    fn drop_node(&mut self, cx: &mut Ctx, id: &str) {
         let Some(n) = self.nodes.remove(id) else { return };
         for tid in self.task_ids_on(id) {
             let Some(t) = self.tasks.get_mut(&tid) else { continue };

@@ -261,10 +261,15 @@ impl RaftNode {
         .validate()
         .map_err(|e| RaftError::Config(e.to_string()))?;
         let peers = Arc::new(Peers::new(connector, timings.election_max));
-        let raft =
-            openraft::Raft::new(id, Arc::new(config), network::Network::new(peers.clone(), durable.clone()), log, sm)
-                .await
-                .map_err(|e| RaftError::Fatal(e.to_string()))?;
+        let raft = openraft::Raft::new(
+            id,
+            Arc::new(config),
+            network::Network::new(peers.clone(), durable.clone(), shared.clone()),
+            log,
+            sm,
+        )
+        .await
+        .map_err(|e| RaftError::Fatal(e.to_string()))?;
         let (leading, _) = watch::channel(false);
         let leading = Arc::new(leading);
         tokio::spawn(watch_leadership(raft.metrics(), peers.clone(), id, leading.clone(), timings.heartbeat));

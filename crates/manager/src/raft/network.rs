@@ -49,6 +49,7 @@ use tonic::transport::Channel;
 
 use super::log_store::Durable;
 use super::peers::Peers;
+use super::state_machine::Shared;
 use super::{TypeConfig, Vote};
 
 /// Size of one snapshot chunk on the wire.
@@ -114,13 +115,15 @@ const COMMIT_WAIT: std::time::Duration = std::time::Duration::from_millis(20);
 pub struct Network {
     peers: Arc<Peers>,
     durable: Durable,
+    shared: Arc<Shared>,
 }
 
 impl Network {
     /// A network over the cached channels of `peers`, telling followers a
     /// commit index only once `durable` says this node holds it durably.
-    pub fn new(peers: Arc<Peers>, durable: Durable) -> Self {
-        Self { peers, durable }
+    /// Every message carries the restore generation of `shared`'s state.
+    pub fn new(peers: Arc<Peers>, durable: Durable, shared: Arc<Shared>) -> Self {
+        Self { peers, durable, shared }
     }
 }
 
@@ -132,6 +135,7 @@ pub struct Connection {
     peers: Arc<Peers>,
     replication: Option<ReplicationStream>,
     durable: Durable,
+    shared: Arc<Shared>,
 }
 
 /// An open `Replicate` stream: requests go in, answers come back in order.
@@ -152,6 +156,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
             peers: self.peers.clone(),
             replication: None,
             durable: self.durable.clone(),
+            shared: self.shared.clone(),
         }
     }
 }
@@ -186,6 +191,11 @@ impl Failure {
 }
 
 impl Connection {
+    /// Marks `req` with this manager's restore generation.
+    fn stamp<T>(&self, req: &mut tonic::Request<T>) {
+        req.metadata_mut().insert(stackd_proto::metadata::GENERATION, self.shared.generation().into());
+    }
+
     fn client(&self) -> Result<RaftClient<Channel>, Failure> {
         self.peers
             .client(self.target, &self.addr)
@@ -234,11 +244,9 @@ impl Connection {
                 let (requests, rx) = mpsc::channel(1);
                 requests.try_send(request).map_err(|_| ended())?;
                 let mut client = self.client()?;
-                let replies = client
-                    .replicate(ReceiverStream::new(rx))
-                    .await
-                    .map_err(|s| Failure::status(self.target, s))?
-                    .into_inner();
+                let mut req = tonic::Request::new(ReceiverStream::new(rx));
+                self.stamp(&mut req);
+                let replies = client.replicate(req).await.map_err(|s| Failure::status(self.target, s))?.into_inner();
                 ReplicationStream { requests, replies }
             }
         };
@@ -299,6 +307,7 @@ impl RaftNetwork<TypeConfig> for Connection {
         let mut client = self.client().map_err(Failure::rpc)?;
         let mut req = tonic::Request::new(v1::RaftRequest { json });
         req.set_timeout(option.hard_ttl());
+        self.stamp(&mut req);
         let reply = client.vote(req).await.map_err(|s| Failure::status(self.target, s).rpc())?;
         self.answer(&reply.into_inner().json)
     }
@@ -346,6 +355,7 @@ impl RaftNetwork<TypeConfig> for Connection {
         let mut client = self.client().map_err(Failure::streaming)?;
         let mut req = tonic::Request::new(tokio_stream::iter(chunks));
         req.set_timeout(limit);
+        self.stamp(&mut req);
         let target = self.target;
         let call = async move { tokio::time::timeout(limit, client.install_snapshot(req)).await };
         let reply = tokio::select! {

@@ -205,6 +205,26 @@ struct ForwardReplies {
     peer: String,
 }
 
+/// Refuses a Raft message from a manager of an earlier restore generation
+/// of the cluster: one that ran before a `stackd restore` and came back.
+fn check_generation<T>(node: &RaftNode, req: &Request<T>) -> Result<(), Status> {
+    let theirs = req
+        .metadata()
+        .get(stackd_proto::metadata::GENERATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap_or(0);
+    let ours = node.shared().generation();
+    if theirs < ours {
+        return Err(Status::failed_precondition(format!(
+            "this cluster was restored from a snapshot (restore generation {ours}); the sending manager belongs to \
+             the cluster before that restore (generation {theirs}) and is refused: stop it, wipe its data dir and \
+             join it afresh (docs/operations.md, Restore)"
+        )));
+    }
+    Ok(())
+}
+
 /// How a stream served by a stopping manager ends.
 fn stopping() -> Status {
     Status::unavailable("this manager is stopping")
@@ -258,6 +278,7 @@ impl v1::raft_server::Raft for RaftService {
         &self,
         req: Request<Streaming<v1::RaftRequest>>,
     ) -> Result<Response<Self::ReplicateStream>, Status> {
+        check_generation(&self.node, &req)?;
         let stopped: Pin<Box<dyn Future<Output = ()> + Send>> = Box::pin(self.node.stopped());
         let state = Some((req.into_inner(), self.node.clone(), stopped));
         let replies = futures_util::stream::unfold(state, |state| async move {
@@ -282,6 +303,7 @@ impl v1::raft_server::Raft for RaftService {
     }
 
     async fn vote(&self, req: Request<v1::RaftRequest>) -> Result<Response<v1::RaftReply>, Status> {
+        check_generation(&self.node, &req)?;
         let rpc = serde_json::from_slice(&req.into_inner().json).map_err(|e| bad("vote", e))?;
         let result = self.node.raft.vote(rpc).await;
         Ok(Response::new(v1::RaftReply { json: json(&result)? }))
@@ -292,6 +314,7 @@ impl v1::raft_server::Raft for RaftService {
         req: Request<Streaming<v1::SnapshotChunk>>,
     ) -> Result<Response<v1::RaftReply>, Status> {
         use v1::snapshot_chunk::Part;
+        check_generation(&self.node, &req)?;
         let mut stream = req.into_inner();
         let header = match next(&mut stream).await? {
             Some(v1::SnapshotChunk { part: Some(Part::Header(h)) }) => h,

@@ -31,6 +31,9 @@ pub struct Shared {
     applied: watch::Sender<u64>,
     events: broadcast::Sender<Event>,
     installs: AtomicU64,
+    /// The state's restore generation, for the Raft messages' header
+    /// without taking the lock.
+    generation: AtomicU64,
 }
 
 #[derive(Default)]
@@ -90,6 +93,11 @@ impl Shared {
         Ok((events, guard.journal.last_cursor()))
     }
 
+    /// The applied state's restore generation.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Relaxed)
+    }
+
     /// How many snapshots received from a leader were installed since start.
     pub fn snapshots_installed(&self) -> u64 {
         self.installs.load(Ordering::Relaxed)
@@ -143,7 +151,13 @@ impl StateMachine {
         let (applied, _) = watch::channel(data.last_applied.map(|l| l.index).unwrap_or(0));
         let (events, _) = broadcast::channel(4096);
         Ok(Self {
-            shared: Arc::new(Shared { data: RwLock::new(data), applied, events, installs: AtomicU64::new(0) }),
+            shared: Arc::new(Shared {
+                generation: AtomicU64::new(data.state.restore_generation),
+                data: RwLock::new(data),
+                applied,
+                events,
+                installs: AtomicU64::new(0),
+            }),
             dir: dir.to_path_buf(),
             durable: None,
         })
@@ -171,6 +185,7 @@ impl StateMachine {
                 membership: meta.last_membership.clone(),
                 state: Arc::new(payload.state),
             };
+            self.shared.generation.store(guard.state.restore_generation, Ordering::Relaxed);
         }
         self.shared.applied.send_replace(index);
     }
@@ -248,6 +263,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 events.extend(reply.all_events().cloned());
                 replies.push(reply);
             }
+            self.shared.generation.store(guard.state.restore_generation, Ordering::Relaxed);
         }
         for e in events {
             // No receiver is not an error: nobody is watching.

@@ -66,7 +66,7 @@ impl Node {
             listen: String::new(),
         };
         let credentials = pki().credentials(&identity.node_id, Role::Manager);
-        let bootstrap = bootstrap.then(security);
+        let bootstrap = bootstrap.then(|| stackd_manager::Bootstrap::New(security()));
         let config = ManagerConfig { data_dir: dir.path().to_path_buf(), identity, bootstrap, credentials, timings };
         let started = Instant::now();
         let manager = loop {
