@@ -7,6 +7,7 @@
 #   bash bench/run.sh rollout  [stackd-bench rollout options] (Docker Swarm on the main engine)
 #   bash bench/run.sh node-death [stackd-bench node-death options] (root: network namespaces)
 #   bash bench/run.sh hollow   [stackd-bench hollow options]  (1,000 hollow nodes, 100,000 tasks)
+#   bash bench/run.sh snapshot [stackd-bench hollow options]  (the same state: snapshot save, inspect, restore)
 # Honours CARGO_TARGET_DIR.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -44,5 +45,9 @@ case "$what" in
     ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
     cargo build --release --quiet -p stackd -p stackd-cli -p stackd-bench
     exec "$target/release/stackd-bench" hollow "$@" ;;
-  *) echo "unknown benchmark $what (known: deploy, raft, failover, mesh, rollout, node-death, hollow)" >&2; exit 1 ;;
+  snapshot)
+    ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
+    cargo build --release --quiet -p stackd -p stackd-cli -p stackd-bench
+    exec "$target/release/stackd-bench" hollow --snapshot "$@" ;;
+  *) echo "unknown benchmark $what (known: deploy, raft, failover, mesh, rollout, node-death, hollow, snapshot)" >&2; exit 1 ;;
 esac

@@ -63,11 +63,16 @@ pub struct Manager {
 }
 
 impl Manager {
+    /// Its log, beside its data dir (a restore needs an empty data dir).
+    fn log_path(&self) -> std::path::PathBuf {
+        self.dir.with_extension("log")
+    }
+
     fn spawn(&mut self, args: &[&str]) -> Result<()> {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
-            .open(self.dir.join("stackd.log"))
+            .open(self.log_path())
             .context("opening the manager's log")?;
         let child = Command::new(bin("stackd"))
             .args(args)
@@ -108,7 +113,7 @@ impl Manager {
     }
 
     fn log_tail(&self) -> String {
-        let log = std::fs::read_to_string(self.dir.join("stackd.log")).unwrap_or_default();
+        let log = std::fs::read_to_string(self.log_path()).unwrap_or_default();
         let lines: Vec<&str> = log.lines().collect();
         lines[lines.len().saturating_sub(20)..].join("\n")
     }
@@ -209,6 +214,44 @@ impl Cluster {
             }
         }
         cmd.args(args).output().context("running stackctl")
+    }
+
+    /// The cluster's recovery key (written by `stackd init` on the first manager).
+    pub fn recovery_key(&self) -> std::path::PathBuf {
+        self.managers[0].dir.join("recovery.key")
+    }
+
+    /// Kills every manager and starts `stackd restore --from FILE` on the
+    /// first one's address, in a new data dir; returns how long until
+    /// `stackctl ps SERVICE` answers (its settings: the first manager's,
+    /// whose token and CA the restored cluster keeps).
+    pub async fn restore(&mut self, file: &std::path::Path, service: &str, timeout: Duration) -> Result<Duration> {
+        for m in &mut self.managers {
+            m.kill9();
+        }
+        let mut m = Manager {
+            addr: self.managers[0].addr.clone(),
+            node_id: String::new(),
+            dir: self.dir.path().join("restored"),
+            child: None,
+        };
+        let (file, key) = (file.to_string_lossy().into_owned(), self.recovery_key().to_string_lossy().into_owned());
+        let addr = m.addr.clone();
+        let start = Instant::now();
+        m.spawn(&["restore", "--from", &file, "--key-file", &key, "--listen", &addr, "--name", "restored"])?;
+        loop {
+            let out = self.stackctl(&["ps", service, "-o", "json"])?;
+            if out.status.success() && !out.stdout.is_empty() {
+                break;
+            }
+            if start.elapsed() > timeout {
+                bail!("the restored manager does not serve `stackctl ps` after {timeout:?}:\n{}", m.log_tail());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let took = start.elapsed();
+        self.managers.push(m);
+        Ok(took)
     }
 
     /// A data directory of the benchmark, for its files.

@@ -329,10 +329,55 @@ pub struct Report {
     pub heartbeats: u64,
     pub heartbeat_errors: u64,
     pub report_calls: u64,
+    /// With `--snapshot`: the cluster snapshot of that state.
+    pub snapshot: Option<SnapshotFigures>,
+}
+
+/// Save, inspect and restore of the state with every task running.
+pub struct SnapshotFigures {
+    /// The file's size.
+    pub bytes: u64,
+    /// `stackctl snapshot save FILE`, whole command.
+    pub save_secs: f64,
+    /// `stackctl snapshot inspect FILE --key-file KEY`, whole command.
+    pub inspect_secs: f64,
+    /// From `stackd restore` starting to `stackctl ps SERVICE` answering.
+    pub restore_secs: f64,
+}
+
+/// Times a `stackctl` command that must succeed.
+fn timed(cluster: &Cluster, args: &[&str]) -> Result<f64> {
+    let t = Instant::now();
+    let out = cluster.stackctl(args)?;
+    anyhow::ensure!(out.status.success(), "stackctl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    Ok(t.elapsed().as_secs_f64())
+}
+
+/// Save, inspect, then restore (every manager killed first).
+async fn snapshot_figures(cluster: &mut Cluster) -> Result<SnapshotFigures> {
+    let file = cluster.dir().join("state.snap");
+    let path = file.to_string_lossy().into_owned();
+    eprintln!("saving a snapshot");
+    let save_secs = timed(cluster, &["snapshot", "save", &path])?;
+    let bytes = std::fs::metadata(&file)?.len();
+    eprintln!("  {bytes} bytes in {save_secs:.2} s; inspecting it with the key");
+    let key = cluster.recovery_key().to_string_lossy().into_owned();
+    let inspect_secs = timed(cluster, &["snapshot", "inspect", &path, "--key-file", &key])?;
+    eprintln!("  {inspect_secs:.2} s; killing the managers and restoring");
+    let restore_secs = cluster.restore(&file, "scale_s000", Duration::from_secs(300)).await?.as_secs_f64();
+    eprintln!("  the restored manager serves `stackctl ps` after {restore_secs:.2} s");
+    Ok(SnapshotFigures { bytes, save_secs, inspect_secs, restore_secs })
 }
 
 /// The benchmark: see the module docs.
-pub async fn run(nodes: usize, services: usize, replicas: u64, one_replicas: u64, timeout: Duration) -> Result<Report> {
+pub async fn run(
+    nodes: usize,
+    services: usize,
+    replicas: u64,
+    one_replicas: u64,
+    timeout: Duration,
+    snapshot: bool,
+) -> Result<Report> {
     eprintln!("starting 3 stackd managers");
     let mut cluster = Cluster::start(3).await?;
     let leader_ix = cluster.wait_voters(3, Duration::from_secs(30)).await?;
@@ -426,10 +471,7 @@ pub async fn run(nodes: usize, services: usize, replicas: u64, one_replicas: u64
     let r = client.list_nodes(v1::ListNodesRequest::default()).await.context("ListNodes")?.into_inner();
     let mut down = down_seen.lock().unwrap_or_else(|p| p.into_inner()).clone();
     down.extend(r.nodes.iter().filter(|n| is_hollow(n) && n.state() != v1::NodeState::Ready).map(|n| n.name.clone()));
-    for h in handles {
-        h.abort();
-    }
-    let managers = pids
+    let managers: Vec<(f64, f64, f64)> = pids
         .iter()
         .enumerate()
         .map(|(i, p)| {
@@ -437,6 +479,10 @@ pub async fn run(nodes: usize, services: usize, replicas: u64, one_replicas: u64
             (after[i].0 - before[i].0, peak[i] as f64 / 1024.0, end.1 as f64 / 1024.0)
         })
         .collect();
+    let snapshot = if snapshot { Some(snapshot_figures(&mut cluster).await?) } else { None };
+    for h in handles {
+        h.abort();
+    }
     Ok(Report {
         nodes,
         services,
@@ -453,5 +499,6 @@ pub async fn run(nodes: usize, services: usize, replicas: u64, one_replicas: u64
         heartbeats: stats.heartbeats.load(Ordering::Relaxed),
         heartbeat_errors: stats.heartbeat_errors.load(Ordering::Relaxed),
         report_calls: stats.report_calls.load(Ordering::Relaxed),
+        snapshot,
     })
 }

@@ -124,6 +124,10 @@ struct HollowArgs {
     /// Seconds allowed for all tasks to run.
     #[arg(long, default_value_t = 600)]
     timeout: u64,
+    /// Then save, inspect and restore a cluster snapshot of that state
+    /// (`bash bench/run.sh snapshot`); the report goes to its own section.
+    #[arg(long)]
+    snapshot: bool,
     /// Where to write the report (between its markers); `-`: print only.
     #[arg(long, default_value = "docs/benchmarks.md")]
     out: PathBuf,
@@ -487,8 +491,38 @@ async fn failover_bench(args: FailoverArgs) -> Result<()> {
 
 /// The hollow-node benchmark: one run.
 async fn hollow_bench(args: HollowArgs) -> Result<()> {
-    let r = hollow::run(args.nodes, args.services, args.replicas, args.one_replicas, Duration::from_secs(args.timeout))
-        .await?;
+    let r = hollow::run(
+        args.nodes,
+        args.services,
+        args.replicas,
+        args.one_replicas,
+        Duration::from_secs(args.timeout),
+        args.snapshot,
+    )
+    .await?;
+    if let Some(s) = &r.snapshot {
+        let tasks = r.services as u64 * r.replicas + r.one_replicas;
+        let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
+        let body = format!(
+            "Command: `bash bench/run.sh snapshot` (`stackd-bench hollow --snapshot`), release build, {cpus} cores: the \
+             state of the hollow benchmark below ({tasks} tasks on {nodes} nodes, all running), in a 3-manager cluster.\n\n\
+             | what | figure | goal |\n|---|---|---|\n\
+             | `stackctl snapshot save FILE` (whole command: TLS, read barrier, encode, encrypt, stream, write) | {save:.2} s | ≤ 1 s |\n\
+             | the file | {mib:.1} MiB ({per:.0} bytes per task) | |\n\
+             | `stackctl snapshot inspect FILE --key-file KEY` (decrypt, decode, summarise) | {inspect:.2} s | |\n\
+             | `stackd restore` (every manager killed) until `stackctl ps SERVICE` answers | {restore:.2} s | ≤ 5 s |\n",
+            nodes = r.nodes,
+            save = s.save_secs,
+            mib = s.bytes as f64 / (1024.0 * 1024.0),
+            per = s.bytes as f64 / tasks as f64,
+            inspect = s.inspect_secs,
+            restore = s.restore_secs,
+        );
+        println!("{body}");
+        if args.out.as_os_str() != "-" {
+            write_section(&args.out, "snapshot", &body)?;
+        }
+    }
     let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
     let tasks = r.services as u64 * r.replicas;
     let rows: Vec<String> = r
