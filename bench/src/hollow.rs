@@ -479,6 +479,13 @@ pub async fn run(
             (after[i].0 - before[i].0, peak[i] as f64 / 1024.0, end.1 as f64 / 1024.0)
         })
         .collect();
+    // The session figures of the run itself: the snapshot phase kills the managers.
+    let (session_errors, heartbeats, heartbeat_errors, report_calls) = (
+        stats.session_errors.load(Ordering::Relaxed),
+        stats.heartbeats.load(Ordering::Relaxed),
+        stats.heartbeat_errors.load(Ordering::Relaxed),
+        stats.report_calls.load(Ordering::Relaxed),
+    );
     let snapshot = if snapshot { Some(snapshot_figures(&mut cluster).await?) } else { None };
     for h in handles {
         h.abort();
@@ -495,10 +502,10 @@ pub async fn run(
         entries_per_sec: entries as f64 / place_secs,
         entries,
         down_seen: down.len(),
-        session_errors: stats.session_errors.load(Ordering::Relaxed),
-        heartbeats: stats.heartbeats.load(Ordering::Relaxed),
-        heartbeat_errors: stats.heartbeat_errors.load(Ordering::Relaxed),
-        report_calls: stats.report_calls.load(Ordering::Relaxed),
+        session_errors,
+        heartbeats,
+        heartbeat_errors,
+        report_calls,
         snapshot,
     })
 }

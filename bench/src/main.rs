@@ -505,7 +505,7 @@ async fn hollow_bench(args: HollowArgs) -> Result<()> {
         let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
         let body = format!(
             "Command: `bash bench/run.sh snapshot` (`stackd-bench hollow --snapshot`), release build, {cpus} cores: the \
-             state of the hollow benchmark below ({tasks} tasks on {nodes} nodes, all running), in a 3-manager cluster.\n\n\
+             state of a hollow benchmark run (the setup of the Scale section; {tasks} tasks on {nodes} nodes, all running), in a 3-manager cluster.\n\n\
              | what | figure | goal |\n|---|---|---|\n\
              | `stackctl snapshot save FILE` (whole command: TLS, read barrier, encode, encrypt, stream, write) | {save:.2} s | ≤ 1 s |\n\
              | the file | {mib:.1} MiB ({per:.0} bytes per task) | |\n\

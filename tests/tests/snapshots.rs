@@ -346,3 +346,61 @@ fn a_lost_manager_is_restored_from_a_snapshot_and_the_worker_keeps_its_container
     assert!(stacks.contains("keep") && !stacks.contains("later"), "{stacks}");
     drop(old);
 }
+
+/// Two of three managers lost for good: the survivor has no quorum, so its
+/// state is saved with `--stale`, and restored on its address. A lost
+/// manager that comes back with its old data is refused by the restored
+/// cluster (restore generation), not merged.
+#[test]
+fn a_cluster_without_quorum_is_saved_stale_restored_and_an_old_manager_is_refused() {
+    use stackd_tests::wait_until;
+    use std::time::Duration;
+    let mut c = stackd_tests::cluster::Cluster::managers(3, &Opts::manager()).expect("3 managers");
+    c.wait_leader(None, Duration::from_secs(10)).expect("leader");
+    let work = tempfile::tempdir().expect("tempdir");
+    let data = work.path().join("site.conf");
+    std::fs::write(&data, "listen 80").expect("write");
+    c.stackctl(&["configs", "create", "before-the-loss", &data.to_string_lossy()]);
+    c.wait_converged(Duration::from_secs(20)).expect("converged");
+
+    // m2 and m3 are lost: no quorum, so a consistent save is refused and a stale one works.
+    c.nodes[1].kill9();
+    c.nodes[2].kill9();
+    let survivor = &c.nodes[0];
+    let snap = work.path().join("stale.snap");
+    let (o, _) = survivor
+        .stackctl_timeout(&["snapshot", "save", &snap.to_string_lossy()], None, Duration::from_secs(15))
+        .expect("run");
+    assert!(!o.status.success(), "a consistent snapshot without a leader");
+    let (o, _) = survivor
+        .stackctl_timeout(&["snapshot", "save", "--stale", &snap.to_string_lossy()], None, Duration::from_secs(15))
+        .expect("run");
+    assert!(o.status.success(), "stale save: {}", String::from_utf8_lossy(&o.stderr));
+
+    // The survivor is replaced by a restored manager on its address.
+    let key = work.path().join("recovery.key");
+    std::fs::copy(survivor.dir.path().join("recovery.key"), &key).expect("key");
+    let settings = survivor.portable_settings().expect("settings");
+    let addr = survivor.addr.clone();
+    c.nodes[0].kill9();
+    let restored = Node::restore_at("r1", &Opts::manager(), &addr, &snap, &key, settings).expect("restore");
+    let configs = restored.stackctl(&["configs", "ls"]);
+    assert!(configs.contains("before-the-loss"), "{configs}");
+    let term = restored.status(false).expect("status")["term"].as_u64().expect("term");
+
+    // m2 comes back with its old data: it campaigns at its old, higher term,
+    // and the restored manager refuses it: its node is no manager of the
+    // restored state (and its restore generation is older).
+    c.nodes[1].start().expect("restart m2");
+    wait_until(Duration::from_secs(20), "m2 refused by the restored manager", || {
+        let log = c.nodes[1].log();
+        (log.contains("no manager of this cluster") || log.contains("restore generation")).then_some(())
+    });
+    std::thread::sleep(Duration::from_secs(3));
+    let status = restored.status(false).expect("the restored manager still serves");
+    assert_eq!(status["term"].as_u64(), Some(term), "the old manager disturbed the restored one: {status}");
+    assert_eq!(status["leader_id"], status["node_id"], "{status}");
+    let managers = status["managers"].as_array().map(Vec::len);
+    assert_eq!(managers, Some(1), "the old manager was merged: {status}");
+    c.nodes[1].kill9();
+}

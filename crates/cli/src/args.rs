@@ -494,6 +494,8 @@ pub enum ClusterCmd {
 pub enum SnapshotCmd {
     /// Save a consistent snapshot of the whole cluster state, encrypted to
     /// the cluster's recovery key, to FILE (`-`: standard output) (admin).
+    /// With `--stale`: the state the manager reached has applied, without
+    /// a leader (when a majority of the managers is lost for good).
     Save {
         /// The file to write (written whole or not at all), or `-`.
         file: String,

@@ -44,7 +44,7 @@ pub async fn save(g: &Global, file: &str) -> Result<i32> {
     }
     let mut c = connect(g).await?;
     let mut stream = c
-        .read(|mut c| async move { c.save_snapshot(v1::SaveSnapshotRequest {}).await })
+        .read(|mut c| async move { c.save_snapshot(v1::SaveSnapshotRequest { stale: g.stale }).await })
         .await
         .map_err(status)?
         .into_inner();

@@ -142,7 +142,7 @@ async fn the_manager_serves_tls_and_checks_every_caller() {
     // Snapshots: the admin only; encrypted to the recovery key, secrets inside.
     for who in [&viewer, &deployer] {
         let e = control
-            .save_snapshot(with_token(v1::SaveSnapshotRequest {}, who))
+            .save_snapshot(with_token(v1::SaveSnapshotRequest::default(), who))
             .await
             .expect_err("only an admin saves snapshots");
         assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
@@ -201,8 +201,11 @@ async fn the_manager_serves_tls_and_checks_every_caller() {
 }
 
 async fn save(control: &mut ControlClient<tonic::transport::Channel>, token: &stackd_tls::ClientToken) -> Vec<u8> {
-    let mut stream =
-        control.save_snapshot(with_token(v1::SaveSnapshotRequest {}, token)).await.expect("admin saves").into_inner();
+    let mut stream = control
+        .save_snapshot(with_token(v1::SaveSnapshotRequest::default(), token))
+        .await
+        .expect("admin saves")
+        .into_inner();
     let mut file = Vec::new();
     let mut total = None;
     while let Some(piece) = stream.next().await {

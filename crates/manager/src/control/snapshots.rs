@@ -34,8 +34,10 @@ fn status(e: SnapshotFileError) -> Status {
 
 /// `SaveSnapshot`: the state after a read barrier (everything committed
 /// before the request is in it), encrypted, in pieces.
-pub(super) async fn save(ctl: &Control, _r: v1::SaveSnapshotRequest) -> Result<SnapshotStream, Status> {
-    ctl.raft.read_barrier().await?;
+pub(super) async fn save(ctl: &Control, r: v1::SaveSnapshotRequest) -> Result<SnapshotStream, Status> {
+    if !r.stale {
+        ctl.raft.read_barrier().await?;
+    }
     let started = std::time::Instant::now();
     let (header, file) = backup::take(ctl.raft.shared(), now_ms()).await.map_err(status)?;
     tracing::info!(

@@ -308,7 +308,13 @@ impl RaftNetwork<TypeConfig> for Connection {
         let mut req = tonic::Request::new(v1::RaftRequest { json });
         req.set_timeout(option.hard_ttl());
         self.stamp(&mut req);
-        let reply = client.vote(req).await.map_err(|s| Failure::status(self.target, s).rpc())?;
+        let reply = client.vote(req).await.map_err(|s| {
+            if s.code() == tonic::Code::FailedPrecondition {
+                // Refused for good (a restore generation): say why, not only "unreachable".
+                tracing::warn!(peer = %self.addr, "{}", s.message());
+            }
+            Failure::status(self.target, s).rpc()
+        })?;
         self.answer(&reply.into_inner().json)
     }
 

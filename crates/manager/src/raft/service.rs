@@ -208,21 +208,27 @@ struct ForwardReplies {
 /// Refuses a Raft message from a manager of an earlier restore generation
 /// of the cluster: one that ran before a `stackd restore` and came back.
 fn check_generation<T>(node: &RaftNode, req: &Request<T>) -> Result<(), Status> {
-    let theirs = req
-        .metadata()
-        .get(stackd_proto::metadata::GENERATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok())
-        .unwrap_or(0);
-    let ours = node.shared().generation();
-    if theirs < ours {
-        return Err(Status::failed_precondition(format!(
+    let theirs = req.metadata().get(stackd_proto::metadata::GENERATION).and_then(|v| v.to_str().ok());
+    match generation_refusal(theirs, node.shared().generation()) {
+        Some(why) => {
+            tracing::warn!("{why}");
+            Err(Status::failed_precondition(why))
+        }
+        None => Ok(()),
+    }
+}
+
+/// Why a message whose header says generation `theirs` (absent: 0) is
+/// refused by a manager of generation `ours`, if it is.
+fn generation_refusal(theirs: Option<&str>, ours: u64) -> Option<String> {
+    let theirs = theirs.and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    (theirs < ours).then(|| {
+        format!(
             "this cluster was restored from a snapshot (restore generation {ours}); the sending manager belongs to \
              the cluster before that restore (generation {theirs}) and is refused: stop it, wipe its data dir and \
              join it afresh (docs/operations.md, Restore)"
-        )));
-    }
-    Ok(())
+        )
+    })
 }
 
 /// How a stream served by a stopping manager ends.
@@ -407,6 +413,16 @@ impl v1::raft_server::Raft for RaftService {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_manager_of_an_earlier_restore_generation_is_refused() {
+        assert_eq!(generation_refusal(None, 0), None, "clusters never restored");
+        assert_eq!(generation_refusal(Some("1"), 1), None);
+        assert_eq!(generation_refusal(Some("2"), 1), None, "a newer sender: this manager catches up");
+        let why = generation_refusal(None, 1).expect("refused");
+        assert!(why.contains("generation 0") && why.contains("wipe its data dir"), "{why}");
+        assert!(generation_refusal(Some("garbage"), 1).is_some(), "an unreadable header reads as 0");
+    }
 
     /// A refusal crosses a forward stream with what the follower's retry
     /// logic reads: code, message, `x-stackd-refused` and `x-stackd-leader`.
