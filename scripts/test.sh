@@ -42,6 +42,23 @@ need python3 python3    # the overlay test's UDP echo, run inside a container's 
 need age age           # snapshots are age files: the tests open them with the age tool, and it opens ours
 need script bsdutils    # the events test draws the progress bars on a pty
 
+step "moto's S3 server for the snapshot tests (a Python venv in the target dir)"
+# A real S3-compatible server, started by the S3 test itself (not a mocked client).
+tools="$(realpath -m "${CARGO_TARGET_DIR:-target}")/test-tools"
+if [ ! -x "$tools/moto/bin/moto_server" ]; then
+  python3 -m venv --help >/dev/null 2>&1 || need_pkg=python3-venv
+  if [ -n "${need_pkg:-}" ]; then
+    DEBIAN_FRONTEND=noninteractive apt-get install -y python3-venv >/dev/null 2>&1 || {
+      apt-get update >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y python3-venv >/dev/null
+    }
+  fi
+  rm -rf "$tools/moto"
+  mkdir -p "$tools"
+  python3 -m venv "$tools/moto"
+  "$tools/moto/bin/pip" install --quiet --disable-pip-version-check 'moto[server]==5.2.*'
+fi
+export STACKD_TEST_MOTO="$tools/moto/bin/moto_server"
+
 step "rustfmt and clippy"
 if command -v rustup >/dev/null 2>&1; then
   rustup component add rustfmt clippy >/dev/null 2>&1 || echo "warning: rustup could not add rustfmt and clippy" >&2

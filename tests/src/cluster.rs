@@ -258,12 +258,27 @@ impl Node {
         key: &Path,
         settings: Vec<(String, String)>,
     ) -> Result<Node> {
+        Node::restore_at_with(name, opts, addr, &from.to_string_lossy(), key, &[], settings)
+    }
+
+    /// [`Node::restore_at`] from `from` (a file or `s3://…`), with `extra` flags.
+    pub fn restore_at_with(
+        name: &str,
+        opts: &Opts,
+        addr: &str,
+        from: &str,
+        key: &Path,
+        extra: &[&str],
+        settings: Vec<(String, String)>,
+    ) -> Result<Node> {
         let dir = tempfile::Builder::new().prefix("stackd-test-").tempdir()?;
         let mut node = Node::new(dir, addr.to_string(), name, opts.clone(), None);
         node.data = node.dir.path().join("data");
         node.client_env = Some(settings);
-        let (from, key) = (from.to_string_lossy().into_owned(), key.to_string_lossy().into_owned());
-        node.spawn(&["restore", "--from", &from, "--key-file", &key, "--listen", addr, "--name", name])?;
+        let key = key.to_string_lossy().into_owned();
+        let mut args = vec!["restore", "--from", from, "--key-file", &key, "--listen", addr, "--name", name];
+        args.extend_from_slice(extra);
+        node.spawn(&args)?;
         node.wait_serving(Duration::from_secs(60))?;
         Ok(node)
     }

@@ -404,3 +404,145 @@ fn a_cluster_without_quorum_is_saved_stale_restored_and_an_old_manager_is_refuse
     assert_eq!(managers, Some(1), "the old manager was merged: {status}");
     c.nodes[1].kill9();
 }
+
+/// A real S3-compatible server for the test: moto's server mode
+/// (`STACKD_TEST_MOTO`, installed by scripts/test.sh), on a free port.
+struct S3Server {
+    child: std::process::Child,
+    endpoint: String,
+}
+
+impl S3Server {
+    fn start() -> Option<S3Server> {
+        let Some(bin) = std::env::var_os("STACKD_TEST_MOTO") else {
+            assert!(
+                std::env::var("CI").as_deref() != Ok("true"),
+                "STACKD_TEST_MOTO is not set: scripts/test.sh installs moto's server for the S3 tests"
+            );
+            eprintln!("skipped: no S3 server (STACKD_TEST_MOTO)");
+            return None;
+        };
+        let port = stackd_tests::free_port();
+        let child = Command::new(bin)
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start moto_server");
+        let server = S3Server { child, endpoint: format!("http://127.0.0.1:{port}") };
+        stackd_tests::wait_until(std::time::Duration::from_secs(30), "the S3 server listening", || {
+            std::net::TcpStream::connect(("127.0.0.1", port)).ok().map(drop)
+        });
+        Some(server)
+    }
+
+    /// Creates a bucket (moto takes unsigned requests).
+    fn create_bucket(&self, name: &str) {
+        use std::io::{Read, Write};
+        let addr = self.endpoint.trim_start_matches("http://");
+        let mut s = std::net::TcpStream::connect(addr).expect("connect");
+        write!(s, "PUT /{name} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n").expect("w");
+        let mut answer = String::new();
+        let _ = s.read_to_string(&mut answer);
+        assert!(answer.starts_with("HTTP/1.1 200"), "create bucket: {answer}");
+    }
+}
+
+impl Drop for S3Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Scheduled snapshots uploaded to a real S3-compatible server, pruned to
+/// the bucket's retention, listed by `snapshot ls`, and a cluster restored
+/// from one with `stackd restore --from s3://…`.
+#[test]
+fn scheduled_snapshots_go_to_s3_and_a_cluster_is_restored_from_there() {
+    use stackd_tests::wait_until;
+    use std::time::Duration;
+    let Some(s3) = S3Server::start() else { return };
+    s3.create_bucket("backups");
+    let work = tempfile::tempdir().expect("tempdir");
+    let creds = work.path().join("s3.credentials");
+    std::fs::write(&creds, "[default]\naws_access_key_id = testing\naws_secret_access_key = testing\n").expect("w");
+    let creds_s = creds.to_string_lossy().into_owned();
+
+    let mut c = stackd_tests::cluster::Cluster::managers(1, &Opts::manager()).expect("a manager");
+    let data = work.path().join("site.conf");
+    std::fs::write(&data, "listen 80").expect("write");
+    c.stackctl(&["configs", "create", "kept-in-s3", &data.to_string_lossy()]);
+    // A bucket that does not exist: each upload fails, saying so, and the local file is kept.
+    c.stackctl(&[
+        "snapshot",
+        "schedule",
+        "--cron",
+        "*/2 * * * * *",
+        "--retention",
+        "5",
+        "--s3-endpoint",
+        &s3.endpoint,
+        "--s3-bucket",
+        "no-such-bucket",
+        "--s3-credentials-file",
+        &creds_s,
+    ]);
+    wait_until(Duration::from_secs(20), "a failed upload recorded", || {
+        taken(&c).iter().any(|t| t["error"].as_str().is_some_and(|e| e.starts_with("upload:"))).then_some(())
+    });
+    c.stackctl(&[
+        "snapshot",
+        "schedule",
+        "--s3-endpoint",
+        &s3.endpoint,
+        "--s3-bucket",
+        "backups",
+        "--s3-prefix",
+        "prod/",
+        "--s3-retention",
+        "2",
+        "--s3-credentials-file",
+        &creds_s,
+    ]);
+    let listed = |c: &stackd_tests::cluster::Cluster| -> Value {
+        serde_json::from_str(&c.stackctl(&["snapshot", "ls", "-o", "json"])).expect("json")
+    };
+    wait_until(Duration::from_secs(30), "4 snapshots uploaded", || {
+        let uploaded = taken(&c).iter().filter(|t| t["remote"].as_str().is_some_and(|r| !r.is_empty())).count();
+        (uploaded >= 4).then_some(())
+    });
+    c.stackctl(&["snapshot", "schedule", "--cron", "off"]);
+    std::thread::sleep(Duration::from_millis(500));
+    let ls = listed(&c);
+    let remote = ls["remote"].as_array().cloned().unwrap_or_default();
+    assert_eq!(remote.len(), 2, "the bucket keeps 2: {ls}");
+    assert!(remote.iter().all(|r| r["url"].as_str().is_some_and(|u| u.starts_with("s3://backups/prod/snapshot-"))));
+    let newest = remote.last().and_then(|r| r["url"].as_str()).expect("a url").to_string();
+
+    // The manager is lost; a new one starts from the bucket.
+    let key = work.path().join("recovery.key");
+    std::fs::copy(c.nodes[0].dir.path().join("recovery.key"), &key).expect("key");
+    let settings = c.nodes[0].portable_settings().expect("settings");
+    let addr = c.nodes[0].addr.clone();
+    c.nodes[0].kill9();
+    let o = Command::new(stackd_tests::bin("stackd"))
+        .args(["restore", "--from", &newest, "--key-file", &key.to_string_lossy(), "--no-agent"])
+        .args(["--data-dir", &work.path().join("never").to_string_lossy(), "--listen", "127.0.0.1:1"])
+        .output()
+        .expect("run");
+    assert!(!o.status.success(), "an s3:// source without --s3-endpoint");
+    assert!(String::from_utf8_lossy(&o.stderr).contains("--s3-endpoint"), "{}", String::from_utf8_lossy(&o.stderr));
+    let restored = Node::restore_at_with(
+        "from-s3",
+        &Opts::manager(),
+        &addr,
+        &newest,
+        &key,
+        &["--s3-endpoint", &s3.endpoint, "--s3-credentials-file", &creds_s],
+        settings,
+    )
+    .expect("restore from S3");
+    let configs = restored.stackctl(&["configs", "ls"]);
+    assert!(configs.contains("kept-in-s3"), "{configs}");
+}

@@ -489,6 +489,35 @@ pub enum ClusterCmd {
     },
 }
 
+/// The S3 target of scheduled snapshots (`snapshot schedule`).
+#[derive(clap::Args, Debug, Default)]
+pub struct S3Args {
+    /// Also upload each scheduled snapshot to this S3-compatible endpoint
+    /// (`https://s3.eu-west-1.amazonaws.com`, `http://minio:9000`).
+    #[arg(long, requires = "s3_bucket")]
+    pub s3_endpoint: Option<String>,
+    /// The bucket (it must exist).
+    #[arg(long, requires = "s3_endpoint")]
+    pub s3_bucket: Option<String>,
+    /// A key prefix in the bucket (`stackd/prod/`).
+    #[arg(long, requires = "s3_endpoint")]
+    pub s3_prefix: Option<String>,
+    /// The region (default us-east-1).
+    #[arg(long, requires = "s3_endpoint")]
+    pub s3_region: Option<String>,
+    /// Scheduled snapshots kept in the bucket (default: --retention).
+    #[arg(long, requires = "s3_endpoint")]
+    pub s3_retention: Option<u32>,
+    /// An absolute path, on each manager, to a file with
+    /// `aws_access_key_id` and `aws_secret_access_key`; default: each
+    /// manager's AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY.
+    #[arg(long, requires = "s3_endpoint")]
+    pub s3_credentials_file: Option<String>,
+    /// Stop uploading to S3.
+    #[arg(long, conflicts_with = "s3_endpoint")]
+    pub no_s3: bool,
+}
+
 /// Snapshot commands.
 #[derive(Subcommand, Debug)]
 pub enum SnapshotCmd {
@@ -525,9 +554,12 @@ pub enum SnapshotCmd {
         /// The directory on each manager (absolute; empty: DATA_DIR/snapshots).
         #[arg(long)]
         dir: Option<String>,
-        /// Back to the defaults: every 6 hours, 10 kept, DATA_DIR/snapshots.
-        #[arg(long, conflicts_with_all = ["cron", "retention", "dir"])]
+        /// Back to the defaults: every 6 hours, 10 kept, DATA_DIR/snapshots,
+        /// no S3 target.
+        #[arg(long, conflicts_with_all = ["cron", "retention", "dir", "s3_endpoint", "no_s3"])]
         default: bool,
+        #[command(flatten)]
+        s3: S3Args,
     },
 }
 

@@ -146,8 +146,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
         }
         Cmd::Snapshot { command: SnapshotCmd::Save { file } } => snapshot::save(g, file).await,
         Cmd::Snapshot { command: SnapshotCmd::Ls } => snapshot::ls(g).await,
-        Cmd::Snapshot { command: SnapshotCmd::Schedule { cron, retention, dir, default } } => {
-            snapshot::schedule(g, cron.as_deref(), *retention, dir.as_deref(), *default).await
+        Cmd::Snapshot { command: SnapshotCmd::Schedule { cron, retention, dir, default, s3 } } => {
+            snapshot::schedule(g, cron.as_deref(), *retention, dir.as_deref(), *default, s3).await
         }
         Cmd::Snapshot { command: SnapshotCmd::Inspect { file, key_file } } => {
             snapshot::inspect(g, file, key_file.as_deref())

@@ -243,6 +243,15 @@ struct TakenRow {
     bytes: u64,
     index: u64,
     error: String,
+    remote: String,
+}
+
+/// A snapshot in the S3 target.
+#[derive(Serialize)]
+struct RemoteRow {
+    url: String,
+    bytes: u64,
+    last_modified: String,
 }
 
 /// What `snapshot ls` prints.
@@ -253,7 +262,12 @@ struct LsDoc {
     dir: String,
     is_default: bool,
     next: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    s3: Option<String>,
     taken: Vec<TakenRow>,
+    remote: Vec<RemoteRow>,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    remote_error: String,
 }
 
 /// `stackctl snapshot ls`.
@@ -265,7 +279,22 @@ pub async fn ls(g: &Global) -> Result<i32> {
         .map_err(status)?
         .into_inner();
     let policy = r.policy.unwrap_or_default();
+    let bucket = policy.s3.as_ref().map(|t| t.bucket.clone()).unwrap_or_default();
     let doc = LsDoc {
+        s3: policy
+            .s3
+            .as_ref()
+            .map(|t| format!("{} bucket {} prefix {:?}, {} kept", t.endpoint, t.bucket, t.prefix, t.retention)),
+        remote: r
+            .remote
+            .into_iter()
+            .map(|o| RemoteRow {
+                url: format!("s3://{bucket}/{}", o.key),
+                bytes: o.bytes,
+                last_modified: o.last_modified,
+            })
+            .collect(),
+        remote_error: r.remote_error,
         schedule: policy.schedule,
         retention: policy.retention,
         dir: if policy.dir.is_empty() { "DATA_DIR/snapshots".to_string() } else { policy.dir },
@@ -280,7 +309,8 @@ pub async fn ls(g: &Global) -> Result<i32> {
                 file: t.file,
                 bytes: t.bytes,
                 index: t.index,
-                error: t.error,
+                error: if t.remote_error.is_empty() { t.error } else { format!("upload: {}", t.remote_error) },
+                remote: t.remote,
             })
             .collect(),
     };
@@ -292,11 +322,22 @@ pub async fn ls(g: &Global) -> Result<i32> {
     out!("Schedule:   {schedule}{}", if doc.is_default { " (default)" } else { "" });
     out!("Retention:  {} per manager, in {}", doc.retention, doc.dir);
     out!("Next:       {}", if doc.next.is_empty() { "-" } else { &doc.next });
+    out!("S3:         {}", doc.s3.as_deref().unwrap_or("-"));
     out!();
     if doc.taken.is_empty() {
         out!("No scheduled snapshot taken yet (`stackctl snapshot save FILE` takes one now).");
     } else {
         print_rows(&doc.taken, &["tick", "manager", "file", "bytes", "index", "error"], Output::Table)?;
+    }
+    if doc.s3.is_some() {
+        out!();
+        if !doc.remote_error.is_empty() {
+            out!("The bucket could not be listed: {}", doc.remote_error);
+        } else if doc.remote.is_empty() {
+            out!("No scheduled snapshot in the bucket yet.");
+        } else {
+            print_rows(&doc.remote, &["url", "bytes", "last_modified"], Output::Table)?;
+        }
     }
     Ok(crate::EXIT_OK)
 }
@@ -308,13 +349,16 @@ pub async fn schedule(
     retention: Option<u32>,
     dir: Option<&str>,
     default: bool,
+    s3: &crate::args::S3Args,
 ) -> Result<i32> {
     let mut c = connect(g).await?;
     let policy = if default {
         v1::SnapshotPolicy { is_default: true, ..Default::default() }
     } else {
-        if cron.is_none() && retention.is_none() && dir.is_none() {
-            bail!("give --cron, --retention, --dir or --default (`stackctl snapshot ls` shows the schedule)");
+        if cron.is_none() && retention.is_none() && dir.is_none() && s3.s3_endpoint.is_none() && !s3.no_s3 {
+            bail!(
+                "give --cron, --retention, --dir, --s3-…, --no-s3 or --default (`stackctl snapshot ls` shows the schedule)"
+            );
         }
         let current = c
             .read(|mut c| async move { c.list_snapshots(v1::ListSnapshotsRequest { stale: false }).await })
@@ -332,6 +376,18 @@ pub async fn schedule(
             retention: retention.unwrap_or(current.retention),
             dir: dir.map_or(current.dir, str::to_string),
             is_default: false,
+            s3: match (&s3.s3_endpoint, &s3.s3_bucket) {
+                _ if s3.no_s3 => None,
+                (Some(endpoint), Some(bucket)) => Some(v1::S3Target {
+                    endpoint: endpoint.clone(),
+                    bucket: bucket.clone(),
+                    prefix: s3.s3_prefix.clone().unwrap_or_default(),
+                    region: s3.s3_region.clone().unwrap_or_default(),
+                    retention: s3.s3_retention.or(retention).unwrap_or(current.retention),
+                    credentials_file: s3.s3_credentials_file.clone().unwrap_or_default(),
+                }),
+                _ => current.s3,
+            },
         }
     };
     let req = v1::SetSnapshotPolicyRequest { policy: Some(policy) };

@@ -34,11 +34,55 @@ pub struct SnapshotPolicy {
     /// The directory on each manager (absolute); empty: `DATA_DIR/snapshots`.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub dir: String,
+    /// An S3-compatible bucket each scheduled snapshot is also uploaded to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub s3: Option<S3Target>,
+}
+
+/// Where scheduled snapshots are uploaded. The credentials are not here:
+/// each manager reads them from `credentials_file` or its environment.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct S3Target {
+    /// `http(s)://host[:port]` of the S3 API.
+    pub endpoint: String,
+    /// The bucket (it must exist).
+    pub bucket: String,
+    /// A key prefix (`stackd/prod/`); empty: the bucket's root.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub prefix: String,
+    /// The region (`us-east-1` when empty).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub region: String,
+    /// Scheduled snapshots kept in the bucket under the prefix.
+    pub retention: u32,
+    /// An absolute path on each manager to a credentials file; empty: the
+    /// manager's `AWS_ACCESS_KEY_ID` and `AWS_SECRET_ACCESS_KEY`.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub credentials_file: String,
+}
+
+impl S3Target {
+    /// Why the target cannot be used, if it cannot.
+    pub fn check(&self) -> Result<(), String> {
+        if !(self.endpoint.starts_with("http://") || self.endpoint.starts_with("https://")) {
+            return Err(format!("the S3 endpoint {:?} must start with http:// or https://", self.endpoint));
+        }
+        if self.bucket.is_empty() || self.bucket.contains('/') {
+            return Err(format!("the S3 bucket {:?} must be a bucket name", self.bucket));
+        }
+        if self.retention == 0 {
+            return Err("the S3 retention must keep at least 1 snapshot".into());
+        }
+        if !self.credentials_file.is_empty() && !self.credentials_file.starts_with('/') {
+            return Err(format!("the S3 credentials file {:?} must be an absolute path", self.credentials_file));
+        }
+        Ok(())
+    }
 }
 
 impl Default for SnapshotPolicy {
     fn default() -> Self {
-        Self { schedule: DEFAULT_SCHEDULE.to_string(), retention: DEFAULT_RETENTION, dir: String::new() }
+        Self { schedule: DEFAULT_SCHEDULE.to_string(), retention: DEFAULT_RETENTION, dir: String::new(), s3: None }
     }
 }
 
@@ -54,7 +98,7 @@ impl SnapshotPolicy {
         if !self.dir.is_empty() && !self.dir.starts_with('/') {
             return Err(format!("the snapshot directory {:?} must be an absolute path", self.dir));
         }
-        Ok(())
+        self.s3.as_ref().map_or(Ok(()), S3Target::check)
     }
 }
 
@@ -76,6 +120,12 @@ pub struct SnapshotRecord {
     /// Why it failed; empty when it did not.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub error: String,
+    /// Where it was uploaded (`s3://bucket/key`); empty without an S3 target.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub remote: String,
+    /// Why the upload failed; empty when it did not.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub remote_error: String,
 }
 
 /// Scheduled snapshots in the cluster state.
@@ -200,6 +250,7 @@ mod tests {
             schedule: schedule.into(),
             retention,
             dir: dir.into(),
+            s3: None,
         };
         assert!(p("not cron", 3, "").check().is_err());
         assert!(p(DEFAULT_SCHEDULE, 0, "").check().is_err());
@@ -221,6 +272,8 @@ mod tests {
                 bytes: 0,
                 index: i,
                 error: String::new(),
+                remote: String::new(),
+                remote_error: String::new(),
             });
         }
         assert_eq!(s.taken.len(), RECORDS_KEPT);

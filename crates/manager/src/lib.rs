@@ -39,6 +39,7 @@
 //!   of demotions and removals.
 //! - `scheduled.rs`: the leader's loop of scheduled snapshots (claim the
 //!   tick through Raft, take, write, prune, record).
+//! - [`s3`]: a small S3 client (put, get, list, delete) for snapshot files.
 //! - `bootstrap.rs`: the loop that proposes a new cluster's `InitCluster`.
 //! - `identity.rs`: the node's identity file.
 //! - `auth.rs`: who is calling (a node certificate of this cluster or a
@@ -64,6 +65,7 @@ mod peer;
 pub mod raft;
 mod reconcile;
 mod refusal;
+pub mod s3;
 mod scheduled;
 pub mod util;
 

@@ -10,7 +10,9 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use stackd_core::schedule::{self, Due, SnapshotPolicy, SnapshotRecord};
+use std::sync::Arc;
+
+use stackd_core::schedule::{self, Due, S3Target, SnapshotPolicy, SnapshotRecord};
 use stackd_core::{ClusterState, Command};
 use tracing::{info, warn};
 
@@ -67,6 +69,36 @@ fn write_and_prune(dir: &Path, name: &str, bytes: &[u8], retention: u32) -> std:
     Ok(removed)
 }
 
+/// The client of `target`, with this manager's credentials.
+pub(crate) fn s3_client(target: &S3Target) -> Result<crate::s3::Client, crate::s3::S3Error> {
+    let file = (!target.credentials_file.is_empty()).then(|| Path::new(&target.credentials_file));
+    let credentials = crate::s3::credentials(file)?;
+    crate::s3::Client::new(&target.endpoint, &target.bucket, &target.region, credentials)
+}
+
+/// The key of `name` under the target's prefix.
+pub(crate) fn s3_key(target: &S3Target, name: &str) -> String {
+    let prefix = target.prefix.trim_start_matches('/');
+    if prefix.is_empty() || prefix.ends_with('/') { format!("{prefix}{name}") } else { format!("{prefix}/{name}") }
+}
+
+/// Uploads the snapshot file `name`, then deletes the oldest scheduled
+/// snapshots under the prefix beyond the target's retention; the object's
+/// `s3://` URL.
+async fn upload_and_prune(target: &S3Target, name: &str, bytes: Vec<u8>) -> Result<String, crate::s3::S3Error> {
+    let client = s3_client(target)?;
+    let key = s3_key(target, name);
+    client.put(&key, bytes).await?;
+    let listed = client.list(&s3_key(target, PREFIX)).await?;
+    let ours: Vec<_> = listed.into_iter().filter(|o| o.key.ends_with(SUFFIX)).collect();
+    let over = ours.len().saturating_sub(target.retention as usize);
+    for old in ours.iter().take(over) {
+        client.delete(&old.key).await?;
+        info!(key = %old.key, "old scheduled snapshot deleted from the bucket");
+    }
+    Ok(format!("s3://{}/{key}", target.bucket))
+}
+
 impl Reconciler for Scheduled {
     type Action = u64;
     const DEBOUNCE: Duration = Duration::from_millis(200);
@@ -103,13 +135,19 @@ impl Reconciler for Scheduled {
             bytes: 0,
             index: 0,
             error: String::new(),
+            remote: String::new(),
+            remote_error: String::new(),
         };
+        let mut upload = None;
         match backup::take(raft.shared(), crate::now_ms()).await {
             Ok((header, bytes)) => {
                 let name = file_name(t, header.index);
                 let (d, n, retention) = (dir.clone(), name.clone(), policy.retention);
                 let len = bytes.len() as u64;
-                let written = tokio::task::spawn_blocking(move || write_and_prune(&d, &n, &bytes, retention)).await;
+                let bytes = Arc::new(bytes);
+                let file = bytes.clone();
+                let written = tokio::task::spawn_blocking(move || write_and_prune(&d, &n, &file, retention)).await;
+                upload = policy.s3.as_ref().map(|t| (t.clone(), name.clone(), bytes));
                 match written {
                     Ok(Ok(removed)) => {
                         record.file = dir.join(&name).display().to_string();
@@ -123,8 +161,17 @@ impl Reconciler for Scheduled {
             }
             Err(e) => record.error = e.to_string(),
         }
+        if let Some((target, name, bytes)) = upload.filter(|_| record.error.is_empty()) {
+            match upload_and_prune(&target, &name, bytes.as_ref().clone()).await {
+                Ok(url) => record.remote = url,
+                Err(e) => record.remote_error = e.to_string(),
+            }
+        }
         if !record.error.is_empty() {
             warn!(error = %record.error, "scheduled snapshot failed; the next tick tries again");
+        }
+        if !record.remote_error.is_empty() {
+            warn!(error = %record.remote_error, "uploading the scheduled snapshot failed; the next tick tries again");
         }
         match raft.propose(Command::RecordSnapshot { record, at: crate::now_ms() }).await {
             Ok(_) => Next::Again,

@@ -60,9 +60,20 @@ enum Cmd {
     /// tokens it holds, and run it. The workers reconnect and keep their
     /// containers; the other managers join afresh (docs/operations.md).
     Restore {
-        /// The snapshot file.
+        /// The snapshot file, or `s3://BUCKET/KEY` (with --s3-endpoint;
+        /// credentials from AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY or
+        /// --s3-credentials-file).
         #[arg(long)]
         from: String,
+        /// The S3 API of an `s3://` source (`https://s3.eu-west-1.amazonaws.com`).
+        #[arg(long)]
+        s3_endpoint: Option<String>,
+        /// The region of an `s3://` source (default us-east-1).
+        #[arg(long)]
+        s3_region: Option<String>,
+        /// A file with `aws_access_key_id` and `aws_secret_access_key`.
+        #[arg(long)]
+        s3_credentials_file: Option<PathBuf>,
         /// The recovery key that opens it (`recovery.key`).
         #[arg(long)]
         key_file: PathBuf,
@@ -282,12 +293,28 @@ async fn main() -> Result<()> {
             let identity = join::join(&data_dir, &request).await?;
             Ok(run_roles(data_dir, identity, false, options, stop).await?)
         }
-        Cmd::Restore { from, key_file, data_dir, listen, force, naming: Naming { advertise_addr, name }, node } => {
+        Cmd::Restore {
+            from,
+            s3_endpoint,
+            s3_region,
+            s3_credentials_file,
+            key_file,
+            data_dir,
+            listen,
+            force,
+            naming: Naming { advertise_addr, name },
+            node,
+        } => {
             let options = node.options()?;
             let advertised = advertise_addr.unwrap_or_else(|| listen.clone());
             let name = name.unwrap_or_else(hostname);
             let request = stackd::restore::RestoreRequest {
                 from: &from,
+                s3: stackd::restore::S3Source {
+                    endpoint: s3_endpoint.as_deref(),
+                    region: s3_region.as_deref(),
+                    credentials_file: s3_credentials_file.as_deref(),
+                },
                 key_file: &key_file,
                 data_dir: &data_dir,
                 name: &name,
@@ -296,7 +323,7 @@ async fn main() -> Result<()> {
                 force,
                 now_ms: stackd_manager::now_ms(),
             };
-            let (header, identity) = stackd::restore::prepare(&request)?;
+            let (header, identity) = stackd::restore::prepare(&request).await?;
             tracing::info!(
                 cluster = %header.cluster_id,
                 index = header.index,

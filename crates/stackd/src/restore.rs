@@ -30,9 +30,18 @@ pub enum RestoreError {
         #[source]
         source: std::io::Error,
     },
-    /// Only local files for now.
-    #[error("--from {0}: only a local snapshot file can be restored from (S3 targets are not supported yet)")]
-    Remote(String),
+    /// An `s3://` source without an endpoint, or a malformed one.
+    #[error("--from {0}: {1}")]
+    Remote(String, String),
+    /// The download failed.
+    #[error("downloading {url}: {source}")]
+    Download {
+        /// The `s3://` URL.
+        url: String,
+        /// Why.
+        #[source]
+        source: stackd_manager::s3::S3Error,
+    },
     /// The snapshot file is refused.
     #[error("{path} is refused: {source}")]
     File {
@@ -85,10 +94,23 @@ pub enum RestoreError {
     Identity(#[from] IdentityError),
 }
 
+/// Where an `s3://` snapshot is fetched from.
+#[derive(Default)]
+pub struct S3Source<'a> {
+    /// `http(s)://host[:port]` of the S3 API.
+    pub endpoint: Option<&'a str>,
+    /// The region (default us-east-1).
+    pub region: Option<&'a str>,
+    /// A credentials file; default: the environment.
+    pub credentials_file: Option<&'a Path>,
+}
+
 /// What `stackd restore` was given.
 pub struct RestoreRequest<'a> {
-    /// The snapshot file.
+    /// The snapshot file, or `s3://bucket/key`.
     pub from: &'a str,
+    /// Where `s3://` sources are.
+    pub s3: S3Source<'a>,
     /// The recovery key file.
     pub key_file: &'a Path,
     /// The new data dir.
@@ -105,14 +127,29 @@ pub struct RestoreRequest<'a> {
     pub now_ms: u64,
 }
 
-/// Reads, checks and opens the snapshot: its header and state.
-pub fn open(from: &str, key_file: &Path) -> Result<(Header, ClusterState), RestoreError> {
-    if from.contains("://") {
-        return Err(RestoreError::Remote(from.to_string()));
+/// The bytes of `from`: a local file, or an object of an S3-compatible bucket.
+async fn fetch(from: &str, s3: &S3Source<'_>) -> Result<Vec<u8>, RestoreError> {
+    if !from.starts_with("s3://") {
+        if from.contains("://") {
+            return Err(RestoreError::Remote(from.into(), "a local file or s3://bucket/key".into()));
+        }
+        return std::fs::read(from).map_err(|source| RestoreError::Read { path: from.to_string(), source });
     }
+    let remote = |why: &str| RestoreError::Remote(from.to_string(), why.to_string());
+    let (bucket, key) = stackd_manager::s3::parse_url(from).ok_or_else(|| remote("not s3://bucket/key"))?;
+    let endpoint = s3.endpoint.ok_or_else(|| remote("give --s3-endpoint (the S3 API's http(s)://host[:port])"))?;
+    let download = |source| RestoreError::Download { url: from.to_string(), source };
+    let credentials = stackd_manager::s3::credentials(s3.credentials_file).map_err(download)?;
+    let client = stackd_manager::s3::Client::new(endpoint, bucket, s3.region.unwrap_or_default(), credentials)
+        .map_err(download)?;
+    Ok(client.get(key).await.map_err(download)?.to_vec())
+}
+
+/// Reads, checks and opens the snapshot: its header and state.
+pub async fn open(from: &str, s3: &S3Source<'_>, key_file: &Path) -> Result<(Header, ClusterState), RestoreError> {
     let read =
         |p: &Path| std::fs::read(p).map_err(|source| RestoreError::Read { path: p.display().to_string(), source });
-    let bytes = read(Path::new(from))?;
+    let bytes = fetch(from, s3).await?;
     let file = |source| RestoreError::File { path: from.to_string(), source };
     let (header, sealed) = backup::split(&bytes).map_err(file)?;
     let key_text = String::from_utf8_lossy(&read(key_file)?).into_owned();
@@ -125,8 +162,8 @@ pub fn open(from: &str, key_file: &Path) -> Result<(Header, ClusterState), Resto
 
 /// Checks the snapshot, then prepares the data dir; the node's identity,
 /// for [`crate::run_roles`].
-pub fn prepare(req: &RestoreRequest<'_>) -> Result<(Header, Identity), RestoreError> {
-    let (header, state) = open(req.from, req.key_file)?;
+pub async fn prepare(req: &RestoreRequest<'_>) -> Result<(Header, Identity), RestoreError> {
+    let (header, state) = open(req.from, &req.s3, req.key_file).await?;
     let dir = req.data_dir;
     let occupied = std::fs::read_dir(dir).map(|mut d| d.next().is_some()).unwrap_or(false);
     if occupied {

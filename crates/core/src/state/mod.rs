@@ -404,13 +404,15 @@ impl ClusterState {
                 }
             }
             Command::RecordSnapshot { record, .. } => {
-                let (action, message) = if record.error.is_empty() {
-                    (
-                        Action::Create,
-                        format!("taken at index {}: {} ({} bytes)", record.index, record.file, record.bytes),
-                    )
-                } else {
+                let taken = format!("taken at index {}: {} ({} bytes)", record.index, record.file, record.bytes);
+                let (action, message) = if !record.error.is_empty() {
                     (Action::Update, format!("FAILED: {}", record.error))
+                } else if !record.remote_error.is_empty() {
+                    (Action::Update, format!("{taken}; upload FAILED: {}", record.remote_error))
+                } else if record.remote.is_empty() {
+                    (Action::Create, taken)
+                } else {
+                    (Action::Create, format!("{taken}, uploaded to {}", record.remote))
                 };
                 let name = format!("scheduled {}", crate::model::rfc3339(record.tick));
                 cx.event(ObjectKind::Snapshot, action, &record.node, &name, "", message);

@@ -5,7 +5,7 @@
 
 use std::pin::Pin;
 
-use stackd_core::schedule::{self, SnapshotPolicy};
+use stackd_core::schedule::{self, S3Target, SnapshotPolicy};
 use stackd_core::{Command, Refusal};
 use stackd_proto::v1;
 use stackd_tls::age::Recipient;
@@ -77,13 +77,49 @@ pub(super) async fn set_recovery_key(
 }
 
 fn wire_policy(p: &SnapshotPolicy, is_default: bool) -> v1::SnapshotPolicy {
-    v1::SnapshotPolicy { schedule: p.schedule.clone(), retention: p.retention, dir: p.dir.clone(), is_default }
+    v1::SnapshotPolicy {
+        schedule: p.schedule.clone(),
+        retention: p.retention,
+        dir: p.dir.clone(),
+        is_default,
+        s3: p.s3.as_ref().map(|t| v1::S3Target {
+            endpoint: t.endpoint.clone(),
+            bucket: t.bucket.clone(),
+            prefix: t.prefix.clone(),
+            region: t.region.clone(),
+            retention: t.retention,
+            credentials_file: t.credentials_file.clone(),
+        }),
+    }
+}
+
+/// How long `ListSnapshots` waits for the bucket's listing.
+const LIST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// The scheduled snapshots in the target, or why they could not be listed.
+async fn remote(target: &S3Target) -> Result<Vec<v1::RemoteSnapshot>, String> {
+    let client = crate::scheduled::s3_client(target).map_err(|e| e.to_string())?;
+    let listing = tokio::time::timeout(LIST_TIMEOUT, client.list(&crate::scheduled::s3_key(target, "snapshot-")))
+        .await
+        .map_err(|_| format!("the listing took more than {LIST_TIMEOUT:?}"))?
+        .map_err(|e| e.to_string())?;
+    Ok(listing
+        .into_iter()
+        .map(|o| v1::RemoteSnapshot { key: o.key, bytes: o.size, last_modified: o.last_modified })
+        .collect())
 }
 
 /// `ListSnapshots`: the policy, the last snapshots taken, the next tick.
 pub(super) async fn list(ctl: &Control, r: v1::ListSnapshotsRequest) -> Result<v1::ListSnapshotsResponse, Status> {
     let snapshots = ctl.read(r.stale, |s| s.snapshots.clone()).await?;
     let policy = snapshots.policy();
+    let (listed, remote_error) = match &policy.s3 {
+        None => (None, String::new()),
+        Some(t) => match remote(t).await {
+            Ok(l) => (Some(l), String::new()),
+            Err(e) => (None, e),
+        },
+    };
     let after = snapshots.claimed.max(now_ms());
     let next_tick = if policy.schedule.is_empty() {
         0
@@ -103,9 +139,13 @@ pub(super) async fn list(ctl: &Control, r: v1::ListSnapshotsRequest) -> Result<v
                 bytes: t.bytes,
                 index: t.index,
                 error: t.error.clone(),
+                remote: t.remote.clone(),
+                remote_error: t.remote_error.clone(),
             })
             .collect(),
         next_tick,
+        remote: listed.unwrap_or_default(),
+        remote_error,
     })
 }
 
@@ -118,7 +158,19 @@ pub(super) async fn set_policy(
     let policy = match r.policy {
         None => None,
         Some(p) if p.is_default => None,
-        Some(p) => Some(SnapshotPolicy { schedule: p.schedule.trim().to_string(), retention: p.retention, dir: p.dir }),
+        Some(p) => Some(SnapshotPolicy {
+            schedule: p.schedule.trim().to_string(),
+            retention: p.retention,
+            dir: p.dir,
+            s3: p.s3.map(|t| S3Target {
+                endpoint: t.endpoint,
+                bucket: t.bucket,
+                prefix: t.prefix,
+                region: t.region,
+                retention: t.retention,
+                credentials_file: t.credentials_file,
+            }),
+        }),
     };
     if let Some(Err(why)) = policy.as_ref().map(SnapshotPolicy::check) {
         return Err(refused(Refusal::invalid(why)));
