@@ -403,6 +403,19 @@ fn a_cluster_without_quorum_is_saved_stale_restored_and_an_old_manager_is_refuse
     let managers = status["managers"].as_array().map(Vec::len);
     assert_eq!(managers, Some(1), "the old manager was merged: {status}");
     c.nodes[1].kill9();
+
+    // A new manager joins the restored cluster afresh (the state reaches it
+    // as a snapshot: the restore's entry is compacted away).
+    let old = std::mem::replace(&mut c.nodes[0], restored);
+    drop(old);
+    let m4 = c.add_manager("m4", &Opts::manager()).expect("a new manager joins the restored cluster");
+    c.wait_voters(2, Duration::from_secs(60)).expect("m4 becomes a voter");
+    wait_until(Duration::from_secs(30), "m4 has the restored state", || {
+        let s = c.nodes[m4].status(true)?;
+        (s["state_hash"] == c.nodes[0].status(true)?["state_hash"]).then_some(())
+    });
+    let log = c.nodes[0].log();
+    assert!(log.contains("the restored state is in a snapshot"), "{log}");
 }
 
 /// A real S3-compatible server for the test: moto's server mode

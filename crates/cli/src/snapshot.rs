@@ -50,10 +50,13 @@ pub async fn save(g: &Global, file: &str) -> Result<i32> {
         .into_inner();
     let mut bytes = Vec::new();
     let mut progress: Option<ProgressBar> = None;
+    let mut total = 0u64;
     while let Some(piece) = stream.next().await {
         let piece = piece.map_err(status).context("the manager stopped sending the snapshot")?;
         if progress.is_none() {
-            bytes.reserve(usize::try_from(piece.total).unwrap_or(0));
+            total = piece.total;
+            // The size is the server's word: reserve within reason.
+            bytes.reserve(usize::try_from(piece.total.min(1 << 30)).unwrap_or(0));
             progress = Some(bar(piece.total));
         }
         bytes.extend_from_slice(&piece.data);
@@ -63,6 +66,9 @@ pub async fn save(g: &Global, file: &str) -> Result<i32> {
     }
     if let Some(p) = progress {
         p.finish_and_clear();
+    }
+    if bytes.len() as u64 != total {
+        bail!("the manager sent {} bytes of a {total}-byte snapshot: nothing written", bytes.len());
     }
     // What the manager sent must be an encrypted snapshot file, whole.
     let (header, sealed) = backup::split(&bytes).context("the manager sent something that is not a snapshot file")?;
@@ -226,10 +232,24 @@ pub async fn recovery_key(g: &Global, rotate: bool, out: Option<&Path>) -> Resul
             Ok(crate::EXIT_OK)
         }
         Err(e) => {
-            if let Some(p) = &written {
-                let _ = std::fs::remove_file(p);
+            use tonic::Code;
+            // Only a request that surely changed nothing lets the key go: an
+            // answer lost on the way may hide a key the cluster now uses.
+            let refused = matches!(
+                e.code(),
+                Code::InvalidArgument | Code::PermissionDenied | Code::Unauthenticated | Code::FailedPrecondition
+            ) || stackd_tls::never_connected(&e);
+            if refused {
+                if let Some(p) = &written {
+                    let _ = std::fs::remove_file(p);
+                }
+                return Err(status(e).context("the new key was NOT installed (the cluster keeps its previous one)"));
             }
-            Err(status(e).context("the new key was NOT installed (the cluster keeps its previous one)"))
+            let kept = written.map(|p| format!(" The private key is kept in {}.", p.display())).unwrap_or_default();
+            Err(status(e).context(format!(
+                "the answer was lost: the cluster may or may not use the new key {recipient}.{kept} Compare with \
+                 `stackctl cluster recovery-key`, and keep the private key if they match"
+            )))
         }
     }
 }

@@ -115,7 +115,8 @@ fn header_of(line: &[u8]) -> Result<Header, BackupError> {
         format: u32,
     }
     let f: Format = serde_json::from_slice(line).map_err(|e| BackupError::BadHeader(e.to_string()))?;
-    if f.format != FORMAT {
+    // Older formats stay readable by newer builds; there is only format 1 yet.
+    if f.format > FORMAT || f.format == 0 {
         return Err(BackupError::UnsupportedFormat(f.format));
     }
     serde_json::from_slice(line).map_err(|e| BackupError::BadHeader(e.to_string()))

@@ -11,8 +11,6 @@
 //! Times are UTC. A cron pattern has 5 fields (minute, hour, day of month,
 //! month, day of week) or 6 with seconds first.
 
-use std::str::FromStr;
-
 use serde::{Deserialize, Serialize};
 
 use crate::model::Timestamp;
@@ -175,9 +173,22 @@ impl Snapshots {
     }
 }
 
-/// A parsed schedule.
+/// A parsed schedule: 5 fields, or 6 with seconds first (no year field).
 fn parse(pattern: &str) -> Result<croner::Cron, String> {
-    croner::Cron::from_str(pattern).map_err(|e| format!("{pattern:?} is not a cron pattern: {e}"))
+    use croner::parser::{CronParser, Seconds, Year};
+    CronParser::builder()
+        .seconds(Seconds::Optional)
+        .year(Year::Disallowed)
+        .build()
+        .parse(pattern)
+        .map_err(|e| format!("{pattern:?} is not a cron pattern (5 fields, or 6 with seconds first): {e}"))
+}
+
+/// The last tick of `pattern` at or before `at`.
+fn previous_tick(pattern: &str, at: Timestamp) -> Option<Timestamp> {
+    let cron = parse(pattern).ok()?;
+    let start = chrono::DateTime::from_timestamp_millis(i64::try_from(at).ok()?)?;
+    cron.find_previous_occurrence(&start, true).ok().and_then(|t| u64::try_from(t.timestamp_millis()).ok())
 }
 
 /// What the leader should do about scheduled snapshots.
@@ -210,7 +221,10 @@ pub fn due(snapshots: &Snapshots, leading_since: Timestamp, now: Timestamp) -> D
         return Due::Off;
     }
     match next_tick(&policy.schedule, snapshots.claimed.max(leading_since)) {
-        Ok(Some(t)) if t <= now => Due::Take(t),
+        // Several ticks passed (a stalled loop, a schedule made more
+        // frequent, a step of the clock): only the latest is taken, so that
+        // a burst never pushes older snapshots out of the retention.
+        Ok(Some(t)) if t <= now => Due::Take(previous_tick(&policy.schedule, now).unwrap_or(t).max(t)),
         Ok(Some(t)) => Due::Until(t),
         _ => Due::Off,
     }
@@ -229,6 +243,16 @@ mod tests {
         assert_eq!(next_tick(DEFAULT_SCHEDULE, DAY).expect("parse"), Some(DAY + 360 * MIN));
         assert_eq!(next_tick(DEFAULT_SCHEDULE, DAY - 1).expect("parse"), Some(DAY));
         assert_eq!(next_tick("*/2 * * * * *", DAY).expect("seconds"), Some(DAY + 2_000));
+        assert!(next_tick("0 0 1 1 * 2030", DAY).is_err(), "no year field");
+    }
+
+    #[test]
+    fn after_missed_ticks_only_the_latest_is_taken() {
+        let mut s = Snapshots::default();
+        s.claim(DAY, "m1").expect("claim");
+        // Five hourly ticks missed: one snapshot, of the last of them.
+        s.policy = Some(SnapshotPolicy { schedule: "0 * * * *".into(), ..SnapshotPolicy::default() });
+        assert_eq!(due(&s, 0, DAY + 300 * MIN + 10), Due::Take(DAY + 300 * MIN));
     }
 
     #[test]

@@ -121,7 +121,21 @@ impl Reconciler for Bootstrapper {
                     let _ = self.done.send(Some(Ok(())));
                 }
                 Action::Init(cmd) => match raft.propose(*cmd).await {
-                    Ok((_, applied)) => {
+                    Ok((index, applied)) => {
+                        if matches!(self.security, Bootstrap::Restore(_)) && applied.rejected.is_none() {
+                            let raft = raft.clone();
+                            tokio::spawn(async move {
+                                match raft.snapshot_and_purge(index, Duration::from_secs(300)).await {
+                                    Ok(()) => tracing::info!(
+                                        index,
+                                        "the restored state is in a snapshot; the log before it is dropped"
+                                    ),
+                                    Err(e) => {
+                                        tracing::warn!(error = %e, "no snapshot after the restore: managers joining now receive the whole state as one entry")
+                                    }
+                                }
+                            });
+                        }
                         let _ = self.done.send(Some(applied.rejected.map_or(Ok(()), Err)));
                     }
                     Err(e) => {

@@ -51,9 +51,11 @@ fn file_name(tick: u64, index: u64) -> String {
 /// Writes `bytes` to `dir/name` (mode 0600, atomically), then deletes the
 /// oldest scheduled snapshots beyond `retention`.
 fn write_and_prune(dir: &Path, name: &str, bytes: &[u8], retention: u32) -> std::io::Result<Vec<String>> {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::create_dir_all(dir)?;
-    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+    use std::os::unix::fs::DirBuilderExt;
+    if !dir.exists() {
+        // A directory made here is private; one the operator chose keeps its mode.
+        std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
+    }
     crate::util::write_atomic_mode(dir, name, bytes, 0o600)?;
     let mut ours: Vec<String> = std::fs::read_dir(dir)?
         .filter_map(|e| e.ok()?.file_name().into_string().ok())
@@ -63,8 +65,11 @@ fn write_and_prune(dir: &Path, name: &str, bytes: &[u8], retention: u32) -> std:
     let over = ours.len().saturating_sub(retention as usize);
     let mut removed = Vec::new();
     for old in ours.into_iter().take(over) {
-        std::fs::remove_file(dir.join(&old))?;
-        removed.push(old);
+        // A file that cannot go stays; the snapshot just written is kept either way.
+        match std::fs::remove_file(dir.join(&old)) {
+            Ok(()) => removed.push(old),
+            Err(e) => warn!(file = %dir.join(&old).display(), error = %e, "cannot delete an old scheduled snapshot"),
+        }
     }
     Ok(removed)
 }
@@ -121,8 +126,12 @@ impl Reconciler for Scheduled {
             Ok((_, applied)) if applied.refusal().is_some() => return Next::Again,
             Ok(_) => {}
             Err(e) => {
-                warn!(error = %e, "could not claim the scheduled snapshot; retrying");
-                return Next::Retry(Duration::from_secs(1));
+                // The claim may have committed although its answer was lost.
+                let ours = raft.shared().read(|s| s.snapshots.claimed == t && s.snapshots.claimed_by == self.node_id);
+                if !ours {
+                    warn!(error = %e, "could not claim the scheduled snapshot; retrying");
+                    return Next::Retry(Duration::from_secs(1));
+                }
             }
         }
         let policy = raft.shared().read(|s| s.snapshots.policy());

@@ -69,6 +69,9 @@ pub enum RestoreError {
         #[source]
         source: AgeError,
     },
+    /// A node of the snapshot that stays (a worker) has this manager's name.
+    #[error("a worker of the snapshot is named {0}: give this manager another --name")]
+    NameTaken(String),
     /// The data dir holds something and `--force` was not given.
     #[error(
         "{0} is not empty: a restore starts a new data dir. Give an empty (or new) directory, or --force to move \
@@ -164,6 +167,10 @@ pub async fn open(from: &str, s3: &S3Source<'_>, key_file: &Path) -> Result<(Hea
 /// for [`crate::run_roles`].
 pub async fn prepare(req: &RestoreRequest<'_>) -> Result<(Header, Identity), RestoreError> {
     let (header, state) = open(req.from, &req.s3, req.key_file).await?;
+    let stays = |n: &&stackd_core::model::Node| n.role == stackd_core::model::NodeRole::Worker;
+    if state.nodes.values().filter(stays).any(|n| n.name == req.name) {
+        return Err(RestoreError::NameTaken(req.name.to_string()));
+    }
     let dir = req.data_dir;
     let occupied = std::fs::read_dir(dir).map(|mut d| d.next().is_some()).unwrap_or(false);
     if occupied {

@@ -499,6 +499,20 @@ impl RaftNode {
         self.raft.trigger().snapshot().await.map_err(|e| RaftError::Fatal(e.to_string()))
     }
 
+    /// Takes a snapshot that includes entry `upto`, then drops the log up to
+    /// it: after a restore, whose one entry holds the whole state, a manager
+    /// that joins gets the state as a chunked snapshot, not as one message
+    /// larger than any message limit.
+    pub(crate) async fn snapshot_and_purge(&self, upto: u64, timeout: Duration) -> Result<(), RaftError> {
+        self.trigger_snapshot().await?;
+        self.raft
+            .wait(Some(timeout))
+            .metrics(|m| m.snapshot.is_some_and(|s| s.index >= upto), "a snapshot after the restore")
+            .await
+            .map_err(|e| RaftError::Fatal(e.to_string()))?;
+        self.raft.trigger().purge_log(upto).await.map_err(|e| RaftError::Fatal(e.to_string()))
+    }
+
     /// Stops Raft.
     pub async fn shutdown(&self) {
         self.stopped.cancel();
