@@ -237,14 +237,14 @@ fn running(c: &stackd_tests::cluster::Cluster, stack: &str) -> usize {
         .unwrap_or(0)
 }
 
-/// The disaster: the only manager is lost with its data dir. `stackd
-/// restore` starts a new one from the snapshot on the old address; the
-/// worker reconnects and keeps its containers (same ids, not restarted),
-/// the old admin token still works, and the containers of a stack deployed
-/// after the snapshot are removed. Refusals first: a damaged file, a wrong
-/// key and a non-empty data dir leave nothing behind.
+/// The disaster: every manager of three is lost with its data dir. `stackd
+/// restore` starts a new one from the snapshot on an old manager's address;
+/// both workers reconnect and keep their containers (same ids, not
+/// restarted), the old admin token still works, and the containers of a
+/// stack deployed after the snapshot are removed. Refusals first: a
+/// damaged file, a wrong key and a non-empty data dir leave nothing behind.
 #[test]
-fn a_lost_manager_is_restored_from_a_snapshot_and_the_worker_keeps_its_containers() {
+fn all_managers_lost_are_restored_from_a_snapshot_and_the_workers_keep_their_containers() {
     use stackd_tests::{build_images, docker, require_docker, wait_until};
     use std::collections::BTreeSet;
     use std::time::Duration;
@@ -252,8 +252,9 @@ fn a_lost_manager_is_restored_from_a_snapshot_and_the_worker_keeps_its_container
         return;
     }
     build_images();
-    let mut c = stackd_tests::cluster::Cluster::managers(1, &Opts::manager()).expect("a manager");
+    let mut c = stackd_tests::cluster::Cluster::managers(3, &Opts::manager()).expect("3 managers");
     c.add_worker("w1").expect("a worker");
+    c.add_worker("w2").expect("a worker");
     let cluster_id = c.nodes[0].cluster_id();
     let stack = |name: &str, replicas: u32| {
         c.nodes[0].write_stack(
@@ -263,12 +264,12 @@ fn a_lost_manager_is_restored_from_a_snapshot_and_the_worker_keeps_its_container
             ),
         )
     };
-    let keep = stack("keep", 2);
+    let keep = stack("keep", 4);
     let out = c.stackctl(&["deploy", "-c", &keep, "keep", "--wait", "--timeout", "60s"]);
     assert!(out.contains("converged"), "{out}");
     let label = format!("io.stackd.cluster={cluster_id}");
     let before: BTreeSet<String> = docker::running(&label).into_iter().map(|c| c.id).collect();
-    assert_eq!(before.len(), 2);
+    assert_eq!(before.len(), 4);
 
     let work = tempfile::tempdir().expect("tempdir");
     let snap = work.path().join("cluster.snap");
@@ -279,7 +280,7 @@ fn a_lost_manager_is_restored_from_a_snapshot_and_the_worker_keeps_its_container
     let later = stack("later", 1);
     let out = c.stackctl(&["deploy", "-c", &later, "later", "--wait", "--timeout", "60s"]);
     assert!(out.contains("converged"), "{out}");
-    assert_eq!(docker::running(&label).len(), 3);
+    assert_eq!(docker::running(&label).len(), 5);
 
     // Refusals, before anything is written.
     let stackd = stackd_tests::bin("stackd");
@@ -319,25 +320,32 @@ fn a_lost_manager_is_restored_from_a_snapshot_and_the_worker_keeps_its_container
     assert!(said.contains("not empty"), "{said}");
     assert!(occupied.join("something").exists(), "a refused restore changed nothing");
 
-    // The disaster: the manager and its data dir are gone.
+    // The disaster: every manager and its data dir are gone.
     let settings = c.nodes[0].portable_settings().expect("settings");
     let addr = c.nodes[0].addr.clone();
-    c.nodes[0].kill9();
-    // Wiped: its Raft state is gone. (The harness value lives on: its drop
-    // at the end removes the test's containers.)
-    let old = c.nodes.remove(0);
-    std::fs::remove_dir_all(old.dir.path().join("raft")).expect("wipe the manager's Raft state");
+    let mut old = Vec::new();
+    for _ in 0..3 {
+        let mut m = c.nodes.remove(0);
+        m.kill9();
+        // Wiped: its Raft state is gone. (The harness value lives on: its
+        // drop at the end removes the test's containers.)
+        std::fs::remove_dir_all(m.dir.path().join("raft")).expect("wipe the manager's Raft state");
+        old.push(m);
+    }
     let restored = Node::restore_at("m-restored", &Opts::manager(), &addr, &snap, &key, settings).expect("restore");
     assert_eq!(restored.status(false).expect("status")["cluster_id"], cluster_id.as_str());
     c.nodes.insert(0, restored);
 
-    wait_until(Duration::from_secs(60), "the worker back and 2 tasks of keep running", || {
+    wait_until(Duration::from_secs(60), "both workers back and 4 tasks of keep running", || {
         let nodes: Value = serde_json::from_str(&c.stackctl(&["node", "ls", "-o", "json"])).unwrap_or_default();
-        let ready = nodes.as_array().is_some_and(|a| a.iter().any(|n| n["name"] == "w1" && n["state"] == "ready"));
-        (ready && running(&c, "keep") == 2).then_some(())
+        let ready =
+            |w: &str| nodes.as_array().is_some_and(|a| a.iter().any(|n| n["name"] == w && n["state"] == "ready"));
+        (ready("w1") && ready("w2") && running(&c, "keep") == 4).then_some(())
     });
+    let nodes: Value = serde_json::from_str(&c.stackctl(&["node", "ls", "-o", "json"])).expect("json");
+    assert_eq!(nodes.as_array().map(Vec::len), Some(3), "the restored manager and the two workers: {nodes}");
     wait_until(Duration::from_secs(30), "the container of the later stack removed", || {
-        (docker::running(&label).len() == 2).then_some(())
+        (docker::running(&label).len() == 4).then_some(())
     });
     std::thread::sleep(Duration::from_secs(2));
     let after: BTreeSet<String> = docker::running(&label).into_iter().map(|c| c.id).collect();
