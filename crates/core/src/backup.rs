@@ -80,7 +80,9 @@ pub struct Header {
 pub fn plaintext(header: &Header, state: &ClusterState) -> Result<Vec<u8>, BackupError> {
     let mut out = serde_json::to_vec(header).map_err(|e| BackupError::BadHeader(e.to_string()))?;
     out.push(b'\n');
-    serde_json::to_writer(&mut out, state).map_err(|e| BackupError::BadPayload(e.to_string()))?;
+    // Templates once per service revision, not once per task.
+    crate::state::with_shared_templates(|| serde_json::to_writer(&mut out, state))
+        .map_err(|e| BackupError::BadPayload(e.to_string()))?;
     Ok(out)
 }
 

@@ -1406,7 +1406,9 @@ pub struct Task {
     pub node_id: Option<NodeId>,
     /// The service revision it was created from.
     pub revision: u64,
-    /// What it runs.
+    /// What it runs. Left out where a snapshot encodes the templates once
+    /// for all the tasks that share them ([`crate::state::with_shared_templates`]).
+    #[serde(default, skip_serializing_if = "crate::state::templates_shared")]
     pub template: TaskTemplate,
     /// What the cluster wants.
     pub desired_state: DesiredState,

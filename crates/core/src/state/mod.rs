@@ -29,7 +29,7 @@ mod table;
 mod tasks;
 
 pub use network::{holds_addresses, is_managed};
-pub use table::Tasks;
+pub use table::{Tasks, templates_shared, with_shared_templates};
 
 /// Kinds of objects an [`Event`] is about.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -10,6 +10,13 @@
 //! tasks the command changes (B-tree nodes of at most 16 entries, each
 //! entry an id and an `Arc` to its task) and those tasks.
 //!
+//! Snapshots (Raft's and the cluster snapshot files) encode the tasks'
+//! templates once for the tasks that share them: within
+//! [`with_shared_templates`], the map writes `{"$templates": [...],
+//! "$tasks": {id: {"t": index, "task": task without its template}}}`; a
+//! task of 100,000 shares its template with the other tasks of its service
+//! revision. Reading takes either form.
+//!
 //! The map keeps an index from service id to task ids, so that the tasks of
 //! a service are found without a look at every task. The index is derived:
 //! it is not serialized (the map encodes exactly as a `BTreeMap<TaskId,
@@ -24,7 +31,31 @@ use imbl::{OrdMap, OrdSet};
 use serde::de::{MapAccess, Visitor};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use crate::model::{NodeId, ServiceId, Task, TaskId};
+use crate::model::{NodeId, ServiceId, Task, TaskId, TaskTemplate};
+
+thread_local! {
+    static SHARED_TEMPLATES: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Runs `f` (an encoding of a state) with the tasks' templates written once
+/// for all the tasks that share them (see the module docs). Everything
+/// else (commands, the state's hash) encodes each task whole.
+pub fn with_shared_templates<T>(f: impl FnOnce() -> T) -> T {
+    struct Reset(bool);
+    impl Drop for Reset {
+        fn drop(&mut self) {
+            SHARED_TEMPLATES.with(|c| c.set(self.0));
+        }
+    }
+    let _reset = Reset(SHARED_TEMPLATES.with(|c| c.replace(true)));
+    f()
+}
+
+/// Whether a task's template is left out of its encoding (inside
+/// [`with_shared_templates`]). The argument is the template, unused.
+pub fn templates_shared<T>(_: &T) -> bool {
+    SHARED_TEMPLATES.with(std::cell::Cell::get)
+}
 
 /// The source of change stamps (see the module docs): 0 is never given.
 static STAMPS: AtomicU64 = AtomicU64::new(1);
@@ -263,11 +294,60 @@ impl fmt::Debug for Tasks {
     }
 }
 
-/// A map of id to task in id order: what a `BTreeMap<TaskId, Task>` writes.
+/// A map of id to task in id order: what a `BTreeMap<TaskId, Task>` writes;
+/// inside [`with_shared_templates`], the templates first, once each.
 impl Serialize for Tasks {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.collect_map(self.iter())
+        if !templates_shared(&()) {
+            return serializer.collect_map(self.iter());
+        }
+        use serde::ser::SerializeMap;
+        // Tasks of one service revision share a template, mostly: candidates
+        // by (service, revision), each checked for equality.
+        let mut templates: Vec<&TaskTemplate> = Vec::new();
+        let mut by_revision: std::collections::HashMap<(&str, u64), Vec<usize>> = std::collections::HashMap::new();
+        let mut index = Vec::with_capacity(self.len());
+        for (_, t) in self.iter() {
+            let candidates = by_revision.entry((t.service_id.as_str(), t.revision)).or_default();
+            let i = match candidates.iter().find(|i| *templates[**i] == t.template) {
+                Some(i) => *i,
+                None => {
+                    templates.push(&t.template);
+                    candidates.push(templates.len() - 1);
+                    templates.len() - 1
+                }
+            };
+            index.push(i);
+        }
+        struct Entries<'a>(&'a Tasks, &'a [usize]);
+        impl Serialize for Entries<'_> {
+            fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+                let mut map = serializer.serialize_map(Some(self.0.len()))?;
+                for ((id, task), t) in self.0.iter().zip(self.1) {
+                    map.serialize_entry(id, &Shared { t: *t, task })?;
+                }
+                map.end()
+            }
+        }
+        let mut map = serializer.serialize_map(Some(2))?;
+        map.serialize_entry("$templates", &templates)?;
+        map.serialize_entry("$tasks", &Entries(self, &index))?;
+        map.end()
     }
+}
+
+/// A task whose template is in the `$templates` list, at `t`.
+#[derive(Serialize)]
+struct Shared<'a> {
+    t: usize,
+    task: &'a Task,
+}
+
+/// What [`Shared`] reads back.
+#[derive(Deserialize)]
+struct SharedOwned {
+    t: usize,
+    task: Task,
 }
 
 /// Reads what [`Serialize`] writes, and builds the index. A key given twice
@@ -284,8 +364,28 @@ impl<'de> Deserialize<'de> for Tasks {
             }
 
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Tasks, A::Error> {
+                use serde::de::Error;
                 let mut tasks = Tasks::new();
-                while let Some((id, task)) = map.next_entry::<TaskId, Task>()? {
+                let Some(first) = map.next_key::<String>()? else { return Ok(tasks) };
+                if first != "$templates" {
+                    // A map of id to task.
+                    tasks.insert(first, map.next_value::<Task>()?);
+                    while let Some((id, task)) = map.next_entry::<TaskId, Task>()? {
+                        tasks.insert(id, task);
+                    }
+                    return Ok(tasks);
+                }
+                let templates: Vec<TaskTemplate> = map.next_value()?;
+                match map.next_key::<String>()? {
+                    Some(k) if k == "$tasks" => {}
+                    other => return Err(A::Error::custom(format!("expected $tasks after $templates, found {other:?}"))),
+                }
+                let entries: std::collections::BTreeMap<TaskId, SharedOwned> = map.next_value()?;
+                for (id, SharedOwned { t, mut task }) in entries {
+                    task.template = templates
+                        .get(t)
+                        .cloned()
+                        .ok_or_else(|| A::Error::custom(format!("task {id}: no template {t}")))?;
                     tasks.insert(id, task);
                 }
                 Ok(tasks)
@@ -321,6 +421,32 @@ mod tests {
 
     fn ids<'a>(tasks: impl Iterator<Item = &'a Task>) -> Vec<&'a str> {
         tasks.map(|t| t.id.as_str()).collect()
+    }
+
+    #[test]
+    fn shared_templates_are_written_once_and_read_back_whole() {
+        let mut m = Tasks::new();
+        for i in 0..50 {
+            let mut t = task(&format!("t{i:02}"), if i % 2 == 0 { "a" } else { "b" });
+            t.template.image = format!("img-{}", i % 2);
+            if i == 7 {
+                // The same revision, another template: kept apart.
+                t.template.command = Some(vec!["odd".into()]);
+            }
+            m.insert(t.id.clone(), t);
+        }
+        let whole = serde_json::to_string(&m).expect("encode");
+        let shared = with_shared_templates(|| serde_json::to_string(&m)).expect("encode shared");
+        assert!(shared.starts_with(r#"{"$templates":["#), "{shared}");
+        let v: serde_json::Value = serde_json::from_str(&shared).expect("json");
+        assert_eq!(v["$templates"].as_array().map(Vec::len), Some(3), "a, b and the odd one");
+        assert!(shared.len() * 2 < whole.len(), "{} vs {}", shared.len(), whole.len());
+        assert_eq!(serde_json::from_str::<Tasks>(&shared).expect("decode shared"), m);
+        assert_eq!(serde_json::from_str::<Tasks>(&whole).expect("decode whole"), m);
+        // Outside the scope, tasks encode whole again (commands, the state's hash).
+        assert_eq!(serde_json::to_string(&m).expect("encode"), whole);
+        let bad = r#"{"$templates":[],"$tasks":{"t1":{"t":3,"task":{}}}}"#;
+        assert!(serde_json::from_str::<Tasks>(bad).is_err());
     }
 
     #[test]

@@ -99,7 +99,9 @@ fn hex_sha256(bytes: &[u8]) -> String {
 
 /// Serialises a payload into a snapshot file's bytes.
 pub fn encode(payload: &Payload, created_at: u64) -> Result<Vec<u8>, SnapshotError> {
-    let body = serde_json::to_vec(payload).map_err(|e| SnapshotError::BadPayload(e.to_string()))?;
+    // Templates once per service revision, not once per task.
+    let body = stackd_core::state::with_shared_templates(|| serde_json::to_vec(payload))
+        .map_err(|e| SnapshotError::BadPayload(e.to_string()))?;
     let header = Header {
         format: FORMAT,
         cluster_id: payload.state.cluster_id.clone(),
