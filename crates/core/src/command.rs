@@ -221,7 +221,9 @@ pub enum Command {
     /// join afresh) and its restore generation one higher. Refused when the
     /// cluster is initialised already.
     RestoreCluster {
-        /// The state of the snapshot.
+        /// The state of the snapshot (its tasks' templates written once per
+        /// service revision, as in snapshots: this entry holds the whole state).
+        #[serde(serialize_with = "shared_templates")]
         state: Box<crate::state::ClusterState>,
         /// The manager that restores it.
         node: Node,
@@ -437,4 +439,10 @@ pub struct TaskStatusUpdate {
     pub node_id: NodeId,
     /// Observed status.
     pub status: TaskStatus,
+}
+
+/// Writes a whole state as snapshots do: each task template once per
+/// service revision (see [`crate::state::with_shared_templates`]).
+fn shared_templates<S: serde::Serializer>(state: &crate::state::ClusterState, s: S) -> Result<S::Ok, S::Error> {
+    crate::state::with_shared_templates(|| serde::Serialize::serialize(state, s))
 }

@@ -328,6 +328,10 @@ fn a_restore_keeps_the_saved_state_replaces_its_managers_and_raises_the_generati
     let mut c = Cluster { state: ClusterState::default(), index: 0 };
     let m9 = node("m9", NodeRole::Manager);
     let restore = Command::RestoreCluster { state: Box::new(saved.clone()), node: m9.clone(), at: 20 };
+    // The entry holds the whole state, its templates shared as in snapshots; it reads back whole.
+    let json = serde_json::to_string(&restore).expect("encode");
+    assert!(json.contains("\"$templates\""), "{json}");
+    assert_eq!(serde_json::from_str::<Command>(&json).expect("decode"), restore);
     let r = c.apply(restore.clone());
     assert_eq!(r.rejected, None);
     assert_eq!((c.state.cluster_id.as_str(), c.state.restore_generation), ("c", 1));

@@ -269,7 +269,7 @@ pub fn restore_pki(dir: &Path, identity: &Identity, state: &stackd_core::Cluster
     write_file(&tls, "ca.crt", ca.cert_pem().as_bytes(), 0o644)?;
     write_file(&tls, "node.crt", format!("{}{}", cert, ca.cert_pem()).as_bytes(), 0o644)?;
     write_file(&tls, "node.key", key.to_pem().as_bytes(), 0o600)?;
-    let json = serde_json::to_vec(state)
+    let json = stackd_core::state::with_shared_templates(|| serde_json::to_vec(state))
         .map_err(|source| FilesError::Json { what: "encoding restore.json".into(), source })?;
     write_file(&tls, "restore.json", &json, 0o600)
 }

@@ -378,7 +378,9 @@ impl<'de> Deserialize<'de> for Tasks {
                 let templates: Vec<TaskTemplate> = map.next_value()?;
                 match map.next_key::<String>()? {
                     Some(k) if k == "$tasks" => {}
-                    other => return Err(A::Error::custom(format!("expected $tasks after $templates, found {other:?}"))),
+                    other => {
+                        return Err(A::Error::custom(format!("expected $tasks after $templates, found {other:?}")));
+                    }
                 }
                 let entries: std::collections::BTreeMap<TaskId, SharedOwned> = map.next_value()?;
                 for (id, SharedOwned { t, mut task }) in entries {
