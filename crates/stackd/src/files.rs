@@ -239,14 +239,18 @@ pub fn load_credentials(dir: &Path) -> Result<Credentials> {
 /// The bootstrap state of `stackd init`, if the cluster's first command has
 /// not been confirmed yet.
 pub fn load_bootstrap(dir: &Path) -> Result<Option<Bootstrap>> {
-    let path = bootstrap_path(dir);
+    load_pending(&bootstrap_path(dir))
+}
+
+/// A pending JSON file (`bootstrap.json`, `restore.json`), if it is there.
+fn load_pending<T: serde::de::DeserializeOwned>(path: &Path) -> Result<Option<T>> {
     if !path.exists() {
         return Ok(None);
     }
-    let bytes = std::fs::read(&path).map_err(io(format!("reading {}", path.display())))?;
-    let bootstrap = serde_json::from_slice(&bytes)
+    let bytes = std::fs::read(path).map_err(io(format!("reading {}", path.display())))?;
+    let value = serde_json::from_slice(&bytes)
         .map_err(|source| FilesError::Json { what: format!("{} is corrupt", path.display()), source })?;
-    Ok(Some(bootstrap))
+    Ok(Some(value))
 }
 
 fn restore_path(dir: &Path) -> PathBuf {
@@ -277,14 +281,7 @@ pub fn restore_pki(dir: &Path, identity: &Identity, state: &stackd_core::Cluster
 /// The saved state of a `stackd restore` whose `RestoreCluster` has not
 /// committed yet, if any.
 pub fn load_restore(dir: &Path) -> Result<Option<stackd_core::ClusterState>> {
-    let path = restore_path(dir);
-    if !path.exists() {
-        return Ok(None);
-    }
-    let bytes = std::fs::read(&path).map_err(io(format!("reading {}", path.display())))?;
-    let state = serde_json::from_slice(&bytes)
-        .map_err(|source| FilesError::Json { what: format!("{} is corrupt", path.display()), source })?;
-    Ok(Some(state))
+    load_pending(&restore_path(dir))
 }
 
 /// Once `RestoreCluster` committed: writes `stackctl.env` (0600) without a
