@@ -258,10 +258,17 @@ impl Node {
         key: &Path,
         settings: Vec<(String, String)>,
     ) -> Result<Node> {
-        Node::restore_at_with(name, opts, addr, &from.to_string_lossy(), key, &[], settings)
+        Node::restore_at_with(name, opts, addr, &from.to_string_lossy(), key, &[], settings, None)
     }
 
-    /// [`Node::restore_at`] from `from` (a file or `s3://…`), with `extra` flags.
+    /// The network namespace the node runs in, if any.
+    pub fn netns(&self) -> Option<&str> {
+        self.netns.as_deref()
+    }
+
+    /// [`Node::restore_at`] from `from` (a file or `s3://…`), with `extra`
+    /// flags, inside namespace `netns` if given.
+    #[allow(clippy::too_many_arguments)]
     pub fn restore_at_with(
         name: &str,
         opts: &Opts,
@@ -270,9 +277,10 @@ impl Node {
         key: &Path,
         extra: &[&str],
         settings: Vec<(String, String)>,
+        netns: Option<&str>,
     ) -> Result<Node> {
         let dir = tempfile::Builder::new().prefix("stackd-test-").tempdir()?;
-        let mut node = Node::new(dir, addr.to_string(), name, opts.clone(), None);
+        let mut node = Node::new(dir, addr.to_string(), name, opts.clone(), netns.map(String::from));
         node.data = node.dir.path().join("data");
         node.client_env = Some(settings);
         let key = key.to_string_lossy().into_owned();

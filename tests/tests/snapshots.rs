@@ -562,8 +562,93 @@ fn scheduled_snapshots_go_to_s3_and_a_cluster_is_restored_from_there() {
         &key,
         &["--s3-endpoint", &s3.endpoint, "--s3-credentials-file", &creds_s],
         settings,
+        None,
     )
     .expect("restore from S3");
     let configs = restored.stackctl(&["configs", "ls"]);
     assert!(configs.contains("kept-in-s3"), "{configs}");
+}
+
+/// The ids of the running containers of the cluster `cluster_id` on an engine.
+fn container_ids(mut docker: Command, cluster_id: &str) -> std::collections::BTreeSet<String> {
+    let o = docker
+        .args(["ps", "-q", "--no-trunc", "--filter"])
+        .arg(format!("label=io.stackd.cluster={cluster_id}"))
+        .output()
+        .expect("docker ps");
+    assert!(o.status.success(), "docker ps: {}", String::from_utf8_lossy(&o.stderr));
+    String::from_utf8_lossy(&o.stdout).lines().map(String::from).collect()
+}
+
+/// The full disaster on the multi-engine harness: 3 managers and 2 workers,
+/// each node with its own engine in its own namespace. Every manager is
+/// lost with its Raft state; a new manager is restored from the snapshot
+/// on the first one's address, in its namespace. Both workers reconnect
+/// and their containers (on their own engines) keep running, same ids; the
+/// container of a stack deployed after the snapshot is removed.
+#[test]
+fn the_full_disaster_on_separate_engines_keeps_the_workers_containers() {
+    use stackd_tests::engines::Engines;
+    use stackd_tests::{require_docker, wait_until};
+    use std::time::Duration;
+    if !require_docker() {
+        return;
+    }
+    let mut e = Engines::start(5, 3, &Opts::default()).expect("5 nodes, 3 managers, an engine each");
+    let cluster_id = e.node(0).cluster_id();
+    let stack = |replicas: u32| {
+        format!(
+            "services:\n  web:\n    image: stackd-test/web:1\n    deploy:\n      replicas: {replicas}\n      \
+             placement:\n        constraints: [node.role == worker]\n      update_config:\n        monitor: 1s\n"
+        )
+    };
+    let keep = e.node(0).write_stack("keep.yml", &stack(4));
+    let out = e.cluster.stackctl(&["deploy", "-c", &keep, "keep", "--wait", "--timeout", "90s"]);
+    assert!(out.contains("converged"), "{out}");
+    let before: Vec<_> = (3..5).map(|i| container_ids(e.docker(i), &cluster_id)).collect();
+    assert_eq!(before.iter().map(|s| s.len()).sum::<usize>(), 4, "{before:?}");
+
+    let work = tempfile::tempdir().expect("tempdir");
+    let snap = work.path().join("cluster.snap");
+    e.cluster.stackctl(&["snapshot", "save", &snap.to_string_lossy()]);
+    let key = work.path().join("recovery.key");
+    std::fs::copy(e.node(0).dir.path().join("recovery.key"), &key).expect("key");
+    let later = e.node(0).write_stack("later.yml", &stack(1));
+    let out = e.cluster.stackctl(&["deploy", "-c", &later, "later", "--wait", "--timeout", "90s"]);
+    assert!(out.contains("converged"), "{out}");
+
+    let settings = e.node(0).portable_settings().expect("settings");
+    let (addr, ns) = (e.node(0).addr.clone(), e.node(0).netns().map(String::from));
+    for i in 0..3 {
+        e.kill_stackd(i);
+        std::fs::remove_dir_all(e.node(i).dir.path().join("raft")).expect("wipe the manager's Raft state");
+    }
+    let restored = Node::restore_at_with(
+        "restored",
+        &Opts::manager(),
+        &addr,
+        &snap.to_string_lossy(),
+        &key,
+        &[],
+        settings,
+        ns.as_deref(),
+    )
+    .expect("restore in the first manager's namespace");
+    wait_until(Duration::from_secs(60), "both workers ready and 4 tasks of keep running", || {
+        let nodes: Value = serde_json::from_str(&restored.stackctl(&["node", "ls", "-o", "json"])).ok()?;
+        let ready =
+            |w: &str| nodes.as_array().is_some_and(|a| a.iter().any(|n| n["name"] == w && n["state"] == "ready"));
+        let ps: Value = serde_json::from_str(&restored.stackctl(&["ps", "keep", "-o", "json"])).ok()?;
+        let running = ps.as_array().map_or(0, |a| {
+            a.iter().filter(|t| t["current_state"] == "running" && t["desired_state"] == "running").count()
+        });
+        (ready("n4") && ready("n5") && running == 4).then_some(())
+    });
+    wait_until(Duration::from_secs(30), "the later stack's container removed", || {
+        let now: Vec<_> = (3..5).map(|i| container_ids(e.docker(i), &cluster_id)).collect();
+        (now == before).then_some(())
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    let after: Vec<_> = (3..5).map(|i| container_ids(e.docker(i), &cluster_id)).collect();
+    assert_eq!(after, before, "the workers' containers were replaced");
 }
