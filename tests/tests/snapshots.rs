@@ -651,4 +651,9 @@ fn the_full_disaster_on_separate_engines_keeps_the_workers_containers() {
     std::thread::sleep(Duration::from_secs(2));
     let after: Vec<_> = (3..5).map(|i| container_ids(e.docker(i), &cluster_id)).collect();
     assert_eq!(after, before, "the workers' containers were replaced");
+    // The workers now refuse managers of the cluster before the restore.
+    for i in 3..5 {
+        let seen = std::fs::read_to_string(e.node(i).dir.path().join("restore-generation")).unwrap_or_default();
+        assert_eq!(seen.trim(), "1", "node {i} keeps the restore generation it saw");
+    }
 }

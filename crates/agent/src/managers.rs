@@ -19,6 +19,9 @@ use tracing::{debug, warn};
 
 /// The file, in the state directory, that keeps the list across restarts.
 pub const MANAGERS_FILE: &str = "managers.json";
+/// The file, in the state directory, that keeps the highest restore
+/// generation seen across restarts.
+pub const GENERATION_FILE: &str = "restore-generation";
 
 /// `host:port` of an address as configured (`host:port`, `https://host:port[/]`).
 fn key(addr: &str) -> &str {
@@ -37,6 +40,10 @@ pub(crate) struct Managers {
     current: usize,
     file: Option<PathBuf>,
     tls: Arc<rustls::ClientConfig>,
+    /// The highest restore generation a manager of the cluster announced
+    /// (kept in `STATE_DIR/restore-generation`).
+    generation: u64,
+    generation_file: Option<PathBuf>,
 }
 
 impl Managers {
@@ -45,7 +52,21 @@ impl Managers {
     /// tokio runtime (addresses are checked by making a lazy channel).
     pub(crate) fn new(configured: Vec<String>, state_dir: Option<&Path>, tls: Arc<rustls::ClientConfig>) -> Managers {
         let file = state_dir.map(|d| d.join(MANAGERS_FILE));
-        let mut m = Managers { configured: configured.clone(), list: Vec::new(), current: 0, file, tls };
+        let generation_file = state_dir.map(|d| d.join(GENERATION_FILE));
+        let generation = generation_file
+            .as_ref()
+            .and_then(|f| std::fs::read_to_string(f).ok())
+            .and_then(|t| t.trim().parse().ok())
+            .unwrap_or(0);
+        let mut m = Managers {
+            configured: configured.clone(),
+            list: Vec::new(),
+            current: 0,
+            file,
+            tls,
+            generation,
+            generation_file,
+        };
         for a in configured {
             m.push(a);
         }
@@ -55,6 +76,25 @@ impl Managers {
             }
         }
         m
+    }
+
+    /// Admits a manager that announces restore generation `theirs`: refused
+    /// (`Err` with the generation known here) when it is lower than one
+    /// seen before: that manager belongs to the cluster before a restore.
+    /// A higher one is kept (and saved) from now on.
+    pub(crate) fn admit(&mut self, theirs: u64) -> Result<(), u64> {
+        if theirs < self.generation {
+            return Err(self.generation);
+        }
+        if theirs > self.generation {
+            self.generation = theirs;
+            if let Some(f) = &self.generation_file
+                && let Err(e) = std::fs::write(f, format!("{theirs}\n"))
+            {
+                warn!(path = %f.display(), error = %e, "cannot save the restore generation");
+            }
+        }
+        Ok(())
     }
 
     /// The addresses, in the order they are tried.
@@ -247,6 +287,19 @@ mod tests {
         assert_eq!(saved, ["https://10.0.0.1:7946/", "10.0.0.4:7946"]);
         let again = Managers::new(strings(&["10.0.0.9:7946"]), Some(dir.path()), tls());
         assert_eq!(again.list(), ["10.0.0.9:7946", "https://10.0.0.1:7946/", "10.0.0.4:7946"]);
+    }
+
+    #[tokio::test]
+    async fn managers_of_an_older_restore_generation_are_refused_across_restarts() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut m = Managers::new(strings(&["10.0.0.1:7946"]), Some(dir.path()), tls());
+        assert_eq!(m.admit(0), Ok(()), "a cluster never restored");
+        assert!(!dir.path().join(GENERATION_FILE).exists(), "nothing new: nothing written");
+        assert_eq!(m.admit(1), Ok(()), "the restored cluster");
+        assert_eq!(m.admit(0), Err(1), "a manager of the cluster before the restore");
+        let mut again = Managers::new(strings(&["10.0.0.1:7946"]), Some(dir.path()), tls());
+        assert_eq!(again.admit(0), Err(1), "remembered across a restart");
+        assert_eq!(again.admit(2), Ok(()));
     }
 
     #[tokio::test]

@@ -86,6 +86,19 @@ pub enum SessionError {
         /// The gRPC status.
         status: tonic::Status,
     },
+    /// The manager belongs to the cluster before a restore.
+    #[error(
+        "manager {manager} belongs to the cluster before a restore (restore generation {theirs}, this node has \
+         seen {ours}): refused, trying the others"
+    )]
+    OldGeneration {
+        /// The manager.
+        manager: String,
+        /// Its generation.
+        theirs: u64,
+        /// The highest this node has seen.
+        ours: u64,
+    },
     /// A call or the session's first message took too long.
     #[error("{0} timed out")]
     Timeout(&'static str),
@@ -354,6 +367,12 @@ impl Session {
         .map_err(|_| SessionError::Timeout("opening the session"))??;
         let (client, stream, first) = opened;
         let first = first.ok_or(SessionError::Ended)?;
+        // Nothing of a manager of an older restore generation is applied.
+        self.managers.admit(first.restore_generation).map_err(|ours| SessionError::OldGeneration {
+            manager: manager.clone(),
+            theirs: first.restore_generation,
+            ours,
+        })?;
         let session_id = first.session_id.clone();
         info!(%manager, session = %session_id, "dispatcher session open");
         self.gc_pending = true;

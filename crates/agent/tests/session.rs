@@ -110,6 +110,7 @@ fn assign(session_id: &str, tasks: &[Task]) -> Result<v1::SessionMessage, Status
         managers: vec![],
         network_view: None,
         resolve_images: vec![],
+        restore_generation: 0,
     })
 }
 

@@ -378,6 +378,7 @@ fn next_message(s: &ClusterState, node_id: &str, common: &Common, sent: &mut Sen
         managers: common.managers.clone(),
         network_view: view_changed.then(|| v1::NetworkView::from(&view)),
         resolve_images: images.clone(),
+        restore_generation: s.restore_generation,
     };
     sent.managers = common.managers.clone();
     sent.images = images;
