@@ -89,7 +89,7 @@ impl Managers {
         if theirs > self.generation {
             self.generation = theirs;
             if let Some(f) = &self.generation_file
-                && let Err(e) = std::fs::write(f, format!("{theirs}\n"))
+                && let Err(e) = write_atomic(f, &theirs)
             {
                 warn!(path = %f.display(), error = %e, "cannot save the restore generation");
             }
@@ -217,7 +217,7 @@ pub fn save_managers(state_dir: &Path, list: &[String]) -> std::io::Result<()> {
 /// Writes `list` as JSON to `path` through a temporary file, synced and
 /// renamed over it (the directory synced too): a crash leaves the old list
 /// or the new one, never half of one.
-fn write_atomic(path: &Path, list: &[String]) -> std::io::Result<()> {
+fn write_atomic<T: serde::Serialize + ?Sized>(path: &Path, list: &T) -> std::io::Result<()> {
     use std::io::Write;
     let dir = path.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir)?;

@@ -171,7 +171,7 @@ impl Reconciler for Scheduled {
             Err(e) => record.error = e.to_string(),
         }
         if let Some((target, name, bytes)) = upload.filter(|_| record.error.is_empty()) {
-            match upload_and_prune(&target, &name, bytes.as_ref().clone()).await {
+            match upload_and_prune(&target, &name, Arc::try_unwrap(bytes).unwrap_or_else(|b| (*b).clone())).await {
                 Ok(url) => record.remote = url,
                 Err(e) => record.remote_error = e.to_string(),
             }

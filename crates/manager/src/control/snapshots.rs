@@ -48,19 +48,18 @@ pub(super) async fn save(ctl: &Control, r: v1::SaveSnapshotRequest) -> Result<Sn
         "cluster snapshot taken for a client"
     );
     let total = file.len() as u64;
-    let pieces: Vec<Result<v1::SnapshotPiece, Status>> = file
-        .chunks(PIECE)
-        .enumerate()
-        .map(|(i, data)| {
-            let first = i == 0;
-            Ok(v1::SnapshotPiece {
-                data: data.to_vec(),
-                total: if first { total } else { 0 },
-                index: if first { header.index } else { 0 },
-                term: if first { header.term } else { 0 },
-            })
+    // Pieces are cut as the client reads them: one copy of the file, not two.
+    let count = file.len().div_ceil(PIECE).max(1);
+    let pieces = (0..count).map(move |i| {
+        let first = i == 0;
+        let data = file[i * PIECE..file.len().min((i + 1) * PIECE)].to_vec();
+        Ok(v1::SnapshotPiece {
+            data,
+            total: if first { total } else { 0 },
+            index: if first { header.index } else { 0 },
+            term: if first { header.term } else { 0 },
         })
-        .collect();
+    });
     Ok(Box::pin(tokio_stream::iter(pieces)))
 }
 
