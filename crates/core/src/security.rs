@@ -294,7 +294,19 @@ pub struct Security {
     /// left out of the encoding while empty, so older states hash as before.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub recovery_recipient: String,
+    /// Autolock: the unlock key (`STKLOCK-1-…`, as text) that wraps every
+    /// manager's raft data key; a manager cannot start without it. Empty:
+    /// autolock is off. Left out of the encoding while empty.
+    #[serde(default, skip_serializing_if = "blob_is_empty")]
+    pub unlock_key: Blob,
 }
+
+fn blob_is_empty(b: &Blob) -> bool {
+    b.0.is_empty()
+}
+
+/// The prefix of an unlock key (as stackd-tls writes it).
+pub const UNLOCK_KEY_PREFIX: &str = "STKLOCK-1-";
 
 impl Security {
     /// Whether the cluster has a CA (it was initialised with security).
@@ -432,6 +444,7 @@ mod tests {
                 token("0123456789abcdef", "admin", TokenRole::Admin, &[]),
             )]),
             recovery_recipient: String::new(),
+            unlock_key: Blob::default(),
         }
     }
 

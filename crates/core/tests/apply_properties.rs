@@ -44,6 +44,7 @@ fn security() -> Security {
         worker_secret: Blob(vec![2; 16]),
         tokens: BTreeMap::from([(ADMIN_ID.to_string(), token(ADMIN_ID, "admin", TokenRole::Admin, &[]))]),
         recovery_recipient: String::new(),
+        unlock_key: Blob::default(),
     }
 }
 

@@ -198,6 +198,7 @@ mod tests {
             tokens: [(token.id().to_string(), stored(token.id(), TokenRole::Viewer, &[], token.secret_sha256()))]
                 .into(),
             recovery_recipient: String::new(),
+            unlock_key: Blob::default(),
         };
         state
     }

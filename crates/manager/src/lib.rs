@@ -42,6 +42,11 @@
 //! - [`s3`]: a small S3 client (put, get, list, delete) for snapshot files.
 //! - `bootstrap.rs`: the loop that proposes a new cluster's `InitCluster`.
 //! - `identity.rs`: the node's identity file.
+//! - [`keys`]: the data key the Raft data is sealed with on disk, wrapped
+//!   by a local key file or by the cluster's unlock key (autolock), and the
+//!   task that follows the cluster's setting on every manager.
+//! - `lock.rs`: the `Lock` service (`Unlock`), and what a locked manager
+//!   serves while it waits for its key.
 //! - `auth.rs`: who is calling (a node certificate of this cluster or a
 //!   client token) and what it may do.
 //! - `peer.rs`: the node certificate a request came with (used by `raft/`
@@ -59,6 +64,8 @@ mod control;
 mod controller;
 mod dispatcher;
 mod identity;
+pub mod keys;
+mod lock;
 mod membership;
 mod monitor;
 mod peer;
@@ -81,6 +88,8 @@ use tonic::service::interceptor::InterceptedService;
 
 pub use bootstrap::Bootstrap;
 pub use identity::{Identity, IdentityError};
+pub use keys::{AtRest, KeysError};
+pub use lock::{LockError, serve_until_unlocked};
 pub use raft::{
     MemberInfo, Members, MembersView, PeerConnector, PlainConnector, RaftError, RaftNode, RaftStatus, Timings,
 };
@@ -140,6 +149,9 @@ pub struct ManagerConfig {
     pub credentials: stackd_tls::Credentials,
     /// Raft timing.
     pub timings: Timings,
+    /// The key the Raft data is sealed with on disk ([`keys::open`], or
+    /// [`serve_until_unlocked`] for a locked manager).
+    pub at_rest: AtRest,
 }
 
 /// A running manager.
@@ -184,11 +196,18 @@ impl Manager {
     ) -> Result<Self, ManagerError> {
         let store = stackd_tls::CertStore::new(&config.credentials)?;
         let tls = stackd_tls::server_config(config.credentials.ca(), Arc::new(store))?;
-        let raft =
-            RaftNode::start_with(&config.data_dir.join("raft"), config.identity.raft_id, &config.timings, connector)
-                .await?;
+        let raft = RaftNode::start_with(
+            &config.data_dir.join("raft"),
+            config.identity.raft_id,
+            &config.timings,
+            connector,
+            config.at_rest.key(),
+        )
+        .await?;
         let (initialised_tx, initialised) = watch::channel(None);
         let stop = CancellationToken::new();
+        // Every manager (not only the leader) wraps its data key as the cluster says.
+        tokio::spawn(keys::follow(config.at_rest.clone(), raft.shared().clone(), stop.clone()));
         tokio::spawn(bootstrap::run(
             raft.clone(),
             config.identity.clone(),
@@ -239,6 +258,7 @@ impl Manager {
         let control = control::Control::new(self.raft.clone(), self.identity.node_id.clone(), self.dispatcher.clone());
         tonic::service::Routes::new(v1::control_server::ControlServer::new(control))
             .add_service(v1::dispatcher_server::DispatcherServer::new(self.dispatcher.clone()))
+            .add_service(v1::lock_server::LockServer::new(lock::Unlocked))
             .add_service(InterceptedService::new(
                 raft::RaftService::new(self.raft.clone()).server(),
                 auth::manager_peer(self.identity.cluster_id.clone(), self.raft.shared().clone()),

@@ -70,6 +70,7 @@ async fn the_manager_serves_tls_and_checks_every_caller() {
         .map(|t| (t.id.clone(), t))
         .collect(),
         recovery_recipient: recovery.recipient().to_string(),
+        unlock_key: Blob::default(),
     };
     let manager = Manager::start(ManagerConfig {
         data_dir: dir.path().to_path_buf(),
@@ -77,6 +78,7 @@ async fn the_manager_serves_tls_and_checks_every_caller() {
         bootstrap: Some(stackd_manager::Bootstrap::New(security)),
         credentials: pki.credentials(&identity.node_id, Role::Manager),
         timings: Timings::default(),
+        at_rest: stackd_manager::keys::open(dir.path(), None).expect("the raft data key"),
     })
     .await
     .expect("manager starts");
@@ -180,6 +182,60 @@ async fn the_manager_serves_tls_and_checks_every_caller() {
     let (_, sealed) = stackd_core::backup::split(&file).expect("a snapshot file");
     assert_eq!(age::decrypt(std::slice::from_ref(&recovery), sealed).err(), Some(AgeError::WrongKey));
     age::decrypt(&[next], sealed).expect("the new key opens the new snapshot");
+
+    // Autolock: the admin only; on, the key; rotation; off. The manager's
+    // data key follows the cluster's setting.
+    let keys_file = dir.path().join("raft").join("keys.json");
+    let wrapped_by = || std::fs::read_to_string(&keys_file).expect("keys.json");
+    assert!(wrapped_by().contains("\"local\""), "{}", wrapped_by());
+    let on = |enabled: bool| v1::SetAutolockRequest { enabled };
+    let e = control.set_autolock(with_token(on(true), &viewer)).await.expect_err("viewer");
+    assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
+    let e = control.get_unlock_key(with_token(v1::GetUnlockKeyRequest { rotate: false }, &admin)).await.expect_err("off");
+    assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
+    let first = control.set_autolock(with_token(on(true), &admin)).await.expect("on").into_inner();
+    assert!(first.changed && first.key.starts_with("STKLOCK-1-") && first.key_id.len() == 8, "{first:?}");
+    let again = control.set_autolock(with_token(on(true), &admin)).await.expect("on again").into_inner();
+    assert!(!again.changed && again.key == first.key, "turning it on twice keeps the key");
+    let follows = |id: String| {
+        let wrapped_by = &wrapped_by;
+        async move {
+            for _ in 0..100 {
+                if wrapped_by().contains(&id) {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            panic!("keys.json never followed key {id}: {}", wrapped_by());
+        }
+    };
+    follows(first.key_id.clone()).await;
+    assert!(!dir.path().join("raft.kek").exists(), "the local key is deleted under autolock");
+    let rotated = control
+        .get_unlock_key(with_token(v1::GetUnlockKeyRequest { rotate: true }, &admin))
+        .await
+        .expect("rotate")
+        .into_inner();
+    assert!(rotated.changed && rotated.key != first.key, "{rotated:?}");
+    follows(rotated.key_id.clone()).await;
+    let status = control
+        .cluster_status(with_token(v1::ClusterStatusRequest { stale: false }, &viewer))
+        .await
+        .expect("status")
+        .into_inner();
+    assert!(status.autolock && status.unlock_key_id == rotated.key_id, "{status:?}");
+    // A running manager has nothing to unlock, whatever the key.
+    let e = stackd_proto::v1::lock_client::LockClient::new(
+        stackd_tls::channel(&addr, pki.client_config(None)).await.expect("TLS channel"),
+    )
+    .unlock(v1::UnlockRequest { key: rotated.key.clone() })
+    .await
+    .expect_err("not locked");
+    assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
+    let off = control.set_autolock(with_token(on(false), &admin)).await.expect("off").into_inner();
+    assert!(off.changed && off.key.is_empty(), "{off:?}");
+    follows("\"local\"".into()).await;
+    assert!(dir.path().join("raft.kek").exists(), "a new local key");
 
     // A manager's certificate is an admin's.
     let as_manager = pki.client_config(Some((&identity.node_id, Role::Manager)));

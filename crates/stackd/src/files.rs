@@ -123,7 +123,8 @@ fn write_file(dir: &Path, name: &str, bytes: &[u8], mode: u32) -> Result<()> {
 /// `stackd init`: the cluster's CA, this node's key and manager certificate,
 /// two join secrets and an admin token. Writes `tls/` (with
 /// `bootstrap.json`) into `dir`, which becomes private to its owner.
-pub fn init_pki(dir: &Path, identity: &Identity, now_ms: u64) -> Result<()> {
+/// With `autolock`, the cluster's state holds a new unlock key.
+pub fn init_pki(dir: &Path, identity: &Identity, now_ms: u64, autolock: bool) -> Result<()> {
     private_dir(dir)?;
     let tls = tls_dir(dir);
     private_dir(&tls)?;
@@ -152,6 +153,15 @@ pub fn init_pki(dir: &Path, identity: &Identity, now_ms: u64) -> Result<()> {
         worker_secret: Blob(worker_secret.as_bytes().to_vec()),
         tokens: [(token.id.clone(), token)].into(),
         recovery_recipient: recovery.recipient().to_string(),
+        unlock_key: match autolock {
+            true => Blob(
+                stackd_tls::seal::UnlockKey::generate()
+                    .map_err(|e| FilesError::Recovery(format!("generating the unlock key: {e}")))?
+                    .to_secret_string()
+                    .into_bytes(),
+            ),
+            false => Blob::default(),
+        },
     };
     security.validate()?;
     let bootstrap = Bootstrap { security, admin_token: admin.reveal() };
@@ -340,7 +350,7 @@ mod tests {
         let tmp = std::env::temp_dir().join(format!("stackd-files-test-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&tmp);
         let identity = Identity::generate("n1", "127.0.0.1:4280");
-        init_pki(&tmp, &identity, 1).expect("init");
+        init_pki(&tmp, &identity, 1, false).expect("init");
         let mode = |p: &Path| std::fs::metadata(p).expect("metadata").permissions().mode() & 0o777;
         assert_eq!(mode(&tmp), 0o700);
         assert_eq!(mode(&tmp.join("tls")), 0o700);

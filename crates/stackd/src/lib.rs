@@ -15,6 +15,8 @@
 //!   demote): a new certificate, then its roles restart.
 //! - [`restore`]: `stackd restore`, a new single-manager cluster from a
 //!   snapshot file (checked whole before the data dir is touched).
+//! - [`unlock`]: `stackd unlock`, the unlock key to a locked manager
+//!   (autolock) on this host.
 //! - [`files`]: the node's security files (`tls/`, `stackctl.env`) and the
 //!   managers' addresses.
 
@@ -23,6 +25,7 @@ pub mod join;
 mod node;
 pub mod restore;
 mod role;
+pub mod unlock;
 
 pub use node::{NodeError, NodeOptions, dial_addr, run_roles};
 pub use role::RoleError;

@@ -27,6 +27,12 @@ enum Cmd {
         /// Where the node keeps its state.
         #[arg(long, env = "STACKD_DATA_DIR")]
         data_dir: PathBuf,
+        /// Autolock: every manager's raft data is wrapped by an unlock key,
+        /// printed once the cluster is initialised, that a manager needs to
+        /// start (`stackd unlock`, `stackctl cluster unlock`). Turn it on
+        /// or off later with `stackctl cluster autolock on|off`.
+        #[arg(long)]
+        autolock: bool,
         /// The address all of the node's gRPC services listen on.
         #[arg(long, default_value = "127.0.0.1:4280")]
         listen: String,
@@ -93,6 +99,17 @@ enum Cmd {
         #[command(flatten)]
         node: NodeArgs,
     },
+    /// Give a locked manager (autolock) on this host its unlock key: the
+    /// manager of DATA_DIR, waiting for it, then starts.
+    Unlock {
+        /// The data dir of the locked manager.
+        #[arg(long, env = "STACKD_DATA_DIR")]
+        data_dir: PathBuf,
+        /// A file holding the unlock key; without it, the key is read from
+        /// standard input (`stackctl cluster unlock-key` prints it).
+        #[arg(long)]
+        key_file: Option<PathBuf>,
+    },
     /// Run an existing node from its data dir.
     Run {
         /// Where the node keeps its state.
@@ -135,6 +152,11 @@ struct NodeArgs {
     /// node; Swarm uses 4789).
     #[arg(long, env = "STACKD_VXLAN_PORT", default_value_t = stackd_agent::dataplane::DEFAULT_VXLAN_PORT)]
     vxlan_port: u16,
+    /// Autolock: a file holding the cluster's unlock key, so that the
+    /// manager starts unlocked (without it a locked manager waits for
+    /// `stackd unlock`). STACKD_UNLOCK_KEY gives the key itself.
+    #[arg(long, env = "STACKD_UNLOCK_KEY_FILE")]
+    unlock_key_file: Option<PathBuf>,
     #[command(flatten)]
     raft: RaftArgs,
 }
@@ -164,16 +186,32 @@ struct RaftArgs {
 }
 
 impl NodeArgs {
-    /// The options of [`run_roles`]; fails on inconsistent Raft timings.
+    /// The options of [`run_roles`]; fails on inconsistent Raft timings
+    /// or an unreadable unlock key.
     fn options(&self) -> Result<NodeOptions> {
+        let unlock_key = match (&self.unlock_key_file, std::env::var("STACKD_UNLOCK_KEY")) {
+            (Some(path), _) => Some(read_unlock_key(path)?),
+            (None, Ok(text)) if !text.trim().is_empty() => {
+                Some(text.parse().map_err(|e| anyhow::anyhow!("STACKD_UNLOCK_KEY: {e}"))?)
+            }
+            _ => None,
+        };
         Ok(NodeOptions {
             resources: self.resources.clone(),
             no_agent: self.no_agent,
             timings: self.raft.timings()?,
             shared_engine: self.shared_engine,
             vxlan_port: self.vxlan_port,
+            unlock_key,
+            autolock: false,
         })
     }
+}
+
+/// The unlock key in the file at `path`.
+fn read_unlock_key(path: &std::path::Path) -> Result<stackd_tls::seal::UnlockKey> {
+    let text = std::fs::read_to_string(path).map_err(|e| anyhow::anyhow!("reading {}: {e}", path.display()))?;
+    text.parse().map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
 }
 
 impl RaftArgs {
@@ -251,14 +289,15 @@ async fn main() -> Result<()> {
         on_signal.cancel();
     });
     match Cli::parse().command {
-        Cmd::Init { data_dir, listen, naming: Naming { advertise_addr, name }, node } => {
+        Cmd::Init { data_dir, autolock, listen, naming: Naming { advertise_addr, name }, node } => {
             if Identity::exists(&data_dir) {
                 bail!(stackd_manager::IdentityError::Exists(
                     data_dir.display().to_string(),
                     data_dir.display().to_string()
                 ));
             }
-            let options = node.options()?;
+            let mut options = node.options()?;
+            options.autolock = autolock;
             let advertised = advertise_addr.unwrap_or_else(|| listen.clone());
             match advertised.parse::<std::net::SocketAddr>() {
                 Ok(a) if a.ip().is_unspecified() => tracing::warn!(
@@ -332,6 +371,22 @@ async fn main() -> Result<()> {
                 "restoring the cluster from {from}"
             );
             Ok(run_roles(data_dir, identity, false, options, stop).await?)
+        }
+        Cmd::Unlock { data_dir, key_file } => {
+            let key = match key_file {
+                Some(path) => read_unlock_key(&path)?,
+                None => {
+                    if std::io::IsTerminal::is_terminal(&std::io::stdin()) {
+                        eprint!("unlock key: ");
+                    }
+                    let mut line = String::new();
+                    std::io::stdin().read_line(&mut line)?;
+                    line.parse().map_err(|e| anyhow::anyhow!("the key read from standard input: {e}"))?
+                }
+            };
+            let id = stackd::unlock::unlock(&data_dir, &key).await?;
+            eprintln!("unlocked (key id {id}): the manager starts");
+            Ok(())
         }
         Cmd::Run { data_dir, node } => {
             let options = node.options()?;

@@ -27,6 +27,10 @@ pub struct NodeOptions {
     pub shared_engine: bool,
     /// The VXLAN UDP port.
     pub vxlan_port: u16,
+    /// Autolock: the cluster's unlock key, given when the node starts.
+    pub unlock_key: Option<stackd_tls::seal::UnlockKey>,
+    /// `stackd init --autolock`: the new cluster starts with autolock on.
+    pub autolock: bool,
 }
 
 /// Why a node stopped other than on a signal.
@@ -74,6 +78,12 @@ pub enum NodeError {
     /// Following a role change failed.
     #[error(transparent)]
     Role(#[from] RoleError),
+    /// The raft data's key could not be opened.
+    #[error(transparent)]
+    Keys(#[from] stackd_manager::KeysError),
+    /// A locked manager could not wait for its key.
+    #[error(transparent)]
+    Lock(#[from] stackd_manager::LockError),
 }
 
 type Result<T, E = NodeError> = std::result::Result<T, E>;
@@ -136,7 +146,7 @@ async fn run_node(
     let identity = identity.clone();
     let timings = node.timings;
     if bootstrap {
-        files::init_pki(&data_dir, &identity, stackd_manager::now_ms())?;
+        files::init_pki(&data_dir, &identity, stackd_manager::now_ms(), node.autolock)?;
         identity.save_new(&data_dir)?;
     }
     let credentials = files::load_credentials(&data_dir)?;
@@ -151,6 +161,24 @@ async fn run_node(
         files::retire_raft(&data_dir, stackd_manager::now_ms())?;
     }
     let manager = if is_manager {
+        let at_rest = match stackd_manager::keys::open(&data_dir, node.unlock_key.as_ref()) {
+            Ok(a) => a,
+            Err(e) if e.is_locked() => {
+                let opened = stackd_manager::serve_until_unlocked(
+                    &data_dir,
+                    identity.bind_addr(),
+                    &credentials,
+                    &e,
+                    signal.clone(),
+                )
+                .await?;
+                match opened {
+                    Some(a) => a,
+                    None => return Ok(Exit::Stopped),
+                }
+            }
+            Err(e) => return Err(e.into()),
+        };
         let listener = tokio::net::TcpListener::bind(identity.bind_addr())
             .await
             .map_err(|source| NodeError::Listen { addr: identity.bind_addr().to_string(), source })?;
@@ -168,6 +196,7 @@ async fn run_node(
             bootstrap: first,
             credentials: credentials.clone(),
             timings,
+            at_rest,
         })
         .await?;
         if restore {
@@ -189,6 +218,14 @@ async fn run_node(
             tracing::info!(path = %env.display(), "stackctl settings written (admin token included): `set -a; . {}; set +a`", env.display());
             let key = data_dir.join(files::RECOVERY_KEY);
             tracing::warn!(path = %key.display(), "the recovery key (it opens every snapshot of this cluster) is in {}: move it off the cluster and delete this copy; `stackctl cluster recovery-key --rotate` makes a new one", key.display());
+            if !b.security.unlock_key.0.is_empty() {
+                // On standard output only, never in the log: the key opens every manager's raft data.
+                println!(
+                    "autolock is on: every manager of this cluster needs this unlock key to start (`stackd unlock`, \
+                     `stackctl cluster unlock`); keep it off the cluster, e.g. in a password manager:\n\n    {}\n",
+                    String::from_utf8_lossy(&b.security.unlock_key.0)
+                );
+            }
         }
         Some((manager, listener))
     } else {

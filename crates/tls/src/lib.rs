@@ -28,6 +28,8 @@
 //! - `age.rs`: the age file format (X25519 recipients), what cluster
 //!   snapshots are encrypted with: [`age::Identity`], [`age::Recipient`],
 //!   [`age::encrypt`], [`age::decrypt`].
+//! - `seal.rs`: encryption at rest of the Raft data: [`seal::DataKey`],
+//!   wrapped by a [`seal::Kek`] or the cluster's [`seal::UnlockKey`] (autolock).
 //! - `testing.rs`: an ephemeral PKI for tests (hidden from the docs).
 
 pub mod age;
@@ -36,6 +38,7 @@ mod connect;
 mod incoming;
 mod peer;
 mod pki;
+pub mod seal;
 mod token;
 
 #[doc(hidden)]

@@ -425,6 +425,22 @@ impl ClusterState {
                     cx.refuse(Refusal::invalid(format!("{recipient:?} is not an age recipient (age1…)")));
                 }
             }
+            Command::SetUnlockKey { key, .. } => {
+                let text = std::str::from_utf8(&key.0).unwrap_or_default();
+                // 32 bytes in unpadded base64 after the prefix.
+                let valid = key.0.is_empty()
+                    || (text.len() == crate::security::UNLOCK_KEY_PREFIX.len() + 43
+                        && text.starts_with(crate::security::UNLOCK_KEY_PREFIX));
+                if valid {
+                    self.security.unlock_key = key.clone();
+                } else {
+                    cx.refuse(Refusal::invalid(format!(
+                        "not an unlock key ({}…, {} bytes)",
+                        crate::security::UNLOCK_KEY_PREFIX,
+                        key.0.len()
+                    )));
+                }
+            }
             Command::CreateToken { token, .. } => self.create_token(token, &mut cx),
             Command::RevokeToken { id, .. } => {
                 if self.security.tokens.remove(id).is_none() {

@@ -42,7 +42,7 @@ guarded!(Action::Read =>
 guarded!(Action::ManageObjects => v1::CreateObjectRequest, v1::RemoveObjectRequest);
 guarded!(Action::ManageNodes => v1::SetNodeRoleRequest, v1::UpdateNodeRequest, v1::RemoveNodeRequest);
 guarded!(Action::ManageTokens => v1::CreateTokenRequest, v1::ListTokensRequest, v1::RevokeTokenRequest);
-guarded!(Action::ManageCluster => v1::GetJoinTokenRequest, v1::SaveSnapshotRequest, v1::SetRecoveryKeyRequest, v1::SetSnapshotPolicyRequest);
+guarded!(Action::ManageCluster => v1::GetJoinTokenRequest, v1::SaveSnapshotRequest, v1::SetRecoveryKeyRequest, v1::SetSnapshotPolicyRequest, v1::SetAutolockRequest, v1::GetUnlockKeyRequest);
 
 impl Guarded for v1::DeployStackRequest {
     fn action(&self) -> Result<Action<'_>, Status> {

@@ -35,8 +35,12 @@ pub(super) fn cluster_ca(state: &ClusterState) -> Result<stackd_tls::Ca, Status>
 /// `ClusterStatus`: this manager's view of Raft, and the managers as the
 /// leader (or, stale, this manager) sees them.
 pub(super) async fn status(ctl: &Control, r: v1::ClusterStatusRequest) -> Result<v1::ClusterStatusResponse, Status> {
-    let (cluster_id, state_hash, recovery_recipient) =
-        ctl.read(r.stale, |s| (s.cluster_id.clone(), s.state_hash(), s.security.recovery_recipient.clone())).await?;
+    let (cluster_id, state_hash, recovery_recipient, unlock_key) = ctl
+        .read(r.stale, |s| {
+            (s.cluster_id.clone(), s.state_hash(), s.security.recovery_recipient.clone(), s.security.unlock_key.clone())
+        })
+        .await?;
+    let unlock_key_id = super::autolock::key_id(&unlock_key);
     let st = ctl.raft.status();
     let view = ctl.members_view(r.stale).await.ok();
     Ok(v1::ClusterStatusResponse {
@@ -52,6 +56,8 @@ pub(super) async fn status(ctl: &Control, r: v1::ClusterStatusRequest) -> Result
         last_applied: st.last_applied,
         state_hash,
         recovery_recipient,
+        autolock: !unlock_key.0.is_empty(),
+        unlock_key_id,
         version: env!("CARGO_PKG_VERSION").to_string(),
     })
 }

@@ -28,6 +28,7 @@
 
 mod access;
 mod addresses;
+mod autolock;
 mod cluster;
 mod events;
 mod join;
@@ -302,6 +303,20 @@ impl v1::control_server::Control for Control {
         req: Request<v1::SetRecoveryKeyRequest>,
     ) -> Result<Response<v1::SetRecoveryKeyResponse>, Status> {
         reply(snapshots::set_recovery_key(self, self.checked(req)?).await)
+    }
+
+    async fn set_autolock(
+        &self,
+        req: Request<v1::SetAutolockRequest>,
+    ) -> Result<Response<v1::UnlockKeyResponse>, Status> {
+        reply(autolock::set(self, self.checked(req)?).await)
+    }
+
+    async fn get_unlock_key(
+        &self,
+        req: Request<v1::GetUnlockKeyRequest>,
+    ) -> Result<Response<v1::UnlockKeyResponse>, Status> {
+        reply(autolock::get(self, self.checked(req)?).await)
     }
 
     async fn cluster_status(

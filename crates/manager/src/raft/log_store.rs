@@ -30,6 +30,9 @@
 //!   seldom reads the disk; an entry not yet written is always cached.
 //! - **Upgrade.** A log kept by an earlier stackd in `raft.redb` is copied
 //!   into the write-ahead log on the first start (`migrate`), then removed.
+//!   A log with records in plain text (written before encryption at rest)
+//!   is copied sealed into `log.sealing`, which then replaces it (`reseal`):
+//!   a crash at any step leaves either the whole old log or the whole new one.
 
 use std::collections::BTreeMap;
 use std::fmt::Debug;
@@ -43,7 +46,7 @@ use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
 use openraft::{AnyError, ErrorSubject, ErrorVerb, RaftLogReader, StorageError, StorageIOError};
 use tokio::sync::{oneshot, watch};
 
-use super::wal::{self, Files, Framed, Kind, Loc, Pos, Record, WalError, Writer};
+use super::wal::{self, Files, Framed, Key, Kind, Loc, Pos, Record, Replayed, WalError, Writer};
 use super::{Entry, LogId, NodeIdOf, TypeConfig, Vote};
 use crate::util::lock;
 
@@ -57,6 +60,10 @@ const LOG_DIR: &str = "log";
 const MIGRATING_DIR: &str = "log.migrating";
 /// The log of stackd before the write-ahead log.
 const LEGACY_DB: &str = "raft.redb";
+/// Where a sealed copy of a log with plain records is built.
+const SEALING_DIR: &str = "log.sealing";
+/// Where the plain log goes while the sealed copy takes its place.
+const PLAIN_DIR: &str = "log.plain";
 /// Held (flock) by the process whose writer owns the log.
 const LOCK_FILE: &str = "log.lock";
 /// How long `open` waits for the log's lock: a log store of this process
@@ -364,6 +371,8 @@ pub struct LogStore {
     /// Requests queued for the writer thread and not yet answered.
     pending: Arc<AtomicUsize>,
     jobs: mpsc::Sender<Job>,
+    /// Opens the records read back from the segments.
+    key: Key,
 }
 
 /// The file in the log dir naming the boot of the machine that last opened
@@ -416,17 +425,19 @@ fn resume_vote(log_dir: &Path, writer: &mut Writer, vote: Option<Vote>, boot: &s
 }
 
 impl LogStore {
-    /// Opens (or creates) the log in the Raft dir `dir`, copying a log kept
-    /// in `raft.redb` by an earlier stackd first.
-    pub fn open(dir: &Path) -> Result<Self, WalError> {
-        Self::open_with(dir, wal::SEGMENT_BYTES, LOCK_WAIT)
+    /// Opens (or creates) the log in the Raft dir `dir`, its records sealed
+    /// with `key`, copying a log kept in `raft.redb` by an earlier stackd
+    /// first, and sealing one that holds plain records.
+    pub fn open(dir: &Path, key: Arc<stackd_tls::seal::DataKey>) -> Result<Self, WalError> {
+        Self::open_with(dir, wal::SEGMENT_BYTES, LOCK_WAIT, Some(key))
     }
 
-    /// [`open`](Self::open) with the segment size and the lock wait given.
-    fn open_with(dir: &Path, segment_bytes: u64, wait: std::time::Duration) -> Result<Self, WalError> {
+    /// [`open`](Self::open) with the segment size, the lock wait and the key
+    /// (`None`: plain records, the format before encryption at rest) given.
+    fn open_with(dir: &Path, segment_bytes: u64, wait: std::time::Duration, key: Key) -> Result<Self, WalError> {
         let lock = lock_dir(dir, wait)?;
-        migrate(dir)?;
-        let (mut writer, replayed, files) = Writer::open(&dir.join(LOG_DIR), segment_bytes)?;
+        migrate(dir, &key)?;
+        let (mut writer, replayed, files) = reseal(dir, segment_bytes, &key)?;
         // What an earlier process wrote may not have been synced before it
         // died: it is now, so that all the log holds counts as durable.
         writer.write(&[], true)?;
@@ -460,7 +471,7 @@ impl LogStore {
             syncs.close(None);
             return Err(spawn_failed(e));
         }
-        Ok(Self { index, files, writer, syncs, node: None, pending, jobs })
+        Ok(Self { index, files, writer, syncs, node: None, pending, jobs, key })
     }
 
     /// The log of node `id`: its appends while it leads are synced beside
@@ -562,7 +573,7 @@ impl LogStore {
         for entry in entries {
             let framed = wal::frame(&Record::Entry { entry: &entry }, Kind::Entry(entry.log_id))
                 .map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Write, e))?;
-            cached.push((entry, framed.bytes.len()));
+            cached.push((entry, framed.json.len()));
             records.push(framed);
         }
         {
@@ -686,7 +697,7 @@ impl RaftLogReader<TypeConfig> for LogStore {
                         // Its segment was deleted by a purge meanwhile: the entry is gone.
                         break;
                     };
-                    wal::read_entry(&file, &loc).map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Read, e))?
+                    wal::read_entry(&file, &loc, &self.key).map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Read, e))?
                 }
             });
         }
@@ -767,7 +778,76 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 /// into the write-ahead log: built aside, made durable, renamed into place,
 /// and only then is the old database removed. A crash at any point leaves
 /// either the old log or the complete new one.
-fn migrate(dir: &Path) -> Result<(), WalError> {
+/// Opens the log of the Raft dir `dir`; when `key` is given and the log
+/// holds plain records, first replaces it with a sealed copy (see the
+/// module doc).
+fn reseal(dir: &Path, segment_bytes: u64, key: &Key) -> Result<(Writer, Replayed, Files), WalError> {
+    let log = dir.join(LOG_DIR);
+    let sealing = dir.join(SEALING_DIR);
+    let plain = dir.join(PLAIN_DIR);
+    let io = |p: &Path| {
+        let p = p.display().to_string();
+        move |source| WalError::Io { path: p.clone(), source }
+    };
+    // What a crash during an earlier copy left.
+    if sealing.exists() {
+        if log.exists() {
+            // The copy was not finished: the plain log still stands.
+            std::fs::remove_dir_all(&sealing).map_err(io(&sealing))?;
+        } else {
+            // Finished, and the plain log moved aside: put the copy in place.
+            std::fs::rename(&sealing, &log).map_err(io(&log))?;
+        }
+    }
+    if plain.exists() {
+        std::fs::remove_dir_all(&plain).map_err(io(&plain))?;
+    }
+    let (writer, replayed, files) = Writer::open(&log, segment_bytes, key.clone())?;
+    if replayed.plain == 0 || key.is_none() {
+        return Ok((writer, replayed, files));
+    }
+    tracing::info!(
+        entries = replayed.entries.len(),
+        plain = replayed.plain,
+        "the raft log holds records written before encryption at rest: rewriting it sealed"
+    );
+    let (mut copy, _, _) = Writer::open(&sealing, segment_bytes, key.clone())?;
+    let mut records = Vec::new();
+    if let Some(vote) = replayed.vote {
+        records.push(wal::frame::<&Entry>(&Record::Vote { vote }, Kind::Vote(vote))?);
+    }
+    if let Some(upto) = replayed.purged {
+        records.push(wal::frame::<&Entry>(&Record::Purge { upto }, Kind::Purge(upto))?);
+    }
+    let committed = replayed.committed;
+    records.push(wal::frame::<&Entry>(&Record::Committed { committed }, Kind::Committed(committed))?);
+    copy.write(&records, false)?;
+    let locs: Vec<Loc> = replayed.entries.values().copied().collect();
+    for chunk in locs.chunks(256) {
+        let mut records = Vec::with_capacity(chunk.len());
+        for loc in chunk {
+            let file = files.read().unwrap_or_else(|p| p.into_inner()).get(&loc.segment).cloned();
+            let corrupt = |why: String| WalError::Corrupt {
+                path: log.display().to_string(),
+                offset: loc.offset,
+                why: format!("segment {}: {why}", loc.segment),
+            };
+            let file = file.ok_or_else(|| corrupt("not open".into()))?;
+            let entry = wal::read_entry(&file, loc, key).map_err(corrupt)?;
+            records.push(wal::frame(&Record::Entry { entry: &entry }, Kind::Entry(entry.log_id))?);
+        }
+        copy.write(&records, false)?;
+    }
+    copy.write(&[], true)?;
+    drop((copy, writer, files));
+    std::fs::rename(&log, &plain).map_err(io(&plain))?;
+    std::fs::rename(&sealing, &log).map_err(io(&log))?;
+    std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(io(dir))?;
+    std::fs::remove_dir_all(&plain).map_err(io(&plain))?;
+    Writer::open(&log, segment_bytes, key.clone())
+}
+
+fn migrate(dir: &Path, key: &Key) -> Result<(), WalError> {
     let legacy = dir.join(LEGACY_DB);
     let target = dir.join(LOG_DIR);
     let aside = dir.join(MIGRATING_DIR);
@@ -788,7 +868,7 @@ fn migrate(dir: &Path) -> Result<(), WalError> {
     }
     let old = legacy::read(&legacy)?;
     tracing::info!(entries = old.entries.len(), from = %legacy.display(), "moving the raft log to the write-ahead log");
-    let (mut writer, _, _) = Writer::open(&aside, wal::SEGMENT_BYTES)?;
+    let (mut writer, _, _) = Writer::open(&aside, wal::SEGMENT_BYTES, key.clone())?;
     let mut records = Vec::new();
     if let Some(vote) = old.vote {
         records.push(wal::frame::<&Entry>(&Record::Vote { vote }, Kind::Vote(vote))?);

@@ -212,32 +212,37 @@ pub struct RaftNode {
 
 impl RaftNode {
     /// Opens the stores in `dir` and starts Raft as node `id`, reaching other
-    /// managers over plaintext gRPC.
+    /// managers over plaintext gRPC (tests and benchmarks), the data on disk
+    /// sealed with a key of its own.
     pub async fn start(dir: &Path, id: u64, timings: &Timings) -> Result<Self, RaftError> {
-        Self::start_with(dir, id, timings, Box::new(PlainConnector::default())).await
+        let key = stackd_tls::seal::DataKey::generate()
+            .map_err(|e| RaftError::Storage { path: dir.display().to_string(), message: e.to_string() })?;
+        Self::start_with(dir, id, timings, Box::new(PlainConnector::default()), Arc::new(key)).await
     }
 
     /// Opens the stores in `dir` and starts Raft as node `id`, reaching other
-    /// managers through `connector`.
+    /// managers through `connector`; the log and the snapshot on disk are
+    /// sealed with `key` (see `keys.rs`).
     pub async fn start_with(
         dir: &Path,
         id: u64,
         timings: &Timings,
         connector: Box<dyn PeerConnector>,
+        key: Arc<stackd_tls::seal::DataKey>,
     ) -> Result<Self, RaftError> {
         let storage =
             |e: &dyn std::fmt::Display| RaftError::Storage { path: dir.display().to_string(), message: e.to_string() };
         std::fs::create_dir_all(dir).map_err(|e| storage(&e))?;
         // Reads the whole log, and may wait for the lock of a log store of
         // this process that is still shutting down: off the runtime's workers.
-        let log_dir = dir.to_path_buf();
-        let log = tokio::task::spawn_blocking(move || LogStore::open(&log_dir))
+        let (log_dir, log_key) = (dir.to_path_buf(), key.clone());
+        let log = tokio::task::spawn_blocking(move || LogStore::open(&log_dir, log_key))
             .await
             .map_err(|e| storage(&e))?
             .map_err(|e| storage(&e))?
             .for_node(id);
         let durable = log.durable();
-        let sm = StateMachine::open(&dir.join("snapshots")).map_err(|e| storage(&e))?.gated(durable.clone());
+        let sm = StateMachine::open(&dir.join("snapshots"), key).map_err(|e| storage(&e))?.gated(durable.clone());
         let shared = sm.shared();
         let config = Config {
             cluster_name: "stackd".into(),

@@ -19,11 +19,36 @@ use tokio::sync::{broadcast, watch};
 
 use super::log_store::Durable;
 use super::snapshot::{self, Payload};
+use stackd_tls::seal::DataKey;
 use super::{Entry, LogId, NodeIdOf, SnapshotMetaOf, StoredMembershipOf, TypeConfig};
 
 type StorageResult<T> = Result<T, StorageError<NodeIdOf>>;
 
 const CURRENT: &str = "snapshot.current";
+/// The first line of a snapshot file sealed with the data key (encryption
+/// at rest); what follows is the sealed snapshot (`snapshot.rs`'s format).
+const SEALED_MAGIC: &[u8] = b"STACKD-SEALED-SNAPSHOT\n";
+
+/// The snapshot `bytes` as they are kept on disk: sealed with `key`.
+fn seal_file(key: &DataKey, bytes: &[u8]) -> Result<Vec<u8>, String> {
+    let mut out = Vec::with_capacity(SEALED_MAGIC.len() + bytes.len() + stackd_tls::seal::OVERHEAD);
+    out.extend_from_slice(SEALED_MAGIC);
+    key.seal_into(bytes, &mut out).map_err(|e| e.to_string())?;
+    Ok(out)
+}
+
+/// The snapshot a file on disk holds, and whether it was sealed (a file
+/// written before encryption at rest is not).
+fn open_file(key: &DataKey, path: &Path) -> Result<(Vec<u8>, bool), String> {
+    let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    match bytes.strip_prefix(SEALED_MAGIC) {
+        Some(sealed) => key
+            .open(sealed)
+            .map(|b| (b, true))
+            .map_err(|e| format!("{}: the sealed snapshot {e}", path.display())),
+        None => Ok((bytes, false)),
+    }
+}
 
 /// What the rest of the manager sees of the state machine.
 pub struct Shared {
@@ -129,18 +154,27 @@ pub struct StateMachine {
     /// Entries are applied only once this node holds them durably (see
     /// `log_store`: a leader's own copy may still be syncing at the commit).
     durable: Option<Durable>,
+    /// Seals the snapshot file.
+    key: Arc<DataKey>,
 }
 
 impl StateMachine {
-    /// Opens the state machine in `dir`, loading the current snapshot if there is one.
-    pub fn open(dir: &Path) -> Result<Self, StorageError<NodeIdOf>> {
+    /// Opens the state machine in `dir`, loading the current snapshot if
+    /// there is one; its file is sealed with `key` (and sealed now if an
+    /// earlier stackd wrote it in plain text).
+    pub fn open(dir: &Path, key: Arc<DataKey>) -> Result<Self, StorageError<NodeIdOf>> {
         std::fs::create_dir_all(dir).map_err(|e| sm_err(ErrorVerb::Write, e))?;
         let mut data = Data::default();
         let path = dir.join(CURRENT);
         if path.exists() {
-            let bytes = std::fs::read(&path).map_err(|e| sm_err(ErrorVerb::Read, e))?;
+            let (bytes, sealed) = open_file(&key, &path).map_err(|e| sm_err(ErrorVerb::Read, e))?;
             let (_, payload) =
                 snapshot::decode(&bytes).map_err(|e| sm_err(ErrorVerb::Read, format!("{}: {e}", path.display())))?;
+            if !sealed {
+                tracing::info!(path = %path.display(), "the raft snapshot was written before encryption at rest: sealing it");
+                let file = seal_file(&key, &bytes).map_err(|e| sm_err(ErrorVerb::Write, e))?;
+                crate::util::write_atomic(dir, CURRENT, &file).map_err(|e| sm_err(ErrorVerb::Write, e))?;
+            }
             data = Data {
                 journal: journal_of(&payload),
                 last_applied: payload.last_applied,
@@ -160,6 +194,7 @@ impl StateMachine {
             }),
             dir: dir.to_path_buf(),
             durable: None,
+            key,
         })
     }
 
@@ -208,10 +243,11 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
             }
         };
         // Encoding and the fsyncs take a while on a large state: off the runtime's workers.
-        let dir = self.dir.clone();
+        let (dir, key) = (self.dir.clone(), self.key.clone());
         let (payload, bytes) = tokio::task::spawn_blocking(move || {
             let bytes = snapshot::encode(&payload, now_ms()).map_err(|e| sm_err(ErrorVerb::Write, e))?;
-            crate::util::write_atomic(&dir, CURRENT, &bytes).map_err(|e| sm_err(ErrorVerb::Write, e))?;
+            let file = seal_file(&key, &bytes).map_err(|e| sm_err(ErrorVerb::Write, e))?;
+            crate::util::write_atomic(&dir, CURRENT, &file).map_err(|e| sm_err(ErrorVerb::Write, e))?;
             Ok::<_, StorageError<NodeIdOf>>((payload, bytes))
         })
         .await
@@ -286,7 +322,8 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     async fn install_snapshot(&mut self, meta: &SnapshotMetaOf, snapshot: Box<Cursor<Vec<u8>>>) -> StorageResult<()> {
         let bytes = snapshot.into_inner();
         let (_, payload) = snapshot::decode(&bytes).map_err(|e| sm_err(ErrorVerb::Read, e))?;
-        crate::util::write_atomic(&self.dir, CURRENT, &bytes).map_err(|e| sm_err(ErrorVerb::Write, e))?;
+        let file = seal_file(&self.key, &bytes).map_err(|e| sm_err(ErrorVerb::Write, e))?;
+        crate::util::write_atomic(&self.dir, CURRENT, &file).map_err(|e| sm_err(ErrorVerb::Write, e))?;
         self.install(meta, payload);
         // openraft calls this only for a snapshot received from a leader.
         self.shared.installs.fetch_add(1, Ordering::Relaxed);
@@ -298,7 +335,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         if !path.exists() {
             return Ok(None);
         }
-        let bytes = std::fs::read(&path).map_err(|e| sm_err(ErrorVerb::Read, e))?;
+        let (bytes, _) = open_file(&self.key, &path).map_err(|e| sm_err(ErrorVerb::Read, e))?;
         let (_, payload) = snapshot::decode(&bytes).map_err(|e| sm_err(ErrorVerb::Read, e))?;
         let meta = SnapshotMetaOf {
             last_log_id: payload.last_applied,

@@ -11,8 +11,9 @@ struct Builder;
 impl StoreBuilder<TypeConfig, LogStore, StateMachine, tempfile::TempDir> for Builder {
     async fn build(&self) -> Result<(tempfile::TempDir, LogStore, StateMachine), StorageError<u64>> {
         let dir = tempfile::tempdir().expect("tempdir");
-        let log = LogStore::open(dir.path()).expect("open log");
-        let sm = StateMachine::open(&dir.path().join("snapshots"))?;
+        let key = std::sync::Arc::new(stackd_tls::seal::DataKey::generate().expect("key"));
+        let log = LogStore::open(dir.path(), key.clone()).expect("open log");
+        let sm = StateMachine::open(&dir.path().join("snapshots"), key)?;
         Ok((dir, log, sm))
     }
 }
@@ -71,4 +72,33 @@ async fn a_bad_snapshot_stream_is_refused_and_the_node_survives() {
     node.wait_for_leader(std::time::Duration::from_secs(5)).await.expect("and leads its one-node cluster");
     node.shutdown().await;
     server.abort();
+}
+
+/// The snapshot file is sealed on disk; one written in plain text by an
+/// earlier stackd is read, then sealed.
+#[tokio::test]
+async fn the_snapshot_file_is_sealed_on_disk() {
+    use openraft::storage::{RaftSnapshotBuilder, RaftStateMachine};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let key = std::sync::Arc::new(stackd_tls::seal::DataKey::generate().expect("key"));
+    let snapshots = dir.path().join("snapshots");
+    let mut sm = StateMachine::open(&snapshots, key.clone()).expect("open");
+    let built = sm.get_snapshot_builder().await.build_snapshot().await.expect("build");
+    let plain = built.snapshot.into_inner();
+    let file = snapshots.join("snapshot.current");
+    let on_disk = std::fs::read(&file).expect("read");
+    assert!(on_disk.starts_with(b"STACKD-SEALED-SNAPSHOT\n"));
+    assert!(!on_disk.windows(16).any(|w| w == b"STACKD-SNAPSHOT\n"), "the snapshot inside is sealed");
+    let current = sm.get_current_snapshot().await.expect("current").expect("a snapshot");
+    assert_eq!(current.snapshot.into_inner(), plain, "read back opened");
+
+    // An earlier stackd's plain file.
+    std::fs::write(&file, &plain).expect("write plain");
+    let mut sm = StateMachine::open(&snapshots, key.clone()).expect("a plain file opens");
+    assert!(std::fs::read(&file).expect("read").starts_with(b"STACKD-SEALED-SNAPSHOT\n"), "and is sealed");
+    assert!(sm.get_current_snapshot().await.expect("current").is_some());
+    // Another key does not open it.
+    let other = std::sync::Arc::new(stackd_tls::seal::DataKey::generate().expect("key"));
+    let err = StateMachine::open(&snapshots, other).err().expect("refused");
+    assert!(err.to_string().contains("cannot be opened with this key"), "{err}");
 }

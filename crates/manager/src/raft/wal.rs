@@ -6,8 +6,16 @@
 //!   0000000000000001.wal   a segment: records, oldest first
 //!   0000000000000002.wal   the last segment: appends go to its end
 //!
-//! record = len: u32 LE | crc32(payload): u32 LE | payload: `len` bytes (JSON of a Record)
+//! record = len: u32 LE | crc32(payload): u32 LE | payload: `len` bytes
+//! payload = the JSON of a Record, sealed by the data key (the top bit of
+//!           `len` set), or plain in a log written before encryption at rest
 //! ```
+//!
+//! - **Encryption at rest**: every record's payload is sealed with the
+//!   node's data key (`raft/keys.rs`; AES-256-GCM, a random nonce per
+//!   record) as the writer writes it; the checksum covers the sealed bytes,
+//!   so a torn write is told from a wrong key. A log with plain records (an
+//!   earlier stackd) is rewritten sealed when it opens (`log_store.rs`).
 //!
 //! - A batch of records is one `write` at the end of the last segment and,
 //!   when any of them must be durable, one `fdatasync`: an append costs a
@@ -40,7 +48,12 @@ use std::sync::{Arc, RwLock};
 
 use serde::{Deserialize, Serialize};
 
+use stackd_tls::seal::DataKey;
+
 use super::{Entry, LogId, Vote};
+
+/// The key records are sealed with: `None` only in tests of the plain format.
+pub(super) type Key = Option<Arc<DataKey>>;
 
 /// A segment is closed and a new one started once it holds this many bytes.
 pub(super) const SEGMENT_BYTES: u64 = 64 << 20;
@@ -49,6 +62,8 @@ pub(super) const SEGMENT_BYTES: u64 = 64 << 20;
 const MAX_RECORD: usize = 256 << 20;
 /// Record header: length and CRC-32.
 const HEADER: usize = 8;
+/// The bit of the length word that marks a sealed payload.
+const SEALED: u32 = 1 << 31;
 const SUFFIX: &str = ".wal";
 /// A segment being made; never read, deleted on open.
 const TEMP_SUFFIX: &str = ".wal.new";
@@ -77,6 +92,9 @@ pub enum WalError {
     /// A record could not be encoded.
     #[error("cannot encode a log record: {0}")]
     Encode(String),
+    /// A record could not be sealed.
+    #[error("cannot seal a log record: {0}")]
+    Seal(String),
     /// The log of an earlier stackd (`raft.redb`) could not be read to be
     /// moved over; it is left as it was.
     #[error(
@@ -165,24 +183,50 @@ pub(super) enum Kind {
     Committed(Option<LogId>),
 }
 
-/// A record ready to be written: its bytes, header included.
+/// A record ready to be written: its JSON, sealed and framed by the writer.
 pub(super) struct Framed {
-    pub bytes: Vec<u8>,
+    pub json: Vec<u8>,
     pub kind: Kind,
 }
 
-/// Frames `record`: header, then its JSON.
+/// Encodes `record` for the writer.
 pub(super) fn frame<E: Serialize>(record: &Record<E>, kind: Kind) -> Result<Framed, WalError> {
-    let mut bytes = vec![0u8; HEADER];
-    serde_json::to_writer(&mut bytes, record).map_err(|e| WalError::Encode(e.to_string()))?;
-    let len = bytes.len() - HEADER;
-    if len > MAX_RECORD {
-        return Err(WalError::Encode(format!("a record of {len} bytes is larger than {MAX_RECORD}")));
+    let json = serde_json::to_vec(record).map_err(|e| WalError::Encode(e.to_string()))?;
+    if json.len() + stackd_tls::seal::OVERHEAD > MAX_RECORD {
+        return Err(WalError::Encode(format!("a record of {} bytes is larger than {MAX_RECORD}", json.len())));
     }
-    let crc = crc32fast::hash(&bytes[HEADER..]);
-    bytes[..4].copy_from_slice(&(len as u32).to_le_bytes());
-    bytes[4..HEADER].copy_from_slice(&crc.to_le_bytes());
-    Ok(Framed { bytes, kind })
+    Ok(Framed { json, kind })
+}
+
+/// Appends the record of `json` to `out`, header included, sealed when
+/// there is a key. Returns its length on disk.
+fn encode_into(json: &[u8], key: &Key, out: &mut Vec<u8>) -> Result<usize, WalError> {
+    let start = out.len();
+    out.extend_from_slice(&[0u8; HEADER]);
+    let flag = match key {
+        Some(k) => {
+            k.seal_into(json, out).map_err(|e| WalError::Seal(e.to_string()))?;
+            SEALED
+        }
+        None => {
+            out.extend_from_slice(json);
+            0
+        }
+    };
+    let len = out.len() - start - HEADER;
+    let crc = crc32fast::hash(&out[start + HEADER..]);
+    out[start..start + 4].copy_from_slice(&(len as u32 | flag).to_le_bytes());
+    out[start + 4..start + HEADER].copy_from_slice(&crc.to_le_bytes());
+    Ok(out.len() - start)
+}
+
+/// A record as the writer writes it, header included (for tests that
+/// write records by hand).
+#[cfg(test)]
+pub(super) fn encode(json: &[u8], key: &Key) -> Vec<u8> {
+    let mut out = Vec::new();
+    encode_into(json, key, &mut out).expect("encode");
+    out
 }
 
 /// Where an entry is on disk.
@@ -214,11 +258,11 @@ impl Loc {
 pub(super) type Files = Arc<RwLock<BTreeMap<u64, Arc<File>>>>;
 
 /// Reads the entry at `loc` from `file`.
-pub(super) fn read_entry(file: &File, loc: &Loc) -> Result<Entry, String> {
+pub(super) fn read_entry(file: &File, loc: &Loc, key: &Key) -> Result<Entry, String> {
     let mut buf = vec![0u8; loc.len];
     file.read_exact_at(&mut buf, loc.offset).map_err(|e| e.to_string())?;
-    match parse(&buf) {
-        Parsed::Record(r, _) => match *r {
+    match parse(&buf, key) {
+        Parsed::Record(r, _, _) => match *r {
             Record::Entry { entry } if entry.log_id == loc.log_id => Ok(entry),
             _ => Err(format!("no entry {} at byte {}", loc.log_id, loc.offset)),
         },
@@ -230,8 +274,8 @@ pub(super) fn read_entry(file: &File, loc: &Loc) -> Result<Entry, String> {
 }
 
 enum Parsed {
-    /// A record and its length, header included.
-    Record(Box<Record<Entry>>, usize),
+    /// A record, its length (header included), and whether it was sealed.
+    Record(Box<Record<Entry>>, usize, bool),
     /// A zero header: the end of the records, in an allocated segment.
     End,
     /// The bytes end within the record.
@@ -243,16 +287,18 @@ enum Parsed {
     Bad(String),
 }
 
-/// Parses the record at the start of `buf`.
-fn parse(buf: &[u8]) -> Parsed {
+/// Parses the record at the start of `buf`, opening it with `key` when it is sealed.
+fn parse(buf: &[u8], key: &Key) -> Parsed {
     if buf.len() < HEADER {
         return Parsed::Short;
     }
-    let len = u32::from_le_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
+    let word = u32::from_le_bytes([buf[0], buf[1], buf[2], buf[3]]);
     let crc = u32::from_le_bytes([buf[4], buf[5], buf[6], buf[7]]);
-    if len == 0 && crc == 0 {
+    if word == 0 && crc == 0 {
         return Parsed::End;
     }
+    let sealed = word & SEALED != 0;
+    let len = (word & !SEALED) as usize;
     if len > MAX_RECORD {
         return Parsed::Bad(format!("length {len} is larger than any record"));
     }
@@ -260,8 +306,21 @@ fn parse(buf: &[u8]) -> Parsed {
     if crc32fast::hash(payload) != crc {
         return Parsed::Torn;
     }
-    match serde_json::from_slice(payload) {
-        Ok(r) => Parsed::Record(Box::new(r), HEADER + len),
+    let opened;
+    let json = match (sealed, key) {
+        (false, _) => payload,
+        (true, Some(k)) => match k.open(payload) {
+            Ok(plain) => {
+                opened = plain;
+                &opened[..]
+            }
+            // The checksum matched: the bytes are as written, the key is not theirs.
+            Err(e) => return Parsed::Bad(format!("sealed record: {e}: this log belongs to another data key")),
+        },
+        (true, None) => return Parsed::Bad("a sealed record, and no data key to open it".into()),
+    };
+    match serde_json::from_slice(json) {
+        Ok(r) => Parsed::Record(Box::new(r), HEADER + len, sealed),
         Err(e) => Parsed::Bad(format!("unreadable: {e}")),
     }
 }
@@ -297,6 +356,8 @@ pub(super) struct Replayed {
     pub vote: Option<Vote>,
     pub committed: Option<LogId>,
     pub purged: Option<LogId>,
+    /// How many records were read in plain text (written before encryption at rest).
+    pub plain: usize,
 }
 
 /// Appends records to the last segment, starts new segments and deletes
@@ -316,12 +377,14 @@ pub(super) struct Writer {
     committed: Option<LogId>,
     purged: Option<LogId>,
     broken: Option<String>,
+    /// Seals every record written.
+    key: Key,
 }
 
 impl Writer {
     /// Opens the log in `dir` (created if missing) and reads it through;
     /// segments end after `segment_bytes` ([`SEGMENT_BYTES`] but in tests).
-    pub(super) fn open(dir: &Path, segment_bytes: u64) -> Result<(Self, Replayed, Files), WalError> {
+    pub(super) fn open(dir: &Path, segment_bytes: u64, key: Key) -> Result<(Self, Replayed, Files), WalError> {
         std::fs::create_dir_all(dir).map_err(io_at(dir))?;
         let mut numbers = Vec::new();
         for item in std::fs::read_dir(dir).map_err(io_at(dir))? {
@@ -348,6 +411,7 @@ impl Writer {
             committed: None,
             purged: None,
             broken: None,
+            key,
         };
         let mut replayed = Replayed::default();
         if numbers.is_empty() {
@@ -371,8 +435,11 @@ impl Writer {
         let mut offset = 0usize;
         let mut last_index = None;
         while offset < bytes.len() {
-            let (record, len) = match parse(&bytes[offset..]) {
-                Parsed::Record(r, len) => (r, len),
+            let (record, len) = match parse(&bytes[offset..], &self.key) {
+                Parsed::Record(r, len, sealed) => {
+                    out.plain += usize::from(!sealed);
+                    (r, len)
+                }
                 // The allocated rest of the last segment, never written.
                 // (A segment is only followed by another once it is full.)
                 Parsed::End if last && bytes[offset..].iter().all(|&b| b == 0) => break,
@@ -446,6 +513,8 @@ impl Writer {
         let temp = self.dir.join(format!("{n:016}{TEMP_SUFFIX}"));
         let state: Record<&Entry> = Record::State { vote: self.vote, committed: self.committed, purged: self.purged };
         let framed = frame(&state, Kind::Committed(self.committed))?;
+        let mut bytes = Vec::new();
+        encode_into(&framed.json, &self.key, &mut bytes)?;
         let mut file = std::fs::OpenOptions::new()
             .read(true)
             .write(true)
@@ -453,14 +522,14 @@ impl Writer {
             .truncate(true)
             .open(&temp)
             .map_err(io_at(&temp))?;
-        file.write_all(&framed.bytes).map_err(io_at(&temp))?;
-        allocate(&file, self.segment_bytes.max(framed.bytes.len() as u64), &temp)?;
+        file.write_all(&bytes).map_err(io_at(&temp))?;
+        allocate(&file, self.segment_bytes.max(bytes.len() as u64), &temp)?;
         file.sync_all().map_err(io_at(&temp))?;
         std::fs::rename(&temp, &path).map_err(io_at(&path))?;
         sync_dir(&self.dir)?;
         self.files.write().unwrap_or_else(|p| p.into_inner()).insert(n, Arc::new(file));
         self.last_index.insert(n, None);
-        (self.current, self.len) = (n, framed.bytes.len() as u64);
+        (self.current, self.len) = (n, bytes.len() as u64);
         Ok(())
     }
 
@@ -484,14 +553,15 @@ impl Writer {
         let Some(file) = file else {
             return Err(WalError::Broken(format!("segment {} is not open", path.display())));
         };
-        let mut buf = Vec::with_capacity(records.iter().map(|r| r.bytes.len()).sum());
+        let extra = if self.key.is_some() { stackd_tls::seal::OVERHEAD } else { 0 } + HEADER;
+        let mut buf = Vec::with_capacity(records.iter().map(|r| r.json.len() + extra).sum());
         let mut locs = Vec::new();
         for r in records {
+            let offset = self.len + buf.len() as u64;
+            let len = encode_into(&r.json, &self.key, &mut buf)?;
             if let Kind::Entry(log_id) = r.kind {
-                let offset = self.len + buf.len() as u64;
-                locs.push(Loc { log_id, segment: self.current, offset, len: r.bytes.len() });
+                locs.push(Loc { log_id, segment: self.current, offset, len });
             }
-            buf.extend_from_slice(&r.bytes);
         }
         let written = file.write_all_at(&buf, self.len).and_then(|()| if durable { file.sync_data() } else { Ok(()) });
         if let Err(e) = written {

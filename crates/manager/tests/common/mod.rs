@@ -36,6 +36,7 @@ pub fn security() -> Security {
         worker_secret: secret(2),
         tokens: BTreeMap::new(),
         recovery_recipient: String::new(),
+        unlock_key: Blob::default(),
     }
 }
 
@@ -67,7 +68,9 @@ impl Node {
         };
         let credentials = pki().credentials(&identity.node_id, Role::Manager);
         let bootstrap = bootstrap.then(|| stackd_manager::Bootstrap::New(security()));
-        let config = ManagerConfig { data_dir: dir.path().to_path_buf(), identity, bootstrap, credentials, timings };
+        let at_rest = stackd_manager::keys::open(dir.path(), None).expect("the raft data key");
+        let config =
+            ManagerConfig { data_dir: dir.path().to_path_buf(), identity, bootstrap, credentials, timings, at_rest };
         let started = Instant::now();
         let manager = loop {
             // Must return without a leader: the others are not even started yet.

@@ -38,8 +38,26 @@ fn entry(term: u64, index: u64) -> Entry {
     Entry { log_id: log_id(term, index), payload }
 }
 
+/// The data key of every log in these tests (one per test process).
+fn key() -> Key {
+    static KEY: std::sync::LazyLock<Arc<stackd_tls::seal::DataKey>> =
+        std::sync::LazyLock::new(|| Arc::new(stackd_tls::seal::DataKey::generate().expect("data key")));
+    Some(KEY.clone())
+}
+
 fn open(dir: &Path, segment_bytes: u64) -> LogStore {
-    LogStore::open_with(dir, segment_bytes, Duration::from_secs(10)).expect("open the log")
+    LogStore::open_with(dir, segment_bytes, Duration::from_secs(10), key()).expect("open the log")
+}
+
+/// A record as the writer writes it, header included, sealed with [`key`].
+fn encoded(record: &Record<&Entry>, kind: Kind) -> Vec<u8> {
+    let framed = wal::frame(record, kind).expect("frame");
+    wal::encode(&framed.json, &key())
+}
+
+/// The length of the record whose header starts `header`.
+fn record_len(header: &[u8]) -> usize {
+    (u32::from_le_bytes(header[..4].try_into().expect("4 bytes")) & !(1 << 31)) as usize
 }
 
 fn rt() -> tokio::runtime::Runtime {
@@ -74,7 +92,7 @@ fn twenty_entries_in_small_segments(dir: &Path) -> Vec<std::path::PathBuf> {
 fn records_end(bytes: &[u8]) -> usize {
     let mut at = 0;
     while let Some(header) = bytes.get(at..at + 4) {
-        let len = u32::from_le_bytes(header.try_into().expect("4 bytes")) as usize;
+        let len = record_len(header);
         if len == 0 {
             break;
         }
@@ -248,12 +266,12 @@ fn a_torn_tail_is_cut_off_and_the_log_goes_on() {
         store.append_flushed((1..=5).map(|i| entry(1, i)).collect()).await.expect("append");
         drop(store);
         // What a crash in the middle of a write leaves: a record cut short.
-        let whole = wal::frame(&Record::Entry { entry: &entry(1, 6) }, Kind::Entry(log_id(1, 6))).expect("frame");
+        let whole = encoded(&Record::Entry { entry: &entry(1, 6) }, Kind::Entry(log_id(1, 6)));
         let last = segments(dir.path()).pop().expect("a segment");
         let bytes = std::fs::read(&last).expect("read");
         assert_eq!(bytes.len() as u64, wal::SEGMENT_BYTES, "a segment is allocated whole");
         let good = records_end(&bytes);
-        write_at(&last, good, &whole.bytes[..whole.bytes.len() / 2]);
+        write_at(&last, good, &whole[..whole.len() / 2]);
 
         let store = reopened_with(dir.path(), 5).await;
         let bytes = std::fs::read(&last).expect("read");
@@ -272,7 +290,7 @@ fn corruption_before_the_tail_refuses_to_open() {
     let middle = bytes.len() - 20;
     bytes[middle] ^= 0xff;
     std::fs::write(&files[0], &bytes).expect("corrupt");
-    let err = LogStore::open_with(dir.path(), 300, Duration::from_secs(10)).err().expect("refused");
+    let err = LogStore::open_with(dir.path(), 300, Duration::from_secs(10), key()).err().expect("refused");
     let msg = err.to_string();
     assert!(matches!(err, WalError::Corrupt { .. }), "{msg}");
     assert!(msg.contains(&files[0].display().to_string()) && msg.contains("checksum"), "{msg}");
@@ -308,11 +326,11 @@ fn purged_segments_are_deleted_and_the_marks_survive_them() {
 fn a_log_in_use_is_not_opened_twice() {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = open(dir.path(), wal::SEGMENT_BYTES);
-    let err = LogStore::open_with(dir.path(), wal::SEGMENT_BYTES, Duration::from_millis(100)).err().expect("refused");
+    let err = LogStore::open_with(dir.path(), wal::SEGMENT_BYTES, Duration::from_millis(100), key()).err().expect("refused");
     assert!(err.to_string().contains("in use by another stackd process"), "{err}");
     drop(store);
     // Once the writer is gone (it finishes what was queued first), it opens.
-    LogStore::open_with(dir.path(), wal::SEGMENT_BYTES, Duration::from_secs(10)).expect("reopened");
+    LogStore::open_with(dir.path(), wal::SEGMENT_BYTES, Duration::from_secs(10), key()).expect("reopened");
 }
 
 #[test]
@@ -369,7 +387,7 @@ fn a_whole_record_that_does_not_decode_is_never_cut_off() {
     let before = std::fs::read(&last).expect("read");
     write_at(&last, records_end(&before), &record);
     let written = std::fs::read(&last).expect("read");
-    let err = LogStore::open_with(dir.path(), wal::SEGMENT_BYTES, Duration::from_secs(10)).err().expect("refused");
+    let err = LogStore::open_with(dir.path(), wal::SEGMENT_BYTES, Duration::from_secs(10), key()).err().expect("refused");
     assert!(matches!(err, WalError::Corrupt { .. }) && err.to_string().contains("unreadable"), "{err}");
     assert!(std::fs::read(&last).expect("read") == written, "nothing cut off");
 }
@@ -394,7 +412,7 @@ fn an_unreadable_redb_log_is_left_alone_with_an_explanation() {
     let dir = tempfile::tempdir().expect("tempdir");
     let legacy = dir.path().join(LEGACY_DB);
     std::fs::write(&legacy, b"not a redb database").expect("write");
-    let err = LogStore::open_with(dir.path(), wal::SEGMENT_BYTES, Duration::from_secs(10)).err().expect("refused");
+    let err = LogStore::open_with(dir.path(), wal::SEGMENT_BYTES, Duration::from_secs(10), key()).err().expect("refused");
     assert!(matches!(err, WalError::Legacy { .. }), "{err}");
     assert!(err.to_string().contains("left as it was"), "{err}");
     assert_eq!(std::fs::read(&legacy).expect("still there"), b"not a redb database");
@@ -410,10 +428,10 @@ fn a_torn_write_whose_header_is_lost_is_cut_off() {
         drop(store);
         // The sectors of an unfinished write can reach the disk in any
         // order: here the record's payload did, its header did not.
-        let whole = wal::frame(&Record::Entry { entry: &entry(1, 4) }, Kind::Entry(log_id(1, 4))).expect("frame");
+        let whole = encoded(&Record::Entry { entry: &entry(1, 4) }, Kind::Entry(log_id(1, 4)));
         let last = segments(dir.path()).pop().expect("a segment");
         let good = records_end(&std::fs::read(&last).expect("read"));
-        write_at(&last, good + 8, &whole.bytes[8..]);
+        write_at(&last, good + 8, &whole[8..]);
 
         let store = reopened_with(dir.path(), 3).await;
         let bytes = std::fs::read(&last).expect("read");
@@ -453,9 +471,9 @@ fn zeros_in_a_segment_that_is_not_the_last_refuse_the_open() {
     // allocated end of a segment (a segment is followed by another only once full).
     let bytes = std::fs::read(&files[0]).expect("read");
     let end = records_end(&bytes);
-    let first = 8 + u32::from_le_bytes(bytes[..4].try_into().expect("4 bytes")) as usize;
+    let first = 8 + record_len(&bytes);
     write_at(&files[0], first, &vec![0; end - first]);
-    let err = LogStore::open_with(dir.path(), 300, Duration::from_secs(10)).err().expect("refused");
+    let err = LogStore::open_with(dir.path(), 300, Duration::from_secs(10), key()).err().expect("refused");
     assert!(matches!(err, WalError::Corrupt { .. }) && err.to_string().contains("zeros"), "{err}");
 }
 
@@ -572,7 +590,7 @@ fn a_gated_state_machine_applies_a_leaders_entries_only_once_they_are_synced() {
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
     rt.block_on(async {
         let store = leading(dir.path()).await;
-        let sm = super::super::StateMachine::open(&dir.path().join("snapshots")).expect("state machine");
+        let sm = super::super::StateMachine::open(&dir.path().join("snapshots"), key().expect("a key")).expect("state machine");
         let shared = sm.shared();
         let mut sm = sm.gated(store.durable());
         let entries = vec![entry(1, 1), entry(1, 2)];
@@ -672,5 +690,87 @@ fn a_failed_write_fails_the_gates_of_what_the_leader_wrote_unsynced_before() {
         drop(held);
         let gate = tokio::time::timeout(Duration::from_secs(10), durable.wait(2)).await.expect("no hang");
         assert!(gate.is_err_and(|e| e.contains("writing the raft log failed")), "a gate passed after a failed write");
+    });
+}
+
+/// Whether any segment of the log in `dir` holds `needle` as it is.
+fn log_holds(dir: &Path, needle: &[u8]) -> bool {
+    segments(dir).iter().any(|p| std::fs::read(p).expect("read").windows(needle.len()).any(|w| w == needle))
+}
+
+#[test]
+fn records_are_sealed_on_disk() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    rt().block_on(async {
+        let mut store = open(dir.path(), wal::SEGMENT_BYTES);
+        store.append_flushed((1..=8).map(|i| entry(1, i)).collect()).await.expect("append");
+        drop(store);
+        // Entry 3's config holds 0xfe bytes: "/v7+" in its JSON's base64.
+        assert!(!log_holds(dir.path(), b"/v7+/v7+"), "a config's value is readable in the log");
+        assert!(!log_holds(dir.path(), b"remove_stack"), "a command is readable in the log");
+        let mut store = open(dir.path(), wal::SEGMENT_BYTES);
+        assert_eq!(all(&mut store).await, (1..=8).map(|i| entry(1, i)).collect::<Vec<_>>());
+        drop(store);
+        // Another key does not open it, and says so rather than cutting records off.
+        let other = Some(Arc::new(stackd_tls::seal::DataKey::generate().expect("key")));
+        let err = LogStore::open_with(dir.path(), wal::SEGMENT_BYTES, Duration::from_secs(10), other).err().expect("refused");
+        assert!(err.to_string().contains("another data key"), "{err}");
+        let mut store = open(dir.path(), wal::SEGMENT_BYTES);
+        assert_eq!(all(&mut store).await.len(), 8, "nothing was cut off");
+    });
+}
+
+#[test]
+fn a_plain_log_of_an_earlier_stackd_is_rewritten_sealed() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    rt().block_on(async {
+        let mut store = LogStore::open_with(dir.path(), 600, Duration::from_secs(10), None).expect("plain");
+        store.save_vote(&Vote::new(2, 1)).await.expect("vote");
+        for i in 1..=30 {
+            store.append_flushed(vec![entry(2, i)]).await.expect("append");
+        }
+        store.save_committed(Some(log_id(2, 25))).await.expect("committed");
+        store.purge(log_id(2, 4)).await.expect("purge");
+        drop(store);
+        assert!(log_holds(dir.path(), b"/v7+/v7+"), "the earlier format is plain");
+        assert!(segments(dir.path()).len() > 2, "several segments");
+
+        let mut store = open(dir.path(), 600);
+        assert!(!log_holds(dir.path(), b"/v7+/v7+"), "rewritten sealed");
+        assert!(!dir.path().join(SEALING_DIR).exists() && !dir.path().join(PLAIN_DIR).exists());
+        assert_eq!(all(&mut store).await, (5..=30).map(|i| entry(2, i)).collect::<Vec<_>>());
+        assert_eq!(store.read_committed().await.expect("committed"), Some(log_id(2, 25)));
+        let state = store.get_log_state().await.expect("state");
+        assert_eq!(state.last_purged_log_id, Some(log_id(2, 4)));
+        // The vote stands (downgraded only after a reboot: see resume_vote).
+        assert_eq!(store.read_vote().await.expect("vote").map(|v| v.leader_id), Some(Vote::new(2, 1).leader_id));
+        store.append_flushed(vec![entry(2, 31)]).await.expect("and it goes on");
+        drop(store);
+        let mut store = open(dir.path(), 600);
+        assert_eq!(all(&mut store).await.len(), 27);
+    });
+}
+
+#[test]
+fn a_crash_while_sealing_leaves_a_whole_log() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    rt().block_on(async {
+        let store = LogStore::open_with(dir.path(), wal::SEGMENT_BYTES, Duration::from_secs(10), None).expect("plain");
+        store.append_flushed((1..=6).map(|i| entry(1, i)).collect()).await.expect("append");
+        drop(store);
+        // A crash before the copy was finished: a partial copy beside the plain log.
+        std::fs::create_dir(dir.path().join(SEALING_DIR)).expect("partial copy");
+        std::fs::write(dir.path().join(SEALING_DIR).join("0000000000000001.wal"), b"partial").expect("write");
+        let mut store = open(dir.path(), wal::SEGMENT_BYTES);
+        assert_eq!(all(&mut store).await, (1..=6).map(|i| entry(1, i)).collect::<Vec<_>>());
+        assert!(!log_holds(dir.path(), b"/v7+/v7+"));
+        drop(store);
+        // A crash after the plain log went aside and before the copy took its place.
+        let log = dir.path().join(LOG_DIR);
+        std::fs::rename(&log, dir.path().join(SEALING_DIR)).expect("copy not yet in place");
+        std::fs::create_dir(dir.path().join(PLAIN_DIR)).expect("the plain log aside");
+        let mut store = open(dir.path(), wal::SEGMENT_BYTES);
+        assert_eq!(all(&mut store).await, (1..=6).map(|i| entry(1, i)).collect::<Vec<_>>());
+        assert!(!dir.path().join(PLAIN_DIR).exists(), "the plain log is deleted");
     });
 }
