@@ -487,6 +487,39 @@ pub enum ClusterCmd {
         #[arg(long, requires = "rotate")]
         out: Option<std::path::PathBuf>,
     },
+    /// Turn autolock on or off (admin). On: every manager's raft data is
+    /// wrapped by an unlock key, printed here, that a manager needs to
+    /// start; off: managers start without it.
+    Autolock {
+        /// `on` or `off`.
+        #[arg(value_enum)]
+        state: OnOff,
+    },
+    /// Print the cluster's unlock key (autolock; admin), alone on standard
+    /// output; with `--rotate`, replace it first.
+    UnlockKey {
+        /// Replace the key: managers rewrap their data with the new one. A
+        /// manager stopped meanwhile still opens with the old key once.
+        #[arg(long)]
+        rotate: bool,
+    },
+    /// Give the locked managers of --addr (each of them) the unlock key, so
+    /// that they start. No token needed: the key is the credential.
+    Unlock {
+        /// A file holding the key; without it, the key is read from
+        /// standard input.
+        #[arg(long)]
+        key_file: Option<std::path::PathBuf>,
+    },
+}
+
+/// `on` or `off`.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OnOff {
+    /// Turn it on.
+    On,
+    /// Turn it off.
+    Off,
 }
 
 /// The S3 target of scheduled snapshots (`snapshot schedule`).

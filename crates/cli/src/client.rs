@@ -77,7 +77,7 @@ impl Interceptor for TokenInterceptor {
 }
 
 /// The TLS client configuration from `--ca`/`STACKCTL_CA` (a path or PEM).
-fn tls(g: &Global) -> Result<std::sync::Arc<rustls::ClientConfig>> {
+pub(crate) fn tls(g: &Global) -> Result<std::sync::Arc<rustls::ClientConfig>> {
     let Some(ca) = g.ca.as_deref().filter(|c| !c.trim().is_empty()) else {
         bail!(
             "stackctl needs the cluster's CA certificate to check the manager: set STACKCTL_CA or --ca \
@@ -89,7 +89,7 @@ fn tls(g: &Global) -> Result<std::sync::Arc<rustls::ClientConfig>> {
 }
 
 /// Refuses plaintext addresses before anything else is looked at.
-fn check_addrs(addrs: &str) -> Result<Vec<&str>> {
+pub(crate) fn check_addrs(addrs: &str) -> Result<Vec<&str>> {
     let list: Vec<&str> = addrs.split(',').map(str::trim).filter(|a| !a.is_empty()).collect();
     if list.is_empty() {
         bail!("no manager address given: set STACKCTL_ADDR or --addr ({ENV_HINT})");

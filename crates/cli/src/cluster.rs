@@ -47,6 +47,8 @@ struct StatusDoc {
     has_quorum: bool,
     state_hash: String,
     recovery_recipient: String,
+    autolock: bool,
+    unlock_key_id: String,
     version: String,
     managers: Vec<ManagerRow>,
 }
@@ -71,6 +73,8 @@ pub async fn status_cmd(g: &Global) -> Result<i32> {
         has_quorum: r.has_quorum,
         state_hash: r.state_hash,
         recovery_recipient: r.recovery_recipient,
+        autolock: r.autolock,
+        unlock_key_id: r.unlock_key_id,
         version: r.version,
         managers: r.managers.iter().map(ManagerRow::from).collect(),
     };
@@ -96,6 +100,14 @@ pub async fn status_cmd(g: &Global) -> Result<i32> {
             "none (stackctl cluster recovery-key --rotate)"
         } else {
             &doc.recovery_recipient
+        }
+    );
+    out!(
+        "Autolock:       {}",
+        if doc.autolock {
+            format!("on (unlock key id {}): managers need the key to start", doc.unlock_key_id)
+        } else {
+            "off".to_string()
         }
     );
     out!("Version:        {}", doc.version);

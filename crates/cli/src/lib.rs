@@ -16,6 +16,8 @@
 //! - `args.rs`: the command line (clap).
 //! - `client.rs`: connecting to a manager.
 //! - `cluster.rs`: `cluster status|join-token`, `node promote|demote|rm`.
+//! - `autolock.rs`: `cluster autolock on|off`, `cluster unlock-key`,
+//!   `cluster unlock` (a locked manager's key).
 //! - `deploy.rs`: `stackctl deploy`.
 //! - `follow.rs`: following a rollout (`--wait`): a live bar per service on
 //!   a terminal, a line per change otherwise, JSON lines with `-o json`.
@@ -44,6 +46,7 @@ macro_rules! out {
 
 mod addresses;
 mod args;
+mod autolock;
 mod client;
 mod cluster;
 mod deploy;
@@ -144,6 +147,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
         Cmd::Cluster { command: ClusterCmd::RecoveryKey { rotate, out } } => {
             snapshot::recovery_key(g, *rotate, out.as_deref()).await
         }
+        Cmd::Cluster { command: ClusterCmd::Autolock { state } } => autolock::set(g, *state).await,
+        Cmd::Cluster { command: ClusterCmd::UnlockKey { rotate } } => autolock::key(g, *rotate).await,
+        Cmd::Cluster { command: ClusterCmd::Unlock { key_file } } => autolock::unlock(g, key_file.as_deref()).await,
         Cmd::Snapshot { command: SnapshotCmd::Save { file } } => snapshot::save(g, file).await,
         Cmd::Snapshot { command: SnapshotCmd::Ls } => snapshot::ls(g).await,
         Cmd::Snapshot { command: SnapshotCmd::Schedule { cron, retention, dir, default, s3 } } => {

@@ -204,7 +204,8 @@ fn raft_dir(data_dir: &Path) -> PathBuf {
 fn write_keys(data_dir: &Path, file: &KeysFile) -> Result<(), KeysError> {
     let dir = raft_dir(data_dir);
     let path = dir.join(KEYS_FILE);
-    let json = serde_json::to_vec_pretty(file).map_err(|e| KeysError::Bad { path: path.display().to_string(), why: e.to_string() })?;
+    let json = serde_json::to_vec_pretty(file)
+        .map_err(|e| KeysError::Bad { path: path.display().to_string(), why: e.to_string() })?;
     write_atomic(&dir, KEYS_FILE, &json).map_err(io(&path))
 }
 
@@ -302,7 +303,9 @@ pub(crate) async fn follow(
                     }
                 },
                 Ok(Ok(false)) => {}
-                Ok(Err(e)) => tracing::error!(error = %e, "cannot rewrap the raft data key as the cluster asks; retried at the next change"),
+                Ok(Err(e)) => {
+                    tracing::error!(error = %e, "cannot rewrap the raft data key as the cluster asks; retried at the next change")
+                }
                 Err(e) => tracing::error!(error = %e, "rewrapping the raft data key failed"),
             }
         }

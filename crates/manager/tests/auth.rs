@@ -191,7 +191,8 @@ async fn the_manager_serves_tls_and_checks_every_caller() {
     let on = |enabled: bool| v1::SetAutolockRequest { enabled };
     let e = control.set_autolock(with_token(on(true), &viewer)).await.expect_err("viewer");
     assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
-    let e = control.get_unlock_key(with_token(v1::GetUnlockKeyRequest { rotate: false }, &admin)).await.expect_err("off");
+    let e =
+        control.get_unlock_key(with_token(v1::GetUnlockKeyRequest { rotate: false }, &admin)).await.expect_err("off");
     assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
     let first = control.set_autolock(with_token(on(true), &admin)).await.expect("on").into_inner();
     assert!(first.changed && first.key.starts_with("STKLOCK-1-") && first.key_id.len() == 8, "{first:?}");

@@ -69,11 +69,7 @@ fn seal_with(key: &LessSafeKey, aad: &[u8], plaintext: &[u8], out: &mut Vec<u8>)
     out.extend_from_slice(&nonce);
     out.extend_from_slice(plaintext);
     let tag = key
-        .seal_in_place_separate_tag(
-            Nonce::assume_unique_for_key(nonce),
-            Aad::from(aad),
-            &mut out[start + NONCE_LEN..],
-        )
+        .seal_in_place_separate_tag(Nonce::assume_unique_for_key(nonce), Aad::from(aad), &mut out[start + NONCE_LEN..])
         .map_err(|_| SealError::Random)?;
     out.extend_from_slice(tag.as_ref());
     Ok(())
@@ -231,9 +227,8 @@ impl FromStr for UnlockKey {
             SealError::BadUnlockKey(format!("it does not start with {UNLOCK_PREFIX} ({} characters given)", s.len()))
         })?;
         let bytes = B64.decode(body).map_err(|e| SealError::BadUnlockKey(e.to_string()))?;
-        let bytes: [u8; 32] = bytes
-            .try_into()
-            .map_err(|b: Vec<u8>| SealError::BadUnlockKey(format!("{} bytes, not 32", b.len())))?;
+        let bytes: [u8; 32] =
+            bytes.try_into().map_err(|b: Vec<u8>| SealError::BadUnlockKey(format!("{} bytes, not 32", b.len())))?;
         Ok(Self(bytes))
     }
 }

@@ -17,11 +17,7 @@ pub(super) fn key_id(key: &Blob) -> String {
 }
 
 fn response(key: &Blob, changed: bool) -> v1::UnlockKeyResponse {
-    v1::UnlockKeyResponse {
-        key: String::from_utf8_lossy(&key.0).into_owned(),
-        key_id: key_id(key),
-        changed,
-    }
+    v1::UnlockKeyResponse { key: String::from_utf8_lossy(&key.0).into_owned(), key_id: key_id(key), changed }
 }
 
 /// Proposes a new unlock key (autolock on, or a rotation).

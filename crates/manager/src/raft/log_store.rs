@@ -697,7 +697,8 @@ impl RaftLogReader<TypeConfig> for LogStore {
                         // Its segment was deleted by a purge meanwhile: the entry is gone.
                         break;
                     };
-                    wal::read_entry(&file, &loc, &self.key).map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Read, e))?
+                    wal::read_entry(&file, &loc, &self.key)
+                        .map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Read, e))?
                 }
             });
         }

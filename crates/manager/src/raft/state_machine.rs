@@ -19,8 +19,8 @@ use tokio::sync::{broadcast, watch};
 
 use super::log_store::Durable;
 use super::snapshot::{self, Payload};
-use stackd_tls::seal::DataKey;
 use super::{Entry, LogId, NodeIdOf, SnapshotMetaOf, StoredMembershipOf, TypeConfig};
+use stackd_tls::seal::DataKey;
 
 type StorageResult<T> = Result<T, StorageError<NodeIdOf>>;
 
@@ -42,10 +42,9 @@ fn seal_file(key: &DataKey, bytes: &[u8]) -> Result<Vec<u8>, String> {
 fn open_file(key: &DataKey, path: &Path) -> Result<(Vec<u8>, bool), String> {
     let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
     match bytes.strip_prefix(SEALED_MAGIC) {
-        Some(sealed) => key
-            .open(sealed)
-            .map(|b| (b, true))
-            .map_err(|e| format!("{}: the sealed snapshot {e}", path.display())),
+        Some(sealed) => {
+            key.open(sealed).map(|b| (b, true)).map_err(|e| format!("{}: the sealed snapshot {e}", path.display()))
+        }
         None => Ok((bytes, false)),
     }
 }

@@ -326,7 +326,8 @@ fn purged_segments_are_deleted_and_the_marks_survive_them() {
 fn a_log_in_use_is_not_opened_twice() {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = open(dir.path(), wal::SEGMENT_BYTES);
-    let err = LogStore::open_with(dir.path(), wal::SEGMENT_BYTES, Duration::from_millis(100), key()).err().expect("refused");
+    let err =
+        LogStore::open_with(dir.path(), wal::SEGMENT_BYTES, Duration::from_millis(100), key()).err().expect("refused");
     assert!(err.to_string().contains("in use by another stackd process"), "{err}");
     drop(store);
     // Once the writer is gone (it finishes what was queued first), it opens.
@@ -387,7 +388,8 @@ fn a_whole_record_that_does_not_decode_is_never_cut_off() {
     let before = std::fs::read(&last).expect("read");
     write_at(&last, records_end(&before), &record);
     let written = std::fs::read(&last).expect("read");
-    let err = LogStore::open_with(dir.path(), wal::SEGMENT_BYTES, Duration::from_secs(10), key()).err().expect("refused");
+    let err =
+        LogStore::open_with(dir.path(), wal::SEGMENT_BYTES, Duration::from_secs(10), key()).err().expect("refused");
     assert!(matches!(err, WalError::Corrupt { .. }) && err.to_string().contains("unreadable"), "{err}");
     assert!(std::fs::read(&last).expect("read") == written, "nothing cut off");
 }
@@ -412,7 +414,8 @@ fn an_unreadable_redb_log_is_left_alone_with_an_explanation() {
     let dir = tempfile::tempdir().expect("tempdir");
     let legacy = dir.path().join(LEGACY_DB);
     std::fs::write(&legacy, b"not a redb database").expect("write");
-    let err = LogStore::open_with(dir.path(), wal::SEGMENT_BYTES, Duration::from_secs(10), key()).err().expect("refused");
+    let err =
+        LogStore::open_with(dir.path(), wal::SEGMENT_BYTES, Duration::from_secs(10), key()).err().expect("refused");
     assert!(matches!(err, WalError::Legacy { .. }), "{err}");
     assert!(err.to_string().contains("left as it was"), "{err}");
     assert_eq!(std::fs::read(&legacy).expect("still there"), b"not a redb database");
@@ -590,7 +593,8 @@ fn a_gated_state_machine_applies_a_leaders_entries_only_once_they_are_synced() {
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
     rt.block_on(async {
         let store = leading(dir.path()).await;
-        let sm = super::super::StateMachine::open(&dir.path().join("snapshots"), key().expect("a key")).expect("state machine");
+        let sm = super::super::StateMachine::open(&dir.path().join("snapshots"), key().expect("a key"))
+            .expect("state machine");
         let shared = sm.shared();
         let mut sm = sm.gated(store.durable());
         let entries = vec![entry(1, 1), entry(1, 2)];
@@ -702,7 +706,7 @@ fn log_holds(dir: &Path, needle: &[u8]) -> bool {
 fn records_are_sealed_on_disk() {
     let dir = tempfile::tempdir().expect("tempdir");
     rt().block_on(async {
-        let mut store = open(dir.path(), wal::SEGMENT_BYTES);
+        let store = open(dir.path(), wal::SEGMENT_BYTES);
         store.append_flushed((1..=8).map(|i| entry(1, i)).collect()).await.expect("append");
         drop(store);
         // Entry 3's config holds 0xfe bytes: "/v7+" in its JSON's base64.
@@ -713,7 +717,8 @@ fn records_are_sealed_on_disk() {
         drop(store);
         // Another key does not open it, and says so rather than cutting records off.
         let other = Some(Arc::new(stackd_tls::seal::DataKey::generate().expect("key")));
-        let err = LogStore::open_with(dir.path(), wal::SEGMENT_BYTES, Duration::from_secs(10), other).err().expect("refused");
+        let err =
+            LogStore::open_with(dir.path(), wal::SEGMENT_BYTES, Duration::from_secs(10), other).err().expect("refused");
         assert!(err.to_string().contains("another data key"), "{err}");
         let mut store = open(dir.path(), wal::SEGMENT_BYTES);
         assert_eq!(all(&mut store).await.len(), 8, "nothing was cut off");
