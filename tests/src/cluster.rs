@@ -131,12 +131,41 @@ impl Node {
 
     /// `stackd init` listening on `addr`, inside namespace `netns` if given.
     pub fn init_at(name: &str, opts: &Opts, addr: &str, netns: Option<&str>) -> Result<Node> {
+        Node::init_with(name, opts, &[], addr, netns)
+    }
+
+    /// `stackd init` with `extra` flags of `init` alone (`--autolock`).
+    pub fn init_with(name: &str, opts: &Opts, extra: &[&str], addr: &str, netns: Option<&str>) -> Result<Node> {
         let dir = tempfile::Builder::new().prefix("stackd-test-").tempdir()?;
         let mut node = Node::new(dir, addr.to_string(), name, opts.clone(), netns.map(String::from));
-        node.spawn(&["init", "--listen", addr, "--name", name])?;
+        let mut args = vec!["init", "--listen", addr, "--name", name];
+        args.extend_from_slice(extra);
+        node.spawn(&args)?;
         node.wait_ready()?;
         record_test_cluster(&node.cluster_id());
         Ok(node)
+    }
+
+    /// Sets (or, with `None`, removes) an environment variable of the
+    /// node's process from its next start on.
+    pub fn set_env(&mut self, key: &str, value: Option<&str>) {
+        self.opts.env.retain(|(k, _)| k != key);
+        if let Some(v) = value {
+            self.opts.env.push((key.to_string(), v.to_string()));
+        }
+    }
+
+    /// Runs `stackd ARGS --data-dir DIR` for this node (not the node
+    /// itself: `stackd unlock`), `input` on stdin, killed after 30 s.
+    pub fn stackd_command(&self, args: &[&str], input: Option<&[u8]>) -> Result<Output> {
+        let mut cmd = self.command(&bin("stackd"));
+        cmd.args(args).arg("--data-dir").arg(&self.data);
+        Ok(run_timeout(cmd, input, Duration::from_secs(30))?.0)
+    }
+
+    /// The node's `--data-dir`.
+    pub fn data_dir(&self) -> &std::path::Path {
+        &self.data
     }
 
     /// `stackd join` the cluster of `via` with `token` on a free 127.0.0.1
