@@ -184,16 +184,24 @@ impl AtRest {
                 }
             }
         };
+        // The new wrapping is durable before the local key goes: a crash
+        // between leaves a key file that wraps nothing, never a data key
+        // that nothing opens.
         write_keys(&self.data_dir, &file)?;
         if unlock.is_some() {
-            match std::fs::remove_file(&kek_path) {
-                Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => return Err(io(&kek_path)(e)),
-            }
+            remove_kek(&kek_path)?;
         }
         *wrapping = want;
         Ok(true)
+    }
+}
+
+/// Deletes the local key file, if there is one.
+fn remove_kek(path: &Path) -> Result<(), KeysError> {
+    match std::fs::remove_file(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(io(path)(e)),
     }
 }
 
@@ -268,6 +276,8 @@ pub fn open(data_dir: &Path, unlock: Option<&UnlockKey>) -> Result<AtRest, KeysE
             }
             let key = DataKey::unwrap(&wrapped, &unlock.kek())
                 .map_err(|_| KeysError::WrongKey { key_id: file.key_id.clone(), given: unlock.id() })?;
+            // A crash after the rewrap and before the local key's deletion left it: it goes now.
+            remove_kek(&kek_path)?;
             (key, Wrapping::Unlock(file.key_id))
         }
     };
@@ -351,7 +361,10 @@ mod tests {
         let other = UnlockKey::generate().expect("key");
         let err = open(dir.path(), Some(&other)).expect_err("wrong key");
         assert!(matches!(err, KeysError::WrongKey { .. }) && err.is_locked(), "{err}");
+        // A crash between the rewrap and the local key's deletion: it goes at the next open.
+        std::fs::write(dir.path().join(KEK_FILE), "left over").expect("write");
         let b = open(dir.path(), Some(&k)).expect("unlocked");
+        assert!(!dir.path().join(KEK_FILE).exists(), "a local key that wraps nothing is deleted");
         assert_eq!(b.key().open(&sealed).expect("same key"), b"x");
 
         // Rotation, then autolock off.
