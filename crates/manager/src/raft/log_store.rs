@@ -775,10 +775,25 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 }
 
-/// Copies a log kept in `raft.redb` (stackd before the write-ahead log)
-/// into the write-ahead log: built aside, made durable, renamed into place,
-/// and only then is the old database removed. A crash at any point leaves
-/// either the old log or the complete new one.
+/// An I/O error at `p`.
+fn io(p: &Path) -> impl Fn(std::io::Error) -> WalError + use<> {
+    let p = p.display().to_string();
+    move |source| WalError::Io { path: p.clone(), source }
+}
+
+/// The records that carry a log's marks into a new copy of it.
+fn marks(vote: Option<Vote>, purged: Option<LogId>, committed: Option<LogId>) -> Result<Vec<Framed>, WalError> {
+    let mut records = Vec::new();
+    if let Some(vote) = vote {
+        records.push(wal::frame::<&Entry>(&Record::Vote { vote }, Kind::Vote(vote))?);
+    }
+    if let Some(upto) = purged {
+        records.push(wal::frame::<&Entry>(&Record::Purge { upto }, Kind::Purge(upto))?);
+    }
+    records.push(wal::frame::<&Entry>(&Record::Committed { committed }, Kind::Committed(committed))?);
+    Ok(records)
+}
+
 /// Opens the log of the Raft dir `dir`; when `key` is given and the log
 /// holds plain records, first replaces it with a sealed copy (see the
 /// module doc).
@@ -786,10 +801,6 @@ fn reseal(dir: &Path, segment_bytes: u64, key: &Key) -> Result<(Writer, Replayed
     let log = dir.join(LOG_DIR);
     let sealing = dir.join(SEALING_DIR);
     let plain = dir.join(PLAIN_DIR);
-    let io = |p: &Path| {
-        let p = p.display().to_string();
-        move |source| WalError::Io { path: p.clone(), source }
-    };
     // What a crash during an earlier copy left.
     if sealing.exists() {
         if log.exists() {
@@ -813,16 +824,7 @@ fn reseal(dir: &Path, segment_bytes: u64, key: &Key) -> Result<(Writer, Replayed
         "the raft log holds records written before encryption at rest: rewriting it sealed"
     );
     let (mut copy, _, _) = Writer::open(&sealing, segment_bytes, key.clone())?;
-    let mut records = Vec::new();
-    if let Some(vote) = replayed.vote {
-        records.push(wal::frame::<&Entry>(&Record::Vote { vote }, Kind::Vote(vote))?);
-    }
-    if let Some(upto) = replayed.purged {
-        records.push(wal::frame::<&Entry>(&Record::Purge { upto }, Kind::Purge(upto))?);
-    }
-    let committed = replayed.committed;
-    records.push(wal::frame::<&Entry>(&Record::Committed { committed }, Kind::Committed(committed))?);
-    copy.write(&records, false)?;
+    copy.write(&marks(replayed.vote, replayed.purged, replayed.committed)?, false)?;
     let locs: Vec<Loc> = replayed.entries.values().copied().collect();
     for chunk in locs.chunks(256) {
         let mut records = Vec::with_capacity(chunk.len());
@@ -848,14 +850,14 @@ fn reseal(dir: &Path, segment_bytes: u64, key: &Key) -> Result<(Writer, Replayed
     Writer::open(&log, segment_bytes, key.clone())
 }
 
+/// Copies a log kept in `raft.redb` (stackd before the write-ahead log)
+/// into the write-ahead log: built aside, made durable, renamed into place,
+/// and only then is the old database removed. A crash at any point leaves
+/// either the old log or the complete new one.
 fn migrate(dir: &Path, key: &Key) -> Result<(), WalError> {
     let legacy = dir.join(LEGACY_DB);
     let target = dir.join(LOG_DIR);
     let aside = dir.join(MIGRATING_DIR);
-    let io = |p: &Path| {
-        let p = p.display().to_string();
-        move |source| WalError::Io { path: p.clone(), source }
-    };
     if !legacy.exists() {
         return Ok(());
     }
@@ -870,16 +872,7 @@ fn migrate(dir: &Path, key: &Key) -> Result<(), WalError> {
     let old = legacy::read(&legacy)?;
     tracing::info!(entries = old.entries.len(), from = %legacy.display(), "moving the raft log to the write-ahead log");
     let (mut writer, _, _) = Writer::open(&aside, wal::SEGMENT_BYTES, key.clone())?;
-    let mut records = Vec::new();
-    if let Some(vote) = old.vote {
-        records.push(wal::frame::<&Entry>(&Record::Vote { vote }, Kind::Vote(vote))?);
-    }
-    if let Some(upto) = old.purged {
-        records.push(wal::frame::<&Entry>(&Record::Purge { upto }, Kind::Purge(upto))?);
-    }
-    records
-        .push(wal::frame::<&Entry>(&Record::Committed { committed: old.committed }, Kind::Committed(old.committed))?);
-    writer.write(&records, false)?;
+    writer.write(&marks(old.vote, old.purged, old.committed)?, false)?;
     for chunk in old.entries.chunks(256) {
         let records = chunk
             .iter()
