@@ -310,6 +310,20 @@ fn c_restart_all_three_keeps_the_state() {
     create_config(&c, "after-restart");
 }
 
+/// The data key of the manager in `data_dir` (wrapped by its local key
+/// file: no autolock), which seals its log's records.
+fn data_key(data_dir: &std::path::Path) -> stackd_tls::seal::DataKey {
+    use base64::Engine as _;
+    let keys: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(data_dir.join("raft/keys.json")).expect("keys.json")).expect("JSON");
+    assert_eq!(keys["wrapped_by"], "local", "{keys}");
+    let wrapped =
+        base64::engine::general_purpose::STANDARD.decode(keys["data_key"].as_str().expect("data_key")).expect("base64");
+    let kek = stackd_tls::seal::Kek::from_text(&std::fs::read_to_string(data_dir.join("raft.kek")).expect("raft.kek"))
+        .expect("a key");
+    stackd_tls::seal::DataKey::unwrap(&wrapped, &kek).expect("the local key opens the data key")
+}
+
 /// Cuts the last entry record, and all after it, off the write-ahead log
 /// in `data_dir` (zeros, as a segment allocated whole holds past its
 /// records): what a power cut leaves of a leader that had written the entry
@@ -324,14 +338,19 @@ fn cut_last_entry(data_dir: &std::path::Path) -> u64 {
     segments.sort();
     let last = segments.last().expect("a segment");
     let mut bytes = std::fs::read(last).expect("read the segment");
-    // record = len: u32 LE | crc32: u32 LE | JSON of the record
+    let key = data_key(data_dir);
+    // record = len: u32 LE (top bit: sealed) | crc32: u32 LE | the record's
+    // JSON, sealed with the manager's data key
     let (mut at, mut last_entry) = (0usize, None);
     while at + 8 <= bytes.len() {
-        let len = u32::from_le_bytes(bytes[at..at + 4].try_into().expect("4 bytes")) as usize;
+        let word = u32::from_le_bytes(bytes[at..at + 4].try_into().expect("4 bytes"));
+        let len = (word & !(1 << 31)) as usize;
         if len == 0 {
             break;
         }
-        let json = &bytes[at + 8..at + 8 + len];
+        let payload = &bytes[at + 8..at + 8 + len];
+        let json =
+            if word & (1 << 31) != 0 { key.open(payload).expect("the data key opens it") } else { payload.to_vec() };
         if json.starts_with(b"{\"entry\"") {
             last_entry = Some(at);
         }
