@@ -100,6 +100,21 @@ pub fn free_port() -> u16 {
     l.local_addr().expect("addr").port()
 }
 
+/// `GET path` over plain HTTP/1.0 at `addr` (`127.0.0.1:9280`): the status
+/// code and the body; `None` until something answers.
+pub fn http_get(addr: &str, path: &str) -> Option<(u16, String)> {
+    use std::io::{Read, Write};
+    let addr: std::net::SocketAddr = addr.parse().ok()?;
+    let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").as_bytes()).ok()?;
+    let mut text = String::new();
+    s.read_to_string(&mut text).ok()?;
+    let (head, body) = text.split_once("\r\n\r\n")?;
+    let code = head.split_whitespace().nth(1)?.parse().ok()?;
+    Some((code, body.to_string()))
+}
+
 /// The `KEY=value` lines of a `stackctl.env` file (comments and blank lines
 /// skipped; single quotes around a value removed).
 pub fn parse_env_file(text: &str) -> Vec<(String, String)> {

@@ -108,7 +108,9 @@ fn wait_locked(node: &Node) {
 #[test]
 fn an_autolocked_manager_waits_for_its_key_and_a_wrong_key_is_refused() {
     let addr = format!("127.0.0.1:{}", stackd_tests::free_port());
-    let mut node = Node::init_with("lock1", &Opts::manager(), &["--autolock"], &addr, None).expect("manager");
+    let http = format!("127.0.0.1:{}", stackd_tests::free_port());
+    let opts = Opts::manager().flag("--metrics-addr", &http);
+    let mut node = Node::init_with("lock1", &opts, &["--autolock"], &addr, None).expect("manager");
     let work = tempfile::tempdir().expect("tempdir");
     let key = node.stackctl(&["cluster", "unlock-key"]).trim().to_string();
     assert!(key.starts_with("STKLOCK-1-"), "{key}");
@@ -136,6 +138,11 @@ fn an_autolocked_manager_waits_for_its_key_and_a_wrong_key_is_refused() {
     node.start().expect("start");
     wait_locked(&node);
     assert!(node.is_running(), "a locked manager does not exit");
+    // systemd and load balancers see it too.
+    let (code, body) = stackd_tests::http_get(&http, "/readyz").expect("/readyz of a locked manager");
+    assert!(code == 503 && body.contains("locked (autolock)") && body.contains(&id), "{code} {body}");
+    let (code, _) = stackd_tests::http_get(&http, "/healthz").expect("/healthz");
+    assert_eq!(code, 200, "a locked manager is alive");
     let key_file = |name: &str, text: &str| {
         let p = work.path().join(name);
         std::fs::write(&p, text).expect("write key");
@@ -152,6 +159,10 @@ fn an_autolocked_manager_waits_for_its_key_and_a_wrong_key_is_refused() {
     let out = node.stackctl_output(&["cluster", "unlock", "--key-file", &right]).expect("unlock");
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     node.wait_ready().expect("the manager starts once unlocked");
+    wait_until(Duration::from_secs(20), "/readyz to say ready once unlocked", || {
+        let (code, body) = stackd_tests::http_get(&http, "/readyz")?;
+        (code == 200 && body.contains("manager: ready")).then_some(())
+    });
     assert_eq!(secret_names(&node), vec!["before_restart".to_string()], "its state is all there");
     let again = node.stackctl_output(&["cluster", "unlock", "--key-file", &right]).expect("unlock again");
     assert!(

@@ -429,6 +429,11 @@ impl Executor {
         Ok(Executor { docker, endpoint, network_lock: Arc::new(tokio::sync::Mutex::new(())) })
     }
 
+    /// Whether the engine answers (`GET /_ping`).
+    pub async fn ping(&self) -> Result<(), DockerError> {
+        self.docker.ping().await.map(|_| ()).map_err(|e| engine("ping", e))
+    }
+
     /// The socket or host this executor talks to.
     pub fn endpoint(&self) -> &str {
         &self.endpoint

@@ -113,7 +113,40 @@ pub struct AgentOptions {
     pub shared_engine: bool,
     /// The VXLAN UDP port ([`dataplane::DEFAULT_VXLAN_PORT`] when `None`).
     pub vxlan_port: Option<u16>,
+    /// Where the agent says how it is (the node's `/readyz`).
+    pub status: Option<std::sync::Arc<AgentStatus>>,
 }
+
+/// How the agent is, for the node's `/readyz`: a session with a manager
+/// open, and the Docker engine answering.
+#[derive(Debug, Default)]
+pub struct AgentStatus {
+    session: std::sync::atomic::AtomicBool,
+    engine: std::sync::atomic::AtomicBool,
+}
+
+impl AgentStatus {
+    /// Whether a dispatcher session is open.
+    pub fn session_open(&self) -> bool {
+        self.session.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Whether the engine answered its last ping (every [`PING_EVERY`]).
+    pub fn engine_reachable(&self) -> bool {
+        self.engine.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    pub(crate) fn set_session(&self, open: bool) {
+        self.session.store(open, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    fn set_engine(&self, ok: bool) {
+        self.engine.store(ok, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// How often the agent pings its engine for [`AgentStatus`].
+pub const PING_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Why the agent could not run.
 #[derive(Debug, thiserror::Error)]
@@ -203,9 +236,32 @@ pub async fn run_with(
         overlay_mtu: dataplane.as_ref().map(|s| s.mtu),
     };
     let files = files::TaskFiles::open(config.files_dir.clone());
+    let status = options.status.unwrap_or_default();
+    status.set_engine(true);
+    let pinger = tokio::spawn(ping_engine(exec.clone(), status.clone()));
     let worker = Worker::new(exec, ctx, files, reports_tx, dataplane.map(dataplane::DataPlane::new));
-    Session::new(description, managers, config.tls, worker, reports_rx).run(shutdown).await;
+    Session::new(description, managers, config.tls, worker, reports_rx, status.clone()).run(shutdown).await;
+    pinger.abort();
+    status.set_session(false);
     Ok(())
+}
+
+/// Pings the engine every [`PING_EVERY`] and records whether it answered.
+async fn ping_engine(exec: Executor, status: std::sync::Arc<AgentStatus>) {
+    let mut was = true;
+    loop {
+        tokio::time::sleep(PING_EVERY).await;
+        let ok = tokio::time::timeout(PING_EVERY, exec.ping()).await.is_ok_and(|r| r.is_ok());
+        if ok != was {
+            if ok {
+                info!("the Docker engine answers again");
+            } else {
+                warn!(docker = %exec.endpoint(), "the Docker engine does not answer its ping");
+            }
+            was = ok;
+        }
+        status.set_engine(ok);
+    }
 }
 
 /// The data plane's settings: this node's address (its advertised one),

@@ -231,6 +231,8 @@ pub(crate) struct Session {
     to_report: Vec<((String, u64), ImagePin)>,
     resolved_tx: mpsc::UnboundedSender<((String, u64), ImagePin)>,
     resolved: mpsc::UnboundedReceiver<((String, u64), ImagePin)>,
+    /// Whether a session is open, for the node's `/readyz`.
+    status: Arc<crate::AgentStatus>,
 }
 
 impl Session {
@@ -241,6 +243,7 @@ impl Session {
         tls: Arc<rustls::ClientConfig>,
         worker: Worker,
         reports: mpsc::UnboundedReceiver<StatusReport>,
+        status: Arc<crate::AgentStatus>,
     ) -> Session {
         let (resolved_tx, resolved) = mpsc::unbounded_channel();
         Session {
@@ -260,6 +263,7 @@ impl Session {
             to_report: Vec::new(),
             resolved_tx,
             resolved,
+            status,
         }
     }
 
@@ -269,6 +273,7 @@ impl Session {
         let mut link: Option<Link> = None;
         loop {
             let state = std::mem::replace(&mut self.state, SessionState::Connecting);
+            self.status.set_session(matches!(state, SessionState::Connected { .. }));
             let step = async {
                 match state {
                     SessionState::Connecting => match self.open().await {

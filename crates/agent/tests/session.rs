@@ -309,7 +309,12 @@ async fn the_agent_follows_the_leader_hint_and_keeps_the_managers_it_learns() {
         files_dir: std::env::temp_dir().join(format!("stackd-agent-files-{node_id}")),
         generic_resources: Default::default(),
     };
-    let options = AgentOptions { state_dir: Some(state.path().to_path_buf()), shared_engine: true, vxlan_port: None };
+    let options = AgentOptions {
+        state_dir: Some(state.path().to_path_buf()),
+        shared_engine: true,
+        vxlan_port: None,
+        status: None,
+    };
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
     let agent = tokio::spawn(run_with(config, options, async move {
         let _ = stop_rx.await;

@@ -43,6 +43,9 @@
 //! - [`journal`]: the last events of the cluster, kept by every manager
 //!   (`stackctl events`, watchers that resume after a failover).
 //! - [`diff`]: field-level differences between service specs (`deploy --dry-run`).
+//! - [`metrics`]: the state's figures for `/metrics` (tasks by state and
+//!   why they wait, rollouts, nodes, the last scheduled snapshot), with
+//!   labels of a closed set.
 //! - [`compose`]: a [`StackSpec`](model::StackSpec) written back as a compose
 //!   document (what `stackctl config` prints; the loader reads it back unchanged).
 
@@ -53,6 +56,7 @@ pub mod diff;
 pub mod journal;
 pub mod liveness;
 pub mod loader;
+pub mod metrics;
 pub mod model;
 pub mod net;
 pub mod orchestrator;

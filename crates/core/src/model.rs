@@ -1330,6 +1330,21 @@ pub enum TaskState {
 }
 
 impl TaskState {
+    /// Every state, in order.
+    pub const ALL: [TaskState; 11] = [
+        TaskState::New,
+        TaskState::Pending,
+        TaskState::Assigned,
+        TaskState::Preparing,
+        TaskState::Starting,
+        TaskState::Running,
+        TaskState::Complete,
+        TaskState::Shutdown,
+        TaskState::Failed,
+        TaskState::Rejected,
+        TaskState::Orphaned,
+    ];
+
     /// Terminal states: the container is not running and never will again.
     pub fn is_terminal(self) -> bool {
         self >= TaskState::Complete

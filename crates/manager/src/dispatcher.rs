@@ -78,6 +78,8 @@ pub struct Dispatcher {
     /// The image pins being proposed (service id, revision): a second
     /// answer meanwhile proposes nothing.
     pinning: Arc<Mutex<BTreeSet<(String, u64)>>>,
+    /// Nodes this manager declared down for missed heartbeats, since it started.
+    declared_down: Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// The refusal of a manager that does not lead with a majority: `unavailable`
@@ -119,7 +121,23 @@ impl Dispatcher {
             sessions: Arc::new(Mutex::new(HashMap::new())),
             rounds,
             pinning: Arc::default(),
+            declared_down: Arc::default(),
         }
+    }
+
+    /// Agent sessions open on this manager.
+    pub(crate) fn session_count(&self) -> usize {
+        lock(&self.sessions).len()
+    }
+
+    /// Nodes this manager declared down for missed heartbeats since it started.
+    pub(crate) fn declared_down(&self) -> u64 {
+        self.declared_down.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Counts a node declared down.
+    pub(crate) fn count_declared_down(&self) {
+        self.declared_down.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Refuses `req` unless it comes with the certificate of `node_id`.

@@ -96,6 +96,14 @@ impl KeysError {
     pub fn is_locked(&self) -> bool {
         matches!(self, Self::Locked { .. } | Self::WrongKey { .. })
     }
+
+    /// The id of the unlock key the manager waits for, when it is locked.
+    pub fn locked_by(&self) -> Option<&str> {
+        match self {
+            Self::Locked { key_id } | Self::WrongKey { key_id, .. } => Some(key_id),
+            _ => None,
+        }
+    }
 }
 
 fn io(path: &Path) -> impl Fn(std::io::Error) -> KeysError + '_ {

@@ -34,6 +34,8 @@
 //!   (orchestrate, schedule).
 //! - `dispatcher.rs`: agent sessions, heartbeats, status reports.
 //! - `monitor.rs`: the loop that declares silent nodes down (core's `liveness`).
+//! - [`metrics`]: the manager's metrics, read on each scrape (Raft, the
+//!   dispatcher, and on the leader the cluster's figures from core).
 //! - `membership.rs`: the leader's loop that makes Raft's membership follow
 //!   the nodes' roles (learner, then voter; removal), and the quorum check
 //!   of demotions and removals.
@@ -67,6 +69,7 @@ mod identity;
 pub mod keys;
 mod lock;
 mod membership;
+pub mod metrics;
 mod monitor;
 mod peer;
 pub mod raft;
@@ -263,6 +266,11 @@ impl Manager {
                 raft::RaftService::new(self.raft.clone()).server(),
                 auth::manager_peer(self.identity.cluster_id.clone(), self.raft.shared().clone()),
             ))
+    }
+
+    /// The manager's metrics, for the node's `/metrics`.
+    pub fn collector(&self) -> metrics::ManagerCollector {
+        metrics::ManagerCollector::new(self.raft.clone(), self.dispatcher.clone())
     }
 
     /// The TLS configuration the manager serves with.

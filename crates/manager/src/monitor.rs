@@ -54,9 +54,12 @@ impl Reconciler for NodeMonitor {
         let mut next = Next::Again;
         for id in down {
             tracing::warn!(node = %id, "node missed its heartbeats: declaring it down");
-            if let Err(e) = raft.propose(Command::SetNodeState { id, state: NodeState::Down, at: tick.now }).await {
-                tracing::warn!(error = %e, "could not mark node down");
-                next = Next::Retry(SETTLE);
+            match raft.propose(Command::SetNodeState { id, state: NodeState::Down, at: tick.now }).await {
+                Ok(_) => self.dispatcher.count_declared_down(),
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not mark node down");
+                    next = Next::Retry(SETTLE);
+                }
             }
         }
         next

@@ -10,6 +10,8 @@
 //!   manager's if its certificate is a manager's (the agent too unless
 //!   `--no-agent`), the agent only for a worker; again after each role
 //!   change.
+//! - [`http`]: the node's plain HTTP address (`--metrics-addr`):
+//!   `/healthz`, `/readyz` (each role's state) and `/metrics`.
 //! - [`join`]: `stackd join`, entering a cluster with a join token.
 //! - `role.rs`: the node follows the role the cluster gives it (promote,
 //!   demote): a new certificate, then its roles restart.
@@ -21,6 +23,7 @@
 //!   managers' addresses.
 
 pub mod files;
+pub mod http;
 pub mod join;
 mod node;
 pub mod restore;

@@ -152,6 +152,11 @@ struct NodeArgs {
     /// node; Swarm uses 4789).
     #[arg(long, env = "STACKD_VXLAN_PORT", default_value_t = stackd_agent::dataplane::DEFAULT_VXLAN_PORT)]
     vxlan_port: u16,
+    /// A plain HTTP address (`127.0.0.1:9280`) serving /healthz, /readyz
+    /// and /metrics (Prometheus), for systemd, load balancers and
+    /// Prometheus; nothing secret is served there. Off by default.
+    #[arg(long, env = "STACKD_METRICS_ADDR")]
+    metrics_addr: Option<String>,
     /// Autolock: a file holding the cluster's unlock key, so that the
     /// manager starts unlocked (without it a locked manager waits for
     /// `stackd unlock`). STACKD_UNLOCK_KEY gives the key itself.
@@ -204,6 +209,7 @@ impl NodeArgs {
             vxlan_port: self.vxlan_port,
             unlock_key,
             autolock: false,
+            metrics_addr: self.metrics_addr.clone(),
         })
     }
 }

@@ -12,6 +12,7 @@ use stackd_tls::{ConfigError, PeerError};
 use tokio_util::sync::CancellationToken;
 
 use crate::files::{self, FilesError};
+use crate::http;
 use crate::role::{self, RoleError};
 
 /// How a node runs, on every start.
@@ -31,6 +32,9 @@ pub struct NodeOptions {
     pub unlock_key: Option<stackd_tls::seal::UnlockKey>,
     /// `stackd init --autolock`: the new cluster starts with autolock on.
     pub autolock: bool,
+    /// The plain HTTP address of `/healthz`, `/readyz` and `/metrics`
+    /// (`--metrics-addr`); `None`: not served.
+    pub metrics_addr: Option<String>,
 }
 
 /// Why a node stopped other than on a signal.
@@ -110,12 +114,47 @@ enum Exit {
 pub async fn run_roles(
     data_dir: PathBuf,
     identity: Identity,
-    mut bootstrap: bool,
+    bootstrap: bool,
     node: NodeOptions,
     stop: CancellationToken,
 ) -> Result<()> {
+    let status = Arc::new(http::NodeStatus::default());
+    // One HTTP server for the whole process: it answers across role changes.
+    let http = match &node.metrics_addr {
+        Some(addr) => {
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|source| NodeError::Listen { addr: addr.clone(), source })?;
+            let (status, stop) = (status.clone(), stop.clone());
+            Some(tokio::spawn(async move {
+                if let Err(e) = http::serve(listener, status, stop).await {
+                    tracing::error!(error = %e, "the HTTP server of /metrics stopped");
+                }
+            }))
+        }
+        None => None,
+    };
+    let outcome = run_all_roles(&data_dir, &identity, bootstrap, &node, &stop, &status).await;
+    if let Some(h) = http {
+        h.abort();
+    }
+    outcome
+}
+
+/// [`run_roles`] once the HTTP server runs.
+async fn run_all_roles(
+    data_dir: &Path,
+    identity: &Identity,
+    mut bootstrap: bool,
+    node: &NodeOptions,
+    stop: &CancellationToken,
+    status: &Arc<http::NodeStatus>,
+) -> Result<()> {
     loop {
-        match run_node(&data_dir, &identity, bootstrap, &node, &stop).await? {
+        let exit = run_node(data_dir, identity, bootstrap, node, stop, status).await;
+        status.set_manager(http::ManagerPhase::None);
+        status.set_agent(None);
+        match exit? {
             Exit::Stopped => return Ok(()),
             Exit::RoleChanged(role) => {
                 bootstrap = false;
@@ -141,6 +180,7 @@ async fn run_node(
     bootstrap: bool,
     node: &NodeOptions,
     signal: &CancellationToken,
+    status: &Arc<http::NodeStatus>,
 ) -> Result<Exit> {
     let data_dir = data_dir.to_path_buf();
     let identity = identity.clone();
@@ -161,9 +201,12 @@ async fn run_node(
         files::retire_raft(&data_dir, stackd_manager::now_ms())?;
     }
     let manager = if is_manager {
+        status.set_manager(http::ManagerPhase::Starting);
         let at_rest = match stackd_manager::keys::open(&data_dir, node.unlock_key.as_ref()) {
             Ok(a) => a,
             Err(e) if e.is_locked() => {
+                status
+                    .set_manager(http::ManagerPhase::Locked { key_id: e.locked_by().unwrap_or_default().to_string() });
                 let opened = stackd_manager::serve_until_unlocked(
                     &data_dir,
                     identity.bind_addr(),
@@ -172,6 +215,7 @@ async fn run_node(
                     signal.clone(),
                 )
                 .await?;
+                status.set_manager(http::ManagerPhase::Starting);
                 match opened {
                     Some(a) => a,
                     None => return Ok(Exit::Stopped),
@@ -227,6 +271,7 @@ async fn run_node(
                 );
             }
         }
+        status.set_manager(http::ManagerPhase::Running(Box::new(manager.collector())));
         Some((manager, listener))
     } else {
         None
@@ -244,6 +289,8 @@ async fn run_node(
         // keeps in DATA_DIR/managers.json (those given by `stackd join`, then
         // those it learns), and drops the ones the cluster no longer names.
         let managers: Vec<String> = manager.as_ref().map(|_| dial_addr(&identity.addr)).into_iter().collect();
+        let agent_status = Arc::new(stackd_agent::AgentStatus::default());
+        status.set_agent(Some(agent_status.clone()));
         Some(tokio::spawn(stackd_agent::run_with(
             stackd_agent::AgentConfig {
                 node_id: identity.node_id.clone(),
@@ -262,6 +309,7 @@ async fn run_node(
                 state_dir: Some(data_dir.clone()),
                 shared_engine: node.shared_engine,
                 vxlan_port: Some(node.vxlan_port),
+                status: Some(agent_status),
             },
             roles.clone().cancelled_owned(),
         )))

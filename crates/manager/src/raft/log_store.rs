@@ -46,6 +46,8 @@ use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
 use openraft::{AnyError, ErrorSubject, ErrorVerb, RaftLogReader, StorageError, StorageIOError};
 use tokio::sync::{oneshot, watch};
 
+use prometheus_client::metrics::histogram::Histogram;
+
 use super::wal::{self, Files, Framed, Key, Kind, Loc, Pos, Record, Replayed, WalError, Writer};
 use super::{Entry, LogId, NodeIdOf, TypeConfig, Vote};
 use crate::util::lock;
@@ -373,6 +375,13 @@ pub struct LogStore {
     jobs: mpsc::Sender<Job>,
     /// Opens the records read back from the segments.
     key: Key,
+    /// How long each write of the writer thread took (its sync included).
+    append_latency: Histogram,
+}
+
+/// The buckets of the append latency, in seconds: 100 µs to 1 s.
+fn append_buckets() -> Histogram {
+    Histogram::new([0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0])
 }
 
 /// The file in the log dir naming the boot of the machine that last opened
@@ -461,9 +470,11 @@ impl LogStore {
             .spawn(move || run_syncer(&sy, &f))
             .map_err(spawn_failed)?;
         let (shared, w, p, sy) = (index.clone(), writer.clone(), pending.clone(), syncs.clone());
+        let append_latency = append_buckets();
+        let latency = append_latency.clone();
         let mut syncer = Some(syncer);
         let started = std::thread::Builder::new().name("raft-log".into()).spawn(move || {
-            run_writer(&w, rx, &shared, &p, &sy);
+            run_writer(&w, rx, &shared, &p, &sy, &latency);
             sy.close(syncer.take());
             drop(lock);
         });
@@ -471,7 +482,7 @@ impl LogStore {
             syncs.close(None);
             return Err(spawn_failed(e));
         }
-        Ok(Self { index, files, writer, syncs, node: None, pending, jobs, key })
+        Ok(Self { index, files, writer, syncs, node: None, pending, jobs, key, append_latency })
     }
 
     /// The log of node `id`: its appends while it leads are synced beside
@@ -479,6 +490,12 @@ impl LogStore {
     pub fn for_node(mut self, id: u64) -> Self {
         self.node = Some(id);
         self
+    }
+
+    /// How long each write of the log took, its `fdatasync` included (a
+    /// leader's own appends are synced beside them, and not counted here).
+    pub fn append_latency(&self) -> Histogram {
+        self.append_latency.clone()
     }
 
     /// The gates' view of this log.
@@ -522,7 +539,7 @@ impl LogStore {
             && self.pending.load(Ordering::SeqCst) == 0
         {
             let mut jobs = vec![job];
-            let result = write_jobs(&mut writer, &mut jobs, &self.index, &self.syncs);
+            let result = write_jobs(&mut writer, &mut jobs, &self.index, &self.syncs, &self.append_latency);
             drop(writer);
             complete(jobs, &result);
             return Ok(());
@@ -605,6 +622,7 @@ fn run_writer(
     index: &Mutex<Index>,
     pending: &AtomicUsize,
     syncs: &Syncs,
+    latency: &Histogram,
 ) {
     while let Ok(first) = rx.recv() {
         let mut jobs = vec![first];
@@ -617,7 +635,7 @@ fn run_writer(
         let n = jobs.len();
         let result = {
             let mut w = lock(writer);
-            write_jobs(&mut w, &mut jobs, index, syncs)
+            write_jobs(&mut w, &mut jobs, index, syncs, latency)
         };
         complete(jobs, &result);
         pending.fetch_sub(n, Ordering::SeqCst);
@@ -625,13 +643,21 @@ fn run_writer(
 }
 
 /// Writes the records of `jobs` with one write, and one sync if any needs it.
-fn write_jobs(writer: &mut Writer, jobs: &mut [Job], index: &Mutex<Index>, syncs: &Syncs) -> Result<(), String> {
+fn write_jobs(
+    writer: &mut Writer,
+    jobs: &mut [Job],
+    index: &Mutex<Index>,
+    syncs: &Syncs,
+    latency: &Histogram,
+) -> Result<(), String> {
     if let Some(why) = syncs.failed() {
         return Err(why);
     }
     let durable = jobs.iter().any(|j| j.durable);
     let records: Vec<Framed> = jobs.iter_mut().flat_map(|j| std::mem::take(&mut j.records)).collect();
+    let started = std::time::Instant::now();
     let result = writer.write(&records, durable);
+    latency.observe(started.elapsed().as_secs_f64());
     #[cfg(test)]
     let result = if syncs.fail_writes.load(Ordering::SeqCst) {
         Err(WalError::Broken("an injected failure".into()))

@@ -208,6 +208,8 @@ pub struct RaftNode {
     /// What of this node's log is durable: a follower acknowledges entries
     /// only once they are.
     durable: log_store::Durable,
+    /// How long the log's writes take.
+    append_latency: prometheus_client::metrics::histogram::Histogram,
 }
 
 impl RaftNode {
@@ -242,6 +244,7 @@ impl RaftNode {
             .map_err(|e| storage(&e))?
             .for_node(id);
         let durable = log.durable();
+        let append_latency = log.append_latency();
         let sm = StateMachine::open(&dir.join("snapshots"), key).map_err(|e| storage(&e))?.gated(durable.clone());
         let shared = sm.shared();
         let config = Config {
@@ -281,7 +284,19 @@ impl RaftNode {
         let batcher = batcher::Batcher::start(raft.clone(), timings.write_timeout);
         let forwarder = batcher::Forwarder::start(peers.clone(), timings.write_timeout);
         let stopped = CancellationToken::new();
-        Ok(Self { raft, shared, id, peers, timings: *timings, leading, stopped, batcher, forwarder, durable })
+        Ok(Self {
+            raft,
+            shared,
+            id,
+            peers,
+            timings: *timings,
+            leading,
+            stopped,
+            batcher,
+            forwarder,
+            durable,
+            append_latency,
+        })
     }
 
     /// Makes this node the single voter of a new cluster. Does nothing if the
@@ -473,6 +488,11 @@ impl RaftNode {
             purged_index: m.purged.map(|l| l.index).unwrap_or(0),
             snapshots_installed: self.shared.snapshots_installed(),
         }
+    }
+
+    /// How long the writes of this node's log take (`/metrics`).
+    pub fn append_latency(&self) -> prometheus_client::metrics::histogram::Histogram {
+        self.append_latency.clone()
     }
 
     /// A receiver of "this node leads with a reachable majority", updated on

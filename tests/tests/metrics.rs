@@ -1,0 +1,104 @@
+//! `/healthz`, `/readyz` and `/metrics` of a running node on the real
+//! engine: the families are there and move (a deploy and a scale change the
+//! tasks by state; a node's session shows in the dispatcher's), and readiness
+//! says each role's state.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use stackd_tests::cluster::Opts;
+use stackd_tests::{Node, build_images, free_port, http_get, require_docker, wait_until};
+
+/// The samples of a scrape: `name{labels}` → value (`# ` lines left out).
+fn samples(text: &str) -> BTreeMap<String, f64> {
+    text.lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .filter_map(|l| {
+            let (key, value) = l.rsplit_once(' ')?;
+            Some((key.to_string(), value.parse().ok()?))
+        })
+        .collect()
+}
+
+fn scrape(addr: &str) -> BTreeMap<String, f64> {
+    let (code, body) = http_get(addr, "/metrics").expect("/metrics answers");
+    assert_eq!(code, 200, "{body}");
+    samples(&body)
+}
+
+/// The value of the sample `key` once it is `want`.
+fn wait_sample(addr: &str, key: &str, want: f64) {
+    wait_until(Duration::from_secs(60), &format!("{key} = {want}"), || {
+        (scrape(addr).get(key).copied() == Some(want)).then_some(())
+    });
+}
+
+#[test]
+fn metrics_and_health_of_a_running_node_move_with_the_cluster() {
+    if !require_docker() {
+        return;
+    }
+    build_images();
+    let addr = format!("127.0.0.1:{}", free_port());
+    let opts = Opts::default().flag("--metrics-addr", &addr);
+    let node = Node::init_opts("metrics1", &opts).expect("node");
+
+    let (code, body) = http_get(&addr, "/healthz").expect("/healthz");
+    assert_eq!((code, body.trim()), (200, "ok"));
+    wait_until(Duration::from_secs(30), "/readyz to say ready", || {
+        let (code, body) = http_get(&addr, "/readyz")?;
+        (code == 200 && body.contains("manager: ready") && body.contains("agent: ready")).then_some(())
+    });
+
+    let m = scrape(&addr);
+    for family in [
+        "stackd_raft_term",
+        "stackd_raft_is_leader",
+        "stackd_raft_last_log_index",
+        "stackd_raft_applied_index",
+        "stackd_raft_log_write_seconds_count",
+        "stackd_dispatcher_sessions",
+        "stackd_dispatcher_nodes_declared_down_total",
+        "stackd_node_ready",
+        "stackd_manager_locked",
+        "stackd_restore_generation",
+    ] {
+        assert!(m.contains_key(family), "{family} is missing from:\n{m:#?}");
+    }
+    assert_eq!(m["stackd_raft_is_leader"], 1.0);
+    assert_eq!(m["stackd_dispatcher_sessions"], 1.0);
+    assert_eq!(m["stackd_node_ready"], 1.0);
+    assert_eq!(m["stackd_manager_locked"], 0.0);
+    assert!(m["stackd_raft_log_write_seconds_count"] > 0.0);
+    let node_key = "stackd_nodes{role=\"manager\",state=\"ready\",availability=\"active\"}";
+    assert_eq!(m.get(node_key), Some(&1.0), "{m:#?}");
+    let applied = m["stackd_raft_applied_index"];
+
+    let file = node.write_stack(
+        "m.yml",
+        "services:\n  web:\n    image: stackd-test/busybox:1\n    command: [\"sleep\", \"3600\"]\n    init: true\n    stop_grace_period: 1s\n    deploy:\n      replicas: 2\n",
+    );
+    node.stackctl(&["deploy", "-c", &file, "m", "--wait", "--timeout", "60s"]);
+    let running = "stackd_service_tasks{stack=\"m\",service=\"web\",state=\"running\"}";
+    wait_sample(&addr, running, 2.0);
+    let m = scrape(&addr);
+    assert_eq!(m.get("stackd_service_desired_tasks{stack=\"m\",service=\"web\"}"), Some(&2.0));
+    assert_eq!(m.get("stackd_service_tasks{stack=\"m\",service=\"web\",state=\"failed\"}"), Some(&0.0));
+    assert_eq!(m.get("stackd_service_rollout{stack=\"m\",service=\"web\",state=\"completed\"}"), Some(&1.0));
+    assert!(m["stackd_raft_applied_index"] > applied, "the applied index moved");
+
+    // A scale moves the figures.
+    node.stackctl(&["service", "scale", "m_web=3"]);
+    wait_sample(&addr, running, 3.0);
+    assert_eq!(scrape(&addr).get("stackd_service_desired_tasks{stack=\"m\",service=\"web\"}"), Some(&3.0));
+
+    // A task that cannot be placed says why.
+    let big = node.write_stack(
+        "big.yml",
+        "services:\n  huge:\n    image: stackd-test/busybox:1\n    command: [\"sleep\", \"3600\"]\n    deploy:\n      resources:\n        reservations:\n          memory: 100000G\n",
+    );
+    node.stackctl(&["deploy", "-c", &big, "big"]);
+    wait_sample(&addr, "stackd_service_pending_tasks{stack=\"big\",service=\"huge\",reason=\"memory\"}", 1.0);
+    node.stackctl(&["stack", "rm", "big"]);
+    node.stackctl(&["stack", "rm", "m"]);
+}
