@@ -92,6 +92,16 @@ fn metrics_and_health_of_a_running_node_move_with_the_cluster() {
     wait_sample(&addr, running, 3.0);
     assert_eq!(scrape(&addr).get("stackd_service_desired_tasks{stack=\"m\",service=\"web\"}"), Some(&3.0));
 
+    // A killed container is a failed task: the service's failures count it.
+    let failures = "stackd_service_task_failures_total{stack=\"m\",service=\"web\"}";
+    assert_eq!(scrape(&addr).get(failures), Some(&0.0));
+    let label = format!("io.stackd.cluster={}", node.cluster_id());
+    let victim = stackd_tests::docker::running(&label).into_iter().next().expect("a running container");
+    let killed = std::process::Command::new("docker").args(["kill", &victim.id]).output().expect("docker kill");
+    assert!(killed.status.success(), "{}", String::from_utf8_lossy(&killed.stderr));
+    wait_sample(&addr, failures, 1.0);
+    wait_sample(&addr, running, 3.0);
+
     // A task that cannot be placed says why.
     let big = node.write_stack(
         "big.yml",

@@ -578,6 +578,7 @@ mod tests {
             updated_at: 0,
             image: stackd_core::model::ImagePin::unrecorded(),
             rebalance: None,
+            task_failures: 0,
         };
         let rows = vec![service_row(&svc, Counts::default())];
         let json = serde_json::to_value(&rows).expect("json");

@@ -170,6 +170,7 @@ mod tests {
             updated_at: 0,
             image: stackd_core::model::ImagePin::unrecorded(),
             rebalance: None,
+            task_failures: 0,
         }
     }
 

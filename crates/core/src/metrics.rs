@@ -141,6 +141,8 @@ pub struct ServiceFigures {
     pub pending: BTreeMap<PendingReason, u64>,
     /// Where its rollout is.
     pub rollout: UpdateState,
+    /// Its tasks that failed since it was created (each a restart of its slot).
+    pub failures: u64,
 }
 
 /// Everything [`state_metrics`] reads off the state.
@@ -166,6 +168,7 @@ pub fn state_metrics(state: &ClusterState) -> StateMetrics {
         let short = svc.name.strip_prefix(&format!("{}_", svc.stack)).unwrap_or(&svc.name).to_string();
         let figures = out.services.entry(ServiceKey { stack: svc.stack.clone(), service: short }).or_default();
         figures.rollout = svc.update.state;
+        figures.failures = svc.task_failures;
         figures.desired = match svc.spec.mode {
             ServiceMode::Replicated { replicas } => replicas,
             ServiceMode::ReplicatedJob { replicas, .. } => replicas,

@@ -1275,6 +1275,12 @@ pub struct Service {
     /// What the current revision's image tag means.
     #[serde(default = "ImagePin::unrecorded", skip_serializing_if = "ImagePin::is_unrecorded")]
     pub image: ImagePin,
+    /// Its tasks that failed (exited non-zero, or were rejected by their
+    /// node) since the service was created: each one a restart of its
+    /// slot. Counted as the state applies the reports, the same on every
+    /// manager; left out of the encoding while 0.
+    #[serde(default, skip_serializing_if = "crate::model::is_zero_u64")]
+    pub task_failures: u64,
     /// A rebalance under way (`stackctl service rebalance`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rebalance: Option<Rebalance>,
@@ -1592,4 +1598,10 @@ mod tests {
             assert_eq!(mode.is_job(), name.ends_with("-job"));
         }
     }
+}
+
+/// Whether a counter is 0 (left out of the encoding, so that states from
+/// before it hash as they did).
+pub(crate) fn is_zero_u64(n: &u64) -> bool {
+    *n == 0
 }

@@ -156,3 +156,38 @@ fn the_same_commands_build_the_same_state_and_hash() {
     let read: ClusterState = serde_json::from_str(FIXTURE).expect("the fixture decodes");
     assert_eq!(read, s);
 }
+
+/// A task's failure counts once for its service (a repeated report does
+/// not count again), and the state's metrics read it with the rest.
+#[test]
+fn a_failed_task_counts_once_and_the_metrics_read_the_state() {
+    use stackd_core::metrics::{PendingReason, ServiceKey, state_metrics};
+    let mut s = build();
+    let web = ServiceKey { stack: "app".into(), service: "web".into() };
+    let before = state_metrics(&s);
+    let figures = before.services.get(&web).unwrap_or_else(|| panic!("{:?}", before.services.keys()));
+    assert_eq!(figures.desired, 3);
+    // Scaled from 4 to 3: the fourth task stops, and holds its slot until it has.
+    let running = figures.tasks.get(&TaskState::Running).copied().unwrap_or(0);
+    assert_eq!(running, 4, "{figures:?}");
+    assert!(figures.pending.is_empty());
+    assert_eq!(before.nodes.values().sum::<u64>(), 3);
+    let svc = s.service_by_name("app_web").expect("web").id.clone();
+    assert_eq!(s.services[&svc].task_failures, 0);
+    let task = s.tasks_of(&svc).find(|t| t.status.state == TaskState::Running).expect("a running task").clone();
+    let failed = TaskStatusUpdate {
+        task_id: task.id.clone(),
+        node_id: task.node_id.clone().expect("assigned"),
+        status: TaskStatus { state: TaskState::Failed, timestamp: 40, exit_code: Some(137), ..Default::default() },
+    };
+    let hash = s.state_hash();
+    s.apply(1000, &Command::UpdateTaskStatus { updates: vec![failed.clone()], at: 40 });
+    assert_eq!(s.services[&svc].task_failures, 1);
+    assert_ne!(s.state_hash(), hash);
+    s.apply(1001, &Command::UpdateTaskStatus { updates: vec![failed], at: 41 });
+    assert_eq!(s.services[&svc].task_failures, 1, "the same report again counts nothing");
+    let after = state_metrics(&s);
+    assert_eq!(after.services[&web].tasks.get(&TaskState::Running), Some(&(running - 1)));
+    assert_eq!(after.services[&web].failures, 1);
+    assert!(PendingReason::of("") == PendingReason::Unscheduled);
+}

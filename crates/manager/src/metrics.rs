@@ -133,6 +133,7 @@ impl Collector for ManagerCollector {
         let mut pending = Vec::new();
         let mut desired = Vec::new();
         let mut rollouts = Vec::new();
+        let mut failures = Vec::new();
         for (k, f) in &m.services {
             let svc = |extra| labels(&k.stack, &k.service, extra);
             desired.push((svc(None), f.desired as f64));
@@ -145,6 +146,7 @@ impl Collector for ManagerCollector {
                 pending.push((svc(Some(("reason", reason.as_str()))), *n as f64));
             }
             rollouts.push((svc(Some(("state", rollout_state(f.rollout)))), 1.0));
+            failures.push((svc(None), f.failures));
         }
         gauges(
             &mut e,
@@ -165,6 +167,17 @@ impl Collector for ManagerCollector {
             pending,
         )?;
         gauges(&mut e, "stackd_service_rollout", "1 for the state a service's rollout is in.", rollouts)?;
+        let mut family = e.encode_descriptor(
+            "stackd_service_task_failures",
+            "A service's tasks that failed or were rejected since it was created: each one a restart of its slot.",
+            None,
+            MetricType::Counter,
+        )?;
+        for (labels, n) in failures {
+            family
+                .encode_family(&labels)?
+                .encode_counter::<prometheus_client::encoding::NoLabelSet, _, u64>(&n, None)?;
+        }
         let nodes = m.nodes.iter().map(|((role, state, availability), n)| {
             (vec![("role", *role), ("state", *state), ("availability", *availability)], *n as f64)
         });

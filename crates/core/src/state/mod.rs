@@ -606,6 +606,7 @@ impl ClusterState {
                             created_at: cx.at,
                             updated_at: cx.at,
                             image: ImagePin::for_image(&svc.task.image),
+                            task_failures: 0,
                             rebalance: None,
                         },
                     );

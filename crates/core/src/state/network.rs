@@ -98,6 +98,7 @@ impl ClusterState {
                     history: Vec::new(),
                     update: UpdateStatus::default(),
                     image: crate::model::ImagePin::unrecorded(),
+                    task_failures: 0,
                     rebalance: None,
                     created_at: 0,
                     updated_at: 0,

@@ -259,7 +259,11 @@ impl ClusterState {
             let Some(t) = self.tasks.get_mut(&u.task_id) else { continue };
             let state_changed = u.status.state != t.status.state;
             let health_changed = u.status.health != t.status.health;
+            let failed = state_changed
+                && !t.status.state.is_terminal()
+                && matches!(u.status.state, TaskState::Failed | TaskState::Rejected);
             t.status = u.status.clone();
+            let service_id = t.service_id.clone();
             if state_changed || health_changed {
                 let mut msg = t.status.state.as_str().to_string();
                 if !t.status.health.is_empty() {
@@ -273,6 +277,9 @@ impl ClusterState {
                 }
                 let (id, name, stack) = (t.id.clone(), t.service_name.clone(), t.stack.clone());
                 cx.event(ObjectKind::Task, Action::Update, &id, &name, &stack, msg);
+            }
+            if failed && let Some(svc) = self.services.get_mut(&service_id) {
+                svc.task_failures += 1;
             }
         }
     }

@@ -228,6 +228,7 @@ mod tests {
             updated_at: 0,
             image: stackd_core::model::ImagePin::unrecorded(),
             rebalance: None,
+            task_failures: 0,
         };
         s.services.insert(svc.id.clone(), svc);
         s.net.ensure("shop_back").expect("a subnet");

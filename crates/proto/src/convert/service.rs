@@ -579,6 +579,7 @@ impl From<&model::Service> for v1::Service {
                 moved: r.moved,
                 last_moved_at: r.last_moved_at,
             }),
+            task_failures: value.task_failures,
         }
     }
 }
@@ -604,6 +605,7 @@ impl TryFrom<v1::Service> for model::Service {
                 moved: r.moved,
                 last_moved_at: r.last_moved_at,
             }),
+            task_failures: value.task_failures,
         })
     }
 }

@@ -258,6 +258,7 @@ pub(super) fn service() -> model::Service {
             moved: 2,
             last_moved_at: 280,
         }),
+        task_failures: 4,
     }
 }
 
