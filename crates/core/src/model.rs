@@ -1512,6 +1512,12 @@ pub fn rfc3339(ms: u64) -> String {
     format!("{year:04}-{month:02}-{day:02}T{h:02}:{m:02}:{s:02}.{:03}Z", ms % 1000)
 }
 
+/// Whether a counter is 0 (left out of the encoding, so that states from
+/// before it hash as they did).
+pub(crate) fn is_zero_u64(n: &u64) -> bool {
+    *n == 0
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1598,10 +1604,4 @@ mod tests {
             assert_eq!(mode.is_job(), name.ends_with("-job"));
         }
     }
-}
-
-/// Whether a counter is 0 (left out of the encoding, so that states from
-/// before it hash as they did).
-pub(crate) fn is_zero_u64(n: &u64) -> bool {
-    *n == 0
 }
