@@ -41,6 +41,7 @@ need conntrack conntrack # the agent flushes the UDP flows of a removed endpoint
 need python3 python3    # the overlay test's UDP echo, run inside a container's namespace
 need age age           # snapshots are age files: the tests open them with the age tool, and it opens ours
 need script bsdutils    # the events test draws the progress bars on a pty
+need promtool prometheus # /metrics and the alert rules pass `promtool check`
 
 step "moto's S3 server for the snapshot tests (a Python venv in the target dir)"
 # A real S3-compatible server, started by the S3 test itself (not a mocked client).

@@ -33,6 +33,90 @@ fn wait_sample(addr: &str, key: &str, want: f64) {
     });
 }
 
+/// `docs/grafana/…`.
+fn doc(name: &str) -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/grafana").join(name)
+}
+
+fn promtool() -> bool {
+    let found = std::process::Command::new("promtool").arg("--version").output().is_ok_and(|o| o.status.success());
+    assert!(
+        found || std::env::var("CI").as_deref() != Ok("true"),
+        "promtool is missing (scripts/test.sh installs Debian's prometheus package)"
+    );
+    found
+}
+
+/// `promtool check metrics` passes on a scrape, `promtool check rules` on
+/// the alert rules, and every metric the rules and the dashboard name is
+/// one the node exports.
+fn check_with_promtool(addr: &str) {
+    let (_, text) = http_get(addr, "/metrics").expect("/metrics");
+    // What the node exports: families (`# TYPE`) and samples, with a histogram's series.
+    let mut exported = std::collections::BTreeSet::new();
+    for line in text.lines() {
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let mut parts = rest.split_whitespace();
+            let (name, kind) = (parts.next().unwrap_or_default(), parts.next().unwrap_or_default());
+            exported.insert(name.to_string());
+            if kind == "histogram" {
+                for suffix in ["_bucket", "_sum", "_count"] {
+                    exported.insert(format!("{name}{suffix}"));
+                }
+            }
+        } else if !line.starts_with('#') {
+            let name = line.split(['{', ' ']).next().unwrap_or_default();
+            exported.insert(name.to_string());
+        }
+    }
+    let rules = std::fs::read_to_string(doc("stackd-alerts.yml")).expect("the alert rules");
+    let dashboard: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(doc("stackd-dashboard.json")).expect("the dashboard"))
+            .expect("the dashboard is JSON");
+    let mut queries: Vec<String> =
+        rules.lines().filter_map(|l| l.trim().strip_prefix("expr: ")).map(String::from).collect();
+    let panels = dashboard["panels"].as_array().expect("panels");
+    assert!(!panels.is_empty());
+    for panel in panels {
+        for target in panel["targets"].as_array().expect("targets") {
+            queries.push(target["expr"].as_str().expect("an expr").to_string());
+        }
+    }
+    assert!(queries.len() > 10, "{queries:?}");
+    for q in &queries {
+        let mut rest = q.as_str();
+        while let Some(at) = rest.find("stackd_") {
+            let name: String = rest[at..].chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect();
+            assert!(exported.contains(&name), "{name} (in `{q}`) is not exported; exported: {exported:?}");
+            rest = &rest[at + name.len()..];
+        }
+    }
+    if !promtool() {
+        return;
+    }
+    let mut child = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("promtool");
+    std::io::Write::write_all(&mut child.stdin.take().expect("stdin"), text.as_bytes()).expect("write");
+    let out = child.wait_with_output().expect("promtool");
+    assert!(
+        out.status.success(),
+        "promtool check metrics: {}{}\n{text}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = std::process::Command::new("promtool")
+        .args(["check", "rules"])
+        .arg(doc("stackd-alerts.yml"))
+        .output()
+        .expect("promtool");
+    assert!(out.status.success(), "promtool check rules: {}", String::from_utf8_lossy(&out.stdout));
+}
+
 #[test]
 fn metrics_and_health_of_a_running_node_move_with_the_cluster() {
     if !require_docker() {
@@ -101,6 +185,8 @@ fn metrics_and_health_of_a_running_node_move_with_the_cluster() {
     assert!(killed.status.success(), "{}", String::from_utf8_lossy(&killed.stderr));
     wait_sample(&addr, failures, 1.0);
     wait_sample(&addr, running, 3.0);
+
+    check_with_promtool(&addr);
 
     // A task that cannot be placed says why.
     let big = node.write_stack(

@@ -156,14 +156,48 @@ async fn readyz(State(s): State<Served>) -> impl IntoResponse {
     (code, format!("{}\n", lines.join("\n")))
 }
 
-async fn metrics(State(s): State<Served>) -> impl IntoResponse {
+/// OpenMetrics text as Prometheus' classic text format (0.0.4), for the
+/// clients that do not ask for OpenMetrics (`promtool`, `curl`): a counter's
+/// family is named as its samples are, `…_total`; `# EOF` goes.
+fn classic_text(openmetrics: &str) -> String {
+    let mut out = String::with_capacity(openmetrics.len());
+    let mut lines = openmetrics.lines().peekable();
+    while let Some(line) = lines.next() {
+        if line == "# EOF" {
+            continue;
+        }
+        // `# HELP x …` then `# TYPE x counter`: both name `x_total`.
+        if let Some(rest) = line.strip_prefix("# HELP ")
+            && let Some(next) = lines.peek()
+            && let Some(name) = next.strip_prefix("# TYPE ").and_then(|t| t.strip_suffix(" counter"))
+            && rest.starts_with(&format!("{name} "))
+        {
+            out.push_str(&format!("# HELP {name}_total {}\n", &rest[name.len() + 1..]));
+            out.push_str(&format!("# TYPE {name}_total counter\n"));
+            lines.next();
+            continue;
+        }
+        out.push_str(line);
+        out.push('\n');
+    }
+    out
+}
+
+async fn metrics(State(s): State<Served>, headers: axum::http::HeaderMap) -> impl IntoResponse {
     let mut body = String::new();
+    let openmetrics = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|a| a.contains("application/openmetrics-text"));
     match prometheus_client::encoding::text::encode(&mut body, &s.registry) {
-        Ok(()) => (
+        Ok(()) if openmetrics => (
             StatusCode::OK,
             [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
             body,
         ),
+        Ok(()) => {
+            (StatusCode::OK, [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], classic_text(&body))
+        }
         Err(e) => (
             StatusCode::INTERNAL_SERVER_ERROR,
             [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
@@ -189,4 +223,19 @@ pub async fn serve(
     let addr: Option<SocketAddr> = listener.local_addr().ok();
     tracing::info!(addr = ?addr, "serving /healthz, /readyz and /metrics");
     axum::serve(listener, app).with_graceful_shutdown(stop.cancelled_owned()).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counters_are_named_as_their_samples_in_the_classic_format() {
+        let om = "# HELP up Up.\n# TYPE up gauge\nup 1.0\n# HELP x_downs Downs.\n# TYPE x_downs counter\nx_downs_total 3\n# EOF\n";
+        let classic = classic_text(om);
+        assert_eq!(
+            classic,
+            "# HELP up Up.\n# TYPE up gauge\nup 1.0\n# HELP x_downs_total Downs.\n# TYPE x_downs_total counter\nx_downs_total 3\n"
+        );
+    }
 }
