@@ -186,6 +186,19 @@ fn metrics_and_health_of_a_running_node_move_with_the_cluster() {
     wait_sample(&addr, failures, 1.0);
     wait_sample(&addr, running, 3.0);
 
+    // The agent's figures: its Docker calls, and what the tasks use (read every 10 s).
+    let m = scrape(&addr);
+    for op in ["create_container", "start_container", "list_containers"] {
+        let key = format!("stackd_docker_call_seconds_count{{op=\"{op}\"}}");
+        assert!(m.get(&key).is_some_and(|n| *n > 0.0), "{key} in {m:#?}");
+    }
+    let tasks_key = "stackd_task_running{stack=\"m\",service=\"web\",node=\"metrics1\"}";
+    wait_sample(&addr, tasks_key, 3.0);
+    let m = scrape(&addr);
+    let memory = "stackd_task_memory_bytes{stack=\"m\",service=\"web\",node=\"metrics1\"}";
+    assert!(m.get(memory).is_some_and(|b| *b > 0.0), "{memory} in {m:#?}");
+    assert!(m.contains_key("stackd_task_cpu_cores{stack=\"m\",service=\"web\",node=\"metrics1\"}"));
+
     check_with_promtool(&addr);
 
     // A task that cannot be placed says why.

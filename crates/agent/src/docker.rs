@@ -276,6 +276,10 @@ pub struct ManagedContainer {
     pub task_id: String,
     /// Whether it runs.
     pub running: bool,
+    /// Its stack and service (`io.stackd.stack`, `io.stackd.service`; empty if missing).
+    pub stack: String,
+    /// The service's full name.
+    pub service: String,
 }
 
 /// The health of a container whose health check runs.
@@ -404,6 +408,8 @@ pub struct Executor {
     /// Held while a network is looked up and created: the runners of one
     /// agent never create the same network twice.
     network_lock: Arc<tokio::sync::Mutex<()>>,
+    /// How long its calls take (`/metrics`); `None`: not recorded.
+    calls: Option<crate::metrics::DockerCalls>,
 }
 
 impl Executor {
@@ -426,12 +432,47 @@ impl Executor {
         let unreachable =
             |e: BollardError| DockerError::Unreachable { endpoint: endpoint.clone(), message: e.to_string() };
         let docker = docker.map_err(unreachable)?.negotiate_version().await.map_err(unreachable)?;
-        Ok(Executor { docker, endpoint, network_lock: Arc::new(tokio::sync::Mutex::new(())) })
+        Ok(Executor { docker, endpoint, network_lock: Arc::new(tokio::sync::Mutex::new(())), calls: None })
     }
 
     /// Whether the engine answers (`GET /_ping`).
     pub async fn ping(&self) -> Result<(), DockerError> {
-        self.docker.ping().await.map(|_| ()).map_err(|e| engine("ping", e))
+        let started = std::time::Instant::now();
+        let r = self.docker.ping().await;
+        self.observe("ping", started);
+        r.map(|_| ()).map_err(|e| engine("ping", e))
+    }
+
+    /// This executor, recording how long its calls take into `calls`.
+    pub fn with_calls(mut self, calls: crate::metrics::DockerCalls) -> Self {
+        self.calls = Some(calls);
+        self
+    }
+
+    fn observe(&self, op: &'static str, started: std::time::Instant) {
+        if let Some(calls) = &self.calls {
+            crate::metrics::observe(calls, op, started);
+        }
+    }
+
+    /// A running container's CPU counter (nanoseconds of CPU since it
+    /// started) and memory in use (bytes, less the page cache the kernel
+    /// can drop), from one read of its stats.
+    pub async fn usage(&self, id: &str) -> Result<(u64, u64), DockerError> {
+        let opts = bollard::query_parameters::StatsOptions { stream: false, one_shot: true };
+        let started = std::time::Instant::now();
+        let stats = self.docker.stats(id, Some(opts)).next().await;
+        self.observe("stats", started);
+        let stats = match stats {
+            Some(s) => s.map_err(|e| engine("container stats", e))?,
+            None => return Ok((0, 0)),
+        };
+        let cpu = stats.cpu_stats.and_then(|c| c.cpu_usage).and_then(|u| u.total_usage).unwrap_or(0);
+        let memory = stats.memory_stats.map_or(0, |m| {
+            let cache = m.stats.as_ref().and_then(|s| s.get("inactive_file").or_else(|| s.get("cache"))).copied();
+            m.usage.unwrap_or(0).saturating_sub(cache.unwrap_or(0))
+        });
+        Ok((cpu, memory))
     }
 
     /// The socket or host this executor talks to.
@@ -463,12 +504,16 @@ impl Executor {
             filters: Some(HashMap::from([("label".to_string(), label_filters)])),
             ..Default::default()
         };
-        let list = self.docker.list_containers(Some(opts)).await.map_err(|e| engine("list containers", e))?;
+        let started = std::time::Instant::now();
+        let list = self.docker.list_containers(Some(opts)).await;
+        self.observe("list_containers", started);
+        let list = list.map_err(|e| engine("list containers", e))?;
         Ok(list
             .into_iter()
             .filter_map(|c| {
                 let id = c.id?;
-                let task_id = c.labels.as_ref().and_then(|l| l.get(LABEL_TASK)).cloned().unwrap_or_default();
+                let label = |k: &str| c.labels.as_ref().and_then(|l| l.get(k)).cloned().unwrap_or_default();
+                let (task_id, stack, service) = (label(LABEL_TASK), label(LABEL_STACK), label(LABEL_SERVICE));
                 let running = matches!(
                     c.state,
                     Some(
@@ -477,7 +522,7 @@ impl Executor {
                             | ContainerSummaryStateEnum::RESTARTING
                     )
                 );
-                Some(ManagedContainer { id, task_id, running })
+                Some(ManagedContainer { id, task_id, running, stack, service })
             })
             .collect())
     }
@@ -555,10 +600,10 @@ impl Executor {
         }
         let (from_image, tag) = spec::pull_reference(image);
         let opts = CreateImageOptions { from_image: Some(from_image), tag: Some(tag), ..Default::default() };
-        self.docker
-            .create_image(Some(opts), None, None)
-            .try_collect::<Vec<_>>()
-            .await
+        let started = std::time::Instant::now();
+        let pulled = self.docker.create_image(Some(opts), None, None).try_collect::<Vec<_>>().await;
+        self.observe("pull_image", started);
+        pulled
             .map(|_| ())
             .map_err(|e| DockerError::ImageUnavailable { image: image.to_string(), message: describe(&e) })
     }
@@ -575,7 +620,10 @@ impl Executor {
     ) -> Result<Created, DockerError> {
         let name = task.container_name();
         let opts = CreateContainerOptions { name: Some(name.clone()), platform: String::new() };
-        match self.docker.create_container(Some(opts), spec::container_body(task, ctx, dns)).await {
+        let started = std::time::Instant::now();
+        let created = self.docker.create_container(Some(opts), spec::container_body(task, ctx, dns)).await;
+        self.observe("create_container", started);
+        match created {
             Ok(resp) => Ok(Created::New(resp.id)),
             Err(BollardError::DockerResponseServerError { status_code: 409, message }) => {
                 match self.inspect(&name).await? {
@@ -799,12 +847,18 @@ impl Executor {
 
     /// Starts a container (a running one is left alone).
     pub async fn start(&self, id: &str) -> Result<(), DockerError> {
-        self.docker.start_container(id, None).await.map_err(|e| engine("start container", e))
+        let started = std::time::Instant::now();
+        let r = self.docker.start_container(id, None).await;
+        self.observe("start_container", started);
+        r.map_err(|e| engine("start container", e))
     }
 
     /// Inspects a container by id or name; `None` when it does not exist.
     pub async fn inspect(&self, id: &str) -> Result<Option<ContainerInfo>, DockerError> {
-        let resp = match self.docker.inspect_container(id, None).await {
+        let started = std::time::Instant::now();
+        let inspected = self.docker.inspect_container(id, None).await;
+        self.observe("inspect_container", started);
+        let resp = match inspected {
             Ok(r) => r,
             Err(BollardError::DockerResponseServerError { status_code: 404, .. }) => return Ok(None),
             Err(e) => return Err(engine("inspect container", e)),
@@ -895,7 +949,10 @@ impl Executor {
         // The engine answers once the container stopped: wait longer than the grace.
         let wait = secs.map_or(UNKNOWN_GRACE_SECS, |s| u64::try_from(s).unwrap_or(u64::MAX));
         let docker = self.docker.clone().with_timeout(Duration::from_secs(wait.saturating_add(REQUEST_TIMEOUT_SECS)));
-        match docker.stop_container(id, Some(opts)).await {
+        let started = std::time::Instant::now();
+        let stopped = docker.stop_container(id, Some(opts)).await;
+        self.observe("stop_container", started);
+        match stopped {
             Ok(()) | Err(BollardError::DockerResponseServerError { status_code: 404, .. }) => Ok(()),
             Err(e) => Err(engine("stop container", e)),
         }
@@ -905,7 +962,10 @@ impl Executor {
     /// container, or one already being removed, is fine.
     pub async fn remove(&self, id: &str) -> Result<(), DockerError> {
         let opts = RemoveContainerOptions { force: true, v: true, link: false };
-        match self.docker.remove_container(id, Some(opts)).await {
+        let started = std::time::Instant::now();
+        let removed = self.docker.remove_container(id, Some(opts)).await;
+        self.observe("remove_container", started);
+        match removed {
             Ok(()) | Err(BollardError::DockerResponseServerError { status_code: 404, .. }) => Ok(()),
             Err(BollardError::DockerResponseServerError { status_code: 409, message })
                 if message.contains("already in progress") =>

@@ -49,6 +49,7 @@ pub mod dns;
 pub mod docker;
 pub mod files;
 mod managers;
+pub mod metrics;
 pub mod proxy;
 pub mod rules;
 mod runner;
@@ -123,6 +124,7 @@ pub struct AgentOptions {
 pub struct AgentStatus {
     session: std::sync::atomic::AtomicBool,
     engine: std::sync::atomic::AtomicBool,
+    metrics: metrics::AgentMetrics,
 }
 
 impl AgentStatus {
@@ -134,6 +136,11 @@ impl AgentStatus {
     /// Whether the engine answered its last ping (every [`PING_EVERY`]).
     pub fn engine_reachable(&self) -> bool {
         self.engine.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// The agent's metrics (Docker calls, the tasks' usage).
+    pub fn metrics(&self) -> &metrics::AgentMetrics {
+        &self.metrics
     }
 
     pub(crate) fn set_session(&self, open: bool) {
@@ -238,12 +245,40 @@ pub async fn run_with(
     let files = files::TaskFiles::open(config.files_dir.clone());
     let status = options.status.unwrap_or_default();
     status.set_engine(true);
+    *status.metrics.node.lock().unwrap_or_else(|p| p.into_inner()) = config.name.clone();
+    let exec = exec.with_calls(status.metrics.calls.clone());
     let pinger = tokio::spawn(ping_engine(exec.clone(), status.clone()));
+    let usage = tokio::spawn(read_usage(exec.clone(), ctx.clone(), status.clone()));
     let worker = Worker::new(exec, ctx, files, reports_tx, dataplane.map(dataplane::DataPlane::new));
     Session::new(description, managers, config.tls, worker, reports_rx, status.clone()).run(shutdown).await;
     pinger.abort();
+    usage.abort();
     status.set_session(false);
     Ok(())
+}
+
+/// Reads what the running tasks use every [`metrics::USAGE_EVERY`], summed
+/// per service, into the agent's metrics.
+async fn read_usage(exec: Executor, ctx: ContainerContext, status: std::sync::Arc<AgentStatus>) {
+    let mut last: std::collections::BTreeMap<String, metrics::CpuSample> = std::collections::BTreeMap::new();
+    loop {
+        tokio::time::sleep(metrics::USAGE_EVERY).await;
+        let Ok(containers) = exec.list_managed(&ctx).await else { continue };
+        let mut usage: std::collections::BTreeMap<(String, String), metrics::Usage> = Default::default();
+        let mut seen = std::collections::BTreeMap::new();
+        for c in containers.iter().filter(|c| c.running && !c.service.is_empty()) {
+            let Ok((cpu, memory)) = exec.usage(&c.id).await else { continue };
+            let now = metrics::CpuSample { total_ns: cpu, at: std::time::Instant::now() };
+            let short = c.service.strip_prefix(&format!("{}_", c.stack)).unwrap_or(&c.service).to_string();
+            let u = usage.entry((c.stack.clone(), short)).or_default();
+            u.cpu_cores += last.get(&c.id).map_or(0.0, |before| metrics::cores(*before, now));
+            u.memory_bytes += memory;
+            u.tasks += 1;
+            seen.insert(c.id.clone(), now);
+        }
+        last = seen;
+        *status.metrics.usage.lock().unwrap_or_else(|p| p.into_inner()) = usage;
+    }
 }
 
 /// Pings the engine every [`PING_EVERY`] and records whether it answered.

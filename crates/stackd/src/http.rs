@@ -133,6 +133,9 @@ impl Collector for NodeCollector {
             prometheus_client::metrics::MetricType::Gauge,
         )?
         .encode_gauge(&locked)?;
+        if let Some(agent) = self.0.agent() {
+            agent.metrics().encode(&mut e)?;
+        }
         if let ManagerPhase::Running(m) = self.0.manager() {
             m.encode(e)?;
         }
