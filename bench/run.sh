@@ -8,6 +8,7 @@
 #   bash bench/run.sh node-death [stackd-bench node-death options] (root: network namespaces)
 #   bash bench/run.sh hollow   [stackd-bench hollow options]  (1,000 hollow nodes, 100,000 tasks)
 #   bash bench/run.sh snapshot [stackd-bench hollow options]  (the same state: snapshot save, inspect, restore)
+#   bash bench/run.sh metrics  [stackd-bench metrics options] (the cost of /metrics with 100 tasks)
 # Honours CARGO_TARGET_DIR.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -49,5 +50,9 @@ case "$what" in
     ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
     cargo build --release --quiet -p stackd -p stackd-cli -p stackd-bench
     exec "$target/release/stackd-bench" hollow --snapshot "$@" ;;
-  *) echo "unknown benchmark $what (known: deploy, raft, failover, mesh, rollout, node-death, hollow, snapshot)" >&2; exit 1 ;;
+  metrics)
+    cargo build --release --quiet -p stackd -p stackd-cli -p stackd-bench
+    bash tests/images/build.sh >/dev/null
+    exec "$target/release/stackd-bench" metrics "$@" ;;
+  *) echo "unknown benchmark $what (known: deploy, raft, failover, mesh, rollout, node-death, hollow, snapshot, metrics)" >&2; exit 1 ;;
 esac

@@ -45,6 +45,8 @@
 //! - `mesh.rs`: the networking benchmark on the multi-engine harness of
 //!   `stackd-tests`; `load.rs`: its HTTP load generator.
 //! - `rollout.rs`: the rollout benchmark.
+//! - `metrics.rs`: the cost of `/metrics` on a node with 100 tasks, beside
+//!   `docker stats` of the same containers.
 //! - `node_death.rs`: the node-death benchmark, on the multi-engine harness
 //!   (re-executed like `mesh`, see [`mesh::exec_where_the_harness_looks`]).
 
@@ -54,6 +56,7 @@ mod failover;
 mod hollow;
 mod load;
 mod mesh;
+mod metrics;
 mod node_death;
 mod raft;
 mod raw;
@@ -90,6 +93,25 @@ enum Cmd {
     NodeDeath(NodeDeathArgs),
     /// 1,000 hollow nodes and 100,000 tasks against three managers.
     Hollow(HollowArgs),
+    /// The cost of /metrics on a node with 100 tasks, beside `docker stats`.
+    Metrics(MetricsArgs),
+}
+
+/// Options of `metrics`.
+#[derive(clap::Args)]
+struct MetricsArgs {
+    /// Tasks on the node.
+    #[arg(long, default_value_t = 100)]
+    tasks: usize,
+    /// Scrapes, one after the other.
+    #[arg(long, default_value_t = 50)]
+    scrapes: usize,
+    /// Runs of `docker stats --no-stream` over the same containers.
+    #[arg(long, default_value_t = 5)]
+    rounds: usize,
+    /// Where to write the report (between its markers); `-`: print only.
+    #[arg(long, default_value = "docs/benchmarks.md")]
+    out: PathBuf,
 }
 
 /// Options of `node-death`.
@@ -293,6 +315,7 @@ async fn main() -> Result<()> {
                 node_death::bench(args).await
             }
             Cmd::Hollow(args) => hollow_bench(args).await,
+            Cmd::Metrics(args) => metrics_bench(args).await,
         }
     };
     // Interrupted (Ctrl-C, or `timeout`'s SIGTERM): the benchmark's future is
@@ -305,6 +328,40 @@ async fn main() -> Result<()> {
         _ = tokio::signal::ctrl_c() => anyhow::bail!("interrupted: stopped what the benchmark started"),
         _ = term.recv() => anyhow::bail!("terminated: stopped what the benchmark started"),
     }
+}
+
+/// The cost of `/metrics`.
+async fn metrics_bench(args: MetricsArgs) -> Result<()> {
+    let r = metrics::bench(args.tasks, args.scrapes, args.rounds).await?;
+    let mut scrapes_ms: Vec<f64> = r.scrapes.iter().map(|s| s * 1000.0).collect();
+    let p50 = median(&mut scrapes_ms);
+    let p90 = scrapes_ms[(scrapes_ms.len() * 9 / 10).min(scrapes_ms.len() - 1)];
+    let mut stats_ms: Vec<f64> = r.docker_stats.iter().map(|s| s * 1000.0).collect();
+    let stats = median(&mut stats_ms);
+    let body = format!(
+        "Command: `bash bench/run.sh metrics` (`stackd-bench metrics --tasks {tasks} --scrapes {n} --rounds {rounds}`), \
+         release build, one node (manager and agent) on this machine's engine with `--metrics-addr`, {tasks} running \
+         tasks of `stackd-test/web:1`; {n} scrapes of `/metrics` one after the other (the classic text format), after \
+         the agent's usage figures were read twice.\n\n\
+         | what | median | p90 | size |\n|---|---|---|---|\n\
+         | `GET /metrics` | {p50:.2} ms | {p90:.2} ms | {bytes} bytes, {series} series |\n\
+         | `docker stats --no-stream` of the same {tasks} containers (the limit the usage figures come from) | {stats:.0} ms ({stats_runs}) | | |\n\n\
+         The node's CPU per scrape (user + system, from `/proc/PID/stat` over the {n} scrapes): {cpu:.2} ms. \
+         The agent reads the engine's stats in the background every 10 s, so a scrape never waits for the engine.",
+        tasks = r.tasks,
+        n = r.scrapes.len(),
+        rounds = args.rounds,
+        bytes = r.bytes,
+        series = r.series,
+        cpu = r.cpu_ms_per_scrape,
+        stats_runs = fmt_s(&stats_ms.iter().map(|m| m / 1000.0).collect::<Vec<_>>()) + " s",
+    );
+    println!("{body}");
+    if args.out.as_os_str() != "-" {
+        write_section(&args.out, "metrics", &body)?;
+        println!("wrote {}", args.out.display());
+    }
+    Ok(())
 }
 
 /// The Raft benchmark: every contender at every client count, one table.

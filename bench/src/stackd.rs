@@ -36,6 +36,11 @@ pub struct Node {
 impl Node {
     /// `stackd init` in a temp dir; waits until the node is ready.
     pub async fn start() -> Result<Self> {
+        Self::start_with(&[]).await
+    }
+
+    /// [`start`](Self::start) with more flags for `stackd init`.
+    pub async fn start_with(extra: &[&str]) -> Result<Self> {
         remove_dead_clusters()?;
         let dir = tempfile::Builder::new().prefix("stackd-bench-").tempdir()?;
         let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
@@ -44,6 +49,7 @@ impl Node {
         let child = Command::new(bin("stackd"))
             .args(["init", "--listen", &addr, "--name", "bench", "--data-dir"])
             .arg(dir.path())
+            .args(extra)
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -128,6 +134,11 @@ impl Node {
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
+    }
+
+    /// The stackd process's id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// Resident memory of the stackd process, KiB.

@@ -169,6 +169,7 @@ fn metrics_and_health_of_a_running_node_move_with_the_cluster() {
     assert_eq!(m.get("stackd_service_desired_tasks{stack=\"m\",service=\"web\"}"), Some(&2.0));
     assert_eq!(m.get("stackd_service_tasks{stack=\"m\",service=\"web\",state=\"failed\"}"), Some(&0.0));
     assert_eq!(m.get("stackd_service_rollout{stack=\"m\",service=\"web\",state=\"completed\"}"), Some(&1.0));
+    assert_eq!(m.get("stackd_service_rollout{stack=\"m\",service=\"web\",state=\"paused\"}"), Some(&0.0));
     assert!(m["stackd_raft_applied_index"] > applied, "the applied index moved");
 
     // A scale moves the figures.

@@ -38,7 +38,7 @@ use bollard::query_parameters::{
     StopContainerOptions,
 };
 use futures_util::{StreamExt, TryStreamExt};
-use stackd_core::model::{EngineDescription, ImagePin, StackNetwork, StackVolume, Task};
+use stackd_core::model::{EngineDescription, ImagePin, PullPolicy, StackNetwork, StackVolume, Task};
 
 pub use spec::{
     LABEL_CLUSTER, LABEL_NETWORK, LABEL_NODE, LABEL_REVISION, LABEL_SERVICE, LABEL_SLOT, LABEL_STACK, LABEL_TASK,
@@ -115,6 +115,23 @@ pub enum DockerError {
         image: String,
         /// Why the pull failed.
         message: String,
+    },
+    /// `pull_policy: always`, and the pull failed (the node's copy is not used).
+    #[error("image {image}: pull_policy always, and the pull failed: {message}")]
+    PullFailed {
+        /// The image reference.
+        image: String,
+        /// Why the pull failed.
+        message: String,
+    },
+    /// `pull_policy: never`, and the image is not on the node.
+    #[error(
+        "image {image} is not on this node, and pull_policy is never: load it on the node (docker load, docker pull) \
+         or use pull_policy missing"
+    )]
+    NotPresent {
+        /// The image reference.
+        image: String,
     },
     /// An external network the task joins does not exist.
     #[error(
@@ -591,21 +608,29 @@ impl Executor {
         }
     }
 
-    /// Makes sure `image` is present: inspects it, else tries to pull it.
-    pub async fn ensure_image(&self, image: &str) -> Result<(), DockerError> {
-        match self.docker.inspect_image(image).await {
-            Ok(_) => return Ok(()),
-            Err(BollardError::DockerResponseServerError { status_code: 404, .. }) => {}
-            Err(e) => return Err(engine("inspect image", e)),
+    /// Makes sure `image` is present as `policy` says: `missing` inspects
+    /// it, and pulls it when it is not there; `always` pulls it (a failed
+    /// pull fails, whatever the node holds); `never` only inspects it.
+    pub async fn ensure_image(&self, image: &str, policy: PullPolicy) -> Result<(), DockerError> {
+        if policy != PullPolicy::Always {
+            match self.docker.inspect_image(image).await {
+                Ok(_) => return Ok(()),
+                Err(BollardError::DockerResponseServerError { status_code: 404, .. }) => {}
+                Err(e) => return Err(engine("inspect image", e)),
+            }
+            if policy == PullPolicy::Never {
+                return Err(DockerError::NotPresent { image: image.to_string() });
+            }
         }
         let (from_image, tag) = spec::pull_reference(image);
         let opts = CreateImageOptions { from_image: Some(from_image), tag: Some(tag), ..Default::default() };
         let started = std::time::Instant::now();
         let pulled = self.docker.create_image(Some(opts), None, None).try_collect::<Vec<_>>().await;
         self.observe("pull_image", started);
-        pulled
-            .map(|_| ())
-            .map_err(|e| DockerError::ImageUnavailable { image: image.to_string(), message: describe(&e) })
+        pulled.map(|_| ()).map_err(|e| match policy {
+            PullPolicy::Always => DockerError::PullFailed { image: image.to_string(), message: describe(&e) },
+            _ => DockerError::ImageUnavailable { image: image.to_string(), message: describe(&e) },
+        })
     }
 
     /// Creates the container of `task`, named [`Task::container_name`]. When

@@ -247,14 +247,22 @@ pub async fn run_with(
     status.set_engine(true);
     *status.metrics.node.lock().unwrap_or_else(|p| p.into_inner()) = config.name.clone();
     let exec = exec.with_calls(status.metrics.calls.clone());
-    let pinger = tokio::spawn(ping_engine(exec.clone(), status.clone()));
-    let usage = tokio::spawn(read_usage(exec.clone(), ctx.clone(), status.clone()));
+    // Stopped with the agent, however it stops (an abort included).
+    let _pinger = AbortOnDrop(tokio::spawn(ping_engine(exec.clone(), status.clone())));
+    let _usage = AbortOnDrop(tokio::spawn(read_usage(exec.clone(), ctx.clone(), status.clone())));
     let worker = Worker::new(exec, ctx, files, reports_tx, dataplane.map(dataplane::DataPlane::new));
     Session::new(description, managers, config.tls, worker, reports_rx, status.clone()).run(shutdown).await;
-    pinger.abort();
-    usage.abort();
     status.set_session(false);
     Ok(())
+}
+
+/// A task aborted when this is dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// Reads what the running tasks use every [`metrics::USAGE_EVERY`], summed

@@ -174,8 +174,11 @@ impl Runner {
         let event = match op {
             Op::Locate => self.locate().await?,
             Op::EnsureImage => {
-                let image = self.rx.borrow().run_image().to_string();
-                match self.exec.ensure_image(&image).await {
+                let (image, policy) = {
+                    let task = self.rx.borrow();
+                    (task.run_image().to_string(), task.template.pull_policy)
+                };
+                match self.exec.ensure_image(&image, policy).await {
                     Ok(()) => Event::ImageReady,
                     Err(e) => Event::ImageFailed(e.to_string()),
                 }

@@ -158,6 +158,22 @@ pub struct DeployArgs {
     /// field-level diff, or remove) and send nothing.
     #[arg(long, conflicts_with = "wait")]
     pub dry_run: bool,
+    /// When the nodes pull the images, for every service of the deploy
+    /// (overrides the files' `pull_policy`): `always` (before every task),
+    /// `missing` (when the node lacks it) or `never`.
+    #[arg(long, value_enum, value_name = "POLICY")]
+    pub pull: Option<PullArg>,
+}
+
+/// `--pull`.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PullArg {
+    /// Before every task.
+    Always,
+    /// When the node does not have the image.
+    Missing,
+    /// Never: the image must be on the node.
+    Never,
 }
 
 /// `stackctl config`.

@@ -37,7 +37,17 @@ struct Deployed<'a> {
 
 /// Runs `stackctl deploy`.
 pub async fn deploy(g: &Global, args: &DeployArgs) -> Result<i32> {
-    let loaded = stackfile::load(&args.stack, &args.source)?;
+    let mut loaded = stackfile::load(&args.stack, &args.source)?;
+    if let Some(pull) = args.pull {
+        let policy = match pull {
+            crate::args::PullArg::Always => stackd_core::model::PullPolicy::Always,
+            crate::args::PullArg::Missing => stackd_core::model::PullPolicy::Missing,
+            crate::args::PullArg::Never => stackd_core::model::PullPolicy::Never,
+        };
+        for service in loaded.spec.services.values_mut() {
+            service.task.pull_policy = policy;
+        }
+    }
     let mut c = connect(g).await?;
     if args.dry_run {
         return crate::dryrun::show(g, c.client(), &loaded.spec, args.prune).await;

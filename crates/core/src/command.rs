@@ -270,6 +270,11 @@ pub enum Command {
     SetUnlockKey {
         /// The key (`STKLOCK-1-…`), made by the proposing manager; empty: off.
         key: crate::model::Blob,
+        /// The key it replaces, as the proposer read it: refused when the
+        /// state holds another (two requests at once: the second one's
+        /// caller would print a key that no longer opens anything).
+        #[serde(default)]
+        previous: crate::model::Blob,
         /// Time.
         at: Timestamp,
     },

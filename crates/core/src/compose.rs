@@ -183,6 +183,9 @@ pub fn service(s: &ServiceSpec, stack: &StackSpec) -> Value {
     if t.read_only {
         o.insert("read_only".into(), json!(true));
     }
+    if !t.pull_policy.is_missing() {
+        o.insert("pull_policy".into(), json!(t.pull_policy.as_str()));
+    }
     for (key, list) in [
         ("cap_add", &t.cap_add),
         ("cap_drop", &t.cap_drop),

@@ -98,6 +98,16 @@ impl PendingReason {
     }
 }
 
+/// Every rollout state, in the order `/metrics` lists them.
+pub const ROLLOUT_STATES: [UpdateState; 6] = [
+    UpdateState::Completed,
+    UpdateState::Updating,
+    UpdateState::Paused,
+    UpdateState::RollingBack,
+    UpdateState::RolledBack,
+    UpdateState::Failed,
+];
+
 /// A service's rollout state as a label value.
 pub fn rollout_state(s: UpdateState) -> &'static str {
     match s {

@@ -385,6 +385,10 @@ pub struct TaskTemplate {
     pub init: Option<bool>,
     /// Read-only root filesystem.
     pub read_only: bool,
+    /// When the node pulls the image (compose `pull_policy`, or `stackctl
+    /// deploy --pull`). Left out of the encoding while the default.
+    #[serde(default, skip_serializing_if = "PullPolicy::is_missing")]
+    pub pull_policy: PullPolicy,
     /// Linux capabilities to add (`NET_ADMIN`, …).
     #[serde(default)]
     pub cap_add: Vec<String>,
@@ -1510,6 +1514,52 @@ pub fn rfc3339(ms: u64) -> String {
     let month = if mp < 10 { mp + 3 } else { mp - 9 };
     let year = yoe + era * 400 + i64::from(month <= 2);
     format!("{year:04}-{month:02}-{day:02}T{h:02}:{m:02}:{s:02}.{:03}Z", ms % 1000)
+}
+
+/// When a node pulls a task's image.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PullPolicy {
+    /// When the image is not on the node (compose's `missing`, `if_not_present`).
+    #[default]
+    Missing,
+    /// Before every task: the registry's current image for the tag (or the
+    /// revision's pinned digest); a failed pull fails the task.
+    Always,
+    /// Never: the image must be on the node, else the task is rejected.
+    Never,
+}
+
+impl PullPolicy {
+    /// The default (left out of encodings).
+    pub fn is_missing(&self) -> bool {
+        *self == PullPolicy::Missing
+    }
+
+    /// Its name in compose files and on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PullPolicy::Missing => "missing",
+            PullPolicy::Always => "always",
+            PullPolicy::Never => "never",
+        }
+    }
+
+    /// Reads a compose `pull_policy` value, or says why it is refused.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        match text {
+            "missing" | "if_not_present" => Ok(PullPolicy::Missing),
+            "always" => Ok(PullPolicy::Always),
+            "never" => Ok(PullPolicy::Never),
+            "build" => Err("`build` is not supported: stackd does not build images; build and push the image, \
+                            then use `always` or `missing`"
+                .into()),
+            t if t == "daily" || t == "weekly" || t == "refresh" || t.starts_with("every_") => Err(format!(
+                "`{t}` (a refresh period) is not supported: use `always` to pull before every task, or `missing`"
+            )),
+            t => Err(format!("must be one of `always`, `missing`, `never` (or `if_not_present`), got `{t}`")),
+        }
+    }
 }
 
 /// Whether a counter is 0 (left out of the encoding, so that states from

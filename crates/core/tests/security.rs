@@ -136,18 +136,26 @@ fn an_unlock_key_is_set_replaced_and_cleared_and_a_malformed_one_refused() {
     let mut c = Cluster::new();
     let before = c.state.state_hash();
     let key = format!("STKLOCK-1-{}", "A".repeat(43));
-    let applied = c.apply(Command::SetUnlockKey { key: Blob(key.clone().into_bytes()), at: 9 });
+    let applied =
+        c.apply(Command::SetUnlockKey { key: Blob(key.clone().into_bytes()), previous: Blob::default(), at: 9 });
     assert_eq!(applied.rejected, None);
     assert_eq!(c.state.security.unlock_key.0, key.as_bytes());
     assert_ne!(c.state.state_hash(), before, "the key is part of the state");
     for bad in ["STKLOCK-1-short".to_string(), format!("SWMKEY-1-{}", "A".repeat(44))] {
-        let why = c.refused(Command::SetUnlockKey { key: Blob(bad.into_bytes()), at: 10 });
+        let previous = Blob(key.clone().into_bytes());
+        let why = c.refused(Command::SetUnlockKey { key: Blob(bad.into_bytes()), previous, at: 10 });
         assert!(why.contains("not an unlock key"), "{why}");
         assert_eq!(c.state.security.unlock_key.0, key.as_bytes(), "a refused command changes nothing");
     }
     let debug = format!("{:?}", c.state.security);
     assert!(!debug.contains(&key), "the key never shows in Debug: {debug}");
-    assert_eq!(c.apply(Command::SetUnlockKey { key: Blob::default(), at: 11 }).rejected, None);
+    // A request that read another key than the one in force changes nothing.
+    let other = Blob(format!("STKLOCK-1-{}", "B".repeat(43)).into_bytes());
+    let why = c.refused(Command::SetUnlockKey { key: other.clone(), previous: Blob::default(), at: 11 });
+    assert!(why.contains("changed meanwhile"), "{why}");
+    assert_eq!(c.state.security.unlock_key.0, key.as_bytes());
+    let previous = Blob(key.clone().into_bytes());
+    assert_eq!(c.apply(Command::SetUnlockKey { key: Blob::default(), previous, at: 12 }).rejected, None);
     assert!(c.state.security.unlock_key.0.is_empty());
     assert_eq!(c.state.state_hash(), before, "off again: the state hashes as one that never had a key");
 }

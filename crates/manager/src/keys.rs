@@ -119,6 +119,16 @@ struct KeysFile {
     key_id: String,
     /// The wrapped data key, base64.
     data_key: String,
+    /// The Raft index of the applied state whose setting chose this
+    /// wrapping: a state older than it (replayed at start, before the
+    /// manager caught up) never changes it back.
+    #[serde(default)]
+    as_of: u64,
+    /// Whether the Raft data may still hold plain records: only when this
+    /// file was made for a log an earlier stackd wrote, until it is
+    /// sealed. Plain data is refused otherwise.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    upgrading: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -142,7 +152,12 @@ pub enum Wrapping {
 pub struct AtRest {
     data_dir: PathBuf,
     key: Arc<DataKey>,
-    wrapping: Arc<Mutex<Wrapping>>,
+    /// How the key is wrapped, and the index of the state that chose it.
+    wrapping: Arc<Mutex<(Wrapping, u64)>>,
+    /// Whether plain records and snapshots written before encryption at
+    /// rest may be read (and sealed): from the start that made the key for
+    /// an existing log until [`AtRest::upgraded`].
+    upgrading: Arc<Mutex<bool>>,
 }
 
 fn b64() -> base64::engine::GeneralPurpose {
@@ -157,19 +172,44 @@ impl AtRest {
 
     /// How the data key is wrapped now.
     pub fn wrapping(&self) -> Wrapping {
-        lock(&self.wrapping).clone()
+        lock(&self.wrapping).0.clone()
+    }
+
+    /// Whether the Raft data may hold plain records of an earlier stackd,
+    /// to be sealed now (see [`open`]).
+    pub fn upgrading(&self) -> bool {
+        *lock(&self.upgrading)
+    }
+
+    /// Says that the Raft data is sealed whole: plain data is refused from
+    /// now on (a record nobody sealed was written by someone without the key).
+    pub fn upgraded(&self) -> Result<(), KeysError> {
+        let mut upgrading = lock(&self.upgrading);
+        if !*upgrading {
+            return Ok(());
+        }
+        let path = raft_dir(&self.data_dir).join(KEYS_FILE);
+        let text = std::fs::read(&path).map_err(io(&path))?;
+        let mut file: KeysFile = serde_json::from_slice(&text)
+            .map_err(|e| KeysError::Bad { path: path.display().to_string(), why: e.to_string() })?;
+        file.upgrading = false;
+        write_keys(&self.data_dir, &file)?;
+        *upgrading = false;
+        Ok(())
     }
 
     /// Wraps the data key by `unlock` (autolock), or by a new local key
-    /// file when `None`; deletes the local key file once it wraps nothing.
-    /// Does nothing when it is wrapped so already.
-    pub fn rewrap(&self, unlock: Option<&UnlockKey>) -> Result<bool, KeysError> {
+    /// file when `None`, as the applied state at Raft index `as_of` says;
+    /// deletes the local key file once it wraps nothing. Does nothing when
+    /// it is wrapped so already, or when a state after `as_of` chose the
+    /// wrapping (a manager replaying its log at start sees old states).
+    pub fn rewrap(&self, unlock: Option<&UnlockKey>, as_of: u64) -> Result<bool, KeysError> {
         let mut wrapping = lock(&self.wrapping);
         let want = match unlock {
             Some(k) => Wrapping::Unlock(k.id()),
             None => Wrapping::Local,
         };
-        if *wrapping == want {
+        if wrapping.0 == want || as_of < wrapping.1 {
             return Ok(false);
         }
         let kek_path = self.data_dir.join(KEK_FILE);
@@ -179,6 +219,8 @@ impl AtRest {
                 wrapped_by: WrappedBy::UnlockKey,
                 key_id: k.id(),
                 data_key: base64::Engine::encode(&b64(), self.key.wrap(&k.kek())?),
+                as_of,
+                upgrading: *lock(&self.upgrading),
             },
             None => {
                 let kek = Kek::generate()?;
@@ -189,6 +231,8 @@ impl AtRest {
                     wrapped_by: WrappedBy::Local,
                     key_id: String::new(),
                     data_key: base64::Engine::encode(&b64(), self.key.wrap(&kek)?),
+                    as_of,
+                    upgrading: *lock(&self.upgrading),
                 }
             }
         };
@@ -199,7 +243,7 @@ impl AtRest {
         if unlock.is_some() {
             remove_kek(&kek_path)?;
         }
-        *wrapping = want;
+        *wrapping = (want, as_of);
         Ok(true)
     }
 }
@@ -243,13 +287,17 @@ pub fn open(data_dir: &Path, unlock: Option<&UnlockKey>) -> Result<AtRest, KeysE
     let text = match std::fs::read(&path) {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            // A log already there was written before encryption at rest:
+            // it is read once, and sealed, by this start.
+            let upgrading = dir.join("log").exists() || dir.join("snapshots").exists();
             let at_rest = AtRest {
                 data_dir: data_dir.to_path_buf(),
                 key: Arc::new(DataKey::generate()?),
                 // Nothing is written yet: `rewrap` writes both files.
-                wrapping: Arc::new(Mutex::new(Wrapping::Unlock(String::new()))),
+                wrapping: Arc::new(Mutex::new((Wrapping::Unlock(String::new()), 0))),
+                upgrading: Arc::new(Mutex::new(upgrading)),
             };
-            at_rest.rewrap(None)?;
+            at_rest.rewrap(None, 0)?;
             return Ok(at_rest);
         }
         Err(e) => return Err(io(&path)(e)),
@@ -289,7 +337,12 @@ pub fn open(data_dir: &Path, unlock: Option<&UnlockKey>) -> Result<AtRest, KeysE
             (key, Wrapping::Unlock(file.key_id))
         }
     };
-    Ok(AtRest { data_dir: data_dir.to_path_buf(), key: Arc::new(key), wrapping: Arc::new(Mutex::new(wrapping)) })
+    Ok(AtRest {
+        data_dir: data_dir.to_path_buf(),
+        key: Arc::new(key),
+        wrapping: Arc::new(Mutex::new((wrapping, file.as_of))),
+        upgrading: Arc::new(Mutex::new(file.upgrading)),
+    })
 }
 
 /// Keeps the data key wrapped as the cluster says, on every manager (not
@@ -302,14 +355,16 @@ pub(crate) async fn follow(
 ) {
     let mut applied = shared.applied();
     loop {
-        let blob = shared.snapshot().security.unlock_key.clone();
+        let (at, state) = shared.snapshot_at();
+        let as_of = at.map(|l| l.index).unwrap_or(0);
+        let blob = state.security.unlock_key.clone();
         let text = String::from_utf8_lossy(&blob.0).into_owned();
         let unlock = if text.is_empty() { None } else { text.parse::<UnlockKey>().ok() };
         if !text.is_empty() && unlock.is_none() {
             tracing::error!("the cluster's unlock key does not parse: the raft data stays wrapped as it is");
         } else {
             let at = at_rest.clone();
-            let done = tokio::task::spawn_blocking(move || at.rewrap(unlock.as_ref())).await;
+            let done = tokio::task::spawn_blocking(move || at.rewrap(unlock.as_ref(), as_of)).await;
             match done {
                 Ok(Ok(true)) => match at_rest.wrapping() {
                     Wrapping::Unlock(id) => tracing::info!(
@@ -358,8 +413,10 @@ mod tests {
         let a = open(dir.path(), None).expect("new");
         let sealed = a.key().seal(b"x").expect("seal");
         let k = UnlockKey::generate().expect("key");
-        assert!(a.rewrap(Some(&k)).expect("rewrap"));
-        assert!(!a.rewrap(Some(&k)).expect("again"), "nothing to do the second time");
+        assert!(a.rewrap(Some(&k), 5).expect("rewrap"));
+        assert!(!a.rewrap(Some(&k), 6).expect("again"), "nothing to do the second time");
+        // An older state (replayed at start) never changes it back.
+        assert!(!a.rewrap(None, 4).expect("older"), "an older state rewrapped the key");
         assert!(!dir.path().join(KEK_FILE).exists(), "the local key is gone");
         let keys = std::fs::read_to_string(dir.path().join("raft").join(KEYS_FILE)).expect("keys");
         assert!(keys.contains(&k.id()) && !keys.contains(&k.to_secret_string()), "{keys}");
@@ -376,11 +433,26 @@ mod tests {
         assert_eq!(b.key().open(&sealed).expect("same key"), b"x");
 
         // Rotation, then autolock off.
-        assert!(b.rewrap(Some(&other)).expect("rotate"));
+        assert!(b.rewrap(Some(&other), 7).expect("rotate"));
         assert!(matches!(open(dir.path(), Some(&k)), Err(KeysError::WrongKey { .. })));
-        assert!(b.rewrap(None).expect("off"));
+        assert!(b.rewrap(None, 8).expect("off"));
         let c = open(dir.path(), None).expect("local again");
         assert_eq!(c.key().open(&sealed).expect("same key"), b"x");
+    }
+
+    #[test]
+    fn plain_data_is_allowed_only_to_a_key_made_for_an_existing_log() {
+        let fresh = tempfile::tempdir().expect("tempdir");
+        assert!(!open(fresh.path(), None).expect("new").upgrading(), "a new manager writes sealed only");
+        let old = tempfile::tempdir().expect("tempdir");
+        std::fs::create_dir_all(old.path().join("raft").join("log")).expect("an earlier stackd's log");
+        let a = open(old.path(), None).expect("new key for it");
+        assert!(a.upgrading());
+        // Until it is sealed, every start may read the plain data (a crash meanwhile).
+        assert!(open(old.path(), None).expect("reopen").upgrading());
+        a.upgraded().expect("sealed");
+        assert!(!a.upgrading());
+        assert!(!open(old.path(), None).expect("reopen").upgrading(), "refused from now on");
     }
 
     #[test]

@@ -205,8 +205,13 @@ impl Manager {
             &config.timings,
             connector,
             config.at_rest.key(),
+            config.at_rest.upgrading(),
         )
         .await?;
+        // The log and the snapshot are sealed whole now: plain data is refused from here on.
+        if let Err(e) = config.at_rest.upgraded() {
+            tracing::warn!(error = %e, "cannot record that the raft data is sealed; retried at the next start");
+        }
         let (initialised_tx, initialised) = watch::channel(None);
         let stop = CancellationToken::new();
         // Every manager (not only the leader) wraps its data key as the cluster says.

@@ -145,7 +145,11 @@ impl Collector for ManagerCollector {
             for (reason, n) in &f.pending {
                 pending.push((svc(Some(("reason", reason.as_str()))), *n as f64));
             }
-            rollouts.push((svc(Some(("state", rollout_state(f.rollout)))), 1.0));
+            // Every state, 0 or 1: a series that appears and vanishes cannot be alerted on.
+            for state in stackd_core::metrics::ROLLOUT_STATES {
+                let v = if state == f.rollout { 1.0 } else { 0.0 };
+                rollouts.push((svc(Some(("state", rollout_state(state)))), v));
+            }
             failures.push((svc(None), f.failures));
         }
         gauges(

@@ -229,7 +229,18 @@ pub fn retire_raft(dir: &Path, now_ms: u64) -> Result<()> {
         return Ok(());
     }
     let to = dir.join(format!("raft.removed-{now_ms}"));
-    std::fs::rename(&from, &to).map_err(io(format!("moving {} to {}", from.display(), to.display())))
+    std::fs::rename(&from, &to).map_err(io(format!("moving {} to {}", from.display(), to.display())))?;
+    // Its data key is wrapped by the local key file, which a later
+    // promotion replaces: the retired data keeps a copy that opens it.
+    let kek = dir.join("raft.kek");
+    if kek.exists() {
+        std::fs::copy(&kek, to.join("raft.kek")).map_err(io(format!(
+            "copying {} into {}",
+            kek.display(),
+            to.display()
+        )))?;
+    }
+    Ok(())
 }
 
 /// The node's credentials from `dir/tls`.

@@ -100,6 +100,22 @@ pub fn dial_addr(listen: &str) -> String {
     }
 }
 
+/// Listens on `addr`. A locked manager's server held the address a moment
+/// ago (its accept task may still be closing it): `EADDRINUSE` is retried
+/// for a few seconds.
+async fn bind(addr: &str) -> Result<tokio::net::TcpListener> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        match tokio::net::TcpListener::bind(addr).await {
+            Ok(l) => return Ok(l),
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse && std::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(source) => return Err(NodeError::Listen { addr: addr.to_string(), source }),
+        }
+    }
+}
+
 /// Why [`run_node`] returned.
 enum Exit {
     /// A signal asked the node to stop.
@@ -223,9 +239,7 @@ async fn run_node(
             }
             Err(e) => return Err(e.into()),
         };
-        let listener = tokio::net::TcpListener::bind(identity.bind_addr())
-            .await
-            .map_err(|source| NodeError::Listen { addr: identity.bind_addr().to_string(), source })?;
+        let listener = bind(identity.bind_addr()).await?;
         let pending = files::load_bootstrap(&data_dir)?;
         let restoring = files::load_restore(&data_dir)?;
         let first = match (&pending, restoring) {
@@ -253,6 +267,16 @@ async fn run_node(
         }
         // Once InitCluster has committed, the admin token is valid: hand it to stackctl.
         if let Some(b) = pending {
+            if !b.security.unlock_key.0.is_empty() {
+                // Before the cluster exists (it is printed again on every start until then): once
+                // its first command commits, the manager cannot start without it. On standard
+                // output only, never in the log: it opens every manager's raft data.
+                println!(
+                    "autolock is on: every manager of this cluster needs this unlock key to start (`stackd unlock`, \
+                     `stackctl cluster unlock`); keep it off the cluster, e.g. in a password manager:\n\n    {}\n",
+                    String::from_utf8_lossy(&b.security.unlock_key.0)
+                );
+            }
             if let Err(e) = manager.initialised(Duration::from_secs(60)).await {
                 manager.shutdown().await;
                 return Err(e.into());
@@ -262,14 +286,6 @@ async fn run_node(
             tracing::info!(path = %env.display(), "stackctl settings written (admin token included): `set -a; . {}; set +a`", env.display());
             let key = data_dir.join(files::RECOVERY_KEY);
             tracing::warn!(path = %key.display(), "the recovery key (it opens every snapshot of this cluster) is in {}: move it off the cluster and delete this copy; `stackctl cluster recovery-key --rotate` makes a new one", key.display());
-            if !b.security.unlock_key.0.is_empty() {
-                // On standard output only, never in the log: the key opens every manager's raft data.
-                println!(
-                    "autolock is on: every manager of this cluster needs this unlock key to start (`stackd unlock`, \
-                     `stackctl cluster unlock`); keep it off the cluster, e.g. in a password manager:\n\n    {}\n",
-                    String::from_utf8_lossy(&b.security.unlock_key.0)
-                );
-            }
         }
         status.set_manager(http::ManagerPhase::Running(Box::new(manager.collector())));
         Some((manager, listener))

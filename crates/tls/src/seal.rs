@@ -10,9 +10,14 @@
 //! unlock key = STKLOCK-1-<43 chars of unpadded base64url>
 //! ```
 //!
-//! A random nonce per seal: a record rewritten at the same place of the log
-//! (after a truncation) never reuses one; 2^32 seals under one key keep the
-//! chance of a repeat below 2^-32.
+//! A data key's nonces are a random 32-bit prefix drawn when the key is
+//! opened, then a 64-bit counter that starts at a random value and counts
+//! up with every seal: within one process a nonce never repeats (a record
+//! rewritten at the same place of the log after a truncation gets a new
+//! one), and two processes repeat one only if both draw the same prefix
+//! (2^-32) and their counter ranges meet. The number of seals under one key
+//! is not bounded by the 2^32 that random nonces would allow. A wrapped key
+//! (rare) takes a random nonce.
 
 use std::fmt;
 use std::str::FromStr;
@@ -63,7 +68,16 @@ fn aead(key: &[u8; 32]) -> LessSafeKey {
 }
 
 fn seal_with(key: &LessSafeKey, aad: &[u8], plaintext: &[u8], out: &mut Vec<u8>) -> Result<(), SealError> {
-    let nonce = random::<NONCE_LEN>()?;
+    seal_nonce(key, random::<NONCE_LEN>()?, aad, plaintext, out)
+}
+
+fn seal_nonce(
+    key: &LessSafeKey,
+    nonce: [u8; NONCE_LEN],
+    aad: &[u8],
+    plaintext: &[u8],
+    out: &mut Vec<u8>,
+) -> Result<(), SealError> {
     let start = out.len();
     out.reserve(plaintext.len() + OVERHEAD);
     out.extend_from_slice(&nonce);
@@ -94,6 +108,10 @@ fn open_with(key: &LessSafeKey, aad: &[u8], sealed: &[u8]) -> Result<Vec<u8>, Se
 pub struct DataKey {
     bytes: [u8; 32],
     key: LessSafeKey,
+    /// The nonces' random prefix, for this process.
+    prefix: [u8; 4],
+    /// The next nonce's counter.
+    counter: std::sync::atomic::AtomicU64,
 }
 
 impl fmt::Debug for DataKey {
@@ -105,16 +123,30 @@ impl fmt::Debug for DataKey {
 impl DataKey {
     /// A new random key.
     pub fn generate() -> Result<Self, SealError> {
-        Ok(Self::from_bytes(random::<32>()?))
+        Self::from_bytes(random::<32>()?)
     }
 
-    fn from_bytes(bytes: [u8; 32]) -> Self {
-        Self { key: aead(&bytes), bytes }
+    fn from_bytes(bytes: [u8; 32]) -> Result<Self, SealError> {
+        Ok(Self {
+            key: aead(&bytes),
+            bytes,
+            prefix: random::<4>()?,
+            counter: std::sync::atomic::AtomicU64::new(u64::from_le_bytes(random::<8>()?)),
+        })
+    }
+
+    /// The next nonce: the prefix, then the counter.
+    fn next_nonce(&self) -> [u8; NONCE_LEN] {
+        let n = self.counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let mut nonce = [0u8; NONCE_LEN];
+        nonce[..4].copy_from_slice(&self.prefix);
+        nonce[4..].copy_from_slice(&n.to_be_bytes());
+        nonce
     }
 
     /// Seals `plaintext`, appending the sealed bytes to `out`.
     pub fn seal_into(&self, plaintext: &[u8], out: &mut Vec<u8>) -> Result<(), SealError> {
-        seal_with(&self.key, &[], plaintext, out)
+        seal_nonce(&self.key, self.next_nonce(), &[], plaintext, out)
     }
 
     /// Seals `plaintext`.
@@ -140,7 +172,7 @@ impl DataKey {
     pub fn unwrap(wrapped: &[u8], kek: &Kek) -> Result<Self, SealError> {
         let bytes = open_with(&aead(&kek.0), WRAP_AAD, wrapped)?;
         let bytes: [u8; 32] = bytes.try_into().map_err(|_| SealError::Open)?;
-        Ok(Self::from_bytes(bytes))
+        Self::from_bytes(bytes)
     }
 }
 
@@ -244,8 +276,12 @@ mod tests {
         assert_eq!(sealed.len(), b"secret value".len() + OVERHEAD);
         assert!(!sealed.windows(6).any(|w| w == b"secret"));
         assert_eq!(key.open(&sealed).expect("open"), b"secret value");
-        // A fresh nonce every time.
-        assert_ne!(key.seal(b"secret value").expect("seal"), sealed);
+        // A fresh nonce every time: the prefix, then a counter.
+        let next = key.seal(b"secret value").expect("seal");
+        assert_ne!(next, sealed);
+        assert_eq!(next[..4], sealed[..4], "one prefix per process");
+        let count = |s: &[u8]| u64::from_be_bytes(s[4..12].try_into().expect("8 bytes"));
+        assert_eq!(count(&next), count(&sealed).wrapping_add(1));
         for i in 0..sealed.len() {
             let mut bad = sealed.clone();
             bad[i] ^= 0x40;

@@ -85,6 +85,14 @@ pub(crate) fn service(cx: &mut Ctx, at: &At<'_>, stack: &StackSpec, nets: &Netwo
             "hostname" => task.hostname = e.opt_string(cx),
             "init" => task.init = if e.is_null() { None } else { e.boolean(cx) },
             "read_only" => task.read_only = !e.is_null() && e.boolean(cx).unwrap_or(false),
+            "pull_policy" => {
+                if let Some(text) = e.opt_string(cx) {
+                    match crate::model::PullPolicy::parse(&text) {
+                        Ok(p) => task.pull_policy = p,
+                        Err(why) => cx.error(&e, why),
+                    }
+                }
+            }
             "cap_add" => task.cap_add = runtime::capabilities(cx, &e),
             "cap_drop" => task.cap_drop = runtime::capabilities(cx, &e),
             "sysctls" => task.sysctls = runtime::sysctls(cx, &e),

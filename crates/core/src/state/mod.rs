@@ -425,6 +425,12 @@ impl ClusterState {
                     cx.refuse(Refusal::invalid(format!("{recipient:?} is not an age recipient (age1…)")));
                 }
             }
+            Command::SetUnlockKey { previous, .. } if *previous != self.security.unlock_key => {
+                cx.refuse(Refusal::failed_precondition(
+                    "the unlock key changed meanwhile (another `stackctl cluster autolock` or `unlock-key --rotate`): \
+                     nothing was changed; `stackctl cluster unlock-key` prints the key in force",
+                ));
+            }
             Command::SetUnlockKey { key, .. } => {
                 let text = std::str::from_utf8(&key.0).unwrap_or_default();
                 // 32 bytes in unpadded base64 after the prefix.

@@ -20,11 +20,11 @@ fn response(key: &Blob, changed: bool) -> v1::UnlockKeyResponse {
     v1::UnlockKeyResponse { key: String::from_utf8_lossy(&key.0).into_owned(), key_id: key_id(key), changed }
 }
 
-/// Proposes a new unlock key (autolock on, or a rotation).
-async fn new_key(ctl: &Control) -> Result<Blob, Status> {
+/// Proposes a new unlock key in place of `previous` (autolock on, or a rotation).
+async fn new_key(ctl: &Control, previous: Blob) -> Result<Blob, Status> {
     let key = UnlockKey::generate().map_err(|e| Status::internal(e.to_string()))?;
     let blob = Blob(key.to_secret_string().into_bytes());
-    ctl.propose(Command::SetUnlockKey { key: blob.clone(), at: now_ms() }).await?;
+    ctl.propose(Command::SetUnlockKey { key: blob.clone(), previous, at: now_ms() }).await?;
     tracing::info!(key_id = %key.id(), "autolock: a new unlock key; every manager now needs it to start");
     Ok(blob)
 }
@@ -34,9 +34,9 @@ pub(super) async fn set(ctl: &Control, r: v1::SetAutolockRequest) -> Result<v1::
     let current = ctl.read(false, |s| s.security.unlock_key.clone()).await?;
     match (r.enabled, current.0.is_empty()) {
         (true, false) | (false, true) => Ok(response(&current, false)),
-        (true, true) => Ok(response(&new_key(ctl).await?, true)),
+        (true, true) => Ok(response(&new_key(ctl, current).await?, true)),
         (false, false) => {
-            ctl.propose(Command::SetUnlockKey { key: Blob::default(), at: now_ms() }).await?;
+            ctl.propose(Command::SetUnlockKey { key: Blob::default(), previous: current, at: now_ms() }).await?;
             tracing::info!("autolock is off: managers start without a key");
             Ok(response(&Blob::default(), true))
         }
@@ -52,7 +52,7 @@ pub(super) async fn get(ctl: &Control, r: v1::GetUnlockKeyRequest) -> Result<v1:
         )));
     }
     if r.rotate {
-        return Ok(response(&new_key(ctl).await?, true));
+        return Ok(response(&new_key(ctl, current).await?, true));
     }
     Ok(response(&current, false))
 }

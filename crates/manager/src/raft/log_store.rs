@@ -437,16 +437,29 @@ impl LogStore {
     /// Opens (or creates) the log in the Raft dir `dir`, its records sealed
     /// with `key`, copying a log kept in `raft.redb` by an earlier stackd
     /// first, and sealing one that holds plain records.
-    pub fn open(dir: &Path, key: Arc<stackd_tls::seal::DataKey>) -> Result<Self, WalError> {
-        Self::open_with(dir, wal::SEGMENT_BYTES, LOCK_WAIT, Some(key))
+    pub fn open(dir: &Path, key: Arc<stackd_tls::seal::DataKey>, upgrading: bool) -> Result<Self, WalError> {
+        Self::open_with_plain(dir, wal::SEGMENT_BYTES, LOCK_WAIT, Some(key), upgrading)
     }
 
     /// [`open`](Self::open) with the segment size, the lock wait and the key
     /// (`None`: plain records, the format before encryption at rest) given.
+    #[cfg(test)]
     fn open_with(dir: &Path, segment_bytes: u64, wait: std::time::Duration, key: Key) -> Result<Self, WalError> {
+        Self::open_with_plain(dir, segment_bytes, wait, key, true)
+    }
+
+    /// [`open_with`](Self::open_with); plain records are refused in a
+    /// sealed log unless `upgrading` (see `keys.rs`).
+    fn open_with_plain(
+        dir: &Path,
+        segment_bytes: u64,
+        wait: std::time::Duration,
+        key: Key,
+        upgrading: bool,
+    ) -> Result<Self, WalError> {
         let lock = lock_dir(dir, wait)?;
         migrate(dir, &key)?;
-        let (mut writer, replayed, files) = reseal(dir, segment_bytes, &key)?;
+        let (mut writer, replayed, files) = reseal(dir, segment_bytes, &key, upgrading)?;
         // What an earlier process wrote may not have been synced before it
         // died: it is now, so that all the log holds counts as durable.
         writer.write(&[], true)?;
@@ -823,7 +836,7 @@ fn marks(vote: Option<Vote>, purged: Option<LogId>, committed: Option<LogId>) ->
 /// Opens the log of the Raft dir `dir`; when `key` is given and the log
 /// holds plain records, first replaces it with a sealed copy (see the
 /// module doc).
-fn reseal(dir: &Path, segment_bytes: u64, key: &Key) -> Result<(Writer, Replayed, Files), WalError> {
+fn reseal(dir: &Path, segment_bytes: u64, key: &Key, upgrading: bool) -> Result<(Writer, Replayed, Files), WalError> {
     let log = dir.join(LOG_DIR);
     let sealing = dir.join(SEALING_DIR);
     let plain = dir.join(PLAIN_DIR);
@@ -843,6 +856,17 @@ fn reseal(dir: &Path, segment_bytes: u64, key: &Key) -> Result<(Writer, Replayed
     let (writer, replayed, files) = Writer::open(&log, segment_bytes, key.clone())?;
     if replayed.plain == 0 || key.is_none() {
         return Ok((writer, replayed, files));
+    }
+    if !upgrading {
+        return Err(WalError::Corrupt {
+            path: log.display().to_string(),
+            offset: 0,
+            why: format!(
+                "{} record(s) in plain text in a log that is sealed: written by something without this manager's \
+                 data key; refused",
+                replayed.plain
+            ),
+        });
     }
     tracing::info!(
         entries = replayed.entries.len(),

@@ -219,18 +219,20 @@ impl RaftNode {
     pub async fn start(dir: &Path, id: u64, timings: &Timings) -> Result<Self, RaftError> {
         let key = stackd_tls::seal::DataKey::generate()
             .map_err(|e| RaftError::Storage { path: dir.display().to_string(), message: e.to_string() })?;
-        Self::start_with(dir, id, timings, Box::new(PlainConnector::default()), Arc::new(key)).await
+        Self::start_with(dir, id, timings, Box::new(PlainConnector::default()), Arc::new(key), false).await
     }
 
     /// Opens the stores in `dir` and starts Raft as node `id`, reaching other
     /// managers through `connector`; the log and the snapshot on disk are
-    /// sealed with `key` (see `keys.rs`).
+    /// sealed with `key` (see `keys.rs`). Plain records and snapshots (an
+    /// earlier stackd's) are read, and sealed, only with `upgrading`.
     pub async fn start_with(
         dir: &Path,
         id: u64,
         timings: &Timings,
         connector: Box<dyn PeerConnector>,
         key: Arc<stackd_tls::seal::DataKey>,
+        upgrading: bool,
     ) -> Result<Self, RaftError> {
         let storage =
             |e: &dyn std::fmt::Display| RaftError::Storage { path: dir.display().to_string(), message: e.to_string() };
@@ -238,14 +240,15 @@ impl RaftNode {
         // Reads the whole log, and may wait for the lock of a log store of
         // this process that is still shutting down: off the runtime's workers.
         let (log_dir, log_key) = (dir.to_path_buf(), key.clone());
-        let log = tokio::task::spawn_blocking(move || LogStore::open(&log_dir, log_key))
+        let log = tokio::task::spawn_blocking(move || LogStore::open(&log_dir, log_key, upgrading))
             .await
             .map_err(|e| storage(&e))?
             .map_err(|e| storage(&e))?
             .for_node(id);
         let durable = log.durable();
         let append_latency = log.append_latency();
-        let sm = StateMachine::open(&dir.join("snapshots"), key).map_err(|e| storage(&e))?.gated(durable.clone());
+        let sm =
+            StateMachine::open(&dir.join("snapshots"), key, upgrading).map_err(|e| storage(&e))?.gated(durable.clone());
         let shared = sm.shared();
         let config = Config {
             cluster_name: "stackd".into(),

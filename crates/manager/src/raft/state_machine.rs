@@ -161,7 +161,7 @@ impl StateMachine {
     /// Opens the state machine in `dir`, loading the current snapshot if
     /// there is one; its file is sealed with `key` (and sealed now if an
     /// earlier stackd wrote it in plain text).
-    pub fn open(dir: &Path, key: Arc<DataKey>) -> Result<Self, StorageError<NodeIdOf>> {
+    pub fn open(dir: &Path, key: Arc<DataKey>, upgrading: bool) -> Result<Self, StorageError<NodeIdOf>> {
         std::fs::create_dir_all(dir).map_err(|e| sm_err(ErrorVerb::Write, e))?;
         let mut data = Data::default();
         let path = dir.join(CURRENT);
@@ -169,6 +169,16 @@ impl StateMachine {
             let (bytes, sealed) = open_file(&key, &path).map_err(|e| sm_err(ErrorVerb::Read, e))?;
             let (_, payload) =
                 snapshot::decode(&bytes).map_err(|e| sm_err(ErrorVerb::Read, format!("{}: {e}", path.display())))?;
+            if !sealed && !upgrading {
+                return Err(sm_err(
+                    ErrorVerb::Read,
+                    format!(
+                        "{}: a snapshot in plain text where a sealed one belongs: written by something without this \
+                         manager's data key; refused",
+                        path.display()
+                    ),
+                ));
+            }
             if !sealed {
                 tracing::info!(path = %path.display(), "the raft snapshot was written before encryption at rest: sealing it");
                 let file = seal_file(&key, &bytes).map_err(|e| sm_err(ErrorVerb::Write, e))?;

@@ -12,8 +12,8 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachine, tempfile::TempDir> for Bui
     async fn build(&self) -> Result<(tempfile::TempDir, LogStore, StateMachine), StorageError<u64>> {
         let dir = tempfile::tempdir().expect("tempdir");
         let key = std::sync::Arc::new(stackd_tls::seal::DataKey::generate().expect("key"));
-        let log = LogStore::open(dir.path(), key.clone()).expect("open log");
-        let sm = StateMachine::open(&dir.path().join("snapshots"), key)?;
+        let log = LogStore::open(dir.path(), key.clone(), false).expect("open log");
+        let sm = StateMachine::open(&dir.path().join("snapshots"), key, false)?;
         Ok((dir, log, sm))
     }
 }
@@ -82,7 +82,7 @@ async fn the_snapshot_file_is_sealed_on_disk() {
     let dir = tempfile::tempdir().expect("tempdir");
     let key = std::sync::Arc::new(stackd_tls::seal::DataKey::generate().expect("key"));
     let snapshots = dir.path().join("snapshots");
-    let mut sm = StateMachine::open(&snapshots, key.clone()).expect("open");
+    let mut sm = StateMachine::open(&snapshots, key.clone(), false).expect("open");
     let built = sm.get_snapshot_builder().await.build_snapshot().await.expect("build");
     let plain = built.snapshot.into_inner();
     let file = snapshots.join("snapshot.current");
@@ -92,13 +92,15 @@ async fn the_snapshot_file_is_sealed_on_disk() {
     let current = sm.get_current_snapshot().await.expect("current").expect("a snapshot");
     assert_eq!(current.snapshot.into_inner(), plain, "read back opened");
 
-    // An earlier stackd's plain file.
+    // An earlier stackd's plain file: refused unless the manager upgrades.
     std::fs::write(&file, &plain).expect("write plain");
-    let mut sm = StateMachine::open(&snapshots, key.clone()).expect("a plain file opens");
+    let err = StateMachine::open(&snapshots, key.clone(), false).err().expect("refused");
+    assert!(err.to_string().contains("plain text"), "{err}");
+    let mut sm = StateMachine::open(&snapshots, key.clone(), true).expect("a plain file opens");
     assert!(std::fs::read(&file).expect("read").starts_with(b"STACKD-SEALED-SNAPSHOT\n"), "and is sealed");
     assert!(sm.get_current_snapshot().await.expect("current").is_some());
     // Another key does not open it.
     let other = std::sync::Arc::new(stackd_tls::seal::DataKey::generate().expect("key"));
-    let err = StateMachine::open(&snapshots, other).err().expect("refused");
+    let err = StateMachine::open(&snapshots, other, false).err().expect("refused");
     assert!(err.to_string().contains("cannot be opened with this key"), "{err}");
 }

@@ -203,6 +203,7 @@ impl From<&model::TaskTemplate> for v1::TaskTemplate {
             stop_signal: value.stop_signal.clone(),
             init: value.init,
             read_only: value.read_only,
+            pull_policy: if value.pull_policy.is_missing() { String::new() } else { value.pull_policy.as_str().into() },
             cap_add: value.cap_add.clone(),
             cap_drop: value.cap_drop.clone(),
             sysctls: string_map(&value.sysctls),
@@ -272,6 +273,13 @@ impl TryFrom<v1::TaskTemplate> for model::TaskTemplate {
             stop_signal: value.stop_signal,
             init: value.init,
             read_only: value.read_only,
+            pull_policy: match value.pull_policy.as_str() {
+                "" => model::PullPolicy::Missing,
+                text => model::PullPolicy::parse(text).map_err(|_| ConvertError::Invalid {
+                    field: "TaskTemplate.pull_policy",
+                    value: text.to_string(),
+                })?,
+            },
             cap_add: value.cap_add,
             cap_drop: value.cap_drop,
             sysctls: value.sysctls.into_iter().collect(),

@@ -120,6 +120,7 @@ pub(super) fn full_template() -> model::TaskTemplate {
         stop_signal: Some("SIGQUIT".into()),
         init: Some(true),
         read_only: true,
+        pull_policy: model::PullPolicy::Always,
         cap_add: strings(&["NET_ADMIN"]),
         cap_drop: strings(&["MKNOD", "SETUID"]),
         sysctls: labels(&[("net.core.somaxconn", "1024")]),
@@ -562,6 +563,8 @@ fn template() -> impl Strategy<Value = model::TaskTemplate> {
             stop_signal,
             init,
             read_only,
+            pull_policy: [model::PullPolicy::Missing, model::PullPolicy::Always, model::PullPolicy::Never]
+                [(stop_grace_period_ms % 3) as usize],
             cap_add,
             cap_drop,
             sysctls,

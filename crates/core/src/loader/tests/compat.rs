@@ -421,3 +421,30 @@ fn network_mode_host_needs_the_key_host() {
         ]
     );
 }
+
+#[test]
+fn pull_policy_is_applied_and_what_stackd_cannot_do_refused() {
+    use crate::model::PullPolicy;
+    assert_eq!(web(&svc("")).task.pull_policy, PullPolicy::Missing);
+    for (text, policy) in [
+        ("always", PullPolicy::Always),
+        ("never", PullPolicy::Never),
+        ("missing", PullPolicy::Missing),
+        ("if_not_present", PullPolicy::Missing),
+    ] {
+        let loaded = ok(&svc(&format!("    pull_policy: {text}\n")));
+        assert_eq!(loaded.spec.services["web"].task.pull_policy, policy, "{text}");
+        assert!(loaded.warnings.is_empty(), "{text}: {:?}", loaded.warnings);
+        // The normalised stack says the same thing and loads back unchanged.
+        let yaml = serde_saphyr::to_string(&compose::document(&loaded.spec)).expect("yaml");
+        let again = load("shop", &files(&yaml), &LoadOptions::default()).expect("normalised loads");
+        assert_eq!(again.spec, loaded.spec, "{yaml}");
+    }
+    let why = errors(&svc("    pull_policy: build\n"));
+    assert_eq!(why.len(), 1, "{why:?}");
+    assert!(why[0].starts_with("stack.yml:4:5: services.web.pull_policy: `build` is not supported"), "{why:?}");
+    let why = errors(&svc("    pull_policy: daily\n"));
+    assert!(why[0].contains("a refresh period"), "{why:?}");
+    let why = errors(&svc("    pull_policy: sometimes\n"));
+    assert!(why[0].contains("must be one of `always`, `missing`, `never`"), "{why:?}");
+}

@@ -593,7 +593,7 @@ fn a_gated_state_machine_applies_a_leaders_entries_only_once_they_are_synced() {
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
     rt.block_on(async {
         let store = leading(dir.path()).await;
-        let sm = super::super::StateMachine::open(&dir.path().join("snapshots"), key().expect("a key"))
+        let sm = super::super::StateMachine::open(&dir.path().join("snapshots"), key().expect("a key"), false)
             .expect("state machine");
         let shared = sm.shared();
         let mut sm = sm.gated(store.durable());
@@ -754,6 +754,20 @@ fn a_plain_log_of_an_earlier_stackd_is_rewritten_sealed() {
         let mut store = open(dir.path(), 600);
         assert_eq!(all(&mut store).await.len(), 27);
     });
+}
+
+#[test]
+fn plain_records_are_refused_in_a_log_that_is_not_upgrading() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    rt().block_on(async {
+        let store = LogStore::open_with(dir.path(), wal::SEGMENT_BYTES, Duration::from_secs(10), None).expect("plain");
+        store.append_flushed((1..=3).map(|i| entry(1, i)).collect()).await.expect("append");
+    });
+    let err = LogStore::open_with_plain(dir.path(), wal::SEGMENT_BYTES, Duration::from_secs(10), key(), false)
+        .err()
+        .expect("refused");
+    assert!(err.to_string().contains("plain text in a log that is sealed"), "{err}");
+    assert!(log_holds(dir.path(), b"/v7+/v7+"), "and left as it was");
 }
 
 #[test]
