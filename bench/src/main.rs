@@ -347,13 +347,15 @@ async fn metrics_bench(args: MetricsArgs) -> Result<()> {
          | `GET /metrics` | {p50:.2} ms | {p90:.2} ms | {bytes} bytes, {series} series |\n\
          | `docker stats --no-stream` of the same {tasks} containers (the limit the usage figures come from) | {stats:.0} ms ({stats_runs}) | | |\n\n\
          The node's CPU per scrape (user + system, from `/proc/PID/stat` over the {n} scrapes): {cpu:.2} ms. \
-         The agent reads the engine's stats in the background every 10 s, so a scrape never waits for the engine.",
+         The agent reads the engine's stats in the background every 10 s (8 containers at a time), so a scrape never \
+         waits for the engine; its figures counted all {tasks} tasks {usage:.1} s after the deploy returned.",
         tasks = r.tasks,
         n = r.scrapes.len(),
         rounds = args.rounds,
         bytes = r.bytes,
         series = r.series,
         cpu = r.cpu_ms_per_scrape,
+        usage = r.usage_after,
         stats_runs = fmt_s(&stats_ms.iter().map(|m| m / 1000.0).collect::<Vec<_>>()) + " s",
     );
     println!("{body}");

@@ -43,6 +43,8 @@ pub struct Report {
     pub series: usize,
     pub cpu_ms_per_scrape: f64,
     pub docker_stats: Vec<f64>,
+    /// Seconds from the deploy's end to usage figures that count every task.
+    pub usage_after: f64,
 }
 
 /// Deploys `tasks` replicas on a fresh node with `--metrics-addr`, waits for
@@ -53,8 +55,25 @@ pub async fn bench(tasks: usize, scrapes: usize, rounds: usize) -> Result<Report
     let addr = format!("127.0.0.1:{port}");
     let node = Node::start_with(&["--metrics-addr", &addr]).await?;
     node.deploy("stackd-test/web:1", tasks).await?;
-    // The usage loop's first two reads (a CPU rate needs two).
-    tokio::time::sleep(Duration::from_secs(22)).await;
+    // The agent's usage figures count every task (read every 10 s), then one
+    // more read (a CPU rate needs two).
+    let deployed = Instant::now();
+    let want = format!("stackd_task_running{{stack=\"bench\",service=\"web\",node=\"bench\"}} {tasks}");
+    loop {
+        let mut text = Vec::new();
+        let mut s = std::net::TcpStream::connect(&addr)?;
+        s.write_all(b"GET /metrics HTTP/1.0\r\n\r\n")?;
+        s.read_to_end(&mut text)?;
+        if String::from_utf8_lossy(&text).contains(&want) {
+            break;
+        }
+        if deployed.elapsed() > Duration::from_secs(180) {
+            bail!("the agent's figures do not count {tasks} running tasks after 3 minutes");
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let usage_after = deployed.elapsed().as_secs_f64();
+    tokio::time::sleep(Duration::from_secs(11)).await;
     let (_, bytes) = scrape(&addr)?;
     let mut text = Vec::new();
     {
@@ -64,9 +83,7 @@ pub async fn bench(tasks: usize, scrapes: usize, rounds: usize) -> Result<Report
     }
     let text = String::from_utf8_lossy(&text);
     let series = text.lines().filter(|l| !l.starts_with('#') && l.starts_with("stackd_")).count();
-    if !text.contains(&format!("stackd_task_running{{stack=\"bench\",service=\"web\",node=\"bench\"}} {tasks}")) {
-        bail!("the agent's figures do not count {tasks} running tasks yet");
-    }
+
     let cpu_before = cpu_secs(node.pid()).context("reading the node's CPU")?;
     let mut times = Vec::with_capacity(scrapes);
     for _ in 0..scrapes {
@@ -93,5 +110,5 @@ pub async fn bench(tasks: usize, scrapes: usize, rounds: usize) -> Result<Report
         docker_stats.push(started.elapsed().as_secs_f64());
     }
     node.remove().await?;
-    Ok(Report { tasks, scrapes: times, bytes, series, cpu_ms_per_scrape, docker_stats })
+    Ok(Report { tasks, scrapes: times, bytes, series, cpu_ms_per_scrape, docker_stats, usage_after })
 }

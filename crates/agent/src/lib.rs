@@ -265,6 +265,9 @@ impl Drop for AbortOnDrop {
     }
 }
 
+/// Stats read from the engine at once by [`read_usage`].
+const USAGE_READS: usize = 8;
+
 /// Reads what the running tasks use every [`metrics::USAGE_EVERY`], summed
 /// per service, into the agent's metrics.
 async fn read_usage(exec: Executor, ctx: ContainerContext, status: std::sync::Arc<AgentStatus>) {
@@ -274,9 +277,23 @@ async fn read_usage(exec: Executor, ctx: ContainerContext, status: std::sync::Ar
         let Ok(containers) = exec.list_managed(&ctx).await else { continue };
         let mut usage: std::collections::BTreeMap<(String, String), metrics::Usage> = Default::default();
         let mut seen = std::collections::BTreeMap::new();
-        for c in containers.iter().filter(|c| c.running && !c.service.is_empty()) {
-            let Ok((cpu, memory)) = exec.usage(&c.id).await else { continue };
-            let now = metrics::CpuSample { total_ns: cpu, at: std::time::Instant::now() };
+        // A read takes the engine a few hundred ms: several at once.
+        use futures_util::StreamExt as _;
+        let running: Vec<_> = containers.into_iter().filter(|c| c.running && !c.service.is_empty()).collect();
+        let reads: Vec<_> = futures_util::stream::iter(running)
+            .map(|c| {
+                let exec = exec.clone();
+                async move {
+                    let read = exec.usage(&c.id).await;
+                    (c, read, std::time::Instant::now())
+                }
+            })
+            .buffer_unordered(USAGE_READS)
+            .collect()
+            .await;
+        for (c, read, at) in reads {
+            let Ok((cpu, memory)) = read else { continue };
+            let now = metrics::CpuSample { total_ns: cpu, at };
             let short = c.service.strip_prefix(&format!("{}_", c.stack)).unwrap_or(&c.service).to_string();
             let u = usage.entry((c.stack.clone(), short)).or_default();
             u.cpu_cores += last.get(&c.id).map_or(0.0, |before| metrics::cores(*before, now));
