@@ -341,8 +341,8 @@ async fn metrics_bench(args: MetricsArgs) -> Result<()> {
     let body = format!(
         "Command: `bash bench/run.sh metrics` (`stackd-bench metrics --tasks {tasks} --scrapes {n} --rounds {rounds}`), \
          release build, one node (manager and agent) on this machine's engine with `--metrics-addr`, {tasks} running \
-         tasks of `stackd-test/web:1`; {n} scrapes of `/metrics` one after the other (the classic text format), after \
-         the agent's usage figures were read twice.\n\n\
+         tasks of `stackd-test/web:1`; {n} scrapes of `/metrics` one after the other (the classic text format), once \
+         the agent's usage figures counted every task and were read once more.\n\n\
          | what | median | p90 | size |\n|---|---|---|---|\n\
          | `GET /metrics` | {p50:.2} ms | {p90:.2} ms | {bytes} bytes, {series} series |\n\
          | `docker stats --no-stream` of the same {tasks} containers (the limit the usage figures come from) | {stats:.0} ms ({stats_runs}) | | |\n\n\
