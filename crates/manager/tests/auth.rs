@@ -211,7 +211,15 @@ async fn the_manager_serves_tls_and_checks_every_caller() {
         }
     };
     follows(first.key_id.clone()).await;
-    assert!(!dir.path().join("raft.kek").exists(), "the local key is deleted under autolock");
+    // keys.json is written first, then the local key goes.
+    let kek = dir.path().join("raft.kek");
+    for _ in 0..100 {
+        if !kek.exists() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(!kek.exists(), "the local key is deleted under autolock");
     let rotated = control
         .get_unlock_key(with_token(v1::GetUnlockKeyRequest { rotate: true }, &admin))
         .await
@@ -236,7 +244,7 @@ async fn the_manager_serves_tls_and_checks_every_caller() {
     let off = control.set_autolock(with_token(on(false), &admin)).await.expect("off").into_inner();
     assert!(off.changed && off.key.is_empty(), "{off:?}");
     follows("\"local\"".into()).await;
-    assert!(dir.path().join("raft.kek").exists(), "a new local key");
+    assert!(dir.path().join("raft.kek").exists(), "a new local key (written before keys.json)");
 
     // A manager's certificate is an admin's.
     let as_manager = pki.client_config(Some((&identity.node_id, Role::Manager)));
