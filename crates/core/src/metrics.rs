@@ -138,6 +138,14 @@ pub struct ServiceKey {
     pub service: String,
 }
 
+impl ServiceKey {
+    /// The key of `svc`: its stack, and its name in that stack.
+    fn of(svc: &crate::model::Service) -> Self {
+        let service = svc.name.strip_prefix(&format!("{}_", svc.stack)).unwrap_or(&svc.name).to_string();
+        ServiceKey { stack: svc.stack.clone(), service }
+    }
+}
+
 /// One service's figures.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ServiceFigures {
@@ -175,8 +183,7 @@ pub struct StateMetrics {
 pub fn state_metrics(state: &ClusterState) -> StateMetrics {
     let mut out = StateMetrics { restore_generation: state.restore_generation, ..StateMetrics::default() };
     for svc in state.services.values() {
-        let short = svc.name.strip_prefix(&format!("{}_", svc.stack)).unwrap_or(&svc.name).to_string();
-        let figures = out.services.entry(ServiceKey { stack: svc.stack.clone(), service: short }).or_default();
+        let figures = out.services.entry(ServiceKey::of(svc)).or_default();
         figures.rollout = svc.update.state;
         figures.failures = svc.task_failures;
         figures.desired = match svc.spec.mode {
@@ -197,8 +204,7 @@ pub fn state_metrics(state: &ClusterState) -> StateMetrics {
             continue;
         }
         let Some(svc) = state.services.get(&task.service_id) else { continue };
-        let short = svc.name.strip_prefix(&format!("{}_", svc.stack)).unwrap_or(&svc.name).to_string();
-        let figures = out.services.entry(ServiceKey { stack: svc.stack.clone(), service: short }).or_default();
+        let figures = out.services.entry(ServiceKey::of(svc)).or_default();
         *figures.tasks.entry(task.status.state).or_default() += 1;
         if task.status.state == TaskState::Pending || (task.status.state == TaskState::New && task.node_id.is_none()) {
             *figures.pending.entry(PendingReason::of(&task.unplaceable)).or_default() += 1;

@@ -158,19 +158,7 @@ fn role(manager: bool) -> NodeRole {
     if manager { NodeRole::Manager } else { NodeRole::Worker }
 }
 
-const STATES: [TaskState; 11] = [
-    TaskState::New,
-    TaskState::Pending,
-    TaskState::Assigned,
-    TaskState::Preparing,
-    TaskState::Starting,
-    TaskState::Running,
-    TaskState::Complete,
-    TaskState::Shutdown,
-    TaskState::Failed,
-    TaskState::Rejected,
-    TaskState::Orphaned,
-];
+const STATES: [TaskState; 11] = TaskState::ALL;
 
 /// Turns random operations into the commands a cluster would apply.
 fn commands(ops: &[Op]) -> Vec<Command> {

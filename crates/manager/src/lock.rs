@@ -27,7 +27,7 @@ use crate::keys::{self, AtRest, KeysError};
 
 /// What every other call to a locked manager gets.
 const LOCKED: &str = "this manager is locked (autolock): it waits for the cluster's unlock key; give it with \
-                      `stackctl cluster unlock --manager ADDR` or, on its host, `stackd unlock --data-dir DIR`";
+                      `stackctl --addr ADDR cluster unlock` or, on its host, `stackd unlock --data-dir DIR`";
 
 /// Why a locked manager could not wait for its key.
 #[derive(Debug, thiserror::Error)]
