@@ -274,6 +274,18 @@ impl Node {
     /// named in `unset`, plus `env` (which wins). Nothing of the test
     /// process's own `STACKCTL_*` leaks in.
     pub fn stackctl_output_unset(&self, args: &[&str], unset: &[&str], env: &[(&str, &str)]) -> Result<Output> {
+        Ok(self.stackctl_cmd(args, unset, env)?.output()?)
+    }
+
+    /// Starts stackctl (as [`Node::stackctl_output`] runs it) with its
+    /// stdout and stderr piped: for commands that follow (`logs -f`).
+    pub fn stackctl_spawn(&self, args: &[&str]) -> Result<std::process::Child> {
+        let mut cmd = self.stackctl_cmd(args, &[], &[])?;
+        cmd.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped());
+        Ok(cmd.spawn()?)
+    }
+
+    fn stackctl_cmd(&self, args: &[&str], unset: &[&str], env: &[(&str, &str)]) -> Result<Command> {
         let mut cmd = self.command(&bin("stackctl"));
         for key in ["STACKCTL_ADDR", "STACKCTL_CA", "STACKCTL_TOKEN"] {
             cmd.env_remove(key);
@@ -287,7 +299,7 @@ impl Node {
         for (k, v) in env {
             cmd.env(k, v);
         }
-        Ok(cmd.output()?)
+        Ok(cmd)
     }
 
     /// Runs stackctl and requires success; returns stdout.

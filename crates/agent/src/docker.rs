@@ -299,6 +299,44 @@ pub struct ManagedContainer {
     pub service: String,
 }
 
+/// One line of a container's output, as [`Executor::logs`] reads it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LogChunk {
+    /// 1 stdout, 2 stderr.
+    pub stream: u32,
+    /// When the engine received it (RFC 3339 with nanoseconds), or empty.
+    pub timestamp: String,
+    /// The line, without its newline.
+    pub data: Vec<u8>,
+}
+
+/// The lines of one frame of the engine's log stream (one line for a
+/// container without a terminal, several for one with): each without its
+/// newline, and the timestamp the engine put before it taken apart.
+pub fn split_frame(stream: u32, frame: &[u8]) -> Vec<LogChunk> {
+    let frame = frame.strip_suffix(b"\n").unwrap_or(frame);
+    frame
+        .split(|b| *b == b'\n')
+        .map(|line| {
+            let line = line.strip_suffix(b"\r").unwrap_or(line);
+            // `2026-12-07T20:00:00.123456789Z text`: a digit first, a `T`
+            // at 10, a space before 40 characters.
+            let stamped = line.first().is_some_and(u8::is_ascii_digit) && line.get(10) == Some(&b'T');
+            match line.iter().take(40).position(|b| *b == b' ').filter(|_| stamped) {
+                Some(at) => LogChunk {
+                    stream,
+                    timestamp: String::from_utf8_lossy(&line[..at]).into_owned(),
+                    data: line[at + 1..].to_vec(),
+                },
+                None if stamped && line.len() < 40 => {
+                    LogChunk { stream, timestamp: String::from_utf8_lossy(line).into_owned(), data: Vec::new() }
+                }
+                None => LogChunk { stream, timestamp: String::new(), data: line.to_vec() },
+            }
+        })
+        .collect()
+}
+
 /// The health of a container whose health check runs.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct HealthInfo {
@@ -945,6 +983,37 @@ impl Executor {
                 Ok(e) if e.action.as_deref().is_some_and(|a| a.starts_with("health_status")) => Some(()),
                 _ => None,
             })
+        })
+    }
+
+    /// The log of container `id` as its engine keeps it (`docker logs`,
+    /// with timestamps): only from Unix second `since` on (0: from the
+    /// start), only the last `tail` lines when given, and, with `follow`,
+    /// the new lines as they come until the container stops. Each item is
+    /// one frame of the engine's, split into lines ([`split_frame`]).
+    pub fn logs(
+        &self,
+        id: &str,
+        follow: bool,
+        since: i64,
+        tail: Option<u64>,
+    ) -> impl futures_util::Stream<Item = Result<Vec<LogChunk>, DockerError>> + Send + 'static {
+        let opts = bollard::query_parameters::LogsOptions {
+            follow,
+            stdout: true,
+            stderr: true,
+            since: i32::try_from(since.max(0)).unwrap_or(i32::MAX),
+            until: 0,
+            timestamps: true,
+            tail: tail.map_or_else(|| "all".to_string(), |n| n.to_string()),
+        };
+        self.docker.logs(id, Some(opts)).map(|frame| match frame {
+            Ok(bollard::container::LogOutput::StdErr { message }) => Ok(split_frame(2, &message)),
+            Ok(
+                bollard::container::LogOutput::StdOut { message } | bollard::container::LogOutput::Console { message },
+            ) => Ok(split_frame(1, &message)),
+            Ok(bollard::container::LogOutput::StdIn { .. }) => Ok(Vec::new()),
+            Err(e) => Err(engine("read the logs of a container", e)),
         })
     }
 

@@ -48,6 +48,7 @@ pub mod dataplane;
 pub mod dns;
 pub mod docker;
 pub mod files;
+mod logs;
 mod managers;
 pub mod metrics;
 pub mod proxy;

@@ -39,6 +39,7 @@ use tonic::transport::Channel;
 use tracing::{debug, info, warn};
 
 use crate::files::FileContent;
+use crate::logs::{LogContext, LogPublisher};
 use crate::managers::Managers;
 use crate::worker::{Assignment, StatusReport, Worker};
 
@@ -233,6 +234,8 @@ pub(crate) struct Session {
     resolved: mpsc::UnboundedReceiver<((String, u64), ImagePin)>,
     /// Whether a session is open, for the node's `/readyz`.
     status: Arc<crate::AgentStatus>,
+    /// The log subscriptions this node serves (logs.rs).
+    logs: LogPublisher,
 }
 
 impl Session {
@@ -246,6 +249,12 @@ impl Session {
         status: Arc<crate::AgentStatus>,
     ) -> Session {
         let (resolved_tx, resolved) = mpsc::unbounded_channel();
+        let logs = LogPublisher::new(LogContext {
+            node_id: description.node_id.clone(),
+            exec: worker.executor(),
+            ctx: worker.context(),
+            tls: tls.clone(),
+        });
         Session {
             node_id: description.node_id.clone(),
             description,
@@ -264,6 +273,7 @@ impl Session {
             resolved_tx,
             resolved,
             status,
+            logs,
         }
     }
 
@@ -400,6 +410,10 @@ impl Session {
             }
         }
         self.resolve_images(&msg.resolve_images);
+        if !msg.log_subscriptions.is_empty() {
+            let manager = self.manager();
+            self.logs.apply(msg.log_subscriptions, &manager);
+        }
         if let Some(a) = msg.assignments {
             let a = assignment(a);
             let collect = a.full && std::mem::take(&mut self.gc_pending);

@@ -150,6 +150,11 @@ impl Worker {
         self.exec.clone()
     }
 
+    /// Who this node's containers belong to (their labels).
+    pub(crate) fn context(&self) -> Arc<ContainerContext> {
+        self.ctx.clone()
+    }
+
     /// A worker with no tasks; runners report on `reports` and write task files to `files`.
     pub fn new(
         exec: Executor,

@@ -203,6 +203,63 @@ pub struct EventsArgs {
     pub follow: bool,
 }
 
+/// `stackctl logs`.
+#[derive(Args, Debug)]
+pub struct LogsArgs {
+    /// A service (`stack_service`, or its id) or a task (its id, or the
+    /// start of it).
+    pub target: String,
+    /// Keep printing new lines, and those of the tasks that replace the
+    /// service's tasks on any node, until interrupted (a followed task: until
+    /// its container stops).
+    #[arg(long, short = 'f')]
+    pub follow: bool,
+    /// Only lines of the last DURATION (e.g. 10m, 1h30m), or since a time
+    /// (RFC 3339, e.g. 2026-12-07T10:00:00Z, or Unix seconds).
+    #[arg(long, value_parser = parse_since, value_name = "DURATION|TIME")]
+    pub since: Option<Since>,
+    /// Only the last N lines of each task (`all`: every line).
+    #[arg(long, short = 'n', value_parser = parse_tail, value_name = "N")]
+    pub tail: Option<Tail>,
+    /// Print the time the engine received each line.
+    #[arg(long, short = 't')]
+    pub timestamps: bool,
+    /// Name each line's task without its id (`web.2@node3 |`).
+    #[arg(long)]
+    pub no_task_ids: bool,
+}
+
+/// `--since`: a duration back from now, or a time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Since {
+    Ago(Duration),
+    /// Unix seconds.
+    At(i64),
+}
+
+/// `--tail`: a number of lines, or all of them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Tail(pub Option<u64>);
+
+fn parse_tail(s: &str) -> Result<Tail, String> {
+    if s == "all" {
+        return Ok(Tail(None));
+    }
+    s.parse::<u64>().map(|n| Tail(Some(n))).map_err(|_| format!("invalid --tail {s:?}: a number of lines, or `all`"))
+}
+
+fn parse_since(s: &str) -> Result<Since, String> {
+    if let Ok(secs) = s.parse::<i64>() {
+        return Ok(Since::At(secs));
+    }
+    if let Some(nanos) = crate::logs::parse_rfc3339(s) {
+        return Ok(Since::At(nanos.div_euclid(1_000_000_000) as i64));
+    }
+    parse_duration(s).map(Since::Ago).map_err(|e| {
+        format!("{e}; or give a time: RFC 3339 (2026-12-07T10:00:00Z) or Unix seconds")
+    })
+}
+
 /// The commands.
 #[derive(Subcommand, Debug)]
 pub enum Cmd {
@@ -214,6 +271,9 @@ pub enum Cmd {
     /// The cluster's events (deploys, task states, nodes, rollouts) as text,
     /// or JSON lines with `-o json`; `-f` follows new ones.
     Events(EventsArgs),
+    /// The output of a service's tasks, or of one task, from the nodes that
+    /// run them; each line named by its task and node (`web.2.<id>@node3 |`).
+    Logs(LogsArgs),
     /// Manage stacks.
     Stack {
         /// Stack command.

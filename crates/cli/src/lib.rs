@@ -54,6 +54,7 @@ mod dryrun;
 mod events;
 mod follow;
 mod inspect;
+mod logs;
 mod nodes;
 mod objects;
 pub mod output;
@@ -111,6 +112,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
             Ok(EXIT_OK)
         }
         Cmd::Events(e) => events::events(g, e).await,
+        Cmd::Logs(l) => logs::logs(g, l).await,
         Cmd::Stack { command: StackCmd::Ls } => inspect::stack_ls(g).await,
         Cmd::Stack { command: StackCmd::Rm { stack } } => inspect::stack_rm(g, stack).await,
         Cmd::Service { command: ServiceCmd::Ls { stack } } => inspect::service_ls(g, stack.as_deref()).await,

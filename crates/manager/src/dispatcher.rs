@@ -49,6 +49,7 @@ use tokio::sync::{mpsc, watch};
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
+use crate::logs::LogBroker;
 use crate::now_ms;
 use crate::raft::RaftNode;
 use crate::reconcile::mono_ms;
@@ -80,6 +81,8 @@ pub struct Dispatcher {
     pinning: Arc<Mutex<BTreeSet<(String, u64)>>>,
     /// Nodes this manager declared down for missed heartbeats, since it started.
     declared_down: Arc<std::sync::atomic::AtomicU64>,
+    /// The relay of `stackctl logs` (logs.rs).
+    logs: LogBroker,
 }
 
 /// The refusal of a manager that does not lead with a majority: `unavailable`
@@ -116,13 +119,19 @@ impl Dispatcher {
         let (tx, rounds) = watch::channel(Arc::new(Common::default()));
         tokio::spawn(fan_out(raft.clone(), tx));
         Self {
-            raft,
             cluster_id: cluster_id.into(),
             sessions: Arc::new(Mutex::new(HashMap::new())),
             rounds,
             pinning: Arc::default(),
             declared_down: Arc::default(),
+            logs: LogBroker::new(raft.clone()),
+            raft,
         }
+    }
+
+    /// The log relay, which the control API's `Logs` subscribes through.
+    pub(crate) fn logs(&self) -> &LogBroker {
+        &self.logs
     }
 
     /// Agent sessions open on this manager.
@@ -397,6 +406,7 @@ fn next_message(s: &ClusterState, node_id: &str, common: &Common, sent: &mut Sen
         network_view: view_changed.then(|| v1::NetworkView::from(&view)),
         resolve_images: images.clone(),
         restore_generation: s.restore_generation,
+        log_subscriptions: Vec::new(),
     };
     sent.managers = common.managers.clone();
     sent.images = images;
@@ -406,29 +416,64 @@ fn next_message(s: &ClusterState, node_id: &str, common: &Common, sent: &mut Sen
 
 /// Sends the node's task set, then its changes, until the agent goes away
 /// or this manager stops leading (the stream then ends with `unavailable`).
+///
+/// Log subscriptions for the node (logs.rs) go out as they come, in messages
+/// of their own that repeat what the last one said of the rest.
 async fn stream_assignments(
     raft: RaftNode,
     mut rounds: watch::Receiver<Arc<Common>>,
     node_id: String,
     session: String,
     tx: mpsc::Sender<Result<v1::SessionMessage, Status>>,
+    logs: LogBroker,
+) {
+    let (epoch, mut subscriptions) = logs.attach(&node_id);
+    serve_session(&raft, &mut rounds, &node_id, &session, &tx, &mut subscriptions).await;
+    logs.detach(&node_id, epoch);
+}
+
+async fn serve_session(
+    raft: &RaftNode,
+    rounds: &mut watch::Receiver<Arc<Common>>,
+    node_id: &str,
+    session: &str,
+    tx: &mpsc::Sender<Result<v1::SessionMessage, Status>>,
+    subscriptions: &mut mpsc::Receiver<v1::LogSubscription>,
 ) {
     let mut leading = raft.leader_watch();
     let mut sent = Sent::default();
     loop {
         if !*leading.borrow_and_update() {
             tracing::info!(node = %node_id, session = %session, "no longer the leader: ending the agent's session");
-            let _ = tx.send(Err(not_leader(&raft))).await;
+            let _ = tx.send(Err(not_leader(raft))).await;
             return;
         }
         let common = rounds.borrow_and_update().clone();
-        if let Some(mut msg) = raft.shared().read(|s| next_message(s, &node_id, &common, &mut sent)) {
-            msg.session_id = session.clone();
+        if let Some(mut msg) = raft.shared().read(|s| next_message(s, node_id, &common, &mut sent)) {
+            msg.session_id = session.to_string();
             if tx.send(Ok(msg)).await.is_err() {
                 return;
             }
         }
         tokio::select! {
+            Some(first) = subscriptions.recv(), if sent.stamp.is_some() => {
+                let mut log_subscriptions = vec![first];
+                while let Ok(more) = subscriptions.try_recv() {
+                    log_subscriptions.push(more);
+                }
+                let msg = v1::SessionMessage {
+                    session_id: session.to_string(),
+                    heartbeat_period_ms: HEARTBEAT.as_millis() as u64,
+                    managers: sent.managers.clone(),
+                    resolve_images: sent.images.clone(),
+                    restore_generation: raft.shared().read(|s| s.restore_generation),
+                    log_subscriptions,
+                    ..Default::default()
+                };
+                if tx.send(Ok(msg)).await.is_err() {
+                    return;
+                }
+            }
             r = rounds.changed() => if r.is_err() { return },
             // Checked at the top of the loop.
             r = leading.changed() => if r.is_err() { return },
@@ -486,7 +531,7 @@ impl v1::dispatcher_server::Dispatcher for Dispatcher {
             .insert(d.node_id.clone(), Session { id: id.clone(), last_seen: mono_ms() });
         tracing::info!(node = %d.node_id, session = %id, "agent session opened");
         let (tx, rx) = mpsc::channel(16);
-        tokio::spawn(stream_assignments(self.raft.clone(), self.rounds.clone(), d.node_id, id, tx));
+        tokio::spawn(stream_assignments(self.raft.clone(), self.rounds.clone(), d.node_id, id, tx, self.logs.clone()));
         Ok(Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))))
     }
 
@@ -533,6 +578,25 @@ impl v1::dispatcher_server::Dispatcher for Dispatcher {
         self.check_node(&req, &req.get_ref().node_id)?;
         self.check_leader()?;
         Ok(Response::new(self.image_reported(req.into_inner()).await?))
+    }
+
+    async fn publish_logs(
+        &self,
+        req: Request<tonic::Streaming<v1::PublishLogsRequest>>,
+    ) -> Result<Response<v1::PublishLogsResponse>, Status> {
+        self.check_leader()?;
+        let peer = crate::peer::peer_node(&req, &self.cluster_id)?
+            .ok_or_else(|| Status::unauthenticated("PublishLogs needs the node's certificate"))?;
+        let mut stream = req.into_inner();
+        let first = stream.message().await?.ok_or_else(|| refused(Refusal::invalid("PublishLogs without a message")))?;
+        if first.node_id != peer.node_id {
+            return Err(Status::permission_denied(format!(
+                "the certificate of node {} cannot publish the logs of node {}",
+                peer.node_id, first.node_id
+            )));
+        }
+        self.logs.publish(&peer.node_id, first, stream).await?;
+        Ok(Response::new(v1::PublishLogsResponse {}))
     }
 }
 

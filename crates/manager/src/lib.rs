@@ -68,6 +68,7 @@ mod dispatcher;
 mod identity;
 pub mod keys;
 mod lock;
+mod logs;
 mod membership;
 pub mod metrics;
 mod monitor;

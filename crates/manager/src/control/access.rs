@@ -37,6 +37,7 @@ guarded!(Action::Read =>
     v1::InspectNodeRequest,
     v1::ClusterStatusRequest,
     v1::WatchEventsRequest,
+    v1::LogsRequest,
     v1::ListSnapshotsRequest,
 );
 guarded!(Action::ManageObjects => v1::CreateObjectRequest, v1::RemoveObjectRequest);

@@ -32,6 +32,7 @@ mod autolock;
 mod cluster;
 mod events;
 mod join;
+mod logs;
 mod nodes;
 mod objects;
 mod snapshots;
@@ -139,6 +140,7 @@ fn reply<T>(answer: Result<T, Status>) -> Result<Response<T>, Status> {
 impl v1::control_server::Control for Control {
     type WatchEventsStream = events::EventStream;
     type SaveSnapshotStream = snapshots::SnapshotStream;
+    type LogsStream = crate::logs::LogStream;
 
     async fn deploy_stack(
         &self,
@@ -338,5 +340,9 @@ impl v1::control_server::Control for Control {
         req: Request<v1::WatchEventsRequest>,
     ) -> Result<Response<Self::WatchEventsStream>, Status> {
         reply(Ok(events::watch(self, self.checked(req)?)))
+    }
+
+    async fn logs(&self, req: Request<v1::LogsRequest>) -> Result<Response<Self::LogsStream>, Status> {
+        reply(logs::logs(self, self.checked(req)?).await)
     }
 }

@@ -522,6 +522,12 @@ impl RaftNode {
         }
     }
 
+    /// A connection of its own to the leader, when another node leads (see
+    /// [`Peers::own_channel`]); `None` when no other leader is known.
+    pub(crate) fn leader_channel(&self) -> Option<Result<tonic::transport::Channel, PeerError>> {
+        self.leader_addr().map(|addr| self.peers.own_channel(&addr))
+    }
+
     /// Asks for a snapshot now (returns once queued).
     pub async fn trigger_snapshot(&self) -> Result<(), RaftError> {
         self.raft.trigger().snapshot().await.map_err(|e| RaftError::Fatal(e.to_string()))

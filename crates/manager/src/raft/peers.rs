@@ -111,6 +111,12 @@ impl Peers {
         }
     }
 
+    /// A channel to `addr` of its own (a connection Raft's traffic does not
+    /// share): for streams that may be busy for long, such as relayed logs.
+    pub fn own_channel(&self, addr: &str) -> Result<Channel, PeerError> {
+        self.connector.channel(addr)
+    }
+
     /// The cached channel to `id` at `addr`, made on first use.
     pub fn channel(&self, id: u64, addr: &str) -> Result<Channel, PeerError> {
         let mut channels = lock(&self.channels);

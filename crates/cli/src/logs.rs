@@ -1,0 +1,230 @@
+//! `stackctl logs TARGET [-f] [--since D] [--tail N] [-t] [--no-task-ids]`:
+//! the output of a service's tasks (or of one task) on whichever nodes
+//! they ran, as `docker service logs` prints it: each line after its task
+//! and node (`web.2.k3j2h1g0f9e8@node3 | …`), stdout lines on stdout,
+//! stderr lines on stderr, and what the managers say of a task (its
+//! container is gone, it finished) on stderr too.
+//!
+//! With `-f`, when the manager relaying goes away (a failover), the command
+//! asks the next one for the lines since the last it printed, and skips
+//! those it already printed (by each task's last timestamp).
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::time::Duration;
+
+use anyhow::{Result, bail};
+use stackd_proto::v1;
+use tokio::time::Instant;
+use tokio_stream::StreamExt;
+
+use crate::EXIT_OK;
+use crate::args::{Global, LogsArgs, Since};
+use crate::client::{Conn, connect, manager_gone, status};
+
+/// How long `-f` tries other managers after the relaying one went away.
+const RESUME_FOR: Duration = Duration::from_secs(30);
+
+/// Runs `stackctl logs`.
+pub async fn logs(g: &Global, args: &LogsArgs) -> Result<i32> {
+    let mut c = connect(g).await?;
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0);
+    let since = match args.since {
+        None => 0,
+        Some(Since::At(secs)) => secs.max(1),
+        Some(Since::Ago(d)) => (now - d.as_secs() as i64).max(1),
+    };
+    let mut req = v1::LogsRequest {
+        target: args.target.clone(),
+        options: Some(v1::LogOptions { follow: args.follow, since, tail: args.tail.and_then(|t| t.0) }),
+    };
+    let mut printer = Printer { args, last: HashMap::new() };
+    loop {
+        let why = match open(&mut c, &req).await {
+            Ok(mut stream) => loop {
+                match stream.next().await {
+                    Some(Ok(msg)) => printer.print(msg)?,
+                    // The end: all was sent (a followed task: its container stopped).
+                    None => return Ok(EXIT_OK),
+                    Some(Err(s)) if args.follow && manager_gone(&s) => break s.message().to_string(),
+                    Some(Err(s)) => return Err(status(s)),
+                }
+            },
+            Err(s) => return Err(status(s)),
+        };
+        if !args.follow {
+            bail!("the log stream broke: {why}");
+        }
+        eprintln!("warning: {why}; following on another manager");
+        let resume = printer.last.values().map(|n| (n / 1_000_000_000) as i64).max().unwrap_or(since);
+        req.options = Some(v1::LogOptions { follow: true, since: resume.max(1), tail: None });
+        reconnect(&mut c, Instant::now() + RESUME_FOR).await?;
+    }
+}
+
+async fn open(c: &mut Conn, req: &v1::LogsRequest) -> Result<tonic::Streaming<v1::LogsMessage>, tonic::Status> {
+    c.read(|mut c| {
+        let req = req.clone();
+        async move { c.logs(req).await }
+    })
+    .await
+    .map(tonic::Response::into_inner)
+}
+
+/// Moves to the next manager that answers, once a second until `deadline`.
+async fn reconnect(c: &mut Conn, deadline: Instant) -> Result<()> {
+    loop {
+        match c.next().await {
+            Ok(()) => return Ok(()),
+            Err(e) if Instant::now() >= deadline => return Err(e),
+            Err(_) => tokio::time::sleep(Duration::from_secs(1)).await,
+        }
+    }
+}
+
+/// Prints lines and notices, and remembers each task's last timestamp.
+struct Printer<'a> {
+    args: &'a LogsArgs,
+    /// Each task's last line printed (nanoseconds since the epoch).
+    last: HashMap<String, i128>,
+}
+
+impl Printer<'_> {
+    fn print(&mut self, msg: v1::LogsMessage) -> Result<()> {
+        let mut out = std::io::stdout().lock();
+        let mut err = std::io::stderr().lock();
+        for line in msg.lines {
+            if let Some(at) = parse_rfc3339(&line.timestamp) {
+                let last = self.last.entry(line.task_id.clone()).or_insert(i128::MIN);
+                if at <= *last {
+                    continue; // printed before a failover
+                }
+                *last = at;
+            }
+            let text = format_line(&line, self.args.timestamps, !self.args.no_task_ids);
+            let sink: &mut dyn Write = if line.stream == 2 { &mut err } else { &mut out };
+            if let Err(e) = sink.write_all(&text) {
+                if e.kind() == std::io::ErrorKind::BrokenPipe {
+                    std::process::exit(EXIT_OK);
+                }
+                return Err(e.into());
+            }
+        }
+        for n in msg.notices {
+            let who = match (n.task.is_empty(), n.node.is_empty()) {
+                (false, false) => format!("{}@{}", n.task, n.node),
+                (false, true) => n.task.clone(),
+                (true, false) => n.node.clone(),
+                (true, true) => n.task_id.clone(),
+            };
+            let _ = writeln!(err, "{who}: {}", n.text);
+        }
+        let _ = out.flush();
+        Ok(())
+    }
+}
+
+/// One line as printed: `[time ]task[.id]@node | text\n`.
+pub(crate) fn format_line(line: &v1::LogEntry, timestamps: bool, task_ids: bool) -> Vec<u8> {
+    let mut s = String::new();
+    if timestamps && !line.timestamp.is_empty() {
+        s.push_str(&line.timestamp);
+        s.push(' ');
+    }
+    s.push_str(if line.task.is_empty() { &line.task_id } else { &line.task });
+    if task_ids && !line.task.is_empty() {
+        s.push('.');
+        s.push_str(line.task_id.get(..12).unwrap_or(&line.task_id));
+    }
+    if !line.node.is_empty() {
+        s.push('@');
+        s.push_str(&line.node);
+    }
+    s.push_str(" | ");
+    let mut bytes = s.into_bytes();
+    bytes.extend_from_slice(&line.data);
+    bytes.push(b'\n');
+    bytes
+}
+
+/// Nanoseconds since the epoch of an RFC 3339 time in UTC or with an
+/// offset (`2026-12-07T10:00:00Z`, `…00.123456789+01:00`).
+pub(crate) fn parse_rfc3339(s: &str) -> Option<i128> {
+    let b = s.as_bytes();
+    if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || !matches!(b[10], b'T' | b't' | b' ') || b[13] != b':' || b[16] != b':'
+    {
+        return None;
+    }
+    let num = |r: std::ops::Range<usize>| s.get(r)?.parse::<i64>().ok();
+    let (y, mo, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
+    let (h, mi, sec) = (num(11..13)?, num(14..16)?, num(17..19)?);
+    if !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 23 || mi > 59 || sec > 60 {
+        return None;
+    }
+    let mut rest = &s[19..];
+    let mut nanos: i128 = 0;
+    if let Some(frac) = rest.strip_prefix('.') {
+        let digits = frac.find(|c: char| !c.is_ascii_digit()).unwrap_or(frac.len());
+        if digits == 0 {
+            return None;
+        }
+        let mut f = frac[..digits.min(9)].to_string();
+        while f.len() < 9 {
+            f.push('0');
+        }
+        nanos = f.parse().ok()?;
+        rest = &frac[digits..];
+    }
+    let offset = match rest {
+        "Z" | "z" => 0,
+        o if o.len() == 6 && matches!(&o[..1], "+" | "-") && &o[3..4] == ":" => {
+            let mins = o.get(1..3)?.parse::<i64>().ok()? * 60 + o.get(4..6)?.parse::<i64>().ok()?;
+            if o.starts_with('-') { -mins * 60 } else { mins * 60 }
+        }
+        _ => return None,
+    };
+    // Days from the civil date (proleptic Gregorian).
+    let y = if mo <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (mo + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    let secs = days * 86_400 + h * 3600 + mi * 60 + sec - offset;
+    Some(i128::from(secs) * 1_000_000_000 + nanos)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_parse_as_the_engine_writes_them() {
+        assert_eq!(parse_rfc3339("1970-01-01T00:00:00Z"), Some(0));
+        assert_eq!(parse_rfc3339("2026-12-07T10:00:00Z"), Some(1_796_637_600 * 1_000_000_000));
+        assert_eq!(parse_rfc3339("2026-12-07T10:00:00.5Z"), Some(1_796_637_600 * 1_000_000_000 + 500_000_000));
+        // Trimmed fractions compare by value, not as text.
+        assert!(parse_rfc3339("2026-12-07T10:00:00.1234Z") < parse_rfc3339("2026-12-07T10:00:00.12345Z"));
+        assert_eq!(parse_rfc3339("2026-12-07T11:00:00+01:00"), parse_rfc3339("2026-12-07T10:00:00Z"));
+        assert_eq!(parse_rfc3339("2000-02-29T00:00:00Z"), Some(951_782_400 * 1_000_000_000));
+        for bad in ["", "yesterday", "2026-13-01T00:00:00Z", "2026-12-07T10:00:00", "2026-12-07T10:00:00.Z"] {
+            assert_eq!(parse_rfc3339(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_line_is_named_by_its_task_and_node() {
+        let line = v1::LogEntry {
+            task_id: "abcdefghijklmnop".into(),
+            task: "web.2".into(),
+            node: "node3".into(),
+            stream: 1,
+            timestamp: "2026-12-07T10:00:00.5Z".into(),
+            data: b"hello".to_vec(),
+        };
+        assert_eq!(format_line(&line, false, true), b"web.2.abcdefghijkl@node3 | hello\n");
+        assert_eq!(format_line(&line, false, false), b"web.2@node3 | hello\n");
+        assert_eq!(format_line(&line, true, false), b"2026-12-07T10:00:00.5Z web.2@node3 | hello\n");
+    }
+}
