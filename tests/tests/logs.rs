@@ -250,3 +250,22 @@ fn logs_of_a_finished_job_and_of_a_gone_container_say_so() {
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("no service or task \"batch_nothing\""), "{err}");
 }
+
+#[test]
+fn a_follower_relays_logs_through_the_leader() {
+    if !require_docker() {
+        return;
+    }
+    build_images();
+    let c = stackd_tests::Cluster::managers(3, &Opts::default()).expect("3 managers");
+    let leader = c.wait_leader(None, Duration::from_secs(10)).expect("leader");
+    let follower = (leader + 1) % 3;
+    let m = &c.nodes[follower];
+    let file = m.write_stack("app.yml", TALK);
+    m.stackctl(&["deploy", "-c", &file, "app", "--wait", "--timeout", "90s"]);
+    std::thread::sleep(Duration::from_secs(2));
+    let (out, _) = logs(m, &["logs", "app_talk", "--tail", "1", "--no-task-ids"]);
+    let names: BTreeSet<String> =
+        parse(&out, false).iter().map(|l| l.prefix.split('@').next().unwrap_or_default().to_string()).collect();
+    assert_eq!(names.len(), 3, "one line of each task, through follower {follower}: {out}");
+}
