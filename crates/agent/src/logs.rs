@@ -304,6 +304,25 @@ mod tests {
     }
 
     #[test]
+    fn a_frame_splits_into_lines_with_their_timestamps() {
+        use crate::docker::{LogChunk, split_frame};
+        let lines = split_frame(1, b"2026-12-07T20:00:00.123456789Z hello world\n");
+        assert_eq!(
+            lines,
+            vec![LogChunk { stream: 1, timestamp: "2026-12-07T20:00:00.123456789Z".into(), data: b"hello world".to_vec() }]
+        );
+        // A terminal's frame: several lines, each stamped, `\r\n` ends.
+        let lines = split_frame(1, b"2026-12-07T20:00:00Z a\r\n2026-12-07T20:00:01Z b\r\n");
+        assert_eq!(lines.iter().map(|l| l.data.as_slice()).collect::<Vec<_>>(), vec![b"a".as_slice(), b"b"]);
+        assert_eq!(lines[1].timestamp, "2026-12-07T20:00:01Z");
+        // An empty line keeps its time; a line without one is kept whole.
+        assert_eq!(split_frame(2, b"2026-12-07T20:00:00Z\n")[0].data, b"");
+        assert_eq!(split_frame(2, b"2026-12-07T20:00:00Z\n")[0].timestamp, "2026-12-07T20:00:00Z");
+        let plain = split_frame(2, b"no time here\n");
+        assert_eq!((plain[0].timestamp.as_str(), plain[0].data.as_slice(), plain[0].stream), ("", b"no time here".as_slice(), 2));
+    }
+
+    #[test]
     fn a_batch_is_full_at_its_line_or_byte_bound() {
         let mut b = Batch::default();
         for _ in 0..BATCH_LINES - 1 {

@@ -526,3 +526,148 @@ impl LogBroker {
 fn short(id: &str) -> &str {
     id.get(..12).unwrap_or(id)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use stackd_core::model::{
+        DesiredState, Node, NodeRole, NodeState, Service, ServiceMode, ServiceSpec, TaskState, TaskStatus,
+        UpdateStatus,
+    };
+
+    use super::*;
+
+    fn node(id: &str, state: NodeState) -> Node {
+        Node {
+            id: id.into(),
+            name: format!("node-{id}"),
+            addr: String::new(),
+            role: NodeRole::Worker,
+            availability: Default::default(),
+            state,
+            labels: BTreeMap::new(),
+            resources: Default::default(),
+            engine_version: String::new(),
+            engine: Default::default(),
+            updated_at: 0,
+        }
+    }
+
+    fn task(id: &str, slot: u64, node: Option<&str>, state: TaskState) -> Task {
+        Task {
+            id: id.into(),
+            service_id: "svc1".into(),
+            service_name: "shop_web".into(),
+            stack: "shop".into(),
+            slot,
+            node_id: node.map(String::from),
+            revision: 1,
+            template: Default::default(),
+            desired_state: DesiredState::Running,
+            status: TaskStatus { state, exit_code: Some(3), err: "boom".into(), ..Default::default() },
+            unplaceable: "no node has 64 GB free".into(),
+            created_at: 0,
+            addresses: Default::default(),
+            image: String::new(),
+        }
+    }
+
+    /// shop_web: tasks on n1 (running, twice: slots 1 and 3), n2 (failed),
+    /// and one never placed; n2 is down.
+    fn state() -> ClusterState {
+        let mut s = ClusterState::default();
+        s.nodes.insert("n1".into(), node("n1", NodeState::Ready));
+        s.nodes.insert("n2".into(), node("n2", NodeState::Down));
+        let spec = ServiceSpec {
+            name: "web".into(),
+            mode: ServiceMode::Replicated { replicas: 3 },
+            task: Default::default(),
+            restart: Default::default(),
+            update: Default::default(),
+            rollback: Default::default(),
+            labels: BTreeMap::new(),
+            endpoint_mode: Default::default(),
+            depends_on: Vec::new(),
+        };
+        let svc = Service {
+            id: "svc1".into(),
+            name: "shop_web".into(),
+            stack: "shop".into(),
+            spec,
+            revision: 1,
+            history: Vec::new(),
+            update: UpdateStatus::default(),
+            created_at: 0,
+            updated_at: 0,
+            image: stackd_core::model::ImagePin::unrecorded(),
+            rebalance: None,
+            task_failures: 0,
+        };
+        s.services.insert(svc.id.clone(), svc);
+        for t in [
+            task("aaaa1111", 1, Some("n1"), TaskState::Running),
+            task("aaaa2222", 2, Some("n2"), TaskState::Failed),
+            task("bbbb3333", 3, Some("n1"), TaskState::Running),
+            task("cccc4444", 4, None, TaskState::Pending),
+        ] {
+            s.tasks.insert(t.id.clone(), t);
+        }
+        s
+    }
+
+    fn options(follow: bool) -> v1::LogOptions {
+        v1::LogOptions { follow, since: 0, tail: Some(5) }
+    }
+
+    #[test]
+    fn a_service_asks_the_nodes_of_its_tasks_or_every_node_when_followed() {
+        let s = state();
+        for target in ["shop_web", "svc1"] {
+            let p = plan(&s, target, options(false)).expect("a plan");
+            assert_eq!(p.wire.service, "shop_web");
+            assert!(p.wire.task_ids.is_empty());
+            assert_eq!(p.wire.options, Some(options(false)));
+            assert_eq!(p.nodes, Some(BTreeSet::from(["n1".to_string(), "n2".to_string()])));
+            assert_eq!(p.holders["n1"], vec!["web.1".to_string(), "web.3".to_string()]);
+            assert_eq!(p.holders["n2"], vec!["web.2".to_string()]);
+            assert!(p.ends && p.task.is_none());
+        }
+        let p = plan(&s, "shop_web", options(true)).expect("a plan");
+        assert_eq!(p.nodes, None, "a followed service goes to every node, now and later");
+        assert!(!p.ends);
+    }
+
+    #[test]
+    fn a_task_is_found_by_its_id_or_an_unambiguous_start_of_it() {
+        let s = state();
+        for target in ["aaaa2222", "aaaa2"] {
+            let p = plan(&s, target, options(true)).expect("a plan");
+            assert_eq!(p.wire.task_ids, vec!["aaaa2222".to_string()]);
+            assert!(p.wire.service.is_empty());
+            assert_eq!(p.nodes, Some(BTreeSet::from(["n2".to_string()])));
+            assert_eq!(p.task.as_deref(), Some("aaaa2222"));
+            assert!(p.ends, "a followed task ends when its container stops");
+        }
+        let e = plan(&s, "aaaa", options(false)).expect_err("ambiguous");
+        assert!(e.to_string().contains("several task ids"), "{e}");
+        let e = plan(&s, "aaa", options(false)).expect_err("too short to be a task");
+        assert!(e.to_string().contains("no service or task"), "{e}");
+        let e = plan(&s, "shop_nothing", options(false)).expect_err("unknown");
+        assert!(e.to_string().contains("no service or task \"shop_nothing\""), "{e}");
+        let e = plan(&s, "cccc4444", options(false)).expect_err("never placed");
+        assert!(e.to_string().contains("never assigned to a node") && e.to_string().contains("64 GB"), "{e}");
+    }
+
+    #[test]
+    fn the_end_of_a_task_is_told_with_its_exit_code_and_error() {
+        let s = state();
+        let n = ending(&s, "aaaa2222", false).expect("a finished task is told");
+        assert_eq!((n.task.as_str(), n.node.as_str()), ("web.2", "node-n2"));
+        assert_eq!(n.text, "the task is failed (exit code 3): boom");
+        assert_eq!(ending(&s, "aaaa1111", false), None, "a running task read to now: nothing to tell");
+        let n = ending(&s, "aaaa1111", true).expect("a followed container that stopped");
+        assert!(n.text.starts_with("its container stopped"), "{}", n.text);
+        assert_eq!(ending(&s, "zzzz", true), None);
+    }
+}
