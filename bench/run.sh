@@ -9,6 +9,7 @@
 #   bash bench/run.sh hollow   [stackd-bench hollow options]  (1,000 hollow nodes, 100,000 tasks)
 #   bash bench/run.sh snapshot [stackd-bench hollow options]  (the same state: snapshot save, inspect, restore)
 #   bash bench/run.sh metrics  [stackd-bench metrics options] (the cost of /metrics with 100 tasks)
+#   bash bench/run.sh logs     [stackd-bench logs options]    (stackctl logs -f against docker logs -f)
 # Honours CARGO_TARGET_DIR.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -54,5 +55,9 @@ case "$what" in
     cargo build --release --quiet -p stackd -p stackd-cli -p stackd-bench
     bash tests/images/build.sh >/dev/null
     exec "$target/release/stackd-bench" metrics "$@" ;;
-  *) echo "unknown benchmark $what (known: deploy, raft, failover, mesh, rollout, node-death, hollow, snapshot, metrics)" >&2; exit 1 ;;
+  logs)
+    cargo build --release --quiet -p stackd -p stackd-cli -p stackd-bench
+    bash tests/images/build.sh >/dev/null
+    exec "$target/release/stackd-bench" logs "$@" ;;
+  *) echo "unknown benchmark $what (known: deploy, raft, failover, mesh, rollout, node-death, hollow, snapshot, metrics, logs)" >&2; exit 1 ;;
 esac

@@ -45,6 +45,8 @@
 //! - `mesh.rs`: the networking benchmark on the multi-engine harness of
 //!   `stackd-tests`; `load.rs`: its HTTP load generator.
 //! - `rollout.rs`: the rollout benchmark.
+//! - `logs.rs`: `stackctl logs -f` throughput against `docker logs -f` of
+//!   the same container.
 //! - `metrics.rs`: the cost of `/metrics` on a node with 100 tasks, beside
 //!   `docker stats` of the same containers.
 //! - `node_death.rs`: the node-death benchmark, on the multi-engine harness
@@ -56,6 +58,7 @@ mod failover;
 mod hollow;
 mod load;
 mod mesh;
+mod logs;
 mod metrics;
 mod node_death;
 mod raft;
@@ -95,6 +98,22 @@ enum Cmd {
     Hollow(HollowArgs),
     /// The cost of /metrics on a node with 100 tasks, beside `docker stats`.
     Metrics(MetricsArgs),
+    /// `stackctl logs -f` throughput against `docker logs -f` of the same container.
+    Logs(LogsArgs),
+}
+
+/// Options of `logs`.
+#[derive(clap::Args)]
+struct LogsArgs {
+    /// Lines the chatty task prints.
+    #[arg(long, default_value_t = 200_000)]
+    lines: usize,
+    /// Rounds (each client once per round, alternating which goes first).
+    #[arg(long, default_value_t = 5)]
+    rounds: usize,
+    /// Where to write the report (between its markers); `-`: print only.
+    #[arg(long, default_value = "docs/benchmarks.md")]
+    out: PathBuf,
 }
 
 /// Options of `metrics`.
@@ -316,6 +335,7 @@ async fn main() -> Result<()> {
             }
             Cmd::Hollow(args) => hollow_bench(args).await,
             Cmd::Metrics(args) => metrics_bench(args).await,
+            Cmd::Logs(args) => logs_bench(args).await,
         }
     };
     // Interrupted (Ctrl-C, or `timeout`'s SIGTERM): the benchmark's future is
@@ -328,6 +348,36 @@ async fn main() -> Result<()> {
         _ = tokio::signal::ctrl_c() => anyhow::bail!("interrupted: stopped what the benchmark started"),
         _ = term.recv() => anyhow::bail!("terminated: stopped what the benchmark started"),
     }
+}
+
+/// `stackctl logs -f` against `docker logs -f`.
+async fn logs_bench(args: LogsArgs) -> Result<()> {
+    let r = logs::bench(args.lines, args.rounds).await?;
+    let rate = |secs: &[f64]| -> Vec<f64> { secs.iter().map(|s| r.lines as f64 / s).collect() };
+    let (mut docker, mut stackd) = (rate(&r.docker), rate(&r.stackd));
+    let (d, s) = (median(&mut docker), median(&mut stackd));
+    let body = format!(
+        "Command: `bash bench/run.sh logs` (`stackd-bench logs --lines {lines} --rounds {rounds}`), release build, one \
+         node (manager and agent) on this machine's engine. A task prints {lines} lines (`seq`) and sleeps; once the \
+         engine holds them all, each round times a client that follows the log from its start until it received \
+         every line, the two clients alternating.\n\n\
+         | client | median | runs | ratio to the limit |\n|---|---|---|---|\n\
+         | `docker logs -f CONTAINER` (the limit) | {d:.0} lines/s | {druns} | 1.00 |\n\
+         | `stackctl logs -f SERVICE` | {s:.0} lines/s | {sruns} | {ratio:.2} |\n\n\
+         stackd's lines go engine → agent → leader (on a connection of their own, in batches of up to 512 lines) → \
+         client, each named by its task and node.",
+        lines = r.lines,
+        rounds = args.rounds,
+        druns = docker.iter().map(|x| format!("{x:.0}")).collect::<Vec<_>>().join(", "),
+        sruns = stackd.iter().map(|x| format!("{x:.0}")).collect::<Vec<_>>().join(", "),
+        ratio = s / d,
+    );
+    println!("{body}");
+    if args.out.as_os_str() != "-" {
+        write_section(&args.out, "logs", &body)?;
+        println!("wrote {}", args.out.display());
+    }
+    Ok(())
 }
 
 /// The cost of `/metrics`.

@@ -74,15 +74,22 @@ impl Node {
     /// Runs stackctl with the settings of the node's `stackctl.env`
     /// (address, CA, admin token).
     pub(crate) fn stackctl(&self, args: &[&str]) -> Result<std::process::Output> {
+        let mut cmd = Command::new(bin("stackctl"));
+        cmd.envs(self.stackctl_env()?);
+        Ok(cmd.args(args).output()?)
+    }
+
+    /// The variables of the node's `stackctl.env` (address, CA, admin token).
+    pub(crate) fn stackctl_env(&self) -> Result<Vec<(String, String)>> {
         let path = self.dir.path().join("stackctl.env");
         let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
-        let mut cmd = Command::new(bin("stackctl"));
-        for line in text.lines().map(str::trim).filter(|l| !l.starts_with('#')) {
-            if let Some((k, v)) = line.split_once('=') {
-                cmd.env(k, v.trim_matches('\''));
-            }
-        }
-        Ok(cmd.args(args).output()?)
+        Ok(text
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.starts_with('#'))
+            .filter_map(|l| l.split_once('='))
+            .map(|(k, v)| (k.to_string(), v.trim_matches('\'').to_string()))
+            .collect())
     }
 
     /// Deploys `n` replicas and waits until they run; returns the seconds taken.
