@@ -165,7 +165,8 @@ fn logs_of_a_service_on_three_nodes_follow_replacements() {
     };
     let before = tasks_seen(3);
     // Kill one task's container: the orchestrator replaces the task.
-    let victim = c.running(1, "io.stackd.service=app_talk").expect("list").into_iter().next().expect("a container on node 1");
+    let victim =
+        c.running(1, "io.stackd.service=app_talk").expect("list").into_iter().next().expect("a container on node 1");
     let mut rm = c.docker(1);
     rm.args(["rm", "-f", &victim]);
     assert!(rm.status().expect("docker rm").success());

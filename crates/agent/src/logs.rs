@@ -111,11 +111,8 @@ async fn publish(cx: LogContext, manager: String, sub: v1::LogSubscription) {
     };
     let mut client = DispatcherClient::new(channel).max_encoding_message_size(8 * 1024 * 1024);
     let (tx, rx) = mpsc::channel(BUFFER);
-    let header = v1::PublishLogsRequest {
-        node_id: cx.node_id.clone(),
-        subscription_id: sub.id.clone(),
-        ..Default::default()
-    };
+    let header =
+        v1::PublishLogsRequest { node_id: cx.node_id.clone(), subscription_id: sub.id.clone(), ..Default::default() };
     if tx.send(header).await.is_err() {
         return;
     }
@@ -141,7 +138,9 @@ async fn produce(cx: LogContext, sub: v1::LogSubscription, tx: mpsc::Sender<v1::
                 let found: Vec<ManagedContainer> = all.into_iter().filter(|c| selects(&sub, c)).collect();
                 if first && !opts.follow {
                     let notices = missing(&sub, &found);
-                    if !notices.is_empty() && tx.send(v1::PublishLogsRequest { notices, ..Default::default() }).await.is_err() {
+                    if !notices.is_empty()
+                        && tx.send(v1::PublishLogsRequest { notices, ..Default::default() }).await.is_err()
+                    {
                         return;
                     }
                 }
@@ -155,7 +154,14 @@ async fn produce(cx: LogContext, sub: v1::LogSubscription, tx: mpsc::Sender<v1::
             }
             Err(e) => {
                 let text = format!("cannot list the node's containers: {e}");
-                if tx.send(v1::PublishLogsRequest { notices: vec![v1::LogNotice { task_id: String::new(), text }], ..Default::default() }).await.is_err() {
+                if tx
+                    .send(v1::PublishLogsRequest {
+                        notices: vec![v1::LogNotice { task_id: String::new(), text }],
+                        ..Default::default()
+                    })
+                    .await
+                    .is_err()
+                {
                     return;
                 }
             }
@@ -216,7 +222,12 @@ async fn read(
         match next {
             Some(Ok(lines)) => {
                 for l in lines {
-                    batch.push(v1::LogLine { task_id: c.task_id.clone(), stream: l.stream, timestamp: l.timestamp, data: l.data });
+                    batch.push(v1::LogLine {
+                        task_id: c.task_id.clone(),
+                        stream: l.stream,
+                        timestamp: l.timestamp,
+                        data: l.data,
+                    });
                 }
                 if batch.full() && !batch.flush(&tx).await {
                     return;
@@ -309,7 +320,11 @@ mod tests {
         let lines = split_frame(1, b"2026-12-07T20:00:00.123456789Z hello world\n");
         assert_eq!(
             lines,
-            vec![LogChunk { stream: 1, timestamp: "2026-12-07T20:00:00.123456789Z".into(), data: b"hello world".to_vec() }]
+            vec![LogChunk {
+                stream: 1,
+                timestamp: "2026-12-07T20:00:00.123456789Z".into(),
+                data: b"hello world".to_vec()
+            }]
         );
         // A terminal's frame: several lines, each stamped, `\r\n` ends.
         let lines = split_frame(1, b"2026-12-07T20:00:00Z a\r\n2026-12-07T20:00:01Z b\r\n");
@@ -319,7 +334,10 @@ mod tests {
         assert_eq!(split_frame(2, b"2026-12-07T20:00:00Z\n")[0].data, b"");
         assert_eq!(split_frame(2, b"2026-12-07T20:00:00Z\n")[0].timestamp, "2026-12-07T20:00:00Z");
         let plain = split_frame(2, b"no time here\n");
-        assert_eq!((plain[0].timestamp.as_str(), plain[0].data.as_slice(), plain[0].stream), ("", b"no time here".as_slice(), 2));
+        assert_eq!(
+            (plain[0].timestamp.as_str(), plain[0].data.as_slice(), plain[0].stream),
+            ("", b"no time here".as_slice(), 2)
+        );
     }
 
     #[test]

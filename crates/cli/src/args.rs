@@ -255,9 +255,9 @@ fn parse_since(s: &str) -> Result<Since, String> {
     if let Some(nanos) = crate::logs::parse_rfc3339(s) {
         return Ok(Since::At(nanos.div_euclid(1_000_000_000) as i64));
     }
-    parse_duration(s).map(Since::Ago).map_err(|e| {
-        format!("{e}; or give a time: RFC 3339 (2026-12-07T10:00:00Z) or Unix seconds")
-    })
+    parse_duration(s)
+        .map(Since::Ago)
+        .map_err(|e| format!("{e}; or give a time: RFC 3339 (2026-12-07T10:00:00Z) or Unix seconds"))
 }
 
 /// The commands.

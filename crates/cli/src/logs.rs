@@ -28,7 +28,8 @@ const RESUME_FOR: Duration = Duration::from_secs(30);
 /// Runs `stackctl logs`.
 pub async fn logs(g: &Global, args: &LogsArgs) -> Result<i32> {
     let mut c = connect(g).await?;
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0);
+    let now =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0);
     let since = match args.since {
         None => 0,
         Some(Since::At(secs)) => secs.max(1),
@@ -151,7 +152,12 @@ pub(crate) fn format_line(line: &v1::LogEntry, timestamps: bool, task_ids: bool)
 /// offset (`2026-12-07T10:00:00Z`, `…00.123456789+01:00`).
 pub(crate) fn parse_rfc3339(s: &str) -> Option<i128> {
     let b = s.as_bytes();
-    if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || !matches!(b[10], b'T' | b't' | b' ') || b[13] != b':' || b[16] != b':'
+    if b.len() < 20
+        || b[4] != b'-'
+        || b[7] != b'-'
+        || !matches!(b[10], b'T' | b't' | b' ')
+        || b[13] != b':'
+        || b[16] != b':'
     {
         return None;
     }

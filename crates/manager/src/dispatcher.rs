@@ -588,7 +588,8 @@ impl v1::dispatcher_server::Dispatcher for Dispatcher {
         let peer = crate::peer::peer_node(&req, &self.cluster_id)?
             .ok_or_else(|| Status::unauthenticated("PublishLogs needs the node's certificate"))?;
         let mut stream = req.into_inner();
-        let first = stream.message().await?.ok_or_else(|| refused(Refusal::invalid("PublishLogs without a message")))?;
+        let first =
+            stream.message().await?.ok_or_else(|| refused(Refusal::invalid("PublishLogs without a message")))?;
         if first.node_id != peer.node_id {
             return Err(Status::permission_denied(format!(
                 "the certificate of node {} cannot publish the logs of node {}",

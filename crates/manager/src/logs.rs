@@ -92,7 +92,9 @@ fn find_task<'a>(s: &'a ClusterState, target: &str) -> Result<Option<&'a Task>, 
     let mut found = s.tasks.values().filter(|t| t.id.starts_with(target));
     match (found.next(), found.next()) {
         (Some(t), None) => Ok(Some(t)),
-        (Some(_), Some(_)) => Err(Refusal::invalid(format!("{target:?} is the start of several task ids: give more of it"))),
+        (Some(_), Some(_)) => {
+            Err(Refusal::invalid(format!("{target:?} is the start of several task ids: give more of it")))
+        }
         _ => Ok(None),
     }
 }
@@ -262,9 +264,10 @@ impl LogBroker {
             inner.subs.iter().filter(|(_, s)| s.waiting.contains(node)).map(|(id, _)| id.clone()).collect()
         };
         for id in waited {
-            let n = self.raft.shared().read(|s| {
-                notice(s, node, "", "the node's session closed before it sent all its logs".to_string())
-            });
+            let n = self
+                .raft
+                .shared()
+                .read(|s| notice(s, node, "", "the node's session closed before it sent all its logs".to_string()));
             self.tell(&id, n);
             self.node_done(&id, node);
         }
@@ -307,7 +310,11 @@ impl LogBroker {
                     if inner.nodes.contains_key(node) && (plan.nodes.is_none() || waiting.contains(node)) {
                         continue;
                     }
-                    let state = s.nodes.get(node).map(|n| format!("{:?}", n.state).to_lowercase()).unwrap_or_else(|| "removed".into());
+                    let state = s
+                        .nodes
+                        .get(node)
+                        .map(|n| format!("{:?}", n.state).to_lowercase())
+                        .unwrap_or_else(|| "removed".into());
                     first.push(notice(
                         s,
                         node,
@@ -375,7 +382,12 @@ impl LogBroker {
         };
         for node in silent {
             let n = self.raft.shared().read(|s| {
-                notice(s, &node, "", format!("the node did not answer within {} s: its logs are missing", ANSWER_WITHIN.as_secs()))
+                notice(
+                    s,
+                    &node,
+                    "",
+                    format!("the node did not answer within {} s: its logs are missing", ANSWER_WITHIN.as_secs()),
+                )
             });
             self.tell(id, n);
             self.node_done(id, &node);
@@ -461,9 +473,10 @@ impl LogBroker {
         // The node's stream ended without `done`: it stopped (or was cut).
         let ended = lock(&self.inner).subs.get(&id).is_some_and(|s| s.waiting.contains(node));
         if ended {
-            let n = self.raft.shared().read(|s| {
-                notice(s, node, "", "the node's log stream ended before it sent all its logs".to_string())
-            });
+            let n = self
+                .raft
+                .shared()
+                .read(|s| notice(s, node, "", "the node's log stream ended before it sent all its logs".to_string()));
             self.tell(&id, n);
             self.node_done(&id, node);
         }
@@ -532,8 +545,7 @@ mod tests {
     use std::collections::BTreeMap;
 
     use stackd_core::model::{
-        DesiredState, Node, NodeRole, NodeState, Service, ServiceMode, ServiceSpec, TaskState, TaskStatus,
-        UpdateStatus,
+        DesiredState, Node, NodeRole, NodeState, Service, ServiceMode, ServiceSpec, TaskState, TaskStatus, UpdateStatus,
     };
 
     use super::*;
