@@ -365,7 +365,9 @@ async fn logs_bench(args: LogsArgs) -> Result<()> {
          | `docker logs -f CONTAINER` (the limit) | {d:.0} lines/s | {druns} | 1.00 |\n\
          | `stackctl logs -f SERVICE` | {s:.0} lines/s | {sruns} | {ratio:.2} |\n\n\
          stackd's lines go engine → agent → leader (on a connection of their own, in batches of up to 512 lines) → \
-         client, each named by its task and node.",
+         client, each named by its task and node. Both read the same engine API (`GET /containers/ID/logs?follow=1`); \
+         stackd can come out ahead of the `docker` CLI because it writes its output in batches, where the CLI writes \
+         each frame as it comes.",
         lines = r.lines,
         rounds = args.rounds,
         druns = docker.iter().map(|x| format!("{x:.0}")).collect::<Vec<_>>().join(", "),
