@@ -97,7 +97,7 @@ impl LogPublisher {
 
 /// Whether `c` is one of the containers `sub` asks for.
 pub(crate) fn selects(sub: &v1::LogSubscription, c: &ManagedContainer) -> bool {
-    if sub.service.is_empty() { sub.task_ids.iter().any(|t| *t == c.task_id) } else { c.service == sub.service }
+    if sub.service.is_empty() { sub.task_ids.contains(&c.task_id) } else { c.service == sub.service }
 }
 
 /// Serves one subscription: its call to the manager, fed by its readers.

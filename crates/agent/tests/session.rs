@@ -64,6 +64,13 @@ impl Dispatcher for Fake {
         Ok(Response::new(v1::ReportImageResponse {}))
     }
 
+    async fn publish_logs(
+        &self,
+        _: Request<tonic::Streaming<v1::PublishLogsRequest>>,
+    ) -> Result<Response<v1::PublishLogsResponse>, Status> {
+        Ok(Response::new(v1::PublishLogsResponse {}))
+    }
+
     async fn update_task_status(
         &self,
         request: Request<v1::UpdateTaskStatusRequest>,
@@ -111,6 +118,7 @@ fn assign(session_id: &str, tasks: &[Task]) -> Result<v1::SessionMessage, Status
         network_view: None,
         resolve_images: vec![],
         restore_generation: 0,
+        log_subscriptions: vec![],
     })
 }
 
@@ -265,6 +273,13 @@ impl Dispatcher for Follower {
         &self,
         _: Request<v1::ReportImageRequest>,
     ) -> Result<Response<v1::ReportImageResponse>, Status> {
+        Err(self.refusal())
+    }
+
+    async fn publish_logs(
+        &self,
+        _: Request<tonic::Streaming<v1::PublishLogsRequest>>,
+    ) -> Result<Response<v1::PublishLogsResponse>, Status> {
         Err(self.refusal())
     }
 }

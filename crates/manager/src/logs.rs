@@ -296,14 +296,13 @@ impl LogBroker {
                 None => inner.nodes.keys().cloned().collect(),
             };
             let mut waiting = BTreeSet::new();
+            // A node asked but unreachable is told below, with its tasks.
             for node in &asked {
-                if let Some(link) = inner.nodes.get(node) {
-                    if link.tx.try_send(plan.wire.clone()).is_ok() {
-                        waiting.insert(node.clone());
-                        continue;
-                    }
+                if let Some(link) = inner.nodes.get(node)
+                    && link.tx.try_send(plan.wire.clone()).is_ok()
+                {
+                    waiting.insert(node.clone());
                 }
-                // Asked but unreachable: said below, with the tasks it holds.
             }
             self.raft.shared().read(|s| {
                 for (node, tasks) in &plan.holders {
