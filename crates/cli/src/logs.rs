@@ -5,6 +5,9 @@
 //! stderr lines on stderr, and what the managers say of a task (its
 //! container is gone, it finished) on stderr too.
 //!
+//! `-o json` prints one object per line instead (`time`, `task`, `task_id`,
+//! `node`, `stream`, `line`; a notice has `notice` in place of the line).
+//!
 //! With `-f`, when the manager relaying goes away (a failover), the command
 //! asks the next one for the lines since the last it printed, and skips
 //! those it already printed (by each task's last timestamp).
@@ -39,7 +42,8 @@ pub async fn logs(g: &Global, args: &LogsArgs) -> Result<i32> {
         target: args.target.clone(),
         options: Some(v1::LogOptions { follow: args.follow, since, tail: args.tail.and_then(|t| t.0) }),
     };
-    let mut printer = Printer { args, last: HashMap::new() };
+    let json = matches!(g.output, crate::args::Output::Json);
+    let mut printer = Printer { args, json, last: HashMap::new() };
     loop {
         let why = match open(&mut c, &req).await {
             Ok(mut stream) => loop {
@@ -86,6 +90,8 @@ async fn reconnect(c: &mut Conn, deadline: Instant) -> Result<()> {
 /// Prints lines and notices, and remembers each task's last timestamp.
 struct Printer<'a> {
     args: &'a LogsArgs,
+    /// `-o json`: one object per line, on stdout, notices included.
+    json: bool,
     /// Each task's last line printed (nanoseconds since the epoch).
     last: HashMap<String, i128>,
 }
@@ -102,8 +108,12 @@ impl Printer<'_> {
                 }
                 *last = at;
             }
-            let text = format_line(&line, self.args.timestamps, !self.args.no_task_ids);
-            let sink: &mut dyn Write = if line.stream == 2 { &mut err } else { &mut out };
+            let (text, sink): (Vec<u8>, &mut dyn Write) = if self.json {
+                (json_line(&line), &mut out)
+            } else {
+                let text = format_line(&line, self.args.timestamps, !self.args.no_task_ids);
+                (text, if line.stream == 2 { &mut err } else { &mut out })
+            };
             if let Err(e) = sink.write_all(&text) {
                 if e.kind() == std::io::ErrorKind::BrokenPipe {
                     std::process::exit(EXIT_OK);
@@ -112,6 +122,13 @@ impl Printer<'_> {
             }
         }
         for n in msg.notices {
+            if self.json {
+                let v = serde_json::json!({
+                    "task": n.task, "task_id": n.task_id, "node": n.node, "notice": n.text,
+                });
+                let _ = writeln!(out, "{v}");
+                continue;
+            }
             let who = match (n.task.is_empty(), n.node.is_empty()) {
                 (false, false) => format!("{}@{}", n.task, n.node),
                 (false, true) => n.task.clone(),
@@ -144,6 +161,21 @@ pub(crate) fn format_line(line: &v1::LogEntry, timestamps: bool, task_ids: bool)
     s.push_str(" | ");
     let mut bytes = s.into_bytes();
     bytes.extend_from_slice(&line.data);
+    bytes.push(b'\n');
+    bytes
+}
+
+/// One line as `-o json` prints it: an object on a line of its own.
+pub(crate) fn json_line(line: &v1::LogEntry) -> Vec<u8> {
+    let v = serde_json::json!({
+        "time": line.timestamp,
+        "task": line.task,
+        "task_id": line.task_id,
+        "node": line.node,
+        "stream": if line.stream == 2 { "stderr" } else { "stdout" },
+        "line": String::from_utf8_lossy(&line.data),
+    });
+    let mut bytes = v.to_string().into_bytes();
     bytes.push(b'\n');
     bytes
 }
@@ -232,5 +264,11 @@ mod tests {
         assert_eq!(format_line(&line, false, true), b"web.2.abcdefghijkl@node3 | hello\n");
         assert_eq!(format_line(&line, false, false), b"web.2@node3 | hello\n");
         assert_eq!(format_line(&line, true, false), b"2026-12-07T10:00:00.5Z web.2@node3 | hello\n");
+        let v: serde_json::Value = serde_json::from_slice(&json_line(&line)).expect("JSON");
+        assert_eq!(v["task"], "web.2");
+        assert_eq!(v["node"], "node3");
+        assert_eq!(v["stream"], "stdout");
+        assert_eq!(v["line"], "hello");
+        assert_eq!(v["time"], "2026-12-07T10:00:00.5Z");
     }
 }
