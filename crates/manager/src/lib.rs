@@ -313,16 +313,20 @@ impl Manager {
     /// Serves the read-only status page over HTTPS on `listener` (with the
     /// node's certificate, HTTP/1.1, no client certificate asked for)
     /// until `shutdown` resolves. See docs/operations.md, Status page.
-    pub async fn serve_status(
+    /// The future owns what it needs: spawn it beside [`serve`](Self::serve).
+    pub fn serve_status(
         &self,
         listener: tokio::net::TcpListener,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-    ) -> Result<(), ManagerError> {
+    ) -> impl std::future::Future<Output = Result<(), ManagerError>> + Send + 'static {
         let addr = listener.local_addr().map(|a| a.to_string()).unwrap_or_default();
-        let tls = stackd_tls::https_server_config(self.certs.clone())?;
-        status::serve(self.raft.clone(), self.identity.name.clone(), tls, listener, shutdown)
-            .await
-            .map_err(|e| ManagerError::Serve { addr, message: e.to_string() })
+        let tls = stackd_tls::https_server_config(self.certs.clone());
+        let (raft, name) = (self.raft.clone(), self.identity.name.clone());
+        async move {
+            status::serve(raft, name, tls?, listener, shutdown)
+                .await
+                .map_err(|e| ManagerError::Serve { addr, message: e.to_string() })
+        }
     }
 
     /// Stops the loops and Raft.
