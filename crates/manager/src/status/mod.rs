@@ -73,7 +73,9 @@ fn respond(code: StatusCode, body: Option<String>, location: Option<&str>, cooki
     h.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(CSP));
     h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
     h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
-    h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    // Not `no-referrer`: with it a browser posts the sign-in form with
+    // `Origin: null`, which the origin check must refuse.
+    h.insert(header::REFERRER_POLICY, HeaderValue::from_static("same-origin"));
     if let Some(l) = location.and_then(|l| HeaderValue::from_str(l).ok()) {
         h.insert(header::LOCATION, l);
     }
