@@ -274,3 +274,7 @@ pub(crate) async fn serve(
         .with_graceful_shutdown(shutdown)
         .await
 }
+
+#[cfg(test)]
+#[path = "shell_tests.rs"]
+mod tests;

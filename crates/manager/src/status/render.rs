@@ -245,7 +245,7 @@ fn tasks(out: &mut String, v: &View<'_>) {
     out.push_str("</table>\n");
 
     let mut bad: Vec<&Task> = v.state.tasks.values().filter(|t| failed(t)).collect();
-    bad.sort_by(|a, b| b.status.timestamp.cmp(&a.status.timestamp));
+    bad.sort_by_key(|t| std::cmp::Reverse(t.status.timestamp));
     let _ = writeln!(out, "<h2>Failed tasks ({})</h2>", bad.len());
     if bad.is_empty() {
         out.push_str("<p id=\"failed-tasks\">None.</p>\n");
