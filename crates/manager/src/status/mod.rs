@@ -132,8 +132,7 @@ async fn index(State(page): State<Shared>, headers: HeaderMap) -> Response {
             Some(clear_cookie()),
         );
     };
-    let mut events = page.raft.shared().events_after(None, |_| true).map(|(e, _)| e).unwrap_or_default();
-    let events = events.split_off(events.len().saturating_sub(render::EVENTS_SHOWN));
+    let events = page.raft.shared().latest_events(render::EVENTS_SHOWN);
     let leader = page.raft.status().leader.map(|l| format!("{l:016x}"));
     let html = render::status_page(&render::View {
         state: &state,
