@@ -3,12 +3,13 @@
 //! session it shows the sign-in form; a bad token is refused with a clear
 //! message; a viewer token signs in, and the page lists the deployed
 //! service and the failed task's error; signing out and revoking the token
-//! both end the session.
+//! both end the session. A follower's page reads through the leader, and
+//! says when it cannot.
 
 use std::time::Duration;
 
 use stackd_tests::browser::{self, Browser};
-use stackd_tests::cluster::Opts;
+use stackd_tests::cluster::{Cluster, Opts};
 use stackd_tests::task_rows::s;
 use stackd_tests::{Node, build_images, free_port, require_docker, wait_until};
 
@@ -90,4 +91,41 @@ fn the_status_page_signs_in_with_a_token_and_shows_services_and_failed_tasks() {
 
     drop(b);
     node.stackctl(&["stack", "rm", "shop"]);
+}
+
+/// Two managers without agents (no Docker needed): the follower's page
+/// sees a token created a moment ago on the leader (its reads wait for the
+/// leader's read index) and names the leader; once the leader is gone, the
+/// page still answers, from the follower's own state, and says it may lag.
+#[test]
+fn a_followers_status_page_reads_through_the_leader_and_says_when_it_cannot() {
+    if !browser::available() {
+        return;
+    }
+    let mut c = Cluster::managers(1, &Opts::manager()).expect("a manager");
+    let port = free_port();
+    c.add_manager("m2", &Opts::manager().flag("--status-addr", &format!("127.0.0.1:{port}"))).expect("m2 joins");
+    c.wait_voters(2, Duration::from_secs(60)).expect("two voters");
+    let leader = c.leader().expect("a leader");
+    assert_eq!(c.nodes[leader].name, "m1", "the first manager leads");
+
+    let viewer = c.stackctl(&["token", "create", "viewer2", "--role", "viewer"]).trim().to_string();
+    let b = Browser::start(&c.nodes[0].data_dir().join("tls/ca.crt")).expect("chromium");
+    let home = format!("https://stackd-manager:{port}/");
+    b.goto(&home).expect("the page loads");
+    b.type_into("#token", &viewer).expect("type");
+    b.click("#sign-in").expect("click");
+    b.wait_for("#viewer").expect("signed in on the follower");
+    let nodes = b.text("#nodes").expect("the nodes");
+    let m1 = nodes.lines().find(|l| l.starts_with("m1")).unwrap_or_default();
+    assert!(m1.contains("leader"), "{nodes}");
+    assert!(b.source().expect("source").contains("served by manager <b>m2</b>"));
+    assert!(b.find("#may-lag").is_none(), "a confirmed read");
+
+    // No quorum: the page answers from m2's own state, and says so.
+    c.nodes[0].kill9();
+    b.goto(&home).expect("load");
+    b.wait_for("#viewer").expect("still signed in");
+    let note = b.text("#may-lag").expect("a note that it may lag");
+    assert!(note.contains("may lag"), "{note}");
 }
