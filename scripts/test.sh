@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs the whole test suite on a fresh machine: installs what it needs
-# (busybox-static for the test images; iproute2, iptables, conntrack, python3, script and g++ when missing), builds the test images, checks
+# (busybox-static for the test images; iproute2, iptables, conntrack, python3, script, g++, chromium and
+# chromium-driver when missing), builds the test images, checks
 # formatting and lints, builds every binary and runs every test, including
 # the cluster tests against the real Docker engine.
 #
@@ -42,6 +43,9 @@ need python3 python3    # the overlay test's UDP echo, run inside a container's 
 need age age           # snapshots are age files: the tests open them with the age tool, and it opens ours
 need script bsdutils    # the events test draws the progress bars on a pty
 need promtool prometheus # /metrics and the alert rules pass `promtool check`
+need chromium chromium   # the status page in a real headless browser (tests/tests/status_page.rs)
+need chromedriver chromium-driver # drives it over WebDriver
+need certutil libnss3-tools # the browser trusts the cluster's CA through an NSS database
 
 step "moto's S3 server for the snapshot tests (a Python venv in the target dir)"
 # A real S3-compatible server, started by the S3 test itself (not a mocked client).

@@ -21,6 +21,8 @@
 //!   published ports while tasks move, and what to print when a request
 //!   fails (the nodes' kernels while it hung, their logs around it).
 //! - [`task_rows`]: the fields of the task rows `stackctl ps -o json` prints.
+//! - [`browser`]: headless chromium through chromedriver (WebDriver), trusting
+//!   the cluster's CA: the status page as a browser sees it.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -29,6 +31,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 
+pub mod browser;
 pub mod cluster;
 pub mod engines;
 pub mod mesh_client;

@@ -88,15 +88,30 @@ pub(crate) fn authenticate<T>(req: &Request<T>, state: &ClusterState) -> Result<
         value.to_str().ok().and_then(|v| v.strip_prefix("Bearer ")).ok_or_else(|| {
             Status::unauthenticated(format!("the authorization header is not `Bearer <token>`; {NEEDS}"))
         })?;
-    let token = stackd_tls::ClientToken::parse(bearer)
-        .map_err(|e| Status::unauthenticated(format!("STACKCTL_TOKEN is {e}")))?;
-    match state.security.verify_token(token.id(), &token.secret_sha256()) {
-        Some(stored) => Ok(Caller::Token(stored.clone())),
-        None => Err(Status::unauthenticated(format!(
-            "the client token {} is unknown or revoked, or its secret is wrong: ask an admin for a valid one",
-            token.id()
-        ))),
+    match token_caller(bearer, state) {
+        Ok(stored) => Ok(Caller::Token(stored.clone())),
+        Err(BadToken::Malformed(e)) => Err(Status::unauthenticated(format!("STACKCTL_TOKEN is {e}"))),
+        Err(e @ BadToken::Unknown(_)) => Err(Status::unauthenticated(e.to_string())),
     }
+}
+
+/// Why a client token was not accepted. Neither message contains the token.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum BadToken {
+    /// Not a client token at all.
+    #[error("{0}")]
+    Malformed(#[source] stackd_tls::TokenError),
+    /// Well-formed, but no valid token of this cluster.
+    #[error("the client token {0} is unknown or revoked, or its secret is wrong: ask an admin for a valid one")]
+    Unknown(String),
+}
+
+/// The stored token a client token's text (`STKC-1-<id>-<secret>`) stands
+/// for: looked up by id, its secret compared by SHA-256 in constant time.
+/// The one check of a token, for the control API and the status page.
+pub(crate) fn token_caller<'s>(text: &str, state: &'s ClusterState) -> Result<&'s ClientToken, BadToken> {
+    let token = stackd_tls::ClientToken::parse(text).map_err(BadToken::Malformed)?;
+    state.security.verify_token(token.id(), &token.secret_sha256()).ok_or_else(|| BadToken::Unknown(token.id().into()))
 }
 
 /// Whether `caller` may do `action` on the control API: a manager node may
@@ -108,8 +123,14 @@ pub(crate) fn authorize(caller: &Caller, action: Action<'_>) -> Result<(), Statu
         Caller::Node { id, role: NodeRole::Worker } => Err(refused(Refusal::permission_denied(format!(
             "permission denied: node {id} is a worker; its certificate gives no access to the control API"
         )))),
-        Caller::Token(token) => token.check(action).map_err(|e| refused(e.into())),
+        Caller::Token(token) => token_may(token, action),
     }
+}
+
+/// Whether the token `token` may do `action`: what [`authorize`] checks of
+/// a token caller (the status page asks it for [`Action::Read`]).
+pub(crate) fn token_may(token: &ClientToken, action: Action<'_>) -> Result<(), Status> {
+    token.check(action).map_err(|e| refused(e.into()))
 }
 
 /// Checks that a dispatcher request comes from the node `node_id` itself:

@@ -49,6 +49,11 @@
 //!   task that follows the cluster's setting on every manager.
 //! - `lock.rs`: the `Lock` service (`Unlock`), and what a locked manager
 //!   serves while it waits for its key.
+//! - `status/`: the status page (`--status-addr`), HTTPS with the node's
+//!   certificate: `render.rs` the pure HTML of a state (escaped), `session.rs`
+//!   the sign-in sessions and their limits, `mod.rs` the thin axum shell
+//!   (token sign-in checked as a control call, session cookie, reads through
+//!   the leader's read index).
 //! - `auth.rs`: who is calling (a node certificate of this cluster or a
 //!   client token) and what it may do.
 //! - `peer.rs`: the node certificate a request came with (used by `raft/`
@@ -78,6 +83,7 @@ mod reconcile;
 mod refusal;
 pub mod s3;
 mod scheduled;
+mod status;
 pub mod util;
 
 use std::net::SocketAddr;
@@ -163,6 +169,8 @@ pub struct Manager {
     raft: RaftNode,
     identity: Identity,
     tls: Arc<rustls::ServerConfig>,
+    /// The node's certificate, served by `tls` and by the status page.
+    certs: Arc<stackd_tls::CertStore>,
     dispatcher: dispatcher::Dispatcher,
     /// Cancels the loops.
     stop: CancellationToken,
@@ -198,8 +206,8 @@ impl Manager {
         config: ManagerConfig,
         connector: Box<dyn raft::PeerConnector>,
     ) -> Result<Self, ManagerError> {
-        let store = stackd_tls::CertStore::new(&config.credentials)?;
-        let tls = stackd_tls::server_config(config.credentials.ca(), Arc::new(store))?;
+        let certs = Arc::new(stackd_tls::CertStore::new(&config.credentials)?);
+        let tls = stackd_tls::server_config(config.credentials.ca(), certs.clone())?;
         let raft = RaftNode::start_with(
             &config.data_dir.join("raft"),
             config.identity.raft_id,
@@ -236,7 +244,7 @@ impl Manager {
         // One dispatcher: the node monitor reads the heartbeats the service records.
         let dispatcher = dispatcher::Dispatcher::new(raft.clone(), &config.identity.cluster_id);
         tokio::spawn(reconcile::run(raft.clone(), monitor::NodeMonitor::new(dispatcher.clone()), stop.clone()));
-        Ok(Self { raft, identity: config.identity, tls, dispatcher, stop, initialised })
+        Ok(Self { raft, identity: config.identity, tls, certs, dispatcher, stop, initialised })
     }
 
     /// Waits until this node's bootstrap has committed the cluster's
@@ -301,6 +309,25 @@ impl Manager {
                 addr: addr.map(|a| a.to_string()).unwrap_or_default(),
                 message: e.to_string(),
             })
+    }
+
+    /// Serves the read-only status page over HTTPS on `listener` (with the
+    /// node's certificate, HTTP/1.1, no client certificate asked for)
+    /// until `shutdown` resolves. See docs/operations.md, Status page.
+    /// The future owns what it needs: spawn it beside [`serve`](Self::serve).
+    pub fn serve_status(
+        &self,
+        listener: tokio::net::TcpListener,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> impl std::future::Future<Output = Result<(), ManagerError>> + Send + 'static {
+        let addr = listener.local_addr().map(|a| a.to_string()).unwrap_or_default();
+        let tls = stackd_tls::https_server_config(self.certs.clone());
+        let (raft, name) = (self.raft.clone(), self.identity.name.clone());
+        async move {
+            status::serve(raft, name, tls?, listener, shutdown)
+                .await
+                .map_err(|e| ManagerError::Serve { addr, message: e.to_string() })
+        }
     }
 
     /// Stops the loops and Raft.

@@ -9,7 +9,8 @@
 //! - `node.rs`: [`run_roles`] and [`NodeOptions`]: the node's roles, the
 //!   manager's if its certificate is a manager's (the agent too unless
 //!   `--no-agent`), the agent only for a worker; again after each role
-//!   change.
+//!   change. A manager also serves the status page on `--status-addr`
+//!   (HTTPS, `stackd_manager::Manager::serve_status`).
 //! - [`http`]: the node's plain HTTP address (`--metrics-addr`):
 //!   `/healthz`, `/readyz` (each role's state) and `/metrics`.
 //! - [`join`]: `stackd join`, entering a cluster with a join token.

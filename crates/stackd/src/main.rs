@@ -157,6 +157,12 @@ struct NodeArgs {
     /// Prometheus; nothing secret is served there. Off by default.
     #[arg(long, env = "STACKD_METRICS_ADDR")]
     metrics_addr: Option<String>,
+    /// An HTTPS address (`10.0.0.1:4443`) serving a read-only status page
+    /// (nodes, services, failed tasks, events) with the node's certificate,
+    /// behind a sign-in with a client token (a viewer's is enough).
+    /// Managers only; off by default.
+    #[arg(long, env = "STACKD_STATUS_ADDR")]
+    status_addr: Option<String>,
     /// Autolock: a file holding the cluster's unlock key, so that the
     /// manager starts unlocked (without it a locked manager waits for
     /// `stackd unlock`). STACKD_UNLOCK_KEY gives the key itself.
@@ -210,6 +216,7 @@ impl NodeArgs {
             unlock_key,
             autolock: false,
             metrics_addr: self.metrics_addr.clone(),
+            status_addr: self.status_addr.clone(),
         })
     }
 }

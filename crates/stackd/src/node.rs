@@ -35,6 +35,9 @@ pub struct NodeOptions {
     /// The plain HTTP address of `/healthz`, `/readyz` and `/metrics`
     /// (`--metrics-addr`); `None`: not served.
     pub metrics_addr: Option<String>,
+    /// The HTTPS address of the status page (`--status-addr`), served while
+    /// the node runs the manager role; `None`: not served.
+    pub status_addr: Option<String>,
 }
 
 /// Why a node stopped other than on a signal.
@@ -240,6 +243,10 @@ async fn run_node(
             Err(e) => return Err(e.into()),
         };
         let listener = bind(identity.bind_addr()).await?;
+        let status_listener = match &node.status_addr {
+            Some(addr) => Some(bind(addr).await?),
+            None => None,
+        };
         let pending = files::load_bootstrap(&data_dir)?;
         let restoring = files::load_restore(&data_dir)?;
         let first = match (&pending, restoring) {
@@ -288,8 +295,11 @@ async fn run_node(
             tracing::warn!(path = %key.display(), "the recovery key (it opens every snapshot of this cluster) is in {}: move it off the cluster and delete this copy; `stackctl cluster recovery-key --rotate` makes a new one", key.display());
         }
         status.set_manager(http::ManagerPhase::Running(Box::new(manager.collector())));
-        Some((manager, listener))
+        Some((manager, listener, status_listener))
     } else {
+        if let Some(addr) = &node.status_addr {
+            tracing::warn!(addr = %addr, "--status-addr is ignored: only managers serve the status page");
+        }
         None
     };
     tracing::info!(node = %identity.node_id, name = %identity.name, addr = %identity.addr, role = role.as_str(), cluster = %identity.cluster_id, "stackd node running");
@@ -331,7 +341,24 @@ async fn run_node(
         )))
     };
     let (manager, listener) = match manager {
-        Some((m, l)) => (Some(m), Some(l)),
+        Some((m, l, status_listener)) => {
+            if let Some(sl) = status_listener {
+                let served = m.serve_status(sl, roles.clone().cancelled_owned());
+                // Ends with the roles: open connections get a moment to close, not more.
+                let stop = roles.clone();
+                tokio::spawn(async move {
+                    tokio::pin!(served);
+                    let outcome = tokio::select! {
+                        r = &mut served => Some(r),
+                        () = stop.cancelled() => tokio::time::timeout(Duration::from_secs(2), &mut served).await.ok(),
+                    };
+                    if let Some(Err(e)) = outcome {
+                        tracing::error!(error = %e, "the status page stopped");
+                    }
+                });
+            }
+            (Some(m), Some(l))
+        }
         None => (None, None),
     };
     let role_change = role::watch(

@@ -186,6 +186,19 @@ pub fn server_config(ca: &CertificateDer<'static>, certs: Arc<CertStore>) -> Res
     Ok(Arc::new(config))
 }
 
+/// The config of a manager's HTTPS status page (`--status-addr`): the
+/// same certificate as [`server_config`] (from `certs`, so a renewal
+/// reaches it too), no client certificate asked for (a browser would offer
+/// the user's own), ALPN `http/1.1`.
+pub fn https_server_config(certs: Arc<CertStore>) -> Result<Arc<ServerConfig>, ConfigError> {
+    let mut config = ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()?
+        .with_no_client_auth()
+        .with_cert_resolver(certs);
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
 /// A client config that trusts `ca` and, given `identity`, presents its
 /// certificate (nodes, and stackctl with a client certificate). ALPN h2.
 /// Dial with [`crate::channel`], which names the server [`crate::SERVER_NAME`].

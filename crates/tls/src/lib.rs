@@ -20,7 +20,8 @@
 //!   (CN = node id, OU = role, O = cluster id), [`ca_digest`].
 //! - `token.rs`: join tokens (`STK-1-…`) and client tokens (`STKC-1-…`),
 //!   redacted secrets, constant-time comparison.
-//! - `config.rs`: rustls server and client configs, the pinned-CA config for
+//! - `config.rs`: rustls server and client configs (and the status page's
+//!   HTTPS config), the pinned-CA config for
 //!   joining, the swappable [`CertStore`], PEM helpers.
 //! - `connect.rs`: tonic channels over our TLS ([`channel`], [`lazy_channel`]).
 //! - `incoming.rs`: [`tls_incoming`], handshakes off the accept loop.
@@ -45,8 +46,8 @@ mod token;
 pub mod testing;
 
 pub use config::{
-    CertStore, ConfigError, Credentials, certs_from_pem, client_config, install_default_provider, key_from_pem,
-    pinned_client_config, provider, read_ca, server_config,
+    CertStore, ConfigError, Credentials, certs_from_pem, client_config, https_server_config, install_default_provider,
+    key_from_pem, pinned_client_config, provider, read_ca, server_config,
 };
 pub use connect::{ConnectError, channel, lazy_channel, never_connected};
 pub use incoming::{TlsIncoming, tls_incoming};

@@ -117,6 +117,13 @@ impl Shared {
         Ok((events, guard.journal.last_cursor()))
     }
 
+    /// The newest `n` kept events, oldest first (the status page's).
+    pub fn latest_events(&self, n: usize) -> Vec<Event> {
+        let guard = self.data.read().unwrap_or_else(|p| p.into_inner());
+        let skip = guard.journal.len().saturating_sub(n);
+        guard.journal.after(None).map(|all| all.skip(skip).cloned().collect()).unwrap_or_default()
+    }
+
     /// The applied state's restore generation.
     pub fn generation(&self) -> u64 {
         self.generation.load(Ordering::Relaxed)
