@@ -566,20 +566,7 @@ mod tests {
         };
         let loaded = stackd_core::loader::load("shop", &[file], &Default::default()).expect("stack loads");
         let spec = loaded.spec.services["web"].clone();
-        let svc = Service {
-            id: "svc1".into(),
-            name: "shop_web".into(),
-            stack: "shop".into(),
-            spec,
-            revision: 1,
-            history: Vec::new(),
-            update: model::UpdateStatus::default(),
-            created_at: 0,
-            updated_at: 0,
-            image: stackd_core::model::ImagePin::unrecorded(),
-            rebalance: None,
-            task_failures: 0,
-        };
+        let svc = Service::new("svc1".into(), "shop", spec, 0);
         let rows = vec![service_row(&svc, Counts::default())];
         let json = serde_json::to_value(&rows).expect("json");
         assert_eq!(json[0]["ports"][0]["published"], 8080);

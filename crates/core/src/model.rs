@@ -1290,6 +1290,27 @@ pub struct Service {
     pub rebalance: Option<Rebalance>,
 }
 
+impl Service {
+    /// A new service of stack `stack` at revision 1, created at `at`: its
+    /// first rollout under way, its image tag not resolved yet.
+    pub fn new(id: ServiceId, stack: &str, spec: ServiceSpec, at: Timestamp) -> Service {
+        Service {
+            id,
+            stack: stack.to_string(),
+            name: format!("{stack}_{}", spec.name),
+            image: ImagePin::for_image(&spec.task.image),
+            spec,
+            revision: 1,
+            history: Vec::new(),
+            update: UpdateStatus { state: UpdateState::Updating, started_at: at, ..Default::default() },
+            created_at: at,
+            updated_at: at,
+            task_failures: 0,
+            rebalance: None,
+        }
+    }
+}
+
 /// A rebalance of a replicated service: tasks move, by the update policy's
 /// parallelism and order, from the nodes that run the most of them until
 /// the spread over the eligible nodes is even. Each keeps serving until its

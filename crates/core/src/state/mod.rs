@@ -595,27 +595,7 @@ impl ClusterState {
                 None => {
                     cx.seq += 1;
                     let id = make_id(&self.cluster_id, cx.index, cx.seq);
-                    self.services.insert(
-                        id.clone(),
-                        Service {
-                            id: id.clone(),
-                            stack: spec.name.clone(),
-                            name: full.clone(),
-                            spec: svc.clone(),
-                            revision: 1,
-                            history: Vec::new(),
-                            update: UpdateStatus {
-                                state: UpdateState::Updating,
-                                started_at: cx.at,
-                                ..Default::default()
-                            },
-                            created_at: cx.at,
-                            updated_at: cx.at,
-                            image: ImagePin::for_image(&svc.task.image),
-                            task_failures: 0,
-                            rebalance: None,
-                        },
-                    );
+                    self.services.insert(id.clone(), Service::new(id.clone(), &spec.name, svc.clone(), cx.at));
                     cx.event(ObjectKind::Service, Action::Create, &id, &full, &spec.name, "revision 1".into());
                     result.created.push(full);
                 }

@@ -216,20 +216,9 @@ mod tests {
             endpoint_mode: mode,
             depends_on: Vec::new(),
         };
-        let svc = Service {
-            id: "svc1".into(),
-            name: "shop_web".into(),
-            stack: "shop".into(),
-            spec,
-            revision: 1,
-            history: Vec::new(),
-            update: UpdateStatus::default(),
-            created_at: 0,
-            updated_at: 0,
-            image: stackd_core::model::ImagePin::unrecorded(),
-            rebalance: None,
-            task_failures: 0,
-        };
+        let mut svc = Service::new("svc1".into(), "shop", spec, 0);
+        svc.update = UpdateStatus::default();
+        svc.image = stackd_core::model::ImagePin::unrecorded();
         s.services.insert(svc.id.clone(), svc);
         s.net.ensure("shop_back").expect("a subnet");
         if mode == EndpointMode::Vip {

@@ -26,30 +26,20 @@ fn node(id: &str, name: &str, state: NodeState) -> Node {
 }
 
 fn service(id: &str, name: &str, image: &str, replicas: u64) -> Service {
-    Service {
-        id: id.into(),
-        name: format!("shop_{name}"),
-        stack: "shop".into(),
-        spec: ServiceSpec {
-            name: name.into(),
-            mode: ServiceMode::Replicated { replicas },
-            task: TaskTemplate { image: image.into(), ..Default::default() },
-            restart: Default::default(),
-            update: Default::default(),
-            rollback: Default::default(),
-            labels: BTreeMap::new(),
-            endpoint_mode: Default::default(),
-            depends_on: Vec::new(),
-        },
-        revision: 1,
-        history: Vec::new(),
-        update: UpdateStatus::default(),
-        created_at: 0,
-        updated_at: 0,
-        image: stackd_core::model::ImagePin::unrecorded(),
-        rebalance: None,
-        task_failures: 0,
-    }
+    let spec = ServiceSpec {
+        name: name.into(),
+        mode: ServiceMode::Replicated { replicas },
+        task: TaskTemplate { image: image.into(), ..Default::default() },
+        restart: Default::default(),
+        update: Default::default(),
+        rollback: Default::default(),
+        labels: BTreeMap::new(),
+        endpoint_mode: Default::default(),
+        depends_on: Vec::new(),
+    };
+    let mut svc = Service::new(id.into(), "shop", spec, 0);
+    svc.update = UpdateStatus::default();
+    svc
 }
 
 fn task(svc: &Service, id: &str, slot: u64, state: TaskState, err: &str) -> Task {
