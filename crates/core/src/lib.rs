@@ -8,6 +8,8 @@
 //!
 //! # Layout
 //!
+//! - [`autoscale`]: the autoscaler's decision (HPA-like: proportional,
+//!   a tolerance band, up at once, down after a window, bounded steps).
 //! - [`backup`]: the cluster snapshot file of `stackctl snapshot save`
 //!   (plain header, payload encrypted by the caller), and its summary.
 //! - [`schedule`]: scheduled snapshots: the policy and record in the
@@ -49,6 +51,7 @@
 //! - [`compose`]: a [`StackSpec`](model::StackSpec) written back as a compose
 //!   document (what `stackctl config` prints; the loader reads it back unchanged).
 
+pub mod autoscale;
 pub mod backup;
 pub mod command;
 pub mod compose;

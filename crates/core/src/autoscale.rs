@@ -1,0 +1,233 @@
+//! The autoscaler's decision, pure: from a service's policy, the last
+//! measurement of its load, the recommendations of the last minutes, its
+//! current replicas and `now`, to the replicas it should run, why, and when
+//! to look again.
+//!
+//! It behaves as Kubernetes' HorizontalPodAutoscaler does by default, so
+//! that an operator can predict it:
+//!
+//! - **the proportional rule**: `ceil(current × measured / target)`, the
+//!   measured value being the average per replica (CPU in percent of each
+//!   task's `limits.cpus`, or of one core without a limit, as `docker
+//!   stats` counts; or open connections per replica as the mesh sees them);
+//! - **a tolerance band**: within ±[`TOLERANCE`] of the target nothing
+//!   changes, so that the count does not flap on noise;
+//! - **up fast, down slowly**: a rise takes effect at once (no
+//!   stabilisation window by default); a fall only as far as the highest
+//!   recommendation of the last `down_window` (5 minutes by default), so a
+//!   load that dips and comes back keeps its replicas;
+//! - **a bounded step**: at most doubling (or +[`UP_STEP_MIN`]) up, at most
+//!   halving down, per decision;
+//! - **never outside `[min, max]`**, even without metrics;
+//! - **nothing while a rollout of the service runs**, and **nothing without
+//!   a fresh measurement** (both say so).
+
+use serde::{Deserialize, Serialize};
+
+use crate::model::Timestamp;
+
+/// How far from the target the measurement may be with nothing done: 10 %.
+pub const TOLERANCE: f64 = 0.1;
+/// How often the leader decides for a service (ms), as the HPA's default sync.
+pub const PERIOD: Timestamp = 15_000;
+/// The scale-down window by default (ms): 5 minutes.
+pub const DOWN_WINDOW: Timestamp = 300_000;
+/// A measurement older than this (ms) counts as missing.
+pub const STALE_AFTER: Timestamp = 3 * PERIOD;
+/// The least a scale-up may add (a service of 1 may go to 1 + 4 at once).
+pub const UP_STEP_MIN: u64 = 4;
+
+/// What the replicas are measured by, and the value each should have.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Target {
+    /// Average CPU per replica, in percent of the task's CPU limit (or of
+    /// one core without one).
+    Cpu { percent: u32 },
+    /// Open connections per replica, as the routing mesh counts them.
+    Connections { per_replica: u32 },
+}
+
+impl Target {
+    /// The target value, in the measurement's unit.
+    pub fn value(self) -> f64 {
+        match self {
+            Target::Cpu { percent } => f64::from(percent),
+            Target::Connections { per_replica } => f64::from(per_replica),
+        }
+    }
+
+    /// How a value of this target is written (`70%`, `100 connections`).
+    pub fn describe(self, value: f64) -> String {
+        match self {
+            Target::Cpu { .. } => format!("{value:.0}% CPU"),
+            Target::Connections { .. } => format!("{value:.1} connections"),
+        }
+    }
+}
+
+/// A service's autoscaling policy (`x-stackd-autoscale`).
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Policy {
+    pub min: u64,
+    pub max: u64,
+    pub target: Target,
+    /// The scale-down stabilisation window (ms).
+    pub down_window: Timestamp,
+    /// The scale-up stabilisation window (ms): 0, at once.
+    pub up_window: Timestamp,
+}
+
+/// The service's load over the last period.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Measurement {
+    /// When it was taken.
+    pub at: Timestamp,
+    /// The average per replica, in the target's unit.
+    pub value: f64,
+    /// The replicas it averages over (those running the whole period).
+    pub replicas: u64,
+}
+
+/// A recommendation made at some time: what the load asked for then,
+/// within `[min, max]`, before stabilisation and step bounds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Recommendation {
+    pub at: Timestamp,
+    pub replicas: u64,
+}
+
+/// Why a decision is what it is.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Reason {
+    /// The count was outside `[min, max]` (a policy just set or changed).
+    Bounds,
+    /// A rollout of the service runs: nothing changes until it ends.
+    Rollout,
+    /// No fresh measurement: nothing changes.
+    NoMetrics(String),
+    /// Within the tolerance band.
+    Tolerance { value: f64 },
+    /// The load asks for more.
+    Up { value: f64, wanted: u64 },
+    /// The load asks for fewer.
+    Down { value: f64, wanted: u64 },
+    /// The load asks for fewer, but held by the scale-down window.
+    Stabilised { value: f64, wanted: u64, kept: u64 },
+}
+
+/// The outcome of [`decide`].
+#[derive(Clone, Debug, PartialEq)]
+pub struct Decision {
+    /// The replicas the service should run.
+    pub replicas: u64,
+    /// Why.
+    pub reason: Reason,
+    /// The recommendation to remember for the next decisions, if a
+    /// measurement gave one.
+    pub recommendation: Option<Recommendation>,
+    /// When to decide again.
+    pub wake_at: Timestamp,
+}
+
+impl Decision {
+    /// The decision as a sentence for `service inspect` and the events.
+    pub fn describe(&self, policy: &Policy, current: u64) -> String {
+        let target = policy.target;
+        let t = target.describe(target.value());
+        let change = if self.replicas == current {
+            format!("stays at {current}")
+        } else {
+            format!("{current} → {}", self.replicas)
+        };
+        match &self.reason {
+            Reason::Bounds => format!("{change}: within the policy's bounds [{}, {}]", policy.min, policy.max),
+            Reason::Rollout => format!("{change}: a rollout of the service is running"),
+            Reason::NoMetrics(why) => format!("{change}: no metrics ({why})"),
+            Reason::Tolerance { value } => {
+                format!("{change}: {} is within {:.0}% of the target {t}", target.describe(*value), TOLERANCE * 100.0)
+            }
+            Reason::Up { value, wanted } | Reason::Down { value, wanted } => {
+                format!("{change}: {} against a target of {t} asks for {wanted}", target.describe(*value))
+            }
+            Reason::Stabilised { value, wanted, kept } => format!(
+                "{change}: {} against a target of {t} asks for {wanted}, but the last {} s asked for up to {kept}",
+                target.describe(*value),
+                policy.down_window / 1000
+            ),
+        }
+    }
+}
+
+/// The recommendations still within reach of a window at `now` (the
+/// caller keeps only these).
+pub fn keep(history: &[Recommendation], policy: &Policy, now: Timestamp) -> Vec<Recommendation> {
+    let reach = policy.down_window.max(policy.up_window);
+    history.iter().copied().filter(|r| r.at.saturating_add(reach) >= now).collect()
+}
+
+/// The replicas `current` should become (see the module's doc).
+pub fn decide(
+    policy: &Policy,
+    current: u64,
+    measured: Option<&Measurement>,
+    history: &[Recommendation],
+    rollout: bool,
+    now: Timestamp,
+) -> Decision {
+    let (min, max) = (policy.min, policy.max.max(policy.min));
+    let wake_at = now.saturating_add(PERIOD);
+    let hold = |reason| Decision { replicas: current, reason, recommendation: None, wake_at };
+    if current < min || current > max {
+        return Decision { replicas: current.clamp(min, max), reason: Reason::Bounds, recommendation: None, wake_at };
+    }
+    if rollout {
+        return hold(Reason::Rollout);
+    }
+    let m = match measured {
+        None => return hold(Reason::NoMetrics("nothing measured yet".into())),
+        Some(m) if m.replicas == 0 => return hold(Reason::NoMetrics("no replica ran through the last period".into())),
+        Some(m) if m.at.saturating_add(STALE_AFTER) < now => {
+            return hold(Reason::NoMetrics(format!("the last measurement is {} s old", (now - m.at) / 1000)));
+        }
+        Some(m) if !m.value.is_finite() || m.value < 0.0 => {
+            return hold(Reason::NoMetrics("the measurement is not a number".into()));
+        }
+        Some(m) => m,
+    };
+    let ratio = m.value / policy.target.value().max(f64::MIN_POSITIVE);
+    if (ratio - 1.0).abs() <= TOLERANCE {
+        let recommendation = Some(Recommendation { at: now, replicas: current });
+        return Decision { replicas: current, reason: Reason::Tolerance { value: m.value }, recommendation, wake_at };
+    }
+    // Whole replicas; a hair above a whole number (float noise) is that number.
+    let raw = ((current as f64) * ratio - 1e-9).ceil().max(0.0);
+    let wanted = if raw >= max as f64 { max } else { (raw as u64).clamp(min, max) };
+    let recommendation = Some(Recommendation { at: now, replicas: wanted });
+    let within = |window: Timestamp| {
+        history.iter().filter(move |r| r.at <= now && r.at.saturating_add(window) >= now).map(|r| r.replicas)
+    };
+    let (replicas, reason) = if wanted > current {
+        // Up: the lowest recommendation of the up window (none by default).
+        let stable = within(policy.up_window).chain([wanted]).min().unwrap_or(wanted);
+        let step = current.max(UP_STEP_MIN);
+        (stable.min(current.saturating_add(step)).max(current), Reason::Up { value: m.value, wanted })
+    } else if wanted < current {
+        // Down: no lower than the highest recommendation of the window.
+        let kept = within(policy.down_window).chain([wanted]).max().unwrap_or(wanted).min(current);
+        let floor = current - (current / 2).max(1);
+        let to = kept.max(floor);
+        if kept > wanted && to == current {
+            (current, Reason::Stabilised { value: m.value, wanted, kept })
+        } else {
+            (to, Reason::Down { value: m.value, wanted })
+        }
+    } else {
+        (current, Reason::Tolerance { value: m.value })
+    };
+    Decision { replicas: replicas.clamp(min, max), reason, recommendation, wake_at }
+}
+
+#[cfg(test)]
+#[path = "autoscale_tests.rs"]
+mod tests;
