@@ -43,9 +43,15 @@ pub const UP_STEP_MIN: u64 = 4;
 pub enum Target {
     /// Average CPU per replica, in percent of the task's CPU limit (or of
     /// one core without one).
-    Cpu { percent: u32 },
+    Cpu {
+        /// Percent of the limit (70 for `70%`).
+        percent: u32,
+    },
     /// Open connections per replica, as the routing mesh counts them.
-    Connections { per_replica: u32 },
+    Connections {
+        /// Connections each replica should hold.
+        per_replica: u32,
+    },
 }
 
 impl Target {
@@ -69,8 +75,11 @@ impl Target {
 /// A service's autoscaling policy (`x-stackd-autoscale`).
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Policy {
+    /// The fewest replicas.
     pub min: u64,
+    /// The most replicas.
     pub max: u64,
+    /// What is measured, and the value each replica should have.
     pub target: Target,
     /// The scale-down stabilisation window (ms).
     pub down_window: Timestamp,
@@ -93,7 +102,9 @@ pub struct Measurement {
 /// within `[min, max]`, before stabilisation and step bounds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Recommendation {
+    /// When it was made.
     pub at: Timestamp,
+    /// The replicas it asked for.
     pub replicas: u64,
 }
 
@@ -107,13 +118,33 @@ pub enum Reason {
     /// No fresh measurement: nothing changes.
     NoMetrics(String),
     /// Within the tolerance band.
-    Tolerance { value: f64 },
+    Tolerance {
+        /// The measured value.
+        value: f64,
+    },
     /// The load asks for more.
-    Up { value: f64, wanted: u64 },
+    Up {
+        /// The measured value.
+        value: f64,
+        /// The replicas it asks for.
+        wanted: u64,
+    },
     /// The load asks for fewer.
-    Down { value: f64, wanted: u64 },
+    Down {
+        /// The measured value.
+        value: f64,
+        /// The replicas it asks for.
+        wanted: u64,
+    },
     /// The load asks for fewer, but held by the scale-down window.
-    Stabilised { value: f64, wanted: u64, kept: u64 },
+    Stabilised {
+        /// The measured value.
+        value: f64,
+        /// The replicas it asks for.
+        wanted: u64,
+        /// The highest recommendation of the window.
+        kept: u64,
+    },
 }
 
 /// The outcome of [`decide`].
