@@ -169,13 +169,45 @@ fn logs_of_a_service_on_three_nodes_follow_replacements() {
         c.running(1, "io.stackd.service=app_talk").expect("list").into_iter().next().expect("a container on node 1");
     let mut rm = c.docker(1);
     rm.args(["rm", "-f", &victim]);
-    assert!(rm.status().expect("docker rm").success());
+    assert!(rm.output().expect("docker rm").status.success());
     let after = wait_until(Duration::from_secs(45), "lines from the replacement task", || {
         let ids: BTreeSet<String> =
             parse(&snapshot(&seen).join("\n"), false).iter().map(|l| split_prefix(&l.prefix).1).collect();
         (ids.difference(&before).count() >= 1).then_some(ids)
     });
     assert!(after.len() >= 4, "{after:?}");
+
+    // Across nodes: two replicas on three nodes; the node of one is
+    // drained, and its replacement's lines come from the node that had none.
+    m.stackctl(&["service", "scale", "app_talk=2", "--wait", "--timeout", "60s"]);
+    let hosts = |m: &Node| -> BTreeMap<String, String> {
+        m.stackctl_json(&["ps", "app_talk"])
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+            .iter()
+            .filter(|t| t["desired_state"] == "running" && t["current_state"] == "running")
+            .map(|t| {
+                (t["node"].as_str().unwrap_or_default().to_string(), t["id"].as_str().unwrap_or_default().to_string())
+            })
+            .collect()
+    };
+    let before = wait_until(Duration::from_secs(30), "two running replicas", || {
+        let h = hosts(m);
+        (h.len() == 2).then_some(h)
+    });
+    let names: BTreeSet<String> = (0..3).map(|i| c.node(i).name.clone()).collect();
+    let free = names.iter().find(|n| !before.contains_key(*n)).cloned().expect("a node without a replica");
+    let drained = before
+        .keys()
+        .find(|n| **n != m.name)
+        .cloned()
+        .unwrap_or_else(|| before.keys().next().cloned().unwrap_or_default());
+    m.stackctl(&["node", "update", "--availability", "drain", &drained]);
+    wait_until(Duration::from_secs(60), &format!("lines of a replica on {free}, after {drained} was drained"), || {
+        parse(&snapshot(&seen).join("\n"), false).iter().any(|l| split_prefix(&l.prefix).2 == free).then_some(())
+    });
+    m.stackctl(&["node", "update", "--availability", "active", &drained]);
     let _ = follow.kill();
     let _ = follow.wait();
 
@@ -199,7 +231,8 @@ fn logs_of_a_service_on_three_nodes_follow_replacements() {
     assert_eq!(states, BTreeSet::from(["ready".to_string()]), "every node stayed ready while logs flowed");
     let events = m.stackctl(&["events", "-o", "json"]);
     assert!(!events.contains("\"down\""), "no node was declared down: {events}");
-    assert!(received > 20_000, "the client received {received} lines in 10 s");
+    // About 100,000 were printed; the relay keeps up with most of them.
+    assert!(received > 50_000, "the client received {received} lines in 10 s");
     eprintln!("logs -f of a chatty task: {received} lines in 10 s");
 }
 
@@ -208,6 +241,16 @@ services:
   once:
     image: stackd-test/busybox:1
     command: [\"sh\", \"-c\", \"echo done-output; echo to-stderr >&2\"]
+    deploy:
+      mode: replicated-job
+      replicas: 1
+";
+
+const SLOW: &str = "\
+services:
+  job:
+    image: stackd-test/busybox:1
+    command: [\"sh\", \"-c\", \"echo begin; sleep 3; echo end\"]
     deploy:
       mode: replicated-job
       replicas: 1
@@ -244,6 +287,34 @@ fn logs_of_a_finished_job_and_of_a_gone_container_say_so() {
     let (out, err) = logs(&node, &["logs", &id]);
     assert!(out.is_empty(), "{out}");
     assert!(err.contains("its container is gone from the node"), "{err}");
+
+    // -f of a task: its lines as they come, then how it ended, and the
+    // command ends by itself.
+    let file = node.write_stack("slow.yml", SLOW);
+    node.stackctl(&["deploy", "-c", &file, "slow"]);
+    let task = wait_until(Duration::from_secs(30), "the slow job's task", || {
+        let rows = node.stackctl_json(&["ps", "slow"]);
+        let t = rows.as_array()?.first()?.clone();
+        (!t["node"].as_str().unwrap_or_default().is_empty()).then(|| t["id"].as_str().unwrap_or_default().to_string())
+    });
+    let started = Instant::now();
+    let o = node.stackctl_output(&["logs", "-f", &task]).expect("logs -f TASK");
+    let (out, err) = (String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+    assert!(o.status.success(), "{out}{err}");
+    assert!(out.contains("| begin") && out.contains("| end"), "{out}");
+    assert!(err.contains("the task is complete (exit code 0)"), "{err}");
+    assert!(started.elapsed() < Duration::from_secs(30), "it ended with its task");
+
+    // -f of a service that is removed meanwhile ends, saying so.
+    let mut follow = node.stackctl_spawn(&["logs", "-f", "batch_once"]).expect("logs -f");
+    std::thread::sleep(Duration::from_secs(1));
+    node.stackctl(&["stack", "rm", "batch"]);
+    let ended =
+        wait_until(Duration::from_secs(20), "logs -f of a removed service ends", || follow.try_wait().ok().flatten());
+    assert!(ended.success());
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut follow.stderr.take().expect("stderr"), &mut err).expect("stderr");
+    assert!(err.contains("the service was removed"), "{err}");
 
     // An unknown target is refused, clearly.
     let o = node.stackctl_output(&["logs", "batch_nothing"]).expect("run");

@@ -587,6 +587,19 @@ impl Executor {
         self.list(ctx.filters()).await
     }
 
+    /// This node's containers (running or not) that also bear the label
+    /// `key=value`.
+    pub async fn list_labelled(
+        &self,
+        ctx: &ContainerContext,
+        key: &str,
+        value: &str,
+    ) -> Result<Vec<ManagedContainer>, DockerError> {
+        let mut filters = ctx.filters();
+        filters.push(format!("{key}={value}"));
+        self.list(filters).await
+    }
+
     /// This node's container of `task_id`, if any (a running one first).
     pub async fn find_task(
         &self,

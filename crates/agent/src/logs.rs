@@ -73,6 +73,12 @@ impl LogPublisher {
         Self { context, jobs: HashMap::new() }
     }
 
+    /// Stops every job: a new session begins, and the leader sends again
+    /// what it still wants (a job that was half done is told incomplete).
+    pub(crate) fn clear(&mut self) {
+        self.jobs.clear();
+    }
+
     /// Starts the new subscriptions of a session message (publishing to
     /// `manager`, which sent them) and stops the closed ones.
     pub(crate) fn apply(&mut self, subscriptions: Vec<v1::LogSubscription>, manager: &str) {
@@ -133,7 +139,7 @@ async fn produce(cx: LogContext, sub: v1::LogSubscription, tx: mpsc::Sender<v1::
     let mut seen: BTreeSet<String> = BTreeSet::new();
     let mut first = true;
     loop {
-        match cx.exec.list_managed(&cx.ctx).await {
+        match list(&cx, &sub).await {
             Ok(all) => {
                 let found: Vec<ManagedContainer> = all.into_iter().filter(|c| selects(&sub, c)).collect();
                 if first && !opts.follow {
@@ -179,8 +185,25 @@ async fn produce(cx: LogContext, sub: v1::LogSubscription, tx: mpsc::Sender<v1::
         }
         while readers.try_join_next().is_some() {}
     }
-    while readers.join_next().await.is_some() {}
+    loop {
+        tokio::select! {
+            next = readers.join_next() => if next.is_none() { break },
+            // Nobody reads any more: the readers go with the set.
+            () = tx.closed() => return,
+        }
+    }
     let _ = tx.send(v1::PublishLogsRequest { done: true, ..Default::default() }).await;
+}
+
+/// The node's containers that may be selected: by the label of the
+/// service, or of the one task asked (several tasks: all, then filtered).
+async fn list(cx: &LogContext, sub: &v1::LogSubscription) -> Result<Vec<ManagedContainer>, crate::docker::DockerError> {
+    use crate::docker::spec::{LABEL_SERVICE, LABEL_TASK};
+    match (sub.service.as_str(), sub.task_ids.as_slice()) {
+        ("", [one]) => cx.exec.list_labelled(&cx.ctx, LABEL_TASK, one).await,
+        ("", _) => cx.exec.list_managed(&cx.ctx).await,
+        (service, _) => cx.exec.list_labelled(&cx.ctx, LABEL_SERVICE, service).await,
+    }
 }
 
 /// The notices of the tasks asked by id that have no container here.

@@ -391,6 +391,7 @@ impl Session {
         let session_id = first.session_id.clone();
         info!(%manager, session = %session_id, "dispatcher session open");
         self.gc_pending = true;
+        self.logs.clear();
         self.on_message(first);
         Ok((Link { client, stream }, session_id))
     }

@@ -43,7 +43,8 @@ pub async fn logs(g: &Global, args: &LogsArgs) -> Result<i32> {
         options: Some(v1::LogOptions { follow: args.follow, since, tail: args.tail.and_then(|t| t.0) }),
     };
     let json = matches!(g.output, crate::args::Output::Json);
-    let mut printer = Printer { args, json, last: HashMap::new() };
+    let mut printer = Printer { args, json, last: HashMap::new(), skip: HashMap::new() };
+    let tail = args.tail.and_then(|t| t.0);
     loop {
         let why = match open(&mut c, &req).await {
             Ok(mut stream) => loop {
@@ -61,9 +62,23 @@ pub async fn logs(g: &Global, args: &LogsArgs) -> Result<i32> {
             bail!("the log stream broke: {why}");
         }
         eprintln!("warning: {why}; following on another manager");
-        let resume = printer.last.values().map(|n| (n / 1_000_000_000) as i64).max().unwrap_or(since);
-        req.options = Some(v1::LogOptions { follow: true, since: resume.max(1), tail: None });
+        req.options = Some(resume_options(&printer.last, since, tail));
+        printer.skip = printer.last.clone();
         reconnect(&mut c, Instant::now() + RESUME_FOR).await?;
+    }
+}
+
+/// What a resumed `-f` asks for: from the second of the earliest last line
+/// of a task (its lines up to it are skipped: [`Printer::skip`]), or, when
+/// nothing was printed yet, what was asked at first.
+fn resume_options(last: &HashMap<String, i128>, since: i64, tail: Option<u64>) -> v1::LogOptions {
+    match last.values().min() {
+        Some(earliest) => v1::LogOptions {
+            follow: true,
+            since: i64::try_from(earliest.div_euclid(1_000_000_000)).unwrap_or(since).max(1),
+            tail: None,
+        },
+        None => v1::LogOptions { follow: true, since, tail },
     }
 }
 
@@ -94,6 +109,20 @@ struct Printer<'a> {
     json: bool,
     /// Each task's last line printed (nanoseconds since the epoch).
     last: HashMap<String, i128>,
+    /// After a failover, each task's last line printed before it: the
+    /// resumed stream's lines up to it were printed already.
+    skip: HashMap<String, i128>,
+}
+
+/// Whether a line of `task` at `at` was printed before a failover (`skip`
+/// holds each task's last line then). Only lines of a resumed stream are
+/// skipped, so lines of one time (the pieces of a long line, stdout and
+/// stderr out of order) are never lost otherwise.
+fn printed_before(skip: &HashMap<String, i128>, task: &str, at: Option<i128>) -> bool {
+    match (skip.get(task), at) {
+        (Some(last), Some(at)) => at <= *last,
+        _ => false,
+    }
 }
 
 impl Printer<'_> {
@@ -101,12 +130,13 @@ impl Printer<'_> {
         let mut out = std::io::stdout().lock();
         let mut err = std::io::stderr().lock();
         for line in msg.lines {
-            if let Some(at) = parse_rfc3339(&line.timestamp) {
-                let last = self.last.entry(line.task_id.clone()).or_insert(i128::MIN);
-                if at <= *last {
-                    continue; // printed before a failover
-                }
-                *last = at;
+            let at = parse_rfc3339(&line.timestamp);
+            if printed_before(&self.skip, &line.task_id, at) {
+                continue;
+            }
+            if let Some(at) = at {
+                let last = self.last.entry(line.task_id.clone()).or_insert(at);
+                *last = (*last).max(at);
             }
             let (text, sink): (Vec<u8>, &mut dyn Write) = if self.json {
                 (json_line(&line), &mut out)
@@ -213,11 +243,12 @@ pub(crate) fn parse_rfc3339(s: &str) -> Option<i128> {
         nanos = f.parse().ok()?;
         rest = &frac[digits..];
     }
-    let offset = match rest {
-        "Z" | "z" => 0,
-        o if o.len() == 6 && matches!(&o[..1], "+" | "-") && &o[3..4] == ":" => {
-            let mins = o.get(1..3)?.parse::<i64>().ok()? * 60 + o.get(4..6)?.parse::<i64>().ok()?;
-            if o.starts_with('-') { -mins * 60 } else { mins * 60 }
+    let o = rest.as_bytes();
+    let offset = match o {
+        b"Z" | b"z" => 0,
+        [sign @ (b'+' | b'-'), _, _, b':', _, _] => {
+            let mins = rest.get(1..3)?.parse::<i64>().ok()? * 60 + rest.get(4..6)?.parse::<i64>().ok()?;
+            if *sign == b'-' { -mins * 60 } else { mins * 60 }
         }
         _ => return None,
     };
@@ -246,9 +277,36 @@ mod tests {
         assert!(parse_rfc3339("2026-12-07T10:00:00.1234Z") < parse_rfc3339("2026-12-07T10:00:00.12345Z"));
         assert_eq!(parse_rfc3339("2026-12-07T11:00:00+01:00"), parse_rfc3339("2026-12-07T10:00:00Z"));
         assert_eq!(parse_rfc3339("2000-02-29T00:00:00Z"), Some(951_782_400 * 1_000_000_000));
-        for bad in ["", "yesterday", "2026-13-01T00:00:00Z", "2026-12-07T10:00:00", "2026-12-07T10:00:00.Z"] {
+        for bad in [
+            "",
+            "yesterday",
+            "2026-13-01T00:00:00Z",
+            "2026-12-07T10:00:00",
+            "2026-12-07T10:00:00.Z",
+            "2026-12-07T10:00:00é:00",
+            "2026-12-07T10:00:00+é:0",
+            "2026-12-07T10:00:00+0é:0",
+            "2026-12-07T1é:00:00Z",
+        ] {
             assert_eq!(parse_rfc3339(bad), None, "{bad}");
         }
+    }
+
+    #[test]
+    fn only_a_resumed_stream_skips_lines_and_it_resumes_from_the_earliest_task() {
+        let (t1, t2) = (1_000_000_000_000i128, 2_000_000_000_000i128);
+        // Not resumed: lines of one time (a long line's pieces) all print.
+        assert!(!printed_before(&HashMap::new(), "a", Some(t1)));
+        let skip = HashMap::from([("a".to_string(), t1)]);
+        assert!(printed_before(&skip, "a", Some(t1)));
+        assert!(!printed_before(&skip, "a", Some(t1 + 1)));
+        assert!(!printed_before(&skip, "b", Some(t1)), "another task is not skipped");
+        assert!(!printed_before(&skip, "a", None), "a line without a time is printed");
+        let last = HashMap::from([("a".to_string(), t1), ("b".to_string(), t2)]);
+        let o = resume_options(&last, 5, Some(10));
+        assert_eq!((o.since, o.tail, o.follow), (1000, None, true), "from the task that was behind");
+        let o = resume_options(&HashMap::new(), 5, Some(10));
+        assert_eq!((o.since, o.tail), (5, Some(10)), "nothing printed yet: as first asked");
     }
 
     #[test]
