@@ -58,6 +58,7 @@ mod nodes;
 mod objects;
 pub mod output;
 mod progress;
+mod registry_auth;
 mod rollout;
 mod snapshot;
 mod stackfile;
