@@ -42,6 +42,9 @@ need python3 python3    # the overlay test's UDP echo, run inside a container's 
 need age age           # snapshots are age files: the tests open them with the age tool, and it opens ours
 need script bsdutils    # the events test draws the progress bars on a pty
 need promtool prometheus # /metrics and the alert rules pass `promtool check`
+need docker-registry docker-registry # the private-registry test runs one of its own (tests/tests/registry.rs)
+need htpasswd apache2-utils          # its bcrypt htpasswd file
+need openssl openssl                 # its test CA and TLS certificate
 
 step "moto's S3 server for the snapshot tests (a Python venv in the target dir)"
 # A real S3-compatible server, started by the S3 test itself (not a mocked client).

@@ -154,7 +154,7 @@ fn stack(image: &str, marker: &str) -> String {
 fn failed_with(c: &Engines, stack: &str, needle: &str) -> serde_json::Value {
     let m = c.node(0);
     wait_until(Duration::from_secs(90), &format!("a task of {stack} failing with {needle:?}"), || {
-        let v = m.stackctl_json(&["ps", stack]);
+        let v = m.stackctl_json(&["ps", stack, "--no-trunc"]);
         v.as_array()?.iter().find(|t| t["error"].as_str().is_some_and(|e| e.contains(needle))).cloned()
     })
 }
@@ -286,6 +286,8 @@ fn private_registry_pulls_with_the_deploys_credentials_only() {
     // Never printed: not by any listing or inspection, nor in any node's log.
     let stacks = m.stackctl_json(&["stack", "ls"]);
     printed += &stacks.to_string();
+    let app = stacks.as_array().and_then(|a| a.iter().find(|s| s["name"] == "app")).expect("app in stack ls");
+    assert_eq!(app["registries"], reg.as_str(), "stack ls names the registry: {stacks}");
     for args in [
         vec!["service", "inspect", "app_app", "-o", "json"],
         vec!["service", "inspect", "other_app", "-o", "json"],
