@@ -23,6 +23,8 @@ use stackd_tests::{Opts, build_images, require_docker, wait_until};
 
 const USER: &str = "ci-deployer";
 const PASSWORD: &str = "s3cret-Regi5try-pw";
+/// Where every dockerd of the host looks for a registry's CA.
+const CERTS_ROOT: &str = "/etc/docker/certs.d";
 
 fn run(cmd: &mut Command) -> String {
     let o = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
@@ -43,6 +45,8 @@ struct Registry {
     addr: String,
     dir: tempfile::TempDir,
     certs_d: PathBuf,
+    /// Whether the test created `/etc/docker/certs.d` (removed again, if empty).
+    created_certs_root: bool,
 }
 
 impl Registry {
@@ -94,7 +98,8 @@ impl Registry {
             pw = file("htpasswd"),
         );
         std::fs::write(d.join("config.yml"), config).expect("config");
-        let certs_d = Path::new("/etc/docker/certs.d").join(&addr);
+        let created_certs_root = !Path::new(CERTS_ROOT).exists();
+        let certs_d = Path::new(CERTS_ROOT).join(&addr);
         std::fs::create_dir_all(&certs_d).expect("certs.d");
         std::fs::copy(d.join("ca.crt"), certs_d.join("ca.crt")).expect("trust the CA");
         let log = std::fs::File::create(d.join("registry.log")).expect("log");
@@ -106,7 +111,7 @@ impl Registry {
             .stderr(log)
             .spawn()
             .expect("start docker-registry");
-        let r = Registry { child, addr, dir, certs_d };
+        let r = Registry { child, addr, dir, certs_d, created_certs_root };
         wait_until(Duration::from_secs(20), "the registry listening", || {
             std::net::TcpStream::connect(&r.addr).ok().map(|_| ())
         });
@@ -123,6 +128,9 @@ impl Drop for Registry {
         let _ = self.child.kill();
         let _ = self.child.wait();
         let _ = std::fs::remove_dir_all(&self.certs_d);
+        if self.created_certs_root {
+            let _ = std::fs::remove_dir(CERTS_ROOT);
+        }
     }
 }
 
@@ -141,6 +149,8 @@ fn auth_json(registry: &str, user: &str, password: &str) -> String {
     serde_json::json!({ "auths": { registry: { "auth": auth } } }).to_string()
 }
 
+/// A global service of `image` (busybox) that sleeps; `marker` in its
+/// environment tells the revisions apart.
 fn stack(image: &str, marker: &str) -> String {
     format!(
         "services:\n  app:\n    image: {image}\n    command: [\"sleep\", \"3600\"]\n    init: true\n    \
@@ -153,10 +163,22 @@ fn stack(image: &str, marker: &str) -> String {
 /// The first task of `stack` whose error contains `needle`, once there is one.
 fn failed_with(c: &Engines, stack: &str, needle: &str) -> serde_json::Value {
     let m = c.node(0);
-    wait_until(Duration::from_secs(90), &format!("a task of {stack} failing with {needle:?}"), || {
+    let deadline = std::time::Instant::now() + Duration::from_secs(90);
+    loop {
         let v = m.stackctl_json(&["ps", stack, "--no-trunc"]);
-        v.as_array()?.iter().find(|t| t["error"].as_str().is_some_and(|e| e.contains(needle))).cloned()
-    })
+        let found = v
+            .as_array()
+            .and_then(|a| a.iter().find(|t| t["error"].as_str().is_some_and(|e| e.contains(needle))).cloned());
+        if let Some(t) = found {
+            return t;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no task of {stack} failed with {needle:?}: {v:#}\n{}",
+            c.cluster.logs()
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
 }
 
 /// Waits until each node's engine runs one container of `stack` with `marker`.
@@ -190,25 +212,39 @@ fn private_registry_pulls_with_the_deploys_credentials_only() {
     let c = Engines::start(2, 1, &Opts::default()).expect("two nodes with an engine each");
     let registry = Registry::start(c.net.host_addr());
     let reg = registry.addr.clone();
+    // Each step pulls a name no node has pulled yet: an engine does not ask
+    // the registry again for a digest it pulled before (its content store
+    // keeps the manifest; a revision runs the digest its node resolved), so
+    // only a new name shows what the registry says. One image, four names.
     let image = format!("{reg}/private/busybox:1");
+    let kept_image = format!("{reg}/private/kept:1");
+    let gitlab_image = format!("{reg}/private/gitlab:1");
+    let wrong_image = format!("{reg}/private/wrong:1");
 
-    // The host's engine pushes the image, logged in with a config of the test's own.
+    // The host's engine pushes the images, logged in with a config of the test's own.
     let (_push_config, push_dir) = docker_config(&reg, USER, PASSWORD);
     let host_docker = || {
         let mut cmd = Command::new("docker");
         cmd.env("DOCKER_CONFIG", &push_dir);
         cmd
     };
-    run(host_docker().args(["tag", "stackd-test/busybox:1", &image]));
-    let pushed = host_docker().args(["push", &image]).output().expect("docker push");
-    let _ = host_docker().args(["rmi", &image]).output();
-    assert!(
-        pushed.status.success(),
-        "docker push: {}{}\nregistry log:\n{}",
-        String::from_utf8_lossy(&pushed.stdout),
-        String::from_utf8_lossy(&pushed.stderr),
-        registry.log()
-    );
+    for (local, private) in [
+        ("stackd-test/busybox:1", &image),
+        ("stackd-test/busybox:1", &kept_image),
+        ("stackd-test/busybox:1", &gitlab_image),
+        ("stackd-test/busybox:1", &wrong_image),
+    ] {
+        run(host_docker().args(["tag", local, private]));
+        let pushed = host_docker().args(["push", private]).output().expect("docker push");
+        let _ = host_docker().args(["rmi", private]).output();
+        assert!(
+            pushed.status.success(),
+            "docker push: {}{}\nregistry log:\n{}",
+            String::from_utf8_lossy(&pushed.stdout),
+            String::from_utf8_lossy(&pushed.stderr),
+            registry.log()
+        );
+    }
     // The registry demands credentials: a pull without any is refused.
     let anonymous = tempfile::tempdir().expect("temp dir");
     let o = c.docker(0).env("DOCKER_CONFIG", anonymous.path()).args(["pull", &image]).output().expect("docker pull");
@@ -246,15 +282,15 @@ fn private_registry_pulls_with_the_deploys_credentials_only() {
     runs_everywhere(&c, "app", "two");
 
     // 3. A redeploy without the flag keeps the stack's credentials: the new
-    //    tasks pull again (pull_policy always) and run.
-    let file = m.write_stack("private.yml", &stack(&image, "three"));
+    //    tasks pull a new image with them and run.
+    let file = m.write_stack("private.yml", &stack(&kept_image, "three"));
     let deploy = ["deploy", "-c", &file, "app", "--wait", "--timeout", "120s"];
     let o = m.stackctl_output_unset(&deploy, &no_env, &[]).expect("stackctl");
     assert!(o.status.success(), "{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
     runs_everywhere(&c, "app", "three");
 
     // 4. Another stack, with GitLab's DOCKER_AUTH_CONFIG: it runs too.
-    let other = m.write_stack("other.yml", &stack(&image, "gitlab"));
+    let other = m.write_stack("other.yml", &stack(&gitlab_image, "gitlab"));
     let gitlab = auth_json(&reg, USER, PASSWORD);
     let deploy = ["deploy", "-c", &other, "other", "--with-registry-auth", "--wait", "--timeout", "120s"];
     let o = m.stackctl_output_unset(&deploy, &no_env, &[("DOCKER_AUTH_CONFIG", &gitlab)]).expect("stackctl");
@@ -265,7 +301,7 @@ fn private_registry_pulls_with_the_deploys_credentials_only() {
 
     // 5. Wrong credentials replace the stack's: the registry refuses them, and the task says so.
     let wrong = auth_json(&reg, USER, "not-the-password");
-    let other_file = m.write_stack("other.yml", &stack(&image, "wrong"));
+    let other_file = m.write_stack("other.yml", &stack(&wrong_image, "wrong"));
     let deploy = ["deploy", "-c", &other_file, "other", "--with-registry-auth"];
     let o = m.stackctl_output_unset(&deploy, &no_env, &[("DOCKER_AUTH_CONFIG", &wrong)]).expect("stackctl");
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));

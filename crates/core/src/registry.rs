@@ -179,8 +179,8 @@ pub fn parse_docker_config(source_name: &str, text: &str) -> Result<ClientAuth, 
     use base64::Engine;
     let file: ConfigFile = serde_json::from_str(text).map_err(|e| RegistryError::NotDockerConfig {
         source_name: source_name.to_string(),
-        // serde_json's message names the place, never the value.
-        message: e.to_string(),
+        // Where, not what: serde_json's own message may quote a value.
+        message: format!("{:?} error at line {} column {}", e.classify(), e.line(), e.column()).to_lowercase(),
     })?;
     let mut out = ClientAuth { source_name: source_name.to_string(), ..ClientAuth::default() };
     for (key, entry) in file.auths {
@@ -352,6 +352,9 @@ mod tests {
     fn bad_input_is_an_error_that_shows_no_value() {
         let err = parse_docker_config("DOCKER_AUTH_CONFIG", "{not json").expect_err("not JSON");
         assert!(matches!(err, RegistryError::NotDockerConfig { .. }), "{err}");
+        let err = parse_docker_config("DOCKER_AUTH_CONFIG", r#"{"auths": "hunter2"}"#).expect_err("a string");
+        let msg = err.to_string();
+        assert!(msg.contains("line 1 column") && !msg.contains("hunter2"), "{msg}");
         let text = r#"{"auths": {"reg.example.com": {"auth": "c2VjcmV0LXdpdGhvdXQtY29sb24="}}}"#;
         let err = parse_docker_config("config.json", text).expect_err("no colon");
         let msg = err.to_string();
