@@ -46,6 +46,9 @@ need promtool prometheus # /metrics and the alert rules pass `promtool check`
 need chromium chromium   # the status page in a real headless browser (tests/tests/status_page.rs)
 need chromedriver chromium-driver # drives it over WebDriver
 need certutil libnss3-tools # the browser trusts the cluster's CA through an NSS database
+need docker-registry docker-registry # the private-registry test runs one of its own (tests/tests/registry.rs)
+need htpasswd apache2-utils          # its bcrypt htpasswd file
+need openssl openssl                 # its test CA and TLS certificate
 
 step "moto's S3 server for the snapshot tests (a Python venv in the target dir)"
 # A real S3-compatible server, started by the S3 test itself (not a mocked client).

@@ -28,6 +28,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bollard::Docker;
+use bollard::auth::DockerCredentials;
 use bollard::errors::Error as BollardError;
 use bollard::models::Volume;
 use bollard::models::{
@@ -39,6 +40,7 @@ use bollard::query_parameters::{
 };
 use futures_util::{StreamExt, TryStreamExt};
 use stackd_core::model::{EngineDescription, ImagePin, PullPolicy, StackNetwork, StackVolume, Task};
+use stackd_core::registry::RegistryCredential;
 
 pub use spec::{
     LABEL_CLUSTER, LABEL_NETWORK, LABEL_NODE, LABEL_REVISION, LABEL_SERVICE, LABEL_SLOT, LABEL_STACK, LABEL_TASK,
@@ -122,6 +124,33 @@ pub enum DockerError {
         /// The image reference.
         image: String,
         /// Why the pull failed.
+        message: String,
+    },
+    /// The registry refused the pull for want of credentials, and the
+    /// deploy sent none for it.
+    #[error(
+        "pull access denied for registry {registry}: no credentials were sent with the deploy \
+         (stackctl deploy --with-registry-auth): image {image}: {message}"
+    )]
+    PullNoCredentials {
+        /// The registry.
+        registry: String,
+        /// The image reference.
+        image: String,
+        /// The engine's message.
+        message: String,
+    },
+    /// The registry refused the credentials the deploy sent for it.
+    #[error(
+        "pull access denied for registry {registry}: the registry refused the credentials sent with the deploy \
+         (stackctl deploy --with-registry-auth again with valid ones): image {image}: {message}"
+    )]
+    PullCredentialsRefused {
+        /// The registry.
+        registry: String,
+        /// The image reference.
+        image: String,
+        /// The engine's message.
         message: String,
     },
     /// `pull_policy: never`, and the image is not on the node.
@@ -239,6 +268,35 @@ fn describe(e: &BollardError) -> String {
         BollardError::DockerResponseServerError { message, .. } => message.trim().to_string(),
         other => other.to_string(),
     }
+}
+
+/// The engine's pull credentials for `registry` (bollard's type stays in
+/// this module; its `Debug` would show them: never log it).
+fn credentials(registry: &str, login: Option<&RegistryCredential>) -> Option<DockerCredentials> {
+    let c = login?;
+    let some = |s: &str| (!s.is_empty()).then(|| s.to_string());
+    Some(DockerCredentials {
+        username: some(&c.username),
+        password: some(&c.password),
+        identitytoken: some(&c.identity_token),
+        serveraddress: Some(stackd_core::registry::server_address(registry)),
+        ..Default::default()
+    })
+}
+
+/// Whether an engine's pull error is the registry refusing access: no or
+/// bad credentials (a registry's 401, Docker Hub's "pull access denied").
+pub(crate) fn auth_refusal(message: &str) -> bool {
+    let m = message.to_ascii_lowercase();
+    [
+        "no basic auth credentials",
+        "unauthorized",
+        "authentication required",
+        "pull access denied",
+        "access to the resource is denied",
+    ]
+    .iter()
+    .any(|p| m.contains(p))
 }
 
 /// Classifies a bollard error: 404 becomes [`DockerError::NotFound`].
@@ -662,7 +720,16 @@ impl Executor {
     /// Makes sure `image` is present as `policy` says: `missing` inspects
     /// it, and pulls it when it is not there; `always` pulls it (a failed
     /// pull fails, whatever the node holds); `never` only inspects it.
-    pub async fn ensure_image(&self, image: &str, policy: PullPolicy) -> Result<(), DockerError> {
+    /// A pull sends `login` (the stack's credentials for `registry`, the
+    /// registry `image` comes from) when there is one; a pull the registry
+    /// refuses for want of credentials says whether any were sent.
+    pub async fn ensure_image(
+        &self,
+        image: &str,
+        policy: PullPolicy,
+        registry: &str,
+        login: Option<&RegistryCredential>,
+    ) -> Result<(), DockerError> {
         if policy != PullPolicy::Always {
             match self.docker.inspect_image(image).await {
                 Ok(_) => return Ok(()),
@@ -676,11 +743,20 @@ impl Executor {
         let (from_image, tag) = spec::pull_reference(image);
         let opts = CreateImageOptions { from_image: Some(from_image), tag: Some(tag), ..Default::default() };
         let started = std::time::Instant::now();
-        let pulled = self.docker.create_image(Some(opts), None, None).try_collect::<Vec<_>>().await;
+        let pulled =
+            self.docker.create_image(Some(opts), None, credentials(registry, login)).try_collect::<Vec<_>>().await;
         self.observe("pull_image", started);
-        pulled.map(|_| ()).map_err(|e| match policy {
-            PullPolicy::Always => DockerError::PullFailed { image: image.to_string(), message: describe(&e) },
-            _ => DockerError::ImageUnavailable { image: image.to_string(), message: describe(&e) },
+        pulled.map(|_| ()).map_err(|e| {
+            let message = describe(&e);
+            let (registry, image) = (registry.to_string(), image.to_string());
+            match policy {
+                _ if auth_refusal(&message) && login.is_none() => {
+                    DockerError::PullNoCredentials { registry, image, message }
+                }
+                _ if auth_refusal(&message) => DockerError::PullCredentialsRefused { registry, image, message },
+                PullPolicy::Always => DockerError::PullFailed { image, message },
+                _ => DockerError::ImageUnavailable { image, message },
+            }
         })
     }
 
@@ -1087,6 +1163,29 @@ impl Executor {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn registry_refusals_are_told_from_other_pull_failures() {
+        for refused in [
+            "Head \"https://10.77.0.1:5443/v2/private/web/manifests/1\": no basic auth credentials",
+            "Head \"https://reg:5000/v2/a/manifests/1\": unauthorized: authentication required",
+            "pull access denied for acme/private, repository does not exist or may require 'docker login': denied: \
+             requested access to the resource is denied",
+        ] {
+            assert!(auth_refusal(refused), "{refused}");
+        }
+        for other in [
+            "Get \"https://registry-1.docker.io/v2/\": dial tcp: lookup registry-1.docker.io: no such host",
+            "manifest for reg:5000/a:9 not found: manifest unknown",
+        ] {
+            assert!(!auth_refusal(other), "{other}");
+        }
+        let login = RegistryCredential { username: "u".into(), password: "p".into(), ..Default::default() };
+        let hub = credentials("docker.io", Some(&login)).expect("credentials");
+        assert_eq!(hub.serveraddress.as_deref(), Some("https://index.docker.io/v1/"));
+        assert_eq!(hub.identitytoken, None);
+        assert!(credentials("docker.io", None).is_none());
+    }
 
     #[test]
     fn repositories_compare_in_full() {

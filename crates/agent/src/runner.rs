@@ -23,7 +23,7 @@ use tracing::{debug, info, warn};
 
 use crate::docker::{ContainerContext, ContainerInfo, Created, Executor, WaitOutcome};
 use crate::files::TaskFiles;
-use crate::shared::{Networks, StatusReport};
+use crate::shared::{Logins, Networks, StatusReport};
 use machine::{Event, Found, FoundState, Op, Report, View};
 
 /// Pause before an operation is retried after an engine error.
@@ -67,6 +67,8 @@ pub(crate) struct Runner {
     rx: watch::Receiver<Task>,
     reports: mpsc::UnboundedSender<StatusReport>,
     networks: Arc<Networks>,
+    /// The registry credentials of the node's tasks' stacks.
+    logins: Arc<Logins>,
     task_id: String,
     /// Since when the last port checks found a host port held.
     ports_held_since: Option<Instant>,
@@ -84,9 +86,21 @@ impl Runner {
         rx: watch::Receiver<Task>,
         reports: mpsc::UnboundedSender<StatusReport>,
         networks: Arc<Networks>,
+        logins: Arc<Logins>,
     ) -> Runner {
         let task_id = rx.borrow().id.clone();
-        Runner { exec, ctx, files, rx, reports, networks, task_id, ports_held_since: None, starting_since: None }
+        Runner {
+            exec,
+            ctx,
+            files,
+            rx,
+            reports,
+            networks,
+            logins,
+            task_id,
+            ports_held_since: None,
+            starting_since: None,
+        }
     }
 
     /// Runs the task until it leaves the node (then removes its container).
@@ -174,11 +188,13 @@ impl Runner {
         let event = match op {
             Op::Locate => self.locate().await?,
             Op::EnsureImage => {
-                let (image, policy) = {
+                let (image, policy, stack) = {
                     let task = self.rx.borrow();
-                    (task.run_image().to_string(), task.template.pull_policy)
+                    (task.run_image().to_string(), task.template.pull_policy, task.stack.clone())
                 };
-                match self.exec.ensure_image(&image, policy).await {
+                let registry = stackd_core::registry::registry_of(&image);
+                let login = self.logins.get(&stack, &registry);
+                match self.exec.ensure_image(&image, policy, &registry, login.as_ref()).await {
                     Ok(()) => Event::ImageReady,
                     Err(e) => Event::ImageFailed(e.to_string()),
                 }

@@ -29,6 +29,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use stackd_core::model::{ImagePin, StackNetwork, StackVolume, Task, TaskId, TaskStatus};
+use stackd_core::registry::RegistryCredential;
 use stackd_proto::v1;
 use stackd_proto::v1::dispatcher_client::DispatcherClient;
 use tokio::sync::mpsc;
@@ -41,7 +42,7 @@ use tracing::{debug, info, warn};
 use crate::files::FileContent;
 use crate::logs::{LogContext, LogPublisher};
 use crate::managers::Managers;
-use crate::worker::{Assignment, StatusReport, Worker};
+use crate::worker::{Assignment, RegistryLogin, StatusReport, Worker};
 
 /// First backoff after a failure.
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
@@ -187,6 +188,13 @@ pub(crate) fn assignment(a: v1::Assignments) -> Assignment {
                 data: stackd_core::model::Blob(o.data),
             }),
             Err(_) => warn!(name = %o.name, kind = o.kind, "ignoring an object of an unknown kind"),
+        }
+    }
+    for wire in a.registry_auth {
+        let (stack, registry) = (wire.stack.clone(), wire.registry.clone());
+        match <(String, RegistryCredential)>::try_from(wire) {
+            Ok((registry, credential)) => out.logins.push(RegistryLogin { stack, registry, credential }),
+            Err(e) => warn!(%stack, %registry, error = %e, "ignoring registry credentials the dispatcher sent"),
         }
     }
     for wire in a.tasks {
@@ -619,7 +627,20 @@ mod tests {
                 },
                 v1::StackVolume { stack: "shop".into(), key: "bad".into(), spec: None },
             ],
+            registry_auth: vec![
+                v1::RegistryCredential {
+                    registry: "reg.example.com:5000".into(),
+                    username: "u".into(),
+                    password: "p".into(),
+                    identity_token: String::new(),
+                    stack: "shop".into(),
+                },
+                v1::RegistryCredential { registry: String::new(), stack: "shop".into(), ..Default::default() },
+            ],
         });
+        assert_eq!(a.logins.len(), 1, "the one without a registry is dropped");
+        assert_eq!((a.logins[0].stack.as_str(), a.logins[0].registry.as_str()), ("shop", "reg.example.com:5000"));
+        assert_eq!(a.logins[0].credential.username, "u");
         assert_eq!(a.volumes.len(), 1);
         assert_eq!((a.volumes[0].key.as_str(), a.volumes[0].spec.name.as_str()), ("data", "shop_data"));
         assert_eq!(a.networks.len(), 1);

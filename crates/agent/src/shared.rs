@@ -1,12 +1,13 @@
 //! What the worker shares with its runners: the specs of the networks and
-//! named volumes the dispatcher sent, and the status reports runners send
-//! back. Below both `worker` and `runner`, so that neither imports the other
+//! named volumes the dispatcher sent, the registry credentials of the
+//! node's tasks' stacks, and the status reports runners send back. Below both `worker` and `runner`, so that neither imports the other
 //! for them.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Mutex, MutexGuard};
 
 use stackd_core::model::{StackNetwork, StackVolume, TaskId, TaskStatus};
+use stackd_core::registry::RegistryCredential;
 use tokio::sync::Notify;
 
 /// A status change of a task, as a runner reports it.
@@ -20,6 +21,43 @@ pub struct StatusReport {
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// A stack's credentials for one registry, as the dispatcher sends them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RegistryLogin {
+    /// The stack whose deploy sent them.
+    pub stack: String,
+    /// The registry (`docker.io`, or the host[:port] of image references).
+    pub registry: String,
+    /// The credentials (`Debug` hides them).
+    pub credential: RegistryCredential,
+}
+
+/// The registry credentials the dispatcher sent, by stack and registry:
+/// kept in memory only, never written or logged.
+#[derive(Debug, Default)]
+pub(crate) struct Logins {
+    by_stack: Mutex<BTreeMap<(String, String), RegistryCredential>>,
+}
+
+impl Logins {
+    /// Records what an assignment brought (`full`: the node's whole set:
+    /// what it lacks goes).
+    pub(crate) fn record(&self, full: bool, logins: Vec<RegistryLogin>) {
+        let mut m = lock(&self.by_stack);
+        if full {
+            m.clear();
+        }
+        for l in logins {
+            m.insert((l.stack, l.registry), l.credential);
+        }
+    }
+
+    /// The credentials of `stack` for `registry`, if its deploy sent some.
+    pub(crate) fn get(&self, stack: &str, registry: &str) -> Option<RegistryCredential> {
+        lock(&self.by_stack).get(&(stack.to_string(), registry.to_string())).cloned()
+    }
 }
 
 /// What the worker shares with its runners about networks (and the specs

@@ -42,8 +42,8 @@ use tracing::{debug, info, warn};
 use crate::docker::{ContainerContext, Executor};
 use crate::files::{FileContent, TaskFiles};
 use crate::runner::Runner;
-pub use crate::shared::StatusReport;
-use crate::shared::{Networks, Own};
+use crate::shared::{Logins, Networks, Own};
+pub use crate::shared::{RegistryLogin, StatusReport};
 
 /// Assignments from the dispatcher, in core types.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -65,6 +65,8 @@ pub struct Assignment {
     /// The named volumes the tasks of this assignment mount (with `full`:
     /// every named volume of the node's tasks).
     pub volumes: Vec<StackVolume>,
+    /// Registry credentials for the images of the tasks of this assignment.
+    pub logins: Vec<RegistryLogin>,
 }
 
 /// How long the network collector waits after it is woken, so that the
@@ -125,6 +127,7 @@ pub struct Worker {
     reports: mpsc::UnboundedSender<StatusReport>,
     tasks: HashMap<TaskId, watch::Sender<Task>>,
     networks: Arc<Networks>,
+    logins: Arc<Logins>,
     collector_started: bool,
     /// The cluster networks' data plane (`None`: networks stay local).
     dataplane: Option<crate::dataplane::DataPlane>,
@@ -171,6 +174,7 @@ impl Worker {
             reports,
             tasks: HashMap::new(),
             networks: Arc::new(Networks::default()),
+            logins: Arc::new(Logins::default()),
             collector_started: false,
             jobs: JoinSet::new(),
         }
@@ -189,6 +193,7 @@ impl Worker {
         self.networks.record(assignment.full, std::mem::take(&mut assignment.networks));
         self.networks.record_volumes(assignment.full, std::mem::take(&mut assignment.volumes));
         self.files.store(assignment.full, std::mem::take(&mut assignment.objects));
+        self.logins.record(assignment.full, std::mem::take(&mut assignment.logins));
         let p = plan(&self.task_ids(), &assignment);
         debug!(
             start = p.start.len(),
@@ -225,6 +230,7 @@ impl Worker {
                 rx,
                 self.reports.clone(),
                 self.networks.clone(),
+                self.logins.clone(),
             );
             self.jobs.spawn(runner.run());
             self.tasks.insert(id, tx);

@@ -150,14 +150,14 @@ async fn creates_and_starts_a_container_with_labels_and_name() {
         ..web()
     };
     let t = task(&ctx, template);
-    exec.ensure_image(WEB, PullPolicy::Missing).await.expect("image present");
+    exec.ensure_image(WEB, PullPolicy::Missing, "docker.io", None).await.expect("image present");
     // The pull policies: `never` takes the node's copy and refuses a missing
     // image; `always` pulls, and no registry has this locally built image.
-    exec.ensure_image(WEB, PullPolicy::Never).await.expect("present: never pulls");
+    exec.ensure_image(WEB, PullPolicy::Never, "docker.io", None).await.expect("present: never pulls");
     let missing = "stackd-test/not-on-this-node:1";
-    let err = exec.ensure_image(missing, PullPolicy::Never).await.expect_err("never, missing");
+    let err = exec.ensure_image(missing, PullPolicy::Never, "docker.io", None).await.expect_err("never, missing");
     assert!(matches!(err, DockerError::NotPresent { .. }), "{err}");
-    let err = exec.ensure_image(WEB, PullPolicy::Always).await.expect_err("always, no registry");
+    let err = exec.ensure_image(WEB, PullPolicy::Always, "docker.io", None).await.expect_err("always, no registry");
     assert!(matches!(err, DockerError::PullFailed { .. }) && err.to_string().contains("pull_policy always"), "{err}");
     let Created::New(id) = exec.create(&t, &ctx, None).await.expect("create") else {
         panic!("expected a new container")

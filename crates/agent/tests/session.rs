@@ -113,6 +113,7 @@ fn assign(session_id: &str, tasks: &[Task]) -> Result<v1::SessionMessage, Status
             objects: vec![],
             networks: vec![],
             volumes: vec![],
+            registry_auth: vec![],
         }),
         managers: vec![],
         network_view: None,

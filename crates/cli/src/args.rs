@@ -163,6 +163,12 @@ pub struct DeployArgs {
     /// `missing` (when the node lacks it) or `never`.
     #[arg(long, value_enum, value_name = "POLICY")]
     pub pull: Option<PullArg>,
+    /// Send the registry credentials of the stack's images (from
+    /// DOCKER_AUTH_CONFIG, else $DOCKER_CONFIG/config.json, else
+    /// ~/.docker/config.json) for the nodes to pull with. They replace the
+    /// stack's; a deploy without the flag keeps what the stack has.
+    #[arg(long)]
+    pub with_registry_auth: bool,
 }
 
 /// `--pull`.

@@ -48,6 +48,13 @@ pub async fn deploy(g: &Global, args: &DeployArgs) -> Result<i32> {
             service.task.pull_policy = policy;
         }
     }
+    // Read before anything is sent: a credential that cannot be read stops the deploy.
+    let registry_auth = if args.with_registry_auth {
+        let images = loaded.spec.services.values().map(|s| s.task.image.as_str());
+        Some(v1::RegistryAuth::from(&crate::registry_auth::for_images(images)?))
+    } else {
+        None
+    };
     let mut c = connect(g).await?;
     if args.dry_run {
         return crate::dryrun::show(g, c.client(), &loaded.spec, args.prune).await;
@@ -57,7 +64,7 @@ pub async fn deploy(g: &Global, args: &DeployArgs) -> Result<i32> {
     let mut events = if args.wait { Some(watch_events(&mut c, &watch).await.map_err(status)?) } else { None };
     // DeployStack is idempotent: it may go to the next manager even when the
     // first one applied it before failing (that one then reports "up to date").
-    let req = v1::DeployStackRequest { spec: Some((&loaded.spec).into()), prune: args.prune };
+    let req = v1::DeployStackRequest { spec: Some((&loaded.spec).into()), prune: args.prune, registry_auth };
     let resp = c
         .read(|mut c| {
             let req = req.clone();

@@ -386,6 +386,9 @@ struct StackRow {
     running: u64,
     desired: u64,
     updated_at: u64,
+    /// The registries the stack holds credentials for (`--with-registry-auth`),
+    /// comma-separated: names only, never the credentials.
+    registries: String,
 }
 
 /// `stackctl stack ls`.
@@ -407,10 +410,11 @@ pub async fn stack_ls(g: &Global) -> Result<i32> {
                 running: s.tasks_running,
                 desired: s.tasks_desired,
                 updated_at: st.updated_at,
+                registries: st.registries.join(","),
             })
         })
         .collect();
-    print_rows(&rows, &["name", "services", "running", "desired", "updated_at"], g.output)?;
+    print_rows(&rows, &["name", "services", "running", "desired", "updated_at", "registries"], g.output)?;
     Ok(0)
 }
 

@@ -59,6 +59,7 @@ mod nodes;
 mod objects;
 pub mod output;
 mod progress;
+mod registry_auth;
 mod rollout;
 mod snapshot;
 mod stackfile;

@@ -38,6 +38,10 @@ pub enum Command {
         spec: StackSpec,
         /// Remove services of the stack that the spec no longer has.
         prune: bool,
+        /// Registry credentials sent with the deploy (`--with-registry-auth`):
+        /// they replace the stack's; `None` keeps them.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        registry_auth: Option<crate::registry::RegistryAuth>,
         /// Time.
         at: Timestamp,
     },

@@ -25,6 +25,9 @@
 //!   `rollouts.rs` forced updates, resumes and rollbacks; `table.rs` [`state::Tasks`], the tasks in a
 //!   persistent map indexed by service, so a snapshot of the state is cheap
 //!   to keep).
+//! - [`registry`]: registry credentials sent with a deploy
+//!   (`--with-registry-auth`), kept per stack like secrets, and which
+//!   registry an image comes from.
 //! - [`refusal`]: [`Refusal`], why `apply` (or the control API) refused a
 //!   request, of a [`RefusalKind`] that says what the caller should do.
 //! - [`security`]: the CA, join secrets and client tokens kept in the state,
@@ -64,6 +67,7 @@ pub mod model;
 pub mod net;
 pub mod orchestrator;
 pub mod refusal;
+pub mod registry;
 pub mod schedule;
 pub mod scheduler;
 pub mod security;

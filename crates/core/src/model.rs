@@ -1132,6 +1132,12 @@ pub struct Stack {
     /// Networks by key.
     #[serde(default)]
     pub networks: BTreeMap<String, NetworkSpec>,
+    /// Registry credentials sent with a deploy (`--with-registry-auth`),
+    /// for the agents that run the stack's tasks to pull its images; kept
+    /// by a deploy without the flag, replaced by one with it. Like a
+    /// secret: no read API returns them and `Debug` hides them.
+    #[serde(default, skip_serializing_if = "crate::registry::RegistryAuth::is_empty")]
+    pub registry_auth: crate::registry::RegistryAuth,
     /// When first deployed.
     pub created_at: Timestamp,
     /// When last deployed.

@@ -192,7 +192,12 @@ fn commands(ops: &[Op]) -> Vec<Command> {
                 } else {
                     ServiceMode::Replicated { replicas: *replicas }
                 };
-                Command::PutStack { spec: stack_of(mode, &format!("web:{image}"), "app"), prune: false, at: now }
+                Command::PutStack {
+                    spec: stack_of(mode, &format!("web:{image}"), "app"),
+                    prune: false,
+                    registry_auth: None,
+                    at: now,
+                }
             }
             Op::Remove => Command::RemoveStack { name: "app".into(), at: now },
             Op::Report { pick, state: s, exit } => {
@@ -351,8 +356,8 @@ proptest! {
         let existing = s.nodes.values().next().cloned().expect("a node");
         let unknown_token = "ffffffffffffffff";
         let cmd = match bad {
-            0 => Command::PutStack { spec: stack(1, "", "app"), prune: true, at: 5 },
-            1 => Command::PutStack { spec: stack(1, "web:1", "bad name!"), prune: false, at: 5 },
+            0 => Command::PutStack { spec: stack(1, "", "app"), prune: true, registry_auth: None, at: 5 },
+            1 => Command::PutStack { spec: stack(1, "web:1", "bad name!"), prune: false, registry_auth: None, at: 5 },
             2 => Command::RemoveStack { name: "no-such-stack".into(), at: 5 },
             3 => Command::JoinNode { node: Node { role: NodeRole::Worker, ..existing }, at: 5 },
             4 => Command::CreateToken { token: token(ADMIN_ID, "fresh", TokenRole::Viewer, &[]), at: 5 },
@@ -478,7 +483,7 @@ fn config(name: &str) -> Command {
 
 #[test]
 fn a_batch_of_one_is_the_command_alone() {
-    let cmd = Command::PutStack { spec: stack(2, "web:1", "app"), prune: false, at: 7 };
+    let cmd = Command::PutStack { spec: stack(2, "web:1", "app"), prune: false, registry_auth: None, at: 7 };
     let (mut alone, mut batched) = (initialised(), initialised());
     let r = alone.apply(2, &cmd);
     let b = batched.apply(2, &Command::Batch { commands: vec![cmd] });
@@ -491,8 +496,8 @@ fn the_commands_of_a_batch_make_distinct_ids() {
     let mut s = initialised();
     let batch = Command::Batch {
         commands: vec![
-            Command::PutStack { spec: stack(1, "web:1", "one"), prune: false, at: 7 },
-            Command::PutStack { spec: stack(1, "web:1", "two"), prune: false, at: 7 },
+            Command::PutStack { spec: stack(1, "web:1", "one"), prune: false, registry_auth: None, at: 7 },
+            Command::PutStack { spec: stack(1, "web:1", "two"), prune: false, registry_auth: None, at: 7 },
         ],
     };
     let r = s.apply(2, &batch);

@@ -29,7 +29,10 @@ fn pin(s: &ClusterState, revision: u64, reference: &str) -> Command {
 fn cluster(image: &str) -> ClusterState {
     let mut s = ClusterState::default();
     s.apply(1, &Command::InitCluster { cluster_id: "c".into(), at: 1, security: None, node: None });
-    assert_eq!(s.apply(2, &Command::PutStack { spec: stack(image), prune: false, at: 2 }).rejected, None);
+    assert_eq!(
+        s.apply(2, &Command::PutStack { spec: stack(image), prune: false, registry_auth: None, at: 2 }).rejected,
+        None
+    );
     s
 }
 
@@ -70,7 +73,7 @@ fn late_second_and_stale_answers_change_nothing() {
 fn a_rollback_runs_the_image_its_revision_ran_and_a_forced_update_asks_again() {
     let mut s = cluster("web:1");
     s.apply(3, &pin(&s, 1, "web@sha256:aaa"));
-    s.apply(4, &Command::PutStack { spec: stack("web:2"), prune: false, at: 4 });
+    s.apply(4, &Command::PutStack { spec: stack("web:2"), prune: false, registry_auth: None, at: 4 });
     assert_eq!((web(&s).revision, &web(&s).image), (2, &ImagePin::Pending));
     s.apply(5, &pin(&s, 2, "web@sha256:bbb"));
     // Back to revision 1: its digest, not what web:1 means now.

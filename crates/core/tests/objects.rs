@@ -69,7 +69,7 @@ fn apply(s: &mut ClusterState, index: &mut u64, cmd: Command) -> Option<String> 
 }
 
 fn deploy(spec: StackSpec) -> Command {
-    Command::PutStack { spec, prune: true, at: 10 }
+    Command::PutStack { spec, prune: true, registry_auth: None, at: 10 }
 }
 
 #[test]

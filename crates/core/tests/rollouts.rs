@@ -16,7 +16,7 @@ fn cluster() -> (ClusterState, u64) {
     s.apply(1, &Command::InitCluster { cluster_id: "c".into(), at: 1, security: None, node: None });
     for (i, image) in ["web:1", "web:2", "web:3"].iter().enumerate() {
         let i = i as u64 + 2;
-        let r = s.apply(i, &Command::PutStack { spec: stack(image), prune: false, at: i });
+        let r = s.apply(i, &Command::PutStack { spec: stack(image), prune: false, registry_auth: None, at: i });
         assert_eq!(r.rejected, None);
     }
     (s, 10)
@@ -111,7 +111,7 @@ fn a_global_service_or_a_job_does_not_scale() {
     let mut spec = stack("web:1");
     let svc = spec.services.get_mut("web").expect("web");
     svc.mode = ServiceMode::Global;
-    s.apply(2, &Command::PutStack { spec, prune: false, at: 2 });
+    s.apply(2, &Command::PutStack { spec, prune: false, registry_auth: None, at: 2 });
     let before = s.clone();
     let r = s.apply(3, &Command::ScaleService { service: "shop_web".into(), replicas: 3, at: 3 });
     assert!(r.rejected.unwrap_or_default().contains("is global"));
@@ -127,10 +127,10 @@ fn a_deploy_that_keeps_the_template_keeps_the_image_a_new_one_resolves_again() {
     // Only the replicas change: the running tasks stay, and what they run.
     let mut spec = stack("web:3");
     spec.services.get_mut("web").expect("web").mode = ServiceMode::Replicated { replicas: 4 };
-    s.apply(i + 1, &Command::PutStack { spec: spec.clone(), prune: false, at: i + 1 });
+    s.apply(i + 1, &Command::PutStack { spec: spec.clone(), prune: false, registry_auth: None, at: i + 1 });
     assert_eq!((web(&s).revision, &web(&s).image), (4, &pin));
     // The environment changes: new tasks, the tag resolved anew.
     spec.services.get_mut("web").expect("web").task.env = vec!["A=1".into()];
-    s.apply(i + 2, &Command::PutStack { spec, prune: false, at: i + 2 });
+    s.apply(i + 2, &Command::PutStack { spec, prune: false, registry_auth: None, at: i + 2 });
     assert_eq!((web(&s).revision, &web(&s).image), (5, &ImagePin::Pending));
 }

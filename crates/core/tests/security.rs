@@ -257,7 +257,7 @@ fn a_removed_node_takes_its_tasks_down_and_its_reports_are_ignored() {
         depends_on: Vec::new(),
     };
     let spec = StackSpec { name: "app".into(), services: [("web".to_string(), svc)].into(), ..Default::default() };
-    assert_eq!(c.apply(Command::PutStack { spec, prune: false, at: 40 }).rejected, None);
+    assert_eq!(c.apply(Command::PutStack { spec, prune: false, registry_auth: None, at: 40 }).rejected, None);
     let plan = stackd_core::orchestrator::orchestrate(&c.state, 40).plan;
     c.apply(Command::ApplyPlan { plan, at: 40 });
     let ids: Vec<String> = c.state.tasks.keys().cloned().collect();

@@ -80,7 +80,7 @@ fn large_state() -> (ClusterState, u64) {
         services: (0..SERVICES).map(service).map(|s| (s.name.clone(), s)).collect(),
         ..Default::default()
     };
-    apply(&mut s, Command::PutStack { spec, prune: false, at: NOW });
+    apply(&mut s, Command::PutStack { spec, prune: false, registry_auth: None, at: NOW });
     let plan = orchestrate(&s, NOW).plan;
     apply(&mut s, Command::ApplyPlan { plan, at: NOW });
     let decisions = SpreadScheduler.schedule(&s);

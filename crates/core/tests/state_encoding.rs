@@ -109,7 +109,7 @@ fn build() -> ClusterState {
         service("agent", ServiceMode::Global, "agent:1"),
         service("old", ServiceMode::Replicated { replicas: 2 }, "old:1"),
     ]);
-    apply(&mut s, Command::PutStack { spec: first, prune: false, at: 10 });
+    apply(&mut s, Command::PutStack { spec: first, prune: false, registry_auth: None, at: 10 });
     converge(&mut s, &mut apply, 11);
     let id = format!("{:016x}", 2);
     apply(&mut s, Command::SetNodeState { id, state: NodeState::Down, at: 20 });
@@ -118,7 +118,7 @@ fn build() -> ClusterState {
         service("web", ServiceMode::Replicated { replicas: 3 }, "web:1"),
         service("agent", ServiceMode::Global, "agent:1"),
     ]);
-    apply(&mut s, Command::PutStack { spec: second, prune: true, at: 30 });
+    apply(&mut s, Command::PutStack { spec: second, prune: true, registry_auth: None, at: 30 });
     converge(&mut s, &mut apply, 31);
     s
 }

@@ -282,6 +282,35 @@ fn file_objects(
     out
 }
 
+/// The registry credentials that the images of `tasks` need (those of the
+/// tasks that may still start a container, from their stack's credentials):
+/// a node receives only those of its own tasks' stacks and registries, each
+/// once per session, and again when the stack's credentials change.
+fn registry_logins(
+    state: &ClusterState,
+    tasks: &[&Task],
+    sent: &mut BTreeMap<(String, String), String>,
+) -> Vec<v1::RegistryCredential> {
+    let mut out = Vec::new();
+    let starting = tasks.iter().filter(|t| t.desired_state == DesiredState::Running && !t.status.state.is_terminal());
+    for t in starting {
+        let Some(stack) = state.stacks.get(&t.stack) else { continue };
+        let Some((registry, c)) = stack.registry_auth.for_image(t.run_image()) else { continue };
+        let key = (t.stack.clone(), registry.to_string());
+        // The digest tells a changed credential; it is kept in this memory only.
+        let digest =
+            stackd_core::model::digest(format!("{}\0{}\0{}", c.username, c.password, c.identity_token).as_bytes());
+        if sent.get(&key) == Some(&digest) {
+            continue;
+        }
+        let mut wire = stackd_proto::registry_credential(registry, c);
+        wire.stack = t.stack.clone();
+        out.push(wire);
+        sent.insert(key, digest);
+    }
+    out
+}
+
 /// How many agents are asked to resolve one image tag (the first answer wins).
 const RESOLVERS: usize = 3;
 
@@ -350,6 +379,9 @@ struct Sent {
     stamp: Option<u64>,
     /// Contents sent in this session: each once (the agent keeps them).
     objects: BTreeSet<(DataKind, String, String)>,
+    /// Registry credentials sent in this session, by (stack, registry): a
+    /// digest of what was sent.
+    logins: BTreeMap<(String, String), String>,
     managers: Vec<String>,
     view: Option<stackd_core::net::NodeView>,
     images: Vec<v1::ImageToResolve>,
@@ -380,8 +412,9 @@ fn next_message(s: &ClusterState, node_id: &str, common: &Common, sent: &mut Sen
                 )
             };
             let objects = file_objects(s, &changed, &mut sent.objects);
+            let registry_auth = registry_logins(s, &changed, &mut sent.logins);
             let tasks: Vec<v1::Task> = changed.iter().copied().map(v1::Task::from).collect();
-            v1::Assignments { full: first, tasks, removed, objects, networks, volumes }
+            v1::Assignments { full: first, tasks, removed, objects, networks, volumes, registry_auth }
         });
         sent.tasks = now;
         sent.stamp = Some(stamp);
@@ -688,6 +721,54 @@ mod tests {
         assert_eq!(first.len(), 1);
         assert_eq!(first[0].data, b"pw");
         assert!(file_objects(&state, &[&a], &mut sent).is_empty(), "sent once per session");
+    }
+
+    #[test]
+    fn registry_credentials_go_to_the_tasks_of_their_stack_and_registry_once() {
+        use stackd_core::model::{Stack, TaskState};
+        use stackd_core::registry::{RegistryAuth, RegistryCredential};
+        let login =
+            |user: &str| RegistryCredential { username: user.into(), password: "pw".into(), ..Default::default() };
+        let mut state = ClusterState::default();
+        for (name, registry, user) in [("app", "reg.example.com:5000", "app-user"), ("other", "other.example.com", "o")]
+        {
+            let auth = RegistryAuth([(registry.to_string(), login(user))].into());
+            let stack = Stack {
+                name: name.into(),
+                volumes: BTreeMap::new(),
+                networks: BTreeMap::new(),
+                registry_auth: auth,
+                created_at: 0,
+                updated_at: 0,
+            };
+            state.stacks.insert(name.into(), stack);
+        }
+        let with_image = |id: &str, image: &str| {
+            let mut t = task("app", &[]);
+            t.id = id.into();
+            t.template.image = image.into();
+            t
+        };
+        let private = with_image("a", "reg.example.com:5000/app/web:1");
+        let twin = with_image("b", "reg.example.com:5000/app/worker:1");
+        let public = with_image("c", "redis:7");
+        let elsewhere = with_image("d", "other.example.com/x:1");
+        let mut done = with_image("e", "reg.example.com:5000/app/web:1");
+        done.status.state = TaskState::Failed;
+        let mut sent = BTreeMap::new();
+        assert!(registry_logins(&state, &[&done, &public, &elsewhere], &mut sent).is_empty(), "{sent:?}");
+        let first = registry_logins(&state, &[&private, &twin], &mut sent);
+        assert_eq!(first.len(), 1, "once per stack and registry: {first:?}");
+        assert_eq!((first[0].stack.as_str(), first[0].registry.as_str()), ("app", "reg.example.com:5000"));
+        assert_eq!(first[0].username, "app-user");
+        assert!(!format!("{first:?}").contains("app-user"), "Debug hides them: {first:?}");
+        assert!(registry_logins(&state, &[&private], &mut sent).is_empty(), "sent once per session");
+        // New credentials (a deploy --with-registry-auth) go again.
+        if let Some(st) = state.stacks.get_mut("app") {
+            st.registry_auth.0.insert("reg.example.com:5000".into(), login("new-user"));
+        }
+        let again = registry_logins(&state, &[&private], &mut sent);
+        assert_eq!(again.iter().map(|c| c.username.as_str()).collect::<Vec<_>>(), ["new-user"]);
     }
 
     fn known(entries: &[(&str, &str, &str)]) -> BTreeMap<NetworkKey, StackNetwork> {

@@ -76,7 +76,7 @@ fn stack(name: &str, secret: ObjectSpec) -> v1::DeployStackRequest {
         secrets: [("key".to_string(), secret)].into(),
         ..Default::default()
     };
-    v1::DeployStackRequest { spec: Some(v1::StackSpec::from(&spec)), prune: false }
+    v1::DeployStackRequest { spec: Some(v1::StackSpec::from(&spec)), prune: false, registry_auth: None }
 }
 
 fn refused<T: std::fmt::Debug>(r: Result<T, Status>, code: Code, says: &str) {
@@ -109,7 +109,7 @@ async fn invalid_is_invalid_argument() {
     refused(control.create_object(config("-bad")).await, Code::InvalidArgument, "config name \"-bad\" is invalid");
     let big = v1::CreateObjectRequest { data: vec![0; stackd_core::model::MAX_OBJECT_BYTES + 1], ..config("big") };
     refused(control.create_object(big).await, Code::InvalidArgument, "a config holds at most");
-    let r = control.deploy_stack(v1::DeployStackRequest { spec: None, prune: false }).await;
+    let r = control.deploy_stack(v1::DeployStackRequest { spec: None, prune: false, registry_auth: None }).await;
     refused(r, Code::InvalidArgument, "missing stack spec");
     let r = control.join_cluster(v1::JoinClusterRequest { token: "nope".into(), ..Default::default() }).await;
     refused(r, Code::InvalidArgument, "STK-1-<CA digest>-<secret>");

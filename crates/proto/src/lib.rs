@@ -44,4 +44,4 @@ pub mod metadata {
     pub const AUTHORIZATION: &str = "authorization";
 }
 
-pub use convert::ConvertError;
+pub use convert::{ConvertError, registry_credential};

@@ -298,7 +298,7 @@ mod views {
             )]),
             ..Default::default()
         };
-        apply(&mut s, Command::PutStack { spec, prune: false, at: 10 });
+        apply(&mut s, Command::PutStack { spec, prune: false, registry_auth: None, at: 10 });
         let plan = orchestrate(&s, 11).plan;
         apply(&mut s, Command::ApplyPlan { plan, at: 11 });
         let decisions = SpreadScheduler.schedule(&s);
@@ -455,7 +455,9 @@ mod mesh_ports {
     fn a_mesh_port_belongs_to_one_service() {
         let mut s = ClusterState::default();
         s.apply(1, &Command::InitCluster { cluster_id: "c".into(), at: 1, security: None, node: None });
-        let put = |s: &mut ClusterState, i, spec| s.apply(i, &Command::PutStack { spec, prune: false, at: i });
+        let put = |s: &mut ClusterState, i, spec| {
+            s.apply(i, &Command::PutStack { spec, prune: false, registry_auth: None, at: i })
+        };
         assert_eq!(put(&mut s, 2, stack("a", 18080, PublishMode::Ingress)).rejected, None);
         // The same stack again keeps its own port.
         assert_eq!(put(&mut s, 3, stack("a", 18080, PublishMode::Ingress)).rejected, None);

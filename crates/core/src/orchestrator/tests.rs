@@ -72,7 +72,7 @@ impl Sim {
             volumes: Default::default(),
             ..Default::default()
         };
-        let r = self.apply(Command::PutStack { spec, prune: false, at: self.now });
+        let r = self.apply(Command::PutStack { spec, prune: false, registry_auth: None, at: self.now });
         assert_eq!(r.rejected, None);
     }
 
@@ -728,7 +728,7 @@ fn a_stack_keeps_its_networks_and_refuses_unknown_ones() {
         networks: [("back".to_string(), back.clone())].into(),
         ..Default::default()
     };
-    let r = sim.apply(Command::PutStack { spec: stack.clone(), prune: false, at: sim.now });
+    let r = sim.apply(Command::PutStack { spec: stack.clone(), prune: false, registry_auth: None, at: sim.now });
     assert_eq!(r.rejected, None);
     assert_eq!(sim.state.stacks["app"].networks["back"], back);
     let found = sim.state.stack_network("app", "app_back").expect("the network");
@@ -739,7 +739,7 @@ fn a_stack_keeps_its_networks_and_refuses_unknown_ones() {
     // A service on a network the stack does not declare is refused whole.
     let before = sim.state.clone();
     stack.networks.clear();
-    let r = sim.apply(Command::PutStack { spec: stack, prune: false, at: sim.now });
+    let r = sim.apply(Command::PutStack { spec: stack, prune: false, registry_auth: None, at: sim.now });
     let why = r.rejected.expect("refused");
     assert!(why.contains("services.web.networks: network \"app_back\" is not one of the stack's networks"), "{why}");
     assert_eq!(sim.state, before);
@@ -764,7 +764,10 @@ fn services_kept_without_prune_keep_their_networks() {
         networks: [("front".to_string(), net("app_front")), ("back".to_string(), net("app_back"))].into(),
         ..Default::default()
     };
-    assert_eq!(sim.apply(Command::PutStack { spec: first, prune: false, at: sim.now }).rejected, None);
+    assert_eq!(
+        sim.apply(Command::PutStack { spec: first, prune: false, registry_auth: None, at: sim.now }).rejected,
+        None
+    );
     // The next deploy has only web: db stays (no prune), and so does its network.
     let second = StackSpec {
         name: "app".into(),
@@ -773,12 +776,18 @@ fn services_kept_without_prune_keep_their_networks() {
         networks: [("front".to_string(), net("app_front"))].into(),
         ..Default::default()
     };
-    assert_eq!(sim.apply(Command::PutStack { spec: second.clone(), prune: false, at: sim.now }).rejected, None);
+    assert_eq!(
+        sim.apply(Command::PutStack { spec: second.clone(), prune: false, registry_auth: None, at: sim.now }).rejected,
+        None
+    );
     let keys: Vec<&str> = sim.state.stacks["app"].networks.keys().map(String::as_str).collect();
     assert_eq!(keys, ["back", "front"]);
     assert!(sim.state.stack_network("app", "app_back").is_some());
     // With prune, db goes, and its network with it.
-    assert_eq!(sim.apply(Command::PutStack { spec: second, prune: true, at: sim.now }).rejected, None);
+    assert_eq!(
+        sim.apply(Command::PutStack { spec: second, prune: true, registry_auth: None, at: sim.now }).rejected,
+        None
+    );
     let keys: Vec<&str> = sim.state.stacks["app"].networks.keys().map(String::as_str).collect();
     assert_eq!(keys, ["front"]);
 }
@@ -1840,6 +1849,7 @@ mod force_update {
                 ..Default::default()
             },
             prune: false,
+            registry_auth: None,
             at: sim.now,
         });
         assert_eq!(r.deploy.expect("a deploy result").unchanged, vec!["app_web".to_string()]);

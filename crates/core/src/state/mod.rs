@@ -18,6 +18,7 @@ use crate::model::{
     StoredObject, Task, TaskId, TaskState, TaskStatus, TaskTemplate, Timestamp, UpdateState, UpdateStatus, digest,
 };
 use crate::refusal::{Refusal, RefusalKind};
+use crate::registry::RegistryAuth;
 use crate::security::{ClientToken, Security};
 use crate::validate;
 
@@ -352,7 +353,9 @@ impl ClusterState {
                 self.init(&mut cx, cluster_id, security.as_ref(), node.as_ref())
             }
             Command::RestoreCluster { state, node, .. } => self.restore(&mut cx, state, node),
-            Command::PutStack { spec, prune, .. } => self.put_stack(&mut cx, spec, *prune),
+            Command::PutStack { spec, prune, registry_auth, .. } => {
+                self.put_stack(&mut cx, spec, *prune, registry_auth.as_ref())
+            }
             Command::ForceUpdate { service, .. } => self.force_update(&mut cx, service),
             Command::ResumeUpdate { service, .. } => self.resume_update(&mut cx, service),
             Command::RollbackService { service, to, .. } => self.rollback_service(&mut cx, service, *to),
@@ -530,7 +533,7 @@ impl ClusterState {
         kept_networks(old, services, spec, prune)
     }
 
-    fn put_stack(&mut self, cx: &mut Ctx, spec: &StackSpec, prune: bool) {
+    fn put_stack(&mut self, cx: &mut Ctx, spec: &StackSpec, prune: bool, registry_auth: Option<&RegistryAuth>) {
         if let Err(errors) = validate::stack_spec(spec) {
             cx.refuse(Refusal::invalid(errors.join("; ")));
             return;
@@ -555,6 +558,10 @@ impl ClusterState {
                 stack.volumes = spec.volumes.clone();
                 stack.networks = networks;
                 stack.updated_at = cx.at;
+                // A deploy without --with-registry-auth keeps the stack's credentials.
+                if let Some(auth) = registry_auth {
+                    stack.registry_auth = auth.clone();
+                }
             }
             None => {
                 self.stacks.insert(
@@ -563,6 +570,7 @@ impl ClusterState {
                         name: spec.name.clone(),
                         volumes: spec.volumes.clone(),
                         networks,
+                        registry_auth: registry_auth.cloned().unwrap_or_default(),
                         created_at: cx.at,
                         updated_at: cx.at,
                     },

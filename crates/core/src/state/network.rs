@@ -77,7 +77,14 @@ impl ClusterState {
             ..ClusterState::default()
         };
         let networks = self.kept_networks(spec, prune);
-        let now = Stack { name: spec.name.clone(), volumes: BTreeMap::new(), networks, created_at: 0, updated_at: 0 };
+        let now = Stack {
+            name: spec.name.clone(),
+            volumes: BTreeMap::new(),
+            networks,
+            registry_auth: Default::default(),
+            created_at: 0,
+            updated_at: 0,
+        };
         trial.stacks.insert(spec.name.clone(), now);
         // The services after the deploy: the spec's (ids of new ones made up), and the kept others.
         if prune {

@@ -201,6 +201,7 @@ mod tests {
             name: "shop".into(),
             volumes: BTreeMap::new(),
             networks: [("back".to_string(), back), ("outside".to_string(), outside)].into(),
+            registry_auth: Default::default(),
             created_at: 0,
             updated_at: 0,
         };

@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 
 use stackd_core::model::{Service, StackSpec, Task};
 use stackd_core::orchestrator::service_counts;
+use stackd_core::registry::RegistryAuth;
 use stackd_core::state::ObjectKind;
 use stackd_core::{ClusterState, Command, Refusal, validate};
 use stackd_proto::v1;
@@ -48,7 +49,13 @@ pub(super) async fn deploy(ctl: &Control, r: v1::DeployStackRequest) -> Result<v
     if let Err(errors) = validate::stack_spec(&spec) {
         return Err(refused(Refusal::invalid(errors.join("\n"))));
     }
-    let (index, applied) = ctl.propose(Command::PutStack { spec, prune: r.prune, at: now_ms() }).await?;
+    // `--with-registry-auth`: the credentials replace the stack's; without, it keeps them.
+    let registry_auth = r
+        .registry_auth
+        .map(RegistryAuth::try_from)
+        .transpose()
+        .map_err(|e| refused(Refusal::invalid(format!("registry credentials: {e}"))))?;
+    let (index, applied) = ctl.propose(Command::PutStack { spec, prune: r.prune, registry_auth, at: now_ms() }).await?;
     let d = applied.deploy.unwrap_or_default();
     Ok(v1::DeployStackResponse {
         created: d.created,

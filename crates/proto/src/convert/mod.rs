@@ -23,6 +23,8 @@ mod service;
 mod stack;
 mod task;
 
+pub use stack::registry_credential;
+
 #[cfg(test)]
 mod tests;
 

@@ -2,6 +2,7 @@
 //! `StackNetwork` and `StackVolume` the dispatcher sends to agents.
 
 use stackd_core::model;
+use stackd_core::registry::{RegistryAuth, RegistryCredential, registry_key};
 
 use super::{ConvertError, from_owned, required_into, string_map, try_map_values};
 use crate::v1;
@@ -102,6 +103,65 @@ impl From<&model::StackSpec> for v1::StackSpec {
     }
 }
 
+/// The wire form of one registry's credentials (`stack` empty).
+pub fn registry_credential(registry: &str, c: &RegistryCredential) -> v1::RegistryCredential {
+    v1::RegistryCredential {
+        registry: registry.to_string(),
+        username: c.username.clone(),
+        password: c.password.clone(),
+        identity_token: c.identity_token.clone(),
+        stack: String::new(),
+    }
+}
+
+impl From<&RegistryAuth> for v1::RegistryAuth {
+    fn from(value: &RegistryAuth) -> Self {
+        Self { credentials: value.0.iter().map(|(r, c)| registry_credential(r, c)).collect() }
+    }
+}
+
+impl TryFrom<v1::RegistryCredential> for (String, RegistryCredential) {
+    type Error = ConvertError;
+
+    /// The registry (in [`registry_key`] form) and its credentials; a
+    /// credential without a registry, or with neither a user name nor an
+    /// identity token, is refused (the error never shows a value).
+    fn try_from(value: v1::RegistryCredential) -> Result<Self, ConvertError> {
+        let registry = registry_key(&value.registry);
+        if registry.is_empty() {
+            return Err(ConvertError::Missing("RegistryCredential.registry"));
+        }
+        if value.username.is_empty() && value.identity_token.is_empty() {
+            return Err(ConvertError::Missing("RegistryCredential.username"));
+        }
+        let c = RegistryCredential {
+            username: value.username,
+            password: value.password,
+            identity_token: value.identity_token,
+        };
+        Ok((registry, c))
+    }
+}
+
+impl TryFrom<v1::RegistryAuth> for RegistryAuth {
+    type Error = ConvertError;
+
+    fn try_from(value: v1::RegistryAuth) -> Result<Self, ConvertError> {
+        let pairs: Result<std::collections::BTreeMap<_, _>, _> =
+            value.credentials.into_iter().map(<(String, RegistryCredential)>::try_from).collect();
+        Ok(RegistryAuth(pairs?))
+    }
+}
+
+impl std::fmt::Debug for v1::RegistryCredential {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RegistryCredential")
+            .field("registry", &self.registry)
+            .field("stack", &self.stack)
+            .finish_non_exhaustive()
+    }
+}
+
 impl From<v1::DataKind> for model::DataKind {
     fn from(value: v1::DataKind) -> Self {
         match value {
@@ -187,6 +247,7 @@ impl From<&model::Stack> for v1::Stack {
             created_at: value.created_at,
             updated_at: value.updated_at,
             networks: value.networks.iter().map(|(k, v)| (k.clone(), v.into())).collect(),
+            registries: value.registry_auth.registries().map(str::to_string).collect(),
         }
     }
 }
@@ -199,6 +260,8 @@ impl TryFrom<v1::Stack> for model::Stack {
             name: value.name,
             volumes: try_map_values(value.volumes)?,
             networks: try_map_values(value.networks)?,
+            // Read APIs carry the registries' names only.
+            registry_auth: RegistryAuth::default(),
             created_at: value.created_at,
             updated_at: value.updated_at,
         })
@@ -260,6 +323,7 @@ mod tests {
             name: spec.name,
             volumes: spec.volumes,
             networks: spec.networks,
+            registry_auth: Default::default(),
             created_at: 1,
             updated_at: 2,
         };
