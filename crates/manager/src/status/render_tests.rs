@@ -79,6 +79,7 @@ fn state() -> ClusterState {
             networks: BTreeMap::new(),
             created_at: 0,
             updated_at: 0,
+            registry_auth: Default::default(),
         },
     );
     let web = service("s1", "web", "web:1", 2);
