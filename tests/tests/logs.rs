@@ -341,3 +341,46 @@ fn a_follower_relays_logs_through_the_leader() {
         parse(&out, false).iter().map(|l| l.prefix.split('@').next().unwrap_or_default().to_string()).collect();
     assert_eq!(names.len(), 3, "one line of each task, through follower {follower}: {out}");
 }
+
+/// The counter task of the failover test, placed on node `name`.
+fn counter(name: &str) -> String {
+    format!(
+        "services:\n  count:\n    image: stackd-test/busybox:1\n    command: [\"sh\", \"-c\", \"i=0; while true; do echo \\\"n $$i\\\"; i=$$((i+1)); sleep 0.1; done\"]\n    deploy:\n      placement:\n        constraints: [\"node.hostname == {name}\"]\n"
+    )
+}
+
+#[test]
+fn logs_follow_resumes_after_a_failover_without_a_gap_or_a_repeat() {
+    if !require_docker() {
+        return;
+    }
+    build_images();
+    let mut c = stackd_tests::Cluster::managers(3, &Opts::default()).expect("3 managers");
+    let leader = c.wait_leader(None, Duration::from_secs(10)).expect("leader");
+    let (follower, other) = ((leader + 1) % 3, (leader + 2) % 3);
+    let file = c.nodes[follower].write_stack("count.yml", &counter(&c.nodes[other].name));
+    c.nodes[follower].stackctl(&["deploy", "-c", &file, "app", "--wait", "--timeout", "90s"]);
+    let mut follow = c.nodes[follower].stackctl_spawn(&["logs", "-f", "app_count"]).expect("logs -f");
+    let seen = collect(&mut follow);
+    let count = |seen: &Arc<Mutex<Vec<String>>>| parse(&snapshot(seen).join("\n"), false).len();
+    wait_until(Duration::from_secs(30), "20 lines before the failover", || (count(&seen) >= 20).then_some(()));
+    c.nodes[leader].kill9();
+    let at_kill = count(&seen);
+    c.wait_leader(Some(leader), Duration::from_secs(15)).expect("a new leader");
+    wait_until(Duration::from_secs(45), "40 lines after the failover", || (count(&seen) >= at_kill + 40).then_some(()));
+    let _ = follow.kill();
+    let _ = follow.wait();
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut follow.stderr.take().expect("stderr"), &mut err).expect("stderr");
+    assert!(err.contains("following on another manager"), "the stream went through the failover: {err}");
+    // One task: its counter goes on by one, from its first line printed to
+    // its last, across the failover.
+    let numbers: Vec<u64> = parse(&snapshot(&seen).join("\n"), false)
+        .iter()
+        .filter_map(|l| l.text.strip_prefix("n ").and_then(|n| n.parse().ok()))
+        .collect();
+    assert!(numbers.len() >= at_kill + 40, "{numbers:?}");
+    for pair in numbers.windows(2) {
+        assert_eq!(pair[1], pair[0] + 1, "a gap or a repeat across the failover: {numbers:?}");
+    }
+}

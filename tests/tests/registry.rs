@@ -280,6 +280,10 @@ fn private_registry_pulls_with_the_deploys_credentials_only() {
     );
     let mut printed = String::from_utf8_lossy(&o.stdout).into_owned() + &String::from_utf8_lossy(&o.stderr);
     runs_everywhere(&c, "app", "two");
+    // The tag was resolved to a digest with the stack's credentials: every
+    // replica runs the same image.
+    let inspect = m.stackctl(&["service", "inspect", "app_app"]);
+    assert!(inspect.contains(&format!("Runs:      {reg}/private/busybox@sha256:")), "{inspect}");
 
     // 3. A redeploy without the flag keeps the stack's credentials: the new
     //    tasks pull a new image with them and run.

@@ -677,10 +677,11 @@ impl Executor {
     /// - an image present here that was never pulled from a registry (no
     ///   repo digest: built or loaded locally) keeps its tag;
     /// - otherwise the engine asks the registry (`/distribution/…/json`,
-    ///   with the engine's own registry settings), within [`RESOLVE_TIMEOUT`];
+    ///   with the engine's own registry settings and `login`, the stack's
+    ///   credentials for it when the deploy sent some), within [`RESOLVE_TIMEOUT`];
     /// - a registry that does not answer: the digest the engine pulled the
     ///   tag from, if the image is here; else the tag is kept, with why.
-    pub async fn resolve_image(&self, image: &str) -> ImagePin {
+    pub async fn resolve_image(&self, image: &str, login: Option<&RegistryCredential>) -> ImagePin {
         if image.contains("@sha256:") {
             return ImagePin::Digest { reference: image.to_string() };
         }
@@ -700,7 +701,12 @@ impl Executor {
         if local.is_some() && local_digest.is_none() {
             return ImagePin::Tag { reason: "no registry digest: the image was built or loaded on the node".into() };
         }
-        let asked = tokio::time::timeout(RESOLVE_TIMEOUT, self.docker.inspect_registry_image(image, None)).await;
+        let registry = stackd_core::registry::registry_of(image);
+        let asked = tokio::time::timeout(
+            RESOLVE_TIMEOUT,
+            self.docker.inspect_registry_image(image, credentials(&registry, login)),
+        )
+        .await;
         let why = match asked {
             Ok(Ok(d)) => match d.descriptor.digest {
                 Some(digest) if !digest.is_empty() => {

@@ -446,8 +446,10 @@ impl Session {
                 None => {
                     self.images.insert(key.clone(), None);
                     let (exec, image, tx) = (self.worker.executor(), r.image.clone(), self.resolved_tx.clone());
+                    // The stack's credentials for the image's registry, if any (kept for this call only).
+                    let login = r.login.clone().and_then(|l| <(String, RegistryCredential)>::try_from(l).ok());
                     tokio::spawn(async move {
-                        let pin = exec.resolve_image(&image).await;
+                        let pin = exec.resolve_image(&image, login.as_ref().map(|(_, c)| c)).await;
                         debug!(image = %image, pin = ?pin, "image tag resolved");
                         let _ = tx.send((key, pin));
                     });

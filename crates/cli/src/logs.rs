@@ -45,26 +45,40 @@ pub async fn logs(g: &Global, args: &LogsArgs) -> Result<i32> {
     let json = matches!(g.output, crate::args::Output::Json);
     let mut printer = Printer { args, json, last: HashMap::new(), skip: HashMap::new() };
     let tail = args.tail.and_then(|t| t.0);
+    // While following resumes after a failover: until when it tries.
+    let mut resuming: Option<Instant> = None;
     loop {
         let why = match open(&mut c, &req).await {
             Ok(mut stream) => loop {
                 match stream.next().await {
-                    Some(Ok(msg)) => printer.print(msg)?,
+                    Some(Ok(msg)) => {
+                        resuming = None;
+                        printer.print(msg)?;
+                    }
                     // The end: all was sent (a followed task: its container stopped).
                     None => return Ok(EXIT_OK),
                     Some(Err(s)) if args.follow && manager_gone(&s) => break s.message().to_string(),
                     Some(Err(s)) => return Err(status(s)),
                 }
             },
+            // No manager relays yet (a leader is being elected): try again.
+            Err(s) if resuming.is_some_and(|until| Instant::now() < until) && manager_gone(&s) => {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                reconnect(&mut c, resuming.unwrap_or_else(Instant::now)).await?;
+                continue;
+            }
             Err(s) => return Err(status(s)),
         };
         if !args.follow {
             bail!("the log stream broke: {why}");
         }
         eprintln!("warning: {why}; following on another manager");
-        req.options = Some(resume_options(&printer.last, since, tail));
-        printer.skip = printer.last.clone();
-        reconnect(&mut c, Instant::now() + RESUME_FOR).await?;
+        if resuming.is_none() {
+            req.options = Some(resume_options(&printer.last, since, tail));
+            printer.skip = printer.last.clone();
+        }
+        let until = *resuming.get_or_insert_with(|| Instant::now() + RESUME_FOR);
+        reconnect(&mut c, until).await?;
     }
 }
 

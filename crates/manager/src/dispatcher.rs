@@ -335,8 +335,19 @@ fn images_to_resolve(state: &ClusterState) -> Vec<(v1::ImageToResolve, Vec<NodeI
                 .collect();
             ranked.sort_unstable();
             let asked = ranked.iter().rev().take(RESOLVERS).map(|(_, n)| (*n).clone()).collect();
-            let image =
-                v1::ImageToResolve { service_id: s.id.clone(), revision: s.revision, image: s.spec.task.image.clone() };
+            // A private tag is resolved with the stack's credentials for its
+            // registry: the nodes asked get them with the question only.
+            let login = state
+                .stacks
+                .get(&s.stack)
+                .and_then(|st| st.registry_auth.for_image(&s.spec.task.image))
+                .map(|(registry, c)| stackd_proto::registry_credential(registry, c));
+            let image = v1::ImageToResolve {
+                service_id: s.id.clone(),
+                revision: s.revision,
+                image: s.spec.task.image.clone(),
+                login,
+            };
             (image, asked)
         })
         .collect()

@@ -6,6 +6,7 @@
 //! replicates on), with its node certificate: the caller was checked here.
 
 use stackd_proto::v1;
+use tokio_stream::StreamExt;
 use tonic::Status;
 
 use super::Control;
@@ -35,6 +36,21 @@ async fn through_leader(ctl: &Control, r: v1::LogsRequest) -> Result<LogStream, 
     let mut client = v1::control_client::ControlClient::new(channel)
         .max_decoding_message_size(crate::raft::MAX_MESSAGE)
         .max_encoding_message_size(crate::raft::MAX_MESSAGE);
-    let stream = client.logs(r).await?.into_inner();
-    Ok(Box::pin(stream))
+    let stream = client.logs(r).await.map_err(leader_gone)?.into_inner();
+    Ok(Box::pin(stream.map(|r| r.map_err(leader_gone))))
+}
+
+/// The leader's refusals pass as they are; the connection to it breaking
+/// (it died, or stepped down) becomes `unavailable`, which tells the client
+/// to go on through another manager (a transport error's cause does not
+/// cross the wire).
+fn leader_gone(status: Status) -> Status {
+    use tonic::Code;
+    let transport = std::error::Error::source(&status).is_some();
+    match status.code() {
+        Code::Unknown | Code::Internal | Code::Cancelled if transport => {
+            Status::unavailable(format!("the leader relaying the logs went away: {}", status.message()))
+        }
+        _ => status,
+    }
 }
