@@ -25,22 +25,12 @@ services:
         max_replicas_per_node: 1
 ";
 
-/// The chatty service, at about 10,000 lines a second.
-const CHATTY: &str = "\
-services:
-  talk:
-    image: stackd-test/busybox:1
-    command: [\"sh\", \"-c\", \"echo starting >&2; i=0; while true; do echo \\\"line $$i\\\"; i=$$((i+1)); sleep 0.2; done\"]
-    deploy:
-      replicas: 3
-      placement:
-        max_replicas_per_node: 1
-  chatty:
-    image: stackd-test/busybox:1
-    command: [\"sh\", \"-c\", \"while true; do seq 1 1000; sleep 0.1; done\"]
-    deploy:
-      replicas: 1
-";
+/// The talking service and a chatty one, at about 10,000 lines a second.
+fn chatty() -> String {
+    format!(
+        "{TALK}  chatty:\n    image: stackd-test/busybox:1\n    command: [\"sh\", \"-c\", \"while true; do seq 1 1000; sleep 0.1; done\"]\n"
+    )
+}
 
 /// A line of `stackctl logs`: `[time ]prefix | text`.
 #[derive(Debug, Clone)]
@@ -213,7 +203,7 @@ fn logs_of_a_service_on_three_nodes_follow_replacements() {
 
     // A chatty task (about 10,000 lines a second) followed for 10 s: every
     // node stays ready, none missed its heartbeats.
-    let file = m.write_stack("chatty.yml", CHATTY);
+    let file = m.write_stack("chatty.yml", &chatty());
     m.stackctl(&["deploy", "-c", &file, "app", "--wait", "--timeout", "90s"]);
     let mut follow = m.stackctl_spawn(&["logs", "-f", "app_chatty", "--tail", "0"]).expect("logs -f");
     let seen = collect(&mut follow);

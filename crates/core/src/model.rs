@@ -1261,6 +1261,24 @@ impl Revision {
     }
 }
 
+impl ServiceSpec {
+    /// A replicated service of `replicas` running `task`, with compose's
+    /// defaults for the rest (what the loader starts from).
+    pub fn replicated(name: &str, replicas: u64, task: TaskTemplate) -> ServiceSpec {
+        ServiceSpec {
+            name: name.to_string(),
+            mode: ServiceMode::Replicated { replicas },
+            task,
+            restart: RestartPolicy::default(),
+            update: UpdateConfig::default(),
+            rollback: UpdateConfig::rollback_default(),
+            labels: BTreeMap::new(),
+            endpoint_mode: EndpointMode::Vip,
+            depends_on: Vec::new(),
+        }
+    }
+}
+
 /// A service as stored in the cluster.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Service {

@@ -6,9 +6,7 @@ use super::ctx::{At, Ctx};
 use super::keys;
 use super::networks::{self, Networks};
 use super::{compat, deploy, envfile, mounts, objects, runtime};
-use crate::model::{
-    DataKind, EndpointMode, PublishMode, RestartPolicy, ServiceMode, ServiceSpec, StackSpec, TaskTemplate, UpdateConfig,
-};
+use crate::model::{DataKind, EndpointMode, PublishMode, ServiceSpec, StackSpec, TaskTemplate};
 use crate::validate::is_valid_name;
 
 /// Default time between the stop signal and a kill, like Docker's.
@@ -24,17 +22,7 @@ pub(crate) fn service(cx: &mut Ctx, at: &At<'_>, stack: &StackSpec, nets: &Netwo
     }
     let entries = at.map(cx)?;
     let mut task = TaskTemplate { stop_grace_period_ms: DEFAULT_STOP_GRACE_MS, ..TaskTemplate::default() };
-    let mut spec = ServiceSpec {
-        name: name.to_string(),
-        mode: ServiceMode::Replicated { replicas: 1 },
-        task: TaskTemplate::default(),
-        restart: RestartPolicy::default(),
-        update: UpdateConfig::default(),
-        rollback: UpdateConfig::rollback_default(),
-        labels: BTreeMap::new(),
-        endpoint_mode: EndpointMode::Vip,
-        depends_on: Vec::new(),
-    };
+    let mut spec = ServiceSpec::replicated(name, 1, TaskTemplate::default());
     task.networks = networks::default_attachment(nets);
     let mut environment_vars = BTreeMap::new();
     let mut env_file_vars = BTreeMap::new();

@@ -184,7 +184,7 @@ mod tests {
     use std::collections::BTreeMap;
 
     use stackd_core::model::{
-        DesiredState, Node, NodeRole, NodeState, Service, ServiceMode, ServiceSpec, TaskState, TaskStatus, UpdateStatus,
+        DesiredState, Node, NodeRole, NodeState, Service, ServiceSpec, TaskState, TaskStatus, UpdateStatus,
     };
 
     use super::*;
@@ -230,17 +230,7 @@ mod tests {
         let mut s = ClusterState::default();
         s.nodes.insert("n1".into(), node("n1", NodeState::Ready));
         s.nodes.insert("n2".into(), node("n2", NodeState::Down));
-        let spec = ServiceSpec {
-            name: "web".into(),
-            mode: ServiceMode::Replicated { replicas: 3 },
-            task: Default::default(),
-            restart: Default::default(),
-            update: Default::default(),
-            rollback: Default::default(),
-            labels: BTreeMap::new(),
-            endpoint_mode: Default::default(),
-            depends_on: Vec::new(),
-        };
+        let spec = ServiceSpec::replicated("web", 3, Default::default());
         let mut svc = Service::new("svc1".into(), "shop", spec, 0);
         svc.update = UpdateStatus::default();
         s.services.insert(svc.id.clone(), svc);

@@ -2,8 +2,8 @@ use std::collections::BTreeMap;
 
 use stackd_core::ClusterState;
 use stackd_core::model::{
-    Availability, DesiredState, Node, NodeRole, NodeState, Service, ServiceMode, ServiceSpec, Stack, Task, TaskState,
-    TaskTemplate, UpdateState, UpdateStatus,
+    Availability, DesiredState, Node, NodeRole, NodeState, Service, ServiceSpec, Stack, Task, TaskState, TaskTemplate,
+    UpdateState, UpdateStatus,
 };
 use stackd_core::state::{Action, Event, ObjectKind};
 
@@ -26,17 +26,7 @@ fn node(id: &str, name: &str, state: NodeState) -> Node {
 }
 
 fn service(id: &str, name: &str, image: &str, replicas: u64) -> Service {
-    let spec = ServiceSpec {
-        name: name.into(),
-        mode: ServiceMode::Replicated { replicas },
-        task: TaskTemplate { image: image.into(), ..Default::default() },
-        restart: Default::default(),
-        update: Default::default(),
-        rollback: Default::default(),
-        labels: BTreeMap::new(),
-        endpoint_mode: Default::default(),
-        depends_on: Vec::new(),
-    };
+    let spec = ServiceSpec::replicated(name, replicas, TaskTemplate { image: image.into(), ..Default::default() });
     let mut svc = Service::new(id.into(), "shop", spec, 0);
     svc.update = UpdateStatus::default();
     svc
