@@ -220,6 +220,7 @@ fn private_registry_pulls_with_the_deploys_credentials_only() {
     let kept_image = format!("{reg}/private/kept:1");
     let gitlab_image = format!("{reg}/private/gitlab:1");
     let wrong_image = format!("{reg}/private/wrong:1");
+    let after_image = format!("{reg}/private/after:1");
 
     // The host's engine pushes the images, logged in with a config of the test's own.
     let (_push_config, push_dir) = docker_config(&reg, USER, PASSWORD);
@@ -233,6 +234,7 @@ fn private_registry_pulls_with_the_deploys_credentials_only() {
         ("stackd-test/busybox:1", &kept_image),
         ("stackd-test/busybox:1", &gitlab_image),
         ("stackd-test/busybox:1", &wrong_image),
+        ("stackd-test/busybox:1", &after_image),
     ] {
         run(host_docker().args(["tag", local, private]));
         let pushed = host_docker().args(["push", private]).output().expect("docker push");
@@ -322,6 +324,28 @@ fn private_registry_pulls_with_the_deploys_credentials_only() {
     assert_eq!(o.status.code(), Some(1), "{}", String::from_utf8_lossy(&o.stderr));
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains(&reg) && err.contains("docker-credential-desktop"), "{err}");
+
+    // 7. Removed with the stack: the agents forget them too. The same name
+    //    deployed again without the flag has none, and its tasks say so.
+    m.stackctl(&["stack", "rm", "other"]);
+    wait_until(Duration::from_secs(60), "the other stack's containers gone", || {
+        (0..2)
+            .all(|i| {
+                let o = c.docker(i).args(["ps", "-aq", "--filter", "label=io.stackd.stack=other"]).output();
+                o.is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim().is_empty())
+            })
+            .then_some(())
+    });
+    let again = m.write_stack("again.yml", &stack(&after_image, "after"));
+    let o = m.stackctl_output_unset(&["deploy", "-c", &again, "other"], &no_env, &[]).expect("stackctl");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    failed_with(
+        &c,
+        "other",
+        &format!(
+            "pull access denied for registry {reg}: no credentials were sent with the deploy (stackctl deploy --with-registry-auth)"
+        ),
+    );
 
     // Never printed: not by any listing or inspection, nor in any node's log.
     let stacks = m.stackctl_json(&["stack", "ls"]);

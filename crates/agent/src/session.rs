@@ -190,6 +190,7 @@ pub(crate) fn assignment(a: v1::Assignments) -> Assignment {
             Err(_) => warn!(name = %o.name, kind = o.kind, "ignoring an object of an unknown kind"),
         }
     }
+    out.logins_removed = a.registry_auth_removed.into_iter().map(|w| (w.stack, w.registry)).collect();
     for wire in a.registry_auth {
         let (stack, registry) = (wire.stack.clone(), wire.registry.clone());
         match <(String, RegistryCredential)>::try_from(wire) {
@@ -639,7 +640,13 @@ mod tests {
                 },
                 v1::RegistryCredential { registry: String::new(), stack: "shop".into(), ..Default::default() },
             ],
+            registry_auth_removed: vec![v1::RegistryCredential {
+                registry: "old.example.com".into(),
+                stack: "gone".into(),
+                ..Default::default()
+            }],
         });
+        assert_eq!(a.logins_removed, [("gone".to_string(), "old.example.com".to_string())]);
         assert_eq!(a.logins.len(), 1, "the one without a registry is dropped");
         assert_eq!((a.logins[0].stack.as_str(), a.logins[0].registry.as_str()), ("shop", "reg.example.com:5000"));
         assert_eq!(a.logins[0].credential.username, "u");

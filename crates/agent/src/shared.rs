@@ -43,11 +43,14 @@ pub(crate) struct Logins {
 
 impl Logins {
     /// Records what an assignment brought (`full`: the node's whole set:
-    /// what it lacks goes).
-    pub(crate) fn record(&self, full: bool, logins: Vec<RegistryLogin>) {
+    /// what it lacks goes) and forgets what it says no task needs.
+    pub(crate) fn record(&self, full: bool, logins: Vec<RegistryLogin>, removed: &[(String, String)]) {
         let mut m = lock(&self.by_stack);
         if full {
             m.clear();
+        }
+        for key in removed {
+            m.remove(key);
         }
         for l in logins {
             m.insert((l.stack, l.registry), l.credential);

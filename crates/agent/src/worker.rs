@@ -67,6 +67,8 @@ pub struct Assignment {
     pub volumes: Vec<StackVolume>,
     /// Registry credentials for the images of the tasks of this assignment.
     pub logins: Vec<RegistryLogin>,
+    /// Credentials no task of the node needs any more, by stack and registry.
+    pub logins_removed: Vec<(String, String)>,
 }
 
 /// How long the network collector waits after it is woken, so that the
@@ -193,7 +195,11 @@ impl Worker {
         self.networks.record(assignment.full, std::mem::take(&mut assignment.networks));
         self.networks.record_volumes(assignment.full, std::mem::take(&mut assignment.volumes));
         self.files.store(assignment.full, std::mem::take(&mut assignment.objects));
-        self.logins.record(assignment.full, std::mem::take(&mut assignment.logins));
+        self.logins.record(
+            assignment.full,
+            std::mem::take(&mut assignment.logins),
+            &std::mem::take(&mut assignment.logins_removed),
+        );
         let p = plan(&self.task_ids(), &assignment);
         debug!(
             start = p.start.len(),

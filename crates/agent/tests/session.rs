@@ -114,6 +114,7 @@ fn assign(session_id: &str, tasks: &[Task]) -> Result<v1::SessionMessage, Status
             networks: vec![],
             volumes: vec![],
             registry_auth: vec![],
+            registry_auth_removed: vec![],
         }),
         managers: vec![],
         network_view: None,

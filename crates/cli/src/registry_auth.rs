@@ -11,13 +11,23 @@ use std::path::PathBuf;
 use anyhow::{Context, Result, bail};
 use stackd_core::registry::{self, RegistryAuth};
 
-/// Where the credentials are read from.
-#[derive(Debug, PartialEq, Eq)]
+/// Where the credentials are read from (`Debug` never shows the
+/// variable's value, which holds them).
+#[derive(PartialEq, Eq)]
 enum Source {
     /// The variable's value.
     Env(String),
     /// A config.json.
     File(PathBuf),
+}
+
+impl std::fmt::Debug for Source {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Source::Env(_) => f.write_str("Env(<redacted>)"),
+            Source::File(path) => f.debug_tuple("File").field(path).finish(),
+        }
+    }
 }
 
 /// `DOCKER_AUTH_CONFIG` when set and not empty, else `$DOCKER_CONFIG/config.json`,

@@ -172,7 +172,8 @@ struct AuthEntry {
 
 /// Reads the text of a Docker `config.json` (or of `DOCKER_AUTH_CONFIG`,
 /// which holds the same JSON): `auths.<registry>.auth` (base64 of
-/// `user:password`), else `username` and `password`, else `identitytoken`;
+/// `user:password`), else `username` and `password`, else `identitytoken`
+/// (which wins over a password when both are written, as an OAuth login does);
 /// `credHelpers`, and `credsStore` for entries without credentials, are
 /// listed as kept by a helper.
 pub fn parse_docker_config(source_name: &str, text: &str) -> Result<ClientAuth, RegistryError> {
@@ -190,7 +191,7 @@ pub fn parse_docker_config(source_name: &str, text: &str) -> Result<ClientAuth, 
             registry: registry.clone(),
             why: why.to_string(),
         };
-        let credential = if !entry.auth.trim().is_empty() {
+        let mut credential = if !entry.auth.trim().is_empty() {
             let raw = base64::engine::general_purpose::STANDARD
                 .decode(entry.auth.trim())
                 .map_err(|_| bad("`auth` is not base64"))?;
@@ -202,12 +203,20 @@ pub fn parse_docker_config(source_name: &str, text: &str) -> Result<ClientAuth, 
         } else if !entry.identitytoken.is_empty() {
             Some(RegistryCredential {
                 username: entry.username,
-                identity_token: entry.identitytoken,
+                identity_token: entry.identitytoken.clone(),
                 ..Default::default()
             })
         } else {
             None
         };
+        // An OAuth login (`docker login` to ACR, …) writes `auth` as
+        // `user:` and the token beside it: the token is the credential.
+        if !entry.identitytoken.is_empty()
+            && let Some(c) = credential.as_mut()
+        {
+            c.identity_token = entry.identitytoken.clone();
+            c.password.clear();
+        }
         match credential {
             Some(c) => {
                 out.found.0.insert(registry, c);
@@ -306,9 +315,11 @@ mod tests {
                 "https://index.docker.io/v1/": {{"auth": "{}"}},
                 "reg.example.com:5000": {{"username": "ci", "password": "pw"}},
                 "tok.example.com": {{"identitytoken": "refresh"}},
+                "acr.example.io": {{"auth": "{}", "identitytoken": "oauth-refresh"}},
                 "empty.example.com": {{}}
             }}, "HttpHeaders": {{"User-Agent": "x"}}}}"#,
-            b64("hub-user:pa:ss")
+            b64("hub-user:pa:ss"),
+            b64("00000000-0000-0000-0000-000000000000:")
         );
         let c = parse_docker_config("config.json", &text).expect("parses");
         let hub = &c.found.0["docker.io"];
@@ -316,6 +327,10 @@ mod tests {
         let reg = &c.found.0["reg.example.com:5000"];
         assert_eq!((reg.username.as_str(), reg.password.as_str()), ("ci", "pw"));
         assert_eq!(c.found.0["tok.example.com"].identity_token, "refresh");
+        // An OAuth login writes `user:` and the token: the token is used.
+        let acr = &c.found.0["acr.example.io"];
+        assert_eq!(acr.identity_token, "oauth-refresh");
+        assert_eq!((acr.username.as_str(), acr.password.as_str()), ("00000000-0000-0000-0000-000000000000", ""));
         assert!(!c.found.0.contains_key("empty.example.com"), "an empty entry holds nothing");
         assert!(c.helpers.is_empty());
         assert_eq!(c.found.for_image("myorg/app:1").map(|(r, _)| r), Some("docker.io"));

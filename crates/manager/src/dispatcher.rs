@@ -282,21 +282,27 @@ fn file_objects(
     out
 }
 
-/// The registry credentials that the images of `tasks` need (those of the
-/// tasks that may still start a container, from their stack's credentials):
-/// a node receives only those of its own tasks' stacks and registries, each
-/// once per session, and again when the stack's credentials change.
+/// The registry credentials that the images of `tasks` (the node's whole
+/// task set) need (those of the tasks that may still start a container, from
+/// their stack's credentials): a node receives only those of its own tasks'
+/// stacks and registries, each once per session, and again when the stack's
+/// credentials change; and the keys of those it holds that none needs any
+/// more, which it forgets.
 fn registry_logins(
     state: &ClusterState,
     tasks: &[&Task],
     sent: &mut BTreeMap<(String, String), String>,
-) -> Vec<v1::RegistryCredential> {
+) -> (Vec<v1::RegistryCredential>, Vec<v1::RegistryCredential>) {
     let mut out = Vec::new();
+    let mut wanted = BTreeSet::new();
     let starting = tasks.iter().filter(|t| t.desired_state == DesiredState::Running && !t.status.state.is_terminal());
     for t in starting {
         let Some(stack) = state.stacks.get(&t.stack) else { continue };
         let Some((registry, c)) = stack.registry_auth.for_image(t.run_image()) else { continue };
         let key = (t.stack.clone(), registry.to_string());
+        if !wanted.insert(key.clone()) {
+            continue;
+        }
         // The digest tells a changed credential; it is kept in this memory only.
         let digest =
             stackd_core::model::digest(format!("{}\0{}\0{}", c.username, c.password, c.identity_token).as_bytes());
@@ -308,7 +314,16 @@ fn registry_logins(
         out.push(wire);
         sent.insert(key, digest);
     }
-    out
+    // What the node holds and no task of it needs any more: forgotten.
+    let gone: Vec<(String, String)> = sent.keys().filter(|k| !wanted.contains(*k)).cloned().collect();
+    let removed = gone
+        .into_iter()
+        .map(|(stack, registry)| {
+            sent.remove(&(stack.clone(), registry.clone()));
+            v1::RegistryCredential { stack, registry, ..Default::default() }
+        })
+        .collect();
+    (out, removed)
 }
 
 /// How many agents are asked to resolve one image tag (the first answer wins).
@@ -423,9 +438,19 @@ fn next_message(s: &ClusterState, node_id: &str, common: &Common, sent: &mut Sen
                 )
             };
             let objects = file_objects(s, &changed, &mut sent.objects);
-            let registry_auth = registry_logins(s, &changed, &mut sent.logins);
+            let all: Vec<&Task> = now.values().map(|t| &**t).collect();
+            let (registry_auth, registry_auth_removed) = registry_logins(s, &all, &mut sent.logins);
             let tasks: Vec<v1::Task> = changed.iter().copied().map(v1::Task::from).collect();
-            v1::Assignments { full: first, tasks, removed, objects, networks, volumes, registry_auth }
+            v1::Assignments {
+                full: first,
+                tasks,
+                removed,
+                objects,
+                networks,
+                volumes,
+                registry_auth,
+                registry_auth_removed,
+            }
         });
         sent.tasks = now;
         sent.stamp = Some(stamp);
@@ -767,19 +792,31 @@ mod tests {
         let mut done = with_image("e", "reg.example.com:5000/app/web:1");
         done.status.state = TaskState::Failed;
         let mut sent = BTreeMap::new();
-        assert!(registry_logins(&state, &[&done, &public, &elsewhere], &mut sent).is_empty(), "{sent:?}");
-        let first = registry_logins(&state, &[&private, &twin], &mut sent);
+        let (none, _) = registry_logins(&state, &[&done, &public, &elsewhere], &mut sent);
+        assert!(none.is_empty(), "{sent:?}");
+        let (first, removed) = registry_logins(&state, &[&private, &twin], &mut sent);
+        assert!(removed.is_empty());
         assert_eq!(first.len(), 1, "once per stack and registry: {first:?}");
         assert_eq!((first[0].stack.as_str(), first[0].registry.as_str()), ("app", "reg.example.com:5000"));
         assert_eq!(first[0].username, "app-user");
         assert!(!format!("{first:?}").contains("app-user"), "Debug hides them: {first:?}");
-        assert!(registry_logins(&state, &[&private], &mut sent).is_empty(), "sent once per session");
+        assert!(registry_logins(&state, &[&private], &mut sent).0.is_empty(), "sent once per session");
         // New credentials (a deploy --with-registry-auth) go again.
         if let Some(st) = state.stacks.get_mut("app") {
             st.registry_auth.0.insert("reg.example.com:5000".into(), login("new-user"));
         }
-        let again = registry_logins(&state, &[&private], &mut sent);
+        let (again, _) = registry_logins(&state, &[&private], &mut sent);
         assert_eq!(again.iter().map(|c| c.username.as_str()).collect::<Vec<_>>(), ["new-user"]);
+        // The stack removed (its tasks go with it): the node forgets them.
+        state.stacks.remove("app");
+        let (more, removed) = registry_logins(&state, &[&private], &mut sent);
+        assert!(more.is_empty());
+        assert_eq!(
+            removed.iter().map(|c| (c.stack.as_str(), c.registry.as_str(), c.username.as_str())).collect::<Vec<_>>(),
+            [("app", "reg.example.com:5000", "")]
+        );
+        assert!(sent.is_empty(), "{sent:?}");
+        assert!(registry_logins(&state, &[&private], &mut sent).1.is_empty(), "told once");
     }
 
     fn known(entries: &[(&str, &str, &str)]) -> BTreeMap<NetworkKey, StackNetwork> {

@@ -205,6 +205,15 @@ async fn sign_in(
 }
 
 async fn sign_out(State(page): State<Shared>, headers: HeaderMap) -> Response {
+    // Another site cannot sign anyone out (nor clear the cookie).
+    if !same_origin(&headers) {
+        return respond(
+            StatusCode::FORBIDDEN,
+            Some("The sign-out came from another site: refused.\n".into()),
+            None,
+            None,
+        );
+    }
     if let Some(id) = session_id(&headers) {
         page.sessions.close(id);
     }
