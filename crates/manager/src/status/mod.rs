@@ -33,8 +33,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use stackd_core::ClusterState;
 use stackd_core::security::Action;
-use tokio::net::TcpStream;
-use tokio_rustls::server::TlsStream;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
 use tokio_stream::StreamExt;
 
 use crate::auth;
@@ -234,37 +234,21 @@ fn router(page: Shared) -> Router {
         .with_state(page)
 }
 
-/// Handshaken TLS connections as an axum listener.
-struct TlsListener {
-    incoming: stackd_tls::TlsIncoming,
-    local: SocketAddr,
-}
-
-impl axum::serve::Listener for TlsListener {
-    type Io = TlsStream<TcpStream>;
-    type Addr = SocketAddr;
-
-    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        loop {
-            match self.incoming.next().await {
-                Some(Ok(stream)) => {
-                    let peer = stream.get_ref().0.peer_addr().unwrap_or(self.local);
-                    return (stream, peer);
-                }
-                Some(Err(_)) => continue,
-                // The accept loop ended: nothing more will come.
-                None => std::future::pending::<()>().await,
-            }
-        }
-    }
-
-    fn local_addr(&self) -> std::io::Result<Self::Addr> {
-        Ok(self.local)
-    }
-}
+/// Connections served at once; more wait in the kernel's backlog.
+const MAX_CONNECTIONS: usize = 64;
+/// How long a client has to send a request's headers.
+const HEADER_READ: Duration = Duration::from_secs(10);
+/// How long a connection lives, kept alive or not: a page takes
+/// milliseconds, and no client holds a connection (and its task) for long.
+const CONNECTION_LIFETIME: Duration = Duration::from_secs(60);
 
 /// Serves the status page of `raft` on `listener` over TLS with `tls`
-/// until `shutdown` resolves.
+/// until `shutdown` resolves; its connections end with it.
+///
+/// Its own accept loop rather than `axum::serve`: every connection has a
+/// deadline for its headers and a lifetime, at most [`MAX_CONNECTIONS`] are
+/// served at once, and all are aborted when the page stops (a demoted
+/// manager keeps nothing of its page running).
 pub(crate) async fn serve(
     raft: RaftNode,
     served_by: String,
@@ -274,13 +258,43 @@ pub(crate) async fn serve(
 ) -> std::io::Result<()> {
     let local = listener.local_addr()?;
     let page = Arc::new(Page { raft, served_by, sessions: Sessions::default() });
-    let listener = TlsListener { incoming: stackd_tls::tls_incoming(listener, tls), local };
-    // `tap_io`: axum gives the peer's address (ConnectInfo) for a tapped listener.
-    let listener = axum::serve::ListenerExt::tap_io(listener, |_| {});
+    let app = router(page);
+    let mut incoming = stackd_tls::tls_incoming(listener, tls);
+    let permits = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    let mut connections = tokio::task::JoinSet::new();
     tracing::info!(addr = %local, "serving the status page (https)");
-    axum::serve(listener, router(page).into_make_service_with_connect_info::<SocketAddr>())
-        .with_graceful_shutdown(shutdown)
-        .await
+    tokio::pin!(shutdown);
+    loop {
+        // At the cap: wait for a connection to end before accepting more.
+        let permit = tokio::select! {
+            () = &mut shutdown => break,
+            permit = permits.clone().acquire_owned() => match permit {
+                Ok(p) => p,
+                Err(_) => break,
+            },
+        };
+        let stream = tokio::select! {
+            () = &mut shutdown => break,
+            Some(_) = connections.join_next(), if !connections.is_empty() => continue,
+            next = incoming.next() => match next {
+                Some(Ok(stream)) => stream,
+                Some(Err(_)) => continue,
+                None => break,
+            },
+        };
+        let peer: SocketAddr = stream.get_ref().0.peer_addr().unwrap_or(local);
+        let service = TowerToHyperService::new(app.clone().layer(axum::Extension(ConnectInfo(peer))));
+        connections.spawn(async move {
+            let _permit = permit;
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(HEADER_READ)
+                .serve_connection(TokioIo::new(stream), service);
+            let _ = tokio::time::timeout(CONNECTION_LIFETIME, conn).await;
+        });
+    }
+    connections.shutdown().await;
+    Ok(())
 }
 
 #[cfg(test)]
