@@ -93,7 +93,11 @@ pub async fn deploy(g: &Global, args: &DeployArgs) -> Result<i32> {
             display.info(&format!("Removing service {s}"));
         }
         if resp.created.is_empty() && resp.updated.is_empty() && resp.removed.is_empty() {
-            display.info(&format!("Stack {} is up to date", args.stack));
+            if args.with_registry_auth {
+                display.info(&format!("Stack {} is up to date; its registry credentials were replaced", args.stack));
+            } else {
+                display.info(&format!("Stack {} is up to date", args.stack));
+            }
         }
     }
     let Some(events) = events.as_mut() else { return Ok(EXIT_OK) };

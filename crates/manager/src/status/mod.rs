@@ -31,10 +31,10 @@ use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use stackd_core::ClusterState;
-use stackd_core::security::Action;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
+use stackd_core::ClusterState;
+use stackd_core::security::Action;
 use tokio_stream::StreamExt;
 
 use crate::auth;
@@ -171,7 +171,7 @@ async fn sign_in(
     if !same_origin(&headers) {
         return login(StatusCode::FORBIDDEN, Some("The sign-in came from another site: refused."), None);
     }
-    if !page.sessions.may_try(peer.ip(), now) {
+    if !page.sessions.attempt(peer.ip(), now) {
         return login(
             StatusCode::TOO_MANY_REQUESTS,
             Some("Too many failed sign-ins from your address: wait a minute."),
@@ -192,12 +192,12 @@ async fn sign_in(
         .and_then(|t| auth::token_may(t, Action::Read).map(|()| t.id.clone()).map_err(|e| e.message().to_string()));
     match checked {
         Ok(token_id) => {
+            page.sessions.succeeded(peer.ip());
             tracing::info!(token = %token_id, peer = %peer, "status page: signed in");
             let id = page.sessions.open(&token_id, now);
             respond(StatusCode::SEE_OTHER, None, Some("/"), Some(set_cookie(&id)))
         }
         Err(why) => {
-            page.sessions.failed(peer.ip(), now);
             tracing::info!(peer = %peer, "status page: a sign-in was refused");
             login(StatusCode::UNAUTHORIZED, Some(&format!("Sign-in refused: {why}")), None)
         }

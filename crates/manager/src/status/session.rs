@@ -95,26 +95,47 @@ impl Sessions {
         self.lock().sessions.remove(&key(id));
     }
 
-    /// Whether `ip` may try to sign in now: fewer than [`MAX_FAILURES`]
-    /// failures in the current window.
-    pub(crate) fn may_try(&self, ip: IpAddr, now: u64) -> bool {
-        match self.lock().failures.get(&ip) {
-            Some((start, n)) => now >= start + FAILURE_WINDOW_MS || *n < MAX_FAILURES,
-            None => true,
-        }
-    }
-
-    /// Counts a failed sign-in of `ip`.
-    pub(crate) fn failed(&self, ip: IpAddr, now: u64) {
+    /// Counts a sign-in attempt of `ip` before its token is checked, so
+    /// that attempts made at once count together; false when the address
+    /// (an IPv6 one by its /64) had [`MAX_FAILURES`] in the current window,
+    /// or when too many addresses are being counted to count one more.
+    pub(crate) fn attempt(&self, ip: IpAddr, now: u64) -> bool {
+        let client = client_of(ip);
         let mut inner = self.lock();
-        if inner.failures.len() >= MAX_TRACKED {
+        if !inner.failures.contains_key(&client) && inner.failures.len() >= MAX_TRACKED {
             inner.failures.retain(|_, (start, _)| now < *start + FAILURE_WINDOW_MS);
+            if inner.failures.len() >= MAX_TRACKED {
+                return false;
+            }
         }
-        let entry = inner.failures.entry(ip).or_insert((now, 0));
+        let entry = inner.failures.entry(client).or_insert((now, 0));
         if now >= entry.0 + FAILURE_WINDOW_MS {
             *entry = (now, 0);
         }
+        if entry.1 >= MAX_FAILURES {
+            return false;
+        }
         entry.1 += 1;
+        true
+    }
+
+    /// The attempt of `ip` succeeded: it does not count as a failure.
+    pub(crate) fn succeeded(&self, ip: IpAddr) {
+        if let Some(entry) = self.lock().failures.get_mut(&client_of(ip)) {
+            entry.1 = entry.1.saturating_sub(1);
+        }
+    }
+}
+
+/// Who is counted for failed sign-ins: an IPv4 address, or an IPv6 /64
+/// (one host usually holds a whole /64).
+fn client_of(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => {
+            let s = v6.segments();
+            IpAddr::V6(std::net::Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
+        }
     }
 }
 
@@ -148,14 +169,34 @@ mod tests {
         let ip: IpAddr = "10.0.0.9".parse().expect("ip");
         let other: IpAddr = "10.0.0.8".parse().expect("ip");
         for _ in 0..MAX_FAILURES {
-            assert!(s.may_try(ip, 0));
-            s.failed(ip, 0);
+            assert!(s.attempt(ip, 0));
         }
-        assert!(!s.may_try(ip, 1000));
-        assert!(s.may_try(other, 1000));
-        assert!(s.may_try(ip, FAILURE_WINDOW_MS), "a new window");
-        s.failed(ip, FAILURE_WINDOW_MS);
-        assert!(s.may_try(ip, FAILURE_WINDOW_MS + 1));
+        assert!(!s.attempt(ip, 1000), "attempts count before they are checked");
+        assert!(s.attempt(other, 1000));
+        s.succeeded(other);
+        assert!(s.attempt(ip, FAILURE_WINDOW_MS), "a new window");
+        // An IPv6 host is counted by its /64.
+        for i in 0..MAX_FAILURES {
+            assert!(s.attempt(format!("2001:db8::{i:x}").parse().expect("ip"), 0));
+        }
+        assert!(!s.attempt("2001:db8::ffff".parse().expect("ip"), 0));
+        assert!(s.attempt("2001:db8:0:1::1".parse().expect("ip"), 0), "another /64");
+    }
+
+    #[test]
+    fn a_success_does_not_count_and_the_map_stays_bounded() {
+        let s = Sessions::default();
+        let ip: IpAddr = "10.0.0.7".parse().expect("ip");
+        for _ in 0..3 * MAX_FAILURES {
+            assert!(s.attempt(ip, 0));
+            s.succeeded(ip);
+        }
+        // 10.0.0.7 is counted already: the rest fill the map.
+        for i in 0..MAX_TRACKED as u32 - 1 {
+            assert!(s.attempt(IpAddr::V4(std::net::Ipv4Addr::from(0x0a00_0000 + i + 1000)), 0));
+        }
+        assert!(!s.attempt("192.0.2.1".parse().expect("ip"), 10), "full within the window");
+        assert!(s.attempt("192.0.2.1".parse().expect("ip"), FAILURE_WINDOW_MS), "room after it");
     }
 
     #[test]

@@ -89,7 +89,7 @@ async fn a_sign_in_from_another_site_or_without_a_token_is_refused() {
 
     // Too many failures from one address: refused before any check.
     for _ in 0..session::MAX_FAILURES {
-        page.sessions.failed("10.0.0.9".parse().expect("ip"), now_ms());
+        page.sessions.attempt("10.0.0.9".parse().expect("ip"), now_ms());
     }
     let (code, _, body) = send(&app, post("/login", None, "token=STKC-1-x")).await;
     assert_eq!(code, StatusCode::TOO_MANY_REQUESTS);
