@@ -18,6 +18,9 @@
 //! - `session.rs`: the dispatcher session — connect, receive assignments,
 //!   heartbeat, batch and resend status reports, back off and rotate managers,
 //!   follow the leader a refusing manager names.
+//! - `logs.rs`: log subscriptions (`stackctl logs`): one job per
+//!   subscription reads the selected containers' logs and publishes them to
+//!   the leader on a connection of its own, in bounded batches.
 //! - `managers.rs`: the list of managers to try, merged from session
 //!   messages and kept in `STATE_DIR/managers.json`.
 //! - [`worker`]: the node's task set; assignments in, one runner per task,

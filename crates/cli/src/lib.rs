@@ -19,12 +19,16 @@
 //! - `autolock.rs`: `cluster autolock on|off`, `cluster unlock-key`,
 //!   `cluster unlock` (a locked manager's key).
 //! - `deploy.rs`: `stackctl deploy`.
+//! - `registry_auth.rs`: `deploy --with-registry-auth`: the client's
+//!   registry credentials (`DOCKER_AUTH_CONFIG` or `config.json`).
 //! - `follow.rs`: following a rollout (`--wait`): a live bar per service on
 //!   a terminal, a line per change otherwise, JSON lines with `-o json`.
 //! - `progress.rs`: where each service's rollout stands (pure).
 //! - `events.rs`: `stackctl events` (the cluster's events, `-f` across
 //!   failovers).
 //! - `dryrun.rs`: `stackctl deploy --dry-run`: the changes a deploy would make.
+//! - `logs.rs`: `stackctl logs` (the output of a service's tasks; `-f`
+//!   across replacements and failovers).
 //! - `inspect.rs`: listings and inspection (`stack ls`, `service ls`, `ps`, …).
 //! - `objects.rs`: `secret` and `config` commands (create, ls, rm).
 //! - `output.rs`: tables and JSON with the same field names.

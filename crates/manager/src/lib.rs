@@ -32,7 +32,11 @@
 //!   loop implements.
 //! - `controller.rs`: the loop that turns state into plans through core
 //!   (orchestrate, schedule).
-//! - `dispatcher.rs`: agent sessions, heartbeats, status reports.
+//! - `dispatcher.rs`: agent sessions, heartbeats, status reports; the
+//!   `PublishLogs` streams of `stackctl logs`.
+//! - `logs/`: the relay of `stackctl logs` on the leader (`plan.rs` pure:
+//!   a target → the nodes to ask; `broker.rs`: subscriptions, the sessions
+//!   they go out on, the streams that feed them).
 //! - `monitor.rs`: the loop that declares silent nodes down (core's `liveness`).
 //! - [`metrics`]: the manager's metrics, read on each scrape (Raft, the
 //!   dispatcher, and on the leader the cluster's figures from core).
