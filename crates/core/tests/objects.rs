@@ -4,8 +4,7 @@
 use std::collections::BTreeMap;
 
 use stackd_core::model::{
-    Blob, DataKind, EndpointMode, FileRef, ObjectOrigin, ObjectSpec, RestartPolicy, ServiceMode, ServiceSpec,
-    StackSpec, TaskTemplate, UpdateConfig, digest,
+    Blob, DataKind, FileRef, ObjectOrigin, ObjectSpec, ServiceSpec, StackSpec, TaskTemplate, digest,
 };
 use stackd_core::{ClusterState, Command};
 
@@ -38,17 +37,8 @@ fn stack(name: &str, secrets: &[(&str, ObjectSpec)]) -> StackSpec {
             digest: o.digest.clone(),
         })
         .collect();
-    let svc = ServiceSpec {
-        name: "web".into(),
-        mode: ServiceMode::Replicated { replicas: 1 },
-        task: TaskTemplate { image: "app:1".into(), secrets: refs, ..Default::default() },
-        restart: RestartPolicy::default(),
-        update: UpdateConfig::default(),
-        rollback: UpdateConfig::rollback_default(),
-        labels: BTreeMap::new(),
-        endpoint_mode: EndpointMode::Vip,
-        depends_on: Vec::new(),
-    };
+    let svc =
+        ServiceSpec::replicated("web", 1, TaskTemplate { image: "app:1".into(), secrets: refs, ..Default::default() });
     StackSpec {
         name: name.into(),
         services: [("web".to_string(), svc)].into(),

@@ -245,17 +245,7 @@ fn a_removed_node_takes_its_tasks_down_and_its_reports_are_ignored() {
     assert!(c.refused(Command::RemoveNode { id: "m1".into(), at: 31 }).contains("last manager"));
     assert_eq!(c.refused(Command::RemoveNode { id: "nope".into(), at: 31 }), "no node nope");
     // One running task on w1 and one that had exited already.
-    let svc = ServiceSpec {
-        name: "web".into(),
-        mode: ServiceMode::Replicated { replicas: 2 },
-        task: TaskTemplate { image: "web:1".into(), ..Default::default() },
-        restart: RestartPolicy::default(),
-        update: UpdateConfig::default(),
-        rollback: UpdateConfig::rollback_default(),
-        labels: BTreeMap::new(),
-        endpoint_mode: EndpointMode::Vip,
-        depends_on: Vec::new(),
-    };
+    let svc = ServiceSpec::replicated("web", 2, TaskTemplate { image: "web:1".into(), ..Default::default() });
     let spec = StackSpec { name: "app".into(), services: [("web".to_string(), svc)].into(), ..Default::default() };
     assert_eq!(c.apply(Command::PutStack { spec, prune: false, registry_auth: None, at: 40 }).rejected, None);
     let plan = stackd_core::orchestrator::orchestrate(&c.state, 40).plan;

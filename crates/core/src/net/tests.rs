@@ -273,22 +273,16 @@ mod views {
         apply(&mut s, Command::InitCluster { cluster_id: "c".into(), at: 1, security: None, node: None });
         apply(&mut s, Command::UpsertNode { node: node(1), at: 2 });
         apply(&mut s, Command::UpsertNode { node: node(2), at: 3 });
-        let web = ServiceSpec {
-            name: "web".into(),
-            mode: ServiceMode::Replicated { replicas: 2 },
-            task: TaskTemplate {
+        let web = ServiceSpec::replicated(
+            "web",
+            2,
+            TaskTemplate {
                 image: "web:1".into(),
                 networks: vec![NetworkAttachment { network: "shop_default".into(), aliases: vec!["www".into()] }],
                 ports,
                 ..Default::default()
             },
-            restart: RestartPolicy::default(),
-            update: UpdateConfig::default(),
-            rollback: UpdateConfig::rollback_default(),
-            labels: BTreeMap::new(),
-            endpoint_mode: EndpointMode::Vip,
-            depends_on: Vec::new(),
-        };
+        );
         let spec = StackSpec {
             name: "shop".into(),
             services: BTreeMap::from([("web".to_string(), web)]),

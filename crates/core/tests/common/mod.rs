@@ -92,16 +92,6 @@ pub fn node(id: &str, role: NodeRole) -> Node {
 /// policy at its default.
 pub fn shop_web(image: &str) -> stackd_core::model::StackSpec {
     use stackd_core::model::*;
-    let svc = ServiceSpec {
-        name: "web".into(),
-        mode: ServiceMode::Replicated { replicas: 2 },
-        task: TaskTemplate { image: image.into(), ..Default::default() },
-        restart: RestartPolicy::default(),
-        update: UpdateConfig::default(),
-        rollback: UpdateConfig::rollback_default(),
-        labels: BTreeMap::new(),
-        endpoint_mode: EndpointMode::Vip,
-        depends_on: Vec::new(),
-    };
+    let svc = ServiceSpec::replicated("web", 2, TaskTemplate { image: image.into(), ..Default::default() });
     StackSpec { name: "shop".into(), services: BTreeMap::from([("web".to_string(), svc)]), ..Default::default() }
 }
