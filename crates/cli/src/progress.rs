@@ -159,6 +159,7 @@ mod tests {
         let loaded = stackd_core::loader::load("app", &[file], &Default::default()).expect("stack loads");
         let spec = loaded.spec.services["web"].clone();
         Service {
+            autoscale: None,
             id: "s1".into(),
             name: "app_web".into(),
             stack: "app".into(),

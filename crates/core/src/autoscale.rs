@@ -38,7 +38,7 @@ pub const STALE_AFTER: Timestamp = 3 * PERIOD;
 pub const UP_STEP_MIN: u64 = 4;
 
 /// What the replicas are measured by, and the value each should have.
-#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Target {
     /// Average CPU per replica, in percent of the task's CPU limit (or of
@@ -73,7 +73,7 @@ impl Target {
 }
 
 /// A service's autoscaling policy (`x-stackd-autoscale`).
-#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Policy {
     /// The fewest replicas.
     pub min: u64,
@@ -85,6 +85,21 @@ pub struct Policy {
     pub down_window: Timestamp,
     /// The scale-up stabilisation window (ms): 0, at once.
     pub up_window: Timestamp,
+    /// How often the leader decides (ms): [`PERIOD`] by default.
+    #[serde(default = "default_period")]
+    pub period: Timestamp,
+}
+
+fn default_period() -> Timestamp {
+    PERIOD
+}
+
+impl Policy {
+    /// A policy with the defaults: no scale-up window, a 5-minute
+    /// scale-down window, a decision every 15 s.
+    pub fn new(min: u64, max: u64, target: Target) -> Policy {
+        Policy { min, max, target, down_window: DOWN_WINDOW, up_window: 0, period: PERIOD }
+    }
 }
 
 /// The service's load over the last period.
@@ -207,7 +222,7 @@ pub fn decide(
     now: Timestamp,
 ) -> Decision {
     let (min, max) = (policy.min, policy.max.max(policy.min));
-    let wake_at = now.saturating_add(PERIOD);
+    let wake_at = now.saturating_add(policy.period.max(1));
     let hold = |reason| Decision { replicas: current, reason, recommendation: None, wake_at };
     if current < min || current > max {
         return Decision { replicas: current.clamp(min, max), reason: Reason::Bounds, recommendation: None, wake_at };

@@ -3,7 +3,7 @@ use proptest::prelude::*;
 use super::*;
 
 fn policy(min: u64, max: u64) -> Policy {
-    Policy { min, max, target: Target::Cpu { percent: 70 }, down_window: DOWN_WINDOW, up_window: 0 }
+    Policy::new(min, max, Target::Cpu { percent: 70 })
 }
 
 /// What replicas running `demand` replicas' worth of work at the target

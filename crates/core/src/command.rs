@@ -65,6 +65,31 @@ pub enum Command {
         service: String,
         /// The replica count.
         replicas: u64,
+        /// An autoscaled service is refused unless this is set; then its
+        /// policy goes (until a deploy brings it back).
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        disable_autoscale: bool,
+        /// Time.
+        at: Timestamp,
+    },
+    /// The autoscaler's decision for a service (the leader's, see
+    /// `crate::autoscale`): the replica count set in place — no new
+    /// revision, no rollout — and what was measured, and the decision
+    /// recorded when `decision` is given. Ignored for a service that is no
+    /// longer autoscaled; the count stays put while a rollout runs and is
+    /// kept within the policy's bounds.
+    Autoscale {
+        /// The service's id.
+        service_id: String,
+        /// The replicas it should run.
+        replicas: u64,
+        /// The measurement, in thousandths of the target's unit; `None`:
+        /// nothing measured.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        measured_milli: Option<u64>,
+        /// The decision to record (why), when there is one to record.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        decision: Option<String>,
         /// Time.
         at: Timestamp,
     },
@@ -347,6 +372,7 @@ impl Command {
             | Command::ResumeUpdate { at, .. }
             | Command::PinImage { at, .. }
             | Command::ScaleService { at, .. }
+            | Command::Autoscale { at, .. }
             | Command::RebalanceService { at, .. }
             | Command::RollbackService { at, .. }
             | Command::RemoveStack { at, .. }

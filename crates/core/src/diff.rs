@@ -140,6 +140,7 @@ mod tests {
 
     fn spec(image: &str, replicas: u64) -> ServiceSpec {
         ServiceSpec {
+            autoscale: None,
             name: "web".into(),
             mode: ServiceMode::Replicated { replicas },
             task: TaskTemplate { image: image.into(), ..Default::default() },

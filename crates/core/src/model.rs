@@ -934,6 +934,30 @@ pub struct ServiceSpec {
     /// of the encoding while empty, so specs written before it encode as before.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub depends_on: Vec<Dependency>,
+    /// The autoscaling policy (`x-stackd-autoscale`): the leader sets the
+    /// replicas within its bounds from the measured load; `replicas` is
+    /// the starting point. Replicated services only. Left out of the
+    /// encoding while absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub autoscale: Option<crate::autoscale::Policy>,
+}
+
+impl ServiceSpec {
+    /// What a deploy of `self` makes of a service whose spec is `current`:
+    /// it keeps the force counter (as `docker stack deploy` does) and, when
+    /// both are autoscaled, the replica count the autoscaler set, within
+    /// the new policy's bounds, so that a deploy during a storm does not
+    /// reset it (and a deploy of the same file is no change).
+    pub fn as_deployed_over(&self, current: &ServiceSpec) -> ServiceSpec {
+        let mut spec = self.clone();
+        spec.task.force_update = current.task.force_update;
+        if let (Some(policy), Some(_), ServiceMode::Replicated { replicas: now }, ServiceMode::Replicated { .. }) =
+            (&spec.autoscale, &current.autoscale, &current.mode, &spec.mode)
+        {
+            spec.mode = ServiceMode::Replicated { replicas: (*now).clamp(policy.min, policy.max.max(policy.min)) };
+        }
+        spec
+    }
 }
 
 /// What a service waits for of a service it depends on (compose's
@@ -1266,6 +1290,7 @@ impl ServiceSpec {
     /// defaults for the rest (what the loader starts from).
     pub fn replicated(name: &str, replicas: u64, task: TaskTemplate) -> ServiceSpec {
         ServiceSpec {
+            autoscale: None,
             name: name.to_string(),
             mode: ServiceMode::Replicated { replicas },
             task,
@@ -1312,6 +1337,43 @@ pub struct Service {
     /// A rebalance under way (`stackctl service rebalance`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rebalance: Option<Rebalance>,
+    /// What the autoscaler last measured and decided, for an autoscaled
+    /// service; left out of the encoding while absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub autoscale: Option<AutoscaleStatus>,
+}
+
+/// The autoscaler's decisions a service keeps (`service inspect`).
+pub const AUTOSCALE_DECISIONS_KEPT: usize = 10;
+
+/// What the autoscaler last measured and decided (`service inspect`),
+/// written by the leader when the count changes, when why it holds
+/// changes, and at least every minute while it measures.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AutoscaleStatus {
+    /// When the last measurement was recorded.
+    pub measured_at: Timestamp,
+    /// The measured average per replica in thousandths of the target's
+    /// unit (70 000 for 70 % CPU); `None` while nothing is measured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub measured_milli: Option<u64>,
+    /// The last decisions, oldest first, at most [`AUTOSCALE_DECISIONS_KEPT`].
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub decisions: Vec<AutoscaleDecision>,
+}
+
+/// One decision of the autoscaler, as replicated: a change of the replica
+/// count, or a change of why it holds (metrics missing, back, a rollout).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AutoscaleDecision {
+    /// When it was made.
+    pub at: Timestamp,
+    /// The replicas before.
+    pub from: u64,
+    /// The replicas after.
+    pub to: u64,
+    /// Why, as a sentence (`1 → 3: 190% CPU against a target of 70% asks for 3`).
+    pub reason: String,
 }
 
 impl Service {
@@ -1331,6 +1393,7 @@ impl Service {
             updated_at: at,
             task_failures: 0,
             rebalance: None,
+            autoscale: None,
         }
     }
 }

@@ -348,6 +348,7 @@ mod tests {
 
     fn web() -> ServiceSpec {
         ServiceSpec {
+            autoscale: None,
             name: "web".into(),
             mode: ServiceMode::Replicated { replicas: 1 },
             task: TaskTemplate { image: "web:1".into(), ..Default::default() },

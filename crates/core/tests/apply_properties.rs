@@ -54,6 +54,7 @@ fn stack(replicas: u64, image: &str, name: &str) -> StackSpec {
 
 fn stack_of(mode: ServiceMode, image: &str, name: &str) -> StackSpec {
     let svc = ServiceSpec {
+        autoscale: None,
         name: "web".into(),
         mode,
         task: TaskTemplate {

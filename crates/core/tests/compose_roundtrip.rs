@@ -512,6 +512,7 @@ mod generated {
                         EndpointMode::Vip
                     };
                     ServiceSpec {
+                        autoscale: None,
                         name: name.clone(),
                         mode,
                         task,

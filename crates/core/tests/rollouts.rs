@@ -83,7 +83,10 @@ fn scale_makes_a_revision_with_the_count_and_keeps_the_image() {
     let id = web(&s).id.clone();
     let pin = ImagePin::Digest { reference: "web@sha256:ccc".into() };
     s.apply(i, &Command::PinImage { service_id: id, revision: 3, pin: pin.clone(), at: i });
-    let r = s.apply(i + 1, &Command::ScaleService { service: "shop_web".into(), replicas: 5, at: i + 1 });
+    let r = s.apply(
+        i + 1,
+        &Command::ScaleService { disable_autoscale: false, service: "shop_web".into(), replicas: 5, at: i + 1 },
+    );
     assert_eq!(r.rejected, None);
     let w = web(&s);
     assert_eq!((w.revision, &w.spec.mode, &w.image), (4, &ServiceMode::Replicated { replicas: 5 }, &pin));
@@ -92,13 +95,20 @@ fn scale_makes_a_revision_with_the_count_and_keeps_the_image() {
     // The same count again: nothing changes.
     let before = s.clone();
     assert_eq!(
-        s.apply(i + 2, &Command::ScaleService { service: "shop_web".into(), replicas: 5, at: i + 2 }).rejected,
+        s.apply(
+            i + 2,
+            &Command::ScaleService { disable_autoscale: false, service: "shop_web".into(), replicas: 5, at: i + 2 }
+        )
+        .rejected,
         None
     );
     assert_eq!(s, before);
     // Too many, or an unknown service: refused, nothing changes.
     for (service, replicas, why) in [("shop_web", 10_001, "at most 10000"), ("shop_nope", 1, "no service named")] {
-        let r = s.apply(i + 3, &Command::ScaleService { service: service.into(), replicas, at: i + 3 });
+        let r = s.apply(
+            i + 3,
+            &Command::ScaleService { disable_autoscale: false, service: service.into(), replicas, at: i + 3 },
+        );
         assert!(r.rejected.unwrap_or_default().contains(why));
         assert_eq!(s, before);
     }
@@ -113,7 +123,8 @@ fn a_global_service_or_a_job_does_not_scale() {
     svc.mode = ServiceMode::Global;
     s.apply(2, &Command::PutStack { spec, prune: false, registry_auth: None, at: 2 });
     let before = s.clone();
-    let r = s.apply(3, &Command::ScaleService { service: "shop_web".into(), replicas: 3, at: 3 });
+    let r =
+        s.apply(3, &Command::ScaleService { disable_autoscale: false, service: "shop_web".into(), replicas: 3, at: 3 });
     assert!(r.rejected.unwrap_or_default().contains("is global"));
     assert_eq!(s, before);
 }

@@ -45,6 +45,7 @@ fn node(k: usize) -> Node {
 
 fn service(k: usize) -> ServiceSpec {
     ServiceSpec {
+        autoscale: None,
         name: format!("svc{k}"),
         mode: ServiceMode::Replicated { replicas: REPLICAS },
         task: TaskTemplate {

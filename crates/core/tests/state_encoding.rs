@@ -41,6 +41,7 @@ fn node(k: usize) -> Node {
 
 fn service(name: &str, mode: ServiceMode, image: &str) -> ServiceSpec {
     ServiceSpec {
+        autoscale: None,
         name: name.into(),
         mode,
         task: TaskTemplate { image: image.into(), env: vec!["A=1".into(), "B=two".into()], ..Default::default() },

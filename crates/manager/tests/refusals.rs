@@ -60,6 +60,7 @@ fn stack(name: &str, secret: ObjectSpec) -> v1::DeployStackRequest {
         digest: secret.digest.clone(),
     };
     let svc = ServiceSpec {
+        autoscale: None,
         name: "web".into(),
         mode: ServiceMode::Replicated { replicas: 1 },
         task: TaskTemplate { image: "app:1".into(), secrets: vec![file], ..Default::default() },

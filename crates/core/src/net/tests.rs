@@ -421,6 +421,7 @@ mod mesh_ports {
 
     fn stack(name: &str, port: u16, mode: PublishMode) -> StackSpec {
         let web = ServiceSpec {
+            autoscale: None,
             name: "web".into(),
             mode: ServiceMode::Replicated { replicas: 1 },
             task: TaskTemplate {

@@ -15,6 +15,7 @@ pub(crate) struct Sim {
 
 pub(crate) fn spec(name: &str, replicas: u64, image: &str) -> ServiceSpec {
     ServiceSpec {
+        autoscale: None,
         name: name.into(),
         mode: ServiceMode::Replicated { replicas },
         task: TaskTemplate { image: image.into(), stop_grace_period_ms: 10_000, ..Default::default() },

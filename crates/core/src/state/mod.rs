@@ -360,7 +360,12 @@ impl ClusterState {
             Command::ResumeUpdate { service, .. } => self.resume_update(&mut cx, service),
             Command::RollbackService { service, to, .. } => self.rollback_service(&mut cx, service, *to),
             Command::PinImage { service_id, revision, pin, .. } => self.pin_image(&mut cx, service_id, *revision, pin),
-            Command::ScaleService { service, replicas, .. } => self.scale_service(&mut cx, service, *replicas),
+            Command::ScaleService { service, replicas, disable_autoscale, .. } => {
+                self.scale_service(&mut cx, service, *replicas, *disable_autoscale)
+            }
+            Command::Autoscale { service_id, replicas, measured_milli, decision, .. } => {
+                self.autoscale(&mut cx, service_id, *replicas, *measured_milli, decision.as_deref())
+            }
             Command::RebalanceService { service, .. } => self.rebalance_service(&mut cx, service),
             Command::RemoveStack { name, .. } => self.remove_stack(&mut cx, name),
             Command::UpsertNode { node, .. } => self.upsert_node(&mut cx, node),
@@ -583,9 +588,9 @@ impl ClusterState {
             let existing = self.services.values_mut().find(|s| s.name == full);
             match existing {
                 Some(s) => {
-                    // A deploy keeps the service's force counter (as `docker stack deploy` does).
-                    let mut svc = svc.clone();
-                    svc.task.force_update = s.spec.task.force_update;
+                    // A deploy keeps the service's force counter (as `docker
+                    // stack deploy` does) and an autoscaled count.
+                    let svc = svc.as_deployed_over(&s.spec);
                     if s.spec == svc {
                         result.unchanged.push(full);
                     } else {

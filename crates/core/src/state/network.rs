@@ -97,6 +97,7 @@ impl ClusterState {
             trial.services.insert(
                 id.clone(),
                 Service {
+                    autoscale: None,
                     id,
                     stack: spec.name.clone(),
                     name: full,

@@ -3,7 +3,7 @@
 //! revision of the service.
 
 use super::*;
-use crate::model::ServiceMode;
+use crate::model::{AUTOSCALE_DECISIONS_KEPT, AutoscaleDecision, ServiceMode};
 
 impl ClusterState {
     /// `ForceUpdate`: a new revision that differs only in the force counter.
@@ -67,9 +67,9 @@ impl ClusterState {
             cx.refuse(Refusal::not_found(msg));
             return;
         };
-        let mut spec = target.spec.clone();
-        // The force counter stays: a rollback is not a forced update.
-        spec.task.force_update = s.spec.task.force_update;
+        // The force counter stays: a rollback is not a forced update; nor
+        // does an autoscaled count go back.
+        let spec = target.spec.as_deployed_over(&s.spec);
         if spec == s.spec {
             cx.refuse(Refusal::failed_precondition(format!(
                 "{name} already runs the spec of revision {}",
@@ -88,11 +88,20 @@ impl ClusterState {
     }
 
     /// `ScaleService`: a new revision with another replica count.
-    pub(super) fn scale_service(&mut self, cx: &mut Ctx, name: &str, replicas: u64) {
+    pub(super) fn scale_service(&mut self, cx: &mut Ctx, name: &str, replicas: u64, disable_autoscale: bool) {
         let Some(s) = self.services.values_mut().find(|s| s.name == name) else {
             cx.refuse(Refusal::not_found(format!("no service named {name:?}")));
             return;
         };
+        if let Some(p) = &s.spec.autoscale
+            && !disable_autoscale
+        {
+            cx.refuse(Refusal::failed_precondition(format!(
+                "{name} is autoscaled between {} and {} replicas (x-stackd-autoscale): scale it with --disable-autoscale to set the count by hand and turn the autoscaler off until the stack is deployed again, or change the policy in the stack file",
+                p.min, p.max
+            )));
+            return;
+        }
         let current = match s.spec.mode {
             ServiceMode::Replicated { replicas } => replicas,
             ServiceMode::Global => {
@@ -115,15 +124,52 @@ impl ClusterState {
             )));
             return;
         }
-        if replicas == current {
+        if replicas == current && s.spec.autoscale.is_none() {
             return;
         }
         let mut spec = s.spec.clone();
         spec.mode = ServiceMode::Replicated { replicas };
+        let turned_off = spec.autoscale.take().is_some();
         // The same template: its tasks keep running what they run.
         let image = s.image.clone();
         new_revision(cx, s, spec, image);
         s.update.message = format!("scaled from {current} to {replicas} replicas");
+        if turned_off {
+            s.update.message.push_str(", the autoscaler turned off");
+        }
+    }
+
+    /// `Autoscale`: the autoscaler's count, set in place (see the command).
+    pub(super) fn autoscale(
+        &mut self,
+        cx: &mut Ctx,
+        service_id: &str,
+        replicas: u64,
+        measured_milli: Option<u64>,
+        decision: Option<&str>,
+    ) {
+        let Some(s) = self.services.get_mut(service_id) else { return };
+        let (Some(policy), ServiceMode::Replicated { replicas: current }) = (s.spec.autoscale, s.spec.mode.clone())
+        else {
+            return;
+        };
+        let rollout = matches!(s.update.state, UpdateState::Updating | UpdateState::RollingBack);
+        let to = if rollout { current } else { replicas.clamp(policy.min, policy.max.max(policy.min)) };
+        let status = s.autoscale.get_or_insert_with(Default::default);
+        status.measured_at = cx.at;
+        status.measured_milli = measured_milli;
+        if let Some(why) = decision {
+            status.decisions.push(AutoscaleDecision { at: cx.at, from: current, to, reason: why.to_string() });
+            let excess = status.decisions.len().saturating_sub(AUTOSCALE_DECISIONS_KEPT);
+            status.decisions.drain(..excess);
+        }
+        if to != current {
+            s.spec.mode = ServiceMode::Replicated { replicas: to };
+        }
+        if let Some(why) = decision {
+            let (id, name, stack) = (s.id.clone(), s.name.clone(), s.stack.clone());
+            cx.event(ObjectKind::Service, Action::Update, &id, &name, &stack, format!("autoscale: {why}"));
+        }
     }
 
     /// `RebalanceService`: a rebalance starts (the orchestrator moves the

@@ -40,7 +40,9 @@ impl ClusterState {
             // rollouts were recorded).
             let target = s.history.iter().rposition(Revision::was_healthy).or(s.history.len().checked_sub(1));
             let Some(prev) = target.map(|k| s.history.remove(k)) else { continue };
-            let current = std::mem::replace(&mut s.spec, prev.spec);
+            // An autoscaled count stays what the autoscaler set.
+            let spec = prev.spec.as_deployed_over(&s.spec);
+            let current = std::mem::replace(&mut s.spec, spec);
             // The image the previous revision ran, not what its tag means now.
             let image = if prev.image.is_pending() { ImagePin::for_image(&s.spec.task.image) } else { prev.image };
             let current_image = std::mem::replace(&mut s.image, image);

@@ -207,6 +207,7 @@ mod tests {
         };
         s.stacks.insert("shop".into(), stack);
         let spec = ServiceSpec {
+            autoscale: None,
             name: "web".into(),
             mode: ServiceMode::Replicated { replicas: 3 },
             task: template(),

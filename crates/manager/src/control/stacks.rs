@@ -191,7 +191,9 @@ pub(super) async fn update_service(
         (true, false, false, None, false) => Command::ForceUpdate { service: name.clone(), at },
         (false, true, false, None, false) => Command::ResumeUpdate { service: name.clone(), at },
         (false, false, true, None, false) => Command::RollbackService { service: name.clone(), to: r.to, at },
-        (false, false, false, Some(replicas), false) => Command::ScaleService { service: name.clone(), replicas, at },
+        (false, false, false, Some(replicas), false) => {
+            Command::ScaleService { service: name.clone(), replicas, disable_autoscale: r.disable_autoscale, at }
+        }
         (false, false, false, None, true) => Command::RebalanceService { service: name.clone(), at },
         _ => {
             return Err(refused(Refusal::invalid(

@@ -438,6 +438,7 @@ impl From<&model::ServiceSpec> for v1::ServiceSpec {
             rollback: Some((&value.rollback).into()),
             endpoint_mode: v1::EndpointMode::from(value.endpoint_mode).into(),
             depends_on: value.depends_on.iter().map(Into::into).collect(),
+            autoscale: value.autoscale.as_ref().map(Into::into),
         }
     }
 }
@@ -450,6 +451,7 @@ impl TryFrom<v1::ServiceSpec> for model::ServiceSpec {
 
     fn try_from(value: v1::ServiceSpec) -> Result<Self, ConvertError> {
         Ok(Self {
+            autoscale: value.autoscale.map(TryInto::try_into).transpose()?,
             name: value.name,
             mode: required_into("ServiceSpec.mode", value.mode)?,
             task: required_into("ServiceSpec.task", value.task)?,
@@ -460,6 +462,74 @@ impl TryFrom<v1::ServiceSpec> for model::ServiceSpec {
             endpoint_mode: wire_enum::<v1::EndpointMode>("ServiceSpec.endpoint_mode", value.endpoint_mode)?.into(),
             depends_on: try_vec(value.depends_on)?,
         })
+    }
+}
+
+impl From<&stackd_core::autoscale::Policy> for v1::AutoscalePolicy {
+    fn from(value: &stackd_core::autoscale::Policy) -> Self {
+        use stackd_core::autoscale::Target;
+        Self {
+            min: value.min,
+            max: value.max,
+            target: Some(match value.target {
+                Target::Cpu { percent } => v1::autoscale_policy::Target::CpuPercent(percent),
+                Target::Connections { per_replica } => v1::autoscale_policy::Target::ConnectionsPerReplica(per_replica),
+            }),
+            down_window_ms: value.down_window,
+            up_window_ms: value.up_window,
+            period_ms: value.period,
+        }
+    }
+}
+
+impl TryFrom<v1::AutoscalePolicy> for stackd_core::autoscale::Policy {
+    type Error = ConvertError;
+
+    fn try_from(value: v1::AutoscalePolicy) -> Result<Self, ConvertError> {
+        use stackd_core::autoscale::Target;
+        let target = match value.target {
+            Some(v1::autoscale_policy::Target::CpuPercent(percent)) => Target::Cpu { percent },
+            Some(v1::autoscale_policy::Target::ConnectionsPerReplica(per_replica)) => {
+                Target::Connections { per_replica }
+            }
+            None => return Err(ConvertError::Missing("AutoscalePolicy.target")),
+        };
+        Ok(Self {
+            min: value.min,
+            max: value.max,
+            target,
+            down_window: value.down_window_ms,
+            up_window: value.up_window_ms,
+            period: value.period_ms,
+        })
+    }
+}
+
+impl From<&model::AutoscaleStatus> for v1::AutoscaleStatus {
+    fn from(value: &model::AutoscaleStatus) -> Self {
+        Self {
+            measured_at: value.measured_at,
+            measured_milli: value.measured_milli,
+            decisions: value
+                .decisions
+                .iter()
+                .map(|d| v1::AutoscaleDecision { at: d.at, from: d.from, to: d.to, reason: d.reason.clone() })
+                .collect(),
+        }
+    }
+}
+
+impl From<v1::AutoscaleStatus> for model::AutoscaleStatus {
+    fn from(value: v1::AutoscaleStatus) -> Self {
+        Self {
+            measured_at: value.measured_at,
+            measured_milli: value.measured_milli,
+            decisions: value
+                .decisions
+                .into_iter()
+                .map(|d| model::AutoscaleDecision { at: d.at, from: d.from, to: d.to, reason: d.reason })
+                .collect(),
+        }
     }
 }
 
@@ -588,6 +658,7 @@ impl From<&model::Service> for v1::Service {
                 last_moved_at: r.last_moved_at,
             }),
             task_failures: value.task_failures,
+            autoscale: value.autoscale.as_ref().map(Into::into),
         }
     }
 }
@@ -597,6 +668,7 @@ impl TryFrom<v1::Service> for model::Service {
 
     fn try_from(value: v1::Service) -> Result<Self, ConvertError> {
         Ok(Self {
+            autoscale: value.autoscale.map(Into::into),
             id: value.id,
             stack: value.stack,
             name: value.name,

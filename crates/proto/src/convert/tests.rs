@@ -173,6 +173,7 @@ pub(super) fn full_template() -> model::TaskTemplate {
 
 pub(super) fn spec() -> model::ServiceSpec {
     model::ServiceSpec {
+        autoscale: None,
         name: "web".into(),
         mode: model::ServiceMode::Replicated { replicas: 3 },
         task: full_template(),
@@ -218,6 +219,7 @@ pub(super) fn spec() -> model::ServiceSpec {
 pub(super) fn service() -> model::Service {
     let old = model::ServiceSpec { mode: model::ServiceMode::Global, task: model::TaskTemplate::default(), ..spec() };
     model::Service {
+        autoscale: None,
         id: "s1".into(),
         stack: "shop".into(),
         name: "shop_web".into(),
@@ -313,6 +315,7 @@ pub(super) fn network() -> model::NetworkSpec {
 
 pub(super) fn stack_spec() -> model::StackSpec {
     let db = model::ServiceSpec {
+        autoscale: None,
         name: "db".into(),
         mode: model::ServiceMode::Global,
         task: model::TaskTemplate { image: "postgres:17".into(), ..Default::default() },
