@@ -22,9 +22,11 @@
 //! - **nothing while a rollout of the service runs**, and **nothing without
 //!   a fresh measurement** (both say so).
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
-use crate::model::Timestamp;
+use crate::model::{DesiredState, Task, TaskState, Timestamp};
 
 /// How far from the target the measurement may be with nothing done: 10 %.
 pub const TOLERANCE: f64 = 0.1;
@@ -272,6 +274,88 @@ pub fn decide(
         (current, Reason::Tolerance { value: m.value })
     };
     Decision { replicas: replicas.clamp(min, max), reason, recommendation, wake_at }
+}
+
+/// One task's use of its node, as the node's agent last reported it (the
+/// leader's memory): CPU over the agent's last period, memory now.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TaskSample {
+    /// The node that reported it.
+    pub node: String,
+    /// When the leader received it.
+    pub at: Timestamp,
+    /// CPU in cores (1.0: one core busy) over the agent's last period.
+    pub cpu_cores: f64,
+    /// Memory in bytes, as `docker stats` counts it (cache left out).
+    pub memory_bytes: u64,
+}
+
+/// The connections one node's routing mesh holds open to a service's tasks.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ConnectionSample {
+    /// When the leader received it.
+    pub at: Timestamp,
+    /// Open connections.
+    pub open: u64,
+}
+
+/// What the agents reported, as the leader holds it.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Samples {
+    /// By task id.
+    pub tasks: BTreeMap<String, TaskSample>,
+    /// By service full name, then by node id.
+    pub connections: BTreeMap<String, BTreeMap<String, ConnectionSample>>,
+}
+
+/// The service's load now, from the agents' samples, in the policy's unit:
+/// the average over its running tasks that have a fresh sample (CPU), or
+/// the mesh's open connections over every node divided by the running
+/// tasks (connections). `Err` says why there is none.
+pub fn measure(policy: &Policy, tasks: &[&Task], samples: &Samples, service: &str, now: Timestamp) -> Result<Measurement, String> {
+    let fresh = |at: Timestamp| at.saturating_add(STALE_AFTER) >= now;
+    let running: Vec<&&Task> = tasks
+        .iter()
+        .filter(|t| t.desired_state == DesiredState::Running && t.status.state == TaskState::Running)
+        .collect();
+    if running.is_empty() {
+        return Err("no task of the service runs".into());
+    }
+    match policy.target {
+        Target::Cpu { .. } => {
+            let mut sum = 0.0;
+            let mut n = 0u64;
+            let mut oldest = now;
+            for t in &running {
+                let Some(s) = samples.tasks.get(&t.id).filter(|s| fresh(s.at)) else { continue };
+                let limit = t.template.resources.limits.nano_cpus;
+                let cores = if limit == 0 { 1.0 } else { limit as f64 / 1e9 };
+                sum += 100.0 * s.cpu_cores / cores;
+                n += 1;
+                oldest = oldest.min(s.at);
+            }
+            if n == 0 {
+                return Err(format!(
+                    "no fresh CPU reading of its {} running task{} yet",
+                    running.len(),
+                    if running.len() == 1 { "" } else { "s" }
+                ));
+            }
+            Ok(Measurement { at: oldest, value: sum / n as f64, replicas: n })
+        }
+        Target::Connections { .. } => {
+            let by_node = samples.connections.get(service);
+            let fresh: Vec<&ConnectionSample> =
+                by_node.into_iter().flat_map(|m| m.values()).filter(|c| fresh(c.at)).collect();
+            if fresh.is_empty() {
+                return Err("no node reported the routing mesh's connections to it yet".into());
+            }
+            let open: u64 = fresh.iter().map(|c| c.open).sum();
+            let oldest = fresh.iter().map(|c| c.at).min().unwrap_or(now);
+            let n = running.len() as u64;
+            Ok(Measurement { at: oldest, value: open as f64 / n as f64, replicas: n })
+        }
+    }
 }
 
 #[cfg(test)]
