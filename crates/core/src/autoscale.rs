@@ -312,7 +312,13 @@ pub struct Samples {
 /// the average over its running tasks that have a fresh sample (CPU), or
 /// the mesh's open connections over every node divided by the running
 /// tasks (connections). `Err` says why there is none.
-pub fn measure(policy: &Policy, tasks: &[&Task], samples: &Samples, service: &str, now: Timestamp) -> Result<Measurement, String> {
+pub fn measure(
+    policy: &Policy,
+    tasks: &[&Task],
+    samples: &Samples,
+    service: &str,
+    now: Timestamp,
+) -> Result<Measurement, String> {
     let fresh = |at: Timestamp| at.saturating_add(STALE_AFTER) >= now;
     let running: Vec<&&Task> = tasks
         .iter()

@@ -83,6 +83,8 @@ pub struct Dispatcher {
     declared_down: Arc<std::sync::atomic::AtomicU64>,
     /// The relay of `stackctl logs` (logs.rs).
     logs: LogBroker,
+    /// What the agents report of their tasks' use, for the autoscaler.
+    usage: crate::autoscale::UsageBook,
 }
 
 /// The refusal of a manager that does not lead with a majority: `unavailable`
@@ -125,8 +127,14 @@ impl Dispatcher {
             pinning: Arc::default(),
             declared_down: Arc::default(),
             logs: LogBroker::new(raft.clone()),
+            usage: crate::autoscale::UsageBook::default(),
             raft,
         }
+    }
+
+    /// The agents' usage reports, which the autoscaler reads.
+    pub(crate) fn usage(&self) -> &crate::autoscale::UsageBook {
+        &self.usage
     }
 
     /// The log relay, which the control API's `Logs` subscribes through.

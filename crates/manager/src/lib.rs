@@ -38,6 +38,8 @@
 //!   a target → the nodes to ask; `broker.rs`: subscriptions, the sessions
 //!   they go out on, the streams that feed them).
 //! - `monitor.rs`: the loop that declares silent nodes down (core's `liveness`).
+//! - `autoscale/`: the leader's autoscaler loop (core's `autoscale`),
+//!   and `usage.rs` the agents' usage reports it reads (leader memory).
 //! - [`metrics`]: the manager's metrics, read on each scrape (Raft, the
 //!   dispatcher, and on the leader the cluster's figures from core).
 //! - `membership.rs`: the leader's loop that makes Raft's membership follow
@@ -69,6 +71,7 @@
 //! dispatcher, and the control API takes a certificate or a bearer token.
 
 mod auth;
+mod autoscale;
 mod backup;
 mod bootstrap;
 mod control;
@@ -248,6 +251,8 @@ impl Manager {
         // One dispatcher: the node monitor reads the heartbeats the service records.
         let dispatcher = dispatcher::Dispatcher::new(raft.clone(), &config.identity.cluster_id);
         tokio::spawn(reconcile::run(raft.clone(), monitor::NodeMonitor::new(dispatcher.clone()), stop.clone()));
+        let autoscaler = autoscale::Autoscaler::new(dispatcher.usage().clone());
+        tokio::spawn(reconcile::run(raft.clone(), autoscaler, stop.clone()));
         Ok(Self { raft, identity: config.identity, tls, certs, dispatcher, stop, initialised })
     }
 
