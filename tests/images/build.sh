@@ -11,6 +11,8 @@
 #   stackd-test/busybox:1   plain busybox, CMD sh            (busybox/Dockerfile)
 #   stackd-test/web-health:1  web with its own HEALTHCHECK (healthy once
 #                           /tmp/ready exists)               (web-health/Dockerfile)
+#   stackd-test/burn:1      web whose /cgi-bin/burn?n=N burns CPU (a shell
+#                           loop of N iterations) per request (burn/Dockerfile)
 #
 # Idempotent: each image carries LABEL io.stackd.test.hash=<sha256 of the
 # Dockerfile, every other file in the image directory, the busybox binary and
@@ -34,6 +36,7 @@ IMAGES=(
     "stackd-test/web:2|web|2"
     "stackd-test/busybox:1|busybox|1"
     "stackd-test/web-health:1|web-health|1"
+    "stackd-test/burn:1|burn|1"
 )
 
 die() {

@@ -58,8 +58,13 @@ use crate::netns::Netns;
 use crate::{Node, build_images};
 
 /// The images every node's engine gets.
-pub const TEST_IMAGES: [&str; 4] =
-    ["stackd-test/web:1", "stackd-test/web:2", "stackd-test/busybox:1", "stackd-test/web-health:1"];
+pub const TEST_IMAGES: [&str; 5] = [
+    "stackd-test/web:1",
+    "stackd-test/web:2",
+    "stackd-test/busybox:1",
+    "stackd-test/web-health:1",
+    "stackd-test/burn:1",
+];
 
 /// The prefix of an engine's dir in the temp dir: `stackd-engine-<pid>-<i>`
 /// (and `stackd-engine-<pid>-images` for the images' archive).
