@@ -418,11 +418,17 @@ pub enum ServiceCmd {
     },
     /// Set the replica count of replicated services: `stackctl service scale
     /// app_web=5 app_worker=2`. A new revision each (its tasks keep running;
-    /// slots are added or removed); with --wait, waits for every one.
+    /// slots are added or removed); with --wait, waits for every one. An
+    /// autoscaled service (`x-stackd-autoscale`) is refused unless
+    /// --disable-autoscale.
     Scale {
         /// `SERVICE=N`, one or more.
         #[arg(required = true, value_parser = parse_scale, value_name = "SERVICE=N")]
         targets: Vec<(String, u64)>,
+        /// Scale an autoscaled service by hand: its autoscaler is turned
+        /// off until the stack is deployed again.
+        #[arg(long)]
+        disable_autoscale: bool,
         #[command(flatten)]
         wait: WaitArgs,
     },

@@ -68,7 +68,12 @@ pub async fn show(g: &Global, c: &mut crate::client::Client, spec: &StackSpec, p
         match existing.get(name) {
             None => plan.create.push(full),
             // Read APIs leave secrets' digests out: compare without them.
-            Some(old) => match diff::service(&old.spec, &ServiceSpec { task: new.task.redacted(), ..new.clone() }) {
+            // What the deploy makes of it: the force counter and an
+            // autoscaled count kept (as the manager applies it).
+            Some(old) => match diff::service(&old.spec, &{
+                let d = new.as_deployed_over(&old.spec);
+                ServiceSpec { task: d.task.redacted(), ..d }
+            }) {
                 None => plan.unchanged.push(full),
                 Some(d) => plan.update.push(Update { service: full, diff: d }),
             },

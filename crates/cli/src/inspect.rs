@@ -179,8 +179,12 @@ pub struct ServiceRow {
     /// A job's completions at its current revision; absent for services.
     #[serde(skip_serializing_if = "Option::is_none")]
     completed: Option<u64>,
-    /// `running/desired`, or for a job `completed/desired completed`.
+    /// `running/desired`, or for a job `completed/desired completed`; for
+    /// an autoscaled service followed by ` (auto 2→5)`, its last change.
     replicas: String,
+    /// The autoscaling policy, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    autoscale: Option<stackd_core::autoscale::Policy>,
     image: String,
     revision: u64,
     update_state: String,
@@ -240,7 +244,8 @@ fn service_row(s: &Service, c: Counts) -> ServiceRow {
         running: c.running,
         desired: c.desired,
         completed: s.spec.mode.is_job().then_some(c.completed),
-        replicas: replicas(&s.spec.mode, c),
+        replicas: replicas(&s.spec.mode, c) + &crate::autoscale::replicas_tail(s),
+        autoscale: s.spec.autoscale,
         image: s.spec.task.image.clone(),
         revision: s.revision,
         update_state: serde_name(&s.update.state),
@@ -368,6 +373,9 @@ pub async fn service_inspect(g: &Global, name: &str) -> Result<i32> {
             );
             out!("Created:   {}", age(s.created_at));
             out!("Updated:   {}", age(s.updated_at));
+            for l in crate::autoscale::inspect_lines(s, age) {
+                out!("{l}");
+            }
             out!("Endpoint:  {}", s.spec.endpoint_mode.as_str());
             for l in network_lines(s.spec.endpoint_mode, &networks).iter().chain(&published_lines(&published)) {
                 out!("{l}");

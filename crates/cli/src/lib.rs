@@ -30,6 +30,7 @@
 //! - `logs.rs`: `stackctl logs` (the output of a service's tasks; `-f`
 //!   across replacements and failovers).
 //! - `inspect.rs`: listings and inspection (`stack ls`, `service ls`, `ps`, …).
+//! - `autoscale.rs`: how an autoscaled service shows in `service ls` and `service inspect`.
 //! - `objects.rs`: `secret` and `config` commands (create, ls, rm).
 //! - `output.rs`: tables and JSON with the same field names.
 //! - `rollout.rs`: `service history|rollback|update|scale|rebalance`.
@@ -51,6 +52,7 @@ macro_rules! out {
 mod addresses;
 mod args;
 mod autolock;
+mod autoscale;
 mod client;
 mod cluster;
 mod deploy;
@@ -131,7 +133,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
             rollout::update(g, service, rollout::What::Rollback(*to), wait).await
         }
         Cmd::Service { command: ServiceCmd::History { service } } => rollout::history(g, service).await,
-        Cmd::Service { command: ServiceCmd::Scale { targets, wait } } => rollout::scale(g, targets, wait).await,
+        Cmd::Service { command: ServiceCmd::Scale { targets, disable_autoscale, wait } } => {
+            rollout::scale(g, targets, *disable_autoscale, wait).await
+        }
         Cmd::Service { command: ServiceCmd::Rebalance { service, wait } } => {
             rollout::update(g, service, rollout::What::Rebalance, wait).await
         }

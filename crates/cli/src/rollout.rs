@@ -21,8 +21,8 @@ pub enum What {
     Resume,
     /// Roll back to the revision before, or to this one.
     Rollback(Option<u64>),
-    /// Set the replica count.
-    Scale(u64),
+    /// Set the replica count (and turn the autoscaler off).
+    Scale(u64, bool),
     /// Even out the spread over the nodes.
     Rebalance,
 }
@@ -30,11 +30,11 @@ pub enum What {
 /// Runs `service scale`: every change is sent first, then, with --wait,
 /// each service is followed in turn within the one timeout; the exit code
 /// is the worst of them (an error first, then timeout, paused, rolled back).
-pub async fn scale(g: &Global, targets: &[(String, u64)], wait: &WaitArgs) -> Result<i32> {
+pub async fn scale(g: &Global, targets: &[(String, u64)], disable_autoscale: bool, wait: &WaitArgs) -> Result<i32> {
     let mut display = Display::new(g.output);
     let mut sent = Vec::new();
     for (service, n) in targets {
-        sent.push(send(g, service, What::Scale(*n), wait.wait, &display).await?);
+        sent.push(send(g, service, What::Scale(*n, disable_autoscale), wait.wait, &display).await?);
     }
     let started = std::time::Instant::now();
     let mut worst = EXIT_OK;
@@ -81,7 +81,10 @@ async fn send(g: &Global, service: &str, what: What, wait: bool, display: &Displ
             req.rollback = true;
             req.to = to;
         }
-        What::Scale(n) => req.replicas = Some(n),
+        What::Scale(n, off) => {
+            req.replicas = Some(n);
+            req.disable_autoscale = off;
+        }
         What::Rebalance => req.rebalance = true,
     }
     // Not retried on another manager: a second force or rollback would make a second revision.
@@ -90,7 +93,7 @@ async fn send(g: &Global, service: &str, what: What, wait: bool, display: &Displ
         What::Force => "force",
         What::Resume => "resume",
         What::Rollback(_) => "rollback",
-        What::Scale(_) => "scale",
+        What::Scale(..) => "scale",
         What::Rebalance => "rebalance",
     };
     if let Display::Json = display {
@@ -102,7 +105,11 @@ async fn send(g: &Global, service: &str, what: What, wait: bool, display: &Displ
             }
             What::Resume => format!("Resuming the rollout of {} (revision {})", resp.service, resp.revision),
             What::Rollback(_) => format!("Rolling back service {} (revision {})", resp.service, resp.revision),
-            What::Scale(n) => format!("Scaling service {} to {n} (revision {})", resp.service, resp.revision),
+            What::Scale(n, false) => format!("Scaling service {} to {n} (revision {})", resp.service, resp.revision),
+            What::Scale(n, true) => format!(
+                "Scaling service {} to {n} (revision {}); its autoscaler is off until the stack is deployed again",
+                resp.service, resp.revision
+            ),
             What::Rebalance => format!("Rebalancing service {}", resp.service),
         });
     }
