@@ -10,6 +10,7 @@
 #   bash bench/run.sh snapshot [stackd-bench hollow options]  (the same state: snapshot save, inspect, restore)
 #   bash bench/run.sh metrics  [stackd-bench metrics options] (the cost of /metrics with 100 tasks)
 #   bash bench/run.sh logs     [stackd-bench logs options]    (stackctl logs -f against docker logs -f)
+#   bash bench/run.sh autoscale [stackd-bench autoscale options] (a load step of 1× to 5× to the extra replicas serving)
 # Honours CARGO_TARGET_DIR.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -59,5 +60,9 @@ case "$what" in
     cargo build --release --quiet -p stackd -p stackd-cli -p stackd-bench
     bash tests/images/build.sh >/dev/null
     exec "$target/release/stackd-bench" logs "$@" ;;
-  *) echo "unknown benchmark $what (known: deploy, raft, failover, mesh, rollout, node-death, hollow, snapshot, metrics, logs)" >&2; exit 1 ;;
+  autoscale)
+    cargo build --release --quiet -p stackd -p stackd-cli -p stackd-bench
+    bash tests/images/build.sh >/dev/null
+    exec "$target/release/stackd-bench" autoscale "$@" ;;
+  *) echo "unknown benchmark $what (known: deploy, raft, failover, mesh, rollout, node-death, hollow, snapshot, metrics, logs, autoscale)" >&2; exit 1 ;;
 esac

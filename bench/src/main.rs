@@ -24,6 +24,11 @@
 //! health-checked) and the requests that fail meanwhile, stackd against
 //! Docker Swarm on the same engine (issue 15).
 //!
+//! `autoscale`: the time from a step of a CPU-bound service's load (1× to
+//! 5× what one replica holds at its target) to its extra replicas serving
+//! through the mesh, and the requests that failed or waited meanwhile; a
+//! single node on the main engine (issue 19).
+//!
 //! `node-death`: the time from a worker's death (its link cut and its
 //! stackd killed with SIGKILL) to its tasks running on the other nodes, on
 //! the multi-engine harness; 10 runs, split into detection and the rest
@@ -49,9 +54,11 @@
 //!   the same container.
 //! - `metrics.rs`: the cost of `/metrics` on a node with 100 tasks, beside
 //!   `docker stats` of the same containers.
+//! - `autoscale.rs`: the autoscaling benchmark.
 //! - `node_death.rs`: the node-death benchmark, on the multi-engine harness
 //!   (re-executed like `mesh`, see [`mesh::exec_where_the_harness_looks`]).
 
+mod autoscale;
 mod cluster;
 mod etcd;
 mod failover;
@@ -100,6 +107,40 @@ enum Cmd {
     Metrics(MetricsArgs),
     /// `stackctl logs -f` throughput against `docker logs -f` of the same container.
     Logs(LogsArgs),
+    /// Time from a load step (1× to 5× one replica's target) to the extra replicas serving.
+    Autoscale(AutoscaleArgs),
+}
+
+/// Options of `autoscale`.
+#[derive(clap::Args)]
+struct AutoscaleArgs {
+    /// Rounds (each deploys the service, steps the load, removes it).
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
+    /// The step, in multiples of the load one replica holds at its target.
+    #[arg(long, default_value_t = 5.0)]
+    step: f64,
+    /// Iterations of the CGI's shell loop per request.
+    #[arg(long, default_value_t = 10_000)]
+    burn: u32,
+    /// The policy's period in seconds (default: the policy's own, 15 s).
+    #[arg(long)]
+    period: Option<u64>,
+    /// The policy's most replicas.
+    #[arg(long, default_value_t = 8)]
+    max: u64,
+    /// Seconds of the calibration (one replica saturated).
+    #[arg(long, default_value_t = 10)]
+    calibrate: u64,
+    /// Seconds at 1× before the step.
+    #[arg(long, default_value_t = 15)]
+    warm: u64,
+    /// Seconds of the step.
+    #[arg(long, default_value_t = 75)]
+    step_secs: u64,
+    /// Where to write the report (between its markers); `-`: print only.
+    #[arg(long, default_value = "docs/benchmarks.md")]
+    out: PathBuf,
 }
 
 /// Options of `logs`.
@@ -329,6 +370,7 @@ async fn main() -> Result<()> {
                 mesh::bench(args).await
             }
             Cmd::Rollout(args) => rollout::bench(args).await,
+            Cmd::Autoscale(args) => autoscale::bench(args).await,
             Cmd::NodeDeath(args) => {
                 mesh::exec_where_the_harness_looks()?;
                 node_death::bench(args).await
