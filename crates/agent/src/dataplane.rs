@@ -234,6 +234,11 @@ impl DataPlane {
         &self.settings
     }
 
+    /// The open connections of each PROXY protocol v2 hop, by published port.
+    pub fn proxy_connections(&self) -> BTreeMap<u16, crate::proxy::OpenConnections> {
+        self.proxies.iter().map(|(port, l)| (*port, l.open_connections())).collect()
+    }
+
     /// Makes the kernel match `view`: VXLAN devices and entries, VIPs,
     /// translation rules, mesh routes. Returns how many changes were made.
     /// A failed command is reported and the others still run (the next

@@ -17,7 +17,15 @@
 //! - `lib.rs`: [`AgentConfig`], [`run`], [`AgentError`].
 //! - `session.rs`: the dispatcher session — connect, receive assignments,
 //!   heartbeat, batch and resend status reports, back off and rotate managers,
-//!   follow the leader a refusing manager names.
+//!   follow the leader a refusing manager names; send each usage report to
+//!   the leader on the session's connection (`ReportUsage`, never resent).
+//! - `usage.rs`: every 5 s, what the running tasks use (one one-shot stats
+//!   call each: CPU cores over the period, memory) and the routing mesh's
+//!   open connections per service, into the agent's metrics and the report
+//!   the session sends to the leader for its autoscaler.
+//! - `conntrack.rs`: the mesh's connections per service from the kernel's
+//!   connection tracking table (a pure line parser and counter) and the
+//!   PROXY protocol hops' counts.
 //! - `logs.rs`: log subscriptions (`stackctl logs`): one job per
 //!   subscription reads the selected containers' logs and publishes them to
 //!   the leader on a connection of its own, in bounded batches.
@@ -47,6 +55,7 @@
 //!   userspace TCP proxy for one published port that tells the backend the
 //!   client's address.
 
+mod conntrack;
 pub mod dataplane;
 pub mod dns;
 pub mod docker;
@@ -59,6 +68,7 @@ pub mod rules;
 mod runner;
 mod session;
 mod shared;
+mod usage;
 pub mod worker;
 
 use std::future::Future;
@@ -253,60 +263,20 @@ pub async fn run_with(
     let exec = exec.with_calls(status.metrics.calls.clone());
     // Stopped with the agent, however it stops (an abort included).
     let _pinger = AbortOnDrop(tokio::spawn(ping_engine(exec.clone(), status.clone())));
-    let _usage = AbortOnDrop(tokio::spawn(read_usage(exec.clone(), ctx.clone(), status.clone())));
-    let worker = Worker::new(exec, ctx, files, reports_tx, dataplane.map(dataplane::DataPlane::new));
-    Session::new(description, managers, config.tls, worker, reports_rx, status.clone()).run(shutdown).await;
+    let worker = Worker::new(exec.clone(), ctx.clone(), files, reports_tx, dataplane.map(dataplane::DataPlane::new));
+    let (usage_tx, usage_rx) = tokio::sync::watch::channel(None);
+    let _usage = AbortOnDrop(tokio::spawn(usage::run(exec, ctx, worker.networks(), status.clone(), usage_tx)));
+    Session::new(description, managers, config.tls, worker, reports_rx, status.clone(), usage_rx).run(shutdown).await;
     status.set_session(false);
     Ok(())
 }
 
 /// A task aborted when this is dropped.
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
+pub(crate) struct AbortOnDrop(pub(crate) tokio::task::JoinHandle<()>);
 
 impl Drop for AbortOnDrop {
     fn drop(&mut self) {
         self.0.abort();
-    }
-}
-
-/// Stats read from the engine at once by [`read_usage`].
-const USAGE_READS: usize = 8;
-
-/// Reads what the running tasks use every [`metrics::USAGE_EVERY`], summed
-/// per service, into the agent's metrics.
-async fn read_usage(exec: Executor, ctx: ContainerContext, status: std::sync::Arc<AgentStatus>) {
-    let mut last: std::collections::BTreeMap<String, metrics::CpuSample> = std::collections::BTreeMap::new();
-    loop {
-        tokio::time::sleep(metrics::USAGE_EVERY).await;
-        let Ok(containers) = exec.list_managed(&ctx).await else { continue };
-        let mut usage: std::collections::BTreeMap<(String, String), metrics::Usage> = Default::default();
-        let mut seen = std::collections::BTreeMap::new();
-        // A read takes the engine a few hundred ms: several at once.
-        use futures_util::StreamExt as _;
-        let running: Vec<_> = containers.into_iter().filter(|c| c.running && !c.service.is_empty()).collect();
-        let reads: Vec<_> = futures_util::stream::iter(running)
-            .map(|c| {
-                let exec = exec.clone();
-                async move {
-                    let read = exec.usage(&c.id).await;
-                    (c, read, std::time::Instant::now())
-                }
-            })
-            .buffer_unordered(USAGE_READS)
-            .collect()
-            .await;
-        for (c, read, at) in reads {
-            let Ok((cpu, memory)) = read else { continue };
-            let now = metrics::CpuSample { total_ns: cpu, at };
-            let short = c.service.strip_prefix(&format!("{}_", c.stack)).unwrap_or(&c.service).to_string();
-            let u = usage.entry((c.stack.clone(), short)).or_default();
-            u.cpu_cores += last.get(&c.id).map_or(0.0, |before| metrics::cores(*before, now));
-            u.memory_bytes += memory;
-            u.tasks += 1;
-            seen.insert(c.id.clone(), now);
-        }
-        last = seen;
-        *status.metrics.usage.lock().unwrap_or_else(|p| p.into_inner()) = usage;
     }
 }
 

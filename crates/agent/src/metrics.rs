@@ -1,6 +1,7 @@
 //! The agent's metrics: how long its calls to the Docker engine take, by
-//! operation, and what its tasks use (CPU and memory from the engine's
-//! stats, summed per service on this node, every [`USAGE_EVERY`]).
+//! operation, what its tasks use (CPU and memory from the engine's stats,
+//! summed per service on this node, every [`USAGE_EVERY`]), and the routing
+//! mesh's open connections per service on this node (same period).
 //!
 //! Labels: the operation (a closed set), stack, service and node; never a
 //! task or container id.
@@ -15,8 +16,10 @@ use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::Histogram;
 
-/// How often the tasks' usage is read from the engine.
-pub const USAGE_EVERY: Duration = Duration::from_secs(10);
+/// How often the tasks' usage is read from the engine (and reported to the
+/// leader's autoscaler, whose scale-up speed depends on it): one one-shot
+/// stats call per running task per period.
+pub const USAGE_EVERY: Duration = Duration::from_secs(5);
 
 /// The Docker calls' latency, by operation.
 pub type DockerCalls = Family<[(&'static str, &'static str); 1], Histogram, fn() -> Histogram>;
@@ -70,13 +73,15 @@ pub struct AgentMetrics {
     pub(crate) calls: DockerCalls,
     /// By (stack, service).
     pub(crate) usage: Mutex<BTreeMap<(String, String), Usage>>,
+    /// The routing mesh's open connections on this node, by (stack, service).
+    pub(crate) connections: Mutex<BTreeMap<(String, String), u64>>,
     /// The node's name, a label of every usage figure.
     pub(crate) node: Mutex<String>,
 }
 
 impl Default for AgentMetrics {
     fn default() -> Self {
-        Self { calls: docker_calls(), usage: Mutex::default(), node: Mutex::default() }
+        Self { calls: docker_calls(), usage: Mutex::default(), connections: Mutex::default(), node: Mutex::default() }
     }
 }
 
@@ -120,6 +125,17 @@ impl AgentMetrics {
             for (labels, v) in rows(f) {
                 family.encode_family(&labels)?.encode_gauge(&v)?;
             }
+        }
+        let connections = self.connections.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let mut family = e.encode_descriptor(
+            "stackd_agent_service_connections",
+            "Connections the routing mesh holds open on this node to a service's tasks.",
+            None,
+            MetricType::Gauge,
+        )?;
+        for ((stack, service), open) in &connections {
+            let labels = [("stack", stack.as_str()), ("service", service.as_str()), ("node", node.as_str())];
+            family.encode_family(&labels)?.encode_gauge(&i64::try_from(*open).unwrap_or(i64::MAX))?;
         }
         Ok(())
     }

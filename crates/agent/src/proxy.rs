@@ -189,6 +189,18 @@ pub struct ProxyStats {
     pub active: u64,
 }
 
+/// The connections a [`ProxyListener`] holds open now ([`ProxyStats::active`]),
+/// readable without the listener.
+#[derive(Clone, Debug)]
+pub struct OpenConnections(Arc<Shared>);
+
+impl OpenConnections {
+    /// Connections admitted and not yet closed.
+    pub fn get(&self) -> u64 {
+        self.0.active.load(Ordering::Relaxed) as u64
+    }
+}
+
 /// A published port served through the PROXY protocol v2 hop. See the
 /// module doc.
 #[derive(Debug)]
@@ -266,6 +278,12 @@ impl ProxyListener {
             unserved: s.unserved.load(Ordering::Relaxed),
             active: s.active.load(Ordering::Relaxed) as u64,
         }
+    }
+
+    /// A handle on the count of connections open now, which outlives the
+    /// listener (for the agent's usage reports).
+    pub fn open_connections(&self) -> OpenConnections {
+        OpenConnections(self.shared.clone())
     }
 
     /// Stops accepting at once (the socket is closed as soon as the accept

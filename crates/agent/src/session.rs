@@ -22,6 +22,14 @@
 //! the newest is kept, and what could not be sent is sent again on the next
 //! session. The loop ends, without a word to the manager, when the agent's
 //! shutdown future resolves.
+//!
+//! Usage reports (usage.rs, every few seconds) go to the manager of the
+//! open session, the leader, on the session's own connection (`ReportUsage`
+//! with the session's node and session ids), from a task of their own so
+//! that the session never waits for one: at most one in flight (a newer
+//! report meanwhile is dropped), a failure logged at debug and dropped, the
+//! next period's report replacing it. Without a session nothing is sent; a
+//! new session sends the reports made after it opened.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
@@ -245,6 +253,8 @@ pub(crate) struct Session {
     status: Arc<crate::AgentStatus>,
     /// The log subscriptions this node serves (logs.rs).
     logs: LogPublisher,
+    /// The latest usage report (usage.rs), sent to the leader as it comes.
+    usage: crate::usage::Reports,
 }
 
 impl Session {
@@ -256,6 +266,7 @@ impl Session {
         worker: Worker,
         reports: mpsc::UnboundedReceiver<StatusReport>,
         status: Arc<crate::AgentStatus>,
+        usage: crate::usage::Reports,
     ) -> Session {
         let (resolved_tx, resolved) = mpsc::unbounded_channel();
         let logs = LogPublisher::new(LogContext {
@@ -283,6 +294,7 @@ impl Session {
             resolved,
             status,
             logs,
+            usage,
         }
     }
 
@@ -478,13 +490,49 @@ impl Session {
         }
     }
 
+    /// Sends a usage report to the session's manager from a task of its
+    /// own (see the module doc); `None` in `inflight` or a finished one: free.
+    fn report_usage(
+        &self,
+        client: &DispatcherClient<Channel>,
+        session_id: &str,
+        inflight: &mut Option<crate::AbortOnDrop>,
+    ) {
+        let Some(report) = self.usage.borrow().clone() else { return };
+        if inflight.as_ref().is_some_and(|t| !t.0.is_finished()) {
+            debug!("the last usage report is still being sent: dropping this one");
+            return;
+        }
+        let req = v1::ReportUsageRequest {
+            node_id: self.node_id.clone(),
+            session_id: session_id.to_string(),
+            tasks: report.tasks.clone(),
+            connections: report.connections.clone(),
+        };
+        let mut client = client.clone();
+        *inflight = Some(crate::AbortOnDrop(tokio::spawn(async move {
+            match timeout(CALL_TIMEOUT, client.report_usage(req)).await {
+                Ok(Ok(_)) => {}
+                Ok(Err(status)) => debug!(%status, "the manager did not take a usage report; dropped"),
+                Err(_) => debug!("sending a usage report timed out; dropped"),
+            }
+        })));
+    }
+
     /// Serves an open session until it ends or a call fails.
     async fn connected(&mut self, link: Link, mut session_id: String) -> Result<(), SessionError> {
         let Link { mut client, mut stream } = link;
         let mut next_heartbeat = Instant::now() + self.heartbeat;
         let mut flush_at = (!self.pending.is_empty()).then(Instant::now);
+        // Reports made before this session are not sent: the next one is.
+        self.usage.borrow_and_update();
+        let mut usage_inflight: Option<crate::AbortOnDrop> = None;
         loop {
             tokio::select! {
+                Ok(()) = self.usage.changed() => {
+                    self.usage.borrow_and_update();
+                    self.report_usage(&client, &session_id, &mut usage_inflight);
+                }
                 msg = stream.message() => {
                     let msg = msg.map_err(|status| SessionError::Rpc { call: "Session", status })?.ok_or(SessionError::Ended)?;
                     if !msg.session_id.is_empty() && msg.session_id != session_id {

@@ -79,6 +79,9 @@ pub(crate) struct Networks {
     view: Mutex<stackd_core::net::NodeView>,
     /// Bumped with each new view: wakes the data plane.
     view_changed: Notify,
+    /// The routing mesh's PROXY protocol hops' open connections, by port
+    /// (set by the data plane after each pass; read by the usage reports).
+    proxied: Mutex<BTreeMap<u16, crate::proxy::OpenConnections>>,
     /// The node's tasks' addresses and `dns:` servers.
     own: Mutex<Own>,
 }
@@ -155,6 +158,16 @@ impl Networks {
     pub(crate) fn set_view(&self, view: stackd_core::net::NodeView) {
         *lock(&self.view) = view;
         self.view_changed.notify_one();
+    }
+
+    /// Records the PROXY protocol hops the data plane runs.
+    pub(crate) fn set_proxied(&self, hops: BTreeMap<u16, crate::proxy::OpenConnections>) {
+        *lock(&self.proxied) = hops;
+    }
+
+    /// The connections each PROXY protocol hop holds open now, by port.
+    pub(crate) fn proxied_open(&self) -> BTreeMap<u16, u64> {
+        lock(&self.proxied).iter().map(|(port, c)| (*port, c.get())).collect()
     }
 
     /// Wakes the data plane (a network was created).

@@ -155,6 +155,11 @@ impl Worker {
         self.exec.clone()
     }
 
+    /// What the worker shares with its runners: the network view among it.
+    pub(crate) fn networks(&self) -> Arc<Networks> {
+        self.networks.clone()
+    }
+
     /// Who this node's containers belong to (their labels).
     pub(crate) fn context(&self) -> Arc<ContainerContext> {
         self.ctx.clone()
@@ -357,6 +362,7 @@ async fn run_dataplane(mut dp: crate::dataplane::DataPlane, networks: Arc<Networ
             Ok(n) => debug!(commands = n, "data plane updated"),
             Err(e) => warn!(error = %e, "data plane: not all of the view could be applied; retrying"),
         }
+        networks.set_proxied(dp.proxy_connections());
         let own = networks.own();
         for (stack, servers) in &own.upstreams {
             if upstreams_set.get(stack) != Some(servers) {

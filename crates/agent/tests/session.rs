@@ -64,6 +64,13 @@ impl Dispatcher for Fake {
         Ok(Response::new(v1::ReportImageResponse {}))
     }
 
+    async fn report_usage(
+        &self,
+        _: Request<v1::ReportUsageRequest>,
+    ) -> Result<Response<v1::ReportUsageResponse>, Status> {
+        Ok(Response::new(v1::ReportUsageResponse {}))
+    }
+
     async fn publish_logs(
         &self,
         _: Request<tonic::Streaming<v1::PublishLogsRequest>>,
@@ -275,6 +282,13 @@ impl Dispatcher for Follower {
         &self,
         _: Request<v1::ReportImageRequest>,
     ) -> Result<Response<v1::ReportImageResponse>, Status> {
+        Err(self.refusal())
+    }
+
+    async fn report_usage(
+        &self,
+        _: Request<v1::ReportUsageRequest>,
+    ) -> Result<Response<v1::ReportUsageResponse>, Status> {
         Err(self.refusal())
     }
 

@@ -25,7 +25,7 @@ fn target_text(t: Target) -> String {
 }
 
 fn seconds(ms: u64) -> String {
-    if ms % 60_000 == 0 && ms >= 60_000 { format!("{} min", ms / 60_000) } else { format!("{} s", ms / 1000) }
+    if ms.is_multiple_of(60_000) && ms >= 60_000 { format!("{} min", ms / 60_000) } else { format!("{} s", ms / 1000) }
 }
 
 /// The policy in one line: `1–4 replicas, target 50% CPU per replica, decided every 15 s, scale-down window 5 min`.

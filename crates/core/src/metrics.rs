@@ -161,6 +161,23 @@ pub struct ServiceFigures {
     pub rollout: UpdateState,
     /// Its tasks that failed since it was created (each a restart of its slot).
     pub failures: u64,
+    /// Its autoscaling, if it has a policy.
+    pub autoscale: Option<AutoscaleFigures>,
+}
+
+/// An autoscaled service's policy and last measurement.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AutoscaleFigures {
+    /// The policy's bounds.
+    pub min: u64,
+    /// The policy's bounds.
+    pub max: u64,
+    /// What is measured: `cpu_percent` or `connections`.
+    pub metric: &'static str,
+    /// The target per replica, in the metric's unit.
+    pub target: u32,
+    /// The last measurement recorded, in thousandths of the unit.
+    pub measured_milli: Option<u64>,
 }
 
 /// Everything [`state_metrics`] reads off the state.
@@ -186,6 +203,19 @@ pub fn state_metrics(state: &ClusterState) -> StateMetrics {
         let figures = out.services.entry(ServiceKey::of(svc)).or_default();
         figures.rollout = svc.update.state;
         figures.failures = svc.task_failures;
+        figures.autoscale = svc.spec.autoscale.map(|p| {
+            let (metric, target) = match p.target {
+                crate::autoscale::Target::Cpu { percent } => ("cpu_percent", percent),
+                crate::autoscale::Target::Connections { per_replica } => ("connections", per_replica),
+            };
+            AutoscaleFigures {
+                min: p.min,
+                max: p.max,
+                metric,
+                target,
+                measured_milli: svc.autoscale.as_ref().and_then(|a| a.measured_milli),
+            }
+        });
         figures.desired = match svc.spec.mode {
             ServiceMode::Replicated { replicas } => replicas,
             ServiceMode::ReplicatedJob { replicas, .. } => replicas,

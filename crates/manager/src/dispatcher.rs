@@ -13,6 +13,9 @@
 //!           stamp moved (Tasks::node_stamp), and diffs them by Arc identity
 //!        ──Heartbeat──► last-seen time (leader memory, not replicated)
 //!        ──UpdateTaskStatus──► one UpdateTaskStatus command per call
+//!        ──ReportUsage──► the node's own tasks and existing services
+//!                         (dispatcher/usage.rs) ──► UsageBook (autoscaler;
+//!                         leader memory, cleared when the lead is lost)
 //!
 //!  monitor (monitor.rs): a Ready node silent for NODE_DOWN_AFTER ──► SetNodeState Down
 //! ```
@@ -55,6 +58,8 @@ use crate::raft::RaftNode;
 use crate::reconcile::mono_ms;
 use crate::refusal::refused;
 use crate::util::lock;
+
+mod usage;
 
 /// How often agents heartbeat.
 pub const HEARTBEAT: Duration = Duration::from_secs(1);
@@ -120,6 +125,8 @@ impl Dispatcher {
     pub fn new(raft: RaftNode, cluster_id: &str) -> Self {
         let (tx, rounds) = watch::channel(Arc::new(Common::default()));
         tokio::spawn(fan_out(raft.clone(), tx));
+        let book = crate::autoscale::UsageBook::default();
+        tokio::spawn(forget_usage(raft.leader_watch(), book.clone()));
         Self {
             cluster_id: cluster_id.into(),
             sessions: Arc::new(Mutex::new(HashMap::new())),
@@ -127,7 +134,7 @@ impl Dispatcher {
             pinning: Arc::default(),
             declared_down: Arc::default(),
             logs: LogBroker::new(raft.clone()),
-            usage: crate::autoscale::UsageBook::default(),
+            usage: book,
             raft,
         }
     }
@@ -403,6 +410,20 @@ async fn fan_out(raft: RaftNode, tx: watch::Sender<Arc<Common>>) {
     }
 }
 
+/// Empties the usage book whenever this manager stops leading: a later
+/// lead starts from the agents' next reports, never from old ones. Ends
+/// with the Raft node.
+async fn forget_usage(mut leading: watch::Receiver<bool>, book: crate::autoscale::UsageBook) {
+    loop {
+        if !*leading.borrow_and_update() {
+            book.clear();
+        }
+        if leading.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
 /// What a session sent last, to send only what changed since.
 #[derive(Default)]
 struct Sent {
@@ -655,6 +676,21 @@ impl v1::dispatcher_server::Dispatcher for Dispatcher {
         self.check_node(&req, &req.get_ref().node_id)?;
         self.check_leader()?;
         Ok(Response::new(self.image_reported(req.into_inner()).await?))
+    }
+
+    async fn report_usage(
+        &self,
+        req: Request<v1::ReportUsageRequest>,
+    ) -> Result<Response<v1::ReportUsageResponse>, Status> {
+        self.check_node(&req, &req.get_ref().node_id)?;
+        self.check_leader()?;
+        let r = req.into_inner();
+        usage::check_size(&r)?;
+        self.touch(&r.node_id, &r.session_id)?;
+        let node = r.node_id.clone();
+        let kept = self.raft.shared().read(|s| usage::keep(s, &node, r));
+        self.usage.record(&node, now_ms(), kept.tasks, kept.connections);
+        Ok(Response::new(v1::ReportUsageResponse {}))
     }
 
     async fn publish_logs(

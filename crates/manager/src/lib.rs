@@ -33,13 +33,16 @@
 //! - `controller.rs`: the loop that turns state into plans through core
 //!   (orchestrate, schedule).
 //! - `dispatcher.rs`: agent sessions, heartbeats, status reports; the
-//!   `PublishLogs` streams of `stackctl logs`.
+//!   `PublishLogs` streams of `stackctl logs`; `dispatcher/usage.rs` what
+//!   is kept of an agent's `ReportUsage` (its own tasks, existing services,
+//!   bounded) for the autoscaler.
 //! - `logs/`: the relay of `stackctl logs` on the leader (`plan.rs` pure:
 //!   a target → the nodes to ask; `broker.rs`: subscriptions, the sessions
 //!   they go out on, the streams that feed them).
 //! - `monitor.rs`: the loop that declares silent nodes down (core's `liveness`).
 //! - `autoscale/`: the leader's autoscaler loop (core's `autoscale`),
-//!   and `usage.rs` the agents' usage reports it reads (leader memory).
+//!   and `usage.rs` the agents' usage reports it reads (leader memory,
+//!   filled by the dispatcher's `ReportUsage`, emptied when the lead is lost).
 //! - [`metrics`]: the manager's metrics, read on each scrape (Raft, the
 //!   dispatcher, and on the leader the cluster's figures from core).
 //! - `membership.rs`: the leader's loop that makes Raft's membership follow

@@ -134,6 +134,7 @@ impl Collector for ManagerCollector {
         let mut desired = Vec::new();
         let mut rollouts = Vec::new();
         let mut failures = Vec::new();
+        let (mut bounds, mut targets, mut measured) = (Vec::new(), Vec::new(), Vec::new());
         for (k, f) in &m.services {
             let svc = |extra| labels(&k.stack, &k.service, extra);
             desired.push((svc(None), f.desired as f64));
@@ -151,6 +152,14 @@ impl Collector for ManagerCollector {
                 rollouts.push((svc(Some(("state", rollout_state(state)))), v));
             }
             failures.push((svc(None), f.failures));
+            if let Some(a) = &f.autoscale {
+                bounds.push((svc(Some(("bound", "min"))), a.min as f64));
+                bounds.push((svc(Some(("bound", "max"))), a.max as f64));
+                targets.push((svc(Some(("metric", a.metric))), f64::from(a.target)));
+                if let Some(v) = a.measured_milli {
+                    measured.push((svc(Some(("metric", a.metric))), v as f64 / 1000.0));
+                }
+            }
         }
         gauges(
             &mut e,
@@ -171,6 +180,19 @@ impl Collector for ManagerCollector {
             pending,
         )?;
         gauges(&mut e, "stackd_service_rollout", "1 for the state a service's rollout is in.", rollouts)?;
+        gauges(&mut e, "stackd_service_autoscale_bounds", "An autoscaled service's fewest and most replicas.", bounds)?;
+        gauges(
+            &mut e,
+            "stackd_service_autoscale_target",
+            "An autoscaled service's target per replica (CPU in percent of its limit, or open connections).",
+            targets,
+        )?;
+        gauges(
+            &mut e,
+            "stackd_service_autoscale_measured",
+            "The autoscaler's last recorded measurement of a service, per replica, in the target's unit (absent: no metrics).",
+            measured,
+        )?;
         let mut family = e.encode_descriptor(
             "stackd_service_task_failures",
             "A service's tasks that failed or were rejected since it was created: each one a restart of its slot.",

@@ -137,6 +137,18 @@ impl Reconciler for Autoscaler {
             self.leading_since = Some(tick.leading_since);
         }
         let now = tick.now;
+        let autoscaled: Vec<&Service> = state.services.values().filter(|s| s.spec.autoscale.is_some()).collect();
+        self.memo.retain(|id, _| autoscaled.iter().any(|s| &s.id == id));
+        // Most looks come from applied entries between two decisions: they
+        // need neither the tasks nor the samples.
+        let due = autoscaled.iter().any(|s| self.memo.get(&s.id).is_none_or(|m| m.next_at <= now));
+        if !due {
+            let wake = self.memo.values().map(|m| m.next_at).min();
+            return Pass {
+                actions: Vec::new(),
+                wake_in: wake.map(|w| Duration::from_millis(w.saturating_sub(now).max(50))),
+            };
+        }
         let samples = self.usage.snapshot();
         let mut by_service: BTreeMap<&str, Vec<&Task>> = BTreeMap::new();
         for t in state.tasks.values() {
@@ -144,8 +156,6 @@ impl Reconciler for Autoscaler {
         }
         let mut actions = Vec::new();
         let mut wake: Option<Timestamp> = None;
-        let autoscaled: Vec<&Service> = state.services.values().filter(|s| s.spec.autoscale.is_some()).collect();
-        self.memo.retain(|id, _| autoscaled.iter().any(|s| &s.id == id));
         for s in autoscaled {
             let ServiceMode::Replicated { replicas: current } = s.spec.mode else { continue };
             let memo = self.memo.entry(s.id.clone()).or_insert_with(|| Memo {
