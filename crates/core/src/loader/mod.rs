@@ -82,6 +82,7 @@ use serde::{Deserialize, Serialize};
 use crate::model::StackSpec;
 use crate::validate::is_valid_name;
 
+mod autoscale;
 mod compat;
 mod ctx;
 mod depends;
