@@ -96,6 +96,9 @@ fn port(p: &PortConfig) -> Value {
     if !p.host_ip.is_empty() {
         o.insert("host_ip".into(), json!(p.host_ip));
     }
+    if p.proxy_protocol {
+        o.insert("x-proxy-protocol".into(), json!("v2"));
+    }
     Value::Object(o)
 }
 

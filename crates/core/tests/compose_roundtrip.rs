@@ -350,7 +350,11 @@ mod generated {
             })),
             any::<bool>(),
         );
-        let ports = proptest::collection::btree_map(1000u16..2000, (1u16..65535, any::<bool>(), any::<bool>()), 0..3);
+        let ports = proptest::collection::btree_map(
+            1000u16..2000,
+            (1u16..65535, any::<bool>(), any::<bool>(), any::<bool>()),
+            0..3,
+        );
         let extras = (
             proptest::collection::vec("[A-Z_]{2,8}", 0..2),
             proptest::option::of((1u64..8, 1u64..4)),
@@ -390,13 +394,14 @@ mod generated {
                 });
                 let ports = ports
                     .into_iter()
-                    .map(|(published, (target, udp, host))| PortConfig {
+                    .map(|(published, (target, udp, host, proxy))| PortConfig {
                         target,
                         published: Some(published),
                         protocol: if udp { Protocol::Udp } else { Protocol::Tcp },
                         mode: if host { PublishMode::Host } else { PublishMode::Ingress },
                         host_ip: String::new(),
-                        proxy_protocol: false,
+                        // TCP through the mesh only.
+                        proxy_protocol: proxy && !udp && !host,
                     })
                     .collect();
                 TaskTemplate {
@@ -580,6 +585,7 @@ mod generated {
                         // dnsrr cannot publish ports in ingress mode.
                         for p in &mut task.ports {
                             p.mode = PublishMode::Host;
+                            p.proxy_protocol = false;
                         }
                         EndpointMode::Dnsrr
                     } else {
