@@ -336,3 +336,35 @@ fn a_later_file_overrides_it() {
     let p = loaded.spec.services["web"].autoscale.expect("a policy");
     assert_eq!((p.min, p.max, p.target, p.period), (2, 20, Target::Connections { per_replica: 50 }, 30_000));
 }
+
+/// The example of docs/stack-files.md, "Autoscaling", and the errors it shows.
+#[test]
+fn the_documentation_example_and_its_errors() {
+    let doc = "services:\n  web:\n    image: nginx\n    ports: [\"8080:80\"]\n    deploy:\n      replicas: 2            # where the autoscaler starts\n      resources: {limits: {cpus: \"0.5\"}}\n    x-stackd-autoscale:\n      min: 2\n      max: 12\n      target: {cpu: 70%}     # or: target: {connections: 50}\n      period: 15s\n      scale_down_window: 5m\n      scale_up_window: 0s\n";
+    let s = web(doc);
+    assert_eq!((s.autoscale, s.mode), (Some(Policy::new(2, 12, cpu(70))), ServiceMode::Replicated { replicas: 2 }));
+    assert_eq!(s.task.resources.limits.nano_cpus, 500_000_000);
+    let changed = |from: &str, to: &str| errors(&doc.replace(from, to));
+    assert_eq!(
+        changed("min: 2\n      max: 12", "min: 5\n      max: 3"),
+        ["stack.yml:9:7: services.web.x-stackd-autoscale.min: min 5 is above max 3"]
+    );
+    assert_eq!(
+        changed("replicas: 2", "replicas: 1"),
+        [
+            "stack.yml:6:7: services.web.deploy.replicas: replicas 1 is below x-stackd-autoscale.min 2: replicas is where the autoscaler starts"
+        ]
+    );
+    assert_eq!(
+        changed("{cpu: 70%}", "{memory: 50%}"),
+        [
+            "stack.yml:11:16: services.web.x-stackd-autoscale.target.memory: unknown target `memory`: the supported ones are cpu and connections"
+        ]
+    );
+    assert_eq!(
+        changed("replicas: 2", "mode: global"),
+        [
+            "stack.yml:8:5: services.web.x-stackd-autoscale: autoscaling needs a replicated service: global services run one task per node"
+        ]
+    );
+}
