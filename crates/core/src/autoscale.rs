@@ -26,7 +26,8 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::model::{DesiredState, Task, TaskState, Timestamp};
+use crate::model::{DesiredState, PortConfig, Protocol, PublishMode, ServiceMode, Task, TaskState, Timestamp};
+use crate::validate::MAX_REPLICAS;
 
 /// How far from the target the measurement may be with nothing done: 10 %.
 pub const TOLERANCE: f64 = 0.1;
@@ -101,6 +102,150 @@ impl Policy {
     /// scale-down window, a decision every 15 s.
     pub fn new(min: u64, max: u64, target: Target) -> Policy {
         Policy { min, max, target, down_window: DOWN_WINDOW, up_window: 0, period: PERIOD }
+    }
+
+    /// What is wrong with the policy of a service of mode `mode` (whose
+    /// replicas are where the autoscaler starts) that publishes `ports`;
+    /// empty when it is good. The loader reports each problem at the key
+    /// it names ([`PolicyError::key`]); [`validate`](crate::validate)
+    /// checks the same for a spec that came through the API.
+    pub fn problems(&self, mode: &ServiceMode, ports: &[PortConfig]) -> Vec<PolicyError> {
+        let replicas = match mode {
+            ServiceMode::Replicated { replicas } => *replicas,
+            other => return vec![PolicyError::NotReplicated { mode: other.name() }],
+        };
+        let mut out = Vec::new();
+        if self.min < 1 {
+            out.push(PolicyError::MinZero);
+        } else if self.max < self.min {
+            out.push(PolicyError::MinAboveMax { min: self.min, max: self.max });
+        }
+        if self.max > MAX_REPLICAS {
+            out.push(PolicyError::MaxTooHigh(self.max));
+        }
+        match self.target {
+            Target::Cpu { percent } if !(1..=MAX_CPU_PERCENT).contains(&percent) => {
+                out.push(PolicyError::CpuPercent(u64::from(percent)));
+            }
+            Target::Connections { per_replica: 0 } => out.push(PolicyError::Connections(0)),
+            Target::Connections { .. } if !ports.iter().any(is_mesh_tcp) => out.push(PolicyError::NoMeshPort),
+            _ => {}
+        }
+        if self.period < MIN_PERIOD {
+            out.push(PolicyError::PeriodTooShort(self.period));
+        }
+        for (key, window) in [("scale_down_window", self.down_window), ("scale_up_window", self.up_window)] {
+            if window > MAX_WINDOW {
+                out.push(PolicyError::WindowTooLong { key, ms: window });
+            }
+        }
+        if self.min >= 1 && self.max >= self.min {
+            if replicas < self.min {
+                out.push(PolicyError::ReplicasBelowMin { replicas, min: self.min });
+            } else if replicas > self.max {
+                out.push(PolicyError::ReplicasAboveMax { replicas, max: self.max });
+            }
+        }
+        out
+    }
+}
+
+/// The highest CPU target, in percent: ten cores' worth without a limit.
+pub const MAX_CPU_PERCENT: u32 = 1000;
+/// The shortest decision period (ms).
+pub const MIN_PERIOD: Timestamp = 1000;
+/// The longest stabilisation window (ms): an hour, as Kubernetes allows.
+pub const MAX_WINDOW: Timestamp = 3_600_000;
+
+/// Whether `p` is a TCP port published through the routing mesh, whose
+/// connections the mesh counts.
+fn is_mesh_tcp(p: &PortConfig) -> bool {
+    p.published.is_some() && p.mode == PublishMode::Ingress && p.protocol == Protocol::Tcp
+}
+
+/// What is wrong with an autoscaling policy ([`Policy::problems`]); each
+/// message is what the user reads, after the key ([`key`](Self::key)).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum PolicyError {
+    /// The service is global or a job.
+    #[error(
+        "autoscaling needs a replicated service: {}",
+        if *mode == "global" { "global services run one task per node" } else { "a job runs to completion, it is not scaled by load" }
+    )]
+    NotReplicated {
+        /// The service's mode (`global`, `replicated-job`, …).
+        mode: &'static str,
+    },
+    /// `min: 0`.
+    #[error("must be at least 1, got 0: an autoscaled service keeps a replica to measure")]
+    MinZero,
+    /// `min` above `max`.
+    #[error("min {min} is above max {max}")]
+    MinAboveMax {
+        /// The policy's min.
+        min: u64,
+        /// The policy's max.
+        max: u64,
+    },
+    /// `max` above [`MAX_REPLICAS`].
+    #[error("at most {MAX_REPLICAS}, got {0}")]
+    MaxTooHigh(u64),
+    /// A CPU target outside 1–1000 %.
+    #[error("must be a percentage from 1% to {MAX_CPU_PERCENT}%, got {0}%")]
+    CpuPercent(u64),
+    /// A connections target outside 1–`u32::MAX`.
+    #[error("must be a whole number of connections per replica from 1 to {max}, got {0}", max = u32::MAX)]
+    Connections(u64),
+    /// A connections target on a service the mesh does not serve.
+    #[error(
+        "a connections target needs a TCP port published through the routing mesh (`published:` with `mode: ingress`): \
+         the mesh is what counts the connections"
+    )]
+    NoMeshPort,
+    /// `period` below [`MIN_PERIOD`].
+    #[error("at least 1s, got {}", crate::compose::duration(*.0))]
+    PeriodTooShort(Timestamp),
+    /// A window above [`MAX_WINDOW`].
+    #[error("at most 1h, got {}", crate::compose::duration(*ms))]
+    WindowTooLong {
+        /// `scale_down_window` or `scale_up_window`.
+        key: &'static str,
+        /// The window (ms).
+        ms: Timestamp,
+    },
+    /// The starting replicas below `min`.
+    #[error("replicas {replicas} is below x-stackd-autoscale.min {min}: replicas is where the autoscaler starts")]
+    ReplicasBelowMin {
+        /// `deploy.replicas`.
+        replicas: u64,
+        /// The policy's min.
+        min: u64,
+    },
+    /// The starting replicas above `max`.
+    #[error("replicas {replicas} is above x-stackd-autoscale.max {max}: replicas is where the autoscaler starts")]
+    ReplicasAboveMax {
+        /// `deploy.replicas`.
+        replicas: u64,
+        /// The policy's max.
+        max: u64,
+    },
+}
+
+impl PolicyError {
+    /// The key the problem is about: a key of `x-stackd-autoscale` (`min`,
+    /// `target.cpu`, …), empty for the policy as a whole, or
+    /// `deploy.replicas` (a key of the service, outside the policy).
+    pub fn key(&self) -> &'static str {
+        match self {
+            PolicyError::NotReplicated { .. } => "",
+            PolicyError::MinZero | PolicyError::MinAboveMax { .. } => "min",
+            PolicyError::MaxTooHigh(_) => "max",
+            PolicyError::CpuPercent(_) => "target.cpu",
+            PolicyError::Connections(_) | PolicyError::NoMeshPort => "target.connections",
+            PolicyError::PeriodTooShort(_) => "period",
+            PolicyError::WindowTooLong { key, .. } => key,
+            PolicyError::ReplicasBelowMin { .. } | PolicyError::ReplicasAboveMax { .. } => "deploy.replicas",
+        }
     }
 }
 

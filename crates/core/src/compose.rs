@@ -12,6 +12,8 @@ use std::collections::BTreeMap;
 
 use serde_json::{Map, Value, json};
 
+use crate::autoscale::{Policy, Target};
+
 use crate::model::{
     FailureAction, FileRef, HealthCheck, Mount, MountKind, NetworkAttachment, NetworkSpec, ObjectOrigin, ObjectSpec,
     PortConfig, PublishMode, RestartCondition, ServiceMode, ServiceSpec, StackSpec, UpdateConfig, UpdateOrder,
@@ -93,6 +95,9 @@ fn port(p: &PortConfig) -> Value {
     o.insert("mode".into(), json!(if p.mode == PublishMode::Host { "host" } else { "ingress" }));
     if !p.host_ip.is_empty() {
         o.insert("host_ip".into(), json!(p.host_ip));
+    }
+    if p.proxy_protocol {
+        o.insert("x-proxy-protocol".into(), json!("v2"));
     }
     Value::Object(o)
 }
@@ -318,7 +323,26 @@ pub fn service(s: &ServiceSpec, stack: &StackSpec) -> Value {
         deploy.insert("rollback_config".into(), update_config(&s.rollback));
     }
     o.insert("deploy".into(), Value::Object(deploy));
+    if let Some(p) = &s.autoscale {
+        o.insert("x-stackd-autoscale".into(), autoscale(p));
+    }
     Value::Object(o)
+}
+
+/// `x-stackd-autoscale`, every key written.
+fn autoscale(p: &Policy) -> Value {
+    let target = match p.target {
+        Target::Cpu { percent } => json!({ "cpu": format!("{percent}%") }),
+        Target::Connections { per_replica } => json!({ "connections": per_replica }),
+    };
+    json!({
+        "min": p.min,
+        "max": p.max,
+        "target": target,
+        "period": duration(p.period),
+        "scale_down_window": duration(p.down_window),
+        "scale_up_window": duration(p.up_window),
+    })
 }
 
 /// `update_config` or `rollback_config`.

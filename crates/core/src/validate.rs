@@ -267,6 +267,16 @@ pub fn stack_spec(spec: &StackSpec) -> Result<(), Vec<String>> {
                 }
             }
         }
+        if let Some(policy) = &svc.autoscale {
+            for problem in policy.problems(&svc.mode, &svc.task.ports) {
+                let key = match problem.key() {
+                    "" => "x-stackd-autoscale".to_string(),
+                    "deploy.replicas" => "deploy.replicas".to_string(),
+                    key => format!("x-stackd-autoscale.{key}"),
+                };
+                errors.push(format!("{at}.{key}: {problem}"));
+            }
+        }
         let mut named = BTreeSet::new();
         for d in &svc.depends_on {
             if d.service == *key {
@@ -410,6 +420,106 @@ mod tests {
             "{errors:?}"
         );
         assert!(errors[3].contains("port 8080/tcp"), "{}", errors[3]);
+    }
+
+    /// An autoscaling policy from the API is held to the loader's rules.
+    #[test]
+    fn autoscale_policies_are_checked_without_the_loader() {
+        use crate::autoscale::{Policy, Target};
+        let check = |mode: ServiceMode, policy: Policy, ports: Vec<PortConfig>| {
+            let mut s = web();
+            s.mode = mode;
+            s.autoscale = Some(policy);
+            s.task.ports = ports;
+            stack_spec(&stack(s)).err().unwrap_or_default()
+        };
+        let cpu = Target::Cpu { percent: 70 };
+        let replicated = |replicas| ServiceMode::Replicated { replicas };
+        assert_eq!(check(replicated(2), Policy::new(2, 12, cpu), vec![]), Vec::<String>::new());
+        assert_eq!(check(replicated(1), Policy::new(1, 1, cpu), vec![]), Vec::<String>::new());
+        assert_eq!(
+            check(replicated(1), Policy::new(0, 3, cpu), vec![]),
+            [
+                "services.web.x-stackd-autoscale.min: must be at least 1, got 0: an autoscaled service keeps a replica to measure"
+            ]
+        );
+        assert_eq!(
+            check(replicated(4), Policy::new(5, 3, cpu), vec![]),
+            ["services.web.x-stackd-autoscale.min: min 5 is above max 3"]
+        );
+        assert_eq!(
+            check(replicated(2), Policy::new(1, MAX_REPLICAS + 1, cpu), vec![]),
+            ["services.web.x-stackd-autoscale.max: at most 10000, got 10001"]
+        );
+        assert_eq!(
+            check(replicated(1), Policy::new(2, 3, cpu), vec![]),
+            [
+                "services.web.deploy.replicas: replicas 1 is below x-stackd-autoscale.min 2: replicas is where the autoscaler starts"
+            ]
+        );
+        assert_eq!(
+            check(replicated(4), Policy::new(2, 3, cpu), vec![]),
+            [
+                "services.web.deploy.replicas: replicas 4 is above x-stackd-autoscale.max 3: replicas is where the autoscaler starts"
+            ]
+        );
+        for mode in
+            [ServiceMode::Global, ServiceMode::GlobalJob, ServiceMode::ReplicatedJob { replicas: 2, max_concurrent: 0 }]
+        {
+            let errors = check(mode.clone(), Policy::new(2, 3, cpu), vec![]);
+            assert_eq!(errors.len(), 1, "{mode:?}: {errors:?}");
+            assert!(
+                errors[0].starts_with("services.web.x-stackd-autoscale: autoscaling needs a replicated service"),
+                "{errors:?}"
+            );
+        }
+        assert_eq!(
+            check(replicated(2), Policy::new(2, 3, Target::Cpu { percent: 0 }), vec![]),
+            ["services.web.x-stackd-autoscale.target.cpu: must be a percentage from 1% to 1000%, got 0%"]
+        );
+        assert_eq!(check(replicated(2), Policy::new(2, 3, Target::Cpu { percent: 1001 }), vec![]).len(), 1);
+        let mesh = |mode, protocol| PortConfig {
+            target: 80,
+            published: Some(8080),
+            protocol,
+            mode,
+            host_ip: String::new(),
+            proxy_protocol: false,
+        };
+        let connections = |n| Policy::new(2, 3, Target::Connections { per_replica: n });
+        assert_eq!(
+            check(replicated(2), connections(50), vec![mesh(PublishMode::Ingress, Protocol::Tcp)]),
+            Vec::<String>::new()
+        );
+        assert_eq!(
+            check(replicated(2), connections(0), vec![mesh(PublishMode::Ingress, Protocol::Tcp)]),
+            [
+                "services.web.x-stackd-autoscale.target.connections: must be a whole number of connections per replica from 1 to 4294967295, got 0"
+            ]
+        );
+        for ports in
+            [vec![], vec![mesh(PublishMode::Host, Protocol::Tcp)], vec![mesh(PublishMode::Ingress, Protocol::Udp)]]
+        {
+            let errors = check(replicated(2), connections(50), ports);
+            assert_eq!(errors.len(), 1, "{errors:?}");
+            assert!(
+                errors[0].starts_with(
+                    "services.web.x-stackd-autoscale.target.connections: a connections target needs a TCP port published through the routing mesh"
+                ),
+                "{errors:?}"
+            );
+        }
+        let mut p = Policy::new(2, 3, cpu);
+        p.period = 999;
+        p.down_window = 3_600_001;
+        p.up_window = 3_600_000;
+        assert_eq!(
+            check(replicated(2), p, vec![]),
+            [
+                "services.web.x-stackd-autoscale.period: at least 1s, got 999ms",
+                "services.web.x-stackd-autoscale.scale_down_window: at most 1h, got 1h1ms",
+            ]
+        );
     }
 
     fn net_stack(networks: &[(&str, NetworkSpec)], attached: &[(&str, &[&str])]) -> StackSpec {

@@ -171,6 +171,52 @@ fn depends_on_loads_and_round_trips() {
 }
 
 #[test]
+fn autoscale_policies_load_and_round_trip() {
+    let text = r#"
+services:
+  web:
+    image: nginx
+    ports: ["8080:80"]
+    deploy:
+      resources: {limits: {cpus: "0.5"}}
+    x-stackd-autoscale:
+      min: 2
+      max: 12
+      target: {cpu: 70%}
+  api:
+    image: api:1
+    ports: ["8081:80"]
+    deploy: {replicas: 3}
+    x-stackd-autoscale:
+      max: 6
+      target: {connections: 50}
+      period: 30s
+      scale_down_window: 10m
+      scale_up_window: 1m30s
+"#;
+    let files = [SourceFile { name: "a.yml".into(), text: text.into() }];
+    let loaded = load("a", &files, &LoadOptions::default()).unwrap_or_else(|e| panic!("{e}"));
+    let doc = compose::document(&loaded.spec);
+    assert_eq!(
+        doc["services"]["web"]["x-stackd-autoscale"],
+        serde_json::json!({
+            "min": 2, "max": 12, "target": { "cpu": "70%" },
+            "period": "15s", "scale_down_window": "5m", "scale_up_window": "0s",
+        })
+    );
+    // Without written replicas the service starts at min, and says so.
+    assert_eq!(doc["services"]["web"]["deploy"]["replicas"], 2);
+    assert_eq!(
+        doc["services"]["api"]["x-stackd-autoscale"],
+        serde_json::json!({
+            "min": 1, "max": 6, "target": { "connections": 50 },
+            "period": "30s", "scale_down_window": "10m", "scale_up_window": "1m30s",
+        })
+    );
+    assert_eq!(round_trip(&loaded.spec, "autoscale"), loaded.spec);
+}
+
+#[test]
 fn placement_and_resources_load_and_round_trip() {
     let text = r#"
 services:
@@ -269,6 +315,7 @@ mod generated {
     use std::collections::BTreeMap;
 
     use proptest::prelude::*;
+    use stackd_core::autoscale::{Policy, Target};
     use stackd_core::model::*;
 
     use super::round_trip;
@@ -303,7 +350,11 @@ mod generated {
             })),
             any::<bool>(),
         );
-        let ports = proptest::collection::btree_map(1000u16..2000, (1u16..65535, any::<bool>(), any::<bool>()), 0..3);
+        let ports = proptest::collection::btree_map(
+            1000u16..2000,
+            (1u16..65535, any::<bool>(), any::<bool>(), any::<bool>()),
+            0..3,
+        );
         let extras = (
             proptest::collection::vec("[A-Z_]{2,8}", 0..2),
             proptest::option::of((1u64..8, 1u64..4)),
@@ -343,13 +394,14 @@ mod generated {
                 });
                 let ports = ports
                     .into_iter()
-                    .map(|(published, (target, udp, host))| PortConfig {
+                    .map(|(published, (target, udp, host, proxy))| PortConfig {
                         target,
                         published: Some(published),
                         protocol: if udp { Protocol::Udp } else { Protocol::Tcp },
                         mode: if host { PublishMode::Host } else { PublishMode::Ingress },
                         host_ip: String::new(),
-                        proxy_protocol: false,
+                        // TCP through the mesh only.
+                        proxy_protocol: proxy && !udp && !host,
                     })
                     .collect();
                 TaskTemplate {
@@ -409,6 +461,31 @@ mod generated {
                 order: if start_first { UpdateOrder::StartFirst } else { UpdateOrder::StopFirst },
             },
         )
+    }
+
+    /// An autoscaling policy around `replicas`, valid for a service with
+    /// `ports` (a connections target needs a TCP port through the mesh):
+    /// how far below and above `replicas` the bounds are, the target, the
+    /// period and the windows.
+    fn autoscale() -> impl Strategy<Value = (u64, u64, bool, u32, u64, u64, u64)> {
+        (0u64..20, 0u64..20, any::<bool>(), 1u32..=1000, 1000u64..120_000, 0u64..=3_600_000, 0u64..=3_600_000)
+    }
+
+    fn with_autoscale(
+        (below, above, connections, value, period, down_window, up_window): (u64, u64, bool, u32, u64, u64, u64),
+        replicas: u64,
+        ports: &[PortConfig],
+    ) -> Policy {
+        let min = replicas.saturating_sub(below).max(1);
+        let mesh = ports
+            .iter()
+            .any(|p| p.published.is_some() && p.mode == PublishMode::Ingress && p.protocol == Protocol::Tcp);
+        let target = if connections && mesh {
+            Target::Connections { per_replica: value }
+        } else {
+            Target::Cpu { percent: value }
+        };
+        Policy { min, max: replicas + above, target, period, down_window, up_window }
     }
 
     fn mode() -> impl Strategy<Value = ServiceMode> {
@@ -490,29 +567,40 @@ mod generated {
             update_config(true),
             any::<bool>(),
             proptest::collection::btree_map("[a-z]{1,6}", text(), 0..2),
+            proptest::option::of(autoscale()),
         )
             .prop_map(
                 move |(
                     mut task,
-                    mode,
+                    mut mode,
                     (condition, delay_ms, max_attempts, window_ms),
                     update,
                     rollback,
                     dnsrr,
                     labels,
+                    policy,
                 )| {
                     let job = mode.is_job();
                     let endpoint_mode = if dnsrr {
                         // dnsrr cannot publish ports in ingress mode.
                         for p in &mut task.ports {
                             p.mode = PublishMode::Host;
+                            p.proxy_protocol = false;
                         }
                         EndpointMode::Dnsrr
                     } else {
                         EndpointMode::Vip
                     };
+                    // Autoscaled: a replicated service, started within the bounds.
+                    let autoscale = match (&mut mode, policy) {
+                        (ServiceMode::Replicated { replicas }, Some(p)) => {
+                            *replicas = (*replicas).max(1);
+                            Some(with_autoscale(p, *replicas, &task.ports))
+                        }
+                        _ => None,
+                    };
                     ServiceSpec {
-                        autoscale: None,
+                        autoscale,
                         name: name.clone(),
                         mode,
                         task,

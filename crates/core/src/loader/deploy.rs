@@ -84,6 +84,9 @@ pub(crate) fn deploy<'a>(cx: &mut Ctx, at: &At<'a>, spec: &mut ServiceSpec, task
             }
             "placement" => task.placement = placement::placement(cx, &e),
             "resources" => task.resources = placement::resources(cx, &e),
+            super::autoscale::KEY => {
+                cx.error(&e, "x-stackd-autoscale is a key of the service, not of deploy: write it beside `deploy:`")
+            }
             _ => cx.unknown_key(&e, &keys::DEPLOY),
         }
     }

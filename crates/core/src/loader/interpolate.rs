@@ -25,7 +25,8 @@
 //! Values under `x-*` keys at the top level and directly in a service are
 //! not interpolated: they are templates for anchors, and what an alias
 //! copies from them is interpolated where it is used. Everywhere else the
-//! whole tree is, as compose does.
+//! whole tree is, as compose does, and so is stackd's own service key
+//! `x-stackd-autoscale`, which is read like any other.
 
 use std::collections::BTreeSet;
 
@@ -330,7 +331,7 @@ pub(crate) fn unset_warning(name: &str) -> String {
 }
 
 /// Where in the tree the walk is: `x-*` keys are skipped at the top level
-/// and directly in a service, and nowhere else.
+/// and directly in a service (but `x-stackd-autoscale`), and nowhere else.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Level {
     Root,
@@ -382,7 +383,8 @@ impl Walk<'_, '_, '_> {
             }
             Kind::Map(entries) => {
                 for e in entries.iter_mut() {
-                    if matches!(level, Level::Root | Level::Service) && e.key.starts_with("x-") {
+                    let ours = level == Level::Service && e.key == super::autoscale::KEY;
+                    if matches!(level, Level::Root | Level::Service) && e.key.starts_with("x-") && !ours {
                         continue;
                     }
                     let next = match (level, e.key.as_str()) {

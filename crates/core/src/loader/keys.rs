@@ -356,6 +356,13 @@ fn closest<'k>(key: &str, keys: &[&'k str]) -> Option<(&'k str, usize)> {
     keys.iter().map(|k| (*k, distance(&lower, k))).filter(|(k, d)| *d <= most || start(k)).min_by_key(|(_, d)| *d)
 }
 
+/// The key of `keys` that `key` is likely a typo of, if one is close
+/// enough (for places that are not the compose specification's, such as
+/// `x-stackd-autoscale`).
+pub(crate) fn suggest<'k>(key: &str, keys: &[&'k str]) -> Option<&'k str> {
+    closest(key, keys).map(|(k, _)| k)
+}
+
 /// What to say about `key`, which `place` does not have: a suggestion, or
 /// that it is not a compose key there.
 pub(crate) fn unknown(key: &str, place: &Place) -> String {

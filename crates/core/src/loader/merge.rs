@@ -27,6 +27,8 @@
 //!     (`KEY=VALUE`) or a mapping in either file; the result is a mapping.
 //!   - `depends_on` and a service's `networks` merge by name (list or
 //!     mapping).
+//! - `x-stackd-autoscale` merges key by key, but its `target` is replaced
+//!   (a later `{connections: 50}` replaces an earlier `{cpu: 70%}`).
 //! - `logging` merges only when the drivers are the same (or one is not set);
 //!   otherwise the later replaces it. `build: DIR` is `build: {context: DIR}`.
 //!   Each `ulimits` entry is replaced.
@@ -73,6 +75,7 @@ enum Place {
     Deploy,
     Healthcheck,
     Ulimits,
+    Autoscale,
     TopVolumes,
     TopNetworks,
     TopVolume,
@@ -133,9 +136,11 @@ fn rule(place: Place, key: &str) -> (Rule, Place) {
         (Place::TopNetworks, _) => (Rule::Generic, Place::TopNetwork),
         (Place::TopVolume, "labels") => pairs(true),
         (Place::TopNetwork, "labels") => pairs(true),
-        (Place::Service, "command" | "entrypoint") | (Place::Healthcheck, "test") | (Place::Ulimits, _) => {
-            (Rule::Replace, Place::Other)
-        }
+        (Place::Service, "command" | "entrypoint")
+        | (Place::Healthcheck, "test")
+        | (Place::Ulimits, _)
+        | (Place::Autoscale, "target") => (Rule::Replace, Place::Other),
+        (Place::Service, super::autoscale::KEY) => (Rule::Generic, Place::Autoscale),
         (Place::Service, "environment" | "labels") | (Place::Deploy, "labels") => pairs(true),
         (Place::Service, "sysctls") => pairs(true),
         (Place::Service, "annotations") | (Place::Build, "args" | "labels") => pairs(false),

@@ -56,7 +56,8 @@
 //!    `objects` for configs and secrets, `envfile` for `env_file:` and
 //!    `label_file:`, `compat` for compose-only keys such as `restart`,
 //!    `scale` and `network_mode`, `depends` for `profiles:` and
-//!    `depends_on:`, `paths` for relative paths, `values`): the tree is
+//!    `depends_on:`, `autoscale` for `x-stackd-autoscale`, `paths` for
+//!    relative paths, `values`): the tree is
 //!    typed by hand into the model, field by field, so that every value has a
 //!    position; short and long syntaxes converge, defaults are applied and
 //!    volume and network names are namespaced (services without `networks:`
@@ -82,6 +83,7 @@ use serde::{Deserialize, Serialize};
 use crate::model::StackSpec;
 use crate::validate::is_valid_name;
 
+mod autoscale;
 mod compat;
 mod ctx;
 mod depends;

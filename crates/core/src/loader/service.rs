@@ -5,7 +5,8 @@ use std::collections::BTreeMap;
 use super::ctx::{At, Ctx};
 use super::keys;
 use super::networks::{self, Networks};
-use super::{compat, deploy, envfile, mounts, objects, runtime};
+use super::yaml::Kind;
+use super::{autoscale, compat, deploy, envfile, mounts, objects, runtime};
 use crate::model::{DataKind, EndpointMode, PublishMode, ServiceSpec, StackSpec, TaskTemplate};
 use crate::validate::is_valid_name;
 
@@ -35,7 +36,8 @@ pub(crate) fn service(cx: &mut Ctx, at: &At<'_>, stack: &StackSpec, nets: &Netwo
     let mut image = None;
     let mut build = None;
     let mut endpoint_at = None;
-    for e in entries {
+    let mut autoscale_at = None;
+    for e in entries.iter().cloned() {
         match e.key {
             "image" => {
                 image_key = true;
@@ -90,6 +92,15 @@ pub(crate) fn service(cx: &mut Ctx, at: &At<'_>, stack: &StackSpec, nets: &Netwo
             "ulimits" => task.ulimits = runtime::ulimits(cx, &e),
             "logging" => task.logging = runtime::logging(cx, &e),
             "build" => build = Some(e),
+            autoscale::KEY => autoscale_at = autoscale::read(cx, &e),
+            // stackd's own extension keys: a typo must not be ignored as any `x-` key is.
+            key if key.starts_with("x-stackd-") => cx.error(
+                &e,
+                match keys::suggest(key, &[autoscale::KEY]) {
+                    Some(k) => format!("unknown key `{key}`: did you mean `{k}`?"),
+                    None => format!("unknown key `{key}`: the only x-stackd- key of a service is `{}`", autoscale::KEY),
+                },
+            ),
             _ if legacy.take(&e) => {}
             "network_mode" => network_mode = compat::network_mode(cx, &e).map(|m| (m, e.clone())),
             "pid" | "ipc" | "uts" | "cgroup" | "cgroupns_mode" => compat::namespace(cx, &e),
@@ -163,9 +174,23 @@ pub(crate) fn service(cx: &mut Ctx, at: &At<'_>, stack: &StackSpec, nets: &Netwo
             );
         }
     }
+    if let Some(written) = autoscale_at {
+        autoscale::apply(cx, written, written_replicas(&entries).as_ref(), &mut spec, &task.ports);
+    }
     task.image = image?;
     spec.task = task;
     Some(spec)
+}
+
+/// Where the service's replicas are written, if they are: `deploy.replicas`,
+/// else compose's `scale` (null counts as not written).
+fn written_replicas<'a>(entries: &[At<'a>]) -> Option<At<'a>> {
+    let entry = |key: &str| entries.iter().find(|e| e.key == key && !e.is_null());
+    let in_deploy = entry("deploy").and_then(|d| match &d.node.kind {
+        Kind::Map(inner) => inner.iter().find(|e| e.key == "replicas").map(|e| d.entry(e)).filter(|e| !e.is_null()),
+        _ => None,
+    });
+    in_deploy.or_else(|| entry("scale").cloned())
 }
 
 /// `environment:` as a list (`KEY=VALUE`, `KEY`) or a mapping. A variable without a value takes it from the

@@ -3,6 +3,7 @@
 use super::{Diagnostic, LoadError, LoadOptions, Loaded, SourceFile, load};
 use crate::model::ServiceSpec;
 
+mod autoscale;
 mod compat;
 mod errors;
 mod files;
