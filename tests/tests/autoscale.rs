@@ -9,8 +9,9 @@
 //!   and running, on more than one node;
 //! - `stackctl service scale` is refused for it (without
 //!   `--disable-autoscale`) and changes nothing;
-//! - a start-first rollout (an environment variable changed) completes, and
-//!   the replica count stays put while it runs;
+//! - a start-first rollout (an environment variable changed), started while
+//!   the load still asks for more replicas, completes, and the replica count
+//!   stays put while it runs (the autoscaler says it holds);
 //! - a redeploy of the same file changes nothing: no service updated, the
 //!   same revision, the autoscaled count kept (not the file's `replicas: 1`);
 //! - no request fails from the load's start to its end;
@@ -76,8 +77,8 @@ fn stack(rev: &str) -> String {
       resources: {{limits: {{cpus: \"0.2\"}}}}
       update_config:
         order: start-first
-        parallelism: 2
-        monitor: 1s
+        parallelism: 1
+        monitor: 2s
     x-stackd-autoscale:
       min: 1
       max: 4
@@ -391,6 +392,11 @@ fn changes(status: &Value) -> Vec<(u64, u64, u64)> {
         .collect()
 }
 
+/// An event's message.
+fn message(e: &Value) -> &str {
+    e["message"].as_str().unwrap_or_default()
+}
+
 /// `A → B` in an event's message, as numbers.
 fn arrow(message: &str) -> Option<(u64, u64)> {
     let (a, b) = message.split_once('→')?;
@@ -426,7 +432,7 @@ fn a_service_scales_with_its_load() {
             "service ls over time:\n{}requests:\n{}\nautoscale: {:#}",
             timeline(&sampler.samples()),
             summary(&load.requests()),
-            try_autoscale_status(m).unwrap_or_else(|_| Value::Null)
+            try_autoscale_status(m).unwrap_or(Value::Null)
         )
     };
 
@@ -468,14 +474,15 @@ fn a_service_scales_with_its_load() {
     let after = row(m).expect("row");
     assert!(after.desired >= 2 && after.revision == before.revision, "{before:?} → {after:?}");
 
-    // Let the count settle a little under the load before the rollout.
-    std::thread::sleep(PERIOD * 2);
-
-    // A rollout under the load: start-first, completes, the count stays put.
+    // A rollout under the load, right away: the load still asks for more
+    // replicas while it runs. It completes (start-first), and the count
+    // stays put until it is over.
     let v2 = m.write_stack("v2.yml", &stack("2"));
     let rollout_from = load.started.elapsed();
+    let rollout_from_ms = unix_ms();
     let (code, out, err) = run(m, &["deploy", "-c", &v2, "app", "--wait", "--timeout", "90s", "-o", "json"]);
     let rollout_to = load.started.elapsed();
+    let rollout_to_ms = unix_ms();
     std::thread::sleep(Duration::from_millis(500));
     let last = out.lines().filter_map(|l| serde_json::from_str::<Value>(l).ok()).next_back().unwrap_or_default();
     assert!(
@@ -585,6 +592,20 @@ fn a_service_scales_with_its_load() {
             && autoscaled.iter().any(|(at, from, to)| to < from && *at as u128 >= stopped_ms),
         "no autoscale events up under the load and down after it:\n{out}"
     );
+    // The autoscaler looked during the rollout (it lasted more than a
+    // period) and held: a decision that says so.
+    let held: Vec<&Value> = events
+        .iter()
+        .filter(|e| e["name"] == "app_web" && e["message"].as_str().is_some_and(|t| t.starts_with("autoscale")))
+        .filter(|e| e["at"].as_u64().is_some_and(|at| (rollout_from_ms..=rollout_to_ms).contains(&(at as u128))))
+        .collect();
+    if rollout_to - rollout_from > PERIOD + Duration::from_secs(1) {
+        assert!(
+            held.iter().map(|e| message(e)).any(|t| t.contains("rollout") && arrow(t).is_none()),
+            "no autoscale decision held by the rollout ({:.1} s):\n{out}",
+            (rollout_to - rollout_from).as_secs_f64()
+        );
+    }
     // Every change of the count the decisions keep is an event too.
     let seen: BTreeSet<(u64, u64, u64)> = autoscaled.iter().copied().collect();
     for (at, from, to) in &decided {
