@@ -225,6 +225,29 @@ async fn status(node: &stackd::Node) -> Option<Value> {
     find(&v).cloned()
 }
 
+/// Removes the stack, and waits until its containers and its networks are
+/// gone: a deploy of the same name while its old network is still there
+/// gets that network, whose subnet is not the new one (the agent's
+/// `ensure_network` takes any network stackd made under the name), and
+/// its tasks fail with "Invalid address … does not belong to any of this
+/// network's subnets".
+async fn remove(node: &stackd::Node) -> Result<()> {
+    node.remove_stack(STACK).await?;
+    let start = Instant::now();
+    loop {
+        let o = Command::new("docker")
+            .args(["network", "ls", "-q", "--filter", &format!("label=io.stackd.stack={STACK}")])
+            .output()?;
+        if o.stdout.iter().all(u8::is_ascii_whitespace) {
+            return Ok(());
+        }
+        if start.elapsed() > Duration::from_secs(60) {
+            bail!("the networks of the {STACK} stack are still there after 60 s");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 /// Deploys `file` and waits until the mesh answers 10 times in a row.
 async fn deploy(node: &stackd::Node, file: &str, addr: SocketAddr) -> Result<()> {
     // Another cluster on this engine may hold the subnet this one gives its
@@ -238,7 +261,7 @@ async fn deploy(node: &stackd::Node, file: &str, addr: SocketAddr) -> Result<()>
         if attempt == 5 || !err.contains("Pool overlaps") {
             bail!("deploy failed: {err}");
         }
-        node.remove_stack(STACK).await?;
+        remove(node).await?;
     }
     let start = Instant::now();
     let mut row = 0;
@@ -299,12 +322,19 @@ fn quantile_ms(v: &[Duration], q: f64) -> f64 {
     s[rank - 1].as_secs_f64() * 1000.0
 }
 
-/// One round; see the module docs.
-async fn round(node: &stackd::Node, file: &str, addr: SocketAddr, args: &AutoscaleArgs, unit: f64) -> Result<Round> {
+/// One round; see the module docs. `warm`: seconds at 1× before the step.
+async fn round(
+    node: &stackd::Node,
+    file: &str,
+    addr: SocketAddr,
+    args: &AutoscaleArgs,
+    unit: f64,
+    warm: Duration,
+) -> Result<Round> {
     deploy(node, file, addr).await?;
     let start = Instant::now();
     let load = OpenLoop::start(addr, args.burn, unit, start);
-    tokio::time::sleep(Duration::from_secs(args.warm)).await;
+    tokio::time::sleep(warm).await;
     let mut r = Round { before: counts(node).await.map_or(0, |c| c.0), ..Round::default() };
     r.measured_at_step = status(node).await.and_then(|s| s["measured_milli"].as_f64()).map(|m| m / 1000.0);
     let t0 = start.elapsed();
@@ -328,7 +358,7 @@ async fn round(node: &stackd::Node, file: &str, addr: SocketAddr, args: &Autosca
     r.after = counts(node).await.unwrap_or_default();
     let st = status(node).await.unwrap_or_default();
     let log = load.finish().await;
-    node.remove_stack(STACK).await?;
+    remove(node).await?;
 
     r.decisions = st["decisions"]
         .as_array()
@@ -370,11 +400,7 @@ async fn round(node: &stackd::Node, file: &str, addr: SocketAddr, args: &Autosca
     r.step_requests = after.len();
     r.step_failed = after.iter().filter(|q| q.result.is_err()).count();
     r.step_slow = after.iter().filter(|q| q.result.is_ok() && q.took > SLOW).count();
-    let base: Vec<Duration> = before
-        .iter()
-        .filter(|q| q.at >= Duration::from_secs(args.warm / 2) && q.result.is_ok())
-        .map(|q| q.took)
-        .collect();
+    let base: Vec<Duration> = before.iter().filter(|q| q.at >= warm / 2 && q.result.is_ok()).map(|q| q.took).collect();
     r.base_p50_ms = quantile_ms(&base, 0.5);
     let mut errors: BTreeMap<&str, usize> = BTreeMap::new();
     for q in &after {
@@ -423,7 +449,7 @@ pub async fn bench(args: AutoscaleArgs) -> Result<()> {
     std::fs::write(&plain, stack_yaml(port, None))?;
     deploy(&node, &plain.display().to_string(), addr).await?;
     let (saturated, cal_failed) = capacity(addr, args.burn, 4, args.calibrate).await?;
-    node.remove_stack(STACK).await?;
+    remove(&node).await?;
     let unit = saturated * f64::from(TARGET) / 100.0;
     eprintln!(
         "one replica (cpus {CPUS}) answers {saturated:.1} requests/s saturated ({cal_failed} failed): 1× = {unit:.2} requests/s"
@@ -435,9 +461,16 @@ pub async fn bench(args: AutoscaleArgs) -> Result<()> {
     std::fs::write(&file, stack_yaml(port, Some(&policy)))?;
     let file = file.display().to_string();
     let mut rounds = Vec::new();
-    for k in 1..=args.rounds.max(1) {
-        eprintln!("round {k}/{}", args.rounds);
-        let r = round(&node, &file, addr, &args, unit).await?;
+    let period_s = args.period.unwrap_or(15);
+    // The step falls at another moment of the autoscaler's period in each
+    // round (its decisions are `period` apart from the service's creation):
+    // warm + k × period / rounds.
+    let warms: Vec<Duration> = (0..args.rounds.max(1))
+        .map(|k| Duration::from_secs(args.warm) + Duration::from_secs(period_s) * k as u32 / args.rounds.max(1) as u32)
+        .collect();
+    for (k, warm) in warms.iter().enumerate() {
+        eprintln!("round {}/{}: {:.1} s at 1×", k + 1, args.rounds, warm.as_secs_f64());
+        let r = round(&node, &file, addr, &args, unit, *warm).await?;
         eprintln!(
             "  decisions {:?}; first extra replica serving {} s, all {} s; {} requests until then, {} failed, {} slower than 1 s",
             r.decisions,
@@ -456,7 +489,6 @@ pub async fn bench(args: AutoscaleArgs) -> Result<()> {
     let decided = col(&|r| r.decided);
     let first = col(&|r| r.first_extra);
     let all = col(&|r| r.all);
-    let period_s = args.period.unwrap_or(15);
     let decisions: Vec<String> = rounds
         .iter()
         .map(|r| {
@@ -485,7 +517,7 @@ pub async fn bench(args: AutoscaleArgs) -> Result<()> {
          the other settings their defaults (no scale-up window, 5 min scale-down window). \
          Calibration: one replica without a policy, saturated by 4 connections for {cal} s, answers {saturated:.1} requests/s \
          (100 % of its limit), so it is at its target at **1× = {unit:.2} requests/s**. Each round deploys the stack (1 replica), \
-         sends an open loop of 1× for {warm} s, then at t0 **steps to {step}× ({rate5:.1} requests/s)** for {step_secs} s, and removes the stack. \
+         sends an open loop of 1× for {warm} s (so that the step falls at another moment of the period in each round), then at t0 **steps to {step}× ({rate5:.1} requests/s)** for {step_secs} s, and removes the stack. \
          A request counts from its scheduled time and fails without an answer within 10 s.\n\n\
          | from the step (t0) to | median (s) | rounds (s) |\n|---|---|---|\n\
          | the first scale-up decision | {m_decided} | {a_decided} |\n\
@@ -500,7 +532,7 @@ pub async fn bench(args: AutoscaleArgs) -> Result<()> {
         period_note = if args.period.is_none() { " (the default, as the HPA's sync period)" } else { "" },
         cal = args.calibrate,
         rate5 = unit * args.step,
-        warm = args.warm,
+        warm = warms.iter().map(|w| format!("{:.0}", w.as_secs_f64())).collect::<Vec<_>>().join(", "),
         step_secs = args.step_secs,
         m_decided = med_opt(&decided),
         a_decided = all_s(&|r| r.decided),

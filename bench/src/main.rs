@@ -132,11 +132,12 @@ struct AutoscaleArgs {
     /// Seconds of the calibration (one replica saturated).
     #[arg(long, default_value_t = 10)]
     calibrate: u64,
-    /// Seconds at 1× before the step.
+    /// Seconds at 1× before the step in the first round (the others add
+    /// a share of the period each).
     #[arg(long, default_value_t = 15)]
     warm: u64,
     /// Seconds of the step.
-    #[arg(long, default_value_t = 75)]
+    #[arg(long, default_value_t = 60)]
     step_secs: u64,
     /// Where to write the report (between its markers); `-`: print only.
     #[arg(long, default_value = "docs/benchmarks.md")]
