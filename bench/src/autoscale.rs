@@ -6,9 +6,11 @@
 //!  single node (manager + agent) on the main engine; stackd-test/burn:1,
 //!  GET /cgi-bin/burn?n=N burns a shell loop of N iterations; cpus: 0.2
 //!
-//!  calibration: the same service without a policy, 1 replica, a closed
-//!    loop of 4 connections for 10 s: C requests/s at 100 % of its limit;
-//!    one replica is at its target (50 %) at C/2 requests/s: the unit "1×"
+//!  calibration: the same service without a policy, 1 replica, an open
+//!    loop of 2.5 requests/s for 10 s (well below its limit); the CPU time
+//!    its container used meanwhile (the engine's stats, as the agent reads
+//!    them) over the requests answered: c per request. One replica is at
+//!    its target (50 % of 0.2 core) at 0.1 core / c requests/s: "1×"
 //!  each round: deploy with x-stackd-autoscale {min 1, max 8, cpu 50 %,
 //!    period P (15 s by default, as the HPA's sync period)}; open loop at
 //!    1× for `warm` s (the agents' readings, a first decision: stays at 1)
@@ -50,6 +52,8 @@ const TARGET: u32 = 50;
 const TIMEOUT: Duration = Duration::from_secs(10);
 /// A request that took longer than this waited too long.
 const SLOW: Duration = Duration::from_secs(1);
+/// The calibration's request rate (well below one replica's limit).
+const CALIBRATION_RATE: f64 = 2.5;
 
 /// The stack file: `policy` is the `x-stackd-autoscale` block (none for
 /// the calibration).
@@ -62,9 +66,9 @@ fn stack_yaml(port: u16, policy: Option<&str>) -> String {
     ports: [\"{port}:8080\"]
     stop_grace_period: 3s
     healthcheck:
-      test: [\"CMD-SHELL\", \"echo | nc -w 1 127.0.0.1 8080\"]
+      test: [\"CMD-SHELL\", \"echo | nc -w 2 127.0.0.1 8080\"]
       interval: 1s
-      retries: 3
+      retries: 10
     deploy:
       replicas: 1
       resources: {{limits: {{cpus: \"{CPUS}\"}}}}
@@ -162,30 +166,31 @@ impl OpenLoop {
     }
 }
 
-/// A closed loop of `conns` connections for `secs`: answered requests per second.
-async fn capacity(addr: SocketAddr, n: u32, conns: usize, secs: u64) -> Result<(f64, usize)> {
-    let end = Instant::now() + Duration::from_secs(secs);
-    let t0 = Instant::now();
-    let mut tasks = Vec::new();
-    for _ in 0..conns {
-        tasks.push(tokio::spawn(async move {
-            let (mut ok, mut failed) = (0usize, 0usize);
-            while Instant::now() < end {
-                match burn(addr, n).await {
-                    Ok(_) => ok += 1,
-                    Err(_) => failed += 1,
-                }
-            }
-            (ok, failed)
-        }));
-    }
-    let (mut ok, mut failed) = (0, 0);
-    for t in tasks {
-        let (a, b) = t.await?;
-        ok += a;
-        failed += b;
-    }
-    Ok((ok as f64 / t0.elapsed().as_secs_f64(), failed))
+/// The CPU time (ns) the container `id` has used, from the engine's stats.
+async fn cpu_ns(api: &bollard::Docker, id: &str) -> Result<u64> {
+    use futures_util::StreamExt;
+    let opts = bollard::query_parameters::StatsOptionsBuilder::default().stream(false).one_shot(true).build();
+    let stats = api.stats(id, Some(opts)).next().await.context("no stats from the engine")??;
+    stats.cpu_stats.and_then(|c| c.cpu_usage?.total_usage).context("no CPU usage in the engine's stats")
+}
+
+/// The CPU time one request costs the replica (s), at `rate` requests/s
+/// for `secs` against the one replica of the service, and the requests
+/// answered.
+async fn cost(api: &bollard::Docker, addr: SocketAddr, n: u32, rate: f64, secs: u64) -> Result<(f64, usize)> {
+    let o = Command::new("docker")
+        .args(["ps", "-q", "--filter", &format!("label=io.stackd.service={SERVICE}")])
+        .output()?;
+    let ids: Vec<String> = String::from_utf8_lossy(&o.stdout).split_whitespace().map(str::to_string).collect();
+    let [id] = ids.as_slice() else { bail!("{SERVICE} runs {} containers, not one", ids.len()) };
+    let before = cpu_ns(api, id).await?;
+    let load = OpenLoop::start(addr, n, rate, Instant::now());
+    tokio::time::sleep(Duration::from_secs(secs)).await;
+    let log = load.finish().await;
+    let after = cpu_ns(api, id).await?;
+    let ok = log.iter().filter(|r| r.result.is_ok()).count();
+    anyhow::ensure!(ok > 0, "no request answered during the calibration");
+    Ok((after.saturating_sub(before) as f64 / 1e9 / ok as f64, ok))
 }
 
 fn wall_ms() -> u64 {
@@ -448,11 +453,13 @@ pub async fn bench(args: AutoscaleArgs) -> Result<()> {
     let plain = node.dir().join("plain.yml");
     std::fs::write(&plain, stack_yaml(port, None))?;
     deploy(&node, &plain.display().to_string(), addr).await?;
-    let (saturated, cal_failed) = capacity(addr, args.burn, 4, args.calibrate).await?;
+    let (per_request, answered) = cost(&api, addr, args.burn, CALIBRATION_RATE, args.calibrate).await?;
     remove(&node).await?;
-    let unit = saturated * f64::from(TARGET) / 100.0;
+    let cores: f64 = CPUS.parse()?;
+    let unit = cores * f64::from(TARGET) / 100.0 / per_request;
     eprintln!(
-        "one replica (cpus {CPUS}) answers {saturated:.1} requests/s saturated ({cal_failed} failed): 1× = {unit:.2} requests/s"
+        "a request costs {:.1} ms of CPU ({answered} answered): one replica is at its target at 1× = {unit:.2} requests/s",
+        per_request * 1000.0
     );
 
     let period = args.period.map(|p| format!("      period: {p}s\n")).unwrap_or_default();
@@ -512,11 +519,12 @@ pub async fn bench(args: AutoscaleArgs) -> Result<()> {
     let mut body = format!(
         "Command: `bash bench/run.sh autoscale` (`stackd-bench autoscale --rounds {rounds_n} --step {step} --burn {burn}{period_flag}`), release build, \
          {cpus} cores, Docker {engine}, one node (manager and agent) on the main engine. The service: `stackd-test/burn:1`, whose \
-         `GET /cgi-bin/burn?n={burn}` burns a shell loop of {burn} iterations and answers its hostname, `cpus: {CPUS}`, a health check, \
+         `GET /cgi-bin/burn?n={burn}` burns a shell loop of {burn} iterations and answers its hostname, `cpus: {CPUS}`, a health check (`nc` to its port every 1 s; unhealthy after 10 failures, so that a saturated replica is not replaced), \
          published through the mesh; `x-stackd-autoscale: {{min: 1, max: {max}, target: {{cpu: {TARGET}%}}}}`, period {period_s} s{period_note}, \
          the other settings their defaults (no scale-up window, 5 min scale-down window). \
-         Calibration: one replica without a policy, saturated by 4 connections for {cal} s, answers {saturated:.1} requests/s \
-         (100 % of its limit), so it is at its target at **1× = {unit:.2} requests/s**. Each round deploys the stack (1 replica), \
+         Calibration: one replica without a policy, {CALIBRATION_RATE} requests/s for {cal} s; its container's CPU time over the \
+         requests answered (the engine's stats, as the agent reads them): {ms:.1} ms per request, so it is at its target \
+         ({tcores:.2} core) at **1× = {unit:.2} requests/s**. Each round deploys the stack (1 replica), \
          sends an open loop of 1× for {warm} s (so that the step falls at another moment of the period in each round), then at t0 **steps to {step}× ({rate5:.1} requests/s)** for {step_secs} s, and removes the stack. \
          A request counts from its scheduled time and fails without an answer within 10 s.\n\n\
          | from the step (t0) to | median (s) | rounds (s) |\n|---|---|---|\n\
@@ -531,6 +539,8 @@ pub async fn bench(args: AutoscaleArgs) -> Result<()> {
         max = args.max,
         period_note = if args.period.is_none() { " (the default, as the HPA's sync period)" } else { "" },
         cal = args.calibrate,
+        ms = per_request * 1000.0,
+        tcores = cores * f64::from(TARGET) / 100.0,
         rate5 = unit * args.step,
         warm = warms.iter().map(|w| format!("{:.0}", w.as_secs_f64())).collect::<Vec<_>>().join(", "),
         step_secs = args.step_secs,

@@ -129,7 +129,7 @@ struct AutoscaleArgs {
     /// The policy's most replicas.
     #[arg(long, default_value_t = 8)]
     max: u64,
-    /// Seconds of the calibration (one replica saturated).
+    /// Seconds of the calibration (the CPU time of a request).
     #[arg(long, default_value_t = 10)]
     calibrate: u64,
     /// Seconds at 1× before the step in the first round (the others add
