@@ -166,6 +166,16 @@ impl OpenLoop {
     }
 }
 
+/// The id of the one container of the service.
+fn the_container() -> Result<String> {
+    let o = Command::new("docker")
+        .args(["ps", "-q", "--filter", &format!("label=io.stackd.service={SERVICE}")])
+        .output()?;
+    let ids: Vec<String> = String::from_utf8_lossy(&o.stdout).split_whitespace().map(str::to_string).collect();
+    let [id] = ids.as_slice() else { bail!("{SERVICE} runs {} containers, not one", ids.len()) };
+    Ok(id.clone())
+}
+
 /// The CPU time (ns) the container `id` has used, from the engine's stats.
 async fn cpu_ns(api: &bollard::Docker, id: &str) -> Result<u64> {
     use futures_util::StreamExt;
@@ -178,16 +188,12 @@ async fn cpu_ns(api: &bollard::Docker, id: &str) -> Result<u64> {
 /// for `secs` against the one replica of the service, and the requests
 /// answered.
 async fn cost(api: &bollard::Docker, addr: SocketAddr, n: u32, rate: f64, secs: u64) -> Result<(f64, usize)> {
-    let o = Command::new("docker")
-        .args(["ps", "-q", "--filter", &format!("label=io.stackd.service={SERVICE}")])
-        .output()?;
-    let ids: Vec<String> = String::from_utf8_lossy(&o.stdout).split_whitespace().map(str::to_string).collect();
-    let [id] = ids.as_slice() else { bail!("{SERVICE} runs {} containers, not one", ids.len()) };
-    let before = cpu_ns(api, id).await?;
+    let id = the_container()?;
+    let before = cpu_ns(api, &id).await?;
     let load = OpenLoop::start(addr, n, rate, Instant::now());
     tokio::time::sleep(Duration::from_secs(secs)).await;
     let log = load.finish().await;
-    let after = cpu_ns(api, id).await?;
+    let after = cpu_ns(api, &id).await?;
     let ok = log.iter().filter(|r| r.result.is_ok()).count();
     anyhow::ensure!(ok > 0, "no request answered during the calibration");
     Ok((after.saturating_sub(before) as f64 / 1e9 / ok as f64, ok))
@@ -290,7 +296,7 @@ async fn deploy(node: &stackd::Node, file: &str, addr: SocketAddr) -> Result<()>
 struct Round {
     /// Replicas desired at the step (1 unless the 1× load scaled it).
     before: u64,
-    /// The autoscaler's measurement at the step (% CPU of the limit per replica).
+    /// The replica's CPU over the last 10 s before the step (% of its limit).
     measured_at_step: Option<f64>,
     /// Replicas desired and running at the end of the step.
     after: (u64, u64),
@@ -329,6 +335,7 @@ fn quantile_ms(v: &[Duration], q: f64) -> f64 {
 
 /// One round; see the module docs. `warm`: seconds at 1× before the step.
 async fn round(
+    api: &bollard::Docker,
     node: &stackd::Node,
     file: &str,
     addr: SocketAddr,
@@ -337,11 +344,21 @@ async fn round(
     warm: Duration,
 ) -> Result<Round> {
     deploy(node, file, addr).await?;
+    let id = the_container()?;
     let start = Instant::now();
     let load = OpenLoop::start(addr, args.burn, unit, start);
-    tokio::time::sleep(warm).await;
+    // The replica's own CPU over the last 10 s at 1×, in % of its limit.
+    let probe = Duration::from_secs(10).min(warm / 2);
+    tokio::time::sleep(warm - probe).await;
+    let c1 = cpu_ns(api, &id).await;
+    tokio::time::sleep(probe).await;
+    let c2 = cpu_ns(api, &id).await;
     let mut r = Round { before: counts(node).await.map_or(0, |c| c.0), ..Round::default() };
-    r.measured_at_step = status(node).await.and_then(|s| s["measured_milli"].as_f64()).map(|m| m / 1000.0);
+    let cores: f64 = CPUS.parse()?;
+    r.measured_at_step = match (c1, c2) {
+        (Ok(a), Ok(b)) => Some(b.saturating_sub(a) as f64 / 1e9 / probe.as_secs_f64() / cores * 100.0),
+        _ => None,
+    };
     let t0 = start.elapsed();
     let t0_ms = wall_ms();
     load.set_rate(unit * args.step);
@@ -477,7 +494,7 @@ pub async fn bench(args: AutoscaleArgs) -> Result<()> {
         .collect();
     for (k, warm) in warms.iter().enumerate() {
         eprintln!("round {}/{}: {:.1} s at 1×", k + 1, args.rounds, warm.as_secs_f64());
-        let r = round(&node, &file, addr, &args, unit, *warm).await?;
+        let r = round(&api, &node, &file, addr, &args, unit, *warm).await?;
         eprintln!(
             "  decisions {:?}; first extra replica serving {} s, all {} s; {} requests until then, {} failed, {} slower than 1 s",
             r.decisions,
@@ -531,7 +548,7 @@ pub async fn bench(args: AutoscaleArgs) -> Result<()> {
          | the first scale-up decision | {m_decided} | {a_decided} |\n\
          | **the first extra replica serving** (its first answer through the mesh) | **{m_first}** | {a_first} |\n\
          | **every replica it ends with serving** | **{m_all}** | {a_all} |\n\n\
-         | round | replicas at t0 → running/desired at the end | measured at t0 | decisions after t0 | requests from t0 until every replica served |\n|---|---|---|---|---|\n",
+         | round | replicas at t0 → running/desired at the end | the replica's CPU over the 10 s before t0 (% of its limit; target 50 %) | decisions after t0 | requests from t0 until every replica served |\n|---|---|---|---|---|\n",
         rounds_n = args.rounds,
         step = args.step,
         burn = args.burn,
