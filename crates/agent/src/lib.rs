@@ -39,7 +39,9 @@
 //!   volume specs) and the status reports runners send; below both.
 //! - [`docker`]: the executor, the only module that speaks bollard;
 //!   `docker/spec.rs` builds a container's create request from a task,
-//!   `docker/ports.rs` finds the containers that hold a host port.
+//!   `docker/ports.rs` finds the containers that hold a host port,
+//!   `docker/images.rs` resolves tags and pulls, `docker/networks.rs`
+//!   networks and volumes, `docker/error.rs` the executor's errors.
 //! - [`dataplane`]: the node's side of the cluster's networks: VXLAN
 //!   devices and static forwarding entries from the network view the
 //!   managers send (pure `plan`), VIPs, rules, mesh routes and PROXY hops

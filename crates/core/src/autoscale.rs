@@ -298,6 +298,13 @@ pub enum Reason {
         /// The replicas it asks for.
         wanted: u64,
     },
+    /// The load asks for a count outside `[min, max]`: the bound it is at holds.
+    Limited {
+        /// The measured value.
+        value: f64,
+        /// The replicas it asks for, before the bounds.
+        asked: u64,
+    },
     /// The load asks for fewer, but held by the scale-down window.
     Stabilised {
         /// The measured value.
@@ -342,6 +349,14 @@ impl Decision {
             }
             Reason::Up { value, wanted } | Reason::Down { value, wanted } => {
                 format!("{change}: {} against a target of {t} asks for {wanted}", target.describe(*value))
+            }
+            Reason::Limited { value, asked } => {
+                let bound =
+                    if *asked > policy.max { format!("max {}", policy.max) } else { format!("min {}", policy.min) };
+                format!(
+                    "{change}: {} against a target of {t} asks for {asked}, the policy's {bound}",
+                    target.describe(*value)
+                )
             }
             Reason::Stabilised { value, wanted, kept } => format!(
                 "{change}: {} against a target of {t} asks for {wanted}, but the last {} s asked for up to {kept}",
@@ -395,7 +410,9 @@ pub fn decide(
     }
     // Whole replicas; a hair above a whole number (float noise) is that number.
     let raw = ((current as f64) * ratio - 1e-9).ceil().max(0.0);
-    let wanted = if raw >= max as f64 { max } else { (raw as u64).clamp(min, max) };
+    // `as` saturates: a huge ratio asks for u64::MAX.
+    let asked = raw as u64;
+    let wanted = asked.clamp(min, max);
     let recommendation = Some(Recommendation { at: now, replicas: wanted });
     let within = |window: Timestamp| {
         history.iter().filter(move |r| r.at <= now && r.at.saturating_add(window) >= now).map(|r| r.replicas)
@@ -415,6 +432,8 @@ pub fn decide(
         } else {
             (to, Reason::Down { value: m.value, wanted })
         }
+    } else if asked != wanted {
+        (current, Reason::Limited { value: m.value, asked })
     } else {
         (current, Reason::Tolerance { value: m.value })
     };

@@ -156,3 +156,17 @@ proptest! {
         prop_assert!(runs[top..].iter().all(|r| *r == runs[top]), "flapped: {runs:?}");
     }
 }
+
+#[test]
+fn a_load_beyond_the_bounds_says_the_bound_holds() {
+    let p = policy(1, 3);
+    let m = Measurement { at: 0, value: 140.0, replicas: 3 };
+    let d = decide(&p, 3, Some(&m), &[], false, 0);
+    assert_eq!(d.replicas, 3);
+    assert!(matches!(d.reason, Reason::Limited { asked: 6, .. }), "{d:?}");
+    assert_eq!(d.describe(&p, 3), "stays at 3: 140% CPU against a target of 70% CPU asks for 6, the policy's max 3");
+    let p = policy(2, 5);
+    let m = Measurement { at: 0, value: 10.0, replicas: 2 };
+    let d = decide(&p, 2, Some(&m), &[], false, 0);
+    assert_eq!(d.describe(&p, 2), "stays at 2: 10% CPU against a target of 70% CPU asks for 1, the policy's min 2");
+}

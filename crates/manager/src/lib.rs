@@ -33,9 +33,11 @@
 //! - `controller.rs`: the loop that turns state into plans through core
 //!   (orchestrate, schedule).
 //! - `dispatcher.rs`: agent sessions, heartbeats, status reports; the
-//!   `PublishLogs` streams of `stackctl logs`; `dispatcher/usage.rs` what
-//!   is kept of an agent's `ReportUsage` (its own tasks, existing services,
-//!   bounded) for the autoscaler.
+//!   `PublishLogs` streams of `stackctl logs`; `dispatcher/assignments.rs`
+//!   what a session sends its node (pure `next_message`: tasks, network and
+//!   volume specs, contents, credentials, images to resolve) and `fan_out`;
+//!   `dispatcher/usage.rs` what is kept of an agent's `ReportUsage` (its own
+//!   tasks, existing services, bounded) for the autoscaler.
 //! - `logs/`: the relay of `stackctl logs` on the leader (`plan.rs` pure:
 //!   a target → the nodes to ask; `broker.rs`: subscriptions, the sessions
 //!   they go out on, the streams that feed them).

@@ -46,6 +46,7 @@ pub(crate) enum Kind {
     Up,
     Down,
     Stabilised,
+    Limited,
 }
 
 fn kind(reason: &Reason) -> Kind {
@@ -57,6 +58,7 @@ fn kind(reason: &Reason) -> Kind {
         Reason::Up { .. } => Kind::Up,
         Reason::Down { .. } => Kind::Down,
         Reason::Stabilised { .. } => Kind::Stabilised,
+        Reason::Limited { .. } => Kind::Limited,
     }
 }
 
