@@ -78,7 +78,7 @@ fn stack(rev: &str) -> String {
       update_config:
         order: start-first
         parallelism: 1
-        monitor: 2s
+        monitor: 3s
     x-stackd-autoscale:
       min: 1
       max: 4
@@ -455,10 +455,14 @@ fn a_service_scales_with_its_load() {
         .into_iter()
         .find(|(at, from, to)| to > from && *at as u128 >= load.started_ms)
         .map(|(at, _, _)| Duration::from_millis((at as u128 - load.started_ms) as u64));
-    let running_at = sampler.samples().iter().find(|(_, r)| r.desired >= 2 && r.running >= 2).map(|(at, _)| *at);
+    let running_at = sampler
+        .samples()
+        .iter()
+        .find(|(_, r)| r.desired >= 2 && r.running >= 2)
+        .map_or(scaled.0, |(at, _)| *at.min(&scaled.0));
     eprintln!(
         "scaled out: {}/{} running on {:?} after {:?}; first scale-up decision {first_up:?}, \
-         extra replicas running (first sample) {running_at:?} after the load's start",
+         extra replicas running {running_at:?} after the load's start",
         scaled.1.running, scaled.1.desired, scaled.2, scaled.0
     );
     assert!(first_up.is_some(), "no scale-up decision recorded:\n{}", context(&load, &sampler));
