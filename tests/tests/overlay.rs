@@ -321,7 +321,70 @@ fn a_stack_network_spans_the_nodes() {
         let (_, text) = out(nets);
         assert!(!text.lines().any(|n| n.starts_with("app_") || n.starts_with("other_")), "node {i} kept {text}");
     }
+    left_over_networks_are_replaced(&c);
     eprintln!("test took {:?}", t0.elapsed());
+}
+
+/// A stack removed and deployed again at once: its containers go first and
+/// its network a moment later, so the new deploy may find the old network,
+/// whose subnet the cluster may since have given to another. The agent
+/// replaces such a network (once its containers are gone) rather than
+/// start tasks on it with addresses outside its subnet. Played exactly by
+/// a network of the stack's name and labels with another subnet, then by
+/// `stack rm` and `deploy` back to back.
+fn left_over_networks_are_replaced(c: &Engines) {
+    let m = c.node(0);
+    let other = m.write_stack("other.yml", OTHER);
+    m.stackctl(&["deploy", "-c", &other, "other", "--wait", "--timeout", "90s"]);
+    let mut inspect = c.docker(1);
+    inspect.args(["network", "inspect", "other_default", "-f", "{{json .Labels}}"]);
+    let (ok, labels) = out(inspect);
+    assert!(ok, "other_default on node 1: {labels}");
+    let labels: std::collections::BTreeMap<String, String> =
+        serde_json::from_str(labels.trim()).expect("the network's labels as JSON");
+    m.stackctl(&["stack", "rm", "other"]);
+    let gone = |i: usize| {
+        let mut nets = c.docker(i);
+        nets.args(["network", "ls", "-q", "--filter", "name=^other_default$"]);
+        out(nets).1.trim().is_empty()
+    };
+    wait_until(Duration::from_secs(60), "other_default gone from node 1", || gone(1).then_some(()));
+    // The old network, as a late removal would have left it.
+    let mut create = c.docker(1);
+    create.args(["network", "create", "--subnet", "10.250.7.0/24"]);
+    for (k, v) in &labels {
+        create.args(["--label", &format!("{k}={v}")]);
+    }
+    create.arg("other_default");
+    let (ok, text) = out(create);
+    assert!(ok, "creating the left-over network: {text}");
+    m.stackctl(&["deploy", "-c", &other, "other", "--wait", "--timeout", "90s"]);
+    let id = container(c, 1, "other_client");
+    let ip = address(c, 1, &id, "other_default");
+    assert!(ip.starts_with("10.192."), "the client on node 1 got {ip} on the left-over network");
+    // Back to back, as a CI job's `stack rm` and `deploy` would.
+    for round in 0..2 {
+        m.stackctl(&["stack", "rm", "other"]);
+        let out = m
+            .stackctl_output(&["deploy", "-c", &other, "other", "--wait", "--timeout", "90s"])
+            .expect("stackctl deploy");
+        assert!(
+            out.status.success(),
+            "round {round}: a deploy right after stack rm did not converge: {}{}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+            c.cluster.logs()
+        );
+        for i in 0..3 {
+            let id = container(c, i, "other_client");
+            let ip = address(c, i, &id, "other_default");
+            assert!(ip.starts_with("10.192."), "round {round}: the client on node {i} has {ip}");
+        }
+    }
+    m.stackctl(&["stack", "rm", "other"]);
+    for i in 0..3 {
+        wait_until(Duration::from_secs(60), &format!("other_default gone from node {i}"), || gone(i).then_some(()));
+    }
 }
 
 const HEALTH: &str = "\

@@ -95,6 +95,20 @@ pub enum DockerError {
         /// The network's name.
         name: String,
     },
+    /// A network of a stack removed a moment ago is still on the node with
+    /// the subnet the cluster gave it then, and still has containers: it is
+    /// replaced once they are gone (the task is tried again).
+    #[error(
+        "network {name} is left over from before (subnet {found}; the cluster now gives it {wanted}) and still has containers: it is replaced once they are gone"
+    )]
+    NetworkStale {
+        /// The network's name.
+        name: String,
+        /// The subnet it has.
+        found: String,
+        /// The subnet the cluster gives it.
+        wanted: String,
+    },
     /// An external volume a task mounts does not exist.
     #[error(
         "external volume {name} does not exist on this node: create it (docker volume create {name}, with the driver and options it needs) or drop `external` from the stack file"

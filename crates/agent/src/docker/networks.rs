@@ -41,6 +41,7 @@ pub(super) fn network_info(n: Network) -> Option<NetworkInfo> {
         name: n.name.unwrap_or_default(),
         created: n.created.unwrap_or_default(),
         labels: n.labels.unwrap_or_default(),
+        subnets: n.ipam.and_then(|i| i.config).unwrap_or_default().into_iter().filter_map(|c| c.subnet).collect(),
     })
 }
 
@@ -53,6 +54,12 @@ pub(super) fn volume_info(v: Volume) -> VolumeInfo {
         labels: v.labels.into_iter().collect(),
     }
 }
+
+/// How long a network left over from a removed stack may take to lose its
+/// containers before a task that needs its name fails.
+const STALE_WAIT: Duration = Duration::from_secs(60);
+/// How often it is looked at meanwhile.
+const STALE_RETRY: Duration = Duration::from_millis(500);
 
 impl Executor {
     async fn list_networks(&self, filter: (&str, String)) -> Result<Vec<NetworkInfo>, DockerError> {
@@ -81,6 +88,13 @@ impl Executor {
     /// [`DockerError::NetworkTaken`]). A create that races with another
     /// agent's is not an error. True when this call created it.
     ///
+    /// A stackd network of the name whose subnet is not the one the
+    /// cluster gives it now is left over from a stack removed a moment ago
+    /// (its containers go first, the network a little later): it is removed
+    /// and created anew, once its last containers are gone (looked at every
+    /// [`STALE_RETRY`] for up to [`STALE_WAIT`], then
+    /// [`DockerError::NetworkStale`]).
+    ///
     /// A network that exists is found without the locks: only a create
     /// holds them. (Every task of a deploy took both locks in turn for a
     /// look at the engine's networks: 30 replicas queued for about half a
@@ -101,39 +115,71 @@ impl Executor {
                 Err(e) => Err(engine("inspect network", e)),
             };
         }
+        // The subnet the cluster gives the network (a network spanning nodes).
+        let wanted = view.filter(|_| ctx.overlay_mtu.is_some()).map(|v| v.subnet.to_string());
         let found = |existing: &[NetworkInfo]| {
             spec::keeper(existing).map(|n| {
-                if spec::is_stackd_network(&n.labels) {
-                    Ok(false)
-                } else {
+                if !spec::is_stackd_network(&n.labels) {
                     Err(DockerError::NetworkTaken { name: name.clone() })
+                } else if let Some(w) = wanted.as_ref().filter(|w| spec::left_over(n, Some(w.as_str()))) {
+                    // Left over from a stack removed a moment ago, whose
+                    // subnet the cluster has given to another since.
+                    Ok(Some((n.id.clone(), n.subnets.join(","), w.clone())))
+                } else {
+                    Ok(None)
                 }
             })
         };
-        if let Some(r) = found(&self.networks_named(name).await?) {
-            return r;
-        }
-        let _one_at_a_time = self.network_lock.lock().await;
-        let _one_per_host = host_network_lock().await;
-        if let Some(r) = found(&self.networks_named(name).await?) {
-            return r;
-        }
-        let created = match self.docker.create_network(spec::network_body(net, ctx, view)).await {
-            Ok(resp) => resp.id,
-            Err(e) if already_exists(&e) => return Ok(false),
-            Err(e) => return Err(engine("create network", e)),
-        };
-        // Another agent on this engine may have created a twin at the same moment.
-        let same = self.networks_named(name).await?;
-        if let Some(k) = spec::keeper(&same)
-            && k.id != created
-        {
-            tracing::info!(network = %name, "another agent created the network at the same time: keeping its one");
-            if let Err(e) = self.docker.remove_network(&created).await {
-                tracing::warn!(network = %name, error = %describe(&e), "cannot remove a duplicate network");
+        let deadline = tokio::time::Instant::now() + STALE_WAIT;
+        loop {
+            match found(&self.networks_named(name).await?) {
+                Some(Ok(None)) => return Ok(false),
+                Some(Err(e)) => return Err(e),
+                // Absent, or to replace: under the locks, after a second look.
+                Some(Ok(Some(_))) | None => {}
             }
+            let one_at_a_time = self.network_lock.lock().await;
+            let one_per_host = host_network_lock().await;
+            match found(&self.networks_named(name).await?) {
+                Some(Ok(None)) => return Ok(false),
+                Some(Err(e)) => return Err(e),
+                Some(Ok(Some((id, found, wanted)))) => match self.docker.remove_network(&id).await {
+                    Ok(()) | Err(BollardError::DockerResponseServerError { status_code: 404, .. }) => {
+                        tracing::info!(network = %name, %found, %wanted, "replacing a left-over network with the cluster's subnet");
+                    }
+                    // Its containers are on their way out (a stack removed a
+                    // moment ago): look again in a while, without the locks.
+                    Err(e) if tokio::time::Instant::now() < deadline => {
+                        tracing::debug!(network = %name, error = %describe(&e), "a left-over network cannot go yet");
+                        drop(one_per_host);
+                        drop(one_at_a_time);
+                        tokio::time::sleep(STALE_RETRY).await;
+                        continue;
+                    }
+                    Err(e) => {
+                        tracing::info!(network = %name, error = %describe(&e), "a left-over network cannot go");
+                        return Err(DockerError::NetworkStale { name: name.clone(), found, wanted });
+                    }
+                },
+                None => {}
+            }
+            let created = match self.docker.create_network(spec::network_body(net, ctx, view)).await {
+                Ok(resp) => resp.id,
+                Err(e) if already_exists(&e) => return Ok(false),
+                Err(e) => return Err(engine("create network", e)),
+            };
+            // Another agent on this engine may have created a twin at the same moment.
+            let same = self.networks_named(name).await?;
+            if let Some(k) = spec::keeper(&same)
+                && k.id != created
+            {
+                tracing::info!(network = %name, "another agent created the network at the same time: keeping its one");
+                if let Err(e) = self.docker.remove_network(&created).await {
+                    tracing::warn!(network = %name, error = %describe(&e), "cannot remove a duplicate network");
+                }
+            }
+            return Ok(true);
         }
-        Ok(true)
     }
 
     /// The volume called `name`, if it exists.

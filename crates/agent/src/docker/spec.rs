@@ -273,6 +273,17 @@ pub struct NetworkInfo {
     pub created: String,
     /// Labels.
     pub labels: HashMap<String, String>,
+    /// Its subnets, as its IPAM configuration gives them.
+    pub subnets: Vec<String>,
+}
+
+/// Whether `n`, a stackd network of the name wanted, is left over from a
+/// stack removed a moment ago: its subnet is not the one the cluster gives
+/// the network now (`wanted`; `None` on an engine shared by several
+/// nodes, where the engine picks). A network without a subnet in its IPAM
+/// configuration is taken as it is.
+pub fn left_over(n: &NetworkInfo, wanted: Option<&str>) -> bool {
+    wanted.is_some_and(|w| !n.subnets.is_empty() && !n.subnets.iter().any(|s| s == w))
 }
 
 /// The networks garbage collection may remove: this cluster's, not wanted
@@ -839,12 +850,22 @@ mod tests {
     }
 
     #[test]
+    fn a_network_with_another_subnet_than_the_clusters_is_left_over() {
+        let n = NetworkInfo { subnets: vec!["10.192.0.0/20".into()], ..Default::default() };
+        assert!(left_over(&n, Some("10.192.16.0/20")));
+        assert!(!left_over(&n, Some("10.192.0.0/20")));
+        assert!(!left_over(&n, None));
+        assert!(!left_over(&NetworkInfo::default(), Some("10.192.16.0/20")));
+    }
+
+    #[test]
     fn only_this_clusters_unwanted_networks_are_collected() {
         let info = |name: &str, labels: &[(&str, &str)]| NetworkInfo {
             id: format!("id-{name}"),
             name: name.into(),
             created: String::new(),
             labels: labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            subnets: vec![],
         };
         let networks = vec![
             info("shop_old", &[(LABEL_CLUSTER, "c1"), (LABEL_NETWORK, "old")]),
