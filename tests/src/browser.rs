@@ -182,6 +182,23 @@ impl Browser {
         Ok(())
     }
 
+    /// Waits (up to 15 s) until the browser shows `url`: a navigation's
+    /// redirect may still be under way when `goto` returns (seen once, on a
+    /// chromium started for the first time after its installation).
+    pub fn wait_url(&self, url: &str) -> Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let now = self.url()?;
+            if now == url {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!("the browser shows {now}, not {url}, after 15 s:\n{}", self.source().unwrap_or_default());
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
     fn element(&self, css: &str) -> Result<String> {
         self.find(css).with_context(|| format!("no element {css} in:\n{}", self.source().unwrap_or_default()))
     }

@@ -44,7 +44,7 @@ fn the_status_page_signs_in_with_a_token_and_shows_services_and_failed_tasks() {
 
     // No session: the sign-in form.
     b.goto(&home).expect("the page loads");
-    assert_eq!(b.url().expect("url"), format!("{home}login"));
+    b.wait_url(&format!("{home}login")).expect("sent to the sign-in form");
     assert!(b.find("form#login input#token[type=password]").is_some(), "{}", b.source().unwrap_or_default());
     assert!(b.find("#services").is_none());
 
@@ -78,7 +78,7 @@ fn the_status_page_signs_in_with_a_token_and_shows_services_and_failed_tasks() {
     b.wait_for("form#login").expect("signed out");
     assert_eq!(b.url().expect("url"), format!("{home}login"));
     b.goto(&home).expect("load");
-    assert_eq!(b.url().expect("url"), format!("{home}login"));
+    b.wait_url(&format!("{home}login")).expect("sent to the sign-in form");
 
     // A revoked token ends its session on the next request.
     b.type_into("#token", &viewer).expect("type");
