@@ -274,21 +274,7 @@ async fn deploy(node: &stackd::Node, file: &str, addr: SocketAddr) -> Result<()>
         }
         remove(node).await?;
     }
-    let start = Instant::now();
-    let mut row = 0;
-    while row < 10 {
-        match burn(addr, 1).await {
-            Ok(_) => row += 1,
-            Err(e) => {
-                row = 0;
-                if start.elapsed() > Duration::from_secs(60) {
-                    bail!("{addr} does not answer after 60 s: {e}");
-                }
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-        }
-    }
-    Ok(())
+    crate::load::wait_serving(addr, 10).await
 }
 
 /// What one round measured.

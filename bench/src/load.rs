@@ -203,3 +203,22 @@ pub async fn closed_loop(targets: &[SocketAddr], conns: usize, duration: Duratio
     stats.elapsed = t0.elapsed();
     stats
 }
+
+/// Waits until `addr` answers `n` requests in a row.
+pub async fn wait_serving(addr: SocketAddr, n: usize) -> anyhow::Result<()> {
+    let start = Instant::now();
+    let mut row = 0;
+    while row < n {
+        match get(addr).await {
+            Ok(_) => row += 1,
+            Err(e) => {
+                row = 0;
+                if start.elapsed() > Duration::from_secs(60) {
+                    anyhow::bail!("{addr} does not answer after 60 s: {e}");
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    }
+    Ok(())
+}

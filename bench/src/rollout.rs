@@ -458,25 +458,6 @@ async fn client_container(label: &str) -> Result<String> {
     }
 }
 
-/// Waits until `addr` answers `n` requests in a row.
-async fn wait_serving(addr: SocketAddr, n: usize) -> Result<()> {
-    let start = Instant::now();
-    let mut row = 0;
-    while row < n {
-        match load::get(addr).await {
-            Ok(_) => row += 1,
-            Err(e) => {
-                row = 0;
-                if start.elapsed() > Duration::from_secs(60) {
-                    bail!("{addr} does not answer after 60 s: {e}");
-                }
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-        }
-    }
-    Ok(())
-}
-
 async fn stackd_round(s: &StackdSide, replicas: usize, rate: f64) -> Result<Sample> {
     let (v1, v2) = (s.file(1, replicas)?, s.file(2, replicas)?);
     // Another cluster on this engine (a test run beside this one) may hold a
@@ -493,7 +474,7 @@ async fn stackd_round(s: &StackdSide, replicas: usize, rate: f64) -> Result<Samp
         eprintln!("  v1 rejected: its subnet is taken on this engine by another network; deploying again");
         s.remove().await?;
     }
-    wait_serving(s.addr, 20).await?;
+    load::wait_serving(s.addr, 20).await?;
     let id = client_container(&format!("io.stackd.service={STACK}_client")).await?;
     start_client_loop(&id).await?;
     let poller = (rate > 0.0).then(|| Poller::start(s.addr, rate));

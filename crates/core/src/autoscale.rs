@@ -104,6 +104,12 @@ impl Policy {
         Policy { min, max, target, down_window: DOWN_WINDOW, up_window: 0, period: PERIOD }
     }
 
+    /// `replicas` brought within `[min, max]` (a `max` below `min`, which
+    /// validation refuses, counts as `min`).
+    pub fn clamp(&self, replicas: u64) -> u64 {
+        replicas.clamp(self.min, self.max.max(self.min))
+    }
+
     /// What is wrong with the policy of a service of mode `mode` (whose
     /// replicas are where the autoscaler starts) that publishes `ports`;
     /// empty when it is good. The loader reports each problem at the key

@@ -954,7 +954,7 @@ impl ServiceSpec {
         if let (Some(policy), Some(_), ServiceMode::Replicated { replicas: now }, ServiceMode::Replicated { .. }) =
             (&spec.autoscale, &current.autoscale, &current.mode, &spec.mode)
         {
-            spec.mode = ServiceMode::Replicated { replicas: (*now).clamp(policy.min, policy.max.max(policy.min)) };
+            spec.mode = ServiceMode::Replicated { replicas: policy.clamp(*now) };
         }
         spec
     }

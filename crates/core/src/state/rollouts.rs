@@ -154,7 +154,7 @@ impl ClusterState {
             return;
         };
         let rollout = matches!(s.update.state, UpdateState::Updating | UpdateState::RollingBack);
-        let to = if rollout { current } else { replicas.clamp(policy.min, policy.max.max(policy.min)) };
+        let to = if rollout { current } else { policy.clamp(replicas) };
         let status = s.autoscale.get_or_insert_with(Default::default);
         status.measured_at = cx.at;
         status.measured_milli = measured_milli;
