@@ -553,11 +553,16 @@ fn a_service_scales_with_its_load() {
     });
     let samples = sampler.samples();
     drop(sampler);
+    // The count when the load stopped: it may have grown after the redeploy.
+    let at_stop = samples.iter().filter(|(at, _)| *at <= load_stop).map(|(_, r)| r.desired).next_back();
+    let at_stop = at_stop.unwrap_or(kept.desired).max(kept.desired);
     let first_down = samples
         .iter()
         .filter(|(at, _)| *at > load_stop)
-        .find(|(_, r)| r.desired < kept.desired)
-        .map(|(at, _)| *at - load_stop);
+        .find(|(_, r)| r.desired < at_stop)
+        .map(|(at, _)| *at - load_stop)
+        // The sampler may have stopped before it saw a step the wait saw.
+        .or(Some(back));
     eprintln!(
         "after the load: first step down {first_down:?}, back at 1 after {back:?} (peak {peak} replicas)\n{}",
         timeline(&samples)
